@@ -1,0 +1,111 @@
+# retort — one binary, CPU path always, CUDA objects when nvcc is found (CUDA=1 forces, CUDA=0 disables).
+#
+#   make            build ./retort
+#   make deps       install the Debian packages and the Python reference environment
+#   make test       deps + build + every test (C unit tests, reference comparisons, CLI tests)
+#   make sanitize   the same tests under ASan + UBSan (CPU build)
+#   make bench      side-by-side benchmarks
+#   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make demo       the whole pipeline on the built-in task
+
+CC      ?= cc
+NVCC    ?= nvcc
+VENV    ?= $(HOME)/.cache/retort/venv
+PYTHON  := $(VENV)/bin/python
+
+ifeq ($(origin CUDA),undefined)
+CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+endif
+
+BUILD   ?= build/$(if $(filter 1,$(CUDA)),gpu,cpu)
+
+OPT      ?= -O2
+WARN     := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes
+CPPFLAGS += -I. -D_GNU_SOURCE
+CFLAGS   += -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing
+LDLIBS   += -Wl,--as-needed -ljansson -lzstd -lsqlite3 -lpcre2-8 -lutf8proc -lopenblas -lm -lpthread
+
+LIB_SRC := $(sort $(wildcard core/*.c kernels/cpu/*.c dataset/*.c filters/*.c teacher/*.c student/*.c eval/*.c))
+CLI_SRC := $(sort $(wildcard cli/*.c))
+CU_SRC  := $(sort $(wildcard kernels/cuda/*.cu))
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+CPPFLAGS  += -DRT_HAVE_CUDA=1
+NVFLAGS   ?= -O3 -std=c++17 -I. -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
+CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+endif
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libretort.a
+BIN      := retort
+TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps test test-c test-ref sanitize bench fuzz demo clean tests-build
+all: $(BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -DRT_HAVE_CUDA=1 -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -o $@ $< $(LIB) -lcriterion $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+tests-build: $(BIN) $(TESTS)
+
+deps:
+	@VENV=$(VENV) scripts/deps.sh
+
+# Every test: C unit tests (Criterion) and the reference comparisons (pytest, against
+# PyPI safetensors/torch/transformers/tokenizers), summed up in one closing line.
+test: deps
+	@$(MAKE) --no-print-directory tests-build
+	@RETORT=$(CURDIR)/$(BIN) TEST_BIN_DIR=$(BUILD)/tests PYTHON=$(PYTHON) tests/run.sh
+
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build/san CUDA=0 CC=clang OPT=-O1 \
+	  CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" BIN=build/san/retort tests-build
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  RETORT=$(CURDIR)/build/san/retort TEST_BIN_DIR=build/san/tests PYTHON=$(PYTHON) tests/run.sh
+
+bench: deps $(BIN) $(BENCHES)
+	@PYTHON=$(PYTHON) BENCH_BIN_DIR=$(BUILD)/bench bench/run.sh
+
+FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+fuzz: $(FUZZ_TARGETS)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -O1 -g -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $(WARN) -o $@ $< \
+	  $(filter-out kernels/cuda/%,$(LIB_SRC)) $(filter-out -lcudart_static -lstdc++,$(LDLIBS))
+
+demo: deps $(BIN)
+	./$(BIN) demo
+
+clean:
+	rm -rf build $(BIN)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

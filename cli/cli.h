@@ -1,0 +1,35 @@
+/* cli/cli.h — the subcommand table and the helpers every subcommand shares.
+ *
+ * Each subcommand is `int cmd_NAME(int argc, char **argv)` with argv[0] the command name.
+ * It returns an exit status: 0 ok, 1 runtime error (bad input, I/O), 2 usage error.
+ * cli/ is the only place that prints to the user and decides exit codes.
+ */
+#ifndef RT_CLI_H
+#define RT_CLI_H
+
+#include <stdio.h>
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *name;
+    const char *summary;   /* one line for `retort --help` */
+    const char *usage;     /* full usage for `retort help NAME` */
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+const cli_command *cli_find(const char *name);
+
+/* Prints "retort: <what>: <library message>" and returns EXIT_RUNTIME. */
+int cli_fail(const char *what);
+/* Prints "retort NAME: <message>" and the usage hint; returns EXIT_USAGE. */
+int cli_usage_error(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* True when argv holds -h or --help; then the usage is printed to stdout. */
+int cli_wants_help(const char *name, int argc, char **argv);
+/* Formats n with thousands separators into buf. */
+const char *cli_thousands(long long n, char *buf, size_t len);
+
+int cmd_inspect(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,124 @@
+#include "core/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+
+int rt_read_file(const char *path, char **buf, size_t *len) {
+    *buf = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return rt_fail(RT_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 0, n = 0;
+    char *b = NULL;
+    for (;;) {
+        if (rt_grow((void **)&b, &cap, n + 65536 + 1, 1)) { free(b); fclose(f); return RT_ENOMEM; }
+        size_t got = fread(b + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) { free(b); return rt_fail(RT_EIO, "%s: read failed", path); }
+    b[n] = 0;
+    *buf = b;
+    if (len) *len = n;
+    return 0;
+}
+
+bool rt_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool rt_is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *rt_path_join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 1 && a[la - 1] == '/') la--;
+    char *p = rt_malloc(la + lb + 2);
+    if (!p) return NULL;
+    memcpy(p, a, la);
+    p[la] = '/';
+    memcpy(p + la + 1, b, lb + 1);
+    return p;
+}
+
+struct rt_atomic_file {
+    char *path, *tmp;
+    FILE *f;
+    int failed;
+};
+
+int rt_atomic_open(const char *path, rt_atomic_file **out) {
+    *out = NULL;
+    rt_atomic_file *af = rt_calloc(1, sizeof *af);
+    if (!af) return RT_ENOMEM;
+    af->path = rt_strdup(path);
+    af->tmp = rt_malloc(strlen(path) + 16);
+    if (!af->path || !af->tmp) { free(af->path); free(af->tmp); free(af); return RT_ENOMEM; }
+    sprintf(af->tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(af->tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(af->path); free(af->tmp); free(af);
+        return rt_fail(RT_EIO, "%s: cannot create: %s", path, strerror(e));
+    }
+    fchmod(fd, 0644);
+    af->f = fdopen(fd, "wb");
+    if (!af->f) { close(fd); rt_atomic_abort(af); return rt_fail(RT_EIO, "%s: fdopen failed", path); }
+    *out = af;
+    return 0;
+}
+
+FILE *rt_atomic_stream(rt_atomic_file *af) { return af->f; }
+
+int rt_atomic_write(rt_atomic_file *af, const void *data, size_t n) {
+    if (n && fwrite(data, 1, n, af->f) != n) {
+        af->failed = 1;
+        return rt_fail(RT_EIO, "%s: write failed: %s", af->path, strerror(errno));
+    }
+    return 0;
+}
+
+void rt_atomic_abort(rt_atomic_file *af) {
+    if (!af) return;
+    if (af->f) fclose(af->f);
+    unlink(af->tmp);
+    free(af->path);
+    free(af->tmp);
+    free(af);
+}
+
+int rt_atomic_commit(rt_atomic_file *af) {
+    int rc = 0;
+    if (af->failed || ferror(af->f)) rc = rt_fail(RT_EIO, "%s: write failed", af->path);
+    else if (fflush(af->f) != 0 || fsync(fileno(af->f)) != 0)
+        rc = rt_fail(RT_EIO, "%s: write failed: %s", af->path, strerror(errno));
+    int fe = fclose(af->f);
+    af->f = NULL;
+    if (!rc && fe != 0) rc = rt_fail(RT_EIO, "%s: close failed: %s", af->path, strerror(errno));
+    if (!rc && rename(af->tmp, af->path) != 0)
+        rc = rt_fail(RT_EIO, "%s: rename failed: %s", af->path, strerror(errno));
+    if (rc) { rt_atomic_abort(af); return rc; }
+    char *dcopy = rt_strdup(af->path);
+    if (dcopy) {
+        int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) { fsync(dfd); close(dfd); }
+        free(dcopy);
+    }
+    free(af->path);
+    free(af->tmp);
+    free(af);
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* core/fsutil.h — small file-system helpers: whole-file reads, directory tests, paths,
+ * and atomic writes.
+ *
+ * An rt_atomic_file writes to a temporary file beside the target; rt_atomic_commit()
+ * flushes, fsyncs, renames it over the target and fsyncs the directory, so readers see
+ * either the old file or the complete new one — never a partial one, even if the process
+ * is killed or the disk fills. rt_atomic_abort() removes the temporary (NULL is fine).
+ * Errors: RT_EIO (message names the path and the system's reason), RT_ENOMEM.
+ */
+#ifndef RT_FSUTIL_H
+#define RT_FSUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* Reads a whole file; *buf is NUL-terminated, owned by the caller (free()). */
+int rt_read_file(const char *path, char **buf, size_t *len);
+bool rt_is_dir(const char *path);
+bool rt_is_file(const char *path);
+/* Joins a and b with one '/'; owned by the caller. NULL on ENOMEM. */
+char *rt_path_join(const char *a, const char *b);
+
+typedef struct rt_atomic_file rt_atomic_file;
+int rt_atomic_open(const char *path, rt_atomic_file **out);
+FILE *rt_atomic_stream(rt_atomic_file *af);
+int rt_atomic_write(rt_atomic_file *af, const void *data, size_t n);
+int rt_atomic_commit(rt_atomic_file *af); /* frees af, whatever the result */
+void rt_atomic_abort(rt_atomic_file *af);
+
+#endif
