@@ -1,0 +1,108 @@
+/* kernels/convert against torch (tests/ref/gen_convert.py) and hand-worked values.
+ * Tolerance: none — every conversion is exactly specified, so results must be bit-exact. */
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/convert.h"
+#include "testutil.h"
+
+static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static void expect_same_f32(const float *got, const float *want, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(want[i])) { cr_assert(isnan(got[i]), "%s[%zu]: expected NaN, got %g", what, i, got[i]); continue; }
+        cr_assert_eq(bits(got[i]), bits(want[i]), "%s[%zu]: got %.9g (0x%08x), want %.9g (0x%08x)", what, i, got[i],
+                     bits(got[i]), want[i], bits(want[i]));
+    }
+}
+
+static float *f32_of(const st_tensor *t) {
+    float *v = malloc(t->nelem * sizeof *v);
+    cr_assert(v && !cvt_to_f32(t->dtype, t->data, v, t->nelem));
+    return v;
+}
+
+Test(convert, fp8_e4m3_matches_torch_for_every_byte) {
+    st_file *f = ref_open("convert.safetensors");
+    const st_tensor *b = ref_tensor(f, "fp8_e4m3_bytes");
+    float *want = f32_of(ref_tensor(f, "fp8_e4m3_f32")), got[256];
+    cvt_fp8e4m3_to_f32(b->data, got, 256);
+    expect_same_f32(got, want, 256, "e4m3");
+    free(want);
+    st_close(f);
+}
+
+Test(convert, fp8_e5m2_matches_torch_for_every_byte) {
+    st_file *f = ref_open("convert.safetensors");
+    float *want = f32_of(ref_tensor(f, "fp8_e5m2_f32")), got[256];
+    cvt_fp8e5m2_to_f32(ref_tensor(f, "fp8_e5m2_bytes")->data, got, 256);
+    expect_same_f32(got, want, 256, "e5m2");
+    free(want);
+    st_close(f);
+}
+
+Test(convert, f16_to_f32_matches_torch_for_every_half) {
+    st_file *f = ref_open("convert.safetensors");
+    float *want = f32_of(ref_tensor(f, "f16_f32"));
+    float *got = malloc(65536 * sizeof *got);
+    cvt_f16_to_f32(ref_tensor(f, "f16_bits")->data, got, 65536);
+    expect_same_f32(got, want, 65536, "f16");
+    free(got);
+    free(want);
+    st_close(f);
+}
+
+static void check_rounding(const char *out_name, void (*cvt)(const float *, uint16_t *, size_t)) {
+    st_file *f = ref_open("convert.safetensors");
+    const st_tensor *in = ref_tensor(f, "f32_in"), *want = ref_tensor(f, out_name);
+    cr_assert_eq(in->nelem, want->nelem);
+    float *x = f32_of(in);
+    uint16_t *got = malloc(in->nelem * 2), *w = malloc(in->nelem * 2);
+    memcpy(w, want->data, in->nelem * 2);
+    cvt(x, got, in->nelem);
+    for (size_t i = 0; i < in->nelem; i++)
+        cr_assert_eq(got[i], w[i], "%s of %.9g (0x%08x): got 0x%04x, torch 0x%04x", out_name, x[i], bits(x[i]), got[i], w[i]);
+    free(x);
+    free(got);
+    free(w);
+    st_close(f);
+}
+
+Test(convert, f32_to_bf16_rounds_like_torch) { check_rounding("bf16_out", cvt_f32_to_bf16); }
+Test(convert, f32_to_f16_rounds_like_torch) { check_rounding("f16_out", cvt_f32_to_f16); }
+
+Test(convert, block_dequant_matches_torch_with_partial_edge_blocks) {
+    st_file *f = ref_open("convert.safetensors");
+    const st_tensor *w = ref_tensor(f, "dq_w"), *s = ref_tensor(f, "dq_scale");
+    float *want = f32_of(ref_tensor(f, "dq_out"));
+    int64_t rows = w->shape[0], cols = w->shape[1];
+    float *got = malloc((size_t)(rows * cols) * sizeof *got);
+    tp_pool *pool;
+    cr_assert(!tp_create(2, &pool));
+    fp8_block_dequant(w->data, s->data, rows, cols, 128, 128, got, pool);
+    expect_same_f32(got, want, (size_t)(rows * cols), "dequant");
+    memset(got, 0xff, (size_t)(rows * cols) * sizeof *got);           /* poison, then single-threaded */
+    fp8_block_dequant(w->data, s->data, rows, cols, 128, 128, got, NULL);
+    expect_same_f32(got, want, (size_t)(rows * cols), "dequant (1 thread)");
+    tp_free(pool);
+    free(got);
+    free(want);
+    st_close(f);
+}
+
+/* Hand-worked: e4m3fn 0x7e = 1.75·2^8 = 448 (largest), 0x01 = 2^-9 (smallest subnormal),
+ * 0x38 = 1.0, 0xb8 = -1.0, 0x7f = NaN; bf16 rounding of 1 + 2^-8 (a tie) goes to even 1.0,
+ * 1 + 3·2^-8 rounds up to 1 + 2^-6. */
+Test(convert, hand_worked_values) {
+    cr_assert_eq(fp8e4m3_to_f32(0x7e), 448.0f);
+    cr_assert_eq(fp8e4m3_to_f32(0x01), ldexpf(1.0f, -9));
+    cr_assert_eq(fp8e4m3_to_f32(0x38), 1.0f);
+    cr_assert_eq(fp8e4m3_to_f32(0xb8), -1.0f);
+    cr_assert(isnan(fp8e4m3_to_f32(0x7f)));
+    cr_assert_eq(f32_to_bf16(1.0f + ldexpf(1.0f, -8)), 0x3f80);
+    cr_assert_eq(f32_to_bf16(1.0f + 3 * ldexpf(1.0f, -8)), 0x3f82);
+    cr_assert_eq(bf16_to_f32(0x3f82), 1.0f + ldexpf(1.0f, -6));
+    cr_assert_eq(f32_to_f16(65504.0f), 0x7bff);
+    cr_assert_eq(f32_to_f16(65520.0f), 0x7c00);
+    cr_assert(isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
