@@ -31,6 +31,7 @@ CU_SRC  := $(sort $(wildcard kernels/cuda/*.cu))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
@@ -47,6 +48,7 @@ LIB      := $(BUILD)/libretort.a
 BIN      := retort
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
 .PHONY: all deps test test-c test-ref sanitize bench fuzz demo clean tests-build
 all: $(BIN)
@@ -74,7 +76,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
-tests-build: $(BIN) $(TESTS)
+$(BUILD)/tools/%: tests/tools/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+tests-build: $(BIN) $(TESTS) $(TOOLS)
 
 deps:
 	@VENV=$(VENV) scripts/deps.sh
@@ -83,14 +89,14 @@ deps:
 # PyPI safetensors/torch/transformers/tokenizers), summed up in one closing line.
 test: deps
 	@$(MAKE) --no-print-directory tests-build
-	@RETORT=$(CURDIR)/$(BIN) TEST_BIN_DIR=$(BUILD)/tests PYTHON=$(PYTHON) tests/run.sh
+	@RETORT=$(CURDIR)/$(BIN) TEST_BIN_DIR=$(BUILD)/tests TOOLS_DIR=$(CURDIR)/$(BUILD)/tools PYTHON=$(PYTHON) tests/run.sh
 
 sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build/san CUDA=0 CC=clang OPT=-O1 \
 	  CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" BIN=build/san/retort tests-build
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  RETORT=$(CURDIR)/build/san/retort TEST_BIN_DIR=build/san/tests PYTHON=$(PYTHON) tests/run.sh
+	  RETORT=$(CURDIR)/build/san/retort TEST_BIN_DIR=build/san/tests TOOLS_DIR=$(CURDIR)/build/san/tools PYTHON=$(PYTHON) tests/run.sh
 
 bench: deps $(BIN) $(BENCHES)
 	@PYTHON=$(PYTHON) BENCH_BIN_DIR=$(BUILD)/bench bench/run.sh

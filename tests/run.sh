@@ -7,7 +7,8 @@
 # Environment: RETORT (binary), TEST_BIN_DIR, PYTHON (the reference venv's python).
 set -u
 cd "$(dirname "$0")/.."
-: "${RETORT:=$PWD/retort}" "${TEST_BIN_DIR:=build/cpu/tests}" "${PYTHON:=python3}"
+: "${RETORT:=$PWD/retort}" "${TEST_BIN_DIR:=build/cpu/tests}" "${TOOLS_DIR:=$PWD/build/cpu/tools}" "${PYTHON:=python3}"
+export TOOLS_DIR
 export RETORT
 export RETORT_ASSETS="${RETORT_ASSETS:-$(cd .. && pwd)/shared/assets}"
 REF_DIR=$(mktemp -d /tmp/retort-ref.XXXXXX)
