@@ -25,6 +25,50 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 valid, 1 invalid or unreadable checkpoint, 2 usage error.\n",
      cmd_inspect},
+    {"db", "create, check and summarize a run database",
+     "usage: retort db init DB\n"
+     "       retort db stats DB [--json]\n"
+     "       retort db check DB\n"
+     "       retort db dict DB [--size BYTES] [--max-samples N] [--recompress]\n"
+     "       retort db snapshot DB NAME [--source S] [--teacher T] [--passed]\n"
+     "\n"
+     "  init      create DB (SQLite, WAL) or bring its schema up to date; prints the schema version\n"
+     "  stats     prompts, samples, per-source and per-teacher counts, pass counts and rates per filter,\n"
+     "            snapshots, text compression, sample-length histograms per source and stage\n"
+     "            (--json: one object with at least \"prompts\", \"samples\", \"verdicts\")\n"
+     "  check     PRAGMA integrity_check and foreign_key_check, and the schema version\n"
+     "  dict      train a zstd dictionary (default 112640 bytes) on up to N samples (default 20000),\n"
+     "            store it, compress new text with it, and print its ratio against plain zstd;\n"
+     "            --recompress rewrites the existing samples with it\n"
+     "  snapshot  freeze the samples of a source / teacher (all, or --passed: those whose every\n"
+     "            verdict passed) as snapshot NAME\n"
+     "\n"
+     "Exit status: 0 ok, 1 error (check: problems found), 2 usage error.\n",
+     cmd_db},
+    {"import", "load prompt sets and reference answers (JSONL) into a run database",
+     "usage: retort import --db DB --format gsm8k|math|aime|jsonl|chat [--prompt-field F] [--answer-field F]\n"
+     "                     [--source NAME] [--as-samples] [--skip-bad] [--batch N] [--threads N] FILE...\n"
+     "\n"
+     "  gsm8k   {question, answer ending in \"#### N\"}: gold = N\n"
+     "  math    {problem, solution, answer}: gold = answer\n"
+     "  aime    {problem, answer}: gold = answer\n"
+     "  jsonl   prompt = --prompt-field, gold = --answer-field (optional)\n"
+     "  chat    {\"messages\": [{role, content, reasoning_content?}, ...]}: the prompt is every message\n"
+     "          before the final assistant turn\n"
+     "\n"
+     "  --source NAME    the source recorded with each prompt (default: file name without extension)\n"
+     "  --as-samples     also store the reference answer/solution (chat: the final assistant turn)\n"
+     "                   as a sample of teacher \"reference\"\n"
+     "  --skip-bad       import the good lines of a file with malformed ones and report the count;\n"
+     "                   without it a malformed line (bad JSON, missing field, invalid UTF-8) aborts\n"
+     "                   that file, naming file and line, and nothing from it is imported\n"
+     "  --batch N        lines per transaction (default 5000)\n"
+     "  --threads N      parsing threads (default: one per CPU)\n"
+     "\n"
+     "DB is created when absent. Prompts are identified by content hash: re-importing a file changes\n"
+     "nothing, and rerunning a killed import completes it without duplicates.\n"
+     "Exit status: 0 ok, 1 a file could not be imported, 2 usage error.\n",
+     cmd_import},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

@@ -1,0 +1,233 @@
+/* cli/cmd_db.c — `retort db init|stats|check|dict|snapshot`. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/status.h"
+#include "dataset/db.h"
+
+static int db_usage(const char *fmt, const char *arg) { return cli_usage_error("db", fmt, arg); }
+
+static int fail_db(const char *verb, const char *path) {
+    char what[1200];
+    snprintf(what, sizeof what, "db %s %s", verb, path);
+    return cli_fail(what);
+}
+
+static int run_init(const char *path) {
+    ds_db *db;
+    if (db_open(path, DB_OPEN_CREATE, &db)) return fail_db("init", path);
+    int v = 0;
+    int rc = db_schema_version(db, &v);
+    db_close(db);
+    if (rc) return fail_db("init", path);
+    printf("%s: schema version %d\n", path, v);
+    return EXIT_OK;
+}
+
+static int run_check(const char *path) {
+    ds_db *db;
+    if (db_open(path, DB_OPEN_READONLY, &db)) return fail_db("check", path);
+    bool ok;
+    char *report = NULL;
+    int v = 0;
+    int rc = db_schema_version(db, &v);
+    if (!rc) rc = db_check(db, &ok, &report);
+    db_close(db);
+    if (rc) return fail_db("check", path);
+    printf("schema version %d (this retort: %d)\nintegrity %s\n", v, DB_SCHEMA_VERSION, report);
+    free(report);
+    if (!ok) {
+        fprintf(stderr, "retort: db check %s: integrity check failed\n", path);
+        return EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
+
+static void print_hist(const char *title, json_t *edges, json_t *hist) {
+    if (!json_object_size(hist)) return;
+    size_t i;
+    json_t *e;
+    printf("\n%s\n  %-24s %-16s", title, "source", "stage");
+    json_array_foreach(edges, i, e) {
+        char lab[32];
+        json_int_t v = json_integer_value(e);
+        if (v >= 1024) snprintf(lab, sizeof lab, "%lldK", (long long)v / 1024);
+        else snprintf(lab, sizeof lab, "%lld", (long long)v);
+        printf(" %6s+", lab);
+    }
+    printf("\n");
+    const char *src, *stage;
+    json_t *stages, *counts;
+    json_object_foreach(hist, src, stages) {
+        json_object_foreach(stages, stage, counts) {
+            printf("  %-24.24s %-16.16s", src, stage);
+            json_array_foreach(counts, i, e) printf(" %7lld", (long long)json_integer_value(e));
+            printf("\n");
+        }
+    }
+}
+
+static void print_stats(const char *path, json_t *j) {
+    char a[32], b[32];
+    printf("database   %s (schema %lld)\n", path, (long long)json_integer_value(json_object_get(j, "schema_version")));
+    printf("prompts    %s\n", cli_thousands(json_integer_value(json_object_get(j, "prompts")), a, sizeof a));
+    printf("samples    %s\n", cli_thousands(json_integer_value(json_object_get(j, "samples")), a, sizeof a));
+    json_t *t = json_object_get(j, "text");
+    printf("text       %s bytes stored in %s (ratio %.2f)\n", cli_thousands(json_integer_value(json_object_get(t, "bytes")), a, sizeof a),
+           cli_thousands(json_integer_value(json_object_get(t, "stored_bytes")), b, sizeof b),
+           json_real_value(json_object_get(t, "ratio")));
+    const char *k;
+    json_t *v;
+    printf("\n  %-32s %10s %10s\n", "source", "prompts", "samples");
+    json_object_foreach(json_object_get(j, "sources"), k, v)
+        printf("  %-32.32s %10lld %10lld\n", k, (long long)json_integer_value(json_object_get(v, "prompts")),
+               (long long)json_integer_value(json_object_get(v, "samples")));
+    json_t *ts = json_object_get(j, "teachers");
+    if (json_object_size(ts)) {
+        printf("\n  %-32s %10s\n", "teacher", "samples");
+        json_object_foreach(ts, k, v) printf("  %-32.32s %10lld\n", k, (long long)json_integer_value(v));
+    }
+    json_t *vs = json_object_get(j, "verdicts");
+    if (json_object_size(vs)) {
+        printf("\n  %-32s %10s %10s %10s\n", "filter", "pass", "fail", "pass rate");
+        json_object_foreach(vs, k, v)
+            printf("  %-32.32s %10lld %10lld %9.1f%%\n", k, (long long)json_integer_value(json_object_get(v, "pass")),
+                   (long long)json_integer_value(json_object_get(v, "fail")),
+                   100.0 * json_real_value(json_object_get(v, "pass_rate")));
+    }
+    json_t *ss = json_object_get(j, "snapshots");
+    if (json_object_size(ss)) {
+        printf("\n  %-32s %10s\n", "snapshot", "samples");
+        json_object_foreach(ss, k, v) printf("  %-32.32s %10lld\n", k, (long long)json_integer_value(v));
+    }
+    json_t *h = json_object_get(j, "histograms");
+    print_hist("sample length, tokens (thinking + answer)", json_object_get(h, "edges"), json_object_get(h, "tokens"));
+    print_hist("sample length, bytes", json_object_get(h, "byte_edges"), json_object_get(h, "bytes"));
+}
+
+static int run_stats(const char *path, bool json) {
+    ds_db *db;
+    if (db_open(path, DB_OPEN_READONLY, &db)) return fail_db("stats", path);
+    json_t *j;
+    int rc = db_stats(db, &j);
+    db_close(db);
+    if (rc) return fail_db("stats", path);
+    if (json) {
+        char *txt = json_dumps(j, JSON_COMPACT);
+        if (txt) puts(txt);
+        free(txt);
+    } else {
+        print_stats(path, j);
+    }
+    json_decref(j);
+    return EXIT_OK;
+}
+
+static int run_dict(const char *path, size_t cap, size_t max_samples, bool recompress) {
+    ds_db *db;
+    if (db_open(path, 0, &db)) return fail_db("dict", path);
+    db_dict_report r;
+    int rc = db_dict_train(db, cap, max_samples, &r);
+    size_t n = 0;
+    if (!rc && recompress) rc = db_recompress(db, &n);
+    db_close(db);
+    if (rc) return fail_db("dict", path);
+    printf("dictionary %lld: %zu bytes, trained on %zu samples (%zu bytes of text)\n", (long long)r.dict_id,
+           r.dict_bytes, r.samples, r.text_bytes);
+    printf("  plain zstd per blob   %zu bytes  (ratio %.2f)\n", r.plain_bytes,
+           r.plain_bytes ? (double)r.text_bytes / (double)r.plain_bytes : 0.0);
+    printf("  zstd + dictionary     %zu bytes  (ratio %.2f)\n", r.dict_zstd_bytes,
+           r.dict_zstd_bytes ? (double)r.text_bytes / (double)r.dict_zstd_bytes : 0.0);
+    printf("  dictionary vs plain   %.2fx smaller\n",
+           r.dict_zstd_bytes ? (double)r.plain_bytes / (double)r.dict_zstd_bytes : 0.0);
+    if (recompress) printf("recompressed %zu samples with it\n", n);
+    return EXIT_OK;
+}
+
+static int run_snapshot(const char *path, const char *name, const char *source, const char *teacher, bool passed) {
+    ds_db *db;
+    if (db_open(path, 0, &db)) return fail_db("snapshot", path);
+    sqlite3 *h = db_sqlite(db);
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        "SELECT s.id FROM samples s JOIN prompts p ON p.id = s.prompt_id WHERE (?1 IS NULL OR p.source = ?1) "
+        "AND (?2 IS NULL OR s.teacher = ?2) AND (?3 = 0 OR (EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id) "
+        "AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0))) ORDER BY s.id";
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int rc = sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK ? 0 : rt_fail(RT_EINTERNAL, "%s", sqlite3_errmsg(h));
+    if (!rc) {
+        if (source) sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+        if (teacher) sqlite3_bind_text(st, 2, teacher, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, passed);
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            if (rt_grow((void **)&ids, &cap, n + 1, sizeof *ids)) { rc = RT_ENOMEM; break; }
+            ids[n++] = sqlite3_column_int64(st, 0);
+        }
+        if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EIO, "selecting samples: %s", sqlite3_errmsg(h));
+    }
+    sqlite3_finalize(st);
+    json_t *cfg = json_pack("{s:s?,s:s?,s:b}", "source", source, "teacher", teacher, "passed_all_filters", passed);
+    char *cfgs = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    if (!rc) rc = db_snapshot_create(db, name, cfgs, ids, n, NULL);
+    free(cfgs);
+    free(ids);
+    db_close(db);
+    if (rc) return fail_db("snapshot", path);
+    printf("snapshot %s: %zu samples\n", name, n);
+    return EXIT_OK;
+}
+
+int cmd_db(int argc, char **argv) {
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'},       {"size", required_argument, 0, 's'},
+                                         {"max-samples", required_argument, 0, 'm'}, {"recompress", no_argument, 0, 'r'},
+                                         {"source", required_argument, 0, 'S'}, {"teacher", required_argument, 0, 'T'},
+                                         {"passed", no_argument, 0, 'p'},      {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    bool json = false, recompress = false, passed = false;
+    const char *source = NULL, *teacher = NULL;
+    long long size = 112640, max_samples = 20000;
+    int ch;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'j': json = true; break;
+        case 'r': recompress = true; break;
+        case 'p': passed = true; break;
+        case 'S': source = optarg; break;
+        case 'T': teacher = optarg; break;
+        case 's':
+            size = strtoll(optarg, &end, 10);
+            if (*end || size < 1024 || size > (1 << 26)) return db_usage("--size must be 1024..67108864, got '%s'", optarg);
+            break;
+        case 'm':
+            max_samples = strtoll(optarg, &end, 10);
+            if (*end || max_samples < 8) return db_usage("--max-samples must be an integer ≥ 8, got '%s'", optarg);
+            break;
+        case 'h': fputs(cli_find("db")->usage, stdout); return EXIT_OK;
+        default: return db_usage("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return db_usage("missing %s", "ACTION (init, stats, check, dict, snapshot)");
+    const char *act = argv[optind++];
+    if (optind >= argc) return db_usage("missing %s", "DB");
+    const char *path = argv[optind++];
+    bool is_snap = !strcmp(act, "snapshot");
+    if (is_snap && optind >= argc) return db_usage("missing %s", "snapshot NAME");
+    const char *name = is_snap ? argv[optind++] : NULL;
+    if (optind < argc) return db_usage("unexpected argument '%s'", argv[optind]);
+    if (!strcmp(act, "init")) return run_init(path);
+    if (!strcmp(act, "stats")) return run_stats(path, json);
+    if (!strcmp(act, "check")) return run_check(path);
+    if (!strcmp(act, "dict")) return run_dict(path, (size_t)size, (size_t)max_samples, recompress);
+    if (is_snap) return run_snapshot(path, name, source, teacher, passed);
+    return db_usage("unknown action '%s' (init, stats, check, dict, snapshot)", act);
+}

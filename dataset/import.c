@@ -1,0 +1,414 @@
+#include "dataset/import.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/json.h"
+#include "core/status.h"
+
+int imp_parse_format(const char *name, imp_format *out) {
+    static const struct { const char *name; imp_format f; } names[] = {
+        {"gsm8k", IMP_GSM8K}, {"math", IMP_MATH}, {"aime", IMP_AIME}, {"jsonl", IMP_JSONL}, {"chat", IMP_CHAT}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(name, names[i].name)) { *out = names[i].f; return 0; }
+    return rt_fail(RT_EINVAL, "unknown format '%s' (gsm8k, math, aime, jsonl, chat)", name);
+}
+
+/* Offset of the first byte that is not valid UTF-8 (overlongs, surrogates and code points
+ * above U+10FFFF are invalid), or len when all of it is valid. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t n;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c >= 0xE0 && c <= 0xEF) { n = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { n = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else return i;
+        if (i + n >= len) return i;
+        if (s[i + 1] < lo || s[i + 1] > hi) return i;
+        for (size_t k = 2; k <= n; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+void imp_record_free(imp_record *r) {
+    if (!r) return;
+    free(r->messages);
+    free(r->prompt_key);
+    free(r->gold);
+    free(r->metadata);
+    free(r->external_id);
+    free(r->sample);
+    memset(r, 0, sizeof *r);
+}
+
+static char *dump(const json_t *j) { return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY); }
+
+/* A field's text: strings as they are; numbers as JSON writes them (an answer of 204). */
+static int field_text(const json_t *obj, const char *key, bool required, char **out) {
+    *out = NULL;
+    const json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) return required ? rt_fail(RT_EFORMAT, "missing field \"%s\"", key) : 0;
+    if (json_is_string(v)) *out = rt_strdup(json_string_value(v));
+    else if (json_is_integer(v) || json_is_real(v)) *out = dump(v);
+    else return rt_fail(RT_EFORMAT, "field \"%s\" must be a string or a number", key);
+    return *out ? 0 : rt_fail(RT_ENOMEM, "copying field \"%s\"", key);
+}
+
+static int string_field(const json_t *obj, const char *key, const char **out) {
+    const json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) return rt_fail(RT_EFORMAT, "missing field \"%s\"", key);
+    if (!json_is_string(v)) return rt_fail(RT_EFORMAT, "field \"%s\" must be a string", key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* gsm8k: the text after the last "####", trimmed. */
+static int gsm8k_gold(const char *answer, char **gold) {
+    const char *m = NULL;
+    for (const char *p = strstr(answer, "####"); p; p = strstr(p + 4, "####")) m = p;
+    if (!m) return rt_fail(RT_EFORMAT, "field \"answer\" has no \"#### N\" final answer");
+    m += 4;
+    while (*m == ' ' || *m == '\t' || *m == '\n' || *m == '\r') m++;
+    size_t n = strlen(m);
+    while (n && (m[n - 1] == ' ' || m[n - 1] == '\t' || m[n - 1] == '\n' || m[n - 1] == '\r')) n--;
+    if (!n) return rt_fail(RT_EFORMAT, "field \"answer\" has nothing after \"####\"");
+    *gold = strndup(m, n);
+    return *gold ? 0 : RT_ENOMEM;
+}
+
+static const char *const chat_roles[] = {"system", "user", "assistant"};
+
+static int check_message(const json_t *m, size_t i) {
+    if (!json_is_object(m)) return rt_fail(RT_EFORMAT, "messages[%zu] is not an object", i);
+    const char *role, *content;
+    int rc = string_field(m, "role", &role);
+    if (!rc) rc = string_field(m, "content", &content);
+    if (rc) return rt_errorf(rc, "messages[%zu]", i);
+    bool known = false;
+    for (size_t k = 0; k < sizeof chat_roles / sizeof *chat_roles; k++) known |= !strcmp(role, chat_roles[k]);
+    if (!known) return rt_fail(RT_EFORMAT, "messages[%zu]: unknown role \"%s\" (system, user, assistant)", i, role);
+    const json_t *r = json_object_get(m, "reasoning_content");
+    if (r && !json_is_null(r) && !json_is_string(r))
+        return rt_fail(RT_EFORMAT, "messages[%zu]: \"reasoning_content\" must be a string", i);
+    return 0;
+}
+
+/* "<think>\nR\n</think>\n\nC" when R is non-empty, else C. */
+static int assistant_text(const json_t *m, char **out, size_t *len) {
+    const char *c = json_string_value(json_object_get(m, "content"));
+    const char *r = json_string_value(json_object_get(m, "reasoning_content"));
+    size_t lc = strlen(c), lr = r ? strlen(r) : 0;
+    char *t = rt_malloc(lc + lr + 32);
+    if (!t) return RT_ENOMEM;
+    size_t o = 0;
+    if (lr) {
+        o = (size_t)sprintf(t, "<think>\n");
+        memcpy(t + o, r, lr);
+        o += lr;
+        memcpy(t + o, "\n</think>\n\n", 11);
+        o += 11;
+    }
+    memcpy(t + o, c, lc);
+    o += lc;
+    t[o] = 0;
+    *out = t;
+    *len = o;
+    return 0;
+}
+
+static int parse_chat(const imp_options *o, json_t *obj, imp_record *r) {
+    json_t *msgs = json_object_get(obj, "messages");
+    if (!msgs || json_is_null(msgs)) return rt_fail(RT_EFORMAT, "missing field \"messages\"");
+    if (!json_is_array(msgs) || !json_array_size(msgs)) return rt_fail(RT_EFORMAT, "\"messages\" must be a non-empty array");
+    size_t n = json_array_size(msgs);
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_message(json_array_get(msgs, i), i);
+        if (rc) return rc;
+    }
+    const json_t *last = json_array_get(msgs, n - 1);
+    bool ends_assistant = !strcmp(json_string_value(json_object_get(last, "role")), "assistant");
+    size_t np = ends_assistant ? n - 1 : n;
+    if (!np) return rt_fail(RT_EFORMAT, "no prompt: the only message is the assistant's");
+    if (o->as_samples && !ends_assistant)
+        return rt_fail(RT_EFORMAT, "the last message is not an assistant turn (needed by --as-samples)");
+    json_t *prompt = json_array();
+    if (!prompt) return RT_ENOMEM;
+    for (size_t i = 0; i < np; i++) json_array_append(prompt, json_array_get(msgs, i));
+    r->messages = dump(prompt);
+    json_decref(prompt);
+    if (!r->messages) return RT_ENOMEM;
+    if (o->answer_field) {
+        int rc = field_text(obj, o->answer_field, true, &r->gold);
+        if (rc) return rc;
+    }
+    if (o->as_samples) return assistant_text(last, &r->sample, &r->sample_len);
+    return 0;
+}
+
+static int parse_fields(const imp_options *o, json_t *obj, imp_record *r) {
+    static const char *const def_prompt[] = {"question", "problem", "problem", "prompt"};
+    static const char *const def_answer[] = {"answer", "answer", "answer", NULL};
+    static const char *const def_sample[] = {"answer", "solution", "solution", NULL};
+    const char *pf = o->prompt_field ? o->prompt_field : def_prompt[o->format];
+    const char *af = o->answer_field ? o->answer_field : def_answer[o->format];
+    const char *sf = o->format == IMP_JSONL ? af : def_sample[o->format];
+    if (o->format == IMP_GSM8K && o->answer_field) sf = af;
+    const char *prompt;
+    int rc = string_field(obj, pf, &prompt);
+    if (rc) return rc;
+    json_t *m = json_pack("[{s:s,s:s}]", "role", "user", "content", prompt);
+    if (!m) return RT_ENOMEM;
+    r->messages = dump(m);
+    json_decref(m);
+    if (!r->messages || !(r->prompt_key = rt_strdup(pf))) return RT_ENOMEM;
+    if (af) {
+        if (o->format == IMP_GSM8K) {
+            const char *ans;
+            if ((rc = string_field(obj, af, &ans)) || (rc = gsm8k_gold(ans, &r->gold))) return rc;
+        } else if ((rc = field_text(obj, af, true, &r->gold))) {
+            return rc;
+        }
+    }
+    if (o->as_samples) {
+        if (!sf) return rt_fail(RT_EFORMAT, "--as-samples with format jsonl needs --answer-field");
+        if ((rc = field_text(obj, sf, true, &r->sample))) return rc;
+        r->sample_len = strlen(r->sample);
+    }
+    return 0;
+}
+
+int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_record *out) {
+    memset(out, 0, sizeof *out);
+    size_t bad = utf8_invalid_at((const unsigned char *)line, len);
+    if (bad < len) return rt_fail(RT_EFORMAT, "invalid UTF-8 at byte %zu", bad + 1);
+    json_error_t e;
+    json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
+    if (!obj) return rt_fail(RT_EFORMAT, "invalid JSON at column %d: %s", e.column, e.text);
+    int rc = 0;
+    if (!json_is_object(obj)) rc = rt_fail(RT_EFORMAT, "not a JSON object");
+    else rc = o->format == IMP_CHAT ? parse_chat(o, obj, out) : parse_fields(o, obj, out);
+    if (!rc) {
+        const json_t *id = json_object_get(obj, "id");
+        if (json_is_string(id)) out->external_id = rt_strdup(json_string_value(id));
+        else if (json_is_integer(id)) out->external_id = dump(id);
+        json_t *meta = json_copy(obj);
+        if (!meta) rc = RT_ENOMEM;
+        else {
+            json_object_del(meta, o->format == IMP_CHAT ? "messages" : out->prompt_key);
+            if (!(out->metadata = dump(meta))) rc = RT_ENOMEM;
+            json_decref(meta);
+        }
+    }
+    json_decref(obj);
+    if (rc) imp_record_free(out);
+    return rc;
+}
+
+/* ---- the file ---- */
+
+typedef struct {
+    const char *data;
+    size_t size;
+    void *map; /* mmap'd when non-NULL, else data is malloc'd */
+} input_file;
+
+static int input_open(const char *path, input_file *f) {
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return rt_fail(errno == ENOENT ? RT_ENOTFOUND : RT_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            close(fd);
+            madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+            f->map = m;
+            f->data = m;
+            f->size = (size_t)st.st_size;
+            return 0;
+        }
+    }
+    close(fd);
+    char *buf;
+    int rc = rt_read_file(path, &buf, &f->size);
+    f->data = buf;
+    return rc;
+}
+
+static void input_close(input_file *f) {
+    if (f->map) munmap(f->map, f->size);
+    else free((void *)f->data);
+}
+
+typedef struct {
+    const imp_options *o;
+    const char *data;
+    const size_t *starts; /* n + 1 line starts; line i is [starts[i], starts[i+1]) minus its newline */
+    size_t base;          /* the first line of this batch */
+    uint8_t *state;       /* per line: 0 good, 1 blank, 2 bad */
+    imp_record *recs;     /* per line of the batch (parse pass), or NULL (check pass) */
+    size_t bad_line[64];  /* per thread: first bad line (1-based), 0 none */
+    char bad_msg[64][256];
+} parse_job;
+
+static void line_span(const parse_job *j, size_t i, const char **p, size_t *n) {
+    const char *s = j->data + j->starts[i], *e = j->data + j->starts[i + 1];
+    if (e > s && e[-1] == '\n') e--;
+    if (e > s && e[-1] == '\r') e--;
+    *p = s;
+    *n = (size_t)(e - s);
+}
+
+static bool is_blank(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r') return false;
+    return true;
+}
+
+static void parse_range(void *ctx, size_t begin, size_t end, int thread) {
+    parse_job *j = ctx;
+    for (size_t k = begin; k < end; k++) {
+        size_t i = j->base + k;
+        if (j->state[i]) continue; /* blank or bad (known from the check pass) */
+        const char *p;
+        size_t n;
+        line_span(j, i, &p, &n);
+        if (is_blank(p, n)) { j->state[i] = 1; continue; }
+        imp_record r;
+        int rc = imp_parse_line(j->o, p, n, &r);
+        if (rc) {
+            j->state[i] = 2;
+            int t = thread & 63;
+            if (!j->bad_line[t] || i + 1 < j->bad_line[t]) {
+                j->bad_line[t] = i + 1;
+                snprintf(j->bad_msg[t], sizeof j->bad_msg[t], "%s", rt_errmsg());
+            }
+            continue;
+        }
+        if (j->recs) j->recs[k] = r;
+        else imp_record_free(&r);
+    }
+}
+
+static void default_source(const char *path, char *out, size_t n) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    const char *dot = strrchr(b, '.');
+    size_t l = dot && dot != b ? (size_t)(dot - b) : strlen(b);
+    snprintf(out, n, "%.*s", (int)l, b);
+}
+
+static int insert_batch(ds_db *db, const imp_options *o, const char *source, imp_record *recs, const uint8_t *state,
+                        size_t n, imp_report *rep) {
+    int rc = db_begin(db);
+    if (rc) return rc;
+    size_t pn = 0, pe = 0, sn = 0, se = 0;
+    for (size_t k = 0; k < n && !rc; k++) {
+        if (state[k]) continue;
+        imp_record *r = &recs[k];
+        db_prompt p = {source, r->external_id, r->messages, r->prompt_key, r->gold, r->metadata};
+        int64_t pid;
+        bool ins;
+        if ((rc = db_prompt_put(db, &p, &pid, &ins))) break;
+        ins ? pn++ : pe++;
+        if (o->as_samples && r->sample) {
+            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = -1, .text = r->sample,
+                           .text_len = r->sample_len, .prompt_tokens = -1, .thinking_tokens = -1,
+                           .answer_tokens = -1};
+            if ((rc = db_sample_put(db, &s, NULL, &ins))) break;
+            ins ? sn++ : se++;
+        }
+    }
+    if (!rc) rc = db_commit(db);
+    if (rc) { db_rollback(db); return rc; }
+    rep->prompts_new += pn;
+    rep->prompts_existing += pe;
+    rep->samples_new += sn;
+    rep->samples_existing += se;
+    return 0;
+}
+
+static void first_bad(const parse_job *j, imp_report *rep) {
+    for (int t = 0; t < 64; t++)
+        if (j->bad_line[t] && (!rep->first_bad_line || j->bad_line[t] < rep->first_bad_line)) {
+            rep->first_bad_line = j->bad_line[t];
+            snprintf(rep->first_bad_reason, sizeof rep->first_bad_reason, "%s", j->bad_msg[t]);
+        }
+}
+
+static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_pool *pool, const input_file *in,
+                        imp_report *rep) {
+    size_t *starts = NULL, cap = 0, n = 0;
+    for (size_t off = 0; off < in->size;) {
+        if (rt_grow((void **)&starts, &cap, n + 2, sizeof *starts)) { free(starts); return RT_ENOMEM; }
+        starts[n++] = off;
+        const char *nl = memchr(in->data + off, '\n', in->size - off);
+        off = nl ? (size_t)(nl - in->data) + 1 : in->size;
+    }
+    if (rt_grow((void **)&starts, &cap, n + 1, sizeof *starts)) { free(starts); return RT_ENOMEM; }
+    starts[n] = in->size;
+    rep->lines = n;
+    rep->bytes = in->size;
+    parse_job *j = rt_calloc(1, sizeof *j);
+    uint8_t *state = rt_calloc(n ? n : 1, 1);
+    size_t batch = o->batch_rows ? o->batch_rows : 5000;
+    imp_record *recs = rt_calloc(batch, sizeof *recs);
+    int rc = (!j || !state || !recs) ? RT_ENOMEM : 0;
+    if (!rc) {
+        /* pass 1: every line, nothing written */
+        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state};
+        tp_parallel_for(pool, n, parse_range, j);
+        first_bad(j, rep);
+        for (size_t i = 0; i < n; i++) {
+            rep->blank += state[i] == 1;
+            rep->bad += state[i] == 2;
+        }
+        if (rep->bad && !o->skip_bad)
+            rc = rt_fail(RT_EFORMAT, "%s:%zu: %s (nothing from this file was imported%s)", path, rep->first_bad_line,
+                         rep->first_bad_reason, rep->bad > 1 ? "; more bad lines follow" : "");
+    }
+    /* pass 2: batches, parsed in parallel, written in one transaction each */
+    for (size_t b = 0; !rc && b < n; b += batch) {
+        size_t m = n - b < batch ? n - b : batch;
+        memset(recs, 0, m * sizeof *recs);
+        j->base = b;
+        j->recs = recs;
+        tp_parallel_for(pool, m, parse_range, j);
+        rc = insert_batch(db, o, rep->source, recs, state + b, m, rep);
+        for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
+        if (rc) rc = rt_errorf(rc, "%s: writing lines %zu-%zu", path, b + 1, b + m);
+    }
+    free(recs);
+    free(state);
+    free(j);
+    free(starts);
+    return rc;
+}
+
+int db_import_file(ds_db *db, const char *path, const imp_options *o, tp_pool *pool, imp_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    if (o->source) snprintf(rep->source, sizeof rep->source, "%s", o->source);
+    else default_source(path, rep->source, sizeof rep->source);
+    if (o->as_samples && o->format == IMP_JSONL && !o->answer_field)
+        return rt_fail(RT_EINVAL, "--as-samples with format jsonl needs --answer-field (the sample text)");
+    input_file in;
+    int rc = input_open(path, &in);
+    if (rc) return rc;
+    rc = import_lines(db, path, o, pool, &in, rep);
+    input_close(&in);
+    return rc;
+}
