@@ -53,7 +53,7 @@ TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test test-c test-ref sanitize bench fuzz demo clean tests-build
+.PHONY: all deps test sanitize bench fuzz demo clean tests-build gpu-test
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -84,6 +84,17 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 tests-build: $(BIN) $(TESTS) $(TOOLS)
+
+# GPU kernels against their CPU twins; needs a CUDA device (not run by `make test`/CI).
+GPU_TEST_SRC := $(sort $(wildcard tests/gpu/test_*.c))
+GPU_TESTS := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/gpu-tests/%)
+$(BUILD)/gpu-tests/%: tests/gpu/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(LIB) $(LDLIBS)
+gpu-test:
+	@test "$(CUDA)" = 1 || { echo "gpu-test needs CUDA (nvcc)"; exit 1; }
+	@$(MAKE) --no-print-directory $(GPU_TESTS)
+	@for t in $(GPU_TESTS); do echo "== $$t"; $$t || exit 1; done
 
 deps:
 	@VENV=$(VENV) scripts/deps.sh
