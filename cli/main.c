@@ -69,6 +69,28 @@ static const cli_command commands[] = {
      "nothing, and rerunning a killed import completes it without duplicates.\n"
      "Exit status: 0 ok, 1 a file could not be imported, 2 usage error.\n",
      cmd_import},
+    {"tokenize", "Hugging Face tokenizer.json BPE: JSONL {text} → {ids}, --decode, --chat templates",
+     "usage: retort tokenize --tokenizer FILE [--special] [--threads N] < TEXTS.jsonl\n"
+     "       retort tokenize --tokenizer FILE --decode [--skip-special] < IDS.jsonl\n"
+     "       retort tokenize --tokenizer FILE --chat KIND [--generation-prompt] < CHATS.jsonl\n"
+     "\n"
+     "Reads one JSON object per line on stdin and writes one line per input line, in order.\n"
+     "Ids are exactly those of Hugging Face tokenizers (byte-level BPE from tokenizer.json).\n"
+     "\n"
+     "  encode (default)  {\"text\": S} → {\"ids\": [...]}. Special-token strings inside S are matched\n"
+     "                    as tokens, as HF does; BOS/EOS are added only with --special.\n"
+     "  --decode          {\"ids\": [...]} → {\"text\": S}; special tokens are kept unless --skip-special.\n"
+     "  --chat KIND       {\"messages\": [{\"role\", \"content\", \"reasoning_content\"?}, ...],\n"
+     "                    \"add_generation_prompt\"?: B} → {\"text\": S, \"ids\": [...], \"mask\": [...]}:\n"
+     "                    the conversation rendered with chat template KIND (deepseek-r1, qwen,\n"
+     "                    llama3), its ids, and 1 for each token of assistant content (what SFT\n"
+     "                    trains on, the end-of-turn token included).\n"
+     "  --generation-prompt  with --chat: add the generation prompt unless a line says otherwise\n"
+     "  --threads N       encoding threads (default: one per CPU)\n"
+     "\n"
+     "Exit status: 0 ok, 1 bad input (the message names the line) or unreadable tokenizer,\n"
+     "2 usage error.\n",
+     cmd_tokenize},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };
