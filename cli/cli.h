@@ -32,6 +32,8 @@ const char *cli_thousands(long long n, char *buf, size_t len);
 int cmd_inspect(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_dedup(int argc, char **argv);
 int cmd_db(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 

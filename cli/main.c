@@ -69,6 +69,39 @@ static const cli_command commands[] = {
      "nothing, and rerunning a killed import completes it without duplicates.\n"
      "Exit status: 0 ok, 1 a file could not be imported, 2 usage error.\n",
      cmd_import},
+    {"verify", "check math answers: JSONL {gold, pred} on stdin → {correct, pred_answer, gold_answer}",
+     "usage: retort verify [--last-number] [--float-digits N] [--decimal-places] [--reason] < PAIRS.jsonl\n"
+     "\n"
+     "Reads one JSON object per line, {\"gold\": ANSWER, \"pred\": SOLUTION} (strings or numbers; pred\n"
+     "may be a whole solution), and writes one line per input line, in order:\n"
+     "{\"correct\": true|false, \"pred_answer\": STRING|null, \"gold_answer\": STRING}.\n"
+     "The answer in pred is the last \\boxed{} or \\fbox{}, else the last \"#### N\", else the last\n"
+     "\"answer is …\" / \"Answer: …\", else pred itself when it is a short bare answer.\n"
+     "\n"
+     "  --last-number      fall back to the last $…$ span or number of pred (as math-verify does)\n"
+     "  --float-digits N   floats agree when rounded to N significant digits (default 6)\n"
+     "  --decimal-places   count those digits after the decimal point instead (math-verify's rule)\n"
+     "  --reason           add \"reason\" to each verdict\n"
+     "\n"
+     "Exit status: 0 ok, 1 bad input (the message names the line), 2 usage error.\n",
+     cmd_verify},
+    {"dedup", "exact and MinHash near-duplicate clusters: JSONL {id, text} → {id, cluster}",
+     "usage: retort dedup [--threshold J] [--exact-only] < DOCS.jsonl\n"
+     "\n"
+     "Reads one JSON object per line, {\"id\": ID, \"text\": STRING} (id a string or an integer), and\n"
+     "writes {\"id\": ID, \"cluster\": ID} per line, in order. Documents whose normalized text is\n"
+     "identical, or whose MinHash-LSH signatures collide and whose estimated Jaccard similarity of\n"
+     "word 5-grams is at least J, share a cluster; the cluster id is the id of its first member,\n"
+     "the one kept.\n"
+     "\n"
+     "  --threshold J   estimated Jaccard similarity to merge (0..1, default 0.8)\n"
+     "  --exact-only    only exact duplicates (normalized text)\n"
+     "\n"
+     "MinHash: word 5-grams after lowercasing and removing punctuation and extra whitespace,\n"
+     "112 64-bit xxhash permutations in 14 bands of 8 rows (datatrove's defaults).\n"
+     "\n"
+     "Exit status: 0 ok, 1 bad input (the message names the line), 2 usage error.\n",
+     cmd_dedup},
     {"tokenize", "Hugging Face tokenizer.json BPE: JSONL {text} → {ids}, --decode, --chat templates",
      "usage: retort tokenize --tokenizer FILE [--special] [--threads N] < TEXTS.jsonl\n"
      "       retort tokenize --tokenizer FILE --decode [--skip-special] < IDS.jsonl\n"

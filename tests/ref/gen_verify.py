@@ -1,0 +1,238 @@
+"""Reference verdicts for `retort verify`, from PyPI math-verify (independent of retort).
+
+Builds a set of (gold, pred) pairs from the MATH-500 and GSM8K answers in shared/assets:
+the reference solutions themselves, model-style solutions ending in several answer styles
+(\\boxed{}, "The answer is", "#### N", bold "Answer:", a bare number at the end), and
+perturbed answers — equivalent rewritings (\\dfrac, a/b, \\frac12, \\left/\\right, spaces,
+units, degrees, dollars, thousands separators, trailing .00, decimal approximations, x = …,
+reordered lists) and wrong ones (another problem's answer, off by one, negated, swapped
+fraction, scaled). math-verify decides each pair the way it is used for MATH-500:
+verify(parse("$" + gold + "$"), parse(pred)).
+
+Writes REF_DIR/verify_pairs.jsonl: {"gold", "pred", "kind", "mv": bool, "mv_pred": str}.
+Used by tests/ref/test_verify_agreement.py (agreement ≥ 0.98) and bench/verify.py.
+
+  python gen_verify.py REF_DIR [--scale full]   (default: the test-sized set)
+"""
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import sys
+
+ASSETS = os.environ.get("RETORT_ASSETS") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "assets")
+BENCH = os.path.join(ASSETS, "benchmarks")
+
+
+def load(name):
+    path = os.path.join(BENCH, name)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+# ---- rewritings of a gold answer ------------------------------------------------------------
+FRAC = re.compile(r"\\frac\{(-?\d+)\}\{(\d+)\}")
+
+
+def numeric_value(ans):
+    """A float for plain numeric answers (integers, decimals, \\frac{a}{b}, -\\frac{a}{b})."""
+    a = ans.strip().replace("\\!", "").replace("{,}", "").replace(",", "")
+    m = re.fullmatch(r"(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}", a)
+    if m:
+        v = int(m.group(2)) / int(m.group(3))
+        return -v if m.group(1) else v
+    if re.fullmatch(r"-?\d+(\.\d+)?", a):
+        return float(a)
+    return None
+
+
+def equivalents(ans, rng):
+    """Rewritings math-verify should (mostly) still accept."""
+    out = []
+    if "\\frac" in ans:
+        out.append(("dfrac", ans.replace("\\frac", "\\dfrac")))
+        m = FRAC.fullmatch(ans.strip())
+        if m:
+            out.append(("a/b", f"{m.group(1)}/{m.group(2)}"))
+            if len(m.group(1)) == 1 and len(m.group(2)) == 1 and not m.group(1).startswith("-"):
+                out.append(("frac12", f"\\frac{m.group(1)}{m.group(2)}"))
+    if "\\sqrt{" in ans:
+        m = re.search(r"\\sqrt\{(\d)\}", ans)
+        if m:
+            out.append(("sqrt3", ans.replace(m.group(0), "\\sqrt" + m.group(1), 1)))
+    if ans.startswith("(") or ans.startswith("\\left("):
+        inner = ans.replace("\\left(", "(").replace("\\right)", ")")
+        out.append(("no-left-right", inner))
+    if " " in ans:
+        out.append(("no-spaces", ans.replace(" ", "")))
+    else:
+        out.append(("spaces", re.sub(r"([+=,-])", r" \1 ", ans)))
+    v = numeric_value(ans)
+    if v is not None:
+        if re.fullmatch(r"-?\d+", ans.strip()):
+            n = int(ans)
+            out.append(("dot-zero", f"{n}.00"))
+            out.append(("dollars", f"\\${n}"))
+            out.append(("units", f"{n} \\text{{ units}}"))
+            if abs(n) >= 1000:
+                out.append(("thousands", f"{n:,}"))
+                out.append(("thousands-brace", f"{n:,}".replace(",", "{,}")))
+        else:
+            out.append(("decimal-6sig", f"{v:.6g}"))
+            out.append(("decimal-6dp", f"{v:.6f}"))
+            out.append(("decimal-3dp", f"{v:.3f}"))
+    if "^\\circ" in ans:
+        out.append(("no-degrees", ans.replace("^\\circ", "")))
+    if re.fullmatch(r"-?\d+", ans.strip()):
+        out.append(("x=", f"x = {ans}"))
+        out.append(("degrees", f"{ans}^\\circ"))
+    if re.fullmatch(r"[^,]+(,[^,]+)+", ans) and "(" not in ans and "[" not in ans and "\\{" not in ans:
+        parts = [p.strip() for p in ans.split(",")]
+        rng.shuffle(parts)
+        out.append(("reordered", ", ".join(parts)))
+    if ans.startswith("\\text{"):
+        out.append(("no-text", ans[6:-1] if ans.endswith("}") else ans))
+    return out
+
+
+def wrongs(ans, others, rng):
+    out = [("other-answer", rng.choice(others))]
+    m = re.search(r"\d+", ans)
+    if m:
+        n = int(m.group(0))
+        out.append(("off-by-one", ans[: m.start()] + str(n + 1) + ans[m.end():]))
+    if not ans.startswith("-"):
+        out.append(("negated", "-" + ans if re.fullmatch(r"[\d.]+", ans) else "-(" + ans + ")"))
+    f = FRAC.fullmatch(ans.strip())
+    if f and f.group(1) != f.group(2):
+        out.append(("swapped-frac", f"\\frac{{{f.group(2)}}}{{{f.group(1).lstrip('-')}}}"))
+    v = numeric_value(ans)
+    if v is not None and v != 0:
+        out.append(("scaled", f"{v * 10:g}"))
+        out.append(("rounded-2dp", f"{v:.2f}"))
+    return out
+
+
+# ---- solution styles ---------------------------------------------------------------------------
+PREAMBLES = [
+    "Let me work through this step by step.\n\nFirst, we set up the problem carefully. ",
+    "We need to find the requested quantity. Computing each part in turn, ",
+    "<think>\nOkay, let me think. The key step is to simplify. Hmm, 2 + 2 = 4, so that part checks out.\n</think>\n\n",
+    "",
+]
+
+
+def styled(ans, style, rng):
+    pre = rng.choice(PREAMBLES)
+    if style == "boxed":
+        return f"{pre}Putting it together, the final answer is $\\boxed{{{ans}}}$."
+    if style == "display-boxed":
+        return f"{pre}Therefore\n\\[\n\\boxed{{{ans}}}\n\\]"
+    if style == "answer-is":
+        return f"{pre}The answer is ${ans}$."
+    if style == "bold-answer":
+        return f"{pre}\n\n**Answer:** ${ans}$"
+    if style == "hash":
+        return f"{pre}\n#### {ans}"
+    if style == "last-number":
+        return f"{pre}So the total comes to {ans} in the end."
+    raise ValueError(style)
+
+
+def gsm_gold(sol):
+    return sol.split("####")[-1].strip().replace(",", "")
+
+
+def build_pairs(scale="test", seed=20240501):
+    rng = random.Random(seed)
+    math500 = load("math500_test.jsonl")
+    gsm = load("gsm8k_test.jsonl")
+    if math500 is None or gsm is None:
+        return None
+    pairs = []
+
+    def add(gold, pred, kind):
+        pairs.append({"gold": gold, "pred": pred, "kind": kind})
+
+    answers = [r["answer"] for r in math500]
+    for r in math500:
+        gold = r["answer"]
+        add(gold, r["solution"], "math:reference-solution")
+        add(gold, styled(gold, rng.choice(["boxed", "display-boxed", "answer-is", "bold-answer"]), rng), "math:styled")
+        eqs = equivalents(gold, rng)
+        if scale == "test":
+            eqs = rng.sample(eqs, min(len(eqs), 4))
+        for kind, variant in eqs:
+            add(gold, styled(variant, "boxed", rng), f"math:equiv:{kind}")
+        ws = wrongs(gold, answers, rng)
+        if scale == "test":
+            ws = rng.sample(ws, min(len(ws), 3))
+        for kind, variant in ws:
+            add(gold, styled(variant, rng.choice(["boxed", "answer-is"]), rng), f"math:wrong:{kind}")
+        # the reference solution with its boxed answer swapped for a variant
+        if eqs and "\\boxed{" + gold + "}" in r["solution"]:
+            kind, variant = rng.choice(eqs)
+            add(gold, r["solution"].replace("\\boxed{" + gold + "}", "\\boxed{" + variant + "}"), f"math:solution-equiv:{kind}")
+
+    gsm_rows = gsm if scale != "test" else rng.sample(gsm, 700)
+    golds = [gsm_gold(r["answer"]) for r in gsm]
+    for r in gsm_rows:
+        gold = gsm_gold(r["answer"])
+        add(gold, r["answer"], "gsm:reference-solution")
+        body = r["answer"].split("####")[0].rstrip()
+        body = re.sub(r"<<[^>]*>>", "", body)
+        for style in rng.sample(["boxed", "answer-is", "hash", "bold-answer", "last-number"], 3):
+            add(gold, body + "\n" + styled(gold, style, rng), f"gsm:styled:{style}")
+        eqs = [e for e in equivalents(gold, rng) if e[0] in ("dot-zero", "dollars", "units", "thousands", "x=")]
+        for kind, variant in (eqs if scale != "test" else rng.sample(eqs, min(2, len(eqs)))):
+            add(gold, body + "\n" + styled(variant, rng.choice(["boxed", "answer-is"]), rng), f"gsm:equiv:{kind}")
+        ws = wrongs(gold, golds, rng)
+        for kind, variant in (ws if scale != "test" else rng.sample(ws, min(2, len(ws)))):
+            add(gold, body + "\n" + styled(variant, rng.choice(["boxed", "answer-is", "hash"]), rng), f"gsm:wrong:{kind}")
+    return pairs
+
+
+# ---- math-verify ---------------------------------------------------------------------------------
+def _judge(pair):
+    import logging
+    logging.disable(logging.CRITICAL)
+    from math_verify import parse, verify
+    try:
+        g = parse("$" + pair["gold"] + "$")
+        p = parse(pair["pred"])
+        ok = bool(verify(g, p))
+        shown = str(p[-1]) if p else ""
+    except Exception as e:  # math-verify itself failing counts as "not verified"
+        ok, shown = False, f"error: {type(e).__name__}"
+    return ok, shown
+
+
+def judge_all(pairs, procs=None):
+    procs = procs or min(4, os.cpu_count() or 1)
+    with mp.get_context("fork").Pool(procs) as pool:
+        res = pool.map(_judge, pairs, chunksize=32)
+    for p, (ok, shown) in zip(pairs, res):
+        p["mv"] = ok
+        p["mv_pred"] = shown
+    return pairs
+
+
+def main():
+    out_dir = sys.argv[1]
+    scale = "full" if "--scale" in sys.argv and sys.argv[sys.argv.index("--scale") + 1] == "full" else "test"
+    pairs = build_pairs(scale)
+    if pairs is None:
+        print("gen_verify: skipped: benchmarks missing under", BENCH)
+        return 0
+    judge_all(pairs)
+    with open(os.path.join(out_dir, "verify_pairs.jsonl"), "w", encoding="utf-8") as f:
+        for p in pairs:
+            f.write(json.dumps(p) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
