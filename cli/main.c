@@ -124,6 +124,37 @@ static const cli_command commands[] = {
      "Exit status: 0 ok, 1 bad input (the message names the line) or unreadable tokenizer,\n"
      "2 usage error.\n",
      cmd_tokenize},
+    {"export", "write samples as chat JSONL, prompts as JSONL, or packed training shards",
+     "usage: retort export --db DB --format chat-jsonl|jsonl [--snapshot NAME] [--source NAME] --out FILE\n"
+     "       retort export --db DB [--snapshot NAME] [--source NAME] --format shards --tokenizer FILE\n"
+     "                     --template deepseek-r1|qwen|llama3 --seq N --out DIR [--seed S] [--drop-long]\n"
+     "                     [--shard-seqs N] [--threads N]\n"
+     "\n"
+     "  chat-jsonl  one line per sample: {\"messages\": [prompt..., {\"role\": \"assistant\", \"content\": ANSWER,\n"
+     "              \"reasoning_content\": THINKING}]}; ANSWER is the text after </think> (all of it without\n"
+     "              the tag); reasoning_content is omitted when empty\n"
+     "  jsonl       one line per prompt: the record it was imported from\n"
+     "  shards      the selected samples' conversations rendered with the chat template and packed as\n"
+     "              with 'retort pack' (see docs/formats.md)\n"
+     "\n"
+     "--snapshot selects a frozen snapshot's samples, --source one source's; by default every sample.\n"
+     "FILE is written atomically ('-' is stdout). Exit status: 0 ok, 1 error, 2 usage error.\n",
+     cmd_export},
+    {"pack", "render chat JSONL with a chat template and pack it into training shards",
+     "usage: retort pack --tokenizer FILE --template deepseek-r1|qwen|llama3 --jsonl CHAT.jsonl --seq N --out DIR\n"
+     "                   [--seed S] [--drop-long] [--shard-seqs N] [--threads N]\n"
+     "\n"
+     "Renders each {\"messages\": [...]} line with the chat template; the assistant mask is the loss mask.\n"
+     "Documents are packed into sequences of N tokens by best-fit decreasing (ties and the order of\n"
+     "sequences shuffled with --seed, default 0); a document longer than N is split into pieces of N\n"
+     "(or dropped with --drop-long), and counted. DIR gets shard-00000.bin, ... and index.json; the\n"
+     "shard format (header, token ids, loss mask, document boundaries) is in docs/formats.md.\n"
+     "\n"
+     "  --shard-seqs N   sequences per shard file (default: 2^28 tokens' worth)\n"
+     "  --threads N      rendering threads (default: one per CPU)\n"
+     "\n"
+     "Exit status: 0 ok, 1 error (a line that is not a conversation names file and line), 2 usage error.\n",
+     cmd_pack},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

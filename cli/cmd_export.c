@@ -1,0 +1,100 @@
+/* cli/cmd_export.c — `retort export`: samples as chat JSONL, prompts as JSONL, or packed shards. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/chat_template.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+#include "core/tokenizer.h"
+#include "dataset/db.h"
+#include "dataset/export.h"
+#include "dataset/pack.h"
+#include "dataset/render.h"
+
+int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, const char **tokenizer,
+                    const char **template_name, long *threads);
+void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir);
+
+static int export_shards(ds_db *db, const exp_filter *flt, const char *tokenizer, const char *tmpl, const char *out,
+                         const pk_options *o, long threads) {
+    ct_kind kind;
+    if (ct_parse_kind(tmpl, &kind)) return cli_usage_error("export", "unknown template '%s' (deepseek-r1, qwen, llama3)", tmpl);
+    tok_tokenizer *t;
+    if (tok_load(tokenizer, &t)) return cli_fail("export: loading the tokenizer");
+    tp_pool *pool = NULL;
+    if (tp_create((int)threads, &pool)) { tok_free(t); return cli_fail("export: starting threads"); }
+    json_t *meta = json_pack("{s:s,s:s,s:s?,s:s?}", "tokenizer", tokenizer, "template", tmpl, "snapshot", flt->snapshot,
+                             "source", flt->source);
+    pk_report r;
+    int rc = rd_export_snapshot(db, flt, t, kind, out, o, pool, meta, &r);
+    json_decref(meta);
+    tp_free(pool);
+    tok_free(t);
+    if (rc) return cli_fail("export");
+    cli_pack_summary(&r, o, out);
+    return EXIT_OK;
+}
+
+int cmd_export(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"db", required_argument, 0, 'd'},        {"format", required_argument, 0, 'f'},
+        {"snapshot", required_argument, 0, 's'},  {"source", required_argument, 0, 'S'},
+        {"out", required_argument, 0, 'O'},       {"tokenizer", required_argument, 0, 'K'},
+        {"template", required_argument, 0, 'T'},  {"seq", required_argument, 0, 'N'},
+        {"seed", required_argument, 0, 'R'},      {"drop-long", no_argument, 0, 'D'},
+        {"shard-seqs", required_argument, 0, 'P'}, {"threads", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    pk_options o = {0};
+    exp_filter flt = {0};
+    const char *dbpath = NULL, *format = NULL, *out = NULL, *tokenizer = NULL, *tmpl = NULL;
+    long threads = 0;
+    int ch;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': dbpath = optarg; continue;
+        case 'f': format = optarg; continue;
+        case 's': flt.snapshot = optarg; continue;
+        case 'S': flt.source = optarg; continue;
+        case 'O': out = optarg; continue;
+        case 'h': fputs(cli_find("export")->usage, stdout); return EXIT_OK;
+        }
+        int rc = ch == '?' ? -1 : cli_pack_option("export", ch, optarg, &o, &tokenizer, &tmpl, &threads);
+        if (rc > 0) return rc;
+        if (rc < 0)
+            return cli_usage_error("export", optopt ? "option '%s' needs a value" : "unknown option '%s'", argv[optind - 1]);
+    }
+    if (optind < argc) return cli_usage_error("export", "unexpected argument '%s'", argv[optind]);
+    if (!dbpath) return cli_usage_error("export", "missing --db DB");
+    if (!format) return cli_usage_error("export", "missing --format (chat-jsonl, jsonl, shards)");
+    if (!out) return cli_usage_error("export", "missing --out FILE (shards: --out DIR)");
+    bool shards = !strcmp(format, "shards");
+    if (!shards && strcmp(format, "chat-jsonl") && strcmp(format, "jsonl"))
+        return cli_usage_error("export", "unknown format '%s' (chat-jsonl, jsonl, shards)", format);
+    if (shards && (!tokenizer || !tmpl || !o.seq_len))
+        return cli_usage_error("export", "--format shards needs --tokenizer FILE, --template T and --seq N");
+    if (!shards && (tokenizer || tmpl || o.seq_len))
+        return cli_usage_error("export", "--tokenizer, --template and --seq apply only to --format shards");
+    ds_db *db;
+    char what[1200];
+    snprintf(what, sizeof what, "export: %s", dbpath);
+    if (db_open(dbpath, DB_OPEN_READONLY, &db)) return cli_fail(what);
+    int status;
+    if (shards) {
+        status = export_shards(db, &flt, tokenizer, tmpl, out, &o, threads);
+    } else {
+        size_t n;
+        exp_format f = !strcmp(format, "chat-jsonl") ? EXP_CHAT_JSONL : EXP_JSONL;
+        if (db_export_jsonl(db, f, &flt, out, &n)) status = cli_fail("export");
+        else {
+            status = EXIT_OK;
+            if (strcmp(out, "-"))
+                printf("%s: %zu %s\n", out, n, f == EXP_CHAT_JSONL ? "conversations (samples)" : "prompt records");
+        }
+    }
+    db_close(db);
+    return status;
+}

@@ -1,0 +1,106 @@
+/* cli/cmd_pack.c — `retort pack`: chat JSONL → chat template → packed training shards. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/chat_template.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+#include "core/tokenizer.h"
+#include "dataset/pack.h"
+#include "dataset/render.h"
+
+/* Shared with cmd_export.c: the packing options and the closing summary. */
+int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, const char **tokenizer,
+                    const char **template_name, long *threads);
+void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir);
+
+int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, const char **tokenizer,
+                    const char **template_name, long *threads) {
+    char *end;
+    long long v;
+    switch (ch) {
+    case 'K': *tokenizer = arg; return 0;
+    case 'T': *template_name = arg; return 0;
+    case 'N':
+        v = strtoll(arg, &end, 10);
+        if (*end || v < 1 || v > 16777216) return cli_usage_error(cmd, "--seq must be 1..16777216, got '%s'", arg);
+        o->seq_len = (uint32_t)v;
+        return 0;
+    case 'R':
+        o->seed = strtoull(arg, &end, 10);
+        if (*end || !*arg) return cli_usage_error(cmd, "--seed must be a non-negative integer, got '%s'", arg);
+        return 0;
+    case 'D': o->drop_long = true; return 0;
+    case 'P':
+        v = strtoll(arg, &end, 10);
+        if (*end || v < 1) return cli_usage_error(cmd, "--shard-seqs must be a positive integer, got '%s'", arg);
+        o->shard_seqs = (uint64_t)v;
+        return 0;
+    case 'j':
+        *threads = strtol(arg, &end, 10);
+        if (*end || *threads < 1 || *threads > 64) return cli_usage_error(cmd, "--threads must be 1..64, got '%s'", arg);
+        return 0;
+    }
+    return -1;
+}
+
+void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir) {
+    char a[32], b[32], c[32], d[32];
+    uint64_t total = (uint64_t)r->seqs * o->seq_len;
+    printf("%s: %s documents → %s sequences of %u tokens in %zu shard%s\n", dir,
+           cli_thousands((long long)r->docs, a, sizeof a), cli_thousands((long long)r->seqs, b, sizeof b), o->seq_len,
+           r->shards, r->shards == 1 ? "" : "s");
+    printf("  tokens %s (loss on %s), padding %s (%.2f%%)\n", cli_thousands((long long)r->tokens, a, sizeof a),
+           cli_thousands((long long)r->loss_tokens, b, sizeof b), cli_thousands((long long)r->pad_tokens, c, sizeof c),
+           total ? 100.0 * (double)r->pad_tokens / (double)total : 0.0);
+    printf("  longer than %u: %zu split, %zu dropped (%s tokens); empty: %zu\n", o->seq_len, r->docs_split,
+           r->docs_dropped, cli_thousands((long long)r->dropped_tokens, d, sizeof d), r->docs_empty);
+}
+
+int cmd_pack(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"tokenizer", required_argument, 0, 'K'}, {"template", required_argument, 0, 'T'},
+        {"jsonl", required_argument, 0, 'J'},     {"seq", required_argument, 0, 'N'},
+        {"out", required_argument, 0, 'O'},       {"seed", required_argument, 0, 'R'},
+        {"drop-long", no_argument, 0, 'D'},       {"shard-seqs", required_argument, 0, 'P'},
+        {"threads", required_argument, 0, 'j'},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    pk_options o = {0};
+    const char *tokenizer = NULL, *tmpl = NULL, *jsonl = NULL, *out = NULL;
+    long threads = 0;
+    int ch;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (ch == 'J') { jsonl = optarg; continue; }
+        if (ch == 'O') { out = optarg; continue; }
+        if (ch == 'h') { fputs(cli_find("pack")->usage, stdout); return EXIT_OK; }
+        int rc = ch == '?' ? -1 : cli_pack_option("pack", ch, optarg, &o, &tokenizer, &tmpl, &threads);
+        if (rc > 0) return rc;
+        if (rc < 0)
+            return cli_usage_error("pack", optopt ? "option '%s' needs a value" : "unknown option '%s'", argv[optind - 1]);
+    }
+    if (optind < argc) return cli_usage_error("pack", "unexpected argument '%s'", argv[optind]);
+    if (!tokenizer) return cli_usage_error("pack", "missing --tokenizer FILE (a tokenizer.json)");
+    if (!tmpl) return cli_usage_error("pack", "missing --template (deepseek-r1, qwen, llama3)");
+    if (!jsonl) return cli_usage_error("pack", "missing --jsonl CHAT.jsonl");
+    if (!o.seq_len) return cli_usage_error("pack", "missing --seq N");
+    if (!out) return cli_usage_error("pack", "missing --out DIR");
+    ct_kind kind;
+    if (ct_parse_kind(tmpl, &kind)) return cli_usage_error("pack", "unknown template '%s' (deepseek-r1, qwen, llama3)", tmpl);
+    tok_tokenizer *t;
+    if (tok_load(tokenizer, &t)) return cli_fail("pack: loading the tokenizer");
+    tp_pool *pool = NULL;
+    if (tp_create((int)threads, &pool)) { tok_free(t); return cli_fail("pack: starting threads"); }
+    json_t *meta = json_pack("{s:s,s:s,s:s}", "tokenizer", tokenizer, "template", tmpl, "input", jsonl);
+    pk_report r;
+    int rc = rd_pack_jsonl(t, kind, jsonl, out, &o, pool, meta, &r);
+    json_decref(meta);
+    tp_free(pool);
+    tok_free(t);
+    if (rc) return cli_fail("pack");
+    cli_pack_summary(&r, &o, out);
+    return EXIT_OK;
+}

@@ -1,0 +1,97 @@
+/* core/shard.h — packed training shards: the file dataset/ writes and student/ reads.
+ *
+ * A shard holds S sequences of exactly N tokens. Each sequence is a run of whole documents
+ * (rendered conversations, or pieces of one that was longer than N) followed by padding;
+ * training attends only within a document and learns only where the loss mask is 1.
+ * All integers are little-endian.
+ *
+ *   offset      size      field
+ *   0           8         magic "RTSHARD\0" (52 54 53 48 41 52 44 00)
+ *   8           4         version, 1
+ *   12          4         token dtype: bytes per token id, 2 (uint16) or 4 (uint32)
+ *   16          4         N, tokens per sequence (1 … 16,777,216)
+ *   20          4         V, vocabulary size: every token id is < V (dtype 2 needs V ≤ 65,536)
+ *   24          8         S, sequences
+ *   32          8         D, documents (pieces)
+ *   40          4         pad id (< V): the token at every position no document covers
+ *   44          4         flags, 0
+ *   48          8         XXH64 (seed 0) of every byte from offset 64 to the end
+ *   56          8         reserved, 0
+ *   64          S·N·dtype token ids, sequence after sequence
+ *   T = 64+S·N·dtype      S·N bytes: loss mask, 1 = train on this token, 0 = not (0 on padding)
+ *   T + S·N     0–7       zero bytes, so the document table starts at a multiple of 8
+ *   …           D·24      documents, ordered by (seq, start), never overlapping:
+ *                         u64 doc id (the document's index in the packed input),
+ *                         u32 seq, u32 start (within the sequence), u32 len (≥ 1),
+ *                         u32 flags: bit 0 = continues the previous piece of the same document,
+ *                         bit 1 = continued by the next piece (set only when a document longer
+ *                         than N was split)
+ *
+ * The file ends right after the document table. shard_open() maps a file read-only and
+ * validates all of it before returning — header fields, exact file size, checksum, token
+ * ids < V, mask bytes 0/1, the document table (bounds, order, no overlap) and padding
+ * (pad id, mask 0) — each failure an RT_EFORMAT message saying what was found and what was
+ * expected. A shard_file is immutable and may be read from several threads; it is owned by
+ * the caller of shard_open* and released with shard_close() (NULL is fine).
+ *
+ * The writer streams sequences into a temporary file beside the target and renames it into
+ * place in shard_writer_finish() (core/fsutil.h's atomic file), so a reader never sees a
+ * partial shard; a failed write (disk full) removes the temporary and returns RT_EIO.
+ * Errors: RT_EIO, RT_EFORMAT, RT_EINVAL (writer: a token, mask or document out of range),
+ * RT_ENOMEM, RT_EUNSUPPORTED (a big-endian host).
+ */
+#ifndef RT_SHARD_H
+#define RT_SHARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHARD_MAGIC "RTSHARD\0"
+#define SHARD_VERSION 1
+#define SHARD_HEADER_BYTES 64
+#define SHARD_DOC_BYTES 24
+#define SHARD_MAX_SEQ_LEN (1u << 24)
+
+enum { SHARD_DOC_CONT_PREV = 1, SHARD_DOC_CONT_NEXT = 2 };
+
+typedef struct {
+    uint64_t doc_id;
+    uint32_t seq, start, len, flags;
+} shard_doc;
+
+typedef struct {
+    uint32_t version, dtype_bytes, seq_len, vocab_size, pad_id;
+    uint64_t n_seqs, n_docs;
+} shard_info;
+
+typedef struct shard_file shard_file;
+
+int  shard_open(const char *path, shard_file **out);
+/* Validates a shard held in memory; buf must outlive the shard_file (it is not copied). */
+int  shard_open_buffer(const void *buf, size_t len, shard_file **out);
+void shard_close(shard_file *f);
+
+const shard_info *shard_get_info(const shard_file *f);
+/* Sequence i (< n_seqs): its N token ids widened to int32 and its N mask bytes (either may
+ * be NULL). */
+void shard_read_seq(const shard_file *f, uint64_t i, int32_t *tokens, uint8_t *mask);
+/* The documents of sequence i (ordered by start); *n gets their count. */
+const shard_doc *shard_seq_docs(const shard_file *f, uint64_t i, size_t *n);
+const shard_doc *shard_all_docs(const shard_file *f);   /* n_docs of them */
+
+typedef struct shard_writer shard_writer;
+
+/* vocab_size decides the dtype (≤ 65,536: uint16). */
+int  shard_writer_open(const char *path, uint32_t seq_len, uint32_t vocab_size, uint32_t pad_id, shard_writer **out);
+/* Appends one sequence: tokens and mask hold seq_len entries; docs (their seq field is
+ * ignored) list the documents it holds, ordered, within bounds; every other position
+ * must hold pad_id with mask 0. */
+int  shard_writer_add(shard_writer *w, const int32_t *tokens, const uint8_t *mask, const shard_doc *docs, size_t n_docs);
+uint64_t shard_writer_seqs(const shard_writer *w);
+/* Writes the mask, the documents and the header and moves the file into place. Frees w
+ * whatever the result. */
+int  shard_writer_finish(shard_writer *w);
+void shard_writer_abort(shard_writer *w);                 /* NULL is fine; removes the temporary */
+
+#endif

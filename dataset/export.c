@@ -1,0 +1,177 @@
+#include "dataset/export.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/status.h"
+#include "dataset/db_int.h"
+
+static bool is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+
+void exp_split_think(const char *text, size_t len, const char **think, size_t *think_len, const char **answer,
+                     size_t *answer_len) {
+    const char *end = memmem(text, len, "</think>", 8);
+    *think = text;
+    *think_len = 0;
+    if (!end) {
+        *answer = text;
+        *answer_len = len;
+        return;
+    }
+    const char *a = text, *b = end;
+    while (a < b && is_space(*a)) a++;
+    if ((size_t)(b - a) >= 7 && !memcmp(a, "<think>", 7)) a += 7;
+    while (a < b && is_space(*a)) a++;
+    while (b > a && is_space(b[-1])) b--;
+    *think = a;
+    *think_len = (size_t)(b - a);
+    const char *c = end + 8, *stop = text + len;
+    while (c < stop && is_space(*c)) c++;
+    *answer = c;
+    *answer_len = (size_t)(stop - c);
+}
+
+json_t *exp_conversation(const char *prompt_messages_json, const char *text, size_t len) {
+    json_t *msgs = json_loads(prompt_messages_json, 0, NULL);
+    if (!json_is_array(msgs)) { json_decref(msgs); return NULL; }
+    const char *th, *an;
+    size_t tl, al;
+    exp_split_think(text, len, &th, &tl, &an, &al);
+    json_t *turn = json_pack("{s:s,s:s%}", "role", "assistant", "content", an, al);
+    if (turn && tl) json_object_set_new(turn, "reasoning_content", json_stringn(th, tl));
+    if (!turn || json_array_append_new(msgs, turn)) { json_decref(msgs); return NULL; }
+    json_t *conv = json_pack("{s:o}", "messages", msgs);
+    return conv;
+}
+
+#define SELECT_SAMPLES                                                                                     \
+    "SELECT s.id, s.text, s.dict_id, p.messages FROM samples s JOIN prompts p ON p.id = s.prompt_id "       \
+    "WHERE (?1 IS NULL OR s.id IN (SELECT sample_id FROM snapshot_samples WHERE snapshot_id = ?1)) "      \
+    "AND (?2 IS NULL OR p.source = ?2) ORDER BY s.id"
+
+#define SELECT_PROMPTS                                                                                     \
+    "SELECT p.id, p.messages, p.prompt_key, p.metadata FROM prompts p "                                  \
+    "WHERE (?1 IS NULL OR p.id IN (SELECT s.prompt_id FROM snapshot_samples m JOIN samples s "           \
+    "ON s.id = m.sample_id WHERE m.snapshot_id = ?1)) AND (?2 IS NULL OR p.source = ?2) ORDER BY p.id"
+
+static int prepare_selection(ds_db *db, const char *sql, const exp_filter *flt, sqlite3_stmt **st) {
+    int64_t snap = 0;
+    if (flt && flt->snapshot) {
+        int rc = db_snapshot_find(db, flt->snapshot, &snap);
+        if (rc) return rc;
+    }
+    sqlite3 *h = db_sqlite(db);
+    SQL_TRY(h, sqlite3_prepare_v2(h, sql, -1, st, NULL));
+    if (snap) sqlite3_bind_int64(*st, 1, snap);
+    if (flt && flt->source) sqlite3_bind_text(*st, 2, flt->source, -1, SQLITE_STATIC);
+    return 0;
+}
+
+int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void *ctx) {
+    sqlite3_stmt *st;
+    int rc = prepare_selection(db, SELECT_SAMPLES, flt, &st);
+    if (rc) return rc;
+    int row, s;
+    while (!rc && (s = db_step_row(st, &row)) == SQLITE_OK && row) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        char *text;
+        size_t len;
+        rc = db_blob_text(db, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                          sqlite3_column_int64(st, 2), &text, &len);
+        if (rc) { rc = rt_errorf(rc, "sample %lld", (long long)id); break; }
+        json_t *conv = exp_conversation((const char *)sqlite3_column_text(st, 3), text, len);
+        free(text);
+        if (!conv) { rc = rt_fail(RT_EFORMAT, "sample %lld: its prompt's messages are not a JSON array", (long long)id); break; }
+        rc = fn(ctx, id, conv);
+        json_decref(conv);
+    }
+    sqlite3 *h = db_sqlite(db);
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    SQL_TRY(h, s);
+    return 0;
+}
+
+typedef struct {
+    rt_atomic_file *af;
+    FILE *out;
+    size_t n;
+} writer;
+
+static int write_line(writer *w, json_t *j) {
+    char *txt = json_dumps(j, JSON_COMPACT);
+    if (!txt) return rt_fail(RT_ENOMEM, "serializing a line");
+    size_t l = strlen(txt);
+    txt[l] = '\n';
+    int rc = 0;
+    if (w->af) rc = rt_atomic_write(w->af, txt, l + 1);
+    else if (fwrite(txt, 1, l + 1, w->out) != l + 1) rc = rt_fail(RT_EIO, "writing to stdout failed");
+    free(txt);
+    if (!rc) w->n++;
+    return rc;
+}
+
+static int conv_line(void *ctx, int64_t id, json_t *conv) {
+    (void)id;
+    return write_line(ctx, conv);
+}
+
+/* The imported record of one prompt: {prompt_key: text, ...metadata} or {"messages": ..., ...metadata}. */
+static int prompt_line(writer *w, sqlite3_stmt *st) {
+    int64_t id = sqlite3_column_int64(st, 0);
+    json_t *msgs = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
+    json_t *meta = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
+    const char *key = (const char *)sqlite3_column_text(st, 2);
+    int rc = 0;
+    json_t *rec = json_object();
+    if (!json_is_array(msgs) || !json_is_object(meta) || !rec) {
+        rc = rt_fail(RT_EFORMAT, "prompt %lld: stored messages or metadata are not valid JSON", (long long)id);
+    } else if (key) {
+        json_t *m0 = json_array_get(msgs, json_array_size(msgs) - 1);
+        json_object_set(rec, key, json_object_get(m0, "content"));
+    } else {
+        json_object_set(rec, "messages", msgs);
+    }
+    if (!rc) {
+        json_object_update(rec, meta);
+        rc = write_line(w, rec);
+    }
+    json_decref(rec);
+    json_decref(msgs);
+    json_decref(meta);
+    return rc;
+}
+
+static int export_prompts(ds_db *db, const exp_filter *flt, writer *w) {
+    sqlite3_stmt *st;
+    int rc = prepare_selection(db, SELECT_PROMPTS, flt, &st);
+    if (rc) return rc;
+    int row, s;
+    while (!rc && (s = db_step_row(st, &row)) == SQLITE_OK && row) rc = prompt_line(w, st);
+    sqlite3 *h = db_sqlite(db);
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    SQL_TRY(h, s);
+    return 0;
+}
+
+int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const char *out_path, size_t *n_written) {
+    writer w = {0};
+    *n_written = 0;
+    int rc = 0;
+    if (strcmp(out_path, "-")) rc = rt_atomic_open(out_path, &w.af);
+    else w.out = stdout;
+    if (rc) return rc;
+    rc = f == EXP_CHAT_JSONL ? db_each_conversation(db, flt, conv_line, &w) : export_prompts(db, flt, &w);
+    if (w.af) {
+        if (rc) rt_atomic_abort(w.af);
+        else rc = rt_atomic_commit(w.af);
+    } else if (!rc && fflush(stdout) != 0) {
+        rc = rt_fail(RT_EIO, "writing to stdout failed");
+    }
+    if (!rc) *n_written = w.n;
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* dataset/export.h — samples and prompts out of the run database.
+ *
+ * Selection: every sample, or those of snapshot NAME, optionally only prompts of one
+ * source; always in sample (or prompt) id order.
+ *
+ * EXP_CHAT_JSONL writes one line per sample, the form TRL and HF datasets read:
+ *   {"messages": [PROMPT MESSAGES..., {"role": "assistant", "content": ANSWER,
+ *                                      "reasoning_content": THINKING}]}
+ * where ANSWER is the sample text after its first "</think>" (leading whitespace removed)
+ * and THINKING the text before it without a leading "<think>" and surrounding whitespace;
+ * a text without "</think>" is all ANSWER, and reasoning_content is omitted when empty.
+ * EXP_JSONL writes one line per prompt of the selection, the record it was imported from:
+ * {PROMPT_KEY: prompt text, ...metadata} (chat prompts: {"messages": [...], ...metadata}).
+ *
+ * exp_conversation() builds that chat form for one sample (also used by the shard export);
+ * exp_split_think() is the split on "</think>". The output file is written atomically
+ * ("-" writes to stdout). Errors: the database's, RT_ENOTFOUND (snapshot), RT_EIO, RT_ENOMEM.
+ */
+#ifndef RT_DATASET_EXPORT_H
+#define RT_DATASET_EXPORT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "dataset/db.h"
+
+typedef enum { EXP_CHAT_JSONL, EXP_JSONL } exp_format;
+
+typedef struct {
+    const char *snapshot; /* NULL: every sample */
+    const char *source;   /* NULL: every source */
+} exp_filter;
+
+/* Splits text at its first "</think>": [*think, *think + *think_len) and
+ * [*answer, *answer + *answer_len) point into text; think_len is 0 without the tag. */
+void exp_split_think(const char *text, size_t len, const char **think, size_t *think_len, const char **answer,
+                     size_t *answer_len);
+
+/* {"messages": prompt + assistant turn}; a new reference, NULL on ENOMEM or bad prompt JSON. */
+json_t *exp_conversation(const char *prompt_messages_json, const char *text, size_t len);
+
+/* Calls fn for each selected sample with its conversation (borrowed; fn must not keep it);
+ * a non-zero return from fn stops and is returned. */
+typedef int (*exp_conv_fn)(void *ctx, int64_t sample_id, json_t *conversation);
+int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void *ctx);
+
+int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const char *out_path, size_t *n_written);
+
+#endif

@@ -1,0 +1,251 @@
+#include "dataset/render.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/status.h"
+
+#define RD_CHUNK 512
+
+typedef struct {
+    json_t *conv;
+    char *what;
+    int32_t *ids;
+    uint8_t *mask;
+    size_t n;
+    int rc;
+    char msg[320];
+} rd_item;
+
+struct rd_session {
+    const tok_tokenizer *t;
+    ct_kind kind;
+    char *dir;
+    pk_options o;
+    tp_pool *pool;
+    rd_item items[RD_CHUNK];
+    size_t n_items;
+    char *spill_path;
+    FILE *spill;
+    uint64_t spill_bytes;
+    uint64_t *doc_off;   /* per document: offset of its tokens in the spill file */
+    size_t *doc_len;
+    size_t n_docs, off_cap, len_cap;
+};
+
+int rd_begin(const tok_tokenizer *t, ct_kind kind, const char *out_dir, const pk_options *o, tp_pool *pool,
+             rd_session **out) {
+    *out = NULL;
+    if (!rt_is_dir(out_dir) && mkdir(out_dir, 0755) != 0 && errno != EEXIST)
+        return rt_fail(RT_EIO, "%s: cannot create directory: %s", out_dir, strerror(errno));
+    rd_session *s = rt_calloc(1, sizeof *s);
+    if (!s) return RT_ENOMEM;
+    s->t = t;
+    s->kind = kind;
+    s->o = *o;
+    if (!s->o.vocab_size) s->o.vocab_size = (uint32_t)tok_vocab_size(t);
+    s->pool = pool;
+    s->dir = rt_strdup(out_dir);
+    s->spill_path = rt_path_join(out_dir, ".pack-spill.XXXXXX");
+    if (!s->dir || !s->spill_path) { rd_abort(s); return RT_ENOMEM; }
+    int fd = mkstemp(s->spill_path);
+    if (fd < 0) {
+        int e = errno;
+        free(s->spill_path);
+        s->spill_path = NULL;
+        rd_abort(s);
+        return rt_fail(RT_EIO, "%s: cannot create a temporary file: %s", out_dir, strerror(e));
+    }
+    s->spill = fdopen(fd, "w+b");
+    if (!s->spill) { close(fd); rd_abort(s); return rt_fail(RT_EIO, "%s: fdopen failed", out_dir); }
+    *out = s;
+    return 0;
+}
+
+void rd_abort(rd_session *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->n_items; i++) {
+        json_decref(s->items[i].conv);
+        free(s->items[i].what);
+        free(s->items[i].ids);
+        free(s->items[i].mask);
+    }
+    if (s->spill) fclose(s->spill);
+    if (s->spill_path) unlink(s->spill_path);
+    free(s->spill_path);
+    free(s->dir);
+    free(s->doc_off);
+    free(s->doc_len);
+    free(s);
+}
+
+/* The conversation's messages as ct_messages (pointing into conv). */
+static int to_messages(json_t *conv, ct_message **out, size_t *n) {
+    json_t *msgs = json_is_object(conv) ? json_object_get(conv, "messages") : NULL;
+    if (!json_is_array(msgs) || !json_array_size(msgs))
+        return rt_fail(RT_EFORMAT, "expected {\"messages\": [...]} with at least one message");
+    size_t k = json_array_size(msgs);
+    ct_message *m = rt_calloc(k, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    for (size_t i = 0; i < k; i++) {
+        json_t *x = json_array_get(msgs, i), *r = json_object_get(x, "reasoning_content");
+        m[i].role = json_string_value(json_object_get(x, "role"));
+        m[i].content = json_string_value(json_object_get(x, "content"));
+        m[i].reasoning_content = json_string_value(r);
+        if (!m[i].role || !m[i].content || (r && !json_is_null(r) && !json_is_string(r))) {
+            free(m);
+            return rt_fail(RT_EFORMAT, "messages[%zu] needs string \"role\" and \"content\" (and a string "
+                                       "\"reasoning_content\" when present)", i);
+        }
+    }
+    *out = m;
+    *n = k;
+    return 0;
+}
+
+typedef struct {
+    rd_session *s;
+} render_job;
+
+static void render_range(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
+    rd_session *s = ((render_job *)ctx)->s;
+    for (size_t i = begin; i < end; i++) {
+        rd_item *it = &s->items[i];
+        ct_message *m = NULL;
+        size_t nm = 0;
+        it->rc = to_messages(it->conv, &m, &nm);
+        if (!it->rc) {
+            it->rc = ct_render(s->t, s->kind, m, nm, false, &it->ids, &it->mask, &it->n);
+            free(m);
+        }
+        if (it->rc) snprintf(it->msg, sizeof it->msg, "%s", rt_errmsg());
+    }
+}
+
+static int spill_write(rd_session *s, const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, s->spill) != n)
+        return rt_fail(RT_EIO, "%s: writing the temporary file failed: %s", s->dir, strerror(errno));
+    s->spill_bytes += n;
+    return 0;
+}
+
+/* Renders the queued chunk and appends its documents to the spill file. */
+static int flush_chunk(rd_session *s) {
+    render_job job = {s};
+    tp_parallel_for(s->pool, s->n_items, render_range, &job);
+    int rc = 0;
+    for (size_t i = 0; i < s->n_items && !rc; i++) {
+        rd_item *it = &s->items[i];
+        if (it->rc) { rc = rt_fail(it->rc, "%s: %s", it->what, it->msg); break; }
+        if (rt_grow((void **)&s->doc_off, &s->off_cap, s->n_docs + 1, sizeof *s->doc_off) ||
+            rt_grow((void **)&s->doc_len, &s->len_cap, s->n_docs + 1, sizeof *s->doc_len)) { rc = RT_ENOMEM; break; }
+        s->doc_off[s->n_docs] = s->spill_bytes;
+        s->doc_len[s->n_docs++] = it->n;
+        static const uint8_t zeros[4] = {0};
+        if (!(rc = spill_write(s, it->ids, it->n * sizeof *it->ids)) && !(rc = spill_write(s, it->mask, it->n)))
+            rc = spill_write(s, zeros, (4 - it->n % 4) % 4); /* keep the next document's ids aligned */
+    }
+    for (size_t i = 0; i < s->n_items; i++) {
+        rd_item *it = &s->items[i];
+        json_decref(it->conv);
+        free(it->what);
+        free(it->ids);
+        free(it->mask);
+        memset(it, 0, sizeof *it);
+    }
+    s->n_items = 0;
+    return rc;
+}
+
+int rd_add(rd_session *s, json_t *conversation, const char *what) {
+    if (s->n_items == RD_CHUNK) {
+        int rc = flush_chunk(s);
+        if (rc) return rc;
+    }
+    rd_item *it = &s->items[s->n_items];
+    it->what = rt_strdup(what ? what : "conversation");
+    if (!it->what) return RT_ENOMEM;
+    it->conv = json_incref(conversation);
+    s->n_items++;
+    return 0;
+}
+
+int rd_finish(rd_session *s, const json_t *meta, pk_report *rep) {
+    int rc = flush_chunk(s);
+    if (!rc && fflush(s->spill) != 0) rc = rt_fail(RT_EIO, "%s: writing the temporary file failed: %s", s->dir, strerror(errno));
+    void *map = NULL;
+    if (!rc && s->spill_bytes) {
+        map = mmap(NULL, (size_t)s->spill_bytes, PROT_READ, MAP_PRIVATE, fileno(s->spill), 0);
+        if (map == MAP_FAILED) { map = NULL; rc = rt_fail(RT_EIO, "%s: cannot map the temporary file: %s", s->dir, strerror(errno)); }
+    }
+    pk_doc *docs = rc ? NULL : rt_malloc((s->n_docs ? s->n_docs : 1) * sizeof *docs);
+    if (!rc && !docs) rc = RT_ENOMEM;
+    for (size_t i = 0; !rc && i < s->n_docs; i++) {
+        const uint8_t *base = (const uint8_t *)map + s->doc_off[i];
+        docs[i] = (pk_doc){(const int32_t *)(const void *)base, base + s->doc_len[i] * sizeof(int32_t), s->doc_len[i]};
+    }
+    if (!rc) rc = pk_write_dir(s->dir, docs, s->n_docs, &s->o, meta, rep);
+    free(docs);
+    if (map) munmap(map, (size_t)s->spill_bytes);
+    rd_abort(s);
+    return rc;
+}
+
+int rd_pack_jsonl(const tok_tokenizer *t, ct_kind kind, const char *jsonl, const char *out_dir, const pk_options *o,
+                  tp_pool *pool, const json_t *meta, pk_report *rep) {
+    FILE *in = fopen(jsonl, "rb");
+    if (!in) return rt_fail(errno == ENOENT ? RT_ENOTFOUND : RT_EIO, "%s: cannot open: %s", jsonl, strerror(errno));
+    rd_session *s;
+    int rc = rd_begin(t, kind, out_dir, o, pool, &s);
+    if (rc) { fclose(in); return rc; }
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    ssize_t n;
+    while (!rc && (n = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        size_t len = (size_t)n;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ')) len--;
+        if (!len) continue;
+        char what[1100];
+        snprintf(what, sizeof what, "%s:%zu", jsonl, lineno);
+        json_error_t e;
+        json_t *conv = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
+        if (!conv) { rc = rt_fail(RT_EFORMAT, "%s: invalid JSON at column %d: %s", what, e.column, e.text); break; }
+        rc = rd_add(s, conv, what);
+        json_decref(conv);
+    }
+    if (!rc && ferror(in)) rc = rt_fail(RT_EIO, "%s: read failed", jsonl);
+    free(line);
+    fclose(in);
+    if (rc) { rd_abort(s); return rc; }
+    return rd_finish(s, meta, rep);
+}
+
+typedef struct {
+    rd_session *s;
+} snap_ctx;
+
+static int add_sample(void *ctx, int64_t sample_id, json_t *conv) {
+    char what[64];
+    snprintf(what, sizeof what, "sample %lld", (long long)sample_id);
+    return rd_add(((snap_ctx *)ctx)->s, conv, what);
+}
+
+int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, ct_kind kind, const char *out_dir,
+                       const pk_options *o, tp_pool *pool, const json_t *meta, pk_report *rep) {
+    rd_session *s;
+    int rc = rd_begin(t, kind, out_dir, o, pool, &s);
+    if (rc) return rc;
+    snap_ctx c = {s};
+    rc = db_each_conversation(db, flt, add_sample, &c);
+    if (rc) { rd_abort(s); return rc; }
+    return rd_finish(s, meta, rep);
+}
