@@ -1,0 +1,208 @@
+#include "core/comm.h"
+
+#include <mpi.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+
+struct rt_comm {
+    comm_backend backend;
+    int rank, size;
+    int finalize;          /* we called MPI_Init */
+    MPI_Comm mpi;
+};
+
+#define MPI_TRY(call)                                                                         \
+    do {                                                                                      \
+        int e_ = (call);                                                                      \
+        if (e_ != MPI_SUCCESS) {                                                              \
+            char m_[MPI_MAX_ERROR_STRING];                                                    \
+            int l_ = 0;                                                                       \
+            MPI_Error_string(e_, m_, &l_);                                                    \
+            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, m_); \
+        }                                                                                     \
+    } while (0)
+
+static int launched_by_mpirun(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_NTASKS");
+}
+
+int comm_open(comm_backend backend, rt_comm **out) {
+    *out = NULL;
+    rt_comm *c = rt_calloc(1, sizeof *c);
+    if (!c) return RT_ENOMEM;
+    if (backend == COMM_AUTO) backend = launched_by_mpirun() ? COMM_MPI : COMM_SINGLE;
+    c->backend = backend;
+    c->size = 1;
+    if (backend == COMM_MPI) {
+        int inited = 0;
+        MPI_Initialized(&inited);
+        if (!inited) {
+            if (MPI_Init(NULL, NULL) != MPI_SUCCESS) { free(c); return rt_fail(RT_EINTERNAL, "MPI_Init failed"); }
+            c->finalize = 1;
+        }
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        c->mpi = MPI_COMM_WORLD;
+        MPI_Comm_rank(c->mpi, &c->rank);
+        MPI_Comm_size(c->mpi, &c->size);
+    }
+    *out = c;
+    return 0;
+}
+
+void comm_close(rt_comm *c) {
+    if (!c) return;
+    if (c->finalize) MPI_Finalize();
+    free(c);
+}
+
+int comm_rank(const rt_comm *c) { return c->rank; }
+int comm_size(const rt_comm *c) { return c->size; }
+const char *comm_backend_name(const rt_comm *c) { return c->backend == COMM_MPI ? "mpi" : "single"; }
+
+static int mpi_type(rt_dtype dt, MPI_Datatype *t) {
+    switch (dt) {
+    case RT_DT_F32: *t = MPI_FLOAT; return 0;
+    case RT_DT_F64: *t = MPI_DOUBLE; return 0;
+    case RT_DT_I32: *t = MPI_INT32_T; return 0;
+    case RT_DT_I64: *t = MPI_INT64_T; return 0;
+    case RT_DT_U8: *t = MPI_UINT8_T; return 0;
+    default: return rt_fail(RT_EUNSUPPORTED, "collectives on %s are not supported", rt_dtype_name(dt));
+    }
+}
+
+static int int_count(size_t n) {
+    return n <= (size_t)INT32_MAX ? 0 : rt_fail(RT_EINVAL, "collective of %zu elements exceeds the MPI count limit", n);
+}
+
+/* acc[i] = acc[i] op x[i] */
+#define ACC_LOOP(T)                                                                     \
+    do {                                                                                \
+        T *a = acc;                                                                     \
+        const T *b = x;                                                                 \
+        for (size_t i = 0; i < n; i++) {                                                \
+            if (op == COMM_SUM) a[i] = a[i] + b[i];                                     \
+            else if (op == COMM_MAX) a[i] = b[i] > a[i] ? b[i] : a[i];                  \
+            else a[i] = b[i] < a[i] ? b[i] : a[i];                                      \
+        }                                                                               \
+    } while (0)
+
+static int accumulate(void *acc, const void *x, size_t n, rt_dtype dt, comm_op op) {
+    switch (dt) {
+    case RT_DT_F32: ACC_LOOP(float); return 0;
+    case RT_DT_F64: ACC_LOOP(double); return 0;
+    case RT_DT_I32: ACC_LOOP(int32_t); return 0;
+    case RT_DT_I64: ACC_LOOP(int64_t); return 0;
+    default: return rt_fail(RT_EUNSUPPORTED, "reductions on %s are not supported", rt_dtype_name(dt));
+    }
+}
+
+int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op) {
+    size_t es = rt_dtype_size(dt), P = (size_t)c->size;
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int rc = mpi_type(dt, &t);
+    if (rc) return rc;
+    if (dt == RT_DT_U8) return rt_fail(RT_EUNSUPPORTED, "reductions on U8 are not supported");
+    if (c->backend == COMM_SINGLE) {
+        memmove(recv, send, recv_count * es);
+        return 0;
+    }
+    if ((rc = int_count(recv_count))) return rc;
+    /* every rank's block r lands on rank r, in rank order; then reduce in that order */
+    unsigned char *all = rt_malloc(P * recv_count * es);
+    if (!all) return RT_ENOMEM;
+    int e = MPI_Alltoall(send, (int)recv_count, t, all, (int)recv_count, t, c->mpi);
+    if (e != MPI_SUCCESS) { free(all); MPI_TRY(e); }
+    for (size_t r = 1; r < P && !rc; r++) rc = accumulate(all, all + r * recv_count * es, recv_count, dt, op);
+    if (!rc) memcpy(recv, all, recv_count * es);
+    free(all);
+    return rc;
+}
+
+int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int rc = mpi_type(dt, &t);
+    if (rc) return rc;
+    if (c->backend == COMM_SINGLE) {
+        memmove(recv, send, send_count * rt_dtype_size(dt));
+        return 0;
+    }
+    if ((rc = int_count(send_count))) return rc;
+    MPI_TRY(MPI_Allgather(send == recv ? MPI_IN_PLACE : send, (int)send_count, t, recv, (int)send_count, t, c->mpi));
+    return 0;
+}
+
+int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op) {
+    size_t es = rt_dtype_size(dt), P = (size_t)c->size;
+    if (c->backend == COMM_SINGLE || P == 1) {
+        MPI_Datatype t = MPI_DATATYPE_NULL;
+        int rc = mpi_type(dt, &t);
+        if (rc) return rc;
+        if (send != recv) memmove(recv, send, count * es);
+        return 0;
+    }
+    /* pad to a multiple of P so every rank owns an equal block */
+    size_t block = (count + P - 1) / P;
+    unsigned char *pad = rt_calloc(block * P, es), *mine = rt_malloc(block * es);
+    if (!pad || !mine) { free(pad); free(mine); return RT_ENOMEM; }
+    memcpy(pad, send, count * es);
+    int rc = comm_reduce_scatter(c, pad, mine, block, dt, op);
+    if (!rc) rc = comm_allgather(c, mine, pad, block, dt);
+    if (!rc) memcpy(recv, pad, count * es);
+    free(pad);
+    free(mine);
+    return rc;
+}
+
+static int to_int_array(const size_t *v, int n, int **out) {
+    *out = rt_malloc((size_t)n * sizeof **out);
+    if (!*out) return RT_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        if (v[i] > (size_t)INT32_MAX) { free(*out); return rt_fail(RT_EINVAL, "alltoallv count %zu too large", v[i]); }
+        (*out)[i] = (int)v[i];
+    }
+    return 0;
+}
+
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int rc = mpi_type(dt, &t);
+    if (rc) return rc;
+    size_t es = rt_dtype_size(dt);
+    if (c->backend == COMM_SINGLE) {
+        if (send_counts[0] != recv_counts[0]) return rt_fail(RT_EINVAL, "alltoallv: send and receive counts differ");
+        memmove((unsigned char *)recv + recv_displs[0] * es, (const unsigned char *)send + send_displs[0] * es,
+                send_counts[0] * es);
+        return 0;
+    }
+    int *a[4] = {0};
+    const size_t *src[4] = {send_counts, send_displs, recv_counts, recv_displs};
+    for (int i = 0; i < 4 && !rc; i++) rc = to_int_array(src[i], c->size, &a[i]);
+    if (!rc) {
+        int e = MPI_Alltoallv(send, a[0], a[1], t, recv, a[2], a[3], t, c->mpi);
+        if (e != MPI_SUCCESS) rc = rt_fail(RT_EINTERNAL, "MPI_Alltoallv failed (error %d)", e);
+    }
+    for (int i = 0; i < 4; i++) free(a[i]);
+    return rc;
+}
+
+int comm_broadcast(rt_comm *c, void *buf, size_t count, rt_dtype dt, int root) {
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int rc = mpi_type(dt, &t);
+    if (rc) return rc;
+    if (root < 0 || root >= c->size) return rt_fail(RT_EINVAL, "broadcast root %d is not a rank (size %d)", root, c->size);
+    if (c->backend == COMM_SINGLE) return 0;
+    if ((rc = int_count(count))) return rc;
+    MPI_TRY(MPI_Bcast(buf, (int)count, t, root, c->mpi));
+    return 0;
+}
+
+int comm_barrier(rt_comm *c) {
+    if (c->backend == COMM_SINGLE) return 0;
+    MPI_TRY(MPI_Barrier(c->mpi));
+    return 0;
+}

@@ -1,0 +1,56 @@
+/* core/comm.h — collective communication between ranks (one process per device).
+ *
+ * One interface, two backends: "single" (one rank, no library: every collective is a copy)
+ * and MPI (Open MPI; processes started by mpirun/srun, one per rank, on one or many nodes).
+ * The NCCL backend for device buffers will implement the same calls (kernels/cuda).
+ *
+ * Reductions are deterministic and rank-ordered: element i of the result is
+ * ((x_0[i] op x_1[i]) op x_2[i]) … op x_{P-1}[i], computed the same way on every rank, so
+ * results do not depend on message timing, and equal a serial loop over the ranks' inputs.
+ * (comm_allreduce is a rank-ordered reduce-scatter followed by an all-gather: the same
+ * 2(P-1)/P · n bytes per rank as a ring.)
+ *
+ * Buffers are host memory; send and recv may be the same buffer for allreduce (in place).
+ * Counts are elements. Supported dtypes: F32, F64, I32, I64 (U8 for gather/broadcast/alltoall).
+ * comm_open() picks MPI when the process was started by mpirun/srun (or when forced), else
+ * single; comm_close() finalizes MPI if comm_open() initialized it. The rt_comm is owned by
+ * the caller. Errors: RT_EINVAL (bad counts/dtype/root), RT_EUNSUPPORTED, RT_EINTERNAL
+ * (the MPI call that failed, with its message), RT_ENOMEM.
+ */
+#ifndef RT_COMM_H
+#define RT_COMM_H
+
+#include <stddef.h>
+
+#include "core/dtype.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rt_comm rt_comm;
+typedef enum { COMM_SUM, COMM_MAX, COMM_MIN } comm_op;
+typedef enum { COMM_AUTO, COMM_SINGLE, COMM_MPI } comm_backend;
+
+int comm_open(comm_backend backend, rt_comm **out);
+void comm_close(rt_comm *c);                                    /* NULL is fine */
+int comm_rank(const rt_comm *c);
+int comm_size(const rt_comm *c);
+const char *comm_backend_name(const rt_comm *c);
+
+int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
+/* send: size × recv_count elements; rank r receives the reduction of block r. */
+int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op);
+/* recv: size × send_count elements, rank r's block at r × send_count. */
+int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
+/* send_counts[r] elements go to rank r from send + send_displs[r]; likewise for recv. */
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
+int comm_broadcast(rt_comm *c, void *buf, size_t count, rt_dtype dt, int root);
+int comm_barrier(rt_comm *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
