@@ -1,0 +1,240 @@
+"""`retort import` and `retort db` on the real benchmark files and on malformed input.
+Expected values come from Python's json and sqlite3 reading the same files and database,
+never from retort itself."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from conftest import run, assert_one_error_line
+
+BENCH = ("gsm8k_train", "gsm8k_test", "math500_test", "aime24_test")
+
+
+def bench_file(assets, name):
+    p = os.path.join(assets, "benchmarks", name + ".jsonl")
+    if not os.path.exists(p):
+        pytest.skip(f"skipped: {p} absent")
+    return p
+
+
+def rows(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def q(db, sql, *args):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def dump(db):
+    """Every row of every table, for before/after comparisons."""
+    con = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
+    finally:
+        con.close()
+
+
+def imp(retort_bin, db, fmt, *files, extra=()):
+    return run([retort_bin, "import", "--db", db, "--format", fmt, *extra, *files])
+
+
+def test_db_init_stats_check(retort_bin, tmp_path):
+    db = str(tmp_path / "run.db")
+    p = run([retort_bin, "db", "init", db])
+    assert p.returncode == 0, p.stderr
+    assert q(db, "PRAGMA user_version")[0][0] >= 1
+    assert q(db, "PRAGMA journal_mode")[0][0] == "wal"
+    tables = {r[0] for r in q(db, "SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert {"prompts", "samples", "sample_topk", "verdicts", "clusters", "snapshots", "snapshot_samples",
+            "eval_results", "zstd_dicts"} <= tables
+    p = run([retort_bin, "db", "stats", db, "--json"])
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["prompts"] == 0 and s["samples"] == 0 and s["verdicts"] == {}
+    p = run([retort_bin, "db", "check", db])
+    assert p.returncode == 0 and "integrity ok" in p.stdout and "schema version" in p.stdout
+
+
+def test_db_refuses_what_it_cannot_use(retort_bin, tmp_path):
+    missing = str(tmp_path / "nope.db")
+    assert_one_error_line(run([retort_bin, "db", "stats", missing]), "no such database")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    assert_one_error_line(run([retort_bin, "db", "check", str(junk)]), "not a database")
+    newer = str(tmp_path / "newer.db")
+    assert run([retort_bin, "db", "init", newer]).returncode == 0
+    con = sqlite3.connect(newer)
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    assert_one_error_line(run([retort_bin, "db", "stats", newer]), "schema version 99", "newer")
+
+
+@pytest.mark.parametrize("name,fmt", [("gsm8k_test", "gsm8k"), ("math500_test", "math"), ("aime24_test", "aime")])
+def test_import_benchmark_gold_and_metadata(retort_bin, assets, tmp_path, name, fmt):
+    src = bench_file(assets, name)
+    recs = rows(src)
+    db = str(tmp_path / "run.db")
+    p = imp(retort_bin, db, fmt, src)
+    assert p.returncode == 0, p.stderr
+    key = "question" if fmt == "gsm8k" else "problem"
+    got = {json.loads(m)[0]["content"]: (g, json.loads(meta), s, ext)
+           for m, g, meta, s, ext in q(db, "SELECT messages, gold, metadata, source, external_id FROM prompts")}
+    assert len(got) == len(recs)
+    for r in recs:
+        gold, meta, source, ext = got[r[key]]
+        want = r["answer"].split("####")[-1].strip() if fmt == "gsm8k" else str(r["answer"])
+        assert gold == want
+        assert source == name
+        assert meta == {k: v for k, v in r.items() if k != key}
+        assert ext == (str(r["id"]) if "id" in r else None)
+    s = json.loads(run([retort_bin, "db", "stats", db, "--json"]).stdout)
+    assert s["prompts"] == len(recs) and s["samples"] == 0
+
+
+def test_reimport_changes_nothing(retort_bin, assets, tmp_path):
+    src = bench_file(assets, "gsm8k_train")
+    db = str(tmp_path / "run.db")
+    assert imp(retort_bin, db, "gsm8k", src, extra=["--as-samples"]).returncode == 0
+    n = len(rows(src))
+    assert q(db, "SELECT COUNT(*), COUNT(DISTINCT content_hash) FROM prompts")[0] == (n, n)
+    assert q(db, "SELECT COUNT(*) FROM samples WHERE teacher = 'reference'")[0][0] == n
+    before = dump(db)
+    p = imp(retort_bin, db, "gsm8k", src, extra=["--as-samples"])
+    assert p.returncode == 0, p.stderr
+    assert "0 new prompts" in p.stdout and "0 new samples" in p.stdout
+    assert dump(db) == before
+
+
+def test_as_samples_reference_text(retort_bin, assets, tmp_path):
+    src = bench_file(assets, "math500_test")
+    db = str(tmp_path / "run.db")
+    assert imp(retort_bin, db, "math", src, extra=["--as-samples", "--source", "m5"]).returncode == 0
+    out = str(tmp_path / "out.jsonl")
+    p = run([retort_bin, "export", "--db", db, "--format", "chat-jsonl", "--out", out])
+    assert p.returncode == 0, p.stderr
+    want = [{"messages": [{"role": "user", "content": r["problem"]},
+                          {"role": "assistant", "content": r["solution"]}]} for r in rows(src)]
+    assert rows(out) == want
+    assert {r[0] for r in q(db, "SELECT DISTINCT source FROM prompts")} == {"m5"}
+    assert q(db, "SELECT SUM(text_bytes) FROM samples")[0][0] == sum(len(r["solution"].encode()) for r in rows(src))
+
+
+MALFORMED = [
+    ("bad_json", '{"question": "q2", "answer": "#### 2"\n', "invalid JSON"),
+    ("missing_field", '{"question": "q2"}\n', 'missing field "answer"'),
+    ("wrong_type", '{"question": ["q2"], "answer": "#### 2"}\n', '"question" must be a string'),
+    ("not_object", '["q2", "#### 2"]\n', "not a JSON object"),
+    ("duplicate_key", '{"question": "q2", "question": "q3", "answer": "#### 2"}\n', "duplicate"),
+    ("no_final_answer", '{"question": "q2", "answer": "two"}\n', "####"),
+]
+
+
+@pytest.mark.parametrize("case,bad,needle", MALFORMED + [("invalid_utf8", None, "invalid UTF-8")])
+def test_malformed_line_aborts_file(retort_bin, tmp_path, case, bad, needle):
+    good = [json.dumps({"question": f"q{i}", "answer": f"so\n#### {i}"}) + "\n" for i in range(5)]
+    data = "".join(good[:2]).encode() + (bad.encode() if bad else b'{"question": "caf\xc3\x28", "answer": "#### 1"}\n') + \
+        "".join(good[2:]).encode()
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(data)
+    db = str(tmp_path / "run.db")
+    assert run([retort_bin, "db", "init", db]).returncode == 0
+    p = imp(retort_bin, db, "gsm8k", str(src))
+    assert_one_error_line(p, f"{src}:3:", needle)
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 0
+    p = imp(retort_bin, db, "gsm8k", str(src), extra=["--skip-bad"])
+    assert p.returncode == 0, p.stderr
+    assert "1 bad" in p.stdout and "skipped 1 bad line" in p.stderr and "line 3" in p.stderr
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 5
+    assert sorted(r[0] for r in q(db, "SELECT gold FROM prompts")) == [str(i) for i in range(5)]
+
+
+def test_malformed_chat(retort_bin, tmp_path):
+    lines = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+             {"messages": [{"role": "user", "content": "hi"}]},                       # no assistant turn
+             {"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+             {"messages": "hi"},
+             {"conversation": []}]
+    for i, bad in enumerate(lines[1:], start=2):
+        src = tmp_path / f"c{i}.jsonl"
+        src.write_text(json.dumps(lines[0]) + "\n" + json.dumps(bad) + "\n")
+        db = str(tmp_path / f"c{i}.db")
+        p = imp(retort_bin, db, "chat", str(src), extra=["--as-samples"])
+        assert_one_error_line(p, f"{src}:2:")
+        assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 0
+
+
+def test_one_bad_file_does_not_stop_the_others(retort_bin, assets, tmp_path):
+    good = bench_file(assets, "aime24_test")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "p"}\n')
+    db = str(tmp_path / "run.db")
+    p = imp(retort_bin, db, "aime", str(bad), good)
+    assert p.returncode == 1
+    assert f"{bad}:1:" in p.stderr
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 30
+
+
+def test_jsonl_fields_and_usage_errors(retort_bin, tmp_path):
+    src = tmp_path / "x.jsonl"
+    src.write_text("".join(json.dumps({"q": f"question {i}", "a": str(i), "extra": i}) + "\n" for i in range(10)))
+    db = str(tmp_path / "run.db")
+    p = imp(retort_bin, db, "jsonl", str(src), extra=["--prompt-field", "q", "--answer-field", "a", "--as-samples"])
+    assert p.returncode == 0, p.stderr
+    assert q(db, "SELECT COUNT(*), MIN(source), MAX(source) FROM prompts")[0] == (10, "x", "x")
+    assert sorted(int(g) for (g,) in q(db, "SELECT gold FROM prompts")) == list(range(10))
+    assert q(db, "SELECT COUNT(*) FROM samples")[0][0] == 10
+    assert imp(retort_bin, db, "jsonl", str(src)).returncode == 2            # no --prompt-field
+    assert imp(retort_bin, db, "yaml", str(src)).returncode == 2
+    assert run([retort_bin, "import", "--format", "gsm8k", str(src)]).returncode == 2
+
+
+def test_killed_import_resumes_without_duplicates(retort_bin, tmp_path):
+    """kill -9 in the middle of a 300k-line import; the rerun completes it, every row once."""
+    n = 300_000
+    src = tmp_path / "big.jsonl"
+    with open(src, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"question": f"Question number {i}: what is {i} + {i}?",
+                                "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"}) + "\n")
+    db = str(tmp_path / "run.db")
+    assert run([retort_bin, "db", "init", db]).returncode == 0
+    proc = subprocess.Popen([retort_bin, "import", "--db", db, "--format", "gsm8k", "--as-samples", "--batch", "2000",
+                             str(src)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    committed = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            committed = q(db, "SELECT COUNT(*) FROM prompts")[0][0]
+        except sqlite3.OperationalError:
+            committed = 0
+        if committed >= 4000:
+            break
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not killed:
+        pytest.skip("skipped: the import finished before it could be killed")
+    first = q(db, "SELECT COUNT(*) FROM prompts")[0][0]
+    assert 0 < first < n
+    assert first % 2000 == 0, "only whole batches are committed"
+    assert q(db, "PRAGMA integrity_check")[0][0] == "ok"
+    p = imp(retort_bin, db, "gsm8k", str(src), extra=["--as-samples"])
+    assert p.returncode == 0, p.stderr
+    assert q(db, "SELECT COUNT(*), COUNT(DISTINCT content_hash) FROM prompts")[0] == (n, n)
+    assert q(db, "SELECT COUNT(*), COUNT(DISTINCT prompt_id) FROM samples")[0] == (n, n)
+    assert q(db, "SELECT COUNT(*) FROM prompts WHERE CAST(gold AS INTEGER) % 2 != 0")[0][0] == 0
+    assert q(db, "PRAGMA integrity_check")[0][0] == "ok"
+    assert q(db, "PRAGMA foreign_key_check") == []
