@@ -25,7 +25,7 @@ MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null || echo -lmpi)
 CPPFLAGS += -I. -D_GNU_SOURCE $(MPI_CFLAGS)
 CFLAGS   += -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing
-LDLIBS   += -Wl,--as-needed -ljansson -lzstd -lsqlite3 -lpcre2-8 -lutf8proc -lopenblas $(MPI_LIBS) -lm -lpthread
+LDLIBS   += -Wl,--as-needed -ljansson -lzstd -lsqlite3 -lpcre2-8 -lutf8proc -lopenblas $(MPI_LIBS) -lm -lpthread -lxxhash
 
 LIB_SRC := $(sort $(wildcard core/*.c kernels/cpu/*.c dataset/*.c filters/*.c teacher/*.c student/*.c eval/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))

@@ -86,7 +86,7 @@ static const cli_command commands[] = {
      "Exit status: 0 ok, 1 bad input (the message names the line), 2 usage error.\n",
      cmd_verify},
     {"dedup", "exact and MinHash near-duplicate clusters: JSONL {id, text} → {id, cluster}",
-     "usage: retort dedup [--threshold J] [--exact-only] < DOCS.jsonl\n"
+     "usage: retort dedup [--threshold J] [--exact-only] [--threads N] < DOCS.jsonl\n"
      "\n"
      "Reads one JSON object per line, {\"id\": ID, \"text\": STRING} (id a string or an integer), and\n"
      "writes {\"id\": ID, \"cluster\": ID} per line, in order. Documents whose normalized text is\n"
@@ -96,6 +96,7 @@ static const cli_command commands[] = {
      "\n"
      "  --threshold J   estimated Jaccard similarity to merge (0..1, default 0.8)\n"
      "  --exact-only    only exact duplicates (normalized text)\n"
+     "  --threads N     signature threads (default: one per CPU)\n"
      "\n"
      "MinHash: word 5-grams after lowercasing and removing punctuation and extra whitespace,\n"
      "112 64-bit xxhash permutations in 14 bands of 8 rows (datatrove's defaults).\n"

@@ -79,10 +79,26 @@ static bool separator_between(const char *t, size_t b, size_t e) {
     return false;
 }
 
+static size_t math_span_at(const char *t, size_t len, size_t i, size_t *cb, size_t *ce);
+
+/* The math span ($…$, \[…\], …) around position pos: [*b, *e), or false. */
+static bool enclosing_span(const char *t, size_t len, size_t pos, size_t *b, size_t *e) {
+    for (size_t i = 0; i < len && i <= pos; i++) {
+        size_t cb, ce, end = math_span_at(t, len, i, &cb, &ce);
+        if (!end) continue;
+        if (cb <= pos && pos < ce) { *b = cb; *e = ce; return true; }
+        i = end - 1;
+    }
+    return false;
+}
+
 static int extract_boxed(const char *t, size_t len, char **out) {
     size_t cl;
     long p = last_box(t, len, &cl);
     if (p < 0) return 0;
+    /* a box inside a math span: only the boxes of that span count ("$\boxed{9}$") */
+    size_t sb = 0, se = 0;
+    bool in_span = enclosing_span(t, len, (size_t)p, &sb, &se);
     span parts[16];
     int np = 0;
     size_t cb, ce;
@@ -96,9 +112,10 @@ static int extract_boxed(const char *t, size_t len, char **out) {
         size_t b2, e2;
         size_t end = box_content(t, first_start, (size_t)q, cl2, &b2, &e2);
         if (end > first_start) break;
+        if (in_span && (size_t)q < sb) break;
         size_t gap = first_start - end;
         bool same = e2 - b2 == parts[np - 1].e - parts[np - 1].b && !memcmp(t + b2, t + parts[np - 1].b, e2 - b2);
-        if (!(gap < 10 || (!same && gap < 70 && separator_between(t, end, first_start)))) break;
+        if (!in_span && !(gap < 10 || (!same && gap < 70 && separator_between(t, end, first_start)))) break;
         if (!same) parts[np++] = (span){b2, e2};
         first_start = (size_t)q;
     }
@@ -248,6 +265,7 @@ static int extract_phrase(const char *t, size_t len, char **out) {
             if (t[k] != '=') continue;
             size_t b = k + 1;
             while (b < len && isspace((unsigned char)t[b])) b++;
+            if (b < len && t[b] == '$') b++; /* "= $6.00" */
             size_t ne = number_at(t, len, b);
             if (ne && number_anchor_ok(t, len, b, ne)) {
                 size_t after = ne;

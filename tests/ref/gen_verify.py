@@ -95,6 +95,21 @@ def equivalents(ans, rng):
         out.append(("reordered", ", ".join(parts)))
     if ans.startswith("\\text{"):
         out.append(("no-text", ans[6:-1] if ans.endswith("}") else ans))
+    # LaTeX spacing and sizing that carry no meaning
+    out.append(("thin-spaces", re.sub(r"([+=-])", r"\\,\1\\,", ans)))
+    out.append(("displaystyle", "\\displaystyle " + ans))
+    if ans.startswith("[") or ans.startswith("(") and ("," in ans):
+        out.append(("left-right", "\\left" + ans[0] + ans[1:-1] + "\\right" + ans[-1]))
+    if re.fullmatch(r"-?\d+", ans.strip()):
+        out.append(("percent-sign", f"{ans}\\%"))
+        out.append(("text-units", f"{ans}\\text{{ cm}}^2"))
+        out.append(("mathrm-units", f"{ans}\\mathrm{{ km}}"))
+        out.append(("dot-zero", f"{ans}.0"))
+    m = re.fullmatch(r"(\d+)\\sqrt\{(\d+)\}", ans.strip())
+    if m:
+        out.append(("sqrt-in", f"\\sqrt{{{int(m.group(1)) ** 2 * int(m.group(2))}}}"))
+    if re.fullmatch(r"[^,(\[{]+(,[^,]+)+", ans):
+        out.append(("braced-set", "\\{" + ans + "\\}"))
     return out
 
 
@@ -113,6 +128,15 @@ def wrongs(ans, others, rng):
     if v is not None and v != 0:
         out.append(("scaled", f"{v * 10:g}"))
         out.append(("rounded-2dp", f"{v:.2f}"))
+    if re.fullmatch(r"[\[(][^,]+,[^,]+[\])]", ans.strip()):
+        a = ans.strip()
+        out.append(("open-closed", ("(" if a[0] == "[" else "[") + a[1:]))
+        inner = a[1:-1].split(",")
+        out.append(("swapped-pair", a[0] + inner[1].strip() + ", " + inner[0].strip() + a[-1]))
+    if "\\sqrt" in ans:
+        out.append(("dropped-sqrt", ans.replace("\\sqrt", "", 1)))
+    if "x" in ans and "\\" not in ans:
+        out.append(("x-to-y", ans.replace("x", "y")))
     return out
 
 
@@ -139,6 +163,14 @@ def styled(ans, style, rng):
         return f"{pre}\n#### {ans}"
     if style == "last-number":
         return f"{pre}So the total comes to {ans} in the end."
+    if style == "last-span":
+        return f"{pre}Simplifying, we get $x = {ans}$."
+    if style == "i-hope":
+        return f"{pre}Final Answer: The final answer is ${ans}$. I hope it is correct."
+    if style == "paren-math":
+        return f"{pre}Hence the result is \\({ans}\\)."
+    if style == "two-boxes":
+        return f"{pre}At first I got $\\boxed{{0}}$, but that was a mistake.\n\nRedoing the computation carefully gives $\\boxed{{{ans}}}$."
     raise ValueError(style)
 
 
@@ -161,7 +193,9 @@ def build_pairs(scale="test", seed=20240501):
     for r in math500:
         gold = r["answer"]
         add(gold, r["solution"], "math:reference-solution")
-        add(gold, styled(gold, rng.choice(["boxed", "display-boxed", "answer-is", "bold-answer"]), rng), "math:styled")
+        for style in rng.sample(["boxed", "display-boxed", "answer-is", "bold-answer", "last-span", "i-hope",
+                                 "paren-math", "two-boxes"], 3):
+            add(gold, styled(gold, style, rng), f"math:styled:{style}")
         eqs = equivalents(gold, rng)
         if scale == "test":
             eqs = rng.sample(eqs, min(len(eqs), 4))
@@ -186,7 +220,8 @@ def build_pairs(scale="test", seed=20240501):
         body = re.sub(r"<<[^>]*>>", "", body)
         for style in rng.sample(["boxed", "answer-is", "hash", "bold-answer", "last-number"], 3):
             add(gold, body + "\n" + styled(gold, style, rng), f"gsm:styled:{style}")
-        eqs = [e for e in equivalents(gold, rng) if e[0] in ("dot-zero", "dollars", "units", "thousands", "x=")]
+        eqs = [e for e in equivalents(gold, rng)
+               if e[0] in ("dot-zero", "dollars", "units", "thousands", "x=", "percent-sign", "text-units")]
         for kind, variant in (eqs if scale != "test" else rng.sample(eqs, min(2, len(eqs)))):
             add(gold, body + "\n" + styled(variant, rng.choice(["boxed", "answer-is"]), rng), f"gsm:equiv:{kind}")
         ws = wrongs(gold, golds, rng)

@@ -1,0 +1,313 @@
+/* filters/minhash.c — see minhash.h. */
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+#include <xxhash.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+#include "filters/minhash.h"
+
+#define MERSENNE61 ((1ULL << 61) - 1)
+
+struct mh_hasher {
+    mh_config c;
+    int n;                 /* bands × rows */
+    uint64_t a[MH_MAX_HASHES], b[MH_MAX_HASHES];
+};
+
+void mh_config_default(mh_config *c) {
+    memset(c, 0, sizeof *c);
+    c->ngram = 5;
+    c->bands = 14;
+    c->rows = 8;
+    c->seed = 1;
+    c->threshold = 0.8;
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+int mh_hasher_new(const mh_config *c, mh_hasher **out) {
+    *out = NULL;
+    if (c->ngram < 1 || c->ngram > 64) return rt_fail(RT_EINVAL, "minhash: n-gram size %d (want 1..64)", c->ngram);
+    if (c->bands < 1 || c->rows < 1 || c->bands * c->rows > MH_MAX_HASHES)
+        return rt_fail(RT_EINVAL, "minhash: %d bands × %d rows (want 1..%d hashes)", c->bands, c->rows, MH_MAX_HASHES);
+    if (!(c->threshold >= 0 && c->threshold <= 1))
+        return rt_fail(RT_EINVAL, "minhash: threshold %g (want 0..1)", c->threshold);
+    mh_hasher *h = rt_calloc(1, sizeof *h);
+    if (!h) return RT_ENOMEM;
+    h->c = *c;
+    h->n = c->bands * c->rows;
+    uint64_t s = c->seed;
+    for (int k = 0; k < h->n; k++) {
+        h->a[k] = 1 + splitmix64(&s) % (MERSENNE61 - 1); /* [1, p) */
+        h->b[k] = splitmix64(&s) % MERSENNE61;           /* [0, p) */
+    }
+    *out = h;
+    return 0;
+}
+
+void mh_hasher_free(mh_hasher *h) { free(h); }
+int mh_num_hashes(const mh_hasher *h) { return h->n; }
+
+/* ---- normalization ------------------------------------------------------------------------ */
+static bool is_digit_cp(utf8proc_int32_t cp) { return utf8proc_category(cp) == UTF8PROC_CATEGORY_ND; }
+
+static bool is_space_like(utf8proc_int32_t cp) {
+    utf8proc_category_t k = utf8proc_category(cp);
+    return (k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO) || /* punctuation */
+           (k >= UTF8PROC_CATEGORY_SM && k <= UTF8PROC_CATEGORY_SO) || /* symbols */
+           (k >= UTF8PROC_CATEGORY_ZS && k <= UTF8PROC_CATEGORY_ZP) || /* separators */
+           k == UTF8PROC_CATEGORY_CC || cp == 0x200b || cp == 0xfeff;
+}
+
+static void put_space(char *o, size_t *n) {
+    if (*n && o[*n - 1] != ' ') o[(*n)++] = ' ';
+}
+
+int mh_normalize(const char *text, size_t len, char **out, size_t *out_len) {
+    utf8proc_uint8_t *m = NULL;
+    utf8proc_ssize_t ml = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &m,
+                                       UTF8PROC_DECOMPOSE | UTF8PROC_STRIPMARK | UTF8PROC_CASEFOLD);
+    const unsigned char *s = m;
+    size_t sl = ml >= 0 ? (size_t)ml : 0;
+    unsigned char *latin = NULL;
+    if (ml < 0) { /* not UTF-8: lowercase the bytes, treat non-ASCII as letters */
+        latin = rt_malloc(len + 1);
+        if (!latin) return RT_ENOMEM;
+        for (size_t i = 0; i < len; i++) latin[i] = (unsigned char)(text[i] >= 'A' && text[i] <= 'Z' ? text[i] + 32 : text[i]);
+        s = latin;
+        sl = len;
+    }
+    char *o = rt_malloc(sl + 1);
+    if (!o) { free(m); free(latin); return RT_ENOMEM; }
+    size_t n = 0;
+    for (size_t i = 0; i < sl;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = latin ? 1 : utf8proc_iterate(s + i, (utf8proc_ssize_t)(sl - i), &cp);
+        if (latin) cp = s[i] < 0x80 ? s[i] : 0x61;
+        if (k <= 0) { i++; continue; }
+        if (is_digit_cp(cp)) { /* digits, with one inner . or , and more digits: "0" */
+            size_t j = i + (size_t)k;
+            utf8proc_int32_t c2;
+            utf8proc_ssize_t k2;
+            bool sep_used = false;
+            for (;;) {
+                k2 = latin ? (j < sl ? 1 : 0) : (j < sl ? utf8proc_iterate(s + j, (utf8proc_ssize_t)(sl - j), &c2) : 0);
+                if (latin && k2) c2 = s[j];
+                if (k2 <= 0) break;
+                if (is_digit_cp(c2)) { j += (size_t)k2; continue; }
+                if (!sep_used && (c2 == '.' || c2 == ',' || c2 == 0x60c || c2 == 0x66b) && j + (size_t)k2 < sl) {
+                    utf8proc_int32_t c3;
+                    utf8proc_ssize_t k3 = latin ? 1 : utf8proc_iterate(s + j + k2, (utf8proc_ssize_t)(sl - j - (size_t)k2), &c3);
+                    if (latin) c3 = s[j + (size_t)k2];
+                    if (k3 > 0 && is_digit_cp(c3)) { sep_used = true; j += (size_t)k2; continue; }
+                }
+                break;
+            }
+            o[n++] = '0';
+            i = j;
+            continue;
+        }
+        if (is_space_like(cp) || cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r') {
+            put_space(o, &n);
+        } else {
+            memcpy(o + n, s + i, (size_t)k);
+            n += (size_t)k;
+        }
+        i += (size_t)k;
+    }
+    while (n && o[n - 1] == ' ') n--;
+    size_t lead = 0;
+    while (lead < n && o[lead] == ' ') lead++;
+    memmove(o, o + lead, n - lead);
+    n -= lead;
+    o[n] = 0;
+    free(m);
+    free(latin);
+    *out = o;
+    *out_len = n;
+    return 0;
+}
+
+/* ---- signatures --------------------------------------------------------------------------- */
+static inline uint64_t mod_mersenne(uint64_t x) {
+    x = (x & MERSENNE61) + (x >> 61);
+    return x >= MERSENNE61 ? x - MERSENNE61 : x;
+}
+
+void mh_signature_normalized(const mh_hasher *h, const char *norm, size_t len, uint64_t *sig, size_t *n_shingles) {
+    int n = h->n, g = h->c.ngram;
+    for (int k = 0; k < n; k++) sig[k] = UINT64_MAX;
+    size_t count = 0;
+    if (len == 0) { if (n_shingles) *n_shingles = 0; return; }
+    /* word starts of a sliding window of g words */
+    size_t starts[65];
+    int have = 0;
+    size_t i = 0;
+    for (;;) {
+        /* next word [i, e) */
+        if (i >= len) break;
+        size_t e = i;
+        while (e < len && norm[e] != ' ') e++;
+        if (have < g) starts[have++] = i;
+        else { memmove(starts, starts + 1, sizeof(size_t) * (size_t)(g - 1)); starts[g - 1] = i; }
+        if (have == g) {
+            uint64_t x = XXH64(norm + starts[0], e - starts[0], 0);
+            for (int k = 0; k < n; k++) {
+                uint64_t v = mod_mersenne(x * h->a[k] + h->b[k]);
+                if (v < sig[k]) sig[k] = v;
+            }
+            count++;
+        }
+        i = e + 1;
+    }
+    if (count == 0 && have > 0) { /* fewer words than an n-gram: the whole text is one shingle */
+        uint64_t x = XXH64(norm, len, 0);
+        for (int k = 0; k < n; k++) sig[k] = mod_mersenne(x * h->a[k] + h->b[k]);
+        count = 1;
+    }
+    if (n_shingles) *n_shingles = count;
+}
+
+int mh_signature(const mh_hasher *h, const char *text, size_t len, uint64_t *sig, size_t *n_shingles) {
+    char *norm;
+    size_t nl;
+    int rc = mh_normalize(text, len, &norm, &nl);
+    if (rc) return rc;
+    mh_signature_normalized(h, norm, nl, sig, n_shingles);
+    free(norm);
+    return 0;
+}
+
+double mh_similarity(const uint64_t *a, const uint64_t *b, int n) {
+    int eq = 0;
+    for (int k = 0; k < n; k++) eq += a[k] == b[k];
+    return n ? (double)eq / n : 0;
+}
+
+/* ---- clustering --------------------------------------------------------------------------- */
+static size_t uf_find(size_t *parent, size_t x) {
+    while (parent[x] != x) {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    return x;
+}
+
+static void uf_union(size_t *parent, size_t a, size_t b) {
+    a = uf_find(parent, a);
+    b = uf_find(parent, b);
+    if (a == b) return;
+    if (a < b) parent[b] = a; /* the smaller index (first document) is the root */
+    else parent[a] = b;
+}
+
+typedef struct {
+    uint64_t key;
+    size_t doc;
+} keyed;
+
+static int cmp_keyed(const void *x, const void *y) {
+    const keyed *a = x, *b = y;
+    if (a->key != b->key) return a->key < b->key ? -1 : 1;
+    return a->doc < b->doc ? -1 : a->doc > b->doc;
+}
+
+typedef struct {
+    const mh_hasher *h;
+    const mh_doc *docs;
+    uint64_t *sigs;       /* [n, nh] */
+    uint64_t *exact;      /* [n] */
+    bool *empty;          /* [n]: no words */
+    int err;
+} sig_job;
+
+static void sig_worker(void *ctx, size_t begin, size_t end, int thread) {
+    sig_job *j = ctx;
+    int nh = j->h->n;
+    for (size_t i = begin; i < end; i++) {
+        char *norm;
+        size_t nl;
+        if (mh_normalize(j->docs[i].text, j->docs[i].len, &norm, &nl)) { __atomic_store_n(&j->err, RT_ENOMEM, __ATOMIC_RELAXED); return; }
+        j->exact[i] = XXH64(norm, nl, 0x5eed);
+        j->empty[i] = nl == 0;
+        if (j->sigs) mh_signature_normalized(j->h, norm, nl, j->sigs + i * (size_t)nh, NULL);
+        free(norm);
+    }
+}
+
+int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool, size_t *cluster) {
+    mh_hasher *h;
+    int rc = mh_hasher_new(c, &h);
+    if (rc) return rc;
+    int nh = h->n;
+    size_t sig_elems;
+    sig_job j = {h, docs, NULL, NULL, NULL, 0};
+    keyed *kb = NULL;
+    size_t *parent = rt_malloc(sizeof *parent * (n ? n : 1));
+    j.exact = rt_malloc(sizeof *j.exact * (n ? n : 1));
+    j.empty = rt_calloc(n ? n : 1, sizeof *j.empty);
+    if (!c->exact_only) {
+        if (!rt_mul_ok(n, (size_t)nh, &sig_elems)) { rc = rt_fail(RT_ENOMEM, "minhash: %zu documents", n); goto done; }
+        j.sigs = rt_malloc(sizeof *j.sigs * (sig_elems ? sig_elems : 1));
+    }
+    kb = rt_malloc(sizeof *kb * (n ? n : 1));
+    if (!parent || !j.exact || !j.empty || (!c->exact_only && !j.sigs) || !kb) { rc = RT_ENOMEM; goto done; }
+    tp_parallel_for(pool, n, sig_worker, &j);
+    if (j.err) { rc = rt_fail(j.err, "minhash: normalizing documents"); goto done; }
+    for (size_t i = 0; i < n; i++) parent[i] = i;
+
+    /* exact duplicates: equal hashes of the normalized text */
+    for (size_t i = 0; i < n; i++) kb[i] = (keyed){j.exact[i], i};
+    qsort(kb, n, sizeof *kb, cmp_keyed);
+    for (size_t i = 1; i < n; i++)
+        if (kb[i].key == kb[i - 1].key) uf_union(parent, kb[i - 1].doc, kb[i].doc);
+
+    if (!c->exact_only) {
+        /* LSH: per band, documents with equal band hashes are candidates; each is checked
+         * against up to 32 earlier members of its bucket until one passes the threshold */
+        for (int band = 0; band < c->bands; band++) {
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (j.empty[i]) continue;
+                size_t r = uf_find(parent, i);
+                if (r != i && j.exact[r] == j.exact[i]) continue; /* an exact copy: its root stands for it */
+                kb[m++] = (keyed){XXH64(j.sigs + i * (size_t)nh + (size_t)band * (size_t)c->rows,
+                                        sizeof(uint64_t) * (size_t)c->rows, (uint64_t)band), i};
+            }
+            qsort(kb, m, sizeof *kb, cmp_keyed);
+            for (size_t s = 0; s < m;) {
+                size_t e = s + 1;
+                while (e < m && kb[e].key == kb[s].key) e++;
+                for (size_t x = s + 1; x < e; x++) {
+                    size_t d = kb[x].doc;
+                    size_t lo = x - s > 32 ? x - 32 : s;
+                    for (size_t y = x; y-- > lo;) {
+                        size_t q = kb[y].doc;
+                        if (uf_find(parent, q) == uf_find(parent, d)) break;
+                        if (mh_similarity(j.sigs + d * (size_t)nh, j.sigs + q * (size_t)nh, nh) >= c->threshold) {
+                            uf_union(parent, q, d);
+                            break;
+                        }
+                    }
+                }
+                s = e;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) cluster[i] = uf_find(parent, i);
+done:
+    free(parent);
+    free(j.exact);
+    free(j.empty);
+    free(j.sigs);
+    free(kb);
+    mh_hasher_free(h);
+    return rc;
+}
