@@ -141,37 +141,39 @@ static inline uint64_t mod_mersenne(uint64_t x) {
     return x >= MERSENNE61 ? x - MERSENNE61 : x;
 }
 
-void mh_signature_normalized(const mh_hasher *h, const char *norm, size_t len, uint64_t *sig, size_t *n_shingles) {
-    int n = h->n, g = h->c.ngram;
-    for (int k = 0; k < n; k++) sig[k] = UINT64_MAX;
-    size_t count = 0;
-    if (len == 0) { if (n_shingles) *n_shingles = 0; return; }
-    /* word starts of a sliding window of g words */
-    size_t starts[65];
+/* Calls fn(x, ctx) for the xxhash of every shingle of a normalized text; returns the count. */
+static size_t each_shingle(int g, const char *norm, size_t len, void (*fn)(uint64_t, void *), void *ctx) {
+    if (len == 0) return 0;
+    size_t starts[65], count = 0;
     int have = 0;
-    size_t i = 0;
-    for (;;) {
-        /* next word [i, e) */
-        if (i >= len) break;
+    for (size_t i = 0; i < len;) {
         size_t e = i;
         while (e < len && norm[e] != ' ') e++;
         if (have < g) starts[have++] = i;
         else { memmove(starts, starts + 1, sizeof(size_t) * (size_t)(g - 1)); starts[g - 1] = i; }
-        if (have == g) {
-            uint64_t x = XXH64(norm + starts[0], e - starts[0], 0);
-            for (int k = 0; k < n; k++) {
-                uint64_t v = mod_mersenne(x * h->a[k] + h->b[k]);
-                if (v < sig[k]) sig[k] = v;
-            }
-            count++;
-        }
+        if (have == g) { fn(XXH64(norm + starts[0], e - starts[0], 0), ctx); count++; }
         i = e + 1;
     }
-    if (count == 0 && have > 0) { /* fewer words than an n-gram: the whole text is one shingle */
-        uint64_t x = XXH64(norm, len, 0);
-        for (int k = 0; k < n; k++) sig[k] = mod_mersenne(x * h->a[k] + h->b[k]);
-        count = 1;
+    if (count == 0 && have > 0) { fn(XXH64(norm, len, 0), ctx); count = 1; } /* fewer words than n */
+    return count;
+}
+
+typedef struct { const mh_hasher *h; uint64_t *sig; } sig_acc;
+
+static void sig_add(uint64_t x, void *ctx) {
+    sig_acc *a = ctx;
+    const uint64_t *ma = a->h->a, *mb = a->h->b;
+    uint64_t *sig = a->sig;
+    for (int k = 0, n = a->h->n; k < n; k++) {
+        uint64_t v = mod_mersenne(x * ma[k] + mb[k]);
+        if (v < sig[k]) sig[k] = v;
     }
+}
+
+void mh_signature_normalized(const mh_hasher *h, const char *norm, size_t len, uint64_t *sig, size_t *n_shingles) {
+    for (int k = 0; k < h->n; k++) sig[k] = UINT64_MAX;
+    sig_acc a = {h, sig};
+    size_t count = each_shingle(h->c.ngram, norm, len, sig_add, &a);
     if (n_shingles) *n_shingles = count;
 }
 
@@ -225,8 +227,30 @@ typedef struct {
     uint64_t *sigs;       /* [n, nh] */
     uint64_t *exact;      /* [n] */
     bool *empty;          /* [n]: no words */
+    uint64_t **sh;        /* [n]: sorted distinct shingle hashes, for exact Jaccard */
+    size_t *nsh;          /* [n] */
     int err;
 } sig_job;
+
+typedef struct { uint64_t *v; size_t n, cap; bool oom; } u64vec;
+
+static void vec_add(uint64_t x, void *ctx) {
+    u64vec *v = ctx;
+    if (v->oom) return;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? 2 * v->cap : 256;
+        uint64_t *p = realloc(v->v, cap * sizeof *p);
+        if (!p) { v->oom = true; return; }
+        v->v = p;
+        v->cap = cap;
+    }
+    v->v[v->n++] = x;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
 
 static void sig_worker(void *ctx, size_t begin, size_t end, int thread) {
     sig_job *j = ctx;
@@ -237,9 +261,35 @@ static void sig_worker(void *ctx, size_t begin, size_t end, int thread) {
         if (mh_normalize(j->docs[i].text, j->docs[i].len, &norm, &nl)) { __atomic_store_n(&j->err, RT_ENOMEM, __ATOMIC_RELAXED); return; }
         j->exact[i] = XXH64(norm, nl, 0x5eed);
         j->empty[i] = nl == 0;
-        if (j->sigs) mh_signature_normalized(j->h, norm, nl, j->sigs + i * (size_t)nh, NULL);
+        if (j->sigs) {
+            u64vec v = {0};
+            each_shingle(j->h->c.ngram, norm, nl, vec_add, &v);
+            if (v.oom) { free(v.v); free(norm); __atomic_store_n(&j->err, RT_ENOMEM, __ATOMIC_RELAXED); return; }
+            uint64_t *sig = j->sigs + i * (size_t)nh;
+            for (int k = 0; k < nh; k++) sig[k] = UINT64_MAX;
+            sig_acc a = {j->h, sig};
+            for (size_t k = 0; k < v.n; k++) sig_add(v.v[k], &a);
+            qsort(v.v, v.n, sizeof *v.v, cmp_u64);
+            size_t u = 0;
+            for (size_t k = 0; k < v.n; k++)
+                if (!u || v.v[k] != v.v[u - 1]) v.v[u++] = v.v[k];
+            j->sh[i] = v.v;
+            j->nsh[i] = u;
+        }
         free(norm);
     }
+}
+
+/* Exact Jaccard similarity of two sorted distinct hash sets. */
+static double set_jaccard(const uint64_t *a, size_t na, const uint64_t *b, size_t nb) {
+    if (!na && !nb) return 1;
+    size_t i = 0, k = 0, both = 0;
+    while (i < na && k < nb) {
+        if (a[i] == b[k]) { both++; i++; k++; }
+        else if (a[i] < b[k]) i++;
+        else k++;
+    }
+    return (double)both / (double)(na + nb - both);
 }
 
 int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool, size_t *cluster) {
@@ -248,7 +298,7 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     if (rc) return rc;
     int nh = h->n;
     size_t sig_elems;
-    sig_job j = {h, docs, NULL, NULL, NULL, 0};
+    sig_job j = {h, docs, NULL, NULL, NULL, NULL, NULL, 0};
     keyed *kb = NULL;
     size_t *parent = rt_malloc(sizeof *parent * (n ? n : 1));
     j.exact = rt_malloc(sizeof *j.exact * (n ? n : 1));
@@ -256,6 +306,9 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     if (!c->exact_only) {
         if (!rt_mul_ok(n, (size_t)nh, &sig_elems)) { rc = rt_fail(RT_ENOMEM, "minhash: %zu documents", n); goto done; }
         j.sigs = rt_malloc(sizeof *j.sigs * (sig_elems ? sig_elems : 1));
+        j.sh = rt_calloc(n ? n : 1, sizeof *j.sh);
+        j.nsh = rt_calloc(n ? n : 1, sizeof *j.nsh);
+        if (!j.sh || !j.nsh) { rc = RT_ENOMEM; goto done; }
     }
     kb = rt_malloc(sizeof *kb * (n ? n : 1));
     if (!parent || !j.exact || !j.empty || (!c->exact_only && !j.sigs) || !kb) { rc = RT_ENOMEM; goto done; }
@@ -291,7 +344,8 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
                     for (size_t y = x; y-- > lo;) {
                         size_t q = kb[y].doc;
                         if (uf_find(parent, q) == uf_find(parent, d)) break;
-                        if (mh_similarity(j.sigs + d * (size_t)nh, j.sigs + q * (size_t)nh, nh) >= c->threshold) {
+                        if (mh_similarity(j.sigs + d * (size_t)nh, j.sigs + q * (size_t)nh, nh) >= c->threshold - 0.15 &&
+                            set_jaccard(j.sh[d], j.nsh[d], j.sh[q], j.nsh[q]) >= c->threshold) {
                             uf_union(parent, q, d);
                             break;
                         }
@@ -307,6 +361,10 @@ done:
     free(j.exact);
     free(j.empty);
     free(j.sigs);
+    if (j.sh)
+        for (size_t i = 0; i < n; i++) free(j.sh[i]);
+    free(j.sh);
+    free(j.nsh);
     free(kb);
     mh_hasher_free(h);
     return rc;

@@ -8,8 +8,10 @@
  * each of bands × rows (default 14 × 8) universal hash functions h(x) = ((a·x + b) mod
  * 2^64) mod (2^61 − 1), the minimum over the shingles — datatrove's arithmetic, with a and
  * b drawn from the config's seed. Two documents are candidates when a whole band of
- * their signatures agrees; a candidate pair is merged when the fraction of equal
- * signature values (the Jaccard estimate) reaches the threshold.
+ * their signatures agrees; a candidate pair is merged when its exact Jaccard similarity
+ * (of the sorted shingle-hash sets, kept per document during the run) reaches the
+ * threshold — the signature estimate only screens (it must be within 0.15 of it), so
+ * estimation noise near the threshold does not merge documents.
  *
  * mh_dedup_run() clusters a batch: documents with the same normalized text (exact
  * duplicates) or a merged candidate pair end up in one cluster (single linkage, union
