@@ -139,7 +139,11 @@ static int check_body(shard_file *f, const uint8_t *p, const layout *l) {
     for (uint64_t d = 0; d < h->n_docs; d++) {
         const uint8_t *r = p + l->docs_off + d * SHARD_DOC_BYTES;
         shard_doc *x = &f->docs[d];
-        *x = (shard_doc){rd64(r), rd32(r + 8), rd32(r + 12), rd32(r + 16), rd32(r + 20)};
+        *x = (shard_doc){rd64(r), rd32(r + 8), rd32(r + 12), rd32(r + 16), rd32(r + 20), rd32(r + 24)};
+        if (rd32(r + 28)) return rt_fail(RT_EFORMAT, "document %llu: reserved field is not zero", (unsigned long long)d);
+        if (!(x->flags & SHARD_DOC_CONT_PREV) != !x->offset)
+            return rt_fail(RT_EFORMAT, "document %llu: offset %u with flags 0x%x; expected bit 0 set exactly when the "
+                           "offset is not 0", (unsigned long long)d, x->offset, x->flags);
         if (x->seq >= h->n_seqs)
             return rt_fail(RT_EFORMAT, "document %llu: sequence %u, expected below %llu", (unsigned long long)d, x->seq,
                            (unsigned long long)h->n_seqs);
@@ -284,8 +288,9 @@ static int check_seq(const shard_writer *w, const int32_t *tokens, const uint8_t
         if (d < nd && (docs[d].len < 1 || start < end || start >= h->seq_len || docs[d].len > h->seq_len - start))
             return rt_fail(RT_EINVAL, "document %zu of sequence %llu: [%u, +%u) is empty, out of order or past %u", d,
                            (unsigned long long)h->n_seqs, start, docs[d].len, h->seq_len);
-        if (d < nd && (docs[d].flags & ~(uint32_t)(SHARD_DOC_CONT_PREV | SHARD_DOC_CONT_NEXT)))
-            return rt_fail(RT_EINVAL, "document %zu: unknown flags 0x%x", d, docs[d].flags);
+        if (d < nd && ((docs[d].flags & ~(uint32_t)(SHARD_DOC_CONT_PREV | SHARD_DOC_CONT_NEXT)) ||
+                       !(docs[d].flags & SHARD_DOC_CONT_PREV) != !docs[d].offset))
+            return rt_fail(RT_EINVAL, "document %zu: flags 0x%x do not fit offset %u", d, docs[d].flags, docs[d].offset);
         for (uint32_t k = end; k < start; k++)
             if (tokens[k] != (int32_t)h->pad_id || mask[k])
                 return rt_fail(RT_EINVAL, "sequence %llu position %u lies in no document but is not padding",
@@ -322,7 +327,9 @@ int shard_writer_add(shard_writer *w, const int32_t *tokens, const uint8_t *mask
         wr32(r + 8, (uint32_t)h->n_seqs);
         wr32(r + 12, docs[d].start);
         wr32(r + 16, docs[d].len);
-        wr32(r + 20, docs[d].flags);
+        wr32(r + 20, docs[d].offset);
+        wr32(r + 24, docs[d].flags);
+        wr32(r + 28, 0);
     }
     h->n_seqs++;
     h->n_docs += n_docs;

@@ -20,12 +20,14 @@
  *   64          S·N·dtype token ids, sequence after sequence
  *   T = 64+S·N·dtype      S·N bytes: loss mask, 1 = train on this token, 0 = not (0 on padding)
  *   T + S·N     0–7       zero bytes, so the document table starts at a multiple of 8
- *   …           D·24      documents, ordered by (seq, start), never overlapping:
+ *   …           D·32      documents, ordered by (seq, start), never overlapping:
  *                         u64 doc id (the document's index in the packed input),
  *                         u32 seq, u32 start (within the sequence), u32 len (≥ 1),
- *                         u32 flags: bit 0 = continues the previous piece of the same document,
- *                         bit 1 = continued by the next piece (set only when a document longer
- *                         than N was split)
+ *                         u32 offset (where this piece starts within its document),
+ *                         u32 flags: bit 0 = continues an earlier piece of the same document
+ *                         (set exactly when offset > 0), bit 1 = continued by a later piece —
+ *                         both only when a document longer than N was split,
+ *                         u32 reserved, 0
  *
  * The file ends right after the document table. shard_open() maps a file read-only and
  * validates all of it before returning — header fields, exact file size, checksum, token
@@ -50,14 +52,16 @@
 #define SHARD_MAGIC "RTSHARD\0"
 #define SHARD_VERSION 1
 #define SHARD_HEADER_BYTES 64
-#define SHARD_DOC_BYTES 24
+#define SHARD_DOC_BYTES 32
 #define SHARD_MAX_SEQ_LEN (1u << 24)
 
 enum { SHARD_DOC_CONT_PREV = 1, SHARD_DOC_CONT_NEXT = 2 };
 
 typedef struct {
     uint64_t doc_id;
-    uint32_t seq, start, len, flags;
+    uint32_t seq, start, len;
+    uint32_t offset; /* of this piece within its document */
+    uint32_t flags;  /* SHARD_DOC_CONT_PREV | SHARD_DOC_CONT_NEXT */
 } shard_doc;
 
 typedef struct {

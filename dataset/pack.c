@@ -235,7 +235,7 @@ static int write_shards(const char *dir, const pk_doc *docs, const pk_plan_t *pl
             const pk_doc *d = &docs[x->doc];
             memcpy(tok + x->start, d->tokens + x->offset, (size_t)x->len * sizeof *tok);
             memcpy(mask + x->start, d->mask + x->offset, x->len);
-            sd[nd++] = (shard_doc){x->doc, 0, x->start, x->len, x->flags};
+            sd[nd++] = (shard_doc){x->doc, 0, x->start, x->len, x->offset, x->flags};
             shard_tokens += x->len;
             for (uint32_t i = 0; i < x->len; i++) shard_loss += mask[x->start + i];
         }

@@ -126,6 +126,8 @@ static void render_range(void *ctx, size_t begin, size_t end, int thread) {
             it->rc = ct_render(s->t, s->kind, m, nm, false, &it->ids, &it->mask, &it->n);
             free(m);
         }
+        if (!it->rc && !memchr(it->mask, 1, it->n))
+            it->rc = rt_fail(RT_EINVAL, "no assistant turn: the conversation has nothing to train on");
         if (it->rc) snprintf(it->msg, sizeof it->msg, "%s", rt_errmsg());
     }
 }

@@ -7,7 +7,8 @@
  * set. rd_finish() packs the spilled documents (dataset/pack.h) into shards in that
  * directory and removes the spill file; rd_abort() removes it without packing.
  *
- * Two front ends: rd_pack_jsonl() (a chat JSONL file: a malformed line or one that does not
+ * A conversation whose loss mask comes out all zero (no assistant turn) is RT_EINVAL: it
+ * would train on nothing. Two front ends: rd_pack_jsonl() (a chat JSONL file: a malformed line or one that does not
  * render is RT_EFORMAT/RT_EINVAL naming file and line) and rd_export_snapshot() (the
  * samples of a database selection, as dataset/export.h builds their conversations).
  * The tokenizer is borrowed and must outlive the session. Errors: RT_EFORMAT, RT_EINVAL,
