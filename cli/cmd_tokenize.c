@@ -55,7 +55,7 @@ static void put_text(FILE *out, const char *s, size_t n) {
 }
 
 static int line_error(size_t line, const char *fmt, const char *detail) {
-    fprintf(stderr, "retort tokenize: line %zu: ", line);
+    fprintf(stderr, "retort: tokenize: line %zu: ", line);
     fprintf(stderr, fmt, detail);
     fputc('\n', stderr);
     return EXIT_RUNTIME;
@@ -292,7 +292,7 @@ int cmd_tokenize(int argc, char **argv) {
     }
     tok_free(tok);
     if (fflush(stdout) || ferror(stdout)) {
-        fprintf(stderr, "retort tokenize: writing output failed\n");
+        fprintf(stderr, "retort: tokenize: writing output failed\n");
         return EXIT_RUNTIME;
     }
     return rc;
