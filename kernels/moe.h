@@ -1,0 +1,58 @@
+/* kernels/moe.h — DeepSeek-V3 mixture of experts: the sigmoid group-limited router, the
+ * routed experts' combine, and the dense SwiGLU MLP (dense layers and shared experts).
+ *
+ * moe_route(): logits [n, E] (x·W_gateᵀ, f32) → for each token top_k expert ids idx [n, top_k]
+ * and weights w [n, top_k], as transformers' DeepseekV3TopkRouter: s = σ(logit); selection on
+ * s + bias (e_score_correction_bias, NULL = 0) only: the E experts form n_group equal groups,
+ * a group scores the sum of its two best, the topk_group best groups stay, and the top_k
+ * best experts among them are chosen. Weights are the plain s of the chosen experts,
+ * divided by their sum (+1e-20) when norm_topk_prob, times routed_scaling_factor.
+ * Experts are listed best first; ties go to the lower index.
+ * Errors: RT_EINVAL when the router shape is impossible (E not divisible by n_group, fewer
+ * than two experts per group, topk_group > n_group, top_k > experts in the kept groups).
+ *
+ * moe_experts_fwd(): out[t] += Σ_j w[t,j] · expert_{idx[t,j]}(x[t]) for x, out [n, dim];
+ * expert e is the SwiGLU MLP down(silu(gate·x) ⊙ up·x) with w13 [2·inter, dim] (gate rows,
+ * then up rows) and w2 [dim, inter]. Experts run one after another, each over the tokens that
+ * chose it (rows split over the pool). Errors: RT_ENOMEM (scratch), RT_EINVAL (bad id).
+ *
+ * moe_mlp_fwd(): out [n, dim] = down(silu(gate·x) ⊙ up·x) (overwrites), the same MLP for all
+ * tokens. scratch: NULL (allocated here) or n·3·inter floats. Errors: RT_ENOMEM.
+ *
+ * Linear layers use cblas_sgemm on parts split over the pool, so OpenBLAS should run
+ * single-threaded (see kernels/matmul.h).
+ */
+#ifndef RT_KERNELS_MOE_H
+#define RT_KERNELS_MOE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/threadpool.h"
+
+typedef struct {
+    int64_t n_experts, n_group, topk_group, top_k;
+    bool norm_topk_prob;
+    float routed_scaling_factor;
+} moe_router_cfg;
+
+typedef struct {
+    const float *w13;  /* [2*inter, dim]: gate_proj rows then up_proj rows */
+    const float *w2;   /* [dim, inter]: down_proj */
+} moe_expert;
+
+int moe_router_check(const moe_router_cfg *c);
+int moe_route(const moe_router_cfg *c, const float *logits, const float *bias, int64_t n, int32_t *idx, float *w);
+
+int moe_experts_fwd(const moe_expert *experts, int64_t n_experts, int64_t dim, int64_t inter, const float *x,
+                    int64_t n, const int32_t *idx, const float *w, int64_t top_k, float *out, tp_pool *pool);
+
+int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *x, int64_t n, float *out,
+                float *scratch, tp_pool *pool);
+
+/* y[M,N] = x[M,K]·w[N,K]ᵀ, split over the pool by rows when M is large, else by output
+ * features (decode: M = 1). Beside kernels/matmul.h's mm_linear_fwd until that one splits
+ * columns too. */
+void moe_linear(float *y, const float *x, const float *w, int64_t M, int64_t N, int64_t K, tp_pool *pool);
+
+#endif

@@ -1,0 +1,509 @@
+/* teacher/deepseek.c — DeepSeek-V3 load, forward, latent cache and MTP (see teacher/deepseek.h). */
+#include "teacher/deepseek.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/checkpoint.h"
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "kernels/convert.h"
+#include "kernels/mla.h"
+#include "kernels/moe.h"
+#include "kernels/yarn.h"
+
+#define DS_LORA_NORM_EPS 1e-6f   /* q_a_layernorm / kv_a_layernorm: transformers' default eps */
+
+typedef struct {
+    float *attn_norm, *ffn_norm;         /* [dim] */
+    float *q_a, *q_a_bias, *q_a_norm;    /* [q_rank, dim], [q_rank], [q_rank] (q_lora_rank > 0) */
+    float *q_b;                          /* [H*dq, q_rank], or q_proj [H*dq, dim] */
+    float *kv_a, *kv_a_bias;             /* [R + dr, dim], [R + dr] */
+    float *kv_a_norm;                    /* [R] */
+    float *kv_b;                         /* [H*(dn+dv), R] */
+    float *o, *o_bias;                   /* [dim, H*dv], [dim] */
+    moe_expert mlp;                      /* dense MLP, or the shared experts of a MoE layer */
+    int64_t mlp_inter;                   /* 0: no shared experts */
+    bool moe;
+    float *router, *router_bias;         /* [E, dim], [E] or NULL */
+    moe_expert *experts;                 /* [E] */
+} ds_layer;
+
+typedef struct {
+    float *embed;                        /* [V, dim] */
+    float *enorm, *hnorm;                /* [dim] */
+    float *eh_proj;                      /* [dim, 2*dim] */
+    ds_layer layer;
+    float *norm, *head;                  /* [dim], [V, dim] */
+} ds_mtp;
+
+struct ds_model {
+    mc_config c;
+    tp_pool *pool;
+    float *embed, *norm, *lm_head;       /* [V, dim], [dim], [V, dim] */
+    ds_layer *layers;                    /* [num_hidden_layers] */
+    ds_mtp *mtp;                         /* NULL when not loaded */
+    float inv_freq[YARN_MAX_DIM / 2], cs_scale, attn_scale;
+    moe_router_cfg router;
+    void **allocs;                       /* every weight buffer, freed by ds_free */
+    size_t n_allocs, cap_allocs;
+};
+
+struct ds_cache {
+    int64_t cap, row, n_slots, main_layers;
+    int64_t len, mtp_len;
+    float *data;                         /* [n_slots, cap, row] */
+};
+
+/* ---- loading --------------------------------------------------------------------------- */
+
+typedef struct {
+    ds_model *m;
+    const st_file *f;
+    char prefix[64];
+} loader;
+
+/* A zeroed, 64-byte aligned buffer that ds_free releases. */
+static void *own_bytes(ds_model *m, size_t bytes) {
+    if (m->n_allocs == m->cap_allocs && rt_grow((void **)&m->allocs, &m->cap_allocs, m->n_allocs + 1, sizeof(void *)))
+        return NULL;
+    bytes = (bytes + 63) & ~(size_t)63;
+    void *p = rt_aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) return NULL;
+    memset(p, 0, bytes);
+    m->allocs[m->n_allocs++] = p;
+    return p;
+}
+
+static float *own_alloc(ds_model *m, size_t nelem) {
+    size_t bytes;
+    if (!rt_mul_ok(nelem, sizeof(float), &bytes)) {
+        rt_fail(RT_ENOMEM, "tensor of %zu elements", nelem);
+        return NULL;
+    }
+    return own_bytes(m, bytes);
+}
+
+/* Converts tensor `name` ([rows, cols]; cols = 0 for a vector) to f32 into dst. */
+static int load_into(const loader *ld, const char *name, int64_t rows, int64_t cols, float *dst) {
+    const st_tensor *t = st_find(ld->f, name);
+    if (!t) return rt_fail(RT_ENOTFOUND, "tensor %s missing", name);
+    int nd = cols ? 2 : 1;
+    if (t->ndim != nd || t->shape[0] != rows || (nd == 2 && t->shape[1] != cols))
+        return rt_fail(RT_EFORMAT, "tensor %s: shape does not match the config", name);
+    if (t->dtype == RT_DT_F8_E4M3) {
+        char sn[160];
+        snprintf(sn, sizeof sn, "%s_scale_inv", name);
+        const st_tensor *s = st_find(ld->f, sn);
+        const mc_quant *q = &ld->m->c.quant;
+        if (!s || s->dtype != RT_DT_F32 || nd != 2 || q->block_rows <= 0 || q->block_cols <= 0)
+            return rt_fail(RT_EFORMAT, "tensor %s: FP8 without a usable F32 %s", name, sn);
+        int64_t br = (rows + q->block_rows - 1) / q->block_rows, bc = (cols + q->block_cols - 1) / q->block_cols;
+        if (s->ndim != 2 || s->shape[0] != br || s->shape[1] != bc)
+            return rt_fail(RT_EFORMAT, "tensor %s: scale shape is not %lldx%lld", sn, (long long)br, (long long)bc);
+        fp8_block_dequant(t->data, s->data, rows, cols, q->block_rows, q->block_cols, dst, ld->m->pool);
+        return 0;
+    }
+    int rc = cvt_to_f32(t->dtype, t->data, dst, t->nelem);
+    return rc ? rt_errorf(rc, "tensor %s", name) : 0;
+}
+
+/* Loads "<prefix>.<suffix>" into a new buffer; *out stays NULL when optional and absent. */
+static int load_w(const loader *ld, const char *suffix, int64_t rows, int64_t cols, bool optional, float **out) {
+    char name[160];
+    snprintf(name, sizeof name, "%s%s%s", ld->prefix, ld->prefix[0] ? "." : "", suffix);
+    *out = NULL;
+    if (optional && !st_find(ld->f, name)) return 0;
+    float *p = own_alloc(ld->m, (size_t)rows * (size_t)(cols ? cols : 1));
+    if (!p) return RT_ENOMEM;
+    int rc = load_into(ld, name, rows, cols, p);
+    if (rc) return rc;
+    *out = p;
+    return 0;
+}
+
+#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+
+/* gate_proj and up_proj stacked into one [2*inter, dim] buffer, down_proj [dim, inter]. */
+static int load_mlp(const loader *ld, const char *what, int64_t inter, moe_expert *e) {
+    int64_t dim = ld->m->c.hidden_size;
+    char name[200];
+    float *w13 = own_alloc(ld->m, (size_t)(2 * inter * dim));
+    if (!w13) return RT_ENOMEM;
+    snprintf(name, sizeof name, "%s.%s.gate_proj.weight", ld->prefix, what);
+    TRY(load_into(ld, name, inter, dim, w13));
+    snprintf(name, sizeof name, "%s.%s.up_proj.weight", ld->prefix, what);
+    TRY(load_into(ld, name, inter, dim, w13 + inter * dim));
+    float *w2;
+    snprintf(name, sizeof name, "%s.down_proj.weight", what);
+    TRY(load_w(ld, name, dim, inter, false, &w2));
+    e->w13 = w13;
+    e->w2 = w2;
+    return 0;
+}
+
+static int load_layer(ds_model *m, const st_file *f, int64_t i, ds_layer *L) {
+    const mc_config *c = &m->c;
+    loader ld = {.m = m, .f = f};
+    snprintf(ld.prefix, sizeof ld.prefix, "model.layers.%lld", (long long)i);
+    int64_t D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int64_t dq = c->qk_nope_head_dim + dr, dkv = c->qk_nope_head_dim + c->v_head_dim;
+    TRY(load_w(&ld, "input_layernorm.weight", D, 0, false, &L->attn_norm));
+    TRY(load_w(&ld, "post_attention_layernorm.weight", D, 0, false, &L->ffn_norm));
+    if (c->q_lora_rank > 0) {
+        TRY(load_w(&ld, "self_attn.q_a_proj.weight", c->q_lora_rank, D, false, &L->q_a));
+        TRY(load_w(&ld, "self_attn.q_a_proj.bias", c->q_lora_rank, 0, true, &L->q_a_bias));
+        TRY(load_w(&ld, "self_attn.q_a_layernorm.weight", c->q_lora_rank, 0, false, &L->q_a_norm));
+        TRY(load_w(&ld, "self_attn.q_b_proj.weight", H * dq, c->q_lora_rank, false, &L->q_b));
+    } else {
+        TRY(load_w(&ld, "self_attn.q_proj.weight", H * dq, D, false, &L->q_b));
+    }
+    TRY(load_w(&ld, "self_attn.kv_a_proj_with_mqa.weight", R + dr, D, false, &L->kv_a));
+    TRY(load_w(&ld, "self_attn.kv_a_proj_with_mqa.bias", R + dr, 0, true, &L->kv_a_bias));
+    TRY(load_w(&ld, "self_attn.kv_a_layernorm.weight", R, 0, false, &L->kv_a_norm));
+    TRY(load_w(&ld, "self_attn.kv_b_proj.weight", H * dkv, R, false, &L->kv_b));
+    TRY(load_w(&ld, "self_attn.o_proj.weight", D, H * c->v_head_dim, false, &L->o));
+    TRY(load_w(&ld, "self_attn.o_proj.bias", D, 0, true, &L->o_bias));
+    L->moe = mc_layer_is_moe(c, i);
+    if (!L->moe) {
+        L->mlp_inter = c->intermediate_size;
+        return load_mlp(&ld, "mlp", c->intermediate_size, &L->mlp);
+    }
+    int64_t E = c->n_routed_experts;
+    TRY(load_w(&ld, "mlp.gate.weight", E, D, false, &L->router));
+    TRY(load_w(&ld, "mlp.gate.e_score_correction_bias", E, 0, true, &L->router_bias));
+    L->experts = own_bytes(m, (size_t)E * sizeof(moe_expert));
+    if (!L->experts) return RT_ENOMEM;
+    char what[64];
+    for (int64_t e = 0; e < E; e++) {
+        snprintf(what, sizeof what, "mlp.experts.%lld", (long long)e);
+        TRY(load_mlp(&ld, what, c->moe_intermediate_size, &L->experts[e]));
+    }
+    if (c->n_shared_experts > 0) {
+        L->mlp_inter = c->moe_intermediate_size * c->n_shared_experts;
+        TRY(load_mlp(&ld, "mlp.shared_experts", L->mlp_inter, &L->mlp));
+    }
+    return 0;
+}
+
+static int load_mtp(ds_model *m, const st_file *f) {
+    const mc_config *c = &m->c;
+    int64_t L = c->num_hidden_layers, D = c->hidden_size, V = c->vocab_size;
+    ds_mtp *t = own_bytes(m, sizeof(ds_mtp));
+    if (!t) return RT_ENOMEM;
+    loader ld = {.m = m, .f = f};
+    snprintf(ld.prefix, sizeof ld.prefix, "model.layers.%lld", (long long)L);
+    TRY(load_w(&ld, "embed_tokens.weight", V, D, false, &t->embed));
+    TRY(load_w(&ld, "enorm.weight", D, 0, false, &t->enorm));
+    TRY(load_w(&ld, "hnorm.weight", D, 0, false, &t->hnorm));
+    TRY(load_w(&ld, "eh_proj.weight", D, 2 * D, false, &t->eh_proj));
+    TRY(load_w(&ld, "shared_head.norm.weight", D, 0, false, &t->norm));
+    TRY(load_w(&ld, "shared_head.head.weight", V, D, false, &t->head));
+    TRY(load_layer(m, f, L, &t->layer));
+    m->mtp = t;
+    return 0;
+}
+
+static int check_shape(const mc_config *c) {
+    if (c->arch != MC_ARCH_DEEPSEEK_V3)
+        return rt_fail(RT_EUNSUPPORTED, "model_type %s is not deepseek_v3", c->model_type);
+    if (c->qk_rope_head_dim <= 0 || c->qk_rope_head_dim % 2 || c->qk_rope_head_dim > YARN_MAX_DIM)
+        return rt_fail(RT_EUNSUPPORTED, "qk_rope_head_dim %lld must be even and <= %d", (long long)c->qk_rope_head_dim,
+                       YARN_MAX_DIM);
+    if (c->kv_lora_rank <= 0 || c->qk_nope_head_dim <= 0 || c->v_head_dim <= 0)
+        return rt_fail(RT_EFORMAT, "kv_lora_rank, qk_nope_head_dim and v_head_dim must be positive");
+    return 0;
+}
+
+static int load_all(ds_model *m, const char *dir, bool want_mtp) {
+    TRY(mc_load(dir, &m->c));
+    const mc_config *c = &m->c;
+    TRY(check_shape(c));
+    TRY(yarn_init(&c->rope, c->qk_rope_head_dim, m->inv_freq, &m->cs_scale));
+    m->attn_scale = (float)yarn_softmax_scale(&c->rope, c->qk_nope_head_dim + c->qk_rope_head_dim);
+    m->router = (moe_router_cfg){.n_experts = c->n_routed_experts, .n_group = c->n_group, .topk_group = c->topk_group,
+                                 .top_k = c->num_experts_per_tok, .norm_topk_prob = c->norm_topk_prob,
+                                 .routed_scaling_factor = (float)c->routed_scaling_factor};
+    if (c->n_routed_experts > 0) TRY(moe_router_check(&m->router));
+    st_file *f = NULL;
+    TRY(st_open(dir, &f));
+    ck_summary sum;
+    int rc = ck_validate(c, f, &sum);
+    if (rc) goto out;
+    loader ld = {.m = m, .f = f};
+    int64_t D = c->hidden_size, V = c->vocab_size;
+    if ((rc = load_w(&ld, "model.embed_tokens.weight", V, D, false, &m->embed))) goto out;
+    if ((rc = load_w(&ld, "model.norm.weight", D, 0, false, &m->norm))) goto out;
+    if (c->tie_word_embeddings) m->lm_head = m->embed;
+    else if ((rc = load_w(&ld, "lm_head.weight", V, D, false, &m->lm_head))) goto out;
+    m->layers = own_bytes(m, (size_t)c->num_hidden_layers * sizeof(ds_layer));
+    if (!m->layers) { rc = RT_ENOMEM; goto out; }
+    for (int64_t i = 0; i < c->num_hidden_layers && !rc; i++) rc = load_layer(m, f, i, &m->layers[i]);
+    if (!rc && want_mtp && sum.mtp_present) rc = load_mtp(m, f);
+out:
+    st_close(f);
+    return rc;
+}
+
+int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
+    *out = NULL;
+    ds_model *m = rt_calloc(1, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    m->pool = opts ? opts->pool : NULL;
+    int rc = load_all(m, dir, opts && opts->load_mtp);
+    if (rc) {
+        ds_free(m);
+        return rt_errorf(rc, "loading DeepSeek-V3 model %s", dir);
+    }
+    *out = m;
+    return 0;
+}
+
+void ds_free(ds_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_allocs; i++) free(m->allocs[i]);
+    free(m->allocs);
+    free(m);
+}
+
+const mc_config *ds_config(const ds_model *m) { return &m->c; }
+bool ds_has_mtp(const ds_model *m) { return m->mtp != NULL; }
+int64_t ds_vocab(const ds_model *m) { return m->c.vocab_size; }
+int64_t ds_hidden(const ds_model *m) { return m->c.hidden_size; }
+
+int ds_mtp_tensor_shape(const ds_model *m, const char *name, int64_t *rows, int64_t *cols) {
+    const mc_config *c = &m->c;
+    if (!m->mtp) return rt_fail(RT_ENOTFOUND, "no MTP layer loaded");
+    int64_t D = c->hidden_size, V = c->vocab_size;
+    const ds_mtp *t = m->mtp;
+    struct { const char *n; const float *p; int64_t r, c; } tab[] = {
+        {"embed_tokens.weight", t->embed, V, D}, {"enorm.weight", t->enorm, D, 0},
+        {"hnorm.weight", t->hnorm, D, 0}, {"eh_proj.weight", t->eh_proj, D, 2 * D},
+        {"shared_head.norm.weight", t->norm, D, 0}, {"shared_head.head.weight", t->head, V, D},
+        {"self_attn.kv_b_proj.weight", t->layer.kv_b, c->num_attention_heads * (c->qk_nope_head_dim + c->v_head_dim),
+         c->kv_lora_rank},
+        {"mlp.gate.weight", t->layer.router, c->n_routed_experts, D},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (!strcmp(tab[i].n, name) && tab[i].p) {
+            *rows = tab[i].r;
+            *cols = tab[i].c;
+            return 0;
+        }
+    return rt_fail(RT_ENOTFOUND, "MTP tensor %s not known", name);
+}
+
+/* ---- cache ----------------------------------------------------------------------------- */
+
+int ds_cache_create(const ds_model *m, int64_t capacity, ds_cache **out) {
+    *out = NULL;
+    if (capacity <= 0) return rt_fail(RT_EINVAL, "cache capacity %lld must be positive", (long long)capacity);
+    ds_cache *c = rt_calloc(1, sizeof *c);
+    if (!c) return RT_ENOMEM;
+    c->cap = capacity;
+    c->row = m->c.kv_lora_rank + m->c.qk_rope_head_dim;
+    c->main_layers = m->c.num_hidden_layers;
+    c->n_slots = c->main_layers + (m->mtp ? 1 : 0);
+    size_t n;
+    if (!rt_mul_ok((size_t)c->n_slots * (size_t)c->cap, (size_t)c->row, &n) || !(c->data = rt_calloc(n, sizeof(float)))) {
+        free(c);
+        return rt_errorf(RT_ENOMEM, "latent cache of %lld positions", (long long)capacity);
+    }
+    *out = c;
+    return 0;
+}
+
+void ds_cache_free(ds_cache *c) {
+    if (!c) return;
+    free(c->data);
+    free(c);
+}
+
+void ds_cache_reset(ds_cache *c) { c->len = c->mtp_len = 0; }
+int64_t ds_cache_len(const ds_cache *c) { return c->len; }
+int64_t ds_cache_mtp_len(const ds_cache *c) { return c->mtp_len; }
+int64_t ds_cache_row(const ds_cache *c) { return c->row; }
+
+/* ---- forward --------------------------------------------------------------------------- */
+
+typedef struct {
+    float *x, *h, *qa, *q, *kv, *ao, *a, *logit, *wt, *mlp, *cos, *sin;
+    int32_t *idx, *ctx;
+} ds_ws;
+
+static void rmsnorm_rows(float *y, const float *x, const float *w, int64_t n, int64_t d, int64_t stride_x, float eps) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *r = x + i * stride_x;
+        double ss = 0.0;
+        for (int64_t j = 0; j < d; j++) ss += (double)r[j] * r[j];
+        float inv = 1.0f / sqrtf((float)(ss / (double)d) + eps);
+        for (int64_t j = 0; j < d; j++) y[i * d + j] = w[j] * (r[j] * inv);
+    }
+}
+
+static void add_bias(float *y, const float *b, int64_t n, int64_t d) {
+    if (!b) return;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++) y[i * d + j] += b[j];
+}
+
+static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
+    const mc_config *c = &m->c;
+    int64_t D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int64_t dq = c->qk_nope_head_dim + dr, K = c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1;
+    int64_t inter = c->intermediate_size;
+    if (c->moe_intermediate_size > inter) inter = c->moe_intermediate_size;
+    if (c->moe_intermediate_size * c->n_shared_experts > inter) inter = c->moe_intermediate_size * c->n_shared_experts;
+    int64_t qa = c->q_lora_rank > 0 ? c->q_lora_rank : 1;
+    int64_t sizes[] = {2 * D, D, qa, H * dq, R + dr, H * c->v_head_dim, D, c->n_routed_experts + 1, K, 3 * inter,
+                       dr / 2, dr / 2};
+    float **ptrs[] = {&w->x, &w->h, &w->qa, &w->q, &w->kv, &w->ao, &w->a, &w->logit, &w->wt, &w->mlp, &w->cos, &w->sin};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (size_t)(sizes[i] * n);
+    total += (size_t)(K * n + n);   /* idx, ctx */
+    float *b = rt_malloc(total * sizeof(float));
+    if (!b) return RT_ENOMEM;
+    *block = b;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *ptrs[i] = b;
+        b += sizes[i] * n;
+    }
+    w->idx = (int32_t *)b;
+    w->ctx = w->idx + K * n;
+    return 0;
+}
+
+/* One decoder layer on x [n, D] (in place), its cache rows at `rows` ([cap, row]). */
+static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, const int32_t *pos, ds_attn_mode mode,
+                     ds_ws *w) {
+    const mc_config *c = &m->c;
+    tp_pool *pool = m->pool;
+    int64_t D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int64_t dn = c->qk_nope_head_dim, dq = dn + dr, dv = c->v_head_dim;
+    float *x = w->x, *h = w->h;
+    int rc;
+
+    /* attention */
+    rmsnorm_rows(h, x, L->attn_norm, n, D, D, (float)c->rms_norm_eps);
+    if (L->q_a) {
+        moe_linear(w->qa, h, L->q_a, n, c->q_lora_rank, D, pool);
+        add_bias(w->qa, L->q_a_bias, n, c->q_lora_rank);
+        rmsnorm_rows(w->qa, w->qa, L->q_a_norm, n, c->q_lora_rank, c->q_lora_rank, DS_LORA_NORM_EPS);
+        moe_linear(w->q, w->qa, L->q_b, n, H * dq, c->q_lora_rank, pool);
+    } else {
+        moe_linear(w->q, h, L->q_b, n, H * dq, D, pool);
+    }
+    moe_linear(w->kv, h, L->kv_a, n, R + dr, D, pool);
+    add_bias(w->kv, L->kv_a_bias, n, R + dr);
+    yarn_rope_apply(w->q + dn, n, H * dq, H, dq, dr, w->cos, w->sin, c->rope_interleave, pool);
+    yarn_rope_apply(w->kv + R, n, R + dr, 1, 0, dr, w->cos, w->sin, c->rope_interleave, pool);
+    int64_t row = R + dr;
+    for (int64_t i = 0; i < n; i++) {   /* latent rows: [kv_a_layernorm(c) | rotated k_rope] */
+        float *dst = rows + (int64_t)pos[i] * row;
+        rmsnorm_rows(dst, w->kv + i * row, L->kv_a_norm, 1, R, row, DS_LORA_NORM_EPS);
+        memcpy(dst + R, w->kv + i * row + R, (size_t)dr * sizeof *dst);
+    }
+    for (int64_t i = 0; i < n; i++) w->ctx[i] = pos[i] + 1;
+    int64_t T = pos[n - 1] + 1;
+    mla_dims md = {.n_heads = H, .nope_dim = dn, .rope_dim = dr, .v_dim = dv, .kv_rank = R, .scale = m->attn_scale};
+    if (mode == DS_ATTN_AUTO) mode = n > 1 ? DS_ATTN_NAIVE : DS_ATTN_ABSORBED;
+    rc = mode == DS_ATTN_NAIVE ? mla_attn_naive(&md, w->q, n, rows, T, L->kv_b, w->ctx, w->ao, pool)
+                               : mla_attn_absorbed(&md, w->q, n, rows, T, L->kv_b, w->ctx, w->ao, pool);
+    if (rc) return rc;
+    moe_linear(w->a, w->ao, L->o, n, D, H * dv, pool);
+    add_bias(w->a, L->o_bias, n, D);
+    for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
+
+    /* feed-forward */
+    rmsnorm_rows(h, x, L->ffn_norm, n, D, D, (float)c->rms_norm_eps);
+    if (!L->moe) {
+        TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
+    } else {
+        int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+        moe_linear(w->logit, h, L->router, n, E, D, pool);
+        TRY(moe_route(&m->router, w->logit, L->router_bias, n, w->idx, w->wt));
+        if (L->mlp_inter > 0) TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
+        else memset(w->a, 0, (size_t)(n * D) * sizeof *w->a);
+        TRY(moe_experts_fwd(L->experts, E, D, c->moe_intermediate_size, h, n, w->idx, w->wt, K, w->a, pool));
+    }
+    for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
+    return 0;
+}
+
+static int check_positions(const ds_model *m, const ds_cache *cache, int64_t len, const int32_t *pos, int64_t n) {
+    if (n <= 0) return rt_fail(RT_EINVAL, "forward of %lld tokens", (long long)n);
+    if (pos[0] < 0 || pos[0] > len)
+        return rt_fail(RT_EINVAL, "position %d: the cache holds %lld positions (no gaps allowed)", pos[0], (long long)len);
+    for (int64_t i = 1; i < n; i++)
+        if (pos[i] != pos[0] + i) return rt_fail(RT_EINVAL, "positions must be consecutive (position %lld is %d)", (long long)i, pos[i]);
+    if ((int64_t)pos[0] + n > cache->cap)
+        return rt_fail(RT_ERANGE, "positions up to %lld exceed the cache capacity %lld", (long long)pos[0] + n,
+                       (long long)cache->cap);
+    return 0;
+}
+
+static int check_tokens(const ds_model *m, const int32_t *tok, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= m->c.vocab_size)
+            return rt_fail(RT_EINVAL, "token %d out of the vocabulary (0..%lld)", tok[i], (long long)m->c.vocab_size - 1);
+    return 0;
+}
+
+int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_t *positions, int64_t n,
+               ds_attn_mode mode, float *logits_out, float *hidden_out) {
+    TRY(check_positions(m, cache, cache->len, positions, n));
+    TRY(check_tokens(m, tokens, n));
+    const mc_config *c = &m->c;
+    int64_t D = c->hidden_size, cap_row = cache->cap * cache->row;
+    ds_ws w;
+    void *block;
+    TRY(ws_alloc(m, n, &w, &block));
+    for (int64_t i = 0; i < n; i++) memcpy(w.x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+    yarn_tables(w.cos, w.sin, positions, n, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
+    int rc = 0;
+    for (int64_t l = 0; l < c->num_hidden_layers && !rc; l++)
+        rc = layer_fwd(m, &m->layers[l], cache->data + l * cap_row, n, positions, mode, &w);
+    if (!rc) {
+        cache->len = positions[0] + n;
+        rmsnorm_rows(w.h, w.x, m->norm, n, D, D, (float)c->rms_norm_eps);
+        if (hidden_out) memcpy(hidden_out, w.h, (size_t)(n * D) * sizeof(float));
+        if (logits_out) moe_linear(logits_out, w.h, m->lm_head, n, c->vocab_size, D, m->pool);
+    }
+    free(block);
+    return rc;
+}
+
+int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int32_t *next_tokens,
+                   const int32_t *positions, int64_t n, ds_attn_mode mode, float *logits_out, float *hidden_out) {
+    if (!m->mtp) return rt_fail(RT_EINVAL, "the model has no MTP layer loaded");
+    if (cache->n_slots <= cache->main_layers) return rt_fail(RT_EINVAL, "the cache has no MTP layer");
+    TRY(check_positions(m, cache, cache->mtp_len, positions, n));
+    TRY(check_tokens(m, next_tokens, n));
+    const mc_config *c = &m->c;
+    const ds_mtp *t = m->mtp;
+    int64_t D = c->hidden_size;
+    ds_ws w;
+    void *block;
+    TRY(ws_alloc(m, n, &w, &block));
+    /* w.x has room for [n, 2D]: [enorm(embed(next)) | hnorm(h)] */
+    float *cat = w.x;
+    for (int64_t i = 0; i < n; i++) {
+        rmsnorm_rows(cat + i * 2 * D, t->embed + (int64_t)next_tokens[i] * D, t->enorm, 1, D, D, (float)c->rms_norm_eps);
+        rmsnorm_rows(cat + i * 2 * D + D, hidden + i * D, t->hnorm, 1, D, D, (float)c->rms_norm_eps);
+    }
+    moe_linear(w.a, cat, t->eh_proj, n, D, 2 * D, m->pool);
+    memcpy(w.x, w.a, (size_t)(n * D) * sizeof(float));
+    yarn_tables(w.cos, w.sin, positions, n, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
+    int rc = layer_fwd(m, &t->layer, cache->data + cache->main_layers * cache->cap * cache->row, n, positions, mode, &w);
+    if (!rc) {
+        cache->mtp_len = positions[0] + n;
+        if (hidden_out) memcpy(hidden_out, w.x, (size_t)(n * D) * sizeof(float));
+        rmsnorm_rows(w.h, w.x, t->norm, n, D, D, (float)c->rms_norm_eps);
+        if (logits_out) moe_linear(logits_out, w.h, t->head, n, c->vocab_size, D, m->pool);
+    }
+    free(block);
+    return rc;
+}

@@ -1,0 +1,87 @@
+/* teacher/deepseek.h — DeepSeek-V3 / R1 forward pass on the CPU (f32), with its latent KV
+ * cache and the multi-token-prediction (MTP) layer.
+ *
+ * ds_load() opens a Hugging Face checkpoint directory (config.json + safetensors, sharded
+ * or not), checks every tensor against the config (ck_validate) and converts all weights to
+ * f32: BF16/F16/F32 directly, FP8 e4m3 projections through their 128×128 block scales
+ * (weight_scale_inv). The MTP layer (model.layers.<num_hidden_layers>.*) is loaded when
+ * stored and opts->load_mtp is set. The model owns its weights; it borrows opts->pool
+ * (NULL: single-threaded), which must outlive it. F32 weights: for tiny and mid-sized
+ * shapes; R1 itself needs the per-tile FP8 path of a later issue.
+ *
+ * The math follows transformers' DeepseekV3ForCausalLM: MLA (q_a → q_a_layernorm → q_b,
+ * kv_a_with_mqa → kv_a_layernorm → kv_b, o_proj; those two norms use eps 1e-6 as in
+ * transformers), RoPE on the rope part only with YaRN (kernels/yarn.h), the softmax scale
+ * with mscale_all_dim, first_k_dense_replace dense MLP layers, then the MoE block (sigmoid
+ * group-limited router with e_score_correction_bias, routed experts + shared experts).
+ *
+ * ds_cache holds, per sequence and per layer (the MTP layer included), one row of
+ * kv_rank + qk_rope_head_dim floats per position: the normalized latent and the rotated
+ * rope key (576 floats per token per layer for R1). Contiguous, `capacity` positions.
+ * ds_cache_create() returns a cache the caller frees with ds_cache_free() (NULL is fine).
+ *
+ * ds_forward() runs n tokens of one sequence at positions[i] = positions[0] + i, with
+ * positions[0] ≤ the cache's length (< it rewinds, e.g. after rejected draft tokens) and
+ * positions[0] + n ≤ capacity; it writes their latent rows, attends causally to rows
+ * [0, position] and writes logits [n, vocab] (and, when hidden_out is not NULL, the final
+ * normalized hidden states [n, hidden] that feed lm_head — the input of the MTP layer).
+ * mode DS_ATTN_NAIVE decompresses K/V (prefill), DS_ATTN_ABSORBED attends in latent space
+ * (decode); DS_ATTN_AUTO picks naive for n > 1 and absorbed for n = 1.
+ *
+ * ds_mtp_forward() is the draft model: for each i, with h[i] the main model's hidden_out at
+ * position p_i and next[i] the token at p_i + 1,
+ *   x = eh_proj([enorm(embed_mtp(next[i])) ; hnorm(h[i])]) → the MTP decoder layer (its own
+ *   cache rows, at positions[i]) → logits = shared_head.head(shared_head.norm(x)),
+ * which predict the token at p_i + 2 (the concatenation order follows vLLM and SGLang).
+ * hidden_out (optional) gets x before shared_head.norm, for chaining MTP steps. The MTP
+ * cache length is tracked apart from the main one, with the same position rules.
+ * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND/RT_EUNSUPPORTED (load), RT_EINVAL (bad token,
+ * position or n), RT_ENOMEM.
+ */
+#ifndef RT_TEACHER_DEEPSEEK_H
+#define RT_TEACHER_DEEPSEEK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/model_config.h"
+#include "core/threadpool.h"
+
+typedef struct ds_model ds_model;   /* opaque; owned by the caller of ds_load */
+typedef struct ds_cache ds_cache;   /* opaque; owned by the caller of ds_cache_create */
+
+typedef struct {
+    tp_pool *pool;       /* borrowed; NULL runs single-threaded */
+    bool load_mtp;       /* load the MTP layer when the checkpoint has it */
+} ds_load_opts;
+
+typedef enum { DS_ATTN_AUTO = 0, DS_ATTN_NAIVE, DS_ATTN_ABSORBED } ds_attn_mode;
+
+int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out);
+void ds_free(ds_model *m);
+
+const mc_config *ds_config(const ds_model *m);
+bool ds_has_mtp(const ds_model *m);
+int64_t ds_vocab(const ds_model *m);
+int64_t ds_hidden(const ds_model *m);
+
+/* Shapes of the loaded MTP tensors, for checks: name is the checkpoint suffix after
+ * "model.layers.<L>." (e.g. "eh_proj.weight"); rows/cols of the f32 copy; RT_ENOTFOUND when
+ * absent. */
+int ds_mtp_tensor_shape(const ds_model *m, const char *name, int64_t *rows, int64_t *cols);
+
+int ds_cache_create(const ds_model *m, int64_t capacity, ds_cache **out);
+void ds_cache_free(ds_cache *c);
+void ds_cache_reset(ds_cache *c);
+int64_t ds_cache_len(const ds_cache *c);        /* positions filled by ds_forward */
+int64_t ds_cache_mtp_len(const ds_cache *c);    /* positions filled by ds_mtp_forward */
+/* Values per token per layer: kv_lora_rank + qk_rope_head_dim. */
+int64_t ds_cache_row(const ds_cache *c);
+
+int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_t *positions, int64_t n,
+               ds_attn_mode mode, float *logits_out, float *hidden_out);
+
+int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int32_t *next_tokens,
+                   const int32_t *positions, int64_t n, ds_attn_mode mode, float *logits_out, float *hidden_out);
+
+#endif
