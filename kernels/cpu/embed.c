@@ -1,0 +1,40 @@
+/* kernels/cpu/embed.c — embedding gather and scatter-add. */
+#include "kernels/embed.h"
+
+#include <string.h>
+
+typedef struct {
+    float *out;
+    const float *in;
+    const int32_t *ids;
+    int64_t M, D;
+} emb_ctx;
+
+static void fwd(void *p, size_t begin, size_t end, int thread) {
+    const emb_ctx *c = p;
+    for (size_t i = begin; i < end; i++)
+        memcpy(c->out + (int64_t)i * c->D, c->in + (int64_t)c->ids[i] * c->D, (size_t)c->D * sizeof(float));
+}
+
+void embed_fwd(float *out, const float *table, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool) {
+    emb_ctx c = {.out = out, .in = table, .ids = ids, .M = M, .D = D};
+    tp_parallel_for(pool, (size_t)M, fwd, &c);
+}
+
+#define COLS 64
+static void bwd(void *p, size_t begin, size_t end, int thread) {
+    const emb_ctx *c = p;
+    for (size_t blk = begin; blk < end; blk++) {
+        int64_t j0 = (int64_t)blk * COLS, j1 = j0 + COLS < c->D ? j0 + COLS : c->D;
+        for (int64_t i = 0; i < c->M; i++) {
+            float *dst = c->out + (int64_t)c->ids[i] * c->D;
+            const float *src = c->in + i * c->D;
+            for (int64_t j = j0; j < j1; j++) dst[j] += src[j];
+        }
+    }
+}
+
+void embed_bwd(float *dtable, const float *dout, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool) {
+    emb_ctx c = {.out = dtable, .in = dout, .ids = ids, .M = M, .D = D};
+    tp_parallel_for(pool, (size_t)((D + COLS - 1) / COLS), bwd, &c);
+}

@@ -1,0 +1,490 @@
+/* student/model.c — parameters, loading/saving, and the forward/backward of the dense decoder. */
+#include "student/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/checkpoint.h"
+#include "core/fsutil.h"
+#include "core/json.h"
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "kernels/act.h"
+#include "kernels/attention.h"
+#include "kernels/convert.h"
+#include "kernels/embed.h"
+#include "kernels/loss.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+#include "student/rng.h"
+
+/* ---- layout ---------------------------------------------------------------------------- */
+
+static int64_t layer_field(sm_layer_off *l, const char *field, int64_t off) {
+    static const struct { const char *name; size_t at; } map[] = {
+        {"input_layernorm.weight", offsetof(sm_layer_off, attn_norm)},
+        {"self_attn.q_proj.weight", offsetof(sm_layer_off, wq)},
+        {"self_attn.k_proj.weight", offsetof(sm_layer_off, wk)},
+        {"self_attn.v_proj.weight", offsetof(sm_layer_off, wv)},
+        {"self_attn.o_proj.weight", offsetof(sm_layer_off, wo)},
+        {"self_attn.q_proj.bias", offsetof(sm_layer_off, bq)},
+        {"self_attn.k_proj.bias", offsetof(sm_layer_off, bk)},
+        {"self_attn.v_proj.bias", offsetof(sm_layer_off, bv)},
+        {"self_attn.o_proj.bias", offsetof(sm_layer_off, bo)},
+        {"post_attention_layernorm.weight", offsetof(sm_layer_off, mlp_norm)},
+        {"mlp.gate_proj.weight", offsetof(sm_layer_off, wg)},
+        {"mlp.up_proj.weight", offsetof(sm_layer_off, wu)},
+        {"mlp.down_proj.weight", offsetof(sm_layer_off, wd)},
+        {"mlp.gate_proj.bias", offsetof(sm_layer_off, bg)},
+        {"mlp.up_proj.bias", offsetof(sm_layer_off, bu)},
+        {"mlp.down_proj.bias", offsetof(sm_layer_off, bd)},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcmp(field, map[i].name)) {
+            *(int64_t *)((char *)l + map[i].at) = off;
+            return 0;
+        }
+    return rt_fail(RT_EINTERNAL, "unexpected tensor field %s", field);
+}
+
+static int place_tensor(sm_model *m, const char *name, int64_t off) {
+    if (!strcmp(name, "model.embed_tokens.weight")) m->embed = off;
+    else if (!strcmp(name, "model.norm.weight")) m->norm_f = off;
+    else if (!strcmp(name, "lm_head.weight")) m->lm_head = off;
+    else {
+        long long layer;
+        int used = 0;
+        if (sscanf(name, "model.layers.%lld.%n", &layer, &used) != 1 || used == 0 || layer < 0 || layer >= m->L)
+            return rt_fail(RT_EINTERNAL, "unexpected tensor %s", name);
+        return layer_field(&m->layers[layer], name + used, off);
+    }
+    return 0;
+}
+
+static int build_layout(sm_model *m) {
+    const mc_config *c = &m->cfg;
+    if (c->arch == MC_ARCH_DEEPSEEK_V3)
+        return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2 model; deepseek_v3 is not supported");
+    m->D = c->hidden_size;
+    m->F = c->intermediate_size;
+    m->L = c->num_hidden_layers;
+    m->V = c->vocab_size;
+    m->Hq = c->num_attention_heads;
+    m->Hkv = c->num_key_value_heads;
+    m->hd = c->head_dim;
+    if (m->hd > ATTN_MAX_HEAD_DIM) return rt_fail(RT_EUNSUPPORTED, "head_dim %lld > %d", (long long)m->hd, ATTN_MAX_HEAD_DIM);
+    mc_tensor_spec *spec;
+    size_t n;
+    int rc = mc_expected_tensors(c, &spec, &n);
+    if (rc) return rc;
+    m->tensors = rt_calloc(n, sizeof *m->tensors);
+    m->layers = rt_malloc((size_t)m->L * sizeof *m->layers);
+    m->inv_freq = rt_malloc((size_t)(m->hd / 2) * sizeof(float));
+    if (!m->tensors || !m->layers || !m->inv_freq) { free(spec); return RT_ENOMEM; }
+    memset(m->layers, 0xff, (size_t)m->L * sizeof *m->layers);   /* every offset −1 */
+    m->lm_head = -1;
+    int64_t off = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (spec[i].group != MC_GROUP_REQUIRED) continue;
+        sm_tensor *t = &m->tensors[m->n_tensors++];
+        snprintf(t->name, sizeof t->name, "%s", spec[i].name);
+        t->ndim = spec[i].ndim;
+        t->shape[0] = spec[i].shape[0];
+        t->shape[1] = spec[i].ndim == 2 ? spec[i].shape[1] : 1;
+        t->numel = t->shape[0] * t->shape[1];
+        t->offset = off;
+        t->decay = spec[i].ndim == 2;
+        off += (t->numel + 15) / 16 * 16;   /* 64-byte aligned tensors */
+        rc = place_tensor(m, t->name, t->offset);
+    }
+    free(spec);
+    if (rc) return rc;
+    if (m->lm_head < 0) m->lm_head = m->embed;
+    m->n_params = off;
+    m->params = rt_aligned_alloc(64, (size_t)off * sizeof(float));
+    m->grads = rt_aligned_alloc(64, (size_t)off * sizeof(float));
+    if (!m->params || !m->grads) return RT_ENOMEM;
+    memset(m->params, 0, (size_t)off * sizeof(float));
+    memset(m->grads, 0, (size_t)off * sizeof(float));
+    return rope_inv_freq(&c->rope, m->hd, m->inv_freq);
+}
+
+static int model_new(const json_t *config, sm_model **out) {
+    *out = NULL;
+    sm_model *m = rt_calloc(1, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    int rc = mc_parse(config, &m->cfg);
+    if (!rc) {
+        m->config_json = json_deep_copy(config);
+        rc = m->config_json ? build_layout(m) : rt_fail(RT_ENOMEM, "copying the config");
+    }
+    if (rc) { sm_free(m); return rc; }
+    *out = m;
+    return 0;
+}
+
+void sm_free(sm_model *m) {
+    if (!m) return;
+    json_decref(m->config_json);
+    free(m->params);
+    free(m->grads);
+    free(m->tensors);
+    free(m->layers);
+    free(m->inv_freq);
+    free(m);
+}
+
+const sm_tensor *sm_find(const sm_model *m, const char *name) {
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    return NULL;
+}
+
+static bool is_residual_out(const char *name) {
+    return strstr(name, "o_proj.weight") || strstr(name, "down_proj.weight");
+}
+
+int sm_create_random(const json_t *config, uint64_t seed, sm_model **out) {
+    int rc = model_new(config, out);
+    if (rc) return rc;
+    sm_model *m = *out;
+    sr_rng r;
+    sr_seed(&r, seed);
+    double std = 0.02, res_std = 0.02 / sqrt(2.0 * (double)m->L);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        if (t->ndim == 1) {
+            float v = strstr(t->name, "norm") ? 1.0f : 0.0f;
+            for (int64_t j = 0; j < t->numel; j++) p[j] = v;
+            continue;
+        }
+        double s = is_residual_out(t->name) ? res_std : std;
+        for (int64_t j = 0; j < t->numel; j++) p[j] = (float)(sr_normal(&r) * s);
+    }
+    return 0;
+}
+
+int sm_load(const char *dir, sm_model **out) {
+    *out = NULL;
+    char *cpath = rt_path_join(dir, "config.json");
+    if (!cpath) return RT_ENOMEM;
+    json_t *cj;
+    int rc = rt_json_load_file(cpath, &cj);
+    free(cpath);
+    if (rc) return rt_errorf(rc, "loading %s", dir);
+    sm_model *m;
+    rc = model_new(cj, &m);
+    json_decref(cj);
+    if (rc) return rt_errorf(rc, "loading %s", dir);
+    st_file *f;
+    if ((rc = st_open(dir, &f))) { sm_free(m); return rt_errorf(rc, "loading %s", dir); }
+    ck_summary sum;
+    rc = ck_validate(&m->cfg, f, &sum);
+    for (size_t i = 0; i < m->n_tensors && !rc; i++) {
+        const sm_tensor *t = &m->tensors[i];
+        const st_tensor *s = st_find(f, t->name);
+        if (!s) rc = rt_fail(RT_EFORMAT, "tensor %s missing", t->name);
+        else if ((int64_t)s->nelem != t->numel) rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %lld expected", t->name, s->nelem, (long long)t->numel);
+        else rc = cvt_to_f32(s->dtype, s->data, m->params + t->offset, s->nelem);
+    }
+    st_close(f);
+    if (rc) { sm_free(m); return rt_errorf(rc, "loading %s", dir); }
+    *out = m;
+    return 0;
+}
+
+int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) {
+    if (dtype != RT_DT_F32 && dtype != RT_DT_BF16) return rt_fail(RT_EINVAL, "model dtype must be F32 or BF16");
+    st_wtensor *ts = rt_calloc(m->n_tensors, sizeof *ts);
+    uint16_t *bf = NULL;
+    if (!ts) return RT_ENOMEM;
+    if (dtype == RT_DT_BF16 && !(bf = rt_malloc((size_t)m->n_params * sizeof *bf))) { free(ts); return RT_ENOMEM; }
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *t = &m->tensors[i];
+        const void *data = m->params + t->offset;
+        if (bf) {
+            cvt_f32_to_bf16(m->params + t->offset, bf + t->offset, (size_t)t->numel);
+            data = bf + t->offset;
+        }
+        ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, data};
+    }
+    char *mpath = rt_path_join(dir, "model.safetensors"), *cpath = rt_path_join(dir, "config.json");
+    json_t *meta = json_pack("{s:s}", "format", "pt");
+    json_t *cfg = json_deep_copy(m->config_json);
+    int rc = (!mpath || !cpath || !meta || !cfg) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
+    if (!rc) rc = st_write(mpath, ts, m->n_tensors, meta);
+    if (!rc) {
+        json_object_set_new(cfg, "torch_dtype", json_string(dtype == RT_DT_BF16 ? "bfloat16" : "float32"));
+        json_object_del(cfg, "dtype");
+        char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        rt_atomic_file *af = NULL;
+        if (!txt) rc = rt_fail(RT_ENOMEM, "serializing config.json");
+        else if (!(rc = rt_atomic_open(cpath, &af))) {
+            rc = rt_atomic_write(af, txt, strlen(txt));
+            if (!rc) rc = rt_atomic_write(af, "\n", 1);
+            if (rc) rt_atomic_abort(af);
+            else rc = rt_atomic_commit(af);
+        }
+        free(txt);
+    }
+    json_decref(cfg);
+    json_decref(meta);
+    free(mpath);
+    free(cpath);
+    free(bf);
+    free(ts);
+    return rc ? rt_errorf(rc, "saving the model to %s", dir) : 0;
+}
+
+/* ---- batches --------------------------------------------------------------------------- */
+
+int64_t sm_batch_targets(const int32_t *tokens, const uint8_t *mask, int64_t n_seq, int64_t seq_len,
+                         const shard_doc *const *docs, const size_t *n_docs, int32_t *doc_start, int32_t *pos,
+                         int32_t *target) {
+    int64_t count = 0;
+    for (int64_t s = 0; s < n_seq; s++) {
+        int64_t base = s * seq_len;
+        for (int64_t t = 0; t < seq_len; t++) {   /* padding: a document of its own */
+            doc_start[base + t] = (int32_t)(base + t);
+            pos[base + t] = 0;
+            target[base + t] = -1;
+        }
+        for (size_t d = 0; d < n_docs[s]; d++) {
+            int64_t a = base + docs[s][d].start, e = a + docs[s][d].len;
+            for (int64_t t = a; t < e; t++) {
+                doc_start[t] = (int32_t)a;
+                pos[t] = (int32_t)(t - a);
+                if (t + 1 < e && mask[t + 1]) {
+                    target[t] = tokens[t + 1];
+                    count++;
+                }
+            }
+        }
+    }
+    return count;
+}
+
+/* ---- activations ----------------------------------------------------------------------- */
+
+typedef struct {
+    float *xn1, *q, *k, *v, *att, *lse, *mid, *xn2, *gate, *up, *rstd1, *rstd2;
+} layer_acts;
+
+struct sm_acts {
+    int64_t max_T;
+    bool ckpt;
+    float *mem;
+    float *res;        /* [(L+1), T, D]: the residual stream entering each layer, and the last output */
+    layer_acts *la;    /* [L], or [1] with checkpointing */
+    float *xf, *rstdf, *dxf;          /* final norm out, its rstd, its gradient */
+    float *dres, *tmp, *act, *dact, *dgate, *dup, *dxn, *datt, *dq, *dk, *dv, *ascratch;
+    float *cos_t, *sin_t;             /* [T, hd/2] */
+    ce_workspace ce;
+};
+
+/* Places every buffer at a 64-byte aligned offset from base; with base == NULL it only counts. */
+typedef struct {
+    float *base;
+    size_t used;
+} carver;
+
+static float *carve(carver *c, int64_t n) {
+    float *r = c->base ? c->base + c->used : NULL;
+    c->used += ((size_t)n + 15) / 16 * 16;
+    return r;
+}
+
+static void carve_layer(const sm_model *m, int64_t T, carver *c, layer_acts *l) {
+    l->xn1 = carve(c, T * m->D);
+    l->q = carve(c, T * m->Hq * m->hd);
+    l->k = carve(c, T * m->Hkv * m->hd);
+    l->v = carve(c, T * m->Hkv * m->hd);
+    l->att = carve(c, T * m->Hq * m->hd);
+    l->lse = carve(c, T * m->Hq);
+    l->mid = carve(c, T * m->D);
+    l->xn2 = carve(c, T * m->D);
+    l->gate = carve(c, T * m->F);
+    l->up = carve(c, T * m->F);
+    l->rstd1 = carve(c, T);
+    l->rstd2 = carve(c, T);
+}
+
+static size_t carve_all(const sm_model *m, sm_acts *a, float *base) {
+    int64_t T = a->max_T, D = m->D, qd = m->Hq * m->hd, kd = m->Hkv * m->hd, nl = a->ckpt ? 1 : m->L;
+    carver c = {base, 0};
+    a->res = carve(&c, (m->L + 1) * T * D);
+    for (int64_t i = 0; i < nl; i++) carve_layer(m, T, &c, &a->la[i]);
+    a->xf = carve(&c, T * D);
+    a->dxf = carve(&c, T * D);
+    a->rstdf = carve(&c, T);
+    a->dres = carve(&c, T * D);
+    a->tmp = carve(&c, T * D);
+    a->act = carve(&c, T * m->F);
+    a->dact = carve(&c, T * m->F);
+    a->dgate = carve(&c, T * m->F);
+    a->dup = carve(&c, T * m->F);
+    a->dxn = carve(&c, T * D);
+    a->datt = carve(&c, T * qd);
+    a->dq = carve(&c, T * qd);
+    a->dk = carve(&c, T * kd);
+    a->dv = carve(&c, T * kd);
+    a->ascratch = carve(&c, T * m->Hq);
+    a->cos_t = carve(&c, T * m->hd / 2);
+    a->sin_t = carve(&c, T * m->hd / 2);
+    return c.used;
+}
+
+int sm_acts_create(const sm_model *m, int64_t max_tokens, bool checkpoint_layers, int64_t ce_chunk, sm_acts **out) {
+    *out = NULL;
+    if (max_tokens <= 0 || max_tokens > INT32_MAX) return rt_fail(RT_EINVAL, "batch of %lld tokens", (long long)max_tokens);
+    sm_acts *a = rt_calloc(1, sizeof *a);
+    if (!a) return RT_ENOMEM;
+    a->max_T = max_tokens;
+    a->ckpt = checkpoint_layers;
+    a->la = rt_calloc((size_t)(checkpoint_layers ? 1 : m->L), sizeof *a->la);
+    size_t total = a->la ? carve_all(m, a, NULL) : 0;
+    a->mem = a->la ? rt_aligned_alloc(64, total * sizeof(float)) : NULL;
+    int64_t chunk = ce_chunk > 0 ? ce_chunk : (int64_t)((64u << 20) / sizeof(float)) / m->V;
+    if (chunk < 1) chunk = 1;
+    if (chunk > max_tokens) chunk = max_tokens;
+    int rc = !a->mem ? RT_ENOMEM : ce_workspace_init(&a->ce, chunk, m->V, m->D);
+    if (rc) { sm_acts_free(a); return rt_errorf(rc, "activations for %lld tokens", (long long)max_tokens); }
+    carve_all(m, a, a->mem);
+    *out = a;
+    return 0;
+}
+
+void sm_acts_free(sm_acts *a) {
+    if (!a) return;
+    ce_workspace_free(&a->ce);
+    free(a->mem);
+    free(a->la);
+    free(a);
+}
+
+/* ---- forward / backward ---------------------------------------------------------------- */
+
+static const float *P(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->params + off; }
+static float *G(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->grads + off; }
+
+static void add_into(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* One decoder layer: x [T, D] → out [T, D] (out = mid + mlp(norm(mid)), mid = x + attn(norm(x))). */
+static void layer_fwd(const sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off *o, const sm_batch *b,
+                      const float *x, float *out, tp_pool *pool) {
+    int64_t T = b->T, D = m->D, qd = m->Hq * m->hd, kd = m->Hkv * m->hd;
+    float eps = (float)m->cfg.rms_norm_eps;
+    rmsnorm_fwd(l->xn1, l->rstd1, x, P(m, o->attn_norm), T, D, eps, pool);
+    mm_linear_fwd(l->q, l->xn1, P(m, o->wq), P(m, o->bq), T, qd, D, pool);
+    mm_linear_fwd(l->k, l->xn1, P(m, o->wk), P(m, o->bk), T, kd, D, pool);
+    mm_linear_fwd(l->v, l->xn1, P(m, o->wv), P(m, o->bv), T, kd, D, pool);
+    rope_apply(l->q, a->cos_t, a->sin_t, T, m->Hq, m->hd, false, pool);
+    rope_apply(l->k, a->cos_t, a->sin_t, T, m->Hkv, m->hd, false, pool);
+    attn_fwd(l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool);
+    mm_linear_fwd(a->tmp, l->att, P(m, o->wo), P(m, o->bo), T, D, qd, pool);
+    memcpy(l->mid, x, (size_t)(T * D) * sizeof(float));
+    add_into(l->mid, a->tmp, T * D);
+    rmsnorm_fwd(l->xn2, l->rstd2, l->mid, P(m, o->mlp_norm), T, D, eps, pool);
+    mm_linear_fwd(l->gate, l->xn2, P(m, o->wg), P(m, o->bg), T, m->F, D, pool);
+    mm_linear_fwd(l->up, l->xn2, P(m, o->wu), P(m, o->bu), T, m->F, D, pool);
+    swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * m->F), pool);
+    mm_linear_fwd(a->tmp, a->act, P(m, o->wd), P(m, o->bd), T, D, m->F, pool);
+    memcpy(out, l->mid, (size_t)(T * D) * sizeof(float));
+    add_into(out, a->tmp, T * D);
+}
+
+/* a->dres holds ∂L/∂out on entry and ∂L/∂x on return; parameter gradients are added. */
+static void layer_bwd(sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off *o, const sm_batch *b,
+                      const float *x, tp_pool *pool) {
+    int64_t T = b->T, D = m->D, F = m->F, qd = m->Hq * m->hd, kd = m->Hkv * m->hd;
+    /* MLP */
+    swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * F), pool);
+    mm_linear_bwd_x(a->dact, false, a->dres, P(m, o->wd), T, D, F, pool);
+    mm_linear_bwd_w(G(m, o->wd), G(m, o->bd), a->dres, a->act, T, D, F, pool);
+    swiglu_bwd(a->dgate, a->dup, a->dact, l->gate, l->up, (size_t)(T * F), pool);
+    mm_linear_bwd_x(a->dxn, false, a->dgate, P(m, o->wg), T, F, D, pool);
+    mm_linear_bwd_x(a->dxn, true, a->dup, P(m, o->wu), T, F, D, pool);
+    mm_linear_bwd_w(G(m, o->wg), G(m, o->bg), a->dgate, l->xn2, T, F, D, pool);
+    mm_linear_bwd_w(G(m, o->wu), G(m, o->bu), a->dup, l->xn2, T, F, D, pool);
+    rmsnorm_bwd(a->dres, G(m, o->mlp_norm), a->dxn, l->mid, P(m, o->mlp_norm), l->rstd2, T, D, pool);
+    /* attention */
+    mm_linear_bwd_x(a->datt, false, a->dres, P(m, o->wo), T, D, qd, pool);
+    mm_linear_bwd_w(G(m, o->wo), G(m, o->bo), a->dres, l->att, T, D, qd, pool);
+    attn_bwd(a->dq, a->dk, a->dv, a->ascratch, a->datt, l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq,
+             m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool);
+    rope_apply(a->dq, a->cos_t, a->sin_t, T, m->Hq, m->hd, true, pool);
+    rope_apply(a->dk, a->cos_t, a->sin_t, T, m->Hkv, m->hd, true, pool);
+    mm_linear_bwd_x(a->dxn, false, a->dq, P(m, o->wq), T, qd, D, pool);
+    mm_linear_bwd_x(a->dxn, true, a->dk, P(m, o->wk), T, kd, D, pool);
+    mm_linear_bwd_x(a->dxn, true, a->dv, P(m, o->wv), T, kd, D, pool);
+    mm_linear_bwd_w(G(m, o->wq), G(m, o->bq), a->dq, l->xn1, T, qd, D, pool);
+    mm_linear_bwd_w(G(m, o->wk), G(m, o->bk), a->dk, l->xn1, T, kd, D, pool);
+    mm_linear_bwd_w(G(m, o->wv), G(m, o->bv), a->dv, l->xn1, T, kd, D, pool);
+    rmsnorm_bwd(a->dres, G(m, o->attn_norm), a->dxn, x, P(m, o->attn_norm), l->rstd1, T, D, pool);
+}
+
+static int check_batch(const sm_model *m, const sm_acts *a, const sm_batch *b) {
+    if (b->T <= 0 || b->T > a->max_T)
+        return rt_fail(RT_EINVAL, "batch of %lld tokens (activations hold %lld)", (long long)b->T, (long long)a->max_T);
+    for (int64_t t = 0; t < b->T; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= m->V || b->target[t] >= m->V)
+            return rt_fail(RT_EINVAL, "token %lld: id %d outside the vocabulary of %lld", (long long)t,
+                           b->target[t] >= m->V ? b->target[t] : b->tokens[t], (long long)m->V);
+        if (b->doc_start[t] < 0 || b->doc_start[t] > t || (t > 0 && b->doc_start[t] != t && b->doc_start[t] != b->doc_start[t - 1]))
+            return rt_fail(RT_EINVAL, "token %lld: document start %d is not contiguous", (long long)t, b->doc_start[t]);
+    }
+    return 0;
+}
+
+/* Embedding, every layer, final norm: a->xf holds the normalized last hidden states. */
+static void forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, tp_pool *pool) {
+    int64_t T = b->T, D = m->D;
+    rope_tables(a->cos_t, a->sin_t, b->pos, T, m->inv_freq, m->hd / 2);
+    embed_fwd(a->res, P(m, m->embed), b->tokens, T, D, pool);
+    for (int64_t i = 0; i < m->L; i++) {
+        layer_acts *l = &a->la[a->ckpt ? 0 : i];
+        layer_fwd(m, a, l, &m->layers[i], b, a->res + i * T * D, a->res + (i + 1) * T * D, pool);
+    }
+    rmsnorm_fwd(a->xf, a->rstdf, a->res + m->L * T * D, P(m, m->norm_f), T, D, (float)m->cfg.rms_norm_eps, pool);
+}
+
+int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool) {
+    int rc = check_batch(m, a, b);
+    if (rc) return rc;
+    int64_t T = b->T, D = m->D;
+    forward_trunk(m, a, b, pool);
+    ce_fused(loss_sum, a->dxf, G(m, m->lm_head), a->xf, P(m, m->lm_head), b->target, T, scale, &a->ce, pool);
+    memset(a->dres, 0, (size_t)(T * D) * sizeof(float));
+    rmsnorm_bwd(a->dres, G(m, m->norm_f), a->dxf, a->res + m->L * T * D, P(m, m->norm_f), a->rstdf, T, D, pool);
+    for (int64_t i = m->L - 1; i >= 0; i--) {
+        layer_acts *l = &a->la[a->ckpt ? 0 : i];
+        const float *x = a->res + i * T * D;
+        if (a->ckpt) layer_fwd(m, a, l, &m->layers[i], b, x, a->tmp, pool);   /* recompute; output unused */
+        layer_bwd(m, a, l, &m->layers[i], b, x, pool);
+    }
+    embed_bwd(G(m, m->embed), a->dres, b->tokens, T, D, pool);
+    return 0;
+}
+
+int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool) {
+    int rc = check_batch(m, a, b);
+    if (rc) return rc;
+    forward_trunk(m, a, b, pool);
+    ce_fused(loss_sum, NULL, NULL, a->xf, P(m, m->lm_head), b->target, b->T, 1.0f, &a->ce, pool);
+    return 0;
+}
+
+int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool) {
+    int rc = check_batch(m, a, b);
+    if (rc) return rc;
+    forward_trunk(m, a, b, pool);
+    mm_linear_fwd(logits, a->xf, P(m, m->lm_head), NULL, b->T, m->V, m->D, pool);
+    return 0;
+}

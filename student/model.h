@@ -1,0 +1,96 @@
+/* student/model.h — the dense Llama-3 / Qwen2.5 student in f32: parameters, forward, backward.
+ *
+ * An sm_model holds every parameter in one flat f32 buffer (params) and, beside it, one
+ * gradient buffer of the same layout (grads), in the tensor order of mc_expected_tensors
+ * (HF names; the lm_head is absent when embeddings are tied). sm_create_random() draws
+ * weights from a seeded normal(0, 0.02) — o_proj and down_proj with 0.02/√(2·layers) —
+ * with norms at 1 and biases at 0. sm_load() reads a HF directory (config.json +
+ * safetensors, BF16/F16/F32/F64) after checking every tensor against the architecture
+ * (core/checkpoint.h). sm_save() writes DIR/config.json and DIR/model.safetensors (F32 or
+ * BF16) in the same HF layout. The model keeps the config JSON it was made from and
+ * writes it back (torch_dtype updated). sm_free() releases everything (NULL is fine).
+ *
+ * A batch is T tokens laid end to end (B sequences of N): per token its id, the index of
+ * the first token of its document (doc_start, see kernels/attention.h), its position in
+ * the document (RoPE), and its target (the next token of the same document when that one
+ * is trained on, else −1). sm_batch_targets() fills doc_start/pos/target from sequences,
+ * loss masks and shard documents.
+ *
+ * sm_acts holds the activations for up to max_tokens tokens; with checkpointing only the
+ * residual stream between layers is kept and each layer's forward is recomputed during
+ * its backward. sm_forward_backward() adds scale·∂(Σ loss)/∂θ into grads (the caller
+ * zeroes them, and picks scale = 1 / loss tokens of the whole optimizer step) and returns
+ * Σ loss over the batch's targets. sm_forward_logits() writes the full [T, V] logits
+ * (tests, small vocabularies). Threads: every kernel runs on the pool given (NULL: inline).
+ * Errors: RT_EFORMAT, RT_EUNSUPPORTED (deepseek_v3, yarn), RT_EINVAL, RT_EIO, RT_ENOMEM.
+ */
+#ifndef RT_STUDENT_MODEL_H
+#define RT_STUDENT_MODEL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/model_config.h"
+#include "core/shard.h"
+#include "core/threadpool.h"
+
+typedef struct {
+    char name[112];
+    int ndim;
+    int64_t shape[2];
+    int64_t offset, numel;   /* into params / grads */
+    bool decay;              /* weight decay applies: matrices (embeddings, projections), not norms or biases */
+} sm_tensor;
+
+/* Offsets of one decoder layer's tensors into params/grads; −1 when absent. */
+typedef struct {
+    int64_t attn_norm, wq, wk, wv, wo, bq, bk, bv, bo;
+    int64_t mlp_norm, wg, wu, wd, bg, bu, bd;
+} sm_layer_off;
+
+typedef struct {
+    mc_config cfg;
+    json_t *config_json;       /* the HF config this model was made from (owned) */
+    int64_t D, F, L, V, Hq, Hkv, hd;
+    int64_t n_params;
+    float *params, *grads;     /* [n_params] each */
+    sm_tensor *tensors;
+    size_t n_tensors;
+    int64_t embed, norm_f, lm_head;   /* offsets; lm_head == embed when tied */
+    sm_layer_off *layers;      /* [L] */
+    float *inv_freq;           /* [hd/2] */
+} sm_model;
+
+int sm_create_random(const json_t *config, uint64_t seed, sm_model **out);
+int sm_load(const char *dir, sm_model **out);
+int sm_save(const sm_model *m, const char *dir, rt_dtype dtype);
+void sm_free(sm_model *m);
+const sm_tensor *sm_find(const sm_model *m, const char *name);
+
+typedef struct {
+    int64_t T;
+    const int32_t *tokens, *doc_start, *pos, *target;   /* [T] each */
+} sm_batch;
+
+/* From n_seq sequences of seq_len tokens and masks (mask[t] = 1: token t is trained on) and
+ * the documents of each sequence (docs[i]: n_docs[i] of them, only start and len are read):
+ * fills doc_start, pos, target [n_seq·seq_len]. A position no document covers (padding)
+ * is a document of its own with no target. Returns the number of targets. */
+int64_t sm_batch_targets(const int32_t *tokens, const uint8_t *mask, int64_t n_seq, int64_t seq_len,
+                         const shard_doc *const *docs, const size_t *n_docs, int32_t *doc_start, int32_t *pos,
+                         int32_t *target);
+
+typedef struct sm_acts sm_acts;
+/* ce_chunk: rows per cross-entropy chunk (0: as many as fit 64 MiB of logits). */
+int sm_acts_create(const sm_model *m, int64_t max_tokens, bool checkpoint_layers, int64_t ce_chunk, sm_acts **out);
+void sm_acts_free(sm_acts *a);
+
+int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool);
+/* Loss only (no gradients). */
+int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool);
+/* logits [T, V]. */
+int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool);
+
+#endif
