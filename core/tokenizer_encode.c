@@ -137,8 +137,8 @@ static int encode_segment(enc_ctx *c, const char *s, size_t n, size_t base) {
     for (size_t i = 0; !rc && i < sp->n; i += 3) {
         size_t a = sp->v[i], b = sp->v[i + 1], which = sp->v[i + 2];
         if (which) {
-            size_t os, oe;
-            map_range(c, a, b, &os, &oe);
+            size_t os = 0, oe = 0;
+            if (c->offs) map_range(c, a, b, &os, &oe); /* st->align exists only then */
             rc = push_token(c, t->added[which - 1].id, os, oe);
         } else {
             rc = tok_pretokenize(t, st, 0, norm + a, b - a, a, on_word, c);
