@@ -272,7 +272,12 @@ static vnode *parse_number(parser *p) {
         else den *= 10;
     }
     if (big) { n->den = 0; }
-    else { n->num = v; n->den = den; }
+    else {
+        int64_t a = v, b = den; /* reduce: 0.50 is 1/2 */
+        while (b) { int64_t t = a % b; a = b; b = t; }
+        n->num = a > 1 ? v / a : v;
+        n->den = a > 1 ? den / a : den;
+    }
     p->i += j;
     return n;
 }

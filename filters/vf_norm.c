@@ -179,9 +179,13 @@ static char *pass_words(char *s) {
             vf_buf_putc(&b, s[i++]);
             continue;
         }
-        if (word_at(s, i, "percentage", 0)) { vf_buf_putc(&b, '%'); i += 10; continue; }
-        if (word_at(s, i, "percent", 0)) { vf_buf_putc(&b, '%'); i += 7; continue; }
-        if (word_at(s, i, "pct", 0)) { vf_buf_putc(&b, '%'); i += 3; continue; }
+        size_t wl = word_at(s, i, "percentage", 0) ? 10 : word_at(s, i, "percent", 0) ? 7 : word_at(s, i, "pct", 0) ? 3 : 0;
+        if (wl) { /* "28 percent" → "28%" */
+            while (b.n && b.s[b.n - 1] == ' ') b.s[--b.n] = 0;
+            vf_buf_putc(&b, '%');
+            i += wl;
+            continue;
+        }
         if (word_at(s, i, "and", 0) || word_at(s, i, "or", 0)) {
             size_t n = s[i] == 'a' || s[i] == 'A' ? 3 : 2;
             /* drop a comma right before ("1, and 2") */

@@ -11,6 +11,10 @@ verify(parse("$" + gold + "$"), parse(pred)).
 
 Writes REF_DIR/verify_pairs.jsonl: {"gold", "pred", "kind", "mv": bool, "mv_pred": str}.
 Used by tests/ref/test_verify_agreement.py (agreement ≥ 0.98) and bench/verify.py.
+Also writes REF_DIR/verify_cases.jsonl: hand-picked answer pairs, one per normalization and
+comparison rule of issue 5, with math-verify's verdict (verify(parse("$g$"), parse("$p$"))),
+read by tests/unit/test_verify.c. Pairs in a known disagreement class are not among them
+(docs/filters.md lists those classes).
 
   python gen_verify.py REF_DIR [--scale full]   (default: the test-sized set)
 """
@@ -255,6 +259,45 @@ def judge_all(pairs, procs=None):
     return pairs
 
 
+# (gold, pred): one or more per rule; math-verify decides each
+CURATED = [
+    ("\\frac{1}{2}", "\\dfrac{1}{2}"), ("\\frac{1}{2}", "\\tfrac12"), ("\\frac{1}{2}", "\\cfrac{1}{2}"),
+    ("\\frac12", "0.5"), ("\\frac{3}{4}", "\\frac34"), ("\\frac{1}{3}", "0.333333"), ("\\frac{1}{3}", "0.33"),
+    ("\\sqrt3", "\\sqrt{3}"), ("3\\sqrt{13}", "\\sqrt{117}"), ("2\\sqrt{2}", "\\sqrt{8}"), ("\\sqrt{2}", "2"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "(\\pi/2, 3)"),
+    ("\\text{Evelyn}", "Evelyn"), ("\\text{Evelyn}", "\\textbf{Evelyn}"), ("\\text{Evelyn}", "\\text{Devon}"),
+    ("\\mathrm{(C)}", "C"), ("(C)", "C"), ("C", "D"),
+    ("5 \\text{ cm}", "5"), ("10", "10 \\text{ dollars}"), ("\\$18", "18"), ("18", "\\$18.00"), ("18", "19"),
+    ("90^\\circ", "90"), ("90", "90^{\\circ}"), ("45", "45^\\circ"),
+    ("28\\%", "28"), ("28", "28\\%"), ("0.28", "28\\%"), ("10\\%", "0.1"), ("28\\%", "29"),
+    ("1000", "1,000"), ("1000", "1{,}000"), ("1234567", "1,234,567"), ("1000", "1,001"),
+    ("2\\frac{1}{2}", "5/2"), ("2\\frac{1}{2}", "2.5"), ("3\\frac{1}{4}", "3.25"), ("2\\frac{1}{2}", "3"),
+    ("7", "7."), ("x=5", "5"), ("5", "x=5"), ("x=5", "y=5"), ("y=2x+3", "2x+3=y"), ("y=2x+3", "y=3x+2"),
+    ("a<2", "2>a"), ("x \\ge 3", "3 \\le x"), ("x<2", "x>2"),
+    ("1<x<2", "(1,2)"), ("x \\in [2,5)", "[2,5)"), ("[2,5)", "[2,5]"), ("(2,5]", "(2, 5]"),
+    ("(-\\infty, 2) \\cup (3, \\infty)", "(-\\infty,2)\\cup(3,\\infty)"), ("(-\\infty, 2) \\cup (3, \\infty)", "(-\\infty,2)\\cup(4,\\infty)"),
+    ("\\{1,2\\}", "\\{2,1\\}"), ("1,-2", "-2, 1"), ("3, 5, 7", "\\{3,5,7\\}"), ("3, 5, 7", "3, 5"), ("\\pm 2", "2,-2"),
+    ("(3,5,7)", "3,5,7"), ("(1,2)", "(2,1)"),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}"),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\4&3\\end{pmatrix}"),
+    ("\\begin{pmatrix} -1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}-1\\\\2\\end{pmatrix}"),
+    ("6-5i", "6 - 5i"), ("6-5i", "6+5i"), ("p-q", "-q+p"), ("x^2+2x+1", "(x+1)^2"), ("x^2+2x+1", "(x-1)^2"),
+    ("\\sin^2 x + \\cos^2 x", "1"), ("52_8", "52"), ("\\pi", "\\pi"), ("2\\pi", "6.283185"), ("\\frac{\\sqrt{3}}{2}", "0.866025"),
+    ("-\\frac{1}{2}", "-0.5"), ("\\frac{-1}{2}", "-\\frac{1}{2}"), ("e^{2}", "e^2"), ("\\log_2 8", "3"), ("\\binom{5}{2}", "10"),
+    ("5!", "120"), ("\\infty", "\\infty"), ("-\\infty", "\\infty"), ("\\emptyset", "\\emptyset"),
+]
+
+
+def curated_cases():
+    import logging
+    logging.disable(logging.CRITICAL)
+    from math_verify import parse, verify
+    out = []
+    for g, p in CURATED:
+        out.append({"gold": g, "pred": p, "mv": bool(verify(parse("$" + g + "$"), parse("$" + p + "$")))})
+    return out
+
+
 def main():
     out_dir = sys.argv[1]
     scale = "full" if "--scale" in sys.argv and sys.argv[sys.argv.index("--scale") + 1] == "full" else "test"
@@ -262,6 +305,9 @@ def main():
     if pairs is None:
         print("gen_verify: skipped: benchmarks missing under", BENCH)
         return 0
+    with open(os.path.join(out_dir, "verify_cases.jsonl"), "w", encoding="utf-8") as f:
+        for c in curated_cases():
+            f.write(json.dumps(c) + "\n")
     judge_all(pairs)
     with open(os.path.join(out_dir, "verify_pairs.jsonl"), "w", encoding="utf-8") as f:
         for p in pairs:
