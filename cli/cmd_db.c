@@ -11,9 +11,11 @@
 
 static int db_usage(const char *fmt, const char *arg) { return cli_usage_error("db", fmt, arg); }
 
+/* The library's messages name the database file; the context says which action failed. */
 static int fail_db(const char *verb, const char *path) {
-    char what[1200];
-    snprintf(what, sizeof what, "db %s %s", verb, path);
+    (void)path;
+    char what[64];
+    snprintf(what, sizeof what, "db %s", verb);
     return cli_fail(what);
 }
 

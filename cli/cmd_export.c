@@ -79,9 +79,7 @@ int cmd_export(int argc, char **argv) {
     if (!shards && (tokenizer || tmpl || o.seq_len))
         return cli_usage_error("export", "--tokenizer, --template and --seq apply only to --format shards");
     ds_db *db;
-    char what[1200];
-    snprintf(what, sizeof what, "export: %s", dbpath);
-    if (db_open(dbpath, DB_OPEN_READONLY, &db)) return cli_fail(what);
+    if (db_open(dbpath, DB_OPEN_READONLY, &db)) return cli_fail("export");
     int status;
     if (shards) {
         status = export_shards(db, &flt, tokenizer, tmpl, out, &o, threads);

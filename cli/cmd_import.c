@@ -66,9 +66,7 @@ int cmd_import(int argc, char **argv) {
         return cli_usage_error("import", "--prompt-field does not apply to format chat (the prompt is the messages)");
 
     ds_db *db;
-    char what[1200];
-    snprintf(what, sizeof what, "import: %s", dbpath);
-    if (db_open(dbpath, DB_OPEN_CREATE, &db)) return cli_fail(what);
+    if (db_open(dbpath, DB_OPEN_CREATE, &db)) return cli_fail("import");
     tp_pool *pool = NULL;
     if (tp_create((int)threads, &pool)) { db_close(db); return cli_fail("import: starting threads"); }
     int status = EXIT_OK;

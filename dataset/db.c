@@ -256,15 +256,49 @@ static int configure(ds_db *db, unsigned flags) {
     sqlite3_extended_result_codes(db->h, 1);
     SQL_TRY(db->h, sqlite3_busy_timeout(db->h, 10000));
     int rc;
+    if (!ro && sqlite3_db_readonly(db->h, "main"))
+        return rt_fail(RT_EIO, "cannot write: the database file is read-only");
     /* the first read tells a non-database file apart */
     int64_t n;
     if ((rc = query_int(db, "SELECT COUNT(*) FROM sqlite_schema", &n))) return rc;
-    if (!ro && sqlite3_db_readonly(db->h, "main"))
-        return rt_fail(RT_EIO, "the database file is read-only (opened for writing)");
     if (!ro && (rc = exec(db, "PRAGMA journal_mode = WAL"))) return rc;
-    if ((rc = exec(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL"))) return rc;
+    /* keep -wal and -shm after the last close, so read-only users (db stats, check, export)
+     * can open the database even where they cannot create files */
+    int persist = 1;
+    if (!ro) sqlite3_file_control(db->h, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+    if ((rc = exec(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864")))
+        return rc;
     if ((rc = migrate(db, ro))) return rc;
     return load_newest_dict(db);
+}
+
+static int open_handle(ds_db *db, const char *name, int oflags) {
+    int s = sqlite3_open_v2(name, &db->h, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+    return s == SQLITE_OK ? 0 : db_sql_fail(db->h, s, "sqlite3_open_v2", __FILE__, __LINE__);
+}
+
+/* True when a read-only open failed for want of a writable -shm and no -wal file exists. */
+static bool readonly_fallback_ok(ds_db *db, const char *path) {
+    int e = db->h ? sqlite3_extended_errcode(db->h) & 0xff : SQLITE_OK;
+    if (e != SQLITE_READONLY && e != SQLITE_CANTOPEN) return false;
+    char wal[4096];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    return stat(wal, &sb) != 0 || sb.st_size == 0;
+}
+
+/* "file:PATH?immutable=1" with PATH percent-encoded where URIs need it. */
+static char *immutable_uri(const char *path) {
+    size_t n = strlen(path);
+    char *u = rt_malloc(3 * n + 32);
+    if (!u) return NULL;
+    size_t o = (size_t)sprintf(u, "file:");
+    for (const char *p = path; *p; p++) {
+        if (*p == '?' || *p == '#' || *p == '%') o += (size_t)sprintf(u + o, "%%%02X", (unsigned char)*p);
+        else u[o++] = *p;
+    }
+    strcpy(u + o, "?immutable=1");
+    return u;
 }
 
 int db_open(const char *path, unsigned flags, ds_db **out) {
@@ -280,13 +314,20 @@ int db_open(const char *path, unsigned flags, ds_db **out) {
     if (rc || !(db->path = rt_strdup(path))) { db_close(db); return rc ? rc : RT_ENOMEM; }
     int oflags = (flags & DB_OPEN_READONLY) ? SQLITE_OPEN_READONLY
                                             : SQLITE_OPEN_READWRITE | ((flags & DB_OPEN_CREATE) ? SQLITE_OPEN_CREATE : 0);
-    int s = sqlite3_open_v2(path, &db->h, oflags | SQLITE_OPEN_NOMUTEX, NULL);
-    if (s != SQLITE_OK) {
-        rc = db_sql_fail(db->h, s, "sqlite3_open_v2", __FILE__, __LINE__);
-        db_close(db);
-        return rt_errorf(rc, "%s", path);
+    rc = open_handle(db, path, oflags);
+    if (!rc) rc = configure(db, flags);
+    if (rc && (flags & DB_OPEN_READONLY) && readonly_fallback_ok(db, path)) {
+        /* A reader that cannot create the -shm file beside a WAL database (a read-only
+         * directory) can still read it when no writer has it open: nothing is in a -wal
+         * file, so the main file is complete. */
+        sqlite3_close_v2(db->h);
+        db->h = NULL;
+        char *uri = immutable_uri(path);
+        rc = uri ? open_handle(db, uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI) : RT_ENOMEM;
+        free(uri);
+        if (!rc) rc = configure(db, flags);
     }
-    if ((rc = configure(db, flags))) {
+    if (rc) {
         db_close(db);
         return rt_errorf(rc, "%s", path);
     }
