@@ -36,6 +36,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_dedup(int argc, char **argv);
 int cmd_db(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 

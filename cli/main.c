@@ -156,6 +156,44 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error (a line that is not a conversation names file and line), 2 usage error.\n",
      cmd_pack},
+    {"train", "train a dense student (llama/qwen2) on packed shards: SFT with AdamW, checkpoints, exact resume",
+     "usage: retort train (--init CONFIG.json | --model DIR | --resume DIR/step-N) --data SHARDS --batch B\n"
+     "                    (--steps N | --epochs E) --lr X --out DIR [options]\n"
+     "\n"
+     "Trains on the packed shards of `retort pack` (a directory of *.bin, or one file): each sequence\n"
+     "holds whole documents; positions restart and attention stays inside each document; the loss is\n"
+     "the mean cross-entropy over the tokens whose loss mask is 1.\n"
+     "\n"
+     "  --init CONFIG.json  random weights for a HF config (llama or qwen2), normal(0, 0.02), seeded by --seed\n"
+     "  --model DIR         start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)\n"
+     "  --resume DIR/step-N continue a run exactly where its checkpoint stopped (weights, AdamW moments,\n"
+     "                      step, data position); give the same options as the run that wrote it\n"
+     "  --data SHARDS       shard directory or file\n"
+     "  --seq N             tokens per sequence; must match the shards (default: the shards' length)\n"
+     "  --batch B           sequences per micro-batch\n"
+     "  --grad-accum A      micro-batches per optimizer step (default 1); the loss is normalized by\n"
+     "                      the loss tokens of the whole step\n"
+     "  --steps N | --epochs E   length of the run in optimizer steps, or passes over the data\n"
+     "  --lr X              peak learning rate\n"
+     "  --schedule S        cosine (default), linear or constant, after --warmup N linear steps (default 0)\n"
+     "  --min-lr-ratio R    cosine/linear end at R·lr (default 0.1)\n"
+     "  --weight-decay W    AdamW decoupled decay on matrices, none on norms and biases (default 0)\n"
+     "  --beta1, --beta2, --adam-eps   AdamW constants (defaults 0.9, 0.95, 1e-8)\n"
+     "  --clip C            clip the global gradient norm to C (default 1; 0: off)\n"
+     "  --seed S            data order and --init weights (default 0)\n"
+     "  --out DIR           checkpoints go to DIR/step-N/ (config.json, model.safetensors,\n"
+     "                      optimizer.safetensors, trainer_state.json)\n"
+     "  --save-every N      also save every N steps (the last step is always saved)\n"
+     "  --dtype bf16|f32    model.safetensors element type (default bf16; f32 master weights are kept\n"
+     "                      in optimizer.safetensors, so resuming is exact either way)\n"
+     "  --log FILE          append one JSON object per step: step, loss, lr, grad_norm, tokens, tokens_per_s\n"
+     "  --threads N         worker threads (default: one per CPU); OpenBLAS runs single-threaded inside them\n"
+     "  --checkpoint-layers keep only each layer's input and recompute its forward in the backward\n"
+     "  --ce-chunk N        rows per chunk of the fused LM-head cross-entropy (default: 64 MiB of logits)\n"
+     "\n"
+     "A progress line on stderr shows step, loss, lr, gradient norm, tokens/s and ETA.\n"
+     "Exit status: 0 ok, 1 error (bad data, checkpoint or I/O), 2 usage error.\n",
+     cmd_train},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

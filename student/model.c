@@ -181,8 +181,13 @@ int sm_load(const char *dir, sm_model **out) {
     rc = model_new(cj, &m);
     json_decref(cj);
     if (rc) return rt_errorf(rc, "loading %s", dir);
+    /* model.safetensors when present: a training checkpoint directory also holds optimizer.safetensors */
     st_file *f;
-    if ((rc = st_open(dir, &f))) { sm_free(m); return rt_errorf(rc, "loading %s", dir); }
+    char *single = rt_path_join(dir, "model.safetensors");
+    if (!single) { sm_free(m); return RT_ENOMEM; }
+    rc = st_open(rt_is_file(single) ? single : dir, &f);
+    free(single);
+    if (rc) { sm_free(m); return rt_errorf(rc, "loading %s", dir); }
     ck_summary sum;
     rc = ck_validate(&m->cfg, f, &sum);
     for (size_t i = 0; i < m->n_tensors && !rc; i++) {

@@ -1,0 +1,235 @@
+/* cli/cmd_train.c — `retort train`: SFT of a dense student on packed shards. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/fsutil.h"
+#include "core/json.h"
+#include "core/status.h"
+#include "kernels/matmul.h"
+#include "student/train.h"
+
+typedef struct {
+    const char *init, *model, *data, *out, *resume, *log;
+    int64_t seq, save_every, threads;
+    double epochs;
+    rt_dtype dtype;
+    tr_options o;
+} train_args;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_i64(const char *s, int64_t lo, int64_t *out) {
+    char *e;
+    errno = 0;
+    long long v = strtoll(s, &e, 10);
+    if (errno || e == s || *e || v < lo) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_f64(const char *s, double *out) {
+    char *e;
+    errno = 0;
+    double v = strtod(s, &e);
+    if (errno || e == s || *e || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
+       O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS };
+
+static int parse_args(int argc, char **argv, train_args *a) {
+    static const struct option opts[] = {
+        {"init", required_argument, 0, O_INIT}, {"model", required_argument, 0, O_MODEL},
+        {"data", required_argument, 0, O_DATA}, {"seq", required_argument, 0, O_SEQ},
+        {"batch", required_argument, 0, O_BATCH}, {"grad-accum", required_argument, 0, O_ACCUM},
+        {"steps", required_argument, 0, O_STEPS}, {"epochs", required_argument, 0, O_EPOCHS},
+        {"lr", required_argument, 0, O_LR}, {"min-lr-ratio", required_argument, 0, O_MINLR},
+        {"warmup", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
+        {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, O_SEED},
+        {"out", required_argument, 0, O_OUT}, {"save-every", required_argument, 0, O_SAVE},
+        {"resume", required_argument, 0, O_RESUME}, {"log", required_argument, 0, O_LOG},
+        {"schedule", required_argument, 0, O_SCHED}, {"dtype", required_argument, 0, O_DTYPE},
+        {"threads", required_argument, 0, O_THREADS}, {"checkpoint-layers", no_argument, 0, O_CKPT},
+        {"ce-chunk", required_argument, 0, O_CHUNK}, {"beta1", required_argument, 0, O_B1},
+        {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    tr_options_default(&a->o);
+    a->o.steps = 0;
+    a->dtype = RT_DT_BF16;
+    int ch, bad = 0;
+    int64_t iv;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        const char *v = optarg;
+        switch (ch) {
+        case O_INIT: a->init = v; break;
+        case O_MODEL: a->model = v; break;
+        case O_DATA: a->data = v; break;
+        case O_OUT: a->out = v; break;
+        case O_RESUME: a->resume = v; break;
+        case O_LOG: a->log = v; break;
+        case O_SEQ: bad = parse_i64(v, 1, &a->seq); break;
+        case O_BATCH: bad = parse_i64(v, 1, &a->o.batch); break;
+        case O_ACCUM: bad = parse_i64(v, 1, &a->o.grad_accum); break;
+        case O_STEPS: bad = parse_i64(v, 1, &a->o.steps); break;
+        case O_EPOCHS: bad = parse_f64(v, &a->epochs) || a->epochs <= 0; break;
+        case O_LR: bad = parse_f64(v, &a->o.lr); break;
+        case O_MINLR: bad = parse_f64(v, &a->o.min_lr_ratio); break;
+        case O_WARMUP: bad = parse_i64(v, 0, &a->o.warmup); break;
+        case O_WD: bad = parse_f64(v, &a->o.weight_decay); break;
+        case O_CLIP: bad = parse_f64(v, &a->o.clip); break;
+        case O_B1: bad = parse_f64(v, &a->o.beta1); break;
+        case O_B2: bad = parse_f64(v, &a->o.beta2); break;
+        case O_EPS: bad = parse_f64(v, &a->o.eps); break;
+        case O_SEED: bad = parse_i64(v, 0, &iv); a->o.seed = (uint64_t)iv; break;
+        case O_SAVE: bad = parse_i64(v, 1, &a->save_every); break;
+        case O_THREADS: bad = parse_i64(v, 1, &a->threads); break;
+        case O_CHUNK: bad = parse_i64(v, 1, &a->o.ce_chunk); break;
+        case O_CKPT: a->o.checkpoint_layers = true; break;
+        case O_SCHED:
+            if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;
+            else if (!strcmp(v, "linear")) a->o.schedule = TR_SCHED_LINEAR;
+            else if (!strcmp(v, "constant")) a->o.schedule = TR_SCHED_CONSTANT;
+            else bad = 1;
+            break;
+        case O_DTYPE:
+            if (!strcmp(v, "bf16")) a->dtype = RT_DT_BF16;
+            else if (!strcmp(v, "f32")) a->dtype = RT_DT_F32;
+            else bad = 1;
+            break;
+        case 'h': fputs(cli_find("train")->usage, stdout); return -1;
+        default: return cli_usage_error("train", "unknown option or missing value '%s'", argv[optind - 1]);
+        }
+        if (bad) {
+            const char *name = "?";
+            for (const struct option *o = opts; o->name; o++)
+                if (o->val == ch) name = o->name;
+            return cli_usage_error("train", "bad value '%s' for --%s", v, name);
+        }
+    }
+    if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!!a->init + !!a->model + !!a->resume == 0) return cli_usage_error("train", "one of --init, --model or --resume is required");
+    if (a->init && a->model) return cli_usage_error("train", "--init and --model exclude each other");
+    if (!a->data) return cli_usage_error("train", "--data is required");
+    if (!a->out) return cli_usage_error("train", "--out is required");
+    if (!a->o.steps == !(a->epochs > 0)) return cli_usage_error("train", "give exactly one of --steps and --epochs");
+    if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
+    return 0;
+}
+
+static int load_model(const train_args *a, sm_model **m) {
+    if (a->resume) return sm_load(a->resume, m);
+    if (a->model) return sm_load(a->model, m);
+    json_t *cfg;
+    int rc = rt_json_load_file(a->init, &cfg);
+    if (rc) return rc;
+    rc = sm_create_random(cfg, a->o.seed, m);
+    json_decref(cfg);
+    return rc;
+}
+
+static void progress(const tr_stats *s, int64_t total, double tps, double eta, int tty) {
+    int e = (int)eta;
+    fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.3g  gnorm %.3g  %.0f tok/s  ETA %d:%02d:%02d%s", tty ? "\r" : "",
+            (long long)s->step, (long long)total, s->loss, s->lr, s->grad_norm, tps, e / 3600, e / 60 % 60, e % 60,
+            tty ? "   " : "\n");
+    fflush(stderr);
+}
+
+static int log_step(FILE *f, const tr_stats *s, double tps) {
+    json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I,s:f}", "step", (json_int_t)s->step, "loss", s->loss, "lr", s->lr,
+                          "grad_norm", s->grad_norm, "tokens", (json_int_t)s->tokens, "tokens_per_s", tps);
+    char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!txt) return -1;
+    int rc = fprintf(f, "%s\n", txt) < 0 || fflush(f) ? -1 : 0;
+    free(txt);
+    return rc;
+}
+
+static int save_step(tr_trainer *t, const train_args *a) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/step-%lld", a->out, (long long)tr_steps_done(t));
+    if (tr_save(t, dir, a->dtype)) return cli_fail("train");
+    return 0;
+}
+
+static int run(train_args *a, tp_pool *pool) {
+    sd_data *d;
+    if (sd_open(a->data, &d)) return cli_fail("train");
+    if (a->seq && a->seq != (int64_t)sd_seq_len(d)) {
+        fprintf(stderr, "retort: train: --seq %lld, but the shards in %s hold sequences of %u tokens\n",
+                (long long)a->seq, a->data, sd_seq_len(d));
+        sd_close(d);
+        return EXIT_RUNTIME;
+    }
+    if (a->epochs > 0) {
+        double per = (double)(a->o.batch * a->o.grad_accum);
+        a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(d) / per);
+        if (a->o.steps < 1) a->o.steps = 1;
+    }
+    sm_model *m;
+    if (load_model(a, &m)) { sd_close(d); return cli_fail("train"); }
+    tr_trainer *t;
+    if (tr_create(m, d, &a->o, pool, &t)) return cli_fail("train");
+    if (a->resume && tr_resume(t, a->resume)) { tr_free(t); return cli_fail("train"); }
+    if (mkdir(a->out, 0755) && errno != EEXIST) {
+        fprintf(stderr, "retort: train: cannot create %s: %s\n", a->out, strerror(errno));
+        tr_free(t);
+        return EXIT_RUNTIME;
+    }
+    FILE *lf = NULL;
+    if (a->log && !(lf = fopen(a->log, "a"))) {
+        fprintf(stderr, "retort: train: cannot open log %s: %s\n", a->log, strerror(errno));
+        tr_free(t);
+        return EXIT_RUNTIME;
+    }
+    int tty = isatty(2), rc = EXIT_OK;
+    int64_t start = tr_steps_done(t), done = start;
+    double t0 = now_s();
+    while (rc == EXIT_OK && done < a->o.steps) {
+        double ts = now_s();
+        tr_stats s;
+        if (tr_step(t, &s)) { rc = cli_fail("train"); break; }
+        done = s.step;
+        double now = now_s(), tps = (double)s.tokens / (now - ts);
+        double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
+        progress(&s, a->o.steps, tps, eta, tty);
+        if (lf && log_step(lf, &s, tps)) {
+            fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
+            rc = EXIT_RUNTIME;
+        }
+        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) rc = save_step(t, a);
+    }
+    if (tty) fputc('\n', stderr);
+    if (lf) fclose(lf);
+    tr_free(t);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    mm_blas_single_thread();
+    tp_pool *pool = NULL;
+    if (tp_create((int)a.threads, &pool)) return cli_fail("train");
+    rc = run(&a, pool);
+    tp_free(pool);
+    return rc;
+}

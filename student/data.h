@@ -1,0 +1,39 @@
+/* student/data.h — training batches from packed shards (core/shard.h, written by `retort pack`).
+ *
+ * sd_open() takes one shard file or a directory, whose *.bin files (shard-00000.bin, … as
+ * dataset/pack writes them) are opened in name order and validated by shard_open(); they
+ * must agree on the sequence length and vocabulary. Sequences are numbered across the
+ * files in that order. Each epoch visits every sequence once, in a permutation drawn from
+ * (seed, epoch), so a position {seed, epoch, cursor} names exactly where the data stream
+ * stands and is all a checkpoint needs to continue it.
+ *
+ * sd_read() fills n_seq sequences of the batch (tokens, and from the documents and loss
+ * masks the doc_start / pos / target arrays of student/model.h) and advances the position,
+ * crossing into the next epoch when one ends. The sd_data is owned by the caller of
+ * sd_open and released with sd_close() (NULL is fine).
+ * Errors: RT_EIO, RT_EFORMAT (from the shard reader, or shards that disagree),
+ * RT_ENOTFOUND (no shards), RT_ENOMEM.
+ */
+#ifndef RT_STUDENT_DATA_H
+#define RT_STUDENT_DATA_H
+
+#include <stdint.h>
+
+typedef struct sd_data sd_data;
+
+typedef struct {
+    uint64_t seed, epoch, cursor;   /* cursor: sequences of this epoch already read */
+} sd_position;
+
+int sd_open(const char *path, sd_data **out);
+void sd_close(sd_data *d);
+uint64_t sd_num_seqs(const sd_data *d);
+uint32_t sd_seq_len(const sd_data *d);
+uint32_t sd_vocab_size(const sd_data *d);
+int sd_num_files(const sd_data *d);
+
+/* tokens, doc_start, pos, target: n_seq · seq_len entries; *n_targets gets the loss tokens. */
+int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
+            int32_t *target, int64_t *n_targets);
+
+#endif

@@ -1,0 +1,311 @@
+/* student/train.c — optimizer steps, schedules and training checkpoints. */
+#include "student/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/json.h"
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "kernels/optim.h"
+
+#define STATE_FORMAT "retort-trainer-state"
+#define STATE_VERSION 1
+
+struct tr_trainer {
+    sm_model *m;
+    sd_data *d;
+    tr_options o;
+    tp_pool *pool;
+    sm_acts *acts;
+    float *mom1, *mom2;                  /* [n_params] */
+    int64_t step;                        /* updates done */
+    sd_position pos;
+    int64_t N;                           /* sequence length */
+    int32_t *tokens, *doc_start, *posi, *target;   /* [accum, batch·N] */
+};
+
+void tr_options_default(tr_options *o) {
+    *o = (tr_options){.batch = 1, .grad_accum = 1, .steps = 1, .lr = 1e-4, .min_lr_ratio = 0.1, .warmup = 0,
+                      .schedule = TR_SCHED_COSINE, .weight_decay = 0.0, .clip = 1.0, .beta1 = 0.9, .beta2 = 0.95,
+                      .eps = 1e-8, .seed = 0};
+}
+
+double tr_lr_at(const tr_options *o, int64_t s) {
+    if (s < o->warmup) return o->lr * (double)(s + 1) / (double)o->warmup;
+    double lo = o->lr * o->min_lr_ratio, span = (double)(o->steps - o->warmup - 1);
+    double prog = span > 0 ? (double)(s - o->warmup) / span : 1.0;
+    if (prog > 1) prog = 1;
+    switch (o->schedule) {
+    case TR_SCHED_CONSTANT: return o->lr;
+    case TR_SCHED_LINEAR: return lo + (o->lr - lo) * (1.0 - prog);
+    default: return lo + (o->lr - lo) * 0.5 * (1.0 + cos(M_PI * prog));
+    }
+}
+
+static int check_options(const tr_options *o) {
+    if (o->batch < 1 || o->grad_accum < 1 || o->steps < 1) return rt_fail(RT_EINVAL, "batch, grad-accum and steps must be ≥ 1");
+    if (!(o->lr > 0) || !(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1) || o->warmup < 0 || !(o->weight_decay >= 0) ||
+        !(o->clip >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0))
+        return rt_fail(RT_EINVAL, "lr > 0, min-lr-ratio in [0, 1], warmup ≥ 0, weight-decay ≥ 0, clip ≥ 0 expected");
+    return 0;
+}
+
+int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out) {
+    *out = NULL;
+    int rc = check_options(o);
+    if (!rc && (int64_t)sd_vocab_size(d) > m->V)
+        rc = rt_fail(RT_EINVAL, "the shards use a vocabulary of %u tokens, the model has %lld", sd_vocab_size(d), (long long)m->V);
+    tr_trainer *t = rc ? NULL : rt_calloc(1, sizeof *t);
+    if (!t) {
+        sm_free(m);
+        sd_close(d);
+        return rc ? rc : RT_ENOMEM;
+    }
+    t->m = m;
+    t->d = d;
+    t->o = *o;
+    t->pool = pool;
+    t->N = sd_seq_len(d);
+    t->pos.seed = o->seed;
+    int64_t T = o->batch * t->N, all = T * o->grad_accum;
+    t->mom1 = rt_aligned_alloc(64, (size_t)m->n_params * sizeof(float));
+    t->mom2 = rt_aligned_alloc(64, (size_t)m->n_params * sizeof(float));
+    t->tokens = rt_malloc((size_t)all * sizeof(int32_t));
+    t->doc_start = rt_malloc((size_t)all * sizeof(int32_t));
+    t->posi = rt_malloc((size_t)all * sizeof(int32_t));
+    t->target = rt_malloc((size_t)all * sizeof(int32_t));
+    if (!t->mom1 || !t->mom2 || !t->tokens || !t->doc_start || !t->posi || !t->target) rc = RT_ENOMEM;
+    if (!rc) rc = sm_acts_create(m, T, o->checkpoint_layers, o->ce_chunk, &t->acts);
+    if (rc) { tr_free(t); return rc; }
+    memset(t->mom1, 0, (size_t)m->n_params * sizeof(float));
+    memset(t->mom2, 0, (size_t)m->n_params * sizeof(float));
+    *out = t;
+    return 0;
+}
+
+void tr_free(tr_trainer *t) {
+    if (!t) return;
+    sm_acts_free(t->acts);
+    sm_free(t->m);
+    sd_close(t->d);
+    free(t->mom1);
+    free(t->mom2);
+    free(t->tokens);
+    free(t->doc_start);
+    free(t->posi);
+    free(t->target);
+    free(t);
+}
+
+int64_t tr_steps_done(const tr_trainer *t) { return t->step; }
+const sm_model *tr_model(const tr_trainer *t) { return t->m; }
+
+int tr_step(tr_trainer *t, tr_stats *st) {
+    sm_model *m = t->m;
+    int64_t T = t->o.batch * t->N, A = t->o.grad_accum, total = 0;
+    for (int64_t a = 0; a < A; a++) {
+        int64_t n;
+        int rc = sd_read(t->d, &t->pos, t->o.batch, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T,
+                         t->target + a * T, &n);
+        if (rc) return rc;
+        total += n;
+    }
+    memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
+    double loss_sum = 0;
+    float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
+    for (int64_t a = 0; a < A; a++) {
+        sm_batch b = {T, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T};
+        double ls;
+        int rc = sm_forward_backward(m, t->acts, &b, scale, &ls, t->pool);
+        if (rc) return rc;
+        loss_sum += ls;
+    }
+    double norm = sqrt(vec_sumsq(m->grads, (size_t)m->n_params, t->pool));
+    if (t->o.clip > 0) {
+        double coef = t->o.clip / (norm + 1e-6);
+        if (coef < 1.0) vec_scale(m->grads, (size_t)m->n_params, (float)coef, t->pool);
+    }
+    double lr = tr_lr_at(&t->o, t->step);
+    t->step++;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
+                           .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
+        adamw_step(m->params + x->offset, m->grads + x->offset, t->mom1 + x->offset, t->mom2 + x->offset,
+                   (size_t)x->numel, &h, t->pool);
+    }
+    *st = (tr_stats){.step = t->step, .loss = total > 0 ? loss_sum / (double)total : 0.0, .lr = lr, .grad_norm = norm,
+                     .tokens = T * A, .loss_tokens = total, .epoch = t->pos.epoch};
+    return 0;
+}
+
+/* ---- checkpoints ----------------------------------------------------------------------- */
+
+static json_t *options_json(const tr_options *o) {
+    static const char *sched[] = {"cosine", "linear", "constant"};
+    return json_pack("{s:I,s:I,s:I,s:f,s:f,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:b}", "batch", (json_int_t)o->batch,
+                     "grad_accum", (json_int_t)o->grad_accum, "steps", (json_int_t)o->steps, "lr", o->lr,
+                     "min_lr_ratio", o->min_lr_ratio, "warmup", (json_int_t)o->warmup, "schedule", sched[o->schedule],
+                     "weight_decay", o->weight_decay, "clip", o->clip, "beta1", o->beta1, "beta2", o->beta2, "eps",
+                     o->eps, "checkpoint_layers", o->checkpoint_layers);
+}
+
+static int write_state(const tr_trainer *t, const char *dir) {
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->pos.seed);   /* u64: exact as a string */
+    json_t *j = json_pack("{s:s,s:i,s:I,s:{s:s,s:I,s:I,s:I},s:o}", "format", STATE_FORMAT, "version", STATE_VERSION,
+                          "step", (json_int_t)t->step, "data", "seed", seed, "epoch", (json_int_t)t->pos.epoch, "cursor",
+                          (json_int_t)t->pos.cursor, "seq_len", (json_int_t)t->N, "options", options_json(&t->o));
+    char *txt = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    char *path = rt_path_join(dir, "trainer_state.json");
+    int rc = (!txt || !path) ? rt_fail(RT_ENOMEM, "serializing the trainer state") : 0;
+    rt_atomic_file *af = NULL;
+    if (!rc && !(rc = rt_atomic_open(path, &af))) {
+        rc = rt_atomic_write(af, txt, strlen(txt));
+        if (!rc) rc = rt_atomic_write(af, "\n", 1);
+        if (rc) rt_atomic_abort(af);
+        else rc = rt_atomic_commit(af);
+    }
+    free(txt);
+    free(path);
+    return rc;
+}
+
+static int write_optimizer(const tr_trainer *t, const char *dir, bool master) {
+    const sm_model *m = t->m;
+    size_t n = m->n_tensors * (master ? 3 : 2);
+    st_wtensor *ts = rt_calloc(n, sizeof *ts);
+    char (*names)[128] = rt_calloc(n, sizeof *names);
+    char *path = rt_path_join(dir, "optimizer.safetensors");
+    int rc = (!ts || !names || !path) ? RT_ENOMEM : 0;
+    for (size_t i = 0, k = 0; !rc && i < m->n_tensors; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        const float *src[3] = {t->mom1 + x->offset, t->mom2 + x->offset, m->params + x->offset};
+        static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
+        for (int s = 0; s < (master ? 3 : 2); s++, k++) {
+            snprintf(names[k], sizeof names[k], "%s%s", pre[s], x->name);
+            ts[k] = (st_wtensor){names[k], RT_DT_F32, x->ndim, {x->shape[0], x->shape[1]}, src[s]};
+        }
+    }
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    json_t *meta = json_pack("{s:s,s:s,s:s}", "format", "retort-adamw", "version", "1", "step", step);
+    if (!rc) rc = meta ? st_write(path, ts, n, meta) : RT_ENOMEM;
+    json_decref(meta);
+    free(path);
+    free(names);
+    free(ts);
+    return rc;
+}
+
+static int remove_tree(const char *dir) {
+    static const char *files[] = {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char *p = rt_path_join(dir, files[i]);
+        if (!p) return RT_ENOMEM;
+        unlink(p);
+        free(p);
+    }
+    return rmdir(dir) && errno != ENOENT ? rt_fail(RT_EIO, "%s: cannot remove (%s)", dir, strerror(errno)) : 0;
+}
+
+int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
+    size_t len = strlen(dir);
+    char *tmp = rt_malloc(len + 16), *old = rt_malloc(len + 16);
+    int rc = (!tmp || !old) ? RT_ENOMEM : 0;
+    if (!rc) {
+        snprintf(tmp, len + 16, "%s.partial", dir);
+        snprintf(old, len + 16, "%s.old", dir);
+        rc = remove_tree(tmp);
+    }
+    if (!rc && mkdir(tmp, 0755)) rc = rt_fail(RT_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
+    if (!rc) rc = sm_save(t->m, tmp, model_dtype);
+    if (!rc) rc = write_optimizer(t, tmp, model_dtype != RT_DT_F32);
+    if (!rc) rc = write_state(t, tmp);
+    if (!rc && rt_is_dir(dir)) {
+        rc = remove_tree(old);
+        if (!rc && rename(dir, old)) rc = rt_fail(RT_EIO, "%s: cannot move aside (%s)", dir, strerror(errno));
+    }
+    if (!rc && rename(tmp, dir)) rc = rt_fail(RT_EIO, "%s: cannot rename into place (%s)", dir, strerror(errno));
+    if (!rc) rc = remove_tree(old);
+    free(tmp);
+    free(old);
+    return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
+}
+
+static int read_moments(tr_trainer *t, const char *dir) {
+    char *path = rt_path_join(dir, "optimizer.safetensors");
+    if (!path) return RT_ENOMEM;
+    st_file *f;
+    int rc = st_open(path, &f);
+    free(path);
+    if (rc) return rc;
+    sm_model *m = t->m;
+    for (size_t i = 0; i < m->n_tensors && !rc; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        float *dst[3] = {t->mom1 + x->offset, t->mom2 + x->offset, m->params + x->offset};
+        static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
+        for (int s = 0; s < 3 && !rc; s++) {
+            char name[160];
+            snprintf(name, sizeof name, "%s%s", pre[s], x->name);
+            const st_tensor *st = st_find(f, name);
+            if (!st && s == 2) break;   /* no master copy: model.safetensors was F32 */
+            if (!st) rc = rt_fail(RT_EFORMAT, "optimizer.safetensors: %s missing", name);
+            else if (st->dtype != RT_DT_F32 || (int64_t)st->nelem != x->numel)
+                rc = rt_fail(RT_EFORMAT, "optimizer.safetensors: %s is %s with %zu elements, F32 with %lld expected", name,
+                             rt_dtype_name(st->dtype), st->nelem, (long long)x->numel);
+            else memcpy(dst[s], st->data, st->nbytes);
+        }
+    }
+    st_close(f);
+    return rc;
+}
+
+static int read_state(tr_trainer *t, const char *dir) {
+    char *path = rt_path_join(dir, "trainer_state.json");
+    if (!path) return RT_ENOMEM;
+    json_t *j;
+    int rc = rt_json_load_file(path, &j);
+    free(path);
+    if (rc) return rc;
+    const char *fmt = NULL, *seed = NULL;
+    int64_t ver = 0, step = -1, epoch = -1, cursor = -1, seq_len = -1;
+    json_t *data = json_object_get(j, "data");
+    rc = rt_json_get_str(j, "format", "", &fmt);
+    if (!rc) rc = rt_json_get_int(j, "version", 0, &ver);
+    if (!rc && (strcmp(fmt, STATE_FORMAT) || ver != STATE_VERSION))
+        rc = rt_fail(RT_EFORMAT, "trainer_state.json: format \"%s\" version %lld, expected \"%s\" version %d", fmt,
+                     (long long)ver, STATE_FORMAT, STATE_VERSION);
+    if (!rc) rc = rt_json_get_int(j, "step", -1, &step);
+    if (!rc && !json_is_object(data)) rc = rt_fail(RT_EFORMAT, "trainer_state.json: \"data\" missing");
+    if (!rc) rc = rt_json_get_str(data, "seed", NULL, &seed);
+    if (!rc) rc = rt_json_get_int(data, "epoch", -1, &epoch);
+    if (!rc) rc = rt_json_get_int(data, "cursor", -1, &cursor);
+    if (!rc) rc = rt_json_get_int(data, "seq_len", -1, &seq_len);
+    if (!rc && (step < 0 || epoch < 0 || cursor < 0 || !seed || (uint64_t)cursor > sd_num_seqs(t->d)))
+        rc = rt_fail(RT_EFORMAT, "trainer_state.json: step, data.seed, data.epoch or data.cursor missing or out of range");
+    if (!rc && seq_len != t->N)
+        rc = rt_fail(RT_EFORMAT, "the checkpoint was trained on sequences of %lld tokens, the data has %lld",
+                     (long long)seq_len, (long long)t->N);
+    if (!rc) {
+        t->step = step;
+        t->pos = (sd_position){strtoull(seed, NULL, 10), (uint64_t)epoch, (uint64_t)cursor};
+    }
+    json_decref(j);
+    return rc;
+}
+
+int tr_resume(tr_trainer *t, const char *dir) {
+    int rc = read_state(t, dir);
+    if (!rc) rc = read_moments(t, dir);
+    return rc ? rt_errorf(rc, "resuming from %s", dir) : 0;
+}

@@ -1,0 +1,71 @@
+/* student/train.h — the SFT loop: micro-batches, gradient accumulation, clipping, AdamW,
+ * LR schedule, checkpoints with exact resume.
+ *
+ * One tr_step() is one optimizer update: it reads batch × grad_accum sequences (each
+ * micro-batch is `batch` sequences), counts the loss tokens of all of them first, and runs
+ * every micro-batch's forward/backward with scale 1/total, so the gradient is that of the
+ * mean loss over every target of the step (not a mean of per-micro-batch means). Then the
+ * global gradient norm (reported before clipping), clipping to `clip` when > 0 (torch's
+ * clip_grad_norm_ rule: × clip/(norm + 1e-6) when that is < 1), and AdamW with weight
+ * decay on matrices only (embeddings, projections; not norms or biases).
+ *
+ * LR at update s (0-based): warmup (s+1)/warmup·lr for s < warmup, then by schedule:
+ * cosine from lr down to lr·min_lr_ratio at the last step, linear likewise, or constant.
+ *
+ * tr_save() writes DIR (created, or replaced whole: the files go to DIR.partial first and
+ * the directory is renamed into place): config.json + model.safetensors (HF, F32 or BF16),
+ * optimizer.safetensors (AdamW moments, and F32 master weights when the model was written
+ * in BF16) and trainer_state.json (step, data position, options) — see docs/formats.md,
+ * "Training checkpoints". tr_resume() restores all of it into a trainer created from the
+ * same directory's model; with the same options the run continues bit-exactly.
+ *
+ * The trainer takes ownership of the model and data given to tr_create (freed by
+ * tr_free, NULL is fine); the pool stays the caller's. Library code: nothing is printed;
+ * the caller reports the tr_stats of each step.
+ * Errors: RT_EINVAL (options), RT_EFORMAT (a checkpoint that does not fit), RT_EIO, RT_ENOMEM.
+ */
+#ifndef RT_STUDENT_TRAIN_H
+#define RT_STUDENT_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/threadpool.h"
+#include "student/data.h"
+#include "student/model.h"
+
+typedef enum { TR_SCHED_COSINE, TR_SCHED_LINEAR, TR_SCHED_CONSTANT } tr_schedule;
+
+typedef struct {
+    int64_t batch, grad_accum, steps;   /* steps: total optimizer updates of the run */
+    double lr, min_lr_ratio;
+    int64_t warmup;
+    tr_schedule schedule;
+    double weight_decay, clip, beta1, beta2, eps;
+    uint64_t seed;                      /* data order (and, in the CLI, --init weights) */
+    bool checkpoint_layers;             /* recompute each layer's forward in the backward */
+    int64_t ce_chunk;                   /* rows per cross-entropy chunk; 0: automatic */
+} tr_options;
+
+typedef struct {
+    int64_t step;                       /* updates done, this one included (1-based) */
+    double loss, lr, grad_norm;
+    int64_t tokens, loss_tokens;        /* tokens read (batch·accum·seq) and targets among them */
+    uint64_t epoch;                     /* data epoch after this step */
+} tr_stats;
+
+void tr_options_default(tr_options *o);
+double tr_lr_at(const tr_options *o, int64_t step);
+
+typedef struct tr_trainer tr_trainer;
+
+int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out);
+void tr_free(tr_trainer *t);
+int tr_step(tr_trainer *t, tr_stats *out);
+int64_t tr_steps_done(const tr_trainer *t);
+const sm_model *tr_model(const tr_trainer *t);
+int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype);
+int tr_resume(tr_trainer *t, const char *dir);
+
+#endif
