@@ -12,7 +12,8 @@
  * — the prefill path. mla_attn_absorbed(): never decompresses: q_nope is folded into the
  * latent space (q_nope·W_UK[h]), attention runs on c and k_r directly and the latent output
  * goes through W_UV[h] — the decode path; both give the same result up to f32 rounding.
- * Heads are split over the pool; each part calls single-threaded cblas_sgemm.
+ * Heads are split over the pool; each part calls cblas_sgemm, which should run
+ * single-threaded (mm_blas_single_thread(), kernels/matmul.h).
  * Errors: RT_ENOMEM (scratch), RT_EINVAL (ctx out of range).
  */
 #ifndef RT_KERNELS_MLA_H

@@ -12,15 +12,15 @@
  * than two experts per group, topk_group > n_group, top_k > experts in the kept groups).
  *
  * moe_experts_fwd(): out[t] += Σ_j w[t,j] · expert_{idx[t,j]}(x[t]) for x, out [n, dim];
- * expert e is the SwiGLU MLP down(silu(gate·x) ⊙ up·x) with w13 [2·inter, dim] (gate rows,
- * then up rows) and w2 [dim, inter]. Experts run one after another, each over the tokens that
- * chose it (rows split over the pool). Errors: RT_ENOMEM (scratch), RT_EINVAL (bad id).
+ * expert e is the SwiGLU MLP down(silu(gate·x) ⊙ up·x) with w1 = gate_proj, w3 = up_proj
+ * [inter, dim] and w2 = down_proj [dim, inter]. Experts run one after another, each over the
+ * tokens that chose it. Errors: RT_ENOMEM (scratch), RT_EINVAL (bad id).
  *
  * moe_mlp_fwd(): out [n, dim] = down(silu(gate·x) ⊙ up·x) (overwrites), the same MLP for all
  * tokens. scratch: NULL (allocated here) or n·3·inter floats. Errors: RT_ENOMEM.
  *
- * Linear layers use cblas_sgemm on parts split over the pool, so OpenBLAS should run
- * single-threaded (see kernels/matmul.h).
+ * Linear layers and the SwiGLU gate are kernels/matmul.h's mm_linear_fwd and kernels/act.h's
+ * swiglu_fwd, so the pool is the only parallelism (OpenBLAS single-threaded, see matmul.h).
  */
 #ifndef RT_KERNELS_MOE_H
 #define RT_KERNELS_MOE_H
@@ -37,8 +37,8 @@ typedef struct {
 } moe_router_cfg;
 
 typedef struct {
-    const float *w13;  /* [2*inter, dim]: gate_proj rows then up_proj rows */
-    const float *w2;   /* [dim, inter]: down_proj */
+    const float *w1, *w3;  /* gate_proj, up_proj [inter, dim] */
+    const float *w2;       /* down_proj [dim, inter] */
 } moe_expert;
 
 int moe_router_check(const moe_router_cfg *c);
@@ -49,10 +49,5 @@ int moe_experts_fwd(const moe_expert *experts, int64_t n_experts, int64_t dim, i
 
 int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *x, int64_t n, float *out,
                 float *scratch, tp_pool *pool);
-
-/* y[M,N] = x[M,K]·w[N,K]ᵀ, split over the pool by rows when M is large, else by output
- * features (decode: M = 1). Beside kernels/matmul.h's mm_linear_fwd until that one splits
- * columns too. */
-void moe_linear(float *y, const float *x, const float *w, int64_t M, int64_t N, int64_t K, tp_pool *pool);
 
 #endif

@@ -11,6 +11,8 @@
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "kernels/convert.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
 #include "kernels/mla.h"
 #include "kernels/moe.h"
 #include "kernels/yarn.h"
@@ -95,7 +97,7 @@ static int load_into(const loader *ld, const char *name, int64_t rows, int64_t c
     if (t->ndim != nd || t->shape[0] != rows || (nd == 2 && t->shape[1] != cols))
         return rt_fail(RT_EFORMAT, "tensor %s: shape does not match the config", name);
     if (t->dtype == RT_DT_F8_E4M3) {
-        char sn[160];
+        char sn[200];
         snprintf(sn, sizeof sn, "%s_scale_inv", name);
         const st_tensor *s = st_find(ld->f, sn);
         const mc_quant *q = &ld->m->c.quant;
@@ -127,21 +129,17 @@ static int load_w(const loader *ld, const char *suffix, int64_t rows, int64_t co
 
 #define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
-/* gate_proj and up_proj stacked into one [2*inter, dim] buffer, down_proj [dim, inter]. */
 static int load_mlp(const loader *ld, const char *what, int64_t inter, moe_expert *e) {
     int64_t dim = ld->m->c.hidden_size;
     char name[200];
-    float *w13 = own_alloc(ld->m, (size_t)(2 * inter * dim));
-    if (!w13) return RT_ENOMEM;
-    snprintf(name, sizeof name, "%s.%s.gate_proj.weight", ld->prefix, what);
-    TRY(load_into(ld, name, inter, dim, w13));
-    snprintf(name, sizeof name, "%s.%s.up_proj.weight", ld->prefix, what);
-    TRY(load_into(ld, name, inter, dim, w13 + inter * dim));
-    float *w2;
+    float *w1, *w3, *w2;
+    snprintf(name, sizeof name, "%s.gate_proj.weight", what);
+    TRY(load_w(ld, name, inter, dim, false, &w1));
+    snprintf(name, sizeof name, "%s.up_proj.weight", what);
+    TRY(load_w(ld, name, inter, dim, false, &w3));
     snprintf(name, sizeof name, "%s.down_proj.weight", what);
     TRY(load_w(ld, name, dim, inter, false, &w2));
-    e->w13 = w13;
-    e->w2 = w2;
+    *e = (moe_expert){.w1 = w1, .w3 = w3, .w2 = w2};
     return 0;
 }
 
@@ -253,6 +251,7 @@ int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
     ds_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
     m->pool = opts ? opts->pool : NULL;
+    mm_blas_single_thread();   /* the pool is the only parallelism (kernels/matmul.h) */
     int rc = load_all(m, dir, opts && opts->load_mtp);
     if (rc) {
         ds_free(m);
@@ -330,25 +329,9 @@ int64_t ds_cache_row(const ds_cache *c) { return c->row; }
 /* ---- forward --------------------------------------------------------------------------- */
 
 typedef struct {
-    float *x, *h, *qa, *q, *kv, *ao, *a, *logit, *wt, *mlp, *cos, *sin;
+    float *x, *h, *qa, *qn, *q, *kv, *ao, *a, *logit, *wt, *mlp, *cos, *sin;
     int32_t *idx, *ctx;
 } ds_ws;
-
-static void rmsnorm_rows(float *y, const float *x, const float *w, int64_t n, int64_t d, int64_t stride_x, float eps) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *r = x + i * stride_x;
-        double ss = 0.0;
-        for (int64_t j = 0; j < d; j++) ss += (double)r[j] * r[j];
-        float inv = 1.0f / sqrtf((float)(ss / (double)d) + eps);
-        for (int64_t j = 0; j < d; j++) y[i * d + j] = w[j] * (r[j] * inv);
-    }
-}
-
-static void add_bias(float *y, const float *b, int64_t n, int64_t d) {
-    if (!b) return;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < d; j++) y[i * d + j] += b[j];
-}
 
 static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
     const mc_config *c = &m->c;
@@ -358,9 +341,9 @@ static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
     if (c->moe_intermediate_size > inter) inter = c->moe_intermediate_size;
     if (c->moe_intermediate_size * c->n_shared_experts > inter) inter = c->moe_intermediate_size * c->n_shared_experts;
     int64_t qa = c->q_lora_rank > 0 ? c->q_lora_rank : 1;
-    int64_t sizes[] = {2 * D, D, qa, H * dq, R + dr, H * c->v_head_dim, D, c->n_routed_experts + 1, K, 3 * inter,
+    int64_t sizes[] = {2 * D, D, qa, qa, H * dq, R + dr, H * c->v_head_dim, D, c->n_routed_experts + 1, K, 3 * inter,
                        dr / 2, dr / 2};
-    float **ptrs[] = {&w->x, &w->h, &w->qa, &w->q, &w->kv, &w->ao, &w->a, &w->logit, &w->wt, &w->mlp, &w->cos, &w->sin};
+    float **ptrs[] = {&w->x, &w->h, &w->qa, &w->qn, &w->q, &w->kv, &w->ao, &w->a, &w->logit, &w->wt, &w->mlp, &w->cos, &w->sin};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (size_t)(sizes[i] * n);
     total += (size_t)(K * n + n);   /* idx, ctx */
@@ -387,23 +370,21 @@ static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, con
     int rc;
 
     /* attention */
-    rmsnorm_rows(h, x, L->attn_norm, n, D, D, (float)c->rms_norm_eps);
+    rmsnorm_fwd(h, NULL, x, L->attn_norm, n, D, (float)c->rms_norm_eps, pool);
     if (L->q_a) {
-        moe_linear(w->qa, h, L->q_a, n, c->q_lora_rank, D, pool);
-        add_bias(w->qa, L->q_a_bias, n, c->q_lora_rank);
-        rmsnorm_rows(w->qa, w->qa, L->q_a_norm, n, c->q_lora_rank, c->q_lora_rank, DS_LORA_NORM_EPS);
-        moe_linear(w->q, w->qa, L->q_b, n, H * dq, c->q_lora_rank, pool);
+        mm_linear_fwd(w->qa, h, L->q_a, L->q_a_bias, n, c->q_lora_rank, D, pool);
+        rmsnorm_fwd(w->qn, NULL, w->qa, L->q_a_norm, n, c->q_lora_rank, DS_LORA_NORM_EPS, pool);
+        mm_linear_fwd(w->q, w->qn, L->q_b, NULL, n, H * dq, c->q_lora_rank, pool);
     } else {
-        moe_linear(w->q, h, L->q_b, n, H * dq, D, pool);
+        mm_linear_fwd(w->q, h, L->q_b, NULL, n, H * dq, D, pool);
     }
-    moe_linear(w->kv, h, L->kv_a, n, R + dr, D, pool);
-    add_bias(w->kv, L->kv_a_bias, n, R + dr);
+    mm_linear_fwd(w->kv, h, L->kv_a, L->kv_a_bias, n, R + dr, D, pool);
     yarn_rope_apply(w->q + dn, n, H * dq, H, dq, dr, w->cos, w->sin, c->rope_interleave, pool);
     yarn_rope_apply(w->kv + R, n, R + dr, 1, 0, dr, w->cos, w->sin, c->rope_interleave, pool);
     int64_t row = R + dr;
     for (int64_t i = 0; i < n; i++) {   /* latent rows: [kv_a_layernorm(c) | rotated k_rope] */
         float *dst = rows + (int64_t)pos[i] * row;
-        rmsnorm_rows(dst, w->kv + i * row, L->kv_a_norm, 1, R, row, DS_LORA_NORM_EPS);
+        rmsnorm_fwd(dst, NULL, w->kv + i * row, L->kv_a_norm, 1, R, DS_LORA_NORM_EPS, NULL);
         memcpy(dst + R, w->kv + i * row + R, (size_t)dr * sizeof *dst);
     }
     for (int64_t i = 0; i < n; i++) w->ctx[i] = pos[i] + 1;
@@ -413,17 +394,16 @@ static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, con
     rc = mode == DS_ATTN_NAIVE ? mla_attn_naive(&md, w->q, n, rows, T, L->kv_b, w->ctx, w->ao, pool)
                                : mla_attn_absorbed(&md, w->q, n, rows, T, L->kv_b, w->ctx, w->ao, pool);
     if (rc) return rc;
-    moe_linear(w->a, w->ao, L->o, n, D, H * dv, pool);
-    add_bias(w->a, L->o_bias, n, D);
+    mm_linear_fwd(w->a, w->ao, L->o, L->o_bias, n, D, H * dv, pool);
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
 
     /* feed-forward */
-    rmsnorm_rows(h, x, L->ffn_norm, n, D, D, (float)c->rms_norm_eps);
+    rmsnorm_fwd(h, NULL, x, L->ffn_norm, n, D, (float)c->rms_norm_eps, pool);
     if (!L->moe) {
         TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
-        moe_linear(w->logit, h, L->router, n, E, D, pool);
+        mm_linear_fwd(w->logit, h, L->router, NULL, n, E, D, pool);
         TRY(moe_route(&m->router, w->logit, L->router_bias, n, w->idx, w->wt));
         if (L->mlp_inter > 0) TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
         else memset(w->a, 0, (size_t)(n * D) * sizeof *w->a);
@@ -468,9 +448,9 @@ int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_
         rc = layer_fwd(m, &m->layers[l], cache->data + l * cap_row, n, positions, mode, &w);
     if (!rc) {
         cache->len = positions[0] + n;
-        rmsnorm_rows(w.h, w.x, m->norm, n, D, D, (float)c->rms_norm_eps);
+        rmsnorm_fwd(w.h, NULL, w.x, m->norm, n, D, (float)c->rms_norm_eps, m->pool);
         if (hidden_out) memcpy(hidden_out, w.h, (size_t)(n * D) * sizeof(float));
-        if (logits_out) moe_linear(logits_out, w.h, m->lm_head, n, c->vocab_size, D, m->pool);
+        if (logits_out) mm_linear_fwd(logits_out, w.h, m->lm_head, NULL, n, c->vocab_size, D, m->pool);
     }
     free(block);
     return rc;
@@ -491,18 +471,19 @@ int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int3
     /* w.x has room for [n, 2D]: [enorm(embed(next)) | hnorm(h)] */
     float *cat = w.x;
     for (int64_t i = 0; i < n; i++) {
-        rmsnorm_rows(cat + i * 2 * D, t->embed + (int64_t)next_tokens[i] * D, t->enorm, 1, D, D, (float)c->rms_norm_eps);
-        rmsnorm_rows(cat + i * 2 * D + D, hidden + i * D, t->hnorm, 1, D, D, (float)c->rms_norm_eps);
+        float eps = (float)c->rms_norm_eps;
+        rmsnorm_fwd(cat + i * 2 * D, NULL, t->embed + (int64_t)next_tokens[i] * D, t->enorm, 1, D, eps, NULL);
+        rmsnorm_fwd(cat + i * 2 * D + D, NULL, hidden + i * D, t->hnorm, 1, D, eps, NULL);
     }
-    moe_linear(w.a, cat, t->eh_proj, n, D, 2 * D, m->pool);
+    mm_linear_fwd(w.a, cat, t->eh_proj, NULL, n, D, 2 * D, m->pool);
     memcpy(w.x, w.a, (size_t)(n * D) * sizeof(float));
     yarn_tables(w.cos, w.sin, positions, n, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
     int rc = layer_fwd(m, &t->layer, cache->data + cache->main_layers * cache->cap * cache->row, n, positions, mode, &w);
     if (!rc) {
         cache->mtp_len = positions[0] + n;
         if (hidden_out) memcpy(hidden_out, w.x, (size_t)(n * D) * sizeof(float));
-        rmsnorm_rows(w.h, w.x, t->norm, n, D, D, (float)c->rms_norm_eps);
-        if (logits_out) moe_linear(logits_out, w.h, t->head, n, c->vocab_size, D, m->pool);
+        rmsnorm_fwd(w.h, NULL, w.x, t->norm, n, D, (float)c->rms_norm_eps, m->pool);
+        if (logits_out) mm_linear_fwd(logits_out, w.h, t->head, NULL, n, c->vocab_size, D, m->pool);
     }
     free(block);
     return rc;

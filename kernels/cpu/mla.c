@@ -7,7 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/status.h"
-#include "kernels/moe.h"
+#include "kernels/matmul.h"
 
 typedef struct {
     const mla_dims *d;
@@ -108,7 +108,7 @@ int mla_attn_naive(const mla_dims *d, const float *q, int64_t n, const float *la
     }
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 0; j < R; j++) cpk[t * R + j] = latent[t * (R + dr) + j];
-    moe_linear(kv, cpk, kv_b, T, H * dkv, R, pool);
+    mm_linear_fwd(kv, cpk, kv_b, NULL, T, H * dkv, R, pool);
     free(cpk);
     mla_ctx c = {.d = d, .q = q, .latent = latent, .kv_b = kv_b, .kv = kv, .ctx = ctx, .n = n, .T = T, .out = out,
                  .scratch = kv + kv_n, .per_thread = n * T};

@@ -1,40 +1,14 @@
 /* kernels/cpu/moe.c — DeepSeek-V3 router, expert combine and SwiGLU MLP (see kernels/moe.h). */
 #include "kernels/moe.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/status.h"
-
-/* ---- linear ---------------------------------------------------------------------------- */
-
-typedef struct {
-    float *y;
-    const float *x, *w;
-    int64_t M, N, K;
-} lin_ctx;
-
-static void lin_rows(void *p, size_t b, size_t e, int thread) {
-    const lin_ctx *c = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(e - b), (int)c->N, (int)c->K, 1.0f,
-                c->x + (int64_t)b * c->K, (int)c->K, c->w, (int)c->K, 0.0f, c->y + (int64_t)b * c->N, (int)c->N);
-}
-
-static void lin_cols(void *p, size_t b, size_t e, int thread) {
-    const lin_ctx *c = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)(e - b), (int)c->K, 1.0f, c->x, (int)c->K,
-                c->w + (int64_t)b * c->K, (int)c->K, 0.0f, c->y + b, (int)c->N);
-}
-
-void moe_linear(float *y, const float *x, const float *w, int64_t M, int64_t N, int64_t K, tp_pool *pool) {
-    if (M <= 0 || N <= 0) return;
-    lin_ctx c = {y, x, w, M, N, K};
-    if (M >= 4 * tp_size(pool)) tp_parallel_for(pool, (size_t)M, lin_rows, &c);
-    else tp_parallel_for(pool, (size_t)N, lin_cols, &c);
-}
+#include "kernels/act.h"
+#include "kernels/matmul.h"
 
 /* ---- router ---------------------------------------------------------------------------- */
 
@@ -113,28 +87,14 @@ int moe_route(const moe_router_cfg *c, const float *logits, const float *bias, i
 
 /* ---- experts --------------------------------------------------------------------------- */
 
-typedef struct {
-    float *a;
-    const float *h;
-    int64_t inter;
-} glu_ctx;
-
-static void glu_rows(void *p, size_t b, size_t e, int thread) {
-    const glu_ctx *c = p;
-    for (size_t t = b; t < e; t++) {
-        const float *g = c->h + (int64_t)t * 2 * c->inter, *u = g + c->inter;
-        float *a = c->a + (int64_t)t * c->inter;
-        for (int64_t i = 0; i < c->inter; i++) a[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    }
-}
-
-/* out [n, dim] = down(silu(gate x) * up x); h: n*2*inter scratch, a: n*inter scratch. */
-static void mlp_run(const moe_expert *m, int64_t dim, int64_t inter, const float *x, int64_t n, float *out, float *h,
-                    float *a, tp_pool *pool) {
-    moe_linear(h, x, m->w13, n, 2 * inter, dim, pool);
-    glu_ctx g = {a, h, inter};
-    tp_parallel_for(pool, (size_t)n, glu_rows, &g);
-    moe_linear(out, a, m->w2, n, dim, inter, pool);
+/* out [n, dim] = down(silu(gate x) * up x); scratch: n*3*inter floats. */
+static void mlp_run(const moe_expert *m, int64_t dim, int64_t inter, const float *x, int64_t n, float *out,
+                    float *scratch, tp_pool *pool) {
+    float *g = scratch, *u = g + n * inter, *a = u + n * inter;
+    mm_linear_fwd(g, x, m->w1, NULL, n, inter, dim, pool);
+    mm_linear_fwd(u, x, m->w3, NULL, n, inter, dim, pool);
+    swiglu_fwd(a, g, u, (size_t)(n * inter), pool);
+    mm_linear_fwd(out, a, m->w2, NULL, n, dim, inter, pool);
 }
 
 int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *x, int64_t n, float *out,
@@ -145,7 +105,7 @@ int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *
         if (!rt_mul_ok((size_t)n, (size_t)(3 * inter), &cnt) || !(own = rt_malloc(cnt * sizeof *own))) return RT_ENOMEM;
         scratch = own;
     }
-    mlp_run(mlp, dim, inter, x, n, out, scratch, scratch + n * 2 * inter, pool);
+    mlp_run(mlp, dim, inter, x, n, out, scratch, pool);
     free(own);
     return 0;
 }
@@ -184,12 +144,12 @@ int moe_experts_fwd(const moe_expert *experts, int64_t n_experts, int64_t dim, i
     }
     memcpy(fill, count, (size_t)n_experts * sizeof *fill);
     for (int64_t i = 0; i < nk; i++) order[fill[idx[i]]++] = i;   /* token-major, so rows stay sorted */
-    float *ys = xs + maxm * dim, *h = ys + maxm * dim, *a = h + maxm * 2 * inter;
+    float *ys = xs + maxm * dim, *h = ys + maxm * dim;
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t b = count[e], m = count[e + 1] - b;
         if (!m) continue;
         for (int64_t r = 0; r < m; r++) memcpy(xs + r * dim, x + (order[b + r] / top_k) * dim, (size_t)dim * sizeof *xs);
-        mlp_run(&experts[e], dim, inter, xs, m, ys, h, a, pool);
+        mlp_run(&experts[e], dim, inter, xs, m, ys, h, pool);
         for (int64_t r = 0; r < m; r++) {
             int64_t slot = order[b + r];
             float wt = w[slot], *o = out + (slot / top_k) * dim;

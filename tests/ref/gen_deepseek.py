@@ -29,6 +29,8 @@ import math
 import os
 import sys
 
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file

@@ -75,9 +75,9 @@ Test(moe, router_rejects_impossible_shapes) {
 
 /* Hand-worked: dim 2, inter 1, two experts; out += w * down(silu(gate x) * up x). */
 Test(moe, experts_combine_hand_worked) {
-    float w13a[] = {1, 0, 0, 1}, w2a[] = {1, 2};     /* gate = x0, up = x1, down: [1, 2] */
-    float w13b[] = {0, 1, 1, 1}, w2b[] = {-1, 1};    /* gate = x1, up = x0 + x1 */
-    moe_expert ex[2] = {{w13a, w2a}, {w13b, w2b}};
+    float g0[] = {1, 0}, u0[] = {0, 1}, d0[] = {1, 2};     /* gate = x0, up = x1, down: [1, 2] */
+    float g1[] = {0, 1}, u1[] = {1, 1}, d1[] = {-1, 1};    /* gate = x1, up = x0 + x1 */
+    moe_expert ex[2] = {{.w1 = g0, .w3 = u0, .w2 = d0}, {.w1 = g1, .w3 = u1, .w2 = d1}};
     float x[] = {1, 2, -1, 3};
     int32_t idx[] = {0, 1, 1, 0};
     float wt[] = {0.5f, 2.0f, 1.0f, 0.25f};
