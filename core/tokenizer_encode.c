@@ -157,7 +157,6 @@ static int encode_with(const tok_tokenizer *t, tok_state *st, const char *text, 
     for (size_t i = 0; add_special && !rc && i < t->n_post_pre; i++) rc = push_token(&c, t->post_pre[i], 0, 0);
     tok_zvec *sp = &st->seg[0];
     if (!rc) rc = split_added(t, &t->trie_raw, text, len, sp);
-    if (!rc && !t->trie_raw.n && len) rc = push3(sp, 0, len, 0);
     for (size_t i = 0; !rc && i < sp->n; i += 3) {
         size_t a = sp->v[i], b = sp->v[i + 1], which = sp->v[i + 2];
         /* encode_segment may reuse st->seg[1] but never st->seg[0] */

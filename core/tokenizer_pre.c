@@ -11,6 +11,7 @@
  * text as normalizing the whole piece, and each normalized chunk maps back to its
  * original bytes for offsets.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -48,11 +49,51 @@ static bool is_numeric(uint32_t c) {
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
 
+/* Oniguruma (HF's regex engine) reads \w as letters, marks, decimal and letter numbers,
+ * connector punctuation and the Latin-1 other numbers (¹ ² ³ ¼ ½ ¾) — measured against
+ * HF; PCRE2 10.42 with UCP has letters, all numbers and '_'. Spell onig's set out.
+ * Returns a malloc'd pattern, or NULL on ENOMEM. */
+static char *onig_word_classes(const char *p) {
+    static const char W_IN[] = "\\p{L}\\p{M}\\p{Nd}\\p{Nl}\\p{Pc}\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}";
+    size_t n = strlen(p), w = 0;
+    char *o = rt_malloc(n * (sizeof W_IN + 3) + 1);
+    if (!o) return NULL;
+    bool in_class = false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\\' && i + 1 < n) {
+            char c = p[i + 1];
+            if (c == 'w' || (c == 'W' && !in_class)) {
+                if (!in_class) w += (size_t)sprintf(o + w, c == 'w' ? "[" : "[^");
+                w += (size_t)sprintf(o + w, "%s", W_IN);
+                if (!in_class) o[w++] = ']';
+            } else {
+                o[w++] = p[i], o[w++] = c;
+            }
+            i++;
+            continue;
+        }
+        if (p[i] == '[' && !in_class) {
+            in_class = true;
+            o[w++] = p[i];
+            if (i + 1 < n && p[i + 1] == '^') o[w++] = p[++i];
+            if (i + 1 < n && p[i + 1] == ']') o[w++] = p[++i]; /* a leading ] is literal */
+            continue;
+        }
+        if (p[i] == ']' && in_class) in_class = false;
+        o[w++] = p[i];
+    }
+    o[w] = 0;
+    return o;
+}
+
 int tok_regex_compile(const char *pattern, bool literal, pcre2_code **out) {
     int err;
     PCRE2_SIZE at;
     uint32_t opts = PCRE2_UTF | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &err, &at, NULL);
+    char *pat = literal ? NULL : onig_word_classes(pattern);
+    if (!literal && !pat) return RT_ENOMEM;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(pat ? pat : pattern), PCRE2_ZERO_TERMINATED, opts, &err, &at, NULL);
+    free(pat);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
@@ -200,6 +241,7 @@ int tok_pretokenize(const tok_tokenizer *t, tok_state *st, int depth, const char
         }
         if (p->regex < 0) return tok_pretokenize(t, st, depth + 1, s, n, off, fn, ctx);
         rc = find_regex(t->re[p->regex], st, depth, s, n, &nm);
+        if (!rc) nm = apply_behavior(st->marks[depth], nm, SPLIT_ISOLATED, false);
     } else if (p->kind == PRE_SPLIT) {
         rc = find_regex(t->re[p->regex], st, depth, s, n, &nm);
         if (!rc) nm = apply_behavior(st->marks[depth], nm, p->behavior, p->invert);

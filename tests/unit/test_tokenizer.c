@@ -269,8 +269,8 @@ Test(tokenizer, malformed_files_are_format_errors) {
         "", "{", "[]", "{\"model\": 3}", "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": [\"a b\"]}}",
         "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
         "{\"model\": {\"vocab\": {\"a\": -1}, \"merges\": []}}",
-        "{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", "
-        "\"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}",
+        ("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", "
+         "\"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}"),
         "{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Lowercase\"}}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
