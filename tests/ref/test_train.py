@@ -1,0 +1,151 @@
+"""`retort train` end to end: exact resume, export that transformers loads, the loss falling,
+and CLI errors. Shards come from tests/tools/student_mkshard (core/shard's writer);
+logits of a checkpoint from tests/tools/student_forward (student/model)."""
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import assert_one_error_line, run
+
+QWEN = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 256, "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": True,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu"}
+LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256, "hidden_size": 64,
+         "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "head_dim": 16, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 64},
+         "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "bos_token_id": 1,
+         "eos_token_id": 2, "hidden_act": "silu"}
+
+
+def tool(tools_dir, name):
+    p = os.path.join(tools_dir, name)
+    if not os.access(p, os.X_OK):
+        pytest.fail(f"test tool {p} not built (make tests-build)")
+    return p
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tools_dir):
+    d = tmp_path_factory.mktemp("shards")
+    mk = tool(tools_dir, "student_mkshard")
+    for i, n in enumerate((24, 16)):
+        subprocess.run([mk, str(d / f"shard-{i:05d}.bin"), "32", str(n), "256", str(i + 1)], check=True)
+    return str(d)
+
+
+def write_config(tmp_path, cfg, name):
+    p = tmp_path / name
+    p.write_text(json.dumps(cfg))
+    return str(p)
+
+
+def train(retort_bin, *args):
+    p = run([retort_bin, "train", "--threads", "2", *args], timeout=600)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def read_log(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_resume_continues_bit_exactly(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    common = ["--data", data, "--batch", "2", "--grad-accum", "2", "--steps", "40", "--lr", "3e-3", "--warmup", "5",
+              "--weight-decay", "0.1", "--clip", "0.5", "--seed", "7"]
+    train(retort_bin, "--init", cfg, *common, "--out", str(tmp_path / "a"), "--save-every", "20",
+          "--log", str(tmp_path / "a.jsonl"))
+    train(retort_bin, "--resume", str(tmp_path / "a" / "step-20"), *common, "--out", str(tmp_path / "b"),
+          "--log", str(tmp_path / "b.jsonl"))
+    a, b = read_log(tmp_path / "a.jsonl"), read_log(tmp_path / "b.jsonl")
+    assert [r["step"] for r in a] == list(range(1, 41))
+    assert [r["step"] for r in b] == list(range(21, 41))
+    for x, y in zip(a[20:], b):
+        assert (x["loss"], x["grad_norm"], x["lr"]) == (y["loss"], y["grad_norm"], y["lr"]), (x, y)
+    # the final weights agree bit for bit too
+    from safetensors.numpy import load_file
+    wa = load_file(str(tmp_path / "a" / "step-40" / "optimizer.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "step-40" / "optimizer.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_log_has_one_object_per_step_with_the_documented_fields(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    p = train(retort_bin, "--init", cfg, "--data", data, "--seq", "32", "--batch", "2", "--epochs", "0.5",
+              "--lr", "1e-3", "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl"))
+    rows = read_log(tmp_path / "l.jsonl")
+    assert len(rows) == 10        # 40 sequences × 0.5 / 2 per step
+    for r in rows:
+        assert set(r) == {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"}
+        assert r["tokens"] == 64 and r["tokens_per_s"] > 0
+    assert "step 10/10" in p.stderr and "tok/s" in p.stderr and "ETA" in p.stderr
+    assert os.path.isdir(tmp_path / "o" / "step-10")
+
+
+def test_loss_falls_on_synthetic_documents(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    train(retort_bin, "--init", cfg, "--data", data, "--batch", "4", "--steps", "60", "--lr", "1e-2", "--warmup", "5",
+          "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl"))
+    losses = [r["loss"] for r in read_log(tmp_path / "l.jsonl")]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first - 1.5, losses
+
+
+@pytest.mark.parametrize("arch,dtype", [("llama", "f32"), ("qwen2", "bf16")])
+def test_exported_checkpoint_loads_in_transformers_with_the_same_logits(retort_bin, data, tools_dir, tmp_path, arch, dtype):
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    cfg = write_config(tmp_path, LLAMA if arch == "llama" else QWEN, "cfg.json")
+    train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--steps", "3", "--lr", "1e-2",
+          "--dtype", dtype, "--out", str(tmp_path / "o"))
+    ck = str(tmp_path / "o" / "step-3")
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 256, size=(2, 40), dtype=np.int32)
+    docs = np.array([[0, 0, 40], [1, 0, 15], [1, 15, 25]], dtype=np.int32)
+    save_file({"tokens": tokens, "docs": docs}, str(tmp_path / "in.safetensors"))
+    p = run([tool(tools_dir, "student_forward"), ck, str(tmp_path / "in.safetensors"), str(tmp_path / "out.safetensors")])
+    assert p.returncode == 0, p.stderr
+    ours = load_file(str(tmp_path / "out.safetensors"))["logits"]
+
+    model = AutoModelForCausalLM.from_pretrained(ck, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    worst = 0.0
+    with torch.no_grad():
+        for s, a, n in docs:
+            ids = torch.from_numpy(tokens[s, a:a + n].astype(np.int64))[None]
+            ref = model(input_ids=ids, position_ids=torch.arange(n)[None]).logits[0].numpy()
+            worst = max(worst, float(np.abs(ref - ours[s, a:a + n]).max()))
+    assert worst < 1e-4, f"max |logit difference| {worst}"
+
+
+def test_usage_errors_exit_2(retort_bin, data):
+    p = run([retort_bin, "train", "--data", data, "--batch", "1", "--steps", "1", "--lr", "1e-3", "--out", "/tmp/x"])
+    assert p.returncode == 2 and "--init" in p.stderr
+    p = run([retort_bin, "train", "--init", "c.json", "--data", data, "--batch", "0", "--steps", "1", "--lr", "1",
+             "--out", "/tmp/x"])
+    assert p.returncode == 2 and "--batch" in p.stderr
+    p = run([retort_bin, "train", "--init", "c.json", "--data", data, "--batch", "1", "--steps", "1", "--epochs", "1",
+             "--lr", "1", "--out", "/tmp/x"])
+    assert p.returncode == 2
+
+
+def test_bad_inputs_fail_with_one_line(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    base = ["--batch", "1", "--steps", "1", "--lr", "1e-3", "--out", str(tmp_path / "o")]
+    assert_one_error_line(run([retort_bin, "train", "--init", cfg, "--data", str(tmp_path), *base]), "no shard files")
+    assert_one_error_line(run([retort_bin, "train", "--init", cfg, "--data", data, "--seq", "64", *base]), "--seq 64", "32")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "shard-00000.bin").write_bytes(b"RTSHARD\0" + b"\1" * 100)
+    assert_one_error_line(run([retort_bin, "train", "--init", cfg, "--data", str(bad), *base]), "shard-00000.bin")
+    small = dict(QWEN, vocab_size=100)
+    assert_one_error_line(run([retort_bin, "train", "--init", write_config(tmp_path, small, "s.json"), "--data", data,
+                               *base]), "vocabulary")
