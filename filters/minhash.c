@@ -56,82 +56,92 @@ void mh_hasher_free(mh_hasher *h) { free(h); }
 int mh_num_hashes(const mh_hasher *h) { return h->n; }
 
 /* ---- normalization ------------------------------------------------------------------------ */
-static bool is_digit_cp(utf8proc_int32_t cp) { return utf8proc_category(cp) == UTF8PROC_CATEGORY_ND; }
+/* One pass: ASCII through a table, other characters through utf8proc one code point at a
+ * time (case fold, decompose, strip marks). Digit runs become "0" (one inner . or , with
+ * digits after it belongs to the run); punctuation, symbols, separators and control
+ * characters become one space. */
+enum { C_LETTER = 0, C_DIGIT = 1, C_SPACE = 2 };
 
-static bool is_space_like(utf8proc_int32_t cp) {
+static int class_of(utf8proc_int32_t cp) {
+    if (cp < 0x80) {
+        if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return C_LETTER;
+        if (cp >= '0' && cp <= '9') return C_DIGIT;
+        return C_SPACE;
+    }
     utf8proc_category_t k = utf8proc_category(cp);
-    return (k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO) || /* punctuation */
-           (k >= UTF8PROC_CATEGORY_SM && k <= UTF8PROC_CATEGORY_SO) || /* symbols */
-           (k >= UTF8PROC_CATEGORY_ZS && k <= UTF8PROC_CATEGORY_ZP) || /* separators */
-           k == UTF8PROC_CATEGORY_CC || cp == 0x200b || cp == 0xfeff;
+    if (k == UTF8PROC_CATEGORY_ND) return C_DIGIT;
+    if ((k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO) || (k >= UTF8PROC_CATEGORY_SM && k <= UTF8PROC_CATEGORY_SO) ||
+        (k >= UTF8PROC_CATEGORY_ZS && k <= UTF8PROC_CATEGORY_ZP) || k == UTF8PROC_CATEGORY_CC || cp == 0x200b || cp == 0xfeff)
+        return C_SPACE;
+    return C_LETTER;
 }
 
-static void put_space(char *o, size_t *n) {
-    if (*n && o[*n - 1] != ' ') o[(*n)++] = ' ';
+typedef struct {
+    char *o;
+    size_t n;
+    bool in_num;      /* the last output was a number's "0" */
+    bool sep_pending; /* a . or , right after a number, not yet written */
+    bool sep_used;    /* the number already took its one separator */
+} norm_out;
+
+static void emit_cp(norm_out *w, utf8proc_int32_t cp) {
+    int cls = class_of(cp);
+    if (cls == C_DIGIT) {
+        if (w->in_num && (!w->sep_pending || !w->sep_used)) {
+            if (w->sep_pending) w->sep_used = true;
+            w->sep_pending = false;
+            return; /* still the same number */
+        }
+        if (w->sep_pending) { /* "1.2.3": the second separator ends the number */
+            w->sep_pending = false;
+            if (w->n && w->o[w->n - 1] != ' ') w->o[w->n++] = ' ';
+        }
+        w->o[w->n++] = '0';
+        w->in_num = true;
+        w->sep_used = false;
+        return;
+    }
+    if (w->sep_pending) { /* the separator was punctuation after all */
+        w->sep_pending = false;
+        if (w->n && w->o[w->n - 1] != ' ') w->o[w->n++] = ' ';
+    }
+    if (w->in_num && !w->sep_used && (cp == '.' || cp == ',' || cp == 0x60c || cp == 0x66b)) {
+        w->sep_pending = true;
+        return;
+    }
+    w->in_num = false;
+    if (cls == C_SPACE) {
+        if (w->n && w->o[w->n - 1] != ' ') w->o[w->n++] = ' ';
+        return;
+    }
+    if (cp < 0x80) { w->o[w->n++] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp); return; }
+    w->n += (size_t)utf8proc_encode_char(cp, (utf8proc_uint8_t *)w->o + w->n);
 }
 
 int mh_normalize(const char *text, size_t len, char **out, size_t *out_len) {
-    utf8proc_uint8_t *m = NULL;
-    utf8proc_ssize_t ml = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &m,
-                                       UTF8PROC_DECOMPOSE | UTF8PROC_STRIPMARK | UTF8PROC_CASEFOLD);
-    const unsigned char *s = m;
-    size_t sl = ml >= 0 ? (size_t)ml : 0;
-    unsigned char *latin = NULL;
-    if (ml < 0) { /* not UTF-8: lowercase the bytes, treat non-ASCII as letters */
-        latin = rt_malloc(len + 1);
-        if (!latin) return RT_ENOMEM;
-        for (size_t i = 0; i < len; i++) latin[i] = (unsigned char)(text[i] >= 'A' && text[i] <= 'Z' ? text[i] + 32 : text[i]);
-        s = latin;
-        sl = len;
-    }
-    char *o = rt_malloc(sl + 1);
-    if (!o) { free(m); free(latin); return RT_ENOMEM; }
-    size_t n = 0;
-    for (size_t i = 0; i < sl;) {
+    /* folding can grow a character (ß → ss, ﬃ → ffi): 3x the input bounds it */
+    size_t cap;
+    if (!rt_mul_ok(len + 1, 3 * 4, &cap)) return rt_fail(RT_ENOMEM, "minhash: text of %zu bytes", len);
+    norm_out w = {rt_malloc(cap), 0, false, false, false};
+    if (!w.o) return RT_ENOMEM;
+    const utf8proc_uint8_t *s = (const utf8proc_uint8_t *)text;
+    for (size_t i = 0; i < len;) {
+        if (s[i] < 0x80) { emit_cp(&w, s[i]); i++; continue; }
         utf8proc_int32_t cp;
-        utf8proc_ssize_t k = latin ? 1 : utf8proc_iterate(s + i, (utf8proc_ssize_t)(sl - i), &cp);
-        if (latin) cp = s[i] < 0x80 ? s[i] : 0x61;
-        if (k <= 0) { i++; continue; }
-        if (is_digit_cp(cp)) { /* digits, with one inner . or , and more digits: "0" */
-            size_t j = i + (size_t)k;
-            utf8proc_int32_t c2;
-            utf8proc_ssize_t k2;
-            bool sep_used = false;
-            for (;;) {
-                k2 = latin ? (j < sl ? 1 : 0) : (j < sl ? utf8proc_iterate(s + j, (utf8proc_ssize_t)(sl - j), &c2) : 0);
-                if (latin && k2) c2 = s[j];
-                if (k2 <= 0) break;
-                if (is_digit_cp(c2)) { j += (size_t)k2; continue; }
-                if (!sep_used && (c2 == '.' || c2 == ',' || c2 == 0x60c || c2 == 0x66b) && j + (size_t)k2 < sl) {
-                    utf8proc_int32_t c3;
-                    utf8proc_ssize_t k3 = latin ? 1 : utf8proc_iterate(s + j + k2, (utf8proc_ssize_t)(sl - j - (size_t)k2), &c3);
-                    if (latin) c3 = s[j + (size_t)k2];
-                    if (k3 > 0 && is_digit_cp(c3)) { sep_used = true; j += (size_t)k2; continue; }
-                }
-                break;
-            }
-            o[n++] = '0';
-            i = j;
-            continue;
-        }
-        if (is_space_like(cp) || cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r') {
-            put_space(o, &n);
-        } else {
-            memcpy(o + n, s + i, (size_t)k);
-            n += (size_t)k;
-        }
+        utf8proc_ssize_t k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(len - i), &cp);
+        if (k <= 0) { i++; continue; } /* invalid UTF-8: drop the byte */
         i += (size_t)k;
+        utf8proc_int32_t d[8];
+        int last = 0;
+        utf8proc_ssize_t nd = utf8proc_decompose_char(cp, d, 8, UTF8PROC_DECOMPOSE | UTF8PROC_CASEFOLD | UTF8PROC_STRIPMARK, &last);
+        if (nd < 0 || nd > 8) { emit_cp(&w, cp); continue; }
+        for (utf8proc_ssize_t q = 0; q < nd; q++) emit_cp(&w, d[q]);
     }
-    while (n && o[n - 1] == ' ') n--;
-    size_t lead = 0;
-    while (lead < n && o[lead] == ' ') lead++;
-    memmove(o, o + lead, n - lead);
-    n -= lead;
-    o[n] = 0;
-    free(m);
-    free(latin);
-    *out = o;
-    *out_len = n;
+    if (w.sep_pending) w.sep_pending = false;
+    while (w.n && w.o[w.n - 1] == ' ') w.n--;
+    w.o[w.n] = 0;
+    *out = w.o;
+    *out_len = w.n;
     return 0;
 }
 
@@ -160,14 +170,27 @@ static size_t each_shingle(int g, const char *norm, size_t len, void (*fn)(uint6
 
 typedef struct { const mh_hasher *h; uint64_t *sig; } sig_acc;
 
+/* The hot loop: sig[k] = min(sig[k], ((x·a[k] + b[k]) mod 2^64) mod (2^61 − 1)) for all k.
+ * Written so compilers vectorize it (x mod p as min(v, v − p) in unsigned arithmetic);
+ * built for AVX-512, AVX2 and plain x86-64, picked at run time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("O3"), target_clones("arch=x86-64-v4", "avx2", "default")))
+#elif defined(__x86_64__) && defined(__clang__) && !__has_feature(address_sanitizer)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
+static void permute_min(uint64_t x, const uint64_t *restrict a, const uint64_t *restrict b, uint64_t *restrict sig, int n) {
+    for (int k = 0; k < n; k++) {
+        uint64_t v = x * a[k] + b[k];
+        v = (v & MERSENNE61) + (v >> 61);
+        uint64_t t = v - MERSENNE61;
+        v = t < v ? t : v;
+        sig[k] = v < sig[k] ? v : sig[k];
+    }
+}
+
 static void sig_add(uint64_t x, void *ctx) {
     sig_acc *a = ctx;
-    const uint64_t *ma = a->h->a, *mb = a->h->b;
-    uint64_t *sig = a->sig;
-    for (int k = 0, n = a->h->n; k < n; k++) {
-        uint64_t v = mod_mersenne(x * ma[k] + mb[k]);
-        if (v < sig[k]) sig[k] = v;
-    }
+    permute_min(x, a->h->a, a->h->b, a->sig, a->h->n);
 }
 
 void mh_signature_normalized(const mh_hasher *h, const char *norm, size_t len, uint64_t *sig, size_t *n_shingles) {
@@ -253,6 +276,7 @@ static int cmp_u64(const void *x, const void *y) {
 }
 
 static void sig_worker(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
     sig_job *j = ctx;
     int nh = j->h->n;
     for (size_t i = begin; i < end; i++) {
