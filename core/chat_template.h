@@ -13,9 +13,13 @@
  *                  content trimmed, <|eot_id|> (Llama 3.1's template as shipped in
  *                  shared/assets, no default system prompt).
  * Roles are "system", "user" and "assistant"; anything else is RT_EINVAL. content must
- * not be NULL. reasoning_content (NULL when absent) is the assistant's thinking: for the
- * final assistant turn of deepseek-r1 it is rendered as "<think>\nR\n</think>\n\n" before
- * the content; earlier turns drop it, as the template drops thinking.
+ * not be NULL. reasoning_content (NULL when absent) is the assistant's thinking: when the
+ * conversation ends with an assistant message (the turn being trained), that message's
+ * reasoning_content is rendered as "<think>\nR\n</think>\n\n" before its content, and for
+ * deepseek-r1 its content keeps any <think> block. Earlier assistant turns ignore
+ * reasoning_content (deepseek-r1 also strips their thinking, as R1's template does). This
+ * is the one deliberate difference from the Jinja templates, which drop the thinking of
+ * the final turn too and so would train on answers only.
  *
  * ct_render_text() writes the text (*text malloc'd, NUL-terminated, caller frees).
  * ct_render() also tokenizes it with t (the text is encoded as a whole, so the ids equal
