@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
@@ -290,7 +291,22 @@ struct sm_acts {
     float *dres, *tmp, *act, *dact, *dgate, *dup, *dxn, *datt, *dq, *dk, *dv, *ascratch;
     float *cos_t, *sin_t;             /* [T, hd/2] */
     ce_workspace ce;
+    bool in_bwd;
+    double prof[2 * SM_PROF_COUNT];   /* seconds: forward, then backward */
 };
+
+void sm_acts_profile(const sm_acts *a, double fwd[SM_PROF_COUNT], double bwd[SM_PROF_COUNT]) {
+    memcpy(fwd, a->prof, sizeof a->prof / 2);
+    memcpy(bwd, a->prof + SM_PROF_COUNT, sizeof a->prof / 2);
+}
+
+void sm_acts_profile_reset(sm_acts *a) { memset(a->prof, 0, sizeof a->prof); }
+
+const char *sm_prof_name(int cat) {
+    static const char *names[SM_PROF_COUNT] = {"embedding", "rmsnorm", "linear (GEMM)", "rope", "attention",
+                                               "swiglu", "lm head + loss", "residual adds"};
+    return cat >= 0 && cat < SM_PROF_COUNT ? names[cat] : "?";
+}
 
 /* Places every buffer at a 64-byte aligned offset from base; with base == NULL it only counts. */
 typedef struct {
@@ -377,6 +393,20 @@ void sm_acts_free(sm_acts *a) {
 static const float *P(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->params + off; }
 static float *G(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->grads + off; }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Runs stmt and adds its wall time to the profile of `a` (forward or backward column). */
+#define TIMED(cat, stmt)                                                  \
+    do {                                                                  \
+        double t0_ = now_s();                                             \
+        stmt;                                                             \
+        a->prof[(a->in_bwd ? SM_PROF_COUNT : 0) + (cat)] += now_s() - t0_; \
+    } while (0)
+
 static void add_into(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -386,23 +416,23 @@ static void layer_fwd(const sm_model *m, sm_acts *a, layer_acts *l, const sm_lay
                       const float *x, float *out, tp_pool *pool) {
     int64_t T = b->T, D = m->D, qd = m->Hq * m->hd, kd = m->Hkv * m->hd;
     float eps = (float)m->cfg.rms_norm_eps;
-    rmsnorm_fwd(l->xn1, l->rstd1, x, P(m, o->attn_norm), T, D, eps, pool);
-    mm_linear_fwd(l->q, l->xn1, P(m, o->wq), P(m, o->bq), T, qd, D, pool);
-    mm_linear_fwd(l->k, l->xn1, P(m, o->wk), P(m, o->bk), T, kd, D, pool);
-    mm_linear_fwd(l->v, l->xn1, P(m, o->wv), P(m, o->bv), T, kd, D, pool);
-    rope_apply(l->q, a->cos_t, a->sin_t, T, m->Hq, m->hd, false, pool);
-    rope_apply(l->k, a->cos_t, a->sin_t, T, m->Hkv, m->hd, false, pool);
-    attn_fwd(l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool);
-    mm_linear_fwd(a->tmp, l->att, P(m, o->wo), P(m, o->bo), T, D, qd, pool);
-    memcpy(l->mid, x, (size_t)(T * D) * sizeof(float));
-    add_into(l->mid, a->tmp, T * D);
-    rmsnorm_fwd(l->xn2, l->rstd2, l->mid, P(m, o->mlp_norm), T, D, eps, pool);
-    mm_linear_fwd(l->gate, l->xn2, P(m, o->wg), P(m, o->bg), T, m->F, D, pool);
-    mm_linear_fwd(l->up, l->xn2, P(m, o->wu), P(m, o->bu), T, m->F, D, pool);
-    swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * m->F), pool);
-    mm_linear_fwd(a->tmp, a->act, P(m, o->wd), P(m, o->bd), T, D, m->F, pool);
-    memcpy(out, l->mid, (size_t)(T * D) * sizeof(float));
-    add_into(out, a->tmp, T * D);
+    TIMED(SM_PROF_NORM, rmsnorm_fwd(l->xn1, l->rstd1, x, P(m, o->attn_norm), T, D, eps, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->q, l->xn1, P(m, o->wq), P(m, o->bq), T, qd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->k, l->xn1, P(m, o->wk), P(m, o->bk), T, kd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->v, l->xn1, P(m, o->wv), P(m, o->bv), T, kd, D, pool));
+    TIMED(SM_PROF_ROPE, rope_apply(l->q, a->cos_t, a->sin_t, T, m->Hq, m->hd, false, pool));
+    TIMED(SM_PROF_ROPE, rope_apply(l->k, a->cos_t, a->sin_t, T, m->Hkv, m->hd, false, pool));
+    TIMED(SM_PROF_ATTN, attn_fwd(l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(a->tmp, l->att, P(m, o->wo), P(m, o->bo), T, D, qd, pool));
+    TIMED(SM_PROF_OTHER, memcpy(l->mid, x, (size_t)(T * D) * sizeof(float)));
+    TIMED(SM_PROF_OTHER, add_into(l->mid, a->tmp, T * D));
+    TIMED(SM_PROF_NORM, rmsnorm_fwd(l->xn2, l->rstd2, l->mid, P(m, o->mlp_norm), T, D, eps, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->gate, l->xn2, P(m, o->wg), P(m, o->bg), T, m->F, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->up, l->xn2, P(m, o->wu), P(m, o->bu), T, m->F, D, pool));
+    TIMED(SM_PROF_ACT, swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * m->F), pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(a->tmp, a->act, P(m, o->wd), P(m, o->bd), T, D, m->F, pool));
+    TIMED(SM_PROF_OTHER, memcpy(out, l->mid, (size_t)(T * D) * sizeof(float)));
+    TIMED(SM_PROF_OTHER, add_into(out, a->tmp, T * D));
 }
 
 /* a->dres holds ∂L/∂out on entry and ∂L/∂x on return; parameter gradients are added. */
@@ -410,29 +440,29 @@ static void layer_bwd(sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off
                       const float *x, tp_pool *pool) {
     int64_t T = b->T, D = m->D, F = m->F, qd = m->Hq * m->hd, kd = m->Hkv * m->hd;
     /* MLP */
-    swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * F), pool);
-    mm_linear_bwd_x(a->dact, false, a->dres, P(m, o->wd), T, D, F, pool);
-    mm_linear_bwd_w(G(m, o->wd), G(m, o->bd), a->dres, a->act, T, D, F, pool);
-    swiglu_bwd(a->dgate, a->dup, a->dact, l->gate, l->up, (size_t)(T * F), pool);
-    mm_linear_bwd_x(a->dxn, false, a->dgate, P(m, o->wg), T, F, D, pool);
-    mm_linear_bwd_x(a->dxn, true, a->dup, P(m, o->wu), T, F, D, pool);
-    mm_linear_bwd_w(G(m, o->wg), G(m, o->bg), a->dgate, l->xn2, T, F, D, pool);
-    mm_linear_bwd_w(G(m, o->wu), G(m, o->bu), a->dup, l->xn2, T, F, D, pool);
-    rmsnorm_bwd(a->dres, G(m, o->mlp_norm), a->dxn, l->mid, P(m, o->mlp_norm), l->rstd2, T, D, pool);
+    TIMED(SM_PROF_ACT, swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * F), pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dact, false, a->dres, P(m, o->wd), T, D, F, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wd), G(m, o->bd), a->dres, a->act, T, D, F, pool));
+    TIMED(SM_PROF_ACT, swiglu_bwd(a->dgate, a->dup, a->dact, l->gate, l->up, (size_t)(T * F), pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, false, a->dgate, P(m, o->wg), T, F, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, a->dup, P(m, o->wu), T, F, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wg), G(m, o->bg), a->dgate, l->xn2, T, F, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wu), G(m, o->bu), a->dup, l->xn2, T, F, D, pool));
+    TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dres, G(m, o->mlp_norm), a->dxn, l->mid, P(m, o->mlp_norm), l->rstd2, T, D, pool));
     /* attention */
-    mm_linear_bwd_x(a->datt, false, a->dres, P(m, o->wo), T, D, qd, pool);
-    mm_linear_bwd_w(G(m, o->wo), G(m, o->bo), a->dres, l->att, T, D, qd, pool);
-    attn_bwd(a->dq, a->dk, a->dv, a->ascratch, a->datt, l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq,
-             m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool);
-    rope_apply(a->dq, a->cos_t, a->sin_t, T, m->Hq, m->hd, true, pool);
-    rope_apply(a->dk, a->cos_t, a->sin_t, T, m->Hkv, m->hd, true, pool);
-    mm_linear_bwd_x(a->dxn, false, a->dq, P(m, o->wq), T, qd, D, pool);
-    mm_linear_bwd_x(a->dxn, true, a->dk, P(m, o->wk), T, kd, D, pool);
-    mm_linear_bwd_x(a->dxn, true, a->dv, P(m, o->wv), T, kd, D, pool);
-    mm_linear_bwd_w(G(m, o->wq), G(m, o->bq), a->dq, l->xn1, T, qd, D, pool);
-    mm_linear_bwd_w(G(m, o->wk), G(m, o->bk), a->dk, l->xn1, T, kd, D, pool);
-    mm_linear_bwd_w(G(m, o->wv), G(m, o->bv), a->dv, l->xn1, T, kd, D, pool);
-    rmsnorm_bwd(a->dres, G(m, o->attn_norm), a->dxn, x, P(m, o->attn_norm), l->rstd1, T, D, pool);
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->datt, false, a->dres, P(m, o->wo), T, D, qd, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wo), G(m, o->bo), a->dres, l->att, T, D, qd, pool));
+    TIMED(SM_PROF_ATTN, attn_bwd(a->dq, a->dk, a->dv, a->ascratch, a->datt, l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq,
+             m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool));
+    TIMED(SM_PROF_ROPE, rope_apply(a->dq, a->cos_t, a->sin_t, T, m->Hq, m->hd, true, pool));
+    TIMED(SM_PROF_ROPE, rope_apply(a->dk, a->cos_t, a->sin_t, T, m->Hkv, m->hd, true, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, false, a->dq, P(m, o->wq), T, qd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, a->dk, P(m, o->wk), T, kd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, a->dv, P(m, o->wv), T, kd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wq), G(m, o->bq), a->dq, l->xn1, T, qd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wk), G(m, o->bk), a->dk, l->xn1, T, kd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wv), G(m, o->bv), a->dv, l->xn1, T, kd, D, pool));
+    TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dres, G(m, o->attn_norm), a->dxn, x, P(m, o->attn_norm), l->rstd1, T, D, pool));
 }
 
 static int check_batch(const sm_model *m, const sm_acts *a, const sm_batch *b) {
@@ -452,12 +482,12 @@ static int check_batch(const sm_model *m, const sm_acts *a, const sm_batch *b) {
 static void forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, tp_pool *pool) {
     int64_t T = b->T, D = m->D;
     rope_tables(a->cos_t, a->sin_t, b->pos, T, m->inv_freq, m->hd / 2);
-    embed_fwd(a->res, P(m, m->embed), b->tokens, T, D, pool);
+    TIMED(SM_PROF_EMBED, embed_fwd(a->res, P(m, m->embed), b->tokens, T, D, pool));
     for (int64_t i = 0; i < m->L; i++) {
         layer_acts *l = &a->la[a->ckpt ? 0 : i];
         layer_fwd(m, a, l, &m->layers[i], b, a->res + i * T * D, a->res + (i + 1) * T * D, pool);
     }
-    rmsnorm_fwd(a->xf, a->rstdf, a->res + m->L * T * D, P(m, m->norm_f), T, D, (float)m->cfg.rms_norm_eps, pool);
+    TIMED(SM_PROF_NORM, rmsnorm_fwd(a->xf, a->rstdf, a->res + m->L * T * D, P(m, m->norm_f), T, D, (float)m->cfg.rms_norm_eps, pool));
 }
 
 int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool) {
@@ -465,16 +495,22 @@ int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale,
     if (rc) return rc;
     int64_t T = b->T, D = m->D;
     forward_trunk(m, a, b, pool);
-    ce_fused(loss_sum, a->dxf, G(m, m->lm_head), a->xf, P(m, m->lm_head), b->target, T, scale, &a->ce, pool);
+    a->in_bwd = true;
+    TIMED(SM_PROF_HEAD, ce_fused(loss_sum, a->dxf, G(m, m->lm_head), a->xf, P(m, m->lm_head), b->target, T, scale, &a->ce, pool));
     memset(a->dres, 0, (size_t)(T * D) * sizeof(float));
-    rmsnorm_bwd(a->dres, G(m, m->norm_f), a->dxf, a->res + m->L * T * D, P(m, m->norm_f), a->rstdf, T, D, pool);
+    TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dres, G(m, m->norm_f), a->dxf, a->res + m->L * T * D, P(m, m->norm_f), a->rstdf, T, D, pool));
     for (int64_t i = m->L - 1; i >= 0; i--) {
         layer_acts *l = &a->la[a->ckpt ? 0 : i];
         const float *x = a->res + i * T * D;
-        if (a->ckpt) layer_fwd(m, a, l, &m->layers[i], b, x, a->tmp, pool);   /* recompute; output unused */
+        if (a->ckpt) {   /* recompute the layer (counted as forward time); its output is not needed */
+            a->in_bwd = false;
+            layer_fwd(m, a, l, &m->layers[i], b, x, a->tmp, pool);
+            a->in_bwd = true;
+        }
         layer_bwd(m, a, l, &m->layers[i], b, x, pool);
     }
-    embed_bwd(G(m, m->embed), a->dres, b->tokens, T, D, pool);
+    TIMED(SM_PROF_EMBED, embed_bwd(G(m, m->embed), a->dres, b->tokens, T, D, pool));
+    a->in_bwd = false;
     return 0;
 }
 

@@ -93,4 +93,12 @@ int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *lo
 /* logits [T, V]. */
 int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool);
 
+/* Wall time spent in each kind of kernel since the acts were created (or reset), forward
+ * and backward separately (checkpointed recomputation counts as forward). */
+enum { SM_PROF_EMBED, SM_PROF_NORM, SM_PROF_LINEAR, SM_PROF_ROPE, SM_PROF_ATTN, SM_PROF_ACT, SM_PROF_HEAD,
+       SM_PROF_OTHER, SM_PROF_COUNT };
+void sm_acts_profile(const sm_acts *a, double fwd[SM_PROF_COUNT], double bwd[SM_PROF_COUNT]);
+void sm_acts_profile_reset(sm_acts *a);
+const char *sm_prof_name(int cat);
+
 #endif
