@@ -318,6 +318,7 @@ static bool eq_rec(const vnode *g, const vnode *p, const vf_cmp_opts *o, int dep
 /* ---- numbers --------------------------------------------------------------------------------------- */
 static bool is_float_atom(const vnode *x) {
     if (x->kind == VN_PCT) x = x->kid[0];
+    if (x->kind == VN_NEG) x = x->kid[0];
     return x->kind == VN_NUM && (x->is_float || x->den <= 0);
 }
 
@@ -420,8 +421,10 @@ static bool end_eq(const vnode *a, const vnode *b, int sign, const vf_cmp_opts *
     return eq_rec(a, b, o, depth + 1);
 }
 
+/* An infinite end is open however it is written ([-\infty, 0] is (-\infty, 0]). */
 static bool interval_eq(const ivl *a, const ivl *b, const vf_cmp_opts *o, int depth) {
-    return a->lopen == b->lopen && a->ropen == b->ropen && end_eq(a->lo, b->lo, -1, o, depth) &&
+    bool lo_inf = is_inf(a->lo, -1) && is_inf(b->lo, -1), hi_inf = is_inf(a->hi, +1) && is_inf(b->hi, +1);
+    return (lo_inf || a->lopen == b->lopen) && (hi_inf || a->ropen == b->ropen) && end_eq(a->lo, b->lo, -1, o, depth) &&
            end_eq(a->hi, b->hi, +1, o, depth);
 }
 
