@@ -25,7 +25,10 @@ int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line)
     default: code = RT_EINTERNAL;
     }
     const char *msg = h ? sqlite3_errmsg(h) : sqlite3_errstr(s);
-    if (h && sqlite3_errcode(h) != s) msg = sqlite3_errstr(s);
+    if (h && sqlite3_errcode(h) != (s & 0xff)) msg = sqlite3_errstr(s);
+    int sys = h && code == RT_EIO ? sqlite3_system_errno(h) : 0; /* the OS's reason: disk full, EFBIG, EACCES */
+    if (sys)
+        return rt_fail(code, "%s failed at %s:%d: %s (%s)", call, file, line, msg, strerror(sys));
     return rt_fail(code, "%s failed at %s:%d: %s", call, file, line, msg);
 }
 
@@ -266,7 +269,7 @@ static int configure(ds_db *db, unsigned flags) {
      * can open the database even where they cannot create files */
     int persist = 1;
     if (!ro) sqlite3_file_control(db->h, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-    if ((rc = exec(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864")))
+    if ((rc = exec(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536")))
         return rc;
     if ((rc = migrate(db, ro))) return rc;
     return load_newest_dict(db);

@@ -14,6 +14,10 @@
 #include "core/json.h"
 #include "core/status.h"
 
+/* Files up to this size keep their parsed records between the check pass and the write
+ * pass (about twice the file in memory); larger ones are parsed twice. */
+#define IMP_KEEP_BYTES ((size_t)256 << 20)
+
 int imp_parse_format(const char *name, imp_format *out) {
     static const struct { const char *name; imp_format f; } names[] = {
         {"gsm8k", IMP_GSM8K}, {"math", IMP_MATH}, {"aime", IMP_AIME}, {"jsonl", IMP_JSONL}, {"chat", IMP_CHAT}};
@@ -205,13 +209,9 @@ int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_recor
         const json_t *id = json_object_get(obj, "id");
         if (json_is_string(id)) out->external_id = rt_strdup(json_string_value(id));
         else if (json_is_integer(id)) out->external_id = dump(id);
-        json_t *meta = json_copy(obj);
-        if (!meta) rc = RT_ENOMEM;
-        else {
-            json_object_del(meta, o->format == IMP_CHAT ? "messages" : out->prompt_key);
-            if (!(out->metadata = dump(meta))) rc = RT_ENOMEM;
-            json_decref(meta);
-        }
+        /* what is left of the record is its metadata (everything above made its own copies) */
+        json_object_del(obj, o->format == IMP_CHAT ? "messages" : out->prompt_key);
+        if (!(out->metadata = dump(obj))) rc = RT_ENOMEM;
     }
     json_decref(obj);
     if (rc) imp_record_free(out);
@@ -366,11 +366,14 @@ static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_po
     parse_job *j = rt_calloc(1, sizeof *j);
     uint8_t *state = rt_calloc(n ? n : 1, 1);
     size_t batch = o->batch_rows ? o->batch_rows : 5000;
-    imp_record *recs = rt_calloc(batch, sizeof *recs);
+    /* a file small enough keeps its parsed records from the first pass; a larger one is
+     * parsed again, batch by batch, so memory stays bounded */
+    bool keep = in->size <= IMP_KEEP_BYTES;
+    imp_record *recs = rt_calloc(keep ? (n ? n : 1) : batch, sizeof *recs);
     int rc = (!j || !state || !recs) ? RT_ENOMEM : 0;
     if (!rc) {
         /* pass 1: every line, nothing written */
-        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state};
+        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = keep ? recs : NULL};
         tp_parallel_for(pool, n, parse_range, j);
         first_bad(j, rep);
         for (size_t i = 0; i < n; i++) {
@@ -384,14 +387,20 @@ static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_po
     /* pass 2: batches, parsed in parallel, written in one transaction each */
     for (size_t b = 0; !rc && b < n; b += batch) {
         size_t m = n - b < batch ? n - b : batch;
-        memset(recs, 0, m * sizeof *recs);
-        j->base = b;
-        j->recs = recs;
-        tp_parallel_for(pool, m, parse_range, j);
-        rc = insert_batch(db, o, rep->source, recs, state + b, m, rep);
-        for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
+        imp_record *r = keep ? recs + b : recs;
+        if (!keep) {
+            memset(recs, 0, m * sizeof *recs);
+            j->base = b;
+            j->recs = recs;
+            tp_parallel_for(pool, m, parse_range, j);
+        }
+        rc = insert_batch(db, o, rep->source, r, state + b, m, rep);
+        if (!keep)
+            for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
         if (rc) rc = rt_errorf(rc, "%s: writing lines %zu-%zu", path, b + 1, b + m);
     }
+    if (keep)
+        for (size_t k = 0; k < n; k++) imp_record_free(&recs[k]);
     free(recs);
     free(state);
     free(j);

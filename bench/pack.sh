@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Chats to packed shards, side by side on the same chats: `retort pack` (chat JSONL) and
+# `retort export --format shards` (the same chats imported into a database, as a snapshot)
+# against Python with HF tokenizers + numpy (bench/pack.py), Qwen template, all threads.
+# The chats are GSM8K's training set with the worked solution as reasoning, repeated COPIES
+# times (default 4). Medians of REPS runs (default 3); prints tokens/s and the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${PYTHON:=python3}" "${RETORT:=./retort}" "${RETORT_ASSETS:=$(cd .. && pwd)/shared/assets}"
+REPS=${REPS:-3}
+COPIES=${COPIES:-4}
+SEQ=${SEQ:-4096}
+src="$RETORT_ASSETS/benchmarks/gsm8k_train.jsonl"
+tok="$RETORT_ASSETS/tokenizers/qwen3/tokenizer.json"
+[ -f "$src" ] && [ -f "$tok" ] || { echo "bench/pack   skipped: $src or $tok absent"; exit 0; }
+dir=$(mktemp -d /tmp/retort-bench-pack.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+"$PYTHON" - "$src" "$dir/chats.jsonl" "$COPIES" <<'PY'
+import json, sys
+src, out, copies = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = [json.loads(l) for l in open(src, encoding="utf-8")]
+with open(out, "w", encoding="utf-8") as f:
+    for c in range(copies):
+        for r in rows:
+            work, final = r["answer"].rsplit("####", 1)
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"({c}) {r['question']}"},
+                                             {"role": "assistant", "content": f"The answer is {final.strip()}.",
+                                              "reasoning_content": work.strip()}]}, ensure_ascii=False) + "\n")
+PY
+"$RETORT" import --db "$dir/run.db" --format chat --as-samples "$dir/chats.jsonl" >/dev/null
+"$RETORT" db snapshot "$dir/run.db" all >/dev/null
+timed() { "$PYTHON" - "$@" <<'PY'
+import resource, subprocess, sys, time
+b = resource.getrusage(resource.RUSAGE_CHILDREN)
+t0 = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+w = time.perf_counter() - t0
+a = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{w:.4f} {a.ru_utime - b.ru_utime + a.ru_stime - b.ru_stime:.4f}")
+PY
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+kw=() kc=() ew=() ec=() pw=() pc=()
+for i in $(seq "$REPS"); do
+  read -r w c < <(timed "$RETORT" pack --tokenizer "$tok" --template qwen --jsonl "$dir/chats.jsonl" --seq "$SEQ" --out "$dir/k")
+  kw+=("$w") kc+=("$c")
+  read -r w c < <(timed "$RETORT" export --db "$dir/run.db" --snapshot all --format shards --tokenizer "$tok" \
+                    --template qwen --seq "$SEQ" --out "$dir/e")
+  ew+=("$w") ec+=("$c")
+  read -r w c tokens < <("$PYTHON" bench/pack.py "$tok" "$dir/chats.jsonl" "$SEQ" "$dir/p")
+  pw+=("$w") pc+=("$c")
+done
+rtok=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["tokens"])' "$dir/k/index.json")
+[ "$rtok" = "$tokens" ] || echo "  note: token counts differ: retort $rtok, python $tokens"
+awk -v t="$tokens" -v n="$(wc -l < "$dir/chats.jsonl")" -v kw="$(median "${kw[@]}")" -v kc="$(median "${kc[@]}")" \
+    -v ew="$(median "${ew[@]}")" -v ec="$(median "${ec[@]}")" -v pw="$(median "${pw[@]}")" -v pc="$(median "${pc[@]}")" \
+    -v r="$REPS" -v c="$(nproc)" -v s="$SEQ" 'BEGIN {
+  printf "bench/pack   %d chats, %.2f M tokens, qwen template, seq %d (median of %d, %d CPUs)\n", n, t / 1e6, s, r, c
+  printf "  retort pack (jsonl)          %6.2f M tokens/s  cpu %6.2f s\n", t / kw / 1e6, kc
+  printf "  retort export --format shards %5.2f M tokens/s  cpu %6.2f s\n", t / ew / 1e6, ec
+  printf "  python tokenizers + numpy    %6.2f M tokens/s  cpu %6.2f s\n", t / pw / 1e6, pc
+  printf "  ratio pack / python    wall %.2fx  cpu %.2fx\n", pw / kw, pc / kc
+  printf "  ratio export / python  wall %.2fx  cpu %.2fx\n", pw / ew, pc / ec
+}'
