@@ -9,26 +9,32 @@
  *
  * attn_fwd writes o and the log-sum-exp of each query's scaled scores (lse, for the
  * backward). attn_bwd recomputes the probabilities from q, k and lse and overwrites dq,
- * dk and dv. Work is split over (head, query) for the forward and dq, and over (kv head,
- * key) for dk and dv, so no two threads write one element and the result does not depend
- * on the pool size. Scores and accumulators are f32; head_dim ≤ ATTN_MAX_HEAD_DIM.
+ * dk and dv. The CPU path works on blocks of ATTN_BLOCK queries (forward, dq) or keys
+ * (dk, dv) against the keys (queries) of their documents, with the score and probability
+ * blocks formed by single-threaded sgemm calls; blocks are split over the pool. Every
+ * output element is computed by one thread in a fixed order, so the result does not depend
+ * on the pool size. Masked scores never enter a sum (their probability is exactly 0).
+ *
+ * ws: attn_workspace_floats(T, Hq, tp_size(pool)) floats of scratch, owned by the caller.
  * No allocation, no errors.
  */
 #ifndef RT_KERNELS_ATTENTION_H
 #define RT_KERNELS_ATTENTION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/threadpool.h"
 
-#define ATTN_MAX_HEAD_DIM 512
+#define ATTN_BLOCK 64
+
+size_t attn_workspace_floats(int64_t T, int64_t Hq, int n_threads);
 
 void attn_fwd(float *o, float *lse, const float *q, const float *k, const float *v, const int32_t *doc_start,
-              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, tp_pool *pool);
+              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, float *ws, tp_pool *pool);
 
-/* scratch: Hq·T floats the backward may overwrite (each query's dout·o). */
-void attn_bwd(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *o, const float *lse,
-              const float *q, const float *k, const float *v, const int32_t *doc_start, int64_t T, int64_t Hq,
-              int64_t Hkv, int64_t hd, float scale, tp_pool *pool);
+void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *o, const float *lse, const float *q,
+              const float *k, const float *v, const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
+              float scale, float *ws, tp_pool *pool);
 
 #endif

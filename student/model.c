@@ -77,7 +77,6 @@ static int build_layout(sm_model *m) {
     m->Hq = c->num_attention_heads;
     m->Hkv = c->num_key_value_heads;
     m->hd = c->head_dim;
-    if (m->hd > ATTN_MAX_HEAD_DIM) return rt_fail(RT_EUNSUPPORTED, "head_dim %lld > %d", (long long)m->hd, ATTN_MAX_HEAD_DIM);
     mc_tensor_spec *spec;
     size_t n;
     int rc = mc_expected_tensors(c, &spec, &n);
@@ -288,7 +287,9 @@ struct sm_acts {
     float *res;        /* [(L+1), T, D]: the residual stream entering each layer, and the last output */
     layer_acts *la;    /* [L], or [1] with checkpointing */
     float *xf, *rstdf, *dxf;          /* final norm out, its rstd, its gradient */
-    float *dres, *tmp, *act, *dact, *dgate, *dup, *dxn, *datt, *dq, *dk, *dv, *ascratch;
+    float *dres, *tmp, *act, *dact, *dgate, *dup, *dxn, *datt, *dq, *dk, *dv;
+    float *attn_ws;                   /* attention scratch for attn_ws_threads threads */
+    int attn_ws_threads;
     float *cos_t, *sin_t;             /* [T, hd/2] */
     ce_workspace ce;
     bool in_bwd;
@@ -354,7 +355,6 @@ static size_t carve_all(const sm_model *m, sm_acts *a, float *base) {
     a->dq = carve(&c, T * qd);
     a->dk = carve(&c, T * kd);
     a->dv = carve(&c, T * kd);
-    a->ascratch = carve(&c, T * m->Hq);
     a->cos_t = carve(&c, T * m->hd / 2);
     a->sin_t = carve(&c, T * m->hd / 2);
     return c.used;
@@ -382,6 +382,7 @@ int sm_acts_create(const sm_model *m, int64_t max_tokens, bool checkpoint_layers
 
 void sm_acts_free(sm_acts *a) {
     if (!a) return;
+    free(a->attn_ws);
     ce_workspace_free(&a->ce);
     free(a->mem);
     free(a->la);
@@ -422,7 +423,7 @@ static void layer_fwd(const sm_model *m, sm_acts *a, layer_acts *l, const sm_lay
     TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->v, l->xn1, P(m, o->wv), P(m, o->bv), T, kd, D, pool));
     TIMED(SM_PROF_ROPE, rope_apply(l->q, a->cos_t, a->sin_t, T, m->Hq, m->hd, false, pool));
     TIMED(SM_PROF_ROPE, rope_apply(l->k, a->cos_t, a->sin_t, T, m->Hkv, m->hd, false, pool));
-    TIMED(SM_PROF_ATTN, attn_fwd(l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool));
+    TIMED(SM_PROF_ATTN, attn_fwd(l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), a->attn_ws, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_fwd(a->tmp, l->att, P(m, o->wo), P(m, o->bo), T, D, qd, pool));
     TIMED(SM_PROF_OTHER, memcpy(l->mid, x, (size_t)(T * D) * sizeof(float)));
     TIMED(SM_PROF_OTHER, add_into(l->mid, a->tmp, T * D));
@@ -452,8 +453,8 @@ static void layer_bwd(sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off
     /* attention */
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->datt, false, a->dres, P(m, o->wo), T, D, qd, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wo), G(m, o->bo), a->dres, l->att, T, D, qd, pool));
-    TIMED(SM_PROF_ATTN, attn_bwd(a->dq, a->dk, a->dv, a->ascratch, a->datt, l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq,
-             m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), pool));
+    TIMED(SM_PROF_ATTN, attn_bwd(a->dq, a->dk, a->dv, a->datt, l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq,
+             m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), a->attn_ws, pool));
     TIMED(SM_PROF_ROPE, rope_apply(a->dq, a->cos_t, a->sin_t, T, m->Hq, m->hd, true, pool));
     TIMED(SM_PROF_ROPE, rope_apply(a->dk, a->cos_t, a->sin_t, T, m->Hkv, m->hd, true, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, false, a->dq, P(m, o->wq), T, qd, D, pool));
@@ -465,7 +466,17 @@ static void layer_bwd(sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off
     TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dres, G(m, o->attn_norm), a->dxn, x, P(m, o->attn_norm), l->rstd1, T, D, pool));
 }
 
-static int check_batch(const sm_model *m, const sm_acts *a, const sm_batch *b) {
+/* Attention scratch for the pool's thread count (grown on first use with a bigger pool). */
+static int ensure_attn_ws(const sm_model *m, sm_acts *a, tp_pool *pool) {
+    int n = tp_size(pool);
+    if (a->attn_ws && a->attn_ws_threads >= n) return 0;
+    free(a->attn_ws);
+    a->attn_ws = rt_aligned_alloc(64, attn_workspace_floats(a->max_T, m->Hq, n) * sizeof(float));
+    a->attn_ws_threads = a->attn_ws ? n : 0;
+    return a->attn_ws ? 0 : rt_errorf(RT_ENOMEM, "attention scratch for %d threads", n);
+}
+
+static int check_batch(const sm_model *m, sm_acts *a, const sm_batch *b, tp_pool *pool) {
     if (b->T <= 0 || b->T > a->max_T)
         return rt_fail(RT_EINVAL, "batch of %lld tokens (activations hold %lld)", (long long)b->T, (long long)a->max_T);
     for (int64_t t = 0; t < b->T; t++) {
@@ -475,7 +486,7 @@ static int check_batch(const sm_model *m, const sm_acts *a, const sm_batch *b) {
         if (b->doc_start[t] < 0 || b->doc_start[t] > t || (t > 0 && b->doc_start[t] != t && b->doc_start[t] != b->doc_start[t - 1]))
             return rt_fail(RT_EINVAL, "token %lld: document start %d is not contiguous", (long long)t, b->doc_start[t]);
     }
-    return 0;
+    return ensure_attn_ws(m, a, pool);
 }
 
 /* Embedding, every layer, final norm: a->xf holds the normalized last hidden states. */
@@ -491,7 +502,7 @@ static void forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, tp_p
 }
 
 int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool) {
-    int rc = check_batch(m, a, b);
+    int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
     int64_t T = b->T, D = m->D;
     forward_trunk(m, a, b, pool);
@@ -515,7 +526,7 @@ int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale,
 }
 
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool) {
-    int rc = check_batch(m, a, b);
+    int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
     forward_trunk(m, a, b, pool);
     ce_fused(loss_sum, NULL, NULL, a->xf, P(m, m->lm_head), b->target, b->T, 1.0f, &a->ce, pool);
@@ -523,7 +534,7 @@ int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *lo
 }
 
 int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool) {
-    int rc = check_batch(m, a, b);
+    int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
     forward_trunk(m, a, b, pool);
     mm_linear_fwd(logits, a->xf, P(m, m->lm_head), NULL, b->T, m->V, m->D, pool);

@@ -1,122 +1,155 @@
-/* kernels/cpu/attention.c — packed causal GQA attention, one query (or key) at a time.
+/* kernels/cpu/attention.c — packed causal GQA attention in blocks, scores through sgemm.
  *
- * The forward keeps a running maximum and sum (online softmax), so no score buffer is
- * needed; the backward recomputes p = exp(s − lse) instead of storing probabilities. */
+ * Forward, per (head h, query block [t0, t1)): the keys are [k0, t1) with k0 the start of
+ * t0's document; S = scale·Q·Kᵀ, each row softmaxed over its own document's keys up to
+ * itself (others get probability 0), O = P·V, lse = max + log Σ.
+ * Backward pass 1, per (h, query block): P again from S and lse, dP = dO·Vᵀ,
+ * dS = P ⊙ (dP − D) with D_t = dO_t·O_t, dQ = scale·dS·K.
+ * Backward pass 2, per (kv head, key block [s0, s1)): the queries are [s0, e) with e the end
+ * of the document of s1−1; for each query head of the group Pᵀ, dPᵀ and dSᵀ as above,
+ * transposed, and dV += Pᵀ·dO, dK += scale·dSᵀ·Q. */
 #include "kernels/attention.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-/* Eight partial sums so the compiler can vectorize without reassociating. */
-static inline float dot(const float *a, const float *b, int64_t n) {
-    float acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
+#define BLK ATTN_BLOCK
 
-static inline void axpy(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+/* D for every (head, query), then two [BLK, T] blocks per thread. */
+size_t attn_workspace_floats(int64_t T, int64_t Hq, int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    return (size_t)n_threads * 2 * BLK * (size_t)T + (size_t)(Hq * T);
 }
 
 typedef struct {
-    float *o, *lse, *dq, *dk, *dv, *dsum;
+    float *o, *lse, *dq, *dk, *dv, *ws;
     const float *q, *k, *v, *dout, *oo, *lse_in;
     const int32_t *ds;
-    int64_t T, Hq, Hkv, hd;
+    int64_t T, Hq, Hkv, hd, nblk;
     float scale;
 } attn_ctx;
 
-static void fwd_items(void *p, size_t begin, size_t end, int thread) {
+static float *thread_ws(const attn_ctx *c, int thread, int which) {
+    return c->ws + (size_t)(c->Hq * c->T) + ((size_t)thread * 2 + (size_t)which) * BLK * (size_t)c->T;
+}
+
+/* C[m, n] = alpha · A[m, hd] · B[n, hd]ᵀ with row strides lda, ldb. */
+static void gemm_nt(int64_t m, int64_t n, int64_t kd, float alpha, const float *A, int64_t lda, const float *B,
+                    int64_t ldb, float *C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)kd, alpha, A, (int)lda, B, (int)ldb, 0.0f,
+                C, (int)ldc);
+}
+
+/* C[m, n] (= or +=) alpha · A[m, kk] · B[kk, n]. */
+static void gemm_nn(int64_t m, int64_t n, int64_t kk, float alpha, const float *A, int64_t lda, const float *B,
+                    int64_t ldb, float beta, float *C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)kk, alpha, A, (int)lda, B, (int)ldb,
+                beta, C, (int)ldc);
+}
+
+static void fwd_blocks(void *p, size_t begin, size_t end, int thread) {
     const attn_ctx *c = p;
-    int64_t rep = c->Hq / c->Hkv, hd = c->hd;
-    float acc[ATTN_MAX_HEAD_DIM];
+    int64_t rep = c->Hq / c->Hkv, hd = c->hd, lq = c->Hq * hd, lk = c->Hkv * hd;
+    float *S = thread_ws(c, thread, 0);
     for (size_t it = begin; it < end; it++) {
-        int64_t h = (int64_t)it / c->T, t = (int64_t)it % c->T, kh = h / rep;
-        const float *q = c->q + (t * c->Hq + h) * hd;
-        float m = -INFINITY, l = 0;
-        memset(acc, 0, (size_t)hd * sizeof *acc);
-        for (int64_t s = c->ds[t]; s <= t; s++) {
-            const float *k = c->k + (s * c->Hkv + kh) * hd, *v = c->v + (s * c->Hkv + kh) * hd;
-            float sc = dot(q, k, hd) * c->scale;
-            if (sc > m) {
-                float r = expf(m - sc);
-                l *= r;
-                for (int64_t i = 0; i < hd; i++) acc[i] *= r;
-                m = sc;
-            }
-            float e = expf(sc - m);
-            l += e;
-            axpy(acc, e, v, hd);
+        int64_t h = (int64_t)it / c->nblk, t0 = ((int64_t)it % c->nblk) * BLK, kh = h / rep;
+        int64_t t1 = t0 + BLK < c->T ? t0 + BLK : c->T, k0 = c->ds[t0], nk = t1 - k0, m = t1 - t0;
+        gemm_nt(m, nk, hd, c->scale, c->q + t0 * lq + h * hd, lq, c->k + k0 * lk + kh * hd, lk, S, nk);
+        for (int64_t r = 0; r < m; r++) {
+            int64_t t = t0 + r, a = c->ds[t] - k0, b = t - k0;
+            float *row = S + r * nk, mx = row[a];
+            for (int64_t j = a + 1; j <= b; j++) mx = row[j] > mx ? row[j] : mx;
+            float sum = 0;
+            for (int64_t j = 0; j < a; j++) row[j] = 0;
+            for (int64_t j = a; j <= b; j++) sum += (row[j] = expf(row[j] - mx));
+            for (int64_t j = b + 1; j < nk; j++) row[j] = 0;
+            float inv = 1.0f / sum;
+            for (int64_t j = a; j <= b; j++) row[j] *= inv;
+            c->lse[h * c->T + t] = mx + logf(sum);
         }
-        float *o = c->o + (t * c->Hq + h) * hd, inv = 1.0f / l;
-        for (int64_t i = 0; i < hd; i++) o[i] = acc[i] * inv;
-        c->lse[h * c->T + t] = m + logf(l);
+        gemm_nn(m, hd, nk, 1.0f, S, nk, c->v + k0 * lk + kh * hd, lk, 0.0f, c->o + t0 * lq + h * hd, lq);
     }
 }
 
 void attn_fwd(float *o, float *lse, const float *q, const float *k, const float *v, const int32_t *doc_start,
-              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, tp_pool *pool) {
+              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, float *ws, tp_pool *pool) {
     attn_ctx c = {.o = o, .lse = lse, .q = q, .k = k, .v = v, .ds = doc_start, .T = T, .Hq = Hq, .Hkv = Hkv,
-                  .hd = hd, .scale = scale};
-    tp_parallel_for(pool, (size_t)(Hq * T), fwd_items, &c);
+                  .hd = hd, .scale = scale, .ws = ws, .nblk = (T + BLK - 1) / BLK};
+    tp_parallel_for(pool, (size_t)(Hq * c.nblk), fwd_blocks, &c);
 }
 
-/* dq[t] = scale · Σ_s p_ts (dp_ts − D_t) k_s, with dp_ts = dout_t·v_s and D_t = dout_t·o_t. */
-static void bwd_q_items(void *p, size_t begin, size_t end, int thread) {
+/* Probabilities of query t over keys [k0, k0 + n) into row (0 outside t's document prefix). */
+static void probs_row(float *row, const attn_ctx *c, int64_t h, int64_t t, int64_t k0, int64_t n) {
+    int64_t a = c->ds[t] - k0, b = t - k0;
+    float lse = c->lse_in[h * c->T + t];
+    for (int64_t j = 0; j < n; j++) row[j] = (j >= a && j <= b) ? expf(row[j] - lse) : 0.0f;
+}
+
+static void bwd_q_blocks(void *p, size_t begin, size_t end, int thread) {
     const attn_ctx *c = p;
-    int64_t rep = c->Hq / c->Hkv, hd = c->hd;
+    int64_t rep = c->Hq / c->Hkv, hd = c->hd, lq = c->Hq * hd, lk = c->Hkv * hd;
+    float *P = thread_ws(c, thread, 0), *dP = thread_ws(c, thread, 1), *D = c->ws;
     for (size_t it = begin; it < end; it++) {
-        int64_t h = (int64_t)it / c->T, t = (int64_t)it % c->T, kh = h / rep;
-        int64_t qi = (t * c->Hq + h) * hd;
-        const float *q = c->q + qi, *dout = c->dout + qi;
-        float D = dot(dout, c->oo + qi, hd), lse = c->lse_in[h * c->T + t];
-        c->dsum[h * c->T + t] = D;
-        float *dq = c->dq + qi;
-        memset(dq, 0, (size_t)hd * sizeof *dq);
-        for (int64_t s = c->ds[t]; s <= t; s++) {
-            const float *k = c->k + (s * c->Hkv + kh) * hd, *v = c->v + (s * c->Hkv + kh) * hd;
-            float pr = expf(dot(q, k, hd) * c->scale - lse);
-            float g = pr * (dot(dout, v, hd) - D) * c->scale;
-            axpy(dq, g, k, hd);
+        int64_t h = (int64_t)it / c->nblk, t0 = ((int64_t)it % c->nblk) * BLK, kh = h / rep;
+        int64_t t1 = t0 + BLK < c->T ? t0 + BLK : c->T, k0 = c->ds[t0], nk = t1 - k0, m = t1 - t0;
+        const float *Q = c->q + t0 * lq + h * hd, *dO = c->dout + t0 * lq + h * hd;
+        const float *K = c->k + k0 * lk + kh * hd, *V = c->v + k0 * lk + kh * hd;
+        gemm_nt(m, nk, hd, c->scale, Q, lq, K, lk, P, nk);
+        gemm_nt(m, nk, hd, 1.0f, dO, lq, V, lk, dP, nk);
+        for (int64_t r = 0; r < m; r++) {
+            int64_t t = t0 + r;
+            const float *dor = dO + r * lq, *orow = c->oo + t * lq + h * hd;
+            float d = 0;
+            for (int64_t i = 0; i < hd; i++) d += dor[i] * orow[i];
+            D[h * c->T + t] = d;
+            float *pr = P + r * nk, *dpr = dP + r * nk;
+            probs_row(pr, c, h, t, k0, nk);
+            for (int64_t j = 0; j < nk; j++) dpr[j] = pr[j] * (dpr[j] - d);
         }
+        gemm_nn(m, hd, nk, c->scale, dP, nk, K, lk, 0.0f, c->dq + t0 * lq + h * hd, lq);
     }
 }
 
-/* dk[s] = scale · Σ_{h in group} Σ_{t ≥ s in s's document} ds_ts q_t;  dv[s] = Σ p_ts dout_t. */
-static void bwd_kv_items(void *p, size_t begin, size_t end, int thread) {
+static void bwd_kv_blocks(void *p, size_t begin, size_t end, int thread) {
     const attn_ctx *c = p;
-    int64_t rep = c->Hq / c->Hkv, hd = c->hd;
+    int64_t rep = c->Hq / c->Hkv, hd = c->hd, lq = c->Hq * hd, lk = c->Hkv * hd;
+    float *Pt = thread_ws(c, thread, 0), *dPt = thread_ws(c, thread, 1);
+    const float *D = c->ws;
     for (size_t it = begin; it < end; it++) {
-        int64_t kh = (int64_t)it / c->T, s = (int64_t)it % c->T;
-        int64_t ki = (s * c->Hkv + kh) * hd;
-        const float *k = c->k + ki, *v = c->v + ki;
-        float *dk = c->dk + ki, *dv = c->dv + ki;
-        memset(dk, 0, (size_t)hd * sizeof *dk);
-        memset(dv, 0, (size_t)hd * sizeof *dv);
-        int32_t doc = c->ds[s];
-        for (int64_t t = s; t < c->T && c->ds[t] == doc; t++) {
-            for (int64_t h = kh * rep; h < (kh + 1) * rep; h++) {
-                int64_t qi = (t * c->Hq + h) * hd;
-                const float *q = c->q + qi, *dout = c->dout + qi;
-                float pr = expf(dot(q, k, hd) * c->scale - c->lse_in[h * c->T + t]);
-                float D = c->dsum[h * c->T + t];
-                float g = pr * (dot(dout, v, hd) - D) * c->scale;
-                axpy(dk, g, q, hd);
-                axpy(dv, pr, dout, hd);
+        int64_t kh = (int64_t)it / c->nblk, s0 = ((int64_t)it % c->nblk) * BLK;
+        int64_t s1 = s0 + BLK < c->T ? s0 + BLK : c->T, m = s1 - s0, e = s1;
+        while (e < c->T && c->ds[e] == c->ds[s1 - 1]) e++;
+        int64_t nq = e - s0;
+        const float *K = c->k + s0 * lk + kh * hd, *V = c->v + s0 * lk + kh * hd;
+        float *dK = c->dk + s0 * lk + kh * hd, *dV = c->dv + s0 * lk + kh * hd;
+        for (int64_t h = kh * rep; h < (kh + 1) * rep; h++) {
+            const float *Q = c->q + s0 * lq + h * hd, *dO = c->dout + s0 * lq + h * hd;
+            gemm_nt(m, nq, hd, c->scale, K, lk, Q, lq, Pt, nq);
+            gemm_nt(m, nq, hd, 1.0f, V, lk, dO, lq, dPt, nq);
+            for (int64_t r = 0; r < m; r++) {
+                int64_t s = s0 + r;
+                float *pr = Pt + r * nq, *dpr = dPt + r * nq;
+                for (int64_t j = 0; j < nq; j++) {
+                    int64_t t = s0 + j;
+                    float pv = (t >= s && c->ds[t] <= s) ? expf(pr[j] - c->lse_in[h * c->T + t]) : 0.0f;
+                    pr[j] = pv;
+                    dpr[j] = pv * (dpr[j] - D[h * c->T + t]);
+                }
             }
+            float beta = h == kh * rep ? 0.0f : 1.0f;
+            gemm_nn(m, hd, nq, 1.0f, Pt, nq, dO, lq, beta, dV, lk);
+            gemm_nn(m, hd, nq, c->scale, dPt, nq, Q, lq, beta, dK, lk);
         }
     }
 }
 
-void attn_bwd(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *o, const float *lse,
-              const float *q, const float *k, const float *v, const int32_t *doc_start, int64_t T, int64_t Hq,
-              int64_t Hkv, int64_t hd, float scale, tp_pool *pool) {
-    attn_ctx c = {.dsum = scratch, .dq = dq, .dk = dk, .dv = dv, .dout = dout, .oo = o, .lse_in = lse, .q = q, .k = k, .v = v,
-                  .ds = doc_start, .T = T, .Hq = Hq, .Hkv = Hkv, .hd = hd, .scale = scale};
-    tp_parallel_for(pool, (size_t)(Hq * T), bwd_q_items, &c);
-    tp_parallel_for(pool, (size_t)(Hkv * T), bwd_kv_items, &c);
+void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *o, const float *lse, const float *q,
+              const float *k, const float *v, const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
+              float scale, float *ws, tp_pool *pool) {
+    attn_ctx c = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .oo = o, .lse_in = lse, .q = q, .k = k, .v = v,
+                  .ds = doc_start, .T = T, .Hq = Hq, .Hkv = Hkv, .hd = hd, .scale = scale, .ws = ws,
+                  .nblk = (T + BLK - 1) / BLK};
+    tp_parallel_for(pool, (size_t)(Hq * c.nblk), bwd_q_blocks, &c);
+    tp_parallel_for(pool, (size_t)(Hkv * c.nblk), bwd_kv_blocks, &c);
 }
