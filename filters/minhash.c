@@ -10,6 +10,10 @@
 
 #define MERSENNE61 ((1ULL << 61) - 1)
 
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+
 struct mh_hasher {
     mh_config c;
     int n;                 /* bands × rows */
@@ -146,10 +150,6 @@ int mh_normalize(const char *text, size_t len, char **out, size_t *out_len) {
 }
 
 /* ---- signatures --------------------------------------------------------------------------- */
-static inline uint64_t mod_mersenne(uint64_t x) {
-    x = (x & MERSENNE61) + (x >> 61);
-    return x >= MERSENNE61 ? x - MERSENNE61 : x;
-}
 
 /* Calls fn(x, ctx) for the xxhash of every shingle of a normalized text; returns the count. */
 static size_t each_shingle(int g, const char *norm, size_t len, void (*fn)(uint64_t, void *), void *ctx) {
@@ -293,7 +293,7 @@ static void sig_worker(void *ctx, size_t begin, size_t end, int thread) {
             for (int k = 0; k < nh; k++) sig[k] = UINT64_MAX;
             sig_acc a = {j->h, sig};
             for (size_t k = 0; k < v.n; k++) sig_add(v.v[k], &a);
-            qsort(v.v, v.n, sizeof *v.v, cmp_u64);
+            if (v.n) qsort(v.v, v.n, sizeof *v.v, cmp_u64);
             size_t u = 0;
             for (size_t k = 0; k < v.n; k++)
                 if (!u || v.v[k] != v.v[u - 1]) v.v[u++] = v.v[k];
