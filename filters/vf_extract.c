@@ -33,6 +33,66 @@ static char *dup_span(const char *t, size_t b, size_t e) {
     return s;
 }
 
+/* ---- math spans and numbers ---------------------------------------------------------------- */
+/* Where the next closer ("$$", "\\)", "\\]") after a position is, remembered across calls
+ * so that scanning a text for spans stays linear even when openers never close. */
+typedef struct {
+    bool valid[3];
+    size_t from[3], pos[3]; /* the first closer at or after from[] is at pos[] (SIZE_MAX: none) */
+} span_cache;
+
+static size_t find_closer(span_cache *c, int w, const char *t, size_t len, size_t start, const char *needle) {
+    if (start >= len) return SIZE_MAX;
+    if (c->valid[w] && start >= c->from[w] && (c->pos[w] == SIZE_MAX || start <= c->pos[w])) return c->pos[w];
+    size_t pos;
+    if (c->valid[w] && start < c->from[w]) { /* only the part before the known answer is new */
+        size_t end = c->from[w] + 1 < len ? c->from[w] + 1 : len;
+        const char *q = memmem(t + start, end - start, needle, 2);
+        pos = q ? (size_t)(q - t) : c->pos[w];
+    } else {
+        const char *q = memmem(t + start, len - start, needle, 2);
+        pos = q ? (size_t)(q - t) : SIZE_MAX;
+    }
+    c->valid[w] = true;
+    c->from[w] = start;
+    c->pos[w] = pos;
+    return pos;
+}
+
+/* The math span starting at i, if any: content [*cb,*ce), span end returned (0: none).
+ * Spans longer than VF_MAX_ANSWER * 4 bytes are not answers. */
+static size_t math_span_at(span_cache *sc, const char *t, size_t len, size_t i, size_t *cb, size_t *ce) {
+    if (t[i] == '$' && (i == 0 || (t[i - 1] != '\\'))) {
+        if (i + 1 < len && t[i + 1] == '$') { /* $$…$$ */
+            size_t q = find_closer(sc, 0, t, len, i + 2, "$$");
+            if (q == SIZE_MAX || q - i > 4 * VF_MAX_ANSWER) return 0;
+            *cb = i + 2;
+            *ce = q;
+            return q + 2;
+        }
+        if (i > 0 && isdigit((unsigned char)t[i - 1])) return 0;
+        for (size_t j = i + 1; j < len && t[j] != '\n' && j - i < 4 * VF_MAX_ANSWER; j++) {
+            if (t[j] == '\\' && j + 1 < len && t[j + 1] == '$') { j++; continue; }
+            if (t[j] == '$') {
+                if (j == i + 1) return 0;
+                *cb = i + 1;
+                *ce = j;
+                return j + 1;
+            }
+        }
+        return 0;
+    }
+    if (t[i] == '\\' && i + 1 < len && (t[i + 1] == '(' || t[i + 1] == '[')) {
+        bool paren = t[i + 1] == '(';
+        size_t q = find_closer(sc, paren ? 1 : 2, t, len, i + 2, paren ? "\\)" : "\\]");
+        if (q == SIZE_MAX || q == i + 2 || q - i > 4 * VF_MAX_ANSWER) return 0;
+        *cb = i + 2;
+        *ce = q;
+        return q + 2;
+    }
+    return 0;
+}
+
 /* ---- 1. boxes ------------------------------------------------------------------------- */
 /* Start of the last \boxed or \fbox at or before limit, or -1; *cmd_len its length. */
 static long last_box(const char *t, size_t limit, size_t *cmd_len) {
@@ -79,12 +139,12 @@ static bool separator_between(const char *t, size_t b, size_t e) {
     return false;
 }
 
-static size_t math_span_at(const char *t, size_t len, size_t i, size_t *cb, size_t *ce);
 
 /* The math span ($…$, \[…\], …) around position pos: [*b, *e), or false. */
 static bool enclosing_span(const char *t, size_t len, size_t pos, size_t *b, size_t *e) {
+    span_cache sc = {{false}, {0}, {0}};
     for (size_t i = 0; i < len && i <= pos; i++) {
-        size_t cb, ce, end = math_span_at(t, len, i, &cb, &ce);
+        size_t cb, ce, end = math_span_at(&sc, t, len, i, &cb, &ce);
         if (!end) continue;
         if (cb <= pos && pos < ce) { *b = cb; *e = ce; return true; }
         i = end - 1;
@@ -129,40 +189,6 @@ static int extract_boxed(const char *t, size_t len, char **out) {
     *out = dup_span(s, 0, strlen(s));
     free(s);
     return *out ? 0 : RT_ENOMEM;
-}
-
-/* ---- math spans and numbers ---------------------------------------------------------------- */
-/* The math span starting at i, if any: content [*cb,*ce), span end returned (0: none). */
-static size_t math_span_at(const char *t, size_t len, size_t i, size_t *cb, size_t *ce) {
-    if (t[i] == '$' && (i == 0 || (t[i - 1] != '\\'))) {
-        if (i + 1 < len && t[i + 1] == '$') { /* $$…$$ */
-            const char *q = strstr(t + i + 2, "$$");
-            if (!q) return 0;
-            *cb = i + 2;
-            *ce = (size_t)(q - t);
-            return *ce + 2;
-        }
-        if (i > 0 && isdigit((unsigned char)t[i - 1])) return 0;
-        for (size_t j = i + 1; j < len && t[j] != '\n'; j++) {
-            if (t[j] == '\\' && j + 1 < len && t[j + 1] == '$') { j++; continue; }
-            if (t[j] == '$') {
-                if (j == i + 1) return 0;
-                *cb = i + 1;
-                *ce = j;
-                return j + 1;
-            }
-        }
-        return 0;
-    }
-    if (t[i] == '\\' && i + 1 < len && (t[i + 1] == '(' || t[i + 1] == '[')) {
-        const char *close = t[i + 1] == '(' ? "\\)" : "\\]";
-        const char *q = strstr(t + i + 2, close);
-        if (!q || q == t + i + 2) return 0;
-        *cb = i + 2;
-        *ce = (size_t)(q - t);
-        return *ce + 2;
-    }
-    return 0;
 }
 
 /* A number starting at i: -?digits (,ddd)* (.digits)? (/digits)? — end returned, 0 if none. */
@@ -256,6 +282,7 @@ static int extract_hash(const char *t, size_t len, char **out) {
  * ("the answer as a percentage: 60 / 150 * 100% = 40%"), else the first math span or
  * anchored number within 50 characters that is not itself followed by '='. */
 static int extract_phrase(const char *t, size_t len, char **out) {
+    span_cache sc = {{false}, {0}, {0}};
     for (size_t i = len; i-- > 0;) {
         if (tolower((unsigned char)t[i]) != 'a' || strncasecmp(t + i, "answer", 6)) continue;
         size_t w = i + 6, stop = w + 50 < len ? w + 50 : len, stop_eq = w + 101 < len ? w + 101 : len;
@@ -278,7 +305,7 @@ static int extract_phrase(const char *t, size_t len, char **out) {
         size_t cb = 0, ce = 0, end2 = 0, n2 = 0;
         bool span2 = false;
         for (size_t k = w; k < stop && !end2; k++) {
-            size_t sb, se, end = math_span_at(t, len, k, &sb, &se);
+            size_t sb, se, end = math_span_at(&sc, t, len, k, &sb, &se);
             if (end) { cb = sb; ce = se; end2 = end; span2 = true; break; }
             if (!strncmp(t + k, "\\boxed", 6)) break; /* handled by the box rule */
             size_t ne = (k == w || !isalnum((unsigned char)t[k - 1])) ? number_at(t, len, k) : 0;
@@ -318,10 +345,11 @@ static bool looks_like_bare_answer(const char *t, size_t len) {
 
 /* ---- 5. last span or number ------------------------------------------------------------------- */
 static int extract_last(const char *t, size_t len, char **out) {
+    span_cache sc = {{false}, {0}, {0}};
     size_t best_end = 0, sb = 0, se = 0, send = 0;
     bool best_is_span = false;
     for (size_t i = 0; i < len; i++) {
-        size_t cb, ce, end = math_span_at(t, len, i, &cb, &ce);
+        size_t cb, ce, end = math_span_at(&sc, t, len, i, &cb, &ce);
         if (end) {
             if (end >= best_end) { best_end = end; sb = cb; se = ce; send = end; best_is_span = true; }
             i = end - 1;
