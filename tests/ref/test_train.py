@@ -149,3 +149,30 @@ def test_bad_inputs_fail_with_one_line(retort_bin, data, tmp_path):
     small = dict(QWEN, vocab_size=100)
     assert_one_error_line(run([retort_bin, "train", "--init", write_config(tmp_path, small, "s.json"), "--data", data,
                                *base]), "vocabulary")
+
+
+def test_loss_falls_on_packed_gsm8k_chats(retort_bin, assets, tmp_path):
+    """SFT from random init on GSM8K chats rendered and packed by `retort pack` (Qwen3 tokenizer)."""
+    src = os.path.join(assets, "benchmarks", "gsm8k_train.jsonl")
+    tok = os.path.join(assets, "tokenizers", "qwen3", "tokenizer.json")
+    if not (os.path.exists(src) and os.path.exists(tok)):
+        pytest.skip(f"skipped: {src} or {tok} absent")
+    chats = tmp_path / "chat.jsonl"
+    with open(src) as f, open(chats, "w") as out:
+        for i, line in enumerate(f):
+            if i == 400:
+                break
+            d = json.loads(line)
+            out.write(json.dumps({"messages": [{"role": "user", "content": d["question"]},
+                                               {"role": "assistant", "content": d["answer"]}]}) + "\n")
+    p = run([retort_bin, "pack", "--tokenizer", tok, "--template", "qwen", "--jsonl", str(chats), "--seq", "256",
+             "--out", str(tmp_path / "shards")])
+    assert p.returncode == 0, p.stderr
+    cfg = dict(QWEN, vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+               bos_token_id=151643, eos_token_id=151645)
+    train(retort_bin, "--init", write_config(tmp_path, cfg, "small.json"), "--data", str(tmp_path / "shards"),
+          "--seq", "256", "--batch", "2", "--steps", "12", "--lr", "1e-2", "--warmup", "2", "--schedule", "constant",
+          "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl"))
+    losses = [r["loss"] for r in read_log(tmp_path / "l.jsonl")]
+    assert losses[0] > 11.0                      # ≈ ln(151936) at random init
+    assert sum(losses[-3:]) / 3 < losses[0] - 2.0, losses
