@@ -117,12 +117,19 @@ sanitize: deps
 bench: deps $(BIN) $(BENCHES)
 	@PYTHON=$(PYTHON) BENCH_BIN_DIR=$(BUILD)/bench bench/run.sh
 
+# libFuzzer targets: the library is built once more with clang, instrumented for fuzzing.
 FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+FUZZ_FLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer $(WARN) -I. -D_GNU_SOURCE $(MPI_CFLAGS)
 fuzz: $(FUZZ_TARGETS)
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c11 -O1 -g -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $(WARN) -o $@ $< \
-	  $(filter-out kernels/cuda/%,$(LIB_SRC)) $(filter-out -lcudart_static -lstdc++,$(LDLIBS))
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+build/fuzz/libretort.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libretort.a
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libretort.a \
+	  $(filter-out -lcudart_static -lstdc++,$(LDLIBS))
 
 demo: deps $(BIN)
 	@if ./$(BIN) help demo >/dev/null 2>&1; then ./$(BIN) demo; else \
@@ -132,4 +139,4 @@ demo: deps $(BIN)
 clean:
 	rm -rf build $(BIN)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find build -name '*.d' 2>/dev/null)
