@@ -118,7 +118,7 @@ int pk_plan(const size_t *lens, size_t n, const pk_options *o, pk_plan_t *plan, 
     if (!rc) {
         for (size_t r = 0; r < b.size; r++) b.head[r] = -1;
         for (size_t i = 0; i < np; i++) ord[i] = (order_key){p[i].len, splitmix64(&rng), i};
-        qsort(ord, np, sizeof *ord, cmp_order);
+        if (np) qsort(ord, np, sizeof *ord, cmp_order);
     }
     for (size_t k = 0; !rc && k < np; k++) {
         pk_piece *x = &p[ord[k].idx];
@@ -151,7 +151,7 @@ int pk_plan(const size_t *lens, size_t n, const pk_options *o, pk_plan_t *plan, 
             perm[j] = t;
         }
         for (size_t i = 0; i < np; i++) p[i].seq = perm[p[i].seq];
-        qsort(p, np, sizeof *p, cmp_placed);
+        if (np) qsort(p, np, sizeof *p, cmp_placed);
         plan->pieces = p;
         plan->n_pieces = np;
         plan->n_seqs = nb;
