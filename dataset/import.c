@@ -261,8 +261,9 @@ typedef struct {
     size_t base;          /* the first line of this batch */
     uint8_t *state;       /* per line: 0 good, 1 blank, 2 bad */
     imp_record *recs;     /* per line of the batch (parse pass), or NULL (check pass) */
-    size_t bad_line[64];  /* per thread: first bad line (1-based), 0 none */
-    char bad_msg[64][256];
+    int n_threads;
+    size_t *bad_line;     /* per thread: its first bad line (1-based), 0 none */
+    char (*bad_msg)[256]; /* per thread: why */
 } parse_job;
 
 static void line_span(const parse_job *j, size_t i, const char **p, size_t *n) {
@@ -292,7 +293,7 @@ static void parse_range(void *ctx, size_t begin, size_t end, int thread) {
         int rc = imp_parse_line(j->o, p, n, &r);
         if (rc) {
             j->state[i] = 2;
-            int t = thread & 63;
+            int t = thread;
             if (!j->bad_line[t] || i + 1 < j->bad_line[t]) {
                 j->bad_line[t] = i + 1;
                 snprintf(j->bad_msg[t], sizeof j->bad_msg[t], "%s", rt_errmsg());
@@ -343,7 +344,7 @@ static int insert_batch(ds_db *db, const imp_options *o, const char *source, imp
 }
 
 static void first_bad(const parse_job *j, imp_report *rep) {
-    for (int t = 0; t < 64; t++)
+    for (int t = 0; t < j->n_threads; t++)
         if (j->bad_line[t] && (!rep->first_bad_line || j->bad_line[t] < rep->first_bad_line)) {
             rep->first_bad_line = j->bad_line[t];
             snprintf(rep->first_bad_reason, sizeof rep->first_bad_reason, "%s", j->bad_msg[t]);
@@ -370,10 +371,14 @@ static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_po
      * parsed again, batch by batch, so memory stays bounded */
     bool keep = in->size <= IMP_KEEP_BYTES;
     imp_record *recs = rt_calloc(keep ? (n ? n : 1) : batch, sizeof *recs);
-    int rc = (!j || !state || !recs) ? RT_ENOMEM : 0;
+    int nt = tp_size(pool);
+    size_t *bad_line = rt_calloc((size_t)nt, sizeof *bad_line);
+    char (*bad_msg)[256] = rt_calloc((size_t)nt, sizeof *bad_msg);
+    int rc = (!j || !state || !recs || !bad_line || !bad_msg) ? RT_ENOMEM : 0;
     if (!rc) {
         /* pass 1: every line, nothing written */
-        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = keep ? recs : NULL};
+        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = keep ? recs : NULL,
+                         .n_threads = nt, .bad_line = bad_line, .bad_msg = bad_msg};
         tp_parallel_for(pool, n, parse_range, j);
         first_bad(j, rep);
         for (size_t i = 0; i < n; i++) {
@@ -404,6 +409,8 @@ static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_po
     free(recs);
     free(state);
     free(j);
+    free(bad_line);
+    free(bad_msg);
     free(starts);
     return rc;
 }
