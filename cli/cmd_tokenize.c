@@ -273,7 +273,9 @@ int cmd_tokenize(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("tokenize", "unexpected argument '%s'", argv[optind]);
     if (!path) return cli_usage_error("tokenize", "--tokenizer FILE is required");
     if (o.decode && o.is_chat) return cli_usage_error("tokenize", "--decode and --chat do not go together");
-    if (o.special && o.decode) return cli_usage_error("tokenize", "--special applies to encoding (use --skip-special with --decode)");
+    /* with --decode, --special asks to keep special tokens: the default, so it is accepted */
+    if (o.special && o.decode && o.skip_special)
+        return cli_usage_error("tokenize", "--special (keep special tokens) and --skip-special contradict each other");
     if (o.skip_special && !o.decode) return cli_usage_error("tokenize", "--skip-special applies to --decode");
     if (o.gen_prompt && !o.is_chat) return cli_usage_error("tokenize", "--generation-prompt applies to --chat");
     tok_tokenizer *tok;

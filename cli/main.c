@@ -105,7 +105,7 @@ static const cli_command commands[] = {
      cmd_dedup},
     {"tokenize", "Hugging Face tokenizer.json BPE: JSONL {text} → {ids}, --decode, --chat templates",
      "usage: retort tokenize --tokenizer FILE [--special] [--threads N] < TEXTS.jsonl\n"
-     "       retort tokenize --tokenizer FILE --decode [--skip-special] < IDS.jsonl\n"
+     "       retort tokenize --tokenizer FILE --decode [--special | --skip-special] < IDS.jsonl\n"
      "       retort tokenize --tokenizer FILE --chat KIND [--generation-prompt] < CHATS.jsonl\n"
      "\n"
      "Reads one JSON object per line on stdin and writes one line per input line, in order.\n"
@@ -113,7 +113,8 @@ static const cli_command commands[] = {
      "\n"
      "  encode (default)  {\"text\": S} → {\"ids\": [...]}. Special-token strings inside S are matched\n"
      "                    as tokens, as HF does; BOS/EOS are added only with --special.\n"
-     "  --decode          {\"ids\": [...]} → {\"text\": S}; special tokens are kept unless --skip-special.\n"
+     "  --decode          {\"ids\": [...]} → {\"text\": S}; special tokens are kept (--special says so explicitly)\n"
+     "                    unless --skip-special.\n"
      "  --chat KIND       {\"messages\": [{\"role\", \"content\", \"reasoning_content\"?}, ...],\n"
      "                    \"add_generation_prompt\"?: B} → {\"text\": S, \"ids\": [...], \"mask\": [...]}:\n"
      "                    the conversation rendered with chat template KIND (deepseek-r1, qwen,\n"

@@ -108,13 +108,17 @@ def test_bad_decode_lines(retort_bin):
 def test_usage_errors_exit_2(retort_bin):
     path = tok_or_skip("qwen3")
     for args in ([], ["--tokenizer"], ["--tokenizer", path, "--bogus"], ["--tokenizer", path, "extra"],
-                 ["--tokenizer", path, "--decode", "--special"], ["--tokenizer", path, "--chat", "mistral"],
+                 ["--tokenizer", path, "--decode", "--special", "--skip-special"],
+                 ["--tokenizer", path, "--chat", "mistral"],
                  ["--tokenizer", path, "--threads", "0"], ["--tokenizer", path, "--skip-special"]):
         p = run([retort_bin, "tokenize", *args], input="")
         assert p.returncode == 2, (args, p.returncode, p.stderr)
         assert p.stderr.startswith("retort tokenize:"), p.stderr
     p = run([retort_bin, "help", "tokenize"])
     assert p.returncode == 0 and "--decode" in p.stdout and "--chat" in p.stdout
+    # --special with --decode keeps special tokens, which decode does anyway
+    p = run([retort_bin, "tokenize", "--tokenizer", path, "--decode", "--special"], input='{"ids": [151644, 9707]}\n')
+    assert p.returncode == 0 and outputs(p) == [{"text": "<|im_start|>Hello"}], p.stderr
 
 
 def test_unreadable_tokenizer_is_a_runtime_error(retort_bin, tmp_path):
