@@ -441,10 +441,9 @@ static void layer_bwd(sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off
                       const float *x, tp_pool *pool) {
     int64_t T = b->T, D = m->D, F = m->F, qd = m->Hq * m->hd, kd = m->Hkv * m->hd;
     /* MLP */
-    TIMED(SM_PROF_ACT, swiglu_fwd(a->act, l->gate, l->up, (size_t)(T * F), pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dact, false, a->dres, P(m, o->wd), T, D, F, pool));
+    TIMED(SM_PROF_ACT, swiglu_bwd(a->dgate, a->dup, a->act, a->dact, l->gate, l->up, (size_t)(T * F), pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wd), G(m, o->bd), a->dres, a->act, T, D, F, pool));
-    TIMED(SM_PROF_ACT, swiglu_bwd(a->dgate, a->dup, a->dact, l->gate, l->up, (size_t)(T * F), pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, false, a->dgate, P(m, o->wg), T, F, D, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, a->dup, P(m, o->wu), T, F, D, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wg), G(m, o->bg), a->dgate, l->xn2, T, F, D, pool));

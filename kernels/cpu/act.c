@@ -24,13 +24,15 @@ void swiglu_fwd(float *a, const float *g, const float *u, size_t n, tp_pool *poo
 static void bwd(void *p, size_t begin, size_t end, int thread) {
     const act_ctx *c = p;
     for (size_t i = begin; i < end; i++) {
-        float g = c->g[i], s = 1.0f / (1.0f + expf(-g)), da = c->da[i];
+        float g = c->g[i], den = 1.0f + expf(-g), s = 1.0f / den, da = c->da[i];
+        if (c->a) c->a[i] = g / den * c->u[i];   /* the same operations as swiglu_fwd */
         c->du[i] = da * g * s;
         c->dg[i] = da * c->u[i] * s * (1.0f + g * (1.0f - s));
     }
 }
 
-void swiglu_bwd(float *dg, float *du, const float *da, const float *g, const float *u, size_t n, tp_pool *pool) {
-    act_ctx c = {.dg = dg, .du = du, .da = da, .g = g, .u = u};
+void swiglu_bwd(float *dg, float *du, float *a, const float *da, const float *g, const float *u, size_t n,
+                tp_pool *pool) {
+    act_ctx c = {.a = a, .dg = dg, .du = du, .da = da, .g = g, .u = u};
     tp_parallel_for(pool, n, bwd, &c);
 }

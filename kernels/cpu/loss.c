@@ -44,22 +44,22 @@ typedef struct {
     int grad;
 } ce_ctx;
 
-/* Row r of the chunk: loss, and (grad) its logits turned into scale·(softmax − onehot). */
+/* Row r of the chunk: loss, and (grad) its logits turned into scale·(softmax − onehot); one
+ * exponential per logit. */
 static void softmax_rows(void *p, size_t begin, size_t end, int thread) {
     const ce_ctx *c = p;
     int64_t V = c->ws->V;
     for (size_t r = begin; r < end; r++) {
         float *z = c->ws->logits + (int64_t)r * V;
         int32_t y = c->target[c->ws->rows[r]];
-        float mx = z[0];
+        float mx = z[0], zy = z[y];
         for (int64_t j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
         double sum = 0;
-        for (int64_t j = 0; j < V; j++) sum += expf(z[j] - mx);
-        double lse = (double)mx + log(sum);
-        c->ws->row_loss[r] = lse - (double)z[y];
+        for (int64_t j = 0; j < V; j++) sum += (z[j] = expf(z[j] - mx));   /* z now holds exp(z − max) */
+        c->ws->row_loss[r] = (double)mx + log(sum) - (double)zy;
         if (!c->grad) continue;
-        float flse = (float)lse;
-        for (int64_t j = 0; j < V; j++) z[j] = expf(z[j] - flse) * c->scale;
+        float k = (float)((double)c->scale / sum);
+        for (int64_t j = 0; j < V; j++) z[j] *= k;
         z[y] -= c->scale;
     }
 }
