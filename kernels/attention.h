@@ -37,4 +37,17 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *o
               const float *k, const float *v, const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
               float scale, float *ws, tp_pool *pool);
 
+/* Inference: n new queries against a paged K/V cache (teacher/kvcache.h).
+ * q, o [n, Hq, hd]. The cache is a sequence of blocks of block_size positions, each row
+ * Hkv·hd floats; position s of query i's sequence lives in block b = tables[i][s / block_size]
+ * at k + b·block_stride + (s % block_size)·Hkv·hd (V at the same offset from v). Query i
+ * attends to positions [0, ctx[i]) (causal: ctx[i] = its position + 1; ctx[i] ≥ 1).
+ * (query, head) pairs are split over the pool; each softmax is formed by one thread, in
+ * position order, so the result does not depend on the pool or on the other queries.
+ * ws: attn_paged_workspace_floats(max ctx[i], tp_size(pool)) floats, owned by the caller. */
+size_t attn_paged_workspace_floats(int64_t max_ctx, int n_threads);
+void attn_paged_fwd(float *o, const float *q, int64_t n, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                    const float *k, const float *v, int64_t block_size, int64_t block_stride,
+                    const int32_t *const *tables, const int32_t *ctx, float *ws, tp_pool *pool);
+
 #endif

@@ -153,3 +153,57 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *o
     tp_parallel_for(pool, (size_t)(Hq * c.nblk), bwd_q_blocks, &c);
     tp_parallel_for(pool, (size_t)(Hkv * c.nblk), bwd_kv_blocks, &c);
 }
+
+/* ---- paged inference attention ----------------------------------------------------------- */
+
+size_t attn_paged_workspace_floats(int64_t max_ctx, int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    return (size_t)n_threads * (size_t)(max_ctx > 0 ? max_ctx : 1);
+}
+
+typedef struct {
+    float *o, *ws;
+    const float *q, *k, *v;
+    const int32_t *const *tables;
+    const int32_t *ctx;
+    int64_t Hq, Hkv, hd, bs, bstride, max_ctx;
+    float scale;
+} paged_ctx;
+
+static void paged_rows(void *p, size_t begin, size_t end, int thread) {
+    const paged_ctx *c = p;
+    int64_t rep = c->Hq / c->Hkv, hd = c->hd, lk = c->Hkv * hd;
+    float *S = c->ws + (size_t)thread * (size_t)c->max_ctx;
+    for (size_t it = begin; it < end; it++) {
+        int64_t i = (int64_t)it / c->Hq, h = (int64_t)it % c->Hq, kh = h / rep, T = c->ctx[i];
+        const int32_t *tab = c->tables[i];
+        const float *qv = c->q + (i * c->Hq + h) * hd;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < T; s++) {
+            const float *kr = c->k + (int64_t)tab[s / c->bs] * c->bstride + (s % c->bs) * lk + kh * hd;
+            float d = 0;
+            for (int64_t j = 0; j < hd; j++) d += qv[j] * kr[j];
+            S[s] = d * c->scale;
+            if (S[s] > mx) mx = S[s];
+        }
+        float sum = 0;
+        for (int64_t s = 0; s < T; s++) sum += (S[s] = expf(S[s] - mx));
+        float inv = 1.0f / sum, *out = c->o + (i * c->Hq + h) * hd;
+        for (int64_t j = 0; j < hd; j++) out[j] = 0;
+        for (int64_t s = 0; s < T; s++) {
+            const float *vr = c->v + (int64_t)tab[s / c->bs] * c->bstride + (s % c->bs) * lk + kh * hd;
+            float w = S[s] * inv;
+            for (int64_t j = 0; j < hd; j++) out[j] += w * vr[j];
+        }
+    }
+}
+
+void attn_paged_fwd(float *o, const float *q, int64_t n, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                    const float *k, const float *v, int64_t block_size, int64_t block_stride,
+                    const int32_t *const *tables, const int32_t *ctx, float *ws, tp_pool *pool) {
+    int64_t mc = 1;
+    for (int64_t i = 0; i < n; i++) mc = ctx[i] > mc ? ctx[i] : mc;
+    paged_ctx c = {.o = o, .ws = ws, .q = q, .k = k, .v = v, .tables = tables, .ctx = ctx, .Hq = Hq, .Hkv = Hkv,
+                   .hd = hd, .bs = block_size, .bstride = block_stride, .max_ctx = mc, .scale = scale};
+    tp_parallel_for(pool, (size_t)(n * Hq), paged_rows, &c);
+}

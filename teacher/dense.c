@@ -1,0 +1,238 @@
+/* teacher/dense.c — dense Llama/Qwen load and paged-cache forward (see teacher/dense.h). */
+#include "teacher/dense.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/checkpoint.h"
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "kernels/act.h"
+#include "kernels/attention.h"
+#include "kernels/convert.h"
+#include "kernels/embed.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+
+typedef struct {
+    float *attn_norm, *mlp_norm;                 /* [D] */
+    float *wq, *wk, *wv, *wo;                    /* [Hq·hd, D], [Hkv·hd, D] ×2, [D, Hq·hd] */
+    float *bq, *bk, *bv, *bo;                    /* or NULL */
+    float *wg, *wu, *wd;                         /* [F, D] ×2, [D, F] */
+    float *bg, *bu, *bd;                         /* or NULL */
+} dn_layer;
+
+struct dn_model {
+    mc_config c;
+    tp_pool *pool;
+    int64_t D, F, L, V, Hq, Hkv, hd;
+    float *embed, *norm, *lm_head;               /* [V, D], [D], [V, D] (== embed when tied) */
+    dn_layer *layers;                            /* [L] */
+    float *inv_freq;                             /* [hd/2] */
+    float *weights;                              /* one buffer for every tensor */
+};
+
+/* ---- loading --------------------------------------------------------------------------- */
+
+static float **field(dn_model *m, const char *name) {
+    if (!strcmp(name, "model.embed_tokens.weight")) return &m->embed;
+    if (!strcmp(name, "model.norm.weight")) return &m->norm;
+    if (!strcmp(name, "lm_head.weight")) return &m->lm_head;
+    long long i;
+    int used = 0;
+    if (sscanf(name, "model.layers.%lld.%n", &i, &used) != 1 || !used || i < 0 || i >= m->L) return NULL;
+    dn_layer *l = &m->layers[i];
+    static const struct { const char *n; size_t at; } map[] = {
+        {"input_layernorm.weight", offsetof(dn_layer, attn_norm)},
+        {"post_attention_layernorm.weight", offsetof(dn_layer, mlp_norm)},
+        {"self_attn.q_proj.weight", offsetof(dn_layer, wq)}, {"self_attn.k_proj.weight", offsetof(dn_layer, wk)},
+        {"self_attn.v_proj.weight", offsetof(dn_layer, wv)}, {"self_attn.o_proj.weight", offsetof(dn_layer, wo)},
+        {"self_attn.q_proj.bias", offsetof(dn_layer, bq)}, {"self_attn.k_proj.bias", offsetof(dn_layer, bk)},
+        {"self_attn.v_proj.bias", offsetof(dn_layer, bv)}, {"self_attn.o_proj.bias", offsetof(dn_layer, bo)},
+        {"mlp.gate_proj.weight", offsetof(dn_layer, wg)}, {"mlp.up_proj.weight", offsetof(dn_layer, wu)},
+        {"mlp.down_proj.weight", offsetof(dn_layer, wd)}, {"mlp.gate_proj.bias", offsetof(dn_layer, bg)},
+        {"mlp.up_proj.bias", offsetof(dn_layer, bu)}, {"mlp.down_proj.bias", offsetof(dn_layer, bd)},
+    };
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+        if (!strcmp(name + used, map[k].n)) return (float **)((char *)l + map[k].at);
+    return NULL;
+}
+
+static int load_all(dn_model *m, const char *dir) {
+    int rc = mc_load(dir, &m->c);
+    if (rc) return rc;
+    const mc_config *c = &m->c;
+    if (c->arch == MC_ARCH_DEEPSEEK_V3)
+        return rt_fail(RT_EUNSUPPORTED, "deepseek_v3 is not a dense model (teacher/deepseek.h)");
+    m->D = c->hidden_size;
+    m->F = c->intermediate_size;
+    m->L = c->num_hidden_layers;
+    m->V = c->vocab_size;
+    m->Hq = c->num_attention_heads;
+    m->Hkv = c->num_key_value_heads;
+    m->hd = c->head_dim;
+    m->layers = rt_calloc((size_t)m->L, sizeof *m->layers);
+    m->inv_freq = rt_malloc((size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float));
+    if (!m->layers || !m->inv_freq) return RT_ENOMEM;
+    if ((rc = rope_inv_freq(&c->rope, m->hd, m->inv_freq))) return rc;
+    mc_tensor_spec *spec;
+    size_t n;
+    if ((rc = mc_expected_tensors(c, &spec, &n))) return rc;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (spec[i].group == MC_GROUP_REQUIRED)
+            total += ((size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1) + 15) / 16 * 16;
+    m->weights = rt_aligned_alloc(64, (total ? total : 16) * sizeof(float));
+    st_file *f = NULL;
+    if (!m->weights) rc = RT_ENOMEM;
+    if (!rc) rc = st_open(dir, &f);
+    ck_summary sum;
+    if (!rc) rc = ck_validate(c, f, &sum);
+    size_t off = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (spec[i].group != MC_GROUP_REQUIRED) continue;
+        const st_tensor *t = st_find(f, spec[i].name);
+        float **dst = field(m, spec[i].name);
+        size_t numel = (size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1);
+        if (!dst) rc = rt_fail(RT_EINTERNAL, "unexpected tensor %s", spec[i].name);
+        else if (!t) rc = rt_fail(RT_EFORMAT, "tensor %s missing", spec[i].name);
+        else if (t->nelem != numel) rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %zu expected", spec[i].name, t->nelem, numel);
+        else if (!(rc = cvt_to_f32(t->dtype, t->data, m->weights + off, numel))) {
+            *dst = m->weights + off;
+            off += (numel + 15) / 16 * 16;
+        }
+    }
+    st_close(f);
+    free(spec);
+    if (!rc && !m->lm_head) m->lm_head = m->embed;
+    return rc;
+}
+
+int dn_load(const char *dir, tp_pool *pool, dn_model **out) {
+    *out = NULL;
+    dn_model *m = rt_calloc(1, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    m->pool = pool;
+    mm_blas_single_thread();   /* the pool is the only parallelism (kernels/matmul.h) */
+    int rc = load_all(m, dir);
+    if (rc) {
+        dn_free(m);
+        return rt_errorf(rc, "loading model %s", dir);
+    }
+    *out = m;
+    return 0;
+}
+
+void dn_free(dn_model *m) {
+    if (!m) return;
+    free(m->weights);
+    free(m->layers);
+    free(m->inv_freq);
+    free(m);
+}
+
+const mc_config *dn_config(const dn_model *m) { return &m->c; }
+
+size_t dn_block_floats(const dn_model *m, int64_t block_size) {
+    return (size_t)(m->L * 2 * block_size * m->Hkv * m->hd);
+}
+
+/* ---- forward --------------------------------------------------------------------------- */
+
+static void add_into(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+               const int32_t *tokens, float *logits, bool all_logits) {
+    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
+    if (kv_pool_block_floats(cache) != dn_block_floats(m, kv_pool_block_size(cache)))
+        return rt_fail(RT_EINVAL, "the KV cache's blocks were not made for this model");
+    int64_t T = 0, max_ctx = 1;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        if (n_new[s] <= 0) return rt_fail(RT_EINVAL, "sequence %lld: %d new tokens", (long long)s, n_new[s]);
+        int64_t end = seqs[s]->len + n_new[s];
+        if (end > m->c.max_position_embeddings)
+            return rt_fail(RT_ERANGE, "sequence of %lld positions exceeds max_position_embeddings %lld",
+                           (long long)end, (long long)m->c.max_position_embeddings);
+        if (end > max_ctx) max_ctx = end;
+        T += n_new[s];
+    }
+    for (int64_t t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->V)
+            return rt_fail(RT_EINVAL, "token %d outside the vocabulary of %lld", tokens[t], (long long)m->V);
+    for (int64_t s = 0; s < n_seqs; s++) {
+        int rc = kv_seq_reserve(cache, seqs[s], seqs[s]->len + n_new[s]);
+        if (rc) return rc;
+    }
+    tp_pool *pool = m->pool;
+    int64_t D = m->D, F = m->F, hd = m->hd, qd = m->Hq * hd, kd = m->Hkv * hd, half = hd / 2;
+    int64_t bs = kv_pool_block_size(cache);
+    size_t bf = kv_pool_block_floats(cache);
+    size_t wsn = attn_paged_workspace_floats(max_ctx, tp_size(pool));
+    size_t nf = (size_t)T * (size_t)(3 * D + 2 * qd + 2 * kd + 3 * F + 2 * half) + wsn;
+    float *buf = rt_malloc(nf * sizeof(float));
+    int32_t *pos = rt_malloc((size_t)T * 2 * sizeof(int32_t));
+    const int32_t **tables = rt_malloc((size_t)T * sizeof *tables);
+    if (!buf || !pos || !tables) {
+        free(buf); free(pos); free(tables);
+        return rt_errorf(RT_ENOMEM, "forward of %lld tokens", (long long)T);
+    }
+    float *x = buf, *xn = x + T * D, *tmp = xn + T * D, *q = tmp + T * D, *att = q + T * qd, *k = att + T * qd;
+    float *v = k + T * kd, *g = v + T * kd, *u = g + T * F, *a = u + T * F, *cs = a + T * F, *sn = cs + T * half;
+    float *ws = sn + T * half;
+    int32_t *ctx = pos + T;
+    for (int64_t s = 0, t = 0; s < n_seqs; s++)
+        for (int32_t j = 0; j < n_new[s]; j++, t++) {
+            pos[t] = (int32_t)(seqs[s]->len + j);
+            ctx[t] = pos[t] + 1;
+            tables[t] = seqs[s]->blocks;
+        }
+    rope_tables(cs, sn, pos, T, m->inv_freq, half);
+    embed_fwd(x, m->embed, tokens, T, D, pool);
+    float eps = (float)m->c.rms_norm_eps, scale = 1.0f / sqrtf((float)hd), *data = kv_pool_data(cache);
+    for (int64_t l = 0; l < m->L; l++) {
+        const dn_layer *L = &m->layers[l];
+        rmsnorm_fwd(xn, NULL, x, L->attn_norm, T, D, eps, pool);
+        mm_linear_fwd(q, xn, L->wq, L->bq, T, qd, D, pool);
+        mm_linear_fwd(k, xn, L->wk, L->bk, T, kd, D, pool);
+        mm_linear_fwd(v, xn, L->wv, L->bv, T, kd, D, pool);
+        rope_apply(q, cs, sn, T, m->Hq, hd, false, pool);
+        rope_apply(k, cs, sn, T, m->Hkv, hd, false, pool);
+        float *kbase = data + l * 2 * bs * kd, *vbase = kbase + bs * kd;
+        for (int64_t t = 0; t < T; t++) {
+            size_t at = (size_t)tables[t][pos[t] / bs] * bf + (size_t)((pos[t] % bs) * kd);
+            memcpy(kbase + at, k + t * kd, (size_t)kd * sizeof(float));
+            memcpy(vbase + at, v + t * kd, (size_t)kd * sizeof(float));
+        }
+        attn_paged_fwd(att, q, T, m->Hq, m->Hkv, hd, scale, kbase, vbase, bs, (int64_t)bf, tables, ctx, ws, pool);
+        mm_linear_fwd(tmp, att, L->wo, L->bo, T, D, qd, pool);
+        add_into(x, tmp, T * D);
+        rmsnorm_fwd(xn, NULL, x, L->mlp_norm, T, D, eps, pool);
+        mm_linear_fwd(g, xn, L->wg, L->bg, T, F, D, pool);
+        mm_linear_fwd(u, xn, L->wu, L->bu, T, F, D, pool);
+        swiglu_fwd(a, g, u, (size_t)(T * F), pool);
+        mm_linear_fwd(tmp, a, L->wd, L->bd, T, D, F, pool);
+        add_into(x, tmp, T * D);
+    }
+    int64_t R = T;
+    if (!all_logits) {   /* keep the last token of each sequence */
+        R = 0;
+        for (int64_t s = 0, t = 0; s < n_seqs; s++) {
+            t += n_new[s];
+            memmove(x + R * D, x + (t - 1) * D, (size_t)D * sizeof(float));
+            R++;
+        }
+    }
+    rmsnorm_fwd(xn, NULL, x, m->norm, R, D, eps, pool);
+    mm_linear_fwd(logits, xn, m->lm_head, NULL, R, m->V, D, pool);
+    for (int64_t s = 0; s < n_seqs; s++) seqs[s]->len += n_new[s];
+    free(buf);
+    free(pos);
+    free(tables);
+    return 0;
+}
