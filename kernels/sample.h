@@ -1,0 +1,53 @@
+/* kernels/sample.h — token sampling from one row of logits, with a counter-based RNG.
+ *
+ * smp_sample() draws a token from logits [V] under smp_params, applying in order:
+ *   temperature  z = logits / temperature (temperature 0: greedy, the first maximal logit);
+ *   top_k        keep the k most probable tokens (0: off; ties broken by lower token id);
+ *   top_p        keep the smallest set of most probable tokens (of those left) whose mass,
+ *                renormalized over those left, is ≥ top_p (1: off; at least one token);
+ *   min_p        keep tokens whose probability is ≥ min_p · the largest probability (0: off);
+ * then draws from the kept tokens renormalized, with the uniform u ∈ [0, 1) given (inverse
+ * CDF, tokens in order of decreasing probability, ties by lower id). The same logits,
+ * params and u always give the same token.
+ *
+ * The RNG is stateless: smp_uniform(seed, stream, step) hashes the three values
+ * (splitmix64 finalizers), so request `seed`, sample `stream` draws the same numbers at
+ * each generation step whatever else runs beside it.
+ *
+ * Logprobs are those of the model's own distribution, log_softmax(logits) (temperature 1,
+ * no filter: what logit distillation stores), computed in double. smp_logprob() gives one
+ * token's; smp_top_logprobs() the k largest (descending, ties by lower id), k ≤ V.
+ * ws: smp_workspace_bytes(V) bytes, owned by the caller. Errors: RT_EINVAL (a parameter out
+ * of range: temperature < 0 or not finite, top_k < 0, top_p ∉ (0, 1], min_p ∉ [0, 1], u ∉
+ * [0, 1), V < 1).
+ */
+#ifndef RT_KERNELS_SAMPLE_H
+#define RT_KERNELS_SAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    float temperature;   /* 0: greedy */
+    int top_k;           /* 0: off */
+    float top_p;         /* 1: off */
+    float min_p;         /* 0: off */
+} smp_params;
+
+#define SMP_GREEDY ((smp_params){.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f})
+
+int smp_check(const smp_params *p);
+uint64_t smp_bits(uint64_t seed, uint64_t stream, uint64_t step);
+double smp_uniform(uint64_t seed, uint64_t stream, uint64_t step);   /* [0, 1), 53 bits */
+
+size_t smp_workspace_bytes(int64_t V);
+int smp_sample(const float *logits, int64_t V, const smp_params *p, double u, void *ws, int32_t *token);
+
+/* The distribution smp_sample draws from (after the filters, renormalized) into probs [V]
+ * (0 for removed tokens); for tests and diagnostics. Greedy: 1 on the chosen token. */
+int smp_probs(const float *logits, int64_t V, const smp_params *p, void *ws, double *probs);
+
+float smp_logprob(const float *logits, int64_t V, int32_t token);
+void smp_top_logprobs(const float *logits, int64_t V, int k, int32_t *ids, float *logprobs);
+
+#endif
