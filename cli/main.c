@@ -103,6 +103,42 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 bad input (the message names the line), 2 usage error.\n",
      cmd_dedup},
+    {"filter", "score samples in a run database: verify, format, language, readability, repetition, length, decontam, dedup",
+     "usage: retort filter --db DB [--config FILTERS.yaml | --preset r1] [--threads N] [--assets DIR]\n"
+     "                     [--decontam FILE.jsonl]... [--batch N] [--quiet]\n"
+     "       retort filter [--config FILE | --preset r1] --print-config\n"
+     "\n"
+     "Runs the chosen filters over every sample that has no verdict yet for one of them and writes\n"
+     "one verdict (pass, score, reason) per sample per filter; dedup also writes clusters. Each\n"
+     "batch of samples is one transaction: a killed run continues where it stopped and nothing is\n"
+     "scored twice. Without --config/--preset every filter runs with its defaults.\n"
+     "\n"
+     "  --config FILE    filters and thresholds (YAML subset or JSON; see docs/filters.md)\n"
+     "  --preset r1      DeepSeek-R1's rejection-sampling recipe (configs/filters/r1.yaml)\n"
+     "  --threads N      scoring threads (default: one per CPU)\n"
+     "  --assets DIR     benchmarks for decontam in DIR/benchmarks (default $RETORT_ASSETS,\n"
+     "                   else ../shared/assets); absent files are skipped with a message\n"
+     "  --decontam FILE  also decontaminate against FILE (JSONL: question/problem/prompt and\n"
+     "                   answer/solution fields); repeatable\n"
+     "  --batch N        samples per transaction (default 512)\n"
+     "  --print-config   print the resolved configuration (JSON) and exit\n"
+     "  --quiet          no progress line\n"
+     "\n"
+     "Progress (rate, ETA) goes to stderr; a summary and the funnel to stdout.\n"
+     "Exit status: 0 ok, 1 error (bad configuration, database), 2 usage error.\n",
+     cmd_filter},
+    {"select", "choose up to K passing samples per prompt into a named snapshot",
+     "usage: retort select --db DB --snapshot NAME [--per-prompt K] [--policy shortest|longest|random|all]\n"
+     "                     [--seed S] [--balance-sources]\n"
+     "\n"
+     "Keeps, per prompt, up to K (default 1) samples that passed every filter that was run (verify\n"
+     "only where the prompt has a gold answer) and are dedup representatives, chosen by policy\n"
+     "(default shortest; random uses --seed, default 0; all keeps every one), and writes them as\n"
+     "snapshot NAME with the selection and filter configuration in its filter_config.\n"
+     "  --balance-sources  every source keeps at most as many samples as the smallest source\n"
+     "\n"
+     "Exit status: 0 ok, 1 error (existing snapshot name, no verdicts), 2 usage error.\n",
+     cmd_select},
     {"tokenize", "Hugging Face tokenizer.json BPE: JSONL {text} → {ids}, --decode, --chat templates",
      "usage: retort tokenize --tokenizer FILE [--special] [--threads N] < TEXTS.jsonl\n"
      "       retort tokenize --tokenizer FILE --decode [--special | --skip-special] < IDS.jsonl\n"

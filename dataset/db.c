@@ -136,6 +136,13 @@ static const char *const migrations[DB_SCHEMA_VERSION] = {
     "  created_at INTEGER NOT NULL DEFAULT " NOW ",\n"
     "  UNIQUE (run, model, prompt_id, sample_index));\n"
     "CREATE INDEX eval_results_run ON eval_results(run, model, benchmark);\n",
+    /* 1 → 2: the configuration of each `retort filter` run, so a snapshot can name what made it */
+    "CREATE TABLE filter_runs (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  config TEXT NOT NULL CHECK (json_valid(config)),\n"
+    "  scored INTEGER NOT NULL DEFAULT 0,\n"
+    "  started_at INTEGER NOT NULL DEFAULT " NOW ",\n"
+    "  finished_at INTEGER);\n",
 };
 
 static const char *const stmt_sql[DB_ST_COUNT] = {

@@ -20,6 +20,8 @@
  *   clusters         (method, sample) → dedup cluster id, representative flag
  *   snapshots        named, frozen sets of sample ids with the filter configuration that
  *                    made them (snapshot_samples holds the members)
+ *   filter_runs      (version 2) the configuration (JSON) of each `retort filter` run, how
+ *                    many samples it scored, when it started and finished
  *   eval_results     (run, model, prompt, sample_index) → response, extracted answer, correct
  *   zstd_dicts       dictionaries trained on the run's own samples
  *
@@ -46,7 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 
 typedef struct ds_db ds_db;
 
@@ -73,6 +75,9 @@ int db_check(ds_db *db, bool *ok, char **report);
 /* Counts, per-source and per-filter numbers, compression and length histograms:
  * {"schema_version", "prompts", "samples", "sources": {NAME: {"prompts", "samples"}},
  *  "teachers": {T: n}, "verdicts": {FILTER: {"pass", "fail", "pass_rate"}},
+ *  "funnel": [{"filter", "removed", "remaining"}] (filters in the order retort filter applies
+ *             them; a sample counts as removed by the first filter it fails; remaining starts
+ *             from every sample),
  *  "snapshots": {NAME: n}, "text": {"bytes", "stored_bytes", "ratio"},
  *  "histograms": {"edges": [...], "tokens": {SOURCE: {STAGE: [counts]}},
  *                 "bytes": {SOURCE: {STAGE: [counts]}}}}

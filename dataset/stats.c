@@ -104,6 +104,79 @@ static int row_hist(sqlite3_stmt *st, json_t *acc) {
     "EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id) AND NOT EXISTS (SELECT 1 FROM verdicts v " \
     "WHERE v.sample_id = s.id AND v.pass = 0) FROM samples s JOIN prompts p ON p.id = s.prompt_id"
 
+/* The order `retort filter` applies its filters in (filters/pipeline.h); the funnel counts a
+ * sample as removed by the first of these it fails. Filters not in the list come after,
+ * by name. */
+static const char *const funnel_order[] = {"verify", "format", "language", "readability",
+                                           "repetition", "length", "decontam", "dedup"};
+#define N_FUNNEL_ORDER (sizeof funnel_order / sizeof *funnel_order)
+
+static int funnel_rank(const char *f, char **names, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(names[i], f)) return (int)i;
+    return -1;
+}
+
+/* "funnel": [{"filter", "removed", "remaining"}] starting from every sample: removed is the
+ * number of samples whose first failing filter (in funnel order) is this one. */
+static int funnel_fill(ds_db *db, json_t *j, int64_t samples) {
+    sqlite3 *h = db_sqlite(db);
+    sqlite3_stmt *st;
+    char *names[64];
+    size_t n = 0;
+    int rc = 0, row, s;
+    for (size_t i = 0; i < N_FUNNEL_ORDER; i++) names[n++] = (char *)funnel_order[i];
+    size_t n_known = n;
+    SQL_TRY(h, sqlite3_prepare_v2(h, "SELECT DISTINCT filter FROM verdicts ORDER BY filter", -1, &st, NULL));
+    bool present[64] = {false};
+    while ((s = db_step_row(st, &row)) == SQLITE_OK && row) {
+        const char *f = col_text(st, 0);
+        int r = funnel_rank(f, names, n);
+        if (r < 0 && n < 64) {
+            names[n] = strdup(f);
+            if (!names[n]) { rc = rt_fail(RT_ENOMEM, "funnel"); break; }
+            r = (int)n++;
+        }
+        if (r >= 0) present[r] = true;
+    }
+    sqlite3_finalize(st);
+    int64_t removed[64] = {0};
+    if (!rc && s != SQLITE_OK) rc = db_sql_fail(h, s, "reading filters", __FILE__, __LINE__);
+    if (!rc) {
+        s = sqlite3_prepare_v2(h, "SELECT sample_id, filter FROM verdicts WHERE pass = 0 ORDER BY sample_id", -1, &st, NULL);
+        if (s != SQLITE_OK) rc = db_sql_fail(h, s, "funnel query", __FILE__, __LINE__);
+    }
+    if (!rc) {
+        int64_t cur = -1;
+        int best = -1;
+        while ((s = db_step_row(st, &row)) == SQLITE_OK && row) {
+            int64_t id = sqlite3_column_int64(st, 0);
+            int r = funnel_rank(col_text(st, 1), names, n);
+            if (id != cur) {
+                if (best >= 0) removed[best]++;
+                cur = id;
+                best = r;
+            } else if (r >= 0 && (best < 0 || r < best)) best = r;
+        }
+        if (best >= 0) removed[best]++;
+        sqlite3_finalize(st);
+        if (s != SQLITE_OK) rc = db_sql_fail(h, s, "funnel query", __FILE__, __LINE__);
+    }
+    if (!rc) {
+        json_t *fun = json_array();
+        json_object_set_new(j, "funnel", fun);
+        int64_t left = samples;
+        for (size_t i = 0; i < n; i++) {
+            if (!present[i]) continue;
+            left -= removed[i];
+            json_array_append_new(fun, json_pack("{s:s,s:I,s:I}", "filter", names[i], "removed", (json_int_t)removed[i],
+                                                 "remaining", (json_int_t)left));
+        }
+    }
+    for (size_t i = n_known; i < n; i++) free(names[i]);
+    return rc;
+}
+
 static int stats_fill(ds_db *db, json_t *j) {
     int rc, v;
     if ((rc = db_schema_version(db, &v))) return rc;
@@ -138,6 +211,7 @@ static int stats_fill(ds_db *db, json_t *j) {
                        NULL, row_verdict, verdicts)) ||
         (rc = each_row(db, "SELECT name, n_samples FROM snapshots ORDER BY id", NULL, row_count_pair, snaps)))
         return rc;
+    if ((rc = funnel_fill(db, j, json_integer_value(json_object_get(j, "samples"))))) return rc;
     json_t *tok = json_object(), *byt = json_object();
     json_t *hist = json_pack("{s:o,s:o,s:o,s:o}", "edges", edges_json(tok_edges), "byte_edges", edges_json(byte_edges),
                              "tokens", tok, "bytes", byt);

@@ -1,0 +1,186 @@
+/* filters/select.c — fp_select(): per-prompt selection into a named snapshot (contract in
+ * pipeline.h). */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+#include "filters/pipeline.h"
+
+static const char *const policy_names[] = {"shortest", "longest", "random", "all"};
+
+int fp_policy_parse(const char *name, fp_policy *out) {
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, policy_names[i])) { *out = (fp_policy)i; return 0; }
+    return rt_fail(RT_EINVAL, "unknown policy '%s' (shortest, longest, random, all)", name);
+}
+
+typedef struct {
+    int64_t id, prompt;
+    int64_t bytes;
+    uint64_t key;      /* seeded random order */
+    int source;        /* index into the source names */
+    bool keep;
+} cand;
+
+static uint64_t rand_key(uint64_t seed, int64_t id) {
+    uint64_t v[2] = {seed, (uint64_t)id};
+    return XXH64(v, sizeof v, 0x5e1ec7);
+}
+
+/* The policy is folded into each candidate's key, so one comparison serves them all. */
+static int by_prompt_then_order(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    if (a->prompt != b->prompt) return a->prompt < b->prompt ? -1 : 1;
+    if (a->key != b->key) return a->key < b->key ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+static int by_source_then_random(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    if (a->source != b->source) return a->source - b->source;
+    return a->key < b->key ? -1 : a->key > b->key ? 1 : (a->id < b->id ? -1 : a->id > b->id);
+}
+
+static int by_id(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* The eligible samples: a passing verdict for every filter that was run (verify only where
+ * the prompt has a gold answer), no failing verdict, and not a non-representative cluster
+ * member. */
+static const char ELIGIBLE_SQL[] =
+    "WITH run_filters(f) AS (SELECT DISTINCT filter FROM verdicts) "
+    "SELECT s.id, s.prompt_id, s.text_bytes, p.source FROM samples s JOIN prompts p ON p.id = s.prompt_id "
+    "WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0) "
+    "AND NOT EXISTS (SELECT 1 FROM run_filters r WHERE NOT (r.f = 'verify' AND p.gold IS NULL) "
+    "  AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.filter = r.f)) "
+    "AND NOT EXISTS (SELECT 1 FROM clusters c WHERE c.sample_id = s.id AND c.representative = 0) "
+    "ORDER BY s.id";
+
+static int snapshot_config(sqlite3 *h, const fp_select_opts *o, char **out) {
+    json_t *filters = json_array(), *runs = json_array();
+    json_t *j = json_pack("{s:{s:I,s:s,s:I,s:b},s:o,s:o}", "selection", "per_prompt", (json_int_t)o->per_prompt, "policy",
+                          policy_names[o->policy], "seed", (json_int_t)o->seed, "balance_sources", o->balance_sources,
+                          "filters_required", filters, "filter_runs", runs);
+    if (!j) return rt_fail(RT_ENOMEM, "snapshot configuration");
+    sqlite3_stmt *st;
+    int s = sqlite3_prepare_v2(h, "SELECT DISTINCT filter FROM verdicts ORDER BY filter", -1, &st, NULL);
+    while (s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(filters, json_string((const char *)sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    if (s == SQLITE_DONE)
+        s = sqlite3_prepare_v2(h, "SELECT id, config, scored, started_at, finished_at FROM filter_runs ORDER BY id", -1, &st, NULL);
+    while (s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *cfg = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
+        json_array_append_new(runs, json_pack("{s:I,s:o*,s:I,s:I,s:b}", "id", (json_int_t)sqlite3_column_int64(st, 0),
+                                              "config", cfg, "scored", (json_int_t)sqlite3_column_int64(st, 2),
+                                              "started_at", (json_int_t)sqlite3_column_int64(st, 3), "finished",
+                                              sqlite3_column_type(st, 4) != SQLITE_NULL));
+    }
+    sqlite3_finalize(st);
+    if (s != SQLITE_DONE) { json_decref(j); return rt_fail(RT_EINTERNAL, "reading filter runs: %s", sqlite3_errmsg(h)); }
+    *out = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return *out ? 0 : rt_fail(RT_ENOMEM, "snapshot configuration");
+}
+
+int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    if (o->per_prompt < 1 && o->policy != FP_POLICY_ALL) return rt_fail(RT_EINVAL, "per-prompt must be ≥ 1");
+    int64_t sid;
+    int rc = db_snapshot_find(db, o->snapshot, &sid);
+    if (!rc) return rt_fail(RT_EINVAL, "snapshot '%s' already exists (snapshots are frozen: choose another name)", o->snapshot);
+    if (rc != RT_ENOTFOUND) return rc;
+    rt_errclear();
+    sqlite3 *h = db_sqlite(db);
+    sqlite3_stmt *st;
+    int s = sqlite3_prepare_v2(h, "SELECT EXISTS (SELECT 1 FROM verdicts)", -1, &st, NULL);
+    int any = 0;
+    if (s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW) any = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (s != SQLITE_ROW) return rt_fail(RT_EINTERNAL, "reading verdicts: %s", sqlite3_errmsg(h));
+    if (!any) return rt_fail(RT_EINVAL, "no verdicts in the database: run `retort filter` first");
+
+    cand *cs = NULL;
+    size_t n = 0, cap = 0;
+    char **sources = NULL;
+    size_t n_src = 0, cap_src = 0;
+    s = sqlite3_prepare_v2(h, ELIGIBLE_SQL, -1, &st, NULL);
+    while (!rc && s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (rt_grow((void **)&cs, &cap, n + 1, sizeof *cs)) { rc = RT_ENOMEM; break; }
+        cand *c = &cs[n++];
+        c->id = sqlite3_column_int64(st, 0);
+        c->prompt = sqlite3_column_int64(st, 1);
+        c->bytes = sqlite3_column_int64(st, 2);
+        const char *src = (const char *)sqlite3_column_text(st, 3);
+        int k = 0;
+        while ((size_t)k < n_src && strcmp(sources[k], src ? src : "")) k++;
+        if ((size_t)k == n_src) {
+            if (rt_grow((void **)&sources, &cap_src, n_src + 1, sizeof *sources) || !(sources[n_src] = rt_strdup(src ? src : ""))) {
+                rc = RT_ENOMEM;
+                break;
+            }
+            n_src++;
+        }
+        c->source = k;
+        c->keep = false;
+        /* the order within a prompt: smaller key first */
+        switch (o->policy) {
+        case FP_POLICY_SHORTEST: c->key = (uint64_t)c->bytes; break;
+        case FP_POLICY_LONGEST: c->key = UINT64_MAX - (uint64_t)c->bytes; break;
+        case FP_POLICY_RANDOM: c->key = rand_key(o->seed, c->id); break;
+        case FP_POLICY_ALL: c->key = 0; break;
+        }
+    }
+    if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "selecting eligible samples: %s", sqlite3_errmsg(h));
+    sqlite3_finalize(st);
+    if (!rc) {
+        rep->eligible = n;
+        if (n) qsort(cs, n, sizeof *cs, by_prompt_then_order);
+        int64_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i == 0 || cs[i].prompt != cs[i - 1].prompt) { k = 0; rep->prompts++; }
+            cs[i].keep = o->policy == FP_POLICY_ALL || k < o->per_prompt;
+            k++;
+        }
+        if (o->balance_sources && n_src > 1) {
+            size_t *cnt = rt_calloc(n_src, sizeof *cnt);
+            if (!cnt) rc = RT_ENOMEM;
+            for (size_t i = 0; !rc && i < n; i++) cnt[cs[i].source] += cs[i].keep;
+            size_t lim = SIZE_MAX;
+            for (size_t k2 = 0; !rc && k2 < n_src; k2++)
+                if (cnt[k2] && cnt[k2] < lim) lim = cnt[k2];
+            if (!rc) {
+                for (size_t i = 0; i < n; i++) cs[i].key = rand_key(o->seed ^ 0xba1a9ceULL, cs[i].id);
+                qsort(cs, n, sizeof *cs, by_source_then_random);
+                memset(cnt, 0, n_src * sizeof *cnt);
+                for (size_t i = 0; i < n; i++) {
+                    if (!cs[i].keep) continue;
+                    if (cnt[cs[i].source] >= lim) { cs[i].keep = false; rep->balanced_out++; }
+                    else cnt[cs[i].source]++;
+                }
+            }
+            free(cnt);
+        }
+    }
+    int64_t *ids = NULL;
+    if (!rc) {
+        if (n) qsort(cs, n, sizeof *cs, by_id);
+        ids = rt_malloc((n ? n : 1) * sizeof *ids);
+        if (!ids) rc = RT_ENOMEM;
+        for (size_t i = 0; !rc && i < n; i++)
+            if (cs[i].keep) ids[rep->selected++] = cs[i].id;
+    }
+    char *cfg = NULL;
+    if (!rc) rc = snapshot_config(h, o, &cfg);
+    if (!rc) rc = db_snapshot_create(db, o->snapshot, cfg, ids, rep->selected, &rep->snapshot_id);
+    free(cfg);
+    free(ids);
+    free(cs);
+    for (size_t i = 0; i < n_src; i++) free(sources[i]);
+    free(sources);
+    return rc;
+}
