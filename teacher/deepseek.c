@@ -326,6 +326,21 @@ int64_t ds_cache_len(const ds_cache *c) { return c->len; }
 int64_t ds_cache_mtp_len(const ds_cache *c) { return c->mtp_len; }
 int64_t ds_cache_row(const ds_cache *c) { return c->row; }
 
+int ds_cache_copy(ds_cache *dst, const ds_cache *src) {
+    if (dst->row != src->row || dst->n_slots != src->n_slots || dst->main_layers != src->main_layers ||
+        dst->cap < src->len || dst->cap < src->mtp_len)
+        return rt_fail(RT_EINVAL, "copying a cache of %lld positions into one of another shape or capacity %lld",
+                       (long long)src->len, (long long)dst->cap);
+    for (int64_t s = 0; s < src->n_slots; s++) {
+        int64_t n = s < src->main_layers ? src->len : src->mtp_len;
+        memcpy(dst->data + s * dst->cap * dst->row, src->data + s * src->cap * src->row,
+               (size_t)(n * src->row) * sizeof(float));
+    }
+    dst->len = src->len;
+    dst->mtp_len = src->mtp_len;
+    return 0;
+}
+
 /* ---- forward --------------------------------------------------------------------------- */
 
 typedef struct {

@@ -75,6 +75,10 @@ void ds_cache_free(ds_cache *c);
 void ds_cache_reset(ds_cache *c);
 int64_t ds_cache_len(const ds_cache *c);        /* positions filled by ds_forward */
 int64_t ds_cache_mtp_len(const ds_cache *c);    /* positions filled by ds_mtp_forward */
+/* Copies src's filled rows and both lengths into dst (caches of the same model; dst's
+ * capacity must hold src's lengths): the n samples of one prompt start from copies of the
+ * prompt's cache. RT_EINVAL otherwise. */
+int ds_cache_copy(ds_cache *dst, const ds_cache *src);
 /* Values per token per layer: kv_lora_rank + qk_rope_head_dim. */
 int64_t ds_cache_row(const ds_cache *c);
 

@@ -1,0 +1,482 @@
+/* teacher/engine.c — model interface, request queue, batching, sampling (see engine.h). */
+#include "teacher/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+#include "teacher/deepseek.h"
+#include "teacher/dense.h"
+#include "teacher/kvcache.h"
+
+#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+
+/* ---- the model interface --------------------------------------------------------------- */
+
+struct te_model {
+    mc_config c;
+    dn_model *dense;     /* exactly one of dense, ds */
+    ds_model *ds;
+};
+
+int te_model_load(const char *dir, tp_pool *pool, te_model **out) {
+    *out = NULL;
+    te_model *m = rt_calloc(1, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    int rc = mc_load(dir, &m->c);
+    if (rc) rc = rt_errorf(rc, "loading model %s", dir);
+    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {
+        ds_load_opts o = {.pool = pool, .load_mtp = false};
+        rc = ds_load(dir, &o, &m->ds);
+    } else {
+        rc = dn_load(dir, pool, &m->dense);
+    }
+    if (rc) {
+        te_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void te_model_free(te_model *m) {
+    if (!m) return;
+    dn_free(m->dense);
+    ds_free(m->ds);
+    free(m);
+}
+
+const mc_config *te_model_config(const te_model *m) { return &m->c; }
+bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
+
+/* ---- requests and sequences ------------------------------------------------------------ */
+
+typedef struct req {
+    te_request r;                  /* pointers below are owned copies */
+    int32_t *prompt, *stop_ids;
+    char **stop;
+    size_t max_stop_len;
+    int remaining;                 /* samples not finished */
+    int64_t reserved;              /* cache blocks reserved while running */
+    struct req *next;              /* queue */
+} req;
+
+typedef struct {
+    req *r;
+    int sample;
+    kv_seq kv;                     /* dense */
+    ds_cache *dc;                  /* DeepSeek */
+    int32_t *ids;
+    float *lp, *top_lp;
+    int32_t *top_ids;
+    int64_t n_ids, cap;            /* cap = r->max_tokens */
+} seq;
+
+struct te_engine {
+    te_model *m;
+    te_opts o;
+    int64_t V, blocks_total, blocks_reserved, bs;
+    kv_pool *kv;                   /* dense only */
+    req *head, *tail;              /* queue */
+    int n_queued;
+    seq **run;                     /* running sequences */
+    int n_run, cap_run;
+    float *logits;                 /* [cap_run or prefill rows, V] */
+    size_t logits_rows;
+    void *smp_ws;
+    te_result *done;
+    size_t n_done, cap_done;
+    int64_t prompt_tokens, generated_tokens, steps;
+};
+
+static void req_free(req *q) {
+    if (!q) return;
+    free(q->prompt);
+    free(q->stop_ids);
+    for (int i = 0; q->stop && i < q->r.n_stop; i++) free(q->stop[i]);
+    free(q->stop);
+    free(q);
+}
+
+static void seq_free(te_engine *e, seq *s) {
+    if (!s) return;
+    if (e->kv) kv_seq_release(e->kv, &s->kv);
+    ds_cache_free(s->dc);
+    free(s->ids);
+    free(s->lp);
+    free(s->top_lp);
+    free(s->top_ids);
+    free(s);
+}
+
+int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
+    *out = NULL;
+    te_engine *e = rt_calloc(1, sizeof *e);
+    if (!e) return RT_ENOMEM;
+    e->m = m;
+    if (opts) e->o = *opts;
+    if (e->o.max_batch <= 0) e->o.max_batch = 16;
+    if (e->o.cache_tokens <= 0) e->o.cache_tokens = 65536;
+    if (e->o.block_size <= 0) e->o.block_size = 16;
+    if (e->o.prefill_chunk <= 0) e->o.prefill_chunk = 512;
+    e->bs = e->o.block_size;
+    e->V = m->c.vocab_size;
+    e->blocks_total = (e->o.cache_tokens + e->bs - 1) / e->bs;
+    int rc = 0;
+    if (m->dense) rc = kv_pool_create(e->blocks_total, e->bs, dn_block_floats(m->dense, e->bs), &e->kv);
+    if (!rc && !(e->smp_ws = rt_malloc(smp_workspace_bytes(e->V)))) rc = RT_ENOMEM;
+    if (rc) {
+        te_engine_free(e);
+        return rt_errorf(rc, "engine with a cache of %lld positions", (long long)e->o.cache_tokens);
+    }
+    *out = e;
+    return 0;
+}
+
+void te_engine_free(te_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_run; i++) {
+        req *q = e->run[i]->r;
+        if (--q->remaining == 0) req_free(q);
+        seq_free(e, e->run[i]);
+    }
+    while (e->head) {
+        req *q = e->head;
+        e->head = q->next;
+        req_free(q);
+    }
+    te_results_free(e->done, e->n_done);
+    kv_pool_free(e->kv);
+    free(e->run);
+    free(e->logits);
+    free(e->smp_ws);
+    free(e);
+}
+
+void te_results_free(te_result *r, size_t n) {
+    if (!r) return;
+    for (size_t i = 0; i < n; i++) {
+        free(r[i].ids);
+        free(r[i].logprobs);
+        free(r[i].top_ids);
+        free(r[i].top_logprobs);
+    }
+    free(r);
+}
+
+bool te_busy(const te_engine *e) { return e->head || e->n_run > 0; }
+
+void te_stats_get(const te_engine *e, te_stats *s) {
+    *s = (te_stats){.prompt_tokens = e->prompt_tokens, .generated_tokens = e->generated_tokens, .steps = e->steps,
+                    .running = e->n_run, .queued = e->n_queued, .blocks_reserved = e->blocks_reserved,
+                    .blocks_total = e->blocks_total};
+}
+
+/* Blocks a request may ever use (see the header). */
+static int64_t blocks_needed(const te_engine *e, const te_request *r) {
+    int64_t full = (r->n_prompt + r->max_tokens + e->bs - 1) / e->bs;
+    if (e->m->ds) return full * r->n_samples;
+    return full + (int64_t)(r->n_samples - 1) * (full - r->n_prompt / e->bs);
+}
+
+int te_submit(te_engine *e, const te_request *r) {
+    const mc_config *c = &e->m->c;
+    TRY(smp_check(&r->sampling));
+    if (r->n_prompt <= 0) return rt_fail(RT_EINVAL, "empty prompt");
+    if (r->n_samples < 1) return rt_fail(RT_EINVAL, "n = %d samples", r->n_samples);
+    if (r->max_tokens < 1) return rt_fail(RT_EINVAL, "max_tokens %lld must be >= 1", (long long)r->max_tokens);
+    if (r->top_logprobs < 0 || r->top_logprobs > TE_MAX_TOP_LOGPROBS || r->top_logprobs > e->V)
+        return rt_fail(RT_EINVAL, "top_logprobs %d outside 0..%d", r->top_logprobs, TE_MAX_TOP_LOGPROBS);
+    if (r->n_stop > 0 && !e->o.tok) return rt_fail(RT_EINVAL, "stop strings need a tokenizer");
+    for (int64_t i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= e->V)
+            return rt_fail(RT_EINVAL, "prompt token %d outside the vocabulary of %lld", r->prompt[i], (long long)e->V);
+    if (r->n_prompt >= c->max_position_embeddings)
+        return rt_fail(RT_ERANGE, "prompt of %lld tokens leaves no room in the model's context of %lld",
+                       (long long)r->n_prompt, (long long)c->max_position_embeddings);
+    req *q = rt_calloc(1, sizeof *q);
+    if (!q) return RT_ENOMEM;
+    q->r = *r;
+    if (q->r.max_tokens > c->max_position_embeddings - r->n_prompt) q->r.max_tokens = c->max_position_embeddings - r->n_prompt;
+    int rc = 0;
+    int64_t need = blocks_needed(e, &q->r);
+    if (need > e->blocks_total)
+        rc = rt_fail(RT_ERANGE, "a request of %lld prompt tokens, %d samples of up to %lld tokens needs %lld cache "
+                     "positions; the cache holds %lld", (long long)r->n_prompt, r->n_samples, (long long)q->r.max_tokens,
+                     (long long)(need * e->bs), (long long)(e->blocks_total * e->bs));
+    q->prompt = rt_malloc((size_t)r->n_prompt * sizeof(int32_t));
+    int n_ids = r->n_stop_ids + (r->ignore_config_eos ? 0 : c->n_eos);
+    q->stop_ids = rt_malloc((size_t)(n_ids + 1) * sizeof(int32_t));
+    q->stop = r->n_stop > 0 ? rt_calloc((size_t)r->n_stop, sizeof(char *)) : NULL;
+    if (!rc && (!q->prompt || !q->stop_ids || (r->n_stop > 0 && !q->stop))) rc = RT_ENOMEM;
+    if (!rc) {
+        memcpy(q->prompt, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
+        for (int i = 0; i < r->n_stop_ids; i++) q->stop_ids[i] = r->stop_ids[i];
+        for (int i = 0; i < n_ids - r->n_stop_ids; i++) q->stop_ids[r->n_stop_ids + i] = (int32_t)c->eos_token_ids[i];
+        q->r.prompt = q->prompt;
+        q->r.stop_ids = q->stop_ids;
+        q->r.n_stop_ids = n_ids;
+        for (int i = 0; i < r->n_stop && !rc; i++) {
+            if (!r->stop[i] || !r->stop[i][0]) rc = rt_fail(RT_EINVAL, "empty stop string");
+            else if (!(q->stop[i] = rt_strdup(r->stop[i]))) rc = RT_ENOMEM;
+            else if (strlen(q->stop[i]) > q->max_stop_len) q->max_stop_len = strlen(q->stop[i]);
+        }
+        q->r.stop = (const char *const *)q->stop;
+    }
+    if (rc) {
+        if (!q->stop) q->r.n_stop = 0;
+        req_free(q);
+        return rc;
+    }
+    q->reserved = need;
+    q->remaining = r->n_samples;
+    if (e->tail) e->tail->next = q;
+    else e->head = q;
+    e->tail = q;
+    e->n_queued++;
+    return 0;
+}
+
+/* ---- stepping -------------------------------------------------------------------------- */
+
+static int ensure_logits(te_engine *e, size_t rows) {
+    if (rows <= e->logits_rows) return 0;
+    size_t bytes;
+    if (!rt_mul_ok(rows * (size_t)e->V, sizeof(float), &bytes)) return RT_ENOMEM;
+    float *p = rt_realloc(e->logits, bytes);
+    if (!p) return RT_ENOMEM;
+    e->logits = p;
+    e->logits_rows = rows;
+    return 0;
+}
+
+static int ensure_run(te_engine *e, int more) {
+    size_t cap = (size_t)e->cap_run;
+    TRY(rt_grow((void **)&e->run, &cap, (size_t)(e->n_run + more), sizeof *e->run));
+    e->cap_run = (int)cap;
+    return 0;
+}
+
+static seq *seq_new(te_engine *e, req *q, int sample) {
+    seq *s = rt_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->r = q;
+    s->sample = sample;
+    s->cap = q->r.max_tokens;
+    s->ids = rt_malloc((size_t)s->cap * sizeof(int32_t));
+    if (q->r.logprobs) s->lp = rt_malloc((size_t)s->cap * sizeof(float));
+    if (q->r.top_logprobs > 0) {
+        s->top_ids = rt_malloc((size_t)(s->cap * q->r.top_logprobs) * sizeof(int32_t));
+        s->top_lp = rt_malloc((size_t)(s->cap * q->r.top_logprobs) * sizeof(float));
+    }
+    if (!s->ids || (q->r.logprobs && !s->lp) || (q->r.top_logprobs > 0 && (!s->top_ids || !s->top_lp))) {
+        seq_free(e, s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Does the generated text end in one of the stop strings? Decodes only the tail that can
+ * hold the longest one (each token is at least one byte). Returns its index or -1. */
+static int stop_string_hit(const te_engine *e, const seq *s) {
+    const req *q = s->r;
+    if (q->r.n_stop == 0) return -1;
+    int64_t n = (int64_t)q->max_stop_len + 1;
+    if (n > s->n_ids) n = s->n_ids;
+    char *text = NULL;
+    size_t len;
+    if (tok_decode(e->o.tok, s->ids + s->n_ids - n, (size_t)n, false, &text, &len)) return -1;
+    int hit = -1;
+    for (int i = 0; i < q->r.n_stop && hit < 0; i++)
+        if (strstr(text, q->stop[i])) hit = i;
+    free(text);
+    return hit;
+}
+
+static int finish(te_engine *e, seq *s, te_finish why, int stop_string) {
+    size_t cap = e->cap_done;
+    TRY(rt_grow((void **)&e->done, &cap, e->n_done + 1, sizeof *e->done));
+    e->cap_done = cap;
+    req *q = s->r;
+    e->done[e->n_done++] = (te_result){.tag = q->r.tag, .sample = s->sample, .ids = s->ids, .n_ids = s->n_ids,
+                                       .logprobs = s->lp, .top_ids = s->top_ids, .top_logprobs = s->top_lp,
+                                       .top_k = q->r.top_logprobs, .finish = why, .stop_string = stop_string,
+                                       .n_prompt = q->r.n_prompt};
+    s->ids = NULL;
+    s->lp = s->top_lp = NULL;
+    s->top_ids = NULL;
+    if (--q->remaining == 0) {
+        e->blocks_reserved -= q->reserved;
+        req_free(q);
+    }
+    seq_free(e, s);
+    return 0;
+}
+
+/* Draws the next token of s from logits [V]; returns 1 when s finished (and is freed). */
+static int advance(te_engine *e, seq *s, const float *logits, int *finished) {
+    req *q = s->r;
+    int32_t tok;
+    *finished = 0;
+    TRY(smp_sample(logits, e->V, &q->r.sampling, smp_uniform(q->r.seed, (uint64_t)s->sample, (uint64_t)s->n_ids),
+                   e->smp_ws, &tok));
+    int64_t t = s->n_ids;
+    if (s->lp) s->lp[t] = smp_logprob(logits, e->V, tok);
+    if (s->top_ids) {
+        int k = q->r.top_logprobs;
+        smp_top_logprobs(logits, e->V, k, s->top_ids + t * k, s->top_lp + t * k);
+    }
+    s->ids[s->n_ids++] = tok;
+    e->generated_tokens++;
+    for (int i = 0; i < q->r.n_stop_ids; i++)
+        if (tok == q->r.stop_ids[i]) {
+            *finished = 1;
+            return finish(e, s, TE_FINISH_STOP, -1);
+        }
+    int hit = stop_string_hit(e, s);
+    if (hit >= 0) {
+        *finished = 1;
+        return finish(e, s, TE_FINISH_STOP, hit);
+    }
+    if (s->n_ids >= s->cap) {
+        *finished = 1;
+        return finish(e, s, TE_FINISH_LENGTH, -1);
+    }
+    return 0;
+}
+
+/* Runs the prompt of q through the model on s0's cache; the last row's logits in e->logits. */
+static int prefill(te_engine *e, seq *s0) {
+    const req *q = s0->r;
+    int64_t n = q->r.n_prompt, chunk = e->o.prefill_chunk;
+    if (e->m->ds) {
+        TRY(ds_cache_create(e->m->ds, n + q->r.max_tokens, &s0->dc));
+        for (int64_t at = 0; at < n; at += chunk) {
+            int64_t c = n - at < chunk ? n - at : chunk;
+            TRY(ensure_logits(e, (size_t)c));
+            int32_t *pos = rt_malloc((size_t)c * sizeof(int32_t));
+            if (!pos) return RT_ENOMEM;
+            for (int64_t i = 0; i < c; i++) pos[i] = (int32_t)(at + i);
+            int rc = ds_forward(e->m->ds, s0->dc, q->prompt + at, pos, c, DS_ATTN_AUTO, e->logits, NULL);
+            free(pos);
+            TRY(rc);
+            if (at + c == n && c > 1) memmove(e->logits, e->logits + (c - 1) * e->V, (size_t)e->V * sizeof(float));
+        }
+        return 0;
+    }
+    TRY(ensure_logits(e, 1));
+    kv_seq *sp = &s0->kv;
+    for (int64_t at = 0; at < n; at += chunk) {
+        int32_t c = (int32_t)(n - at < chunk ? n - at : chunk);
+        TRY(dn_forward(e->m->dense, e->kv, &sp, &c, 1, q->prompt + at, e->logits, false));
+    }
+    return 0;
+}
+
+static int fork_seq(te_engine *e, const seq *src, seq *dst) {
+    if (e->m->ds) {
+        TRY(ds_cache_create(e->m->ds, src->r->r.n_prompt + src->r->r.max_tokens, &dst->dc));
+        return ds_cache_copy(dst->dc, src->dc);
+    }
+    return kv_seq_fork(e->kv, &src->kv, &dst->kv);
+}
+
+/* Admits q: prefill once, n samples from its last logits. */
+static int admit(te_engine *e, req *q) {
+    int n = q->r.n_samples;
+    TRY(ensure_run(e, n));
+    e->blocks_reserved += q->reserved;
+    seq **ss = rt_calloc((size_t)n, sizeof *ss);
+    if (!ss) return RT_ENOMEM;
+    int rc = 0;
+    for (int j = 0; j < n && !rc; j++)
+        if (!(ss[j] = seq_new(e, q, j))) rc = RT_ENOMEM;
+    if (!rc) rc = prefill(e, ss[0]);
+    for (int j = 1; j < n && !rc; j++) rc = fork_seq(e, ss[0], ss[j]);
+    if (rc) {   /* the request is dropped: nothing of it runs */
+        for (int j = 0; j < n; j++) seq_free(e, ss[j]);
+        e->blocks_reserved -= q->reserved;
+        req_free(q);
+        free(ss);
+        return rc;
+    }
+    e->prompt_tokens += q->r.n_prompt;
+    /* every sample's first token from the prompt's logits (finish may free q: copy first) */
+    const float *lg = e->logits;
+    for (int j = 0; j < n && !rc; j++) {
+        int fin;
+        rc = advance(e, ss[j], lg, &fin);
+        if (!rc && !fin) e->run[e->n_run++] = ss[j];
+        ss[j] = NULL;
+    }
+    free(ss);
+    return rc;
+}
+
+static int admit_queued(te_engine *e) {
+    while (e->head) {
+        req *q = e->head;
+        bool room = e->n_run == 0 || e->n_run + q->r.n_samples <= e->o.max_batch;
+        if (!room || e->blocks_reserved + q->reserved > e->blocks_total) break;
+        e->head = q->next;
+        if (!e->head) e->tail = NULL;
+        q->next = NULL;
+        e->n_queued--;
+        TRY(admit(e, q));
+    }
+    return 0;
+}
+
+static int decode(te_engine *e) {
+    int n = e->n_run;
+    if (n == 0) return 0;
+    TRY(ensure_logits(e, (size_t)n));
+    if (e->m->ds) {
+        for (int i = 0; i < n; i++) {
+            seq *s = e->run[i];
+            int32_t pos = (int32_t)ds_cache_len(s->dc), tok = s->ids[s->n_ids - 1];
+            TRY(ds_forward(e->m->ds, s->dc, &tok, &pos, 1, DS_ATTN_AUTO, e->logits + (size_t)i * e->V, NULL));
+        }
+    } else {
+        kv_seq **kv = rt_malloc((size_t)n * sizeof *kv);
+        int32_t *one = rt_malloc((size_t)n * 2 * sizeof(int32_t));
+        if (!kv || !one) {
+            free(kv);
+            free(one);
+            return RT_ENOMEM;
+        }
+        int32_t *tok = one + n;
+        for (int i = 0; i < n; i++) {
+            kv[i] = &e->run[i]->kv;
+            one[i] = 1;
+            tok[i] = e->run[i]->ids[e->run[i]->n_ids - 1];
+        }
+        int rc = dn_forward(e->m->dense, e->kv, kv, one, n, tok, e->logits, false);
+        free(kv);
+        free(one);
+        TRY(rc);
+    }
+    int kept = 0, rc = 0;
+    for (int i = 0; i < n; i++) {
+        int fin = 0;
+        seq *s = e->run[i];
+        if (!rc) rc = advance(e, s, e->logits + (size_t)i * e->V, &fin);
+        if (!fin) e->run[kept++] = s;
+    }
+    e->n_run = kept;
+    return rc;
+}
+
+int te_step(te_engine *e, te_result **results, size_t *n_results) {
+    *results = NULL;
+    *n_results = 0;
+    int rc = decode(e);
+    if (!rc) rc = admit_queued(e);
+    e->steps++;
+    *results = e->done;
+    *n_results = e->n_done;
+    e->done = NULL;
+    e->n_done = e->cap_done = 0;
+    return rc;
+}

@@ -1,0 +1,116 @@
+/* teacher/engine.h — the generation engine: one model interface over the dense
+ * (teacher/dense.h) and DeepSeek-V3 (teacher/deepseek.h) forwards, requests, continuous
+ * batching, n samples per prompt, sampling and stop conditions.
+ *
+ * te_model_load() reads config.json and opens the directory with the matching forward
+ * (model_type llama / qwen2 → dense, deepseek_v3 → DeepSeek); it borrows `pool` (NULL:
+ * single-threaded), which must outlive it.
+ *
+ * te_submit() queues a copy of a request: a prompt of token ids, n samples, at most
+ * max_tokens new tokens each (clipped to the model's context), sampling parameters and a
+ * seed, stop token ids (the config's eos_token_id too unless ignore_config_eos), stop
+ * strings (need te_opts.tok), and whether to return logprobs (the model's log_softmax of
+ * each chosen token, and top_logprobs alternatives per position).
+ *
+ * te_step() advances every request by one token: first it admits queued requests, in
+ * order, while the batch has room (max_batch sequences; a request larger than max_batch is
+ * admitted alone) and the cache can hold them — each admitted request's prompt runs through
+ * the model once (in chunks of prefill_chunk tokens), its n samples share that prompt (dense:
+ * the prompt's KV blocks, copied on write; DeepSeek: copies of the prompt's latent cache)
+ * and draw their first token; then every running sequence feeds its last token (dense: one
+ * batched forward; DeepSeek: one forward per sequence) and draws the next. Requests join
+ * and leave between steps. A finished sample (stop token — kept as the last id —, stop
+ * string, or max_tokens: finish "stop" or "length") is returned from the step that
+ * finished it; the caller frees results with te_results_free().
+ *
+ * Memory bound: the cache holds cache_tokens positions in blocks of block_size. A request
+ * is admitted only when the blocks it can ever need fit beside those reserved by running
+ * requests (dense: ceil((prompt + max_tokens) / bs) for the first sample plus that minus
+ * the prompt's full blocks for each other one; DeepSeek: n full copies), so a running
+ * request never runs out of cache; the others wait in the queue. A request that could
+ * never fit is refused by te_submit (RT_ERANGE).
+ *
+ * Determinism: sample j of a request draws its t-th token with u = smp_uniform(seed, j, t)
+ * (kernels/sample.h) from its own logits, so a request gives the same tokens alone, beside
+ * other requests, or as part of n > 1 (sample j of n equals sample j of any other n > j).
+ * Errors: load's, RT_EINVAL (bad request), RT_ERANGE (cannot fit), RT_ENOMEM.
+ */
+#ifndef RT_TEACHER_ENGINE_H
+#define RT_TEACHER_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model_config.h"
+#include "core/threadpool.h"
+#include "core/tokenizer.h"
+#include "kernels/sample.h"
+
+typedef struct te_model te_model;     /* opaque; owned by the caller of te_model_load */
+typedef struct te_engine te_engine;   /* opaque; owned by the caller of te_engine_create */
+
+#define TE_MAX_TOP_LOGPROBS 20
+
+int te_model_load(const char *dir, tp_pool *pool, te_model **out);
+void te_model_free(te_model *m);   /* NULL is fine */
+const mc_config *te_model_config(const te_model *m);
+bool te_model_is_deepseek(const te_model *m);
+
+typedef struct {
+    const int32_t *prompt;          /* [n_prompt] ids (copied) */
+    int64_t n_prompt;
+    int n_samples;                  /* ≥ 1 */
+    int64_t max_tokens;             /* ≥ 1 */
+    smp_params sampling;
+    uint64_t seed;
+    const int32_t *stop_ids;        /* extra stop token ids (copied), n_stop_ids of them */
+    int n_stop_ids;
+    bool ignore_config_eos;         /* do not stop on the config's eos_token_id */
+    const char *const *stop;        /* stop strings (copied), n_stop of them */
+    int n_stop;
+    bool logprobs;                  /* return each chosen token's logprob */
+    int top_logprobs;               /* 0..TE_MAX_TOP_LOGPROBS alternatives per position */
+    uint64_t tag;                   /* the caller's id, returned with each result */
+} te_request;
+
+typedef enum { TE_FINISH_LENGTH = 0, TE_FINISH_STOP } te_finish;
+
+typedef struct {
+    uint64_t tag;
+    int sample;                     /* 0..n_samples-1 */
+    int32_t *ids;                   /* [n_ids] generated ids (a stop token is included) */
+    int64_t n_ids;
+    float *logprobs;                /* [n_ids] or NULL */
+    int32_t *top_ids;               /* [n_ids, top_k] or NULL */
+    float *top_logprobs;            /* [n_ids, top_k] or NULL */
+    int top_k;
+    te_finish finish;
+    int stop_string;                /* index of the stop string that matched, else -1 */
+    int64_t n_prompt;
+} te_result;
+
+typedef struct {
+    int max_batch;                  /* sequences per step (0: 16) */
+    int64_t cache_tokens;           /* KV positions over all sequences (0: 65536) */
+    int64_t block_size;             /* positions per cache block (0: 16) */
+    int64_t prefill_chunk;          /* prompt tokens per forward (0: 512) */
+    const tok_tokenizer *tok;       /* borrowed; needed for stop strings */
+} te_opts;
+
+typedef struct {
+    int64_t prompt_tokens, generated_tokens, steps;
+    int running, queued;            /* sequences running, requests queued */
+    int64_t blocks_reserved, blocks_total;
+} te_stats;
+
+int te_engine_create(te_model *m, const te_opts *opts, te_engine **out);
+void te_engine_free(te_engine *e);   /* NULL is fine; drops unfinished requests */
+
+int te_submit(te_engine *e, const te_request *r);
+int te_step(te_engine *e, te_result **results, size_t *n_results);
+bool te_busy(const te_engine *e);    /* requests queued or running */
+void te_stats_get(const te_engine *e, te_stats *s);
+void te_results_free(te_result *r, size_t n);
+
+#endif
