@@ -145,6 +145,7 @@ static int parse_inline(const y_doc *d, int lineno, const char *s, json_t **out)
             }
             if (!item || json_array_append_new(arr, item)) { json_decref(arr); return RT_ENOMEM; }
             while (*p == ' ') p++;
+            if (!*p) { json_decref(arr); return y_err(d, lineno, "unterminated flow list"); }
             if (*p == ',') { p++; continue; }
             if (*p == ']') { p++; break; }
             json_decref(arr);
