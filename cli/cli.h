@@ -39,6 +39,7 @@ int cmd_import(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_filter(int argc, char **argv);
 int cmd_select(int argc, char **argv);
 

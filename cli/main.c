@@ -231,6 +231,36 @@ static const cli_command commands[] = {
      "A progress line on stderr shows step, loss, lr, gradient norm, tokens/s and ETA.\n"
      "Exit status: 0 ok, 1 error (bad data, checkpoint or I/O), 2 usage error.\n",
      cmd_train},
+    {"generate", "sample completions from a teacher model (llama, qwen2, deepseek_v3) on the CPU engine",
+     "usage: retort generate --model DIR [--tokenizer FILE] [--template T] --jsonl PROMPTS [--n K]\n"
+     "                       [--max-tokens N] [--temperature X] [--top-p P] [--top-k K] [--min-p P] [--seed S]\n"
+     "                       [--max-batch B] [--logprobs K] [--stop STR]... [--ignore-eos] [--cache-tokens N]\n"
+     "                       [--threads N]\n"
+     "\n"
+     "Reads PROMPTS ('-': stdin), one JSON object per line: {\"prompt\": TEXT} (tokenized with the\n"
+     "tokenizer's special tokens), {\"messages\": [{role, content}, ...]} (rendered with --template\n"
+     "deepseek-r1|qwen|llama3 and its generation prompt) or {\"prompt_ids\": [ids]}. Writes one line per\n"
+     "sample as it finishes: {\"index\": LINE (0-based, blank lines skipped), \"sample\": J, \"ids\": [...],\n"
+     "\"text\": S (null without a tokenizer; special tokens and a matched stop string left out),\n"
+     "\"finish_reason\": \"stop\"|\"length\"}; with --logprobs K also \"logprobs\": [{\"id\", \"logprob\",\n"
+     "\"top\": [[id, logprob] x K]}] (log_softmax of the model's logits; K = 0: no \"top\").\n"
+     "\n"
+     "  --tokenizer FILE  tokenizer.json (default: DIR/tokenizer.json when present)\n"
+     "  --n K             samples per prompt, sharing the prompt's cache (default 1)\n"
+     "  --max-tokens N    new tokens per sample at most (default 256; clipped to the model's context)\n"
+     "  --temperature X   0 is greedy (default 1); then --top-k K (0: off), --top-p P (1: off),\n"
+     "                    --min-p P (0: off), applied in that order\n"
+     "  --seed S          prompt i's samples are seeded with S + i: the same tokens whatever the batch\n"
+     "  --max-batch B     sequences decoded together (default 16); requests join and leave between steps\n"
+     "  --cache-tokens N  KV cache positions over all running sequences (default 65536); requests wait\n"
+     "                    in the queue while the cache is full\n"
+     "  --stop STR        stop when the text contains STR (repeatable, needs a tokenizer)\n"
+     "  --ignore-eos      do not stop at the config's eos_token_id\n"
+     "  --threads N       worker threads (default: one per CPU)\n"
+     "\n"
+     "A progress line (samples, tokens, tokens/s) goes to stderr.\n"
+     "Exit status: 0 ok, 1 error (bad input names its line; nothing is generated), 2 usage error.\n",
+     cmd_generate},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

@@ -1,0 +1,326 @@
+/* cli/cmd_generate.c — `retort generate`: prompts (JSONL) through the in-process engine
+ * (teacher/engine.h), one JSONL line per sample on stdout, progress on stderr.
+ *
+ * Every input line is read and checked (and tokenized) before the model runs, so bad input
+ * stops the command with one line naming the input line and no output at all.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/chat_template.h"
+#include "core/fsutil.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+#include "core/tokenizer.h"
+#include "teacher/engine.h"
+
+#define MAX_STOP 16
+
+typedef struct {
+    int32_t *ids;
+    size_t n;
+} prompt;
+
+typedef struct {
+    prompt *p;
+    size_t n, cap;
+} prompts;
+
+static void prompts_free(prompts *ps) {
+    for (size_t i = 0; i < ps->n; i++) free(ps->p[i].ids);
+    free(ps->p);
+}
+
+static int line_error(size_t line, const char *fmt, const char *detail) {
+    fprintf(stderr, "retort: generate: line %zu: ", line);
+    fprintf(stderr, fmt, detail);
+    fputc('\n', stderr);
+    return EXIT_RUNTIME;
+}
+
+/* One input line → token ids. Returns 0 or an exit status (message printed). */
+static int parse_prompt(const char *s, size_t len, size_t line, const tok_tokenizer *tok, const ct_kind *tmpl,
+                        int64_t V, prompt *out) {
+    json_error_t je;
+    json_t *j = json_loadb(s, len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) return line_error(line, "invalid JSON: %s", je.text);
+    int rc = 0;
+    const json_t *ids = json_object_get(j, "prompt_ids"), *text = json_object_get(j, "prompt"),
+                 *msgs = json_object_get(j, "messages");
+    *out = (prompt){0};
+    if (!json_is_object(j)) rc = line_error(line, "%s", "expected a JSON object");
+    else if (!!ids + !!text + !!msgs != 1)
+        rc = line_error(line, "%s", "expected exactly one of \"prompt\", \"messages\", \"prompt_ids\"");
+    else if (ids) {
+        size_t n = json_is_array(ids) ? json_array_size(ids) : 0;
+        if (!n) rc = line_error(line, "%s", "\"prompt_ids\" must be a non-empty array of token ids");
+        else if (!(out->ids = rt_malloc(n * sizeof(int32_t)))) rc = cli_fail("generate");
+        for (size_t i = 0; i < n && !rc; i++) {
+            const json_t *x = json_array_get(ids, i);
+            json_int_t v = json_is_integer(x) ? json_integer_value(x) : -1;
+            if (v < 0 || v >= V) {
+                char what[64];
+                snprintf(what, sizeof what, "%zu", i);
+                rc = line_error(line, "prompt_ids[%s] is not a token id of this model", what);
+            } else out->ids[i] = (int32_t)v;
+        }
+        out->n = n;
+    } else if (!tok) {
+        rc = line_error(line, "%s", text ? "\"prompt\" text needs a tokenizer (--tokenizer, or DIR/tokenizer.json)"
+                                         : "\"messages\" need a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    } else if (text) {
+        if (!json_is_string(text)) rc = line_error(line, "%s", "\"prompt\" must be a string");
+        else if (tok_encode(tok, json_string_value(text), json_string_length(text), true, &out->ids, &out->n))
+            rc = line_error(line, "tokenizing the prompt: %s", rt_errmsg());
+    } else {
+        size_t n = json_is_array(msgs) ? json_array_size(msgs) : 0;
+        ct_message *m = n ? rt_calloc(n, sizeof *m) : NULL;
+        if (!tmpl) rc = line_error(line, "%s", "\"messages\" need a chat template (--template)");
+        else if (!n) rc = line_error(line, "%s", "\"messages\" must be a non-empty array");
+        else if (!m) rc = cli_fail("generate");
+        for (size_t i = 0; i < n && !rc; i++) {
+            const json_t *x = json_array_get(msgs, i), *role = json_object_get(x, "role"),
+                         *content = json_object_get(x, "content"), *rea = json_object_get(x, "reasoning_content");
+            if (!json_is_string(role) || !json_is_string(content) || (rea && !json_is_null(rea) && !json_is_string(rea)))
+                rc = line_error(line, "%s", "each message needs string \"role\" and \"content\"");
+            else m[i] = (ct_message){json_string_value(role), json_string_value(content),
+                                     json_is_string(rea) ? json_string_value(rea) : NULL};
+        }
+        uint8_t *mask = NULL;
+        if (!rc && ct_render(tok, *tmpl, m, n, true, &out->ids, &mask, &out->n))
+            rc = line_error(line, "rendering the messages: %s", rt_errmsg());
+        free(mask);
+        free(m);
+    }
+    if (!rc && out->n == 0) rc = line_error(line, "%s", "the prompt has no tokens");
+    if (!rc)
+        for (size_t i = 0; i < out->n && !rc; i++)
+            if (out->ids[i] >= V) rc = line_error(line, "%s", "the tokenizer gives ids beyond the model's vocabulary");
+    if (rc) {
+        free(out->ids);
+        out->ids = NULL;
+    }
+    json_decref(j);
+    return rc;
+}
+
+static int read_prompts(const char *path, const tok_tokenizer *tok, const ct_kind *tmpl, int64_t V, prompts *ps) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+    if (!f) {
+        fprintf(stderr, "retort: generate: cannot open %s\n", path);
+        return EXIT_RUNTIME;
+    }
+    char *buf = NULL;
+    size_t cap = 0, line = 0;
+    ssize_t len;
+    int rc = 0;
+    while (!rc && (len = getline(&buf, &cap, f)) >= 0) {
+        line++;
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
+        size_t k = 0;
+        while (k < (size_t)len && (buf[k] == ' ' || buf[k] == '\t')) k++;
+        if (k == (size_t)len) continue;   /* blank line */
+        if (rt_grow((void **)&ps->p, &ps->cap, ps->n + 1, sizeof *ps->p)) rc = cli_fail("generate");
+        else if (!(rc = parse_prompt(buf, (size_t)len, line, tok, tmpl, V, &ps->p[ps->n]))) ps->n++;
+    }
+    if (!rc && ferror(f)) {
+        fprintf(stderr, "retort: generate: reading %s failed\n", path);
+        rc = EXIT_RUNTIME;
+    }
+    free(buf);
+    if (f != stdin) fclose(f);
+    if (!rc && ps->n == 0) {
+        fprintf(stderr, "retort: generate: %s holds no prompts\n", path);
+        rc = EXIT_RUNTIME;
+    }
+    return rc;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void put_json(FILE *out, const json_t *j) {
+    char *d = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    fputs(d ? d : "null", out);
+    free(d);
+}
+
+static void write_result(FILE *out, const te_result *r, const tok_tokenizer *tok, const char *const *stop, int lp_k,
+                         bool want_lp) {
+    fprintf(out, "{\"index\": %llu, \"sample\": %d, \"ids\": [", (unsigned long long)r->tag, r->sample);
+    for (int64_t i = 0; i < r->n_ids; i++) fprintf(out, i ? ", %d" : "%d", r->ids[i]);
+    fputs("], \"text\": ", out);
+    char *text = NULL;
+    size_t len = 0;
+    if (tok && !tok_decode(tok, r->ids, (size_t)r->n_ids, true, &text, &len)) {
+        if (r->stop_string >= 0) {   /* the text ends before the stop string */
+            char *at = strstr(text, stop[r->stop_string]);
+            if (at) len = (size_t)(at - text);
+        }
+        json_t *j = json_stringn(text, len);
+        put_json(out, j);
+        json_decref(j);
+    } else {
+        fputs("null", out);
+    }
+    free(text);
+    fprintf(out, ", \"finish_reason\": \"%s\"", r->finish == TE_FINISH_STOP ? "stop" : "length");
+    if (want_lp) {
+        fputs(", \"logprobs\": [", out);
+        for (int64_t i = 0; i < r->n_ids; i++) {
+            fprintf(out, "%s{\"id\": %d, \"logprob\": %.9g", i ? ", " : "", r->ids[i], (double)r->logprobs[i]);
+            if (lp_k > 0) {
+                fputs(", \"top\": [", out);
+                for (int k = 0; k < lp_k; k++)
+                    fprintf(out, "%s[%d, %.9g]", k ? ", " : "", r->top_ids[i * lp_k + k], (double)r->top_logprobs[i * lp_k + k]);
+                fputc(']', out);
+            }
+            fputc('}', out);
+        }
+        fputc(']', out);
+    }
+    fputs("}\n", out);
+}
+
+static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !isfinite(v) || v < lo || v > hi)
+        return cli_usage_error("generate", "%s wants a number in [%g, %g], not '%s'", opt, lo, hi, s);
+    *out = v;
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    if (cli_wants_help("generate", argc, argv)) return EXIT_OK;
+    static const struct option longs[] = {
+        {"model", required_argument, 0, 'm'},       {"tokenizer", required_argument, 0, 't'},
+        {"template", required_argument, 0, 'T'},    {"jsonl", required_argument, 0, 'j'},
+        {"n", required_argument, 0, 'n'},           {"max-tokens", required_argument, 0, 'x'},
+        {"temperature", required_argument, 0, 'e'}, {"top-p", required_argument, 0, 'p'},
+        {"top-k", required_argument, 0, 'k'},       {"min-p", required_argument, 0, 'i'},
+        {"seed", required_argument, 0, 's'},        {"max-batch", required_argument, 0, 'b'},
+        {"logprobs", required_argument, 0, 'l'},    {"threads", required_argument, 0, 'J'},
+        {"cache-tokens", required_argument, 0, 'c'}, {"stop", required_argument, 0, 'S'},
+        {"ignore-eos", no_argument, 0, 'I'},        {0, 0, 0, 0}};
+    const char *model = NULL, *tok_path = NULL, *jsonl = NULL, *stop[MAX_STOP];
+    ct_kind tmpl;
+    bool have_tmpl = false, ignore_eos = false;
+    double n = 1, max_tokens = 256, temp = 1, top_p = 1, top_k = 0, min_p = 0, seed = 0, max_batch = 16, lp = -1,
+           threads = 0, cache = 65536;
+    int n_stop = 0, c, u = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1 && !u) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 't': tok_path = optarg; break;
+        case 'j': jsonl = optarg; break;
+        case 'T':
+            if (ct_parse_kind(optarg, &tmpl))
+                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
+            have_tmpl = true;
+            break;
+        case 'n': u = parse_num("--n", optarg, 1, 4096, &n); break;
+        case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &max_tokens); break;
+        case 'e': u = parse_num("--temperature", optarg, 0, 100, &temp); break;
+        case 'p': u = parse_num("--top-p", optarg, 1e-9, 1, &top_p); break;
+        case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &top_k); break;
+        case 'i': u = parse_num("--min-p", optarg, 0, 1, &min_p); break;
+        case 's': u = parse_num("--seed", optarg, 0, 9007199254740992.0, &seed); break;
+        case 'b': u = parse_num("--max-batch", optarg, 1, 65536, &max_batch); break;
+        case 'l': u = parse_num("--logprobs", optarg, 0, TE_MAX_TOP_LOGPROBS, &lp); break;
+        case 'J': u = parse_num("--threads", optarg, 1, 1024, &threads); break;
+        case 'c': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
+        case 'S':
+            if (n_stop == MAX_STOP) return cli_usage_error("generate", "at most %d --stop strings", MAX_STOP);
+            if (!*optarg) return cli_usage_error("generate", "--stop wants a non-empty string");
+            stop[n_stop++] = optarg;
+            break;
+        case 'I': ignore_eos = true; break;
+        default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (u) return u;
+    const char *ints[] = {"--n", "--max-tokens", "--top-k", "--seed", "--max-batch", "--logprobs", "--threads", "--cache-tokens"};
+    double vals[] = {n, max_tokens, top_k, seed, max_batch, lp, threads, cache};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] != floor(vals[i])) return cli_usage_error("generate", "%s wants a whole number", ints[i]);
+    if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
+    if (!model) return cli_usage_error("generate", "--model DIR is required");
+    if (!jsonl) return cli_usage_error("generate", "--jsonl PROMPTS is required");
+
+    mc_config cfg;
+    if (mc_load(model, &cfg)) return cli_fail("generate: loading the model");
+    tok_tokenizer *tok = NULL;
+    char *def_tok = rt_path_join(model, "tokenizer.json");
+    if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
+    if (tok_path && tok_load(tok_path, &tok)) {
+        free(def_tok);
+        return cli_fail("generate: loading the tokenizer");
+    }
+    free(def_tok);
+    if (n_stop > 0 && !tok) {
+        tok_free(tok);
+        return cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    }
+    prompts ps = {0};
+    int rc = read_prompts(jsonl, tok, have_tmpl ? &tmpl : NULL, cfg.vocab_size, &ps);
+    tp_pool *pool = NULL;
+    te_model *m = NULL;
+    te_engine *e = NULL;
+    if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("generate");
+    if (!rc && te_model_load(model, pool, &m)) rc = cli_fail("generate");
+    te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
+    if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
+    smp_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p};
+    for (size_t i = 0; i < ps.n && !rc; i++) {
+        te_request r = {.prompt = ps.p[i].ids, .n_prompt = (int64_t)ps.p[i].n, .n_samples = (int)n,
+                        .max_tokens = (int64_t)max_tokens, .sampling = sp, .seed = (uint64_t)seed + i,
+                        .ignore_config_eos = ignore_eos, .stop = stop, .n_stop = n_stop, .logprobs = lp >= 0,
+                        .top_logprobs = lp > 0 ? (int)lp : 0, .tag = i};
+        if (te_submit(e, &r)) {
+            fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
+            rc = EXIT_RUNTIME;
+        }
+    }
+    double t0 = now_s(), last = t0;
+    size_t total = ps.n * (size_t)n, done = 0;
+    while (!rc && te_busy(e)) {
+        te_result *res;
+        size_t k;
+        if (te_step(e, &res, &k)) rc = cli_fail("generate");
+        for (size_t i = 0; i < k; i++) write_result(stdout, &res[i], tok, stop, lp > 0 ? (int)lp : 0, lp >= 0);
+        done += k;
+        te_results_free(res, k);
+        double t = now_s();
+        if (t - last >= 2.0 || !te_busy(e)) {
+            te_stats st;
+            te_stats_get(e, &st);
+            fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, %d running, %d queued\n", done,
+                    total, (long long)st.generated_tokens, (double)st.generated_tokens / (t - t0 > 1e-9 ? t - t0 : 1e-9),
+                    st.running, st.queued);
+            last = t;
+        }
+    }
+    te_engine_free(e);
+    te_model_free(m);
+    tp_free(pool);
+    tok_free(tok);
+    prompts_free(&ps);
+    if (!rc && (fflush(stdout) || ferror(stdout))) {
+        fprintf(stderr, "retort: generate: writing output failed\n");
+        return EXIT_RUNTIME;
+    }
+    return rc;
+}
