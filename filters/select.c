@@ -68,12 +68,15 @@ static int snapshot_config(sqlite3 *h, const fp_select_opts *o, char **out) {
     if (!j) return rt_fail(RT_ENOMEM, "snapshot configuration");
     sqlite3_stmt *st;
     int s = sqlite3_prepare_v2(h, "SELECT DISTINCT filter FROM verdicts ORDER BY filter", -1, &st, NULL);
-    while (s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(filters, json_string((const char *)sqlite3_column_text(st, 0)));
+    if (s == SQLITE_OK)
+        while ((s = sqlite3_step(st)) == SQLITE_ROW)
+            json_array_append_new(filters, json_string((const char *)sqlite3_column_text(st, 0)));
     sqlite3_finalize(st);
+    st = NULL;
     if (s == SQLITE_DONE)
         s = sqlite3_prepare_v2(h, "SELECT id, config, scored, started_at, finished_at FROM filter_runs ORDER BY id", -1, &st, NULL);
-    while (s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
+    if (s == SQLITE_OK) s = SQLITE_ROW; /* enter the loop below */
+    while (s == SQLITE_ROW && (s = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *cfg = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
         json_array_append_new(runs, json_pack("{s:I,s:o*,s:I,s:I,s:b}", "id", (json_int_t)sqlite3_column_int64(st, 0),
                                               "config", cfg, "scored", (json_int_t)sqlite3_column_int64(st, 2),
@@ -95,6 +98,7 @@ int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
     if (!rc) return rt_fail(RT_EINVAL, "snapshot '%s' already exists (snapshots are frozen: choose another name)", o->snapshot);
     if (rc != RT_ENOTFOUND) return rc;
     rt_errclear();
+    rc = 0;
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     int s = sqlite3_prepare_v2(h, "SELECT EXISTS (SELECT 1 FROM verdicts)", -1, &st, NULL);
@@ -108,8 +112,9 @@ int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
     size_t n = 0, cap = 0;
     char **sources = NULL;
     size_t n_src = 0, cap_src = 0;
-    s = sqlite3_prepare_v2(h, ELIGIBLE_SQL, -1, &st, NULL);
-    while (!rc && s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
+    if (sqlite3_prepare_v2(h, ELIGIBLE_SQL, -1, &st, NULL) != SQLITE_OK)
+        return rt_fail(RT_EINTERNAL, "selecting eligible samples: %s", sqlite3_errmsg(h));
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
         if (rt_grow((void **)&cs, &cap, n + 1, sizeof *cs)) { rc = RT_ENOMEM; break; }
         cand *c = &cs[n++];
         c->id = sqlite3_column_int64(st, 0);
