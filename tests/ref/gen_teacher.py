@@ -8,6 +8,7 @@ Writes into REF_DIR (argv[1]):
                        weights with enough signal that greedy decoding has clear winners,
                        saved by save_pretrained in F32
   teacher/deepseek/    tiny DeepSeek-V3 (configs/models/tiny-deepseek-v3.json, F32, no MTP)
+  teacher/deepseek-mtp/  the same weights plus a random MTP layer (draft model)
   teacher_ref.safetensors
     {llama,qwen2,deepseek}.p<i>.ids [n] I32, .logits [n, V]  transformers' forward (eager, f32)
     {llama,qwen2,deepseek}.g<i>.ids [n] I32, .out [64] I32   transformers' generate, greedy,
@@ -25,7 +26,7 @@ import sys
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -88,6 +89,31 @@ def build(tag, cfg, seed):
 build("llama", preset("tiny-llama.json"), 21)
 build("qwen2", preset("tiny-qwen2.json"), 22)
 build("deepseek", preset("tiny-deepseek-v3.json"), 23)
+
+# teacher/deepseek-mtp: the same weights plus an MTP layer (model.layers.<L>.*: a perturbed copy
+# of the last decoder layer, random enorm/hnorm/eh_proj/shared_head, the main embedding), for
+# draft-and-verify decoding, whose tokens must equal transformers' greedy generate above.
+src = os.path.join(out_dir, "teacher", "deepseek")
+sd = load_file(os.path.join(src, "model.safetensors"))
+cfg = json.load(open(os.path.join(src, "config.json")))
+L, D, V = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
+g = torch.Generator().manual_seed(24)
+last = f"model.layers.{L - 1}."
+for k in list(sd):
+    if k.startswith(last):
+        v = sd[k]
+        sd[f"model.layers.{L}." + k[len(last):]] = (v + 0.3 * v.std() * torch.randn(v.shape, generator=g)) if v.numel() > 1 else v.clone()
+sd[f"model.layers.{L}.embed_tokens.weight"] = sd["model.embed_tokens.weight"].clone()
+sd[f"model.layers.{L}.enorm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
+sd[f"model.layers.{L}.hnorm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
+sd[f"model.layers.{L}.eh_proj.weight"] = 1 / math.sqrt(2 * D) * torch.randn(D, 2 * D, generator=g)
+sd[f"model.layers.{L}.shared_head.norm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
+sd[f"model.layers.{L}.shared_head.head.weight"] = sd["lm_head.weight"].clone()
+dst = os.path.join(out_dir, "teacher", "deepseek-mtp")
+os.makedirs(dst, exist_ok=True)
+save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+cfg["num_nextn_predict_layers"] = 1
+json.dump(cfg, open(os.path.join(dst, "config.json"), "w"))
 
 # paged attention
 g = torch.Generator().manual_seed(31)

@@ -1,0 +1,38 @@
+/* teacher/speculative.h — greedy draft-and-verify decoding with DeepSeek-V3's MTP layer.
+ *
+ * sd_greedy() generates up to max_new tokens after a prompt, greedily, and returns exactly
+ * the tokens of plain greedy decoding (each emitted token is the argmax of the main model's
+ * logits given the tokens before it); the MTP layer only proposes. Each step:
+ *   draft   the MTP layer (ds_mtp_forward) runs on the (hidden state, next token) pairs it
+ *           has not seen — position i pairs the main model's final hidden state h_i with
+ *           token i+1 — and its last row's argmax d is the guess for the token after the
+ *           pending one;
+ *   verify  the main model runs [pending, d] in one forward: if its argmax after `pending`
+ *           is d, both d and the argmax after d are emitted (2 tokens for one main forward),
+ *           else its own argmax is emitted and the cache rewinds over d (ds_forward with an
+ *           earlier position).
+ * oracle (optional; for tests of the accept and reject paths and of the drafts) sees each
+ * draft: oracle(ctx, pos, &d) gets in d the MTP layer's guess for the token at position pos
+ * (−1 without an MTP layer) and may replace it. The model must have its MTP layer loaded
+ * (ds_load_opts.load_mtp) unless an oracle is given. Generation stops after max_new
+ * tokens or at a stop id (kept). out [max_new] (caller's); *n_out tokens written; stats
+ * count verify steps, drafts and accepted drafts.
+ * Errors: RT_EINVAL (no MTP layer, empty prompt, max_new < 1), ds_forward's, RT_ENOMEM.
+ */
+#ifndef RT_TEACHER_SPECULATIVE_H
+#define RT_TEACHER_SPECULATIVE_H
+
+#include <stdint.h>
+
+#include "teacher/deepseek.h"
+
+typedef struct {
+    int64_t steps, drafted, accepted;
+} sd_stats;
+
+typedef int (*sd_oracle)(void *ctx, int64_t pos, int32_t *draft);
+
+int sd_greedy(ds_model *m, const int32_t *prompt, int64_t n_prompt, int64_t max_new, const int32_t *stop_ids,
+              int n_stop, sd_oracle oracle, void *oracle_ctx, int32_t *out, int64_t *n_out, sd_stats *stats);
+
+#endif
