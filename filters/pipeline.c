@@ -266,7 +266,8 @@ static int read_batch(ds_db *db, sqlite3_stmt *st, unsigned todo, int64_t *last,
         it->todo = todo & ~done;
         if (!it->gold) it->todo &= ~(1u << FP_VERIFY);
     }
-    if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading samples: %s", sqlite3_errmsg(h));
+    if (!rc && s != SQLITE_DONE && s != SQLITE_ROW) rc = rt_fail(RT_EINTERNAL, "reading samples: %s", sqlite3_errmsg(h));
+    sqlite3_reset(st); /* releases the read before the batch is written */
     return rc;
 }
 
