@@ -23,6 +23,13 @@ void mm_blas_single_thread(void);
 void mm_linear_fwd(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
                    tp_pool *pool);
 
+/* The same product for few rows (inference decode: M = the sequences of a batch): the output
+ * features are split over the pool in blocks of MM_COL_BLOCK, each block one single-threaded
+ * sgemm over all M rows, so every thread reads its own slice of w. Same contract otherwise. */
+#define MM_COL_BLOCK 64
+void mm_linear_fwd_cols(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
+                        tp_pool *pool);
+
 /* dx[M,K] = dy[M,N] · w[N,K]   (accumulate_dx: dx += instead of =); skipped when dx == NULL. */
 void mm_linear_bwd_x(float *dx, bool accumulate_dx, const float *dy, const float *w, int64_t M, int64_t N, int64_t K,
                      tp_pool *pool);

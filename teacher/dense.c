@@ -143,6 +143,13 @@ size_t dn_block_floats(const dn_model *m, int64_t block_size) {
 
 /* ---- forward --------------------------------------------------------------------------- */
 
+/* Few rows (decode): split the output features over the pool instead of the rows. */
+static void linear(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
+                   tp_pool *pool) {
+    if (M < 4 * tp_size(pool)) mm_linear_fwd_cols(y, x, w, b, M, N, K, pool);
+    else mm_linear_fwd(y, x, w, b, M, N, K, pool);
+}
+
 static void add_into(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -198,9 +205,9 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     for (int64_t l = 0; l < m->L; l++) {
         const dn_layer *L = &m->layers[l];
         rmsnorm_fwd(xn, NULL, x, L->attn_norm, T, D, eps, pool);
-        mm_linear_fwd(q, xn, L->wq, L->bq, T, qd, D, pool);
-        mm_linear_fwd(k, xn, L->wk, L->bk, T, kd, D, pool);
-        mm_linear_fwd(v, xn, L->wv, L->bv, T, kd, D, pool);
+        linear(q, xn, L->wq, L->bq, T, qd, D, pool);
+        linear(k, xn, L->wk, L->bk, T, kd, D, pool);
+        linear(v, xn, L->wv, L->bv, T, kd, D, pool);
         rope_apply(q, cs, sn, T, m->Hq, hd, false, pool);
         rope_apply(k, cs, sn, T, m->Hkv, hd, false, pool);
         float *kbase = data + l * 2 * bs * kd, *vbase = kbase + bs * kd;
@@ -210,13 +217,13 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
             memcpy(vbase + at, v + t * kd, (size_t)kd * sizeof(float));
         }
         attn_paged_fwd(att, q, T, m->Hq, m->Hkv, hd, scale, kbase, vbase, bs, (int64_t)bf, tables, ctx, ws, pool);
-        mm_linear_fwd(tmp, att, L->wo, L->bo, T, D, qd, pool);
+        linear(tmp, att, L->wo, L->bo, T, D, qd, pool);
         add_into(x, tmp, T * D);
         rmsnorm_fwd(xn, NULL, x, L->mlp_norm, T, D, eps, pool);
-        mm_linear_fwd(g, xn, L->wg, L->bg, T, F, D, pool);
-        mm_linear_fwd(u, xn, L->wu, L->bu, T, F, D, pool);
+        linear(g, xn, L->wg, L->bg, T, F, D, pool);
+        linear(u, xn, L->wu, L->bu, T, F, D, pool);
         swiglu_fwd(a, g, u, (size_t)(T * F), pool);
-        mm_linear_fwd(tmp, a, L->wd, L->bd, T, D, F, pool);
+        linear(tmp, a, L->wd, L->bd, T, D, F, pool);
         add_into(x, tmp, T * D);
     }
     int64_t R = T;
@@ -229,7 +236,7 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
         }
     }
     rmsnorm_fwd(xn, NULL, x, m->norm, R, D, eps, pool);
-    mm_linear_fwd(logits, xn, m->lm_head, NULL, R, m->V, D, pool);
+    linear(logits, xn, m->lm_head, NULL, R, m->V, D, pool);
     for (int64_t s = 0; s < n_seqs; s++) seqs[s]->len += n_new[s];
     free(buf);
     free(pos);

@@ -31,6 +31,30 @@ void mm_linear_fwd(float *y, const float *x, const float *w, const float *b, int
     tp_parallel_for(pool, (size_t)M, fwd_rows, &c);
 }
 
+static void fwd_cols(void *p, size_t begin, size_t end, int thread) {
+    const mm_ctx *c = p;
+    int64_t j0 = (int64_t)begin * MM_COL_BLOCK, j1 = (int64_t)end * MM_COL_BLOCK;
+    if (j1 > c->N) j1 = c->N;
+    int64_t n = j1 - j0;
+    if (c->bias)
+        for (int64_t i = 0; i < c->M; i++)
+            for (int64_t j = j0; j < j1; j++) c->out[i * c->N + j] = c->bias[j];
+    if (c->M == 1) {   /* one row: a matrix-vector product streams w at memory speed */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)c->K, 1.0f, c->b + j0 * c->K, (int)c->K, c->a, 1,
+                    c->bias ? 1.0f : 0.0f, c->out + j0, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)n, (int)c->K, 1.0f, c->a, (int)c->K,
+                c->b + j0 * c->K, (int)c->K, c->bias ? 1.0f : 0.0f, c->out + j0, (int)c->N);
+}
+
+void mm_linear_fwd_cols(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
+                        tp_pool *pool) {
+    if (M <= 0 || N <= 0) return;
+    mm_ctx c = {.out = y, .a = x, .b = w, .bias = b, .M = M, .N = N, .K = K};
+    tp_parallel_for(pool, (size_t)((N + MM_COL_BLOCK - 1) / MM_COL_BLOCK), fwd_cols, &c);
+}
+
 static void bwd_x_rows(void *p, size_t begin, size_t end, int thread) {
     const mm_ctx *c = p;
     int64_t m = (int64_t)(end - begin);

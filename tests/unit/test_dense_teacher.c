@@ -8,6 +8,7 @@
 
 #include "core/threadpool.h"
 #include "kernels/attention.h"
+#include "kernels/matmul.h"
 #include "teacher/dense.h"
 #include "teacher/kvcache.h"
 #include "testutil.h"
@@ -251,4 +252,28 @@ Test(dense_teacher, full_cache_is_an_error_not_a_crash) {
     kv_seq_release(x.cache, &s);
     free(l);
     teardown(&x);
+}
+
+/* mm_linear_fwd_cols (the decode split) against mm_linear_fwd (tested against torch in the
+ * student's kernel tests), with a bias, an N that is not a multiple of the block, 1..9 rows. */
+Test(matmul_cols, matches_the_row_split_product) {
+    tp_pool *tp;
+    cr_assert_eq(tp_create(3, &tp), 0);
+    int64_t N = 300, K = 70;
+    float *w = malloc(N * K * sizeof(float)), *x = malloc(9 * K * sizeof(float)), *b = malloc(N * sizeof(float));
+    float *y1 = malloc(9 * N * sizeof(float)), *y2 = malloc(9 * N * sizeof(float));
+    uint32_t s = 12345;
+    for (int64_t i = 0; i < N * K; i++) w[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (int64_t i = 0; i < 9 * K; i++) x[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (int64_t i = 0; i < N; i++) b[i] = (float)i / N;
+    for (int64_t M = 1; M <= 9; M += 4)
+        for (int bias = 0; bias < 2; bias++) {
+            for (int64_t i = 0; i < 9 * N; i++) y1[i] = y2[i] = NAN;
+            mm_linear_fwd(y1, x, w, bias ? b : NULL, M, N, K, tp);
+            mm_linear_fwd_cols(y2, x, w, bias ? b : NULL, M, N, K, tp);
+            float d = max_diff(y1, y2, (size_t)(M * N));
+            cr_assert(d < 1e-5f, "M = %lld, bias %d: max diff %g", (long long)M, bias, d);
+        }
+    free(w); free(x); free(b); free(y1); free(y2);
+    tp_free(tp);
 }

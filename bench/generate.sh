@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Dense teacher decode, side by side: retort's engine (teacher/engine.h, paged KV cache,
+# batched decode) against transformers' greedy generate (DynamicCache, eager attention, f32) on
+# the same ~124M-parameter Llama shape (hidden 768, 12 layers, 12 heads / 4 KV heads, FFN
+# 2048, vocab 32000), prompt 32, 64 new tokens, batch 1 and 16 (equal-length prompts, no
+# padding), same threads (all CPUs; override THREADS). Prints decode tokens/s, the ratio, and
+# the bytes-per-token roofline: f32 weights are read once per decode step, so tokens/s ≤
+# batch · read bandwidth / weight bytes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${THREADS:=$(nproc)}"
+dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+PLEN=32 NEW=64
+export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 OPENBLAS_NUM_THREADS=1
+"$PYTHON" - "$dir" <<'PY'
+import json, os, sys, torch
+from transformers import AutoConfig, AutoModelForCausalLM
+cfg = json.load(open("configs/models/tiny-llama.json"))
+cfg.update(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+           num_key_value_heads=4, head_dim=64, vocab_size=32000)
+torch.manual_seed(0)
+AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1])
+PY
+echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy"
+for B in 1 16; do
+  r=$("$BENCH_BIN_DIR/generate" "$dir" $PLEN $NEW $B "$THREADS")
+  p=$("$PYTHON" - "$dir" $PLEN $NEW $B "$THREADS" <<'PY'
+import os, sys, time, torch
+from transformers import AutoModelForCausalLM
+d, plen, new, b, th = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(th)
+m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+ids = ((torch.arange(b * plen) * 7919 + 13) % m.config.vocab_size).view(b, plen)
+kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+with torch.no_grad():
+    m.generate(ids, max_new_tokens=1, **kw)
+    t0 = time.perf_counter()
+    m.generate(ids, max_new_tokens=1, **kw)
+    t1 = time.perf_counter()
+    m.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw)
+    t2 = time.perf_counter()
+print((t2 - t1) - (t1 - t0), b * (new - 1))
+PY
+)
+  awk -v r="$r" -v p="$p" -v b=$B 'BEGIN {
+    split(r, a, " "); split(p, c, " ")
+    rt = a[2] / a[1]; hf = c[2] / c[1]; roof = b * a[4] * 1e9 / a[3]
+    printf "  batch %2d  retort %8.1f tokens/s   transformers %8.1f tokens/s   ratio %5.2fx   roofline %8.1f tokens/s (%.0f MB/token-step at %.1f GB/s; retort at %2.0f%%)\n",
+      b, rt, hf, rt / hf, roof, a[3] / 1e6, a[4], 100 * rt / roof }'
+done
