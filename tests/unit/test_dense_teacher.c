@@ -55,6 +55,7 @@ Test(attn_paged, matches_torch_sdpa_through_shuffled_blocks) {
     attn_paged_fwd(o, q, n, Hq, Hkv, hd, 1.0f / sqrtf((float)hd), pool, pool + bs * kd, bs, stride, tabs, ctx, ws, tp);
     float d = max_diff(o, want, (size_t)(n * Hq * hd));
     cr_assert(d < 1e-5f, "max |do| = %g", d);
+    cr_log_info("paged attention vs torch: max |do| = %.2g", d);
     tp_free(tp);
     free(o); free(ws); free(ctx); free(tabs); free(table); free(pool);
     st_close(f);
@@ -113,6 +114,7 @@ static void full_forward_matches(const char *tag) {
         cr_assert_eq(s.len, n);
         float d = max_diff(got, want, (size_t)(n * x.V));
         cr_assert(d < TOL, "%s prompt %d (%d tokens): max |dlogit| = %g", tag, p, n, d);
+        cr_log_info("%s prompt %d (%d tokens): max |dlogit| = %.2g", tag, p, n, d);
         kv_seq_release(x.cache, &s);
         free(got);
     }
@@ -142,6 +144,7 @@ static void prefill_decode_matches(const char *tag) {
             cr_assert_eq(dn_forward(x.m, x.cache, &sp, &one, 1, tok + i, got + i * x.V, false), 0, "%s", rt_errmsg());
         float d = max_diff(got, want, (size_t)(n * x.V));
         cr_assert(d < TOL, "%s prompt %d: prefill %d + decode: max |dlogit| = %g", tag, p, h, d);
+        cr_log_info("%s prompt %d: prefill %d + decode: max |dlogit| = %.2g", tag, p, h, d);
         kv_seq_release(x.cache, &s);
         free(got);
     }
