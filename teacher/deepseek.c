@@ -374,9 +374,10 @@ static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
     return 0;
 }
 
-/* One decoder layer on x [n, D] (in place), its cache rows at `rows` ([cap, row]). */
-static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, const int32_t *pos, ds_attn_mode mode,
-                     ds_ws *w) {
+/* One decoder layer on x [n, D] (in place). The n tokens are n_seg segments, one per sequence:
+ * segment s is seg_n[s] consecutive tokens whose cache rows are at seg_rows[s] ([cap, row]). */
+static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows, const int64_t *seg_n, int64_t n_seg,
+                         int64_t n, const int32_t *pos, ds_attn_mode mode, ds_ws *w) {
     const mc_config *c = &m->c;
     tp_pool *pool = m->pool;
     int64_t D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
@@ -397,18 +398,24 @@ static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, con
     yarn_rope_apply(w->q + dn, n, H * dq, H, dq, dr, w->cos, w->sin, c->rope_interleave, pool);
     yarn_rope_apply(w->kv + R, n, R + dr, 1, 0, dr, w->cos, w->sin, c->rope_interleave, pool);
     int64_t row = R + dr;
-    for (int64_t i = 0; i < n; i++) {   /* latent rows: [kv_a_layernorm(c) | rotated k_rope] */
-        float *dst = rows + (int64_t)pos[i] * row;
-        rmsnorm_fwd(dst, NULL, w->kv + i * row, L->kv_a_norm, 1, R, DS_LORA_NORM_EPS, NULL);
-        memcpy(dst + R, w->kv + i * row + R, (size_t)dr * sizeof *dst);
-    }
-    for (int64_t i = 0; i < n; i++) w->ctx[i] = pos[i] + 1;
-    int64_t T = pos[n - 1] + 1;
     mla_dims md = {.n_heads = H, .nope_dim = dn, .rope_dim = dr, .v_dim = dv, .kv_rank = R, .scale = m->attn_scale};
-    if (mode == DS_ATTN_AUTO) mode = n > 1 ? DS_ATTN_NAIVE : DS_ATTN_ABSORBED;
-    rc = mode == DS_ATTN_NAIVE ? mla_attn_naive(&md, w->q, n, rows, T, L->kv_b, w->ctx, w->ao, pool)
-                               : mla_attn_absorbed(&md, w->q, n, rows, T, L->kv_b, w->ctx, w->ao, pool);
-    if (rc) return rc;
+    for (int64_t sg = 0, at = 0; sg < n_seg; at += seg_n[sg], sg++) {
+        float *rows = seg_rows[sg];
+        int64_t ns = seg_n[sg];
+        for (int64_t i = at; i < at + ns; i++) {   /* latent rows: [kv_a_layernorm(c) | rotated k_rope] */
+            float *dst = rows + (int64_t)pos[i] * row;
+            rmsnorm_fwd(dst, NULL, w->kv + i * row, L->kv_a_norm, 1, R, DS_LORA_NORM_EPS, NULL);
+            memcpy(dst + R, w->kv + i * row + R, (size_t)dr * sizeof *dst);
+            w->ctx[i] = pos[i] + 1;
+        }
+        int64_t T = pos[at + ns - 1] + 1;
+        ds_attn_mode md_mode = mode == DS_ATTN_AUTO ? (ns > 1 ? DS_ATTN_NAIVE : DS_ATTN_ABSORBED) : mode;
+        const float *q = w->q + at * H * dq;
+        float *ao = w->ao + at * H * dv;
+        rc = md_mode == DS_ATTN_NAIVE ? mla_attn_naive(&md, q, ns, rows, T, L->kv_b, w->ctx + at, ao, pool)
+                                      : mla_attn_absorbed(&md, q, ns, rows, T, L->kv_b, w->ctx + at, ao, pool);
+        if (rc) return rc;
+    }
     mm_linear_fwd(w->a, w->ao, L->o, L->o_bias, n, D, H * dv, pool);
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
 
@@ -426,6 +433,11 @@ static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, con
     }
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
     return 0;
+}
+
+static int layer_fwd(ds_model *m, const ds_layer *L, float *rows, int64_t n, const int32_t *pos, ds_attn_mode mode,
+                     ds_ws *w) {
+    return layer_fwd_seg(m, L, &rows, &n, 1, n, pos, mode, w);
 }
 
 static int check_positions(const ds_model *m, const ds_cache *cache, int64_t len, const int32_t *pos, int64_t n) {
@@ -468,6 +480,46 @@ int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_
         if (logits_out) mm_linear_fwd(logits_out, w.h, m->lm_head, NULL, n, c->vocab_size, D, m->pool);
     }
     free(block);
+    return rc;
+}
+
+int ds_forward_batch(ds_model *m, ds_cache *const *caches, const int32_t *tokens, int64_t n_seqs, ds_attn_mode mode,
+                     float *logits_out) {
+    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
+    TRY(check_tokens(m, tokens, n_seqs));
+    const mc_config *c = &m->c;
+    int64_t D = c->hidden_size;
+    int32_t *pos = rt_malloc((size_t)n_seqs * sizeof(int32_t));
+    int64_t *seg_n = rt_malloc((size_t)n_seqs * sizeof(int64_t));
+    float **rows = rt_malloc((size_t)n_seqs * sizeof(float *));
+    ds_ws w;
+    void *block = NULL;
+    int rc = (!pos || !seg_n || !rows) ? RT_ENOMEM : ws_alloc(m, n_seqs, &w, &block);
+    for (int64_t s = 0; s < n_seqs && !rc; s++) {
+        pos[s] = (int32_t)caches[s]->len;
+        seg_n[s] = 1;
+        rc = check_positions(m, caches[s], caches[s]->len, pos + s, 1);
+        for (int64_t t = 0; t < s && !rc; t++)
+            if (caches[t] == caches[s]) rc = rt_fail(RT_EINVAL, "sequence %lld appears twice in a batch", (long long)s);
+    }
+    if (!rc) {
+        for (int64_t i = 0; i < n_seqs; i++)
+            memcpy(w.x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+        yarn_tables(w.cos, w.sin, pos, n_seqs, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
+    }
+    for (int64_t l = 0; l < c->num_hidden_layers && !rc; l++) {
+        for (int64_t s = 0; s < n_seqs; s++) rows[s] = caches[s]->data + l * caches[s]->cap * caches[s]->row;
+        rc = layer_fwd_seg(m, &m->layers[l], rows, seg_n, n_seqs, n_seqs, pos, mode, &w);
+    }
+    if (!rc) {
+        for (int64_t s = 0; s < n_seqs; s++) caches[s]->len = pos[s] + 1;
+        rmsnorm_fwd(w.h, NULL, w.x, m->norm, n_seqs, D, (float)c->rms_norm_eps, m->pool);
+        mm_linear_fwd(logits_out, w.h, m->lm_head, NULL, n_seqs, c->vocab_size, D, m->pool);
+    }
+    free(block);
+    free(pos);
+    free(seg_n);
+    free(rows);
     return rc;
 }
 

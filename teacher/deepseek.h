@@ -85,6 +85,14 @@ int64_t ds_cache_row(const ds_cache *c);
 int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_t *positions, int64_t n,
                ds_attn_mode mode, float *logits_out, float *hidden_out);
 
+/* One decode step of n_seqs sequences (distinct caches) at once: sequence s appends tokens[s]
+ * at position ds_cache_len(caches[s]). Projections, router and experts run over all n_seqs
+ * rows together; attention runs per sequence on its own cache (mode as in ds_forward, AUTO:
+ * absorbed). logits_out [n_seqs, vocab]. The same errors as ds_forward; on error no length
+ * changes. */
+int ds_forward_batch(ds_model *m, ds_cache *const *caches, const int32_t *tokens, int64_t n_seqs, ds_attn_mode mode,
+                     float *logits_out);
+
 int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int32_t *next_tokens,
                    const int32_t *positions, int64_t n, ds_attn_mode mode, float *logits_out, float *hidden_out);
 

@@ -433,11 +433,17 @@ static int decode(te_engine *e) {
     if (n == 0) return 0;
     TRY(ensure_logits(e, (size_t)n));
     if (e->m->ds) {
-        for (int i = 0; i < n; i++) {
-            seq *s = e->run[i];
-            int32_t pos = (int32_t)ds_cache_len(s->dc), tok = s->ids[s->n_ids - 1];
-            TRY(ds_forward(e->m->ds, s->dc, &tok, &pos, 1, DS_ATTN_AUTO, e->logits + (size_t)i * e->V, NULL));
+        ds_cache **dc = rt_malloc((size_t)n * sizeof *dc);
+        int32_t *tok = rt_malloc((size_t)n * sizeof *tok);
+        int rc = dc && tok ? 0 : RT_ENOMEM;
+        for (int i = 0; i < n && !rc; i++) {
+            dc[i] = e->run[i]->dc;
+            tok[i] = e->run[i]->ids[e->run[i]->n_ids - 1];
         }
+        if (!rc) rc = ds_forward_batch(e->m->ds, dc, tok, n, DS_ATTN_AUTO, e->logits);
+        free(dc);
+        free(tok);
+        TRY(rc);
     } else {
         kv_seq **kv = rt_malloc((size_t)n * sizeof *kv);
         int32_t *one = rt_malloc((size_t)n * 2 * sizeof(int32_t));

@@ -17,8 +17,8 @@
  * admitted alone) and the cache can hold them — each admitted request's prompt runs through
  * the model once (in chunks of prefill_chunk tokens), its n samples share that prompt (dense:
  * the prompt's KV blocks, copied on write; DeepSeek: copies of the prompt's latent cache)
- * and draw their first token; then every running sequence feeds its last token (dense: one
- * batched forward; DeepSeek: one forward per sequence) and draws the next. Requests join
+ * and draw their first token; then every running sequence feeds its last token (one batched
+ * forward: dn_forward, ds_forward_batch) and draws the next. Requests join
  * and leave between steps. A finished sample (stop token — kept as the last id —, stop
  * string, or max_tokens: finish "stop" or "length") is returned from the step that
  * finished it; the caller frees results with te_results_free().

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "core/threadpool.h"
+#include "teacher/deepseek.h"
 #include "teacher/engine.h"
 #include "testutil.h"
 
@@ -247,5 +248,51 @@ Test(engine, stops_on_stop_ids_and_reports_top_logprobs) {
     outcome_free(&st);
     te_engine_free(e);
     te_model_free(m);
+    tp_free(tp);
+}
+
+/* ds_forward_batch: one decode step of three sequences of different lengths equals three
+ * ds_forward calls (same tokens, same caches), to f32 rounding of different GEMM shapes. */
+Test(engine, deepseek_batched_decode_step_equals_one_by_one) {
+    tp_pool *tp;
+    cr_assert_eq(tp_create(2, &tp), 0);
+    const char *dir = getenv("REF_DIR");
+    if (!dir) cr_skip_test("skipped: REF_DIR not set (run the suite through `make test`)");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/teacher/deepseek", dir);
+    ds_model *m;
+    ds_load_opts lo = {.pool = tp};
+    int rc = ds_load(path, &lo, &m);
+    if (rc == RT_ENOTFOUND || rc == RT_EIO) cr_skip_test("skipped: %s missing", path);
+    cr_assert_eq(rc, 0, "%s", rt_errmsg());
+    int64_t V = ds_vocab(m), lens[3] = {17, 3, 21};
+    const int32_t *prompts[3] = {PA, PB, PC};
+    ds_cache *a[3], *b[3];
+    float *lg = malloc(21 * V * sizeof(float)), *batch = malloc(3 * V * sizeof(float)), *one = malloc(V * sizeof(float));
+    int32_t pos[21], next[3] = {10, 20, 30};
+    for (int i = 0; i < 21; i++) pos[i] = i;
+    for (int s = 0; s < 3; s++) {
+        cr_assert_eq(ds_cache_create(m, 32, &a[s]), 0);
+        cr_assert_eq(ds_cache_create(m, 32, &b[s]), 0);
+        cr_assert_eq(ds_forward(m, a[s], prompts[s], pos, lens[s], DS_ATTN_AUTO, lg, NULL), 0);
+        cr_assert_eq(ds_cache_copy(b[s], a[s]), 0);
+    }
+    cr_assert_eq(ds_forward_batch(m, a, next, 3, DS_ATTN_AUTO, batch), 0, "%s", rt_errmsg());
+    for (int s = 0; s < 3; s++) {
+        int32_t p = (int32_t)lens[s];
+        cr_assert_eq(ds_forward(m, b[s], &next[s], &p, 1, DS_ATTN_AUTO, one, NULL), 0);
+        cr_assert_eq(ds_cache_len(a[s]), lens[s] + 1);
+        float d = 0;
+        for (int64_t v = 0; v < V; v++) d = fmaxf(d, fabsf(one[v] - batch[s * V + v]));
+        cr_assert(d < 1e-5f, "sequence %d: batched vs alone %g", s, d);
+    }
+    ds_cache *dup[2] = {a[0], a[0]};
+    cr_assert_eq(ds_forward_batch(m, dup, next, 2, DS_ATTN_AUTO, batch), RT_EINVAL);
+    for (int s = 0; s < 3; s++) {
+        ds_cache_free(a[s]);
+        ds_cache_free(b[s]);
+    }
+    free(lg); free(batch); free(one);
+    ds_free(m);
     tp_free(tp);
 }
