@@ -79,11 +79,12 @@ int cmd_filter(int argc, char **argv) {
         {"preset", required_argument, 0, 'p'},   {"threads", required_argument, 0, 't'},
         {"assets", required_argument, 0, 'a'},   {"decontam", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},    {"print-config", no_argument, 0, 'P'},
-        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {"quiet", no_argument, 0, 'q'},          {"decontam-field", required_argument, 0, 'F'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *dbpath = NULL, *config = NULL, *preset = NULL, *assets = NULL;
-    const char *extra[FP_MAX_LIST];
-    size_t n_extra = 0;
+    const char *extra[FP_MAX_LIST], *fields[FP_MAX_LIST];
+    size_t n_extra = 0, n_fields = 0;
     long threads = 0;
     long long batch = 0;
     bool print = false, quiet = false;
@@ -102,6 +103,10 @@ int cmd_filter(int argc, char **argv) {
         case 'D':
             if (n_extra == FP_MAX_LIST) return cli_usage_error("filter", "at most %d --decontam files", FP_MAX_LIST);
             extra[n_extra++] = optarg;
+            break;
+        case 'F':
+            if (n_fields == FP_MAX_LIST) return cli_usage_error("filter", "at most %d --decontam-field options", FP_MAX_LIST);
+            fields[n_fields++] = optarg;
             break;
         case 't':
             threads = strtol(optarg, &end, 10);
@@ -133,6 +138,8 @@ int cmd_filter(int argc, char **argv) {
     }
     if (!rc && assets) rc = fp_config_set_assets(&c, assets);
     for (size_t i = 0; !rc && i < n_extra; i++) rc = fp_config_add_decontam_file(&c, extra[i]);
+    if (!rc && n_fields) c.n_decontam_fields = 0; /* the command line replaces the configuration's list */
+    for (size_t i = 0; !rc && i < n_fields; i++) rc = fp_config_add_decontam_field(&c, fields[i]);
     if (!rc && batch) c.batch = (size_t)batch;
     if (rc) { fp_config_free(&c); return cli_fail("filter"); }
     if (print) { int s = print_config(&c); fp_config_free(&c); return s; }

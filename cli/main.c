@@ -105,7 +105,7 @@ static const cli_command commands[] = {
      cmd_dedup},
     {"filter", "score samples in a run database: verify, format, language, readability, repetition, length, decontam, dedup",
      "usage: retort filter --db DB [--config FILTERS.yaml | --preset r1] [--threads N] [--assets DIR]\n"
-     "                     [--decontam FILE.jsonl]... [--batch N] [--quiet]\n"
+     "                     [--decontam FILE.jsonl]... [--decontam-field F]... [--batch N] [--quiet]\n"
      "       retort filter [--config FILE | --preset r1] --print-config\n"
      "\n"
      "Runs the chosen filters over every sample that has no verdict yet for one of them and writes\n"
@@ -120,6 +120,7 @@ static const cli_command commands[] = {
      "                   else ../shared/assets); absent files are skipped with a message\n"
      "  --decontam FILE  also decontaminate against FILE (JSONL: question/problem/prompt and\n"
      "                   answer/solution fields); repeatable\n"
+     "  --decontam-field F  index field F of the benchmark records instead of those (repeatable)\n"
      "  --batch N        samples per transaction (default 512)\n"
      "  --print-config   print the resolved configuration (JSON) and exit\n"
      "  --quiet          no progress line\n"

@@ -371,3 +371,11 @@ json_t *fp_config_to_json(const fp_config *c) {
     if (!j) rt_fail(RT_ENOMEM, "configuration");
     return j;
 }
+
+int fp_config_add_decontam_field(fp_config *c, const char *field) {
+    if (c->n_decontam_fields >= FP_MAX_LIST) return rt_fail(RT_EINVAL, "too many decontamination fields (16 at most)");
+    const char *p = own(c, field);
+    if (!p) return rt_fail(RT_ENOMEM, "configuration");
+    c->decontam_fields[c->n_decontam_fields++] = p;
+    return 0;
+}

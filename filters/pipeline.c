@@ -430,6 +430,7 @@ typedef struct {
     int64_t id;
     size_t bytes;
     bool old_rep;   /* a representative kept by an earlier run */
+    bool clean;     /* no failing verdict of another filter */
 } dd_row;
 
 static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep) {
@@ -438,8 +439,9 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
     sqlite3_stmt *st;
     SQL_OK(h, sqlite3_prepare_v2(h,
                                  "SELECT s.id, s.text, s.dict_id, s.text_bytes, "
-                                 "EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.filter = 'dedup') "
-                                 "FROM samples s WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id "
+                                 "EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.filter = 'dedup'), "
+                                 "NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0 "
+                                 "AND v.filter != 'dedup') FROM samples s WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id "
                                  "AND v.filter = 'dedup') OR EXISTS (SELECT 1 FROM clusters c WHERE c.sample_id = s.id "
                                  "AND c.method = ?1 AND c.representative = 1) ORDER BY s.id",
                                  -1, &st, NULL),
@@ -459,7 +461,8 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
         rc = db_blob_text(db, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_int64(st, 2),
                           &t, &tl);
         if (rc) break;
-        rows[n] = (dd_row){sqlite3_column_int64(st, 0), (size_t)sqlite3_column_int64(st, 3), sqlite3_column_int(st, 4) != 0};
+        rows[n] = (dd_row){sqlite3_column_int64(st, 0), (size_t)sqlite3_column_int64(st, 3), sqlite3_column_int(st, 4) != 0,
+                           sqlite3_column_int(st, 5) != 0};
         docs[n] = (mh_doc){t, tl};
         n_new += !rows[n].old_rep;
         n++;
@@ -480,7 +483,8 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
         if (!rc) rc = mh_dedup_run(&c->dedup, docs, n, pool, cl);
     }
     if (!rc && n_new) {
-        /* pick[root] = the member kept: an earlier representative, else by policy */
+        /* pick[root] = the member kept: an earlier representative, else one that failed no
+         * other filter, then by policy */
         for (size_t i = 0; i < n; i++) pick[i] = SIZE_MAX;
         for (size_t i = 0; i < n; i++) {
             size_t r = cl[i];
@@ -491,6 +495,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
             bool better;
             if (a->old_rep != b->old_rep) better = a->old_rep;
             else if (a->old_rep) better = false;   /* rows are in id order: the first stays */
+            else if (a->clean != b->clean) better = a->clean;
             else if (c->dedup_keep == FP_KEEP_SHORTEST) better = a->bytes < b->bytes;
             else if (c->dedup_keep == FP_KEEP_LONGEST) better = a->bytes > b->bytes;
             else better = false;

@@ -16,8 +16,9 @@
  *   dedup        exact and MinHash near-duplicate clusters (filters/minhash.h) over the
  *                samples without a dedup verdict together with the representatives kept
  *                by earlier runs; per cluster one representative is kept (an earlier
- *                representative if the cluster has one, else by policy: first = lowest
- *                sample id, shortest, longest text); every new sample gets a clusters row
+ *                representative if the cluster has one, else a member that failed no other
+ *                filter if there is one, then by policy: first = lowest sample id,
+ *                shortest, longest text); every new sample gets a clusters row
  *                (method "minhash" or "exact", cluster = the representative's sample id)
  *                and a verdict, failing ones naming the representative
  *
@@ -94,9 +95,11 @@ int fp_config_from_json(const json_t *doc, const char *what, fp_config *c);
 int fp_config_preset(const char *name, fp_config *c);
 /* The YAML text of a built-in preset (NULL when unknown). */
 const char *fp_preset_yaml(const char *name);
-/* Command-line overrides applied after loading: assets directory, extra JSONL files. */
+/* Command-line overrides applied after loading: assets directory, extra JSONL files, the
+ * record fields indexed (RT_EINVAL past FP_MAX_LIST). */
 int fp_config_set_assets(fp_config *c, const char *assets);
 int fp_config_add_decontam_file(fp_config *c, const char *path);
+int fp_config_add_decontam_field(fp_config *c, const char *field); /* the first replaces the defaults */
 void fp_config_free(fp_config *c);
 /* The resolved configuration as a new JSON object (every option, defaults included); the
  * form recorded in filter_runs and printed by `retort filter --print-config`. NULL on

@@ -217,3 +217,18 @@ def test_real_benchmarks_flag_exactly_what_python_finds(retort_bin, tmp_path, as
     assert "gsm8k_test (line 6)" in got[k - 3][1] and "aime24_test (id " in got[k - 2][1]
     assert "math500_test (line 41)" in got[k - 1][1]
     assert 3 <= n_flag < len(samples) // 2
+
+
+def test_decontam_field_names_like_import(retort_bin, tmp_path):
+    bench = tmp_path / "held_out.jsonl"
+    bench.write_text(json.dumps({"id": 3, "text": "the quick brown fox jumps over the lazy dog by the river bank",
+                                 "question": "unrelated words that appear nowhere else in any sample at all here"}) + "\n")
+    samples = [chat("P1", "Story: The quick brown fox jumps over the lazy dog by the river."),
+               chat("P2", "unrelated words that appear nowhere else in any sample at all here")]
+    db = build(retort_bin, tmp_path, samples)
+    p = run([retort_bin, "filter", "--db", db, "--config", _cfg(tmp_path, "filters: [decontam]\ndecontam:\n  benchmarks: []\n"),
+             "--decontam", str(bench), "--decontam-field", "text"])
+    assert p.returncode == 0, p.stderr
+    v = q(db, "SELECT sample_id, pass, reason FROM verdicts WHERE filter = 'decontam' ORDER BY 1")
+    assert v[0][1] == 0 and "held_out (id 3)" in v[0][2], v
+    assert v[1][1] == 1, "only the named field is indexed"

@@ -285,3 +285,17 @@ def test_configuration_errors(retort_bin, tmp_path):
     p = run([retort_bin, "filter"])
     assert p.returncode == 2 and "--db" in p.stderr
     assert q(db, "SELECT COUNT(*) FROM verdicts")[0][0] == 0
+
+
+def test_dedup_prefers_a_member_that_passed_the_other_filters(retort_bin, tmp_path):
+    body = ("We count the marbles in each of the three jars, add the counts together and then subtract the "
+            "marbles that were given away to the neighbours on the way home from the park")
+    recs = [chat("Marbles A.", THINK, body + ". The answer is \\boxed{41}.", "42"),   # id 1: wrong answer
+            chat("Marbles B.", THINK, body + ". The answer is \\boxed{42}.", "42")]   # id 2: right
+    db = make_db(retort_bin, tmp_path, recs)
+    cfg = write_config(tmp_path, "filters: [verify, dedup]\ndedup:\n  keep: first\n")
+    p = run([retort_bin, "filter", "--db", db, "--config", cfg])
+    assert p.returncode == 0, p.stderr
+    assert q(db, "SELECT sample_id, cluster, representative FROM clusters ORDER BY 1") == [(1, 2, 0), (2, 2, 1)]
+    v = dict(q(db, "SELECT sample_id, pass FROM verdicts WHERE filter = 'dedup'"))
+    assert v == {1: 0, 2: 1}
