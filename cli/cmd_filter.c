@@ -31,16 +31,21 @@ static void on_progress(void *ud, const fp_progress *p) {
     if (ps->stage != p->stage) { ps->stage = p->stage; ps->t0 = now_s(); ps->last_print = 0; }
     double t = now_s(), el = t - ps->t0;
     bool final = p->done == p->total;
-    if (!final && t - ps->last_print < (ps->tty ? 0.2 : 10.0)) return;
+    if (!p->done && !ps->tty) return;
+    if (!final && p->done && t - ps->last_print < (ps->tty ? 0.2 : 10.0)) return;
     ps->last_print = t;
     char a[32], b[32];
-    double rate = el > 0 ? (double)p->done / el : 0.0;
-    double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0.0;
-    char mb[32] = "";
-    if (p->bytes && el > 0) snprintf(mb, sizeof mb, "  %.1f MB/s", (double)p->bytes / el / 1e6);
-    fprintf(stderr, "%sfilter: %s %s/%s samples  %.0f samples/s%s  ETA %d:%02d%s", ps->tty ? "\r" : "", p->stage,
-            cli_thousands((long long)p->done, a, sizeof a), cli_thousands((long long)p->total, b, sizeof b), rate, mb,
-            (int)(eta / 60), (int)eta % 60, ps->tty ? "   " : "\n");
+    double rate = el > 0.01 ? (double)p->done / el : 0.0;
+    char speed[64] = "", eta[32] = "--:--";
+    if (rate > 0) {
+        double left = (double)(p->total - p->done) / rate;
+        snprintf(speed, sizeof speed, "  %.0f samples/s", rate);
+        if (p->bytes) snprintf(speed + strlen(speed), sizeof speed - strlen(speed), "  %.1f MB/s", (double)p->bytes / el / 1e6);
+        snprintf(eta, sizeof eta, "%d:%02d", (int)(left / 60), (int)left % 60);
+    }
+    fprintf(stderr, "%sfilter: %s %s/%s samples%s  ETA %s%s", ps->tty ? "\r" : "", p->stage,
+            cli_thousands((long long)p->done, a, sizeof a), cli_thousands((long long)p->total, b, sizeof b), speed, eta,
+            ps->tty ? "   " : "\n");
     ps->printed = true;
     if (ps->tty && final) fputc('\n', stderr);
 }

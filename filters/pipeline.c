@@ -401,6 +401,10 @@ static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_i
     int64_t last = 0;
     size_t n;
     score_ctx ctx = {c, ix, items};
+    if (fn) { /* the stage starts: its clock starts here */
+        fp_progress p0 = {"scoring", 0, rep->pending, 0};
+        fn(ud, &p0);
+    }
     while (!rc) {
         rc = read_batch(db, st, todo, &last, items, c->batch, &n);
         if (rc || !n) break;

@@ -111,6 +111,8 @@ typedef struct {
     size_t done, total;    /* samples */
     size_t bytes;          /* text bytes scored so far */
 } fp_progress;
+/* Called on the calling thread: once with done = 0 when a stage starts, after every batch,
+ * and with done = total when it ends. */
 typedef void (*fp_progress_fn)(void *ud, const fp_progress *p);
 
 typedef struct {
