@@ -22,6 +22,8 @@ struct dc_index {
     uint64_t *keys;    /* open addressing; 0 = empty slot */
     uint32_t *vals;    /* document of the key */
     size_t cap, used;  /* cap: power of two */
+    uint64_t *bloom;   /* 4 bits per slot (cap * 4 bits), one bit set per key: most lookups of
+                        * absent n-grams stop in this small array instead of the table */
     dc_doc *docs;
     size_t n_docs, docs_cap;
     char **names;
@@ -37,7 +39,8 @@ int dc_index_new(int n, dc_index **out) {
     ix->cap = 1024;
     ix->keys = rt_calloc(ix->cap, sizeof *ix->keys);
     ix->vals = rt_calloc(ix->cap, sizeof *ix->vals);
-    if (!ix->keys || !ix->vals) { dc_index_free(ix); return RT_ENOMEM; }
+    ix->bloom = rt_calloc(ix->cap / 16, sizeof *ix->bloom);
+    if (!ix->keys || !ix->vals || !ix->bloom) { dc_index_free(ix); return RT_ENOMEM; }
     *out = ix;
     return 0;
 }
@@ -50,6 +53,7 @@ void dc_index_free(dc_index *ix) {
     free(ix->names);
     free(ix->keys);
     free(ix->vals);
+    free(ix->bloom);
     free(ix);
 }
 
@@ -131,22 +135,30 @@ static uint64_t key_of(const char *s, size_t len) {
 
 /* ---- the table ---- */
 
+/* The bloom bit of a key: from its high bits (the table slot uses the low ones). */
+static inline size_t bloom_bit(uint64_t key, size_t cap) { return (size_t)(key >> 32) & (cap * 4 - 1); }
+
 static int grow_table(dc_index *ix) {
     size_t ncap = ix->cap * 2;
     uint64_t *k = rt_calloc(ncap, sizeof *k);
     uint32_t *v = rt_calloc(ncap, sizeof *v);
-    if (!k || !v) { free(k); free(v); return RT_ENOMEM; }
+    uint64_t *b = rt_calloc(ncap / 16, sizeof *b);
+    if (!k || !v || !b) { free(k); free(v); free(b); return RT_ENOMEM; }
     for (size_t i = 0; i < ix->cap; i++) {
         if (!ix->keys[i]) continue;
         size_t j = (size_t)ix->keys[i] & (ncap - 1);
         while (k[j]) j = (j + 1) & (ncap - 1);
         k[j] = ix->keys[i];
         v[j] = ix->vals[i];
+        size_t bb = bloom_bit(ix->keys[i], ncap);
+        b[bb / 64] |= 1ull << (bb % 64);
     }
     free(ix->keys);
     free(ix->vals);
+    free(ix->bloom);
     ix->keys = k;
     ix->vals = v;
+    ix->bloom = b;
     ix->cap = ncap;
     return 0;
 }
@@ -165,10 +177,14 @@ static int table_put(dc_index *ix, uint64_t key, uint32_t doc) {
     ix->keys[j] = key;
     ix->vals[j] = doc;
     ix->used++;
+    size_t bb = bloom_bit(key, ix->cap);
+    ix->bloom[bb / 64] |= 1ull << (bb % 64);
     return 1;
 }
 
 static bool table_get(const dc_index *ix, uint64_t key, uint32_t *doc) {
+    size_t bb = bloom_bit(key, ix->cap);
+    if (!(ix->bloom[bb / 64] >> (bb % 64) & 1)) return false;
     size_t j = (size_t)key & (ix->cap - 1);
     while (ix->keys[j]) {
         if (ix->keys[j] == key) { *doc = ix->vals[j]; return true; }
