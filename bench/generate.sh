@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Dense teacher decode, side by side: retort's engine (teacher/engine.h, paged KV cache,
-# batched decode) against transformers' greedy generate (DynamicCache, eager attention, f32) on
-# the same ~124M-parameter Llama shape (hidden 768, 12 layers, 12 heads / 4 KV heads, FFN
-# 2048, vocab 32000), prompt 32, 64 new tokens, batch 1 and 16 (equal-length prompts, no
-# padding), same threads (all CPUs; override THREADS). Prints decode tokens/s, the ratio, and
+# Teacher decode, side by side: retort's engine (teacher/engine.h: paged KV cache, batched
+# decode) against transformers' greedy generate (DynamicCache, eager attention, f32) on the
+# same models — a ~124M-parameter Llama shape (hidden 768, 12 layers, 12 heads / 4 KV heads,
+# FFN 2048, vocab 32000) and the small DeepSeek-V3 shape of bench/deepseek_decode.sh (~60M:
+# 4 layers, 1 dense + 3 MoE with 16 experts, YaRN) — prompt 32, 64 new tokens, batch 1 and 16
+# (equal-length prompts, no padding), same threads (all CPUs; override THREADS). Prints decode tokens/s, the ratio, and
 # the bytes-per-token roofline: f32 weights are read once per decode step, so tokens/s ≤
-# batch · read bandwidth / weight bytes.
+# batch · read bandwidth / weight bytes (for the MoE model every expert is counted, an upper
+# bound on what one step reads, so its roofline is a lower bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${THREADS:=$(nproc)}"
@@ -20,12 +22,23 @@ cfg = json.load(open("configs/models/tiny-llama.json"))
 cfg.update(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
            num_key_value_heads=4, head_dim=64, vocab_size=32000)
 torch.manual_seed(0)
-AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1])
+AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1] + "/llama")
+cfg = json.load(open("configs/models/tiny-deepseek-v3.json"))
+cfg.pop("quantization_config")
+cfg.update(hidden_size=512, intermediate_size=1536, moe_intermediate_size=256, num_hidden_layers=4,
+           n_routed_experts=16, n_group=4, topk_group=2, num_experts_per_tok=4, num_attention_heads=8,
+           num_key_value_heads=8, kv_lora_rank=128, q_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32,
+           v_head_dim=64, vocab_size=32000, num_nextn_predict_layers=0)
+AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1] + "/deepseek")
 PY
-echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy"
+for model in llama deepseek; do
+case $model in
+  llama) echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
+  deepseek) echo "bench/generate   DeepSeek-V3 shape ~60M parameters (f32, MoE 4 of 16), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
+esac
 for B in 1 16; do
-  r=$("$BENCH_BIN_DIR/generate" "$dir" $PLEN $NEW $B "$THREADS")
-  p=$("$PYTHON" - "$dir" $PLEN $NEW $B "$THREADS" <<'PY'
+  r=$("$BENCH_BIN_DIR/generate" "$dir/$model" $PLEN $NEW $B "$THREADS")
+  p=$("$PYTHON" - "$dir/$model" $PLEN $NEW $B "$THREADS" <<'PY'
 import os, sys, time, torch
 from transformers import AutoModelForCausalLM
 d, plen, new, b, th = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -48,4 +61,5 @@ PY
     rt = a[2] / a[1]; hf = c[2] / c[1]; roof = b * a[4] * 1e9 / a[3]
     printf "  batch %2d  retort %8.1f tokens/s   transformers %8.1f tokens/s   ratio %5.2fx   roofline %8.1f tokens/s (%.0f MB/token-step at %.1f GB/s; retort at %2.0f%%)\n",
       b, rt, hf, rt / hf, roof, a[3] / 1e6, a[4], 100 * rt / roof }'
+done
 done
