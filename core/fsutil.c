@@ -54,6 +54,24 @@ char *rt_path_join(const char *a, const char *b) {
     return p;
 }
 
+char *rt_assets_dir(void) {
+    const char *env = getenv("RETORT_ASSETS");
+    if (env && *env) return rt_strdup(env);
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            char *p = rt_path_join(exe, "../shared/assets");
+            if (!p || rt_is_dir(p)) return p;
+            free(p);
+        }
+    }
+    return rt_strdup("../shared/assets");
+}
+
 struct rt_atomic_file {
     char *path, *tmp;
     FILE *f;

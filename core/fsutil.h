@@ -21,6 +21,11 @@ bool rt_is_file(const char *path);
 /* Joins a and b with one '/'; owned by the caller. NULL on ENOMEM. */
 char *rt_path_join(const char *a, const char *b);
 
+/* Where the shared assets (tokenizers/, benchmarks/) are: $RETORT_ASSETS when set, else
+ * shared/assets beside the checkout that holds the running binary (<bin dir>/../shared/assets)
+ * when that exists, else ../shared/assets. Owned by the caller; NULL on ENOMEM. */
+char *rt_assets_dir(void);
+
 typedef struct rt_atomic_file rt_atomic_file;
 int rt_atomic_open(const char *path, rt_atomic_file **out);
 FILE *rt_atomic_stream(rt_atomic_file *af);

@@ -241,7 +241,7 @@ static int migrate(ds_db *db, bool readonly) {
     }
     if (v == DB_SCHEMA_VERSION) return 0;
     if (readonly)
-        return rt_fail(RT_EFORMAT, "schema version %d, expected %d (open it writable once to migrate)", v,
+        return rt_fail(RT_EFORMAT, "schema version %d, expected %d (run `retort db init` on it to migrate)", v,
                        DB_SCHEMA_VERSION);
     while (v < DB_SCHEMA_VERSION) {
         if ((rc = db_begin(db))) return rc;

@@ -285,10 +285,9 @@ static int build_index(const fp_config *c, dc_index **out, fp_report *rep) {
     dc_index *ix;
     int rc = dc_index_new(c->decontam_n, &ix);
     if (rc) return rc;
-    const char *assets = c->assets;
-    if (!assets) assets = getenv("RETORT_ASSETS");
-    if (!assets || !*assets) assets = "../shared/assets";
-    char *dir = rt_path_join(assets, "benchmarks");
+    char *assets = c->assets ? rt_strdup(c->assets) : rt_assets_dir();
+    char *dir = assets ? rt_path_join(assets, "benchmarks") : NULL;
+    free(assets);
     if (!dir) { dc_index_free(ix); return RT_ENOMEM; }
     const char *const *fields = c->n_decontam_fields ? c->decontam_fields : NULL;
     char *note = rep->decontam_note;
