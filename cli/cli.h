@@ -7,6 +7,7 @@
 #ifndef RT_CLI_H
 #define RT_CLI_H
 
+#include <jansson.h>
 #include <stdio.h>
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -26,6 +27,8 @@ int cli_fail(const char *what);
 int cli_usage_error(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* True when argv holds -h or --help; then the usage is printed to stdout. */
 int cli_wants_help(const char *name, int argc, char **argv);
+/* Prints the filter funnel of a db_stats() object (nothing when no filter has run). */
+void cli_print_funnel(const json_t *stats);
 /* Formats n with thousands separators into buf. */
 const char *cli_thousands(long long n, char *buf, size_t len);
 

@@ -49,6 +49,21 @@ static int run_check(const char *path) {
     return EXIT_OK;
 }
 
+void cli_print_funnel(const json_t *stats) {
+    const json_t *fun = json_object_get(stats, "funnel");
+    char a[32], b[32];
+    if (!json_array_size(fun)) return;
+    printf("\nfunnel (a sample counts for the first filter it fails)\n  %-14s %12s %12s\n", "", "removed", "remaining");
+    printf("  %-14s %12s %12s\n", "start", "",
+           cli_thousands(json_integer_value(json_object_get(stats, "samples")), a, sizeof a));
+    size_t i;
+    const json_t *e;
+    json_array_foreach(fun, i, e)
+        printf("  %-14s %12s %12s\n", json_string_value(json_object_get(e, "filter")),
+               cli_thousands(json_integer_value(json_object_get(e, "removed")), a, sizeof a),
+               cli_thousands(json_integer_value(json_object_get(e, "remaining")), b, sizeof b));
+}
+
 static void print_hist(const char *title, json_t *edges, json_t *hist) {
     if (!json_object_size(hist)) return;
     size_t i;
@@ -101,6 +116,7 @@ static void print_stats(const char *path, json_t *j) {
                    (long long)json_integer_value(json_object_get(v, "fail")),
                    100.0 * json_real_value(json_object_get(v, "pass_rate")));
     }
+    cli_print_funnel(j);
     json_t *ss = json_object_get(j, "snapshots");
     if (json_object_size(ss)) {
         printf("\n  %-32s %10s\n", "snapshot", "samples");

@@ -63,18 +63,7 @@ static int print_config(const fp_config *c) {
 static void print_funnel(ds_db *db) {
     json_t *j;
     if (db_stats(db, &j)) { rt_errclear(); return; }
-    json_t *fun = json_object_get(j, "funnel");
-    char a[32], b[32];
-    if (json_array_size(fun)) {
-        printf("\nfunnel (a sample counts for the first filter it fails)\n  %-14s %12s %12s\n", "start",
-               "", cli_thousands(json_integer_value(json_object_get(j, "samples")), a, sizeof a));
-        size_t i;
-        json_t *e;
-        json_array_foreach(fun, i, e)
-            printf("  %-14s %12s %12s\n", json_string_value(json_object_get(e, "filter")),
-                   cli_thousands(-json_integer_value(json_object_get(e, "removed")), a, sizeof a),
-                   cli_thousands(json_integer_value(json_object_get(e, "remaining")), b, sizeof b));
-    }
+    cli_print_funnel(j);
     json_decref(j);
 }
 
