@@ -292,6 +292,16 @@ static int open_dir(st_file *f, const char *dir) {
         return rc;
     }
     free(p);
+    /* like transformers: model.safetensors is the model when present (other files beside it,
+     * e.g. optimizer state, are not part of it) */
+    p = rt_path_join(dir, "model.safetensors");
+    if (!p) return RT_ENOMEM;
+    if (rt_is_file(p)) {
+        int rc = add_shard(f, p);
+        free(p);
+        return rc ? rc : finish(f);
+    }
+    free(p);
     DIR *d = opendir(dir);
     if (!d) return rt_fail(RT_EIO, "%s: cannot open directory: %s", dir, strerror(errno));
     char **names = NULL;

@@ -5,7 +5,8 @@
  * then the data section; offsets are relative to the data section's start.
  *
  * st_open() takes a .safetensors file, or a directory holding model.safetensors.index.json
- * (a sharded checkpoint), model.safetensors, or other *.safetensors files. Every file is
+ * (a sharded checkpoint), else model.safetensors, else other *.safetensors files (all of
+ * them, as one model). Every file is
  * mapped read-only and its header validated before st_open returns: length within the file
  * and at most ST_MAX_HEADER, strict JSON, known dtypes, shape × element size equal to the
  * byte range, offsets inside the data section and not overlapping, no duplicate names

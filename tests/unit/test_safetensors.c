@@ -251,3 +251,26 @@ Test(safetensors, directory_without_safetensors_is_not_found) {
     rmdir(dir);
     free(dir);
 }
+
+Test(safetensors, model_safetensors_is_the_model_when_present) {
+    char *dir = tmp_dir();
+    char pm[512], po[512];
+    snprintf(pm, sizeof pm, "%s/model.safetensors", dir);
+    snprintf(po, sizeof po, "%s/optimizer.safetensors", dir);
+    float x[2] = {1, 2};
+    st_wtensor a = {"w", RT_DT_F32, 1, {2}, x}, b = {"exp_avg.w", RT_DT_F32, 1, {2}, x};
+    cr_assert(!st_write(pm, &a, 1, NULL));
+    cr_assert(!st_write(po, &b, 1, NULL));
+    st_file *f;
+    cr_assert(!st_open(dir, &f), "%s", rt_errmsg());
+    cr_assert_eq(st_count(f), 1);
+    cr_assert_not_null(st_find(f, "w"));
+    st_close(f);
+    unlink(pm);
+    cr_assert(!st_open(dir, &f), "%s", rt_errmsg());     /* without it: the other files */
+    cr_assert_not_null(st_find(f, "exp_avg.w"));
+    st_close(f);
+    unlink(po);
+    rmdir(dir);
+    free(dir);
+}
