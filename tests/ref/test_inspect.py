@@ -325,3 +325,23 @@ def test_usage_errors(retort_bin, llama_dir):
     assert p.returncode == 0 and "inspect" in p.stdout
     p = run([retort_bin, "version"])
     assert p.returncode == 0 and p.stdout.startswith("retort ")
+
+
+def test_trained_checkpoint_with_optimizer_state_beside_it(tmp_path, retort_bin, tools_dir):
+    shard = tmp_path / "s.bin"
+    p = run([os.path.join(tools_dir, "student_mkshard"), str(shard), "32", "4", "512", "1"])
+    assert p.returncode == 0, p.stderr
+    p = run([retort_bin, "train", "--init", os.path.join(PRESETS, "tiny-llama.json"), "--data", str(shard), "--seq", "32",
+             "--batch", "2", "--steps", "1", "--lr", "1e-3", "--out", str(tmp_path / "out")])
+    assert p.returncode == 0, p.stderr
+    d = tmp_path / "out" / "step-1"
+    assert (d / "optimizer.safetensors").exists()
+    j = inspect_json(retort_bin, d)
+    params, n, _ = file_counts_of(d / "model.safetensors")
+    assert j["parameters"] == params and j["tensors"] == n and j["files"] == 1
+
+
+def file_counts_of(path):
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())
+        return sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in keys), len(keys), None
