@@ -326,21 +326,6 @@ int64_t ds_cache_len(const ds_cache *c) { return c->len; }
 int64_t ds_cache_mtp_len(const ds_cache *c) { return c->mtp_len; }
 int64_t ds_cache_row(const ds_cache *c) { return c->row; }
 
-int ds_cache_copy(ds_cache *dst, const ds_cache *src) {
-    if (dst->row != src->row || dst->n_slots != src->n_slots || dst->main_layers != src->main_layers ||
-        dst->cap < src->len || dst->cap < src->mtp_len)
-        return rt_fail(RT_EINVAL, "copying a cache of %lld positions into one of another shape or capacity %lld",
-                       (long long)src->len, (long long)dst->cap);
-    for (int64_t s = 0; s < src->n_slots; s++) {
-        int64_t n = s < src->main_layers ? src->len : src->mtp_len;
-        memcpy(dst->data + s * dst->cap * dst->row, src->data + s * src->cap * src->row,
-               (size_t)(n * src->row) * sizeof(float));
-    }
-    dst->len = src->len;
-    dst->mtp_len = src->mtp_len;
-    return 0;
-}
-
 /* ---- forward --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -483,43 +468,81 @@ int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_
     return rc;
 }
 
-int ds_forward_batch(ds_model *m, ds_cache *const *caches, const int32_t *tokens, int64_t n_seqs, ds_attn_mode mode,
-                     float *logits_out) {
-    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
-    TRY(check_tokens(m, tokens, n_seqs));
+size_t ds_block_floats(const ds_model *m, int64_t block_size) {
+    return (size_t)(m->c.num_hidden_layers * block_size * (m->c.kv_lora_rank + m->c.qk_rope_head_dim));
+}
+
+/* Copies positions [p0, p1) of layer l between a sequence's blocks and a contiguous [*, row]
+ * buffer (to_blocks: buffer → blocks), a block's run at a time. */
+static void move_rows(kv_pool *p, const kv_seq *s, int64_t l, int64_t row, float *buf, int64_t p0, int64_t p1,
+                      bool to_blocks) {
+    int64_t bs = kv_pool_block_size(p);
+    size_t bf = kv_pool_block_floats(p);
+    float *data = kv_pool_data(p);
+    while (p0 < p1) {
+        int64_t off = p0 % bs, n = bs - off < p1 - p0 ? bs - off : p1 - p0;
+        float *blk = data + (size_t)s->blocks[p0 / bs] * bf + (size_t)((l * bs + off) * row);
+        if (to_blocks) memcpy(blk, buf + p0 * row, (size_t)(n * row) * sizeof(float));
+        else memcpy(buf + p0 * row, blk, (size_t)(n * row) * sizeof(float));
+        p0 += n;
+    }
+}
+
+int ds_forward_paged(ds_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+                     const int32_t *tokens, ds_attn_mode mode, float *logits, bool all_logits) {
     const mc_config *c = &m->c;
-    int64_t D = c->hidden_size;
-    int32_t *pos = rt_malloc((size_t)n_seqs * sizeof(int32_t));
+    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
+    if (kv_pool_block_floats(cache) != ds_block_floats(m, kv_pool_block_size(cache)))
+        return rt_fail(RT_EINVAL, "the KV cache's blocks were not made for this model");
+    int64_t T = 0, scratch = 0, row = c->kv_lora_rank + c->qk_rope_head_dim, D = c->hidden_size;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        if (n_new[s] <= 0) return rt_fail(RT_EINVAL, "sequence %lld: %d new tokens", (long long)s, n_new[s]);
+        T += n_new[s];
+        scratch += seqs[s]->len + n_new[s];
+    }
+    TRY(check_tokens(m, tokens, T));
+    for (int64_t s = 0; s < n_seqs; s++) TRY(kv_seq_reserve(cache, seqs[s], seqs[s]->len + n_new[s]));
+    int32_t *pos = rt_malloc((size_t)T * sizeof(int32_t));
     int64_t *seg_n = rt_malloc((size_t)n_seqs * sizeof(int64_t));
-    float **rows = rt_malloc((size_t)n_seqs * sizeof(float *));
+    float **rows = rt_malloc((size_t)n_seqs * sizeof(float *)), *buf = rt_malloc((size_t)(scratch * row) * sizeof(float));
     ds_ws w;
     void *block = NULL;
-    int rc = (!pos || !seg_n || !rows) ? RT_ENOMEM : ws_alloc(m, n_seqs, &w, &block);
-    for (int64_t s = 0; s < n_seqs && !rc; s++) {
-        pos[s] = (int32_t)caches[s]->len;
-        seg_n[s] = 1;
-        rc = check_positions(m, caches[s], caches[s]->len, pos + s, 1);
-        for (int64_t t = 0; t < s && !rc; t++)
-            if (caches[t] == caches[s]) rc = rt_fail(RT_EINVAL, "sequence %lld appears twice in a batch", (long long)s);
-    }
+    int rc = (!pos || !seg_n || !rows || !buf) ? RT_ENOMEM : ws_alloc(m, T, &w, &block);
     if (!rc) {
-        for (int64_t i = 0; i < n_seqs; i++)
-            memcpy(w.x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
-        yarn_tables(w.cos, w.sin, pos, n_seqs, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
+        for (int64_t s = 0, t = 0, off = 0; s < n_seqs; s++) {
+            seg_n[s] = n_new[s];
+            rows[s] = buf + off * row;
+            off += seqs[s]->len + n_new[s];
+            for (int32_t j = 0; j < n_new[s]; j++) pos[t++] = (int32_t)(seqs[s]->len + j);
+        }
+        for (int64_t i = 0; i < T; i++) memcpy(w.x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+        yarn_tables(w.cos, w.sin, pos, T, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
     }
     for (int64_t l = 0; l < c->num_hidden_layers && !rc; l++) {
-        for (int64_t s = 0; s < n_seqs; s++) rows[s] = caches[s]->data + l * caches[s]->cap * caches[s]->row;
-        rc = layer_fwd_seg(m, &m->layers[l], rows, seg_n, n_seqs, n_seqs, pos, mode, &w);
+        for (int64_t s = 0; s < n_seqs; s++) move_rows(cache, seqs[s], l, row, rows[s], 0, seqs[s]->len, false);
+        rc = layer_fwd_seg(m, &m->layers[l], rows, seg_n, n_seqs, T, pos, mode, &w);
+        for (int64_t s = 0; s < n_seqs && !rc; s++)
+            move_rows(cache, seqs[s], l, row, rows[s], seqs[s]->len, seqs[s]->len + n_new[s], true);
     }
     if (!rc) {
-        for (int64_t s = 0; s < n_seqs; s++) caches[s]->len = pos[s] + 1;
-        rmsnorm_fwd(w.h, NULL, w.x, m->norm, n_seqs, D, (float)c->rms_norm_eps, m->pool);
-        mm_linear_fwd(logits_out, w.h, m->lm_head, NULL, n_seqs, c->vocab_size, D, m->pool);
+        int64_t R = T;
+        if (!all_logits) {   /* keep the last token of each sequence */
+            R = 0;
+            for (int64_t s = 0, t = 0; s < n_seqs; s++) {
+                t += n_new[s];
+                memmove(w.x + R * D, w.x + (t - 1) * D, (size_t)D * sizeof(float));
+                R++;
+            }
+        }
+        rmsnorm_fwd(w.h, NULL, w.x, m->norm, R, D, (float)c->rms_norm_eps, m->pool);
+        mm_linear_fwd(logits, w.h, m->lm_head, NULL, R, c->vocab_size, D, m->pool);
+        for (int64_t s = 0; s < n_seqs; s++) seqs[s]->len += n_new[s];
     }
     free(block);
     free(pos);
     free(seg_n);
     free(rows);
+    free(buf);
     return rc;
 }
 

@@ -46,6 +46,7 @@
 
 #include "core/model_config.h"
 #include "core/threadpool.h"
+#include "teacher/kvcache.h"
 
 typedef struct ds_model ds_model;   /* opaque; owned by the caller of ds_load */
 typedef struct ds_cache ds_cache;   /* opaque; owned by the caller of ds_cache_create */
@@ -75,23 +76,23 @@ void ds_cache_free(ds_cache *c);
 void ds_cache_reset(ds_cache *c);
 int64_t ds_cache_len(const ds_cache *c);        /* positions filled by ds_forward */
 int64_t ds_cache_mtp_len(const ds_cache *c);    /* positions filled by ds_mtp_forward */
-/* Copies src's filled rows and both lengths into dst (caches of the same model; dst's
- * capacity must hold src's lengths): the n samples of one prompt start from copies of the
- * prompt's cache. RT_EINVAL otherwise. */
-int ds_cache_copy(ds_cache *dst, const ds_cache *src);
 /* Values per token per layer: kv_lora_rank + qk_rope_head_dim. */
 int64_t ds_cache_row(const ds_cache *c);
 
 int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_t *positions, int64_t n,
                ds_attn_mode mode, float *logits_out, float *hidden_out);
 
-/* One decode step of n_seqs sequences (distinct caches) at once: sequence s appends tokens[s]
- * at position ds_cache_len(caches[s]). Projections, router and experts run over all n_seqs
- * rows together; attention runs per sequence on its own cache (mode as in ds_forward, AUTO:
- * absorbed). logits_out [n_seqs, vocab]. The same errors as ds_forward; on error no length
- * changes. */
-int ds_forward_batch(ds_model *m, ds_cache *const *caches, const int32_t *tokens, int64_t n_seqs, ds_attn_mode mode,
-                     float *logits_out);
+/* The same forward over a paged latent cache (teacher/kvcache.h), for the engine: blocks of
+ * ds_block_floats(m, bs) floats hold, per main layer l, bs latent rows at l·bs·row. Sequence
+ * i appends n_new[i] ≥ 1 tokens (laid end to end in tokens) at positions seqs[i]->len, …
+ * (blocks reserved, shared ones copied on write; lengths advance). Each layer gathers a
+ * sequence's rows into a contiguous scratch, runs the MLA kernels on it (AUTO: naive for
+ * n_new > 1, absorbed for 1) and writes the new rows back. logits: all_logits → [Σ n_new, V],
+ * else [n_seqs, V] (last new token of each). No MTP rows. Errors: ds_forward's, RT_ERANGE
+ * (cache full). */
+size_t ds_block_floats(const ds_model *m, int64_t block_size);
+int ds_forward_paged(ds_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+                     const int32_t *tokens, ds_attn_mode mode, float *logits, bool all_logits);
 
 int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int32_t *next_tokens,
                    const int32_t *positions, int64_t n, ds_attn_mode mode, float *logits_out, float *hidden_out);

@@ -50,6 +50,17 @@ void te_model_free(te_model *m) {
 const mc_config *te_model_config(const te_model *m) { return &m->c; }
 bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
 
+static size_t model_block_floats(const te_model *m, int64_t bs) {
+    return m->ds ? ds_block_floats(m->ds, bs) : dn_block_floats(m->dense, bs);
+}
+
+/* The one forward the engine calls: sequences append n_new tokens each; logits of the last. */
+static int model_forward(te_model *m, kv_pool *kv, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+                         const int32_t *tokens, float *logits) {
+    if (m->ds) return ds_forward_paged(m->ds, kv, seqs, n_new, n_seqs, tokens, DS_ATTN_AUTO, logits, false);
+    return dn_forward(m->dense, kv, seqs, n_new, n_seqs, tokens, logits, false);
+}
+
 /* ---- requests and sequences ------------------------------------------------------------ */
 
 typedef struct req {
@@ -65,8 +76,7 @@ typedef struct req {
 typedef struct {
     req *r;
     int sample;
-    kv_seq kv;                     /* dense */
-    ds_cache *dc;                  /* DeepSeek */
+    kv_seq kv;
     int32_t *ids;
     float *lp, *top_lp;
     int32_t *top_ids;
@@ -77,7 +87,7 @@ struct te_engine {
     te_model *m;
     te_opts o;
     int64_t V, blocks_total, blocks_reserved, bs;
-    kv_pool *kv;                   /* dense only */
+    kv_pool *kv;
     req *head, *tail;              /* queue */
     int n_queued;
     seq **run;                     /* running sequences */
@@ -102,7 +112,6 @@ static void req_free(req *q) {
 static void seq_free(te_engine *e, seq *s) {
     if (!s) return;
     if (e->kv) kv_seq_release(e->kv, &s->kv);
-    ds_cache_free(s->dc);
     free(s->ids);
     free(s->lp);
     free(s->top_lp);
@@ -124,7 +133,7 @@ int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
     e->V = m->c.vocab_size;
     e->blocks_total = (e->o.cache_tokens + e->bs - 1) / e->bs;
     int rc = 0;
-    if (m->dense) rc = kv_pool_create(e->blocks_total, e->bs, dn_block_floats(m->dense, e->bs), &e->kv);
+    rc = kv_pool_create(e->blocks_total, e->bs, model_block_floats(m, e->bs), &e->kv);
     if (!rc && !(e->smp_ws = rt_malloc(smp_workspace_bytes(e->V)))) rc = RT_ENOMEM;
     if (rc) {
         te_engine_free(e);
@@ -176,7 +185,6 @@ void te_stats_get(const te_engine *e, te_stats *s) {
 /* Blocks a request may ever use (see the header). */
 static int64_t blocks_needed(const te_engine *e, const te_request *r) {
     int64_t full = (r->n_prompt + r->max_tokens + e->bs - 1) / e->bs;
-    if (e->m->ds) return full * r->n_samples;
     return full + (int64_t)(r->n_samples - 1) * (full - r->n_prompt / e->bs);
 }
 
@@ -346,40 +354,18 @@ static int advance(te_engine *e, seq *s, const float *logits, int *finished) {
     return 0;
 }
 
-/* Runs the prompt of q through the model on s0's cache; the last row's logits in e->logits. */
+/* Runs the prompt of q through the model on s0's cache, prefill_chunk tokens per forward; the
+ * last row's logits in e->logits. */
 static int prefill(te_engine *e, seq *s0) {
     const req *q = s0->r;
     int64_t n = q->r.n_prompt, chunk = e->o.prefill_chunk;
-    if (e->m->ds) {
-        TRY(ds_cache_create(e->m->ds, n + q->r.max_tokens, &s0->dc));
-        for (int64_t at = 0; at < n; at += chunk) {
-            int64_t c = n - at < chunk ? n - at : chunk;
-            TRY(ensure_logits(e, (size_t)c));
-            int32_t *pos = rt_malloc((size_t)c * sizeof(int32_t));
-            if (!pos) return RT_ENOMEM;
-            for (int64_t i = 0; i < c; i++) pos[i] = (int32_t)(at + i);
-            int rc = ds_forward(e->m->ds, s0->dc, q->prompt + at, pos, c, DS_ATTN_AUTO, e->logits, NULL);
-            free(pos);
-            TRY(rc);
-            if (at + c == n && c > 1) memmove(e->logits, e->logits + (c - 1) * e->V, (size_t)e->V * sizeof(float));
-        }
-        return 0;
-    }
     TRY(ensure_logits(e, 1));
     kv_seq *sp = &s0->kv;
     for (int64_t at = 0; at < n; at += chunk) {
         int32_t c = (int32_t)(n - at < chunk ? n - at : chunk);
-        TRY(dn_forward(e->m->dense, e->kv, &sp, &c, 1, q->prompt + at, e->logits, false));
+        TRY(model_forward(e->m, e->kv, &sp, &c, 1, q->prompt + at, e->logits));
     }
     return 0;
-}
-
-static int fork_seq(te_engine *e, const seq *src, seq *dst) {
-    if (e->m->ds) {
-        TRY(ds_cache_create(e->m->ds, src->r->r.n_prompt + src->r->r.max_tokens, &dst->dc));
-        return ds_cache_copy(dst->dc, src->dc);
-    }
-    return kv_seq_fork(e->kv, &src->kv, &dst->kv);
 }
 
 /* Admits q: prefill once, n samples from its last logits. */
@@ -393,7 +379,7 @@ static int admit(te_engine *e, req *q) {
     for (int j = 0; j < n && !rc; j++)
         if (!(ss[j] = seq_new(e, q, j))) rc = RT_ENOMEM;
     if (!rc) rc = prefill(e, ss[0]);
-    for (int j = 1; j < n && !rc; j++) rc = fork_seq(e, ss[0], ss[j]);
+    for (int j = 1; j < n && !rc; j++) rc = kv_seq_fork(e->kv, &ss[0]->kv, &ss[j]->kv);
     if (rc) {   /* the request is dropped: nothing of it runs */
         for (int j = 0; j < n; j++) seq_free(e, ss[j]);
         e->blocks_reserved -= q->reserved;
@@ -432,37 +418,23 @@ static int decode(te_engine *e) {
     int n = e->n_run;
     if (n == 0) return 0;
     TRY(ensure_logits(e, (size_t)n));
-    if (e->m->ds) {
-        ds_cache **dc = rt_malloc((size_t)n * sizeof *dc);
-        int32_t *tok = rt_malloc((size_t)n * sizeof *tok);
-        int rc = dc && tok ? 0 : RT_ENOMEM;
-        for (int i = 0; i < n && !rc; i++) {
-            dc[i] = e->run[i]->dc;
-            tok[i] = e->run[i]->ids[e->run[i]->n_ids - 1];
-        }
-        if (!rc) rc = ds_forward_batch(e->m->ds, dc, tok, n, DS_ATTN_AUTO, e->logits);
-        free(dc);
-        free(tok);
-        TRY(rc);
-    } else {
-        kv_seq **kv = rt_malloc((size_t)n * sizeof *kv);
-        int32_t *one = rt_malloc((size_t)n * 2 * sizeof(int32_t));
-        if (!kv || !one) {
-            free(kv);
-            free(one);
-            return RT_ENOMEM;
-        }
-        int32_t *tok = one + n;
-        for (int i = 0; i < n; i++) {
-            kv[i] = &e->run[i]->kv;
-            one[i] = 1;
-            tok[i] = e->run[i]->ids[e->run[i]->n_ids - 1];
-        }
-        int rc = dn_forward(e->m->dense, e->kv, kv, one, n, tok, e->logits, false);
+    kv_seq **kv = rt_malloc((size_t)n * sizeof *kv);
+    int32_t *one = rt_malloc((size_t)n * 2 * sizeof(int32_t));
+    if (!kv || !one) {
         free(kv);
         free(one);
-        TRY(rc);
+        return RT_ENOMEM;
     }
+    int32_t *tok = one + n;
+    for (int i = 0; i < n; i++) {
+        kv[i] = &e->run[i]->kv;
+        one[i] = 1;
+        tok[i] = e->run[i]->ids[e->run[i]->n_ids - 1];
+    }
+    int frc = model_forward(e->m, e->kv, kv, one, n, tok, e->logits);
+    free(kv);
+    free(one);
+    TRY(frc);
     int kept = 0, rc = 0;
     for (int i = 0; i < n; i++) {
         int fin = 0;

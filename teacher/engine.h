@@ -12,23 +12,23 @@
  * strings (need te_opts.tok), and whether to return logprobs (the model's log_softmax of
  * each chosen token, and top_logprobs alternatives per position).
  *
- * te_step() advances every request by one token: first it admits queued requests, in
- * order, while the batch has room (max_batch sequences; a request larger than max_batch is
- * admitted alone) and the cache can hold them — each admitted request's prompt runs through
- * the model once (in chunks of prefill_chunk tokens), its n samples share that prompt (dense:
- * the prompt's KV blocks, copied on write; DeepSeek: copies of the prompt's latent cache)
- * and draw their first token; then every running sequence feeds its last token (one batched
- * forward: dn_forward, ds_forward_batch) and draws the next. Requests join
- * and leave between steps. A finished sample (stop token — kept as the last id —, stop
- * string, or max_tokens: finish "stop" or "length") is returned from the step that
- * finished it; the caller frees results with te_results_free().
+ * te_step() first feeds every running sequence its last token — one batched forward over a
+ * paged KV cache (teacher/kvcache.h; dn_forward, or ds_forward_paged with latent rows) — and
+ * draws the next; then it admits queued requests, in order, while the batch has room
+ * (max_batch sequences; a request larger than max_batch is admitted alone) and the cache can
+ * hold them: each admitted prompt runs through the model once (in chunks of prefill_chunk
+ * tokens), its n samples share the prompt's blocks (forked; a shared block is copied when a
+ * sample first writes into it) and draw their first token. Requests join and leave between
+ * steps. A finished sample (stop token — kept as the last id —, stop string, or max_tokens:
+ * finish "stop" or "length") is returned from the step that finished it; the caller frees
+ * results with te_results_free().
  *
  * Memory bound: the cache holds cache_tokens positions in blocks of block_size. A request
  * is admitted only when the blocks it can ever need fit beside those reserved by running
- * requests (dense: ceil((prompt + max_tokens) / bs) for the first sample plus that minus
- * the prompt's full blocks for each other one; DeepSeek: n full copies), so a running
- * request never runs out of cache; the others wait in the queue. A request that could
- * never fit is refused by te_submit (RT_ERANGE).
+ * requests — ceil((prompt + max_tokens) / bs) for the first sample, that minus the prompt's
+ * full blocks for each other one — so a running request never runs out of cache and nothing
+ * is preempted; the others wait in the queue. A request that could never fit is refused by
+ * te_submit (RT_ERANGE).
  *
  * Determinism: sample j of a request draws its t-th token with u = smp_uniform(seed, j, t)
  * (kernels/sample.h) from its own logits, so a request gives the same tokens alone, beside

@@ -251,9 +251,12 @@ Test(engine, stops_on_stop_ids_and_reports_top_logprobs) {
     tp_free(tp);
 }
 
-/* ds_forward_batch: one decode step of three sequences of different lengths equals three
- * ds_forward calls (same tokens, same caches), to f32 rounding of different GEMM shapes. */
-Test(engine, deepseek_batched_decode_step_equals_one_by_one) {
+/* ds_forward_paged against transformers (tests/ref/gen_teacher.py, the tiny DeepSeek-V3 of the
+ * greedy tests): block size 4, half of each prompt in one call, the rest one token at a time
+ * (absorbed MLA), every row of logits compared (bound 1e-4); then all four prompts in one
+ * batched call (naive MLA per sequence), and a forked sequence (copy on write of the shared
+ * partial block) continuing like a separate run. */
+Test(engine, deepseek_paged_forward_matches_transformers) {
     tp_pool *tp;
     cr_assert_eq(tp_create(2, &tp), 0);
     const char *dir = getenv("REF_DIR");
@@ -265,34 +268,67 @@ Test(engine, deepseek_batched_decode_step_equals_one_by_one) {
     int rc = ds_load(path, &lo, &m);
     if (rc == RT_ENOTFOUND || rc == RT_EIO) cr_skip_test("skipped: %s missing", path);
     cr_assert_eq(rc, 0, "%s", rt_errmsg());
-    int64_t V = ds_vocab(m), lens[3] = {17, 3, 21};
-    const int32_t *prompts[3] = {PA, PB, PC};
-    ds_cache *a[3], *b[3];
-    float *lg = malloc(21 * V * sizeof(float)), *batch = malloc(3 * V * sizeof(float)), *one = malloc(V * sizeof(float));
-    int32_t pos[21], next[3] = {10, 20, 30};
-    for (int i = 0; i < 21; i++) pos[i] = i;
-    for (int s = 0; s < 3; s++) {
-        cr_assert_eq(ds_cache_create(m, 32, &a[s]), 0);
-        cr_assert_eq(ds_cache_create(m, 32, &b[s]), 0);
-        cr_assert_eq(ds_forward(m, a[s], prompts[s], pos, lens[s], DS_ATTN_AUTO, lg, NULL), 0);
-        cr_assert_eq(ds_cache_copy(b[s], a[s]), 0);
-    }
-    cr_assert_eq(ds_forward_batch(m, a, next, 3, DS_ATTN_AUTO, batch), 0, "%s", rt_errmsg());
-    for (int s = 0; s < 3; s++) {
-        int32_t p = (int32_t)lens[s];
-        cr_assert_eq(ds_forward(m, b[s], &next[s], &p, 1, DS_ATTN_AUTO, one, NULL), 0);
-        cr_assert_eq(ds_cache_len(a[s]), lens[s] + 1);
+    st_file *f = ref_open("teacher_ref.safetensors");
+    int64_t V = ds_vocab(m);
+    kv_pool *kv;
+    cr_assert_eq(kv_pool_create(128, 4, ds_block_floats(m, 4), &kv), 0);
+    kv_seq s[4] = {{0}}, *sp[4] = {&s[0], &s[1], &s[2], &s[3]};
+    int32_t nn[4], all[256];
+    const float *want[4];
+    int64_t T = 0;
+    float *got = malloc(256 * V * sizeof(float));
+    for (int p = 0; p < 4; p++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "deepseek.p%d.ids", p);
+        const st_tensor *ids = ref_tensor(f, nm);
+        snprintf(nm, sizeof nm, "deepseek.p%d.logits", p);
+        want[p] = ref_tensor(f, nm)->data;
+        int32_t n = (int32_t)ids->shape[0], h = n / 2 > 0 ? n / 2 : 1, one = 1;
+        const int32_t *tok = ids->data;
+        nn[p] = n;
+        memcpy(all + T, tok, n * sizeof(int32_t));
+        T += n;
+        kv_seq q = {0}, *qp = &q;
+        cr_assert_eq(ds_forward_paged(m, kv, &qp, &h, 1, tok, DS_ATTN_AUTO, got, true), 0, "%s", rt_errmsg());
+        for (int32_t i = h; i < n; i++)
+            cr_assert_eq(ds_forward_paged(m, kv, &qp, &one, 1, tok + i, DS_ATTN_AUTO, got + i * V, false), 0);
         float d = 0;
-        for (int64_t v = 0; v < V; v++) d = fmaxf(d, fabsf(one[v] - batch[s * V + v]));
-        cr_assert(d < 1e-5f, "sequence %d: batched vs alone %g", s, d);
+        for (int64_t i = 0; i < n * V; i++) d = fmaxf(d, fabsf(got[i] - want[p][i]));
+        cr_assert(d < 1e-4f, "prompt %d: prefill %d + decode: max |dlogit| = %g", p, h, d);
+        cr_log_info("deepseek paged, prompt %d (%d tokens): prefill %d + decode: max |dlogit| = %.2g", p, n, h, d);
+        kv_seq_release(kv, &q);
     }
-    ds_cache *dup[2] = {a[0], a[0]};
-    cr_assert_eq(ds_forward_batch(m, dup, next, 2, DS_ATTN_AUTO, batch), RT_EINVAL);
-    for (int s = 0; s < 3; s++) {
-        ds_cache_free(a[s]);
-        ds_cache_free(b[s]);
+    cr_assert_eq(ds_forward_paged(m, kv, sp, nn, 4, all, DS_ATTN_AUTO, got, true), 0, "%s", rt_errmsg());
+    for (int p = 0, at = 0; p < 4; at += nn[p], p++) {
+        float d = 0;
+        for (int64_t i = 0; i < nn[p] * V; i++) d = fmaxf(d, fabsf(got[at * V + i] - want[p][i]));
+        cr_assert(d < 1e-4f, "prompt %d in a batch: max |dlogit| = %g", p, d);
     }
-    free(lg); free(batch); free(one);
+    /* fork prompt 2 (37 tokens: a partial block), continue both with different tokens */
+    kv_seq t;
+    cr_assert_eq(kv_seq_fork(kv, &s[2], &t), 0);
+    int32_t one = 1, ta = 11, tb = 12;
+    float *a = malloc(V * sizeof(float)), *b = malloc(V * sizeof(float)), *r = malloc(V * sizeof(float));
+    kv_seq *tp2 = &t;
+    cr_assert_eq(ds_forward_paged(m, kv, &sp[2], &one, 1, &ta, DS_ATTN_AUTO, a, false), 0);
+    cr_assert_eq(ds_forward_paged(m, kv, &tp2, &one, 1, &tb, DS_ATTN_AUTO, b, false), 0);
+    for (int w = 0; w < 2; w++) {
+        kv_seq q = {0}, *qp = &q;
+        int32_t n1 = nn[2] + 1, t1[64];
+        memcpy(t1, all + nn[0] + nn[1], nn[2] * sizeof(int32_t));
+        t1[nn[2]] = w ? tb : ta;
+        cr_assert_eq(ds_forward_paged(m, kv, &qp, &n1, 1, t1, DS_ATTN_AUTO, r, false), 0);
+        float d = 0;
+        for (int64_t i = 0; i < V; i++) d = fmaxf(d, fabsf(r[i] - (w ? b : a)[i]));
+        cr_assert(d < 1e-4f, "continuation %d vs a separate run: %g", w, d);
+        kv_seq_release(kv, &q);
+    }
+    for (int p = 0; p < 4; p++) kv_seq_release(kv, &s[p]);
+    kv_seq_release(kv, &t);
+    cr_assert_eq(kv_pool_free_blocks(kv), 128);
+    free(a); free(b); free(r); free(got);
+    kv_pool_free(kv);
+    st_close(f);
     ds_free(m);
     tp_free(tp);
 }
