@@ -173,3 +173,18 @@ def test_usage_errors_exit_2(retort_bin, llama, tmp_path):
         r = run([retort_bin, "generate", *args])
         assert r.returncode == 2, (args, r.stderr)
         assert r.stdout == ""
+
+
+def test_deepseek_greedy_and_n_samples_match_transformers(retort_bin, tmp_path):
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-deepseek-v3.json")))
+    cfg.pop("quantization_config")
+    cfg.update(num_nextn_predict_layers=0, n_group=4, topk_group=2)
+    d = tmp_path / "ds"
+    m = make_model(d, cfg, 45)
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [27, 18, 28]]
+    r, out = generate(retort_bin, d, [{"prompt_ids": p} for p in prompts], "--temperature", "0", "--max-tokens", "24",
+                      "--ignore-eos", "--n", "2", "--cache-tokens", "256", tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(out) == 4
+    for o in out:
+        assert o["ids"] == hf_greedy(m, prompts[o["index"]], 24), f"prompt {o['index']} sample {o['sample']}"
