@@ -280,3 +280,36 @@ Test(matmul_cols, matches_the_row_split_product) {
     free(w); free(x); free(b); free(y1); free(y2);
     tp_free(tp);
 }
+
+/* teacher/kvcache by hand: blocks allocated on demand, a fork shares them, the first write
+ * into a shared block copies it (contents kept), a full pool is RT_ERANGE, release returns all. */
+Test(kvcache, fork_shares_and_copy_on_write_copies_only_what_is_written) {
+    kv_pool *p;
+    cr_assert_eq(kv_pool_create(4, 2, 3, &p), 0);
+    kv_seq a = {0}, b;
+    cr_assert_eq(kv_seq_reserve(p, &a, 3), 0);   /* positions 0..2: blocks 0, 1 */
+    cr_assert_eq(a.n_blocks, 2);
+    float *d = kv_pool_data(p);
+    for (int i = 0; i < 3; i++) d[a.blocks[1] * 3 + i] = 7.0f + i;
+    a.len = 3;
+    cr_assert_eq(kv_seq_fork(p, &a, &b), 0);
+    cr_assert_eq(b.len, 3);
+    cr_assert_eq(kv_pool_refcount(p, a.blocks[0]), 2);
+    cr_assert_eq(kv_pool_free_blocks(p), 2);
+    cr_assert_eq(kv_seq_reserve(p, &b, 4), 0);   /* writes position 3: block 1 is copied, block 0 stays shared */
+    cr_assert_eq(b.blocks[0], a.blocks[0]);
+    cr_assert_neq(b.blocks[1], a.blocks[1]);
+    for (int i = 0; i < 3; i++) cr_assert_eq(d[b.blocks[1] * 3 + i], 7.0f + i, "copied contents");
+    cr_assert_eq(kv_pool_refcount(p, a.blocks[1]), 1);
+    cr_assert_eq(kv_pool_free_blocks(p), 1);
+    cr_assert_eq(kv_seq_reserve(p, &a, 4), 0, "a owns its block 1 alone now: no copy");
+    cr_assert_eq(kv_pool_free_blocks(p), 1);
+    cr_assert_eq(kv_seq_reserve(p, &a, 8), RT_ERANGE, "needs 2 more blocks, 1 free");
+    kv_seq_release(p, &a);
+    kv_seq_release(p, &b);
+    cr_assert_eq(kv_pool_free_blocks(p), 4);
+    kv_pool_free(p);
+    kv_pool *q;
+    cr_assert_eq(kv_pool_create(0, 2, 3, &q), RT_EINVAL);
+    kv_pool_free(NULL);
+}
