@@ -180,7 +180,12 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     int64_t D = m->D, F = m->F, hd = m->hd, qd = m->Hq * hd, kd = m->Hkv * hd, half = hd / 2;
     int64_t bs = kv_pool_block_size(cache);
     size_t bf = kv_pool_block_floats(cache);
-    size_t wsn = attn_paged_workspace_floats(max_ctx, tp_size(pool));
+    /* every sequence starts empty (a fresh prefill): the student's blocked attention over the
+     * new tokens themselves, one document per sequence; otherwise attention against the cache */
+    bool fresh = true;
+    for (int64_t s = 0; s < n_seqs; s++) fresh = fresh && seqs[s]->len == 0;
+    size_t wsn = fresh ? attn_workspace_floats(T, m->Hq, tp_size(pool)) + (size_t)(T * m->Hq) + (size_t)T
+                       : attn_paged_workspace_floats(max_ctx, tp_size(pool));
     size_t nf = (size_t)T * (size_t)(3 * D + 2 * qd + 2 * kd + 3 * F + 2 * half) + wsn;
     float *buf = rt_malloc(nf * sizeof(float));
     int32_t *pos = rt_malloc((size_t)T * 2 * sizeof(int32_t));
@@ -192,12 +197,14 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     float *x = buf, *xn = x + T * D, *tmp = xn + T * D, *q = tmp + T * D, *att = q + T * qd, *k = att + T * qd;
     float *v = k + T * kd, *g = v + T * kd, *u = g + T * F, *a = u + T * F, *cs = a + T * F, *sn = cs + T * half;
     float *ws = sn + T * half;
-    int32_t *ctx = pos + T;
+    int32_t *ctx = pos + T, *doc = NULL;
+    if (fresh) doc = (int32_t *)(ws + attn_workspace_floats(T, m->Hq, tp_size(pool)) + (size_t)(T * m->Hq));
     for (int64_t s = 0, t = 0; s < n_seqs; s++)
         for (int32_t j = 0; j < n_new[s]; j++, t++) {
             pos[t] = (int32_t)(seqs[s]->len + j);
             ctx[t] = pos[t] + 1;
             tables[t] = seqs[s]->blocks;
+            if (doc) doc[t] = (int32_t)(t - j);
         }
     rope_tables(cs, sn, pos, T, m->inv_freq, half);
     embed_fwd(x, m->embed, tokens, T, D, pool);
@@ -216,7 +223,8 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
             memcpy(kbase + at, k + t * kd, (size_t)kd * sizeof(float));
             memcpy(vbase + at, v + t * kd, (size_t)kd * sizeof(float));
         }
-        attn_paged_fwd(att, q, T, m->Hq, m->Hkv, hd, scale, kbase, vbase, bs, (int64_t)bf, tables, ctx, ws, pool);
+        if (fresh) attn_fwd(att, ws, q, k, v, doc, T, m->Hq, m->Hkv, hd, scale, ws + T * m->Hq, pool);
+        else attn_paged_fwd(att, q, T, m->Hq, m->Hkv, hd, scale, kbase, vbase, bs, (int64_t)bf, tables, ctx, ws, pool);
         linear(tmp, att, L->wo, L->bo, T, D, qd, pool);
         add_into(x, tmp, T * D);
         rmsnorm_fwd(xn, NULL, x, L->mlp_norm, T, D, eps, pool);

@@ -4,8 +4,9 @@
  * F32/BF16/F16/F64 weights) after checking every tensor against the config
  * (core/checkpoint.h), and keeps f32 copies. It borrows `pool` (NULL: single-threaded),
  * which must outlive the model. The math is the student's (student/model.h) through the
- * same kernels — rmsnorm, linear, rope, swiglu — with attention of the new tokens against
- * the cached K/V (attn_paged_fwd, kernels/attention.h).
+ * same kernels — rmsnorm, linear, rope, swiglu, and the blocked attention (attn_fwd) when
+ * every sequence of a call starts empty (a fresh prefill) — and otherwise attention of the
+ * new tokens against the cached K/V (attn_paged_fwd, kernels/attention.h).
  *
  * Cache layout: a kv_pool (teacher/kvcache.h) whose blocks hold dn_block_floats(m, bs)
  * floats: per layer l, K rows [bs, Hkv·hd] then V rows [bs, Hkv·hd] (RoPE already applied
