@@ -359,6 +359,13 @@ static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
     return 0;
 }
 
+/* Few rows (decode): split the output features over the pool instead of the rows. */
+static void linear(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
+                   tp_pool *pool) {
+    if (M < 4 * tp_size(pool)) mm_linear_fwd_cols(y, x, w, b, M, N, K, pool);
+    else mm_linear_fwd(y, x, w, b, M, N, K, pool);
+}
+
 /* One decoder layer on x [n, D] (in place). The n tokens are n_seg segments, one per sequence:
  * segment s is seg_n[s] consecutive tokens whose cache rows are at seg_rows[s] ([cap, row]). */
 static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows, const int64_t *seg_n, int64_t n_seg,
@@ -373,13 +380,13 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
     /* attention */
     rmsnorm_fwd(h, NULL, x, L->attn_norm, n, D, (float)c->rms_norm_eps, pool);
     if (L->q_a) {
-        mm_linear_fwd(w->qa, h, L->q_a, L->q_a_bias, n, c->q_lora_rank, D, pool);
+        linear(w->qa, h, L->q_a, L->q_a_bias, n, c->q_lora_rank, D, pool);
         rmsnorm_fwd(w->qn, NULL, w->qa, L->q_a_norm, n, c->q_lora_rank, DS_LORA_NORM_EPS, pool);
-        mm_linear_fwd(w->q, w->qn, L->q_b, NULL, n, H * dq, c->q_lora_rank, pool);
+        linear(w->q, w->qn, L->q_b, NULL, n, H * dq, c->q_lora_rank, pool);
     } else {
-        mm_linear_fwd(w->q, h, L->q_b, NULL, n, H * dq, D, pool);
+        linear(w->q, h, L->q_b, NULL, n, H * dq, D, pool);
     }
-    mm_linear_fwd(w->kv, h, L->kv_a, L->kv_a_bias, n, R + dr, D, pool);
+    linear(w->kv, h, L->kv_a, L->kv_a_bias, n, R + dr, D, pool);
     yarn_rope_apply(w->q + dn, n, H * dq, H, dq, dr, w->cos, w->sin, c->rope_interleave, pool);
     yarn_rope_apply(w->kv + R, n, R + dr, 1, 0, dr, w->cos, w->sin, c->rope_interleave, pool);
     int64_t row = R + dr;
@@ -401,7 +408,7 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
                                       : mla_attn_absorbed(&md, q, ns, rows, T, L->kv_b, w->ctx + at, ao, pool);
         if (rc) return rc;
     }
-    mm_linear_fwd(w->a, w->ao, L->o, L->o_bias, n, D, H * dv, pool);
+    linear(w->a, w->ao, L->o, L->o_bias, n, D, H * dv, pool);
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
 
     /* feed-forward */
@@ -410,7 +417,7 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
         TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
-        mm_linear_fwd(w->logit, h, L->router, NULL, n, E, D, pool);
+        linear(w->logit, h, L->router, NULL, n, E, D, pool);
         TRY(moe_route(&m->router, w->logit, L->router_bias, n, w->idx, w->wt));
         if (L->mlp_inter > 0) TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
         else memset(w->a, 0, (size_t)(n * D) * sizeof *w->a);
@@ -462,7 +469,7 @@ int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_
         cache->len = positions[0] + n;
         rmsnorm_fwd(w.h, NULL, w.x, m->norm, n, D, (float)c->rms_norm_eps, m->pool);
         if (hidden_out) memcpy(hidden_out, w.h, (size_t)(n * D) * sizeof(float));
-        if (logits_out) mm_linear_fwd(logits_out, w.h, m->lm_head, NULL, n, c->vocab_size, D, m->pool);
+        if (logits_out) linear(logits_out, w.h, m->lm_head, NULL, n, c->vocab_size, D, m->pool);
     }
     free(block);
     return rc;
@@ -535,7 +542,7 @@ int ds_forward_paged(ds_model *m, kv_pool *cache, kv_seq *const *seqs, const int
             }
         }
         rmsnorm_fwd(w.h, NULL, w.x, m->norm, R, D, (float)c->rms_norm_eps, m->pool);
-        mm_linear_fwd(logits, w.h, m->lm_head, NULL, R, c->vocab_size, D, m->pool);
+        linear(logits, w.h, m->lm_head, NULL, R, c->vocab_size, D, m->pool);
         for (int64_t s = 0; s < n_seqs; s++) seqs[s]->len += n_new[s];
     }
     free(block);
