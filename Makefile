@@ -114,7 +114,9 @@ sanitize: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  RETORT=$(CURDIR)/build/san/retort TEST_BIN_DIR=build/san/tests TOOLS_DIR=$(CURDIR)/build/san/tools PYTHON=$(PYTHON) tests/run.sh
 
-bench: deps $(BIN) $(BENCHES)
+bench:
+	@VENV=$(VENV) BENCH_DEPS=1 scripts/deps.sh
+	@$(MAKE) --no-print-directory $(BIN) $(BENCHES)
 	@PYTHON=$(PYTHON) BENCH_BIN_DIR=$(BUILD)/bench bench/run.sh
 
 # libFuzzer targets: the library is built once more with clang, instrumented for fuzzing.

@@ -37,3 +37,14 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --no-cache-dir -r "$REQ"
   touch "$stamp"
 fi
+
+# Benchmark-only peers (make bench sets BENCH_DEPS=1).
+if [ "${BENCH_DEPS:-0}" = 1 ]; then
+  BREQ=bench/requirements.txt
+  bstamp="$VENV/.retort-bench-$(sha256sum "$BREQ" | cut -c1-16)"
+  if [ ! -f "$bstamp" ]; then
+    echo "deps: adding the benchmark peers to $VENV (datatrove, …)"
+    "$VENV/bin/python" -m pip install -q --no-cache-dir -r "$BREQ" -c "$REQ"   # never moves a test pin
+    touch "$bstamp"
+  fi
+fi
