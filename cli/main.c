@@ -262,6 +262,30 @@ static const cli_command commands[] = {
      "A progress line (samples, tokens, tokens/s) goes to stderr.\n"
      "Exit status: 0 ok, 1 error (bad input names its line; nothing is generated), 2 usage error.\n",
      cmd_generate},
+    {"eval", "run a benchmark (GSM8K, MATH-500, AIME 2024, or a JSONL file) through a model: pass@1, cons@k",
+     "usage: retort eval --db DB --model local:DIR --bench gsm8k|math500|aime24|FILE.jsonl [--k K]\n"
+     "                   [--temperature T] [--top-p P] [--max-tokens N] [--name RUN] [--tokenizer FILE]\n"
+     "                   [--template deepseek-r1|qwen|llama3] [--seed S] [--threads N] [--max-batch B]\n"
+     "                   [--cache-tokens N]\n"
+     "\n"
+     "The R1 protocol: K samples per question (default 4) at temperature T (0.6), top-p P (0.95), at most\n"
+     "N new tokens (32768, clipped to the model's context). Each answer is checked by the verifier\n"
+     "(retort verify) against the gold answer, and every sample is stored in DB's eval_results (run,\n"
+     "model, benchmark, question, sample index, response, extracted answer, correct, tokens, finish,\n"
+     "latency). Samples already stored for the run are skipped, so a killed eval resumes and a rerun\n"
+     "adds nothing. Prints pass@1 (mean correctness over the K samples, averaged over questions, with a\n"
+     "95% normal interval over questions), cons@K (majority vote over the extracted answers), mean\n"
+     "length in tokens and the truncation rate (finish \"length\").\n"
+     "\n"
+     "  --bench       gsm8k, math500, aime24: the test sets in <assets>/benchmarks ($RETORT_ASSETS), the\n"
+     "                question followed by R1's \"put your final answer within \\boxed{}\" instruction;\n"
+     "                FILE.jsonl: {\"prompt\": TEXT, \"answer\": GOLD} per line, prompts as written\n"
+     "  --model       local:DIR (config.json + safetensors; endpoints are not supported yet)\n"
+     "  --name RUN    the run's name (default: DIR's last component)\n"
+     "  --tokenizer   default DIR/tokenizer.json; --template renders the question as a user turn\n"
+     "\n"
+     "Exit status: 0 ok, 1 error, 2 usage error.\n",
+     cmd_eval},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

@@ -1,0 +1,174 @@
+/* cli/cmd_eval.c — `retort eval`: a benchmark through a local model, k samples per
+ * question, answers verified and stored in eval_results (eval/run.h), then the run's summary
+ * (eval/results.h). Progress on stderr, the table on stdout. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+#include "core/tokenizer.h"
+#include "eval/results.h"
+#include "eval/run.h"
+#include "teacher/engine.h"
+
+static int num(const char *opt, const char *s, double lo, double hi, bool whole, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !isfinite(v) || v < lo || v > hi || (whole && v != floor(v)))
+        return cli_usage_error("eval", "%s wants a %s in [%g, %g], not '%s'", opt, whole ? "whole number" : "number",
+                               lo, hi, s);
+    *out = v;
+    return 0;
+}
+
+typedef struct {
+    double t0, last;
+} progress;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void on_progress(void *ctx, size_t done, size_t todo, int64_t tokens) {
+    progress *p = ctx;
+    double t = now_s();
+    if (t - p->last < 2.0 && done < todo) return;
+    p->last = t;
+    fprintf(stderr, "eval: %zu/%zu samples, %lld tokens, %.1f tokens/s\n", done, todo, (long long)tokens,
+            (double)tokens / (t - p->t0 > 1e-9 ? t - p->t0 : 1e-9));
+}
+
+static void print_summary(const ev_run *r, const char *bench) {
+    const ev_bench *b = ev_run_bench(r, bench);
+    if (!b) return;
+    printf("run %s, model %s\n", r->run, b->model);
+    printf("%-12s %9s %4s %8s %18s %8s %11s %9s\n", "benchmark", "questions", "k", "pass@1", "95% CI", "cons@k",
+           "mean tokens", "truncated");
+    char ci[64];
+    snprintf(ci, sizeof ci, "[%.4f, %.4f]", b->pass1_lo, b->pass1_hi);
+    printf("%-12s %9zu %4d %8.4f %18s %8.4f %11.1f %8.1f%%\n", b->name, b->n_questions, b->k_max, b->pass1, ci, b->cons,
+           b->mean_tokens, 100 * b->truncation);
+}
+
+int cmd_eval(int argc, char **argv) {
+    if (cli_wants_help("eval", argc, argv)) return EXIT_OK;
+    static const struct option longs[] = {
+        {"db", required_argument, 0, 'd'},          {"model", required_argument, 0, 'm'},
+        {"bench", required_argument, 0, 'b'},       {"k", required_argument, 0, 'k'},
+        {"temperature", required_argument, 0, 'e'}, {"top-p", required_argument, 0, 'p'},
+        {"max-tokens", required_argument, 0, 'x'},  {"name", required_argument, 0, 'n'},
+        {"tokenizer", required_argument, 0, 't'},   {"template", required_argument, 0, 'T'},
+        {"seed", required_argument, 0, 's'},        {"threads", required_argument, 0, 'J'},
+        {"max-batch", required_argument, 0, 'B'},   {"cache-tokens", required_argument, 0, 'c'},
+        {0, 0, 0, 0}};
+    const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL;
+    ct_kind tmpl;
+    bool have_tmpl = false;
+    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 65536;
+    int c, u = 0;
+    optind = 1;
+    opterr = 0;
+    while (!u && (c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (c) {
+        case 'd': dbp = optarg; break;
+        case 'm': model = optarg; break;
+        case 'b': bench = optarg; break;
+        case 'n': name = optarg; break;
+        case 't': tok_path = optarg; break;
+        case 'T':
+            if (ct_parse_kind(optarg, &tmpl))
+                return cli_usage_error("eval", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
+            have_tmpl = true;
+            break;
+        case 'k': u = num("--k", optarg, 1, 4096, true, &k); break;
+        case 'e': u = num("--temperature", optarg, 0, 100, false, &temp); break;
+        case 'p': u = num("--top-p", optarg, 1e-9, 1, false, &top_p); break;
+        case 'x': u = num("--max-tokens", optarg, 1, 1 << 24, true, &max_tokens); break;
+        case 's': u = num("--seed", optarg, 0, 9007199254740992.0, true, &seed); break;
+        case 'J': u = num("--threads", optarg, 1, 1024, true, &threads); break;
+        case 'B': u = num("--max-batch", optarg, 1, 65536, true, &max_batch); break;
+        case 'c': u = num("--cache-tokens", optarg, 1, 1e12, true, &cache); break;
+        default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (u) return u;
+    if (optind < argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
+    if (!dbp) return cli_usage_error("eval", "--db DB is required");
+    if (!model) return cli_usage_error("eval", "--model local:DIR is required");
+    if (!bench) return cli_usage_error("eval", "--bench gsm8k|math500|aime24|FILE.jsonl is required");
+    if (strncmp(model, "local:", 6) || !model[6]) {
+        fprintf(stderr, "retort: eval: model '%s': only local:DIR models are supported for now "
+                        "(OpenAI-compatible endpoints come with the remote teacher client)\n", model);
+        return EXIT_RUNTIME;
+    }
+    const char *dir = model + 6;
+    if (!rt_is_dir(dir)) {
+        fprintf(stderr, "retort: eval: model directory %s not found\n", dir);
+        return EXIT_RUNTIME;
+    }
+    char run_name[512];
+    if (!name) {
+        size_t n = strlen(dir);
+        while (n > 1 && dir[n - 1] == '/') n--;
+        size_t s = n;
+        while (s > 0 && dir[s - 1] != '/') s--;
+        snprintf(run_name, sizeof run_name, "%.*s", (int)(n - s), dir + s);
+        name = run_name;
+    }
+
+    tok_tokenizer *tok = NULL;
+    char *def_tok = rt_path_join(dir, "tokenizer.json");
+    if (!tok_path) tok_path = def_tok;
+    int rc = 0;
+    if (!tok_path || !rt_is_file(tok_path)) {
+        fprintf(stderr, "retort: eval: no tokenizer: %s not found (give --tokenizer FILE)\n",
+                tok_path ? tok_path : "tokenizer.json");
+        rc = EXIT_RUNTIME;
+    } else if (tok_load(tok_path, &tok)) rc = cli_fail("eval: loading the tokenizer");
+    ds_db *db = NULL;
+    ev_questions qs = {0};
+    tp_pool *pool = NULL;
+    te_model *m = NULL;
+    te_engine *e = NULL;
+    ev_run *r = NULL;
+    if (!rc && db_open(dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
+    if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
+    if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
+    if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("eval: loading the model");
+    te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
+    if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("eval");
+    if (!rc) {
+        progress pr = {now_s(), 0};
+        ev_gen_opts go = {.run = name, .model = model, .k = (int)k, .max_tokens = (int64_t)max_tokens,
+                          .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
+                          .tok = tok, .tmpl = have_tmpl ? &tmpl : NULL, .progress = on_progress, .progress_ctx = &pr};
+        ev_gen_report rep;
+        fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s\n", qs.name, qs.n, (int)k, name);
+        if (ev_generate(db, e, &qs, &go, &rep)) rc = cli_fail("eval");
+        else fprintf(stderr, "eval: %zu samples generated, %zu already stored\n", rep.generated, rep.existing);
+    }
+    if (!rc && ev_run_load(db, name, &r)) rc = cli_fail("eval");
+    if (!rc) print_summary(r, qs.name);
+    ev_run_free(r);
+    te_engine_free(e);
+    te_model_free(m);
+    tp_free(pool);
+    ev_questions_free(&qs);
+    db_close(db);
+    tok_free(tok);
+    free(def_tok);
+    if (!rc && (fflush(stdout) || ferror(stdout))) {
+        fprintf(stderr, "retort: eval: writing output failed\n");
+        return EXIT_RUNTIME;
+    }
+    return rc;
+}

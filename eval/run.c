@@ -1,0 +1,347 @@
+/* eval/run.c — benchmark questions into prompts; k samples each through the engine into
+ * eval_results, verified and resumable. */
+#include "eval/run.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/status.h"
+#include "dataset/blob.h"
+#include "dataset/import.h"
+#include "filters/verify.h"
+
+#define R1_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
+#define SEED_STRIDE 1000003ull
+
+void ev_questions_free(ev_questions *qs) {
+    if (!qs) return;
+    for (size_t i = 0; i < qs->n; i++) {
+        free(qs->q[i].text);
+        free(qs->q[i].gold);
+    }
+    free(qs->q);
+    free(qs->name);
+    *qs = (ev_questions){0};
+}
+
+static char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    s = s ? s + 1 : path;
+    const char *dot = strrchr(s, '.');
+    size_t n = dot && dot != s ? (size_t)(dot - s) : strlen(s);
+    char *out = rt_malloc(n + 1);
+    if (out) {
+        memcpy(out, s, n);
+        out[n] = 0;
+    }
+    return out;
+}
+
+/* The content of the last user message of a messages JSON array (malloc'd). */
+static int user_text(const char *messages, char **out) {
+    json_error_t je;
+    json_t *m = json_loads(messages, 0, &je);
+    const char *s = NULL;
+    for (size_t i = 0; m && json_is_array(m) && i < json_array_size(m); i++) {
+        const json_t *x = json_array_get(m, i);
+        if (json_is_string(json_object_get(x, "content"))) s = json_string_value(json_object_get(x, "content"));
+    }
+    *out = s ? rt_strdup(s) : NULL;
+    json_decref(m);
+    if (!s) return rt_fail(RT_EFORMAT, "a question without text");
+    return *out ? 0 : rt_fail(RT_ENOMEM, "eval: out of memory");
+}
+
+static int parse_file(const char *path, const imp_options *io, imp_record **recs, size_t *n_recs) {
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc = rt_read_file(path, &buf, &len);
+    if (rc) return rc;
+    size_t line = 0;
+    for (char *p = buf; !rc && p < buf + len;) {
+        char *nl = memchr(p, '\n', (size_t)(buf + len - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
+        line++;
+        char *next = p + n + 1;
+        size_t k = 0;
+        while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
+        if (k < n) {
+            if (rt_grow((void **)recs, &cap, *n_recs + 1, sizeof **recs)) rc = rt_fail(RT_ENOMEM, "eval");
+            else {
+                imp_record *r = &(*recs)[*n_recs];
+                *r = (imp_record){0};
+                rc = imp_parse_line(io, p, n, r);
+                if (rc) rc = rt_errorf(rc, "%s:%zu", path, line);
+                else if (!r->gold || !*r->gold) rc = rt_fail(RT_EFORMAT, "%s:%zu: no answer", path, line);
+                (*n_recs)++;
+            }
+        }
+        p = next;
+    }
+    free(buf);
+    return rc;
+}
+
+int ev_questions_load(ds_db *db, const char *bench, ev_questions *out) {
+    *out = (ev_questions){0};
+    static const struct { const char *name, *file; imp_format fmt; } builtins[] = {
+        {"gsm8k", "gsm8k_test.jsonl", IMP_GSM8K},
+        {"math500", "math500_test.jsonl", IMP_MATH},
+        {"aime24", "aime24_test.jsonl", IMP_AIME},
+    };
+    imp_options io = {.format = IMP_JSONL, .prompt_field = "prompt", .answer_field = "answer"};
+    char *path = NULL;
+    bool builtin = false;
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+        if (!strcmp(bench, builtins[i].name)) {
+            char *assets = rt_assets_dir(), *dir = assets ? rt_path_join(assets, "benchmarks") : NULL;
+            path = dir ? rt_path_join(dir, builtins[i].file) : NULL;
+            free(assets);
+            free(dir);
+            if (!path) return rt_fail(RT_ENOMEM, "eval: out of memory");
+            io = (imp_options){.format = builtins[i].fmt};
+            out->name = rt_strdup(bench);
+            builtin = true;
+        }
+    if (!builtin) {
+        path = rt_strdup(bench);
+        out->name = base_name(bench);
+    }
+    if (!path || !out->name) {
+        free(path);
+        ev_questions_free(out);
+        return rt_fail(RT_ENOMEM, "eval: out of memory");
+    }
+    if (!rt_is_file(path)) {
+        int rc = builtin ? rt_fail(RT_ENOTFOUND, "benchmark %s: %s not found (set RETORT_ASSETS)", bench, path)
+                         : rt_fail(RT_ENOTFOUND, "benchmark file %s not found (gsm8k, math500, aime24 or FILE.jsonl)", path);
+        free(path);
+        ev_questions_free(out);
+        return rc;
+    }
+    imp_record *recs = NULL;
+    size_t n_recs = 0;
+    int rc = parse_file(path, &io, &recs, &n_recs);
+    if (!rc && !n_recs) rc = rt_fail(RT_EFORMAT, "%s holds no questions", path);
+    if (!rc && !(out->q = rt_calloc(n_recs, sizeof *out->q))) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
+    if (!rc) rc = db_begin(db);
+    for (size_t i = 0; i < n_recs && !rc; i++) {
+        imp_record *r = &recs[i];
+        db_prompt p = {.source = out->name, .external_id = r->external_id, .messages_json = r->messages,
+                       .prompt_key = r->prompt_key, .gold = r->gold, .metadata_json = r->metadata};
+        int64_t id;
+        if ((rc = db_prompt_put(db, &p, &id, NULL))) break;
+        bool dup = false;
+        for (size_t j = 0; j < out->n && !dup; j++) dup = out->q[j].prompt_id == id;
+        if (dup) continue;
+        ev_q *q = &out->q[out->n];
+        char *text = NULL;
+        if ((rc = user_text(r->messages, &text))) {
+            rc = rt_errorf(rc, "%s: record %zu", path, i + 1);
+            break;
+        }
+        if (builtin) {
+            size_t n = strlen(text) + sizeof R1_INSTRUCTION + 2;
+            q->text = rt_malloc(n);
+            if (q->text) snprintf(q->text, n, "%s\n%s", text, R1_INSTRUCTION);
+            free(text);
+        } else q->text = text;
+        q->gold = rt_strdup(r->gold);
+        q->prompt_id = id;
+        out->n++;
+        if (!q->text || !q->gold) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
+    }
+    if (!rc) rc = db_commit(db);
+    else db_rollback(db);
+    for (size_t i = 0; i < n_recs; i++) imp_record_free(&recs[i]);
+    free(recs);
+    free(path);
+    if (rc) ev_questions_free(out);
+    return rc;
+}
+
+/* ---- generation ---- */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+#define SQL_OK(s, call)                                                                                        \
+    ((call) == SQLITE_OK ? 0                                                                                   \
+                         : rt_fail(RT_EINTERNAL, "%s: %s (%s:%d)", #call, sqlite3_errmsg(s), __FILE__, __LINE__))
+
+typedef struct {
+    ds_db *db;
+    sqlite3 *s;
+    sqlite3_stmt *ins, *have;
+    blob_codec *codec;
+    const ev_gen_opts *o;
+    const ev_questions *qs;
+    vf_opts vo;
+    bool **need;   /* [n questions][k]: sample still to generate */
+    double *t_submit;
+} gen;
+
+static int store(gen *g, const te_result *r) {
+    const ev_q *q = &g->qs->q[r->tag];
+    char *text = NULL;
+    size_t len = 0;
+    uint8_t *z = NULL;
+    size_t zlen = 0;
+    vf_result v = {0};
+    int rc = tok_decode(g->o->tok, r->ids, (size_t)r->n_ids, true, &text, &len);
+    if (!rc) rc = blob_compress(g->codec, text, len, 0, &z, &zlen);
+    if (!rc) rc = vf_verify(&g->vo, q->gold, text, &v);
+    sqlite3_stmt *st = g->ins;
+    if (!rc) {
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, g->o->run, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, g->o->model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, g->qs->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, q->prompt_id);
+        sqlite3_bind_int64(st, 5, r->sample);
+        sqlite3_bind_blob(st, 6, z, (int)zlen, SQLITE_STATIC);
+        if (v.pred_answer) sqlite3_bind_text(st, 7, v.pred_answer, -1, SQLITE_STATIC);
+        else sqlite3_bind_null(st, 7);
+        sqlite3_bind_int(st, 8, v.correct ? 1 : 0);
+        sqlite3_bind_int64(st, 9, r->n_ids);
+        sqlite3_bind_text(st, 10, r->finish == TE_FINISH_STOP ? "stop" : "length", -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 11, now_ms() - g->t_submit[r->tag]);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = rt_fail(RT_EIO, "storing an eval result: %s", sqlite3_errmsg(g->s));
+        sqlite3_reset(st);
+    }
+    vf_result_free(&v);
+    free(text);
+    free(z);
+    return rc;
+}
+
+/* Marks in need[0..k) the samples of prompt not stored yet; *n_need counts them. */
+static int missing(gen *g, int64_t prompt, bool *need, size_t *n_need) {
+    int k = g->o->k;
+    for (int j = 0; j < k; j++) need[j] = true;
+    *n_need = (size_t)k;
+    sqlite3_stmt *st = g->have;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, g->o->run, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, g->o->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, prompt);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t j = sqlite3_column_int64(st, 0);
+        if (j >= 0 && j < k && need[j]) {
+            need[j] = false;
+            (*n_need)--;
+        }
+    }
+    sqlite3_reset(st);
+    return step == SQLITE_DONE ? 0 : rt_fail(RT_EINTERNAL, "reading eval_results: %s", sqlite3_errmsg(g->s));
+}
+
+static int encode(const ev_gen_opts *o, const char *text, int32_t **ids, size_t *n) {
+    if (!o->tmpl) return tok_encode(o->tok, text, strlen(text), true, ids, n);
+    ct_message m = {"user", text, NULL};
+    uint8_t *mask = NULL;
+    int rc = ct_render(o->tok, *o->tmpl, &m, 1, true, ids, &mask, n);
+    free(mask);
+    return rc;
+}
+
+static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
+    const ev_questions *qs = g->qs;
+    const ev_gen_opts *o = g->o;
+    size_t todo = 0, done = 0, next = 0;
+    int rc = 0;
+    for (size_t i = 0; i < qs->n && !rc; i++) {
+        size_t n_need;
+        rc = missing(g, qs->q[i].prompt_id, g->need[i], &n_need);
+        todo += n_need;
+        rep->existing += (size_t)o->k - n_need;
+    }
+    while (!rc) {
+        te_stats st;
+        te_stats_get(e, &st);
+        /* keep the queue short so latency measures generation, not waiting */
+        while (!rc && st.queued == 0 && next < qs->n) {
+            size_t i = next++;
+            int last = -1;
+            for (int j = 0; j < o->k; j++)
+                if (g->need[i][j]) last = j;
+            if (last < 0) continue;
+            int32_t *ids = NULL;
+            size_t n = 0;
+            rc = encode(o, qs->q[i].text, &ids, &n);
+            if (!rc && !n) rc = rt_fail(RT_EINVAL, "the question has no tokens");
+            te_request r = {.prompt = ids, .n_prompt = (int64_t)n, .n_samples = last + 1, .max_tokens = o->max_tokens,
+                            .sampling = o->sampling, .seed = o->seed + SEED_STRIDE * (uint64_t)qs->q[i].prompt_id,
+                            .tag = i};
+            if (!rc) rc = te_submit(e, &r);
+            free(ids);
+            if (rc) rc = rt_errorf(rc, "%s question %zu (prompt %lld)", qs->name, i + 1, (long long)qs->q[i].prompt_id);
+            g->t_submit[i] = now_ms();
+            te_stats_get(e, &st);
+        }
+        if (rc || !te_busy(e)) break;
+        te_result *res = NULL;
+        size_t k = 0;
+        if ((rc = te_step(e, &res, &k))) break;
+        if (k && !(rc = db_begin(g->db))) {
+            for (size_t j = 0; j < k && !rc; j++)
+                if (res[j].sample < o->k && g->need[res[j].tag][res[j].sample]) {
+                    rc = store(g, &res[j]);
+                    g->need[res[j].tag][res[j].sample] = false;
+                    done++;
+                }
+            if (!rc) rc = db_commit(g->db);
+            else db_rollback(g->db);
+        }
+        te_results_free(res, k);
+        if (!rc && o->progress) {
+            te_stats_get(e, &st);
+            o->progress(o->progress_ctx, done, todo, st.generated_tokens);
+        }
+    }
+    rep->generated = done;
+    return rc;
+}
+
+int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
+    *rep = (ev_gen_report){.questions = qs->n};
+    if (o->k < 1 || o->max_tokens < 1 || !o->tok || !o->run || !o->model)
+        return rt_fail(RT_EINVAL, "eval: k, max_tokens, tokenizer, run and model are required");
+    gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs};
+    vf_opts_default(&g.vo);
+    int rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
+                                            "INSERT INTO eval_results (run, model, benchmark, prompt_id, sample_index, "
+                                            "response, extracted, correct, n_tokens, finish_reason, latency_ms) "
+                                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                                            "ON CONFLICT (run, model, prompt_id, sample_index) DO NOTHING",
+                                            -1, &g.ins, NULL));
+    if (!rc)
+        rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
+                                            "SELECT sample_index FROM eval_results WHERE run = ?1 AND model = ?2 "
+                                            "AND prompt_id = ?3",
+                                            -1, &g.have, NULL));
+    if (!rc) rc = blob_codec_new(0, &g.codec);
+    g.need = rc ? NULL : rt_calloc(qs->n ? qs->n : 1, sizeof *g.need);
+    g.t_submit = rc ? NULL : rt_calloc(qs->n ? qs->n : 1, sizeof *g.t_submit);
+    if (!rc && (!g.need || !g.t_submit)) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
+    for (size_t i = 0; i < qs->n && !rc; i++)
+        if (!(g.need[i] = rt_calloc((size_t)o->k, sizeof **g.need))) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
+    if (!rc) rc = run_all(&g, e, rep);
+    for (size_t i = 0; g.need && i < qs->n; i++) free(g.need[i]);
+    free(g.need);
+    free(g.t_submit);
+    blob_codec_free(g.codec);
+    sqlite3_finalize(g.ins);
+    sqlite3_finalize(g.have);
+    return rc;
+}
