@@ -46,5 +46,6 @@ int cmd_generate(int argc, char **argv);
 int cmd_filter(int argc, char **argv);
 int cmd_select(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 
 #endif

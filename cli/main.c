@@ -286,6 +286,21 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_eval},
+    {"compare", "eval runs side by side: pass@1 with 95% interval, cons@k, length, per-question agreement",
+     "usage: retort compare --db DB RUN_A RUN_B [RUN...] [--json]\n"
+     "\n"
+     "For every benchmark the runs were evaluated on (retort eval): each run's questions, k, pass@1\n"
+     "with its 95% interval (the normal interval over questions, mean +- 1.96 s/sqrt(n) of the\n"
+     "per-question pass@1), cons@k, mean length in tokens and truncation rate; then for every pair of\n"
+     "runs the questions both answered, how often they agree (a question is solved when its majority\n"
+     "vote is right), and the prompt ids that one run solves and the other does not.\n"
+     "\n"
+     "  --json   the same data as one JSON object: {\"interval\", \"runs\", \"benchmarks\": {NAME:\n"
+     "           {\"runs\": {RUN: {model, questions, samples, k, pass1, pass1_ci, cons, mean_tokens,\n"
+     "           truncation}}, \"pairs\": [{a, b, common, agreement, both, neither, only_a, only_b}]}}}\n"
+     "\n"
+     "Exit status: 0 ok, 1 error (a run with no results), 2 usage error.\n",
+     cmd_compare},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };
