@@ -301,6 +301,17 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error (a run with no results), 2 usage error.\n",
      cmd_compare},
+    {"report", "write one self-contained HTML report: funnel, length histograms, train curves, eval bars",
+     "usage: retort report --db DB --out report.html [--train-log FILE.jsonl ...]\n"
+     "\n"
+     "One HTML file with inline SVG charts (no script, no network): the filter funnel, length\n"
+     "histograms (tokens when counted, and bytes) of kept and removed samples, training loss and\n"
+     "learning rate against step from each --train-log (the JSON lines of retort train --log), and per\n"
+     "benchmark each eval run's pass@1 (with its 95% interval) and cons@k, with tables. Sections\n"
+     "without data say which command fills them. The file is written atomically.\n"
+     "\n"
+     "Exit status: 0 ok, 1 error, 2 usage error.\n",
+     cmd_report},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

@@ -167,3 +167,28 @@ int ev_run_load(ds_db *db, const char *run, ev_run **out) {
     *out = r;
     return 0;
 }
+
+int ev_run_names(ds_db *db, char ***names, size_t *n) {
+    *names = NULL;
+    *n = 0;
+    sqlite3 *s = db_sqlite(db);
+    sqlite3_stmt *st = NULL;
+    SQL_CHECK(s, sqlite3_prepare_v2(s, "SELECT run FROM eval_results GROUP BY run ORDER BY MIN(id)", -1, &st, NULL));
+    size_t cap = 0;
+    int rc = 0, step;
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (rt_grow((void **)names, &cap, *n + 1, sizeof **names) ||
+            !((*names)[*n] = rt_strdup((const char *)sqlite3_column_text(st, 0))))
+            rc = rt_fail(RT_ENOMEM, "eval results");
+        else (*n)++;
+    }
+    if (!rc && step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "listing eval runs: %s", sqlite3_errmsg(s));
+    sqlite3_finalize(st);
+    if (rc) {
+        for (size_t i = 0; i < *n; i++) free((*names)[i]);
+        free(*names);
+        *names = NULL;
+        *n = 0;
+    }
+    return rc;
+}
