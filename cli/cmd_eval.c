@@ -73,7 +73,7 @@ int cmd_eval(int argc, char **argv) {
     const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL;
     ct_kind tmpl;
     bool have_tmpl = false;
-    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 65536;
+    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0;
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -144,6 +144,12 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
     if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("eval: loading the model");
+    if (!rc && cache == 0) {
+        /* room for one question's k samples at full length, at least the engine's default */
+        int64_t ctx = te_model_config(m)->max_position_embeddings, len = (int64_t)max_tokens + 4096;
+        if (ctx > 0 && len > ctx) len = ctx;
+        cache = (double)len * k > 65536 ? (double)len * k : 65536;
+    }
     te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
     if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("eval");
     if (!rc) {

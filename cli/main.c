@@ -283,6 +283,8 @@ static const cli_command commands[] = {
      "  --model       local:DIR (config.json + safetensors; endpoints are not supported yet)\n"
      "  --name RUN    the run's name (default: DIR's last component)\n"
      "  --tokenizer   default DIR/tokenizer.json; --template renders the question as a user turn\n"
+     "  --max-batch B, --cache-tokens N  as for retort generate; the cache defaults to room for one\n"
+     "                question's K samples at full length (at least 65536 positions)\n"
      "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_eval},
