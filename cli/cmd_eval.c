@@ -69,11 +69,11 @@ int cmd_eval(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 't'},   {"template", required_argument, 0, 'T'},
         {"seed", required_argument, 0, 's'},        {"threads", required_argument, 0, 'J'},
         {"max-batch", required_argument, 0, 'B'},   {"cache-tokens", required_argument, 0, 'c'},
-        {0, 0, 0, 0}};
+        {"limit", required_argument, 0, 'L'},       {0, 0, 0, 0}};
     const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL;
     ct_kind tmpl;
     bool have_tmpl = false;
-    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0;
+    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0;
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -97,6 +97,7 @@ int cmd_eval(int argc, char **argv) {
         case 'J': u = num("--threads", optarg, 1, 1024, true, &threads); break;
         case 'B': u = num("--max-batch", optarg, 1, 65536, true, &max_batch); break;
         case 'c': u = num("--cache-tokens", optarg, 1, 1e12, true, &cache); break;
+        case 'L': u = num("--limit", optarg, 1, 1e12, true, &limit); break;
         default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -115,6 +116,13 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "retort: eval: model directory %s not found\n", dir);
         return EXIT_RUNTIME;
     }
+    char *abs_dir = realpath(dir, NULL), *model_name = abs_dir ? rt_malloc(strlen(abs_dir) + 7) : NULL;
+    if (!model_name) {
+        free(abs_dir);
+        return cli_fail("eval");
+    }
+    sprintf(model_name, "local:%s", abs_dir);
+    free(abs_dir);
     char run_name[512];
     if (!name) {
         size_t n = strlen(dir);
@@ -142,6 +150,7 @@ int cmd_eval(int argc, char **argv) {
     ev_run *r = NULL;
     if (!rc && db_open(dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
     if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
+    if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
     if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("eval: loading the model");
     if (!rc && cache == 0) {
@@ -154,7 +163,7 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("eval");
     if (!rc) {
         progress pr = {now_s(), 0};
-        ev_gen_opts go = {.run = name, .model = model, .k = (int)k, .max_tokens = (int64_t)max_tokens,
+        ev_gen_opts go = {.run = name, .model = model_name, .k = (int)k, .max_tokens = (int64_t)max_tokens,
                           .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
                           .tok = tok, .tmpl = have_tmpl ? &tmpl : NULL, .progress = on_progress, .progress_ctx = &pr};
         ev_gen_report rep;
@@ -172,6 +181,7 @@ int cmd_eval(int argc, char **argv) {
     db_close(db);
     tok_free(tok);
     free(def_tok);
+    free(model_name);
     if (!rc && (fflush(stdout) || ferror(stdout))) {
         fprintf(stderr, "retort: eval: writing output failed\n");
         return EXIT_RUNTIME;

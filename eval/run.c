@@ -29,6 +29,14 @@ void ev_questions_free(ev_questions *qs) {
     *qs = (ev_questions){0};
 }
 
+void ev_questions_truncate(ev_questions *qs, size_t n) {
+    for (size_t i = n; i < qs->n; i++) {
+        free(qs->q[i].text);
+        free(qs->q[i].gold);
+    }
+    if (n < qs->n) qs->n = n;
+}
+
 static char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     s = s ? s + 1 : path;

@@ -55,6 +55,8 @@ typedef struct {
 
 int ev_questions_load(ds_db *db, const char *bench, ev_questions *out);
 void ev_questions_free(ev_questions *qs);
+/* Keeps the first n questions (all when n ≥ qs->n). */
+void ev_questions_truncate(ev_questions *qs, size_t n);
 
 typedef struct {
     const char *run, *model;   /* the names stored with each row */

@@ -100,7 +100,7 @@ def test_eval_stores_rows_resumes_and_prints_python_metrics(retort_bin, model, t
     c.close()
     assert len(prompts) == N_Q and all(src == "digits" for _, _, src in prompts.values())
     for run_name, mdl, b, pid, j, resp, ex, ok, ntok, fin in rs:
-        assert (run_name, mdl, b) == ("tiny", f"local:{d}", "digits")
+        assert (run_name, mdl, b) == ("tiny", f"local:{os.path.realpath(d)}", "digits")
         text, g, _ = prompts[pid]
         assert gold[text] == g
         assert 1 <= ntok <= 2 and fin in ("stop", "length") and (fin == "stop" or ntok == 2)
@@ -155,3 +155,35 @@ def test_eval_errors(retort_bin, model, tmp_path):
                  ["--db", str(db), "--model", f"local:{d}", "--bench", str(bench), "--template", "nope"]):
         p = run([retort_bin, "eval", *args])
         assert p.returncode == 2, (args, p.stderr)
+
+
+def test_eval_builtin_benchmark_with_chat_template(retort_bin, assets, tmp_path):
+    """gsm8k from the assets, rendered with the Qwen template and the Qwen3 tokenizer asset,
+    on the first 3 questions (--limit); a random model answers wrongly but every row is there."""
+    torch = pytest.importorskip("torch")
+    tokenizers = pytest.importorskip("tokenizers")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    tok_path = os.path.join(assets, "tokenizers", "qwen3", "tokenizer.json")
+    if not os.path.exists(tok_path):
+        pytest.skip(f"skipped: {tok_path} absent")
+    tok = tokenizers.Tokenizer.from_file(tok_path)
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-qwen2.json")))
+    cfg.update(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+               num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.token_to_id("<|im_end|>"))
+    torch.manual_seed(0)
+    d = tmp_path / "qwen"
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(str(d))
+    db = tmp_path / "run.db"
+    r = run([retort_bin, "eval", "--db", str(db), "--model", f"local:{d}", "--bench", "gsm8k", "--limit", "3",
+             "--k", "2", "--max-tokens", "4", "--tokenizer", tok_path, "--template", "qwen", "--threads", "2"])
+    assert r.returncode == 0, r.stderr
+    c = sqlite3.connect(str(db))
+    got = c.execute("SELECT run, benchmark, COUNT(*), COUNT(DISTINCT prompt_id), MAX(n_tokens) FROM eval_results").fetchone()
+    golds = [g for (g,) in c.execute("SELECT p.gold FROM prompts p WHERE p.id IN (SELECT prompt_id FROM eval_results) "
+                                     "ORDER BY p.id")]
+    c.close()
+    assert got == ("qwen", "gsm8k", 6, 3, 4)
+    first = [json.loads(l) for l in open(os.path.join(assets, "benchmarks", "gsm8k_test.jsonl")).readlines()[:3]]
+    assert golds == [f["answer"].split("####")[-1].strip() for f in first]
+    nq, k, _, _ = printed(r.stdout.replace("gsm8k ", "digits ", 1))
+    assert (nq, k) == (3, 2)
