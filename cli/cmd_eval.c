@@ -149,6 +149,7 @@ int cmd_eval(int argc, char **argv) {
     te_engine *e = NULL;
     ev_run *r = NULL;
     if (!rc && db_open(dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
+    if (!rc && ev_run_model_check(db, name, model_name)) rc = cli_fail("eval");
     if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
     if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");

@@ -321,13 +321,31 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
     return rc;
 }
 
+int ev_run_model_check(ds_db *db, const char *run, const char *model) {
+    sqlite3 *s = db_sqlite(db);
+    sqlite3_stmt *st = NULL;
+    int rc = SQL_OK(s, sqlite3_prepare_v2(s, "SELECT model FROM eval_results WHERE run = ?1 AND model != ?2 LIMIT 1", -1,
+                                          &st, NULL));
+    if (rc) return rc;
+    sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, model, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        rc = rt_fail(RT_EINVAL, "run %s already holds results of model %s; give this model another --name", run,
+                     (const char *)sqlite3_column_text(st, 0));
+    else if (step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading eval_results: %s", sqlite3_errmsg(s));
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
     *rep = (ev_gen_report){.questions = qs->n};
     if (o->k < 1 || o->max_tokens < 1 || !o->tok || !o->run || !o->model)
         return rt_fail(RT_EINVAL, "eval: k, max_tokens, tokenizer, run and model are required");
     gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs};
     vf_opts_default(&g.vo);
-    int rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
+    int rc = ev_run_model_check(db, o->run, o->model);
+    if (!rc) rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
                                             "INSERT INTO eval_results (run, model, benchmark, prompt_id, sample_index, "
                                             "response, extracted, correct, n_tokens, finish_reason, latency_ms) "
                                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "

@@ -17,7 +17,8 @@
  * runs), decodes each (special tokens skipped), verifies it against the gold answer
  * (filters/verify.h, default options) and stores (run, model, benchmark, prompt, j,
  * response (zstd), extracted answer, correct, generated tokens, finish "stop"/"length",
- * latency) in eval_results, one transaction per engine step. Samples already stored for
+ * latency) in eval_results, one transaction per engine step. A run holds one model: a run
+ * name that already has rows of another model is RT_EINVAL. Samples already stored for
  * (run, model, prompt, j) are not generated again, so a killed run resumes and a rerun adds
  * nothing. Built-in benchmarks append R1's instruction ("Please reason step by step, and
  * put your final answer within \boxed{}.") to the question; custom files are used as written.
@@ -75,6 +76,9 @@ typedef struct {
 typedef struct {
     size_t questions, existing, generated;
 } ev_gen_report;
+
+/* RT_EINVAL when run already has rows of a model other than model. */
+int ev_run_model_check(ds_db *db, const char *run, const char *model);
 
 int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep);
 

@@ -6,6 +6,7 @@ Also: URL models and bad files are one-line errors (exit 1), usage errors exit 2
 import json
 import os
 import re
+import shutil
 import sqlite3
 
 import pytest
@@ -142,6 +143,10 @@ def test_eval_k_and_name_make_a_separate_run(retort_bin, model, tmp_path):
 def test_eval_errors(retort_bin, model, tmp_path):
     d, bench = model
     db = tmp_path / "run.db"
+    assert evaluate(retort_bin, db, d, bench, "--k", "1", "--limit", "2").returncode == 0
+    other = tmp_path / "tiny"
+    shutil.copytree(d, other)
+    assert_one_error_line(evaluate(retort_bin, db, other, bench, "--k", "1"), "already holds results of model")
     p = run([retort_bin, "eval", "--db", str(db), "--model", "http://localhost:8000/v1", "--bench", str(bench)])
     assert_one_error_line(p, "local:DIR")
     p = run([retort_bin, "eval", "--db", str(db), "--model", f"local:{d}", "--bench", str(tmp_path / "none.jsonl")])
