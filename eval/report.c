@@ -110,11 +110,12 @@ static void legend(FILE *f, const char *const *names, size_t n) {
     }
 }
 
-/* y axis with ticks from lo to hi, linear; fmt prints a tick value. */
-static void y_axis(FILE *f, double lo, double hi, double h) {
+/* y axis from lo to hi, linear, with nt equal divisions. */
+static void y_axis(FILE *f, double lo, double hi, double h, int nt) {
     double plot_h = h - MT - MB;
-    for (int i = 0; i <= 5; i++) {
-        double v = lo + (hi - lo) * i / 5, y = h - MB - plot_h * i / 5;
+    for (int i = 0; i <= nt; i++) {
+        double v = lo + (hi - lo) * i / nt, y = h - MB - plot_h * i / nt;
+        if (fabs(v) < 1e-12 * fabs(hi - lo)) v = 0;
         fprintf(f, "<line x1=\"%g\" x2=\"%g\" y1=\"%.1f\" y2=\"%.1f\" class=\"grid\"/>", ML, W - MR, y, y);
         fprintf(f, "<text x=\"%g\" y=\"%.1f\" class=\"yt\">%.4g</text>\n", ML - 6, y + 4, v);
     }
@@ -131,7 +132,7 @@ static void bars(FILE *f, const char *title, const char *const *cats, size_t n_c
     for (size_t i = 0; i < n_cat * n_ser; i++)
         if (values[i] > top) top = values[i];
     top = ymax > 0 ? ymax : nice_max(top);
-    y_axis(f, 0, top, H);
+    y_axis(f, 0, top, H, 5);
     double plot_w = W - ML - MR, plot_h = H - MT - MB, gw = plot_w / (double)n_cat, bw = gw * 0.8 / (double)n_ser;
     for (size_t c = 0; c < n_cat; c++) {
         for (size_t s = 0; s < n_ser; s++) {
@@ -172,12 +173,17 @@ static void lines(FILE *f, const char *title, const char *xlabel, const char *co
     if (y0 > 0 && y0 < 0.5 * y1) y0 = 0;
     if (y1 <= y0) y1 = y0 + (y0 != 0 ? fabs(y0) * 0.1 : 1);
     if (x1 <= x0) x1 = x0 + 1;
+    /* round the y range out to whole ticks; x ticks at round values inside the data range */
+    double sy = nice_max((y1 - y0) / 5), sx = nice_max((x1 - x0) / 5);
+    y0 = floor(y0 / sy + 1e-9) * sy;
+    y1 = ceil(y1 / sy - 1e-9) * sy;
+    int nt = (int)lround((y1 - y0) / sy);
     legend(f, names, n_ser);
-    y_axis(f, y0, y1, H);
+    y_axis(f, y0, y1, H, nt < 1 ? 1 : nt);
     double plot_w = W - ML - MR, plot_h = H - MT - MB;
-    for (int i = 0; i <= 5; i++)
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"xt\">%.6g</text>\n", ML + plot_w * i / 5, H - MB + 16,
-                x0 + (x1 - x0) * i / 5);
+    for (double t = ceil(x0 / sx - 1e-9) * sx; t <= x1 + 1e-9 * sx; t += sx)
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"xt\">%.6g</text>\n", ML + plot_w * (t - x0) / (x1 - x0),
+                H - MB + 16, t);
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"xt\">", ML + plot_w / 2, H - 12);
     esc(f, xlabel);
     fputs("</text>\n", f);
@@ -401,7 +407,7 @@ int ev_report_write(FILE *f, const ev_report_input *in) {
           "svg{display:block;margin:8px 0}text{font-family:sans-serif;font-size:11px;fill:#333}\n"
           ".yt{text-anchor:end}.xt{text-anchor:middle}.lg{font-size:12px}\n"
           ".grid{stroke:#e6e6e6}.axis{stroke:#888}.wh{stroke:#222;stroke-width:1.2;fill:none}\n"
-          "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+          "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;white-space:nowrap;"
           "text-align:right}th{background:#f3f3f3}.none{color:#777;font-style:italic}\n"
           "</style></head><body>\n<h1>retort report: ", f);
     esc(f, in->title);

@@ -194,6 +194,7 @@ typedef struct {
     const ev_questions *qs;
     vf_opts vo;
     bool **need;   /* [n questions][k]: sample still to generate */
+    int32_t end_of_turn; /* the template's end-of-turn token, a stop token beside the config's eos; -1 none */
     double *t_submit;
 } gen;
 
@@ -290,7 +291,7 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
             if (!rc && !n) rc = rt_fail(RT_EINVAL, "the question has no tokens");
             te_request r = {.prompt = ids, .n_prompt = (int64_t)n, .n_samples = last + 1, .max_tokens = o->max_tokens,
                             .sampling = o->sampling, .seed = o->seed + SEED_STRIDE * (uint64_t)qs->q[i].prompt_id,
-                            .tag = i};
+                            .stop_ids = &g->end_of_turn, .n_stop_ids = g->end_of_turn >= 0 ? 1 : 0, .tag = i};
             if (!rc) rc = te_submit(e, &r);
             free(ids);
             if (rc) rc = rt_errorf(rc, "%s question %zu (prompt %lld)", qs->name, i + 1, (long long)qs->q[i].prompt_id);
@@ -342,8 +343,13 @@ int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_op
     *rep = (ev_gen_report){.questions = qs->n};
     if (o->k < 1 || o->max_tokens < 1 || !o->tok || !o->run || !o->model)
         return rt_fail(RT_EINVAL, "eval: k, max_tokens, tokenizer, run and model are required");
-    gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs};
+    gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs, .end_of_turn = -1};
     vf_opts_default(&g.vo);
+    if (o->tmpl) {
+        static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>",
+                                          [CT_QWEN] = "<|im_end|>", [CT_LLAMA3] = "<|eot_id|>"};
+        g.end_of_turn = tok_token_to_id(o->tok, eot[*o->tmpl]);
+    }
     int rc = ev_run_model_check(db, o->run, o->model);
     if (!rc) rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
                                             "INSERT INTO eval_results (run, model, benchmark, prompt_id, sample_index, "

@@ -14,7 +14,8 @@
  * generation prompt; without: the question text encoded with the tokenizer's special
  * tokens), draws samples 0..k-1 with the engine (sample j of a question uses seed
  * opts.seed + 1000003·prompt_id and sample index j, so a sample is the same whatever else
- * runs), decodes each (special tokens skipped), verifies it against the gold answer
+ * runs; with a template, its end-of-turn token — <|im_end|>, <|eot_id|>, <｜end▁of▁sentence｜> —
+ * stops a sample as the config's eos does), decodes each (special tokens skipped), verifies it against the gold answer
  * (filters/verify.h, default options) and stores (run, model, benchmark, prompt, j,
  * response (zstd), extracted answer, correct, generated tokens, finish "stop"/"length",
  * latency) in eval_results, one transaction per engine step. A run holds one model: a run
