@@ -116,3 +116,36 @@ def test_report_errors(retort_bin, db, tmp_path):
     assert not (tmp_path / "x.html").exists()
     p = run([retort_bin, "report", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path / "x.html")])
     assert p.returncode == 1 and not (tmp_path / "x.html").exists()
+
+
+def test_report_reads_a_real_train_log_and_an_empty_database(retort_bin, tools_dir, tmp_path):
+    """A log written by `retort train --log` (tiny Qwen2 on synthetic shards), and a database
+    with nothing in it: every section says what is missing."""
+    import subprocess
+    mk = os.path.join(tools_dir, "student_mkshard")
+    if not os.access(mk, os.X_OK):
+        pytest.fail(f"test tool {mk} not built (make tests-build)")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    subprocess.run([mk, str(shards / "shard-00000.bin"), "32", "16", "256", "1"], check=True)
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 256, "hidden_size": 32,
+           "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": True,
+           "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu"}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    log = tmp_path / "train.jsonl"
+    p = run([retort_bin, "train", "--threads", "2", "--init", str(tmp_path / "c.json"), "--data", str(shards),
+             "--batch", "2", "--steps", "12", "--lr", "1e-3", "--warmup", "4", "--out", str(tmp_path / "o"),
+             "--log", str(log)], timeout=300)
+    assert p.returncode == 0, p.stderr
+    db = tmp_path / "empty.db"
+    assert run([retort_bin, "db", "init", str(db)]).returncode == 0
+    out = tmp_path / "r.html"
+    r = run([retort_bin, "report", "--db", str(db), "--out", str(out), "--train-log", str(log)])
+    assert r.returncode == 0, r.stderr
+    html = out.read_text()
+    polys = re.findall(r'<polyline[^>]*points="([^"]*)"', html)
+    assert len(polys) == 2 and all(len(p.split()) == 12 for p in polys)
+    assert "retort filter" in html and "retort eval" in html
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert f"<td>{last['loss']:.4f}</td>" in html
