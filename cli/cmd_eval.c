@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
+#include "eval/compare.h"
 #include "eval/results.h"
 #include "eval/run.h"
 #include "teacher/engine.h"
@@ -69,10 +70,11 @@ int cmd_eval(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 't'},   {"template", required_argument, 0, 'T'},
         {"seed", required_argument, 0, 's'},        {"threads", required_argument, 0, 'J'},
         {"max-batch", required_argument, 0, 'B'},   {"cache-tokens", required_argument, 0, 'c'},
-        {"limit", required_argument, 0, 'L'},       {0, 0, 0, 0}};
+        {"limit", required_argument, 0, 'L'},       {"json", no_argument, 0, 'j'},
+        {0, 0, 0, 0}};
     const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL;
     ct_kind tmpl;
-    bool have_tmpl = false;
+    bool have_tmpl = false, as_json = false;
     double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0;
     int c, u = 0;
     optind = 1;
@@ -98,6 +100,7 @@ int cmd_eval(int argc, char **argv) {
         case 'B': u = num("--max-batch", optarg, 1, 65536, true, &max_batch); break;
         case 'c': u = num("--cache-tokens", optarg, 1, 1e12, true, &cache); break;
         case 'L': u = num("--limit", optarg, 1, 1e12, true, &limit); break;
+        case 'j': as_json = true; break;
         default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -173,7 +176,17 @@ int cmd_eval(int argc, char **argv) {
         else fprintf(stderr, "eval: %zu samples generated, %zu already stored\n", rep.generated, rep.existing);
     }
     if (!rc && ev_run_load(db, name, &r)) rc = cli_fail("eval");
-    if (!rc) print_summary(r, qs.name);
+    if (!rc && as_json) {
+        /* the run's summary as retort compare --json gives it (every benchmark of the run) */
+        json_t *j = NULL;
+        char *txt = NULL;
+        if (ev_compare_json((const ev_run *const *)&r, 1, &j) ||
+            !(txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
+            rc = cli_fail("eval");
+        else printf("%s\n", txt);
+        free(txt);
+        json_decref(j);
+    } else if (!rc) print_summary(r, qs.name);
     ev_run_free(r);
     te_engine_free(e);
     te_model_free(m);

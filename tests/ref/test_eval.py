@@ -114,6 +114,12 @@ def test_eval_stores_rows_resumes_and_prints_python_metrics(retort_bin, model, t
     assert abs(got_p1 - p1) < 5e-5 and abs(got_cons - cons) < 5e-5, (r.stdout, p1, cons)
     assert 0 < p1 < 1, "the fixture should give some right and some wrong answers"
 
+    js = evaluate(retort_bin, db, d, bench, "--json")
+    assert js.returncode == 0, js.stderr
+    summary = json.loads(js.stdout)["benchmarks"]["digits"]["runs"]["tiny"]
+    assert summary["pass1"] == pytest.approx(p1) and summary["cons"] == pytest.approx(cons)
+    assert summary["samples"] == N_Q * K and summary["k"] == K
+
     again = evaluate(retort_bin, db, d, bench)
     assert again.returncode == 0, again.stderr
     assert "0 samples generated" in again.stderr
