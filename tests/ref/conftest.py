@@ -1,4 +1,5 @@
 """Shared fixtures for the pytest suites: the retort binary, the C test tools, assets."""
+import json
 import os
 import subprocess
 import pytest
@@ -36,6 +37,12 @@ def assets():
 def run(args, input=None, timeout=300):
     """Runs a command; returns CompletedProcess with text stdout/stderr."""
     return subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def jsonl_lines(text):
+    """Parses JSONL output. Splits on "\n" only: str.splitlines() also splits inside JSON
+    strings that hold U+2028, U+0085 and other line separators, which JSON leaves unescaped."""
+    return [json.loads(l) for l in text.split("\n") if l.strip()]
 
 
 def assert_one_error_line(p, *needles):

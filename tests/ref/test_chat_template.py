@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from conftest import run
+from conftest import run, jsonl_lines
 from gen_tok_corpus import ASSETS
 
 transformers = pytest.importorskip("transformers")
@@ -110,7 +110,7 @@ def retort_chat(retort_bin, d, kind, lines):
     p = run([retort_bin, "tokenize", "--tokenizer", os.path.join(d, "tokenizer.json"), "--chat", kind],
             input="".join(json.dumps(l, ensure_ascii=False) + "\n" for l in lines))
     assert p.returncode == 0, p.stderr
-    return [json.loads(l) for l in p.stdout.splitlines()]
+    return jsonl_lines(p.stdout)
 
 
 def ends_with_assistant(c):

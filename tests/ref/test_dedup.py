@@ -17,6 +17,7 @@ import subprocess
 import unicodedata
 
 import pytest
+from conftest import jsonl_lines
 
 RETORT = os.environ.get("RETORT", os.path.join(os.path.dirname(__file__), "..", "..", "retort"))
 ASSETS = os.environ.get("RETORT_ASSETS", "")
@@ -110,7 +111,7 @@ def test_dedup_recall_and_false_merges_against_exact_jaccard(capsys):
     inp = "".join(json.dumps({"id": "d%d" % i, "text": d}) + "\n" for i, d in enumerate(docs))
     out = subprocess.run([RETORT, "dedup", "--threads", "2"], input=inp, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    res = [json.loads(l) for l in out.stdout.splitlines()]
+    res = jsonl_lines(out.stdout)
     assert [r["id"] for r in res] == ["d%d" % i for i in range(len(docs))], "ids out of order"
     cluster = [int(r["cluster"][1:]) for r in res]
     # the cluster id is the first (kept) member
@@ -166,7 +167,7 @@ def test_dedup_exact_copies_share_the_first_id():
     inp = "".join(json.dumps({"id": i * 10, "text": d}) + "\n" for i, d in enumerate(docs))
     out = subprocess.run([RETORT, "dedup", "--exact-only"], input=inp, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    got = [json.loads(l) for l in out.stdout.splitlines()]
+    got = jsonl_lines(out.stdout)
     assert got == [{"id": 0, "cluster": 0}, {"id": 10, "cluster": 0}, {"id": 20, "cluster": 20},
                    {"id": 30, "cluster": 0}, {"id": 40, "cluster": 40}]
 

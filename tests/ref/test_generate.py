@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import ROOT, assert_one_error_line, run
+from conftest import ROOT, assert_one_error_line, run, jsonl_lines
 
 torch.set_grad_enabled(False)
 
@@ -51,7 +51,7 @@ def generate(retort_bin, model, lines, *args, tmp, name="in.jsonl"):
     p = tmp / name
     p.write_text("".join(json.dumps(l) + "\n" for l in lines))
     r = run([retort_bin, "generate", "--model", str(model), "--jsonl", str(p), "--threads", "2", *args])
-    out = [json.loads(l) for l in r.stdout.splitlines()] if r.returncode == 0 else []
+    out = jsonl_lines(r.stdout) if r.returncode == 0 else []
     return r, sorted(out, key=lambda o: (o["index"], o["sample"]))
 
 

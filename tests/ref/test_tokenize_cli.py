@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import run
+from conftest import run, jsonl_lines
 from gen_tok_corpus import HARD, NAMES, benchmark_texts, random_strings, tokenizer_path
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -25,7 +25,7 @@ def jsonl(objs):
 
 
 def outputs(p):
-    return [json.loads(l) for l in p.stdout.splitlines()]
+    return jsonl_lines(p.stdout)
 
 
 @pytest.fixture(scope="module")

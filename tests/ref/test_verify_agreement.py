@@ -12,6 +12,7 @@ import os
 import subprocess
 
 import pytest
+from conftest import jsonl_lines
 
 RETORT = os.environ.get("RETORT", os.path.join(os.path.dirname(__file__), "..", "..", "retort"))
 REF_DIR = os.environ.get("REF_DIR")
@@ -30,7 +31,7 @@ def test_verify_agreement_with_math_verify(capsys):
     pairs = [json.loads(l) for l in open(path, encoding="utf-8")]
     out = run_verify("".join(json.dumps({"gold": p["gold"], "pred": p["pred"]}) + "\n" for p in pairs), "--last-number")
     assert out.returncode == 0, out.stderr
-    res = [json.loads(l) for l in out.stdout.splitlines()]
+    res = jsonl_lines(out.stdout)
     assert len(res) == len(pairs)
     agree = sum(r["correct"] == p["mv"] for r, p in zip(res, pairs))
     rate = agree / len(pairs)
@@ -54,7 +55,7 @@ def test_verify_output_is_line_for_line_in_order():
             {"gold": "\\text{Evelyn}", "pred": "nothing to see"}]
     out = run_verify("".join(json.dumps(r) + "\n" for r in rows))
     assert out.returncode == 0, out.stderr
-    got = [json.loads(l) for l in out.stdout.splitlines()]
+    got = jsonl_lines(out.stdout)
     assert got == [
         {"correct": True, "pred_answer": "18", "gold_answer": "18"},
         {"correct": False, "pred_answer": "17", "gold_answer": "18"},
