@@ -319,6 +319,24 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_report},
+    {"demo", "the whole pipeline on a built-in task: teacher, samples, filters, student, eval, report",
+     "usage: retort demo [--seed S] [--quick] [--dir DIR] [--threads N]\n"
+     "\n"
+     "Runs every stage from nothing on a synthetic task (two-step arithmetic word problems with a\n"
+     "worked <think> solution and a \\boxed{} answer): writes the task and a byte-level tokenizer.json,\n"
+     "imports the train split into DIR/run.db, trains a small qwen2 teacher, samples it at\n"
+     "temperature 0.6 into run.db, filters (verify, format, repetition, dedup, decontamination\n"
+     "against the test split, ...), selects a snapshot, trains a smaller student on it, evaluates both\n"
+     "on the test split and writes DIR/report.html. Each stage is printed with its timing; the end\n"
+     "states both accuracies and their ratio. An earlier demo's run.db in DIR is replaced.\n"
+     "\n"
+     "  --seed S      the task, weights and samples all derive from S (default 0)\n"
+     "  --quick       a reduced size (about 2 minutes on 2 cores), what the tests run\n"
+     "  --dir DIR     where everything is written (default ./demo-run)\n"
+     "  --threads N   worker threads (default: one per CPU); results depend on N\n"
+     "\n"
+     "Exit status: 0 ok, 1 error, 2 usage error.\n",
+     cmd_demo},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };

@@ -1,0 +1,145 @@
+"""`retort demo --quick`: the whole pipeline on the built-in task, checked from outside.
+
+Expected values come from the files and database the demo leaves behind, judged by this
+test's own reading of them: each test question's answer is recomputed here from its text,
+train and test share no question, every sample in the snapshot passed every filter, every
+evaluation row's `correct` agrees with its extracted answer against the gold. At --quick
+size the student's accuracy is not asserted (the full size targets ≥ 90% of the teacher);
+the pipeline's invariants are."""
+import json
+import re
+import sqlite3
+
+import pytest
+
+from conftest import run
+
+PROMPT = re.compile(r"^(\w+) has (\d+) (\w+), (gets|loses) (\d+), then (gets|loses) (\d+)\. How many now\?$")
+STAGES = ["task", "tokenizer", "teacher", "generate", "distill", "evaluate"]
+
+
+def answer_of(prompt):
+    m = PROMPT.match(prompt)
+    assert m, prompt
+    x = int(m.group(2))
+    for op, n in ((m.group(4), int(m.group(5))), (m.group(6), int(m.group(7)))):
+        x = x + n if op == "gets" else x - n
+    return x
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, retort_bin):
+    d = tmp_path_factory.mktemp("demo")
+    r = run([retort_bin, "demo", "--quick", "--seed", "7", "--dir", str(d), "--threads", "2"], timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    return d, r.stdout
+
+
+def lines(path):
+    return [json.loads(l) for l in path.read_text().split("\n") if l.strip()]
+
+
+def test_demo_prints_each_stage_with_timing_and_the_comparison(demo):
+    d, out = demo
+    for i, s in enumerate(STAGES):
+        assert f"[{i + 1}/6] {s} (at " in out, s
+    assert out.count("  done in ") == 6
+    assert "comparison on demo-test" in out
+    assert re.search(r"teacher vs student: \d+ common questions, agreement", out)
+    m = re.search(r"teacher accuracy ([\d.]+)%, student accuracy ([\d.]+)% .* reaches ([\d.]+)% of the teacher", out)
+    assert m, out[-2000:]
+    t, s, ratio = map(float, m.groups())
+    assert 0 <= t <= 100 and 0 <= s <= 100
+    if t > 0:
+        assert abs(ratio - 100 * s / t) < 0.2
+
+
+def test_task_answers_are_right_and_splits_are_disjoint(demo):
+    d, _ = demo
+    test, train = lines(d / "demo-test.jsonl"), lines(d / "train.jsonl")
+    assert len(test) == 40 and len(train) == 240
+    for rec in test + train:
+        assert int(rec["answer"]) == answer_of(rec["prompt"])
+    for rec in train:
+        sol = rec["solution"]
+        assert sol.startswith("<think>\n") and "\n</think>\n\n" in sol
+        assert sol.endswith("\\boxed{%s}" % rec["answer"])
+    nums = lambda p: PROMPT.match(p).group(2, 4, 5, 6, 7)
+    assert not {nums(r["prompt"]) for r in test} & {nums(r["prompt"]) for r in train}
+
+
+def test_tokenizer_has_bytes_and_qwen_special_tokens(demo):
+    d, _ = demo
+    tj = json.loads((d / "tokenizer.json").read_text())
+    assert tj["model"]["type"] == "BPE" and len(tj["model"]["vocab"]) == 256
+    added = {a["content"]: a["special"] for a in tj["added_tokens"]}
+    assert added == {"<|endoftext|>": True, "<|im_start|>": True, "<|im_end|>": True, "<think>": False,
+                     "</think>": False}
+
+
+def test_database_holds_every_stage(demo):
+    d, _ = demo
+    c = sqlite3.connect(str(d / "run.db"))
+    q = lambda sql, *a: c.execute(sql, a).fetchall()
+    n_train = q("SELECT count(*) FROM prompts WHERE source = 'demo-train'")[0][0]
+    assert 0 < n_train <= 240
+    assert q("SELECT count(*) FROM prompts WHERE source = 'demo-test'")[0][0] == 40
+    # every train prompt keeps its gold answer and reference solution
+    for gold, meta in q("SELECT gold, metadata FROM prompts WHERE source = 'demo-train'"):
+        assert json.loads(meta)["solution"].endswith("\\boxed{%s}" % gold)
+    # k = 2 samples per train prompt, all by the teacher, none for test prompts
+    assert q("SELECT count(*), count(DISTINCT prompt_id) FROM samples WHERE teacher = 'demo-teacher'")[0] == (2 * n_train, n_train)
+    assert q("SELECT count(*) FROM samples s JOIN prompts p ON p.id = s.prompt_id WHERE p.source != 'demo-train'")[0][0] == 0
+    # the filters ran on every sample
+    for f in ("verify", "format", "repetition", "decontam", "dedup"):
+        assert q("SELECT count(*) FROM verdicts WHERE filter = ?", f)[0][0] == 2 * n_train, f
+    # the snapshot: at most one sample per prompt, each passing every verdict it has
+    snap = q("SELECT ss.sample_id, s.prompt_id FROM snapshots n JOIN snapshot_samples ss ON ss.snapshot_id = n.id "
+             "JOIN samples s ON s.id = ss.sample_id WHERE n.name = 'demo'")
+    assert snap, "the snapshot is empty"
+    assert len({p for _, p in snap}) == len(snap)
+    for sid, _ in snap:
+        assert q("SELECT count(*) FROM verdicts WHERE sample_id = ? AND pass = 0", sid)[0][0] == 0
+    # both models evaluated on every test question
+    golds = {pid: g for pid, g in q("SELECT id, gold FROM prompts WHERE source = 'demo-test'")}
+    for name in ("teacher", "student"):
+        rows = q("SELECT prompt_id, extracted, correct, model, benchmark FROM eval_results WHERE run = ?", name)
+        assert {r[0] for r in rows} == set(golds), name
+        assert {r[3] for r in rows} == {"demo-" + name} and {r[4] for r in rows} == {"demo-test"}
+        for pid, extracted, correct, _, _ in rows:
+            assert bool(correct) == (extracted is not None and extracted.strip() == golds[pid]), (name, extracted)
+    c.close()
+
+
+def test_models_shards_logs_and_report_exist(demo):
+    d, _ = demo
+    for m in ("teacher", "student"):
+        cfg = json.loads((d / m / "config.json").read_text())
+        assert cfg["model_type"] == "qwen2"
+        assert (d / m / "model.safetensors").stat().st_size > 0
+        assert list((d / f"{m}-data").glob("*.bin"))
+        log = lines(d / f"{m}-train.jsonl")
+        assert log and log[-1]["loss"] < log[0]["loss"]
+    t, s = (json.loads((d / m / "config.json").read_text()) for m in ("teacher", "student"))
+    assert s["hidden_size"] * s["num_hidden_layers"] < t["hidden_size"] * t["num_hidden_layers"]
+    html = (d / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html
+    assert "teacher" in html and "student" in html
+
+
+def test_same_seed_gives_the_same_run(demo, retort_bin, tmp_path):
+    d, out = demo
+    r = run([retort_bin, "demo", "--quick", "--seed", "7", "--dir", str(tmp_path), "--threads", "2"], timeout=600)
+    assert r.returncode == 0, r.stderr
+    for f in ("demo-test.jsonl", "train.jsonl", "tokenizer.json", "teacher/model.safetensors",
+              "student/model.safetensors"):
+        assert (tmp_path / f).read_bytes() == (d / f).read_bytes(), f
+    acc = re.compile(r"accuracy [\d.]+%")
+    assert acc.findall(r.stdout) == acc.findall(out)
+
+
+def test_bad_arguments_are_usage_errors(retort_bin):
+    r = run([retort_bin, "demo", "--seed", "x"])
+    assert r.returncode == 2
+    r = run([retort_bin, "demo", "extra"])
+    assert r.returncode == 2
