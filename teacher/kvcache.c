@@ -82,7 +82,7 @@ int kv_seq_reserve(kv_pool *p, kv_seq *s, int64_t new_len) {
     }
     /* copy on write: shared blocks that positions [len, new_len) fall in */
     for (int64_t b = s->len / p->block_size; b < s->n_blocks && b * p->block_size < new_len; b++) {
-        int32_t old = s->blocks[b], nb;
+        int32_t old = s->blocks[b], nb = -1;
         if (p->refs[old] == 1) continue;
         int rc = take_block(p, &nb);
         if (rc) return rc;
