@@ -25,7 +25,7 @@ MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null || echo -lmpi)
 CPPFLAGS += -I. -D_GNU_SOURCE $(MPI_CFLAGS)
 CFLAGS   += -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing
-LDLIBS   += -Wl,--as-needed -ljansson -lzstd -lsqlite3 -lpcre2-8 -lutf8proc -lopenblas $(MPI_LIBS) -lm -lpthread -lxxhash
+LDLIBS   += -Wl,--as-needed -ljansson -lzstd -lsqlite3 -lpcre2-8 -lutf8proc -lopenblas $(MPI_LIBS) -lmicrohttpd -lcurl -lm -lpthread -lxxhash
 
 LIB_SRC := $(sort $(wildcard core/*.c kernels/cpu/*.c dataset/*.c filters/*.c teacher/*.c student/*.c eval/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))
@@ -41,7 +41,7 @@ $(error CUDA=1 but $(NVCC) was not found: install the CUDA toolkit, set NVCC=/pa
 endif
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 CPPFLAGS  += -DRT_HAVE_CUDA=1
-NVFLAGS   ?= -O3 -std=c++17 -I. -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+NVFLAGS   ?= -O3 -std=c++17 -I. -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
 LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++

@@ -337,6 +337,10 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_demo},
+    {"serve", "serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming)",
+     "usage: retort serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]\n", cmd_serve},
+    {"run", "run a recipe (RECIPE.yaml): the pipeline's stages in order, resumably",
+     "usage: retort run RECIPE.yaml\n", cmd_run},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };
