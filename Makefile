@@ -44,7 +44,7 @@ CPPFLAGS  += -DRT_HAVE_CUDA=1
 NVFLAGS   ?= -O3 -std=c++17 -I. -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lnccl -lcudart_static -ldl -lrt -lstdc++
 endif
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
@@ -131,7 +131,7 @@ build/fuzz/libretort.a: $(FUZZ_OBJ)
 	rm -f $@ && ar rcs $@ $^
 build/fuzz/%: tests/fuzz/%.c build/fuzz/libretort.a
 	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libretort.a \
-	  $(filter-out -lcudart_static -lstdc++,$(LDLIBS))
+	  $(filter-out -lcudart_static -lstdc++ -lcublasLt -lcublas -lnccl,$(LDLIBS))
 
 demo: deps $(BIN)
 	@if ./$(BIN) help demo >/dev/null 2>&1; then ./$(BIN) demo; else \
