@@ -26,6 +26,10 @@
 
 #include "core/threadpool.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define ATTN_BLOCK 64
 
 size_t attn_workspace_floats(int64_t T, int64_t Hq, int n_threads);
@@ -49,5 +53,32 @@ size_t attn_paged_workspace_floats(int64_t max_ctx, int n_threads);
 void attn_paged_fwd(float *o, const float *q, int64_t n, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
                     const float *k, const float *v, int64_t block_size, int64_t block_stride,
                     const int32_t *const *tables, const int32_t *ctx, float *ws, tp_pool *pool);
+
+
+/* ---- CUDA twins (kernels/cuda/attention.cu; tiling and tolerances in docs/kernels.md) ----
+ * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
+ * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or
+ * RT_EINTERNAL with the failing CUDA call in the message (RT_EINVAL for a shape not handled).
+ * Results are deterministic (no floating-point atomics). */
+#ifdef RT_HAVE_CUDA
+/* Flash attention (causal, GQA, packed documents; same layout and doc_start rule as
+ * attn_fwd): q [T,Hq,hd], k/v [T,Hkv,hd], o [T,Hq,hd] bf16; lse [Hq,T] f32. hd ∈ {64, 128};
+ * Hq % Hkv == 0. No T×T matrix exists: blocks of queries stream over blocks of keys with an
+ * online softmax, scores and probabilities in registers, mma.sync bf16 tensor-core tiles. */
+int attn_fwd_cuda(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                  const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, void *stream);
+/* Backward: overwrites dq [T,Hq,hd], dk, dv [T,Hkv,hd] (bf16). Deterministic: one kernel forms
+ * dk/dv per key block summing over the group's query heads in order, another forms dq per
+ * query block; neither uses atomics. ws: attn_bwd_cuda_ws_bytes(T, Hq) bytes of device
+ * scratch (Δ = rowsum(dO ⊙ O) per query and head), owned by the caller. */
+size_t attn_bwd_cuda_ws_bytes(int64_t T, int64_t Hq);
+int attn_bwd_cuda(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o, const float *lse,
+                  const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *doc_start, int64_t T,
+                  int64_t Hq, int64_t Hkv, int64_t hd, float scale, void *ws, void *stream);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -20,6 +20,10 @@
 
 #include "core/threadpool.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int64_t chunk, V, D;
     float *logits;     /* [chunk, V] */
@@ -33,5 +37,34 @@ void ce_workspace_free(ce_workspace *ws);
 
 void ce_fused(double *loss_sum, float *dh, float *dw, const float *h, const float *w, const int32_t *target, int64_t M,
               float scale, ce_workspace *ws, tp_pool *pool);
+
+
+/* ---- CUDA twins (kernels/cuda/loss.cu; tiling and tolerances in docs/kernels.md) ----
+ * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
+ * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or
+ * RT_EINTERNAL with the failing CUDA call in the message (RT_EINVAL for a shape not handled).
+ * Results are deterministic (no floating-point atomics). */
+#ifdef RT_HAVE_CUDA
+/* The fused, chunked LM head + cross-entropy (the full [M, V] logits never exist).
+ * ce_cuda_ws holds, for up to `chunk` rows: the gathered hidden rows (bf16), the logits (f32
+ * [chunk, V]), their gradient (bf16 [chunk, V]), per-row losses, and a cuBLASLt context.
+ * Created/freed by the caller (device allocation: RT_ENOMEM / RT_EINTERNAL). */
+typedef struct ce_cuda_ws ce_cuda_ws;
+int ce_cuda_ws_create(ce_cuda_ws **out, int64_t chunk, int64_t V, int64_t D);
+void ce_cuda_ws_free(ce_cuda_ws *ws);   /* NULL is fine */
+/* h [M,D], w [V,D] bf16; target [M] int32 (device; < 0: no loss). rows [n_rows] (device) lists
+ * the rows that carry a target, ascending (NULL: rows 0..M−1, i.e. n_rows = M, and rows with a
+ * negative target contribute nothing). For each chunk: logits = h_c·wᵀ (f32), row loss
+ * logsumexp − z[target], dz = scale·(softmax − onehot) (bf16), dh_c = dz·w scattered into dh
+ * (bf16, overwritten; rows without a target get zeros), dw (f32) += dzᵀ·h_c. dh == NULL: loss
+ * only. *loss_sum (device double) = Σ loss over rows in order (overwritten). */
+int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
+                  const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale, ce_cuda_ws *ws,
+                  void *stream);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

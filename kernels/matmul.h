@@ -13,9 +13,14 @@
 #define RT_KERNELS_MATMUL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/threadpool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 void mm_blas_single_thread(void);
 
@@ -36,5 +41,42 @@ void mm_linear_bwd_x(float *dx, bool accumulate_dx, const float *dy, const float
 /* dw[N,K] += dy[M,N]ᵀ · x[M,K]; db[N] += Σ_m dy[m,:] when db != NULL. */
 void mm_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int64_t M, int64_t N, int64_t K,
                      tp_pool *pool);
+
+/* ---- CUDA twins (kernels/cuda/matmul.cu; contract also in docs/kernels.md) ----
+ * Device pointers; bf16 tensors are uint16_t bit patterns (round to nearest even), math in
+ * f32. Asynchronous on `stream` (a cudaStream_t; NULL = the default stream). Return 0, or
+ * RT_EINTERNAL with the failing CUDA/cuBLAS call in the message (RT_EINVAL for a shape the
+ * kernel does not handle). No host synchronization, no allocation unless said. */
+#ifdef RT_HAVE_CUDA
+/* cuBLASLt handle + device workspace, owned by the caller (one per stream/thread).
+ * mm_cuda_ctx_create allocates workspace_bytes of device memory (0: 32 MiB).
+ * Errors: RT_EINTERNAL, RT_ENOMEM. mm_cuda_ctx_free(NULL) is fine. */
+typedef struct mm_cuda_ctx mm_cuda_ctx;
+int mm_cuda_ctx_create(mm_cuda_ctx **out, size_t workspace_bytes);
+void mm_cuda_ctx_free(mm_cuda_ctx *c);
+
+/* y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N]): bf16 in/out, f32 accumulation; the bias is added in
+ * the GEMM epilogue (b == NULL: none). */
+int mm_linear_fwd_cuda(mm_cuda_ctx *c, uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *b,
+                       int64_t M, int64_t N, int64_t K, void *stream);
+/* dx[M,K] = dy[M,N] · w[N,K] (accumulate_dx: dx += , folded into the GEMM as beta = 1), bf16. */
+int mm_linear_bwd_x_cuda(mm_cuda_ctx *c, uint16_t *dx, bool accumulate_dx, const uint16_t *dy, const uint16_t *w,
+                         int64_t M, int64_t N, int64_t K, void *stream);
+/* dw[N,K] += dy[M,N]ᵀ · x[M,K] in f32 (beta = 1); db[N] += Σ_m dy[m,:] (f32) when db != NULL
+ * (a separate column-sum kernel, fixed order: deterministic). */
+int mm_linear_bwd_w_cuda(mm_cuda_ctx *c, float *dw, float *db, const uint16_t *dy, const uint16_t *x, int64_t M,
+                         int64_t N, int64_t K, void *stream);
+/* General row-major bf16 GEMM (the loss, the labs): D[M,N] = alpha·op(A)·op(B) + beta·D, f32
+ * accumulation. A is stored [M,K] (trans_a: [K,M]) with row stride lda; B is stored [K,N]
+ * (trans_b: [N,K]) with row stride ldb; D has row stride ldd and is f32 when d_f32, else bf16.
+ * mm_linear_fwd_cuda is A = x, B = w, trans_b. */
+int mm_gemm_cuda(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t *a, int64_t lda, bool trans_a,
+                 const uint16_t *b, int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 float beta, void *stream);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

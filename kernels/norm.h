@@ -9,9 +9,14 @@
 #ifndef RT_KERNELS_NORM_H
 #define RT_KERNELS_NORM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/threadpool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* rstd may be NULL (inference). y may not alias x. */
 void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t M, int64_t D, float eps,
@@ -20,5 +25,30 @@ void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t 
 /* dx[M,D] += ∂L/∂x (accumulated: the residual stream's gradient); dw[D] += ∂L/∂w. */
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, int64_t M,
                  int64_t D, tp_pool *pool);
+
+
+/* ---- CUDA twins (kernels/cuda/norm.cu; tiling and tolerances in docs/kernels.md) ----
+ * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
+ * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or
+ * RT_EINTERNAL with the failing CUDA call in the message (RT_EINVAL for a shape not handled).
+ * Results are deterministic (no floating-point atomics). */
+#ifdef RT_HAVE_CUDA
+/* Fused residual add + RMSNorm (forward): when add != NULL, res[M,D] += add first (bf16,
+ * the sum rounded once), then y = w ⊙ res·rstd (bf16), rstd[M] (f32, may be NULL). One block
+ * per row; D ≤ 16384 and D % 8 == 0. add == NULL is the plain rmsnorm_fwd twin. */
+int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w, int64_t M,
+                     int64_t D, float eps, void *stream);
+/* Backward fused with the residual: dres[M,D] (bf16) += ∂L/∂x, i.e. the residual stream's
+ * gradient gets the norm's input gradient added in the same pass; dw[D] (f32) += ∂L/∂w.
+ * dw goes through per-block partial sums in ws (rmsnorm_bwd_cuda_ws_bytes(M, D) bytes of
+ * device scratch, owned by the caller) reduced in a fixed order. x is the norm's input. */
+size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D);
+int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16_t *x, const uint16_t *w,
+                     const float *rstd, int64_t M, int64_t D, void *ws, void *stream);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

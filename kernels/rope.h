@@ -17,12 +17,38 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "core/model_config.h"
 #include "core/threadpool.h"
+#ifndef RT_KERNELS_ONLY   /* the GPU-only build (no jansson) has no config parsing */
+#include "core/model_config.h"
+#endif
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef RT_KERNELS_ONLY
 int rope_inv_freq(const mc_rope *r, int64_t head_dim, float *inv_freq);
+#endif
 void rope_tables(float *cos_t, float *sin_t, const int32_t *pos, int64_t T, const float *inv_freq, int64_t half);
 void rope_apply(float *x, const float *cos_t, const float *sin_t, int64_t T, int64_t H, int64_t head_dim,
                 bool inverse, tp_pool *pool);
+
+
+/* ---- CUDA twins (kernels/cuda/rope.cu; tiling and tolerances in docs/kernels.md) ----
+ * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
+ * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or
+ * RT_EINTERNAL with the failing CUDA call in the message (RT_EINVAL for a shape not handled).
+ * Results are deterministic (no floating-point atomics). */
+#ifdef RT_HAVE_CUDA
+/* x [T, H, hd] bf16 rotated in place (inverse: by −a, the backward). The angle is formed in
+ * f32 as pos[t]·inv_freq[i] (pos [T] int32, inv_freq [hd/2] f32, both device) and its cos/sin
+ * taken in the kernel (no tables). hd even, ≤ 256. */
+int rope_apply_cuda(uint16_t *x, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H, int64_t hd,
+                    bool inverse, void *stream);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,6 +1,7 @@
 /* kernels/cpu/embed.c — embedding gather and scatter-add. */
 #include "kernels/embed.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -37,4 +38,26 @@ static void bwd(void *p, size_t begin, size_t end, int thread) {
 void embed_bwd(float *dtable, const float *dout, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool) {
     emb_ctx c = {.out = dtable, .in = dout, .ids = ids, .M = M, .D = D};
     tp_parallel_for(pool, (size_t)((D + COLS - 1) / COLS), bwd, &c);
+}
+
+/* Counting sort by id: two passes over ids, stable within an id. The distinct ids are
+ * found by compacting the counts; order is then filled by a running offset per id. Ids are
+ * bounded by the largest id seen, so the count array is allocated here (the one exception
+ * to "no allocation": on failure −1 is returned). */
+int64_t embed_bwd_plan(const int32_t *ids, int64_t M, int32_t *order, int32_t *seg) {
+    int32_t vmax = -1;
+    for (int64_t i = 0; i < M; i++) if (ids[i] > vmax) vmax = ids[i];
+    if (M == 0) { seg[0] = 0; return 0; }
+    int32_t *off = calloc((size_t)vmax + 2, sizeof *off);
+    if (!off) return -1;
+    for (int64_t i = 0; i < M; i++) off[ids[i] + 1]++;
+    int64_t n_seg = 0;
+    for (int32_t v = 0; v <= vmax; v++) {
+        if (off[v + 1]) seg[n_seg++] = off[v];
+        off[v + 1] += off[v];
+    }
+    seg[n_seg] = (int32_t)M;
+    for (int64_t i = 0; i < M; i++) order[off[ids[i]]++] = (int32_t)i;
+    free(off);
+    return n_seg;
 }

@@ -5,6 +5,7 @@
 
 #include "core/status.h"
 
+#ifndef RT_KERNELS_ONLY
 int rope_inv_freq(const mc_rope *r, int64_t head_dim, float *inv_freq) {
     int64_t half = head_dim / 2;
     if (r->type == MC_ROPE_YARN) return rt_fail(RT_EUNSUPPORTED, "rope type yarn is not supported by the student");
@@ -28,6 +29,7 @@ int rope_inv_freq(const mc_rope *r, int64_t head_dim, float *inv_freq) {
     }
     return 0;
 }
+#endif
 
 void rope_tables(float *cos_t, float *sin_t, const int32_t *pos, int64_t T, const float *inv_freq, int64_t half) {
     for (int64_t t = 0; t < T; t++)
