@@ -1,0 +1,97 @@
+/* kernels/fp8.h — DeepSeek-V3's FP8 scheme: e4m3 activations quantized per token and per
+ * 128 channels, weights with one f32 scale per 128×128 block, and the block-scaled GEMM
+ * out = A·Wᵀ whose f32 partial sums are promoted (multiplied by the two scales) once per
+ * 128-wide K block. Also the teacher's GPU RMSNorm and YaRN rope (CUDA only).
+ *
+ * Encoding: fp8_from_f32() rounds to the nearest e4m3fn value, ties to even, and saturates
+ * to ±448 (the fn variant has no infinities; NaN gives 0x7f). The same as torch's
+ * .to(float8_e4m3fn) for |x| ≤ 448 and as CUDA's __nv_cvt_float_to_fp8(…, __NV_SATFINITE,
+ * __NV_E4M3) everywhere.
+ *
+ * fp8_act_quant(): x [M, K] f32, K a multiple of 128 → q [M, K] e4m3 and scale [M, K/128]:
+ * s = amax(|x[m, 128j … 128j+127]|) / 448 (1 when that is 0), q = fp8(x / s) — DeepSeek's
+ * act_quant (inference/kernel.py), so x ≈ q·s.
+ * fp8_swiglu_quant(): gu [M, 2I] f32 holds gate | up halves; h = silu(g)·u (f32, silu(g) =
+ * g / (1 + e^−g)) is quantized as fp8_act_quant does; I a multiple of 128.
+ *
+ * fp8_gemm(): out [M, N] = Σ_kb (Σ_{k in kb} a[m,k]·w[n,k]) · a_scale[m, kb] · w_scale[n/128, kb],
+ * a: [M, K] e4m3 with a_scale [M, K/128]; w: [N, K] e4m3 with w_scale [ceil(N/128), K/128]
+ * (the checkpoint's weight_scale_inv); K a multiple of 128, N any. The inner block sum is
+ * exact (double; e4m3 products are exact and 128 of them fit in 53 bits), the promoted sum
+ * is f32 in kb order. out_f32 and/or out_bf16 may be NULL. Rows are split over the pool.
+ * fp8_gemm_grouped(): the MoE form — groups g = 0 … G−1 own rows offsets[g] … offsets[g+1]
+ * of a (tokens already permuted to their experts) and use weight g: w + g·N·K, w_scale +
+ * g·ceil(N/128)·K/128. Rows outside [offsets[0], offsets[G]) are untouched.
+ * Errors (CPU): RT_EINVAL for K not a multiple of 128 or bad offsets, RT_ENOMEM (K floats of
+ * scratch per thread).
+ *
+ * CUDA twins (RT_HAVE_CUDA): device pointers, asynchronous on `stream` (a cudaStream_t,
+ * NULL = default); they return 0, RT_EINVAL (shape) or RT_EINTERNAL (the CUDA/cuBLASLt
+ * error in the message). Activations are bf16 (uint16_t bits) on the GPU.
+ *   fp8_act_quant_cuda / fp8_swiglu_quant_cuda: as above from bf16 input.
+ *   fp8_gemm_grouped_cuda: the own kernel (mma.sync m16n8k32 e4m3 on sm_89+, a scalar
+ *     fallback on sm_80), one 64×128 output tile per CTA, f32 accumulators promoted once per
+ *     128-wide K block; offsets live on the device; max_rows bounds any group's row count
+ *     (launch size; n_tokens·top_k is always safe). Dense is G = 1.
+ *   fp8_gemm_lt_*: cuBLASLt's block-scaled FP8 (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
+ *     for W, VEC128_32F for A; CUDA ≥ 12.9, Hopper) for dense shapes; the handle holds a
+ *     workspace. fp8_gemm_lt_create fails with RT_EUNSUPPORTED where the library lacks it.
+ *   bf16_gemm_cuda: the bf16 fallback, out [M, N] = x·Wᵀ with bf16 x, W (cuBLAS, f32 accum.).
+ *   ds_rmsnorm_cuda: y = w ⊙ x / sqrt(mean(x²) + eps), bf16 x/y, f32 w, one row per warp
+ *     group (the CPU twin is kernels/norm.h's rmsnorm_fwd). Optional residual: when res is
+ *     not NULL, x ← x + res first (written back to x, bf16) — the fused pre-norm add.
+ *   ds_rope_cuda: yarn_rope_apply (kernels/yarn.h), interleaved, on bf16 rows, with cos/sin
+ *     formed on the GPU from inv_freq and pos (angle = (f32)pos·inv_freq, times cs_scale).
+ */
+#ifndef RT_KERNELS_FP8_H
+#define RT_KERNELS_FP8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/threadpool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FP8_E4M3_MAX 448.0f
+#define FP8_BLOCK 128
+
+uint8_t fp8_from_f32(float f);
+
+int fp8_act_quant(const float *x, int64_t M, int64_t K, uint8_t *q, float *scale);
+int fp8_swiglu_quant(const float *gu, int64_t M, int64_t I, uint8_t *q, float *scale);
+
+int fp8_gemm(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M, int64_t N,
+             int64_t K, float *out_f32, uint16_t *out_bf16, tp_pool *pool);
+int fp8_gemm_grouped(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
+                     const int64_t *offsets, int64_t G, int64_t N, int64_t K, float *out_f32, uint16_t *out_bf16,
+                     tp_pool *pool);
+
+#ifdef RT_HAVE_CUDA
+int fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, void *stream);
+int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, float *scale, void *stream);
+int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
+                          const int32_t *offsets, int64_t G, int64_t max_rows, int64_t N, int64_t K, uint16_t *out,
+                          void *stream);
+
+typedef struct fp8_lt fp8_lt;   /* opaque; fp8_gemm_lt_create → fp8_gemm_lt_free */
+int fp8_gemm_lt_create(fp8_lt **out);
+void fp8_gemm_lt_free(fp8_lt *h);
+int fp8_gemm_lt(fp8_lt *h, const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M,
+                int64_t N, int64_t K, uint16_t *out, void *stream);
+int bf16_gemm_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, uint16_t *out,
+                   void *stream);
+
+int ds_rmsnorm_cuda(uint16_t *x, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps, uint16_t *y,
+                    void *stream);
+int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim,
+                 const int32_t *pos, const float *inv_freq, float cs_scale, void *stream);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
