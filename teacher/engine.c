@@ -179,7 +179,43 @@ bool te_busy(const te_engine *e) { return e->head || e->n_run > 0; }
 void te_stats_get(const te_engine *e, te_stats *s) {
     *s = (te_stats){.prompt_tokens = e->prompt_tokens, .generated_tokens = e->generated_tokens, .steps = e->steps,
                     .running = e->n_run, .queued = e->n_queued, .blocks_reserved = e->blocks_reserved,
-                    .blocks_total = e->blocks_total};
+                    .blocks_total = e->blocks_total,
+                    .blocks_in_use = kv_pool_blocks(e->kv) - kv_pool_free_blocks(e->kv)};
+}
+
+int te_cancel(te_engine *e, uint64_t tag) {
+    int dropped = 0, kept = 0;
+    for (int i = 0; i < e->n_run; i++) {
+        seq *s = e->run[i];
+        req *q = s->r;
+        if (q->r.tag != tag) {
+            e->run[kept++] = s;
+            continue;
+        }
+        if (--q->remaining == 0) {
+            e->blocks_reserved -= q->reserved;
+            req_free(q);
+        }
+        seq_free(e, s);
+        dropped++;
+    }
+    e->n_run = kept;
+    req *prev = NULL;
+    for (req *q = e->head; q;) {
+        req *next = q->next;
+        if (q->r.tag == tag) {
+            if (prev) prev->next = next;
+            else e->head = next;
+            if (e->tail == q) e->tail = prev;
+            e->n_queued--;
+            req_free(q);
+            dropped++;
+        } else {
+            prev = q;
+        }
+        q = next;
+    }
+    return dropped;
 }
 
 /* Blocks a request may ever use (see the header). */
@@ -337,6 +373,13 @@ static int advance(te_engine *e, seq *s, const float *logits, int *finished) {
     }
     s->ids[s->n_ids++] = tok;
     e->generated_tokens++;
+    if (e->o.on_token) {
+        int k = q->r.top_logprobs;
+        te_token ev = {.tag = q->r.tag, .sample = s->sample, .index = t, .id = tok, .has_logprob = s->lp != NULL,
+                       .logprob = s->lp ? s->lp[t] : 0, .top_ids = s->top_ids ? s->top_ids + t * k : NULL,
+                       .top_logprobs = s->top_lp ? s->top_lp + t * k : NULL, .top_k = s->top_ids ? k : 0};
+        e->o.on_token(e->o.user, &ev);
+    }
     for (int i = 0; i < q->r.n_stop_ids; i++)
         if (tok == q->r.stop_ids[i]) {
             *finished = 1;

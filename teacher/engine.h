@@ -30,6 +30,13 @@
  * is preempted; the others wait in the queue. A request that could never fit is refused by
  * te_submit (RT_ERANGE).
  *
+ * Streaming and cancelling: te_opts.on_token (NULL: none) is called from te_step, on the
+ * stepping thread, once for every token drawn, right after it is appended (the token that
+ * finishes a sample included, before that sample's result is made); the te_token it gets and
+ * its arrays are valid only during the call. te_cancel() drops every sequence and queued copy
+ * of the requests with a tag: their cache blocks and reservation are freed at once, and no
+ * result is returned for them.
+ *
  * Determinism: sample j of a request draws its t-th token with u = smp_uniform(seed, j, t)
  * (kernels/sample.h) from its own logits, so a request gives the same tokens alone, beside
  * other requests, or as part of n > 1 (sample j of n equals sample j of any other n > j).
@@ -91,17 +98,32 @@ typedef struct {
 } te_result;
 
 typedef struct {
+    uint64_t tag;
+    int sample;
+    int64_t index;                  /* position in the sample's output, 0-based */
+    int32_t id;
+    bool has_logprob;               /* the request asked for logprobs */
+    float logprob;
+    const int32_t *top_ids;         /* [top_k] or NULL */
+    const float *top_logprobs;      /* [top_k] or NULL */
+    int top_k;
+} te_token;
+
+typedef struct {
     int max_batch;                  /* sequences per step (0: 16) */
     int64_t cache_tokens;           /* KV positions over all sequences (0: 65536) */
     int64_t block_size;             /* positions per cache block (0: 16) */
     int64_t prefill_chunk;          /* prompt tokens per forward (0: 512) */
     const tok_tokenizer *tok;       /* borrowed; needed for stop strings */
+    void (*on_token)(void *user, const te_token *t);   /* NULL: none (see above) */
+    void *user;
 } te_opts;
 
 typedef struct {
     int64_t prompt_tokens, generated_tokens, steps;
     int running, queued;            /* sequences running, requests queued */
     int64_t blocks_reserved, blocks_total;
+    int64_t blocks_in_use;          /* cache blocks holding positions now */
 } te_stats;
 
 int te_engine_create(te_model *m, const te_opts *opts, te_engine **out);
@@ -109,6 +131,9 @@ void te_engine_free(te_engine *e);   /* NULL is fine; drops unfinished requests 
 
 int te_submit(te_engine *e, const te_request *r);
 int te_step(te_engine *e, te_result **results, size_t *n_results);
+/* Drops the requests tagged tag (queued or running); returns how many sequences and queued
+ * requests it dropped (0: none had that tag). */
+int te_cancel(te_engine *e, uint64_t tag);
 bool te_busy(const te_engine *e);    /* requests queued or running */
 void te_stats_get(const te_engine *e, te_stats *s);
 void te_results_free(te_result *r, size_t n);

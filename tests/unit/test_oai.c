@@ -1,0 +1,275 @@
+/* teacher/oai: request bodies into typed requests (every accepted form, and the 400 for
+ * each kind of bad input naming its parameter), the visible-text rule (stop strings,
+ * held-back partial stop strings and unfinished UTF-8), the reasoning split (hand-worked
+ * cases; fed byte by byte it gives what the final text gives at once) and the response
+ * pieces' JSON shapes as the OpenAI API reference spells them. */
+#include <jansson.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "teacher/oai.h"
+#include "testutil.h"
+
+static int parse(const char *body, oai_kind k, oai_request *r, oai_error *e) {
+    return oai_parse_request(body, strlen(body), k, r, e);
+}
+
+Test(oai, chat_request_with_every_field) {
+    const char *b = "{\"model\": \"m\", \"messages\": [{\"role\": \"developer\", \"content\": \"be brief\"},"
+                    "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}, {\"type\": \"text\", \"text\": \"b\"}]},"
+                    "{\"role\": \"assistant\", \"content\": \"x\", \"reasoning_content\": \"r\"}],"
+                    "\"n\": 3, \"temperature\": 0.5, \"top_p\": 0.9, \"top_k\": 40, \"min_p\": 0.05,"
+                    "\"max_completion_tokens\": 12, \"seed\": -3, \"stop\": [\"A\", \"BB\"], \"logprobs\": true,"
+                    "\"top_logprobs\": 4, \"stream\": true, \"stream_options\": {\"include_usage\": true},"
+                    "\"ignore_eos\": true, \"user\": \"u\", \"unknown_field\": {\"x\": 1}, \"tools\": []}";
+    oai_request r;
+    oai_error e;
+    cr_assert_eq(parse(b, OAI_CHAT, &r, &e), 0, "%s", e.message);
+    cr_assert_str_eq(r.model, "m");
+    cr_assert_eq(r.n_messages, 3);
+    cr_assert_str_eq(r.messages[0].role, "system");
+    cr_assert_str_eq(r.messages[1].content, "a\nb");
+    cr_assert_str_eq(r.messages[2].reasoning_content, "r");
+    cr_assert_null(r.messages[0].reasoning_content);
+    cr_assert_eq(r.n, 3);
+    cr_assert_float_eq(r.temperature, 0.5, 1e-12);
+    cr_assert_float_eq(r.top_p, 0.9, 1e-12);
+    cr_assert_eq(r.top_k, 40);
+    cr_assert_float_eq(r.min_p, 0.05, 1e-12);
+    cr_assert_eq(r.max_tokens, 12);
+    cr_assert(r.has_seed);
+    cr_assert_eq(r.seed, (uint64_t)-3);
+    cr_assert_eq(r.n_stop, 2);
+    cr_assert_str_eq(r.stop[1], "BB");
+    cr_assert(r.logprobs && r.top_logprobs == 4 && r.stream && r.include_usage && r.ignore_eos);
+    oai_request_free(&r);
+}
+
+Test(oai, defaults) {
+    oai_request r;
+    oai_error e;
+    cr_assert_eq(parse("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", OAI_CHAT, &r, &e), 0);
+    cr_assert(r.n == 1 && r.temperature == 1 && r.top_p == 1 && r.top_k == 0 && r.min_p == 0);
+    cr_assert(r.max_tokens == -1 && !r.has_seed && r.n_stop == 0 && !r.logprobs && !r.stream && !r.model);
+    oai_request_free(&r);
+    cr_assert_eq(parse("{\"prompt\": \"x\", \"stop\": \"\\n\", \"top_k\": -1, \"logprobs\": 0}", OAI_COMPLETION, &r, &e), 0);
+    cr_assert(r.n_stop == 1 && !strcmp(r.stop[0], "\n") && r.top_k == 0 && r.logprobs && r.top_logprobs == 0);
+    oai_request_free(&r);
+}
+
+Test(oai, completion_prompt_forms) {
+    oai_request r;
+    oai_error e;
+    cr_assert_eq(parse("{\"prompt\": \"hello\"}", OAI_COMPLETION, &r, &e), 0);
+    cr_assert(r.n_prompts == 1 && !strcmp(r.prompts[0].text, "hello"));
+    oai_request_free(&r);
+    cr_assert_eq(parse("{\"prompt\": [\"a\", \"b\"]}", OAI_COMPLETION, &r, &e), 0);
+    cr_assert(r.n_prompts == 2 && !strcmp(r.prompts[1].text, "b"));
+    oai_request_free(&r);
+    cr_assert_eq(parse("{\"prompt\": [5, 6, 7], \"logprobs\": 3}", OAI_COMPLETION, &r, &e), 0);
+    cr_assert(r.n_prompts == 1 && !r.prompts[0].text && r.prompts[0].n_ids == 3 && r.prompts[0].ids[2] == 7);
+    cr_assert(r.logprobs && r.top_logprobs == 3);
+    oai_request_free(&r);
+    cr_assert_eq(parse("{\"prompt\": [[1], [2, 3]]}", OAI_COMPLETION, &r, &e), 0);
+    cr_assert(r.n_prompts == 2 && r.prompts[1].n_ids == 2 && r.prompts[1].ids[0] == 2);
+    oai_request_free(&r);
+}
+
+/* Every bad body: 400, the parameter named, the request left empty. */
+Test(oai, bad_requests_are_400_naming_the_parameter) {
+    static const struct { oai_kind k; const char *body, *param, *needle; } cases[] = {
+        {OAI_CHAT, "{\"messages\": [", "", "invalid JSON"},
+        {OAI_CHAT, "[1, 2]", "", "JSON object"},
+        {OAI_CHAT, "{}", "messages", "required"},
+        {OAI_CHAT, "{\"messages\": []}", "messages", "non-empty"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}", "messages[0]", "tool"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\"}]}", "messages[0]", "content"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
+         "messages[0].content", "text"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 0}", "n", "'n'"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 1.5}", "n", "integer"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 2.5}", "temperature", "[0, 2]"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": \"hot\"}", "temperature", "number"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_p\": 0}", "top_p", "(0, 1]"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 0}", "max_tokens", "max_tokens"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"seed\": \"1\"}", "seed", "integer"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stop\": [\"\"]}", "stop", "non-empty"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stop\": 3}", "stop", "string"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}", "top_logprobs", "logprobs"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": 21}",
+         "top_logprobs", "[0, 20]"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream_options\": {\"include_usage\": true}}",
+         "stream_options", "stream"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"function\"}]}", "tools",
+         "not supported"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"presence_penalty\": 0.5}", "presence_penalty",
+         "not supported"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream\": 1}", "stream", "boolean"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"model\": 7}", "model", "string"},
+        {OAI_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"messages\": []}", "", "invalid JSON"},
+        {OAI_COMPLETION, "{}", "prompt", "required"},
+        {OAI_COMPLETION, "{\"prompt\": []}", "prompt", "empty"},
+        {OAI_COMPLETION, "{\"prompt\": [1, -2]}", "prompt", "token ids"},
+        {OAI_COMPLETION, "{\"prompt\": [\"a\", [1]]}", "prompt", "mixed"},
+        {OAI_COMPLETION, "{\"prompt\": 5}", "prompt", "string"},
+        {OAI_COMPLETION, "{\"prompt\": \"x\", \"echo\": true}", "echo", "not supported"},
+        {OAI_COMPLETION, "{\"prompt\": \"x\", \"logprobs\": true}", "logprobs", "integer"},
+        {OAI_COMPLETION, "{\"prompt\": \"x\", \"logprobs\": 21}", "logprobs", "[0, 20]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        oai_request r;
+        oai_error e;
+        int rc = parse(cases[i].body, cases[i].k, &r, &e);
+        cr_assert_eq(rc, RT_EINVAL, "case %zu (%s) gave %d", i, cases[i].body, rc);
+        cr_assert_eq(e.status, 400, "case %zu", i);
+        cr_assert_str_eq(e.param, cases[i].param, "case %zu: param '%s'", i, e.param);
+        cr_assert(strstr(e.message, cases[i].needle), "case %zu: '%s' lacks '%s'", i, e.message, cases[i].needle);
+        cr_assert(r.n_messages == 0 && r.n_prompts == 0 && r.n_stop == 0 && !r.model, "case %zu left data", i);
+        oai_request_free(&r);
+    }
+}
+
+Test(oai, error_object_shape) {
+    char *s = oai_error_json(400, "bad \"x\"", "temperature", NULL);
+    json_t *j = json_loads(s, 0, NULL);
+    cr_assert(j);
+    json_t *e = json_object_get(j, "error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "message")), "bad \"x\"");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "type")), "invalid_request_error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "param")), "temperature");
+    cr_assert(json_is_null(json_object_get(e, "code")));
+    json_decref(j);
+    free(s);
+    s = oai_error_json(401, "no", NULL, "invalid_api_key");
+    j = json_loads(s, 0, NULL);
+    e = json_object_get(j, "error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "type")), "authentication_error");
+    cr_assert(json_is_null(json_object_get(e, "param")));
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "invalid_api_key");
+    json_decref(j);
+    free(s);
+}
+
+Test(oai, envelope_usage_and_sse) {
+    json_t *j = oai_envelope(OAI_CHAT, true, "chatcmpl-1", 1700000000, "tiny");
+    json_object_set_new(j, "usage", oai_usage(5, 7));
+    char *s = oai_sse(j);
+    cr_assert_str_eq(s, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+                        "\"model\":\"tiny\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,"
+                        "\"total_tokens\":12}}\n\n");
+    free(s);
+    json_decref(j);
+    j = oai_envelope(OAI_COMPLETION, false, "cmpl-1", 1, "m");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "text_completion");
+    json_decref(j);
+    j = oai_envelope(OAI_CHAT, false, "c", 1, "m");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "chat.completion");
+    json_decref(j);
+}
+
+Test(oai, logprob_shapes) {
+    oai_token_lp top[2] = {{"Hi", 2, (const uint8_t *)"Hi", 2, -0.25f}, {" a", 2, (const uint8_t *)" a", 2, -2.0f}};
+    oai_pos_lp p[2] = {{{"Hi", 2, (const uint8_t *)"Hi", 2, -0.25f}, top, 2}, {{"\xEF\xBF\xBD", 3, (const uint8_t *)"\xC3", 1, -1.5f}, NULL, 0}};
+    json_t *c = oai_logprobs_chat(p, 2);
+    char *s = json_dumps(c, JSON_COMPACT);
+    cr_assert_str_eq(s, "{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.25,\"bytes\":[72,105],\"top_logprobs\":["
+                        "{\"token\":\"Hi\",\"logprob\":-0.25,\"bytes\":[72,105]},{\"token\":\" a\",\"logprob\":-2.0,"
+                        "\"bytes\":[32,97]}]},{\"token\":\"\xEF\xBF\xBD\",\"logprob\":-1.5,\"bytes\":[195],"
+                        "\"top_logprobs\":[]}],\"refusal\":null}");
+    free(s);
+    json_decref(c);
+    c = oai_logprobs_completion(p, 2, 10);
+    s = json_dumps(c, JSON_COMPACT);
+    cr_assert_str_eq(s, "{\"tokens\":[\"Hi\",\"\xEF\xBF\xBD\"],\"token_logprobs\":[-0.25,-1.5],\"top_logprobs\":"
+                        "[{\"Hi\":-0.25,\" a\":-2.0},null],\"text_offset\":[10,12]}");
+    free(s);
+    json_decref(c);
+}
+
+Test(oai, visible_text) {
+    char *stop[] = {"END", "xy"};
+    cr_assert_eq(oai_visible_len("hello", 5, stop, 2, false), 5);
+    cr_assert_eq(oai_visible_len("helloEN", 7, stop, 2, false), 5);       /* "EN" may become END */
+    cr_assert_eq(oai_visible_len("helloEN", 7, stop, 2, true), 7);        /* finished: it did not */
+    cr_assert_eq(oai_visible_len("helloENDxy", 10, stop, 2, false), 5);   /* cut at the first stop */
+    cr_assert_eq(oai_visible_len("abxyEND", 7, stop, 2, true), 2);
+    cr_assert_eq(oai_visible_len("ab x", 4, stop, 2, false), 3);
+    cr_assert_eq(oai_visible_len("ab\xEF\xBF\xBD", 5, NULL, 0, false), 2);  /* unfinished UTF-8 */
+    cr_assert_eq(oai_visible_len("ab\xEF\xBF\xBD", 5, NULL, 0, true), 5);
+}
+
+typedef struct {
+    const char *text;
+    bool opened;
+    const char *reasoning, *content;
+    bool has_reasoning;
+} split_case;
+
+static void split_all(const char *t, size_t n, bool opened, size_t step, char **rea, char **con, bool *has) {
+    oai_split s;
+    oai_split_init(&s, opened);
+    oai_buf r = {0}, c = {0};
+    oai_buf_put(&r, "", 0);
+    oai_buf_put(&c, "", 0);
+    for (size_t at = step; at < n; at += step) {
+        oai_buf dr = {0}, dc = {0};   /* deltas, as a stream sends them */
+        cr_assert_eq(oai_split_feed(&s, t, at, false, &dr, &dc), 0);
+        oai_buf_put(&r, dr.s ? dr.s : "", dr.len);
+        oai_buf_put(&c, dc.s ? dc.s : "", dc.len);
+        oai_buf_free(&dr);
+        oai_buf_free(&dc);
+    }
+    cr_assert_eq(oai_split_feed(&s, t, n, true, &r, &c), 0);
+    *rea = r.s;
+    *con = c.s;
+    *has = s.reasoning;
+}
+
+Test(oai, reasoning_split_whole_and_piecewise) {
+    static const split_case cases[] = {
+        {"Let me add.\n</think>\n\nIt is 4.", true, "Let me add.\n", "It is 4.", true},
+        {"<think>hmm</think>answer", false, "hmm", "answer", true},
+        {"  \n<think>\nhmm\n</think>  answer </think> x", false, "\nhmm\n", "answer </think> x", true},
+        {"plain answer", false, "", "plain answer", false},
+        {"<thin", false, "", "<thin", false},
+        {"still thinking </thi", true, "still thinking </thi", "", true},
+        {"no tag <think> inside", false, "", "no tag <think> inside", false},
+        {"</think>", true, "", "", true},
+        {"", false, "", "", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const split_case *k = &cases[i];
+        size_t n = strlen(k->text);
+        for (size_t step = 1; step <= n + 1; step++) {
+            char *r, *c;
+            bool has;
+            split_all(k->text, n, k->opened, step, &r, &c, &has);
+            cr_assert_str_eq(r, k->reasoning, "case %zu step %zu: reasoning '%s'", i, step, r);
+            cr_assert_str_eq(c, k->content, "case %zu step %zu: content '%s'", i, step, c);
+            cr_assert_eq(has, k->has_reasoning, "case %zu", i);
+            free(r);
+            free(c);
+        }
+    }
+}
+
+/* A delta never shows a piece of the closing tag as reasoning. */
+Test(oai, split_holds_back_a_partial_tag) {
+    oai_split s;
+    oai_split_init(&s, true);
+    oai_buf r = {0}, c = {0};
+    const char *t = "abc</thi";
+    cr_assert_eq(oai_split_feed(&s, t, strlen(t), false, &r, &c), 0);
+    cr_assert_str_eq(r.s, "abc");
+    cr_assert_eq(c.len, 0);
+    oai_buf_free(&r);
+    t = "abc</think>\n";
+    cr_assert_eq(oai_split_feed(&s, t, strlen(t), false, &r, &c), 0);
+    cr_assert_eq(r.len, 0);
+    cr_assert_eq(c.len, 0);   /* leading whitespace of the content waits */
+    t = "abc</think>\nX";
+    cr_assert_eq(oai_split_feed(&s, t, strlen(t), false, &r, &c), 0);
+    cr_assert_str_eq(c.s, "X");
+    oai_buf_free(&r);
+    oai_buf_free(&c);
+}
