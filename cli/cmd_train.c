@@ -1,5 +1,6 @@
 /* cli/cmd_train.c — `retort train`: SFT of a dense student on packed shards. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/comm.h"
 #include "core/fsutil.h"
 #include "core/json.h"
 #include "core/status.h"
@@ -18,7 +20,7 @@
 
 typedef struct {
     const char *init, *model, *data, *out, *resume, *log;
-    int64_t seq, save_every, threads;
+    int64_t seq, save_every, threads, zero;
     double epochs;
     rt_dtype dtype;
     tr_options o;
@@ -49,7 +51,7 @@ static int parse_f64(const char *s, double *out) {
 }
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
-       O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS };
+       O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -66,10 +68,12 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"threads", required_argument, 0, O_THREADS}, {"checkpoint-layers", no_argument, 0, O_CKPT},
         {"ce-chunk", required_argument, 0, O_CHUNK}, {"beta1", required_argument, 0, O_B1},
         {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
+        {"zero", required_argument, 0, O_ZERO},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
     a->dtype = RT_DT_BF16;
+    a->zero = -1;
     int ch, bad = 0;
     int64_t iv;
     optind = 0;
@@ -101,6 +105,12 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_THREADS: bad = parse_i64(v, 1, &a->threads); break;
         case O_CHUNK: bad = parse_i64(v, 1, &a->o.ce_chunk); break;
         case O_CKPT: a->o.checkpoint_layers = true; break;
+        case O_ZERO:
+            bad = parse_i64(v, 0, &a->zero);
+            if (!bad && a->zero == 3)
+                return cli_usage_error("train", "--zero 3 (sharded parameters) is not implemented yet: use 0, 1 or 2");
+            bad = bad || a->zero > 2;
+            break;
         case O_SCHED:
             if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;
             else if (!strcmp(v, "linear")) a->o.schedule = TR_SCHED_LINEAR;
@@ -162,44 +172,71 @@ static int log_step(FILE *f, const tr_stats *s, double tps) {
     return rc;
 }
 
-static int save_step(tr_trainer *t, const train_args *a) {
+/* Collective; rank 0 writes, and reports a failure (the other ranks hear of it and stop). */
+static int save_step(tr_trainer *t, const train_args *a, int rank) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/step-%lld", a->out, (long long)tr_steps_done(t));
-    if (tr_save(t, dir, a->dtype)) return cli_fail("train");
+    if (tr_save(t, dir, a->dtype)) return rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
     return 0;
 }
 
-static int run(train_args *a, tp_pool *pool) {
+/* Everything before the first step; identical on every rank. 0, or a status with the message
+ * recorded (nothing printed). */
+static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out) {
+    *out = NULL;
     sd_data *d;
-    if (sd_open(a->data, &d)) return cli_fail("train");
+    int rc = sd_open(a->data, &d), P = comm_size(comm);
+    if (rc) return rc;
     if (a->seq && a->seq != (int64_t)sd_seq_len(d)) {
-        fprintf(stderr, "retort: train: --seq %lld, but the shards in %s hold sequences of %u tokens\n",
-                (long long)a->seq, a->data, sd_seq_len(d));
+        rc = rt_fail(RT_EINVAL, "--seq %lld, but the shards in %s hold sequences of %u tokens", (long long)a->seq, a->data,
+                     sd_seq_len(d));
         sd_close(d);
-        return EXIT_RUNTIME;
+        return rc;
     }
     if (a->epochs > 0) {
-        double per = (double)(a->o.batch * a->o.grad_accum);
+        double per = (double)(a->o.batch * a->o.grad_accum * P);
         a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(d) / per);
         if (a->o.steps < 1) a->o.steps = 1;
     }
+    a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
     sm_model *m;
-    if (load_model(a, &m)) { sd_close(d); return cli_fail("train"); }
+    if ((rc = load_model(a, &m))) { sd_close(d); return rc; }
     tr_trainer *t;
-    if (tr_create(m, d, &a->o, pool, &t)) return cli_fail("train");
-    if (a->resume && tr_resume(t, a->resume)) { tr_free(t); return cli_fail("train"); }
-    if (mkdir(a->out, 0755) && errno != EEXIST) {
-        fprintf(stderr, "retort: train: cannot create %s: %s\n", a->out, strerror(errno));
+    if ((rc = tr_create_dp(m, d, &a->o, pool, comm, &t))) return rc;
+    if (a->resume && (rc = tr_resume(t, a->resume))) { tr_free(t); return rc; }
+    if (comm_rank(comm) == 0 && mkdir(a->out, 0755) && errno != EEXIST) {
+        rc = rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
         tr_free(t);
-        return EXIT_RUNTIME;
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
+    int rank = comm_rank(comm), P = comm_size(comm);
+    tr_trainer *t = NULL;
+    int rc = setup(a, pool, comm, &t);
+    if (P > 1) {   /* agree, so that no rank waits in a collective for one that gave up; the
+                    * lowest failing rank reports (the others fail the same way, or wait) */
+        int32_t first = rc ? rank : P;
+        if (comm_allreduce(comm, &first, &first, 1, RT_DT_I32, COMM_MIN)) first = rank;
+        if (first < P) {
+            tr_free(t);
+            return first == rank ? cli_fail("train") : EXIT_RUNTIME;
+        }
+    } else if (rc) {
+        return cli_fail("train");
     }
     FILE *lf = NULL;
-    if (a->log && !(lf = fopen(a->log, "a"))) {
+    if (rank == 0 && a->log && !(lf = fopen(a->log, "a"))) {
+        /* rank 0 alone: the others learn it at the first collective, when rank 0 has left */
         fprintf(stderr, "retort: train: cannot open log %s: %s\n", a->log, strerror(errno));
         tr_free(t);
         return EXIT_RUNTIME;
     }
-    int tty = isatty(2), rc = EXIT_OK;
+    int tty = rank == 0 && isatty(2);
+    rc = EXIT_OK;
     int64_t start = tr_steps_done(t), done = start;
     double t0 = now_s();
     while (rc == EXIT_OK && done < a->o.steps) {
@@ -209,12 +246,12 @@ static int run(train_args *a, tp_pool *pool) {
         done = s.step;
         double now = now_s(), tps = (double)s.tokens / (now - ts);
         double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
-        progress(&s, a->o.steps, tps, eta, tty);
+        if (rank == 0) progress(&s, a->o.steps, tps, eta, tty);
         if (lf && log_step(lf, &s, tps)) {
             fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
             rc = EXIT_RUNTIME;
         }
-        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) rc = save_step(t, a);
+        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) rc = save_step(t, a, rank);
     }
     if (tty) fputc('\n', stderr);
     if (lf) fclose(lf);
@@ -222,14 +259,35 @@ static int run(train_args *a, tp_pool *pool) {
     return rc;
 }
 
+/* Under mpirun every rank runs this; rank 0 alone prints progress, writes the log and the
+ * checkpoints, and reports errors that every rank meets alike (usage, data, model). */
 int cmd_train(int argc, char **argv) {
+    rt_comm *comm;
+    if (comm_open(COMM_AUTO, &comm)) return cli_fail("train");
+    int rank = comm_rank(comm), saved = -1;
+    if (rank > 0) {   /* the same usage error on every rank: rank 0's line is enough */
+        fflush(stderr);
+        saved = dup(2);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) { dup2(null, 2); close(null); }
+    }
     train_args a = {0};
     int rc = parse_args(argc, argv, &a);
-    if (rc) return rc < 0 ? EXIT_OK : rc;
+    if (saved >= 0) { fflush(stderr); dup2(saved, 2); close(saved); }
+    if (rc) {
+        comm_close(comm);
+        return rc < 0 ? EXIT_OK : rc;
+    }
+    if (!a.threads && comm_size(comm) > 1) {   /* the node's CPUs shared by its ranks */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        a.threads = cpus / comm_local_size(comm);
+        if (a.threads < 1) a.threads = 1;
+    }
     mm_blas_single_thread();
     tp_pool *pool = NULL;
-    if (tp_create((int)a.threads, &pool)) return cli_fail("train");
-    rc = run(&a, pool);
+    if (tp_create((int)a.threads, &pool)) { comm_close(comm); return cli_fail("train"); }
+    rc = run(&a, pool, comm);
     tp_free(pool);
+    comm_close(comm);
     return rc;
 }

@@ -6,14 +6,8 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/comm_int.h"
 #include "core/status.h"
-
-struct rt_comm {
-    comm_backend backend;
-    int rank, size;
-    int finalize;          /* we called MPI_Init */
-    MPI_Comm mpi;
-};
 
 #define MPI_TRY(call)                                                                         \
     do {                                                                                      \
@@ -35,6 +29,7 @@ int comm_open(comm_backend backend, rt_comm **out) {
     rt_comm *c = rt_calloc(1, sizeof *c);
     if (!c) return RT_ENOMEM;
     if (backend == COMM_AUTO) backend = launched_by_mpirun() ? COMM_MPI : COMM_SINGLE;
+    if (backend == COMM_NCCL) { free(c); return rt_fail(RT_EINVAL, "comm_open: NCCL communicators come from comm_open_nccl"); }
     c->backend = backend;
     c->size = 1;
     if (backend == COMM_MPI) {
@@ -55,13 +50,78 @@ int comm_open(comm_backend backend, rt_comm **out) {
 
 void comm_close(rt_comm *c) {
     if (!c) return;
+#ifdef RT_HAVE_CUDA
+    if (c->backend == COMM_NCCL) nccl_close(c);
+#endif
     if (c->finalize) MPI_Finalize();
     free(c);
 }
 
 int comm_rank(const rt_comm *c) { return c->rank; }
 int comm_size(const rt_comm *c) { return c->size; }
-const char *comm_backend_name(const rt_comm *c) { return c->backend == COMM_MPI ? "mpi" : "single"; }
+const char *comm_backend_name(const rt_comm *c) {
+    return c->backend == COMM_MPI ? "mpi" : c->backend == COMM_NCCL ? "nccl" : "single";
+}
+
+/* The ranks sharing this rank's node: a shared-memory split of the host communicator. */
+static int local_split(const rt_comm *c, int *rank, int *size) {
+    *rank = 0;
+    *size = 1;
+    if (c->backend == COMM_NCCL) return local_split(c->host, rank, size);
+    if (c->backend != COMM_MPI) return 0;
+    MPI_Comm node;
+    if (MPI_Comm_split_type(c->mpi, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node) != MPI_SUCCESS) return -1;
+    MPI_Comm_rank(node, rank);
+    MPI_Comm_size(node, size);
+    MPI_Comm_free(&node);
+    return 0;
+}
+
+int comm_local_rank(const rt_comm *c) {
+    int r, n;
+    local_split(c, &r, &n);
+    return r;
+}
+
+int comm_local_size(const rt_comm *c) {
+    int r, n;
+    local_split(c, &r, &n);
+    return n;
+}
+
+int comm_open_nccl(rt_comm *host, int device, void *stream, rt_comm **out) {
+    *out = NULL;
+#ifdef RT_HAVE_CUDA
+    if (!host || host->backend == COMM_NCCL) return rt_fail(RT_EINVAL, "comm_open_nccl: the host communicator must be single or MPI");
+    rt_comm *c = rt_calloc(1, sizeof *c);
+    if (!c) return RT_ENOMEM;
+    c->backend = COMM_NCCL;
+    c->rank = host->rank;
+    c->size = host->size;
+    c->host = host;
+    int rc = nccl_open(host, device, stream, c);
+    if (rc) { free(c); return rc; }
+    *out = c;
+    return 0;
+#else
+    (void)host; (void)device; (void)stream;
+    return rt_fail(RT_EUNSUPPORTED, "NCCL communicator: this retort was built without CUDA");
+#endif
+}
+
+int comm_sync(rt_comm *c) {
+#ifdef RT_HAVE_CUDA
+    if (c->backend == COMM_NCCL) return nccl_sync(c);
+#endif
+    (void)c;
+    return 0;
+}
+
+#ifdef RT_HAVE_CUDA
+#define NCCL_DISPATCH(call) do { if (c->backend == COMM_NCCL) return call; } while (0)
+#else
+#define NCCL_DISPATCH(call) do { } while (0)
+#endif
 
 static int mpi_type(rt_dtype dt, MPI_Datatype *t) {
     switch (dt) {
@@ -101,6 +161,7 @@ static int accumulate(void *acc, const void *x, size_t n, rt_dtype dt, comm_op o
 }
 
 int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op) {
+    NCCL_DISPATCH(nccl_reduce_scatter(c, send, recv, recv_count, dt, op));
     size_t es = rt_dtype_size(dt), P = (size_t)c->size;
     MPI_Datatype t = MPI_DATATYPE_NULL;
     int rc = mpi_type(dt, &t);
@@ -111,7 +172,8 @@ int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_co
         return 0;
     }
     if ((rc = int_count(recv_count))) return rc;
-    /* every rank's block r lands on rank r, in rank order; then reduce in that order */
+    /* every rank's block r lands on rank r, in rank order; then reduce in that order
+     * (send is not read after the exchange, so recv may lie inside it) */
     unsigned char *all = rt_malloc(P * recv_count * es);
     if (!all) return RT_ENOMEM;
     int e = MPI_Alltoall(send, (int)recv_count, t, all, (int)recv_count, t, c->mpi);
@@ -123,6 +185,7 @@ int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_co
 }
 
 int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
+    NCCL_DISPATCH(nccl_allgather(c, send, recv, send_count, dt));
     MPI_Datatype t = MPI_DATATYPE_NULL;
     int rc = mpi_type(dt, &t);
     if (rc) return rc;
@@ -131,11 +194,34 @@ int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, 
         return 0;
     }
     if ((rc = int_count(send_count))) return rc;
-    MPI_TRY(MPI_Allgather(send == recv ? MPI_IN_PLACE : send, (int)send_count, t, recv, (int)send_count, t, c->mpi));
+    /* in place: this rank's block already sits at recv + rank·send_count (send == recv is the
+     * old spelling of the same for rank 0's callers, kept) */
+    const unsigned char *own = (const unsigned char *)recv + (size_t)c->rank * send_count * rt_dtype_size(dt);
+    int in_place = send == recv || (const unsigned char *)send == own;
+    if (in_place && send != own) memmove((void *)own, send, send_count * rt_dtype_size(dt));
+    MPI_TRY(MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)send_count, t, recv, (int)send_count, t, c->mpi));
+    return 0;
+}
+
+int comm_gather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt, int root) {
+    if (root < 0 || root >= c->size) return rt_fail(RT_EINVAL, "gather root %d is not a rank (size %d)", root, c->size);
+    NCCL_DISPATCH(nccl_gather(c, send, recv, send_count, dt, root));
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int rc = mpi_type(dt, &t);
+    if (rc) return rc;
+    if (c->backend == COMM_SINGLE) {
+        memmove(recv, send, send_count * rt_dtype_size(dt));
+        return 0;
+    }
+    if ((rc = int_count(send_count))) return rc;
+    int in_place = c->rank == root &&
+                   (const unsigned char *)send == (const unsigned char *)recv + (size_t)root * send_count * rt_dtype_size(dt);
+    MPI_TRY(MPI_Gather(in_place ? MPI_IN_PLACE : send, (int)send_count, t, recv, (int)send_count, t, root, c->mpi));
     return 0;
 }
 
 int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op) {
+    NCCL_DISPATCH(nccl_allreduce(c, send, recv, count, dt, op));
     size_t es = rt_dtype_size(dt), P = (size_t)c->size;
     if (c->backend == COMM_SINGLE || P == 1) {
         MPI_Datatype t = MPI_DATATYPE_NULL;
@@ -169,6 +255,7 @@ static int to_int_array(const size_t *v, int n, int **out) {
 
 int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
                    const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
+    NCCL_DISPATCH(nccl_alltoallv(c, send, send_counts, send_displs, recv, recv_counts, recv_displs, dt));
     MPI_Datatype t = MPI_DATATYPE_NULL;
     int rc = mpi_type(dt, &t);
     if (rc) return rc;
@@ -191,10 +278,11 @@ int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, cons
 }
 
 int comm_broadcast(rt_comm *c, void *buf, size_t count, rt_dtype dt, int root) {
+    if (root < 0 || root >= c->size) return rt_fail(RT_EINVAL, "broadcast root %d is not a rank (size %d)", root, c->size);
+    NCCL_DISPATCH(nccl_broadcast(c, buf, count, dt, root));
     MPI_Datatype t = MPI_DATATYPE_NULL;
     int rc = mpi_type(dt, &t);
     if (rc) return rc;
-    if (root < 0 || root >= c->size) return rt_fail(RT_EINVAL, "broadcast root %d is not a rank (size %d)", root, c->size);
     if (c->backend == COMM_SINGLE) return 0;
     if ((rc = int_count(count))) return rc;
     MPI_TRY(MPI_Bcast(buf, (int)count, t, root, c->mpi));
@@ -202,6 +290,12 @@ int comm_broadcast(rt_comm *c, void *buf, size_t count, rt_dtype dt, int root) {
 }
 
 int comm_barrier(rt_comm *c) {
+#ifdef RT_HAVE_CUDA
+    if (c->backend == COMM_NCCL) {
+        int rc = nccl_sync(c);
+        return rc ? rc : comm_barrier(c->host);
+    }
+#endif
     if (c->backend == COMM_SINGLE) return 0;
     MPI_TRY(MPI_Barrier(c->mpi));
     return 0;

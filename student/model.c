@@ -127,6 +127,21 @@ static int model_new(const json_t *config, sm_model **out) {
     return 0;
 }
 
+int sm_pad_flat(sm_model *m, int64_t n_alloc) {
+    if (n_alloc < m->n_params) return rt_fail(RT_EINVAL, "sm_pad_flat: %lld < %lld parameters", (long long)n_alloc,
+                                             (long long)m->n_params);
+    float *p = rt_aligned_alloc(64, (size_t)n_alloc * sizeof(float)), *g = rt_aligned_alloc(64, (size_t)n_alloc * sizeof(float));
+    if (!p || !g) { free(p); free(g); return RT_ENOMEM; }
+    memcpy(p, m->params, (size_t)m->n_params * sizeof(float));
+    memset(p + m->n_params, 0, (size_t)(n_alloc - m->n_params) * sizeof(float));
+    memset(g, 0, (size_t)n_alloc * sizeof(float));
+    free(m->params);
+    free(m->grads);
+    m->params = p;
+    m->grads = g;
+    return 0;
+}
+
 void sm_free(sm_model *m) {
     if (!m) return;
     json_decref(m->config_json);

@@ -68,6 +68,9 @@ int sm_load(const char *dir, sm_model **out);
 int sm_save(const sm_model *m, const char *dir, rt_dtype dtype);
 void sm_free(sm_model *m);
 const sm_tensor *sm_find(const sm_model *m, const char *name);
+/* Reallocate params and grads to n_alloc ≥ n_params elements (the tail zero), for the
+ * data-parallel trainer's equal shards (student/zero.h); contents kept, old pointers invalid. */
+int sm_pad_flat(sm_model *m, int64_t n_alloc);
 
 typedef struct {
     int64_t T;

@@ -15,6 +15,7 @@
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "kernels/optim.h"
+#include "student/zero.h"
 
 #define STATE_FORMAT "retort-trainer-state"
 #define STATE_VERSION 1
@@ -25,7 +26,10 @@ struct tr_trainer {
     tr_options o;
     tp_pool *pool;
     sm_acts *acts;
-    float *mom1, *mom2;                  /* [n_params] */
+    rt_comm *comm;                       /* borrowed; NULL: one rank */
+    zr_layout z;
+    float *mom1, *mom2;                  /* [zr_state_len]: element i of the flat buffer at i − mbase */
+    int64_t mbase;                       /* 0 (replicated) or rank·S (sharded) */
     int64_t step;                        /* updates done */
     sd_position pos;
     int64_t N;                           /* sequence length */
@@ -35,7 +39,7 @@ struct tr_trainer {
 void tr_options_default(tr_options *o) {
     *o = (tr_options){.batch = 1, .grad_accum = 1, .steps = 1, .lr = 1e-4, .min_lr_ratio = 0.1, .warmup = 0,
                       .schedule = TR_SCHED_COSINE, .weight_decay = 0.0, .clip = 1.0, .beta1 = 0.9, .beta2 = 0.95,
-                      .eps = 1e-8, .seed = 0};
+                      .eps = 1e-8, .seed = 0, .zero = 0};
 }
 
 double tr_lr_at(const tr_options *o, int64_t s) {
@@ -55,14 +59,26 @@ static int check_options(const tr_options *o) {
     if (!(o->lr > 0) || !(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1) || o->warmup < 0 || !(o->weight_decay >= 0) ||
         !(o->clip >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0))
         return rt_fail(RT_EINVAL, "lr > 0, min-lr-ratio in [0, 1], warmup ≥ 0, weight-decay ≥ 0, clip ≥ 0 expected");
+    if (o->zero < 0 || o->zero > 2) return rt_fail(RT_EINVAL, "ZeRO level %d: 0, 1 or 2 expected", o->zero);
     return 0;
 }
 
 int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out) {
+    return tr_create_dp(m, d, o, pool, NULL, out);
+}
+
+int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt_comm *comm, tr_trainer **out) {
     *out = NULL;
+    int P = comm ? comm_size(comm) : 1, rank = comm ? comm_rank(comm) : 0;
     int rc = check_options(o);
     if (!rc && (int64_t)sd_vocab_size(d) > m->V)
         rc = rt_fail(RT_EINVAL, "the shards use a vocabulary of %u tokens, the model has %lld", sd_vocab_size(d), (long long)m->V);
+    if (!rc && P > 1 && (uint64_t)(o->batch * o->grad_accum * P) > sd_num_seqs(d))
+        rc = rt_fail(RT_EINVAL,
+                     "a step of %lld sequences (batch %lld × grad-accum %lld × %d ranks) is more than the %llu sequences "
+                     "in the data: every rank needs sequences of its own",
+                     (long long)(o->batch * o->grad_accum * P), (long long)o->batch, (long long)o->grad_accum, P,
+                     (unsigned long long)sd_num_seqs(d));
     tr_trainer *t = rc ? NULL : rt_calloc(1, sizeof *t);
     if (!t) {
         sm_free(m);
@@ -75,9 +91,13 @@ int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_tr
     t->pool = pool;
     t->N = sd_seq_len(d);
     t->pos.seed = o->seed;
-    int64_t T = o->batch * t->N, all = T * o->grad_accum;
-    t->mom1 = rt_aligned_alloc(64, (size_t)m->n_params * sizeof(float));
-    t->mom2 = rt_aligned_alloc(64, (size_t)m->n_params * sizeof(float));
+    t->comm = comm;
+    zr_layout_init(&t->z, m->n_params, rank, P, o->zero);
+    t->mbase = o->zero ? (int64_t)rank * t->z.shard : 0;
+    if (t->z.padded > m->n_params && (rc = sm_pad_flat(m, t->z.padded))) { tr_free(t); return rc; }
+    int64_t T = o->batch * t->N, all = T * o->grad_accum, ns = zr_state_len(&t->z);
+    t->mom1 = rt_aligned_alloc(64, (size_t)ns * sizeof(float));
+    t->mom2 = rt_aligned_alloc(64, (size_t)ns * sizeof(float));
     t->tokens = rt_malloc((size_t)all * sizeof(int32_t));
     t->doc_start = rt_malloc((size_t)all * sizeof(int32_t));
     t->posi = rt_malloc((size_t)all * sizeof(int32_t));
@@ -85,8 +105,8 @@ int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_tr
     if (!t->mom1 || !t->mom2 || !t->tokens || !t->doc_start || !t->posi || !t->target) rc = RT_ENOMEM;
     if (!rc) rc = sm_acts_create(m, T, o->checkpoint_layers, o->ce_chunk, &t->acts);
     if (rc) { tr_free(t); return rc; }
-    memset(t->mom1, 0, (size_t)m->n_params * sizeof(float));
-    memset(t->mom2, 0, (size_t)m->n_params * sizeof(float));
+    memset(t->mom1, 0, (size_t)ns * sizeof(float));
+    memset(t->mom2, 0, (size_t)ns * sizeof(float));
     *out = t;
     return 0;
 }
@@ -108,9 +128,28 @@ void tr_free(tr_trainer *t) {
 int64_t tr_steps_done(const tr_trainer *t) { return t->step; }
 const sm_model *tr_model(const tr_trainer *t) { return t->m; }
 
+/* Advance a data position by k sequences without reading them, exactly as sd_read moves it. */
+static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
+    uint64_t n = sd_num_seqs(d);
+    while (k > 0) {
+        if (p->cursor >= n) {
+            p->epoch++;
+            p->cursor = 0;
+        }
+        uint64_t take = k < n - p->cursor ? k : n - p->cursor;
+        p->cursor += take;
+        k -= take;
+    }
+}
+
+static int step_fail(int rc) { return rt_errorf(rc, "data-parallel step"); }
+
 int tr_step(tr_trainer *t, tr_stats *st) {
     sm_model *m = t->m;
-    int64_t T = t->o.batch * t->N, A = t->o.grad_accum, total = 0;
+    const zr_layout *z = &t->z;
+    int64_t T = t->o.batch * t->N, A = t->o.grad_accum, total = 0, P = z->ranks;
+    /* the step's B·A·P sequences in data order; rank r reads the r-th run of B·A of them */
+    skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * t->o.batch * A));
     for (int64_t a = 0; a < A; a++) {
         int64_t n;
         int rc = sd_read(t->d, &t->pos, t->o.batch, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T,
@@ -118,32 +157,41 @@ int tr_step(tr_trainer *t, tr_stats *st) {
         if (rc) return rc;
         total += n;
     }
+    skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * t->o.batch * A));
+    int rc = 0;
+    if (P > 1 && (rc = comm_allreduce(t->comm, &total, &total, 1, RT_DT_I64, COMM_SUM))) return step_fail(rc);
     memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
     double loss_sum = 0;
     float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
     for (int64_t a = 0; a < A; a++) {
         sm_batch b = {T, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T};
         double ls;
-        int rc = sm_forward_backward(m, t->acts, &b, scale, &ls, t->pool);
-        if (rc) return rc;
+        if ((rc = sm_forward_backward(m, t->acts, &b, scale, &ls, t->pool))) return rc;
         loss_sum += ls;
     }
-    double norm = sqrt(vec_sumsq(m->grads, (size_t)m->n_params, t->pool));
+    double sumsq = 0;
+    if (P > 1 && (rc = comm_allreduce(t->comm, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM))) return step_fail(rc);
+    if ((rc = zr_reduce_grads(z, t->comm, m->grads))) return step_fail(rc);
+    if ((rc = zr_grad_sumsq(z, t->comm, m->grads, t->pool, &sumsq))) return step_fail(rc);
+    double norm = sqrt(sumsq);
     if (t->o.clip > 0) {
         double coef = t->o.clip / (norm + 1e-6);
-        if (coef < 1.0) vec_scale(m->grads, (size_t)m->n_params, (float)coef, t->pool);
+        if (coef < 1.0) vec_scale(m->grads + z->lo, (size_t)(z->hi - z->lo), (float)coef, t->pool);
     }
     double lr = tr_lr_at(&t->o, t->step);
     t->step++;
-    for (size_t i = 0; i < m->n_tensors; i++) {
+    for (size_t i = 0; i < m->n_tensors; i++) {   /* each tensor's part inside [lo, hi) */
         const sm_tensor *x = &m->tensors[i];
+        int64_t a = x->offset > z->lo ? x->offset : z->lo, b = x->offset + x->numel < z->hi ? x->offset + x->numel : z->hi;
+        if (a >= b) continue;
         adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
                            .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
-        adamw_step(m->params + x->offset, m->grads + x->offset, t->mom1 + x->offset, t->mom2 + x->offset,
-                   (size_t)x->numel, &h, t->pool);
+        adamw_step(m->params + a, m->grads + a, t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase), (size_t)(b - a), &h,
+                   t->pool);
     }
+    if ((rc = zr_gather_params(z, t->comm, m->params))) return step_fail(rc);
     *st = (tr_stats){.step = t->step, .loss = total > 0 ? loss_sum / (double)total : 0.0, .lr = lr, .grad_norm = norm,
-                     .tokens = T * A, .loss_tokens = total, .epoch = t->pos.epoch};
+                     .tokens = T * A * P, .loss_tokens = total, .epoch = t->pos.epoch};
     return 0;
 }
 
@@ -180,7 +228,8 @@ static int write_state(const tr_trainer *t, const char *dir) {
     return rc;
 }
 
-static int write_optimizer(const tr_trainer *t, const char *dir, bool master) {
+/* m1, m2: the full moments, in the flat layout. */
+static int write_optimizer(const tr_trainer *t, const float *m1, const float *m2, const char *dir, bool master) {
     const sm_model *m = t->m;
     size_t n = m->n_tensors * (master ? 3 : 2);
     st_wtensor *ts = rt_calloc(n, sizeof *ts);
@@ -189,7 +238,7 @@ static int write_optimizer(const tr_trainer *t, const char *dir, bool master) {
     int rc = (!ts || !names || !path) ? RT_ENOMEM : 0;
     for (size_t i = 0, k = 0; !rc && i < m->n_tensors; i++) {
         const sm_tensor *x = &m->tensors[i];
-        const float *src[3] = {t->mom1 + x->offset, t->mom2 + x->offset, m->params + x->offset};
+        const float *src[3] = {m1 + x->offset, m2 + x->offset, m->params + x->offset};
         static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
         for (int s = 0; s < (master ? 3 : 2); s++, k++) {
             snprintf(names[k], sizeof names[k], "%s%s", pre[s], x->name);
@@ -218,7 +267,7 @@ static int remove_tree(const char *dir) {
     return rmdir(dir) && errno != ENOENT ? rt_fail(RT_EIO, "%s: cannot remove (%s)", dir, strerror(errno)) : 0;
 }
 
-int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
+static int save_files(const tr_trainer *t, const float *m1, const float *m2, const char *dir, rt_dtype model_dtype) {
     size_t len = strlen(dir);
     char *tmp = rt_malloc(len + 16), *old = rt_malloc(len + 16);
     int rc = (!tmp || !old) ? RT_ENOMEM : 0;
@@ -229,7 +278,7 @@ int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
     }
     if (!rc && mkdir(tmp, 0755)) rc = rt_fail(RT_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
     if (!rc) rc = sm_save(t->m, tmp, model_dtype);
-    if (!rc) rc = write_optimizer(t, tmp, model_dtype != RT_DT_F32);
+    if (!rc) rc = write_optimizer(t, m1, m2, tmp, model_dtype != RT_DT_F32);
     if (!rc) rc = write_state(t, tmp);
     if (!rc && rt_is_dir(dir)) {
         rc = remove_tree(old);
@@ -239,6 +288,41 @@ int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
     if (!rc) rc = remove_tree(old);
     free(tmp);
     free(old);
+    return rc;
+}
+
+/* Collective with more than one rank: the moments' parts are gathered on rank 0, which
+ * writes everything (the parameters are whole on every rank); its status is broadcast. */
+int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
+    const zr_layout *z = &t->z;
+    int rc = 0, sharded = z->level > 0 && z->ranks > 1, root = z->rank == 0;
+    float *m1 = NULL, *m2 = NULL;
+    if (sharded) {
+        int32_t ok = 1;
+        if (root) {
+            m1 = rt_aligned_alloc(64, (size_t)z->padded * sizeof(float));
+            m2 = rt_aligned_alloc(64, (size_t)z->padded * sizeof(float));
+            ok = m1 && m2;
+        }
+        rc = comm_broadcast(t->comm, &ok, 1, RT_DT_I32, 0);
+        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "gathering the optimizer state on rank 0");
+        if (!rc) rc = zr_gather_state(z, t->comm, t->mom1, m1, 0);
+        if (!rc) rc = zr_gather_state(z, t->comm, t->mom2, m2, 0);
+        if (rc) {
+            free(m1);
+            free(m2);
+            return rt_errorf(rc, "saving checkpoint %s", dir);
+        }
+    }
+    if (!rc && root) rc = save_files(t, sharded ? m1 : t->mom1, sharded ? m2 : t->mom2, dir, model_dtype);
+    free(m1);
+    free(m2);
+    if (z->ranks > 1) {
+        int32_t r0 = rc;
+        int brc = comm_broadcast(t->comm, &r0, 1, RT_DT_I32, 0);
+        if (brc) return rt_errorf(brc, "saving checkpoint %s", dir);
+        if (r0 && !root) return rt_fail(r0, "saving checkpoint %s failed on rank 0", dir);
+    }
     return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
 }
 
@@ -250,9 +334,12 @@ static int read_moments(tr_trainer *t, const char *dir) {
     free(path);
     if (rc) return rc;
     sm_model *m = t->m;
+    const zr_layout *z = &t->z;
     for (size_t i = 0; i < m->n_tensors && !rc; i++) {
         const sm_tensor *x = &m->tensors[i];
-        float *dst[3] = {t->mom1 + x->offset, t->mom2 + x->offset, m->params + x->offset};
+        /* moments: only this rank's part [lo, hi) of the tensor; master weights: all of it */
+        int64_t a = x->offset > z->lo ? x->offset : z->lo, b = x->offset + x->numel < z->hi ? x->offset + x->numel : z->hi;
+        float *dst[3] = {t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase), m->params + x->offset};
         static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
         for (int s = 0; s < 3 && !rc; s++) {
             char name[160];
@@ -263,7 +350,8 @@ static int read_moments(tr_trainer *t, const char *dir) {
             else if (st->dtype != RT_DT_F32 || (int64_t)st->nelem != x->numel)
                 rc = rt_fail(RT_EFORMAT, "optimizer.safetensors: %s is %s with %zu elements, F32 with %lld expected", name,
                              rt_dtype_name(st->dtype), st->nelem, (long long)x->numel);
-            else memcpy(dst[s], st->data, st->nbytes);
+            else if (s == 2) memcpy(dst[s], st->data, st->nbytes);
+            else if (a < b) memcpy(dst[s], (const float *)st->data + (a - x->offset), (size_t)(b - a) * sizeof(float));
         }
     }
     st_close(f);

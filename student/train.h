@@ -22,7 +22,19 @@
  * The trainer takes ownership of the model and data given to tr_create (freed by
  * tr_free, NULL is fine); the pool stays the caller's. Library code: nothing is printed;
  * the caller reports the tr_stats of each step.
- * Errors: RT_EINVAL (options), RT_EFORMAT (a checkpoint that does not fit), RT_EIO, RT_ENOMEM.
+ * Data parallel (tr_create_dp, P ranks, see student/zero.h for the sharding): a step reads
+ * batch × grad_accum × P sequences in data order, rank r the r-th run of batch × grad_accum
+ * of them; the loss-token count is allreduced first, so every rank scales by 1/(targets of
+ * the global step) and the summed gradient is the 1-rank gradient of the same global batch.
+ * Gradients are allreduced (levels 0, 1) or reduce-scattered (2); the norm is allreduced
+ * from the ranks' parts; each rank updates its part and the parameters are all-gathered.
+ * Stats are global (tokens of all ranks, loss over all targets), the same on every rank.
+ * tr_save is collective: the AdamW moments are gathered on rank 0, which alone writes the
+ * checkpoint in the 1-rank format, so a checkpoint resumes at any rank count (tr_resume:
+ * every rank reads the files and keeps its part). Without a comm nothing changes: one rank,
+ * level 0, bit for bit the earlier trainer.
+ * Errors: RT_EINVAL (options; P > 1 with fewer sequences in the data than one step reads),
+ * RT_EINTERNAL (a collective), RT_EFORMAT (a checkpoint that does not fit), RT_EIO, RT_ENOMEM.
  */
 #ifndef RT_STUDENT_TRAIN_H
 #define RT_STUDENT_TRAIN_H
@@ -30,6 +42,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/comm.h"
 #include "core/dtype.h"
 #include "core/threadpool.h"
 #include "student/data.h"
@@ -46,6 +59,7 @@ typedef struct {
     uint64_t seed;                      /* data order (and, in the CLI, --init weights) */
     bool checkpoint_layers;             /* recompute each layer's forward in the backward */
     int64_t ce_chunk;                   /* rows per cross-entropy chunk; 0: automatic */
+    int zero;                           /* data parallel: 0 replicated, 1 ZeRO-1, 2 ZeRO-2 (student/zero.h) */
 } tr_options;
 
 typedef struct {
@@ -61,6 +75,9 @@ double tr_lr_at(const tr_options *o, int64_t step);
 typedef struct tr_trainer tr_trainer;
 
 int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out);
+/* Data parallel over comm (borrowed; NULL or one rank: tr_create). Every rank calls it with
+ * the same model, data and options; tr_step and tr_save are then collective. */
+int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt_comm *comm, tr_trainer **out);
 void tr_free(tr_trainer *t);
 int tr_step(tr_trainer *t, tr_stats *out);
 int64_t tr_steps_done(const tr_trainer *t);
