@@ -28,15 +28,20 @@
  * CUDA twins (RT_HAVE_CUDA): device pointers, asynchronous on `stream` (a cudaStream_t,
  * NULL = default); they return 0, RT_EINVAL (shape) or RT_EINTERNAL (the CUDA/cuBLASLt
  * error in the message). Activations are bf16 (uint16_t bits) on the GPU.
- *   fp8_act_quant_cuda / fp8_swiglu_quant_cuda: as above from bf16 input.
+ *   fp8_act_quant_cuda / fp8_swiglu_quant_cuda: as above from bf16 input; scale_t = 0 writes
+ *     scale [M, K/128], 1 writes it transposed, [K/128, M] (what fp8_gemm_lt reads).
  *   fp8_gemm_grouped_cuda: the own kernel (mma.sync m16n8k32 e4m3 on sm_89+, a scalar
  *     fallback on sm_80), one 64×128 output tile per CTA, f32 accumulators promoted once per
- *     128-wide K block; offsets live on the device; max_rows bounds any group's row count
- *     (launch size; n_tokens·top_k is always safe). Dense is G = 1.
- *   fp8_gemm_lt_*: cuBLASLt's block-scaled FP8 (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
- *     for W, VEC128_32F for A; CUDA ≥ 12.9, Hopper) for dense shapes; the handle holds a
- *     workspace. fp8_gemm_lt_create fails with RT_EUNSUPPORTED where the library lacks it.
- *   bf16_gemm_cuda: the bf16 fallback, out [M, N] = x·Wᵀ with bf16 x, W (cuBLAS, f32 accum.).
+ *     128-wide K block; offsets [G+1] (int32) live on the device and may be written by an
+ *     earlier kernel on the stream; max_total_rows bounds offsets[G] − offsets[0] (it sizes
+ *     the launch: n_tokens·top_k is always safe). Dense is G = 1 with offsets {0, M}.
+ *   fp8_gemm_lt: cuBLASLt's block-scaled FP8 (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
+ *     for W, VEC128_32F for the activations, whose scales come transposed: a_scale_t
+ *     [K/128, M]); CUDA ≥ 12.9 on Hopper; M, N multiples of 4, K of 512. RT_EUNSUPPORTED when
+ *     the library offers no algorithm. The handle (fp8_gemm_lt_create) holds a 32 MiB
+ *     workspace; one handle per stream.
+ *   bf16_gemm_cuda: the bf16 fallback, out [M, N] = x·Wᵀ with bf16 x, W (cuBLASLt, f32
+ *     accumulation, bf16 out); bf16_gemm_f32_cuda the same with f32 out (the MoE gate).
  *   ds_rmsnorm_cuda: y = w ⊙ x / sqrt(mean(x²) + eps), bf16 x/y, f32 w, one row per warp
  *     group (the CPU twin is kernels/norm.h's rmsnorm_fwd). Optional residual: when res is
  *     not NULL, x ← x + res first (written back to x, bf16) — the fused pre-norm add.
@@ -70,19 +75,23 @@ int fp8_gemm_grouped(const uint8_t *a, const float *a_scale, const uint8_t *w, c
                      tp_pool *pool);
 
 #ifdef RT_HAVE_CUDA
-int fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, void *stream);
-int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, float *scale, void *stream);
-int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
-                          const int32_t *offsets, int64_t G, int64_t max_rows, int64_t N, int64_t K, uint16_t *out,
+int fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t,
+                       void *stream);
+int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, float *scale, int scale_t,
                           void *stream);
+int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
+                          const int32_t *offsets, int64_t G, int64_t max_total_rows, int64_t N, int64_t K,
+                          uint16_t *out, void *stream);
 
 typedef struct fp8_lt fp8_lt;   /* opaque; fp8_gemm_lt_create → fp8_gemm_lt_free */
 int fp8_gemm_lt_create(fp8_lt **out);
 void fp8_gemm_lt_free(fp8_lt *h);
-int fp8_gemm_lt(fp8_lt *h, const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M,
-                int64_t N, int64_t K, uint16_t *out, void *stream);
+int fp8_gemm_lt(fp8_lt *h, const uint8_t *a, const float *a_scale_t, const uint8_t *w, const float *w_scale,
+                int64_t M, int64_t N, int64_t K, uint16_t *out, void *stream);
 int bf16_gemm_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, uint16_t *out,
                    void *stream);
+int bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, float *out,
+                       void *stream);
 
 int ds_rmsnorm_cuda(uint16_t *x, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps, uint16_t *y,
                     void *stream);

@@ -50,4 +50,36 @@ int moe_experts_fwd(const moe_expert *experts, int64_t n_experts, int64_t dim, i
 int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *x, int64_t n, float *out,
                 float *scratch, tp_pool *pool);
 
+#ifdef RT_HAVE_CUDA
+/* CUDA (kernels/cuda/ds_moe.cu): device pointers, asynchronous on `stream` (a cudaStream_t,
+ * NULL = default); 0, RT_EINVAL (shape or limits) or RT_EINTERNAL (the CUDA error).
+ * moe_route_cuda(): moe_route on the GPU, one block per token (≤ 1024 experts, ≤ 64 groups,
+ *   top_k ≤ 32); rows of idx/w have `stride` ≥ top_k entries, those past top_k untouched (a
+ *   shared expert can sit in a fixed extra slot). f32 math as moe_route; expf may differ from
+ *   the CPU's in the last bit, so weights agree to a few ulp and a choice can differ only
+ *   between experts whose scores are that close.
+ * moe_permute_cuda(): idx [n_slots] expert ids (0 … E−1; others are skipped, row −1) →
+ *   offsets [E+1] (int32, exclusive prefix of the counts), row_of_slot [n_slots] (the slot's
+ *   row in expert order) and slot_of_row [offsets[E]]; within an expert rows keep slot order,
+ *   as moe_experts_fwd. One block; E ≤ 4096.
+ * moe_gather_rows_cuda(): dst row r = src row (slot_of_row[r] / slots_per_token), rows of
+ *   row_bytes bytes (fp8 activations, their scales, bf16 rows alike).
+ * moe_combine_cuda(): out [n, dim] bf16 = base (NULL: 0) + Σ_k w[t,k] · y[row_of_slot[t·slots+k]]
+ *   in f32, slots in order, one rounding; y [rows, dim] bf16 in expert order; dim even. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+int moe_route_cuda(const moe_router_cfg *c, const float *logits, const float *bias, int64_t n, int64_t stride,
+                   int32_t *idx, float *w, void *stream);
+int moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_experts, int32_t *offsets, int32_t *row_of_slot,
+                     int32_t *slot_of_row, void *stream);
+int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const int32_t *slot_of_row, int64_t n_rows,
+                         int64_t slots_per_token, void *dst, void *stream);
+int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float *w, int64_t n, int64_t slots,
+                     int64_t dim, const uint16_t *base, uint16_t *out, void *stream);
+#ifdef __cplusplus
+}
+#endif
+#endif
+
 #endif
