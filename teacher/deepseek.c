@@ -16,9 +16,11 @@
 #include "kernels/mla.h"
 #include "kernels/moe.h"
 #include "kernels/yarn.h"
+#include "teacher/parallel.h"
 
 #define DS_LORA_NORM_EPS 1e-6f   /* q_a_layernorm / kv_a_layernorm: transformers' default eps */
 
+/* H is the heads this model holds (all of them, or a rank's part: teacher/parallel.h). */
 typedef struct {
     float *attn_norm, *ffn_norm;         /* [dim] */
     float *q_a, *q_a_bias, *q_a_norm;    /* [q_rank, dim], [q_rank], [q_rank] (q_lora_rank > 0) */
@@ -26,12 +28,13 @@ typedef struct {
     float *kv_a, *kv_a_bias;             /* [R + dr, dim], [R + dr] */
     float *kv_a_norm;                    /* [R] */
     float *kv_b;                         /* [H*(dn+dv), R] */
-    float *o, *o_bias;                   /* [dim, H*dv], [dim] */
-    moe_expert mlp;                      /* dense MLP, or the shared experts of a MoE layer */
-    int64_t mlp_inter;                   /* 0: no shared experts */
+    float *o, *o_bias;                   /* [dim, H*dv], [dim] (bias: rank 0 only) */
+    int64_t n_heads;                     /* H */
+    moe_expert mlp;                      /* dense MLP (a rank's columns), or the shared experts */
+    int64_t mlp_inter;                   /* its intermediate size; 0: no shared experts */
     bool moe;
     float *router, *router_bias;         /* [E, dim], [E] or NULL */
-    moe_expert *experts;                 /* [E] */
+    moe_expert *experts;                 /* [E]; experts of other ranks have NULL weights */
 } ds_layer;
 
 typedef struct {
@@ -45,7 +48,10 @@ typedef struct {
 struct ds_model {
     mc_config c;
     tp_pool *pool;
-    float *embed, *norm, *lm_head;       /* [V, dim], [dim], [V, dim] */
+    ds_layout lo;                        /* the one-rank layout for ds_load */
+    rt_comm *comm;                       /* borrowed; NULL: not parallel (no collectives) */
+    ds_load_info info;
+    float *embed, *norm, *lm_head;       /* [Vl, dim], [dim], [Vl, dim]: rows [vocab0, +n_vocab) */
     ds_layer *layers;                    /* [num_hidden_layers] */
     ds_mtp *mtp;                         /* NULL when not loaded */
     float inv_freq[YARN_MAX_DIM / 2], cs_scale, attn_scale;
@@ -66,6 +72,7 @@ typedef struct {
     ds_model *m;
     const st_file *f;
     char prefix[64];
+    bool expert;                         /* count what is read as routed-expert bytes */
 } loader;
 
 /* A zeroed, 64-byte aligned buffer that ds_free releases. */
@@ -89,13 +96,20 @@ static float *own_alloc(ds_model *m, size_t nelem) {
     return own_bytes(m, bytes);
 }
 
-/* Converts tensor `name` ([rows, cols]; cols = 0 for a vector) to f32 into dst. */
-static int load_into(const loader *ld, const char *name, int64_t rows, int64_t cols, float *dst) {
+/* Converts rows [r0, r1) × columns [c0, c1) of tensor `name` ([rows, cols]; cols = 0 for a
+ * vector, c0 = 0 and c1 = 1 then) to f32 into dst [r1 - r0, c1 - c0], reading only that
+ * slice of the mapping (a whole tensor goes through the bulk, pooled conversions). */
+static int load_into(const loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
+                     int64_t c1, float *dst) {
     const st_tensor *t = st_find(ld->f, name);
     if (!t) return rt_fail(RT_ENOTFOUND, "tensor %s missing", name);
     int nd = cols ? 2 : 1;
     if (t->ndim != nd || t->shape[0] != rows || (nd == 2 && t->shape[1] != cols))
         return rt_fail(RT_EFORMAT, "tensor %s: shape does not match the config", name);
+    int64_t sc = cols ? cols : 1, nc = c1 - c0;
+    bool whole = r0 == 0 && r1 == rows && c0 == 0 && c1 == sc;
+    size_t es = rt_dtype_size(t->dtype), bytes = (size_t)((r1 - r0) * nc) * es;
+    const unsigned char *src = t->data;
     if (t->dtype == RT_DT_F8_E4M3) {
         char sn[200];
         snprintf(sn, sizeof sn, "%s_scale_inv", name);
@@ -106,39 +120,66 @@ static int load_into(const loader *ld, const char *name, int64_t rows, int64_t c
         int64_t br = (rows + q->block_rows - 1) / q->block_rows, bc = (cols + q->block_cols - 1) / q->block_cols;
         if (s->ndim != 2 || s->shape[0] != br || s->shape[1] != bc)
             return rt_fail(RT_EFORMAT, "tensor %s: scale shape is not %lldx%lld", sn, (long long)br, (long long)bc);
-        fp8_block_dequant(t->data, s->data, rows, cols, q->block_rows, q->block_cols, dst, ld->m->pool);
-        return 0;
+        int64_t sb0 = r0 / q->block_rows, sb1 = (r1 - 1) / q->block_rows, sc0 = c0 / q->block_cols, sc1 = (c1 - 1) / q->block_cols;
+        bytes += (size_t)((sb1 - sb0 + 1) * (sc1 - sc0 + 1)) * sizeof(float);
+        if (whole) {
+            fp8_block_dequant(t->data, s->data, rows, cols, q->block_rows, q->block_cols, dst, ld->m->pool);
+        } else {   /* the same products as fp8_block_dequant, element by element */
+            const unsigned char *sd = s->data;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t j = c0; j < c1; j++) {
+                    float sv;
+                    memcpy(&sv, sd + (size_t)((r / q->block_rows) * bc + j / q->block_cols) * sizeof sv, sizeof sv);
+                    dst[(r - r0) * nc + (j - c0)] = fp8e4m3_to_f32(src[r * cols + j]) * sv;
+                }
+        }
+    } else if (whole) {
+        int rc = cvt_to_f32(t->dtype, t->data, dst, t->nelem);
+        if (rc) return rt_errorf(rc, "tensor %s", name);
+    } else {
+        for (int64_t r = r0; r < r1; r++) {
+            int rc = cvt_to_f32(t->dtype, src + (size_t)(r * sc + c0) * es, dst + (r - r0) * nc, (size_t)nc);
+            if (rc) return rt_errorf(rc, "tensor %s", name);
+        }
     }
-    int rc = cvt_to_f32(t->dtype, t->data, dst, t->nelem);
-    return rc ? rt_errorf(rc, "tensor %s", name) : 0;
+    ld->m->info.bytes += bytes;
+    if (ld->expert) ld->m->info.expert_bytes += bytes;
+    return 0;
 }
 
-/* Loads "<prefix>.<suffix>" into a new buffer; *out stays NULL when optional and absent. */
-static int load_w(const loader *ld, const char *suffix, int64_t rows, int64_t cols, bool optional, float **out) {
+/* Loads rows [r0, r1) × columns [c0, c1) of "<prefix>.<suffix>" ([rows, cols], see load_into)
+ * into a new buffer; *out stays NULL when optional and absent. */
+static int load_ws(const loader *ld, const char *suffix, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
+                   int64_t c1, bool optional, float **out) {
     char name[160];
     snprintf(name, sizeof name, "%s%s%s", ld->prefix, ld->prefix[0] ? "." : "", suffix);
     *out = NULL;
     if (optional && !st_find(ld->f, name)) return 0;
-    float *p = own_alloc(ld->m, (size_t)rows * (size_t)(cols ? cols : 1));
+    float *p = own_alloc(ld->m, (size_t)(r1 - r0) * (size_t)(c1 - c0));
     if (!p) return RT_ENOMEM;
-    int rc = load_into(ld, name, rows, cols, p);
+    int rc = load_into(ld, name, rows, cols, r0, r1, c0, c1, p);
     if (rc) return rc;
     *out = p;
     return 0;
 }
 
+static int load_w(const loader *ld, const char *suffix, int64_t rows, int64_t cols, bool optional, float **out) {
+    return load_ws(ld, suffix, rows, cols, 0, rows, 0, cols ? cols : 1, optional, out);
+}
+
 #define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
-static int load_mlp(const loader *ld, const char *what, int64_t inter, moe_expert *e) {
+/* The SwiGLU MLP `what` of intermediate size inter, restricted to columns [i0, i1). */
+static int load_mlp(const loader *ld, const char *what, int64_t inter, int64_t i0, int64_t i1, moe_expert *e) {
     int64_t dim = ld->m->c.hidden_size;
     char name[200];
     float *w1, *w3, *w2;
     snprintf(name, sizeof name, "%s.gate_proj.weight", what);
-    TRY(load_w(ld, name, inter, dim, false, &w1));
+    TRY(load_ws(ld, name, inter, dim, i0, i1, 0, dim, false, &w1));
     snprintf(name, sizeof name, "%s.up_proj.weight", what);
-    TRY(load_w(ld, name, inter, dim, false, &w3));
+    TRY(load_ws(ld, name, inter, dim, i0, i1, 0, dim, false, &w3));
     snprintf(name, sizeof name, "%s.down_proj.weight", what);
-    TRY(load_w(ld, name, dim, inter, false, &w2));
+    TRY(load_ws(ld, name, dim, inter, 0, dim, i0, i1, false, &w2));
     *e = (moe_expert){.w1 = w1, .w3 = w3, .w2 = w2};
     return 0;
 }
@@ -148,27 +189,31 @@ static int load_layer(ds_model *m, const st_file *f, int64_t i, ds_layer *L) {
     loader ld = {.m = m, .f = f};
     snprintf(ld.prefix, sizeof ld.prefix, "model.layers.%lld", (long long)i);
     int64_t D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
-    int64_t dq = c->qk_nope_head_dim + dr, dkv = c->qk_nope_head_dim + c->v_head_dim;
+    int64_t dq = c->qk_nope_head_dim + dr, dkv = c->qk_nope_head_dim + c->v_head_dim, dv = c->v_head_dim;
+    const ds_layout *lo = &m->lo;
+    int64_t h0 = lo->head0, h1 = lo->head0 + lo->n_heads;
+    L->n_heads = lo->n_heads;
     TRY(load_w(&ld, "input_layernorm.weight", D, 0, false, &L->attn_norm));
     TRY(load_w(&ld, "post_attention_layernorm.weight", D, 0, false, &L->ffn_norm));
     if (c->q_lora_rank > 0) {
         TRY(load_w(&ld, "self_attn.q_a_proj.weight", c->q_lora_rank, D, false, &L->q_a));
         TRY(load_w(&ld, "self_attn.q_a_proj.bias", c->q_lora_rank, 0, true, &L->q_a_bias));
         TRY(load_w(&ld, "self_attn.q_a_layernorm.weight", c->q_lora_rank, 0, false, &L->q_a_norm));
-        TRY(load_w(&ld, "self_attn.q_b_proj.weight", H * dq, c->q_lora_rank, false, &L->q_b));
+        TRY(load_ws(&ld, "self_attn.q_b_proj.weight", H * dq, c->q_lora_rank, h0 * dq, h1 * dq, 0, c->q_lora_rank, false,
+                    &L->q_b));
     } else {
-        TRY(load_w(&ld, "self_attn.q_proj.weight", H * dq, D, false, &L->q_b));
+        TRY(load_ws(&ld, "self_attn.q_proj.weight", H * dq, D, h0 * dq, h1 * dq, 0, D, false, &L->q_b));
     }
     TRY(load_w(&ld, "self_attn.kv_a_proj_with_mqa.weight", R + dr, D, false, &L->kv_a));
     TRY(load_w(&ld, "self_attn.kv_a_proj_with_mqa.bias", R + dr, 0, true, &L->kv_a_bias));
     TRY(load_w(&ld, "self_attn.kv_a_layernorm.weight", R, 0, false, &L->kv_a_norm));
-    TRY(load_w(&ld, "self_attn.kv_b_proj.weight", H * dkv, R, false, &L->kv_b));
-    TRY(load_w(&ld, "self_attn.o_proj.weight", D, H * c->v_head_dim, false, &L->o));
-    TRY(load_w(&ld, "self_attn.o_proj.bias", D, 0, true, &L->o_bias));
+    TRY(load_ws(&ld, "self_attn.kv_b_proj.weight", H * dkv, R, h0 * dkv, h1 * dkv, 0, R, false, &L->kv_b));
+    TRY(load_ws(&ld, "self_attn.o_proj.weight", D, H * dv, 0, D, h0 * dv, h1 * dv, false, &L->o));
+    if (lo->rank == 0) TRY(load_w(&ld, "self_attn.o_proj.bias", D, 0, true, &L->o_bias));   /* added once */
     L->moe = mc_layer_is_moe(c, i);
     if (!L->moe) {
-        L->mlp_inter = c->intermediate_size;
-        return load_mlp(&ld, "mlp", c->intermediate_size, &L->mlp);
+        L->mlp_inter = lo->n_inter;
+        return load_mlp(&ld, "mlp", c->intermediate_size, lo->inter0, lo->inter0 + lo->n_inter, &L->mlp);
     }
     int64_t E = c->n_routed_experts;
     TRY(load_w(&ld, "mlp.gate.weight", E, D, false, &L->router));
@@ -176,13 +221,16 @@ static int load_layer(ds_model *m, const st_file *f, int64_t i, ds_layer *L) {
     L->experts = own_bytes(m, (size_t)E * sizeof(moe_expert));
     if (!L->experts) return RT_ENOMEM;
     char what[64];
-    for (int64_t e = 0; e < E; e++) {
+    loader lx = ld;
+    lx.expert = true;
+    for (int64_t e = 0; e < E; e++) {   /* only this rank's experts */
+        if (ds_layout_expert_rank(lo, e) != lo->rank) continue;
         snprintf(what, sizeof what, "mlp.experts.%lld", (long long)e);
-        TRY(load_mlp(&ld, what, c->moe_intermediate_size, &L->experts[e]));
+        TRY(load_mlp(&lx, what, c->moe_intermediate_size, 0, c->moe_intermediate_size, &L->experts[e]));
     }
-    if (c->n_shared_experts > 0) {
+    if (c->n_shared_experts > 0) {   /* replicated */
         L->mlp_inter = c->moe_intermediate_size * c->n_shared_experts;
-        TRY(load_mlp(&ld, "mlp.shared_experts", L->mlp_inter, &L->mlp));
+        TRY(load_mlp(&ld, "mlp.shared_experts", L->mlp_inter, 0, L->mlp_inter, &L->mlp));
     }
     return 0;
 }
@@ -216,10 +264,17 @@ static int check_shape(const mc_config *c) {
     return 0;
 }
 
-static int load_all(ds_model *m, const char *dir, bool want_mtp) {
+static int load_all(ds_model *m, const char *dir, bool want_mtp, const ds_layout *lo) {
     TRY(mc_load(dir, &m->c));
     const mc_config *c = &m->c;
     TRY(check_shape(c));
+    if (!lo) TRY(ds_layout_make(c, 0, 1, &m->lo));
+    else {
+        ds_layout want;
+        TRY(ds_layout_make(c, lo->rank, lo->size, &want));
+        if (memcmp(&want, lo, sizeof want)) return rt_fail(RT_EINVAL, "the parallel layout was not made for this config");
+        m->lo = *lo;
+    }
     TRY(yarn_init(&c->rope, c->qk_rope_head_dim, m->inv_freq, &m->cs_scale));
     m->attn_scale = (float)yarn_softmax_scale(&c->rope, c->qk_nope_head_dim + c->qk_rope_head_dim);
     m->router = (moe_router_cfg){.n_experts = c->n_routed_experts, .n_group = c->n_group, .topk_group = c->topk_group,
@@ -233,10 +288,11 @@ static int load_all(ds_model *m, const char *dir, bool want_mtp) {
     if (rc) goto out;
     loader ld = {.m = m, .f = f};
     int64_t D = c->hidden_size, V = c->vocab_size;
-    if ((rc = load_w(&ld, "model.embed_tokens.weight", V, D, false, &m->embed))) goto out;
+    int64_t v0 = m->lo.vocab0, v1 = m->lo.vocab0 + m->lo.n_vocab;
+    if ((rc = load_ws(&ld, "model.embed_tokens.weight", V, D, v0, v1, 0, D, false, &m->embed))) goto out;
     if ((rc = load_w(&ld, "model.norm.weight", D, 0, false, &m->norm))) goto out;
     if (c->tie_word_embeddings) m->lm_head = m->embed;
-    else if ((rc = load_w(&ld, "lm_head.weight", V, D, false, &m->lm_head))) goto out;
+    else if ((rc = load_ws(&ld, "lm_head.weight", V, D, v0, v1, 0, D, false, &m->lm_head))) goto out;
     m->layers = own_bytes(m, (size_t)c->num_hidden_layers * sizeof(ds_layer));
     if (!m->layers) { rc = RT_ENOMEM; goto out; }
     for (int64_t i = 0; i < c->num_hidden_layers && !rc; i++) rc = load_layer(m, f, i, &m->layers[i]);
@@ -246,13 +302,16 @@ out:
     return rc;
 }
 
-int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
+int ds_load_layout(const char *dir, const ds_load_opts *opts, const ds_layout *lo, rt_comm *comm, ds_model **out) {
     *out = NULL;
+    if (lo && (!comm || comm_size(comm) != lo->size || comm_rank(comm) != lo->rank))
+        return rt_fail(RT_EINVAL, "the parallel layout is for rank %d of %d, not this communicator's", lo->rank, lo->size);
     ds_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
     m->pool = opts ? opts->pool : NULL;
+    m->comm = lo ? comm : NULL;
     mm_blas_single_thread();   /* the pool is the only parallelism (kernels/matmul.h) */
-    int rc = load_all(m, dir, opts && opts->load_mtp);
+    int rc = load_all(m, dir, opts && opts->load_mtp, lo);
     if (rc) {
         ds_free(m);
         return rt_errorf(rc, "loading DeepSeek-V3 model %s", dir);
@@ -260,6 +319,13 @@ int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
     *out = m;
     return 0;
 }
+
+int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
+    return ds_load_layout(dir, opts, NULL, NULL, out);
+}
+
+const ds_layout *ds_model_layout(const ds_model *m) { return m->comm ? &m->lo : NULL; }
+void ds_load_info_get(const ds_model *m, ds_load_info *out) { *out = m->info; }
 
 void ds_free(ds_model *m) {
     if (!m) return;
@@ -372,7 +438,7 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
                          int64_t n, const int32_t *pos, ds_attn_mode mode, ds_ws *w) {
     const mc_config *c = &m->c;
     tp_pool *pool = m->pool;
-    int64_t D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int64_t D = c->hidden_size, H = L->n_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
     int64_t dn = c->qk_nope_head_dim, dq = dn + dr, dv = c->v_head_dim;
     float *x = w->x, *h = w->h;
     int rc;
@@ -409,19 +475,24 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
         if (rc) return rc;
     }
     linear(w->a, w->ao, L->o, L->o_bias, n, D, H * dv, pool);
+    if (m->comm) TRY(ds_par_allreduce(m->comm, w->a, (size_t)(n * D)));   /* the heads' partial sums */
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
 
     /* feed-forward */
     rmsnorm_fwd(h, NULL, x, L->ffn_norm, n, D, (float)c->rms_norm_eps, pool);
     if (!L->moe) {
         TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
+        if (m->comm) TRY(ds_par_allreduce(m->comm, w->a, (size_t)(n * D)));   /* the columns' partial sums */
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
         linear(w->logit, h, L->router, NULL, n, E, D, pool);
         TRY(moe_route(&m->router, w->logit, L->router_bias, n, w->idx, w->wt));
-        if (L->mlp_inter > 0) TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
+        if (m->comm)
+            TRY(ds_par_moe_fwd(m->comm, &m->lo, L->experts, D, c->moe_intermediate_size, L->mlp_inter ? &L->mlp : NULL,
+                               L->mlp_inter, h, n, w->idx, w->wt, K, w->a, pool));
+        else if (L->mlp_inter > 0) TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
         else memset(w->a, 0, (size_t)(n * D) * sizeof *w->a);
-        TRY(moe_experts_fwd(L->experts, E, D, c->moe_intermediate_size, h, n, w->idx, w->wt, K, w->a, pool));
+        if (!m->comm) TRY(moe_experts_fwd(L->experts, E, D, c->moe_intermediate_size, h, n, w->idx, w->wt, K, w->a, pool));
     }
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
     return 0;
@@ -444,6 +515,22 @@ static int check_positions(const ds_model *m, const ds_cache *cache, int64_t len
     return 0;
 }
 
+/* x [n, D] = the embedding rows of tokens (a parallel model holds a vocabulary slice). */
+static int embed_tokens(const ds_model *m, const int32_t *tokens, int64_t n, float *x) {
+    int64_t D = m->c.hidden_size;
+    if (m->comm) return ds_par_embed(m->comm, &m->lo, m->embed, D, tokens, n, x);
+    for (int64_t i = 0; i < n; i++) memcpy(x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+    return 0;
+}
+
+/* logits [n, V] = h [n, D] · lm_headᵀ. */
+static int head_logits(const ds_model *m, const float *h, int64_t n, float *logits) {
+    const mc_config *c = &m->c;
+    if (m->comm) return ds_par_logits(m->comm, &m->lo, m->lm_head, c->hidden_size, c->vocab_size, h, n, logits, m->pool);
+    linear(logits, h, m->lm_head, NULL, n, c->vocab_size, c->hidden_size, m->pool);
+    return 0;
+}
+
 static int check_tokens(const ds_model *m, const int32_t *tok, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (tok[i] < 0 || tok[i] >= m->c.vocab_size)
@@ -460,16 +547,15 @@ int ds_forward(ds_model *m, ds_cache *cache, const int32_t *tokens, const int32_
     ds_ws w;
     void *block;
     TRY(ws_alloc(m, n, &w, &block));
-    for (int64_t i = 0; i < n; i++) memcpy(w.x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+    int rc = embed_tokens(m, tokens, n, w.x);
     yarn_tables(w.cos, w.sin, positions, n, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
-    int rc = 0;
     for (int64_t l = 0; l < c->num_hidden_layers && !rc; l++)
         rc = layer_fwd(m, &m->layers[l], cache->data + l * cap_row, n, positions, mode, &w);
     if (!rc) {
         cache->len = positions[0] + n;
         rmsnorm_fwd(w.h, NULL, w.x, m->norm, n, D, (float)c->rms_norm_eps, m->pool);
         if (hidden_out) memcpy(hidden_out, w.h, (size_t)(n * D) * sizeof(float));
-        if (logits_out) linear(logits_out, w.h, m->lm_head, NULL, n, c->vocab_size, D, m->pool);
+        if (logits_out) rc = head_logits(m, w.h, n, logits_out);
     }
     free(block);
     return rc;
@@ -522,7 +608,7 @@ int ds_forward_paged(ds_model *m, kv_pool *cache, kv_seq *const *seqs, const int
             off += seqs[s]->len + n_new[s];
             for (int32_t j = 0; j < n_new[s]; j++) pos[t++] = (int32_t)(seqs[s]->len + j);
         }
-        for (int64_t i = 0; i < T; i++) memcpy(w.x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+        rc = embed_tokens(m, tokens, T, w.x);
         yarn_tables(w.cos, w.sin, pos, T, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
     }
     for (int64_t l = 0; l < c->num_hidden_layers && !rc; l++) {
@@ -542,8 +628,8 @@ int ds_forward_paged(ds_model *m, kv_pool *cache, kv_seq *const *seqs, const int
             }
         }
         rmsnorm_fwd(w.h, NULL, w.x, m->norm, R, D, (float)c->rms_norm_eps, m->pool);
-        linear(logits, w.h, m->lm_head, NULL, R, c->vocab_size, D, m->pool);
-        for (int64_t s = 0; s < n_seqs; s++) seqs[s]->len += n_new[s];
+        rc = head_logits(m, w.h, R, logits);
+        for (int64_t s = 0; s < n_seqs && !rc; s++) seqs[s]->len += n_new[s];
     }
     free(block);
     free(pos);

@@ -61,6 +61,14 @@ typedef enum { DS_ATTN_AUTO = 0, DS_ATTN_NAIVE, DS_ATTN_ABSORBED } ds_attn_mode;
 int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out);
 void ds_free(ds_model *m);
 
+/* Bytes of the checkpoint that loading read and converted (tensor data and the FP8 scales
+ * of the slices taken): all of it for ds_load, a rank's part for ds_load_parallel
+ * (teacher/parallel.h); expert_bytes counts the routed experts' weights among them. */
+typedef struct {
+    size_t bytes, expert_bytes;
+} ds_load_info;
+void ds_load_info_get(const ds_model *m, ds_load_info *out);
+
 const mc_config *ds_config(const ds_model *m);
 bool ds_has_mtp(const ds_model *m);
 int64_t ds_vocab(const ds_model *m);
