@@ -348,7 +348,29 @@ static const cli_command commands[] = {
     {"serve", "serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming)",
      "usage: retort serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]\n", cmd_serve},
     {"run", "run a recipe (RECIPE.yaml): the pipeline's stages in order, resumably",
-     "usage: retort run RECIPE.yaml\n", cmd_run},
+     "usage: retort run RECIPE.yaml [--dry-run] [--from STAGE | --only STAGE] [--set KEY=VALUE]...\n"
+     "\n"
+     "Runs the recipe's stages (import, generate, filter, select, export, pack, train, eval, compare,\n"
+     "report) in order, each as a child process of this binary behind its launcher (\"mpirun -np 8\",\n"
+     "\"srun ...\") when it has one; their output streams through, and the first failure stops the run\n"
+     "with one line naming the stage. The recipe format is in docs/recipes.md; configs/recipes/ holds\n"
+     "the R1-distill recipes and tiny-cpu.yaml.\n"
+     "\n"
+     "WORK_DIR/recipe-state.json records each finished stage with a hash of its resolved command: a\n"
+     "rerun skips the finished stages whose command did not change and runs the first one that is\n"
+     "not finished or changed and every stage after it. A stage that was interrupted continues\n"
+     "(train: --resume from the newest checkpoint in its --out; the other stages resume by themselves).\n"
+     "\n"
+     "  --dry-run        print the commands a run would start now, one per line (stages it would\n"
+     "                   skip as '# NAME: skipped' lines); nothing is run or written\n"
+     "  --from STAGE     run STAGE and every later stage, finished or not\n"
+     "  --only STAGE     run STAGE alone (later stages then count as not finished)\n"
+     "  --set KEY=VALUE  override before validation: a variable of vars: (or work_dir, name) by its\n"
+     "                   name, a stage's option as STAGE.KEY (train.lr=2e-5, generate.launcher=\"srun\");\n"
+     "                   VALUE is read as YAML (numbers, true/false, [a, b]); repeatable\n"
+     "\n"
+     "Exit status: 0 ok, 1 error (a bad recipe names file, line and key; a failed stage), 2 usage error.\n",
+     cmd_run},
     {"version", "print the version and what this build supports",
      "usage: retort version\n", cmd_version},
 };
