@@ -1,0 +1,194 @@
+// kernels/cuda/loss.cu — the LM head fused with cross-entropy, in chunks of rows (contract in
+// kernels/loss.h, CPU twin ce_fused in kernels/cpu/loss.c).
+//
+// Per chunk of at most `chunk` rows (with the 151,936-token Qwen vocabulary and 32k tokens,
+// chunk = 2048 keeps the logits at 1.2 GB instead of 19.9 GB):
+//   1. gather the chunk's hidden rows (only when a row list is given; else h is used in place)
+//   2. logits[c,V] (f32) = h_c·wᵀ                          cuBLASLt, bf16 in, f32 out
+//   3. one 1024-thread block per row: online max/sum-of-exp over the row in one read
+//      (each thread keeps its own running max and sum, merged in a fixed tree), the row loss
+//      lse − z[target] in double, then a second read writes dz = scale·(softmax − onehot) in bf16
+//   4. dh_c = dz·w (bf16), scattered to dh; dw (f32) += dzᵀ·h_c (beta = 1)
+//   5. the chunk's row losses summed in row order into *loss_sum (one block, fixed order)
+// All on one stream, chunks in order: deterministic. The logits never exist beyond one chunk.
+#include <stdlib.h>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/loss.h"
+#include "kernels/matmul.h"
+
+using namespace rtk;
+
+struct ce_cuda_ws {
+    int64_t chunk, V, D;
+    mm_cuda_ctx *mm;
+    uint16_t *hc, *dhc;   // [chunk, D] bf16
+    float *logits;        // [chunk, V]
+    uint16_t *dz;         // [chunk, V] bf16
+    double *row_loss;     // [chunk]
+};
+
+extern "C" void ce_cuda_ws_free(ce_cuda_ws *ws) {
+    if (!ws) return;
+    cudaFree(ws->hc);
+    cudaFree(ws->dhc);
+    cudaFree(ws->logits);
+    cudaFree(ws->dz);
+    cudaFree(ws->row_loss);
+    mm_cuda_ctx_free(ws->mm);
+    free(ws);
+}
+
+extern "C" int ce_cuda_ws_create(ce_cuda_ws **out, int64_t chunk, int64_t V, int64_t D) {
+    *out = NULL;
+    if (chunk <= 0 || V <= 0 || D <= 0 || D % 8 || V % 8)
+        return rt_fail(RT_EINVAL, "ce_cuda_ws_create: chunk %lld, V %lld, D %lld (V and D multiples of 8)",
+                       (long long)chunk, (long long)V, (long long)D);
+    ce_cuda_ws *ws = (ce_cuda_ws *)calloc(1, sizeof *ws);
+    if (!ws) return rt_fail(RT_ENOMEM, "cross-entropy workspace");
+    ws->chunk = chunk, ws->V = V, ws->D = D;
+    int rc = mm_cuda_ctx_create(&ws->mm, 0);
+    if (rc) {
+        free(ws);
+        return rt_errorf(rc, "cross-entropy workspace");
+    }
+    if (cudaMalloc((void **)&ws->hc, (size_t)(chunk * D) * 2) != cudaSuccess ||
+        cudaMalloc((void **)&ws->dhc, (size_t)(chunk * D) * 2) != cudaSuccess ||
+        cudaMalloc((void **)&ws->logits, (size_t)(chunk * V) * 4) != cudaSuccess ||
+        cudaMalloc((void **)&ws->dz, (size_t)(chunk * V) * 2) != cudaSuccess ||
+        cudaMalloc((void **)&ws->row_loss, (size_t)chunk * 8) != cudaSuccess) {
+        cudaGetLastError();
+        ce_cuda_ws_free(ws);
+        return rt_fail(RT_ENOMEM, "cross-entropy workspace for %lld rows of %lld logits (%.2f GB of device memory)",
+                       (long long)chunk, (long long)V, (double)chunk * (double)(V * 6 + D * 4) / 1e9);
+    }
+    *out = ws;
+    return 0;
+}
+
+// dst[i] = src[rows[r0 + i]] (rows of D bf16), 16-byte vectors.
+__global__ static void k_gather(uint16_t *dst, const uint16_t *src, const int32_t *rows, int64_t n, int64_t D) {
+    int64_t dv = D / 8, tot = n * dv;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < tot; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / dv, c = i % dv;
+        ((uint4 *)dst)[r * dv + c] = ((const uint4 *)src)[(int64_t)rows[r] * dv + c];
+    }
+}
+__global__ static void k_scatter(uint16_t *dst, const uint16_t *src, const int32_t *rows, int64_t n, int64_t D) {
+    int64_t dv = D / 8, tot = n * dv;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < tot; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / dv, c = i % dv;
+        ((uint4 *)dst)[(int64_t)rows[r] * dv + c] = ((const uint4 *)src)[r * dv + c];
+    }
+}
+
+#define SM_T 1024
+
+// One block per row r of the chunk (global row index grow = rows ? rows[r0 + r] : r0 + r).
+__global__ static void __launch_bounds__(SM_T) k_softmax_ce(double *row_loss, uint16_t *dz, const float *logits,
+                                                            const int32_t *target, const int32_t *rows, int64_t r0,
+                                                            int64_t V, float scale, int grad) {
+    __shared__ float shm[32], shs[32];
+    int64_t r = blockIdx.x;
+    int64_t grow = rows ? rows[r0 + r] : r0 + r;
+    int32_t y = target[grow];
+    const float *z = logits + r * V;
+    uint16_t *d = dz + r * V;
+    if (y < 0) {   // no target: no loss, zero gradient row
+        if (grad)
+            for (int64_t j = threadIdx.x; j < V; j += SM_T) d[j] = 0;
+        if (threadIdx.x == 0) row_loss[r] = 0.0;
+        return;
+    }
+    // online max / sum of exp per thread
+    float m = -INFINITY, s = 0.f;
+    const float4 *z4 = (const float4 *)z;
+    int64_t v4 = V / 4;   // V % 8 == 0
+    for (int64_t j = threadIdx.x; j < v4; j += SM_T) {
+        float4 q = z4[j];
+        float mx = fmaxf(fmaxf(q.x, q.y), fmaxf(q.z, q.w));
+        if (mx > m) {
+            s *= expf(m - mx);
+            m = mx;
+        }
+        s += expf(q.x - m) + expf(q.y - m) + expf(q.z - m) + expf(q.w - m);
+    }
+    // merge (m, s) pairs in a fixed tree: first the block max, then the rescaled sums
+    float gm = block_max(m, shm);
+    float gs = block_sum(m == -INFINITY ? 0.f : s * expf(m - gm), shs);
+    if (threadIdx.x == 0) row_loss[r] = (double)gm + log((double)gs) - (double)z[y];
+    if (!grad) return;
+    float k = scale / gs;
+    uint2 *d4 = (uint2 *)d;
+    for (int64_t j = threadIdx.x; j < v4; j += SM_T) {
+        float4 q = z4[j];
+        float p0 = expf(q.x - gm) * k, p1 = expf(q.y - gm) * k, p2 = expf(q.z - gm) * k, p3 = expf(q.w - gm) * k;
+        int64_t b = j * 4;
+        if (y >= b && y < b + 4) {
+            int o = (int)(y - b);
+            if (o == 0) p0 -= scale;
+            if (o == 1) p1 -= scale;
+            if (o == 2) p2 -= scale;
+            if (o == 3) p3 -= scale;
+        }
+        d4[j] = make_uint2(pack_bf2(p0, p1), pack_bf2(p2, p3));
+    }
+}
+
+// *out (= or +=) Σ row_loss[0..n) in a fixed order.
+__global__ static void k_loss_total(double *out, const double *row_loss, int64_t n, int first) {
+    __shared__ double sh[32];
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += row_loss[i];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    s = warp_sum_d(s);
+    if (lane == 0) sh[warp] = s;
+    __syncthreads();
+    if (warp == 0) {
+        s = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
+        s = warp_sum_d(s);
+        if (lane == 0) *out = first ? s : *out + s;
+    }
+}
+
+extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
+                             const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale,
+                             ce_cuda_ws *ws, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    int64_t D = ws->D, V = ws->V;
+    if (!rows) n_rows = M;
+    if (dh && rows) RT_CUDA_TRY(cudaMemsetAsync(dh, 0, (size_t)(M * D) * 2, st));
+    if (n_rows <= 0) {
+        RT_CUDA_TRY(cudaMemsetAsync(loss_sum, 0, sizeof(double), st));
+        return 0;
+    }
+    int grad = dh != NULL;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += ws->chunk) {
+        int64_t n = n_rows - r0 < ws->chunk ? n_rows - r0 : ws->chunk;
+        const uint16_t *hc = h + r0 * D;
+        if (rows) {
+            k_gather<<<grid_1d((size_t)(n * D / 8), 256), 256, 0, st>>>(ws->hc, h, rows + r0, n, D);
+            RT_CUDA_LAUNCHED();
+            hc = ws->hc;
+        }
+        int rc = mm_gemm_cuda(ws->mm, ws->logits, true, V, hc, D, false, w, D, true, n, V, D, 1.f, 0.f, st);
+        if (rc) return rt_errorf(rc, "cross-entropy logits");
+        k_softmax_ce<<<(unsigned)n, SM_T, 0, st>>>(ws->row_loss, ws->dz, ws->logits, target, rows, r0, V, scale, grad);
+        RT_CUDA_LAUNCHED();
+        k_loss_total<<<1, 256, 0, st>>>(loss_sum, ws->row_loss, n, r0 == 0);
+        RT_CUDA_LAUNCHED();
+        if (!grad) continue;
+        uint16_t *dhc = rows ? ws->dhc : dh + r0 * D;
+        rc = mm_gemm_cuda(ws->mm, dhc, false, D, ws->dz, V, false, w, D, false, n, D, V, 1.f, 0.f, st);
+        if (rc) return rt_errorf(rc, "cross-entropy input gradient");
+        if (dw) {
+            rc = mm_gemm_cuda(ws->mm, dw, true, D, ws->dz, V, true, hc, D, false, V, D, n, 1.f, 1.f, st);
+            if (rc) return rt_errorf(rc, "cross-entropy weight gradient");
+        }
+        if (rows) {
+            k_scatter<<<grid_1d((size_t)(n * D / 8), 256), 256, 0, st>>>(dh, ws->dhc, rows + r0, n, D);
+            RT_CUDA_LAUNCHED();
+        }
+    }
+    return 0;
+}
