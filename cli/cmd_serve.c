@@ -1,10 +1,134 @@
-/* cli/cmd_serve.c — `retort serve` (being written). */
+/* cli/cmd_serve.c — `retort serve`: the model behind an OpenAI-compatible HTTP API
+ * (teacher/server.h) until SIGTERM or SIGINT, which drain the requests in flight and exit 0.
+ *
+ * The chat template is --template, or guessed from the tokenizer's special tokens
+ * (<｜Assistant｜>: deepseek-r1, <|im_start|>: qwen, <|start_header_id|>: llama3); without
+ * one, chat requests get 400 and completions work. Once listening it prints
+ * "retort serve: listening on http://HOST:PORT" on stderr (with --port 0, the port chosen).
+ */
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/chat_template.h"
+#include "core/fsutil.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+#include "core/tokenizer.h"
+#include "teacher/engine.h"
+#include "teacher/server.h"
+
+static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !isfinite(v) || v < lo || v > hi || v != floor(v))
+        return cli_usage_error("serve", "%s wants a whole number in [%g, %g], not '%s'", opt, lo, hi, s);
+    *out = v;
+    return 0;
+}
+
+static const char *base_name(const char *dir, char *buf, size_t cap) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t a = n;
+    while (a > 0 && dir[a - 1] != '/') a--;
+    snprintf(buf, cap, "%.*s", (int)(n - a), dir + a);
+    return buf;
+}
 
 int cmd_serve(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "retort: serve: not built yet\n");
-    return EXIT_RUNTIME;
+    if (cli_wants_help("serve", argc, argv)) return EXIT_OK;
+    static const struct option longs[] = {
+        {"model", required_argument, 0, 'm'},        {"host", required_argument, 0, 'H'},
+        {"port", required_argument, 0, 'p'},         {"api-key", required_argument, 0, 'k'},
+        {"max-batch", required_argument, 0, 'b'},    {"cache-tokens", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 'J'},      {"tokenizer", required_argument, 0, 't'},
+        {"template", required_argument, 0, 'T'},     {"served-model-name", required_argument, 0, 'N'},
+        {"max-body", required_argument, 0, 'B'},     {0, 0, 0, 0}};
+    const char *model = NULL, *host = "127.0.0.1", *key = getenv("RETORT_API_KEY"), *tok_path = NULL, *name = NULL;
+    double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20;
+    ct_kind tmpl = CT_QWEN;
+    bool have_tmpl = false;
+    int c, u = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1 && !u) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'H': host = optarg; break;
+        case 'k': key = optarg; break;
+        case 't': tok_path = optarg; break;
+        case 'N': name = optarg; break;
+        case 'p': u = parse_num("--port", optarg, 0, 65535, &port); break;
+        case 'b': u = parse_num("--max-batch", optarg, 1, 65536, &max_batch); break;
+        case 'c': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
+        case 'J': u = parse_num("--threads", optarg, 1, 1024, &threads); break;
+        case 'B': u = parse_num("--max-body", optarg, 64, 1e12, &max_body); break;
+        case 'T':
+            if (ct_parse_kind(optarg, &tmpl))
+                return cli_usage_error("serve", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
+            have_tmpl = true;
+            break;
+        default: return cli_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (u) return u;
+    if (optind < argc) return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    if (!model) return cli_usage_error("serve", "--model DIR is required");
+    if (!*host) return cli_usage_error("serve", "--host wants an address");
+
+    tok_tokenizer *tok = NULL;
+    char *def_tok = rt_path_join(model, "tokenizer.json");
+    if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
+    if (!tok_path) {
+        free(def_tok);
+        fprintf(stderr, "retort: serve: %s has no tokenizer.json (give --tokenizer FILE)\n", model);
+        return EXIT_RUNTIME;
+    }
+    int rc = 0;
+    if (tok_load(tok_path, &tok)) rc = cli_fail("serve: loading the tokenizer");
+    free(def_tok);
+    if (!rc && !have_tmpl) {
+        if (tok_token_to_id(tok, "<｜Assistant｜>") >= 0) tmpl = CT_DEEPSEEK_R1, have_tmpl = true;
+        else if (tok_token_to_id(tok, "<|im_start|>") >= 0) tmpl = CT_QWEN, have_tmpl = true;
+        else if (tok_token_to_id(tok, "<|start_header_id|>") >= 0) tmpl = CT_LLAMA3, have_tmpl = true;
+    }
+    /* SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    tp_pool *pool = NULL;
+    te_model *m = NULL;
+    srv *s = NULL;
+    if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("serve");
+    if (!rc && te_model_load(model, pool, &m)) rc = cli_fail("serve: loading the model");
+    char nb[256];
+    srv_opts o = {.host = host, .port = (int)port, .api_key = key, .model_name = name ? name : base_name(model, nb, sizeof nb),
+                  .max_body = (size_t)max_body, .have_template = have_tmpl, .tmpl = tmpl,
+                  .engine = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache}};
+    if (!rc && srv_start(m, tok, &o, &s)) rc = cli_fail("serve");
+    if (!rc) {
+        bool v6 = strchr(host, ':') != NULL;
+        fprintf(stderr, "retort serve: listening on http://%s%s%s:%d (model %s, template %s%s)\n", v6 ? "[" : "", host,
+                v6 ? "]" : "", srv_port(s), o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none",
+                o.api_key && *o.api_key ? ", API key required" : "");
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        fprintf(stderr, "retort serve: %s: finishing the requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        srv_stop(s);
+        fprintf(stderr, "retort serve: stopped\n");
+    }
+    te_model_free(m);
+    tp_free(pool);
+    tok_free(tok);
+    return rc;
 }

@@ -346,7 +346,21 @@ static const cli_command commands[] = {
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_demo},
     {"serve", "serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming)",
-     "usage: retort serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]\n", cmd_serve},
+     "usage: retort serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]\n"
+     "                    [--tokenizer FILE] [--template deepseek-r1|qwen|llama3] [--served-model-name NAME]\n"
+     "                    [--max-batch 16] [--cache-tokens 65536] [--threads N] [--max-body 4194304]\n"
+     "\n"
+     "Serves DIR over an OpenAI-compatible HTTP API: POST /v1/chat/completions and /v1/completions\n"
+     "(streaming with \"stream\": true, n, temperature, top_p, top_k, min_p, max_tokens, seed, stop,\n"
+     "logprobs / top_logprobs, usage; chat output split into reasoning_content and content at </think>),\n"
+     "GET /v1/models, /health, /metrics (Prometheus). Binds 127.0.0.1 unless --host says otherwise;\n"
+     "--port 0 picks a free port. Prints \"retort serve: listening on http://HOST:PORT\" on stderr.\n"
+     "  --api-key KEY      require \"Authorization: Bearer KEY\" on /v1/ (default: $RETORT_API_KEY)\n"
+     "  --tokenizer FILE   tokenizer.json (default DIR/tokenizer.json; required)\n"
+     "  --template T       chat template (default: guessed from the tokenizer's special tokens)\n"
+     "  --max-batch B      sequences per engine step; --cache-tokens: KV-cache positions in all\n"
+     "  --max-body BYTES   larger request bodies get 413\n"
+     "SIGTERM or SIGINT stops accepting, finishes the requests in flight, and exits 0.\n", cmd_serve},
     {"run", "run a recipe (RECIPE.yaml): the pipeline's stages in order, resumably",
      "usage: retort run RECIPE.yaml [--dry-run] [--from STAGE | --only STAGE] [--set KEY=VALUE]...\n"
      "\n"

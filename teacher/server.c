@@ -1,0 +1,1099 @@
+/* teacher/server.c — the HTTP service (see server.h).
+ *
+ * Threads: libmicrohttpd runs one thread per connection; it parses the request, renders
+ * and tokenizes the prompt, and hands a job to the engine thread (s->pending, s->wake).
+ * The engine thread submits it (te_submit), steps the engine, and appends every token to
+ * the job's choices from the engine's on_token callback; results mark choices done. The
+ * connection thread waits on the job's condition variable (with a short timeout, to notice a
+ * client that hung up) and writes JSON or SSE chunks. Everything shared lives under s->mu.
+ * A job is freed when both sides (connection, engine) have let go of it (refs).
+ */
+#include "teacher/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+#include "teacher/oai.h"
+
+enum { EP_CHAT, EP_COMPLETIONS, EP_MODELS, EP_HEALTH, EP_METRICS, EP_OTHER, EP_COUNT };
+static const char *const EP_NAME[EP_COUNT] = {"chat_completions", "completions", "models", "health", "metrics", "other"};
+
+typedef struct {
+    int32_t *ids;
+    float *lp, *top_lp;             /* [cap], [cap * top_k] */
+    int32_t *top_ids;
+    int64_t n, cap;
+    bool done;
+    te_finish finish;
+    /* the connection side (streaming) */
+    int64_t sent;                   /* tokens covered by chunks already built */
+    size_t shown, lp_offset;        /* completion text bytes sent; text offset of the next logprob */
+    oai_split split;
+    bool final_sent;
+} choice;
+
+typedef struct job {
+    struct srv *s;
+    int refs;                       /* connection + engine */
+    oai_request rq;
+    int32_t **prompt;               /* [n_prompts][prompt_n[i]] */
+    size_t *prompt_n;
+    size_t n_prompts;
+    int64_t prompt_tokens, max_tokens;
+    int32_t turn_end;               /* the template's end-of-turn id, -1 none */
+    bool opened;                    /* the generation prompt opened <think> */
+    uint64_t seed, tag0;
+    int n_choices, n_done;
+    choice *ch;
+    int state;                      /* 0 handed over, 1 running, 2 refused, 3 finished */
+    bool cancelled, in_engine;
+    char error[512];
+    pthread_cond_t cv;
+    char id[48];
+    int64_t created;
+    struct MHD_Connection *conn;
+    /* streaming */
+    oai_buf out;
+    size_t out_pos;
+    bool head_sent, stream_done;
+    struct job *next;
+} job;
+
+struct srv {
+    srv_opts o;
+    char *host, *api_key, *model_name;
+    te_model *m;
+    const tok_tokenizer *tok;
+    te_engine *e;
+    int64_t ctx, vocab;
+    struct MHD_Daemon *d;
+    int listen_fd, port;
+    pthread_t engine_thread;
+    bool engine_started;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, drained;
+    job *pending, *pending_tail;
+    int n_pending;
+    uint64_t *cancel;
+    size_t n_cancel, cap_cancel;
+    job **active;                   /* engine thread only */
+    size_t n_active, cap_active;
+    bool stop_engine, draining;
+    int in_flight;
+    uint64_t next_tag, next_id;
+    /* metrics */
+    int64_t requests[EP_COUNT], errors, started;
+    te_stats st;
+    double tps;
+};
+
+typedef struct {
+    int ep;
+    oai_buf body;
+    bool too_big;
+    job *j;
+} conn_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static void job_unref(job *j) {   /* under s->mu */
+    if (!j || --j->refs > 0) return;
+    oai_request_free(&j->rq);
+    for (size_t i = 0; i < j->n_prompts; i++) free(j->prompt[i]);
+    free(j->prompt);
+    free(j->prompt_n);
+    for (int c = 0; j->ch && c < j->n_choices; c++) {
+        free(j->ch[c].ids);
+        free(j->ch[c].lp);
+        free(j->ch[c].top_lp);
+        free(j->ch[c].top_ids);
+    }
+    free(j->ch);
+    oai_buf_free(&j->out);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+static void job_cancel(job *j) {   /* under s->mu; the engine drops it at its next turn */
+    srv *s = j->s;
+    if (j->cancelled || j->state >= 2) return;
+    j->cancelled = true;
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        if (rt_grow((void **)&s->cancel, &s->cap_cancel, s->n_cancel + 1, sizeof *s->cancel)) break;
+        s->cancel[s->n_cancel++] = j->tag0 + p;
+    }
+    pthread_cond_signal(&s->wake);
+}
+
+/* The client hung up (or the socket failed)? */
+static bool conn_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+static void wait_a_little(job *j) {   /* under s->mu */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&j->cv, &j->s->mu, &ts);
+}
+
+/* ---- the engine thread ----------------------------------------------------------------- */
+
+static job *find_job(srv *s, uint64_t tag) {
+    for (size_t i = 0; i < s->n_active; i++) {
+        job *j = s->active[i];
+        if (tag >= j->tag0 && tag < j->tag0 + j->n_prompts) return j;
+    }
+    return NULL;
+}
+
+static void drop_active(srv *s, job *j) {   /* under s->mu */
+    for (size_t i = 0; i < s->n_active; i++)
+        if (s->active[i] == j) {
+            s->active[i] = s->active[--s->n_active];
+            j->in_engine = false;
+            job_unref(j);
+            return;
+        }
+}
+
+static int grow_choice(choice *c, int k) {
+    if (c->n < c->cap) return 0;
+    int64_t cap = c->cap ? 2 * c->cap : 64;
+    int32_t *ids = rt_realloc(c->ids, (size_t)cap * sizeof *ids);
+    if (ids) c->ids = ids;
+    float *lp = rt_realloc(c->lp, (size_t)cap * sizeof *lp);
+    if (lp) c->lp = lp;
+    if (!ids || !lp) return RT_ENOMEM;
+    if (k > 0) {
+        int32_t *ti = rt_realloc(c->top_ids, (size_t)(cap * k) * sizeof *ti);
+        if (ti) c->top_ids = ti;
+        float *tl = rt_realloc(c->top_lp, (size_t)(cap * k) * sizeof *tl);
+        if (tl) c->top_lp = tl;
+        if (!ti || !tl) return RT_ENOMEM;
+    }
+    c->cap = cap;
+    return 0;
+}
+
+static void on_token(void *user, const te_token *t) {
+    srv *s = user;
+    pthread_mutex_lock(&s->mu);
+    job *j = find_job(s, t->tag);
+    if (j && !j->cancelled) {
+        choice *c = &j->ch[(int)(t->tag - j->tag0) * j->rq.n + t->sample];
+        int k = t->top_k;
+        if (c->n == t->index && !grow_choice(c, k)) {
+            c->ids[c->n] = t->id;
+            c->lp[c->n] = t->logprob;
+            if (k > 0) {
+                memcpy(c->top_ids + c->n * k, t->top_ids, (size_t)k * sizeof(int32_t));
+                memcpy(c->top_lp + c->n * k, t->top_logprobs, (size_t)k * sizeof(float));
+            }
+            c->n++;
+            pthread_cond_broadcast(&j->cv);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void fail_job(job *j, const char *msg) {   /* under s->mu */
+    size_t n = strlen(msg) < sizeof j->error - 1 ? strlen(msg) : sizeof j->error - 1;
+    memcpy(j->error, msg, n);
+    j->error[n] = 0;
+    j->state = 2;
+    pthread_cond_broadcast(&j->cv);
+}
+
+/* Submits every prompt of j; on a refusal the ones already in are dropped. */
+static int submit_job(srv *s, job *j) {
+    smp_params sp = {.temperature = (float)j->rq.temperature, .top_k = j->rq.top_k, .top_p = (float)j->rq.top_p,
+                     .min_p = (float)j->rq.min_p};
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        te_request r = {.prompt = j->prompt[p], .n_prompt = (int64_t)j->prompt_n[p], .n_samples = j->rq.n,
+                        .max_tokens = j->max_tokens, .sampling = sp, .seed = j->seed + p,
+                        .stop_ids = j->turn_end >= 0 ? &j->turn_end : NULL, .n_stop_ids = j->turn_end >= 0,
+                        .ignore_config_eos = j->rq.ignore_eos, .stop = (const char *const *)j->rq.stop,
+                        .n_stop = j->rq.n_stop, .logprobs = j->rq.logprobs, .top_logprobs = j->rq.top_logprobs,
+                        .tag = j->tag0 + p};
+        int rc = te_submit(s->e, &r);
+        if (rc) {
+            for (size_t q = 0; q < p; q++) te_cancel(s->e, j->tag0 + q);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void *engine_main(void *arg) {
+    srv *s = arg;
+    double t_last = now_s();
+    int64_t gen_last = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->pending && !s->n_cancel && !te_busy(s->e) && !s->stop_engine) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+            double t = now_s();
+            if (t - t_last >= 1.0) {
+                s->tps = (double)(s->st.generated_tokens - gen_last) / (t - t_last);
+                gen_last = s->st.generated_tokens;
+                t_last = t;
+            }
+        }
+        if (s->stop_engine && !s->pending && !s->n_cancel && !te_busy(s->e)) break;
+        job *pend = s->pending;
+        s->pending = s->pending_tail = NULL;
+        s->n_pending = 0;
+        for (size_t i = 0; i < s->n_cancel; i++) {
+            job *j = find_job(s, s->cancel[i]);
+            te_cancel(s->e, s->cancel[i]);
+            if (j && j->cancelled) {
+                j->state = 3;
+                pthread_cond_broadcast(&j->cv);
+                drop_active(s, j);
+            }
+        }
+        s->n_cancel = 0;
+        while (pend) {
+            job *j = pend;
+            pend = j->next;
+            j->next = NULL;
+            if (j->cancelled) {
+                j->state = 3;
+                pthread_cond_broadcast(&j->cv);
+                job_unref(j);
+                continue;
+            }
+            if (rt_grow((void **)&s->active, &s->cap_active, s->n_active + 1, sizeof *s->active)) {
+                fail_job(j, "out of memory");
+                job_unref(j);
+                continue;
+            }
+            int rc = submit_job(s, j);   /* te_submit is quick: copies, no model work */
+            if (rc) {
+                fail_job(j, rt_errmsg());
+                job_unref(j);
+                continue;
+            }
+            j->state = 1;
+            j->in_engine = true;
+            s->active[s->n_active++] = j;
+            pthread_cond_broadcast(&j->cv);
+        }
+        te_stats_get(s->e, &s->st);
+        if (!te_busy(s->e)) continue;
+        pthread_mutex_unlock(&s->mu);
+        te_result *res = NULL;
+        size_t n = 0;
+        int rc = te_step(s->e, &res, &n);
+        char msg[RT_ERRMSG_MAX];
+        if (rc) snprintf(msg, sizeof msg, "the engine failed: %s", rt_errmsg());
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < n; i++) {
+            job *j = find_job(s, res[i].tag);
+            if (!j) continue;
+            choice *c = &j->ch[(int)(res[i].tag - j->tag0) * j->rq.n + res[i].sample];
+            if (c->done) continue;
+            c->done = true;
+            c->finish = res[i].finish;
+            if (++j->n_done == j->n_choices) {
+                j->state = 3;
+                drop_active(s, j);
+            }
+            pthread_cond_broadcast(&j->cv);
+        }
+        te_results_free(res, n);
+        if (rc) {   /* nothing sensible remains: every request fails */
+            while (s->n_active) {
+                job *j = s->active[0];
+                for (size_t p = 0; p < j->n_prompts; p++) te_cancel(s->e, j->tag0 + p);
+                fail_job(j, msg);
+                drop_active(s, j);
+            }
+        }
+        te_stats_get(s->e, &s->st);
+        double t = now_s();
+        if (t - t_last >= 1.0) {
+            s->tps = (double)(s->st.generated_tokens - gen_last) / (t - t_last);
+            gen_last = s->st.generated_tokens;
+            t_last = t;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+static enum MHD_Result send_body(srv *s, struct MHD_Connection *c, int ep, unsigned status, const char *ctype,
+                                 char *body /* malloc'd, taken */) {
+    if (!body) {
+        status = 500;
+        body = rt_strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+        if (!body) return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    pthread_mutex_lock(&s->mu);
+    s->requests[ep]++;
+    if (status >= 400) s->errors++;
+    pthread_mutex_unlock(&s->mu);
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_json(srv *s, struct MHD_Connection *c, int ep, unsigned status, json_t *j) {
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return send_body(s, c, ep, status, "application/json", body);
+}
+
+static enum MHD_Result send_error(srv *s, struct MHD_Connection *c, int ep, unsigned status, const char *msg,
+                                  const char *param, const char *code) {
+    return send_body(s, c, ep, status, "application/json", oai_error_json((int)status, msg, param, code));
+}
+
+/* A token as text (lossy) and as raw bytes. */
+typedef struct {
+    char *text;
+    size_t len;
+    uint8_t bytes[256];
+    size_t n_bytes;
+} tok_text;
+
+/* GPT-2's byte-to-unicode map, inverted: a code point of a byte-level token → its byte. */
+static int byte_of(uint32_t cp) {
+    if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
+    if (cp < 256 || cp >= 256 + 68) return -1;
+    int k = (int)(cp - 256);
+    for (int b = 0; b < 256; b++) {
+        bool direct = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        if (!direct && k-- == 0) return b;
+    }
+    return -1;
+}
+
+static void token_text(const tok_tokenizer *tok, int32_t id, tok_text *t) {
+    t->text = NULL;
+    t->len = 0;
+    t->n_bytes = 0;
+    if (tok_decode(tok, &id, 1, false, &t->text, &t->len)) {
+        t->text = NULL;
+        t->len = 0;
+        return;
+    }
+    if (!memmem(t->text, t->len, "\xEF\xBF\xBD", 3) || tok_is_special(tok, id)) {
+        t->n_bytes = t->len < sizeof t->bytes ? t->len : sizeof t->bytes;
+        memcpy(t->bytes, t->text, t->n_bytes);
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)tok_id_to_token(tok, id);
+    while (p && *p && t->n_bytes < sizeof t->bytes) {   /* decode UTF-8 of the byte-level form */
+        uint32_t cp = *p++;
+        int more = cp >= 0xF0 ? 3 : cp >= 0xE0 ? 2 : cp >= 0xC0 ? 1 : 0;
+        if (more) cp &= 0x3F >> more;
+        while (more-- > 0 && *p) cp = (cp << 6) | (*p++ & 0x3F);
+        int b = byte_of(cp);
+        if (b < 0) break;
+        t->bytes[t->n_bytes++] = (uint8_t)b;
+    }
+}
+
+/* Logprobs of tokens [from, to) of choice c as the kind's JSON (NULL: none asked). */
+static json_t *logprobs_json(const job *j, choice *c, int64_t from, int64_t to) {
+    if (!j->rq.logprobs) return NULL;
+    int k = j->rq.top_logprobs;
+    size_t n = (size_t)(to - from);
+    oai_pos_lp *p = rt_calloc(n ? n : 1, sizeof *p);
+    tok_text *tt = rt_calloc(n * (size_t)(k + 1) + 1, sizeof *tt);
+    oai_token_lp *tl = rt_calloc(n * (size_t)(k + 1) + 1, sizeof *tl);
+    json_t *out = NULL;
+    if (p && tt && tl) {
+        for (size_t i = 0; i < n; i++) {
+            int64_t at = from + (int64_t)i;
+            for (int q = 0; q <= k; q++) {
+                size_t x = i * (size_t)(k + 1) + (size_t)q;
+                int32_t id = q == 0 ? c->ids[at] : c->top_ids[at * k + q - 1];
+                token_text(j->s->tok, id, &tt[x]);
+                tl[x] = (oai_token_lp){tt[x].text ? tt[x].text : "", tt[x].len, tt[x].bytes, tt[x].n_bytes,
+                                       q == 0 ? c->lp[at] : c->top_lp[at * k + q - 1]};
+            }
+            p[i] = (oai_pos_lp){tl[i * (size_t)(k + 1)], tl + i * (size_t)(k + 1) + 1, k};
+        }
+        if (j->rq.kind == OAI_CHAT) {
+            out = oai_logprobs_chat(p, n);
+        } else {
+            out = oai_logprobs_completion(p, n, c->lp_offset);
+            for (size_t i = 0; i < n; i++) c->lp_offset += p[i].tok.len;
+        }
+        for (size_t x = 0; x < n * (size_t)(k + 1); x++) free(tt[x].text);
+    }
+    free(p);
+    free(tt);
+    free(tl);
+    return out;
+}
+
+static const char *finish_name(te_finish f) { return f == TE_FINISH_STOP ? "stop" : "length"; }
+
+/* The visible text of ids[0:n]; final when the choice is done. *vis ≤ *len. */
+static int choice_text(const job *j, const int32_t *ids, int64_t n, bool final, char **text, size_t *len, size_t *vis) {
+    *text = NULL;
+    *len = *vis = 0;
+    int rc = tok_decode(j->s->tok, ids, (size_t)n, true, text, len);
+    if (rc) return rc;
+    *vis = oai_visible_len(*text, *len, j->rq.stop, j->rq.n_stop, final);
+    return 0;
+}
+
+static int64_t completion_tokens(const job *j) {
+    int64_t t = 0;
+    for (int c = 0; c < j->n_choices; c++) t += j->ch[c].n;
+    return t;
+}
+
+/* The whole (non-streamed) response of a finished job. */
+static json_t *full_response(job *j) {
+    json_t *r = oai_envelope(j->rq.kind, false, j->id, j->created, j->s->model_name);
+    json_t *choices = json_object_get(r, "choices");
+    for (int i = 0; r && i < j->n_choices; i++) {
+        choice *c = &j->ch[i];
+        char *text;
+        size_t len, vis;
+        if (choice_text(j, c->ids, c->n, true, &text, &len, &vis)) {
+            json_decref(r);
+            return NULL;
+        }
+        json_t *lp = logprobs_json(j, c, 0, c->n), *ch;
+        if (j->rq.kind == OAI_CHAT) {
+            oai_split sp;
+            oai_split_init(&sp, j->opened);
+            oai_buf rea = {0}, con = {0};
+            oai_buf_put(&rea, "", 0);
+            oai_buf_put(&con, "", 0);
+            oai_split_feed(&sp, text, vis, true, &rea, &con);
+            json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", con.s ? con.s : "", con.len);
+            json_object_set_new(msg, "reasoning_content", sp.reasoning ? json_stringn(rea.s ? rea.s : "", rea.len) : json_null());
+            json_object_set_new(msg, "tool_calls", json_array());
+            oai_buf_free(&rea);
+            oai_buf_free(&con);
+            ch = json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", msg, "logprobs", lp ? lp : json_null(),
+                           "finish_reason", finish_name(c->finish));
+        } else {
+            ch = json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text", text, vis, "logprobs", lp ? lp : json_null(),
+                           "finish_reason", finish_name(c->finish));
+        }
+        free(text);
+        json_array_append_new(choices, ch);
+    }
+    if (r) json_object_set_new(r, "usage", oai_usage(j->prompt_tokens, completion_tokens(j)));
+    return r;
+}
+
+static int put_chunk(job *j, json_t *chunk) {
+    char *sse = oai_sse(chunk);
+    json_decref(chunk);
+    if (!sse) return RT_ENOMEM;
+    int rc = oai_buf_put(&j->out, sse, strlen(sse));
+    free(sse);
+    return rc;
+}
+
+static json_t *chunk_of(job *j, json_t *choice_obj) {
+    json_t *r = oai_envelope(j->rq.kind, true, j->id, j->created, j->s->model_name);
+    if (r) json_array_append_new(json_object_get(r, "choices"), choice_obj);
+    else json_decref(choice_obj);
+    return r;
+}
+
+/* Builds the SSE chunks for what the engine added since the last call. Returns 1 when it
+ * added something to j->out (or the stream ended), 0 when there is nothing new, <0 on error.
+ * Called under s->mu: the engine may grow a choice's arrays at any step. */
+static int stream_produce(job *j) {
+    srv *s = j->s;
+    int added = 0;
+    if (!j->head_sent && j->rq.kind == OAI_CHAT) {
+        for (int i = 0; i < j->n_choices; i++) {
+            json_t *ch = json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", i, "delta", "role", "assistant", "content", "",
+                                   "logprobs", "finish_reason");
+            if (put_chunk(j, chunk_of(j, ch))) return RT_ENOMEM;
+        }
+        added = 1;
+    }
+    j->head_sent = true;
+    bool all_final = true;
+    for (int i = 0; i < j->n_choices; i++) {
+        choice *c = &j->ch[i];
+        if (c->final_sent) continue;
+        int64_t n = c->n;
+        bool done = c->done;
+        if (n == c->sent && !done) {
+            all_final = false;
+            continue;
+        }
+        char *text;
+        size_t len, vis;
+        if (choice_text(j, c->ids, n, done, &text, &len, &vis)) return RT_ENOMEM;
+        json_t *lp = logprobs_json(j, c, c->sent, n), *ch = NULL;
+        c->sent = n;
+        const char *fin = done ? finish_name(c->finish) : NULL;
+        if (j->rq.kind == OAI_CHAT) {
+            oai_buf rea = {0}, con = {0};
+            oai_split_feed(&c->split, text, vis, done, &rea, &con);
+            if (rea.len || con.len || lp || fin) {
+                json_t *delta = json_object();
+                if (rea.len) json_object_set_new(delta, "reasoning_content", json_stringn(rea.s, rea.len));
+                if (con.len) json_object_set_new(delta, "content", json_stringn(con.s, con.len));
+                ch = json_pack("{s:i, s:o, s:o, s:o}", "index", i, "delta", delta, "logprobs", lp ? lp : json_null(),
+                               "finish_reason", fin ? json_string(fin) : json_null());
+            } else {
+                json_decref(lp);
+            }
+            oai_buf_free(&rea);
+            oai_buf_free(&con);
+        } else {
+            size_t from = c->shown < vis ? c->shown : vis;
+            if (vis > from || lp || fin)
+                ch = json_pack("{s:i, s:s%, s:o, s:o}", "index", i, "text", text + from, vis - from, "logprobs",
+                               lp ? lp : json_null(), "finish_reason", fin ? json_string(fin) : json_null());
+            else json_decref(lp);
+            c->shown = vis > c->shown ? vis : c->shown;
+        }
+        free(text);
+        if (ch) {
+            if (put_chunk(j, chunk_of(j, ch))) return RT_ENOMEM;
+            added = 1;
+        }
+        if (done) c->final_sent = true;
+        else all_final = false;
+    }
+    if (all_final && !j->stream_done) {
+        if (j->rq.include_usage) {
+            json_t *r = oai_envelope(j->rq.kind, true, j->id, j->created, s->model_name);
+            if (r) json_object_set_new(r, "usage", oai_usage(j->prompt_tokens, completion_tokens(j)));
+            if (put_chunk(j, r)) return RT_ENOMEM;
+        }
+        if (oai_buf_put(&j->out, "data: [DONE]\n\n", 14)) return RT_ENOMEM;
+        j->stream_done = true;
+        added = 1;
+    }
+    return added;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    job *j = cls;
+    srv *s = j->s;
+    for (;;) {
+        if (j->out_pos < j->out.len) {
+            size_t n = j->out.len - j->out_pos < max ? j->out.len - j->out_pos : max;
+            memcpy(buf, j->out.s + j->out_pos, n);
+            j->out_pos += n;
+            if (j->out_pos == j->out.len) j->out_pos = j->out.len = 0;
+            return (ssize_t)n;
+        }
+        if (j->stream_done) return MHD_CONTENT_READER_END_OF_STREAM;
+        pthread_mutex_lock(&s->mu);
+        int rc = stream_produce(j);
+        if (rc < 0) {
+            job_cancel(j);
+            pthread_mutex_unlock(&s->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (rc > 0) {
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        bool news = false;
+        for (int i = 0; i < j->n_choices && !news; i++)
+            news = !j->ch[i].final_sent && (j->ch[i].n > j->ch[i].sent || j->ch[i].done);
+        if (!news && j->state != 2) wait_a_little(j);
+        bool failed = j->state == 2;
+        pthread_mutex_unlock(&s->mu);
+        if (failed || conn_gone(j->conn)) {
+            pthread_mutex_lock(&s->mu);
+            job_cancel(j);
+            pthread_mutex_unlock(&s->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+}
+
+static void stream_free(void *cls) {
+    job *j = cls;
+    srv *s = j->s;
+    pthread_mutex_lock(&s->mu);
+    job_unref(j);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- request handling ------------------------------------------------------------------ */
+
+static bool ends_with_think(const char *text) {
+    size_t n = strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' ' || text[n - 1] == '\r')) n--;
+    return n >= 7 && !memcmp(text + n - 7, "<think>", 7);
+}
+
+/* The prompts of a parsed request as token ids; 0, or a message for a 400 in msg. */
+static int build_prompts(srv *s, job *j, char *msg, size_t cap, const char **param) {
+    oai_request *rq = &j->rq;
+    *param = NULL;
+    size_t np = rq->kind == OAI_CHAT ? 1 : rq->n_prompts;
+    j->prompt = rt_calloc(np, sizeof *j->prompt);
+    j->prompt_n = rt_calloc(np, sizeof *j->prompt_n);
+    if (!j->prompt || !j->prompt_n) return RT_ENOMEM;
+    j->n_prompts = np;
+    j->turn_end = -1;
+    if (rq->kind == OAI_CHAT) {
+        *param = "messages";
+        if (!s->o.have_template) {
+            snprintf(msg, cap, "this server has no chat template (start it with --template); use /v1/completions");
+            return RT_EINVAL;
+        }
+        ct_message *m = rt_calloc(rq->n_messages, sizeof *m);
+        if (!m) return RT_ENOMEM;
+        for (size_t i = 0; i < rq->n_messages; i++)
+            m[i] = (ct_message){rq->messages[i].role, rq->messages[i].content, rq->messages[i].reasoning_content};
+        uint8_t *mask = NULL;
+        char *text = NULL;
+        int rc = ct_render(s->tok, s->o.tmpl, m, rq->n_messages, true, &j->prompt[0], &mask, &j->prompt_n[0]);
+        if (!rc) rc = ct_render_text(s->o.tmpl, m, rq->n_messages, true, &text);
+        if (!rc) j->opened = ends_with_think(text);
+        free(text);
+        free(mask);
+        free(m);
+        if (rc) {
+            snprintf(msg, cap, "rendering the messages: %s", rt_errmsg());
+            return rc == RT_ENOMEM ? rc : RT_EINVAL;
+        }
+        static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>", [CT_QWEN] = "<|im_end|>",
+                                          [CT_LLAMA3] = "<|eot_id|>"};
+        if (!rq->ignore_eos) j->turn_end = tok_token_to_id(s->tok, eot[s->o.tmpl]);
+    } else {
+        *param = "prompt";
+        for (size_t p = 0; p < np; p++) {
+            oai_prompt *q = &rq->prompts[p];
+            if (q->text) {
+                if (tok_encode(s->tok, q->text, strlen(q->text), true, &j->prompt[p], &j->prompt_n[p])) {
+                    snprintf(msg, cap, "tokenizing the prompt: %s", rt_errmsg());
+                    return RT_EINVAL;
+                }
+            } else {
+                if (!(j->prompt[p] = rt_malloc(q->n_ids * sizeof(int32_t)))) return RT_ENOMEM;
+                memcpy(j->prompt[p], q->ids, q->n_ids * sizeof(int32_t));
+                j->prompt_n[p] = q->n_ids;
+            }
+        }
+    }
+    int64_t longest = 0;
+    for (size_t p = 0; p < np; p++) {
+        if (j->prompt_n[p] == 0) {
+            snprintf(msg, cap, "the prompt has no tokens");
+            return RT_EINVAL;
+        }
+        for (size_t i = 0; i < j->prompt_n[p]; i++)
+            if (j->prompt[p][i] >= s->vocab) {
+                snprintf(msg, cap, "prompt token %d is outside the model's vocabulary of %lld", j->prompt[p][i],
+                         (long long)s->vocab);
+                return RT_EINVAL;
+            }
+        if ((int64_t)j->prompt_n[p] > longest) longest = (int64_t)j->prompt_n[p];
+        j->prompt_tokens += (int64_t)j->prompt_n[p];
+    }
+    if (longest >= s->ctx) {
+        snprintf(msg, cap, "the prompt has %lld tokens; this model's context is %lld", (long long)longest,
+                 (long long)s->ctx);
+        return RT_EINVAL;
+    }
+    if (rq->max_tokens > 0) {
+        j->max_tokens = rq->max_tokens;
+    } else if (rq->kind == OAI_COMPLETION) {
+        j->max_tokens = 16;   /* OpenAI's default for completions */
+    } else {   /* chat: the rest of the context, as far as the cache holds n samples of it */
+        int64_t bs = s->o.engine.block_size > 0 ? s->o.engine.block_size : 16;
+        int64_t cache = s->o.engine.cache_tokens > 0 ? s->o.engine.cache_tokens : 65536;
+        int64_t fit = cache / rq->n - longest - 2 * bs;
+        j->max_tokens = s->ctx - longest;
+        if (fit < j->max_tokens) j->max_tokens = fit;
+        if (j->max_tokens < 1) {
+            snprintf(msg, cap, "the prompt of %lld tokens leaves no room for %d samples in the cache", (long long)longest,
+                     rq->n);
+            return RT_EINVAL;
+        }
+    }
+    *param = NULL;
+    return 0;
+}
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, conn_ctx *cx) {
+    int ep = cx->ep;
+    if (cx->too_big) {
+        char m[128];
+        snprintf(m, sizeof m, "the request body is over the limit of %zu bytes", s->o.max_body);
+        return send_error(s, conn, ep, 413, m, NULL, NULL);
+    }
+    job *j = rt_calloc(1, sizeof *j);
+    if (!j) return send_error(s, conn, ep, 500, "out of memory", NULL, NULL);
+    j->s = s;
+    j->refs = 1;
+    pthread_cond_init(&j->cv, NULL);
+    j->conn = conn;
+    cx->j = j;
+    oai_error err;
+    int rc = oai_parse_request(cx->body.s ? cx->body.s : "", cx->body.len, ep == EP_CHAT ? OAI_CHAT : OAI_COMPLETION,
+                               &j->rq, &err);
+    if (rc) return send_error(s, conn, ep, (unsigned)err.status, err.message, err.param, NULL);
+    char msg[600];
+    const char *param;
+    rc = build_prompts(s, j, msg, sizeof msg, &param);
+    if (rc == RT_ENOMEM) return send_error(s, conn, ep, 500, "out of memory", NULL, NULL);
+    if (rc) return send_error(s, conn, ep, 400, msg, param, NULL);
+    j->n_choices = (int)j->n_prompts * j->rq.n;
+    if (!(j->ch = rt_calloc((size_t)j->n_choices, sizeof *j->ch)))
+        return send_error(s, conn, ep, 500, "out of memory", NULL, NULL);
+    for (int i = 0; i < j->n_choices; i++) oai_split_init(&j->ch[i].split, j->opened);
+    j->created = (int64_t)time(NULL);
+    pthread_mutex_lock(&s->mu);
+    if (s->draining) {
+        pthread_mutex_unlock(&s->mu);
+        return send_error(s, conn, ep, 503, "the server is shutting down", NULL, NULL);
+    }
+    uint64_t nid = ++s->next_id;
+    j->tag0 = s->next_tag;
+    s->next_tag += j->n_prompts;
+    j->seed = j->rq.has_seed ? j->rq.seed : mix64(nid ^ (uint64_t)time(NULL) << 20 ^ (uint64_t)(uintptr_t)j);
+    snprintf(j->id, sizeof j->id, "%s-%016llx", ep == EP_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)mix64(nid + ((uint64_t)j->created << 32)));
+    j->refs++;   /* the engine's */
+    if (s->pending_tail) s->pending_tail->next = j;
+    else s->pending = j;
+    s->pending_tail = j;
+    s->n_pending++;
+    s->in_flight++;
+    pthread_cond_signal(&s->wake);
+    /* wait for the engine to take it (and, without streaming, to finish it) */
+    bool gone = false;
+    while (!gone && (j->state == 0 || (!j->rq.stream && j->state == 1))) {
+        wait_a_little(j);
+        if (j->state == 0 || (!j->rq.stream && j->state == 1)) {
+            pthread_mutex_unlock(&s->mu);
+            gone = conn_gone(conn);
+            pthread_mutex_lock(&s->mu);
+            if (gone) job_cancel(j);
+        }
+    }
+    int state = j->state;
+    pthread_mutex_unlock(&s->mu);
+    if (gone) return MHD_NO;   /* closes the connection */
+    if (state == 2) {
+        bool server_side = !strncmp(j->error, "the engine failed", 17) || !strcmp(j->error, "out of memory");
+        return send_error(s, conn, ep, server_side ? 500 : 400, j->error, NULL, NULL);
+    }
+    if (!j->rq.stream) return send_json(s, conn, ep, 200, full_response(j));
+    pthread_mutex_lock(&s->mu);
+    j->refs++;   /* the response's */
+    pthread_mutex_unlock(&s->mu);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j, stream_free);
+    if (!r) {
+        stream_free(j);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    pthread_mutex_lock(&s->mu);
+    s->requests[ep]++;
+    pthread_mutex_unlock(&s->mu);
+    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *conn) {
+    oai_buf b = {0};
+    char line[256];
+    pthread_mutex_lock(&s->mu);
+    te_stats st = s->st;
+    int64_t req[EP_COUNT];
+    memcpy(req, s->requests, sizeof req);
+    int64_t errors = s->errors, queued = st.queued + s->n_pending;
+    int in_flight = s->in_flight;
+    double tps = s->tps;
+    pthread_mutex_unlock(&s->mu);
+    static const char head[] = "# HELP retort_requests_total HTTP requests answered, by endpoint.\n"
+                               "# TYPE retort_requests_total counter\n";
+    oai_buf_put(&b, head, sizeof head - 1);
+    for (int i = 0; i < EP_COUNT; i++) {
+        snprintf(line, sizeof line, "retort_requests_total{endpoint=\"%s\"} %lld\n", EP_NAME[i], (long long)req[i]);
+        oai_buf_put(&b, line, strlen(line));
+    }
+    struct {
+        const char *name, *type, *help;
+        double v;
+    } g[] = {
+        {"retort_request_errors_total", "counter", "HTTP requests answered with a 4xx or 5xx status.", (double)errors},
+        {"retort_requests_in_flight", "gauge", "Generation requests accepted and not yet answered in full.", in_flight},
+        {"retort_queue_depth", "gauge", "Generation requests waiting for room in the engine's batch or cache.",
+         (double)queued},
+        {"retort_running_sequences", "gauge", "Sequences in the engine's running batch.", st.running},
+        {"retort_prompt_tokens_total", "counter", "Prompt tokens run through the model.", (double)st.prompt_tokens},
+        {"retort_generation_tokens_total", "counter", "Tokens generated.", (double)st.generated_tokens},
+        {"retort_generation_tokens_per_second", "gauge", "Tokens generated per second over the last second or more.", tps},
+        {"retort_engine_steps_total", "counter", "Engine steps (batched forwards).", (double)st.steps},
+        {"retort_cache_blocks_in_use", "gauge", "KV-cache blocks holding positions.", (double)st.blocks_in_use},
+        {"retort_cache_blocks_reserved", "gauge", "KV-cache blocks reserved by running requests.",
+         (double)st.blocks_reserved},
+        {"retort_cache_blocks_total", "gauge", "KV-cache blocks in all.", (double)st.blocks_total},
+    };
+    for (size_t i = 0; i < sizeof g / sizeof *g; i++) {
+        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", g[i].name, g[i].help, g[i].name, g[i].type,
+                 g[i].name, g[i].v);
+        oai_buf_put(&b, line, strlen(line));
+    }
+    return send_body(s, conn, EP_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.s);
+}
+
+static bool auth_ok(const srv *s, struct MHD_Connection *conn) {
+    if (!s->api_key) return true;
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t a = strlen(h), b = strlen(s->api_key);
+    unsigned char diff = a != b;
+    for (size_t i = 0; i < a; i++) diff |= (unsigned char)(h[i] ^ s->api_key[i % (b ? b : 1)]);
+    return diff == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    srv *s = cls;
+    conn_ctx *cx = *con_cls;
+    if (!cx) {
+        if (!(cx = rt_calloc(1, sizeof *cx))) return MHD_NO;
+        *con_cls = cx;
+        cx->ep = !strcmp(url, "/v1/chat/completions") ? EP_CHAT
+                 : !strcmp(url, "/v1/completions")    ? EP_COMPLETIONS
+                 : !strcmp(url, "/v1/models")         ? EP_MODELS
+                 : !strcmp(url, "/health")            ? EP_HEALTH
+                 : !strcmp(url, "/metrics")           ? EP_METRICS
+                                                      : EP_OTHER;
+        bool post = !strcmp(method, "POST"), get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+        if (cx->ep == EP_OTHER) {
+            char m[300];
+            snprintf(m, sizeof m, "no such endpoint: %s %.200s", method, url);
+            return send_error(s, conn, EP_OTHER, 404, m, NULL, NULL);
+        }
+        if (!strncmp(url, "/v1/", 4) && !auth_ok(s, conn))
+            return send_error(s, conn, cx->ep, 401, "missing or incorrect API key (Authorization: Bearer KEY)", NULL,
+                              "invalid_api_key");
+        bool gen = cx->ep == EP_CHAT || cx->ep == EP_COMPLETIONS;
+        if ((gen && !post) || (!gen && !get)) {
+            char m[128];
+            snprintf(m, sizeof m, "%s is not allowed here (use %s)", method, gen ? "POST" : "GET");
+            return send_error(s, conn, cx->ep, 405, m, NULL, NULL);
+        }
+        if (cx->ep == EP_MODELS) {
+            json_t *j = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:I}]}", "object", "list", "data", "id", s->model_name,
+                                  "object", "model", "created", (json_int_t)s->started, "owned_by", "retort",
+                                  "max_model_len", (json_int_t)s->ctx);
+            return send_json(s, conn, EP_MODELS, 200, j);
+        }
+        if (cx->ep == EP_HEALTH) return send_body(s, conn, EP_HEALTH, 200, "application/json", rt_strdup("{\"status\":\"ok\"}"));
+        if (cx->ep == EP_METRICS) return handle_metrics(s, conn);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+            char m[128];
+            snprintf(m, sizeof m, "the request body is over the limit of %zu bytes", s->o.max_body);
+            return send_error(s, conn, cx->ep, 413, m, NULL, NULL);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cx->too_big && cx->body.len + *upload_size > s->o.max_body) {
+            cx->too_big = true;
+            oai_buf_free(&cx->body);
+        }
+        if (!cx->too_big && oai_buf_put(&cx->body, upload, *upload_size)) return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (cx->ep != EP_CHAT && cx->ep != EP_COMPLETIONS) return MHD_YES;   /* already answered */
+    if (cx->j) return MHD_YES;
+    return handle_generate(s, conn, cx);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    srv *s = cls;
+    conn_ctx *cx = *con_cls;
+    if (!cx) return;
+    *con_cls = NULL;
+    if (cx->j) {
+        job *j = cx->j;
+        pthread_mutex_lock(&s->mu);
+        bool counted = j->id[0] != 0;   /* handed to the engine: in_flight counts it */
+        if (counted && j->state < 2) job_cancel(j);   /* still running: the client went away */
+        if (counted && --s->in_flight == 0) pthread_cond_broadcast(&s->drained);
+        job_unref(j);
+        pthread_mutex_unlock(&s->mu);
+    }
+    oai_buf_free(&cx->body);
+    free(cx);
+}
+
+/* ---- start and stop -------------------------------------------------------------------- */
+
+static int listen_on(const char *host, int port, int *fd_out, int *port_out) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int g = getaddrinfo(host, ps, &hints, &res);
+    if (g) return rt_fail(RT_EIO, "cannot listen on %s:%d: %s", host, port, gai_strerror(g));
+    int err = 0, fd = -1;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 256)) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return rt_fail(RT_EIO, "cannot listen on %s:%d: %s", host, port, strerror(err));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return 0;
+}
+
+int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv **out) {
+    *out = NULL;
+    srv *s = rt_calloc(1, sizeof *s);
+    if (!s) return RT_ENOMEM;
+    s->o = *opts;
+    s->listen_fd = -1;
+    s->m = m;
+    s->tok = tok;
+    s->ctx = te_model_config(m)->max_position_embeddings;
+    s->vocab = te_model_config(m)->vocab_size;
+    s->started = (int64_t)time(NULL);
+    s->next_tag = 1;
+    if (!s->o.max_body) s->o.max_body = 4u << 20;
+    s->host = rt_strdup(opts->host ? opts->host : "127.0.0.1");
+    s->model_name = rt_strdup(opts->model_name ? opts->model_name : "retort");
+    s->api_key = opts->api_key && *opts->api_key ? rt_strdup(opts->api_key) : NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->drained, NULL);
+    int rc = 0;
+    if (!s->host || !s->model_name || (opts->api_key && *opts->api_key && !s->api_key)) rc = RT_ENOMEM;
+    te_opts eo = s->o.engine;
+    eo.tok = tok;
+    eo.on_token = on_token;
+    eo.user = s;
+    if (!rc) rc = te_engine_create(m, &eo, &s->e);
+    if (!rc) te_stats_get(s->e, &s->st);
+    if (!rc) rc = listen_on(s->host, opts->port, &s->listen_fd, &s->port);
+    if (!rc && pthread_create(&s->engine_thread, NULL, engine_main, s)) rc = rt_fail(RT_EINTERNAL, "cannot start the engine thread");
+    if (!rc) s->engine_started = true;
+    if (!rc) {
+        s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC,
+                                0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 300u,
+                                MHD_OPTION_CONNECTION_LIMIT, 2048u, MHD_OPTION_END);
+        if (!s->d) rc = rt_fail(RT_EINTERNAL, "libmicrohttpd did not start on %s:%d", s->host, s->port);
+    }
+    if (rc) {
+        srv_stop(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int srv_port(const srv *s) { return s->port; }
+
+void srv_stop(srv *s) {
+    if (!s) return;
+    if (s->d) {
+        int fd = MHD_quiesce_daemon(s->d);   /* no new connections */
+        if (fd >= 0) close(fd);
+        s->listen_fd = -1;
+        pthread_mutex_lock(&s->mu);
+        s->draining = true;
+        while (s->in_flight > 0) pthread_cond_wait(&s->drained, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+        MHD_stop_daemon(s->d);
+    }
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    if (s->engine_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop_engine = true;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->engine_thread, NULL);
+    }
+    pthread_mutex_lock(&s->mu);
+    while (s->n_active) drop_active(s, s->active[0]);
+    pthread_mutex_unlock(&s->mu);
+    te_engine_free(s->e);
+    free(s->active);
+    free(s->cancel);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->drained);
+    free(s->host);
+    free(s->model_name);
+    free(s->api_key);
+    free(s);
+}

@@ -1,0 +1,50 @@
+/* teacher/server.h — `retort serve`: the OpenAI-compatible HTTP service over the engine.
+ *
+ * srv_start() binds host:port (port 0: a free one, see srv_port), starts libmicrohttpd (one
+ * thread per connection) and ONE engine thread that owns a te_engine made from `m` and
+ * runs te_step; connection threads hand requests over through a mutex/condvar queue and
+ * read tokens back as the engine's per-token callback appends them. It borrows m and tok
+ * (both must outlive the server) and copies the strings in opts.
+ *
+ * Endpoints: POST /v1/chat/completions and /v1/completions (teacher/oai.h: the wire format,
+ * streaming as SSE), GET /v1/models, /health, /metrics (Prometheus text). With an API
+ * key, every /v1/ path needs "Authorization: Bearer KEY" (else 401); /health and /metrics stay open.
+ * A body over max_body bytes gets 413, a malformed or invalid one 400 with an OpenAI error
+ * object; an unknown path 404, a wrong method 405. A client that disconnects (the socket
+ * hangs up while it waits, or a write fails) cancels its request: te_cancel frees its
+ * cache blocks.
+ *
+ * srv_stop() stops accepting (the listening socket is closed), answers new requests on open
+ * connections with 503, lets every request in flight finish and be sent, then stops the
+ * engine thread and frees everything. NULL is fine.
+ * Errors: RT_EIO (cannot listen: the message names host:port and why), RT_EINVAL, RT_ENOMEM,
+ * RT_EINTERNAL (libmicrohttpd or pthreads failed).
+ */
+#ifndef RT_TEACHER_SERVER_H
+#define RT_TEACHER_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/chat_template.h"
+#include "core/tokenizer.h"
+#include "teacher/engine.h"
+
+typedef struct srv srv;   /* opaque; owned by the caller of srv_start */
+
+typedef struct {
+    const char *host;         /* NULL: 127.0.0.1 */
+    int port;                 /* 0: any free port */
+    const char *api_key;      /* NULL or "": no authentication */
+    const char *model_name;   /* the id /v1/models reports and responses carry */
+    size_t max_body;          /* bytes (0: 4 MiB) */
+    bool have_template;       /* false: chat requests get 400 */
+    ct_kind tmpl;
+    te_opts engine;           /* max_batch, cache_tokens, …; tok, on_token and user are set here */
+} srv_opts;
+
+int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv **out);
+int srv_port(const srv *s);
+void srv_stop(srv *s);
+
+#endif
