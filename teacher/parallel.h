@@ -31,12 +31,14 @@
  * so the dispatch is redundant today; it is what lets the same block take token-sharded
  * input, as data-parallel attention would give.)
  *
- * Numbers: one rank gives exactly the bits of ds_forward. With P > 1 the MoE block is
- * still the serial arithmetic, but o_proj and the dense MLP sum P partial sums (each over
- * 1/P of the terms) in rank order instead of one running sum: the same terms, another f32
- * association, so logits move by a few ulp of the summed magnitudes per layer (tested
- * bound: max |dlogit| ≤ 1e-4, the bound of the f32-vs-transformers comparison), and a
- * router or argmax whose top choices tie to within that could flip.
+ * Numbers: one rank gives exactly the bits of ds_forward (the collectives are copies and
+ * every expert sees the same rows in the same order). With P > 1, o_proj and the dense MLP
+ * sum P partial sums (each over 1/P of the terms) in rank order instead of one running sum:
+ * the same terms in another f32 association; and the shared experts run over each owner's
+ * token slice, a GEMM of other shape (OpenBLAS may round another way, gemv for one row).
+ * Logits move by a few ulp of the summed magnitudes per layer (measured ~2e-6 on the test
+ * model; tested bound max |dlogit| < 1e-4, the f32-vs-transformers bound), so only a router
+ * or argmax whose top two choices tie to within that could flip.
  *
  * ds_load_parallel() reads config.json, makes this rank's layout and loads only its part:
  * tensors and row/column slices are converted from the mmapped safetensors one slice at a

@@ -123,16 +123,23 @@ def model(tmp_path_factory):
     V = cfg["vocab_size"]
     prompt = torch.randint(0, V, (37,), generator=torch.Generator().manual_seed(42))
     want_logits = ref(prompt[None]).logits[0].float()
-    seq, toks, dec = prompt.clone(), [], []
-    for i in range(NGEN):   # greedy, every step from scratch
-        lg = ref(seq[None]).logits[0, -1].float()
-        if i:
-            dec.append(lg)
-        toks.append(int(lg.argmax()))
-        seq = torch.cat([seq, torch.tensor([toks[-1]])])
+
+    def greedy(seq):   # every step from scratch, no cache
+        toks, dec = [], []
+        for i in range(NGEN):
+            lg = ref(seq[None]).logits[0, -1].float()
+            if i:
+                dec.append(lg)
+            toks.append(int(lg.argmax()))
+            seq = torch.cat([seq, torch.tensor([toks[-1]])])
+        return toks, torch.stack(dec)
+
+    toks, dec = greedy(prompt)
+    b_prompt = prompt[:len(prompt) // 2 + 1].flip(0)   # the tool's second sequence in paged mode
+    b_toks, _ = greedy(b_prompt)
     save_file({"prompt": prompt.to(torch.int32)}, str(tmp / "in.safetensors"))
-    return {"dir": str(fp8), "in": str(tmp / "in.safetensors"), "logits": want_logits, "tokens": toks,
-            "dec": torch.stack(dec), "tmp": tmp}
+    return {"dir": str(fp8), "in": str(tmp / "in.safetensors"), "logits": want_logits, "tokens": toks, "dec": dec,
+            "b_logits": ref(b_prompt[None]).logits[0].float(), "b_tokens": b_toks, "tmp": tmp}
 
 
 def run_tool(tools_dir, model, ranks, mode="parallel", tag=None):
@@ -178,12 +185,19 @@ def test_ranks_match_one_rank(model, serial, tools_dir, ranks):
     assert (got["logits"] - model["logits"]).abs().max().item() < TOL
 
 
-def test_paged_path_matches(model, serial, tools_dir):
-    """ds_forward_paged (the engine's forward) on the parallel model."""
-    got = run_tool(tools_dir, model, 2, "paged")
-    assert (got["logits"] - serial["logits"]).abs().max().item() < TOL
-    assert (got["decode_logits"] - serial["decode_logits"]).abs().max().item() < TOL
-    assert got["tokens"].tolist() == model["tokens"]
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_paged_batch_matches(model, tools_dir, ranks):
+    """ds_forward_paged (the engine's forward) over a batch of two sequences of different
+    lengths, prefilled together and decoded side by side."""
+    want = run_tool(tools_dir, model, None, "serial-paged")
+    got = run_tool(tools_dir, model, ranks, "paged")
+    for k in ("logits", "decode_logits", "b_logits"):
+        d = (got[k] - want[k]).abs().max().item()
+        assert d < TOL, f"{k}: max |dlogit| vs 1 rank = {d}"
+    assert (want["logits"] - model["logits"]).abs().max().item() < TOL
+    assert (want["b_logits"] - model["b_logits"]).abs().max().item() < TOL
+    assert got["tokens"].tolist() == want["tokens"].tolist() == model["tokens"]
+    assert got["b_tokens"].tolist() == want["b_tokens"].tolist() == model["b_tokens"]
 
 
 # per rank: heads, dense-MLP columns (intermediate_size 512), vocabulary rows (512), experts

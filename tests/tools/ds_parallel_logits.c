@@ -1,18 +1,19 @@
 /* tests/tools/ds_parallel_logits.c — test helper: the parallel DeepSeek-V3 forward
  * (teacher/parallel.h) under mpirun -np P, or the serial one for comparison.
  *
- *   [mpirun -np P] ds_parallel_logits MODEL_DIR IN OUT NGEN [THREADS] [parallel|serial|paged]
+ *   [mpirun -np P] ds_parallel_logits MODEL_DIR IN OUT NGEN [THREADS] [parallel|serial|paged|serial-paged]
  *
  * IN holds "prompt", a 1-D I32 tensor of token ids. The prompt runs in one call (naive
  * attention), then NGEN greedy tokens are drawn (argmax, lowest id on ties), each fed back
  * one at a time through the cache (absorbed attention). "parallel" (default) loads with
  * ds_load_parallel and uses the contiguous latent cache; "serial" loads with ds_load (no
- * collectives: the reference); "paged" is "parallel" through ds_forward_paged and a paged
- * cache, the engine's path. Rank 0 writes OUT:
+ * collectives: the reference); "paged" and "serial-paged" run the engine's path instead
+ * (run_paged: a batch of two sequences through ds_forward_paged). Rank 0 writes OUT:
  *   logits [n, V] F32 (the prompt's), tokens [NGEN] I32, decode_logits [NGEN-1, V] F32 (the
  *   logits after feeding each generated token but the last),
  *   bytes [P, 2] I64 (per rank: checkpoint bytes read at load, of which routed-expert bytes),
- *   layout [P, 4] I64 (per rank: heads, dense-MLP columns, vocabulary rows, experts held).
+ *   layout [P, 4] I64 (per rank: heads, dense-MLP columns, vocabulary rows, experts held),
+ *   and for the paged modes b_logits [n/2 + 1, V] F32 and b_tokens [NGEN] I32 (sequence B).
  * Exit 0 ok; 1 with "ds_parallel_logits: message" on stderr (load errors from rank 0 only,
  * as every rank finds the same one); 2 usage.
  */
@@ -56,34 +57,54 @@ static int run_contiguous(ds_model *m, const int32_t *prompt, int64_t n, int64_t
     return rc;
 }
 
-/* The same through a paged cache (blocks of 16) and ds_forward_paged. */
+/* The engine's path: a paged cache (blocks of 16) and ds_forward_paged over a batch of two
+ * sequences, A = the prompt and B = its first half reversed, prefilled in one call and then
+ * decoded side by side. A's results go where run_contiguous puts them; B's prompt logits to
+ * blog [nb, V] and its greedy tokens to btoks [ngen]. */
 static int run_paged(ds_model *m, const int32_t *prompt, int64_t n, int64_t ngen, float *logits, int32_t *toks,
-                     float *dec) {
-    int64_t V = ds_vocab(m), bs = 16;
+                     float *dec, float *blog, int32_t *btoks) {
+    int64_t V = ds_vocab(m), bs = 16, nb = n / 2 + 1;
     kv_pool *p = NULL;
-    kv_seq s = {0};
-    int rc = kv_pool_create((n + ngen + bs - 1) / bs + 1, bs, ds_block_floats(m, bs), &p);
-    int32_t one = (int32_t)n;
-    kv_seq *sp = &s;
-    if (!rc) rc = ds_forward_paged(m, p, &sp, &one, 1, prompt, DS_ATTN_AUTO, logits, true);
-    if (!rc && ngen > 0) toks[0] = argmax(logits + (n - 1) * V, V);
-    one = 1;
-    for (int64_t i = 1; !rc && i < ngen; i++) {
-        rc = ds_forward_paged(m, p, &sp, &one, 1, &toks[i - 1], DS_ATTN_AUTO, dec + (i - 1) * V, false);
-        if (!rc) toks[i] = argmax(dec + (i - 1) * V, V);
+    kv_seq a = {0}, b = {0};
+    kv_seq *seqs[2] = {&a, &b};
+    int32_t *tok = malloc((size_t)(n + nb) * sizeof *tok);
+    float *all = malloc((size_t)((n + nb) * V) * sizeof *all);
+    int rc = tok && all ? kv_pool_create(2 * ((n + ngen + bs - 1) / bs + 1), bs, ds_block_floats(m, bs), &p) : RT_ENOMEM;
+    int32_t nn[2] = {(int32_t)n, (int32_t)nb};
+    if (!rc) {
+        memcpy(tok, prompt, (size_t)n * sizeof *tok);
+        for (int64_t i = 0; i < nb; i++) tok[n + i] = prompt[nb - 1 - i];
+        rc = ds_forward_paged(m, p, seqs, nn, 2, tok, DS_ATTN_AUTO, all, true);
     }
-    if (p) kv_seq_release(p, &s);
+    if (!rc) {
+        memcpy(logits, all, (size_t)(n * V) * sizeof *all);
+        memcpy(blog, all + n * V, (size_t)(nb * V) * sizeof *all);
+        if (ngen > 0) toks[0] = argmax(all + (n - 1) * V, V), btoks[0] = argmax(all + (n + nb - 1) * V, V);
+    }
+    nn[0] = nn[1] = 1;
+    for (int64_t i = 1; !rc && i < ngen; i++) {
+        int32_t step[2] = {toks[i - 1], btoks[i - 1]};
+        rc = ds_forward_paged(m, p, seqs, nn, 2, step, DS_ATTN_AUTO, all, false);
+        if (!rc) {
+            memcpy(dec + (i - 1) * V, all, (size_t)V * sizeof *all);
+            toks[i] = argmax(all, V);
+            btoks[i] = argmax(all + V, V);
+        }
+    }
+    if (p) kv_seq_release(p, &a), kv_seq_release(p, &b);
     kv_pool_free(p);
+    free(tok);
+    free(all);
     return rc;
 }
 
 int main(int argc, char **argv) {
     if (argc < 5 || argc > 7) {
-        fprintf(stderr, "usage: ds_parallel_logits MODEL_DIR IN OUT NGEN [THREADS] [parallel|serial|paged]\n");
+        fprintf(stderr, "usage: ds_parallel_logits MODEL_DIR IN OUT NGEN [THREADS] [parallel|serial|paged|serial-paged]\n");
         return 2;
     }
     const char *mode = argc > 6 ? argv[6] : "parallel";
-    bool serial = !strcmp(mode, "serial"), paged = !strcmp(mode, "paged");
+    bool serial = !strncmp(mode, "serial", 6), paged = !strcmp(mode, "paged") || !strcmp(mode, "serial-paged");
     if (!serial && !paged && strcmp(mode, "parallel")) {
         fprintf(stderr, "ds_parallel_logits: unknown mode %s\n", mode);
         return 2;
@@ -125,7 +146,15 @@ int main(int argc, char **argv) {
         if (!prompt || !logits || !dec || !toks || !infos || !lays) rc = RT_ENOMEM;
         else memcpy(prompt, t->data, (size_t)n * sizeof *prompt);
     }
-    if (!rc) rc = (paged ? run_paged : run_contiguous)(m, prompt, n, ngen, logits, toks, dec);
+    float *blog = NULL;
+    int32_t *btoks = NULL;
+    if (!rc && paged) {
+        blog = malloc((size_t)((n / 2 + 1) * V) * sizeof *blog);
+        btoks = calloc((size_t)(ngen > 0 ? ngen : 1), sizeof *btoks);
+        if (!blog || !btoks) rc = RT_ENOMEM;
+    }
+    if (!rc) rc = paged ? run_paged(m, prompt, n, ngen, logits, toks, dec, blog, btoks)
+                        : run_contiguous(m, prompt, n, ngen, logits, toks, dec);
     if (!rc) {
         ds_load_info li;
         ds_load_info_get(m, &li);
@@ -148,8 +177,10 @@ int main(int argc, char **argv) {
             {.name = "decode_logits", .dtype = RT_DT_F32, .ndim = 2, .shape = {ngen > 1 ? ngen - 1 : 0, V}, .data = dec},
             {.name = "bytes", .dtype = RT_DT_I64, .ndim = 2, .shape = {P, 2}, .data = infos},
             {.name = "layout", .dtype = RT_DT_I64, .ndim = 2, .shape = {P, 4}, .data = lays},
+            {.name = "b_logits", .dtype = RT_DT_F32, .ndim = 2, .shape = {n / 2 + 1, V}, .data = blog},
+            {.name = "b_tokens", .dtype = RT_DT_I32, .ndim = 1, .shape = {ngen}, .data = btoks},
         };
-        rc = st_write(argv[3], ts, sizeof ts / sizeof ts[0], NULL);
+        rc = st_write(argv[3], ts, sizeof ts / sizeof ts[0] - (paged ? 0 : 2), NULL);
     }
     if (rc && (rank == 0 || strcmp(stage, "load")))
         fprintf(stderr, "ds_parallel_logits: %s%s\n", rank ? "rank > 0: " : "", rt_errmsg());
@@ -157,6 +188,8 @@ int main(int argc, char **argv) {
     free(logits);
     free(dec);
     free(toks);
+    free(blog);
+    free(btoks);
     free(infos);
     free(lays);
     st_close(in);
