@@ -93,8 +93,8 @@ int nccl_sync(rt_comm *c) {
 }
 
 int nccl_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op) {
-    ncclDataType_t t;
-    ncclRedOp_t o;
+    ncclDataType_t t = ncclFloat32;
+    ncclRedOp_t o = ncclSum;
     int rc = nccl_type(dt, &t);
     if (!rc) rc = nccl_op(dt, op, &o);
     if (rc) return rc;
@@ -103,8 +103,8 @@ int nccl_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dt
 }
 
 int nccl_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op) {
-    ncclDataType_t t;
-    ncclRedOp_t o;
+    ncclDataType_t t = ncclFloat32;
+    ncclRedOp_t o = ncclSum;
     int rc = nccl_type(dt, &t);
     if (!rc) rc = nccl_op(dt, op, &o);
     if (rc) return rc;
@@ -113,7 +113,7 @@ int nccl_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_co
 }
 
 int nccl_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     int rc = nccl_type(dt, &t);
     if (rc) return rc;
     NCCL_TRY(ncclAllGather(send, recv, send_count, t, NC(c), ST(c)));
@@ -123,7 +123,7 @@ int nccl_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, 
 /* Point-to-point inside one group: the root receives every rank's block (its own by a
  * device copy unless in place). */
 int nccl_gather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt, int root) {
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     int rc = nccl_type(dt, &t);
     if (rc) return rc;
     size_t bytes = send_count * rt_dtype_size(dt);
@@ -149,7 +149,7 @@ int nccl_gather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_
 
 int nccl_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
                    const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     int rc = nccl_type(dt, &t);
     if (rc) return rc;
     size_t es = rt_dtype_size(dt);
@@ -167,7 +167,7 @@ int nccl_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, cons
 }
 
 int nccl_broadcast(rt_comm *c, void *buf, size_t count, rt_dtype dt, int root) {
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     int rc = nccl_type(dt, &t);
     if (rc) return rc;
     NCCL_TRY(ncclBroadcast(buf, buf, count, t, root, NC(c), ST(c)));
