@@ -42,6 +42,9 @@
  *     workspace; one handle per stream.
  *   bf16_gemm_cuda: the bf16 fallback, out [M, N] = x·Wᵀ with bf16 x, W (cuBLASLt, f32
  *     accumulation, bf16 out); bf16_gemm_f32_cuda the same with f32 out (the MoE gate).
+ *   bf16_gemm_batched_cuda: for b < batch, out_b [M, N] = x_b [M, K] · (w_trans ? W_bᵀ with
+ *     W_b [N, K] : W_b [K, N]); ld* are row strides, s* the strides between batch entries,
+ *     all in elements (MLA's per-head absorption: q_nope·W_UK[h], o_lat·W_UV[h]ᵀ).
  *   ds_rmsnorm_cuda: y = w ⊙ x / sqrt(mean(x²) + eps), bf16 x/y, f32 w, one row per warp
  *     group (the CPU twin is kernels/norm.h's rmsnorm_fwd). Optional residual: when res is
  *     not NULL, x ← x + res first (written back to x, bf16) — the fused pre-norm add.
@@ -92,6 +95,9 @@ int bf16_gemm_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, i
                    void *stream);
 int bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, float *out,
                        void *stream);
+int bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx, const uint16_t *w,
+                           int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N,
+                           int64_t K, int64_t batch, void *stream);
 
 int ds_rmsnorm_cuda(uint16_t *x, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps, uint16_t *y,
                     void *stream);

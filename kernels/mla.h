@@ -33,4 +33,31 @@ int mla_attn_naive(const mla_dims *d, const float *q, int64_t n, const float *la
 int mla_attn_absorbed(const mla_dims *d, const float *q, int64_t n, const float *latent, int64_t T,
                       const float *kv_b, const int32_t *ctx, float *out, tp_pool *pool);
 
+#ifdef RT_HAVE_CUDA
+/* CUDA (kernels/cuda/ds_mla.cu): the absorbed attention core on a paged latent cache, for
+ * decode (one query per sequence) and prefill (many queries of a sequence, each with its own
+ * ctx) alike; the projections around it (q_nope·W_UK[h] before, ·W_UV[h]ᵀ after) are GEMMs.
+ * q [n, H, kv_rank + rope_dim] bf16: the absorbed query (q_nope·W_UK[h] | rotated q_rope).
+ * kv: the cache, pages of `page` rows of kv_rank + rope_dim values (c | k_r, as `latent`
+ * above): bf16, or e4m3 when kv_scale [pages·page] (one f32 scale per row) is given.
+ * Query i reads sequence seq[i] (seq NULL: i) through block_table + seq[i]·bt_stride (page
+ * ids) and sees its first ctx[i] rows (1 ≤ ctx[i] ≤ max_ctx). out [n, H, kv_rank] bf16 =
+ * softmax(scale · q·kᵀ) · c per head — mla_attn_absorbed's o_lat, before W_UV.
+ * Built for DeepSeek-V3's kv_rank 512 and rope 64 (else RT_EUNSUPPORTED); H a multiple of
+ * 16. Work is split over the context (flash-decoding) into ws, mla_decode_workspace_bytes()
+ * bytes, owned by the caller (no allocation: the call can be captured in a CUDA graph).
+ * Asynchronous on `stream`; 0, RT_EINVAL, RT_EUNSUPPORTED or RT_EINTERNAL. */
+#include <stddef.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+size_t mla_decode_workspace_bytes(int64_t n, int64_t H, int64_t max_ctx);
+int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, const void *kv, const float *kv_scale,
+                    int64_t page, const int32_t *block_table, int64_t bt_stride, const int32_t *seq,
+                    const int32_t *ctx, int64_t max_ctx, void *ws, size_t ws_bytes, uint16_t *out, void *stream);
+#ifdef __cplusplus
+}
+#endif
+#endif
+
 #endif

@@ -406,3 +406,60 @@ extern "C" int bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *
         return rt_fail(RT_EINVAL, "bf16 gemm: bad shape %lld × %lld × %lld", (long long)M, (long long)N, (long long)K);
     return lt_run(h, CUDA_R_16BF, w, x, NULL, NULL, M, N, K, CUDA_R_32F, out, (cudaStream_t)stream);
 }
+
+extern "C" int bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx,
+                                      const uint16_t *w, int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo,
+                                      int64_t so, int64_t M, int64_t N, int64_t K, int64_t batch, void *stream) {
+    if (M <= 0 || N <= 0 || K <= 0 || batch <= 0 || batch > INT32_MAX)
+        return rt_fail(RT_EINVAL, "bf16 batched gemm: bad shape %lld × %lld × %lld × %lld", (long long)batch,
+                       (long long)M, (long long)N, (long long)K);
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasStatus_t st;
+    int rc = 0, found = 0;
+    int32_t bc = (int32_t)batch;
+    cublasLtMatmulHeuristicResult_t heur;
+    const cublasOperation_t opa = w_trans ? CUBLAS_OP_T : CUBLAS_OP_N, opn = CUBLAS_OP_N;
+    const float alpha = 1.0f, beta = 0.0f;
+#define LT(call)                                                                                    \
+    do {                                                                                            \
+        st = (call);                                                                                \
+        if (st != CUBLAS_STATUS_SUCCESS) {                                                          \
+            rc = rt_fail(RT_EINTERNAL, "%s: cuBLASLt status %d", #call, (int)st);                   \
+            goto done;                                                                              \
+        }                                                                                           \
+    } while (0)
+    LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opn, sizeof opn));
+    if (w_trans) LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, ldw));
+    else LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)N, (uint64_t)K, ldw));
+    LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, ldx));
+    LT(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, (uint64_t)N, (uint64_t)M, ldo));
+    LT(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT(cublasLtMatrixLayoutSetAttribute(ld, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sw, sizeof sw));
+    LT(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sx, sizeof sx));
+    LT(cublasLtMatrixLayoutSetAttribute(ld, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &so, sizeof so));
+    LT(cublasLtMatmulPreferenceCreate(&pref));
+    LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &h->ws_bytes,
+                                            sizeof h->ws_bytes));
+    LT(cublasLtMatmulAlgoGetHeuristic(h->lt, desc, la, lb, ld, ld, pref, 1, &heur, &found));
+    if (!found) {
+        rc = rt_fail(RT_EUNSUPPORTED, "cuBLASLt has no batched bf16 algorithm for %lld × %lld × %lld",
+                     (long long)M, (long long)N, (long long)K);
+        goto done;
+    }
+    LT(cublasLtMatmul(h->lt, desc, &alpha, w, la, x, lb, &beta, out, ld, out, ld, &heur.algo, h->ws, h->ws_bytes,
+                      (cudaStream_t)stream));
+#undef LT
+done:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    return rc;
+}
