@@ -32,7 +32,7 @@ CLI_SRC := $(sort $(wildcard cli/*.c))
 CU_SRC  := $(sort $(wildcard kernels/cuda/*.cu))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_SRC := $(filter-out bench/lab_%,$(sort $(wildcard bench/*.c)))
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 
 ifeq ($(CUDA),1)
@@ -55,7 +55,7 @@ TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test sanitize bench fuzz demo clean tests-build gpu-test
+.PHONY: all deps test sanitize bench fuzz demo clean tests-build gpu-test gpu-test-build gpu-bench gpu-check-cuda
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -87,16 +87,57 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB)
 
 tests-build: $(BIN) $(TESTS) $(TOOLS)
 
-# GPU kernels against their CPU twins; needs a CUDA device (not run by `make test`/CI).
+# ---- GPU-only build: the CUDA kernels, their CPU twins, GPU tests and kernel labs ----------
+# Builds from core/ basics + kernels/ + CUDA alone (no jansson, SQLite, HTTP, MPI, OpenBLAS,
+# Criterion), so it works on a GPU machine that reaches no package registry:
+#   make gpu-test-build   library + tests/gpu/test_*.c + bench/lab_*.{c,cu}, in $(GPU_BUILD)
+#   make gpu-test         ... and run every GPU test (each compares a kernel to its CPU twin)
+#   make gpu-bench        ... and run every kernel lab (time, TFLOP/s or GB/s, % of measured peak)
+# The CPU twins' few CBLAS calls go to kernels/cpu/noblas (plain C) under -DRT_NO_BLAS;
+# -DRT_KERNELS_ONLY drops the config-parsing parts of kernel headers (rope_inv_freq).
+# Link: -lcublasLt -lcublas -lcudart -lm -lpthread only (checked with -Wl,--no-undefined).
+GPU_BUILD    ?= $(BUILD)/gpuonly
+GPU_CORE_SRC := core/status.c core/log.c core/alloc.c core/threadpool.c core/dtype.c
+GPU_CPU_EXCLUDE ?= kernels/cpu/yarn.c
+GPU_CPU_SRC  := $(filter-out $(GPU_CPU_EXCLUDE),$(sort $(wildcard kernels/cpu/*.c))) kernels/cpu/noblas/cblas.c
+GPU_OBJ      := $(GPU_CORE_SRC:%.c=$(GPU_BUILD)/%.o) $(GPU_CPU_SRC:%.c=$(GPU_BUILD)/%.o) $(CU_SRC:%.cu=$(GPU_BUILD)/%.o)
+GPU_LIB      := $(GPU_BUILD)/libretort_gpu.a
+GPU_CPPFLAGS := -Ikernels/cpu/noblas -I. -D_GNU_SOURCE -DRT_HAVE_CUDA=1 -DRT_KERNELS_ONLY -DRT_NO_BLAS
+# no C++ exceptions or thread-safe statics in the .cu host code: no libstdc++ at link time
+GPU_NVFLAGS  := -DRT_HAVE_CUDA=1 -DRT_KERNELS_ONLY -Xcompiler -fno-exceptions,-fno-threadsafe-statics
+GPU_CFLAGS   := -std=c11 -O2 -g $(WARN) -pthread -fno-strict-aliasing
+GPU_LDLIBS    = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,--no-undefined -lcublasLt -lcublas -lcudart -lm -lpthread
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu/test_*.c))
-GPU_TESTS := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/gpu-tests/%)
-$(BUILD)/gpu-tests/%: tests/gpu/%.c $(LIB)
+GPU_TESTS    := $(GPU_TEST_SRC:tests/gpu/%.c=$(GPU_BUILD)/gpu-tests/%)
+GPU_LAB_SRC  := $(sort $(wildcard bench/lab_*.c bench/lab_*.cu))
+GPU_LABS     := $(basename $(GPU_LAB_SRC:bench/%=$(GPU_BUILD)/labs/%))
+
+$(GPU_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(LIB) $(LDLIBS)
-gpu-test:
-	@test "$(CUDA)" = 1 || { echo "gpu-test needs CUDA (nvcc)"; exit 1; }
-	@$(MAKE) --no-print-directory $(GPU_TESTS)
-	@for t in $(GPU_TESTS); do echo "== $$t"; $$t || exit 1; done
+	$(CC) $(GPU_CPPFLAGS) $(GPU_CFLAGS) -MMD -MP -c $< -o $@
+$(GPU_BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $(GPU_NVFLAGS) -MMD -MP -c $< -o $@
+$(GPU_LIB): $(GPU_OBJ)
+	rm -f $@ && ar rcs $@ $^
+$(GPU_BUILD)/gpu-tests/%: tests/gpu/%.c $(GPU_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(GPU_CPPFLAGS) $(GPU_CFLAGS) -I$(CUDA_HOME)/include -MMD -MP -o $@ $< $(GPU_LIB) $(GPU_LDLIBS)
+$(GPU_BUILD)/labs/%: bench/%.c $(GPU_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(GPU_CPPFLAGS) $(GPU_CFLAGS) -I$(CUDA_HOME)/include -MMD -MP -o $@ $< $(GPU_LIB) $(GPU_LDLIBS)
+$(GPU_BUILD)/labs/%: bench/%.cu $(GPU_LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $(GPU_NVFLAGS) -o $@ $< $(GPU_LIB) -lcublasLt -lcublas -lm -lpthread
+
+gpu-check-cuda:
+	@test "$(CUDA)" = 1 || { echo "the GPU build needs CUDA (nvcc)"; exit 1; }
+gpu-test-build: gpu-check-cuda
+	@$(MAKE) --no-print-directory $(GPU_LIB) $(GPU_TESTS) $(GPU_LABS)
+gpu-test: gpu-test-build
+	@fail=0; for t in $(GPU_TESTS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
+gpu-bench: gpu-test-build
+	@for l in $(GPU_LABS); do echo "== $$l"; $$l || exit 1; done
 
 deps:
 	@VENV=$(VENV) scripts/deps.sh
