@@ -1,7 +1,8 @@
 """Tensor-parallel attention and expert-parallel MoE (teacher/parallel.h) on CPU with the MPI
 backend: tests/tools/ds_parallel_logits.c under mpirun -np 1..4 on a small DeepSeek-V3 shape
 stored as R1 is (projections FP8 e4m3 with 128x128 block scales, the rest BF16, 2 shards):
-2 layers (one dense, one MoE), 4 heads, 8 routed experts + 1 shared, group-limited routing.
+2 layers (one dense, one MoE) and an MTP layer, 4 heads, 8 routed experts + 1 shared,
+group-limited routing.
 
 Expected values: transformers' DeepseekV3ForCausalLM (f32, eager) on the dequantized weights,
 its logits and its greedy continuation (recomputed from scratch each step, no cache), and the
@@ -103,6 +104,19 @@ def model(tmp_path_factory):
     for fn in glob.glob(str(tmp / "src" / "*.safetensors")):
         with safe_open(fn, "pt") as f:
             sd.update({k: f.get_tensor(k) for k in f.keys()})
+    # the MTP layer (model.layers.2.*), as gen_deepseek.py builds it: a perturbed copy of the
+    # last layer plus its own embedding, norms, eh_proj and head (transformers has no MTP, so
+    # the reference for its draft logits is the serial ds_mtp_forward, tested in test_deepseek.c)
+    L, D, V = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
+    gm, last = torch.Generator().manual_seed(43), f"model.layers.{L - 1}."
+    for k in [k for k in sd if k.startswith(last)]:
+        v = sd[k]
+        sd[f"model.layers.{L}." + k[len(last):]] = v + 0.3 * v.std() * torch.randn(v.shape, generator=gm) if v.numel() > 1 else v.clone()
+    sd[f"model.layers.{L}.embed_tokens.weight"] = sd["model.embed_tokens.weight"].clone()
+    for nm in ("enorm", "hnorm", "shared_head.norm"):
+        sd[f"model.layers.{L}.{nm}.weight"] = 1 + 0.2 * torch.randn(D, generator=gm)
+    sd[f"model.layers.{L}.eh_proj.weight"] = 0.8 / math.sqrt(2 * D) * torch.randn(D, 2 * D, generator=gm)
+    sd[f"model.layers.{L}.shared_head.head.weight"] = 1 / math.sqrt(D) * torch.randn(V, D, generator=gm)
     stored, deq = {}, {}
     for k, v in sd.items():
         if k.endswith(".weight") and v.ndim == 2 and k.split(".")[-2] in QUANTIZED:
@@ -117,10 +131,10 @@ def model(tmp_path_factory):
             deq[k] = stored[k].float()
     assert any(k.endswith("_scale_inv") for k in stored)
     fp8 = tmp / "fp8"
-    write_sharded(str(fp8), stored, cfg, n_shards=2)
-    write_sharded(str(tmp / "deq"), deq, plain, n_shards=1)
+    write_sharded(str(fp8), stored, dict(cfg, num_nextn_predict_layers=1), n_shards=2)
+    write_sharded(str(tmp / "deq"), {k: v for k, v in deq.items() if not k.startswith(f"model.layers.{L}.")}, plain,
+                  n_shards=1)
     ref = AutoModelForCausalLM.from_pretrained(str(tmp / "deq"), dtype=torch.float32, attn_implementation="eager").eval()
-    V = cfg["vocab_size"]
     prompt = torch.randint(0, V, (37,), generator=torch.Generator().manual_seed(42))
     want_logits = ref(prompt[None]).logits[0].float()
 
@@ -168,7 +182,7 @@ def test_serial_matches_transformers(model, serial):
 
 def test_one_rank_is_bit_identical_to_ds_forward(model, serial, tools_dir):
     one = run_tool(tools_dir, model, 1)
-    for k in ("logits", "tokens", "decode_logits"):
+    for k in ("logits", "tokens", "decode_logits", "mtp_logits"):
         assert torch.equal(one[k], serial[k]), f"{k}: max diff {(one[k].float() - serial[k].float()).abs().max().item()}"
     assert one["layout"].tolist() == [[HEADS, 512, 512, EXPERTS]]
     assert one["bytes"].tolist() == serial["bytes"].tolist()
@@ -183,6 +197,9 @@ def test_ranks_match_one_rank(model, serial, tools_dir, ranks):
     assert d < TOL and dd < TOL, (d, dd)
     assert got["tokens"].tolist() == serial["tokens"].tolist() == model["tokens"]
     assert (got["logits"] - model["logits"]).abs().max().item() < TOL
+    dm = (got["mtp_logits"] - serial["mtp_logits"]).abs().max().item()
+    print(f"{ranks} ranks: MTP draft max |dlogit| vs 1 rank {dm:.3g}")
+    assert dm < TOL
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
@@ -214,8 +231,9 @@ def test_each_rank_reads_only_its_part(model, serial, tools_dir, ranks):
     got = run_tool(tools_dir, model, ranks, tag="bytes")
     assert got["layout"].tolist() == LAYOUTS[ranks]
     total, experts = serial["bytes"][0].tolist()
-    # one expert: gate, up [128, 256] and down [256, 128] FP8 bytes + one 1x2 / 2x1 scale block each
-    one_expert = 3 * 128 * 256 + 3 * 2 * 4
+    # one expert: gate, up [128, 256] and down [256, 128] FP8 bytes + one 1x2 / 2x1 scale block each;
+    # two MoE layers (layer 1 and the MTP layer)
+    one_expert = 2 * (3 * 128 * 256 + 3 * 2 * 4)
     assert experts == EXPERTS * one_expert
     per_rank = got["bytes"].tolist()
     for r, (b, e) in enumerate(per_rank):

@@ -13,7 +13,9 @@
  *   logits after feeding each generated token but the last),
  *   bytes [P, 2] I64 (per rank: checkpoint bytes read at load, of which routed-expert bytes),
  *   layout [P, 4] I64 (per rank: heads, dense-MLP columns, vocabulary rows, experts held),
- *   and for the paged modes b_logits [n/2 + 1, V] F32 and b_tokens [NGEN] I32 (sequence B).
+ *   and for the paged modes b_logits [n/2 + 1, V] F32 and b_tokens [NGEN] I32 (sequence B);
+ *   otherwise, when the checkpoint has an MTP layer, mtp_logits [n, V] F32 (its draft for the
+ *   prompt, fed the prompt's next tokens and then the first greedy one).
  * Exit 0 ok; 1 with "ds_parallel_logits: message" on stderr (load errors from rank 0 only,
  * as every rank finds the same one); 2 usage.
  */
@@ -36,24 +38,31 @@ static int32_t argmax(const float *v, int64_t n) {
     return (int32_t)b;
 }
 
-/* Prompt then greedy decode through the contiguous cache. */
+/* Prompt then greedy decode through the contiguous cache; with an MTP layer (mtp != NULL),
+ * its draft logits [n, V] for the prompt: next token = the prompt's following one, then the
+ * first greedy token. */
 static int run_contiguous(ds_model *m, const int32_t *prompt, int64_t n, int64_t ngen, float *logits, int32_t *toks,
-                          float *dec) {
-    int64_t V = ds_vocab(m);
+                          float *dec, float *mtp) {
+    int64_t V = ds_vocab(m), D = ds_hidden(m);
     ds_cache *c = NULL;
-    int32_t *pos = malloc((size_t)(n + ngen) * sizeof *pos);
-    float *row = malloc((size_t)V * sizeof *row);
-    int rc = pos && row ? ds_cache_create(m, n + ngen, &c) : RT_ENOMEM;
+    int32_t *pos = malloc((size_t)(n + ngen) * sizeof *pos), *next = malloc((size_t)n * sizeof *next);
+    float *hid = malloc((size_t)(n * D) * sizeof *hid);
+    int rc = pos && next && hid ? ds_cache_create(m, n + ngen, &c) : RT_ENOMEM;
     for (int64_t i = 0; i < n + ngen && pos; i++) pos[i] = (int32_t)i;
-    if (!rc) rc = ds_forward(m, c, prompt, pos, n, DS_ATTN_NAIVE, logits, NULL);
+    if (!rc) rc = ds_forward(m, c, prompt, pos, n, DS_ATTN_NAIVE, logits, hid);
     if (!rc && ngen > 0) toks[0] = argmax(logits + (n - 1) * V, V);
+    if (!rc && mtp && ngen > 0) {
+        for (int64_t i = 0; i < n; i++) next[i] = i + 1 < n ? prompt[i + 1] : toks[0];
+        rc = ds_mtp_forward(m, c, hid, next, pos, n, DS_ATTN_NAIVE, mtp, NULL);
+    }
     for (int64_t i = 1; !rc && i < ngen; i++) {
         rc = ds_forward(m, c, &toks[i - 1], &pos[n + i - 1], 1, DS_ATTN_ABSORBED, dec + (i - 1) * V, NULL);
         if (!rc) toks[i] = argmax(dec + (i - 1) * V, V);
     }
     ds_cache_free(c);
     free(pos);
-    free(row);
+    free(next);
+    free(hid);
     return rc;
 }
 
@@ -125,7 +134,7 @@ int main(int argc, char **argv) {
     int rc = 0;
     const char *stage = "load";
     if (argc > 5 && atoi(argv[5]) > 1) rc = tp_create(atoi(argv[5]), &pool);
-    ds_load_opts o = {.pool = pool};
+    ds_load_opts o = {.pool = pool, .load_mtp = true};
     if (!rc) rc = serial ? ds_load(argv[1], &o, &m) : ds_load_parallel(argv[1], &o, comm, &m);
     if (!rc) {
         stage = "forward";
@@ -146,15 +155,17 @@ int main(int argc, char **argv) {
         if (!prompt || !logits || !dec || !toks || !infos || !lays) rc = RT_ENOMEM;
         else memcpy(prompt, t->data, (size_t)n * sizeof *prompt);
     }
-    float *blog = NULL;
+    float *blog = NULL, *mtp = NULL;
     int32_t *btoks = NULL;
+    bool has_mtp = !rc && ds_has_mtp(m) && ngen > 0;
+    if (!rc && has_mtp && !(mtp = malloc((size_t)(n * V) * sizeof *mtp))) rc = RT_ENOMEM;
     if (!rc && paged) {
         blog = malloc((size_t)((n / 2 + 1) * V) * sizeof *blog);
         btoks = calloc((size_t)(ngen > 0 ? ngen : 1), sizeof *btoks);
         if (!blog || !btoks) rc = RT_ENOMEM;
     }
     if (!rc) rc = paged ? run_paged(m, prompt, n, ngen, logits, toks, dec, blog, btoks)
-                        : run_contiguous(m, prompt, n, ngen, logits, toks, dec);
+                        : run_contiguous(m, prompt, n, ngen, logits, toks, dec, mtp);
     if (!rc) {
         ds_load_info li;
         ds_load_info_get(m, &li);
@@ -180,7 +191,10 @@ int main(int argc, char **argv) {
             {.name = "b_logits", .dtype = RT_DT_F32, .ndim = 2, .shape = {n / 2 + 1, V}, .data = blog},
             {.name = "b_tokens", .dtype = RT_DT_I32, .ndim = 1, .shape = {ngen}, .data = btoks},
         };
-        rc = st_write(argv[3], ts, sizeof ts / sizeof ts[0] - (paged ? 0 : 2), NULL);
+        size_t nt = paged ? 7 : 5;
+        if (!paged && mtp)   /* in the place of the paged modes' b_logits */
+            ts[nt++] = (st_wtensor){.name = "mtp_logits", .dtype = RT_DT_F32, .ndim = 2, .shape = {n, V}, .data = mtp};
+        rc = st_write(argv[3], ts, nt, NULL);
     }
     if (rc && (rank == 0 || strcmp(stage, "load")))
         fprintf(stderr, "ds_parallel_logits: %s%s\n", rank ? "rank > 0: " : "", rt_errmsg());
@@ -189,6 +203,7 @@ int main(int argc, char **argv) {
     free(dec);
     free(toks);
     free(blog);
+    free(mtp);
     free(btoks);
     free(infos);
     free(lays);
