@@ -45,7 +45,10 @@
  * time (FP8 through its block scales), so other ranks' experts, heads and vocabulary rows are
  * never read (ds_load_info: bytes read). The model borrows comm (and opts->pool), which
  * must outlive it; ds_forward, ds_forward_paged, ds_mtp_forward and the latent cache work on
- * it unchanged, and every rank must call them with the same arguments in the same order.
+ * it unchanged, and every rank must call them with the same arguments in the same order and
+ * use a pool of the same size (replicated steps such as the router must round alike on all
+ * ranks: the same binary and thread count do). Every rank then holds the same logits, bit for
+ * bit, so samplers and schedulers driven by them stay in lockstep without messages.
  * Errors: ds_load's, RT_EINVAL (more ranks than attention heads), comm's (RT_EINTERNAL).
  */
 #ifndef RT_TEACHER_PARALLEL_H
