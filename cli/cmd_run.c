@@ -174,12 +174,10 @@ int cmd_run(int argc, char **argv) {
                 continue;
             }
             char **rargv = NULL, *ck = NULL;
-            if (act[i] == RC_RESUME && rc_resume_argv(st, &rargv, &ck)) { status = cli_fail("run"); break; }
+            if (rc_stage_argv(p, i, act[i] == RC_RESUME, false, &rargv, &ck)) { status = cli_fail("run"); break; }
             rc_stage shown = *st;
-            if (rargv) {
-                shown.argv = rargv;
-                for (shown.argc = 0; rargv[shown.argc]; shown.argc++) {}
-            }
+            shown.argv = rargv;
+            for (shown.argc = 0; rargv[shown.argc]; shown.argc++) {}
             char *line = rc_command_line(&shown, exe);
             if (!line) { rt_fail(RT_ENOMEM, "out of memory"); status = cli_fail("run"); }
             else printf("%s\n", line);
@@ -220,13 +218,11 @@ int cmd_run(int argc, char **argv) {
             continue;
         }
         char **rargv = NULL, *ck = NULL;
-        if (act[i] == RC_RESUME && rc_resume_argv(st, &rargv, &ck)) { status = cli_fail("run"); break; }
+        if (rc_stage_argv(p, i, act[i] == RC_RESUME, true, &rargv, &ck)) { status = cli_fail("run"); break; }
         if (act[i] == RC_RUN && st->train_log) unlink(st->train_log); /* a fresh run starts its log again */
         rc_stage shown = *st;
-        if (rargv) {
-            shown.argv = rargv;
-            for (shown.argc = 0; rargv[shown.argc]; shown.argc++) {}
-        }
+        shown.argv = rargv;
+        for (shown.argc = 0; rargv[shown.argc]; shown.argc++) {}
         char *line = rc_command_line(&shown, exe);
         if (!line || rc_state_mark(state, p, i, false, 0)) {
             free(line);
@@ -241,7 +237,7 @@ int cmd_run(int argc, char **argv) {
         free(line);
         free(ck);
         double ts = now_s();
-        int err = 0, ws = spawn_wait(st, rargv ? rargv : st->argv, exe, &err);
+        int err = 0, ws = spawn_wait(st, rargv, exe, &err);
         rc_argv_free(rargv);
         double secs = now_s() - ts;
         if (ws < 0) {

@@ -60,7 +60,9 @@ static const opt_def GENERATE[] = {
     {"top-p", T_NUM, 0},       {"top-k", T_INT, 0},         {"min-p", T_NUM, 0},       {"seed", T_INT, 0},
     {"concurrency", T_INT, 0}, {"logprobs", T_INT, 0},      {"tokenizer", T_STR, F_IN}, {"template", T_STR, 0},
     {"jsonl", T_STR, F_IN},    {"max-batch", T_INT, 0},     {"stop", T_LIST, 0},       {"ignore-eos", T_BOOL, 0},
-    {"cache-tokens", T_INT, 0}, {"threads", T_INT, 0},      END};
+    {"cache-tokens", T_INT, 0}, {"threads", T_INT, 0},      {"system", T_STR, 0},      {"instruction", T_STR, 0},
+    {"no-think-prefix", T_BOOL, 0}, {"timeout", T_NUM, 0},  {"retries", T_INT, 0},     {"no-stream", T_BOOL, 0},
+    {"quiet", T_BOOL, 0},      END};
 static const opt_def FILTER[] = {{"db", T_STR, 0},         {"config", T_STR, F_IN},         {"preset", T_STR, 0},
                                  {"threads", T_INT, 0},    {"assets", T_STR, F_IN},         {"decontam", T_LIST, F_IN},
                                  {"decontam-field", T_LIST, 0}, {"batch", T_INT, 0},        {"quiet", T_BOOL, 0}, END};
@@ -80,7 +82,7 @@ static const opt_def TRAIN[] = {
     {"min-lr-ratio", T_NUM, 0}, {"weight-decay", T_NUM, 0},    {"beta1", T_NUM, 0},         {"beta2", T_NUM, 0},
     {"adam-eps", T_NUM, 0},     {"clip", T_NUM, 0},            {"seed", T_INT, 0},          {"out", T_STR, F_OUT},
     {"save-every", T_INT, 0},   {"dtype", T_STR, 0},           {"log", T_STR, F_LOG},       {"threads", T_INT, 0},
-    {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  END};
+    {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0}, END};
 static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},
@@ -229,6 +231,9 @@ typedef struct {
     char *name;
     char *work_dir;     /* absolute, once resolved */
     bool resolving_wd;
+    bool checking_vars; /* ${hash:STAGE} resolves to a placeholder while vars are checked */
+    const rc_plan *plan; /* the stages built so far, for ${hash:STAGE} */
+    uint64_t *chain;    /* [stages] chained hash of stages 0..i */
 } ctx;
 
 static int __attribute__((format(printf, 3, 4))) fail_at(const ctx *c, int line, const char *fmt, ...) {
@@ -320,6 +325,25 @@ static int subst(ctx *c, const char *s, int depth, const char *where, int line, 
             const char *ev = getenv(name + 4);
             if (!ev) rc = fail_at(c, line, "%s: environment variable %s is not set", where, name + 4);
             else rc = sb_add(&b, ev, strlen(ev));
+        } else if (!strncmp(name, "hash:", 5)) {
+            /* the chained hash of every stage up to an earlier one: a name that changes
+             * whenever anything that stage depends on changes */
+            char hex[17] = "00000000";
+            int k = c->plan ? rc_find_stage(c->plan, name + 5) : -1;
+            if (k >= 0) snprintf(hex, sizeof hex, "%08llx", (unsigned long long)(c->chain[k] & 0xffffffffu));
+            else if (!c->checking_vars) {
+                rc = fail_at(c, line, "%s: ${%s}: no earlier stage named '%s'", where, name, name + 5);
+                break;
+            }
+            rc = sb_add(&b, hex, 8);
+        } else if (!strncmp(name, "checkpoint:", 11)) {
+            /* bound when the stage starts (rc_stage_argv): kept as written */
+            int k = c->plan ? rc_find_stage(c->plan, name + 11) : -1;
+            if (!c->checking_vars && (k < 0 || strcmp(c->plan->stages[k].kind, "train"))) {
+                rc = fail_at(c, line, "%s: ${%s}: no earlier train stage named '%s'", where, name, name + 11);
+                break;
+            }
+            rc = sb_add(&b, d, (size_t)(e - d + 1));
         } else if (!strcmp(name, "recipe_dir")) {
             rc = sb_add(&b, c->recipe_dir, strlen(c->recipe_dir));
         } else if (!strcmp(name, "name")) {
@@ -517,7 +541,7 @@ static int split_words(const char *s, strv *out) {
 static bool is_url(const char *s) { return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8); }
 
 static int add_input(rc_stage *st, const ctx *c, const char *key, const char *val, unsigned flags, int line) {
-    if (is_url(val)) return 0;
+    if (is_url(val) || strstr(val, "${checkpoint:")) return 0;
     const char *p = !strncmp(val, "local:", 6) ? val + 6 : val;
     if (flags & F_IN_JSONL) {
         size_t n = strlen(p);
@@ -813,6 +837,7 @@ static int load(ctx *c, const char *const *sets, size_t n_sets, rc_plan *p) {
     if (!c->name || !c->recipe_dir) return RT_ENOMEM;
     if ((rc = resolve_work_dir(c))) return rc;
     /* every variable must resolve, used or not: a typo surfaces now */
+    c->checking_vars = true;
     if (c->vars) {
         json_object_foreach(c->vars, key, v) {
             char *raw = scalar_text(v), *s;
@@ -828,18 +853,23 @@ static int load(ctx *c, const char *const *sets, size_t n_sets, rc_plan *p) {
             if (rc) return rc;
         }
     }
+    c->checking_vars = false;
     json_t *stages = json_object_get(c->root, "stages");
     int sl = line_of(&c->loc, NULL, SIZE_MAX, "stages");
     if (!stages) return fail_at(c, 0, "stages: missing (a list of stages)");
     if (!json_is_array(stages) || !json_array_size(stages))
         return fail_at(c, sl, "stages: expected a non-empty list, got %s", json_is_array(stages) ? "an empty list" : type_name(stages));
     p->stages = rt_calloc(json_array_size(stages), sizeof *p->stages);
-    if (!p->stages) return RT_ENOMEM;
+    c->chain = rt_calloc(json_array_size(stages), sizeof *c->chain);
+    if (!p->stages || !c->chain) return RT_ENOMEM;
+    c->plan = p;
     size_t i;
     json_array_foreach(stages, i, v) {
         rc = build_stage(c, i, v, &p->stages[i]);
         p->n_stages = i + 1;
         if (rc) return rc;
+        uint64_t link[2] = {i ? c->chain[i - 1] : 0, p->stages[i].hash};
+        c->chain[i] = XXH64(link, sizeof link, 0);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(p->stages[j].name, p->stages[i].name))
                 return fail_at(c, p->stages[i].line, "stages[%zu]: a second stage named '%s' (give it name: SOMETHING-ELSE)", i,
@@ -862,6 +892,7 @@ int rc_load(const char *path, const char *const *sets, size_t n_sets, rc_plan **
     int rc = p->path ? load(&c, sets, n_sets, p) : RT_ENOMEM;
     free(c.loc.v);
     free(c.text);
+    free(c.chain);
     json_decref(c.root);
     free(c.recipe_dir);
     free(c.name);
@@ -1008,52 +1039,79 @@ void rc_schedule(const rc_plan *p, const rc_state *s, int from, int only, rc_act
     }
 }
 
-int rc_resume_argv(const rc_stage *st, char ***argv_out, char **checkpoint) {
-    *argv_out = NULL;
-    *checkpoint = NULL;
-    if (strcmp(st->kind, "train") || !st->train_out) return 0;
-    DIR *d = opendir(st->train_out);
-    if (!d) return 0;
+/* The newest complete checkpoint (step-N holding trainer_state.json) in dir; owned, NULL
+ * when there is none. */
+static char *newest_checkpoint(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
     long long best = -1;
     struct dirent *e;
     while ((e = readdir(d))) {
         long long n;
         if (strncmp(e->d_name, "step-", 5) || !parse_int_text(e->d_name + 5, &n) || n <= best) continue;
-        char *dir = rt_path_join(st->train_out, e->d_name), *ts = dir ? rt_path_join(dir, "trainer_state.json") : NULL;
+        char *sub = rt_path_join(dir, e->d_name), *ts = sub ? rt_path_join(sub, "trainer_state.json") : NULL;
         if (ts && rt_is_file(ts)) best = n;
-        free(dir);
+        free(sub);
         free(ts);
     }
     closedir(d);
-    if (best < 0) return 0;
+    if (best < 0) return NULL;
     char name[32];
     snprintf(name, sizeof name, "step-%lld", best);
-    char *ck = rt_path_join(st->train_out, name);
+    return rt_path_join(dir, name);
+}
+
+/* a with every ${checkpoint:NAME} replaced; owned in *out. */
+static int bind_arg(const rc_plan *p, size_t i, const char *a, bool strict, char **out) {
+    *out = NULL;
+    sbuf b = {0};
+    int rc = sb_add(&b, "", 0);
+    for (const char *q = a; !rc && *q;) {
+        const char *d = strstr(q, "${checkpoint:"), *e = d ? strchr(d, '}') : NULL;
+        if (!d || !e) { rc = sb_add(&b, q, strlen(q)); break; }
+        rc = sb_add(&b, q, (size_t)(d - q));
+        char name[256];
+        size_t n = (size_t)(e - d - 13);
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), d + 13);
+        int k = rc_find_stage(p, name);
+        char *ck = k >= 0 && p->stages[k].train_out ? newest_checkpoint(p->stages[k].train_out) : NULL;
+        if (!rc && ck) rc = sb_add(&b, ck, strlen(ck));
+        else if (!rc && strict)
+            rc = rt_fail(RT_ENOTFOUND, "stage %s: ${checkpoint:%s}: no checkpoint in %s yet", p->stages[i].name, name,
+                         k >= 0 && p->stages[k].train_out ? p->stages[k].train_out : "(stage has no --out)");
+        else if (!rc) rc = sb_add(&b, d, (size_t)(e - d + 1));
+        free(ck);
+        q = e + 1;
+    }
+    if (rc) { free(b.s); return rc; }
+    *out = b.s;
+    return 0;
+}
+
+int rc_stage_argv(const rc_plan *p, size_t i, bool resume, bool strict, char ***argv_out, char **resumed_from) {
+    *argv_out = NULL;
+    *resumed_from = NULL;
+    const rc_stage *st = &p->stages[i];
+    char *ck = resume && !strcmp(st->kind, "train") && st->train_out ? newest_checkpoint(st->train_out) : NULL;
     char **v = rt_calloc(st->argc + 3, sizeof *v);
-    if (!ck || !v) { free(ck); free(v); return RT_ENOMEM; }
+    if (!v) { free(ck); return RT_ENOMEM; }
     size_t n = 0;
+    int rc = 0;
     bool put = false;
-    for (size_t i = 0; i < st->argc; i++) {
-        const char *a = st->argv[i];
-        bool start = (!strcmp(a, "--init") || !strcmp(a, "--model") || !strcmp(a, "--resume")) && i + 1 < st->argc;
-        if (start) {
-            i++;
+    for (size_t j = 0; !rc && j < st->argc; j++) {
+        const char *a = st->argv[j];
+        if (ck && j + 1 < st->argc && (!strcmp(a, "--init") || !strcmp(a, "--model") || !strcmp(a, "--resume"))) {
+            j++;
             if (put) continue;
             put = true;
-            v[n++] = rt_strdup("--resume");
-            v[n++] = rt_strdup(ck);
+            if (!(v[n++] = rt_strdup("--resume")) || !(v[n++] = rt_strdup(ck))) rc = RT_ENOMEM;
             continue;
         }
-        v[n++] = rt_strdup(a);
+        rc = bind_arg(p, i, a, strict, &v[n++]);
     }
-    if (!put) {
-        v[n++] = rt_strdup("--resume");
-        v[n++] = rt_strdup(ck);
-    }
-    v[n] = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (!v[i]) { rc_argv_free(v); free(ck); return RT_ENOMEM; }
+    if (!rc && ck && !put && (!(v[n++] = rt_strdup("--resume")) || !(v[n++] = rt_strdup(ck)))) rc = RT_ENOMEM;
+    if (rc) { rc_argv_free(v); free(ck); return rc; }
     *argv_out = v;
-    *checkpoint = ck;
+    *resumed_from = ck;
     return 0;
 }

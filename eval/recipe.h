@@ -2,8 +2,9 @@
  * and the resumable state of a run. The format is documented in docs/recipes.md.
  *
  * rc_load() reads a recipe (core/yaml.h subset), applies --set overrides, substitutes the
- * variables (${work_dir}, ${recipe_dir}, ${name}, the recipe's vars:, ${env:NAME}) and turns
- * every stage into a typed plan: the argv of one retort subcommand (without the program
+ * variables (${work_dir}, ${recipe_dir}, ${name}, the recipe's vars:, ${env:NAME}, and
+ * ${hash:STAGE}: the chained hash of the stages up to an earlier STAGE; ${checkpoint:STAGE}
+ * is kept and bound when the stage starts, see rc_stage_argv) and turns every stage into a typed plan: the argv of one retort subcommand (without the program
  * name: argv[0] is the subcommand) and an optional launcher prefix ("mpirun -np 8", "srun
  * ..."). Every stage option is checked against the subcommand's table of options and
  * types. Nothing is executed and nothing is written; the CLI (cli/cmd_run.c) spawns the
@@ -103,11 +104,14 @@ typedef enum { RC_SKIP, RC_RUN, RC_RESUME } rc_action;
  * run i (or resume it) and after. only = i: only i. */
 void rc_schedule(const rc_plan *p, const rc_state *s, int from, int only, rc_action *act);
 
-/* For a resumed train stage: a copy of its argv with --init/--model X replaced by
- * --resume OUT/step-N, the newest complete checkpoint in its --out directory (one with
- * trainer_state.json); *argv_out = NULL when there is none (the stage starts over).
- * Free with rc_argv_free(). */
-int rc_resume_argv(const rc_stage *st, char ***argv_out, char **checkpoint);
+/* The argv to start stage i with (a copy; free with rc_argv_free()): every
+ * ${checkpoint:STAGE} replaced by the newest complete checkpoint (OUT/step-N holding
+ * trainer_state.json) in that train stage's --out; with resume, a train stage's
+ * --init/--model X becomes --resume OUT/step-N of its own newest checkpoint, named in
+ * *resumed_from (owned; NULL when there is none and the stage starts over). strict: a
+ * ${checkpoint:...} with no checkpoint yet is RT_ENOTFOUND; else it stays as written
+ * (--dry-run). */
+int rc_stage_argv(const rc_plan *p, size_t i, bool resume, bool strict, char ***argv_out, char **resumed_from);
 void rc_argv_free(char **argv);
 
 #endif
