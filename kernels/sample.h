@@ -50,4 +50,25 @@ int smp_probs(const float *logits, int64_t V, const smp_params *p, void *ws, dou
 float smp_logprob(const float *logits, int64_t V, int32_t token);
 void smp_top_logprobs(const float *logits, int64_t V, int k, int32_t *ids, float *logprobs);
 
+#ifdef RT_HAVE_CUDA
+/* CUDA (kernels/cuda/ds_sample.cu): smp_sample for n rows of logits [n, V] (f32, device) at
+ * once, row i with its own params[i] (device array; each must pass smp_check, which the
+ * caller does on the host) and uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2]) (seed,
+ * stream, step; drawn on the GPU with the same hash). tokens [n]; logprob [n] (NULL: not
+ * wanted) gets smp_logprob of the drawn token. The filters are probability thresholds found
+ * by bisection (no sort): the same kept set and the same token as smp_sample unless two
+ * probabilities tie exactly at a boundary or u·total falls within float rounding of a
+ * cumulative sum. ws: smp_cuda_workspace_bytes(n, V), owned by the caller (no allocation:
+ * capturable in a CUDA graph). Asynchronous on `stream`; 0, RT_EINVAL or RT_EINTERNAL. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+size_t smp_cuda_workspace_bytes(int64_t n, int64_t V);
+int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params, const uint64_t *rng,
+                    void *ws, size_t ws_bytes, int32_t *tokens, float *logprob, void *stream);
+#ifdef __cplusplus
+}
+#endif
+#endif
+
 #endif

@@ -1,0 +1,185 @@
+// kernels/cuda/ds_sample.cu — smp_sample on the GPU for a batch of rows, each with its own
+// parameters and counter-based RNG (seed, stream, step). Contract in kernels/sample.h (CUDA
+// section); the CPU twin is smp_sample (kernels/cpu/sample.c).
+//
+// One block per row. The CPU sorts; here every filter is a threshold on the probability,
+// found bit by bit over the (ordered) bit patterns of positive floats with one block-wide
+// count or mass reduction per bit: the k-th largest probability (top_k), the smallest
+// probability of the nucleus (top_p), min_p·max, and finally the probability at which the
+// cumulative mass, in decreasing order, passes u·total — that token is the draw. Without
+// ties between probabilities this keeps and draws exactly what the sorted walk does.
+#include "kernels/cuda/ds_common.cuh"
+extern "C" {
+#include "kernels/sample.h"
+}
+
+using namespace ds;
+
+#define SP_THREADS 1024
+#define SP_WARPS (SP_THREADS / 32)
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+__device__ __forceinline__ double uniform(uint64_t seed, uint64_t stream, uint64_t step) {
+    uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL);
+    h = mix64(h ^ (stream * 0xd6e8feb86659fd93ULL + 0x632be59bd9b4e019ULL));
+    h = mix64(h ^ (step * 0x9e3779b97f4a7c15ULL + 0xa0761d6478bd642fULL));
+    return (double)(h >> 11) * 0x1.0p-53;
+}
+
+__device__ double block_sum_d(double v, double *red) {
+    v = warp_sum_d(v);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    double t = 0;
+    for (int w = 0; w < SP_WARPS; w++) t += red[w];   // same order in every thread
+    return t;
+}
+
+__device__ double block_max_d(double v, double *red) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    double t = -INFINITY;
+    for (int w = 0; w < SP_WARPS; w++) t = fmax(t, red[w]);
+    return t;
+}
+
+// (value, index) argmax, lowest index on ties; sign = −1 turns it into an argmin of value
+// with the highest index on ties (the CPU's last kept candidate).
+__device__ int block_argbest(float v, int i, double *red) {
+    int *ri = (int *)(red + SP_WARPS);
+    float *rv = (float *)(ri + SP_WARPS);
+#pragma unroll
+    for (int o = 16; o; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (oi >= 0 && (i < 0 || ov > v || (ov == v && oi < i))) { v = ov; i = oi; }
+    }
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) { rv[threadIdx.x >> 5] = v; ri[threadIdx.x >> 5] = i; }
+    __syncthreads();
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int w = 0; w < SP_WARPS; w++)
+        if (ri[w] >= 0 && (bi < 0 || rv[w] > bv || (rv[w] == bv && ri[w] < bi))) { bv = rv[w]; bi = ri[w]; }
+    return bi;
+}
+
+// Largest key τ (bit pattern of a non-negative float) with pred(τ) true, pred monotone
+// (true at 0). 30 bits cover [0, 1].
+template <typename F>
+__device__ uint32_t search(F pred) {
+    uint32_t tau = 0;
+    for (int b = 29; b >= 0; b--) {
+        uint32_t t = tau | (1u << b);
+        if (pred(t)) tau = t;
+    }
+    return tau;
+}
+
+__global__ static void __launch_bounds__(SP_THREADS)
+k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restrict__ params,
+         const uint64_t *__restrict__ rng, float *__restrict__ ws, int32_t *__restrict__ tokens,
+         float *__restrict__ logprob) {
+    __shared__ double red[SP_WARPS * 2 + 8];
+    const int64_t row = blockIdx.x;
+    const float *l = logits + row * V;
+    float *p = ws + row * V;
+    const smp_params prm = params[row];
+    const int tid = threadIdx.x;
+    int token;
+    if (prm.temperature == 0.0f || prm.top_k == 1) {
+        float bv = -INFINITY;
+        int bi = -1;
+        for (int64_t j = tid; j < V; j += SP_THREADS)
+            if (bi < 0 || l[j] > bv) { bv = l[j]; bi = (int)j; }
+        token = block_argbest(bv, bi, red);
+    } else {
+        double inv_t = 1.0 / (double)prm.temperature, mx = -INFINITY;
+        for (int64_t j = tid; j < V; j += SP_THREADS) mx = fmax(mx, (double)l[j] * inv_t);
+        mx = block_max_d(mx, red);
+        for (int64_t j = tid; j < V; j += SP_THREADS) p[j] = (float)exp((double)l[j] * inv_t - mx);
+        __syncthreads();
+        auto count_ge = [&](uint32_t t) {
+            double c = 0;
+            for (int64_t j = tid; j < V; j += SP_THREADS) c += __float_as_uint(p[j]) >= t;
+            return block_sum_d(c, red);
+        };
+        auto mass_ge = [&](uint32_t t) {
+            double m = 0;
+            for (int64_t j = tid; j < V; j += SP_THREADS) {
+                float v = p[j];
+                if (__float_as_uint(v) >= t) m += (double)v;
+            }
+            return block_sum_d(m, red);
+        };
+        uint32_t tau = 0;
+        if (prm.top_k > 0 && prm.top_k < V) tau = search([&](uint32_t t) { return count_ge(t) >= (double)prm.top_k; });
+        if (prm.top_p < 1.0f) {
+            double target = (double)prm.top_p * mass_ge(tau);
+            uint32_t t0 = tau;
+            uint32_t tp = search([&](uint32_t t) { return mass_ge(t > t0 ? t : t0) >= target; });
+            tau = tp > tau ? tp : tau;
+        }
+        if (prm.min_p > 0.0f) {   // the largest probability is exp(0) = 1
+            float thr = (float)((double)prm.min_p * 1.0);
+            uint32_t tm = __float_as_uint(thr);
+            tau = tm > tau ? tm : tau;
+        }
+        double u = uniform(rng[3 * row], rng[3 * row + 1], rng[3 * row + 2]);
+        double target = u * mass_ge(tau);
+        const uint32_t tk = tau;
+        uint32_t ts = search([&](uint32_t t) { return mass_ge(t > tk ? t : tk) > target; });
+        ts = ts > tk ? ts : tk;
+        // the token whose probability is ts (lowest id); none when rounding put the target at
+        // the very top: then the last kept candidate, as the CPU does
+        int bi = -1;
+        for (int64_t j = tid; j < V && bi < 0; j += SP_THREADS)
+            if (__float_as_uint(p[j]) == ts) bi = (int)j;
+        token = block_argbest(bi >= 0 ? 0.0f : -INFINITY, bi, red);
+        if (token < 0) {
+            float bv = -INFINITY;
+            int bj = -1;
+            for (int64_t j = tid; j < V; j += SP_THREADS) {
+                float v = p[j];
+                if (__float_as_uint(v) >= tk && (bj < 0 || -v > bv || (-v == bv && j > bj))) { bv = -v; bj = (int)j; }
+            }
+            token = block_argbest(bv, bj < 0 ? -1 : (int)(V - 1 - bj), red);
+            token = token < 0 ? 0 : (int)(V - 1 - token);
+        }
+    }
+    if (tid == 0) tokens[row] = token;
+    if (logprob) {   // log_softmax at temperature 1, in double
+        double mx = -INFINITY, s = 0;
+        for (int64_t j = tid; j < V; j += SP_THREADS) mx = fmax(mx, (double)l[j]);
+        mx = block_max_d(mx, red);
+        for (int64_t j = tid; j < V; j += SP_THREADS) s += exp((double)l[j] - mx);
+        s = block_sum_d(s, red);
+        if (tid == 0) logprob[row] = (float)((double)l[token] - (mx + log(s)));
+    }
+}
+
+extern "C" size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(n > 0 ? n : 0) * (size_t)V * 4; }
+
+extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params,
+                               const uint64_t *rng, void *ws, size_t ws_bytes, int32_t *tokens, float *logprob,
+                               void *stream) {
+    if (V < 1 || V > 0x7fffffff || n < 0 || n > 0x7fffffff)
+        return rt_fail(RT_EINVAL, "sampling on the GPU: %lld rows of %lld logits", (long long)n, (long long)V);
+    if (ws_bytes < smp_cuda_workspace_bytes(n, V))
+        return rt_fail(RT_EINVAL, "sampling on the GPU: workspace %zu bytes, %zu needed", ws_bytes,
+                       smp_cuda_workspace_bytes(n, V));
+    if (!n) return 0;
+    k_sample<<<(unsigned)n, SP_THREADS, 0, (cudaStream_t)stream>>>(logits, V, params, rng, (float *)ws, tokens,
+                                                                  logprob);
+    DS_LAUNCHED();
+    return 0;
+}
