@@ -1,16 +1,21 @@
-/* cli/cmd_generate.c — `retort generate`: prompts (JSONL) through the in-process engine
- * (teacher/engine.h), one JSONL line per sample on stdout, progress on stderr.
- *
- * Every input line is read and checked (and tokenized) before the model runs, so bad input
- * stops the command with one line naming the input line and no output at all.
+/* cli/cmd_generate.c — `retort generate`, two modes:
+ *   --jsonl PROMPTS: prompts (JSONL) through the in-process engine (teacher/engine.h), one
+ *     JSONL line per sample on stdout, progress on stderr. Every input line is read and
+ *     checked (and tokenized) before the model runs, so bad input stops the command with one
+ *     line naming the input line and no output at all.
+ *   --db DB --teacher local:DIR|URL: the database's pending prompts through the generation
+ *     driver (teacher/driver.h), locally or against an OpenAI-compatible endpoint; SIGINT /
+ *     SIGTERM stop it cleanly (exit 130).
  */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -19,7 +24,10 @@
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
+#include "dataset/db.h"
+#include "teacher/driver.h"
 #include "teacher/engine.h"
+#include "teacher/oai_client.h"
 
 #define MAX_STOP 16
 
@@ -201,8 +209,17 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
     return 0;
 }
 
+static int cmd_generate_db(int argc, char **argv);
+
 int cmd_generate(int argc, char **argv) {
     if (cli_wants_help("generate", argc, argv)) return EXIT_OK;
+    bool db_mode = false, jsonl_mode = false;
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "--db") || !strncmp(argv[i], "--db=", 5)) db_mode = true;
+        if (!strcmp(argv[i], "--jsonl") || !strncmp(argv[i], "--jsonl=", 8)) jsonl_mode = true;
+    }
+    if (db_mode && jsonl_mode) return cli_usage_error("generate", "--db and --jsonl are mutually exclusive");
+    if (db_mode) return cmd_generate_db(argc, argv);
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},       {"tokenizer", required_argument, 0, 't'},
         {"template", required_argument, 0, 'T'},    {"jsonl", required_argument, 0, 'j'},
@@ -322,5 +339,214 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "retort: generate: writing output failed\n");
         return EXIT_RUNTIME;
     }
+    return rc;
+}
+
+/* ---- --db mode ---- */
+
+
+static volatile sig_atomic_t g_stop;   /* set by SIGINT / SIGTERM (cli only) */
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void fmt_eta(double s, char *buf, size_t n) {
+    if (s < 0) snprintf(buf, n, "?");
+    else {
+        long t = (long)(s + 0.5);
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    }
+}
+
+static void db_progress(void *ctx, const gd_progress *p) {
+    (void)ctx;
+    char eta[32];
+    fmt_eta(p->eta_s, eta, sizeof eta);
+    fprintf(stderr,
+            "generate: prompts %zu/%zu, samples %zu/%zu (%zu already stored), %.1f tokens/s, %.2f samples/s, "
+            "ETA %s, errors %zu retried, %zu failed\n",
+            p->prompts_done, p->prompts_total, p->samples_done, p->samples_total, p->existing, p->tokens_per_s,
+            p->samples_per_s, eta, p->retries, p->failed);
+}
+
+static const char *base_name(const char *dir, char *buf, size_t n) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    size_t b = len;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    snprintf(buf, n, "%.*s", (int)(len - b), dir + b);
+    return buf;
+}
+
+static int cmd_generate_db(int argc, char **argv) {
+    static const struct option longs[] = {
+        {"db", required_argument, 0, 'd'},          {"teacher", required_argument, 0, 'T'},
+        {"model", required_argument, 0, 'm'},       {"api-key-env", required_argument, 0, 'K'},
+        {"source", required_argument, 0, 'S'},      {"n", required_argument, 0, 'n'},
+        {"max-tokens", required_argument, 0, 'x'},  {"temperature", required_argument, 0, 'e'},
+        {"top-p", required_argument, 0, 'p'},       {"seed", required_argument, 0, 's'},
+        {"concurrency", required_argument, 0, 'c'}, {"logprobs", required_argument, 0, 'l'},
+        {"system", required_argument, 0, 'y'},      {"instruction", required_argument, 0, 'i'},
+        {"no-think-prefix", no_argument, 0, 'P'},   {"tokenizer", required_argument, 0, 't'},
+        {"template", required_argument, 0, 'M'},    {"threads", required_argument, 0, 'J'},
+        {"cache-tokens", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
+        {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
+        {"quiet", no_argument, 0, 'q'},             {0, 0, 0, 0}};
+    const char *db_path = NULL, *teacher = NULL, *model = NULL, *key_env = NULL, *source = NULL, *system = NULL,
+               *instruction = "auto", *tok_path = NULL;
+    ct_kind tmpl = CT_DEEPSEEK_R1;
+    bool have_tmpl = false, think_prefix = true, stream = true, quiet = false;
+    double n = 1, max_tokens = 32768, temp = 0.6, top_p = 0.95, seed = 0, conc = 8, lp = -1, threads = 0,
+           cache = 65536, timeout = 600, retries = 8;
+    int c, u = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1 && !u) {
+        switch (c) {
+        case 'd': db_path = optarg; break;
+        case 'T': teacher = optarg; break;
+        case 'm': model = optarg; break;
+        case 'K': key_env = optarg; break;
+        case 'S': source = optarg; break;
+        case 'y': system = optarg; break;
+        case 'i': instruction = optarg; break;
+        case 't': tok_path = optarg; break;
+        case 'P': think_prefix = false; break;
+        case 'N': stream = false; break;
+        case 'q': quiet = true; break;
+        case 'M':
+            if (ct_parse_kind(optarg, &tmpl))
+                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
+            have_tmpl = true;
+            break;
+        case 'n': u = parse_num("--n", optarg, 1, 65536, &n); break;
+        case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &max_tokens); break;
+        case 'e': u = parse_num("--temperature", optarg, 0, 100, &temp); break;
+        case 'p': u = parse_num("--top-p", optarg, 1e-9, 1, &top_p); break;
+        case 's': u = parse_num("--seed", optarg, 0, 9007199254740992.0, &seed); break;
+        case 'c': u = parse_num("--concurrency", optarg, 1, 4096, &conc); break;
+        case 'l': u = parse_num("--logprobs", optarg, 0, TE_MAX_TOP_LOGPROBS, &lp); break;
+        case 'J': u = parse_num("--threads", optarg, 1, 1024, &threads); break;
+        case 'C': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
+        case 'o': u = parse_num("--timeout", optarg, 0.001, 86400, &timeout); break;
+        case 'r': u = parse_num("--retries", optarg, 0, 1000, &retries); break;
+        default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (u) return u;
+    const char *ints[] = {"--n", "--max-tokens", "--seed", "--concurrency", "--logprobs", "--threads", "--cache-tokens", "--retries"};
+    double vals[] = {n, max_tokens, seed, conc, lp, threads, cache, retries};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] != floor(vals[i])) return cli_usage_error("generate", "%s wants a whole number", ints[i]);
+    if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
+    if (!teacher) return cli_usage_error("generate", "--db needs --teacher local:MODEL_DIR or an endpoint URL");
+    bool local = !strncmp(teacher, "local:", 6);
+    if (!local && strncmp(teacher, "http://", 7) && strncmp(teacher, "https://", 8))
+        return cli_usage_error("generate", "--teacher wants local:MODEL_DIR or an http(s):// URL, not '%s'", teacher);
+    if (local && !teacher[6]) return cli_usage_error("generate", "--teacher local: needs a model directory");
+    if (!local && (have_tmpl || threads || cache != 65536))
+        return cli_usage_error("generate", "--template, --threads and --cache-tokens are for local teachers");
+    if (local && key_env) return cli_usage_error("generate", "--api-key-env is for endpoint teachers");
+
+    gd_opts o = {.source = source, .n = (int)n, .max_tokens = (int64_t)max_tokens, .temperature = temp,
+                 .top_p = top_p, .seed = (uint64_t)seed, .logprobs = (int)lp, .think_prefix = think_prefix,
+                 .max_queue = 2 * (int)conc};
+    if (system && *system) o.system = system;
+    if (!strcmp(instruction, "auto")) o.instruction = GD_R1_INSTRUCTION;
+    else if (strcmp(instruction, "none") && *instruction) {
+        o.instruction = instruction;
+        o.instruction_all = true;
+    }
+    if (!quiet) o.progress = db_progress;
+    o.progress_every_s = 2.0;
+    o.stop = &g_stop;
+
+    char name_buf[4096];
+    int rc = 0;
+    tok_tokenizer *tok = NULL;
+    tp_pool *pool = NULL;
+    te_model *m = NULL;
+    te_engine *e = NULL;
+    char *server_model = NULL;
+    oai_opts ro = {0};
+    if (local) {
+        const char *dir = teacher + 6;
+        mc_config cfg;
+        if (mc_load(dir, &cfg)) return cli_fail("generate: loading the model");
+        char *def_tok = rt_path_join(dir, "tokenizer.json");
+        if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
+        if (!tok_path) rc = (free(def_tok), cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)"));
+        else if (tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
+        free(def_tok);
+        if (rc) return rc;
+        if (!have_tmpl) {
+            char *cfg_path = rt_path_join(dir, "config.json"), *buf = NULL;
+            size_t len = 0;
+            json_t *j = cfg_path && !rt_read_file(cfg_path, &buf, &len) ? json_loadb(buf, len, 0, NULL) : NULL;
+            const char *mt = json_string_value(json_object_get(j, "model_type"));
+            tmpl = mt && !strncmp(mt, "qwen", 4) ? CT_QWEN : mt && !strcmp(mt, "llama") ? CT_LLAMA3 : CT_DEEPSEEK_R1;
+            json_decref(j);
+            free(buf);
+            free(cfg_path);
+        }
+        o.engine = NULL;
+        o.tok = tok;
+        o.tmpl = tmpl;
+        o.teacher = model ? model : base_name(dir, name_buf, sizeof name_buf);
+        if (tp_create((int)threads, &pool)) rc = cli_fail("generate");
+        if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("generate: loading the model");
+        te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
+        if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
+        o.engine = e;
+    } else {
+        const char *key = NULL;
+        if (key_env) {
+            if (!(key = getenv(key_env))) {
+                fprintf(stderr, "retort: generate: environment variable %s (--api-key-env) is not set\n", key_env);
+                return EXIT_RUNTIME;
+            }
+        } else key = getenv("OPENAI_API_KEY");
+        ro = (oai_opts){.url = teacher, .api_key = key, .concurrency = (int)conc, .timeout_s = timeout,
+                        .max_retries = (int)retries, .stream = stream,
+                        .jitter_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
+        if (tok_path && tok_load(tok_path, &tok)) return cli_fail("generate: loading the tokenizer");
+        o.tok = tok;
+        o.remote = &ro;
+        if (!model && oai_list_models(&ro, &server_model)) {
+            tok_free(tok);
+            return cli_fail("generate: asking the endpoint for its model");
+        }
+        o.model = model ? model : server_model;
+        o.teacher = o.model;
+    }
+    ds_db *db = NULL;
+    if (!rc && db_open(db_path, 0, &db)) rc = cli_fail("generate: opening the database");
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    gd_report rep = {0};
+    if (!rc) {
+        int grc = gd_run(db, &o, &rep);
+        if (grc) rc = cli_fail("generate");
+        else if (rep.interrupted) {
+            fprintf(stderr, "retort: generate: interrupted; %zu sample(s) stored, rerun to continue\n",
+                    rep.p.samples_done);
+            rc = 130;
+        } else if (!quiet)
+            fprintf(stderr, "generate: done: %zu sample(s) generated, %zu already stored, teacher %s\n",
+                    rep.p.samples_done, rep.p.existing, o.teacher);
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    db_close(db);
+    te_engine_free(e);
+    te_model_free(m);
+    tp_free(pool);
+    tok_free(tok);
+    free(server_model);
     return rc;
 }
