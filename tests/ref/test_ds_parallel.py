@@ -254,3 +254,21 @@ def test_more_ranks_than_heads_is_one_clear_error(model, tools_dir):
     assert len(lines) == 1, p.stderr
     assert f"{HEADS + 1} ranks but the model has {HEADS} attention heads" in lines[0], lines[0]
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("ranks", [None, 2, 3])
+def test_engine_lockstep_follows_rank_0(model, tools_dir, ranks):
+    """teacher/parallel_engine: followers get rank 0's submissions and cancellations through
+    pe_step and produce the same results, in the same order, as one engine driven directly
+    (tests/tools/pe_check.c; every rank holds the whole model until the engine can load
+    ds_load_parallel — the protocol is the same)."""
+    exe = os.path.join(tools_dir, "pe_check")
+    if not os.access(exe, os.X_OK):
+        pytest.fail(f"{exe} not built (make tests-build)")
+    if ranks is None:
+        p = run([exe, model["dir"]], timeout=300)
+    else:
+        p = subprocess.run(mpirun_cmd(ranks) + [exe, model["dir"]], capture_output=True, text=True, timeout=600,
+                           env=mpi_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"pe_check: {ranks or 1} ranks, 6 results" in p.stdout and "hashes equal" in p.stdout, p.stdout
