@@ -651,7 +651,8 @@ static uint64_t hash_argv(char **argv, size_t argc) {
     return r;
 }
 
-static int build_stage(ctx *c, size_t idx, const json_t *item, rc_stage *st) {
+static int build_stage(ctx *c, size_t idx, const json_t *item, rc_stage *st, bool *enabled) {
+    *enabled = true;
     int sline = line_of(&c->loc, "stages", idx, NULL);
     st->line = sline;
     char where[300];
@@ -685,6 +686,17 @@ static int build_stage(ctx *c, size_t idx, const json_t *item, rc_stage *st) {
         int line = line_of(&c->loc, "stages", idx, key);
         if (!line) line = sline;
         if (!strcmp(key, "stage") || !strcmp(key, "name") || !strcmp(key, "description")) continue;
+        if (!strcmp(key, "enabled")) {
+            char *raw = json_is_boolean(v) || json_is_string(v) ? scalar_text(v) : NULL, *s = NULL;
+            if (!raw) { rc = fail_at(c, line, "%s: enabled: expected true or false, got %s", where, type_name(v)); break; }
+            rc = subst(c, raw, 0, "enabled", line, &s);
+            free(raw);
+            if (!rc && strcmp(s, "true") && strcmp(s, "false"))
+                rc = fail_at(c, line, "%s: enabled: expected true or false, got '%s'", where, s);
+            if (!rc) *enabled = !strcmp(s, "true");
+            free(s);
+            continue;
+        }
         if (!strcmp(key, "launcher")) {
             if (json_is_null(v)) continue;
             if (!json_is_string(v) && !json_is_array(v)) {
@@ -865,16 +877,25 @@ static int load(ctx *c, const char *const *sets, size_t n_sets, rc_plan *p) {
     c->plan = p;
     size_t i;
     json_array_foreach(stages, i, v) {
-        rc = build_stage(c, i, v, &p->stages[i]);
-        p->n_stages = i + 1;
+        size_t k = p->n_stages;
+        bool enabled;
+        rc = build_stage(c, i, v, &p->stages[k], &enabled);
+        p->n_stages = k + 1;
         if (rc) return rc;
-        uint64_t link[2] = {i ? c->chain[i - 1] : 0, p->stages[i].hash};
-        c->chain[i] = XXH64(link, sizeof link, 0);
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(p->stages[j].name, p->stages[i].name))
-                return fail_at(c, p->stages[i].line, "stages[%zu]: a second stage named '%s' (give it name: SOMETHING-ELSE)", i,
-                               p->stages[i].name);
+        for (size_t j = 0; j < k; j++)
+            if (!strcmp(p->stages[j].name, p->stages[k].name))
+                return fail_at(c, p->stages[k].line, "stages[%zu]: a second stage named '%s' (give it name: SOMETHING-ELSE)", i,
+                               p->stages[k].name);
+        if (!enabled) { /* enabled: false drops the stage from the plan */
+            stage_free(&p->stages[k]);
+            p->stages[k] = (rc_stage){0};
+            p->n_stages = k;
+            continue;
+        }
+        uint64_t link[2] = {k ? c->chain[k - 1] : 0, p->stages[k].hash};
+        c->chain[k] = XXH64(link, sizeof link, 0);
     }
+    if (!p->n_stages) return fail_at(c, sl, "stages: every stage is disabled (enabled: false)");
     p->name = c->name;
     c->name = NULL;
     p->work_dir = c->work_dir;
