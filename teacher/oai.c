@@ -383,14 +383,14 @@ json_t *oai_logprobs_chat(const oai_pos_lp *p, size_t n) {
     return json_pack("{s:o, s:n}", "content", content, "refusal");
 }
 
-json_t *oai_logprobs_completion(const oai_pos_lp *p, size_t n, size_t text_offset0) {
+json_t *oai_logprobs_completion(const oai_pos_lp *p, size_t n, size_t *text_offset) {
     json_t *toks = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
-    size_t off = text_offset0;
+    size_t off = *text_offset;
     for (size_t i = 0; i < n; i++) {
         json_array_append_new(toks, json_stringn(p[i].tok.text, p[i].tok.len));
         json_array_append_new(lps, json_real(p[i].tok.logprob));
         json_array_append_new(offs, json_integer((json_int_t)off));
-        off += p[i].tok.len;
+        for (size_t b = 0; b < p[i].tok.len; b++) off += ((unsigned char)p[i].tok.text[b] & 0xC0) != 0x80;
         if (p[i].n_top > 0) {
             json_t *o = json_object();
             for (int k = 0; o && k < p[i].n_top; k++) {
@@ -403,6 +403,7 @@ json_t *oai_logprobs_completion(const oai_pos_lp *p, size_t n, size_t text_offse
             json_array_append_new(tops, json_null());
         }
     }
+    *text_offset = off;
     return json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", lps, "top_logprobs", tops,
                      "text_offset", offs);
 }

@@ -117,8 +117,9 @@ typedef struct {
  * "refusal": null}. */
 json_t *oai_logprobs_chat(const oai_pos_lp *p, size_t n);
 /* Completions form: {tokens, token_logprobs, top_logprobs: [{token: logprob}] (null when
- * n_top is 0), text_offset} with offsets counted from text_offset0. */
-json_t *oai_logprobs_completion(const oai_pos_lp *p, size_t n, size_t text_offset0);
+ * n_top is 0), text_offset}: offsets in characters (code points, as Python counts them),
+ * starting at *text_offset, which is advanced past the n tokens. */
+json_t *oai_logprobs_completion(const oai_pos_lp *p, size_t n, size_t *text_offset);
 
 /* Bytes of text (the whole decoded output so far) that may be shown: see above. */
 size_t oai_visible_len(const char *text, size_t len, char *const *stop, int n_stop, bool final);

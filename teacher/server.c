@@ -458,8 +458,7 @@ static json_t *logprobs_json(const job *j, choice *c, int64_t from, int64_t to) 
         if (j->rq.kind == OAI_CHAT) {
             out = oai_logprobs_chat(p, n);
         } else {
-            out = oai_logprobs_completion(p, n, c->lp_offset);
-            for (size_t i = 0; i < n; i++) c->lp_offset += p[i].tok.len;
+            out = oai_logprobs_completion(p, n, &c->lp_offset);
         }
         for (size_t x = 0; x < n * (size_t)(k + 1); x++) free(tt[x].text);
     }
@@ -741,6 +740,12 @@ static int build_prompts(srv *s, job *j, char *msg, size_t cap, const char **par
         return RT_EINVAL;
     }
     if (rq->max_tokens > 0) {
+        if (rq->max_tokens > s->ctx - longest) {
+            snprintf(msg, cap, "this model's context is %lld tokens; the prompt has %lld and max_tokens asks for %lld more",
+                     (long long)s->ctx, (long long)longest, (long long)rq->max_tokens);
+            *param = "max_tokens";
+            return RT_EINVAL;
+        }
         j->max_tokens = rq->max_tokens;
     } else if (rq->kind == OAI_COMPLETION) {
         j->max_tokens = 16;   /* OpenAI's default for completions */

@@ -178,7 +178,9 @@ Test(oai, logprob_shapes) {
                         "\"top_logprobs\":[]}],\"refusal\":null}");
     free(s);
     json_decref(c);
-    c = oai_logprobs_completion(p, 2, 10);
+    size_t off = 10;
+    c = oai_logprobs_completion(p, 2, &off);
+    cr_assert_eq(off, 13);   /* "Hi" and U+FFFD: three characters */
     s = json_dumps(c, JSON_COMPACT);
     cr_assert_str_eq(s, "{\"tokens\":[\"Hi\",\"\xEF\xBF\xBD\"],\"token_logprobs\":[-0.25,-1.5],\"top_logprobs\":"
                         "[{\"Hi\":-0.25,\" a\":-2.0},null],\"text_offset\":[10,12]}");

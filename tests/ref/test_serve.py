@@ -1,0 +1,516 @@
+"""`retort serve` end to end, through the official `openai` Python client (PyPI) and curl.
+
+Two tiny Llama-shaped models over the DeepSeek-V3 tokenizer asset (so chat prompts render
+through the deepseek-r1 template, whose generation prompt opens "<think>\\n"):
+- a random one: greedy text equals transformers' generate decoded by PyPI `tokenizers`, logprobs
+  equal torch.log_softmax of transformers' logits (|Δ| < 1e-4);
+- a "chain" one, built so that greedy decoding follows a text written here by hand: its layers
+  add nothing (o_proj and down_proj are zero), each chain token's embedding is a one-hot vector
+  and lm_head maps it to the next token of the chain, so from the chat prompt's last token it
+  writes "Let me add them up.\\n</think>\\n\\nThe answer is 4." and then EOS (transformers'
+  generate confirms the chain). The reasoning split of docs/serve.md gives, by hand,
+  reasoning_content "Let me add them up.\\n" and content "The answer is 4."; in this tokenizer
+  "</think>" is the tokens "</", "think", ">\\n\\n", so streaming must hold back a partial tag.
+Plus: streaming equals non-streaming, n > 1, seeds, stop strings, auth (401), body limit (413),
+bad requests (400 with an OpenAI error object), 404/405, a client that disconnects mid-stream
+(its cache blocks are freed: /metrics), 64 concurrent streaming clients (zero errors, every
+stream complete, RSS back to its baseline), SIGTERM draining, and startup errors.
+"""
+import json
+import math
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from conftest import ROOT, assert_one_error_line, run
+
+openai = pytest.importorskip("openai")
+tokenizers = pytest.importorskip("tokenizers")
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+torch.set_grad_enabled(False)
+
+CHAT_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
+CHAIN_TEXT = "Let me add them up.\n</think>\n\nThe answer is 4."
+REASONING, CONTENT = "Let me add them up.\n", "The answer is 4."
+COMPLETION_PROMPT = "Q: sky color? A:"
+COMPLETION_TEXT = " Blue, mostly"
+
+
+@pytest.fixture(scope="module")
+def ds_tokenizer(assets):
+    p = os.path.join(assets, "tokenizers", "deepseek_v3", "tokenizer.json")
+    if not os.path.exists(p):
+        pytest.skip(f"skipped: {p} absent")
+    return p, tokenizers.Tokenizer.from_file(p)
+
+
+def base_config(tok, hidden, layers):
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-llama.json")))
+    cfg.update(vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=2 * hidden,
+               num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+               eos_token_id=tok.token_to_id("<｜end▁of▁sentence｜>"),
+               bos_token_id=tok.token_to_id("<｜begin▁of▁sentence｜>"))
+    return cfg
+
+
+def save(m, d, tok_path):
+    m.save_pretrained(str(d))
+    os.symlink(tok_path, os.path.join(str(d), "tokenizer.json"))
+    m = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager").eval()
+    m.generation_config.eos_token_id = None
+    return m
+
+
+@pytest.fixture(scope="module")
+def rand_model(ds_tokenizer, tmp_path_factory):
+    tok_path, tok = ds_tokenizer
+    torch.manual_seed(7)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**base_config(tok, 32, 2)),
+                                         attn_implementation="eager").float().eval()
+    g = torch.Generator().manual_seed(7)
+    for name, p in m.named_parameters():   # larger weights than the default init: peaked logits
+        if name.endswith("norm.weight"):
+            p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+        elif p.ndim == 2:
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]) * (3 if "lm_head" in name else 1))
+    d = tmp_path_factory.mktemp("serve") / "rand"
+    return d, save(m, d, tok_path)
+
+
+@pytest.fixture(scope="module")
+def chain_model(ds_tokenizer, tmp_path_factory):
+    tok_path, tok = ds_tokenizer
+    H = 64
+    cfg = base_config(tok, H, 1)
+    torch.manual_seed(8)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg), attn_implementation="eager").float().eval()
+    eos = cfg["eos_token_id"]
+    chains = [(tok.encode(CHAT_PROMPT, add_special_tokens=False).ids[-1],
+               tok.encode(CHAIN_TEXT, add_special_tokens=False).ids + [eos]),
+              (tok.encode(COMPLETION_PROMPT, add_special_tokens=False).ids[-1],
+               tok.encode(COMPLETION_TEXT, add_special_tokens=False).ids + [eos])]
+    nodes = []
+    for start, ids in chains:
+        nodes += [start] + ids[:-1]
+    assert len(set(nodes)) == len(nodes) <= H, "chain tokens must be distinct (each one picks its successor)"
+    slot = {t: i for i, t in enumerate(nodes)}
+    emb, head = m.model.embed_tokens.weight, m.lm_head.weight
+    emb.zero_()
+    head.zero_()
+    for layer in m.model.layers:
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    m.model.norm.weight.fill_(1)
+    for start, ids in chains:
+        prev = start
+        for t in ids:
+            emb[prev, slot[prev]] = 1
+            head[t, slot[prev]] = 30 / math.sqrt(H)   # rmsnorm scales a one-hot row by ~sqrt(H): logit ~30
+            prev = t
+    d = tmp_path_factory.mktemp("serve") / "chain"
+    m = save(m, d, tok_path)
+    for start, ids in chains:   # transformers follows the chain from each prompt
+        p = tok.encode(CHAT_PROMPT if start == chains[0][0] else COMPLETION_PROMPT, add_special_tokens=False).ids
+        assert hf_greedy(m, p, len(ids)) == ids
+    return d, m
+
+
+def hf_greedy(m, ids, n):
+    x = torch.tensor([ids])   # an explicit mask: the BOS id 0 is not padding
+    out = m.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                     pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+class Server:
+    """`retort serve --port 0` in the background; url from its "listening on" line."""
+
+    def __init__(self, retort_bin, model, *args, env=None):
+        self.p = subprocess.Popen([retort_bin, "serve", "--model", str(model), "--port", "0", "--threads", "2", *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.err = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            r, _, _ = select.select([self.p.stderr], [], [], 1)
+            if r:
+                line = self.p.stderr.readline()
+                if not line:
+                    break
+                self.err.append(line)
+                m = re.search(r"listening on (http://[^ ]+)", line)
+                if m:
+                    self.url = m.group(1)
+                    return
+        self.p.kill()
+        raise AssertionError(f"server did not start: {''.join(self.err)}{self.p.stderr.read()}")
+
+    def client(self, key="unused"):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+    def metrics(self):
+        text = urllib.request.urlopen(self.url + "/metrics", timeout=30).read().decode()
+        return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l and not l.startswith("#")}
+
+    def rss_kib(self):
+        for l in open(f"/proc/{self.p.pid}/status"):
+            if l.startswith("VmRSS:"):
+                return int(l.split()[1])
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        out, err = self.p.communicate(timeout=120)
+        self.err.append(err)
+        return self.p.returncode
+
+
+@pytest.fixture(scope="module")
+def rand_server(retort_bin, rand_model):
+    s = Server(retort_bin, rand_model[0], "--max-batch", "64")
+    yield s
+    assert s.stop() == 0, "".join(s.err)
+
+
+@pytest.fixture(scope="module")
+def chain_server(retort_bin, chain_model):
+    s = Server(retort_bin, chain_model[0])
+    yield s
+    assert s.stop() == 0, "".join(s.err)
+
+
+def curl(*args):
+    r = run(["curl", "-s", "-w", "\n%{http_code}", *args], timeout=120)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code), body
+
+
+# ---- against transformers ------------------------------------------------------------------
+
+def test_completion_greedy_text_and_logprobs_match_transformers(rand_server, rand_model, ds_tokenizer):
+    _, m = rand_model
+    _, tok = ds_tokenizer
+    prompt = [100, 2000, 30000, 5, 77, 4242]
+    r = rand_server.client().completions.create(model="rand", prompt=prompt, max_tokens=12, temperature=0, logprobs=3,
+                                                extra_body={"ignore_eos": True})
+    ids = hf_greedy(m, prompt, 12)
+    c = r.choices[0]
+    assert c.text == tok.decode(ids, skip_special_tokens=True)
+    assert c.finish_reason == "length"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (6, 12, 18)
+    assert r.object == "text_completion" and r.model == "rand" and r.id.startswith("cmpl-") and r.created > 0
+    lp = torch.log_softmax(m(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1].double(), -1)
+    assert c.logprobs.tokens == [tok.decode([i], skip_special_tokens=False) for i in ids]
+    off = 0
+    for t, i in enumerate(ids):
+        assert abs(c.logprobs.token_logprobs[t] - lp[t, i].item()) < 1e-4
+        top = torch.topk(lp[t], 3)
+        got = sorted(c.logprobs.top_logprobs[t].values(), reverse=True)
+        want = top.values.tolist()
+        assert len(got) == len({tok.decode([x]) for x in top.indices.tolist()})
+        assert all(any(abs(g - w) < 1e-4 for w in want) for g in got)
+        assert c.logprobs.text_offset[t] == off
+        off += len(c.logprobs.tokens[t])
+
+
+def test_chat_greedy_and_logprobs_match_transformers(rand_server, rand_model, ds_tokenizer):
+    _, m = rand_model
+    _, tok = ds_tokenizer
+    r = rand_server.client().chat.completions.create(model="rand", messages=[{"role": "user", "content": "What is 2+2?"}],
+                                                     max_tokens=10, temperature=0, logprobs=True, top_logprobs=2)
+    p = tok.encode(CHAT_PROMPT, add_special_tokens=False).ids
+    ids = hf_greedy(m, p, 10)
+    text = tok.decode(ids, skip_special_tokens=True)
+    assert "</think>" not in text
+    msg = r.choices[0].message
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert msg.role == "assistant"
+    # the template opened <think> and no </think> came: everything is reasoning
+    assert msg.reasoning_content == text and msg.content == ""
+    assert r.usage.prompt_tokens == len(p) and r.usage.completion_tokens == 10
+    lp = torch.log_softmax(m(torch.tensor([p + ids])).logits[0, len(p) - 1:-1].double(), -1)
+    content = r.choices[0].logprobs.content
+    assert len(content) == 10
+    for t, (e, i) in enumerate(zip(content, ids)):
+        assert e.token == tok.decode([i], skip_special_tokens=False)
+        assert abs(e.logprob - lp[t, i].item()) < 1e-4
+        assert len(e.top_logprobs) == 2
+        top = torch.topk(lp[t], 2)
+        for x, v, j in zip(e.top_logprobs, top.values.tolist(), top.indices.tolist()):
+            assert abs(x.logprob - v) < 1e-4 and x.token == tok.decode([j], skip_special_tokens=False)
+        if "\ufffd" not in e.token:
+            assert bytes(e.bytes) == e.token.encode()
+
+
+# ---- streaming, n, seeds ------------------------------------------------------------------
+
+def test_streaming_equals_non_streaming_with_n_and_seed(rand_server):
+    c = rand_server.client()
+    kw = dict(model="rand", prompt="The quick brown fox", max_tokens=14, temperature=0.9, top_p=0.95, seed=11, n=3,
+              extra_body={"ignore_eos": True, "top_k": 50})
+    full = c.completions.create(**kw)
+    again = c.completions.create(**kw)
+    assert [x.text for x in full.choices] == [x.text for x in again.choices], "a seed gives the same output"
+    assert len({x.text for x in full.choices}) > 1, "samples of one prompt differ"
+    assert full.usage.completion_tokens == 3 * 14
+    two = c.completions.create(**{**kw, "n": 2})
+    assert [x.text for x in two.choices] == [x.text for x in full.choices[:2]], "sample j does not depend on n"
+    parts, usage, finish = {}, None, {}
+    for ch in c.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+        if ch.usage:
+            usage = ch.usage
+        for x in ch.choices:
+            parts[x.index] = parts.get(x.index, "") + x.text
+            if x.finish_reason:
+                finish[x.index] = x.finish_reason
+    assert [parts[i] for i in range(3)] == [x.text for x in full.choices]
+    assert finish == {0: "length", 1: "length", 2: "length"}
+    assert (usage.prompt_tokens, usage.completion_tokens) == (full.usage.prompt_tokens, 42)
+    # chat streaming: deltas add up to the message
+    ck = dict(model="rand", messages=[{"role": "user", "content": "hi"}], max_tokens=9, seed=3, n=2)
+    msgs = c.chat.completions.create(**ck)
+    got = {}
+    roles = set()
+    for ch in c.chat.completions.create(**ck, stream=True):
+        assert ch.object == "chat.completion.chunk"
+        for x in ch.choices:
+            d = x.delta
+            roles.add(d.role) if d.role else None
+            got.setdefault(x.index, ["", ""])
+            got[x.index][0] += getattr(d, "reasoning_content", None) or ""
+            got[x.index][1] += d.content or ""
+    assert roles == {"assistant"}
+    for i in range(2):
+        assert got[i] == [msgs.choices[i].message.reasoning_content, msgs.choices[i].message.content]
+
+
+def test_sse_wire_format_with_curl(rand_server):
+    code, body = curl(rand_server.url + "/v1/completions", "-N", "-H", "Content-Type: application/json", "-d",
+                      json.dumps({"prompt": [5, 6, 7], "max_tokens": 3, "stream": True, "ignore_eos": True}))
+    assert code == 200
+    events = [e for e in body.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(c["object"] == "text_completion" for c in chunks)
+
+
+# ---- the reasoning split, stop, finish_reason ------------------------------------------------
+
+def test_reasoning_content_and_content(chain_server, ds_tokenizer):
+    c = chain_server.client()
+    msgs = [{"role": "user", "content": "What is 2+2?"}]
+    r = c.chat.completions.create(model="chain", messages=msgs, temperature=0)
+    m = r.choices[0].message
+    assert (m.reasoning_content, m.content) == (REASONING, CONTENT)
+    assert r.choices[0].finish_reason == "stop"   # EOS
+    n_chain = len(ds_tokenizer[1].encode(CHAIN_TEXT, add_special_tokens=False).ids) + 1
+    assert r.usage.completion_tokens == n_chain
+    rea, con, finish = "", "", None
+    for ch in c.chat.completions.create(model="chain", messages=msgs, temperature=0, stream=True):
+        for x in ch.choices:
+            d = x.delta
+            piece = getattr(d, "reasoning_content", None) or ""
+            assert "<" not in piece and "think" not in piece, f"a piece of the tag leaked: {piece!r}"
+            rea += piece
+            con += d.content or ""
+            finish = x.finish_reason or finish
+    assert (rea, con, finish) == (REASONING, CONTENT, "stop")
+    # cut short: still thinking, nothing after </think>
+    r = c.chat.completions.create(model="chain", messages=msgs, temperature=0, max_tokens=4)
+    assert r.choices[0].finish_reason == "length"
+    assert r.choices[0].message.reasoning_content == "Let me add them" and r.choices[0].message.content == ""
+    # a stop string ends the content before it
+    r = c.chat.completions.create(model="chain", messages=msgs, temperature=0, stop=["is"])
+    assert r.choices[0].finish_reason == "stop"
+    assert (r.choices[0].message.reasoning_content, r.choices[0].message.content) == (REASONING, "The answer ")
+    # completions return the text as generated
+    r = c.completions.create(model="chain", prompt=COMPLETION_PROMPT, max_tokens=20, temperature=0)
+    assert r.choices[0].text == COMPLETION_TEXT and r.choices[0].finish_reason == "stop"
+    r = c.completions.create(model="chain", prompt=COMPLETION_PROMPT, temperature=0, stop=", m", stream=True)
+    assert "".join(x.choices[0].text for x in r if x.choices) == " Blue"
+
+
+def test_chat_with_curl(chain_server):
+    code, body = curl(chain_server.url + "/v1/chat/completions", "-H", "Content-Type: application/json", "-d",
+                      json.dumps({"messages": [{"role": "user", "content": "What is 2+2?"}], "temperature": 0}))
+    assert code == 200
+    j = json.loads(body)
+    assert j["choices"][0]["message"]["content"] == CONTENT
+    assert j["choices"][0]["message"]["reasoning_content"] == REASONING
+    assert set(j["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    code, body = curl(chain_server.url + "/v1/models")
+    assert code == 200 and json.loads(body)["data"][0]["id"] == "chain"
+    assert curl(chain_server.url + "/health")[0] == 200
+
+
+# ---- auth, limits, bad requests ------------------------------------------------------------
+
+def test_auth_limits_and_bad_requests(retort_bin, rand_model):
+    env = dict(os.environ, RETORT_API_KEY="sekrit")
+    s = Server(retort_bin, rand_model[0], "--max-body", "4096", env=env)
+    try:
+        u = s.url
+        body = json.dumps({"prompt": [5], "max_tokens": 2})
+        code, out = curl(u + "/v1/completions", "-d", body)
+        assert code == 401 and json.loads(out)["error"]["code"] == "invalid_api_key"
+        assert curl(u + "/v1/completions", "-H", "Authorization: Bearer wrong", "-d", body)[0] == 401
+        assert curl(u + "/v1/models")[0] == 401
+        with pytest.raises(openai.AuthenticationError):
+            s.client("nope").completions.create(model="rand", prompt=[5], max_tokens=2)
+        ok = s.client("sekrit")
+        assert ok.completions.create(model="rand", prompt=[5], max_tokens=2).usage.completion_tokens >= 1
+        assert curl(u + "/health")[0] == 200 and curl(u + "/metrics")[0] == 200
+        auth = ["-H", "Authorization: Bearer sekrit", "-H", "Content-Type: application/json"]
+        code, out = curl(u + "/v1/completions", *auth, "-d", json.dumps({"prompt": "x" * 5000}))
+        assert code == 413 and "limit" in json.loads(out)["error"]["message"]
+        code, out = curl(u + "/v1/completions", *auth, "-H", "Transfer-Encoding: chunked", "-d",
+                         json.dumps({"prompt": "y" * 5000}))
+        assert code == 413
+        for bad, param in [('{"prompt": [5], "max_tokens": ', None), ('{"prompt": [5], "temperature": 7}', "temperature"),
+                           ('{"prompt": [5], "n": "two"}', "n"), ('{"prompt": [999999999]}', "prompt"),
+                           ('{"messages": [{"role": "user", "content": "x"}]}', "prompt")]:
+            code, out = curl(u + "/v1/completions", *auth, "-d", bad)
+            assert code == 400, (bad, out)
+            e = json.loads(out)["error"]
+            assert e["type"] == "invalid_request_error" and e["message"] and e["param"] == param, (bad, e)
+        with pytest.raises(openai.BadRequestError):
+            ok.chat.completions.create(model="rand", messages=[{"role": "user", "content": "x"}], top_p=0)
+        with pytest.raises(openai.BadRequestError):
+            ok.chat.completions.create(model="rand", messages=[{"role": "user", "content": "x"}], max_tokens=10 ** 6)
+        assert curl(u + "/v1/nothing", *auth)[0] == 404
+        assert curl(u + "/v1/chat/completions", *auth, "-X", "GET")[0] == 405
+        m = s.metrics()
+        assert m["retort_request_errors_total"] >= 12
+    finally:
+        assert s.stop() == 0
+
+
+# ---- disconnects, load, shutdown ------------------------------------------------------------
+
+def wait_idle(server, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = server.metrics()
+        if m["retort_cache_blocks_in_use"] == 0 and m["retort_running_sequences"] == 0 and \
+                m["retort_queue_depth"] == 0 and m["retort_requests_in_flight"] == 0:
+            return m
+        time.sleep(0.1)
+    raise AssertionError(f"server did not go idle: {server.metrics()}")
+
+
+def test_client_disconnect_cancels_and_frees_the_cache(rand_server):
+    before = wait_idle(rand_server)["retort_generation_tokens_total"]
+    for stream in (True, False):
+        sock = socket.create_connection((rand_server.url.split("//")[1].split(":")[0], int(rand_server.url.rsplit(":", 1)[1])))
+        body = json.dumps({"prompt": [1, 2, 3], "max_tokens": 1900, "ignore_eos": True, "stream": stream}).encode()
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.time() + 60
+        while rand_server.metrics()["retort_running_sequences"] < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        if stream:
+            assert b"data: " in sock.recv(4096)
+        m = rand_server.metrics()
+        assert m["retort_running_sequences"] == 1 and m["retort_cache_blocks_in_use"] > 0
+        sock.close()
+        after = wait_idle(rand_server)
+        assert after["retort_cache_blocks_reserved"] == 0
+    assert after["retort_generation_tokens_total"] - before < 2 * 1900, "cancelled requests ran to the end"
+
+
+def test_64_concurrent_streaming_clients(rand_server):
+    """64 clients stream completions in a loop for a bounded time (8 s after a warm-up round).
+    Every stream must end with a finish_reason, the usage chunk and [DONE]; zero errors.
+    Memory: the server's RSS after the load is compared with its RSS after the warm-up round
+    (same 64 connection threads and request sizes, so allocator arenas, thread stacks and the
+    engine's batch buffers already exist). Slack: 16 MiB, about 5 % of the ~300 MiB process
+    (mapped weights included) — far below what one leaked request per stream would leave."""
+    url = rand_server.url
+    errors, counts = [], [0] * 64
+
+    def one(i):
+        body = json.dumps({"prompt": [10 + i, 20, 30 + i], "max_tokens": 12, "ignore_eos": True, "stream": True,
+                           "temperature": 0.8, "seed": i, "stream_options": {"include_usage": True}}).encode()
+        req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            events = [e for e in r.read().decode().split("\n\n") if e]
+        assert events[-1] == "data: [DONE]", events[-3:]
+        chunks = [json.loads(e[6:]) for e in events[:-1]]
+        assert chunks[-1]["usage"]["completion_tokens"] == 12
+        assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+
+    def client(i, until):
+        try:
+            while True:
+                one(i)
+                counts[i] += 1
+                if time.time() > until:
+                    return
+        except Exception as e:  # noqa: BLE001 — every failure is reported
+            errors.append(f"client {i}: {e!r}")
+
+    def round_(seconds):
+        until = time.time() + seconds
+        ts = [threading.Thread(target=client, args=(i, until)) for i in range(64)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    round_(0)
+    wait_idle(rand_server)
+    base = rand_server.rss_kib()
+    done0 = sum(counts)
+    round_(8)
+    assert not errors, errors[:5]
+    assert sum(counts) - done0 >= 64
+    wait_idle(rand_server)
+    rss = rand_server.rss_kib()
+    assert rss - base < 16 * 1024, f"RSS grew from {base} KiB to {rss} KiB"
+
+
+def test_sigterm_drains_in_flight_requests(retort_bin, rand_model):
+    s = Server(retort_bin, rand_model[0])
+    result = {}
+
+    def req():
+        result["r"] = s.client().completions.create(model="rand", prompt=[1, 2], max_tokens=300,
+                                                    extra_body={"ignore_eos": True})
+
+    t = threading.Thread(target=req)
+    t.start()
+    deadline = time.time() + 60
+    while s.metrics()["retort_running_sequences"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    s.p.send_signal(signal.SIGTERM)
+    t.join(timeout=300)
+    assert s.p.wait(timeout=120) == 0
+    assert result["r"].usage.completion_tokens == 300 and result["r"].choices[0].finish_reason == "length"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(s.url + "/health", timeout=5)
+    assert "SIGTERM" in s.p.stderr.read()
+
+
+def test_startup_errors(retort_bin, rand_model, tmp_path):
+    assert_one_error_line(run([retort_bin, "serve", "--model", str(tmp_path / "absent"), "--port", "0"]), "serve")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    r = run([retort_bin, "serve", "--model", str(rand_model[0]), "--port", str(port)])
+    busy.close()
+    assert_one_error_line(r, f"127.0.0.1:{port}", "in use")
+    for args in (["--port", "0"], ["--model", str(rand_model[0]), "--port", "70000"],
+                 ["--model", str(rand_model[0]), "--bogus"], ["--model", str(rand_model[0]), "--template", "x"]):
+        r = run([retort_bin, "serve", *args])
+        assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
