@@ -2,7 +2,9 @@
  * ranks of a parallel model (teacher/parallel.h): the piece `retort serve` and `retort
  * generate` need to run under mpirun.
  *
- * Every rank owns a te_engine over its te_model; only rank 0 takes requests (the HTTP
+ * Every rank owns a te_engine over its te_model, created with the same te_opts (the same
+ * tokenizer too: stop strings are matched on every rank; on_token may differ, e.g. NULL on the
+ * followers); only rank 0 takes requests (the HTTP
  * service, the generate driver). Every rank calls pe_step() once per engine step. Rank 0
  * passes what changed since its last step — requests to submit, tags to cancel — or `last`
  * to end; the followers pass nothing. Rank 0's input is broadcast (one length, then one
