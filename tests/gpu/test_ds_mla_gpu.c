@@ -1,0 +1,120 @@
+/* tests/gpu/test_ds_mla_gpu.c — MLA on the GPU (the per-head absorption as batched bf16 GEMMs,
+ * kernels/cuda/ds_mla.cu's attention over a paged latent cache, the W_UV projection) against
+ * the engine's mla_attn_absorbed (kernels/cpu/mla.c, which tests/unit/test_mla.c checks
+ * against the naive path and transformers). R1's real head shapes: 128 heads, nope 128,
+ * rope 64, v 128, kv_rank 512; three sequences with pages shuffled over the cache, queries
+ * at several context lengths (1 to 2100 rows: one and several flash-decoding splits).
+ * Needs a GPU.
+ * Tolerance: inputs are bf16 values on both sides; the GPU rounds q·W_UK, the softmax
+ * probabilities, the latent output and the result to bf16 (each 2^-9 relative) and sums in
+ * a different order. Logits here have a standard deviation near 2, so these perturb every
+ * output by well under 1% of its head's largest value: |gpu − cpu| ≤ 2^-6·max|cpu| per
+ * (query, head). The e4m3 cache: the CPU reads the same e4m3 rows dequantized in f32; the
+ * GPU rounds each dequantized value to bf16 once more — the same bound. */
+#include "tests/gpu/ds_gpu_test.h"
+#include "core/threadpool.h"
+#include "kernels/fp8.h"
+#include "kernels/mla.h"
+
+enum { H = 128, DN = 128, DR = 64, DV = 128, R = 512, DQ = DN + DR, DL = R + DR, PAGE = 64, NS = 3, NQ = 6 };
+
+static void run(int fp8_cache) {
+    int64_t T[NS] = {1, 300, 2100};
+    int32_t seq[NQ] = {0, 1, 1, 2, 2, 2}, ctx[NQ] = {1, 300, 129, 2100, 2047, 64};
+    int64_t max_ctx = 2100, pages_per_seq = (max_ctx + PAGE - 1) / PAGE, n_pages = NS * pages_per_seq;
+    mla_dims d = {.n_heads = H, .nope_dim = DN, .rope_dim = DR, .v_dim = DV, .kv_rank = R, .scale = 1.0f / sqrtf((float)DQ)};
+    tp_pool *pool = NULL;
+    RT(tp_create(0, &pool));
+    /* weights, queries, caches (bf16 values) */
+    int64_t nkv = (int64_t)H * (DN + DV) * R;
+    float *kvb = malloc((size_t)nkv * 4), *q = malloc((size_t)NQ * H * DQ * 4);
+    uint16_t *kvb16 = malloc((size_t)nkv * 2), *q16 = malloc((size_t)NQ * H * DQ * 2);
+    for (int64_t i = 0; i < nkv; i++) { kvb16[i] = f32_to_bf16(rnd_normal() / sqrtf(128.0f)); kvb[i] = bf16_to_f32(kvb16[i]); }
+    for (int64_t i = 0; i < NQ * H * DQ; i++) { q16[i] = f32_to_bf16(rnd_normal()); q[i] = bf16_to_f32(q16[i]); }
+    /* page table: a random permutation of all pages */
+    int32_t *perm = malloc((size_t)n_pages * 4), *bt = malloc((size_t)n_pages * 4);
+    for (int64_t i = 0; i < n_pages; i++) perm[i] = (int32_t)i;
+    for (int64_t i = n_pages - 1; i > 0; i--) { int64_t j = rnd() % (i + 1); int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+    memcpy(bt, perm, (size_t)n_pages * 4);   /* sequence s owns bt[s·pages_per_seq …] */
+    int64_t rows = n_pages * PAGE;
+    uint16_t *cache16 = calloc((size_t)(rows * DL), 2);
+    uint8_t *cache8 = calloc((size_t)(rows * DL), 1);
+    float *cscale = calloc((size_t)rows, 4);
+    float **lat = malloc(NS * sizeof *lat);
+    for (int s = 0; s < NS; s++) {
+        lat[s] = malloc((size_t)(T[s] * DL) * 4);
+        for (int64_t t = 0; t < T[s]; t++) {
+            int64_t row = (int64_t)bt[s * pages_per_seq + t / PAGE] * PAGE + t % PAGE;
+            float v[DL], amax = 0;
+            for (int j = 0; j < DL; j++) { v[j] = rnd_normal(); amax = fmaxf(amax, fabsf(v[j])); }
+            float sc = amax / 448.0f;
+            cscale[row] = sc;
+            for (int j = 0; j < DL; j++) {
+                if (fp8_cache) {
+                    cache8[row * DL + j] = fp8_from_f32(v[j] / sc);
+                    lat[s][t * DL + j] = fp8e4m3_to_f32(cache8[row * DL + j]) * sc;
+                } else {
+                    cache16[row * DL + j] = f32_to_bf16(v[j]);
+                    lat[s][t * DL + j] = bf16_to_f32(cache16[row * DL + j]);
+                }
+            }
+        }
+    }
+    /* CPU: per sequence, its queries */
+    float *ref = malloc((size_t)NQ * H * DV * 4);
+    for (int s = 0; s < NS; s++) {
+        int32_t c1[NQ];
+        int first = -1, cnt = 0;
+        for (int i = 0; i < NQ; i++) if (seq[i] == s) { if (first < 0) first = i; c1[cnt++] = ctx[i]; }
+        RT(mla_attn_absorbed(&d, q + (int64_t)first * H * DQ, cnt, lat[s], T[s], kvb, c1, ref + (int64_t)first * H * DV, pool));
+    }
+    /* GPU */
+    fp8_lt *lt = NULL;
+    RT(fp8_gemm_lt_create(&lt));
+    size_t wsb = mla_decode_workspace_bytes(NQ, H, max_ctx);
+    uint16_t *dq = dev_copy(q16, (size_t)NQ * H * DQ * 2), *dkvb = dev_copy(kvb16, (size_t)nkv * 2);
+    uint16_t *dqa = dev_poison((size_t)NQ * H * DL * 2), *dol = dev_poison((size_t)NQ * H * R * 2), *dout = dev_poison((size_t)NQ * H * DV * 2);
+    void *dcache = fp8_cache ? dev_copy(cache8, (size_t)(rows * DL)) : dev_copy(cache16, (size_t)(rows * DL) * 2);
+    float *dcs = fp8_cache ? dev_copy(cscale, (size_t)rows * 4) : NULL;
+    int32_t *dbt = dev_copy(bt, (size_t)n_pages * 4), *dseq = dev_copy(seq, sizeof seq), *dctx = dev_copy(ctx, sizeof ctx);
+    void *dws = dev_poison(wsb);
+    CHECK(dq && dkvb && dqa && dol && dout && dcache && (dcs || !fp8_cache) && dbt && dseq && dctx && dws, "cudaMalloc");
+    /* q_abs[:, h, :512] = q_nope[:, h] · W_UK[h]; q_abs[:, h, 512:] = q_rope[:, h] */
+    RT(bf16_gemm_batched_cuda(lt, 0, dq, H * DQ, DQ, dkvb, R, (DN + DV) * R, dqa, H * DL, DL, NQ, R, DN, H, NULL));
+    CU(cudaMemcpy2D(dqa + R, DL * 2, dq + DN, DQ * 2, DR * 2, (size_t)NQ * H, cudaMemcpyDeviceToDevice));
+    RT(mla_decode_cuda(&d, dqa, NQ, dcache, dcs, PAGE, dbt, pages_per_seq, dseq, dctx, max_ctx, dws, wsb, dol, NULL));
+    /* out[:, h·128 …] = o_lat[:, h] · W_UV[h]ᵀ */
+    RT(bf16_gemm_batched_cuda(lt, 1, dol, H * R, R, dkvb + DN * R, R, (DN + DV) * R, dout, H * DV, DV, NQ, DV, R, H, NULL));
+    CU(cudaDeviceSynchronize());
+    uint16_t *out = malloc((size_t)NQ * H * DV * 2);
+    CHECK(!dev_get(out, dout, (size_t)NQ * H * DV * 2), "copy back");
+    double worst = 0;
+    for (int i = 0; i < NQ; i++)
+        for (int h = 0; h < H; h++) {
+            const float *r = ref + ((int64_t)i * H + h) * DV;
+            const uint16_t *g = out + ((int64_t)i * H + h) * DV;
+            float mx = 0;
+            for (int j = 0; j < DV; j++) mx = fmaxf(mx, fabsf(r[j]));
+            for (int j = 0; j < DV; j++) {
+                double e = fabs(bf16_to_f32(g[j]) - r[j]);
+                if (e / mx > worst) worst = e / mx;
+                CHECK(e <= 0x1p-6 * mx, "%s cache, query %d (ctx %d) head %d dim %d: gpu %g cpu %g (head max %g)",
+                      fp8_cache ? "e4m3" : "bf16", i, ctx[i], h, j, bf16_to_f32(g[j]), r[j], mx);
+            }
+        }
+    printf("mla (%s cache): worst error %.5f of the head's largest output\n", fp8_cache ? "e4m3" : "bf16", worst);
+    fp8_gemm_lt_free(lt);
+    void *devs[] = {dq, dkvb, dqa, dol, dout, dcache, dcs, dbt, dseq, dctx, dws};
+    for (size_t k = 0; k < sizeof devs / sizeof *devs; k++) cudaFree(devs[k]);
+    for (int s = 0; s < NS; s++) free(lat[s]);
+    free(lat); free(kvb); free(q); free(kvb16); free(q16); free(perm); free(bt); free(cache16); free(cache8); free(cscale); free(ref); free(out);
+    tp_free(pool);
+    passed++;
+}
+
+int main(void) {
+    if (!ds_have_device()) return 0;
+    run(0);
+    run(1);
+    return ds_finish();
+}
