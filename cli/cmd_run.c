@@ -113,7 +113,13 @@ int cmd_run(int argc, char **argv) {
         case O_DRY: dry = 1; break;
         case O_FROM: from = optarg; break;
         case O_ONLY: only = optarg; break;
-        case O_SET: sets[n_sets++] = optarg; break;
+        case O_SET:
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                free(sets);
+                return cli_usage_error("run", "--set wants KEY=VALUE, not '%s'", optarg);
+            }
+            sets[n_sets++] = optarg;
+            break;
         default: free(sets); return cli_usage_error("run", "unknown option or missing value '%s'", argv[optind - 1]);
         }
     }
@@ -206,7 +212,7 @@ int cmd_run(int argc, char **argv) {
     }
     double t0 = now_s();
     size_t ran = 0, skipped = 0;
-    printf("recipe %s: %zu stages, work_dir %s\n", p->name, n, p->work_dir);
+    if (status == EXIT_OK) printf("recipe %s: %zu stages, work_dir %s\n", p->name, n, p->work_dir);
     for (size_t i = 0; i < n && status == EXIT_OK; i++) {
         const rc_stage *st = &p->stages[i];
         if (act[i] == RC_SKIP) {

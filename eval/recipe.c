@@ -728,8 +728,8 @@ static int build_stage(ctx *c, size_t idx, const json_t *item, rc_stage *st, boo
             known[0] = 0;
             for (const opt_def *d = kind->opts; d->key && k + 40 < sizeof known; d++)
                 k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", d->key);
-            rc = fail_at(c, line, "%s: unknown key '%s' for a %s stage (known: %s; and name, launcher, extra_args)", where, key,
-                         kind->kind, known);
+            rc = fail_at(c, line, "%s: unknown key '%s' (%s takes: %s; and name, launcher, enabled, extra_args)", where,
+                         key, kind->kind, known);
             break;
         }
         rc = add_option(c, st, o, key, v, line, where, &argv, &pos);
