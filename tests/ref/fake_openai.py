@@ -251,6 +251,11 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024   # the listen backlog: 64 clients connecting at once
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
@@ -268,9 +273,7 @@ def main(argv=None):
     ap.add_argument("--model-name", default="fake-r1")
     ap.add_argument("--no-usage-details", dest="usage_details", action="store_false")
     args = ap.parse_args(argv)
-    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    srv.daemon_threads = True
-    srv.request_queue_size = 256
+    srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)
     print(f"PORT {srv.server_address[1]}", flush=True)
     try:

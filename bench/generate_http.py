@@ -1,0 +1,155 @@
+"""bench/generate_http: `retort generate --db` against the fake OpenAI-compatible server
+(tests/ref/fake_openai.py, fixed latency per response, SSE), at concurrency 1, 8 and 64,
+against a Python peer doing the same job with stdlib threads (one keep-alive http.client
+connection per worker, SSE parsed line by line, each sample inserted into SQLite in its own
+transaction), and against the ideal (concurrency / latency). Prints samples/s and ratios.
+
+    python bench/generate_http.py RETORT [--latency S] [--levels 1,8,64]
+"""
+import argparse
+import http.client
+import json
+import os
+import queue
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = os.path.join(HERE, "..", "tests", "ref", "fake_openai.py")
+
+
+def start_server(latency):
+    p = subprocess.Popen([sys.executable, FAKE, "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+    port = int(p.stdout.readline().split()[1])
+    return p, port
+
+
+def make_db(retort, path, n):
+    src = path + ".jsonl"
+    with open(src, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Bench prompt number {i}: say something."}) + "\n")
+    subprocess.run([retort, "import", "--db", path, "--format", "jsonl", "--prompt-field", "prompt", src],
+                   check=True, capture_output=True)
+
+
+def run_retort(retort, db, port, c):
+    t = time.perf_counter()
+    subprocess.run([retort, "generate", "--db", db, "--teacher", f"http://127.0.0.1:{port}/v1", "--model", "fake-r1",
+                    "--concurrency", str(c), "--quiet"], check=True)
+    return time.perf_counter() - t
+
+
+def run_python(db, port, c):
+    con = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA synchronous = NORMAL")
+    con.execute("CREATE TABLE py_samples (prompt_id INTEGER, sample_index INTEGER, text TEXT, finish TEXT, "
+                "prompt_tokens INTEGER, completion_tokens INTEGER, UNIQUE (prompt_id, sample_index))")
+    todo = queue.Queue()
+    for pid, msgs in con.execute("SELECT id, messages FROM prompts ORDER BY id"):
+        todo.put((pid, json.loads(msgs)))
+    lock = threading.Lock()
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        while True:
+            try:
+                pid, msgs = todo.get_nowait()
+            except queue.Empty:
+                break
+            body = json.dumps({"model": "fake-r1", "messages": msgs, "max_tokens": 32768, "temperature": 0.6,
+                               "top_p": 0.95, "seed": pid, "stream": True,
+                               "stream_options": {"include_usage": True}})
+            for attempt in range(5):   # a reset connection is retried, as retort does
+                try:
+                    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    break
+                except (ConnectionError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port)
+                    time.sleep(0.05 * 2 ** attempt)
+            content, reasoning, finish, usage = [], [], None, {}
+            for line in r:
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                d = line[5:].strip()
+                if d == b"[DONE]":
+                    break
+                ev = json.loads(d)
+                for ch in ev.get("choices", []):
+                    delta = ch.get("delta", {})
+                    content.append(delta.get("content") or "")
+                    reasoning.append(delta.get("reasoning_content") or "")
+                    finish = ch.get("finish_reason") or finish
+                usage = ev.get("usage") or usage
+            r.read()
+            text = f"<think>\n{''.join(reasoning).strip()}\n</think>\n\n{''.join(content).strip()}"
+            with lock:
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("INSERT OR IGNORE INTO py_samples VALUES (?, 0, ?, ?, ?, ?)",
+                            (pid, text, finish, usage.get("prompt_tokens"), usage.get("completion_tokens")))
+                con.execute("COMMIT")
+        conn.close()
+
+    t = time.perf_counter()
+    ts = [threading.Thread(target=worker) for _ in range(c)]
+    for x in ts:
+        x.start()
+    for x in ts:
+        x.join()
+    el = time.perf_counter() - t
+    n = con.execute("SELECT count(*) FROM py_samples").fetchone()[0]
+    con.close()
+    return el, n
+
+
+def count(db):
+    con = sqlite3.connect(db)
+    n = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+    con.close()
+    return n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("retort")
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--levels", default="1,8,64")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    srv, port = start_server(a.latency)
+    try:
+        print(f"bench/generate_http   fake OpenAI server on 127.0.0.1, {a.latency * 1000:.0f} ms per response, "
+              f"SSE (~20 tokens), 1 sample per prompt, median of {a.reps}, {os.cpu_count()} CPUs")
+        with tempfile.TemporaryDirectory(prefix="retort-bench-gen.") as d:
+            for c in [int(x) for x in a.levels.split(",")]:
+                n = max(40, 12 * c)
+                trs, tps = [], []
+                for rep in range(a.reps):   # alternate, fresh databases each time
+                    r_db, p_db = os.path.join(d, f"r{c}-{rep}.db"), os.path.join(d, f"p{c}-{rep}.db")
+                    make_db(a.retort, r_db, n)
+                    make_db(a.retort, p_db, n)
+                    trs.append(run_retort(a.retort, r_db, port, c))
+                    assert count(r_db) == n, (count(r_db), n)
+                    t, np_ = run_python(p_db, port, c)
+                    assert np_ == n
+                    tps.append(t)
+                tr, tp = sorted(trs)[len(trs) // 2], sorted(tps)[len(tps) // 2]
+                ideal = c / a.latency
+                print(f"  concurrency {c:3d}  {n:5d} samples  retort {n / tr:8.1f} samples/s   python threads "
+                      f"{n / tp:8.1f} samples/s   ratio {tp / tr:5.2f}x   ideal {ideal:7.1f} samples/s "
+                      f"(retort at {100 * n / tr / ideal:3.0f}%)")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+if __name__ == "__main__":
+    main()
