@@ -55,11 +55,12 @@ void smp_top_logprobs(const float *logits, int64_t V, int k, int32_t *ids, float
  * once, row i with its own params[i] (device array; each must pass smp_check, which the
  * caller does on the host) and uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2]) (seed,
  * stream, step; drawn on the GPU with the same hash). tokens [n]; logprob [n] (NULL: not
- * wanted) gets smp_logprob of the drawn token. The filters are probability thresholds found
- * by bisection (no sort): the same kept set and the same token as smp_sample unless two
- * probabilities tie exactly at a boundary or u·total falls within float rounding of a
- * cumulative sum. ws: smp_cuda_workspace_bytes(n, V), owned by the caller (no allocation:
- * capturable in a CUDA graph). Asynchronous on `stream`; 0, RT_EINVAL or RT_EINTERNAL. */
+ * wanted) gets smp_logprob of the drawn token. The filters are thresholds on the double
+ * probabilities, found by bisection (no sort): the same kept set and the same token as
+ * smp_sample unless two probabilities tie exactly at a boundary or u·total lies within
+ * double rounding of a cumulative sum (sums run in another order). ws:
+ * smp_cuda_workspace_bytes(n, V) (8·n·V), owned by the caller (no allocation: capturable in
+ * a CUDA graph). Asynchronous on `stream`; 0, RT_EINVAL or RT_EINTERNAL. */
 #ifdef __cplusplus
 extern "C" {
 #endif

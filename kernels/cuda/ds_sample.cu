@@ -3,8 +3,9 @@
 // section); the CPU twin is smp_sample (kernels/cpu/sample.c).
 //
 // One block per row. The CPU sorts; here every filter is a threshold on the probability,
-// found bit by bit over the (ordered) bit patterns of positive floats with one block-wide
-// count or mass reduction per bit: the k-th largest probability (top_k), the smallest
+// found bit by bit over the (ordered) bit patterns of the non-negative doubles (the same
+// exp((double)l/T − max) as the CPU, kept in the workspace) with one block-wide count or
+// mass reduction per bit (62 per search; a radix-16 search would need a quarter): the k-th largest probability (top_k), the smallest
 // probability of the nucleus (top_p), min_p·max, and finally the probability at which the
 // cumulative mass, in decreasing order, passes u·total — that token is the draw. Without
 // ties between probabilities this keeps and draws exactly what the sorted walk does.
@@ -73,26 +74,28 @@ __device__ int block_argbest(float v, int i, double *red) {
     return bi;
 }
 
-// Largest key τ (bit pattern of a non-negative float) with pred(τ) true, pred monotone
-// (true at 0). 30 bits cover [0, 1].
+// Largest key τ (bit pattern of a non-negative double) with pred(τ) true, pred monotone
+// (true at 0). 62 bits cover [0, 1].
+typedef unsigned long long u64;
 template <typename F>
-__device__ uint32_t search(F pred) {
-    uint32_t tau = 0;
-    for (int b = 29; b >= 0; b--) {
-        uint32_t t = tau | (1u << b);
+__device__ u64 search(F pred) {
+    u64 tau = 0;
+    for (int b = 61; b >= 0; b--) {
+        u64 t = tau | (1ull << b);
         if (pred(t)) tau = t;
     }
     return tau;
 }
+#define KEY(v) ((u64)__double_as_longlong(v))
 
 __global__ static void __launch_bounds__(SP_THREADS)
 k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restrict__ params,
-         const uint64_t *__restrict__ rng, float *__restrict__ ws, int32_t *__restrict__ tokens,
+         const uint64_t *__restrict__ rng, double *__restrict__ ws, int32_t *__restrict__ tokens,
          float *__restrict__ logprob) {
     __shared__ double red[SP_WARPS * 2 + 8];
     const int64_t row = blockIdx.x;
     const float *l = logits + row * V;
-    float *p = ws + row * V;
+    double *p = ws + row * V;
     const smp_params prm = params[row];
     const int tid = threadIdx.x;
     int token;
@@ -106,51 +109,50 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
         double inv_t = 1.0 / (double)prm.temperature, mx = -INFINITY;
         for (int64_t j = tid; j < V; j += SP_THREADS) mx = fmax(mx, (double)l[j] * inv_t);
         mx = block_max_d(mx, red);
-        for (int64_t j = tid; j < V; j += SP_THREADS) p[j] = (float)exp((double)l[j] * inv_t - mx);
+        for (int64_t j = tid; j < V; j += SP_THREADS) p[j] = exp((double)l[j] * inv_t - mx);
         __syncthreads();
-        auto count_ge = [&](uint32_t t) {
+        auto count_ge = [&](u64 t) {
             double c = 0;
-            for (int64_t j = tid; j < V; j += SP_THREADS) c += __float_as_uint(p[j]) >= t;
+            for (int64_t j = tid; j < V; j += SP_THREADS) c += KEY(p[j]) >= t;
             return block_sum_d(c, red);
         };
-        auto mass_ge = [&](uint32_t t) {
+        auto mass_ge = [&](u64 t) {
             double m = 0;
             for (int64_t j = tid; j < V; j += SP_THREADS) {
-                float v = p[j];
-                if (__float_as_uint(v) >= t) m += (double)v;
+                double v = p[j];
+                if (KEY(v) >= t) m += v;
             }
             return block_sum_d(m, red);
         };
-        uint32_t tau = 0;
-        if (prm.top_k > 0 && prm.top_k < V) tau = search([&](uint32_t t) { return count_ge(t) >= (double)prm.top_k; });
+        u64 tau = 0;
+        if (prm.top_k > 0 && prm.top_k < V) tau = search([&](u64 t) { return count_ge(t) >= (double)prm.top_k; });
         if (prm.top_p < 1.0f) {
             double target = (double)prm.top_p * mass_ge(tau);
-            uint32_t t0 = tau;
-            uint32_t tp = search([&](uint32_t t) { return mass_ge(t > t0 ? t : t0) >= target; });
+            u64 t0 = tau;
+            u64 tp = search([&](u64 t) { return mass_ge(t > t0 ? t : t0) >= target; });
             tau = tp > tau ? tp : tau;
         }
-        if (prm.min_p > 0.0f) {   // the largest probability is exp(0) = 1
-            float thr = (float)((double)prm.min_p * 1.0);
-            uint32_t tm = __float_as_uint(thr);
+        if (prm.min_p > 0.0f) {   // the largest probability is exp(0) = 1: thr = min_p·1
+            u64 tm = KEY((double)prm.min_p);
             tau = tm > tau ? tm : tau;
         }
         double u = uniform(rng[3 * row], rng[3 * row + 1], rng[3 * row + 2]);
         double target = u * mass_ge(tau);
-        const uint32_t tk = tau;
-        uint32_t ts = search([&](uint32_t t) { return mass_ge(t > tk ? t : tk) > target; });
+        const u64 tk = tau;
+        u64 ts = search([&](u64 t) { return mass_ge(t > tk ? t : tk) > target; });
         ts = ts > tk ? ts : tk;
         // the token whose probability is ts (lowest id); none when rounding put the target at
         // the very top: then the last kept candidate, as the CPU does
         int bi = -1;
         for (int64_t j = tid; j < V && bi < 0; j += SP_THREADS)
-            if (__float_as_uint(p[j]) == ts) bi = (int)j;
+            if (KEY(p[j]) == ts) bi = (int)j;
         token = block_argbest(bi >= 0 ? 0.0f : -INFINITY, bi, red);
         if (token < 0) {
             float bv = -INFINITY;
             int bj = -1;
             for (int64_t j = tid; j < V; j += SP_THREADS) {
-                float v = p[j];
-                if (__float_as_uint(v) >= tk && (bj < 0 || -v > bv || (-v == bv && j > bj))) { bv = -v; bj = (int)j; }
+                float v = (float)p[j];
+                if (KEY(p[j]) >= tk && (bj < 0 || -v > bv || (-v == bv && j > bj))) { bv = -v; bj = (int)j; }
             }
             token = block_argbest(bv, bj < 0 ? -1 : (int)(V - 1 - bj), red);
             token = token < 0 ? 0 : (int)(V - 1 - token);
@@ -167,7 +169,7 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
     }
 }
 
-extern "C" size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(n > 0 ? n : 0) * (size_t)V * 4; }
+extern "C" size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(n > 0 ? n : 0) * (size_t)V * 8; }
 
 extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params,
                                const uint64_t *rng, void *ws, size_t ws_bytes, int32_t *tokens, float *logprob,
@@ -178,7 +180,7 @@ extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const 
         return rt_fail(RT_EINVAL, "sampling on the GPU: workspace %zu bytes, %zu needed", ws_bytes,
                        smp_cuda_workspace_bytes(n, V));
     if (!n) return 0;
-    k_sample<<<(unsigned)n, SP_THREADS, 0, (cudaStream_t)stream>>>(logits, V, params, rng, (float *)ws, tokens,
+    k_sample<<<(unsigned)n, SP_THREADS, 0, (cudaStream_t)stream>>>(logits, V, params, rng, (double *)ws, tokens,
                                                                   logprob);
     DS_LAUNCHED();
     return 0;

@@ -1,0 +1,86 @@
+/* tests/gpu/test_ds_norm_gpu.c — the teacher's GPU RMSNorm (fused residual add) and YaRN rope
+ * (kernels/cuda/ds_norm.cu) against rmsnorm_fwd (kernels/cpu/norm.c) and yarn_init /
+ * yarn_tables / yarn_rope_apply (kernels/cpu/yarn.c, checked against transformers in
+ * tests/unit/test_deepseek.c) on R1's shapes and rope configuration. Needs a GPU.
+ * Tolerances: the residual sum is one bf16 rounding of an exact f32 sum: exact. RMSNorm: f32
+ * sum of squares in another order (CPU: double) and one bf16 rounding: |d| ≤ 2^-8·|ref| +
+ * 1e-6·max|ref|. Rope: CUDA's cosf/sinf are within 2 ulp of glibc's, then two products and
+ * one bf16 rounding: |d| ≤ 2^-8·|ref| + 2^-12·|x|max of the pair. */
+#include "tests/gpu/ds_gpu_test.h"
+#include "core/model_config.h"
+#include "kernels/fp8.h"
+#include "kernels/norm.h"
+#include "kernels/yarn.h"
+
+static void test_rmsnorm(void) {
+    int64_t M = 33, D = 7168;
+    uint16_t *x = malloc((size_t)(M * D) * 2), *res = malloc((size_t)(M * D) * 2), *y = malloc((size_t)(M * D) * 2), *gx = malloc((size_t)(M * D) * 2);
+    float *xs = malloc((size_t)(M * D) * 4), *w = malloc((size_t)D * 4), *ref = malloc((size_t)(M * D) * 4);
+    for (int64_t i = 0; i < M * D; i++) { x[i] = f32_to_bf16(rnd_normal() * (1 + i / D)); res[i] = f32_to_bf16(rnd_normal()); }
+    for (int64_t j = 0; j < D; j++) w[j] = 0.5f + rnd_unit();
+    for (int64_t i = 0; i < M * D; i++) xs[i] = bf16_to_f32(f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(res[i])));
+    rmsnorm_fwd(ref, NULL, xs, w, M, D, 1e-6f, NULL);
+    uint16_t *dx = dev_copy(x, (size_t)(M * D) * 2), *dres = dev_copy(res, (size_t)(M * D) * 2), *dy = dev_poison((size_t)(M * D) * 2);
+    float *dw = dev_copy(w, (size_t)D * 4);
+    CHECK(dx && dres && dy && dw, "cudaMalloc");
+    RT(ds_rmsnorm_cuda(dx, dres, dw, M, D, 1e-6f, dy, NULL));
+    CU(cudaDeviceSynchronize());
+    CHECK(!dev_get(y, dy, (size_t)(M * D) * 2) && !dev_get(gx, dx, (size_t)(M * D) * 2), "copy back");
+    for (int64_t m = 0; m < M; m++) {
+        float mx = 0;
+        for (int64_t j = 0; j < D; j++) mx = fmaxf(mx, fabsf(ref[m * D + j]));
+        for (int64_t j = 0; j < D; j++) {
+            int64_t i = m * D + j;
+            CHECK(bf16_to_f32(gx[i]) == xs[i], "residual [%lld,%lld]: gpu %g cpu %g", (long long)m, (long long)j, bf16_to_f32(gx[i]), xs[i]);
+            CHECK(fabsf(bf16_to_f32(y[i]) - ref[i]) <= 0x1p-8f * fabsf(ref[i]) + 1e-6f * mx, "rmsnorm [%lld,%lld]: gpu %g cpu %g", (long long)m, (long long)j, bf16_to_f32(y[i]), ref[i]);
+        }
+    }
+    cudaFree(dx); cudaFree(dres); cudaFree(dy); cudaFree(dw);
+    free(x); free(res); free(y); free(gx); free(xs); free(w); free(ref);
+    passed++;
+}
+
+/* q rows [T, H, 192] with the rope part at 128…191 (R1's q layout), positions up to 160k */
+static void test_rope(void) {
+    mc_rope r = {.type = MC_ROPE_YARN, .theta = 10000, .factor = 40, .original_max_position_embeddings = 4096,
+                 .beta_fast = 32, .beta_slow = 1, .mscale = 1.0, .mscale_all_dim = 1.0};
+    int64_t T = 37, H = 128, stride = 192, off = 128, dim = 64, half = 32;
+    float inv[32], cs;
+    RT(yarn_init(&r, dim, inv, &cs));
+    int32_t *pos = malloc((size_t)T * 4);
+    for (int64_t t = 0; t < T; t++) pos[t] = t < 5 ? (int32_t)t : (int32_t)(rnd() % 163840);
+    float *c = malloc((size_t)(T * half) * 4), *s = malloc((size_t)(T * half) * 4), *x = malloc((size_t)(T * H * stride) * 4);
+    uint16_t *xb = malloc((size_t)(T * H * stride) * 2), *got = malloc((size_t)(T * H * stride) * 2);
+    for (int64_t i = 0; i < T * H * stride; i++) { xb[i] = f32_to_bf16(rnd_normal()); x[i] = bf16_to_f32(xb[i]); }
+    yarn_tables(c, s, pos, T, inv, half, cs);
+    float *x0 = malloc((size_t)(T * H * stride) * 4);
+    memcpy(x0, x, (size_t)(T * H * stride) * 4);
+    yarn_rope_apply(x + off, T, H * stride, H, stride, dim, c, s, true, NULL);
+    uint16_t *dx = dev_copy(xb, (size_t)(T * H * stride) * 2);
+    int32_t *dpos = dev_copy(pos, (size_t)T * 4);
+    float *dinv = dev_copy(inv, sizeof inv);
+    CHECK(dx && dpos && dinv, "cudaMalloc");
+    RT(ds_rope_cuda(dx + off, T, H * stride, H, stride, dim, dpos, dinv, cs, NULL));
+    CU(cudaDeviceSynchronize());
+    CHECK(!dev_get(got, dx, (size_t)(T * H * stride) * 2), "copy back");
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t j = 0; j < stride; j++) {
+                int64_t i = (t * H + h) * stride + j;
+                float g = bf16_to_f32(got[i]);
+                if (j < off) { CHECK(got[i] == xb[i], "nope part changed at [%lld,%lld,%lld]", (long long)t, (long long)h, (long long)j); continue; }
+                int64_t k = (j - off) % half;   /* the pair it came from: inputs 2k, 2k+1 */
+                float pm = fmaxf(fabsf(x0[(t * H + h) * stride + off + 2 * k]), fabsf(x0[(t * H + h) * stride + off + 2 * k + 1]));
+                CHECK(fabsf(g - x[i]) <= 0x1p-8f * fabsf(x[i]) + 0x1p-12f * pm * cs, "rope [%lld,%lld,%lld] pos %d: gpu %g cpu %g", (long long)t, (long long)h, (long long)j, pos[t], g, x[i]);
+            }
+    cudaFree(dx); cudaFree(dpos); cudaFree(dinv);
+    free(pos); free(c); free(s); free(x); free(xb); free(got); free(x0);
+    passed++;
+}
+
+int main(void) {
+    if (!ds_have_device()) return 0;
+    test_rmsnorm();
+    test_rope();
+    return ds_finish();
+}
