@@ -230,10 +230,14 @@ def test_dp_loss_curve_matches_pytorch(retort_bin, tools_dir, tmp_path):
         norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
         opt.step()
         ref.append((float(loss.detach()), norm))
+    print("worst relative loss / norm difference vs torch:",
+          max(abs(r["loss"] - l) / l for (l, _), r in zip(ref, ours)),
+          max(abs(r["grad_norm"] - n) / n for (_, n), r in zip(ref, ours)))
     for (l_ref, n_ref), r in zip(ref, ours):
-        # retort is f32 throughout, torch f64: ~1e-6 relative per step
-        assert abs(r["loss"] - l_ref) <= 1e-5 * l_ref, (r, l_ref)
-        assert abs(r["grad_norm"] - n_ref) <= 1e-4 * n_ref, (r, n_ref)
+        # retort is f32 throughout, torch f64: f32 rounding of sums over ~10^4 terms, a few
+        # 1e-8 relative measured (3e-8 loss, 2e-8 norm over 6 steps)
+        assert abs(r["loss"] - l_ref) <= 1e-6 * l_ref, (r, l_ref)
+        assert abs(r["grad_norm"] - n_ref) <= 1e-5 * n_ref, (r, n_ref)
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])
