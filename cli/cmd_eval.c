@@ -1,12 +1,13 @@
-/* cli/cmd_eval.c — `retort eval`: a benchmark through a local model, k samples per
- * question, answers verified and stored in eval_results (eval/run.h), then the run's summary
- * (eval/results.h). Progress on stderr, the table on stdout. */
+/* cli/cmd_eval.c — `retort eval`: a benchmark through a local model or an OpenAI-compatible
+ * endpoint, k samples per question, answers verified and stored in eval_results (eval/run.h),
+ * then the run's summary (eval/results.h). Progress on stderr, the table on stdout. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -18,6 +19,7 @@
 #include "eval/results.h"
 #include "eval/run.h"
 #include "teacher/engine.h"
+#include "teacher/oai_client.h"
 
 static int num(const char *opt, const char *s, double lo, double hi, bool whole, double *out) {
     char *end;
@@ -60,6 +62,73 @@ static void print_summary(const ev_run *r, const char *bench) {
            b->mean_tokens, 100 * b->truncation);
 }
 
+static void show_results(ds_db *db, const char *name, const char *bench_name, bool as_json, int *rc) {
+    ev_run *r = NULL;
+    if (!*rc && ev_run_load(db, name, &r)) *rc = cli_fail("eval");
+    if (!*rc && as_json) {
+        json_t *j = NULL;
+        char *txt = NULL;
+        if (ev_compare_json((const ev_run *const *)&r, 1, &j) ||
+            !(txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
+            *rc = cli_fail("eval");
+        else printf("%s\n", txt);
+        free(txt);
+        json_decref(j);
+    } else if (!*rc) print_summary(r, bench_name);
+    ev_run_free(r);
+}
+
+/* `retort eval --model URL`: the model stored as "URL#NAME", the run named NAME by default. */
+static int eval_remote(const char *dbp, const char *bench, const char *name, const char *served, const char *key_env,
+                       oai_opts *ro, int k, double temp, double top_p, double max_tokens, double seed, double limit,
+                       bool as_json) {
+    if (key_env) {
+        if (!(ro->api_key = getenv(key_env))) {
+            fprintf(stderr, "retort: eval: environment variable %s (--api-key-env) is not set\n", key_env);
+            return EXIT_RUNTIME;
+        }
+    } else ro->api_key = getenv("OPENAI_API_KEY");
+    char *listed = NULL;
+    if (!served && oai_list_models(ro, &listed)) return cli_fail("eval: asking the endpoint for its model");
+    const char *m = served ? served : listed;
+    size_t n = strlen(ro->url) + strlen(m) + 2;
+    char *model_name = rt_malloc(n);
+    if (!model_name) {
+        free(listed);
+        return cli_fail("eval");
+    }
+    snprintf(model_name, n, "%s#%s", ro->url, m);
+    if (!name) name = m;
+    int rc = 0;
+    ds_db *db = NULL;
+    ev_questions qs = {0};
+    if (db_open(dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
+    if (!rc && ev_run_model_check(db, name, model_name)) rc = cli_fail("eval");
+    if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
+    if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
+    if (!rc) {
+        progress pr = {now_s(), 0};
+        ev_gen_opts go = {.run = name, .model = model_name, .k = k, .max_tokens = (int64_t)max_tokens,
+                          .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
+                          .progress = on_progress, .progress_ctx = &pr};
+        ev_remote rm = {.opts = ro, .model = m};
+        ev_gen_report rep;
+        fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s, model %s\n", qs.name, qs.n, k, name, model_name);
+        if (ev_generate_remote(db, &rm, &qs, &go, &rep)) rc = cli_fail("eval");
+        else fprintf(stderr, "eval: %zu samples generated, %zu already stored\n", rep.generated, rep.existing);
+    }
+    show_results(db, name, qs.name, as_json, &rc);
+    ev_questions_free(&qs);
+    db_close(db);
+    free(model_name);
+    free(listed);
+    if (!rc && (fflush(stdout) || ferror(stdout))) {
+        fprintf(stderr, "retort: eval: writing output failed\n");
+        return EXIT_RUNTIME;
+    }
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help("eval", argc, argv)) return EXIT_OK;
     static const struct option longs[] = {
@@ -71,8 +140,14 @@ int cmd_eval(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},        {"threads", required_argument, 0, 'J'},
         {"max-batch", required_argument, 0, 'B'},   {"cache-tokens", required_argument, 0, 'c'},
         {"limit", required_argument, 0, 'L'},       {"json", no_argument, 0, 'j'},
+        {"model-name", required_argument, 0, 'M'},  {"api-key-env", required_argument, 0, 'K'},
+        {"concurrency", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
+        {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
         {0, 0, 0, 0}};
-    const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL;
+    const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL, *served = NULL,
+               *key_env = NULL;
+    double conc = 8, timeout = 600, retries = 8;
+    bool stream = true, remote_opt = false;
     ct_kind tmpl;
     bool have_tmpl = false, as_json = false;
     double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0;
@@ -101,17 +176,31 @@ int cmd_eval(int argc, char **argv) {
         case 'c': u = num("--cache-tokens", optarg, 1, 1e12, true, &cache); break;
         case 'L': u = num("--limit", optarg, 1, 1e12, true, &limit); break;
         case 'j': as_json = true; break;
+        case 'M': served = optarg; remote_opt = true; break;
+        case 'K': key_env = optarg; remote_opt = true; break;
+        case 'C': u = num("--concurrency", optarg, 1, 4096, true, &conc); remote_opt = true; break;
+        case 'o': u = num("--timeout", optarg, 0.001, 86400, false, &timeout); remote_opt = true; break;
+        case 'r': u = num("--retries", optarg, 0, 1000, true, &retries); remote_opt = true; break;
+        case 'N': stream = false; remote_opt = true; break;
         default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (u) return u;
     if (optind < argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!dbp) return cli_usage_error("eval", "--db DB is required");
-    if (!model) return cli_usage_error("eval", "--model local:DIR is required");
+    if (!model) return cli_usage_error("eval", "--model local:DIR or an endpoint URL is required");
     if (!bench) return cli_usage_error("eval", "--bench gsm8k|math500|aime24|FILE.jsonl is required");
+    if (!strncmp(model, "http://", 7) || !strncmp(model, "https://", 8)) {
+        oai_opts ro = {.url = model, .concurrency = (int)conc, .timeout_s = timeout, .max_retries = (int)retries,
+                       .stream = stream, .jitter_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
+        return eval_remote(dbp, bench, name, served, key_env, &ro, (int)k, temp, top_p, max_tokens, seed, limit,
+                           as_json);
+    }
+    if (remote_opt)
+        return cli_usage_error("eval", "--model-name, --api-key-env, --concurrency, --timeout, --retries and "
+                                       "--no-stream are for endpoint models");
     if (strncmp(model, "local:", 6) || !model[6]) {
-        fprintf(stderr, "retort: eval: model '%s': only local:DIR models are supported for now "
-                        "(OpenAI-compatible endpoints come with the remote teacher client)\n", model);
+        fprintf(stderr, "retort: eval: model '%s': want local:DIR or an http(s):// endpoint URL\n", model);
         return EXIT_RUNTIME;
     }
     const char *dir = model + 6;

@@ -14,6 +14,8 @@
 #include "dataset/blob.h"
 #include "dataset/import.h"
 #include "filters/verify.h"
+#include "teacher/driver.h"
+#include "teacher/oai_client.h"
 
 #define R1_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
 #define SEED_STRIDE 1000003ull
@@ -198,15 +200,14 @@ typedef struct {
     double *t_submit;
 } gen;
 
-static int store(gen *g, const te_result *r) {
-    const ev_q *q = &g->qs->q[r->tag];
-    char *text = NULL;
-    size_t len = 0;
+/* Verifies text (a response to question qi) and stores it as sample j. */
+static int store_text(gen *g, size_t qi, int j, const char *text, size_t len, int64_t n_tokens, const char *finish,
+                      double latency_ms) {
+    const ev_q *q = &g->qs->q[qi];
     uint8_t *z = NULL;
     size_t zlen = 0;
     vf_result v = {0};
-    int rc = tok_decode(g->o->tok, r->ids, (size_t)r->n_ids, true, &text, &len);
-    if (!rc) rc = blob_compress(g->codec, text, len, 0, &z, &zlen);
+    int rc = blob_compress(g->codec, text, len, 0, &z, &zlen);
     if (!rc) rc = vf_verify(&g->vo, q->gold, text, &v);
     sqlite3_stmt *st = g->ins;
     if (!rc) {
@@ -215,21 +216,33 @@ static int store(gen *g, const te_result *r) {
         sqlite3_bind_text(st, 2, g->o->model, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, g->qs->name, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, q->prompt_id);
-        sqlite3_bind_int64(st, 5, r->sample);
+        sqlite3_bind_int64(st, 5, j);
         sqlite3_bind_blob(st, 6, z, (int)zlen, SQLITE_STATIC);
         if (v.pred_answer) sqlite3_bind_text(st, 7, v.pred_answer, -1, SQLITE_STATIC);
         else sqlite3_bind_null(st, 7);
         sqlite3_bind_int(st, 8, v.correct ? 1 : 0);
-        sqlite3_bind_int64(st, 9, r->n_ids);
-        sqlite3_bind_text(st, 10, r->finish == TE_FINISH_STOP ? "stop" : "length", -1, SQLITE_STATIC);
-        sqlite3_bind_double(st, 11, now_ms() - g->t_submit[r->tag]);
+        if (n_tokens >= 0) sqlite3_bind_int64(st, 9, n_tokens);
+        else sqlite3_bind_null(st, 9);
+        if (finish) sqlite3_bind_text(st, 10, finish, -1, SQLITE_STATIC);
+        else sqlite3_bind_null(st, 10);
+        sqlite3_bind_double(st, 11, latency_ms);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = rt_fail(RT_EIO, "storing an eval result: %s", sqlite3_errmsg(g->s));
         sqlite3_reset(st);
     }
     vf_result_free(&v);
-    free(text);
     free(z);
+    return rc;
+}
+
+static int store(gen *g, const te_result *r) {
+    char *text = NULL;
+    size_t len = 0;
+    int rc = tok_decode(g->o->tok, r->ids, (size_t)r->n_ids, true, &text, &len);
+    if (!rc)
+        rc = store_text(g, r->tag, r->sample, text, len, r->n_ids, r->finish == TE_FINISH_STOP ? "stop" : "length",
+                        now_ms() - g->t_submit[r->tag]);
+    free(text);
     return rc;
 }
 
@@ -339,13 +352,101 @@ int ev_run_model_check(ds_db *db, const char *run, const char *model) {
     return rc;
 }
 
-int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
+
+/* ---- remote: one request per sample through the OpenAI-compatible client ---- */
+
+static int remote_body(const gen *g, const ev_remote *rm, size_t qi, int j, char **body) {
+    const ev_gen_opts *o = g->o;
+    const ev_q *q = &g->qs->q[qi];
+    json_t *b = json_pack("{s:s, s:[{s:s, s:s}], s:I, s:f, s:f, s:I, s:b}", "model", rm->model, "messages", "role",
+                          "user", "content", q->text, "max_tokens", (json_int_t)o->max_tokens, "temperature",
+                          (double)o->sampling.temperature, "top_p", (double)o->sampling.top_p, "seed",
+                          (json_int_t)gd_sample_seed(o->seed, q->prompt_id, j), "stream", rm->opts->stream);
+    if (b && rm->opts->stream) json_object_set_new(b, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    *body = b ? json_dumps(b, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    json_decref(b);
+    return *body ? 0 : rt_fail(RT_ENOMEM, "eval: out of memory");
+}
+
+static int run_remote(gen *g, const ev_remote *rm, ev_gen_report *rep) {
+    const ev_questions *qs = g->qs;
+    const ev_gen_opts *o = g->o;
+    size_t todo = 0, done = 0, failed = 0, n_work = 0;
+    int rc = 0;
+    for (size_t i = 0; i < qs->n && !rc; i++) {
+        size_t n_need;
+        rc = missing(g, qs->q[i].prompt_id, g->need[i], &n_need);
+        todo += n_need;
+        rep->existing += (size_t)o->k - n_need;
+    }
+    uint64_t *work = rc ? NULL : rt_malloc((todo ? todo : 1) * sizeof *work);
+    if (!rc && !work) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
+    for (size_t i = 0; !rc && i < qs->n; i++)
+        for (int j = 0; j < o->k; j++)
+            if (g->need[i][j]) work[n_work++] = (uint64_t)i * (uint64_t)o->k + (uint64_t)j;
+    oai_client *c = NULL;
+    if (!rc) rc = oai_client_new(rm->opts, &c);
+    size_t next = 0, window = 2 * (size_t)(rm->opts->concurrency > 0 ? rm->opts->concurrency : 8);
+    int64_t tokens = 0;
+    char last_err[600] = "";
+    while (!rc) {
+        while (!rc && next < n_work && oai_pending(c) < window) {
+            char *body = NULL;
+            rc = remote_body(g, rm, work[next] / (uint64_t)o->k, (int)(work[next] % (uint64_t)o->k), &body);
+            if (!rc) rc = oai_submit(c, body, work[next]);
+            free(body);
+            next++;
+        }
+        if (rc || oai_pending(c) == 0) break;
+        oai_result *res = NULL;
+        size_t n = 0;
+        rc = oai_poll(c, 0.2, &res, &n);
+        for (size_t x = 0; x < n && !rc; x++) {
+            oai_result *r = &res[x];
+            size_t qi = r->tag / (uint64_t)o->k;
+            int j = (int)(r->tag % (uint64_t)o->k);
+            if (r->status == 0) {
+                char *text = NULL;
+                size_t len = 0;
+                const oai_response *a = &r->resp;
+                rc = oai_compose_text(a->reasoning, a->reasoning_len, a->has_reasoning, a->content, a->content_len,
+                                      false, &text, &len);
+                if (!rc && !(rc = db_begin(g->db))) {
+                    rc = store_text(g, qi, j, text, len, a->completion_tokens, a->finish_reason, 1e3 * r->latency_s);
+                    if (!rc) rc = db_commit(g->db);
+                    else db_rollback(g->db);
+                }
+                free(text);
+                if (!rc) {
+                    g->need[qi][j] = false;
+                    done++;
+                    tokens += a->completion_tokens > 0 ? a->completion_tokens : 0;
+                }
+            } else if (r->fatal) rc = rt_fail(RT_EIO, "%s", r->err ? r->err : "request failed");
+            else {
+                failed++;
+                snprintf(last_err, sizeof last_err, "%s", r->err ? r->err : "request failed");
+            }
+        }
+        oai_results_free(res, n);
+        if (!rc && o->progress) o->progress(o->progress_ctx, done, todo, tokens);
+    }
+    oai_client_free(c);
+    free(work);
+    rep->generated = done;
+    if (!rc && failed)
+        rc = rt_fail(RT_EIO, "%zu sample(s) failed after every retry (rerun to retry them); last: %s", failed, last_err);
+    return rc;
+}
+
+static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
+                    ev_gen_report *rep) {
     *rep = (ev_gen_report){.questions = qs->n};
-    if (o->k < 1 || o->max_tokens < 1 || !o->tok || !o->run || !o->model)
+    if (o->k < 1 || o->max_tokens < 1 || (e && !o->tok) || !o->run || !o->model)
         return rt_fail(RT_EINVAL, "eval: k, max_tokens, tokenizer, run and model are required");
     gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs, .end_of_turn = -1};
     vf_opts_default(&g.vo);
-    if (o->tmpl) {
+    if (o->tmpl && o->tok) {
         static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>",
                                           [CT_QWEN] = "<|im_end|>", [CT_LLAMA3] = "<|eot_id|>"};
         g.end_of_turn = tok_token_to_id(o->tok, eot[*o->tmpl]);
@@ -368,7 +469,7 @@ int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_op
     if (!rc && (!g.need || !g.t_submit)) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
     for (size_t i = 0; i < qs->n && !rc; i++)
         if (!(g.need[i] = rt_calloc((size_t)o->k, sizeof **g.need))) rc = rt_fail(RT_ENOMEM, "eval: out of memory");
-    if (!rc) rc = run_all(&g, e, rep);
+    if (!rc) rc = e ? run_all(&g, e, rep) : run_remote(&g, remote, rep);
     for (size_t i = 0; g.need && i < qs->n; i++) free(g.need[i]);
     free(g.need);
     free(g.t_submit);
@@ -376,4 +477,14 @@ int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_op
     sqlite3_finalize(g.ins);
     sqlite3_finalize(g.have);
     return rc;
+}
+
+int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
+    return generate(db, e, NULL, qs, o, rep);
+}
+
+int ev_generate_remote(ds_db *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
+                       ev_gen_report *rep) {
+    if (!remote || !remote->opts || !remote->model) return rt_fail(RT_EINVAL, "eval: an endpoint and a model are required");
+    return generate(db, NULL, remote, qs, o, rep);
 }

@@ -42,6 +42,7 @@
 #include "dataset/db.h"
 #include "kernels/sample.h"
 #include "teacher/engine.h"
+#include "teacher/oai_client.h"
 
 typedef struct {
     int64_t prompt_id;
@@ -82,5 +83,21 @@ typedef struct {
 int ev_run_model_check(ds_db *db, const char *run, const char *model);
 
 int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep);
+
+/* The same through an OpenAI-compatible endpoint (teacher/oai_client.h): one request per
+ * sample, the question as the user message (no template, no tokenizer: o->tok and o->tmpl
+ * may be NULL), seed gd_sample_seed(o->seed, prompt id, j), `model` in each request; the
+ * response stored as oai_compose_text gives it (reasoning_content or inline thinking as
+ * "<think>\nR\n</think>\n\nA"), n_tokens = usage.completion_tokens (NULL when absent),
+ * the server's finish_reason, latency_ms = the successful attempt's wall time. Retries as the
+ * client does; a fatal HTTP status stops with RT_EIO, samples that failed every retry are
+ * RT_EIO at the end (the others are stored; a rerun retries them). */
+typedef struct {
+    const oai_opts *opts;
+    const char *model;     /* the request's "model" */
+} ev_remote;
+
+int ev_generate_remote(ds_db *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
+                       ev_gen_report *rep);
 
 #endif

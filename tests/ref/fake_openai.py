@@ -4,6 +4,7 @@
     python fake_openai.py [--port 0] [--latency S] [--token-latency S] [--style reasoning|inline|mixed]
                           [--p429 P] [--retry-after V] [--p500 P] [--pdrop P] [--ptrunc P]
                           [--max-faults N] [--fault-seed S] [--api-key K] [--model-name M] [--no-usage-details]
+                          [--answer-mod M]
 
 Prints "PORT <n>" on its first stdout line once listening.
 
@@ -38,21 +39,26 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def outputs(content, seed):
+def answer_of(content, seed, mod=1000):
+    h = hashlib.sha256(f"{content}\0{seed}".encode()).hexdigest()
+    return int(h[24:30], 16) % mod
+
+
+def outputs(content, seed, mod=1000):
     h = hashlib.sha256(f"{content}\0{seed}".encode()).hexdigest()
     reasoning = f"Let me think about {h[:8]}.\nFirst {h[8:16]}; then {h[16:24]}."
-    answer = f"The answer is \\boxed{{{int(h[24:30], 16) % 1000}}}."
+    answer = f"The answer is \\boxed{{{answer_of(content, seed, mod)}}}."
     return reasoning, answer
 
 
-def expected_sample(content, seed):
+def expected_sample(content, seed, mod=1000):
     """The text retort should store for a completed (finish "stop") response."""
-    r, a = outputs(content, seed)
+    r, a = outputs(content, seed, mod)
     return f"<think>\n{r}\n</think>\n\n{a}"
 
 
-def tokens_of(content, seed):
-    r, a = outputs(content, seed)
+def tokens_of(content, seed, mod=1000):
+    r, a = outputs(content, seed, mod)
     return re.findall(r"\S+\s*", f"{r}\n</think>\n\n{a}")
 
 
@@ -150,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(429, {"error": {"message": "rate limited"}}, [("Retry-After", ra)])
         if fault == "500":
             return self.send_json(500, {"error": {"message": "internal error"}})
-        toks = tokens_of(content, seed)
+        toks = tokens_of(content, seed, a.answer_mod)
         max_tokens = int(req.get("max_tokens") or 1 << 30)
         finish = "stop"
         if len(toks) > max_tokens:
@@ -272,6 +278,7 @@ def main(argv=None):
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--model-name", default="fake-r1")
     ap.add_argument("--no-usage-details", dest="usage_details", action="store_false")
+    ap.add_argument("--answer-mod", type=int, default=1000, help="answers are N mod this")
     args = ap.parse_args(argv)
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

@@ -153,7 +153,7 @@ def test_eval_errors(retort_bin, model, tmp_path):
     other = tmp_path / "tiny"
     shutil.copytree(d, other)
     assert_one_error_line(evaluate(retort_bin, db, other, bench, "--k", "1"), "already holds results of model")
-    p = run([retort_bin, "eval", "--db", str(db), "--model", "http://localhost:8000/v1", "--bench", str(bench)])
+    p = run([retort_bin, "eval", "--db", str(db), "--model", "ftp://localhost/v1", "--bench", str(bench)])
     assert_one_error_line(p, "local:DIR")
     p = run([retort_bin, "eval", "--db", str(db), "--model", f"local:{d}", "--bench", str(tmp_path / "none.jsonl")])
     assert_one_error_line(p, "none.jsonl")

@@ -399,3 +399,56 @@ def test_local_teacher_matches_transformers_and_shares_the_db(retort_bin, tmp_pa
     assert len(local) == len(remote) == 8
     assert {x["params"] for x in local} == {x["params"] for x in remote}
     assert all(x["text"].startswith("<think>\n") for x in local + remote)
+
+
+# ---- retort eval --model URL ----
+
+def test_eval_through_an_endpoint(retort_bin, tmp_path, server_factory):
+    from fake_openai import answer_of
+    s = server_factory("--answer-mod", "2", "--style", "inline", "--p500", "0.2", "--ptrunc", "0.1")
+    bench = tmp_path / "coin.jsonl"
+    qs = [f"Flip coin number {i}." for i in range(6)]
+    bench.write_text("".join(json.dumps({"prompt": q, "answer": "1"}) + "\n" for q in qs))
+    db = tmp_path / "eval.db"
+    args = [retort_bin, "eval", "--db", str(db), "--model", s.url, "--bench", str(bench), "--k", "3", "--json",
+            "--concurrency", "4"]
+    r = run(args)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    con = sqlite3.connect(str(db))
+    got = con.execute("SELECT e.run, e.model, e.sample_index, e.response, e.extracted, e.correct, e.n_tokens, "
+                      "e.finish_reason, p.messages FROM eval_results e JOIN prompts p ON p.id = e.prompt_id").fetchall()
+    con.close()
+    assert len(got) == 18
+    import hashlib
+    seeds = {}
+    for t, key, seed, outcome in s.stats()["log"]:
+        if outcome == "ok":
+            seeds.setdefault(key, set()).add(seed)
+    per_q = {}
+    for run_name, model, j, resp, extracted, correct, n_tokens, finish, msgs in got:
+        assert run_name == "fake-r1" and model == f"{s.url}#fake-r1"
+        content = json.loads(msgs)[-1]["content"]
+        text = unzstd(resp).decode()
+        match = [sd for sd in seeds[hashlib.sha256(content.encode()).hexdigest()[:16]]
+                 if expected_sample(content, sd, 2) == text]
+        assert len(match) == 1, text
+        want = answer_of(content, match[0], 2)
+        assert extracted == str(want)
+        assert correct == (want == 1)
+        assert finish == "stop" and n_tokens == len(text.replace("<think>\n", "", 1).split())
+        per_q.setdefault(content, []).append(correct)
+    assert sorted(per_q) == sorted(qs) and all(len(v) == 3 for v in per_q.values())
+    pass1 = sum(sum(v) / 3 for v in per_q.values()) / len(per_q)
+    b = summary["benchmarks"]["coin"]["runs"]["fake-r1"]
+    assert b["model"] == f"{s.url}#fake-r1" and b["questions"] == 6 and b["k"] == 3
+    assert abs(b["pass1"] - pass1) < 1e-9
+    r = run(args)   # a rerun adds nothing
+    assert r.returncode == 0 and "0 samples generated, 18 already stored" in r.stderr, r.stderr
+    # an unreachable scheme is one error line; endpoint options are refused for local models
+    p = run([retort_bin, "eval", "--db", str(db), "--model", "ftp://x/v1", "--bench", str(bench)])
+    assert_one_error_line(p, "local:DIR")
+    p = run([retort_bin, "eval", "--db", str(db), "--model", "local:/nowhere", "--bench", str(bench),
+             "--concurrency", "2"])
+    assert p.returncode == 2
+
