@@ -248,6 +248,21 @@ def test_collectives_in_place_and_gather(tools_dir, ranks):
     assert len(lines) == ranks and all(", 0 failed" in l for l in lines), p.stdout
 
 
+def test_nccl_backend_matches_mpi_on_gpus(tools_dir):
+    """Needs a CUDA build and GPUs (one rank per GPU); skipped otherwise."""
+    exe = tool(tools_dir, "comm_nccl_check")
+    p = run([exe], timeout=300)
+    if p.returncode == 0 and p.stdout.startswith("skipped:"):
+        pytest.skip(p.stdout.strip())
+    assert p.returncode == 0, p.stdout + p.stderr
+    gpus = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.count("GPU ")
+    for ranks in sorted({1, min(2, gpus), gpus}):
+        p = mpi(ranks, [exe], timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        lines = [l for l in p.stdout.splitlines() if l.startswith("rank ")]
+        assert len(lines) == ranks and all(", 0 failed" in l for l in lines), p.stdout
+
+
 def retort_lines(p):
     return [l for l in p.stderr.splitlines() if l.startswith("retort")]
 
