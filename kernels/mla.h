@@ -46,7 +46,10 @@ int mla_attn_absorbed(const mla_dims *d, const float *q, int64_t n, const float 
  * Built for DeepSeek-V3's kv_rank 512 and rope 64 (else RT_EUNSUPPORTED); H a multiple of
  * 16. Work is split over the context (flash-decoding) into ws, mla_decode_workspace_bytes()
  * bytes, owned by the caller (no allocation: the call can be captured in a CUDA graph).
- * Asynchronous on `stream`; 0, RT_EINVAL, RT_EUNSUPPORTED or RT_EINTERNAL. */
+ * Asynchronous on `stream`; 0, RT_EINVAL, RT_EUNSUPPORTED or RT_EINTERNAL.
+ * mla_cache_append_cuda(): rows [n, 576] bf16 (c | k_r) into cache rows slot[n] (page id ·
+ * page + offset); with kv_scale (e4m3 cache) each row is quantized with scale amax/448 (1 for
+ * a zero row), as fp8_act_quant does per block. */
 #include <stddef.h>
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +58,8 @@ size_t mla_decode_workspace_bytes(int64_t n, int64_t H, int64_t max_ctx);
 int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, const void *kv, const float *kv_scale,
                     int64_t page, const int32_t *block_table, int64_t bt_stride, const int32_t *seq,
                     const int32_t *ctx, int64_t max_ctx, void *ws, size_t ws_bytes, uint16_t *out, void *stream);
+int mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int32_t *slot, void *kv, float *kv_scale,
+                          void *stream);
 #ifdef __cplusplus
 }
 #endif

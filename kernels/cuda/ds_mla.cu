@@ -323,3 +323,38 @@ extern "C" int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, 
     }
     return 0;
 }
+
+// ---- cache append ----------------------------------------------------------------------------
+// Row r (576 bf16: c | k_r) goes to cache row slot[r]; for an e4m3 cache with its scale
+// amax/448 (1 for an all-zero row), one warp per row.
+__global__ static void k_append(const uint16_t *__restrict__ rows, int64_t n, const int32_t *__restrict__ slot,
+                                void *kv, float *kv_scale) {
+    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (r >= n) return;
+    const uint16_t *src = rows + r * ML_DK;
+    int64_t dst = slot[r];
+    if (!kv_scale) {
+        uint16_t *d = (uint16_t *)kv + dst * ML_DK;
+        for (int j = lane; j < ML_DK / 2; j += 32)
+            reinterpret_cast<uint32_t *>(d)[j] = reinterpret_cast<const uint32_t *>(src)[j];
+        return;
+    }
+    float amax = 0.0f;
+    for (int j = lane; j < ML_DK; j += 32) amax = fmaxf(amax, fabsf(bf2f(src[j])));
+    amax = warp_max(amax);
+    float sc = amax / 448.0f;
+    if (!(sc > 0.0f)) sc = 1.0f;
+    uint8_t *d = (uint8_t *)kv + dst * ML_DK;
+    for (int j = lane; j < ML_DK; j += 32) d[j] = f2fp8(bf2f(src[j]) / sc);
+    if (lane == 0) kv_scale[dst] = sc;
+}
+
+extern "C" int mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int32_t *slot, void *kv, float *kv_scale,
+                                     void *stream) {
+    if (n < 0) return rt_fail(RT_EINVAL, "mla cache append: %lld rows", (long long)n);
+    if (!n) return 0;
+    k_append<<<grid_for((size_t)n * 32, 256), 256, 0, (cudaStream_t)stream>>>(rows, n, slot, kv, kv_scale);
+    DS_LAUNCHED();
+    return 0;
+}

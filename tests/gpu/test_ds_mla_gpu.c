@@ -9,8 +9,9 @@
  * probabilities, the latent output and the result to bf16 (each 2^-9 relative) and sums in
  * a different order. Logits here have a standard deviation near 2, so these perturb every
  * output by well under 1% of its head's largest value: |gpu − cpu| ≤ 2^-6·max|cpu| per
- * (query, head). The e4m3 cache: the CPU reads the same e4m3 rows dequantized in f32; the
- * GPU rounds each dequantized value to bf16 once more — the same bound. */
+ * (query, head). The cache is filled by mla_cache_append_cuda; e4m3 rows: the CPU reads the
+ * rows quantized the same way (scale amax/448, one RNE cast each: exact) dequantized in f32;
+ * the GPU rounds each dequantized value to bf16 once more — the same bound. */
 #include "tests/gpu/ds_gpu_test.h"
 #include "core/threadpool.h"
 #include "kernels/fp8.h"
@@ -36,27 +37,26 @@ static void run(int fp8_cache) {
     for (int64_t i = 0; i < n_pages; i++) perm[i] = (int32_t)i;
     for (int64_t i = n_pages - 1; i > 0; i--) { int64_t j = rnd() % (i + 1); int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
     memcpy(bt, perm, (size_t)n_pages * 4);   /* sequence s owns bt[s·pages_per_seq …] */
-    int64_t rows = n_pages * PAGE;
-    uint16_t *cache16 = calloc((size_t)(rows * DL), 2);
-    uint8_t *cache8 = calloc((size_t)(rows * DL), 1);
-    float *cscale = calloc((size_t)rows, 4);
+    int64_t rows = n_pages * PAGE, nrows = 0;
+    for (int s = 0; s < NS; s++) nrows += T[s];
+    uint16_t *src = malloc((size_t)(nrows * DL) * 2);   /* the rows the GPU appends, in order */
+    int32_t *slot = malloc((size_t)nrows * 4);
     float **lat = malloc(NS * sizeof *lat);
+    int64_t k = 0;
     for (int s = 0; s < NS; s++) {
         lat[s] = malloc((size_t)(T[s] * DL) * 4);
-        for (int64_t t = 0; t < T[s]; t++) {
-            int64_t row = (int64_t)bt[s * pages_per_seq + t / PAGE] * PAGE + t % PAGE;
-            float v[DL], amax = 0;
-            for (int j = 0; j < DL; j++) { v[j] = rnd_normal(); amax = fmaxf(amax, fabsf(v[j])); }
-            float sc = amax / 448.0f;
-            cscale[row] = sc;
+        for (int64_t t = 0; t < T[s]; t++, k++) {
+            slot[k] = bt[s * pages_per_seq + t / PAGE] * PAGE + (int32_t)(t % PAGE);
+            float amax = 0;
             for (int j = 0; j < DL; j++) {
-                if (fp8_cache) {
-                    cache8[row * DL + j] = fp8_from_f32(v[j] / sc);
-                    lat[s][t * DL + j] = fp8e4m3_to_f32(cache8[row * DL + j]) * sc;
-                } else {
-                    cache16[row * DL + j] = f32_to_bf16(v[j]);
-                    lat[s][t * DL + j] = bf16_to_f32(cache16[row * DL + j]);
-                }
+                src[k * DL + j] = f32_to_bf16(rnd_normal());
+                amax = fmaxf(amax, fabsf(bf16_to_f32(src[k * DL + j])));
+            }
+            float sc = amax / 448.0f;   /* mla_cache_append_cuda's e4m3 rows */
+            if (!(sc > 0)) sc = 1.0f;
+            for (int j = 0; j < DL; j++) {
+                float v = bf16_to_f32(src[k * DL + j]);
+                lat[s][t * DL + j] = fp8_cache ? fp8e4m3_to_f32(fp8_from_f32(v / sc)) * sc : v;
             }
         }
     }
@@ -74,11 +74,14 @@ static void run(int fp8_cache) {
     size_t wsb = mla_decode_workspace_bytes(NQ, H, max_ctx);
     uint16_t *dq = dev_copy(q16, (size_t)NQ * H * DQ * 2), *dkvb = dev_copy(kvb16, (size_t)nkv * 2);
     uint16_t *dqa = dev_poison((size_t)NQ * H * DL * 2), *dol = dev_poison((size_t)NQ * H * R * 2), *dout = dev_poison((size_t)NQ * H * DV * 2);
-    void *dcache = fp8_cache ? dev_copy(cache8, (size_t)(rows * DL)) : dev_copy(cache16, (size_t)(rows * DL) * 2);
-    float *dcs = fp8_cache ? dev_copy(cscale, (size_t)rows * 4) : NULL;
+    void *dcache = dev_poison((size_t)(rows * DL) * (fp8_cache ? 1 : 2));
+    float *dcs = fp8_cache ? dev_poison((size_t)rows * 4) : NULL;
+    uint16_t *dsrc = dev_copy(src, (size_t)(nrows * DL) * 2);
+    int32_t *dslot = dev_copy(slot, (size_t)nrows * 4);
     int32_t *dbt = dev_copy(bt, (size_t)n_pages * 4), *dseq = dev_copy(seq, sizeof seq), *dctx = dev_copy(ctx, sizeof ctx);
     void *dws = dev_poison(wsb);
-    CHECK(dq && dkvb && dqa && dol && dout && dcache && (dcs || !fp8_cache) && dbt && dseq && dctx && dws, "cudaMalloc");
+    CHECK(dq && dkvb && dqa && dol && dout && dcache && (dcs || !fp8_cache) && dbt && dseq && dctx && dws && dsrc && dslot, "cudaMalloc");
+    RT(mla_cache_append_cuda(dsrc, nrows, dslot, dcache, dcs, NULL));
     /* q_abs[:, h, :512] = q_nope[:, h] · W_UK[h]; q_abs[:, h, 512:] = q_rope[:, h] */
     RT(bf16_gemm_batched_cuda(lt, 0, dq, H * DQ, DQ, dkvb, R, (DN + DV) * R, dqa, H * DL, DL, NQ, R, DN, H, NULL));
     CU(cudaMemcpy2D(dqa + R, DL * 2, dq + DN, DQ * 2, DR * 2, (size_t)NQ * H, cudaMemcpyDeviceToDevice));
@@ -104,10 +107,10 @@ static void run(int fp8_cache) {
         }
     printf("mla (%s cache): worst error %.5f of the head's largest output\n", fp8_cache ? "e4m3" : "bf16", worst);
     fp8_gemm_lt_free(lt);
-    void *devs[] = {dq, dkvb, dqa, dol, dout, dcache, dcs, dbt, dseq, dctx, dws};
+    void *devs[] = {dq, dkvb, dqa, dol, dout, dcache, dcs, dbt, dseq, dctx, dws, dsrc, dslot};
     for (size_t k = 0; k < sizeof devs / sizeof *devs; k++) cudaFree(devs[k]);
     for (int s = 0; s < NS; s++) free(lat[s]);
-    free(lat); free(kvb); free(q); free(kvb16); free(q16); free(perm); free(bt); free(cache16); free(cache8); free(cscale); free(ref); free(out);
+    free(lat); free(kvb); free(q); free(kvb16); free(q16); free(perm); free(bt); free(src); free(slot); free(ref); free(out);
     tp_free(pool);
     passed++;
 }
