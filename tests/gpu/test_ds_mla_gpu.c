@@ -108,7 +108,7 @@ static void run(int fp8_cache) {
     printf("mla (%s cache): worst error %.5f of the head's largest output\n", fp8_cache ? "e4m3" : "bf16", worst);
     fp8_gemm_lt_free(lt);
     void *devs[] = {dq, dkvb, dqa, dol, dout, dcache, dcs, dbt, dseq, dctx, dws, dsrc, dslot};
-    for (size_t k = 0; k < sizeof devs / sizeof *devs; k++) cudaFree(devs[k]);
+    for (size_t di = 0; di < sizeof devs / sizeof *devs; di++) cudaFree(devs[di]);
     for (int s = 0; s < NS; s++) free(lat[s]);
     free(lat); free(kvb); free(q); free(kvb16); free(q16); free(perm); free(bt); free(src); free(slot); free(ref); free(out);
     tp_free(pool);
