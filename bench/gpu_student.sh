@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bench/gpu_student.sh — everything about the student's CUDA kernels in one go, on a machine
+# with an NVIDIA GPU (H100/H200): the GPU-only build (core basics + kernels + CUDA, no other
+# -dev packages), every GPU test (each kernel against its CPU twin), every kernel lab (time,
+# TFLOP/s or GB/s, % of the peak measured in the same run) and, when python3 has torch, the
+# PyTorch peer of the labs with the per-variant ratio. Results go to $OUT (default
+# build/gpu-student-out): build.log, gpu-test.log, gpu-bench.log, torch-peer.log,
+# ratios.txt, nvidia-smi.txt, and summary.txt (one line per stage).
+#
+# The single device-tool call that runs it (from the repository root, ~5 minutes):
+#   run(command="bash bench/gpu_student.sh", kind="nvidia-h100-x1", timeout_s=600)
+# By hand on any GPU machine:  OUT=/tmp/gs bash bench/gpu_student.sh
+# On a machine without nvcc or a GPU it prints "skipped: ..." and exits 0 (so bench/run.sh
+# can include it).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/gpu-student-out}
+mkdir -p "$OUT"
+[ -d /usr/local/cuda/bin ] && PATH=$PATH:/usr/local/cuda/bin
+if ! command -v nvcc >/dev/null 2>&1; then echo "skipped: no nvcc (CUDA toolkit)"; exit 0; fi
+if ! nvidia-smi -L >/dev/null 2>&1; then echo "skipped: no CUDA device"; exit 0; fi
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+B=${GPU_STUDENT_BUILD:-build/gpu-student}
+J=$(nproc 2>/dev/null || echo 8)
+summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+summary "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+summary "nvcc: $(nvcc --version | tail -1)"
+
+t0=$(date +%s)
+if make -j"$J" CUDA=1 BUILD="$B" gpu-test-build > "$OUT/build.log" 2>&1; then
+  summary "build: ok ($(( $(date +%s) - t0 )) s; warnings: $(grep -c 'warning' "$OUT/build.log"))"
+else
+  tail -40 "$OUT/build.log"
+  summary "build: FAILED (see build.log)"
+  exit 1
+fi
+# what the test binaries link against: CUDA libraries and libc only
+ldd "$B"/gpuonly/gpu-tests/* "$B"/gpuonly/labs/* 2>/dev/null | awk '/=>/ {print $1}' | sort -u > "$OUT/linked-libs.txt"
+
+make CUDA=1 BUILD="$B" gpu-test > "$OUT/gpu-test.log" 2>&1
+rc=$?
+cat "$OUT/gpu-test.log"
+summary "gpu-test: $([ $rc = 0 ] && echo ok || echo FAILED) — $(grep -c '^ok ' "$OUT/gpu-test.log") passed, $(grep -c '^FAIL' "$OUT/gpu-test.log") failed"
+
+make CUDA=1 BUILD="$B" gpu-bench > "$OUT/gpu-bench.log" 2>&1
+brc=$?
+cat "$OUT/gpu-bench.log"
+summary "gpu-bench: $([ $brc = 0 ] && echo ok || echo FAILED)"
+
+if python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
+  python3 bench/lab_torch_peer.py > "$OUT/torch-peer.log" 2>&1
+  prc=$?
+  python3 bench/lab_torch_peer.py --ratios "$OUT/gpu-bench.log" "$OUT/torch-peer.log" > "$OUT/ratios.txt" 2>&1
+  cat "$OUT/ratios.txt"
+  summary "torch peer: $([ $prc = 0 ] && echo ok || echo FAILED) ($(python3 -c 'import torch; print(torch.__version__)'))"
+else
+  summary "torch peer: skipped (python3 has no CUDA torch)"
+fi
+cat "$OUT/summary.txt"
+[ $rc = 0 ] && [ $brc = 0 ]
