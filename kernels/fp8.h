@@ -45,9 +45,10 @@
  *   bf16_gemm_batched_cuda: for b < batch, out_b [M, N] = x_b [M, K] · (w_trans ? W_bᵀ with
  *     W_b [N, K] : W_b [K, N]); ld* are row strides, s* the strides between batch entries,
  *     all in elements (MLA's per-head absorption: q_nope·W_UK[h], o_lat·W_UV[h]ᵀ).
- *   ds_rmsnorm_cuda: y = w ⊙ x / sqrt(mean(x²) + eps), bf16 x/y, f32 w, one row per warp
- *     group (the CPU twin is kernels/norm.h's rmsnorm_fwd). Optional residual: when res is
- *     not NULL, x ← x + res first (written back to x, bf16) — the fused pre-norm add.
+ *   ds_rmsnorm_cuda: y = w ⊙ x / sqrt(mean(x²) + eps) over the first D values of each of M
+ *     rows, bf16 x/y with row strides ldx/ldy, f32 w, one block per row (the CPU twin is
+ *     kernels/norm.h's rmsnorm_fwd). Optional residual: when res (stride ldx) is not NULL,
+ *     x ← x + res first (written back to x, bf16) — the fused pre-norm add.
  *   ds_rope_cuda: yarn_rope_apply (kernels/yarn.h), interleaved, on bf16 rows, with cos/sin
  *     formed on the GPU from inv_freq and pos (angle = (f32)pos·inv_freq, times cs_scale).
  */
@@ -99,8 +100,8 @@ int bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ld
                            int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N,
                            int64_t K, int64_t batch, void *stream);
 
-int ds_rmsnorm_cuda(uint16_t *x, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps, uint16_t *y,
-                    void *stream);
+int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps,
+                    uint16_t *y, int64_t ldy, void *stream);
 int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim,
                  const int32_t *pos, const float *inv_freq, float cs_scale, void *stream);
 #endif

@@ -23,7 +23,7 @@ static void test_rmsnorm(void) {
     uint16_t *dx = dev_copy(x, (size_t)(M * D) * 2), *dres = dev_copy(res, (size_t)(M * D) * 2), *dy = dev_poison((size_t)(M * D) * 2);
     float *dw = dev_copy(w, (size_t)D * 4);
     CHECK(dx && dres && dy && dw, "cudaMalloc");
-    RT(ds_rmsnorm_cuda(dx, dres, dw, M, D, 1e-6f, dy, NULL));
+    RT(ds_rmsnorm_cuda(dx, D, dres, dw, M, D, 1e-6f, dy, D, NULL));
     CU(cudaDeviceSynchronize());
     CHECK(!dev_get(y, dy, (size_t)(M * D) * 2) && !dev_get(gx, dx, (size_t)(M * D) * 2), "copy back");
     for (int64_t m = 0; m < M; m++) {
