@@ -208,7 +208,7 @@ static const cli_command commands[] = {
      "                      step, data position); give the same options as the run that wrote it\n"
      "  --data SHARDS       shard directory or file\n"
      "  --seq N             tokens per sequence; must match the shards (default: the shards' length)\n"
-     "  --batch B           sequences per micro-batch\n"
+     "  --batch B           sequences per micro-batch (per rank under mpirun)\n"
      "  --grad-accum A      micro-batches per optimizer step (default 1); the loss is normalized by\n"
      "                      the loss tokens of the whole step\n"
      "  --steps N | --epochs E   length of the run in optimizer steps, or passes over the data\n"
