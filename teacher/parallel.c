@@ -22,6 +22,8 @@ int ds_layout_make(const mc_config *c, int rank, int size, ds_layout *out) {
     if (size > c->num_attention_heads)
         return rt_fail(RT_EINVAL, "%d ranks but the model has %lld attention heads (each rank needs at least one)", size,
                        (long long)c->num_attention_heads);
+    if (size > c->vocab_size || (c->intermediate_size > 0 && size > c->intermediate_size))
+        return rt_fail(RT_EINVAL, "%d ranks but the vocabulary or the dense MLP is smaller than that", size);
     out->rank = rank;
     out->size = size;
     split(c->num_attention_heads, rank, size, &out->head0, &out->n_heads);
