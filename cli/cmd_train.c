@@ -182,8 +182,9 @@ static int save_step(tr_trainer *t, const train_args *a, int rank) {
 
 /* Everything before the first step; identical on every rank. 0, or a status with the message
  * recorded (nothing printed). */
-static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out) {
+static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out, FILE **log) {
     *out = NULL;
+    *log = NULL;
     sd_data *d;
     int rc = sd_open(a->data, &d), P = comm_size(comm);
     if (rc) return rc;
@@ -209,6 +210,11 @@ static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out) 
         tr_free(t);
         return rc;
     }
+    if (comm_rank(comm) == 0 && a->log && !(*log = fopen(a->log, "a"))) {
+        rc = rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
+        tr_free(t);
+        return rc;
+    }
     *out = t;
     return 0;
 }
@@ -216,24 +222,19 @@ static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out) 
 static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     int rank = comm_rank(comm), P = comm_size(comm);
     tr_trainer *t = NULL;
-    int rc = setup(a, pool, comm, &t);
+    FILE *lf = NULL;
+    int rc = setup(a, pool, comm, &t, &lf);
     if (P > 1) {   /* agree, so that no rank waits in a collective for one that gave up; the
                     * lowest failing rank reports (the others fail the same way, or wait) */
         int32_t first = rc ? rank : P;
         if (comm_allreduce(comm, &first, &first, 1, RT_DT_I32, COMM_MIN)) first = rank;
         if (first < P) {
             tr_free(t);
+            if (lf) fclose(lf);
             return first == rank ? cli_fail("train") : EXIT_RUNTIME;
         }
     } else if (rc) {
         return cli_fail("train");
-    }
-    FILE *lf = NULL;
-    if (rank == 0 && a->log && !(lf = fopen(a->log, "a"))) {
-        /* rank 0 alone: the others learn it at the first collective, when rank 0 has left */
-        fprintf(stderr, "retort: train: cannot open log %s: %s\n", a->log, strerror(errno));
-        tr_free(t);
-        return EXIT_RUNTIME;
     }
     int tty = rank == 0 && isatty(2);
     rc = EXIT_OK;
@@ -242,7 +243,11 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     while (rc == EXIT_OK && done < a->o.steps) {
         double ts = now_s();
         tr_stats s;
-        if (tr_step(t, &s)) { rc = cli_fail("train"); break; }
+        if (tr_step(t, &s)) {   /* this rank alone may have failed: the others wait in a collective */
+            rc = cli_fail("train");
+            if (P > 1) comm_abort(comm, rc);
+            break;
+        }
         done = s.step;
         double now = now_s(), tps = (double)s.tokens / (now - ts);
         double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
@@ -250,6 +255,7 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         if (lf && log_step(lf, &s, tps)) {
             fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
             rc = EXIT_RUNTIME;
+            if (P > 1) comm_abort(comm, rc);
         }
         if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) rc = save_step(t, a, rank);
     }

@@ -300,3 +300,8 @@ int comm_barrier(rt_comm *c) {
     MPI_TRY(MPI_Barrier(c->mpi));
     return 0;
 }
+
+void comm_abort(rt_comm *c, int code) {
+    if (c->backend == COMM_NCCL) c = c->host;
+    if (c->backend == COMM_MPI) MPI_Abort(c->mpi, code);
+}

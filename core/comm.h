@@ -75,6 +75,9 @@ int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, cons
                    const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
 int comm_broadcast(rt_comm *c, void *buf, size_t count, rt_dtype dt, int root);
 int comm_barrier(rt_comm *c);
+/* Ends every rank of the job with `code` (MPI_Abort; NCCL: its host's), for a failure on one
+ * rank that the others, waiting in a collective, cannot learn of. Single: returns. */
+void comm_abort(rt_comm *c, int code);
 
 #ifdef __cplusplus
 }

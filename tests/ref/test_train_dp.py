@@ -287,6 +287,22 @@ def test_bad_data_under_mpirun_fails_with_one_line(retort_bin, cfg, tmp_path):
     assert len(lines) == 1 and "no shard files" in lines[0], p.stderr
 
 
+def test_rank_0_alone_failing_at_setup_stops_every_rank(retort_bin, data, cfg, tmp_path):
+    # only rank 0 opens the log; the others must not wait for it in a collective
+    p = mpi(2, [retort_bin, "train", "--threads", "1", "--init", cfg, "--data", data, "--batch", "1", "--steps", "1",
+                "--lr", "1e-3", "--out", str(tmp_path / "o"), "--log", str(tmp_path / "no" / "such" / "l.jsonl")],
+            timeout=120)
+    assert p.returncode != 0
+    lines = retort_lines(p)
+    assert len(lines) == 1 and "cannot open log" in lines[0], p.stderr
+
+
+def test_epochs_count_the_sequences_of_all_ranks(retort_bin, data, cfg, tmp_path):
+    train(retort_bin, 4, "--init", cfg, "--data", data, "--batch", "1", "--grad-accum", "2", "--epochs", "1",
+          "--lr", "1e-3", "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl"))
+    assert [r["step"] for r in read_log(tmp_path / "l.jsonl")] == [1, 2, 3, 4, 5]   # 40 / (1 × 2 × 4)
+
+
 @pytest.mark.parametrize("value,needle", [("3", "not implemented"), ("5", "--zero"), ("x", "--zero")])
 def test_bad_zero_level_is_a_usage_error(retort_bin, data, cfg, value, needle):
     p = run([retort_bin, "train", "--init", cfg, "--data", data, "--batch", "1", "--steps", "1", "--lr", "1e-3",
