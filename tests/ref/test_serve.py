@@ -429,18 +429,20 @@ def test_client_disconnect_cancels_and_frees_the_cache(rand_server):
 
 
 def test_64_concurrent_streaming_clients(rand_server):
-    """64 clients stream completions in a loop for a bounded time (8 s after a warm-up round).
+    """64 clients stream completions in a loop for a bounded time (8 s after a warm-up round;
+    greedy: kernels/sample.c sorts the whole 129k vocabulary per token when sampling).
     Every stream must end with a finish_reason, the usage chunk and [DONE]; zero errors.
     Memory: the server's RSS after the load is compared with its RSS after the warm-up round
     (same 64 connection threads and request sizes, so allocator arenas, thread stacks and the
-    engine's batch buffers already exist). Slack: 16 MiB, about 5 % of the ~300 MiB process
-    (mapped weights included) — far below what one leaked request per stream would leave."""
+    engine's batch buffers already exist). Slack: 8 MiB. The load runs ~1000 streams on this
+    machine, so a leak of more than ~8 KiB per request (its job, prompt, tokens and SSE
+    buffer) fails the test; allocator noise measured here is under 1 MiB."""
     url = rand_server.url
     errors, counts = [], [0] * 64
 
     def one(i):
         body = json.dumps({"prompt": [10 + i, 20, 30 + i], "max_tokens": 12, "ignore_eos": True, "stream": True,
-                           "temperature": 0.8, "seed": i, "stream_options": {"include_usage": True}}).encode()
+                           "temperature": 0, "stream_options": {"include_usage": True}}).encode()
         req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=300) as r:
             events = [e for e in r.read().decode().split("\n\n") if e]
@@ -476,7 +478,8 @@ def test_64_concurrent_streaming_clients(rand_server):
     assert sum(counts) - done0 >= 64
     wait_idle(rand_server)
     rss = rand_server.rss_kib()
-    assert rss - base < 16 * 1024, f"RSS grew from {base} KiB to {rss} KiB"
+    print(f"64 clients: {sum(counts) - done0} streams in 8 s; RSS {base} KiB after warm-up, {rss} KiB after the load")
+    assert rss - base < 8 * 1024, f"RSS grew from {base} KiB to {rss} KiB"
 
 
 def test_sigterm_drains_in_flight_requests(retort_bin, rand_model):
