@@ -61,9 +61,18 @@ static int spawn_wait(const rc_stage *st, char **argv, const char *exe, int *err
     if (pipe2(pfd, O_CLOEXEC)) { *err = errno; free(full); return -1; }
     fflush(stdout);
     fflush(stderr);
+    /* like system(3): while the stage runs, a terminal's Ctrl-C or Ctrl-\ reaches the stage
+     * (same process group), which stops in its own way; the runner then reports it */
+    struct sigaction ign = {0}, old_int, old_quit;
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &old_int);
+    sigaction(SIGQUIT, &ign, &old_quit);
     pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
         *err = errno;
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGQUIT, &old_quit, NULL);
         close(pfd[0]);
         close(pfd[1]);
         free(full);
@@ -71,6 +80,8 @@ static int spawn_wait(const rc_stage *st, char **argv, const char *exe, int *err
     }
     if (pid == 0) {
         close(pfd[0]);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGQUIT, &old_quit, NULL);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127); /* the runner died before prctl */
         if (st->n_launcher) execvp(full[0], full);
@@ -87,9 +98,12 @@ static int spawn_wait(const rc_stage *st, char **argv, const char *exe, int *err
     while (r < 0 && errno == EINTR);
     close(pfd[0]);
     free(full);
-    int status;
+    int status, werr = 0;
     while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) { *err = errno; return -1; }
+        if (errno != EINTR) { werr = errno; break; }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+    if (werr) { *err = werr; return -1; }
     if (r == (ssize_t)sizeof e) { *err = e; return -1; }
     return status;
 }
