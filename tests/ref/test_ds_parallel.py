@@ -76,12 +76,14 @@ def write_sharded(d, tensors, cfg, n_shards):
         json.dump({"metadata": {}, "weight_map": wm}, f)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dsp")
+def build(tmp, q_lora=True):
+    """The test checkpoint in tmp/fp8, and transformers' results on its dequantized weights.
+    q_lora False: a plain q_proj (as DeepSeek-V2-Lite) instead of q_a/q_b."""
     cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-deepseek-v3.json")))
     cfg.update(num_hidden_layers=2, first_k_dense_replace=1, num_nextn_predict_layers=0, n_group=4, topk_group=2,
                num_attention_heads=HEADS, num_key_value_heads=HEADS, n_routed_experts=EXPERTS)
+    if not q_lora:
+        cfg["q_lora_rank"] = None
     plain = dict(cfg)
     plain.pop("quantization_config")
     torch.manual_seed(41)
@@ -154,6 +156,11 @@ def model(tmp_path_factory):
     save_file({"prompt": prompt.to(torch.int32)}, str(tmp / "in.safetensors"))
     return {"dir": str(fp8), "in": str(tmp / "in.safetensors"), "logits": want_logits, "tokens": toks, "dec": dec,
             "b_logits": ref(b_prompt[None]).logits[0].float(), "b_tokens": b_toks, "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("dsp"))
 
 
 def run_tool(tools_dir, model, ranks, mode="parallel", tag=None):
@@ -272,3 +279,15 @@ def test_engine_lockstep_follows_rank_0(model, tools_dir, ranks):
                            env=mpi_env())
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"pe_check: {ranks or 1} ranks, 6 results" in p.stdout and "hashes equal" in p.stdout, p.stdout
+
+
+def test_plain_q_proj_splits_too(tmp_path, tools_dir):
+    """q_lora_rank null (q_proj [H*dq, D], sliced by the rank's heads like q_b_proj)."""
+    m = build(tmp_path, q_lora=False)
+    one = run_tool(tools_dir, m, None, "serial")
+    assert (one["logits"] - m["logits"]).abs().max().item() < TOL
+    for ranks in (2, 4):
+        got = run_tool(tools_dir, m, ranks)
+        assert (got["logits"] - one["logits"]).abs().max().item() < TOL
+        assert (got["decode_logits"] - one["decode_logits"]).abs().max().item() < TOL
+        assert got["tokens"].tolist() == one["tokens"].tolist() == m["tokens"]
