@@ -168,6 +168,39 @@ def main():
     report("grad sumsq n=1e9", lambda: torch.linalg.vector_norm(p.grad))
     del opt, p, pb
     torch.cuda.empty_cache()
+    # ---- one Qwen2.5-7B decoder layer, forward + backward (lab_layer) ----
+    T, doc, D, Hq, Hkv, hd, Ff = 8192, 2048, 3584, 28, 4, 128, 18944
+    P = lambda *shape: (torch.randn(*shape, device=dev, dtype=bf) * 0.02).requires_grad_(True)
+    wq, wk, wv, wo = P(Hq * hd, D), P(Hkv * hd, D), P(Hkv * hd, D), P(D, Hq * hd)
+    bq, bk, bv = P(Hq * hd), P(Hkv * hd), P(Hkv * hd)
+    wg, wu, wd = P(Ff, D), P(Ff, D), P(D, Ff)
+    n1 = torch.ones(D, device=dev, dtype=bf, requires_grad=True)
+    n2 = torch.ones(D, device=dev, dtype=bf, requires_grad=True)
+    x = torch.randn(T, D, device=dev, dtype=bf, requires_grad=True)
+    posl = torch.arange(T, device=dev) % doc
+    inv = 1.0 / (1e6 ** (torch.arange(0, hd, 2, device=dev).float() / hd))
+    ang = posl[:, None].float() * inv[None]
+    cs = torch.cat([ang.cos(), ang.cos()], -1).to(bf)[:, None]
+    sn = torch.cat([ang.sin(), ang.sin()], -1).to(bf)[:, None]
+    def rot(t):
+        h = t.shape[-1] // 2
+        return t * cs + torch.cat([-t[..., h:], t[..., :h]], -1) * sn
+    def layer():
+        h1 = F.rms_norm(x, (D,), n1, 1e-6)
+        q = rot(F.linear(h1, wq, bq).view(T, Hq, hd))
+        k = rot(F.linear(h1, wk, bk).view(T, Hkv, hd))
+        v = F.linear(h1, wv, bv).view(T, Hkv, hd)
+        B = T // doc
+        qb, kb, vb = (t.view(B, doc, -1, hd).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, enable_gqa=True)
+        a = a.transpose(1, 2).reshape(T, Hq * hd)
+        mid = x + F.linear(a, wo)
+        h2 = F.rms_norm(mid, (D,), n2, 1e-6)
+        out = mid + F.linear(F.silu(F.linear(h2, wg)) * F.linear(h2, wu), wd)
+        out.backward(torch.ones_like(out) * 1e-3)
+    report(f"layer fwd+bwd T={T} doc={doc}", layer)
+    del wq, wk, wv, wo, bq, bk, bv, wg, wu, wd, n1, n2, x
+    torch.cuda.empty_cache()
     # ---- fused cross-entropy (lab_loss): torch forms the full logits ----
     Mc = 32768
     h = (torch.randn(Mc, D, device=dev, dtype=bf)).requires_grad_(True)
