@@ -7,7 +7,9 @@
  * (weight_scale_inv). The MTP layer (model.layers.<num_hidden_layers>.*) is loaded when
  * stored and opts->load_mtp is set. The model owns its weights; it borrows opts->pool
  * (NULL: single-threaded), which must outlive it. F32 weights: for tiny and mid-sized
- * shapes; R1 itself needs the per-tile FP8 path of a later issue.
+ * shapes; R1 itself needs the per-tile FP8 path of a later issue. ds_load_parallel
+ * (teacher/parallel.h) loads one rank's part instead; every call below works on that model
+ * too, its collectives hidden inside.
  *
  * The math follows transformers' DeepseekV3ForCausalLM: MLA (q_a → q_a_layernorm → q_b,
  * kv_a_with_mqa → kv_a_layernorm → kv_b, o_proj; those two norms use eps 1e-6 as in
