@@ -65,7 +65,8 @@ int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *
  * moe_gather_rows_cuda(): dst row r = src row (slot_of_row[r] / slots_per_token), rows of
  *   row_bytes bytes (fp8 activations, their scales, bf16 rows alike).
  * moe_combine_cuda(): out [n, dim] bf16 = base (NULL: 0) + Σ_k w[t,k] · y[row_of_slot[t·slots+k]]
- *   in f32, slots in order, one rounding; y [rows, dim] bf16 in expert order; dim even. */
+ *   in f32, slots in order, one rounding; y [rows, dim] bf16 in expert order; dim even;
+ *   base may be out (the residual stream updated in place). */
 #ifdef __cplusplus
 extern "C" {
 #endif

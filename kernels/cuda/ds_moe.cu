@@ -194,7 +194,7 @@ extern "C" int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const in
 
 __global__ static void k_combine(const uint16_t *__restrict__ y, const int32_t *__restrict__ ros,
                                  const float *__restrict__ w, int64_t slots, int64_t dim,
-                                 const uint16_t *__restrict__ base, uint16_t *__restrict__ out) {
+                                 const uint16_t *base, uint16_t *out) {   // base may be out (in place)
     int64_t t = blockIdx.x;
     for (int64_t j = 2 * threadIdx.x; j < dim; j += 2 * blockDim.x) {
         float a0 = 0.0f, a1 = 0.0f;
