@@ -46,6 +46,19 @@ using namespace rtk;
 #define NTHR 128
 
 // ---- PTX wrappers ----------------------------------------------------------------------
+// (-DRT_EMU: the CPU emulator of tests/emu/cuda_emu.h stands in for them, see tests/emu/)
+#ifdef RT_EMU
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) { emu::cp_async16(smem, gmem, valid); }
+__device__ __forceinline__ void cp_async_commit() {}
+template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t *p) { emu::ldsm_x4(r, p, false); }
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const uint16_t *p) { emu::ldsm_x4(r, p, true); }
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    emu::mma16816(d, a, b0, b1);
+}
+#define RT_DYN_SMEM(name) uint16_t *name = (uint16_t *)emu::dyn_smem()
+#else
+#define RT_DYN_SMEM(name) extern __shared__ __align__(16) uint16_t name[]
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     int n = valid ? 16 : 0;   // src-size 0: the 16 bytes are zero-filled
@@ -73,6 +86,7 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
 // ---- fragment addressing (lane → the row address it gives ldmatrix) ---------------------
 // A operand (16×16 at row r0, col c0 of a row-major tile): matrices (rows 0-7, cols 0-7),
@@ -109,7 +123,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_fwd(uint16_t *o, float *lse, cons
                                                    const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
                                                    float c2) {
     constexpr int BM = 64, BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8;
-    extern __shared__ __align__(16) uint16_t smem[];
+    RT_DYN_SMEM(smem);
     uint16_t *sQ = smem, *sK = sQ + BM * LD, *sV = sK + 2 * BN * LD;
     const int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, hk = h / (Hq / Hkv);
     const int q0 = qb * BM, q_last = min(q0 + BM, T) - 1;
@@ -254,7 +268,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dq(uint16_t *dq, const uint16_t *
                                                   const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
                                                   float c2, float scale) {
     constexpr int BM = 64, BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8;
-    extern __shared__ __align__(16) uint16_t smem[];
+    RT_DYN_SMEM(smem);
     uint16_t *sQ = smem, *sO = sQ + BM * LD, *sK = sO + BM * LD, *sV = sK + 2 * BN * LD;
     const int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, hk = h / (Hq / Hkv);
     const int q0 = qb * BM, q_last = min(q0 + BM, T) - 1;
@@ -357,7 +371,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dkv(uint16_t *dk, uint16_t *dv, c
                                                    const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
                                                    float c2, float scale) {
     constexpr int BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8, NQT = BQ / 8;
-    extern __shared__ __align__(16) uint16_t smem[];
+    RT_DYN_SMEM(smem);
     uint16_t *sK = smem, *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + 2 * BQ * LD;
     __shared__ float sL[2][BQ], sD[2][BQ];
     __shared__ int sS[2][BQ];
@@ -475,6 +489,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dkv(uint16_t *dk, uint16_t *dv, c
     }
 }
 
+#ifndef RT_EMU
 // ---- host side --------------------------------------------------------------------------
 static int check_shape(const char *who, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
     if ((hd != 64 && hd != 128) || Hkv <= 0 || Hq % Hkv || T > INT_MAX / 2 || T * Hq > INT_MAX)
@@ -542,3 +557,4 @@ extern "C" int attn_bwd_cuda(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uin
     return hd == 64 ? bwd<64>(dq, dk, dv, dout, lse, delta, q, k, v, doc_start, (int)T, (int)Hq, (int)Hkv, scale, st)
                     : bwd<128>(dq, dk, dv, dout, lse, delta, q, k, v, doc_start, (int)T, (int)Hq, (int)Hkv, scale, st);
 }
+#endif
