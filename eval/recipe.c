@@ -458,7 +458,17 @@ static int apply_set(ctx *c, const char *set) {
         if (!json_is_object(st)) continue;
         json_t *nm = json_object_get(st, "name"), *kd = json_object_get(st, "stage");
         const char *n = json_is_string(nm) ? json_string_value(nm) : json_is_string(kd) ? json_string_value(kd) : NULL;
-        if (n && !strcmp(n, stage)) return json_object_set_new(st, opt, v) ? RT_ENOMEM : 0;
+        if (!n || strcmp(n, stage)) continue;
+        /* an option the stage already has under its other spelling ('_' for '-') is replaced */
+        const char *k;
+        json_t *old;
+        json_object_foreach(st, k, old) {
+            size_t j = 0;
+            for (; k[j] && opt[j]; j++)
+                if (k[j] != opt[j] && !((k[j] == '-' || k[j] == '_') && (opt[j] == '-' || opt[j] == '_'))) break;
+            if (!k[j] && !opt[j]) return json_object_set_new(st, k, v) ? RT_ENOMEM : 0;
+        }
+        return json_object_set_new(st, opt, v) ? RT_ENOMEM : 0;
     }
     json_decref(v);
     return rt_fail(RT_ENOTFOUND, "--set %s.%s: %s: no stage named '%s'", stage, opt, c->path, stage);

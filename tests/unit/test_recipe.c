@@ -131,8 +131,10 @@ Test(recipe, set_overrides_and_hash_chain) {
     const char *c[] = {"compare", "x", "y", NULL};
     expect_argv(&b->stages[3], c);
     rc_plan_free(b);
-    const char *s2[] = {"n=5", "lr=1e-4", "generate.launcher="};
-    cr_assert_eq(rc_load(path, s2, 3, &b), 0, "%s", rt_errmsg());
+    const char *s2[] = {"n=5", "lr=1e-4", "generate.launcher=", "train.grad-accum=4"};
+    cr_assert_eq(rc_load(path, s2, 4, &b), 0, "%s", rt_errmsg());
+    cr_assert_str_eq(b->stages[1].argv[6], "4"); /* grad_accum: replaced, not doubled */
+    cr_assert_eq(b->stages[1].argc, 11);
     cr_assert_str_eq(b->stages[0].argv[6], "5");
     cr_assert_str_eq(b->stages[1].argv[4], "0.0001");
     cr_assert_eq(b->stages[0].n_launcher, 0);
