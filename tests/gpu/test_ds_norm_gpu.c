@@ -1,7 +1,6 @@
 /* tests/gpu/test_ds_norm_gpu.c — the teacher's GPU RMSNorm (fused residual add) and YaRN rope
- * (kernels/cuda/ds_norm.cu) against rmsnorm_fwd (kernels/cpu/norm.c) and yarn_init /
- * yarn_tables / yarn_rope_apply (kernels/cpu/yarn.c, checked against transformers in
- * tests/unit/test_deepseek.c) on R1's shapes and rope configuration. Needs a GPU.
+ * (kernels/cuda/ds_norm.cu) against rmsnorm_fwd (kernels/cpu/norm.c) and the interleaved
+ * rotation of kernels/yarn.h (see test_rope) on R1's shapes. Needs a GPU.
  * Tolerances: the residual sum is one bf16 rounding of an exact f32 sum: exact. RMSNorm: f32
  * sum of squares in another order (CPU: double) and one bf16 rounding: |d| ≤ 2^-8·|ref| +
  * 1e-6·max|ref|. Rope: CUDA's cosf/sinf are within 2 ulp of glibc's, then two products and
@@ -9,10 +8,6 @@
 #include "tests/gpu/ds_gpu_test.h"
 #include "kernels/fp8.h"
 #include "kernels/norm.h"
-#ifndef DS_NO_YARN   /* bench/r1_layer.sh on a machine without jansson (core/model_config.h needs it) */
-#include "core/model_config.h"
-#include "kernels/yarn.h"
-#endif
 
 static void test_rmsnorm(void) {
     int64_t M = 33, D = 7168;
@@ -42,25 +37,20 @@ static void test_rmsnorm(void) {
     passed++;
 }
 
-/* q rows [T, H, 192] with the rope part at 128…191 (R1's q layout), positions up to 160k */
+/* q rows [T, H, 192] with the rope part at 128…191 (R1's q layout), positions up to 160k.
+ * The reference is kernels/yarn.h's documented interleaved rotation written out here, with
+ * the angle and cos/sin formed as yarn_tables does ((f32)pos·inv_freq, cosf/sinf, times
+ * cs_scale): kernels/cpu/yarn.c itself cannot be linked in the GPU-only build (its header
+ * needs core/model_config.h, hence jansson). inv_freq: theta 10000, the upper half divided by
+ * YaRN's factor 40, cs_scale 1.3 (R1's mscale ratio is 1.0; any value tests the scaling). */
 static void test_rope(void) {
-#ifdef DS_NO_YARN
-    SKIP("rope: the CPU twin (kernels/cpu/yarn.c) needs core/model_config.h, which needs jansson");
-#else
-    mc_rope r = {.type = MC_ROPE_YARN, .theta = 10000, .factor = 40, .original_max_position_embeddings = 4096,
-                 .beta_fast = 32, .beta_slow = 1, .mscale = 1.0, .mscale_all_dim = 1.0};
     int64_t T = 37, H = 128, stride = 192, off = 128, dim = 64, half = 32;
-    float inv[32], cs;
-    RT(yarn_init(&r, dim, inv, &cs));
+    float inv[32], cs = 1.3f;
+    for (int i = 0; i < half; i++) inv[i] = powf(10000.0f, -(float)(2 * i) / (float)dim) / (i >= 16 ? 40.0f : 1.0f);
     int32_t *pos = malloc((size_t)T * 4);
     for (int64_t t = 0; t < T; t++) pos[t] = t < 5 ? (int32_t)t : (int32_t)(rnd() % 163840);
-    float *c = malloc((size_t)(T * half) * 4), *s = malloc((size_t)(T * half) * 4), *x = malloc((size_t)(T * H * stride) * 4);
     uint16_t *xb = malloc((size_t)(T * H * stride) * 2), *got = malloc((size_t)(T * H * stride) * 2);
-    for (int64_t i = 0; i < T * H * stride; i++) { xb[i] = f32_to_bf16(rnd_normal()); x[i] = bf16_to_f32(xb[i]); }
-    yarn_tables(c, s, pos, T, inv, half, cs);
-    float *x0 = malloc((size_t)(T * H * stride) * 4);
-    memcpy(x0, x, (size_t)(T * H * stride) * 4);
-    yarn_rope_apply(x + off, T, H * stride, H, stride, dim, c, s, true, NULL);
+    for (int64_t i = 0; i < T * H * stride; i++) xb[i] = f32_to_bf16(rnd_normal());
     uint16_t *dx = dev_copy(xb, (size_t)(T * H * stride) * 2);
     int32_t *dpos = dev_copy(pos, (size_t)T * 4);
     float *dinv = dev_copy(inv, sizeof inv);
@@ -69,19 +59,21 @@ static void test_rope(void) {
     CU(cudaDeviceSynchronize());
     CHECK(!dev_get(got, dx, (size_t)(T * H * stride) * 2), "copy back");
     for (int64_t t = 0; t < T; t++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t j = 0; j < stride; j++) {
-                int64_t i = (t * H + h) * stride + j;
-                float g = bf16_to_f32(got[i]);
-                if (j < off) { CHECK(got[i] == xb[i], "nope part changed at [%lld,%lld,%lld]", (long long)t, (long long)h, (long long)j); continue; }
-                int64_t k = (j - off) % half;   /* the pair it came from: inputs 2k, 2k+1 */
-                float pm = fmaxf(fabsf(x0[(t * H + h) * stride + off + 2 * k]), fabsf(x0[(t * H + h) * stride + off + 2 * k + 1]));
-                CHECK(fabsf(g - x[i]) <= 0x1p-8f * fabsf(x[i]) + 0x1p-12f * pm * cs, "rope [%lld,%lld,%lld] pos %d: gpu %g cpu %g", (long long)t, (long long)h, (long long)j, pos[t], g, x[i]);
+        for (int64_t h = 0; h < H; h++) {
+            const uint16_t *x = xb + (t * H + h) * stride, *g = got + (t * H + h) * stride;
+            for (int64_t j = 0; j < off; j++) CHECK(g[j] == x[j], "nope part changed at [%lld,%lld,%lld]", (long long)t, (long long)h, (long long)j);
+            for (int64_t i = 0; i < half; i++) {
+                float ang = (float)pos[t] * inv[i], c = cosf(ang) * cs, s = sinf(ang) * cs;
+                float a = bf16_to_f32(x[off + 2 * i]), b = bf16_to_f32(x[off + 2 * i + 1]);
+                float y0 = a * c - b * s, y1 = b * c + a * s, pm = fmaxf(fabsf(a), fabsf(b));
+                float g0 = bf16_to_f32(g[off + i]), g1 = bf16_to_f32(g[off + i + half]);
+                CHECK(fabsf(g0 - y0) <= 0x1p-8f * fabsf(y0) + 0x1p-12f * pm * cs && fabsf(g1 - y1) <= 0x1p-8f * fabsf(y1) + 0x1p-12f * pm * cs,
+                      "rope [%lld,%lld] pair %lld pos %d: gpu %g %g, ref %g %g", (long long)t, (long long)h, (long long)i, pos[t], g0, g1, y0, y1);
             }
+        }
     cudaFree(dx); cudaFree(dpos); cudaFree(dinv);
-    free(pos); free(c); free(s); free(x); free(xb); free(got); free(x0);
+    free(pos); free(xb); free(got);
     passed++;
-#endif
 }
 
 int main(void) {
