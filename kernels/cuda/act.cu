@@ -42,6 +42,7 @@ __global__ static void k_swiglu_bwd(uint16_t *dg, uint16_t *du, const uint16_t *
     }
 }
 
+#ifndef RT_EMU
 static int check(int64_t F, int64_t ld) {
     if (F % 8 || ld % 8 || ld < F)
         return rt_fail(RT_EINVAL, "swiglu_cuda: F = %lld, ld_in = %lld (both multiples of 8, ld_in >= F)", (long long)F,
@@ -66,3 +67,4 @@ extern "C" int swiglu_bwd_cuda(uint16_t *dg, uint16_t *du, const uint16_t *da, c
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

@@ -28,6 +28,7 @@ struct ce_cuda_ws {
     double *row_loss;     // [chunk]
 };
 
+#ifndef RT_EMU
 extern "C" void ce_cuda_ws_free(ce_cuda_ws *ws) {
     if (!ws) return;
     cudaFree(ws->hc);
@@ -65,6 +66,7 @@ extern "C" int ce_cuda_ws_create(ce_cuda_ws **out, int64_t chunk, int64_t V, int
     *out = ws;
     return 0;
 }
+#endif
 
 // dst[i] = src[rows[r0 + i]] (rows of D bf16), 16-byte vectors.
 __global__ static void k_gather(uint16_t *dst, const uint16_t *src, const int32_t *rows, int64_t n, int64_t D) {
@@ -151,6 +153,7 @@ __global__ static void k_loss_total(double *out, const double *row_loss, int64_t
     }
 }
 
+#ifndef RT_EMU
 extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
                              const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale,
                              ce_cuda_ws *ws, void *stream) {
@@ -192,3 +195,4 @@ extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const ui
     }
     return 0;
 }
+#endif

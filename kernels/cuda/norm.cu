@@ -66,6 +66,7 @@ __global__ static void __launch_bounds__(NT) k_rms_fwd(uint16_t *y, float *rstd,
     }
 }
 
+#ifndef RT_EMU
 extern "C" int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w,
                                 int64_t M, int64_t D, float eps, void *stream) {
     if (D % 8 || D > 8 * NV_MAX * NT) return rt_fail(RT_EINVAL, "rmsnorm_fwd_cuda: D = %lld (needs D %% 8 == 0, D <= %d)",
@@ -84,6 +85,7 @@ extern "C" int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const u
 extern "C" size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D) {
     return (size_t)((M + ROWS - 1) / ROWS) * (size_t)D * sizeof(float);
 }
+#endif
 
 template <int NV>
 __global__ static void __launch_bounds__(NT) k_rms_bwd(uint16_t *dres, float *part, const uint16_t *dy,
@@ -155,6 +157,7 @@ __global__ static void k_rms_dw(float *dw, const float *part, int64_t nb, int64_
     dw[d] += s;
 }
 
+#ifndef RT_EMU
 extern "C" int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16_t *x, const uint16_t *w,
                                 const float *rstd, int64_t M, int64_t D, void *ws, void *stream) {
     if (D % 8 || D > 8 * NV_MAX * NT) return rt_fail(RT_EINVAL, "rmsnorm_bwd_cuda: D = %lld (needs D %% 8 == 0, D <= %d)",
@@ -173,3 +176,4 @@ extern "C" int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, c
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

@@ -59,6 +59,7 @@ __global__ static void k_adamw1(float *p, uint16_t *pb, const float *g, float *m
     }
 }
 
+#ifndef RT_EMU
 static bool al16(const void *q) { return ((uintptr_t)q & 15) == 0; }
 
 extern "C" int adamw_step_cuda(float *p, uint16_t *p_bf16, const float *g, float *m, float *v, size_t n,
@@ -86,6 +87,7 @@ extern "C" int adamw_step_cuda(float *p, uint16_t *p_bf16, const float *g, float
 extern "C" size_t vec_sumsq_cuda_ws_bytes(size_t n) {
     return ((n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK + 1) * sizeof(double);
 }
+#endif
 
 __device__ __forceinline__ double block_sum_d(double s, double *sh) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -113,6 +115,7 @@ __global__ static void __launch_bounds__(256) k_sumsq_total(double *out, bool ac
     if (threadIdx.x == 0) *out = acc ? *out + s : s;
 }
 
+#ifndef RT_EMU
 extern "C" int vec_sumsq_cuda(double *out, bool accumulate, const float *x, size_t n, void *ws, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     size_t nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
@@ -126,15 +129,18 @@ extern "C" int vec_sumsq_cuda(double *out, bool accumulate, const float *x, size
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif
 
 __global__ static void k_scale(float *x, size_t n, float s) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = __fmul_rn(x[i], s);
 }
 
+#ifndef RT_EMU
 extern "C" int vec_scale_cuda(float *x, size_t n, float s, void *stream) {
     if (!n) return 0;
     k_scale<<<grid_1d(n, 256), 256, 0, (cudaStream_t)stream>>>(x, n, s);
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

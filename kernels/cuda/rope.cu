@@ -50,6 +50,7 @@ __global__ static void k_rope1(uint16_t *x, const int32_t *pos, const float *inv
     }
 }
 
+#ifndef RT_EMU
 extern "C" int rope_apply_cuda(uint16_t *x, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H, int64_t hd,
                                bool inverse, void *stream) {
     if (hd % 2 || hd > 256) return rt_fail(RT_EINVAL, "rope_apply_cuda: head_dim %lld", (long long)hd);
@@ -65,3 +66,4 @@ extern "C" int rope_apply_cuda(uint16_t *x, const int32_t *pos, const float *inv
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

@@ -5,6 +5,7 @@
  * hd 64 and 128, with tiles cut by the sequence end. Prints one line per comparison and exits
  * 1 on any failure. Built and run by tests/ref/test_cuda_emu.py. */
 #define RT_EMU 1
+#define RT_HAVE_CUDA 1
 #include "tests/emu/cuda_emu.h"
 
 #include "kernels/cuda/attention.cu"

@@ -78,7 +78,7 @@ inline void launch(dim3 grid, dim3 block, size_t dyn_bytes, std::function<void()
     S.dyn.assign(dyn_bytes + 16, 0);
     S.ctx.resize(n);
     S.stacks.resize(n);
-    for (int t = 0; t < n; t++) S.stacks[t].resize(256 * 1024);
+    for (int t = 0; t < n; t++) S.stacks[t].resize(96 * 1024);
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
@@ -186,6 +186,13 @@ inline double __shfl_xor_sync(unsigned, double v, int m) {
     return r;
 }
 inline int min(int a, int b) { return a < b ? a : b; }
+// IEEE single operations (x86-64 without -mfma does no contraction, as the _rn intrinsics promise)
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
 inline float __uint_as_float(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);

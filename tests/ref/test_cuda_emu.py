@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT, run
 
 CPU_SRC = ["core/status.c", "core/log.c", "core/alloc.c", "core/threadpool.c", "core/dtype.c",
-           "kernels/cpu/attention.c", "kernels/cpu/convert.c", "kernels/cpu/norm.c", "kernels/cpu/loss.c",
-           "kernels/cpu/matmul.c", "kernels/cpu/noblas/cblas.c"]
+           "kernels/cpu/attention.c", "kernels/cpu/convert.c", "kernels/cpu/norm.c", "kernels/cpu/rope.c",
+           "kernels/cpu/act.c", "kernels/cpu/embed.c", "kernels/cpu/optim.c", "kernels/cpu/noblas/cblas.c"]
 
 
 def cuda_include():
