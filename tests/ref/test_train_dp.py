@@ -174,6 +174,19 @@ def test_dp_resume_continues_bit_exactly_and_at_another_rank_count(retort_bin, d
     assert_close_runs(a[5:], tmp_path / "a" / "step-10", c, tmp_path / "c" / "step-10")
 
 
+def test_dp_resume_from_a_bf16_checkpoint_uses_the_f32_master_weights(retort_bin, data, cfg, tmp_path):
+    common = ["--data", data, "--batch", "2", *COMMON, "--dtype", "bf16", "--zero", "1"]
+    train(retort_bin, 2, "--init", cfg, *common, "--out", str(tmp_path / "a"), "--save-every", "4",
+          "--log", str(tmp_path / "a.jsonl"))
+    train(retort_bin, 2, "--resume", str(tmp_path / "a" / "step-4"), *common, "--out", str(tmp_path / "b"),
+          "--log", str(tmp_path / "b.jsonl"))
+    a, b = read_log(tmp_path / "a.jsonl"), read_log(tmp_path / "b.jsonl")
+    assert [(r["loss"], r["grad_norm"]) for r in a[4:]] == [(r["loss"], r["grad_norm"]) for r in b]
+    wa, wb = load(tmp_path / "a" / "step-10" / "optimizer.safetensors"), load(tmp_path / "b" / "step-10" / "optimizer.safetensors")
+    assert any(k.startswith("master.") for k in wa)
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
 def read_shard(path):
     """A packed shard (docs/formats.md): tokens [S, N], mask [S, N], documents (seq, start, len)."""
     b = open(path, "rb").read()
