@@ -7,16 +7,17 @@
 // kept in registers between the sum of squares and the output: one read of res and add,
 // one write of res and y. The sum of squares is an f32 per-thread partial reduced in a fixed
 // tree (block_sum). D ≤ 8·8·256 = 16384.
-// Backward: a block handles ROWS consecutive rows; per row it forms g = dy ⊙ w, the row dot
-// Σ g·x̂, writes dres += rstd·(g − x̂·dot/D), and accumulates dy·x̂ per column in registers;
-// at the end each block writes its column partials to ws [nblocks, D], which a second kernel
-// sums per column in block order (deterministic, no atomics) into dw.
+// Backward: a block handles ROWS = 16 consecutive rows (8192 rows: 512 blocks, ~4 per SM);
+// per row it forms g = dy ⊙ w, the row dot Σ g·x̂, writes dres += rstd·(g − x̂·dot/D), and
+// accumulates dy·x̂ per column in registers; at the end each block writes its column partials
+// to ws [nblocks, D], which a second kernel sums per column in block order (deterministic, no
+// atomics) into dw.
 #include "kernels/cuda/common.cuh"
 #include "kernels/norm.h"
 
 #define NT 256
 #define NV_MAX 8
-#define ROWS 64
+#define ROWS 16
 
 using namespace rtk;
 
