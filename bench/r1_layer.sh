@@ -7,7 +7,9 @@
 #   3. runs bench/lab_ds_r1_layer: one full-width R1 layer with random FP8 weights, decode at
 #      batch 1/32/256 with 4k contexts (CUDA graphs and eager) and a 4k prefill, its peers
 #      (copy bandwidth, a dense FP8 GEMM) and the 61-layer 8×H200 projection, as markdown
-#      tables for bench/RESULTS.md.
+#      tables for bench/RESULTS.md;
+#   4. runs bench/lab_ds_kernels: each kernel on R1's shapes, GB/s and TFLOP/s against the
+#      same run's copy bandwidth and cuBLASLt FP8 GEMM.
 # Usage: bench/r1_layer.sh [--quick]   (BUILD=dir as for make; logs beside the binaries)
 # Exit status: 1 when a test or the lab fails.
 set -uo pipefail
@@ -29,6 +31,9 @@ done
 
 echo "== R1 layer ($(date -u +%H:%M:%S))"
 "$G/labs/lab_ds_r1_layer" "$@" 2>&1 | tee "$G/labs/r1_layer.md"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+echo "== DeepSeek kernel lab ($(date -u +%H:%M:%S))"
+"$G/labs/lab_ds_kernels" "$@" 2>&1 | tee -a "$G/labs/r1_layer.md"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "== done ($(date -u +%H:%M:%S)), status $status; tables in $G/labs/r1_layer.md"
 exit $status
