@@ -230,6 +230,12 @@ int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dt
         if (send != recv) memmove(recv, send, count * es);
         return 0;
     }
+    if (count % P == 0) {   /* no padding needed: reduce into recv's own block, gather in place */
+        size_t blk = count / P;
+        unsigned char *own = (unsigned char *)recv + (size_t)c->rank * blk * es;
+        int rc = comm_reduce_scatter(c, send, own, blk, dt, op);
+        return rc ? rc : comm_allgather(c, own, recv, blk, dt);
+    }
     /* pad to a multiple of P so every rank owns an equal block */
     size_t block = (count + P - 1) / P;
     unsigned char *pad = rt_calloc(block * P, es), *mine = rt_malloc(block * es);
