@@ -67,6 +67,12 @@ void attn_paged_fwd(float *o, const float *q, int64_t n, int64_t Hq, int64_t Hkv
  * online softmax, scores and probabilities in registers, mma.sync bf16 tensor-core tiles. */
 int attn_fwd_cuda(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                   const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, void *stream);
+/* The same with the query tile chosen (block_q 64: 4 warps; 128: 8 warps sharing each K/V
+ * tile); attn_fwd_cuda uses ATTN_CUDA_BLOCK_Q. For bench/lab_attention's variants. */
+#define ATTN_CUDA_BLOCK_Q 64
+int attn_fwd_cuda_tiles(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                        const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                        int block_q, void *stream);
 /* Backward: overwrites dq [T,Hq,hd], dk, dv [T,Hkv,hd] (bf16). Deterministic: one kernel forms
  * dk/dv per key block summing over the group's query heads in order, another forms dq per
  * query block; neither uses atomics. ws: attn_bwd_cuda_ws_bytes(T, Hq) bytes of device

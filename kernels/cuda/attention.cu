@@ -15,7 +15,7 @@
 // needs no per-element mask. Scores are handled in the log2 domain (x = s·scale·log2 e,
 // exp2f), lse is stored in natural-log units as the CPU twin does.
 //
-// Forward (BM = 64 queries × BN = 64 keys per step, 4 warps, each warp 16 query rows):
+// Forward (BM = 64 or 128 queries × BN = 64 keys per step, 4 or 8 warps, each warp 16 query rows):
 // the warp keeps its Q fragments, the 16×64 score tile S (32 f32 per thread) and the 16×hd
 // output accumulator in registers; the online softmax rescales O when the row maximum
 // grows, and P goes from the S accumulator straight into A-operand fragments (the
@@ -107,10 +107,10 @@ __device__ __forceinline__ const uint16_t *bt_addr(const uint16_t *s, int ld, in
 
 // Copy rows [row0, row0 + R) of a [T, ·] tensor (row stride `stride` elements, head offset
 // already in g) into a shared tile of R × HD (row stride HD + 8); rows outside [0, T) → 0.
-template <int R, int HD>
+template <int R, int HD, int NT = NTHR>
 __device__ __forceinline__ void load_tile(uint16_t *s, const uint16_t *g, size_t stride, int row0, int T) {
     constexpr int CPR = HD / 8, LD = HD + 8;
-    for (int i = threadIdx.x; i < R * CPR; i += NTHR) {
+    for (int i = threadIdx.x; i < R * CPR; i += NT) {
         int r = i / CPR, c = (i % CPR) * 8, gr = row0 + r;
         bool ok = gr >= 0 && gr < T;
         cp_async16(s + r * LD + c, ok ? g + (size_t)gr * stride + c : g, ok);
@@ -118,11 +118,11 @@ __device__ __forceinline__ void load_tile(uint16_t *s, const uint16_t *g, size_t
 }
 
 // ---- forward ----------------------------------------------------------------------------
-template <int HD>
-__global__ void __launch_bounds__(NTHR) k_attn_fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k,
+template <int HD, int NW>
+__global__ void __launch_bounds__(NW * 32) k_attn_fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k,
                                                    const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
                                                    float c2) {
-    constexpr int BM = 64, BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8;
+    constexpr int BM = 16 * NW, BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8, NT = 32 * NW;
     RT_DYN_SMEM(smem);
     uint16_t *sQ = smem, *sK = sQ + BM * LD, *sV = sK + 2 * BN * LD;
     const int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, hk = h / (Hq / Hkv);
@@ -136,9 +136,9 @@ __global__ void __launch_bounds__(NTHR) k_attn_fwd(uint16_t *o, float *lse, cons
     const int rA = q0 + warp * 16 + g, rB = rA + 8;
     const int dsA = rA < T ? doc_start[rA] : INT_MAX, dsB = rB < T ? doc_start[rB] : INT_MAX;
 
-    load_tile<BM, HD>(sQ, qg, qs, q0, T);
-    load_tile<BN, HD>(sK, kg, ks, kmin, T);
-    load_tile<BN, HD>(sV, vg, ks, kmin, T);
+    load_tile<BM, HD, NT>(sQ, qg, qs, q0, T);
+    load_tile<BN, HD, NT>(sK, kg, ks, kmin, T);
+    load_tile<BN, HD, NT>(sV, vg, ks, kmin, T);
     cp_async_commit();
 
     uint32_t qf[KC][4];
@@ -150,8 +150,8 @@ __global__ void __launch_bounds__(NTHR) k_attn_fwd(uint16_t *o, float *lse, cons
     for (int j = 0; j < nkb; j++) {
         const int kb = kmin + j * BN, buf = j & 1;
         if (j + 1 < nkb) {
-            load_tile<BN, HD>(sK + (buf ^ 1) * BN * LD, kg, ks, kb + BN, T);
-            load_tile<BN, HD>(sV + (buf ^ 1) * BN * LD, vg, ks, kb + BN, T);
+            load_tile<BN, HD, NT>(sK + (buf ^ 1) * BN * LD, kg, ks, kb + BN, T);
+            load_tile<BN, HD, NT>(sV + (buf ^ 1) * BN * LD, vg, ks, kb + BN, T);
         }
         cp_async_commit();
         cp_async_wait<1>();
@@ -503,25 +503,37 @@ template <typename K> static int set_smem(K kern, size_t bytes) {
     return 0;
 }
 
-template <int HD>
+template <int HD, int NW>
 static int fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *ds,
                int T, int Hq, int Hkv, float scale, cudaStream_t st) {
-    size_t sm = (size_t)(64 + 4 * 64) * (HD + 8) * 2;
-    if (set_smem(k_attn_fwd<HD>, sm)) return RT_EINTERNAL;
-    dim3 grid((unsigned)((T + 63) / 64), (unsigned)Hq);
-    k_attn_fwd<HD><<<grid, NTHR, sm, st>>>(o, lse, q, k, v, ds, T, Hq, Hkv, scale * LOG2E);
+    constexpr int BM = 16 * NW;
+    size_t sm = (size_t)(BM + 4 * 64) * (HD + 8) * 2;
+    if (set_smem(k_attn_fwd<HD, NW>, sm)) return RT_EINTERNAL;
+    dim3 grid((unsigned)((T + BM - 1) / BM), (unsigned)Hq);
+    k_attn_fwd<HD, NW><<<grid, NW * 32, sm, st>>>(o, lse, q, k, v, ds, T, Hq, Hkv, scale * LOG2E);
     RT_CUDA_LAUNCHED();
     return 0;
+}
+
+extern "C" int attn_fwd_cuda_tiles(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                   const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
+                                   float scale, int block_q, void *stream) {
+    if (check_shape("attn_fwd_cuda", T, Hq, Hkv, hd)) return RT_EINVAL;
+    if (block_q != 64 && block_q != 128) return rt_fail(RT_EINVAL, "attn_fwd_cuda: block_q %d (64 or 128)", block_q);
+    if (T <= 0) return 0;
+    cudaStream_t st = (cudaStream_t)stream;
+    int t = (int)T, hq = (int)Hq, hkv = (int)Hkv;
+    if (block_q == 64)
+        return hd == 64 ? fwd<64, 4>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st)
+                        : fwd<128, 4>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st);
+    return hd == 64 ? fwd<64, 8>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st)
+                    : fwd<128, 8>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st);
 }
 
 extern "C" int attn_fwd_cuda(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                              const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
                              void *stream) {
-    if (check_shape("attn_fwd_cuda", T, Hq, Hkv, hd)) return RT_EINVAL;
-    if (T <= 0) return 0;
-    cudaStream_t st = (cudaStream_t)stream;
-    return hd == 64 ? fwd<64>(o, lse, q, k, v, doc_start, (int)T, (int)Hq, (int)Hkv, scale, st)
-                    : fwd<128>(o, lse, q, k, v, doc_start, (int)T, (int)Hq, (int)Hkv, scale, st);
+    return attn_fwd_cuda_tiles(o, lse, q, k, v, doc_start, T, Hq, Hkv, hd, scale, ATTN_CUDA_BLOCK_Q, stream);
 }
 
 extern "C" size_t attn_bwd_cuda_ws_bytes(int64_t T, int64_t Hq) { return (size_t)(T * Hq) * sizeof(float); }

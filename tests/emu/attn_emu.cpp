@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <algorithm>
+
 #include "kernels/convert.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -86,16 +88,25 @@ template <int HD> static void run_case(int T, int Hq, int Hkv) {
     // forward through the emulator
     std::vector<uint16_t> go(nq, 0xffff);
     std::vector<float> glse((size_t)T * Hq, NAN);
-    dim3 grid((T + 63) / 64, Hq);
-    emu::launch(grid, dim3(NTHR), (size_t)(64 + 4 * 64) * (HD + 8) * 2, [&] {
-        k_attn_fwd<HD>(go.data(), glse.data(), qh.data(), kh.data(), vh.data(), ds.data(), T, Hq, Hkv, scale * LOG2E);
-    });
     float vmax = 0;
     for (float x : v) vmax = fmaxf(vmax, fabsf(x));
     char what[96];
-    snprintf(what, sizeof what, "o   T=%d Hq=%d Hkv=%d hd=%d", T, Hq, Hkv, hd);
-    close_elem(what, from_bf16(go), o, 2 * 0.00390625f * vmax, 2 * 0.00390625f);
-    close_elem("lse", glse, lse, 1e-3f, 0);
+    for (int nw = 4; nw <= 8; nw += 4) {   // query tiles of 64 (4 warps) and 128 (8 warps)
+        std::fill(go.begin(), go.end(), 0xffff);
+        std::fill(glse.begin(), glse.end(), NAN);
+        dim3 grid((T + 16 * nw - 1) / (16 * nw), Hq);
+        emu::launch(grid, dim3(32 * nw), (size_t)(16 * nw + 4 * 64) * (HD + 8) * 2, [&] {
+            if (nw == 4)
+                k_attn_fwd<HD, 4>(go.data(), glse.data(), qh.data(), kh.data(), vh.data(), ds.data(), T, Hq, Hkv,
+                                  scale * LOG2E);
+            else
+                k_attn_fwd<HD, 8>(go.data(), glse.data(), qh.data(), kh.data(), vh.data(), ds.data(), T, Hq, Hkv,
+                                  scale * LOG2E);
+        });
+        snprintf(what, sizeof what, "o   T=%d Hq=%d Hkv=%d hd=%d bq=%d", T, Hq, Hkv, hd, 16 * nw);
+        close_elem(what, from_bf16(go), o, 2 * 0.00390625f * vmax, 2 * 0.00390625f);
+        close_elem("lse", glse, lse, 1e-3f, 0);
+    }
     // backward, from the CPU's o (rounded to bf16) and lse
     auto oh = to_bf16(o);
     std::vector<float> wdq(nq), wdk(nk), wdv(nk);

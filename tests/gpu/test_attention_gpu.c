@@ -55,6 +55,18 @@ static void attn_case(int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
     int ok = gt_close(what, go, o, NULL, nq, 2 * BF16_U * vmax, 2 * BF16_U);
     ok &= gt_close("lse", glse, lse, NULL, (size_t)(T * Hq), 1e-3f, 0);
     CHECK(ok, "forward outside tolerance");
+    {   /* the 128-query tile variant */
+        uint16_t *dout2 = (uint16_t *)gt_dev(NULL, nq * 2);
+        float *dlse2 = (float *)gt_dev(NULL, (size_t)(T * Hq) * 4);
+        CHECK(!attn_fwd_cuda_tiles(dout2, dlse2, dq_, dk_, dv_, dds, T, Hq, Hkv, hd, scale, 128, NULL), "fwd bq128");
+        CU(cudaDeviceSynchronize());
+        float *go2 = gt_get_bf16(dout2, nq), *glse2 = gt_get_f32(dlse2, (size_t)(T * Hq));
+        ok = gt_close("o (query tile 128)", go2, o, NULL, nq, 2 * BF16_U * vmax, 2 * BF16_U);
+        ok &= gt_close("lse (query tile 128)", glse2, lse, NULL, (size_t)(T * Hq), 1e-3f, 0);
+        cudaFree(dout2), cudaFree(dlse2);
+        free(go2), free(glse2);
+        CHECK(ok, "forward (tile 128) outside tolerance");
+    }
     /* backward, from the CPU's o (rounded to bf16, as the GPU would store it) and lse */
     uint16_t *do_ = gt_dev_bf16(o, nq);
     float *dlse_c = (float *)gt_dev(lse, (size_t)(T * Hq) * 4);
