@@ -27,7 +27,9 @@
  *
  * CUDA twins (RT_HAVE_CUDA): device pointers, asynchronous on `stream` (a cudaStream_t,
  * NULL = default); they return 0, RT_EINVAL (shape) or RT_EINTERNAL (the CUDA/cuBLASLt
- * error in the message). Activations are bf16 (uint16_t bits) on the GPU.
+ * error in the message). Activations are bf16 (uint16_t bits) on the GPU. Nothing allocates,
+ * so calls can be captured into a CUDA graph; kernels with large shared memory (the grouped
+ * GEMM, MLA) set their limit on the first call made outside a capture.
  *   fp8_act_quant_cuda / fp8_swiglu_quant_cuda: as above from bf16 input; scale_t = 0 writes
  *     scale [M, K/128], 1 writes it transposed, [K/128, M] (what fp8_gemm_lt reads).
  *   fp8_gemm_grouped_cuda: the own kernel (mma.sync m16n8k32 e4m3 on sm_89+, a scalar

@@ -65,6 +65,16 @@ __device__ __forceinline__ double warp_sum_d(double v) {
     return v;
 }
 
+// Raise a kernel's dynamic shared memory limit, except while `stream` is being captured into a
+// graph (the attribute call is not a stream operation; the first, eager call sets it).
+template <typename K>
+static inline cudaError_t smem_attr(K kernel, int bytes, cudaStream_t stream) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    cudaError_t e = cudaStreamIsCapturing(stream, &cs);
+    if (e != cudaSuccess || cs != cudaStreamCaptureStatusNone) return e;
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
 static inline unsigned grid_for(size_t n, unsigned per = 256) {
     size_t g = (n + per - 1) / per;
     return (unsigned)(g > 65535u * 16 ? 65535u * 16 : (g ? g : 1));

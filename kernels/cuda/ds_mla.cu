@@ -313,7 +313,7 @@ extern "C" int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, 
     a.scale = d->scale; a.out = out;
     a.part = (float *)ws;
     a.lse = ns > 1 ? a.part + (size_t)(n * d->n_heads) * ns * ML_DL : NULL;
-    DS_CUDA_TRY(cudaFuncSetAttribute(k_mla_decode, cudaFuncAttributeMaxDynamicSharedMemorySize, ML_SMEM));
+    DS_CUDA_TRY(smem_attr(k_mla_decode, ML_SMEM, (cudaStream_t)stream));
     dim3 grid((unsigned)n, (unsigned)((d->n_heads + ML_HT - 1) / ML_HT), (unsigned)ns);
     k_mla_decode<<<grid, ML_THREADS, ML_SMEM, (cudaStream_t)stream>>>(a);
     DS_LAUNCHED();

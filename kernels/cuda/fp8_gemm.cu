@@ -276,7 +276,7 @@ extern "C" int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, con
     int64_t tiles = max_total_rows / GB_M + (G < max_total_rows ? G : max_total_rows) + 1;
     if (tiles > 65535) return rt_fail(RT_EINVAL, "fp8 gemm: %lld m-tiles exceed the grid", (long long)tiles);
     size_t smem = 2 * GB_STAGE;
-    DS_CUDA_TRY(cudaFuncSetAttribute(k_gemm_grouped, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    DS_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
     dim3 grid((unsigned)((N + GB_N - 1) / GB_N), (unsigned)tiles);
     k_gemm_grouped<<<grid, 256, smem, (cudaStream_t)stream>>>(a, a_scale, w, w_scale, offsets, (int)G, (int)N, (int)K,
                                                              out);
