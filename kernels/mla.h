@@ -45,7 +45,8 @@ int mla_attn_absorbed(const mla_dims *d, const float *q, int64_t n, const float 
  * softmax(scale · q·kᵀ) · c per head — mla_attn_absorbed's o_lat, before W_UV.
  * Built for DeepSeek-V3's kv_rank 512 and rope 64 (else RT_EUNSUPPORTED); H a multiple of
  * 16. Work is split over the context (flash-decoding) into ws, mla_decode_workspace_bytes()
- * bytes, owned by the caller (no allocation: the call can be captured in a CUDA graph).
+ * bytes, owned by the caller (no allocation: the call can be captured in a CUDA graph once
+ * a first call outside the capture has raised the kernel's shared-memory limit).
  * Asynchronous on `stream`; 0, RT_EINVAL, RT_EUNSUPPORTED or RT_EINTERNAL.
  * mla_cache_append_cuda(): rows [n, 576] bf16 (c | k_r) into cache rows slot[n] (page id ·
  * page + offset); with kv_scale (e4m3 cache) each row is quantized with scale amax/448 (1 for
