@@ -475,6 +475,14 @@ static int choice_text(const job *j, const int32_t *ids, int64_t n, bool final, 
     *text = NULL;
     *len = *vis = 0;
     int rc = tok_decode(j->s->tok, ids, (size_t)n, true, text, len);
+    if (rc == RT_ERANGE) {   /* ids the tokenizer lacks (a model's padded vocabulary): dropped, as HF does */
+        int32_t *known = rt_malloc((size_t)(n ? n : 1) * sizeof *known);
+        size_t k = 0;
+        for (int64_t i = 0; known && i < n; i++)
+            if (tok_id_to_token(j->s->tok, ids[i])) known[k++] = ids[i];
+        rc = known ? tok_decode(j->s->tok, known, k, true, text, len) : RT_ENOMEM;
+        free(known);
+    }
     if (rc) return rc;
     *vis = oai_visible_len(*text, *len, j->rq.stop, j->rq.n_stop, final);
     return 0;
