@@ -23,6 +23,27 @@
                            __LINE__, (int)s_);                                                          \
     } while (0)
 
+// The column-major problem cuBLASLt is given for a row-major D[M,N] = op(A)·op(B): D' (N×M) =
+// op1(first) · op2(second), the first operand being B's memory and the second A's. Stored
+// shapes are column-major (rows, cols, ld). Pure host arithmetic, checked on the CPU by
+// tests/emu/gemm_emu.cpp against a plain column-major BLAS reference.
+struct lt_plan {
+    int op1_t, op2_t;              // transpose flags of the first (B side) and second (A side) operand
+    uint64_t r1, c1, r2, c2;       // stored shapes
+    int64_t ld1, ld2;              // = ldb, lda
+    uint64_t m, n, k;              // D' is m × n (= N × M), inner k
+};
+static inline lt_plan lt_plan_for(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb) {
+    lt_plan p;
+    p.op1_t = tb, p.op2_t = ta;
+    p.r1 = (uint64_t)(tb ? K : N), p.c1 = (uint64_t)(tb ? N : K);
+    p.r2 = (uint64_t)(ta ? M : K), p.c2 = (uint64_t)(ta ? K : M);
+    p.ld1 = ldb, p.ld2 = lda;
+    p.m = (uint64_t)N, p.n = (uint64_t)M, p.k = (uint64_t)K;
+    return p;
+}
+
+#ifndef RT_EMU
 #define MM_CACHE 32
 
 typedef struct {
@@ -95,10 +116,8 @@ static int gemm(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t
                 const uint16_t *bias, cudaStream_t stream) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) return rt_fail(RT_EINVAL, "GEMM with K = %lld", (long long)K);
-    // column-major: D' (N×M) = opA'(first = B side) (N×K) · opB'(second = A side) (K×M)
-    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    uint64_t a_rows = tb ? K : N, a_cols = tb ? N : K;   // stored shape of the first operand (col-major)
-    uint64_t b_rows = ta ? M : K, b_cols = ta ? K : M;
+    lt_plan pl = lt_plan_for(ta, tb, M, N, K, lda, ldb);
+    cublasOperation_t opa = pl.op1_t ? CUBLAS_OP_T : CUBLAS_OP_N, opb = pl.op2_t ? CUBLAS_OP_T : CUBLAS_OP_N;
     cudaDataType_t dt = d_f32 ? CUDA_R_32F : CUDA_R_16BF;
     lt_descs ds;
     LT_TRY(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -111,9 +130,9 @@ static int gemm(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t
         LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
         LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
     }
-    LT_TRY(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_16BF, a_rows, a_cols, ldb));
-    LT_TRY(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_16BF, b_rows, b_cols, lda));
-    LT_TRY(cublasLtMatrixLayoutCreate(&ds.d, dt, (uint64_t)N, (uint64_t)M, ldd));
+    LT_TRY(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_16BF, pl.r1, pl.c1, pl.ld1));
+    LT_TRY(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_16BF, pl.r2, pl.c2, pl.ld2));
+    LT_TRY(cublasLtMatrixLayoutCreate(&ds.d, dt, pl.m, pl.n, ldd));
 
     int al = ptr_align(a), bl = ptr_align(b), dl = ptr_align(d);
     int bial = bias ? ptr_align(bias) : 256;
@@ -172,6 +191,8 @@ extern "C" int mm_linear_bwd_x_cuda(mm_cuda_ctx *c, uint16_t *dx, bool accumulat
                 (cudaStream_t)stream);
 }
 
+#endif
+
 // db[n] += Σ_m dy[m,n]: 32 columns per block (one per lane), 8 warps each summing every 8th
 // row in order, then the 8 partial sums added in warp order — a fixed order, deterministic.
 __global__ static void k_colsum(float *db, const uint16_t *dy, int64_t M, int64_t N) {
@@ -191,6 +212,7 @@ __global__ static void k_colsum(float *db, const uint16_t *dy, int64_t M, int64_
     }
 }
 
+#ifndef RT_EMU
 extern "C" int mm_linear_bwd_w_cuda(mm_cuda_ctx *c, float *dw, float *db, const uint16_t *dy, const uint16_t *x,
                                     int64_t M, int64_t N, int64_t K, void *stream) {
     if (M <= 0) return 0;
@@ -202,3 +224,4 @@ extern "C" int mm_linear_bwd_w_cuda(mm_cuda_ctx *c, float *dw, float *db, const 
     }
     return 0;
 }
+#endif
