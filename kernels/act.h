@@ -21,7 +21,6 @@ void swiglu_fwd(float *a, const float *g, const float *u, size_t n, tp_pool *poo
 void swiglu_bwd(float *dg, float *du, float *a, const float *da, const float *g, const float *u, size_t n,
                 tp_pool *pool);
 
-
 /* ---- CUDA twins (kernels/cuda/act.cu; tiling and tolerances in docs/kernels.md) ----
  * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
  * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or

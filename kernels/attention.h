@@ -54,7 +54,6 @@ void attn_paged_fwd(float *o, const float *q, int64_t n, int64_t Hq, int64_t Hkv
                     const float *k, const float *v, int64_t block_size, int64_t block_stride,
                     const int32_t *const *tables, const int32_t *ctx, float *ws, tp_pool *pool);
 
-
 /* ---- CUDA twins (kernels/cuda/attention.cu; tiling and tolerances in docs/kernels.md) ----
  * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
  * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or

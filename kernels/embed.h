@@ -20,7 +20,6 @@ extern "C" {
 void embed_fwd(float *out, const float *table, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool);
 void embed_bwd(float *dtable, const float *dout, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool);
 
-
 /* Deterministic backward plan (host, CPU): tokens grouped by id. order [M] lists token
  * indices sorted by id (stable: ascending token index within an id); seg [n_seg + 1] are
  * the offsets into order where each distinct id begins (seg[n_seg] = M); seg needs room for

@@ -36,7 +36,13 @@
  *     fallback on sm_80), one 64×128 output tile per CTA, f32 accumulators promoted once per
  *     128-wide K block; offsets [G+1] (int32) live on the device and may be written by an
  *     earlier kernel on the stream; max_total_rows bounds offsets[G] − offsets[0] (it sizes
- *     the launch: n_tokens·top_k is always safe). Dense is G = 1 with offsets {0, M}.
+ *     the launch: n_tokens·top_k is always safe).
+ *   fp8_gemm_dense_cuda: the same kernel for one dense matrix (no offsets), with split-K for
+ *     decode shapes (few rows, few output tiles: o_proj has 56 at batch 1): `splits` CTAs
+ *     share the K blocks, write f32 partials to ws (fp8_gemm_splitk_workspace_bytes(M, N,
+ *     splits), caller-owned) and a second kernel sums them in split order (deterministic)
+ *     and rounds to bf16 once. splits = 1 needs no workspace; fp8_gemm_splitk_plan() picks
+ *     as many splits as fill one wave (one CTA per SM), at least 4 K blocks each.
  *   fp8_gemm_lt: cuBLASLt's block-scaled FP8 (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
  *     for W, VEC128_32F for the activations, whose scales come transposed: a_scale_t
  *     [K/128, M]); CUDA ≥ 12.9 on Hopper; M, N multiples of 4, K of 512. RT_EUNSUPPORTED when
@@ -88,6 +94,10 @@ int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, 
 int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
                           const int32_t *offsets, int64_t G, int64_t max_total_rows, int64_t N, int64_t K,
                           uint16_t *out, void *stream);
+int fp8_gemm_splitk_plan(int64_t M, int64_t N, int64_t K);
+size_t fp8_gemm_splitk_workspace_bytes(int64_t M, int64_t N, int splits);
+int fp8_gemm_dense_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M,
+                        int64_t N, int64_t K, int splits, void *ws, size_t ws_bytes, uint16_t *out, void *stream);
 
 typedef struct fp8_lt fp8_lt;   /* opaque; fp8_gemm_lt_create → fp8_gemm_lt_free */
 int fp8_gemm_lt_create(fp8_lt **out);

@@ -38,7 +38,6 @@ void ce_workspace_free(ce_workspace *ws);
 void ce_fused(double *loss_sum, float *dh, float *dw, const float *h, const float *w, const int32_t *target, int64_t M,
               float scale, ce_workspace *ws, tp_pool *pool);
 
-
 /* ---- CUDA twins (kernels/cuda/loss.cu; tiling and tolerances in docs/kernels.md) ----
  * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
  * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or

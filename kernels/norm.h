@@ -26,7 +26,6 @@ void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t 
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, int64_t M,
                  int64_t D, tp_pool *pool);
 
-
 /* ---- CUDA twins (kernels/cuda/norm.cu; tiling and tolerances in docs/kernels.md) ----
  * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
  * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or

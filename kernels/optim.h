@@ -30,7 +30,6 @@ void adamw_step(float *p, const float *g, float *m, float *v, size_t n, const ad
 double vec_sumsq(const float *x, size_t n, tp_pool *pool);
 void vec_scale(float *x, size_t n, float s, tp_pool *pool);
 
-
 /* ---- CUDA twins (kernels/cuda/optim.cu; tiling and tolerances in docs/kernels.md) ----
  * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
  * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or

@@ -33,7 +33,6 @@ void rope_tables(float *cos_t, float *sin_t, const int32_t *pos, int64_t T, cons
 void rope_apply(float *x, const float *cos_t, const float *sin_t, int64_t T, int64_t H, int64_t head_dim,
                 bool inverse, tp_pool *pool);
 
-
 /* ---- CUDA twins (kernels/cuda/rope.cu; tiling and tolerances in docs/kernels.md) ----
  * Device pointers; bf16 values are uint16_t bit patterns (rounded to nearest even), math in
  * f32. Asynchronous on `stream` (a cudaStream_t; NULL = default stream). Return 0, or
