@@ -19,7 +19,7 @@ completion_tokens_details.reasoning_tokens (pieces before "</think>", the tag co
 
 Faults, drawn per request with a seeded RNG (at most --max-faults per distinct (content, seed),
 so every request succeeds eventually): 429 with Retry-After (--retry-after: seconds, or "date"
-for an HTTP date 1 s ahead), 500, a connection dropped mid-body (no chunked terminator / short
+for an HTTP date 2 s ahead, at least 1 s once rounded to the second), 500, a connection dropped mid-body (no chunked terminator / short
 Content-Length), a truncated stream (clean HTTP end, no [DONE]). --latency delays each response
 before its first byte; --token-latency each streamed token.
 
@@ -152,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "429":
             ra = a.retry_after
             if ra == "date":
-                ra = email.utils.formatdate(time.time() + 1, usegmt=True)
+                ra = email.utils.formatdate(time.time() + 2, usegmt=True)   # ≥ 1 s ahead after rounding
             return self.send_json(429, {"error": {"message": "rate limited"}}, [("Retry-After", ra)])
         if fault == "500":
             return self.send_json(500, {"error": {"message": "internal error"}})
