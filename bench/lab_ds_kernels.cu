@@ -131,7 +131,13 @@ int main(int argc, char **argv) {
         double bytes = (double)d.N * d.K + (double)d.M * d.K + 2.0 * d.M * d.N, fl = 2.0 * d.M * d.N * d.K;
         char name[96];
         snprintf(name, sizeof name, "FP8 GEMM own, %s %lldx%lldx%lld", d.name, (long long)d.M, (long long)d.N, (long long)d.K);
-        row(name, ms_of([&] { return fp8_gemm_grouped_cuda(x, xs, w, ws, doff, 1, d.M, d.N, d.K, o, st); }), bytes, fl);
+        int sp = fp8_gemm_splitk_plan(d.M, d.N, d.K);
+        size_t wsb = fp8_gemm_splitk_workspace_bytes(d.M, d.N, sp);
+        void *wk = dmem(wsb);
+        snprintf(name, sizeof name, "FP8 GEMM own, %s %lldx%lldx%lld, split-K %d", d.name, (long long)d.M, (long long)d.N,
+                 (long long)d.K, sp);
+        row(name, ms_of([&] { return fp8_gemm_dense_cuda(x, xs, w, ws, d.M, d.N, d.K, sp, wk, wsb, o, st); }), bytes, fl);
+        CK(cudaFree(wk));
         if (d.M % 4 == 0 && !fp8_gemm_lt(lt, x, xs, w, ws, d.M, d.N, d.K, o, st)) {
             snprintf(name, sizeof name, "FP8 GEMM cuBLASLt, %s %lldx%lldx%lld", d.name, (long long)d.M, (long long)d.N, (long long)d.K);
             row(name, ms_of([&] { return fp8_gemm_lt(lt, x, xs, w, ws, d.M, d.N, d.K, o, st); }), bytes, fl);

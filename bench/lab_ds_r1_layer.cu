@@ -104,26 +104,32 @@ struct Bufs {
     uint8_t *xq, *qaq, *oq, *mq, *mqp, *hq;
     float *xs, *qas, *os, *ms, *msp, *hs, *logits, *rw;
     int32_t *ridx, *off, *ros, *sor, *pos, *slot, *bt, *seq, *ctx;
-    void *cache, *mla_ws;
-    size_t mla_ws_bytes;
+    void *cache, *mla_ws, *gemm_ws;
+    size_t mla_ws_bytes, gemm_ws_bytes;
     fp8_lt *lt;
 };
 
 struct Run { int64_t n; int64_t max_ctx; bool prefill; };
 
 // ---- the layer ---------------------------------------------------------------------------
+// A dense FP8 projection: split-K where the output has few tiles (decode)
+static int dense(Bufs &b, const uint8_t *x, const float *xs, const W8 &w, int64_t n, uint16_t *out, cudaStream_t st) {
+    int splits = fp8_gemm_splitk_plan(n, w.N, w.K);
+    return fp8_gemm_dense_cuda(x, xs, w.w, w.s, n, w.N, w.K, splits, b.gemm_ws, b.gemm_ws_bytes, out, st);
+}
+
 static int attention(const Layer &L, Bufs &b, const Run &r, cudaStream_t st) {
     int64_t n = r.n;
     RTC(ds_rmsnorm_cuda(b.x, HID, NULL, L.ln1, n, HID, 1e-6f, b.xn, HID, st));
     RTC(fp8_act_quant_cuda(b.xn, n, HID, b.xq, b.xs, 0, st));
-    RTC(fp8_gemm_grouped_cuda(b.xq, b.xs, L.qkva.w, L.qkva.s, b.off + NGRP + 1, 1, n, QKVA, HID, b.qkva, st));
+    RTC(dense(b, b.xq, b.xs, L.qkva, n, b.qkva, st));
     RTC(ds_rmsnorm_cuda(b.qkva, QKVA, NULL, L.ln_qa, n, QL, 1e-6f, b.qan, QL, st));
     RTC(ds_rmsnorm_cuda(b.qkva + QL, QKVA, NULL, L.ln_kv, n, KVL, 1e-6f, b.lat, DL, st));
     CK(cudaMemcpy2DAsync(b.lat + KVL, DL * 2, b.qkva + QL + KVL, QKVA * 2, DR * 2, (size_t)n, cudaMemcpyDeviceToDevice, st));
     RTC(ds_rope_cuda(b.lat + KVL, n, DL, 1, DR, DR, b.pos, L.d_inv, L.cs, st));
     RTC(mla_cache_append_cuda(b.lat, n, b.slot, b.cache, NULL, st));
     RTC(fp8_act_quant_cuda(b.qan, n, QL, b.qaq, b.qas, 0, st));
-    RTC(fp8_gemm_grouped_cuda(b.qaq, b.qas, L.qb.w, L.qb.s, b.off + NGRP + 1, 1, n, QB, QL, b.q, st));
+    RTC(dense(b, b.qaq, b.qas, L.qb, n, b.q, st));
     RTC(ds_rope_cuda(b.q + DN, n, QB, NH, DQ, DR, b.pos, L.d_inv, L.cs, st));
     RTC(bf16_gemm_batched_cuda(b.lt, 0, b.q, QB, DQ, L.kvb, KVL, (DN + DV) * KVL, b.qabs, NH * DL, DL, n, KVL, DN, NH, st));
     CK(cudaMemcpy2DAsync(b.qabs + KVL, DL * 2, b.q + DN, DQ * 2, DR * 2, (size_t)(n * NH), cudaMemcpyDeviceToDevice, st));
@@ -133,7 +139,7 @@ static int attention(const Layer &L, Bufs &b, const Run &r, cudaStream_t st) {
     RTC(bf16_gemm_batched_cuda(b.lt, 1, b.olat, NH * KVL, KVL, L.kvb + DN * KVL, KVL, (DN + DV) * KVL, b.ov, OIN, DV, n, DV,
                                KVL, NH, st));
     RTC(fp8_act_quant_cuda(b.ov, n, OIN, b.oq, b.os, 0, st));
-    RTC(fp8_gemm_grouped_cuda(b.oq, b.os, L.o.w, L.o.s, b.off + NGRP + 1, 1, n, HID, OIN, b.attn, st));
+    RTC(dense(b, b.oq, b.os, L.o, n, b.attn, st));
     return 0;
 }
 
@@ -328,6 +334,11 @@ int main(int argc, char **argv) {
     size_t wsmax = 0;
     for (int64_t n : {(int64_t)1, (int64_t)32, (int64_t)256, (int64_t)NMAX}) wsmax = std::max(wsmax, mla_decode_workspace_bytes(n, NH, CTX));
     b.mla_ws = dalloc<uint8_t>(wsmax + 1);
+    b.gemm_ws_bytes = 0;
+    for (int64_t n : {(int64_t)1, (int64_t)32, (int64_t)256, (int64_t)NMAX})
+        for (const W8 *w : {&L.qkva, &L.qb, &L.o})
+            b.gemm_ws_bytes = std::max(b.gemm_ws_bytes, fp8_gemm_splitk_workspace_bytes(n, w->N, fp8_gemm_splitk_plan(n, w->N, w->K)));
+    b.gemm_ws = dalloc<uint8_t>(b.gemm_ws_bytes + 1);
     if (fp8_gemm_lt_create(&b.lt)) DIE("cuBLASLt: %s", rt_errmsg());
     CK(cudaDeviceSynchronize());
 

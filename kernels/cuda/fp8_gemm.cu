@@ -80,6 +80,7 @@ extern "C" int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, u
 #define GB_K 128
 #define GB_LDS (GB_K + 16)          /* smem row stride in bytes: conflict-free 32-bit fragment loads */
 #define GB_STAGE ((GB_M + GB_N) * GB_LDS)
+#define GB_STAGES 3                 /* cp.async pipeline depth: two K blocks in flight while one computes */
 
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -102,17 +103,25 @@ __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint
 #endif
 }
 
-__global__ static void __launch_bounds__(256, 2)
+// offsets NULL: one group of rows [0, M) (dense), no scan. part not NULL: split-K, blockIdx.z
+// takes K blocks [z·kbs, (z+1)·kbs) and writes its f32 partial to part[z][row][n].
+__global__ static void __launch_bounds__(256, 1)
 k_gemm_grouped(const uint8_t *__restrict__ A, const float *__restrict__ a_scale, const uint8_t *__restrict__ W,
-               const float *__restrict__ w_scale, const int32_t *__restrict__ offsets, int G, int N, int K,
-               uint16_t *__restrict__ out) {
+               const float *__restrict__ w_scale, const int32_t *__restrict__ offsets, int G, int M, int N, int K,
+               uint16_t *__restrict__ out, float *__restrict__ part, int kbs) {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ int s_group, s_row0, s_rows;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nb = K / GB_K, nsb = (N + GB_N - 1) / GB_N;
 
     // Which group and which of its m-tiles is blockIdx.y? Scan ceil(rows_g / 64) over groups.
-    if (tid < 32) {
+    if (!offsets) {
+        if (tid == 0) {
+            s_group = (int)blockIdx.y * GB_M < M ? 0 : -1;
+            s_row0 = blockIdx.y * GB_M;
+            s_rows = min(GB_M, M - s_row0);
+        }
+    } else if (tid < 32) {
         int target = blockIdx.y, base = 0, found = -1;
         for (int g0 = 0; g0 < G && found < 0; g0 += 32) {
             int g = g0 + lane;
@@ -174,16 +183,19 @@ k_gemm_grouped(const uint8_t *__restrict__ A, const float *__restrict__ a_scale,
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
-    load_stage(0, 0);
-    for (int kb = 0; kb < nb; kb++) {
-        if (kb + 1 < nb) {
-            load_stage((kb + 1) & 1, kb + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+    const int kb0 = part ? blockIdx.z * kbs : 0, kb1 = part ? min(nb, kb0 + kbs) : nb;
+#pragma unroll
+    for (int s = 0; s < GB_STAGES - 1; s++) {
+        if (kb0 + s < kb1) load_stage(s, kb0 + s);
+        else cp_async_commit();   // empty groups keep the wait count uniform
+    }
+    for (int kb = kb0; kb < kb1; kb++) {
+        const int it = kb - kb0, nxt = kb + GB_STAGES - 1;
+        if (nxt < kb1) load_stage((it + GB_STAGES - 1) % GB_STAGES, nxt);
+        else cp_async_commit();
+        cp_async_wait<GB_STAGES - 1>();   // the group of K block `kb` has landed
         __syncthreads();
-        const uint8_t *As = smem + (kb & 1) * GB_STAGE, *Ws = As + GB_M * GB_LDS;
+        const uint8_t *As = smem + (it % GB_STAGES) * GB_STAGE, *Ws = As + GB_M * GB_LDS;
 #pragma unroll
         for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -243,7 +255,25 @@ k_gemm_grouped(const uint8_t *__restrict__ A, const float *__restrict__ a_scale,
             }
         __syncthreads();   // the stage just read is the next load's target
     }
+    cp_async_wait<0>();
 
+    if (part) {   // split-K: f32 partials, summed in z order by k_splitk_sum
+        float *pz = part + (int64_t)blockIdx.z * M * N;
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = wm + i * 16 + gq + h * 8;
+                if (r >= rows) continue;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    int c = n0 + wn + j * 8 + tq * 2;
+                    if (c < N) pz[(int64_t)(row0 + r) * N + c] = acc[i][j][2 * h];
+                    if (c + 1 < N) pz[(int64_t)(row0 + r) * N + c + 1] = acc[i][j][2 * h + 1];
+                }
+            }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -275,12 +305,69 @@ extern "C" int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, con
     // each non-empty group adds at most one partial tile
     int64_t tiles = max_total_rows / GB_M + (G < max_total_rows ? G : max_total_rows) + 1;
     if (tiles > 65535) return rt_fail(RT_EINVAL, "fp8 gemm: %lld m-tiles exceed the grid", (long long)tiles);
-    size_t smem = 2 * GB_STAGE;
+    size_t smem = GB_STAGES * GB_STAGE;
     DS_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
     dim3 grid((unsigned)((N + GB_N - 1) / GB_N), (unsigned)tiles);
-    k_gemm_grouped<<<grid, 256, smem, (cudaStream_t)stream>>>(a, a_scale, w, w_scale, offsets, (int)G, (int)N, (int)K,
-                                                             out);
+    k_gemm_grouped<<<grid, 256, smem, (cudaStream_t)stream>>>(a, a_scale, w, w_scale, offsets, (int)G, 0, (int)N,
+                                                             (int)K, out, NULL, 0);
     DS_LAUNCHED();
+    return 0;
+}
+
+// ---- dense with split-K (decode: few rows, few output tiles) --------------------------------
+
+__global__ static void k_splitk_sum(const float *__restrict__ part, int splits, size_t n, uint16_t *__restrict__ out) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = 0.0f;
+        for (int z = 0; z < splits; z++) v += part[(size_t)z * n + i];
+        out[i] = f2bf(v);
+    }
+}
+
+static int n_sms(void) {
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    return sms > 0 ? sms : 132;
+}
+
+extern "C" int fp8_gemm_splitk_plan(int64_t M, int64_t N, int64_t K) {
+    int64_t ctas = ((M + GB_M - 1) / GB_M) * ((N + GB_N - 1) / GB_N), nb = K / 128;
+    int64_t want = n_sms() / ctas;                      // one wave, one CTA per SM (175 registers)
+    int64_t most = nb / 4;                              // at least 4 K blocks per split
+    int64_t s = want < most ? want : most;
+    return (int)(s < 1 ? 1 : s > 32 ? 32 : s);
+}
+
+extern "C" size_t fp8_gemm_splitk_workspace_bytes(int64_t M, int64_t N, int splits) {
+    return splits > 1 ? (size_t)splits * (size_t)M * (size_t)N * sizeof(float) : 0;
+}
+
+extern "C" int fp8_gemm_dense_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
+                                   int64_t M, int64_t N, int64_t K, int splits, void *ws, size_t ws_bytes,
+                                   uint16_t *out, void *stream) {
+    if (K <= 0 || K % 128) return rt_fail(RT_EINVAL, "fp8 gemm: K = %lld is not a multiple of 128", (long long)K);
+    if (M < 0 || N <= 0 || M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || splits < 1)
+        return rt_fail(RT_EINVAL, "fp8 gemm: bad shape %lld × %lld × %lld, %d splits", (long long)M, (long long)N,
+                       (long long)K, splits);
+    if (!M) return 0;
+    int64_t nb = K / 128, kbs = (nb + splits - 1) / splits;
+    splits = (int)((nb + kbs - 1) / kbs);   // no empty split
+    if (splits > 1 && ws_bytes < fp8_gemm_splitk_workspace_bytes(M, N, splits))
+        return rt_fail(RT_EINVAL, "fp8 gemm: split-K workspace %zu bytes, %zu needed", ws_bytes,
+                       fp8_gemm_splitk_workspace_bytes(M, N, splits));
+    int64_t mt = (M + GB_M - 1) / GB_M;
+    if (mt > 65535) return rt_fail(RT_EINVAL, "fp8 gemm: %lld m-tiles exceed the grid", (long long)mt);
+    size_t smem = GB_STAGES * GB_STAGE;
+    DS_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
+    dim3 grid((unsigned)((N + GB_N - 1) / GB_N), (unsigned)mt, (unsigned)splits);
+    k_gemm_grouped<<<grid, 256, smem, (cudaStream_t)stream>>>(a, a_scale, w, w_scale, NULL, 1, (int)M, (int)N, (int)K,
+                                                             out, splits > 1 ? (float *)ws : NULL, (int)kbs);
+    DS_LAUNCHED();
+    if (splits > 1) {
+        k_splitk_sum<<<grid_for((size_t)(M * N)), 256, 0, (cudaStream_t)stream>>>((const float *)ws, splits,
+                                                                                (size_t)(M * N), out);
+        DS_LAUNCHED();
+    }
     return 0;
 }
 

@@ -189,6 +189,46 @@ static void test_dense(int exact) {
     passed++;
 }
 
+/* fp8_gemm_dense_cuda with split-K on o_proj's shape (N 7168, K 16384) at decode sizes: one
+ * split, the planned number, and an uneven 5 (K blocks 26+26+26+26+24). */
+static void test_dense_splitk(int exact) {
+    g_mag_tol = exact ? 0x1p-20 : 0x1p-9;
+    int64_t N = 7168, K = 16384, nb = K / 128, nsb = N / 128;
+    for (int64_t M = 1; M <= 37; M += 36) {
+        uint8_t *a = malloc((size_t)(M * K)), *w = malloc((size_t)(N * K));
+        float *as = malloc((size_t)(M * nb) * 4), *ws = malloc((size_t)(nsb * nb) * 4), *ref = malloc((size_t)(M * N) * 4);
+        uint16_t *out = malloc((size_t)(M * N) * 2);
+        for (int64_t i = 0; i < M * K; i++) a[i] = exact ? small_fp8() : rnd_fp8();
+        for (int64_t i = 0; i < N * K; i++) w[i] = exact ? small_fp8() : rnd_fp8();
+        for (int64_t i = 0; i < M * nb; i++) as[i] = ldexpf(1.0f + rnd_unit(), -(int)(rnd() % 8));
+        for (int64_t i = 0; i < nsb * nb; i++) ws[i] = 1e-4f + rnd_unit() * 1e-3f;
+        RT(fp8_gemm(a, as, w, ws, M, N, K, ref, NULL, pool));
+        int plan = fp8_gemm_splitk_plan(M, N, K), splits[3] = {1, plan, 5};
+        size_t wsb = fp8_gemm_splitk_workspace_bytes(M, N, plan > 5 ? plan : 5);
+        uint8_t *da = dev_copy(a, (size_t)(M * K)), *dw = dev_copy(w, (size_t)(N * K));
+        float *das = dev_copy(as, (size_t)(M * nb) * 4), *dws = dev_copy(ws, (size_t)(nsb * nb) * 4);
+        void *dwk = dev_poison(wsb);
+        uint16_t *dout = dev_poison((size_t)(M * N) * 2);
+        CHECK(da && dw && das && dws && dwk && dout, "cudaMalloc");
+        for (int si = 0; si < 3; si++) {
+            CU(cudaMemset(dout, 0xff, (size_t)(M * N) * 2));
+            RT(fp8_gemm_dense_cuda(da, das, dw, dws, M, N, K, splits[si], dwk, wsb, dout, NULL));
+            CU(cudaDeviceSynchronize());
+            CHECK(!dev_get(out, dout, (size_t)(M * N) * 2), "copy back");
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) {
+                    float gv = bf16_to_f32(out[m * N + n]), c = ref[m * N + n];
+                    CHECK(GEMM_OK(gv, c, mag_of(a, as, w, ws, m, n, K, nb)), "split-K %d, M %lld [%lld,%lld]: gpu %g cpu %g",
+                          splits[si], (long long)M, (long long)m, (long long)n, gv, c);
+                }
+        }
+        CHECK(fp8_gemm_dense_cuda(da, das, dw, dws, M, N, K, 4, dwk, 0, dout, NULL) == RT_EINVAL, "a short workspace is refused");
+        cudaFree(da); cudaFree(dw); cudaFree(das); cudaFree(dws); cudaFree(dwk); cudaFree(dout);
+        free(a); free(w); free(as); free(ws); free(ref); free(out);
+    }
+    passed++;
+}
+
 /* bf16 fallback, f32-out and batched (both weight layouts) against double sums. */
 static void test_bf16(void) {
     int64_t M = 48, N = 136, K = 320, B = 3;
@@ -245,6 +285,8 @@ int main(void) {
     test_grouped(0);
     test_dense(1);
     test_dense(0);
+    test_dense_splitk(1);
+    test_dense_splitk(0);
     test_bf16();
     tp_free(pool);
     return ds_finish();
