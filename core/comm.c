@@ -31,7 +31,7 @@ int comm_open(comm_backend backend, rt_comm **out) {
     if (backend == COMM_AUTO) backend = launched_by_mpirun() ? COMM_MPI : COMM_SINGLE;
     if (backend == COMM_NCCL) { free(c); return rt_fail(RT_EINVAL, "comm_open: NCCL communicators come from comm_open_nccl"); }
     c->backend = backend;
-    c->size = 1;
+    c->size = c->local_size = 1;
     if (backend == COMM_MPI) {
         int inited = 0;
         MPI_Initialized(&inited);
@@ -43,6 +43,12 @@ int comm_open(comm_backend backend, rt_comm **out) {
         c->mpi = MPI_COMM_WORLD;
         MPI_Comm_rank(c->mpi, &c->rank);
         MPI_Comm_size(c->mpi, &c->size);
+        MPI_Comm node;   /* the ranks sharing this node's memory */
+        if (MPI_Comm_split_type(c->mpi, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+            MPI_Comm_rank(node, &c->local_rank);
+            MPI_Comm_size(node, &c->local_size);
+            MPI_Comm_free(&node);
+        }
     }
     *out = c;
     return 0;
@@ -63,31 +69,8 @@ const char *comm_backend_name(const rt_comm *c) {
     return c->backend == COMM_MPI ? "mpi" : c->backend == COMM_NCCL ? "nccl" : "single";
 }
 
-/* The ranks sharing this rank's node: a shared-memory split of the host communicator. */
-static int local_split(const rt_comm *c, int *rank, int *size) {
-    *rank = 0;
-    *size = 1;
-    if (c->backend == COMM_NCCL) return local_split(c->host, rank, size);
-    if (c->backend != COMM_MPI) return 0;
-    MPI_Comm node;
-    if (MPI_Comm_split_type(c->mpi, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node) != MPI_SUCCESS) return -1;
-    MPI_Comm_rank(node, rank);
-    MPI_Comm_size(node, size);
-    MPI_Comm_free(&node);
-    return 0;
-}
-
-int comm_local_rank(const rt_comm *c) {
-    int r, n;
-    local_split(c, &r, &n);
-    return r;
-}
-
-int comm_local_size(const rt_comm *c) {
-    int r, n;
-    local_split(c, &r, &n);
-    return n;
-}
+int comm_local_rank(const rt_comm *c) { return c->local_rank; }
+int comm_local_size(const rt_comm *c) { return c->local_size; }
 
 int comm_open_nccl(rt_comm *host, int device, void *stream, rt_comm **out) {
     *out = NULL;
@@ -98,6 +81,8 @@ int comm_open_nccl(rt_comm *host, int device, void *stream, rt_comm **out) {
     c->backend = COMM_NCCL;
     c->rank = host->rank;
     c->size = host->size;
+    c->local_rank = host->local_rank;
+    c->local_size = host->local_size;
     c->host = host;
     int rc = nccl_open(host, device, stream, c);
     if (rc) { free(c); return rc; }

@@ -13,6 +13,7 @@ struct rt_comm {
     comm_backend backend;
     int rank, size;
     int finalize;          /* we called MPI_Init */
+    int local_rank, local_size;   /* among the ranks on this node (found at open) */
     MPI_Comm mpi;
     /* COMM_NCCL only */
     rt_comm *host;         /* the bootstrap communicator (borrowed) */
