@@ -66,9 +66,8 @@ static int layer_fwd_bwd(void *p) {
                    rope_apply_cuda(L->k, L->pos, L->inv, T, HKV, HD, false, NULL));
     STEP(L, 3, attn_fwd_cuda(L->att, L->lse, L->q, L->k, L->v, L->ds, T, HQ, HKV, HD, sc, NULL));
     STEP(L, 4, mm_linear_fwd_cuda(m, L->tmp, L->att, L->wo, NULL, T, D_, qd, NULL));
-    /* mid = res + tmp (kept in tmp's place: the residual stream after attention) */
-    STEP(L, 5, cudaMemcpyAsync(L->mid, L->res, (size_t)(T * D_) * 2, cudaMemcpyDeviceToDevice, 0) ||
-                   rmsnorm_fwd_cuda(L->xn2, L->rstd2, L->mid, L->tmp, L->n2, T, D_, 1e-6f, NULL));
+    /* mid = res + tmp (out of place: res stays as norm 1's input for the backward) */
+    STEP(L, 5, rmsnorm_residual_fwd_cuda(L->xn2, L->rstd2, L->mid, L->res, L->tmp, L->n2, T, D_, 1e-6f, NULL));
     STEP(L, 6, mm_linear_fwd_cuda(m, L->gu, L->xn2, L->wgu, NULL, T, 2 * F_, D_, NULL));
     STEP(L, 7, swiglu_fwd_cuda(L->act, L->gu, L->gu + F_, T, F_, 2 * F_, NULL));
     STEP(L, 8, mm_linear_fwd_cuda(m, L->out, L->act, L->wd, NULL, T, D_, F_, NULL));

@@ -37,6 +37,11 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
  * per row; D ≤ 16384 and D % 8 == 0. add == NULL is the plain rmsnorm_fwd twin. */
 int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w, int64_t M,
                      int64_t D, float eps, void *stream);
+/* The same out of place: sum = x + add (bf16; add == NULL: a copy of x), y = rmsnorm(sum), so
+ * a trainer that keeps every layer's residual input gets the next one without a copy. sum may
+ * equal x (that is rmsnorm_fwd_cuda). */
+int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uint16_t *x, const uint16_t *add,
+                              const uint16_t *w, int64_t M, int64_t D, float eps, void *stream);
 /* Backward fused with the residual: dres[M,D] (bf16) += ∂L/∂x, i.e. the residual stream's
  * gradient gets the norm's input gradient added in the same pass; dw[D] (f32) += ∂L/∂w.
  * dw goes through per-block partial sums in ws (rmsnorm_bwd_cuda_ws_bytes(M, D) bytes of

@@ -22,20 +22,24 @@
 using namespace rtk;
 
 template <int NV>
-__global__ static void __launch_bounds__(NT) k_rms_fwd(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add,
-                                                       const uint16_t *w, int64_t D, float eps) {
+__global__ static void __launch_bounds__(NT) k_rms_fwd(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *res_in,
+                                                       const uint16_t *add, const uint16_t *w, int64_t D, float eps) {
     __shared__ float sh[32];
     int64_t row = blockIdx.x;
     int nvec = (int)(D / 8);
     uint4 *rv = (uint4 *)(res + row * D);
+    const uint4 *iv = (const uint4 *)(res_in + row * D);
     const uint4 *av = add ? (const uint4 *)(add + row * D) : NULL;
+    const bool copy = !add && res != res_in;   // out of place without an addend: sum = x
     float x[NV][8];
     float ss = 0.f;
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         int v = threadIdx.x + j * NT;
         if (v < nvec) {
-            unpack8(rv[v], x[j]);
+            uint4 raw = iv[v];
+            unpack8(raw, x[j]);
+            if (copy) rv[v] = raw;
             if (av) {
                 float a[8];
                 unpack8(av[v], a);
@@ -68,19 +72,25 @@ __global__ static void __launch_bounds__(NT) k_rms_fwd(uint16_t *y, float *rstd,
 }
 
 #ifndef RT_EMU
-extern "C" int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w,
-                                int64_t M, int64_t D, float eps, void *stream) {
+extern "C" int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uint16_t *x,
+                                         const uint16_t *add, const uint16_t *w, int64_t M, int64_t D, float eps,
+                                         void *stream) {
     if (D % 8 || D > 8 * NV_MAX * NT) return rt_fail(RT_EINVAL, "rmsnorm_fwd_cuda: D = %lld (needs D %% 8 == 0, D <= %d)",
                                                  (long long)D, 8 * NV_MAX * NT);
     if (M <= 0) return 0;
     cudaStream_t st = (cudaStream_t)stream;
     int nv = (int)((D / 8 + NT - 1) / NT);
-    if (nv <= 1) k_rms_fwd<1><<<(unsigned)M, NT, 0, st>>>(y, rstd, res, add, w, D, eps);
-    else if (nv <= 2) k_rms_fwd<2><<<(unsigned)M, NT, 0, st>>>(y, rstd, res, add, w, D, eps);
-    else if (nv <= 4) k_rms_fwd<4><<<(unsigned)M, NT, 0, st>>>(y, rstd, res, add, w, D, eps);
-    else k_rms_fwd<8><<<(unsigned)M, NT, 0, st>>>(y, rstd, res, add, w, D, eps);
+    if (nv <= 1) k_rms_fwd<1><<<(unsigned)M, NT, 0, st>>>(y, rstd, sum, x, add, w, D, eps);
+    else if (nv <= 2) k_rms_fwd<2><<<(unsigned)M, NT, 0, st>>>(y, rstd, sum, x, add, w, D, eps);
+    else if (nv <= 4) k_rms_fwd<4><<<(unsigned)M, NT, 0, st>>>(y, rstd, sum, x, add, w, D, eps);
+    else k_rms_fwd<8><<<(unsigned)M, NT, 0, st>>>(y, rstd, sum, x, add, w, D, eps);
     RT_CUDA_LAUNCHED();
     return 0;
+}
+
+extern "C" int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w,
+                                int64_t M, int64_t D, float eps, void *stream) {
+    return rmsnorm_residual_fwd_cuda(y, rstd, res, res, add, w, M, D, eps, stream);
 }
 
 extern "C" size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D) {

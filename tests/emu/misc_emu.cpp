@@ -72,16 +72,26 @@ static void norm_case(int M, int D) {
     auto res = rnd(n, 1), add = rnd(n, 0.5f), w = rnd(D, 0.3f);
     for (auto &x : w) x += 1;
     auto rh = to_bf16(res), ah = to_bf16(add), wh = to_bf16(w);
-    std::vector<uint16_t> y(n, 0xffff);
-    std::vector<float> rstd(M, NAN);
+    std::vector<uint16_t> y(n, 0xffff), y2(n, 0xffff), sum2(n, 0xffff), copy2(n, 0xffff), rh0 = rh;
+    std::vector<float> rstd(M, NAN), rstd2(M, NAN);
     int nv = (D / 8 + NT - 1) / NT;
-    auto body = [&] {
-        if (nv <= 1) k_rms_fwd<1>(y.data(), rstd.data(), rh.data(), ah.data(), wh.data(), D, 1e-6f);
-        else if (nv <= 2) k_rms_fwd<2>(y.data(), rstd.data(), rh.data(), ah.data(), wh.data(), D, 1e-6f);
-        else if (nv <= 4) k_rms_fwd<4>(y.data(), rstd.data(), rh.data(), ah.data(), wh.data(), D, 1e-6f);
-        else k_rms_fwd<8>(y.data(), rstd.data(), rh.data(), ah.data(), wh.data(), D, 1e-6f);
+    auto fwd = [&](uint16_t *yy, float *rs, uint16_t *out, const uint16_t *in, const uint16_t *ad) {
+        emu::launch(dim3(M), dim3(NT), 0, [&] {
+            if (nv <= 1) k_rms_fwd<1>(yy, rs, out, in, ad, wh.data(), D, 1e-6f);
+            else if (nv <= 2) k_rms_fwd<2>(yy, rs, out, in, ad, wh.data(), D, 1e-6f);
+            else if (nv <= 4) k_rms_fwd<4>(yy, rs, out, in, ad, wh.data(), D, 1e-6f);
+            else k_rms_fwd<8>(yy, rs, out, in, ad, wh.data(), D, 1e-6f);
+        });
     };
-    emu::launch(dim3(M), dim3(NT), 0, body);
+    fwd(y.data(), rstd.data(), rh.data(), rh.data(), ah.data());          /* in place */
+    fwd(y2.data(), rstd2.data(), sum2.data(), rh0.data(), ah.data());     /* out of place */
+    {
+        std::vector<uint16_t> yc(n);
+        fwd(yc.data(), NULL, copy2.data(), rh0.data(), NULL);             /* out of place, no addend: a copy */
+        report(copy2 == rh0, "rmsnorm fwd out of place without add copies", 0);
+        report(sum2 == rh && y2 == y && !memcmp(rstd2.data(), rstd.data(), M * 4),
+               "rmsnorm fwd out of place == in place", 0);
+    }
     std::vector<float> sum(n), want(n), wr(M);
     for (size_t i = 0; i < n; i++) sum[i] = res[i] + add[i];
     auto sh = to_bf16(sum);

@@ -44,6 +44,29 @@ static void fwd_case(int64_t M, int64_t D, int with_add) {
     CHECK(ok, "outside tolerance");
 }
 
+/* rmsnorm_residual_fwd_cuda (out of place) must equal the in-place form bit for bit. */
+static void fwd_out_of_place_equals_in_place(void) {
+    int64_t M = 19, D = 4096;
+    size_t n = (size_t)(M * D);
+    float *res = gt_randn_arr(n, 1.f), *add = gt_randn_arr(n, 0.5f), *w = gt_randn_arr((size_t)D, 1.f);
+    uint16_t *a = gt_dev_bf16(res, n), *b = gt_dev_bf16(res, n), *dadd = gt_dev_bf16(add, n), *dw = gt_dev_bf16(w, (size_t)D);
+    uint16_t *sum = (uint16_t *)gt_dev(NULL, n * 2), *y1 = (uint16_t *)gt_dev(NULL, n * 2), *y2 = (uint16_t *)gt_dev(NULL, n * 2);
+    CHECK(!rmsnorm_fwd_cuda(y1, NULL, a, dadd, dw, M, D, 1e-5f, NULL), "in place");
+    CHECK(!rmsnorm_residual_fwd_cuda(y2, NULL, sum, b, dadd, dw, M, D, 1e-5f, NULL), "out of place");
+    CU(cudaDeviceSynchronize());
+    uint16_t *h1 = malloc(n * 2), *h2 = malloc(n * 2), *s1 = malloc(n * 2), *s2 = malloc(n * 2), *b0 = malloc(n * 2);
+    CU(cudaMemcpy(h1, y1, n * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(h2, y2, n * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(s1, a, n * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(s2, sum, n * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(b0, b, n * 2, cudaMemcpyDeviceToHost));
+    uint16_t *orig = gt_round_bf16(res, n);
+    int ok = gt_equal_u16("y", h2, h1, n) & gt_equal_u16("sum", s2, s1, n) & gt_equal_u16("x untouched", b0, orig, n);
+    cudaFree(a), cudaFree(b), cudaFree(dadd), cudaFree(dw), cudaFree(sum), cudaFree(y1), cudaFree(y2);
+    free(res), free(add), free(w), free(h1), free(h2), free(s1), free(s2), free(b0), free(orig);
+    CHECK(ok, "differs");
+}
+
 static void fwd_fused_residual_all_widths(void) {
     const int64_t Ds[] = {64, 896, 4096, 8192, 12288};
     for (int i = 0; i < 5; i++) {
@@ -99,4 +122,5 @@ static void bwd_fused_residual_all_widths(void) {
     bwd_case(3, 12288);
 }
 
-GPU_TEST_MAIN(RUN(fwd_fused_residual_all_widths); RUN(bwd_fused_residual_all_widths);)
+GPU_TEST_MAIN(RUN(fwd_fused_residual_all_widths); RUN(fwd_out_of_place_equals_in_place);
+              RUN(bwd_fused_residual_all_widths);)
