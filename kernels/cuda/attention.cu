@@ -498,7 +498,12 @@ static int check_shape(const char *who, int64_t T, int64_t Hq, int64_t Hkv, int6
     return 0;
 }
 
-template <typename K> static int set_smem(K kern, size_t bytes) {
+// Raise a kernel's dynamic shared-memory limit, except while `st` is being captured into a CUDA
+// graph (the attribute call is not a stream operation; the first, eager call has set it).
+template <typename K> static int set_smem(K kern, size_t bytes, cudaStream_t st) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    RT_CUDA_TRY(cudaStreamIsCapturing(st, &cs));
+    if (cs != cudaStreamCaptureStatusNone) return 0;
     RT_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return 0;
 }
@@ -508,7 +513,7 @@ static int fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, co
                int T, int Hq, int Hkv, float scale, cudaStream_t st) {
     constexpr int BM = 16 * NW;
     size_t sm = (size_t)(BM + 4 * 64) * (HD + 8) * 2;
-    if (set_smem(k_attn_fwd<HD, NW>, sm)) return RT_EINTERNAL;
+    if (set_smem(k_attn_fwd<HD, NW>, sm, st)) return RT_EINTERNAL;
     dim3 grid((unsigned)((T + BM - 1) / BM), (unsigned)Hq);
     k_attn_fwd<HD, NW><<<grid, NW * 32, sm, st>>>(o, lse, q, k, v, ds, T, Hq, Hkv, scale * LOG2E);
     RT_CUDA_LAUNCHED();
@@ -545,7 +550,7 @@ static int bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, c
     constexpr int BQ = HD == 64 ? 64 : 32;
     size_t sm_dq = (size_t)(2 * 64 + 4 * 64) * (HD + 8) * 2;
     size_t sm_kv = (size_t)(2 * 64 + 4 * BQ) * (HD + 8) * 2;
-    if (set_smem(k_attn_dq<HD>, sm_dq) || set_smem(k_attn_dkv<HD, BQ>, sm_kv)) return RT_EINTERNAL;
+    if (set_smem(k_attn_dq<HD>, sm_dq, st) || set_smem(k_attn_dkv<HD, BQ>, sm_kv, st)) return RT_EINTERNAL;
     dim3 gq((unsigned)((T + 63) / 64), (unsigned)Hq), gk((unsigned)((T + 63) / 64), (unsigned)Hkv);
     k_attn_dq<HD><<<gq, NTHR, sm_dq, st>>>(dq, dout, lse, delta, q, k, v, ds, T, Hq, Hkv, scale * LOG2E, scale);
     RT_CUDA_LAUNCHED();
