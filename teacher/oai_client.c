@@ -353,6 +353,8 @@ typedef struct {
     char *buf;            /* non-streamed body, or an error body */
     size_t len, cap;
     double retry_after;   /* seconds, -1 none */
+    bool plain;           /* streaming was asked for, but the 200 response is one JSON body */
+    bool ct_checked;
     double t0;
     char errbuf[CURL_ERROR_SIZE];
 } slot;
@@ -523,8 +525,20 @@ static size_t on_body(char *b, size_t sz, size_t n, void *ud) {
     size_t len = sz * n;
     long code = 0;
     curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &code);
-    if (code == 200 && s->sse.r) {
-        oai_sse_feed(&s->sse, b, len);   /* errors are sticky; checked at the end */
+    if (code == 200 && s->sse.r && !s->plain) {
+        if (!s->ct_checked) {   /* first bytes: a server may answer JSON despite "stream": true */
+            char *ct = NULL;
+            curl_easy_getinfo(s->h, CURLINFO_CONTENT_TYPE, &ct);
+            if (ct && !strncasecmp(ct, "application/json", 16)) s->plain = true;
+            s->ct_checked = true;
+        }
+        if (!s->plain) {
+            oai_sse_feed(&s->sse, b, len);   /* errors are sticky; checked at the end */
+            return len;
+        }
+    }
+    if (code == 200 && s->plain) {
+        if (append(&s->buf, &s->len, &s->cap, b, len)) return 0;
         return len;
     }
     if (code != 200 && s->len > 4096) return len;   /* enough of an error body */
@@ -598,7 +612,8 @@ static int finish(oai_client *c, slot *s, CURLcode cc) {
         retry = true;
         snprintf(msg, sizeof msg, "%s%s%s", curl_easy_strerror(cc), s->errbuf[0] ? ": " : "", s->errbuf);
     } else if (code == 200) {
-        int prc = c->o.stream ? oai_sse_finish(&s->sse) : oai_parse_body(s->buf ? s->buf : "", s->len, &s->resp);
+        int prc = c->o.stream && !s->plain ? oai_sse_finish(&s->sse)
+                                           : oai_parse_body(s->buf ? s->buf : "", s->len, &s->resp);
         if (prc) {
             retry = true;
             snprintf(msg, sizeof msg, "%s", rt_errmsg());

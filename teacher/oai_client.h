@@ -32,6 +32,8 @@
  * (full jitter), or the server's Retry-After (seconds or an HTTP date) when that is longer,
  * up to max_retries retries. Other HTTP statuses (400, 401, 403, 404, …) are fatal: the
  * result has fatal = true and err names the status and the server's error message.
+ * With stream set, a 200 response of Content-Type application/json (a server that ignores
+ * "stream") is parsed as a plain body.
  * oai_abort_all() drops queued and in-flight requests (nothing is returned for them).
  * The client is used by one thread. Results are freed with oai_results_free().
  * oai_list_models() asks GET {base}/models for the first model id (*id malloc'd).

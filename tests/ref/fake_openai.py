@@ -4,7 +4,7 @@
     python fake_openai.py [--port 0] [--latency S] [--token-latency S] [--style reasoning|inline|mixed]
                           [--p429 P] [--retry-after V] [--p500 P] [--pdrop P] [--ptrunc P]
                           [--max-faults N] [--fault-seed S] [--api-key K] [--model-name M] [--no-usage-details]
-                          [--answer-mod M]
+                          [--answer-mod M] [--ignore-stream]
 
 Prints "PORT <n>" on its first stdout line once listening.
 
@@ -191,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
             return r, c
 
         model = a.model_name
-        if not req.get("stream"):
+        if not req.get("stream") or a.ignore_stream:
             r, c = split(toks)
             msg = {"role": "assistant", "content": c}
             if r is not None:
@@ -279,6 +279,7 @@ def main(argv=None):
     ap.add_argument("--model-name", default="fake-r1")
     ap.add_argument("--no-usage-details", dest="usage_details", action="store_false")
     ap.add_argument("--answer-mod", type=int, default=1000, help="answers are N mod this")
+    ap.add_argument("--ignore-stream", action="store_true", help="answer plain JSON even when asked to stream")
     args = ap.parse_args(argv)
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

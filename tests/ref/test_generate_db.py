@@ -128,9 +128,11 @@ def gen(retort_bin, db, url, *args, timeout=300):
     return run([retort_bin, "generate", "--db", str(db), "--teacher", url, *args], timeout=timeout)
 
 
-@pytest.mark.parametrize("style,stream", [("reasoning", True), ("inline", True), ("mixed", False), ("inline", False)])
+@pytest.mark.parametrize("style,stream", [("reasoning", True), ("inline", True), ("mixed", False), ("inline", False),
+                                          ("reasoning", "ignored")])
 def test_texts_tokens_and_params_from_the_server(retort_bin, tmp_path, server_factory, style, stream):
-    s = server_factory("--style", style)
+    """stream "ignored": retort asks for SSE and the server answers one JSON body anyway."""
+    s = server_factory("--style", style, *(["--ignore-stream"] if stream == "ignored" else []))
     db = make_db(retort_bin, tmp_path)
     args = ["--n", "3", "--concurrency", "4"] + ([] if stream else ["--no-stream"])
     r = gen(retort_bin, db, s.url, *args)
