@@ -93,6 +93,7 @@ int main(void) {
         EXPECT(!memcmp(got, ref, all * 4), "allgather n %zu", n);
         cudaMemcpy(dy, x, n * 4, cudaMemcpyHostToDevice);
         cudaMemset(dx, 0, all * 4);
+        cudaDeviceSynchronize();   /* the memset runs on the legacy stream, NCCL on a non-blocking one */
         EXPECT(!comm_gather(nc, dy, dx, n, RT_DT_F32, P - 1) && !comm_sync(nc), "nccl gather: %s", rt_errmsg());
         if (rank == P - 1) { host_copy(got, dx, all * 4); EXPECT(!memcmp(got, ref, all * 4), "gather n %zu", n); }
         /* broadcast from rank 0 */
@@ -110,7 +111,7 @@ int main(void) {
         sc[r] = (size_t)(rank + r + 1); sd[r] = st; st += sc[r];
         rcn[r] = (size_t)(r + rank + 1); rd[r] = rt; rt += rcn[r];
     }
-    float *hs = malloc(st * 4), *hr = malloc(rt * 4), *want = malloc(rt * 4);
+    float *hs = malloc(st * 4), *hr = calloc(rt, 4), *want = malloc(rt * 4);
     for (int r = 0; r < P; r++) for (size_t i = 0; i < sc[r]; i++) hs[sd[r] + i] = (float)(1000 * rank + r);
     for (int r = 0; r < P; r++) for (size_t i = 0; i < rcn[r]; i++) want[rd[r] + i] = (float)(1000 * r + rank);
     float *ds = dev_copy(hs, st * 4), *dr = dev_copy(hr, rt * 4);
