@@ -5,7 +5,10 @@
 // One block per row. The CPU sorts; here every filter is a threshold on the probability,
 // found bit by bit over the (ordered) bit patterns of the non-negative doubles (the same
 // exp((double)l/T − max) as the CPU, kept in the workspace) with one block-wide count or
-// mass reduction per bit (62 per search; a radix-16 search would need a quarter): the k-th largest probability (top_k), the smallest
+// mass reduction per bit (62 per search). A first pass also builds a histogram over the
+// doubles' binades; from it a lower bound L on the final threshold follows (top-k, top-p,
+// min_p), and when at most 8192 probabilities are ≥ L they are compacted into shared memory
+// (in a fixed order) and the searches run there instead of over V in global memory: the k-th largest probability (top_k), the smallest
 // probability of the nucleus (top_p), min_p·max, and finally the probability at which the
 // cumulative mass, in decreasing order, passes u·total — that token is the draw. Without
 // ties between probabilities this keeps and draws exactly what the sorted walk does.
@@ -18,6 +21,7 @@ using namespace ds;
 
 #define SP_THREADS 1024
 #define SP_WARPS (SP_THREADS / 32)
+#define SP_CAP 8192                 /* candidates compacted into shared memory (12 B each) */
 
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -93,6 +97,7 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
          const uint64_t *__restrict__ rng, double *__restrict__ ws, int32_t *__restrict__ tokens,
          float *__restrict__ logprob) {
     __shared__ double red[SP_WARPS * 2 + 8];
+    extern __shared__ __align__(16) unsigned char dyn[];   // SP_CAP doubles, then SP_CAP ids
     const int64_t row = blockIdx.x;
     const float *l = logits + row * V;
     double *p = ws + row * V;
@@ -109,17 +114,87 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
         double inv_t = 1.0 / (double)prm.temperature, mx = -INFINITY;
         for (int64_t j = tid; j < V; j += SP_THREADS) mx = fmax(mx, (double)l[j] * inv_t);
         mx = block_max_d(mx, red);
-        for (int64_t j = tid; j < V; j += SP_THREADS) p[j] = exp((double)l[j] * inv_t - mx);
+        // p, and a histogram over the exponent field of the doubles (count, mass per binade)
+        __shared__ int hc[1024];
+        __shared__ double hm[1024];
+        __shared__ int wsum[SP_WARPS];
+        __shared__ u64 s_lo;
+        __shared__ int s_cnt;
+        for (int e = tid; e < 1024; e += SP_THREADS) { hc[e] = 0; hm[e] = 0.0; }
         __syncthreads();
+        double mine_tot = 0;
+        for (int64_t j = tid; j < V; j += SP_THREADS) {
+            double v = exp((double)l[j] * inv_t - mx);
+            p[j] = v;
+            mine_tot += v;
+            int e = (int)(KEY(v) >> 52);   // v ∈ [0, 1]: e ≤ 1023
+            atomicAdd(&hc[e], 1);
+            atomicAdd(&hm[e], v);
+        }
+        const double total = block_sum_d(mine_tot, red);   // fixed order: the exact twin of the sums below
+        // A lower bound L on the final threshold: the binade holding the k-th largest (top-k),
+        // the one where the mass from the top reaches top_p·(all mass) (top-p: the top-k
+        // total is smaller, so the nucleus starts no lower), min_p's; one binade of margin
+        // for the (unordered) histogram sums. Everything kept is ≥ L.
+        if (tid == 0) {
+            int eb = 0;
+            if (prm.top_k > 0 && prm.top_k < V) {
+                long long cum = 0;
+                for (int e = 1023; e >= 0; e--)
+                    if ((cum += hc[e]) >= prm.top_k) { eb = max(eb, e); break; }
+            }
+            if (prm.top_p < 1.0f) {
+                double all = 0, cum = 0;
+                for (int e = 1023; e >= 0; e--) all += hm[e];
+                for (int e = 1023; e >= 0; e--)
+                    if ((cum += hm[e]) >= (double)prm.top_p * all) { eb = max(eb, e); break; }
+            }
+            if (prm.min_p > 0.0f) eb = max(eb, (int)(KEY((double)prm.min_p) >> 52));
+            eb = eb > 0 ? eb - 1 : 0;
+            int c = 0;
+            for (int e = eb; e < 1024; e++) c += hc[e];
+            s_lo = (u64)eb << 52;
+            s_cnt = c;
+        }
+        __syncthreads();
+        const u64 L = s_lo;
+        const bool compact = L > 0 && s_cnt <= SP_CAP;
+        double *cp = (double *)dyn;
+        int32_t *ci = (int32_t *)(cp + SP_CAP);
+        if (compact) {   // the candidates ≥ L into shared memory, in a fixed order
+            int mine = 0;
+            for (int64_t j = tid; j < V; j += SP_THREADS) mine += KEY(p[j]) >= L;
+            const int lane = tid & 31, warp = tid >> 5;
+            int incl = mine;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int v = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += v;
+            }
+            if (lane == 31) wsum[warp] = incl;
+            __syncthreads();
+            int pos = incl - mine;
+            for (int w = 0; w < warp; w++) pos += wsum[w];
+            for (int64_t j = tid; j < V; j += SP_THREADS) {
+                double v = p[j];
+                if (KEY(v) >= L) { cp[pos] = v; ci[pos] = (int32_t)j; pos++; }
+            }
+            __syncthreads();
+        }
+        const int64_t NC = compact ? s_cnt : V;
+        auto val = [&](int64_t i) { return compact ? cp[i] : p[i]; };
+        auto idof = [&](int64_t i) { return compact ? (int)ci[i] : (int)i; };
+        // below L the compacted counts and masses are partial; the searches never need them
+        // there (each predicate is already true at L), except the top-p total without top-k
         auto count_ge = [&](u64 t) {
             double c = 0;
-            for (int64_t j = tid; j < V; j += SP_THREADS) c += KEY(p[j]) >= t;
+            for (int64_t i = tid; i < NC; i += SP_THREADS) c += KEY(val(i)) >= t;
             return block_sum_d(c, red);
         };
         auto mass_ge = [&](u64 t) {
             double m = 0;
-            for (int64_t j = tid; j < V; j += SP_THREADS) {
-                double v = p[j];
+            for (int64_t i = tid; i < NC; i += SP_THREADS) {
+                double v = val(i);
                 if (KEY(v) >= t) m += v;
             }
             return block_sum_d(m, red);
@@ -127,7 +202,7 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
         u64 tau = 0;
         if (prm.top_k > 0 && prm.top_k < V) tau = search([&](u64 t) { return count_ge(t) >= (double)prm.top_k; });
         if (prm.top_p < 1.0f) {
-            double target = (double)prm.top_p * mass_ge(tau);
+            double target = (double)prm.top_p * (tau == 0 ? total : mass_ge(tau));
             u64 t0 = tau;
             u64 tp = search([&](u64 t) { return mass_ge(t > t0 ? t : t0) >= target; });
             tau = tp > tau ? tp : tau;
@@ -144,15 +219,17 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
         // the token whose probability is ts (lowest id); none when rounding put the target at
         // the very top: then the last kept candidate, as the CPU does
         int bi = -1;
-        for (int64_t j = tid; j < V && bi < 0; j += SP_THREADS)
-            if (KEY(p[j]) == ts) bi = (int)j;
+        for (int64_t i = tid; i < NC; i += SP_THREADS)
+            if (KEY(val(i)) == ts && (bi < 0 || idof(i) < bi)) bi = idof(i);
         token = block_argbest(bi >= 0 ? 0.0f : -INFINITY, bi, red);
         if (token < 0) {
             float bv = -INFINITY;
             int bj = -1;
-            for (int64_t j = tid; j < V; j += SP_THREADS) {
-                float v = (float)p[j];
-                if (KEY(p[j]) >= tk && (bj < 0 || -v > bv || (-v == bv && j > bj))) { bv = -v; bj = (int)j; }
+            for (int64_t i = tid; i < NC; i += SP_THREADS) {
+                double pv = val(i);
+                float v = (float)pv;
+                int j = idof(i);
+                if (KEY(pv) >= tk && (bj < 0 || -v > bv || (-v == bv && j > bj))) { bv = -v; bj = j; }
             }
             token = block_argbest(bv, bj < 0 ? -1 : (int)(V - 1 - bj), red);
             token = token < 0 ? 0 : (int)(V - 1 - token);
@@ -180,8 +257,10 @@ extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const 
         return rt_fail(RT_EINVAL, "sampling on the GPU: workspace %zu bytes, %zu needed", ws_bytes,
                        smp_cuda_workspace_bytes(n, V));
     if (!n) return 0;
-    k_sample<<<(unsigned)n, SP_THREADS, 0, (cudaStream_t)stream>>>(logits, V, params, rng, (double *)ws, tokens,
-                                                                  logprob);
+    const int smem = SP_CAP * (8 + 4);
+    DS_CUDA_TRY(smem_attr(k_sample, smem, (cudaStream_t)stream));
+    k_sample<<<(unsigned)n, SP_THREADS, smem, (cudaStream_t)stream>>>(logits, V, params, rng, (double *)ws, tokens,
+                                                                     logprob);
     DS_LAUNCHED();
     return 0;
 }
