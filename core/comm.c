@@ -179,8 +179,9 @@ int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, 
         return 0;
     }
     if ((rc = int_count(send_count))) return rc;
-    /* in place: this rank's block already sits at recv + rank·send_count (send == recv is the
-     * old spelling of the same for rank 0's callers, kept) */
+    /* in place: this rank's block already sits at recv + rank·send_count. send == recv on
+     * another rank means what it says — the input is recv's first block — so it is moved
+     * to its slot first (MPI forbids aliased send and receive buffers) */
     const unsigned char *own = (const unsigned char *)recv + (size_t)c->rank * send_count * rt_dtype_size(dt);
     int in_place = send == recv || (const unsigned char *)send == own;
     if (in_place && send != own) memmove((void *)own, send, send_count * rt_dtype_size(dt));
