@@ -38,9 +38,12 @@ typedef struct {
     int64_t n, cap;
     bool done;
     te_finish finish;
-    /* the connection side (streaming) */
+    /* the connection side (streaming), touched by the connection thread only */
     int64_t sent;                   /* tokens covered by chunks already built */
     size_t shown, lp_offset;        /* completion text bytes sent; text offset of the next logprob */
+    oai_buf text;                   /* decoded text of ids[0:sent] */
+    int64_t dec_ids;                /* text[0:dec_len] is the decoding of ids[0:dec_ids] and ends on */
+    size_t dec_len, vis;            /* a whole character; vis: bytes of text visible so far */
     oai_split split;
     bool final_sent;
 } choice;
@@ -126,6 +129,7 @@ static void job_unref(job *j) {   /* under s->mu */
         free(j->ch[c].lp);
         free(j->ch[c].top_lp);
         free(j->ch[c].top_ids);
+        oai_buf_free(&j->ch[c].text);
     }
     free(j->ch);
     oai_buf_free(&j->out);
@@ -434,31 +438,32 @@ static void token_text(const tok_tokenizer *tok, int32_t id, tok_text *t) {
     }
 }
 
-/* Logprobs of tokens [from, to) of choice c as the kind's JSON (NULL: none asked). */
-static json_t *logprobs_json(const job *j, choice *c, int64_t from, int64_t to) {
+/* Logprobs of n tokens (ids[i], lp[i], alternatives top_ids/top_lp[i*k …]) as the kind's JSON
+ * (NULL: none asked); *text_offset is the completions form's running character offset. */
+static json_t *logprobs_json(const job *j, const int32_t *ids, const float *lp, const int32_t *top_ids,
+                             const float *top_lp, size_t n, size_t *text_offset) {
     if (!j->rq.logprobs) return NULL;
     int k = j->rq.top_logprobs;
-    size_t n = (size_t)(to - from);
     oai_pos_lp *p = rt_calloc(n ? n : 1, sizeof *p);
     tok_text *tt = rt_calloc(n * (size_t)(k + 1) + 1, sizeof *tt);
     oai_token_lp *tl = rt_calloc(n * (size_t)(k + 1) + 1, sizeof *tl);
     json_t *out = NULL;
     if (p && tt && tl) {
         for (size_t i = 0; i < n; i++) {
-            int64_t at = from + (int64_t)i;
+            size_t at = i;
             for (int q = 0; q <= k; q++) {
                 size_t x = i * (size_t)(k + 1) + (size_t)q;
-                int32_t id = q == 0 ? c->ids[at] : c->top_ids[at * k + q - 1];
+                int32_t id = q == 0 ? ids[at] : top_ids[at * (size_t)k + (size_t)q - 1];
                 token_text(j->s->tok, id, &tt[x]);
                 tl[x] = (oai_token_lp){tt[x].text ? tt[x].text : "", tt[x].len, tt[x].bytes, tt[x].n_bytes,
-                                       q == 0 ? c->lp[at] : c->top_lp[at * k + q - 1]};
+                                       q == 0 ? lp[at] : top_lp[at * (size_t)k + (size_t)q - 1]};
             }
             p[i] = (oai_pos_lp){tl[i * (size_t)(k + 1)], tl + i * (size_t)(k + 1) + 1, k};
         }
         if (j->rq.kind == OAI_CHAT) {
             out = oai_logprobs_chat(p, n);
         } else {
-            out = oai_logprobs_completion(p, n, &c->lp_offset);
+            out = oai_logprobs_completion(p, n, text_offset);
         }
         for (size_t x = 0; x < n * (size_t)(k + 1); x++) free(tt[x].text);
     }
@@ -470,10 +475,10 @@ static json_t *logprobs_json(const job *j, choice *c, int64_t from, int64_t to) 
 
 static const char *finish_name(te_finish f) { return f == TE_FINISH_STOP ? "stop" : "length"; }
 
-/* The visible text of ids[0:n]; final when the choice is done. *vis ≤ *len. */
-static int choice_text(const job *j, const int32_t *ids, int64_t n, bool final, char **text, size_t *len, size_t *vis) {
+/* Decodes ids[0:n] (special tokens skipped) into *text (malloc'd). */
+static int decode_ids(const job *j, const int32_t *ids, int64_t n, char **text, size_t *len) {
     *text = NULL;
-    *len = *vis = 0;
+    *len = 0;
     int rc = tok_decode(j->s->tok, ids, (size_t)n, true, text, len);
     if (rc == RT_ERANGE) {   /* ids the tokenizer lacks (a model's padded vocabulary): dropped, as HF does */
         int32_t *known = rt_malloc((size_t)(n ? n : 1) * sizeof *known);
@@ -483,9 +488,7 @@ static int choice_text(const job *j, const int32_t *ids, int64_t n, bool final, 
         rc = known ? tok_decode(j->s->tok, known, k, true, text, len) : RT_ENOMEM;
         free(known);
     }
-    if (rc) return rc;
-    *vis = oai_visible_len(*text, *len, j->rq.stop, j->rq.n_stop, final);
-    return 0;
+    return rc;
 }
 
 static int64_t completion_tokens(const job *j) {
@@ -502,11 +505,12 @@ static json_t *full_response(job *j) {
         choice *c = &j->ch[i];
         char *text;
         size_t len, vis;
-        if (choice_text(j, c->ids, c->n, true, &text, &len, &vis)) {
+        if (decode_ids(j, c->ids, c->n, &text, &len)) {
             json_decref(r);
             return NULL;
         }
-        json_t *lp = logprobs_json(j, c, 0, c->n), *ch;
+        vis = oai_visible_len(text, len, j->rq.stop, j->rq.n_stop, true);
+        json_t *lp = logprobs_json(j, c->ids, c->lp, c->top_ids, c->top_lp, (size_t)c->n, &c->lp_offset), *ch;
         if (j->rq.kind == OAI_CHAT) {
             oai_split sp;
             oai_split_init(&sp, j->opened);
@@ -548,9 +552,78 @@ static json_t *chunk_of(job *j, json_t *choice_obj) {
     return r;
 }
 
-/* Builds the SSE chunks for what the engine added since the last call. Returns 1 when it
- * added something to j->out (or the stream ended), 0 when there is nothing new, <0 on error.
- * Called under s->mu: the engine may grow a choice's arrays at any step. */
+/* What the engine added to a choice since the connection last looked, copied under s->mu. */
+typedef struct {
+    int64_t n;                      /* tokens now */
+    bool done;
+    te_finish finish;
+    int32_t *ids;                   /* ids[dec_ids:n] */
+    int32_t *lp_ids, *top_ids;      /* [sent:n] and their alternatives */
+    float *lp, *top_lp;
+} snap;
+
+static int take_snap(const job *j, const choice *c, snap *sn) {   /* under s->mu */
+    int k = j->rq.top_logprobs;
+    size_t nd = (size_t)(c->n - c->dec_ids), nn = (size_t)(c->n - c->sent);
+    *sn = (snap){.n = c->n, .done = c->done, .finish = c->finish};
+    sn->ids = rt_malloc((nd ? nd : 1) * sizeof *sn->ids);
+    if (!sn->ids) return RT_ENOMEM;
+    memcpy(sn->ids, c->ids + c->dec_ids, nd * sizeof *sn->ids);
+    if (!j->rq.logprobs) return 0;
+    sn->lp_ids = rt_malloc((nn ? nn : 1) * sizeof *sn->lp_ids);
+    sn->lp = rt_malloc((nn ? nn : 1) * sizeof *sn->lp);
+    sn->top_ids = rt_malloc((nn * (size_t)k + 1) * sizeof *sn->top_ids);
+    sn->top_lp = rt_malloc((nn * (size_t)k + 1) * sizeof *sn->top_lp);
+    if (!sn->lp_ids || !sn->lp || !sn->top_ids || !sn->top_lp) return RT_ENOMEM;
+    memcpy(sn->lp_ids, c->ids + c->sent, nn * sizeof *sn->lp_ids);
+    memcpy(sn->lp, c->lp + c->sent, nn * sizeof *sn->lp);
+    if (k > 0) {
+        memcpy(sn->top_ids, c->top_ids + c->sent * k, nn * (size_t)k * sizeof *sn->top_ids);
+        memcpy(sn->top_lp, c->top_lp + c->sent * k, nn * (size_t)k * sizeof *sn->top_lp);
+    }
+    return 0;
+}
+
+static void snap_free(snap *sn) {
+    free(sn->ids);
+    free(sn->lp_ids);
+    free(sn->top_ids);
+    free(sn->lp);
+    free(sn->top_lp);
+}
+
+static size_t max_stop_len(const job *j) {
+    size_t m = 0;
+    for (int i = 0; i < j->rq.n_stop; i++)
+        if (strlen(j->rq.stop[i]) > m) m = strlen(j->rq.stop[i]);
+    return m;
+}
+
+/* Brings c->text up to the snapshot: only ids past the last whole-character checkpoint are
+ * decoded (ByteLevel decoding is the concatenation of the tokens' bytes, and UTF-8 resumes at
+ * any character boundary), and only the new tail is searched for stop strings (an earlier
+ * one would have ended the sample), so a long stream costs linear time. Sets c->vis. */
+static int update_text(const job *j, choice *c, const snap *sn) {
+    char *tail;
+    size_t tlen;
+    int rc = decode_ids(j, sn->ids, sn->n - c->dec_ids, &tail, &tlen);
+    if (rc) return rc;
+    c->text.len = c->dec_len;
+    rc = oai_buf_put(&c->text, tail, tlen);
+    free(tail);
+    if (rc) return rc;
+    if (c->text.len < 3 || memcmp(c->text.s + c->text.len - 3, "\xEF\xBF\xBD", 3)) {
+        c->dec_ids = sn->n;
+        c->dec_len = c->text.len;
+    }
+    size_t m = max_stop_len(j), base = c->vis > m ? c->vis - m : 0;
+    c->vis = base + oai_visible_len(c->text.s + base, c->text.len - base, j->rq.stop, j->rq.n_stop, sn->done);
+    return 0;
+}
+
+/* Builds the SSE chunks for what the engine added since the last call (called without
+ * s->mu). Returns 1 when it added something to j->out (or the stream ended), 0 when there is
+ * nothing new, <0 on error. */
 static int stream_produce(job *j) {
     srv *s = j->s;
     int added = 0;
@@ -567,21 +640,27 @@ static int stream_produce(job *j) {
     for (int i = 0; i < j->n_choices; i++) {
         choice *c = &j->ch[i];
         if (c->final_sent) continue;
-        int64_t n = c->n;
-        bool done = c->done;
-        if (n == c->sent && !done) {
+        snap sn;
+        pthread_mutex_lock(&s->mu);
+        bool fresh = c->n > c->sent || c->done;
+        int rc = fresh ? take_snap(j, c, &sn) : 0;
+        pthread_mutex_unlock(&s->mu);
+        if (!fresh) {
             all_final = false;
             continue;
         }
-        char *text;
-        size_t len, vis;
-        if (choice_text(j, c->ids, n, done, &text, &len, &vis)) return RT_ENOMEM;
-        json_t *lp = logprobs_json(j, c, c->sent, n), *ch = NULL;
-        c->sent = n;
-        const char *fin = done ? finish_name(c->finish) : NULL;
+        if (!rc) rc = update_text(j, c, &sn);
+        if (rc) {
+            snap_free(&sn);
+            return rc;
+        }
+        json_t *lp = logprobs_json(j, sn.lp_ids, sn.lp, sn.top_ids, sn.top_lp, (size_t)(sn.n - c->sent), &c->lp_offset);
+        json_t *ch = NULL;
+        c->sent = sn.n;
+        const char *fin = sn.done ? finish_name(sn.finish) : NULL;
         if (j->rq.kind == OAI_CHAT) {
             oai_buf rea = {0}, con = {0};
-            oai_split_feed(&c->split, text, vis, done, &rea, &con);
+            oai_split_feed(&c->split, c->text.s ? c->text.s : "", c->vis, sn.done, &rea, &con);
             if (rea.len || con.len || lp || fin) {
                 json_t *delta = json_object();
                 if (rea.len) json_object_set_new(delta, "reasoning_content", json_stringn(rea.s, rea.len));
@@ -594,25 +673,28 @@ static int stream_produce(job *j) {
             oai_buf_free(&rea);
             oai_buf_free(&con);
         } else {
-            size_t from = c->shown < vis ? c->shown : vis;
-            if (vis > from || lp || fin)
-                ch = json_pack("{s:i, s:s%, s:o, s:o}", "index", i, "text", text + from, vis - from, "logprobs",
-                               lp ? lp : json_null(), "finish_reason", fin ? json_string(fin) : json_null());
+            size_t from = c->shown < c->vis ? c->shown : c->vis;
+            if (c->vis > from || lp || fin)
+                ch = json_pack("{s:i, s:s%, s:o, s:o}", "index", i, "text", c->text.s ? c->text.s + from : "", c->vis - from,
+                               "logprobs", lp ? lp : json_null(), "finish_reason", fin ? json_string(fin) : json_null());
             else json_decref(lp);
-            c->shown = vis > c->shown ? vis : c->shown;
+            c->shown = c->vis > c->shown ? c->vis : c->shown;
         }
-        free(text);
+        if (sn.done) c->final_sent = true;
+        else all_final = false;
+        snap_free(&sn);
         if (ch) {
             if (put_chunk(j, chunk_of(j, ch))) return RT_ENOMEM;
             added = 1;
         }
-        if (done) c->final_sent = true;
-        else all_final = false;
     }
     if (all_final && !j->stream_done) {
         if (j->rq.include_usage) {
+            pthread_mutex_lock(&s->mu);
+            int64_t done_tokens = completion_tokens(j);
+            pthread_mutex_unlock(&s->mu);
             json_t *r = oai_envelope(j->rq.kind, true, j->id, j->created, s->model_name);
-            if (r) json_object_set_new(r, "usage", oai_usage(j->prompt_tokens, completion_tokens(j)));
+            if (r) json_object_set_new(r, "usage", oai_usage(j->prompt_tokens, done_tokens));
             if (put_chunk(j, r)) return RT_ENOMEM;
         }
         if (oai_buf_put(&j->out, "data: [DONE]\n\n", 14)) return RT_ENOMEM;
@@ -634,17 +716,15 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             return (ssize_t)n;
         }
         if (j->stream_done) return MHD_CONTENT_READER_END_OF_STREAM;
-        pthread_mutex_lock(&s->mu);
         int rc = stream_produce(j);
         if (rc < 0) {
+            pthread_mutex_lock(&s->mu);
             job_cancel(j);
             pthread_mutex_unlock(&s->mu);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        if (rc > 0) {
-            pthread_mutex_unlock(&s->mu);
-            continue;
-        }
+        if (rc > 0) continue;
+        pthread_mutex_lock(&s->mu);
         bool news = false;
         for (int i = 0; i < j->n_choices && !news; i++)
             news = !j->ch[i].final_sent && (j->ch[i].n > j->ch[i].sent || j->ch[i].done);

@@ -290,6 +290,16 @@ def test_streaming_equals_non_streaming_with_n_and_seed(rand_server):
     assert roles == {"assistant"}
     for i in range(2):
         assert got[i] == [msgs.choices[i].message.reasoning_content, msgs.choices[i].message.content]
+    # a longer stream (the server decodes it incrementally) with token logprobs
+    lk = dict(model="rand", prompt=[3, 1, 4, 1, 5], max_tokens=150, seed=9, logprobs=1,
+              extra_body={"ignore_eos": True, "top_k": 40})
+    full = c.completions.create(**lk)
+    text, toks = "", []
+    for ch in c.completions.create(**lk, stream=True):
+        for x in ch.choices:
+            text += x.text
+            toks += x.logprobs.tokens
+    assert text == full.choices[0].text and toks == full.choices[0].logprobs.tokens
 
 
 def test_sse_wire_format_with_curl(rand_server):
