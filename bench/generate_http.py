@@ -2,7 +2,9 @@
 (tests/ref/fake_openai.py, fixed latency per response, SSE), at concurrency 1, 8 and 64,
 against a Python peer doing the same job with stdlib threads (one keep-alive http.client
 connection per worker, SSE parsed line by line, each sample inserted into SQLite in its own
-transaction), and against the ideal (concurrency / latency). Prints samples/s and ratios.
+transaction), and against the ideal (concurrency / latency). Prints samples/s and ratios, and each client's
+CPU time per sample (the fake server, in Python on the same cores, bounds the throughput at
+high concurrency; the CPU time is what the client itself costs).
 
     python bench/generate_http.py RETORT [--latency S] [--levels 1,8,64]
 """
@@ -11,6 +13,7 @@ import http.client
 import json
 import os
 import queue
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -37,11 +40,17 @@ def make_db(retort, path, n):
                    check=True, capture_output=True)
 
 
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_retort(retort, db, port, c):
-    t = time.perf_counter()
+    """(wall s, CPU s of the retort process)."""
+    t, c0 = time.perf_counter(), child_cpu()
     subprocess.run([retort, "generate", "--db", db, "--teacher", f"http://127.0.0.1:{port}/v1", "--model", "fake-r1",
                     "--concurrency", str(c), "--quiet"], check=True)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, child_cpu() - c0
 
 
 def run_python(db, port, c):
@@ -98,16 +107,16 @@ def run_python(db, port, c):
                 con.execute("COMMIT")
         conn.close()
 
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     ts = [threading.Thread(target=worker) for _ in range(c)]
     for x in ts:
         x.start()
     for x in ts:
         x.join()
-    el = time.perf_counter() - t
+    el, cpu = time.perf_counter() - t, time.process_time() - c0
     n = con.execute("SELECT count(*) FROM py_samples").fetchone()[0]
     con.close()
-    return el, n
+    return el, cpu, n
 
 
 def count(db):
@@ -131,21 +140,27 @@ def main():
         with tempfile.TemporaryDirectory(prefix="retort-bench-gen.") as d:
             for c in [int(x) for x in a.levels.split(",")]:
                 n = max(40, 12 * c)
-                trs, tps = [], []
+                trs, tps, crs, cps = [], [], [], []
                 for rep in range(a.reps):   # alternate, fresh databases each time
                     r_db, p_db = os.path.join(d, f"r{c}-{rep}.db"), os.path.join(d, f"p{c}-{rep}.db")
                     make_db(a.retort, r_db, n)
                     make_db(a.retort, p_db, n)
-                    trs.append(run_retort(a.retort, r_db, port, c))
+                    t, cpu = run_retort(a.retort, r_db, port, c)
+                    trs.append(t)
+                    crs.append(cpu)
                     assert count(r_db) == n, (count(r_db), n)
-                    t, np_ = run_python(p_db, port, c)
+                    t, cpu, np_ = run_python(p_db, port, c)
                     assert np_ == n
                     tps.append(t)
-                tr, tp = sorted(trs)[len(trs) // 2], sorted(tps)[len(tps) // 2]
+                    cps.append(cpu)
+                med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+                tr, tp, cr, cp = med(trs), med(tps), med(crs), med(cps)
                 ideal = c / a.latency
                 print(f"  concurrency {c:3d}  {n:5d} samples  retort {n / tr:8.1f} samples/s   python threads "
-                      f"{n / tp:8.1f} samples/s   ratio {tp / tr:5.2f}x   ideal {ideal:7.1f} samples/s "
+                      f"{n / tp:8.1f} samples/s   retort/python {tp / tr:5.2f}x   ideal {ideal:7.1f} samples/s "
                       f"(retort at {100 * n / tr / ideal:3.0f}%)")
+                print(f"  {'':17s}client CPU per sample: retort {1e3 * cr / n:6.2f} ms   python {1e3 * cp / n:6.2f} ms"
+                      f"   python/retort {cp / cr if cr > 0 else float('inf'):5.1f}x")
     finally:
         srv.kill()
         srv.wait()

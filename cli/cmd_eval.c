@@ -18,6 +18,7 @@
 #include "eval/compare.h"
 #include "eval/results.h"
 #include "eval/run.h"
+#include "kernels/matmul.h"
 #include "teacher/engine.h"
 #include "teacher/oai_client.h"
 
@@ -88,6 +89,7 @@ static int eval_remote(const char *dbp, const char *bench, const char *name, con
             return EXIT_RUNTIME;
         }
     } else ro->api_key = getenv("OPENAI_API_KEY");
+    mm_blas_single_thread();   /* no BLAS here: OpenBLAS's idle workers would only spin */
     char *listed = NULL;
     if (!served && oai_list_models(ro, &listed)) return cli_fail("eval: asking the endpoint for its model");
     const char *m = served ? served : listed;

@@ -25,6 +25,7 @@
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
 #include "dataset/db.h"
+#include "kernels/matmul.h"
 #include "teacher/driver.h"
 #include "teacher/engine.h"
 #include "teacher/oai_client.h"
@@ -512,6 +513,7 @@ static int cmd_generate_db(int argc, char **argv) {
                         .max_retries = (int)retries, .stream = stream,
                         .jitter_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
         if (tok_path && tok_load(tok_path, &tok)) return cli_fail("generate: loading the tokenizer");
+        mm_blas_single_thread();   /* no BLAS here: OpenBLAS's idle workers would only spin */
         o.tok = tok;
         o.remote = &ro;
         if (!model && oai_list_models(&ro, &server_model)) {
