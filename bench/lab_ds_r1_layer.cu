@@ -394,6 +394,61 @@ int main(int argc, char **argv) {
                (long long)r.n, tp, tpa, tpm, r.n / (tp * 1e-3), fl / (tp * 1e-3) / 1e12);
     }
 
+    // ---- one EP8 rank's experts at 256 tokens per GPU ------------------------------------------------
+    // 8 GPUs × 256 tokens × 8 routed slots land on 8 ranks: 2048 routed rows over this rank's 32
+    // experts (64 each, uniform routing) + its own 256 tokens through the shared expert. The
+    // grouped GEMMs and the SwiGLU quantization, timed as a graph; inputs are whatever the
+    // buffers hold (timing only).
+    double t_ep = 0;
+    {
+        const int64_t LG = 33, rows = 32 * 64 + 256;
+        std::vector<int32_t> off(LG + 1);
+        for (int64_t g = 0; g <= 32; g++) off[g] = (int32_t)(g * 64);
+        off[LG] = (int32_t)rows;
+        int32_t *doff = dalloc<int32_t>(LG + 1);
+        CK(cudaMemcpy(doff, off.data(), 4 * (LG + 1), cudaMemcpyHostToDevice));
+        // the shared expert is group 256 of the layer's weights; here the rank's groups are 0…31 and
+        // then the shared one: point group 32 at it by using the 33 consecutive groups 224…256
+        const uint8_t *w13 = L.w13.w + (int64_t)224 * 2 * INTER * HID, *w2 = L.w2.w + (int64_t)224 * HID * INTER;
+        const float *s13 = L.w13.s + (int64_t)224 * (2 * INTER / 128) * (HID / 128), *s2 = L.w2.s + (int64_t)224 * (HID / 128) * (INTER / 128);
+        auto ep = [&](cudaStream_t s_) -> int {
+            RTC(fp8_gemm_grouped_cuda(b.mqp, b.msp, w13, s13, doff, LG, rows, 2 * INTER, HID, b.gu, s_));
+            RTC(fp8_swiglu_quant_cuda(b.gu, rows, INTER, b.hq, b.hs, 0, s_));
+            RTC(fp8_gemm_grouped_cuda(b.hq, b.hs, w2, s2, doff, LG, rows, HID, INTER, b.y, s_));
+            return 0;
+        };
+        CK(cudaMemsetAsync(b.mqp, 0x38, (size_t)rows * HID, st));   // e4m3 1.0
+        k_fill_f32<<<256, 256, 0, st>>>(b.msp, (size_t)rows * HID / 128, 0.01f, 0.02f, 99);
+        if (ep(st)) DIE("EP rank experts: %s", rt_errmsg());
+        CK(cudaStreamSynchronize(st));
+        cudaGraph_t g;
+        cudaGraphExec_t ex;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        if (ep(st)) DIE("capture failed");
+        CK(cudaStreamEndCapture(st, &g));
+        CK(cudaGraphInstantiate(&ex, g, 0));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        std::vector<double> t;
+        for (int k = 0; k < reps; k++) {
+            CK(cudaEventRecord(e0, st));
+            for (int i = 0; i < iters; i++) CK(cudaGraphLaunch(ex, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            t.push_back(ms / iters);
+        }
+        t_ep = median(t);
+        double fl = 2.0 * rows * 3.0 * INTER * HID;
+        printf("| EP8 rank experts, 256 tok/GPU | %lld rows, 33 experts | %.3f | - | - | %.3f | - | %.0f TFLOP/s FP8 (%.0f%% of the dense peer) |\n",
+               (long long)rows, t_ep, t_ep, fl / (t_ep * 1e-3) / 1e12, 100.0 * fl / (t_ep * 1e-3) / 1e12 / peak_fp8);
+        CK(cudaGraphExecDestroy(ex));
+        CK(cudaGraphDestroy(g));
+        CK(cudaFree(doff));
+    }
+
     // ---- projection: 61 layers on 8×H200 ----------------------------------------------------------
     const double layers = 61, h200_bw = 4800, nvlink = 450, comm_lat_us = 15;   // GB/s, GB/s per direction, µs
     double bw_scale = h200_bw / spec;
@@ -405,10 +460,11 @@ int main(int argc, char **argv) {
         printf("| batch 1, TP8 | %.1f µs | %.2f ms | %.0f tok/s per request | SGLang ~30 tok/s per request |\n", t1,
                step / 1e3, 1e6 / step);
     }
-    {   // batch 256 per GPU, DP attention + EP8: each GPU runs the measured b=256 layer (same expert
-        // work per GPU: 8× the tokens on 1/8 of the experts), plus dispatch (e4m3) and combine (bf16)
+    {   // batch 256 per GPU, DP attention + EP8: each GPU runs the measured b=256 attention, the
+        // measured EP-rank expert work (router, permutation and combine from the b=256 MoE row:
+        // small), plus dispatch (e4m3) and combine (bf16) over NVLink, not overlapped
         double t_a2a = 256.0 * TK * HID * (1 + 2) * 7.0 / 8.0 / (nvlink * 1e3) + 2 * comm_lat_us;   // µs
-        double t8 = t_dec[2] * 1e3 + t_a2a;   // not scaled to H200: b=256 is mostly compute-bound
+        double t8 = (t_att[2] + t_ep) * 1e3 + t_a2a;   // not scaled to H200: compute-bound at this size
         double step = layers * t8 * 1.05;
         printf("| batch 256/GPU, DP-attn + EP8 | %.1f µs (a2a %.0f) | %.1f ms | %.0f tok/s over 8 GPUs (%.1f per request) | ideal 700–1000 tok/s over 8 GPUs |\n",
                t8, t_a2a, step / 1e3, 8 * 256 * 1e6 / step, 1e6 / step);
@@ -416,7 +472,9 @@ int main(int argc, char **argv) {
     printf("\nassumptions: all 61 layers timed as this MoE layer (the 3 dense layers are cheaper); batch-1 decode is\n"
            "bandwidth-bound and splits 8 ways under TP8, scaled from this device's measured copy bandwidth to H200's\n"
            "4.8 TB/s (x%.2f); collectives are NOT measured here (one GPU): %.0f µs per all-reduce / all-to-all latency\n"
-           "and %.0f GB/s per direction over NVLink are assumed; 5%% for embedding, LM head and sampling.\n",
+           "and %.0f GB/s per direction over NVLink are assumed, with no overlap of communication and compute\n"
+           "(DeepSeek's deployment overlaps two micro-batches); 5%% for embedding, LM head and sampling; batch 256:\n"
+           "the router/permutation/combine of 2048 rows (a few µs) are not in the EP-rank row.\n",
            bw_scale, comm_lat_us, nvlink);
     fp8_gemm_lt_free(b.lt);
     return 0;
