@@ -26,8 +26,10 @@ static int run(void *p) {
     a_ctx *c = (a_ctx *)p;
     float scale = 1.0f / sqrtf((float)c->hd);
     if (!c->bwd)
-        return attn_fwd_cuda_tiles(c->o, c->lse, c->q, c->k, c->v, c->ds, c->T, c->Hq, c->Hkv, c->hd, scale, c->block_q,
-                                   NULL);
+    {
+        attn_cuda_layout lay = {.block_q = c->block_q};
+        return attn_fwd_cuda_ex(c->o, c->lse, c->q, c->k, c->v, c->ds, c->T, c->Hq, c->Hkv, c->hd, scale, &lay, NULL);
+    }
     return attn_bwd_cuda(c->dq, c->dk, c->dv, c->dout, c->o, c->lse, c->q, c->k, c->v, c->ds, c->T, c->Hq, c->Hkv,
                          c->hd, scale, c->ws, NULL);
 }

@@ -1,7 +1,8 @@
 /* bench/lab_layer.c — kernel lab: one Qwen2.5-7B decoder layer (hidden 3584, 28 q / 4 kv heads
  * of 128, FFN 18944, q/k/v biases), forward and backward, with the student's CUDA kernels in
  * the order the trainer calls them (student/model.c's layer, on the GPU path): fused residual
- * RMSNorm, q/k/v GEMMs with the bias epilogue, RoPE, flash attention, o GEMM, RMSNorm, one
+ * RMSNorm, one fused QKV GEMM with the bias epilogue, RoPE and flash attention reading q/k/v in
+ * place in its output (row strides), o GEMM, RMSNorm, one
  * fused gate_up GEMM [2F, D] and SwiGLU on its strided output, down GEMM; then the backward with
  * f32 weight gradients. Prints the time of the layer's forward+backward, the achieved TFLOP/s
  * (model FLOPs: 6·T·(layer matrix parameters) + the causal attention's 3.5× forward FLOPs —
@@ -23,14 +24,14 @@ typedef struct {
     int64_t T;
     mm_cuda_ctx *mm;
     /* weights (bf16) and their f32 gradients */
-    uint16_t *wq, *wk, *wv, *bq, *bk, *bv, *wo, *wgu, *wd, *n1, *n2;
-    float *gwq, *gwk, *gwv, *gbq, *gbk, *gbv, *gwo, *gwgu, *gwd, *gn1, *gn2;
+    uint16_t *wqkv, *bqkv, *wo, *wgu, *wd, *n1, *n2;   /* q/k/v fused: [(Hq+2Hkv)·hd, D] */
+    float *gwqkv, *gbqkv, *gwo, *gwgu, *gwd, *gn1, *gn2;
     /* activations */
-    uint16_t *res, *prev, *xn1, *q, *k, *v, *att, *tmp, *mid, *xn2, *gu, *act, *out;
+    uint16_t *res, *prev, *xn1, *qkv, *att, *tmp, *mid, *xn2, *gu, *act, *out;
     float *rstd1, *rstd2, *lse, *inv;
     int32_t *pos, *ds;
     /* gradients */
-    uint16_t *dres, *dxn, *dq, *dk, *dv, *datt, *dgu, *dact;
+    uint16_t *dres, *dxn, *dqkv, *datt, *dgu, *dact;
     void *nws, *aws;
     double t_ms[32];
     int timing;
@@ -46,25 +47,26 @@ typedef struct {
     } while (0)
 
 static const char *step_names[] = {
-    "rmsnorm fwd (+residual)", "q/k/v GEMMs (+bias)", "rope q,k", "attention fwd", "o GEMM",
+    "rmsnorm fwd (+residual)", "qkv GEMM (+bias)", "rope q,k", "attention fwd", "o GEMM",
     "rmsnorm fwd +residual", "gate_up GEMM", "swiglu fwd", "down GEMM",
     "down bwd (x, w)", "swiglu bwd", "gate_up bwd (x, w)", "rmsnorm bwd +residual", "o bwd (x, w)",
-    "attention bwd", "rope inverse q,k", "q/k/v bwd (x, w, b)", "rmsnorm bwd +residual (attn)"};
+    "attention bwd", "rope inverse q,k", "qkv bwd (x, w, b)", "rmsnorm bwd +residual (attn)"};
 #define NSTEPS 18
 
 static int layer_fwd_bwd(void *p) {
     layer *L = (layer *)p;
-    int64_t T = L->T, qd = HQ * HD, kd = HKV * HD;
+    int64_t T = L->T, qd = HQ * HD, kd = HKV * HD, W = qd + 2 * kd;
     float sc = 1.0f / sqrtf((float)HD);
+    attn_cuda_layout lay = {.ld_q = W, .ld_kv = W, .ld_dq = W, .ld_dkv = W};
+    uint16_t *q = L->qkv, *k = L->qkv + qd, *v = L->qkv + qd + kd;
+    uint16_t *dq = L->dqkv, *dk = L->dqkv + qd, *dv = L->dqkv + qd + kd;
     mm_cuda_ctx *m = L->mm;
     /* forward: res += prev (the last layer's output), xn1 = norm(res) */
     STEP(L, 0, rmsnorm_fwd_cuda(L->xn1, L->rstd1, L->res, L->prev, L->n1, T, D_, 1e-6f, NULL));
-    STEP(L, 1, mm_linear_fwd_cuda(m, L->q, L->xn1, L->wq, L->bq, T, qd, D_, NULL) ||
-                   mm_linear_fwd_cuda(m, L->k, L->xn1, L->wk, L->bk, T, kd, D_, NULL) ||
-                   mm_linear_fwd_cuda(m, L->v, L->xn1, L->wv, L->bv, T, kd, D_, NULL));
-    STEP(L, 2, rope_apply_cuda(L->q, L->pos, L->inv, T, HQ, HD, false, NULL) ||
-                   rope_apply_cuda(L->k, L->pos, L->inv, T, HKV, HD, false, NULL));
-    STEP(L, 3, attn_fwd_cuda(L->att, L->lse, L->q, L->k, L->v, L->ds, T, HQ, HKV, HD, sc, NULL));
+    STEP(L, 1, mm_linear_fwd_cuda(m, L->qkv, L->xn1, L->wqkv, L->bqkv, T, W, D_, NULL));
+    STEP(L, 2, rope_apply_cuda_ld(q, W, L->pos, L->inv, T, HQ, HD, false, NULL) ||
+                   rope_apply_cuda_ld(k, W, L->pos, L->inv, T, HKV, HD, false, NULL));
+    STEP(L, 3, attn_fwd_cuda_ex(L->att, L->lse, q, k, v, L->ds, T, HQ, HKV, HD, sc, &lay, NULL));
     STEP(L, 4, mm_linear_fwd_cuda(m, L->tmp, L->att, L->wo, NULL, T, D_, qd, NULL));
     /* mid = res + tmp (out of place: res stays as norm 1's input for the backward) */
     STEP(L, 5, rmsnorm_residual_fwd_cuda(L->xn2, L->rstd2, L->mid, L->res, L->tmp, L->n2, T, D_, 1e-6f, NULL));
@@ -80,16 +82,12 @@ static int layer_fwd_bwd(void *p) {
     STEP(L, 12, rmsnorm_bwd_cuda(L->dres, L->gn2, L->dxn, L->mid, L->n2, L->rstd2, T, D_, L->nws, NULL));
     STEP(L, 13, mm_linear_bwd_x_cuda(m, L->datt, false, L->dres, L->wo, T, D_, qd, NULL) ||
                     mm_linear_bwd_w_cuda(m, L->gwo, NULL, L->dres, L->att, T, D_, qd, NULL));
-    STEP(L, 14, attn_bwd_cuda(L->dq, L->dk, L->dv, L->datt, L->att, L->lse, L->q, L->k, L->v, L->ds, T, HQ, HKV, HD, sc,
-                              L->aws, NULL));
-    STEP(L, 15, rope_apply_cuda(L->dq, L->pos, L->inv, T, HQ, HD, true, NULL) ||
-                    rope_apply_cuda(L->dk, L->pos, L->inv, T, HKV, HD, true, NULL));
-    STEP(L, 16, mm_linear_bwd_x_cuda(m, L->dxn, false, L->dq, L->wq, T, qd, D_, NULL) ||
-                    mm_linear_bwd_x_cuda(m, L->dxn, true, L->dk, L->wk, T, kd, D_, NULL) ||
-                    mm_linear_bwd_x_cuda(m, L->dxn, true, L->dv, L->wv, T, kd, D_, NULL) ||
-                    mm_linear_bwd_w_cuda(m, L->gwq, L->gbq, L->dq, L->xn1, T, qd, D_, NULL) ||
-                    mm_linear_bwd_w_cuda(m, L->gwk, L->gbk, L->dk, L->xn1, T, kd, D_, NULL) ||
-                    mm_linear_bwd_w_cuda(m, L->gwv, L->gbv, L->dv, L->xn1, T, kd, D_, NULL));
+    STEP(L, 14, attn_bwd_cuda_ex(dq, dk, dv, L->datt, L->att, L->lse, q, k, v, L->ds, T, HQ, HKV, HD, sc, &lay, L->aws,
+                                 NULL));
+    STEP(L, 15, rope_apply_cuda_ld(dq, W, L->pos, L->inv, T, HQ, HD, true, NULL) ||
+                    rope_apply_cuda_ld(dk, W, L->pos, L->inv, T, HKV, HD, true, NULL));
+    STEP(L, 16, mm_linear_bwd_x_cuda(m, L->dxn, false, L->dqkv, L->wqkv, T, W, D_, NULL) ||
+                    mm_linear_bwd_w_cuda(m, L->gwqkv, L->gbqkv, L->dqkv, L->xn1, T, W, D_, NULL));
     STEP(L, 17, rmsnorm_bwd_cuda(L->dres, L->gn1, L->dxn, L->res, L->n1, L->rstd1, T, D_, L->nws, NULL));
     return 0;
 }
@@ -113,19 +111,18 @@ int main(int argc, char **argv) {
     int64_t qd = HQ * HD, kd = HKV * HD;
     LAB_RT(mm_cuda_ctx_create(&L.mm, 0));
     uint64_t s = 100;
-    L.wq = bf(qd * D_, 0.02f, s++), L.wk = bf(kd * D_, 0.02f, s++), L.wv = bf(kd * D_, 0.02f, s++);
-    L.bq = bf(qd, 0.1f, s++), L.bk = bf(kd, 0.1f, s++), L.bv = bf(kd, 0.1f, s++);
+    int64_t W = qd + 2 * kd;
+    L.wqkv = bf(W * D_, 0.02f, s++), L.bqkv = bf(W, 0.1f, s++);
     L.wo = bf(D_ * qd, 0.02f, s++), L.wgu = bf(2 * F_ * D_, 0.02f, s++), L.wd = bf(D_ * F_, 0.02f, s++);
     L.n1 = bf(D_, 1.f, s++), L.n2 = bf(D_, 1.f, s++);
-    L.gwq = f32z(qd * D_), L.gwk = f32z(kd * D_), L.gwv = f32z(kd * D_), L.gbq = f32z(qd), L.gbk = f32z(kd);
-    L.gbv = f32z(kd), L.gwo = f32z(D_ * qd), L.gwgu = f32z(2 * F_ * D_), L.gwd = f32z(D_ * F_);
+    L.gwqkv = f32z(W * D_), L.gbqkv = f32z(W), L.gwo = f32z(D_ * qd), L.gwgu = f32z(2 * F_ * D_), L.gwd = f32z(D_ * F_);
     L.gn1 = f32z(D_), L.gn2 = f32z(D_);
     L.res = bf(T * D_, 1.f, s++), L.prev = bf(T * D_, 0.1f, s++), L.xn1 = bf(T * D_, 1.f, s++);
-    L.q = bf(T * qd, 1.f, s++), L.k = bf(T * kd, 1.f, s++), L.v = bf(T * kd, 1.f, s++), L.att = bf(T * qd, 1.f, s++);
+    L.qkv = bf(T * W, 1.f, s++), L.att = bf(T * qd, 1.f, s++);
     L.tmp = bf(T * D_, 1.f, s++), L.mid = bf(T * D_, 1.f, s++), L.xn2 = bf(T * D_, 1.f, s++);
     L.gu = bf(T * 2 * F_, 1.f, s++), L.act = bf(T * F_, 1.f, s++), L.out = bf(T * D_, 1.f, s++);
-    L.dres = bf(T * D_, 1e-3f, s++), L.dxn = bf(T * D_, 1.f, s++), L.dq = bf(T * qd, 1.f, s++);
-    L.dk = bf(T * kd, 1.f, s++), L.dv = bf(T * kd, 1.f, s++), L.datt = bf(T * qd, 1.f, s++);
+    L.dres = bf(T * D_, 1e-3f, s++), L.dxn = bf(T * D_, 1.f, s++), L.dqkv = bf(T * W, 1.f, s++);
+    L.datt = bf(T * qd, 1.f, s++);
     L.dgu = bf(T * 2 * F_, 1.f, s++), L.dact = bf(T * F_, 1.f, s++);
     L.rstd1 = f32z(T), L.rstd2 = f32z(T), L.lse = f32z(HQ * T), L.inv = f32z(HD / 2);
     L.nws = lab_alloc(rmsnorm_bwd_cuda_ws_bytes(T, D_)), L.aws = lab_alloc(attn_bwd_cuda_ws_bytes(T, HQ));

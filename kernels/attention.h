@@ -66,12 +66,20 @@ void attn_paged_fwd(float *o, const float *q, int64_t n, int64_t Hq, int64_t Hkv
  * online softmax, scores and probabilities in registers, mma.sync bf16 tensor-core tiles. */
 int attn_fwd_cuda(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                   const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, void *stream);
-/* The same with the query tile chosen (block_q 64: 4 warps; 128: 8 warps sharing each K/V
- * tile); attn_fwd_cuda uses ATTN_CUDA_BLOCK_Q. For bench/lab_attention's variants. */
+/* The same with a layout: row strides (elements; 0 = dense) of q, k/v (inputs, so a fused QKV
+ * GEMM output [T, (Hq+2·Hkv)·hd] is read in place: q = base, k = base + Hq·hd, v = k + Hkv·hd,
+ * all with stride (Hq+2·Hkv)·hd), of dq and dk/dv (outputs of attn_bwd_cuda_ex, so they can land
+ * in a fused dQKV buffer for one input-gradient and one weight-gradient GEMM), and the query
+ * tile of the forward (0: ATTN_CUDA_BLOCK_Q; 64: 4 warps; 128: 8 warps sharing each K/V tile).
+ * o, dout and lse stay dense. q/kv strides multiples of 8. NULL layout = all defaults. */
 #define ATTN_CUDA_BLOCK_Q 64
-int attn_fwd_cuda_tiles(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                        const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
-                        int block_q, void *stream);
+typedef struct {
+    int64_t ld_q, ld_kv, ld_dq, ld_dkv;
+    int block_q;
+} attn_cuda_layout;
+int attn_fwd_cuda_ex(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                     const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                     const attn_cuda_layout *layout, void *stream);
 /* Backward: overwrites dq [T,Hq,hd], dk, dv [T,Hkv,hd] (bf16). Deterministic: one kernel forms
  * dk/dv per key block summing over the group's query heads in order, another forms dq per
  * query block; neither uses atomics. ws: attn_bwd_cuda_ws_bytes(T, Hq) bytes of device
@@ -80,6 +88,10 @@ size_t attn_bwd_cuda_ws_bytes(int64_t T, int64_t Hq);
 int attn_bwd_cuda(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o, const float *lse,
                   const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *doc_start, int64_t T,
                   int64_t Hq, int64_t Hkv, int64_t hd, float scale, void *ws, void *stream);
+int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o,
+                     const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                     const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                     const attn_cuda_layout *layout, void *ws, void *stream);
 #endif
 
 #ifdef __cplusplus

@@ -44,6 +44,10 @@ void rope_apply(float *x, const float *cos_t, const float *sin_t, int64_t T, int
  * taken in the kernel (no tables). hd even, ≤ 256. */
 int rope_apply_cuda(uint16_t *x, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H, int64_t hd,
                     bool inverse, void *stream);
+/* The same with token rows ld elements apart (ld ≥ H·hd): q or k in place inside a fused QKV
+ * GEMM output [T, (Hq+2·Hkv)·hd]. */
+int rope_apply_cuda_ld(uint16_t *x, int64_t ld, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H,
+                       int64_t hd, bool inverse, void *stream);
 #endif
 
 #ifdef __cplusplus

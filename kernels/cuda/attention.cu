@@ -41,6 +41,13 @@
 
 using namespace rtk;
 
+// Row strides (elements) of the token-major tensors: q, k/v (inputs), dq, dk/dv (outputs).
+// o, dout and lse are always dense. The defaults are Hq·hd and Hkv·hd; a fused QKV GEMM output
+// [T, (Hq + 2·Hkv)·hd] is read in place with q = k = v stride (Hq + 2·Hkv)·hd.
+struct attn_ld {
+    int64_t q, kv, dq, dkv;
+};
+
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 #define NTHR 128
@@ -121,14 +128,14 @@ __device__ __forceinline__ void load_tile(uint16_t *s, const uint16_t *g, size_t
 template <int HD, int NW>
 __global__ void __launch_bounds__(NW * 32) k_attn_fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k,
                                                    const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
-                                                   float c2) {
+                                                   float c2, attn_ld ld) {
     constexpr int BM = 16 * NW, BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8, NT = 32 * NW;
     RT_DYN_SMEM(smem);
     uint16_t *sQ = smem, *sK = sQ + BM * LD, *sV = sK + 2 * BN * LD;
     const int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, hk = h / (Hq / Hkv);
     const int q0 = qb * BM, q_last = min(q0 + BM, T) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const size_t qs = (size_t)Hq * HD, ks = (size_t)Hkv * HD;
+    const size_t os = (size_t)Hq * HD, qs = (size_t)ld.q, ks = (size_t)ld.kv;
     const uint16_t *qg = q + (size_t)h * HD, *kg = k + (size_t)hk * HD, *vg = v + (size_t)hk * HD;
     const int kmin = doc_start[q0], dsmax = doc_start[q_last];
     const int nkb = (q_last - kmin) / BN + 1;
@@ -237,7 +244,7 @@ __global__ void __launch_bounds__(NW * 32) k_attn_fwd(uint16_t *o, float *lse, c
         int row = r ? rB : rA;
         if (row >= T) continue;
         float inv = 1.f / l[r];
-        uint16_t *og = o + (size_t)row * qs + (size_t)h * HD + t4 * 2;
+        uint16_t *og = o + (size_t)row * os + (size_t)h * HD + t4 * 2;
 #pragma unroll
         for (int dt = 0; dt < DT; dt++)
             *(uint32_t *)(og + dt * 8) = pack_bf2(oacc[dt][2 * r] * inv, oacc[dt][2 * r + 1] * inv);
@@ -266,14 +273,14 @@ template <int HD>
 __global__ void __launch_bounds__(NTHR) k_attn_dq(uint16_t *dq, const uint16_t *dout, const float *lse,
                                                   const float *delta, const uint16_t *q, const uint16_t *k,
                                                   const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
-                                                  float c2, float scale) {
+                                                  float c2, float scale, attn_ld ld) {
     constexpr int BM = 64, BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8;
     RT_DYN_SMEM(smem);
     uint16_t *sQ = smem, *sO = sQ + BM * LD, *sK = sO + BM * LD, *sV = sK + 2 * BN * LD;
     const int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, hk = h / (Hq / Hkv);
     const int q0 = qb * BM, q_last = min(q0 + BM, T) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const size_t qs = (size_t)Hq * HD, ks = (size_t)Hkv * HD;
+    const size_t os = (size_t)Hq * HD, qs = (size_t)ld.q, ks = (size_t)ld.kv;
     const uint16_t *kg = k + (size_t)hk * HD, *vg = v + (size_t)hk * HD;
     const int kmin = doc_start[q0];
     const int nkb = (q_last - kmin) / BN + 1;
@@ -289,7 +296,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dq(uint16_t *dq, const uint16_t *
     }
 
     load_tile<BM, HD>(sQ, q + (size_t)h * HD, qs, q0, T);
-    load_tile<BM, HD>(sO, dout + (size_t)h * HD, qs, q0, T);
+    load_tile<BM, HD>(sO, dout + (size_t)h * HD, os, q0, T);
     load_tile<BN, HD>(sK, kg, ks, kmin, T);
     load_tile<BN, HD>(sV, vg, ks, kmin, T);
     cp_async_commit();
@@ -357,7 +364,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dq(uint16_t *dq, const uint16_t *
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         if (rows[r] >= T) continue;
-        uint16_t *dg = dq + (size_t)rows[r] * qs + (size_t)h * HD + t4 * 2;
+        uint16_t *dg = dq + (size_t)rows[r] * (size_t)ld.dq + (size_t)h * HD + t4 * 2;
 #pragma unroll
         for (int dt = 0; dt < DT; dt++)
             *(uint32_t *)(dg + dt * 8) = pack_bf2(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
@@ -369,7 +376,7 @@ template <int HD, int BQ>
 __global__ void __launch_bounds__(NTHR) k_attn_dkv(uint16_t *dk, uint16_t *dv, const uint16_t *dout, const float *lse,
                                                    const float *delta, const uint16_t *q, const uint16_t *k,
                                                    const uint16_t *v, const int32_t *doc_start, int T, int Hq, int Hkv,
-                                                   float c2, float scale) {
+                                                   float c2, float scale, attn_ld ld) {
     constexpr int BN = 64, LD = HD + 8, KC = HD / 16, DT = HD / 8, NQT = BQ / 8;
     RT_DYN_SMEM(smem);
     uint16_t *sK = smem, *sV = sK + BN * LD, *sQ = sV + BN * LD, *sO = sQ + 2 * BQ * LD;
@@ -379,7 +386,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dkv(uint16_t *dk, uint16_t *dv, c
     const int kbk = blockIdx.x, hk = blockIdx.y, G = Hq / Hkv;
     const int k0 = kbk * BN, k_last = min(k0 + BN, T) - 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const size_t qs = (size_t)Hq * HD, ks = (size_t)Hkv * HD;
+    const size_t os = (size_t)Hq * HD, qs = (size_t)ld.q, ks = (size_t)ld.kv;
     if (threadIdx.x == 0) {   // the first query whose document starts after the last key
         int lo = k_last, hi = T;
         while (lo < hi) {
@@ -398,7 +405,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dkv(uint16_t *dk, uint16_t *dv, c
     auto issue = [&](int it) {
         int hh = hk * G + it / nqt, qt0 = k0 + (it % nqt) * BQ, b = it & 1;
         load_tile<BQ, HD>(sQ + b * BQ * LD, q + (size_t)hh * HD, qs, qt0, T);
-        load_tile<BQ, HD>(sO + b * BQ * LD, dout + (size_t)hh * HD, qs, qt0, T);
+        load_tile<BQ, HD>(sO + b * BQ * LD, dout + (size_t)hh * HD, os, qt0, T);
         for (int i = threadIdx.x; i < BQ; i += NTHR) {
             int t = qt0 + i;
             bool in = t < q_end;
@@ -480,7 +487,7 @@ __global__ void __launch_bounds__(NTHR) k_attn_dkv(uint16_t *dk, uint16_t *dv, c
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         if (keys[r] >= T) continue;
-        size_t off = (size_t)keys[r] * ks + (size_t)hk * HD + t4 * 2;
+        size_t off = (size_t)keys[r] * (size_t)ld.dkv + (size_t)hk * HD + t4 * 2;
 #pragma unroll
         for (int dt = 0; dt < DT; dt++) {
             *(uint32_t *)(dk + off + dt * 8) = pack_bf2(adk[dt][2 * r] * scale, adk[dt][2 * r + 1] * scale);
@@ -510,35 +517,54 @@ template <typename K> static int set_smem(K kern, size_t bytes, cudaStream_t st)
 
 template <int HD, int NW>
 static int fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *ds,
-               int T, int Hq, int Hkv, float scale, cudaStream_t st) {
+               int T, int Hq, int Hkv, float scale, attn_ld ld, cudaStream_t st) {
     constexpr int BM = 16 * NW;
     size_t sm = (size_t)(BM + 4 * 64) * (HD + 8) * 2;
     if (set_smem(k_attn_fwd<HD, NW>, sm, st)) return RT_EINTERNAL;
     dim3 grid((unsigned)((T + BM - 1) / BM), (unsigned)Hq);
-    k_attn_fwd<HD, NW><<<grid, NW * 32, sm, st>>>(o, lse, q, k, v, ds, T, Hq, Hkv, scale * LOG2E);
+    k_attn_fwd<HD, NW><<<grid, NW * 32, sm, st>>>(o, lse, q, k, v, ds, T, Hq, Hkv, scale * LOG2E, ld);
     RT_CUDA_LAUNCHED();
     return 0;
 }
 
-extern "C" int attn_fwd_cuda_tiles(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                                   const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
-                                   float scale, int block_q, void *stream) {
+// The layout, with defaults filled in and checked.
+static int resolve(const attn_cuda_layout *lay, int64_t Hq, int64_t Hkv, int64_t hd, attn_ld *ld, int *block_q) {
+    ld->q = lay && lay->ld_q ? lay->ld_q : Hq * hd;
+    ld->kv = lay && lay->ld_kv ? lay->ld_kv : Hkv * hd;
+    ld->dq = lay && lay->ld_dq ? lay->ld_dq : Hq * hd;
+    ld->dkv = lay && lay->ld_dkv ? lay->ld_dkv : Hkv * hd;
+    *block_q = lay && lay->block_q ? lay->block_q : ATTN_CUDA_BLOCK_Q;
+    if (ld->q < Hq * hd || ld->kv < Hkv * hd || ld->dq < Hq * hd || ld->dkv < Hkv * hd || ld->q % 8 || ld->kv % 8 ||
+        ld->dq % 2 || ld->dkv % 2)
+        return rt_fail(RT_EINVAL, "attention layout: row strides q %lld, kv %lld, dq %lld, dkv %lld (at least the "
+                       "dense width, q and kv multiples of 8)", (long long)ld->q, (long long)ld->kv, (long long)ld->dq,
+                       (long long)ld->dkv);
+    if (*block_q != 64 && *block_q != 128)
+        return rt_fail(RT_EINVAL, "attention layout: block_q %d (64 or 128)", *block_q);
+    return 0;
+}
+
+extern "C" int attn_fwd_cuda_ex(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                                const attn_cuda_layout *lay, void *stream) {
     if (check_shape("attn_fwd_cuda", T, Hq, Hkv, hd)) return RT_EINVAL;
-    if (block_q != 64 && block_q != 128) return rt_fail(RT_EINVAL, "attn_fwd_cuda: block_q %d (64 or 128)", block_q);
+    attn_ld ld;
+    int block_q;
+    if (resolve(lay, Hq, Hkv, hd, &ld, &block_q)) return RT_EINVAL;
     if (T <= 0) return 0;
     cudaStream_t st = (cudaStream_t)stream;
     int t = (int)T, hq = (int)Hq, hkv = (int)Hkv;
     if (block_q == 64)
-        return hd == 64 ? fwd<64, 4>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st)
-                        : fwd<128, 4>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st);
-    return hd == 64 ? fwd<64, 8>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st)
-                    : fwd<128, 8>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, st);
+        return hd == 64 ? fwd<64, 4>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, ld, st)
+                        : fwd<128, 4>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, ld, st);
+    return hd == 64 ? fwd<64, 8>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, ld, st)
+                    : fwd<128, 8>(o, lse, q, k, v, doc_start, t, hq, hkv, scale, ld, st);
 }
 
 extern "C" int attn_fwd_cuda(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                              const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
                              void *stream) {
-    return attn_fwd_cuda_tiles(o, lse, q, k, v, doc_start, T, Hq, Hkv, hd, scale, ATTN_CUDA_BLOCK_Q, stream);
+    return attn_fwd_cuda_ex(o, lse, q, k, v, doc_start, T, Hq, Hkv, hd, scale, NULL, stream);
 }
 
 extern "C" size_t attn_bwd_cuda_ws_bytes(int64_t T, int64_t Hq) { return (size_t)(T * Hq) * sizeof(float); }
@@ -546,32 +572,43 @@ extern "C" size_t attn_bwd_cuda_ws_bytes(int64_t T, int64_t Hq) { return (size_t
 template <int HD>
 static int bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const float *lse, const float *delta,
                const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *ds, int T, int Hq, int Hkv,
-               float scale, cudaStream_t st) {
+               float scale, attn_ld ld, cudaStream_t st) {
     constexpr int BQ = HD == 64 ? 64 : 32;
     size_t sm_dq = (size_t)(2 * 64 + 4 * 64) * (HD + 8) * 2;
     size_t sm_kv = (size_t)(2 * 64 + 4 * BQ) * (HD + 8) * 2;
     if (set_smem(k_attn_dq<HD>, sm_dq, st) || set_smem(k_attn_dkv<HD, BQ>, sm_kv, st)) return RT_EINTERNAL;
     dim3 gq((unsigned)((T + 63) / 64), (unsigned)Hq), gk((unsigned)((T + 63) / 64), (unsigned)Hkv);
-    k_attn_dq<HD><<<gq, NTHR, sm_dq, st>>>(dq, dout, lse, delta, q, k, v, ds, T, Hq, Hkv, scale * LOG2E, scale);
+    k_attn_dq<HD><<<gq, NTHR, sm_dq, st>>>(dq, dout, lse, delta, q, k, v, ds, T, Hq, Hkv, scale * LOG2E, scale, ld);
     RT_CUDA_LAUNCHED();
     k_attn_dkv<HD, BQ><<<gk, NTHR, sm_kv, st>>>(dk, dv, dout, lse, delta, q, k, v, ds, T, Hq, Hkv, scale * LOG2E,
-                                                scale);
+                                                scale, ld);
     RT_CUDA_LAUNCHED();
     return 0;
 }
 
-extern "C" int attn_bwd_cuda(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o,
-                             const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                             const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
-                             void *ws, void *stream) {
+extern "C" int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o,
+                                const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                                const attn_cuda_layout *lay, void *ws, void *stream) {
     if (check_shape("attn_bwd_cuda", T, Hq, Hkv, hd)) return RT_EINVAL;
+    attn_ld ld;
+    int block_q;
+    if (resolve(lay, Hq, Hkv, hd, &ld, &block_q)) return RT_EINVAL;
     if (T <= 0) return 0;
     cudaStream_t st = (cudaStream_t)stream;
     float *delta = (float *)ws;
     size_t warps = (size_t)(T * Hq);
     k_attn_delta<<<(unsigned)((warps * 32 + 255) / 256), 256, 0, st>>>(delta, dout, o, (int)T, (int)Hq, (int)hd);
     RT_CUDA_LAUNCHED();
-    return hd == 64 ? bwd<64>(dq, dk, dv, dout, lse, delta, q, k, v, doc_start, (int)T, (int)Hq, (int)Hkv, scale, st)
-                    : bwd<128>(dq, dk, dv, dout, lse, delta, q, k, v, doc_start, (int)T, (int)Hq, (int)Hkv, scale, st);
+    int t = (int)T, hq = (int)Hq, hkv = (int)Hkv;
+    return hd == 64 ? bwd<64>(dq, dk, dv, dout, lse, delta, q, k, v, doc_start, t, hq, hkv, scale, ld, st)
+                    : bwd<128>(dq, dk, dv, dout, lse, delta, q, k, v, doc_start, t, hq, hkv, scale, ld, st);
+}
+
+extern "C" int attn_bwd_cuda(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o,
+                             const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                             const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                             void *ws, void *stream) {
+    return attn_bwd_cuda_ex(dq, dk, dv, dout, o, lse, q, k, v, doc_start, T, Hq, Hkv, hd, scale, NULL, ws, stream);
 }
 #endif

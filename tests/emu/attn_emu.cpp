@@ -66,7 +66,7 @@ static void close_norm(const char *what, const std::vector<float> &got, const st
     if (!ok) failures++;
 }
 
-template <int HD> static void run_case(int T, int Hq, int Hkv) {
+template <int HD> static void run_case(int T, int Hq, int Hkv, bool fused = false) {
     const int hd = HD;
     float scale = 1.0f / sqrtf((float)hd);
     size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hkv * hd;
@@ -83,6 +83,17 @@ template <int HD> static void run_case(int T, int Hq, int Hkv) {
     for (auto &x : v) x = randn();
     for (auto &x : dO) x = randn();
     auto qh = to_bf16(q), kh = to_bf16(k), vh = to_bf16(v), doh = to_bf16(dO);
+    // inputs as the kernels read them: dense, or one fused [T, (Hq + 2·Hkv)·hd] QKV buffer
+    int64_t W = (int64_t)(Hq + 2 * Hkv) * hd;
+    attn_ld ld = fused ? attn_ld{W, W, W, W} : attn_ld{(int64_t)Hq * hd, (int64_t)Hkv * hd, (int64_t)Hq * hd, (int64_t)Hkv * hd};
+    std::vector<uint16_t> qkv(fused ? (size_t)T * W : 0);
+    for (int t = 0; fused && t < T; t++) {
+        memcpy(&qkv[(size_t)t * W], &qh[(size_t)t * Hq * hd], (size_t)Hq * hd * 2);
+        memcpy(&qkv[(size_t)t * W + Hq * hd], &kh[(size_t)t * Hkv * hd], (size_t)Hkv * hd * 2);
+        memcpy(&qkv[(size_t)t * W + (Hq + Hkv) * hd], &vh[(size_t)t * Hkv * hd], (size_t)Hkv * hd * 2);
+    }
+    const uint16_t *Q = fused ? qkv.data() : qh.data(), *K = fused ? qkv.data() + Hq * hd : kh.data(),
+                   *Vv = fused ? qkv.data() + (Hq + Hkv) * hd : vh.data();
     std::vector<float> ws(attn_workspace_floats(T, Hq, 1)), o(nq), lse((size_t)T * Hq);
     attn_fwd(o.data(), lse.data(), q.data(), k.data(), v.data(), ds.data(), T, Hq, Hkv, hd, scale, ws.data(), NULL);
     // forward through the emulator
@@ -97,13 +108,11 @@ template <int HD> static void run_case(int T, int Hq, int Hkv) {
         dim3 grid((T + 16 * nw - 1) / (16 * nw), Hq);
         emu::launch(grid, dim3(32 * nw), (size_t)(16 * nw + 4 * 64) * (HD + 8) * 2, [&] {
             if (nw == 4)
-                k_attn_fwd<HD, 4>(go.data(), glse.data(), qh.data(), kh.data(), vh.data(), ds.data(), T, Hq, Hkv,
-                                  scale * LOG2E);
+                k_attn_fwd<HD, 4>(go.data(), glse.data(), Q, K, Vv, ds.data(), T, Hq, Hkv, scale * LOG2E, ld);
             else
-                k_attn_fwd<HD, 8>(go.data(), glse.data(), qh.data(), kh.data(), vh.data(), ds.data(), T, Hq, Hkv,
-                                  scale * LOG2E);
+                k_attn_fwd<HD, 8>(go.data(), glse.data(), Q, K, Vv, ds.data(), T, Hq, Hkv, scale * LOG2E, ld);
         });
-        snprintf(what, sizeof what, "o   T=%d Hq=%d Hkv=%d hd=%d bq=%d", T, Hq, Hkv, hd, 16 * nw);
+        snprintf(what, sizeof what, "o   T=%d Hq=%d Hkv=%d hd=%d bq=%d%s", T, Hq, Hkv, hd, 16 * nw, fused ? " qkv" : "");
         close_elem(what, from_bf16(go), o, 2 * 0.00390625f * vmax, 2 * 0.00390625f);
         close_elem("lse", glse, lse, 1e-3f, 0);
     }
@@ -113,19 +122,27 @@ template <int HD> static void run_case(int T, int Hq, int Hkv) {
     attn_bwd(wdq.data(), wdk.data(), wdv.data(), dO.data(), o.data(), lse.data(), q.data(), k.data(), v.data(),
              ds.data(), T, Hq, Hkv, hd, scale, ws.data(), NULL);
     std::vector<float> delta((size_t)T * Hq, NAN);
-    std::vector<uint16_t> gdq(nq, 0xffff), gdk(nk, 0xffff), gdv(nk, 0xffff);
+    // outputs: dense, or one fused dQKV buffer with the same layout as qkv
+    std::vector<uint16_t> gdq(nq, 0xffff), gdk(nk, 0xffff), gdv(nk, 0xffff), dqkv(fused ? (size_t)T * W : 0, 0xffff);
+    uint16_t *DQ = fused ? dqkv.data() : gdq.data(), *DK = fused ? dqkv.data() + Hq * hd : gdk.data(),
+             *DV = fused ? dqkv.data() + (Hq + Hkv) * hd : gdv.data();
     size_t warps = (size_t)T * Hq;
     emu::launch(dim3((unsigned)((warps * 32 + 255) / 256)), dim3(256), 0,
                 [&] { k_attn_delta(delta.data(), doh.data(), oh.data(), T, Hq, hd); });
     constexpr int BQ = HD == 64 ? 64 : 32;
     emu::launch(dim3((T + 63) / 64, Hq), dim3(NTHR), (size_t)(2 * 64 + 4 * 64) * (HD + 8) * 2, [&] {
-        k_attn_dq<HD>(gdq.data(), doh.data(), lse.data(), delta.data(), qh.data(), kh.data(), vh.data(), ds.data(), T,
-                      Hq, Hkv, scale * LOG2E, scale);
+        k_attn_dq<HD>(DQ, doh.data(), lse.data(), delta.data(), Q, K, Vv, ds.data(), T, Hq, Hkv, scale * LOG2E, scale,
+                      ld);
     });
     emu::launch(dim3((T + 63) / 64, Hkv), dim3(NTHR), (size_t)(2 * 64 + 4 * BQ) * (HD + 8) * 2, [&] {
-        k_attn_dkv<HD, BQ>(gdk.data(), gdv.data(), doh.data(), lse.data(), delta.data(), qh.data(), kh.data(),
-                           vh.data(), ds.data(), T, Hq, Hkv, scale * LOG2E, scale);
+        k_attn_dkv<HD, BQ>(DK, DV, doh.data(), lse.data(), delta.data(), Q, K, Vv, ds.data(), T, Hq, Hkv,
+                           scale * LOG2E, scale, ld);
     });
+    for (int t = 0; fused && t < T; t++) {
+        memcpy(&gdq[(size_t)t * Hq * hd], &dqkv[(size_t)t * W], (size_t)Hq * hd * 2);
+        memcpy(&gdk[(size_t)t * Hkv * hd], &dqkv[(size_t)t * W + Hq * hd], (size_t)Hkv * hd * 2);
+        memcpy(&gdv[(size_t)t * Hkv * hd], &dqkv[(size_t)t * W + (Hq + Hkv) * hd], (size_t)Hkv * hd * 2);
+    }
     close_norm("dq", from_bf16(gdq), wdq);
     close_norm("dk", from_bf16(gdk), wdk);
     close_norm("dv", from_bf16(gdv), wdv);
@@ -135,6 +152,8 @@ int main() {
     run_case<64>(150, 4, 2);
     run_case<128>(140, 2, 1);
     run_case<64>(70, 3, 3);
+    run_case<128>(100, 4, 1, true);   // fused QKV input and dQKV output layout
+    run_case<64>(90, 2, 2, true);
     printf("%s\n", failures ? "attention emulation: FAILED" : "attention emulation: all ok");
     return failures ? 1 : 0;
 }

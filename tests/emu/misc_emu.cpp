@@ -134,32 +134,43 @@ static void norm_case(int M, int D) {
     close("rmsnorm bwd dw", dw, wdw, 0, &exw);
 }
 
-static void rope_case(int T, int H, int hd) {
+static void rope_case(int T, int H, int hd, int pad) {
     int half = hd / 2;
+    int64_t ld = (int64_t)H * hd + pad;   // pad > 0: rows inside a wider buffer (fused QKV)
     size_t n = (size_t)T * H * hd;
-    auto x = rnd(n, 1);
-    auto xh = to_bf16(x);
+    auto xs = rnd((size_t)T * ld, 1);
+    auto xsh = to_bf16(xs);
+    std::vector<float> x(n);
+    for (int t = 0; t < T; t++)
+        for (int e = 0; e < H * hd; e++) x[(size_t)t * H * hd + e] = xs[(size_t)t * ld + e];
     std::vector<int32_t> pos(T);
     std::vector<float> inv(half), ct((size_t)T * half), st((size_t)T * half);
     for (int t = 0; t < T; t++) pos[t] = (int32_t)((t * 7919) % 32768);
     for (int i = 0; i < half; i++) inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / hd));
     rope_tables(ct.data(), st.data(), pos.data(), T, inv.data(), half);
     for (int inverse = 0; inverse < 2; inverse++) {
-        std::vector<uint16_t> g = xh;
+        std::vector<uint16_t> g = xsh;
         float sgn = inverse ? -1.f : 1.f;
-        if (half % 8 == 0)
-            emu::launch(dim3(3), dim3(64), 0, [&] { k_rope8(g.data(), pos.data(), inv.data(), T, H, half, sgn); });
+        if (half % 8 == 0 && ld % 8 == 0)
+            emu::launch(dim3(3), dim3(64), 0, [&] { k_rope8(g.data(), ld, pos.data(), inv.data(), T, H, half, sgn); });
         else
-            emu::launch(dim3(3), dim3(64), 0, [&] { k_rope1(g.data(), pos.data(), inv.data(), T, H, half, sgn); });
-        std::vector<float> want = x, ex(n);
+            emu::launch(dim3(3), dim3(64), 0, [&] { k_rope1(g.data(), ld, pos.data(), inv.data(), T, H, half, sgn); });
+        std::vector<float> want = x, ex(n), got(n);
         rope_apply(want.data(), ct.data(), st.data(), T, H, hd, inverse, NULL);
+        auto gf = from_bf16(g);
+        bool pad_ok = true;
+        for (int t = 0; t < T; t++) {
+            for (int e = 0; e < H * hd; e++) got[(size_t)t * H * hd + e] = gf[(size_t)t * ld + e];
+            for (int e = H * hd; e < ld; e++) pad_ok &= g[(size_t)t * ld + e] == xsh[(size_t)t * ld + e];
+        }
         for (size_t e = 0; e < n; e++) {
             size_t i = e % hd, base = e - i, j = i < (size_t)half ? i + half : i - half;
             ex[e] = 8 * FU * (fabsf(x[base + i]) + fabsf(x[base + j]));
         }
         char what[80];
-        snprintf(what, sizeof what, "rope hd=%d %s", hd, inverse ? "inverse" : "forward");
-        close(what, from_bf16(g), want, BU, &ex);
+        snprintf(what, sizeof what, "rope hd=%d %s%s", hd, inverse ? "inverse" : "forward", pad ? " (strided rows)" : "");
+        close(what, got, want, BU, &ex);
+        report(pad_ok, "rope leaves the rest of each row alone", 0);
     }
 }
 
@@ -284,8 +295,10 @@ int main() {
     norm_case(9, 896);
     norm_case(4, 4096);
     norm_case(2, 12288);
-    rope_case(19, 3, 128);
-    rope_case(7, 2, 36);
+    rope_case(19, 3, 128, 0);
+    rope_case(7, 2, 36, 0);
+    rope_case(11, 4, 64, 2 * 64);   // q inside [T, (4 + 2·1)·64]
+    rope_case(5, 2, 36, 6);
     swiglu_case(5, 48);
     embed_case();
     optim_case();

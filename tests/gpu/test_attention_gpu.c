@@ -58,7 +58,8 @@ static void attn_case(int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
     {   /* the 128-query tile variant */
         uint16_t *dout2 = (uint16_t *)gt_dev(NULL, nq * 2);
         float *dlse2 = (float *)gt_dev(NULL, (size_t)(T * Hq) * 4);
-        CHECK(!attn_fwd_cuda_tiles(dout2, dlse2, dq_, dk_, dv_, dds, T, Hq, Hkv, hd, scale, 128, NULL), "fwd bq128");
+        attn_cuda_layout lay = {.block_q = 128};
+        CHECK(!attn_fwd_cuda_ex(dout2, dlse2, dq_, dk_, dv_, dds, T, Hq, Hkv, hd, scale, &lay, NULL), "fwd bq128");
         CU(cudaDeviceSynchronize());
         float *go2 = gt_get_bf16(dout2, nq), *glse2 = gt_get_f32(dlse2, (size_t)(T * Hq));
         ok = gt_close("o (query tile 128)", go2, o, NULL, nq, 2 * BF16_U * vmax, 2 * BF16_U);
@@ -95,9 +96,58 @@ static void attn_case(int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
     CHECK(ok, "backward outside tolerance or not deterministic");
 }
 
+/* The fused layout: q, k, v read in place from one [T, (Hq + 2·Hkv)·hd] buffer, dq/dk/dv written
+ * into one such buffer; must give the dense layout's bits exactly (same kernels, same order). */
+static void flash_attention_fused_qkv_layout_matches_dense(void) {
+    int64_t T = 300, Hq = 4, Hkv = 2, hd = 128, W = (Hq + 2 * Hkv) * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t nq = (size_t)(T * Hq * hd), nk = (size_t)(T * Hkv * hd), nw = (size_t)(T * W);
+    int32_t *ds = malloc((size_t)T * 4);
+    make_docs(ds, T);
+    float *qkv = gt_randn_arr(nw, 1.f), *dO = gt_randn_arr(nq, 1.f);
+    uint16_t *dqkv_in = gt_dev_bf16(qkv, nw), *ddO = gt_dev_bf16(dO, nq);
+    uint16_t *q = (uint16_t *)gt_dev(NULL, nq * 2), *k = (uint16_t *)gt_dev(NULL, nk * 2), *v = (uint16_t *)gt_dev(NULL, nk * 2);
+    CU(cudaMemcpy2D(q, (size_t)(Hq * hd) * 2, dqkv_in, (size_t)W * 2, (size_t)(Hq * hd) * 2, (size_t)T, cudaMemcpyDeviceToDevice));
+    CU(cudaMemcpy2D(k, (size_t)(Hkv * hd) * 2, dqkv_in + Hq * hd, (size_t)W * 2, (size_t)(Hkv * hd) * 2, (size_t)T, cudaMemcpyDeviceToDevice));
+    CU(cudaMemcpy2D(v, (size_t)(Hkv * hd) * 2, dqkv_in + (Hq + Hkv) * hd, (size_t)W * 2, (size_t)(Hkv * hd) * 2, (size_t)T, cudaMemcpyDeviceToDevice));
+    int32_t *dds = (int32_t *)gt_dev(ds, (size_t)T * 4);
+    uint16_t *o1 = (uint16_t *)gt_dev(NULL, nq * 2), *o2 = (uint16_t *)gt_dev(NULL, nq * 2);
+    float *l1 = (float *)gt_dev(NULL, (size_t)(T * Hq) * 4), *l2 = (float *)gt_dev(NULL, (size_t)(T * Hq) * 4);
+    attn_cuda_layout lay = {.ld_q = W, .ld_kv = W, .ld_dq = W, .ld_dkv = W};
+    CHECK(!attn_fwd_cuda(o1, l1, q, k, v, dds, T, Hq, Hkv, hd, scale, NULL), "dense fwd");
+    CHECK(!attn_fwd_cuda_ex(o2, l2, dqkv_in, dqkv_in + Hq * hd, dqkv_in + (Hq + Hkv) * hd, dds, T, Hq, Hkv, hd, scale, &lay, NULL), "fused fwd");
+    uint16_t *g1q = (uint16_t *)gt_dev(NULL, nq * 2), *g1k = (uint16_t *)gt_dev(NULL, nk * 2), *g1v = (uint16_t *)gt_dev(NULL, nk * 2);
+    uint16_t *g2 = (uint16_t *)gt_dev(NULL, nw * 2);
+    void *ws = gt_dev(NULL, attn_bwd_cuda_ws_bytes(T, Hq));
+    CHECK(!attn_bwd_cuda(g1q, g1k, g1v, ddO, o1, l1, q, k, v, dds, T, Hq, Hkv, hd, scale, ws, NULL), "dense bwd");
+    CHECK(!attn_bwd_cuda_ex(g2, g2 + Hq * hd, g2 + (Hq + Hkv) * hd, ddO, o2, l2, dqkv_in, dqkv_in + Hq * hd,
+                            dqkv_in + (Hq + Hkv) * hd, dds, T, Hq, Hkv, hd, scale, &lay, ws, NULL), "fused bwd");
+    CU(cudaDeviceSynchronize());
+    uint16_t *h1 = malloc(nq * 2), *h2 = malloc(nq * 2), *a = malloc(nw * 2), *b = malloc(nw * 2);
+    CU(cudaMemcpy(h1, o1, nq * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(h2, o2, nq * 2, cudaMemcpyDeviceToHost));
+    int ok = gt_equal_u16("o (fused = dense)", h2, h1, nq);
+    /* assemble the dense gradients in the fused layout */
+    CU(cudaMemcpy(b, g2, nw * 2, cudaMemcpyDeviceToHost));
+    uint16_t *tq = malloc(nq * 2), *tk = malloc(nk * 2), *tv = malloc(nk * 2);
+    CU(cudaMemcpy(tq, g1q, nq * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(tk, g1k, nk * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(tv, g1v, nk * 2, cudaMemcpyDeviceToHost));
+    for (int64_t t = 0; t < T; t++) {
+        memcpy(a + t * W, tq + t * Hq * hd, (size_t)(Hq * hd) * 2);
+        memcpy(a + t * W + Hq * hd, tk + t * Hkv * hd, (size_t)(Hkv * hd) * 2);
+        memcpy(a + t * W + (Hq + Hkv) * hd, tv + t * Hkv * hd, (size_t)(Hkv * hd) * 2);
+    }
+    ok &= gt_equal_u16("dqkv (fused = dense)", b, a, nw);
+    cudaFree(dqkv_in), cudaFree(ddO), cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(dds), cudaFree(o1), cudaFree(o2);
+    cudaFree(l1), cudaFree(l2), cudaFree(g1q), cudaFree(g1k), cudaFree(g1v), cudaFree(g2), cudaFree(ws);
+    free(ds), free(qkv), free(dO), free(h1), free(h2), free(a), free(b), free(tq), free(tk), free(tv);
+    CHECK(ok, "fused layout differs from dense");
+}
+
 static void flash_attention_gqa_packed_hd128(void) { attn_case(1000, 8, 2, 128); }
 static void flash_attention_gqa_packed_hd64(void) { attn_case(777, 8, 2, 64); }
 static void flash_attention_mha_hd64_short(void) { attn_case(45, 3, 3, 64); }
 
 GPU_TEST_MAIN(RUN(flash_attention_gqa_packed_hd128); RUN(flash_attention_gqa_packed_hd64);
-              RUN(flash_attention_mha_hd64_short);)
+              RUN(flash_attention_mha_hd64_short); RUN(flash_attention_fused_qkv_layout_matches_dense);)

@@ -56,4 +56,35 @@ static void rope_forward_and_inverse_match_cpu(void) {
     rope_case(33, 5, 36, 500000.f);
 }
 
-GPU_TEST_MAIN(RUN(rope_forward_and_inverse_match_cpu);)
+/* rope_apply_cuda_ld on q inside a wider row (a fused QKV buffer) gives the dense call's bits and
+ * leaves the rest of each row alone. */
+static void rope_strided_rows_equal_dense(void) {
+    int64_t T = 77, H = 4, hd = 128, ld = (4 + 2 * 2) * 128;
+    size_t n = (size_t)(T * H * hd), nw = (size_t)(T * ld);
+    float *x = gt_randn_arr(nw, 1.f), *inv = malloc(64 * 4);
+    int32_t *pos = malloc((size_t)T * 4);
+    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)(t * 13);
+    for (int i = 0; i < 64; i++) inv[i] = (float)pow(1e6, -(double)(2 * i) / 128.0);
+    uint16_t *wide = gt_dev_bf16(x, nw), *dense = (uint16_t *)gt_dev(NULL, n * 2);
+    CU(cudaMemcpy2D(dense, (size_t)(H * hd) * 2, wide, (size_t)ld * 2, (size_t)(H * hd) * 2, (size_t)T, cudaMemcpyDeviceToDevice));
+    int32_t *dpos = (int32_t *)gt_dev(pos, (size_t)T * 4);
+    float *dinv = (float *)gt_dev(inv, 64 * 4);
+    uint16_t *before = malloc(nw * 2), *after = malloc(nw * 2), *d = malloc(n * 2);
+    CU(cudaMemcpy(before, wide, nw * 2, cudaMemcpyDeviceToHost));
+    CHECK(!rope_apply_cuda_ld(wide, ld, dpos, dinv, T, H, hd, false, NULL), "strided");
+    CHECK(!rope_apply_cuda(dense, dpos, dinv, T, H, hd, false, NULL), "dense");
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(after, wide, nw * 2, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(d, dense, n * 2, cudaMemcpyDeviceToHost));
+    int ok = 1;
+    for (int64_t t = 0; t < T && ok; t++) {
+        ok &= !memcmp(after + t * ld, d + t * H * hd, (size_t)(H * hd) * 2);
+        ok &= !memcmp(after + t * ld + H * hd, before + t * ld + H * hd, (size_t)(ld - H * hd) * 2);
+    }
+    printf("     strided rows %s\n", ok ? "bit-identical to dense, rest of rows untouched" : "DIFFER");
+    cudaFree(wide), cudaFree(dense), cudaFree(dpos), cudaFree(dinv);
+    free(x), free(inv), free(pos), free(before), free(after), free(d);
+    CHECK(ok, "strided rope differs");
+}
+
+GPU_TEST_MAIN(RUN(rope_forward_and_inverse_match_cpu); RUN(rope_strided_rows_equal_dense);)
