@@ -12,8 +12,9 @@
  *     SwiGLU + quantization → grouped FP8 down GEMM → combine with the shared expert as one
  *     more group) against moe_experts_fwd + moe_mlp_fwd on the dequantized weights in f32:
  *     the GPU quantizes x and h to e4m3 (each element within 2^-4 relative, rounding errors
- *     uncorrelated) and rounds gu and y to bf16: relative L2 error over all outputs ≤ 6%
- *     and per token ≤ 15% (a wrong expert, weight or row gives ~100%). */
+ *     uncorrelated) and rounds gu and y to bf16; an emulation of exactly these roundings (torch
+ *     float8, five seeds) gives a relative L2 error of 4.4% over all outputs and ≤ 5.6% per
+ *     token: bounds 8% and 12% (a wrong expert, weight or row gives ~100%). */
 #include "tests/gpu/ds_gpu_test.h"
 #include "core/threadpool.h"
 #include "kernels/fp8.h"
@@ -186,11 +187,11 @@ static void test_moe_end_to_end(void) {
     for (int64_t t = 0; t < n; t++) {
         double te = 0, tr = 0;
         for (int64_t j = 0; j < D; j++) { double d = bf16_to_f32(out[t * D + j]) - ref[t * D + j]; te += d * d; tr += (double)ref[t * D + j] * ref[t * D + j]; }
-        CHECK(sqrt(te) <= 0.15 * sqrt(tr), "token %lld: relative L2 error %.4f", (long long)t, sqrt(te / tr));
+        CHECK(sqrt(te) <= 0.12 * sqrt(tr), "token %lld: relative L2 error %.4f", (long long)t, sqrt(te / tr));
         e2 += te; r2 += tr;
     }
     printf("moe end to end: relative L2 error %.4f (fp8 activations)\n", sqrt(e2 / r2));
-    CHECK(sqrt(e2) <= 0.06 * sqrt(r2), "relative L2 error %.4f", sqrt(e2 / r2));
+    CHECK(sqrt(e2) <= 0.08 * sqrt(r2), "relative L2 error %.4f", sqrt(e2 / r2));
     void *devs[] = {dl, dw, di, doff, dros, dsor, dx, dgu, dy, dout, dq, dqp, dh, dqs, dqsp, dhs, dw13, dw2, ds13, ds2};
     for (size_t i = 0; i < sizeof devs / sizeof *devs; i++) cudaFree(devs[i]);
     free(w13); free(w2); free(s13); free(s2); free(f13); free(f2); free(ex); free(xb); free(x); free(l); free(idx0); free(w0);
