@@ -55,7 +55,7 @@ TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test sanitize bench fuzz demo clean tests-build gpu-test gpu-test-build gpu-bench gpu-check-cuda
+.PHONY: all deps test sanitize bench fuzz demo clean tests-build gpu-test gpu-test-build gpu-bench gpu-check-cuda emu-test
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -93,6 +93,7 @@ tests-build: $(BIN) $(TESTS) $(TOOLS)
 #   make gpu-test-build   library + tests/gpu/test_*.c + bench/lab_*.{c,cu}, in $(GPU_BUILD)
 #   make gpu-test         ... and run every GPU test (each compares a kernel to its CPU twin)
 #   make gpu-bench        ... and run every kernel lab (time, TFLOP/s or GB/s, % of measured peak)
+#   make emu-test         the student kernels' device code on a CPU warp emulator (no GPU needed)
 # The CPU twins' few CBLAS calls go to kernels/cpu/noblas (plain C) under -DRT_NO_BLAS;
 # -DRT_KERNELS_ONLY drops the config-parsing parts of kernel headers (rope_inv_freq).
 # Link: -lcublasLt -lcublas -lcudart -lm -lpthread only (checked with -Wl,--no-undefined).
@@ -138,6 +139,9 @@ gpu-test: gpu-test-build
 	@fail=0; for t in $(GPU_TESTS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 gpu-bench: gpu-test-build
 	@for l in $(GPU_LABS); do echo "== $$l"; $$l || exit 1; done
+# The student kernels' device code on the CPU (tests/emu: warp-level emulator), no GPU needed.
+emu-test:
+	@$(PYTHON) -m pytest -q tests/ref/test_cuda_emu.py
 
 deps:
 	@VENV=$(VENV) scripts/deps.sh
