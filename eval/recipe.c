@@ -87,7 +87,9 @@ static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},
     {"tokenizer", T_STR, F_IN}, {"template", T_STR, 0},     {"seed", T_INT, 0},           {"threads", T_INT, 0},
-    {"max-batch", T_INT, 0},  {"cache-tokens", T_INT, 0},   {"limit", T_INT, 0},          {"json", T_BOOL, 0}, END};
+    {"max-batch", T_INT, 0},  {"cache-tokens", T_INT, 0},   {"limit", T_INT, 0},          {"json", T_BOOL, 0},
+    {"model-name", T_STR, 0}, {"api-key-env", T_STR, 0},    {"concurrency", T_INT, 0},    {"timeout", T_NUM, 0},
+    {"retries", T_INT, 0},    {"no-stream", T_BOOL, 0},     END};
 static const opt_def COMPARE[] = {{"db", T_STR, 0}, {"runs", T_LIST, F_POS}, {"json", T_BOOL, 0}, END};
 static const opt_def REPORT[] = {{"db", T_STR, 0}, {"out", T_STR, 0}, {"train-log", T_LIST, F_IN}, END};
 #undef END

@@ -149,6 +149,11 @@ def test_set_overrides_variables_and_stage_options(retort_bin, tmp_path):
     assert gl == [] and g["teacher"] == "http://127.0.0.1:9/v1"
     assert [c[1] for c in cmds].count("eval") == 3 and "compare" not in [c[1] for c in cmds]
     assert all(str(tmp_path) in c[2]["db"] for c in cmds if "db" in c[2])
+    # an endpoint teacher is evaluated through the endpoint, without a launcher
+    out = dry(retort_bin, path, "--set", f"work_dir={tmp_path}", "--set", "teacher=http://127.0.0.1:9/v1",
+              "--set", "teacher_launcher=")
+    teach = [c for c in commands(out, retort_bin) if c[1] == "eval" and c[2]["name"] == "teacher"]
+    assert len(teach) == 3 and all(c[0] == [] and c[2]["model"] == "http://127.0.0.1:9/v1" for c in teach)
 
 
 # ---- validation: one line naming the file, the line and the key; exit 1 ----
