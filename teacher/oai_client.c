@@ -229,7 +229,9 @@ int oai_sse_finish(oai_sse *p) {
     if (p->err) return p->err;
     /* an unterminated last event is discarded, as the SSE spec says */
     int rc = ensure_strings(p->r);
-    if (!rc && !p->r->done) rc = rt_fail(RT_EFORMAT, "the stream ended before [DONE] (truncated)");
+    /* complete: [DONE], or (a server that never sends it) a finish_reason arrived */
+    if (!rc && !p->r->done && !p->r->finish_reason)
+        rc = rt_fail(RT_EFORMAT, "the stream ended before a finish_reason or [DONE] (truncated)");
     return rc;
 }
 

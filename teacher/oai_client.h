@@ -10,9 +10,10 @@
  * return_tokens_as_token_ids form, gives id N, any other spelling id -1). oai_sse is the
  * incremental Server-Sent-Events parser: bytes may arrive split anywhere (lines end in LF,
  * CRLF or CR; "data:" lines of one event are joined with LF; comments and other fields are
- * ignored; an event is dispatched at its blank line). A stream is complete only when the
- * "data: [DONE]" event arrived: oai_sse_finish() on a stream without it (a dropped or
- * truncated stream) is RT_EFORMAT. An event {"error": …} is RT_EIO. oai_parse_body() parses
+ * ignored; an event is dispatched at its blank line). A stream is complete when the
+ * "data: [DONE]" event arrived, or — for servers that never send it — once an event carried a
+ * finish_reason: oai_sse_finish() on a stream with neither (a truncated stream) is
+ * RT_EFORMAT. (A connection dropped mid-body is a transport error before that.) An event {"error": …} is RT_EIO. oai_parse_body() parses
  * a non-streaming response body.
  *
  * Text. oai_compose_text() turns (reasoning, content) into the one text retort stores:

@@ -20,7 +20,7 @@ completion_tokens_details.reasoning_tokens (pieces before "</think>", the tag co
 Faults, drawn per request with a seeded RNG (at most --max-faults per distinct (content, seed),
 so every request succeeds eventually): 429 with Retry-After (--retry-after: seconds, or "date"
 for an HTTP date 2 s ahead, at least 1 s once rounded to the second), 500, a connection dropped mid-body (no chunked terminator / short
-Content-Length), a truncated stream (clean HTTP end, no [DONE]). --latency delays each response
+Content-Length), a truncated stream (clean HTTP end before the finish_reason event and [DONE]). --latency delays each response
 before its first byte; --token-latency each streamed token.
 
 GET /v1/models lists --model-name; GET /stats returns counters and a log of
@@ -231,7 +231,9 @@ class Handler(BaseHTTPRequestHandler):
         if (req.get("stream_options") or {}).get("include_usage"):
             events.append({"model": model, "choices": [], "usage": usage})
         payload = [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
-        cut = len(payload) if fault not in ("drop", "trunc") else st.rng.randrange(1, len(payload))
+        # a fault cuts the stream before the finish_reason event (index n_fin): the response is incomplete
+        n_fin = len(toks) + 1
+        cut = len(payload) if fault not in ("drop", "trunc") else st.rng.randrange(1, n_fin)
         try:
             for i, p in enumerate(payload[:cut]):
                 if a.token_latency and i:

@@ -89,17 +89,26 @@ Test(sse, split_at_every_position_and_byte_by_byte) {
     oai_response_free(&r);
 }
 
-Test(sse, truncated_anywhere_before_done_is_refused) {
-    const char *done = strstr(STREAM, "data: [DONE]");
-    size_t end = (size_t)(done - STREAM) + strlen("data: [DONE]");   /* the event needs its line end too */
-    for (size_t cut = 0; cut <= end; cut++) {
+Test(sse, truncated_before_finish_is_refused_after_it_accepted) {
+    /* the finish_reason event ends with the blank line after "finish_reason\":\"stop\"}]}\n" */
+    const char *fin = strstr(STREAM, "\"finish_reason\":\"stop\"}]}\n\n");
+    size_t complete = (size_t)(fin - STREAM) + strlen("\"finish_reason\":\"stop\"}]}\n\n");
+    for (size_t cut = 0; cut <= sizeof STREAM - 1; cut++) {
         oai_response r;
         oai_response_init(&r);
         oai_sse p;
         oai_sse_init(&p, &r);
         int rc = oai_sse_feed(&p, STREAM, cut);
         if (!rc) rc = oai_sse_finish(&p);
-        cr_assert_neq(rc, 0, "a stream cut at %zu was accepted", cut);
+        if (cut < complete) cr_assert_eq(rc, RT_EFORMAT, "a stream cut at %zu was accepted", cut);
+        else {
+            cr_assert_eq(rc, 0, "cut %zu: %s", cut, rt_errmsg());
+            cr_assert_str_eq(r.content, "The answer is 4 \xc3\xa9.");
+            cr_assert_str_eq(r.reasoning, "Let me think.");
+            const char *u = strstr(STREAM, "\"reasoning_tokens\":3}}}\n\n");
+            size_t usage_end = (size_t)(u - STREAM) + strlen("\"reasoning_tokens\":3}}}\n\n");
+            cr_assert_eq(r.completion_tokens, cut >= usage_end ? 7 : -1, "cut %zu", cut);
+        }
         oai_sse_free(&p);
         oai_response_free(&r);
     }
