@@ -381,3 +381,29 @@ def test_tiny_killed_mid_stage_resumes(retort_bin, tiny_run, tmp_path):
     a = (wd / "teacher" / "step-150" / "model.safetensors").read_bytes()
     b = (full / "teacher" / "step-150" / "model.safetensors").read_bytes()
     assert a == b
+
+
+def test_tiny_student_under_mpirun(retort_bin, tiny_run):
+    """The student stage behind a real launcher: `mpirun -np 2` with half the batch per rank
+    trains on the same global batch as the 1-rank run (retort train's data parallelism), so
+    its per-step losses match that run's; the change of batch reruns the student and what
+    follows, not what precedes it. Runs last: it changes the shared run's student."""
+    import shutil
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
+    wd, _ = tiny_run
+    one = [json.loads(l) for l in (wd / "student-train.jsonl").read_text().split("\n") if l.strip()]
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    p = subprocess.run([retort_bin, "run", TINY, "--set", f"work_dir={wd}", "--set", "threads=2",
+                        "--set", f"student.launcher={mpirun} --oversubscribe -np 2 --mca btl self,vader",
+                        "--set", "student.batch=4", "--set", "student.threads=1"],
+                       capture_output=True, text=True, timeout=900, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    done = [l.split("]")[1].split(":")[0].strip() for l in p.stdout.split("\n") if ": done in " in l]
+    assert done == STAGES[7:], done
+    assert f"[8/12] student: {mpirun} --oversubscribe -np 2" in p.stdout
+    two = [json.loads(l) for l in (wd / "student-train.jsonl").read_text().split("\n") if l.strip()]
+    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 101))
+    for a, b in zip(one, two):  # same global batch; the sums are split across ranks and threads
+        assert abs(a["loss"] - b["loss"]) <= 1e-3 * abs(a["loss"]), (a, b)
