@@ -43,6 +43,20 @@ def main():
     import torch.nn.functional as F
 
     reps = int(os.environ.get("LAB_REPS", "10"))
+    # older torch: no F.rms_norm (2.4) or SDPA enable_gqa (2.5); plain equivalents then
+    if not hasattr(F, "rms_norm"):
+        def _rms_norm(x, shape, w, eps):
+            xf = x.float()
+            return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+        F.rms_norm = _rms_norm
+    _sdpa = F.scaled_dot_product_attention
+    def sdpa_gqa(q, k, v, is_causal=True, enable_gqa=True):
+        try:
+            return _sdpa(q, k, v, is_causal=is_causal, enable_gqa=enable_gqa)
+        except TypeError:
+            g = q.shape[1] // k.shape[1]
+            return _sdpa(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), is_causal=is_causal)
+    F.scaled_dot_product_attention = sdpa_gqa
     dev = "cuda"
     bf = torch.bfloat16
 
@@ -66,6 +80,8 @@ def main():
             print(f"  {name:<44} {ms:9.3f} ms", flush=True)
         except torch.cuda.OutOfMemoryError:
             print(f"  {name:<44} out of memory", flush=True)
+        except Exception as e:   # one variant failing must not stop the others
+            print(f"  {name:<44} failed: {type(e).__name__}: {e}", flush=True)
         torch.cuda.empty_cache()
 
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
