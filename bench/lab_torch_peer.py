@@ -17,6 +17,11 @@ import os
 import re
 import sys
 
+# bench/ holds tokenize.py, which would shadow the standard library's (torch imports it): drop
+# this script's folder from the import path (what `python -P` does on Python >= 3.11).
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
 
 def ratios(lab_log, peer_log):
     pat = re.compile(r"^  (.+?)\s+([0-9.]+) ms\b")
@@ -57,10 +62,20 @@ def main():
             g = q.shape[1] // k.shape[1]
             return _sdpa(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), is_causal=is_causal)
     F.scaled_dot_product_attention = sdpa_gqa
-    dev = "cuda"
+    # LAB_PEER_SMOKE=1: every variant at 1/32 of the sizes on the CPU (checks the script, not speed)
+    smoke = bool(os.environ.get("LAB_PEER_SMOKE"))
+    dev = "cpu" if smoke else "cuda"
+    S = 32 if smoke else 1
+    if smoke:
+        reps = 1
     bf = torch.bfloat16
 
     def timeit(fn):
+        if smoke:
+            import time
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
         for _ in range(3):
             fn()
         times = []
@@ -78,20 +93,22 @@ def main():
         try:
             ms = timeit(fn)
             print(f"  {name:<44} {ms:9.3f} ms", flush=True)
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError if hasattr(torch.cuda, "OutOfMemoryError") else MemoryError:
             print(f"  {name:<44} out of memory", flush=True)
         except Exception as e:   # one variant failing must not stop the others
             print(f"  {name:<44} failed: {type(e).__name__}: {e}", flush=True)
-        torch.cuda.empty_cache()
+        if not smoke:
+            torch.cuda.empty_cache()
 
-    print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
-    M = 8192
+    print(f"torch {torch.__version__} on {'cpu (smoke)' if smoke else torch.cuda.get_device_name()}")
+    M = 8192 // S
     # ---- GEMMs (lab_gemm) ----
     shapes = [("qwen7b qkv  3584->4608", 4608, 3584), ("qwen7b o    3584->3584", 3584, 3584),
               ("qwen7b gate_up 3584->37888", 37888, 3584), ("qwen7b down 18944->3584", 3584, 18944),
               ("llama8b qkv 4096->6144", 6144, 4096), ("llama8b gate_up 4096->28672", 28672, 4096),
               ("llama8b down 14336->4096", 4096, 14336)]
     for sname, N, K in shapes:
+        N, K = N // S, K // S
         x = torch.randn(M, K, device=dev, dtype=bf)
         w = torch.randn(N, K, device=dev, dtype=bf) * 0.02
         b = torch.randn(N, device=dev, dtype=bf)
@@ -104,10 +121,10 @@ def main():
         report(f"{sname} bwd_w f32+= M={M}", lambda: dw.add_(dy.t() @ x))
         del x, w, b, dy, dx, dw
     # ---- attention (lab_attention) ----
-    T = 8192
+    T = 8192 // S
     for hname, Hq, Hkv, hd in [("qwen7b 28/4x128", 28, 4, 128), ("llama8b 32/8x128", 32, 8, 128),
                                ("hd64 16/4x64", 16, 4, 64)]:
-        for L in (T, 2048, 512):
+        for L in (T, 2048 // S, 512 // S):
             B = T // L
             q = torch.randn(B, Hq, L, hd, device=dev, dtype=bf, requires_grad=True)
             k = torch.randn(B, Hkv, L, hd, device=dev, dtype=bf, requires_grad=True)
@@ -120,7 +137,7 @@ def main():
                    lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
             del q, k, v, do, o
     # ---- memory-bound kernels (lab_memory) ----
-    for D in (3584, 4096):
+    for D in (3584 // S, 4096 // S):
         res = torch.randn(M, D, device=dev, dtype=bf)
         add = torch.randn(M, D, device=dev, dtype=bf) * 0.1
         w = torch.ones(D, device=dev, dtype=bf)
@@ -137,7 +154,7 @@ def main():
                lambda: dres.add_(torch.autograd.grad(y, (xr, wr), add, retain_graph=True)[0]))
         del res, add, w, xr, wr, y, dres
     q = torch.randn(M, 28, 128, device=dev, dtype=bf)
-    pos = torch.arange(M, device=dev) % 4096
+    pos = torch.arange(M, device=dev) % (4096 // S)
     inv = 1.0 / (1e6 ** (torch.arange(0, 128, 2, device=dev).float() / 128))
     ang = pos[:, None].float() * inv[None]
     cos = torch.cat([ang.cos(), ang.cos()], -1).to(bf)[:, None]
@@ -147,7 +164,7 @@ def main():
         return q * cos + torch.cat([-x2, x1], -1) * sin
     report(f"rope q 28x128 M={M}", rope)
     del q
-    Fd = 18944
+    Fd = 18944 // S
     g = torch.randn(M, Fd, device=dev, dtype=bf) * 2
     u = torch.randn(M, Fd, device=dev, dtype=bf) * 2
     gu = torch.randn(M, 2 * Fd, device=dev, dtype=bf) * 2
@@ -161,7 +178,7 @@ def main():
     da = torch.randn_like(a)
     report(f"swiglu bwd F=18944 M={M}", lambda: torch.autograd.grad(a, (gg, uu), da, retain_graph=True))
     del g, u, gu, gg, uu, a, da
-    V, D = 151936, 3584
+    V, D = 151936 // S, 3584 // S
     table = (torch.randn(V, D, device=dev) * 0.02).requires_grad_(True)
     tb = table.detach().to(bf)
     ids = torch.randint(0, V, (M,), device=dev)
@@ -172,20 +189,19 @@ def main():
     nseg = int(torch.unique(ids).numel())
     report(f"embed bwd D=3584 M={M} ({nseg} ids)", lambda: torch.autograd.grad(e, table, de, retain_graph=True))
     del table, tb, e, de
-    n = 1_000_000_000
+    n = 1_000_000_000 // (S * S * S)
     p = torch.zeros(n, device=dev, requires_grad=True)
     p.grad = torch.zeros(n, device=dev)
     pb = torch.empty(n, device=dev, dtype=bf)
-    opt = torch.optim.AdamW([p], lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True)
+    opt = torch.optim.AdamW([p], lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=not smoke)
     def adam():
         opt.step()
         pb.copy_(p.detach())
     report("adamw f32 + bf16 copy n=1e9", adam)
     report("grad sumsq n=1e9", lambda: torch.linalg.vector_norm(p.grad))
     del opt, p, pb
-    torch.cuda.empty_cache()
     # ---- one Qwen2.5-7B decoder layer, forward + backward (lab_layer) ----
-    T, doc, D, Hq, Hkv, hd, Ff = 8192, 2048, 3584, 28, 4, 128, 18944
+    T, doc, D, Hq, Hkv, hd, Ff = 8192 // S, 2048 // S, 3584 // S, 28, 4, 128, 18944 // S
     P = lambda *shape: (torch.randn(*shape, device=dev, dtype=bf) * 0.02).requires_grad_(True)
     wq, wk, wv, wo = P(Hq * hd, D), P(Hkv * hd, D), P(Hkv * hd, D), P(D, Hq * hd)
     bq, bk, bv = P(Hq * hd), P(Hkv * hd), P(Hkv * hd)
@@ -216,9 +232,8 @@ def main():
         out.backward(torch.ones_like(out) * 1e-3)
     report(f"layer fwd+bwd T={T} doc={doc}", layer)
     del wq, wk, wv, wo, bq, bk, bv, wg, wu, wd, n1, n2, x
-    torch.cuda.empty_cache()
     # ---- fused cross-entropy (lab_loss): torch forms the full logits ----
-    Mc = 32768
+    Mc = 32768 // S
     h = (torch.randn(Mc, D, device=dev, dtype=bf)).requires_grad_(True)
     wl = (torch.randn(V, D, device=dev, dtype=bf) * 0.02).requires_grad_(True)
     tg = (torch.arange(Mc, device=dev) * 7919) % V
