@@ -335,7 +335,7 @@ int oai_parse_request(const char *body, size_t len, oai_kind kind, oai_request *
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-char *oai_sse(const json_t *j) {
+char *oai_sse_event(const json_t *j) {
     char *d = json_dumps(j, JSON_COMPACT);
     if (!d) return NULL;
     size_t n = strlen(d);

@@ -91,7 +91,7 @@ void oai_request_free(oai_request *r);    /* NULL is fine; leaves *r empty */
 char *oai_error_json(int status, const char *message, const char *param, const char *code);
 
 /* "data: <compact json>\n\n", malloc'd (NULL: no memory). */
-char *oai_sse(const json_t *j);
+char *oai_sse_event(const json_t *j);
 
 /* {"id", "object", "created", "model", "choices": []}: object is chat.completion,
  * chat.completion.chunk, or text_completion (both plain and streamed). New reference. */

@@ -537,7 +537,7 @@ static json_t *full_response(job *j) {
 }
 
 static int put_chunk(job *j, json_t *chunk) {
-    char *sse = oai_sse(chunk);
+    char *sse = oai_sse_event(chunk);
     json_decref(chunk);
     if (!sse) return RT_ENOMEM;
     int rc = oai_buf_put(&j->out, sse, strlen(sse));

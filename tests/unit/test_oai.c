@@ -153,7 +153,7 @@ Test(oai, error_object_shape) {
 Test(oai, envelope_usage_and_sse) {
     json_t *j = oai_envelope(OAI_CHAT, true, "chatcmpl-1", 1700000000, "tiny");
     json_object_set_new(j, "usage", oai_usage(5, 7));
-    char *s = oai_sse(j);
+    char *s = oai_sse_event(j);
     cr_assert_str_eq(s, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
                         "\"model\":\"tiny\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,"
                         "\"total_tokens\":12}}\n\n");
