@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/r1_layer.sh — the one device call for issue #11's measurements (an H100 or H200):
-#   1. builds the GPU-only tree (make gpu-test-build: core basics + kernels/ + CUDA, no
-#      package registry needed);
+#   1. builds, from the GPU-only tree (make gpu-test-build's rules: core basics + kernels/ +
+#      CUDA, no package registry needed), the DeepSeek tests and labs;
 #   2. runs the DeepSeek kernel tests, tests/gpu/test_ds_*_gpu (each kernel against its CPU
 #      twin, with the tolerances stated in each file);
 #   3. runs bench/lab_ds_r1_layer: one full-width R1 layer with random FP8 weights, decode at
@@ -18,8 +18,12 @@ BUILD=${BUILD:-build/r1}
 G="$BUILD/gpuonly"
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
 
-echo "== build ($(date -u +%H:%M:%S)): make CUDA=1 BUILD=$BUILD gpu-test-build"
-make -j"$JOBS" --no-print-directory CUDA=1 BUILD="$BUILD" gpu-test-build || { echo "r1_layer: build failed"; exit 1; }
+# only what this call runs (the GPU-only library, the DeepSeek tests and labs), not every lab
+TARGETS=()
+for t in tests/gpu/test_ds_*_gpu.c; do TARGETS+=("$G/gpu-tests/$(basename "$t" .c)"); done
+TARGETS+=("$G/labs/lab_ds_r1_layer" "$G/labs/lab_ds_kernels")
+echo "== build ($(date -u +%H:%M:%S)): make CUDA=1 BUILD=$BUILD ${#TARGETS[@]} targets of gpu-test-build"
+make -j"$JOBS" --no-print-directory CUDA=1 BUILD="$BUILD" "${TARGETS[@]}" || { echo "r1_layer: build failed"; exit 1; }
 
 status=0
 echo "== GPU tests against the CPU twins ($(date -u +%H:%M:%S))"
