@@ -138,7 +138,7 @@ gpu-test-build: gpu-check-cuda
 gpu-test: gpu-test-build
 	@fail=0; for t in $(GPU_TESTS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 gpu-bench: gpu-test-build
-	@for l in $(GPU_LABS); do echo "== $$l"; $$l || exit 1; done
+	@fail=0; for l in $(GPU_LABS); do echo "== $$l"; $$l || fail=1; done; exit $$fail
 # The student kernels' device code on the CPU (tests/emu: warp-level emulator), no GPU needed.
 emu-test:
 	@$(PYTHON) -m pytest -q tests/ref/test_cuda_emu.py
