@@ -389,14 +389,17 @@ static double next_u(uint64_t *s) {
     return (double)(z >> 11) * 0x1.0p-53;
 }
 
+/* base URL + what ("/chat/completions", "/models"); a URL without a path gets "/v1". */
 static char *endpoint(const char *url, const char *what) {
     size_t n = strlen(url);
     static const char cc[] = "/chat/completions";
     if (n >= sizeof cc - 1 && !strcmp(url + n - (sizeof cc - 1), cc)) n -= sizeof cc - 1;
     while (n && url[n - 1] == '/') n--;
-    size_t m = n + strlen(what) + 1;
+    const char *host = strstr(url, "://");
+    bool bare = host && !memchr(host + 3, '/', n - (size_t)(host + 3 - url));
+    size_t m = n + strlen(what) + 4;
     char *s = rt_malloc(m);
-    if (s) snprintf(s, m, "%.*s%s", (int)n, url, what);
+    if (s) snprintf(s, m, "%.*s%s%s", (int)n, url, bare ? "/v1" : "", what);
     return s;
 }
 

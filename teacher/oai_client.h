@@ -89,7 +89,8 @@ int oai_compose_text(const char *reasoning, size_t rlen, bool has_reasoning, con
                      bool think_prefix, char **out, size_t *out_len);
 
 typedef struct {
-    const char *url;            /* base URL (…/v1) or the full …/chat/completions URL */
+    const char *url;            /* base URL (…/v1; a bare http://host:port gets /v1) or the full
+                                   …/chat/completions URL */
     const char *api_key;        /* NULL: no Authorization header */
     int concurrency;            /* requests in flight (0: 8) */
     double timeout_s;           /* per attempt (0: 600) */

@@ -112,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         st = self.server.state
-        if self.path.rstrip("/").endswith("/models"):
+        if self.path.rstrip("/") == "/v1/models":
             if not self.authorized():
                 return
             self.send_json(200, {"object": "list", "data": [{"id": st.args.model_name, "object": "model"}]})
@@ -133,7 +133,7 @@ class Handler(BaseHTTPRequestHandler):
         st, a = self.server.state, self.server.state.args
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        if self.path.rstrip("/") != "/v1/chat/completions":
             return self.send_json(404, {"error": {"message": f"no route {self.path}"}})
         if not self.authorized():
             return
