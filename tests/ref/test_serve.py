@@ -538,7 +538,11 @@ def test_sigterm_drains_in_flight_requests(retort_bin, rand_model):
 
 
 def test_startup_errors(retort_bin, rand_model, tmp_path):
-    assert_one_error_line(run([retort_bin, "serve", "--model", str(tmp_path / "absent"), "--port", "0"]), "serve")
+    assert_one_error_line(run([retort_bin, "serve", "--model", str(tmp_path / "absent"), "--port", "0"]), "tokenizer")
+    broken = tmp_path / "broken"   # a tokenizer but no model
+    broken.mkdir()
+    os.symlink(os.path.join(str(rand_model[0]), "tokenizer.json"), str(broken / "tokenizer.json"))
+    assert_one_error_line(run([retort_bin, "serve", "--model", str(broken), "--port", "0"]), "loading the model")
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
