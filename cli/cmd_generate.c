@@ -478,7 +478,7 @@ static int cmd_generate_db(int argc, char **argv) {
         if (mc_load(dir, &cfg)) return cli_fail("generate: loading the model");
         char *def_tok = rt_path_join(dir, "tokenizer.json");
         if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
-        if (!tok_path) rc = (free(def_tok), cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)"));
+        if (!tok_path) rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
         else if (tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
         free(def_tok);
         if (rc) return rc;

@@ -336,6 +336,13 @@ def test_usage_errors(retort_bin, tmp_path):
     r = run([retort_bin, "generate", "--db", str(tmp_path / "none.db"), "--teacher", "http://127.0.0.1:9/v1",
              "--model", "m"])
     assert_one_error_line(r, "none.db")
+    bare = tmp_path / "no-tokenizer"   # a config.json and nothing else
+    bare.mkdir()
+    (bare / "config.json").write_text(open(os.path.join(ROOT, "configs", "models", "tiny-qwen2.json")).read())
+    r = run([retort_bin, "generate", "--db", str(db), "--teacher", f"local:{bare}"])
+    assert r.returncode == 2 and "tokenizer" in r.stderr, r.stderr
+    r = run([retort_bin, "generate", "--db", str(db), "--teacher", f"local:{tmp_path / 'nowhere'}"])
+    assert_one_error_line(r, "nowhere")
 
 
 # ---- the local engine path ----
