@@ -22,6 +22,11 @@ extern "C" {
 void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t M, int64_t D, float eps,
                  tp_pool *pool);
 
+/* The residual add fused in front: sum = x + add (f32; sum may equal x, then x += add in place),
+ * then y, rstd = rmsnorm(sum) as above. The CPU twin of the CUDA fused forward. */
+void rmsnorm_residual_fwd(float *y, float *rstd, float *sum, const float *x, const float *add, const float *w, int64_t M,
+                          int64_t D, float eps, tp_pool *pool);
+
 /* dx[M,D] += ∂L/∂x (accumulated: the residual stream's gradient); dw[D] += ∂L/∂w. */
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, int64_t M,
                  int64_t D, tp_pool *pool);

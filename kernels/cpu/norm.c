@@ -29,6 +29,32 @@ void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t 
     tp_parallel_for(pool, (size_t)M, fwd_rows, &c);
 }
 
+/* The residual add fused in front (the twin of rmsnorm_fwd_cuda / rmsnorm_residual_fwd_cuda):
+ * sum = x + add row by row, then the norm of that row; one pass over the rows. */
+typedef struct {
+    float *y, *rstd, *sum;
+    const float *x, *add, *w;
+    int64_t D;
+    float eps;
+} res_ctx;
+
+static void res_rows(void *p, size_t begin, size_t end, int thread) {
+    const res_ctx *c = p;
+    for (size_t i = begin; i < end; i++) {
+        const float *x = c->x + (int64_t)i * c->D, *a = c->add + (int64_t)i * c->D;
+        float *s = c->sum + (int64_t)i * c->D;
+        for (int64_t j = 0; j < c->D; j++) s[j] = x[j] + a[j];
+        norm_ctx n = {.y = c->y, .rstd = c->rstd, .x = c->sum, .w = c->w, .D = c->D, .eps = c->eps};
+        fwd_rows(&n, i, i + 1, thread);
+    }
+}
+
+void rmsnorm_residual_fwd(float *y, float *rstd, float *sum, const float *x, const float *add, const float *w, int64_t M,
+                          int64_t D, float eps, tp_pool *pool) {
+    res_ctx c = {.y = y, .rstd = rstd, .sum = sum, .x = x, .add = add, .w = w, .D = D, .eps = eps};
+    tp_parallel_for(pool, (size_t)M, res_rows, &c);
+}
+
 /* With xh = x·r and g = dy ⊙ w: dx = r · (g − xh · mean(g ⊙ xh)). */
 static void bwd_rows(void *p, size_t begin, size_t end, int thread) {
     const norm_ctx *c = p;

@@ -2,6 +2,9 @@
  * CPU twin rmsnorm_fwd/rmsnorm_bwd (kernels/cpu/norm.c, tested against torch), on the same
  * bf16 inputs, for row widths that take every register-tiling variant (D/8/256 ≤ 1, 2, 4, 8).
  *
+ * The forward's twin is rmsnorm_residual_fwd; since the GPU stores the residual sum in bf16 and
+ * normalizes that stored value, the reference is that twin's two steps with the same rounding
+ * in between: the f32 sum, rounded to bf16, then rmsnorm_fwd.
  * Tolerances. Residual: res + add is one f32 addition rounded to bf16 on both sides: bit-
  * identical. y: the GPU's f32 sum of squares (tree order) vs the CPU's double sum changes
  * rstd by ≤ (D+8)·2^-24 relative; y is then rounded to bf16: 2^-8·|want| + (D+8)·2^-24·|want|.
@@ -24,11 +27,11 @@ static void fwd_case(int64_t M, int64_t D, int with_add) {
     CHECK(!rmsnorm_fwd_cuda(dy, drstd, dres, with_add ? dadd : NULL, dw, M, D, eps, NULL), "launch D=%lld", (long long)D);
     CU(cudaDeviceSynchronize());
     /* CPU: the residual sum rounded to bf16, then the twin */
-    float *sum = malloc(n * 4);
-    for (size_t i = 0; i < n; i++) sum[i] = with_add ? res[i] + add[i] : res[i];
-    uint16_t *want_res = gt_round_bf16(sum, n);
-    float *want = malloc(n * 4), *want_rstd = malloc((size_t)M * 4);
-    rmsnorm_fwd(want, want_rstd, sum, w, M, D, eps, NULL);
+    float *sum = malloc(n * 4), *want = malloc(n * 4), *want_rstd = malloc((size_t)M * 4);
+    if (with_add) rmsnorm_residual_fwd(want, want_rstd, sum, res, add, w, M, D, eps, NULL);   /* the f32 sum */
+    else memcpy(sum, res, n * 4);
+    uint16_t *want_res = gt_round_bf16(sum, n);                 /* stored as bf16 ... */
+    rmsnorm_fwd(want, want_rstd, sum, w, M, D, eps, NULL);      /* ... and normalized as stored */
     uint16_t *got_res = malloc(n * 2);
     cudaMemcpy(got_res, dres, n * 2, cudaMemcpyDeviceToHost);
     float *got = gt_get_bf16(dy, n), *got_rstd = gt_get_f32(drstd, (size_t)M);

@@ -5,10 +5,14 @@
  *  - the plain-C CBLAS stand-in of the GPU-only build (kernels/cpu/noblas/cblas.c, compiled
  *    here under other names so it cannot collide with OpenBLAS): sgemm in both orders and all
  *    transposes with alpha/beta, and sgemv, against a double-precision loop written here.
- *    Tolerance: (K + 2)·2^-24·Σ|terms| per element, the f32 summation bound. */
+ *    Tolerance: (K + 2)·2^-24·Σ|terms| per element, the f32 summation bound;
+ *  - rmsnorm_residual_fwd (kernels/cpu/norm.c), the CPU twin of the CUDA fused residual norm,
+ *    in place and out of place, against the formula in double written here: sum exact (one f32
+ *    addition on both sides), y and rstd within 8·2^-24 relative (f32 products and rounding). */
 #include <math.h>
 
 #include "kernels/embed.h"
+#include "kernels/norm.h"
 #include "testutil.h"
 
 #define cblas_sgemm noblas_sgemm
@@ -115,4 +119,36 @@ Test(kernels_gpu_support, noblas_sgemv_matches_double_loop) {
                               "order %d ta %d [%d]", order, ta, i);
             }
         }
+}
+
+Test(kernels_gpu_support, rmsnorm_residual_fwd_matches_formula) {
+    unsigned long long s = 4242;
+    int64_t M = 9, D = 200;
+    float *x = malloc((size_t)(M * D) * 4), *add = malloc((size_t)(M * D) * 4), *w = malloc((size_t)D * 4);
+    float *sum = malloc((size_t)(M * D) * 4), *y = malloc((size_t)(M * D) * 4), *rstd = malloc((size_t)M * 4);
+    float *x2 = malloc((size_t)(M * D) * 4), *y2 = malloc((size_t)(M * D) * 4), *rstd2 = malloc((size_t)M * 4);
+    for (int64_t i = 0; i < M * D; i++) x[i] = 3 * frand(&s), add[i] = frand(&s);
+    for (int64_t j = 0; j < D; j++) w[j] = 1 + frand(&s) / 2;
+    memcpy(x2, x, (size_t)(M * D) * 4);
+    rmsnorm_residual_fwd(y, rstd, sum, x, add, w, M, D, 1e-6f, NULL);
+    rmsnorm_residual_fwd(y2, rstd2, x2, x2, add, w, M, D, 1e-6f, NULL);   /* in place */
+    for (int64_t i = 0; i < M; i++) {
+        double ss = 0;
+        for (int64_t j = 0; j < D; j++) {
+            float e = x[i * D + j] + add[i * D + j];
+            cr_assert_eq(sum[i * D + j], e);
+            cr_assert_eq(x2[i * D + j], e, "in place");
+            ss += (double)e * e;
+        }
+        double r = 1.0 / sqrt(ss / D + 1e-6);
+        cr_assert_leq(fabs(rstd[i] - r), 8 * 5.96e-8 * r, "rstd row %lld", (long long)i);
+        cr_assert_eq(rstd2[i], rstd[i]);
+        for (int64_t j = 0; j < D; j++) {
+            double want = w[j] * (double)sum[i * D + j] * r;
+            cr_assert_leq(fabs(y[i * D + j] - want), 8 * 5.96e-8 * fabs(want) + 1e-30, "y[%lld,%lld]", (long long)i,
+                          (long long)j);
+            cr_assert_eq(y2[i * D + j], y[i * D + j]);
+        }
+    }
+    free(x), free(add), free(w), free(sum), free(y), free(rstd), free(x2), free(y2), free(rstd2);
 }
