@@ -4,7 +4,7 @@
     python fake_openai.py [--port 0] [--latency S] [--token-latency S] [--style reasoning|inline|mixed]
                           [--p429 P] [--retry-after V] [--p500 P] [--pdrop P] [--ptrunc P]
                           [--max-faults N] [--fault-seed S] [--api-key K] [--model-name M] [--no-usage-details]
-                          [--answer-mod M] [--ignore-stream]
+                          [--answer-mod M] [--ignore-stream] [--pstall P] [--stall S]
 
 Prints "PORT <n>" on its first stdout line once listening.
 
@@ -20,7 +20,8 @@ completion_tokens_details.reasoning_tokens (pieces before "</think>", the tag co
 Faults, drawn per request with a seeded RNG (at most --max-faults per distinct (content, seed),
 so every request succeeds eventually): 429 with Retry-After (--retry-after: seconds, or "date"
 for an HTTP date 2 s ahead, at least 1 s once rounded to the second), 500, a connection dropped mid-body (no chunked terminator / short
-Content-Length), a truncated stream (clean HTTP end before the finish_reason event and [DONE]). --latency delays each response
+Content-Length), a truncated stream (clean HTTP end before the finish_reason event and [DONE]), a stall (no
+response for --stall seconds, then the connection is closed). --latency delays each response
 before its first byte; --token-latency each streamed token.
 
 GET /v1/models lists --model-name; GET /stats returns counters and a log of
@@ -77,7 +78,8 @@ class State:
             if self.faults.get(key, 0) >= a.max_faults:
                 return "ok"
             u = self.rng.random()
-            for kind, p in (("429", a.p429), ("500", a.p500), ("drop", a.pdrop), ("trunc", a.ptrunc)):
+            for kind, p in (("429", a.p429), ("500", a.p500), ("drop", a.pdrop), ("trunc", a.ptrunc),
+                            ("stall", a.pstall)):
                 if u < p:
                     self.faults[key] = self.faults.get(key, 0) + 1
                     return kind
@@ -156,6 +158,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(429, {"error": {"message": "rate limited"}}, [("Retry-After", ra)])
         if fault == "500":
             return self.send_json(500, {"error": {"message": "internal error"}})
+        if fault == "stall":   # longer than the client's timeout; then the connection goes
+            time.sleep(a.stall)
+            return self.drop()
         toks = tokens_of(content, seed, a.answer_mod)
         max_tokens = int(req.get("max_tokens") or 1 << 30)
         finish = "stop"
@@ -275,6 +280,8 @@ def main(argv=None):
     ap.add_argument("--p500", type=float, default=0.0)
     ap.add_argument("--pdrop", type=float, default=0.0)
     ap.add_argument("--ptrunc", type=float, default=0.0)
+    ap.add_argument("--pstall", type=float, default=0.0)
+    ap.add_argument("--stall", type=float, default=5.0)
     ap.add_argument("--max-faults", type=int, default=3)
     ap.add_argument("--fault-seed", type=int, default=1)
     ap.add_argument("--api-key", default=None)

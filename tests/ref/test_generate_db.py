@@ -232,6 +232,17 @@ def test_faults_every_sample_exactly_once(retort_bin, tmp_path, server_factory):
     assert "0 failed" in r.stderr
 
 
+def test_timeouts_are_retried(retort_bin, tmp_path, server_factory):
+    s = server_factory("--pstall", "0.5", "--stall", "3", "--max-faults", "1")
+    db = make_db(retort_bin, tmp_path, n_math=4, n_chat=2)
+    r = gen(retort_bin, db, s.url, "--n", "2", "--timeout", "0.5", "--concurrency", "12")
+    assert r.returncode == 0, r.stderr
+    assert s.stats()["counts"].get("stall", 0) > 0
+    rs = check_complete(db, 2, 6)
+    for x in rs:
+        assert x["text"] == expected_sample(sent_content(x), x["seed"])
+
+
 @pytest.mark.parametrize("value", ["1", "date"])
 def test_retry_after_is_honoured(retort_bin, tmp_path, server_factory, value):
     s = server_factory("--p429", "1", "--max-faults", "1", "--retry-after", value)
