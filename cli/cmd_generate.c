@@ -394,13 +394,14 @@ static int cmd_generate_db(int argc, char **argv) {
         {"template", required_argument, 0, 'M'},    {"threads", required_argument, 0, 'J'},
         {"cache-tokens", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
         {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
-        {"quiet", no_argument, 0, 'q'},             {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'},             {"top-k", required_argument, 0, 'k'},
+        {"min-p", required_argument, 0, 'I'},       {0, 0, 0, 0}};
     const char *db_path = NULL, *teacher = NULL, *model = NULL, *key_env = NULL, *source = NULL, *system = NULL,
                *instruction = "auto", *tok_path = NULL;
     ct_kind tmpl = CT_DEEPSEEK_R1;
     bool have_tmpl = false, think_prefix = true, stream = true, quiet = false;
     double n = 1, max_tokens = 32768, temp = 0.6, top_p = 0.95, seed = 0, conc = 8, lp = -1, threads = 0,
-           cache = 65536, timeout = 600, retries = 8;
+           cache = 65536, timeout = 600, retries = 8, top_k = 0, min_p = 0;
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -433,12 +434,15 @@ static int cmd_generate_db(int argc, char **argv) {
         case 'C': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
         case 'o': u = parse_num("--timeout", optarg, 0.001, 86400, &timeout); break;
         case 'r': u = parse_num("--retries", optarg, 0, 1000, &retries); break;
+        case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &top_k); break;
+        case 'I': u = parse_num("--min-p", optarg, 0, 1, &min_p); break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (u) return u;
-    const char *ints[] = {"--n", "--max-tokens", "--seed", "--concurrency", "--logprobs", "--threads", "--cache-tokens", "--retries"};
-    double vals[] = {n, max_tokens, seed, conc, lp, threads, cache, retries};
+    const char *ints[] = {"--n", "--max-tokens", "--seed", "--concurrency", "--logprobs", "--threads", "--cache-tokens",
+                          "--retries", "--top-k"};
+    double vals[] = {n, max_tokens, seed, conc, lp, threads, cache, retries, top_k};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (vals[i] != floor(vals[i])) return cli_usage_error("generate", "%s wants a whole number", ints[i]);
     if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
@@ -447,12 +451,10 @@ static int cmd_generate_db(int argc, char **argv) {
     if (!local && strncmp(teacher, "http://", 7) && strncmp(teacher, "https://", 8))
         return cli_usage_error("generate", "--teacher wants local:MODEL_DIR or an http(s):// URL, not '%s'", teacher);
     if (local && !teacher[6]) return cli_usage_error("generate", "--teacher local: needs a model directory");
-    if (!local && (have_tmpl || threads || cache != 65536))
-        return cli_usage_error("generate", "--template, --threads and --cache-tokens are for local teachers");
     if (local && key_env) return cli_usage_error("generate", "--api-key-env is for endpoint teachers");
 
     gd_opts o = {.source = source, .n = (int)n, .max_tokens = (int64_t)max_tokens, .temperature = temp,
-                 .top_p = top_p, .seed = (uint64_t)seed, .logprobs = (int)lp, .think_prefix = think_prefix,
+                 .top_p = top_p, .top_k = (int)top_k, .min_p = min_p, .seed = (uint64_t)seed, .logprobs = (int)lp, .think_prefix = think_prefix,
                  .max_queue = 2 * (int)conc};
     if (system && *system) o.system = system;
     if (!strcmp(instruction, "auto")) o.instruction = GD_R1_INSTRUCTION;

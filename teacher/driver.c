@@ -42,6 +42,8 @@ int gd_params_json(const gd_opts *o, char **json) {
     json_object_set_new(j, "system", o->system ? json_string(o->system) : json_null());
     json_object_set_new(j, "instruction", o->instruction ? json_string(o->instruction) : json_null());
     if (o->instruction) json_object_set_new(j, "instruction_to", json_string(o->instruction_all ? "all" : "math"));
+    if (o->top_k > 0) json_object_set_new(j, "top_k", json_integer(o->top_k));
+    if (o->min_p > 0) json_object_set_new(j, "min_p", json_real(o->min_p));
     *json = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(j);
     return *json ? 0 : rt_fail(RT_ENOMEM, "out of memory");
@@ -352,7 +354,8 @@ static int run_local(drv *d, gd_report *rep) {
     int qcap = o->max_queue > 0 ? o->max_queue : 64;
     size_t next = 0;
     int rc = 0;
-    smp_params sp = {.temperature = (float)o->temperature, .top_p = (float)o->top_p};
+    smp_params sp = {.temperature = (float)o->temperature, .top_p = (float)o->top_p, .top_k = o->top_k,
+                     .min_p = (float)o->min_p};
     while (!rc) {
         if (stopped(d)) {
             rep->interrupted = true;
@@ -398,6 +401,8 @@ static int request_body(drv *d, const work *w, char **body) {
                           (json_int_t)o->max_tokens, "temperature", o->temperature, "top_p", o->top_p, "seed",
                           (json_int_t)gd_sample_seed(o->seed, g->id, w->j), "stream", o->remote->stream);
     if (b && o->remote->stream) json_object_set_new(b, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    if (b && o->top_k > 0) json_object_set_new(b, "top_k", json_integer(o->top_k));
+    if (b && o->min_p > 0) json_object_set_new(b, "min_p", json_real(o->min_p));
     if (b && o->logprobs >= 0) {
         json_object_set_new(b, "logprobs", json_true());
         if (o->logprobs > 0) json_object_set_new(b, "top_logprobs", json_integer(o->logprobs));

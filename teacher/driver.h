@@ -4,7 +4,8 @@
  * and every finished sample is stored in its own transaction.
  *
  * Pending work. params is canonical JSON (gd_params_json: sorted keys; temperature, top_p,
- * max_tokens, seed, system, instruction and where it applies, think_prefix), so samples of
+ * max_tokens, seed, system, instruction and where it applies, think_prefix; top_k and min_p
+ * only when set — remotely they are sent as vLLM's "top_k" / "min_p" fields), so samples of
  * different configurations never mix. For every prompt (of `source`, or all) the indices
  * 0..K-1 not yet in samples for (prompt, teacher, params) are the work, in prompt id order.
  * A sample is inserted with db_sample_put at its index, which the UNIQUE (prompt, teacher,
@@ -78,6 +79,8 @@ typedef struct {
     int n;                      /* K samples per prompt, ≥ 1 */
     int64_t max_tokens;
     double temperature, top_p;
+    int top_k;                  /* 0: off (then not in params, not sent) */
+    double min_p;               /* 0: off (then not in params, not sent) */
     uint64_t seed;
     int logprobs;               /* -1 none; 0 the chosen token's; K ≤ 20 also top K */
     const char *system;         /* NULL: no system message added */

@@ -24,8 +24,8 @@ Content-Length), a truncated stream (clean HTTP end before the finish_reason eve
 response for --stall seconds, then the connection is closed). --latency delays each response
 before its first byte; --token-latency each streamed token.
 
-GET /v1/models lists --model-name; GET /stats returns counters and a log of
-[time, content-hash, seed, outcome] per request; with --api-key a wrong key is 401.
+GET /v1/models lists --model-name; GET /stats returns counters, a log of
+[time, content-hash, seed, outcome] per request and the request bodies; with --api-key a wrong key is 401.
 """
 import argparse
 import email.utils
@@ -71,6 +71,7 @@ class State:
         self.faults = {}
         self.log = []
         self.counts = {}
+        self.requests = []   # the request bodies, as parsed
 
     def draw(self, key):
         a = self.args
@@ -120,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, {"object": "list", "data": [{"id": st.args.model_name, "object": "model"}]})
         elif self.path == "/stats":
             with st.lock:
-                self.send_json(200, {"counts": dict(st.counts), "log": list(st.log)})
+                self.send_json(200, {"counts": dict(st.counts), "log": list(st.log), "requests": list(st.requests)})
         else:
             self.send_json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -146,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 - any malformed request is a 400
             return self.send_json(400, {"error": {"message": f"bad request: {e}"}})
         seed = req.get("seed", 0)
+        with st.lock:
+            st.requests.append(req)
         key = hashlib.sha256(content.encode()).hexdigest()[:16]
         fault = st.draw((key, seed))
         st.record(key, seed, fault)

@@ -172,7 +172,8 @@ def test_options_change_params_and_prompts(retort_bin, tmp_path, server_factory)
     s = server_factory()
     db = make_db(retort_bin, tmp_path, n_math=2, n_chat=2)
     r = gen(retort_bin, db, s.url, "--instruction", "none", "--system", "Be brief.", "--temperature", "0.3",
-            "--top-p", "0.5", "--max-tokens", "100", "--seed", "7", "--model", "my-teacher", "--source", "gsm8k_mini")
+            "--top-p", "0.5", "--max-tokens", "100", "--seed", "7", "--model", "my-teacher", "--source", "gsm8k_mini",
+            "--top-k", "20", "--min-p", "0.05", "--template", "qwen")   # --template: local only, ignored here
     assert r.returncode == 0, r.stderr
     rs = rows(db)
     assert len(rs) == 2 and {x["source"] for x in rs} == {"gsm8k_mini"}
@@ -180,7 +181,14 @@ def test_options_change_params_and_prompts(retort_bin, tmp_path, server_factory)
         assert x["teacher"] == "my-teacher"
         assert x["text"] == expected_sample(sent_content(x, None), x["seed"])
         assert json.loads(x["params"]) == {"instruction": None, "max_tokens": 100, "seed": 7, "system": "Be brief.",
-                                           "temperature": 0.3, "think_prefix": True, "top_p": 0.5}
+                                           "temperature": 0.3, "think_prefix": True, "top_p": 0.5, "top_k": 20,
+                                           "min_p": 0.05}
+    reqs = s.stats()["requests"]
+    assert len(reqs) == 2
+    for q in reqs:   # what was sent
+        assert q["messages"][0] == {"role": "system", "content": "Be brief."} and len(q["messages"]) == 2
+        assert (q["temperature"], q["top_p"], q["max_tokens"], q["top_k"], q["min_p"]) == (0.3, 0.5, 100, 20, 0.05)
+        assert q["model"] == "my-teacher" and q["stream"] is True and "logprobs" not in q
     # an instruction TEXT applies to every source; a short max_tokens truncates (finish "length")
     r = gen(retort_bin, db, s.url, "--instruction", "Answer in French.", "--max-tokens", "3", "--model", "my-teacher")
     assert r.returncode == 0, r.stderr
@@ -339,7 +347,8 @@ def test_usage_errors(retort_bin, tmp_path):
                          (["--db", str(db)], "--teacher"),
                          (["--db", str(db), "--teacher", "ftp://x"], "--teacher"),
                          (["--db", str(db), "--teacher", "http://x", "--n", "0"], "--n"),
-                         (["--db", str(db), "--teacher", "http://x", "--template", "qwen"], "local"),
+                         (["--db", str(db), "--teacher", "http://x", "--template", "nope"], "template"),
+                         (["--db", str(db), "--teacher", "http://x", "--top-k", "1.5"], "--top-k"),
                          (["--db", str(db), "--teacher", "http://x", "--bogus"], "--bogus")]:
         r = run([retort_bin, "generate", *args])
         assert r.returncode == 2, (args, r.stderr)
