@@ -75,6 +75,7 @@ typedef struct {
     gd_progress p;
     double t0, last;
     int32_t end_of_turn, think_close;
+    char last_err[600];        /* the last per-sample failure */
 } drv;
 
 static double now_s(void) {
@@ -373,7 +374,14 @@ static int run_local(drv *d, gd_report *rep) {
                             .sampling = sp, .seed = gd_sample_seed(o->seed, g->id, w->j),
                             .stop_ids = &d->end_of_turn, .n_stop_ids = d->end_of_turn >= 0 ? 1 : 0,
                             .logprobs = true, .top_logprobs = o->logprobs > 0 ? o->logprobs : 0, .tag = next};
-            if (!rc && (rc = te_submit(e, &r))) rc = rt_errorf(rc, "prompt %lld", (long long)g->id);
+            if (!rc && (rc = te_submit(e, &r))) {
+                rc = rt_errorf(rc, "prompt %lld", (long long)g->id);
+                if (rc == RT_ERANGE) {   /* this prompt can never fit: skip it, go on with the others */
+                    d->p.failed++;
+                    snprintf(d->last_err, sizeof d->last_err, "%s", rt_errmsg());
+                    rc = 0;
+                }
+            }
             free(ids);
             next++;
             te_stats_get(e, &st);
@@ -386,6 +394,9 @@ static int run_local(drv *d, gd_report *rep) {
         te_results_free(res, k);
         progress(d, false);
     }
+    if (!rc && d->p.failed && !rep->interrupted)
+        rc = rt_fail(RT_EINVAL, "%zu sample(s) cannot be generated (the others are stored); last: %s", d->p.failed,
+                     d->last_err);
     return rc;
 }
 
@@ -450,7 +461,7 @@ static int run_remote(drv *d, gd_report *rep) {
     int rc = oai_client_new(o->remote, &c);
     if (rc) return rc;
     size_t next = 0, window = 2 * (size_t)(o->remote->concurrency > 0 ? o->remote->concurrency : 8);
-    char last_err[600] = "";
+    char *last_err = d->last_err;
     while (!rc) {
         if (stopped(d)) {
             rep->interrupted = true;
@@ -473,7 +484,7 @@ static int run_remote(drv *d, gd_report *rep) {
             else if (res[i].fatal) rc = rt_fail(RT_EIO, "%s", res[i].err ? res[i].err : "request failed");
             else {
                 d->p.failed++;
-                snprintf(last_err, sizeof last_err, "%s", res[i].err ? res[i].err : "request failed");
+                snprintf(last_err, sizeof d->last_err, "%s", res[i].err ? res[i].err : "request failed");
             }
         }
         oai_results_free(res, k);

@@ -43,7 +43,10 @@
  * Stopping. *stop (may be NULL) is polled between steps: when it becomes non-zero nothing
  * more is issued, in-flight work is dropped (nothing half-written: each sample's row is one
  * transaction), and gd_run returns 0 with rep->interrupted set.
- * Errors: RT_EINVAL (options), a fatal remote error (RT_EIO with the server's status and
+ * A local prompt the model can never take (longer than its context, or than the cache) is
+ * skipped and counted in failed; the others go on, and gd_run then returns RT_EINVAL naming
+ * how many were skipped and why.
+ * Errors: RT_EINVAL (options; prompts skipped), a fatal remote error (RT_EIO with the server's status and
  * message; everything stored stays), RT_EIO when some samples failed after every retry (the
  * others are stored; a rerun retries those), the engine's and the database's.
  */

@@ -552,3 +552,16 @@ def test_local_kill9_then_rerun_equals_an_uninterrupted_run(retort_bin, tmp_path
            for x in check_complete(killed, 3, 12, "byte-qwen")}
     assert got == want
     assert len({v[0] for v in want.values()}) == 36   # every sample differs: sampling, not greedy
+
+
+def test_local_prompt_that_cannot_fit_is_skipped(retort_bin, tmp_path, byte_model):
+    db = make_db(retort_bin, tmp_path, n_math=2, n_chat=0)
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"prompt": "x" * 3000}) + "\n")   # 3000 byte tokens > 2048 positions
+    r = run([retort_bin, "import", "--db", str(db), "--format", "jsonl", "--prompt-field", "prompt", str(long)])
+    assert r.returncode == 0, r.stderr
+    r = run([retort_bin, "generate", "--db", str(db), "--teacher", f"local:{byte_model}", "--max-tokens", "8",
+             "--n", "2", "--threads", "1", "--quiet"])
+    assert_one_error_line(r, "2 sample(s) cannot be generated", "context")
+    rs = rows(db)
+    assert len(rs) == 4 and {x["source"] for x in rs} == {"gsm8k_mini"}
