@@ -462,6 +462,7 @@ static int run_remote(drv *d, gd_report *rep) {
     if (rc) return rc;
     size_t next = 0, window = 2 * (size_t)(o->remote->concurrency > 0 ? o->remote->concurrency : 8);
     char *last_err = d->last_err;
+    size_t failed_in_a_row = 0, give_up = window > 16 ? window : 16;
     while (!rc) {
         if (stopped(d)) {
             rep->interrupted = true;
@@ -480,11 +481,17 @@ static int run_remote(drv *d, gd_report *rep) {
         size_t k = 0;
         rc = oai_poll(c, 0.2, &res, &k);
         for (size_t i = 0; i < k && !rc; i++) {
-            if (res[i].status == 0) rc = store_remote(d, &res[i]);
-            else if (res[i].fatal) rc = rt_fail(RT_EIO, "%s", res[i].err ? res[i].err : "request failed");
+            if (res[i].status == 0) {
+                rc = store_remote(d, &res[i]);
+                failed_in_a_row = 0;
+            } else if (res[i].fatal) rc = rt_fail(RT_EIO, "%s", res[i].err ? res[i].err : "request failed");
             else {
                 d->p.failed++;
                 snprintf(last_err, sizeof d->last_err, "%s", res[i].err ? res[i].err : "request failed");
+                /* an endpoint that fails every request after every retry is down: stop */
+                if (++failed_in_a_row >= give_up)
+                    rc = rt_fail(RT_EIO, "giving up: the last %zu samples all failed after every retry; last: %s",
+                                 failed_in_a_row, last_err);
             }
         }
         oai_results_free(res, k);

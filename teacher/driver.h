@@ -48,7 +48,8 @@
  * how many were skipped and why.
  * Errors: RT_EINVAL (options; prompts skipped), a fatal remote error (RT_EIO with the server's status and
  * message; everything stored stays), RT_EIO when some samples failed after every retry (the
- * others are stored; a rerun retries those), the engine's and the database's.
+ * others are stored; a rerun retries those) — at once when max(16, 2·concurrency) samples in a
+ * row did (the endpoint is down) —, the engine's and the database's.
  */
 #ifndef RT_TEACHER_DRIVER_H
 #define RT_TEACHER_DRIVER_H

@@ -341,6 +341,17 @@ def test_fatal_http_errors_are_one_line(retort_bin, tmp_path, server_factory):
     assert len(check_complete(db, 1, 2)) == 2
 
 
+def test_an_endpoint_that_is_down_gives_up(retort_bin, tmp_path):
+    db = make_db(retort_bin, tmp_path, n_math=10, n_chat=10)
+    import socket
+    with socket.socket() as sk:   # a port nothing listens on
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    r = gen(retort_bin, db, f"http://127.0.0.1:{port}/v1", "--model", "m", "--retries", "1", "--n", "2", "--quiet")
+    assert_one_error_line(r, "giving up: the last 16 samples all failed", "onnect")
+    assert rows(db) == []
+
+
 def test_usage_errors(retort_bin, tmp_path):
     db = make_db(retort_bin, tmp_path, n_math=1, n_chat=0)
     for args, needle in [(["--db", str(db), "--jsonl", "x.jsonl", "--teacher", "http://x"], "mutually exclusive"),
