@@ -62,7 +62,7 @@ typedef struct job {
     int n_choices, n_done;
     choice *ch;
     int state;                      /* 0 handed over, 1 running, 2 refused, 3 finished */
-    bool cancelled, in_engine;
+    bool cancelled, in_engine, dirty;
     char error[512];
     pthread_cond_t cv;
     char id[48];
@@ -221,7 +221,7 @@ static void on_token(void *user, const te_token *t) {
                 memcpy(c->top_lp + c->n * k, t->top_logprobs, (size_t)k * sizeof(float));
             }
             c->n++;
-            pthread_cond_broadcast(&j->cv);
+            j->dirty = true;   /* woken once after the step, not once per token */
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -329,13 +329,18 @@ static void *engine_main(void *arg) {
             if (c->done) continue;
             c->done = true;
             c->finish = res[i].finish;
+            pthread_cond_broadcast(&j->cv);
             if (++j->n_done == j->n_choices) {
                 j->state = 3;
-                drop_active(s, j);
+                drop_active(s, j);   /* may free j (its connection is gone) */
             }
-            pthread_cond_broadcast(&j->cv);
         }
         te_results_free(res, n);
+        for (size_t i = 0; i < s->n_active; i++)
+            if (s->active[i]->dirty) {
+                s->active[i]->dirty = false;
+                pthread_cond_broadcast(&s->active[i]->cv);
+            }
         if (rc) {   /* nothing sensible remains: every request fails */
             while (s->n_active) {
                 job *j = s->active[0];
