@@ -389,6 +389,7 @@ static int run_remote(gen *g, const ev_remote *rm, ev_gen_report *rep) {
     size_t next = 0, window = 2 * (size_t)(rm->opts->concurrency > 0 ? rm->opts->concurrency : 8);
     int64_t tokens = 0;
     char last_err[600] = "";
+    size_t failed_in_a_row = 0;
     while (!rc) {
         while (!rc && next < n_work && oai_pending(c) < window) {
             char *body = NULL;
@@ -419,6 +420,7 @@ static int run_remote(gen *g, const ev_remote *rm, ev_gen_report *rep) {
                 free(text);
                 if (!rc) {
                     g->need[qi][j] = false;
+                    failed_in_a_row = 0;
                     done++;
                     tokens += a->completion_tokens > 0 ? a->completion_tokens : 0;
                 }
@@ -426,6 +428,9 @@ static int run_remote(gen *g, const ev_remote *rm, ev_gen_report *rep) {
             else {
                 failed++;
                 snprintf(last_err, sizeof last_err, "%s", r->err ? r->err : "request failed");
+                if (++failed_in_a_row >= (window > 16 ? window : 16))   /* the endpoint is down */
+                    rc = rt_fail(RT_EIO, "giving up: the last %zu samples all failed after every retry; last: %s",
+                                 failed_in_a_row, last_err);
             }
         }
         oai_results_free(res, n);

@@ -91,7 +91,8 @@ int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_op
  * "<think>\nR\n</think>\n\nA"), n_tokens = usage.completion_tokens (NULL when absent),
  * the server's finish_reason, latency_ms = the successful attempt's wall time. Retries as the
  * client does; a fatal HTTP status stops with RT_EIO, samples that failed every retry are
- * RT_EIO at the end (the others are stored; a rerun retries them). */
+ * RT_EIO at the end (the others are stored; a rerun retries them), at once when max(16,
+ * 2·concurrency) samples in a row failed (the endpoint is down). */
 typedef struct {
     const oai_opts *opts;
     const char *model;     /* the request's "model" */
