@@ -4,7 +4,7 @@
 - every stored text equals the server's deterministic completion for the content that was
   sent (R1 instruction appended to math sources) and the stored per-sample seed, in both
   reasoning styles (reasoning_content / inline think) and both transports (SSE / JSON);
-  token counts from usage; top-k logprobs decoded from the zstd blob with the zstd CLI;
+  token counts from usage; top-k logprobs decoded from the zstd blob with libzstd (ctypes);
 - with injected latency, 429 (+Retry-After), 500, dropped connections and truncated streams,
   generate ends with every (prompt, index) exactly once; Retry-After is never undercut
   (seconds and HTTP date);
@@ -17,6 +17,7 @@ Expected texts come from fake_openai.expected_sample / transformers, never from 
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import struct
@@ -82,7 +83,36 @@ def make_db(retort_bin, tmp_path, n_math=6, n_chat=3, name="run.db"):
     return db
 
 
+def _libzstd():
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("zstd")
+    if not name:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.ZSTD_getFrameContentSize.restype = ctypes.c_ulonglong
+    lib.ZSTD_getFrameContentSize.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.ZSTD_decompress.restype = ctypes.c_size_t
+    lib.ZSTD_decompress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    return lib
+
+
+_ZSTD = _libzstd()
+
+
 def unzstd(blob):
+    """One zstd frame, decompressed by the system's libzstd (ctypes) or the zstd CLI."""
+    import ctypes
+    if _ZSTD is not None:
+        n = _ZSTD.ZSTD_getFrameContentSize(blob, len(blob))
+        assert n < (1 << 40), "frame without a content size"
+        out = ctypes.create_string_buffer(max(int(n), 1))
+        got = _ZSTD.ZSTD_decompress(out, len(out), blob, len(blob))
+        assert not _ZSTD.ZSTD_isError(got) and got == n
+        return out.raw[:got]
+    if shutil.which("zstd") is None:
+        pytest.skip("skipped: neither libzstd nor the zstd tool found to read stored text")
     return subprocess.run(["zstd", "-d", "-c", "-q"], input=blob, capture_output=True, check=True).stdout
 
 
