@@ -16,6 +16,7 @@
 #include "core/json.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
+#include "student/gpu_train.h"
 #include "student/train.h"
 
 typedef struct {
@@ -24,6 +25,7 @@ typedef struct {
     double epochs;
     rt_dtype dtype;
     tr_options o;
+    bool cuda;   /* --device cuda: student/gpu_train.h */
 } train_args;
 
 static double now_s(void) {
@@ -51,7 +53,8 @@ static int parse_f64(const char *s, double *out) {
 }
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
-       O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO };
+       O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
+       O_DEVICE };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -68,7 +71,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"threads", required_argument, 0, O_THREADS}, {"checkpoint-layers", no_argument, 0, O_CKPT},
         {"ce-chunk", required_argument, 0, O_CHUNK}, {"beta1", required_argument, 0, O_B1},
         {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
-        {"zero", required_argument, 0, O_ZERO},
+        {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -117,6 +120,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
             else if (!strcmp(v, "constant")) a->o.schedule = TR_SCHED_CONSTANT;
             else bad = 1;
             break;
+        case O_DEVICE:
+            if (!strcmp(v, "cpu")) a->cuda = false;
+            else if (!strcmp(v, "cuda")) a->cuda = true;
+            else bad = 1;
+            break;
         case O_DTYPE:
             if (!strcmp(v, "bf16")) a->dtype = RT_DT_BF16;
             else if (!strcmp(v, "f32")) a->dtype = RT_DT_F32;
@@ -161,9 +169,11 @@ static void progress(const tr_stats *s, int64_t total, double tps, double eta, i
     fflush(stderr);
 }
 
-static int log_step(FILE *f, const tr_stats *s, double tps) {
+/* peak_gib ≥ 0 (the GPU path): also "peak_mem_gib". */
+static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib) {
     json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I,s:f}", "step", (json_int_t)s->step, "loss", s->loss, "lr", s->lr,
                           "grad_norm", s->grad_norm, "tokens", (json_int_t)s->tokens, "tokens_per_s", tps);
+    if (j && peak_gib >= 0) json_object_set_new(j, "peak_mem_gib", json_real(peak_gib));
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     if (!txt) return -1;
@@ -219,7 +229,95 @@ static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out, 
     return 0;
 }
 
+/* The GPU path (--device cuda): setup and loop as below, on student/gpu_train.h. */
+static int setup_gpu(train_args *a, rt_comm *comm, gt_trainer **out, FILE **log) {
+    *out = NULL;
+    *log = NULL;
+    sd_data *d;
+    int rc = sd_open(a->data, &d), P = comm_size(comm);
+    if (rc) return rc;
+    if (a->seq && a->seq != (int64_t)sd_seq_len(d)) {
+        rc = rt_fail(RT_EINVAL, "--seq %lld, but the shards in %s hold sequences of %u tokens", (long long)a->seq, a->data,
+                     sd_seq_len(d));
+        sd_close(d);
+        return rc;
+    }
+    if (a->epochs > 0) {
+        double per = (double)(a->o.batch * a->o.grad_accum * P);
+        a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(d) / per);
+        if (a->o.steps < 1) a->o.steps = 1;
+    }
+    a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
+    sm_model *m;
+    if ((rc = load_model(a, &m))) { sd_close(d); return rc; }
+    gt_trainer *t;
+    if ((rc = gt_create(m, d, &a->o, comm, &t))) return rc;
+    if (a->resume && (rc = gt_resume(t, a->resume))) { gt_free(t); return rc; }
+    if (comm_rank(comm) == 0 && mkdir(a->out, 0755) && errno != EEXIST) {
+        rc = rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
+        gt_free(t);
+        return rc;
+    }
+    if (comm_rank(comm) == 0 && a->log && !(*log = fopen(a->log, "a"))) {
+        rc = rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
+        gt_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+static int run_gpu(train_args *a, rt_comm *comm) {
+    int rank = comm_rank(comm), P = comm_size(comm);
+    gt_trainer *t = NULL;
+    FILE *lf = NULL;
+    int rc = setup_gpu(a, comm, &t, &lf);
+    if (P > 1) {
+        int32_t first = rc ? rank : P;
+        if (comm_allreduce(comm, &first, &first, 1, RT_DT_I32, COMM_MIN)) first = rank;
+        if (first < P) {
+            gt_free(t);
+            if (lf) fclose(lf);
+            return first == rank ? cli_fail("train") : EXIT_RUNTIME;
+        }
+    } else if (rc) {
+        return cli_fail("train");
+    }
+    int tty = rank == 0 && isatty(2);
+    rc = EXIT_OK;
+    int64_t start = gt_steps_done(t), done = start;
+    double t0 = now_s();
+    while (rc == EXIT_OK && done < a->o.steps) {
+        double ts = now_s();
+        tr_stats s;
+        if (gt_step(t, &s)) {
+            rc = cli_fail("train");
+            if (P > 1) comm_abort(comm, rc);
+            break;
+        }
+        done = s.step;
+        double now = now_s(), tps = (double)s.tokens / (now - ts);
+        double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
+        if (rank == 0) progress(&s, a->o.steps, tps, eta, tty);
+        if (lf && log_step(lf, &s, tps, gt_peak_mem_gib(t))) {
+            fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
+            rc = EXIT_RUNTIME;
+            if (P > 1) comm_abort(comm, rc);
+        }
+        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) {
+            char dir[4200];
+            snprintf(dir, sizeof dir, "%s/step-%lld", a->out, (long long)done);
+            if (gt_save(t, dir, a->dtype)) rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
+        }
+    }
+    if (tty) fputc('\n', stderr);
+    if (lf) fclose(lf);
+    gt_free(t);
+    return rc;
+}
+
 static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
+    if (a->cuda) return run_gpu(a, comm);
     int rank = comm_rank(comm), P = comm_size(comm);
     tr_trainer *t = NULL;
     FILE *lf = NULL;
@@ -252,7 +350,7 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         double now = now_s(), tps = (double)s.tokens / (now - ts);
         double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
         if (rank == 0) progress(&s, a->o.steps, tps, eta, tty);
-        if (lf && log_step(lf, &s, tps)) {
+        if (lf && log_step(lf, &s, tps, -1)) {
             fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
             rc = EXIT_RUNTIME;
             if (P > 1) comm_abort(comm, rc);
@@ -283,6 +381,11 @@ int cmd_train(int argc, char **argv) {
     if (rc) {
         comm_close(comm);
         return rc < 0 ? EXIT_OK : rc;
+    }
+    if (a.cuda && gt_check_device()) {   /* a CPU-only build, or no device: one line */
+        rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
+        comm_close(comm);
+        return rc;
     }
     if (!a.threads && comm_size(comm) > 1) {   /* the node's CPUs shared by its ranks */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);

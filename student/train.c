@@ -397,3 +397,21 @@ int tr_resume(tr_trainer *t, const char *dir) {
     if (!rc) rc = read_moments(t, dir);
     return rc ? rt_errorf(rc, "resuming from %s", dir) : 0;
 }
+
+int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
+                     int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype) {
+    tr_trainer t = {.m = (sm_model *)m, .o = *o, .step = step, .pos = *pos, .N = seq_len};
+    int rc = save_files(&t, m1, m2, dir, model_dtype);
+    return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
+}
+
+int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir) {
+    tr_trainer t = {.m = m, .d = d, .N = sd_seq_len(d), .mom1 = m1, .mom2 = m2};
+    zr_layout_init(&t.z, m->n_params, 0, 1, 0);
+    int rc = read_state(&t, dir);
+    if (!rc) rc = read_moments(&t, dir);
+    if (rc) return rt_errorf(rc, "resuming from %s", dir);
+    *step = t.step;
+    *pos = t.pos;
+    return 0;
+}

@@ -84,5 +84,13 @@ int64_t tr_steps_done(const tr_trainer *t);
 const sm_model *tr_model(const tr_trainer *t);
 int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype);
 int tr_resume(tr_trainer *t, const char *dir);
+/* The same checkpoint for a trainer whose state lives elsewhere (the GPU path,
+ * student/gpu_train.h): m->params hold the f32 weights and m1, m2 the AdamW moments, all in
+ * the model's flat layout ([m->n_params]); step, data position, sequence length and options
+ * are written as tr_save writes them. tr_resume_external reads them back (m: loaded from the
+ * same directory; its params get the f32 master weights when the checkpoint has them). */
+int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
+                     int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype);
+int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir);
 
 #endif

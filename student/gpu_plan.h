@@ -1,0 +1,96 @@
+/* student/gpu_plan.h — the host-side plan of the GPU trainer (student/gpu_train.h): where every
+ * parameter, gradient and activation lives on the device, and how much memory that takes.
+ * Plain C, no CUDA: the plan is tested on the CPU (tests/unit/test_gpu_train_plan.c).
+ *
+ * Parameters. The GPU keeps the model in its own flat order, so that the fused GEMMs of
+ * bench/lab_layer.c read one matrix: per layer q|k|v weights back to back ([(Hq+2·Hkv)·hd, D]),
+ * their biases likewise, gate|up ([2F, D]) and their biases; every group (and every other
+ * tensor) starts at a multiple of 16 elements. The same offsets index the bf16 weights, the
+ * f32 gradients, the f32 master weights and the AdamW moments (student/zero.h's sharding
+ * applies to this flat order: zr_layout_init(n)). off[i] is the GPU offset of the model's
+ * tensor i (student/model.h order); gp_to_gpu / gp_from_gpu permute a whole flat f32 buffer
+ * between the two orders (the checkpoint is always written in the CPU trainer's format).
+ *
+ * Activations: byte offsets into one device arena, each 256-byte aligned. x[l], l = 0..L, the
+ * residual stream entering layer l (x[L]: the final norm's input) — always kept. The set
+ * each layer's backward reads (normed input, fused qkv, attention output and lse, mid
+ * residual, its norm, gate|up, SwiGLU output, two rstd) is kept for every layer, or with
+ * checkpointing only one set exists and each layer's forward is recomputed from x[l] in its
+ * backward. Then the transients (o and down outputs, the final hidden, the gradients flowing
+ * back), kernel scratch (sizes given by the caller: they come from CUDA functions) and the
+ * batch (tokens, doc_start, pos, target, rows with a target, embedding-backward order and
+ * segments: int32, contiguous so one copy uploads them), inv_freq, per-micro-batch losses.
+ *
+ * gp_plan_init returns RT_EUNSUPPORTED for shapes the kernels do not take (hd ∉ {64, 128},
+ * D or F not a multiple of 8, D > 16384, Hq not a multiple of Hkv, partial bias groups),
+ * RT_ENOMEM. gp_plan_free releases the arrays (a zeroed plan is fine).
+ */
+#ifndef RT_STUDENT_GPU_PLAN_H
+#define RT_STUDENT_GPU_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "student/model.h"
+#include "student/zero.h"
+
+#define GP_ALIGN 256   /* bytes, every activation buffer */
+
+typedef struct {   /* GPU flat offsets (elements); −1 when absent */
+    int64_t attn_norm, wqkv, bqkv, wo, bo, mlp_norm, wgu, bgu, wd, bd;
+} gp_layer_off;
+
+typedef struct {   /* byte offsets into the activation arena */
+    size_t xn1, qkv, att, lse, rstd1, mid, xn2, rstd2, gu, act;
+} gp_layer_acts;
+
+typedef struct {   /* scratch the kernels ask for (bytes) */
+    size_t norm_ws, attn_ws, sumsq_ws;
+} gp_ws_sizes;
+
+typedef struct {
+    int64_t D, F, L, V, Hq, Hkv, hd, W;   /* W = (Hq + 2·Hkv)·hd, the fused qkv width */
+    /* parameters */
+    int64_t n;                /* GPU flat length, alignment gaps included */
+    size_t n_tensors;
+    int64_t *off;             /* [n_tensors] */
+    int64_t embed, norm_f, lm_head;   /* lm_head == embed when tied */
+    gp_layer_off *layers;     /* [L] */
+    /* activations */
+    int64_t T, ce_chunk;
+    bool ckpt;
+    size_t *x;                /* [L + 1] */
+    gp_layer_acts *keep;      /* [ckpt ? 1 : L] */
+    size_t tmp, out, hf, rstd_f, dres, dxn, dqkv, datt, dgu, dact;
+    size_t norm_ws, attn_ws, sumsq_ws;
+    size_t batch;             /* int32 [7T + 1]: tokens, doc_start, pos, target, rows, order at k·T; seg at 6T */
+    size_t inv_freq, loss, sumsq;   /* f32 [hd/2]; f64 [loss_slots]; f64 */
+    int64_t loss_slots;
+    size_t x_bytes, keep_bytes, act_bytes;   /* the layer inputs; one kept set; the whole arena */
+} gp_plan;
+
+int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+                 const gp_ws_sizes *ws);
+void gp_plan_free(gp_plan *p);
+/* The kept set layer l reads (set 0 for every layer with checkpointing). */
+const gp_layer_acts *gp_acts_of(const gp_plan *p, int64_t l);
+/* Rows per cross-entropy chunk for T tokens and vocabulary V: ce_chunk when given (capped at
+ * T), else as many as fit 64 MiB of f32 logits (the CPU trainer's rule), at least 1. */
+int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V);
+
+/* cpu: the model's flat layout [m->n_params ≥]; gpu: [p->n ≥] (gaps left untouched). */
+void gp_to_gpu(const gp_plan *p, const sm_model *m, const float *cpu, float *gpu);
+void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *cpu);
+
+/* Device memory of a run, in bytes, by term (the terms of bench/train_gpu_mem.py). */
+typedef struct {
+    size_t weights, master, moments, grads, acts, ce, total;
+} gp_mem;
+/* z: the ZeRO layout over p->n; ce_ws: the cross-entropy workspace's bytes. */
+void gp_plan_memory(const gp_plan *p, const zr_layout *z, size_t ce_ws, gp_mem *out);
+/* The cross-entropy workspace's bytes as kernels/cuda/loss.cu sizes it, cuBLASLt workspaces
+ * aside (an estimate for planning; the measured peak is what the trainer reports). */
+size_t gp_ce_ws_estimate(int64_t chunk, int64_t V, int64_t D);
+
+#endif

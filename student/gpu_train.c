@@ -1,0 +1,475 @@
+/* student/gpu_train.c — the student's training step on CUDA (see student/gpu_train.h). */
+#include "student/gpu_train.h"
+
+#include "core/status.h"
+
+#ifndef RT_HAVE_CUDA
+
+int gt_check_device(void) { return rt_fail(RT_EUNSUPPORTED, "built without CUDA"); }
+int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_trainer **out) {
+    (void)o, (void)host;
+    *out = NULL;
+    sm_free(m);
+    sd_close(d);
+    return gt_check_device();
+}
+void gt_free(gt_trainer *t) { (void)t; }
+int gt_step(gt_trainer *t, tr_stats *out) { (void)t, (void)out; return gt_check_device(); }
+int64_t gt_steps_done(const gt_trainer *t) { (void)t; return 0; }
+int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) { (void)t, (void)dir, (void)model_dtype; return gt_check_device(); }
+int gt_resume(gt_trainer *t, const char *dir) { (void)t, (void)dir; return gt_check_device(); }
+double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
+
+#else
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "kernels/act.h"
+#include "kernels/attention.h"
+#include "kernels/convert.h"
+#include "kernels/embed.h"
+#include "kernels/loss.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
+#include "kernels/optim.h"
+#include "kernels/rope.h"
+#include "student/gpu_plan.h"
+#include "student/zero.h"
+
+#define CUDA_TRY(call)                                                                                   \
+    do {                                                                                                 \
+        cudaError_t e_ = (call);                                                                         \
+        if (e_ != cudaSuccess)                                                                           \
+            return rt_fail(e_ == cudaErrorMemoryAllocation ? RT_ENOMEM : RT_EINTERNAL, "%s failed at %s:%d: %s", \
+                           #call, __FILE__, __LINE__, cudaGetErrorString(e_));                            \
+    } while (0)
+#define TRY(call)                                                                                        \
+    do {                                                                                                 \
+        int rc_ = (call);                                                                                \
+        if (rc_) return rc_;                                                                             \
+    } while (0)
+
+struct gt_trainer {
+    sm_model *m;           /* host copy: the checkpoint's staging (CPU layout) */
+    sd_data *d;
+    tr_options o;
+    rt_comm *host, *nccl;  /* nccl: NULL with one rank */
+    zr_layout z;
+    int64_t mbase;         /* first element of the state this rank keeps */
+    gp_plan p;
+    int64_t N, T, step;
+    sd_position pos;
+    cudaStream_t stream;
+    mm_cuda_ctx *mm;
+    ce_cuda_ws *ce;
+    /* device */
+    uint16_t *wb;          /* [padded] bf16 weights */
+    float *g;              /* [padded] f32 gradients */
+    float *master, *m1, *m2;   /* [zr_state_len] */
+    char *arena;           /* activations (student/gpu_plan.h) */
+    /* host */
+    int32_t *tokens, *doc_start, *posi, *target;   /* [A, T] of the step */
+    int32_t *pinned[2];    /* [7T + 1] each */
+    cudaEvent_t copied[2];
+    bool ev_made;
+    double peak_gib;
+    float eps, scale_attn;
+};
+
+int gt_check_device(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)", cudaGetErrorString(e));
+    if (n < 1) return rt_fail(RT_EUNSUPPORTED, "--device cuda: no CUDA device found");
+    return 0;
+}
+
+#define BF(off) ((uint16_t *)(t->arena + (off)))
+#define F4(off) ((float *)(t->arena + (off)))
+#define I4(off) ((int32_t *)(t->arena + (off)))
+#define OPT(base, off) ((off) >= 0 ? (base) + (off) : NULL)
+
+static void note_memory(gt_trainer *t) {
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) {
+        double gib = (double)(tot - fr) / (1024.0 * 1024.0 * 1024.0);
+        if (gib > t->peak_gib) t->peak_gib = gib;
+    }
+}
+
+/* The host model's f32 weights (CPU layout) into the device: bf16 weights everywhere, this
+ * rank's master part. The gradient buffer is the staging area. */
+static int upload_params(gt_trainer *t) {
+    size_t n = (size_t)t->z.padded;
+    float *h = rt_aligned_alloc(64, n * sizeof(float));
+    if (!h) return RT_ENOMEM;
+    memset(h, 0, n * sizeof(float));
+    gp_to_gpu(&t->p, t->m, t->m->params, h);
+    cudaError_t e = cudaMemcpy(t->g, h, n * sizeof(float), cudaMemcpyHostToDevice);
+    free(h);
+    CUDA_TRY(e);
+    TRY(cvt_f32_to_bf16_cuda(t->g, t->wb, n, t->stream));
+    CUDA_TRY(cudaMemcpyAsync(t->master, t->g + t->mbase, (size_t)zr_state_len(&t->z) * sizeof(float),
+                             cudaMemcpyDeviceToDevice, t->stream));
+    CUDA_TRY(cudaStreamSynchronize(t->stream));
+    return 0;
+}
+
+static int create_device(gt_trainer *t) {
+    int dev = t->host && comm_size(t->host) > 1 ? comm_local_rank(t->host) : 0, ndev = 0;
+    CUDA_TRY(cudaGetDeviceCount(&ndev));
+    if (ndev > 0) dev %= ndev;
+    CUDA_TRY(cudaSetDevice(dev));
+    CUDA_TRY(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->copied[i], cudaEventDisableTiming));
+    t->ev_made = true;
+    if (t->host && comm_size(t->host) > 1) TRY(comm_open_nccl(t->host, dev, t->stream, &t->nccl));
+    TRY(mm_cuda_ctx_create(&t->mm, 0));
+    const sm_model *m = t->m;
+    gp_ws_sizes ws = {rmsnorm_bwd_cuda_ws_bytes(t->T, m->D), attn_bwd_cuda_ws_bytes(t->T, m->Hq),
+                      vec_sumsq_cuda_ws_bytes((size_t)t->z.padded)};
+    TRY(gp_plan_init(&t->p, m, t->T, t->o.checkpoint_layers, t->o.ce_chunk, t->o.grad_accum, &ws));
+    int rank = t->host ? comm_rank(t->host) : 0, P = t->host ? comm_size(t->host) : 1;
+    zr_layout_init(&t->z, t->p.n, rank, P, P > 1 ? t->o.zero : 0);
+    t->mbase = t->z.level ? (int64_t)rank * t->z.shard : 0;
+    TRY(ce_cuda_ws_create(&t->ce, t->p.ce_chunk, m->V, m->D));
+    size_t np = (size_t)t->z.padded, ns = (size_t)zr_state_len(&t->z);
+    CUDA_TRY(cudaMalloc((void **)&t->wb, np * 2));
+    CUDA_TRY(cudaMalloc((void **)&t->g, np * 4));
+    CUDA_TRY(cudaMalloc((void **)&t->master, ns * 4));
+    CUDA_TRY(cudaMalloc((void **)&t->m1, ns * 4));
+    CUDA_TRY(cudaMalloc((void **)&t->m2, ns * 4));
+    CUDA_TRY(cudaMalloc((void **)&t->arena, t->p.act_bytes));
+    CUDA_TRY(cudaMemset(t->m1, 0, ns * 4));
+    CUDA_TRY(cudaMemset(t->m2, 0, ns * 4));
+    for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
+    CUDA_TRY(cudaMemcpy(F4(t->p.inv_freq), m->inv_freq, (size_t)(m->hd / 2) * sizeof(float), cudaMemcpyHostToDevice));
+    TRY(upload_params(t));
+    note_memory(t);
+    return 0;
+}
+
+int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_trainer **out) {
+    *out = NULL;
+    int P = host ? comm_size(host) : 1, rc = gt_check_device();
+    if (!rc && (o->batch < 1 || o->grad_accum < 1 || o->steps < 1 || !(o->lr > 0) || o->zero < 0 || o->zero > 2))
+        rc = rt_fail(RT_EINVAL, "batch, grad-accum, steps ≥ 1, lr > 0 and ZeRO 0, 1 or 2 expected");
+    if (!rc && (int64_t)sd_vocab_size(d) > m->V)
+        rc = rt_fail(RT_EINVAL, "the shards use a vocabulary of %u tokens, the model has %lld", sd_vocab_size(d), (long long)m->V);
+    if (!rc && P > 1 && (uint64_t)(o->batch * o->grad_accum * P) > sd_num_seqs(d))
+        rc = rt_fail(RT_EINVAL, "a step of %lld sequences is more than the %llu sequences in the data: every rank needs sequences of its own",
+                     (long long)(o->batch * o->grad_accum * P), (unsigned long long)sd_num_seqs(d));
+    gt_trainer *t = rc ? NULL : rt_calloc(1, sizeof *t);
+    if (!t) {
+        sm_free(m);
+        sd_close(d);
+        return rc ? rc : RT_ENOMEM;
+    }
+    t->m = m, t->d = d, t->o = *o, t->host = host;
+    t->N = sd_seq_len(d);
+    t->T = o->batch * t->N;
+    t->pos.seed = o->seed;
+    t->eps = (float)m->cfg.rms_norm_eps;
+    t->scale_attn = 1.0f / sqrtf((float)m->hd);
+    size_t all = (size_t)(t->T * o->grad_accum);
+    t->tokens = rt_malloc(all * 4), t->doc_start = rt_malloc(all * 4), t->posi = rt_malloc(all * 4);
+    t->target = rt_malloc(all * 4);
+    rc = (!t->tokens || !t->doc_start || !t->posi || !t->target) ? RT_ENOMEM : create_device(t);
+    if (rc) {
+        gt_free(t);
+        return rt_errorf(rc, "setting up the GPU trainer");
+    }
+    *out = t;
+    return 0;
+}
+
+void gt_free(gt_trainer *t) {
+    if (!t) return;
+    if (t->stream) cudaStreamSynchronize(t->stream);
+    comm_close(t->nccl);
+    cudaFree(t->wb), cudaFree(t->g), cudaFree(t->master), cudaFree(t->m1), cudaFree(t->m2), cudaFree(t->arena);
+    for (int i = 0; i < 2; i++) {
+        if (t->pinned[i]) cudaFreeHost(t->pinned[i]);
+        if (t->ev_made) cudaEventDestroy(t->copied[i]);
+    }
+    ce_cuda_ws_free(t->ce);
+    mm_cuda_ctx_free(t->mm);
+    if (t->stream) cudaStreamDestroy(t->stream);
+    gp_plan_free(&t->p);
+    sm_free(t->m);
+    sd_close(t->d);
+    free(t->tokens), free(t->doc_start), free(t->posi), free(t->target);
+    free(t);
+}
+
+int64_t gt_steps_done(const gt_trainer *t) { return t->step; }
+double gt_peak_mem_gib(const gt_trainer *t) { return t->peak_gib; }
+
+/* ---- one micro-batch ------------------------------------------------------------------- */
+
+/* Layer l's forward from x[l]. recompute: the checkpointed backward's pass, which stops at
+ * the SwiGLU output (what the backward reads) and leaves x[l+1] alone. */
+static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
+    const gp_plan *p = &t->p;
+    const gp_layer_off *w = &p->layers[l];
+    const gp_layer_acts *k = gp_acts_of(p, l);
+    int64_t T = t->T, D = p->D, F = p->F, W = p->W, Hq = p->Hq, Hkv = p->Hkv, hd = p->hd, qd = Hq * hd;
+    void *s = t->stream;
+    uint16_t *wb = t->wb, *x = BF(p->x[l]), *qkv = BF(k->qkv);
+    const int32_t *pos = I4(p->batch) + 2 * T, *ds = I4(p->batch) + T;
+    const float *inv = F4(p->inv_freq);
+    attn_cuda_layout lay = {.ld_q = W, .ld_kv = W};
+    TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, wb + w->attn_norm, T, D, t->eps, s));
+    TRY(mm_linear_fwd_cuda(t->mm, qkv, BF(k->xn1), wb + w->wqkv, OPT(wb, w->bqkv), T, W, D, s));
+    TRY(rope_apply_cuda_ld(qkv, W, pos, inv, T, Hq, hd, false, s));
+    TRY(rope_apply_cuda_ld(qkv + qd, W, pos, inv, T, Hkv, hd, false, s));
+    TRY(attn_fwd_cuda_ex(BF(k->att), F4(k->lse), qkv, qkv + qd, qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn,
+                         &lay, s));
+    TRY(mm_linear_fwd_cuda(t->mm, BF(p->tmp), BF(k->att), wb + w->wo, OPT(wb, w->bo), T, D, qd, s));
+    TRY(rmsnorm_residual_fwd_cuda(BF(k->xn2), F4(k->rstd2), BF(k->mid), x, BF(p->tmp), wb + w->mlp_norm, T, D, t->eps, s));
+    TRY(mm_linear_fwd_cuda(t->mm, BF(k->gu), BF(k->xn2), wb + w->wgu, OPT(wb, w->bgu), T, 2 * F, D, s));
+    TRY(swiglu_fwd_cuda(BF(k->act), BF(k->gu), BF(k->gu) + F, T, F, 2 * F, s));
+    if (recompute) return 0;
+    TRY(mm_linear_fwd_cuda(t->mm, BF(p->out), BF(k->act), wb + w->wd, OPT(wb, w->bd), T, D, F, s));
+    /* x[l+1] = mid + out, fused with the next norm: the final norm for the last layer (its
+     * output and rstd are kept for the head); a throwaway norm into dxn otherwise (the next
+     * layer's forward normalizes x[l+1] itself, as its recomputation will) */
+    bool last = l + 1 == p->L;
+    TRY(rmsnorm_residual_fwd_cuda(last ? BF(p->hf) : BF(p->dxn), last ? F4(p->rstd_f) : NULL, BF(p->x[l + 1]), BF(k->mid),
+                                  BF(p->out), wb + (last ? p->norm_f : p->layers[l + 1].attn_norm), T, D, t->eps, s));
+    return 0;
+}
+
+/* dres holds ∂L/∂x[l+1] on entry and ∂L/∂x[l] on return; weight gradients accumulate. */
+static int layer_bwd(gt_trainer *t, int64_t l) {
+    const gp_plan *p = &t->p;
+    if (p->ckpt) TRY(layer_fwd(t, l, true));
+    const gp_layer_off *w = &p->layers[l];
+    const gp_layer_acts *k = gp_acts_of(p, l);
+    int64_t T = t->T, D = p->D, F = p->F, W = p->W, Hq = p->Hq, Hkv = p->Hkv, hd = p->hd, qd = Hq * hd;
+    void *s = t->stream;
+    uint16_t *wb = t->wb, *dres = BF(p->dres), *dxn = BF(p->dxn), *qkv = BF(k->qkv), *dqkv = BF(p->dqkv);
+    float *g = t->g;
+    const int32_t *pos = I4(p->batch) + 2 * T, *ds = I4(p->batch) + T;
+    const float *inv = F4(p->inv_freq);
+    attn_cuda_layout lay = {.ld_q = W, .ld_kv = W, .ld_dq = W, .ld_dkv = W};
+    TRY(mm_linear_bwd_x_cuda(t->mm, BF(p->dact), false, dres, wb + w->wd, T, D, F, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wd, OPT(g, w->bd), dres, BF(k->act), T, D, F, s));
+    TRY(swiglu_bwd_cuda(BF(p->dgu), BF(p->dgu) + F, BF(p->dact), BF(k->gu), BF(k->gu) + F, T, F, 2 * F, s));
+    TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, BF(p->dgu), wb + w->wgu, T, 2 * F, D, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wgu, OPT(g, w->bgu), BF(p->dgu), BF(k->xn2), T, 2 * F, D, s));
+    TRY(rmsnorm_bwd_cuda(dres, g + w->mlp_norm, dxn, BF(k->mid), wb + w->mlp_norm, F4(k->rstd2), T, D,
+                         t->arena + p->norm_ws, s));
+    TRY(mm_linear_bwd_x_cuda(t->mm, BF(p->datt), false, dres, wb + w->wo, T, D, qd, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wo, OPT(g, w->bo), dres, BF(k->att), T, D, qd, s));
+    TRY(attn_bwd_cuda_ex(dqkv, dqkv + qd, dqkv + qd + Hkv * hd, BF(p->datt), BF(k->att), F4(k->lse), qkv, qkv + qd,
+                         qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn, &lay, t->arena + p->attn_ws, s));
+    TRY(rope_apply_cuda_ld(dqkv, W, pos, inv, T, Hq, hd, true, s));
+    TRY(rope_apply_cuda_ld(dqkv + qd, W, pos, inv, T, Hkv, hd, true, s));
+    TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, dqkv, wb + w->wqkv, T, W, D, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wqkv, OPT(g, w->bqkv), dqkv, BF(k->xn1), T, W, D, s));
+    TRY(rmsnorm_bwd_cuda(dres, g + w->attn_norm, dxn, BF(p->x[l]), wb + w->attn_norm, F4(k->rstd1), T, D,
+                         t->arena + p->norm_ws, s));
+    return 0;
+}
+
+/* Micro-batch a of the step (host arrays at a·T): pack it into pinned slot a % 2 (waiting for
+ * that slot's last copy), upload, forward, loss into loss slot a, backward. */
+static int micro_batch(gt_trainer *t, int64_t a, float scale) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, D = p->D;
+    void *s = t->stream;
+    int slot = (int)(a & 1);
+    CUDA_TRY(cudaEventSynchronize(t->copied[slot]));
+    int32_t *h = t->pinned[slot];
+    memcpy(h, t->tokens + a * T, (size_t)T * 4);
+    memcpy(h + T, t->doc_start + a * T, (size_t)T * 4);
+    memcpy(h + 2 * T, t->posi + a * T, (size_t)T * 4);
+    memcpy(h + 3 * T, t->target + a * T, (size_t)T * 4);
+    int64_t n_rows = 0;
+    for (int64_t i = 0; i < T; i++)
+        if (h[3 * T + i] >= 0) h[4 * T + n_rows++] = (int32_t)i;
+    int64_t n_seg = embed_bwd_plan(h, T, h + 5 * T, h + 6 * T);
+    if (n_seg < 0) return rt_fail(RT_ENOMEM, "planning the embedding backward");
+    CUDA_TRY(cudaMemcpyAsync(I4(p->batch), h, (size_t)(7 * T + 1) * 4, cudaMemcpyHostToDevice, t->stream));
+    CUDA_TRY(cudaEventRecord(t->copied[slot], t->stream));
+    const int32_t *tok = I4(p->batch), *target = I4(p->batch) + 3 * T, *rows = I4(p->batch) + 4 * T;
+    const int32_t *order = I4(p->batch) + 5 * T, *seg = I4(p->batch) + 6 * T;
+    double *loss = (double *)(t->arena + p->loss) + a;
+
+    TRY(embed_fwd_cuda(BF(p->x[0]), t->wb + p->embed, tok, T, D, s));
+    for (int64_t l = 0; l < p->L; l++) TRY(layer_fwd(t, l, false));
+    if (p->L == 0) return rt_fail(RT_EUNSUPPORTED, "a model without layers");
+    if (n_rows > 0) {
+        TRY(ce_fused_cuda(loss, BF(p->dxn), t->g + p->lm_head, BF(p->hf), t->wb + p->lm_head, target, rows, n_rows, T,
+                          scale, t->ce, s));
+    } else {
+        CUDA_TRY(cudaMemsetAsync(loss, 0, sizeof(double), t->stream));
+        CUDA_TRY(cudaMemsetAsync(BF(p->dxn), 0, (size_t)(T * D) * 2, t->stream));
+    }
+    CUDA_TRY(cudaMemsetAsync(BF(p->dres), 0, (size_t)(T * D) * 2, t->stream));
+    TRY(rmsnorm_bwd_cuda(BF(p->dres), t->g + p->norm_f, BF(p->dxn), BF(p->x[p->L]), t->wb + p->norm_f, F4(p->rstd_f), T,
+                         D, t->arena + p->norm_ws, s));
+    for (int64_t l = p->L - 1; l >= 0; l--) TRY(layer_bwd(t, l));
+    TRY(embed_bwd_cuda(t->g + p->embed, BF(p->dres), tok, order, seg, n_seg, T, D, s));
+    return 0;
+}
+
+/* ---- the step -------------------------------------------------------------------------- */
+
+/* Advance a data position by k sequences without reading them (as student/train.c does). */
+static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
+    uint64_t n = sd_num_seqs(d);
+    while (k > 0) {
+        if (p->cursor >= n) {
+            p->epoch++;
+            p->cursor = 0;
+        }
+        uint64_t take = k < n - p->cursor ? k : n - p->cursor;
+        p->cursor += take;
+        k -= take;
+    }
+}
+
+static int step_inner(gt_trainer *t, tr_stats *st) {
+    const zr_layout *z = &t->z;
+    int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks, B = t->o.batch;
+    skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * B * A));
+    for (int64_t a = 0; a < A; a++) {
+        int64_t n;
+        TRY(sd_read(t->d, &t->pos, B, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T, &n));
+        total += n;
+    }
+    skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * B * A));
+    if (P > 1) TRY(comm_allreduce(t->host, &total, &total, 1, RT_DT_I64, COMM_SUM));
+    CUDA_TRY(cudaMemsetAsync(t->g, 0, (size_t)z->padded * 4, t->stream));
+    float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
+    for (int64_t a = 0; a < A; a++) TRY(micro_batch(t, a, scale));
+    /* gradients of all ranks */
+    if (P > 1 && z->level == 2)
+        TRY(comm_reduce_scatter(t->nccl, t->g, t->g + (int64_t)z->rank * z->shard, (size_t)z->shard, RT_DT_F32, COMM_SUM));
+    else if (P > 1)
+        TRY(comm_allreduce(t->nccl, t->g, t->g, (size_t)z->padded, RT_DT_F32, COMM_SUM));
+    double *dsum = (double *)(t->arena + t->p.sumsq);
+    if (z->hi > z->lo)
+        TRY(vec_sumsq_cuda(dsum, false, t->g + z->lo, (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));
+    else
+        CUDA_TRY(cudaMemsetAsync(dsum, 0, sizeof(double), t->stream));
+    double losses[64], *hl = A <= 64 ? losses : rt_malloc((size_t)A * sizeof(double)), sumsq = 0, loss_sum = 0;
+    if (!hl) return RT_ENOMEM;
+    cudaError_t e = cudaMemcpyAsync(hl, t->arena + t->p.loss, (size_t)A * sizeof(double), cudaMemcpyDeviceToHost, t->stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(&sumsq, dsum, sizeof(double), cudaMemcpyDeviceToHost, t->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(t->stream);
+    for (int64_t a = 0; a < A; a++) loss_sum += hl[a];
+    if (hl != losses) free(hl);
+    CUDA_TRY(e);
+    if (P > 1) TRY(comm_allreduce(t->host, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM));
+    if (P > 1 && z->level > 0) TRY(comm_allreduce(t->host, &sumsq, &sumsq, 1, RT_DT_F64, COMM_SUM));
+    double norm = sqrt(sumsq), coef = 1.0;
+    if (t->o.clip > 0 && t->o.clip / (norm + 1e-6) < 1.0) coef = t->o.clip / (norm + 1e-6);
+    double lr = tr_lr_at(&t->o, t->step);
+    t->step++;
+    const sm_model *m = t->m;
+    for (size_t i = 0; i < m->n_tensors; i++) {   /* each tensor's part inside [lo, hi) */
+        const sm_tensor *x = &m->tensors[i];
+        int64_t off = t->p.off[i];
+        int64_t a = off > z->lo ? off : z->lo, b = off + x->numel < z->hi ? off + x->numel : z->hi;
+        if (a >= b) continue;
+        adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
+                           .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
+        TRY(adamw_step_cuda(t->master + (a - t->mbase), t->wb + a, t->g + a, t->m1 + (a - t->mbase), t->m2 + (a - t->mbase),
+                            (size_t)(b - a), &h, (float)coef, t->stream));
+    }
+    if (P > 1 && z->level > 0)
+        TRY(comm_allgather(t->nccl, t->wb + (int64_t)z->rank * z->shard, t->wb, (size_t)z->shard, RT_DT_BF16));
+    CUDA_TRY(cudaStreamSynchronize(t->stream));
+    note_memory(t);
+    *st = (tr_stats){.step = t->step, .loss = total > 0 ? loss_sum / (double)total : 0.0, .lr = lr, .grad_norm = norm,
+                     .tokens = T * A * P, .loss_tokens = total, .epoch = t->pos.epoch};
+    return 0;
+}
+
+int gt_step(gt_trainer *t, tr_stats *st) {
+    int rc = step_inner(t, st);
+    return rc ? rt_errorf(rc, "GPU training step %lld", (long long)t->step + 1) : 0;
+}
+
+/* ---- checkpoints ----------------------------------------------------------------------- */
+
+/* The whole [padded] of a state buffer at rank 0 (host; NULL elsewhere is fine): this rank's
+ * part is copied down and gathered over the host communicator. */
+static int gather_state(gt_trainer *t, const float *dev, float *full) {
+    const zr_layout *z = &t->z;
+    if (z->level == 0 || z->ranks == 1) {
+        if (full) CUDA_TRY(cudaMemcpy(full, dev, (size_t)zr_state_len(z) * 4, cudaMemcpyDeviceToHost));
+        return 0;
+    }
+    float *own = rt_malloc((size_t)z->shard * 4);
+    if (!own) return RT_ENOMEM;
+    cudaError_t e = cudaMemcpy(own, dev, (size_t)z->shard * 4, cudaMemcpyDeviceToHost);
+    int rc = e == cudaSuccess ? comm_gather(t->host, own, full, (size_t)z->shard, RT_DT_F32, 0)
+                              : rt_fail(RT_EINTERNAL, "copying the optimizer state: %s", cudaGetErrorString(e));
+    free(own);
+    return rc;
+}
+
+int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
+    const zr_layout *z = &t->z;
+    int root = z->rank == 0, rc = 0;
+    size_t np = (size_t)z->padded, nc = (size_t)t->m->n_params;
+    float *gw = NULL, *g1 = NULL, *g2 = NULL, *c1 = NULL, *c2 = NULL;
+    if (root) {
+        gw = rt_malloc(np * 4), g1 = rt_malloc(np * 4), g2 = rt_malloc(np * 4);
+        c1 = rt_calloc(nc, 4), c2 = rt_calloc(nc, 4);
+        if (!gw || !g1 || !g2 || !c1 || !c2) rc = RT_ENOMEM;
+    }
+    if (z->ranks > 1) {
+        int32_t ok = rc == 0;
+        int brc = comm_broadcast(t->host, &ok, 1, RT_DT_I32, 0);
+        if (!rc && brc) rc = brc;
+        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "gathering the optimizer state on rank 0");
+    }
+    if (!rc) {
+        cudaError_t e = cudaStreamSynchronize(t->stream);
+        if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "before a checkpoint: %s", cudaGetErrorString(e));
+    }
+    if (!rc) rc = gather_state(t, t->master, gw);
+    if (!rc) rc = gather_state(t, t->m1, g1);
+    if (!rc) rc = gather_state(t, t->m2, g2);
+    if (!rc && root) {
+        gp_from_gpu(&t->p, t->m, gw, t->m->params);
+        gp_from_gpu(&t->p, t->m, g1, c1);
+        gp_from_gpu(&t->p, t->m, g2, c2);
+        rc = tr_save_external(t->m, c1, c2, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
+    }
+    free(gw), free(g1), free(g2), free(c1), free(c2);
+    if (z->ranks > 1) {
+        int32_t r0 = rc;
+        int brc = comm_broadcast(t->host, &r0, 1, RT_DT_I32, 0);
+        if (brc) return rt_errorf(brc, "saving checkpoint %s", dir);
+        if (r0 && !root) return rt_fail(r0, "saving checkpoint %s failed on rank 0", dir);
+    }
+    return rc;
+}
+
+int gt_resume(gt_trainer *t, const char *dir) {
+    size_t nc = (size_t)t->m->n_params, np = (size_t)t->z.padded, ns = (size_t)zr_state_len(&t->z);
+    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(np, 4);
+    int rc = (!c1 || !c2 || !h) ? RT_ENOMEM : 0;
+    if (!rc) rc = tr_resume_external(t->m, c1, c2, t->d, &t->step, &t->pos, dir);
+    if (!rc) rc = upload_params(t);
+    for (int k = 0; k < 2 && !rc; k++) {
+        memset(h, 0, np * 4);
+        gp_to_gpu(&t->p, t->m, k ? c2 : c1, h);
+        cudaError_t e = cudaMemcpy(k ? t->m2 : t->m1, h + t->mbase, ns * 4, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "uploading the optimizer state: %s", cudaGetErrorString(e));
+    }
+    free(c1), free(c2), free(h);
+    return rc ? rt_errorf(rc, "resuming from %s on the GPU", dir) : 0;
+}
+
+#endif
