@@ -211,8 +211,11 @@ double gt_peak_mem_gib(const gt_trainer *t) { return t->peak_gib; }
 
 /* ---- one micro-batch ------------------------------------------------------------------- */
 
-/* Layer l's forward from x[l]. recompute: the checkpointed backward's pass, which stops at
- * the SwiGLU output (what the backward reads) and leaves x[l+1] alone. */
+/* Layer l's forward from x[l]. The first norm of layers after the first was already formed
+ * by the previous layer's fused residual add (its kernel normalizes the stored, rounded sum,
+ * so this is the same value a separate norm gives). recompute: the checkpointed backward's
+ * pass, which forms the first norm itself, stops at the SwiGLU output (what the backward
+ * reads) and leaves x[l+1] alone. */
 static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
     const gp_plan *p = &t->p;
     const gp_layer_off *w = &p->layers[l];
@@ -223,7 +226,7 @@ static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
     const int32_t *pos = I4(p->batch) + 2 * T, *ds = I4(p->batch) + T;
     const float *inv = F4(p->inv_freq);
     attn_cuda_layout lay = {.ld_q = W, .ld_kv = W};
-    TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, wb + w->attn_norm, T, D, t->eps, s));
+    if (recompute || l == 0) TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, wb + w->attn_norm, T, D, t->eps, s));
     TRY(mm_linear_fwd_cuda(t->mm, qkv, BF(k->xn1), wb + w->wqkv, OPT(wb, w->bqkv), T, W, D, s));
     TRY(rope_apply_cuda_ld(qkv, W, pos, inv, T, Hq, hd, false, s));
     TRY(rope_apply_cuda_ld(qkv + qd, W, pos, inv, T, Hkv, hd, false, s));
@@ -236,11 +239,13 @@ static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
     if (recompute) return 0;
     TRY(mm_linear_fwd_cuda(t->mm, BF(p->out), BF(k->act), wb + w->wd, OPT(wb, w->bd), T, D, F, s));
     /* x[l+1] = mid + out, fused with the next norm: the final norm for the last layer (its
-     * output and rstd are kept for the head); a throwaway norm into dxn otherwise (the next
-     * layer's forward normalizes x[l+1] itself, as its recomputation will) */
+     * output and rstd are kept for the head), else layer l+1's first norm into its kept set
+     * (with checkpointing that is set 0 again: this layer is done reading its xn1 and rstd1) */
     bool last = l + 1 == p->L;
-    TRY(rmsnorm_residual_fwd_cuda(last ? BF(p->hf) : BF(p->dxn), last ? F4(p->rstd_f) : NULL, BF(p->x[l + 1]), BF(k->mid),
-                                  BF(p->out), wb + (last ? p->norm_f : p->layers[l + 1].attn_norm), T, D, t->eps, s));
+    const gp_layer_acts *nx = last ? NULL : gp_acts_of(p, l + 1);
+    TRY(rmsnorm_residual_fwd_cuda(last ? BF(p->hf) : BF(nx->xn1), last ? F4(p->rstd_f) : F4(nx->rstd1), BF(p->x[l + 1]),
+                                  BF(k->mid), BF(p->out), wb + (last ? p->norm_f : p->layers[l + 1].attn_norm), T, D,
+                                  t->eps, s));
     return 0;
 }
 
