@@ -3,9 +3,11 @@
 # with an NVIDIA GPU (H100/H200): the GPU-only build (core basics + kernels + CUDA, no other
 # -dev packages), every GPU test (each kernel against its CPU twin), every kernel lab (time,
 # TFLOP/s or GB/s, % of the peak measured in the same run) and, when python3 has torch, the
-# PyTorch peer of the labs with the per-variant ratio. Results go to $OUT (default
-# build/gpu-student-out): build.log, gpu-test.log, gpu-bench.log, torch-peer.log,
-# ratios.txt, nvidia-smi.txt, and summary.txt (one line per stage).
+# PyTorch peer of the labs with the per-variant ratio, and at the end the GPU training path
+# against the CPU trainer (tests/ref/test_train_gpu.py on a full CUDA build). Results go to
+# $OUT (default build/gpu-student-out): build.log, gpu-test.log, gpu-bench.log,
+# torch-peer.log, ratios.txt, train-build.log, train-gpu.log, nvidia-smi.txt, and
+# summary.txt (one line per stage).
 #
 # The single device-tool call that runs it (from the repository root, ~5 minutes):
 #   run(command="bash bench/gpu_student.sh", kind="nvidia-h100-x1", timeout_s=600)
@@ -66,5 +68,30 @@ if python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; 
 else
   summary "torch peer: skipped (python3 has no CUDA torch)"
 fi
+# the GPU training path (`retort train --device cuda`): the full CUDA build (it needs the -dev
+# packages of README; where they are missing this stage says skipped) and the pytest that
+# trains a tiny Qwen2 on the GPU against the CPU trainer and crosses checkpoints both ways.
+# GPU_TRAIN=0 leaves it out.
+trc=0
+if [ "${GPU_TRAIN:-1}" = 1 ]; then
+  GT=${GPU_TRAIN_BUILD:-build/gpu-train}
+  PY=${PYTHON:-python3}
+  [ -z "${PYTHON:-}" ] && [ -x "$HOME/.cache/retort/venv/bin/python" ] && PY=$HOME/.cache/retort/venv/bin/python
+  t0=$(date +%s)
+  if timeout 300 make -j"$J" CUDA=1 BUILD="$GT" BIN="$GT/retort" "$GT/retort" "$GT/tools/student_mkshard" \
+       > "$OUT/train-build.log" 2>&1; then
+    if "$PY" -c 'import pytest, numpy, safetensors' >/dev/null 2>&1; then
+      RETORT=$PWD/$GT/retort TOOLS_DIR=$PWD/$GT/tools timeout 300 "$PY" -m pytest -q -rs tests/ref/test_train_gpu.py \
+        > "$OUT/train-gpu.log" 2>&1 || trc=1
+      cat "$OUT/train-gpu.log"
+      summary "gpu train: $([ $trc = 0 ] && echo ok || echo FAILED) ($(( $(date +%s) - t0 )) s with the build) — $(tail -1 "$OUT/train-gpu.log")"
+    else
+      summary "gpu train: skipped ($PY has no pytest, numpy or safetensors)"
+    fi
+  else
+    tail -20 "$OUT/train-build.log"
+    summary "gpu train: skipped (the full CUDA build failed or timed out — missing -dev packages? see train-build.log)"
+  fi
+fi
 cat "$OUT/summary.txt"
-[ $rc = 0 ] && [ $brc = 0 ]
+[ $rc = 0 ] && [ $brc = 0 ] && [ $trc = 0 ]

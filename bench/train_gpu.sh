@@ -19,8 +19,10 @@
 # SMOKE=1: the whole script on the CPU with a tiny shape (both sides on the CPU trainer /
 # torch CPU), to check the plumbing on a machine without a GPU.
 #
-# The retort side needs the GPU training path (`retort train --device cuda`); while that
-# does not exist the script says so on its row and still measures PyTorch.
+# The retort side is `retort train --device cuda` (student/gpu_train.h; docs/student.md, "GPU
+# path"); a binary without --device (or a CPU-only build, which fails with "built without
+# CUDA") gets a "not built"/"failed" row and PyTorch is still measured. retort's peak memory
+# is the peak_mem_gib its log reports (cudaMemGetInfo: the CUDA context included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PYTHON:=python3}" "${RETORT:=./retort}" "${BENCH_BIN_DIR:=build/gpu/bench}" "${TOKENS:=16384}" "${DOCS:=1}"

@@ -42,9 +42,9 @@ def tool(tools_dir, name):
 
 
 def cuda_build(retort_bin):
-    """The CPU-only build carries the stub's message; a CUDA build never compiles the stub."""
+    """Only a CUDA build compiles student/gpu_train.c's device check, and with it its message."""
     with open(retort_bin, "rb") as f:
-        return b"built without CUDA" not in f.read()
+        return b"no usable CUDA device" in f.read()
 
 
 def have_gpu():
