@@ -255,7 +255,7 @@ def test_chat_greedy_and_logprobs_match_transformers(rand_server, rand_model, ds
 def test_streaming_equals_non_streaming_with_n_and_seed(rand_server):
     c = rand_server.client()
     kw = dict(model="rand", prompt="The quick brown fox", max_tokens=14, temperature=0.9, top_p=0.95, seed=11, n=3,
-              extra_body={"ignore_eos": True, "top_k": 50})
+              extra_body={"ignore_eos": True, "top_k": 50, "min_p": 0.01})
     full = c.completions.create(**kw)
     again = c.completions.create(**kw)
     assert [x.text for x in full.choices] == [x.text for x in again.choices], "a seed gives the same output"
