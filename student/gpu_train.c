@@ -22,7 +22,9 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 
 #else
 
+#ifndef RT_FAKE_CUDA   /* tests/unit/test_gpu_train_fake.c stands the runtime and kernels in on the CPU */
 #include <cuda_runtime.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,7 +342,9 @@ static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
     }
 }
 
-static int step_inner(gt_trainer *t, tr_stats *st) {
+/* The step's gradient: read its sequences, count the targets (all ranks), forward/backward
+ * every micro-batch into t->g (zeroed first), sum over the ranks. Losses stay on the device. */
+static int step_grads(gt_trainer *t, int64_t *total_out) {
     const zr_layout *z = &t->z;
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks, B = t->o.batch;
     skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * B * A));
@@ -359,6 +363,14 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
         TRY(comm_reduce_scatter(t->nccl, t->g, t->g + (int64_t)z->rank * z->shard, (size_t)z->shard, RT_DT_F32, COMM_SUM));
     else if (P > 1)
         TRY(comm_allreduce(t->nccl, t->g, t->g, (size_t)z->padded, RT_DT_F32, COMM_SUM));
+    *total_out = total;
+    return 0;
+}
+
+static int step_inner(gt_trainer *t, tr_stats *st) {
+    const zr_layout *z = &t->z;
+    int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks;
+    TRY(step_grads(t, &total));
     double *dsum = (double *)(t->arena + t->p.sumsq);
     if (z->hi > z->lo)
         TRY(vec_sumsq_cuda(dsum, false, t->g + z->lo, (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));

@@ -1,0 +1,105 @@
+/* tests/unit/fake_cuda.h — just enough of the CUDA runtime's names for student/gpu_train.c to
+ * compile against a CPU stand-in (tests/unit/test_gpu_train_fake.c). Every runtime call and
+ * every kernel entry point the trainer uses is renamed to fake_… so the stand-ins never
+ * collide with the real ones a CUDA build's library carries. Include before gpu_train.c. */
+#ifndef RT_TESTS_FAKE_CUDA_H
+#define RT_TESTS_FAKE_CUDA_H
+
+#include <stddef.h>
+
+#define RT_FAKE_CUDA 1
+#ifndef RT_HAVE_CUDA
+#define RT_HAVE_CUDA 1
+#endif
+
+typedef enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1 } cudaError_t;
+typedef enum { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 } cudaMemcpyKind;
+typedef struct fake_stream *cudaStream_t;
+typedef struct fake_event *cudaEvent_t;
+#define cudaStreamNonBlocking 1u
+#define cudaEventDisableTiming 2u
+
+#define cudaGetDeviceCount fake_cudaGetDeviceCount
+#define cudaGetErrorString fake_cudaGetErrorString
+#define cudaSetDevice fake_cudaSetDevice
+#define cudaStreamCreateWithFlags fake_cudaStreamCreateWithFlags
+#define cudaStreamDestroy fake_cudaStreamDestroy
+#define cudaStreamSynchronize fake_cudaStreamSynchronize
+#define cudaEventCreateWithFlags fake_cudaEventCreateWithFlags
+#define cudaEventDestroy fake_cudaEventDestroy
+#define cudaEventRecord fake_cudaEventRecord
+#define cudaEventSynchronize fake_cudaEventSynchronize
+#define cudaMalloc fake_cudaMalloc
+#define cudaMallocHost fake_cudaMallocHost
+#define cudaFree fake_cudaFree
+#define cudaFreeHost fake_cudaFreeHost
+#define cudaMemcpy fake_cudaMemcpy
+#define cudaMemcpyAsync fake_cudaMemcpyAsync
+#define cudaMemset fake_cudaMemset
+#define cudaMemsetAsync fake_cudaMemsetAsync
+#define cudaMemGetInfo fake_cudaMemGetInfo
+
+cudaError_t cudaGetDeviceCount(int *n);
+const char *cudaGetErrorString(cudaError_t e);
+cudaError_t cudaSetDevice(int d);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaMalloc(void **p, size_t n);
+cudaError_t cudaMallocHost(void **p, size_t n);
+cudaError_t cudaFree(void *p);
+cudaError_t cudaFreeHost(void *p);
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k);
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st);
+cudaError_t cudaMemset(void *p, int v, size_t n);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st);
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
+
+/* the kernels' CUDA entry points (declared under RT_HAVE_CUDA by the kernel family headers) */
+#define mm_cuda_ctx_create fake_mm_cuda_ctx_create
+#define mm_cuda_ctx_free fake_mm_cuda_ctx_free
+#define mm_linear_fwd_cuda fake_mm_linear_fwd_cuda
+#define mm_linear_bwd_x_cuda fake_mm_linear_bwd_x_cuda
+#define mm_linear_bwd_w_cuda fake_mm_linear_bwd_w_cuda
+#define mm_gemm_cuda fake_mm_gemm_cuda
+#define rmsnorm_fwd_cuda fake_rmsnorm_fwd_cuda
+#define rmsnorm_residual_fwd_cuda fake_rmsnorm_residual_fwd_cuda
+#define rmsnorm_bwd_cuda fake_rmsnorm_bwd_cuda
+#define rmsnorm_bwd_cuda_ws_bytes fake_rmsnorm_bwd_cuda_ws_bytes
+#define rope_apply_cuda fake_rope_apply_cuda
+#define rope_apply_cuda_ld fake_rope_apply_cuda_ld
+#define swiglu_fwd_cuda fake_swiglu_fwd_cuda
+#define swiglu_bwd_cuda fake_swiglu_bwd_cuda
+#define embed_fwd_cuda fake_embed_fwd_cuda
+#define embed_bwd_cuda fake_embed_bwd_cuda
+#define attn_fwd_cuda fake_attn_fwd_cuda
+#define attn_fwd_cuda_ex fake_attn_fwd_cuda_ex
+#define attn_bwd_cuda fake_attn_bwd_cuda
+#define attn_bwd_cuda_ex fake_attn_bwd_cuda_ex
+#define attn_bwd_cuda_ws_bytes fake_attn_bwd_cuda_ws_bytes
+#define ce_cuda_ws_create fake_ce_cuda_ws_create
+#define ce_cuda_ws_free fake_ce_cuda_ws_free
+#define ce_fused_cuda fake_ce_fused_cuda
+#define adamw_step_cuda fake_adamw_step_cuda
+#define vec_sumsq_cuda fake_vec_sumsq_cuda
+#define vec_sumsq_cuda_ws_bytes fake_vec_sumsq_cuda_ws_bytes
+#define vec_scale_cuda fake_vec_scale_cuda
+#define cvt_bf16_to_f32_cuda fake_cvt_bf16_to_f32_cuda
+#define cvt_f32_to_bf16_cuda fake_cvt_f32_to_bf16_cuda
+#define fp8_block_dequant_cuda fake_fp8_block_dequant_cuda
+
+/* the trainer itself */
+#define gt_check_device fake_gt_check_device
+#define gt_create fake_gt_create
+#define gt_free fake_gt_free
+#define gt_step fake_gt_step
+#define gt_steps_done fake_gt_steps_done
+#define gt_save fake_gt_save
+#define gt_resume fake_gt_resume
+#define gt_peak_mem_gib fake_gt_peak_mem_gib
+
+#endif

@@ -1,0 +1,575 @@
+/* student/gpu_train.c run on the CPU: the CUDA runtime and every kernel entry point it calls
+ * are stood in for by the kernels' CPU twins on bf16-rounded data (device memory is host
+ * memory, poisoned with NaN on allocation; streams and events are no-ops). What this checks
+ * without a GPU is the trainer's own orchestration — the plan's offsets and fused groups, the
+ * call order and strides of bench/lab_layer.c's sequence, the residual stream and its
+ * gradient, checkpoint recomputation, the loss normalization over the step, clipping, the
+ * AdamW ranges with decay, the pinned batch packing, the checkpoint permutation — against
+ * the CPU trainer (student/train.h, itself tested against transformers and torch). What it
+ * cannot check: the CUDA kernels themselves (tests/gpu, make gpu-test) and the device.
+ * Tolerances: the stand-ins round weights and activations to bf16 (2^-8 relative) like the
+ * GPU path; through two layers and the head that moves the step-1 loss by ~1e-3 relative.
+ * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2. */
+#include "tests/unit/fake_cuda.h"
+
+#include "student/gpu_train.c"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/shard.h"
+#include "student/rng.h"
+
+/* ---- the runtime ------------------------------------------------------------------------ */
+
+static size_t fake_in_use;
+
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "fake CUDA error"; }
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    (void)flags;
+    *s = (cudaStream_t)malloc(1);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    (void)flags;
+    *e = (cudaEvent_t)malloc(1);
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)e, (void)s; return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaMalloc(void **p, size_t n) {
+    size_t *h = malloc(n + 64);
+    if (!h) return cudaErrorMemoryAllocation;
+    h[0] = n;
+    fake_in_use += n;
+    memset((char *)h + 64, 0xff, n);   /* NaN in f32 and bf16: a read before a write shows */
+    *p = (char *)h + 64;
+    return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    size_t *h = (size_t *)((char *)p - 64);
+    fake_in_use -= h[0];
+    free(h);
+    return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k) { (void)k; memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
+    (void)st;
+    return cudaMemcpy(d, s, n, k);
+}
+cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st) { (void)st; return cudaMemset(p, v, n); }
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
+    *total_b = (size_t)80 << 30;
+    *free_b = *total_b - fake_in_use;
+    return cudaSuccess;
+}
+
+/* ---- the kernels, as their CPU twins on bf16 values ---------------------------------- */
+
+static float *up(const uint16_t *x, size_t n) {   /* bf16 → a fresh f32 array */
+    float *f = malloc((n ? n : 1) * sizeof(float));
+    cvt_bf16_to_f32(x, f, n);
+    return f;
+}
+static void down(float *f, uint16_t *x, size_t n) {   /* f32 → bf16, frees f */
+    cvt_f32_to_bf16(f, x, n);
+    free(f);
+}
+/* rows of `w` elements, `ld` apart → dense f32, and back */
+static float *up_ld(const uint16_t *x, int64_t rows, int64_t w, int64_t ld) {
+    float *f = malloc((size_t)(rows * w) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) cvt_bf16_to_f32(x + r * ld, f + r * w, (size_t)w);
+    return f;
+}
+static void down_ld(float *f, uint16_t *x, int64_t rows, int64_t w, int64_t ld) {
+    for (int64_t r = 0; r < rows; r++) cvt_f32_to_bf16(f + r * w, x + r * ld, (size_t)w);
+    free(f);
+}
+
+struct mm_cuda_ctx { int unused; };
+struct ce_cuda_ws { ce_workspace ws; };
+
+int mm_cuda_ctx_create(mm_cuda_ctx **out, size_t workspace_bytes) {
+    (void)workspace_bytes;
+    *out = calloc(1, sizeof **out);
+    return 0;
+}
+void mm_cuda_ctx_free(mm_cuda_ctx *c) { free(c); }
+int mm_linear_fwd_cuda(mm_cuda_ctx *c, uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *b, int64_t M,
+                       int64_t N, int64_t K, void *stream) {
+    (void)c, (void)stream;
+    float *xf = up(x, (size_t)(M * K)), *wf = up(w, (size_t)(N * K)), *bf = b ? up(b, (size_t)N) : NULL;
+    float *yf = malloc((size_t)(M * N) * sizeof(float));
+    mm_linear_fwd(yf, xf, wf, bf, M, N, K, NULL);
+    down(yf, y, (size_t)(M * N));
+    free(xf), free(wf), free(bf);
+    return 0;
+}
+int mm_linear_bwd_x_cuda(mm_cuda_ctx *c, uint16_t *dx, bool acc, const uint16_t *dy, const uint16_t *w, int64_t M,
+                         int64_t N, int64_t K, void *stream) {
+    (void)c, (void)stream;
+    float *dyf = up(dy, (size_t)(M * N)), *wf = up(w, (size_t)(N * K)), *dxf = up(dx, (size_t)(M * K));
+    mm_linear_bwd_x(dxf, acc, dyf, wf, M, N, K, NULL);
+    down(dxf, dx, (size_t)(M * K));
+    free(dyf), free(wf);
+    return 0;
+}
+int mm_linear_bwd_w_cuda(mm_cuda_ctx *c, float *dw, float *db, const uint16_t *dy, const uint16_t *x, int64_t M,
+                         int64_t N, int64_t K, void *stream) {
+    (void)c, (void)stream;
+    float *dyf = up(dy, (size_t)(M * N)), *xf = up(x, (size_t)(M * K));
+    mm_linear_bwd_w(dw, db, dyf, xf, M, N, K, NULL);
+    free(dyf), free(xf);
+    return 0;
+}
+int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uint16_t *x, const uint16_t *add,
+                              const uint16_t *w, int64_t M, int64_t D, float eps, void *stream) {
+    (void)stream;
+    size_t n = (size_t)(M * D);
+    float *s = up(x, n), *wf = up(w, (size_t)D), *yf = malloc(n * sizeof(float));
+    if (add) {
+        float *af = up(add, n);
+        for (size_t i = 0; i < n; i++) s[i] += af[i];
+        free(af);
+    }
+    uint16_t *sb = malloc(n * 2);
+    cvt_f32_to_bf16(s, sb, n);   /* the norm reads the stored, rounded sum */
+    cvt_bf16_to_f32(sb, s, n);
+    memcpy(sum, sb, n * 2);
+    free(sb);
+    rmsnorm_fwd(yf, rstd, s, wf, M, D, eps, NULL);
+    down(yf, y, n);
+    free(s), free(wf);
+    return 0;
+}
+int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w, int64_t M,
+                     int64_t D, float eps, void *stream) {
+    return rmsnorm_residual_fwd_cuda(y, rstd, res, res, add, w, M, D, eps, stream);
+}
+size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D) { (void)M, (void)D; return 64; }
+int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16_t *x, const uint16_t *w,
+                     const float *rstd, int64_t M, int64_t D, void *ws, void *stream) {
+    (void)ws, (void)stream;
+    size_t n = (size_t)(M * D);
+    float *dr = up(dres, n), *dyf = up(dy, n), *xf = up(x, n), *wf = up(w, (size_t)D);
+    rmsnorm_bwd(dr, dw, dyf, xf, wf, rstd, M, D, NULL);
+    down(dr, dres, n);
+    free(dyf), free(xf), free(wf);
+    return 0;
+}
+int rope_apply_cuda_ld(uint16_t *x, int64_t ld, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H,
+                       int64_t hd, bool inverse, void *stream) {
+    (void)stream;
+    float *c = malloc((size_t)(T * hd / 2) * sizeof(float)), *s = malloc((size_t)(T * hd / 2) * sizeof(float));
+    rope_tables(c, s, pos, T, inv_freq, hd / 2);
+    float *xf = up_ld(x, T, H * hd, ld);
+    rope_apply(xf, c, s, T, H, hd, inverse, NULL);
+    down_ld(xf, x, T, H * hd, ld);
+    free(c), free(s);
+    return 0;
+}
+int swiglu_fwd_cuda(uint16_t *a, const uint16_t *g, const uint16_t *u, int64_t M, int64_t F, int64_t ld_in,
+                    void *stream) {
+    (void)stream;
+    float *gf = up_ld(g, M, F, ld_in), *uf = up_ld(u, M, F, ld_in), *af = malloc((size_t)(M * F) * sizeof(float));
+    swiglu_fwd(af, gf, uf, (size_t)(M * F), NULL);
+    down(af, a, (size_t)(M * F));
+    free(gf), free(uf);
+    return 0;
+}
+int swiglu_bwd_cuda(uint16_t *dg, uint16_t *du, const uint16_t *da, const uint16_t *g, const uint16_t *u, int64_t M,
+                    int64_t F, int64_t ld_in, void *stream) {
+    (void)stream;
+    size_t n = (size_t)(M * F);
+    float *gf = up_ld(g, M, F, ld_in), *uf = up_ld(u, M, F, ld_in), *daf = up(da, n);
+    float *dgf = malloc(n * sizeof(float)), *duf = malloc(n * sizeof(float));
+    swiglu_bwd(dgf, duf, NULL, daf, gf, uf, n, NULL);
+    down_ld(dgf, dg, M, F, ld_in);
+    down_ld(duf, du, M, F, ld_in);
+    free(gf), free(uf), free(daf);
+    return 0;
+}
+int embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
+    (void)stream;
+    for (int64_t t = 0; t < M; t++) memcpy(out + t * D, table + (int64_t)ids[t] * D, (size_t)D * 2);
+    return 0;
+}
+int embed_bwd_cuda(float *dtable, const uint16_t *dout, const int32_t *ids, const int32_t *order, const int32_t *seg,
+                   int64_t n_seg, int64_t M, int64_t D, void *stream) {
+    (void)stream;
+    /* the plan the trainer uploaded must group the ids: check it, then the CPU twin */
+    for (int64_t s = 0; s < n_seg; s++)
+        for (int32_t i = seg[s]; i < seg[s + 1]; i++) cr_assert_eq(ids[order[i]], ids[order[seg[s]]]);
+    cr_assert_eq(seg[n_seg], M);
+    float *df = up(dout, (size_t)(M * D));
+    embed_bwd(dtable, df, ids, M, D, NULL);
+    free(df);
+    return 0;
+}
+int attn_fwd_cuda_ex(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                     const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                     const attn_cuda_layout *lay, void *stream) {
+    (void)stream;
+    int64_t lq = lay && lay->ld_q ? lay->ld_q : Hq * hd, lkv = lay && lay->ld_kv ? lay->ld_kv : Hkv * hd;
+    float *qf = up_ld(q, T, Hq * hd, lq), *kf = up_ld(k, T, Hkv * hd, lkv), *vf = up_ld(v, T, Hkv * hd, lkv);
+    float *of = malloc((size_t)(T * Hq * hd) * sizeof(float)), *ws = malloc(attn_workspace_floats(T, Hq, 1) * sizeof(float));
+    attn_fwd(of, lse, qf, kf, vf, doc_start, T, Hq, Hkv, hd, scale, ws, NULL);
+    down(of, o, (size_t)(T * Hq * hd));
+    free(qf), free(kf), free(vf), free(ws);
+    return 0;
+}
+size_t attn_bwd_cuda_ws_bytes(int64_t T, int64_t Hq) { return (size_t)(T * Hq) * 4; }
+int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout, const uint16_t *o,
+                     const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                     const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
+                     const attn_cuda_layout *lay, void *ws_dev, void *stream) {
+    (void)ws_dev, (void)stream;
+    int64_t lq = lay && lay->ld_q ? lay->ld_q : Hq * hd, lkv = lay && lay->ld_kv ? lay->ld_kv : Hkv * hd;
+    int64_t ldq = lay && lay->ld_dq ? lay->ld_dq : Hq * hd, ldkv = lay && lay->ld_dkv ? lay->ld_dkv : Hkv * hd;
+    float *qf = up_ld(q, T, Hq * hd, lq), *kf = up_ld(k, T, Hkv * hd, lkv), *vf = up_ld(v, T, Hkv * hd, lkv);
+    float *of = up(o, (size_t)(T * Hq * hd)), *dof = up(dout, (size_t)(T * Hq * hd));
+    float *dqf = malloc((size_t)(T * Hq * hd) * sizeof(float)), *dkf = malloc((size_t)(T * Hkv * hd) * sizeof(float)),
+          *dvf = malloc((size_t)(T * Hkv * hd) * sizeof(float)), *ws = malloc(attn_workspace_floats(T, Hq, 1) * sizeof(float));
+    attn_bwd(dqf, dkf, dvf, dof, of, lse, qf, kf, vf, doc_start, T, Hq, Hkv, hd, scale, ws, NULL);
+    down_ld(dqf, dq, T, Hq * hd, ldq);
+    down_ld(dkf, dk, T, Hkv * hd, ldkv);
+    down_ld(dvf, dv, T, Hkv * hd, ldkv);
+    free(qf), free(kf), free(vf), free(of), free(dof), free(ws);
+    return 0;
+}
+int ce_cuda_ws_create(ce_cuda_ws **out, int64_t chunk, int64_t V, int64_t D) {
+    *out = calloc(1, sizeof **out);
+    return ce_workspace_init(&(*out)->ws, chunk, V, D);
+}
+void ce_cuda_ws_free(ce_cuda_ws *ws) {
+    if (!ws) return;
+    ce_workspace_free(&ws->ws);
+    free(ws);
+}
+int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w, const int32_t *target,
+                  const int32_t *rows, int64_t n_rows, int64_t M, float scale, ce_cuda_ws *ws, void *stream) {
+    (void)stream;
+    /* the row list must be the rows with a target, ascending */
+    int64_t k = 0;
+    for (int64_t i = 0; i < M; i++)
+        if (target[i] >= 0) cr_assert(k < n_rows && rows[k++] == i);
+    cr_assert_eq(k, n_rows);
+    int64_t D = ws->ws.D, V = ws->ws.V;
+    float *hf = up(h, (size_t)(M * D)), *wf = up(w, (size_t)(V * D)), *dhf = malloc((size_t)(M * D) * sizeof(float));
+    ce_fused(loss_sum, dh ? dhf : NULL, dh ? dw : NULL, hf, wf, target, M, scale, &ws->ws, NULL);
+    if (dh) down(dhf, dh, (size_t)(M * D));
+    else free(dhf);
+    free(hf), free(wf);
+    return 0;
+}
+int adamw_step_cuda(float *p, uint16_t *p_bf16, const float *g, float *m, float *v, size_t n, const adamw_hparams *h,
+                    float grad_scale, void *stream) {
+    (void)stream;
+    float *gs = malloc((n ? n : 1) * sizeof(float));
+    memcpy(gs, g, n * sizeof(float));
+    if (grad_scale != 1.0f) vec_scale(gs, n, grad_scale, NULL);
+    adamw_step(p, gs, m, v, n, h, NULL);
+    if (p_bf16) cvt_f32_to_bf16(p, p_bf16, n);
+    free(gs);
+    return 0;
+}
+size_t vec_sumsq_cuda_ws_bytes(size_t n) { (void)n; return 64; }
+int vec_sumsq_cuda(double *out, bool accumulate, const float *x, size_t n, void *ws, void *stream) {
+    (void)ws, (void)stream;
+    *out = (accumulate ? *out : 0.0) + vec_sumsq(x, n, NULL);
+    return 0;
+}
+int cvt_f32_to_bf16_cuda(const float *src, uint16_t *dst, size_t n, void *stream) {
+    (void)stream;
+    cvt_f32_to_bf16(src, dst, n);
+    return 0;
+}
+
+/* ---- the tests ------------------------------------------------------------------------- */
+
+/* hidden 128, 2 query heads and 1 kv head of 64 (the attention kernels' smallest head),
+ * FFN 256, 2 layers, vocabulary 64, tied, q/k/v biases */
+static const char *QWEN = "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"vocab_size\": 64,"
+                          " \"hidden_size\": 128, \"intermediate_size\": 256, \"num_hidden_layers\": 2,"
+                          " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 64,"
+                          " \"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
+                          " \"tie_word_embeddings\": true}";
+
+static char tmpdir[64];
+
+/* documents as tests/tools/student_mkshard makes them: 24 sequences of 32 */
+static void make_data(void) {
+    mm_blas_single_thread();
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/gt-fake-XXXXXX");
+    cr_assert(mkdtemp(tmpdir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/shard-00000.bin", tmpdir);
+    shard_writer *w;
+    const uint32_t N = 32, V = 64;
+    cr_assert_eq(shard_writer_open(path, N, V, 0, &w), 0, "%s", rt_errmsg());
+    sr_rng r;
+    sr_seed(&r, 11);
+    int32_t tok[32];
+    uint8_t mask[32];
+    shard_doc docs[32];
+    uint64_t id = 0;
+    for (int s = 0; s < 24; s++) {
+        uint32_t at = 0, nd = 0;
+        memset(tok, 0, sizeof tok), memset(mask, 0, sizeof mask);
+        while (N - at >= 4) {
+            uint32_t len = 4 + (uint32_t)sr_below(&r, N / 2 - 3);
+            if (len > N - at) len = N - at;
+            int32_t t = 3 + (int32_t)sr_below(&r, V - 3);
+            for (uint32_t i = 0; i < len; i++) {
+                tok[at + i] = t;
+                mask[at + i] = i >= len / 4;
+                t = sr_below(&r, 8) == 0 ? 3 + (int32_t)sr_below(&r, V - 3) : (5 * t + 3) % (int32_t)(V - 3) + 3;
+            }
+            docs[nd++] = (shard_doc){.doc_id = id++, .start = at, .len = len};
+            at += len;
+        }
+        cr_assert_eq(shard_writer_add(w, tok, mask, docs, nd), 0, "%s", rt_errmsg());
+    }
+    cr_assert_eq(shard_writer_finish(w), 0, "%s", rt_errmsg());
+}
+
+static void remove_data(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(gpu_train_fake, .init = make_data, .fini = remove_data);
+
+static tr_options opts(int64_t steps) {
+    tr_options o;
+    tr_options_default(&o);
+    o.batch = 2, o.grad_accum = 2, o.steps = steps, o.lr = 3e-3, o.warmup = 2, o.weight_decay = 0.1, o.clip = 1.0;
+    o.seed = 5;
+    return o;
+}
+
+static sm_model *model(void) {
+    json_error_t e;
+    json_t *cfg = json_loads(QWEN, 0, &e);
+    sm_model *m = NULL;
+    cr_assert_eq(sm_create_random(cfg, 3, &m), 0, "%s", rt_errmsg());
+    json_decref(cfg);
+    return m;
+}
+
+static sd_data *data(void) {
+    sd_data *d = NULL;
+    cr_assert_eq(sd_open(tmpdir, &d), 0, "%s", rt_errmsg());
+    return d;
+}
+
+static bool close_rel(double a, double b, double rtol) { return fabs(a - b) <= rtol * fmax(fabs(a), fabs(b)); }
+
+/* n steps on the CPU trainer (from `from`: a checkpoint, or NULL for fresh weights); saves at
+ * step save_at into `save` when given; stats into st[0..n). */
+static void cpu_steps(const tr_options *o, const char *from, int n, tr_stats *st, const char *save, int64_t save_at) {
+    sm_model *m;
+    if (from) cr_assert_eq(sm_load(from, &m), 0, "%s", rt_errmsg());
+    else m = model();
+    tr_trainer *t;
+    cr_assert_eq(tr_create(m, data(), o, NULL, &t), 0, "%s", rt_errmsg());
+    if (from) cr_assert_eq(tr_resume(t, from), 0, "%s", rt_errmsg());
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(tr_step(t, &st[i]), 0, "%s", rt_errmsg());
+        if (save && st[i].step == save_at) cr_assert_eq(tr_save(t, save, RT_DT_BF16), 0, "%s", rt_errmsg());
+    }
+    tr_free(t);
+}
+
+static void gpu_steps(const tr_options *o, const char *from, int n, tr_stats *st, const char *save, int64_t save_at,
+                      double *peak) {
+    sm_model *m;
+    if (from) cr_assert_eq(sm_load(from, &m), 0, "%s", rt_errmsg());
+    else m = model();
+    gt_trainer *t;
+    cr_assert_eq(gt_create(m, data(), o, NULL, &t), 0, "%s", rt_errmsg());
+    if (from) cr_assert_eq(gt_resume(t, from), 0, "%s", rt_errmsg());
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(gt_step(t, &st[i]), 0, "%s", rt_errmsg());
+        if (save && st[i].step == save_at) cr_assert_eq(gt_save(t, save, RT_DT_BF16), 0, "%s", rt_errmsg());
+    }
+    if (peak) *peak = gt_peak_mem_gib(t);
+    gt_free(t);
+}
+
+static void assert_agree(const tr_stats *c, const tr_stats *g, int n) {
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(c[i].step, g[i].step);
+        cr_assert_eq(c[i].lr, g[i].lr);
+        cr_assert_eq(c[i].loss_tokens, g[i].loss_tokens, "step %lld: the same targets", (long long)c[i].step);
+        cr_assert(close_rel(c[i].loss, g[i].loss, 1e-2), "step %lld: loss cpu %.6f gpu %.6f", (long long)c[i].step,
+                  c[i].loss, g[i].loss);
+        cr_assert(close_rel(c[i].grad_norm, g[i].grad_norm, 5e-2), "step %lld: grad norm cpu %.6f gpu %.6f",
+                  (long long)c[i].step, c[i].grad_norm, g[i].grad_norm);
+    }
+}
+
+Test(gpu_train_fake, losses_and_norms_follow_the_cpu_trainer) {
+    tr_options o = opts(6);
+    tr_stats c[6], g[6];
+    double peak = 0;
+    cpu_steps(&o, NULL, 6, c, NULL, 0);
+    gpu_steps(&o, NULL, 6, g, NULL, 0, &peak);
+    assert_agree(c, g, 6);
+    cr_assert(close_rel(c[0].loss, g[0].loss, 5e-3), "step 1: cpu %.6f gpu %.6f", c[0].loss, g[0].loss);
+    cr_assert_lt(g[5].loss, g[0].loss);
+    cr_assert_gt(peak, 0.0);
+    /* the peak is what the trainer allocated: weights, gradients, master, moments, arena, pinned */
+    cr_assert_lt(peak, 0.1);
+}
+
+Test(gpu_train_fake, checkpoint_layers_changes_no_number) {
+    tr_options o = opts(3);
+    tr_stats a[3], b[3];
+    gpu_steps(&o, NULL, 3, a, NULL, 0, NULL);
+    o.checkpoint_layers = true;
+    gpu_steps(&o, NULL, 3, b, NULL, 0, NULL);
+    for (int i = 0; i < 3; i++) cr_assert(a[i].loss == b[i].loss && a[i].grad_norm == b[i].grad_norm, "step %d", i + 1);
+}
+
+Test(gpu_train_fake, without_clipping_or_accumulation_too) {
+    tr_options o = opts(3);
+    o.clip = 0, o.grad_accum = 1, o.batch = 3, o.schedule = TR_SCHED_CONSTANT, o.warmup = 0;
+    tr_stats c[3], g[3];
+    cpu_steps(&o, NULL, 3, c, NULL, 0);
+    gpu_steps(&o, NULL, 3, g, NULL, 0, NULL);
+    assert_agree(c, g, 3);
+}
+
+Test(gpu_train_fake, checkpoints_cross_between_the_trainers) {
+    tr_options o = opts(6);
+    tr_stats c[6], g[6], gc[3], cg[3];
+    char cdir[128], gdir[128];
+    snprintf(cdir, sizeof cdir, "%s/cpu-step-3", tmpdir);
+    snprintf(gdir, sizeof gdir, "%s/gpu-step-3", tmpdir);
+    cpu_steps(&o, NULL, 6, c, cdir, 3);
+    gpu_steps(&o, NULL, 6, g, gdir, 3, NULL);
+    /* the GPU checkpoint resumes on the CPU, the CPU one on the GPU: both continue the run */
+    cpu_steps(&o, gdir, 3, gc, NULL, 0);
+    gpu_steps(&o, cdir, 3, cg, NULL, 0, NULL);
+    cr_assert_eq(gc[0].step, 4);
+    cr_assert_eq(cg[0].step, 4);
+    assert_agree(c + 3, gc, 3);
+    assert_agree(c + 3, cg, 3);
+    /* the GPU run resumed on the GPU is exact (the fake kernels are deterministic) */
+    tr_stats gg[3];
+    gpu_steps(&o, gdir, 3, gg, NULL, 0, NULL);
+    for (int i = 0; i < 3; i++) cr_assert(gg[i].loss == g[3 + i].loss && gg[i].grad_norm == g[3 + i].grad_norm);
+}
+
+/* The first step's gradient, tensor by tensor, against the CPU model's on the same sequences,
+ * both from the same weights (rounded to bf16 first, so only the activations' rounding
+ * differs). ‖g_gpu − g_cpu‖ / ‖g_cpu‖ per tensor: bf16 activations give ~1e-2 at most here;
+ * a wrong stride, rotation, offset or scale gives O(1). Bound 5e-2. */
+Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) {
+    tr_options o = opts(1);
+    sm_model *mg = model(), *mc = model();
+    uint16_t *tmp = malloc((size_t)mg->n_params * 2);
+    for (sm_model *m = mg; m; m = m == mg ? mc : NULL) {   /* both: bf16-representable weights */
+        cvt_f32_to_bf16(m->params, tmp, (size_t)m->n_params);
+        cvt_bf16_to_f32(tmp, m->params, (size_t)m->n_params);
+    }
+    free(tmp);
+    gt_trainer *t;
+    cr_assert_eq(gt_create(mg, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    int64_t total = 0;
+    cr_assert_eq(step_grads(t, &total), 0, "%s", rt_errmsg());
+    /* the CPU side by hand: the same A micro-batches of B sequences from the start of epoch 0 */
+    sd_data *d = data();
+    sd_position pos = {.seed = o.seed};
+    int64_t N = sd_seq_len(d), T = o.batch * N, A = o.grad_accum, ctotal = 0;
+    int32_t *buf = malloc((size_t)(4 * T * A) * sizeof(int32_t));
+    for (int64_t a = 0; a < A; a++) {
+        int32_t *b = buf + 4 * T * a;
+        int64_t n;
+        cr_assert_eq(sd_read(d, &pos, o.batch, b, b + T, b + 2 * T, b + 3 * T, &n), 0);
+        ctotal += n;
+    }
+    cr_assert_eq(ctotal, total);
+    sm_acts *acts;
+    cr_assert_eq(sm_acts_create(mc, T, false, 0, &acts), 0);
+    memset(mc->grads, 0, (size_t)mc->n_params * sizeof(float));
+    double closs = 0, gloss = 0;
+    for (int64_t a = 0; a < A; a++) {
+        int32_t *b = buf + 4 * T * a;
+        sm_batch bt = {T, b, b + T, b + 2 * T, b + 3 * T};
+        double ls;
+        cr_assert_eq(sm_forward_backward(mc, acts, &bt, (float)(1.0 / (double)total), &ls, NULL), 0);
+        closs += ls;
+    }
+    for (int64_t a = 0; a < A; a++) gloss += ((double *)(t->arena + t->p.loss))[a];
+    cr_assert(close_rel(closs, gloss, 5e-3), "loss sum cpu %.6f gpu %.6f", closs, gloss);
+    double worst = 0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < mc->n_tensors; i++) {
+        const sm_tensor *x = &mc->tensors[i];
+        const float *gc = mc->grads + x->offset, *gg = t->g + t->p.off[i];
+        double num = 0, den = 0;
+        for (int64_t e = 0; e < x->numel; e++) {
+            num += ((double)gg[e] - gc[e]) * ((double)gg[e] - gc[e]);
+            den += (double)gc[e] * gc[e];
+        }
+        double rel = sqrt(num / (den > 0 ? den : 1e-300));
+        cr_assert(rel < 5e-2, "%s: gradient %.3g relative to the CPU model's (norm %.3g)", x->name, rel, sqrt(den));
+        if (rel > worst) worst = rel, worst_name = x->name;
+    }
+    cr_log_info("worst tensor gradient: %s at %.3g relative", worst_name, worst);
+    free(buf);
+    sm_acts_free(acts);
+    sd_close(d);
+    sm_free(mc);
+    gt_free(t);
+}
+
+/* One update with a large weight decay: matrices shrink by (1 − lr·wd), norms and biases do
+ * not; AdamW's first step moves every weight by ±lr (m/√v = g/|g|), the same on both
+ * trainers unless a gradient's sign differs (an element with g ≈ 0). So the f32 master
+ * weights after step 1 agree with the CPU trainer's within 2·lr + rounding everywhere, and
+ * up to rounding for ≥ 95% of each matrix's elements. A decay applied to a norm moves it by
+ * lr·wd = 0.1 ≫ 2·lr; a missing one moves a matrix element by 0.1·|w|. */
+Test(gpu_train_fake, first_update_matches_the_cpu_trainer_weights) {
+    tr_options o = opts(1);
+    o.lr = 1e-2, o.weight_decay = 10.0, o.warmup = 0, o.clip = 0, o.schedule = TR_SCHED_CONSTANT;
+    tr_trainer *ct;
+    gt_trainer *gt;
+    cr_assert_eq(tr_create(model(), data(), &o, NULL, &ct), 0, "%s", rt_errmsg());
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &gt), 0, "%s", rt_errmsg());
+    tr_stats sc, sg;
+    cr_assert_eq(tr_step(ct, &sc), 0, "%s", rt_errmsg());
+    cr_assert_eq(gt_step(gt, &sg), 0, "%s", rt_errmsg());
+    cr_assert(sc.lr == o.lr && sg.lr == o.lr);
+    const sm_model *m = tr_model(ct);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        const float *wc = m->params + x->offset, *wg = gt->master + gt->p.off[i];
+        int64_t same = 0;
+        for (int64_t e = 0; e < x->numel; e++) {
+            double d = fabs((double)wc[e] - wg[e]);
+            cr_assert(d <= 2 * o.lr + 1e-6, "%s[%lld]: cpu %.6f gpu %.6f", x->name, (long long)e, wc[e], wg[e]);
+            same += d <= 1e-6 + 1e-6 * fabs(wc[e]);
+        }
+        if (x->decay)   /* (the k bias's gradient is ~0 analytically — softmax ignores a shift
+                         * shared by all keys, up to RoPE — so its signs are noise) */
+            cr_assert_geq(same, x->numel * 95 / 100, "%s: %lld of %lld elements agree", x->name, (long long)same,
+                          (long long)x->numel);
+    }
+    tr_free(ct);
+    gt_free(gt);
+}
