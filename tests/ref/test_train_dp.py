@@ -205,6 +205,15 @@ def test_dp_loss_curve_matches_pytorch(retort_bin, tools_dir, tmp_path):
     cannot matter; PyTorch runs the same model (transformers Qwen2, float64, per document) and
     AdamW (decay on matrices, clipping) from the same initial weights."""
     import torch
+
+    # Other test modules switch autograd off at import (torch.set_grad_enabled(False)), and
+    # pytest imports them all before running anything: turn it on for this test only.
+    with torch.enable_grad():
+        _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path)
+
+
+def _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path):
+    import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     d = tmp_path / "shards"
