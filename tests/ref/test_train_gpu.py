@@ -17,6 +17,14 @@ f32 throughout, itself tested against transformers in test_train.py):
   * a GPU checkpoint resumes on the CPU, and a CPU checkpoint on the GPU, continuing the same
     run (checkpoint format shared), within the same tolerance;
   * the log carries peak_mem_gib.
+Everywhere, too: the data-parallel path of student/gpu_train.c on the CPU — tests/tools/
+gpu_train_fake_dp, the trainer compiled against the CPU stand-ins of tests/unit/fake_cuda.h
+(kernels = their CPU twins on bf16 values, NCCL = the MPI communicator) under mpirun: 2 and 4
+ranks at ZeRO-0/1/2 against the same stand-in at 1 rank reading the same global batch
+(batch × grad-accum × ranks sequences a step) — the same sums in another order, so 1e-6 on
+the loss and 1e-5 on the norm — and against the CPU trainer's CLI at the bf16 tolerance;
+its 2-rank ZeRO-1 checkpoint (master weights and moments gathered from the shards) resumes
+on the CPU trainer and continues the CPU run.
 Shards come from tests/tools/student_mkshard.
 """
 import json
@@ -174,3 +182,57 @@ def test_checkpoints_cross_between_gpu_and_cpu(retort_bin, data, tmp_path, gpu):
     assert_runs_agree(c[4:], gc)
     assert_runs_agree(c[4:], cg)
     assert_runs_agree(g[4:], gc)
+
+
+def mpi(ranks, args, timeout=600):
+    """Run args on `ranks` MPI ranks (1: plainly, no mpirun)."""
+    if ranks == 1:
+        return run(args, timeout=timeout)
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if "ASAN_OPTIONS" in env:
+        env["ASAN_OPTIONS"] += ":detect_leaks=0"
+    return subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def fake_dp(tools_dir, ranks, cfg, data, steps, zero, batch, accum, save=None):
+    args = [tool(tools_dir, "gpu_train_fake_dp"), cfg, data, str(steps), str(zero), str(batch), str(accum), "5"]
+    p = mpi(ranks, args + (save or []))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("ranks,zero", [(2, 0), (2, 1), (2, 2), (4, 1), (4, 2)])
+def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, data, tools_dir, tmp_path, ranks, zero):
+    cfg = config(tmp_path)
+    one = fake_dp(tools_dir, 1, cfg, data, 4, 0, 2, ranks)        # one rank, the same global batch
+    dp = fake_dp(tools_dir, ranks, cfg, data, 4, zero, 2, 1)
+    assert [r["step"] for r in dp] == [1, 2, 3, 4]
+    for a, b in zip(one, dp):
+        assert a["lr"] == b["lr"] and a["loss_tokens"] == b["loss_tokens"], (a, b)
+        assert close(a["loss"], b["loss"], 1e-6) and close(a["grad_norm"], b["grad_norm"], 1e-5), (a, b)
+    # and the CPU trainer (f32) on the same global batch, at the bf16 tolerance
+    train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--grad-accum", str(ranks), "--steps", "4",
+          "--lr", "3e-3", "--warmup", "2", "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5",
+          "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
+    assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
+
+
+def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data, tools_dir, tmp_path):
+    cfg = config(tmp_path)
+    common = ["--data", data, "--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--warmup", "2",
+              "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5", "--steps", "6"]
+    # 2 ranks, ZeRO-1, 6 steps, the checkpoint after step 3 (master weights and moments gathered)
+    dp = fake_dp(tools_dir, 2, cfg, data, 6, 1, 2, 1, save=[str(tmp_path / "g3"), "3"])
+    state = json.load(open(tmp_path / "g3" / "trainer_state.json"))
+    assert state["step"] == 3 and state["data"]["cursor"] == 12
+    train(retort_bin, "--init", cfg, *common, "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
+    train(retort_bin, "--resume", str(tmp_path / "g3"), *common, "--out", str(tmp_path / "r"),
+          "--log", str(tmp_path / "r.jsonl"))
+    resumed = read_log(tmp_path / "r.jsonl")
+    assert [r["step"] for r in resumed] == [4, 5, 6]
+    assert_runs_agree(dp[3:], resumed)                            # continues the stand-in's run
+    assert_runs_agree(read_log(tmp_path / "c.jsonl")[3:], resumed)   # and the CPU trainer's

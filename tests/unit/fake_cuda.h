@@ -1,11 +1,21 @@
 /* tests/unit/fake_cuda.h — just enough of the CUDA runtime's names for student/gpu_train.c to
  * compile against a CPU stand-in (tests/unit/test_gpu_train_fake.c). Every runtime call and
  * every kernel entry point the trainer uses is renamed to fake_… so the stand-ins never
- * collide with the real ones a CUDA build's library carries. Include before gpu_train.c. */
+ * collide with the real ones a CUDA build's library carries; so are comm_open_nccl,
+ * comm_close and comm_allgather (NCCL becomes the host communicator). Include before
+ * gpu_train.c; the stand-ins are tests/unit/fake_cuda_impl.h. */
 #ifndef RT_TESTS_FAKE_CUDA_H
 #define RT_TESTS_FAKE_CUDA_H
 
 #include <stddef.h>
+
+#include "core/comm.h"
+
+/* the real ones, for the stand-ins and for the includer's own use */
+static inline int fake_real_comm_allgather(rt_comm *c, const void *send, void *recv, size_t n, rt_dtype dt) {
+    return comm_allgather(c, send, recv, n, dt);
+}
+static inline void fake_real_comm_close(rt_comm *c) { comm_close(c); }
 
 #define RT_FAKE_CUDA 1
 #ifndef RT_HAVE_CUDA
@@ -91,6 +101,14 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
 #define cvt_bf16_to_f32_cuda fake_cvt_bf16_to_f32_cuda
 #define cvt_f32_to_bf16_cuda fake_cvt_f32_to_bf16_cuda
 #define fp8_block_dequant_cuda fake_fp8_block_dequant_cuda
+
+/* NCCL (core/comm.h's device backend) */
+#define comm_open_nccl fake_comm_open_nccl
+#define comm_close fake_comm_close
+#define comm_allgather fake_comm_allgather
+int comm_open_nccl(rt_comm *host, int device, void *stream, rt_comm **out);
+void comm_close(rt_comm *c);
+int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
 
 /* the trainer itself */
 #define gt_check_device fake_gt_check_device
