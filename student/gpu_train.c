@@ -132,9 +132,12 @@ static int create_device(gt_trainer *t) {
     if (t->host && comm_size(t->host) > 1) TRY(comm_open_nccl(t->host, dev, t->stream, &t->nccl));
     TRY(mm_cuda_ctx_create(&t->mm, 0));
     const sm_model *m = t->m;
+    /* the sum of squares runs over at most the GPU layout's length, never more than the
+     * model's flat length (gpu_plan.h), which is known before the plan */
     gp_ws_sizes ws = {rmsnorm_bwd_cuda_ws_bytes(t->T, m->D), attn_bwd_cuda_ws_bytes(t->T, m->Hq),
-                      vec_sumsq_cuda_ws_bytes((size_t)t->z.padded)};
+                      vec_sumsq_cuda_ws_bytes((size_t)m->n_params)};
     TRY(gp_plan_init(&t->p, m, t->T, t->o.checkpoint_layers, t->o.ce_chunk, t->o.grad_accum, &ws));
+    if (t->p.n > m->n_params) return rt_fail(RT_EINTERNAL, "the GPU layout is longer than the model's");
     int rank = t->host ? comm_rank(t->host) : 0, P = t->host ? comm_size(t->host) : 1;
     zr_layout_init(&t->z, t->p.n, rank, P, P > 1 ? t->o.zero : 0);
     t->mbase = t->z.level ? (int64_t)rank * t->z.shard : 0;

@@ -143,10 +143,12 @@ int rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *ad
                      int64_t D, float eps, void *stream) {
     return rmsnorm_residual_fwd_cuda(y, rstd, res, res, add, w, M, D, eps, stream);
 }
-size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D) { (void)M, (void)D; return 64; }
+/* sized as kernels/cuda/norm.cu sizes it (blocks of ROWS = 16 rows, D partial sums each) */
+size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D) { return (size_t)((M + 15) / 16 * D) * sizeof(float); }
 int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16_t *x, const uint16_t *w,
                      const float *rstd, int64_t M, int64_t D, void *ws, void *stream) {
-    (void)ws, (void)stream;
+    (void)stream;
+    memset(ws, 0, rmsnorm_bwd_cuda_ws_bytes(M, D));   /* the planned scratch must hold it */
     size_t n = (size_t)(M * D);
     float *dr = up(dres, n), *dyf = up(dy, n), *xf = up(x, n), *wf = up(w, (size_t)D);
     rmsnorm_bwd(dr, dw, dyf, xf, wf, rstd, M, D, NULL);
@@ -220,7 +222,8 @@ int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *d
                      const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                      const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
                      const attn_cuda_layout *lay, void *ws_dev, void *stream) {
-    (void)ws_dev, (void)stream;
+    (void)stream;
+    memset(ws_dev, 0, attn_bwd_cuda_ws_bytes(T, Hq));   /* the planned scratch must hold it */
     int64_t lq = lay && lay->ld_q ? lay->ld_q : Hq * hd, lkv = lay && lay->ld_kv ? lay->ld_kv : Hkv * hd;
     int64_t ldq = lay && lay->ld_dq ? lay->ld_dq : Hq * hd, ldkv = lay && lay->ld_dkv ? lay->ld_dkv : Hkv * hd;
     float *qf = up_ld(q, T, Hq * hd, lq), *kf = up_ld(k, T, Hkv * hd, lkv), *vf = up_ld(v, T, Hkv * hd, lkv);
@@ -270,9 +273,12 @@ int adamw_step_cuda(float *p, uint16_t *p_bf16, const float *g, float *m, float 
     free(gs);
     return 0;
 }
-size_t vec_sumsq_cuda_ws_bytes(size_t n) { (void)n; return 64; }
+/* sized as kernels/cuda/optim.cu sizes it: one double per block of 65536, and the total */
+size_t vec_sumsq_cuda_ws_bytes(size_t n) { return ((n + 65535) / 65536 + 1) * sizeof(double); }
 int vec_sumsq_cuda(double *out, bool accumulate, const float *x, size_t n, void *ws, void *stream) {
-    (void)ws, (void)stream;
+    (void)stream;
+    /* the scratch the trainer planned must hold this call's partial sums: write them */
+    memset(ws, 0, vec_sumsq_cuda_ws_bytes(n));
     *out = (accumulate ? *out : 0.0) + vec_sumsq(x, n, NULL);
     return 0;
 }
