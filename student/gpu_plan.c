@@ -47,7 +47,7 @@ static size_t take(size_t *at, size_t bytes) {
 }
 
 int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V) {
-    int64_t c = ce_chunk > 0 ? ce_chunk : ((int64_t)64 << 20) / (4 * (V > 0 ? V : 1));
+    int64_t c = ce_chunk > 0 ? ce_chunk : ((int64_t)1 << 30) / (4 * (V > 0 ? V : 1));
     if (c > T) c = T;
     return c < 1 ? 1 : c;
 }

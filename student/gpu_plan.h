@@ -76,7 +76,8 @@ void gp_plan_free(gp_plan *p);
 /* The kept set layer l reads (set 0 for every layer with checkpointing). */
 const gp_layer_acts *gp_acts_of(const gp_plan *p, int64_t l);
 /* Rows per cross-entropy chunk for T tokens and vocabulary V: ce_chunk when given (capped at
- * T), else as many as fit 64 MiB of f32 logits (the CPU trainer's rule), at least 1. */
+ * T), else as many as fit 1 GiB of f32 logits (1766 rows of Qwen's 151,936: GEMMs large
+ * enough for the GPU; the CPU trainer's default is 64 MiB), at least 1. */
 int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V);
 
 /* cpu: the model's flat layout [m->n_params ≥]; gpu: [p->n ≥] (gaps left untouched). */

@@ -192,7 +192,8 @@ Test(gpu_plan, shapes_the_kernels_do_not_take_are_refused) {
 
 Test(gpu_plan, ce_chunk_rule) {
     cr_assert_eq(gp_ce_chunk(100, 64, 1000), 64);              /* capped at T */
-    cr_assert_eq(gp_ce_chunk(0, 1 << 20, 151936), 110);        /* ⌊64 MiB / (4 · 151936)⌋ */
+    cr_assert_eq(gp_ce_chunk(0, 1 << 20, 151936), 1766);       /* ⌊1 GiB / (4 · 151936)⌋ */
+    cr_assert_eq(gp_ce_chunk(0, 1000, 151936), 1000);          /* … at most T */
     cr_assert_eq(gp_ce_chunk(0, 1 << 20, 1 << 30), 1);         /* at least one row */
 }
 
