@@ -8,6 +8,8 @@
 #ifndef RT_TESTS_FAKE_CUDA_IMPL_H
 #define RT_TESTS_FAKE_CUDA_IMPL_H
 
+#include <stdint.h>
+
 /* ---- the runtime ------------------------------------------------------------------------ */
 
 static size_t fake_in_use;
@@ -83,6 +85,10 @@ static void down_ld(float *f, uint16_t *x, int64_t rows, int64_t w, int64_t ld) 
     free(f);
 }
 
+/* what the real kernels refuse (their host-side checks) or assume (16-byte vectors of bf16
+ * and f32), asserted here so the trainer's arguments would pass on the device too */
+#define A16(p) FAKE_CHECK(((uintptr_t)(const void *)(p) & 15) == 0)
+
 struct mm_cuda_ctx { int unused; };
 struct ce_cuda_ws { ce_workspace ws; };
 
@@ -122,6 +128,9 @@ int mm_linear_bwd_w_cuda(mm_cuda_ctx *c, float *dw, float *db, const uint16_t *d
 int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uint16_t *x, const uint16_t *add,
                               const uint16_t *w, int64_t M, int64_t D, float eps, void *stream) {
     (void)stream;
+    FAKE_CHECK(D % 8 == 0 && D <= 16384);
+    A16(y); A16(sum); A16(x); A16(w);
+    if (add) A16(add);
     size_t n = (size_t)(M * D);
     float *s = up(x, n), *wf = up(w, (size_t)D), *yf = malloc(n * sizeof(float));
     if (add) {
@@ -149,6 +158,8 @@ int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16
                      const float *rstd, int64_t M, int64_t D, void *ws, void *stream) {
     (void)stream;
     memset(ws, 0, rmsnorm_bwd_cuda_ws_bytes(M, D));   /* the planned scratch must hold it */
+    FAKE_CHECK(D % 8 == 0 && D <= 16384);
+    A16(dres); A16(dy); A16(x); A16(w); A16(dw); A16(ws);
     size_t n = (size_t)(M * D);
     float *dr = up(dres, n), *dyf = up(dy, n), *xf = up(x, n), *wf = up(w, (size_t)D);
     rmsnorm_bwd(dr, dw, dyf, xf, wf, rstd, M, D, NULL);
@@ -159,6 +170,7 @@ int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16
 int rope_apply_cuda_ld(uint16_t *x, int64_t ld, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H,
                        int64_t hd, bool inverse, void *stream) {
     (void)stream;
+    FAKE_CHECK(hd % 2 == 0 && hd <= 256 && ld >= H * hd);
     float *c = malloc((size_t)(T * hd / 2) * sizeof(float)), *s = malloc((size_t)(T * hd / 2) * sizeof(float));
     rope_tables(c, s, pos, T, inv_freq, hd / 2);
     float *xf = up_ld(x, T, H * hd, ld);
@@ -170,6 +182,8 @@ int rope_apply_cuda_ld(uint16_t *x, int64_t ld, const int32_t *pos, const float 
 int swiglu_fwd_cuda(uint16_t *a, const uint16_t *g, const uint16_t *u, int64_t M, int64_t F, int64_t ld_in,
                     void *stream) {
     (void)stream;
+    FAKE_CHECK(F % 8 == 0 && ld_in % 8 == 0 && ld_in >= F);
+    A16(a); A16(g); A16(u);
     float *gf = up_ld(g, M, F, ld_in), *uf = up_ld(u, M, F, ld_in), *af = malloc((size_t)(M * F) * sizeof(float));
     swiglu_fwd(af, gf, uf, (size_t)(M * F), NULL);
     down(af, a, (size_t)(M * F));
@@ -179,6 +193,8 @@ int swiglu_fwd_cuda(uint16_t *a, const uint16_t *g, const uint16_t *u, int64_t M
 int swiglu_bwd_cuda(uint16_t *dg, uint16_t *du, const uint16_t *da, const uint16_t *g, const uint16_t *u, int64_t M,
                     int64_t F, int64_t ld_in, void *stream) {
     (void)stream;
+    FAKE_CHECK(F % 8 == 0 && ld_in % 8 == 0 && ld_in >= F);
+    A16(dg); A16(du); A16(da); A16(g); A16(u);
     size_t n = (size_t)(M * F);
     float *gf = up_ld(g, M, F, ld_in), *uf = up_ld(u, M, F, ld_in), *daf = up(da, n);
     float *dgf = malloc(n * sizeof(float)), *duf = malloc(n * sizeof(float));
@@ -190,6 +206,8 @@ int swiglu_bwd_cuda(uint16_t *dg, uint16_t *du, const uint16_t *da, const uint16
 }
 int embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
     (void)stream;
+    FAKE_CHECK(D % 8 == 0);
+    A16(out); A16(table);
     for (int64_t t = 0; t < M; t++) memcpy(out + t * D, table + (int64_t)ids[t] * D, (size_t)D * 2);
     return 0;
 }
@@ -210,6 +228,9 @@ int attn_fwd_cuda_ex(uint16_t *o, float *lse, const uint16_t *q, const uint16_t 
                      const attn_cuda_layout *lay, void *stream) {
     (void)stream;
     int64_t lq = lay && lay->ld_q ? lay->ld_q : Hq * hd, lkv = lay && lay->ld_kv ? lay->ld_kv : Hkv * hd;
+    FAKE_CHECK((hd == 64 || hd == 128) && Hkv > 0 && Hq % Hkv == 0);
+    FAKE_CHECK(lq >= Hq * hd && lkv >= Hkv * hd && lq % 8 == 0 && lkv % 8 == 0);
+    A16(o); A16(q); A16(k); A16(v);
     float *qf = up_ld(q, T, Hq * hd, lq), *kf = up_ld(k, T, Hkv * hd, lkv), *vf = up_ld(v, T, Hkv * hd, lkv);
     float *of = malloc((size_t)(T * Hq * hd) * sizeof(float)), *ws = malloc(attn_workspace_floats(T, Hq, 1) * sizeof(float));
     attn_fwd(of, lse, qf, kf, vf, doc_start, T, Hq, Hkv, hd, scale, ws, NULL);
@@ -226,6 +247,9 @@ int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *d
     memset(ws_dev, 0, attn_bwd_cuda_ws_bytes(T, Hq));   /* the planned scratch must hold it */
     int64_t lq = lay && lay->ld_q ? lay->ld_q : Hq * hd, lkv = lay && lay->ld_kv ? lay->ld_kv : Hkv * hd;
     int64_t ldq = lay && lay->ld_dq ? lay->ld_dq : Hq * hd, ldkv = lay && lay->ld_dkv ? lay->ld_dkv : Hkv * hd;
+    FAKE_CHECK((hd == 64 || hd == 128) && Hkv > 0 && Hq % Hkv == 0);
+    FAKE_CHECK(lq >= Hq * hd && lkv >= Hkv * hd && ldq >= Hq * hd && ldkv >= Hkv * hd && lq % 8 == 0 && lkv % 8 == 0);
+    A16(q); A16(k); A16(v); A16(o); A16(dout); A16(dq); A16(dk); A16(dv);
     float *qf = up_ld(q, T, Hq * hd, lq), *kf = up_ld(k, T, Hkv * hd, lkv), *vf = up_ld(v, T, Hkv * hd, lkv);
     float *of = up(o, (size_t)(T * Hq * hd)), *dof = up(dout, (size_t)(T * Hq * hd));
     float *dqf = malloc((size_t)(T * Hq * hd) * sizeof(float)), *dkf = malloc((size_t)(T * Hkv * hd) * sizeof(float)),
@@ -265,6 +289,7 @@ int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, 
 int adamw_step_cuda(float *p, uint16_t *p_bf16, const float *g, float *m, float *v, size_t n, const adamw_hparams *h,
                     float grad_scale, void *stream) {
     (void)stream;
+    FAKE_CHECK(h->step >= 1);
     float *gs = malloc((n ? n : 1) * sizeof(float));
     memcpy(gs, g, n * sizeof(float));
     if (grad_scale != 1.0f) vec_scale(gs, n, grad_scale, NULL);
