@@ -118,9 +118,9 @@ int cmd_serve(int argc, char **argv) {
     if (!rc && srv_start(m, tok, &o, &s)) rc = cli_fail("serve");
     if (!rc) {
         bool v6 = strchr(host, ':') != NULL;
-        fprintf(stderr, "retort serve: listening on http://%s%s%s:%d (model %s, template %s%s)\n", v6 ? "[" : "", host,
-                v6 ? "]" : "", srv_port(s), o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none",
+        fprintf(stderr, "retort serve: model %s, chat template %s%s\n", o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none",
                 o.api_key && *o.api_key ? ", API key required" : "");
+        fprintf(stderr, "retort serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", srv_port(s));
         int sig = 0;
         sigwait(&sigs, &sig);
         fprintf(stderr, "retort serve: %s: finishing the requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");

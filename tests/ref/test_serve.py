@@ -139,20 +139,21 @@ class Server:
         self.p = subprocess.Popen([retort_bin, "serve", "--model", str(model), "--port", "0", "--threads", "2", *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.err = []
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            r, _, _ = select.select([self.p.stderr], [], [], 1)
+        deadline, text, fd = time.time() + 60, "", self.p.stderr.fileno()
+        while time.time() < deadline:   # raw reads: a buffered readline could hide a second line from select
+            r, _, _ = select.select([fd], [], [], 1)
             if r:
-                line = self.p.stderr.readline()
-                if not line:
+                chunk = os.read(fd, 4096).decode()
+                if not chunk:
                     break
-                self.err.append(line)
-                m = re.search(r"listening on (http://[^ ]+)", line)
+                text += chunk
+                m = re.search(r"listening on (http://\S+)\n", text)
                 if m:
                     self.url = m.group(1)
+                    self.err.append(text)
                     return
         self.p.kill()
-        raise AssertionError(f"server did not start: {''.join(self.err)}{self.p.stderr.read()}")
+        raise AssertionError(f"server did not start: {text}{self.p.stderr.read()}")
 
     def client(self, key="unused"):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=120)
