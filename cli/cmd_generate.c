@@ -6,6 +6,16 @@
  *   --db DB --teacher local:DIR|URL: the database's pending prompts through the generation
  *     driver (teacher/driver.h), locally or against an OpenAI-compatible endpoint; SIGINT /
  *     SIGTERM stop it cleanly (exit 130).
+ *
+ * Under mpirun (teacher/parallel_engine.h) every rank runs this with the same arguments: a
+ * DeepSeek-V3 model is split over the ranks (te_model_load_comm), every rank builds the same
+ * engine (tokenizer included), rank 0 alone reads the prompts / the database, writes the
+ * output / the samples and prints progress, and drives the engine through pe_step while the
+ * others follow (pe_follow). Ranks > 0 print nothing during setup: the ranks agree on setup
+ * failures (agree()), so one line is printed — rank 0's, or the lowest failing rank's when
+ * rank 0 is fine — and every rank exits. A failure mid-run ends the job with comm_abort, as
+ * the others may wait in a collective. With an endpoint teacher (--db --teacher URL) there is
+ * nothing to split: ranks > 0 exit 0 at once and rank 0 does the work.
  */
 #include <getopt.h>
 #include <jansson.h>
@@ -14,12 +24,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/chat_template.h"
+#include "core/comm.h"
 #include "core/fsutil.h"
 #include "core/status.h"
 #include "core/threadpool.h"
@@ -29,6 +41,7 @@
 #include "teacher/driver.h"
 #include "teacher/engine.h"
 #include "teacher/oai_client.h"
+#include "teacher/parallel_engine.h"
 
 #define MAX_STOP 16
 
@@ -210,9 +223,104 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
     return 0;
 }
 
-static int cmd_generate_db(int argc, char **argv);
+/* ---- ranks (mpirun) ---- */
+
+typedef struct {
+    rt_comm *c;
+    int rank, size;
+    int saved_err;   /* ranks > 0: stderr while it points at /dev/null, else -1 */
+} ranks;
+
+/* Ranks > 0 write nothing to stdout, and nothing to stderr until setup is over (their setup
+ * fails as rank 0's does, and rank 0's line is enough; agree() speaks for a rank that fails
+ * alone). */
+static void ranks_quiet(ranks *r) {
+    r->saved_err = -1;
+    if (r->rank == 0) return;
+    fflush(stdout);
+    fflush(stderr);
+    int null = open("/dev/null", O_WRONLY);
+    if (null < 0) return;
+    dup2(null, 1);
+    r->saved_err = dup(2);
+    dup2(null, 2);
+    close(null);
+}
+
+static void ranks_speak(ranks *r) {
+    if (r->saved_err < 0) return;
+    fflush(stderr);
+    dup2(r->saved_err, 2);
+    close(r->saved_err);
+    r->saved_err = -1;
+}
+
+/* After a setup phase every rank ran (status rc: 0 or an exit status, rank 0's message
+ * printed): 0 when every rank succeeded, else the exit status every rank returns. When rank 0
+ * succeeded, the lowest failing rank prints its message (one line in all). */
+static int agree(ranks *r, int rc) {
+    if (r->size == 1) return rc;
+    int32_t first = rc ? r->rank : r->size;
+    if (comm_allreduce(r->c, &first, &first, 1, RT_DT_I32, COMM_MIN)) {
+        ranks_speak(r);
+        fprintf(stderr, "retort: generate: rank %d: %s\n", r->rank, rt_errmsg());
+        comm_abort(r->c, EXIT_RUNTIME);
+        return EXIT_RUNTIME;
+    }
+    if (first == r->size) return 0;
+    if (first == r->rank && r->rank > 0) {
+        ranks_speak(r);
+        fprintf(stderr, "retort: generate: rank %d of %d: %s\n", r->rank, r->size, rt_errmsg());
+    }
+    return rc ? rc : EXIT_RUNTIME;
+}
+
+/* The worker threads of every rank: --threads, else one per CPU alone; under mpirun the CPUs
+ * of rank 0's node over its ranks, the same on every rank (replicated steps must round alike). */
+static int rank_threads(ranks *r, double threads) {
+    if (threads > 0 || r->size == 1) return (int)threads;
+    int64_t t = 0;
+    if (r->rank == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        t = cpus / comm_local_size(r->c);
+        if (t < 1) t = 1;
+    }
+    if (comm_broadcast(r->c, &t, 1, RT_DT_I64, 0)) return -1;
+    return (int)t;
+}
+
+/* A follower's run: pe_follow until rank 0 ends; a failure ends the job. */
+static int follow(ranks *r, te_engine *e) {
+    if (!pe_follow(r->c, e)) return EXIT_OK;
+    fprintf(stderr, "retort: generate: rank %d of %d: %s\n", r->rank, r->size, rt_errmsg());
+    comm_abort(r->c, EXIT_RUNTIME);
+    return EXIT_RUNTIME;
+}
+
+/* Rank 0: a failure of the lockstep (its message printed) ends every rank. */
+static int lockstep_failed(ranks *r, const char *what) {
+    int rc = cli_fail(what);
+    fflush(stdout);
+    comm_abort(r->c, rc);
+    return rc;
+}
+
+static int generate_jsonl(ranks *rk, int argc, char **argv);
+static int generate_db(ranks *rk, int argc, char **argv);
 
 int cmd_generate(int argc, char **argv) {
+    ranks rk = {0};
+    if (comm_open(COMM_AUTO, &rk.c)) return cli_fail("generate");
+    rk.rank = comm_rank(rk.c);
+    rk.size = comm_size(rk.c);
+    ranks_quiet(&rk);
+    int rc = generate_jsonl(&rk, argc, argv);
+    ranks_speak(&rk);
+    comm_close(rk.c);
+    return rc;
+}
+
+static int generate_jsonl(ranks *rk, int argc, char **argv) {
     if (cli_wants_help("generate", argc, argv)) return EXIT_OK;
     bool db_mode = false, jsonl_mode = false;
     for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
@@ -220,7 +328,7 @@ int cmd_generate(int argc, char **argv) {
         if (!strcmp(argv[i], "--jsonl") || !strncmp(argv[i], "--jsonl=", 8)) jsonl_mode = true;
     }
     if (db_mode && jsonl_mode) return cli_usage_error("generate", "--db and --jsonl are mutually exclusive");
-    if (db_mode) return cmd_generate_db(argc, argv);
+    if (db_mode) return generate_db(rk, argc, argv);
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},       {"tokenizer", required_argument, 0, 't'},
         {"template", required_argument, 0, 'T'},    {"jsonl", required_argument, 0, 'j'},
@@ -278,51 +386,73 @@ int cmd_generate(int argc, char **argv) {
     if (!model) return cli_usage_error("generate", "--model DIR is required");
     if (!jsonl) return cli_usage_error("generate", "--jsonl PROMPTS is required");
 
+    /* every rank: config, tokenizer; rank 0: the prompts — then the ranks agree */
     mc_config cfg;
-    if (mc_load(model, &cfg)) return cli_fail("generate: loading the model");
     tok_tokenizer *tok = NULL;
+    prompts ps = {0};
+    int rc = 0;
+    if (mc_load(model, &cfg)) rc = cli_fail("generate: loading the model");
     char *def_tok = rt_path_join(model, "tokenizer.json");
     if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
-    if (tok_path && tok_load(tok_path, &tok)) {
-        free(def_tok);
-        return cli_fail("generate: loading the tokenizer");
-    }
+    if (!rc && tok_path && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
+    if (!rc && n_stop > 0 && !tok)
+        rc = cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    if (!rc && rk->rank == 0) rc = read_prompts(jsonl, tok, have_tmpl ? &tmpl : NULL, cfg.vocab_size, &ps);
     free(def_tok);
-    if (n_stop > 0 && !tok) {
-        tok_free(tok);
-        return cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
-    }
-    prompts ps = {0};
-    int rc = read_prompts(jsonl, tok, have_tmpl ? &tmpl : NULL, cfg.vocab_size, &ps);
+    rc = agree(rk, rc);
     tp_pool *pool = NULL;
     te_model *m = NULL;
     te_engine *e = NULL;
-    if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("generate");
-    if (!rc && te_model_load(model, pool, &m)) rc = cli_fail("generate");
-    te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
-    if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
+    if (!rc) {   /* every rank: the model (its part of it) and the engine */
+        int nthreads = rank_threads(rk, threads);
+        if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
+        if (!rc && te_model_load_comm(model, pool, rk->c, &m)) rc = cli_fail("generate");
+        te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
+        if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
+        rc = agree(rk, rc);
+    }
+    ranks_speak(rk);
+    bool par = rk->size > 1;
+    if (!rc && par && rk->rank > 0) rc = follow(rk, e);
     smp_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p};
-    for (size_t i = 0; i < ps.n && !rc; i++) {
-        te_request r = {.prompt = ps.p[i].ids, .n_prompt = (int64_t)ps.p[i].n, .n_samples = (int)n,
-                        .max_tokens = (int64_t)max_tokens, .sampling = sp, .seed = (uint64_t)seed + i,
-                        .ignore_config_eos = ignore_eos, .stop = stop, .n_stop = n_stop, .logprobs = lp >= 0,
-                        .top_logprobs = lp > 0 ? (int)lp : 0, .tag = i};
-        if (te_submit(e, &r)) {
+    te_request *rq = rc || rk->rank > 0 ? NULL : rt_calloc(ps.n, sizeof *rq);
+    int *src = par && rq ? rt_calloc(ps.n, sizeof *src) : NULL;
+    if (!rc && rk->rank == 0 && (!rq || (par && !src))) rc = par ? lockstep_failed(rk, "generate") : cli_fail("generate");
+    for (size_t i = 0; rq && i < ps.n; i++)
+        rq[i] = (te_request){.prompt = ps.p[i].ids, .n_prompt = (int64_t)ps.p[i].n, .n_samples = (int)n,
+                             .max_tokens = (int64_t)max_tokens, .sampling = sp, .seed = (uint64_t)seed + i,
+                             .ignore_config_eos = ignore_eos, .stop = stop, .n_stop = n_stop, .logprobs = lp >= 0,
+                             .top_logprobs = lp > 0 ? (int)lp : 0, .tag = i};
+    /* alone: every prompt is submitted now; in lockstep, with the first step */
+    for (size_t i = 0; !par && rq && i < ps.n && !rc; i++)
+        if (te_submit(e, &rq[i])) {
             fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
             rc = EXIT_RUNTIME;
         }
-    }
+    pe_input first = {.submit = rq, .n_submit = ps.n};
+    const pe_input *in = par && rq ? &first : NULL;
     double t0 = now_s(), last = t0;
     size_t total = ps.n * (size_t)n, done = 0;
-    while (!rc && te_busy(e)) {
+    while (!rc && rq && (in || te_busy(e))) {
         te_result *res;
         size_t k;
-        if (te_step(e, &res, &k)) rc = cli_fail("generate");
-        for (size_t i = 0; i < k; i++) write_result(stdout, &res[i], tok, stop, lp > 0 ? (int)lp : 0, lp >= 0);
-        done += k;
+        bool end;
+        if (par ? pe_step(rk->c, e, in, in ? src : NULL, &res, &k, &end) : te_step(e, &res, &k)) {
+            rc = par ? lockstep_failed(rk, "generate") : cli_fail("generate");
+            break;
+        }
+        for (size_t i = 0; in && i < ps.n && !rc; i++)
+            if (src[i]) {   /* refused on every rank; its message again (rank 0's engine ends anyway) */
+                te_submit(e, &rq[i]);
+                fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
+                rc = EXIT_RUNTIME;
+            }
+        in = NULL;
+        for (size_t i = 0; i < k && !rc; i++) write_result(stdout, &res[i], tok, stop, lp > 0 ? (int)lp : 0, lp >= 0);
+        done += rc ? 0 : k;
         te_results_free(res, k);
         double t = now_s();
-        if (t - last >= 2.0 || !te_busy(e)) {
+        if (!rc && (t - last >= 2.0 || !te_busy(e))) {
             te_stats st;
             te_stats_get(e, &st);
             fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, %d running, %d queued\n", done,
@@ -331,12 +461,15 @@ int cmd_generate(int argc, char **argv) {
             last = t;
         }
     }
+    if (par && rq && pe_end(rk->c, e)) rc = lockstep_failed(rk, "generate");   /* the followers stop */
+    free(src);
+    free(rq);
     te_engine_free(e);
     te_model_free(m);
     tp_free(pool);
     tok_free(tok);
     prompts_free(&ps);
-    if (!rc && (fflush(stdout) || ferror(stdout))) {
+    if (!rc && rk->rank == 0 && (fflush(stdout) || ferror(stdout))) {
         fprintf(stderr, "retort: generate: writing output failed\n");
         return EXIT_RUNTIME;
     }
@@ -381,7 +514,7 @@ static const char *base_name(const char *dir, char *buf, size_t n) {
     return buf;
 }
 
-static int cmd_generate_db(int argc, char **argv) {
+static int generate_db(ranks *rk, int argc, char **argv) {
     static const struct option longs[] = {
         {"db", required_argument, 0, 'd'},          {"teacher", required_argument, 0, 'T'},
         {"model", required_argument, 0, 'm'},       {"api-key-env", required_argument, 0, 'K'},
@@ -474,17 +607,18 @@ static int cmd_generate_db(int argc, char **argv) {
     te_engine *e = NULL;
     char *server_model = NULL;
     oai_opts ro = {0};
-    if (local) {
+    if (!local && rk->rank > 0) return EXIT_OK;   /* an endpoint teacher: rank 0 alone does the work */
+    if (local) {   /* every rank: tokenizer, model (its part), engine; then the ranks agree */
         const char *dir = teacher + 6;
         mc_config cfg;
-        if (mc_load(dir, &cfg)) return cli_fail("generate: loading the model");
+        if (mc_load(dir, &cfg)) rc = cli_fail("generate: loading the model");
         char *def_tok = rt_path_join(dir, "tokenizer.json");
         if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
-        if (!tok_path) rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
-        else if (tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
+        if (!rc && !tok_path)
+            rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+        else if (!rc && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
         free(def_tok);
-        if (rc) return rc;
-        if (!have_tmpl) {
+        if (!rc && !have_tmpl) {
             char *cfg_path = rt_path_join(dir, "config.json"), *buf = NULL;
             size_t len = 0;
             json_t *j = cfg_path && !rt_read_file(cfg_path, &buf, &len) ? json_loadb(buf, len, 0, NULL) : NULL;
@@ -498,11 +632,24 @@ static int cmd_generate_db(int argc, char **argv) {
         o.tok = tok;
         o.tmpl = tmpl;
         o.teacher = model ? model : base_name(dir, name_buf, sizeof name_buf);
-        if (tp_create((int)threads, &pool)) rc = cli_fail("generate");
-        if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("generate: loading the model");
-        te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
-        if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
+        rc = agree(rk, rc);
+        if (!rc) {
+            int nthreads = rank_threads(rk, threads);
+            if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
+            if (!rc && te_model_load_comm(dir, pool, rk->c, &m)) rc = cli_fail("generate: loading the model");
+            te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
+            if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
+            rc = agree(rk, rc);
+        }
         o.engine = e;
+        o.comm = rk->c;
+        if (rc) {
+            tp_free(pool);
+            te_engine_free(e);
+            te_model_free(m);
+            tok_free(tok);
+            return rc;
+        }
     } else {
         const char *key = NULL;
         if (key_env) {
@@ -525,17 +672,27 @@ static int cmd_generate_db(int argc, char **argv) {
         o.model = model ? model : server_model;
         o.teacher = o.model;
     }
-    ds_db *db = NULL;
-    if (!rc && db_open(db_path, 0, &db)) rc = cli_fail("generate: opening the database");
+    /* SIGINT / SIGTERM: rank 0 stops between steps (and ends the followers); the followers
+     * catch them too (mpirun signals every rank) and wait for rank 0's last step */
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    ds_db *db = NULL;
     gd_report rep = {0};
-    if (!rc) {
+    if (rk->rank > 0) {
+        rc = follow(rk, e);
+    } else {
+        if (db_open(db_path, 0, &db)) {
+            rc = cli_fail("generate: opening the database");
+            if (rk->size > 1 && e && pe_end(rk->c, e)) rc = lockstep_failed(rk, "generate");
+        }
+    }
+    if (!rc && rk->rank == 0) {
         int grc = gd_run(db, &o, &rep);
-        if (grc) rc = cli_fail("generate");
+        if (rep.comm_failed) rc = lockstep_failed(rk, "generate");
+        else if (grc) rc = cli_fail("generate");
         else if (rep.interrupted) {
             fprintf(stderr, "retort: generate: interrupted; %zu sample(s) stored, rerun to continue\n",
                     rep.p.samples_done);

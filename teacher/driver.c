@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/status.h"
 #include "dataset/blob.h"
+#include "teacher/parallel_engine.h"
 
 uint64_t gd_sample_seed(uint64_t seed, int64_t prompt_id, int64_t sample_index) {
     uint64_t z = seed;
@@ -345,16 +346,40 @@ static int store_local(drv *d, const te_result *r) {
 
 static bool stopped(const drv *d) { return d->o->stop && *d->o->stop; }
 
+/* The requests issued for the next lockstep step (rank 0 of a parallel engine): each owns its
+ * prompt ids until the step has submitted it. */
+typedef struct {
+    te_request *r;
+    size_t n, cap;
+} batch;
+
+static void batch_clear(batch *b) {
+    for (size_t i = 0; i < b->n; i++) free((void *)b->r[i].prompt);
+    b->n = 0;
+}
+
+/* A refused submission (te_submit's status src, its message current): a prompt that can never
+ * fit is skipped and counted; anything else ends the run. */
+static int refused(drv *d, const work *w, int src) {
+    int rc = rt_errorf(src, "prompt %lld", (long long)d->ps[w->prompt].id);
+    if (rc != RT_ERANGE) return rc;
+    d->p.failed++;
+    snprintf(d->last_err, sizeof d->last_err, "%s", rt_errmsg());
+    return 0;
+}
+
 static int run_local(drv *d, gd_report *rep) {
     const gd_opts *o = d->o;
     te_engine *e = o->engine;
+    rt_comm *c = o->comm && comm_size(o->comm) > 1 ? o->comm : NULL;
     static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>", [CT_QWEN] = "<|im_end|>",
                                       [CT_LLAMA3] = "<|eot_id|>"};
     d->end_of_turn = tok_token_to_id(o->tok, eot[o->tmpl]);
     d->think_close = tok_token_to_id(o->tok, "</think>");
     int qcap = o->max_queue > 0 ? o->max_queue : 64;
     size_t next = 0;
-    int rc = 0;
+    int rc = 0, *src = NULL;
+    batch b = {0};
     smp_params sp = {.temperature = (float)o->temperature, .top_p = (float)o->top_p, .top_k = o->top_k,
                      .min_p = (float)o->min_p};
     while (!rc) {
@@ -364,7 +389,7 @@ static int run_local(drv *d, gd_report *rep) {
         }
         te_stats st;
         te_stats_get(e, &st);
-        while (!rc && next < d->n_w && st.queued < qcap) {
+        while (!rc && next < d->n_w && st.queued + (int)b.n < qcap) {
             const work *w = &d->w[next];
             const gprompt *g = &d->ps[w->prompt];
             int32_t *ids = NULL;
@@ -374,26 +399,50 @@ static int run_local(drv *d, gd_report *rep) {
                             .sampling = sp, .seed = gd_sample_seed(o->seed, g->id, w->j),
                             .stop_ids = &d->end_of_turn, .n_stop_ids = d->end_of_turn >= 0 ? 1 : 0,
                             .logprobs = true, .top_logprobs = o->logprobs > 0 ? o->logprobs : 0, .tag = next};
-            if (!rc && (rc = te_submit(e, &r))) {
-                rc = rt_errorf(rc, "prompt %lld", (long long)g->id);
-                if (rc == RT_ERANGE) {   /* this prompt can never fit: skip it, go on with the others */
-                    d->p.failed++;
-                    snprintf(d->last_err, sizeof d->last_err, "%s", rt_errmsg());
-                    rc = 0;
+            if (!rc && c) {   /* issued with the next step */
+                if (rt_grow((void **)&b.r, &b.cap, b.n + 1, sizeof *b.r)) rc = rt_fail(RT_ENOMEM, "out of memory");
+                else {
+                    b.r[b.n++] = r;
+                    ids = NULL;
                 }
+            } else if (!rc) {
+                int s = te_submit(e, &r);
+                if (s) rc = refused(d, w, s);
             }
             free(ids);
             next++;
             te_stats_get(e, &st);
         }
-        if (rc || !te_busy(e)) break;
+        if (rc || (!te_busy(e) && !b.n)) break;
         te_result *res = NULL;
         size_t k = 0;
-        rc = te_step(e, &res, &k);
+        if (c) {
+            bool last = false;
+            pe_input in = {.submit = b.r, .n_submit = b.n};
+            if (b.n && !(src = rt_realloc(src, b.n * sizeof *src))) {
+                rc = rt_fail(RT_ENOMEM, "out of memory");
+                break;
+            }
+            rc = pe_step(c, e, &in, src, &res, &k, &last);
+            if (rc) rep->comm_failed = true;
+            /* the message current is the last refusal's: the earlier ones are only counted */
+            size_t last_refused = b.n;
+            for (size_t i = 0; !rc && i < b.n; i++)
+                if (src[i]) last_refused = i;
+            for (size_t i = 0; !rc && i < b.n; i++)
+                if (src[i] == RT_ERANGE && i != last_refused) d->p.failed++;
+                else if (src[i]) rc = refused(d, &d->w[b.r[i].tag], src[i]);
+            batch_clear(&b);
+        } else {
+            rc = te_step(e, &res, &k);
+        }
         for (size_t i = 0; i < k && !rc; i++) rc = store_local(d, &res[i]);
         te_results_free(res, k);
         progress(d, false);
     }
+    batch_clear(&b);
+    free(b.r);
+    free(src);
     if (!rc && d->p.failed && !rep->interrupted)
         rc = rt_fail(RT_EINVAL, "%zu sample(s) cannot be generated (the others are stored); last: %s", d->p.failed,
                      d->last_err);
@@ -507,8 +556,22 @@ static int run_remote(drv *d, gd_report *rep) {
     return rc;
 }
 
+static int run(ds_db *db, const gd_opts *o, gd_report *rep);
+
 int gd_run(ds_db *db, const gd_opts *o, gd_report *rep) {
     *rep = (gd_report){0};
+    int rc = run(db, o, rep);
+    if (o->engine && o->comm && comm_size(o->comm) > 1 && !rep->comm_failed) {   /* release the followers */
+        int erc = pe_end(o->comm, o->engine);
+        if (erc) {
+            rep->comm_failed = true;
+            if (!rc) rc = erc;
+        }
+    }
+    return rc;
+}
+
+static int run(ds_db *db, const gd_opts *o, gd_report *rep) {
     if (!o->teacher || !*o->teacher || o->n < 1 || o->max_tokens < 1 || o->logprobs > OAI_MAX_TOP ||
         o->logprobs > TE_MAX_TOP_LOGPROBS)
         return rt_fail(RT_EINVAL, "generate: teacher, n ≥ 1, max_tokens ≥ 1 and logprobs ≤ 20 are required");

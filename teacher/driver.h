@@ -46,6 +46,13 @@
  * A local prompt the model can never take (longer than its context, or than the cache) is
  * skipped and counted in failed; the others go on, and gd_run then returns RT_EINVAL naming
  * how many were skipped and why.
+ * Lockstep (retort generate --db under mpirun). With gd_opts.comm of more than one rank, the
+ * engine is rank 0's of a parallel model (te_model_load_comm) and every step goes through
+ * pe_step (teacher/parallel_engine.h): the requests issued since the last step travel with
+ * it, while the other ranks sit in pe_follow(). gd_run runs on rank 0 alone and, however it
+ * returns, first ends the followers (pe_end) — unless pe_step itself failed: then a follower
+ * may be waiting inside a collective, rep->comm_failed is set, and the caller must end the
+ * job (comm_abort). Results are those of the engine alone: the samples' seeds fix them.
  * Errors: RT_EINVAL (options; prompts skipped), a fatal remote error (RT_EIO with the server's status and
  * message; everything stored stays), RT_EIO when some samples failed after every retry (the
  * others are stored; a rerun retries those) — at once when max(16, 2·concurrency) samples in a
@@ -60,6 +67,7 @@
 #include <stdint.h>
 
 #include "core/chat_template.h"
+#include "core/comm.h"
 #include "core/tokenizer.h"
 #include "dataset/db.h"
 #include "teacher/engine.h"
@@ -97,6 +105,7 @@ typedef struct {
     const tok_tokenizer *tok;   /* required locally; remotely optional (token counts) */
     ct_kind tmpl;
     int max_queue;              /* requests queued in the engine at once (0: 64) */
+    rt_comm *comm;              /* NULL or one rank: the engine alone; more: rank 0 in lockstep */
 
     /* remote (engine == NULL) */
     const oai_opts *remote;     /* endpoint, key, concurrency, retries */
@@ -111,6 +120,7 @@ typedef struct {
 typedef struct {
     gd_progress p;
     bool interrupted;
+    bool comm_failed;           /* lockstep broken: the caller aborts the other ranks */
 } gd_report;
 
 uint64_t gd_sample_seed(uint64_t seed, int64_t prompt_id, int64_t sample_index);

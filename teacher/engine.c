@@ -9,6 +9,7 @@
 #include "teacher/deepseek.h"
 #include "teacher/dense.h"
 #include "teacher/kvcache.h"
+#include "teacher/parallel.h"
 
 #define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
@@ -20,15 +21,23 @@ struct te_model {
     ds_model *ds;
 };
 
-int te_model_load(const char *dir, tp_pool *pool, te_model **out) {
+int te_model_load(const char *dir, tp_pool *pool, te_model **out) { return te_model_load_comm(dir, pool, NULL, out); }
+
+int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model **out) {
     *out = NULL;
+    bool par = comm && comm_size(comm) > 1;
     te_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
     int rc = mc_load(dir, &m->c);
     if (rc) rc = rt_errorf(rc, "loading model %s", dir);
     else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {
         ds_load_opts o = {.pool = pool, .load_mtp = false};
-        rc = ds_load(dir, &o, &m->ds);
+        rc = par ? ds_load_parallel(dir, &o, comm, &m->ds) : ds_load(dir, &o, &m->ds);
+    } else if (par) {
+        rc = rt_fail(RT_EUNSUPPORTED,
+                     "model %s: %d ranks, but only DeepSeek-V3 models (model_type deepseek_v3) run over several "
+                     "ranks; run this model without mpirun",
+                     dir, comm_size(comm));
     } else {
         rc = dn_load(dir, pool, &m->dense);
     }

@@ -4,7 +4,12 @@
  *
  * te_model_load() reads config.json and opens the directory with the matching forward
  * (model_type llama / qwen2 → dense, deepseek_v3 → DeepSeek); it borrows `pool` (NULL:
- * single-threaded), which must outlive it.
+ * single-threaded), which must outlive it. te_model_load_comm() is the same over the ranks
+ * of `comm` (NULL, or one rank: te_model_load): with more than one rank a deepseek_v3
+ * checkpoint is opened with ds_load_parallel (teacher/parallel.h: each rank loads its heads,
+ * experts and vocabulary rows and the forward runs the collectives), and dense models are
+ * refused (RT_EUNSUPPORTED: they have no parallel layout). The model borrows comm, which
+ * must outlive it; every rank then drives its engine in lockstep (teacher/parallel_engine.h).
  *
  * te_submit() queues a copy of a request: a prompt of token ids, n samples, at most
  * max_tokens new tokens each (clipped to the model's context), sampling parameters and a
@@ -49,6 +54,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/comm.h"
 #include "core/model_config.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
@@ -60,6 +66,7 @@ typedef struct te_engine te_engine;   /* opaque; owned by the caller of te_engin
 #define TE_MAX_TOP_LOGPROBS 20
 
 int te_model_load(const char *dir, tp_pool *pool, te_model **out);
+int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model **out);
 void te_model_free(te_model *m);   /* NULL is fine */
 const mc_config *te_model_config(const te_model *m);
 bool te_model_is_deepseek(const te_model *m);

@@ -164,3 +164,24 @@ int pe_step(rt_comm *c, te_engine *e, const pe_input *in, int *submit_rc, te_res
     if (rc || *last) return rc;
     return te_step(e, results, n_results);
 }
+
+int pe_follow(rt_comm *c, te_engine *e) {
+    for (bool last = false; !last;) {
+        te_result *res = NULL;
+        size_t n = 0;
+        int rc = pe_step(c, e, NULL, NULL, &res, &n, &last);
+        te_results_free(res, n);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int pe_end(rt_comm *c, te_engine *e) {
+    pe_input in = {.last = true};
+    te_result *res = NULL;
+    size_t n = 0;
+    bool last = false;
+    int rc = pe_step(c, e, &in, NULL, &res, &n, &last);
+    te_results_free(res, n);
+    return rc;
+}

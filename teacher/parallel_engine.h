@@ -18,6 +18,11 @@
  *
  *     for (bool last = false; !last;) { pe_step(c, e, NULL, NULL, &res, &n, &last); … }
  *
+ * pe_follow() is that loop (results dropped: the followers act on nothing), and pe_end() is rank
+ * 0's last step (pe_step with last). `retort generate` and `retort serve` under mpirun: rank 0
+ * drives (teacher/driver.h with gd_opts.comm, the server's engine thread), the others call
+ * pe_follow() and return when rank 0 ends.
+ *
  * The message is the requests' bytes as laid out in memory (te_request, then its prompt,
  * stop ids and NUL-terminated stop strings): the ranks must run the same binary on machines
  * of one byte order, as they do under mpirun. Errors: te_step's, comm's; an error on one
@@ -45,5 +50,10 @@ typedef struct {
  * set on every rank when rank 0 ended; results as te_step's (none when last). */
 int pe_step(rt_comm *c, te_engine *e, const pe_input *in, int *submit_rc, te_result **results, size_t *n_results,
             bool *last);
+
+/* The followers' loop: pe_step with no input until rank 0 ends (0), or an error. */
+int pe_follow(rt_comm *c, te_engine *e);
+/* Rank 0: ends the followers' pe_follow (pe_step with last; no step is run). */
+int pe_end(rt_comm *c, te_engine *e);
 
 #endif
