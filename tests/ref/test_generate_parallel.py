@@ -1,0 +1,265 @@
+"""`retort generate` on the tensor/expert-parallel DeepSeek-V3 path under mpirun (issue #11):
+every rank loads its slice (te_model_load_comm → ds_load_parallel), rank 0 reads the prompts
+or the database and writes stdout or the samples, the other ranks follow through pe_step.
+
+The model is test_ds_parallel.py's small DeepSeek-V3 stored as R1 is (FP8 e4m3 projections
+with 128x128 block scales, 2 shards, 4 heads, 8 routed experts), with a byte-level tokenizer
+padded to its 512 ids (DeepSeek-R1's special tokens, <think>, </think>) for text and --db.
+
+Expected values: the plain run (no mpirun) of the same command, whose greedy continuation is
+checked here against transformers' DeepseekV3ForCausalLM on the dequantized weights (from
+test_ds_parallel.build) — the engine's own tests compare it further. One rank gives the plain
+run's bytes; P > 1 ranks sum o_proj and the dense MLP in P partial sums (teacher/parallel.h),
+so logprobs may move by a few ulp (bound 1e-4, as test_ds_parallel.py) while ids, texts,
+finish reasons and token counts stay identical. Every subprocess has a timeout: a rank left
+waiting in a collective fails the test instead of hanging it."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import jsonl_lines, run
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_ds_parallel import HEADS, build, mpi_env, mpirun_cmd  # noqa: E402  the FP8 DeepSeek-V3 builder
+from test_generate_db import Server, check_complete, make_db, rows  # noqa: E402
+
+TOL = 1e-4
+R1_SPECIAL = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]
+
+
+def write_tokenizer(path, vocab_size):
+    """Byte-level BPE (256 bytes), R1's special tokens, <think>, </think>, then plain added
+    tokens "<xN>" up to vocab_size, so every id the model draws decodes."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken(t, special=True) for t in R1_SPECIAL])
+    tk.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
+    tk.add_tokens([AddedToken(f"<x{i}>", special=False) for i in range(vocab_size - tk.get_vocab_size())])
+    assert tk.get_vocab_size() == vocab_size
+    tk.save(path)
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    pytest.importorskip("tokenizers")
+    m = build(tmp_path_factory.mktemp("genpar"))
+    cfg = json.load(open(os.path.join(m["dir"], "config.json")))
+    write_tokenizer(os.path.join(m["dir"], "tokenizer.json"), cfg["vocab_size"])
+    from safetensors.torch import load_file
+    m["prompt"] = load_file(m["in"])["prompt"].tolist()
+    return m
+
+
+def mpi(ranks, args, timeout=300):
+    return subprocess.run(mpirun_cmd(ranks) + args, capture_output=True, text=True, timeout=timeout, env=mpi_env())
+
+
+def retort_lines(p):
+    return [l for l in p.stderr.splitlines() if l.startswith("retort")]
+
+
+def assert_one_retort_line(p, *needles):
+    """Under mpirun: a non-zero exit and exactly one 'retort: …' line in all ranks' stderr
+    (mpirun adds its own banner about the exit status)."""
+    assert p.returncode != 0, p.stderr
+    lines = retort_lines(p)
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("retort: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert p.stdout == "", p.stdout[:300]
+
+
+def write_prompts(path, ds, extra=()):
+    lines = [{"prompt_ids": ds["prompt"]}, {"prompt_ids": [3, 1, 4, 1, 5, 9, 2, 6]}, {"prompt": "What is 2 + 3?"},
+             *extra]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return str(path)
+
+
+def same_samples(got, want, exact):
+    assert len(got) == len(want) and len(want) > 0
+    for g, w in zip(got, want):
+        for k in ("index", "sample", "ids", "text", "finish_reason"):
+            assert g[k] == w[k], (k, g, w)
+        if "logprobs" in w:
+            for a, b in zip(g["logprobs"], w["logprobs"]):
+                assert a["id"] == b["id"]
+                assert (a["logprob"] == b["logprob"]) if exact else abs(a["logprob"] - b["logprob"]) < TOL, (a, b)
+
+
+GREEDY = ["--temperature", "0", "--n", "2", "--max-tokens", "8", "--ignore-eos", "--logprobs", "2"]
+SAMPLED = ["--temperature", "0.8", "--top-p", "0.9", "--n", "3", "--max-tokens", "16", "--seed", "11"]
+
+
+@pytest.fixture(scope="module")
+def plain(ds, retort_bin, tmp_path_factory):
+    """The plain runs (no mpirun): greedy and seeded sampling."""
+    d = tmp_path_factory.mktemp("genpar-plain")
+    prompts = write_prompts(d / "in.jsonl", ds)
+    out = {}
+    for name, args in (("greedy", GREEDY), ("sampled", SAMPLED)):
+        r = run([retort_bin, "generate", "--model", ds["dir"], "--jsonl", prompts, "--threads", "1", *args])
+        assert r.returncode == 0, r.stderr
+        out[name] = (r.stdout, jsonl_lines(r.stdout))
+    return prompts, out
+
+
+def test_plain_greedy_matches_transformers(ds, plain):
+    _, out = plain
+    lines = out["greedy"][1]
+    assert len(lines) == 6
+    for o in lines:
+        if o["index"] == 0:   # transformers' greedy continuation of the builder's prompt
+            assert o["ids"] == ds["tokens"], o
+    assert all(o["text"] is not None for o in lines)
+    sampled = out["sampled"][1]
+    assert len(sampled) == 9
+    assert len({tuple(o["ids"]) for o in sampled if o["index"] == 0}) == 3, "samples of one prompt should differ"
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_jsonl_under_mpirun_equals_the_plain_run(ds, plain, retort_bin, ranks):
+    prompts, out = plain
+    for name, args in (("greedy", GREEDY), ("sampled", SAMPLED)):
+        p = mpi(ranks, [retort_bin, "generate", "--model", ds["dir"], "--jsonl", prompts, "--threads", "1", *args])
+        assert p.returncode == 0, p.stderr
+        assert not retort_lines(p), p.stderr
+        progress = [l for l in p.stderr.splitlines() if l.startswith("generate: ")]
+        assert progress and all("samples" in l for l in progress), p.stderr   # rank 0 alone reports
+        assert len([l for l in progress if f"{len(out[name][1])}/{len(out[name][1])} samples" in l]) == 1, p.stderr
+        if ranks == 1:   # one rank: the serial forward's bits, so the very same bytes
+            assert p.stdout == out[name][0]
+        same_samples(jsonl_lines(p.stdout), out[name][1], exact=ranks == 1)
+
+
+def test_jsonl_prompt_that_cannot_fit_is_one_line_and_no_output(ds, retort_bin, tmp_path):
+    """Refused by te_submit on every rank in the first lockstep step: rank 0 names the prompt,
+    the followers are released, nothing is written."""
+    prompts = write_prompts(tmp_path / "in.jsonl", ds, extra=[{"prompt_ids": [7] * 1100}])   # > 1024 positions
+    p = mpi(2, [retort_bin, "generate", "--model", ds["dir"], "--jsonl", prompts, "--threads", "1", "--max-tokens", "4"])
+    assert_one_retort_line(p, "prompt 4:")
+    alone = run([retort_bin, "generate", "--model", ds["dir"], "--jsonl", prompts, "--threads", "1", "--max-tokens", "4"])
+    assert alone.returncode == 1
+    assert retort_lines(p) == [l for l in alone.stderr.splitlines() if l.strip()]
+
+
+def test_bad_input_line_is_one_line(ds, retort_bin, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt_ids": [1, 2]}\n{"prompt_ids": [1, 99999]}\n')
+    p = mpi(2, [retort_bin, "generate", "--model", ds["dir"], "--jsonl", str(bad), "--threads", "1"])
+    assert_one_retort_line(p, "line 2", "prompt_ids[1]")
+
+
+def test_usage_error_is_one_line(ds, retort_bin, tmp_path):
+    p = mpi(2, [retort_bin, "generate", "--model", ds["dir"], "--jsonl", "x.jsonl", "--n", "0"])
+    assert p.returncode != 0
+    assert len([l for l in p.stderr.splitlines() if "--n wants a number" in l]) == 1, p.stderr
+
+
+def test_dense_model_is_refused_over_ranks(retort_bin, tmp_path, ds):
+    """Dense models have no parallel layout: one line, every rank exits (no hang)."""
+    from test_generate import make_model
+    cfg = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "models", "tiny-qwen2.json")))
+    cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    d = tmp_path / "dense"
+    make_model(d, cfg, 3)
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text(json.dumps({"prompt_ids": [1, 2, 3]}) + "\n")
+    p = mpi(2, [retort_bin, "generate", "--model", str(d), "--jsonl", str(prompts), "--threads", "1"], timeout=120)
+    assert_one_retort_line(p, "only DeepSeek-V3", "without mpirun")
+    r = run([retort_bin, "generate", "--model", str(d), "--jsonl", str(prompts), "--threads", "1", "--max-tokens", "2"])
+    assert r.returncode == 0, r.stderr   # alone it runs
+    db = make_db(retort_bin, tmp_path, n_math=1, n_chat=0)
+    p = mpi(2, [retort_bin, "generate", "--db", str(db), "--teacher", f"local:{d}", "--tokenizer",
+                os.path.join(ds["dir"], "tokenizer.json"), "--threads", "1"], timeout=120)
+    assert_one_retort_line(p, "only DeepSeek-V3")
+
+
+def test_more_ranks_than_heads_is_one_line(ds, plain, retort_bin):
+    prompts, _ = plain
+    p = mpi(HEADS + 1, [retort_bin, "generate", "--model", ds["dir"], "--jsonl", prompts, "--threads", "1"])
+    assert_one_retort_line(p, f"{HEADS + 1} ranks but the model has {HEADS} attention heads")
+
+
+DB_ARGS = ["--n", "2", "--max-tokens", "24", "--threads", "1", "--concurrency", "3", "--logprobs", "2"]
+
+
+def stored(db):
+    return {(x["messages"], x["index"]): x for x in rows(db)}
+
+
+def topk_blobs(db):
+    con = sqlite3.connect(str(db))
+    out = {(r[0], r[1]): (r[2], r[3]) for r in con.execute(
+        "SELECT s.prompt_id, s.sample_index, t.k, t.n_tokens FROM sample_topk t JOIN samples s ON s.id = t.sample_id")}
+    con.close()
+    return out
+
+
+def test_db_local_teacher_under_mpirun_stores_the_plain_runs_samples(ds, retort_bin, tmp_path):
+    """Seeded sampling (the R1 defaults): the same texts, seeds, token counts and finish reasons
+    as the plain run; mean logprobs within 1e-4; counts, indices 0..K-1 and integrity checked;
+    a rerun under mpirun finds nothing to do."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = make_db(retort_bin, tmp_path / "a", n_math=4, n_chat=2)
+    b = make_db(retort_bin, tmp_path / "b", n_math=4, n_chat=2)
+    teacher = ["--teacher", f"local:{ds['dir']}"]
+    r = run([retort_bin, "generate", "--db", str(a), *teacher, *DB_ARGS])
+    assert r.returncode == 0, r.stderr
+    p = mpi(2, [retort_bin, "generate", "--db", str(b), *teacher, *DB_ARGS])
+    assert p.returncode == 0, p.stderr
+    assert len([l for l in p.stderr.splitlines() if l.startswith("generate: done: 12 sample(s)")]) == 1, p.stderr
+    want, got = check_complete(a, 2, 6, "fp8"), check_complete(b, 2, 6, "fp8")
+    assert len(want) == len(got) == 12
+    want, got = stored(a), stored(b)
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        for f in ("text", "seed", "params", "prompt_tokens", "thinking", "answer", "finish"):
+            assert g[f] == w[f], (f, g, w)
+        assert abs(g["mean_lp"] - w["mean_lp"]) < TOL
+    assert len({w["text"] for w in want.values()}) == 12   # sampling, not greedy
+    assert all(w["text"].startswith("<think>\n") for w in want.values())
+    assert topk_blobs(a) == topk_blobs(b) and len(topk_blobs(a)) == 12
+    p = mpi(2, [retort_bin, "generate", "--db", str(b), *teacher, *DB_ARGS])
+    assert p.returncode == 0 and "12 already stored" in p.stderr, p.stderr
+    assert len(rows(b)) == 12
+
+
+def test_db_prompt_that_cannot_fit_is_skipped_under_mpirun(ds, retort_bin, tmp_path):
+    db = make_db(retort_bin, tmp_path, n_math=2, n_chat=0)
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"prompt": "x" * 1500}) + "\n")   # 1500 byte tokens > 1024 positions
+    r = run([retort_bin, "import", "--db", str(db), "--format", "jsonl", "--prompt-field", "prompt", str(long)])
+    assert r.returncode == 0, r.stderr
+    p = mpi(2, [retort_bin, "generate", "--db", str(db), "--teacher", f"local:{ds['dir']}", "--max-tokens", "8",
+                "--n", "2", "--threads", "1", "--quiet"])
+    assert p.returncode != 0
+    lines = retort_lines(p)
+    assert len(lines) == 1 and "2 sample(s) cannot be generated" in lines[0] and "context" in lines[0], p.stderr
+    rs = rows(db)
+    assert len(rs) == 4 and {x["source"] for x in rs} == {"gsm8k_mini"}
+
+
+def test_endpoint_teacher_under_mpirun_runs_once(retort_bin, tmp_path):
+    """An endpoint teacher has nothing to split: ranks > 0 exit 0, rank 0 sends every request
+    once."""
+    s = Server()
+    try:
+        db = make_db(retort_bin, tmp_path, n_math=3, n_chat=1)
+        p = mpi(3, [retort_bin, "generate", "--db", str(db), "--teacher", s.url, "--n", "2", "--concurrency", "2"])
+        assert p.returncode == 0, p.stderr
+        assert len([l for l in p.stderr.splitlines() if l.startswith("generate: done: 8 sample(s)")]) == 1, p.stderr
+        check_complete(db, 2, 4)
+        assert len(s.stats()["requests"]) == 8
+    finally:
+        s.close()
