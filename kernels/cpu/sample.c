@@ -52,31 +52,90 @@ static int32_t argmax(const float *logits, int64_t V) {
     return (int32_t)best;
 }
 
-/* The kept candidates, most probable first, with unnormalized probabilities; returns how
- * many (≥ 1). */
-static int64_t filter(const float *logits, int64_t V, const smp_params *p, cand *c) {
-    double inv_t = 1.0 / p->temperature, mx = -INFINITY;
+static inline int before(const cand *x, const cand *y) {   /* x sorts before y: by_prob_desc < 0 */
+    return x->p > y->p || (x->p == y->p && x->id < y->id);
+}
+
+/* Moves the m first candidates of c[0..n) in by_prob_desc order into c[0..m), in any order
+ * (quickselect with median-of-three pivots; the order is total, so the set is exact). */
+static void select_top(cand *c, int64_t n, int64_t m) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (before(&c[mid], &c[lo])) { cand t = c[mid]; c[mid] = c[lo]; c[lo] = t; }
+        if (before(&c[hi], &c[lo])) { cand t = c[hi]; c[hi] = c[lo]; c[lo] = t; }
+        if (before(&c[hi], &c[mid])) { cand t = c[hi]; c[hi] = c[mid]; c[mid] = t; }
+        cand pivot = c[mid];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (before(&c[i], &pivot)) i++;
+            while (before(&pivot, &c[j])) j--;
+            if (i <= j) { cand t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+        }
+        if (m - 1 <= j) hi = j;
+        else if (m - 1 >= i) lo = i;
+        else return;
+    }
+}
+
+/* c[0..sorted) is the sorted head of c[0..n); grows it to at least `want` (geometrically, so a
+ * walk down the distribution costs O(n) per growth and usually one or two growths: sampling
+ * mass sits in few tokens). Returns the new sorted length. */
+static int64_t grow_sorted(cand *c, int64_t n, int64_t sorted, int64_t want) {
+    if (want <= sorted) return sorted;
+    int64_t m = sorted < 64 ? 64 : sorted * 4;
+    if (m < want) m = want;
+    if (m > n) m = n;
+    if (m < n) select_top(c + sorted, n - sorted, m - sorted);
+    qsort(c + sorted, (size_t)(m - sorted), sizeof *c, by_prob_desc);
+    return m;
+}
+
+/* The kept candidates, most probable first (c[0..return) sorted), with unnormalized
+ * probabilities; returns how many (>= 1). *sorted: how much of c is sorted (>= the return);
+ * *total: their sum (in sorted order, except when every token is kept: then in id order). */
+static int64_t filter(const float *logits, int64_t V, const smp_params *p, cand *c, int64_t *sorted, double *total) {
+    double inv_t = 1.0 / p->temperature, mx = -INFINITY, all = 0;
     for (int64_t i = 0; i < V; i++) mx = fmax(mx, (double)logits[i] * inv_t);
-    for (int64_t i = 0; i < V; i++) c[i] = (cand){exp((double)logits[i] * inv_t - mx), (int32_t)i};
-    qsort(c, (size_t)V, sizeof *c, by_prob_desc);
-    int64_t n = V;
-    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    for (int64_t i = 0; i < V; i++) {
+        c[i] = (cand){exp((double)logits[i] * inv_t - mx), (int32_t)i};
+        all += c[i].p;
+    }
+    int64_t n = V, s = 0;
+    double left = all;   /* the mass of c[0..n) */
+    if (p->top_k > 0 && p->top_k < n) {
+        n = p->top_k;
+        s = grow_sorted(c, V, 0, n);
+        left = 0;
+        for (int64_t i = 0; i < n; i++) left += c[i].p;
+    }
     if (p->top_p < 1) {
-        double total = 0, cum = 0;
-        for (int64_t i = 0; i < n; i++) total += c[i].p;
+        double cum = 0;
         int64_t keep = 0;
         while (keep < n) {
+            s = grow_sorted(c, V, s, keep + 1);
             cum += c[keep++].p;
-            if (cum >= (double)p->top_p * total) break;
+            if (cum >= (double)p->top_p * left) break;
         }
         n = keep;
     }
     if (p->min_p > 0) {
+        s = grow_sorted(c, V, s, 1);
         double thr = (double)p->min_p * c[0].p;
         int64_t keep = 1;
-        while (keep < n && c[keep].p >= thr) keep++;
+        while (keep < n) {
+            s = grow_sorted(c, V, s, keep + 1);
+            if (!(c[keep].p >= thr)) break;
+            keep++;
+        }
         n = keep;
     }
+    if (n < V) {
+        left = 0;
+        for (int64_t i = 0; i < n; i++) left += c[i].p;
+    }
+    *sorted = s;
+    *total = left;
     return n;
 }
 
@@ -89,11 +148,12 @@ int smp_sample(const float *logits, int64_t V, const smp_params *p, double u, vo
         return 0;
     }
     cand *c = ws;
-    int64_t n = filter(logits, V, p, c);
+    int64_t sorted = 0;
     double total = 0;
-    for (int64_t i = 0; i < n; i++) total += c[i].p;
+    int64_t n = filter(logits, V, p, c, &sorted, &total);
     double target = u * total, cum = 0;
     for (int64_t i = 0; i < n; i++) {
+        sorted = grow_sorted(c, n, sorted, i + 1);
         cum += c[i].p;
         if (target < cum) {
             *token = c[i].id;
@@ -113,9 +173,9 @@ int smp_probs(const float *logits, int64_t V, const smp_params *p, void *ws, dou
         return 0;
     }
     cand *c = ws;
-    int64_t n = filter(logits, V, p, c);
+    int64_t sorted = 0;
     double total = 0;
-    for (int64_t i = 0; i < n; i++) total += c[i].p;
+    int64_t n = filter(logits, V, p, c, &sorted, &total);
     for (int64_t i = 0; i < n; i++) probs[c[i].id] = c[i].p / total;
     return 0;
 }
