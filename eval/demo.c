@@ -493,14 +493,43 @@ static int load_train_prompts(demo *d, train_prompt **out, size_t *n) {
     return rc;
 }
 
+/* Thinking tokens: the generated ids up to and including the one that completes "</think>"
+ * in the decoded text (each id decoded alone: the demo's tokenizer is byte-level, so the
+ * pieces concatenate to the text); the rest are answer tokens. No "</think>": all thinking. */
+static int count_thinking(const demo *d, const te_result *r, const char *text, int32_t *think, int32_t *answer) {
+    const char *close = strstr(text, "</think>");
+    *think = (int32_t)r->n_ids;
+    *answer = 0;
+    if (!close) return 0;
+    size_t cut = (size_t)(close - text) + strlen("</think>"), at = 0;
+    for (int64_t i = 0; i < r->n_ids && at < cut; i++) {
+        char *piece = NULL;
+        size_t n = 0;
+        int rc = tok_decode(d->tok, &r->ids[i], 1, true, &piece, &n);
+        free(piece);
+        if (rc) return rc;
+        at += n;
+        if (at >= cut) {
+            *think = (int32_t)(i + 1);
+            *answer = (int32_t)(r->n_ids - i - 1);
+        }
+    }
+    return 0;
+}
+
 static int store_sample(demo *d, const train_prompt *p, const te_result *r, const char *params, uint64_t seed) {
     char *text = NULL;
     size_t len = 0;
+    int32_t think = -1, answer = -1;
     int rc = tok_decode(d->tok, r->ids, (size_t)r->n_ids, true, &text, &len);
-    if (rc) return rc;
+    if (!rc) rc = count_thinking(d, r, text, &think, &answer);
+    if (rc) {
+        free(text);
+        return rc;
+    }
     db_sample s = {.prompt_id = p->id, .teacher = TEACHER_NAME, .params_json = params, .has_seed = true,
                    .seed = (int64_t)(seed & 0x7fffffffffffffffull), .sample_index = r->sample, .text = text,
-                   .text_len = len, .prompt_tokens = (int32_t)r->n_prompt, .thinking_tokens = -1, .answer_tokens = -1,
+                   .text_len = len, .prompt_tokens = (int32_t)r->n_prompt, .thinking_tokens = think, .answer_tokens = answer,
                    .finish_reason = r->finish == TE_FINISH_STOP ? "stop" : "length"};
     rc = db_sample_put(d->db, &s, NULL, NULL);
     free(text);
