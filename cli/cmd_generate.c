@@ -12,7 +12,7 @@
  * engine (tokenizer included), rank 0 alone reads the prompts / the database, writes the
  * output / the samples and prints progress, and drives the engine through pe_step while the
  * others follow (pe_follow). Ranks > 0 print nothing during setup: the ranks agree on setup
- * failures (agree()), so one line is printed — rank 0's, or the lowest failing rank's when
+ * failures (cli/ranks.h), so one line is printed — rank 0's, or the lowest failing rank's when
  * rank 0 is fine — and every rank exits. A failure mid-run ends the job with comm_abort, as
  * the others may wait in a collective. With an endpoint teacher (--db --teacher URL) there is
  * nothing to split: ranks > 0 exit 0 at once and rank 0 does the work.
@@ -24,11 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/ranks.h"
 #include "core/alloc.h"
 #include "core/chat_template.h"
 #include "core/comm.h"
@@ -225,72 +225,8 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
 
 /* ---- ranks (mpirun) ---- */
 
-typedef struct {
-    rt_comm *c;
-    int rank, size;
-    int saved_err;   /* ranks > 0: stderr while it points at /dev/null, else -1 */
-} ranks;
-
-/* Ranks > 0 write nothing to stdout, and nothing to stderr until setup is over (their setup
- * fails as rank 0's does, and rank 0's line is enough; agree() speaks for a rank that fails
- * alone). */
-static void ranks_quiet(ranks *r) {
-    r->saved_err = -1;
-    if (r->rank == 0) return;
-    fflush(stdout);
-    fflush(stderr);
-    int null = open("/dev/null", O_WRONLY);
-    if (null < 0) return;
-    dup2(null, 1);
-    r->saved_err = dup(2);
-    dup2(null, 2);
-    close(null);
-}
-
-static void ranks_speak(ranks *r) {
-    if (r->saved_err < 0) return;
-    fflush(stderr);
-    dup2(r->saved_err, 2);
-    close(r->saved_err);
-    r->saved_err = -1;
-}
-
-/* After a setup phase every rank ran (status rc: 0 or an exit status, rank 0's message
- * printed): 0 when every rank succeeded, else the exit status every rank returns. When rank 0
- * succeeded, the lowest failing rank prints its message (one line in all). */
-static int agree(ranks *r, int rc) {
-    if (r->size == 1) return rc;
-    int32_t first = rc ? r->rank : r->size;
-    if (comm_allreduce(r->c, &first, &first, 1, RT_DT_I32, COMM_MIN)) {
-        ranks_speak(r);
-        fprintf(stderr, "retort: generate: rank %d: %s\n", r->rank, rt_errmsg());
-        comm_abort(r->c, EXIT_RUNTIME);
-        return EXIT_RUNTIME;
-    }
-    if (first == r->size) return 0;
-    if (first == r->rank && r->rank > 0) {
-        ranks_speak(r);
-        fprintf(stderr, "retort: generate: rank %d of %d: %s\n", r->rank, r->size, rt_errmsg());
-    }
-    return rc ? rc : EXIT_RUNTIME;
-}
-
-/* The worker threads of every rank: --threads, else one per CPU alone; under mpirun the CPUs
- * of rank 0's node over its ranks, the same on every rank (replicated steps must round alike). */
-static int rank_threads(ranks *r, double threads) {
-    if (threads > 0 || r->size == 1) return (int)threads;
-    int64_t t = 0;
-    if (r->rank == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        t = cpus / comm_local_size(r->c);
-        if (t < 1) t = 1;
-    }
-    if (comm_broadcast(r->c, &t, 1, RT_DT_I64, 0)) return -1;
-    return (int)t;
-}
-
 /* A follower's run: pe_follow until rank 0 ends; a failure ends the job. */
-static int follow(ranks *r, te_engine *e) {
+static int follow(cli_ranks *r, te_engine *e) {
     if (!pe_follow(r->c, e)) return EXIT_OK;
     fprintf(stderr, "retort: generate: rank %d of %d: %s\n", r->rank, r->size, rt_errmsg());
     comm_abort(r->c, EXIT_RUNTIME);
@@ -298,29 +234,26 @@ static int follow(ranks *r, te_engine *e) {
 }
 
 /* Rank 0: a failure of the lockstep (its message printed) ends every rank. */
-static int lockstep_failed(ranks *r, const char *what) {
+static int lockstep_failed(cli_ranks *r, const char *what) {
     int rc = cli_fail(what);
     fflush(stdout);
     comm_abort(r->c, rc);
     return rc;
 }
 
-static int generate_jsonl(ranks *rk, int argc, char **argv);
-static int generate_db(ranks *rk, int argc, char **argv);
+static int generate_jsonl(cli_ranks *rk, int argc, char **argv);
+static int generate_db(cli_ranks *rk, int argc, char **argv);
 
 int cmd_generate(int argc, char **argv) {
-    ranks rk = {0};
-    if (comm_open(COMM_AUTO, &rk.c)) return cli_fail("generate");
-    rk.rank = comm_rank(rk.c);
-    rk.size = comm_size(rk.c);
-    ranks_quiet(&rk);
+    cli_ranks rk;
+    int orc = cli_ranks_open("generate", &rk);
+    if (orc) return orc;
     int rc = generate_jsonl(&rk, argc, argv);
-    ranks_speak(&rk);
-    comm_close(rk.c);
+    cli_ranks_close(&rk);
     return rc;
 }
 
-static int generate_jsonl(ranks *rk, int argc, char **argv) {
+static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     if (cli_wants_help("generate", argc, argv)) return EXIT_OK;
     bool db_mode = false, jsonl_mode = false;
     for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
@@ -399,19 +332,19 @@ static int generate_jsonl(ranks *rk, int argc, char **argv) {
         rc = cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
     if (!rc && rk->rank == 0) rc = read_prompts(jsonl, tok, have_tmpl ? &tmpl : NULL, cfg.vocab_size, &ps);
     free(def_tok);
-    rc = agree(rk, rc);
+    rc = cli_ranks_agree(rk, rc);
     tp_pool *pool = NULL;
     te_model *m = NULL;
     te_engine *e = NULL;
     if (!rc) {   /* every rank: the model (its part of it) and the engine */
-        int nthreads = rank_threads(rk, threads);
+        int nthreads = cli_ranks_threads(rk, threads);
         if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
         if (!rc && te_model_load_comm(model, pool, rk->c, &m)) rc = cli_fail("generate");
         te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
         if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
-        rc = agree(rk, rc);
+        rc = cli_ranks_agree(rk, rc);
     }
-    ranks_speak(rk);
+    cli_ranks_speak(rk);
     bool par = rk->size > 1;
     if (!rc && par && rk->rank > 0) rc = follow(rk, e);
     smp_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p};
@@ -514,7 +447,7 @@ static const char *base_name(const char *dir, char *buf, size_t n) {
     return buf;
 }
 
-static int generate_db(ranks *rk, int argc, char **argv) {
+static int generate_db(cli_ranks *rk, int argc, char **argv) {
     static const struct option longs[] = {
         {"db", required_argument, 0, 'd'},          {"teacher", required_argument, 0, 'T'},
         {"model", required_argument, 0, 'm'},       {"api-key-env", required_argument, 0, 'K'},
@@ -632,14 +565,14 @@ static int generate_db(ranks *rk, int argc, char **argv) {
         o.tok = tok;
         o.tmpl = tmpl;
         o.teacher = model ? model : base_name(dir, name_buf, sizeof name_buf);
-        rc = agree(rk, rc);
+        rc = cli_ranks_agree(rk, rc);
         if (!rc) {
-            int nthreads = rank_threads(rk, threads);
+            int nthreads = cli_ranks_threads(rk, threads);
             if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
             if (!rc && te_model_load_comm(dir, pool, rk->c, &m)) rc = cli_fail("generate: loading the model");
             te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
             if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
-            rc = agree(rk, rc);
+            rc = cli_ranks_agree(rk, rc);
         }
         o.engine = e;
         o.comm = rk->c;
