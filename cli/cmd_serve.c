@@ -5,6 +5,13 @@
  * (<｜Assistant｜>: deepseek-r1, <|im_start|>: qwen, <|start_header_id|>: llama3); without
  * one, chat requests get 400 and completions work. Once listening it prints
  * "retort serve: listening on http://HOST:PORT" on stderr (with --port 0, the port chosen).
+ *
+ * Under mpirun (a DeepSeek-V3 model split over the ranks, teacher/parallel_engine.h) every
+ * rank loads its part and makes the same engine; rank 0 serves HTTP and its engine thread
+ * steps through pe_step, the others follow (pe_follow). Setup failures are agreed
+ * (cli/ranks.h: one line, every rank exits); SIGTERM/SIGINT reach rank 0 (the followers
+ * block them too, and keep following): it drains, then ends the followers, and all exit 0. A
+ * lockstep failure mid-run ends the job (comm_abort).
  */
 #include <getopt.h>
 #include <math.h>
@@ -15,6 +22,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/ranks.h"
 #include "core/alloc.h"
 #include "core/chat_template.h"
 #include "core/fsutil.h"
@@ -22,6 +30,7 @@
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
 #include "teacher/engine.h"
+#include "teacher/parallel_engine.h"
 #include "teacher/server.h"
 
 static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
@@ -42,7 +51,24 @@ static const char *base_name(const char *dir, char *buf, size_t cap) {
     return buf;
 }
 
+/* Rank 0's engine thread lost the lockstep: a follower may wait in a collective. */
+static void comm_failure(void *user, const char *msg) {
+    fprintf(stderr, "retort: serve: %s\n", msg);
+    comm_abort(user, EXIT_RUNTIME);
+}
+
+static int serve(cli_ranks *rk, int argc, char **argv);
+
 int cmd_serve(int argc, char **argv) {
+    cli_ranks rk;
+    int rc = cli_ranks_open("serve", &rk);
+    if (rc) return rc;
+    rc = serve(&rk, argc, argv);
+    cli_ranks_close(&rk);
+    return rc;
+}
+
+static int serve(cli_ranks *rk, int argc, char **argv) {
     if (cli_wants_help("serve", argc, argv)) return EXIT_OK;
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},        {"host", required_argument, 0, 'H'},
@@ -86,19 +112,18 @@ int cmd_serve(int argc, char **argv) {
     tok_tokenizer *tok = NULL;
     char *def_tok = rt_path_join(model, "tokenizer.json");
     if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
-    if (!tok_path) {
-        free(def_tok);
-        fprintf(stderr, "retort: serve: %s has no tokenizer.json (give --tokenizer FILE)\n", model);
-        return EXIT_RUNTIME;
-    }
     int rc = 0;
-    if (tok_load(tok_path, &tok)) rc = cli_fail("serve: loading the tokenizer");
+    if (!tok_path) {
+        fprintf(stderr, "retort: serve: %s has no tokenizer.json (give --tokenizer FILE)\n", model);
+        rc = EXIT_RUNTIME;
+    } else if (tok_load(tok_path, &tok)) rc = cli_fail("serve: loading the tokenizer");
     free(def_tok);
     if (!rc && !have_tmpl) {
         if (tok_token_to_id(tok, "<｜Assistant｜>") >= 0) tmpl = CT_DEEPSEEK_R1, have_tmpl = true;
         else if (tok_token_to_id(tok, "<|im_start|>") >= 0) tmpl = CT_QWEN, have_tmpl = true;
         else if (tok_token_to_id(tok, "<|start_header_id|>") >= 0) tmpl = CT_LLAMA3, have_tmpl = true;
     }
+    rc = cli_ranks_agree(rk, rc);
     /* SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -108,18 +133,38 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     tp_pool *pool = NULL;
     te_model *m = NULL;
+    te_engine *follower = NULL;
     srv *s = NULL;
-    if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("serve");
-    if (!rc && te_model_load(model, pool, &m)) rc = cli_fail("serve: loading the model");
     char nb[256];
     srv_opts o = {.host = host, .port = (int)port, .api_key = key, .model_name = name ? name : base_name(model, nb, sizeof nb),
                   .max_body = (size_t)max_body, .have_template = have_tmpl, .tmpl = tmpl,
-                  .engine = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache}};
-    if (!rc && srv_start(m, tok, &o, &s)) rc = cli_fail("serve");
-    if (!rc) {
+                  .engine = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache},
+                  .comm = rk->c, .on_comm_failure = comm_failure, .comm_user = rk->c};
+    if (!rc) {   /* every rank: the model (its part); the followers their engine */
+        int nthreads = cli_ranks_threads(rk, threads);
+        if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("serve");
+        if (!rc && te_model_load_comm(model, pool, rk->c, &m)) rc = cli_fail("serve: loading the model");
+        te_opts eo = o.engine;
+        eo.tok = tok;
+        if (!rc && rk->rank > 0 && te_engine_create(m, &eo, &follower)) rc = cli_fail("serve");
+        rc = cli_ranks_agree(rk, rc);
+    }
+    cli_ranks_speak(rk);
+    if (!rc && rk->rank > 0) {   /* until rank 0's engine thread ends */
+        if (pe_follow(rk->c, follower)) {
+            fprintf(stderr, "retort: serve: rank %d of %d: %s\n", rk->rank, rk->size, rt_errmsg());
+            comm_abort(rk->c, EXIT_RUNTIME);
+            rc = EXIT_RUNTIME;
+        }
+    } else if (!rc && srv_start(m, tok, &o, &s)) {
+        rc = cli_fail("serve");
+        if (rk->size > 1 && pe_end(rk->c, NULL)) comm_abort(rk->c, rc);   /* the followers stop */
+    } else if (!rc) {
         bool v6 = strchr(host, ':') != NULL;
-        fprintf(stderr, "retort serve: model %s, chat template %s%s\n", o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none",
-                o.api_key && *o.api_key ? ", API key required" : "");
+        char par[48] = "";
+        if (rk->size > 1) snprintf(par, sizeof par, ", split over %d ranks", rk->size);
+        fprintf(stderr, "retort serve: model %s, chat template %s%s%s\n", o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none",
+                o.api_key && *o.api_key ? ", API key required" : "", par);
         fprintf(stderr, "retort serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", srv_port(s));
         int sig = 0;
         sigwait(&sigs, &sig);
@@ -127,6 +172,7 @@ int cmd_serve(int argc, char **argv) {
         srv_stop(s);
         fprintf(stderr, "retort serve: stopped\n");
     }
+    te_engine_free(follower);
     te_model_free(m);
     tp_free(pool);
     tok_free(tok);

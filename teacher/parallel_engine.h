@@ -53,7 +53,8 @@ int pe_step(rt_comm *c, te_engine *e, const pe_input *in, int *submit_rc, te_res
 
 /* The followers' loop: pe_step with no input until rank 0 ends (0), or an error. */
 int pe_follow(rt_comm *c, te_engine *e);
-/* Rank 0: ends the followers' pe_follow (pe_step with last; no step is run). */
+/* Rank 0: ends the followers' pe_follow (pe_step with last; no step is run, e is not used and
+ * may be NULL — e.g. when rank 0 failed to start after the followers began to follow). */
 int pe_end(rt_comm *c, te_engine *e);
 
 #endif

@@ -27,6 +27,7 @@
 #include "core/alloc.h"
 #include "core/status.h"
 #include "teacher/oai.h"
+#include "teacher/parallel_engine.h"
 
 enum { EP_CHAT, EP_COMPLETIONS, EP_MODELS, EP_HEALTH, EP_METRICS, EP_OTHER, EP_COUNT };
 static const char *const EP_NAME[EP_COUNT] = {"chat_completions", "completions", "models", "health", "metrics", "other"};
@@ -255,8 +256,57 @@ static int submit_job(srv *s, job *j) {
     return 0;
 }
 
+/* Lockstep (opts.comm): the requests of the next pe_step, with their jobs. */
+typedef struct {
+    te_request *r;
+    job **j;
+    int *src;
+    size_t n, cap;
+    uint64_t *cancel;
+    size_t n_cancel, cap_cancel;
+} step_input;
+
+static void step_input_free(step_input *b) {
+    free(b->r);
+    free(b->j);
+    free(b->src);
+    free(b->cancel);
+}
+
+static int queue_job(step_input *b, job *j) {   /* every prompt of j, as submit_job would */
+    size_t need = b->n + j->n_prompts;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 16;
+        while (cap < need) cap *= 2;
+        te_request *r = rt_realloc(b->r, cap * sizeof *r);
+        if (r) b->r = r;
+        job **jj = rt_realloc(b->j, cap * sizeof *jj);
+        if (jj) b->j = jj;
+        int *src = rt_realloc(b->src, cap * sizeof *src);
+        if (src) b->src = src;
+        if (!r || !jj || !src) return RT_ENOMEM;
+        b->cap = cap;
+    }
+    smp_params sp = {.temperature = (float)j->rq.temperature, .top_k = j->rq.top_k, .top_p = (float)j->rq.top_p,
+                     .min_p = (float)j->rq.min_p};
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        b->r[b->n] = (te_request){.prompt = j->prompt[p], .n_prompt = (int64_t)j->prompt_n[p], .n_samples = j->rq.n,
+                                  .max_tokens = j->max_tokens, .sampling = sp, .seed = j->seed + p,
+                                  .stop_ids = j->turn_end >= 0 ? &j->turn_end : NULL, .n_stop_ids = j->turn_end >= 0,
+                                  .ignore_config_eos = j->rq.ignore_eos, .stop = (const char *const *)j->rq.stop,
+                                  .n_stop = j->rq.n_stop, .logprobs = j->rq.logprobs,
+                                  .top_logprobs = j->rq.top_logprobs, .tag = j->tag0 + p};
+        b->j[b->n++] = j;
+    }
+    return 0;
+}
+
 static void *engine_main(void *arg) {
     srv *s = arg;
+    rt_comm *comm = s->o.comm && comm_size(s->o.comm) > 1 ? s->o.comm : NULL;
+    step_input b = {0};
+    bool broken = false;            /* lockstep lost: no more steps */
+    char broken_msg[RT_ERRMSG_MAX] = "";
     double t_last = now_s();
     int64_t gen_last = 0;
     pthread_mutex_lock(&s->mu);
@@ -277,9 +327,12 @@ static void *engine_main(void *arg) {
         job *pend = s->pending;
         s->pending = s->pending_tail = NULL;
         s->n_pending = 0;
+        b.n = b.n_cancel = 0;
         for (size_t i = 0; i < s->n_cancel; i++) {
             job *j = find_job(s, s->cancel[i]);
-            te_cancel(s->e, s->cancel[i]);
+            if (!comm || broken) te_cancel(s->e, s->cancel[i]);
+            else if (!rt_grow((void **)&b.cancel, &b.cap_cancel, b.n_cancel + 1, sizeof *b.cancel))
+                b.cancel[b.n_cancel++] = s->cancel[i];   /* applied on every rank with the step */
             if (j && j->cancelled) {
                 j->state = 3;
                 pthread_cond_broadcast(&j->cv);
@@ -297,9 +350,20 @@ static void *engine_main(void *arg) {
                 job_unref(j);
                 continue;
             }
-            if (rt_grow((void **)&s->active, &s->cap_active, s->n_active + 1, sizeof *s->active)) {
+            if (broken) {
+                fail_job(j, broken_msg);
+                job_unref(j);
+                continue;
+            }
+            if (rt_grow((void **)&s->active, &s->cap_active, s->n_active + 1, sizeof *s->active) ||
+                (comm && queue_job(&b, j))) {
                 fail_job(j, "out of memory");
                 job_unref(j);
+                continue;
+            }
+            if (comm) {   /* submitted with the step; active now, so its first token finds it */
+                j->in_engine = true;
+                s->active[s->n_active++] = j;
                 continue;
             }
             int rc = submit_job(s, j);   /* te_submit is quick: copies, no model work */
@@ -314,14 +378,44 @@ static void *engine_main(void *arg) {
             pthread_cond_broadcast(&j->cv);
         }
         te_stats_get(s->e, &s->st);
-        if (!te_busy(s->e)) continue;
+        if (broken || (!te_busy(s->e) && !b.n && !b.n_cancel)) continue;
         pthread_mutex_unlock(&s->mu);
         te_result *res = NULL;
         size_t n = 0;
-        int rc = te_step(s->e, &res, &n);
-        char msg[RT_ERRMSG_MAX];
+        int rc;
+        char msg[RT_ERRMSG_MAX], refused[RT_ERRMSG_MAX] = "";
+        if (comm) {
+            bool last = false;
+            pe_input in = {.submit = b.r, .n_submit = b.n, .cancel = b.cancel, .n_cancel = b.n_cancel};
+            rc = pe_step(comm, s->e, &in, b.src, &res, &n, &last);
+            for (size_t i = 0; !rc && i < b.n; i++)
+                if (b.src[i]) snprintf(refused, sizeof refused, "%s", rt_errmsg());   /* the last refusal's */
+        } else {
+            rc = te_step(s->e, &res, &n);
+        }
         if (rc) snprintf(msg, sizeof msg, "the engine failed: %s", rt_errmsg());
+        if (rc && comm) {   /* a follower may wait in a collective: the caller ends the job */
+            broken = true;
+            snprintf(broken_msg, sizeof broken_msg, "%s", msg);
+            if (s->o.on_comm_failure) s->o.on_comm_failure(s->o.comm_user, msg);
+        }
         pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; !rc && i < b.n; i++) {   /* this step's submissions, job by job */
+            job *j = b.j[i];
+            if (i > 0 && b.j[i - 1] == j) continue;
+            bool bad = false;
+            for (size_t p = 0; p < j->n_prompts; p++) bad |= b.src[i + p] != 0;
+            if (!bad) {
+                if (j->state == 0) j->state = 1;
+                pthread_cond_broadcast(&j->cv);
+                continue;
+            }
+            for (size_t p = 0; p < j->n_prompts; p++)   /* the accepted prompts go with the next step */
+                if (!b.src[i + p] && !rt_grow((void **)&s->cancel, &s->cap_cancel, s->n_cancel + 1, sizeof *s->cancel))
+                    s->cancel[s->n_cancel++] = j->tag0 + p;
+            fail_job(j, refused);
+            drop_active(s, j);
+        }
         for (size_t i = 0; i < n; i++) {
             job *j = find_job(s, res[i].tag);
             if (!j) continue;
@@ -358,6 +452,8 @@ static void *engine_main(void *arg) {
         }
     }
     pthread_mutex_unlock(&s->mu);
+    if (comm && !broken) pe_end(comm, s->e);   /* the followers stop */
+    step_input_free(&b);
     return NULL;
 }
 
@@ -1139,6 +1235,8 @@ int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv *
     eo.tok = tok;
     eo.on_token = on_token;
     eo.user = s;
+    if (!rc && opts->comm && comm_size(opts->comm) > 1 && !opts->on_comm_failure)
+        rc = rt_fail(RT_EINVAL, "serve: a lockstep engine needs on_comm_failure");
     if (!rc) rc = te_engine_create(m, &eo, &s->e);
     if (!rc) te_stats_get(s->e, &s->st);
     if (!rc) rc = listen_on(s->host, opts->port, &s->listen_fd, &s->port);

@@ -17,6 +17,15 @@
  * srv_stop() stops accepting (the listening socket is closed), answers new requests on open
  * connections with 503, lets every request in flight finish and be sent, then stops the
  * engine thread and frees everything. NULL is fine.
+ * Lockstep (`retort serve` under mpirun, teacher/parallel_engine.h): with opts.comm of more
+ * than one rank, m is rank 0's part of a parallel model (te_model_load_comm) and the engine
+ * thread steps through pe_step, carrying the requests and cancellations of each step; every
+ * other rank makes its engine with te_engine_create(its m, opts.engine with .tok = tok — the
+ * same options, on_token may stay NULL) and calls pe_follow(). Once the engine thread has
+ * drained (srv_stop), it ends the followers (pe_end). When pe_step fails, a follower may be
+ * waiting in a collective: the engine thread calls opts.on_comm_failure(comm_user, message)
+ * (required with comm; the CLI ends the job there) and, should it return, fails every
+ * request and steps no more.
  * Errors: RT_EIO (cannot listen: the message names host:port and why), RT_EINVAL, RT_ENOMEM,
  * RT_EINTERNAL (libmicrohttpd or pthreads failed).
  */
@@ -27,6 +36,7 @@
 #include <stddef.h>
 
 #include "core/chat_template.h"
+#include "core/comm.h"
 #include "core/tokenizer.h"
 #include "teacher/engine.h"
 
@@ -41,6 +51,9 @@ typedef struct {
     bool have_template;       /* false: chat requests get 400 */
     ct_kind tmpl;
     te_opts engine;           /* max_batch, cache_tokens, …; tok, on_token and user are set here */
+    rt_comm *comm;            /* NULL or one rank: the engine alone; more: rank 0 in lockstep */
+    void (*on_comm_failure)(void *user, const char *msg);
+    void *comm_user;
 } srv_opts;
 
 int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv **out);

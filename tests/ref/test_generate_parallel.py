@@ -263,3 +263,86 @@ def test_endpoint_teacher_under_mpirun_runs_once(retort_bin, tmp_path):
         assert len(s.stats()["requests"]) == 8
     finally:
         s.close()
+
+
+# ---- retort serve under mpirun ----
+
+def start_server(cmd, env=None):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+    lines = []
+    while True:
+        line = p.stderr.readline()
+        if not line:
+            p.wait(timeout=60)
+            pytest.fail("the server exited: " + "".join(lines))
+        lines.append(line)
+        if line.startswith("retort serve: listening on http://"):
+            return p, int(line.rsplit(":", 1)[1]), lines
+
+
+def post(port, path, body, timeout=120):
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.load(r)
+
+
+def rank_pids(mpirun_pid):
+    """The ranks mpirun started (its children), by OMPI_COMM_WORLD_RANK."""
+    out = {}
+    for task in os.listdir(f"/proc/{mpirun_pid}/task"):
+        for c in open(f"/proc/{mpirun_pid}/task/{task}/children").read().split():
+            env = open(f"/proc/{c}/environ", "rb").read().split(b"\0")
+            for e in env:
+                if e.startswith(b"OMPI_COMM_WORLD_RANK="):
+                    out[int(e.split(b"=")[1])] = int(c)
+    return out
+
+
+REQUESTS = [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "temperature": 0,
+                              "max_tokens": 12}),
+    ("/v1/completions", {"prompt": "Once upon a time", "temperature": 0.8, "top_p": 0.9, "seed": 5, "n": 2,
+                         "max_tokens": 10}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Name a prime."}], "temperature": 0.7,
+                              "seed": 9, "max_tokens": 14, "stream": False}),
+]
+
+
+def answers(port):
+    """The requests sent at once (they share engine steps), answers without ids/timestamps."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(REQUESTS)) as ex:
+        got = list(ex.map(lambda pr: post(port, pr[0], dict(pr[1], model="fp8")), REQUESTS))
+    return [(g["choices"], g["usage"]) for g in got]
+
+
+def test_serve_under_mpirun_answers_as_one_rank_and_stops_on_sigterm(ds, retort_bin):
+    """mpirun -np 2 retort serve: greedy chat and seeded completions equal the 1-rank server's
+    answers; SIGTERM to rank 0 drains, ends the follower, and every rank exits 0."""
+    import signal
+    args = [retort_bin, "serve", "--model", ds["dir"], "--port", "0", "--threads", "1"]
+    p, port, _ = start_server(args)
+    try:
+        want = answers(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 0
+    assert want[0][0][0]["finish_reason"] == "length" and want[0][1]["completion_tokens"] == 12
+    assert len(want[1][0]) == 2 and want[1][0][0]["text"] != want[1][0][1]["text"]
+    mp, port, head = start_server(mpirun_cmd(2) + args, env=mpi_env())
+    try:
+        assert any("split over 2 ranks" in l for l in head), head
+        assert answers(port) == want
+        assert answers(port) == want   # and again, on the same engines
+        ranks = rank_pids(mp.pid)
+        assert sorted(ranks) == [0, 1], ranks
+        os.kill(ranks[0], signal.SIGTERM)
+        assert mp.wait(timeout=120) == 0
+        err = mp.stderr.read()
+        assert "retort serve: stopped" in err and not [l for l in err.splitlines() if l.startswith("retort: ")], err
+    finally:
+        if mp.poll() is None:
+            mp.kill()
+            mp.wait()
