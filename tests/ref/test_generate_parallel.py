@@ -346,3 +346,50 @@ def test_serve_under_mpirun_answers_as_one_rank_and_stops_on_sigterm(ds, retort_
         if mp.poll() is None:
             mp.kill()
             mp.wait()
+
+
+def session(port):
+    """A refusal by te_submit (two prompts, the second needing more cache than there is: the
+    job gets 400, its accepted prompt is cancelled with the next step), a streaming client that
+    hangs up after its first chunk (cancelled), then REQUESTS — whose answers show that every
+    rank still makes the same decisions."""
+    import socket
+    import urllib.error
+    try:
+        post(port, "/v1/completions", {"model": "fp8", "prompt": [[1, 2, 3], list(range(10, 110))], "max_tokens": 60,
+                                       "temperature": 0})
+        refusal = None
+    except urllib.error.HTTPError as e:
+        refusal = (e.code, json.load(e)["error"]["message"])
+    sock = socket.create_connection(("127.0.0.1", port))
+    body = json.dumps({"prompt": [1, 2, 3], "max_tokens": 100, "ignore_eos": True, "stream": True}).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    got = b""
+    while b"data: " not in got:
+        piece = sock.recv(4096)
+        assert piece, got
+        got += piece
+    sock.close()
+    return refusal, answers(port)
+
+
+def test_serve_under_mpirun_refusals_and_cancels_stay_in_lockstep(ds, retort_bin):
+    import signal
+    args = [retort_bin, "serve", "--model", ds["dir"], "--port", "0", "--threads", "1", "--cache-tokens", "128"]
+    p, port, _ = start_server(args)
+    try:
+        want = session(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 0
+    assert want[0] is not None and want[0][0] == 400, want[0]
+    mp, port, _ = start_server(mpirun_cmd(2) + args, env=mpi_env())
+    try:
+        assert session(port) == want
+        os.kill(rank_pids(mp.pid)[0], signal.SIGTERM)
+        assert mp.wait(timeout=120) == 0
+    finally:
+        if mp.poll() is None:
+            mp.kill()
+            mp.wait()
