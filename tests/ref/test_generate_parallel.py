@@ -393,3 +393,32 @@ def test_serve_under_mpirun_refusals_and_cancels_stay_in_lockstep(ds, retort_bin
         if mp.poll() is None:
             mp.kill()
             mp.wait()
+
+
+def test_db_sigterm_on_rank_0_stops_cleanly_and_a_rerun_completes(ds, retort_bin, tmp_path):
+    """SIGTERM to rank 0 mid-run: it stops between steps, releases the follower, exits 130
+    (so does mpirun); every stored sample is whole; a rerun under mpirun stores exactly the
+    missing ones."""
+    import signal
+    db = make_db(retort_bin, tmp_path, n_math=40, n_chat=0)
+    cmd = mpirun_cmd(2) + [retort_bin, "generate", "--db", str(db), "--teacher", f"local:{ds['dir']}", "--n", "8",
+                           "--max-tokens", "900", "--threads", "1"]
+    mp = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1, env=mpi_env())
+    try:
+        first = mp.stderr.readline()   # the first progress line: the run is under way
+        assert first.startswith("generate: prompts"), first
+        os.kill(rank_pids(mp.pid)[0], signal.SIGTERM)
+        err = mp.stderr.read()
+        assert mp.wait(timeout=120) == 130, err
+    finally:
+        if mp.poll() is None:
+            mp.kill()
+            mp.wait()
+    lines = retort_lines(subprocess.CompletedProcess([], 130, "", err))
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    stored_n = int(lines[0].split("; ")[1].split()[0])
+    assert 0 < stored_n < 320 and len(rows(db)) == stored_n
+    p = mpi(2, cmd[len(mpirun_cmd(2)):], timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert f"{stored_n} already stored" in p.stderr, p.stderr
+    assert len(check_complete(db, 8, 40, "fp8")) == 320
