@@ -422,3 +422,15 @@ def test_db_sigterm_on_rank_0_stops_cleanly_and_a_rerun_completes(ds, retort_bin
     assert p.returncode == 0, p.stderr
     assert f"{stored_n} already stored" in p.stderr, p.stderr
     assert len(check_complete(db, 8, 40, "fp8")) == 320
+
+
+def test_a_failure_on_one_follower_only_is_one_line_from_that_rank(ds, plain, retort_bin):
+    """MPMD mpirun: rank 1 alone gets a tokenizer path that does not exist. The ranks agree
+    after setup: rank 1 names itself in the one line, rank 0 (fine) stays quiet, all exit."""
+    prompts, _ = plain
+    base = [retort_bin, "generate", "--model", ds["dir"], "--jsonl", prompts, "--threads", "1"]
+    np_at = mpirun_cmd(1).index("-np")   # mpirun's options without -np: one per program below
+    cmd = mpirun_cmd(1)[:np_at] + mpirun_cmd(1)[np_at + 2:] + ["-np", "1", *base, ":", "-np", "1", *base,
+                                                               "--tokenizer", "/nonexistent/tok.json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=mpi_env())
+    assert_one_retort_line(p, "rank 1 of 2", "/nonexistent/tok.json")
