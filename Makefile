@@ -40,7 +40,7 @@ ifeq ($(shell command -v $(NVCC) 2>/dev/null),)
 $(error CUDA=1 but $(NVCC) was not found: install the CUDA toolkit, set NVCC=/path/to/nvcc, or build with CUDA=0)
 endif
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
-CPPFLAGS  += -DRT_HAVE_CUDA=1
+CPPFLAGS  += -DRT_HAVE_CUDA=1 -isystem $(CUDA_HOME)/include
 NVFLAGS   ?= -O3 -std=c++17 -I. -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)

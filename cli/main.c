@@ -509,7 +509,7 @@ int cmd_version(int argc, char **argv) {
     if (argc > 1) return cli_usage_error("version", "unexpected argument '%s'", argv[1]);
     printf("retort %s\n", RETORT_VERSION);
 #ifdef RT_HAVE_CUDA
-    printf("cuda: built (sm_80, sm_90)\n");
+    printf("cuda: built (sm_80, sm_90a)\n");
 #else
     printf("cuda: not built (CPU only)\n");
 #endif
