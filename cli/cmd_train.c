@@ -190,38 +190,49 @@ static int save_step(tr_trainer *t, const train_args *a, int rank) {
     return 0;
 }
 
+/* The data and the model, and the options they settle (--epochs → steps, the ZeRO level):
+ * what both trainers need first. On success the caller owns *d and *m (the trainer takes them
+ * over). 0, or a status with the message recorded. */
+static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_model **m) {
+    int rc = sd_open(a->data, d), P = comm_size(comm);
+    if (rc) return rc;
+    if (a->seq && a->seq != (int64_t)sd_seq_len(*d)) {
+        rc = rt_fail(RT_EINVAL, "--seq %lld, but the shards in %s hold sequences of %u tokens", (long long)a->seq, a->data,
+                     sd_seq_len(*d));
+        sd_close(*d);
+        return rc;
+    }
+    if (a->epochs > 0) {
+        double per = (double)(a->o.batch * a->o.grad_accum * P);
+        a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(*d) / per);
+        if (a->o.steps < 1) a->o.steps = 1;
+    }
+    a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
+    if ((rc = load_model(a, m))) sd_close(*d);
+    return rc;
+}
+
+/* Rank 0 creates the output directory and opens the log. */
+static int open_outputs(const train_args *a, rt_comm *comm, FILE **log) {
+    *log = NULL;
+    if (comm_rank(comm) != 0) return 0;
+    if (mkdir(a->out, 0755) && errno != EEXIST) return rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
+    if (a->log && !(*log = fopen(a->log, "a"))) return rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
+    return 0;
+}
+
 /* Everything before the first step; identical on every rank. 0, or a status with the message
  * recorded (nothing printed). */
 static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out, FILE **log) {
     *out = NULL;
     *log = NULL;
     sd_data *d;
-    int rc = sd_open(a->data, &d), P = comm_size(comm);
-    if (rc) return rc;
-    if (a->seq && a->seq != (int64_t)sd_seq_len(d)) {
-        rc = rt_fail(RT_EINVAL, "--seq %lld, but the shards in %s hold sequences of %u tokens", (long long)a->seq, a->data,
-                     sd_seq_len(d));
-        sd_close(d);
-        return rc;
-    }
-    if (a->epochs > 0) {
-        double per = (double)(a->o.batch * a->o.grad_accum * P);
-        a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(d) / per);
-        if (a->o.steps < 1) a->o.steps = 1;
-    }
-    a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
     sm_model *m;
-    if ((rc = load_model(a, &m))) { sd_close(d); return rc; }
     tr_trainer *t;
+    int rc = open_data_and_model(a, comm, &d, &m);
+    if (rc) return rc;
     if ((rc = tr_create_dp(m, d, &a->o, pool, comm, &t))) return rc;
-    if (a->resume && (rc = tr_resume(t, a->resume))) { tr_free(t); return rc; }
-    if (comm_rank(comm) == 0 && mkdir(a->out, 0755) && errno != EEXIST) {
-        rc = rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
-        tr_free(t);
-        return rc;
-    }
-    if (comm_rank(comm) == 0 && a->log && !(*log = fopen(a->log, "a"))) {
-        rc = rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
+    if ((a->resume && (rc = tr_resume(t, a->resume))) || (rc = open_outputs(a, comm, log))) {
         tr_free(t);
         return rc;
     }
@@ -234,32 +245,12 @@ static int setup_gpu(train_args *a, rt_comm *comm, gt_trainer **out, FILE **log)
     *out = NULL;
     *log = NULL;
     sd_data *d;
-    int rc = sd_open(a->data, &d), P = comm_size(comm);
-    if (rc) return rc;
-    if (a->seq && a->seq != (int64_t)sd_seq_len(d)) {
-        rc = rt_fail(RT_EINVAL, "--seq %lld, but the shards in %s hold sequences of %u tokens", (long long)a->seq, a->data,
-                     sd_seq_len(d));
-        sd_close(d);
-        return rc;
-    }
-    if (a->epochs > 0) {
-        double per = (double)(a->o.batch * a->o.grad_accum * P);
-        a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(d) / per);
-        if (a->o.steps < 1) a->o.steps = 1;
-    }
-    a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
     sm_model *m;
-    if ((rc = load_model(a, &m))) { sd_close(d); return rc; }
     gt_trainer *t;
+    int rc = open_data_and_model(a, comm, &d, &m);
+    if (rc) return rc;
     if ((rc = gt_create(m, d, &a->o, comm, &t))) return rc;
-    if (a->resume && (rc = gt_resume(t, a->resume))) { gt_free(t); return rc; }
-    if (comm_rank(comm) == 0 && mkdir(a->out, 0755) && errno != EEXIST) {
-        rc = rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
-        gt_free(t);
-        return rc;
-    }
-    if (comm_rank(comm) == 0 && a->log && !(*log = fopen(a->log, "a"))) {
-        rc = rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
+    if ((a->resume && (rc = gt_resume(t, a->resume))) || (rc = open_outputs(a, comm, log))) {
         gt_free(t);
         return rc;
     }
