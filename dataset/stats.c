@@ -6,10 +6,12 @@
 #include "dataset/db.h"
 #include "dataset/db_int.h"
 
-/* Histogram edges: 0, then powers of two from 2^7; values ≥ the last edge share the last bin. */
-#define N_EDGES 12
-static const int64_t tok_edges[N_EDGES] = {0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
-static const int64_t byte_edges[N_EDGES] = {0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288};
+/* Histogram edges: 0, then powers of two from 2^4 tokens (2^6 bytes), so short samples (the demo's)
+ * spread over several bins as well as chains of thought; values ≥ the last edge share the last bin. */
+#define N_EDGES 15
+static const int64_t tok_edges[N_EDGES] = {0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
+static const int64_t byte_edges[N_EDGES] = {0,    64,    128,   256,   512,    1024,   2048,  4096,
+                                            8192, 16384, 32768, 65536, 131072, 262144, 524288};
 
 static int bin_of(const int64_t *edges, int64_t v) {
     int b = 0;
