@@ -122,11 +122,16 @@ Test(db, verdicts_snapshots_and_stats) {
     cr_assert_eq(json_integer_value(json_object_get(m, "pass")), 3);
     cr_assert_eq(json_integer_value(json_object_get(m, "fail")), 1);
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "snapshots"), "v1")), 3);
-    /* 120 tokens each: bin [0, 128); 3 passed */
+    /* 120 tokens each: the bin [64, 128) — edges 0, 16, 32, 64, 128, … — holds all 4; 3 passed */
+    json_t *edges = json_object_get(json_object_get(j, "histograms"), "edges");
+    cr_assert_eq(json_integer_value(json_array_get(edges, 3)), 64);
+    cr_assert_eq(json_integer_value(json_array_get(edges, 4)), 128);
     json_t *h = json_object_get(json_object_get(json_object_get(j, "histograms"), "tokens"), "src");
-    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "all"), 0)), 4);
-    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "passed"), 0)), 3);
-    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "snapshot:v1"), 0)), 3);
+    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "all"), 3)), 4);
+    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "all"), 2)), 0);
+    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "all"), 4)), 0);
+    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "passed"), 3)), 3);
+    cr_assert_eq(json_integer_value(json_array_get(json_object_get(h, "snapshot:v1"), 3)), 3);
     json_decref(j);
     db_close(db);
 }
