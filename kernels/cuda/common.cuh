@@ -1,4 +1,4 @@
-// kernels/cuda/common.cuh — shared by the student CUDA kernels (kernels/cuda/*.cu): the
+// kernels/cuda/common.cuh — shared by every CUDA kernel file (kernels/cuda/*.cu): the
 // status-checking macros (one per foreign status type: CUDA, cuBLAS), bf16 <-> f32 helpers
 // on raw uint16_t bit patterns, 16-byte vector loads, and warp/block reductions.
 // Header-only, device and host inline functions; no state.
@@ -21,6 +21,15 @@
 
 // After a launch: the launch error (bad configuration), never a sync.
 #define RT_CUDA_LAUNCHED() RT_CUDA_TRY(cudaGetLastError())
+
+// cuBLAS / cuBLASLt statuses (the including file includes cublasLt.h).
+#define RT_CUBLAS_TRY(call)                                                                             \
+    do {                                                                                                \
+        cublasStatus_t s_ = (call);                                                                     \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                \
+            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: cuBLAS status %d", #call, __FILE__,       \
+                           __LINE__, (int)s_);                                                          \
+    } while (0)
 
 namespace rtk {
 

@@ -5,14 +5,8 @@
 
 #include "kernels/convert.h"
 #include "core/status.h"
+#include "kernels/cuda/common.cuh"
 
-#define CUDA_TRY(call)                                                                                  \
-    do {                                                                                                \
-        cudaError_t e_ = (call);                                                                        \
-        if (e_ != cudaSuccess)                                                                          \
-            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,           \
-                           cudaGetErrorString(e_));                                                     \
-    } while (0)
 
 __global__ static void k_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -47,13 +41,13 @@ static unsigned grid_for(size_t n) {
 
 extern "C" int cvt_bf16_to_f32_cuda(const uint16_t *src, float *dst, size_t n, void *stream) {
     k_bf16_to_f32<<<grid_for(n), 256, 0, (cudaStream_t)stream>>>(src, dst, n);
-    CUDA_TRY(cudaGetLastError());
+    RT_CUDA_TRY(cudaGetLastError());
     return 0;
 }
 
 extern "C" int cvt_f32_to_bf16_cuda(const float *src, uint16_t *dst, size_t n, void *stream) {
     k_f32_to_bf16<<<grid_for(n), 256, 0, (cudaStream_t)stream>>>(src, dst, n);
-    CUDA_TRY(cudaGetLastError());
+    RT_CUDA_TRY(cudaGetLastError());
     return 0;
 }
 
@@ -62,6 +56,6 @@ extern "C" int fp8_block_dequant_cuda(const uint8_t *w, const float *scale_inv, 
     int64_t scols = (cols + bc - 1) / bc;
     k_fp8_block_dequant<<<grid_for((size_t)rows * cols), 256, 0, (cudaStream_t)stream>>>(w, scale_inv, rows, cols, br,
                                                                                        bc, scols, out_bf16);
-    CUDA_TRY(cudaGetLastError());
+    RT_CUDA_TRY(cudaGetLastError());
     return 0;
 }

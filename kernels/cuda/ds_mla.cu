@@ -313,13 +313,13 @@ extern "C" int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, 
     a.scale = d->scale; a.out = out;
     a.part = (float *)ws;
     a.lse = ns > 1 ? a.part + (size_t)(n * d->n_heads) * ns * ML_DL : NULL;
-    DS_CUDA_TRY(smem_attr(k_mla_decode, ML_SMEM, (cudaStream_t)stream));
+    RT_CUDA_TRY(smem_attr(k_mla_decode, ML_SMEM, (cudaStream_t)stream));
     dim3 grid((unsigned)n, (unsigned)((d->n_heads + ML_HT - 1) / ML_HT), (unsigned)ns);
     k_mla_decode<<<grid, ML_THREADS, ML_SMEM, (cudaStream_t)stream>>>(a);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     if (ns > 1) {
         k_mla_merge<<<(unsigned)(n * d->n_heads), 128, 0, (cudaStream_t)stream>>>(a.part, a.lse, ns, out);
-        DS_LAUNCHED();
+        RT_CUDA_LAUNCHED();
     }
     return 0;
 }
@@ -355,6 +355,6 @@ extern "C" int mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int3
     if (n < 0) return rt_fail(RT_EINVAL, "mla cache append: %lld rows", (long long)n);
     if (!n) return 0;
     k_append<<<grid_for((size_t)n * 32, 256), 256, 0, (cudaStream_t)stream>>>(rows, n, slot, kv, kv_scale);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }

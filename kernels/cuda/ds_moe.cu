@@ -94,7 +94,7 @@ extern "C" int moe_route_cuda(const moe_router_cfg *c, const float *logits, cons
     if (n <= 0) return 0;
     if (n > 0x7fffffff) return rt_fail(RT_EINVAL, "router: %lld tokens", (long long)n);
     k_route<<<(unsigned)n, RT_THREADS, 0, (cudaStream_t)stream>>>(*c, logits, bias, stride, idx, w);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }
 
@@ -158,7 +158,7 @@ extern "C" int moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_e
                        (long long)n_slots);
     k_permute<<<1, PM_THREADS, 0, (cudaStream_t)stream>>>(idx, n_slots, (int)n_experts, offsets, row_of_slot,
                                                           slot_of_row);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }
 
@@ -185,7 +185,7 @@ extern "C" int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const in
     if (!n_rows) return 0;
     k_gather<<<(unsigned)n_rows, 128, 0, (cudaStream_t)stream>>>((const uint8_t *)src, row_bytes, slot_of_row,
                                                                  slots_per_token, (uint8_t *)dst);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }
 
@@ -222,6 +222,6 @@ extern "C" int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, c
                        (long long)slots, (long long)dim);
     if (!n) return 0;
     k_combine<<<(unsigned)n, 256, 0, (cudaStream_t)stream>>>(y, row_of_slot, w, slots, dim, base, out);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }

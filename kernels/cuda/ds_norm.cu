@@ -44,7 +44,7 @@ extern "C" int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, co
                        (long long)ldx, (long long)ldy);
     if (!M) return 0;
     k_rmsnorm<<<(unsigned)M, NM_THREADS, 0, (cudaStream_t)stream>>>(x, ldx, res, w, D, eps, y, ldy);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }
 
@@ -93,6 +93,6 @@ extern "C" int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t 
     k_rope<<<grid_for((size_t)(T * H) * 32, 256), 256, 0, (cudaStream_t)stream>>>(x, T, row_stride, H, vec_stride,
                                                                                 (int)(dim / 2), pos, inv_freq,
                                                                                 cs_scale);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }

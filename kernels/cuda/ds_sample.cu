@@ -258,9 +258,9 @@ extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const 
                        smp_cuda_workspace_bytes(n, V));
     if (!n) return 0;
     const int smem = SP_CAP * (8 + 4);
-    DS_CUDA_TRY(smem_attr(k_sample, smem, (cudaStream_t)stream));
+    RT_CUDA_TRY(smem_attr(k_sample, smem, (cudaStream_t)stream));
     k_sample<<<(unsigned)n, SP_THREADS, smem, (cudaStream_t)stream>>>(logits, V, params, rng, (double *)ws, tokens,
                                                                      logprob);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }

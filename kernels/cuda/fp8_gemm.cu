@@ -52,7 +52,7 @@ static int quant_launch(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, flo
     if (M <= 0) return 0;
     size_t threads = (size_t)M * (size_t)(K / 128) * 32;
     k_quant<SWIGLU><<<grid_for(threads, 256), 256, 0, (cudaStream_t)stream>>>(x, M, K, q, scale, scale_t);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }
 
@@ -306,11 +306,11 @@ extern "C" int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, con
     int64_t tiles = max_total_rows / GB_M + (G < max_total_rows ? G : max_total_rows) + 1;
     if (tiles > 65535) return rt_fail(RT_EINVAL, "fp8 gemm: %lld m-tiles exceed the grid", (long long)tiles);
     size_t smem = GB_STAGES * GB_STAGE;
-    DS_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
+    RT_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
     dim3 grid((unsigned)((N + GB_N - 1) / GB_N), (unsigned)tiles);
     k_gemm_grouped<<<grid, 256, smem, (cudaStream_t)stream>>>(a, a_scale, w, w_scale, offsets, (int)G, 0, (int)N,
                                                              (int)K, out, NULL, 0);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     return 0;
 }
 
@@ -358,15 +358,15 @@ extern "C" int fp8_gemm_dense_cuda(const uint8_t *a, const float *a_scale, const
     int64_t mt = (M + GB_M - 1) / GB_M;
     if (mt > 65535) return rt_fail(RT_EINVAL, "fp8 gemm: %lld m-tiles exceed the grid", (long long)mt);
     size_t smem = GB_STAGES * GB_STAGE;
-    DS_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
+    RT_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
     dim3 grid((unsigned)((N + GB_N - 1) / GB_N), (unsigned)mt, (unsigned)splits);
     k_gemm_grouped<<<grid, 256, smem, (cudaStream_t)stream>>>(a, a_scale, w, w_scale, NULL, 1, (int)M, (int)N, (int)K,
                                                              out, splits > 1 ? (float *)ws : NULL, (int)kbs);
-    DS_LAUNCHED();
+    RT_CUDA_LAUNCHED();
     if (splits > 1) {
         k_splitk_sum<<<grid_for((size_t)(M * N)), 256, 0, (cudaStream_t)stream>>>((const float *)ws, splits,
                                                                                 (size_t)(M * N), out);
-        DS_LAUNCHED();
+        RT_CUDA_LAUNCHED();
     }
     return 0;
 }

@@ -15,13 +15,6 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/matmul.h"
 
-#define LT_TRY(call)                                                                                    \
-    do {                                                                                                \
-        cublasStatus_t s_ = (call);                                                                     \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                \
-            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: cublas status %d", #call, __FILE__,       \
-                           __LINE__, (int)s_);                                                          \
-    } while (0)
 
 // The column-major problem cuBLASLt is given for a row-major D[M,N] = op(A)·op(B): D' (N×M) =
 // op1(first) · op2(second), the first operand being B's memory and the second A's. Stored
@@ -120,19 +113,19 @@ static int gemm(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t
     cublasOperation_t opa = pl.op1_t ? CUBLAS_OP_T : CUBLAS_OP_N, opb = pl.op2_t ? CUBLAS_OP_T : CUBLAS_OP_N;
     cudaDataType_t dt = d_f32 ? CUDA_R_32F : CUDA_R_16BF;
     lt_descs ds;
-    LT_TRY(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-    LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    RT_CUBLAS_TRY(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    RT_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    RT_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (bias) {
         cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
         cudaDataType_t bt = CUDA_R_16BF;
-        LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
-        LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-        LT_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+        RT_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+        RT_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        RT_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
     }
-    LT_TRY(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_16BF, pl.r1, pl.c1, pl.ld1));
-    LT_TRY(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_16BF, pl.r2, pl.c2, pl.ld2));
-    LT_TRY(cublasLtMatrixLayoutCreate(&ds.d, dt, pl.m, pl.n, ldd));
+    RT_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_16BF, pl.r1, pl.c1, pl.ld1));
+    RT_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_16BF, pl.r2, pl.c2, pl.ld2));
+    RT_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&ds.d, dt, pl.m, pl.n, ldd));
 
     int al = ptr_align(a), bl = ptr_align(b), dl = ptr_align(d);
     int bial = bias ? ptr_align(bias) : 256;
@@ -150,17 +143,17 @@ static int gemm(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t
         }
     }
     if (!hit) {
-        LT_TRY(cublasLtMatmulPreferenceCreate(&ds.pref));
-        LT_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_bytes,
+        RT_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&ds.pref));
+        RT_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_bytes,
                                                     sizeof c->ws_bytes));
         uint32_t ua = (uint32_t)bl, ub = (uint32_t)al, ud = (uint32_t)dl;   // first operand is B's memory
-        LT_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &ua, sizeof ua));
-        LT_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ub, sizeof ub));
-        LT_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ud, sizeof ud));
-        LT_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ud, sizeof ud));
+        RT_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &ua, sizeof ua));
+        RT_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ub, sizeof ub));
+        RT_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ud, sizeof ud));
+        RT_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(ds.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ud, sizeof ud));
         cublasLtMatmulHeuristicResult_t res;
         int n_res = 0;
-        LT_TRY(cublasLtMatmulAlgoGetHeuristic(c->lt, ds.op, ds.a, ds.b, ds.d, ds.d, ds.pref, 1, &res, &n_res));
+        RT_CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(c->lt, ds.op, ds.a, ds.b, ds.d, ds.d, ds.pref, 1, &res, &n_res));
         if (n_res < 1)
             return rt_fail(RT_EUNSUPPORTED, "cuBLASLt has no algorithm for %lldx%lldx%lld (align %d)", (long long)M,
                            (long long)N, (long long)K, align);
@@ -168,7 +161,7 @@ static int gemm(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t
         c->next = (c->next + 1) % MM_CACHE;
         *hit = (mm_algo_entry){M, N, K, lda, ldb, ldd, flags, align, res.algo, true};
     }
-    LT_TRY(cublasLtMatmul(c->lt, ds.op, &alpha, b, ds.a, a, ds.b, &beta, d, ds.d, d, ds.d, &hit->algo, c->ws,
+    RT_CUBLAS_TRY(cublasLtMatmul(c->lt, ds.op, &alpha, b, ds.a, a, ds.b, &beta, d, ds.d, d, ds.d, &hit->algo, c->ws,
                           c->ws_bytes, stream));
     return 0;
 }
