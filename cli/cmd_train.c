@@ -183,13 +183,6 @@ static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib) {
 }
 
 /* Collective; rank 0 writes, and reports a failure (the other ranks hear of it and stop). */
-static int save_step(tr_trainer *t, const train_args *a, int rank) {
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/step-%lld", a->out, (long long)tr_steps_done(t));
-    if (tr_save(t, dir, a->dtype)) return rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
-    return 0;
-}
-
 /* The data and the model, and the options they settle (--epochs → steps, the ZeRO level):
  * what both trainers need first. On success the caller owns *d and *m (the trainer takes them
  * over). 0, or a status with the message recorded. */
@@ -221,96 +214,48 @@ static int open_outputs(const train_args *a, rt_comm *comm, FILE **log) {
     return 0;
 }
 
+/* The CPU trainer (student/train.h) or the GPU one (student/gpu_train.h, --device cuda):
+ * exactly one is set; the step loop below drives either through these four calls. */
+typedef struct {
+    tr_trainer *cpu;
+    gt_trainer *gpu;
+} trainer;
+
+static int trainer_step(trainer *t, tr_stats *s) { return t->gpu ? gt_step(t->gpu, s) : tr_step(t->cpu, s); }
+static int64_t trainer_done(const trainer *t) { return t->gpu ? gt_steps_done(t->gpu) : tr_steps_done(t->cpu); }
+static int trainer_save(trainer *t, const char *dir, rt_dtype dt) {
+    return t->gpu ? gt_save(t->gpu, dir, dt) : tr_save(t->cpu, dir, dt);
+}
+static void trainer_free(trainer *t) {
+    tr_free(t->cpu);
+    gt_free(t->gpu);
+}
+
 /* Everything before the first step; identical on every rank. 0, or a status with the message
  * recorded (nothing printed). */
-static int setup(train_args *a, tp_pool *pool, rt_comm *comm, tr_trainer **out, FILE **log) {
-    *out = NULL;
+static int setup(train_args *a, tp_pool *pool, rt_comm *comm, trainer *t, FILE **log) {
+    *t = (trainer){0};
     *log = NULL;
     sd_data *d;
     sm_model *m;
-    tr_trainer *t;
     int rc = open_data_and_model(a, comm, &d, &m);
     if (rc) return rc;
-    if ((rc = tr_create_dp(m, d, &a->o, pool, comm, &t))) return rc;
-    if ((a->resume && (rc = tr_resume(t, a->resume))) || (rc = open_outputs(a, comm, log))) {
-        tr_free(t);
-        return rc;
+    if (a->cuda) {
+        if (!(rc = gt_create(m, d, &a->o, comm, &t->gpu)) && a->resume) rc = gt_resume(t->gpu, a->resume);
+    } else {
+        if (!(rc = tr_create_dp(m, d, &a->o, pool, comm, &t->cpu)) && a->resume) rc = tr_resume(t->cpu, a->resume);
     }
-    *out = t;
-    return 0;
-}
-
-/* The GPU path (--device cuda): setup and loop as below, on student/gpu_train.h. */
-static int setup_gpu(train_args *a, rt_comm *comm, gt_trainer **out, FILE **log) {
-    *out = NULL;
-    *log = NULL;
-    sd_data *d;
-    sm_model *m;
-    gt_trainer *t;
-    int rc = open_data_and_model(a, comm, &d, &m);
-    if (rc) return rc;
-    if ((rc = gt_create(m, d, &a->o, comm, &t))) return rc;
-    if ((a->resume && (rc = gt_resume(t, a->resume))) || (rc = open_outputs(a, comm, log))) {
-        gt_free(t);
-        return rc;
+    if (!rc) rc = open_outputs(a, comm, log);
+    if (rc) {
+        trainer_free(t);
+        *t = (trainer){0};
     }
-    *out = t;
-    return 0;
-}
-
-static int run_gpu(train_args *a, rt_comm *comm) {
-    int rank = comm_rank(comm), P = comm_size(comm);
-    gt_trainer *t = NULL;
-    FILE *lf = NULL;
-    int rc = setup_gpu(a, comm, &t, &lf);
-    if (P > 1) {
-        int32_t first = rc ? rank : P;
-        if (comm_allreduce(comm, &first, &first, 1, RT_DT_I32, COMM_MIN)) first = rank;
-        if (first < P) {
-            gt_free(t);
-            if (lf) fclose(lf);
-            return first == rank ? cli_fail("train") : EXIT_RUNTIME;
-        }
-    } else if (rc) {
-        return cli_fail("train");
-    }
-    int tty = rank == 0 && isatty(2);
-    rc = EXIT_OK;
-    int64_t start = gt_steps_done(t), done = start;
-    double t0 = now_s();
-    while (rc == EXIT_OK && done < a->o.steps) {
-        double ts = now_s();
-        tr_stats s;
-        if (gt_step(t, &s)) {
-            rc = cli_fail("train");
-            if (P > 1) comm_abort(comm, rc);
-            break;
-        }
-        done = s.step;
-        double now = now_s(), tps = (double)s.tokens / (now - ts);
-        double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
-        if (rank == 0) progress(&s, a->o.steps, tps, eta, tty);
-        if (lf && log_step(lf, &s, tps, gt_peak_mem_gib(t))) {
-            fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
-            rc = EXIT_RUNTIME;
-            if (P > 1) comm_abort(comm, rc);
-        }
-        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) {
-            char dir[4200];
-            snprintf(dir, sizeof dir, "%s/step-%lld", a->out, (long long)done);
-            if (gt_save(t, dir, a->dtype)) rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
-        }
-    }
-    if (tty) fputc('\n', stderr);
-    if (lf) fclose(lf);
-    gt_free(t);
     return rc;
 }
 
 static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
-    if (a->cuda) return run_gpu(a, comm);
     int rank = comm_rank(comm), P = comm_size(comm);
-    tr_trainer *t = NULL;
+    trainer t;
     FILE *lf = NULL;
     int rc = setup(a, pool, comm, &t, &lf);
     if (P > 1) {   /* agree, so that no rank waits in a collective for one that gave up; the
@@ -318,7 +263,7 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         int32_t first = rc ? rank : P;
         if (comm_allreduce(comm, &first, &first, 1, RT_DT_I32, COMM_MIN)) first = rank;
         if (first < P) {
-            tr_free(t);
+            trainer_free(&t);
             if (lf) fclose(lf);
             return first == rank ? cli_fail("train") : EXIT_RUNTIME;
         }
@@ -327,12 +272,12 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     }
     int tty = rank == 0 && isatty(2);
     rc = EXIT_OK;
-    int64_t start = tr_steps_done(t), done = start;
+    int64_t start = trainer_done(&t), done = start;
     double t0 = now_s();
     while (rc == EXIT_OK && done < a->o.steps) {
         double ts = now_s();
         tr_stats s;
-        if (tr_step(t, &s)) {   /* this rank alone may have failed: the others wait in a collective */
+        if (trainer_step(&t, &s)) {   /* this rank alone may have failed: the others wait in a collective */
             rc = cli_fail("train");
             if (P > 1) comm_abort(comm, rc);
             break;
@@ -341,16 +286,20 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         double now = now_s(), tps = (double)s.tokens / (now - ts);
         double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
         if (rank == 0) progress(&s, a->o.steps, tps, eta, tty);
-        if (lf && log_step(lf, &s, tps, -1)) {
+        if (lf && log_step(lf, &s, tps, t.gpu ? gt_peak_mem_gib(t.gpu) : -1)) {
             fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
             rc = EXIT_RUNTIME;
             if (P > 1) comm_abort(comm, rc);
         }
-        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) rc = save_step(t, a, rank);
+        if (rc == EXIT_OK && ((a->save_every && done % a->save_every == 0) || done == a->o.steps)) {
+            char dir[4200];
+            snprintf(dir, sizeof dir, "%s/step-%lld", a->out, (long long)done);
+            if (trainer_save(&t, dir, a->dtype)) rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
+        }
     }
     if (tty) fputc('\n', stderr);
     if (lf) fclose(lf);
-    tr_free(t);
+    trainer_free(&t);
     return rc;
 }
 
