@@ -238,10 +238,15 @@ static int store_text(gen *g, size_t qi, int j, const char *text, size_t len, in
 static int store(gen *g, const te_result *r) {
     char *text = NULL;
     size_t len = 0;
+    const char *fin = r->finish == TE_FINISH_STOP ? "stop" : "length";
     int rc = tok_decode(g->o->tok, r->ids, (size_t)r->n_ids, true, &text, &len);
-    if (!rc)
-        rc = store_text(g, r->tag, r->sample, text, len, r->n_ids, r->finish == TE_FINISH_STOP ? "stop" : "length",
-                        now_ms() - g->t_submit[r->tag]);
+    if (rc) {   /* a sample the tokenizer cannot decode is a failed sample, not a failed run */
+        free(text);
+        text = NULL;
+        len = 0;
+        fin = "error";
+    }
+    rc = store_text(g, r->tag, r->sample, text ? text : "", len, r->n_ids, fin, now_ms() - g->t_submit[r->tag]);
     free(text);
     return rc;
 }

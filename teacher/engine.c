@@ -1,6 +1,7 @@
 /* teacher/engine.c — model interface, request queue, batching, sampling (see engine.h). */
 #include "teacher/engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,25 @@ struct te_model {
 };
 
 int te_model_load(const char *dir, tp_pool *pool, te_model **out) { return te_model_load_comm(dir, pool, NULL, out); }
+
+int te_device_parse(const char *s, te_device *out) {
+    if (s && !strcmp(s, "cpu")) *out = TE_DEVICE_CPU;
+    else if (s && !strcmp(s, "cuda")) *out = TE_DEVICE_CUDA;
+    else return rt_fail(RT_EINVAL, "unknown device \"%s\" (cpu or cuda)", s ? s : "");
+    return 0;
+}
+
+const char *te_device_name(te_device d) { return d == TE_DEVICE_CUDA ? "cuda" : "cpu"; }
+
+int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
+    *out = NULL;
+    if (o->device == TE_DEVICE_CPU) return te_model_load_comm(dir, o->pool, o->comm, out);
+#ifndef RT_HAVE_CUDA
+    return rt_fail(RT_EUNSUPPORTED, "--device cuda: this retort was built without CUDA (rebuild with make CUDA=1)");
+#else
+    return rt_fail(RT_EUNSUPPORTED, "--device cuda: the CUDA teacher engine is not in this build yet");
+#endif
+}
 
 int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model **out) {
     *out = NULL;
@@ -96,6 +116,9 @@ struct te_engine {
     te_model *m;
     te_opts o;
     int64_t V, blocks_total, blocks_reserved, bs;
+    int64_t n_valid;               /* ids [0, n_valid) can be drawn: the tokenizer's (≤ V) */
+    int32_t *holes;                /* ids below n_valid the tokenizer has no token for */
+    int64_t n_holes;
     kv_pool *kv;
     req *head, *tail;              /* queue */
     int n_queued;
@@ -128,6 +151,23 @@ static void seq_free(te_engine *e, seq *s) {
     free(s);
 }
 
+/* The ids the tokenizer names: models pad their vocabulary beyond it (Qwen2.5: 151,936 rows
+ * for 151,665 tokens), and an id without a token can never be drawn. */
+static int valid_ids(te_engine *e) {
+    size_t n = tok_vocab_size(e->o.tok);
+    if ((int64_t)n < e->n_valid) e->n_valid = (int64_t)n;
+    for (int64_t i = 0; i < e->n_valid; i++)
+        if (!tok_id_to_token(e->o.tok, (int32_t)i)) e->n_holes++;
+    if (e->n_valid <= 0 || e->n_holes == e->n_valid)
+        return rt_fail(RT_EINVAL, "the tokenizer names none of the model's %lld token ids", (long long)e->V);
+    if (!e->n_holes) return 0;
+    if (!(e->holes = rt_malloc((size_t)e->n_holes * sizeof *e->holes))) return RT_ENOMEM;
+    int64_t k = 0;
+    for (int64_t i = 0; i < e->n_valid; i++)
+        if (!tok_id_to_token(e->o.tok, (int32_t)i)) e->holes[k++] = (int32_t)i;
+    return 0;
+}
+
 int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
     *out = NULL;
     te_engine *e = rt_calloc(1, sizeof *e);
@@ -140,10 +180,12 @@ int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
     if (e->o.prefill_chunk <= 0) e->o.prefill_chunk = 512;
     e->bs = e->o.block_size;
     e->V = m->c.vocab_size;
+    e->n_valid = e->V;
     e->blocks_total = (e->o.cache_tokens + e->bs - 1) / e->bs;
     int rc = 0;
     rc = kv_pool_create(e->blocks_total, e->bs, model_block_floats(m, e->bs), &e->kv);
     if (!rc && !(e->smp_ws = rt_malloc(smp_workspace_bytes(e->V)))) rc = RT_ENOMEM;
+    if (!rc && e->o.tok) rc = valid_ids(e);
     if (rc) {
         te_engine_free(e);
         return rt_errorf(rc, "engine with a cache of %lld positions", (long long)e->o.cache_tokens);
@@ -169,6 +211,7 @@ void te_engine_free(te_engine *e) {
     free(e->run);
     free(e->logits);
     free(e->smp_ws);
+    free(e->holes);
     free(e);
 }
 
@@ -239,7 +282,7 @@ int te_submit(te_engine *e, const te_request *r) {
     if (r->n_prompt <= 0) return rt_fail(RT_EINVAL, "empty prompt");
     if (r->n_samples < 1) return rt_fail(RT_EINVAL, "n = %d samples", r->n_samples);
     if (r->max_tokens < 1) return rt_fail(RT_EINVAL, "max_tokens %lld must be >= 1", (long long)r->max_tokens);
-    if (r->top_logprobs < 0 || r->top_logprobs > TE_MAX_TOP_LOGPROBS || r->top_logprobs > e->V)
+    if (r->top_logprobs < 0 || r->top_logprobs > TE_MAX_TOP_LOGPROBS || r->top_logprobs > e->n_valid)
         return rt_fail(RT_EINVAL, "top_logprobs %d outside 0..%d", r->top_logprobs, TE_MAX_TOP_LOGPROBS);
     if (r->n_stop > 0 && !e->o.tok) return rt_fail(RT_EINVAL, "stop strings need a tokenizer");
     for (int64_t i = 0; i < r->n_prompt; i++)
@@ -368,17 +411,18 @@ static int finish(te_engine *e, seq *s, te_finish why, int stop_string) {
 }
 
 /* Draws the next token of s from logits [V]; returns 1 when s finished (and is freed). */
-static int advance(te_engine *e, seq *s, const float *logits, int *finished) {
+static int advance(te_engine *e, seq *s, float *logits, int *finished) {
     req *q = s->r;
     int32_t tok;
     *finished = 0;
-    TRY(smp_sample(logits, e->V, &q->r.sampling, smp_uniform(q->r.seed, (uint64_t)s->sample, (uint64_t)s->n_ids),
+    for (int64_t i = 0; i < e->n_holes; i++) logits[e->holes[i]] = -INFINITY;
+    TRY(smp_sample(logits, e->n_valid, &q->r.sampling, smp_uniform(q->r.seed, (uint64_t)s->sample, (uint64_t)s->n_ids),
                    e->smp_ws, &tok));
     int64_t t = s->n_ids;
-    if (s->lp) s->lp[t] = smp_logprob(logits, e->V, tok);
+    if (s->lp) s->lp[t] = smp_logprob(logits, e->n_valid, tok);
     if (s->top_ids) {
         int k = q->r.top_logprobs;
-        smp_top_logprobs(logits, e->V, k, s->top_ids + t * k, s->top_lp + t * k);
+        smp_top_logprobs(logits, e->n_valid, k, s->top_ids + t * k, s->top_lp + t * k);
     }
     s->ids[s->n_ids++] = tok;
     e->generated_tokens++;
@@ -441,7 +485,7 @@ static int admit(te_engine *e, req *q) {
     }
     e->prompt_tokens += q->r.n_prompt;
     /* every sample's first token from the prompt's logits (finish may free q: copy first) */
-    const float *lg = e->logits;
+    float *lg = e->logits;
     for (int j = 0; j < n && !rc; j++) {
         int fin;
         rc = advance(e, ss[j], lg, &fin);

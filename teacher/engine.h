@@ -67,6 +67,23 @@ typedef struct te_engine te_engine;   /* opaque; owned by the caller of te_engin
 
 int te_model_load(const char *dir, tp_pool *pool, te_model **out);
 int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model **out);
+
+/* Where the forward runs. TE_DEVICE_CUDA: the weights go to the GPU in their stored dtype
+ * (bf16; FP8 e4m3 with block scales), and the forward, the KV cache and the logits live
+ * there; a CPU-only build, or a machine without a usable GPU, gets RT_EUNSUPPORTED with one
+ * line saying which. */
+typedef enum { TE_DEVICE_CPU = 0, TE_DEVICE_CUDA = 1 } te_device;
+typedef struct {
+    tp_pool *pool;                  /* CPU threads (NULL: one) */
+    rt_comm *comm;                  /* NULL or one rank: a single process */
+    te_device device;
+    int gpu;                        /* CUDA device index; < 0: the process's local rank */
+    double gpu_memory_fraction;     /* share of the GPU's memory the engine may take (0: 0.9) */
+} te_load_opts;
+int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out);
+/* "cpu" / "cuda" → *out; RT_EINVAL otherwise. */
+int te_device_parse(const char *s, te_device *out);
+const char *te_device_name(te_device d);
 void te_model_free(te_model *m);   /* NULL is fine */
 const mc_config *te_model_config(const te_model *m);
 bool te_model_is_deepseek(const te_model *m);
@@ -121,7 +138,9 @@ typedef struct {
     int64_t cache_tokens;           /* KV positions over all sequences (0: 65536) */
     int64_t block_size;             /* positions per cache block (0: 16) */
     int64_t prefill_chunk;          /* prompt tokens per forward (0: 512) */
-    const tok_tokenizer *tok;       /* borrowed; needed for stop strings */
+    const tok_tokenizer *tok;       /* borrowed; needed for stop strings; when given, only ids
+                                       it names are ever drawn (a padded vocabulary's extra
+                                       rows and any id without a token are masked out) */
     void (*on_token)(void *user, const te_token *t);   /* NULL: none (see above) */
     void *user;
 } te_opts;
