@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/ranks.h"
 #include "core/alloc.h"
 #include "core/fsutil.h"
 #include "core/status.h"
@@ -145,6 +146,7 @@ int cmd_eval(int argc, char **argv) {
         {"model-name", required_argument, 0, 'M'},  {"api-key-env", required_argument, 0, 'K'},
         {"concurrency", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
         {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
+        {"device", required_argument, 0, 'D'},      {"gpu-memory-fraction", required_argument, 0, 'G'},
         {0, 0, 0, 0}};
     const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL, *served = NULL,
                *key_env = NULL;
@@ -152,7 +154,9 @@ int cmd_eval(int argc, char **argv) {
     bool stream = true, remote_opt = false;
     ct_kind tmpl;
     bool have_tmpl = false, as_json = false;
-    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0;
+    double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0,
+           gpu_frac = 0;
+    te_device dev = TE_DEVICE_CPU;
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -184,6 +188,8 @@ int cmd_eval(int argc, char **argv) {
         case 'o': u = num("--timeout", optarg, 0.001, 86400, false, &timeout); remote_opt = true; break;
         case 'r': u = num("--retries", optarg, 0, 1000, true, &retries); remote_opt = true; break;
         case 'N': stream = false; remote_opt = true; break;
+        case 'D': u = cli_parse_device("eval", optarg, &dev); break;
+        case 'G': u = cli_parse_gpu_fraction("eval", optarg, &gpu_frac); break;
         default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -247,7 +253,8 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
     if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
-    if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("eval: loading the model");
+    cli_ranks one = {.rank = 0, .size = 1, .saved_err = -1, .name = "eval"};
+    if (!rc) rc = cli_load_teacher(&one, dir, pool, dev, gpu_frac, &m);
     if (!rc && cache == 0) {
         /* room for one question's k samples at full length, at least the engine's default */
         int64_t ctx = te_model_config(m)->max_position_embeddings, len = (int64_t)max_tokens + 4096;
@@ -262,6 +269,7 @@ int cmd_eval(int argc, char **argv) {
                           .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
                           .tok = tok, .tmpl = have_tmpl ? &tmpl : NULL, .progress = on_progress, .progress_ctx = &pr};
         ev_gen_report rep;
+        cli_teacher_line(&one, dir, dev, m);
         fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s\n", qs.name, qs.n, (int)k, name);
         if (ev_generate(db, e, &qs, &go, &rep)) rc = cli_fail("eval");
         else fprintf(stderr, "eval: %zu samples generated, %zu already stored\n", rep.generated, rep.existing);

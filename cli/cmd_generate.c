@@ -271,12 +271,14 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         {"seed", required_argument, 0, 's'},        {"max-batch", required_argument, 0, 'b'},
         {"logprobs", required_argument, 0, 'l'},    {"threads", required_argument, 0, 'J'},
         {"cache-tokens", required_argument, 0, 'c'}, {"stop", required_argument, 0, 'S'},
-        {"ignore-eos", no_argument, 0, 'I'},        {0, 0, 0, 0}};
+        {"ignore-eos", no_argument, 0, 'I'},        {"device", required_argument, 0, 'D'},
+        {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
     const char *model = NULL, *tok_path = NULL, *jsonl = NULL, *stop[MAX_STOP];
     ct_kind tmpl;
     bool have_tmpl = false, ignore_eos = false;
     double n = 1, max_tokens = 256, temp = 1, top_p = 1, top_k = 0, min_p = 0, seed = 0, max_batch = 16, lp = -1,
-           threads = 0, cache = 65536;
+           threads = 0, cache = 65536, gpu_frac = 0;
+    te_device dev = TE_DEVICE_CPU;
     int n_stop = 0, c, u = 0;
     optind = 1;
     opterr = 0;
@@ -307,6 +309,8 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
             stop[n_stop++] = optarg;
             break;
         case 'I': ignore_eos = true; break;
+        case 'D': u = cli_parse_device("generate", optarg, &dev); break;
+        case 'G': u = cli_parse_gpu_fraction("generate", optarg, &gpu_frac); break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -339,12 +343,13 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     if (!rc) {   /* every rank: the model (its part of it) and the engine */
         int nthreads = cli_ranks_threads(rk, threads);
         if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
-        if (!rc && te_model_load_comm(model, pool, rk->c, &m)) rc = cli_fail("generate");
+        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, &m);
         te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
         if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
         rc = cli_ranks_agree(rk, rc);
     }
     cli_ranks_speak(rk);
+    if (!rc) cli_teacher_line(rk, model, dev, m);
     bool par = rk->size > 1;
     if (!rc && par && rk->rank > 0) rc = follow(rk, e);
     smp_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p};
@@ -461,13 +466,15 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         {"cache-tokens", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
         {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
         {"quiet", no_argument, 0, 'q'},             {"top-k", required_argument, 0, 'k'},
-        {"min-p", required_argument, 0, 'I'},       {0, 0, 0, 0}};
+        {"min-p", required_argument, 0, 'I'},       {"device", required_argument, 0, 'D'},
+        {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
     const char *db_path = NULL, *teacher = NULL, *model = NULL, *key_env = NULL, *source = NULL, *system = NULL,
                *instruction = "auto", *tok_path = NULL;
     ct_kind tmpl = CT_DEEPSEEK_R1;
     bool have_tmpl = false, think_prefix = true, stream = true, quiet = false;
     double n = 1, max_tokens = 32768, temp = 0.6, top_p = 0.95, seed = 0, conc = 8, lp = -1, threads = 0,
-           cache = 65536, timeout = 600, retries = 8, top_k = 0, min_p = 0;
+           cache = 65536, timeout = 600, retries = 8, top_k = 0, min_p = 0, gpu_frac = 0;
+    te_device dev = TE_DEVICE_CPU;
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -502,6 +509,8 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         case 'r': u = parse_num("--retries", optarg, 0, 1000, &retries); break;
         case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &top_k); break;
         case 'I': u = parse_num("--min-p", optarg, 0, 1, &min_p); break;
+        case 'D': u = cli_parse_device("generate", optarg, &dev); break;
+        case 'G': u = cli_parse_gpu_fraction("generate", optarg, &gpu_frac); break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -569,7 +578,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         if (!rc) {
             int nthreads = cli_ranks_threads(rk, threads);
             if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
-            if (!rc && te_model_load_comm(dir, pool, rk->c, &m)) rc = cli_fail("generate: loading the model");
+            if (!rc) rc = cli_load_teacher(rk, dir, pool, dev, gpu_frac, &m);
             te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
             if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
             rc = cli_ranks_agree(rk, rc);
@@ -583,6 +592,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
             tok_free(tok);
             return rc;
         }
+        cli_teacher_line(rk, dir, dev, m);
     } else {
         const char *key = NULL;
         if (key_env) {

@@ -76,9 +76,11 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         {"max-batch", required_argument, 0, 'b'},    {"cache-tokens", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 'J'},      {"tokenizer", required_argument, 0, 't'},
         {"template", required_argument, 0, 'T'},     {"served-model-name", required_argument, 0, 'N'},
-        {"max-body", required_argument, 0, 'B'},     {0, 0, 0, 0}};
+        {"max-body", required_argument, 0, 'B'},     {"device", required_argument, 0, 'D'},
+        {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
     const char *model = NULL, *host = "127.0.0.1", *key = getenv("RETORT_API_KEY"), *tok_path = NULL, *name = NULL;
-    double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20;
+    double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20, gpu_frac = 0;
+    te_device dev = TE_DEVICE_CPU;
     ct_kind tmpl = CT_QWEN;
     bool have_tmpl = false;
     int c, u = 0;
@@ -101,6 +103,8 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
                 return cli_usage_error("serve", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
             have_tmpl = true;
             break;
+        case 'D': u = cli_parse_device("serve", optarg, &dev); break;
+        case 'G': u = cli_parse_gpu_fraction("serve", optarg, &gpu_frac); break;
         default: return cli_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -143,7 +147,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     if (!rc) {   /* every rank: the model (its part); the followers their engine */
         int nthreads = cli_ranks_threads(rk, threads);
         if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("serve");
-        if (!rc && te_model_load_comm(model, pool, rk->c, &m)) rc = cli_fail("serve: loading the model");
+        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, &m);
         te_opts eo = o.engine;
         eo.tok = tok;
         if (!rc && rk->rank > 0 && te_engine_create(m, &eo, &follower)) rc = cli_fail("serve");
@@ -163,8 +167,10 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         bool v6 = strchr(host, ':') != NULL;
         char par[48] = "";
         if (rk->size > 1) snprintf(par, sizeof par, ", split over %d ranks", rk->size);
-        fprintf(stderr, "retort serve: model %s, chat template %s%s%s\n", o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none",
-                o.api_key && *o.api_key ? ", API key required" : "", par);
+        double wb = (double)te_model_resident_bytes(m);
+        fprintf(stderr, "retort serve: model %s, chat template %s%s%s; on %s, %.*f %s of weights in memory\n",
+                o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none", o.api_key && *o.api_key ? ", API key required" : "",
+                par, te_device_name(dev), wb < 1e9 ? 1 : 2, wb < 1e9 ? wb / 1e6 : wb / 1e9, wb < 1e9 ? "MB" : "GB");
         fprintf(stderr, "retort serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", srv_port(s));
         int sig = 0;
         sigwait(&sigs, &sig);

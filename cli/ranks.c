@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -71,4 +72,31 @@ void cli_ranks_close(cli_ranks *r) {
     fflush(stdout);
     comm_close(r->c);
     r->c = NULL;
+}
+
+int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
+                     te_model **out) {
+    te_load_opts o = {.pool = pool, .comm = r->c, .device = dev, .gpu = -1, .gpu_memory_fraction = gpu_memory_fraction};
+    return te_model_load_opts(dir, &o, out) ? cli_fail(r->name) : 0;
+}
+
+void cli_teacher_line(const cli_ranks *r, const char *dir, te_device dev, const te_model *m) {
+    if (r->rank != 0) return;
+    double b = (double)te_model_resident_bytes(m);
+    fprintf(stderr, "%s: model %s on %s: %.*f %s of weights in memory%s\n", r->name, dir, te_device_name(dev),
+            b < 1e9 ? 1 : 2, b < 1e9 ? b / 1e6 : b / 1e9, b < 1e9 ? "MB" : "GB", r->size > 1 ? " (rank 0's part)" : "");
+}
+
+int cli_parse_device(const char *cmd, const char *arg, te_device *out) {
+    if (te_device_parse(arg, out)) return cli_usage_error(cmd, "--device wants cpu or cuda, not '%s'", arg);
+    return 0;
+}
+
+int cli_parse_gpu_fraction(const char *cmd, const char *arg, double *out) {
+    char *end;
+    double v = strtod(arg, &end);
+    if (end == arg || *end || !(v > 0 && v <= 1))
+        return cli_usage_error(cmd, "--gpu-memory-fraction wants a number in (0, 1], not '%s'", arg);
+    *out = v;
+    return 0;
 }

@@ -19,6 +19,8 @@
 #define RT_CLI_RANKS_H
 
 #include "core/comm.h"
+#include "core/threadpool.h"
+#include "teacher/engine.h"
 
 typedef struct {
     rt_comm *c;
@@ -31,6 +33,16 @@ int cli_ranks_open(const char *name, cli_ranks *r);   /* 0, or an exit status (m
 void cli_ranks_speak(cli_ranks *r);
 int cli_ranks_agree(cli_ranks *r, int rc);
 int cli_ranks_threads(cli_ranks *r, double threads);
+/* The in-process teacher on --device DEV (teacher/engine.h: te_model_load_opts), one GPU per
+ * rank (its local rank). 0, or an exit status (message printed). cli_teacher_line: rank 0
+ * prints where the model runs and the bytes of weights it holds, once setup has succeeded
+ * (so that a setup failure stays one line). */
+int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
+                     te_model **out);
+void cli_teacher_line(const cli_ranks *r, const char *dir, te_device dev, const te_model *m);
+/* --device / --gpu-memory-fraction values: 0, or a usage error's exit status (printed). */
+int cli_parse_device(const char *cmd, const char *arg, te_device *out);
+int cli_parse_gpu_fraction(const char *cmd, const char *arg, double *out);
 void cli_ranks_close(cli_ranks *r);
 
 #endif

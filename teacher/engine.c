@@ -79,6 +79,10 @@ void te_model_free(te_model *m) {
 const mc_config *te_model_config(const te_model *m) { return &m->c; }
 bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
 
+size_t te_model_resident_bytes(const te_model *m) {
+    return (size_t)mc_param_count(&m->c, false) * sizeof(float);   /* both forwards keep f32 copies */
+}
+
 static size_t model_block_floats(const te_model *m, int64_t bs) {
     return m->ds ? ds_block_floats(m->ds, bs) : dn_block_floats(m->dense, bs);
 }

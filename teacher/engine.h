@@ -86,6 +86,8 @@ int te_device_parse(const char *s, te_device *out);
 const char *te_device_name(te_device d);
 void te_model_free(te_model *m);   /* NULL is fine */
 const mc_config *te_model_config(const te_model *m);
+/* Bytes of weights the model holds in memory (this rank's part; host or device). */
+size_t te_model_resident_bytes(const te_model *m);
 bool te_model_is_deepseek(const te_model *m);
 
 typedef struct {
