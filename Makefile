@@ -27,8 +27,26 @@ WARN     := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes
 PKG_CONFIG ?= pkg-config
 DEPS       ?= scripts/deps.sh
 RUN_TESTS  ?= tests/run.sh
+# MPI=0: no Open MPI (single process: core/mpi_none.h). SYSROOT=DIR: headers and libraries
+# from Debian packages unpacked into DIR (scripts/device_sysroot.sh), for a GPU machine that
+# has the CUDA toolkit but none of the -dev packages; the binary finds them through its rpath.
+MPI     ?= 1
+SYSROOT ?=
+ifeq ($(MPI),1)
 MPI_CFLAGS := $(shell $(PKG_CONFIG) --cflags ompi-c 2>/dev/null)
 MPI_LIBS   := $(shell $(PKG_CONFIG) --libs ompi-c 2>/dev/null || echo -lmpi)
+else
+MPI_CFLAGS := -DRT_NO_MPI
+MPI_LIBS   :=
+endif
+ifneq ($(SYSROOT),)
+SYSROOT_ABS := $(abspath $(SYSROOT))
+SYSROOT_LIB := $(SYSROOT_ABS)/usr/lib/x86_64-linux-gnu
+CPPFLAGS += -isystem $(SYSROOT_ABS)/usr/include -isystem $(SYSROOT_ABS)/usr/include/x86_64-linux-gnu \
+            -isystem $(SYSROOT_ABS)/usr/include/x86_64-linux-gnu/openblas-pthread
+LDFLAGS  += -L$(SYSROOT_LIB) -L$(SYSROOT_LIB)/openblas-pthread -Wl,-rpath,$(SYSROOT_LIB) \
+            -Wl,-rpath,$(SYSROOT_LIB)/openblas-pthread -Wl,-rpath-link,$(SYSROOT_LIB)
+endif
 CPPFLAGS += -I. -D_GNU_SOURCE $(MPI_CFLAGS)
 CFLAGS   += -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing
 LDLIBS   += -Wl,--as-needed -ljansson -lzstd -lsqlite3 -lpcre2-8 -lutf8proc -lopenblas $(MPI_LIBS) -lmicrohttpd -lcurl -lm -lpthread -lxxhash
@@ -81,15 +99,15 @@ $(BIN): $(CLI_OBJ) $(LIB)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -o $@ $< $(LIB) -lcriterion $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(LIB) -lcriterion $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 $(BUILD)/tools/%: tests/tools/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 tests-build: $(BIN) $(TESTS) $(TOOLS)
 
@@ -192,4 +210,4 @@ demo: deps
 clean:
 	rm -rf build $(BIN)
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find build -path build/sysroot -prune -o -name '*.d' -type f -print 2>/dev/null)

@@ -2,9 +2,10 @@
  * prompt each, greedy, EOS ignored; runs once with 1 new token and once with N, so that
  * decode time = t(N) − t(1) covers B·(N−1) tokens. Also measures this machine's read
  * bandwidth (sum over a 1 GiB buffer split over the same threads) for the roofline.
- *   generate MODEL_DIR PROMPT_LEN NEW_TOKENS BATCH THREADS
+ *   generate MODEL_DIR PROMPT_LEN NEW_TOKENS BATCH THREADS [cpu|cuda]
  * prints "decode_seconds decode_tokens step_weight_bytes read_GBps" (weights read per decode
- * step: all but the untied input embedding) */
+ * step: all but the untied input embedding, in the dtype the engine holds them; read_GBps is
+ * this machine's host read bandwidth, 0 on cuda, where bench/first_light.sh measures the GPU's) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -85,21 +86,24 @@ static double read_bandwidth(tp_pool *pool) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: generate DIR PROMPT_LEN NEW_TOKENS BATCH THREADS\n");
+    te_device dev = TE_DEVICE_CPU;
+    if ((argc != 6 && argc != 7) || (argc == 7 && te_device_parse(argv[6], &dev))) {
+        fprintf(stderr, "usage: generate DIR PROMPT_LEN NEW_TOKENS BATCH THREADS [cpu|cuda]\n");
         return 2;
     }
     int plen = atoi(argv[2]), nnew = atoi(argv[3]), batch = atoi(argv[4]), th = atoi(argv[5]);
     tp_pool *pool = NULL;
     if (tp_create(th, &pool)) return fail();
     te_model *m;
-    if (te_model_load(argv[1], pool, &m)) return fail();
+    te_load_opts lo = {.pool = pool, .device = dev, .gpu = 0};
+    if (te_model_load_opts(argv[1], &lo, &m)) return fail();
     double t1, tn;
     if (run(m, plen, 1, batch, &t1) || run(m, plen, 1, batch, &t1) || run(m, plen, nnew, batch, &tn)) return fail();
     const mc_config *c = te_model_config(m);
     /* bytes read per decode step: every weight but the input embedding (one row per token) */
-    double w = (double)(mc_param_count(c, false) - (c->tie_word_embeddings ? 0 : c->vocab_size * c->hidden_size)) * 4;
-    printf("%.6f %d %.0f %.3f\n", tn - t1, batch * (nnew - 1), w, read_bandwidth(pool));
+    double held = (double)te_model_resident_bytes(m), per = held / (double)mc_param_count(c, false);
+    double w = held - (c->tie_word_embeddings ? 0 : (double)c->vocab_size * c->hidden_size * per);
+    printf("%.6f %d %.0f %.3f\n", tn - t1, batch * (nnew - 1), w, dev == TE_DEVICE_CPU ? read_bandwidth(pool) : 0.0);
     te_model_free(m);
     tp_free(pool);
     return 0;

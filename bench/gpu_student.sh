@@ -9,8 +9,9 @@
 # torch-peer.log, ratios.txt, train-build.log, train-gpu.log, nvidia-smi.txt, and
 # summary.txt (one line per stage).
 #
-# The single device-tool call that runs it (from the repository root, ~5 minutes):
-#   run(command="bash bench/gpu_student.sh", kind="nvidia-h100-x1", timeout_s=600)
+# The single device-tool call that runs it (from the repository root, ~5 minutes), after
+# `bash scripts/device_debs.sh` here (the Debian packages the full build needs):
+#   run(command="bash bench/gpu_student.sh", carry=[".device"], kind="nvidia-h100-x1", timeout_s=600)
 # By hand on any GPU machine:  OUT=/tmp/gs bash bench/gpu_student.sh
 # On a machine without nvcc or a GPU it prints "skipped: ..." and exits 0 (so bench/run.sh
 # can include it).
@@ -69,7 +70,7 @@ else
   summary "torch peer: skipped (python3 has no CUDA torch)"
 fi
 # the GPU training path (`retort train --device cuda`): the full CUDA build (it needs the -dev
-# packages of README; where they are missing this stage says skipped) and the pytest that
+# packages of README, carried as .deb files and unpacked, or the stage FAILS) and the pytest that
 # trains a tiny Qwen2 on the GPU against the CPU trainer and crosses checkpoints both ways.
 # GPU_TRAIN=0 leaves it out.
 trc=0
@@ -78,19 +79,24 @@ if [ "${GPU_TRAIN:-1}" = 1 ]; then
   PY=${PYTHON:-python3}
   [ -z "${PYTHON:-}" ] && [ -x "$HOME/.cache/retort/venv/bin/python" ] && PY=$HOME/.cache/retort/venv/bin/python
   t0=$(date +%s)
-  if timeout 300 make -j"$J" CUDA=1 BUILD="$GT" BIN="$GT/retort" "$GT/retort" "$GT/tools/student_mkshard" \
-       > "$OUT/train-build.log" 2>&1; then
+  # the GPU machine has no -dev packages: the carried Debian packages (scripts/device_debs.sh
+  # here, carry .device), unpacked into build/sysroot; no Open MPI there (MPI=0, one rank)
+  if bash scripts/device_sysroot.sh build/sysroot > "$OUT/train-build.log" 2>&1 &&
+     timeout 300 make -j"$J" CUDA=1 MPI=0 SYSROOT=build/sysroot BUILD="$GT" BIN="$GT/retort" "$GT/retort" \
+       "$GT/tools/student_mkshard" >> "$OUT/train-build.log" 2>&1; then
     if "$PY" -c 'import pytest, numpy, safetensors' >/dev/null 2>&1; then
       RETORT=$PWD/$GT/retort TOOLS_DIR=$PWD/$GT/tools timeout 300 "$PY" -m pytest -q -rs tests/ref/test_train_gpu.py \
         > "$OUT/train-gpu.log" 2>&1 || trc=1
       cat "$OUT/train-gpu.log"
       summary "gpu train: $([ $trc = 0 ] && echo ok || echo FAILED) ($(( $(date +%s) - t0 )) s with the build) — $(tail -1 "$OUT/train-gpu.log")"
     else
-      summary "gpu train: skipped ($PY has no pytest, numpy or safetensors)"
+      trc=1
+      summary "gpu train: FAILED ($PY has no pytest, numpy or safetensors)"
     fi
   else
     tail -20 "$OUT/train-build.log"
-    summary "gpu train: skipped (the full CUDA build failed or timed out — missing -dev packages? see train-build.log)"
+    trc=1
+    summary "gpu train: FAILED (the full CUDA build failed or timed out: see train-build.log; were the packages carried?)"
   fi
 fi
 cat "$OUT/summary.txt"

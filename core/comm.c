@@ -1,6 +1,10 @@
 #include "core/comm.h"
 
+#ifdef RT_NO_MPI
+#include "core/mpi_none.h"
+#else
 #include <mpi.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,13 @@ int comm_open(comm_backend backend, rt_comm **out) {
     if (backend == COMM_NCCL) { free(c); return rt_fail(RT_EINVAL, "comm_open: NCCL communicators come from comm_open_nccl"); }
     c->backend = backend;
     c->size = c->local_size = 1;
+#ifdef RT_NO_MPI
+    if (backend == COMM_MPI) {
+        free(c);
+        return rt_fail(RT_EUNSUPPORTED, "this retort was built without MPI (make MPI=0): run it as one process, "
+                                        "without mpirun or srun");
+    }
+#endif
     if (backend == COMM_MPI) {
         int inited = 0;
         MPI_Initialized(&inited);

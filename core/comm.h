@@ -16,7 +16,8 @@
  * send == recv + root·send_count. Supported dtypes: F32, F64, I32, I64 (U8 for
  * gather/broadcast/alltoall; NCCL also BF16 and F16, reductions included).
  * comm_open() picks MPI when the process was started by mpirun/srun (or when forced), else
- * single; comm_close() finalizes MPI if comm_open() initialized it. The rt_comm is owned by
+ * single (a build without MPI, make MPI=0, refuses MPI: RT_EUNSUPPORTED); comm_close() finalizes
+ * MPI if comm_open() initialized it. The rt_comm is owned by
  * the caller. comm_local_rank/size: this rank's index among the ranks on its node, and
  * their number (MPI_COMM_TYPE_SHARED), for picking a GPU or a thread count.
  *

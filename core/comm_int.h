@@ -4,7 +4,11 @@
 #ifndef RT_COMM_INT_H
 #define RT_COMM_INT_H
 
+#ifdef RT_NO_MPI
+#include "core/mpi_none.h"
+#else
 #include <mpi.h>
+#endif
 #include <stddef.h>
 
 #include "core/comm.h"

@@ -89,3 +89,40 @@ def test_the_check_fails_on_a_makefile_that_reads_packages_too_early(fresh):
     subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     comm = _comm_compile_lines(log)
     assert comm and all(FLAG not in l for l in comm)
+
+
+NO_MPI_MAIN = r"""
+#include <stdio.h>
+#include <string.h>
+#include "core/comm.h"
+#include "core/status.h"
+int main(void) {
+    rt_comm *c = NULL;
+    int rc = comm_open(COMM_MPI, &c);
+    if (rc != RT_EUNSUPPORTED || c || !strstr(rt_errmsg(), "without MPI")) { printf("mpi: %d %s\n", rc, rt_errmsg()); return 1; }
+    if (comm_open(COMM_AUTO, &c) || comm_size(c) != 1) { printf("auto: %s\n", rt_errmsg()); return 1; }
+    float x[3] = {1, 2, 3}, y[3];
+    if (comm_allreduce(c, x, y, 3, RT_DT_F32, COMM_SUM) || y[2] != 3) { printf("allreduce\n"); return 1; }
+    comm_close(c);
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+def test_a_build_without_mpi_runs_as_one_process(tmp_path):
+    """make MPI=0 (the GPU machine, which has no Open MPI): core/comm.c compiles against
+    core/mpi_none.h, runs single-rank collectives, and refuses MPI with one clear message."""
+    main = tmp_path / "m.c"
+    main.write_text(NO_MPI_MAIN)
+    srcs = [os.path.join(ROOT, f) for f in ("core/comm.c", "core/status.c", "core/log.c", "core/alloc.c",
+                                                "core/dtype.c")]
+    exe = tmp_path / "m"
+    env = dict(os.environ, OMPI_COMM_WORLD_SIZE="")
+    env.pop("OMPI_COMM_WORLD_SIZE")
+    r = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-D_GNU_SOURCE",
+                        "-DRT_NO_MPI", "-I", ROOT, str(main), *srcs, "-o", str(exe), "-lm", "-pthread"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
