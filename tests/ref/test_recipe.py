@@ -109,6 +109,7 @@ def test_r1_recipe_resolves_to_the_paper_settings(retort_bin, model, tmp_path):
     assert float(g["temperature"]) == 0.6 and float(g["top-p"]) == 0.95 and int(g["max-tokens"]) == 32768
     assert g["teacher"].startswith("local:") and g["teacher"].endswith("DeepSeek-R1")
     assert ranks_of(gl) == 8, gl  # the teacher's node: one rank per GPU of 8 x H200
+    assert g["device"] == "cuda"  # the in-process teacher runs on the GPUs (issue #15)
 
     (_, _, x, _), = [c for c in cmds if c[1] == "export"]
     assert x["format"] == "shards" and int(x["seq"]) == 32768
@@ -129,6 +130,7 @@ def test_r1_recipe_resolves_to_the_paper_settings(retort_bin, model, tmp_path):
         assert float(e["temperature"]) == 0.6 and float(e["top-p"]) == 0.95 and int(e["max-tokens"]) == 32768
         if e["bench"] == "aime24":
             assert int(e["k"]) == 64
+        assert e["device"] == "cuda", e  # teacher and student evals on the GPU
     student = [e for e in evals if e["name"].startswith("student")]
     # the student is the train stage's newest checkpoint, bound when its eval starts
     assert all(e["model"] == "local:${checkpoint:train}" for e in student)
