@@ -14,6 +14,9 @@
 # Exit status: 1 when a test or the lab fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+[ -d /usr/local/cuda/bin ] && PATH=$PATH:/usr/local/cuda/bin
+command -v nvcc >/dev/null 2>&1 || { echo "r1_layer: skipped: no nvcc (CUDA toolkit)"; exit 0; }
+nvidia-smi -L >/dev/null 2>&1 || { echo "r1_layer: skipped: no CUDA device"; exit 0; }
 BUILD=${BUILD:-build/r1}
 G="$BUILD/gpuonly"
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
