@@ -227,11 +227,11 @@ static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const 
     size_t fixed = p->weights + p->activations + p->workspace;
     int64_t need_kv = maxpos < DC_MIN_KV ? maxpos : DC_MIN_KV;
     if (p->weights > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.1f GB of weights; the GPU has %.1f GB (%.2f of %.1f GB, %.1f GB "
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
                        "already in use)", dir, gb(p->weights), gb(p->budget), frac, gb(p->device_total), used / 1e9);
     if (fixed + (size_t)need_kv * p->kv_position_bytes > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.1f GB (weights %.1f, activations %.1f, workspace %.1f) and %.2f GB "
-                       "for a cache of %lld positions; the GPU has %.1f GB", dir, gb(fixed), gb(p->weights),
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB (weights %.3g, activations %.3g, workspace %.3g) and %.3g GB "
+                       "for a cache of %lld positions; the GPU has %.3g GB", dir, gb(fixed), gb(p->weights),
                        gb(p->activations), gb(p->workspace), gb((size_t)need_kv * p->kv_position_bytes),
                        (long long)need_kv, gb(p->budget));
     p->kv_positions = (int64_t)((p->budget - fixed) / p->kv_position_bytes);
@@ -335,7 +335,7 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
         (e = cudaMalloc((void **)&m->arena, m->a.end)) == cudaSuccess)
         e = cudaMemset(m->wb, 0, p->weights);   /* fused biases of which one part is absent: zeros */
     if (!rc && e != cudaSuccess)
-        rc = rt_fail(RT_ENOMEM, "model %s: the planned %.1f GB could not be allocated on the GPU (%s)", dir,
+        rc = rt_fail(RT_ENOMEM, "model %s: the planned %.3g GB could not be allocated on the GPU (%s)", dir,
                      gb(p->total), cudaGetErrorString(e));
     if (!rc && !(m->meta = rt_malloc(m->a.end - m->a.meta))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, f, spec, n);
