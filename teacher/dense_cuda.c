@@ -486,13 +486,15 @@ static int reserve(dc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
     if (!o) return RT_ENOMEM;
     if (nold) memcpy(o, s->blocks + b0, (size_t)nold * sizeof(int32_t));
     int rc = kv_seq_reserve(cache, s, new_len);
-    for (int64_t b = 0; b < nold && !rc; b++) {
+    /* every block it replaced, even when it stopped early (cache full): the table names them now */
+    for (int64_t b = 0; b < nold; b++) {
         int32_t nw = s->blocks[b0 + b];
         if (nw == o[b]) continue;
         size_t el = (size_t)m->block_stride;
         cudaError_t e = cudaMemcpyAsync(m->kv + (size_t)nw * el, m->kv + (size_t)o[b] * el, el * 2,
                                         cudaMemcpyDeviceToDevice, m->stream);
-        if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "copying a shared cache block: %s", cudaGetErrorString(e));
+        if (e != cudaSuccess && !rc)
+            rc = rt_fail(RT_EINTERNAL, "copying a shared cache block: %s", cudaGetErrorString(e));
     }
     if (o != old) free(o);
     return rc;

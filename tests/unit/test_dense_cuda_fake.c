@@ -374,3 +374,19 @@ Test(dense_cuda_fake, deepseek_on_cuda_is_unsupported) {
     cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_EUNSUPPORTED);
     cr_assert(strstr(rt_errmsg(), "DeepSeek-V3"), "%s", rt_errmsg());
 }
+
+/* Llama-3.3-70B on one 80 GiB GPU: 70.6B parameters × 2 bytes of bf16 = 141 GB of weights
+ * (README's count), more than 0.9 × 85.9 GB; refused from config.json alone, allocating nothing. */
+Test(dense_cuda_fake, llama_70b_on_one_80_gb_gpu_needs_141_gb_of_weights) {
+    char dir[160], cmd[512];
+    snprintf(dir, sizeof dir, "%s/l70", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/llama-3.3-70b.json %s/config.json", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    fake_total_bytes = (size_t)80 << 30;
+    size_t before = fake_mallocs;
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_ENOMEM, "%s", rt_errmsg());
+    cr_assert(strstr(rt_errmsg(), "needs 141 GB of weights; the GPU has 77.3 GB (0.90 of 85.9 GB"), "%s", rt_errmsg());
+    cr_assert_eq(fake_mallocs, before);
+}
