@@ -316,8 +316,10 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     if (!rc) rc = mc_expected_tensors(c, &spec, &n);
     /* the plan first: nothing is allocated on the device for a model that does not fit */
     int dev = o && o->gpu >= 0 ? o->gpu : 0, ndev = 0;
-    if (!rc && (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1))
-        rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device");
+    cudaError_t ce = rc ? cudaSuccess : cudaGetDeviceCount(&ndev);
+    if (!rc && (ce != cudaSuccess || ndev < 1))
+        rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
+                     ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
     else if (!rc && dev >= ndev) rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", dev, ndev);
     if (!rc && cudaSetDevice(dev) != cudaSuccess) rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", dev);
     if (!rc) rc = make_plan(m, dir, o, spec, n);

@@ -52,7 +52,7 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
         rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is DeepSeek-V3, which runs on the CPU only for now "
                      "(the CUDA engine takes dense Llama/Qwen models); use --device cpu", dir);
     else {
-        int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_rank(o->comm) : 0);
+        int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
         dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction};
         rc = dc_load(dir, &d, &m->gpu);
     }
