@@ -406,3 +406,33 @@ Test(dense_cuda_fake, llama_70b_on_one_80_gb_gpu_needs_141_gb_of_weights) {
     cr_assert(strstr(rt_errmsg(), "needs 141 GB of weights; the GPU has 77.3 GB (0.90 of 85.9 GB"), "%s", rt_errmsg());
     cr_assert_eq(fake_mallocs, before);
 }
+
+/* The engine's cache on the GPU is the plan's: all of it by default, a larger request clipped;
+ * a host pool with float blocks is not the GPU cache's. */
+Test(dense_cuda_fake, engine_cache_is_the_plans) {
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m;
+    cr_assert_eq(te_model_load_opts(qwen_dir, &lo, &m), 0, "%s", rt_errmsg());
+    int64_t pos = dc_kv_positions(m->gpu);
+    /* 64 MiB × 0.9 less the fixed part, at 2 layers × 2 × 64 × 2 bytes = 512 bytes a position */
+    const dc_plan *p = dc_get_plan(m->gpu);
+    cr_assert_eq(p->kv_position_bytes, 512);
+    cr_assert_eq(pos, (int64_t)(((size_t)(0.9 * (double)(64 << 20)) - p->weights - p->activations - p->workspace) / 512));
+    for (int i = 0; i < 2; i++) {
+        te_opts o = {.block_size = 16, .cache_tokens = i ? (int64_t)1 << 40 : 0};
+        te_engine *e;
+        cr_assert_eq(te_engine_create(m, &o, &e), 0, "%s", rt_errmsg());
+        te_stats st;
+        te_stats_get(e, &st);
+        cr_assert_eq(st.blocks_total, pos / 16);
+        te_engine_free(e);
+    }
+    kv_pool *host;
+    cr_assert_eq(kv_pool_create(4, 16, 8, &host), 0);
+    kv_seq s = {0}, *sp = &s;
+    int32_t n = 1, tok = 3;
+    float lg[96];
+    cr_assert_eq(dc_forward(m->gpu, host, &sp, &n, 1, &tok, lg), RT_EINVAL);
+    kv_pool_free(host);
+    te_model_free(m);
+}
