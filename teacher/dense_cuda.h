@@ -19,7 +19,8 @@
  * The KV cache: dc_cache_init() lays the KV arena out in blocks of block_size positions — per
  * block, per layer, K rows [bs, Hkv·hd] then V rows, bf16, RoPE applied to K — and returns their
  * count; the caller's kv_pool (teacher/kvcache.h, made with block_floats 0: it holds only block
- * tables, reference counts and the free list) hands out the same block ids. dc_forward() copies a
+ * tables, reference counts and the free list) hands out the same block ids. One cache per model:
+ * one engine at a time drives a dc_model (a second dc_cache_init takes the cache over). dc_forward() copies a
  * block on the device when kv_seq_reserve gives a sequence a private copy of a shared block.
  *
  * dc_forward() has dn_forward's contract (teacher/dense.h) for the last token's logits [n_seqs,
