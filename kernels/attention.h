@@ -92,6 +92,32 @@ int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *d
                      const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                      const int32_t *doc_start, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale,
                      const attn_cuda_layout *layout, void *ws, void *stream);
+
+/* Paged inference attention (kernels/cuda/paged_attention.cu), the twin of attn_paged_fwd on a
+ * bf16 cache: n new queries q [n, Hq, hd] (rows ld_q ≥ Hq·hd elements apart, e.g. a fused QKV
+ * GEMM output read in place) → o [n, Hq, hd] (dense). Position s of query i's sequence lives in
+ * block b = tables[seq[i]·table_ld + s / block_size] at k + b·block_stride + (s % block_size)·
+ * Hkv·hd (V at the same offset from v): the block tables of the batch's sequences are the rows
+ * of one [n_seqs, table_ld] int32 array, and seq[i] names query i's row, so the queries of one
+ * sequence (chunked prefill: a chunk continuing a cached prefix) share it. Query i attends to
+ * positions [0, ctx[i]) (ctx[i] ≥ 1; causal: its position + 1); max_ctx (host) ≥ every ctx[i].
+ * hd ∈ {64, 128}, Hq % Hkv == 0, k/v 16-byte aligned, block_stride % 8 == 0. f32 scores and
+ * accumulators, online softmax over tiles of 64 positions; split-KV (a query's positions cut into
+ * splits merged in a fixed order) when the launch has few blocks and long contexts: ws is
+ * attn_paged_cuda_ws_bytes(n, Hq, Hkv, hd, max_ctx) bytes of device scratch (0: none needed,
+ * ws may be NULL). Deterministic; a query's result depends on n and max_ctx only through the
+ * split plan. */
+size_t attn_paged_cuda_ws_bytes(int64_t n, int64_t Hq, int64_t Hkv, int64_t hd, int64_t max_ctx);
+int attn_paged_fwd_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n, int64_t Hq, int64_t Hkv, int64_t hd,
+                        float scale, const uint16_t *k, const uint16_t *v, int64_t block_size, int64_t block_stride,
+                        const int32_t *tables, int64_t table_ld, const int32_t *seq, const int32_t *ctx,
+                        int64_t max_ctx, void *ws, void *stream);
+/* Writes n new tokens' K and V rows (kd = Hkv·hd bf16 each; rows ld apart in k and v, e.g. inside
+ * a fused QKV output) into the cache at position pos[i] of table row seq[i] (layout as above,
+ * k_cache/v_cache the bases). kd, ld, block_stride multiples of 8; pointers 16-byte aligned. */
+int attn_paged_store_cuda(uint16_t *k_cache, uint16_t *v_cache, const uint16_t *k, const uint16_t *v, int64_t ld,
+                          int64_t n, int64_t kd, int64_t block_size, int64_t block_stride, const int32_t *tables,
+                          int64_t table_ld, const int32_t *seq, const int32_t *pos, void *stream);
 #endif
 
 #ifdef __cplusplus

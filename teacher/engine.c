@@ -9,6 +9,7 @@
 #include "core/status.h"
 #include "teacher/deepseek.h"
 #include "teacher/dense.h"
+#include "teacher/dense_cuda.h"
 #include "teacher/kvcache.h"
 #include "teacher/parallel.h"
 
@@ -18,8 +19,9 @@
 
 struct te_model {
     mc_config c;
-    dn_model *dense;     /* exactly one of dense, ds */
+    dn_model *dense;     /* exactly one of dense, ds, gpu */
     ds_model *ds;
+    dc_model *gpu;       /* the dense forward on CUDA (teacher/dense_cuda.h) */
 };
 
 int te_model_load(const char *dir, tp_pool *pool, te_model **out) { return te_model_load_comm(dir, pool, NULL, out); }
@@ -39,7 +41,27 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
 #ifndef RT_HAVE_CUDA
     return rt_fail(RT_EUNSUPPORTED, "--device cuda: this retort was built without CUDA (rebuild with make CUDA=1)");
 #else
-    return rt_fail(RT_EUNSUPPORTED, "--device cuda: the CUDA teacher engine is not in this build yet");
+    if (o->comm && comm_size(o->comm) > 1)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %d ranks, but the CUDA engine runs on one GPU for now; run "
+                       "it without mpirun", comm_size(o->comm));
+    te_model *m = rt_calloc(1, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    int rc = mc_load(dir, &m->c);
+    if (rc) rc = rt_errorf(rc, "loading model %s", dir);
+    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3)
+        rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is DeepSeek-V3, which runs on the CPU only for now "
+                     "(the CUDA engine takes dense Llama/Qwen models); use --device cpu", dir);
+    else {
+        int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
+        dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction};
+        rc = dc_load(dir, &d, &m->gpu);
+    }
+    if (rc) {
+        te_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
 #endif
 }
 
@@ -73,6 +95,7 @@ void te_model_free(te_model *m) {
     if (!m) return;
     dn_free(m->dense);
     ds_free(m->ds);
+    dc_free(m->gpu);
     free(m);
 }
 
@@ -84,6 +107,7 @@ size_t te_model_resident_bytes(const te_model *m) {
 }
 
 static size_t model_block_floats(const te_model *m, int64_t bs) {
+    if (m->gpu) return 0;   /* the blocks live on the GPU; the host pool keeps tables only */
     return m->ds ? ds_block_floats(m->ds, bs) : dn_block_floats(m->dense, bs);
 }
 
@@ -91,6 +115,7 @@ static size_t model_block_floats(const te_model *m, int64_t bs) {
 static int model_forward(te_model *m, kv_pool *kv, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                          const int32_t *tokens, float *logits) {
     if (m->ds) return ds_forward_paged(m->ds, kv, seqs, n_new, n_seqs, tokens, DS_ATTN_AUTO, logits, false);
+    if (m->gpu) return dc_forward(m->gpu, kv, seqs, n_new, n_seqs, tokens, logits);
     return dn_forward(m->dense, kv, seqs, n_new, n_seqs, tokens, logits, false);
 }
 
@@ -187,7 +212,13 @@ int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
     e->n_valid = e->V;
     e->blocks_total = (e->o.cache_tokens + e->bs - 1) / e->bs;
     int rc = 0;
-    rc = kv_pool_create(e->blocks_total, e->bs, model_block_floats(m, e->bs), &e->kv);
+    if (m->gpu) {   /* the GPU's plan sizes the cache: all of it by default, never more */
+        int64_t nb = 0;
+        rc = dc_cache_init(m->gpu, e->bs, &nb);
+        if (!rc && (!opts || opts->cache_tokens <= 0 || e->blocks_total > nb)) e->blocks_total = nb;
+        e->o.cache_tokens = e->blocks_total * e->bs;
+    }
+    if (!rc) rc = kv_pool_create(e->blocks_total, e->bs, model_block_floats(m, e->bs), &e->kv);
     if (!rc && !(e->smp_ws = rt_malloc(smp_workspace_bytes(e->V)))) rc = RT_ENOMEM;
     if (!rc && e->o.tok) rc = valid_ids(e);
     if (rc) {

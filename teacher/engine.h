@@ -68,10 +68,13 @@ typedef struct te_engine te_engine;   /* opaque; owned by the caller of te_engin
 int te_model_load(const char *dir, tp_pool *pool, te_model **out);
 int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model **out);
 
-/* Where the forward runs. TE_DEVICE_CUDA: the weights go to the GPU in their stored dtype
- * (bf16; FP8 e4m3 with block scales), and the forward, the KV cache and the logits live
- * there; a CPU-only build, or a machine without a usable GPU, gets RT_EUNSUPPORTED with one
- * line saying which. */
+/* Where the forward runs. TE_DEVICE_CUDA (teacher/dense_cuda.h): a dense Llama/Qwen model's
+ * weights go to the GPU in bf16 (as stored, or converted per tensor), and the forward and the
+ * KV cache live there; logits come back to the host, where sampling stays. The GPU's memory
+ * plan sizes the cache: te_engine_create takes all of it when cache_tokens is 0 and clips a
+ * larger cache_tokens to it. A model that does not fit is refused at load with one line.
+ * RT_EUNSUPPORTED (one line saying which): a CPU-only build, no usable GPU, a deepseek_v3 model
+ * or more than one rank (both CPU-only for now). */
 typedef enum { TE_DEVICE_CPU = 0, TE_DEVICE_CUDA = 1 } te_device;
 typedef struct {
     tp_pool *pool;                  /* CPU threads (NULL: one) */

@@ -18,7 +18,7 @@ struct kv_pool {
 
 int kv_pool_create(int64_t n_blocks, int64_t block_size, size_t block_floats, kv_pool **out) {
     *out = NULL;
-    if (n_blocks <= 0 || n_blocks > INT32_MAX || block_size <= 0 || block_floats == 0)
+    if (n_blocks <= 0 || n_blocks > INT32_MAX || block_size <= 0)
         return rt_fail(RT_EINVAL, "KV cache of %lld blocks of %lld positions", (long long)n_blocks,
                        (long long)block_size);
     kv_pool *p = rt_calloc(1, sizeof *p);
@@ -29,8 +29,9 @@ int kv_pool_create(int64_t n_blocks, int64_t block_size, size_t block_floats, kv
     p->block_floats = block_floats;
     p->refs = rt_calloc((size_t)n_blocks, sizeof *p->refs);
     p->free_list = rt_malloc((size_t)n_blocks * sizeof *p->free_list);
-    if (rt_mul_ok((size_t)n_blocks * block_floats, sizeof(float), &bytes)) p->data = rt_aligned_alloc(64, bytes);
-    if (!p->refs || !p->free_list || !p->data) {
+    if (block_floats && rt_mul_ok((size_t)n_blocks * block_floats, sizeof(float), &bytes))
+        p->data = rt_aligned_alloc(64, bytes);
+    if (!p->refs || !p->free_list || (block_floats && !p->data)) {
         kv_pool_free(p);
         return rt_errorf(RT_ENOMEM, "KV cache of %lld blocks", (long long)n_blocks);
     }
@@ -86,8 +87,9 @@ int kv_seq_reserve(kv_pool *p, kv_seq *s, int64_t new_len) {
         if (p->refs[old] == 1) continue;
         int rc = take_block(p, &nb);
         if (rc) return rc;
-        memcpy(p->data + (size_t)nb * p->block_floats, p->data + (size_t)old * p->block_floats,
-               p->block_floats * sizeof(float));
+        if (p->data)
+            memcpy(p->data + (size_t)nb * p->block_floats, p->data + (size_t)old * p->block_floats,
+                   p->block_floats * sizeof(float));
         drop_block(p, old);
         s->blocks[b] = nb;
     }

@@ -6,7 +6,9 @@
  * V rows). Blocks are reference counted: kv_seq_fork() gives a second sequence the same
  * blocks (the n samples of one prompt share the prompt's blocks), and kv_seq_reserve()
  * copies a shared block before its sequence writes into it (copy on write), so a write
- * never shows through another sequence.
+ * never shows through another sequence. With block_floats 0 the pool holds no data
+ * (kv_pool_data() is NULL): the blocks live elsewhere (teacher/dense_cuda.h: on the GPU), and
+ * their owner copies a block when kv_seq_reserve replaces a shared one in a table.
  *
  * A kv_seq is a block table and a length (positions written). Its blocks belong to the
  * pool; kv_seq_release() drops them (NULL-safe fields: a zeroed kv_seq is empty).

@@ -1,9 +1,10 @@
-/* tests/unit/fake_cuda.h — just enough of the CUDA runtime's names for student/gpu_train.c to
- * compile against a CPU stand-in (tests/unit/test_gpu_train_fake.c). Every runtime call and
+/* tests/unit/fake_cuda.h — just enough of the CUDA runtime's names for student/gpu_train.c and
+ * teacher/dense_cuda.c to compile against a CPU stand-in (tests/unit/test_gpu_train_fake.c,
+ * tests/unit/test_dense_cuda_fake.c). Every runtime call and
  * every kernel entry point the trainer uses is renamed to fake_… so the stand-ins never
  * collide with the real ones a CUDA build's library carries; so are comm_open_nccl,
  * comm_close and comm_allgather (NCCL becomes the host communicator). Include before
- * gpu_train.c; the stand-ins are tests/unit/fake_cuda_impl.h. */
+ * gpu_train.c (or dense_cuda.c); the stand-ins are tests/unit/fake_cuda_impl.h. */
 #ifndef RT_TESTS_FAKE_CUDA_H
 #define RT_TESTS_FAKE_CUDA_H
 
@@ -101,6 +102,9 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
 #define cvt_bf16_to_f32_cuda fake_cvt_bf16_to_f32_cuda
 #define cvt_f32_to_bf16_cuda fake_cvt_f32_to_bf16_cuda
 #define fp8_block_dequant_cuda fake_fp8_block_dequant_cuda
+#define attn_paged_fwd_cuda fake_attn_paged_fwd_cuda
+#define attn_paged_store_cuda fake_attn_paged_store_cuda
+#define attn_paged_cuda_ws_bytes fake_attn_paged_cuda_ws_bytes
 
 /* NCCL (core/comm.h's device backend) */
 #define comm_open_nccl fake_comm_open_nccl

@@ -1,10 +1,13 @@
 /* tests/unit/fake_cuda_impl.h — the CPU stand-ins behind tests/unit/fake_cuda.h: the CUDA
- * runtime (device memory is host memory, NaN-poisoned on allocation; streams and events do
- * nothing), every kernel entry point student/gpu_train.c calls (the kernels' CPU twins on
- * bf16-rounded inputs and outputs, strides honoured), and NCCL as the host communicator
- * (bf16 all-gathers moved as int32 pairs). Included once, after student/gpu_train.c, by
- * tests/unit/test_gpu_train_fake.c and tests/tools/gpu_train_fake_dp.c; FAKE_CHECK(cond)
- * asserts what the trainer must hand the kernels (defined by the includer). */
+ * runtime (device memory is host memory, NaN-poisoned on allocation and counted: fake_in_use,
+ * fake_peak, fake_mallocs; cudaMemGetInfo reports fake_total_bytes, which a test may shrink, and
+ * cudaMalloc fails beyond it; streams and events do nothing), every kernel entry point
+ * student/gpu_train.c and teacher/dense_cuda.c call (the kernels' CPU twins on bf16-rounded
+ * inputs and outputs, strides honoured), and NCCL as the host communicator (bf16 all-gathers
+ * moved as int32 pairs). Included once, after the code under test, by
+ * tests/unit/test_gpu_train_fake.c, tests/unit/test_dense_cuda_fake.c and
+ * tests/tools/gpu_train_fake_dp.c; FAKE_CHECK(cond) asserts what the caller must hand the kernels
+ * (defined by the includer). */
 #ifndef RT_TESTS_FAKE_CUDA_IMPL_H
 #define RT_TESTS_FAKE_CUDA_IMPL_H
 
@@ -12,7 +15,8 @@
 
 /* ---- the runtime ------------------------------------------------------------------------ */
 
-static size_t fake_in_use;
+static size_t fake_in_use, fake_peak, fake_mallocs;
+static size_t fake_total_bytes = (size_t)80 << 30;
 
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "fake CUDA error"; }
@@ -33,10 +37,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)e, (void)s; return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return cudaSuccess; }
 cudaError_t cudaMalloc(void **p, size_t n) {
+    if (fake_in_use + n > fake_total_bytes) return cudaErrorMemoryAllocation;
     size_t *h = malloc(n + 64);
     if (!h) return cudaErrorMemoryAllocation;
     h[0] = n;
     fake_in_use += n;
+    fake_mallocs++;
+    if (fake_in_use > fake_peak) fake_peak = fake_in_use;
     memset((char *)h + 64, 0xff, n);   /* NaN in f32 and bf16: a read before a write shows */
     *p = (char *)h + 64;
     return cudaSuccess;
@@ -58,7 +65,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
 cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st) { (void)st; return cudaMemset(p, v, n); }
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
-    *total_b = (size_t)80 << 30;
+    *total_b = fake_total_bytes;
     *free_b = *total_b - fake_in_use;
     return cudaSuccess;
 }
@@ -305,6 +312,89 @@ int vec_sumsq_cuda(double *out, bool accumulate, const float *x, size_t n, void 
     /* the scratch the trainer planned must hold this call's partial sums: write them */
     memset(ws, 0, vec_sumsq_cuda_ws_bytes(n));
     *out = (accumulate ? *out : 0.0) + vec_sumsq(x, n, NULL);
+    return 0;
+}
+/* D[M,N] = alpha·op(A)·op(B) + beta·D, naive, f32 sums of bf16 values */
+int mm_gemm_cuda(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t *a, int64_t lda, bool trans_a,
+                 const uint16_t *b, int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                 void *stream) {
+    (void)c, (void)stream;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s += bf16_to_f32(trans_a ? a[k * lda + i] : a[i * lda + k]) *
+                     bf16_to_f32(trans_b ? b[j * ldb + k] : b[k * ldb + j]);
+            if (d_f32) {
+                float *y = (float *)d + i * ldd + j;
+                *y = alpha * s + (beta != 0 ? beta * *y : 0);
+            } else {
+                uint16_t *y = (uint16_t *)d + i * ldd + j;
+                *y = f32_to_bf16(alpha * s + (beta != 0 ? beta * bf16_to_f32(*y) : 0));
+            }
+        }
+    return 0;
+}
+/* the split-KV plan of kernels/cuda/paged_attention.cu (pa_make_plan), for the scratch size */
+size_t attn_paged_cuda_ws_bytes(int64_t n, int64_t Hq, int64_t Hkv, int64_t hd, int64_t max_ctx) {
+    if (n <= 0 || Hkv <= 0 || Hq % Hkv) return 0;
+    int64_t rep = Hq / Hkv, G = 1;
+    for (int64_t g = 8; g >= 1; g--)
+        if (rep % g == 0) {
+            G = g;
+            break;
+        }
+    if (max_ctx < 1) max_ctx = 1;
+    int64_t blocks = n * Hkv * (rep / G), splits = 1;
+    if (blocks < 256 && max_ctx > 256) {
+        splits = (256 + blocks - 1) / blocks;
+        if (splits > (max_ctx + 255) / 256) splits = (max_ctx + 255) / 256;
+        if (splits > 64) splits = 64;
+    }
+    int64_t span = ((max_ctx + splits - 1) / splits + 63) / 64 * 64, ns = (max_ctx + span - 1) / span;
+    return ns > 1 ? (size_t)(n * Hq * ns * (hd + 2)) * sizeof(float) : 0;
+}
+/* the CPU twin attn_paged_fwd on f32 copies of the blocks the queries read */
+int attn_paged_fwd_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n, int64_t Hq, int64_t Hkv, int64_t hd,
+                        float scale, const uint16_t *k, const uint16_t *v, int64_t bs, int64_t bstride,
+                        const int32_t *tables, int64_t table_ld, const int32_t *seq_of, const int32_t *ctx,
+                        int64_t max_ctx, void *ws, void *stream) {
+    (void)stream;
+    FAKE_CHECK((hd == 64 || hd == 128) && Hkv > 0 && Hq % Hkv == 0 && ld_q >= Hq * hd && bstride % 8 == 0);
+    A16(k); A16(v);
+    size_t wsb = attn_paged_cuda_ws_bytes(n, Hq, Hkv, hd, max_ctx);
+    if (wsb) memset(ws, 0, wsb);   /* the planned scratch must hold it */
+    int64_t kd = Hkv * hd, maxb = 0;
+    const int32_t **tabs = malloc((size_t)n * sizeof *tabs);
+    for (int64_t i = 0; i < n; i++) {
+        FAKE_CHECK(ctx[i] >= 1 && ctx[i] <= max_ctx);
+        tabs[i] = tables + (int64_t)seq_of[i] * table_ld;
+        for (int64_t b = 0; b < (ctx[i] + bs - 1) / bs; b++) maxb = tabs[i][b] > maxb ? tabs[i][b] : maxb;
+    }
+    size_t ne = (size_t)((maxb + 1) * bstride);
+    float *kf = calloc(ne, sizeof(float)), *vf = calloc(ne, sizeof(float));
+    for (int64_t b = 0; b <= maxb; b++) {
+        cvt_bf16_to_f32(k + b * bstride, kf + b * bstride, (size_t)(bs * kd));
+        cvt_bf16_to_f32(v + b * bstride, vf + b * bstride, (size_t)(bs * kd));
+    }
+    float *qf = up_ld(q, n, Hq * hd, ld_q), *of = malloc((size_t)(n * Hq * hd) * sizeof(float));
+    float *w = malloc(attn_paged_workspace_floats(max_ctx, 1) * sizeof(float));
+    attn_paged_fwd(of, qf, n, Hq, Hkv, hd, scale, kf, vf, bs, bstride, tabs, ctx, w, NULL);
+    down(of, o, (size_t)(n * Hq * hd));
+    free(tabs), free(kf), free(vf), free(qf), free(w);
+    return 0;
+}
+int attn_paged_store_cuda(uint16_t *k_cache, uint16_t *v_cache, const uint16_t *k, const uint16_t *v, int64_t ld,
+                          int64_t n, int64_t kd, int64_t bs, int64_t bstride, const int32_t *tables, int64_t table_ld,
+                          const int32_t *seq_of, const int32_t *pos, void *stream) {
+    (void)stream;
+    FAKE_CHECK(kd % 8 == 0 && ld % 8 == 0 && ld >= kd && bstride % 8 == 0);
+    A16(k_cache); A16(v_cache); A16(k); A16(v);
+    for (int64_t t = 0; t < n; t++) {
+        int64_t at = (int64_t)tables[(int64_t)seq_of[t] * table_ld + pos[t] / bs] * bstride + (pos[t] % bs) * kd;
+        memcpy(k_cache + at, k + t * ld, (size_t)kd * 2);
+        memcpy(v_cache + at, v + t * ld, (size_t)kd * 2);
+    }
     return 0;
 }
 int cvt_f32_to_bf16_cuda(const float *src, uint16_t *dst, size_t n, void *stream) {

@@ -1,0 +1,83 @@
+/* teacher/dense_cuda.h — the dense Llama-3 / Qwen2.5 teacher forward on one CUDA GPU (the
+ * device twin of teacher/dense.h, behind te_model_load_opts with TE_DEVICE_CUDA).
+ *
+ * dc_load() reads a Hugging Face directory (config.json + safetensors, sharded or not), checks
+ * every tensor against the config (core/checkpoint.h) and the shapes the kernels take (head_dim
+ * 64 or 128, hidden and intermediate sizes multiples of 8), makes the memory plan, and only then
+ * allocates: weights go to the device in bf16 — bf16 tensors copied as stored from the mapping,
+ * f32/f16/f64 converted per tensor in chunks of 1 Mi elements on the way (never a host copy of
+ * the model) —, q/k/v and gate/up fused into one matrix each (biases too; a missing one of a
+ * fused group is zeros).
+ *
+ * Memory plan (dc_plan): weights + activations for max_tokens tokens and max_seqs sequences per
+ * pass (the logits rows, the block tables) + workspaces (cuBLASLt, split-KV) are fixed; the KV
+ * cache takes what is left of gpu_memory_fraction of the device's memory (cudaMemGetInfo: what
+ * other processes hold is not ours), in bf16, L·2·Hkv·hd·2 bytes per position. A model whose
+ * weights do not fit, or that leaves less than DC_MIN_KV positions (or its whole context, if
+ * shorter) of cache, is refused with one line (RT_ENOMEM) before anything is allocated.
+ *
+ * The KV cache: dc_cache_init() lays the KV arena out in blocks of block_size positions — per
+ * block, per layer, K rows [bs, Hkv·hd] then V rows, bf16, RoPE applied to K — and returns their
+ * count; the caller's kv_pool (teacher/kvcache.h, made with block_floats 0: it holds only block
+ * tables, reference counts and the free list) hands out the same block ids. One cache per model:
+ * one engine at a time drives a dc_model (a second dc_cache_init takes the cache over). dc_forward() copies a
+ * block on the device when kv_seq_reserve gives a sequence a private copy of a shared block.
+ *
+ * dc_forward() has dn_forward's contract (teacher/dense.h) for the last token's logits [n_seqs,
+ * V] (f32, copied to the host): sequence i appends n_new[i] tokens. A batch larger than a pass
+ * (max_tokens tokens, max_seqs sequences) runs as several passes, a long chunk of one sequence in
+ * pieces; a pass whose sequences all start empty uses the flash attention over the new tokens
+ * (attn_fwd_cuda_ex), others the paged attention (attn_paged_fwd_cuda). bf16 weights and
+ * activations, f32 accumulation: logits agree with dn_forward to a tolerance (see docs/teacher.md,
+ * "The GPU engine"), not bit for bit, and may depend on the batch through the GEMMs' algorithms.
+ *
+ * Without CUDA (a CPU-only build) every entry point returns RT_EUNSUPPORTED.
+ * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, no device), RT_ENOMEM
+ * (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dc_cache_init), RT_ERANGE
+ * (cache full, position beyond the context), RT_EINTERNAL (a CUDA call, named in the message).
+ */
+#ifndef RT_TEACHER_DENSE_CUDA_H
+#define RT_TEACHER_DENSE_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model_config.h"
+#include "teacher/kvcache.h"
+
+typedef struct dc_model dc_model;   /* opaque; owned by the caller of dc_load */
+
+#define DC_MIN_KV 1024              /* cache positions a plan must leave at least (or the context) */
+
+typedef struct {
+    int gpu;                        /* device index (< 0: 0) */
+    double memory_fraction;         /* share of the device's memory to use (0: 0.9) */
+    int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
+    int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
+} dc_load_opts;
+
+typedef struct {
+    size_t weights, activations, workspace, kv;   /* bytes */
+    size_t total;                   /* their sum: what dc_load allocates on the device */
+    size_t kv_position_bytes;       /* bytes of one cache position, all layers */
+    int64_t kv_positions;           /* what the cache holds */
+    size_t device_total, device_free, budget;     /* cudaMemGetInfo, and fraction·total − in use */
+    int64_t max_tokens, max_seqs, table_ints;     /* pass limits; block-table room (ints) */
+} dc_plan;
+
+int dc_load(const char *dir, const dc_load_opts *o, dc_model **out);
+void dc_free(dc_model *m);   /* NULL is fine */
+
+const mc_config *dc_config(const dc_model *m);
+const dc_plan *dc_get_plan(const dc_model *m);
+int64_t dc_kv_positions(const dc_model *m);
+
+/* Blocks of block_size positions over the KV arena: *n_blocks = kv_positions / block_size
+ * (≥ 1, else RT_ERANGE). Forgets what the cache held. */
+int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks);
+
+int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+               const int32_t *tokens, float *logits);
+
+#endif
