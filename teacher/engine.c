@@ -103,6 +103,7 @@ const mc_config *te_model_config(const te_model *m) { return &m->c; }
 bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
 
 size_t te_model_resident_bytes(const te_model *m) {
+    if (m->gpu) return dc_get_plan(m->gpu)->weights;
     return (size_t)mc_param_count(&m->c, false) * sizeof(float);   /* both forwards keep f32 copies */
 }
 
