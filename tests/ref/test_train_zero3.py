@@ -198,3 +198,27 @@ def test_each_rank_holds_its_part_and_one_unit(tools_dir, data, tmp_path_factory
     assert len({r["loss"] for r in rows[3]}) == 1 and rows[3][0]["loss"] == rows[2][0]["loss"]
     for r in rows[2]:   # contrast: ZeRO-2 keeps whole parameter and gradient buffers (the check can fail)
         assert r["model_params"] is True and r["buffers"]["params"] >= 4 * n, r
+
+
+def test_untied_llama_with_layer_checkpointing_is_zero2_bit_for_bit(retort_bin, data, tmp_path_factory, tmp_path):
+    """The untied head is a unit of its own, and with --checkpoint-layers each layer's forward
+    is recomputed between the gathers of its backward."""
+    cfg = config(tmp_path_factory, architectures=["LlamaForCausalLM"], model_type="llama", tie_word_embeddings=False)
+    common = ["--init", cfg, "--data", data, "--batch", "4", "--steps", "6", "--lr", "3e-3", "--warmup", "2",
+              "--weight-decay", "0.1", "--clip", "0.5", "--seed", "7", "--dtype", "bf16"]
+    train(retort_bin, 2, *common, "--zero", "3", "--checkpoint-layers", "--out", str(tmp_path / "3"),
+          "--log", str(tmp_path / "3.jsonl"))
+    train(retort_bin, 2, *common, "--zero", "2", "--out", str(tmp_path / "2"), "--log", str(tmp_path / "2.jsonl"))
+    same_runs(tmp_path / "3.jsonl", tmp_path / "3" / "step-6", tmp_path / "2.jsonl", tmp_path / "2" / "step-6")
+
+
+def test_f32_checkpoint_resumes_bit_exactly(retort_bin, data, cfg, tmp_path):
+    """Without master weights in optimizer.safetensors the parameters' parts come from
+    model.safetensors (loaded whole, then cut by tr_create_dp)."""
+    common = ["--data", data, "--batch", "4", "--grad-accum", "2", *COMMON[:1], "6", *COMMON[2:], "--zero", "3"]
+    train(retort_bin, 2, "--init", cfg, *common, "--save-every", "3", "--out", str(tmp_path / "a"),
+          "--log", str(tmp_path / "a.jsonl"))
+    train(retort_bin, 2, "--resume", str(tmp_path / "a" / "step-3"), *common, "--out", str(tmp_path / "b"),
+          "--log", str(tmp_path / "b.jsonl"))
+    (tmp_path / "a-tail.jsonl").write_text("".join(json.dumps(r) + "\n" for r in read_log(tmp_path / "a.jsonl")[3:]))
+    same_runs(tmp_path / "a-tail.jsonl", tmp_path / "a" / "step-6", tmp_path / "b.jsonl", tmp_path / "b" / "step-6")
