@@ -220,7 +220,6 @@ int sm_load(const char *dir, sm_model **out) {
 
 typedef struct {
     const sm_model *m;
-    rt_dtype dtype;
     int (*fetch)(void *ctx, const sm_tensor *t, float *dst);
     void *ctx;
     float *f32;       /* [largest tensor] when fetching */
@@ -254,7 +253,7 @@ int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetc
         if (t->numel > big) big = t->numel;
         ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, NULL};
     }
-    save_source src = {m, dtype, fetch, ctx, NULL, NULL};
+    save_source src = {m, fetch, ctx, NULL, NULL};
     if ((fetch && !(src.f32 = rt_malloc((size_t)big * sizeof(float)))) ||
         (dtype == RT_DT_BF16 && !(src.bf = rt_malloc((size_t)big * sizeof(uint16_t))))) {
         free(src.f32);

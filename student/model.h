@@ -7,8 +7,8 @@
  * with norms at 1 and biases at 0. sm_load() reads a HF directory (config.json +
  * safetensors, BF16/F16/F32/F64) after checking every tensor against the architecture
  * (core/checkpoint.h). sm_save() writes DIR/config.json and DIR/model.safetensors (F32 or
- * BF16) in the same HF layout, tensor by tensor (one tensor's conversion at a time). The model keeps the config JSON it was made from and
- * writes it back (torch_dtype updated). sm_free() releases everything (NULL is fine).
+ * BF16) in the same HF layout, tensor by tensor (one tensor's conversion at a time). The
+ * model keeps the config JSON it was made from and writes it back (torch_dtype updated). sm_free() releases everything (NULL is fine).
  *
  * A batch is T tokens laid end to end (B sequences of N): per token its id, the index of
  * the first token of its document (doc_start, see kernels/attention.h), its position in
