@@ -229,11 +229,12 @@ typedef struct {
 static int save_get(void *ctx, size_t i, const void **data) {
     save_source *s = ctx;
     const sm_tensor *t = &s->m->tensors[i];
-    const float *src = s->m->params + t->offset;
+    const float *src = s->f32;   /* fetching: params may be NULL (ZeRO-3) */
     if (s->fetch) {
         int rc = s->fetch(s->ctx, t, s->f32);
         if (rc) return rc;
-        src = s->f32;
+    } else {
+        src = s->m->params + t->offset;
     }
     if (s->bf) cvt_f32_to_bf16(src, s->bf, (size_t)t->numel);
     *data = s->bf ? (const void *)s->bf : (const void *)src;

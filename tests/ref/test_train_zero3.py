@@ -222,3 +222,15 @@ def test_f32_checkpoint_resumes_bit_exactly(retort_bin, data, cfg, tmp_path):
           "--log", str(tmp_path / "b.jsonl"))
     (tmp_path / "a-tail.jsonl").write_text("".join(json.dumps(r) + "\n" for r in read_log(tmp_path / "a.jsonl")[3:]))
     same_runs(tmp_path / "a-tail.jsonl", tmp_path / "a" / "step-6", tmp_path / "b.jsonl", tmp_path / "b" / "step-6")
+
+
+def test_a_failed_save_on_rank_0_stops_every_rank_with_one_line(retort_bin, data, cfg, tmp_path):
+    """Rank 0 fails before its first gather; the other ranks' gathers must still be answered
+    (ckpt_drain) and every rank must hear of the failure."""
+    out = tmp_path / "file"
+    out.write_text("")   # --out names a file: the checkpoint directory cannot be made
+    p = mpi(3, [retort_bin, "train", "--threads", "1", "--init", cfg, "--data", data, "--batch", "2", "--steps", "1",
+                "--lr", "1e-3", "--zero", "3", "--out", str(out)], timeout=120)
+    assert p.returncode != 0
+    lines = [l for l in p.stderr.splitlines() if l.startswith("retort")]
+    assert len(lines) == 1 and "saving checkpoint" in lines[0], p.stderr
