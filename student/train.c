@@ -369,10 +369,8 @@ static int ckpt_drain(ckpt_src *c) {
 }
 
 static int fetch_param(void *ctx, const sm_tensor *x, float *dst) {
-    ckpt_src *c = ctx;
-    int rc = ckpt_gather(c, c->buf);
-    if (!rc) memcpy(dst, c->buf, (size_t)x->numel * sizeof(float));
-    return rc;
+    (void)x;   /* the next gather is this tensor's: sm_save_fetch asks in the model's order */
+    return ckpt_gather(ctx, dst);
 }
 
 static int get_state(void *ctx, size_t k, const void **data) {
