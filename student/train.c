@@ -510,9 +510,10 @@ static int read_moments(tr_trainer *t, const char *dir) {
     const zr_layout *z = &t->z;
     for (size_t i = 0; i < m->n_tensors && !rc; i++) {
         const sm_tensor *x = &m->tensors[i];
-        /* moments: only this rank's part [lo, hi) of the tensor; master weights: all of it */
+        /* moments: only this rank's part [lo, hi) of the tensor; master weights: all of it
+         * (level 3: the part too) */
         int64_t a = x->offset > z->lo ? x->offset : z->lo, b = x->offset + x->numel < z->hi ? x->offset + x->numel : z->hi;
-        bool z3 = z->level == 3;   /* level 3: the master weights' part too */
+        bool z3 = z->level == 3;
         float *dst[3] = {t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase),
                          z3 ? t->own_p + (a - t->mbase) : m->params + x->offset};
         static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
