@@ -109,10 +109,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_CHUNK: bad = parse_i64(v, 1, &a->o.ce_chunk); break;
         case O_CKPT: a->o.checkpoint_layers = true; break;
         case O_ZERO:
-            bad = parse_i64(v, 0, &a->zero);
-            if (!bad && a->zero == 3)
-                return cli_usage_error("train", "--zero 3 (sharded parameters) is not implemented yet: use 0, 1 or 2");
-            bad = bad || a->zero > 2;
+            bad = parse_i64(v, 0, &a->zero) || a->zero > 3;
             break;
         case O_SCHED:
             if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;

@@ -389,6 +389,11 @@ const st_tensor *st_find(const st_file *f, const char *name) {
 }
 
 int st_write(const char *path, const st_wtensor *ts, size_t n, const json_t *metadata) {
+    return st_write_stream(path, ts, n, metadata, NULL, NULL);
+}
+
+int st_write_stream(const char *path, const st_wtensor *ts, size_t n, const json_t *metadata,
+                    int (*get)(void *ctx, size_t i, const void **data), void *ctx) {
     json_t *h = json_object();
     if (!h) return rt_fail(RT_ENOMEM, "out of memory");
     int rc = 0;
@@ -442,7 +447,9 @@ int st_write(const char *path, const st_wtensor *ts, size_t n, const json_t *met
     for (size_t i = 0; !rc && i < n; i++) {
         size_t nel = 1;
         for (int d = 0; d < ts[i].ndim; d++) nel *= (size_t)ts[i].shape[d];
-        rc = rt_atomic_write(af, ts[i].data, nel * rt_dtype_size(ts[i].dtype));
+        const void *data = ts[i].data;
+        if (get) rc = get(ctx, i, &data);
+        if (!rc) rc = rt_atomic_write(af, data, nel * rt_dtype_size(ts[i].dtype));
     }
     if (rc) rt_atomic_abort(af);
     else rc = rt_atomic_commit(af);

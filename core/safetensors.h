@@ -67,5 +67,11 @@ typedef struct {
 
 /* metadata: NULL or a JSON object whose values are strings. */
 int st_write(const char *path, const st_wtensor *ts, size_t n, const json_t *metadata);
+/* st_write for tensors too large to hold at once: ts[i].data is ignored, and get(ctx, i,
+ * &data) is called for i = 0, 1, … in order, right before tensor i is written; data must
+ * stay valid until the next call. A nonzero return from get stops the write (the file is
+ * not created) and is returned; so may fewer than n calls happen when writing fails. */
+int st_write_stream(const char *path, const st_wtensor *ts, size_t n, const json_t *metadata,
+                    int (*get)(void *ctx, size_t i, const void **data), void *ctx);
 
 #endif

@@ -218,26 +218,54 @@ int sm_load(const char *dir, sm_model **out) {
     return 0;
 }
 
-int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) {
+typedef struct {
+    const sm_model *m;
+    int (*fetch)(void *ctx, const sm_tensor *t, float *dst);
+    void *ctx;
+    float *f32;       /* [largest tensor] when fetching */
+    uint16_t *bf;     /* [largest tensor] for BF16 */
+} save_source;
+
+static int save_get(void *ctx, size_t i, const void **data) {
+    save_source *s = ctx;
+    const sm_tensor *t = &s->m->tensors[i];
+    const float *src = s->f32;   /* fetching: params may be NULL (ZeRO-3) */
+    if (s->fetch) {
+        int rc = s->fetch(s->ctx, t, s->f32);
+        if (rc) return rc;
+    } else {
+        src = s->m->params + t->offset;
+    }
+    if (s->bf) cvt_f32_to_bf16(src, s->bf, (size_t)t->numel);
+    *data = s->bf ? (const void *)s->bf : (const void *)src;
+    return 0;
+}
+
+int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) { return sm_save_fetch(m, dir, dtype, NULL, NULL); }
+
+int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetch)(void *ctx, const sm_tensor *t, float *dst),
+                  void *ctx) {
     if (dtype != RT_DT_F32 && dtype != RT_DT_BF16) return rt_fail(RT_EINVAL, "model dtype must be F32 or BF16");
     st_wtensor *ts = rt_calloc(m->n_tensors, sizeof *ts);
-    uint16_t *bf = NULL;
     if (!ts) return RT_ENOMEM;
-    if (dtype == RT_DT_BF16 && !(bf = rt_malloc((size_t)m->n_params * sizeof *bf))) { free(ts); return RT_ENOMEM; }
+    int64_t big = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *t = &m->tensors[i];
-        const void *data = m->params + t->offset;
-        if (bf) {
-            cvt_f32_to_bf16(m->params + t->offset, bf + t->offset, (size_t)t->numel);
-            data = bf + t->offset;
-        }
-        ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, data};
+        if (t->numel > big) big = t->numel;
+        ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, NULL};
+    }
+    save_source src = {m, fetch, ctx, NULL, NULL};
+    if ((fetch && !(src.f32 = rt_malloc((size_t)big * sizeof(float)))) ||
+        (dtype == RT_DT_BF16 && !(src.bf = rt_malloc((size_t)big * sizeof(uint16_t))))) {
+        free(src.f32);
+        free(ts);
+        return RT_ENOMEM;
     }
     char *mpath = rt_path_join(dir, "model.safetensors"), *cpath = rt_path_join(dir, "config.json");
     json_t *meta = json_pack("{s:s}", "format", "pt");
     json_t *cfg = json_deep_copy(m->config_json);
     int rc = (!mpath || !cpath || !meta || !cfg) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
-    if (!rc) rc = st_write(mpath, ts, m->n_tensors, meta);
+    if (!rc) rc = st_write_stream(mpath, ts, m->n_tensors, meta, save_get, &src);
     if (!rc) {
         json_object_set_new(cfg, "torch_dtype", json_string(dtype == RT_DT_BF16 ? "bfloat16" : "float32"));
         json_object_del(cfg, "dtype");
@@ -256,7 +284,8 @@ int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) {
     json_decref(meta);
     free(mpath);
     free(cpath);
-    free(bf);
+    free(src.f32);
+    free(src.bf);
     free(ts);
     return rc ? rt_errorf(rc, "saving the model to %s", dir) : 0;
 }
@@ -406,8 +435,35 @@ void sm_acts_free(sm_acts *a) {
 
 /* ---- forward / backward ---------------------------------------------------------------- */
 
-static const float *P(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->params + off; }
-static float *G(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->grads + off; }
+static const float *P(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->params + (off - m->base); }
+static float *G(const sm_model *m, int64_t off) { return off < 0 ? NULL : m->grads + (off - m->base); }
+
+int64_t sm_units(const sm_model *m) { return m->L + 3; }
+
+void sm_unit_range(const sm_model *m, int64_t u, int64_t *lo, int64_t *hi) {
+    bool tied = m->lm_head == m->embed;
+    if (u == m->L + 2 && tied) u = 0;
+    if (u == 0) {
+        *lo = m->embed;
+        *hi = m->L > 0 ? m->layers[0].attn_norm : m->norm_f;
+    } else if (u <= m->L) {
+        *lo = m->layers[u - 1].attn_norm;   /* a layer's first tensor */
+        *hi = u < m->L ? m->layers[u].attn_norm : m->norm_f;
+    } else if (u == m->L + 1) {
+        *lo = m->norm_f;
+        *hi = tied ? m->n_params : m->lm_head;
+    } else {
+        *lo = m->lm_head;
+        *hi = m->n_params;
+    }
+}
+
+/* hook calls of sm_forward_backward_hooked: nothing without hooks */
+static int hook(const sm_hooks *h, bool end, int64_t u, bool bwd) {
+    if (!h) return 0;
+    return end ? h->end(h->ctx, u, bwd) : h->begin(h->ctx, u, bwd);
+}
+#define HOOK(end, u, bwd) do { int hrc_ = hook(h, end, u, bwd); if (hrc_) { a->in_bwd = false; return hrc_; } } while (0)
 
 static double now_s(void) {
     struct timespec ts;
@@ -504,37 +560,57 @@ static int check_batch(const sm_model *m, sm_acts *a, const sm_batch *b, tp_pool
 }
 
 /* Embedding, every layer, final norm: a->xf holds the normalized last hidden states. */
-static void forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, tp_pool *pool) {
+static int forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, const sm_hooks *h, tp_pool *pool) {
     int64_t T = b->T, D = m->D;
     rope_tables(a->cos_t, a->sin_t, b->pos, T, m->inv_freq, m->hd / 2);
+    HOOK(false, 0, false);
     TIMED(SM_PROF_EMBED, embed_fwd(a->res, P(m, m->embed), b->tokens, T, D, pool));
+    HOOK(true, 0, false);
     for (int64_t i = 0; i < m->L; i++) {
         layer_acts *l = &a->la[a->ckpt ? 0 : i];
+        HOOK(false, 1 + i, false);
         layer_fwd(m, a, l, &m->layers[i], b, a->res + i * T * D, a->res + (i + 1) * T * D, pool);
+        HOOK(true, 1 + i, false);
     }
+    HOOK(false, m->L + 1, false);
     TIMED(SM_PROF_NORM, rmsnorm_fwd(a->xf, a->rstdf, a->res + m->L * T * D, P(m, m->norm_f), T, D, (float)m->cfg.rms_norm_eps, pool));
+    HOOK(true, m->L + 1, false);
+    return 0;
 }
 
 int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool) {
+    return sm_forward_backward_hooked(m, a, b, scale, loss_sum, NULL, pool);
+}
+
+int sm_forward_backward_hooked(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum,
+                               const sm_hooks *h, tp_pool *pool) {
     int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
     int64_t T = b->T, D = m->D;
-    forward_trunk(m, a, b, pool);
+    if ((rc = forward_trunk(m, a, b, h, pool))) return rc;
     a->in_bwd = true;
+    HOOK(false, m->L + 2, true);
     TIMED(SM_PROF_HEAD, ce_fused(loss_sum, a->dxf, G(m, m->lm_head), a->xf, P(m, m->lm_head), b->target, T, scale, &a->ce, pool));
+    HOOK(true, m->L + 2, true);
     memset(a->dres, 0, (size_t)(T * D) * sizeof(float));
+    HOOK(false, m->L + 1, true);
     TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dres, G(m, m->norm_f), a->dxf, a->res + m->L * T * D, P(m, m->norm_f), a->rstdf, T, D, pool));
+    HOOK(true, m->L + 1, true);
     for (int64_t i = m->L - 1; i >= 0; i--) {
         layer_acts *l = &a->la[a->ckpt ? 0 : i];
         const float *x = a->res + i * T * D;
+        HOOK(false, 1 + i, true);
         if (a->ckpt) {   /* recompute the layer (counted as forward time); its output is not needed */
             a->in_bwd = false;
             layer_fwd(m, a, l, &m->layers[i], b, x, a->tmp, pool);
             a->in_bwd = true;
         }
         layer_bwd(m, a, l, &m->layers[i], b, x, pool);
+        HOOK(true, 1 + i, true);
     }
+    HOOK(false, 0, true);
     TIMED(SM_PROF_EMBED, embed_bwd(G(m, m->embed), a->dres, b->tokens, T, D, pool));
+    HOOK(true, 0, true);
     a->in_bwd = false;
     return 0;
 }
@@ -542,7 +618,7 @@ int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale,
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool) {
     int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
-    forward_trunk(m, a, b, pool);
+    forward_trunk(m, a, b, NULL, pool);
     ce_fused(loss_sum, NULL, NULL, a->xf, P(m, m->lm_head), b->target, b->T, 1.0f, &a->ce, pool);
     return 0;
 }
@@ -550,7 +626,7 @@ int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *lo
 int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool) {
     int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
-    forward_trunk(m, a, b, pool);
+    forward_trunk(m, a, b, NULL, pool);
     mm_linear_fwd(logits, a->xf, P(m, m->lm_head), NULL, b->T, m->V, m->D, pool);
     return 0;
 }

@@ -7,8 +7,8 @@
  * with norms at 1 and biases at 0. sm_load() reads a HF directory (config.json +
  * safetensors, BF16/F16/F32/F64) after checking every tensor against the architecture
  * (core/checkpoint.h). sm_save() writes DIR/config.json and DIR/model.safetensors (F32 or
- * BF16) in the same HF layout. The model keeps the config JSON it was made from and
- * writes it back (torch_dtype updated). sm_free() releases everything (NULL is fine).
+ * BF16) in the same HF layout, tensor by tensor (one tensor's conversion at a time). The
+ * model keeps the config JSON it was made from and writes it back (torch_dtype updated). sm_free() releases everything (NULL is fine).
  *
  * A batch is T tokens laid end to end (B sequences of N): per token its id, the index of
  * the first token of its document (doc_start, see kernels/attention.h), its position in
@@ -22,6 +22,19 @@
  * zeroes them, and picks scale = 1 / loss tokens of the whole optimizer step) and returns
  * Σ loss over the batch's targets. sm_forward_logits() writes the full [T, V] logits
  * (tests, small vocabularies). Threads: every kernel runs on the pool given (NULL: inline).
+ *
+ * Units (for a trainer that keeps only shards of the weights, ZeRO-3 in student/train.h):
+ * the flat layout is cut into sm_units() contiguous ranges — 0 the embedding, 1..L the
+ * decoder layers, L+1 the final norm, L+2 the LM head (the embedding's range when tied).
+ * sm_forward_backward_hooked() calls hooks->begin(ctx, u, backward) right before unit u is
+ * used and hooks->end(ctx, u, backward) right after: in the forward (backward false) for
+ * units 0..L+1 in order, then (backward true) the head (its cross-entropy is fused: forward
+ * and backward in one), the final norm, the layers from L−1 down (with checkpointing the
+ * layer's forward is recomputed between its begin and end) and the embedding (whose
+ * backward reads no weights). Between begin and end the hook may point params and grads
+ * at buffers that hold only the unit: element i of the flat layout is then params[i − base]
+ * (base: 0 for a whole model). end(u, true) means unit u's gradients of this batch are
+ * complete. A hook's nonzero return stops the pass and is returned.
  * Errors: RT_EFORMAT, RT_EUNSUPPORTED (deepseek_v3, yarn), RT_EINVAL, RT_EIO, RT_ENOMEM.
  */
 #ifndef RT_STUDENT_MODEL_H
@@ -55,7 +68,8 @@ typedef struct {
     json_t *config_json;       /* the HF config this model was made from (owned) */
     int64_t D, F, L, V, Hq, Hkv, hd;
     int64_t n_params;
-    float *params, *grads;     /* [n_params] each */
+    float *params, *grads;     /* [n_params] each: flat element i at params[i − base] */
+    int64_t base;              /* 0, except while a ZeRO-3 hook points params/grads at one unit */
     sm_tensor *tensors;
     size_t n_tensors;
     int64_t embed, norm_f, lm_head;   /* offsets; lm_head == embed when tied */
@@ -66,6 +80,12 @@ typedef struct {
 int sm_create_random(const json_t *config, uint64_t seed, sm_model **out);
 int sm_load(const char *dir, sm_model **out);
 int sm_save(const sm_model *m, const char *dir, rt_dtype dtype);
+/* sm_save for weights that are not in params (a ZeRO-3 trainer's shards): fetch(ctx, t, dst)
+ * writes tensor t's f32 values into dst [t->numel], called once per tensor in order, right
+ * before the tensor is written; its nonzero return stops the save and is returned (then, or
+ * when writing fails, fewer calls happen). */
+int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetch)(void *ctx, const sm_tensor *t, float *dst),
+                  void *ctx);
 void sm_free(sm_model *m);
 const sm_tensor *sm_find(const sm_model *m, const char *name);
 /* Reallocate params and grads to n_alloc ≥ n_params elements (the tail zero), for the
@@ -91,6 +111,17 @@ int sm_acts_create(const sm_model *m, int64_t max_tokens, bool checkpoint_layers
 void sm_acts_free(sm_acts *a);
 
 int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool);
+int64_t sm_units(const sm_model *m);
+/* Flat range [*lo, *hi) of unit u (alignment gaps included). */
+void sm_unit_range(const sm_model *m, int64_t u, int64_t *lo, int64_t *hi);
+typedef struct {
+    int (*begin)(void *ctx, int64_t unit, bool backward);
+    int (*end)(void *ctx, int64_t unit, bool backward);
+    void *ctx;
+} sm_hooks;
+/* sm_forward_backward with unit hooks (NULL: none). */
+int sm_forward_backward_hooked(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum,
+                               const sm_hooks *hooks, tp_pool *pool);
 /* Loss only (no gradients). */
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool);
 /* logits [T, V]. */

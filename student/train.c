@@ -34,6 +34,12 @@ struct tr_trainer {
     sd_position pos;
     int64_t N;                           /* sequence length */
     int32_t *tokens, *doc_start, *posi, *target;   /* [accum, batch·N] */
+    /* level 3 (ZeRO-3): m->params and m->grads are NULL outside a unit's hooks */
+    float *own_p, *own_g;                /* [S]: this rank's part of the parameters, of the reduced gradient */
+    float *unit_p;                       /* [unit_p_len]: the gathered unit; then the reduce-scatter scratch */
+    float *unit_g;                       /* [umax]: the local gradient of the unit in its backward */
+    float *embed_g;                      /* tied embeddings: the embedding's local gradient, head to embedding */
+    int64_t umax, unit_p_len, embed_len;
 };
 
 void tr_options_default(tr_options *o) {
@@ -59,8 +65,77 @@ static int check_options(const tr_options *o) {
     if (!(o->lr > 0) || !(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1) || o->warmup < 0 || !(o->weight_decay >= 0) ||
         !(o->clip >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0))
         return rt_fail(RT_EINVAL, "lr > 0, min-lr-ratio in [0, 1], warmup ≥ 0, weight-decay ≥ 0, clip ≥ 0 expected");
-    if (o->zero < 0 || o->zero > 2) return rt_fail(RT_EINVAL, "ZeRO level %d: 0, 1 or 2 expected", o->zero);
+    if (o->zero < 0 || o->zero > 3) return rt_fail(RT_EINVAL, "ZeRO level %d: 0, 1, 2 or 3 expected", o->zero);
     return 0;
+}
+
+static bool tied(const sm_model *m) { return m->lm_head == m->embed; }
+
+/* Level 3: keep this rank's part of the parameters, drop the whole buffers, and make the
+ * unit buffers (student/zero.h). */
+static int shard_model(tr_trainer *t) {
+    sm_model *m = t->m;
+    const zr_layout *z = &t->z;
+    int64_t S = z->shard, a = t->mbase, b = a + S < m->n_params ? a + S : m->n_params;
+    for (int64_t u = 0; u < sm_units(m); u++) {
+        int64_t lo, hi;
+        sm_unit_range(m, u, &lo, &hi);
+        if (hi - lo > t->umax) t->umax = hi - lo;
+    }
+    t->unit_p_len = t->umax > 16 * (int64_t)z->ranks ? t->umax : 16 * (int64_t)z->ranks;
+    if (tied(m)) {
+        int64_t lo;
+        sm_unit_range(m, 0, &lo, &t->embed_len);
+        t->embed_len -= lo;
+    }
+    t->own_p = rt_aligned_alloc(64, (size_t)S * sizeof(float));
+    t->own_g = rt_aligned_alloc(64, (size_t)S * sizeof(float));
+    t->unit_p = rt_aligned_alloc(64, (size_t)t->unit_p_len * sizeof(float));
+    t->unit_g = rt_aligned_alloc(64, (size_t)t->umax * sizeof(float));
+    if (t->embed_len) t->embed_g = rt_aligned_alloc(64, (size_t)t->embed_len * sizeof(float));
+    if (!t->own_p || !t->own_g || !t->unit_p || !t->unit_g || (t->embed_len && !t->embed_g)) return RT_ENOMEM;
+    memset(t->own_p, 0, (size_t)S * sizeof(float));
+    if (b > a) memcpy(t->own_p, m->params + a, (size_t)(b - a) * sizeof(float));
+    free(m->params);
+    free(m->grads);
+    m->params = m->grads = NULL;
+    return 0;
+}
+
+/* Level 3 hooks (student/model.h): gather the unit before it runs (the embedding's backward
+ * reads no weights), point the model at it; after its backward, reduce-scatter its local
+ * gradient into own_g — except the tied head's, which the embedding's backward adds to. */
+static int unit_begin(void *ctx, int64_t u, bool bwd) {
+    tr_trainer *t = ctx;
+    sm_model *m = t->m;
+    int64_t lo, hi;
+    sm_unit_range(m, u, &lo, &hi);
+    if (!(u == 0 && bwd)) {
+        int rc = zr_range_gather(&t->z, t->comm, t->own_p, lo, hi, t->unit_p, -1);
+        if (rc) return rc;
+    }
+    m->params = t->unit_p;
+    m->base = lo;
+    if (bwd) {
+        bool emb = tied(m) && (u == 0 || u == m->L + 2);
+        m->grads = emb ? t->embed_g : t->unit_g;
+        if (!(emb && u == 0)) memset(m->grads, 0, (size_t)(hi - lo) * sizeof(float));
+    }
+    return 0;
+}
+
+static int unit_end(void *ctx, int64_t u, bool bwd) {
+    tr_trainer *t = ctx;
+    sm_model *m = t->m;
+    int rc = 0;
+    if (bwd && !(tied(m) && u == m->L + 2)) {
+        int64_t lo, hi;
+        sm_unit_range(m, u, &lo, &hi);
+        rc = zr_range_reduce_scatter_add(&t->z, t->comm, m->grads, lo, hi, t->own_g, t->unit_p, t->unit_p_len);
+    }
+    m->params = m->grads = NULL;
+    m->base = 0;
+    return rc;
 }
 
 int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out) {
@@ -94,7 +169,9 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
     t->comm = comm;
     zr_layout_init(&t->z, m->n_params, rank, P, o->zero);
     t->mbase = o->zero ? (int64_t)rank * t->z.shard : 0;
-    if (t->z.padded > m->n_params && (rc = sm_pad_flat(m, t->z.padded))) { tr_free(t); return rc; }
+    if (o->zero == 3) rc = shard_model(t);
+    else if (t->z.padded > m->n_params) rc = sm_pad_flat(m, t->z.padded);
+    if (rc) { tr_free(t); return rc; }
     int64_t T = o->batch * t->N, all = T * o->grad_accum, ns = zr_state_len(&t->z);
     t->mom1 = rt_aligned_alloc(64, (size_t)ns * sizeof(float));
     t->mom2 = rt_aligned_alloc(64, (size_t)ns * sizeof(float));
@@ -122,7 +199,28 @@ void tr_free(tr_trainer *t) {
     free(t->doc_start);
     free(t->posi);
     free(t->target);
+    free(t->own_p);
+    free(t->own_g);
+    free(t->unit_p);
+    free(t->unit_g);
+    free(t->embed_g);
     free(t);
+}
+
+int tr_memory(const tr_trainer *t, tr_buffer out[TR_MAX_BUFFERS]) {
+    const sm_model *m = t->m;
+    int64_t flat = t->z.padded > m->n_params ? t->z.padded : m->n_params, ns = zr_state_len(&t->z), n = 0;
+    bool z3 = t->z.level == 3;
+    out[n++] = (tr_buffer){"params", (z3 ? t->z.shard : flat) * 4};
+    out[n++] = (tr_buffer){"grads", (z3 ? t->z.shard : flat) * 4};
+    out[n++] = (tr_buffer){"adam_m", ns * 4};
+    out[n++] = (tr_buffer){"adam_v", ns * 4};
+    if (z3) {
+        out[n++] = (tr_buffer){"unit_params", t->unit_p_len * 4};
+        out[n++] = (tr_buffer){"unit_grads", t->umax * 4};
+        if (t->embed_g) out[n++] = (tr_buffer){"embed_grads", t->embed_len * 4};
+    }
+    return (int)n;
 }
 
 int64_t tr_steps_done(const tr_trainer *t) { return t->step; }
@@ -160,23 +258,35 @@ int tr_step(tr_trainer *t, tr_stats *st) {
     skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * t->o.batch * A));
     int rc = 0;
     if (P > 1 && (rc = comm_allreduce(t->comm, &total, &total, 1, RT_DT_I64, COMM_SUM))) return step_fail(rc);
-    memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
+    bool z3 = z->level == 3;
+    /* flat element i ∈ [lo, hi) of the parameters / reduced gradient: pg[i − g0], gg[i − g0] */
+    float *pg = z3 ? t->own_p : m->params, *gg = z3 ? t->own_g : m->grads;
+    int64_t g0 = z3 ? t->mbase : 0;
+    if (z3) memset(t->own_g, 0, (size_t)z->shard * sizeof(float));
+    else memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
     double loss_sum = 0;
     float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
+    sm_hooks hooks = {unit_begin, unit_end, t};
     for (int64_t a = 0; a < A; a++) {
         sm_batch b = {T, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T};
         double ls;
-        if ((rc = sm_forward_backward(m, t->acts, &b, scale, &ls, t->pool))) return rc;
+        if ((rc = sm_forward_backward_hooked(m, t->acts, &b, scale, &ls, z3 ? &hooks : NULL, t->pool))) {
+            if (z3) {   /* a failed pass may stop inside a unit */
+                m->params = m->grads = NULL;
+                m->base = 0;
+            }
+            return rc;
+        }
         loss_sum += ls;
     }
     double sumsq = 0;
     if (P > 1 && (rc = comm_allreduce(t->comm, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM))) return step_fail(rc);
     if ((rc = zr_reduce_grads(z, t->comm, m->grads))) return step_fail(rc);
-    if ((rc = zr_grad_sumsq(z, t->comm, m->grads, t->pool, &sumsq))) return step_fail(rc);
+    if ((rc = zr_grad_sumsq(z, t->comm, z3 ? t->own_g : m->grads, t->pool, &sumsq))) return step_fail(rc);
     double norm = sqrt(sumsq);
     if (t->o.clip > 0) {
         double coef = t->o.clip / (norm + 1e-6);
-        if (coef < 1.0) vec_scale(m->grads + z->lo, (size_t)(z->hi - z->lo), (float)coef, t->pool);
+        if (coef < 1.0) vec_scale(gg + (z->lo - g0), (size_t)(z->hi - z->lo), (float)coef, t->pool);
     }
     double lr = tr_lr_at(&t->o, t->step);
     t->step++;
@@ -186,7 +296,7 @@ int tr_step(tr_trainer *t, tr_stats *st) {
         if (a >= b) continue;
         adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
                            .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
-        adamw_step(m->params + a, m->grads + a, t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase), (size_t)(b - a), &h,
+        adamw_step(pg + (a - g0), gg + (a - g0), t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase), (size_t)(b - a), &h,
                    t->pool);
     }
     if ((rc = zr_gather_params(z, t->comm, m->params))) return step_fail(rc);
@@ -228,27 +338,72 @@ static int write_state(const tr_trainer *t, const char *dir) {
     return rc;
 }
 
-/* m1, m2: the full moments, in the flat layout. */
-static int write_optimizer(const tr_trainer *t, const float *m1, const float *m2, const char *dir, bool master) {
-    const sm_model *m = t->m;
-    size_t n = m->n_tensors * (master ? 3 : 2);
+/* Where a checkpoint's tensors come from: whole arrays in the flat layout (levels 0–2, and
+ * tr_save_external), or at level 3 the ranks' parts, gathered on rank 0 tensor by tensor.
+ * At level 3 every rank makes the same gathers in the same order — the model file's
+ * tensors (parameters), then per tensor exp_avg, exp_avg_sq and (BF16 model) master, as
+ * the files list them: rank 0 as its writers ask for them, then ckpt_drain the rest (all
+ * of them on the other ranks, and after a failed write on rank 0), so that no rank waits. */
+typedef struct {
+    const tr_trainer *t;
+    const float *full[3];        /* exp_avg, exp_avg_sq, parameters: [n] each (not level 3) */
+    const float *own[3];         /* level 3: the same, this rank's parts [S] */
+    bool z3, master;
+    float *buf;                  /* level 3, rank 0: one tensor */
+    int64_t calls, total;        /* level 3: gathers done, and due */
+} ckpt_src;
+
+/* Level 3: gather number k of the sequence above (out: rank 0's buffer, or NULL). */
+static int ckpt_gather(ckpt_src *c, float *out) {
+    const sm_model *m = c->t->m;
+    int64_t k = c->calls++, nt = (int64_t)m->n_tensors, per = c->master ? 3 : 2;
+    int64_t ti = k < nt ? k : (k - nt) / per, kind = k < nt ? 2 : (k - nt) % per;
+    const sm_tensor *x = &m->tensors[ti];
+    return zr_range_gather(&c->t->z, c->t->comm, c->own[kind], x->offset, x->offset + x->numel, out, 0);
+}
+
+static int ckpt_drain(ckpt_src *c) {
+    int rc = 0;
+    while (c->z3 && !rc && c->calls < c->total) rc = ckpt_gather(c, c->buf);
+    return rc;
+}
+
+static int fetch_param(void *ctx, const sm_tensor *x, float *dst) {
+    (void)x;   /* the next gather is this tensor's: sm_save_fetch asks in the model's order */
+    return ckpt_gather(ctx, dst);
+}
+
+static int get_state(void *ctx, size_t k, const void **data) {
+    ckpt_src *c = ctx;
+    size_t per = c->master ? 3 : 2;
+    const sm_tensor *x = &c->t->m->tensors[k / per];
+    if (!c->z3) {
+        *data = c->full[k % per] + x->offset;
+        return 0;
+    }
+    *data = c->buf;
+    return ckpt_gather(c, c->buf);
+}
+
+static int write_optimizer(ckpt_src *c, const char *dir) {
+    const sm_model *m = c->t->m;
+    size_t per = c->master ? 3 : 2, n = m->n_tensors * per;
     st_wtensor *ts = rt_calloc(n, sizeof *ts);
     char (*names)[128] = rt_calloc(n, sizeof *names);
     char *path = rt_path_join(dir, "optimizer.safetensors");
     int rc = (!ts || !names || !path) ? RT_ENOMEM : 0;
     for (size_t i = 0, k = 0; !rc && i < m->n_tensors; i++) {
         const sm_tensor *x = &m->tensors[i];
-        const float *src[3] = {m1 + x->offset, m2 + x->offset, m->params + x->offset};
         static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
-        for (int s = 0; s < (master ? 3 : 2); s++, k++) {
+        for (size_t s = 0; s < per; s++, k++) {
             snprintf(names[k], sizeof names[k], "%s%s", pre[s], x->name);
-            ts[k] = (st_wtensor){names[k], RT_DT_F32, x->ndim, {x->shape[0], x->shape[1]}, src[s]};
+            ts[k] = (st_wtensor){names[k], RT_DT_F32, x->ndim, {x->shape[0], x->shape[1]}, NULL};
         }
     }
     char step[32];
-    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    snprintf(step, sizeof step, "%lld", (long long)c->t->step);
     json_t *meta = json_pack("{s:s,s:s,s:s}", "format", "retort-adamw", "version", "1", "step", step);
-    if (!rc) rc = meta ? st_write(path, ts, n, meta) : RT_ENOMEM;
+    if (!rc) rc = meta ? st_write_stream(path, ts, n, meta, get_state, c) : RT_ENOMEM;
     json_decref(meta);
     free(path);
     free(names);
@@ -267,7 +422,8 @@ static int remove_tree(const char *dir) {
     return rmdir(dir) && errno != ENOENT ? rt_fail(RT_EIO, "%s: cannot remove (%s)", dir, strerror(errno)) : 0;
 }
 
-static int save_files(const tr_trainer *t, const float *m1, const float *m2, const char *dir, rt_dtype model_dtype) {
+static int save_files(ckpt_src *c, const char *dir, rt_dtype model_dtype) {
+    const tr_trainer *t = c->t;
     size_t len = strlen(dir);
     char *tmp = rt_malloc(len + 16), *old = rt_malloc(len + 16);
     int rc = (!tmp || !old) ? RT_ENOMEM : 0;
@@ -277,8 +433,8 @@ static int save_files(const tr_trainer *t, const float *m1, const float *m2, con
         rc = remove_tree(tmp);
     }
     if (!rc && mkdir(tmp, 0755)) rc = rt_fail(RT_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
-    if (!rc) rc = sm_save(t->m, tmp, model_dtype);
-    if (!rc) rc = write_optimizer(t, m1, m2, tmp, model_dtype != RT_DT_F32);
+    if (!rc) rc = c->z3 ? sm_save_fetch(t->m, tmp, model_dtype, fetch_param, c) : sm_save(t->m, tmp, model_dtype);
+    if (!rc) rc = write_optimizer(c, tmp);
     if (!rc) rc = write_state(t, tmp);
     if (!rc && rt_is_dir(dir)) {
         rc = remove_tree(old);
@@ -291,32 +447,49 @@ static int save_files(const tr_trainer *t, const float *m1, const float *m2, con
     return rc;
 }
 
-/* Collective with more than one rank: the moments' parts are gathered on rank 0, which
- * writes everything (the parameters are whole on every rank); its status is broadcast. */
+/* Collective with more than one rank. Levels 1, 2: the moments' parts are gathered on rank 0,
+ * which writes everything (the parameters are whole on every rank). Level 3: rank 0 gathers
+ * one tensor at a time as it writes (ckpt_src). Rank 0's status is broadcast. */
 int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
     const zr_layout *z = &t->z;
-    int rc = 0, sharded = z->level > 0 && z->ranks > 1, root = z->rank == 0;
+    const sm_model *m = t->m;
+    int rc = 0, z3 = z->level == 3, sharded = !z3 && z->level > 0 && z->ranks > 1, root = z->rank == 0;
+    bool master = model_dtype != RT_DT_F32;
+    ckpt_src c = {.t = t, .full = {t->mom1, t->mom2, m->params}, .own = {t->mom1, t->mom2, t->own_p}, .z3 = z3,
+                  .master = master, .total = (int64_t)m->n_tensors * (master ? 4 : 3)};
     float *m1 = NULL, *m2 = NULL;
-    if (sharded) {
+    if (sharded || z3) {
         int32_t ok = 1;
-        if (root) {
+        if (root && sharded) {
             m1 = rt_aligned_alloc(64, (size_t)z->padded * sizeof(float));
             m2 = rt_aligned_alloc(64, (size_t)z->padded * sizeof(float));
             ok = m1 && m2;
+        } else if (root) {
+            int64_t big = 0;
+            for (size_t i = 0; i < m->n_tensors; i++) big = m->tensors[i].numel > big ? m->tensors[i].numel : big;
+            ok = (c.buf = rt_malloc((size_t)big * sizeof(float))) != NULL;
         }
-        rc = comm_broadcast(t->comm, &ok, 1, RT_DT_I32, 0);
-        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "gathering the optimizer state on rank 0");
-        if (!rc) rc = zr_gather_state(z, t->comm, t->mom1, m1, 0);
-        if (!rc) rc = zr_gather_state(z, t->comm, t->mom2, m2, 0);
+        rc = z->ranks > 1 ? comm_broadcast(t->comm, &ok, 1, RT_DT_I32, 0) : 0;
+        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "gathering the checkpoint on rank 0");
+        if (!rc && sharded) rc = zr_gather_state(z, t->comm, t->mom1, m1, 0);
+        if (!rc && sharded) rc = zr_gather_state(z, t->comm, t->mom2, m2, 0);
         if (rc) {
             free(m1);
             free(m2);
+            free(c.buf);
             return rt_errorf(rc, "saving checkpoint %s", dir);
         }
+        if (sharded) {
+            c.full[0] = m1;
+            c.full[1] = m2;
+        }
     }
-    if (!rc && root) rc = save_files(t, sharded ? m1 : t->mom1, sharded ? m2 : t->mom2, dir, model_dtype);
+    if (root) rc = save_files(&c, dir, model_dtype);
+    int drc = ckpt_drain(&c);   /* level 3: the gathers rank 0's writers did not ask for */
+    if (!rc) rc = drc;
     free(m1);
     free(m2);
+    free(c.buf);
     if (z->ranks > 1) {
         int32_t r0 = rc;
         int brc = comm_broadcast(t->comm, &r0, 1, RT_DT_I32, 0);
@@ -337,9 +510,12 @@ static int read_moments(tr_trainer *t, const char *dir) {
     const zr_layout *z = &t->z;
     for (size_t i = 0; i < m->n_tensors && !rc; i++) {
         const sm_tensor *x = &m->tensors[i];
-        /* moments: only this rank's part [lo, hi) of the tensor; master weights: all of it */
+        /* moments: only this rank's part [lo, hi) of the tensor; master weights: all of it
+         * (level 3: the part too) */
         int64_t a = x->offset > z->lo ? x->offset : z->lo, b = x->offset + x->numel < z->hi ? x->offset + x->numel : z->hi;
-        float *dst[3] = {t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase), m->params + x->offset};
+        bool z3 = z->level == 3;
+        float *dst[3] = {t->mom1 + (a - t->mbase), t->mom2 + (a - t->mbase),
+                         z3 ? t->own_p + (a - t->mbase) : m->params + x->offset};
         static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
         for (int s = 0; s < 3 && !rc; s++) {
             char name[160];
@@ -350,7 +526,7 @@ static int read_moments(tr_trainer *t, const char *dir) {
             else if (st->dtype != RT_DT_F32 || (int64_t)st->nelem != x->numel)
                 rc = rt_fail(RT_EFORMAT, "optimizer.safetensors: %s is %s with %zu elements, F32 with %lld expected", name,
                              rt_dtype_name(st->dtype), st->nelem, (long long)x->numel);
-            else if (s == 2) memcpy(dst[s], st->data, st->nbytes);
+            else if (s == 2 && !z3) memcpy(dst[s], st->data, st->nbytes);
             else if (a < b) memcpy(dst[s], (const float *)st->data + (a - x->offset), (size_t)(b - a) * sizeof(float));
         }
     }
@@ -401,7 +577,8 @@ int tr_resume(tr_trainer *t, const char *dir) {
 int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
                      int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype) {
     tr_trainer t = {.m = (sm_model *)m, .o = *o, .step = step, .pos = *pos, .N = seq_len};
-    int rc = save_files(&t, m1, m2, dir, model_dtype);
+    ckpt_src c = {.t = &t, .full = {m1, m2, m->params}, .master = model_dtype != RT_DT_F32};
+    int rc = save_files(&c, dir, model_dtype);
     return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
 }
 

@@ -28,10 +28,22 @@
  * the global step) and the summed gradient is the 1-rank gradient of the same global batch.
  * Gradients are allreduced (levels 0, 1) or reduce-scattered (2); the norm is allreduced
  * from the ranks' parts; each rank updates its part and the parameters are all-gathered.
+ * Level 3 (ZeRO-3): tr_create_dp keeps only this rank's part of the model's parameters and
+ * frees the whole buffers (the model's params and grads stay NULL between steps: tr_model
+ * gives the shapes, not the weights); in the step each unit (student/model.h: embedding,
+ * layer, final norm, head) is all-gathered into a one-unit buffer right before its forward
+ * and again before its backward, and its local gradient is reduce-scattered as soon as its
+ * backward ends (a tied embedding's gradient, begun by the head, when the embedding's
+ * backward ends), each rank adding its part to its reduced gradient [S]. A rank then holds
+ * S = ⌈n/P⌉ parameters, gradients and two moments, one unit's parameters and gradient, and
+ * (tied) the embedding's gradient: tr_memory lists them. Micro-batches are reduced one by
+ * one (with grad_accum 1 a step gives level 2's bits at the same P).
  * Stats are global (tokens of all ranks, loss over all targets), the same on every rank.
  * tr_save is collective: the AdamW moments are gathered on rank 0, which alone writes the
- * checkpoint in the 1-rank format, so a checkpoint resumes at any rank count (tr_resume:
- * every rank reads the files and keeps its part). Without a comm nothing changes: one rank,
+ * checkpoint in the 1-rank format, so a checkpoint resumes at any rank count and level
+ * (tr_resume: every rank reads the files and keeps its part). At level 3 rank 0 gathers
+ * and writes one tensor at a time (parameters, then moments and master weights), so it
+ * never holds more than the largest tensor of them. Without a comm nothing changes: one rank,
  * level 0, bit for bit the earlier trainer.
  * Errors: RT_EINVAL (options; P > 1 with fewer sequences in the data than one step reads),
  * RT_EINTERNAL (a collective), RT_EFORMAT (a checkpoint that does not fit), RT_EIO, RT_ENOMEM.
@@ -59,7 +71,7 @@ typedef struct {
     uint64_t seed;                      /* data order (and, in the CLI, --init weights) */
     bool checkpoint_layers;             /* recompute each layer's forward in the backward */
     int64_t ce_chunk;                   /* rows per cross-entropy chunk; 0: automatic */
-    int zero;                           /* data parallel: 0 replicated, 1 ZeRO-1, 2 ZeRO-2 (student/zero.h) */
+    int zero;                           /* data parallel: 0 replicated, 1 ZeRO-1, 2 ZeRO-2, 3 ZeRO-3 (student/zero.h) */
 } tr_options;
 
 typedef struct {
@@ -83,6 +95,17 @@ int tr_step(tr_trainer *t, tr_stats *out);
 int64_t tr_steps_done(const tr_trainer *t);
 const sm_model *tr_model(const tr_trainer *t);
 int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype);
+/* The parameter, gradient and optimizer buffers this rank holds (activations, the batch and
+ * the kernels' scratch aside), each by name and size in bytes: "params", "grads" (the
+ * model's whole flat buffers at levels 0–2, the own parts [S] at level 3), "adam_m",
+ * "adam_v", and at level 3 "unit_params", "unit_grads" and (tied embeddings) "embed_grads".
+ * Returns how many were filled. */
+#define TR_MAX_BUFFERS 8
+typedef struct {
+    const char *name;
+    int64_t bytes;
+} tr_buffer;
+int tr_memory(const tr_trainer *t, tr_buffer out[TR_MAX_BUFFERS]);
 int tr_resume(tr_trainer *t, const char *dir);
 /* The same checkpoint for a trainer whose state lives elsewhere (the GPU path,
  * student/gpu_train.h): m->params hold the f32 weights and m1, m2 the AdamW moments, all in

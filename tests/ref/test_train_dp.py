@@ -1,5 +1,5 @@
 """Data-parallel `retort train` under mpirun (MPI backend of core/comm, 1–4 ranks on this
-machine): ZeRO-0/1/2 at 2 and 4 ranks against the 1-rank run of the same global batch, step
+machine; ZeRO-3 in test_train_zero3.py): ZeRO-0/1/2 at 2 and 4 ranks against the 1-rank run of the same global batch, step
 by step and in the final weights and AdamW moments; a DP loss curve against PyTorch's
 (transformers Qwen2 + torch.optim.AdamW, float64) for the same global batch; exact resume of
 a DP checkpoint and resume at another rank count; the collectives the trainer uses, in place;
@@ -200,19 +200,21 @@ def read_shard(path):
     return tok, mask, docs
 
 
-def test_dp_loss_curve_matches_pytorch(retort_bin, tools_dir, tmp_path):
+@pytest.mark.parametrize("zero", [2, 3])
+def test_dp_loss_curve_matches_pytorch(retort_bin, tools_dir, tmp_path, zero):
     """4 ranks × batch 2 = every sequence of an 8-sequence shard each step, so the data order
     cannot matter; PyTorch runs the same model (transformers Qwen2, float64, per document) and
-    AdamW (decay on matrices, clipping) from the same initial weights."""
+    AdamW (decay on matrices, clipping) from the same initial weights. ZeRO-2, and ZeRO-3
+    (parameters sharded too, gathered per layer: tests/ref/test_train_zero3.py)."""
     import torch
 
     # Other test modules switch autograd off at import (torch.set_grad_enabled(False)), and
     # pytest imports them all before running anything: turn it on for this test only.
     with torch.enable_grad():
-        _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path)
+        _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path, zero)
 
 
-def _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path):
+def _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path, zero=2):
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -225,7 +227,7 @@ def _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path):
     model.save_pretrained(str(tmp_path / "init"), safe_serialization=True)   # read by retort as F64
     steps, lr, wd, clip = 6, 2e-3, 0.1, 0.5
     train(retort_bin, 4, "--model", str(tmp_path / "init"), "--data", str(d), "--batch", "2", "--steps", str(steps),
-          "--lr", str(lr), "--schedule", "constant", "--weight-decay", str(wd), "--clip", str(clip), "--zero", "2",
+          "--lr", str(lr), "--schedule", "constant", "--weight-decay", str(wd), "--clip", str(clip), "--zero", str(zero),
           "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl"))
     ours = read_log(tmp_path / "l.jsonl")
 
@@ -252,7 +254,7 @@ def _dp_loss_curve_vs_pytorch(retort_bin, tools_dir, tmp_path):
         norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
         opt.step()
         ref.append((float(loss.detach()), norm))
-    print("worst relative loss / norm difference vs torch:",
+    print(f"ZeRO-{zero}: worst relative loss / norm difference vs torch:",
           max(abs(r["loss"] - l) / l for (l, _), r in zip(ref, ours)),
           max(abs(r["grad_norm"] - n) / n for (_, n), r in zip(ref, ours)))
     for (l_ref, n_ref), r in zip(ref, ours):
@@ -325,7 +327,7 @@ def test_epochs_count_the_sequences_of_all_ranks(retort_bin, data, cfg, tmp_path
     assert [r["step"] for r in read_log(tmp_path / "l.jsonl")] == [1, 2, 3, 4, 5]   # 40 / (1 × 2 × 4)
 
 
-@pytest.mark.parametrize("value,needle", [("3", "not implemented"), ("5", "--zero"), ("x", "--zero")])
+@pytest.mark.parametrize("value,needle", [("4", "--zero"), ("5", "--zero"), ("x", "--zero")])
 def test_bad_zero_level_is_a_usage_error(retort_bin, data, cfg, value, needle):
     p = run([retort_bin, "train", "--init", cfg, "--data", data, "--batch", "1", "--steps", "1", "--lr", "1e-3",
              "--out", "/tmp/x", "--zero", value])

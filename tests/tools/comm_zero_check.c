@@ -1,8 +1,11 @@
 /* tests/tools/comm_zero_check.c — the collectives the data-parallel trainer uses, in the
  * forms it uses them (student/zero.c), checked against a serial computation each rank does
  * from all ranks' inputs: reduce-scatter in place (recv = send + rank·n), all-gather in place
- * (send = recv + rank·n), gather to every root (separate and in place at the root), and the
- * node-local rank/size on one machine. Run under mpirun with any rank count (or alone).
+ * (send = recv + rank·n), gather to every root (separate and in place at the root), the
+ * node-local rank/size on one machine, and ZeRO-3's range collectives (student/zero.h) on
+ * ranges that start and end inside ranks' parts, span several or lie in one: all-gather,
+ * gather to a root, and the reduce-scatter-add against the rank-ordered serial sum, bit for
+ * bit, with a scratch big enough for one round and one that forces many. Run under mpirun with any rank count (or alone).
  * Prints "rank R/P: N passed, M failed"; exit 1 on any failure. */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 
 #include "core/comm.h"
 #include "core/status.h"
+#include "student/zero.h"
 
 static int passed, failed, rank;
 
@@ -65,6 +69,47 @@ int main(void) {
             if (rank == root) EXPECT(!memcmp(full, want, all * 4), "in-place gather to %d n %zu", root, n);
         }
         free(mine); free(buf); free(want); free(full);
+    }
+    /* ZeRO-3 ranges over a flat buffer of n elements: the layout's parts, values val(r, i) */
+    static const int64_t flat[] = {1, 100, 1003};
+    for (size_t k = 0; k < sizeof flat / sizeof *flat; k++) {
+        int64_t n = flat[k];
+        zr_layout z;
+        zr_layout_init(&z, n, rank, P, 3);
+        float *own = malloc((size_t)z.shard * 4), *out = malloc((size_t)n * 4), *stage = malloc((size_t)n * 4 + 64 * P);
+        float *unit = malloc((size_t)n * 4), *acc = malloc((size_t)z.shard * 4);
+        for (int64_t i = 0; i < z.shard; i++) own[i] = (float)(rank * z.shard + i < n ? rank * z.shard + i : -7);
+        const int64_t ranges[][2] = {{0, n}, {n / 3, n / 3 + 1}, {n / 5, n - n / 7}, {n - 1, n}, {n / 2, n / 2}};
+        for (size_t q = 0; q < sizeof ranges / sizeof *ranges; q++) {
+            int64_t lo = ranges[q][0], hi = ranges[q][1], len = hi - lo;
+            for (int root = -1; root < P; root++) {
+                for (int64_t i = 0; i < len; i++) out[i] = -1.0f;
+                EXPECT(!zr_range_gather(&z, c, own, lo, hi, root < 0 || root == rank ? out : NULL, root), "rg: %s", rt_errmsg());
+                int ok = 1;
+                for (int64_t i = 0; i < len && (root < 0 || root == rank); i++) ok &= out[i] == (float)(lo + i);
+                EXPECT(ok, "range gather [%lld, %lld) of %lld to %d", (long long)lo, (long long)hi, (long long)n, root);
+            }
+            const int64_t stages[] = {n + 16 * P, P, 3 * P + 1};   /* one round; one element a round; a few */
+            for (size_t st = 0; st < sizeof stages / sizeof *stages; st++) {
+                for (int64_t i = 0; i < len; i++) unit[i] = val(rank, (size_t)(lo + i));
+                for (int64_t i = 0; i < z.shard; i++) acc[i] = 0.25f * (float)i;
+                EXPECT(!zr_range_reduce_scatter_add(&z, c, unit, lo, hi, acc, stage, stages[st]), "rs: %s", rt_errmsg());
+                int ok = 1;
+                for (int64_t i = 0; i < z.shard; i++) {
+                    int64_t g = rank * z.shard + i;
+                    float want = 0.25f * (float)i;
+                    if (g >= lo && g < hi) {
+                        float s = val(0, (size_t)g);
+                        for (int r = 1; r < P; r++) s += val(r, (size_t)g);
+                        want += s;
+                    }
+                    ok &= acc[i] == want;
+                }
+                EXPECT(ok, "range reduce-scatter-add [%lld, %lld) of %lld, scratch %lld", (long long)lo, (long long)hi,
+                       (long long)n, (long long)stages[st]);
+            }
+        }
+        free(own); free(out); free(stage); free(unit); free(acc);
     }
     EXPECT(comm_gather(c, &rank, NULL, 1, RT_DT_I32, P) == RT_EINVAL, "gather to a root that is not a rank accepted");
     rt_comm *dev = NULL;
