@@ -41,11 +41,16 @@ static int run_check(const char *path) {
     db_close(db);
     if (rc) return fail_db("check", path);
     printf("schema version %d (this retort: %d)\nintegrity %s\n", v, DB_SCHEMA_VERSION, report);
-    free(report);
     if (!ok) {
-        fprintf(stderr, "retort: db check %s: integrity check failed\n", path);
+        size_t lines = 1;
+        for (const char *c = report; *c; c++) lines += *c == '\n';
+        size_t first = strcspn(report, "\n");
+        fprintf(stderr, "retort: db check %s: integrity check failed: %zu problem%s (first: %.*s)\n", path, lines,
+                lines == 1 ? "" : "s", (int)first, report);
+        free(report);
         return EXIT_RUNTIME;
     }
+    free(report);
     return EXIT_OK;
 }
 
@@ -149,9 +154,8 @@ static int run_dict(const char *path, size_t cap, size_t max_samples, bool recom
     ds_db *db;
     if (db_open(path, 0, &db)) return fail_db("dict", path);
     db_dict_report r;
-    int rc = db_dict_train(db, cap, max_samples, &r);
     size_t n = 0;
-    if (!rc && recompress) rc = db_recompress(db, &n);
+    int rc = recompress ? db_dict_train_recompress(db, cap, max_samples, &r, &n) : db_dict_train(db, cap, max_samples, &r);
     db_close(db);
     if (rc) return fail_db("dict", path);
     printf("dictionary %lld: %zu bytes, trained on %zu samples (%zu bytes of text)\n", (long long)r.dict_id,

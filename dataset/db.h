@@ -140,7 +140,13 @@ typedef struct {
     size_t dict_bytes, samples, text_bytes, plain_bytes, dict_zstd_bytes;
 } db_dict_report;
 int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep);
-/* Rewrites every sample's text with the current dictionary; *rewritten counts them. */
+/* Rewrites every sample's text with the current dictionary, in transactions of 2000
+ * samples; *rewritten counts them. Then deletes the dictionaries no row refers to any more. */
 int db_recompress(ds_db *db, size_t *rewritten);
+/* db_dict_train, then db_recompress, where the dictionary's row is written in the same
+ * transaction as the first rewritten samples: a run killed or failing before that commit
+ * leaves no dictionary behind, one killed later leaves it in use (a rerun recompresses the
+ * rest and deletes what it superseded). */
+int db_dict_train_recompress(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten);
 
 #endif
