@@ -460,8 +460,13 @@ static int collect_rows(ds_db *db, const char *sql, check_report *r, const char 
             o += snprintf(line + o, sizeof line - (size_t)o, c ? " %s" : "%s", t ? t : "NULL");
         }
         if (skip_ok && !strcmp(line, skip_ok)) continue;
-        if (!strncmp(line, "*** in database ", 16)) continue; /* a heading, not a problem */
-        if (report_line(r, line)) { sqlite3_finalize(st); return RT_ENOMEM; }
+        const char *l = line;
+        if (!strncmp(l, "*** in database ", 16)) { /* a heading, not a problem */
+            const char *nl = strchr(l, '\n');
+            if (!nl) continue;
+            l = nl + 1;
+        }
+        if (report_line(r, l)) { sqlite3_finalize(st); return RT_ENOMEM; }
     }
     sqlite3_finalize(st);
     if (s == SQLITE_OK) return 0;
