@@ -495,7 +495,8 @@ static void print_help(FILE *out) {
     fprintf(out,
             "retort — distill reasoning models: teacher generation, filtering, student training, evaluation\n"
             "\n"
-            "usage: retort [--log-level debug|info|warn|error|quiet] COMMAND [ARGS]\n"
+            "usage: retort [--log-level debug|info|warn|error|quiet] [--verbose] COMMAND [ARGS]\n"
+            "  (--verbose: --log-level debug; errors also show the failing call and source line)\n"
             "\n"
             "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
@@ -521,6 +522,11 @@ int main(int argc, char **argv) {
     while (i < argc && argv[i][0] == '-') {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { print_help(stdout); return EXIT_OK; }
         if (!strcmp(argv[i], "--version")) return cmd_version(1, argv);
+        if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
+            rt_log_set_level(RT_LOG_DEBUG);
+            i++;
+            continue;
+        }
         if (!strcmp(argv[i], "--log-level") && i + 1 < argc) {
             int lv = rt_log_parse_level(argv[i + 1]);
             if (lv < 0) {
