@@ -466,6 +466,8 @@ static int collect_rows(ds_db *db, const char *sql, check_report *r, const char 
             if (!nl) continue;
             l = nl + 1;
         }
+        size_t ll = strlen(l);
+        while (ll && (l[ll - 1] == '\n' || l[ll - 1] == ' ')) line[(l - line) + --ll] = 0;
         if (report_line(r, l)) { sqlite3_finalize(st); return RT_ENOMEM; }
     }
     sqlite3_finalize(st);
