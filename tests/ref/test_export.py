@@ -153,3 +153,37 @@ def test_dictionary_beats_plain_zstd_and_keeps_text(retort_bin, assets, tmp_path
     assert export(retort_bin, db, "chat-jsonl", str(tmp_path / "c.jsonl"))[-1]["messages"][-1]["content"] == \
         "1+1=2\n#### 2"
     assert run([retort_bin, "db", "check", db]).returncode == 0
+
+
+def test_stale_temporaries_of_the_target_are_removed(retort_bin, assets, tmp_path):
+    """A killed export leaves OUT.tmp.XXXXXX; the next export to OUT removes it. A temporary
+    that a live writer holds (flock) and those of other targets stay."""
+    import fcntl
+    db = str(tmp_path / "run.db")
+    assert run([retort_bin, "import", "--db", db, "--format", "aime", bench_file(assets, "aime24_test")]).returncode == 0
+    out = tmp_path / "out.jsonl"
+    dead = tmp_path / "out.jsonl.tmp.k1LLed"
+    live = tmp_path / "out.jsonl.tmp.L1veW2"
+    other = tmp_path / "other.jsonl.tmp.k1LLed"
+    for f in (dead, live, other):
+        f.write_text("partial")
+    with open(live, "r+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        recs = export(retort_bin, db, "jsonl", str(out))
+        assert len(recs) == 30
+        assert not dead.exists() and live.exists() and other.exists()
+    assert sorted(os.listdir(tmp_path)) == sorted(["run.db", "run.db-wal", "run.db-shm", "out.jsonl", live.name, other.name])
+
+
+def test_failed_export_leaves_no_temporary(retort_bin, assets, tmp_path):
+    db = str(tmp_path / "run.db")
+    src = tmp_path / "c.jsonl"
+    write_jsonl(src, chat_rows(assets, 20))
+    assert run([retort_bin, "import", "--db", db, "--format", "chat", "--as-samples", str(src)]).returncode == 0
+    con = sqlite3.connect(db)
+    con.execute("UPDATE samples SET text = x'00112233' WHERE id = 7")  # not a zstd frame
+    con.commit()
+    con.close()
+    p = run([retort_bin, "export", "--db", db, "--format", "chat-jsonl", "--out", str(tmp_path / "o.jsonl")])
+    assert_one_error_line(p, "sample 7")
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("o.jsonl")]
