@@ -181,17 +181,17 @@ static int run_snapshot(const char *path, const char *name, const char *source, 
         "AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0))) ORDER BY s.id";
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
-    int rc = sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK ? 0 : rt_fail(RT_EINTERNAL, "%s", sqlite3_errmsg(h));
+    int s = sqlite3_prepare_v2(h, sql, -1, &st, NULL);
+    int rc = s == SQLITE_OK ? 0 : db_fail(db, s, "selecting samples");
     if (!rc) {
         if (source) sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
         if (teacher) sqlite3_bind_text(st, 2, teacher, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 3, passed);
-        int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
             if (rt_grow((void **)&ids, &cap, n + 1, sizeof *ids)) { rc = RT_ENOMEM; break; }
             ids[n++] = sqlite3_column_int64(st, 0);
         }
-        if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EIO, "selecting samples: %s", sqlite3_errmsg(h));
+        if (!rc && s != SQLITE_DONE) rc = db_fail(db, s, "selecting samples");
     }
     sqlite3_finalize(st);
     json_t *cfg = json_pack("{s:s?,s:s?,s:b}", "source", source, "teacher", teacher, "passed_all_filters", passed);

@@ -426,6 +426,11 @@ void db_close(ds_db *db) {
 
 sqlite3 *db_sqlite(ds_db *db) { return db->h; }
 
+int db_fail(ds_db *db, int s, const char *what) {
+    int rc = db_sql_fail(db->h, s, what, "(caller)", 0);
+    return what && *what ? rt_errorf(rc, "%s", what) : rc;
+}
+
 /* ---- check ---- */
 
 typedef struct {

@@ -11,11 +11,16 @@
 #include "filters/decontam.h"
 #include "filters/pipeline.h"
 
+/* "DB: WHAT: SQLite's reason" — the database file, the action, and why. */
+static int sql_fail(sqlite3 *h, const char *what) {
+    const char *f = sqlite3_db_filename(h, "main");
+    return rt_fail(RT_EINTERNAL, "%s: %s: %s", f && *f ? f : "the database", what, sqlite3_errmsg(h));
+}
+
 #define SQL_OK(h, call, what)                                                                            \
     do {                                                                                                 \
         int s_ = (call);                                                                                 \
-        if (s_ != SQLITE_OK && s_ != SQLITE_ROW && s_ != SQLITE_DONE)                                    \
-            return rt_fail(RT_EINTERNAL, "%s: %s", (what), sqlite3_errmsg(h));                           \
+        if (s_ != SQLITE_OK && s_ != SQLITE_ROW && s_ != SQLITE_DONE) return sql_fail((h), (what));     \
     } while (0)
 
 enum { REASON_MAX = 400 };
@@ -266,7 +271,7 @@ static int read_batch(ds_db *db, sqlite3_stmt *st, unsigned todo, int64_t *last,
         it->todo = todo & ~done;
         if (!it->gold) it->todo &= ~(1u << FP_VERIFY);
     }
-    if (!rc && s != SQLITE_DONE && s != SQLITE_ROW) rc = rt_fail(RT_EINTERNAL, "reading samples: %s", sqlite3_errmsg(h));
+    if (!rc && s != SQLITE_DONE && s != SQLITE_ROW) rc = sql_fail(h, "reading samples");
     sqlite3_reset(st); /* releases the read before the batch is written */
     return rc;
 }
@@ -525,7 +530,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
         }
         n++;
     }
-    if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading samples for dedup: %s", sqlite3_errmsg(h));
+    if (!rc && s != SQLITE_DONE) rc = sql_fail(h, "reading samples for dedup");
     sqlite3_finalize(st);
     size_t *cl = NULL, *pick = NULL, *size = NULL;
     if (!rc && n_new) {
@@ -572,7 +577,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
                                        "(?1, ?2, ?3, ?4) ON CONFLICT (method, sample_id) DO UPDATE SET "
                                        "cluster = excluded.cluster, representative = excluded.representative",
                                     -1, &ci, NULL);
-        if (ps != SQLITE_OK) rc = rt_fail(RT_EINTERNAL, "preparing clusters insert: %s", sqlite3_errmsg(h));
+        if (ps != SQLITE_OK) rc = sql_fail(h, "preparing clusters insert");
         /* one transaction: a run killed while writing leaves no dedup rows, and the rerun
          * clusters every sample again (never a cluster written in part) */
         if (!rc) rc = db_begin(db);
@@ -595,7 +600,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
             sqlite3_bind_int64(ci, 2, rows[i].id);
             sqlite3_bind_int64(ci, 3, rep_id);
             sqlite3_bind_int(ci, 4, is_rep);
-            if (sqlite3_step(ci) != SQLITE_DONE) { rc = rt_fail(RT_EINTERNAL, "writing clusters: %s", sqlite3_errmsg(h)); break; }
+            if (sqlite3_step(ci) != SQLITE_DONE) { rc = sql_fail(h, "writing clusters"); break; }
             char reason[REASON_MAX];
             size_t members = size[cl[i]];
             if (is_rep && members == 1) snprintf(reason, sizeof reason, "ok: no duplicate");
