@@ -44,8 +44,11 @@ int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line)
     if (h && sqlite3_errcode(h) != (s & 0xff)) msg = sqlite3_errstr(s);
     int sys = h && code == RT_EIO ? sqlite3_system_errno(h) : 0; /* the OS's reason: disk full, EFBIG, EACCES */
     /* the call and the source location are for --verbose; the message says what and why */
-    RT_DEBUG("%s failed at %s:%d: %s (SQLite code %d%s%s)", call, file, line, msg, s, sys ? ", " : "",
-             sys ? strerror(sys) : "");
+    if (file)
+        RT_DEBUG("%s failed at %s:%d: %s (SQLite code %d%s%s)", call, file, line, msg, s, sys ? ", " : "",
+                 sys ? strerror(sys) : "");
+    else
+        RT_DEBUG("%s failed: %s (SQLite code %d%s%s)", call, msg, s, sys ? ", " : "", sys ? strerror(sys) : "");
     const char *name = db_display_name(h);
     switch (s & 0xff) {
     case SQLITE_NOTADB: return rt_fail(code, "%s is not a SQLite database", name);
@@ -427,7 +430,7 @@ void db_close(ds_db *db) {
 sqlite3 *db_sqlite(ds_db *db) { return db->h; }
 
 int db_fail(ds_db *db, int s, const char *what) {
-    int rc = db_sql_fail(db->h, s, what, "(caller)", 0);
+    int rc = db_sql_fail(db->h, s, what, NULL, 0);
     return what && *what ? rt_errorf(rc, "%s", what) : rc;
 }
 
