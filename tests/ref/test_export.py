@@ -213,3 +213,43 @@ def test_export_killed_midway_leaves_a_temporary_the_next_export_removes(retort_
     recs = export(retort_bin, db, "chat-jsonl", str(out))
     assert len(recs) == 7473
     assert os.listdir(outdir) == ["chats.jsonl"]
+
+
+def test_dict_recompress_killed_leaves_no_unused_dictionary(retort_bin, assets, tmp_path):
+    """kill -9 as soon as a dictionary row is visible: it is already in use (it was committed
+    with the first rewritten batch); the rerun finishes and deletes what it superseded."""
+    import signal
+    import subprocess
+    import time
+    db = str(tmp_path / "run.db")
+    assert run([retort_bin, "import", "--db", db, "--format", "gsm8k", "--as-samples",
+                bench_file(assets, "gsm8k_train")]).returncode == 0
+    before = export(retort_bin, db, "chat-jsonl", str(tmp_path / "a.jsonl"))
+    proc = subprocess.Popen([retort_bin, "db", "dict", db, "--recompress"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            con = sqlite3.connect(db)
+            n = con.execute("SELECT COUNT(*) FROM zstd_dicts").fetchone()[0]
+            con.close()
+        except sqlite3.OperationalError:
+            n = 0
+        if n:
+            break
+        time.sleep(0.001)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    con = sqlite3.connect(db)
+    unused = con.execute("SELECT COUNT(*) FROM zstd_dicts d WHERE NOT EXISTS "
+                         "(SELECT 1 FROM samples s WHERE s.dict_id = d.id)").fetchone()[0]
+    con.close()
+    assert unused == 0
+    p = run([retort_bin, "db", "dict", db, "--recompress"])
+    assert p.returncode == 0, p.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*) FROM zstd_dicts").fetchone()[0] == 1
+    assert con.execute("SELECT COUNT(DISTINCT dict_id), COUNT(dict_id) FROM samples").fetchone() == (1, len(before))
+    con.close()
+    assert export(retort_bin, db, "chat-jsonl", str(tmp_path / "b.jsonl")) == before
