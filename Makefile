@@ -5,7 +5,7 @@
 #   make test       deps + build + every test (C unit tests, reference comparisons, CLI tests)
 #   make sanitize   the same tests under ASan + UBSan (CPU build)
 #   make bench      side-by-side benchmarks
-#   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make fuzz       libFuzzer targets (clang) in build/fuzz/; make fuzz-long runs each 10 minutes
 #   make demo       the whole pipeline on the built-in task
 
 CC      ?= cc
@@ -79,7 +79,7 @@ TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test sanitize bench fuzz demo clean tests-build gpu-test gpu-test-build gpu-bench gpu-check-cuda emu-test
+.PHONY: all deps test sanitize bench fuzz fuzz-long demo clean tests-build gpu-test gpu-test-build gpu-bench gpu-check-cuda emu-test
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -201,6 +201,24 @@ build/fuzz/libretort.a: $(FUZZ_OBJ)
 build/fuzz/%: tests/fuzz/%.c build/fuzz/libretort.a
 	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libretort.a \
 	  $(filter-out -lcudart_static -lstdc++ -lcublasLt -lcublas -lnccl,$(LDLIBS))
+
+# Every target for FUZZ_SECONDS (default 10 minutes) from its seeds (tests/fuzz/corpus/NAME,
+# read only: new inputs go to build/fuzz/work/NAME) and dictionary (tests/fuzz/NAME.dict)
+# where present; prints executions and coverage per target, logs in build/fuzz/NAME.log.
+FUZZ_SECONDS ?= 600
+fuzz-long: $(FUZZ_TARGETS)
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+	  n=$${t#build/fuzz/fuzz_}; w=build/fuzz/work/$$n; mkdir -p $$w; \
+	  seeds=; [ -d tests/fuzz/corpus/$$n ] && seeds=tests/fuzz/corpus/$$n; \
+	  dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$dict $$w $$seeds > build/fuzz/$$n.log 2>&1; rc=$$?; \
+	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' build/fuzz/$$n.log); \
+	  cov=$$(grep -o 'cov: [0-9]*' build/fuzz/$$n.log | tail -1 | cut -d' ' -f2); \
+	  printf '%-14s %12s executions  cov: %6s edges  seeds: %-3s dict: %-3s %s\n' $$n "$${execs:-?}" "$${cov:-?}" \
+	    $$([ -n "$$seeds" ] && echo yes || echo no) $$([ -n "$$dict" ] && echo yes || echo no) \
+	    "$$([ $$rc -ne 0 ] && echo "FAILED (exit $$rc, see build/fuzz/$$n.log)")"; \
+	  [ $$rc -eq 0 ] || fail=1; \
+	done; exit $$fail
 
 # The binary is built by a second make, which reads the package flags (MPI) that deps installed.
 demo: deps

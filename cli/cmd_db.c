@@ -41,11 +41,16 @@ static int run_check(const char *path) {
     db_close(db);
     if (rc) return fail_db("check", path);
     printf("schema version %d (this retort: %d)\nintegrity %s\n", v, DB_SCHEMA_VERSION, report);
-    free(report);
     if (!ok) {
-        fprintf(stderr, "retort: db check %s: integrity check failed\n", path);
+        size_t lines = 1;
+        for (const char *c = report; *c; c++) lines += *c == '\n';
+        size_t first = strcspn(report, "\n");
+        fprintf(stderr, "retort: db check %s: integrity check failed: %zu problem%s (first: %.*s)\n", path, lines,
+                lines == 1 ? "" : "s", (int)first, report);
+        free(report);
         return EXIT_RUNTIME;
     }
+    free(report);
     return EXIT_OK;
 }
 
@@ -149,9 +154,8 @@ static int run_dict(const char *path, size_t cap, size_t max_samples, bool recom
     ds_db *db;
     if (db_open(path, 0, &db)) return fail_db("dict", path);
     db_dict_report r;
-    int rc = db_dict_train(db, cap, max_samples, &r);
     size_t n = 0;
-    if (!rc && recompress) rc = db_recompress(db, &n);
+    int rc = recompress ? db_dict_train_recompress(db, cap, max_samples, &r, &n) : db_dict_train(db, cap, max_samples, &r);
     db_close(db);
     if (rc) return fail_db("dict", path);
     printf("dictionary %lld: %zu bytes, trained on %zu samples (%zu bytes of text)\n", (long long)r.dict_id,
@@ -177,17 +181,17 @@ static int run_snapshot(const char *path, const char *name, const char *source, 
         "AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0))) ORDER BY s.id";
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
-    int rc = sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK ? 0 : rt_fail(RT_EINTERNAL, "%s", sqlite3_errmsg(h));
+    int s = sqlite3_prepare_v2(h, sql, -1, &st, NULL);
+    int rc = s == SQLITE_OK ? 0 : db_fail(db, s, "selecting samples");
     if (!rc) {
         if (source) sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
         if (teacher) sqlite3_bind_text(st, 2, teacher, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 3, passed);
-        int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
             if (rt_grow((void **)&ids, &cap, n + 1, sizeof *ids)) { rc = RT_ENOMEM; break; }
             ids[n++] = sqlite3_column_int64(st, 0);
         }
-        if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EIO, "selecting samples: %s", sqlite3_errmsg(h));
+        if (!rc && s != SQLITE_DONE) rc = db_fail(db, s, "selecting samples");
     }
     sqlite3_finalize(st);
     json_t *cfg = json_pack("{s:s?,s:s?,s:b}", "source", source, "teacher", teacher, "passed_all_filters", passed);

@@ -22,7 +22,8 @@ int cmd_import(int argc, char **argv) {
         {"prompt-field", required_argument, 0, 'p'}, {"answer-field", required_argument, 0, 'a'},
         {"source", required_argument, 0, 's'},       {"as-samples", no_argument, 0, 'S'},
         {"skip-bad", no_argument, 0, 'k'},           {"batch", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'},      {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, 't'},      {"max-prompt-bytes", required_argument, 0, 'M'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     imp_options o = {0};
     const char *dbpath = NULL, *format = NULL;
@@ -44,6 +45,20 @@ int cmd_import(int argc, char **argv) {
             long long b = strtoll(optarg, &end, 10);
             if (*end || b < 1 || b > 10000000) return cli_usage_error("import", "--batch must be 1..10000000, got '%s'", optarg);
             o.batch_rows = (size_t)b;
+            break;
+        }
+        case 'M': {
+            /* bytes, or with a K, M or G suffix (powers of 1024) */
+            unsigned long long v = strtoull(optarg, &end, 10);
+            unsigned shift = 0;
+            if (*end == 'K' || *end == 'k') shift = 10;
+            else if (*end == 'M' || *end == 'm') shift = 20;
+            else if (*end == 'G' || *end == 'g') shift = 30;
+            if (shift) end++;
+            if (*end || end == optarg || optarg[0] == '-' || v < 1 || v > (1ull << 40) >> shift)
+                return cli_usage_error("import", "--max-prompt-bytes must be a positive size (bytes, or with K, M, G), got '%s'",
+                                       optarg);
+            o.max_prompt_bytes = (size_t)(v << shift);
             break;
         }
         case 't':

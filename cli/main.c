@@ -47,7 +47,8 @@ static const cli_command commands[] = {
      cmd_db},
     {"import", "load prompt sets and reference answers (JSONL) into a run database",
      "usage: retort import --db DB --format gsm8k|math|aime|jsonl|chat [--prompt-field F] [--answer-field F]\n"
-     "                     [--source NAME] [--as-samples] [--skip-bad] [--batch N] [--threads N] FILE...\n"
+     "                     [--source NAME] [--as-samples] [--skip-bad] [--max-prompt-bytes N] [--batch N]\n"
+     "                     [--threads N] FILE...\n"
      "\n"
      "  gsm8k   {question, answer ending in \"#### N\"}: gold = N\n"
      "  math    {problem, solution, answer}: gold = answer\n"
@@ -60,8 +61,11 @@ static const cli_command commands[] = {
      "  --as-samples     also store the reference answer/solution (chat: the final assistant turn)\n"
      "                   as a sample of teacher \"reference\"\n"
      "  --skip-bad       import the good lines of a file with malformed ones and report the count;\n"
-     "                   without it a malformed line (bad JSON, missing field, invalid UTF-8) aborts\n"
-     "                   that file, naming file and line, and nothing from it is imported\n"
+     "                   without it a malformed line (bad JSON, missing field, invalid UTF-8, empty\n"
+     "                   or too long prompt) aborts that file, naming file and line, and nothing\n"
+     "                   from it is imported\n"
+     "  --max-prompt-bytes N  longest prompt accepted (bytes; K, M, G suffixes; default 4M); a line\n"
+     "                   longer than 4 x N is skipped unread\n"
      "  --batch N        lines per transaction (default 5000)\n"
      "  --threads N      parsing threads (default: one per CPU)\n"
      "\n"
@@ -504,7 +508,8 @@ static void print_help(FILE *out) {
     fprintf(out,
             "retort — distill reasoning models: teacher generation, filtering, student training, evaluation\n"
             "\n"
-            "usage: retort [--log-level debug|info|warn|error|quiet] COMMAND [ARGS]\n"
+            "usage: retort [--log-level debug|info|warn|error|quiet] [--verbose] COMMAND [ARGS]\n"
+            "  (--verbose: --log-level debug; errors also show the failing call and source line)\n"
             "\n"
             "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
@@ -530,6 +535,11 @@ int main(int argc, char **argv) {
     while (i < argc && argv[i][0] == '-') {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { print_help(stdout); return EXIT_OK; }
         if (!strcmp(argv[i], "--version")) return cmd_version(1, argv);
+        if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
+            rt_log_set_level(RT_LOG_DEBUG);
+            i++;
+            continue;
+        }
         if (!strcmp(argv[i], "--log-level") && i + 1 < argc) {
             int lv = rt_log_parse_level(argv[i + 1]);
             if (lv < 0) {

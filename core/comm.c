@@ -11,6 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/comm_int.h"
+#include "core/log.h"
 #include "core/status.h"
 
 #define MPI_TRY(call)                                                                         \
@@ -20,7 +21,8 @@
             char m_[MPI_MAX_ERROR_STRING];                                                    \
             int l_ = 0;                                                                       \
             MPI_Error_string(e_, m_, &l_);                                                    \
-            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, m_); \
+            RT_DEBUG("%s failed at %s:%d: %s", #call, __FILE__, __LINE__, m_);               \
+            return rt_fail(RT_EINTERNAL, "MPI failed: %s", m_);                               \
         }                                                                                     \
     } while (0)
 

@@ -11,22 +11,25 @@
 
 #include "core/alloc.h"
 #include "core/comm_int.h"
+#include "core/log.h"
 #include "core/status.h"
 
 #define NCCL_TRY(call)                                                                                   \
     do {                                                                                                 \
         ncclResult_t e_ = (call);                                                                        \
-        if (e_ != ncclSuccess)                                                                           \
-            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,            \
-                           ncclGetErrorString(e_));                                                      \
+        if (e_ != ncclSuccess) {                                                                         \
+            RT_DEBUG("%s failed at %s:%d", #call, __FILE__, __LINE__);                                   \
+            return rt_fail(RT_EINTERNAL, "NCCL failed: %s", ncclGetErrorString(e_));                     \
+        }                                                                                                \
     } while (0)
 
 #define CUDA_TRY(call)                                                                                   \
     do {                                                                                                 \
         cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess)                                                                           \
-            return rt_fail(RT_EINTERNAL, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,            \
-                           cudaGetErrorString(e_));                                                      \
+        if (e_ != cudaSuccess) {                                                                         \
+            RT_DEBUG("%s failed at %s:%d", #call, __FILE__, __LINE__);                                   \
+            return rt_fail(RT_EINTERNAL, "CUDA failed: %s", cudaGetErrorString(e_));                     \
+        }                                                                                                \
     } while (0)
 
 #define NC(c) ((ncclComm_t)(c)->nccl)

@@ -1,10 +1,13 @@
 #include "core/fsutil.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,7 +18,7 @@ int rt_read_file(const char *path, char **buf, size_t *len) {
     *buf = NULL;
     if (len) *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return rt_fail(RT_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return rt_fail(RT_EIO, "cannot open %s: %s", path, strerror(errno));
     size_t cap = 0, n = 0;
     char *b = NULL;
     for (;;) {
@@ -24,9 +27,9 @@ int rt_read_file(const char *path, char **buf, size_t *len) {
         n += got;
         if (got == 0) break;
     }
-    int err = ferror(f);
+    int err = ferror(f), e = errno;
     fclose(f);
-    if (err) { free(b); return rt_fail(RT_EIO, "%s: read failed", path); }
+    if (err) { free(b); return rt_fail(RT_EIO, "cannot read %s: %s", path, strerror(e)); }
     b[n] = 0;
     *buf = b;
     if (len) *len = n;
@@ -78,8 +81,44 @@ struct rt_atomic_file {
     int failed;
 };
 
+/* NAME is STEM.tmp.XXXXXX (mkstemp's six characters); *stem_len gets STEM's length. */
+static bool is_temporary(const char *name, size_t *stem_len) {
+    size_t n = strlen(name);
+    if (n < 11 || memcmp(name + n - 11, ".tmp.", 5)) return false;
+    for (size_t i = n - 6; i < n; i++)
+        if (!isalnum((unsigned char)name[i])) return false;
+    *stem_len = n - 11;
+    return true;
+}
+
+void rt_atomic_clean_stale(const char *dir, const char *stem, bool prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t ls = strlen(stem);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t sl;
+        if (!is_temporary(e->d_name, &sl) || sl < ls || memcmp(e->d_name, stem, ls) || (!prefix && sl != ls)) continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) continue;
+        struct stat st;
+        /* a writer holds an exclusive lock on its temporary until it commits or aborts: a
+         * temporary nobody holds was left by a writer that died */
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
 int rt_atomic_open(const char *path, rt_atomic_file **out) {
     *out = NULL;
+    {
+        char *dcopy = rt_strdup(path), *bcopy = rt_strdup(path);
+        if (dcopy && bcopy) rt_atomic_clean_stale(dirname(dcopy), basename(bcopy), false);
+        free(dcopy);
+        free(bcopy);
+    }
     rt_atomic_file *af = rt_calloc(1, sizeof *af);
     if (!af) return RT_ENOMEM;
     af->path = rt_strdup(path);
@@ -92,6 +131,7 @@ int rt_atomic_open(const char *path, rt_atomic_file **out) {
         free(af->path); free(af->tmp); free(af);
         return rt_fail(RT_EIO, "%s: cannot create: %s", path, strerror(e));
     }
+    flock(fd, LOCK_EX | LOCK_NB); /* marks it live for rt_atomic_clean_stale; a fresh file, so this holds */
     fchmod(fd, 0644);
     af->f = fdopen(fd, "wb");
     if (!af->f) { close(fd); rt_atomic_abort(af); return rt_fail(RT_EIO, "%s: fdopen failed", path); }

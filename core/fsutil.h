@@ -5,6 +5,8 @@
  * flushes, fsyncs, renames it over the target and fsyncs the directory, so readers see
  * either the old file or the complete new one — never a partial one, even if the process
  * is killed or the disk fills. rt_atomic_abort() removes the temporary (NULL is fine).
+ * The temporary (PATH.tmp.XXXXXX) is flock()ed while it is written; rt_atomic_open() first
+ * removes the temporaries of the same target that nobody holds (left by a killed writer).
  * Errors: RT_EIO (message names the path and the system's reason), RT_ENOMEM.
  */
 #ifndef RT_FSUTIL_H
@@ -32,5 +34,8 @@ FILE *rt_atomic_stream(rt_atomic_file *af);
 int rt_atomic_write(rt_atomic_file *af, const void *data, size_t n);
 int rt_atomic_commit(rt_atomic_file *af); /* frees af, whatever the result */
 void rt_atomic_abort(rt_atomic_file *af);
+/* Removes the unheld temporaries in dir of the target stem (prefix: of every target whose
+ * name starts with stem). Best effort: errors are ignored. */
+void rt_atomic_clean_stale(const char *dir, const char *stem, bool prefix);
 
 #endif

@@ -1,18 +1,34 @@
 #include "dataset/db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #define XXH_INLINE_ALL /* header-only: no library to link */
 #include <xxhash.h>
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "dataset/db_int.h"
 
 /* ---- errors ---- */
+
+/* The database's path for messages: as SQLite knows it (absolute), relative to the working
+ * directory when it lies below it. "the database" when unknown. */
+static const char *db_display_name(sqlite3 *h) {
+    const char *f = h ? sqlite3_db_filename(h, "main") : NULL;
+    if (!f || !*f) return "the database";
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) {
+        size_t n = strlen(cwd);
+        if (n > 1 && !strncmp(f, cwd, n) && f[n] == '/') return f + n + 1;
+    }
+    return f;
+}
 
 int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line) {
     int code;
@@ -27,9 +43,22 @@ int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line)
     const char *msg = h ? sqlite3_errmsg(h) : sqlite3_errstr(s);
     if (h && sqlite3_errcode(h) != (s & 0xff)) msg = sqlite3_errstr(s);
     int sys = h && code == RT_EIO ? sqlite3_system_errno(h) : 0; /* the OS's reason: disk full, EFBIG, EACCES */
-    if (sys)
-        return rt_fail(code, "%s failed at %s:%d: %s (%s)", call, file, line, msg, strerror(sys));
-    return rt_fail(code, "%s failed at %s:%d: %s", call, file, line, msg);
+    /* the call and the source location are for --verbose; the message says what and why */
+    if (file)
+        RT_DEBUG("%s failed at %s:%d: %s (SQLite code %d%s%s)", call, file, line, msg, s, sys ? ", " : "",
+                 sys ? strerror(sys) : "");
+    else
+        RT_DEBUG("%s failed: %s (SQLite code %d%s%s)", call, msg, s, sys ? ", " : "", sys ? strerror(sys) : "");
+    const char *name = db_display_name(h);
+    switch (s & 0xff) {
+    case SQLITE_NOTADB: return rt_fail(code, "%s is not a SQLite database", name);
+    case SQLITE_CORRUPT:
+        return rt_fail(code, "%s is corrupt (SQLite: %s); 'retort db check %s' lists the damage", name, msg, name);
+    case SQLITE_BUSY: case SQLITE_LOCKED:
+        return rt_fail(code, "%s is locked by another process (SQLite: %s)", name, msg);
+    }
+    if (sys) return rt_fail(code, "%s: %s (%s)", name, msg, strerror(sys));
+    return rt_fail(code, "%s: %s", name, msg);
 }
 
 int db_step_done(sqlite3_stmt *st) {
@@ -228,21 +257,36 @@ static int load_newest_dict(ds_db *db) {
     return rc;
 }
 
-static int migrate(ds_db *db, bool readonly) {
-    int v;
-    int rc = db_schema_version(db, &v);
+/* Tells a retort database from any other SQLite file before anything is written to it:
+ * schema version 0 with no tables is a new database; a version this code knows needs the
+ * tables the first migration made. *version gets the file's schema version. */
+static int check_identity(ds_db *db, int *version) {
+    int64_t n_all, n_ours;
+    int rc = db_schema_version(db, version);
+    if (!rc) rc = query_int(db, "SELECT COUNT(*) FROM sqlite_schema", &n_all);
+    if (!rc) rc = query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
+                                "('prompts', 'samples', 'verdicts', 'zstd_dicts')", &n_ours);
     if (rc) return rc;
+    int v = *version;
+    if (v == 0 && n_all == 0) return 0;
+    if (n_ours < 4)
+        return rt_fail(RT_EFORMAT, "%s is a SQLite database but not a retort one (schema version %d, %lld table%s, "
+                       "not retort's); it was left unchanged", db->path, v, (long long)n_all, n_all == 1 ? "" : "s");
     if (v > DB_SCHEMA_VERSION)
-        return rt_fail(RT_EFORMAT, "schema version %d is newer than this retort knows (%d)", v, DB_SCHEMA_VERSION);
-    if (v == 0) {
-        int64_t n;
-        if ((rc = query_int(db, "SELECT COUNT(*) FROM sqlite_schema", &n))) return rc;
-        if (n) return rt_fail(RT_EFORMAT, "not a retort database (it has %lld tables but schema version 0)", (long long)n);
-    }
+        return rt_fail(RT_EFORMAT, "%s has schema version %d, newer than this retort knows (%d); use a newer retort",
+                       db->path, v, DB_SCHEMA_VERSION);
+    if (v == 0)
+        return rt_fail(RT_EFORMAT, "%s has retort's tables but schema version 0 (not made by retort, or damaged); "
+                       "it was left unchanged", db->path);
+    return 0;
+}
+
+static int migrate(ds_db *db, int v, bool readonly) {
+    int rc;
     if (v == DB_SCHEMA_VERSION) return 0;
     if (readonly)
-        return rt_fail(RT_EFORMAT, "schema version %d, expected %d (run `retort db init` on it to migrate)", v,
-                       DB_SCHEMA_VERSION);
+        return rt_fail(RT_EFORMAT, "%s has schema version %d, this retort needs %d (run 'retort db init %s' to migrate it)",
+                       db->path, v, DB_SCHEMA_VERSION, db->path);
     while (v < DB_SCHEMA_VERSION) {
         if ((rc = db_begin(db))) return rc;
         int cur;
@@ -252,7 +296,7 @@ static int migrate(ds_db *db, bool readonly) {
             snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
             if ((rc = exec(db, migrations[v])) || (rc = exec(db, pragma))) {
                 db_rollback(db);
-                return rt_errorf(rc, "migrating schema %d to %d", v, v + 1);
+                return rt_errorf(rc, "migrating %s from schema %d to %d", db->path, v, v + 1);
             }
         }
         if ((rc = db_commit(db))) { db_rollback(db); return rc; }
@@ -265,12 +309,12 @@ static int configure(ds_db *db, unsigned flags) {
     bool ro = flags & DB_OPEN_READONLY;
     sqlite3_extended_result_codes(db->h, 1);
     SQL_TRY(db->h, sqlite3_busy_timeout(db->h, 10000));
-    int rc;
+    int rc, v;
     if (!ro && sqlite3_db_readonly(db->h, "main"))
-        return rt_fail(RT_EIO, "cannot write: the database file is read-only");
-    /* the first read tells a non-database file apart */
-    int64_t n;
-    if ((rc = query_int(db, "SELECT COUNT(*) FROM sqlite_schema", &n))) return rc;
+        return rt_fail(RT_EIO, "cannot write to %s: the file or its directory is read-only", db->path);
+    /* the first read tells a non-database file apart; nothing is changed in a file that is
+     * not a retort database (no WAL switch, no -wal or -shm files) */
+    if ((rc = check_identity(db, &v))) return rc;
     if (!ro && (rc = exec(db, "PRAGMA journal_mode = WAL"))) return rc;
     /* keep -wal and -shm after the last close, so read-only users (db stats, check, export)
      * can open the database even where they cannot create files */
@@ -278,13 +322,18 @@ static int configure(ds_db *db, unsigned flags) {
     if (!ro) sqlite3_file_control(db->h, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
     if ((rc = exec(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536")))
         return rc;
-    if ((rc = migrate(db, ro))) return rc;
-    return load_newest_dict(db);
+    if ((rc = migrate(db, v, ro))) return rc;
+    if ((rc = load_newest_dict(db))) return rt_errorf(rc, "%s: loading its zstd dictionary", db->path);
+    return 0;
 }
 
 static int open_handle(ds_db *db, const char *name, int oflags) {
     int s = sqlite3_open_v2(name, &db->h, oflags | SQLITE_OPEN_NOMUTEX, NULL);
-    return s == SQLITE_OK ? 0 : db_sql_fail(db->h, s, "sqlite3_open_v2", __FILE__, __LINE__);
+    if (s == SQLITE_OK) return 0;
+    int sys = db->h ? sqlite3_system_errno(db->h) : 0;
+    RT_DEBUG("sqlite3_open_v2(%s) failed at %s:%d: %s", name, __FILE__, __LINE__, sqlite3_errstr(s));
+    if (sys) return rt_fail(RT_EIO, "cannot open %s: %s", db->path, strerror(sys));
+    return rt_fail(RT_EIO, "cannot open %s: %s", db->path, sqlite3_errstr(s));
 }
 
 /* True when a read-only open failed for want of a writable -shm and no -wal file exists. */
@@ -311,19 +360,41 @@ static char *immutable_uri(const char *path) {
     return u;
 }
 
+/* Removes a database file this process created and its companions. */
+static void remove_created(const char *path) {
+    static const char *const ext[] = {"", "-wal", "-shm", "-journal"};
+    char p[4096];
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) {
+        snprintf(p, sizeof p, "%s%s", path, ext[i]);
+        unlink(p);
+    }
+}
+
 int db_open(const char *path, unsigned flags, ds_db **out) {
     *out = NULL;
     struct stat sb;
-    bool exists = stat(path, &sb) == 0;
+    bool exists = stat(path, &sb) == 0, created = false;
     if (!exists && !(flags & DB_OPEN_CREATE))
         return rt_fail(RT_ENOTFOUND, "%s: no such database (create it with 'retort db init %s')", path, path);
-    if (exists && !S_ISREG(sb.st_mode)) return rt_fail(RT_EINVAL, "%s: not a regular file", path);
+    if (exists && S_ISDIR(sb.st_mode)) return rt_fail(RT_EINVAL, "%s is a directory, not a database file", path);
+    if (exists && !S_ISREG(sb.st_mode)) return rt_fail(RT_EINVAL, "%s is not a regular file", path);
+    if (!exists) {
+        /* created here, so a failure names the system's reason (SQLite reports only its
+         * last errno, often from probing a journal) and an empty file is a new database */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST)
+            return rt_fail(RT_EIO, "cannot create the database %s: %s", path, strerror(errno));
+        if (fd >= 0) { close(fd); created = true; }
+    }
     ds_db *db = rt_calloc(1, sizeof *db);
-    if (!db) return RT_ENOMEM;
+    if (!db) { if (created) remove_created(path); return RT_ENOMEM; }
     int rc = blob_codec_new(3, &db->codec);
-    if (rc || !(db->path = rt_strdup(path))) { db_close(db); return rc ? rc : RT_ENOMEM; }
-    int oflags = (flags & DB_OPEN_READONLY) ? SQLITE_OPEN_READONLY
-                                            : SQLITE_OPEN_READWRITE | ((flags & DB_OPEN_CREATE) ? SQLITE_OPEN_CREATE : 0);
+    if (rc || !(db->path = rt_strdup(path))) {
+        db_close(db);
+        if (created) remove_created(path);
+        return rc ? rc : RT_ENOMEM;
+    }
+    int oflags = (flags & DB_OPEN_READONLY) ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     rc = open_handle(db, path, oflags);
     if (!rc) rc = configure(db, flags);
     if (rc && (flags & DB_OPEN_READONLY) && readonly_fallback_ok(db, path)) {
@@ -339,7 +410,8 @@ int db_open(const char *path, unsigned flags, ds_db **out) {
     }
     if (rc) {
         db_close(db);
-        return rt_errorf(rc, "%s", path);
+        if (created) remove_created(path);
+        return rc;
     }
     *out = db;
     return 0;
@@ -357,14 +429,38 @@ void db_close(ds_db *db) {
 
 sqlite3 *db_sqlite(ds_db *db) { return db->h; }
 
+int db_fail(ds_db *db, int s, const char *what) {
+    int rc = db_sql_fail(db->h, s, what, NULL, 0);
+    return what && *what ? rt_errorf(rc, "%s", what) : rc;
+}
+
 /* ---- check ---- */
 
-static int collect_rows(ds_db *db, const char *sql, char **acc, size_t *len, size_t *cap, int *problems,
-                        const char *skip_ok) {
+typedef struct {
+    char *acc;
+    size_t len, cap;
+    int problems;
+} check_report;
+
+static int report_line(check_report *r, const char *line) {
+    size_t l = strlen(line);
+    if (rt_grow((void **)&r->acc, &r->cap, r->len + l + 2, 1)) return RT_ENOMEM;
+    memcpy(r->acc + r->len, line, l);
+    r->len += l;
+    r->acc[r->len++] = '\n';
+    r->acc[r->len] = 0;
+    r->problems++;
+    return 0;
+}
+
+/* Adds each row of sql (columns joined by spaces) except one equal to skip_ok. A query
+ * that SQLite cannot finish because the file is damaged is reported (*corrupt set), not
+ * returned as an error: that is what a check is for. */
+static int collect_rows(ds_db *db, const char *sql, check_report *r, const char *skip_ok, const char *what,
+                        bool *corrupt) {
     sqlite3_stmt *st;
-    SQL_TRY(db->h, sqlite3_prepare_v2(db->h, sql, -1, &st, NULL));
-    int row, s;
-    while ((s = db_step_row(st, &row)) == SQLITE_OK && row) {
+    int s = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL), row = 0;
+    while (s == SQLITE_OK && (s = db_step_row(st, &row)) == SQLITE_OK && row) {
         char line[512];
         int o = 0;
         for (int c = 0; c < sqlite3_column_count(st) && o < (int)sizeof line - 2; c++) {
@@ -372,39 +468,80 @@ static int collect_rows(ds_db *db, const char *sql, char **acc, size_t *len, siz
             o += snprintf(line + o, sizeof line - (size_t)o, c ? " %s" : "%s", t ? t : "NULL");
         }
         if (skip_ok && !strcmp(line, skip_ok)) continue;
-        (*problems)++;
-        size_t l = strlen(line);
-        if (rt_grow((void **)acc, cap, *len + l + 2, 1)) { sqlite3_finalize(st); return RT_ENOMEM; }
-        memcpy(*acc + *len, line, l);
-        *len += l;
-        (*acc)[(*len)++] = '\n';
-        (*acc)[*len] = 0;
+        const char *l = line;
+        if (!strncmp(l, "*** in database ", 16)) { /* a heading, not a problem */
+            const char *nl = strchr(l, '\n');
+            if (!nl) continue;
+            l = nl + 1;
+        }
+        size_t ll = strlen(l);
+        while (ll && (l[ll - 1] == '\n' || l[ll - 1] == ' ')) line[(l - line) + --ll] = 0;
+        if (report_line(r, l)) { sqlite3_finalize(st); return RT_ENOMEM; }
     }
     sqlite3_finalize(st);
-    SQL_TRY(db->h, s);
-    return 0;
+    if (s == SQLITE_OK) return 0;
+    int e = s & 0xff;
+    if (e == SQLITE_CORRUPT || e == SQLITE_NOTADB || e == SQLITE_IOERR) {
+        char line[512];
+        snprintf(line, sizeof line, "%s: cannot be read (%s)", what, sqlite3_errstr(s));
+        if (corrupt) *corrupt = true;
+        return report_line(r, line) ? RT_ENOMEM : 0;
+    }
+    return db_sql_fail(db->h, s, sql, __FILE__, __LINE__);
 }
 
 int db_check(ds_db *db, bool *ok, char **report) {
     *ok = false;
     *report = NULL;
-    char *acc = NULL;
-    size_t len = 0, cap = 0;
-    int problems = 0, rc;
-    if ((rc = collect_rows(db, "PRAGMA integrity_check", &acc, &len, &cap, &problems, "ok")) ||
-        (rc = collect_rows(db, "PRAGMA foreign_key_check", &acc, &len, &cap, &problems, NULL))) {
-        free(acc);
+    check_report r = {0};
+    bool corrupt = false;
+    int rc = collect_rows(db, "PRAGMA integrity_check", &r, "ok", "the database", &corrupt);
+    if (!rc && corrupt) {
+        /* the whole-file check stopped at damage: check table by table, so the report says
+         * which tables are damaged and which are whole */
+        r.problems = 0;
+        r.len = 0;
+        sqlite3_stmt *st;
+        int s = sqlite3_prepare_v2(db->h, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name", -1, &st, NULL);
+        char **names = NULL;
+        size_t n = 0, cap = 0;
+        int row = 0;
+        while (!rc && s == SQLITE_OK && (s = db_step_row(st, &row)) == SQLITE_OK && row) {
+            char *nm = rt_strdup((const char *)sqlite3_column_text(st, 0));
+            if (!nm || rt_grow((void **)&names, &cap, n + 1, sizeof *names)) { free(nm); rc = RT_ENOMEM; break; }
+            names[n++] = nm;
+        }
+        sqlite3_finalize(st);
+        if (!rc && s != SQLITE_OK) {
+            char line[256];
+            snprintf(line, sizeof line, "the schema table: cannot be read (%s)", sqlite3_errstr(s));
+            rc = report_line(&r, line);
+        }
+        for (size_t i = 0; !rc && i < n; i++) {
+            char *sql = sqlite3_mprintf("PRAGMA integrity_check(\"%w\")", names[i]);
+            char *what = sqlite3_mprintf("table %s", names[i]);
+            rc = sql && what ? collect_rows(db, sql, &r, "ok", what, NULL) : RT_ENOMEM;
+            sqlite3_free(sql);
+            sqlite3_free(what);
+        }
+        for (size_t i = 0; i < n; i++) free(names[i]);
+        free(names);
+        if (!rc && !r.problems) rc = report_line(&r, "the database: cannot be read (database disk image is malformed)");
+    }
+    if (!rc) rc = collect_rows(db, "PRAGMA foreign_key_check", &r, NULL, "foreign keys", NULL);
+    if (rc) {
+        free(r.acc);
         return rc;
     }
-    if (!problems) {
-        free(acc);
-        acc = rt_strdup("ok");
-        if (!acc) return RT_ENOMEM;
+    if (!r.problems) {
+        free(r.acc);
+        r.acc = rt_strdup("ok");
+        if (!r.acc) return RT_ENOMEM;
     } else {
-        acc[len - 1] = 0;
+        r.acc[r.len - 1] = 0;
     }
-    *ok = problems == 0;
-    *report = acc;
+    *ok = r.problems == 0;
+    *report = r.acc;
     return 0;
 }
 
@@ -664,8 +801,13 @@ int db_snapshot_create(ds_db *db, const char *name, const char *filter_config_js
 
 /* ---- dictionary ---- */
 
-int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep) {
+/* Trains a dictionary on an even spread of the run's samples and measures it; *dict is
+ * malloc'd. Writes nothing. */
+static int dict_build(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, uint8_t **dict_out,
+                      size_t *dlen_out) {
     memset(rep, 0, sizeof *rep);
+    *dict_out = NULL;
+    *dlen_out = 0;
     sqlite3_stmt *st;
     /* an even spread over the run: every k-th sample */
     int64_t total;
@@ -701,40 +843,61 @@ int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep
         if (!(rc = blob_compress(plain, texts[i], lens[i], 0, &z, &zlen))) { rep->plain_bytes += zlen; free(z); }
         if (!rc && !(rc = blob_compress(withd, texts[i], lens[i], 1, &z, &zlen))) { rep->dict_zstd_bytes += zlen; free(z); }
     }
-    if (!rc) {
-        SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "INSERT INTO zstd_dicts (dict, trained_on) VALUES (?1, ?2)", -1, &st, NULL));
-        sqlite3_bind_blob(st, 1, dict, (int)dlen, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)n);
-        s = db_step_done(st);
-        sqlite3_finalize(st);
-        if (s != SQLITE_OK) rc = db_sql_fail(db->h, s, "inserting the dictionary", __FILE__, __LINE__);
-        else {
-            rep->dict_id = db->write_dict = sqlite3_last_insert_rowid(db->h);
-            rc = blob_codec_set_dict(db->codec, rep->dict_id, dict, dlen);
-        }
-    }
     rep->dict_bytes = dlen;
     rep->samples = n;
     for (size_t i = 0; texts && i < n; i++) free(texts[i]);
     free(texts);
     free(lens);
     free(ids);
-    free(dict);
     blob_codec_free(plain);
     blob_codec_free(withd);
+    if (rc) { free(dict); return rc; }
+    *dict_out = dict;
+    *dlen_out = dlen;
+    return 0;
+}
+
+/* Inserts the dictionary (in the caller's transaction, if one is open) and makes it the one
+ * new text is compressed with. */
+static int dict_store(ds_db *db, const uint8_t *dict, size_t dlen, db_dict_report *rep) {
+    sqlite3_stmt *st;
+    SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "INSERT INTO zstd_dicts (dict, trained_on) VALUES (?1, ?2)", -1, &st, NULL));
+    sqlite3_bind_blob(st, 1, dict, (int)dlen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)rep->samples);
+    int s = db_step_done(st);
+    sqlite3_finalize(st);
+    if (s != SQLITE_OK) return db_sql_fail(db->h, s, "inserting the dictionary", __FILE__, __LINE__);
+    rep->dict_id = db->write_dict = sqlite3_last_insert_rowid(db->h);
+    return blob_codec_set_dict(db->codec, rep->dict_id, dict, dlen);
+}
+
+int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep) {
+    uint8_t *dict;
+    size_t dlen;
+    int rc = dict_build(db, cap, max_samples, rep, &dict, &dlen);
+    if (!rc) rc = dict_store(db, dict, dlen, rep);
+    free(dict);
     return rc;
 }
 
-int db_recompress(ds_db *db, size_t *rewritten) {
+/* Rewrites every sample's text with the current dictionary, in batches of one transaction;
+ * with new_dict, the first batch also inserts it (so a run killed before its first commit
+ * leaves no dictionary behind). Ends by deleting the dictionaries nothing refers to. */
+static int recompress(ds_db *db, const uint8_t *new_dict, size_t dlen, db_dict_report *rep, size_t *rewritten) {
     *rewritten = 0;
-    int64_t dict = db->write_dict, maxid;
+    int64_t maxid;
     int rc = query_int(db, "SELECT COALESCE(MAX(id), 0) FROM samples", &maxid);
     if (rc) return rc;
+    int64_t old_write = db->write_dict;
     sqlite3_stmt *up;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "UPDATE samples SET text = ?2, dict_id = ?3 WHERE id = ?1", -1, &up, NULL));
     const int64_t batch = 2000;
-    for (int64_t lo = 1; !rc && lo <= maxid; lo += batch) {
+    bool stored = !new_dict;
+    for (int64_t lo = 1; !rc && (lo <= maxid || !stored); lo += batch) {
         if ((rc = db_begin(db))) break;
+        bool first = !stored;
+        if (first) rc = dict_store(db, new_dict, dlen, rep);
+        int64_t dict = db->write_dict;
         for (int64_t id = lo; !rc && id < lo + batch && id <= maxid; id++) {
             char *t;
             size_t n;
@@ -759,8 +922,40 @@ int db_recompress(ds_db *db, size_t *rewritten) {
             else (*rewritten)++;
         }
         if (!rc) rc = db_commit(db);
+        if (!rc && first) stored = true;
     }
     sqlite3_finalize(up);
-    if (rc) db_rollback(db);
+    if (!rc && (rc = db_begin(db)) == 0) {
+        /* dictionaries superseded by this one that no row uses any more */
+        sqlite3_stmt *st;
+        int s = sqlite3_prepare_v2(db->h, "DELETE FROM zstd_dicts WHERE id != ?1 AND id NOT IN (SELECT dict_id FROM samples "
+                                          "WHERE dict_id IS NOT NULL UNION SELECT dict_id FROM sample_topk WHERE dict_id IS NOT "
+                                          "NULL UNION SELECT dict_id FROM eval_results WHERE dict_id IS NOT NULL)", -1, &st, NULL);
+        if (s == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, db->write_dict);
+            s = db_step_done(st);
+            sqlite3_finalize(st);
+        }
+        rc = s == SQLITE_OK ? db_commit(db) : db_sql_fail(db->h, s, "deleting unused dictionaries", __FILE__, __LINE__);
+    }
+    if (rc) {
+        db_rollback(db);
+        if (!stored) db->write_dict = old_write; /* the new dictionary's row was rolled back */
+    }
+    return rc;
+}
+
+int db_recompress(ds_db *db, size_t *rewritten) {
+    db_dict_report rep = {0};
+    return recompress(db, NULL, 0, &rep, rewritten);
+}
+
+int db_dict_train_recompress(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten) {
+    uint8_t *dict;
+    size_t dlen;
+    *rewritten = 0;
+    int rc = dict_build(db, cap, max_samples, rep, &dict, &dlen);
+    if (!rc) rc = recompress(db, dict, dlen, rep, rewritten);
+    free(dict);
     return rc;
 }

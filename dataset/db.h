@@ -36,8 +36,10 @@
  * Errors: RT_EIO (cannot open/create, read-only file or directory, disk full — the message
  * gives SQLite's reason), RT_EFORMAT (not a retort database, corrupt, or a schema newer than
  * this code), RT_ENOTFOUND (a named snapshot or row that does not exist), RT_EINVAL,
- * RT_ENOMEM, RT_EINTERNAL (an unexpected SQLite failure; message names the call, file and
- * line).
+ * RT_ENOMEM, RT_EINTERNAL (an unexpected SQLite failure). Every message names the database
+ * file and says why in words ("run.db is not a SQLite database", "cannot create the
+ * database x.db: Permission denied", "run.db is corrupt (…)"); the failing call and its
+ * source line go to the debug log (retort --verbose), never into the message.
  */
 #ifndef RT_DATASET_DB_H
 #define RT_DATASET_DB_H
@@ -60,6 +62,9 @@ enum {
 int  db_open(const char *path, unsigned flags, ds_db **out);
 void db_close(ds_db *db);                             /* NULL is fine */
 sqlite3 *db_sqlite(ds_db *db);                        /* for a stage's own queries */
+/* Records SQLite result s of a stage's own query as the message (naming the database, the
+ * action what, and SQLite's reason) and returns the RT_E… code that fits it. */
+int db_fail(ds_db *db, int s, const char *what);
 int  db_schema_version(ds_db *db, int *version);
 
 /* Transactions: db_begin starts a write transaction (BEGIN IMMEDIATE); db_rollback is safe
@@ -140,7 +145,13 @@ typedef struct {
     size_t dict_bytes, samples, text_bytes, plain_bytes, dict_zstd_bytes;
 } db_dict_report;
 int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep);
-/* Rewrites every sample's text with the current dictionary; *rewritten counts them. */
+/* Rewrites every sample's text with the current dictionary, in transactions of 2000
+ * samples; *rewritten counts them. Then deletes the dictionaries no row refers to any more. */
 int db_recompress(ds_db *db, size_t *rewritten);
+/* db_dict_train, then db_recompress, where the dictionary's row is written in the same
+ * transaction as the first rewritten samples: a run killed or failing before that commit
+ * leaves no dictionary behind, one killed later leaves it in use (a rerun recompresses the
+ * rest and deletes what it superseded). */
+int db_dict_train_recompress(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten);
 
 #endif

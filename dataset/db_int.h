@@ -9,8 +9,9 @@
 #include "dataset/blob.h"
 #include "dataset/db.h"
 
-/* Records "CALL failed at FILE:LINE: SQLite's message" with an RT_E… code that fits
- * SQLite's result (full disk or read-only → RT_EIO, corrupt → RT_EFORMAT, …). */
+/* Records "DB: SQLite's reason" in words (not a database, corrupt, locked, full disk with
+ * the system's reason) with an RT_E… code that fits SQLite's result (full disk or read-only
+ * → RT_EIO, corrupt → RT_EFORMAT, …); CALL, FILE and LINE go to the debug log only. */
 int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line);
 
 /* The checking macro: call returns an SQLite result code, SQLITE_OK expected. */

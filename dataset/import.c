@@ -94,6 +94,24 @@ static int gsm8k_gold(const char *answer, char **gold) {
     return *gold ? 0 : RT_ENOMEM;
 }
 
+/* Only spaces, tabs and line breaks (or nothing). */
+static bool is_blank(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n') return false;
+    return true;
+}
+
+size_t imp_max_prompt_bytes(const imp_options *o) {
+    return o->max_prompt_bytes ? o->max_prompt_bytes : IMP_MAX_PROMPT_BYTES;
+}
+
+static int check_prompt_size(const imp_options *o, size_t bytes) {
+    size_t max = imp_max_prompt_bytes(o);
+    if (bytes > max)
+        return rt_fail(RT_EFORMAT, "prompt of %zu bytes is over the limit of %zu (--max-prompt-bytes)", bytes, max);
+    return 0;
+}
+
 static const char *const chat_roles[] = {"system", "user", "assistant"};
 
 static int check_message(const json_t *m, size_t i) {
@@ -147,6 +165,17 @@ static int parse_chat(const imp_options *o, json_t *obj, imp_record *r) {
     bool ends_assistant = !strcmp(json_string_value(json_object_get(last, "role")), "assistant");
     size_t np = ends_assistant ? n - 1 : n;
     if (!np) return rt_fail(RT_EFORMAT, "no prompt: the only message is the assistant's");
+    size_t bytes = 0;
+    bool blank = true;
+    for (size_t i = 0; i < np; i++) {
+        const char *c = json_string_value(json_object_get(json_array_get(msgs, i), "content"));
+        size_t l = json_string_length(json_object_get(json_array_get(msgs, i), "content"));
+        bytes += l;
+        blank = blank && is_blank(c, l);
+    }
+    if (blank) return rt_fail(RT_EFORMAT, "empty prompt (every message before the answer has empty content)");
+    int rc0 = check_prompt_size(o, bytes);
+    if (rc0) return rc0;
     if (o->as_samples && !ends_assistant)
         return rt_fail(RT_EFORMAT, "the last message is not an assistant turn (needed by --as-samples)");
     json_t *prompt = json_array();
@@ -174,6 +203,9 @@ static int parse_fields(const imp_options *o, json_t *obj, imp_record *r) {
     const char *prompt;
     int rc = string_field(obj, pf, &prompt);
     if (rc) return rc;
+    size_t plen = json_string_length(json_object_get(obj, pf));
+    if (is_blank(prompt, plen)) return rt_fail(RT_EFORMAT, "empty prompt (field \"%s\")", pf);
+    if ((rc = check_prompt_size(o, plen))) return rc;
     json_t *m = json_pack("[{s:s,s:s}]", "role", "user", "content", prompt);
     if (!m) return RT_ENOMEM;
     r->messages = dump(m);
@@ -220,38 +252,151 @@ int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_recor
 
 /* ---- the file ---- */
 
+/* A line over the reader's cap: its number (0-based) and length; its bytes are never held. */
 typedef struct {
-    const char *data;
-    size_t size;
-    void *map; /* mmap'd when non-NULL, else data is malloc'd */
+    size_t line;
+    uint64_t bytes;
+} long_line;
+
+typedef struct {
+    const char *data;     /* the lines: the mapped file, or buf */
+    void *map;            /* mmap'd when non-NULL */
+    size_t map_size;
+    char *buf;            /* a stream's lines, without the bytes of over-long ones */
+    size_t *starts;       /* n + 1 line starts; line i is [starts[i], starts[i+1]) minus its newline */
+    size_t n;
+    long_line *longs;     /* lines over the cap, in order */
+    size_t n_long;
+    uint64_t bytes;       /* bytes read from the file */
 } input_file;
 
-static int input_open(const char *path, input_file *f) {
-    memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return rt_fail(errno == ENOENT ? RT_ENOTFOUND : RT_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m != MAP_FAILED) {
-            close(fd);
-            madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
-            f->map = m;
-            f->data = m;
-            f->size = (size_t)st.st_size;
-            return 0;
-        }
+#define READ_CHUNK ((size_t)1 << 20)
+
+static int add_line(input_file *f, size_t *cap, size_t *lcap, size_t start, uint64_t len, size_t line_cap) {
+    if (rt_grow((void **)&f->starts, cap, f->n + 2, sizeof *f->starts)) return RT_ENOMEM;
+    f->starts[f->n] = start;
+    if (len > line_cap) {
+        if (rt_grow((void **)&f->longs, lcap, f->n_long + 1, sizeof *f->longs)) return RT_ENOMEM;
+        f->longs[f->n_long++] = (long_line){f->n, len};
     }
-    close(fd);
-    char *buf;
-    int rc = rt_read_file(path, &buf, &f->size);
-    f->data = buf;
+    f->n++;
+    return 0;
+}
+
+/* A mapped regular file: the line starts come from reading it in chunks (not through the
+ * mapping), so the pages of an over-long line are never brought into this process. */
+static int index_mapped(const char *path, int fd, input_file *f, size_t line_cap) {
+    char *chunk = rt_malloc(READ_CHUNK);
+    if (!chunk) return RT_ENOMEM;
+    size_t cap = 0, lcap = 0, start = 0, off = 0, size = f->map_size;
+    int rc = 0;
+    while (!rc && off < size) {
+        size_t want = size - off < READ_CHUNK ? size - off : READ_CHUNK;
+        ssize_t got = pread(fd, chunk, want, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { rc = rt_fail(RT_EIO, "cannot read %s: %s", path, strerror(errno)); break; }
+        if (got == 0) { size = off; break; } /* the file shrank */
+        for (const char *p = chunk, *e = chunk + got, *nl; !rc && (nl = memchr(p, '\n', (size_t)(e - p))); p = nl + 1) {
+            size_t end = off + (size_t)(nl - chunk) + 1;
+            rc = add_line(f, &cap, &lcap, start, end - 1 - start, line_cap);
+            start = end;
+        }
+        off += (size_t)got;
+    }
+    if (!rc && start < size) rc = add_line(f, &cap, &lcap, start, size - start, line_cap);
+    if (!rc && rt_grow((void **)&f->starts, &cap, f->n + 1, sizeof *f->starts)) rc = RT_ENOMEM;
+    if (!rc) f->starts[f->n] = size;
+    f->bytes = size;
+    free(chunk);
+    return rc;
+}
+
+/* A pipe or other stream: read into memory, except the bytes of a line over the cap,
+ * which are counted and dropped as they arrive. */
+static int read_stream(const char *path, int fd, input_file *f, size_t line_cap) {
+    char *chunk = rt_malloc(READ_CHUNK);
+    if (!chunk) return RT_ENOMEM;
+    size_t cap = 0, lcap = 0, bcap = 0, blen = 0, line_start = 0;
+    uint64_t cur = 0; /* bytes of the current line so far, dropped ones included */
+    bool dropping = false;
+    int rc = 0;
+    for (;;) {
+        ssize_t got = read(fd, chunk, READ_CHUNK);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { rc = rt_fail(RT_EIO, "cannot read %s: %s", path, strerror(errno)); break; }
+        if (got == 0) break;
+        f->bytes += (uint64_t)got;
+        for (const char *p = chunk, *e = chunk + got; !rc && p < e;) {
+            const char *nl = memchr(p, '\n', (size_t)(e - p));
+            size_t seg = nl ? (size_t)(nl - p) + 1 : (size_t)(e - p);
+            if (!dropping && cur + seg - (nl != NULL) > line_cap) {
+                dropping = true;
+                blen = line_start; /* forget what was kept of this line */
+            }
+            if (!dropping) {
+                if (rt_grow((void **)&f->buf, &bcap, blen + seg + 1, 1)) { rc = RT_ENOMEM; break; }
+                memcpy(f->buf + blen, p, seg);
+                blen += seg;
+            }
+            cur += seg;
+            if (nl) {
+                rc = add_line(f, &cap, &lcap, line_start, cur - 1, line_cap);
+                line_start = blen;
+                cur = 0;
+                dropping = false;
+            }
+            p += seg;
+        }
+        if (rc) break;
+    }
+    if (!rc && cur) rc = add_line(f, &cap, &lcap, line_start, cur, line_cap);
+    if (!rc && rt_grow((void **)&f->starts, &cap, f->n + 1, sizeof *f->starts)) rc = RT_ENOMEM;
+    if (!rc) f->starts[f->n] = blen;
+    f->data = f->buf;
+    free(chunk);
     return rc;
 }
 
 static void input_close(input_file *f) {
-    if (f->map) munmap(f->map, f->size);
-    else free((void *)f->data);
+    if (f->map) munmap(f->map, f->map_size);
+    free(f->buf);
+    free(f->starts);
+    free(f->longs);
+    memset(f, 0, sizeof *f);
+}
+
+static int input_open(const char *path, size_t line_cap, input_file *f) {
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return rt_fail(e == ENOENT ? RT_ENOTFOUND : RT_EIO, "cannot open %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return rt_fail(RT_EIO, "cannot read %s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return rt_fail(RT_EINVAL, "%s is a directory, not a JSONL file", path);
+    }
+    int rc;
+    void *m = S_ISREG(st.st_mode) && st.st_size > 0
+                  ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    if (m != MAP_FAILED) {
+        madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+        f->map = m;
+        f->map_size = (size_t)st.st_size;
+        f->data = m;
+        rc = index_mapped(path, fd, f, line_cap);
+    } else {
+        rc = read_stream(path, fd, f, line_cap);
+    }
+    close(fd);
+    if (rc) input_close(f);
+    return rc;
 }
 
 typedef struct {
@@ -272,12 +417,6 @@ static void line_span(const parse_job *j, size_t i, const char **p, size_t *n) {
     if (e > s && e[-1] == '\r') e--;
     *p = s;
     *n = (size_t)(e - s);
-}
-
-static bool is_blank(const char *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r') return false;
-    return true;
 }
 
 static void parse_range(void *ctx, size_t begin, size_t end, int thread) {
@@ -351,36 +490,43 @@ static void first_bad(const parse_job *j, imp_report *rep) {
         }
 }
 
+/* The longest line the reader holds: room for a prompt at the limit, escaped, and the
+ * record's other fields. */
+static size_t line_cap(const imp_options *o) {
+    size_t m = imp_max_prompt_bytes(o);
+    return m > SIZE_MAX / 4 ? SIZE_MAX : 4 * m;
+}
+
 static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_pool *pool, const input_file *in,
                         imp_report *rep) {
-    size_t *starts = NULL, cap = 0, n = 0;
-    for (size_t off = 0; off < in->size;) {
-        if (rt_grow((void **)&starts, &cap, n + 2, sizeof *starts)) { free(starts); return RT_ENOMEM; }
-        starts[n++] = off;
-        const char *nl = memchr(in->data + off, '\n', in->size - off);
-        off = nl ? (size_t)(nl - in->data) + 1 : in->size;
-    }
-    if (rt_grow((void **)&starts, &cap, n + 1, sizeof *starts)) { free(starts); return RT_ENOMEM; }
-    starts[n] = in->size;
+    const size_t *starts = in->starts;
+    size_t n = in->n;
     rep->lines = n;
-    rep->bytes = in->size;
+    rep->bytes = in->bytes;
     parse_job *j = rt_calloc(1, sizeof *j);
     uint8_t *state = rt_calloc(n ? n : 1, 1);
     size_t batch = o->batch_rows ? o->batch_rows : 5000;
     /* a file small enough keeps its parsed records from the first pass; a larger one is
      * parsed again, batch by batch, so memory stays bounded */
-    bool keep = in->size <= IMP_KEEP_BYTES;
+    bool keep = in->bytes <= IMP_KEEP_BYTES;
     imp_record *recs = rt_calloc(keep ? (n ? n : 1) : batch, sizeof *recs);
     int nt = tp_size(pool);
     size_t *bad_line = rt_calloc((size_t)nt, sizeof *bad_line);
     char (*bad_msg)[256] = rt_calloc((size_t)nt, sizeof *bad_msg);
     int rc = (!j || !state || !recs || !bad_line || !bad_msg) ? RT_ENOMEM : 0;
+    for (size_t k = 0; !rc && k < in->n_long; k++) state[in->longs[k].line] = 2; /* never read, never parsed */
     if (!rc) {
         /* pass 1: every line, nothing written */
         *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = keep ? recs : NULL,
                          .n_threads = nt, .bad_line = bad_line, .bad_msg = bad_msg};
         tp_parallel_for(pool, n, parse_range, j);
         first_bad(j, rep);
+        if (in->n_long && (!rep->first_bad_line || in->longs[0].line + 1 < rep->first_bad_line)) {
+            rep->first_bad_line = in->longs[0].line + 1;
+            snprintf(rep->first_bad_reason, sizeof rep->first_bad_reason,
+                     "line of %llu bytes is longer than a record may be (4 x --max-prompt-bytes = %zu); not read",
+                     (unsigned long long)in->longs[0].bytes, line_cap(o));
+        }
         for (size_t i = 0; i < n; i++) {
             rep->blank += state[i] == 1;
             rep->bad += state[i] == 2;
@@ -411,7 +557,6 @@ static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_po
     free(j);
     free(bad_line);
     free(bad_msg);
-    free(starts);
     return rc;
 }
 
@@ -422,7 +567,7 @@ int db_import_file(ds_db *db, const char *path, const imp_options *o, tp_pool *p
     if (o->as_samples && o->format == IMP_JSONL && !o->answer_field)
         return rt_fail(RT_EINVAL, "--as-samples with format jsonl needs --answer-field (the sample text)");
     input_file in;
-    int rc = input_open(path, &in);
+    int rc = input_open(path, line_cap(o), &in);
     if (rc) return rc;
     rc = import_lines(db, path, o, pool, &in, rep);
     input_close(&in);

@@ -18,7 +18,12 @@
  * the record's "id" when present. Samples from --as-samples have teacher "reference".
  *
  * A line is malformed when it is not valid UTF-8, not a JSON object (duplicate keys
- * included), or lacks a field its format needs (or has it with the wrong type).
+ * included), lacks a field its format needs (or has it with the wrong type), or has an
+ * empty prompt (nothing but white space; chat: in every message before the answer) or one
+ * longer than max_prompt_bytes (the prompt's bytes as stored; default 4 MiB). The reader
+ * holds no line longer than 4 × max_prompt_bytes: such a line is counted and skipped as it
+ * is read (a regular file is scanned in 1 MiB chunks, never through its mapping) and is
+ * malformed, so a 300 MB line costs no memory.
  * db_import_file() parses every line before writing anything: a malformed line makes the
  * whole file RT_EFORMAT ("FILE:LINE: why") with nothing imported — unless skip_bad, which
  * imports the good lines and counts the bad. Rows are then written in transactions of
@@ -27,7 +32,9 @@
  * without duplicates and a re-import changes nothing.
  *
  * imp_parse_line() is the pure part (no database), used by the importer and the fuzzer.
- * Errors: RT_EFORMAT (malformed), RT_EIO (file), the database's (dataset/db.h), RT_ENOMEM.
+ * Errors: RT_EFORMAT (malformed), RT_ENOTFOUND (no such file), RT_EINVAL (a directory),
+ * RT_EIO (cannot read: the message gives the system's reason), the database's
+ * (dataset/db.h), RT_ENOMEM.
  */
 #ifndef RT_DATASET_IMPORT_H
 #define RT_DATASET_IMPORT_H
@@ -50,7 +57,13 @@ typedef struct {
     bool as_samples;
     bool skip_bad;
     size_t batch_rows; /* 0: 5000 */
+    size_t max_prompt_bytes; /* 0: IMP_MAX_PROMPT_BYTES */
 } imp_options;
+
+#define IMP_MAX_PROMPT_BYTES ((size_t)4 << 20)
+
+/* The limit in effect: o->max_prompt_bytes, or the default when 0. */
+size_t imp_max_prompt_bytes(const imp_options *o);
 
 /* One parsed line. Strings are malloc'd (imp_record_free releases them); NULL when absent. */
 typedef struct {

@@ -1,5 +1,6 @@
 #include "dataset/pack.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,10 +178,32 @@ static char *shard_name(const char *dir, size_t i) {
     return rt_path_join(dir, name);
 }
 
-static int ensure_dir(const char *dir) {
+/* *created says whether this call made the directory. */
+static int ensure_dir(const char *dir, bool *created) {
+    *created = false;
     if (rt_is_dir(dir)) return 0;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return rt_fail(RT_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    if (mkdir(dir, 0755) != 0) {
+        if (errno == EEXIST && rt_is_dir(dir)) return 0;
+        return rt_fail(RT_EIO, "cannot create the directory %s: %s", dir, strerror(errno));
+    }
+    *created = true;
     return 0;
+}
+
+void pk_remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        unsigned k;
+        char tail;
+        if ((sscanf(e->d_name, "shard-%5u.bi%c", &k, &tail) == 2 && tail == 'n' && strlen(e->d_name) == 16) ||
+            !strcmp(e->d_name, "index.json"))
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+    rt_atomic_clean_stale(dir, "", true);
+    rmdir(dir); /* fails, harmlessly, when something else is in it */
 }
 
 static int write_index(const char *dir, const pk_options *o, const json_t *meta, json_t *shards, const pk_report *rep) {
@@ -275,7 +298,12 @@ int pk_write_dir(const char *dir, const pk_doc *docs, size_t n, const pk_options
     if (rc) return rc;
     json_t *shards = json_array();
     if (!shards) rc = RT_ENOMEM;
-    if (!rc) rc = ensure_dir(dir);
+    bool created = false;
+    if (!rc) rc = ensure_dir(dir, &created);
+    if (!rc && !created) { /* temporaries of a pack that was killed here */
+        rt_atomic_clean_stale(dir, "shard-", true);
+        rt_atomic_clean_stale(dir, "index.json", false);
+    }
     if (!rc) rc = write_shards(dir, docs, &plan, o, shards, rep);
     if (!rc) rc = write_index(dir, o, meta, shards, rep);
     if (!rc) /* shard files an earlier pack left beyond the new count */
@@ -285,6 +313,7 @@ int pk_write_dir(const char *dir, const pk_doc *docs, size_t n, const pk_options
             free(path);
             if (gone) break;
         }
+    if (rc && created) pk_remove_dir(dir);
     json_decref(shards);
     pk_plan_free(&plan);
     return rc ? rt_errorf(rc, "writing shards to %s", dir) : 0;

@@ -10,7 +10,9 @@
  * pk_write_dir() plans and writes the shards (core/shard.h) into dir — shard-00000.bin, …
  * — and index.json (seq_len, vocab_size, pad_id, dtype, seed, the shard list with counts,
  * the report, and any extra fields given in meta). Each file is written atomically; shard
- * files of an earlier pack that the new one does not list are removed.
+ * files of an earlier pack that the new one does not list are removed, and so are the
+ * temporaries of a pack killed there. When the write fails (a full disk) in a directory
+ * this call created, the directory and everything written into it are removed.
  *
  * Plans are malloc'd (pk_plan_free). Errors: RT_EINVAL (seq_len 0, a token outside the
  * vocabulary), RT_EIO (writing), RT_ENOMEM.
@@ -61,5 +63,10 @@ int  pk_plan(const size_t *lens, size_t n, const pk_options *o, pk_plan_t *plan,
 void pk_plan_free(pk_plan_t *plan);
 
 int pk_write_dir(const char *dir, const pk_doc *docs, size_t n, const pk_options *o, const json_t *meta, pk_report *rep);
+
+/* Removes what a pack writes into dir (shard-NNNNN.bin, index.json, unheld temporaries) and
+ * then dir itself if nothing else is in it: the cleanup after a failed pack into a directory
+ * that the pack created. Best effort. */
+void pk_remove_dir(const char *dir);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,22 +39,30 @@ struct rd_session {
     uint64_t *doc_off;   /* per document: offset of its tokens in the spill file */
     size_t *doc_len;
     size_t n_docs, off_cap, len_cap;
+    bool created_dir;    /* out_dir was made by rd_begin: a failed pack removes it */
 };
 
 int rd_begin(const tok_tokenizer *t, ct_kind kind, const char *out_dir, const pk_options *o, tp_pool *pool,
              rd_session **out) {
     *out = NULL;
-    if (!rt_is_dir(out_dir) && mkdir(out_dir, 0755) != 0 && errno != EEXIST)
-        return rt_fail(RT_EIO, "%s: cannot create directory: %s", out_dir, strerror(errno));
+    bool created = false;
+    if (!rt_is_dir(out_dir)) {
+        if (mkdir(out_dir, 0755) == 0) created = true;
+        else if (errno != EEXIST)
+            return rt_fail(RT_EIO, "cannot create the directory %s: %s", out_dir, strerror(errno));
+    } else {
+        rt_atomic_clean_stale(out_dir, ".pack-spill", false); /* left by a killed pack */
+    }
     rd_session *s = rt_calloc(1, sizeof *s);
-    if (!s) return RT_ENOMEM;
+    if (!s) { if (created) rmdir(out_dir); return RT_ENOMEM; }
+    s->created_dir = created;
     s->t = t;
     s->kind = kind;
     s->o = *o;
     if (!s->o.vocab_size) s->o.vocab_size = (uint32_t)tok_vocab_size(t);
     s->pool = pool;
     s->dir = rt_strdup(out_dir);
-    s->spill_path = rt_path_join(out_dir, ".pack-spill.XXXXXX");
+    s->spill_path = rt_path_join(out_dir, ".pack-spill.tmp.XXXXXX");
     if (!s->dir || !s->spill_path) { rd_abort(s); return RT_ENOMEM; }
     int fd = mkstemp(s->spill_path);
     if (fd < 0) {
@@ -61,15 +70,16 @@ int rd_begin(const tok_tokenizer *t, ct_kind kind, const char *out_dir, const pk
         free(s->spill_path);
         s->spill_path = NULL;
         rd_abort(s);
-        return rt_fail(RT_EIO, "%s: cannot create a temporary file: %s", out_dir, strerror(e));
+        return rt_fail(RT_EIO, "cannot create a temporary file in %s: %s", out_dir, strerror(e));
     }
+    flock(fd, LOCK_EX | LOCK_NB); /* held while this pack lives (see rt_atomic_clean_stale) */
     s->spill = fdopen(fd, "w+b");
     if (!s->spill) { close(fd); rd_abort(s); return rt_fail(RT_EIO, "%s: fdopen failed", out_dir); }
     *out = s;
     return 0;
 }
 
-void rd_abort(rd_session *s) {
+static void session_free(rd_session *s, bool failed) {
     if (!s) return;
     for (size_t i = 0; i < s->n_items; i++) {
         json_decref(s->items[i].conv);
@@ -79,12 +89,15 @@ void rd_abort(rd_session *s) {
     }
     if (s->spill) fclose(s->spill);
     if (s->spill_path) unlink(s->spill_path);
+    if (failed && s->created_dir) pk_remove_dir(s->dir);
     free(s->spill_path);
     free(s->dir);
     free(s->doc_off);
     free(s->doc_len);
     free(s);
 }
+
+void rd_abort(rd_session *s) { session_free(s, true); }
 
 /* The conversation's messages as ct_messages (pointing into conv). */
 static int to_messages(json_t *conv, ct_message **out, size_t *n) {
@@ -197,14 +210,14 @@ int rd_finish(rd_session *s, const json_t *meta, pk_report *rep) {
     if (!rc) rc = pk_write_dir(s->dir, docs, s->n_docs, &s->o, meta, rep);
     free(docs);
     if (map) munmap(map, (size_t)s->spill_bytes);
-    rd_abort(s);
+    session_free(s, rc != 0);
     return rc;
 }
 
 int rd_pack_jsonl(const tok_tokenizer *t, ct_kind kind, const char *jsonl, const char *out_dir, const pk_options *o,
                   tp_pool *pool, const json_t *meta, pk_report *rep) {
     FILE *in = fopen(jsonl, "rb");
-    if (!in) return rt_fail(errno == ENOENT ? RT_ENOTFOUND : RT_EIO, "%s: cannot open: %s", jsonl, strerror(errno));
+    if (!in) return rt_fail(errno == ENOENT ? RT_ENOTFOUND : RT_EIO, "cannot open %s: %s", jsonl, strerror(errno));
     rd_session *s;
     int rc = rd_begin(t, kind, out_dir, o, pool, &s);
     if (rc) { fclose(in); return rc; }
@@ -224,7 +237,7 @@ int rd_pack_jsonl(const tok_tokenizer *t, ct_kind kind, const char *jsonl, const
         rc = rd_add(s, conv, what);
         json_decref(conv);
     }
-    if (!rc && ferror(in)) rc = rt_fail(RT_EIO, "%s: read failed", jsonl);
+    if (!rc && ferror(in)) rc = rt_fail(RT_EIO, "cannot read %s: %s", jsonl, strerror(errno));
     free(line);
     fclose(in);
     if (rc) { rd_abort(s); return rc; }

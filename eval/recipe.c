@@ -53,7 +53,7 @@ typedef struct {
 static const opt_def IMPORT[] = {{"db", T_STR, 0},          {"format", T_STR, 0},     {"prompt-field", T_STR, 0},
                                  {"answer-field", T_STR, 0}, {"source", T_STR, 0},     {"as-samples", T_BOOL, 0},
                                  {"skip-bad", T_BOOL, 0},    {"batch", T_INT, 0},      {"threads", T_INT, 0},
-                                 {"files", T_LIST, F_POS | F_IN}, END};
+                                 {"max-prompt-bytes", T_STR, 0}, {"files", T_LIST, F_POS | F_IN}, END};
 static const opt_def GENERATE[] = {
     {"db", T_STR, 0},          {"teacher", T_STR, F_IN},    {"model", T_STR, 0},       {"api-key-env", T_STR, 0},
     {"source", T_STR, 0},      {"n", T_INT, 0},             {"max-tokens", T_INT, 0},  {"temperature", T_NUM, 0},

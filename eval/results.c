@@ -5,13 +5,19 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "eval/metrics.h"
 
+/* The message names the database and SQLite's reason; the call and where it failed are
+ * logged at debug level (--log-level debug). */
 #define SQL_CHECK(db, call)                                                                               \
     do {                                                                                                  \
-        if ((call) != SQLITE_OK)                                                                          \
-            return rt_fail(RT_EINTERNAL, "%s: %s (%s:%d)", #call, sqlite3_errmsg(db), __FILE__, __LINE__); \
+        if ((call) != SQLITE_OK) {                                                                        \
+            RT_DEBUG("%s failed at %s:%d: %s", #call, __FILE__, __LINE__, sqlite3_errmsg(db));            \
+            return rt_fail(RT_EINTERNAL, "reading results from %s: %s", sqlite3_db_filename(db, "main"),  \
+                           sqlite3_errmsg(db));                                                           \
+        }                                                                                                 \
     } while (0)
 
 void ev_run_free(ev_run *r) {

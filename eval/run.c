@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/fsutil.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "dataset/blob.h"
 #include "dataset/import.h"
@@ -183,9 +184,13 @@ static double now_ms(void) {
     return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-#define SQL_OK(s, call)                                                                                        \
-    ((call) == SQLITE_OK ? 0                                                                                   \
-                         : rt_fail(RT_EINTERNAL, "%s: %s (%s:%d)", #call, sqlite3_errmsg(s), __FILE__, __LINE__))
+/* The message names the database and SQLite's reason; the call and where it failed are
+ * logged at debug level (--log-level debug). */
+static int sql_fail(sqlite3 *s, const char *call, const char *file, int line) {
+    RT_DEBUG("%s failed at %s:%d: %s", call, file, line, sqlite3_errmsg(s));
+    return rt_fail(RT_EINTERNAL, "writing results to %s: %s", sqlite3_db_filename(s, "main"), sqlite3_errmsg(s));
+}
+#define SQL_OK(s, call) ((call) == SQLITE_OK ? 0 : sql_fail((s), #call, __FILE__, __LINE__))
 
 typedef struct {
     ds_db *db;

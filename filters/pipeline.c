@@ -11,11 +11,16 @@
 #include "filters/decontam.h"
 #include "filters/pipeline.h"
 
+/* "DB: WHAT: SQLite's reason" — the database file, the action, and why. */
+static int sql_fail(sqlite3 *h, const char *what) {
+    const char *f = sqlite3_db_filename(h, "main");
+    return rt_fail(RT_EINTERNAL, "%s: %s: %s", f && *f ? f : "the database", what, sqlite3_errmsg(h));
+}
+
 #define SQL_OK(h, call, what)                                                                            \
     do {                                                                                                 \
         int s_ = (call);                                                                                 \
-        if (s_ != SQLITE_OK && s_ != SQLITE_ROW && s_ != SQLITE_DONE)                                    \
-            return rt_fail(RT_EINTERNAL, "%s: %s", (what), sqlite3_errmsg(h));                           \
+        if (s_ != SQLITE_OK && s_ != SQLITE_ROW && s_ != SQLITE_DONE) return sql_fail((h), (what));     \
     } while (0)
 
 enum { REASON_MAX = 400 };
@@ -266,7 +271,7 @@ static int read_batch(ds_db *db, sqlite3_stmt *st, unsigned todo, int64_t *last,
         it->todo = todo & ~done;
         if (!it->gold) it->todo &= ~(1u << FP_VERIFY);
     }
-    if (!rc && s != SQLITE_DONE && s != SQLITE_ROW) rc = rt_fail(RT_EINTERNAL, "reading samples: %s", sqlite3_errmsg(h));
+    if (!rc && s != SQLITE_DONE && s != SQLITE_ROW) rc = sql_fail(h, "reading samples");
     sqlite3_reset(st); /* releases the read before the batch is written */
     return rc;
 }
@@ -369,6 +374,22 @@ static int run_finish(ds_db *db, int64_t id, size_t scored) {
 
 /* ---- per-sample stage ---- */
 
+/* The ids of the samples this run scored, ascending (the stages read in id order). */
+typedef struct {
+    int64_t *v;
+    size_t n, cap;
+} id_list;
+
+static bool id_list_has(const id_list *l, int64_t id) {
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (l->v[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < l->n && l->v[lo] == id;
+}
+
 static int write_batch(ds_db *db, item *items, size_t n, fp_report *rep) {
     int rc = db_begin(db);
     if (rc) return rc;
@@ -387,7 +408,7 @@ static int write_batch(ds_db *db, item *items, size_t n, fp_report *rep) {
 }
 
 static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_index *ix, tp_pool *pool,
-                        fp_progress_fn fn, void *ud, fp_report *rep) {
+                        fp_progress_fn fn, void *ud, fp_report *rep, id_list *done) {
     sqlite3 *h = db_sqlite(db);
     int rc = count_pending(h, todo, &rep->pending);
     if (rc || !rep->pending) return rc;
@@ -411,7 +432,9 @@ static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_i
         for (size_t i = 0; i < n && !rc; i++)
             if (items[i].rc) rc = rt_fail(items[i].rc, "sample %lld: %s", (long long)items[i].id, items[i].err);
         if (!rc) rc = write_batch(db, items, n, rep);
+        if (!rc && rt_grow((void **)&done->v, &done->cap, done->n + n, sizeof *done->v)) rc = RT_ENOMEM;
         if (!rc) {
+            for (size_t i = 0; i < n; i++) done->v[done->n++] = items[i].id;
             rep->scored += n;
             for (size_t i = 0; i < n; i++) rep->bytes += items[i].len;
             if (fn) {
@@ -436,7 +459,41 @@ typedef struct {
     bool clean;     /* no failing verdict of another filter */
 } dd_row;
 
-static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep) {
+/* Members an earlier run recorded in the cluster of representative rep_id (the representative
+ * itself not counted). */
+static int earlier_members(sqlite3 *h, const char *method, int64_t rep_id, size_t *n) {
+    sqlite3_stmt *st;
+    *n = 0;
+    SQL_OK(h, sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM clusters WHERE method = ?1 AND cluster = ?2 AND representative = 0",
+                                 -1, &st, NULL), "counting cluster members");
+    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, rep_id);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) *n = (size_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    SQL_OK(h, s, "counting cluster members");
+    return 0;
+}
+
+/* The members an earlier run recorded in representative rep_id's cluster: their reasons
+ * and scores name the cluster's new size. */
+static int regrow_members(sqlite3 *h, const char *method, int64_t rep_id, size_t members) {
+    sqlite3_stmt *st;
+    SQL_OK(h, sqlite3_prepare_v2(h, "UPDATE verdicts SET reason = replace(reason, 'cluster of ' || CAST(score AS INTEGER) || ',', "
+                                    "'cluster of ' || ?3 || ','), score = ?3 WHERE filter = 'dedup' AND sample_id IN "
+                                    "(SELECT sample_id FROM clusters WHERE method = ?1 AND cluster = ?2 AND representative = 0)",
+                                 -1, &st, NULL), "updating cluster sizes");
+    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, rep_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)members);
+    int s = sqlite3_step(st);
+    sqlite3_finalize(st);
+    SQL_OK(h, s, "updating cluster sizes");
+    return 0;
+}
+
+static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep,
+                       const id_list *done, size_t *also_scored) {
     sqlite3 *h = db_sqlite(db);
     const char *method = c->dedup.exact_only ? "exact" : "minhash";
     sqlite3_stmt *st;
@@ -467,10 +524,13 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
         rows[n] = (dd_row){sqlite3_column_int64(st, 0), (size_t)sqlite3_column_int64(st, 3), sqlite3_column_int(st, 4) != 0,
                            sqlite3_column_int(st, 5) != 0};
         docs[n] = (mh_doc){t, tl};
-        n_new += !rows[n].old_rep;
+        if (!rows[n].old_rep) {
+            n_new++;
+            *also_scored += !id_list_has(done, rows[n].id);
+        }
         n++;
     }
-    if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading samples for dedup: %s", sqlite3_errmsg(h));
+    if (!rc && s != SQLITE_DONE) rc = sql_fail(h, "reading samples for dedup");
     sqlite3_finalize(st);
     size_t *cl = NULL, *pick = NULL, *size = NULL;
     if (!rc && n_new) {
@@ -504,17 +564,34 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
             else better = false;
             if (better) *p = i;
         }
+        /* a cluster kept by an earlier run also has the members that run recorded: the
+         * reasons name the whole cluster */
+        for (size_t i = 0; i < n && !rc; i++) {
+            if (cl[i] != i || pick[i] == SIZE_MAX || !rows[pick[i]].old_rep) continue;
+            size_t more;
+            if (!(rc = earlier_members(h, method, rows[pick[i]].id, &more))) size[i] += more;
+        }
         static const char *const keep[] = {"first", "shortest", "longest"};
         sqlite3_stmt *ci = NULL;
         int ps = sqlite3_prepare_v2(h, "INSERT INTO clusters (method, sample_id, cluster, representative) VALUES "
                                        "(?1, ?2, ?3, ?4) ON CONFLICT (method, sample_id) DO UPDATE SET "
                                        "cluster = excluded.cluster, representative = excluded.representative",
                                     -1, &ci, NULL);
-        if (ps != SQLITE_OK) rc = rt_fail(RT_EINTERNAL, "preparing clusters insert: %s", sqlite3_errmsg(h));
-        size_t per_tx = c->batch * 8, in_tx = 0;
+        if (ps != SQLITE_OK) rc = sql_fail(h, "preparing clusters insert");
+        /* one transaction: a run killed while writing leaves no dedup rows, and the rerun
+         * clusters every sample again (never a cluster written in part) */
+        if (!rc) rc = db_begin(db);
         for (size_t i = 0; i < n && !rc; i++) {
-            if (rows[i].old_rep) continue;
-            if (!in_tx && (rc = db_begin(db))) break;
+            if (rows[i].old_rep) {
+                /* an earlier representative whose cluster grew: its reason names the new size */
+                size_t members = size[cl[i]];
+                if (pick[cl[i]] != i || members < 2) continue;
+                char reason[REASON_MAX];
+                snprintf(reason, sizeof reason, "ok: representative of a cluster of %zu (keep %s)", members, keep[c->dedup_keep]);
+                rc = db_verdict_put(db, rows[i].id, "dedup", true, (double)members, reason);
+                if (!rc) rc = regrow_members(h, method, rows[i].id, members);
+                continue;
+            }
             size_t k = pick[cl[i]];
             bool is_rep = k == i;
             int64_t rep_id = rows[k].id;
@@ -523,7 +600,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
             sqlite3_bind_int64(ci, 2, rows[i].id);
             sqlite3_bind_int64(ci, 3, rep_id);
             sqlite3_bind_int(ci, 4, is_rep);
-            if (sqlite3_step(ci) != SQLITE_DONE) { rc = rt_fail(RT_EINTERNAL, "writing clusters: %s", sqlite3_errmsg(h)); break; }
+            if (sqlite3_step(ci) != SQLITE_DONE) { rc = sql_fail(h, "writing clusters"); break; }
             char reason[REASON_MAX];
             size_t members = size[cl[i]];
             if (is_rep && members == 1) snprintf(reason, sizeof reason, "ok: no duplicate");
@@ -549,9 +626,8 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
             rep->written[FP_DEDUP]++;
             if (!is_rep) { rep->failed[FP_DEDUP]++; rep->dedup_removed++; }
             else if (members > 1) rep->dedup_clusters++;
-            if (++in_tx == per_tx) { rc = db_commit(db); in_tx = 0; }
         }
-        if (!rc && in_tx) rc = db_commit(db);
+        if (!rc) rc = db_commit(db);
         if (rc) db_rollback(db);
         sqlite3_finalize(ci);
         if (!rc && fn) {
@@ -587,9 +663,13 @@ int fp_run(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void
         sqlite3_finalize(st);
     }
     if (!rc) rc = run_record(db, c, &rep->run_id);
-    if (!rc && todo) rc = sample_stage(db, c, todo, ix, pool, fn, ud, rep);
+    id_list done = {0};
+    size_t dedup_only = 0; /* samples scored by dedup alone (not by the per-sample stage too) */
+    if (!rc && todo) rc = sample_stage(db, c, todo, ix, pool, fn, ud, rep, &done);
     dc_index_free(ix);
-    if (!rc && (c->enabled & (1u << FP_DEDUP))) rc = dedup_stage(db, c, pool, fn, ud, rep);
-    if (!rc) rc = run_finish(db, rep->run_id, rep->scored + rep->dedup_new);
+    if (!rc && (c->enabled & (1u << FP_DEDUP))) rc = dedup_stage(db, c, pool, fn, ud, rep, &done, &dedup_only);
+    free(done.v);
+    /* filter_runs.scored: distinct samples that got a verdict from this run */
+    if (!rc) rc = run_finish(db, rep->run_id, rep->scored + dedup_only);
     return rc;
 }

@@ -20,13 +20,18 @@
  *                filter if there is one, then by policy: first = lowest sample id,
  *                shortest, longest text); every new sample gets a clusters row
  *                (method "minhash" or "exact", cluster = the representative's sample id)
- *                and a verdict, failing ones naming the representative
+ *                and a verdict, failing ones naming the representative; reasons and scores
+ *                name the whole cluster (members from earlier runs included: when new
+ *                samples join a cluster, the earlier members' verdicts are updated to its
+ *                new size)
  *
  * Resumable: per-sample filters are computed on the thread pool in batches of
  * c->batch samples and each batch is written in one transaction, so a killed run loses at
  * most the open batch and a rerun scores only what has no verdict — nothing is scored
- * twice. Dedup runs after them and writes its rows in transactions of c->batch * 8.
- * Each run is recorded in the filter_runs table with its resolved configuration.
+ * twice. Dedup runs after them and writes all its rows in one transaction, so a run killed
+ * there leaves no dedup rows and the rerun clusters those samples again (never a cluster
+ * written in part). Each run is recorded in the filter_runs table with its resolved
+ * configuration and the number of distinct samples it gave a verdict (scored).
  *
  * fp_select() builds a named snapshot: per prompt up to per_prompt samples that passed
  * every filter that was run (a filter counts as run when any sample has a verdict for it;

@@ -150,3 +150,25 @@ def test_stdout_on_a_full_device(retort_bin, assets, tmp_path):
     with open("/dev/full", "w") as full:
         p = run_as([retort_bin, "export", "--db", db, "--format", "jsonl", "--out", "-"], stdout=full)
     assert p.returncode == 1 and "retort: " in p.stderr and "stdout" in p.stderr
+
+
+def test_failed_dict_recompress_leaves_no_unused_dictionary(retort_bin, assets, tmp_path):
+    """The disk fills while `db dict --recompress` rewrites its first batch: no dictionary row
+    is left behind (it is written with that batch). A rerun completes; training again leaves
+    one dictionary, the superseded one deleted."""
+    db = str(tmp_path / "run.db")
+    assert run_as([retort_bin, "import", "--db", db, "--format", "gsm8k", "--as-samples",
+                   bench(assets, "gsm8k_test")]).returncode == 0
+    samples = q(db, "SELECT id, text_hash FROM samples ORDER BY id")
+    p = run_as([retort_bin, "db", "dict", db, "--recompress"], fsize_limit(300_000))
+    assert_one_error_line(p, "run.db")
+    assert q(db, "SELECT COUNT(*) FROM zstd_dicts") == [(0,)]
+    assert q(db, "SELECT COUNT(*) FROM samples WHERE dict_id IS NOT NULL") == [(0,)]
+    assert q(db, "PRAGMA integrity_check") == [("ok",)]
+    for _ in range(2):
+        p = run_as([retort_bin, "db", "dict", db, "--recompress"])
+        assert p.returncode == 0, p.stderr
+        (d,), = q(db, "SELECT id FROM zstd_dicts")
+        assert q(db, "SELECT COUNT(*) FROM samples WHERE dict_id = ?".replace("?", str(d))) == [(len(samples),)]
+    assert q(db, "SELECT id, text_hash FROM samples ORDER BY id") == samples
+    assert run_as([retort_bin, "db", "check", db]).returncode == 0

@@ -299,3 +299,89 @@ def test_dedup_prefers_a_member_that_passed_the_other_filters(retort_bin, tmp_pa
     assert q(db, "SELECT sample_id, cluster, representative FROM clusters ORDER BY 1") == [(1, 2, 0), (2, 2, 1)]
     v = dict(q(db, "SELECT sample_id, pass FROM verdicts WHERE filter = 'dedup'"))
     assert v == {1: 0, 2: 1}
+
+
+DUP_ANSWER = ("To solve this we first list every step of the computation in order, then we check each "
+              "intermediate value against the statement, and finally we write the result below. "
+              "The answer is \\boxed{42}.")
+
+
+def dup_records(first, count):
+    """count samples of distinct prompts whose texts are all the same answer."""
+    return [chat(f"Question number {i}: compute the value asked for.", "", DUP_ANSWER) for i in range(first, first + count)]
+
+
+def test_filter_runs_scored_counts_each_sample_once(retort_bin, tmp_path):
+    db = make_db(retort_bin, tmp_path, case_records())
+    n = q(db, "SELECT COUNT(*) FROM samples")[0][0]
+    cfg = write_config(tmp_path, "filters: [format, length, dedup]\n")
+    p = run([retort_bin, "filter", "--db", db, "--config", cfg])
+    assert p.returncode == 0, p.stderr
+    # every sample got its verdicts from this run: the per-sample filters and dedup together score it once
+    assert q(db, "SELECT COUNT(DISTINCT sample_id) FROM verdicts")[0][0] == n
+    assert q(db, "SELECT scored FROM filter_runs ORDER BY id DESC LIMIT 1") == [(n,)]
+    # a later run with dedup alone over new samples counts those once too
+    make_db(retort_bin, tmp_path, dup_records(0, 3), name="run.db")
+    p = run([retort_bin, "filter", "--db", db, "--config", write_config(tmp_path, "filters: [dedup]\n", "d.yaml")])
+    assert p.returncode == 0, p.stderr
+    assert q(db, "SELECT scored FROM filter_runs ORDER BY id DESC LIMIT 1") == [(3,)]
+
+
+def test_dedup_reasons_name_the_whole_cluster_across_runs(retort_bin, tmp_path):
+    cfg = write_config(tmp_path, "filters: [dedup]\n")
+    db = make_db(retort_bin, tmp_path, dup_records(0, 3))
+    assert run([retort_bin, "filter", "--db", db, "--config", cfg]).returncode == 0
+    make_db(retort_bin, tmp_path, dup_records(3, 2), name="run.db")
+    p = run([retort_bin, "filter", "--db", db, "--config", cfg])
+    assert p.returncode == 0, p.stderr
+    rows = q(db, "SELECT v.pass, v.score, v.reason FROM verdicts v WHERE v.filter = 'dedup' ORDER BY v.sample_id")
+    assert len(rows) == 5
+    # five samples share one text: one cluster of five, whichever run saw which member
+    assert [r[0] for r in rows] == [1, 0, 0, 0, 0], rows
+    for ok, score, reason in rows:
+        assert "cluster of 5" in reason, rows
+        assert score == 5
+    assert q(db, "SELECT COUNT(DISTINCT cluster), COUNT(*) FROM clusters") == [(1, 5)]
+
+
+def letters(n):
+    """n as a word of letters (normalization drops digits)."""
+    w = ""
+    for _ in range(4):
+        w += "abcdefghijklmnopqrstuvwxyz"[n % 26]
+        n //= 26
+    return w
+
+
+def test_dedup_writes_are_all_or_nothing_when_killed(retort_bin, tmp_path):
+    """kill -9 as soon as any dedup verdict is visible: the dedup rows of a run are one
+    transaction, so the database holds none of them or all of them, never a partial cluster."""
+    recs = []
+    for i in range(3000):
+        # clusters of three identical texts; the clusters share no words
+        body = " ".join(letters((i // 3) * 40 + k) for k in range(40))
+        recs.append(chat(f"Item {i}: restate the text.", "", body))
+    db = make_db(retort_bin, tmp_path, recs)
+    cfg = write_config(tmp_path, "filters: [dedup]\nbatch: 1\n")
+    proc = subprocess.Popen([retort_bin, "filter", "--db", db, "--config", cfg, "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            seen = q(db, "SELECT COUNT(*) FROM verdicts WHERE filter = 'dedup'")[0][0]
+        except sqlite3.OperationalError:
+            seen = 0
+        if seen:
+            break
+        time.sleep(0.002)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n = q(db, "SELECT COUNT(*) FROM verdicts WHERE filter = 'dedup'")[0][0]
+    assert n in (0, 3000), f"{n} of 3000 dedup verdicts after the kill"
+    assert q(db, "SELECT COUNT(*) FROM clusters")[0][0] == n
+    p = run([retort_bin, "filter", "--db", db, "--config", cfg])
+    assert p.returncode == 0, p.stderr
+    sizes = q(db, "SELECT reason FROM verdicts WHERE filter = 'dedup' AND pass = 0")
+    assert len(sizes) == 2000 and all("cluster of 3" in r for (r,) in sizes), sizes[:3]

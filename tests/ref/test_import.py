@@ -71,7 +71,7 @@ def test_db_refuses_what_it_cannot_use(retort_bin, tmp_path):
     assert_one_error_line(run([retort_bin, "db", "stats", missing]), "no such database")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
-    assert_one_error_line(run([retort_bin, "db", "check", str(junk)]), "not a database")
+    assert_one_error_line(run([retort_bin, "db", "check", str(junk)]), f"{junk} is not a SQLite database")
     newer = str(tmp_path / "newer.db")
     assert run([retort_bin, "db", "init", newer]).returncode == 0
     con = sqlite3.connect(newer)
@@ -137,6 +137,8 @@ MALFORMED = [
     ("not_object", '["q2", "#### 2"]\n', "not a JSON object"),
     ("duplicate_key", '{"question": "q2", "question": "q3", "answer": "#### 2"}\n', "duplicate"),
     ("no_final_answer", '{"question": "q2", "answer": "two"}\n', "####"),
+    ("empty_prompt", '{"question": "", "answer": "#### 2"}\n', 'empty prompt (field "question")'),
+    ("blank_prompt", '{"question": " \\n\\t ", "answer": "#### 2"}\n', 'empty prompt (field "question")'),
 ]
 
 
@@ -238,3 +240,78 @@ def test_killed_import_resumes_without_duplicates(retort_bin, tmp_path):
     assert q(db, "SELECT COUNT(*) FROM prompts WHERE CAST(gold AS INTEGER) % 2 != 0")[0][0] == 0
     assert q(db, "PRAGMA integrity_check")[0][0] == "ok"
     assert q(db, "PRAGMA foreign_key_check") == []
+
+
+def test_empty_chat_prompt_is_malformed(retort_bin, tmp_path):
+    ok = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    empty = {"messages": [{"role": "system", "content": " "}, {"role": "user", "content": ""},
+                          {"role": "assistant", "content": "yo"}]}
+    src = tmp_path / "c.jsonl"
+    src.write_text(json.dumps(ok) + "\n" + json.dumps(empty) + "\n")
+    db = str(tmp_path / "run.db")
+    p = imp(retort_bin, db, "chat", str(src), extra=["--as-samples"])
+    assert_one_error_line(p, f"{src}:2:", "empty prompt")
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 0
+    p = imp(retort_bin, db, "chat", str(src), extra=["--as-samples", "--skip-bad"])
+    assert p.returncode == 0 and "skipped 1 bad line" in p.stderr and "line 2" in p.stderr, p.stderr
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 1
+
+
+def test_max_prompt_bytes(retort_bin, tmp_path):
+    # the limit counts the prompt's bytes as stored: 3000 x "é" is 6000 bytes (JSON escapes it as 18000)
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"prompt": "short"}) + "\n" + json.dumps({"prompt": "\u00e9" * 3000}) + "\n")
+    db = str(tmp_path / "run.db")
+    p = imp(retort_bin, db, "jsonl", str(src), extra=["--prompt-field", "prompt", "--max-prompt-bytes", "5999"])
+    assert_one_error_line(p, f"{src}:2:", "6000 bytes", "--max-prompt-bytes")
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 0
+    p = imp(retort_bin, db, "jsonl", str(src), extra=["--prompt-field", "prompt", "--max-prompt-bytes", "6000"])
+    assert p.returncode == 0, p.stderr
+    assert q(db, "SELECT COUNT(*) FROM prompts")[0][0] == 2
+    for bad in ("0", "-1", "12Q", "", "5T"):
+        assert imp(retort_bin, db, "jsonl", str(src), extra=["--prompt-field", "prompt", "--max-prompt-bytes", bad]).returncode == 2
+
+
+def test_huge_line_is_refused_without_reading_it(retort_bin, tmp_path):
+    """A 64 MiB single-line prompt: refused naming file:line, with the child's peak RSS far
+    below the line's size (measured by getrusage in a wrapper process of its own)."""
+    src = tmp_path / "huge.jsonl"
+    with open(src, "w") as f:
+        f.write(json.dumps({"prompt": "ok"}) + "\n")
+        f.write('{"prompt": "' + "x" * (64 << 20) + '"}\n')
+        f.write(json.dumps({"prompt": "fine too"}) + "\n")
+    db = str(tmp_path / "run.db")
+    wrapper = ("import resource, subprocess, sys\n"
+               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+               "sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + '\\n')\n"
+               "sys.stderr.write(p.stderr)\n"
+               "sys.exit(p.returncode)\n")
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"prompt": "fine too"}) + "\n")
+    p = run(["python3", "-c", wrapper, retort_bin, "import", "--db", str(tmp_path / "base.db"), "--format", "jsonl",
+             "--prompt-field", "prompt", str(small)])
+    assert p.returncode == 0, p.stderr
+    base_kib = int(p.stdout.split()[0])  # the same binary on a small file (sanitizer builds start larger)
+    for extra, code in ((["--skip-bad"], 0), ([], 1)):
+        p = run(["python3", "-c", wrapper, retort_bin, "import", "--db", db, "--format", "jsonl", "--prompt-field", "prompt",
+                 *extra, str(src)])
+        assert p.returncode == code, p.stderr
+        assert f"line 2" in p.stderr or f"{src}:2:" in p.stderr, p.stderr
+        assert "not read" in p.stderr, p.stderr
+        rss_kib = int(p.stdout.split()[0])
+        assert rss_kib < base_kib + 16 * 1024, f"peak RSS {rss_kib} KiB for a 64 MiB line ({base_kib} KiB on a small file)"
+    assert sorted(r[0] for r in q(db, "SELECT json_extract(messages, '$[0].content') FROM prompts")) == ["fine too", "ok"]
+    # through a pipe the same: the line is dropped as it streams in
+    with open(src, "rb") as f:
+        p = subprocess.run([retort_bin, "import", "--db", db, "--format", "jsonl", "--prompt-field", "prompt", "/dev/stdin"],
+                           stdin=f, capture_output=True, text=True)
+    assert_one_error_line(p, "/dev/stdin:2:", "not read")
+
+
+def test_import_of_a_directory_or_unreadable_file_says_why(retort_bin, tmp_path):
+    db = str(tmp_path / "run.db")
+    d = tmp_path / "prompts"
+    d.mkdir()
+    assert_one_error_line(imp(retort_bin, db, "jsonl", str(d), extra=["--prompt-field", "p"]), f"{d} is a directory")
+    assert_one_error_line(imp(retort_bin, db, "jsonl", str(tmp_path / "absent.jsonl"), extra=["--prompt-field", "p"]),
+                          "absent.jsonl", "No such file or directory")

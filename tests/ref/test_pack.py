@@ -249,7 +249,7 @@ def test_bad_conversation_names_the_line_and_writes_nothing(retort_bin, assets, 
     p = run([retort_bin, "pack", "--tokenizer", tokp, "--template", kind, "--jsonl", str(src), "--seq", "512",
              "--out", str(out)])
     assert_one_error_line(p, f"{src}:3")
-    assert [f for f in os.listdir(out) if not f.startswith(".")] == [] and os.listdir(out) == []
+    assert not os.path.exists(out), "a failed pack leaves no directory it created"
     src.write_text(json.dumps(good[0]) + "\n{not json\n")
     assert_one_error_line(run([retort_bin, "pack", "--tokenizer", tokp, "--template", kind, "--jsonl", str(src),
                                "--seq", "512", "--out", str(out)]), f"{src}:2", "invalid JSON")
@@ -258,3 +258,48 @@ def test_bad_conversation_names_the_line_and_writes_nothing(retort_bin, assets, 
                 "--out", str(out)]
         args[args.index(bad[0]) + 1] = bad[1]
         assert run(args).returncode == 2
+
+
+def test_full_disk_into_a_new_directory_leaves_nothing(retort_bin, assets, tmp_path):
+    """The disk fills (RLIMIT_FSIZE: writes past it fail with EFBIG) during a pack into a
+    directory the pack creates: the error names the directory and the reason, and the
+    directory is gone."""
+    import resource
+    import signal
+    import subprocess
+    kind = "llama3"
+    tokp = tokenizer_path(assets, kind)
+    src = tmp_path / "chats.jsonl"
+    with open(src, "w") as f:
+        for c in gsm8k_chats(assets, 400):
+            f.write(json.dumps(c) + "\n")
+    out = tmp_path / "shards"
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    for extra in ([], ["--shard-seqs", "4"]):
+        p = subprocess.run([retort_bin, "pack", "--tokenizer", tokp, "--template", kind, "--jsonl", str(src), "--seq", "2048",
+                            "--out", str(out), *extra], capture_output=True, text=True, preexec_fn=limit)
+        assert_one_error_line(p, str(out), "File too large")
+        assert not os.path.exists(out)
+
+
+def test_temporaries_of_a_killed_pack_are_removed(retort_bin, assets, tmp_path):
+    kind = "qwen"
+    tokp = tokenizer_path(assets, kind)
+    src = tmp_path / "chats.jsonl"
+    with open(src, "w") as f:
+        for c in gsm8k_chats(assets, 5):
+            f.write(json.dumps(c) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    # what a pack killed with SIGKILL leaves: its spill file and temporaries of shards and index
+    stale = [".pack-spill.tmp.a1B2c3", "shard-00007.bin.tmp.Zz9Yy8", "index.json.tmp.Qq1Ww2"]
+    for name in stale:
+        (out / name).write_bytes(b"partial")
+    (out / "notes.txt").write_text("not ours")
+    p = run([retort_bin, "pack", "--tokenizer", tokp, "--template", kind, "--jsonl", str(src), "--seq", "512",
+             "--out", str(out)])
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(out)) == ["index.json", "notes.txt", "shard-00000.bin"]

@@ -309,6 +309,29 @@ Test(import_parse, each_malformed_case_is_refused) {
     parse_bad(j, "{\"prompt\":\"p\"}", 0, "missing field \"text\"");
 }
 
+Test(import_parse, empty_and_oversized_prompts_are_refused) {
+    imp_options g = opts(IMP_GSM8K);
+    parse_bad(g, "{\"question\":\"\",\"answer\":\"#### 1\"}", 0, "empty prompt (field \"question\")");
+    parse_bad(g, "{\"question\":\" \\n\\t\\r \",\"answer\":\"#### 1\"}", 0, "empty prompt");
+    imp_options c = opts(IMP_CHAT);
+    parse_bad(c, "{\"messages\":[{\"role\":\"system\",\"content\":\"\"},{\"role\":\"user\",\"content\":\" \"},"
+                 "{\"role\":\"assistant\",\"content\":\"a\"}]}", 0, "empty prompt");
+    /* the limit counts the prompt's bytes as stored (decoded): "\u00e9" x 4 is 8 bytes */
+    imp_options j = opts(IMP_JSONL);
+    j.prompt_field = "p";
+    j.max_prompt_bytes = 7;
+    parse_bad(j, "{\"p\":\"\\u00e9\\u00e9\\u00e9\\u00e9\"}", 0, "prompt of 8 bytes is over the limit of 7");
+    j.max_prompt_bytes = 8;
+    imp_record r;
+    parse_ok(j, "{\"p\":\"\\u00e9\\u00e9\\u00e9\\u00e9\"}", &r);
+    imp_record_free(&r);
+    /* chat: the prompt is every message before the answer, together */
+    c.max_prompt_bytes = 5;
+    parse_bad(c, "{\"messages\":[{\"role\":\"system\",\"content\":\"abc\"},{\"role\":\"user\",\"content\":\"def\"}]}", 0,
+              "prompt of 6 bytes");
+    cr_assert_eq(imp_max_prompt_bytes(&g), (size_t)4 << 20);
+}
+
 Test(import, bad_line_aborts_the_file_and_names_it) {
     char *dir;
     ds_db *db = fresh_db(&dir);
