@@ -8,16 +8,17 @@
  * every warp-collective operation (shuffles, ballots, ldmatrix, mma.sync m16n8k16 bf16 and
  * m16n8k32 e4m3, emulated from the PTX ISA's fragment layouts) are barriers: a thread deposits
  * its operand, yields until all live threads of its warp (or block) have arrived, then reads
- * what it needs. Threads that have returned no longer count (as on the hardware). At every
- * scheduling round the live threads run in a new pseudo-random order (seeded, reproducible),
- * so code that relies on an implicit order between threads (a missing barrier) reads stale
- * data. A round in which no thread makes progress (all wait at barriers some thread never
+ * what it needs. Threads that have returned no longer count (as on the hardware). The schedule
+ * is adversarial and reproducible (seeded): one warp at a time runs ahead until it waits at
+ * __syncthreads, its lanes in a new random order at every step (see launch()), so code that
+ * relies on an implicit order between threads (a missing barrier) reads stale data. A round in which no thread makes progress (all wait at barriers some thread never
  * reaches) is a deadlock: the run stops with "FAIL emu: deadlock". __shared__ variables become
  * function statics (one block runs at a time); dynamic shared memory is one buffer per launch,
  * filled with garbage (0xcd) before each block. Two forms of cp.async: cp_async16 copies at
  * once (the student kernels); cpa()/cpa_commit()/cpa_wait(n) (the teacher kernels) capture the
- * source at issue and land it only when cp.async.wait_group lets the group go, so a missing or
- * too-weak wait reads what was there before.
+ * source at issue and land it either at once (half the groups, at random: a buffer overwritten
+ * while others still read it shows) or only when cp.async.wait_group lets the group go (a
+ * missing or too-weak wait reads what was there before).
  * What it checks: indexing, masking, tiling, fragment ↔ element mapping, synchronization
  * order. What it cannot: timing, races the hardware would expose that this schedule does not,
  * the exact rounding inside the tensor cores (emulated as f32 multiply-adds in k order; the
@@ -64,7 +65,8 @@ struct State {
     struct JB { jmp_buf b; };
     std::vector<JB> jb;                      // switches: _setjmp/_longjmp (no signal-mask syscalls)
     std::vector<std::vector<char>> stacks;
-    std::vector<char> done, started;
+    std::vector<char> done, started, at_sync;
+    std::vector<unsigned> sync_gen;          // the __syncthreads generation a thread waits on
     std::vector<int> order;
     std::vector<Thread> thr;
     jmp_buf sched_jb;
@@ -72,6 +74,9 @@ struct State {
     int arrived[33] = {0}, wlive[32] = {0};
     uint64_t progress = 0, seed = 0x9E3779B97F4A7C15ull;
     bool shuffle = true;                     // a new thread order every round
+    bool warps_ahead = true;                 // one warp runs until it waits at __syncthreads
+    int run_warp = -1;
+    bool cpa_eager = true;                   // half the cp.async groups land at their commit
     std::vector<char> dyn;
     uint3 block_idx{0, 0, 0}, grid_dim{1, 1, 1}, block_dim{1, 1, 1};
     Warp warps[32];
@@ -96,7 +101,9 @@ inline void barrier(int group) {
     S.arrived[group]++;
     S.progress++;
     release_if_full(group);
+    if (!group) S.at_sync[S.cur] = 1, S.sync_gen[S.cur] = g;
     while (S.gen[group] == g) yield();
+    if (!group) S.at_sync[S.cur] = 0;
 }
 inline void warp_barrier() { barrier(1 + S.cur / 32); }
 inline int lane() { return S.cur & 31; }
@@ -118,7 +125,19 @@ inline uint64_t next_rand() {
     return S.seed;
 }
 
-/* Runs body() as every thread of every block of grid × block. Returns normally; a deadlock
+inline bool blocked(int t) { return S.done[t] || (S.at_sync[t] && S.gen[0] == S.sync_gen[t]); }
+inline bool warp_runnable(int w) {
+    for (int t = 32 * w; t < 32 * w + 32 && t < S.nthr; t++)
+        if (!blocked(t)) return true;
+    return false;
+}
+
+/* Runs body() as every thread of every block of grid × block, in rounds: each round resumes
+ * every live thread once (in a fresh random order), or with warps_ahead (the default) only the
+ * threads of one warp, which keeps running until all its threads wait at __syncthreads (or
+ * have returned); then another warp, picked at random. So a warp runs ahead of the others as
+ * far as the barriers let it: a missing __syncthreads lets it read shared memory the others
+ * have not written yet, or overwrite what they have not read. Returns normally; a deadlock
  * prints one FAIL line and exits 1 (the driver's result would be meaningless). */
 inline void launch(dim3 grid, dim3 block, size_t dyn_bytes, std::function<void()> body) {
     int n = (int)(block.x * block.y * block.z);
@@ -141,6 +160,9 @@ inline void launch(dim3 grid, dim3 block, size_t dyn_bytes, std::function<void()
                 memset(S.dyn.data(), 0xcd, S.dyn.size());   // garbage, as on the device
                 S.done.assign(n, 0);
                 S.started.assign(n, 0);
+                S.at_sync.assign(n, 0);
+                S.sync_gen.assign(n, 0);
+                S.run_warp = -1;
                 S.thr.assign(n, Thread());
                 S.live = n;
                 for (int w = 0; w < 32; w++) S.wlive[w] = n - 32 * w < 0 ? 0 : (n - 32 * w > 32 ? 32 : n - 32 * w);
@@ -154,10 +176,21 @@ inline void launch(dim3 grid, dim3 block, size_t dyn_bytes, std::function<void()
                 }
                 bool first = true;
                 while (S.live > 0) {
+                    int lo = 0, hi = n;
+                    if (S.warps_ahead) {
+                        if (S.run_warp < 0 || !warp_runnable(S.run_warp)) {
+                            int cand[32], nc = 0;
+                            for (int w = 0; 32 * w < n; w++)
+                                if (warp_runnable(w)) cand[nc++] = w;
+                            S.run_warp = nc ? cand[next_rand() % (uint64_t)nc] : 0;
+                        }
+                        lo = 32 * S.run_warp, hi = lo + 32 < n ? lo + 32 : n;
+                    }
                     if (S.shuffle)
-                        for (int i = n - 1; i > 0; i--) std::swap(S.order[i], S.order[next_rand() % (uint64_t)(i + 1)]);
+                        for (int i = hi - 1; i > lo; i--)
+                            std::swap(S.order[i], S.order[lo + next_rand() % (uint64_t)(i - lo + 1)]);
                     uint64_t before = S.progress;
-                    for (int i = 0; i < n; i++) {
+                    for (int i = lo; i < hi; i++) {
                         int t = S.order[i];
                         if (S.done[t]) continue;
                         S.cur = t;
@@ -197,6 +230,10 @@ inline void cpa(void *s, const void *g, int bytes) {
 }
 inline void cpa_commit() {
     Thread &T = S.thr[S.cur];
+    if (S.cpa_eager && (next_rand() & 1)) {   // this group lands at once (it still counts as a group)
+        for (const Copy &c : T.open) memcpy(c.dst, c.data, 16);
+        T.open.clear();
+    }
     T.groups.push_back(T.open);
     T.open.clear();
 }
@@ -271,9 +308,15 @@ inline void mma16832_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
     memcpy(W.a[t], a, 16);
     W.b[t][0] = b[0], W.b[t][1] = b[1];
     warp_barrier();
+    static float lut[256];
+    static bool lut_ready = false;
+    if (!lut_ready) {
+        for (int i = 0; i < 256; i++) lut[i] = e4m3((uint8_t)i);
+        lut_ready = true;
+    }
     auto byte = [](uint32_t w, int j) { return (uint8_t)(w >> (8 * j)); };
-    auto A = [&](int r, int k) { return e4m3(byte(W.a[(r % 8) * 4 + (k % 16) / 4][(r >= 8) + 2 * (k >= 16)], k % 4)); };
-    auto B = [&](int k, int n) { return e4m3(byte(W.b[n * 4 + (k % 16) / 4][k >= 16], k % 4)); };
+    auto A = [&](int r, int k) { return lut[byte(W.a[(r % 8) * 4 + (k % 16) / 4][(r >= 8) + 2 * (k >= 16)], k % 4)]; };
+    auto B = [&](int k, int n) { return lut[byte(W.b[n * 4 + (k % 16) / 4][k >= 16], k % 4)]; };
     int g = t / 4, tg = t % 4;
     float out[4];
     for (int i = 0; i < 4; i++) {
