@@ -344,28 +344,29 @@ extern "C" int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, 
 
 // ---- cache append ----------------------------------------------------------------------------
 // Row r (576 bf16: c | k_r) goes to cache row slot[r]; for an e4m3 cache with its scale
-// amax/448 (1 for an all-zero row), one warp per row.
+// amax/448 (1 for an all-zero row), one warp per row, grid-stride (grid_for caps the grid).
 __global__ static void k_append(const uint16_t *__restrict__ rows, int64_t n, const int32_t *__restrict__ slot,
                                 void *kv, float *kv_scale) {
-    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (r >= n) return;
-    const uint16_t *src = rows + r * ML_DK;
-    int64_t dst = slot[r];
-    if (!kv_scale) {
-        uint16_t *d = (uint16_t *)kv + dst * ML_DK;
-        for (int j = lane; j < ML_DK / 2; j += 32)
-            reinterpret_cast<uint32_t *>(d)[j] = reinterpret_cast<const uint32_t *>(src)[j];
-        return;
+    const int lane = threadIdx.x & 31;
+    const int64_t nw = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; r < n; r += nw) {
+        const uint16_t *src = rows + r * ML_DK;
+        int64_t dst = slot[r];
+        if (!kv_scale) {
+            uint16_t *d = (uint16_t *)kv + dst * ML_DK;
+            for (int j = lane; j < ML_DK / 2; j += 32)
+                reinterpret_cast<uint32_t *>(d)[j] = reinterpret_cast<const uint32_t *>(src)[j];
+            continue;
+        }
+        float amax = 0.0f;
+        for (int j = lane; j < ML_DK; j += 32) amax = fmaxf(amax, fabsf(bf2f(src[j])));
+        amax = warp_max(amax);
+        float sc = amax / 448.0f;
+        if (!(sc > 0.0f)) sc = 1.0f;
+        uint8_t *d = (uint8_t *)kv + dst * ML_DK;
+        for (int j = lane; j < ML_DK; j += 32) d[j] = f2fp8(bf2f(src[j]) / sc);
+        if (lane == 0) kv_scale[dst] = sc;
     }
-    float amax = 0.0f;
-    for (int j = lane; j < ML_DK; j += 32) amax = fmaxf(amax, fabsf(bf2f(src[j])));
-    amax = warp_max(amax);
-    float sc = amax / 448.0f;
-    if (!(sc > 0.0f)) sc = 1.0f;
-    uint8_t *d = (uint8_t *)kv + dst * ML_DK;
-    for (int j = lane; j < ML_DK; j += 32) d[j] = f2fp8(bf2f(src[j]) / sc);
-    if (lane == 0) kv_scale[dst] = sc;
 }
 
 #ifndef RT_EMU

@@ -10,40 +10,43 @@
 using namespace ds;
 
 // ---- quantization ----------------------------------------------------------------------
-// One warp per (row, 128-channel block): lane i holds channels 4i … 4i+3.
+// One warp per (row, 128-channel block): lane i holds channels 4i … 4i+3. Grid-stride over the
+// pairs: grid_for caps the grid at 65535·16 blocks (8.4M warps), fewer than M·K/128 for a long
+// prefill through a wide layer.
 
 template <bool SWIGLU>
 __global__ static void k_quant(const uint16_t *__restrict__ x, int64_t M, int64_t K, uint8_t *__restrict__ q,
                                float *__restrict__ scale, int scale_t) {
-    int64_t nb = K / 128, wid = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (wid >= M * nb) return;
-    int64_t m = wid / nb, b = wid % nb;
-    float v[4];
-    if (SWIGLU) {   // x is gu [M, 2K]: gate | up
-        const uint16_t *g = x + m * 2 * K + b * 128 + lane * 4, *u = g + K;
-        uint2 gv = *reinterpret_cast<const uint2 *>(g), uv = *reinterpret_cast<const uint2 *>(u);
-        const uint16_t *gh = reinterpret_cast<const uint16_t *>(&gv), *uh = reinterpret_cast<const uint16_t *>(&uv);
+    const int64_t nb = K / 128, nw = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    for (int64_t wid = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; wid < M * nb; wid += nw) {
+        const int64_t m = wid / nb, b = wid % nb;
+        float v[4];
+        if (SWIGLU) {   // x is gu [M, 2K]: gate | up
+            const uint16_t *g = x + m * 2 * K + b * 128 + lane * 4, *u = g + K;
+            uint2 gv = *reinterpret_cast<const uint2 *>(g), uv = *reinterpret_cast<const uint2 *>(u);
+            const uint16_t *gh = reinterpret_cast<const uint16_t *>(&gv), *uh = reinterpret_cast<const uint16_t *>(&uv);
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float gf = bf2f(gh[i]);
-            v[i] = gf / (1.0f + expf(-gf)) * bf2f(uh[i]);
+            for (int i = 0; i < 4; i++) {
+                float gf = bf2f(gh[i]);
+                v[i] = gf / (1.0f + expf(-gf)) * bf2f(uh[i]);
+            }
+        } else {
+            uint2 xv = *reinterpret_cast<const uint2 *>(x + m * K + b * 128 + lane * 4);
+            const uint16_t *xh = reinterpret_cast<const uint16_t *>(&xv);
+#pragma unroll
+            for (int i = 0; i < 4; i++) v[i] = bf2f(xh[i]);
         }
-    } else {
-        uint2 xv = *reinterpret_cast<const uint2 *>(x + m * K + b * 128 + lane * 4);
-        const uint16_t *xh = reinterpret_cast<const uint16_t *>(&xv);
+        float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+        amax = warp_max(amax);
+        float s = amax / 448.0f;
+        if (!(s > 0.0f)) s = 1.0f;
+        uint32_t packed = 0;
 #pragma unroll
-        for (int i = 0; i < 4; i++) v[i] = bf2f(xh[i]);
+        for (int i = 0; i < 4; i++) packed |= (uint32_t)f2fp8(v[i] / s) << (8 * i);
+        *reinterpret_cast<uint32_t *>(q + m * K + b * 128 + lane * 4) = packed;
+        if (lane == 0) scale[scale_t ? b * M + m : m * nb + b] = s;
     }
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-    amax = warp_max(amax);
-    float s = amax / 448.0f;
-    if (!(s > 0.0f)) s = 1.0f;
-    uint32_t packed = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++) packed |= (uint32_t)f2fp8(v[i] / s) << (8 * i);
-    *reinterpret_cast<uint32_t *>(q + m * K + b * 128 + lane * 4) = packed;
-    if (lane == 0) scale[scale_t ? b * M + m : m * nb + b] = s;
 }
 
 #ifndef RT_EMU   // host side: launches
