@@ -7,7 +7,9 @@
  * (fp8_gemm_lt, bf16_gemm*) cannot run here. Shapes are small but cut every tile edge: groups
  * that are empty, of 1 row, of exactly one m-tile and one past it, more than 32 groups (two
  * rounds of the warp scan), offsets not starting at 0, N not a multiple of the 128-wide tile
- * (odd N: the scalar stores), 4–5 K blocks (the 3-stage cp.async ring wraps), uneven splits.
+ * (odd N: the scalar stores), 4–5 K blocks (the 3-stage cp.async ring wraps), uneven splits;
+ * the quantization also on a grid smaller than its work (grid_for's cap, reached by a long
+ * prefill: the kernel must loop).
  * Tolerances:
  *   quantization: exact. Both sides do the same IEEE operations (one division by the same
  *     scale, one RNE cast; the SwiGLU's expf is glibc's on both sides here — on a GPU it is
@@ -58,7 +60,9 @@ static void report(bool ok, const char *what, const char *detail) {
 }
 
 // ---- quantization -------------------------------------------------------------------------
-static void quant_case(bool swiglu) {
+// capped: a grid of one block (8 warps) for 10 (row, block) pairs, as grid_for's cap of 65535·16
+// blocks makes it for more than 8.4M pairs (M·K/128: a 60k-token prefill through an 18432-wide MLP)
+static void quant_case(bool swiglu, bool capped = false) {
     const int64_t M = 5, K = 256, W = swiglu ? 2 * K : K, nb = K / 128;
     std::vector<float> x((size_t)(M * W));
     std::vector<uint16_t> xb((size_t)(M * W));
@@ -78,7 +82,7 @@ static void quant_case(bool swiglu) {
         std::vector<uint8_t> gq((size_t)(M * K), 0xff);
         std::vector<float> gs((size_t)(M * nb), NAN);
         size_t threads = (size_t)(M * nb) * 32;
-        emu::launch(dim3(grid_for(threads, 256)), dim3(256), 0, [&] {
+        emu::launch(dim3(capped ? 1 : grid_for(threads, 256)), dim3(256), 0, [&] {
             if (swiglu) k_quant<true>(xb.data(), M, K, gq.data(), gs.data(), t);
             else k_quant<false>(xb.data(), M, K, gq.data(), gs.data(), t);
         });
@@ -87,8 +91,8 @@ static void quant_case(bool swiglu) {
             for (int64_t b = 0; b < nb; b++) ok = ok && gs[t ? b * M + m : m * nb + b] == s[m * nb + b];
         ok = ok && !memcmp(gq.data(), q.data(), q.size());
         char what[96];
-        snprintf(what, sizeof what, "%s M=%lld K=%lld scale_t=%d", swiglu ? "swiglu_quant" : "act_quant", (long long)M,
-                 (long long)K, t);
+        snprintf(what, sizeof what, "%s M=%lld K=%lld scale_t=%d%s", swiglu ? "swiglu_quant" : "act_quant", (long long)M,
+                 (long long)K, t, capped ? ", capped grid" : "");
         report(ok, what, "exact (codes and scales)");
     }
 }
@@ -208,6 +212,8 @@ int main(int argc, char **argv) {
     if (!*only || !strcmp(only, "quant")) {
         quant_case(false);
         quant_case(true);
+        quant_case(false, true);
+        quant_case(true, true);
     }
     if (!*only || !strcmp(only, "grouped")) {
         grouped_case(true);
