@@ -301,7 +301,10 @@ inline float e4m3(uint8_t b) {
 // D = A·B + C, m16n8k32 e4m3 (PTX ISA "Matrix Fragments for mma.m16n8k32", 8-bit types):
 // A: register i of lane t holds the four bytes a[row][k..k+3] with row = g + 8·(i & 1),
 // k = 4·(t%4) + 16·(i >> 1) (byte j of the register is k + j); B: register j holds
-// b[k..k+3][n] with n = g, k = 4·(t%4) + 16·j; C/D as m16n8k16 (g = t/4).
+// b[k..k+3][n] with n = g, k = 4·(t%4) + 16·j; C/D as m16n8k16 (g = t/4). Which k a byte
+// slot stands for inside one mma cannot be observed (A and B share the mapping, the sum runs
+// over all 32), only which A slots meet which B slots and where rows and columns land: that
+// part is what a kernel can get wrong, and what this checks.
 inline void mma16832_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
     Warp &W = warp();
     int t = lane();
