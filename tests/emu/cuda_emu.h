@@ -9,10 +9,11 @@
  * m16n8k32 e4m3, emulated from the PTX ISA's fragment layouts) are barriers: a thread deposits
  * its operand, yields until all live threads of its warp (or block) have arrived, then reads
  * what it needs. Threads that have returned no longer count (as on the hardware). The schedule
- * is adversarial and reproducible (seeded): one warp at a time runs ahead until it waits at
- * __syncthreads, its lanes in a new random order at every step (see launch()), so code that
- * relies on an implicit order between threads (a missing barrier) reads stale data. A round in which no thread makes progress (all wait at barriers some thread never
- * reaches) is a deadlock: the run stops with "FAIL emu: deadlock". __shared__ variables become
+ * is adversarial and reproducible (seeded; RT_EMU_SEED picks another): one warp at a time runs
+ * ahead until it waits at __syncthreads, its lanes in a new random order at every step (see
+ * launch()), so code that relies on an implicit order between threads (a missing barrier)
+ * reads stale data. A round in which no thread makes progress (all wait at barriers some
+ * thread never reaches) is a deadlock: the run stops with "FAIL emu: deadlock". __shared__ variables become
  * function statics (one block runs at a time); dynamic shared memory is one buffer per launch,
  * filled with garbage (0xcd) before each block. Two forms of cp.async: cp_async16 copies at
  * once (the student kernels); cpa()/cpa_commit()/cpa_wait(n) (the teacher kernels) capture the
@@ -140,6 +141,12 @@ inline bool warp_runnable(int w) {
  * have not written yet, or overwrite what they have not read. Returns normally; a deadlock
  * prints one FAIL line and exits 1 (the driver's result would be meaningless). */
 inline void launch(dim3 grid, dim3 block, size_t dyn_bytes, std::function<void()> body) {
+    static bool seeded = false;   // RT_EMU_SEED=N: another schedule (the default seed is fixed)
+    if (!seeded) {
+        const char *e = getenv("RT_EMU_SEED");
+        if (e && *e) S.seed = strtoull(e, NULL, 0) * 0x9E3779B97F4A7C15ull | 1;
+        seeded = true;
+    }
     int n = (int)(block.x * block.y * block.z);
     S.nthr = n;
     S.body = body;
