@@ -1,29 +1,28 @@
-/* tests/emu/cuda_emu.h — a small CPU emulator for the CUDA kernels' warp-level code (the
- * student's and the teacher's), so their tiling and fragment bookkeeping can be checked on a
- * machine without a GPU.
+/* tests/emu/cuda_emu.h — a small CPU emulator for the CUDA kernels' warp-level code (the student's
+ * and the teacher's), so their tiling and fragment bookkeeping can be checked on a machine without
+ * a GPU.
  *
- * A kernel source is compiled by g++ with -DRT_EMU and this header first. Every thread of a
- * block is a coroutine on its own stack (started by makecontext, switched by _setjmp/_longjmp,
- * which make no system calls); the blocks of a grid run one after another. __syncthreads and
- * every warp-collective operation (shuffles, ballots, ldmatrix, mma.sync m16n8k16 bf16 and
- * m16n8k32 e4m3, emulated from the PTX ISA's fragment layouts) are barriers: a thread deposits
- * its operand, yields until all live threads of its warp (or block) have arrived, then reads
- * what it needs. Threads that have returned no longer count (as on the hardware). The schedule
- * is adversarial and reproducible (seeded; RT_EMU_SEED picks another): one warp at a time runs
- * ahead until it waits at __syncthreads, its lanes in a new random order at every step (see
- * launch()), so code that relies on an implicit order between threads (a missing barrier)
- * reads stale data. A round in which no thread makes progress (all wait at barriers some
- * thread never reaches) is a deadlock: the run stops with "FAIL emu: deadlock". __shared__ variables become
- * function statics (one block runs at a time); dynamic shared memory is one buffer per launch,
- * filled with garbage (0xcd) before each block. Two forms of cp.async: cp_async16 copies at
- * once (the student kernels); cpa()/cpa_commit()/cpa_wait(n) (the teacher kernels) capture the
- * source at issue and land it either at once (half the groups, at random: a buffer overwritten
- * while others still read it shows) or only when cp.async.wait_group lets the group go (a
- * missing or too-weak wait reads what was there before).
- * What it checks: indexing, masking, tiling, fragment ↔ element mapping, synchronization
- * order. What it cannot: timing, races the hardware would expose that this schedule does not,
- * the exact rounding inside the tensor cores (emulated as f32 multiply-adds in k order; the
- * e4m3 products are exact in f32). */
+ * A kernel source is compiled by g++ with -DRT_EMU and this header first. Every thread of a block
+ * is a coroutine on its own stack (started by makecontext, switched by _setjmp/_longjmp, which
+ * make no system calls); the blocks of a grid run one after another. __syncthreads and every warp-
+ * collective operation (shuffles, ballots, ldmatrix, mma.sync m16n8k16 bf16 and m16n8k32 e4m3,
+ * emulated from the PTX ISA's fragment layouts) are barriers: a thread deposits its operand,
+ * yields until all live threads of its warp (or block) have arrived, then reads what it needs.
+ * Threads that have returned no longer count (as on the hardware). The schedule is adversarial and
+ * reproducible (seeded; RT_EMU_SEED picks another): one warp at a time runs ahead until it waits
+ * at __syncthreads, its lanes in a new random order at every step (see launch()), so code that
+ * relies on an implicit order between threads (a missing barrier) reads stale data. A round in
+ * which no thread makes progress (all wait at barriers some thread never reaches) is a deadlock:
+ * the run stops with "FAIL emu: deadlock". __shared__ variables become function statics (one block
+ * runs at a time); dynamic shared memory is one buffer per launch, filled with garbage (0xcd)
+ * before each block. Two forms of cp.async: cp_async16 copies at once (the student kernels);
+ * cpa()/cpa_commit()/cpa_wait(n) (the teacher kernels) capture the source at issue and land it
+ * either at once (half the groups, at random: a buffer overwritten while others still read it
+ * shows) or only when cp.async.wait_group lets the group go (a missing or too-weak wait reads what
+ * was there before). What it checks: indexing, masking, tiling, fragment ↔ element mapping,
+ * synchronization order. What it cannot: timing, races the hardware would expose that this
+ * schedule does not, the exact rounding inside the tensor cores (emulated as f32 multiply-adds in
+ * k order; the e4m3 products are exact in f32). */
 #ifndef RT_TESTS_CUDA_EMU_H
 #define RT_TESTS_CUDA_EMU_H
 
