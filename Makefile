@@ -117,7 +117,7 @@ tests-build: $(BIN) $(TESTS) $(TOOLS)
 #   make gpu-test-build   library + tests/gpu/test_*.c + bench/lab_*.{c,cu}, in $(GPU_BUILD)
 #   make gpu-test         ... and run every GPU test (each compares a kernel to its CPU twin)
 #   make gpu-bench        ... and run every kernel lab (time, TFLOP/s or GB/s, % of measured peak)
-#   make emu-test         the student kernels' device code on a CPU warp emulator (no GPU needed)
+#   make emu-test         the CUDA kernels' device code on a CPU warp emulator (no GPU needed)
 # The CPU twins' few CBLAS calls go to kernels/cpu/noblas (plain C) under -DRT_NO_BLAS;
 # -DRT_KERNELS_ONLY drops the config-parsing parts of kernel headers (rope_inv_freq).
 # Link: -lcublasLt -lcublas -lcudart -lm -lpthread only (checked with -Wl,--no-undefined).
@@ -163,7 +163,7 @@ gpu-test: gpu-test-build
 	@fail=0; for t in $(GPU_TESTS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 gpu-bench: gpu-test-build
 	@fail=0; for l in $(GPU_LABS); do echo "== $$l"; $$l || fail=1; done; exit $$fail
-# The student kernels' device code on the CPU (tests/emu: warp-level emulator), no GPU needed.
+# The CUDA kernels' device code on the CPU (tests/emu: warp-level emulator), no GPU needed.
 emu-test:
 	@$(PYTHON) -m pytest -q tests/ref/test_cuda_emu.py
 

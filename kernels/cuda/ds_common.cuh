@@ -1,6 +1,9 @@
 // kernels/cuda/ds_common.cuh — shared by the DeepSeek teacher kernels (kernels/cuda/ds_*.cu,
 // fp8_gemm.cu): common.cuh (status macros, bf16 bits, warp reductions) plus the e4m3
 // conversions and launch helpers. Header-only; no state.
+// Under -DRT_EMU (tests/emu/cuda_emu.h, the CPU warp emulator) dynamic shared memory comes from
+// the emulator (DS_DYN_SMEM); each kernel file swaps its PTX wrappers for the emulator's and
+// leaves its host launch code out.
 #ifndef RT_KERNELS_CUDA_DS_COMMON_CUH
 #define RT_KERNELS_CUDA_DS_COMMON_CUH
 
@@ -41,6 +44,13 @@ static inline cudaError_t smem_attr(K kernel, int bytes, cudaStream_t stream) {
     if (e != cudaSuccess || cs != cudaStreamCaptureStatusNone) return e;
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
+
+// Dynamic shared memory of a kernel as `T *name`.
+#ifdef RT_EMU
+#define DS_DYN_SMEM(T, name) T *name = (T *)emu::dyn_smem()
+#else
+#define DS_DYN_SMEM(T, name) extern __shared__ __align__(16) T name[]
+#endif
 
 static inline unsigned grid_for(size_t n, unsigned per = 256) {
     size_t g = (n + per - 1) / per;

@@ -20,6 +20,17 @@ using namespace ds;
 #define ML_THREADS 256
 #define ML_SMEM (ML_HT * ML_LDQ * 2 + 2 * ML_KC * ML_LDQ * 2 + ML_HT * (ML_KC + 1) * 4 + ML_HT * ML_LDP * 2 + 3 * ML_HT * 4)
 
+#ifdef RT_EMU   // tests/emu/cuda_emu.h: cp.async lands at the wait, mma and ldmatrix from the PTX layouts
+__device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    emu::mma16816(*reinterpret_cast<float(*)[4]>(d), *reinterpret_cast<const uint32_t(*)[4]>(a), b0, b1);
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, const void *p) {
+    emu::ldsm_x4(*reinterpret_cast<uint32_t(*)[4]>(r), (const uint16_t *)p, true);
+}
+__device__ __forceinline__ void cp16(void *smem, const void *g) { emu::cpa(smem, g, 16); }
+__device__ __forceinline__ void cp_commit() { emu::cpa_commit(); }
+template <int N> __device__ __forceinline__ void cp_wait() { emu::cpa_wait(N); }
+#else
 __device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -39,6 +50,9 @@ __device__ __forceinline__ void cp16(void *smem, const void *g) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(g));
 }
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+#endif
 
 struct ml_args {
     const uint16_t *q;          // [n, H, 576]
@@ -67,7 +81,7 @@ __device__ __forceinline__ void load_chunk(const ml_args &a, const int32_t *bt, 
                 *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
             }
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        cp_commit();
     } else {
         for (int c = tid; c < ML_KC * (ML_DK / 8); c += ML_THREADS) {
             int r = c / (ML_DK / 8), col = (c % (ML_DK / 8)) * 8, gr = r0 + r;
@@ -84,12 +98,12 @@ __device__ __forceinline__ void load_chunk(const ml_args &a, const int32_t *bt, 
             }
             *reinterpret_cast<uint4 *>(Ks + r * ML_LDQ + col) = o;
         }
-        asm volatile("cp.async.commit_group;\n" ::);   // an empty group keeps the wait counts uniform
+        cp_commit();   // an empty group keeps the wait counts uniform
     }
 }
 
 __global__ static void __launch_bounds__(ML_THREADS, 1) k_mla_decode(ml_args a) {
-    extern __shared__ __align__(16) uint8_t smem[];
+    DS_DYN_SMEM(uint8_t, smem);
     uint16_t *Qs = (uint16_t *)smem;
     uint16_t *Kb = Qs + ML_HT * ML_LDQ;                          // two chunk buffers
     float *Ss = (float *)(Kb + 2 * ML_KC * ML_LDQ);              // [64][33]
@@ -131,9 +145,9 @@ __global__ static void __launch_bounds__(ML_THREADS, 1) k_mla_decode(ml_args a) 
     for (int r0 = r_begin; r0 < r_end; r0 += ML_KC, buf ^= 1) {
         if (r0 + ML_KC < r_end) {
             load_chunk(a, bt, r0 + ML_KC, r_end, Kb + (buf ^ 1) * ML_KC * ML_LDQ);
-            asm volatile("cp.async.wait_group 1;\n" ::);
+            cp_wait<1>();
         } else {
-            asm volatile("cp.async.wait_group 0;\n" ::);
+            cp_wait<0>();
         }
         __syncthreads();
         const uint16_t *Ks = Kb + buf * ML_KC * ML_LDQ;
@@ -266,15 +280,10 @@ __global__ static void k_mla_merge(const float *__restrict__ part, const float *
     }
 }
 
-static int n_sms(void) {
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    return sms > 0 ? sms : 132;
-}
-
-// Splits: enough CTAs for two waves of SMs, each split at least 256 rows.
-static int plan_splits(int64_t n, int64_t H, int64_t max_ctx, int64_t *rows_per_split) {
-    int64_t ctas = n * ((H + ML_HT - 1) / ML_HT), want = (2 * n_sms() + ctas - 1) / ctas;
+// Splits: enough CTAs for two waves of `sms` SMs, each split at least 256 rows (also what
+// tests/emu/mla_emu.cpp launches with).
+static inline int plan_splits(int64_t n, int64_t H, int64_t max_ctx, int sms, int64_t *rows_per_split) {
+    int64_t ctas = n * ((H + ML_HT - 1) / ML_HT), want = (2 * (int64_t)sms + ctas - 1) / ctas;
     int64_t most = (max_ctx + 255) / 256;
     int64_t ns = want < most ? want : most;
     if (ns < 1) ns = 1;
@@ -285,9 +294,16 @@ static int plan_splits(int64_t n, int64_t H, int64_t max_ctx, int64_t *rows_per_
     return (int)((max_ctx + rps - 1) / rps);
 }
 
+#ifndef RT_EMU   // host side: launches
+static int n_sms(void) {
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    return sms > 0 ? sms : 132;
+}
+
 extern "C" size_t mla_decode_workspace_bytes(int64_t n, int64_t H, int64_t max_ctx) {
     int64_t rps;
-    int ns = plan_splits(n, H, max_ctx, &rps);
+    int ns = plan_splits(n, H, max_ctx, n_sms(), &rps);
     return ns > 1 ? (size_t)(n * H) * (size_t)ns * (ML_DL + 1) * sizeof(float) : 0;
 }
 
@@ -303,7 +319,7 @@ extern "C" int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, 
                        (long long)d->n_heads, (long long)page, (long long)max_ctx);
     if (!n) return 0;
     int64_t rps;
-    int ns = plan_splits(n, d->n_heads, max_ctx, &rps);
+    int ns = plan_splits(n, d->n_heads, max_ctx, n_sms(), &rps);
     size_t need = mla_decode_workspace_bytes(n, d->n_heads, max_ctx);
     if (ws_bytes < need)
         return rt_fail(RT_EINVAL, "mla on the GPU: workspace %zu bytes, %zu needed", ws_bytes, need);
@@ -324,32 +340,36 @@ extern "C" int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, 
     return 0;
 }
 
+#endif  // RT_EMU
+
 // ---- cache append ----------------------------------------------------------------------------
 // Row r (576 bf16: c | k_r) goes to cache row slot[r]; for an e4m3 cache with its scale
-// amax/448 (1 for an all-zero row), one warp per row.
+// amax/448 (1 for an all-zero row), one warp per row, grid-stride (grid_for caps the grid).
 __global__ static void k_append(const uint16_t *__restrict__ rows, int64_t n, const int32_t *__restrict__ slot,
                                 void *kv, float *kv_scale) {
-    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (r >= n) return;
-    const uint16_t *src = rows + r * ML_DK;
-    int64_t dst = slot[r];
-    if (!kv_scale) {
-        uint16_t *d = (uint16_t *)kv + dst * ML_DK;
-        for (int j = lane; j < ML_DK / 2; j += 32)
-            reinterpret_cast<uint32_t *>(d)[j] = reinterpret_cast<const uint32_t *>(src)[j];
-        return;
+    const int lane = threadIdx.x & 31;
+    const int64_t nw = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; r < n; r += nw) {
+        const uint16_t *src = rows + r * ML_DK;
+        int64_t dst = slot[r];
+        if (!kv_scale) {
+            uint16_t *d = (uint16_t *)kv + dst * ML_DK;
+            for (int j = lane; j < ML_DK / 2; j += 32)
+                reinterpret_cast<uint32_t *>(d)[j] = reinterpret_cast<const uint32_t *>(src)[j];
+            continue;
+        }
+        float amax = 0.0f;
+        for (int j = lane; j < ML_DK; j += 32) amax = fmaxf(amax, fabsf(bf2f(src[j])));
+        amax = warp_max(amax);
+        float sc = amax / 448.0f;
+        if (!(sc > 0.0f)) sc = 1.0f;
+        uint8_t *d = (uint8_t *)kv + dst * ML_DK;
+        for (int j = lane; j < ML_DK; j += 32) d[j] = f2fp8(bf2f(src[j]) / sc);
+        if (lane == 0) kv_scale[dst] = sc;
     }
-    float amax = 0.0f;
-    for (int j = lane; j < ML_DK; j += 32) amax = fmaxf(amax, fabsf(bf2f(src[j])));
-    amax = warp_max(amax);
-    float sc = amax / 448.0f;
-    if (!(sc > 0.0f)) sc = 1.0f;
-    uint8_t *d = (uint8_t *)kv + dst * ML_DK;
-    for (int j = lane; j < ML_DK; j += 32) d[j] = f2fp8(bf2f(src[j]) / sc);
-    if (lane == 0) kv_scale[dst] = sc;
 }
 
+#ifndef RT_EMU
 extern "C" int mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int32_t *slot, void *kv, float *kv_scale,
                                      void *stream) {
     if (n < 0) return rt_fail(RT_EINVAL, "mla cache append: %lld rows", (long long)n);
@@ -358,3 +378,4 @@ extern "C" int mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int3
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif  // RT_EMU

@@ -83,6 +83,7 @@ __global__ static void k_route(moe_router_cfg c, const float *__restrict__ logit
     }
 }
 
+#ifndef RT_EMU   // host side
 extern "C" int moe_route_cuda(const moe_router_cfg *c, const float *logits, const float *bias, int64_t n,
                               int64_t stride, int32_t *idx, float *w, void *stream) {
     int rc = moe_router_check(c);
@@ -97,6 +98,7 @@ extern "C" int moe_route_cuda(const moe_router_cfg *c, const float *logits, cons
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif
 
 // ---- permutation ---------------------------------------------------------------------------
 // One block of 1024 threads: histogram, exclusive scan, then ranks in slot order, chunk by
@@ -151,6 +153,7 @@ k_permute(const int32_t *__restrict__ idx, int64_t n_slots, int E, int32_t *__re
     }
 }
 
+#ifndef RT_EMU   // host side
 extern "C" int moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_experts, int32_t *offsets,
                                 int32_t *row_of_slot, int32_t *slot_of_row, void *stream) {
     if (n_experts <= 0 || n_experts > PM_MAX_E || n_slots < 0 || n_slots > 0x7fffffff)
@@ -161,6 +164,7 @@ extern "C" int moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_e
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif
 
 // ---- gather ------------------------------------------------------------------------------------
 // dst row r = src row (slot_of_row[r] / slots_per_token); one block per destination row.
@@ -178,6 +182,7 @@ __global__ static void k_gather(const uint8_t *__restrict__ src, int64_t row_byt
     }
 }
 
+#ifndef RT_EMU   // host side
 extern "C" int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const int32_t *slot_of_row, int64_t n_rows,
                                     int64_t slots_per_token, void *dst, void *stream) {
     if (row_bytes <= 0 || slots_per_token <= 0 || n_rows < 0 || n_rows > 0x7fffffff)
@@ -188,6 +193,7 @@ extern "C" int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const in
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif
 
 // ---- combine -----------------------------------------------------------------------------------
 // out[t] = base[t] + Σ_k w[t,k]·y[row_of_slot[t·slots + k]], f32 in slot order, one bf16 rounding.
@@ -215,6 +221,7 @@ __global__ static void k_combine(const uint16_t *__restrict__ y, const int32_t *
     }
 }
 
+#ifndef RT_EMU   // host side
 extern "C" int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float *w, int64_t n,
                                 int64_t slots, int64_t dim, const uint16_t *base, uint16_t *out, void *stream) {
     if (dim <= 0 || dim % 2 || slots <= 0 || n < 0 || n > 0x7fffffff)
@@ -225,3 +232,4 @@ extern "C" int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, c
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

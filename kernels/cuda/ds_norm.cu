@@ -37,6 +37,7 @@ __global__ static void k_rmsnorm(uint16_t *__restrict__ x, int64_t ldx, const ui
     for (int64_t j = threadIdx.x; j < D; j += NM_THREADS) y[r * ldy + j] = f2bf(w[j] * (bf2f(xr[j]) * rstd));
 }
 
+#ifndef RT_EMU   // host side
 extern "C" int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D,
                                float eps, uint16_t *y, int64_t ldy, void *stream) {
     if (D <= 0 || M < 0 || M > 0x7fffffff || ldx < D || ldy < D)
@@ -47,6 +48,7 @@ extern "C" int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, co
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif
 
 // One warp per vector; lane l rotates pairs l, l+32, … (≤ 8: dim ≤ 512), reading them all
 // before writing (the output is de-interleaved, so the rotation is not pair-local in place).
@@ -84,6 +86,7 @@ __global__ static void k_rope(uint16_t *__restrict__ x, int64_t T, int64_t row_s
     }
 }
 
+#ifndef RT_EMU   // host side
 extern "C" int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim,
                             const int32_t *pos, const float *inv_freq, float cs_scale, void *stream) {
     if (dim <= 0 || dim % 2 || dim > 512 || T < 0 || H <= 0)
@@ -96,3 +99,4 @@ extern "C" int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t 
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

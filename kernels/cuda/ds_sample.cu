@@ -97,7 +97,7 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
          const uint64_t *__restrict__ rng, double *__restrict__ ws, int32_t *__restrict__ tokens,
          float *__restrict__ logprob) {
     __shared__ double red[SP_WARPS * 2 + 8];
-    extern __shared__ __align__(16) unsigned char dyn[];   // SP_CAP doubles, then SP_CAP ids
+    DS_DYN_SMEM(unsigned char, dyn);   // SP_CAP doubles, then SP_CAP ids
     const int64_t row = blockIdx.x;
     const float *l = logits + row * V;
     double *p = ws + row * V;
@@ -246,6 +246,7 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
     }
 }
 
+#ifndef RT_EMU   // host side
 extern "C" size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(n > 0 ? n : 0) * (size_t)V * 8; }
 
 extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params,
@@ -264,3 +265,4 @@ extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const 
     RT_CUDA_LAUNCHED();
     return 0;
 }
+#endif

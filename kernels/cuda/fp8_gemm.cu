@@ -10,42 +10,46 @@
 using namespace ds;
 
 // ---- quantization ----------------------------------------------------------------------
-// One warp per (row, 128-channel block): lane i holds channels 4i … 4i+3.
+// One warp per (row, 128-channel block): lane i holds channels 4i … 4i+3. Grid-stride over the
+// pairs: grid_for caps the grid at 65535·16 blocks (8.4M warps), fewer than M·K/128 for a long
+// prefill through a wide layer.
 
 template <bool SWIGLU>
 __global__ static void k_quant(const uint16_t *__restrict__ x, int64_t M, int64_t K, uint8_t *__restrict__ q,
                                float *__restrict__ scale, int scale_t) {
-    int64_t nb = K / 128, wid = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (wid >= M * nb) return;
-    int64_t m = wid / nb, b = wid % nb;
-    float v[4];
-    if (SWIGLU) {   // x is gu [M, 2K]: gate | up
-        const uint16_t *g = x + m * 2 * K + b * 128 + lane * 4, *u = g + K;
-        uint2 gv = *reinterpret_cast<const uint2 *>(g), uv = *reinterpret_cast<const uint2 *>(u);
-        const uint16_t *gh = reinterpret_cast<const uint16_t *>(&gv), *uh = reinterpret_cast<const uint16_t *>(&uv);
+    const int64_t nb = K / 128, nw = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    for (int64_t wid = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; wid < M * nb; wid += nw) {
+        const int64_t m = wid / nb, b = wid % nb;
+        float v[4];
+        if (SWIGLU) {   // x is gu [M, 2K]: gate | up
+            const uint16_t *g = x + m * 2 * K + b * 128 + lane * 4, *u = g + K;
+            uint2 gv = *reinterpret_cast<const uint2 *>(g), uv = *reinterpret_cast<const uint2 *>(u);
+            const uint16_t *gh = reinterpret_cast<const uint16_t *>(&gv), *uh = reinterpret_cast<const uint16_t *>(&uv);
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float gf = bf2f(gh[i]);
-            v[i] = gf / (1.0f + expf(-gf)) * bf2f(uh[i]);
+            for (int i = 0; i < 4; i++) {
+                float gf = bf2f(gh[i]);
+                v[i] = gf / (1.0f + expf(-gf)) * bf2f(uh[i]);
+            }
+        } else {
+            uint2 xv = *reinterpret_cast<const uint2 *>(x + m * K + b * 128 + lane * 4);
+            const uint16_t *xh = reinterpret_cast<const uint16_t *>(&xv);
+#pragma unroll
+            for (int i = 0; i < 4; i++) v[i] = bf2f(xh[i]);
         }
-    } else {
-        uint2 xv = *reinterpret_cast<const uint2 *>(x + m * K + b * 128 + lane * 4);
-        const uint16_t *xh = reinterpret_cast<const uint16_t *>(&xv);
+        float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+        amax = warp_max(amax);
+        float s = amax / 448.0f;
+        if (!(s > 0.0f)) s = 1.0f;
+        uint32_t packed = 0;
 #pragma unroll
-        for (int i = 0; i < 4; i++) v[i] = bf2f(xh[i]);
+        for (int i = 0; i < 4; i++) packed |= (uint32_t)f2fp8(v[i] / s) << (8 * i);
+        *reinterpret_cast<uint32_t *>(q + m * K + b * 128 + lane * 4) = packed;
+        if (lane == 0) scale[scale_t ? b * M + m : m * nb + b] = s;
     }
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-    amax = warp_max(amax);
-    float s = amax / 448.0f;
-    if (!(s > 0.0f)) s = 1.0f;
-    uint32_t packed = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++) packed |= (uint32_t)f2fp8(v[i] / s) << (8 * i);
-    *reinterpret_cast<uint32_t *>(q + m * K + b * 128 + lane * 4) = packed;
-    if (lane == 0) scale[scale_t ? b * M + m : m * nb + b] = s;
 }
 
+#ifndef RT_EMU   // host side: launches
 template <bool SWIGLU>
 static int quant_launch(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t, void *stream) {
     if (K <= 0 || K % 128) return rt_fail(RT_EINVAL, "fp8 quantization: K = %lld is not a multiple of 128", (long long)K);
@@ -66,6 +70,8 @@ extern "C" int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, u
     return quant_launch<true>(gu, M, I, q, scale, scale_t, stream);
 }
 
+#endif
+
 // ---- the grouped block-scaled GEMM ----------------------------------------------------
 // CTA tile 64 (rows of one group) × 128 (output channels = one weight scale block) × 128 (K,
 // one scale block), 8 warps as 2 (M) × 4 (N), each warp 32×32 = 2×4 mma tiles. A K block is
@@ -82,6 +88,37 @@ extern "C" int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, u
 #define GB_STAGE ((GB_M + GB_N) * GB_LDS)
 #define GB_STAGES 3                 /* cp.async pipeline depth: two K blocks in flight while one computes */
 
+// Launch arithmetic (also what tests/emu/fp8_emu.cpp launches with). Each non-empty group adds
+// at most one partial m-tile to the full ones, so this bounds the grouped grid.
+static inline int64_t gb_grouped_tiles(int64_t G, int64_t max_total_rows) {
+    return max_total_rows / GB_M + (G < max_total_rows ? G : max_total_rows) + 1;
+}
+// K blocks per split (*kbs) and the number of splits actually used (no empty split).
+static inline int gb_splits(int64_t nb, int splits, int64_t *kbs) {
+    *kbs = (nb + splits - 1) / splits;
+    return (int)((nb + *kbs - 1) / *kbs);
+}
+
+// GB_TC: the e4m3 tensor-core path (sm_89+, and the emulator unless -DRT_EMU_SM80 asks for the
+// sm_80 scalar path).
+#if defined(RT_EMU)
+#ifdef RT_EMU_SM80
+#define GB_TC 0
+#else
+#define GB_TC 1
+#endif
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define GB_TC 1
+#else
+#define GB_TC 0
+#endif
+
+#ifdef RT_EMU   // tests/emu/cuda_emu.h: cp.async lands at the wait, mma from the PTX fragment layouts
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) { emu::cpa(smem, gmem, valid ? 16 : 0); }
+__device__ __forceinline__ void cp_async_commit() { emu::cpa_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { emu::cpa_wait(N); }
+__device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) { emu::mma16832_e4m3(d, a, b); }
+#else
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     int bytes = valid ? 16 : 0;
@@ -92,7 +129,7 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#if GB_TC
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
@@ -102,6 +139,7 @@ __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint
     (void)d; (void)a; (void)b;   // unreachable: the sm_80 path below never calls it
 #endif
 }
+#endif
 
 // offsets NULL: one group of rows [0, M) (dense), no scan. part not NULL: split-K, blockIdx.z
 // takes K blocks [z·kbs, (z+1)·kbs) and writes its f32 partial to part[z][row][n].
@@ -109,7 +147,7 @@ __global__ static void __launch_bounds__(256, 1)
 k_gemm_grouped(const uint8_t *__restrict__ A, const float *__restrict__ a_scale, const uint8_t *__restrict__ W,
                const float *__restrict__ w_scale, const int32_t *__restrict__ offsets, int G, int M, int N, int K,
                uint16_t *__restrict__ out, float *__restrict__ part, int kbs) {
-    extern __shared__ __align__(16) uint8_t smem[];
+    DS_DYN_SMEM(uint8_t, smem);
     __shared__ int s_group, s_row0, s_rows;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nb = K / GB_K, nsb = (N + GB_N - 1) / GB_N;
@@ -202,7 +240,7 @@ k_gemm_grouped(const uint8_t *__restrict__ A, const float *__restrict__ a_scale,
             for (int j = 0; j < 4; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) blk[i][j][e] = 0.0f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#if GB_TC
 #pragma unroll
         for (int ks = 0; ks < GB_K; ks += 32) {
             uint32_t af[2][4], bfr[4][2];
@@ -294,6 +332,7 @@ k_gemm_grouped(const uint8_t *__restrict__ A, const float *__restrict__ a_scale,
         }
 }
 
+#ifndef RT_EMU   // host side: launches
 extern "C" int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
                                      const int32_t *offsets, int64_t G, int64_t max_total_rows, int64_t N, int64_t K,
                                      uint16_t *out, void *stream) {
@@ -302,8 +341,7 @@ extern "C" int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, con
         return rt_fail(RT_EINVAL, "fp8 gemm: bad shape G = %lld, N = %lld, rows ≤ %lld", (long long)G, (long long)N,
                        (long long)max_total_rows);
     if (max_total_rows == 0) return 0;
-    // each non-empty group adds at most one partial tile
-    int64_t tiles = max_total_rows / GB_M + (G < max_total_rows ? G : max_total_rows) + 1;
+    int64_t tiles = gb_grouped_tiles(G, max_total_rows);
     if (tiles > 65535) return rt_fail(RT_EINVAL, "fp8 gemm: %lld m-tiles exceed the grid", (long long)tiles);
     size_t smem = GB_STAGES * GB_STAGE;
     RT_CUDA_TRY(smem_attr(k_gemm_grouped, (int)smem, (cudaStream_t)stream));
@@ -313,6 +351,8 @@ extern "C" int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, con
     RT_CUDA_LAUNCHED();
     return 0;
 }
+
+#endif
 
 // ---- dense with split-K (decode: few rows, few output tiles) --------------------------------
 
@@ -324,6 +364,7 @@ __global__ static void k_splitk_sum(const float *__restrict__ part, int splits, 
     }
 }
 
+#ifndef RT_EMU   // host side: launches and cuBLASLt
 static int n_sms(void) {
     int dev = 0, sms = 132;
     if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -350,8 +391,8 @@ extern "C" int fp8_gemm_dense_cuda(const uint8_t *a, const float *a_scale, const
         return rt_fail(RT_EINVAL, "fp8 gemm: bad shape %lld × %lld × %lld, %d splits", (long long)M, (long long)N,
                        (long long)K, splits);
     if (!M) return 0;
-    int64_t nb = K / 128, kbs = (nb + splits - 1) / splits;
-    splits = (int)((nb + kbs - 1) / kbs);   // no empty split
+    int64_t kbs;
+    splits = gb_splits(K / 128, splits, &kbs);
     if (splits > 1 && ws_bytes < fp8_gemm_splitk_workspace_bytes(M, N, splits))
         return rt_fail(RT_EINVAL, "fp8 gemm: split-K workspace %zu bytes, %zu needed", ws_bytes,
                        fp8_gemm_splitk_workspace_bytes(M, N, splits));
@@ -550,3 +591,4 @@ done:
     if (desc) cublasLtMatmulDescDestroy(desc);
     return rc;
 }
+#endif  // RT_EMU
