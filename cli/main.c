@@ -12,7 +12,7 @@
 
 static const cli_command commands[] = {
     {"inspect", "check a model directory (config.json + safetensors) and summarize it",
-     "usage: retort inspect DIR [--json]\n"
+     "usage: retort inspect DIR [--json] [--check-values]\n"
      "\n"
      "Reads DIR/config.json (model_type llama, qwen2 or deepseek_v3) and the safetensors in DIR\n"
      "(model.safetensors, or shards named by model.safetensors.index.json), checks that every\n"
@@ -21,9 +21,12 @@ static const cli_command commands[] = {
      "\n"
      "  --json   one JSON object on stdout: architecture, model_type, parameters (elements of\n"
      "           every tensor except *.weight_scale_inv), tensors, files, dtypes, quantization,\n"
-     "           mtp_layers, config, shapes\n"
+     "           mtp_layers, config, shapes (with --check-values: values)\n"
+     "  --check-values   also read every value of every floating-point tensor (F32, F16, BF16,\n"
+     "           FP8) and list each tensor holding NaN or Inf, with counts; exit 1 when any does\n"
      "\n"
-     "Exit status: 0 valid, 1 invalid or unreadable checkpoint, 2 usage error.\n",
+     "Exit status: 0 valid, 1 invalid or unreadable checkpoint (or non-finite values with\n"
+     "--check-values), 2 usage error.\n",
      cmd_inspect},
     {"db", "create, check and summarize a run database",
      "usage: retort db init DB\n"
