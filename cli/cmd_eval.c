@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/fsutil.h"
+#include "core/model_check.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
@@ -248,6 +249,8 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
     if (!rc && te_model_load(dir, pool, &m)) rc = cli_fail("eval: loading the model");
+    if (!rc && mk_check_tokenizer(te_model_config(m), dir, tok, tok_path)) rc = cli_fail("eval");
+    if (!rc && mk_check_weights(dir, pool)) rc = cli_fail("eval");
     if (!rc && cache == 0) {
         /* room for one question's k samples at full length, at least the engine's default */
         int64_t ctx = te_model_config(m)->max_position_embeddings, len = (int64_t)max_tokens + 4096;

@@ -16,6 +16,7 @@
 #include "core/comm.h"
 #include "core/fsutil.h"
 #include "core/json.h"
+#include "core/model_check.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
 #include "student/gpu_train.h"
@@ -412,7 +413,18 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
         if (a->o.steps < 1) a->o.steps = 1;
     }
     a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
-    if ((rc = choose_start(a)) || (rc = load_model(a, m))) sd_close(*d);
+    if ((rc = choose_start(a)) || (rc = load_model(a, m))) {
+        sd_close(*d);
+        return rc;
+    }
+    /* the shards' vocabulary is the tokenizer they were packed with (core/model_check.h) */
+    const char *from = a->start ? a->start : a->model ? a->model : a->init;
+    char what[4200];
+    snprintf(what, sizeof what, "the tokenizer of the shards in %s", a->data);
+    if ((rc = mk_check_vocab((*m)->V, from, sd_vocab_size(*d), what))) {
+        sm_free(*m);
+        sd_close(*d);
+    }
     return rc;
 }
 
@@ -454,6 +466,11 @@ static int setup(train_args *a, tp_pool *pool, rt_comm *comm, trainer *t, FILE *
     sd_data *d;
     sm_model *m;
     int rc = open_data_and_model(a, comm, &d, &m);
+    const char *from = a->start ? a->start : a->model;   /* weights from disk: finite? (rank 0 reads them) */
+    if (!rc && from && comm_rank(comm) == 0 && (rc = mk_check_weights(from, pool))) {
+        sm_free(m);
+        sd_close(d);
+    }
     if (rc) return rc;
     if (a->cuda) {
         if (!(rc = gt_create(m, d, &a->o, comm, &t->gpu)) && a->start) rc = gt_resume(t->gpu, a->start);

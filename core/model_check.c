@@ -11,13 +11,19 @@
 int mk_check_vocab(int64_t model_vocab, const char *model, size_t tok_ids, const char *tok) {
     if (model_vocab > 0 && (uint64_t)tok_ids <= (uint64_t)model_vocab) return 0;
     return rt_fail(RT_EINVAL,
-                   "tokenizer %s has ids up to %zu, but model %s has a vocabulary of %lld: they do not belong together "
+                   "%s has ids up to %zu, but model %s has a vocabulary of %lld: they do not belong together "
                    "(a tokenizer may have fewer ids than the vocabulary, never more)",
                    tok, tok_ids ? tok_ids - 1 : 0, model, (long long)model_vocab);
 }
 
 int mk_check_tokenizer(const mc_config *c, const char *model, const tok_tokenizer *t, const char *tok) {
-    return mk_check_vocab(c->vocab_size, model, tok_vocab_size(t), tok);
+    size_t n = strlen(tok) + 16;
+    char *what = rt_malloc(n);
+    if (!what) return RT_ENOMEM;
+    snprintf(what, n, "tokenizer %s", tok);
+    int rc = mk_check_vocab(c->vocab_size, model, tok_vocab_size(t), what);
+    free(what);
+    return rc;
 }
 
 /* ---- finite values ---------------------------------------------------------------------- */

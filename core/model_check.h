@@ -41,7 +41,8 @@
 #define MK_FULL_SCAN_BYTES ((uint64_t)64 << 30)
 
 /* model_vocab: the model's vocab_size; tok_ids: one more than the tokenizer's largest id.
- * model, tok: names for the message. */
+ * model names the model, tok the tokenizer ("tokenizer PATH", "the shards in DIR") in the
+ * message. mk_check_tokenizer: tok is the tokenizer's path. */
 int mk_check_vocab(int64_t model_vocab, const char *model, size_t tok_ids, const char *tok);
 int mk_check_tokenizer(const mc_config *c, const char *model, const tok_tokenizer *t, const char *tok);
 
