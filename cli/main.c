@@ -199,7 +199,7 @@ static const cli_command commands[] = {
      cmd_pack},
     {"train", "train a dense student (llama/qwen2) on packed shards: SFT with AdamW, checkpoints, exact resume",
      "usage: retort train (--init CONFIG.json | --model DIR | --resume DIR/step-N) --data SHARDS --batch B\n"
-     "                    (--steps N | --epochs E) --lr X --out DIR [options]\n"
+     "                    (--steps N | --epochs E) --lr X --out DIR [--resume auto | --overwrite] [options]\n"
      "\n"
      "Trains on the packed shards of `retort pack` (a directory of *.bin, or one file): each sequence\n"
      "holds whole documents; positions restart and attention stays inside each document; the loss is\n"
@@ -209,6 +209,11 @@ static const cli_command commands[] = {
      "  --model DIR         start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)\n"
      "  --resume DIR/step-N continue a run exactly where its checkpoint stopped (weights, AdamW moments,\n"
      "                      step, data position); give the same options as the run that wrote it\n"
+     "  --resume auto       (the default) continue from the newest step-N in --out when this same run\n"
+     "                      wrote it (same data, model, seed and options: the same command rerun after\n"
+     "                      a kill); start fresh when --out holds no checkpoint; refuse (exit 1)\n"
+     "                      another run's checkpoints\n"
+     "  --overwrite         delete the step-* checkpoints in --out first and start fresh\n"
      "  --data SHARDS       shard directory or file\n"
      "  --seq N             tokens per sequence; must match the shards (default: the shards' length)\n"
      "  --batch B           sequences per micro-batch (per rank under mpirun)\n"
@@ -228,6 +233,7 @@ static const cli_command commands[] = {
      "  --dtype bf16|f32    model.safetensors element type (default bf16; f32 master weights are kept\n"
      "                      in optimizer.safetensors, so resuming is exact either way)\n"
      "  --log FILE          append one JSON object per step: step, loss, lr, grad_norm, tokens, tokens_per_s\n"
+     "                      (lines after the step the run starts from are dropped first)\n"
      "  --threads N         worker threads (default: one per CPU); OpenBLAS runs single-threaded inside them\n"
      "  --checkpoint-layers keep only each layer's input and recompute its forward in the backward\n"
      "  --ce-chunk N        rows per chunk of the fused LM-head cross-entropy (default: 64 MiB of logits;\n"
@@ -245,8 +251,10 @@ static const cli_command commands[] = {
      "over all ranks, so P ranks compute the 1-rank step of the same global batch. Rank 0 prints,\n"
      "logs and writes checkpoints (in the 1-rank format: a run resumes at any rank count).\n"
      "\n"
-     "A progress line on stderr shows step, loss, lr, gradient norm, tokens/s and ETA.\n"
-     "Exit status: 0 ok, 1 error (bad data, checkpoint or I/O), 2 usage error.\n",
+     "A progress line on stderr shows step, loss, lr, gradient norm, tokens/s and ETA. A NaN or Inf\n"
+     "loss or gradient norm stops the run at that step, before the update and without saving.\n"
+     "Exit status: 0 ok, 1 error (bad data, checkpoint, another run's --out, divergence or I/O),\n"
+     "2 usage error.\n",
      cmd_train},
     {"generate", "sample completions from a teacher (the CPU engine or an OpenAI-compatible endpoint)",
      "usage: retort generate --model DIR [--tokenizer FILE] [--template T] --jsonl PROMPTS [--n K]\n"
