@@ -554,6 +554,7 @@ static bool is_url(const char *s) { return !strncmp(s, "http://", 7) || !strncmp
 
 static int add_input(rc_stage *st, const ctx *c, const char *key, const char *val, unsigned flags, int line) {
     if (is_url(val) || strstr(val, "${checkpoint:")) return 0;
+    if (!strcmp(key, "resume") && !strcmp(val, "auto")) return 0;   /* train --resume auto: not a path */
     const char *p = !strncmp(val, "local:", 6) ? val + 6 : val;
     if (flags & F_IN_JSONL) {
         size_t n = strlen(p);

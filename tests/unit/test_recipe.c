@@ -253,3 +253,17 @@ Test(recipe, schedule_skips_finished_and_resumes_started) {
     rc_plan_free(p);
     rm_rf(dir);
 }
+
+/* train's --resume auto is a mode, not an input path to check before the run */
+Test(recipe, train_resume_auto_is_not_an_input) {
+    char path[128];
+    const char *dir;
+    rc_plan *p = load("work_dir: ${recipe_dir}/w\nstages:\n- stage: train\n  model: m\n  resume: auto\n  out: o\n", NULL, 0,
+                      path, sizeof path, &dir);
+    const char *t[] = {"train", "--model", "m", "--resume", "auto", "--out", "o", NULL};
+    expect_argv(&p->stages[0], t);
+    cr_assert_eq(p->stages[0].n_inputs, 1);
+    cr_assert_str_eq(p->stages[0].inputs[0].key, "model");
+    rc_plan_free(p);
+    rm_rf(dir);
+}
