@@ -512,7 +512,12 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     while (rc == EXIT_OK && done < a->o.steps) {
         double ts = now_s();
         tr_stats s;
-        if (trainer_step(&t, &s)) {   /* this rank alone may have failed: the others wait in a collective */
+        int src = trainer_step(&t, &s);
+        if (src == RT_ERANGE) {   /* diverged: the step's loss and norm are global, every rank stops here */
+            rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
+            break;
+        }
+        if (src) {   /* this rank alone may have failed: the others wait in a collective */
             rc = cli_fail("train");
             if (P > 1) comm_abort(comm, rc);
             break;

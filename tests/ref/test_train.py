@@ -327,3 +327,18 @@ def test_divergence_stops_at_the_first_non_finite_step(retort_bin, data, tmp_pat
     for s in steps_in(out):
         for f in ("model.safetensors", "optimizer.safetensors"):
             assert all(np.isfinite(v).all() for v in load_file(str(out / s / f)).values()), (s, f)
+
+
+def test_divergence_under_mpirun_is_one_line_on_every_rank_count(retort_bin, data, tmp_path):
+    """The step's loss and norm are global: every rank stops at the same step, rank 0 alone says so."""
+    import shutil
+    from test_train_dp import mpi
+    if not shutil.which("mpirun"):
+        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    p = mpi(2, [retort_bin, "train", "--threads", "1", "--init", cfg, "--data", data, "--batch", "1", "--lr", "1e30",
+                "--steps", "5", "--zero", "1", "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl")],
+            timeout=120)
+    k = len(read_log(tmp_path / "l.jsonl")) + 1
+    one_line(p, f"step {k}:", "not finite")
+    assert "rank" not in [l for l in p.stderr.splitlines() if l.startswith("retort: ")][0]
