@@ -212,16 +212,26 @@ static bool step_entry(const char *name, int *kind) {
 typedef struct {
     long long newest;        /* N of the newest complete checkpoint (step-N/trainer_state.json); −1: none */
     char other[300];         /* the first step-N that is not one ("" when none) */
+    char foreign[300];       /* the first entry that is neither a step-* nor the log ("" when none) */
 } out_scan;
 
-static void scan_out(const char *out, out_scan *s) {
+static void scan_out(const char *out, const char *log, out_scan *s) {
     *s = (out_scan){.newest = -1};
     DIR *d = opendir(out);
     if (!d) return;
+    char *log_abs = log ? realpath(log, NULL) : NULL;
     struct dirent *e;
     int kind;
     while ((e = readdir(d))) {
-        if (!step_entry(e->d_name, &kind) || kind) continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!step_entry(e->d_name, &kind)) {
+            char *sub = s->foreign[0] ? NULL : rt_path_join(out, e->d_name), *abs = sub ? realpath(sub, NULL) : NULL;
+            if (sub && !(abs && log_abs && !strcmp(abs, log_abs))) snprintf(s->foreign, sizeof s->foreign, "%s", e->d_name);
+            free(sub);
+            free(abs);
+            continue;
+        }
+        if (kind) continue;   /* .partial: removed at start; .old: tr_save's, removed by its next save */
         char *sub = rt_path_join(out, e->d_name), *ts = sub ? rt_path_join(sub, "trainer_state.json") : NULL;
         long long n = strtoll(e->d_name + 5, NULL, 10);
         if (ts && rt_is_file(ts)) {
@@ -232,6 +242,7 @@ static void scan_out(const char *out, out_scan *s) {
         free(sub);
         free(ts);
     }
+    free(log_abs);
     closedir(d);
 }
 
@@ -326,8 +337,9 @@ static void run_diff(const json_t *j, const train_args *a, char *diff, size_t n)
 /* Where the run starts, set before the model is loaded (the same on every rank; nothing is
  * written here): --resume DIR: DIR. --overwrite: fresh (rank 0 empties --out in
  * open_outputs). --resume auto, the default: the newest complete step-N of --out when its
- * trainer_state.json was written by this same run, fresh when --out holds no checkpoint,
- * else a refusal that says what to do. Also records the run's identity in a->o. */
+ * trainer_state.json was written by this same run; fresh when --out is empty or absent (the
+ * log file and stale step-*.partial aside); else a refusal that says what to do. Also
+ * records the run's identity in a->o. */
 static int choose_start(train_args *a) {
     a->id_data = identity("", a->data);
     a->id_model = a->init ? identity("init:", a->init) : a->model ? identity("model:", a->model) : NULL;
@@ -343,7 +355,7 @@ static int choose_start(train_args *a) {
         }
     } else if (!a->overwrite) {
         out_scan sc;
-        scan_out(a->out, &sc);
+        scan_out(a->out, a->log, &sc);
         if (sc.newest >= 0) {
             char name[40];
             snprintf(name, sizeof name, "step-%lld", sc.newest);
@@ -367,6 +379,11 @@ static int choose_start(train_args *a) {
         } else if (!a->init && !a->model) {
             return rt_fail(RT_ENOTFOUND, "--resume auto: %s holds no checkpoint, and neither --init nor --model "
                                          "says what to start from", a->out);
+        } else if (sc.foreign[0]) {
+            return rt_fail(RT_EINVAL,
+                           "%s is not empty (it holds %s) and holds no checkpoint of this run: give a new or empty "
+                           "--out, or --overwrite to start there anyway (it deletes only step-* checkpoints)",
+                           a->out, sc.foreign);
         }
     }
     a->o.run_data = a->id_data;

@@ -3,6 +3,7 @@ and CLI errors. Shards come from tests/tools/student_mkshard (core/shard's write
 logits of a checkpoint from tests/tools/student_forward (student/model)."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -271,6 +272,25 @@ def test_resume_auto_refusals(retort_bin, data, tmp_path):
     p = run([retort_bin, "train", "--init", cfg, "--data", str(one), *COMMON, "--steps", "2",
              "--out", str(tmp_path / "d")])
     one_line(p, "data", str(one), "--overwrite")
+    # a directory holding other things and no checkpoint: refused; --overwrite starts there and
+    # deletes only step-* entries
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    args = ["--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(busy)]
+    one_line(run([retort_bin, "train", "--threads", "2", *args]), str(busy), "not empty", "notes.txt", "--overwrite")
+    assert sorted(os.listdir(busy)) == ["notes.txt"]
+    train(retort_bin, *args, "--overwrite")
+    assert sorted(os.listdir(busy)) == ["notes.txt", "step-2"]
+    train(retort_bin, *args)                      # now it holds this run's checkpoint: a rerun is fine
+    # the log inside --out does not count
+    inside = tmp_path / "inside"
+    args = ["--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(inside),
+            "--log", str(inside / "train.jsonl")]
+    train(retort_bin, *args)
+    shutil.rmtree(inside / "step-2")             # killed before its first checkpoint
+    train(retort_bin, *args)
+    assert [r["step"] for r in read_log(inside / "train.jsonl")] == [1, 2]
 
 
 def test_stale_partial_is_removed_and_a_failed_save_leaves_none(retort_bin, data, tmp_path):
