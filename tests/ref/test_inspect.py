@@ -425,3 +425,15 @@ def test_check_values_fp8(tmp_path, retort_bin):
     d2, _ = fp8_deepseek(tmp_path, mtp=False, tag="clean")
     p, j = check_values(retort_bin, d2)
     assert p.returncode == 0 and j["values"]["non_finite"] == [], p.stderr
+
+
+@pytest.mark.parametrize("field,value,needles", [
+    ("hidden_size", -64, ['"hidden_size" = -64 is invalid']),
+    ("eos_token_id", -5, ['"eos_token_id" -5 is outside the vocabulary [0, 512)']),
+    ("eos_token_id", 10 ** 9, ['"eos_token_id" 1000000000 is outside the vocabulary']),
+])
+def test_config_values_out_of_sense_are_named(llama_dir, retort_bin, field, value, needles):
+    cfg = json.loads((llama_dir / "config.json").read_text())
+    cfg[field] = value
+    (llama_dir / "config.json").write_text(json.dumps(cfg))
+    assert_one_error_line(run([retort_bin, "inspect", str(llama_dir)]), *needles)
