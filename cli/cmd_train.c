@@ -1,8 +1,6 @@
 /* cli/cmd_train.c — `retort train`: SFT of a dense student on packed shards. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -20,6 +18,7 @@
 #include "core/status.h"
 #include "kernels/matmul.h"
 #include "student/gpu_train.h"
+#include "student/outdir.h"
 #include "student/train.h"
 
 typedef struct {
@@ -32,7 +31,8 @@ typedef struct {
     bool overwrite;                 /* --overwrite: delete the step-* entries of --out first */
     const char *start;              /* the checkpoint the run continues (--resume DIR, or the one
                                      * --resume auto chose), NULL: a fresh start */
-    char *start_owned, *id_data, *id_model;   /* owned: start when chosen; the run's identity */
+    bool chosen;                    /* start was found in --out by --resume auto */
+    char *start_owned, *id_data, *id_model;   /* owned: start; the run's identity */
 } train_args;
 
 static double now_s(void) {
@@ -193,225 +193,23 @@ static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib) {
     return rc;
 }
 
-
-/* ---- the output directory: what it holds, and where the run starts ------------------------ */
-
-/* step-N → kind 0, step-N.partial → 1, step-N.old → 2 (what tr_save leaves when killed);
- * false for any other name. */
-static bool step_entry(const char *name, int *kind) {
-    if (strncmp(name, "step-", 5) || name[5] < '0' || name[5] > '9') return false;
-    const char *e = name + 5;
-    while (*e >= '0' && *e <= '9') e++;
-    if (!*e) *kind = 0;
-    else if (!strcmp(e, ".partial")) *kind = 1;
-    else if (!strcmp(e, ".old")) *kind = 2;
-    else return false;
-    return true;
-}
-
-typedef struct {
-    long long newest;        /* N of the newest complete checkpoint (step-N/trainer_state.json); −1: none */
-    char other[300];         /* the first step-N that is not one ("" when none) */
-    char foreign[300];       /* the first entry that is neither a step-* nor the log ("" when none) */
-} out_scan;
-
-static void scan_out(const char *out, const char *log, out_scan *s) {
-    *s = (out_scan){.newest = -1};
-    DIR *d = opendir(out);
-    if (!d) return;
-    char *log_abs = log ? realpath(log, NULL) : NULL;
-    struct dirent *e;
-    int kind;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (!step_entry(e->d_name, &kind)) {
-            char *sub = s->foreign[0] ? NULL : rt_path_join(out, e->d_name), *abs = sub ? realpath(sub, NULL) : NULL;
-            if (sub && !(abs && log_abs && !strcmp(abs, log_abs))) snprintf(s->foreign, sizeof s->foreign, "%s", e->d_name);
-            free(sub);
-            free(abs);
-            continue;
-        }
-        if (kind) continue;   /* .partial: removed at start; .old: tr_save's, removed by its next save */
-        char *sub = rt_path_join(out, e->d_name), *ts = sub ? rt_path_join(sub, "trainer_state.json") : NULL;
-        long long n = strtoll(e->d_name + 5, NULL, 10);
-        if (ts && rt_is_file(ts)) {
-            if (n > s->newest) s->newest = n;
-        } else if (!s->other[0]) {
-            snprintf(s->other, sizeof s->other, "%s", e->d_name);
-        }
-        free(sub);
-        free(ts);
-    }
-    free(log_abs);
-    closedir(d);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-/* Removes the stale step-*.partial of --out (saves that were killed) and, with all, every
- * step-* entry (--overwrite). */
-static int clean_out(const char *out, bool all) {
-    DIR *d = opendir(out);
-    if (!d) return 0;
-    struct dirent *e;
-    int rc = 0, kind;
-    while (!rc && (e = readdir(d))) {
-        if (!step_entry(e->d_name, &kind) || (!all && kind != 1)) continue;
-        char *p = rt_path_join(out, e->d_name);
-        if (!p) rc = RT_ENOMEM;
-        else if (nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS) && errno != ENOENT)
-            rc = rt_fail(RT_EIO, "cannot remove %s: %s", p, strerror(errno));
-        free(p);
-    }
-    closedir(d);
-    return rc;
-}
-
-/* prefix + the absolute form of path (path itself when it cannot be resolved); owned. */
-static char *identity(const char *prefix, const char *path) {
-    char *r = realpath(path, NULL);
-    const char *p = r ? r : path;
-    size_t n = strlen(prefix) + strlen(p) + 1;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s%s", prefix, p);
-    free(r);
-    return s;
-}
-
-static int load_state(const char *ck, json_t **j) {
-    char *path = rt_path_join(ck, "trainer_state.json");
-    int rc = path ? rt_json_load_file(path, j) : RT_ENOMEM;
-    free(path);
-    return rc;
-}
-
-/* What differs between the run that wrote checkpoint ck and this one (data, model, seed,
- * options that shape the schedule and the updates), into diff; "" when nothing. */
-static void run_diff(const json_t *j, const train_args *a, char *diff, size_t n) {
-    *diff = 0;
-    const json_t *o = json_object_get(j, "options"), *run = json_object_get(j, "run");
-    const char *d = json_string_value(json_object_get(run, "data")), *m = json_string_value(json_object_get(run, "model"));
-    const char *seed = json_string_value(json_object_get(json_object_get(j, "data"), "seed"));
-    char here[32];
-    snprintf(here, sizeof here, "%llu", (unsigned long long)a->o.seed);
-    if (!json_is_object(run)) {
-        snprintf(diff, n, "its trainer_state.json does not record its data and model");
-        return;
-    }
-    if (!d || strcmp(d, a->id_data)) {
-        snprintf(diff, n, "data %s there, %s here", d ? d : "?", a->id_data);
-        return;
-    }
-    if (a->id_model && (!m || strcmp(m, a->id_model))) {
-        snprintf(diff, n, "model %s there, %s here", m ? m : "?", a->id_model);
-        return;
-    }
-    if (!seed || strcmp(seed, here)) {
-        snprintf(diff, n, "seed %s there, %s here", seed ? seed : "?", here);
-        return;
-    }
-    const struct { const char *k; double v; } num[] = {
-        {"batch", (double)a->o.batch}, {"grad_accum", (double)a->o.grad_accum}, {"steps", (double)a->o.steps},
-        {"lr", a->o.lr}, {"min_lr_ratio", a->o.min_lr_ratio}, {"warmup", (double)a->o.warmup},
-        {"weight_decay", a->o.weight_decay}, {"clip", a->o.clip}, {"beta1", a->o.beta1}, {"beta2", a->o.beta2},
-        {"eps", a->o.eps}};
-    for (size_t i = 0; i < sizeof num / sizeof *num; i++) {
-        const json_t *x = json_object_get(o, num[i].k);
-        if (!json_is_number(x)) {
-            snprintf(diff, n, "its options lack %s", num[i].k);
-            return;
-        }
-        if (json_number_value(x) != num[i].v) {
-            snprintf(diff, n, "%s %.10g there, %.10g here", num[i].k, json_number_value(x), num[i].v);
-            return;
-        }
-    }
-    static const char *sched[] = {"cosine", "linear", "constant"};
-    const char *sc = json_string_value(json_object_get(o, "schedule"));
-    if (!sc || strcmp(sc, sched[a->o.schedule])) snprintf(diff, n, "schedule %s there, %s here", sc ? sc : "?", sched[a->o.schedule]);
-}
-
-/* Where the run starts, set before the model is loaded (the same on every rank; nothing is
- * written here): --resume DIR: DIR. --overwrite: fresh (rank 0 empties --out in
- * open_outputs). --resume auto, the default: the newest complete step-N of --out when its
- * trainer_state.json was written by this same run; fresh when --out is empty or absent (the
- * log file and stale step-*.partial aside); else a refusal that says what to do. Also
- * records the run's identity in a->o. */
+/* Where the run starts (student/outdir.h), decided before the model is loaded; the run's
+ * identity goes into a->o, and so into trainer_state.json's "run". */
 static int choose_start(train_args *a) {
-    a->id_data = identity("", a->data);
-    a->id_model = a->init ? identity("init:", a->init) : a->model ? identity("model:", a->model) : NULL;
+    a->id_data = od_identity("", a->data);
+    a->id_model = a->init ? od_identity("init:", a->init) : a->model ? od_identity("model:", a->model) : NULL;
     if (!a->id_data || ((a->init || a->model) && !a->id_model)) return RT_ENOMEM;
-    int rc = 0;
-    if (a->resume && strcmp(a->resume, "auto")) {
-        a->start = a->resume;
-        json_t *j;
-        if (!a->id_model && !load_state(a->resume, &j)) {   /* the run it continues started from that model */
-            const char *m = json_string_value(json_object_get(json_object_get(j, "run"), "model"));
-            if (m && !(a->id_model = strdup(m))) rc = RT_ENOMEM;
-            json_decref(j);
-        }
-    } else if (!a->overwrite) {
-        out_scan sc;
-        scan_out(a->out, a->log, &sc);
-        if (sc.newest >= 0) {
-            char name[40];
-            snprintf(name, sizeof name, "step-%lld", sc.newest);
-            if (!(a->start_owned = rt_path_join(a->out, name))) return RT_ENOMEM;
-            json_t *j;
-            if ((rc = load_state(a->start_owned, &j))) return rt_errorf(rc, "--resume auto");
-            char diff[1200];
-            run_diff(j, a, diff, sizeof diff);
-            json_decref(j);
-            if (*diff)
-                return rt_fail(RT_EINVAL,
-                               "%s holds another run's checkpoint %s (%s): give --overwrite to delete the checkpoints "
-                               "in %s, --resume %s to continue that run anyway, or another --out",
-                               a->out, name, diff, a->out, a->start_owned);
-            a->start = a->start_owned;
-        } else if (sc.other[0]) {
-            return rt_fail(RT_EINVAL,
-                           "%s holds %s, which is not a checkpoint of retort train (no trainer_state.json): give "
-                           "--overwrite to delete the step-* entries of %s, or another --out",
-                           a->out, sc.other, a->out);
-        } else if (!a->init && !a->model) {
-            return rt_fail(RT_ENOTFOUND, "--resume auto: %s holds no checkpoint, and neither --init nor --model "
-                                         "says what to start from", a->out);
-        } else if (sc.foreign[0]) {
-            return rt_fail(RT_EINVAL,
-                           "%s is not empty (it holds %s) and holds no checkpoint of this run: give a new or empty "
-                           "--out, or --overwrite to start there anyway (it deletes only step-* checkpoints)",
-                           a->out, sc.foreign);
-        }
-    }
     a->o.run_data = a->id_data;
     a->o.run_model = a->id_model;
+    od_request r = {a->out, a->log, a->resume, a->overwrite, a->init || a->model, &a->o};
+    int rc = od_choose(&r, &a->start_owned, &a->chosen);
+    a->start = a->start_owned;
+    if (!rc && a->start && !a->id_model && (a->id_model = od_state_model(a->start)))
+        a->o.run_model = a->id_model;   /* --resume DIR alone: the model its run started from */
     return rc;
 }
 
-/* Keeps the lines of an existing log up to step `last` (what the checkpoint the run starts
- * from has done; 0 for a fresh start), so that the steps after it appear once. A line cut
- * short by a kill, or one that is not a step object, goes too. */
-static int truncate_log(const char *path, int64_t last) {
-    if (!rt_is_file(path)) return 0;
-    char *buf = NULL;
-    size_t len = 0;
-    int rc = rt_read_file(path, &buf, &len);
-    rt_atomic_file *af = NULL;
-    if (!rc) rc = rt_atomic_open(path, &af);
-    for (char *p = buf, *nl; !rc && p < buf + len && (nl = memchr(p, '\n', (size_t)(buf + len - p))); p = nl + 1) {
-        json_t *j = json_loadb(p, (size_t)(nl - p), 0, NULL), *st = json_object_get(j, "step");
-        if (json_is_integer(st) && json_integer_value(st) <= last) rc = rt_atomic_write(af, p, (size_t)(nl + 1 - p));
-        json_decref(j);
-    }
-    if (af && rc) rt_atomic_abort(af);
-    else if (af) rc = rt_atomic_commit(af);
-    free(buf);
-    return rc ? rt_errorf(rc, "rewriting log %s", path) : 0;
-}
-
+/* Collective; rank 0 writes, and reports a failure (the other ranks hear of it and stop). */
 /* The data and the model, and the options they settle (--epochs → steps, the ZeRO level):
  * what both trainers need first. On success the caller owns *d and *m (the trainer takes them
  * over). 0, or a status with the message recorded. */
@@ -450,9 +248,7 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
 static int open_outputs(const train_args *a, rt_comm *comm, int64_t done, FILE **log) {
     *log = NULL;
     if (comm_rank(comm) != 0) return 0;
-    if (mkdir(a->out, 0755) && errno != EEXIST) return rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
-    int rc = clean_out(a->out, a->overwrite);
-    if (!rc && a->log) rc = truncate_log(a->log, done);
+    int rc = od_prepare(a->out, a->overwrite, a->log, done);
     if (rc) return rc;
     if (a->log && !(*log = fopen(a->log, "a"))) return rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
     return 0;
@@ -522,7 +318,7 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     int tty = rank == 0 && isatty(2);
     rc = EXIT_OK;
     int64_t start = trainer_done(&t), done = start;
-    if (rank == 0 && a->start_owned && a->start == a->start_owned)
+    if (rank == 0 && a->chosen)
         fprintf(stderr, "train: resuming from %s (step %lld of %lld; the same data, model and options)\n", a->start,
                 (long long)start, (long long)a->o.steps);
     double t0 = now_s();
@@ -531,6 +327,7 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         tr_stats s;
         int src = trainer_step(&t, &s);
         if (src == RT_ERANGE) {   /* diverged: the step's loss and norm are global, every rank stops here */
+            if (tty) fputc('\n', stderr), tty = 0;   /* after the progress line */
             rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
             break;
         }
@@ -542,6 +339,7 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {   /* a trainer that does not stop by itself (GPU) */
             rt_fail(RT_ERANGE, "step %lld: loss %g, gradient norm %g: the training diverged (not finite); nothing saved "
                     "at this step", (long long)s.step, s.loss, s.grad_norm);
+            if (tty) fputc('\n', stderr), tty = 0;
             rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
             break;
         }
