@@ -20,7 +20,7 @@
  * mk_check_weights() is the check generate, serve and eval make at load: it opens the
  * safetensors of dir and scans all of them when they hold at most MK_FULL_SCAN_BYTES
  * (students, dense teachers up to ~32B in BF16), else the cheap subset above (DeepSeek-R1:
- * 4 GB of its 700). RT_EFORMAT when a value is not finite: one message naming the first
+ * a few GB of its 700). RT_EFORMAT when a value is not finite: one message naming the first
  * such tensor, its counts and how many other tensors are affected, and pointing at
  * `retort inspect --check-values`, which always scans everything.
  * Errors: RT_EFORMAT, RT_EINVAL, RT_EIO / RT_ENOTFOUND (from st_open), RT_ENOMEM.
