@@ -13,6 +13,7 @@
 #include "cli/ranks.h"
 #include "core/alloc.h"
 #include "core/fsutil.h"
+#include "core/model_check.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
@@ -255,6 +256,7 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
     cli_ranks one = {.rank = 0, .size = 1, .saved_err = -1, .name = "eval"};
     if (!rc) rc = cli_load_teacher(&one, dir, pool, dev, gpu_frac, &m);
+    if (!rc && mk_check_tokenizer(te_model_config(m), dir, tok, tok_path)) rc = cli_fail("eval");
     if (!rc && cache == 0) {
         /* room for one question's k samples at full length, at least the engine's default */
         int64_t ctx = te_model_config(m)->max_position_embeddings, len = (int64_t)max_tokens + 4096;

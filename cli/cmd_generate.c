@@ -33,6 +33,7 @@
 #include "core/chat_template.h"
 #include "core/comm.h"
 #include "core/fsutil.h"
+#include "core/model_check.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
@@ -332,6 +333,7 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     char *def_tok = rt_path_join(model, "tokenizer.json");
     if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
     if (!rc && tok_path && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
+    if (!rc && tok && mk_check_tokenizer(&cfg, model, tok, tok_path)) rc = cli_fail("generate");
     if (!rc && n_stop > 0 && !tok)
         rc = cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
     if (!rc && rk->rank == 0) rc = read_prompts(jsonl, tok, have_tmpl ? &tmpl : NULL, cfg.vocab_size, &ps);
@@ -559,6 +561,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         if (!rc && !tok_path)
             rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
         else if (!rc && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
+        if (!rc && mk_check_tokenizer(&cfg, dir, tok, tok_path)) rc = cli_fail("generate");
         free(def_tok);
         if (!rc && !have_tmpl) {
             char *cfg_path = rt_path_join(dir, "config.json"), *buf = NULL;

@@ -1,4 +1,4 @@
-/* cli/cmd_inspect.c — `retort inspect DIR [--json]`. */
+/* cli/cmd_inspect.c — `retort inspect DIR [--json] [--check-values]`. */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/checkpoint.h"
 #include "core/fsutil.h"
+#include "core/model_check.h"
 #include "core/model_config.h"
 #include "core/safetensors.h"
 #include "core/status.h"
@@ -94,7 +95,19 @@ static json_t *config_json(const mc_config *c) {
     return j;
 }
 
-static int print_json(const char *dir, const mc_config *c, const ck_summary *s, const shape_group *g, size_t ng) {
+static json_t *values_json(const mk_values *v) {
+    json_t *bad = json_array();
+    for (size_t i = 0; i < v->n_bad; i++)
+        json_array_append_new(bad, json_pack("{s:s,s:s,s:I,s:I,s:I}", "name", v->bad[i].name, "dtype",
+                                             rt_dtype_name(v->bad[i].dtype), "elements", (json_int_t)v->bad[i].elements,
+                                             "nan", (json_int_t)v->bad[i].nan, "inf", (json_int_t)v->bad[i].inf));
+    return json_pack("{s:I,s:I,s:I,s:I,s:o}", "tensors", (json_int_t)v->tensors, "values", (json_int_t)v->values, "nan",
+                     (json_int_t)v->nan, "inf", (json_int_t)v->inf, "non_finite", bad);
+}
+
+/* v: the --check-values scan, or NULL. */
+static int print_json(const char *dir, const mc_config *c, const ck_summary *s, const shape_group *g, size_t ng,
+                      const mk_values *v) {
     json_t *dt = json_object();
     for (int t = 1; t < RT_DT_COUNT; t++)
         if (s->dtype_count[t]) json_object_set_new(dt, rt_dtype_name((rt_dtype)t), json_integer((json_int_t)s->dtype_count[t]));
@@ -113,6 +126,7 @@ static int print_json(const char *dir, const mc_config *c, const ck_summary *s, 
                           "files", s->files, "dtypes", dt, "quantization", q, "mtp_layers",
                           (json_int_t)(s->mtp_present ? c->num_nextn_predict_layers : 0), "tied_embeddings",
                           c->tie_word_embeddings, "config", config_json(c), "shapes", shapes);
+    if (j && v) json_object_set_new(j, "values", values_json(v));
     if (!j) return cli_fail("inspect: building JSON");
     char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
@@ -128,7 +142,8 @@ static void human_count(int64_t n, char *buf, size_t len) {
     else snprintf(buf, len, "%.2fK", (double)n / 1e3);
 }
 
-static int print_text(const char *dir, const mc_config *c, const ck_summary *s, const shape_group *g, size_t ng) {
+static int print_text(const char *dir, const mc_config *c, const ck_summary *s, const shape_group *g, size_t ng,
+                      const mk_values *v) {
     char a[32], b[32];
     printf("checkpoint    %s (%d file%s)\n", dir, s->files, s->files == 1 ? "" : "s");
     printf("architecture  %s\n", c->architecture);
@@ -167,16 +182,27 @@ static int print_text(const char *dir, const mc_config *c, const ck_summary *s, 
         if (g[i].count > 1) printf(" x%zu", g[i].count);
         printf("\n");
     }
+    if (v) {
+        char a1[32], a2[32];
+        printf("\nvalues        %s in %zu tensors: %s\n", cli_thousands((int64_t)v->values, a1, sizeof a1), v->tensors,
+               v->n_bad ? "NOT all finite" : "all finite");
+        for (size_t i = 0; i < v->n_bad; i++)
+            printf("  non-finite  %-60s %-8s %s NaN, %s Inf of %llu\n", v->bad[i].name, rt_dtype_name(v->bad[i].dtype),
+                   cli_thousands((int64_t)v->bad[i].nan, a1, sizeof a1), cli_thousands((int64_t)v->bad[i].inf, a2, sizeof a2),
+                   (unsigned long long)v->bad[i].elements);
+    }
     return EXIT_OK;
 }
 
 int cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int json = 0, ch;
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"check-values", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int json = 0, values = 0, ch;
     optind = 0;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (ch == 'j') json = 1;
+        else if (ch == 'v') values = 1;
         else if (ch == 'h') { fputs(cli_find("inspect")->usage, stdout); return EXIT_OK; }
         else return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
     }
@@ -197,7 +223,24 @@ int cmd_inspect(int argc, char **argv) {
     shape_group *g;
     size_t ng;
     if (group_shapes(f, &g, &ng)) { st_close(f); return cli_fail(what); }
-    int rc = json ? print_json(dir, &cfg, &sum, g, ng) : print_text(dir, &cfg, &sum, g, ng);
+    mk_values v = {0};
+    if (values) {   /* every tensor, on one thread per CPU */
+        tp_pool *pool = NULL;
+        int src = tp_create(0, &pool);
+        if (!src) src = mk_scan_values(f, true, pool, &v);
+        tp_free(pool);
+        if (src) { free(g); st_close(f); return cli_fail(what); }
+    }
+    int rc = json ? print_json(dir, &cfg, &sum, g, ng, values ? &v : NULL)
+                  : print_text(dir, &cfg, &sum, g, ng, values ? &v : NULL);
+    if (rc == EXIT_OK && v.n_bad) {
+        fflush(stdout);
+        fprintf(stderr, "retort: inspect %s: %zu tensor%s hold%s non-finite values (%llu NaN, %llu Inf in all), the first "
+                "%s\n", dir, v.n_bad, v.n_bad == 1 ? "" : "s", v.n_bad == 1 ? "s" : "", (unsigned long long)v.nan,
+                (unsigned long long)v.inf, v.bad[0].name);
+        rc = EXIT_RUNTIME;
+    }
+    mk_values_free(&v);
     free(g);
     st_close(f);
     return rc;

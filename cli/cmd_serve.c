@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/chat_template.h"
 #include "core/fsutil.h"
+#include "core/model_check.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
@@ -121,6 +122,9 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         fprintf(stderr, "retort: serve: %s has no tokenizer.json (give --tokenizer FILE)\n", model);
         rc = EXIT_RUNTIME;
     } else if (tok_load(tok_path, &tok)) rc = cli_fail("serve: loading the tokenizer");
+    mc_config mcfg;   /* the tokenizer must fit the model's vocabulary (core/model_check.h) */
+    if (!rc && mc_load(model, &mcfg)) rc = cli_fail("serve: loading the model");
+    if (!rc && mk_check_tokenizer(&mcfg, model, tok, tok_path)) rc = cli_fail("serve");
     free(def_tok);
     if (!rc && !have_tmpl) {
         if (tok_token_to_id(tok, "<｜Assistant｜>") >= 0) tmpl = CT_DEEPSEEK_R1, have_tmpl = true;

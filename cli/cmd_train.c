@@ -14,9 +14,11 @@
 #include "core/comm.h"
 #include "core/fsutil.h"
 #include "core/json.h"
+#include "core/model_check.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
 #include "student/gpu_train.h"
+#include "student/outdir.h"
 #include "student/train.h"
 
 typedef struct {
@@ -26,6 +28,11 @@ typedef struct {
     rt_dtype dtype;
     tr_options o;
     bool cuda;   /* --device cuda: student/gpu_train.h */
+    bool overwrite;                 /* --overwrite: delete the step-* entries of --out first */
+    const char *start;              /* the checkpoint the run continues (--resume DIR, or the one
+                                     * --resume auto chose), NULL: a fresh start */
+    bool chosen;                    /* start was found in --out by --resume auto */
+    char *start_owned, *id_data, *id_model;   /* owned: start; the run's identity */
 } train_args;
 
 static double now_s(void) {
@@ -54,7 +61,7 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE };
+       O_DEVICE, O_OVERWRITE };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -72,6 +79,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"ce-chunk", required_argument, 0, O_CHUNK}, {"beta1", required_argument, 0, O_B1},
         {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
         {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
+        {"overwrite", no_argument, 0, O_OVERWRITE},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -108,6 +116,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_THREADS: bad = parse_i64(v, 1, &a->threads); break;
         case O_CHUNK: bad = parse_i64(v, 1, &a->o.ce_chunk); break;
         case O_CKPT: a->o.checkpoint_layers = true; break;
+        case O_OVERWRITE: a->overwrite = true; break;
         case O_ZERO:
             bad = parse_i64(v, 0, &a->zero) || a->zero > 3;
             break;
@@ -143,12 +152,14 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!a->data) return cli_usage_error("train", "--data is required");
     if (!a->out) return cli_usage_error("train", "--out is required");
     if (!a->o.steps == !(a->epochs > 0)) return cli_usage_error("train", "give exactly one of --steps and --epochs");
+    if (a->overwrite && a->resume)
+        return cli_usage_error("train", "--overwrite starts the run over: it excludes --resume");
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
     return 0;
 }
 
 static int load_model(const train_args *a, sm_model **m) {
-    if (a->resume) return sm_load(a->resume, m);
+    if (a->start) return sm_load(a->start, m);
     if (a->model) return sm_load(a->model, m);
     json_t *cfg;
     int rc = rt_json_load_file(a->init, &cfg);
@@ -179,6 +190,22 @@ static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib) {
     return rc;
 }
 
+/* Where the run starts (student/outdir.h), decided before the model is loaded; the run's
+ * identity goes into a->o, and so into trainer_state.json's "run". */
+static int choose_start(train_args *a) {
+    a->id_data = od_identity("", a->data);
+    a->id_model = a->init ? od_identity("init:", a->init) : a->model ? od_identity("model:", a->model) : NULL;
+    if (!a->id_data || ((a->init || a->model) && !a->id_model)) return RT_ENOMEM;
+    a->o.run_data = a->id_data;
+    a->o.run_model = a->id_model;
+    od_request r = {a->out, a->log, a->resume, a->overwrite, a->init || a->model, &a->o};
+    int rc = od_choose(&r, &a->start_owned, &a->chosen);
+    a->start = a->start_owned;
+    if (!rc && a->start && !a->id_model && (a->id_model = od_state_model(a->start)))
+        a->o.run_model = a->id_model;   /* --resume DIR alone: the model its run started from */
+    return rc;
+}
+
 /* Collective; rank 0 writes, and reports a failure (the other ranks hear of it and stop). */
 /* The data and the model, and the options they settle (--epochs → steps, the ZeRO level):
  * what both trainers need first. On success the caller owns *d and *m (the trainer takes them
@@ -198,15 +225,28 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
         if (a->o.steps < 1) a->o.steps = 1;
     }
     a->o.zero = a->zero >= 0 ? (int)a->zero : P > 1 ? 1 : 0;
-    if ((rc = load_model(a, m))) sd_close(*d);
+    if ((rc = choose_start(a)) || (rc = load_model(a, m))) {
+        sd_close(*d);
+        return rc;
+    }
+    /* the shards' vocabulary is the tokenizer they were packed with (core/model_check.h) */
+    const char *from = a->start ? a->start : a->model ? a->model : a->init;
+    char what[4200];
+    snprintf(what, sizeof what, "the tokenizer of the shards in %s", a->data);
+    if ((rc = mk_check_vocab((*m)->V, from, sd_vocab_size(*d), what))) {
+        sm_free(*m);
+        sd_close(*d);
+    }
     return rc;
 }
 
-/* Rank 0 creates the output directory and opens the log. */
-static int open_outputs(const train_args *a, rt_comm *comm, FILE **log) {
+/* Rank 0 creates the output directory, removes stale step-*.partial (every step-* entry with
+ * --overwrite), cuts the log back to step `done` and opens it. */
+static int open_outputs(const train_args *a, rt_comm *comm, int64_t done, FILE **log) {
     *log = NULL;
     if (comm_rank(comm) != 0) return 0;
-    if (mkdir(a->out, 0755) && errno != EEXIST) return rt_fail(RT_EIO, "cannot create %s: %s", a->out, strerror(errno));
+    int rc = od_prepare(a->out, a->overwrite, a->log, done);
+    if (rc) return rc;
     if (a->log && !(*log = fopen(a->log, "a"))) return rt_fail(RT_EIO, "cannot open log %s: %s", a->log, strerror(errno));
     return 0;
 }
@@ -236,13 +276,18 @@ static int setup(train_args *a, tp_pool *pool, rt_comm *comm, trainer *t, FILE *
     sd_data *d;
     sm_model *m;
     int rc = open_data_and_model(a, comm, &d, &m);
+    const char *from = a->start ? a->start : a->model;   /* weights from disk: finite? (rank 0 reads them) */
+    if (!rc && from && comm_rank(comm) == 0 && (rc = mk_check_weights(from, pool))) {
+        sm_free(m);
+        sd_close(d);
+    }
     if (rc) return rc;
     if (a->cuda) {
-        if (!(rc = gt_create(m, d, &a->o, comm, &t->gpu)) && a->resume) rc = gt_resume(t->gpu, a->resume);
+        if (!(rc = gt_create(m, d, &a->o, comm, &t->gpu)) && a->start) rc = gt_resume(t->gpu, a->start);
     } else {
-        if (!(rc = tr_create_dp(m, d, &a->o, pool, comm, &t->cpu)) && a->resume) rc = tr_resume(t->cpu, a->resume);
+        if (!(rc = tr_create_dp(m, d, &a->o, pool, comm, &t->cpu)) && a->start) rc = tr_resume(t->cpu, a->start);
     }
-    if (!rc) rc = open_outputs(a, comm, log);
+    if (!rc) rc = open_outputs(a, comm, trainer_done(t), log);
     if (rc) {
         trainer_free(t);
         *t = (trainer){0};
@@ -270,13 +315,29 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     int tty = rank == 0 && isatty(2);
     rc = EXIT_OK;
     int64_t start = trainer_done(&t), done = start;
+    if (rank == 0 && a->chosen)
+        fprintf(stderr, "train: resuming from %s (step %lld of %lld; the same data, model and options)\n", a->start,
+                (long long)start, (long long)a->o.steps);
     double t0 = now_s();
     while (rc == EXIT_OK && done < a->o.steps) {
         double ts = now_s();
         tr_stats s;
-        if (trainer_step(&t, &s)) {   /* this rank alone may have failed: the others wait in a collective */
+        int src = trainer_step(&t, &s);
+        if (src == RT_ERANGE) {   /* diverged: the step's loss and norm are global, every rank stops here */
+            if (tty) fputc('\n', stderr), tty = 0;   /* after the progress line */
+            rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
+            break;
+        }
+        if (src) {   /* this rank alone may have failed: the others wait in a collective */
             rc = cli_fail("train");
             if (P > 1) comm_abort(comm, rc);
+            break;
+        }
+        if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {   /* a trainer that does not stop by itself (GPU) */
+            rt_fail(RT_ERANGE, "step %lld: loss %g, gradient norm %g: the training diverged (not finite); nothing saved "
+                    "at this step", (long long)s.step, s.loss, s.grad_norm);
+            if (tty) fputc('\n', stderr), tty = 0;
+            rc = rank == 0 ? cli_fail("train") : EXIT_RUNTIME;
             break;
         }
         done = s.step;
@@ -333,6 +394,9 @@ int cmd_train(int argc, char **argv) {
     tp_pool *pool = NULL;
     if (tp_create((int)a.threads, &pool)) { comm_close(comm); return cli_fail("train"); }
     rc = run(&a, pool, comm);
+    free(a.start_owned);
+    free(a.id_data);
+    free(a.id_model);
     tp_free(pool);
     comm_close(comm);
     return rc;

@@ -12,7 +12,7 @@
 
 static const cli_command commands[] = {
     {"inspect", "check a model directory (config.json + safetensors) and summarize it",
-     "usage: retort inspect DIR [--json]\n"
+     "usage: retort inspect DIR [--json] [--check-values]\n"
      "\n"
      "Reads DIR/config.json (model_type llama, qwen2 or deepseek_v3) and the safetensors in DIR\n"
      "(model.safetensors, or shards named by model.safetensors.index.json), checks that every\n"
@@ -21,9 +21,12 @@ static const cli_command commands[] = {
      "\n"
      "  --json   one JSON object on stdout: architecture, model_type, parameters (elements of\n"
      "           every tensor except *.weight_scale_inv), tensors, files, dtypes, quantization,\n"
-     "           mtp_layers, config, shapes\n"
+     "           mtp_layers, config, shapes (with --check-values: values)\n"
+     "  --check-values   also read every value of every floating-point tensor (F32, F16, BF16,\n"
+     "           FP8) and list each tensor holding NaN or Inf, with counts; exit 1 when any does\n"
      "\n"
-     "Exit status: 0 valid, 1 invalid or unreadable checkpoint, 2 usage error.\n",
+     "Exit status: 0 valid, 1 invalid or unreadable checkpoint (or non-finite values with\n"
+     "--check-values), 2 usage error.\n",
      cmd_inspect},
     {"db", "create, check and summarize a run database",
      "usage: retort db init DB\n"
@@ -200,7 +203,7 @@ static const cli_command commands[] = {
      cmd_pack},
     {"train", "train a dense student (llama/qwen2) on packed shards: SFT with AdamW, checkpoints, exact resume",
      "usage: retort train (--init CONFIG.json | --model DIR | --resume DIR/step-N) --data SHARDS --batch B\n"
-     "                    (--steps N | --epochs E) --lr X --out DIR [options]\n"
+     "                    (--steps N | --epochs E) --lr X --out DIR [--resume auto | --overwrite] [options]\n"
      "\n"
      "Trains on the packed shards of `retort pack` (a directory of *.bin, or one file): each sequence\n"
      "holds whole documents; positions restart and attention stays inside each document; the loss is\n"
@@ -210,6 +213,11 @@ static const cli_command commands[] = {
      "  --model DIR         start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)\n"
      "  --resume DIR/step-N continue a run exactly where its checkpoint stopped (weights, AdamW moments,\n"
      "                      step, data position); give the same options as the run that wrote it\n"
+     "  --resume auto       (the default) continue from the newest step-N in --out when this same run\n"
+     "                      wrote it (same data, model, seed and options: the same command rerun after\n"
+     "                      a kill); start fresh when --out is empty or absent (the --log file\n"
+     "                      aside); refuse (exit 1) another run's checkpoints or other contents\n"
+     "  --overwrite         delete the step-* checkpoints in --out first and start fresh there\n"
      "  --data SHARDS       shard directory or file\n"
      "  --seq N             tokens per sequence; must match the shards (default: the shards' length)\n"
      "  --batch B           sequences per micro-batch (per rank under mpirun)\n"
@@ -229,6 +237,7 @@ static const cli_command commands[] = {
      "  --dtype bf16|f32    model.safetensors element type (default bf16; f32 master weights are kept\n"
      "                      in optimizer.safetensors, so resuming is exact either way)\n"
      "  --log FILE          append one JSON object per step: step, loss, lr, grad_norm, tokens, tokens_per_s\n"
+     "                      (lines after the step the run starts from are dropped first)\n"
      "  --threads N         worker threads (default: one per CPU); OpenBLAS runs single-threaded inside them\n"
      "  --checkpoint-layers keep only each layer's input and recompute its forward in the backward\n"
      "  --ce-chunk N        rows per chunk of the fused LM-head cross-entropy (default: 64 MiB of logits;\n"
@@ -247,8 +256,10 @@ static const cli_command commands[] = {
      "over all ranks, so P ranks compute the 1-rank step of the same global batch. Rank 0 prints,\n"
      "logs and writes checkpoints (in the 1-rank format: a run resumes at any rank count).\n"
      "\n"
-     "A progress line on stderr shows step, loss, lr, gradient norm, tokens/s and ETA.\n"
-     "Exit status: 0 ok, 1 error (bad data, checkpoint or I/O), 2 usage error.\n",
+     "A progress line on stderr shows step, loss, lr, gradient norm, tokens/s and ETA. A NaN or Inf\n"
+     "loss or gradient norm stops the run at that step, before the update and without saving.\n"
+     "Exit status: 0 ok, 1 error (bad data, checkpoint, another run's --out, divergence or I/O),\n"
+     "2 usage error.\n",
      cmd_train},
     {"generate", "sample completions from a teacher (the CPU engine or an OpenAI-compatible endpoint)",
      "usage: retort generate --model DIR [--tokenizer FILE] [--template T] --jsonl PROMPTS [--n K]\n"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/model_check.h"
 #include "core/status.h"
 
 int cli_ranks_open(const char *name, cli_ranks *r) {
@@ -77,7 +78,10 @@ void cli_ranks_close(cli_ranks *r) {
 int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
                      te_model **out) {
     te_load_opts o = {.pool = pool, .comm = r->c, .device = dev, .gpu = -1, .gpu_memory_fraction = gpu_memory_fraction};
-    return te_model_load_opts(dir, &o, out) ? cli_fail(r->name) : 0;
+    if (te_model_load_opts(dir, &o, out)) return cli_fail(r->name);
+    /* NaN or Inf weights: one line at load (core/model_check.h), whatever the device */
+    if (r->rank == 0 && mk_check_weights(dir, pool)) return cli_fail(r->name);
+    return 0;
 }
 
 void cli_teacher_line(const cli_ranks *r, const char *dir, te_device dev, const te_model *m) {

@@ -31,9 +31,14 @@ const char *mc_rope_name(mc_rope_type t) {
 
 #define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
+/* def < 0: the key is required. A present value must lie in 1..max. */
 static int get_pos(const json_t *j, const char *key, int64_t def, int64_t max, int64_t *out) {
     TRY(rt_json_get_int(j, key, def, out));
-    if (*out < 0) return rt_fail(RT_EFORMAT, "\"%s\" is missing", key);
+    if (!json_object_get(j, key) || json_is_null(json_object_get(j, key))) {
+        if (def < 0) return rt_fail(RT_EFORMAT, "\"%s\" is missing", key);
+        return 0;
+    }
+    if (*out < 0) return rt_fail(RT_EFORMAT, "\"%s\" = %lld is invalid: it must be positive", key, (long long)*out);
     if (*out == 0 || *out > max) return rt_fail(RT_EFORMAT, "\"%s\" = %lld is out of range (1..%lld)", key, (long long)*out, (long long)max);
     return 0;
 }
@@ -120,6 +125,11 @@ static int parse_tokens(const json_t *j, mc_config *c) {
             if (c->n_eos < 8) c->eos_token_ids[c->n_eos++] = json_integer_value(v);
         }
     } else if (e && !json_is_null(e)) return rt_fail(RT_EFORMAT, "\"eos_token_id\" must be an integer or a list");
+    /* an end token the model cannot produce would never stop a generation */
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_token_ids[i] < 0 || c->eos_token_ids[i] >= c->vocab_size)
+            return rt_fail(RT_EFORMAT, "\"eos_token_id\" %lld is outside the vocabulary [0, %lld)",
+                           (long long)c->eos_token_ids[i], (long long)c->vocab_size);
     return 0;
 }
 

@@ -3,7 +3,9 @@
  * mc_parse() reads the fields that change the math for model_type "llama", "qwen2" and
  * "deepseek_v3" (both the older rope_theta/rope_scaling and transformers 5's
  * rope_parameters spellings); anything else is RT_EUNSUPPORTED. Values are checked for
- * sense (positive sizes, heads divisible by KV heads, known rope and quantization types).
+ * sense (positive sizes: a negative one is "invalid", an absent required one "missing";
+ * heads divisible by KV heads, known rope and quantization types, every eos_token_id in
+ * [0, vocab_size)).
  *
  * mc_expected_tensors() lists every tensor the architecture needs with its shape and role,
  * in checkpoint order. mc_param_count() sums them (without FP8 scale tensors).

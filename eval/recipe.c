@@ -82,7 +82,8 @@ static const opt_def TRAIN[] = {
     {"min-lr-ratio", T_NUM, 0}, {"weight-decay", T_NUM, 0},    {"beta1", T_NUM, 0},         {"beta2", T_NUM, 0},
     {"adam-eps", T_NUM, 0},     {"clip", T_NUM, 0},            {"seed", T_INT, 0},          {"out", T_STR, F_OUT},
     {"save-every", T_INT, 0},   {"dtype", T_STR, 0},           {"log", T_STR, F_LOG},       {"threads", T_INT, 0},
-    {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0}, END};
+    {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0},
+    {"overwrite", T_BOOL, 0}, END};
 static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},
@@ -555,6 +556,7 @@ static bool is_url(const char *s) { return !strncmp(s, "http://", 7) || !strncmp
 
 static int add_input(rc_stage *st, const ctx *c, const char *key, const char *val, unsigned flags, int line) {
     if (is_url(val) || strstr(val, "${checkpoint:")) return 0;
+    if (!strcmp(key, "resume") && !strcmp(val, "auto")) return 0;   /* train --resume auto: not a path */
     const char *p = !strncmp(val, "local:", 6) ? val + 6 : val;
     if (flags & F_IN_JSONL) {
         size_t n = strlen(p);
@@ -1095,6 +1097,17 @@ static char *newest_checkpoint(const char *dir) {
     return rt_path_join(dir, name);
 }
 
+/* True when dir holds an entry named step-* (checkpoints of an earlier run of the stage). */
+static bool has_step_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    struct dirent *e;
+    bool any = false;
+    while (!any && (e = readdir(d))) any = !strncmp(e->d_name, "step-", 5);
+    closedir(d);
+    return any;
+}
+
 /* a with every ${checkpoint:NAME} replaced; owned in *out. */
 static int bind_arg(const rc_plan *p, size_t i, const char *a, bool strict, char **out) {
     *out = NULL;
@@ -1144,6 +1157,13 @@ int rc_stage_argv(const rc_plan *p, size_t i, bool resume, bool strict, char ***
         rc = bind_arg(p, i, a, strict, &v[n++]);
     }
     if (!rc && ck && !put && (!(v[n++] = rt_strdup("--resume")) || !(v[n++] = rt_strdup(ck)))) rc = RT_ENOMEM;
+    /* a stage run afresh (new, changed, or --from/--only) over checkpoints of its earlier run:
+     * train refuses a --out holding another run's checkpoints unless told to replace them */
+    bool over = false;
+    for (size_t j = 1; j < st->argc; j++) over = over || !strcmp(st->argv[j], "--overwrite");
+    if (!rc && !resume && !strcmp(st->kind, "train") && st->train_out && !over && has_step_entries(st->train_out) &&
+        !(v[n++] = rt_strdup("--overwrite")))
+        rc = RT_ENOMEM;
     if (rc) { rc_argv_free(v); free(ck); return rc; }
     *argv_out = v;
     *resumed_from = ck;

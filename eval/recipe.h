@@ -108,7 +108,9 @@ void rc_schedule(const rc_plan *p, const rc_state *s, int from, int only, rc_act
  * ${checkpoint:STAGE} replaced by the newest complete checkpoint (OUT/step-N holding
  * trainer_state.json) in that train stage's --out; with resume, a train stage's
  * --init/--model X becomes --resume OUT/step-N of its own newest checkpoint, named in
- * *resumed_from (owned; NULL when there is none and the stage starts over). strict: a
+ * *resumed_from (owned; NULL when there is none and the stage starts over); without
+ * resume, a train stage whose --out already holds step-* entries gets --overwrite (it runs
+ * afresh, and train refuses another run's checkpoints otherwise). strict: a
  * ${checkpoint:...} with no checkpoint yet is RT_ENOTFOUND; else it stays as written
  * (--dry-run). */
 int rc_stage_argv(const rc_plan *p, size_t i, bool resume, bool strict, char ***argv_out, char **resumed_from);

@@ -1,6 +1,7 @@
 /* student/train.c — optimizer steps, schedules and training checkpoints. */
 #include "student/train.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -283,7 +284,10 @@ int tr_step(tr_trainer *t, tr_stats *st) {
     if (P > 1 && (rc = comm_allreduce(t->comm, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM))) return step_fail(rc);
     if ((rc = zr_reduce_grads(z, t->comm, m->grads))) return step_fail(rc);
     if ((rc = zr_grad_sumsq(z, t->comm, z3 ? t->own_g : m->grads, t->pool, &sumsq))) return step_fail(rc);
-    double norm = sqrt(sumsq);
+    double norm = sqrt(sumsq), loss = total > 0 ? loss_sum / (double)total : 0.0;
+    if (!isfinite(loss) || !isfinite(norm))   /* stop before the update: the weights stay those of the last step */
+        return rt_fail(RT_ERANGE, "step %lld: loss %g, gradient norm %g: the training diverged (not finite); stopped "
+                       "before updating the weights, nothing saved at this step", (long long)t->step + 1, loss, norm);
     if (t->o.clip > 0) {
         double coef = t->o.clip / (norm + 1e-6);
         if (coef < 1.0) vec_scale(gg + (z->lo - g0), (size_t)(z->hi - z->lo), (float)coef, t->pool);
@@ -300,7 +304,7 @@ int tr_step(tr_trainer *t, tr_stats *st) {
                    t->pool);
     }
     if ((rc = zr_gather_params(z, t->comm, m->params))) return step_fail(rc);
-    *st = (tr_stats){.step = t->step, .loss = total > 0 ? loss_sum / (double)total : 0.0, .lr = lr, .grad_norm = norm,
+    *st = (tr_stats){.step = t->step, .loss = loss, .lr = lr, .grad_norm = norm,
                      .tokens = T * A * P, .loss_tokens = total, .epoch = t->pos.epoch};
     return 0;
 }
@@ -322,6 +326,12 @@ static int write_state(const tr_trainer *t, const char *dir) {
     json_t *j = json_pack("{s:s,s:i,s:I,s:{s:s,s:I,s:I,s:I},s:o}", "format", STATE_FORMAT, "version", STATE_VERSION,
                           "step", (json_int_t)t->step, "data", "seed", seed, "epoch", (json_int_t)t->pos.epoch, "cursor",
                           (json_int_t)t->pos.cursor, "seq_len", (json_int_t)t->N, "options", options_json(&t->o));
+    if (j && (t->o.run_data || t->o.run_model)) {   /* what the run reads and starts from */
+        json_t *run = json_object();
+        if (t->o.run_data) json_object_set_new(run, "data", json_string(t->o.run_data));
+        if (t->o.run_model) json_object_set_new(run, "model", json_string(t->o.run_model));
+        json_object_set_new(j, "run", run);
+    }
     char *txt = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     char *path = rt_path_join(dir, "trainer_state.json");
@@ -411,15 +421,34 @@ static int write_optimizer(ckpt_src *c, const char *dir) {
     return rc;
 }
 
+/* A checkpoint directory and every file in it (a killed save may have left temporaries of
+ * the atomic writes beside the four files). Absent is fine. */
 static int remove_tree(const char *dir) {
-    static const char *files[] = {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char *p = rt_path_join(dir, files[i]);
-        if (!p) return RT_ENOMEM;
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : rt_fail(RT_EIO, "%s: cannot open (%s)", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = rt_path_join(dir, e->d_name);
+        if (!p) { closedir(d); return RT_ENOMEM; }
         unlink(p);
         free(p);
     }
+    closedir(d);
     return rmdir(dir) && errno != ENOENT ? rt_fail(RT_EIO, "%s: cannot remove (%s)", dir, strerror(errno)) : 0;
+}
+
+/* 0 when every value of [n] is finite, else RT_ERANGE naming the tensor of m it falls in. */
+static int check_finite(const sm_model *m, const float *v, const char *what) {
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        const float *p = v + x->offset;
+        for (int64_t k = 0; k < x->numel; k++)
+            if (!isfinite(p[k]))
+                return rt_fail(RT_ERANGE, "%s of %s hold %g at element %lld: not finite, the checkpoint is not written",
+                               what, x->name, (double)p[k], (long long)k);
+    }
+    return 0;
 }
 
 static int save_files(ckpt_src *c, const char *dir, rt_dtype model_dtype) {
@@ -427,12 +456,17 @@ static int save_files(ckpt_src *c, const char *dir, rt_dtype model_dtype) {
     size_t len = strlen(dir);
     char *tmp = rt_malloc(len + 16), *old = rt_malloc(len + 16);
     int rc = (!tmp || !old) ? RT_ENOMEM : 0;
+    if (!rc && !c->z3) rc = check_finite(t->m, c->full[2], "the weights");   /* level 3: tr_save checked the parts */
+    if (!rc && !c->z3) rc = check_finite(t->m, c->full[0], "the AdamW first moments");
+    if (!rc && !c->z3) rc = check_finite(t->m, c->full[1], "the AdamW second moments");
+    bool made = false;
     if (!rc) {
         snprintf(tmp, len + 16, "%s.partial", dir);
         snprintf(old, len + 16, "%s.old", dir);
-        rc = remove_tree(tmp);
+        rc = remove_tree(tmp);   /* a stale one, from a save that was killed */
     }
     if (!rc && mkdir(tmp, 0755)) rc = rt_fail(RT_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
+    made = !rc;
     if (!rc) rc = c->z3 ? sm_save_fetch(t->m, tmp, model_dtype, fetch_param, c) : sm_save(t->m, tmp, model_dtype);
     if (!rc) rc = write_optimizer(c, tmp);
     if (!rc) rc = write_state(t, tmp);
@@ -441,7 +475,14 @@ static int save_files(ckpt_src *c, const char *dir, rt_dtype model_dtype) {
         if (!rc && rename(dir, old)) rc = rt_fail(RT_EIO, "%s: cannot move aside (%s)", dir, strerror(errno));
     }
     if (!rc && rename(tmp, dir)) rc = rt_fail(RT_EIO, "%s: cannot rename into place (%s)", dir, strerror(errno));
+    else if (!rc) made = false;   /* it is DIR now */
     if (!rc) rc = remove_tree(old);
+    if (rc && made) {   /* a failed save leaves no DIR.partial behind; its message stays */
+        char msg[RT_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", rt_errmsg());
+        remove_tree(tmp);
+        rt_fail(rc, "%s", msg);
+    }
     free(tmp);
     free(old);
     return rc;
@@ -458,6 +499,16 @@ int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
     ckpt_src c = {.t = t, .full = {t->mom1, t->mom2, m->params}, .own = {t->mom1, t->mom2, t->own_p}, .z3 = z3,
                   .master = master, .total = (int64_t)m->n_tensors * (master ? 4 : 3)};
     float *m1 = NULL, *m2 = NULL;
+    if (z3) {   /* every rank's parts must be finite (levels 0–2: save_files names the tensor) */
+        int32_t fin = 1;
+        for (int64_t i = 0; i < z->shard && fin; i++)
+            fin = isfinite(t->own_p[i]) && isfinite(t->mom1[i]) && isfinite(t->mom2[i]);
+        if (z->ranks > 1 && (rc = comm_allreduce(t->comm, &fin, &fin, 1, RT_DT_I32, COMM_MIN)))
+            return rt_errorf(rc, "saving checkpoint %s", dir);
+        if (!fin)
+            return rt_fail(RT_ERANGE, "saving checkpoint %s: the weights or AdamW moments hold a value that is not "
+                           "finite; the checkpoint is not written", dir);
+    }
     if (sharded || z3) {
         int32_t ok = 1;
         if (root && sharded) {

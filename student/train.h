@@ -12,11 +12,16 @@
  * LR at update s (0-based): warmup (s+1)/warmup·lr for s < warmup, then by schedule:
  * cosine from lr down to lr·min_lr_ratio at the last step, linear likewise, or constant.
  *
+ * A step whose loss or global gradient norm is not finite (NaN, Inf) fails with RT_ERANGE
+ * naming the step, before the optimizer touches the weights: a diverged run stops there.
+ *
  * tr_save() writes DIR (created, or replaced whole: the files go to DIR.partial first and
- * the directory is renamed into place): config.json + model.safetensors (HF, F32 or BF16),
+ * the directory is renamed into place; a failed save removes DIR.partial, and a stale one
+ * from a killed save is removed before the next): config.json + model.safetensors (HF, F32 or BF16),
  * optimizer.safetensors (AdamW moments, and F32 master weights when the model was written
  * in BF16) and trainer_state.json (step, data position, options) — see docs/formats.md,
- * "Training checkpoints". tr_resume() restores all of it into a trainer created from the
+ * "Training checkpoints". Weights or moments that are not finite are never written
+ * (RT_ERANGE naming the tensor). tr_resume() restores all of it into a trainer created from the
  * same directory's model; with the same options the run continues bit-exactly.
  *
  * The trainer takes ownership of the model and data given to tr_create (freed by
@@ -72,6 +77,9 @@ typedef struct {
     bool checkpoint_layers;             /* recompute each layer's forward in the backward */
     int64_t ce_chunk;                   /* rows per cross-entropy chunk; 0: automatic */
     int zero;                           /* data parallel: 0 replicated, 1 ZeRO-1, 2 ZeRO-2, 3 ZeRO-3 (student/zero.h) */
+    const char *run_data, *run_model;   /* what the run reads and starts from (the CLI: absolute paths), kept
+                                         * in trainer_state.json as "run" so that a rerun can tell its own
+                                         * checkpoints from another run's; NULL: not recorded. Borrowed. */
 } tr_options;
 
 typedef struct {

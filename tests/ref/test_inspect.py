@@ -345,3 +345,95 @@ def file_counts_of(path):
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
         return sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in keys), len(keys), None
+
+
+# ---------------------------------------------------------------- --check-values (issue #16)
+
+def torch_non_finite(d):
+    """{tensor: (nan, inf)} for every tensor holding a non-finite value, counted by torch on
+    the tensors as PyPI safetensors reads them back."""
+    bad = {}
+    for fn in glob.glob(os.path.join(d, "*.safetensors")):
+        with safe_open(fn, "pt") as f:
+            for k in f.keys():
+                t = f.get_tensor(k)
+                if not t.is_floating_point():
+                    continue
+                t = t.float()   # e4m3 NaN stays NaN; bf16/f16 Inf stays Inf
+                nan, inf = int(t.isnan().sum()), int(t.isinf().sum())
+                if nan or inf:
+                    bad[k] = (nan, inf)
+    return bad
+
+
+def check_values(retort_bin, d):
+    p = run([retort_bin, "inspect", str(d), "--json", "--check-values"])
+    return p, (json.loads(p.stdout) if p.stdout.strip() else None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_check_values_finds_nan_and_inf(tmp_path, retort_bin, dtype):
+    d = save_hf(tmp_path, "tiny-llama", dtype)
+    p, j = check_values(retort_bin, d)
+    assert p.returncode == 0, p.stderr
+    assert j["values"]["nan"] == 0 and j["values"]["inf"] == 0 and j["values"]["non_finite"] == []
+    assert j["values"]["values"] == file_counts(d)[0]
+
+    def poison(t):
+        w = t["model.layers.1.self_attn.q_proj.weight"]
+        w.view(-1)[[3, 17, 400]] = float("nan")
+        n = t["model.norm.weight"]
+        n[5], n[9] = float("inf"), float("-inf")
+        e = t["model.embed_tokens.weight"]
+        e[0, 0], e[7, 3] = float("nan"), float("-inf")
+    rewrite(d, poison)
+    want = torch_non_finite(d)
+    assert len(want) == 3
+    p, j = check_values(retort_bin, d)
+    assert p.returncode == 1
+    got = {b["name"]: (b["nan"], b["inf"]) for b in j["values"]["non_finite"]}
+    assert got == want
+    assert j["values"]["nan"] == sum(v[0] for v in want.values()) == 4
+    assert j["values"]["inf"] == sum(v[1] for v in want.values()) == 3
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("retort: inspect ") and "3 tensors hold non-finite values" in lines[0]
+    # the text report lists each tensor with its counts
+    p = run([retort_bin, "inspect", str(d), "--check-values"])
+    assert p.returncode == 1
+    assert "NOT all finite" in p.stdout
+    for name, (nan, inf) in want.items():
+        row = [l for l in p.stdout.splitlines() if l.strip().startswith("non-finite") and name in l]
+        assert len(row) == 1 and f"{nan} NaN, {inf} Inf" in row[0], p.stdout
+    # without --check-values inspect only checks the layout, as before
+    assert run([retort_bin, "inspect", str(d)]).returncode == 0
+
+
+def test_check_values_fp8(tmp_path, retort_bin):
+    def poison(out):
+        w = out["model.layers.0.self_attn.kv_b_proj.weight"]       # float8_e4m3fn
+        flat = w.view(torch.uint8).view(-1)
+        flat[[1, 2]] = 0x7F                                        # +NaN
+        flat[10] = 0xFF                                            # -NaN
+        out["model.layers.0.self_attn.o_proj.weight_scale_inv"][0, 0] = float("inf")
+    d, out = fp8_deepseek(tmp_path, mtp=False, mutate=poison)
+    want = torch_non_finite(d)
+    assert want == {"model.layers.0.self_attn.kv_b_proj.weight": (3, 0),
+                    "model.layers.0.self_attn.o_proj.weight_scale_inv": (0, 1)}
+    p, j = check_values(retort_bin, d)
+    assert p.returncode == 1, p.stderr
+    assert {b["name"]: (b["nan"], b["inf"]) for b in j["values"]["non_finite"]} == want
+    d2, _ = fp8_deepseek(tmp_path, mtp=False, tag="clean")
+    p, j = check_values(retort_bin, d2)
+    assert p.returncode == 0 and j["values"]["non_finite"] == [], p.stderr
+
+
+@pytest.mark.parametrize("field,value,needles", [
+    ("hidden_size", -64, ['"hidden_size" = -64 is invalid']),
+    ("eos_token_id", -5, ['"eos_token_id" -5 is outside the vocabulary [0, 512)']),
+    ("eos_token_id", 10 ** 9, ['"eos_token_id" 1000000000 is outside the vocabulary']),
+])
+def test_config_values_out_of_sense_are_named(llama_dir, retort_bin, field, value, needles):
+    cfg = json.loads((llama_dir / "config.json").read_text())
+    cfg[field] = value
+    (llama_dir / "config.json").write_text(json.dumps(cfg))
+    assert_one_error_line(run([retort_bin, "inspect", str(llama_dir)]), *needles)

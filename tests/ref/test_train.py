@@ -3,6 +3,7 @@ and CLI errors. Shards come from tests/tools/student_mkshard (core/shard's write
 logits of a checkpoint from tests/tools/student_forward (student/model)."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -176,3 +177,188 @@ def test_loss_falls_on_packed_gsm8k_chats(retort_bin, assets, tmp_path):
     losses = [r["loss"] for r in read_log(tmp_path / "l.jsonl")]
     assert losses[0] > 11.0                      # ≈ ln(151936) at random init
     assert sum(losses[-3:]) / 3 < losses[0] - 2.0, losses
+
+
+# ---------------------------------------------------------------- output directory, resume, NaN (issue #16)
+
+COMMON = ["--batch", "2", "--lr", "3e-3", "--warmup", "2", "--seed", "5"]
+
+
+def steps_in(d):
+    return sorted(e for e in os.listdir(d) if e.startswith("step-"))
+
+
+def one_line(p, *needles):
+    lines = [l for l in p.stderr.splitlines() if l.startswith("retort: ")]
+    assert p.returncode == 1 and len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_out_with_another_runs_checkpoints_is_refused_unless_overwrite(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    out = tmp_path / "o"
+    train(retort_bin, "--init", cfg, "--data", data, *COMMON, "--steps", "4", "--save-every", "2", "--out", str(out))
+    before = {s: (out / s / "model.safetensors").read_bytes() for s in steps_in(out)}
+    assert list(before) == ["step-2", "step-4"]
+    # another run (a different learning rate) into the same directory: refused, nothing touched
+    other = ["--init", cfg, "--data", data, "--batch", "2", "--lr", "1e-2", "--warmup", "2", "--seed", "5",
+             "--steps", "4", "--save-every", "3", "--out", str(out)]
+    p = run([retort_bin, "train", "--threads", "2", *other])
+    one_line(p, str(out), "step-4", "lr", "--overwrite")
+    assert {s: (out / s / "model.safetensors").read_bytes() for s in steps_in(out)} == before
+    # a different model: refused too
+    cfg2 = write_config(tmp_path, dict(QWEN, intermediate_size=96), "qwen96.json")
+    p = run([retort_bin, "train", "--threads", "2", "--init", cfg2, "--data", data, *COMMON, "--steps", "4",
+             "--save-every", "2", "--out", str(out)])
+    one_line(p, "model", "qwen96.json", "--overwrite")
+    # --overwrite deletes the old run's checkpoints first: no step-2 of the old run survives
+    train(retort_bin, *other, "--overwrite")
+    assert steps_in(out) == ["step-3", "step-4"]
+    st = json.load(open(out / "step-4" / "trainer_state.json"))
+    assert st["options"]["lr"] == 1e-2 and st["step"] == 4
+    # --overwrite with --resume is a usage error
+    p = run([retort_bin, "train", *other, "--overwrite", "--resume", "auto"])
+    assert p.returncode == 2
+
+
+def test_rerun_after_a_kill_resumes_the_same_run_and_logs_each_step_once(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    args = ["--init", cfg, "--data", data, *COMMON, "--steps", "6", "--save-every", "3"]
+    train(retort_bin, *args, "--out", str(tmp_path / "ref"), "--log", str(tmp_path / "ref.jsonl"))
+    ref = read_log(tmp_path / "ref.jsonl")
+    out, log = tmp_path / "o", tmp_path / "o.jsonl"
+    train(retort_bin, *args, "--out", str(out), "--log", str(log))
+    # as if killed during step 6: its checkpoint never written, the log holding steps 1..5
+    # and half of a line
+    import shutil
+    shutil.rmtree(out / "step-6")
+    lines = open(log).read().splitlines(keepends=True)
+    with open(log, "w") as f:
+        f.writelines(lines[:5])
+        f.write(lines[5][:20])
+    p = train(retort_bin, *args, "--out", str(out), "--log", str(log))
+    assert "resuming from " + str(out / "step-3") in p.stderr
+    got = read_log(log)
+    assert [r["step"] for r in got] == list(range(1, 7))
+    for x, y in zip(ref, got):
+        assert (x["loss"], x["grad_norm"], x["lr"]) == (y["loss"], y["grad_norm"], y["lr"]), (x, y)
+    assert (out / "step-6" / "optimizer.safetensors").read_bytes() == \
+        (tmp_path / "ref" / "step-6" / "optimizer.safetensors").read_bytes()
+    # the explicit form cuts the log back the same way
+    p = train(retort_bin, "--resume", str(out / "step-3"), "--data", data, *COMMON, "--steps", "6",
+              "--out", str(out), "--log", str(log))
+    assert [r["step"] for r in read_log(log)] == list(range(1, 7))
+    # a finished run rerun: nothing left to do, nothing duplicated
+    train(retort_bin, *args, "--out", str(out), "--log", str(log))
+    assert [r["step"] for r in read_log(log)] == list(range(1, 7))
+
+
+def test_resume_auto_refusals(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    out = tmp_path / "o"
+    out.mkdir()
+    p = run([retort_bin, "train", "--resume", "auto", "--data", data, *COMMON, "--steps", "2", "--out", str(out)])
+    one_line(p, "holds no checkpoint", "--init")
+    (out / "step-7").mkdir()     # not written by retort train
+    p = run([retort_bin, "train", "--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(out)])
+    one_line(p, "step-7", "not a checkpoint", "--overwrite")
+    # other data: refused
+    train(retort_bin, "--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(tmp_path / "d"))
+    one = tmp_path / "one"
+    one.mkdir()
+    os.symlink(os.path.join(data, "shard-00000.bin"), one / "shard-00000.bin")
+    p = run([retort_bin, "train", "--init", cfg, "--data", str(one), *COMMON, "--steps", "2",
+             "--out", str(tmp_path / "d")])
+    one_line(p, "data", str(one), "--overwrite")
+    # a directory holding other things and no checkpoint: refused; --overwrite starts there and
+    # deletes only step-* entries
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    args = ["--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(busy)]
+    one_line(run([retort_bin, "train", "--threads", "2", *args]), str(busy), "not empty", "notes.txt", "--overwrite")
+    assert sorted(os.listdir(busy)) == ["notes.txt"]
+    train(retort_bin, *args, "--overwrite")
+    assert sorted(os.listdir(busy)) == ["notes.txt", "step-2"]
+    train(retort_bin, *args)                      # now it holds this run's checkpoint: a rerun is fine
+    # the log inside --out does not count
+    inside = tmp_path / "inside"
+    args = ["--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(inside),
+            "--log", str(inside / "train.jsonl")]
+    train(retort_bin, *args)
+    shutil.rmtree(inside / "step-2")             # killed before its first checkpoint
+    train(retort_bin, *args)
+    assert [r["step"] for r in read_log(inside / "train.jsonl")] == [1, 2]
+
+
+def test_stale_partial_is_removed_and_a_failed_save_leaves_none(retort_bin, data, tmp_path):
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    out = tmp_path / "o"
+    (out / "step-2.partial").mkdir(parents=True)
+    (out / "step-2.partial" / "model.safetensors.tmp.1234").write_bytes(b"half")
+    train(retort_bin, "--init", cfg, "--data", data, *COMMON, "--steps", "2", "--out", str(out))
+    assert steps_in(out) == ["step-2"]
+    # a save that fails (step-4 is a file, so the checkpoint cannot be renamed into place)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "step-4").write_text("in the way")
+    p = run([retort_bin, "train", "--threads", "2", "--resume", str(out / "step-2"), "--data", data, *COMMON,
+             "--steps", "4", "--out", str(bad)])
+    one_line(p, "step-4")
+    assert sorted(os.listdir(bad)) == ["step-4"], os.listdir(bad)
+
+
+def test_nan_weights_are_refused_by_train_and_nothing_is_saved(retort_bin, data, tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    train(retort_bin, "--init", cfg, "--data", data, *COMMON, "--steps", "1", "--dtype", "f32", "--out", str(tmp_path / "a"))
+    src = tmp_path / "a" / "step-1"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_bytes((src / "config.json").read_bytes())
+    w = load_file(str(src / "model.safetensors"))
+    w["model.layers.0.mlp.up_proj.weight"][3, 5] = np.nan
+    save_file(w, str(bad / "model.safetensors"))
+    out = tmp_path / "o"
+    p = run([retort_bin, "train", "--threads", "2", "--model", str(bad), "--data", data, *COMMON, "--steps", "3",
+             "--out", str(out), "--log", str(tmp_path / "l.jsonl")])
+    one_line(p, "model.layers.0.mlp.up_proj.weight", "1 NaN", "not finite")
+    assert not os.path.exists(out) or steps_in(out) == []
+    assert not os.path.exists(tmp_path / "l.jsonl") or read_log(tmp_path / "l.jsonl") == []
+
+
+def test_divergence_stops_at_the_first_non_finite_step(retort_bin, data, tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    out = tmp_path / "o"
+    # AdamW moves every weight by about lr at its first step: 1e30 overflows the next forward
+    p = run([retort_bin, "train", "--threads", "2", "--init", cfg, "--data", data, "--batch", "2", "--lr", "1e30",
+             "--steps", "5", "--save-every", "1", "--dtype", "f32", "--out", str(out), "--log", str(tmp_path / "l.jsonl")])
+    log = read_log(tmp_path / "l.jsonl")
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in log)
+    k = len(log) + 1
+    assert k <= 5
+    one_line(p, f"step {k}:", "not finite")
+    assert steps_in(out) == [f"step-{i}" for i in range(1, k)]
+    for s in steps_in(out):
+        for f in ("model.safetensors", "optimizer.safetensors"):
+            assert all(np.isfinite(v).all() for v in load_file(str(out / s / f)).values()), (s, f)
+
+
+def test_divergence_under_mpirun_is_one_line_on_every_rank_count(retort_bin, data, tmp_path):
+    """The step's loss and norm are global: every rank stops at the same step, rank 0 alone says so."""
+    import shutil
+    from test_train_dp import mpi
+    if not shutil.which("mpirun"):
+        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
+    cfg = write_config(tmp_path, QWEN, "qwen.json")
+    p = mpi(2, [retort_bin, "train", "--threads", "1", "--init", cfg, "--data", data, "--batch", "1", "--lr", "1e30",
+                "--steps", "5", "--zero", "1", "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl")],
+            timeout=120)
+    k = len(read_log(tmp_path / "l.jsonl")) + 1
+    one_line(p, f"step {k}:", "not finite")
+    assert "rank" not in [l for l in p.stderr.splitlines() if l.startswith("retort: ")][0]

@@ -136,3 +136,34 @@ Test(model_config, deepseek_r1_fields) {
     mc_scale_shape(&c, odd, s);
     cr_assert(s[0] == 2 && s[1] == 1);
 }
+
+/* issue #16: a negative size is invalid, not missing; an end token outside the vocabulary
+ * (the model could never emit it) is refused. Hand-written configs; the expected wording is
+ * the contract's. */
+Test(model_config, negative_size_is_invalid_not_missing) {
+    mc_config c;
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\",\"vocab_size\":100,\"hidden_size\":-64,\"intermediate_size\":128,"
+                           "\"num_hidden_layers\":2,\"num_attention_heads\":4}", &c), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "\"hidden_size\" = -64 is invalid"), "%s", rt_errmsg());
+    cr_assert(!strstr(rt_errmsg(), "missing"), "%s", rt_errmsg());
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"num_key_value_heads\":-2}", &c), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "\"num_key_value_heads\" = -2 is invalid"), "%s", rt_errmsg());
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\",\"vocab_size\":100,\"intermediate_size\":128,"
+                           "\"num_hidden_layers\":2,\"num_attention_heads\":4}", &c), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "\"hidden_size\" is missing"), "%s", rt_errmsg());
+}
+
+Test(model_config, eos_ids_must_lie_in_the_vocabulary) {
+    mc_config c;
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"eos_token_id\":-5}", &c), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "\"eos_token_id\" -5 is outside the vocabulary [0, 100)"), "%s", rt_errmsg());
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"eos_token_id\":1000000000}", &c), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "1000000000 is outside the vocabulary"), "%s", rt_errmsg());
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"eos_token_id\":[2, 100]}", &c), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "100 is outside"), "%s", rt_errmsg());
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"eos_token_id\":1e9}", &c), RT_EFORMAT);
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"eos_token_id\":[0, 99]}", &c), 0, "%s", rt_errmsg());
+    cr_assert_eq(c.n_eos, 2);
+    cr_assert_eq(parse_str("{\"model_type\":\"llama\"," BASE ",\"eos_token_id\":null}", &c), 0, "%s", rt_errmsg());
+    cr_assert_eq(c.n_eos, 0);
+}

@@ -202,6 +202,13 @@ Test(recipe, schedule_skips_finished_and_resumes_started) {
     rc_schedule(p, s, -1, 3, act);
     cr_assert(act[0] == RC_SKIP && act[1] == RC_SKIP && act[2] == RC_SKIP && act[3] == RC_RUN);
 
+    /* a fresh train stage over an --out that does not exist yet: its argv as written */
+    {
+        char **a0, *f0;
+        cr_assert_eq(rc_stage_argv(p, 1, false, true, &a0, &f0), 0);
+        for (size_t k = 0; a0[k]; k++) cr_assert_str_neq(a0[k], "--overwrite");
+        rc_argv_free(a0);
+    }
     /* the resumed train takes its newest complete checkpoint in place of --model */
     char d[300], f[320];
     snprintf(d, sizeof d, "%s/step-10", p->stages[1].train_out);
@@ -220,6 +227,15 @@ Test(recipe, schedule_skips_finished_and_resumes_started) {
     cr_assert_str_eq(argv[3], "--lr");
     rc_argv_free(argv);
     free(from);
+    /* run afresh over those checkpoints (a changed stage, --from): train is told to replace
+     * them (it refuses an --out holding another run's checkpoints), and keeps its --model */
+    cr_assert_eq(rc_stage_argv(p, 1, false, true, &argv, &from), 0);
+    size_t na = 0;
+    while (argv[na]) na++;
+    cr_assert_str_eq(argv[na - 1], "--overwrite");
+    cr_assert_str_eq(argv[1], "--model");
+    cr_assert_null(from);
+    rc_argv_free(argv);
     /* ${checkpoint:train} binds to the same directory */
     cr_assert_eq(rc_stage_argv(p, 2, false, true, &argv, &from), 0);
     char want[320];
@@ -234,6 +250,20 @@ Test(recipe, schedule_skips_finished_and_resumes_started) {
     cr_assert_eq(rc_state_get(s, &p->stages[0]), RC_STARTED);
     cr_assert_eq(rc_state_get(s, &p->stages[3]), RC_NONE);
     rc_state_free(s);
+    rc_plan_free(p);
+    rm_rf(dir);
+}
+
+/* train's --resume auto is a mode, not an input path to check before the run */
+Test(recipe, train_resume_auto_is_not_an_input) {
+    char path[128];
+    const char *dir;
+    rc_plan *p = load("work_dir: ${recipe_dir}/w\nstages:\n- stage: train\n  model: m\n  resume: auto\n  out: o\n", NULL, 0,
+                      path, sizeof path, &dir);
+    const char *t[] = {"train", "--model", "m", "--resume", "auto", "--out", "o", NULL};
+    expect_argv(&p->stages[0], t);
+    cr_assert_eq(p->stages[0].n_inputs, 1);
+    cr_assert_str_eq(p->stages[0].inputs[0].key, "model");
     rc_plan_free(p);
     rm_rf(dir);
 }
