@@ -1325,10 +1325,12 @@ static void gate_admit(srv *s, int fd, const struct sockaddr_storage *a, socklen
             free(r);
             r = NULL;
         }
+        size_t cap = s->cap_fd;
         if (r && rt_grow((void **)&s->by_fd, &s->cap_fd, (size_t)fd + 1, sizeof *s->by_fd)) {
             free(r);
             r = NULL;
         }
+        if (s->cap_fd > cap) memset(s->by_fd + cap, 0, (s->cap_fd - cap) * sizeof *s->by_fd);
         if (!r) {
             if (*p && !(*p)->n) {
                 free(*p);
