@@ -478,17 +478,19 @@ static void *engine_main(void *arg) {
             if (c->done) continue;
             c->done = true;
             c->finish = res[i].finish;
-            job_wake(j);
             if (++j->n_done == j->n_choices) {
                 j->state = 3;
+                job_wake(j);
                 drop_active(s, j);   /* may free j (its connection is gone) */
+            } else if (j->rq.stream) {   /* a whole answer waits for the last choice */
+                job_wake(j);
             }
         }
         te_results_free(res, n);
         for (size_t i = 0; i < s->n_active; i++)
             if (s->active[i]->dirty) {
                 s->active[i]->dirty = false;
-                job_wake(s->active[i]);
+                if (s->active[i]->rq.stream) job_wake(s->active[i]);
             }
         if (rc) {   /* nothing sensible remains: every request fails */
             while (s->n_active) {
@@ -1260,8 +1262,17 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     pthread_mutex_unlock(&s->cmu);
 }
 
-/* Closes a socket the gate still owns, after an error response when status is not 0: the unread
- * request is drained first, so the close sends FIN rather than RST (the response arrives). */
+/* An error response, then close: what the client sent is drained first (up to 64 KiB), so the
+ * close sends FIN rather than RST, which could discard the response on its way. */
+static void refuse_close(int fd, unsigned status, const char *msg) {
+    write_raw_error(fd, status, msg);
+    char junk[4096];
+    for (int k = 0; k < 16 && recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0; k++) {}
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+/* Closes a socket the gate still owns (with an error response when status is not 0). */
 static void gate_close(srv *s, int fd, unsigned status, const char *msg) {
     pthread_mutex_lock(&s->cmu);
     conn_rec *r = (size_t)fd < s->cap_fd ? s->by_fd[fd] : NULL;
@@ -1270,13 +1281,8 @@ static void gate_close(srv *s, int fd, unsigned status, const char *msg) {
     if (status == 408) s->header_timeouts++;
     pthread_mutex_unlock(&s->cmu);
     epoll_ctl(s->ep_fd, EPOLL_CTL_DEL, fd, NULL);
-    if (status) {
-        write_raw_error(fd, status, msg);
-        char junk[4096];
-        for (int k = 0; k < 16 && recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0; k++) {}
-        shutdown(fd, SHUT_WR);
-    }
-    close(fd);
+    if (status) refuse_close(fd, status, msg);
+    else close(fd);
 }
 
 static bool is_tchar(unsigned char c) {   /* RFC 9110 token characters */
@@ -1355,9 +1361,7 @@ static void gate_admit(srv *s, int fd, const struct sockaddr_storage *a, socklen
     }
     pthread_mutex_unlock(&s->cmu);
     if (refuse) {
-        write_raw_error(fd, refuse, refuse == 429 ? "too many connections from this address" : "the server is at its connection limit");
-        shutdown(fd, SHUT_WR);
-        close(fd);
+        refuse_close(fd, refuse, refuse == 429 ? "too many connections from this address" : "the server is at its connection limit");
         return;
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd};
