@@ -1285,35 +1285,6 @@ static void gate_close(srv *s, int fd, unsigned status, const char *msg) {
     else close(fd);
 }
 
-static bool is_tchar(unsigned char c) {   /* RFC 9110 token characters */
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-/* The request line "METHOD SP TARGET SP HTTP/D.D CRLF" (after empty lines) in b[0:n]:
- * 1 complete, 0 a valid start of one, -1 not a request line. */
-static int reqline_check(const char *p, size_t n) {
-    const unsigned char *b = (const unsigned char *)p;
-    size_t i = 0;
-    while (i < n && (b[i] == '\r' || b[i] == '\n')) i++;
-    size_t m = i;
-    while (i < n && is_tchar(b[i])) i++;
-    if (i - m > 32) return -1;
-    if (i == n) return 0;
-    if (i == m || b[i++] != ' ') return -1;
-    size_t t = i;
-    while (i < n && b[i] > 0x20 && b[i] != 0x7F) i++;
-    if (i == n) return 0;
-    if (i == t || b[i++] != ' ') return -1;
-    static const char v[] = "HTTP/D.D";
-    for (int k = 0; v[k]; k++, i++) {
-        if (i == n) return 0;
-        if (v[k] == 'D' ? !(b[i] >= '0' && b[i] <= '9') : b[i] != (unsigned char)v[k]) return -1;
-    }
-    if (i < n && b[i] == '\r') i++;
-    if (i == n) return 0;
-    return b[i] == '\n' ? 1 : -1;
-}
-
 /* A new connection: counted against the limits, then watched until its request line is in. */
 static void gate_admit(srv *s, int fd, const struct sockaddr_storage *a, socklen_t alen, double t) {
     uint8_t ip[16];
@@ -1377,7 +1348,7 @@ static void gate_read(srv *s, int fd) {
         gate_close(s, fd, 0, NULL);
         return;
     }
-    int v = reqline_check(buf, (size_t)n);
+    int v = oai_request_line(buf, (size_t)n);
     if (v == 0 && (size_t)n < sizeof buf) return;
     if (v <= 0) {
         gate_close(s, fd, 400, v < 0 ? "malformed HTTP request line" : "the request line is too long");
