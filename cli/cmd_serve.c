@@ -5,6 +5,10 @@
  * (<｜Assistant｜>: deepseek-r1, <|im_start|>: qwen, <|start_header_id|>: llama3); without
  * one, chat requests get 400 and completions work. Once listening it prints
  * "retort serve: listening on http://HOST:PORT" on stderr (with --port 0, the port chosen).
+ * --max-connections, --max-connections-per-ip and --header-timeout go to the server (see
+ * teacher/server.h); the soft open-file limit is raised to fit --max-connections (an explicit
+ * value beyond the hard limit is an error; the default shrinks to fit). An empty --api-key or
+ * RETORT_API_KEY is a usage error: it must never mean "no authentication".
  *
  * Under mpirun (a DeepSeek-V3 model split over the ranks, teacher/parallel_engine.h) every
  * rank loads its part and makes the same engine; rank 0 serves HTTP and its engine thread
