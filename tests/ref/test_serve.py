@@ -15,6 +15,9 @@ Plus: streaming equals non-streaming, n > 1, seeds, stop strings, auth (401), bo
 bad requests (400 with an OpenAI error object), 404/405, a client that disconnects mid-stream
 (its cache blocks are freed: /metrics), 64 concurrent streaming clients (zero errors, every
 stream complete, RSS back to its baseline), SIGTERM draining, and startup errors.
+Connections (issue #16): the slow-header attack cut off by --header-timeout while others are
+served, per-IP and total connection limits, malformed request lines (400 at once), a chunked body
+over --max-body (413 before it ends), an empty API key (exit 2), 1000 parked streams.
 """
 import json
 import math
