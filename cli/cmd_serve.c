@@ -5,6 +5,10 @@
  * (<｜Assistant｜>: deepseek-r1, <|im_start|>: qwen, <|start_header_id|>: llama3); without
  * one, chat requests get 400 and completions work. Once listening it prints
  * "retort serve: listening on http://HOST:PORT" on stderr (with --port 0, the port chosen).
+ * --max-connections, --max-connections-per-ip and --header-timeout go to the server (see
+ * teacher/server.h); the soft open-file limit is raised to fit --max-connections (an explicit
+ * value beyond the hard limit is an error; the default shrinks to fit). An empty --api-key or
+ * RETORT_API_KEY is a usage error: it must never mean "no authentication".
  *
  * Under mpirun (a DeepSeek-V3 model split over the ranks, teacher/parallel_engine.h) every
  * rank loads its part and makes the same engine; rank 0 serves HTTP and its engine thread
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #include "cli/ranks.h"
@@ -52,6 +57,34 @@ static const char *base_name(const char *dir, char *buf, size_t cap) {
     return buf;
 }
 
+/* Every connection is a descriptor: raises the soft open-file limit for `want` connections (0:
+ * the default 4096, lowered to what the hard limit allows) and says how many fit. */
+static int limit_connections(double want, int *out) {
+    enum { SPARE = 128 };   /* model shards, the listening socket, epoll, MPI, … */
+    int n = want > 0 ? (int)want : 4096;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) {
+        *out = n;
+        return 0;
+    }
+    rlim_t need = (rlim_t)n + SPARE;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        struct rlimit nl = {cur, rl.rlim_max};
+        if (!setrlimit(RLIMIT_NOFILE, &nl)) rl.rlim_cur = cur;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        if (want > 0) {
+            fprintf(stderr, "retort: serve: --max-connections %d needs %llu open files; the limit is %llu (ulimit -n)\n", n,
+                    (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+            return -1;
+        }
+        n = rl.rlim_cur > 2 * SPARE ? (int)(rl.rlim_cur - SPARE) : SPARE;
+    }
+    *out = n;
+    return 0;
+}
+
 /* Rank 0's engine thread lost the lockstep: a follower may wait in a collective. */
 static void comm_failure(void *user, const char *msg) {
     fprintf(stderr, "retort: serve: %s\n", msg);
@@ -77,10 +110,13 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         {"max-batch", required_argument, 0, 'b'},    {"cache-tokens", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 'J'},      {"tokenizer", required_argument, 0, 't'},
         {"template", required_argument, 0, 'T'},     {"served-model-name", required_argument, 0, 'N'},
-        {"max-body", required_argument, 0, 'B'},     {"device", required_argument, 0, 'D'},
+        {"max-body", required_argument, 0, 'B'},     {"max-connections", required_argument, 0, 'C'},
+        {"max-connections-per-ip", required_argument, 0, 'I'},
+        {"header-timeout", required_argument, 0, 'h'},   {"device", required_argument, 0, 'D'},
         {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
     const char *model = NULL, *host = "127.0.0.1", *key = getenv("RETORT_API_KEY"), *tok_path = NULL, *name = NULL;
-    double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20, gpu_frac = 0;
+    double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20, max_conns = 0, per_ip = 512;
+    double header_timeout = 10, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
     ct_kind tmpl = CT_QWEN;
     bool have_tmpl = false;
@@ -91,7 +127,10 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'H': host = optarg; break;
-        case 'k': key = optarg; break;
+        case 'k':
+            if (!*optarg) return cli_usage_error("serve", "--api-key is empty (an unset variable?); leave it out to serve without a key");
+            key = optarg;
+            break;
         case 't': tok_path = optarg; break;
         case 'N': name = optarg; break;
         case 'p': u = parse_num("--port", optarg, 0, 65535, &port); break;
@@ -99,6 +138,15 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         case 'c': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
         case 'J': u = parse_num("--threads", optarg, 1, 1024, &threads); break;
         case 'B': u = parse_num("--max-body", optarg, 64, 1e12, &max_body); break;
+        case 'C': u = parse_num("--max-connections", optarg, 1, 1 << 20, &max_conns); break;
+        case 'I': u = parse_num("--max-connections-per-ip", optarg, 1, 1 << 20, &per_ip); break;
+        case 'h': {
+            char *end;
+            header_timeout = strtod(optarg, &end);
+            if (!*optarg || *end || !isfinite(header_timeout) || header_timeout < 0.1 || header_timeout > 3600)
+                return cli_usage_error("serve", "--header-timeout wants seconds in [0.1, 3600], not '%s'", optarg);
+            break;
+        }
         case 'T':
             if (ct_parse_kind(optarg, &tmpl))
                 return cli_usage_error("serve", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
@@ -113,6 +161,10 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     if (optind < argc) return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
     if (!model) return cli_usage_error("serve", "--model DIR is required");
     if (!*host) return cli_usage_error("serve", "--host wants an address");
+    if (key && !*key)
+        return cli_usage_error("serve", "RETORT_API_KEY is set but empty; unset it to serve without a key");
+    int conns = 0;   /* --max-connections, as far as the open-file limit allows */
+    if (limit_connections(max_conns, &conns)) return EXIT_RUNTIME;
 
     tok_tokenizer *tok = NULL;
     char *def_tok = rt_path_join(model, "tokenizer.json");
@@ -145,7 +197,8 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     srv *s = NULL;
     char nb[256];
     srv_opts o = {.host = host, .port = (int)port, .api_key = key, .model_name = name ? name : base_name(model, nb, sizeof nb),
-                  .max_body = (size_t)max_body, .have_template = have_tmpl, .tmpl = tmpl,
+                  .max_body = (size_t)max_body, .max_connections = conns, .max_connections_per_ip = (int)per_ip,
+                  .header_timeout = header_timeout, .have_template = have_tmpl, .tmpl = tmpl,
                   .engine = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache},
                   .comm = rk->c, .on_comm_failure = comm_failure, .comm_user = rk->c};
     if (!rc) {   /* every rank: the model (its part); the followers their engine */

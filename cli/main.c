@@ -428,6 +428,7 @@ static const cli_command commands[] = {
      "                    [--tokenizer FILE] [--template deepseek-r1|qwen|llama3] [--served-model-name NAME]\n"
      "                    [--max-batch 16] [--cache-tokens 65536] [--threads N] [--max-body 4194304]\n"
      "                    [--device cpu|cuda] [--gpu-memory-fraction F]\n"
+     "                    [--max-connections 4096] [--max-connections-per-ip 512] [--header-timeout 10]\n"
      "\n"
      "Serves DIR over an OpenAI-compatible HTTP API: POST /v1/chat/completions and /v1/completions\n"
      "(streaming with \"stream\": true, n, temperature, top_p, top_k, min_p, max_tokens, seed, stop,\n"
@@ -440,6 +441,12 @@ static const cli_command commands[] = {
      "  --max-batch B      sequences per engine step; --cache-tokens: KV-cache positions in all\n"
      "  --max-body BYTES   larger request bodies get 413\n"
      "  --device D         cpu (default) or cuda, --gpu-memory-fraction F: as for retort generate\n"
+     "  --max-connections N         open connections in all; more are refused with 503 (default 4096;\n"
+     "                              the open-file limit is raised to fit)\n"
+     "  --max-connections-per-ip N  open connections from one address; more get 429 (default 512)\n"
+     "  --header-timeout S          seconds a connection has to send each request's line and headers;\n"
+     "                              later it is closed (default 10; also closes idle kept-alive ones)\n"
+     "An empty --api-key (or RETORT_API_KEY) is a usage error.\n"
      "SIGTERM or SIGINT stops accepting, finishes the requests in flight, and exits 0.\n", cmd_serve},
     {"run", "run a recipe (RECIPE.yaml): the pipeline's stages in order, resumably",
      "usage: retort run RECIPE.yaml [--dry-run] [--from STAGE | --only STAGE] [--set KEY=VALUE]...\n"

@@ -500,3 +500,32 @@ int oai_split_feed(oai_split *s, const char *text, size_t len, bool final, oai_b
     s->pos = len;
     return 0;
 }
+
+/* ---- the request line ------------------------------------------------------------------ */
+
+static bool is_tchar(unsigned char c) {   /* RFC 9110 token characters */
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+int oai_request_line(const char *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i = 0;
+    while (i < n && (b[i] == '\r' || b[i] == '\n')) i++;
+    size_t m = i;
+    while (i < n && is_tchar(b[i])) i++;
+    if (i - m > 32) return -1;
+    if (i == n) return 0;
+    if (i == m || b[i++] != ' ') return -1;
+    size_t t = i;
+    while (i < n && b[i] > 0x20 && b[i] != 0x7F) i++;
+    if (i == n) return 0;
+    if (i == t || b[i++] != ' ') return -1;
+    static const char v[] = "HTTP/D.D";
+    for (int k = 0; v[k]; k++, i++) {
+        if (i == n) return 0;
+        if (v[k] == 'D' ? !(b[i] >= '0' && b[i] <= '9') : b[i] != (unsigned char)v[k]) return -1;
+    }
+    if (i < n && b[i] == '\r') i++;
+    if (i == n) return 0;
+    return b[i] == '\n' ? 1 : -1;
+}

@@ -144,4 +144,11 @@ void oai_split_init(oai_split *s, bool opened);
  * Appends what is now decided to reasoning and content. */
 int oai_split_feed(oai_split *s, const char *text, size_t len, bool final, oai_buf *reasoning, oai_buf *content);
 
+/* The start of an HTTP request in b[0:n] (before libmicrohttpd reads it): after any empty
+ * lines, "METHOD SP TARGET SP HTTP/d.d" and CRLF (or LF), where METHOD is 1..32 token
+ * characters (RFC 9110) and TARGET has no control bytes or spaces. 1: a complete, well-formed
+ * request line; 0: a well-formed start of one (more bytes may complete it); -1: no request line
+ * can start this way (a TLS handshake, a line without spaces, control bytes, a bad version). */
+int oai_request_line(const char *b, size_t n);
+
 #endif

@@ -1,25 +1,38 @@
 /* teacher/server.c — the HTTP service (see server.h).
  *
- * Threads: libmicrohttpd runs one thread per connection; it parses the request, renders
- * and tokenizes the prompt, and hands a job to the engine thread (s->pending, s->wake).
- * The engine thread submits it (te_submit), steps the engine, and appends every token to
- * the job's choices from the engine's on_token callback; results mark choices done. The
- * connection thread waits on the job's condition variable (with a short timeout, to notice a
- * client that hung up) and writes JSON or SSE chunks. Everything shared lives under s->mu.
+ * Threads: a GATE thread owns the listening socket: it accepts, applies the connection limits
+ * (total, per IP), and watches each new connection (epoll, edge-triggered, reading with
+ * MSG_PEEK so nothing is consumed) until its request line is complete: a malformed one gets
+ * 400 and is closed at once, a complete one is handed to libmicrohttpd (MHD_add_connection).
+ * libmicrohttpd runs a small pool of event-loop threads (epoll); they parse requests, render
+ * and tokenize prompts, and hand jobs to ONE engine thread (s->pending, s->wake). The engine
+ * thread submits them (te_submit), steps the engine, and appends every token to the job's
+ * choices from the engine's on_token callback; results mark choices done. No event-loop
+ * thread ever waits: a connection whose job has nothing new is suspended
+ * (MHD_suspend_connection, "parked"), and the engine thread resumes it when the job changes
+ * (once per step, not once per token). The gate thread also sweeps every 100 ms: it closes
+ * connections whose request head is late (the header deadline) and polls parked connections
+ * for a hang-up (libmicrohttpd does not watch suspended sockets), cancelling their jobs.
+ * Jobs and parking live under s->mu; the connection registry (limits, deadlines) under s->cmu.
+ * Lock order: s->mu, then libmicrohttpd's own locks (suspend/resume run under s->mu).
  * A job is freed when both sides (connection, engine) have let go of it (refs).
  */
 #include "teacher/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,13 +81,35 @@ typedef struct job {
     pthread_cond_t cv;
     char id[48];
     int64_t created;
-    struct MHD_Connection *conn;
+    struct MHD_Connection *conn;    /* NULL once its request has completed */
+    int fd;                         /* conn's socket */
+    bool parked, gone;              /* conn suspended, waiting for news; the client hung up */
+    struct job *park_prev, *park_next;
     /* streaming */
     oai_buf out;
     size_t out_pos;
     bool head_sent, stream_done;
     struct job *next;
 } job;
+
+/* A client connection, from accept to close (the gate's, then libmicrohttpd's). */
+typedef struct conn_rec {
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint8_t ip[16];                 /* the address as IPv6 (IPv4 mapped) */
+    double deadline;                /* its request head is due by then; 0: none due */
+    bool in_mhd;                    /* handed to libmicrohttpd */
+    struct conn_rec *prev, *next;
+} conn_rec;
+
+typedef struct ip_count {
+    uint8_t ip[16];
+    int n;
+    struct ip_count *next;
+} ip_count;
+
+enum { IP_BUCKETS = 1024, GATE_LINE_MAX = 8192 };
 
 struct srv {
     srv_opts o;
@@ -98,6 +133,22 @@ struct srv {
     bool stop_engine, draining;
     int in_flight;
     uint64_t next_tag, next_id;
+    job *parked;                    /* parked jobs, for the hang-up sweep */
+    /* the gate (connections) */
+    int max_conns, max_per_ip;
+    double header_timeout;
+    pthread_t gate_thread;
+    bool gate_started;
+    int ep_fd, wake_fd;
+    atomic_int gate_mode;           /* 0 accept, 1 listening socket closed (draining), 2 exit */
+    pthread_mutex_t cmu;            /* the registry below */
+    pthread_cond_t gate_ack;
+    bool listener_closed;
+    conn_rec **by_fd, *conns;
+    size_t cap_fd;
+    ip_count *ips[IP_BUCKETS];
+    int n_conns;
+    int64_t refused_limit, refused_per_ip, header_timeouts, bad_lines;
     /* metrics */
     int64_t requests[EP_COUNT], errors, started;
     te_stats st;
@@ -107,9 +158,9 @@ struct srv {
 typedef struct {
     int ep;
     oai_buf body;
-    bool too_big;
     job *j;
 } conn_ctx;
+
 
 static double now_s(void) {
     struct timespec ts;
@@ -134,7 +185,6 @@ static void job_unref(job *j) {   /* under s->mu */
     }
     free(j->ch);
     oai_buf_free(&j->out);
-    pthread_cond_destroy(&j->cv);
     free(j);
 }
 
@@ -149,23 +199,28 @@ static void job_cancel(job *j) {   /* under s->mu; the engine drops it at its ne
     pthread_cond_signal(&s->wake);
 }
 
-/* The client hung up (or the socket failed)? */
-static bool conn_gone(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return false;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+/* Parks j's connection until the job changes (under s->mu, on the connection's event-loop
+ * thread, from the access handler or the content reader). */
+static void job_park(job *j) {
+    srv *s = j->s;
+    j->parked = true;
+    j->park_prev = NULL;
+    j->park_next = s->parked;
+    if (s->parked) s->parked->park_prev = j;
+    s->parked = j;
+    MHD_suspend_connection(j->conn);
 }
 
-static void wait_a_little(job *j) {   /* under s->mu */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&j->cv, &j->s->mu, &ts);
+/* Resumes j's connection if it is parked (under s->mu, any thread). */
+static void job_wake(job *j) {
+    srv *s = j->s;
+    if (!j->parked) return;
+    j->parked = false;
+    if (j->park_prev) j->park_prev->park_next = j->park_next;
+    else s->parked = j->park_next;
+    if (j->park_next) j->park_next->park_prev = j->park_prev;
+    j->park_prev = j->park_next = NULL;
+    if (j->conn) MHD_resume_connection(j->conn);
 }
 
 /* ---- the engine thread ----------------------------------------------------------------- */
@@ -233,7 +288,7 @@ static void fail_job(job *j, const char *msg) {   /* under s->mu */
     memcpy(j->error, msg, n);
     j->error[n] = 0;
     j->state = 2;
-    pthread_cond_broadcast(&j->cv);
+    job_wake(j);
 }
 
 /* Submits every prompt of j; on a refusal the ones already in are dropped. */
@@ -335,7 +390,7 @@ static void *engine_main(void *arg) {
                 b.cancel[b.n_cancel++] = s->cancel[i];   /* applied on every rank with the step */
             if (j && j->cancelled) {
                 j->state = 3;
-                pthread_cond_broadcast(&j->cv);
+                job_wake(j);
                 drop_active(s, j);
             }
         }
@@ -346,7 +401,7 @@ static void *engine_main(void *arg) {
             j->next = NULL;
             if (j->cancelled) {
                 j->state = 3;
-                pthread_cond_broadcast(&j->cv);
+                job_wake(j);
                 job_unref(j);
                 continue;
             }
@@ -375,7 +430,7 @@ static void *engine_main(void *arg) {
             j->state = 1;
             j->in_engine = true;
             s->active[s->n_active++] = j;
-            pthread_cond_broadcast(&j->cv);
+            job_wake(j);
         }
         te_stats_get(s->e, &s->st);
         if (broken || (!te_busy(s->e) && !b.n && !b.n_cancel)) continue;
@@ -407,7 +462,7 @@ static void *engine_main(void *arg) {
             for (size_t p = 0; p < j->n_prompts; p++) bad |= b.src[i + p] != 0;
             if (!bad) {
                 if (j->state == 0) j->state = 1;
-                pthread_cond_broadcast(&j->cv);
+                job_wake(j);
                 continue;
             }
             for (size_t p = 0; p < j->n_prompts; p++)   /* the accepted prompts go with the next step */
@@ -423,17 +478,19 @@ static void *engine_main(void *arg) {
             if (c->done) continue;
             c->done = true;
             c->finish = res[i].finish;
-            pthread_cond_broadcast(&j->cv);
             if (++j->n_done == j->n_choices) {
                 j->state = 3;
+                job_wake(j);
                 drop_active(s, j);   /* may free j (its connection is gone) */
+            } else if (j->rq.stream) {   /* a whole answer waits for the last choice */
+                job_wake(j);
             }
         }
         te_results_free(res, n);
         for (size_t i = 0; i < s->n_active; i++)
             if (s->active[i]->dirty) {
                 s->active[i]->dirty = false;
-                pthread_cond_broadcast(&s->active[i]->cv);
+                if (s->active[i]->rq.stream) job_wake(s->active[i]);
             }
         if (rc) {   /* nothing sensible remains: every request fails */
             while (s->n_active) {
@@ -805,6 +862,9 @@ static int stream_produce(job *j) {
     return added;
 }
 
+/* libmicrohttpd's content reader for a stream, on the connection's event-loop thread: never
+ * waits. With nothing to send it parks the connection and returns 0; the engine thread resumes
+ * it when the job changes, and libmicrohttpd calls again. */
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     job *j = cls;
     srv *s = j->s;
@@ -818,26 +878,22 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         if (j->stream_done) return MHD_CONTENT_READER_END_OF_STREAM;
         int rc = stream_produce(j);
-        if (rc < 0) {
-            pthread_mutex_lock(&s->mu);
-            job_cancel(j);
-            pthread_mutex_unlock(&s->mu);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
         if (rc > 0) continue;
         pthread_mutex_lock(&s->mu);
         bool news = false;
         for (int i = 0; i < j->n_choices && !news; i++)
             news = !j->ch[i].final_sent && (j->ch[i].n > j->ch[i].sent || j->ch[i].done);
-        if (!news && j->state != 2) wait_a_little(j);
-        bool failed = j->state == 2;
-        pthread_mutex_unlock(&s->mu);
-        if (failed || conn_gone(j->conn)) {
-            pthread_mutex_lock(&s->mu);
+        if (rc < 0 || j->state == 2 || j->gone) {
             job_cancel(j);
             pthread_mutex_unlock(&s->mu);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
+        if (!news) {
+            job_park(j);
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+        pthread_mutex_unlock(&s->mu);
     }
 }
 
@@ -961,19 +1017,54 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* The answer of a job that left the waiting states (or a park while it has not). */
+static enum MHD_Result generate_answer(srv *s, struct MHD_Connection *conn, conn_ctx *cx) {
+    int ep = cx->ep;
+    job *j = cx->j;
+    pthread_mutex_lock(&s->mu);
+    if (j->gone) {
+        pthread_mutex_unlock(&s->mu);
+        return MHD_NO;   /* the client hung up: closes the connection */
+    }
+    if (j->state == 0 || (!j->rq.stream && j->state == 1)) {   /* the engine resumes it */
+        job_park(j);
+        pthread_mutex_unlock(&s->mu);
+        return MHD_YES;
+    }
+    int state = j->state;
+    pthread_mutex_unlock(&s->mu);
+    if (state == 2) {
+        bool server_side = !strncmp(j->error, "the engine failed", 17) || !strcmp(j->error, "out of memory");
+        return send_error(s, conn, ep, server_side ? 500 : 400, j->error, NULL, NULL);
+    }
+    if (!j->rq.stream) return send_json(s, conn, ep, 200, full_response(j));
+    pthread_mutex_lock(&s->mu);
+    j->refs++;   /* the response's */
+    pthread_mutex_unlock(&s->mu);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j, stream_free);
+    if (!r) {
+        stream_free(j);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    pthread_mutex_lock(&s->mu);
+    s->requests[ep]++;
+    pthread_mutex_unlock(&s->mu);
+    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, conn_ctx *cx) {
     int ep = cx->ep;
-    if (cx->too_big) {
-        char m[128];
-        snprintf(m, sizeof m, "the request body is over the limit of %zu bytes", s->o.max_body);
-        return send_error(s, conn, ep, 413, m, NULL, NULL);
-    }
     job *j = rt_calloc(1, sizeof *j);
     if (!j) return send_error(s, conn, ep, 500, "out of memory", NULL, NULL);
     j->s = s;
     j->refs = 1;
-    pthread_cond_init(&j->cv, NULL);
     j->conn = conn;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    j->fd = ci ? ci->connect_fd : -1;
     cx->j = j;
     oai_error err;
     int rc = oai_parse_request(cx->body.s ? cx->body.s : "", cx->body.len, ep == EP_CHAT ? OAI_CHAT : OAI_COMPLETION,
@@ -1007,41 +1098,9 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, conn
     s->n_pending++;
     s->in_flight++;
     pthread_cond_signal(&s->wake);
-    /* wait for the engine to take it (and, without streaming, to finish it) */
-    bool gone = false;
-    while (!gone && (j->state == 0 || (!j->rq.stream && j->state == 1))) {
-        wait_a_little(j);
-        if (j->state == 0 || (!j->rq.stream && j->state == 1)) {
-            pthread_mutex_unlock(&s->mu);
-            gone = conn_gone(conn);
-            pthread_mutex_lock(&s->mu);
-            if (gone) job_cancel(j);
-        }
-    }
-    int state = j->state;
     pthread_mutex_unlock(&s->mu);
-    if (gone) return MHD_NO;   /* closes the connection */
-    if (state == 2) {
-        bool server_side = !strncmp(j->error, "the engine failed", 17) || !strcmp(j->error, "out of memory");
-        return send_error(s, conn, ep, server_side ? 500 : 400, j->error, NULL, NULL);
-    }
-    if (!j->rq.stream) return send_json(s, conn, ep, 200, full_response(j));
-    pthread_mutex_lock(&s->mu);
-    j->refs++;   /* the response's */
-    pthread_mutex_unlock(&s->mu);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j, stream_free);
-    if (!r) {
-        stream_free(j);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    pthread_mutex_lock(&s->mu);
-    s->requests[ep]++;
-    pthread_mutex_unlock(&s->mu);
-    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    /* wait (parked) for the engine to take it, and, without streaming, to finish it */
+    return generate_answer(s, conn, cx);
 }
 
 static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *conn) {
@@ -1055,6 +1114,10 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *conn) {
     int in_flight = s->in_flight;
     double tps = s->tps;
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->cmu);
+    double open_conns = s->n_conns, ref_limit = (double)s->refused_limit, ref_ip = (double)s->refused_per_ip;
+    double late = (double)s->header_timeouts, bad = (double)s->bad_lines;
+    pthread_mutex_unlock(&s->cmu);
     static const char head[] = "# HELP retort_requests_total HTTP requests answered, by endpoint.\n"
                                "# TYPE retort_requests_total counter\n";
     oai_buf_put(&b, head, sizeof head - 1);
@@ -1079,6 +1142,13 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *conn) {
         {"retort_cache_blocks_reserved", "gauge", "KV-cache blocks reserved by running requests.",
          (double)st.blocks_reserved},
         {"retort_cache_blocks_total", "gauge", "KV-cache blocks in all.", (double)st.blocks_total},
+        {"retort_connections_open", "gauge", "Client connections open (waiting for a request head, busy or idle).", open_conns},
+        {"retort_connections_refused_total", "counter", "Connections refused at accept: over --max-connections.", ref_limit},
+        {"retort_connections_refused_per_ip_total", "counter", "Connections refused at accept: over --max-connections-per-ip.",
+         ref_ip},
+        {"retort_header_timeouts_total", "counter", "Connections closed because a request head was late (--header-timeout).",
+         late},
+        {"retort_bad_request_lines_total", "counter", "Connections answered 400 and closed for a malformed request line.", bad},
     };
     for (size_t i = 0; i < sizeof g / sizeof *g; i++) {
         snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", g[i].name, g[i].help, g[i].name, g[i].type,
@@ -1086,6 +1156,339 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *conn) {
         oai_buf_put(&b, line, strlen(line));
     }
     return send_body(s, conn, EP_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.s);
+}
+
+/* ---- connections: the gate, limits, deadlines ------------------------------------------ */
+
+static const char *reason_of(unsigned status) {
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    default: return "Service Unavailable";
+    }
+}
+
+/* Writes a whole error response straight to a socket that no one else writes to now (the
+ * gate's, or libmicrohttpd's while it is still reading the request), best effort: the socket
+ * is closed right after. */
+static void write_raw_error(int fd, unsigned status, const char *msg) {
+    char *body = oai_error_json((int)status, msg, NULL, NULL);
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, reason_of(status), body ? strlen(body) : 0, body ? body : "");
+    free(body);
+    if (n > 0) (void)!send(fd, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* A 413 (or other error) while libmicrohttpd is still receiving the body: it cannot queue a
+ * response then, so it is written to the socket, and the handler's MHD_NO closes it. */
+static void send_raw_error(srv *s, struct MHD_Connection *conn, int ep, unsigned status, const char *msg) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        write_raw_error(ci->connect_fd, status, msg);
+        shutdown(ci->connect_fd, SHUT_WR);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->requests[ep]++;
+    s->errors++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The connection's request head is in (deadline 0), or the next one is due by `deadline`. */
+static void head_received(srv *s, struct MHD_Connection *conn, double deadline) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (!ci) return;
+    pthread_mutex_lock(&s->cmu);
+    conn_rec *r = ci->socket_context;
+    if (r) r->deadline = deadline;
+    pthread_mutex_unlock(&s->cmu);
+}
+
+static unsigned ip_hash(const uint8_t *ip) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 16; i++) h = (h ^ ip[i]) * 1099511628211ull;
+    return (unsigned)(h % IP_BUCKETS);
+}
+
+static ip_count **ip_find(srv *s, const uint8_t *ip) {   /* under s->cmu; the link that holds it */
+    ip_count **p = &s->ips[ip_hash(ip)];
+    while (*p && memcmp((*p)->ip, ip, 16)) p = &(*p)->next;
+    return p;
+}
+
+static void ip_of(const struct sockaddr_storage *a, uint8_t ip[16]) {
+    memset(ip, 0, 16);
+    if (a->ss_family == AF_INET6) {
+        memcpy(ip, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+    } else if (a->ss_family == AF_INET) {
+        ip[10] = ip[11] = 0xFF;
+        memcpy(ip + 12, &((const struct sockaddr_in *)a)->sin_addr, 4);
+    }
+}
+
+/* Drops a connection from the registry (under s->cmu); its socket is closed by its owner. */
+static void conn_forget(srv *s, conn_rec *r) {
+    if (r->prev) r->prev->next = r->next;
+    else s->conns = r->next;
+    if (r->next) r->next->prev = r->prev;
+    if ((size_t)r->fd < s->cap_fd && s->by_fd[r->fd] == r) s->by_fd[r->fd] = NULL;
+    ip_count **p = ip_find(s, r->ip);
+    if (*p && --(*p)->n == 0) {
+        ip_count *dead = *p;
+        *p = dead->next;
+        free(dead);
+    }
+    s->n_conns--;
+    free(r);
+}
+
+/* libmicrohttpd took a connection over (its socket context is our record) or closed it; CLOSED
+ * comes before it closes the socket, so a record's fd is always still open. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code) {
+    srv *s = cls;
+    pthread_mutex_lock(&s->cmu);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        int fd = ci ? ci->connect_fd : -1;
+        conn_rec *r = fd >= 0 && (size_t)fd < s->cap_fd ? s->by_fd[fd] : NULL;
+        *socket_context = r && r->in_mhd ? r : NULL;
+    } else if (*socket_context) {
+        conn_forget(s, *socket_context);
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&s->cmu);
+}
+
+/* An error response, then close: what the client sent is drained first (up to 64 KiB), so the
+ * close sends FIN rather than RST, which could discard the response on its way. */
+static void refuse_close(int fd, unsigned status, const char *msg) {
+    write_raw_error(fd, status, msg);
+    char junk[4096];
+    for (int k = 0; k < 16 && recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0; k++) {}
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+/* Closes a socket the gate still owns (with an error response when status is not 0). */
+static void gate_close(srv *s, int fd, unsigned status, const char *msg) {
+    pthread_mutex_lock(&s->cmu);
+    conn_rec *r = (size_t)fd < s->cap_fd ? s->by_fd[fd] : NULL;
+    if (r) conn_forget(s, r);
+    if (status == 400) s->bad_lines++;
+    if (status == 408) s->header_timeouts++;
+    pthread_mutex_unlock(&s->cmu);
+    epoll_ctl(s->ep_fd, EPOLL_CTL_DEL, fd, NULL);
+    if (status) refuse_close(fd, status, msg);
+    else close(fd);
+}
+
+/* A new connection: counted against the limits, then watched until its request line is in. */
+static void gate_admit(srv *s, int fd, const struct sockaddr_storage *a, socklen_t alen, double t) {
+    uint8_t ip[16];
+    ip_of(a, ip);
+    pthread_mutex_lock(&s->cmu);
+    if ((size_t)fd < s->cap_fd && s->by_fd[fd]) conn_forget(s, s->by_fd[fd]);   /* closed unseen: stale */
+    unsigned refuse = 0;
+    ip_count **p = ip_find(s, ip);
+    if (s->n_conns >= s->max_conns) refuse = 503, s->refused_limit++;
+    else if (*p && (*p)->n >= s->max_per_ip) refuse = 429, s->refused_per_ip++;
+    conn_rec *r = NULL;
+    if (!refuse) {
+        r = rt_calloc(1, sizeof *r);
+        if (!*p && r && !(*p = rt_calloc(1, sizeof **p))) {
+            free(r);
+            r = NULL;
+        }
+        size_t cap = s->cap_fd;
+        if (r && rt_grow((void **)&s->by_fd, &s->cap_fd, (size_t)fd + 1, sizeof *s->by_fd)) {
+            free(r);
+            r = NULL;
+        }
+        if (s->cap_fd > cap) memset(s->by_fd + cap, 0, (s->cap_fd - cap) * sizeof *s->by_fd);
+        if (!r) {
+            if (*p && !(*p)->n) {
+                free(*p);
+                *p = NULL;
+            }
+            refuse = 503;
+        }
+    }
+    if (r) {
+        if (!(*p)->n) memcpy((*p)->ip, ip, 16);
+        (*p)->n++;
+        r->fd = fd;
+        memcpy(&r->addr, a, alen);
+        r->addr_len = alen;
+        memcpy(r->ip, ip, 16);
+        r->deadline = t + s->header_timeout;
+        r->next = s->conns;
+        if (s->conns) s->conns->prev = r;
+        s->conns = r;
+        s->by_fd[fd] = r;
+        s->n_conns++;
+    }
+    pthread_mutex_unlock(&s->cmu);
+    if (refuse) {
+        refuse_close(fd, refuse, refuse == 429 ? "too many connections from this address" : "the server is at its connection limit");
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd};
+    if (epoll_ctl(s->ep_fd, EPOLL_CTL_ADD, fd, &ev)) gate_close(s, fd, 503, "the server cannot watch more connections");
+}
+
+/* New bytes on a gate connection: peeked (left for libmicrohttpd), checked, handed over. */
+static void gate_read(srv *s, int fd) {
+    char buf[GATE_LINE_MAX];
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n <= 0) {   /* hung up */
+        gate_close(s, fd, 0, NULL);
+        return;
+    }
+    int v = oai_request_line(buf, (size_t)n);
+    if (v == 0 && (size_t)n < sizeof buf) return;
+    if (v <= 0) {
+        gate_close(s, fd, 400, v < 0 ? "malformed HTTP request line" : "the request line is too long");
+        return;
+    }
+    epoll_ctl(s->ep_fd, EPOLL_CTL_DEL, fd, NULL);
+    struct sockaddr_storage a;
+    socklen_t alen = 0;
+    pthread_mutex_lock(&s->cmu);
+    conn_rec *r = (size_t)fd < s->cap_fd ? s->by_fd[fd] : NULL;
+    if (r) {
+        r->in_mhd = true;
+        a = r->addr;
+        alen = r->addr_len;
+    }
+    pthread_mutex_unlock(&s->cmu);
+    if (!r) {
+        close(fd);
+        return;
+    }
+    if (MHD_add_connection(s->d, fd, (const struct sockaddr *)&a, alen) != MHD_YES) {   /* it closed fd */
+        pthread_mutex_lock(&s->cmu);
+        if ((size_t)fd < s->cap_fd && s->by_fd[fd] == r) conn_forget(s, r);
+        pthread_mutex_unlock(&s->cmu);
+    }
+}
+
+/* Every 100 ms: late request heads, and parked connections whose client hung up. */
+static void gate_sweep(srv *s, double t, struct pollfd **pf, size_t *cap_pf) {
+    pthread_mutex_lock(&s->cmu);
+    conn_rec *next;
+    for (conn_rec *r = s->conns; r; r = next) {
+        next = r->next;
+        if (!(r->deadline > 0 && t > r->deadline)) continue;
+        r->deadline = 0;
+        s->header_timeouts++;
+        if (r->in_mhd) {   /* libmicrohttpd sees the socket end and closes it */
+            shutdown(r->fd, SHUT_RDWR);
+        } else {
+            int fd = r->fd;
+            s->header_timeouts--;   /* gate_close counts it */
+            pthread_mutex_unlock(&s->cmu);
+            gate_close(s, fd, 408, "the request head did not arrive in time");
+            pthread_mutex_lock(&s->cmu);
+            next = s->conns;   /* the list changed: restart (deadlines passed are 0 now) */
+        }
+    }
+    pthread_mutex_unlock(&s->cmu);
+    pthread_mutex_lock(&s->mu);
+    size_t n = 0;
+    for (job *j = s->parked; j; j = j->park_next) n++;
+    if (n && !rt_grow((void **)pf, cap_pf, n, sizeof **pf)) {
+        n = 0;
+        for (job *j = s->parked; j; j = j->park_next) (*pf)[n++] = (struct pollfd){.fd = j->fd, .events = POLLRDHUP};
+        if (poll(*pf, n, 0) > 0) {
+            job *jn;
+            size_t i = 0;
+            for (job *j = s->parked; j; j = jn, i++) {
+                jn = j->park_next;
+                if ((*pf)[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) {
+                    j->gone = true;
+                    job_cancel(j);
+                    job_wake(j);
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *gate_main(void *arg) {
+    srv *s = arg;
+    struct epoll_event ev[64];
+    struct pollfd *pf = NULL;
+    size_t cap_pf = 0;
+    double next_sweep = 0, accept_again = 0;
+    bool listening = true;
+    for (;;) {
+        int n = epoll_wait(s->ep_fd, ev, 64, 100);
+        int mode = atomic_load(&s->gate_mode);
+        if (mode == 2) break;
+        double t = now_s();
+        if (mode == 1 && listening) {   /* srv_stop: no new connections */
+            epoll_ctl(s->ep_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+            close(s->listen_fd);
+            pthread_mutex_lock(&s->cmu);
+            s->listen_fd = -1;
+            s->listener_closed = true;
+            pthread_cond_broadcast(&s->gate_ack);
+            pthread_mutex_unlock(&s->cmu);
+            listening = false;
+        }
+        for (int i = 0; i < n; i++) {
+            int fd = ev[i].data.fd;
+            if (fd == s->wake_fd) {
+                uint64_t x;
+                (void)!read(s->wake_fd, &x, sizeof x);
+            } else if (fd == s->listen_fd && listening) {
+                for (;;) {
+                    struct sockaddr_storage a;
+                    socklen_t alen = sizeof a;
+                    int c = accept4(s->listen_fd, (struct sockaddr *)&a, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                    if (c >= 0) {
+                        gate_admit(s, c, &a, alen, t);
+                        continue;
+                    }
+                    if (errno == EINTR || errno == ECONNABORTED) continue;
+                    if (errno != EAGAIN && errno != EWOULDBLOCK) {   /* out of descriptors or memory: pause */
+                        struct epoll_event off = {.events = 0, .data.fd = s->listen_fd};
+                        epoll_ctl(s->ep_fd, EPOLL_CTL_MOD, s->listen_fd, &off);
+                        accept_again = t + 0.1;
+                    }
+                    break;
+                }
+            } else if (fd != s->listen_fd) {
+                gate_read(s, fd);
+            }
+        }
+        if (t >= next_sweep) {
+            gate_sweep(s, t, &pf, &cap_pf);
+            next_sweep = t + 0.1;
+        }
+        if (accept_again > 0 && t >= accept_again && listening) {
+            struct epoll_event on = {.events = EPOLLIN, .data.fd = s->listen_fd};
+            epoll_ctl(s->ep_fd, EPOLL_CTL_MOD, s->listen_fd, &on);
+            accept_again = 0;
+        }
+    }
+    free(pf);
+    pthread_mutex_lock(&s->cmu);   /* the connections still at the gate */
+    conn_rec *next;
+    for (conn_rec *r = s->conns; r; r = next) {
+        next = r->next;
+        if (!r->in_mhd) {
+            close(r->fd);
+            conn_forget(s, r);
+        }
+    }
+    pthread_mutex_unlock(&s->cmu);
+    return NULL;
 }
 
 static bool auth_ok(const srv *s, struct MHD_Connection *conn) {
@@ -1104,7 +1507,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     srv *s = cls;
     conn_ctx *cx = *con_cls;
-    if (!cx) {
+    if (!cx) {   /* the request head is in: its deadline is met */
+        head_received(s, conn, 0);
         if (!(cx = rt_calloc(1, sizeof *cx))) return MHD_NO;
         *con_cls = cx;
         cx->ep = !strcmp(url, "/v1/chat/completions") ? EP_CHAT
@@ -1145,27 +1549,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!cx->too_big && cx->body.len + *upload_size > s->o.max_body) {
-            cx->too_big = true;
-            oai_buf_free(&cx->body);
+        if (cx->body.len + *upload_size > s->o.max_body) {   /* (chunked) answered now, the rest unread */
+            char m[128];
+            snprintf(m, sizeof m, "the request body is over the limit of %zu bytes", s->o.max_body);
+            send_raw_error(s, conn, cx->ep, 413, m);
+            return MHD_NO;   /* closes the connection */
         }
-        if (!cx->too_big && oai_buf_put(&cx->body, upload, *upload_size)) return MHD_NO;
+        if (oai_buf_put(&cx->body, upload, *upload_size)) return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
     if (cx->ep != EP_CHAT && cx->ep != EP_COMPLETIONS) return MHD_YES;   /* already answered */
-    if (cx->j) return MHD_YES;
+    if (cx->j) return generate_answer(s, conn, cx);   /* resumed */
     return handle_generate(s, conn, cx);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
     srv *s = cls;
     conn_ctx *cx = *con_cls;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) head_received(s, conn, now_s() + s->header_timeout);   /* the next one's */
     if (!cx) return;
     *con_cls = NULL;
     if (cx->j) {
         job *j = cx->j;
         pthread_mutex_lock(&s->mu);
+        j->conn = NULL;
+        job_wake(j);   /* never parked here; for safety */
         bool counted = j->id[0] != 0;   /* handed to the engine: in_flight counts it */
         if (counted && j->state < 2) job_cancel(j);   /* still running: the client went away */
         if (counted && --s->in_flight == 0) pthread_cond_broadcast(&s->drained);
@@ -1229,8 +1638,16 @@ int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv *
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->drained, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_cond_init(&s->gate_ack, NULL);
+    s->ep_fd = s->wake_fd = -1;
+    s->max_conns = opts->max_connections > 0 ? opts->max_connections : 4096;
+    s->max_per_ip = opts->max_connections_per_ip > 0 ? opts->max_connections_per_ip : 512;
+    s->header_timeout = opts->header_timeout > 0 ? opts->header_timeout : 10;
+    unsigned http_threads = opts->http_threads > 0 ? (unsigned)opts->http_threads : 4;
     int rc = 0;
-    if (!s->host || !s->model_name || (opts->api_key && *opts->api_key && !s->api_key)) rc = RT_ENOMEM;
+    if (opts->api_key && !*opts->api_key) rc = rt_fail(RT_EINVAL, "serve: an empty API key (NULL: no authentication)");
+    if (!rc && (!s->host || !s->model_name || (opts->api_key && !s->api_key))) rc = RT_ENOMEM;
     te_opts eo = s->o.engine;
     eo.tok = tok;
     eo.on_token = on_token;
@@ -1242,13 +1659,27 @@ int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv *
     if (!rc) rc = listen_on(s->host, opts->port, &s->listen_fd, &s->port);
     if (!rc && pthread_create(&s->engine_thread, NULL, engine_main, s)) rc = rt_fail(RT_EINTERNAL, "cannot start the engine thread");
     if (!rc) s->engine_started = true;
-    if (!rc) {
-        s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC,
-                                0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 300u,
-                                MHD_OPTION_CONNECTION_LIMIT, 2048u, MHD_OPTION_END);
+    if (!rc) {   /* connections come from the gate (MHD_add_connection); the limit is a backstop */
+        unsigned limit = (unsigned)s->max_conns + 64 + 2 * http_threads;
+        s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                                    MHD_USE_NO_LISTEN_SOCKET,
+                                0, NULL, NULL, on_request, s, MHD_OPTION_THREAD_POOL_SIZE, http_threads,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 300u, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_END);
         if (!s->d) rc = rt_fail(RT_EINTERNAL, "libmicrohttpd did not start on %s:%d", s->host, s->port);
     }
+    if (!rc) {
+        int fl = fcntl(s->listen_fd, F_GETFL);
+        struct epoll_event el = {.events = EPOLLIN, .data.fd = s->listen_fd};
+        s->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+        s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ew = {.events = EPOLLIN, .data.fd = s->wake_fd};
+        if (fl < 0 || fcntl(s->listen_fd, F_SETFL, fl | O_NONBLOCK) || s->ep_fd < 0 || s->wake_fd < 0 ||
+            epoll_ctl(s->ep_fd, EPOLL_CTL_ADD, s->listen_fd, &el) || epoll_ctl(s->ep_fd, EPOLL_CTL_ADD, s->wake_fd, &ew))
+            rc = rt_fail(RT_EINTERNAL, "serve: cannot set up the connection gate: %s", strerror(errno));
+    }
+    if (!rc && pthread_create(&s->gate_thread, NULL, gate_main, s)) rc = rt_fail(RT_EINTERNAL, "cannot start the gate thread");
+    if (!rc) s->gate_started = true;
     if (rc) {
         srv_stop(s);
         return rc;
@@ -1259,19 +1690,42 @@ int srv_start(te_model *m, const tok_tokenizer *tok, const srv_opts *opts, srv *
 
 int srv_port(const srv *s) { return s->port; }
 
+static void gate_signal(srv *s, int mode) {
+    atomic_store(&s->gate_mode, mode);
+    uint64_t one = 1;
+    (void)!write(s->wake_fd, &one, sizeof one);
+}
+
 void srv_stop(srv *s) {
     if (!s) return;
-    if (s->d) {
-        int fd = MHD_quiesce_daemon(s->d);   /* no new connections */
-        if (fd >= 0) close(fd);
-        s->listen_fd = -1;
+    if (s->gate_started) {   /* no new connections */
+        gate_signal(s, 1);
+        pthread_mutex_lock(&s->cmu);
+        while (!s->listener_closed) pthread_cond_wait(&s->gate_ack, &s->cmu);
+        pthread_mutex_unlock(&s->cmu);
+    }
+    if (s->d) {   /* the requests in flight finish (the gate still sweeps: hang-ups cancel) */
         pthread_mutex_lock(&s->mu);
         s->draining = true;
         while (s->in_flight > 0) pthread_cond_wait(&s->drained, &s->mu);
         pthread_mutex_unlock(&s->mu);
+    }
+    if (s->gate_started) {
+        gate_signal(s, 2);
+        pthread_join(s->gate_thread, NULL);
+    }
+    if (s->d) {
+        pthread_mutex_lock(&s->mu);   /* none should be parked now; libmicrohttpd must not stop with one */
+        while (s->parked) {
+            s->parked->gone = true;
+            job_wake(s->parked);
+        }
+        pthread_mutex_unlock(&s->mu);
         MHD_stop_daemon(s->d);
     }
     if (s->listen_fd >= 0) close(s->listen_fd);
+    if (s->ep_fd >= 0) close(s->ep_fd);
+    if (s->wake_fd >= 0) close(s->wake_fd);
     if (s->engine_started) {
         pthread_mutex_lock(&s->mu);
         s->stop_engine = true;
@@ -1285,9 +1739,19 @@ void srv_stop(srv *s) {
     te_engine_free(s->e);
     free(s->active);
     free(s->cancel);
+    while (s->conns) conn_forget(s, s->conns);   /* none remain: libmicrohttpd closed its own */
+    for (int i = 0; i < IP_BUCKETS; i++)
+        while (s->ips[i]) {
+            ip_count *n = s->ips[i]->next;
+            free(s->ips[i]);
+            s->ips[i] = n;
+        }
+    free(s->by_fd);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->drained);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_cond_destroy(&s->gate_ack);
     free(s->host);
     free(s->model_name);
     free(s->api_key);

@@ -4,7 +4,8 @@
  * with RT_EINVAL, a 400 and a message (RT_ENOMEM: a 500). A parsed request's stop strings
  * then cut the body, read as model output, through oai_visible_len, and the reasoning split
  * fed that text piece by piece must give what it gives fed the whole at once. Never crash,
- * leak or read out of bounds.
+ * leak or read out of bounds. The raw input also goes through the request-line check of the
+ * connection gate (oai_request_line).
  *   make fuzz && build/fuzz/fuzz_oai_request -max_total_time=60 tests/fuzz/corpus/oai_request */
 #include <assert.h>
 #include <stddef.h>
@@ -26,8 +27,24 @@ static void split(const char *t, size_t n, bool opened, size_t step, oai_buf *r,
     assert(oai_split_feed(&s, t, n, true, r, c) == 0);
 }
 
+/* The request-line check, on the raw input: a verdict of -1 never turns into a request line
+ * with more bytes, and a complete or partial line has only complete or partial prefixes. */
+static void request_line(const uint8_t *data, size_t size) {
+    int whole = oai_request_line((const char *)data, size);
+    assert(whole >= -1 && whole <= 1);
+    for (size_t cut = size / 2; ; cut = size - 1) {
+        int part = oai_request_line((const char *)data, cut);
+        assert(part >= -1 && part <= 1);
+        if (part == -1) assert(whole == -1);
+        if (part == 1) assert(whole == 1);
+        if (whole >= 0) assert(part >= 0);
+        if (cut + 1 >= size) break;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!size) return 0;
+    request_line(data, size);
     oai_kind kind = (data[0] & 1) ? OAI_COMPLETION : OAI_CHAT;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;

@@ -15,6 +15,9 @@ Plus: streaming equals non-streaming, n > 1, seeds, stop strings, auth (401), bo
 bad requests (400 with an OpenAI error object), 404/405, a client that disconnects mid-stream
 (its cache blocks are freed: /metrics), 64 concurrent streaming clients (zero errors, every
 stream complete, RSS back to its baseline), SIGTERM draining, and startup errors.
+Connections (issue #16): the slow-header attack cut off by --header-timeout while others are
+served, per-IP and total connection limits, malformed request lines (400 at once), a chunked body
+over --max-body (413 before it ends), an empty API key (exit 2), 1000 parked streams.
 """
 import json
 import math
@@ -555,3 +558,266 @@ def test_startup_errors(retort_bin, rand_model, tmp_path):
                  ["--model", str(rand_model[0]), "--bogus"], ["--model", str(rand_model[0]), "--template", "x"]):
         r = run([retort_bin, "serve", *args])
         assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
+
+
+# ---- connections: slow heads, limits, garbage, oversized chunked bodies, the API key --------
+
+def host_port(server):
+    hp = server.url.split("//")[1]
+    return hp.rsplit(":", 1)[0], int(hp.rsplit(":", 1)[1])
+
+
+def read_until_closed(sock, timeout):
+    """Everything the server sends until it closes (b"" or a reset), and whether it closed in time."""
+    sock.settimeout(timeout)
+    got, deadline = b"", time.time() + timeout
+    try:
+        while time.time() < deadline:
+            piece = sock.recv(65536)
+            if not piece:
+                return got, True
+            got += piece
+    except ConnectionResetError:
+        return got, True
+    except socket.timeout:
+        pass
+    return got, False
+
+
+def test_slow_header_attack_is_cut_off_while_others_are_served(retort_bin, rand_model):
+    """300 loopback connections trickle their request head one byte per second (half are still
+    in the request line, half sent it and trickle a header). While they are open (the metrics
+    count them), /health and a completion from a normal client answer; every attacking
+    connection is closed by --header-timeout (3 s; the sweep runs every 100 ms, so closed by
+    ~3.1 s; we allow 8 s), and RSS grows by less than 32 MiB (a thread per connection, as before,
+    cost ~1.3 MiB each: 284 -> 665 MB for 300)."""
+    s = Server(retort_bin, rand_model[0], "--header-timeout", "3", "--max-connections-per-ip", "1000")
+    try:
+        host, port = host_port(s)
+        rss0 = s.rss_kib()
+        heads = [b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"GET /health HTTP/1.1\r\n" + b"X-Slow: " + b"a" * 60 + b"\r\n\r\n"]
+        socks, sent = [], []
+        t0 = time.time()
+        for i in range(300):
+            c = socket.create_connection((host, port))
+            kind = i % 2
+            if kind:   # the request line at once, then the header byte by byte
+                c.sendall(heads[1][:22])
+                sent.append([kind, 22])
+            else:
+                c.sendall(heads[0][:1])
+                sent.append([kind, 1])
+            socks.append(c)
+        closed_at = [None] * 300
+        served = {}
+
+        def normal_client():
+            t = time.time()
+            served["health"] = urllib.request.urlopen(s.url + "/health", timeout=30).status
+            served["health_s"] = time.time() - t
+            t = time.time()
+            r = s.client().completions.create(model="rand", prompt=[1, 2, 3], max_tokens=4)
+            served["completion"] = r.usage.completion_tokens
+            served["completion_s"] = time.time() - t
+            served["metrics"] = s.metrics()
+
+        th = threading.Thread(target=normal_client)
+        th.start()
+        while time.time() - t0 < 12 and None in closed_at:   # one byte per second per connection
+            for i, c in enumerate(socks):
+                if closed_at[i] is not None:
+                    continue
+                kind, n = sent[i]
+                try:
+                    c.sendall(heads[kind][n:n + 1])
+                    sent[i][1] += 1
+                except OSError:
+                    closed_at[i] = time.time() - t0
+            r, _, _ = select.select([c for i, c in enumerate(socks) if closed_at[i] is None], [], [], 1.0)
+            for c in r:
+                i = socks.index(c)
+                try:
+                    if c.recv(4096) == b"":
+                        closed_at[i] = time.time() - t0
+                except OSError:
+                    closed_at[i] = time.time() - t0
+            if "metrics" in served and "rss_during" not in served:
+                served["rss_during"] = s.rss_kib()
+        th.join(timeout=60)
+        rss1 = s.rss_kib()
+        for c in socks:
+            c.close()
+        assert served.get("health") == 200 and served.get("completion") == 4, served
+        m = served["metrics"]
+        print(f"slow heads: /health {served['health_s']:.2f} s, completion {served['completion_s']:.2f} s, "
+              f"{int(m['retort_connections_open'])} connections open; closed at {min(closed_at):.1f}.."
+              f"{max(c for c in closed_at if c is not None):.1f} s; RSS {rss0} -> {served.get('rss_during')} -> {rss1} KiB")
+        assert m["retort_connections_open"] >= 300, m   # answered while the attack held its connections
+        assert None not in closed_at, f"{closed_at.count(None)} attacking connections still open after 12 s"
+        assert max(closed_at) < 8, max(closed_at)
+        assert min(closed_at) > 2.5, min(closed_at)   # the deadline, not something else, closed them
+        assert sent[0][1] < len(heads[0]) and sent[1][1] < len(heads[1])   # no head got through
+        m = s.metrics()
+        assert m["retort_header_timeouts_total"] >= 300 and m["retort_connections_open"] <= 2, m
+        assert max(rss1, served.get("rss_during", 0)) - rss0 < 32 * 1024
+    finally:
+        assert s.stop() == 0, "".join(s.err)
+
+
+def test_connection_limits_per_ip_and_in_all(retort_bin, rand_model):
+    """--max-connections-per-ip 3 --max-connections 5. Three idle connections from 127.0.0.1
+    (they have sent nothing yet: a connection counts from accept): the 4th from 127.0.0.1 gets
+    429 and is closed while 127.0.0.2 is still served; with two more from 127.0.0.2 the 6th in
+    all (from 127.0.0.3) gets 503; closing one frees its place (the counts go down)."""
+    s = Server(retort_bin, rand_model[0], "--max-connections-per-ip", "3", "--max-connections", "5")
+    try:
+        host, port = host_port(s)
+
+        def conn(src):
+            c = socket.socket()
+            c.bind((src, 0))
+            c.connect((host, port))
+            return c
+
+        def health(c):
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got, closed = read_until_closed(c, 30)
+            return got.split(b" ")[1]
+
+        held = [conn("127.0.0.1") for _ in range(3)]
+        extra = conn("127.0.0.1")
+        got, closed = read_until_closed(extra, 10)
+        assert closed and got.startswith(b"HTTP/1.1 429 "), got
+        assert health(conn("127.0.0.2")) == b"200"
+        other = [conn("127.0.0.2") for _ in range(2)]
+        full = conn("127.0.0.3")
+        got, closed = read_until_closed(full, 10)
+        assert closed and got.startswith(b"HTTP/1.1 503 "), got
+        held.pop().close()
+        time.sleep(0.5)
+        assert health(conn("127.0.0.1")) == b"200"
+        for c in [*held, *other]:
+            c.close()
+        m = s.metrics()
+        assert m["retort_connections_refused_per_ip_total"] == 1 and m["retort_connections_refused_total"] == 1, m
+    finally:
+        assert s.stop() == 0, "".join(s.err)
+
+
+def test_malformed_request_line_gets_400_at_once(retort_bin, rand_model):
+    """A request line that cannot be HTTP gets 400 and the connection closes as soon as its first
+    bad byte arrives (--header-timeout is 60 s, so the deadline is not what closes them): no
+    space, a TLS ClientHello (no line end ever comes), a control byte in the method, a bad
+    version, JSON."""
+    s = Server(retort_bin, rand_model[0], "--header-timeout", "60")
+    try:
+        host, port = host_port(s)
+        for bad in (b"GARBAGE\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GE\x00T / HTTP/1.1\r\n\r\n",
+                    b"GET / FOO/1.1\r\n\r\n", b'{"prompt": [1]}\n', b"GET /health\r\n\r\n"):
+            c = socket.create_connection((host, port))
+            c.sendall(bad)
+            t = time.time()
+            got, closed = read_until_closed(c, 10)
+            c.close()
+            assert closed and got.startswith(b"HTTP/1.1 400 "), (bad, got)
+            assert time.time() - t < 10, bad
+            body = got.split(b"\r\n\r\n", 1)[1]
+            assert json.loads(body)["error"]["type"] == "invalid_request_error", body
+        assert curl(s.url + "/health")[0] == 200
+        assert s.metrics()["retort_bad_request_lines_total"] == 6
+    finally:
+        assert s.stop() == 0, "".join(s.err)
+
+
+def test_chunked_body_over_the_limit_gets_413_before_it_ends(retort_bin, rand_model):
+    """A chunked body sent slowly (1 KiB every 50 ms, 1 MiB in all: ~50 s) to a server with
+    --max-body 4096: the 413 arrives after a handful of chunks, long before the body would end,
+    and the server closes the connection (it reads no more)."""
+    s = Server(retort_bin, rand_model[0], "--max-body", "4096")
+    try:
+        host, port = host_port(s)
+        c = socket.create_connection((host, port))
+        c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"400\r\n" + b'{"prompt": "' + b"x" * (1024 - 12) + b"\r\n"
+        got, sent = b"", 0
+        for sent in range(1, 1025):
+            try:
+                c.sendall(chunk)
+            except OSError:
+                break
+            r, _, _ = select.select([c], [], [], 0.05)
+            if r:
+                try:
+                    piece = c.recv(65536)
+                except ConnectionResetError:
+                    break
+                got += piece
+                if not piece or b"\r\n\r\n" in got:
+                    break
+        rest, closed = read_until_closed(c, 10)
+        got += rest
+        c.close()
+        assert got.startswith(b"HTTP/1.1 413 "), got
+        assert b"limit of 4096 bytes" in got
+        assert sent < 64, f"413 after {sent} KiB of a 1024 KiB body"
+        assert closed
+        assert curl(s.url + "/health")[0] == 200
+    finally:
+        assert s.stop() == 0, "".join(s.err)
+
+
+def test_empty_api_key_is_a_usage_error(retort_bin, rand_model):
+    """--api-key "" (an unset shell variable) must not turn authentication off, even with
+    RETORT_API_KEY set; an empty RETORT_API_KEY is the same mistake."""
+    base = [retort_bin, "serve", "--model", str(rand_model[0]), "--port", "0"]
+    for args, env in ((["--api-key", ""], dict(os.environ, RETORT_API_KEY="sekrit")),
+                      (["--api-key="], None), ([], dict(os.environ, RETORT_API_KEY=""))):
+        r = subprocess.run(base + args, capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
+        assert "empty" in r.stderr.splitlines()[0] and "API" in r.stderr.splitlines()[0].upper(), r.stderr
+
+
+def test_a_thousand_parked_streams_do_not_block_the_event_loop(retort_bin, rand_model):
+    """1000 streaming requests whose clients never read (they wait in the queue or stream into
+    full socket buffers): the event loop stays free, /health and /metrics answer, and when the
+    clients hang up every request is cancelled (the cache goes back to empty)."""
+    s = Server(retort_bin, rand_model[0], "--max-batch", "16", "--max-connections-per-ip", "2000")
+    try:
+        host, port = host_port(s)
+        wait_idle(s)
+        rss0 = s.rss_kib()
+        body = json.dumps({"prompt": [1, 2, 3], "max_tokens": 200, "ignore_eos": True, "stream": True}).encode()
+        req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        socks = []
+        for _ in range(1000):
+            c = socket.create_connection((host, port))
+            socks.append(c)
+            c.sendall(req)
+        deadline = time.time() + 60
+        while s.metrics()["retort_requests_in_flight"] < 1000 and time.time() < deadline:
+            time.sleep(0.2)
+        t = time.time()
+        assert urllib.request.urlopen(s.url + "/health", timeout=30).status == 200
+        health_s = time.time() - t
+        m = s.metrics()
+        rss1 = s.rss_kib()
+        assert m["retort_requests_in_flight"] == 1000, m
+        deadline = time.time() + 120   # the engine streams into the parked connections meanwhile
+        while m["retort_generation_tokens_total"] < 500 and time.time() < deadline:
+            time.sleep(0.2)
+            m = s.metrics()
+        assert m["retort_generation_tokens_total"] >= 500 and m["retort_requests_in_flight"] == 1000, m
+        for c in socks:
+            c.close()
+        socks = []
+        after = wait_idle(s, timeout=120)
+        print(f"1000 parked streams: /health in {health_s:.2f} s; RSS {rss0} -> {rss1} KiB")
+        assert after["retort_cache_blocks_reserved"] == 0
+        assert rss1 - rss0 < 128 * 1024, (rss0, rss1)
+    finally:
+        for c in socks:
+            c.close()
+        assert s.stop() == 0, "".join(s.err)

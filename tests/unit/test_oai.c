@@ -275,3 +275,36 @@ Test(oai, split_holds_back_a_partial_tag) {
     oai_buf_free(&r);
     oai_buf_free(&c);
 }
+
+/* Request lines, worked by hand against RFC 9112's request-line = method SP request-target SP
+ * HTTP-version CRLF (method a token, HTTP-version "HTTP/" DIGIT "." DIGIT). */
+Test(oai, request_line_complete_partial_and_bad) {
+    static const struct {
+        const char *b;
+        int want;
+    } cases[] = {
+        {"GET /health HTTP/1.1\r\n", 1},
+        {"POST /v1/completions?x=1 HTTP/1.0\nHost", 1},   /* a bare LF ends it too */
+        {"\r\nGET / HTTP/1.1\r\n", 1},                    /* empty lines before it are ignored */
+        {"M-SEARCH * HTTP/1.1\r\n", 1},                   /* any token is a method */
+        {"", 0},
+        {"G", 0},
+        {"GET /he", 0},
+        {"GET /health HTTP/1.", 0},
+        {"GET /health HTTP/1.1\r", 0},
+        {"GARBAGE\r\n", -1},                              /* no space */
+        {"\x16\x03\x01\x02\x00", -1},                     /* a TLS handshake */
+        {"GE\x01T / HTTP/1.1\r\n", -1},                   /* a control byte in the method */
+        {"GET  / HTTP/1.1\r\n", -1},                      /* two spaces: an empty target */
+        {"GET /a\tb HTTP/1.1\r\n", -1},                   /* a control byte in the target */
+        {"GET / FOO/1.1\r\n", -1},
+        {"GET / HTTP/1.1 \r\n", -1},
+        {"GET / HTTP/x", -1},
+        {"GET /\r\n", -1},                                /* HTTP/0.9 */
+        {"{\"prompt\": [1]}\n", -1},
+        {"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFG", -1},        /* a 33-character method */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        cr_expect_eq(oai_request_line(cases[i].b, strlen(cases[i].b)), cases[i].want, "%zu: %s", i, cases[i].b);
+    cr_expect_eq(oai_request_line("GE\0T / HTTP/1.1\r\n", 17), -1, "a NUL in the method");
+}
