@@ -1,7 +1,10 @@
 /* kernels/cpu/fp8.c — e4m3 encoding, DeepSeek's activation quantization and the block-scaled
- * FP8 GEMM: the CPU twins of kernels/cuda/fp8_gemm.cu (see kernels/fp8.h). */
+ * FP8 GEMM: the CPU twins of kernels/cuda/fp8_gemm.cu; and the f32 linear layer over
+ * FP8-resident weights of the CPU teacher (see kernels/fp8.h). */
 #include "kernels/fp8.h"
 
+#include <cblas.h>
+#undef I   /* <complex.h>, through cblas.h; I is a size below */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,4 +152,109 @@ int fp8_gemm_grouped(const uint8_t *a, const float *a_scale, const uint8_t *w, c
     }
     free(c.scratch);
     return 0;
+}
+
+/* ---- FP8-resident weights, f32 activations --------------------------------------------- */
+
+/* e4m3fn → f32 without branches or tables, so that fixed-length loops over it vectorize:
+ * the 7 magnitude bits go to f32 bits 20…26 with the exponent rebased (+120); a subnormal
+ * (exponent 0) is built one binade up, 2^-6 + m·2^-9, and 2^-6 subtracted (exact); the NaN
+ * codes (magnitude 0x7f) get an all-ones exponent; the sign bit is copied. Never touches an
+ * f32 subnormal, so flush-to-zero modes cannot change it. */
+static inline float e4m3_f32(uint32_t b) {
+    uint32_t mag = b & 0x7f, sub = ((mag + 120) >> 7) ^ 1, nan = (mag + 1) >> 7;
+    uint32_t bits = (mag << 20) + ((120u + sub) << 23), sub_bits = sub * (121u << 23);
+    float f, fs;
+    memcpy(&f, &bits, sizeof f);
+    memcpy(&fs, &sub_bits, sizeof fs);
+    f -= fs;
+    uint32_t fb;
+    memcpy(&fb, &f, sizeof fb);
+    fb |= nan * 0x7fc00000u | (b & 0x80) << 24;
+    memcpy(&f, &fb, sizeof f);
+    return f;
+}
+
+/* out[j] = e4m3(w[j]) · s for j < n: runs of 16 (a fixed count -O2 vectorizes), then the rest. */
+static void dequant_run(const uint8_t *restrict w, float *restrict out, int64_t n, float s) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int i = 0; i < 16; i++) out[j + i] = e4m3_f32(w[j + i]) * s;
+    for (; j < n; j++) out[j] = e4m3_f32(w[j]) * s;
+}
+
+/* Rows [r0, r1) × columns [c0, c1) of w into out (row stride ldo), one block-constant run of
+ * a row at a time. */
+static void dequant_tile(const fp8_weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float *out, int64_t ldo) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *srow = w->scale + ((r + w->row_off) / w->block_rows) * w->scale_cols;
+        const uint8_t *wr = w->w + r * w->cols;
+        float *o = out + (r - r0) * ldo - c0;
+        for (int64_t j0 = c0; j0 < c1;) {
+            int64_t blk = (j0 + w->col_off) / w->block_cols, j1 = (blk + 1) * w->block_cols - w->col_off;
+            if (j1 > c1) j1 = c1;
+            dequant_run(wr + j0, o + j0, j1 - j0, srow[blk]);
+            j0 = j1;
+        }
+    }
+}
+
+typedef struct {
+    const fp8_weight *w;
+    int64_t r0;
+    float *out;
+} wdq_ctx;
+
+static void wdq_rows(void *p, size_t begin, size_t end, int thread) {
+    (void)thread;
+    const wdq_ctx *c = p;
+    int64_t r0 = c->r0 + (int64_t)begin, r1 = c->r0 + (int64_t)end;
+    dequant_tile(c->w, r0, r1, 0, c->w->cols, c->out + (int64_t)begin * c->w->cols, c->w->cols);
+}
+
+void fp8_weight_dequant(const fp8_weight *w, int64_t r0, int64_t r1, float *out, tp_pool *pool) {
+    if (r1 <= r0) return;
+    wdq_ctx c = {.w = w, .r0 = r0, .out = out};
+    tp_parallel_for(pool, (size_t)(r1 - r0), wdq_rows, &c);
+}
+
+typedef struct {
+    float *y;
+    const float *x, *b;
+    const fp8_weight *w;
+    int64_t M;
+} lin_ctx;
+
+static void lin_tiles(void *p, size_t begin, size_t end, int thread) {
+    (void)thread;
+    const lin_ctx *c = p;
+    const fp8_weight *w = c->w;
+    int64_t N = w->rows, K = w->cols, M = c->M;
+    _Alignas(64) float tile[FP8_TILE_N * FP8_TILE_K];
+    for (size_t t = begin; t < end; t++) {
+        int64_t n0 = (int64_t)t * FP8_TILE_N, n1 = n0 + FP8_TILE_N < N ? n0 + FP8_TILE_N : N, nn = n1 - n0;
+        float beta = 0.0f;
+        if (c->b) {
+            for (int64_t m = 0; m < M; m++) memcpy(c->y + m * N + n0, c->b + n0, (size_t)nn * sizeof(float));
+            beta = 1.0f;
+        } else if (K == 0) {
+            for (int64_t m = 0; m < M; m++) memset(c->y + m * N + n0, 0, (size_t)nn * sizeof(float));
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += FP8_TILE_K, beta = 1.0f) {
+            int64_t kk = K - k0 < FP8_TILE_K ? K - k0 : FP8_TILE_K;
+            dequant_tile(w, n0, n1, k0, k0 + kk, tile, kk);
+            if (M == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nn, (int)kk, 1.0f, tile, (int)kk, c->x + k0, 1, beta,
+                            c->y + n0, 1);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nn, (int)kk, 1.0f, c->x + k0, (int)K,
+                            tile, (int)kk, beta, c->y + n0, (int)N);
+        }
+    }
+}
+
+void fp8_linear_fwd(float *y, const float *x, const fp8_weight *w, const float *b, int64_t M, tp_pool *pool) {
+    if (M <= 0 || w->rows <= 0) return;
+    lin_ctx c = {.y = y, .x = x, .b = b, .w = w, .M = M};
+    tp_parallel_for(pool, (size_t)((w->rows + FP8_TILE_N - 1) / FP8_TILE_N), lin_tiles, &c);
 }
