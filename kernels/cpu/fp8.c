@@ -233,14 +233,14 @@ static void lin_tiles(void *p, size_t begin, size_t end, int thread) {
     _Alignas(64) float tile[FP8_TILE_N * FP8_TILE_K];
     for (size_t t = begin; t < end; t++) {
         int64_t n0 = (int64_t)t * FP8_TILE_N, n1 = n0 + FP8_TILE_N < N ? n0 + FP8_TILE_N : N, nn = n1 - n0;
-        float beta = 0.0f;
-        if (c->b) {
-            for (int64_t m = 0; m < M; m++) memcpy(c->y + m * N + n0, c->b + n0, (size_t)nn * sizeof(float));
-            beta = 1.0f;
-        } else if (K == 0) {
-            for (int64_t m = 0; m < M; m++) memset(c->y + m * N + n0, 0, (size_t)nn * sizeof(float));
+        /* y starts as the bias or zero, and every K tile adds to it (beta = 1: never relies on
+         * how a BLAS treats beta = 0 on a NaN it would overwrite) */
+        for (int64_t m = 0; m < M; m++) {
+            if (c->b) memcpy(c->y + m * N + n0, c->b + n0, (size_t)nn * sizeof(float));
+            else memset(c->y + m * N + n0, 0, (size_t)nn * sizeof(float));
         }
-        for (int64_t k0 = 0; k0 < K; k0 += FP8_TILE_K, beta = 1.0f) {
+        const float beta = 1.0f;
+        for (int64_t k0 = 0; k0 < K; k0 += FP8_TILE_K) {
             int64_t kk = K - k0 < FP8_TILE_K ? K - k0 : FP8_TILE_K;
             dequant_tile(w, n0, n1, k0, k0 + kk, tile, kk);
             if (M == 1)
