@@ -184,6 +184,7 @@ static void dequant_run_c(const uint8_t *restrict w, float *restrict out, int64_
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define FP8_X86 1
 /* The same on AVX2 + F16C (chosen at run time): e4m3 is f16 with the exponent 8 lower, so
@@ -212,7 +213,8 @@ __attribute__((target("avx2,f16c"))) static void dequant_run_f16c(const uint8_t 
 typedef void (*dequant_fn)(const uint8_t *, float *, int64_t, float);
 static dequant_fn pick_run(void) {
 #ifdef FP8_X86
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return dequant_run_f16c;
+    unsigned a, b, c, d;   /* F16C: CPUID.1:ECX bit 29 (clang's __builtin_cpu_supports lacks it) */
+    if (__builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C)) return dequant_run_f16c;
 #endif
     return dequant_run_c;
 }
