@@ -4,12 +4,13 @@
 # BF16) and its dequantized F32 twin (the same values), each loaded by bench/deepseek_decode:
 # the first keeps the projections in e4m3 and dequantizes a tile at a time inside the GEMM
 # (kernels/fp8.h fp8_linear_fwd), the second multiplies f32 matrices. Same prompt, same new
-# tokens, same threads, runs alternated, median of $REPS. Two shapes: the tiny preset
-# (configs/models/tiny-deepseek-v3.json) and the ~60M shape of bench/deepseek_decode.sh.
-# Prints decode tokens/s of both and the ratio f32 / FP8 (> 1: FP8 is slower).
+# tokens, same threads, both models in one process (bench/deepseek_fp8_decode.c), runs
+# alternated, median of $REPS. Two shapes: the tiny preset (configs/models/tiny-deepseek-v3.json)
+# and the ~60M shape of bench/deepseek_decode.sh. Prints decode tokens/s of both, by the wall
+# clock and by CPU time (steadier on a busy machine), and the ratio f32 / FP8 (> 1: FP8 slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${THREADS:=1}" "${REPS:=3}"
+: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${THREADS:=1}" "${REPS:=5}"
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 PLEN=32 NEW=64
@@ -68,19 +69,12 @@ for name, cfg in (("tiny", base), ("small", big)):
     nq.pop("quantization_config")
     write(os.path.join(sys.argv[1], name, "f32"), nq, f32)
 PY
-med() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 for shape in tiny small; do
-  : >"$dir/f32.t"; : >"$dir/fp8.t"
-  for ((i = 0; i < REPS; i++)); do
-    for kind in f32 fp8; do
-      r=$("$BENCH_BIN_DIR/deepseek_decode" "$dir/$shape/$kind" $PLEN $NEW "$THREADS")
-      echo "$r" | awk '{print $2 / $1}' >>"$dir/$kind.t"
-    done
-  done
-  f=$(med <"$dir/f32.t"); q=$(med <"$dir/fp8.t")
+  r=$("$BENCH_BIN_DIR/deepseek_fp8_decode" "$dir/$shape/fp8" "$dir/$shape/f32" $PLEN $NEW "$THREADS" "$REPS")
   echo "bench/deepseek_fp8_decode   $shape DeepSeek-V3, prompt $PLEN, $NEW new tokens, $THREADS thread(s), median of $REPS"
-  awk -v f="$f" -v q="$q" 'BEGIN {
-    printf "  f32 weights (dequantized)   %8.1f tokens/s\n", f
-    printf "  FP8-resident weights        %8.1f tokens/s\n", q
-    printf "  ratio f32 / FP8             %8.2fx\n", f / q }'
+  awk -v r="$r" 'BEGIN {
+    n = split(r, l, "\n"); split(l[1], f, " "); split(l[2], q, " ")
+    printf "  f32 weights (dequantized)   %8.1f tokens/s (wall)  %8.1f tokens/s (CPU time)  %7.1f MB held\n", f[2], f[3], f[4] / 1e6
+    printf "  FP8-resident weights        %8.1f tokens/s (wall)  %8.1f tokens/s (CPU time)  %7.1f MB held\n", q[2], q[3], q[4] / 1e6
+    printf "  ratio f32 / FP8             %8.2fx (wall)          %8.2fx (CPU time)\n", f[2] / q[2], f[3] / q[3] }'
 done

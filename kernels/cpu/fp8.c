@@ -209,12 +209,19 @@ __attribute__((target("avx2,f16c"))) static void dequant_run_f16c(const uint8_t 
 }
 #endif
 
-/* Which run to use: the F16C one where the CPU has it and s · 2^8 cannot overflow. */
+/* Which run to use: the F16C one where the CPU has it (dequant_run then keeps s · 2^8 from
+ * overflowing). Asked once per kernel call: GCC's __builtin_cpu_supports reads what libgcc
+ * found at start-up; clang's has no "f16c", so there it is CPUID itself (slow under a
+ * hypervisor, fine for the sanitizer builds that use clang). */
 typedef void (*dequant_fn)(const uint8_t *, float *, int64_t, float);
 static dequant_fn pick_run(void) {
 #ifdef FP8_X86
-    unsigned a, b, c, d;   /* F16C: CPUID.1:ECX bit 29 (clang's __builtin_cpu_supports lacks it) */
+#ifdef __clang__
+    unsigned a, b, c, d;   /* F16C: CPUID.1:ECX bit 29 */
     if (__builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C)) return dequant_run_f16c;
+#else
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return dequant_run_f16c;
+#endif
 #endif
     return dequant_run_c;
 }
@@ -226,8 +233,8 @@ static void dequant_run(dequant_fn fn, const uint8_t *w, float *out, int64_t n, 
 
 /* Rows [r0, r1) × columns [c0, c1) of w into out (row stride ldo), one block-constant run of
  * a row at a time. */
-static void dequant_tile(const fp8_weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float *out, int64_t ldo) {
-    dequant_fn fn = pick_run();
+static void dequant_tile(dequant_fn fn, const fp8_weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float *out,
+                         int64_t ldo) {
     for (int64_t r = r0; r < r1; r++) {
         const float *srow = w->scale + ((r + w->row_off) / w->block_rows) * w->scale_cols;
         const uint8_t *wr = w->w + r * w->cols;
@@ -245,18 +252,19 @@ typedef struct {
     const fp8_weight *w;
     int64_t r0;
     float *out;
+    dequant_fn fn;
 } wdq_ctx;
 
 static void wdq_rows(void *p, size_t begin, size_t end, int thread) {
     (void)thread;
     const wdq_ctx *c = p;
     int64_t r0 = c->r0 + (int64_t)begin, r1 = c->r0 + (int64_t)end;
-    dequant_tile(c->w, r0, r1, 0, c->w->cols, c->out + (int64_t)begin * c->w->cols, c->w->cols);
+    dequant_tile(c->fn, c->w, r0, r1, 0, c->w->cols, c->out + (int64_t)begin * c->w->cols, c->w->cols);
 }
 
 void fp8_weight_dequant(const fp8_weight *w, int64_t r0, int64_t r1, float *out, tp_pool *pool) {
     if (r1 <= r0) return;
-    wdq_ctx c = {.w = w, .r0 = r0, .out = out};
+    wdq_ctx c = {.w = w, .r0 = r0, .out = out, .fn = pick_run()};
     tp_parallel_for(pool, (size_t)(r1 - r0), wdq_rows, &c);
 }
 
@@ -265,6 +273,7 @@ typedef struct {
     const float *x, *b;
     const fp8_weight *w;
     int64_t M;
+    dequant_fn fn;
 } lin_ctx;
 
 static void lin_tiles(void *p, size_t begin, size_t end, int thread) {
@@ -284,7 +293,7 @@ static void lin_tiles(void *p, size_t begin, size_t end, int thread) {
         const float beta = 1.0f;
         for (int64_t k0 = 0; k0 < K; k0 += FP8_TILE_K) {
             int64_t kk = K - k0 < FP8_TILE_K ? K - k0 : FP8_TILE_K;
-            dequant_tile(w, n0, n1, k0, k0 + kk, tile, kk);
+            dequant_tile(c->fn, w, n0, n1, k0, k0 + kk, tile, kk);
             if (M == 1)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nn, (int)kk, 1.0f, tile, (int)kk, c->x + k0, 1, beta,
                             c->y + n0, 1);
@@ -297,6 +306,6 @@ static void lin_tiles(void *p, size_t begin, size_t end, int thread) {
 
 void fp8_linear_fwd(float *y, const float *x, const fp8_weight *w, const float *b, int64_t M, tp_pool *pool) {
     if (M <= 0 || w->rows <= 0) return;
-    lin_ctx c = {.y = y, .x = x, .b = b, .w = w, .M = M};
+    lin_ctx c = {.y = y, .x = x, .b = b, .w = w, .M = M, .fn = pick_run()};
     tp_parallel_for(pool, (size_t)((w->rows + FP8_TILE_N - 1) / FP8_TILE_N), lin_tiles, &c);
 }
