@@ -40,6 +40,8 @@
  *   into y with a single-threaded OpenBLAS sgemm (sgemv for M = 1: decode), so y is the sum
  *   over K tiles of f32 GEMMs on exactly dequantized weights — the f32 path's arithmetic up to
  *   summation order (|Δ| ≤ a few ulp of Σ|x·w|). No allocation, no errors.
+ *   The decoding runs on AVX2 + F16C where the CPU has them (checked per call), else in
+ *   portable C; both give the same bits.
  *
  * CUDA twins (RT_HAVE_CUDA): device pointers, asynchronous on `stream` (a cudaStream_t,
  * NULL = default); they return 0, RT_EINVAL (shape) or RT_EINTERNAL (the CUDA/cuBLASLt
