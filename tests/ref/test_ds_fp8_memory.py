@@ -10,7 +10,13 @@ converts them to). Bounds: the model's count and the RSS growth (after the load,
 peak) stay within 1.25x of e4m3 + scales + other-as-f32 (the slack covers allocator rounding,
 the per-layer tables, the one tensor being copied while its mapping pages are resident, and the
 process's own noise), and at least the e4m3 bytes are held. Widening to f32 would hold ~4x
-the e4m3 bytes, so the test also checks the growth is under half of that."""
+the e4m3 bytes, so the test also checks the growth is under half of that.
+
+Under mpirun (2 and 3 ranks, ds_load_parallel), each rank's e4m3 bytes equal, to the 64-byte
+rounding of each slice, what teacher/parallel.h's layout gives it (worked out here from the
+rules: heads' rows of q_b/kv_b and columns of o_proj, the dense MLP's columns, experts
+e mod P, q_a/kv_a/shared experts replicated); its count and RSS growth stay within 1.25x of that
+plus the scales and the f32 tensors."""
 import json
 import os
 import subprocess
@@ -155,3 +161,60 @@ def test_fp8_weights_stay_about_one_byte_per_parameter(checkpoint, tools_dir, th
     assert 0.9 * fp8 <= grow <= 1.25 * want
     assert peak <= 1.25 * want
     assert peak < 0.5 * widened
+
+
+def split(n, rank, size):
+    """teacher/parallel.h's contiguous split: the first n % size ranks take one more."""
+    q, r = divmod(n, size)
+    return rank * q + min(rank, r), q + (1 if rank < r else 0)
+
+
+def rank_fp8_bytes(cfg, rank, size):
+    """The e4m3 bytes rank `rank` of `size` should hold, from the layout rules of
+    teacher/parallel.h: heads' rows of q_b/kv_b and columns of o_proj, the dense MLP's columns,
+    experts e with e % size == rank; q_a, kv_a and the shared experts replicated."""
+    D, H, R = cfg["hidden_size"], cfg["num_attention_heads"], cfg["kv_lora_rank"]
+    dq = cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
+    dkv, dv = cfg["qk_nope_head_dim"] + cfg["v_head_dim"], cfg["v_head_dim"]
+    _, nh = split(H, rank, size)
+    _, ni = split(cfg["intermediate_size"], rank, size)
+    mi = cfg["moe_intermediate_size"]
+    total = 0
+    for i in range(cfg["num_hidden_layers"]):
+        total += cfg["q_lora_rank"] * D + (R + cfg["qk_rope_head_dim"]) * D   # replicated
+        total += nh * dq * cfg["q_lora_rank"] + nh * dkv * R + D * nh * dv
+        if i < cfg["first_k_dense_replace"]:
+            total += 3 * ni * D
+        else:
+            held = sum(1 for e in range(cfg["n_routed_experts"]) if e % size == rank)
+            total += 3 * mi * D * (held + cfg["n_shared_experts"])
+    return total
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_parallel_ranks_hold_their_share_in_fp8(checkpoint, tools_dir, ranks):
+    import shutil
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if "ASAN_OPTIONS" in env:
+        env["ASAN_OPTIONS"] += ":detect_leaks=0"
+    cfg = json.load(open(checkpoint / "config.json"))
+    fp8, scales, other = expected_sizes(checkpoint)
+    assert rank_fp8_bytes(cfg, 0, 1) == fp8, "the layout model must account for every e4m3 byte"
+    r = subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", tool(tools_dir),
+                        str(checkpoint), "1", "parallel"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = sorted((json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")), key=lambda g: g["rank"])
+    assert [g["rank"] for g in got] == list(range(ranks)) and all(g["logits_finite"] == 1 for g in got)
+    for g in got:
+        want = rank_fp8_bytes(cfg, g["rank"], ranks)
+        grow = g["rss_after"] - g["rss_before"]
+        print(f"{ranks} ranks, rank {g['rank']}: e4m3 held {g['fp8'] / 1e6:.2f} MB (layout says {want / 1e6:.2f}), "
+              f"ds_resident_bytes {g['resident'] / 1e6:.2f} MB, RSS +{grow / 1e6:.2f} MB (1 rank: e4m3 {fp8 / 1e6:.2f})")
+        # each FP8 slice is one allocation rounded up to 64 bytes: < 64 per tensor, < 100 tensors
+        assert want <= g["fp8"] <= want + 64 * 100
+        assert g["resident"] <= 1.25 * (want + scales + other)
+        assert grow <= 1.25 * (want + scales + other)
+        assert g["fp8"] < 0.7 * fp8   # a share, not the whole model
