@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DeepSeek-V3 CPU decode with FP8-resident weights against the same weights in f32, side by
 # side: one checkpoint stored as R1 is (linear layers e4m3 with 128x128 block scales, the rest
-# BF16) and its dequantized F32 twin (the same values), each loaded by bench/deepseek_decode:
+# BF16) and its dequantized F32 twin (the same values), both loaded by bench/deepseek_fp8_decode.c:
 # the first keeps the projections in e4m3 and dequantizes a tile at a time inside the GEMM
 # (kernels/fp8.h fp8_linear_fwd), the second multiplies f32 matrices. Same prompt, same new
 # tokens, same threads, both models in one process (bench/deepseek_fp8_decode.c), runs
