@@ -25,6 +25,24 @@
  * Errors (CPU): RT_EINVAL for K not a multiple of 128 or bad offsets, RT_ENOMEM (K floats of
  * scratch per thread).
  *
+ * FP8-resident weights with f32 activations (the CPU teacher, teacher/deepseek.c): an
+ * fp8_weight is a [rows, cols] e4m3 matrix (row-major, any shape) with its f32 block scales
+ * (weight_scale_inv), possibly a slice of a larger checkpoint tensor that does not start on
+ * a block boundary: element (r, c) is dequantized as
+ *   e4m3(w[r·cols + c]) · scale[((r + row_off) / block_rows) · scale_cols + (c + col_off) / block_cols]
+ * (one f32 rounding of the exact product, as kernels/convert.h's fp8_block_dequant; the NaN
+ * codes 0x7f/0xff give NaN). Nothing is widened ahead of time: about one byte per weight.
+ * fp8_weight_dequant(): rows [r0, r1) of w into out [r1 − r0, cols] f32, rows over the pool.
+ * fp8_linear_fwd(): y [M, N] = x [M, K] · Wᵀ (+ b [N] on every row when b is not NULL) for
+ *   W = w [N = rows, K = cols], in f32. Output rows of W are split over the pool in tiles of
+ *   FP8_TILE_N; each thread dequantizes its tile FP8_TILE_K columns at a time into a scratch
+ *   on its stack (FP8_TILE_N·FP8_TILE_K floats, 64 KiB, cache-resident) and multiplies it
+ *   into y with a single-threaded OpenBLAS sgemm (sgemv for M = 1: decode), so y is the sum
+ *   over K tiles of f32 GEMMs on exactly dequantized weights — the f32 path's arithmetic up to
+ *   summation order (|Δ| ≤ a few ulp of Σ|x·w|). No allocation, no errors.
+ *   The decoding runs on AVX2 + F16C where the CPU has them (checked per call), else in
+ *   portable C; both give the same bits.
+ *
  * CUDA twins (RT_HAVE_CUDA): device pointers, asynchronous on `stream` (a cudaStream_t,
  * NULL = default); they return 0, RT_EINVAL (shape) or RT_EINTERNAL (the CUDA/cuBLASLt
  * error in the message). Activations are bf16 (uint16_t bits) on the GPU. Nothing allocates,
@@ -85,6 +103,21 @@ int fp8_gemm(const uint8_t *a, const float *a_scale, const uint8_t *w, const flo
 int fp8_gemm_grouped(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
                      const int64_t *offsets, int64_t G, int64_t N, int64_t K, float *out_f32, uint16_t *out_bf16,
                      tp_pool *pool);
+
+#define FP8_TILE_N 64
+#define FP8_TILE_K 256
+
+typedef struct {
+    const uint8_t *w;                    /* [rows, cols] e4m3 */
+    const float *scale;                  /* [*, scale_cols] f32 block scales */
+    int64_t rows, cols;
+    int64_t block_rows, block_cols;      /* 128 × 128 for DeepSeek-V3 */
+    int64_t row_off, col_off;            /* where (0, 0) sits in its block: 0 … block − 1 */
+    int64_t scale_cols;
+} fp8_weight;
+
+void fp8_weight_dequant(const fp8_weight *w, int64_t r0, int64_t r1, float *out, tp_pool *pool);
+void fp8_linear_fwd(float *y, const float *x, const fp8_weight *w, const float *b, int64_t M, tp_pool *pool);
 
 #ifdef RT_HAVE_CUDA
 int fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t,

@@ -5,42 +5,51 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
 #include "core/safetensors.h"
 #include "core/status.h"
+#include "kernels/act.h"
 #include "kernels/convert.h"
+#include "kernels/fp8.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 #include "kernels/mla.h"
 #include "kernels/moe.h"
 #include "kernels/yarn.h"
+#include "teacher/deepseek_int.h"
 #include "teacher/parallel.h"
 
 #define DS_LORA_NORM_EPS 1e-6f   /* q_a_layernorm / kv_a_layernorm: transformers' default eps */
 
-/* H is the heads this model holds (all of them, or a rank's part: teacher/parallel.h). */
+/* H is the heads this model holds (all of them, or a rank's part: teacher/parallel.h). The
+ * projections are ds_mat (teacher/deepseek_int.h): FP8 as stored, or f32. */
 typedef struct {
     float *attn_norm, *ffn_norm;         /* [dim] */
-    float *q_a, *q_a_bias, *q_a_norm;    /* [q_rank, dim], [q_rank], [q_rank] (q_lora_rank > 0) */
-    float *q_b;                          /* [H*dq, q_rank], or q_proj [H*dq, dim] */
-    float *kv_a, *kv_a_bias;             /* [R + dr, dim], [R + dr] */
+    ds_mat q_a;                          /* [q_rank, dim] (q_lora_rank > 0) */
+    float *q_a_bias, *q_a_norm;          /* [q_rank], [q_rank] */
+    ds_mat q_b;                          /* [H*dq, q_rank], or q_proj [H*dq, dim] */
+    ds_mat kv_a;                         /* [R + dr, dim] */
+    float *kv_a_bias;                    /* [R + dr] */
     float *kv_a_norm;                    /* [R] */
-    float *kv_b;                         /* [H*(dn+dv), R] */
-    float *o, *o_bias;                   /* [dim, H*dv], [dim] (bias: rank 0 only) */
+    ds_mat kv_b;                         /* [H*(dn+dv), R]: widened per call when FP8 (MLA reads f32) */
+    ds_mat o;                            /* [dim, H*dv] */
+    float *o_bias;                       /* [dim] (rank 0 only) */
     int64_t n_heads;                     /* H */
-    moe_expert mlp;                      /* dense MLP (a rank's columns), or the shared experts */
+    ds_mlp mlp;                          /* dense MLP (a rank's columns), or the shared experts */
     int64_t mlp_inter;                   /* its intermediate size; 0: no shared experts */
     bool moe;
     float *router, *router_bias;         /* [E, dim], [E] or NULL */
-    moe_expert *experts;                 /* [E]; experts of other ranks have NULL weights */
+    ds_mlp *experts;                     /* [E]; experts of other ranks are absent (rows 0) */
 } ds_layer;
 
 typedef struct {
     float *embed;                        /* [V, dim] */
     float *enorm, *hnorm;                /* [dim] */
-    float *eh_proj;                      /* [dim, 2*dim] */
+    ds_mat eh_proj;                      /* [dim, 2*dim] */
     ds_layer layer;
     float *norm, *head;                  /* [dim], [V, dim] */
 } ds_mtp;
@@ -51,6 +60,8 @@ struct ds_model {
     ds_layout lo;                        /* the one-rank layout for ds_load */
     rt_comm *comm;                       /* borrowed; NULL: not parallel (no collectives) */
     ds_load_info info;
+    ds_resident res;                     /* what own_bytes handed out, by kind */
+    int64_t kvb_floats;                  /* largest FP8 kv_b, widened per call (0: none) */
     float *embed, *norm, *lm_head;       /* [Vl, dim], [dim], [Vl, dim]: rows [vocab0, +n_vocab) */
     ds_layer *layers;                    /* [num_hidden_layers] */
     ds_mtp *mtp;                         /* NULL when not loaded */
@@ -68,6 +79,8 @@ struct ds_cache {
 
 /* ---- loading --------------------------------------------------------------------------- */
 
+#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+
 typedef struct {
     ds_model *m;
     const st_file *f;
@@ -75,15 +88,18 @@ typedef struct {
     bool expert;                         /* count what is read as routed-expert bytes */
 } loader;
 
-/* A zeroed, 64-byte aligned buffer that ds_free releases. */
-static void *own_bytes(ds_model *m, size_t bytes) {
+/* A zeroed, 64-byte aligned buffer that ds_free releases, counted in *kind (m->res). */
+static void *own_bytes(ds_model *m, size_t bytes, size_t *kind) {
     if (m->n_allocs == m->cap_allocs && rt_grow((void **)&m->allocs, &m->cap_allocs, m->n_allocs + 1, sizeof(void *)))
         return NULL;
     bytes = (bytes + 63) & ~(size_t)63;
-    void *p = rt_aligned_alloc(64, bytes ? bytes : 64);
+    if (!bytes) bytes = 64;
+    void *p = rt_aligned_alloc(64, bytes);
     if (!p) return NULL;
     memset(p, 0, bytes);
     m->allocs[m->n_allocs++] = p;
+    *kind += bytes;
+    m->res.total += bytes;
     return p;
 }
 
@@ -93,52 +109,92 @@ static float *own_alloc(ds_model *m, size_t nelem) {
         rt_fail(RT_ENOMEM, "tensor of %zu elements", nelem);
         return NULL;
     }
-    return own_bytes(m, bytes);
+    return own_bytes(m, bytes, &m->res.f32);
 }
 
-/* Converts rows [r0, r1) × columns [c0, c1) of tensor `name` ([rows, cols]; cols = 0 for a
- * vector, c0 = 0 and c1 = 1 then) to f32 into dst [r1 - r0, c1 - c0], reading only that
- * slice of the mapping (a whole tensor goes through the bulk, pooled conversions). */
-static int load_into(const loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
-                     int64_t c1, float *dst) {
+/* Drops the pages of the mapping that held a tensor from this process's resident set once it
+ * has been copied or converted (MADV_DONTNEED on a read-only file mapping: they stay in the
+ * page cache and would be read back if touched again), so loading never holds the checkpoint
+ * and the model's copy at once. Best effort: an error only means the pages stay mapped. */
+static void drop_pages(const void *p, size_t n) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0 || !n) return;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(ps - 1), e = ((uintptr_t)p + n + (size_t)ps - 1) & ~(uintptr_t)(ps - 1);
+    (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* The F32 block scales "<name>_scale_inv" of FP8 tensor t ([rows, cols]) after checking them:
+ * *br × *bc blocks (the config's weight_block_size), a [ceil(rows/br), ceil(cols/bc)] grid. */
+static int fp8_scales(const loader *ld, const char *name, int64_t rows, int64_t cols, const st_tensor **out,
+                      int64_t *br, int64_t *bc) {
+    char sn[200];
+    snprintf(sn, sizeof sn, "%s_scale_inv", name);
+    const st_tensor *s = st_find(ld->f, sn);
+    const mc_quant *q = &ld->m->c.quant;
+    if (!s || s->dtype != RT_DT_F32 || !cols || q->block_rows <= 0 || q->block_cols <= 0)
+        return rt_fail(RT_EFORMAT, "tensor %s: FP8 without a usable F32 %s", name, sn);
+    int64_t nr = (rows + q->block_rows - 1) / q->block_rows, nc = (cols + q->block_cols - 1) / q->block_cols;
+    if (s->ndim != 2 || s->shape[0] != nr || s->shape[1] != nc)
+        return rt_fail(RT_EFORMAT, "tensor %s: scale shape is not %lldx%lld", sn, (long long)nr, (long long)nc);
+    *out = s;
+    *br = q->block_rows;
+    *bc = q->block_cols;
+    return 0;
+}
+
+static int find_shaped(const loader *ld, const char *name, int64_t rows, int64_t cols, const st_tensor **out) {
     const st_tensor *t = st_find(ld->f, name);
     if (!t) return rt_fail(RT_ENOTFOUND, "tensor %s missing", name);
     int nd = cols ? 2 : 1;
     if (t->ndim != nd || t->shape[0] != rows || (nd == 2 && t->shape[1] != cols))
         return rt_fail(RT_EFORMAT, "tensor %s: shape does not match the config", name);
+    *out = t;
+    return 0;
+}
+
+static void count_read(const loader *ld, size_t bytes) {
+    ld->m->info.bytes += bytes;
+    if (ld->expert) ld->m->info.expert_bytes += bytes;
+}
+
+/* Converts rows [r0, r1) × columns [c0, c1) of tensor `name` ([rows, cols]; cols = 0 for a
+ * vector, c0 = 0 and c1 = 1 then) to f32 into dst [r1 - r0, c1 - c0], reading only that
+ * slice of the mapping (a whole tensor goes through the bulk, pooled conversions). FP8 is
+ * widened through its block scales (tensors that are not linear layers: rare). */
+static int load_into(const loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
+                     int64_t c1, float *dst) {
+    const st_tensor *t;
+    TRY(find_shaped(ld, name, rows, cols, &t));
     int64_t sc = cols ? cols : 1, nc = c1 - c0;
     if (r1 <= r0 || nc <= 0) return 0;   /* an empty slice */
     bool whole = r0 == 0 && r1 == rows && c0 == 0 && c1 == sc;
     size_t es = rt_dtype_size(t->dtype), bytes = (size_t)((r1 - r0) * nc) * es;
     const unsigned char *src = t->data;
     if (t->dtype == RT_DT_F8_E4M3) {
-        char sn[200];
-        snprintf(sn, sizeof sn, "%s_scale_inv", name);
-        const st_tensor *s = st_find(ld->f, sn);
-        const mc_quant *q = &ld->m->c.quant;
-        if (!s || s->dtype != RT_DT_F32 || nd != 2 || q->block_rows <= 0 || q->block_cols <= 0)
-            return rt_fail(RT_EFORMAT, "tensor %s: FP8 without a usable F32 %s", name, sn);
-        int64_t br = (rows + q->block_rows - 1) / q->block_rows, bc = (cols + q->block_cols - 1) / q->block_cols;
-        if (s->ndim != 2 || s->shape[0] != br || s->shape[1] != bc)
-            return rt_fail(RT_EFORMAT, "tensor %s: scale shape is not %lldx%lld", sn, (long long)br, (long long)bc);
-        int64_t sb0 = r0 / q->block_rows, sb1 = (r1 - 1) / q->block_rows, sc0 = c0 / q->block_cols, sc1 = (c1 - 1) / q->block_cols;
+        const st_tensor *s;
+        int64_t br, bc;
+        TRY(fp8_scales(ld, name, rows, cols, &s, &br, &bc));
+        int64_t sb0 = r0 / br, sb1 = (r1 - 1) / br, sc0 = c0 / bc, sc1 = (c1 - 1) / bc;
         bytes += (size_t)((sb1 - sb0 + 1) * (sc1 - sc0 + 1)) * sizeof(float);
-        if (whole) {
-            fp8_block_dequant(t->data, s->data, rows, cols, q->block_rows, q->block_cols, dst, ld->m->pool);
-        } else {   /* the same products as fp8_block_dequant, a row's run of a block at a time */
-            const unsigned char *sd = s->data;
-            float lut[256];
-            for (int i = 0; i < 256; i++) lut[i] = fp8e4m3_to_f32((uint8_t)i);
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t j0 = c0; j0 < c1;) {
-                    int64_t j1 = (j0 / q->block_cols + 1) * q->block_cols;
-                    if (j1 > c1) j1 = c1;
-                    float sv;
-                    memcpy(&sv, sd + (size_t)((r / q->block_rows) * bc + j0 / q->block_cols) * sizeof sv, sizeof sv);
-                    for (int64_t j = j0; j < j1; j++) dst[(r - r0) * nc + (j - c0)] = lut[src[r * cols + j]] * sv;
-                    j0 = j1;
-                }
+        /* the scales may be unaligned in the mapping: copy the grid's rows first */
+        int64_t gc = (cols + bc - 1) / bc, gr = sb1 - sb0 + 1;
+        float *grid = rt_malloc((size_t)(gr * gc) * sizeof *grid);
+        if (!grid) return RT_ENOMEM;
+        memcpy(grid, (const unsigned char *)s->data + (size_t)(sb0 * gc) * sizeof *grid, (size_t)(gr * gc) * sizeof *grid);
+        fp8_weight w = {.w = src + (size_t)(r0 * cols), .scale = grid, .rows = r1 - r0, .cols = cols, .block_rows = br,
+                        .block_cols = bc, .row_off = r0 - sb0 * br, .scale_cols = gc};
+        if (whole) fp8_weight_dequant(&w, 0, w.rows, dst, ld->m->pool);
+        else {
+            float *row = rt_malloc((size_t)cols * sizeof *row);
+            if (!row) { free(grid); return RT_ENOMEM; }
+            for (int64_t r = 0; r < w.rows; r++) {
+                fp8_weight_dequant(&w, r, r + 1, row, NULL);
+                memcpy(dst + r * nc, row + c0, (size_t)nc * sizeof *dst);
+            }
+            free(row);
         }
+        free(grid);
+        drop_pages(s->data, s->nbytes);
     } else if (whole) {
         int rc = cvt_to_f32(t->dtype, t->data, dst, t->nelem);
         if (rc) return rt_errorf(rc, "tensor %s", name);
@@ -148,17 +204,21 @@ static int load_into(const loader *ld, const char *name, int64_t rows, int64_t c
             if (rc) return rt_errorf(rc, "tensor %s", name);
         }
     }
-    ld->m->info.bytes += bytes;
-    if (ld->expert) ld->m->info.expert_bytes += bytes;
+    drop_pages(t->data, t->nbytes);
+    count_read(ld, bytes);
     return 0;
 }
 
+static void full_name(const loader *ld, const char *suffix, char *name, size_t n) {
+    snprintf(name, n, "%s%s%s", ld->prefix, ld->prefix[0] ? "." : "", suffix);
+}
+
 /* Loads rows [r0, r1) × columns [c0, c1) of "<prefix>.<suffix>" ([rows, cols], see load_into)
- * into a new buffer; *out stays NULL when optional and absent. */
+ * into a new f32 buffer; *out stays NULL when optional and absent. */
 static int load_ws(const loader *ld, const char *suffix, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
                    int64_t c1, bool optional, float **out) {
     char name[160];
-    snprintf(name, sizeof name, "%s%s%s", ld->prefix, ld->prefix[0] ? "." : "", suffix);
+    full_name(ld, suffix, name, sizeof name);
     *out = NULL;
     if (optional && !st_find(ld->f, name)) return 0;
     float *p = own_alloc(ld->m, (size_t)(r1 - r0) * (size_t)(c1 - c0));
@@ -173,20 +233,66 @@ static int load_w(const loader *ld, const char *suffix, int64_t rows, int64_t co
     return load_ws(ld, suffix, rows, cols, 0, rows, 0, cols ? cols : 1, optional, out);
 }
 
-#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+/* A linear layer's weight, rows [r0, r1) × columns [c0, c1) of "<prefix>.<suffix>" ([rows,
+ * cols]): FP8 stays e4m3 — the slice's bytes and the block scales that cover it are copied
+ * (the slice may start inside a block: row_off/col_off) — anything else becomes f32. */
+static int load_mat(const loader *ld, const char *suffix, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
+                    int64_t c1, ds_mat *out) {
+    char name[160];
+    full_name(ld, suffix, name, sizeof name);
+    memset(out, 0, sizeof *out);
+    const st_tensor *t;
+    TRY(find_shaped(ld, name, rows, cols, &t));
+    if (t->dtype == RT_DT_F8_E4M3 && r1 > r0 && c1 > c0) {
+        ds_model *m = ld->m;
+        const st_tensor *s;
+        int64_t br, bc;
+        TRY(fp8_scales(ld, name, rows, cols, &s, &br, &bc));
+        int64_t nr = r1 - r0, nc = c1 - c0, gc = (cols + bc - 1) / bc;
+        int64_t sb0 = r0 / br, sb1 = (r1 - 1) / br, sc0 = c0 / bc, sc1 = (c1 - 1) / bc;
+        int64_t snr = sb1 - sb0 + 1, snc = sc1 - sc0 + 1;
+        uint8_t *q = own_bytes(m, (size_t)(nr * nc), &m->res.fp8);
+        float *sg = own_bytes(m, (size_t)(snr * snc) * sizeof(float), &m->res.scales);
+        if (!q || !sg) return RT_ENOMEM;
+        const uint8_t *src = t->data;
+        if (c0 == 0 && c1 == cols) memcpy(q, src + (size_t)(r0 * cols), (size_t)(nr * nc));
+        else
+            for (int64_t r = 0; r < nr; r++) memcpy(q + r * nc, src + (size_t)((r0 + r) * cols + c0), (size_t)nc);
+        const unsigned char *sd = s->data;
+        for (int64_t r = 0; r < snr; r++)
+            memcpy(sg + r * snc, sd + (size_t)((sb0 + r) * gc + sc0) * sizeof(float), (size_t)snc * sizeof(float));
+        drop_pages(t->data, t->nbytes);
+        drop_pages(s->data, s->nbytes);
+        count_read(ld, (size_t)(nr * nc) + (size_t)(snr * snc) * sizeof(float));
+        out->fp8 = (fp8_weight){.w = q, .scale = sg, .rows = nr, .cols = nc, .block_rows = br, .block_cols = bc,
+                                .row_off = r0 - sb0 * br, .col_off = c0 - sc0 * bc, .scale_cols = snc};
+        out->rows = nr;
+        out->cols = nc;
+        return 0;
+    }
+    float *p;
+    TRY(load_ws(ld, suffix, rows, cols, r0, r1, c0, c1, false, &p));
+    out->f32 = p;
+    out->rows = r1 - r0;
+    out->cols = c1 - c0;
+    return 0;
+}
+
+static int load_m(const loader *ld, const char *suffix, int64_t rows, int64_t cols, ds_mat *out) {
+    return load_mat(ld, suffix, rows, cols, 0, rows, 0, cols, out);
+}
+
 
 /* The SwiGLU MLP `what` of intermediate size inter, restricted to columns [i0, i1). */
-static int load_mlp(const loader *ld, const char *what, int64_t inter, int64_t i0, int64_t i1, moe_expert *e) {
+static int load_mlp(const loader *ld, const char *what, int64_t inter, int64_t i0, int64_t i1, ds_mlp *e) {
     int64_t dim = ld->m->c.hidden_size;
     char name[200];
-    float *w1, *w3, *w2;
     snprintf(name, sizeof name, "%s.gate_proj.weight", what);
-    TRY(load_ws(ld, name, inter, dim, i0, i1, 0, dim, false, &w1));
+    TRY(load_mat(ld, name, inter, dim, i0, i1, 0, dim, &e->w1));
     snprintf(name, sizeof name, "%s.up_proj.weight", what);
-    TRY(load_ws(ld, name, inter, dim, i0, i1, 0, dim, false, &w3));
+    TRY(load_mat(ld, name, inter, dim, i0, i1, 0, dim, &e->w3));
     snprintf(name, sizeof name, "%s.down_proj.weight", what);
-    TRY(load_ws(ld, name, dim, inter, 0, dim, i0, i1, false, &w2));
-    *e = (moe_expert){.w1 = w1, .w3 = w3, .w2 = w2};
+    TRY(load_mat(ld, name, dim, inter, 0, dim, i0, i1, &e->w2));
     return 0;
 }
 
@@ -202,19 +308,20 @@ static int load_layer(ds_model *m, const st_file *f, int64_t i, ds_layer *L) {
     TRY(load_w(&ld, "input_layernorm.weight", D, 0, false, &L->attn_norm));
     TRY(load_w(&ld, "post_attention_layernorm.weight", D, 0, false, &L->ffn_norm));
     if (c->q_lora_rank > 0) {
-        TRY(load_w(&ld, "self_attn.q_a_proj.weight", c->q_lora_rank, D, false, &L->q_a));
+        TRY(load_m(&ld, "self_attn.q_a_proj.weight", c->q_lora_rank, D, &L->q_a));
         TRY(load_w(&ld, "self_attn.q_a_proj.bias", c->q_lora_rank, 0, true, &L->q_a_bias));
         TRY(load_w(&ld, "self_attn.q_a_layernorm.weight", c->q_lora_rank, 0, false, &L->q_a_norm));
-        TRY(load_ws(&ld, "self_attn.q_b_proj.weight", H * dq, c->q_lora_rank, h0 * dq, h1 * dq, 0, c->q_lora_rank, false,
-                    &L->q_b));
+        TRY(load_mat(&ld, "self_attn.q_b_proj.weight", H * dq, c->q_lora_rank, h0 * dq, h1 * dq, 0, c->q_lora_rank,
+                     &L->q_b));
     } else {
-        TRY(load_ws(&ld, "self_attn.q_proj.weight", H * dq, D, h0 * dq, h1 * dq, 0, D, false, &L->q_b));
+        TRY(load_mat(&ld, "self_attn.q_proj.weight", H * dq, D, h0 * dq, h1 * dq, 0, D, &L->q_b));
     }
-    TRY(load_w(&ld, "self_attn.kv_a_proj_with_mqa.weight", R + dr, D, false, &L->kv_a));
+    TRY(load_m(&ld, "self_attn.kv_a_proj_with_mqa.weight", R + dr, D, &L->kv_a));
     TRY(load_w(&ld, "self_attn.kv_a_proj_with_mqa.bias", R + dr, 0, true, &L->kv_a_bias));
     TRY(load_w(&ld, "self_attn.kv_a_layernorm.weight", R, 0, false, &L->kv_a_norm));
-    TRY(load_ws(&ld, "self_attn.kv_b_proj.weight", H * dkv, R, h0 * dkv, h1 * dkv, 0, R, false, &L->kv_b));
-    TRY(load_ws(&ld, "self_attn.o_proj.weight", D, H * dv, 0, D, h0 * dv, h1 * dv, false, &L->o));
+    TRY(load_mat(&ld, "self_attn.kv_b_proj.weight", H * dkv, R, h0 * dkv, h1 * dkv, 0, R, &L->kv_b));
+    if (!L->kv_b.f32 && L->kv_b.rows * L->kv_b.cols > m->kvb_floats) m->kvb_floats = L->kv_b.rows * L->kv_b.cols;
+    TRY(load_mat(&ld, "self_attn.o_proj.weight", D, H * dv, 0, D, h0 * dv, h1 * dv, &L->o));
     if (lo->rank == 0) TRY(load_w(&ld, "self_attn.o_proj.bias", D, 0, true, &L->o_bias));   /* added once */
     L->moe = mc_layer_is_moe(c, i);
     if (!L->moe) {
@@ -224,7 +331,7 @@ static int load_layer(ds_model *m, const st_file *f, int64_t i, ds_layer *L) {
     int64_t E = c->n_routed_experts;
     TRY(load_w(&ld, "mlp.gate.weight", E, D, false, &L->router));
     TRY(load_w(&ld, "mlp.gate.e_score_correction_bias", E, 0, true, &L->router_bias));
-    L->experts = own_bytes(m, (size_t)E * sizeof(moe_expert));
+    L->experts = own_bytes(m, (size_t)E * sizeof(ds_mlp), &m->res.other);
     if (!L->experts) return RT_ENOMEM;
     char what[64];
     loader lx = ld;
@@ -244,21 +351,20 @@ static int load_layer(ds_model *m, const st_file *f, int64_t i, ds_layer *L) {
 static int load_mtp(ds_model *m, const st_file *f) {
     const mc_config *c = &m->c;
     int64_t L = c->num_hidden_layers, D = c->hidden_size, V = c->vocab_size;
-    ds_mtp *t = own_bytes(m, sizeof(ds_mtp));
+    ds_mtp *t = own_bytes(m, sizeof(ds_mtp), &m->res.other);
     if (!t) return RT_ENOMEM;
     loader ld = {.m = m, .f = f};
     snprintf(ld.prefix, sizeof ld.prefix, "model.layers.%lld", (long long)L);
     TRY(load_w(&ld, "embed_tokens.weight", V, D, false, &t->embed));
     TRY(load_w(&ld, "enorm.weight", D, 0, false, &t->enorm));
     TRY(load_w(&ld, "hnorm.weight", D, 0, false, &t->hnorm));
-    TRY(load_w(&ld, "eh_proj.weight", D, 2 * D, false, &t->eh_proj));
+    TRY(load_m(&ld, "eh_proj.weight", D, 2 * D, &t->eh_proj));
     TRY(load_w(&ld, "shared_head.norm.weight", D, 0, false, &t->norm));
     TRY(load_w(&ld, "shared_head.head.weight", V, D, false, &t->head));
     TRY(load_layer(m, f, L, &t->layer));
     m->mtp = t;
     return 0;
 }
-
 static int check_shape(const mc_config *c) {
     if (c->arch != MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "model_type %s is not deepseek_v3", c->model_type);
@@ -299,7 +405,7 @@ static int load_all(ds_model *m, const char *dir, bool want_mtp, const ds_layout
     if ((rc = load_w(&ld, "model.norm.weight", D, 0, false, &m->norm))) goto out;
     if (c->tie_word_embeddings) m->lm_head = m->embed;
     else if ((rc = load_ws(&ld, "lm_head.weight", V, D, v0, v1, 0, D, false, &m->lm_head))) goto out;
-    m->layers = own_bytes(m, (size_t)c->num_hidden_layers * sizeof(ds_layer));
+    m->layers = own_bytes(m, (size_t)c->num_hidden_layers * sizeof(ds_layer), &m->res.other);
     if (!m->layers) { rc = RT_ENOMEM; goto out; }
     for (int64_t i = 0; i < c->num_hidden_layers && !rc; i++) rc = load_layer(m, f, i, &m->layers[i]);
     if (!rc && want_mtp && sum.mtp_present) rc = load_mtp(m, f);
@@ -332,6 +438,8 @@ int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
 
 const ds_layout *ds_model_layout(const ds_model *m) { return m->comm ? &m->lo : NULL; }
 void ds_load_info_get(const ds_model *m, ds_load_info *out) { *out = m->info; }
+void ds_resident_get(const ds_model *m, ds_resident *out) { *out = m->res; }
+size_t ds_resident_bytes(const ds_model *m) { return m->res.total; }
 
 void ds_free(ds_model *m) {
     if (!m) return;
@@ -350,12 +458,12 @@ int ds_mtp_tensor_shape(const ds_model *m, const char *name, int64_t *rows, int6
     if (!m->mtp) return rt_fail(RT_ENOTFOUND, "no MTP layer loaded");
     int64_t D = c->hidden_size, V = c->vocab_size;
     const ds_mtp *t = m->mtp;
-    struct { const char *n; const float *p; int64_t r, c; } tab[] = {
+    struct { const char *n; bool p; int64_t r, c; } tab[] = {
         {"embed_tokens.weight", t->embed, V, D}, {"enorm.weight", t->enorm, D, 0},
-        {"hnorm.weight", t->hnorm, D, 0}, {"eh_proj.weight", t->eh_proj, D, 2 * D},
+        {"hnorm.weight", t->hnorm, D, 0}, {"eh_proj.weight", ds_mat_present(&t->eh_proj), D, 2 * D},
         {"shared_head.norm.weight", t->norm, D, 0}, {"shared_head.head.weight", t->head, V, D},
-        {"self_attn.kv_b_proj.weight", t->layer.kv_b, c->num_attention_heads * (c->qk_nope_head_dim + c->v_head_dim),
-         c->kv_lora_rank},
+        {"self_attn.kv_b_proj.weight", ds_mat_present(&t->layer.kv_b),
+         c->num_attention_heads * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank},
         {"mlp.gate.weight", t->layer.router, c->n_routed_experts, D},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
@@ -402,6 +510,7 @@ int64_t ds_cache_row(const ds_cache *c) { return c->row; }
 
 typedef struct {
     float *x, *h, *qa, *qn, *q, *kv, *ao, *a, *logit, *wt, *mlp, *cos, *sin;
+    float *kvb;                          /* [kvb_floats]: an FP8 kv_b widened for the MLA kernels */
     int32_t *idx, *ctx;
 } ds_ws;
 
@@ -419,9 +528,11 @@ static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (size_t)(sizes[i] * n);
     total += (size_t)(K * n + n);   /* idx, ctx */
+    total += (size_t)m->kvb_floats;
     float *b = rt_malloc(total * sizeof(float));
     if (!b) return RT_ENOMEM;
     *block = b;
+    w->kvb = b + (total - (size_t)m->kvb_floats);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *ptrs[i] = b;
         b += sizes[i] * n;
@@ -438,6 +549,80 @@ static void linear(float *y, const float *x, const float *w, const float *b, int
     else mm_linear_fwd(y, x, w, b, M, N, K, pool);
 }
 
+void ds_linear(float *y, const float *x, const ds_mat *w, const float *b, int64_t M, tp_pool *pool) {
+    if (w->f32) linear(y, x, w->f32, b, M, w->rows, w->cols, pool);
+    else fp8_linear_fwd(y, x, &w->fp8, b, M, pool);
+}
+
+/* The dense-MLP form of a linear layer: rows over the pool for f32 (kernels/moe.h's calls). */
+static void mlp_linear(float *y, const float *x, const ds_mat *w, int64_t M, tp_pool *pool) {
+    if (w->f32) mm_linear_fwd(y, x, w->f32, NULL, M, w->rows, w->cols, pool);
+    else fp8_linear_fwd(y, x, &w->fp8, NULL, M, pool);
+}
+
+int ds_mlp_fwd(const ds_mlp *e, int64_t dim, int64_t inter, const float *x, int64_t n, float *out, float *scratch,
+               tp_pool *pool) {
+    float *own = NULL;
+    if (!scratch) {
+        size_t cnt;
+        if (!rt_mul_ok((size_t)n, (size_t)(3 * inter), &cnt) || !(own = rt_malloc(cnt * sizeof *own))) return RT_ENOMEM;
+        scratch = own;
+    }
+    (void)dim;
+    float *g = scratch, *u = g + n * inter, *a = u + n * inter;
+    mlp_linear(g, x, &e->w1, n, pool);
+    mlp_linear(u, x, &e->w3, n, pool);
+    swiglu_fwd(a, g, u, (size_t)(n * inter), pool);
+    mlp_linear(out, a, &e->w2, n, pool);
+    free(own);
+    return 0;
+}
+
+/* out[t] += Σ_j w[t,j] · expert_{idx[t,j]}(x[t]): kernels/moe.h's moe_experts_fwd on ds_mlp
+ * experts — each expert once over the tokens that chose it (token order), contributions
+ * added in ascending expert id, the order ds_par_moe_fwd reproduces. */
+static int experts_fwd(const ds_mlp *experts, int64_t n_experts, int64_t dim, int64_t inter, const float *x, int64_t n,
+                       const int32_t *idx, const float *w, int64_t top_k, float *out, tp_pool *pool) {
+    int64_t nk = n * top_k;
+    for (int64_t i = 0; i < nk; i++)
+        if (idx[i] < 0 || idx[i] >= n_experts)
+            return rt_fail(RT_EINVAL, "moe: expert id %d out of 0..%lld", idx[i], (long long)n_experts - 1);
+    int64_t *count = rt_calloc((size_t)n_experts + 1, sizeof *count);
+    int64_t *order = rt_malloc((size_t)(nk > 0 ? nk : 1) * sizeof *order);
+    int64_t *fill = rt_malloc((size_t)n_experts * sizeof *fill);
+    float *xs = NULL;
+    int rc = count && order && fill ? 0 : RT_ENOMEM;
+    if (rc) goto done;
+    for (int64_t i = 0; i < nk; i++) count[idx[i] + 1]++;
+    int64_t maxm = 0;
+    for (int64_t e = 0; e < n_experts; e++) {
+        if (count[e + 1] > maxm) maxm = count[e + 1];
+        count[e + 1] += count[e];            /* count[e] = first slot of expert e */
+    }
+    if (!(xs = rt_malloc((size_t)(maxm * (dim * 2 + inter * 3)) * sizeof *xs + 1))) { rc = RT_ENOMEM; goto done; }
+    memcpy(fill, count, (size_t)n_experts * sizeof *fill);
+    for (int64_t i = 0; i < nk; i++) order[fill[idx[i]]++] = i;   /* token-major, so rows stay sorted */
+    float *ys = xs + maxm * dim, *h = ys + maxm * dim;
+    for (int64_t e = 0; e < n_experts && !rc; e++) {
+        int64_t b = count[e], m = count[e + 1] - b;
+        if (!m) continue;
+        for (int64_t r = 0; r < m; r++) memcpy(xs + r * dim, x + (order[b + r] / top_k) * dim, (size_t)dim * sizeof *xs);
+        if ((rc = ds_mlp_fwd(&experts[e], dim, inter, xs, m, ys, h, pool))) break;
+        for (int64_t r = 0; r < m; r++) {
+            int64_t slot = order[b + r];
+            float wt = w[slot], *o = out + (slot / top_k) * dim;
+            const float *y = ys + r * dim;
+            for (int64_t j = 0; j < dim; j++) o[j] += wt * y[j];
+        }
+    }
+done:
+    free(count);
+    free(order);
+    free(fill);
+    free(xs);
+    return rc;
+}
+
 /* One decoder layer on x [n, D] (in place). The n tokens are n_seg segments, one per sequence:
  * segment s is seg_n[s] consecutive tokens whose cache rows are at seg_rows[s] ([cap, row]). */
 static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows, const int64_t *seg_n, int64_t n_seg,
@@ -451,14 +636,19 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
 
     /* attention */
     rmsnorm_fwd(h, NULL, x, L->attn_norm, n, D, (float)c->rms_norm_eps, pool);
-    if (L->q_a) {
-        linear(w->qa, h, L->q_a, L->q_a_bias, n, c->q_lora_rank, D, pool);
+    if (ds_mat_present(&L->q_a)) {
+        ds_linear(w->qa, h, &L->q_a, L->q_a_bias, n, pool);
         rmsnorm_fwd(w->qn, NULL, w->qa, L->q_a_norm, n, c->q_lora_rank, DS_LORA_NORM_EPS, pool);
-        linear(w->q, w->qn, L->q_b, NULL, n, H * dq, c->q_lora_rank, pool);
+        ds_linear(w->q, w->qn, &L->q_b, NULL, n, pool);
     } else {
-        linear(w->q, h, L->q_b, NULL, n, H * dq, D, pool);
+        ds_linear(w->q, h, &L->q_b, NULL, n, pool);
     }
-    linear(w->kv, h, L->kv_a, L->kv_a_bias, n, R + dr, D, pool);
+    ds_linear(w->kv, h, &L->kv_a, L->kv_a_bias, n, pool);
+    const float *kv_b = L->kv_b.f32;
+    if (!kv_b) {   /* FP8: the MLA kernels read f32, so widen it for this call */
+        fp8_weight_dequant(&L->kv_b.fp8, 0, L->kv_b.rows, w->kvb, pool);
+        kv_b = w->kvb;
+    }
     yarn_rope_apply(w->q + dn, n, H * dq, H, dq, dr, w->cos, w->sin, c->rope_interleave, pool);
     yarn_rope_apply(w->kv + R, n, R + dr, 1, 0, dr, w->cos, w->sin, c->rope_interleave, pool);
     int64_t row = R + dr;
@@ -476,18 +666,18 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
         ds_attn_mode md_mode = mode == DS_ATTN_AUTO ? (ns > 1 ? DS_ATTN_NAIVE : DS_ATTN_ABSORBED) : mode;
         const float *q = w->q + at * H * dq;
         float *ao = w->ao + at * H * dv;
-        rc = md_mode == DS_ATTN_NAIVE ? mla_attn_naive(&md, q, ns, rows, T, L->kv_b, w->ctx + at, ao, pool)
-                                      : mla_attn_absorbed(&md, q, ns, rows, T, L->kv_b, w->ctx + at, ao, pool);
+        rc = md_mode == DS_ATTN_NAIVE ? mla_attn_naive(&md, q, ns, rows, T, kv_b, w->ctx + at, ao, pool)
+                                      : mla_attn_absorbed(&md, q, ns, rows, T, kv_b, w->ctx + at, ao, pool);
         if (rc) return rc;
     }
-    linear(w->a, w->ao, L->o, L->o_bias, n, D, H * dv, pool);
+    ds_linear(w->a, w->ao, &L->o, L->o_bias, n, pool);
     if (m->comm) TRY(ds_par_allreduce(m->comm, w->a, (size_t)(n * D)));   /* the heads' partial sums */
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
 
     /* feed-forward */
     rmsnorm_fwd(h, NULL, x, L->ffn_norm, n, D, (float)c->rms_norm_eps, pool);
     if (!L->moe) {
-        TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
+        TRY(ds_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
         if (m->comm) TRY(ds_par_allreduce(m->comm, w->a, (size_t)(n * D)));   /* the columns' partial sums */
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
@@ -496,9 +686,9 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
         if (m->comm)
             TRY(ds_par_moe_fwd(m->comm, &m->lo, L->experts, D, c->moe_intermediate_size, L->mlp_inter ? &L->mlp : NULL,
                                L->mlp_inter, h, n, w->idx, w->wt, K, w->a, pool));
-        else if (L->mlp_inter > 0) TRY(moe_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
+        else if (L->mlp_inter > 0) TRY(ds_mlp_fwd(&L->mlp, D, L->mlp_inter, h, n, w->a, w->mlp, pool));
         else memset(w->a, 0, (size_t)(n * D) * sizeof *w->a);
-        if (!m->comm) TRY(moe_experts_fwd(L->experts, E, D, c->moe_intermediate_size, h, n, w->idx, w->wt, K, w->a, pool));
+        if (!m->comm) TRY(experts_fwd(L->experts, E, D, c->moe_intermediate_size, h, n, w->idx, w->wt, K, w->a, pool));
     }
     for (int64_t i = 0; i < n * D; i++) x[i] += w->a[i];
     return 0;
@@ -664,7 +854,7 @@ int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int3
         rmsnorm_fwd(cat + i * 2 * D, NULL, t->embed + (int64_t)next_tokens[i] * D, t->enorm, 1, D, eps, NULL);
         rmsnorm_fwd(cat + i * 2 * D + D, NULL, hidden + i * D, t->hnorm, 1, D, eps, NULL);
     }
-    mm_linear_fwd(w.a, cat, t->eh_proj, NULL, n, D, 2 * D, m->pool);
+    mlp_linear(w.a, cat, &t->eh_proj, n, m->pool);
     memcpy(w.x, w.a, (size_t)(n * D) * sizeof(float));
     yarn_tables(w.cos, w.sin, positions, n, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
     int rc = layer_fwd(m, &t->layer, cache->data + cache->main_layers * cache->cap * cache->row, n, positions, mode, &w);

@@ -1,15 +1,22 @@
-/* teacher/deepseek.h — DeepSeek-V3 / R1 forward pass on the CPU (f32), with its latent KV
- * cache and the multi-token-prediction (MTP) layer.
+/* teacher/deepseek.h — DeepSeek-V3 / R1 forward pass on the CPU (f32 math), with its latent
+ * KV cache and the multi-token-prediction (MTP) layer.
  *
  * ds_load() opens a Hugging Face checkpoint directory (config.json + safetensors, sharded
- * or not), checks every tensor against the config (ck_validate) and converts all weights to
- * f32: BF16/F16/F32 directly, FP8 e4m3 projections through their 128×128 block scales
- * (weight_scale_inv). The MTP layer (model.layers.<num_hidden_layers>.*) is loaded when
- * stored and opts->load_mtp is set. The model owns its weights; it borrows opts->pool
- * (NULL: single-threaded), which must outlive it. F32 weights: for tiny and mid-sized
- * shapes; R1 itself needs the per-tile FP8 path of a later issue. ds_load_parallel
- * (teacher/parallel.h) loads one rank's part instead; every call below works on that model
- * too, its collectives hidden inside.
+ * or not) and checks every tensor against the config (ck_validate). FP8 e4m3 weights of the
+ * linear layers (q_a/q_b/q_proj, kv_a, kv_b, o_proj, the dense MLP, shared and routed
+ * experts, the MTP eh_proj) stay e4m3 in memory, copied with their f32 block scales
+ * (weight_scale_inv, 128×128): about one byte per parameter plus 4 bytes per block. Their
+ * products dequantize one tile at a time into a small scratch (kernels/fp8.h's
+ * fp8_linear_fwd); kv_b, which the MLA kernels read as f32, is widened per layer call into
+ * the call's workspace (H·(dn+dv)·R floats). Every other tensor (BF16/F16/F32: norms,
+ * embeddings, LM head, router) is converted to f32, and so is an FP8 tensor outside the
+ * linear layers. Each tensor's pages of the mapping are dropped from the process's resident
+ * set once read (madvise DONTNEED; they stay in the page cache), so loading peaks near the
+ * model's own size, not the checkpoint's plus the copy's. The MTP layer
+ * (model.layers.<num_hidden_layers>.*) is loaded when stored and opts->load_mtp is set. The
+ * model owns its weights; it borrows opts->pool (NULL: single-threaded), which must outlive
+ * it. ds_load_parallel (teacher/parallel.h) loads one rank's part instead; every call below
+ * works on that model too, its collectives hidden inside.
  *
  * The math follows transformers' DeepseekV3ForCausalLM: MLA (q_a → q_a_layernorm → q_b,
  * kv_a_with_mqa → kv_a_layernorm → kv_b, o_proj; those two norms use eps 1e-6 as in
@@ -71,14 +78,24 @@ typedef struct {
 } ds_load_info;
 void ds_load_info_get(const ds_model *m, ds_load_info *out);
 
+/* Bytes of weights the model holds in memory (its own allocations, 64-byte rounded; not the
+ * caches or per-call workspaces): e4m3 matrices, their f32 block scales, f32 tensors (norms,
+ * embeddings, LM head, router, and any weight not stored as FP8) and the per-layer tables.
+ * For R1 in FP8: ~1 byte per FP8 parameter. ds_resident_bytes() is .total. */
+typedef struct {
+    size_t fp8, scales, f32, other, total;
+} ds_resident;
+void ds_resident_get(const ds_model *m, ds_resident *out);
+size_t ds_resident_bytes(const ds_model *m);
+
 const mc_config *ds_config(const ds_model *m);
 bool ds_has_mtp(const ds_model *m);
 int64_t ds_vocab(const ds_model *m);
 int64_t ds_hidden(const ds_model *m);
 
 /* Shapes of the loaded MTP tensors, for checks: name is the checkpoint suffix after
- * "model.layers.<L>." (e.g. "eh_proj.weight"); rows/cols of the f32 copy; RT_ENOTFOUND when
- * absent. */
+ * "model.layers.<L>." (e.g. "eh_proj.weight"); rows/cols as held (FP8 or f32); RT_ENOTFOUND
+ * when absent. */
 int ds_mtp_tensor_shape(const ds_model *m, const char *name, int64_t *rows, int64_t *cols);
 
 int ds_cache_create(const ds_model *m, int64_t capacity, ds_cache **out);

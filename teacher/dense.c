@@ -34,6 +34,7 @@ struct dn_model {
     dn_layer *layers;                            /* [L] */
     float *inv_freq;                             /* [hd/2] */
     float *weights;                              /* one buffer for every tensor */
+    size_t resident;                             /* bytes of weights, inv_freq and tables */
 };
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -87,6 +88,8 @@ static int load_all(dn_model *m, const char *dir) {
         if (spec[i].group == MC_GROUP_REQUIRED)
             total += ((size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1) + 15) / 16 * 16;
     m->weights = rt_aligned_alloc(64, (total ? total : 16) * sizeof(float));
+    m->resident = (total ? total : 16) * sizeof(float) + (size_t)m->L * sizeof *m->layers +
+                  (size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float);
     st_file *f = NULL;
     if (!m->weights) rc = RT_ENOMEM;
     if (!rc) rc = st_open(dir, &f);
@@ -136,6 +139,7 @@ void dn_free(dn_model *m) {
 }
 
 const mc_config *dn_config(const dn_model *m) { return &m->c; }
+size_t dn_resident_bytes(const dn_model *m) { return m->resident; }
 
 size_t dn_block_floats(const dn_model *m, int64_t block_size) {
     return (size_t)(m->L * 2 * block_size * m->Hkv * m->hd);

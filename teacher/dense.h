@@ -38,6 +38,10 @@ int dn_load(const char *dir, tp_pool *pool, dn_model **out);
 void dn_free(dn_model *m);   /* NULL is fine */
 
 const mc_config *dn_config(const dn_model *m);
+/* Bytes the model holds in memory: its f32 copy of every weight (4 bytes per parameter, each
+ * tensor padded to 16 floats) plus the per-layer table and RoPE frequencies; not the KV cache
+ * nor per-call workspaces. */
+size_t dn_resident_bytes(const dn_model *m);
 size_t dn_block_floats(const dn_model *m, int64_t block_size);
 
 int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,

@@ -105,8 +105,8 @@ static void owned(int64_t n, int P, int r, int64_t *t0, int64_t *t1) {
     *t1 = (r + 1) * b < n ? (r + 1) * b : n;
 }
 
-int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const moe_expert *experts, int64_t dim, int64_t inter,
-                   const moe_expert *shared, int64_t shared_inter, const float *h, int64_t n, const int32_t *idx,
+int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const ds_mlp *experts, int64_t dim, int64_t inter,
+                   const ds_mlp *shared, int64_t shared_inter, const float *h, int64_t n, const int32_t *idx,
                    const float *w, int64_t top_k, float *out, tp_pool *pool) {
     int P = lo->size, me = lo->rank;
     int64_t K = top_k, E = lo->n_experts, t0, t1;
@@ -169,12 +169,12 @@ int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const moe_expert *experts
     for (int64_t e = 0; e < E; e++) {    /* expert e over its rows, token-major as moe_experts_fwd */
         int64_t b = first[e], m = first[e + 1] - b;
         if (!m) continue;
-        if (!experts[e].w1) {
+        if (!ds_mat_present(&experts[e].w1)) {
             rc = rt_fail(RT_EINTERNAL, "moe: expert %lld routed to rank %d, which does not hold it", (long long)e, me);
             goto done;
         }
         for (int64_t r = 0; r < m; r++) memcpy(xs + r * dim, rbuf + sorted[b + r] * dim, (size_t)dim * sizeof *xs);
-        if ((rc = moe_mlp_fwd(&experts[e], dim, inter, xs, m, ys, scratch, pool))) goto done;
+        if ((rc = ds_mlp_fwd(&experts[e], dim, inter, xs, m, ys, scratch, pool))) goto done;
         for (int64_t r = 0; r < m; r++) memcpy(ybuf + sorted[b + r] * dim, ys + r * dim, (size_t)dim * sizeof *ys);
     }
     /* combine: outputs go back to their owners, landing where the owners sent the inputs from */
@@ -183,7 +183,7 @@ int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const moe_expert *experts
         goto done;
     }
     if (own_n > 0 && shared_inter > 0) {
-        if ((rc = moe_mlp_fwd(shared, dim, shared_inter, h + t0 * dim, own_n, mine, scratch, pool))) goto done;
+        if ((rc = ds_mlp_fwd(shared, dim, shared_inter, h + t0 * dim, own_n, mine, scratch, pool))) goto done;
     } else {
         memset(mine, 0, (size_t)(own_n * dim) * sizeof *mine);
     }

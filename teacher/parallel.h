@@ -41,9 +41,11 @@
  * or argmax whose top two choices tie to within that could flip.
  *
  * ds_load_parallel() reads config.json, makes this rank's layout and loads only its part:
- * tensors and row/column slices are converted from the mmapped safetensors one slice at a
- * time (FP8 through its block scales), so other ranks' experts, heads and vocabulary rows are
- * never read (ds_load_info: bytes read). The model borrows comm (and opts->pool), which
+ * tensors and row/column slices are copied from the mmapped safetensors one slice at a time
+ * — FP8 projections stay e4m3 with the block scales covering the slice (a head slice may
+ * start inside a 128×128 block), the rest is converted to f32 — so other ranks' experts,
+ * heads and vocabulary rows are never read (ds_load_info: bytes read) nor held
+ * (ds_resident_bytes: a rank's share). The model borrows comm (and opts->pool), which
  * must outlive it; ds_forward, ds_forward_paged, ds_mtp_forward and the latent cache work on
  * it unchanged, and every rank must call them with the same arguments in the same order and
  * use a pool of the same size (replicated steps such as the router must round alike on all
@@ -61,8 +63,8 @@
 #include "core/comm.h"
 #include "core/model_config.h"
 #include "core/threadpool.h"
-#include "kernels/moe.h"
 #include "teacher/deepseek.h"
+#include "teacher/deepseek_int.h"
 
 typedef struct ds_layout {
     int rank, size;
@@ -97,10 +99,11 @@ int ds_par_logits(rt_comm *comm, const ds_layout *lo, const float *head, int64_t
                   const float *h, int64_t n, float *logits, tp_pool *pool);
 
 /* out [n, dim] = shared(h) + Σ_k w[t,k] · expert_{idx[t,k]}(h[t]) (overwrites), as described
- * above. experts [n_experts]: the held ones have weights, the others NULL pointers; shared:
- * NULL when shared_inter is 0. idx/w [n, top_k] are the same on every rank. */
-int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const moe_expert *experts, int64_t dim, int64_t inter,
-                   const moe_expert *shared, int64_t shared_inter, const float *h, int64_t n, const int32_t *idx,
+ * above. experts [n_experts] (teacher/deepseek_int.h: FP8 or f32 weights): the held ones
+ * are present, the others absent (rows 0); shared: NULL when shared_inter is 0. idx/w
+ * [n, top_k] are the same on every rank. */
+int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const ds_mlp *experts, int64_t dim, int64_t inter,
+                   const ds_mlp *shared, int64_t shared_inter, const float *h, int64_t n, const int32_t *idx,
                    const float *w, int64_t top_k, float *out, tp_pool *pool);
 
 #endif

@@ -64,6 +64,17 @@ static float *randn(size_t n, unsigned *seed, float scale) {
     return p;
 }
 
+/* The f32 expert e as the DeepSeek model holds it (teacher/deepseek_int.h). */
+static ds_mlp as_ds(const moe_expert *e, int64_t dim, int64_t inter) {
+    ds_mlp d;
+    memset(&d, 0, sizeof d);
+    if (!e->w1) return d;
+    d.w1 = (ds_mat){.f32 = e->w1, .rows = inter, .cols = dim};
+    d.w3 = (ds_mat){.f32 = e->w3, .rows = inter, .cols = dim};
+    d.w2 = (ds_mat){.f32 = e->w2, .rows = dim, .cols = inter};
+    return d;
+}
+
 /* n tokens through 8 experts (top-2 of 4 groups, 2 kept) + a shared MLP. */
 static void moe_case(int64_t n, bool with_shared) {
     enum { E = 8, DIM = 48, INTER = 32, SH = 40 };
@@ -94,7 +105,9 @@ static void moe_case(int64_t n, bool with_shared) {
     mc_config cfg = shape(4, 64, 100, E);
     ds_layout lo;
     cr_assert_eq(ds_layout_make(&cfg, 0, 1, &lo), 0);
-    cr_assert_eq(ds_par_moe_fwd(c, &lo, ex, DIM, INTER, with_shared ? &sh : NULL, with_shared ? SH : 0, x, n, idx, w, 2,
+    ds_mlp dex[E], dsh = as_ds(&sh, DIM, SH);
+    for (int e = 0; e < E; e++) dex[e] = as_ds(&ex[e], DIM, INTER);
+    cr_assert_eq(ds_par_moe_fwd(c, &lo, dex, DIM, INTER, with_shared ? &dsh : NULL, with_shared ? SH : 0, x, n, idx, w, 2,
                                 got, NULL),
                  0, "%s", rt_errmsg());
     cr_assert(memcmp(got, want, (size_t)(n * DIM) * sizeof *got) == 0, "n=%lld: not bit-identical to the serial combine",
@@ -117,7 +130,8 @@ Test(parallel, moe_refuses_an_expert_id_out_of_range) {
     mc_config cfg = shape(4, 64, 100, 8);
     ds_layout lo;
     cr_assert_eq(ds_layout_make(&cfg, 0, 1, &lo), 0);
-    moe_expert ex[8] = {{0}};
+    ds_mlp ex[8];
+    memset(ex, 0, sizeof ex);
     float x[4] = {0}, w[2] = {1, 1}, out[4];
     int32_t idx[2] = {1, 8};
     cr_assert_eq(ds_par_moe_fwd(c, &lo, ex, 4, 4, NULL, 0, x, 1, idx, w, 2, out, NULL), RT_EINVAL);
