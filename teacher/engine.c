@@ -104,7 +104,7 @@ bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
 
 size_t te_model_resident_bytes(const te_model *m) {
     if (m->gpu) return dc_get_plan(m->gpu)->weights;
-    return (size_t)mc_param_count(&m->c, false) * sizeof(float);   /* both forwards keep f32 copies */
+    return m->ds ? ds_resident_bytes(m->ds) : dn_resident_bytes(m->dense);
 }
 
 static size_t model_block_floats(const te_model *m, int64_t bs) {
