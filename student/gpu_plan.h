@@ -22,8 +22,8 @@
  * segments: int32, contiguous so one copy uploads them), inv_freq, per-micro-batch losses.
  *
  * gp_plan_init returns RT_EUNSUPPORTED for shapes the kernels do not take (hd ∉ {64, 128},
- * D or F not a multiple of 8, D > 16384, Hq not a multiple of Hkv, partial bias groups),
- * RT_ENOMEM. gp_plan_free releases the arrays (a zeroed plan is fine).
+ * D or F not a multiple of 8, D > 16384, Hq not a multiple of Hkv, partial bias groups, no
+ * layers), RT_ENOMEM. gp_plan_free releases the arrays (a zeroed plan is fine).
  */
 #ifndef RT_STUDENT_GPU_PLAN_H
 #define RT_STUDENT_GPU_PLAN_H
@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/model_config.h"
 #include "student/model.h"
 #include "student/zero.h"
 
@@ -56,7 +57,11 @@ typedef struct {
     size_t n_tensors;
     int64_t *off;             /* [n_tensors] */
     int64_t embed, norm_f, lm_head;   /* lm_head == embed when tied */
-    gp_layer_off *layers;     /* [L] */
+    gp_layer_off *layers;     /* [L]; NULL in a plan from a config */
+    /* units (ZeRO-2/3 buckets and gathers): E = [0, e_len) the embedding, layer l =
+     * [e_len + l·layer_len, +layer_len), H = [n − h_len, n) the final norm and untied head */
+    int64_t e_len, layer_len, h_len;
+    bool tied;
     /* activations */
     int64_t T, ce_chunk;
     bool ckpt;
@@ -72,6 +77,10 @@ typedef struct {
 
 int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
                  const gp_ws_sizes *ws);
+/* The same plan from a config alone (nothing the size of the model is allocated): dims,
+ * n, units and the arena; no per-tensor offsets (off, layers NULL). For --plan. */
+int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+                        const gp_ws_sizes *ws);
 void gp_plan_free(gp_plan *p);
 /* The kept set layer l reads (set 0 for every layer with checkpointing). */
 const gp_layer_acts *gp_acts_of(const gp_plan *p, int64_t l);
@@ -84,14 +93,33 @@ int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V);
 void gp_to_gpu(const gp_plan *p, const sm_model *m, const float *cpu, float *gpu);
 void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *cpu);
 
-/* Device memory of a run, in bytes, by term (the terms of bench/train_gpu_mem.py). */
+/* Device memory of one rank, in bytes, by component (what gt_create allocates, and what
+ * `retort train --plan` prints). z: the ZeRO layout over p->n (level 0 when one rank).
+ *   weights    bf16 parameters: 2·padded; ZeRO-3: the rank's shard, 2·S
+ *   master     f32 master weights of the state the rank keeps (zr_state_len): 4·state; 0 offloaded
+ *   moments    AdamW m and v: 8·state; 0 offloaded
+ *   grads      f32 gradient: the whole 4·padded (levels 0, 1); ZeRO-2/3: the rank's reduced shard 4·S
+ *   buckets    ZeRO-2/3: the backward's per-unit f32 buckets, reduced as soon as a unit is done:
+ *              4·(A + B), A = gp_bucket_a (the embedding; untied: or the head), B = gp_bucket_l
+ *              (a layer; tied: or the final norm)
+ *   gathered   ZeRO-3: bf16 gather buffers, two of a layer (the one computed, the next prefetched)
+ *              and one of the embedding / head: 2·(2B + A)
+ *   acts       the arena's activations (gp_plan's x, kept sets, transients)
+ *   workspace  the arena's kernel scratch, batch, inv_freq, losses
+ *   ce         the cross-entropy workspace of one chunk (gp_ce_ws_estimate)
+ *   host       offload only: pinned host bytes (master, moments, the gradient and bf16 staging)
+ * Not counted: the CUDA context, cuBLAS and NCCL workspaces (≈ 0.5–1 GiB). */
 typedef struct {
-    size_t weights, master, moments, grads, acts, ce, total;
+    size_t weights, master, moments, grads, buckets, gathered, acts, workspace, ce, total, host;
 } gp_mem;
-/* z: the ZeRO layout over p->n; ce_ws: the cross-entropy workspace's bytes. */
-void gp_plan_memory(const gp_plan *p, const zr_layout *z, size_t ce_ws, gp_mem *out);
-/* The cross-entropy workspace's bytes as kernels/cuda/loss.cu sizes it, cuBLASLt workspaces
- * aside (an estimate for planning; the measured peak is what the trainer reports). */
+void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t ce_ws, gp_mem *out);
+int64_t gp_bucket_a(const gp_plan *p);
+int64_t gp_bucket_l(const gp_plan *p);
+/* The cross-entropy workspace's bytes as kernels/cuda/loss.cu allocates it (cuBLASLt
+ * workspaces aside). */
 size_t gp_ce_ws_estimate(int64_t chunk, int64_t V, int64_t D);
+/* The kernels' scratch as kernels/cuda/{norm,attention,optim}.cu size it, for a plan made
+ * without CUDA (the trainer asks the CUDA functions themselves). n: the sum of squares' length. */
+gp_ws_sizes gp_ws_estimate(int64_t T, int64_t D, int64_t Hq, int64_t n);
 
 #endif

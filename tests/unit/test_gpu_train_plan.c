@@ -206,7 +206,7 @@ Test(gpu_plan, memory_matches_the_arithmetic_of_train_gpu_mem_py) {
     zr_layout z;
     gp_mem mem;
     zr_layout_init(&z, p.n, 0, 1, 0);
-    gp_plan_memory(&p, &z, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    gp_rank_memory(&p, &z, false, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
     cr_assert_eq(mem.weights, 26754048);
     cr_assert_eq(mem.master, 53508096);
     cr_assert_eq(mem.moments, 107016192);
@@ -219,7 +219,7 @@ Test(gpu_plan, memory_matches_the_arithmetic_of_train_gpu_mem_py) {
     cr_assert(rel > -0.05 && rel < 0.05, "plan %zu bytes, script %.0f: %.1f%% apart", mem.total, total, 100 * rel);
     /* ZeRO-1 over 4 ranks: master and moments a quarter each (the script's 4N/P, 8N/P) */
     zr_layout_init(&z, p.n, 1, 4, 1);
-    gp_plan_memory(&p, &z, 0, &mem);
+    gp_rank_memory(&p, &z, false, 0, &mem);
     cr_assert_eq(mem.master, 53508096 / 4);
     cr_assert_eq(mem.moments, 107016192 / 4);
     cr_assert_eq(mem.grads, 53508096);
