@@ -199,8 +199,10 @@ int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, bool ckpt, in
         {"post_attention_layernorm.weight", 5}, {"mlp.gate_proj.weight", 6}, {"mlp.up_proj.weight", 6},
         {"mlp.gate_proj.bias", 7}, {"mlp.up_proj.bias", 7}, {"mlp.down_proj.weight", 8}, {"mlp.down_proj.bias", 9}};
     bool tied = true;
+    int64_t cpu_n = 0;   /* the CPU trainer's flat length (student/model.h: tensors at multiples of 16) */
     for (size_t i = 0; i < ns; i++) {
         if (spec[i].group != MC_GROUP_REQUIRED) continue;
+        cpu_n += al16(spec[i].shape[0] * (spec[i].ndim == 2 ? spec[i].shape[1] : 1));
         if (!strcmp(spec[i].name, "lm_head.weight")) tied = false;
         const char *pre = "model.layers.0.";
         if (strncmp(spec[i].name, pre, strlen(pre))) continue;
@@ -221,7 +223,8 @@ int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, bool ckpt, in
     p->embed = 0, p->lm_head = tied ? 0 : al16(V * D) + L * layer_len + al16(D);
     p->norm_f = al16(V * D) + L * layer_len;
     set_units(p, al16(V * D), layer_len, al16(D) + (tied ? 0 : al16(V * D)), tied);
-    plan_acts(p, T, ckpt, ce_chunk, loss_slots, ws);
+    gp_ws_sizes est = gp_ws_estimate(T, D, Hq, cpu_n);
+    plan_acts(p, T, ckpt, ce_chunk, loss_slots, ws ? ws : &est);
     return 0;
 }
 

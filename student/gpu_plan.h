@@ -78,7 +78,8 @@ typedef struct {
 int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
                  const gp_ws_sizes *ws);
 /* The same plan from a config alone (nothing the size of the model is allocated): dims,
- * n, units and the arena; no per-tensor offsets (off, layers NULL). For --plan. */
+ * n, units and the arena; no per-tensor offsets (off, layers NULL). For --plan. ws NULL:
+ * gp_ws_estimate's sizes (the sum of squares over the CPU layout's length, as the trainer). */
 int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
                         const gp_ws_sizes *ws);
 void gp_plan_free(gp_plan *p);

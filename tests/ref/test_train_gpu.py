@@ -205,7 +205,8 @@ def fake_dp(tools_dir, ranks, cfg, data, steps, zero, batch, accum, save=None):
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("ranks,zero", [(2, 0), (2, 1), (2, 2), (4, 1), (4, 2)])
+@pytest.mark.parametrize("ranks,zero", [(2, 0), (2, 1), (2, 2), (4, 1), (4, 2), (2, "3"), (4, "3"), (2, "2:offload"),
+                                        (2, "3:offload")])
 def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, data, tools_dir, tmp_path, ranks, zero):
     cfg = config(tmp_path)
     one = fake_dp(tools_dir, 1, cfg, data, 4, 0, 2, ranks)        # one rank, the same global batch
@@ -236,3 +237,117 @@ def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data
     assert [r["step"] for r in resumed] == [4, 5, 6]
     assert_runs_agree(dp[3:], resumed)                            # continues the stand-in's run
     assert_runs_agree(read_log(tmp_path / "c.jsonl")[3:], resumed)   # and the CPU trainer's
+
+
+# ---- retort train --plan: the GPU trainer's per-rank memory (student/gpu_plan.h) ----
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def al(n, k):
+    return (n + k - 1) // k * k
+
+
+def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
+    """docs/student.md "Per-rank memory plan", from the config's shapes alone (written here
+    from the formula, independently of student/gpu_plan.c)."""
+    D, F, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    Hq, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or D // Hq
+    tied = cfg.get("tie_word_embeddings", False)
+    qwen = cfg["model_type"] == "qwen2"
+    W, qd = (Hq + 2 * Hkv) * hd, Hq * hd
+    a16 = lambda n: al(n, 16)
+    layer = a16(D) + a16(W * D) + (a16(W) if qwen else 0) + a16(qd * D) + a16(D) + a16(2 * F * D) + a16(F * D)
+    E, H = a16(V * D), a16(D) + (0 if tied else a16(V * D))
+    n = E + L * layer + H
+    S = a16(-(-n // ranks))
+    level = zero if ranks > 1 else 0
+    state = n if level == 0 else S
+    A = E if tied else max(E, H)
+    B = max(layer, H) if tied else layer
+    T = seq * batch
+    r = lambda b: al(b, 256)
+    acts = (L + 1) * r(2 * T * D)
+    keep = (r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * Hq) + r(4 * T) + r(2 * T * D) + r(2 * T * D)
+            + r(4 * T) + r(4 * T * F) + r(2 * T * F))
+    acts += keep  # with --checkpoint-layers: one set
+    acts += 3 * r(2 * T * D) + r(4 * T) + 2 * r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * F) + r(2 * T * F)
+    cpu_n = a16(V * D) * (1 if tied else 2) + a16(D) + L * (
+        2 * a16(D) + a16(qd * D) + 2 * a16(Hkv * hd * D) + (a16(qd) + 2 * a16(Hkv * hd) if qwen else 0) + a16(D * qd)
+        + 3 * a16(D * F))
+    ws = (r((T + 15) // 16 * D * 4) + r(T * Hq * 4) + r(((cpu_n + 65535) // 65536 + 1) * 8) + r(4 * (7 * T + 1))
+          + r(4 * (hd // 2)) + r(8 * accum) + r(8))
+    chunk = min(T, max(1, 2**30 // (4 * V)))
+    padded = S * ranks
+    return {
+        "parameters": 2 * (S if level == 3 else padded),
+        "master_weights": 0 if offload else 4 * state,
+        "moments": 0 if offload else 8 * state,
+        "gradients": 4 * (S if level >= 2 else padded),
+        "gradient_buckets": 4 * (A + B) if level >= 2 else 0,
+        "gathered_layers": 2 * (2 * B + A) if level == 3 else 0,
+        "activations": acts,
+        "loss_chunk": chunk * (4 * D + 6 * V + 8),
+        "workspace": ws,
+    }
+
+
+def plan_json(retort_bin, *args):
+    p = run([retort_bin, "train", "--plan", "--json", *args])
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, p.stdout
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("zero,offload", [(2, False), (3, False), (3, True)])
+def test_plan_qwen25_7b_on_8_ranks_follows_the_formula(retort_bin, zero, offload):
+    path = os.path.join(ROOT, "configs", "models", "qwen2.5-7b.json")
+    cfg = json.load(open(path))
+    extra = ["--offload-optimizer"] if offload else []
+    got = plan_json(retort_bin, "--init", path, "--ranks", "8", "--seq", "32768", "--batch", "1", "--zero", str(zero),
+                    "--checkpoint-layers", *extra)
+    want = plan_formula(cfg, 8, 32768, 1, zero, offload)
+    assert got["per_rank_bytes"] == want
+    assert got["total_bytes"] == sum(want.values())
+    assert got["gpu_memory_bytes"] == 80 * 2**30 and got["fits"] is (got["total_bytes"] <= 80 * 2**30)
+    # the headline terms, by hand: 7,615,616,512 parameters (the GPU layout has no gaps here:
+    # every group is a multiple of 16), S = 951,952,064 per rank
+    assert want["master_weights"] in (0, 4 * 951952064)
+    if zero == 3:
+        assert got["per_rank_bytes"]["parameters"] == 2 * 951952064
+    else:
+        assert got["per_rank_bytes"]["parameters"] == 2 * 8 * 951952064
+
+
+def test_plan_says_when_it_does_not_fit_and_exits_0(retort_bin):
+    path = os.path.join(ROOT, "configs", "models", "llama-3.3-70b.json")
+    got = plan_json(retort_bin, "--init", path, "--ranks", "8", "--seq", "32768", "--zero", "2", "--checkpoint-layers")
+    assert got["fits"] is False and got["total_bytes"] > 80 * 2**30
+    got = plan_json(retort_bin, "--init", path, "--ranks", "8", "--seq", "32768", "--zero", "3", "--checkpoint-layers",
+                    "--gpu-memory", "1000")
+    assert got["fits"] is True and got["gpu_memory_bytes"] == 1000 * 2**30
+    p = run([retort_bin, "train", "--plan", "--init", path, "--ranks", "8", "--seq", "32768", "--zero", "2"])
+    assert p.returncode == 0 and "does not fit" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("args", [["--zero", "4"], ["--ranks", "0"], ["--gpu-memory", "x"], ["--data", "d"], []])
+def test_plan_usage_errors_exit_2(retort_bin, args):
+    base = ["--init", os.path.join(ROOT, "configs", "models", "qwen2.5-7b.json")] + ([] if not args else ["--seq", "64"])
+    p = run([retort_bin, "train", "--plan", *base, *args])
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stdout == ""
+
+
+@pytest.mark.parametrize("ranks,zero", [(1, "0"), (2, "2"), (2, "3"), (2, "3:offload"), (2, "1:ckpt")])
+def test_stand_in_peak_device_bytes_equal_the_plan(retort_bin, data, tools_dir, tmp_path, ranks, zero):
+    """The fake-CUDA trainer's measured peak (rank 0) against --plan for the same run, 5%."""
+    cfg = config(tmp_path)
+    rows = fake_dp(tools_dir, ranks, cfg, data, 2, zero, 2, 1)
+    level = zero.split(":")[0]
+    extra = (["--offload-optimizer"] if "offload" in zero else []) + (["--checkpoint-layers"] if "ckpt" in zero else [])
+    got = plan_json(retort_bin, "--init", cfg, "--ranks", str(ranks), "--seq", "32", "--batch", "2", "--zero", level,
+                    *extra)
+    peak = max(r["peak_device_bytes"] for r in rows)
+    assert abs(peak - got["total_bytes"]) <= 0.05 * got["total_bytes"], (peak, got)

@@ -302,3 +302,64 @@ Test(gpu_train_fake, first_update_matches_the_cpu_trainer_weights) {
     tr_free(ct);
     gt_free(gt);
 }
+
+/* The device memory the trainer allocates, as the stand-in allocator measures it (peak of
+ * cudaMalloc'd bytes over creation and 2 steps; pinned host memory not counted), against
+ * `retort train --plan`'s arithmetic (gp_plan_init_config + gp_rank_memory: from the config
+ * alone, no model) for the same configuration: within 5% (here the two should agree to the
+ * byte but for the cuBLAS context, which the plan leaves out and the stand-in does not
+ * allocate). With and without checkpointing. */
+static void peak_against_plan(bool ckpt) {
+    tr_options o = opts(2);
+    o.checkpoint_layers = ckpt;
+    fake_cuda_peak_reset();
+    size_t base = fake_in_use;
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    tr_stats st;
+    for (int i = 0; i < 2; i++) cr_assert_eq(gt_step(t, &st), 0, "%s", rt_errmsg());
+    size_t peak = fake_cuda_peak_bytes() - base;
+    gt_free(t);
+    json_error_t e;
+    json_t *cfgj = json_loads(QWEN, 0, &e);
+    mc_config cfg;
+    cr_assert_eq(mc_parse(cfgj, &cfg), 0, "%s", rt_errmsg());
+    json_decref(cfgj);
+    gp_plan p;
+    cr_assert_eq(gp_plan_init_config(&p, &cfg, o.batch * 32, ckpt, 0, o.grad_accum, NULL), 0, "%s", rt_errmsg());
+    zr_layout z;
+    zr_layout_init(&z, p.n, 0, 1, 0);
+    gp_mem mem;
+    gp_rank_memory(&p, &z, false, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    double rel = ((double)peak - (double)mem.total) / (double)mem.total;
+    cr_log_info("checkpointing %d: measured peak %zu bytes, plan %zu (%.3f%%)", ckpt, peak, mem.total, 100 * rel);
+    cr_assert(fabs(rel) <= 0.05, "measured peak %zu bytes, plan %zu: %.1f%% apart", peak, mem.total, 100 * rel);
+    gp_plan_free(&p);
+}
+
+Test(gpu_train_fake, measured_peak_device_bytes_equal_the_plan) {
+    peak_against_plan(false);
+    peak_against_plan(true);
+}
+
+/* --offload-optimizer: the same numbers (the CPU AdamW twin on the host state is the
+ * stand-in's device AdamW), and the master weights and moments leave the device. */
+Test(gpu_train_fake, offloaded_optimizer_gives_the_same_steps_off_the_device) {
+    tr_options o = opts(4);
+    tr_stats a[4], b[4];
+    fake_cuda_peak_reset();
+    size_t base = fake_in_use;
+    gpu_steps(&o, NULL, 4, a, NULL, 0, NULL);
+    size_t on_dev = fake_cuda_peak_bytes() - base;
+    o.offload_optimizer = true;
+    fake_cuda_peak_reset();
+    gpu_steps(&o, NULL, 4, b, NULL, 0, NULL);
+    size_t off_dev = fake_cuda_peak_bytes() - base;
+    for (int i = 0; i < 4; i++) cr_assert(a[i].loss == b[i].loss && a[i].grad_norm == b[i].grad_norm, "step %d", i + 1);
+    sm_model *m = model();
+    int64_t n = m->n_params;
+    sm_free(m);
+    /* 12 bytes per parameter (master, m, v) fewer on the device; the GPU layout is ≤ n */
+    cr_assert_geq(on_dev - off_dev, (size_t)(12 * n * 95 / 100), "on %zu, offloaded %zu", on_dev, off_dev);
+    cr_assert_leq(on_dev - off_dev, (size_t)(12 * n));
+}
