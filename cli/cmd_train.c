@@ -149,7 +149,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!a->o.steps == !(a->epochs > 0)) return cli_usage_error("train", "give exactly one of --steps and --epochs");
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
     if (a->zero == 3 && !a->cuda)
-        return cli_usage_error("train", "--zero 3 (sharded parameters) is implemented for --device cuda only: use 0, 1 or 2");
+        return cli_usage_error("train", "--zero 3 is not implemented on the CPU trainer yet: use --device cuda, or 0, 1 or 2");
     if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
     return 0;
 }

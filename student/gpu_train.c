@@ -203,8 +203,9 @@ static int bucket_begin(gt_trainer *t, int u, float *buf) {
     return 0;
 }
 
-/* ZeRO-2/3: unit u's backward is done: each rank's piece of the bucket is summed over the
- * ranks into that rank's gradient shard (an all-reduce of the piece, kept by its owner). */
+/* ZeRO-2/3: unit u's backward is done: each rank's piece of the bucket is reduced over the
+ * ranks into that rank's gradient shard (a reduce-scatter whose parts are the shards' pieces
+ * of the unit: one comm_reduce per owner, most units meeting one or two shards). */
 static int bucket_end(gt_trainer *t, int u) {
     const zr_layout *z = &t->z;
     float *buf = t->gres[u];
@@ -213,10 +214,8 @@ static int bucket_end(gt_trainer *t, int u) {
         int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
         int64_t b = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
         if (a >= b) continue;
-        TRY(comm_allreduce(t->nccl, buf + (a - lo), buf + (a - lo), (size_t)(b - a), RT_DT_F32, COMM_SUM));
-        if (r == z->rank)
-            CUDA_TRY(cudaMemcpyAsync(t->g + (a - t->mbase), buf + (a - lo), (size_t)(b - a) * 4, cudaMemcpyDeviceToDevice,
-                                     t->stream));
+        TRY(comm_reduce(t->nccl, buf + (a - lo), r == z->rank ? t->g + (a - t->mbase) : NULL, (size_t)(b - a), RT_DT_F32,
+                        COMM_SUM, r));
     }
     t->gres[u] = NULL;
     return 0;
