@@ -259,6 +259,11 @@ gp_ws_sizes gp_ws_estimate(int64_t T, int64_t D, int64_t Hq, int64_t n) {
                          ((size_t)(n + 65535) / 65536 + 1) * sizeof(double)};
 }
 
+int64_t gp_offload_chunk(int64_t state) {
+    int64_t c = (state + 7) / 8;
+    return c < 4096 ? 4096 : c > ((int64_t)1 << 22) ? (int64_t)1 << 22 : (c + 15) / 16 * 16;
+}
+
 int64_t gp_bucket_a(const gp_plan *p) { return p->tied || p->h_len < p->e_len ? p->e_len : p->h_len; }
 int64_t gp_bucket_l(const gp_plan *p) { return p->tied && p->h_len > p->layer_len ? p->h_len : p->layer_len; }
 
@@ -276,5 +281,5 @@ void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t c
     o->workspace = p->act_bytes - p->norm_ws;
     o->ce = ce_ws;
     o->total = o->weights + o->master + o->moments + o->grads + o->buckets + o->gathered + o->acts + o->workspace + o->ce;
-    o->host = offload ? 12 * state + 4 * state + 2 * state : 0;
+    o->host = offload ? 12 * state + 2 * (size_t)gp_offload_chunk((int64_t)state) * 6 : 0;
 }

@@ -108,13 +108,17 @@ void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *c
  *   acts       the arena's activations (gp_plan's x, kept sets, transients)
  *   workspace  the arena's kernel scratch, batch, inv_freq, losses
  *   ce         the cross-entropy workspace of one chunk (gp_ce_ws_estimate)
- *   host       offload only: pinned host bytes (master, moments, the gradient and bf16 staging)
+ *   host       offload only: pinned host bytes (master, moments; two staging chunks of
+ *              gp_offload_chunk elements for the gradient coming down and the bf16 going up)
  * Not counted: the CUDA context, cuBLAS and NCCL workspaces (≈ 0.5–1 GiB). */
 typedef struct {
     size_t weights, master, moments, grads, buckets, gathered, acts, workspace, ce, total, host;
 } gp_mem;
 void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t ce_ws, gp_mem *out);
 int64_t gp_bucket_a(const gp_plan *p);
+/* offload: elements per staged chunk of a state of `state` elements: ⅛ of it, rounded up to
+ * 16, within [4096, 2^22] (16 MiB of f32) */
+int64_t gp_offload_chunk(int64_t state);
 int64_t gp_bucket_l(const gp_plan *p);
 /* The cross-entropy workspace's bytes as kernels/cuda/loss.cu allocates it (cuBLASLt
  * workspaces aside). */

@@ -29,6 +29,7 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "kernels/act.h"
@@ -78,8 +79,11 @@ struct gt_trainer {
     float *ga, *gl;        /* ZeRO-2/3 buckets: [gp_bucket_a], [gp_bucket_l] */
     uint16_t *wbuf[3];     /* ZeRO-3 gather buffers: two layers ([gp_bucket_l]), the embedding / head ([gp_bucket_a]) */
     float *master, *m1, *m2;   /* [zr_state_len]: device, or pinned host memory (offload) */
-    float *hgrad;          /* offload: pinned [state], the gradient's part brought down */
-    uint16_t *hbf;         /* offload: pinned [state], the bf16 copy going up */
+    float *hgrad;          /* offload: pinned [2·chunk], gradient chunks brought down */
+    uint16_t *hbf;         /* offload: pinned [2·chunk], bf16 chunks going up */
+    int64_t chunk;         /* offload: elements per staged chunk */
+    tp_pool *pool;         /* offload: the host AdamW's threads */
+    cudaEvent_t staged[2];
     char *arena;           /* activations (student/gpu_plan.h) */
     /* units (0: embedding, 1 + l: layer l, L + 1: final norm and head): where each unit's
      * weights (ZeRO-3) and gradient bucket (ZeRO-2/3) are now; NULL when nowhere */
@@ -276,6 +280,7 @@ static int create_device(gt_trainer *t) {
     CUDA_TRY(cudaStreamCreateWithFlags(&t->side, cudaStreamNonBlocking));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->copied[i], cudaEventDisableTiming));
     for (int i = 0; i < 3; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->ready[i], cudaEventDisableTiming));
+    for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->staged[i], cudaEventDisableTiming));
     CUDA_TRY(cudaEventCreateWithFlags(&t->main_done, cudaEventDisableTiming));
     t->ev_made = true;
     int rank = t->host ? comm_rank(t->host) : 0, P = t->host ? comm_size(t->host) : 1;
@@ -312,8 +317,12 @@ static int create_device(gt_trainer *t) {
     TRY(alloc_state(t, &t->m1, ns));
     TRY(alloc_state(t, &t->m2, ns));
     if (t->o.offload_optimizer) {
-        CUDA_TRY(cudaMallocHost((void **)&t->hgrad, ns * 4));
-        CUDA_TRY(cudaMallocHost((void **)&t->hbf, ns * 2));
+        t->chunk = gp_offload_chunk((int64_t)ns);
+        CUDA_TRY(cudaMallocHost((void **)&t->hgrad, (size_t)(2 * t->chunk) * 4));
+        CUDA_TRY(cudaMallocHost((void **)&t->hbf, (size_t)(2 * t->chunk) * 2));
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int local = t->host ? comm_local_size(t->host) : 1;
+        TRY(tp_create(cpus / local > 1 ? (int)(cpus / local) : 1, &t->pool));
     }
     TRY(alloc_dev((void **)&t->arena, t->p.act_bytes));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
@@ -379,8 +388,10 @@ void gt_free(gt_trainer *t) {
     }
     if (t->ev_made) {
         for (int i = 0; i < 3; i++) cudaEventDestroy(t->ready[i]);
+        for (int i = 0; i < 2; i++) cudaEventDestroy(t->staged[i]);
         cudaEventDestroy(t->main_done);
     }
+    tp_free(t->pool);
     ce_cuda_ws_free(t->ce);
     mm_cuda_ctx_free(t->mm);
     if (t->stream) cudaStreamDestroy(t->stream);
@@ -589,37 +600,55 @@ static int step_grads(gt_trainer *t, int64_t *total_out) {
 static float *grad_at(const gt_trainer *t, int64_t x) { return t->g + (t->sharded ? x - t->mbase : x); }
 static uint16_t *weight_at(const gt_trainer *t, int64_t x) { return t->wb + (t->z3 ? x - t->mbase : x); }
 
-/* AdamW over [lo, hi), per tensor (decay on matrices): on the device, or (offload) on the
- * host's f32 state with the kernels' CPU twin, after which the bf16 copy goes up. */
-static int update(gt_trainer *t, double lr, double coef) {
-    const zr_layout *z = &t->z;
+/* AdamW on the elements [a, b) of the state, per tensor part (decay on matrices): on the
+ * device, or (offload) on the host's f32 state with the kernels' CPU twin on the trainer's
+ * pool; g: the gradient of element a (device, or the host staging). */
+static int adamw_range(gt_trainer *t, int64_t a0, int64_t b0, float *g, double lr, double coef) {
     const sm_model *m = t->m;
     bool off = t->o.offload_optimizer;
-    if (off && z->hi > z->lo) {
-        CUDA_TRY(cudaMemcpyAsync(t->hgrad, grad_at(t, z->lo), (size_t)(z->hi - z->lo) * 4, cudaMemcpyDeviceToHost, t->stream));
-        CUDA_TRY(cudaStreamSynchronize(t->stream));
-    }
-    for (size_t i = 0; i < m->n_tensors; i++) {   /* each tensor's part inside [lo, hi) */
+    for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *x = &m->tensors[i];
         int64_t o = t->p.off[i];
-        int64_t a = o > z->lo ? o : z->lo, b = o + x->numel < z->hi ? o + x->numel : z->hi;
+        int64_t a = o > a0 ? o : a0, b = o + x->numel < b0 ? o + x->numel : b0;
         if (a >= b) continue;
         adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
                            .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
         int64_t k = a - t->mbase;
+        float *ga = g + (a - a0);
         if (off) {
-            float *g = t->hgrad + (a - z->lo);
-            if (coef != 1.0) vec_scale(g, (size_t)(b - a), (float)coef, NULL);
-            adamw_step(t->master + k, g, t->m1 + k, t->m2 + k, (size_t)(b - a), &h, NULL);
+            if (coef != 1.0) vec_scale(ga, (size_t)(b - a), (float)coef, t->pool);
+            adamw_step(t->master + k, ga, t->m1 + k, t->m2 + k, (size_t)(b - a), &h, t->pool);
         } else {
-            TRY(adamw_step_cuda(t->master + k, weight_at(t, a), grad_at(t, a), t->m1 + k, t->m2 + k, (size_t)(b - a), &h,
-                                (float)coef, t->stream));
+            TRY(adamw_step_cuda(t->master + k, weight_at(t, a), ga, t->m1 + k, t->m2 + k, (size_t)(b - a), &h, (float)coef,
+                                t->stream));
         }
     }
-    if (off && z->hi > z->lo) {
-        size_t n = (size_t)(z->hi - z->lo);
-        cvt_f32_to_bf16(t->master + (z->lo - t->mbase), t->hbf, n);
-        CUDA_TRY(cudaMemcpyAsync(weight_at(t, z->lo), t->hbf, n * 2, cudaMemcpyHostToDevice, t->stream));
+    return 0;
+}
+
+/* The update of [lo, hi). Offloaded, in chunks through two pinned staging slots: chunk k+1's
+ * gradient comes down while the host updates chunk k, whose bf16 copy then goes up (the
+ * trainer's stream keeps the copies in order; the next step starts after the last one). */
+static int update(gt_trainer *t, double lr, double coef) {
+    const zr_layout *z = &t->z;
+    if (z->hi <= z->lo) return 0;
+    if (!t->o.offload_optimizer) return adamw_range(t, z->lo, z->hi, grad_at(t, z->lo), lr, coef);
+    int64_t C = t->chunk, n = z->hi - z->lo, K = (n + C - 1) / C;
+    for (int64_t k = -1; k < K; k++) {
+        int64_t next = k + 1;
+        if (next < K) {   /* bring chunk k+1 down into slot (k+1) % 2 */
+            int64_t a = z->lo + next * C, len = a + C < z->hi ? C : z->hi - a;
+            CUDA_TRY(cudaMemcpyAsync(t->hgrad + (next & 1) * C, grad_at(t, a), (size_t)len * 4, cudaMemcpyDeviceToHost,
+                                     t->stream));
+            CUDA_TRY(cudaEventRecord(t->staged[next & 1], t->stream));
+        }
+        if (k < 0) continue;
+        int64_t a = z->lo + k * C, len = a + C < z->hi ? C : z->hi - a;
+        CUDA_TRY(cudaEventSynchronize(t->staged[k & 1]));   /* its gradient is here, its last upload gone */
+        TRY(adamw_range(t, a, a + len, t->hgrad + (k & 1) * C, lr, coef));
+        uint16_t *hb = t->hbf + (k & 1) * C;
+        cvt_f32_to_bf16(t->master + (a - t->mbase), hb, (size_t)len);
+        CUDA_TRY(cudaMemcpyAsync(weight_at(t, a), hb, (size_t)len * 2, cudaMemcpyHostToDevice, t->stream));
     }
     return 0;
 }
