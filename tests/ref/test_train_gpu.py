@@ -232,12 +232,14 @@ def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, da
     assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
 
 
-def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data, tools_dir, tmp_path):
+@pytest.mark.parametrize("zero", ["1", "3", "3:offload"])
+def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data, tools_dir, tmp_path, zero):
     cfg = config(tmp_path)
     common = ["--data", data, "--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--warmup", "2",
               "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5", "--steps", "6"]
-    # 2 ranks, ZeRO-1, 6 steps, the checkpoint after step 3 (master weights and moments gathered)
-    dp = fake_dp(tools_dir, 2, cfg, data, 6, 1, 2, 1, save=[str(tmp_path / "g3"), "3"])
+    # 2 ranks, ZeRO-1/3 (offloaded too), 6 steps, the checkpoint after step 3 (master weights and
+    # moments gathered from the shards)
+    dp = fake_dp(tools_dir, 2, cfg, data, 6, zero, 2, 1, save=[str(tmp_path / "g3"), "3"])
     state = json.load(open(tmp_path / "g3" / "trainer_state.json"))
     assert state["step"] == 3 and state["data"]["cursor"] == 12
     train(retort_bin, "--init", cfg, *common, "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
@@ -247,6 +249,10 @@ def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data
     assert [r["step"] for r in resumed] == [4, 5, 6]
     assert_runs_agree(dp[3:], resumed)                            # continues the stand-in's run
     assert_runs_agree(read_log(tmp_path / "c.jsonl")[3:], resumed)   # and the CPU trainer's
+    # and the sharded stand-in resumes its own checkpoint exactly (the shards' parts uploaded
+    # from the gathered state; the stand-in's kernels and the MPI sums are deterministic)
+    again = fake_dp(tools_dir, 2, cfg, data, 6, zero, 2, 1, save=["--resume", str(tmp_path / "g3")])
+    assert [(r["step"], r["loss"], r["grad_norm"]) for r in again] == [(r["step"], r["loss"], r["grad_norm"]) for r in dp[3:]]
 
 
 # ---- retort train --plan: the GPU trainer's per-rank memory (student/gpu_plan.h) ----
