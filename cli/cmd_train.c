@@ -57,7 +57,7 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OFFLOAD };
+       O_DEVICE, O_OFFLOAD, O_OFFLOAD_ACTS };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -75,7 +75,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"ce-chunk", required_argument, 0, O_CHUNK}, {"beta1", required_argument, 0, O_B1},
         {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
         {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
-        {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"offload-activations", no_argument, 0, O_OFFLOAD_ACTS},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
     a->dtype = RT_DT_BF16;
@@ -115,6 +116,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
             bad = parse_i64(v, 0, &a->zero) || a->zero > 3;   /* 3: --device cuda only (checked below) */
             break;
         case O_OFFLOAD: a->o.offload_optimizer = true; break;
+        case O_OFFLOAD_ACTS: a->o.offload_activations = a->o.checkpoint_layers = true; break;
         case O_SCHED:
             if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;
             else if (!strcmp(v, "linear")) a->o.schedule = TR_SCHED_LINEAR;
@@ -151,6 +153,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->zero == 3 && !a->cuda)
         return cli_usage_error("train", "--zero 3 is not implemented on the CPU trainer yet: use --device cuda, or 0, 1 or 2");
     if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
+    if (a->o.offload_activations && !a->cuda) return cli_usage_error("train", "--offload-activations needs --device cuda");
     return 0;
 }
 
@@ -170,7 +173,8 @@ static const struct { const char *key, *text; size_t off; } PLAN_ROWS[] = {
 };
 
 static int plan_main(int argc, char **argv) {
-    enum { P_PLAN = 256, P_INIT, P_RANKS, P_SEQ, P_BATCH, P_ACCUM, P_ZERO, P_OFFLOAD, P_GPUMEM, P_JSON, P_CKPT, P_CHUNK };
+    enum { P_PLAN = 256, P_INIT, P_RANKS, P_SEQ, P_BATCH, P_ACCUM, P_ZERO, P_OFFLOAD, P_GPUMEM, P_JSON, P_CKPT, P_CHUNK,
+           P_OFFLOAD_ACTS };
     static const struct option opts[] = {
         {"plan", no_argument, 0, P_PLAN}, {"init", required_argument, 0, P_INIT}, {"model", required_argument, 0, P_INIT},
         {"ranks", required_argument, 0, P_RANKS}, {"seq", required_argument, 0, P_SEQ},
@@ -178,11 +182,11 @@ static int plan_main(int argc, char **argv) {
         {"zero", required_argument, 0, P_ZERO}, {"offload-optimizer", no_argument, 0, P_OFFLOAD},
         {"gpu-memory", required_argument, 0, P_GPUMEM}, {"json", no_argument, 0, P_JSON},
         {"checkpoint-layers", no_argument, 0, P_CKPT}, {"ce-chunk", required_argument, 0, P_CHUNK},
-        {"device", required_argument, 0, 'd'}, {0, 0, 0, 0}};
+        {"offload-activations", no_argument, 0, P_OFFLOAD_ACTS}, {"device", required_argument, 0, 'd'}, {0, 0, 0, 0}};
     const char *init = NULL;
     int64_t ranks = 1, seq = 0, batch = 1, accum = 1, zero = -1, chunk = 0;
     double gib = 80;
-    bool offload = false, json = false, ckpt = false;
+    bool offload = false, json = false, ckpt = false, xhost = false;
     int ch, bad = 0;
     optind = 0;
     opterr = 0;
@@ -201,10 +205,11 @@ static int plan_main(int argc, char **argv) {
         case P_OFFLOAD: offload = true; break;
         case P_JSON: json = true; break;
         case P_CKPT: ckpt = true; break;
+        case P_OFFLOAD_ACTS: ckpt = xhost = true; break;
         case 'd': bad = strcmp(v, "cuda") != 0; break;   /* the plan is the GPU trainer's */
         default:
             return cli_usage_error("train", "--plan takes --init CONFIG --ranks N --seq T --batch B --zero 0-3 "
-                                            "[--grad-accum A] [--checkpoint-layers] [--ce-chunk N] [--offload-optimizer] "
+                                            "[--grad-accum A] [--checkpoint-layers] [--ce-chunk N] [--offload-optimizer] [--offload-activations] "
                                             "[--gpu-memory GIB] [--json]; not '%s'", argv[optind - 1]);
         }
         if (bad) return cli_usage_error("train", "bad value '%s' for --plan's %s", v, argv[optind - 2]);
@@ -215,7 +220,8 @@ static int plan_main(int argc, char **argv) {
     mc_config cfg;
     if (mc_load(init, &cfg)) return cli_fail("train --plan");
     gp_plan p;
-    if (gp_plan_init_config(&p, &cfg, seq * batch, ckpt, chunk, accum, NULL)) return cli_fail("train --plan");
+    int ck = xhost ? GP_CKPT_HOST : ckpt ? GP_CKPT_LAYERS : GP_CKPT_NONE;
+    if (gp_plan_init_config(&p, &cfg, seq * batch, ck, chunk, accum, NULL)) return cli_fail("train --plan");
     int level = ranks > 1 ? (int)(zero >= 0 ? zero : 1) : 0;
     zr_layout z;
     zr_layout_init(&z, p.n, 0, (int)ranks, level);
@@ -240,14 +246,14 @@ static int plan_main(int argc, char **argv) {
         printf("%s: %lld parameters (GPU layout %lld), %lld rank(s), ZeRO-%d%s, %lld tokens per micro-batch (%lld × %lld)%s\n",
                init, (long long)mc_param_count(&cfg, false), (long long)p.n, (long long)ranks, level,
                offload ? ", optimizer state offloaded to the host" : "", (long long)(seq * batch), (long long)batch,
-               (long long)seq, ckpt ? ", layers checkpointed" : "");
+               (long long)seq, xhost ? ", layers checkpointed, their inputs in host memory" : ckpt ? ", layers checkpointed" : "");
         for (size_t i = 0; i < sizeof PLAN_ROWS / sizeof *PLAN_ROWS; i++) {
             size_t b = *(size_t *)((char *)&mem + PLAN_ROWS[i].off);
             if (b) printf("  %-46s %9.2f GiB\n", PLAN_ROWS[i].text, (double)b / G);
         }
         printf("  %-46s %9.2f GiB of %.2f GiB: %s\n", "total per rank", (double)mem.total / G, gib,
                fits ? "fits" : "does not fit");
-        if (offload) printf("  %-46s %9.2f GiB\n", "pinned host memory per rank", (double)mem.host / G);
+        if (mem.host) printf("  %-46s %9.2f GiB\n", "pinned host memory per rank", (double)mem.host / G);
         printf("  (not counted: the CUDA context and cuBLAS/NCCL workspaces, about 0.5-1 GiB)\n");
     }
     gp_plan_free(&p);

@@ -71,14 +71,17 @@ static int plan_dims(gp_plan *p, int64_t D, int64_t F, int64_t L, int64_t V, int
 }
 
 /* The activation arena (p->D… set; p->x and p->keep allocated by the caller). */
-static void plan_acts(gp_plan *p, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots, const gp_ws_sizes *ws) {
+static void plan_acts(gp_plan *p, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots, const gp_ws_sizes *ws) {
     int64_t D = p->D, F = p->F, W = p->W, qd = p->Hq * p->hd;
     p->T = T;
-    p->ckpt = ckpt;
+    p->ckpt = ckpt != 0;
+    p->x_host = ckpt == GP_CKPT_HOST;
     p->ce_chunk = gp_ce_chunk(ce_chunk, T, p->V);
     p->loss_slots = loss_slots < 1 ? 1 : loss_slots;
     size_t at = 0, bf = 2, f4 = 4, tD = (size_t)(T * D);
-    for (int64_t l = 0; l <= p->L; l++) p->x[l] = take(&at, bf * tD);
+    int64_t slots = p->x_host && p->L + 1 > GP_X_SLOTS ? GP_X_SLOTS : p->L + 1;
+    for (int64_t l = 0; l < slots; l++) p->x[l] = take(&at, bf * tD);
+    for (int64_t l = slots; l <= p->L; l++) p->x[l] = p->x[l % GP_X_SLOTS];
     p->x_bytes = at;
     int64_t sets = ckpt ? 1 : p->L;
     for (int64_t s = 0; s < sets; s++) {
@@ -116,7 +119,7 @@ static void plan_acts(gp_plan *p, int64_t T, bool ckpt, int64_t ce_chunk, int64_
     p->act_bytes = at;
 }
 
-static int alloc_arrays(gp_plan *p, size_t n_tensors, bool ckpt) {
+static int alloc_arrays(gp_plan *p, size_t n_tensors, int ckpt) {
     p->n_tensors = n_tensors;
     p->off = n_tensors ? rt_malloc(n_tensors * sizeof *p->off) : NULL;
     p->layers = n_tensors ? rt_malloc((size_t)p->L * sizeof *p->layers) : NULL;
@@ -136,7 +139,7 @@ static void set_units(gp_plan *p, int64_t e_len, int64_t layer_len, int64_t h_le
     p->n = e_len + p->L * layer_len + h_len;
 }
 
-int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                  const gp_ws_sizes *ws) {
     int rc = plan_dims(p, m->D, m->F, m->L, m->V, m->Hq, m->Hkv, m->hd, T);
     if (rc) return rc;
@@ -179,7 +182,7 @@ int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce
     return 0;
 }
 
-int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                         const gp_ws_sizes *ws) {
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2 model; deepseek_v3 is not supported");
@@ -282,4 +285,5 @@ void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t c
     o->ce = ce_ws;
     o->total = o->weights + o->master + o->moments + o->grads + o->buckets + o->gathered + o->acts + o->workspace + o->ce;
     o->host = offload ? 12 * state + 2 * (size_t)gp_offload_chunk((int64_t)state) * 6 : 0;
+    if (p->x_host) o->host += (size_t)p->L * 2 * (size_t)(p->T * p->D);   /* x[0..L): x[L] stays */
 }

@@ -37,6 +37,8 @@
 #include "student/zero.h"
 
 #define GP_ALIGN 256   /* bytes, every activation buffer */
+enum { GP_CKPT_NONE = 0, GP_CKPT_LAYERS = 1, GP_CKPT_HOST = 2 };   /* gp_plan_init's ckpt */
+#define GP_X_SLOTS 3   /* GP_CKPT_HOST: device slots of the layer inputs */
 
 typedef struct {   /* GPU flat offsets (elements); −1 when absent */
     int64_t attn_norm, wqkv, bqkv, wo, bo, mlp_norm, wgu, bgu, wd, bd;
@@ -65,6 +67,7 @@ typedef struct {
     /* activations */
     int64_t T, ce_chunk;
     bool ckpt;
+    bool x_host;              /* the layer inputs live in host memory; x[l] is slot l % GP_X_SLOTS */
     size_t *x;                /* [L + 1] */
     gp_layer_acts *keep;      /* [ckpt ? 1 : L] */
     size_t tmp, out, hf, rstd_f, dres, dxn, dqkv, datt, dgu, dact;
@@ -75,12 +78,16 @@ typedef struct {
     size_t x_bytes, keep_bytes, act_bytes;   /* the layer inputs; one kept set; the whole arena */
 } gp_plan;
 
-int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+/* ckpt: GP_CKPT_NONE (every layer's set kept), GP_CKPT_LAYERS (one set, recomputed), or
+ * GP_CKPT_HOST (as LAYERS, and the layer inputs x[0..L) kept in host memory: on the device
+ * GP_X_SLOTS buffers, x[l] in slot l % GP_X_SLOTS, streamed out in the forward and back in
+ * the backward by the trainer). */
+int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                  const gp_ws_sizes *ws);
 /* The same plan from a config alone (nothing the size of the model is allocated): dims,
  * n, units and the arena; no per-tensor offsets (off, layers NULL). For --plan. ws NULL:
  * gp_ws_estimate's sizes (the sum of squares over the CPU layout's length, as the trainer). */
-int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                         const gp_ws_sizes *ws);
 void gp_plan_free(gp_plan *p);
 /* The kept set layer l reads (set 0 for every layer with checkpointing). */
@@ -108,8 +115,9 @@ void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *c
  *   acts       the arena's activations (gp_plan's x, kept sets, transients)
  *   workspace  the arena's kernel scratch, batch, inv_freq, losses
  *   ce         the cross-entropy workspace of one chunk (gp_ce_ws_estimate)
- *   host       offload only: pinned host bytes (master, moments; two staging chunks of
- *              gp_offload_chunk elements for the gradient coming down and the bf16 going up)
+ *   host       pinned host bytes: offload, master and moments and two staging chunks of
+ *              gp_offload_chunk elements (the gradient coming down, the bf16 going up);
+ *              GP_CKPT_HOST, the layer inputs x[0..L) (2·L·T·D)
  * Not counted: the CUDA context, cuBLAS and NCCL workspaces (≈ 0.5–1 GiB). */
 typedef struct {
     size_t weights, master, moments, grads, buckets, gathered, acts, workspace, ce, total, host;

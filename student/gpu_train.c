@@ -95,6 +95,10 @@ struct gt_trainer {
     int32_t *pinned[2];    /* [7T + 1] each */
     cudaEvent_t copied[2];
     cudaEvent_t ready[3], main_done;   /* ZeRO-3: a gather buffer filled; the trainer's stream's work so far */
+    /* offload_activations: the layer inputs x[0..L) in pinned host memory, streamed on xs */
+    uint16_t *xh;          /* [L, T, D] */
+    cudaStream_t xs;
+    cudaEvent_t x_out[GP_X_SLOTS], x_in[GP_X_SLOTS], x_made;
     bool ev_made;
     double peak_gib;
     float eps, scale_attn;
@@ -283,6 +287,14 @@ static int create_device(gt_trainer *t) {
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->staged[i], cudaEventDisableTiming));
     CUDA_TRY(cudaEventCreateWithFlags(&t->main_done, cudaEventDisableTiming));
     t->ev_made = true;
+    if (t->o.offload_activations) {
+        CUDA_TRY(cudaStreamCreateWithFlags(&t->xs, cudaStreamNonBlocking));
+        for (int i = 0; i < GP_X_SLOTS; i++) {
+            CUDA_TRY(cudaEventCreateWithFlags(&t->x_out[i], cudaEventDisableTiming));
+            CUDA_TRY(cudaEventCreateWithFlags(&t->x_in[i], cudaEventDisableTiming));
+        }
+        CUDA_TRY(cudaEventCreateWithFlags(&t->x_made, cudaEventDisableTiming));
+    }
     int rank = t->host ? comm_rank(t->host) : 0, P = t->host ? comm_size(t->host) : 1;
     if (P > 1) TRY(comm_open_nccl(t->host, dev, t->stream, &t->nccl));
     if (P > 1 && t->o.zero == 3) TRY(comm_open_nccl(t->host, dev, t->side, &t->nccl_side));
@@ -292,7 +304,8 @@ static int create_device(gt_trainer *t) {
      * model's flat length (gpu_plan.h), which is known before the plan */
     gp_ws_sizes ws = {rmsnorm_bwd_cuda_ws_bytes(t->T, m->D), attn_bwd_cuda_ws_bytes(t->T, m->Hq),
                       vec_sumsq_cuda_ws_bytes((size_t)m->n_params)};
-    TRY(gp_plan_init(&t->p, m, t->T, t->o.checkpoint_layers, t->o.ce_chunk, t->o.grad_accum, &ws));
+    int ck = t->o.offload_activations ? GP_CKPT_HOST : t->o.checkpoint_layers ? GP_CKPT_LAYERS : GP_CKPT_NONE;
+    TRY(gp_plan_init(&t->p, m, t->T, ck, t->o.ce_chunk, t->o.grad_accum, &ws));
     if (t->p.n > m->n_params) return rt_fail(RT_EINTERNAL, "the GPU layout is longer than the model's");
     zr_layout_init(&t->z, t->p.n, rank, P, P > 1 ? t->o.zero : 0);
     t->sharded = t->z.level >= 2, t->z3 = t->z.level == 3;
@@ -325,6 +338,7 @@ static int create_device(gt_trainer *t) {
         TRY(tp_create(cpus / local > 1 ? (int)(cpus / local) : 1, &t->pool));
     }
     TRY(alloc_dev((void **)&t->arena, t->p.act_bytes));
+    if (t->o.offload_activations) CUDA_TRY(cudaMallocHost((void **)&t->xh, (size_t)(t->p.L * t->T * m->D) * 2));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
     CUDA_TRY(cudaMemcpy(F4(t->p.inv_freq), m->inv_freq, (size_t)(m->hd / 2) * sizeof(float), cudaMemcpyHostToDevice));
     TRY(upload_params(t));
@@ -337,6 +351,8 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     int P = host ? comm_size(host) : 1, rc = gt_check_device();
     if (!rc && (o->batch < 1 || o->grad_accum < 1 || o->steps < 1 || !(o->lr > 0) || o->zero < 0 || o->zero > 3))
         rc = rt_fail(RT_EINVAL, "batch, grad-accum, steps ≥ 1, lr > 0 and ZeRO 0, 1, 2 or 3 expected");
+    if (!rc && o->offload_activations && !o->checkpoint_layers)
+        rc = rt_fail(RT_EINVAL, "offloading the layer inputs needs layer checkpointing");
     if (!rc && (int64_t)sd_vocab_size(d) > m->V)
         rc = rt_fail(RT_EINVAL, "the shards use a vocabulary of %u tokens, the model has %lld", sd_vocab_size(d), (long long)m->V);
     if (!rc && P > 1 && (uint64_t)(o->batch * o->grad_accum * P) > sd_num_seqs(d))
@@ -381,6 +397,13 @@ void gt_free(gt_trainer *t) {
         else cudaFree(st[i]);
     }
     if (t->hgrad) cudaFreeHost(t->hgrad);
+    if (t->xh) cudaFreeHost(t->xh);
+    if (t->xs) {
+        cudaStreamSynchronize(t->xs);
+        for (int i = 0; i < GP_X_SLOTS; i++) cudaEventDestroy(t->x_out[i]), cudaEventDestroy(t->x_in[i]);
+        cudaEventDestroy(t->x_made);
+        cudaStreamDestroy(t->xs);
+    }
     if (t->hbf) cudaFreeHost(t->hbf);
     for (int i = 0; i < 2; i++) {
         if (t->pinned[i]) cudaFreeHost(t->pinned[i]);
@@ -490,6 +513,40 @@ static int slot_of(const gt_trainer *t, int u) {
 }
 static int prefetch(gt_trainer *t, int u) { return t->z3 ? gather_unit(t, u, slot_of(t, u)) : 0; }
 
+/* offload_activations: x[l] (just formed on the trainer's stream) goes down to the host on xs
+ * (x[L], the final norm's input, stays on the device); before a layer's forward overwrites a
+ * slot, the copy out of the input it held must be done; in the backward x[l] comes back up
+ * while layer l + 1 computes. Slots: x[l] in l % GP_X_SLOTS, so the three newest stay. */
+static int x_down(gt_trainer *t, int64_t l) {
+    if (!t->p.x_host || l >= t->p.L) return 0;
+    size_t n = (size_t)(t->T * t->p.D);
+    int k = (int)(l % GP_X_SLOTS);
+    CUDA_TRY(cudaEventRecord(t->x_made, t->stream));
+    CUDA_TRY(cudaStreamWaitEvent(t->xs, t->x_made, 0));
+    CUDA_TRY(cudaMemcpyAsync(t->xh + (size_t)l * n, BF(t->p.x[l]), n * 2, cudaMemcpyDeviceToHost, t->xs));
+    CUDA_TRY(cudaEventRecord(t->x_out[k], t->xs));
+    return 0;
+}
+static int x_slot_free(gt_trainer *t, int64_t l) {   /* x[l] is about to be written */
+    if (t->p.x_host) CUDA_TRY(cudaStreamWaitEvent(t->stream, t->x_out[l % GP_X_SLOTS], 0));
+    return 0;
+}
+/* in the backward: is x[l] still on the device from the forward? */
+static bool x_resident(const gt_trainer *t, int64_t l) { return !t->p.x_host || l + GP_X_SLOTS > t->p.L; }
+static int x_up(gt_trainer *t, int64_t l) {
+    if (l < 0 || x_resident(t, l)) return 0;
+    size_t n = (size_t)(t->T * t->p.D);
+    CUDA_TRY(cudaEventRecord(t->x_made, t->stream));   /* the slot's last reader is issued */
+    CUDA_TRY(cudaStreamWaitEvent(t->xs, t->x_made, 0));
+    CUDA_TRY(cudaMemcpyAsync(BF(t->p.x[l]), t->xh + (size_t)l * n, n * 2, cudaMemcpyHostToDevice, t->xs));
+    CUDA_TRY(cudaEventRecord(t->x_in[l % GP_X_SLOTS], t->xs));
+    return 0;
+}
+static int x_need(gt_trainer *t, int64_t l) {
+    if (!x_resident(t, l)) CUDA_TRY(cudaStreamWaitEvent(t->stream, t->x_in[l % GP_X_SLOTS], 0));
+    return 0;
+}
+
 /* Micro-batch a of the step (host arrays at a·T): pack it into pinned slot a % 2 (waiting for
  * that slot's last copy), upload, forward, loss into loss slot a, backward. ZeRO-3 gathers
  * each unit's weights just before it is needed, the next one while the current one computes;
@@ -520,11 +577,15 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     TRY(prefetch(t, 0));
     TRY(prefetch(t, 1));
     TRY(need_unit(t, 0));
+    TRY(x_slot_free(t, 0));
     TRY(embed_fwd_cuda(BF(p->x[0]), W(t, p->embed), tok, T, D, s));
+    TRY(x_down(t, 0));
     for (int64_t l = 0; l < L; l++) {
         TRY(prefetch(t, (int)l + 2));   /* the next layer, or after the last one the final norm (and head) */
         TRY(need_unit(t, (int)l + 1));
+        TRY(x_slot_free(t, l + 1));
         TRY(layer_fwd(t, l, false));
+        TRY(x_down(t, l + 1));
     }
     /* the head: its gradient goes to the embedding's bucket when tied, else to the final
      * norm's unit, whose bucket also takes the final norm's */
@@ -547,6 +608,8 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     for (int64_t l = L - 1; l >= 0; l--) {
         if (l < L - 1) TRY(need_unit(t, (int)l + 1));   /* gathered again (the last layer is still there) */
         if (l > 0) TRY(prefetch(t, (int)l));            /* layer l − 1 */
+        TRY(x_up(t, l - 1));
+        TRY(x_need(t, l));
         if (t->sharded) TRY(bucket_begin(t, (int)l + 1, t->gl));
         TRY(layer_bwd(t, l));
         if (t->sharded) TRY(bucket_end(t, (int)l + 1));

@@ -61,6 +61,7 @@ typedef struct {
     int64_t ce_chunk;                   /* rows per cross-entropy chunk; 0: automatic */
     int zero;                           /* data parallel: 0 replicated, 1 ZeRO-1, 2 ZeRO-2 (student/zero.h) */
     bool offload_optimizer;             /* GPU trainer only: master weights and moments in host memory */
+    bool offload_activations;           /* GPU trainer only, with checkpoint_layers: layer inputs in host memory */
 } tr_options;
 
 typedef struct {

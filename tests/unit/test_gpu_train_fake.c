@@ -363,3 +363,58 @@ Test(gpu_train_fake, offloaded_optimizer_gives_the_same_steps_off_the_device) {
     cr_assert_geq(on_dev - off_dev, (size_t)(12 * n * 95 / 100), "on %zu, offloaded %zu", on_dev, off_dev);
     cr_assert_leq(on_dev - off_dev, (size_t)(12 * n));
 }
+
+/* --offload-activations on a 5-layer model (the three newest layer inputs stay on the device,
+ * so x[0], x[1] come back from the host in the backward): every number equals plain
+ * checkpointing (the host copy is exact: bf16 out and back; a missed upload reads another
+ * layer's input, a missed download the pinned buffer's NaN poison), and the device holds
+ * three layer inputs instead of six, as the plan says. */
+Test(gpu_train_fake, offloaded_layer_inputs_change_no_number) {
+    json_error_t e;
+    json_t *cfg = json_loads(QWEN, 0, &e);
+    json_object_set_new(cfg, "num_hidden_layers", json_integer(5));
+    tr_options o = opts(3);
+    o.checkpoint_layers = true;
+    tr_stats st[2][3];
+    size_t peak[2];
+    for (int k = 0; k < 2; k++) {
+        o.offload_activations = k == 1;
+        sm_model *m;
+        cr_assert_eq(sm_create_random(cfg, 3, &m), 0, "%s", rt_errmsg());
+        fake_cuda_peak_reset();
+        size_t base = fake_in_use;
+        gt_trainer *t;
+        cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+        for (int i = 0; i < 3; i++) cr_assert_eq(gt_step(t, &st[k][i]), 0, "%s", rt_errmsg());
+        peak[k] = fake_cuda_peak_bytes() - base;
+        gt_free(t);
+    }
+    for (int i = 0; i < 3; i++)
+        cr_assert(st[0][i].loss == st[1][i].loss && st[0][i].grad_norm == st[1][i].grad_norm, "step %d: %.9g %.9g", i + 1,
+                  st[0][i].loss, st[1][i].loss);
+    cr_assert(isfinite(st[1][2].loss));
+    size_t x = 2 * (size_t)(o.batch * 32 * 128);   /* one layer input, bf16 [T, D] (a multiple of 256) */
+    cr_assert_eq(peak[0] - peak[1], 3 * x, "peak %zu vs %zu", peak[0], peak[1]);
+    /* and the plan agrees */
+    mc_config c;
+    cr_assert_eq(mc_parse(cfg, &c), 0, "%s", rt_errmsg());
+    gp_plan p;
+    cr_assert_eq(gp_plan_init_config(&p, &c, o.batch * 32, GP_CKPT_HOST, 0, o.grad_accum, NULL), 0, "%s", rt_errmsg());
+    zr_layout z;
+    zr_layout_init(&z, p.n, 0, 1, 0);
+    gp_mem mem;
+    gp_rank_memory(&p, &z, false, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    cr_assert_eq(mem.total, peak[1]);
+    cr_assert_eq(mem.host, 5 * x);
+    gp_plan_free(&p);
+    json_decref(cfg);
+}
+
+/* a wrong combination is refused at creation */
+Test(gpu_train_fake, offloaded_layer_inputs_need_checkpointing) {
+    tr_options o = opts(1);
+    o.offload_activations = true;
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), RT_EINVAL);
+    cr_assert(strstr(rt_errmsg(), "checkpointing"), "%s", rt_errmsg());
+}
