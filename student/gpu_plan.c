@@ -277,13 +277,15 @@ void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t c
     o->weights = 2 * (z3 ? S : np);
     o->master = offload ? 0 : 4 * state;
     o->moments = offload ? 0 : 8 * state;
-    o->grads = 4 * (sharded ? S : np);
+    bool host_grads = offload && sharded;   /* the reduced shard on the host with the optimizer */
+    o->grads = host_grads ? 0 : 4 * (sharded ? S : np);
     o->buckets = sharded ? 4 * (size_t)(gp_bucket_a(p) + gp_bucket_l(p)) : 0;
     o->gathered = z3 ? 2 * (size_t)(2 * gp_bucket_l(p) + gp_bucket_a(p)) : 0;
     o->acts = p->norm_ws;                   /* everything of the arena before the kernels' scratch */
     o->workspace = p->act_bytes - p->norm_ws;
     o->ce = ce_ws;
     o->total = o->weights + o->master + o->moments + o->grads + o->buckets + o->gathered + o->acts + o->workspace + o->ce;
-    o->host = offload ? 12 * state + 2 * (size_t)gp_offload_chunk((int64_t)state) * 6 : 0;
+    o->host = offload ? 12 * state + 2 * (size_t)gp_offload_chunk((int64_t)state) * (host_grads ? 2 : 6) : 0;
+    if (host_grads) o->host += 4 * S;
     if (p->x_host) o->host += (size_t)p->L * 2 * (size_t)(p->T * p->D);   /* x[0..L): x[L] stays */
 }

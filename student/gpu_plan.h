@@ -106,7 +106,8 @@ void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *c
  *   weights    bf16 parameters: 2·padded; ZeRO-3: the rank's shard, 2·S
  *   master     f32 master weights of the state the rank keeps (zr_state_len): 4·state; 0 offloaded
  *   moments    AdamW m and v: 8·state; 0 offloaded
- *   grads      f32 gradient: the whole 4·padded (levels 0, 1); ZeRO-2/3: the rank's reduced shard 4·S
+ *   grads      f32 gradient: the whole 4·padded (levels 0, 1); ZeRO-2/3: the rank's reduced shard
+ *              4·S, or 0 offloaded (the shard then lives in host memory with the optimizer)
  *   buckets    ZeRO-2/3: the backward's per-unit f32 buckets, reduced as soon as a unit is done:
  *              4·(A + B), A = gp_bucket_a (the embedding; untied: or the head), B = gp_bucket_l
  *              (a layer; tied: or the final norm)
@@ -115,8 +116,9 @@ void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *c
  *   acts       the arena's activations (gp_plan's x, kept sets, transients)
  *   workspace  the arena's kernel scratch, batch, inv_freq, losses
  *   ce         the cross-entropy workspace of one chunk (gp_ce_ws_estimate)
- *   host       pinned host bytes: offload, master and moments and two staging chunks of
- *              gp_offload_chunk elements (the gradient coming down, the bf16 going up);
+ *   host       pinned host bytes: offload, master and moments (12·state), ZeRO-2/3 the
+ *              gradient shard (4·S), and two staging chunks of gp_offload_chunk elements
+ *              (levels 0, 1: the gradient coming down, f32, and the bf16 going up; else bf16);
  *              GP_CKPT_HOST, the layer inputs x[0..L) (2·L·T·D)
  * Not counted: the CUDA context, cuBLAS and NCCL workspaces (≈ 0.5–1 GiB). */
 typedef struct {

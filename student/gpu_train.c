@@ -79,7 +79,10 @@ struct gt_trainer {
     float *ga, *gl;        /* ZeRO-2/3 buckets: [gp_bucket_a], [gp_bucket_l] */
     uint16_t *wbuf[3];     /* ZeRO-3 gather buffers: two layers ([gp_bucket_l]), the embedding / head ([gp_bucket_a]) */
     float *master, *m1, *m2;   /* [zr_state_len]: device, or pinned host memory (offload) */
-    float *hgrad;          /* offload: pinned [2·chunk], gradient chunks brought down */
+    float *hgrad;          /* offload: pinned [2·chunk], gradient chunks brought down (levels 0, 1) */
+    float *gh;             /* offload with ZeRO-2/3: pinned [S], the rank's reduced gradient shard
+                            * (then t->g is not allocated) */
+    int64_t mb;            /* the micro-batch being computed (0-based, in the step) */
     uint16_t *hbf;         /* offload: pinned [2·chunk], bf16 chunks going up */
     int64_t chunk;         /* offload: elements per staged chunk */
     tp_pool *pool;         /* offload: the host AdamW's threads */
@@ -204,7 +207,10 @@ static int bucket_begin(gt_trainer *t, int u, float *buf) {
     int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
     CUDA_TRY(cudaMemsetAsync(buf, 0, (size_t)(hi - lo) * 4, t->stream));
     int64_t a = lo > t->mbase ? lo : t->mbase, b = hi < t->mbase + z->shard ? hi : t->mbase + z->shard;
-    if (a < b)
+    if (a < b && t->gh && t->mb > 0)   /* the shard on the host: up again (the first micro-batch starts from 0) */
+        CUDA_TRY(cudaMemcpyAsync(buf + (a - lo), t->gh + (a - t->mbase), (size_t)(b - a) * 4, cudaMemcpyHostToDevice,
+                                 t->stream));
+    else if (a < b && !t->gh)
         CUDA_TRY(cudaMemcpyAsync(buf + (a - lo), t->g + (a - t->mbase), (size_t)(b - a) * 4, cudaMemcpyDeviceToDevice,
                                  t->stream));
     t->gres[u] = buf;
@@ -213,7 +219,8 @@ static int bucket_begin(gt_trainer *t, int u, float *buf) {
 
 /* ZeRO-2/3: unit u's backward is done: each rank's piece of the bucket is reduced over the
  * ranks into that rank's gradient shard (a reduce-scatter whose parts are the shards' pieces
- * of the unit: one comm_reduce per owner, most units meeting one or two shards). */
+ * of the unit: one comm_reduce per owner, most units meeting one or two shards). A shard on
+ * the host (offload) is reduced in the bucket and copied down. */
 static int bucket_end(gt_trainer *t, int u) {
     const zr_layout *z = &t->z;
     float *buf = t->gres[u];
@@ -222,8 +229,10 @@ static int bucket_end(gt_trainer *t, int u) {
         int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
         int64_t b = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
         if (a >= b) continue;
-        TRY(comm_reduce(t->nccl, buf + (a - lo), r == z->rank ? t->g + (a - t->mbase) : NULL, (size_t)(b - a), RT_DT_F32,
-                        COMM_SUM, r));
+        float *own = r != z->rank ? NULL : t->gh ? buf + (a - lo) : t->g + (a - t->mbase);   /* gh: reduced in place */
+        TRY(comm_reduce(t->nccl, buf + (a - lo), own, (size_t)(b - a), RT_DT_F32, COMM_SUM, r));
+        if (own && t->gh)
+            CUDA_TRY(cudaMemcpyAsync(t->gh + (a - t->mbase), own, (size_t)(b - a) * 4, cudaMemcpyDeviceToHost, t->stream));
     }
     t->gres[u] = NULL;
     return 0;
@@ -319,7 +328,8 @@ static int create_device(gt_trainer *t) {
     gp_rank_memory(&t->p, &t->z, t->o.offload_optimizer, gp_ce_ws_estimate(t->p.ce_chunk, m->V, m->D), &t->mem);
     size_t ns = (size_t)zr_state_len(&t->z);
     TRY(alloc_dev((void **)&t->wb, t->mem.weights));
-    TRY(alloc_dev((void **)&t->g, t->mem.grads));
+    if (t->mem.grads) TRY(alloc_dev((void **)&t->g, t->mem.grads));
+    else CUDA_TRY(cudaMallocHost((void **)&t->gh, (size_t)t->z.shard * 4));
     if (t->sharded) {
         TRY(alloc_dev((void **)&t->ga, 4 * (size_t)gp_bucket_a(&t->p)));
         TRY(alloc_dev((void **)&t->gl, 4 * (size_t)gp_bucket_l(&t->p)));
@@ -331,7 +341,7 @@ static int create_device(gt_trainer *t) {
     TRY(alloc_state(t, &t->m2, ns));
     if (t->o.offload_optimizer) {
         t->chunk = gp_offload_chunk((int64_t)ns);
-        CUDA_TRY(cudaMallocHost((void **)&t->hgrad, (size_t)(2 * t->chunk) * 4));
+        if (!t->gh) CUDA_TRY(cudaMallocHost((void **)&t->hgrad, (size_t)(2 * t->chunk) * 4));
         CUDA_TRY(cudaMallocHost((void **)&t->hbf, (size_t)(2 * t->chunk) * 2));
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int local = t->host ? comm_local_size(t->host) : 1;
@@ -397,6 +407,7 @@ void gt_free(gt_trainer *t) {
         else cudaFree(st[i]);
     }
     if (t->hgrad) cudaFreeHost(t->hgrad);
+    if (t->gh) cudaFreeHost(t->gh);
     if (t->xh) cudaFreeHost(t->xh);
     if (t->xs) {
         cudaStreamSynchronize(t->xs);
@@ -651,9 +662,9 @@ static int step_grads(gt_trainer *t, int64_t *total_out) {
     }
     skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * B * A));
     if (P > 1) TRY(comm_allreduce(t->host, &total, &total, 1, RT_DT_I64, COMM_SUM));
-    CUDA_TRY(cudaMemsetAsync(t->g, 0, t->mem.grads, t->stream));
+    if (t->g) CUDA_TRY(cudaMemsetAsync(t->g, 0, t->mem.grads, t->stream));   /* (a host shard is overwritten by micro-batch 0) */
     float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
-    for (int64_t a = 0; a < A; a++) TRY(micro_batch(t, a, scale));
+    for (t->mb = 0; t->mb < A; t->mb++) TRY(micro_batch(t, t->mb, scale));
     if (P > 1 && !t->sharded) TRY(comm_allreduce(t->nccl, t->g, t->g, (size_t)z->padded, RT_DT_F32, COMM_SUM));
     *total_out = total;
     return 0;
@@ -689,9 +700,11 @@ static int adamw_range(gt_trainer *t, int64_t a0, int64_t b0, float *g, double l
     return 0;
 }
 
-/* The update of [lo, hi). Offloaded, in chunks through two pinned staging slots: chunk k+1's
- * gradient comes down while the host updates chunk k, whose bf16 copy then goes up (the
- * trainer's stream keeps the copies in order; the next step starts after the last one). */
+/* The update of [lo, hi). Offloaded, in chunks through two pinned staging slots: with the
+ * gradient on the device (levels 0, 1) chunk k+1's gradient comes down while the host updates
+ * chunk k; the gradient shard on the host (ZeRO-2/3) is read in place; each chunk's bf16
+ * copy then goes up (the trainer's stream keeps the copies in order; the next step starts
+ * after the last one). */
 static int update(gt_trainer *t, double lr, double coef) {
     const zr_layout *z = &t->z;
     if (z->hi <= z->lo) return 0;
@@ -699,7 +712,7 @@ static int update(gt_trainer *t, double lr, double coef) {
     int64_t C = t->chunk, n = z->hi - z->lo, K = (n + C - 1) / C;
     for (int64_t k = -1; k < K; k++) {
         int64_t next = k + 1;
-        if (next < K) {   /* bring chunk k+1 down into slot (k+1) % 2 */
+        if (!t->gh && next < K) {   /* bring chunk k+1 down into slot (k+1) % 2 */
             int64_t a = z->lo + next * C, len = a + C < z->hi ? C : z->hi - a;
             CUDA_TRY(cudaMemcpyAsync(t->hgrad + (next & 1) * C, grad_at(t, a), (size_t)len * 4, cudaMemcpyDeviceToHost,
                                      t->stream));
@@ -707,11 +720,13 @@ static int update(gt_trainer *t, double lr, double coef) {
         }
         if (k < 0) continue;
         int64_t a = z->lo + k * C, len = a + C < z->hi ? C : z->hi - a;
-        CUDA_TRY(cudaEventSynchronize(t->staged[k & 1]));   /* its gradient is here, its last upload gone */
-        TRY(adamw_range(t, a, a + len, t->hgrad + (k & 1) * C, lr, coef));
+        /* its gradient is here, and the upload two chunks ago (the same slot) is gone */
+        CUDA_TRY(cudaEventSynchronize(t->staged[k & 1]));
+        TRY(adamw_range(t, a, a + len, t->gh ? t->gh + (a - t->mbase) : t->hgrad + (k & 1) * C, lr, coef));
         uint16_t *hb = t->hbf + (k & 1) * C;
         cvt_f32_to_bf16(t->master + (a - t->mbase), hb, (size_t)len);
         CUDA_TRY(cudaMemcpyAsync(weight_at(t, a), hb, (size_t)len * 2, cudaMemcpyHostToDevice, t->stream));
+        if (t->gh) CUDA_TRY(cudaEventRecord(t->staged[k & 1], t->stream));
     }
     return 0;
 }
@@ -721,7 +736,7 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks;
     TRY(step_grads(t, &total));
     double *dsum = (double *)(t->arena + t->p.sumsq);
-    if (z->hi > z->lo)
+    if (z->hi > z->lo && !t->gh)
         TRY(vec_sumsq_cuda(dsum, false, grad_at(t, z->lo), (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));
     else
         CUDA_TRY(cudaMemsetAsync(dsum, 0, sizeof(double), t->stream));
@@ -733,6 +748,7 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     for (int64_t a = 0; a < A; a++) loss_sum += hl[a];
     if (hl != losses) free(hl);
     CUDA_TRY(e);
+    if (t->gh && z->hi > z->lo) sumsq = vec_sumsq(t->gh + (z->lo - t->mbase), (size_t)(z->hi - z->lo), t->pool);
     if (P > 1) TRY(comm_allreduce(t->host, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM));
     if (P > 1 && z->level > 0) TRY(comm_allreduce(t->host, &sumsq, &sumsq, 1, RT_DT_F64, COMM_SUM));
     double norm = sqrt(sumsq), coef = 1.0;

@@ -207,7 +207,7 @@ def fake_dp(tools_dir, ranks, cfg, data, steps, zero, batch, accum, save=None):
 
 @pytest.mark.parametrize("ranks,zero,accum", [(2, 0, 1), (2, 1, 1), (2, 2, 1), (4, 1, 1), (4, 2, 1), (2, "3", 1),
                                               (4, "3", 1), (2, "2:offload", 1), (2, "3:offload", 1), (2, "2", 2),
-                                              (2, "3:ckpt", 2)])
+                                              (2, "3:ckpt", 2), (2, "3:offload", 2), (2, "1:offload", 2)])
 def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, data, tools_dir, tmp_path, ranks, zero,
                                                                  accum):
     """accum 2: ZeRO-2/3's gradient shard accumulates the micro-batches' reduced buckets, which
@@ -300,7 +300,7 @@ def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
         "parameters": 2 * (S if level == 3 else padded),
         "master_weights": 0 if offload else 4 * state,
         "moments": 0 if offload else 8 * state,
-        "gradients": 4 * (S if level >= 2 else padded),
+        "gradients": 0 if offload and level >= 2 else 4 * (S if level >= 2 else padded),   # offloaded: on the host
         "gradient_buckets": 4 * (A + B) if level >= 2 else 0,
         "gathered_layers": 2 * (2 * B + A) if level == 3 else 0,
         "activations": acts,
@@ -356,7 +356,7 @@ def test_plan_usage_errors_exit_2(retort_bin, args):
     assert p.stdout == ""
 
 
-@pytest.mark.parametrize("ranks,zero", [(1, "0"), (2, "2"), (2, "3"), (2, "3:offload"), (2, "1:ckpt")])
+@pytest.mark.parametrize("ranks,zero", [(1, "0"), (2, "2"), (2, "3"), (2, "3:offload"), (2, "1:ckpt"), (2, "1:offload")])
 def test_stand_in_peak_device_bytes_equal_the_plan(retort_bin, data, tools_dir, tmp_path, ranks, zero):
     """The fake-CUDA trainer's measured peak (rank 0) against --plan for the same run, 5%."""
     cfg = config(tmp_path)
