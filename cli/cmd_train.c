@@ -182,7 +182,8 @@ static int plan_main(int argc, char **argv) {
         {"zero", required_argument, 0, P_ZERO}, {"offload-optimizer", no_argument, 0, P_OFFLOAD},
         {"gpu-memory", required_argument, 0, P_GPUMEM}, {"json", no_argument, 0, P_JSON},
         {"checkpoint-layers", no_argument, 0, P_CKPT}, {"ce-chunk", required_argument, 0, P_CHUNK},
-        {"offload-activations", no_argument, 0, P_OFFLOAD_ACTS}, {"device", required_argument, 0, 'd'}, {0, 0, 0, 0}};
+        {"offload-activations", no_argument, 0, P_OFFLOAD_ACTS}, {"device", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *init = NULL;
     int64_t ranks = 1, seq = 0, batch = 1, accum = 1, zero = -1, chunk = 0;
     double gib = 80;
@@ -207,6 +208,7 @@ static int plan_main(int argc, char **argv) {
         case P_CKPT: ckpt = true; break;
         case P_OFFLOAD_ACTS: ckpt = xhost = true; break;
         case 'd': bad = strcmp(v, "cuda") != 0; break;   /* the plan is the GPU trainer's */
+        case 'h': fputs(cli_find("train")->usage, stdout); return EXIT_OK;
         default:
             return cli_usage_error("train", "--plan takes --init CONFIG --ranks N --seq T --batch B --zero 0-3 "
                                             "[--grad-accum A] [--checkpoint-layers] [--ce-chunk N] [--offload-optimizer] [--offload-activations] "
