@@ -136,6 +136,15 @@ def test_device_takes_cpu_or_cuda(retort_bin, data, tmp_path):
     assert [r["step"] for r in rows] == [1, 2] and all("peak_mem_gib" not in r for r in rows)
 
 
+@pytest.mark.parametrize("flags,needle", [(["--zero", "3"], "--device cuda"), (["--offload-optimizer"], "--device cuda"),
+                                         (["--offload-activations"], "--device cuda"), (["--zero", "4"], "--zero")])
+def test_gpu_only_options_without_device_cuda_are_usage_errors(retort_bin, data, tmp_path, flags, needle):
+    p = run([retort_bin, "train", "--init", config(tmp_path), "--data", data, "--batch", "2", "--steps", "1",
+             "--lr", "1e-3", "--out", str(tmp_path / "o"), *flags])
+    assert p.returncode == 2 and needle in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "o")
+
+
 def test_gpu_losses_follow_the_cpu_trainer(retort_bin, data, tmp_path, gpu):
     cfg = config(tmp_path)
     train(retort_bin, "--init", cfg, "--data", data, *COMMON, "--steps", "8", "--out", str(tmp_path / "c"),
