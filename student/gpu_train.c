@@ -522,7 +522,12 @@ static int slot_of(const gt_trainer *t, int u) {
     if (u <= L) return (u - 1) % 2;
     return t->p.tied ? L % 2 : 2;
 }
-static int prefetch(gt_trainer *t, int u) { return t->z3 ? gather_unit(t, u, slot_of(t, u)) : 0; }
+static int prefetch(gt_trainer *t, int u) {
+    if (!t->z3) return 0;
+    int slot = slot_of(t, u);
+    if (t->wres[u] == t->wbuf[slot]) return 0;   /* still there from this step (the update drops them all) */
+    return gather_unit(t, u, slot);
+}
 
 /* offload_activations: x[l] (just formed on the trainer's stream) goes down to the host on xs
  * (x[L], the final norm's input, stays on the device); before a layer's forward overwrites a
@@ -617,7 +622,7 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
                          t->arena + p->norm_ws, s));
     if (t->sharded) TRY(bucket_end(t, H));
     for (int64_t l = L - 1; l >= 0; l--) {
-        if (l < L - 1) TRY(need_unit(t, (int)l + 1));   /* gathered again (the last layer is still there) */
+        if (l < L - 1) TRY(need_unit(t, (int)l + 1));   /* gathered again (the last ones are still there) */
         if (l > 0) TRY(prefetch(t, (int)l));            /* layer l − 1 */
         TRY(x_up(t, l - 1));
         TRY(x_need(t, l));
@@ -756,6 +761,8 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     double lr = tr_lr_at(&t->o, t->step);
     t->step++;
     TRY(update(t, lr, coef));
+    if (t->z3)   /* the gathered weights are the old ones now */
+        for (int u = 0; u < unit_count(t); u++) t->wres[u] = NULL;
     if (P > 1 && (z->level == 1 || z->level == 2))
         TRY(comm_allgather(t->nccl, t->wb + (int64_t)z->rank * z->shard, t->wb, (size_t)z->shard, RT_DT_BF16));
     CUDA_TRY(cudaStreamSynchronize(t->stream));
