@@ -246,6 +246,13 @@ void gp_to_gpu(const gp_plan *p, const sm_model *m, const float *cpu, float *gpu
         memcpy(gpu + p->off[i], cpu + m->tensors[i].offset, (size_t)m->tensors[i].numel * sizeof(float));
 }
 
+void gp_to_gpu_range(const gp_plan *p, const sm_model *m, const float *cpu, float *part, int64_t lo, int64_t len) {
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        int64_t o = p->off[i], a = o > lo ? o : lo, b = o + m->tensors[i].numel < lo + len ? o + m->tensors[i].numel : lo + len;
+        if (a < b) memcpy(part + (a - lo), cpu + m->tensors[i].offset + (a - o), (size_t)(b - a) * sizeof(float));
+    }
+}
+
 void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *cpu) {
     for (size_t i = 0; i < m->n_tensors; i++)
         memcpy(cpu + m->tensors[i].offset, gpu + p->off[i], (size_t)m->tensors[i].numel * sizeof(float));

@@ -100,6 +100,8 @@ int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V);
 /* cpu: the model's flat layout [m->n_params ≥]; gpu: [p->n ≥] (gaps left untouched). */
 void gp_to_gpu(const gp_plan *p, const sm_model *m, const float *cpu, float *gpu);
 void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *cpu);
+/* part [len ≥]: GPU flat elements [lo, lo + len) of gp_to_gpu's result (gaps untouched). */
+void gp_to_gpu_range(const gp_plan *p, const sm_model *m, const float *cpu, float *part, int64_t lo, int64_t len);
 
 /* Device memory of one rank, in bytes, by component (what gt_create allocates, and what
  * `retort train --plan` prints). z: the ZeRO layout over p->n (level 0 when one rank).

@@ -252,19 +252,20 @@ static int state_get(gt_trainer *t, float *dst, const float *src, size_t n) {
 }
 
 /* The host model's f32 weights (CPU layout) into the trainer: the bf16 weights (whole, or
- * this rank's shard) and this rank's master part. */
+ * this rank's shard) and this rank's master part. Host scratch: the part only where the
+ * weights are sharded too (ZeRO-3), else the whole GPU layout. */
 static int upload_params(gt_trainer *t) {
-    size_t n = (size_t)t->z.padded, ns = (size_t)zr_state_len(&t->z);
-    size_t wlen = t->z3 ? (size_t)t->z.shard : n, w0 = t->z3 ? (size_t)t->mbase : 0;
-    float *h = rt_aligned_alloc(64, n * sizeof(float));
-    uint16_t *hb = rt_malloc(wlen * 2);
+    size_t ns = (size_t)zr_state_len(&t->z);
+    int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded;
+    float *h = rt_aligned_alloc(64, (size_t)len * sizeof(float));
+    uint16_t *hb = rt_malloc((size_t)len * 2);
     int rc = h && hb ? 0 : RT_ENOMEM;
     if (!rc) {
-        memset(h, 0, n * sizeof(float));
-        gp_to_gpu(&t->p, t->m, t->m->params, h);
-        cvt_f32_to_bf16(h + w0, hb, wlen);
-        cudaError_t e = cudaMemcpy(t->wb, hb, wlen * 2, cudaMemcpyHostToDevice);
-        rc = e == cudaSuccess ? state_put(t, t->master, h + t->mbase, ns)
+        memset(h, 0, (size_t)len * sizeof(float));
+        gp_to_gpu_range(&t->p, t->m, t->m->params, h, lo, len);
+        cvt_f32_to_bf16(h, hb, (size_t)len);
+        cudaError_t e = cudaMemcpy(t->wb, hb, (size_t)len * 2, cudaMemcpyHostToDevice);
+        rc = e == cudaSuccess ? state_put(t, t->master, h + (t->mbase - lo), ns)
                               : rt_fail(RT_EINTERNAL, "uploading the weights: %s", cudaGetErrorString(e));
     }
     free(h);
@@ -384,6 +385,8 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     t->tokens = rt_malloc(all * 4), t->doc_start = rt_malloc(all * 4), t->posi = rt_malloc(all * 4);
     t->target = rt_malloc(all * 4);
     rc = (!t->tokens || !t->doc_start || !t->posi || !t->target) ? RT_ENOMEM : create_device(t);
+    free(m->grads);   /* the host model's f32 gradient buffer: never used here (4 B/param of host memory) */
+    m->grads = NULL;
     if (rc) {
         gt_free(t);
         return rt_errorf(rc, "setting up the GPU trainer");
@@ -832,15 +835,15 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
 }
 
 int gt_resume(gt_trainer *t, const char *dir) {
-    size_t nc = (size_t)t->m->n_params, np = (size_t)t->z.padded, ns = (size_t)zr_state_len(&t->z);
-    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(np, 4);
+    size_t nc = (size_t)t->m->n_params, ns = (size_t)zr_state_len(&t->z);
+    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(ns, 4);
     int rc = (!c1 || !c2 || !h) ? RT_ENOMEM : 0;
     if (!rc) rc = tr_resume_external(t->m, c1, c2, t->d, &t->step, &t->pos, dir);
     if (!rc) rc = upload_params(t);
-    for (int k = 0; k < 2 && !rc; k++) {
-        memset(h, 0, np * 4);
-        gp_to_gpu(&t->p, t->m, k ? c2 : c1, h);
-        rc = state_put(t, k ? t->m2 : t->m1, h + t->mbase, ns);
+    for (int k = 0; k < 2 && !rc; k++) {   /* this rank's part of each moment */
+        memset(h, 0, ns * 4);
+        gp_to_gpu_range(&t->p, t->m, k ? c2 : c1, h, t->mbase, (int64_t)ns);
+        rc = state_put(t, k ? t->m2 : t->m1, h, ns);
     }
     free(c1), free(c2), free(h);
     return rc ? rt_errorf(rc, "resuming from %s on the GPU", dir) : 0;

@@ -108,6 +108,16 @@ Test(gpu_plan, every_tensor_placed_once_and_the_permutation_round_trips) {
         const sm_tensor *x = &m->tensors[i];
         cr_assert(!memcmp(back + x->offset, m->params + x->offset, (size_t)x->numel * 4), "%s", x->name);
     }
+    /* a range of it (the ZeRO-3 upload: one rank's part), cut anywhere */
+    int64_t cuts[][2] = {{0, 100}, {32760, 20}, {1000, 200000}, {p.n - 37, 37}, {p.n - 50, 80}};
+    for (size_t c = 0; c < sizeof cuts / sizeof *cuts; c++) {
+        int64_t lo = cuts[c][0], len = cuts[c][1], in = lo + len <= p.n ? len : p.n - lo;
+        float *part = calloc((size_t)len, sizeof(float));
+        gp_to_gpu_range(&p, m, m->params, part, lo, len);
+        cr_assert(!memcmp(part, gpu + lo, (size_t)in * 4), "range [%lld, +%lld)", (long long)lo, (long long)len);
+        for (int64_t i = in; i < len; i++) cr_assert_eq(part[i], 0.0f, "past the layout: untouched");
+        free(part);
+    }
     const sm_tensor *k = sm_find(m, "model.layers.1.self_attn.k_proj.weight");
     cr_assert_eq(gpu[p.layers[1].wqkv + 128 * 128 + 5], m->params[k->offset + 5]);
     const sm_tensor *u = sm_find(m, "model.layers.1.mlp.up_proj.weight");
