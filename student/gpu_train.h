@@ -40,8 +40,9 @@
  * checkpoint resumes on the CPU and the other way round; collective, rank 0 writes.
  * gt_resume reads one (every rank). gt_peak_mem_gib: the most device memory seen in use
  * (cudaMemGetInfo after each step; every buffer is allocated up front, so this is the peak).
- * Host memory: every rank also keeps the model's f32 weights (sm_model, 4 B/param) and, while
- * starting or resuming, a padded f32 copy; rank 0 gathers the state to save a checkpoint.
+ * Host memory: every rank also keeps the model's f32 weights (sm_model's params, 4 B/param;
+ * its gradient buffer is freed by gt_create) and, while starting or resuming, an f32 copy of
+ * the GPU layout (ZeRO-3: of the rank's part only); rank 0 gathers the whole state to save.
  *
  * Ownership: gt_create takes the model and data (freed by gt_free, also on failure); the
  * host comm is borrowed. Nothing is printed.
