@@ -402,3 +402,11 @@ def test_untied_llama_on_stand_ins_matches_one_rank_and_the_plan(retort_bin, dat
                     zero.split(":")[0], *extra)
     peak = max(r["peak_device_bytes"] for r in dp)
     assert abs(peak - got["total_bytes"]) <= 0.05 * got["total_bytes"], (peak, got)
+
+
+@pytest.mark.parametrize("cfg,needle", [("tiny-llama.json", "head_dim"), ("deepseek-r1.json", "deepseek_v3"),
+                                        ("absent.json", "absent.json")])
+def test_plan_of_a_config_the_trainer_cannot_take_is_one_line(retort_bin, cfg, needle):
+    p = run([retort_bin, "train", "--plan", "--json", "--init", os.path.join(ROOT, "configs", "models", cfg),
+             "--seq", "64"])
+    assert_one_error_line(p, "train --plan", needle)
