@@ -24,7 +24,13 @@ ranks at ZeRO-0/1/2 against the same stand-in at 1 rank reading the same global 
 (batch × grad-accum × ranks sequences a step) — the same sums in another order, so 1e-6 on
 the loss and 1e-5 on the norm — and against the CPU trainer's CLI at the bf16 tolerance;
 its 2-rank ZeRO-1 checkpoint (master weights and moments gathered from the shards) resumes
-on the CPU trainer and continues the CPU run.
+on the CPU trainer and continues the CPU run. The same at ZeRO-2/3 (per-unit gradient
+buckets, gathered weight shards), with the optimizer offloaded, with gradient accumulation
+and for an untied Llama; the stand-in allocator's peak device bytes against `retort train
+--plan` for the same run (5%).
+Everywhere, too: `retort train --plan --json` for Qwen2.5-7B on 8 ranks against the per-rank
+formula of docs/student.md written out here from the config; fits / does not fit; usage
+errors exit 2, configs the GPU trainer cannot take exit 1 with one line.
 Shards come from tests/tools/student_mkshard.
 """
 import json

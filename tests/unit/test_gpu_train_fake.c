@@ -9,7 +9,10 @@
  * cannot check: the CUDA kernels themselves (tests/gpu, make gpu-test) and the device.
  * Tolerances: the stand-ins round weights and activations to bf16 (2^-8 relative) like the
  * GPU path; through two layers and the head that moves the step-1 loss by ~1e-3 relative.
- * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2. */
+ * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2.
+ * Memory: the stand-in allocator's peak device bytes equal retort train --plan's arithmetic
+ * for the same configuration (5%; measured: to the byte); the offloads (optimizer state,
+ * layer inputs) change no number and take their bytes off the device. */
 #include <criterion/criterion.h>
 
 #include "tests/unit/fake_cuda.h"
