@@ -25,6 +25,12 @@ Hq/Hkv heads of hd):
                                   embedding) for the optimizer and the reduce-scatter
 Not counted: the CUDA context and cuBLAS/NCCL workspaces (≈ 0.5–1 GiB in practice) and the
 allocator's fragmentation; the measured peak on the GPU (bench/train_gpu.sh) is what counts.
+
+This is the design's first arithmetic (ZeRO-0/1/2, kept because tests/unit/test_gpu_train_plan.c
+quotes its numbers). The trainer's own per-rank plan — exactly what it allocates, with the
+ZeRO-2/3 gradient buckets, ZeRO-3's gathered layers and the optimizer / layer-input offloads —
+is `retort train --plan --init CONFIG --ranks N --seq T --zero Z [--json]` (docs/student.md,
+"Per-rank memory plan").
 """
 import argparse
 import json

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +18,8 @@
 #include "core/model_check.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
+#include "core/model_config.h"
+#include "student/gpu_plan.h"
 #include "student/gpu_train.h"
 #include "student/outdir.h"
 #include "student/train.h"
@@ -61,7 +64,7 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OVERWRITE };
+       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -80,6 +83,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
         {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
         {"overwrite", no_argument, 0, O_OVERWRITE},
+        {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"offload-activations", no_argument, 0, O_OFFLOAD_ACTS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -120,6 +124,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_ZERO:
             bad = parse_i64(v, 0, &a->zero) || a->zero > 3;
             break;
+        case O_OFFLOAD: a->o.offload_optimizer = true; break;
+        case O_OFFLOAD_ACTS: a->o.offload_activations = a->o.checkpoint_layers = true; break;
         case O_SCHED:
             if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;
             else if (!strcmp(v, "linear")) a->o.schedule = TR_SCHED_LINEAR;
@@ -155,7 +161,114 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->overwrite && a->resume)
         return cli_usage_error("train", "--overwrite starts the run over: it excludes --resume");
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
+    if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
+    if (a->o.offload_activations && !a->cuda) return cli_usage_error("train", "--offload-activations needs --device cuda");
     return 0;
+}
+
+/* ---- retort train --plan: the GPU trainer's per-rank memory, without training ----------- */
+
+/* bytes of each component, in gp_mem order, with the names --json prints */
+static const struct { const char *key, *text; size_t off; } PLAN_ROWS[] = {
+    {"parameters", "bf16 weights (ZeRO-3: the rank's shard)", offsetof(gp_mem, weights)},
+    {"master_weights", "f32 master weights", offsetof(gp_mem, master)},
+    {"moments", "AdamW moments (f32 m, v)", offsetof(gp_mem, moments)},
+    {"gradients", "f32 gradient (ZeRO-2/3: the rank's shard)", offsetof(gp_mem, grads)},
+    {"gradient_buckets", "gradient buckets (one layer, the embedding)", offsetof(gp_mem, buckets)},
+    {"gathered_layers", "gathered bf16 layers (two, and the embedding)", offsetof(gp_mem, gathered)},
+    {"activations", "activations", offsetof(gp_mem, acts)},
+    {"loss_chunk", "LM head + cross-entropy chunk", offsetof(gp_mem, ce)},
+    {"workspace", "kernel scratch, batch, losses", offsetof(gp_mem, workspace)},
+};
+
+static int plan_main(int argc, char **argv) {
+    enum { P_PLAN = 256, P_INIT, P_RANKS, P_SEQ, P_BATCH, P_ACCUM, P_ZERO, P_OFFLOAD, P_GPUMEM, P_JSON, P_CKPT, P_CHUNK,
+           P_OFFLOAD_ACTS };
+    static const struct option opts[] = {
+        {"plan", no_argument, 0, P_PLAN}, {"init", required_argument, 0, P_INIT}, {"model", required_argument, 0, P_INIT},
+        {"ranks", required_argument, 0, P_RANKS}, {"seq", required_argument, 0, P_SEQ},
+        {"batch", required_argument, 0, P_BATCH}, {"grad-accum", required_argument, 0, P_ACCUM},
+        {"zero", required_argument, 0, P_ZERO}, {"offload-optimizer", no_argument, 0, P_OFFLOAD},
+        {"gpu-memory", required_argument, 0, P_GPUMEM}, {"json", no_argument, 0, P_JSON},
+        {"checkpoint-layers", no_argument, 0, P_CKPT}, {"ce-chunk", required_argument, 0, P_CHUNK},
+        {"offload-activations", no_argument, 0, P_OFFLOAD_ACTS}, {"device", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *init = NULL;
+    int64_t ranks = 1, seq = 0, batch = 1, accum = 1, zero = -1, chunk = 0;
+    double gib = 80;
+    bool offload = false, json = false, ckpt = false, xhost = false;
+    int ch, bad = 0;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        const char *v = optarg;
+        switch (ch) {
+        case P_PLAN: break;
+        case P_INIT: init = v; break;
+        case P_RANKS: bad = parse_i64(v, 1, &ranks); break;
+        case P_SEQ: bad = parse_i64(v, 1, &seq); break;
+        case P_BATCH: bad = parse_i64(v, 1, &batch); break;
+        case P_ACCUM: bad = parse_i64(v, 1, &accum); break;
+        case P_ZERO: bad = parse_i64(v, 0, &zero) || zero > 3; break;
+        case P_CHUNK: bad = parse_i64(v, 1, &chunk); break;
+        case P_GPUMEM: bad = parse_f64(v, &gib) || !(gib > 0); break;
+        case P_OFFLOAD: offload = true; break;
+        case P_JSON: json = true; break;
+        case P_CKPT: ckpt = true; break;
+        case P_OFFLOAD_ACTS: ckpt = xhost = true; break;
+        case 'd': bad = strcmp(v, "cuda") != 0; break;   /* the plan is the GPU trainer's */
+        case 'h': fputs(cli_find("train")->usage, stdout); return EXIT_OK;
+        default:
+            return cli_usage_error("train", "--plan takes --init CONFIG --ranks N --seq T --batch B --zero 0-3 "
+                                            "[--grad-accum A] [--checkpoint-layers] [--ce-chunk N] [--offload-optimizer] [--offload-activations] "
+                                            "[--gpu-memory GIB] [--json]; not '%s'", argv[optind - 1]);
+        }
+        if (bad) return cli_usage_error("train", "bad value '%s' for --plan's %s", v, argv[optind - 2]);
+    }
+    if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!init) return cli_usage_error("train", "--plan needs --init CONFIG.json (or --model DIR)");
+    if (!seq) return cli_usage_error("train", "--plan needs --seq T");
+    mc_config cfg;
+    if (mc_load(init, &cfg)) return cli_fail("train --plan");
+    gp_plan p;
+    int ck = xhost ? GP_CKPT_HOST : ckpt ? GP_CKPT_LAYERS : GP_CKPT_NONE;
+    if (gp_plan_init_config(&p, &cfg, seq * batch, ck, chunk, accum, NULL)) return cli_fail("train --plan");
+    int level = ranks > 1 ? (int)(zero >= 0 ? zero : 1) : 0;
+    zr_layout z;
+    zr_layout_init(&z, p.n, 0, (int)ranks, level);
+    gp_mem mem;
+    gp_rank_memory(&p, &z, offload, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    size_t cap = (size_t)(gib * 1073741824.0);
+    bool fits = mem.total <= cap;
+    if (json) {
+        json_t *o = json_object(), *rows = json_object();
+        for (size_t i = 0; i < sizeof PLAN_ROWS / sizeof *PLAN_ROWS; i++)
+            json_object_set_new(rows, PLAN_ROWS[i].key, json_integer((json_int_t) * (size_t *)((char *)&mem + PLAN_ROWS[i].off)));
+        json_object_set_new(o, "per_rank_bytes", rows);
+        json_object_set_new(o, "total_bytes", json_integer((json_int_t)mem.total));
+        json_object_set_new(o, "gpu_memory_bytes", json_integer((json_int_t)cap));
+        json_object_set_new(o, "fits", json_boolean(fits));
+        char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        if (txt) printf("%s\n", txt);
+        free(txt);
+    } else {
+        const double G = 1073741824.0;
+        printf("%s: %lld parameters (GPU layout %lld), %lld rank(s), ZeRO-%d%s, %lld tokens per micro-batch (%lld × %lld)%s\n",
+               init, (long long)mc_param_count(&cfg, false), (long long)p.n, (long long)ranks, level,
+               offload ? ", optimizer state offloaded to the host" : "", (long long)(seq * batch), (long long)batch,
+               (long long)seq, xhost ? ", layers checkpointed, their inputs in host memory" : ckpt ? ", layers checkpointed" : "");
+        for (size_t i = 0; i < sizeof PLAN_ROWS / sizeof *PLAN_ROWS; i++) {
+            size_t b = *(size_t *)((char *)&mem + PLAN_ROWS[i].off);
+            if (b) printf("  %-46s %9.2f GiB\n", PLAN_ROWS[i].text, (double)b / G);
+        }
+        printf("  %-46s %9.2f GiB of %.2f GiB: %s\n", "total per rank", (double)mem.total / G, gib,
+               fits ? "fits" : "does not fit");
+        if (mem.host) printf("  %-46s %9.2f GiB\n", "pinned host memory per rank", (double)mem.host / G);
+        printf("  (not counted: the CUDA context and cuBLAS/NCCL workspaces, about 0.5-1 GiB)\n");
+    }
+    gp_plan_free(&p);
+    return fflush(stdout) ? EXIT_RUNTIME : EXIT_OK;
 }
 
 static int load_model(const train_args *a, sm_model **m) {
@@ -364,6 +477,8 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
 /* Under mpirun every rank runs this; rank 0 alone prints progress, writes the log and the
  * checkpoints, and reports errors that every rank meets alike (usage, data, model). */
 int cmd_train(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)   /* --plan: arithmetic only, no data, model, device or ranks */
+        if (!strcmp(argv[i], "--plan")) return plan_main(argc, argv);
     rt_comm *comm;
     if (comm_open(COMM_AUTO, &comm)) return cli_fail("train");
     int rank = comm_rank(comm), saved = -1;

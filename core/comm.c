@@ -182,6 +182,37 @@ int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_co
     return rc;
 }
 
+int comm_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root) {
+    if (root < 0 || root >= c->size) return rt_fail(RT_EINVAL, "reduce root %d is not a rank (size %d)", root, c->size);
+    NCCL_DISPATCH(nccl_reduce(c, send, recv, count, dt, op, root));
+    size_t es = rt_dtype_size(dt), P = (size_t)c->size;
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int rc = mpi_type(dt, &t);
+    if (rc) return rc;
+    if (dt == RT_DT_U8) return rt_fail(RT_EUNSUPPORTED, "reductions on U8 are not supported");
+    if (c->backend == COMM_SINGLE || P == 1) {
+        if (send != recv) memmove(recv, send, count * es);
+        return 0;
+    }
+    /* the root gathers a block of every rank's input and reduces it in rank order */
+    size_t blk = count < ((size_t)1 << 20) ? count : (size_t)1 << 20;
+    int me = c->rank == root;
+    unsigned char *all = me && blk ? rt_malloc(P * blk * es) : NULL;
+    int32_t ok = !me || !blk || all != NULL;
+    if ((rc = comm_allreduce(c, &ok, &ok, 1, RT_DT_I32, COMM_MIN))) { free(all); return rc; }
+    if (!ok) { free(all); return rt_fail(RT_ENOMEM, "reduce: %zu bytes at the root", P * blk * es); }
+    for (size_t at = 0; at < count && !rc; at += blk) {
+        size_t n = count - at < blk ? count - at : blk;
+        int e = MPI_Gather((const unsigned char *)send + at * es, (int)n, t, all, (int)n, t, root, c->mpi);
+        if (e != MPI_SUCCESS) { free(all); MPI_TRY(e); }
+        if (!me) continue;
+        for (size_t r = 1; r < P && !rc; r++) rc = accumulate(all, all + r * n * es, n, dt, op);
+        if (!rc) memcpy((unsigned char *)recv + at * es, all, n * es);
+    }
+    free(all);
+    return rc;
+}
+
 int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
     NCCL_DISPATCH(nccl_allgather(c, send, recv, send_count, dt));
     MPI_Datatype t = MPI_DATATYPE_NULL;

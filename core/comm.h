@@ -66,6 +66,10 @@ int comm_sync(rt_comm *c);
 int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
 /* send: size × recv_count elements; rank r receives the reduction of block r. */
 int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op);
+/* Rank `root` receives the reduction of every rank's send [count] in recv (significant at the
+ * root only; NULL elsewhere is fine; recv == send in place). Host backends: rank-ordered as
+ * above, through the root in blocks of at most 2^20 elements. */
+int comm_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root);
 /* recv: size × send_count elements, rank r's block at r × send_count. */
 int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
 /* recv (significant at root only; NULL elsewhere is fine): size × send_count elements,

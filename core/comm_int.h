@@ -31,6 +31,7 @@ int nccl_open(rt_comm *host, int device, void *stream, rt_comm *c);
 void nccl_close(rt_comm *c);
 int nccl_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
 int nccl_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op);
+int nccl_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root);
 int nccl_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
 int nccl_gather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt, int root);
 int nccl_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,

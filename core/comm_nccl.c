@@ -115,6 +115,17 @@ int nccl_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_co
     return 0;
 }
 
+int nccl_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root) {
+    ncclDataType_t t = ncclFloat32;
+    ncclRedOp_t o = ncclSum;
+    int rc = nccl_type(dt, &t);
+    if (!rc) rc = nccl_op(dt, op, &o);
+    if (rc) return rc;
+    /* recvbuff is read at the root only; elsewhere send stands in for a NULL recv */
+    NCCL_TRY(ncclReduce(send, c->rank == root ? recv : (void *)send, count, t, o, root, NC(c), ST(c)));
+    return 0;
+}
+
 int nccl_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
     ncclDataType_t t = ncclFloat32;
     int rc = nccl_type(dt, &t);

@@ -83,7 +83,7 @@ static const opt_def TRAIN[] = {
     {"adam-eps", T_NUM, 0},     {"clip", T_NUM, 0},            {"seed", T_INT, 0},          {"out", T_STR, F_OUT},
     {"save-every", T_INT, 0},   {"dtype", T_STR, 0},           {"log", T_STR, F_LOG},       {"threads", T_INT, 0},
     {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0},
-    {"overwrite", T_BOOL, 0}, END};
+    {"overwrite", T_BOOL, 0},   {"offload-optimizer", T_BOOL, 0}, {"offload-activations", T_BOOL, 0}, END};
 static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},

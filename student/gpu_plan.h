@@ -22,8 +22,8 @@
  * segments: int32, contiguous so one copy uploads them), inv_freq, per-micro-batch losses.
  *
  * gp_plan_init returns RT_EUNSUPPORTED for shapes the kernels do not take (hd ∉ {64, 128},
- * D or F not a multiple of 8, D > 16384, Hq not a multiple of Hkv, partial bias groups),
- * RT_ENOMEM. gp_plan_free releases the arrays (a zeroed plan is fine).
+ * D or F not a multiple of 8, D > 16384, Hq not a multiple of Hkv, partial bias groups, no
+ * layers), RT_ENOMEM. gp_plan_free releases the arrays (a zeroed plan is fine).
  */
 #ifndef RT_STUDENT_GPU_PLAN_H
 #define RT_STUDENT_GPU_PLAN_H
@@ -32,10 +32,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/model_config.h"
 #include "student/model.h"
 #include "student/zero.h"
 
 #define GP_ALIGN 256   /* bytes, every activation buffer */
+enum { GP_CKPT_NONE = 0, GP_CKPT_LAYERS = 1, GP_CKPT_HOST = 2 };   /* gp_plan_init's ckpt */
+#define GP_X_SLOTS 3   /* GP_CKPT_HOST: device slots of the layer inputs */
 
 typedef struct {   /* GPU flat offsets (elements); −1 when absent */
     int64_t attn_norm, wqkv, bqkv, wo, bo, mlp_norm, wgu, bgu, wd, bd;
@@ -56,10 +59,15 @@ typedef struct {
     size_t n_tensors;
     int64_t *off;             /* [n_tensors] */
     int64_t embed, norm_f, lm_head;   /* lm_head == embed when tied */
-    gp_layer_off *layers;     /* [L] */
+    gp_layer_off *layers;     /* [L]; NULL in a plan from a config */
+    /* units (ZeRO-2/3 buckets and gathers): E = [0, e_len) the embedding, layer l =
+     * [e_len + l·layer_len, +layer_len), H = [n − h_len, n) the final norm and untied head */
+    int64_t e_len, layer_len, h_len;
+    bool tied;
     /* activations */
     int64_t T, ce_chunk;
     bool ckpt;
+    bool x_host;              /* the layer inputs live in host memory; x[l] is slot l % GP_X_SLOTS */
     size_t *x;                /* [L + 1] */
     gp_layer_acts *keep;      /* [ckpt ? 1 : L] */
     size_t tmp, out, hf, rstd_f, dres, dxn, dqkv, datt, dgu, dact;
@@ -70,8 +78,17 @@ typedef struct {
     size_t x_bytes, keep_bytes, act_bytes;   /* the layer inputs; one kept set; the whole arena */
 } gp_plan;
 
-int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, bool ckpt, int64_t ce_chunk, int64_t loss_slots,
+/* ckpt: GP_CKPT_NONE (every layer's set kept), GP_CKPT_LAYERS (one set, recomputed), or
+ * GP_CKPT_HOST (as LAYERS, and the layer inputs x[0..L) kept in host memory: on the device
+ * GP_X_SLOTS buffers, x[l] in slot l % GP_X_SLOTS, streamed out in the forward and back in
+ * the backward by the trainer). */
+int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                  const gp_ws_sizes *ws);
+/* The same plan from a config alone (nothing the size of the model is allocated): dims,
+ * n, units and the arena; no per-tensor offsets (off, layers NULL). For --plan. ws NULL:
+ * gp_ws_estimate's sizes (the sum of squares over the CPU layout's length, as the trainer). */
+int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
+                        const gp_ws_sizes *ws);
 void gp_plan_free(gp_plan *p);
 /* The kept set layer l reads (set 0 for every layer with checkpointing). */
 const gp_layer_acts *gp_acts_of(const gp_plan *p, int64_t l);
@@ -83,15 +100,43 @@ int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V);
 /* cpu: the model's flat layout [m->n_params ≥]; gpu: [p->n ≥] (gaps left untouched). */
 void gp_to_gpu(const gp_plan *p, const sm_model *m, const float *cpu, float *gpu);
 void gp_from_gpu(const gp_plan *p, const sm_model *m, const float *gpu, float *cpu);
+/* part [len ≥]: GPU flat elements [lo, lo + len) of gp_to_gpu's result (gaps untouched). */
+void gp_to_gpu_range(const gp_plan *p, const sm_model *m, const float *cpu, float *part, int64_t lo, int64_t len);
 
-/* Device memory of a run, in bytes, by term (the terms of bench/train_gpu_mem.py). */
+/* Device memory of one rank, in bytes, by component (what gt_create allocates, and what
+ * `retort train --plan` prints). z: the ZeRO layout over p->n (level 0 when one rank).
+ *   weights    bf16 parameters: 2·padded; ZeRO-3: the rank's shard, 2·S
+ *   master     f32 master weights of the state the rank keeps (zr_state_len): 4·state; 0 offloaded
+ *   moments    AdamW m and v: 8·state; 0 offloaded
+ *   grads      f32 gradient: the whole 4·padded (levels 0, 1); ZeRO-2/3: the rank's reduced shard
+ *              4·S, or 0 offloaded (the shard then lives in host memory with the optimizer)
+ *   buckets    ZeRO-2/3: the backward's per-unit f32 buckets, reduced as soon as a unit is done:
+ *              4·(A + B), A = gp_bucket_a (the embedding; untied: or the head), B = gp_bucket_l
+ *              (a layer; tied: or the final norm)
+ *   gathered   ZeRO-3: bf16 gather buffers, two of a layer (the one computed, the next prefetched)
+ *              and one of the embedding / head: 2·(2B + A)
+ *   acts       the arena's activations (gp_plan's x, kept sets, transients)
+ *   workspace  the arena's kernel scratch, batch, inv_freq, losses
+ *   ce         the cross-entropy workspace of one chunk (gp_ce_ws_estimate)
+ *   host       pinned host bytes: offload, master and moments (12·state), ZeRO-2/3 the
+ *              gradient shard (4·S), and two staging chunks of gp_offload_chunk elements
+ *              (levels 0, 1: the gradient coming down, f32, and the bf16 going up; else bf16);
+ *              GP_CKPT_HOST, the layer inputs x[0..L) (2·L·T·D)
+ * Not counted: the CUDA context, cuBLAS and NCCL workspaces (≈ 0.5–1 GiB). */
 typedef struct {
-    size_t weights, master, moments, grads, acts, ce, total;
+    size_t weights, master, moments, grads, buckets, gathered, acts, workspace, ce, total, host;
 } gp_mem;
-/* z: the ZeRO layout over p->n; ce_ws: the cross-entropy workspace's bytes. */
-void gp_plan_memory(const gp_plan *p, const zr_layout *z, size_t ce_ws, gp_mem *out);
-/* The cross-entropy workspace's bytes as kernels/cuda/loss.cu sizes it, cuBLASLt workspaces
- * aside (an estimate for planning; the measured peak is what the trainer reports). */
+void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t ce_ws, gp_mem *out);
+int64_t gp_bucket_a(const gp_plan *p);
+/* offload: elements per staged chunk of a state of `state` elements: ⅛ of it, rounded up to
+ * 16, within [4096, 2^22] (16 MiB of f32) */
+int64_t gp_offload_chunk(int64_t state);
+int64_t gp_bucket_l(const gp_plan *p);
+/* The cross-entropy workspace's bytes as kernels/cuda/loss.cu allocates it (cuBLASLt
+ * workspaces aside). */
 size_t gp_ce_ws_estimate(int64_t chunk, int64_t V, int64_t D);
+/* The kernels' scratch as kernels/cuda/{norm,attention,optim}.cu size it, for a plan made
+ * without CUDA (the trainer asks the CUDA functions themselves). n: the sum of squares' length. */
+gp_ws_sizes gp_ws_estimate(int64_t T, int64_t D, int64_t Hq, int64_t n);
 
 #endif

@@ -25,9 +25,11 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #ifndef RT_FAKE_CUDA   /* tests/unit/test_gpu_train_fake.c stands the runtime and kernels in on the CPU */
 #include <cuda_runtime.h>
 #endif
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "kernels/act.h"
@@ -60,23 +62,46 @@ struct gt_trainer {
     sd_data *d;
     tr_options o;
     rt_comm *host, *nccl;  /* nccl: NULL with one rank */
+    rt_comm *nccl_side;    /* ZeRO-3: the gathers' communicator, on the side stream */
     zr_layout z;
     int64_t mbase;         /* first element of the state this rank keeps */
+    bool sharded, z3;      /* ZeRO-2/3 with P > 1: per-unit buckets, a gradient shard; ZeRO-3: a weight shard */
     gp_plan p;
+    gp_mem mem;            /* what is allocated below (gp_rank_memory) */
     int64_t N, T, step;
     sd_position pos;
-    cudaStream_t stream;
+    cudaStream_t stream, side;   /* side: ZeRO-3 gathers (prefetch) */
     mm_cuda_ctx *mm;
     ce_cuda_ws *ce;
     /* device */
-    uint16_t *wb;          /* [padded] bf16 weights */
-    float *g;              /* [padded] f32 gradients */
-    float *master, *m1, *m2;   /* [zr_state_len] */
+    uint16_t *wb;          /* bf16 weights: [padded]; ZeRO-3: [S], this rank's shard */
+    float *g;              /* f32 gradient: [padded]; ZeRO-2/3: [S], this rank's reduced shard */
+    float *ga, *gl;        /* ZeRO-2/3 buckets: [gp_bucket_a], [gp_bucket_l] */
+    uint16_t *wbuf[3];     /* ZeRO-3 gather buffers: two layers ([gp_bucket_l]), the embedding / head ([gp_bucket_a]) */
+    float *master, *m1, *m2;   /* [zr_state_len]: device, or pinned host memory (offload) */
+    float *hgrad;          /* offload: pinned [2·chunk], gradient chunks brought down (levels 0, 1) */
+    float *gh;             /* offload with ZeRO-2/3: pinned [S], the rank's reduced gradient shard
+                            * (then t->g is not allocated) */
+    int64_t mb;            /* the micro-batch being computed (0-based, in the step) */
+    uint16_t *hbf;         /* offload: pinned [2·chunk], bf16 chunks going up */
+    int64_t chunk;         /* offload: elements per staged chunk */
+    tp_pool *pool;         /* offload: the host AdamW's threads */
+    cudaEvent_t staged[2];
     char *arena;           /* activations (student/gpu_plan.h) */
+    /* units (0: embedding, 1 + l: layer l, L + 1: final norm and head): where each unit's
+     * weights (ZeRO-3) and gradient bucket (ZeRO-2/3) are now; NULL when nowhere */
+    uint16_t **wres;
+    int *wslot;            /* the gather buffer holding it (ZeRO-3) */
+    float **gres;
     /* host */
     int32_t *tokens, *doc_start, *posi, *target;   /* [A, T] of the step */
     int32_t *pinned[2];    /* [7T + 1] each */
     cudaEvent_t copied[2];
+    cudaEvent_t ready[3], main_done;   /* ZeRO-3: a gather buffer filled; the trainer's stream's work so far */
+    /* offload_activations: the layer inputs x[0..L) in pinned host memory, streamed on xs */
+    uint16_t *xh;          /* [L, T, D] */
+    cudaStream_t xs;
+    cudaEvent_t x_out[GP_X_SLOTS], x_in[GP_X_SLOTS], x_made;
     bool ev_made;
     double peak_gib;
     float eps, scale_attn;
@@ -93,7 +118,6 @@ int gt_check_device(void) {
 #define BF(off) ((uint16_t *)(t->arena + (off)))
 #define F4(off) ((float *)(t->arena + (off)))
 #define I4(off) ((int32_t *)(t->arena + (off)))
-#define OPT(base, off) ((off) >= 0 ? (base) + (off) : NULL)
 
 static void note_memory(gt_trainer *t) {
     size_t fr = 0, tot = 0;
@@ -103,21 +127,161 @@ static void note_memory(gt_trainer *t) {
     }
 }
 
-/* The host model's f32 weights (CPU layout) into the device: bf16 weights everywhere, this
- * rank's master part. The gradient buffer is the staging area. */
+/* ---- units, shards and where a weight or gradient is ---------------------------------- */
+
+static int unit_count(const gt_trainer *t) { return (int)t->p.L + 2; }
+static int64_t unit_lo(const gt_trainer *t, int u) {
+    const gp_plan *p = &t->p;
+    return u == 0 ? 0 : u <= p->L ? p->e_len + (u - 1) * p->layer_len : p->n - p->h_len;
+}
+static int64_t unit_len(const gt_trainer *t, int u) {
+    const gp_plan *p = &t->p;
+    return u == 0 ? p->e_len : u <= p->L ? p->layer_len : p->h_len;
+}
+static int unit_of(const gt_trainer *t, int64_t off) {
+    const gp_plan *p = &t->p;
+    if (off < p->e_len) return 0;
+    if (off >= p->n - p->h_len) return (int)p->L + 1;
+    return 1 + (int)((off - p->e_len) / p->layer_len);
+}
+
+/* The bf16 weights at GPU flat offset off (−1: NULL): the whole copy, or (ZeRO-3) the unit's
+ * gathered buffer. */
+static const uint16_t *W(const gt_trainer *t, int64_t off) {
+    if (off < 0) return NULL;
+    if (!t->z3) return t->wb + off;
+    int u = unit_of(t, off);
+    assert(t->wres[u]);
+    return t->wres[u] + (off - unit_lo(t, u));
+}
+
+/* The f32 gradient at off (−1: NULL): the whole buffer, or (ZeRO-2/3) the unit's bucket. */
+static float *G(const gt_trainer *t, int64_t off) {
+    if (off < 0) return NULL;
+    if (!t->sharded) return t->g + off;
+    int u = unit_of(t, off);
+    assert(t->gres[u]);
+    return t->gres[u] + (off - unit_lo(t, u));
+}
+
+/* ZeRO-3: the trainer's stream waits until unit u's gather has landed. */
+static int need_unit(gt_trainer *t, int u) {
+    if (!t->z3) return 0;
+    assert(t->wres[u]);
+    CUDA_TRY(cudaStreamWaitEvent(t->stream, t->ready[t->wslot[u]], 0));
+    return 0;
+}
+
+/* ZeRO-3: all-gather unit u's bf16 weights into gather buffer `slot`, on the side stream,
+ * after the trainer's stream's work issued so far (which may still read the buffer's old
+ * unit). Each rank's piece of the unit ([lo, lo+len) ∩ its shard; the flat layout keeps a
+ * unit contiguous, and a unit meets one or a few shards) is broadcast from its owner. */
+static int gather_unit(gt_trainer *t, int u, int slot) {
+    const zr_layout *z = &t->z;
+    uint16_t *buf = t->wbuf[slot];
+    for (int v = 0; v < unit_count(t); v++)
+        if (t->wres[v] == buf) t->wres[v] = NULL;
+    CUDA_TRY(cudaEventRecord(t->main_done, t->stream));
+    CUDA_TRY(cudaStreamWaitEvent(t->side, t->main_done, 0));
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
+    for (int r = (int)(lo / z->shard); r < z->ranks && (int64_t)r * z->shard < hi; r++) {
+        int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
+        int64_t b = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
+        if (a >= b) continue;
+        if (r == z->rank)
+            CUDA_TRY(cudaMemcpyAsync(buf + (a - lo), t->wb + (a - t->mbase), (size_t)(b - a) * 2, cudaMemcpyDeviceToDevice,
+                                     t->side));
+        TRY(comm_broadcast(t->nccl_side, buf + (a - lo), (size_t)(b - a) * 2, RT_DT_U8, r));
+    }
+    CUDA_TRY(cudaEventRecord(t->ready[slot], t->side));
+    t->wres[u] = buf;
+    t->wslot[u] = slot;
+    return 0;
+}
+
+/* ZeRO-2/3: unit u's gradient bucket for one micro-batch's backward: zero, except this rank's
+ * own piece, which starts from its shard (so the reduction below also accumulates over the
+ * step's micro-batches). */
+static int bucket_begin(gt_trainer *t, int u, float *buf) {
+    const zr_layout *z = &t->z;
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
+    CUDA_TRY(cudaMemsetAsync(buf, 0, (size_t)(hi - lo) * 4, t->stream));
+    int64_t a = lo > t->mbase ? lo : t->mbase, b = hi < t->mbase + z->shard ? hi : t->mbase + z->shard;
+    if (a < b && t->gh && t->mb > 0)   /* the shard on the host: up again (the first micro-batch starts from 0) */
+        CUDA_TRY(cudaMemcpyAsync(buf + (a - lo), t->gh + (a - t->mbase), (size_t)(b - a) * 4, cudaMemcpyHostToDevice,
+                                 t->stream));
+    else if (a < b && !t->gh)
+        CUDA_TRY(cudaMemcpyAsync(buf + (a - lo), t->g + (a - t->mbase), (size_t)(b - a) * 4, cudaMemcpyDeviceToDevice,
+                                 t->stream));
+    t->gres[u] = buf;
+    return 0;
+}
+
+/* ZeRO-2/3: unit u's backward is done: each rank's piece of the bucket is reduced over the
+ * ranks into that rank's gradient shard (a reduce-scatter whose parts are the shards' pieces
+ * of the unit: one comm_reduce per owner, most units meeting one or two shards). A shard on
+ * the host (offload) is reduced in the bucket and copied down. */
+static int bucket_end(gt_trainer *t, int u) {
+    const zr_layout *z = &t->z;
+    float *buf = t->gres[u];
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
+    for (int r = (int)(lo / z->shard); r < z->ranks && (int64_t)r * z->shard < hi; r++) {
+        int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
+        int64_t b = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
+        if (a >= b) continue;
+        float *own = r != z->rank ? NULL : t->gh ? buf + (a - lo) : t->g + (a - t->mbase);   /* gh: reduced in place */
+        TRY(comm_reduce(t->nccl, buf + (a - lo), own, (size_t)(b - a), RT_DT_F32, COMM_SUM, r));
+        if (own && t->gh)
+            CUDA_TRY(cudaMemcpyAsync(t->gh + (a - t->mbase), own, (size_t)(b - a) * 4, cudaMemcpyDeviceToHost, t->stream));
+    }
+    t->gres[u] = NULL;
+    return 0;
+}
+
+/* The optimizer state's part [zr_state_len] in or out: device memory, or pinned host memory
+ * when offloaded. */
+static int state_put(gt_trainer *t, float *dst, const float *src, size_t n) {
+    if (t->o.offload_optimizer) memcpy(dst, src, n * 4);
+    else CUDA_TRY(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
+    return 0;
+}
+static int state_get(gt_trainer *t, float *dst, const float *src, size_t n) {
+    if (t->o.offload_optimizer) memcpy(dst, src, n * 4);
+    else CUDA_TRY(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost));
+    return 0;
+}
+
+/* The host model's f32 weights (CPU layout) into the trainer: the bf16 weights (whole, or
+ * this rank's shard) and this rank's master part. Host scratch: the part only where the
+ * weights are sharded too (ZeRO-3), else the whole GPU layout. */
 static int upload_params(gt_trainer *t) {
-    size_t n = (size_t)t->z.padded;
-    float *h = rt_aligned_alloc(64, n * sizeof(float));
-    if (!h) return RT_ENOMEM;
-    memset(h, 0, n * sizeof(float));
-    gp_to_gpu(&t->p, t->m, t->m->params, h);
-    cudaError_t e = cudaMemcpy(t->g, h, n * sizeof(float), cudaMemcpyHostToDevice);
+    size_t ns = (size_t)zr_state_len(&t->z);
+    int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded;
+    float *h = rt_aligned_alloc(64, (size_t)len * sizeof(float));
+    uint16_t *hb = rt_malloc((size_t)len * 2);
+    int rc = h && hb ? 0 : RT_ENOMEM;
+    if (!rc) {
+        memset(h, 0, (size_t)len * sizeof(float));
+        gp_to_gpu_range(&t->p, t->m, t->m->params, h, lo, len);
+        cvt_f32_to_bf16(h, hb, (size_t)len);
+        cudaError_t e = cudaMemcpy(t->wb, hb, (size_t)len * 2, cudaMemcpyHostToDevice);
+        rc = e == cudaSuccess ? state_put(t, t->master, h + (t->mbase - lo), ns)
+                              : rt_fail(RT_EINTERNAL, "uploading the weights: %s", cudaGetErrorString(e));
+    }
     free(h);
-    CUDA_TRY(e);
-    TRY(cvt_f32_to_bf16_cuda(t->g, t->wb, n, t->stream));
-    CUDA_TRY(cudaMemcpyAsync(t->master, t->g + t->mbase, (size_t)zr_state_len(&t->z) * sizeof(float),
-                             cudaMemcpyDeviceToDevice, t->stream));
-    CUDA_TRY(cudaStreamSynchronize(t->stream));
+    free(hb);
+    return rc;
+}
+
+static int alloc_dev(void **p, size_t bytes) {
+    CUDA_TRY(cudaMalloc(p, bytes ? bytes : 16));
+    return 0;
+}
+static int alloc_state(gt_trainer *t, float **p, size_t n) {
+    if (t->o.offload_optimizer) CUDA_TRY(cudaMallocHost((void **)p, n * 4));
+    else CUDA_TRY(cudaMalloc((void **)p, n * 4));
+    if (t->o.offload_optimizer) memset(*p, 0, n * 4);
+    else CUDA_TRY(cudaMemset(*p, 0, n * 4));
     return 0;
 }
 
@@ -127,30 +291,65 @@ static int create_device(gt_trainer *t) {
     if (ndev > 0) dev %= ndev;
     CUDA_TRY(cudaSetDevice(dev));
     CUDA_TRY(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking));
+    CUDA_TRY(cudaStreamCreateWithFlags(&t->side, cudaStreamNonBlocking));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->copied[i], cudaEventDisableTiming));
+    for (int i = 0; i < 3; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->ready[i], cudaEventDisableTiming));
+    for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->staged[i], cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&t->main_done, cudaEventDisableTiming));
     t->ev_made = true;
-    if (t->host && comm_size(t->host) > 1) TRY(comm_open_nccl(t->host, dev, t->stream, &t->nccl));
+    if (t->o.offload_activations) {
+        CUDA_TRY(cudaStreamCreateWithFlags(&t->xs, cudaStreamNonBlocking));
+        for (int i = 0; i < GP_X_SLOTS; i++) {
+            CUDA_TRY(cudaEventCreateWithFlags(&t->x_out[i], cudaEventDisableTiming));
+            CUDA_TRY(cudaEventCreateWithFlags(&t->x_in[i], cudaEventDisableTiming));
+        }
+        CUDA_TRY(cudaEventCreateWithFlags(&t->x_made, cudaEventDisableTiming));
+    }
+    int rank = t->host ? comm_rank(t->host) : 0, P = t->host ? comm_size(t->host) : 1;
+    if (P > 1) TRY(comm_open_nccl(t->host, dev, t->stream, &t->nccl));
+    if (P > 1 && t->o.zero == 3) TRY(comm_open_nccl(t->host, dev, t->side, &t->nccl_side));
     TRY(mm_cuda_ctx_create(&t->mm, 0));
     const sm_model *m = t->m;
     /* the sum of squares runs over at most the GPU layout's length, never more than the
      * model's flat length (gpu_plan.h), which is known before the plan */
     gp_ws_sizes ws = {rmsnorm_bwd_cuda_ws_bytes(t->T, m->D), attn_bwd_cuda_ws_bytes(t->T, m->Hq),
                       vec_sumsq_cuda_ws_bytes((size_t)m->n_params)};
-    TRY(gp_plan_init(&t->p, m, t->T, t->o.checkpoint_layers, t->o.ce_chunk, t->o.grad_accum, &ws));
+    int ck = t->o.offload_activations ? GP_CKPT_HOST : t->o.checkpoint_layers ? GP_CKPT_LAYERS : GP_CKPT_NONE;
+    TRY(gp_plan_init(&t->p, m, t->T, ck, t->o.ce_chunk, t->o.grad_accum, &ws));
     if (t->p.n > m->n_params) return rt_fail(RT_EINTERNAL, "the GPU layout is longer than the model's");
-    int rank = t->host ? comm_rank(t->host) : 0, P = t->host ? comm_size(t->host) : 1;
     zr_layout_init(&t->z, t->p.n, rank, P, P > 1 ? t->o.zero : 0);
+    t->sharded = t->z.level >= 2, t->z3 = t->z.level == 3;
     t->mbase = t->z.level ? (int64_t)rank * t->z.shard : 0;
+    int nu = unit_count(t);
+    t->wres = rt_calloc((size_t)nu, sizeof *t->wres);
+    t->wslot = rt_calloc((size_t)nu, sizeof *t->wslot);
+    t->gres = rt_calloc((size_t)nu, sizeof *t->gres);
+    if (!t->wres || !t->wslot || !t->gres) return RT_ENOMEM;
     TRY(ce_cuda_ws_create(&t->ce, t->p.ce_chunk, m->V, m->D));
-    size_t np = (size_t)t->z.padded, ns = (size_t)zr_state_len(&t->z);
-    CUDA_TRY(cudaMalloc((void **)&t->wb, np * 2));
-    CUDA_TRY(cudaMalloc((void **)&t->g, np * 4));
-    CUDA_TRY(cudaMalloc((void **)&t->master, ns * 4));
-    CUDA_TRY(cudaMalloc((void **)&t->m1, ns * 4));
-    CUDA_TRY(cudaMalloc((void **)&t->m2, ns * 4));
-    CUDA_TRY(cudaMalloc((void **)&t->arena, t->p.act_bytes));
-    CUDA_TRY(cudaMemset(t->m1, 0, ns * 4));
-    CUDA_TRY(cudaMemset(t->m2, 0, ns * 4));
+    gp_rank_memory(&t->p, &t->z, t->o.offload_optimizer, gp_ce_ws_estimate(t->p.ce_chunk, m->V, m->D), &t->mem);
+    size_t ns = (size_t)zr_state_len(&t->z);
+    TRY(alloc_dev((void **)&t->wb, t->mem.weights));
+    if (t->mem.grads) TRY(alloc_dev((void **)&t->g, t->mem.grads));
+    else CUDA_TRY(cudaMallocHost((void **)&t->gh, (size_t)t->z.shard * 4));
+    if (t->sharded) {
+        TRY(alloc_dev((void **)&t->ga, 4 * (size_t)gp_bucket_a(&t->p)));
+        TRY(alloc_dev((void **)&t->gl, 4 * (size_t)gp_bucket_l(&t->p)));
+    }
+    if (t->z3)
+        for (int i = 0; i < 3; i++) TRY(alloc_dev((void **)&t->wbuf[i], 2 * (size_t)(i < 2 ? gp_bucket_l(&t->p) : gp_bucket_a(&t->p))));
+    TRY(alloc_state(t, &t->master, ns));
+    TRY(alloc_state(t, &t->m1, ns));
+    TRY(alloc_state(t, &t->m2, ns));
+    if (t->o.offload_optimizer) {
+        t->chunk = gp_offload_chunk((int64_t)ns);
+        if (!t->gh) CUDA_TRY(cudaMallocHost((void **)&t->hgrad, (size_t)(2 * t->chunk) * 4));
+        CUDA_TRY(cudaMallocHost((void **)&t->hbf, (size_t)(2 * t->chunk) * 2));
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int local = t->host ? comm_local_size(t->host) : 1;
+        TRY(tp_create(cpus / local > 1 ? (int)(cpus / local) : 1, &t->pool));
+    }
+    TRY(alloc_dev((void **)&t->arena, t->p.act_bytes));
+    if (t->o.offload_activations) CUDA_TRY(cudaMallocHost((void **)&t->xh, (size_t)(t->p.L * t->T * m->D) * 2));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
     CUDA_TRY(cudaMemcpy(F4(t->p.inv_freq), m->inv_freq, (size_t)(m->hd / 2) * sizeof(float), cudaMemcpyHostToDevice));
     TRY(upload_params(t));
@@ -161,8 +360,10 @@ static int create_device(gt_trainer *t) {
 int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_trainer **out) {
     *out = NULL;
     int P = host ? comm_size(host) : 1, rc = gt_check_device();
-    if (!rc && (o->batch < 1 || o->grad_accum < 1 || o->steps < 1 || !(o->lr > 0) || o->zero < 0 || o->zero > 2))
-        rc = rt_fail(RT_EINVAL, "batch, grad-accum, steps ≥ 1, lr > 0 and ZeRO 0, 1 or 2 expected");
+    if (!rc && (o->batch < 1 || o->grad_accum < 1 || o->steps < 1 || !(o->lr > 0) || o->zero < 0 || o->zero > 3))
+        rc = rt_fail(RT_EINVAL, "batch, grad-accum, steps ≥ 1, lr > 0 and ZeRO 0, 1, 2 or 3 expected");
+    if (!rc && o->offload_activations && !o->checkpoint_layers)
+        rc = rt_fail(RT_EINVAL, "offloading the layer inputs needs layer checkpointing");
     if (!rc && (int64_t)sd_vocab_size(d) > m->V)
         rc = rt_fail(RT_EINVAL, "the shards use a vocabulary of %u tokens, the model has %lld", sd_vocab_size(d), (long long)m->V);
     if (!rc && P > 1 && (uint64_t)(o->batch * o->grad_accum * P) > sd_num_seqs(d))
@@ -184,6 +385,8 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     t->tokens = rt_malloc(all * 4), t->doc_start = rt_malloc(all * 4), t->posi = rt_malloc(all * 4);
     t->target = rt_malloc(all * 4);
     rc = (!t->tokens || !t->doc_start || !t->posi || !t->target) ? RT_ENOMEM : create_device(t);
+    free(m->grads);   /* the host model's f32 gradient buffer: never used here (4 B/param of host memory) */
+    m->grads = NULL;
     if (rc) {
         gt_free(t);
         return rt_errorf(rc, "setting up the GPU trainer");
@@ -195,18 +398,45 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
 void gt_free(gt_trainer *t) {
     if (!t) return;
     if (t->stream) cudaStreamSynchronize(t->stream);
+    if (t->side) cudaStreamSynchronize(t->side);
+    comm_close(t->nccl_side);
     comm_close(t->nccl);
-    cudaFree(t->wb), cudaFree(t->g), cudaFree(t->master), cudaFree(t->m1), cudaFree(t->m2), cudaFree(t->arena);
+    cudaFree(t->wb), cudaFree(t->g), cudaFree(t->ga), cudaFree(t->gl), cudaFree(t->arena);
+    for (int i = 0; i < 3; i++) cudaFree(t->wbuf[i]);
+    float *st[3] = {t->master, t->m1, t->m2};
+    for (int i = 0; i < 3; i++) {
+        if (!st[i]) continue;
+        if (t->o.offload_optimizer) cudaFreeHost(st[i]);
+        else cudaFree(st[i]);
+    }
+    if (t->hgrad) cudaFreeHost(t->hgrad);
+    if (t->gh) cudaFreeHost(t->gh);
+    if (t->xh) cudaFreeHost(t->xh);
+    if (t->xs) {
+        cudaStreamSynchronize(t->xs);
+        for (int i = 0; i < GP_X_SLOTS; i++) cudaEventDestroy(t->x_out[i]), cudaEventDestroy(t->x_in[i]);
+        cudaEventDestroy(t->x_made);
+        cudaStreamDestroy(t->xs);
+    }
+    if (t->hbf) cudaFreeHost(t->hbf);
     for (int i = 0; i < 2; i++) {
         if (t->pinned[i]) cudaFreeHost(t->pinned[i]);
         if (t->ev_made) cudaEventDestroy(t->copied[i]);
     }
+    if (t->ev_made) {
+        for (int i = 0; i < 3; i++) cudaEventDestroy(t->ready[i]);
+        for (int i = 0; i < 2; i++) cudaEventDestroy(t->staged[i]);
+        cudaEventDestroy(t->main_done);
+    }
+    tp_free(t->pool);
     ce_cuda_ws_free(t->ce);
     mm_cuda_ctx_free(t->mm);
     if (t->stream) cudaStreamDestroy(t->stream);
+    if (t->side) cudaStreamDestroy(t->side);
     gp_plan_free(&t->p);
     sm_free(t->m);
     sd_close(t->d);
+    free(t->wres), free(t->wslot), free(t->gres);
     free(t->tokens), free(t->doc_start), free(t->posi), free(t->target);
     free(t);
 }
@@ -225,32 +455,33 @@ static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
     const gp_plan *p = &t->p;
     const gp_layer_off *w = &p->layers[l];
     const gp_layer_acts *k = gp_acts_of(p, l);
-    int64_t T = t->T, D = p->D, F = p->F, W = p->W, Hq = p->Hq, Hkv = p->Hkv, hd = p->hd, qd = Hq * hd;
+    int64_t T = t->T, D = p->D, F = p->F, W_ = p->W, Hq = p->Hq, Hkv = p->Hkv, hd = p->hd, qd = Hq * hd;
     void *s = t->stream;
-    uint16_t *wb = t->wb, *x = BF(p->x[l]), *qkv = BF(k->qkv);
+    uint16_t *x = BF(p->x[l]), *qkv = BF(k->qkv);
     const int32_t *pos = I4(p->batch) + 2 * T, *ds = I4(p->batch) + T;
     const float *inv = F4(p->inv_freq);
-    attn_cuda_layout lay = {.ld_q = W, .ld_kv = W};
-    if (recompute || l == 0) TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, wb + w->attn_norm, T, D, t->eps, s));
-    TRY(mm_linear_fwd_cuda(t->mm, qkv, BF(k->xn1), wb + w->wqkv, OPT(wb, w->bqkv), T, W, D, s));
-    TRY(rope_apply_cuda_ld(qkv, W, pos, inv, T, Hq, hd, false, s));
-    TRY(rope_apply_cuda_ld(qkv + qd, W, pos, inv, T, Hkv, hd, false, s));
+    attn_cuda_layout lay = {.ld_q = W_, .ld_kv = W_};
+    if (recompute || l == 0) TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, W(t, w->attn_norm), T, D, t->eps, s));
+    TRY(mm_linear_fwd_cuda(t->mm, qkv, BF(k->xn1), W(t, w->wqkv), W(t, w->bqkv), T, W_, D, s));
+    TRY(rope_apply_cuda_ld(qkv, W_, pos, inv, T, Hq, hd, false, s));
+    TRY(rope_apply_cuda_ld(qkv + qd, W_, pos, inv, T, Hkv, hd, false, s));
     TRY(attn_fwd_cuda_ex(BF(k->att), F4(k->lse), qkv, qkv + qd, qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn,
                          &lay, s));
-    TRY(mm_linear_fwd_cuda(t->mm, BF(p->tmp), BF(k->att), wb + w->wo, OPT(wb, w->bo), T, D, qd, s));
-    TRY(rmsnorm_residual_fwd_cuda(BF(k->xn2), F4(k->rstd2), BF(k->mid), x, BF(p->tmp), wb + w->mlp_norm, T, D, t->eps, s));
-    TRY(mm_linear_fwd_cuda(t->mm, BF(k->gu), BF(k->xn2), wb + w->wgu, OPT(wb, w->bgu), T, 2 * F, D, s));
+    TRY(mm_linear_fwd_cuda(t->mm, BF(p->tmp), BF(k->att), W(t, w->wo), W(t, w->bo), T, D, qd, s));
+    TRY(rmsnorm_residual_fwd_cuda(BF(k->xn2), F4(k->rstd2), BF(k->mid), x, BF(p->tmp), W(t, w->mlp_norm), T, D, t->eps, s));
+    TRY(mm_linear_fwd_cuda(t->mm, BF(k->gu), BF(k->xn2), W(t, w->wgu), W(t, w->bgu), T, 2 * F, D, s));
     TRY(swiglu_fwd_cuda(BF(k->act), BF(k->gu), BF(k->gu) + F, T, F, 2 * F, s));
     if (recompute) return 0;
-    TRY(mm_linear_fwd_cuda(t->mm, BF(p->out), BF(k->act), wb + w->wd, OPT(wb, w->bd), T, D, F, s));
+    TRY(mm_linear_fwd_cuda(t->mm, BF(p->out), BF(k->act), W(t, w->wd), W(t, w->bd), T, D, F, s));
     /* x[l+1] = mid + out, fused with the next norm: the final norm for the last layer (its
      * output and rstd are kept for the head), else layer l+1's first norm into its kept set
      * (with checkpointing that is set 0 again: this layer is done reading its xn1 and rstd1) */
     bool last = l + 1 == p->L;
     const gp_layer_acts *nx = last ? NULL : gp_acts_of(p, l + 1);
+    int64_t nw = last ? p->norm_f : p->layers[l + 1].attn_norm;
+    TRY(need_unit(t, unit_of(t, nw)));   /* ZeRO-3: the next unit, prefetched while this layer ran */
     TRY(rmsnorm_residual_fwd_cuda(last ? BF(p->hf) : BF(nx->xn1), last ? F4(p->rstd_f) : F4(nx->rstd1), BF(p->x[l + 1]),
-                                  BF(k->mid), BF(p->out), wb + (last ? p->norm_f : p->layers[l + 1].attn_norm), T, D,
-                                  t->eps, s));
+                                  BF(k->mid), BF(p->out), W(t, nw), T, D, t->eps, s));
     return 0;
 }
 
@@ -260,38 +491,89 @@ static int layer_bwd(gt_trainer *t, int64_t l) {
     if (p->ckpt) TRY(layer_fwd(t, l, true));
     const gp_layer_off *w = &p->layers[l];
     const gp_layer_acts *k = gp_acts_of(p, l);
-    int64_t T = t->T, D = p->D, F = p->F, W = p->W, Hq = p->Hq, Hkv = p->Hkv, hd = p->hd, qd = Hq * hd;
+    int64_t T = t->T, D = p->D, F = p->F, W_ = p->W, Hq = p->Hq, Hkv = p->Hkv, hd = p->hd, qd = Hq * hd;
     void *s = t->stream;
-    uint16_t *wb = t->wb, *dres = BF(p->dres), *dxn = BF(p->dxn), *qkv = BF(k->qkv), *dqkv = BF(p->dqkv);
-    float *g = t->g;
+    uint16_t *dres = BF(p->dres), *dxn = BF(p->dxn), *qkv = BF(k->qkv), *dqkv = BF(p->dqkv);
     const int32_t *pos = I4(p->batch) + 2 * T, *ds = I4(p->batch) + T;
     const float *inv = F4(p->inv_freq);
-    attn_cuda_layout lay = {.ld_q = W, .ld_kv = W, .ld_dq = W, .ld_dkv = W};
-    TRY(mm_linear_bwd_x_cuda(t->mm, BF(p->dact), false, dres, wb + w->wd, T, D, F, s));
-    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wd, OPT(g, w->bd), dres, BF(k->act), T, D, F, s));
+    attn_cuda_layout lay = {.ld_q = W_, .ld_kv = W_, .ld_dq = W_, .ld_dkv = W_};
+    TRY(mm_linear_bwd_x_cuda(t->mm, BF(p->dact), false, dres, W(t, w->wd), T, D, F, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, G(t, w->wd), G(t, w->bd), dres, BF(k->act), T, D, F, s));
     TRY(swiglu_bwd_cuda(BF(p->dgu), BF(p->dgu) + F, BF(p->dact), BF(k->gu), BF(k->gu) + F, T, F, 2 * F, s));
-    TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, BF(p->dgu), wb + w->wgu, T, 2 * F, D, s));
-    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wgu, OPT(g, w->bgu), BF(p->dgu), BF(k->xn2), T, 2 * F, D, s));
-    TRY(rmsnorm_bwd_cuda(dres, g + w->mlp_norm, dxn, BF(k->mid), wb + w->mlp_norm, F4(k->rstd2), T, D,
+    TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, BF(p->dgu), W(t, w->wgu), T, 2 * F, D, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, G(t, w->wgu), G(t, w->bgu), BF(p->dgu), BF(k->xn2), T, 2 * F, D, s));
+    TRY(rmsnorm_bwd_cuda(dres, G(t, w->mlp_norm), dxn, BF(k->mid), W(t, w->mlp_norm), F4(k->rstd2), T, D,
                          t->arena + p->norm_ws, s));
-    TRY(mm_linear_bwd_x_cuda(t->mm, BF(p->datt), false, dres, wb + w->wo, T, D, qd, s));
-    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wo, OPT(g, w->bo), dres, BF(k->att), T, D, qd, s));
+    TRY(mm_linear_bwd_x_cuda(t->mm, BF(p->datt), false, dres, W(t, w->wo), T, D, qd, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, G(t, w->wo), G(t, w->bo), dres, BF(k->att), T, D, qd, s));
     TRY(attn_bwd_cuda_ex(dqkv, dqkv + qd, dqkv + qd + Hkv * hd, BF(p->datt), BF(k->att), F4(k->lse), qkv, qkv + qd,
                          qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn, &lay, t->arena + p->attn_ws, s));
-    TRY(rope_apply_cuda_ld(dqkv, W, pos, inv, T, Hq, hd, true, s));
-    TRY(rope_apply_cuda_ld(dqkv + qd, W, pos, inv, T, Hkv, hd, true, s));
-    TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, dqkv, wb + w->wqkv, T, W, D, s));
-    TRY(mm_linear_bwd_w_cuda(t->mm, g + w->wqkv, OPT(g, w->bqkv), dqkv, BF(k->xn1), T, W, D, s));
-    TRY(rmsnorm_bwd_cuda(dres, g + w->attn_norm, dxn, BF(p->x[l]), wb + w->attn_norm, F4(k->rstd1), T, D,
+    TRY(rope_apply_cuda_ld(dqkv, W_, pos, inv, T, Hq, hd, true, s));
+    TRY(rope_apply_cuda_ld(dqkv + qd, W_, pos, inv, T, Hkv, hd, true, s));
+    TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, dqkv, W(t, w->wqkv), T, W_, D, s));
+    TRY(mm_linear_bwd_w_cuda(t->mm, G(t, w->wqkv), G(t, w->bqkv), dqkv, BF(k->xn1), T, W_, D, s));
+    TRY(rmsnorm_bwd_cuda(dres, G(t, w->attn_norm), dxn, BF(p->x[l]), W(t, w->attn_norm), F4(k->rstd1), T, D,
                          t->arena + p->norm_ws, s));
     return 0;
 }
 
+/* ZeRO-3 gather buffers: layer l in slot l % 2; the final norm (with a tied head: alone, in
+ * the layer slot the last layer leaves free) or the embedding and the untied head in slot 2. */
+static int slot_of(const gt_trainer *t, int u) {
+    int L = (int)t->p.L;
+    if (u == 0) return 2;
+    if (u <= L) return (u - 1) % 2;
+    return t->p.tied ? L % 2 : 2;
+}
+static int prefetch(gt_trainer *t, int u) {
+    if (!t->z3) return 0;
+    int slot = slot_of(t, u);
+    if (t->wres[u] == t->wbuf[slot]) return 0;   /* still there from this step (the update drops them all) */
+    return gather_unit(t, u, slot);
+}
+
+/* offload_activations: x[l] (just formed on the trainer's stream) goes down to the host on xs
+ * (x[L], the final norm's input, stays on the device); before a layer's forward overwrites a
+ * slot, the copy out of the input it held must be done; in the backward x[l] comes back up
+ * while layer l + 1 computes. Slots: x[l] in l % GP_X_SLOTS, so the three newest stay. */
+static int x_down(gt_trainer *t, int64_t l) {
+    if (!t->p.x_host || l >= t->p.L) return 0;
+    size_t n = (size_t)(t->T * t->p.D);
+    int k = (int)(l % GP_X_SLOTS);
+    CUDA_TRY(cudaEventRecord(t->x_made, t->stream));
+    CUDA_TRY(cudaStreamWaitEvent(t->xs, t->x_made, 0));
+    CUDA_TRY(cudaMemcpyAsync(t->xh + (size_t)l * n, BF(t->p.x[l]), n * 2, cudaMemcpyDeviceToHost, t->xs));
+    CUDA_TRY(cudaEventRecord(t->x_out[k], t->xs));
+    return 0;
+}
+static int x_slot_free(gt_trainer *t, int64_t l) {   /* x[l] is about to be written */
+    if (t->p.x_host) CUDA_TRY(cudaStreamWaitEvent(t->stream, t->x_out[l % GP_X_SLOTS], 0));
+    return 0;
+}
+/* in the backward: is x[l] still on the device from the forward? */
+static bool x_resident(const gt_trainer *t, int64_t l) { return !t->p.x_host || l + GP_X_SLOTS > t->p.L; }
+static int x_up(gt_trainer *t, int64_t l) {
+    if (l < 0 || x_resident(t, l)) return 0;
+    size_t n = (size_t)(t->T * t->p.D);
+    CUDA_TRY(cudaEventRecord(t->x_made, t->stream));   /* the slot's last reader is issued */
+    CUDA_TRY(cudaStreamWaitEvent(t->xs, t->x_made, 0));
+    CUDA_TRY(cudaMemcpyAsync(BF(t->p.x[l]), t->xh + (size_t)l * n, n * 2, cudaMemcpyHostToDevice, t->xs));
+    CUDA_TRY(cudaEventRecord(t->x_in[l % GP_X_SLOTS], t->xs));
+    return 0;
+}
+static int x_need(gt_trainer *t, int64_t l) {
+    if (!x_resident(t, l)) CUDA_TRY(cudaStreamWaitEvent(t->stream, t->x_in[l % GP_X_SLOTS], 0));
+    return 0;
+}
+
 /* Micro-batch a of the step (host arrays at a·T): pack it into pinned slot a % 2 (waiting for
- * that slot's last copy), upload, forward, loss into loss slot a, backward. */
+ * that slot's last copy), upload, forward, loss into loss slot a, backward. ZeRO-3 gathers
+ * each unit's weights just before it is needed, the next one while the current one computes;
+ * ZeRO-2/3 reduce each unit's gradient bucket as soon as its backward is done. */
 static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     const gp_plan *p = &t->p;
     int64_t T = t->T, D = p->D;
+    int L = (int)p->L, H = L + 1;
     void *s = t->stream;
     int slot = (int)(a & 1);
     CUDA_TRY(cudaEventSynchronize(t->copied[slot]));
@@ -311,21 +593,49 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     const int32_t *order = I4(p->batch) + 5 * T, *seg = I4(p->batch) + 6 * T;
     double *loss = (double *)(t->arena + p->loss) + a;
 
-    TRY(embed_fwd_cuda(BF(p->x[0]), t->wb + p->embed, tok, T, D, s));
-    for (int64_t l = 0; l < p->L; l++) TRY(layer_fwd(t, l, false));
-    if (p->L == 0) return rt_fail(RT_EUNSUPPORTED, "a model without layers");
+    TRY(prefetch(t, 0));
+    TRY(prefetch(t, 1));
+    TRY(need_unit(t, 0));
+    TRY(x_slot_free(t, 0));
+    TRY(embed_fwd_cuda(BF(p->x[0]), W(t, p->embed), tok, T, D, s));
+    TRY(x_down(t, 0));
+    for (int64_t l = 0; l < L; l++) {
+        TRY(prefetch(t, (int)l + 2));   /* the next layer, or after the last one the final norm (and head) */
+        TRY(need_unit(t, (int)l + 1));
+        TRY(x_slot_free(t, l + 1));
+        TRY(layer_fwd(t, l, false));
+        TRY(x_down(t, l + 1));
+    }
+    /* the head: its gradient goes to the embedding's bucket when tied, else to the final
+     * norm's unit, whose bucket also takes the final norm's */
+    int head = p->tied ? 0 : H;
+    if (t->sharded) TRY(bucket_begin(t, head, t->ga));
+    TRY(need_unit(t, head));
     if (n_rows > 0) {
-        TRY(ce_fused_cuda(loss, BF(p->dxn), t->g + p->lm_head, BF(p->hf), t->wb + p->lm_head, target, rows, n_rows, T,
-                          scale, t->ce, s));
+        TRY(ce_fused_cuda(loss, BF(p->dxn), G(t, p->lm_head), BF(p->hf), W(t, p->lm_head), target, rows, n_rows, T, scale,
+                          t->ce, s));
     } else {
         CUDA_TRY(cudaMemsetAsync(loss, 0, sizeof(double), t->stream));
         CUDA_TRY(cudaMemsetAsync(BF(p->dxn), 0, (size_t)(T * D) * 2, t->stream));
     }
+    if (t->sharded && p->tied) TRY(bucket_begin(t, H, t->gl));
     CUDA_TRY(cudaMemsetAsync(BF(p->dres), 0, (size_t)(T * D) * 2, t->stream));
-    TRY(rmsnorm_bwd_cuda(BF(p->dres), t->g + p->norm_f, BF(p->dxn), BF(p->x[p->L]), t->wb + p->norm_f, F4(p->rstd_f), T,
-                         D, t->arena + p->norm_ws, s));
-    for (int64_t l = p->L - 1; l >= 0; l--) TRY(layer_bwd(t, l));
-    TRY(embed_bwd_cuda(t->g + p->embed, BF(p->dres), tok, order, seg, n_seg, T, D, s));
+    TRY(need_unit(t, H));
+    TRY(rmsnorm_bwd_cuda(BF(p->dres), G(t, p->norm_f), BF(p->dxn), BF(p->x[L]), W(t, p->norm_f), F4(p->rstd_f), T, D,
+                         t->arena + p->norm_ws, s));
+    if (t->sharded) TRY(bucket_end(t, H));
+    for (int64_t l = L - 1; l >= 0; l--) {
+        if (l < L - 1) TRY(need_unit(t, (int)l + 1));   /* gathered again (the last ones are still there) */
+        if (l > 0) TRY(prefetch(t, (int)l));            /* layer l − 1 */
+        TRY(x_up(t, l - 1));
+        TRY(x_need(t, l));
+        if (t->sharded) TRY(bucket_begin(t, (int)l + 1, t->gl));
+        TRY(layer_bwd(t, l));
+        if (t->sharded) TRY(bucket_end(t, (int)l + 1));
+    }
+    if (t->sharded && !p->tied) TRY(bucket_begin(t, 0, t->ga));
+    TRY(embed_bwd_cuda(G(t, p->embed), BF(p->dres), tok, order, seg, n_seg, T, D, s));
+    if (t->sharded) TRY(bucket_end(t, 0));
     return 0;
 }
 
@@ -346,7 +656,9 @@ static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
 }
 
 /* The step's gradient: read its sequences, count the targets (all ranks), forward/backward
- * every micro-batch into t->g (zeroed first), sum over the ranks. Losses stay on the device. */
+ * every micro-batch into t->g (zeroed first), sum over the ranks (levels 0, 1: one
+ * all-reduce of the whole gradient after the last micro-batch; ZeRO-2/3: per unit, as the
+ * backward goes). Losses stay on the device. */
 static int step_grads(gt_trainer *t, int64_t *total_out) {
     const zr_layout *z = &t->z;
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks, B = t->o.batch;
@@ -358,15 +670,72 @@ static int step_grads(gt_trainer *t, int64_t *total_out) {
     }
     skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * B * A));
     if (P > 1) TRY(comm_allreduce(t->host, &total, &total, 1, RT_DT_I64, COMM_SUM));
-    CUDA_TRY(cudaMemsetAsync(t->g, 0, (size_t)z->padded * 4, t->stream));
+    if (t->g) CUDA_TRY(cudaMemsetAsync(t->g, 0, t->mem.grads, t->stream));   /* (a host shard is overwritten by micro-batch 0) */
     float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
-    for (int64_t a = 0; a < A; a++) TRY(micro_batch(t, a, scale));
-    /* gradients of all ranks */
-    if (P > 1 && z->level == 2)
-        TRY(comm_reduce_scatter(t->nccl, t->g, t->g + (int64_t)z->rank * z->shard, (size_t)z->shard, RT_DT_F32, COMM_SUM));
-    else if (P > 1)
-        TRY(comm_allreduce(t->nccl, t->g, t->g, (size_t)z->padded, RT_DT_F32, COMM_SUM));
+    for (t->mb = 0; t->mb < A; t->mb++) TRY(micro_batch(t, t->mb, scale));
+    if (P > 1 && !t->sharded) TRY(comm_allreduce(t->nccl, t->g, t->g, (size_t)z->padded, RT_DT_F32, COMM_SUM));
     *total_out = total;
+    return 0;
+}
+
+/* The gradient of state element x (GPU flat offset) and the bf16 weight it updates. */
+static float *grad_at(const gt_trainer *t, int64_t x) { return t->g + (t->sharded ? x - t->mbase : x); }
+static uint16_t *weight_at(const gt_trainer *t, int64_t x) { return t->wb + (t->z3 ? x - t->mbase : x); }
+
+/* AdamW on the elements [a, b) of the state, per tensor part (decay on matrices): on the
+ * device, or (offload) on the host's f32 state with the kernels' CPU twin on the trainer's
+ * pool; g: the gradient of element a (device, or the host staging). */
+static int adamw_range(gt_trainer *t, int64_t a0, int64_t b0, float *g, double lr, double coef) {
+    const sm_model *m = t->m;
+    bool off = t->o.offload_optimizer;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        int64_t o = t->p.off[i];
+        int64_t a = o > a0 ? o : a0, b = o + x->numel < b0 ? o + x->numel : b0;
+        if (a >= b) continue;
+        adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
+                           .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
+        int64_t k = a - t->mbase;
+        float *ga = g + (a - a0);
+        if (off) {
+            if (coef != 1.0) vec_scale(ga, (size_t)(b - a), (float)coef, t->pool);
+            adamw_step(t->master + k, ga, t->m1 + k, t->m2 + k, (size_t)(b - a), &h, t->pool);
+        } else {
+            TRY(adamw_step_cuda(t->master + k, weight_at(t, a), ga, t->m1 + k, t->m2 + k, (size_t)(b - a), &h, (float)coef,
+                                t->stream));
+        }
+    }
+    return 0;
+}
+
+/* The update of [lo, hi). Offloaded, in chunks through two pinned staging slots: with the
+ * gradient on the device (levels 0, 1) chunk k+1's gradient comes down while the host updates
+ * chunk k; the gradient shard on the host (ZeRO-2/3) is read in place; each chunk's bf16
+ * copy then goes up (the trainer's stream keeps the copies in order; the next step starts
+ * after the last one). */
+static int update(gt_trainer *t, double lr, double coef) {
+    const zr_layout *z = &t->z;
+    if (z->hi <= z->lo) return 0;
+    if (!t->o.offload_optimizer) return adamw_range(t, z->lo, z->hi, grad_at(t, z->lo), lr, coef);
+    int64_t C = t->chunk, n = z->hi - z->lo, K = (n + C - 1) / C;
+    for (int64_t k = -1; k < K; k++) {
+        int64_t next = k + 1;
+        if (!t->gh && next < K) {   /* bring chunk k+1 down into slot (k+1) % 2 */
+            int64_t a = z->lo + next * C, len = a + C < z->hi ? C : z->hi - a;
+            CUDA_TRY(cudaMemcpyAsync(t->hgrad + (next & 1) * C, grad_at(t, a), (size_t)len * 4, cudaMemcpyDeviceToHost,
+                                     t->stream));
+            CUDA_TRY(cudaEventRecord(t->staged[next & 1], t->stream));
+        }
+        if (k < 0) continue;
+        int64_t a = z->lo + k * C, len = a + C < z->hi ? C : z->hi - a;
+        /* its gradient is here, and the upload two chunks ago (the same slot) is gone */
+        CUDA_TRY(cudaEventSynchronize(t->staged[k & 1]));
+        TRY(adamw_range(t, a, a + len, t->gh ? t->gh + (a - t->mbase) : t->hgrad + (k & 1) * C, lr, coef));
+        uint16_t *hb = t->hbf + (k & 1) * C;
+        cvt_f32_to_bf16(t->master + (a - t->mbase), hb, (size_t)len);
+        CUDA_TRY(cudaMemcpyAsync(weight_at(t, a), hb, (size_t)len * 2, cudaMemcpyHostToDevice, t->stream));
+        if (t->gh) CUDA_TRY(cudaEventRecord(t->staged[k & 1], t->stream));
+    }
     return 0;
 }
 
@@ -375,8 +744,8 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks;
     TRY(step_grads(t, &total));
     double *dsum = (double *)(t->arena + t->p.sumsq);
-    if (z->hi > z->lo)
-        TRY(vec_sumsq_cuda(dsum, false, t->g + z->lo, (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));
+    if (z->hi > z->lo && !t->gh)
+        TRY(vec_sumsq_cuda(dsum, false, grad_at(t, z->lo), (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));
     else
         CUDA_TRY(cudaMemsetAsync(dsum, 0, sizeof(double), t->stream));
     double losses[64], *hl = A <= 64 ? losses : rt_malloc((size_t)A * sizeof(double)), sumsq = 0, loss_sum = 0;
@@ -387,24 +756,17 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     for (int64_t a = 0; a < A; a++) loss_sum += hl[a];
     if (hl != losses) free(hl);
     CUDA_TRY(e);
+    if (t->gh && z->hi > z->lo) sumsq = vec_sumsq(t->gh + (z->lo - t->mbase), (size_t)(z->hi - z->lo), t->pool);
     if (P > 1) TRY(comm_allreduce(t->host, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM));
     if (P > 1 && z->level > 0) TRY(comm_allreduce(t->host, &sumsq, &sumsq, 1, RT_DT_F64, COMM_SUM));
     double norm = sqrt(sumsq), coef = 1.0;
     if (t->o.clip > 0 && t->o.clip / (norm + 1e-6) < 1.0) coef = t->o.clip / (norm + 1e-6);
     double lr = tr_lr_at(&t->o, t->step);
     t->step++;
-    const sm_model *m = t->m;
-    for (size_t i = 0; i < m->n_tensors; i++) {   /* each tensor's part inside [lo, hi) */
-        const sm_tensor *x = &m->tensors[i];
-        int64_t off = t->p.off[i];
-        int64_t a = off > z->lo ? off : z->lo, b = off + x->numel < z->hi ? off + x->numel : z->hi;
-        if (a >= b) continue;
-        adamw_hparams h = {.lr = lr, .beta1 = t->o.beta1, .beta2 = t->o.beta2, .eps = t->o.eps,
-                           .weight_decay = x->decay ? t->o.weight_decay : 0.0, .step = t->step};
-        TRY(adamw_step_cuda(t->master + (a - t->mbase), t->wb + a, t->g + a, t->m1 + (a - t->mbase), t->m2 + (a - t->mbase),
-                            (size_t)(b - a), &h, (float)coef, t->stream));
-    }
-    if (P > 1 && z->level > 0)
+    TRY(update(t, lr, coef));
+    if (t->z3)   /* the gathered weights are the old ones now */
+        for (int u = 0; u < unit_count(t); u++) t->wres[u] = NULL;
+    if (P > 1 && (z->level == 1 || z->level == 2))
         TRY(comm_allgather(t->nccl, t->wb + (int64_t)z->rank * z->shard, t->wb, (size_t)z->shard, RT_DT_BF16));
     CUDA_TRY(cudaStreamSynchronize(t->stream));
     note_memory(t);
@@ -424,15 +786,11 @@ int gt_step(gt_trainer *t, tr_stats *st) {
  * part is copied down and gathered over the host communicator. */
 static int gather_state(gt_trainer *t, const float *dev, float *full) {
     const zr_layout *z = &t->z;
-    if (z->level == 0 || z->ranks == 1) {
-        if (full) CUDA_TRY(cudaMemcpy(full, dev, (size_t)zr_state_len(z) * 4, cudaMemcpyDeviceToHost));
-        return 0;
-    }
+    if (z->level == 0 || z->ranks == 1) return full ? state_get(t, full, dev, (size_t)zr_state_len(z)) : 0;
     float *own = rt_malloc((size_t)z->shard * 4);
     if (!own) return RT_ENOMEM;
-    cudaError_t e = cudaMemcpy(own, dev, (size_t)z->shard * 4, cudaMemcpyDeviceToHost);
-    int rc = e == cudaSuccess ? comm_gather(t->host, own, full, (size_t)z->shard, RT_DT_F32, 0)
-                              : rt_fail(RT_EINTERNAL, "copying the optimizer state: %s", cudaGetErrorString(e));
+    int rc = state_get(t, own, dev, (size_t)z->shard);
+    if (!rc) rc = comm_gather(t->host, own, full, (size_t)z->shard, RT_DT_F32, 0);
     free(own);
     return rc;
 }
@@ -477,16 +835,15 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
 }
 
 int gt_resume(gt_trainer *t, const char *dir) {
-    size_t nc = (size_t)t->m->n_params, np = (size_t)t->z.padded, ns = (size_t)zr_state_len(&t->z);
-    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(np, 4);
+    size_t nc = (size_t)t->m->n_params, ns = (size_t)zr_state_len(&t->z);
+    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(ns, 4);
     int rc = (!c1 || !c2 || !h) ? RT_ENOMEM : 0;
     if (!rc) rc = tr_resume_external(t->m, c1, c2, t->d, &t->step, &t->pos, dir);
     if (!rc) rc = upload_params(t);
-    for (int k = 0; k < 2 && !rc; k++) {
-        memset(h, 0, np * 4);
-        gp_to_gpu(&t->p, t->m, k ? c2 : c1, h);
-        cudaError_t e = cudaMemcpy(k ? t->m2 : t->m1, h + t->mbase, ns * 4, cudaMemcpyHostToDevice);
-        if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "uploading the optimizer state: %s", cudaGetErrorString(e));
+    for (int k = 0; k < 2 && !rc; k++) {   /* this rank's part of each moment */
+        memset(h, 0, ns * 4);
+        gp_to_gpu_range(&t->p, t->m, k ? c2 : c1, h, t->mbase, (int64_t)ns);
+        rc = state_put(t, k ? t->m2 : t->m1, h, ns);
     }
     free(c1), free(c2), free(h);
     return rc ? rt_errorf(rc, "resuming from %s on the GPU", dir) : 0;

@@ -11,22 +11,44 @@
  * buffer (two, alternating) and copied asynchronously on the trainer's stream.
  *
  * Data parallel (host comm with P > 1): an NCCL communicator over the same ranks
- * (comm_open_nccl, device = local rank). ZeRO levels as student/zero.h over the GPU flat
- * layout: level 0 allreduces the gradient and every rank updates everything; level 1 keeps
- * master weights and moments of its part [S] only, updates it, and all-gathers the bf16
- * weights; level 2 reduce-scatters the gradient instead of allreducing it.
+ * (comm_open_nccl, device = local rank). ZeRO levels over the GPU flat layout, sharded as
+ * student/zero.h says (rank r keeps [r·S, (r+1)·S), S = ⌈n/P⌉ rounded up to 16):
+ *   0  the whole f32 gradient, all-reduced after the step's last micro-batch; every rank
+ *      updates everything (16 B/param);
+ *   1  the same gradient; master weights and moments of the rank's part only, whose bf16
+ *      weights are then all-gathered (2 + 4 + 12/P B/param);
+ *   2  no whole-model gradient: the backward writes each unit's gradient (the embedding, one
+ *      layer, the final norm and untied head: gpu_plan.h's units) into a bucket and, as soon
+ *      as the unit is done, reduces each shard's piece of it to its owner (comm_reduce) into
+ *      the rank's f32 gradient shard [S], which accumulates the micro-batches
+ *      (2 + 16/P B/param, plus two buckets);
+ *   3  as 2, and the bf16 weights are sharded too: a unit's weights are all-gathered (each
+ *      owner broadcasts its piece) into a gather buffer just before its forward and again
+ *      before its backward, the next unit prefetched on a second stream (and NCCL
+ *      communicator) into the other buffer while this one computes; no rank holds the whole
+ *      model's weights or gradient (16/P B/param, plus three gather buffers and two buckets).
+ * With one rank every level is 0. tr_options.offload_optimizer keeps the master weights and
+ * moments of the rank's part in pinned host memory: after the backward the gradient comes
+ * down in chunks, AdamW runs on the host (kernels/cpu, a thread pool of the node's CPUs over
+ * its ranks) while the next chunk comes down, and each chunk's bf16 copy goes back up
+ * (the next step starts when the last one has landed). gt_create allocates exactly
+ * gpu_plan.h's gp_rank_memory (beside the CUDA context and the cuBLAS and NCCL workspaces),
+ * and nothing after.
  *
  * gt_save writes the CPU trainer's checkpoint (tr_save_external: model.safetensors, F32 or
  * BF16, from the f32 master weights; optimizer.safetensors; trainer_state.json), so a GPU
  * checkpoint resumes on the CPU and the other way round; collective, rank 0 writes.
  * gt_resume reads one (every rank). gt_peak_mem_gib: the most device memory seen in use
  * (cudaMemGetInfo after each step; every buffer is allocated up front, so this is the peak).
+ * Host memory: every rank also keeps the model's f32 weights (sm_model's params, 4 B/param;
+ * its gradient buffer is freed by gt_create) and, while starting or resuming, an f32 copy of
+ * the GPU layout (ZeRO-3: of the rank's part only); rank 0 gathers the whole state to save.
  *
  * Ownership: gt_create takes the model and data (freed by gt_free, also on failure); the
  * host comm is borrowed. Nothing is printed.
  * Without CUDA (a CPU-only build) gt_check_device and gt_create return RT_EUNSUPPORTED
  * "built without CUDA". gt_check_device: RT_EUNSUPPORTED when no CUDA device can be used.
- * Errors: RT_EINVAL (options), RT_EUNSUPPORTED (a shape the kernels do not take), RT_ENOMEM
+ * Errors: RT_EINVAL (options: ZeRO 0–3), RT_EUNSUPPORTED (a shape the kernels do not take), RT_ENOMEM
  * (host or device), RT_EINTERNAL (a CUDA, cuBLAS or NCCL call), RT_EFORMAT, RT_EIO.
  */
 #ifndef RT_STUDENT_GPU_TRAIN_H

@@ -80,6 +80,8 @@ typedef struct {
     const char *run_data, *run_model;   /* what the run reads and starts from (the CLI: absolute paths), kept
                                          * in trainer_state.json as "run" so that a rerun can tell its own
                                          * checkpoints from another run's; NULL: not recorded. Borrowed. */
+    bool offload_optimizer;             /* GPU trainer only: master weights and moments in host memory */
+    bool offload_activations;           /* GPU trainer only, with checkpoint_layers: layer inputs in host memory */
 } tr_options;
 
 typedef struct {

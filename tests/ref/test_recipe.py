@@ -25,6 +25,17 @@ from conftest import ROOT, assert_one_error_line, run
 RECIPES = os.path.join(ROOT, "configs", "recipes")
 TINY = os.path.join(RECIPES, "tiny-cpu.yaml")
 
+# issue #22: model -> the GPU student's layout `retort train --plan` says fits 80 GB GPUs at
+# 32k tokens (docs/student.md): ranks, ZeRO level, layer inputs in host memory
+GPU_LAYOUT = {
+    "qwen-1.5b": (1, 0, False),
+    "qwen-7b": (8, 2, False),
+    "qwen-14b": (16, 2, False),
+    "qwen-32b": (16, 3, True),
+    "llama-8b": (8, 2, False),
+    "llama-70b": (32, 3, True),
+}
+
 # issue #9: model -> (initial LR, base model directory)
 PAPER = {
     "qwen-1.5b": (1e-4, "Qwen2.5-Math-1.5B"),
@@ -122,6 +133,10 @@ def test_r1_recipe_resolves_to_the_paper_settings(retort_bin, model, tmp_path):
     assert int(t["batch"]) * int(t.get("grad-accum", 1)) * ranks_of(tl) == 64, (t, tl)
     assert os.path.basename(t["model"]) == base
     assert t["data"] == x["out"]
+    ranks, zero, host_inputs = GPU_LAYOUT[model]
+    assert t["device"] == "cuda" and ranks_of(tl) == ranks and int(t["zero"]) == zero, (t, tl)
+    assert t.get("offload-activations", False) is host_inputs and t["checkpoint-layers"] is True
+    assert "offload-optimizer" not in t
 
     evals = [c[2] for c in cmds if c[1] == "eval"]
     assert {(e["bench"], e["name"].split("-")[0]) for e in evals} == {

@@ -24,7 +24,13 @@ ranks at ZeRO-0/1/2 against the same stand-in at 1 rank reading the same global 
 (batch × grad-accum × ranks sequences a step) — the same sums in another order, so 1e-6 on
 the loss and 1e-5 on the norm — and against the CPU trainer's CLI at the bf16 tolerance;
 its 2-rank ZeRO-1 checkpoint (master weights and moments gathered from the shards) resumes
-on the CPU trainer and continues the CPU run.
+on the CPU trainer and continues the CPU run. The same at ZeRO-2/3 (per-unit gradient
+buckets, gathered weight shards), with the optimizer offloaded, with gradient accumulation
+and for an untied Llama; the stand-in allocator's peak device bytes against `retort train
+--plan` for the same run (5%).
+Everywhere, too: `retort train --plan --json` for Qwen2.5-7B on 8 ranks against the per-rank
+formula of docs/student.md written out here from the config; fits / does not fit; usage
+errors exit 2, configs the GPU trainer cannot take exit 1 with one line.
 Shards come from tests/tools/student_mkshard.
 """
 import json
@@ -96,6 +102,14 @@ def config(tmp_path):
     return str(p)
 
 
+def llama_config(tmp_path):
+    """untied, no biases, 3 layers: the head is a unit of its own (ZeRO-2/3 buckets, gathers)"""
+    p = tmp_path / "llama.json"
+    p.write_text(json.dumps(dict(QWEN64, architectures=["LlamaForCausalLM"], model_type="llama",
+                                 tie_word_embeddings=False, num_hidden_layers=3)))
+    return str(p)
+
+
 COMMON = ["--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--warmup", "2", "--weight-decay", "0.1",
           "--clip", "1.0", "--seed", "5"]
 
@@ -134,6 +148,15 @@ def test_device_takes_cpu_or_cuda(retort_bin, data, tmp_path):
           "--out", str(tmp_path / "c"), "--device", "cpu", "--log", str(tmp_path / "c.jsonl"))
     rows = read_log(tmp_path / "c.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and all("peak_mem_gib" not in r for r in rows)
+
+
+@pytest.mark.parametrize("flags,needle", [(["--zero", "3"], "--device cuda"), (["--offload-optimizer"], "--device cuda"),
+                                         (["--offload-activations"], "--device cuda"), (["--zero", "4"], "--zero")])
+def test_gpu_only_options_without_device_cuda_are_usage_errors(retort_bin, data, tmp_path, flags, needle):
+    p = run([retort_bin, "train", "--init", config(tmp_path), "--data", data, "--batch", "2", "--steps", "1",
+             "--lr", "1e-3", "--out", str(tmp_path / "o"), *flags])
+    assert p.returncode == 2 and needle in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "o")
 
 
 def test_gpu_losses_follow_the_cpu_trainer(retort_bin, data, tmp_path, gpu):
@@ -205,28 +228,41 @@ def fake_dp(tools_dir, ranks, cfg, data, steps, zero, batch, accum, save=None):
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("ranks,zero", [(2, 0), (2, 1), (2, 2), (4, 1), (4, 2)])
-def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, data, tools_dir, tmp_path, ranks, zero):
+@pytest.mark.parametrize("ranks,zero,accum", [(2, 0, 1), (2, 1, 1), (2, 2, 1), (4, 1, 1), (4, 2, 1), (2, "3", 1),
+                                              (4, "3", 1), (2, "2:offload", 1), (2, "3:offload", 1), (2, "2", 2),
+                                              (2, "3:ckpt", 2), (2, "3:offload", 2), (2, "1:offload", 2)])
+def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, data, tools_dir, tmp_path, ranks, zero,
+                                                                 accum):
+    """accum 2: ZeRO-2/3's gradient shard accumulates the micro-batches' reduced buckets, which
+    sums the four micro-batches in another order than one rank does ((a0 + a2) + a1 + a3, not
+    ((a0 + a1) + a2) + a3): the first step's loss and norm still agree at 1e-6 / 1e-5 (a
+    missing accumulation moves the norm by ~30%), but AdamW's first update is ±lr wherever a
+    gradient is ~0 (the k bias), so from step 2 on the runs agree at the bf16 tolerance only
+    (measured 1.2e-5 on the norm at step 2, 1.5e-4 at step 3)."""
     cfg = config(tmp_path)
-    one = fake_dp(tools_dir, 1, cfg, data, 4, 0, 2, ranks)        # one rank, the same global batch
-    dp = fake_dp(tools_dir, ranks, cfg, data, 4, zero, 2, 1)
+    one = fake_dp(tools_dir, 1, cfg, data, 4, 0, 2, ranks * accum)   # one rank, the same global batch
+    dp = fake_dp(tools_dir, ranks, cfg, data, 4, zero, 2, accum)
     assert [r["step"] for r in dp] == [1, 2, 3, 4]
+    reordered = accum > 1 and str(zero)[0] in "23"
     for a, b in zip(one, dp):
         assert a["lr"] == b["lr"] and a["loss_tokens"] == b["loss_tokens"], (a, b)
-        assert close(a["loss"], b["loss"], 1e-6) and close(a["grad_norm"], b["grad_norm"], 1e-5), (a, b)
+        lt, nt = (LOSS_RTOL, GNORM_RTOL) if reordered and a["step"] > 1 else (1e-6, 1e-5)
+        assert close(a["loss"], b["loss"], lt) and close(a["grad_norm"], b["grad_norm"], nt), (a, b)
     # and the CPU trainer (f32) on the same global batch, at the bf16 tolerance
-    train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--grad-accum", str(ranks), "--steps", "4",
+    train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--grad-accum", str(ranks * accum), "--steps", "4",
           "--lr", "3e-3", "--warmup", "2", "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5",
           "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
     assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
 
 
-def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data, tools_dir, tmp_path):
+@pytest.mark.parametrize("zero", ["1", "3", "3:offload"])
+def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data, tools_dir, tmp_path, zero):
     cfg = config(tmp_path)
     common = ["--data", data, "--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--warmup", "2",
               "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5", "--steps", "6"]
-    # 2 ranks, ZeRO-1, 6 steps, the checkpoint after step 3 (master weights and moments gathered)
-    dp = fake_dp(tools_dir, 2, cfg, data, 6, 1, 2, 1, save=[str(tmp_path / "g3"), "3"])
+    # 2 ranks, ZeRO-1/3 (offloaded too), 6 steps, the checkpoint after step 3 (master weights and
+    # moments gathered from the shards)
+    dp = fake_dp(tools_dir, 2, cfg, data, 6, zero, 2, 1, save=[str(tmp_path / "g3"), "3"])
     state = json.load(open(tmp_path / "g3" / "trainer_state.json"))
     assert state["step"] == 3 and state["data"]["cursor"] == 12
     train(retort_bin, "--init", cfg, *common, "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
@@ -236,3 +272,147 @@ def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data
     assert [r["step"] for r in resumed] == [4, 5, 6]
     assert_runs_agree(dp[3:], resumed)                            # continues the stand-in's run
     assert_runs_agree(read_log(tmp_path / "c.jsonl")[3:], resumed)   # and the CPU trainer's
+    # and the sharded stand-in resumes its own checkpoint exactly (the shards' parts uploaded
+    # from the gathered state; the stand-in's kernels and the MPI sums are deterministic)
+    again = fake_dp(tools_dir, 2, cfg, data, 6, zero, 2, 1, save=["--resume", str(tmp_path / "g3")])
+    assert [(r["step"], r["loss"], r["grad_norm"]) for r in again] == [(r["step"], r["loss"], r["grad_norm"]) for r in dp[3:]]
+
+
+# ---- retort train --plan: the GPU trainer's per-rank memory (student/gpu_plan.h) ----
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def al(n, k):
+    return (n + k - 1) // k * k
+
+
+def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
+    """docs/student.md "Per-rank memory plan", from the config's shapes alone (written here
+    from the formula, independently of student/gpu_plan.c)."""
+    D, F, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    Hq, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or D // Hq
+    tied = cfg.get("tie_word_embeddings", False)
+    qwen = cfg["model_type"] == "qwen2"
+    W, qd = (Hq + 2 * Hkv) * hd, Hq * hd
+    a16 = lambda n: al(n, 16)
+    layer = a16(D) + a16(W * D) + (a16(W) if qwen else 0) + a16(qd * D) + a16(D) + a16(2 * F * D) + a16(F * D)
+    E, H = a16(V * D), a16(D) + (0 if tied else a16(V * D))
+    n = E + L * layer + H
+    S = a16(-(-n // ranks))
+    level = zero if ranks > 1 else 0
+    state = n if level == 0 else S
+    A = E if tied else max(E, H)
+    B = max(layer, H) if tied else layer
+    T = seq * batch
+    r = lambda b: al(b, 256)
+    acts = (L + 1) * r(2 * T * D)
+    keep = (r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * Hq) + r(4 * T) + r(2 * T * D) + r(2 * T * D)
+            + r(4 * T) + r(4 * T * F) + r(2 * T * F))
+    acts += keep  # with --checkpoint-layers: one set
+    acts += 3 * r(2 * T * D) + r(4 * T) + 2 * r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * F) + r(2 * T * F)
+    cpu_n = a16(V * D) * (1 if tied else 2) + a16(D) + L * (
+        2 * a16(D) + a16(qd * D) + 2 * a16(Hkv * hd * D) + (a16(qd) + 2 * a16(Hkv * hd) if qwen else 0) + a16(D * qd)
+        + 3 * a16(D * F))
+    ws = (r((T + 15) // 16 * D * 4) + r(T * Hq * 4) + r(((cpu_n + 65535) // 65536 + 1) * 8) + r(4 * (7 * T + 1))
+          + r(4 * (hd // 2)) + r(8 * accum) + r(8))
+    chunk = min(T, max(1, 2**30 // (4 * V)))
+    padded = S * ranks
+    return {
+        "parameters": 2 * (S if level == 3 else padded),
+        "master_weights": 0 if offload else 4 * state,
+        "moments": 0 if offload else 8 * state,
+        "gradients": 0 if offload and level >= 2 else 4 * (S if level >= 2 else padded),   # offloaded: on the host
+        "gradient_buckets": 4 * (A + B) if level >= 2 else 0,
+        "gathered_layers": 2 * (2 * B + A) if level == 3 else 0,
+        "activations": acts,
+        "loss_chunk": chunk * (4 * D + 6 * V + 8),
+        "workspace": ws,
+    }
+
+
+def plan_json(retort_bin, *args):
+    p = run([retort_bin, "train", "--plan", "--json", *args])
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, p.stdout
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("zero,offload", [(2, False), (3, False), (3, True)])
+def test_plan_qwen25_7b_on_8_ranks_follows_the_formula(retort_bin, zero, offload):
+    path = os.path.join(ROOT, "configs", "models", "qwen2.5-7b.json")
+    cfg = json.load(open(path))
+    extra = ["--offload-optimizer"] if offload else []
+    got = plan_json(retort_bin, "--init", path, "--ranks", "8", "--seq", "32768", "--batch", "1", "--zero", str(zero),
+                    "--checkpoint-layers", *extra)
+    want = plan_formula(cfg, 8, 32768, 1, zero, offload)
+    assert got["per_rank_bytes"] == want
+    assert got["total_bytes"] == sum(want.values())
+    assert got["gpu_memory_bytes"] == 80 * 2**30 and got["fits"] is (got["total_bytes"] <= 80 * 2**30)
+    # the headline terms, by hand: 7,615,616,512 parameters (the GPU layout has no gaps here:
+    # every group is a multiple of 16), S = 951,952,064 per rank
+    assert want["master_weights"] in (0, 4 * 951952064)
+    if zero == 3:
+        assert got["per_rank_bytes"]["parameters"] == 2 * 951952064
+    else:
+        assert got["per_rank_bytes"]["parameters"] == 2 * 8 * 951952064
+
+
+def test_plan_says_when_it_does_not_fit_and_exits_0(retort_bin):
+    path = os.path.join(ROOT, "configs", "models", "llama-3.3-70b.json")
+    got = plan_json(retort_bin, "--init", path, "--ranks", "8", "--seq", "32768", "--zero", "2", "--checkpoint-layers")
+    assert got["fits"] is False and got["total_bytes"] > 80 * 2**30
+    got = plan_json(retort_bin, "--init", path, "--ranks", "8", "--seq", "32768", "--zero", "3", "--checkpoint-layers",
+                    "--gpu-memory", "1000")
+    assert got["fits"] is True and got["gpu_memory_bytes"] == 1000 * 2**30
+    p = run([retort_bin, "train", "--plan", "--init", path, "--ranks", "8", "--seq", "32768", "--zero", "2"])
+    assert p.returncode == 0 and "does not fit" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("args", [["--zero", "4"], ["--ranks", "0"], ["--gpu-memory", "x"], ["--data", "d"], []])
+def test_plan_usage_errors_exit_2(retort_bin, args):
+    base = ["--init", os.path.join(ROOT, "configs", "models", "qwen2.5-7b.json")] + ([] if not args else ["--seq", "64"])
+    p = run([retort_bin, "train", "--plan", *base, *args])
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stdout == ""
+
+
+@pytest.mark.parametrize("ranks,zero", [(1, "0"), (2, "2"), (2, "3"), (2, "3:offload"), (2, "1:ckpt"), (2, "1:offload")])
+def test_stand_in_peak_device_bytes_equal_the_plan(retort_bin, data, tools_dir, tmp_path, ranks, zero):
+    """The fake-CUDA trainer's measured peak (rank 0) against --plan for the same run, 5%."""
+    cfg = config(tmp_path)
+    rows = fake_dp(tools_dir, ranks, cfg, data, 2, zero, 2, 1)
+    level = zero.split(":")[0]
+    extra = (["--offload-optimizer"] if "offload" in zero else []) + (["--checkpoint-layers"] if "ckpt" in zero else [])
+    got = plan_json(retort_bin, "--init", cfg, "--ranks", str(ranks), "--seq", "32", "--batch", "2", "--zero", level,
+                    *extra)
+    peak = max(r["peak_device_bytes"] for r in rows)
+    assert abs(peak - got["total_bytes"]) <= 0.05 * got["total_bytes"], (peak, got)
+
+
+@pytest.mark.parametrize("ranks,zero", [(2, "2"), (2, "3"), (4, "3"), (3, "3:offload")])
+def test_untied_llama_on_stand_ins_matches_one_rank_and_the_plan(retort_bin, data, tools_dir, tmp_path, ranks, zero):
+    """The untied head's unit (final norm + lm_head, its own bucket and gather slot) at 2–4
+    ranks (3: shards that cut the units elsewhere) against one rank, and the measured peak
+    against --plan."""
+    cfg = llama_config(tmp_path)
+    one = fake_dp(tools_dir, 1, cfg, data, 3, 0, 2, ranks)
+    dp = fake_dp(tools_dir, ranks, cfg, data, 3, zero, 2, 1)
+    for a, b in zip(one, dp):
+        assert a["loss_tokens"] == b["loss_tokens"], (a, b)
+        assert close(a["loss"], b["loss"], 1e-6) and close(a["grad_norm"], b["grad_norm"], 1e-5), (a, b)
+    extra = ["--offload-optimizer"] if "offload" in zero else []
+    got = plan_json(retort_bin, "--init", cfg, "--ranks", str(ranks), "--seq", "32", "--batch", "2", "--zero",
+                    zero.split(":")[0], *extra)
+    peak = max(r["peak_device_bytes"] for r in dp)
+    assert abs(peak - got["total_bytes"]) <= 0.05 * got["total_bytes"], (peak, got)
+
+
+@pytest.mark.parametrize("cfg,needle", [("tiny-llama.json", "head_dim"), ("deepseek-r1.json", "deepseek_v3"),
+                                        ("absent.json", "absent.json")])
+def test_plan_of_a_config_the_trainer_cannot_take_is_one_line(retort_bin, cfg, needle):
+    p = run([retort_bin, "train", "--plan", "--json", "--init", os.path.join(ROOT, "configs", "models", cfg),
+             "--seq", "64"])
+    assert_one_error_line(p, "train --plan", needle)

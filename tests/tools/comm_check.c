@@ -65,6 +65,32 @@ int main(void) {
             for (int q = 1; q < P; q++) a += val(q, (size_t)r * blk + i);
             EXPECT(g[(size_t)r * blk + i] == a, "allgather block %d[%zu]", r, i);
         }
+    float b0[1] = {0};
+    /* reduce to each root in turn: out of place, in place at the root, and across the host
+     * backend's 2^20-element blocks */
+    size_t rn[] = {0, 5, ((size_t)1 << 20) + 3};
+    for (size_t k = 0; k < 3; k++) {
+        size_t n = rn[k];
+        float *x = malloc(n * 4 + 4), *y = malloc(n * 4 + 4);
+        for (size_t i = 0; i < n; i++) x[i] = val(rank, i);
+        for (int root = 0; root < P; root++) {
+            memset(y, 0xff, n * 4);
+            int in_place = root % 2 == 1;
+            if (in_place) memcpy(y, x, n * 4);
+            EXPECT(!comm_reduce(c, in_place ? y : x, rank == root ? y : NULL, n, RT_DT_F32, COMM_SUM, root), "reduce: %s",
+                   rt_errmsg());
+            if (rank != root) continue;
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) {
+                float a = val(0, i);
+                for (int r = 1; r < P; r++) a += val(r, i);
+                bad += memcmp(&a, &y[i], 4) != 0;
+            }
+            EXPECT(bad == 0, "reduce n %zu root %d: %zu elements differ from the serial rank-ordered sum", n, root, bad);
+        }
+        free(x); free(y);
+    }
+    EXPECT(comm_reduce(c, b0, b0, 1, RT_DT_F32, COMM_SUM, P) == RT_EINVAL, "reduce to a bad root must fail");
     int64_t mine = rank + 1, sum = 0;
     EXPECT(!comm_allreduce(c, &mine, &sum, 1, RT_DT_I64, COMM_SUM) && sum == (int64_t)P * (P + 1) / 2, "i64 sum %lld", (long long)sum);
     /* alltoallv: rank r sends (r + d + 1) values to rank d, each = 1000 r + d */

@@ -85,6 +85,16 @@ int main(void) {
         ok = 1;
         for (size_t i = 0; i < n; i++) ok &= fabsf(got[i] - ref[(size_t)rank * n + i]) <= 1e-6f * mag[(size_t)rank * n + i];
         EXPECT(ok, "reduce_scatter n %zu", n);
+        /* reduce to the last rank, in place there (the ZeRO-2/3 trainer's per-unit pieces) */
+        cudaMemcpy(dx, x, n * 4, cudaMemcpyHostToDevice);
+        EXPECT(!comm_reduce(nc, dx, rank == P - 1 ? dx : NULL, n, RT_DT_F32, COMM_SUM, P - 1) && !comm_sync(nc),
+               "nccl reduce: %s", rt_errmsg());
+        if (rank == P - 1) {
+            host_copy(got, dx, n * 4);
+            ok = 1;
+            for (size_t i = 0; i < n; i++) ok &= fabsf(got[i] - ref[i]) <= 1e-6f * mag[i];
+            EXPECT(ok, "reduce n %zu", n);
+        }
         /* all-gather in place, gather to the last rank: exact */
         cudaMemcpy(dx + (size_t)rank * n, x, n * 4, cudaMemcpyHostToDevice);
         EXPECT(!comm_allgather(nc, dx + (size_t)rank * n, dx, n, RT_DT_F32) && !comm_sync(nc), "nccl ag: %s", rt_errmsg());

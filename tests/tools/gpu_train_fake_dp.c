@@ -5,15 +5,19 @@
  * weights and moments, the bf16 all-gather and the gathered checkpoint are exercised without
  * a GPU (tests/ref/test_train_gpu.py compares it with the CPU trainer at one rank).
  *
- *   gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO BATCH ACCUM SEED [SAVE_DIR SAVE_AT]
+ *   gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO[:offload][:ckpt] BATCH ACCUM SEED [SAVE_DIR SAVE_AT | --resume DIR]
  *
  * Options as the pytest's CLI runs: lr 3e-3, warmup 2, cosine, weight decay 0.1, clip 1.0;
- * --init weights from SEED. Rank 0 prints one JSON object per step (step, loss, lr,
- * grad_norm, loss_tokens); SAVE_DIR: the checkpoint after step SAVE_AT (collective, rank 0
- * writes), the run going on to STEPS.
+ * --init weights from SEED; ZERO 0–3, ":offload" keeps the optimizer state in (pinned) host
+ * memory, ":ckpt" checkpoints layers. Rank 0 prints one JSON object per step (step, loss, lr,
+ * grad_norm, loss_tokens, and peak_device_bytes: the stand-in allocator's peak on rank 0,
+ * which holds the largest shard); SAVE_DIR: the checkpoint after step SAVE_AT (collective,
+ * rank 0 writes), the run going on to STEPS; --resume DIR: the model and the trainer's state
+ * from a checkpoint (every rank reads it; CONFIG unused), then on to STEPS.
  * Exit 0, or 1 with the message. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tests/unit/fake_cuda.h"
 
@@ -38,7 +42,7 @@ static int fail(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc != 8 && argc != 10) {
-        fprintf(stderr, "usage: gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO BATCH ACCUM SEED [SAVE_DIR SAVE_AT]\n");
+        fprintf(stderr, "usage: gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO[:offload][:ckpt] BATCH ACCUM SEED [SAVE_DIR SAVE_AT | --resume DIR]\n");
         return 2;
     }
     mm_blas_single_thread();
@@ -47,23 +51,32 @@ int main(int argc, char **argv) {
     tr_options o;
     tr_options_default(&o);
     o.steps = atoll(argv[3]), o.zero = atoi(argv[4]), o.batch = atoll(argv[5]), o.grad_accum = atoll(argv[6]);
+    o.offload_optimizer = strstr(argv[4], ":offload") != NULL;
+    o.checkpoint_layers = strstr(argv[4], ":ckpt") != NULL;
     o.seed = strtoull(argv[7], NULL, 10);
     o.lr = 3e-3, o.warmup = 2, o.weight_decay = 0.1, o.clip = 1.0;
     json_t *cfg;
     sm_model *m;
     sd_data *d;
     gt_trainer *t;
-    if (rt_json_load_file(argv[1], &cfg) || sm_create_random(cfg, o.seed, &m)) return fail("model");
-    json_decref(cfg);
+    const char *resume = argc == 10 && !strcmp(argv[8], "--resume") ? argv[9] : NULL;
+    if (resume) {
+        if (sm_load(resume, &m)) return fail("model");
+    } else {
+        if (rt_json_load_file(argv[1], &cfg) || sm_create_random(cfg, o.seed, &m)) return fail("model");
+        json_decref(cfg);
+    }
     if (sd_open(argv[2], &d)) return fail("data");
     if (gt_create(m, d, &o, comm, &t)) return fail("gt_create");
-    for (int64_t s = 0; s < o.steps; s++) {
+    if (resume && gt_resume(t, resume)) return fail("gt_resume");
+    while (gt_steps_done(t) < o.steps) {
         tr_stats st;
         if (gt_step(t, &st)) return fail("gt_step");
         if (comm_rank(comm) == 0)
-            printf("{\"step\": %lld, \"loss\": %.9g, \"lr\": %.17g, \"grad_norm\": %.9g, \"loss_tokens\": %lld}\n",
-                   (long long)st.step, st.loss, st.lr, st.grad_norm, (long long)st.loss_tokens);
-        if (argc == 10 && st.step == atoll(argv[9]) && gt_save(t, argv[8], RT_DT_BF16)) return fail("gt_save");
+            printf("{\"step\": %lld, \"loss\": %.9g, \"lr\": %.17g, \"grad_norm\": %.9g, \"loss_tokens\": %lld, "
+                   "\"peak_device_bytes\": %zu}\n",
+                   (long long)st.step, st.loss, st.lr, st.grad_norm, (long long)st.loss_tokens, fake_cuda_peak_bytes());
+        if (argc == 10 && !resume && st.step == atoll(argv[9]) && gt_save(t, argv[8], RT_DT_BF16)) return fail("gt_save");
     }
     gt_free(t);
     fake_real_comm_close(comm);

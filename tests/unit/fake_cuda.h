@@ -70,6 +70,14 @@ cudaError_t cudaMemset(void *p, int v, size_t n);
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st);
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
 
+/* trainer: the ZeRO-3 prefetch stream's ordering */
+#define cudaStreamWaitEvent fake_cudaStreamWaitEvent
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
+/* trainer: the stand-in allocator's peak device bytes since the last reset (pinned host
+ * memory, cudaMallocHost, is not device memory and is not counted) */
+size_t fake_cuda_peak_bytes(void);
+void fake_cuda_peak_reset(void);
+
 /* the kernels' CUDA entry points (declared under RT_HAVE_CUDA by the kernel family headers) */
 #define mm_cuda_ctx_create fake_mm_cuda_ctx_create
 #define mm_cuda_ctx_free fake_mm_cuda_ctx_free

@@ -15,7 +15,8 @@
 
 /* ---- the runtime ------------------------------------------------------------------------ */
 
-static size_t fake_in_use, fake_peak, fake_mallocs;
+static size_t fake_in_use, fake_mallocs;
+static size_t fake_peak;   /* the most fake_in_use has been since the last reset */
 static size_t fake_total_bytes = (size_t)80 << 30;
 
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
@@ -36,23 +37,28 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
 cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)e, (void)s; return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return cudaSuccess; }
-cudaError_t cudaMalloc(void **p, size_t n) {
-    if (fake_in_use + n > fake_total_bytes) return cudaErrorMemoryAllocation;
+/* host: pinned host memory (cudaMallocHost), not device memory, so not counted */
+static cudaError_t fake_alloc(void **p, size_t n, int host) {
+    if (!host && fake_in_use + n > fake_total_bytes) return cudaErrorMemoryAllocation;
     size_t *h = malloc(n + 64);
     if (!h) return cudaErrorMemoryAllocation;
     h[0] = n;
-    fake_in_use += n;
-    fake_mallocs++;
-    if (fake_in_use > fake_peak) fake_peak = fake_in_use;
+    h[1] = (size_t)host;
+    if (!host) {
+        fake_in_use += n;
+        fake_mallocs++;
+        if (fake_in_use > fake_peak) fake_peak = fake_in_use;
+    }
     memset((char *)h + 64, 0xff, n);   /* NaN in f32 and bf16: a read before a write shows */
     *p = (char *)h + 64;
     return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+cudaError_t cudaMalloc(void **p, size_t n) { return fake_alloc(p, n, 0); }
+cudaError_t cudaMallocHost(void **p, size_t n) { return fake_alloc(p, n, 1); }
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     size_t *h = (size_t *)((char *)p - 64);
-    fake_in_use -= h[0];
+    if (!h[1]) fake_in_use -= h[0];
     free(h);
     return cudaSuccess;
 }
@@ -69,6 +75,12 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
     *free_b = *total_b - fake_in_use;
     return cudaSuccess;
 }
+
+/* ---- trainer: stream ordering and the allocator's peak ---------------------------------- */
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) { (void)s, (void)e, (void)flags; return cudaSuccess; }
+size_t fake_cuda_peak_bytes(void) { return fake_peak; }
+void fake_cuda_peak_reset(void) { fake_peak = fake_in_use; }
 
 /* ---- the kernels, as their CPU twins on bf16 values ---------------------------------- */
 
@@ -97,7 +109,7 @@ static void down_ld(float *f, uint16_t *x, int64_t rows, int64_t w, int64_t ld) 
 #define A16(p) FAKE_CHECK(((uintptr_t)(const void *)(p) & 15) == 0)
 
 struct mm_cuda_ctx { int unused; };
-struct ce_cuda_ws { ce_workspace ws; };
+struct ce_cuda_ws { ce_workspace ws; size_t dev; };
 
 int mm_cuda_ctx_create(mm_cuda_ctx **out, size_t workspace_bytes) {
     (void)workspace_bytes;
@@ -270,10 +282,16 @@ int attn_bwd_cuda_ex(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *d
 }
 int ce_cuda_ws_create(ce_cuda_ws **out, int64_t chunk, int64_t V, int64_t D) {
     *out = calloc(1, sizeof **out);
+    /* the device buffers kernels/cuda/loss.cu allocates (rows, their gradient, logits, their
+     * gradient, row losses), counted as device memory; the stand-in computes on the host */
+    (*out)->dev = (size_t)chunk * ((size_t)D * 4 + (size_t)V * 6 + 8);
+    fake_in_use += (*out)->dev;
+    if (fake_in_use > fake_peak) fake_peak = fake_in_use;
     return ce_workspace_init(&(*out)->ws, chunk, V, D);
 }
 void ce_cuda_ws_free(ce_cuda_ws *ws) {
     if (!ws) return;
+    fake_in_use -= ws->dev;
     ce_workspace_free(&ws->ws);
     free(ws);
 }

@@ -9,7 +9,10 @@
  * cannot check: the CUDA kernels themselves (tests/gpu, make gpu-test) and the device.
  * Tolerances: the stand-ins round weights and activations to bf16 (2^-8 relative) like the
  * GPU path; through two layers and the head that moves the step-1 loss by ~1e-3 relative.
- * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2. */
+ * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2.
+ * Memory: the stand-in allocator's peak device bytes equal retort train --plan's arithmetic
+ * for the same configuration (5%; measured: to the byte); the offloads (optimizer state,
+ * layer inputs) change no number and take their bytes off the device. */
 #include <criterion/criterion.h>
 
 #include "tests/unit/fake_cuda.h"
@@ -301,4 +304,120 @@ Test(gpu_train_fake, first_update_matches_the_cpu_trainer_weights) {
     }
     tr_free(ct);
     gt_free(gt);
+}
+
+/* The device memory the trainer allocates, as the stand-in allocator measures it (peak of
+ * cudaMalloc'd bytes over creation and 2 steps; pinned host memory not counted), against
+ * `retort train --plan`'s arithmetic (gp_plan_init_config + gp_rank_memory: from the config
+ * alone, no model) for the same configuration: within 5% (here the two should agree to the
+ * byte but for the cuBLAS context, which the plan leaves out and the stand-in does not
+ * allocate). With and without checkpointing. */
+static void peak_against_plan(bool ckpt) {
+    tr_options o = opts(2);
+    o.checkpoint_layers = ckpt;
+    fake_cuda_peak_reset();
+    size_t base = fake_in_use;
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    tr_stats st;
+    for (int i = 0; i < 2; i++) cr_assert_eq(gt_step(t, &st), 0, "%s", rt_errmsg());
+    size_t peak = fake_cuda_peak_bytes() - base;
+    gt_free(t);
+    json_error_t e;
+    json_t *cfgj = json_loads(QWEN, 0, &e);
+    mc_config cfg;
+    cr_assert_eq(mc_parse(cfgj, &cfg), 0, "%s", rt_errmsg());
+    json_decref(cfgj);
+    gp_plan p;
+    cr_assert_eq(gp_plan_init_config(&p, &cfg, o.batch * 32, ckpt, 0, o.grad_accum, NULL), 0, "%s", rt_errmsg());
+    zr_layout z;
+    zr_layout_init(&z, p.n, 0, 1, 0);
+    gp_mem mem;
+    gp_rank_memory(&p, &z, false, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    double rel = ((double)peak - (double)mem.total) / (double)mem.total;
+    cr_log_info("checkpointing %d: measured peak %zu bytes, plan %zu (%.3f%%)", ckpt, peak, mem.total, 100 * rel);
+    cr_assert(fabs(rel) <= 0.05, "measured peak %zu bytes, plan %zu: %.1f%% apart", peak, mem.total, 100 * rel);
+    gp_plan_free(&p);
+}
+
+Test(gpu_train_fake, measured_peak_device_bytes_equal_the_plan) {
+    peak_against_plan(false);
+    peak_against_plan(true);
+}
+
+/* --offload-optimizer: the same numbers (the CPU AdamW twin on the host state is the
+ * stand-in's device AdamW), and the master weights and moments leave the device. */
+Test(gpu_train_fake, offloaded_optimizer_gives_the_same_steps_off_the_device) {
+    tr_options o = opts(4);
+    tr_stats a[4], b[4];
+    fake_cuda_peak_reset();
+    size_t base = fake_in_use;
+    gpu_steps(&o, NULL, 4, a, NULL, 0, NULL);
+    size_t on_dev = fake_cuda_peak_bytes() - base;
+    o.offload_optimizer = true;
+    fake_cuda_peak_reset();
+    gpu_steps(&o, NULL, 4, b, NULL, 0, NULL);
+    size_t off_dev = fake_cuda_peak_bytes() - base;
+    for (int i = 0; i < 4; i++) cr_assert(a[i].loss == b[i].loss && a[i].grad_norm == b[i].grad_norm, "step %d", i + 1);
+    sm_model *m = model();
+    int64_t n = m->n_params;
+    sm_free(m);
+    /* 12 bytes per parameter (master, m, v) fewer on the device; the GPU layout is ≤ n */
+    cr_assert_geq(on_dev - off_dev, (size_t)(12 * n * 95 / 100), "on %zu, offloaded %zu", on_dev, off_dev);
+    cr_assert_leq(on_dev - off_dev, (size_t)(12 * n));
+}
+
+/* --offload-activations on a 5-layer model (the three newest layer inputs stay on the device,
+ * so x[0], x[1] come back from the host in the backward): every number equals plain
+ * checkpointing (the host copy is exact: bf16 out and back; a missed upload reads another
+ * layer's input, a missed download the pinned buffer's NaN poison), and the device holds
+ * three layer inputs instead of six, as the plan says. */
+Test(gpu_train_fake, offloaded_layer_inputs_change_no_number) {
+    json_error_t e;
+    json_t *cfg = json_loads(QWEN, 0, &e);
+    json_object_set_new(cfg, "num_hidden_layers", json_integer(5));
+    tr_options o = opts(3);
+    o.checkpoint_layers = true;
+    tr_stats st[2][3];
+    size_t peak[2];
+    for (int k = 0; k < 2; k++) {
+        o.offload_activations = k == 1;
+        sm_model *m;
+        cr_assert_eq(sm_create_random(cfg, 3, &m), 0, "%s", rt_errmsg());
+        fake_cuda_peak_reset();
+        size_t base = fake_in_use;
+        gt_trainer *t;
+        cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+        for (int i = 0; i < 3; i++) cr_assert_eq(gt_step(t, &st[k][i]), 0, "%s", rt_errmsg());
+        peak[k] = fake_cuda_peak_bytes() - base;
+        gt_free(t);
+    }
+    for (int i = 0; i < 3; i++)
+        cr_assert(st[0][i].loss == st[1][i].loss && st[0][i].grad_norm == st[1][i].grad_norm, "step %d: %.9g %.9g", i + 1,
+                  st[0][i].loss, st[1][i].loss);
+    cr_assert(isfinite(st[1][2].loss));
+    size_t x = 2 * (size_t)(o.batch * 32 * 128);   /* one layer input, bf16 [T, D] (a multiple of 256) */
+    cr_assert_eq(peak[0] - peak[1], 3 * x, "peak %zu vs %zu", peak[0], peak[1]);
+    /* and the plan agrees */
+    mc_config c;
+    cr_assert_eq(mc_parse(cfg, &c), 0, "%s", rt_errmsg());
+    gp_plan p;
+    cr_assert_eq(gp_plan_init_config(&p, &c, o.batch * 32, GP_CKPT_HOST, 0, o.grad_accum, NULL), 0, "%s", rt_errmsg());
+    zr_layout z;
+    zr_layout_init(&z, p.n, 0, 1, 0);
+    gp_mem mem;
+    gp_rank_memory(&p, &z, false, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    cr_assert_eq(mem.total, peak[1]);
+    cr_assert_eq(mem.host, 5 * x);
+    gp_plan_free(&p);
+    json_decref(cfg);
+}
+
+/* a wrong combination is refused at creation */
+Test(gpu_train_fake, offloaded_layer_inputs_need_checkpointing) {
+    tr_options o = opts(1);
+    o.offload_activations = true;
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), RT_EINVAL);
+    cr_assert(strstr(rt_errmsg(), "checkpointing"), "%s", rt_errmsg());
 }

@@ -5,7 +5,9 @@
  * - activations: 256-byte alignment, no two buffers overlapping, and what checkpointing
  *   keeps (one recomputed set instead of one per layer, the layer inputs always);
  * - memory: the plan's terms against bench/train_gpu_mem.py's arithmetic for the same
- *   config (numbers produced by running its estimate(), quoted below). */
+ *   config (numbers produced by running its estimate(), quoted below);
+ * - the plan from a config alone (retort train --plan) equals the plan from the model, and
+ *   an untied Llama's per-rank memory at ZeRO-2/3 and offloaded, worked by hand. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -105,6 +107,16 @@ Test(gpu_plan, every_tensor_placed_once_and_the_permutation_round_trips) {
     for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *x = &m->tensors[i];
         cr_assert(!memcmp(back + x->offset, m->params + x->offset, (size_t)x->numel * 4), "%s", x->name);
+    }
+    /* a range of it (the ZeRO-3 upload: one rank's part), cut anywhere */
+    int64_t cuts[][2] = {{0, 100}, {32760, 20}, {1000, 200000}, {p.n - 37, 37}, {p.n - 50, 80}};
+    for (size_t c = 0; c < sizeof cuts / sizeof *cuts; c++) {
+        int64_t lo = cuts[c][0], len = cuts[c][1], in = lo + len <= p.n ? len : p.n - lo;
+        float *part = calloc((size_t)len, sizeof(float));
+        gp_to_gpu_range(&p, m, m->params, part, lo, len);
+        cr_assert(!memcmp(part, gpu + lo, (size_t)in * 4), "range [%lld, +%lld)", (long long)lo, (long long)len);
+        for (int64_t i = in; i < len; i++) cr_assert_eq(part[i], 0.0f, "past the layout: untouched");
+        free(part);
     }
     const sm_tensor *k = sm_find(m, "model.layers.1.self_attn.k_proj.weight");
     cr_assert_eq(gpu[p.layers[1].wqkv + 128 * 128 + 5], m->params[k->offset + 5]);
@@ -206,7 +218,7 @@ Test(gpu_plan, memory_matches_the_arithmetic_of_train_gpu_mem_py) {
     zr_layout z;
     gp_mem mem;
     zr_layout_init(&z, p.n, 0, 1, 0);
-    gp_plan_memory(&p, &z, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    gp_rank_memory(&p, &z, false, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
     cr_assert_eq(mem.weights, 26754048);
     cr_assert_eq(mem.master, 53508096);
     cr_assert_eq(mem.moments, 107016192);
@@ -219,10 +231,94 @@ Test(gpu_plan, memory_matches_the_arithmetic_of_train_gpu_mem_py) {
     cr_assert(rel > -0.05 && rel < 0.05, "plan %zu bytes, script %.0f: %.1f%% apart", mem.total, total, 100 * rel);
     /* ZeRO-1 over 4 ranks: master and moments a quarter each (the script's 4N/P, 8N/P) */
     zr_layout_init(&z, p.n, 1, 4, 1);
-    gp_plan_memory(&p, &z, 0, &mem);
+    gp_rank_memory(&p, &z, false, 0, &mem);
     cr_assert_eq(mem.master, 53508096 / 4);
     cr_assert_eq(mem.moments, 107016192 / 4);
     cr_assert_eq(mem.grads, 53508096);
     gp_plan_free(&p);
     sm_free(m);
+}
+
+/* The plan from a config alone (retort train --plan: no model allocated) lays out the same
+ * units, the same flat length and the same arena as the plan from the model itself, for a
+ * tied Qwen2 with q/k/v biases and an untied Llama without biases — with and without
+ * checkpointing, and with the layer inputs on the host. */
+static void same_as_model_plan(const char *cfg_text, int ckpt) {
+    json_error_t e;
+    json_t *cfg = json_loads(cfg_text, 0, &e);
+    cr_assert(cfg, "%s", e.text);
+    sm_model *m = NULL;
+    cr_assert_eq(sm_create_random(cfg, 7, &m), 0, "%s", rt_errmsg());
+    mc_config c;
+    cr_assert_eq(mc_parse(cfg, &c), 0, "%s", rt_errmsg());
+    gp_plan a, b;
+    gp_ws_sizes ws = gp_ws_estimate(96, m->D, m->Hq, m->n_params);
+    cr_assert_eq(gp_plan_init(&a, m, 96, ckpt, 0, 2, &ws), 0, "%s", rt_errmsg());
+    cr_assert_eq(gp_plan_init_config(&b, &c, 96, ckpt, 0, 2, NULL), 0, "%s", rt_errmsg());
+    cr_assert_eq(a.n, b.n);
+    cr_assert_eq(a.e_len, b.e_len);
+    cr_assert_eq(a.layer_len, b.layer_len);
+    cr_assert_eq(a.h_len, b.h_len);
+    cr_assert_eq(a.tied, b.tied);
+    cr_assert_eq(a.norm_f, b.norm_f);
+    cr_assert_eq(a.lm_head, b.lm_head);
+    cr_assert_eq(a.act_bytes, b.act_bytes);
+    cr_assert_eq(a.x_bytes, b.x_bytes);
+    /* the units tile the layout: E, L layers, H */
+    cr_assert_eq(a.layers[0].attn_norm, a.e_len);
+    cr_assert_eq(a.norm_f, a.n - a.h_len);
+    gp_plan_free(&a);
+    gp_plan_free(&b);
+    sm_free(m);
+    json_decref(cfg);
+}
+
+static const char *LLAMA = "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": 200,"
+                           " \"hidden_size\": 128, \"intermediate_size\": 344, \"num_hidden_layers\": 5,"
+                           " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 64,"
+                           " \"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0,"
+                           " \"tie_word_embeddings\": false}";
+
+Test(gpu_plan, the_plan_from_a_config_is_the_plan_from_the_model) {
+    for (int ck = GP_CKPT_NONE; ck <= GP_CKPT_HOST; ck++) {
+        same_as_model_plan(TINY, ck);
+        same_as_model_plan(LLAMA, ck);
+    }
+}
+
+/* Per-rank memory by hand for the untied 5-layer Llama over 3 ranks. Layout: E = V·D = 25600;
+ * a layer = norm 128 + q|k|v 256·128 + o 128·128 + norm 128 + gate|up 688·128 + down 128·344
+ * = 128 + 32768 + 16384 + 128 + 88064 + 44032 = 181504; H = norm 128 + head 25600 = 25728;
+ * n = 25600 + 5·181504 + 25728 = 958848; S = ⌈n/3⌉ = 319616 (a multiple of 16). */
+Test(gpu_plan, rank_memory_of_an_untied_llama_worked_by_hand) {
+    json_error_t e;
+    json_t *cfg = json_loads(LLAMA, 0, &e);
+    mc_config c;
+    cr_assert_eq(mc_parse(cfg, &c), 0, "%s", rt_errmsg());
+    json_decref(cfg);
+    gp_plan p;
+    cr_assert_eq(gp_plan_init_config(&p, &c, 64, GP_CKPT_LAYERS, 0, 1, NULL), 0, "%s", rt_errmsg());
+    cr_assert_eq(p.e_len, 25600);
+    cr_assert_eq(p.layer_len, 181504);
+    cr_assert_eq(p.h_len, 25728);
+    cr_assert_eq(p.n, 958848);
+    zr_layout z;
+    gp_mem m;
+    const size_t S = 319616, A = 25728, B = 181504;
+    zr_layout_init(&z, p.n, 0, 3, 2);
+    gp_rank_memory(&p, &z, false, 0, &m);
+    cr_assert_eq(z.shard, (int64_t)S);
+    cr_assert_eq(m.weights, 2 * 3 * S);
+    cr_assert_eq(m.master, 4 * S);
+    cr_assert_eq(m.moments, 8 * S);
+    cr_assert_eq(m.grads, 4 * S);
+    cr_assert_eq(m.buckets, 4 * (A + B));   /* the head's unit is larger than the embedding */
+    cr_assert_eq(m.gathered, 0);
+    zr_layout_init(&z, p.n, 0, 3, 3);
+    gp_rank_memory(&p, &z, true, 0, &m);
+    cr_assert_eq(m.weights, 2 * S);
+    cr_assert_eq(m.master + m.moments + m.grads, 0);   /* all on the host */
+    cr_assert_eq(m.gathered, 2 * (2 * B + A));
+    cr_assert_eq(m.host, 16 * S + 2 * 39952 * 2);   /* master, moments, gradient shard; two bf16 chunks of ⌈S/8⌉ */
+    gp_plan_free(&p);
 }
