@@ -83,7 +83,7 @@ if [ "${GPU_TRAIN:-1}" = 1 ]; then
   # here, carry .device), unpacked into build/sysroot; no Open MPI there (MPI=0, one rank)
   if bash scripts/device_sysroot.sh build/sysroot > "$OUT/train-build.log" 2>&1 &&
      timeout 300 make -j"$J" CUDA=1 MPI=0 SYSROOT=build/sysroot BUILD="$GT" BIN="$GT/retort" "$GT/retort" \
-       "$GT/tools/student_mkshard" >> "$OUT/train-build.log" 2>&1; then
+       "$GT/tools/student_mkshard" "$GT/bench/train_gpu_mkshard" >> "$OUT/train-build.log" 2>&1; then
     if "$PY" -c 'import pytest, numpy, safetensors' >/dev/null 2>&1; then
       RETORT=$PWD/$GT/retort TOOLS_DIR=$PWD/$GT/tools timeout 300 "$PY" -m pytest -q -rs tests/ref/test_train_gpu.py \
         > "$OUT/train-gpu.log" 2>&1 || trc=1
@@ -97,6 +97,20 @@ if [ "${GPU_TRAIN:-1}" = 1 ]; then
     tail -20 "$OUT/train-build.log"
     trc=1
     summary "gpu train: FAILED (the full CUDA build failed or timed out: see train-build.log; were the packages carried?)"
+  fi
+fi
+# retort train --device cuda against PyTorch (transformers Qwen2, SDPA, torch.compile, fused
+# AdamW, bf16) on Qwen2.5-0.5B and 1.5B shapes at 4k and 16k packed tokens: tokens/s, MFU,
+# peak memory beside the plan (bench/train_gpu.sh). GPU_TRAIN_BENCH=0 leaves it out.
+if [ "${GPU_TRAIN:-1}" = 1 ] && [ "${GPU_TRAIN_BENCH:-1}" = 1 ] && [ -x "${GT:-}/retort" ]; then
+  if RETORT="$GT/retort" BENCH_BIN_DIR="$GT/bench" STEPS=${TRAIN_STEPS:-6} WARMUP=2 timeout 300 \
+       bash bench/train_gpu.sh > "$OUT/train-bench.md" 2>&1; then
+    cat "$OUT/train-bench.md"
+    summary "gpu train bench: ok (train-bench.md)"
+  else
+    trc=1
+    tail -20 "$OUT/train-bench.md"
+    summary "gpu train bench: FAILED (train-bench.md)"
   fi
 fi
 cat "$OUT/summary.txt"

@@ -48,7 +48,7 @@ if [ "$dev" = cpu ]; then have_gpu_train=1; fi   # the smoke test runs retort's 
 
 # retort side: tokens/s (mean of the logged steps after WARMUP), peak memory (the log's
 # peak_mem_gib when retort reports it, else the most nvidia-smi saw in use on the device)
-run_retort() {   # model seq batch → "tokens_per_s peak_gib"
+run_retort() {   # model seq batch → "tokens_per_s peak_gib plan_gib"
   local model=$1 seq=$2 batch=$3 cfg vocab
   if [ "$model" = tiny ]; then
     cfg="$work/tiny.json"
@@ -73,15 +73,19 @@ run_retort() {   # model seq batch → "tokens_per_s peak_gib"
   "$RETORT" train "${flags[@]}" 2> "$work/retort.err" || ok=0
   [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null && wait "$smi_pid" 2>/dev/null || true
   if [ $ok = 0 ]; then echo "failed: $(tail -1 "$work/retort.err")"; return; fi
-  "$PYTHON" -P - "$work/log.jsonl" "$WARMUP" "$work/smi" <<'EOF'
+  # the memory plan of the same run (student/gpu_plan.h), to set beside the measured peak
+  "$RETORT" train --plan --init "$cfg" --ranks 1 --seq "$seq" --batch "$batch" --zero 0 --checkpoint-layers --json \
+    > "$work/plan.json" 2>/dev/null || echo '{}' > "$work/plan.json"
+  "$PYTHON" -P - "$work/log.jsonl" "$WARMUP" "$work/smi" "$work/plan.json" <<'EOF'
 import json, os, sys
+plan = json.load(open(sys.argv[4])).get("total_bytes", 0) / 2**30
 rows = [json.loads(l) for l in open(sys.argv[1])][int(sys.argv[2]):]
 tps = sum(r["tokens_per_s"] for r in rows) / len(rows)
 peak = max((r.get("peak_mem_gib", 0) for r in rows), default=0)
 if not peak and os.path.exists(sys.argv[3]):
     mib = [float(x) for x in open(sys.argv[3]).read().split() if x.strip()]
     peak = max(mib) / 1024 if mib else 0
-print(f"{tps:.6g} {peak:.4g}" if peak else f"{tps:.6g} nan")
+print(f"{tps:.6g} {peak:.4g} {plan:.4g}" if peak else f"{tps:.6g} nan {plan:.4g}")
 EOF
 }
 
@@ -117,8 +121,8 @@ for model in $MODELS; do
       else printf "| %s | %s | %s | %s | pytorch | %.0f | %.1f%% | %s GiB | |\n", dev, d, m, s, pt, 100 * fpt * pt / (peak * 1e12), pm
       if (r == "n/a") printf "| %s | %s | %s | %s | retort | not built (no GPU training path yet) | | | |\n", dev, d, m, s
       else if (rv[1] == "failed:") printf "| %s | %s | %s | %s | retort | %s | | | |\n", dev, d, m, s, r
-      else printf "| %s | %s | %s | %s | retort | %.0f | %.1f%% | %s GiB | %s |\n", dev, d, m, s, rv[1],
-                  100 * fpt * rv[1] / (peak * 1e12), rv[2], (pt == "nan" ? "" : sprintf("%.2fx", rv[1] / pt))
+      else printf "| %s | %s | %s | %s | retort | %.0f | %.1f%% | %s GiB (plan %s) | %s |\n", dev, d, m, s, rv[1],
+                  100 * fpt * rv[1] / (peak * 1e12), rv[2], rv[3], (pt == "nan" ? "" : sprintf("%.2fx", rv[1] / pt))
     }'
   done
 done
