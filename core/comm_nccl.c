@@ -11,6 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/comm_int.h"
+#include "core/cuda_try.h"
 #include "core/log.h"
 #include "core/status.h"
 
@@ -23,14 +24,6 @@
         }                                                                                                \
     } while (0)
 
-#define CUDA_TRY(call)                                                                                   \
-    do {                                                                                                 \
-        cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess) {                                                                         \
-            RT_DEBUG("%s failed at %s:%d", #call, __FILE__, __LINE__);                                   \
-            return rt_fail(RT_EINTERNAL, "CUDA failed: %s", cudaGetErrorString(e_));                     \
-        }                                                                                                \
-    } while (0)
 
 #define NC(c) ((ncclComm_t)(c)->nccl)
 #define ST(c) ((cudaStream_t)(c)->stream)

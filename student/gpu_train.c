@@ -1,6 +1,7 @@
 /* student/gpu_train.c — the student's training step on CUDA (see student/gpu_train.h). */
 #include "student/gpu_train.h"
 
+#include "core/cuda_try.h"
 #include "core/status.h"
 
 #ifndef RT_HAVE_CUDA
@@ -44,13 +45,6 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #include "student/gpu_plan.h"
 #include "student/zero.h"
 
-#define CUDA_TRY(call)                                                                                   \
-    do {                                                                                                 \
-        cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess)                                                                           \
-            return rt_fail(e_ == cudaErrorMemoryAllocation ? RT_ENOMEM : RT_EINTERNAL, "%s failed at %s:%d: %s", \
-                           #call, __FILE__, __LINE__, cudaGetErrorString(e_));                            \
-    } while (0)
 #define TRY(call)                                                                                        \
     do {                                                                                                 \
         int rc_ = (call);                                                                                \

@@ -4,6 +4,7 @@
  * engine. */
 #include "teacher/dense_cuda.h"
 
+#include "core/cuda_try.h"
 #include "core/status.h"
 
 #ifndef RT_HAVE_CUDA
@@ -49,13 +50,6 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 
-#define CUDA_TRY(call)                                                                                   \
-    do {                                                                                                 \
-        cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess)                                                                           \
-            return rt_fail(e_ == cudaErrorMemoryAllocation ? RT_ENOMEM : RT_EINTERNAL, "%s failed at %s:%d: %s", \
-                           #call, __FILE__, __LINE__, cudaGetErrorString(e_));                            \
-    } while (0)
 #define TRY(call)                                                                                        \
     do {                                                                                                 \
         int rc_ = (call);                                                                                \
