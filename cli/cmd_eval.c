@@ -271,8 +271,9 @@ int cmd_eval(int argc, char **argv) {
                           .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
                           .tok = tok, .tmpl = have_tmpl ? &tmpl : NULL, .progress = on_progress, .progress_ctx = &pr};
         ev_gen_report rep;
-        cli_teacher_line(&one, dir, dev, m);
-        fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s\n", qs.name, qs.n, (int)k, name);
+        char wb[96];
+        fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s; model %s\n", qs.name, qs.n, (int)k, name,
+                cli_weights(wb, sizeof wb, &one, dev, m));
         if (ev_generate(db, e, &qs, &go, &rep)) rc = cli_fail("eval");
         else fprintf(stderr, "eval: %zu samples generated, %zu already stored\n", rep.generated, rep.existing);
     }

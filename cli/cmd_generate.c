@@ -351,7 +351,6 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         rc = cli_ranks_agree(rk, rc);
     }
     cli_ranks_speak(rk);
-    if (!rc) cli_teacher_line(rk, model, dev, m);
     bool par = rk->size > 1;
     if (!rc && par && rk->rank > 0) rc = follow(rk, e);
     smp_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p};
@@ -372,6 +371,7 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     pe_input first = {.submit = rq, .n_submit = ps.n};
     const pe_input *in = par && rq ? &first : NULL;
     double t0 = now_s(), last = t0;
+    bool said = false;   /* the first progress line also says where the model runs */
     size_t total = ps.n * (size_t)n, done = 0;
     while (!rc && rq && (in || te_busy(e))) {
         te_result *res;
@@ -395,9 +395,12 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         if (!rc && (t - last >= 2.0 || !te_busy(e))) {
             te_stats st;
             te_stats_get(e, &st);
-            fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, %d running, %d queued\n", done,
+            char wb[128] = "", w[96];
+            if (!said) snprintf(wb, sizeof wb, "; model %s", cli_weights(w, sizeof w, rk, dev, m));
+            said = true;
+            fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, %d running, %d queued%s\n", done,
                     total, (long long)st.generated_tokens, (double)st.generated_tokens / (t - t0 > 1e-9 ? t - t0 : 1e-9),
-                    st.running, st.queued);
+                    st.running, st.queued, wb);
             last = t;
         }
     }
@@ -434,15 +437,16 @@ static void fmt_eta(double s, char *buf, size_t n) {
     }
 }
 
+/* ctx: the "; model on DEV, ..." note for the first line (a local teacher), or NULL */
 static void db_progress(void *ctx, const gd_progress *p) {
-    (void)ctx;
-    char eta[32];
+    char eta[32], *note = ctx;
     fmt_eta(p->eta_s, eta, sizeof eta);
     fprintf(stderr,
             "generate: prompts %zu/%zu, samples %zu/%zu (%zu already stored), %.1f tokens/s, %.2f samples/s, "
-            "ETA %s, errors %zu retried, %zu failed\n",
+            "ETA %s, errors %zu retried, %zu failed%s\n",
             p->prompts_done, p->prompts_total, p->samples_done, p->samples_total, p->existing, p->tokens_per_s,
-            p->samples_per_s, eta, p->retries, p->failed);
+            p->samples_per_s, eta, p->retries, p->failed, note ? note : "");
+    if (note) *note = 0;
 }
 
 static const char *base_name(const char *dir, char *buf, size_t n) {
@@ -543,7 +547,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
     o.progress_every_s = 2.0;
     o.stop = &g_stop;
 
-    char name_buf[4096];
+    char name_buf[4096], weights_note[128] = "";
     int rc = 0;
     tok_tokenizer *tok = NULL;
     tp_pool *pool = NULL;
@@ -595,7 +599,9 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
             tok_free(tok);
             return rc;
         }
-        cli_teacher_line(rk, dir, dev, m);
+        char wb[96];
+        snprintf(weights_note, sizeof weights_note, "; model %s", cli_weights(wb, sizeof wb, rk, dev, m));
+        o.progress_ctx = weights_note;
     } else {
         const char *key = NULL;
         if (key_env) {

@@ -84,11 +84,11 @@ int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev
     return 0;
 }
 
-void cli_teacher_line(const cli_ranks *r, const char *dir, te_device dev, const te_model *m) {
-    if (r->rank != 0) return;
+const char *cli_weights(char *buf, size_t n, const cli_ranks *r, te_device dev, const te_model *m) {
     double b = (double)te_model_resident_bytes(m);
-    fprintf(stderr, "%s: model %s on %s: %.*f %s of weights in memory%s\n", r->name, dir, te_device_name(dev),
-            b < 1e9 ? 1 : 2, b < 1e9 ? b / 1e6 : b / 1e9, b < 1e9 ? "MB" : "GB", r->size > 1 ? " (rank 0's part)" : "");
+    snprintf(buf, n, "on %s, %.*f %s of weights in memory%s", te_device_name(dev), b < 1e9 ? 1 : 2,
+             b < 1e9 ? b / 1e6 : b / 1e9, b < 1e9 ? "MB" : "GB", r->size > 1 ? " (rank 0's part)" : "");
+    return buf;
 }
 
 int cli_parse_device(const char *cmd, const char *arg, te_device *out) {

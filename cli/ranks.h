@@ -34,12 +34,13 @@ void cli_ranks_speak(cli_ranks *r);
 int cli_ranks_agree(cli_ranks *r, int rc);
 int cli_ranks_threads(cli_ranks *r, double threads);
 /* The in-process teacher on --device DEV (teacher/engine.h: te_model_load_opts), one GPU per
- * rank (its local rank). 0, or an exit status (message printed). cli_teacher_line: rank 0
- * prints where the model runs and the bytes of weights it holds, once setup has succeeded
- * (so that a setup failure stays one line). */
+ * rank (its local rank); NaN or Inf weights are refused (core/model_check.h). 0, or an exit
+ * status (message printed). cli_weights: "on DEV, X MB of weights in memory" (rank 0's part
+ * when split) into buf, for the subcommand's first progress line: the size is reported once
+ * setup has succeeded, and an error stays one line. */
 int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
                      te_model **out);
-void cli_teacher_line(const cli_ranks *r, const char *dir, te_device dev, const te_model *m);
+const char *cli_weights(char *buf, size_t n, const cli_ranks *r, te_device dev, const te_model *m);
 /* --device / --gpu-memory-fraction values: 0, or a usage error's exit status (printed). */
 int cli_parse_device(const char *cmd, const char *arg, te_device *out);
 int cli_parse_gpu_fraction(const char *cmd, const char *arg, double *out);

@@ -298,6 +298,14 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     m->qd = m->Hq * m->hd, m->kd = m->Hkv * m->hd, m->W = m->qd + 2 * m->kd;
     m->eps = (float)c->rms_norm_eps;
     m->scale = 1.0f / sqrtf((float)m->hd);
+    /* a machine without a usable GPU hears that first, whatever the model */
+    int dev = o && o->gpu >= 0 ? o->gpu : 0, ndev = 0;
+    cudaError_t ce = cudaGetDeviceCount(&ndev);
+    if (ce != cudaSuccess || ndev < 1)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
+                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
+    if (dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", dev, ndev);
+    if (cudaSetDevice(dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", dev);
     TRY(check_shapes(m, dir));
     float *inv = rt_malloc((size_t)(m->hd / 2) * sizeof(float));
     if (!inv || !(m->layers = rt_calloc((size_t)m->L, sizeof *m->layers))) {
@@ -309,13 +317,6 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     size_t n = 0;
     if (!rc) rc = mc_expected_tensors(c, &spec, &n);
     /* the plan first: nothing is allocated on the device for a model that does not fit */
-    int dev = o && o->gpu >= 0 ? o->gpu : 0, ndev = 0;
-    cudaError_t ce = rc ? cudaSuccess : cudaGetDeviceCount(&ndev);
-    if (!rc && (ce != cudaSuccess || ndev < 1))
-        rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
-                     ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    else if (!rc && dev >= ndev) rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", dev, ndev);
-    if (!rc && cudaSetDevice(dev) != cudaSuccess) rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", dev);
     if (!rc) rc = make_plan(m, dir, o, spec, n);
     st_file *f = NULL;
     ck_summary sum;

@@ -122,7 +122,7 @@ def test_device_cpu_is_the_default_and_reports_the_weights(retort_bin, padded, t
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert a.stdout == b.stdout
     line = [l for l in b.stderr.splitlines() if "weights in memory" in l]
-    assert len(line) == 1 and " on cpu: " in line[0], b.stderr
+    assert len(line) == 1 and line[0].startswith("generate: ") and "; model on cpu, " in line[0], b.stderr
     mb = float(re.search(r"([0-9.]+) MB of weights", line[0]).group(1))
     assert abs(mb * 1e6 - held_bytes(d)) <= 0.051e6, (line[0], held_bytes(d))
 
