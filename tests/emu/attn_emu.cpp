@@ -39,19 +39,7 @@ static std::vector<float> from_bf16(const std::vector<uint16_t> &h) {
     return f;
 }
 
-static int failures = 0;
-static void close_elem(const char *what, const std::vector<float> &got, const std::vector<float> &want, float atol,
-                       float rtol) {
-    size_t bad = 0, worst = 0;
-    double wr = 0;
-    for (size_t i = 0; i < got.size(); i++) {
-        double d = fabs((double)got[i] - want[i]), b = atol + rtol * fabs((double)want[i]);
-        if (!(d <= b)) bad++;
-        if (!(d / b <= wr)) wr = d / b, worst = i;
-    }
-    printf("%-8s %-34s worst err/bound %.3f%s\n", bad ? "FAIL" : "ok", what, wr, bad ? " <-" : "");
-    if (bad) printf("         %zu bad; [%zu] got %g want %g\n", bad, worst, got[worst], want[worst]), failures++;
-}
+#include "tests/emu/emu_check.h"
 static void close_norm(const char *what, const std::vector<float> &got, const std::vector<float> &want) {
     double e2 = 0, w2 = 0, em = 0, wm = 0;
     bool nan = false;

@@ -35,22 +35,9 @@ extern "C" {   // C headers without C++ guards
 // which needs jansson and is not linked here.
 extern "C" const char *mc_rope_name(mc_rope_type t) { return t == MC_ROPE_DEFAULT ? "default" : "yarn"; }
 
-static uint64_t rng = 0x6a09e667f3bcc909ull;
-static uint32_t rnd() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-static float rnd_unit() { return (float)(rnd() & 0xffffff) / 16777216.0f; }
-static float rnd_normal() {
-    float u = rnd_unit() + 1e-7f, v = rnd_unit();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
+#define EMU_SEED 0x6a09e667f3bcc909ull
+#include "tests/emu/emu_check.h"
 
-static int failures = 0;
-static void report(bool ok, const char *what, const char *detail) {
-    printf("%-8s %-50s %s\n", ok ? "ok" : "FAIL", what, detail);
-    if (!ok) failures++;
-}
 
 // ---- MoE ------------------------------------------------------------------------------------
 static void route_case(moe_router_cfg c, bool with_bias, int64_t n) {

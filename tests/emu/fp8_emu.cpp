@@ -34,16 +34,8 @@
 
 #include "kernels/convert.h"
 
-static uint64_t rng = 0x853c49e6748fea9bull;
-static uint32_t rnd() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-static float rnd_unit() { return (float)(rnd() & 0xffffff) / 16777216.0f; }
-static float rnd_normal() {
-    float u = rnd_unit() + 1e-7f, v = rnd_unit();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
+#define EMU_SEED 0x853c49e6748fea9bull
+#include "tests/emu/emu_check.h"
 static uint8_t rnd_fp8() {
     uint8_t b = (uint8_t)rnd();
     return (b & 0x7f) == 0x7f ? 0x7e : b;   // no NaN
@@ -53,11 +45,6 @@ static uint8_t small_fp8() {   // 0, ±0.5, ±1, ±1.5, ±2
     return c[rnd() % 9];
 }
 
-static int failures = 0;
-static void report(bool ok, const char *what, const char *detail) {
-    printf("%-8s %-52s %s\n", ok ? "ok" : "FAIL", what, detail);
-    if (!ok) failures++;
-}
 
 // ---- quantization -------------------------------------------------------------------------
 // capped: a grid of one block (8 warps) for 10 (row, block) pairs, as grid_for's cap of 65535·16

@@ -32,22 +32,9 @@
 #include "kernels/convert.h"
 #include "kernels/fp8.h"
 
-static uint64_t rng = 0x1d8e4e27c47d124full;
-static uint32_t rnd() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-static float rnd_unit() { return (float)(rnd() & 0xffffff) / 16777216.0f; }
-static float rnd_normal() {
-    float u = rnd_unit() + 1e-7f, v = rnd_unit();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
+#define EMU_SEED 0x1d8e4e27c47d124full
+#include "tests/emu/emu_check.h"
 
-static int failures = 0;
-static void report(bool ok, const char *what, const char *detail) {
-    printf("%-8s %-56s %s\n", ok ? "ok" : "FAIL", what, detail);
-    if (!ok) failures++;
-}
 
 enum { H = 80, R = ML_DL, DR = ML_DR, DL = ML_DK, PAGE = 16, NS = 3, NQ = 5 };
 

@@ -24,16 +24,8 @@
 
 #include "kernels/convert.h"
 
-static uint64_t rng = 0x3c6ef372fe94f82bull;
-static uint32_t rnd() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-static float rnd_unit() { return (float)(rnd() & 0xffffff) / 16777216.0f; }
-static float rnd_normal() {
-    float u = rnd_unit() + 1e-7f, v = rnd_unit();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
+#define EMU_SEED 0x3c6ef372fe94f82bull
+#include "tests/emu/emu_check.h"
 
 // e4m3 weights [rows, cols] with 128×128 block scales, and their f32 dequantization
 static void make_w(uint8_t *q, float *s, float *f, int64_t rows, int64_t cols, float sc) {

@@ -36,20 +36,7 @@ static float randn() {
     return sqrtf(-2.f * logf(a)) * cosf(6.2831853f * b);
 }
 
-static int failures = 0, checks = 0;
-static void close_elem(const char *what, const std::vector<float> &got, const std::vector<float> &want, float atol,
-                       float rtol) {
-    size_t bad = 0, worst = 0;
-    double wr = 0;
-    for (size_t i = 0; i < got.size(); i++) {
-        double d = fabs((double)got[i] - want[i]), b = atol + rtol * fabs((double)want[i]);
-        if (!(d <= b)) bad++;
-        if (!(d / b <= wr)) wr = d / b, worst = i;
-    }
-    printf("%-8s %-52s worst err/bound %.3f\n", bad ? "FAIL" : "ok", what, wr);
-    if (bad) printf("         %zu bad; [%zu] got %g want %g\n", bad, worst, got[worst], want[worst]), failures++;
-    checks++;
-}
+#include "tests/emu/emu_check.h"
 
 /* n_seq sequences with contexts ctx_of[s]; queries: the last `chunk[s]` positions of sequence s
  * (decode: 1). Cache rows of every sequence are written through k_kv_store from a token-major

@@ -20,18 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static uint64_t rng = 0xbb67ae8584caa73bull;
-static uint32_t rnd() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-static float rnd_unit() { return (float)(rnd() & 0xffffff) / 16777216.0f; }
-static float rnd_normal() {
-    float u = rnd_unit() + 1e-7f, v = rnd_unit();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
+#define EMU_SEED 0xbb67ae8584caa73bull
+#include "tests/emu/emu_check.h"
 
-static int failures = 0;
 
 static void run(int64_t V, int64_t n, float spread) {
     const smp_params ps[] = {
