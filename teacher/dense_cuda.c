@@ -41,6 +41,7 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
+#include "core/comm.h"
 #include "core/safetensors.h"
 #include "kernels/act.h"
 #include "kernels/attention.h"
@@ -68,14 +69,20 @@ typedef struct {
 
 /* byte offsets into the activation arena */
 typedef struct {
-    size_t x, xn, qkv, att, tmp, gu, act, lse, hf, logits, pws, meta, inv_freq, end;
+    size_t x, xn, qkv, att, tmp, gu, act, lse, hf, logits, lgather, pws, meta, inv_freq, end;
 } dc_act;
 
 struct dc_model {
     mc_config c;
     dc_plan p;
+    /* this rank's part: F, Hq, Hkv (and qd, kd, W) are its slices; D, L, V, hd the model's */
     int64_t D, F, L, V, Hq, Hkv, hd, W, qd, kd;
-    int64_t embed, norm, lm_head;          /* element offsets */
+    int P, rank;                           /* tensor-parallel ranks (1: one GPU) */
+    int64_t q0, kv0, f0;                   /* this rank's first query head, kv head, intermediate row */
+    int64_t Vp, v0, Vr;                    /* LM-head rows per rank (padded), this rank's first and count */
+    rt_comm *host, *nccl;                  /* borrowed; NCCL's over the same ranks (P > 1) */
+    float *lhost;                          /* host: the gathered logits [P, S, Vp] (P > 1) */
+    int64_t embed, norm, lm_head;          /* element offsets (lm_head: this rank's first row) */
     dc_layer *layers;
     dc_act a;
     size_t pws_bytes;                      /* split-KV workspace */
@@ -93,36 +100,43 @@ static size_t up128b(size_t n) { return (n + 127) / 128 * 128; }
 
 /* ---- the layout and the plan (no device memory yet) -------------------------------------- */
 
-/* Where a checkpoint tensor goes, and its element count. */
-static int64_t *slot(dc_model *m, const char *name, int64_t *row0) {
-    *row0 = 0;
-    if (!strcmp(name, "model.embed_tokens.weight")) return &m->embed;
-    if (!strcmp(name, "model.norm.weight")) return &m->norm;
-    if (!strcmp(name, "lm_head.weight")) return &m->lm_head;
+/* Where this rank's part of a checkpoint tensor of rows × cols goes: rows [r0, r0 + nr) and columns
+ * [c0, c0 + nc) of it, to rows [drow, …) of the region at *off (nc columns). false: a name the
+ * layout does not know; nr 0: nothing of it lives on this rank. */
+typedef struct {
+    int64_t *off;
+    int64_t drow, r0, nr, c0, nc;
+} dc_slice;
+
+static bool slot(dc_model *m, const char *name, int64_t rows, int64_t cols, dc_slice *o) {
+    *o = (dc_slice){.off = NULL, .drow = 0, .r0 = 0, .nr = rows, .c0 = 0, .nc = cols};
+    if (!strcmp(name, "model.embed_tokens.weight")) return o->off = &m->embed, true;
+    if (!strcmp(name, "model.norm.weight")) return o->off = &m->norm, true;
+    if (!strcmp(name, "lm_head.weight")) return o->off = &m->lm_head, o->r0 = m->v0, o->nr = m->Vr, true;
     long long i;
     int used = 0;
-    if (sscanf(name, "model.layers.%lld.%n", &i, &used) != 1 || !used || i < 0 || i >= m->L) return NULL;
+    if (sscanf(name, "model.layers.%lld.%n", &i, &used) != 1 || !used || i < 0 || i >= m->L) return false;
     dc_layer *l = &m->layers[i];
     const char *s = name + used;
-    int64_t q = m->qd, k = m->kd;
-    /* fused groups: rows (or bias elements) [row0, …) of the fused tensor */
-    if (!strcmp(s, "input_layernorm.weight")) return &l->attn_norm;
-    if (!strcmp(s, "post_attention_layernorm.weight")) return &l->mlp_norm;
-    if (!strcmp(s, "self_attn.q_proj.weight")) return &l->wqkv;
-    if (!strcmp(s, "self_attn.k_proj.weight")) return *row0 = q, &l->wqkv;
-    if (!strcmp(s, "self_attn.v_proj.weight")) return *row0 = q + k, &l->wqkv;
-    if (!strcmp(s, "self_attn.q_proj.bias")) return &l->bqkv;
-    if (!strcmp(s, "self_attn.k_proj.bias")) return *row0 = q, &l->bqkv;
-    if (!strcmp(s, "self_attn.v_proj.bias")) return *row0 = q + k, &l->bqkv;
-    if (!strcmp(s, "self_attn.o_proj.weight")) return &l->wo;
-    if (!strcmp(s, "self_attn.o_proj.bias")) return &l->bo;
-    if (!strcmp(s, "mlp.gate_proj.weight")) return &l->wgu;
-    if (!strcmp(s, "mlp.up_proj.weight")) return *row0 = m->F, &l->wgu;
-    if (!strcmp(s, "mlp.gate_proj.bias")) return &l->bgu;
-    if (!strcmp(s, "mlp.up_proj.bias")) return *row0 = m->F, &l->bgu;
-    if (!strcmp(s, "mlp.down_proj.weight")) return &l->wd;
-    if (!strcmp(s, "mlp.down_proj.bias")) return &l->bd;
-    return NULL;
+    int64_t q = m->qd, k = m->kd, hd = m->hd;
+    bool w = strstr(s, ".weight") != NULL;
+    /* fused groups: q/k/v and gate/up rows of this rank's heads and intermediate rows */
+    if (!strcmp(s, "input_layernorm.weight")) return o->off = &l->attn_norm, true;
+    if (!strcmp(s, "post_attention_layernorm.weight")) return o->off = &l->mlp_norm, true;
+    if (!strncmp(s, "self_attn.q_proj.", 17)) return o->off = w ? &l->wqkv : &l->bqkv, o->r0 = m->q0 * hd, o->nr = q, true;
+    if (!strncmp(s, "self_attn.k_proj.", 17))
+        return o->off = w ? &l->wqkv : &l->bqkv, o->drow = q, o->r0 = m->kv0 * hd, o->nr = k, true;
+    if (!strncmp(s, "self_attn.v_proj.", 17))
+        return o->off = w ? &l->wqkv : &l->bqkv, o->drow = q + k, o->r0 = m->kv0 * hd, o->nr = k, true;
+    if (!strcmp(s, "self_attn.o_proj.weight")) return o->off = &l->wo, o->c0 = m->q0 * hd, o->nc = q, true;
+    /* the biases after a row split are added once, on rank 0, before the all-reduce */
+    if (!strcmp(s, "self_attn.o_proj.bias")) return o->off = &l->bo, o->nr = m->rank ? 0 : rows, true;
+    if (!strncmp(s, "mlp.gate_proj.", 14)) return o->off = w ? &l->wgu : &l->bgu, o->r0 = m->f0, o->nr = m->F, true;
+    if (!strncmp(s, "mlp.up_proj.", 12))
+        return o->off = w ? &l->wgu : &l->bgu, o->drow = m->F, o->r0 = m->f0, o->nr = m->F, true;
+    if (!strcmp(s, "mlp.down_proj.weight")) return o->off = &l->wd, o->c0 = m->f0, o->nc = m->F, true;
+    if (!strcmp(s, "mlp.down_proj.bias")) return o->off = &l->bd, o->nr = m->rank ? 0 : rows, true;
+    return false;
 }
 
 static bool has(const mc_tensor_spec *spec, size_t n, const char *name) {
@@ -138,8 +152,8 @@ static size_t layout_weights(dc_model *m, const mc_tensor_spec *spec, size_t n) 
     PUT(m->embed, m->V * m->D);
     PUT(m->norm, m->D);
     char name[160];
-    if (has(spec, n, "lm_head.weight")) PUT(m->lm_head, m->V * m->D);
-    else m->lm_head = m->embed;
+    if (has(spec, n, "lm_head.weight")) PUT(m->lm_head, m->Vr * m->D);
+    else m->lm_head = m->embed + m->v0 * m->D;   /* tied: this rank's rows of the embedding */
     for (int64_t l = 0; l < m->L; l++) {
         dc_layer *y = &m->layers[l];
         *y = (dc_layer){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
@@ -162,9 +176,9 @@ static size_t layout_weights(dc_model *m, const mc_tensor_spec *spec, size_t n) 
         if (bq) PUT(y->bqkv, m->W);
         if (bg) PUT(y->bgu, 2 * m->F);
         snprintf(name, sizeof name, "model.layers.%lld.self_attn.o_proj.bias", (long long)l);
-        if (has(spec, n, name)) PUT(y->bo, m->D);
+        if (has(spec, n, name) && m->rank == 0) PUT(y->bo, m->D);
         snprintf(name, sizeof name, "model.layers.%lld.mlp.down_proj.bias", (long long)l);
-        if (has(spec, n, name)) PUT(y->bd, m->D);
+        if (has(spec, n, name) && m->rank == 0) PUT(y->bd, m->D);
     }
 #undef PUT
     return at;
@@ -183,7 +197,8 @@ static size_t layout_activations(dc_model *m, int64_t T, int64_t S, int64_t tabl
     PUT(act, T * m->F * 2);
     PUT(lse, m->Hq * T * 4);
     PUT(hf, S * m->D * 2);
-    PUT(logits, S * m->V * 4);
+    PUT(logits, S * m->Vp * 4);
+    PUT(lgather, m->P > 1 ? m->P * S * m->Vp * 4 : 0);
     PUT(pws, m->pws_bytes);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->hd / 2 * 4);
@@ -221,11 +236,13 @@ static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const 
     size_t fixed = p->weights + p->activations + p->workspace;
     int64_t need_kv = maxpos < DC_MIN_KV ? maxpos : DC_MIN_KV;
     if (p->weights > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
-                       "already in use)", dir, gb(p->weights), gb(p->budget), frac, gb(p->device_total), used / 1e9);
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights%s; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
+                       "already in use)", dir, gb(p->weights), m->P > 1 ? " per rank" : "", gb(p->budget), frac,
+                       gb(p->device_total), used / 1e9);
     if (fixed + (size_t)need_kv * p->kv_position_bytes > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB (weights %.3g, activations %.3g, workspace %.3g) and %.3g GB "
-                       "for a cache of %lld positions; the GPU has %.3g GB", dir, gb(fixed), gb(p->weights),
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB%s (weights %.3g, activations %.3g, workspace %.3g) and %.3g "
+                       "GB for a cache of %lld positions; the GPU has %.3g GB", dir, gb(fixed), m->P > 1 ? " per rank" : "",
+                       gb(p->weights),
                        gb(p->activations), gb(p->workspace), gb((size_t)need_kv * p->kv_position_bytes),
                        (long long)need_kv, gb(p->budget));
     p->kv_positions = (int64_t)((p->budget - fixed) / p->kv_position_bytes);
@@ -236,20 +253,34 @@ static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const 
 
 /* ---- loading ----------------------------------------------------------------------------- */
 
-/* One tensor into the arena at element `at`: bf16 as stored, anything else converted in chunks. */
-static int upload(dc_model *m, const st_tensor *t, size_t at, uint16_t *stage, float *f32) {
+/* This rank's slice of one tensor (cols columns) into the arena at element `at`, packed row by
+ * row: bf16 as stored (a whole-row slice in one copy), anything else converted, through the host
+ * stage in chunks of DC_CHUNK elements. Only the slice's bytes of the mapping are read. */
+static int upload(dc_model *m, const st_tensor *t, int64_t cols, const dc_slice *s, size_t at, uint16_t *stage,
+                  float *f32) {
     uint16_t *dst = m->wb + at;
-    if (t->dtype == RT_DT_BF16) {
-        CUDA_TRY(cudaMemcpy(dst, t->data, t->nelem * 2, cudaMemcpyHostToDevice));
+    size_t es = rt_dtype_size(t->dtype);
+    if (t->dtype == RT_DT_BF16 && s->nc == cols) {
+        CUDA_TRY(cudaMemcpy(dst, (const uint16_t *)t->data + s->r0 * cols, (size_t)(s->nr * cols) * 2,
+                            cudaMemcpyHostToDevice));
         return 0;
     }
-    size_t es = rt_dtype_size(t->dtype);
-    for (size_t i = 0; i < t->nelem; i += DC_CHUNK) {
-        size_t c = t->nelem - i < DC_CHUNK ? t->nelem - i : DC_CHUNK;
-        TRY(cvt_to_f32(t->dtype, (const char *)t->data + i * es, f32, c));
-        cvt_f32_to_bf16(f32, stage, c);
-        CUDA_TRY(cudaMemcpy(dst + i, stage, c * 2, cudaMemcpyHostToDevice));
-    }
+    size_t k = 0, done = 0;   /* elements staged, elements sent */
+    for (int64_t r = 0; r < s->nr; r++)
+        for (int64_t c = 0; c < s->nc;) {
+            size_t take = (size_t)(s->nc - c) < DC_CHUNK - k ? (size_t)(s->nc - c) : DC_CHUNK - k;
+            const char *src = (const char *)t->data + ((size_t)((s->r0 + r) * cols + s->c0 + c)) * es;
+            if (t->dtype == RT_DT_BF16) memcpy(stage + k, src, take * 2);
+            else {
+                TRY(cvt_to_f32(t->dtype, src, f32, take));
+                cvt_f32_to_bf16(f32, stage + k, take);
+            }
+            k += take, c += (int64_t)take;
+            if (k == DC_CHUNK || (r == s->nr - 1 && c == s->nc)) {
+                CUDA_TRY(cudaMemcpy(dst + done, stage, k * 2, cudaMemcpyHostToDevice));
+                done += k, k = 0;
+            }
+        }
     return 0;
 }
 
@@ -267,13 +298,15 @@ static int load_weights(dc_model *m, st_file *f, const mc_tensor_spec *spec, siz
                 continue;
             }
             if (t->shard != sh) continue;
-            int64_t row0, *off = slot(m, spec[i].name, &row0);
-            size_t cols = spec[i].ndim == 2 ? (size_t)spec[i].shape[1] : 1;
-            size_t numel = (size_t)spec[i].shape[0] * cols;
-            if (!off || *off < 0) rc = rt_fail(RT_EINTERNAL, "unexpected tensor %s", spec[i].name);
-            else if (t->nelem != numel)
-                rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %zu expected", spec[i].name, t->nelem, numel);
-            else rc = upload(m, t, (size_t)*off + (size_t)row0 * cols, stage, f32);
+            int64_t rows = spec[i].shape[0], cols = spec[i].ndim == 2 ? spec[i].shape[1] : 1;
+            dc_slice sl;
+            if (!slot(m, spec[i].name, rows, cols, &sl) || !sl.off || (sl.nr && *sl.off < 0))
+                rc = rt_fail(RT_EINTERNAL, "unexpected tensor %s", spec[i].name);
+            else if (t->nelem != (size_t)(rows * cols))
+                rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %lld expected", spec[i].name, t->nelem,
+                             (long long)(rows * cols));
+            else if (sl.nr)
+                rc = upload(m, t, cols, &sl, (size_t)(*sl.off + sl.drow * sl.nc), stage, f32);
         }
     free(stage);
     free(f32);
@@ -288,7 +321,30 @@ static int check_shapes(const dc_model *m, const char *dir) {
     return 0;
 }
 
-static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
+/* The tensor-parallel layout of teacher/parallel.c for a dense model: query heads, intermediate
+ * rows and LM-head rows split in P equal parts; kv heads split too, or, when P > Hkv, each rank
+ * keeps the one its query heads read (replicated over P / Hkv ranks). Sets the local sizes. */
+static int split(dc_model *m, const char *dir) {
+    int64_t P = m->P, r = m->rank, Hq = m->Hq, Hkv = m->Hkv, F = m->F, V = m->V;
+    m->Vp = P > 1 ? ((V + P - 1) / P + 7) / 8 * 8 : V;   /* rows 32-byte aligned in the f32 logits */
+    if (Hq % P || (Hkv % P && P % Hkv) || F % P || (F / P) % 8 || (P - 1) * m->Vp >= V)
+        return rt_fail(RT_EUNSUPPORTED, "model %s over %lld ranks: %lld query heads, %lld kv heads, intermediate %lld, "
+                       "vocabulary %lld: the CUDA engine splits query heads and intermediate rows evenly (a multiple "
+                       "of 8 per rank), kv heads evenly or one per rank, and needs a vocabulary row on every rank",
+                       dir, (long long)P, (long long)Hq, (long long)Hkv, (long long)F, (long long)V);
+    m->Hq = Hq / P, m->q0 = r * m->Hq;
+    m->Hkv = Hkv >= P ? Hkv / P : 1;
+    m->kv0 = Hkv >= P ? r * m->Hkv : r / (P / Hkv);
+    m->F = F / P, m->f0 = r * m->F;
+    m->v0 = r * m->Vp;
+    m->Vr = V - m->v0 < m->Vp ? V - m->v0 : m->Vp;
+    m->qd = m->Hq * m->hd, m->kd = m->Hkv * m->hd, m->W = m->qd + 2 * m->kd;
+    return 0;
+}
+
+/* Up to the plan: config, device, shapes, layout; nothing allocated on the device. */
+static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tensor_spec **spec, size_t *n,
+                   float **inv, int *dev) {
     TRY(mc_load(dir, &m->c));
     const mc_config *c = &m->c;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
@@ -299,32 +355,60 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     m->eps = (float)c->rms_norm_eps;
     m->scale = 1.0f / sqrtf((float)m->hd);
     /* a machine without a usable GPU hears that first, whatever the model */
-    int dev = o && o->gpu >= 0 ? o->gpu : 0, ndev = 0;
+    int ndev = 0;
+    *dev = o && o->gpu >= 0 ? o->gpu : 0;
     cudaError_t ce = cudaGetDeviceCount(&ndev);
     if (ce != cudaSuccess || ndev < 1)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
                        ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    if (dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", dev, ndev);
-    if (cudaSetDevice(dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", dev);
+    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
+    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
     TRY(check_shapes(m, dir));
-    float *inv = rt_malloc((size_t)(m->hd / 2) * sizeof(float));
-    if (!inv || !(m->layers = rt_calloc((size_t)m->L, sizeof *m->layers))) {
-        free(inv);
+    TRY(split(m, dir));
+    if (!(*inv = rt_malloc((size_t)(m->hd / 2) * sizeof(float))) ||
+        !(m->layers = rt_calloc((size_t)m->L, sizeof *m->layers)))
         return RT_ENOMEM;
+    TRY(rope_inv_freq(&c->rope, m->hd, *inv));
+    TRY(mc_expected_tensors(c, spec, n));
+    /* the plan first: nothing is allocated on the device for a model that does not fit */
+    return make_plan(m, dir, o, *spec, *n);
+}
+
+/* Every rank's status, met before a collective: a failure on one rank (its own message) stops
+ * all, the others with a line that points at it; the cache takes the smallest rank's plan, so
+ * every rank's scheduler sees the same blocks. */
+static int agree(dc_model *m, const char *dir, int rc) {
+    if (m->P <= 1) return rc;
+    int64_t v[2] = {rc != 0, rc ? 0 : -m->p.kv_positions};
+    int crc = comm_allreduce(m->host, v, v, 2, RT_DT_I64, COMM_MAX);
+    if (rc) return rc;
+    if (crc) return rt_errorf(crc, "model %s: agreeing on the load across ranks", dir);
+    if (v[0]) return rt_fail(RT_EINTERNAL, "model %s: another rank could not load its part (its line says why)", dir);
+    dc_plan *p = &m->p;
+    if (-v[1] < p->kv_positions) {
+        p->kv_positions = -v[1];
+        p->kv = (size_t)p->kv_positions * p->kv_position_bytes;
+        p->total = p->weights + p->activations + p->workspace + p->kv;
     }
-    int rc = rope_inv_freq(&c->rope, m->hd, inv);
+    return 0;
+}
+
+static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     mc_tensor_spec *spec = NULL;
     size_t n = 0;
-    if (!rc) rc = mc_expected_tensors(c, &spec, &n);
-    /* the plan first: nothing is allocated on the device for a model that does not fit */
-    if (!rc) rc = make_plan(m, dir, o, spec, n);
+    float *inv = NULL;
+    int dev = 0;
+    int rc = agree(m, dir, prepare(m, dir, o, &spec, &n, &inv, &dev));
     st_file *f = NULL;
     ck_summary sum;
     if (!rc) rc = st_open(dir, &f);
-    if (!rc) rc = ck_validate(c, f, &sum);
+    if (!rc) rc = ck_validate(&m->c, f, &sum);
     cudaError_t e = cudaSuccess;
     if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
+    /* NCCL's communicator joins every rank: only after all of them are this far */
+    if (m->P > 1 && !(rc = agree(m, dir, rc)) && (rc = comm_open_nccl(m->host, dev, m->stream, &m->nccl)))
+        m->nccl = NULL;
     if (!rc) rc = mm_cuda_ctx_create(&m->mm, DC_GEMM_WS);
     const dc_plan *p = &m->p;
     if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
@@ -335,9 +419,11 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
         rc = rt_fail(RT_ENOMEM, "model %s: the planned %.3g GB could not be allocated on the GPU (%s)", dir,
                      gb(p->total), cudaGetErrorString(e));
     if (!rc && !(m->meta = rt_malloc(m->a.end - m->a.meta))) rc = RT_ENOMEM;
+    if (!rc && m->P > 1 && !(m->lhost = rt_malloc((size_t)(m->P * p->max_seqs * m->Vp) * sizeof(float)))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, f, spec, n);
     if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->hd / 2) * 4, cudaMemcpyHostToDevice)))
         rc = rt_fail(RT_EINTERNAL, "uploading the RoPE frequencies: %s", cudaGetErrorString(e));
+    if (m->nccl) rc = agree(m, dir, rc);
     st_close(f);
     free(spec);
     free(inv);
@@ -348,6 +434,9 @@ int dc_load(const char *dir, const dc_load_opts *o, dc_model **out) {
     *out = NULL;
     dc_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
+    m->host = o ? o->comm : NULL;
+    m->P = m->host ? comm_size(m->host) : 1;
+    m->rank = m->host ? comm_rank(m->host) : 0;
     int rc = load_all(m, dir, o);
     if (rc) {
         dc_free(m);
@@ -360,11 +449,13 @@ int dc_load(const char *dir, const dc_load_opts *o, dc_model **out) {
 void dc_free(dc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
+    comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     mm_cuda_ctx_free(m->mm);
     if (m->stream) cudaStreamDestroy(m->stream);
     free(m->layers);
     free(m->meta);
+    free(m->lhost);
     free(m);
 }
 
@@ -450,10 +541,12 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
             TRY(attn_paged_fwd_cuda(att, qkv, W, T, m->Hq, m->Hkv, hd, m->scale, kc, vc, bs, m->block_stride, d_tab, ld,
                                     d_row, d_ctx, max_ctx, m->pws_bytes ? m->arena + m->a.pws : NULL, st));
         TRY(mm_linear_fwd_cuda(m->mm, tmp, att, wb + y->wo, OPT(y->bo), T, D, qd, st));
+        if (m->P > 1) TRY(comm_allreduce(m->nccl, tmp, tmp, (size_t)(T * D), RT_DT_BF16, COMM_SUM));
         TRY(rmsnorm_fwd_cuda(xn, NULL, x, tmp, wb + y->mlp_norm, T, D, m->eps, st));   /* x += attention */
         TRY(mm_linear_fwd_cuda(m->mm, gu, xn, wb + y->wgu, OPT(y->bgu), T, 2 * F, D, st));
         TRY(swiglu_fwd_cuda(act, gu, gu + F, T, F, 2 * F, st));
         TRY(mm_linear_fwd_cuda(m->mm, tmp, act, wb + y->wd, OPT(y->bd), T, D, F, st));
+        if (m->P > 1) TRY(comm_allreduce(m->nccl, tmp, tmp, (size_t)(T * D), RT_DT_BF16, COMM_SUM));
         int64_t next = l + 1 < m->L ? m->layers[l + 1].attn_norm : m->norm;
         TRY(rmsnorm_fwd_cuda(xn, NULL, x, tmp, wb + next, T, D, m->eps, st));        /* x += MLP */
     }
@@ -469,8 +562,22 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
             h = hf;
         }
         float *lg = F4(m->a.logits);
-        TRY(mm_gemm_cuda(m->mm, lg, true, m->V, h, D, false, wb + m->lm_head, D, true, R, m->V, D, 1.0f, 0.0f, st));
-        CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
+        /* this rank's rows of the vocabulary: [R, Vr] of rows Vp apart */
+        TRY(mm_gemm_cuda(m->mm, lg, true, m->Vp, h, D, false, wb + m->lm_head, D, true, R, m->Vr, D, 1.0f, 0.0f, st));
+        if (m->P == 1) {
+            CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
+        } else {   /* every rank's part, gathered: [P, R, Vp] → rows of V */
+            float *g = F4(m->a.lgather);
+            TRY(comm_allgather(m->nccl, lg, g, (size_t)(R * m->Vp), RT_DT_F32));
+            CUDA_TRY(cudaMemcpyAsync(m->lhost, g, (size_t)(m->P * R * m->Vp) * sizeof(float), cudaMemcpyDeviceToHost,
+                                     st));
+            CUDA_TRY(cudaStreamSynchronize(st));
+            for (int64_t q = 0; q < m->P; q++) {
+                int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
+                for (int64_t r = 0; r < R; r++)
+                    memcpy(logits + r * m->V + v0, m->lhost + (q * R + r) * m->Vp, (size_t)nv * sizeof(float));
+            }
+        }
     }
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;

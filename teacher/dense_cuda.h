@@ -31,6 +31,19 @@
  * activations, f32 accumulation: logits agree with dn_forward to a tolerance (see docs/teacher.md,
  * "The GPU engine"), not bit for bit, and may depend on the batch through the GEMMs' algorithms.
  *
+ * Tensor parallel (dc_load_opts.comm with P > 1 ranks, one GPU each; every rank calls dc_load and
+ * then every dc_forward in lockstep, with the same arguments): the layout of teacher/parallel.c —
+ * rank r keeps query heads [r·Hq/P, …) (q rows and o_proj columns), the kv heads they read (split
+ * when P divides Hkv, else, when Hkv divides P, the one kv head of its query heads: replicated
+ * over P/Hkv ranks), intermediate rows [r·F/P, …) (gate/up rows, down_proj columns) and LM-head
+ * rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8), reading only those slices from the mapping; the
+ * embedding and the norms are whole on every rank, o_proj / down_proj biases on rank 0 only. A
+ * bf16 all-reduce (NCCL over comm_open_nccl, on the model's stream) follows o_proj and down_proj;
+ * the f32 logits rows are all-gathered, so every rank gets the same full logits. The plan is per
+ * rank (its slices), and the ranks agree before any collective: a rank that fails stops all (the
+ * others say another rank failed), and the cache takes the smallest rank's positions. Other
+ * splits (Hq or F not divisible by P, F/P not a multiple of 8) are RT_EUNSUPPORTED.
+ *
  * Without CUDA (a CPU-only build) every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, no device), RT_ENOMEM
  * (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dc_cache_init), RT_ERANGE
@@ -43,6 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/comm.h"
 #include "core/model_config.h"
 #include "teacher/kvcache.h"
 
@@ -55,10 +69,11 @@ typedef struct {
     double memory_fraction;         /* share of the device's memory to use (0: 0.9) */
     int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
     int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
+    rt_comm *comm;                  /* tensor-parallel ranks (NULL or one rank: one GPU); borrowed */
 } dc_load_opts;
 
 typedef struct {
-    size_t weights, activations, workspace, kv;   /* bytes */
+    size_t weights, activations, workspace, kv;   /* bytes (this rank's) */
     size_t total;                   /* their sum: what dc_load allocates on the device */
     size_t kv_position_bytes;       /* bytes of one cache position, all layers */
     int64_t kv_positions;           /* what the cache holds */

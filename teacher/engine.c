@@ -41,19 +41,17 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
 #ifndef RT_HAVE_CUDA
     return rt_fail(RT_EUNSUPPORTED, "--device cuda: this retort was built without CUDA (rebuild with make CUDA=1)");
 #else
-    if (o->comm && comm_size(o->comm) > 1)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %d ranks, but the CUDA engine runs on one GPU for now; run "
-                       "it without mpirun", comm_size(o->comm));
     te_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
     int rc = mc_load(dir, &m->c);
     if (rc) rc = rt_errorf(rc, "loading model %s", dir);
     else if (m->c.arch == MC_ARCH_DEEPSEEK_V3)
         rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is DeepSeek-V3, which runs on the CPU only for now "
-                     "(the CUDA engine takes dense Llama/Qwen models); use --device cpu", dir);
+                     "(the CUDA engine takes dense Llama/Qwen models%s); use --device cpu", dir,
+                     o->comm && comm_size(o->comm) > 1 ? ", over several ranks too" : "");
     else {
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
-        dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction};
+        dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm};
         rc = dc_load(dir, &d, &m->gpu);
     }
     if (rc) {

@@ -8,7 +8,8 @@
  * of `comm` (NULL, or one rank: te_model_load): with more than one rank a deepseek_v3
  * checkpoint is opened with ds_load_parallel (teacher/parallel.h: each rank loads its heads,
  * experts and vocabulary rows and the forward runs the collectives), and dense models are
- * refused (RT_EUNSUPPORTED: they have no parallel layout). The model borrows comm, which
+ * refused on the CPU (RT_EUNSUPPORTED: they have a parallel layout on CUDA only,
+ * te_model_load_opts with TE_DEVICE_CUDA). The model borrows comm, which
  * must outlive it; every rank then drives its engine in lockstep (teacher/parallel_engine.h).
  *
  * te_submit() queues a copy of a request: a prompt of token ids, n samples, at most
@@ -73,8 +74,11 @@ int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model *
  * KV cache live there; logits come back to the host, where sampling stays. The GPU's memory
  * plan sizes the cache: te_engine_create takes all of it when cache_tokens is 0 and clips a
  * larger cache_tokens to it. A model that does not fit is refused at load with one line.
+ * With comm over P > 1 ranks (mpirun, one GPU per rank: gpu < 0 picks the local rank) the dense
+ * model is split tensor-parallel over them (teacher/dense_cuda.h) and every rank drives its engine
+ * in lockstep (teacher/parallel_engine.h), as for the CPU's parallel DeepSeek-V3.
  * RT_EUNSUPPORTED (one line saying which): a CPU-only build, no usable GPU, a deepseek_v3 model
- * or more than one rank (both CPU-only for now). */
+ * (CPU-only for now), a split the layout cannot make. */
 typedef enum { TE_DEVICE_CPU = 0, TE_DEVICE_CUDA = 1 } te_device;
 typedef struct {
     tp_pool *pool;                  /* CPU threads (NULL: one) */

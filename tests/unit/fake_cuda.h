@@ -132,4 +132,16 @@ int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, 
 #define gt_resume fake_gt_resume
 #define gt_peak_mem_gib fake_gt_peak_mem_gib
 
+/* ---- teacher/dense_cuda.c over several ranks (tensor parallel) ---------------------------
+ * NCCL's bf16 all-reduce becomes the host communicator's f32 one, rounded to bf16 once at the
+ * end (as NCCL sums bf16 in f32 per step; exact for two ranks); other dtypes pass through. The
+ * stand-in runtime reports fake_devices GPUs (fake_cuda_impl.h: 1 unless the includer sets
+ * more, e.g. one per rank under mpirun). */
+static inline int fake_real_comm_allreduce(rt_comm *c, const void *send, void *recv, size_t n, rt_dtype dt,
+                                           comm_op op) {
+    return comm_allreduce(c, send, recv, n, dt, op);
+}
+#define comm_allreduce fake_comm_allreduce
+int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
+
 #endif

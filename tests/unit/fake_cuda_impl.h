@@ -18,10 +18,11 @@
 static size_t fake_in_use, fake_mallocs;
 static size_t fake_peak;   /* the most fake_in_use has been since the last reset */
 static size_t fake_total_bytes = (size_t)80 << 30;
+static int fake_devices = 1;   /* GPUs the runtime reports (dense_cuda_tp: one per rank) */
 
-cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) { *n = fake_devices; return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "fake CUDA error"; }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaSetDevice(int d) { return d >= 0 && d < fake_devices ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     (void)flags;
     *s = (cudaStream_t)malloc(1);
@@ -435,6 +436,18 @@ int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, 
         return fake_real_comm_allgather(c, send, recv, send_count / 2, RT_DT_I32);
     }
     return fake_real_comm_allgather(c, send, recv, send_count, dt);
+}
+
+/* ---- NCCL's all-reduce for teacher/dense_cuda.c's tensor parallel (see fake_cuda.h) ---- */
+
+int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op) {
+    if (dt != RT_DT_BF16) return fake_real_comm_allreduce(c, send, recv, count, dt, op);
+    float *f = malloc((count ? count : 1) * sizeof(float));
+    cvt_bf16_to_f32(send, f, count);
+    int rc = fake_real_comm_allreduce(c, f, f, count, RT_DT_F32, op);
+    cvt_f32_to_bf16(f, recv, count);
+    free(f);
+    return rc;
 }
 
 #endif
