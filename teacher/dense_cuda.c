@@ -61,6 +61,7 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 #define DC_GEMM_WS ((size_t)32 << 20)     /* mm_cuda_ctx_create's default workspace */
 #define DC_CHUNK ((size_t)1 << 20)        /* elements converted per staging step */
 #define DC_PLAN_BS 16                     /* block size the block-table room is planned for */
+#define DC_MAX_BUCKETS 24                 /* graph buckets: powers of 2 up to max_seqs (≤ 2^22) */
 
 /* element offsets into the weight arena; −1: absent */
 typedef struct {
@@ -82,6 +83,12 @@ struct dc_model {
     int64_t Vp, v0, Vr;                    /* LM-head rows per rank (padded), this rank's first and count */
     rt_comm *host, *nccl;                  /* borrowed; NCCL's over the same ranks (P > 1) */
     float *lhost;                          /* host: the gathered logits [P, S, Vp] (P > 1) */
+    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs) */
+    bool graphs;                           /* dc_load_opts.no_cuda_graphs unset */
+    int ng;                                /* buckets (0: no graphs: off, or no room) */
+    int64_t gB[DC_MAX_BUCKETS], gld;       /* rows per bucket; table ints a row in a graphed pass */
+    cudaGraphExec_t gx[DC_MAX_BUCKETS];    /* NULL until the bucket's first pass */
+    int32_t scratch;                       /* the KV block the graphs' padding rows use */
     int64_t embed, norm, lm_head;          /* element offsets (lm_head: this rank's first row) */
     dc_layer *layers;
     dc_act a;
@@ -94,6 +101,8 @@ struct dc_model {
     int32_t *meta;                         /* host: a pass's ints, uploaded at once */
     float eps, scale;
 };
+
+static void drop_graphs(dc_model *m);
 
 static size_t up64(size_t n) { return (n + DC_ALIGN - 1) / DC_ALIGN * DC_ALIGN; }
 static size_t up128b(size_t n) { return (n + 127) / 128 * 128; }
@@ -437,6 +446,7 @@ int dc_load(const char *dir, const dc_load_opts *o, dc_model **out) {
     m->host = o ? o->comm : NULL;
     m->P = m->host ? comm_size(m->host) : 1;
     m->rank = m->host ? comm_rank(m->host) : 0;
+    m->graphs = !(o && o->no_cuda_graphs);
     int rc = load_all(m, dir, o);
     if (rc) {
         dc_free(m);
@@ -449,6 +459,7 @@ int dc_load(const char *dir, const dc_load_opts *o, dc_model **out) {
 void dc_free(dc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
+    drop_graphs(m);
     comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     mm_cuda_ctx_free(m->mm);
@@ -463,6 +474,13 @@ const mc_config *dc_config(const dc_model *m) { return &m->c; }
 const dc_plan *dc_get_plan(const dc_model *m) { return &m->p; }
 int64_t dc_kv_positions(const dc_model *m) { return m->p.kv_positions; }
 
+static void drop_graphs(dc_model *m) {
+    for (int k = 0; k < m->ng; k++)
+        if (m->gx[k]) cudaGraphExecDestroy(m->gx[k]);
+    memset(m->gx, 0, sizeof m->gx);
+    m->ng = 0;
+}
+
 int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks) {
     *n_blocks = 0;
     if (block_size <= 0 || block_size > m->p.kv_positions)
@@ -471,6 +489,17 @@ int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks) {
     m->bs = block_size;
     m->n_blocks = m->p.kv_positions / block_size;
     m->block_stride = m->L * 2 * block_size * m->kd;
+    /* graphs were captured for the old blocks; decode graphs need a scratch block and tables of
+     * gld ints a row for max_seqs sequences in the planned room */
+    drop_graphs(m);
+    m->gld = (m->c.max_position_embeddings + block_size - 1) / block_size;
+    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * m->gld <= m->p.table_ints) {
+        m->scratch = (int32_t)--m->n_blocks;
+        for (int64_t b = 1;; b *= 2) {
+            m->gB[m->ng++] = b < m->p.max_seqs ? b : m->p.max_seqs;
+            if (b >= m->p.max_seqs) break;
+        }
+    }
     *n_blocks = m->n_blocks;
     return 0;
 }
@@ -488,36 +517,15 @@ typedef struct {
 #define I4(off) ((int32_t *)(m->arena + (off)))
 #define OPT(off) ((off) >= 0 ? m->wb + (off) : NULL)
 
-/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence go
- * to rows [first, …) of `logits`. */
-static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
-                const int64_t *tok_at, float *logits) {
+/* The device work of a pass over T tokens (a pass's ints already on the device, in the layout
+ * pass() writes: tables ld ints a row; max_ctx the longest context): every layer, then the logits
+ * of R rows — all T (R == T), or the last token of each of the np pieces that end their sequence
+ * (gathered) — into lg [R, Vp], gathered over the ranks into lgather [P, R, Vp]. Only stream
+ * work: a graph captures exactly this. */
+static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh, int64_t R, const piece *pc,
+                int64_t np) {
     int64_t D = m->D, F = m->F, W = m->W, qd = m->qd, kd = m->kd, hd = m->hd, bs = m->bs;
-    int64_t ld = 1, max_ctx = 1, R = 0;
-    bool fresh = true;
-    for (int64_t i = 0; i < np; i++) {
-        const kv_seq *q = seqs[pc[i].s];
-        if (q->n_blocks > ld) ld = q->n_blocks;
-        fresh = fresh && q->len == 0 && pc[i].from == 0;
-        R += pc[i].last;
-    }
-    /* the pass's ints: tokens, positions, contexts, table rows, document starts | tables */
-    int32_t *tok = m->meta, *pos = tok + T, *ctx = pos + T, *row = ctx + T, *doc = row + T, *tab = doc + T;
-    for (int64_t i = 0, t = 0; i < np; i++) {
-        const kv_seq *q = seqs[pc[i].s];
-        for (int64_t j = 0; j < pc[i].n; j++, t++) {
-            tok[t] = tokens_of[tok_at[pc[i].s] + pc[i].from + j];
-            pos[t] = (int32_t)(q->len + pc[i].from + j);
-            ctx[t] = pos[t] + 1;
-            if (ctx[t] > max_ctx) max_ctx = ctx[t];
-            row[t] = (int32_t)i;
-            doc[t] = (int32_t)(t - j);
-        }
-        memcpy(tab + i * ld, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
-    }
     cudaStream_t st = m->stream;
-    size_t meta_bytes = (size_t)(5 * T + np * ld) * sizeof(int32_t);
-    CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
     const int32_t *d_tok = I4(m->a.meta), *d_pos = d_tok + T, *d_ctx = d_pos + T, *d_row = d_ctx + T;
     const int32_t *d_doc = d_row + T, *d_tab = d_doc + T;
     const float *inv = F4(m->a.inv_freq);
@@ -550,35 +558,116 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
         int64_t next = l + 1 < m->L ? m->layers[l + 1].attn_norm : m->norm;
         TRY(rmsnorm_fwd_cuda(xn, NULL, x, tmp, wb + next, T, D, m->eps, st));        /* x += MLP */
     }
-    if (R > 0) {
-        const uint16_t *h = xn;
-        if (R != T) {   /* the last new token of each finished sequence, gathered */
-            uint16_t *hf = BF(m->a.hf);
-            for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-                t += pc[i].n;
-                if (pc[i].last)
-                    CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-            }
-            h = hf;
+    if (R == 0) return 0;
+    const uint16_t *h = xn;
+    if (R != T) {   /* the last new token of each finished sequence, gathered */
+        uint16_t *hf = BF(m->a.hf);
+        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
+            t += pc[i].n;
+            if (pc[i].last)
+                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
         }
-        float *lg = F4(m->a.logits);
-        /* this rank's rows of the vocabulary: [R, Vr] of rows Vp apart */
-        TRY(mm_gemm_cuda(m->mm, lg, true, m->Vp, h, D, false, wb + m->lm_head, D, true, R, m->Vr, D, 1.0f, 0.0f, st));
-        if (m->P == 1) {
-            CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
-        } else {   /* every rank's part, gathered: [P, R, Vp] → rows of V */
-            float *g = F4(m->a.lgather);
-            TRY(comm_allgather(m->nccl, lg, g, (size_t)(R * m->Vp), RT_DT_F32));
-            CUDA_TRY(cudaMemcpyAsync(m->lhost, g, (size_t)(m->P * R * m->Vp) * sizeof(float), cudaMemcpyDeviceToHost,
-                                     st));
-            CUDA_TRY(cudaStreamSynchronize(st));
-            for (int64_t q = 0; q < m->P; q++) {
-                int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
-                for (int64_t r = 0; r < R; r++)
-                    memcpy(logits + r * m->V + v0, m->lhost + (q * R + r) * m->Vp, (size_t)nv * sizeof(float));
-            }
-        }
+        h = hf;
     }
+    /* this rank's rows of the vocabulary: [R, Vr] of rows Vp apart */
+    float *lg = F4(m->a.logits);
+    TRY(mm_gemm_cuda(m->mm, lg, true, m->Vp, h, D, false, wb + m->lm_head, D, true, R, m->Vr, D, 1.0f, 0.0f, st));
+    if (m->P > 1) TRY(comm_allgather(m->nccl, lg, F4(m->a.lgather), (size_t)(R * m->Vp), RT_DT_F32));
+    return 0;
+}
+
+/* The first R_out of R logits rows to the host rows of V (every rank's part: [P, R, Vp] → rows). */
+static int logits_out(dc_model *m, int64_t R, int64_t R_out, float *logits) {
+    cudaStream_t st = m->stream;
+    if (m->P == 1) {
+        CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits), (size_t)(R_out * m->V) * sizeof(float),
+                                 cudaMemcpyDeviceToHost, st));
+        CUDA_TRY(cudaStreamSynchronize(st));
+        return 0;
+    }
+    CUDA_TRY(cudaMemcpyAsync(m->lhost, F4(m->a.lgather), (size_t)(m->P * R * m->Vp) * sizeof(float),
+                             cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(cudaStreamSynchronize(st));
+    for (int64_t q = 0; q < m->P; q++) {
+        int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
+        for (int64_t r = 0; r < R_out; r++)
+            memcpy(logits + r * m->V + v0, m->lhost + (q * R + r) * m->Vp, (size_t)nv * sizeof(float));
+    }
+    return 0;
+}
+
+/* Captures body() for a decode pass of B rows as graph k (its ints already in place; the eager
+ * run of the same pass came first, so every lazy set-up — shared-memory opt-ins, cuBLASLt's
+ * choices — is done). A failed capture is ended and forgotten: the pass runs eagerly next time. */
+static int capture(dc_model *m, int k, int64_t B) {
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    int rc = body(m, B, m->gld, m->c.max_position_embeddings, false, B, NULL, 0);
+    e = cudaStreamEndCapture(m->stream, &g);
+    if (!rc && e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    if (!rc && (e = cudaGraphInstantiate(&m->gx[k], g, 0)) != cudaSuccess) {
+        m->gx[k] = NULL;
+        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    }
+    if (g) cudaGraphDestroy(g);
+    return rc;
+}
+
+/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence go
+ * to rows [first, …) of `logits`. A decode pass (one new token for each of np sequences, none
+ * starting empty) with graphs on runs as the graph of the smallest bucket B ≥ np: its ints padded
+ * to B rows (the padding writes its K/V into the scratch block and reads only that), the tables
+ * gld ints a row, max_ctx the model's context — the shapes the graph was captured with. */
+static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
+                const int64_t *tok_at, float *logits) {
+    int64_t ld = 1, max_ctx = 1, R = 0;
+    bool fresh = true, decode = m->ng > 0;
+    for (int64_t i = 0; i < np; i++) {
+        const kv_seq *q = seqs[pc[i].s];
+        if (q->n_blocks > ld) ld = q->n_blocks;
+        fresh = fresh && q->len == 0 && pc[i].from == 0;
+        decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
+        R += pc[i].last;
+    }
+    int k = 0;
+    if (decode)
+        while (m->gB[k] < np) k++;   /* the last bucket is max_seqs ≥ np */
+    int64_t Tp = decode ? m->gB[k] : T;
+    if (decode) ld = m->gld;
+    /* the pass's ints: tokens, positions, contexts, table rows, document starts | tables */
+    int32_t *tok = m->meta, *pos = tok + Tp, *ctx = pos + Tp, *row = ctx + Tp, *doc = row + Tp, *tab = doc + Tp;
+    for (int64_t i = 0, t = 0; i < np; i++) {
+        const kv_seq *q = seqs[pc[i].s];
+        for (int64_t j = 0; j < pc[i].n; j++, t++) {
+            tok[t] = tokens_of[tok_at[pc[i].s] + pc[i].from + j];
+            pos[t] = (int32_t)(q->len + pc[i].from + j);
+            ctx[t] = pos[t] + 1;
+            if (ctx[t] > max_ctx) max_ctx = ctx[t];
+            row[t] = (int32_t)i;
+            doc[t] = (int32_t)(t - j);
+        }
+        memcpy(tab + i * ld, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
+    }
+    for (int64_t t = np; decode && t < Tp; t++) {   /* a graph's padding rows: one position of the scratch block */
+        tok[t] = 0, pos[t] = 0, ctx[t] = 1, row[t] = (int32_t)t, doc[t] = (int32_t)t;
+        tab[t * ld] = m->scratch;
+    }
+    cudaStream_t st = m->stream;
+    size_t meta_bytes = (size_t)(5 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
+    CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
+    if (decode && m->gx[k]) {
+        cudaError_t e = cudaGraphLaunch(m->gx[k], st);
+        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s", cudaGetErrorString(e));
+        return logits_out(m, Tp, np, logits);
+    }
+    if (decode) {   /* the first pass of this bucket: eagerly, as the graph will, then captured */
+        TRY(body(m, Tp, ld, m->c.max_position_embeddings, false, Tp, NULL, 0));
+        TRY(logits_out(m, Tp, np, logits));
+        return capture(m, k, Tp);
+    }
+    TRY(body(m, T, ld, max_ctx, fresh, R, pc, np));
+    if (R > 0) return logits_out(m, R, R, logits);
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
 }

@@ -70,6 +70,7 @@ typedef struct {
     int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
     int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
     rt_comm *comm;                  /* tensor-parallel ranks (NULL or one rank: one GPU); borrowed */
+    bool no_cuda_graphs;            /* run decode passes eagerly (default: CUDA graphs) */
 } dc_load_opts;
 
 typedef struct {

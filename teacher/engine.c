@@ -51,7 +51,8 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
                      o->comm && comm_size(o->comm) > 1 ? ", over several ranks too" : "");
     else {
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
-        dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm};
+        dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm,
+                           .no_cuda_graphs = o->no_cuda_graphs};
         rc = dc_load(dir, &d, &m->gpu);
     }
     if (rc) {

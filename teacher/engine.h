@@ -86,6 +86,7 @@ typedef struct {
     te_device device;
     int gpu;                        /* CUDA device index; < 0: the process's local rank */
     double gpu_memory_fraction;     /* share of the GPU's memory the engine may take (0: 0.9) */
+    bool no_cuda_graphs;            /* cuda: decode steps run eagerly, not as CUDA graphs */
 } te_load_opts;
 int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out);
 /* "cpu" / "cuda" → *out; RT_EINVAL otherwise. */

@@ -5,6 +5,9 @@ counted host memory, NCCL = the MPI communicator, one stand-in GPU per rank) and
 every rank, with the CPU engine (teacher/dense.h, tested against transformers in test_generate /
 gen_teacher) run on that rank alone. Run at 1, 2 and 4 ranks under mpirun.
 
+Decode steps run as CUDA graphs (the stand-ins record a capture — the NCCL calls too — and replay
+it at launch) except in the --no-cuda-graphs cases.
+
 Models: a tiny Qwen2 (2 query heads, 1 kv head: replicated on 2 ranks; biases, tied, bf16), a
 tiny Llama (2 heads of 128, 1 kv head, untied, f32 converted), and a Llama with 4 query heads and
 2 kv heads (split on 2 ranks, replicated on 4).
@@ -85,10 +88,11 @@ def weight_bytes(name, P, rank):
     return 2 * n
 
 
-@pytest.mark.parametrize("name,ranks", [("qwen", 1), ("qwen", 2), ("llama", 1), ("llama", 2), ("llama4", 1),
-                                        ("llama4", 2), ("llama4", 4)])
-def test_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_dir, models, name, ranks):
-    p = mpi(ranks, [tool(tools_dir), "run", models[name]])
+@pytest.mark.parametrize("name,ranks,graphs", [("qwen", 1, True), ("qwen", 2, True), ("qwen", 2, False),
+                                               ("llama", 1, True), ("llama", 2, True), ("llama4", 1, True),
+                                               ("llama4", 2, True), ("llama4", 2, False), ("llama4", 4, True)])
+def test_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_dir, models, name, ranks, graphs):
+    p = mpi(ranks, [tool(tools_dir), "run", models[name]] + ([] if graphs else ["--no-cuda-graphs"]))
     assert p.returncode == 0, p.stdout + p.stderr
     rows = sorted((json.loads(l) for l in p.stdout.splitlines() if l.strip()), key=lambda r: r["rank"])
     assert [r["rank"] for r in rows] == list(range(ranks))
@@ -103,6 +107,8 @@ def test_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_
         # workspace), and the run allocates nothing more
         assert r["peak"] <= r["plan"] <= r["peak"] + (32 << 20), r
         assert r["weights"] == weight_bytes(name, ranks, r["rank"]), r
+        # decode steps ran as graphs (the stand-ins replay what the capture recorded), or not at all
+        assert (r["graph_launches"] >= 10) if graphs else (r["graph_launches"] == 0), r
     for k in ("dlogit", "dlogprob", "tokens"):   # the same logits on every rank
         assert len({r[k] for r in rows}) == 1, rows
     if ranks > 1:

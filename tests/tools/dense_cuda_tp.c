@@ -6,7 +6,7 @@
  * (teacher/dense.h, itself tested against transformers) run on that rank alone.
  *
  *   dense_cuda_tp make qwen|llama|llama4 DIR SEED   write a tiny random checkpoint (one process)
- *   dense_cuda_tp run DIR                           the comparison (under mpirun -np N, or alone)
+ *   dense_cuda_tp run DIR [--no-cuda-graphs]        the comparison (under mpirun -np N, or alone)
  *
  * Models (as tests/unit/test_dense_cuda_fake.c's, same generator): qwen — hidden 128, 2 query
  * heads and 1 kv head of 64 (the kv head replicated on 2 ranks), q/k/v biases, tied embeddings,
@@ -25,8 +25,9 @@
  * margin (a greedy decision nearer a tie than the logit error may flip without a bug); (3) the stand-in allocator's peak device
  * bytes held against the rank's plan (after load: at most the plan and at least the plan less
  * the cuBLASLt workspace, which the stand-in does not allocate; after the run: nothing more).
- * Each rank prints one JSON line {"rank", "ranks", "dlogit", "dlogprob", "margin", "tokens",
- * "equal", "peak", "plan", "weights"}; exit 0, or 1 with the message of what failed (a load
+ * Decode steps run as CUDA graphs (the stand-ins record and replay them, NCCL calls included)
+ * unless --no-cuda-graphs. Each rank prints one JSON line {"rank", "ranks", "dlogit", "dlogprob",
+ * "margin", "tokens", "equal", "peak", "plan", "weights", "graph_launches"}; exit 0, or 1 with the message of what failed (a load
  * error too, one line per rank). The pytest holds the numbers against its tolerances. */
 #include <math.h>
 #include <stdio.h>
@@ -175,6 +176,8 @@ static int make_model(const char *dir, const shape *s, uint64_t seed) {
 
 /* ---- the comparisons ------------------------------------------------------------------- */
 
+static bool no_graphs;   /* run --no-cuda-graphs */
+
 static int fail(const char *what) {
     fprintf(stderr, "dense_cuda_tp: %s: %s\n", what, rt_errmsg());
     return 1;
@@ -185,7 +188,8 @@ static int forward_vs_dense(const char *dir, rt_comm *comm, float *worst) {
     dn_model *cm;
     dc_model *gm;
     if (dn_load(dir, NULL, &cm)) return fail("dn_load");
-    dc_load_opts lo = {.gpu = comm_local_rank(comm), .max_tokens = 16, .max_seqs = 16, .comm = comm};
+    dc_load_opts lo = {.gpu = comm_local_rank(comm), .max_tokens = 16, .max_seqs = 16, .comm = comm,
+                       .no_cuda_graphs = no_graphs};
     if (dc_load(dir, &lo, &gm)) {
         dn_free(cm);
         return fail("dc_load");
@@ -247,7 +251,7 @@ static int by_tag(const void *a, const void *b) {
 static int run_engine(const char *dir, te_device dev, rt_comm *comm, collected *out, size_t *peak, size_t *plan,
                       size_t *weights) {
     te_load_opts lo = {.device = dev, .gpu = -1, .gpu_memory_fraction = 0.9,
-                       .comm = dev == TE_DEVICE_CUDA ? comm : NULL};
+                       .comm = dev == TE_DEVICE_CUDA ? comm : NULL, .no_cuda_graphs = no_graphs};
     te_model *m;
     if (dev == TE_DEVICE_CUDA) fake_peak = fake_in_use;
     if (te_model_load_opts(dir, &lo, &m)) return fail(dev == TE_DEVICE_CUDA ? "cuda load" : "cpu load");
@@ -338,9 +342,10 @@ static int run(const char *dir) {
     }
     if (!rc)
         printf("{\"rank\": %d, \"ranks\": %d, \"dlogit\": %.5f, \"dlogprob\": %.5f, \"margin\": %.4f, \"tokens\": %lld, "
-               "\"results\": %zu, \"equal\": %s, \"peak\": %zu, \"plan\": %zu, \"weights\": %zu}\n",
+               "\"results\": %zu, \"equal\": %s, \"peak\": %zu, \"plan\": %zu, \"weights\": %zu, "
+               "\"graph_launches\": %zu}\n",
                comm_rank(comm), comm_size(comm), dlogit, dlogprob, cpu.min_margin, (long long)tokens, gpu.n,
-               equal ? "true" : "false", peak, plan, weights);
+               equal ? "true" : "false", peak, plan, weights, fake_graph_launches());
     fflush(stdout);
     te_results_free(cpu.r, cpu.n);
     te_results_free(gpu.r, gpu.n);
@@ -359,7 +364,10 @@ int main(int argc, char **argv) {
         }
         return make_model(argv[3], s, strtoull(argv[4], NULL, 0)) ? fail("make") : 0;
     }
-    if (argc == 3 && !strcmp(argv[1], "run")) return run(argv[2]);
-    fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4 DIR SEED | dense_cuda_tp run DIR\n");
+    if ((argc == 3 || (argc == 4 && !strcmp(argv[3], "--no-cuda-graphs"))) && !strcmp(argv[1], "run")) {
+        no_graphs = argc == 4;
+        return run(argv[2]);
+    }
+    fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4 DIR SEED | dense_cuda_tp run DIR [--no-cuda-graphs]\n");
     return 2;
 }

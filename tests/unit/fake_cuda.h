@@ -144,4 +144,64 @@ static inline int fake_real_comm_allreduce(rt_comm *c, const void *send, void *r
 #define comm_allreduce fake_comm_allreduce
 int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
 
+/* ---- CUDA graphs (teacher/dense_cuda.c's decode passes) ------------------------------------
+ * cudaStreamBeginCapture puts a stream in capture (one at a time): what is then enqueued on it
+ * does not run but is recorded, its arguments copied, in the graph cudaStreamEndCapture returns;
+ * cudaGraphLaunch replays the records in order, reading the buffers as they are then (as a graph
+ * reads device memory at launch, with the scalars of the capture). Recorded: the kernel stand-ins
+ * a decode pass calls, device-to-device cudaMemcpyAsync, and NCCL's all-reduce and all-gather
+ * (any, while a capture is open: NCCL enqueues on the communicator's stream). During a capture a
+ * host↔device cudaMemcpyAsync (pageable memory) or a cudaStreamSynchronize of the capturing
+ * stream fails, as they invalidate a real capture. The calls go through the wrappers of
+ * fake_cuda_impl.h's graph block: at once outside a capture. */
+typedef struct fake_graph *cudaGraph_t;
+typedef struct fake_graph *cudaGraphExec_t;
+typedef enum {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2
+} cudaStreamCaptureMode;
+#define cudaStreamBeginCapture fake_cudaStreamBeginCapture
+#define cudaStreamEndCapture fake_cudaStreamEndCapture
+#define cudaGraphInstantiate fake_cudaGraphInstantiate
+#define cudaGraphLaunch fake_cudaGraphLaunch
+#define cudaGraphDestroy fake_cudaGraphDestroy
+#define cudaGraphExecDestroy fake_cudaGraphExecDestroy
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
+size_t fake_graph_launches(void);   /* graphs launched so far */
+/* the recording wrappers (fake_g_…) in place of the stand-ins (fake_…) */
+#undef embed_fwd_cuda
+#undef rmsnorm_fwd_cuda
+#undef mm_linear_fwd_cuda
+#undef rope_apply_cuda_ld
+#undef attn_paged_store_cuda
+#undef attn_paged_fwd_cuda
+#undef swiglu_fwd_cuda
+#undef mm_gemm_cuda
+#undef cudaMemcpyAsync
+#undef cudaStreamSynchronize
+#undef comm_allreduce
+#undef comm_allgather
+#define embed_fwd_cuda fake_g_embed_fwd_cuda
+#define rmsnorm_fwd_cuda fake_g_rmsnorm_fwd_cuda
+#define mm_linear_fwd_cuda fake_g_mm_linear_fwd_cuda
+#define rope_apply_cuda_ld fake_g_rope_apply_cuda_ld
+#define attn_paged_store_cuda fake_g_attn_paged_store_cuda
+#define attn_paged_fwd_cuda fake_g_attn_paged_fwd_cuda
+#define swiglu_fwd_cuda fake_g_swiglu_fwd_cuda
+#define mm_gemm_cuda fake_g_mm_gemm_cuda
+#define cudaMemcpyAsync fake_g_cudaMemcpyAsync
+#define cudaStreamSynchronize fake_g_cudaStreamSynchronize
+#define comm_allreduce fake_g_comm_allreduce
+#define comm_allgather fake_g_comm_allgather
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
+int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
+
 #endif

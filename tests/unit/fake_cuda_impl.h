@@ -13,6 +13,33 @@
 
 #include <stdint.h>
 
+/* CUDA graphs (the block at the end): the stand-ins below keep their fake_… names; the code
+ * under test reaches them through the recording wrappers fake_g_… (fake_cuda.h) */
+#undef embed_fwd_cuda
+#undef rmsnorm_fwd_cuda
+#undef mm_linear_fwd_cuda
+#undef rope_apply_cuda_ld
+#undef attn_paged_store_cuda
+#undef attn_paged_fwd_cuda
+#undef swiglu_fwd_cuda
+#undef mm_gemm_cuda
+#undef cudaMemcpyAsync
+#undef cudaStreamSynchronize
+#undef comm_allreduce
+#undef comm_allgather
+#define embed_fwd_cuda fake_embed_fwd_cuda
+#define rmsnorm_fwd_cuda fake_rmsnorm_fwd_cuda
+#define mm_linear_fwd_cuda fake_mm_linear_fwd_cuda
+#define rope_apply_cuda_ld fake_rope_apply_cuda_ld
+#define attn_paged_store_cuda fake_attn_paged_store_cuda
+#define attn_paged_fwd_cuda fake_attn_paged_fwd_cuda
+#define swiglu_fwd_cuda fake_swiglu_fwd_cuda
+#define mm_gemm_cuda fake_mm_gemm_cuda
+#define cudaMemcpyAsync fake_cudaMemcpyAsync
+#define cudaStreamSynchronize fake_cudaStreamSynchronize
+#define comm_allreduce fake_comm_allreduce
+#define comm_allgather fake_comm_allgather
+
 /* ---- the runtime ------------------------------------------------------------------------ */
 
 static size_t fake_in_use, fake_mallocs;
@@ -449,5 +476,198 @@ int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dt
     free(f);
     return rc;
 }
+
+/* ---- CUDA graphs: capture records the calls, launch replays them (see fake_cuda.h) ------- */
+
+typedef union {
+    void *p;
+    int64_t i;
+    double f;
+} fake_arg;
+typedef struct fake_call {
+    int (*run)(const fake_arg *a);   /* 0, or an error */
+    fake_arg a[20];
+} fake_call;
+struct fake_graph {
+    fake_call *calls;
+    size_t n, cap;
+};
+static cudaStream_t fake_cap_stream;        /* the stream in capture, or NULL */
+static struct fake_graph *fake_cap_graph;   /* what it records */
+static size_t fake_launches;
+
+static bool fake_capturing(const void *stream) { return fake_cap_graph && stream == (const void *)fake_cap_stream; }
+static fake_arg *fake_record(int (*run)(const fake_arg *)) {
+    struct fake_graph *g = fake_cap_graph;
+    if (g->n == g->cap) g->calls = realloc(g->calls, (g->cap = g->cap ? 2 * g->cap : 64) * sizeof *g->calls);
+    FAKE_CHECK(g->calls);
+    g->calls[g->n].run = run;
+    return g->calls[g->n++].a;
+}
+#define P_(x) ((fake_arg){.p = (void *)(x)})
+#define I_(x) ((fake_arg){.i = (int64_t)(x)})
+#define F_(x) ((fake_arg){.f = (double)(x)})
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    (void)mode;
+    if (fake_cap_graph || !s) return cudaErrorInvalidValue;
+    fake_cap_stream = s;
+    fake_cap_graph = calloc(1, sizeof *fake_cap_graph);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
+    if (!fake_cap_graph || s != fake_cap_stream) return cudaErrorInvalidValue;
+    *g = fake_cap_graph;
+    fake_cap_graph = NULL, fake_cap_stream = NULL;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags) {
+    (void)flags;
+    struct fake_graph *e = calloc(1, sizeof *e);
+    e->n = e->cap = g->n;
+    e->calls = malloc((g->n ? g->n : 1) * sizeof *e->calls);
+    memcpy(e->calls, g->calls, g->n * sizeof *e->calls);
+    *x = e;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
+    if (fake_capturing(s)) return cudaErrorInvalidValue;
+    for (size_t i = 0; i < x->n; i++)
+        if (x->calls[i].run(x->calls[i].a)) return cudaErrorInvalidValue;
+    fake_launches++;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    if (g) free(g->calls), free(g);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { return cudaGraphDestroy(x); }
+size_t fake_graph_launches(void) { return fake_launches; }
+
+static int rp_embed(const fake_arg *a) { return fake_embed_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, NULL); }
+int fake_g_embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
+    if (!fake_capturing(stream)) return fake_embed_fwd_cuda(out, table, ids, M, D, stream);
+    fake_arg *a = fake_record(rp_embed);
+    a[0] = P_(out), a[1] = P_(table), a[2] = P_(ids), a[3] = I_(M), a[4] = I_(D);
+    return 0;
+}
+static int rp_rmsnorm(const fake_arg *a) {
+    return fake_rmsnorm_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].p, a[4].p, a[5].i, a[6].i, (float)a[7].f, NULL);
+}
+int fake_g_rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w, int64_t M,
+                            int64_t D, float eps, void *stream) {
+    if (!fake_capturing(stream)) return fake_rmsnorm_fwd_cuda(y, rstd, res, add, w, M, D, eps, stream);
+    fake_arg *a = fake_record(rp_rmsnorm);
+    a[0] = P_(y), a[1] = P_(rstd), a[2] = P_(res), a[3] = P_(add), a[4] = P_(w), a[5] = I_(M), a[6] = I_(D), a[7] = F_(eps);
+    return 0;
+}
+static int rp_linear(const fake_arg *a) {
+    return fake_mm_linear_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].p, a[4].p, a[5].i, a[6].i, a[7].i, NULL);
+}
+int fake_g_mm_linear_fwd_cuda(mm_cuda_ctx *c, uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *b,
+                              int64_t M, int64_t N, int64_t K, void *stream) {
+    if (!fake_capturing(stream)) return fake_mm_linear_fwd_cuda(c, y, x, w, b, M, N, K, stream);
+    fake_arg *a = fake_record(rp_linear);
+    a[0] = P_(c), a[1] = P_(y), a[2] = P_(x), a[3] = P_(w), a[4] = P_(b), a[5] = I_(M), a[6] = I_(N), a[7] = I_(K);
+    return 0;
+}
+static int rp_rope(const fake_arg *a) {
+    return fake_rope_apply_cuda_ld(a[0].p, a[1].i, a[2].p, a[3].p, a[4].i, a[5].i, a[6].i, a[7].i != 0, NULL);
+}
+int fake_g_rope_apply_cuda_ld(uint16_t *x, int64_t ld, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H,
+                              int64_t hd, bool inverse, void *stream) {
+    if (!fake_capturing(stream)) return fake_rope_apply_cuda_ld(x, ld, pos, inv_freq, T, H, hd, inverse, stream);
+    fake_arg *a = fake_record(rp_rope);
+    a[0] = P_(x), a[1] = I_(ld), a[2] = P_(pos), a[3] = P_(inv_freq), a[4] = I_(T), a[5] = I_(H), a[6] = I_(hd);
+    a[7] = I_(inverse);
+    return 0;
+}
+static int rp_store(const fake_arg *a) {
+    return fake_attn_paged_store_cuda(a[0].p, a[1].p, a[2].p, a[3].p, a[4].i, a[5].i, a[6].i, a[7].i, a[8].i, a[9].p,
+                                      a[10].i, a[11].p, a[12].p, NULL);
+}
+int fake_g_attn_paged_store_cuda(uint16_t *k_cache, uint16_t *v_cache, const uint16_t *k, const uint16_t *v, int64_t ld,
+                                 int64_t n, int64_t kd, int64_t bs, int64_t bstride, const int32_t *tables,
+                                 int64_t table_ld, const int32_t *seq_of, const int32_t *pos, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_attn_paged_store_cuda(k_cache, v_cache, k, v, ld, n, kd, bs, bstride, tables, table_ld, seq_of, pos,
+                                          stream);
+    fake_arg *a = fake_record(rp_store);
+    a[0] = P_(k_cache), a[1] = P_(v_cache), a[2] = P_(k), a[3] = P_(v), a[4] = I_(ld), a[5] = I_(n), a[6] = I_(kd);
+    a[7] = I_(bs), a[8] = I_(bstride), a[9] = P_(tables), a[10] = I_(table_ld), a[11] = P_(seq_of), a[12] = P_(pos);
+    return 0;
+}
+static int rp_paged(const fake_arg *a) {
+    return fake_attn_paged_fwd_cuda(a[0].p, a[1].p, a[2].i, a[3].i, a[4].i, a[5].i, a[6].i, (float)a[7].f, a[8].p,
+                                    a[9].p, a[10].i, a[11].i, a[12].p, a[13].i, a[14].p, a[15].p, a[16].i, a[17].p, NULL);
+}
+int fake_g_attn_paged_fwd_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n, int64_t Hq, int64_t Hkv,
+                               int64_t hd, float scale, const uint16_t *k, const uint16_t *v, int64_t bs, int64_t bstride,
+                               const int32_t *tables, int64_t table_ld, const int32_t *seq_of, const int32_t *ctx,
+                               int64_t max_ctx, void *ws, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_attn_paged_fwd_cuda(o, q, ld_q, n, Hq, Hkv, hd, scale, k, v, bs, bstride, tables, table_ld, seq_of,
+                                        ctx, max_ctx, ws, stream);
+    fake_arg *a = fake_record(rp_paged);
+    a[0] = P_(o), a[1] = P_(q), a[2] = I_(ld_q), a[3] = I_(n), a[4] = I_(Hq), a[5] = I_(Hkv), a[6] = I_(hd);
+    a[7] = F_(scale), a[8] = P_(k), a[9] = P_(v), a[10] = I_(bs), a[11] = I_(bstride), a[12] = P_(tables);
+    a[13] = I_(table_ld), a[14] = P_(seq_of), a[15] = P_(ctx), a[16] = I_(max_ctx), a[17] = P_(ws);
+    return 0;
+}
+static int rp_swiglu(const fake_arg *a) { return fake_swiglu_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, a[5].i, NULL); }
+int fake_g_swiglu_fwd_cuda(uint16_t *act, const uint16_t *g, const uint16_t *u, int64_t M, int64_t F, int64_t ld_in,
+                           void *stream) {
+    if (!fake_capturing(stream)) return fake_swiglu_fwd_cuda(act, g, u, M, F, ld_in, stream);
+    fake_arg *a = fake_record(rp_swiglu);
+    a[0] = P_(act), a[1] = P_(g), a[2] = P_(u), a[3] = I_(M), a[4] = I_(F), a[5] = I_(ld_in);
+    return 0;
+}
+static int rp_gemm(const fake_arg *a) {
+    return fake_mm_gemm_cuda(a[0].p, a[1].p, a[2].i != 0, a[3].i, a[4].p, a[5].i, a[6].i != 0, a[7].p, a[8].i,
+                             a[9].i != 0, a[10].i, a[11].i, a[12].i, (float)a[13].f, (float)a[14].f, NULL);
+}
+int fake_g_mm_gemm_cuda(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t *x, int64_t lda, bool trans_a,
+                        const uint16_t *b, int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        float beta, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_mm_gemm_cuda(c, d, d_f32, ldd, x, lda, trans_a, b, ldb, trans_b, M, N, K, alpha, beta, stream);
+    fake_arg *a = fake_record(rp_gemm);
+    a[0] = P_(c), a[1] = P_(d), a[2] = I_(d_f32), a[3] = I_(ldd), a[4] = P_(x), a[5] = I_(lda), a[6] = I_(trans_a);
+    a[7] = P_(b), a[8] = I_(ldb), a[9] = I_(trans_b), a[10] = I_(M), a[11] = I_(N), a[12] = I_(K), a[13] = F_(alpha);
+    a[14] = F_(beta);
+    return 0;
+}
+static int rp_memcpy(const fake_arg *a) { return fake_cudaMemcpyAsync(a[0].p, a[1].p, (size_t)a[2].i, (cudaMemcpyKind)a[3].i, NULL) != cudaSuccess; }
+cudaError_t fake_g_cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
+    if (!fake_capturing(st)) return fake_cudaMemcpyAsync(d, s, n, k, st);
+    if (k != cudaMemcpyDeviceToDevice) return cudaErrorInvalidValue;   /* pageable host memory */
+    fake_arg *a = fake_record(rp_memcpy);
+    a[0] = P_(d), a[1] = P_(s), a[2] = I_(n), a[3] = I_(k);
+    return cudaSuccess;
+}
+cudaError_t fake_g_cudaStreamSynchronize(cudaStream_t s) {
+    return fake_capturing(s) ? cudaErrorInvalidValue : fake_cudaStreamSynchronize(s);
+}
+static int rp_allreduce(const fake_arg *a) {
+    return fake_comm_allreduce(a[0].p, a[1].p, a[2].p, (size_t)a[3].i, (rt_dtype)a[4].i, (comm_op)a[5].i);
+}
+int fake_g_comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op) {
+    if (!fake_cap_graph) return fake_comm_allreduce(c, send, recv, count, dt, op);
+    fake_arg *a = fake_record(rp_allreduce);
+    a[0] = P_(c), a[1] = P_(send), a[2] = P_(recv), a[3] = I_(count), a[4] = I_(dt), a[5] = I_(op);
+    return 0;
+}
+static int rp_allgather(const fake_arg *a) {
+    return fake_comm_allgather(a[0].p, a[1].p, a[2].p, (size_t)a[3].i, (rt_dtype)a[4].i);
+}
+int fake_g_comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
+    if (!fake_cap_graph) return fake_comm_allgather(c, send, recv, send_count, dt);
+    fake_arg *a = fake_record(rp_allgather);
+    a[0] = P_(c), a[1] = P_(send), a[2] = P_(recv), a[3] = I_(send_count), a[4] = I_(dt);
+    return 0;
+}
+#undef P_
+#undef I_
+#undef F_
 
 #endif
