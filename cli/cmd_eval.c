@@ -148,7 +148,7 @@ int cmd_eval(int argc, char **argv) {
         {"concurrency", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
         {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
         {"device", required_argument, 0, 'D'},      {"gpu-memory-fraction", required_argument, 0, 'G'},
-        {0, 0, 0, 0}};
+        {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS}, {0, 0, 0, 0}};
     const char *dbp = NULL, *model = NULL, *bench = NULL, *name = NULL, *tok_path = NULL, *served = NULL,
                *key_env = NULL;
     double conc = 8, timeout = 600, retries = 8;
@@ -158,6 +158,7 @@ int cmd_eval(int argc, char **argv) {
     double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0,
            gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
+    bool no_graphs = false;   /* --no-cuda-graphs */
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -191,6 +192,7 @@ int cmd_eval(int argc, char **argv) {
         case 'N': stream = false; remote_opt = true; break;
         case 'D': u = cli_parse_device("eval", optarg, &dev); break;
         case 'G': u = cli_parse_gpu_fraction("eval", optarg, &gpu_frac); break;
+        case CLI_OPT_NO_CUDA_GRAPHS: no_graphs = true; break;
         default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -255,7 +257,7 @@ int cmd_eval(int argc, char **argv) {
     if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
     if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
     cli_ranks one = {.rank = 0, .size = 1, .saved_err = -1, .name = "eval"};
-    if (!rc) rc = cli_load_teacher(&one, dir, pool, dev, gpu_frac, &m);
+    if (!rc) rc = cli_load_teacher(&one, dir, pool, dev, gpu_frac, no_graphs, &m);
     if (!rc && mk_check_tokenizer(te_model_config(m), dir, tok, tok_path)) rc = cli_fail("eval");
     if (!rc && cache == 0) {
         /* room for one question's k samples at full length, at least the engine's default */

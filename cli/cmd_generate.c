@@ -273,13 +273,15 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         {"logprobs", required_argument, 0, 'l'},    {"threads", required_argument, 0, 'J'},
         {"cache-tokens", required_argument, 0, 'c'}, {"stop", required_argument, 0, 'S'},
         {"ignore-eos", no_argument, 0, 'I'},        {"device", required_argument, 0, 'D'},
-        {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
+        {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
+        {0, 0, 0, 0}};
     const char *model = NULL, *tok_path = NULL, *jsonl = NULL, *stop[MAX_STOP];
     ct_kind tmpl;
     bool have_tmpl = false, ignore_eos = false;
     double n = 1, max_tokens = 256, temp = 1, top_p = 1, top_k = 0, min_p = 0, seed = 0, max_batch = 16, lp = -1,
            threads = 0, cache = 65536, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
+    bool no_graphs = false;   /* --no-cuda-graphs */
     int n_stop = 0, c, u = 0;
     optind = 1;
     opterr = 0;
@@ -312,6 +314,7 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         case 'I': ignore_eos = true; break;
         case 'D': u = cli_parse_device("generate", optarg, &dev); break;
         case 'G': u = cli_parse_gpu_fraction("generate", optarg, &gpu_frac); break;
+        case CLI_OPT_NO_CUDA_GRAPHS: no_graphs = true; break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -345,7 +348,7 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     if (!rc) {   /* every rank: the model (its part of it) and the engine */
         int nthreads = cli_ranks_threads(rk, threads);
         if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
-        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, &m);
+        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, no_graphs, &m);
         te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
         if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
         rc = cli_ranks_agree(rk, rc);
@@ -473,7 +476,8 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
         {"quiet", no_argument, 0, 'q'},             {"top-k", required_argument, 0, 'k'},
         {"min-p", required_argument, 0, 'I'},       {"device", required_argument, 0, 'D'},
-        {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
+        {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
+        {0, 0, 0, 0}};
     const char *db_path = NULL, *teacher = NULL, *model = NULL, *key_env = NULL, *source = NULL, *system = NULL,
                *instruction = "auto", *tok_path = NULL;
     ct_kind tmpl = CT_DEEPSEEK_R1;
@@ -481,6 +485,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
     double n = 1, max_tokens = 32768, temp = 0.6, top_p = 0.95, seed = 0, conc = 8, lp = -1, threads = 0,
            cache = 65536, timeout = 600, retries = 8, top_k = 0, min_p = 0, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
+    bool no_graphs = false;   /* --no-cuda-graphs */
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -517,6 +522,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         case 'I': u = parse_num("--min-p", optarg, 0, 1, &min_p); break;
         case 'D': u = cli_parse_device("generate", optarg, &dev); break;
         case 'G': u = cli_parse_gpu_fraction("generate", optarg, &gpu_frac); break;
+        case CLI_OPT_NO_CUDA_GRAPHS: no_graphs = true; break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -585,7 +591,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         if (!rc) {
             int nthreads = cli_ranks_threads(rk, threads);
             if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
-            if (!rc) rc = cli_load_teacher(rk, dir, pool, dev, gpu_frac, &m);
+            if (!rc) rc = cli_load_teacher(rk, dir, pool, dev, gpu_frac, no_graphs, &m);
             te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
             if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
             rc = cli_ranks_agree(rk, rc);

@@ -113,11 +113,13 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         {"max-body", required_argument, 0, 'B'},     {"max-connections", required_argument, 0, 'C'},
         {"max-connections-per-ip", required_argument, 0, 'I'},
         {"header-timeout", required_argument, 0, 'h'},   {"device", required_argument, 0, 'D'},
-        {"gpu-memory-fraction", required_argument, 0, 'G'}, {0, 0, 0, 0}};
+        {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
+        {0, 0, 0, 0}};
     const char *model = NULL, *host = "127.0.0.1", *key = getenv("RETORT_API_KEY"), *tok_path = NULL, *name = NULL;
     double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20, max_conns = 0, per_ip = 512;
     double header_timeout = 10, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
+    bool no_graphs = false;   /* --no-cuda-graphs */
     ct_kind tmpl = CT_QWEN;
     bool have_tmpl = false;
     int c, u = 0;
@@ -154,6 +156,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
             break;
         case 'D': u = cli_parse_device("serve", optarg, &dev); break;
         case 'G': u = cli_parse_gpu_fraction("serve", optarg, &gpu_frac); break;
+        case CLI_OPT_NO_CUDA_GRAPHS: no_graphs = true; break;
         default: return cli_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -204,7 +207,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     if (!rc) {   /* every rank: the model (its part); the followers their engine */
         int nthreads = cli_ranks_threads(rk, threads);
         if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("serve");
-        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, &m);
+        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, no_graphs, &m);
         te_opts eo = o.engine;
         eo.tok = tok;
         if (!rc && rk->rank > 0 && te_engine_create(m, &eo, &follower)) rc = cli_fail("serve");

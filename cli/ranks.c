@@ -76,8 +76,9 @@ void cli_ranks_close(cli_ranks *r) {
 }
 
 int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
-                     te_model **out) {
-    te_load_opts o = {.pool = pool, .comm = r->c, .device = dev, .gpu = -1, .gpu_memory_fraction = gpu_memory_fraction};
+                     bool no_cuda_graphs, te_model **out) {
+    te_load_opts o = {.pool = pool, .comm = r->c, .device = dev, .gpu = -1, .gpu_memory_fraction = gpu_memory_fraction,
+                      .no_cuda_graphs = no_cuda_graphs};
     if (te_model_load_opts(dir, &o, out)) return cli_fail(r->name);
     /* NaN or Inf weights: one line at load (core/model_check.h), whatever the device */
     if (r->rank == 0 && mk_check_weights(dir, pool)) return cli_fail(r->name);

@@ -39,7 +39,9 @@ int cli_ranks_threads(cli_ranks *r, double threads);
  * when split) into buf, for the subcommand's first progress line: the size is reported once
  * setup has succeeded, and an error stays one line. */
 int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
-                     te_model **out);
+                     bool no_cuda_graphs, te_model **out);
+/* the long option of --no-cuda-graphs in the subcommands' tables */
+#define CLI_OPT_NO_CUDA_GRAPHS 0x4e47
 const char *cli_weights(char *buf, size_t n, const cli_ranks *r, te_device dev, const te_model *m);
 /* --device / --gpu-memory-fraction values: 0, or a usage error's exit status (printed). */
 int cli_parse_device(const char *cmd, const char *arg, te_device *out);

@@ -62,7 +62,8 @@ static const opt_def GENERATE[] = {
     {"jsonl", T_STR, F_IN},    {"max-batch", T_INT, 0},     {"stop", T_LIST, 0},       {"ignore-eos", T_BOOL, 0},
     {"cache-tokens", T_INT, 0}, {"threads", T_INT, 0},      {"system", T_STR, 0},      {"instruction", T_STR, 0},
     {"no-think-prefix", T_BOOL, 0}, {"timeout", T_NUM, 0},  {"retries", T_INT, 0},     {"no-stream", T_BOOL, 0},
-    {"quiet", T_BOOL, 0},      {"device", T_STR, 0},        {"gpu-memory-fraction", T_NUM, 0}, END};
+    {"quiet", T_BOOL, 0},      {"device", T_STR, 0},        {"gpu-memory-fraction", T_NUM, 0},
+    {"no-cuda-graphs", T_BOOL, 0}, END};
 static const opt_def FILTER[] = {{"db", T_STR, 0},         {"config", T_STR, F_IN},         {"preset", T_STR, 0},
                                  {"threads", T_INT, 0},    {"assets", T_STR, F_IN},         {"decontam", T_LIST, F_IN},
                                  {"decontam-field", T_LIST, 0}, {"batch", T_INT, 0},        {"quiet", T_BOOL, 0}, END};
@@ -91,7 +92,7 @@ static const opt_def EVAL[] = {
     {"max-batch", T_INT, 0},  {"cache-tokens", T_INT, 0},   {"limit", T_INT, 0},          {"json", T_BOOL, 0},
     {"model-name", T_STR, 0}, {"api-key-env", T_STR, 0},    {"concurrency", T_INT, 0},    {"timeout", T_NUM, 0},
     {"retries", T_INT, 0},    {"no-stream", T_BOOL, 0},     {"device", T_STR, 0},         {"gpu-memory-fraction", T_NUM, 0},
-    END};
+    {"no-cuda-graphs", T_BOOL, 0}, END};
 static const opt_def COMPARE[] = {{"db", T_STR, 0}, {"runs", T_LIST, F_POS}, {"json", T_BOOL, 0}, END};
 static const opt_def REPORT[] = {{"db", T_STR, 0}, {"out", T_STR, 0}, {"train-log", T_LIST, F_IN}, END};
 #undef END
