@@ -12,7 +12,9 @@
 #   3. sanitizer compute-sanitizer memcheck and racecheck on the MLA and attention tests
 #   4. engine    retort generate --device cuda against --device cpu (same greedy ids; logprobs
 #                within 2e-2, bf16 against f32) on a random tiny FP8 DeepSeek-V3 and a random
-#                Qwen2.5-1.5B-shaped bf16 model (scripts/device_models.py)
+#                Qwen2.5-1.5B-shaped bf16 model (scripts/device_models.py); on the 1.5B model
+#                also decode steps as CUDA graphs (the default) against --no-cuda-graphs
+#                (same greedy ids). Tensor parallel needs 2 GPUs and MPI: not in this script.
 #   5. decode    the 1.5B model at batch 1, 32 and 256 with 4k-token contexts (bench/generate):
 #                tokens/s against the HBM roofline (weights + KV read once per step, at the copy
 #                bandwidth torch measures in the same run)
@@ -108,6 +110,28 @@ PY
 )
     row "engine $model" "${res%%|*}" "${res#*|}"
   done
+  # decode steps as CUDA graphs (the default) against eager passes: the same greedy ids
+  timeout 240 "$RETORT" generate --model "$M/qwen-1.5b" --jsonl "$M/prompts.jsonl" --temperature 0 --max-tokens 32 \
+    --ignore-eos --logprobs 0 --threads "$J" --device cuda --no-cuda-graphs > "$OUT/qwen-1.5b.eager.jsonl" \
+    2> "$OUT/qwen-1.5b.eager.err"
+  erc=$?
+  res=$(python3 - "$OUT/qwen-1.5b" "$erc" <<'PY'
+import json, sys
+p, rc = sys.argv[1], sys.argv[2]
+if rc != "0":
+    err = open(f"{p}.eager.err").read().strip().splitlines()
+    print(f"FAILED|--no-cuda-graphs exit {rc}: {err[-1] if err else ''}")
+    sys.exit()
+a = {(o["index"], o["sample"]): o for o in map(json.loads, open(f"{p}.cuda.jsonl"))}
+b = {(o["index"], o["sample"]): o for o in map(json.loads, open(f"{p}.eager.jsonl"))}
+same = sum(a[k]["ids"] == b.get(k, {}).get("ids") for k in a)
+dl = max((abs(x["logprob"] - y["logprob"]) for k in a if k in b
+          for x, y in zip(a[k]["logprobs"], b[k]["logprobs"]) if x["id"] == y["id"]), default=float("nan"))
+ok = len(a) > 0 and same == len(a) and dl < 2e-2
+print(f"{'ok' if ok else 'FAILED'}|graphs vs --no-cuda-graphs: greedy ids equal on {same}/{len(a)} prompts, max |dlogprob| {dl:.2e}")
+PY
+)
+  row "engine graphs" "${res%%|*}" "${res#*|}"
 else
   tail -20 "$OUT/models.log"
   row engine FAILED "scripts/device_models.py failed (models.log)"
