@@ -599,16 +599,19 @@ static int logits_out(dc_model *m, int64_t R, int64_t R_out, float *logits) {
 /* Captures body() for a decode pass of B rows as graph k (its ints already in place; the eager
  * run of the same pass came first, so every lazy set-up — shared-memory opt-ins, cuBLASLt's
  * choices — is done). A failed capture is ended and forgotten: the pass runs eagerly next time. */
+#define DC_NOGRAPH " (--no-cuda-graphs runs decode steps without graphs)"
+
 static int capture(dc_model *m, int k, int64_t B) {
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
-    if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
     int rc = body(m, B, m->gld, m->c.max_position_embeddings, false, B, NULL, 0);
     e = cudaStreamEndCapture(m->stream, &g);
-    if (!rc && e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    if (!rc && e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
+    else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DC_NOGRAPH);
     if (!rc && (e = cudaGraphInstantiate(&m->gx[k], g, 0)) != cudaSuccess) {
         m->gx[k] = NULL;
-        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
     }
     if (g) cudaGraphDestroy(g);
     return rc;
@@ -658,7 +661,7 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
     CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
     if (decode && m->gx[k]) {
         cudaError_t e = cudaGraphLaunch(m->gx[k], st);
-        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s", cudaGetErrorString(e));
+        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
         return logits_out(m, Tp, np, logits);
     }
     if (decode) {   /* the first pass of this bucket: eagerly, as the graph will, then captured */

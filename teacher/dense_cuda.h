@@ -44,6 +44,14 @@
  * others say another rank failed), and the cache takes the smallest rank's positions. Other
  * splits (Hq or F not divisible by P, F/P not a multiple of 8) are RT_EUNSUPPORTED.
  *
+ * CUDA graphs (unless dc_load_opts.no_cuda_graphs): a decode pass (one new token for each of n
+ * sequences, none starting empty) runs as the graph of the smallest bucket B ≥ n of 1, 2, 4, …,
+ * max_seqs, captured after the bucket's first (eager) pass: its ints padded to B rows in the fixed
+ * device buffer (padding rows use a scratch block: dc_cache_init gives the caller one block less
+ * than the arena holds when graphs are on), tables of ceil(context / block_size) ints a row,
+ * max_ctx the model's context. dc_cache_init drops the graphs. Tokens equal the eager passes';
+ * logits may differ in the last bits (GEMMs over B rows).
+ *
  * Without CUDA (a CPU-only build) every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, no device), RT_ENOMEM
  * (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dc_cache_init), RT_ERANGE
@@ -89,8 +97,8 @@ const mc_config *dc_config(const dc_model *m);
 const dc_plan *dc_get_plan(const dc_model *m);
 int64_t dc_kv_positions(const dc_model *m);
 
-/* Blocks of block_size positions over the KV arena: *n_blocks = kv_positions / block_size
- * (≥ 1, else RT_ERANGE). Forgets what the cache held. */
+/* Blocks of block_size positions over the KV arena: *n_blocks = kv_positions / block_size (less
+ * the graphs' scratch block; ≥ 1, else RT_ERANGE). Forgets what the cache held. */
 int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks);
 
 int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
