@@ -2,7 +2,10 @@
  * the end-to-end check for a device session (the kernels alone: make gpu-test).
  *
  *   dense_cuda_check MODEL_DIR...   (a dense Llama/Qwen2 checkpoint, head_dim 64 or 128)
+ *   mpirun -np N dense_cuda_check MODEL_DIR...   (tensor parallel: one GPU per rank)
  *
+ * Under mpirun the CUDA engine is split over the ranks (te_load_opts.comm) and every rank runs the
+ * CPU engine alone and compares; rank 0 prints, every rank's failure counts.
  * For each model: the CPU engine and the CUDA engine (te_model_load_opts) run the same requests
  * — prompts of 5, 37, 1 and 300 tokens (the last in chunks of 64: a chunk continuing a cached
  * prefix), one with 3 samples, greedy, 32 new tokens each, top-2 logprobs — and the tool prints
@@ -19,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/comm.h"
 #include "core/status.h"
 #include "teacher/engine.h"
 
@@ -72,9 +76,12 @@ static int run(te_model *m, const int32_t *const *prompts, const int64_t *plen, 
     return rc;
 }
 
-static int check(const char *dir) {
+static bool quiet;   /* ranks other than 0 */
+#define printf(...) (quiet ? 0 : printf(__VA_ARGS__))
+
+static int check(const char *dir, rt_comm *comm) {
     te_model *cm = NULL, *gm = NULL;
-    te_load_opts lc = {.device = TE_DEVICE_CPU}, lg = {.device = TE_DEVICE_CUDA, .gpu = -1};
+    te_load_opts lc = {.device = TE_DEVICE_CPU}, lg = {.device = TE_DEVICE_CUDA, .gpu = -1, .comm = comm};
     int rc = te_model_load_opts(dir, &lg, &gm);
     if (rc == RT_EUNSUPPORTED) {
         printf("skipped: %s\n", rt_errmsg());
@@ -134,11 +141,23 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: dense_cuda_check MODEL_DIR...\n");
         return 2;
     }
+    rt_comm *comm;
+    if (comm_open(COMM_AUTO, &comm)) {
+        fprintf(stderr, "dense_cuda_check: %s\n", rt_errmsg());
+        return 1;
+    }
+    quiet = comm_rank(comm) != 0;
     int fail = 0;
     for (int i = 1; i < argc; i++) {
-        int r = check(argv[i]);
-        if (r < 0) return 0;
+        int r = check(argv[i], comm);
+        if (r < 0) break;
         fail |= r;
     }
+    if (comm_size(comm) > 1) {   /* any rank's failure */
+        int32_t f = fail;
+        if (comm_allreduce(comm, &f, &f, 1, RT_DT_I32, COMM_MAX)) f = 1;
+        fail = f;
+    }
+    comm_close(comm);
     return fail;
 }
