@@ -21,6 +21,10 @@ flip seen had a CPU top-2 margin below 0.07), so each model's seed is one whose 
 margin is ≥ 0.1, asserted as a precondition. Every rank must report the same numbers: the
 lockstep engine needs bit-identical logits on all ranks.
 
+The load's agreement between ranks: a rank with a smaller stand-in GPU makes every rank take its
+cache (expected: the cache of a job where every rank has that GPU), and a rank whose model does
+not fit stops all, itself with its reason and the others pointing at it.
+
 The per-rank weight bytes are counted here from the shapes (each region padded to 64 elements,
 bf16): the layout's slices, independently of the code.
 """
@@ -48,17 +52,18 @@ def tool(tools_dir):
     return p
 
 
-def mpi(ranks, args, timeout=600):
+def mpi(ranks, args, timeout=600, env_add=None):
     if ranks == 1:
         return run(args, timeout=timeout)
     mpirun = shutil.which("mpirun")
     if not mpirun:
         pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env_add or {}))
     if "ASAN_OPTIONS" in env:
         env["ASAN_OPTIONS"] += ":detect_leaks=0"
-    return subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    exports = [a for k in (env_add or {}) for a in ("-x", k)]
+    return subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", *exports,
+                           *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +127,30 @@ def test_a_split_the_layout_cannot_make_is_one_line_on_every_rank(tools_dir, mod
     assert len(lines) == 4, p.stderr
     for l in lines:
         assert "over 4 ranks: 2 query heads, 1 kv heads" in l, l
+
+
+def rows_of(p):
+    assert p.returncode == 0, p.stdout + p.stderr
+    return sorted((json.loads(l) for l in p.stdout.splitlines() if l.strip()), key=lambda r: r["rank"])
+
+
+def test_ranks_agree_on_the_smallest_ranks_cache(tools_dir, models):
+    """Rank 1 on a 56 MiB stand-in GPU beside rank 0's 64 MiB: both take the cache a job of two
+    56 MiB GPUs gets (the schedulers of the ranks must see the same blocks), and still match."""
+    t = tool(tools_dir)
+    big = rows_of(mpi(2, [t, "run", models["qwen"]]))
+    small = rows_of(mpi(2, [t, "run", models["qwen"]], env_add={"DC_TP_GPU_MIB": "56"}))
+    mixed = rows_of(mpi(2, [t, "run", models["qwen"]], env_add={"DC_TP_RANK1_GPU_MIB": "56"}))
+    assert big[0]["kv_positions"] > small[0]["kv_positions"]
+    for r in mixed:
+        assert r["kv_positions"] == small[0]["kv_positions"], mixed
+        assert r["equal"] and r["tokens"] == 75, r
+
+
+def test_a_rank_that_cannot_load_stops_every_rank_with_one_line(tools_dir, models):
+    p = mpi(2, [tool(tools_dir), "run", models["qwen"]], env_add={"DC_TP_RANK1_GPU_MIB": "1"})
+    assert p.returncode != 0
+    lines = [l for l in p.stderr.splitlines() if l.startswith("dense_cuda_tp:")]
+    assert len(lines) == 2, p.stderr
+    assert sum("per rank" in l and "the GPU has" in l for l in lines) == 1, lines     # rank 1: its own reason
+    assert sum("another rank could not load its part" in l for l in lines) == 1, lines   # rank 0

@@ -25,9 +25,12 @@
  * margin (a greedy decision nearer a tie than the logit error may flip without a bug); (3) the stand-in allocator's peak device
  * bytes held against the rank's plan (after load: at most the plan and at least the plan less
  * the cuBLASLt workspace, which the stand-in does not allocate; after the run: nothing more).
+ * DC_TP_GPU_MIB=N gives every rank a stand-in GPU of N MiB instead of 64, DC_TP_RANK1_GPU_MIB=N
+ * rank 1 alone (the ranks' plans
+ * must agree on the smallest cache, or all stop when one rank's weights do not fit).
  * Decode steps run as CUDA graphs (the stand-ins record and replay them, NCCL calls included)
  * unless --no-cuda-graphs. Each rank prints one JSON line {"rank", "ranks", "dlogit", "dlogprob",
- * "margin", "tokens", "equal", "peak", "plan", "weights", "graph_launches"}; exit 0, or 1 with the message of what failed (a load
+ * "margin", "tokens", "equal", "peak", "plan", "weights", "graph_launches", "kv_positions"}; exit 0, or 1 with the message of what failed (a load
  * error too, one line per rank). The pytest holds the numbers against its tolerances. */
 #include <math.h>
 #include <stdio.h>
@@ -248,6 +251,8 @@ static int by_tag(const void *a, const void *b) {
 }
 
 /* (2) one engine over the request pattern; for cuda, the peak against the plan too */
+static int64_t kv_positions;   /* the CUDA engine's cache, after the ranks agreed */
+
 static int run_engine(const char *dir, te_device dev, rt_comm *comm, collected *out, size_t *peak, size_t *plan,
                       size_t *weights) {
     te_load_opts lo = {.device = dev, .gpu = -1, .gpu_memory_fraction = 0.9,
@@ -258,7 +263,7 @@ static int run_engine(const char *dir, te_device dev, rt_comm *comm, collected *
     int rc = 0;
     if (dev == TE_DEVICE_CUDA) {   /* everything planned is allocated at load, nothing more */
         const dc_plan *p = dc_get_plan(m->gpu);
-        *plan = p->total, *weights = p->weights;
+        *plan = p->total, *weights = p->weights, kv_positions = p->kv_positions;
         if (fake_peak > p->total || fake_peak + DC_GEMM_WS < p->total)
             rc = rt_fail(RT_EINTERNAL, "after load: peak %zu device bytes, plan %zu", fake_peak, p->total);
     }
@@ -312,7 +317,10 @@ static int run(const char *dir) {
     rt_comm *comm;
     if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
     fake_devices = comm_local_size(comm);    /* one stand-in GPU per rank of the node */
-    fake_total_bytes = (size_t)64 << 20;     /* a 64 MiB "GPU": the plan gives the cache what is left */
+    const char *all = getenv("DC_TP_GPU_MIB");
+    fake_total_bytes = (size_t)(all ? strtoull(all, NULL, 10) : 64) << 20;   /* the plan gives the cache what is left */
+    const char *small = getenv("DC_TP_RANK1_GPU_MIB");   /* rank 1's GPU smaller: the ranks must agree */
+    if (small && comm_rank(comm) == 1) fake_total_bytes = (size_t)strtoull(small, NULL, 10) << 20;
     float dlogit = 0, dlogprob = 0;
     collected cpu = {0}, gpu = {0};
     size_t peak = 0, plan = 0, weights = 0;
@@ -343,9 +351,9 @@ static int run(const char *dir) {
     if (!rc)
         printf("{\"rank\": %d, \"ranks\": %d, \"dlogit\": %.5f, \"dlogprob\": %.5f, \"margin\": %.4f, \"tokens\": %lld, "
                "\"results\": %zu, \"equal\": %s, \"peak\": %zu, \"plan\": %zu, \"weights\": %zu, "
-               "\"graph_launches\": %zu}\n",
+               "\"graph_launches\": %zu, \"kv_positions\": %lld}\n",
                comm_rank(comm), comm_size(comm), dlogit, dlogprob, cpu.min_margin, (long long)tokens, gpu.n,
-               equal ? "true" : "false", peak, plan, weights, fake_graph_launches());
+               equal ? "true" : "false", peak, plan, weights, fake_graph_launches(), (long long)kv_positions);
     fflush(stdout);
     te_results_free(cpu.r, cpu.n);
     te_results_free(gpu.r, gpu.n);
