@@ -132,7 +132,8 @@ static bool slot(dc_model *m, const char *name, int64_t rows, int64_t cols, dc_s
     /* fused groups: q/k/v and gate/up rows of this rank's heads and intermediate rows */
     if (!strcmp(s, "input_layernorm.weight")) return o->off = &l->attn_norm, true;
     if (!strcmp(s, "post_attention_layernorm.weight")) return o->off = &l->mlp_norm, true;
-    if (!strncmp(s, "self_attn.q_proj.", 17)) return o->off = w ? &l->wqkv : &l->bqkv, o->r0 = m->q0 * hd, o->nr = q, true;
+    if (!strncmp(s, "self_attn.q_proj.", 17))
+        return o->off = w ? &l->wqkv : &l->bqkv, o->r0 = m->q0 * hd, o->nr = q, true;
     if (!strncmp(s, "self_attn.k_proj.", 17))
         return o->off = w ? &l->wqkv : &l->bqkv, o->drow = q, o->r0 = m->kv0 * hd, o->nr = k, true;
     if (!strncmp(s, "self_attn.v_proj.", 17))
@@ -250,8 +251,8 @@ static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const 
                        gb(p->device_total), used / 1e9);
     if (fixed + (size_t)need_kv * p->kv_position_bytes > p->budget)
         return rt_fail(RT_ENOMEM, "model %s needs %.3g GB%s (weights %.3g, activations %.3g, workspace %.3g) and %.3g "
-                       "GB for a cache of %lld positions; the GPU has %.3g GB", dir, gb(fixed), m->P > 1 ? " per rank" : "",
-                       gb(p->weights),
+                       "GB for a cache of %lld positions; the GPU has %.3g GB", dir, gb(fixed),
+                       m->P > 1 ? " per rank" : "", gb(p->weights),
                        gb(p->activations), gb(p->workspace), gb((size_t)need_kv * p->kv_position_bytes),
                        (long long)need_kv, gb(p->budget));
     p->kv_positions = (int64_t)((p->budget - fixed) / p->kv_position_bytes);
@@ -604,10 +605,12 @@ static int logits_out(dc_model *m, int64_t R, int64_t R_out, float *logits) {
 static int capture(dc_model *m, int k, int64_t B) {
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
-    if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
+    if (e != cudaSuccess)
+        return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
     int rc = body(m, B, m->gld, m->c.max_position_embeddings, false, B, NULL, 0);
     e = cudaStreamEndCapture(m->stream, &g);
-    if (!rc && e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
+    if (!rc && e != cudaSuccess)
+        rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
     else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DC_NOGRAPH);
     if (!rc && (e = cudaGraphInstantiate(&m->gx[k], g, 0)) != cudaSuccess) {
         m->gx[k] = NULL;
