@@ -3,8 +3,9 @@
  * fake_peak, fake_mallocs; cudaMemGetInfo reports fake_total_bytes, which a test may shrink, and
  * cudaMalloc fails beyond it; streams and events do nothing), every kernel entry point
  * student/gpu_train.c and teacher/dense_cuda.c call (the kernels' CPU twins on bf16-rounded
- * inputs and outputs, strides honoured), and NCCL as the host communicator (bf16 all-gathers
- * moved as int32 pairs). Included once, after the code under test, by
+ * inputs and outputs, strides honoured), NCCL as the host communicator (bf16 all-gathers
+ * moved as int32 pairs, bf16 all-reduces summed in f32), fake_devices GPUs, and CUDA graphs
+ * (a capture records the calls made on its stream, a launch replays them). Included once, after the code under test, by
  * tests/unit/test_gpu_train_fake.c, tests/unit/test_dense_cuda_fake.c and
  * tests/tools/gpu_train_fake_dp.c; FAKE_CHECK(cond) asserts what the caller must hand the kernels
  * (defined by the includer). */
