@@ -61,7 +61,7 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 #define DC_GEMM_WS ((size_t)32 << 20)     /* mm_cuda_ctx_create's default workspace */
 #define DC_CHUNK ((size_t)1 << 20)        /* elements converted per staging step */
 #define DC_PLAN_BS 16                     /* block size the block-table room is planned for */
-#define DC_MAX_BUCKETS 24                 /* graph buckets: powers of 2 up to max_seqs (≤ 2^22) */
+#define DC_MAX_BUCKETS 32                 /* graph buckets and context classes: powers of 2 */
 
 /* element offsets into the weight arena; −1: absent */
 typedef struct {
@@ -83,11 +83,12 @@ struct dc_model {
     int64_t Vp, v0, Vr;                    /* LM-head rows per rank (padded), this rank's first and count */
     rt_comm *host, *nccl;                  /* borrowed; NCCL's over the same ranks (P > 1) */
     float *lhost;                          /* host: the gathered logits [P, S, Vp] (P > 1) */
-    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs) */
+    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs); context
+     * class c holds contexts up to gC[c] (bs, 2·bs, 4·bs, …, the model's context) */
     bool graphs;                           /* dc_load_opts.no_cuda_graphs unset */
-    int ng;                                /* buckets (0: no graphs: off, or no room) */
-    int64_t gB[DC_MAX_BUCKETS], gld;       /* rows per bucket; table ints a row in a graphed pass */
-    cudaGraphExec_t gx[DC_MAX_BUCKETS];    /* NULL until the bucket's first pass */
+    int ng, nc;                            /* buckets, classes (0: no graphs: off, or no room) */
+    int64_t gB[DC_MAX_BUCKETS], gC[DC_MAX_BUCKETS];
+    cudaGraphExec_t gx[DC_MAX_BUCKETS][DC_MAX_BUCKETS];   /* NULL until the first such pass */
     int32_t scratch;                       /* the KV block the graphs' padding rows use */
     int64_t embed, norm, lm_head;          /* element offsets (lm_head: this rank's first row) */
     dc_layer *layers;
@@ -477,9 +478,10 @@ int64_t dc_kv_positions(const dc_model *m) { return m->p.kv_positions; }
 
 static void drop_graphs(dc_model *m) {
     for (int k = 0; k < m->ng; k++)
-        if (m->gx[k]) cudaGraphExecDestroy(m->gx[k]);
+        for (int c = 0; c < m->nc; c++)
+            if (m->gx[k][c]) cudaGraphExecDestroy(m->gx[k][c]);
     memset(m->gx, 0, sizeof m->gx);
-    m->ng = 0;
+    m->ng = m->nc = 0;
 }
 
 int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks) {
@@ -491,14 +493,18 @@ int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks) {
     m->n_blocks = m->p.kv_positions / block_size;
     m->block_stride = m->L * 2 * block_size * m->kd;
     /* graphs were captured for the old blocks; decode graphs need a scratch block and tables of
-     * gld ints a row for max_seqs sequences in the planned room */
+     * tables of the longest class (the context) for max_seqs sequences in the planned room */
     drop_graphs(m);
-    m->gld = (m->c.max_position_embeddings + block_size - 1) / block_size;
-    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * m->gld <= m->p.table_ints) {
+    int64_t maxpos = m->c.max_position_embeddings, gld = (maxpos + block_size - 1) / block_size;
+    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * gld <= m->p.table_ints) {
         m->scratch = (int32_t)--m->n_blocks;
         for (int64_t b = 1;; b *= 2) {
             m->gB[m->ng++] = b < m->p.max_seqs ? b : m->p.max_seqs;
             if (b >= m->p.max_seqs) break;
+        }
+        for (int64_t c = block_size;; c *= 2) {
+            m->gC[m->nc++] = c < maxpos ? c : maxpos;
+            if (c >= maxpos) break;
         }
     }
     *n_blocks = m->n_blocks;
@@ -597,23 +603,24 @@ static int logits_out(dc_model *m, int64_t R, int64_t R_out, float *logits) {
     return 0;
 }
 
-/* Captures body() for a decode pass of B rows as graph k (its ints already in place; the eager
- * run of the same pass came first, so every lazy set-up — shared-memory opt-ins, cuBLASLt's
- * choices — is done). A failed capture is ended and forgotten: the pass runs eagerly next time. */
+/* Captures body() for a decode pass of bucket k (B rows) and context class c as graph [k][c] (its
+ * ints already in place; the eager run of the same pass came first, so every lazy set-up —
+ * shared-memory opt-ins, cuBLASLt's choices — is done). An error names --no-cuda-graphs. */
 #define DC_NOGRAPH " (--no-cuda-graphs runs decode steps without graphs)"
 
-static int capture(dc_model *m, int k, int64_t B) {
+static int capture(dc_model *m, int k, int c) {
+    int64_t B = m->gB[k], ld = (m->gC[c] + m->bs - 1) / m->bs;
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
         return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-    int rc = body(m, B, m->gld, m->c.max_position_embeddings, false, B, NULL, 0);
+    int rc = body(m, B, ld, m->gC[c], false, B, NULL, 0);
     e = cudaStreamEndCapture(m->stream, &g);
     if (!rc && e != cudaSuccess)
         rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
     else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DC_NOGRAPH);
-    if (!rc && (e = cudaGraphInstantiate(&m->gx[k], g, 0)) != cudaSuccess) {
-        m->gx[k] = NULL;
+    if (!rc && (e = cudaGraphInstantiate(&m->gx[k][c], g, 0)) != cudaSuccess) {
+        m->gx[k][c] = NULL;
         rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
     }
     if (g) cudaGraphDestroy(g);
@@ -622,9 +629,10 @@ static int capture(dc_model *m, int k, int64_t B) {
 
 /* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence go
  * to rows [first, …) of `logits`. A decode pass (one new token for each of np sequences, none
- * starting empty) with graphs on runs as the graph of the smallest bucket B ≥ np: its ints padded
- * to B rows (the padding writes its K/V into the scratch block and reads only that), the tables
- * gld ints a row, max_ctx the model's context — the shapes the graph was captured with. */
+ * starting empty) with graphs on runs as the graph of the smallest bucket B ≥ np and the smallest
+ * context class C ≥ its longest context: its ints padded to B rows (the padding writes its K/V
+ * into the scratch block and reads only that), the tables ceil(C / bs) ints a row, max_ctx C —
+ * the shapes the graph was captured with. */
 static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
                 const int64_t *tok_at, float *logits) {
     int64_t ld = 1, max_ctx = 1, R = 0;
@@ -636,11 +644,17 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
         decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
         R += pc[i].last;
     }
-    int k = 0;
-    if (decode)
-        while (m->gB[k] < np) k++;   /* the last bucket is max_seqs ≥ np */
+    int k = 0, c = 0;
+    if (decode) {
+        for (int64_t i = 0; i < np; i++) {
+            int64_t cx = seqs[pc[i].s]->len + 1;
+            if (cx > max_ctx) max_ctx = cx;
+        }
+        while (m->gB[k] < np) k++;        /* the last bucket is max_seqs ≥ np */
+        while (m->gC[c] < max_ctx) c++;   /* the last class is the model's context */
+        ld = (m->gC[c] + m->bs - 1) / m->bs;
+    }
     int64_t Tp = decode ? m->gB[k] : T;
-    if (decode) ld = m->gld;
     /* the pass's ints: tokens, positions, contexts, table rows, document starts | tables */
     int32_t *tok = m->meta, *pos = tok + Tp, *ctx = pos + Tp, *row = ctx + Tp, *doc = row + Tp, *tab = doc + Tp;
     for (int64_t i = 0, t = 0; i < np; i++) {
@@ -662,15 +676,15 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
     cudaStream_t st = m->stream;
     size_t meta_bytes = (size_t)(5 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
     CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
-    if (decode && m->gx[k]) {
-        cudaError_t e = cudaGraphLaunch(m->gx[k], st);
+    if (decode && m->gx[k][c]) {
+        cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
         if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
         return logits_out(m, Tp, np, logits);
     }
     if (decode) {   /* the first pass of this bucket: eagerly, as the graph will, then captured */
-        TRY(body(m, Tp, ld, m->c.max_position_embeddings, false, Tp, NULL, 0));
+        TRY(body(m, Tp, ld, m->gC[c], false, Tp, NULL, 0));
         TRY(logits_out(m, Tp, np, logits));
-        return capture(m, k, Tp);
+        return capture(m, k, c);
     }
     TRY(body(m, T, ld, max_ctx, fresh, R, pc, np));
     if (R > 0) return logits_out(m, R, R, logits);

@@ -46,10 +46,11 @@
  *
  * CUDA graphs (unless dc_load_opts.no_cuda_graphs): a decode pass (one new token for each of n
  * sequences, none starting empty) runs as the graph of the smallest bucket B ≥ n of 1, 2, 4, …,
- * max_seqs, captured after the bucket's first (eager) pass: its ints padded to B rows in the fixed
- * device buffer (padding rows use a scratch block: dc_cache_init gives the caller one block less
- * than the arena holds when graphs are on), tables of ceil(context / block_size) ints a row,
- * max_ctx the model's context. dc_cache_init drops the graphs. Tokens equal the eager passes';
+ * max_seqs and the smallest context class C ≥ its longest context of bs, 2·bs, 4·bs, …, the
+ * model's context, captured after that pair's first (eager) pass: its ints padded to B rows in
+ * the fixed device buffer (padding rows use a scratch block: dc_cache_init gives the caller one
+ * block less than the arena holds when graphs are on), tables of ceil(C / bs) ints a row, max_ctx
+ * C (the paged kernel's split plan). dc_cache_init drops the graphs. Tokens equal the eager passes';
  * logits may differ in the last bits (GEMMs over B rows).
  *
  * Without CUDA (a CPU-only build) every entry point returns RT_EUNSUPPORTED.

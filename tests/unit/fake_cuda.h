@@ -176,6 +176,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
 size_t fake_graph_launches(void);   /* graphs launched so far */
+size_t fake_graph_instances(void);  /* graphs instantiated so far */
 /* the recording wrappers (fake_g_…) in place of the stand-ins (fake_…) */
 #undef embed_fwd_cuda
 #undef rmsnorm_fwd_cuda

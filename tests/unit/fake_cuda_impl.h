@@ -495,7 +495,7 @@ struct fake_graph {
 };
 static cudaStream_t fake_cap_stream;        /* the stream in capture, or NULL */
 static struct fake_graph *fake_cap_graph;   /* what it records */
-static size_t fake_launches;
+static size_t fake_launches, fake_instances;
 
 static bool fake_capturing(const void *stream) { return fake_cap_graph && stream == (const void *)fake_cap_stream; }
 static fake_arg *fake_record(int (*run)(const fake_arg *)) {
@@ -529,6 +529,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned lon
     e->calls = malloc((g->n ? g->n : 1) * sizeof *e->calls);
     memcpy(e->calls, g->calls, g->n * sizeof *e->calls);
     *x = e;
+    fake_instances++;
     return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
@@ -544,6 +545,7 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g) {
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { return cudaGraphDestroy(x); }
 size_t fake_graph_launches(void) { return fake_launches; }
+size_t fake_graph_instances(void) { return fake_instances; }
 
 static int rp_embed(const fake_arg *a) { return fake_embed_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, NULL); }
 int fake_g_embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
