@@ -87,6 +87,7 @@ struct gt_trainer {
     uint16_t **wres;
     int *wslot;            /* the gather buffer holding it (ZeRO-3) */
     float **gres;
+    size_t *rs_counts;     /* ZeRO-2/3: [P], the ranks' pieces of the unit being reduced */
     /* host */
     int32_t *tokens, *doc_start, *posi, *target;   /* [A, T] of the step */
     int32_t *pinned[2];    /* [7T + 1] each */
@@ -212,22 +213,24 @@ static int bucket_begin(gt_trainer *t, int u, float *buf) {
 }
 
 /* ZeRO-2/3: unit u's backward is done: each rank's piece of the bucket is reduced over the
- * ranks into that rank's gradient shard (a reduce-scatter whose parts are the shards' pieces
- * of the unit: one comm_reduce per owner, most units meeting one or two shards). A shard on
- * the host (offload) is reduced in the bucket and copied down. */
+ * ranks into that rank's gradient shard — one reduce-scatter whose blocks are the shards'
+ * pieces of the unit, which the flat layout lays end to end in rank order (most units meet
+ * one or two shards; the other ranks' blocks are empty). A shard on the host (offload) is
+ * reduced in place in the bucket and copied down. */
 static int bucket_end(gt_trainer *t, int u) {
     const zr_layout *z = &t->z;
     float *buf = t->gres[u];
-    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
-    for (int r = (int)(lo / z->shard); r < z->ranks && (int64_t)r * z->shard < hi; r++) {
-        int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
-        int64_t b = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
-        if (a >= b) continue;
-        float *own = r != z->rank ? NULL : t->gh ? buf + (a - lo) : t->g + (a - t->mbase);   /* gh: reduced in place */
-        TRY(comm_reduce(t->nccl, buf + (a - lo), own, (size_t)(b - a), RT_DT_F32, COMM_SUM, r));
-        if (own && t->gh)
-            CUDA_TRY(cudaMemcpyAsync(t->gh + (a - t->mbase), own, (size_t)(b - a) * 4, cudaMemcpyDeviceToHost, t->stream));
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u), a = 0, b = 0;
+    for (int r = 0; r < z->ranks; r++) {
+        int64_t ra = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
+        int64_t rb = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
+        t->rs_counts[r] = ra < rb ? (size_t)(rb - ra) : 0;
+        if (r == z->rank && ra < rb) a = ra, b = rb;
     }
+    float *own = a >= b ? NULL : t->gh ? buf + (a - lo) : t->g + (a - t->mbase);   /* gh: reduced in place */
+    TRY(comm_reduce_scatterv(t->nccl, buf, own ? own : buf, t->rs_counts, RT_DT_F32, COMM_SUM));
+    if (own && t->gh)
+        CUDA_TRY(cudaMemcpyAsync(t->gh + (a - t->mbase), own, (size_t)(b - a) * 4, cudaMemcpyDeviceToHost, t->stream));
     t->gres[u] = NULL;
     return 0;
 }
@@ -245,23 +248,47 @@ static int state_get(gt_trainer *t, float *dst, const float *src, size_t n) {
     return 0;
 }
 
-/* The host model's f32 weights (CPU layout) into the trainer: the bf16 weights (whole, or
- * this rank's shard) and this rank's master part. Host scratch: the part only where the
- * weights are sharded too (ZeRO-3), else the whole GPU layout. */
-static int upload_params(gt_trainer *t) {
-    size_t ns = (size_t)zr_state_len(&t->z);
-    int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded;
-    float *h = rt_aligned_alloc(64, (size_t)len * sizeof(float));
-    uint16_t *hb = rt_malloc((size_t)len * 2);
-    int rc = h && hb ? 0 : RT_ENOMEM;
-    if (!rc) {
-        memset(h, 0, (size_t)len * sizeof(float));
-        gp_to_gpu_range(&t->p, t->m, t->m->params, h, lo, len);
-        cvt_f32_to_bf16(h, hb, (size_t)len);
-        cudaError_t e = cudaMemcpy(t->wb, hb, (size_t)len * 2, cudaMemcpyHostToDevice);
-        rc = e == cudaSuccess ? state_put(t, t->master, h + (t->mbase - lo), ns)
-                              : rt_fail(RT_EINTERNAL, "uploading the weights: %s", cudaGetErrorString(e));
+/* The GPU layout's [lo, lo + len) of the model's weights into part (zero first): from cpu (the
+ * whole CPU layout), or read from where the weights come from (r: student/model.h). */
+static int gpu_range(const gt_trainer *t, const float *cpu, sm_reader *r, float *part, int64_t lo, int64_t len) {
+    memset(part, 0, (size_t)len * sizeof(float));
+    if (cpu) {
+        gp_to_gpu_range(&t->p, t->m, cpu, part, lo, len);
+        return 0;
     }
+    const sm_model *m = t->m;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        int64_t o = t->p.off[i], a = o > lo ? o : lo, b = o + m->tensors[i].numel < lo + len ? o + m->tensors[i].numel : lo + len;
+        if (a < b) TRY(sm_reader_read(r, m->tensors[i].offset + (a - o), m->tensors[i].offset + (b - o), part + (a - lo)));
+    }
+    return 0;
+}
+
+/* The model's f32 weights into the trainer: the bf16 weights (whole, or with ZeRO-3 this
+ * rank's shard) and this rank's master part, streamed through one host chunk (f32 and bf16)
+ * at a time. From cpu (the whole CPU layout: a resumed checkpoint, or a model that came with
+ * its params) or, when NULL, read through an sm_reader from the mmapped checkpoint or the
+ * seed: a rank never holds the whole model's weights on the host. */
+#define UPLOAD_CHUNK ((int64_t)1 << 22)
+static int upload_params(gt_trainer *t, const float *cpu) {
+    int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded, ns = zr_state_len(&t->z);
+    int64_t C = len < UPLOAD_CHUNK ? len : UPLOAD_CHUNK;
+    float *h = rt_aligned_alloc(64, (size_t)(C > 0 ? C : 1) * sizeof(float));
+    uint16_t *hb = rt_malloc((size_t)(C > 0 ? C : 1) * 2);
+    sm_reader *r = NULL;
+    int rc = h && hb ? 0 : RT_ENOMEM;
+    if (!rc && !cpu) rc = sm_reader_open(t->m, &r);
+    for (int64_t k = 0; k < len && !rc; k += C) {
+        int64_t n = len - k < C ? len - k : C, x = lo + k;   /* GPU flat [x, x + n) */
+        rc = gpu_range(t, cpu, r, h, x, n);
+        if (rc) break;
+        cvt_f32_to_bf16(h, hb, (size_t)n);
+        cudaError_t e = cudaMemcpy(t->wb + k, hb, (size_t)n * 2, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "uploading the weights: %s", cudaGetErrorString(e));
+        int64_t a = x > t->mbase ? x : t->mbase, b = x + n < t->mbase + ns ? x + n : t->mbase + ns;
+        if (!rc && a < b) rc = state_put(t, t->master + (a - t->mbase), h + (a - x), (size_t)(b - a));
+    }
+    sm_reader_close(r);
     free(h);
     free(hb);
     return rc;
@@ -318,7 +345,8 @@ static int create_device(gt_trainer *t) {
     t->wres = rt_calloc((size_t)nu, sizeof *t->wres);
     t->wslot = rt_calloc((size_t)nu, sizeof *t->wslot);
     t->gres = rt_calloc((size_t)nu, sizeof *t->gres);
-    if (!t->wres || !t->wslot || !t->gres) return RT_ENOMEM;
+    t->rs_counts = rt_calloc((size_t)P, sizeof *t->rs_counts);
+    if (!t->wres || !t->wslot || !t->gres || !t->rs_counts) return RT_ENOMEM;
     TRY(ce_cuda_ws_create(&t->ce, t->p.ce_chunk, m->V, m->D));
     gp_rank_memory(&t->p, &t->z, t->o.offload_optimizer, gp_ce_ws_estimate(t->p.ce_chunk, m->V, m->D), &t->mem);
     size_t ns = (size_t)zr_state_len(&t->z);
@@ -346,7 +374,7 @@ static int create_device(gt_trainer *t) {
     if (t->o.offload_activations) CUDA_TRY(cudaMallocHost((void **)&t->xh, (size_t)(t->p.L * t->T * m->D) * 2));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
     CUDA_TRY(cudaMemcpy(F4(t->p.inv_freq), m->inv_freq, (size_t)(m->hd / 2) * sizeof(float), cudaMemcpyHostToDevice));
-    TRY(upload_params(t));
+    TRY(upload_params(t, m->params));
     note_memory(t);
     return 0;
 }
@@ -379,8 +407,9 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     t->tokens = rt_malloc(all * 4), t->doc_start = rt_malloc(all * 4), t->posi = rt_malloc(all * 4);
     t->target = rt_malloc(all * 4);
     rc = (!t->tokens || !t->doc_start || !t->posi || !t->target) ? RT_ENOMEM : create_device(t);
-    free(m->grads);   /* the host model's f32 gradient buffer: never used here (4 B/param of host memory) */
-    m->grads = NULL;
+    /* the host model's f32 buffers (an eager model's): uploaded, never used again here */
+    free(m->params), free(m->grads);
+    m->params = m->grads = NULL;
     if (rc) {
         gt_free(t);
         return rt_errorf(rc, "setting up the GPU trainer");
@@ -430,7 +459,7 @@ void gt_free(gt_trainer *t) {
     gp_plan_free(&t->p);
     sm_free(t->m);
     sd_close(t->d);
-    free(t->wres), free(t->wslot), free(t->gres);
+    free(t->wres), free(t->wslot), free(t->gres), free(t->rs_counts);
     free(t->tokens), free(t->doc_start), free(t->posi), free(t->target);
     free(t);
 }
@@ -793,11 +822,11 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
     const zr_layout *z = &t->z;
     int root = z->rank == 0, rc = 0;
     size_t np = (size_t)z->padded, nc = (size_t)t->m->n_params;
-    float *gw = NULL, *g1 = NULL, *g2 = NULL, *c1 = NULL, *c2 = NULL;
+    float *gw = NULL, *g1 = NULL, *g2 = NULL, *c0 = NULL, *c1 = NULL, *c2 = NULL;
     if (root) {
         gw = rt_malloc(np * 4), g1 = rt_malloc(np * 4), g2 = rt_malloc(np * 4);
-        c1 = rt_calloc(nc, 4), c2 = rt_calloc(nc, 4);
-        if (!gw || !g1 || !g2 || !c1 || !c2) rc = RT_ENOMEM;
+        c0 = rt_calloc(nc, 4), c1 = rt_calloc(nc, 4), c2 = rt_calloc(nc, 4);
+        if (!gw || !g1 || !g2 || !c0 || !c1 || !c2) rc = RT_ENOMEM;
     }
     if (z->ranks > 1) {
         int32_t ok = rc == 0;
@@ -813,12 +842,14 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
     if (!rc) rc = gather_state(t, t->m1, g1);
     if (!rc) rc = gather_state(t, t->m2, g2);
     if (!rc && root) {
-        gp_from_gpu(&t->p, t->m, gw, t->m->params);
+        sm_model w = *t->m;   /* the shapes, with the gathered weights */
+        w.params = c0;
+        gp_from_gpu(&t->p, t->m, gw, c0);
         gp_from_gpu(&t->p, t->m, g1, c1);
         gp_from_gpu(&t->p, t->m, g2, c2);
-        rc = tr_save_external(t->m, c1, c2, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
+        rc = tr_save_external(&w, c1, c2, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
     }
-    free(gw), free(g1), free(g2), free(c1), free(c2);
+    free(gw), free(g1), free(g2), free(c0), free(c1), free(c2);
     if (z->ranks > 1) {
         int32_t r0 = rc;
         int brc = comm_broadcast(t->host, &r0, 1, RT_DT_I32, 0);
@@ -828,18 +859,27 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
     return rc;
 }
 
+/* Resuming holds the checkpoint's whole f32 weights and moments on the host (CPU layout)
+ * for as long as it takes to upload this rank's part. */
 int gt_resume(gt_trainer *t, const char *dir) {
     size_t nc = (size_t)t->m->n_params, ns = (size_t)zr_state_len(&t->z);
-    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(ns, 4);
-    int rc = (!c1 || !c2 || !h) ? RT_ENOMEM : 0;
-    if (!rc) rc = tr_resume_external(t->m, c1, c2, t->d, &t->step, &t->pos, dir);
-    if (!rc) rc = upload_params(t);
+    float *c0 = rt_aligned_alloc(64, nc * 4), *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(ns, 4);
+    sm_model w = *t->m;   /* the shapes, with the checkpoint's weights in c0 */
+    w.params = c0;
+    w.source = (char *)dir;
+    sm_reader *r = NULL;
+    int rc = (!c0 || !c1 || !c2 || !h) ? RT_ENOMEM : 0;
+    if (!rc) rc = sm_reader_open(&w, &r);
+    if (!rc) rc = sm_reader_read(r, 0, (int64_t)nc, c0);
+    sm_reader_close(r);
+    if (!rc) rc = tr_resume_external(&w, c1, c2, t->d, &t->step, &t->pos, dir);   /* the master weights, if kept */
+    if (!rc) rc = upload_params(t, c0);
     for (int k = 0; k < 2 && !rc; k++) {   /* this rank's part of each moment */
         memset(h, 0, ns * 4);
         gp_to_gpu_range(&t->p, t->m, k ? c2 : c1, h, t->mbase, (int64_t)ns);
         rc = state_put(t, k ? t->m2 : t->m1, h, ns);
     }
-    free(c1), free(c2), free(h);
+    free(c0), free(c1), free(c2), free(h);
     return rc ? rt_errorf(rc, "resuming from %s on the GPU", dir) : 0;
 }
 

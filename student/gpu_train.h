@@ -19,8 +19,9 @@
  *      weights are then all-gathered (2 + 4 + 12/P B/param);
  *   2  no whole-model gradient: the backward writes each unit's gradient (the embedding, one
  *      layer, the final norm and untied head: gpu_plan.h's units) into a bucket and, as soon
- *      as the unit is done, reduces each shard's piece of it to its owner (comm_reduce) into
- *      the rank's f32 gradient shard [S], which accumulates the micro-batches
+ *      as the unit is done, reduce-scatters it — one comm_reduce_scatterv whose blocks are the
+ *      shards' pieces of the unit, end to end in rank order — into the rank's f32 gradient
+ *      shard [S], which accumulates the micro-batches
  *      (2 + 16/P B/param, plus two buckets);
  *   3  as 2, and the bf16 weights are sharded too: a unit's weights are all-gathered (each
  *      owner broadcasts its piece) into a gather buffer just before its forward and again
@@ -40,9 +41,12 @@
  * checkpoint resumes on the CPU and the other way round; collective, rank 0 writes.
  * gt_resume reads one (every rank). gt_peak_mem_gib: the most device memory seen in use
  * (cudaMemGetInfo after each step; every buffer is allocated up front, so this is the peak).
- * Host memory: every rank also keeps the model's f32 weights (sm_model's params, 4 B/param;
- * its gradient buffer is freed by gt_create) and, while starting or resuming, an f32 copy of
- * the GPU layout (ZeRO-3: of the rank's part only); rank 0 gathers the whole state to save.
+ * Host memory: gt_create streams the weights to the device through one 16 MiB chunk at a
+ * time, from the model's params (then freed: the model keeps its shapes only) or, for a lazy
+ * model (student/model.h: sm_open, sm_open_random), read by an sm_reader from the mmapped
+ * checkpoint or the seed — the part of them this rank keeps (ZeRO-3: its shard; else the
+ * whole bf16 copy goes up chunk by chunk), so no rank holds the model's f32 weights on the
+ * host. Resuming (every rank) and saving (rank 0) still hold the whole f32 state, CPU layout.
  *
  * Ownership: gt_create takes the model and data (freed by gt_free, also on failure); the
  * host comm is borrowed. Nothing is printed.

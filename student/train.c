@@ -96,7 +96,14 @@ static int shard_model(tr_trainer *t) {
     if (t->embed_len) t->embed_g = rt_aligned_alloc(64, (size_t)t->embed_len * sizeof(float));
     if (!t->own_p || !t->own_g || !t->unit_p || !t->unit_g || (t->embed_len && !t->embed_g)) return RT_ENOMEM;
     memset(t->own_p, 0, (size_t)S * sizeof(float));
-    if (b > a) memcpy(t->own_p, m->params + a, (size_t)(b - a) * sizeof(float));
+    if (b > a && m->params) memcpy(t->own_p, m->params + a, (size_t)(b - a) * sizeof(float));
+    else if (b > a) {   /* a lazy model (sm_open): read the part only, never the whole */
+        sm_reader *r;
+        int rc = sm_reader_open(m, &r);
+        if (!rc) rc = sm_reader_read(r, a, b, t->own_p);
+        sm_reader_close(r);
+        if (rc) return rc;
+    }
     free(m->params);
     free(m->grads);
     m->params = m->grads = NULL;
@@ -171,7 +178,7 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
     zr_layout_init(&t->z, m->n_params, rank, P, o->zero);
     t->mbase = o->zero ? (int64_t)rank * t->z.shard : 0;
     if (o->zero == 3) rc = shard_model(t);
-    else if (t->z.padded > m->n_params) rc = sm_pad_flat(m, t->z.padded);
+    else if (!(rc = sm_materialize(m)) && t->z.padded > m->n_params) rc = sm_pad_flat(m, t->z.padded);
     if (rc) { tr_free(t); return rc; }
     int64_t T = o->batch * t->N, all = T * o->grad_accum, ns = zr_state_len(&t->z);
     t->mom1 = rt_aligned_alloc(64, (size_t)ns * sizeof(float));

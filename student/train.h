@@ -33,6 +33,9 @@
  * the global step) and the summed gradient is the 1-rank gradient of the same global batch.
  * Gradients are allreduced (levels 0, 1) or reduce-scattered (2); the norm is allreduced
  * from the ranks' parts; each rank updates its part and the parameters are all-gathered.
+ * The model may be lazy (sm_open, sm_open_random: no whole buffers): levels 0–2 then
+ * materialize it; level 3 reads only this rank's part of the weights (an sm_reader), so no
+ * whole parameter buffer ever exists on the rank.
  * Level 3 (ZeRO-3): tr_create_dp keeps only this rank's part of the model's parameters and
  * frees the whole buffers (the model's params and grads stay NULL between steps: tr_model
  * gives the shapes, not the weights); in the step each unit (student/model.h: embedding,
