@@ -28,6 +28,8 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #endif
 #include <assert.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -100,7 +102,22 @@ struct gt_trainer {
     bool ev_made;
     double peak_gib;
     float eps, scale_attn;
+    /* offload with ZeRO-3: the host AdamW of step s runs on its own thread (upd), unit after
+     * unit in forward order, each unit's bf16 shard going up on stream `up` (event up_ev[u]),
+     * while step s + 1 starts; gathering unit u waits for upd_done > u and up_ev[u] only */
+    bool overlap, upd_made, upd_running;
+    int dev;               /* this rank's device (the update thread selects it too) */
+    pthread_t upd;
+    pthread_mutex_t upd_mu;
+    pthread_cond_t upd_cv;
+    int upd_done, upd_rc;
+    char upd_msg[256];
+    double upd_lr, upd_coef;
+    cudaStream_t up;
+    cudaEvent_t *up_ev;    /* [units] */
 };
+
+static int wait_update(gt_trainer *t, int u, cudaStream_t s);
 
 int gt_check_device(void) {
     int n = 0;
@@ -178,6 +195,7 @@ static int gather_unit(gt_trainer *t, int u, int slot) {
         if (t->wres[v] == buf) t->wres[v] = NULL;
     CUDA_TRY(cudaEventRecord(t->main_done, t->stream));
     CUDA_TRY(cudaStreamWaitEvent(t->side, t->main_done, 0));
+    TRY(wait_update(t, u, t->side));   /* offload: this unit's shard updated and up (not the whole step's) */
     int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
     for (int r = (int)(lo / z->shard); r < z->ranks && (int64_t)r * z->shard < hi; r++) {
         int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
@@ -311,6 +329,7 @@ static int create_device(gt_trainer *t) {
     CUDA_TRY(cudaGetDeviceCount(&ndev));
     if (ndev > 0) dev %= ndev;
     CUDA_TRY(cudaSetDevice(dev));
+    t->dev = dev;
     CUDA_TRY(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking));
     CUDA_TRY(cudaStreamCreateWithFlags(&t->side, cudaStreamNonBlocking));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->copied[i], cudaEventDisableTiming));
@@ -369,6 +388,18 @@ static int create_device(gt_trainer *t) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int local = t->host ? comm_local_size(t->host) : 1;
         TRY(tp_create(cpus / local > 1 ? (int)(cpus / local) : 1, &t->pool));
+        if (t->z3 && t->gh) {
+            t->overlap = true;
+            if (!(t->up_ev = rt_calloc((size_t)nu, sizeof *t->up_ev))) return RT_ENOMEM;
+            CUDA_TRY(cudaStreamCreateWithFlags(&t->up, cudaStreamNonBlocking));
+            for (int u = 0; u < nu; u++) CUDA_TRY(cudaEventCreateWithFlags(&t->up_ev[u], cudaEventDisableTiming));
+            if (pthread_mutex_init(&t->upd_mu, NULL)) return rt_fail(RT_EINTERNAL, "pthread_mutex_init failed");
+            if (pthread_cond_init(&t->upd_cv, NULL)) {
+                pthread_mutex_destroy(&t->upd_mu);
+                return rt_fail(RT_EINTERNAL, "pthread_cond_init failed");
+            }
+            t->upd_made = true;
+        }
     }
     TRY(alloc_dev((void **)&t->arena, t->p.act_bytes));
     if (t->o.offload_activations) CUDA_TRY(cudaMallocHost((void **)&t->xh, (size_t)(t->p.L * t->T * m->D) * 2));
@@ -418,8 +449,19 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     return 0;
 }
 
+static int join_update(gt_trainer *t);
+
 void gt_free(gt_trainer *t) {
     if (!t) return;
+    (void)join_update(t);
+    if (t->up) {
+        cudaStreamSynchronize(t->up);
+        for (int u = 0; t->up_ev && u < unit_count(t); u++)
+            if (t->up_ev[u]) cudaEventDestroy(t->up_ev[u]);
+        cudaStreamDestroy(t->up);
+    }
+    free(t->up_ev);
+    if (t->upd_made) pthread_mutex_destroy(&t->upd_mu), pthread_cond_destroy(&t->upd_cv);
     if (t->stream) cudaStreamSynchronize(t->stream);
     if (t->side) cudaStreamSynchronize(t->side);
     comm_close(t->nccl_side);
@@ -762,10 +804,89 @@ static int update(gt_trainer *t, double lr, double coef) {
     return 0;
 }
 
+/* ---- the offloaded update, overlapped with the next step (ZeRO-3) ------------------------ */
+
+/* Unit u's part of this rank's state: AdamW on the host in chunks through the two pinned
+ * bf16 slots (*k counts the chunks, alternating the slots across units), each chunk's bf16
+ * copy going up on `up`; then up_ev[u]. The same ranges and math as update(). */
+static int update_unit(gt_trainer *t, int u, int64_t *k) {
+    const zr_layout *z = &t->z;
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
+    int64_t ua = lo > z->lo ? lo : z->lo, ub = hi < z->hi ? hi : z->hi, C = t->chunk;
+    for (int64_t a = ua; a < ub; a += C, (*k)++) {
+        int64_t len = a + C < ub ? C : ub - a;
+        int slot = (int)(*k & 1);
+        CUDA_TRY(cudaEventSynchronize(t->staged[slot]));   /* the slot's last upload is gone */
+        TRY(adamw_range(t, a, a + len, t->gh + (a - t->mbase), t->upd_lr, t->upd_coef));
+        uint16_t *hb = t->hbf + (size_t)slot * (size_t)C;
+        cvt_f32_to_bf16(t->master + (a - t->mbase), hb, (size_t)len);
+        CUDA_TRY(cudaMemcpyAsync(weight_at(t, a), hb, (size_t)len * 2, cudaMemcpyHostToDevice, t->up));
+        CUDA_TRY(cudaEventRecord(t->staged[slot], t->up));
+    }
+    CUDA_TRY(cudaEventRecord(t->up_ev[u], t->up));
+    return 0;
+}
+
+static void *update_worker(void *arg) {
+    gt_trainer *t = arg;
+    int64_t k = 0;
+    cudaError_t e = cudaSetDevice(t->dev);
+    int rc = e == cudaSuccess ? 0 : rt_fail(RT_EINTERNAL, "cudaSetDevice on the optimizer thread: %s", cudaGetErrorString(e));
+    for (int u = 0; u < unit_count(t); u++) {
+        if (!rc) rc = update_unit(t, u, &k);
+        pthread_mutex_lock(&t->upd_mu);
+        if (rc && !t->upd_rc) {
+            t->upd_rc = rc;
+            snprintf(t->upd_msg, sizeof t->upd_msg, "%s", rt_errmsg());
+        }
+        t->upd_done = u + 1;
+        pthread_cond_broadcast(&t->upd_cv);
+        pthread_mutex_unlock(&t->upd_mu);
+    }
+    return NULL;
+}
+
+static int update_start(gt_trainer *t, double lr, double coef) {
+    t->upd_lr = lr, t->upd_coef = coef, t->upd_done = 0, t->upd_rc = 0;
+    if (pthread_create(&t->upd, NULL, update_worker, t)) return rt_fail(RT_EINTERNAL, "starting the optimizer thread failed");
+    t->upd_running = true;
+    return 0;
+}
+
+/* The stream s waits for unit u's update (nothing when no update is running). */
+static int wait_update(gt_trainer *t, int u, cudaStream_t s) {
+    if (!t->upd_running) return 0;
+    pthread_mutex_lock(&t->upd_mu);
+    while (t->upd_done <= u) pthread_cond_wait(&t->upd_cv, &t->upd_mu);
+    int rc = t->upd_rc;
+    pthread_mutex_unlock(&t->upd_mu);
+    if (rc) return rt_fail(rc, "%s", t->upd_msg);
+    CUDA_TRY(cudaStreamWaitEvent(s, t->up_ev[u], 0));
+    return 0;
+}
+
+/* The update thread is done (every unit's upload enqueued; their events recorded). */
+static int join_update(gt_trainer *t) {
+    if (!t->upd_running) return 0;
+    pthread_join(t->upd, NULL);
+    t->upd_running = false;
+    if (t->upd_rc) return rt_fail(t->upd_rc, "%s", t->upd_msg);
+    return 0;
+}
+
+/* The state and weights as the last step left them: the update thread joined and its
+ * uploads landed (before a checkpoint reads or replaces them). */
+static int settle_update(gt_trainer *t) {
+    TRY(join_update(t));
+    if (t->up) CUDA_TRY(cudaStreamSynchronize(t->up));
+    return 0;
+}
+
 static int step_inner(gt_trainer *t, tr_stats *st) {
     const zr_layout *z = &t->z;
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks;
     TRY(step_grads(t, &total));
+    TRY(join_update(t));   /* the last step's update thread: done by now (the forward waited for every unit) */
     double *dsum = (double *)(t->arena + t->p.sumsq);
     if (z->hi > z->lo && !t->gh)
         TRY(vec_sumsq_cuda(dsum, false, grad_at(t, z->lo), (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));
@@ -786,7 +907,8 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     if (t->o.clip > 0 && t->o.clip / (norm + 1e-6) < 1.0) coef = t->o.clip / (norm + 1e-6);
     double lr = tr_lr_at(&t->o, t->step);
     t->step++;
-    TRY(update(t, lr, coef));
+    if (t->overlap) TRY(update_start(t, lr, coef));   /* runs on while the next step's forward starts */
+    else TRY(update(t, lr, coef));
     if (t->z3)   /* the gathered weights are the old ones now */
         for (int u = 0; u < unit_count(t); u++) t->wres[u] = NULL;
     if (P > 1 && (z->level == 1 || z->level == 2))
@@ -828,6 +950,7 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
         c0 = rt_calloc(nc, 4), c1 = rt_calloc(nc, 4), c2 = rt_calloc(nc, 4);
         if (!gw || !g1 || !g2 || !c0 || !c1 || !c2) rc = RT_ENOMEM;
     }
+    if (!rc) rc = settle_update(t);
     if (z->ranks > 1) {
         int32_t ok = rc == 0;
         int brc = comm_broadcast(t->host, &ok, 1, RT_DT_I32, 0);
@@ -868,7 +991,7 @@ int gt_resume(gt_trainer *t, const char *dir) {
     w.params = c0;
     w.source = (char *)dir;
     sm_reader *r = NULL;
-    int rc = (!c0 || !c1 || !c2 || !h) ? RT_ENOMEM : 0;
+    int rc = (!c0 || !c1 || !c2 || !h) ? RT_ENOMEM : settle_update(t);
     if (!rc) rc = sm_reader_open(&w, &r);
     if (!rc) rc = sm_reader_read(r, 0, (int64_t)nc, c0);
     sm_reader_close(r);
