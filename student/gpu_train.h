@@ -32,7 +32,12 @@
  * moments of the rank's part in pinned host memory: after the backward the gradient comes
  * down in chunks, AdamW runs on the host (kernels/cpu, a thread pool of the node's CPUs over
  * its ranks) while the next chunk comes down, and each chunk's bf16 copy goes back up
- * (the next step starts when the last one has landed). gt_create allocates exactly
+ * (the next step starts when the last one has landed). With ZeRO-3 (P > 1, the gradient
+ * shard on the host) the host AdamW overlaps the next step instead: a thread updates the
+ * units in forward order (the same elementwise math over the same ranges, so the same bits),
+ * each unit's bf16 shard going up on a stream of its own, and the next step's gather of unit
+ * u waits for unit u's update and upload only; the thread is joined before the next norm,
+ * and gt_save / gt_resume wait for its uploads. gt_create allocates exactly
  * gpu_plan.h's gp_rank_memory (beside the CUDA context and the cuBLAS and NCCL workspaces),
  * and nothing after.
  *

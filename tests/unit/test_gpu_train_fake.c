@@ -421,3 +421,40 @@ Test(gpu_train_fake, offloaded_layer_inputs_need_checkpointing) {
     cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), RT_EINVAL);
     cr_assert(strstr(rt_errmsg(), "checkpointing"), "%s", rt_errmsg());
 }
+
+/* A lazy model (student/model.h: sm_open_random, sm_open — what retort train hands the
+ * trainer) is streamed to the device through an sm_reader, chunk by chunk: the same steps,
+ * bit for bit, as the eager model whose params are uploaded; from a checkpoint directory
+ * (sm_open of a BF16 save) as from sm_load of it. */
+Test(gpu_train_fake, lazy_models_train_the_same_bits) {
+    tr_options o = opts(3);
+    tr_stats a[3], b[3], c[3], d[3];
+    gpu_steps(&o, NULL, 3, a, NULL, 0, NULL);
+    json_error_t e;
+    json_t *cfg = json_loads(QWEN, 0, &e);
+    sm_model *m;
+    cr_assert_eq(sm_open_random(cfg, 3, &m), 0, "%s", rt_errmsg());
+    json_decref(cfg);
+    cr_assert_null(m->params);
+    gt_trainer *t;
+    cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    for (int i = 0; i < 3; i++) cr_assert_eq(gt_step(t, &b[i]), 0, "%s", rt_errmsg());
+    gt_free(t);
+    for (int i = 0; i < 3; i++) cr_assert(a[i].loss == b[i].loss && a[i].grad_norm == b[i].grad_norm, "step %d", i + 1);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/gt-lazy-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    sm_model *w = model();
+    cr_assert_eq(sm_save(w, dir, RT_DT_BF16), 0, "%s", rt_errmsg());
+    sm_free(w);
+    for (int lazy = 0; lazy < 2; lazy++) {
+        cr_assert_eq(lazy ? sm_open(dir, &m) : sm_load(dir, &m), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+        for (int i = 0; i < 3; i++) cr_assert_eq(gt_step(t, lazy ? &d[i] : &c[i]), 0, "%s", rt_errmsg());
+        gt_free(t);
+    }
+    for (int i = 0; i < 3; i++) cr_assert(c[i].loss == d[i].loss && c[i].grad_norm == d[i].grad_norm, "step %d", i + 1);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
