@@ -35,6 +35,8 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/safetensors.h"
 #include "kernels/act.h"
 #include "kernels/attention.h"
 #include "kernels/convert.h"
@@ -266,39 +268,56 @@ static int state_get(gt_trainer *t, float *dst, const float *src, size_t n) {
     return 0;
 }
 
-/* The GPU layout's [lo, lo + len) of the model's weights into part (zero first): from cpu (the
- * whole CPU layout), or read from where the weights come from (r: student/model.h). */
-static int gpu_range(const gt_trainer *t, const float *cpu, sm_reader *r, float *part, int64_t lo, int64_t len) {
+/* Where weights or state come from: the whole CPU layout (cpu), a reader of the model's
+ * weights (r: student/model.h), or the F32 tensors prefix + name of a checkpoint's
+ * optimizer.safetensors (f, checked by check_optimizer). */
+typedef struct {
+    const float *cpu;
+    sm_reader *r;
+    const st_file *f;
+    const char *prefix;
+} wsrc;
+
+/* The GPU layout's [lo, lo + len) of a source into part (zero first). */
+static int gpu_range(const gt_trainer *t, const wsrc *s, float *part, int64_t lo, int64_t len) {
     memset(part, 0, (size_t)len * sizeof(float));
-    if (cpu) {
-        gp_to_gpu_range(&t->p, t->m, cpu, part, lo, len);
+    if (s->cpu) {
+        gp_to_gpu_range(&t->p, t->m, s->cpu, part, lo, len);
         return 0;
     }
     const sm_model *m = t->m;
     for (size_t i = 0; i < m->n_tensors; i++) {
-        int64_t o = t->p.off[i], a = o > lo ? o : lo, b = o + m->tensors[i].numel < lo + len ? o + m->tensors[i].numel : lo + len;
-        if (a < b) TRY(sm_reader_read(r, m->tensors[i].offset + (a - o), m->tensors[i].offset + (b - o), part + (a - lo)));
+        const sm_tensor *x = &m->tensors[i];
+        int64_t o = t->p.off[i], a = o > lo ? o : lo, b = o + x->numel < lo + len ? o + x->numel : lo + len;
+        if (a >= b) continue;
+        if (s->r) {
+            TRY(sm_reader_read(s->r, x->offset + (a - o), x->offset + (b - o), part + (a - lo)));
+        } else {
+            char name[160];
+            snprintf(name, sizeof name, "%s%s", s->prefix, x->name);
+            const st_tensor *st = st_find(s->f, name);   /* checked: F32, numel elements */
+            memcpy(part + (a - lo), (const float *)st->data + (a - o), (size_t)(b - a) * sizeof(float));
+        }
     }
     return 0;
 }
 
 /* The model's f32 weights into the trainer: the bf16 weights (whole, or with ZeRO-3 this
  * rank's shard) and this rank's master part, streamed through one host chunk (f32 and bf16)
- * at a time. From cpu (the whole CPU layout: a resumed checkpoint, or a model that came with
- * its params) or, when NULL, read through an sm_reader from the mmapped checkpoint or the
- * seed: a rank never holds the whole model's weights on the host. */
+ * at a time, from s or (NULL) through an sm_reader of the model (its mmapped checkpoint or
+ * seed): a rank never holds the whole model's weights on the host. */
 #define UPLOAD_CHUNK ((int64_t)1 << 22)
-static int upload_params(gt_trainer *t, const float *cpu) {
+static int upload_params(gt_trainer *t, const wsrc *s) {
     int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded, ns = zr_state_len(&t->z);
     int64_t C = len < UPLOAD_CHUNK ? len : UPLOAD_CHUNK;
     float *h = rt_aligned_alloc(64, (size_t)(C > 0 ? C : 1) * sizeof(float));
     uint16_t *hb = rt_malloc((size_t)(C > 0 ? C : 1) * 2);
-    sm_reader *r = NULL;
+    wsrc own = {0};
     int rc = h && hb ? 0 : RT_ENOMEM;
-    if (!rc && !cpu) rc = sm_reader_open(t->m, &r);
+    if (!rc && !s) rc = sm_reader_open(t->m, &own.r), s = &own;
     for (int64_t k = 0; k < len && !rc; k += C) {
         int64_t n = len - k < C ? len - k : C, x = lo + k;   /* GPU flat [x, x + n) */
-        rc = gpu_range(t, cpu, r, h, x, n);
+        rc = gpu_range(t, s, h, x, n);
         if (rc) break;
         cvt_f32_to_bf16(h, hb, (size_t)n);
         cudaError_t e = cudaMemcpy(t->wb + k, hb, (size_t)n * 2, cudaMemcpyHostToDevice);
@@ -306,9 +325,23 @@ static int upload_params(gt_trainer *t, const float *cpu) {
         int64_t a = x > t->mbase ? x : t->mbase, b = x + n < t->mbase + ns ? x + n : t->mbase + ns;
         if (!rc && a < b) rc = state_put(t, t->master + (a - t->mbase), h + (a - x), (size_t)(b - a));
     }
-    sm_reader_close(r);
+    sm_reader_close(own.r);
     free(h);
     free(hb);
+    return rc;
+}
+
+/* This rank's part [zr_state_len] of a state buffer (a moment) from s, chunk by chunk. */
+static int upload_state(gt_trainer *t, float *dst, const wsrc *s) {
+    int64_t ns = zr_state_len(&t->z), C = ns < UPLOAD_CHUNK ? ns : UPLOAD_CHUNK;
+    float *h = rt_aligned_alloc(64, (size_t)(C > 0 ? C : 1) * sizeof(float));
+    int rc = h ? 0 : RT_ENOMEM;
+    for (int64_t k = 0; k < ns && !rc; k += C) {
+        int64_t n = ns - k < C ? ns - k : C;
+        rc = gpu_range(t, s, h, t->mbase + k, n);
+        if (!rc) rc = state_put(t, dst + k, h, (size_t)n);
+    }
+    free(h);
     return rc;
 }
 
@@ -405,7 +438,7 @@ static int create_device(gt_trainer *t) {
     if (t->o.offload_activations) CUDA_TRY(cudaMallocHost((void **)&t->xh, (size_t)(t->p.L * t->T * m->D) * 2));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
     CUDA_TRY(cudaMemcpy(F4(t->p.inv_freq), m->inv_freq, (size_t)(m->hd / 2) * sizeof(float), cudaMemcpyHostToDevice));
-    TRY(upload_params(t, m->params));
+    TRY(upload_params(t, m->params ? &(wsrc){.cpu = m->params} : NULL));
     note_memory(t);
     return 0;
 }
@@ -982,27 +1015,48 @@ int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
     return rc;
 }
 
-/* Resuming holds the checkpoint's whole f32 weights and moments on the host (CPU layout)
- * for as long as it takes to upload this rank's part. */
+/* optimizer.safetensors holds exp_avg.NAME and exp_avg_sq.NAME of every tensor, F32 of its
+ * size, and master.NAME of all or none (the f32 masters of a BF16 model.safetensors). */
+static int check_optimizer(const gt_trainer *t, const st_file *f, bool *master) {
+    const sm_model *m = t->m;
+    char name[160];
+    snprintf(name, sizeof name, "master.%s", m->n_tensors ? m->tensors[0].name : "");
+    *master = st_find(f, name) != NULL;
+    static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
+    for (size_t i = 0; i < m->n_tensors; i++)
+        for (int k = 0; k < (*master ? 3 : 2); k++) {
+            snprintf(name, sizeof name, "%s%s", pre[k], m->tensors[i].name);
+            const st_tensor *st = st_find(f, name);
+            if (!st) return rt_fail(RT_EFORMAT, "optimizer.safetensors: %s missing", name);
+            if (st->dtype != RT_DT_F32 || (int64_t)st->nelem != m->tensors[i].numel)
+                return rt_fail(RT_EFORMAT, "optimizer.safetensors: %s is %s with %zu elements, F32 with %lld expected", name,
+                               rt_dtype_name(st->dtype), st->nelem, (long long)m->tensors[i].numel);
+        }
+    return 0;
+}
+
+/* Every rank reads only what it keeps, from the mmapped files, chunk by chunk: the weights
+ * (the f32 masters when the checkpoint has them, else model.safetensors), its part of the
+ * moments, and trainer_state.json's step and data position. */
 int gt_resume(gt_trainer *t, const char *dir) {
-    size_t nc = (size_t)t->m->n_params, ns = (size_t)zr_state_len(&t->z);
-    float *c0 = rt_aligned_alloc(64, nc * 4), *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(ns, 4);
-    sm_model w = *t->m;   /* the shapes, with the checkpoint's weights in c0 */
-    w.params = c0;
+    sm_model w = *t->m;   /* the shapes, reading dir's model.safetensors */
     w.source = (char *)dir;
-    sm_reader *r = NULL;
-    int rc = (!c0 || !c1 || !c2 || !h) ? RT_ENOMEM : settle_update(t);
-    if (!rc) rc = sm_reader_open(&w, &r);
-    if (!rc) rc = sm_reader_read(r, 0, (int64_t)nc, c0);
-    sm_reader_close(r);
-    if (!rc) rc = tr_resume_external(&w, c1, c2, t->d, &t->step, &t->pos, dir);   /* the master weights, if kept */
-    if (!rc) rc = upload_params(t, c0);
-    for (int k = 0; k < 2 && !rc; k++) {   /* this rank's part of each moment */
-        memset(h, 0, ns * 4);
-        gp_to_gpu_range(&t->p, t->m, k ? c2 : c1, h, t->mbase, (int64_t)ns);
-        rc = state_put(t, k ? t->m2 : t->m1, h, ns);
-    }
-    free(c0), free(c1), free(c2), free(h);
+    st_file *f = NULL;
+    wsrc ws = {0};
+    bool master = false;
+    char *path = rt_path_join(dir, "optimizer.safetensors");
+    int rc = path ? settle_update(t) : RT_ENOMEM;
+    if (!rc) rc = tr_resume_position(t->d, &t->step, &t->pos, dir);
+    if (!rc) rc = st_open(path, &f);
+    if (!rc) rc = check_optimizer(t, f, &master);
+    if (!rc && master) ws = (wsrc){.f = f, .prefix = "master."};
+    else if (!rc) rc = sm_reader_open(&w, &ws.r);
+    if (!rc) rc = upload_params(t, &ws);
+    if (!rc) rc = upload_state(t, t->m1, &(wsrc){.f = f, .prefix = "exp_avg."});
+    if (!rc) rc = upload_state(t, t->m2, &(wsrc){.f = f, .prefix = "exp_avg_sq."});
+    sm_reader_close(ws.r);
+    st_close(f);
+    free(path);
     return rc ? rt_errorf(rc, "resuming from %s on the GPU", dir) : 0;
 }
 

@@ -650,3 +650,12 @@ int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *s
     *pos = t.pos;
     return 0;
 }
+
+int tr_resume_position(sd_data *d, int64_t *step, sd_position *pos, const char *dir) {
+    tr_trainer t = {.d = d, .N = sd_seq_len(d)};
+    int rc = read_state(&t, dir);
+    if (rc) return rt_errorf(rc, "resuming from %s", dir);
+    *step = t.step;
+    *pos = t.pos;
+    return 0;
+}

@@ -128,5 +128,8 @@ int tr_resume(tr_trainer *t, const char *dir);
 int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
                      int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype);
 int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir);
+/* trainer_state.json alone (step and data position, checked against d), for a trainer that
+ * reads the weights and moments of its part itself (student/gpu_train.h). */
+int tr_resume_position(sd_data *d, int64_t *step, sd_position *pos, const char *dir);
 
 #endif

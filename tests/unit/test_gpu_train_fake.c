@@ -458,3 +458,42 @@ Test(gpu_train_fake, lazy_models_train_the_same_bits) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* gt_resume reads only what the rank keeps, from the mmapped files: the f32 masters of a BF16
+ * checkpoint, or the weights of an F32 one (which are the masters: no master.* tensors). Saved
+ * both ways after step 2, each resumes into the same steps 3–4 as the run that went on, bit for
+ * bit (the stand-in kernels are deterministic). */
+Test(gpu_train_fake, resumes_from_f32_and_bf16_checkpoints_alike) {
+    tr_options o = opts(4);
+    tr_stats run[4], r[2][2];
+    char dirs[2][64];
+    for (int k = 0; k < 2; k++) {
+        snprintf(dirs[k], sizeof dirs[k], "/tmp/gt-resume-XXXXXX");
+        cr_assert(mkdtemp(dirs[k]));
+    }
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(gt_step(t, &run[i]), 0, "%s", rt_errmsg());
+        if (i == 1) {
+            cr_assert_eq(gt_save(t, dirs[0], RT_DT_BF16), 0, "%s", rt_errmsg());
+            cr_assert_eq(gt_save(t, dirs[1], RT_DT_F32), 0, "%s", rt_errmsg());
+        }
+    }
+    gt_free(t);
+    for (int k = 0; k < 2; k++) {
+        sm_model *m;
+        cr_assert_eq(sm_open(dirs[k], &m), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_resume(t, dirs[k]), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_steps_done(t), 2);
+        for (int i = 0; i < 2; i++) cr_assert_eq(gt_step(t, &r[k][i]), 0, "%s", rt_errmsg());
+        gt_free(t);
+        for (int i = 0; i < 2; i++)
+            cr_assert(r[k][i].loss == run[2 + i].loss && r[k][i].grad_norm == run[2 + i].grad_norm, "%s: step %d",
+                      k ? "F32" : "BF16", 3 + i);
+        char cmd[96];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dirs[k]);
+        cr_assert_eq(system(cmd), 0);
+    }
+}
