@@ -960,57 +960,94 @@ int gt_step(gt_trainer *t, tr_stats *st) {
 
 /* ---- checkpoints ----------------------------------------------------------------------- */
 
-/* The whole [padded] of a state buffer at rank 0 (host; NULL elsewhere is fine): this rank's
- * part is copied down and gathered over the host communicator. */
-static int gather_state(gt_trainer *t, const float *dev, float *full) {
+/* Saving streams the checkpoint one tensor at a time (tr_save_stream): for each tensor the
+ * files ask for, every rank copies its piece of the tensor's GPU range out of its state part
+ * and one alltoallv brings the pieces to rank 0 (ZeRO-0: rank 0 holds it all). Every rank
+ * makes the same calls in the same order (the non-writing ranks, and rank 0 after a failed
+ * write, run through the rest), so host memory is two tensors' worth per rank. */
+typedef struct {
+    gt_trainer *t;
+    bool root, master;
+    float *stage, *sink;     /* [largest tensor] each: this rank's piece; rank 0's drain */
+    size_t *iv;              /* [4P]: alltoallv's counts and displacements */
+    int64_t calls, total;
+} save_ctx;
+
+static int save_fetch(void *ctx, int kind, const sm_tensor *x, float *dst) {
+    save_ctx *c = ctx;
+    gt_trainer *t = c->t;
     const zr_layout *z = &t->z;
-    if (z->level == 0 || z->ranks == 1) return full ? state_get(t, full, dev, (size_t)zr_state_len(z)) : 0;
-    float *own = rt_malloc((size_t)z->shard * 4);
-    if (!own) return RT_ENOMEM;
-    int rc = state_get(t, own, dev, (size_t)z->shard);
-    if (!rc) rc = comm_gather(t->host, own, full, (size_t)z->shard, RT_DT_F32, 0);
-    free(own);
+    c->calls++;
+    const float *st = kind == 0 ? t->m1 : kind == 1 ? t->m2 : t->master;
+    int64_t o = t->p.off[x - t->m->tensors], n = x->numel, S = z->shard, P = z->ranks;
+    if (z->level == 0 || P == 1) {   /* rank 0 has the whole state (ZeRO-0: every rank has) */
+        if (c->root) TRY(state_get(t, dst, st + o, (size_t)n));
+    } else {
+        int64_t a = o > t->mbase ? o : t->mbase, b = o + n < t->mbase + S ? o + n : t->mbase + S;
+        size_t *sc = c->iv, *sd = sc + P, *rc = sd + P, *rd = rc + P;
+        memset(c->iv, 0, 4 * (size_t)P * sizeof *c->iv);
+        if (a < b) TRY(state_get(t, c->stage, st + (a - t->mbase), (size_t)(b - a)));
+        sc[0] = a < b ? (size_t)(b - a) : 0;
+        for (int64_t r = 0; c->root && r < P; r++) {
+            int64_t ra = o > r * S ? o : r * S, rb = o + n < (r + 1) * S ? o + n : (r + 1) * S;
+            rc[r] = ra < rb ? (size_t)(rb - ra) : 0;
+            rd[r] = ra < rb ? (size_t)(ra - o) : 0;
+        }
+        TRY(comm_alltoallv(t->host, c->stage, sc, sd, c->root ? dst : c->sink, rc, rd, RT_DT_F32));
+    }
+    if (!c->root || dst == c->sink) return 0;
+    static const char *what[3] = {"the AdamW first moments", "the AdamW second moments", "the weights"};
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(dst[k]))
+            return rt_fail(RT_ERANGE, "%s of %s hold %g at element %lld: not finite, the checkpoint is not written",
+                           what[kind], x->name, (double)dst[k], (long long)k);
+    return 0;
+}
+
+/* The calls of the sequence rank 0's writers did not make (all of them on the other ranks). */
+static int save_drain(save_ctx *c) {
+    const sm_model *m = c->t->m;
+    int64_t nt = (int64_t)m->n_tensors, per = c->master ? 3 : 2;
+    int rc = 0;
+    while (!rc && c->calls < c->total) {
+        int64_t k = c->calls, ti = k < nt ? k : (k - nt) / per, kind = k < nt ? 2 : (k - nt) % per;
+        rc = save_fetch(c, (int)kind, &m->tensors[ti], c->sink);
+    }
     return rc;
 }
 
 int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
     const zr_layout *z = &t->z;
-    int root = z->rank == 0, rc = 0;
-    size_t np = (size_t)z->padded, nc = (size_t)t->m->n_params;
-    float *gw = NULL, *g1 = NULL, *g2 = NULL, *c0 = NULL, *c1 = NULL, *c2 = NULL;
-    if (root) {
-        gw = rt_malloc(np * 4), g1 = rt_malloc(np * 4), g2 = rt_malloc(np * 4);
-        c0 = rt_calloc(nc, 4), c1 = rt_calloc(nc, 4), c2 = rt_calloc(nc, 4);
-        if (!gw || !g1 || !g2 || !c0 || !c1 || !c2) rc = RT_ENOMEM;
-    }
+    const sm_model *m = t->m;
+    int64_t big = 1;
+    for (size_t i = 0; i < m->n_tensors; i++) big = m->tensors[i].numel > big ? m->tensors[i].numel : big;
+    save_ctx c = {.t = t, .root = z->rank == 0, .master = model_dtype != RT_DT_F32,
+                  .total = (int64_t)m->n_tensors * (model_dtype != RT_DT_F32 ? 4 : 3)};
+    c.stage = rt_malloc((size_t)big * 4), c.sink = rt_malloc((size_t)big * 4);
+    c.iv = rt_calloc(4 * (size_t)z->ranks, sizeof *c.iv);
+    int rc = c.stage && c.sink && c.iv ? 0 : rt_fail(RT_ENOMEM, "staging one tensor to save");
     if (!rc) rc = settle_update(t);
-    if (z->ranks > 1) {
-        int32_t ok = rc == 0;
-        int brc = comm_broadcast(t->host, &ok, 1, RT_DT_I32, 0);
-        if (!rc && brc) rc = brc;
-        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "gathering the optimizer state on rank 0");
-    }
     if (!rc) {
         cudaError_t e = cudaStreamSynchronize(t->stream);
         if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "before a checkpoint: %s", cudaGetErrorString(e));
     }
-    if (!rc) rc = gather_state(t, t->master, gw);
-    if (!rc) rc = gather_state(t, t->m1, g1);
-    if (!rc) rc = gather_state(t, t->m2, g2);
-    if (!rc && root) {
-        sm_model w = *t->m;   /* the shapes, with the gathered weights */
-        w.params = c0;
-        gp_from_gpu(&t->p, t->m, gw, c0);
-        gp_from_gpu(&t->p, t->m, g1, c1);
-        gp_from_gpu(&t->p, t->m, g2, c2);
-        rc = tr_save_external(&w, c1, c2, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
+    if (z->ranks > 1) {   /* nobody starts the gathers unless everybody can */
+        int32_t ok = rc == 0;
+        int arc = comm_allreduce(t->host, &ok, &ok, 1, RT_DT_I32, COMM_MIN);
+        if (!rc && arc) rc = arc;
+        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "saving checkpoint %s: another rank could not prepare", dir);
     }
-    free(gw), free(g1), free(g2), free(c0), free(c1), free(c2);
+    bool gathering = !rc;
+    if (gathering && c.root)
+        rc = tr_save_stream(m, save_fetch, &c, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
+    int drc = gathering ? save_drain(&c) : 0;
+    if (!rc) rc = drc;
+    free(c.stage), free(c.sink), free(c.iv);
     if (z->ranks > 1) {
         int32_t r0 = rc;
         int brc = comm_broadcast(t->host, &r0, 1, RT_DT_I32, 0);
         if (brc) return rt_errorf(brc, "saving checkpoint %s", dir);
-        if (r0 && !root) return rt_fail(r0, "saving checkpoint %s failed on rank 0", dir);
+        if (r0 && !c.root) return rt_fail(r0, "saving checkpoint %s failed on rank 0", dir);
     }
     return rc;
 }

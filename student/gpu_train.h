@@ -41,7 +41,7 @@
  * gpu_plan.h's gp_rank_memory (beside the CUDA context and the cuBLAS and NCCL workspaces),
  * and nothing after.
  *
- * gt_save writes the CPU trainer's checkpoint (tr_save_external: model.safetensors, F32 or
+ * gt_save writes the CPU trainer's checkpoint (tr_save_stream: model.safetensors, F32 or
  * BF16, from the f32 master weights; optimizer.safetensors; trainer_state.json), so a GPU
  * checkpoint resumes on the CPU and the other way round; collective, rank 0 writes.
  * gt_resume reads one (every rank). gt_peak_mem_gib: the most device memory seen in use
@@ -51,7 +51,10 @@
  * model (student/model.h: sm_open, sm_open_random), read by an sm_reader from the mmapped
  * checkpoint or the seed — the part of them this rank keeps (ZeRO-3: its shard; else the
  * whole bf16 copy goes up chunk by chunk), so no rank holds the model's f32 weights on the
- * host. Resuming (every rank) and saving (rank 0) still hold the whole f32 state, CPU layout.
+ * host. gt_resume reads only the rank's part of the weights (the f32 masters when kept) and
+ * moments from the mmapped checkpoint, chunk by chunk; gt_save streams the checkpoint tensor
+ * by tensor (tr_save_stream: each tensor's pieces gathered on rank 0 as the files are written,
+ * checked finite there), so a rank holds at most two tensors' worth for either.
  *
  * Ownership: gt_create takes the model and data (freed by gt_free, also on failure); the
  * host comm is borrowed. Nothing is printed.

@@ -368,6 +368,9 @@ typedef struct {
     bool z3, master;
     float *buf;                  /* level 3, rank 0: one tensor */
     int64_t calls, total;        /* level 3: gathers done, and due */
+    /* tr_save_stream: the caller's gather instead of zr_range_gather (z3 set) */
+    int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst);
+    void *fctx;
 } ckpt_src;
 
 /* Level 3: gather number k of the sequence above (out: rank 0's buffer, or NULL). */
@@ -376,6 +379,7 @@ static int ckpt_gather(ckpt_src *c, float *out) {
     int64_t k = c->calls++, nt = (int64_t)m->n_tensors, per = c->master ? 3 : 2;
     int64_t ti = k < nt ? k : (k - nt) / per, kind = k < nt ? 2 : (k - nt) % per;
     const sm_tensor *x = &m->tensors[ti];
+    if (c->fetch) return c->fetch(c->fctx, (int)kind, x, out);
     return zr_range_gather(&c->t->z, c->t->comm, c->own[kind], x->offset, x->offset + x->numel, out, 0);
 }
 
@@ -637,6 +641,21 @@ int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_
     tr_trainer t = {.m = (sm_model *)m, .o = *o, .step = step, .pos = *pos, .N = seq_len};
     ckpt_src c = {.t = &t, .full = {m1, m2, m->params}, .master = model_dtype != RT_DT_F32};
     int rc = save_files(&c, dir, model_dtype);
+    return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
+}
+
+int tr_save_stream(const sm_model *m, int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst), void *ctx,
+                   int64_t step, const sd_position *pos, int64_t seq_len, const tr_options *o, const char *dir,
+                   rt_dtype model_dtype) {
+    tr_trainer t = {.m = (sm_model *)m, .o = *o, .step = step, .pos = *pos, .N = seq_len};
+    bool master = model_dtype != RT_DT_F32;
+    ckpt_src c = {.t = &t, .z3 = true, .master = master, .total = (int64_t)m->n_tensors * (master ? 4 : 3),
+                  .fetch = fetch, .fctx = ctx};
+    int64_t big = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) big = m->tensors[i].numel > big ? m->tensors[i].numel : big;
+    int rc = (c.buf = rt_malloc((size_t)(big > 0 ? big : 1) * sizeof(float))) ? 0 : RT_ENOMEM;
+    if (!rc) rc = save_files(&c, dir, model_dtype);
+    free(c.buf);
     return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
 }
 

@@ -128,6 +128,15 @@ int tr_resume(tr_trainer *t, const char *dir);
 int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
                      int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype);
 int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir);
+/* tr_save_external one tensor at a time: fetch(ctx, kind, x, dst) writes tensor x's f32 values
+ * (kind 0: exp_avg, 1: exp_avg_sq, 2: the weights / master weights) into dst [x->numel], in
+ * the order the files are written — every tensor's weights (model order), then per tensor
+ * exp_avg, exp_avg_sq and (BF16 model) master: n_tensors · (3 or 4) calls, fewer when a
+ * write fails; its nonzero return stops the save (a fetch should refuse values that are not
+ * finite, RT_ERANGE). Holds one tensor (and the writers' one-tensor buffers). */
+int tr_save_stream(const sm_model *m, int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst), void *ctx,
+                   int64_t step, const sd_position *pos, int64_t seq_len, const tr_options *o, const char *dir,
+                   rt_dtype model_dtype);
 /* trainer_state.json alone (step and data position, checked against d), for a trainer that
  * reads the weights and moments of its part itself (student/gpu_train.h). */
 int tr_resume_position(sd_data *d, int64_t *step, sd_position *pos, const char *dir);

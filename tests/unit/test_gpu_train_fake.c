@@ -497,3 +497,25 @@ Test(gpu_train_fake, resumes_from_f32_and_bf16_checkpoints_alike) {
         cr_assert_eq(system(cmd), 0);
     }
 }
+
+/* gt_save streams tensor by tensor and checks each as it comes: a weight that is not finite
+ * stops the save with RT_ERANGE naming the tensor, and nothing (no DIR, no DIR.partial) is left. */
+Test(gpu_train_fake, a_non_finite_weight_is_never_saved) {
+    tr_options o = opts(1);
+    gt_trainer *t;
+    tr_stats st;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    cr_assert_eq(gt_step(t, &st), 0, "%s", rt_errmsg());
+    const sm_tensor *x = sm_find(t->m, "model.layers.1.mlp.up_proj.weight");
+    cr_assert_not_null(x);
+    t->master[t->p.off[x - t->m->tensors] + 5] = NAN;
+    char dir[64], partial[80];
+    snprintf(dir, sizeof dir, "/tmp/gt-nan-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    cr_assert_eq(rmdir(dir), 0);
+    cr_assert_eq(gt_save(t, dir, RT_DT_BF16), RT_ERANGE);
+    cr_assert(strstr(rt_errmsg(), "model.layers.1.mlp.up_proj.weight"), "%s", rt_errmsg());
+    snprintf(partial, sizeof partial, "%s.partial", dir);
+    cr_assert(access(dir, F_OK) != 0 && access(partial, F_OK) != 0);
+    gt_free(t);
+}
