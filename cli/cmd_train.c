@@ -271,13 +271,14 @@ static int plan_main(int argc, char **argv) {
     return fflush(stdout) ? EXIT_RUNTIME : EXIT_OK;
 }
 
+/* Lazy (student/model.h): the trainer reads the weights it keeps, a ZeRO-3 rank its shard only. */
 static int load_model(const train_args *a, sm_model **m) {
-    if (a->start) return sm_load(a->start, m);
-    if (a->model) return sm_load(a->model, m);
+    if (a->start) return sm_open(a->start, m);
+    if (a->model) return sm_open(a->model, m);
     json_t *cfg;
     int rc = rt_json_load_file(a->init, &cfg);
     if (rc) return rc;
-    rc = sm_create_random(cfg, a->o.seed, m);
+    rc = sm_open_random(cfg, a->o.seed, m);
     json_decref(cfg);
     return rc;
 }

@@ -73,6 +73,8 @@ void comm_close(rt_comm *c) {
     if (c->backend == COMM_NCCL) nccl_close(c);
 #endif
     if (c->finalize) MPI_Finalize();
+    free(c->rs_buf);
+    free(c->rs_iv);
     free(c);
 }
 
@@ -158,28 +160,67 @@ static int accumulate(void *acc, const void *x, size_t n, rt_dtype dt, comm_op o
     }
 }
 
-int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op) {
-    NCCL_DISPATCH(nccl_reduce_scatter(c, send, recv, recv_count, dt, op));
-    size_t es = rt_dtype_size(dt), P = (size_t)c->size;
+/* Host reduce-scatter of blocks laid end to end in send — rank q's block of counts[q]
+ * elements (counts NULL: n each) at the sum of the earlier ones' counts — in rounds of at most
+ * RS_CHUNK elements per block: one MPI_Alltoallv brings this round's slice of this rank's
+ * block from every rank into the communicator's scratch (made once: size × RS_CHUNK
+ * elements, never per call), where it is reduced in rank order into recv. send is not read
+ * after the round that sent it, so recv may be this rank's block of send (in place). */
+#define RS_CHUNK ((size_t)1 << 18)
+static size_t rs_count(const size_t *counts, size_t n, int q) { return counts ? counts[q] : n; }
+static int reduce_scatter_host(rt_comm *c, const void *send, void *recv, const size_t *counts, size_t n, rt_dtype dt,
+                               comm_op op) {
+    size_t es = rt_dtype_size(dt), P = (size_t)c->size, me = (size_t)c->rank, most = 0, total = 0;
     MPI_Datatype t = MPI_DATATYPE_NULL;
     int rc = mpi_type(dt, &t);
     if (rc) return rc;
     if (dt == RT_DT_U8) return rt_fail(RT_EUNSUPPORTED, "reductions on U8 are not supported");
-    if (c->backend == COMM_SINGLE) {
-        memmove(recv, send, recv_count * es);
+    for (size_t q = 0; q < P; q++) {
+        size_t k = rs_count(counts, n, (int)q);
+        most = k > most ? k : most;
+        total += k;
+    }
+    if ((rc = int_count(total))) return rc;
+    const unsigned char *in = send;
+    if (c->backend == COMM_SINGLE || P == 1) {
+        if (in != recv) memmove(recv, in, rs_count(counts, n, 0) * es);
         return 0;
     }
-    if ((rc = int_count(recv_count))) return rc;
-    /* every rank's block r lands on rank r, in rank order; then reduce in that order
-     * (send is not read after the exchange, so recv may lie inside it) */
-    unsigned char *all = rt_malloc(P * recv_count * es);
-    if (!all) return RT_ENOMEM;
-    int e = MPI_Alltoall(send, (int)recv_count, t, all, (int)recv_count, t, c->mpi);
-    if (e != MPI_SUCCESS) { free(all); MPI_TRY(e); }
-    for (size_t r = 1; r < P && !rc; r++) rc = accumulate(all, all + r * recv_count * es, recv_count, dt, op);
-    if (!rc) memcpy(recv, all, recv_count * es);
-    free(all);
-    return rc;
+    if (!c->rs_buf) {
+        c->rs_buf = rt_malloc(P * RS_CHUNK * 8);
+        c->rs_iv = rt_malloc(4 * P * sizeof(int));
+        if (!c->rs_buf || !c->rs_iv) {
+            free(c->rs_buf), free(c->rs_iv);
+            c->rs_buf = NULL, c->rs_iv = NULL;
+            return rt_fail(RT_ENOMEM, "reduce-scatter scratch of %zu bytes", P * RS_CHUNK * 8);
+        }
+    }
+    int *sc = c->rs_iv, *sd = sc + P, *rcn = sd + P, *rd = rcn + P;
+    size_t mine = rs_count(counts, n, (int)me);
+    for (size_t at = 0; at < most; at += RS_CHUNK) {
+        size_t displ = 0, got = mine > at ? (mine - at < RS_CHUNK ? mine - at : RS_CHUNK) : 0;
+        for (size_t q = 0; q < P; q++) {
+            size_t k = rs_count(counts, n, (int)q), s = k > at ? (k - at < RS_CHUNK ? k - at : RS_CHUNK) : 0;
+            sc[q] = (int)s, sd[q] = (int)(displ + at);
+            rcn[q] = (int)got, rd[q] = (int)(q * RS_CHUNK);
+            displ += k;
+        }
+        MPI_TRY(MPI_Alltoallv(in, sc, sd, t, c->rs_buf, rcn, rd, t, c->mpi));
+        for (size_t q = 1; q < P && !rc; q++) rc = accumulate(c->rs_buf, c->rs_buf + q * RS_CHUNK * es, got, dt, op);
+        if (rc) return rc;
+        memcpy((unsigned char *)recv + at * es, c->rs_buf, got * es);
+    }
+    return 0;
+}
+
+int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op) {
+    NCCL_DISPATCH(nccl_reduce_scatter(c, send, recv, recv_count, dt, op));
+    return reduce_scatter_host(c, send, recv, NULL, recv_count, dt, op);
+}
+
+int comm_reduce_scatterv(rt_comm *c, const void *send, void *recv, const size_t *recv_counts, rt_dtype dt, comm_op op) {
+    NCCL_DISPATCH(nccl_reduce_scatterv(c, send, recv, recv_counts, dt, op));
+    return reduce_scatter_host(c, send, recv, recv_counts, 0, dt, op);
 }
 
 int comm_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root) {

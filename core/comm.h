@@ -64,8 +64,16 @@ int comm_open_nccl(rt_comm *host, int device, void *stream, rt_comm **out);
 int comm_sync(rt_comm *c);
 
 int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
-/* send: size × recv_count elements; rank r receives the reduction of block r. */
+/* send: size × recv_count elements; rank r receives the reduction of block r. Host backends
+ * exchange and reduce in rounds through a scratch the communicator keeps (made at its first
+ * reduce-scatter, 2 MiB per rank; a call allocates nothing after that). */
 int comm_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op);
+/* The same with blocks of different lengths, laid end to end: rank r's block is recv_counts[r]
+ * elements (0 is fine) at send + Σ_{q<r} recv_counts[q]; rank r receives its reduction in recv
+ * (in place: recv == its block of send). recv_counts must be the same on every rank. Host
+ * backends: one MPI_Alltoallv per round as above; NCCL: ncclReduceScatter when the counts are
+ * equal, else one group (ncclGroupStart/End) of a ncclReduce per non-empty block. */
+int comm_reduce_scatterv(rt_comm *c, const void *send, void *recv, const size_t *recv_counts, rt_dtype dt, comm_op op);
 /* Rank `root` receives the reduction of every rank's send [count] in recv (significant at the
  * root only; NULL elsewhere is fine; recv == send in place). Host backends: rank-ordered as
  * above, through the root in blocks of at most 2^20 elements. */

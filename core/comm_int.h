@@ -24,6 +24,9 @@ struct rt_comm {
     void *nccl;            /* ncclComm_t */
     void *stream;          /* cudaStream_t the collectives are enqueued on */
     int own_stream;        /* we created it (destroyed by comm_close) */
+    /* MPI: the reduce-scatters' scratch, made at the first one and kept (freed by comm_close) */
+    unsigned char *rs_buf;  /* [size × RS_CHUNK elements of 8 bytes] */
+    int *rs_iv;             /* [4 × size]: Alltoallv's counts and displacements */
 };
 
 #ifdef RT_HAVE_CUDA
@@ -31,6 +34,7 @@ int nccl_open(rt_comm *host, int device, void *stream, rt_comm *c);
 void nccl_close(rt_comm *c);
 int nccl_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
 int nccl_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_count, rt_dtype dt, comm_op op);
+int nccl_reduce_scatterv(rt_comm *c, const void *send, void *recv, const size_t *recv_counts, rt_dtype dt, comm_op op);
 int nccl_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root);
 int nccl_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
 int nccl_gather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt, int root);

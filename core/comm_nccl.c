@@ -108,6 +108,35 @@ int nccl_reduce_scatter(rt_comm *c, const void *send, void *recv, size_t recv_co
     return 0;
 }
 
+int nccl_reduce_scatterv(rt_comm *c, const void *send, void *recv, const size_t *recv_counts, rt_dtype dt, comm_op op) {
+    ncclDataType_t t = ncclFloat32;
+    ncclRedOp_t o = ncclSum;
+    int rc = nccl_type(dt, &t);
+    if (!rc) rc = nccl_op(dt, op, &o);
+    if (rc) return rc;
+    int P = c->size, same = 1;
+    for (int q = 1; q < P; q++) same &= recv_counts[q] == recv_counts[0];
+    if (same) {
+        NCCL_TRY(ncclReduceScatter(send, recv, recv_counts[0], t, o, NC(c), ST(c)));
+        return 0;
+    }
+    const unsigned char *in = send;
+    size_t es = rt_dtype_size(dt), at = 0;
+    NCCL_TRY(ncclGroupStart());
+    for (int q = 0; q < P; q++) {
+        const void *blk = in + at * es;
+        at += recv_counts[q];
+        if (!recv_counts[q]) continue;
+        ncclResult_t e = ncclReduce(blk, q == c->rank ? recv : (void *)blk, recv_counts[q], t, o, q, NC(c), ST(c));
+        if (e != ncclSuccess) {
+            ncclGroupEnd();
+            return rt_fail(RT_EINTERNAL, "NCCL failed: %s", ncclGetErrorString(e));
+        }
+    }
+    NCCL_TRY(ncclGroupEnd());
+    return 0;
+}
+
 int nccl_reduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op, int root) {
     ncclDataType_t t = ncclFloat32;
     ncclRedOp_t o = ncclSum;

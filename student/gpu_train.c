@@ -28,11 +28,15 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #endif
 #include <assert.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/fsutil.h"
+#include "core/safetensors.h"
 #include "kernels/act.h"
 #include "kernels/attention.h"
 #include "kernels/convert.h"
@@ -87,6 +91,7 @@ struct gt_trainer {
     uint16_t **wres;
     int *wslot;            /* the gather buffer holding it (ZeRO-3) */
     float **gres;
+    size_t *rs_counts;     /* ZeRO-2/3: [P], the ranks' pieces of the unit being reduced */
     /* host */
     int32_t *tokens, *doc_start, *posi, *target;   /* [A, T] of the step */
     int32_t *pinned[2];    /* [7T + 1] each */
@@ -99,7 +104,22 @@ struct gt_trainer {
     bool ev_made;
     double peak_gib;
     float eps, scale_attn;
+    /* offload with ZeRO-3: the host AdamW of step s runs on its own thread (upd), unit after
+     * unit in forward order, each unit's bf16 shard going up on stream `up` (event up_ev[u]),
+     * while step s + 1 starts; gathering unit u waits for upd_done > u and up_ev[u] only */
+    bool overlap, upd_made, upd_running;
+    int dev;               /* this rank's device (the update thread selects it too) */
+    pthread_t upd;
+    pthread_mutex_t upd_mu;
+    pthread_cond_t upd_cv;
+    int upd_done, upd_rc;
+    char upd_msg[256];
+    double upd_lr, upd_coef;
+    cudaStream_t up;
+    cudaEvent_t *up_ev;    /* [units] */
 };
+
+static int wait_update(gt_trainer *t, int u, cudaStream_t s);
 
 int gt_check_device(void) {
     int n = 0;
@@ -177,6 +197,7 @@ static int gather_unit(gt_trainer *t, int u, int slot) {
         if (t->wres[v] == buf) t->wres[v] = NULL;
     CUDA_TRY(cudaEventRecord(t->main_done, t->stream));
     CUDA_TRY(cudaStreamWaitEvent(t->side, t->main_done, 0));
+    TRY(wait_update(t, u, t->side));   /* offload: this unit's shard updated and up (not the whole step's) */
     int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
     for (int r = (int)(lo / z->shard); r < z->ranks && (int64_t)r * z->shard < hi; r++) {
         int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
@@ -212,22 +233,24 @@ static int bucket_begin(gt_trainer *t, int u, float *buf) {
 }
 
 /* ZeRO-2/3: unit u's backward is done: each rank's piece of the bucket is reduced over the
- * ranks into that rank's gradient shard (a reduce-scatter whose parts are the shards' pieces
- * of the unit: one comm_reduce per owner, most units meeting one or two shards). A shard on
- * the host (offload) is reduced in the bucket and copied down. */
+ * ranks into that rank's gradient shard — one reduce-scatter whose blocks are the shards'
+ * pieces of the unit, which the flat layout lays end to end in rank order (most units meet
+ * one or two shards; the other ranks' blocks are empty). A shard on the host (offload) is
+ * reduced in place in the bucket and copied down. */
 static int bucket_end(gt_trainer *t, int u) {
     const zr_layout *z = &t->z;
     float *buf = t->gres[u];
-    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
-    for (int r = (int)(lo / z->shard); r < z->ranks && (int64_t)r * z->shard < hi; r++) {
-        int64_t a = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
-        int64_t b = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
-        if (a >= b) continue;
-        float *own = r != z->rank ? NULL : t->gh ? buf + (a - lo) : t->g + (a - t->mbase);   /* gh: reduced in place */
-        TRY(comm_reduce(t->nccl, buf + (a - lo), own, (size_t)(b - a), RT_DT_F32, COMM_SUM, r));
-        if (own && t->gh)
-            CUDA_TRY(cudaMemcpyAsync(t->gh + (a - t->mbase), own, (size_t)(b - a) * 4, cudaMemcpyDeviceToHost, t->stream));
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u), a = 0, b = 0;
+    for (int r = 0; r < z->ranks; r++) {
+        int64_t ra = lo > (int64_t)r * z->shard ? lo : (int64_t)r * z->shard;
+        int64_t rb = hi < (int64_t)(r + 1) * z->shard ? hi : (int64_t)(r + 1) * z->shard;
+        t->rs_counts[r] = ra < rb ? (size_t)(rb - ra) : 0;
+        if (r == z->rank && ra < rb) a = ra, b = rb;
     }
+    float *own = a >= b ? NULL : t->gh ? buf + (a - lo) : t->g + (a - t->mbase);   /* gh: reduced in place */
+    TRY(comm_reduce_scatterv(t->nccl, buf, own ? own : buf, t->rs_counts, RT_DT_F32, COMM_SUM));
+    if (own && t->gh)
+        CUDA_TRY(cudaMemcpyAsync(t->gh + (a - t->mbase), own, (size_t)(b - a) * 4, cudaMemcpyDeviceToHost, t->stream));
     t->gres[u] = NULL;
     return 0;
 }
@@ -245,25 +268,80 @@ static int state_get(gt_trainer *t, float *dst, const float *src, size_t n) {
     return 0;
 }
 
-/* The host model's f32 weights (CPU layout) into the trainer: the bf16 weights (whole, or
- * this rank's shard) and this rank's master part. Host scratch: the part only where the
- * weights are sharded too (ZeRO-3), else the whole GPU layout. */
-static int upload_params(gt_trainer *t) {
-    size_t ns = (size_t)zr_state_len(&t->z);
-    int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded;
-    float *h = rt_aligned_alloc(64, (size_t)len * sizeof(float));
-    uint16_t *hb = rt_malloc((size_t)len * 2);
-    int rc = h && hb ? 0 : RT_ENOMEM;
-    if (!rc) {
-        memset(h, 0, (size_t)len * sizeof(float));
-        gp_to_gpu_range(&t->p, t->m, t->m->params, h, lo, len);
-        cvt_f32_to_bf16(h, hb, (size_t)len);
-        cudaError_t e = cudaMemcpy(t->wb, hb, (size_t)len * 2, cudaMemcpyHostToDevice);
-        rc = e == cudaSuccess ? state_put(t, t->master, h + (t->mbase - lo), ns)
-                              : rt_fail(RT_EINTERNAL, "uploading the weights: %s", cudaGetErrorString(e));
+/* Where weights or state come from: the whole CPU layout (cpu), a reader of the model's
+ * weights (r: student/model.h), or the F32 tensors prefix + name of a checkpoint's
+ * optimizer.safetensors (f, checked by check_optimizer). */
+typedef struct {
+    const float *cpu;
+    sm_reader *r;
+    const st_file *f;
+    const char *prefix;
+} wsrc;
+
+/* The GPU layout's [lo, lo + len) of a source into part (zero first). */
+static int gpu_range(const gt_trainer *t, const wsrc *s, float *part, int64_t lo, int64_t len) {
+    memset(part, 0, (size_t)len * sizeof(float));
+    if (s->cpu) {
+        gp_to_gpu_range(&t->p, t->m, s->cpu, part, lo, len);
+        return 0;
     }
+    const sm_model *m = t->m;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *x = &m->tensors[i];
+        int64_t o = t->p.off[i], a = o > lo ? o : lo, b = o + x->numel < lo + len ? o + x->numel : lo + len;
+        if (a >= b) continue;
+        if (s->r) {
+            TRY(sm_reader_read(s->r, x->offset + (a - o), x->offset + (b - o), part + (a - lo)));
+        } else {
+            char name[160];
+            snprintf(name, sizeof name, "%s%s", s->prefix, x->name);
+            const st_tensor *st = st_find(s->f, name);   /* checked: F32, numel elements */
+            memcpy(part + (a - lo), (const float *)st->data + (a - o), (size_t)(b - a) * sizeof(float));
+        }
+    }
+    return 0;
+}
+
+/* The model's f32 weights into the trainer: the bf16 weights (whole, or with ZeRO-3 this
+ * rank's shard) and this rank's master part, streamed through one host chunk (f32 and bf16)
+ * at a time, from s or (NULL) through an sm_reader of the model (its mmapped checkpoint or
+ * seed): a rank never holds the whole model's weights on the host. */
+#define UPLOAD_CHUNK ((int64_t)1 << 22)
+static int upload_params(gt_trainer *t, const wsrc *s) {
+    int64_t lo = t->z3 ? t->mbase : 0, len = t->z3 ? t->z.shard : t->z.padded, ns = zr_state_len(&t->z);
+    int64_t C = len < UPLOAD_CHUNK ? len : UPLOAD_CHUNK;
+    float *h = rt_aligned_alloc(64, (size_t)(C > 0 ? C : 1) * sizeof(float));
+    uint16_t *hb = rt_malloc((size_t)(C > 0 ? C : 1) * 2);
+    wsrc own = {0};
+    int rc = h && hb ? 0 : RT_ENOMEM;
+    if (!rc && !s) rc = sm_reader_open(t->m, &own.r), s = &own;
+    for (int64_t k = 0; k < len && !rc; k += C) {
+        int64_t n = len - k < C ? len - k : C, x = lo + k;   /* GPU flat [x, x + n) */
+        rc = gpu_range(t, s, h, x, n);
+        if (rc) break;
+        cvt_f32_to_bf16(h, hb, (size_t)n);
+        cudaError_t e = cudaMemcpy(t->wb + k, hb, (size_t)n * 2, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "uploading the weights: %s", cudaGetErrorString(e));
+        int64_t a = x > t->mbase ? x : t->mbase, b = x + n < t->mbase + ns ? x + n : t->mbase + ns;
+        if (!rc && a < b) rc = state_put(t, t->master + (a - t->mbase), h + (a - x), (size_t)(b - a));
+    }
+    sm_reader_close(own.r);
     free(h);
     free(hb);
+    return rc;
+}
+
+/* This rank's part [zr_state_len] of a state buffer (a moment) from s, chunk by chunk. */
+static int upload_state(gt_trainer *t, float *dst, const wsrc *s) {
+    int64_t ns = zr_state_len(&t->z), C = ns < UPLOAD_CHUNK ? ns : UPLOAD_CHUNK;
+    float *h = rt_aligned_alloc(64, (size_t)(C > 0 ? C : 1) * sizeof(float));
+    int rc = h ? 0 : RT_ENOMEM;
+    for (int64_t k = 0; k < ns && !rc; k += C) {
+        int64_t n = ns - k < C ? ns - k : C;
+        rc = gpu_range(t, s, h, t->mbase + k, n);
+        if (!rc) rc = state_put(t, dst + k, h, (size_t)n);
+    }
+    free(h);
     return rc;
 }
 
@@ -284,6 +362,7 @@ static int create_device(gt_trainer *t) {
     CUDA_TRY(cudaGetDeviceCount(&ndev));
     if (ndev > 0) dev %= ndev;
     CUDA_TRY(cudaSetDevice(dev));
+    t->dev = dev;
     CUDA_TRY(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking));
     CUDA_TRY(cudaStreamCreateWithFlags(&t->side, cudaStreamNonBlocking));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaEventCreateWithFlags(&t->copied[i], cudaEventDisableTiming));
@@ -318,7 +397,8 @@ static int create_device(gt_trainer *t) {
     t->wres = rt_calloc((size_t)nu, sizeof *t->wres);
     t->wslot = rt_calloc((size_t)nu, sizeof *t->wslot);
     t->gres = rt_calloc((size_t)nu, sizeof *t->gres);
-    if (!t->wres || !t->wslot || !t->gres) return RT_ENOMEM;
+    t->rs_counts = rt_calloc((size_t)P, sizeof *t->rs_counts);
+    if (!t->wres || !t->wslot || !t->gres || !t->rs_counts) return RT_ENOMEM;
     TRY(ce_cuda_ws_create(&t->ce, t->p.ce_chunk, m->V, m->D));
     gp_rank_memory(&t->p, &t->z, t->o.offload_optimizer, gp_ce_ws_estimate(t->p.ce_chunk, m->V, m->D), &t->mem);
     size_t ns = (size_t)zr_state_len(&t->z);
@@ -341,12 +421,24 @@ static int create_device(gt_trainer *t) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int local = t->host ? comm_local_size(t->host) : 1;
         TRY(tp_create(cpus / local > 1 ? (int)(cpus / local) : 1, &t->pool));
+        if (t->z3 && t->gh) {
+            t->overlap = true;
+            if (!(t->up_ev = rt_calloc((size_t)nu, sizeof *t->up_ev))) return RT_ENOMEM;
+            CUDA_TRY(cudaStreamCreateWithFlags(&t->up, cudaStreamNonBlocking));
+            for (int u = 0; u < nu; u++) CUDA_TRY(cudaEventCreateWithFlags(&t->up_ev[u], cudaEventDisableTiming));
+            if (pthread_mutex_init(&t->upd_mu, NULL)) return rt_fail(RT_EINTERNAL, "pthread_mutex_init failed");
+            if (pthread_cond_init(&t->upd_cv, NULL)) {
+                pthread_mutex_destroy(&t->upd_mu);
+                return rt_fail(RT_EINTERNAL, "pthread_cond_init failed");
+            }
+            t->upd_made = true;
+        }
     }
     TRY(alloc_dev((void **)&t->arena, t->p.act_bytes));
     if (t->o.offload_activations) CUDA_TRY(cudaMallocHost((void **)&t->xh, (size_t)(t->p.L * t->T * m->D) * 2));
     for (int i = 0; i < 2; i++) CUDA_TRY(cudaMallocHost((void **)&t->pinned[i], (size_t)(7 * t->T + 1) * 4));
     CUDA_TRY(cudaMemcpy(F4(t->p.inv_freq), m->inv_freq, (size_t)(m->hd / 2) * sizeof(float), cudaMemcpyHostToDevice));
-    TRY(upload_params(t));
+    TRY(upload_params(t, m->params ? &(wsrc){.cpu = m->params} : NULL));
     note_memory(t);
     return 0;
 }
@@ -379,8 +471,9 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     t->tokens = rt_malloc(all * 4), t->doc_start = rt_malloc(all * 4), t->posi = rt_malloc(all * 4);
     t->target = rt_malloc(all * 4);
     rc = (!t->tokens || !t->doc_start || !t->posi || !t->target) ? RT_ENOMEM : create_device(t);
-    free(m->grads);   /* the host model's f32 gradient buffer: never used here (4 B/param of host memory) */
-    m->grads = NULL;
+    /* the host model's f32 buffers (an eager model's): uploaded, never used again here */
+    free(m->params), free(m->grads);
+    m->params = m->grads = NULL;
     if (rc) {
         gt_free(t);
         return rt_errorf(rc, "setting up the GPU trainer");
@@ -389,8 +482,19 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     return 0;
 }
 
+static int join_update(gt_trainer *t);
+
 void gt_free(gt_trainer *t) {
     if (!t) return;
+    (void)join_update(t);
+    if (t->up) {
+        cudaStreamSynchronize(t->up);
+        for (int u = 0; t->up_ev && u < unit_count(t); u++)
+            if (t->up_ev[u]) cudaEventDestroy(t->up_ev[u]);
+        cudaStreamDestroy(t->up);
+    }
+    free(t->up_ev);
+    if (t->upd_made) pthread_mutex_destroy(&t->upd_mu), pthread_cond_destroy(&t->upd_cv);
     if (t->stream) cudaStreamSynchronize(t->stream);
     if (t->side) cudaStreamSynchronize(t->side);
     comm_close(t->nccl_side);
@@ -430,7 +534,7 @@ void gt_free(gt_trainer *t) {
     gp_plan_free(&t->p);
     sm_free(t->m);
     sd_close(t->d);
-    free(t->wres), free(t->wslot), free(t->gres);
+    free(t->wres), free(t->wslot), free(t->gres), free(t->rs_counts);
     free(t->tokens), free(t->doc_start), free(t->posi), free(t->target);
     free(t);
 }
@@ -733,10 +837,89 @@ static int update(gt_trainer *t, double lr, double coef) {
     return 0;
 }
 
+/* ---- the offloaded update, overlapped with the next step (ZeRO-3) ------------------------ */
+
+/* Unit u's part of this rank's state: AdamW on the host in chunks through the two pinned
+ * bf16 slots (*k counts the chunks, alternating the slots across units), each chunk's bf16
+ * copy going up on `up`; then up_ev[u]. The same ranges and math as update(). */
+static int update_unit(gt_trainer *t, int u, int64_t *k) {
+    const zr_layout *z = &t->z;
+    int64_t lo = unit_lo(t, u), hi = lo + unit_len(t, u);
+    int64_t ua = lo > z->lo ? lo : z->lo, ub = hi < z->hi ? hi : z->hi, C = t->chunk;
+    for (int64_t a = ua; a < ub; a += C, (*k)++) {
+        int64_t len = a + C < ub ? C : ub - a;
+        int slot = (int)(*k & 1);
+        CUDA_TRY(cudaEventSynchronize(t->staged[slot]));   /* the slot's last upload is gone */
+        TRY(adamw_range(t, a, a + len, t->gh + (a - t->mbase), t->upd_lr, t->upd_coef));
+        uint16_t *hb = t->hbf + (size_t)slot * (size_t)C;
+        cvt_f32_to_bf16(t->master + (a - t->mbase), hb, (size_t)len);
+        CUDA_TRY(cudaMemcpyAsync(weight_at(t, a), hb, (size_t)len * 2, cudaMemcpyHostToDevice, t->up));
+        CUDA_TRY(cudaEventRecord(t->staged[slot], t->up));
+    }
+    CUDA_TRY(cudaEventRecord(t->up_ev[u], t->up));
+    return 0;
+}
+
+static void *update_worker(void *arg) {
+    gt_trainer *t = arg;
+    int64_t k = 0;
+    cudaError_t e = cudaSetDevice(t->dev);
+    int rc = e == cudaSuccess ? 0 : rt_fail(RT_EINTERNAL, "cudaSetDevice on the optimizer thread: %s", cudaGetErrorString(e));
+    for (int u = 0; u < unit_count(t); u++) {
+        if (!rc) rc = update_unit(t, u, &k);
+        pthread_mutex_lock(&t->upd_mu);
+        if (rc && !t->upd_rc) {
+            t->upd_rc = rc;
+            snprintf(t->upd_msg, sizeof t->upd_msg, "%s", rt_errmsg());
+        }
+        t->upd_done = u + 1;
+        pthread_cond_broadcast(&t->upd_cv);
+        pthread_mutex_unlock(&t->upd_mu);
+    }
+    return NULL;
+}
+
+static int update_start(gt_trainer *t, double lr, double coef) {
+    t->upd_lr = lr, t->upd_coef = coef, t->upd_done = 0, t->upd_rc = 0;
+    if (pthread_create(&t->upd, NULL, update_worker, t)) return rt_fail(RT_EINTERNAL, "starting the optimizer thread failed");
+    t->upd_running = true;
+    return 0;
+}
+
+/* The stream s waits for unit u's update (nothing when no update is running). */
+static int wait_update(gt_trainer *t, int u, cudaStream_t s) {
+    if (!t->upd_running) return 0;
+    pthread_mutex_lock(&t->upd_mu);
+    while (t->upd_done <= u) pthread_cond_wait(&t->upd_cv, &t->upd_mu);
+    int rc = t->upd_rc;
+    pthread_mutex_unlock(&t->upd_mu);
+    if (rc) return rt_fail(rc, "%s", t->upd_msg);
+    CUDA_TRY(cudaStreamWaitEvent(s, t->up_ev[u], 0));
+    return 0;
+}
+
+/* The update thread is done (every unit's upload enqueued; their events recorded). */
+static int join_update(gt_trainer *t) {
+    if (!t->upd_running) return 0;
+    pthread_join(t->upd, NULL);
+    t->upd_running = false;
+    if (t->upd_rc) return rt_fail(t->upd_rc, "%s", t->upd_msg);
+    return 0;
+}
+
+/* The state and weights as the last step left them: the update thread joined and its
+ * uploads landed (before a checkpoint reads or replaces them). */
+static int settle_update(gt_trainer *t) {
+    TRY(join_update(t));
+    if (t->up) CUDA_TRY(cudaStreamSynchronize(t->up));
+    return 0;
+}
+
 static int step_inner(gt_trainer *t, tr_stats *st) {
     const zr_layout *z = &t->z;
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks;
     TRY(step_grads(t, &total));
+    TRY(join_update(t));   /* the last step's update thread: done by now (the forward waited for every unit) */
     double *dsum = (double *)(t->arena + t->p.sumsq);
     if (z->hi > z->lo && !t->gh)
         TRY(vec_sumsq_cuda(dsum, false, grad_at(t, z->lo), (size_t)(z->hi - z->lo), t->arena + t->p.sumsq_ws, t->stream));
@@ -757,7 +940,8 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     if (t->o.clip > 0 && t->o.clip / (norm + 1e-6) < 1.0) coef = t->o.clip / (norm + 1e-6);
     double lr = tr_lr_at(&t->o, t->step);
     t->step++;
-    TRY(update(t, lr, coef));
+    if (t->overlap) TRY(update_start(t, lr, coef));   /* runs on while the next step's forward starts */
+    else TRY(update(t, lr, coef));
     if (t->z3)   /* the gathered weights are the old ones now */
         for (int u = 0; u < unit_count(t); u++) t->wres[u] = NULL;
     if (P > 1 && (z->level == 1 || z->level == 2))
@@ -776,70 +960,140 @@ int gt_step(gt_trainer *t, tr_stats *st) {
 
 /* ---- checkpoints ----------------------------------------------------------------------- */
 
-/* The whole [padded] of a state buffer at rank 0 (host; NULL elsewhere is fine): this rank's
- * part is copied down and gathered over the host communicator. */
-static int gather_state(gt_trainer *t, const float *dev, float *full) {
+/* Saving streams the checkpoint one tensor at a time (tr_save_stream): for each tensor the
+ * files ask for, every rank copies its piece of the tensor's GPU range out of its state part
+ * and one alltoallv brings the pieces to rank 0 (ZeRO-0: rank 0 holds it all). Every rank
+ * makes the same calls in the same order (the non-writing ranks, and rank 0 after a failed
+ * write, run through the rest), so host memory is two tensors' worth per rank. */
+typedef struct {
+    gt_trainer *t;
+    bool root, master;
+    float *stage, *sink;     /* [largest tensor] each: this rank's piece; rank 0's drain */
+    size_t *iv;              /* [4P]: alltoallv's counts and displacements */
+    int64_t calls, total;
+} save_ctx;
+
+static int save_fetch(void *ctx, int kind, const sm_tensor *x, float *dst) {
+    save_ctx *c = ctx;
+    gt_trainer *t = c->t;
     const zr_layout *z = &t->z;
-    if (z->level == 0 || z->ranks == 1) return full ? state_get(t, full, dev, (size_t)zr_state_len(z)) : 0;
-    float *own = rt_malloc((size_t)z->shard * 4);
-    if (!own) return RT_ENOMEM;
-    int rc = state_get(t, own, dev, (size_t)z->shard);
-    if (!rc) rc = comm_gather(t->host, own, full, (size_t)z->shard, RT_DT_F32, 0);
-    free(own);
+    c->calls++;
+    const float *st = kind == 0 ? t->m1 : kind == 1 ? t->m2 : t->master;
+    int64_t o = t->p.off[x - t->m->tensors], n = x->numel, S = z->shard, P = z->ranks;
+    if (z->level == 0 || P == 1) {   /* rank 0 has the whole state (ZeRO-0: every rank has) */
+        if (c->root) TRY(state_get(t, dst, st + o, (size_t)n));
+    } else {
+        int64_t a = o > t->mbase ? o : t->mbase, b = o + n < t->mbase + S ? o + n : t->mbase + S;
+        size_t *sc = c->iv, *sd = sc + P, *rc = sd + P, *rd = rc + P;
+        memset(c->iv, 0, 4 * (size_t)P * sizeof *c->iv);
+        if (a < b) TRY(state_get(t, c->stage, st + (a - t->mbase), (size_t)(b - a)));
+        sc[0] = a < b ? (size_t)(b - a) : 0;
+        for (int64_t r = 0; c->root && r < P; r++) {
+            int64_t ra = o > r * S ? o : r * S, rb = o + n < (r + 1) * S ? o + n : (r + 1) * S;
+            rc[r] = ra < rb ? (size_t)(rb - ra) : 0;
+            rd[r] = ra < rb ? (size_t)(ra - o) : 0;
+        }
+        TRY(comm_alltoallv(t->host, c->stage, sc, sd, c->root ? dst : c->sink, rc, rd, RT_DT_F32));
+    }
+    if (!c->root || dst == c->sink) return 0;
+    static const char *what[3] = {"the AdamW first moments", "the AdamW second moments", "the weights"};
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(dst[k]))
+            return rt_fail(RT_ERANGE, "%s of %s hold %g at element %lld: not finite, the checkpoint is not written",
+                           what[kind], x->name, (double)dst[k], (long long)k);
+    return 0;
+}
+
+/* The calls of the sequence rank 0's writers did not make (all of them on the other ranks). */
+static int save_drain(save_ctx *c) {
+    const sm_model *m = c->t->m;
+    int64_t nt = (int64_t)m->n_tensors, per = c->master ? 3 : 2;
+    int rc = 0;
+    while (!rc && c->calls < c->total) {
+        int64_t k = c->calls, ti = k < nt ? k : (k - nt) / per, kind = k < nt ? 2 : (k - nt) % per;
+        rc = save_fetch(c, (int)kind, &m->tensors[ti], c->sink);
+    }
     return rc;
 }
 
 int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) {
     const zr_layout *z = &t->z;
-    int root = z->rank == 0, rc = 0;
-    size_t np = (size_t)z->padded, nc = (size_t)t->m->n_params;
-    float *gw = NULL, *g1 = NULL, *g2 = NULL, *c1 = NULL, *c2 = NULL;
-    if (root) {
-        gw = rt_malloc(np * 4), g1 = rt_malloc(np * 4), g2 = rt_malloc(np * 4);
-        c1 = rt_calloc(nc, 4), c2 = rt_calloc(nc, 4);
-        if (!gw || !g1 || !g2 || !c1 || !c2) rc = RT_ENOMEM;
-    }
-    if (z->ranks > 1) {
-        int32_t ok = rc == 0;
-        int brc = comm_broadcast(t->host, &ok, 1, RT_DT_I32, 0);
-        if (!rc && brc) rc = brc;
-        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "gathering the optimizer state on rank 0");
-    }
+    const sm_model *m = t->m;
+    int64_t big = 1;
+    for (size_t i = 0; i < m->n_tensors; i++) big = m->tensors[i].numel > big ? m->tensors[i].numel : big;
+    save_ctx c = {.t = t, .root = z->rank == 0, .master = model_dtype != RT_DT_F32,
+                  .total = (int64_t)m->n_tensors * (model_dtype != RT_DT_F32 ? 4 : 3)};
+    c.stage = rt_malloc((size_t)big * 4), c.sink = rt_malloc((size_t)big * 4);
+    c.iv = rt_calloc(4 * (size_t)z->ranks, sizeof *c.iv);
+    int rc = c.stage && c.sink && c.iv ? 0 : rt_fail(RT_ENOMEM, "staging one tensor to save");
+    if (!rc) rc = settle_update(t);
     if (!rc) {
         cudaError_t e = cudaStreamSynchronize(t->stream);
         if (e != cudaSuccess) rc = rt_fail(RT_EINTERNAL, "before a checkpoint: %s", cudaGetErrorString(e));
     }
-    if (!rc) rc = gather_state(t, t->master, gw);
-    if (!rc) rc = gather_state(t, t->m1, g1);
-    if (!rc) rc = gather_state(t, t->m2, g2);
-    if (!rc && root) {
-        gp_from_gpu(&t->p, t->m, gw, t->m->params);
-        gp_from_gpu(&t->p, t->m, g1, c1);
-        gp_from_gpu(&t->p, t->m, g2, c2);
-        rc = tr_save_external(t->m, c1, c2, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
+    if (z->ranks > 1) {   /* nobody starts the gathers unless everybody can */
+        int32_t ok = rc == 0;
+        int arc = comm_allreduce(t->host, &ok, &ok, 1, RT_DT_I32, COMM_MIN);
+        if (!rc && arc) rc = arc;
+        if (!rc && !ok) rc = rt_fail(RT_ENOMEM, "saving checkpoint %s: another rank could not prepare", dir);
     }
-    free(gw), free(g1), free(g2), free(c1), free(c2);
+    bool gathering = !rc;
+    if (gathering && c.root)
+        rc = tr_save_stream(m, save_fetch, &c, t->step, &t->pos, t->N, &t->o, dir, model_dtype);
+    int drc = gathering ? save_drain(&c) : 0;
+    if (!rc) rc = drc;
+    free(c.stage), free(c.sink), free(c.iv);
     if (z->ranks > 1) {
         int32_t r0 = rc;
         int brc = comm_broadcast(t->host, &r0, 1, RT_DT_I32, 0);
         if (brc) return rt_errorf(brc, "saving checkpoint %s", dir);
-        if (r0 && !root) return rt_fail(r0, "saving checkpoint %s failed on rank 0", dir);
+        if (r0 && !c.root) return rt_fail(r0, "saving checkpoint %s failed on rank 0", dir);
     }
     return rc;
 }
 
+/* optimizer.safetensors holds exp_avg.NAME and exp_avg_sq.NAME of every tensor, F32 of its
+ * size, and master.NAME of all or none (the f32 masters of a BF16 model.safetensors). */
+static int check_optimizer(const gt_trainer *t, const st_file *f, bool *master) {
+    const sm_model *m = t->m;
+    char name[160];
+    snprintf(name, sizeof name, "master.%s", m->n_tensors ? m->tensors[0].name : "");
+    *master = st_find(f, name) != NULL;
+    static const char *pre[3] = {"exp_avg.", "exp_avg_sq.", "master."};
+    for (size_t i = 0; i < m->n_tensors; i++)
+        for (int k = 0; k < (*master ? 3 : 2); k++) {
+            snprintf(name, sizeof name, "%s%s", pre[k], m->tensors[i].name);
+            const st_tensor *st = st_find(f, name);
+            if (!st) return rt_fail(RT_EFORMAT, "optimizer.safetensors: %s missing", name);
+            if (st->dtype != RT_DT_F32 || (int64_t)st->nelem != m->tensors[i].numel)
+                return rt_fail(RT_EFORMAT, "optimizer.safetensors: %s is %s with %zu elements, F32 with %lld expected", name,
+                               rt_dtype_name(st->dtype), st->nelem, (long long)m->tensors[i].numel);
+        }
+    return 0;
+}
+
+/* Every rank reads only what it keeps, from the mmapped files, chunk by chunk: the weights
+ * (the f32 masters when the checkpoint has them, else model.safetensors), its part of the
+ * moments, and trainer_state.json's step and data position. */
 int gt_resume(gt_trainer *t, const char *dir) {
-    size_t nc = (size_t)t->m->n_params, ns = (size_t)zr_state_len(&t->z);
-    float *c1 = rt_calloc(nc, 4), *c2 = rt_calloc(nc, 4), *h = rt_calloc(ns, 4);
-    int rc = (!c1 || !c2 || !h) ? RT_ENOMEM : 0;
-    if (!rc) rc = tr_resume_external(t->m, c1, c2, t->d, &t->step, &t->pos, dir);
-    if (!rc) rc = upload_params(t);
-    for (int k = 0; k < 2 && !rc; k++) {   /* this rank's part of each moment */
-        memset(h, 0, ns * 4);
-        gp_to_gpu_range(&t->p, t->m, k ? c2 : c1, h, t->mbase, (int64_t)ns);
-        rc = state_put(t, k ? t->m2 : t->m1, h, ns);
-    }
-    free(c1), free(c2), free(h);
+    sm_model w = *t->m;   /* the shapes, reading dir's model.safetensors */
+    w.source = (char *)dir;
+    st_file *f = NULL;
+    wsrc ws = {0};
+    bool master = false;
+    char *path = rt_path_join(dir, "optimizer.safetensors");
+    int rc = path ? settle_update(t) : RT_ENOMEM;
+    if (!rc) rc = tr_resume_position(t->d, &t->step, &t->pos, dir);
+    if (!rc) rc = st_open(path, &f);
+    if (!rc) rc = check_optimizer(t, f, &master);
+    if (!rc && master) ws = (wsrc){.f = f, .prefix = "master."};
+    else if (!rc) rc = sm_reader_open(&w, &ws.r);
+    if (!rc) rc = upload_params(t, &ws);
+    if (!rc) rc = upload_state(t, t->m1, &(wsrc){.f = f, .prefix = "exp_avg."});
+    if (!rc) rc = upload_state(t, t->m2, &(wsrc){.f = f, .prefix = "exp_avg_sq."});
+    sm_reader_close(ws.r);
+    st_close(f);
+    free(path);
     return rc ? rt_errorf(rc, "resuming from %s on the GPU", dir) : 0;
 }
 

@@ -19,8 +19,9 @@
  *      weights are then all-gathered (2 + 4 + 12/P B/param);
  *   2  no whole-model gradient: the backward writes each unit's gradient (the embedding, one
  *      layer, the final norm and untied head: gpu_plan.h's units) into a bucket and, as soon
- *      as the unit is done, reduces each shard's piece of it to its owner (comm_reduce) into
- *      the rank's f32 gradient shard [S], which accumulates the micro-batches
+ *      as the unit is done, reduce-scatters it — one comm_reduce_scatterv whose blocks are the
+ *      shards' pieces of the unit, end to end in rank order — into the rank's f32 gradient
+ *      shard [S], which accumulates the micro-batches
  *      (2 + 16/P B/param, plus two buckets);
  *   3  as 2, and the bf16 weights are sharded too: a unit's weights are all-gathered (each
  *      owner broadcasts its piece) into a gather buffer just before its forward and again
@@ -31,18 +32,29 @@
  * moments of the rank's part in pinned host memory: after the backward the gradient comes
  * down in chunks, AdamW runs on the host (kernels/cpu, a thread pool of the node's CPUs over
  * its ranks) while the next chunk comes down, and each chunk's bf16 copy goes back up
- * (the next step starts when the last one has landed). gt_create allocates exactly
+ * (the next step starts when the last one has landed). With ZeRO-3 (P > 1, the gradient
+ * shard on the host) the host AdamW overlaps the next step instead: a thread updates the
+ * units in forward order (the same elementwise math over the same ranges, so the same bits),
+ * each unit's bf16 shard going up on a stream of its own, and the next step's gather of unit
+ * u waits for unit u's update and upload only; the thread is joined before the next norm,
+ * and gt_save / gt_resume wait for its uploads. gt_create allocates exactly
  * gpu_plan.h's gp_rank_memory (beside the CUDA context and the cuBLAS and NCCL workspaces),
  * and nothing after.
  *
- * gt_save writes the CPU trainer's checkpoint (tr_save_external: model.safetensors, F32 or
+ * gt_save writes the CPU trainer's checkpoint (tr_save_stream: model.safetensors, F32 or
  * BF16, from the f32 master weights; optimizer.safetensors; trainer_state.json), so a GPU
  * checkpoint resumes on the CPU and the other way round; collective, rank 0 writes.
  * gt_resume reads one (every rank). gt_peak_mem_gib: the most device memory seen in use
  * (cudaMemGetInfo after each step; every buffer is allocated up front, so this is the peak).
- * Host memory: every rank also keeps the model's f32 weights (sm_model's params, 4 B/param;
- * its gradient buffer is freed by gt_create) and, while starting or resuming, an f32 copy of
- * the GPU layout (ZeRO-3: of the rank's part only); rank 0 gathers the whole state to save.
+ * Host memory: gt_create streams the weights to the device through one 16 MiB chunk at a
+ * time, from the model's params (then freed: the model keeps its shapes only) or, for a lazy
+ * model (student/model.h: sm_open, sm_open_random), read by an sm_reader from the mmapped
+ * checkpoint or the seed — the part of them this rank keeps (ZeRO-3: its shard; else the
+ * whole bf16 copy goes up chunk by chunk), so no rank holds the model's f32 weights on the
+ * host. gt_resume reads only the rank's part of the weights (the f32 masters when kept) and
+ * moments from the mmapped checkpoint, chunk by chunk; gt_save streams the checkpoint tensor
+ * by tensor (tr_save_stream: each tensor's pieces gathered on rank 0 as the files are written,
+ * checked finite there), so a rank holds at most two tensors' worth for either.
  *
  * Ownership: gt_create takes the model and data (freed by gt_free, also on failure); the
  * host comm is borrowed. Nothing is printed.

@@ -105,15 +105,22 @@ static int build_layout(sm_model *m) {
     if (rc) return rc;
     if (m->lm_head < 0) m->lm_head = m->embed;
     m->n_params = off;
-    m->params = rt_aligned_alloc(64, (size_t)off * sizeof(float));
-    m->grads = rt_aligned_alloc(64, (size_t)off * sizeof(float));
-    if (!m->params || !m->grads) return RT_ENOMEM;
-    memset(m->params, 0, (size_t)off * sizeof(float));
-    memset(m->grads, 0, (size_t)off * sizeof(float));
     return rope_inv_freq(&c->rope, m->hd, m->inv_freq);
 }
 
-static int model_new(const json_t *config, sm_model **out) {
+/* The whole flat params and grads, zero. */
+static int alloc_flat(sm_model *m) {
+    size_t n = (size_t)m->n_params;
+    m->params = rt_aligned_alloc(64, n * sizeof(float));
+    m->grads = rt_aligned_alloc(64, n * sizeof(float));
+    if (!m->params || !m->grads) return RT_ENOMEM;
+    memset(m->params, 0, n * sizeof(float));
+    memset(m->grads, 0, n * sizeof(float));
+    return 0;
+}
+
+/* The layout, and (flat) the whole params and grads. */
+static int model_new(const json_t *config, bool flat, sm_model **out) {
     *out = NULL;
     sm_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
@@ -122,6 +129,7 @@ static int model_new(const json_t *config, sm_model **out) {
         m->config_json = json_deep_copy(config);
         rc = m->config_json ? build_layout(m) : rt_fail(RT_ENOMEM, "copying the config");
     }
+    if (!rc && flat) rc = alloc_flat(m);
     if (rc) { sm_free(m); return rc; }
     *out = m;
     return 0;
@@ -145,6 +153,7 @@ int sm_pad_flat(sm_model *m, int64_t n_alloc) {
 void sm_free(sm_model *m) {
     if (!m) return;
     json_decref(m->config_json);
+    free(m->source);
     free(m->params);
     free(m->grads);
     free(m->tensors);
@@ -163,13 +172,20 @@ static bool is_residual_out(const char *name) {
     return strstr(name, "o_proj.weight") || strstr(name, "down_proj.weight");
 }
 
+/* The normal(0, std) draws of sm_create_random: tensor after tensor in flat order, a matrix's
+ * elements one draw each from one stream; vectors draw nothing (norms 1, biases 0). */
+static float init_value(const sm_tensor *t, const sm_model *m, sr_rng *r) {
+    double s = is_residual_out(t->name) ? 0.02 / sqrt(2.0 * (double)m->L) : 0.02;
+    return (float)(sr_normal(r) * s);
+}
+
 int sm_create_random(const json_t *config, uint64_t seed, sm_model **out) {
-    int rc = model_new(config, out);
+    int rc = model_new(config, true, out);
     if (rc) return rc;
     sm_model *m = *out;
+    m->seed = seed;
     sr_rng r;
     sr_seed(&r, seed);
-    double std = 0.02, res_std = 0.02 / sqrt(2.0 * (double)m->L);
     for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *t = &m->tensors[i];
         float *p = m->params + t->offset;
@@ -178,44 +194,182 @@ int sm_create_random(const json_t *config, uint64_t seed, sm_model **out) {
             for (int64_t j = 0; j < t->numel; j++) p[j] = v;
             continue;
         }
-        double s = is_residual_out(t->name) ? res_std : std;
-        for (int64_t j = 0; j < t->numel; j++) p[j] = (float)(sr_normal(&r) * s);
+        for (int64_t j = 0; j < t->numel; j++) p[j] = init_value(t, m, &r);
     }
     return 0;
 }
 
-int sm_load(const char *dir, sm_model **out) {
-    *out = NULL;
-    char *cpath = rt_path_join(dir, "config.json");
-    if (!cpath) return RT_ENOMEM;
-    json_t *cj;
-    int rc = rt_json_load_file(cpath, &cj);
-    free(cpath);
-    if (rc) return rt_errorf(rc, "loading %s", dir);
-    sm_model *m;
-    rc = model_new(cj, &m);
-    json_decref(cj);
-    if (rc) return rt_errorf(rc, "loading %s", dir);
-    /* model.safetensors when present: a training checkpoint directory also holds optimizer.safetensors */
-    st_file *f;
+int sm_open_random(const json_t *config, uint64_t seed, sm_model **out) {
+    int rc = model_new(config, false, out);
+    if (!rc) (*out)->seed = seed;
+    return rc;
+}
+
+/* The checkpoint's safetensors (model.safetensors when present: a training checkpoint
+ * directory also holds optimizer.safetensors), checked against the model's architecture and
+ * tensor list. */
+static int open_weights(const sm_model *m, const char *dir, st_file **out) {
     char *single = rt_path_join(dir, "model.safetensors");
-    if (!single) { sm_free(m); return RT_ENOMEM; }
-    rc = st_open(rt_is_file(single) ? single : dir, &f);
+    if (!single) return RT_ENOMEM;
+    st_file *f;
+    int rc = st_open(rt_is_file(single) ? single : dir, &f);
     free(single);
-    if (rc) { sm_free(m); return rt_errorf(rc, "loading %s", dir); }
+    if (rc) return rc;
     ck_summary sum;
     rc = ck_validate(&m->cfg, f, &sum);
     for (size_t i = 0; i < m->n_tensors && !rc; i++) {
         const sm_tensor *t = &m->tensors[i];
         const st_tensor *s = st_find(f, t->name);
         if (!s) rc = rt_fail(RT_EFORMAT, "tensor %s missing", t->name);
-        else if ((int64_t)s->nelem != t->numel) rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %lld expected", t->name, s->nelem, (long long)t->numel);
-        else rc = cvt_to_f32(s->dtype, s->data, m->params + t->offset, s->nelem);
+        else if ((int64_t)s->nelem != t->numel)
+            rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %lld expected", t->name, s->nelem, (long long)t->numel);
+    }
+    if (rc) st_close(f);
+    else *out = f;
+    return rc;
+}
+
+/* The model of dir's config.json, its layout only (flat: and the whole buffers). */
+static int model_of_dir(const char *dir, bool flat, sm_model **out) {
+    char *cpath = rt_path_join(dir, "config.json");
+    if (!cpath) return RT_ENOMEM;
+    json_t *cj;
+    int rc = rt_json_load_file(cpath, &cj);
+    free(cpath);
+    if (rc) return rc;
+    rc = model_new(cj, flat, out);
+    json_decref(cj);
+    return rc;
+}
+
+int sm_load(const char *dir, sm_model **out) {
+    *out = NULL;
+    sm_model *m = NULL;
+    int rc = model_of_dir(dir, true, &m);
+    if (rc) return rt_errorf(rc, "loading %s", dir);
+    st_file *f = NULL;
+    rc = open_weights(m, dir, &f);
+    for (size_t i = 0; i < m->n_tensors && !rc; i++) {
+        const sm_tensor *t = &m->tensors[i];
+        const st_tensor *s = st_find(f, t->name);
+        rc = cvt_to_f32(s->dtype, s->data, m->params + t->offset, s->nelem);
     }
     st_close(f);
     if (rc) { sm_free(m); return rt_errorf(rc, "loading %s", dir); }
     *out = m;
     return 0;
+}
+
+int sm_open(const char *dir, sm_model **out) {
+    *out = NULL;
+    sm_model *m = NULL;
+    int rc = model_of_dir(dir, false, &m);
+    st_file *f = NULL;
+    if (!rc) rc = open_weights(m, dir, &f);   /* checked now, read later (sm_reader) */
+    st_close(f);
+    if (!rc && !(m->source = rt_strdup(dir))) rc = RT_ENOMEM;
+    if (rc) {
+        sm_free(m);
+        return rt_errorf(rc, "loading %s", dir);
+    }
+    *out = m;
+    return 0;
+}
+
+/* ---- reading flat ranges of a lazy model's weights ------------------------------------- */
+
+struct sm_reader {
+    const sm_model *m;
+    st_file *f;          /* the checkpoint's weights; NULL: drawn from the seed */
+    /* drawn: the stream's state at the start of each tensor passed so far (at[i] valid for
+     * i ≤ known), and the state `r` right before element `j` of tensor `i` */
+    sr_rng *at;
+    size_t known, i;
+    int64_t j;
+    sr_rng r;
+};
+
+int sm_reader_open(const sm_model *m, sm_reader **out) {
+    *out = NULL;
+    sm_reader *r = rt_calloc(1, sizeof *r);
+    if (!r) return RT_ENOMEM;
+    r->m = m;
+    int rc = 0;
+    if (m->source) rc = open_weights(m, m->source, &r->f);
+    else if (!(r->at = rt_malloc((m->n_tensors + 1) * sizeof *r->at))) rc = RT_ENOMEM;
+    else sr_seed(&r->at[0], m->seed), r->r = r->at[0];
+    if (rc) { sm_reader_close(r); return rt_errorf(rc, "reading the weights of %s", m->source ? m->source : "the model"); }
+    *out = r;
+    return 0;
+}
+
+void sm_reader_close(sm_reader *r) {
+    if (!r) return;
+    st_close(r->f);
+    free(r->at);
+    free(r);
+}
+
+/* Drawn weights: move the stream to element j of matrix i (forward from where it is, or from
+ * the nearest tensor start already passed), then draw n values into dst. */
+static void draw(sm_reader *r, size_t i, int64_t j, int64_t n, float *dst) {
+    const sm_model *m = r->m;
+    if (i < r->i || (i == r->i && j < r->j)) {   /* back: restart at tensor i's start (known: passed) */
+        r->i = i, r->j = 0, r->r = r->at[i];
+    }
+    while (r->i < i) {   /* pass whole tensors */
+        const sm_tensor *t = &m->tensors[r->i];
+        if (t->ndim == 2)
+            for (int64_t k = r->j; k < t->numel; k++) (void)sr_normal(&r->r);
+        r->i++, r->j = 0;
+        if (r->i > r->known) r->at[r->i] = r->r, r->known = r->i;
+    }
+    for (; r->j < j; r->j++) (void)sr_normal(&r->r);
+    const sm_tensor *t = &m->tensors[i];
+    for (int64_t k = 0; k < n; k++) dst[k] = init_value(t, m, &r->r);
+    r->j += n;
+}
+
+int sm_reader_read(sm_reader *r, int64_t lo, int64_t hi, float *dst) {
+    const sm_model *m = r->m;
+    if (lo < 0 || hi > m->n_params || lo > hi)
+        return rt_fail(RT_EINVAL, "weights [%lld, %lld) outside the model's %lld", (long long)lo, (long long)hi,
+                       (long long)m->n_params);
+    memset(dst, 0, (size_t)(hi - lo) * sizeof(float));   /* the alignment gaps */
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const sm_tensor *t = &m->tensors[i];
+        int64_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+        if (a >= b) continue;
+        float *d = dst + (a - lo);
+        int64_t j = a - t->offset, n = b - a;
+        if (r->f) {
+            const st_tensor *s = st_find(r->f, t->name);
+            int rc = cvt_to_f32(s->dtype, (const char *)s->data + (size_t)j * rt_dtype_size(s->dtype), d, (size_t)n);
+            if (rc) return rt_errorf(rc, "reading %s of %s", t->name, m->source);
+        } else if (t->ndim == 1) {
+            float v = strstr(t->name, "norm") ? 1.0f : 0.0f;
+            for (int64_t k = 0; k < n; k++) d[k] = v;
+        } else {
+            draw(r, i, j, n, d);
+        }
+    }
+    return 0;
+}
+
+int sm_materialize(sm_model *m) {
+    if (m->params) return 0;
+    sm_reader *r;
+    int rc = alloc_flat(m);
+    if (!rc) rc = sm_reader_open(m, &r);
+    if (!rc) {
+        rc = sm_reader_read(r, 0, m->n_params, m->params);
+        sm_reader_close(r);
+    }
+    if (rc) {
+        free(m->params), free(m->grads);
+        m->params = m->grads = NULL;
+    }
+    return rc;
 }
 
 typedef struct {

@@ -10,6 +10,17 @@
  * BF16) in the same HF layout, tensor by tensor (one tensor's conversion at a time). The
  * model keeps the config JSON it was made from and writes it back (torch_dtype updated). sm_free() releases everything (NULL is fine).
  *
+ * Lazy models, for a trainer that keeps only a shard (a 70B model's f32 weights are 280 GB):
+ * sm_open_random() and sm_open() make the same model as sm_create_random() and sm_load()
+ * (sm_open checks the files the same way) but allocate no params or grads (both NULL) and
+ * remember where the weights come from (the seed, or the directory: `source`). An
+ * sm_reader then writes any flat range [lo, hi) of those weights into a caller's buffer —
+ * the same values, bit for bit, as the eager call puts there (gaps between tensors 0): from
+ * the mmapped safetensors (converted slice by slice), or drawn again from the seed (the
+ * stream is skipped forward to the range; a reader remembers the stream at each tensor start
+ * it passed, so reading ranges in any order costs at most one pass over the stream).
+ * sm_materialize() gives a lazy model its whole params and grads (an eager one: nothing to do).
+ *
  * A batch is T tokens laid end to end (B sequences of N): per token its id, the index of
  * the first token of its document (doc_start, see kernels/attention.h), its position in
  * the document (RoPE), and its target (the next token of the same document when that one
@@ -75,10 +86,21 @@ typedef struct {
     int64_t embed, norm_f, lm_head;   /* offsets; lm_head == embed when tied */
     sm_layer_off *layers;      /* [L] */
     float *inv_freq;           /* [hd/2] */
+    char *source;              /* lazy (sm_open): the checkpoint directory; NULL: drawn from seed */
+    uint64_t seed;             /* sm_create_random / sm_open_random's seed */
 } sm_model;
 
 int sm_create_random(const json_t *config, uint64_t seed, sm_model **out);
 int sm_load(const char *dir, sm_model **out);
+int sm_open_random(const json_t *config, uint64_t seed, sm_model **out);
+int sm_open(const char *dir, sm_model **out);
+int sm_materialize(sm_model *m);
+typedef struct sm_reader sm_reader;
+/* A reader of m's initial weights (m must outlive it; sm_reader_close: NULL is fine). */
+int sm_reader_open(const sm_model *m, sm_reader **out);
+/* dst [hi − lo] ← flat elements [lo, hi) of the weights. RT_EINVAL outside [0, n_params]. */
+int sm_reader_read(sm_reader *r, int64_t lo, int64_t hi, float *dst);
+void sm_reader_close(sm_reader *r);
 int sm_save(const sm_model *m, const char *dir, rt_dtype dtype);
 /* sm_save for weights that are not in params (a ZeRO-3 trainer's shards): fetch(ctx, t, dst)
  * writes tensor t's f32 values into dst [t->numel], called once per tensor in order, right

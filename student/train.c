@@ -96,7 +96,14 @@ static int shard_model(tr_trainer *t) {
     if (t->embed_len) t->embed_g = rt_aligned_alloc(64, (size_t)t->embed_len * sizeof(float));
     if (!t->own_p || !t->own_g || !t->unit_p || !t->unit_g || (t->embed_len && !t->embed_g)) return RT_ENOMEM;
     memset(t->own_p, 0, (size_t)S * sizeof(float));
-    if (b > a) memcpy(t->own_p, m->params + a, (size_t)(b - a) * sizeof(float));
+    if (b > a && m->params) memcpy(t->own_p, m->params + a, (size_t)(b - a) * sizeof(float));
+    else if (b > a) {   /* a lazy model (sm_open): read the part only, never the whole */
+        sm_reader *r;
+        int rc = sm_reader_open(m, &r);
+        if (!rc) rc = sm_reader_read(r, a, b, t->own_p);
+        sm_reader_close(r);
+        if (rc) return rc;
+    }
     free(m->params);
     free(m->grads);
     m->params = m->grads = NULL;
@@ -171,7 +178,7 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
     zr_layout_init(&t->z, m->n_params, rank, P, o->zero);
     t->mbase = o->zero ? (int64_t)rank * t->z.shard : 0;
     if (o->zero == 3) rc = shard_model(t);
-    else if (t->z.padded > m->n_params) rc = sm_pad_flat(m, t->z.padded);
+    else if (!(rc = sm_materialize(m)) && t->z.padded > m->n_params) rc = sm_pad_flat(m, t->z.padded);
     if (rc) { tr_free(t); return rc; }
     int64_t T = o->batch * t->N, all = T * o->grad_accum, ns = zr_state_len(&t->z);
     t->mom1 = rt_aligned_alloc(64, (size_t)ns * sizeof(float));
@@ -361,6 +368,9 @@ typedef struct {
     bool z3, master;
     float *buf;                  /* level 3, rank 0: one tensor */
     int64_t calls, total;        /* level 3: gathers done, and due */
+    /* tr_save_stream: the caller's gather instead of zr_range_gather (z3 set) */
+    int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst);
+    void *fctx;
 } ckpt_src;
 
 /* Level 3: gather number k of the sequence above (out: rank 0's buffer, or NULL). */
@@ -369,6 +379,7 @@ static int ckpt_gather(ckpt_src *c, float *out) {
     int64_t k = c->calls++, nt = (int64_t)m->n_tensors, per = c->master ? 3 : 2;
     int64_t ti = k < nt ? k : (k - nt) / per, kind = k < nt ? 2 : (k - nt) % per;
     const sm_tensor *x = &m->tensors[ti];
+    if (c->fetch) return c->fetch(c->fctx, (int)kind, x, out);
     return zr_range_gather(&c->t->z, c->t->comm, c->own[kind], x->offset, x->offset + x->numel, out, 0);
 }
 
@@ -633,11 +644,35 @@ int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_
     return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
 }
 
+int tr_save_stream(const sm_model *m, int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst), void *ctx,
+                   int64_t step, const sd_position *pos, int64_t seq_len, const tr_options *o, const char *dir,
+                   rt_dtype model_dtype) {
+    tr_trainer t = {.m = (sm_model *)m, .o = *o, .step = step, .pos = *pos, .N = seq_len};
+    bool master = model_dtype != RT_DT_F32;
+    ckpt_src c = {.t = &t, .z3 = true, .master = master, .total = (int64_t)m->n_tensors * (master ? 4 : 3),
+                  .fetch = fetch, .fctx = ctx};
+    int64_t big = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) big = m->tensors[i].numel > big ? m->tensors[i].numel : big;
+    int rc = (c.buf = rt_malloc((size_t)(big > 0 ? big : 1) * sizeof(float))) ? 0 : RT_ENOMEM;
+    if (!rc) rc = save_files(&c, dir, model_dtype);
+    free(c.buf);
+    return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
+}
+
 int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir) {
     tr_trainer t = {.m = m, .d = d, .N = sd_seq_len(d), .mom1 = m1, .mom2 = m2};
     zr_layout_init(&t.z, m->n_params, 0, 1, 0);
     int rc = read_state(&t, dir);
     if (!rc) rc = read_moments(&t, dir);
+    if (rc) return rt_errorf(rc, "resuming from %s", dir);
+    *step = t.step;
+    *pos = t.pos;
+    return 0;
+}
+
+int tr_resume_position(sd_data *d, int64_t *step, sd_position *pos, const char *dir) {
+    tr_trainer t = {.d = d, .N = sd_seq_len(d)};
+    int rc = read_state(&t, dir);
     if (rc) return rt_errorf(rc, "resuming from %s", dir);
     *step = t.step;
     *pos = t.pos;

@@ -33,6 +33,9 @@
  * the global step) and the summed gradient is the 1-rank gradient of the same global batch.
  * Gradients are allreduced (levels 0, 1) or reduce-scattered (2); the norm is allreduced
  * from the ranks' parts; each rank updates its part and the parameters are all-gathered.
+ * The model may be lazy (sm_open, sm_open_random: no whole buffers): levels 0–2 then
+ * materialize it; level 3 reads only this rank's part of the weights (an sm_reader), so no
+ * whole parameter buffer ever exists on the rank.
  * Level 3 (ZeRO-3): tr_create_dp keeps only this rank's part of the model's parameters and
  * frees the whole buffers (the model's params and grads stay NULL between steps: tr_model
  * gives the shapes, not the weights); in the step each unit (student/model.h: embedding,
@@ -125,5 +128,17 @@ int tr_resume(tr_trainer *t, const char *dir);
 int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
                      int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype);
 int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir);
+/* tr_save_external one tensor at a time: fetch(ctx, kind, x, dst) writes tensor x's f32 values
+ * (kind 0: exp_avg, 1: exp_avg_sq, 2: the weights / master weights) into dst [x->numel], in
+ * the order the files are written — every tensor's weights (model order), then per tensor
+ * exp_avg, exp_avg_sq and (BF16 model) master: n_tensors · (3 or 4) calls, fewer when a
+ * write fails; its nonzero return stops the save (a fetch should refuse values that are not
+ * finite, RT_ERANGE). Holds one tensor (and the writers' one-tensor buffers). */
+int tr_save_stream(const sm_model *m, int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst), void *ctx,
+                   int64_t step, const sd_position *pos, int64_t seq_len, const tr_options *o, const char *dir,
+                   rt_dtype model_dtype);
+/* trainer_state.json alone (step and data position, checked against d), for a trainer that
+ * reads the weights and moments of its part itself (student/gpu_train.h). */
+int tr_resume_position(sd_data *d, int64_t *step, sd_position *pos, const char *dir);
 
 #endif

@@ -255,6 +255,21 @@ def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, da
     assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
 
 
+@pytest.mark.parametrize("ranks,accum,llama", [(2, 1, False), (2, 2, False), (3, 1, True)])
+def test_overlapped_offloaded_update_changes_no_bit(data, tools_dir, tmp_path, ranks, accum, llama):
+    """--offload-optimizer at ZeRO-3: the host AdamW of step s runs on its own thread, unit by
+    unit in forward order, while step s + 1 starts, each gather waiting for its unit's update
+    only. The update is elementwise and its ranges are the same, so every step equals the
+    device optimizer's (the stand-ins' AdamW is the same CPU twin) bit for bit — a gather that
+    did not wait would read the previous step's weights (or, at step 1, the same ones: hence 6
+    steps) and change the losses."""
+    cfg = llama_config(tmp_path) if llama else config(tmp_path)
+    on_dev = fake_dp(tools_dir, ranks, cfg, data, 6, "3", 2, accum)
+    overlapped = fake_dp(tools_dir, ranks, cfg, data, 6, "3:offload", 2, accum)
+    assert [r["step"] for r in overlapped] == list(range(1, 7))
+    assert [(r["loss"], r["grad_norm"]) for r in overlapped] == [(r["loss"], r["grad_norm"]) for r in on_dev]
+
+
 @pytest.mark.parametrize("zero", ["1", "3", "3:offload"])
 def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data, tools_dir, tmp_path, zero):
     cfg = config(tmp_path)

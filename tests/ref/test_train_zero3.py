@@ -21,6 +21,11 @@ again for its backward and reduce-scatters the unit's gradient as its backward e
   buffers are the rank's S = ⌈n/P⌉ (rounded up to 16) elements, computed here from the
   config, plus one unit's parameters and gradient and the tied embedding's gradient; no
   buffer is near the size of the model, and the model keeps no whole buffer.
+- Host peak (getrusage's maxrss, around the trainer's creation and steps): a ZeRO-3 rank
+  reads only its part of the weights (student/model.h's lazy model and sm_reader), so its
+  resident peak grows by what tr_memory lists plus less than 2 bytes per model parameter of
+  everything else (activations, scratch, libraries' pages); reading the whole model first
+  (4 + 4 bytes per parameter of f32 weights and gradients, as the loader did) cannot pass.
 The loss curve against PyTorch at ZeRO-3 is test_train_dp.py's test_dp_loss_curve_matches_pytorch[3].
 """
 import json
@@ -198,6 +203,26 @@ def test_each_rank_holds_its_part_and_one_unit(tools_dir, data, tmp_path_factory
     assert len({r["loss"] for r in rows[3]}) == 1 and rows[3][0]["loss"] == rows[2][0]["loss"]
     for r in rows[2]:   # contrast: ZeRO-2 keeps whole parameter and gradient buffers (the check can fail)
         assert r["model_params"] is True and r["buffers"]["params"] >= 4 * n, r
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_a_rank_host_peak_stays_near_its_part(tools_dir, data, tmp_path_factory, ranks):
+    over = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=12, vocab_size=4096, num_attention_heads=4,
+                num_key_value_heads=2)
+    c = dict(QWEN, **over)
+    path = config(tmp_path_factory, **over)
+    n, _, _ = flat_len(c)
+    p = mpi(ranks, [tool(tools_dir, "train_zero_mem"), path, data, "3", "1", "1"], timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert sorted(r["rank"] for r in rows) == list(range(ranks)), p.stdout
+    for r in rows:
+        held = sum(r["buffers"].values())
+        grew = r["rss_peak"] - r["rss_start"]
+        print(f"rank {r['rank']}/{ranks}: model {4 * n} B f32, buffers {held} B, peak RSS grew {grew} B "
+              f"({grew / n:.2f} B/param)")
+        assert r["model_params"] is False
+        assert grew <= held + 2 * n, (grew, held, n)
 
 
 def test_untied_llama_with_layer_checkpointing_is_zero2_bit_for_bit(retort_bin, data, tmp_path_factory, tmp_path):

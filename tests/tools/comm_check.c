@@ -65,6 +65,36 @@ int main(void) {
             for (int q = 1; q < P; q++) a += val(q, (size_t)r * blk + i);
             EXPECT(g[(size_t)r * blk + i] == a, "allgather block %d[%zu]", r, i);
         }
+    /* reduce-scatter in rounds (host backends: 2^18 elements per block and round), out of
+     * place and in place; reduce-scatterv with blocks of different lengths, some empty, laid
+     * end to end (rank q's block: (q·7919 + k·2^17) mod 3·2^18 elements; every other one 0) */
+    for (int k = 0; k < 3; k++) {
+        size_t *cnt = calloc((size_t)P, sizeof *cnt), tot = 0, at = 0, big = k == 0 ? ((size_t)1 << 18) + 5 : 0;
+        for (int q = 0; q < P; q++) {
+            cnt[q] = k == 0 ? big : (q + k) % 2 ? 0 : ((size_t)q * 7919 + (size_t)k * ((size_t)1 << 17)) % ((size_t)3 << 18);
+            if (q < rank) at += cnt[q];
+            tot += cnt[q];
+        }
+        float *x = malloc(tot * 4 + 4), *y = malloc(cnt[rank] * 4 + 4);
+        for (size_t i = 0; i < tot; i++) x[i] = val(rank, i);
+        for (int in_place = 0; in_place < 2; in_place++) {
+            float *in = x, *out = in_place ? x + at : y;
+            if (in_place) for (size_t i = 0; i < tot; i++) x[i] = val(rank, i);
+            else memset(y, 0xff, cnt[rank] * 4);
+            int rc = k == 0 ? comm_reduce_scatter(c, in, out, big, RT_DT_F32, COMM_SUM)
+                            : comm_reduce_scatterv(c, in, out, cnt, RT_DT_F32, COMM_SUM);
+            EXPECT(!rc, "reduce_scatter%s %d: %s", k ? "v" : "", k, rt_errmsg());
+            size_t bad = 0;
+            for (size_t i = 0; i < cnt[rank]; i++) {
+                float a = val(0, at + i);
+                for (int r = 1; r < P; r++) a += val(r, at + i);
+                bad += memcmp(&a, &out[i], 4) != 0;
+            }
+            EXPECT(bad == 0, "reduce_scatter%s %d (%s): %zu of %zu elements differ from the serial rank-ordered sum",
+                   k ? "v" : "", k, in_place ? "in place" : "out of place", bad, cnt[rank]);
+        }
+        free(x); free(y); free(cnt);
+    }
     float b0[1] = {0};
     /* reduce to each root in turn: out of place, in place at the root, and across the host
      * backend's 2^20-element blocks */

@@ -13,7 +13,9 @@
  * grad_norm, loss_tokens, and peak_device_bytes: the stand-in allocator's peak on rank 0,
  * which holds the largest shard); SAVE_DIR: the checkpoint after step SAVE_AT (collective,
  * rank 0 writes), the run going on to STEPS; --resume DIR: the model and the trainer's state
- * from a checkpoint (every rank reads it; CONFIG unused), then on to STEPS.
+ * from a checkpoint (every rank reads it; CONFIG unused), then on to STEPS. The model is opened
+ * lazily as retort train opens it (student/model.h: sm_open_random, sm_open), so each rank
+ * streams only what it keeps to the stand-in device.
  * Exit 0, or 1 with the message. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,9 +63,9 @@ int main(int argc, char **argv) {
     gt_trainer *t;
     const char *resume = argc == 10 && !strcmp(argv[8], "--resume") ? argv[9] : NULL;
     if (resume) {
-        if (sm_load(resume, &m)) return fail("model");
+        if (sm_open(resume, &m)) return fail("model");
     } else {
-        if (rt_json_load_file(argv[1], &cfg) || sm_create_random(cfg, o.seed, &m)) return fail("model");
+        if (rt_json_load_file(argv[1], &cfg) || sm_open_random(cfg, o.seed, &m)) return fail("model");
         json_decref(cfg);
     }
     if (sd_open(argv[2], &d)) return fail("data");

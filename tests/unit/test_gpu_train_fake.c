@@ -421,3 +421,101 @@ Test(gpu_train_fake, offloaded_layer_inputs_need_checkpointing) {
     cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), RT_EINVAL);
     cr_assert(strstr(rt_errmsg(), "checkpointing"), "%s", rt_errmsg());
 }
+
+/* A lazy model (student/model.h: sm_open_random, sm_open — what retort train hands the
+ * trainer) is streamed to the device through an sm_reader, chunk by chunk: the same steps,
+ * bit for bit, as the eager model whose params are uploaded; from a checkpoint directory
+ * (sm_open of a BF16 save) as from sm_load of it. */
+Test(gpu_train_fake, lazy_models_train_the_same_bits) {
+    tr_options o = opts(3);
+    tr_stats a[3], b[3], c[3], d[3];
+    gpu_steps(&o, NULL, 3, a, NULL, 0, NULL);
+    json_error_t e;
+    json_t *cfg = json_loads(QWEN, 0, &e);
+    sm_model *m;
+    cr_assert_eq(sm_open_random(cfg, 3, &m), 0, "%s", rt_errmsg());
+    json_decref(cfg);
+    cr_assert_null(m->params);
+    gt_trainer *t;
+    cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    for (int i = 0; i < 3; i++) cr_assert_eq(gt_step(t, &b[i]), 0, "%s", rt_errmsg());
+    gt_free(t);
+    for (int i = 0; i < 3; i++) cr_assert(a[i].loss == b[i].loss && a[i].grad_norm == b[i].grad_norm, "step %d", i + 1);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/gt-lazy-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    sm_model *w = model();
+    cr_assert_eq(sm_save(w, dir, RT_DT_BF16), 0, "%s", rt_errmsg());
+    sm_free(w);
+    for (int lazy = 0; lazy < 2; lazy++) {
+        cr_assert_eq(lazy ? sm_open(dir, &m) : sm_load(dir, &m), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+        for (int i = 0; i < 3; i++) cr_assert_eq(gt_step(t, lazy ? &d[i] : &c[i]), 0, "%s", rt_errmsg());
+        gt_free(t);
+    }
+    for (int i = 0; i < 3; i++) cr_assert(c[i].loss == d[i].loss && c[i].grad_norm == d[i].grad_norm, "step %d", i + 1);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* gt_resume reads only what the rank keeps, from the mmapped files: the f32 masters of a BF16
+ * checkpoint, or the weights of an F32 one (which are the masters: no master.* tensors). Saved
+ * both ways after step 2, each resumes into the same steps 3–4 as the run that went on, bit for
+ * bit (the stand-in kernels are deterministic). */
+Test(gpu_train_fake, resumes_from_f32_and_bf16_checkpoints_alike) {
+    tr_options o = opts(4);
+    tr_stats run[4], r[2][2];
+    char dirs[2][64];
+    for (int k = 0; k < 2; k++) {
+        snprintf(dirs[k], sizeof dirs[k], "/tmp/gt-resume-XXXXXX");
+        cr_assert(mkdtemp(dirs[k]));
+    }
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(gt_step(t, &run[i]), 0, "%s", rt_errmsg());
+        if (i == 1) {
+            cr_assert_eq(gt_save(t, dirs[0], RT_DT_BF16), 0, "%s", rt_errmsg());
+            cr_assert_eq(gt_save(t, dirs[1], RT_DT_F32), 0, "%s", rt_errmsg());
+        }
+    }
+    gt_free(t);
+    for (int k = 0; k < 2; k++) {
+        sm_model *m;
+        cr_assert_eq(sm_open(dirs[k], &m), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_create(m, data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_resume(t, dirs[k]), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_steps_done(t), 2);
+        for (int i = 0; i < 2; i++) cr_assert_eq(gt_step(t, &r[k][i]), 0, "%s", rt_errmsg());
+        gt_free(t);
+        for (int i = 0; i < 2; i++)
+            cr_assert(r[k][i].loss == run[2 + i].loss && r[k][i].grad_norm == run[2 + i].grad_norm, "%s: step %d",
+                      k ? "F32" : "BF16", 3 + i);
+        char cmd[96];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dirs[k]);
+        cr_assert_eq(system(cmd), 0);
+    }
+}
+
+/* gt_save streams tensor by tensor and checks each as it comes: a weight that is not finite
+ * stops the save with RT_ERANGE naming the tensor, and nothing (no DIR, no DIR.partial) is left. */
+Test(gpu_train_fake, a_non_finite_weight_is_never_saved) {
+    tr_options o = opts(1);
+    gt_trainer *t;
+    tr_stats st;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    cr_assert_eq(gt_step(t, &st), 0, "%s", rt_errmsg());
+    const sm_tensor *x = sm_find(t->m, "model.layers.1.mlp.up_proj.weight");
+    cr_assert_not_null(x);
+    t->master[t->p.off[x - t->m->tensors] + 5] = NAN;
+    char dir[64], partial[80];
+    snprintf(dir, sizeof dir, "/tmp/gt-nan-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    cr_assert_eq(rmdir(dir), 0);
+    cr_assert_eq(gt_save(t, dir, RT_DT_BF16), RT_ERANGE);
+    cr_assert(strstr(rt_errmsg(), "model.layers.1.mlp.up_proj.weight"), "%s", rt_errmsg());
+    snprintf(partial, sizeof partial, "%s.partial", dir);
+    cr_assert(access(dir, F_OK) != 0 && access(partial, F_OK) != 0);
+    gt_free(t);
+}

@@ -182,3 +182,61 @@ Test(student, gradients_match_finite_differences_on_a_micro_model) {
     sm_acts_free(a);
     sm_free(m);
 }
+
+/* A lazy model's reader (sm_open_random, sm_open) against the eager loaders: every range, read
+ * in a random order (backwards too), is bit for bit what sm_create_random and sm_load hold —
+ * from the seed, and from a checkpoint in F32 and in BF16 (slices at odd element offsets). */
+static void expect_ranges(const sm_model *eager, const sm_model *lazy) {
+    cr_assert_null(lazy->params);
+    cr_assert_null(lazy->grads);
+    cr_assert_eq(lazy->n_params, eager->n_params);
+    sm_reader *r;
+    cr_assert_eq(sm_reader_open(lazy, &r), 0, "%s", rt_errmsg());
+    int64_t n = eager->n_params;
+    float *got = malloc((size_t)n * sizeof(float));
+    sr_rng g;
+    sr_seed(&g, 5);
+    for (int k = 0; k < 40; k++) {
+        int64_t lo = (int64_t)sr_below(&g, (uint64_t)n), hi = lo + (int64_t)sr_below(&g, (uint64_t)(n - lo) + 1);
+        cr_assert_eq(sm_reader_read(r, lo, hi, got), 0, "%s", rt_errmsg());
+        cr_assert_eq(memcmp(got, eager->params + lo, (size_t)(hi - lo) * sizeof(float)), 0, "[%lld, %lld) differs",
+                     (long long)lo, (long long)hi);
+    }
+    cr_assert_eq(sm_reader_read(r, 0, n, got), 0);
+    cr_assert_eq(memcmp(got, eager->params, (size_t)n * sizeof(float)), 0);
+    cr_assert_eq(sm_reader_read(r, 1, n + 1, got), RT_EINVAL);
+    sm_reader_close(r);
+    free(got);
+}
+
+Test(student, lazy_models_read_the_eager_weights_in_any_order) {
+    json_t *cfg = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:b}", "model_type", "qwen2", "vocab_size", 40,
+                            "hidden_size", 16, "intermediate_size", 24, "num_hidden_layers", 3, "num_attention_heads",
+                            4, "num_key_value_heads", 2, "rms_norm_eps", 1e-6, "rope_theta", 10000.0,
+                            "tie_word_embeddings", 0);
+    sm_model *e, *l;
+    cr_assert_eq(sm_create_random(cfg, 9, &e), 0, "%s", rt_errmsg());
+    cr_assert_eq(sm_open_random(cfg, 9, &l), 0, "%s", rt_errmsg());
+    expect_ranges(e, l);
+    cr_assert_eq(sm_materialize(l), 0, "%s", rt_errmsg());
+    cr_assert_eq(memcmp(l->params, e->params, (size_t)e->n_params * sizeof(float)), 0);
+    sm_free(l);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/sm-lazy-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    rt_dtype dts[2] = {RT_DT_F32, RT_DT_BF16};
+    for (int i = 0; i < 2; i++) {
+        sm_model *f;
+        cr_assert_eq(sm_save(e, dir, dts[i]), 0, "%s", rt_errmsg());
+        cr_assert_eq(sm_load(dir, &f), 0, "%s", rt_errmsg());
+        cr_assert_eq(sm_open(dir, &l), 0, "%s", rt_errmsg());
+        expect_ranges(f, l);
+        sm_free(f);
+        sm_free(l);
+    }
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    sm_free(e);
+    json_decref(cfg);
+}
