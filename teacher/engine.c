@@ -10,6 +10,7 @@
 #include "teacher/deepseek.h"
 #include "teacher/dense.h"
 #include "teacher/dense_cuda.h"
+#include "teacher/ds_cuda.h"
 #include "teacher/kvcache.h"
 #include "teacher/parallel.h"
 
@@ -19,9 +20,10 @@
 
 struct te_model {
     mc_config c;
-    dn_model *dense;     /* exactly one of dense, ds, gpu */
+    dn_model *dense;     /* exactly one of dense, ds, gpu, dsg */
     ds_model *ds;
     dc_model *gpu;       /* the dense forward on CUDA (teacher/dense_cuda.h) */
+    dsc_model *dsg;      /* the DeepSeek-V3 forward on CUDA (teacher/ds_cuda.h) */
 };
 
 int te_model_load(const char *dir, tp_pool *pool, te_model **out) { return te_model_load_comm(dir, pool, NULL, out); }
@@ -48,10 +50,15 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
     if (!m) return RT_ENOMEM;
     int rc = mc_load(dir, &m->c);
     if (rc) rc = rt_errorf(rc, "loading model %s", dir);
-    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3)
-        rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is DeepSeek-V3, which runs on the CPU only for now "
-                     "(the CUDA engine takes dense Llama/Qwen models); use --device cpu", dir);
-    else {
+    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {
+        if (o->comm && comm_size(o->comm) > 1)
+            rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 model %s runs on one GPU for now (%d ranks "
+                         "asked); run it without mpirun, or with --device cpu over MPI", dir, comm_size(o->comm));
+        else {
+            dsc_load_opts d = {.gpu = o->gpu >= 0 ? o->gpu : 0, .memory_fraction = o->gpu_memory_fraction};
+            rc = dsc_load(dir, &d, &m->dsg);
+        }
+    } else {
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
         dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction};
         rc = dc_load(dir, &d, &m->gpu);
@@ -96,6 +103,7 @@ void te_model_free(te_model *m) {
     dn_free(m->dense);
     ds_free(m->ds);
     dc_free(m->gpu);
+    dsc_free(m->dsg);
     free(m);
 }
 
@@ -104,11 +112,12 @@ bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
 
 size_t te_model_resident_bytes(const te_model *m) {
     if (m->gpu) return dc_get_plan(m->gpu)->weights;
+    if (m->dsg) return dsc_get_plan(m->dsg)->weights;
     return m->ds ? ds_resident_bytes(m->ds) : dn_resident_bytes(m->dense);
 }
 
 static size_t model_block_floats(const te_model *m, int64_t bs) {
-    if (m->gpu) return 0;   /* the blocks live on the GPU; the host pool keeps tables only */
+    if (m->gpu || m->dsg) return 0;   /* the blocks live on the GPU; the host pool keeps tables only */
     return m->ds ? ds_block_floats(m->ds, bs) : dn_block_floats(m->dense, bs);
 }
 
@@ -117,6 +126,7 @@ static int model_forward(te_model *m, kv_pool *kv, kv_seq *const *seqs, const in
                          const int32_t *tokens, float *logits) {
     if (m->ds) return ds_forward_paged(m->ds, kv, seqs, n_new, n_seqs, tokens, DS_ATTN_AUTO, logits, false);
     if (m->gpu) return dc_forward(m->gpu, kv, seqs, n_new, n_seqs, tokens, logits);
+    if (m->dsg) return dsc_forward(m->dsg, kv, seqs, n_new, n_seqs, tokens, logits);
     return dn_forward(m->dense, kv, seqs, n_new, n_seqs, tokens, logits, false);
 }
 
@@ -213,9 +223,9 @@ int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
     e->n_valid = e->V;
     e->blocks_total = (e->o.cache_tokens + e->bs - 1) / e->bs;
     int rc = 0;
-    if (m->gpu) {   /* the GPU's plan sizes the cache: all of it by default, never more */
+    if (m->gpu || m->dsg) {   /* the GPU's plan sizes the cache: all of it by default, never more */
         int64_t nb = 0;
-        rc = dc_cache_init(m->gpu, e->bs, &nb);
+        rc = m->gpu ? dc_cache_init(m->gpu, e->bs, &nb) : dsc_cache_init(m->dsg, e->bs, &nb);
         if (!rc && (!opts || opts->cache_tokens <= 0 || e->blocks_total > nb)) e->blocks_total = nb;
         e->o.cache_tokens = e->blocks_total * e->bs;
     }
