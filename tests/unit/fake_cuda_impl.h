@@ -492,7 +492,7 @@ static const float *fake_exact_get(const void *q, int64_t rows, int64_t K) {
     FAKE_CHECK(!"an FP8 GEMM read activations no quantizer wrote");
     return NULL;
 }
-static void fake_exact_clear(void) {
+static inline void fake_exact_clear(void) {
     for (int i = 0; i < 16; i++) free(fake_exact[i].x), fake_exact[i].q = NULL, fake_exact[i].x = NULL;
 }
 int fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t, void *stream) {
