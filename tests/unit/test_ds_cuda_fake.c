@@ -151,7 +151,7 @@ static void add_fp8(tensors *ts, const char *name, int64_t r, int64_t c, float s
 }
 
 static void write_config(const char *dir, int64_t kv_rank) {
-    char path[512];
+    char path[600];
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
     cr_assert(f);
@@ -214,13 +214,13 @@ static void make_model(const char *dir, uint64_t seed) {
         }
 #undef NM
     }
-    char path[512];
+    char path[600];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     cr_assert_eq(st_write(path, ts.t, ts.n, NULL), 0, "%s", rt_errmsg());
     for (size_t i = 0; i < ts.n; i++) free((void *)ts.t[i].name), free(ts.mem[i]);
 }
 
-static char tmpdir[64], ds_dir[128];
+static char tmpdir[64], ds_dir[512];
 #define FAKE_GPU ((size_t)128 << 20)   /* a 128 MiB "GPU" */
 
 static void setup(void) {
@@ -231,6 +231,8 @@ static void setup(void) {
     snprintf(ds_dir, sizeof ds_dir, "%s/ds", tmpdir);
     const char *sd = getenv("DSC_SEED");
     make_model(ds_dir, sd ? strtoull(sd, NULL, 0) : 6);   /* DSC_SEED: to try others */
+    const char *other = getenv("DSC_MODEL");   /* another checkpoint instead (e.g. scripts/device_models.py's tiny-ds) */
+    if (other) snprintf(ds_dir, sizeof ds_dir, "%s", other);
 }
 
 static void teardown(void) {
@@ -253,7 +255,7 @@ static void forward_vs_cpu(bool exact, float *max_d, float *rms_d, float *rms_lo
     dsc_load_opts lo = {.max_tokens = 16, .max_seqs = 16};
     dsc_model *gm;
     cr_assert_eq(dsc_load(ds_dir, &lo, &gm), 0, "%s", rt_errmsg());
-    int64_t bs = 16, nb;
+    int64_t bs = 16, nb, V = ds_vocab(cm);
     cr_assert_eq(dsc_cache_init(gm, bs, &nb), 0, "%s", rt_errmsg());
     kv_pool *cp, *gp;
     cr_assert_eq(kv_pool_create(64, bs, ds_block_floats(cm, bs), &cp), 0);
@@ -261,25 +263,25 @@ static void forward_vs_cpu(bool exact, float *max_d, float *rms_d, float *rms_lo
     kv_seq cs[3] = {{0}}, gs[3] = {{0}};
     kv_seq *cpt[3] = {&cs[0], &cs[1], &cs[2]}, *gpt[3] = {&gs[0], &gs[1], &gs[2]};
     int32_t n_new[3] = {5, 40, 17}, tok[62];
-    for (int i = 0; i < 62; i++) tok[i] = (int32_t)(3 + (i * 13 + 5) % (VOC - 3));
-    float *lc = malloc((size_t)(3 * VOC) * sizeof(float)), *lg = malloc((size_t)(3 * VOC) * sizeof(float));
+    for (int i = 0; i < 62; i++) tok[i] = (int32_t)(3 + (i * 13 + 5) % (V - 3));
+    float *lc = malloc((size_t)(3 * V) * sizeof(float)), *lg = malloc((size_t)(3 * V) * sizeof(float));
     float worst = 0;
     double ss = 0, sd = 0;
     int64_t cnt = 0;
     for (int step = 0; step < 6; step++) {
-        for (int64_t i = 0; i < 3 * VOC; i++) lg[i] = NAN;
+        for (int64_t i = 0; i < 3 * V; i++) lg[i] = NAN;
         cr_assert_eq(ds_forward_paged(cm, cp, cpt, n_new, 3, tok, DS_ATTN_AUTO, lc, false), 0, "%s", rt_errmsg());
         cr_assert_eq(dsc_forward(gm, gp, gpt, n_new, 3, tok, lg), 0, "%s", rt_errmsg());
         for (int s = 0; s < 3; s++) cr_assert_eq(cs[s].len, gs[s].len);
-        for (int64_t i = 0; i < 3 * VOC; i++) {
+        for (int64_t i = 0; i < 3 * V; i++) {
             float d = fabsf(lc[i] - lg[i]);
             if (!(d <= worst)) worst = d;
             ss += (double)lc[i] * lc[i], sd += (double)d * d, cnt++;
         }
         for (int s = 0; s < 3; s++) {   /* greedy next tokens */
             int32_t best = 0;
-            for (int64_t j = 1; j < VOC; j++)
-                if (lc[s * VOC + j] > lc[s * VOC + best]) best = (int32_t)j;
+            for (int64_t j = 1; j < V; j++)
+                if (lc[s * V + j] > lc[s * V + best]) best = (int32_t)j;
             tok[s] = best, n_new[s] = 1;
         }
     }
