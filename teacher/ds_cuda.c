@@ -444,7 +444,7 @@ static int check_shapes(dsc_model *m, const char *dir) {
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is not quantized to FP8 with 128×128 blocks (DeepSeek's "
                        "checkpoints are); use --device cpu", dir);
     if (m->R != 512 || m->dr != 64 || m->H % 16 || m->D % 128 || m->ql % 128 || (m->H * m->dv) % 128 ||
-        m->I % 128 || inter_dense % 128 || !c->rope_interleave || m->E > 1024 || m->K > 32)
+        m->I % 128 || inter_dense % 128 || !c->rope_interleave || m->E > 1024 || m->K > 32 || c->n_group > 64)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s (kv_lora_rank %lld, qk_rope_head_dim %lld, %lld heads, "
                        "hidden %lld, q_lora_rank %lld, intermediate %lld/%lld): the CUDA engine takes kv_lora_rank 512, "
                        "rope 64, heads a multiple of 16, sizes that are multiples of 128 and interleaved rope",
