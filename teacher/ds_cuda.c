@@ -30,6 +30,16 @@ int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t
     (void)m, (void)cache, (void)seqs, (void)n_new, (void)n_seqs, (void)tokens, (void)logits;
     return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
 }
+int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
+    (void)m, (void)row, (void)out;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
+int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob) {
+    (void)m, (void)n, (void)row_of, (void)n_valid, (void)holes, (void)n_holes, (void)params, (void)rng, (void)tokens,
+        (void)logprob;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
 
 #else
 
@@ -49,6 +59,7 @@ int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t
 #include "kernels/fp8.h"
 #include "kernels/mla.h"
 #include "kernels/moe.h"
+#include "kernels/sample.h"
 #include "kernels/yarn.h"
 
 #define TRY(call)                                                                                        \
@@ -86,7 +97,9 @@ typedef struct {
 typedef struct {
     size_t x, xn, tmp, att, aq, as, qa, qan, q, kv, lat, qabs, olat, ov;
     size_t logit, ridx, rw, off, ros, sor, mqp, msp, gu, hq, hs, y, ys;
-    size_t hf, logits, meta, inv_freq, gemm_ws, mla_ws, end;
+    size_t hf, logits, meta, inv_freq;
+    size_t sl, sparams, srng, stok, slp, neginf;     /* device sampling (dsc_sample) */
+    size_t gemm_ws, mla_ws, smp_ws, end;
 } dsc_act;
 
 struct dsc_model {
@@ -97,7 +110,8 @@ struct dsc_model {
     size_t embed, norm, head;              /* bf16, f32, bf16 */
     dsc_layer *layers;
     dsc_act a;
-    size_t gemm_ws_bytes, mla_ws_bytes;
+    size_t gemm_ws_bytes, mla_ws_bytes, smp_ws_bytes;
+    int64_t dev_rows;                      /* logits rows the last dsc_forward left on the device */
     int64_t bs, n_blocks;                  /* dsc_cache_init */
     size_t layer_stride;                   /* elements of one layer's latent arena */
     float cs_scale, attn_scale, eps;
@@ -210,8 +224,15 @@ static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t tab
     PUT(logits, S * m->V * 4);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->dr / 2 * 4);
+    PUT(sl, S * m->V * 4);
+    PUT(sparams, S * (int64_t)sizeof(smp_params));
+    PUT(srng, S * 3 * 8);
+    PUT(stok, S * 4);
+    PUT(slp, S * 4);
+    PUT(neginf, 4);
     PUT(gemm_ws, m->gemm_ws_bytes);
     PUT(mla_ws, m->mla_ws_bytes);
+    PUT(smp_ws, m->smp_ws_bytes);
 #undef PUT
     m->a.end = at;
     return at;
@@ -236,6 +257,7 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     if (p->max_seqs > p->max_tokens) p->max_seqs = p->max_tokens;
     int64_t maxpos = m->c.max_position_embeddings, T = p->max_tokens;
     p->weights = layout_weights(m);
+    m->smp_ws_bytes = smp_cuda_workspace_bytes(p->max_seqs, m->V);
     p->table_ints = p->max_seqs * (cdiv(maxpos, DSC_PLAN_BS) + 1);
     /* workspaces: the most any pass can ask */
     m->gemm_ws_bytes = 0;
@@ -253,7 +275,7 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
         size_t b = mla_decode_workspace_bytes(n, m->H, maxpos);
         if (b > m->mla_ws_bytes) m->mla_ws_bytes = b;
     }
-    size_t ws = up256(m->gemm_ws_bytes) + up256(m->mla_ws_bytes);
+    size_t ws = up256(m->gemm_ws_bytes) + up256(m->mla_ws_bytes) + up256(m->smp_ws_bytes);
     p->activations = layout_activations(m, T, p->max_seqs, p->table_ints) - ws;
     p->workspace = ws + DSC_LT_WS;
     p->kv_position_bytes = (size_t)(m->L * (m->R + m->dr)) * 2;
@@ -510,6 +532,9 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     if (!rc) rc = load_weights(m, &ld);
     if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->dr / 2) * 4, cudaMemcpyHostToDevice)))
         rc = rt_fail(RT_EINTERNAL, "uploading the rope frequencies: %s", cudaGetErrorString(e));
+    float ninf = -INFINITY;   /* what dsc_sample writes over the ids that cannot be drawn */
+    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
+        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
     free(ld.stage);
     free(ld.stage16);
     st_close(f);
@@ -668,7 +693,7 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
 
 /* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence. */
 static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
-                const int64_t *tok_at, float *logits) {
+                const int64_t *tok_at, int64_t dev_row, float *logits) {
     int64_t D = m->D, bs = m->bs, ld = 1, max_ctx = 1, R = 0;
     for (int64_t i = 0; i < np; i++) {
         if (seqs[pc[i].s]->n_blocks > ld) ld = seqs[pc[i].s]->n_blocks;
@@ -714,8 +739,9 @@ static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, 
             }
             h = hf;
         }
-        TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, F4(m->a.logits), st));
-        CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits), (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
+        float *lg = F4(m->a.logits) + dev_row * m->V;
+        TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st));
+        if (logits) CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
@@ -784,13 +810,55 @@ int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t
             }
             R++, s++, from = 0;
         }
-        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, logits + first * m->V);
+        /* the rows stay on the device for dsc_sample when the batch's rows fit the buffer */
+        int64_t dev_row = n_seqs <= m->p.max_seqs ? first : 0;
+        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, dev_row, logits ? logits + first * m->V : NULL);
         first += R;
     }
     free(tok_at);
     free(pc);
+    m->dev_rows = !rc && n_seqs <= m->p.max_seqs ? n_seqs : 0;
     if (rc) return rc;
     for (int64_t i = 0; i < n_seqs; i++) seqs[i]->len += n_new[i];
+    return 0;
+}
+
+int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
+    if (row < 0 || row >= m->dev_rows)
+        return rt_fail(RT_EINVAL, "logits row %lld: the last forward left %lld on the GPU", (long long)row,
+                       (long long)m->dev_rows);
+    CUDA_TRY(cudaMemcpyAsync(out, F4(m->a.logits) + row * m->V, (size_t)m->V * sizeof(float), cudaMemcpyDeviceToHost,
+                             m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return 0;
+}
+
+int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob) {
+    if (n <= 0 || n > m->p.max_seqs || n_valid <= 0 || n_valid > m->V)
+        return rt_fail(RT_EINVAL, "device sampling of %lld rows of %lld ids (at most %lld rows of %lld)", (long long)n,
+                       (long long)n_valid, (long long)m->p.max_seqs, (long long)m->V);
+    cudaStream_t st = m->stream;
+    float *sl = F4(m->a.sl);
+    for (int64_t i = 0; i < n; i++) {
+        if (row_of[i] < 0 || row_of[i] >= m->dev_rows)
+            return rt_fail(RT_EINVAL, "logits row %d: the last forward left %lld on the GPU", row_of[i],
+                           (long long)m->dev_rows);
+        TRY(smp_check(&params[i]));
+        /* the row's drawable ids, packed [n, n_valid], the tokenizer's holes at −inf */
+        CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid, F4(m->a.logits) + (int64_t)row_of[i] * m->V,
+                                 (size_t)n_valid * sizeof(float), cudaMemcpyDeviceToDevice, st));
+        for (int64_t h = 0; h < n_holes; h++)
+            CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid + holes[h], F4(m->a.neginf), sizeof(float),
+                                     cudaMemcpyDeviceToDevice, st));
+    }
+    CUDA_TRY(cudaMemcpyAsync(A(m->a.sparams), params, (size_t)n * sizeof *params, cudaMemcpyHostToDevice, st));
+    CUDA_TRY(cudaMemcpyAsync(A(m->a.srng), rng, (size_t)n * 3 * sizeof *rng, cudaMemcpyHostToDevice, st));
+    TRY(smp_sample_cuda(sl, n, n_valid, (const smp_params *)A(m->a.sparams), (const uint64_t *)A(m->a.srng),
+                        A(m->a.smp_ws), m->smp_ws_bytes, I4(m->a.stok), logprob ? F4(m->a.slp) : NULL, st));
+    CUDA_TRY(cudaMemcpyAsync(tokens, I4(m->a.stok), (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    if (logprob) CUDA_TRY(cudaMemcpyAsync(logprob, F4(m->a.slp), (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
 }
 

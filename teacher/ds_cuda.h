@@ -30,7 +30,8 @@
  * (every layer) on the device when kv_seq_reserve gives a sequence a private copy.
  *
  * dsc_forward() has ds_forward_paged's contract (without all_logits, mode and MTP) for the last
- * token's logits [n_seqs, V] (f32, to the host): sequence i appends n_new[i] tokens. A batch larger
+ * token's logits [n_seqs, V] (f32, to the host; logits NULL: none come back): sequence i appends
+ * n_new[i] tokens. When n_seqs ≤ max_seqs the rows also stay on the device for dsc_sample. A batch larger
  * than a pass (max_tokens, max_seqs) runs as several passes, a long chunk in pieces. Prefill and
  * decode both go through the absorbed MLA on the paged cache. Activations are bf16 and quantized
  * to e4m3 per token and per 128 channels before every FP8 GEMM (DeepSeek's act_quant), so logits
@@ -48,6 +49,7 @@
 #include <stdint.h>
 
 #include "core/model_config.h"
+#include "kernels/sample.h"
 #include "teacher/kvcache.h"
 
 typedef struct dsc_model dsc_model;   /* opaque; owned by the caller of dsc_load */
@@ -80,5 +82,16 @@ int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks);
 
 int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                 const int32_t *tokens, float *logits);
+
+/* Sampling on the device from the rows the last dsc_forward left there (RT_EINVAL past them):
+ * draw i samples row row_of[i] restricted to ids [0, n_valid) with holes[0, n_holes) at −inf,
+ * under params[i] (smp_check'd here) with the uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2])
+ * — smp_sample's draw (kernels/sample.h: smp_sample_cuda, exact ties and double rounding at a
+ * CDF boundary aside) —; tokens [n] and logprob [n] (NULL: not wanted; smp_logprob of the drawn
+ * id over the masked row) come back, nothing else. n ≤ max_seqs. dsc_logits_row() copies one
+ * such row [V] to the host (for top-k logprobs). */
+int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob);
+int dsc_logits_row(dsc_model *m, int64_t row, float *out);
 
 #endif

@@ -788,5 +788,24 @@ int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float 
     free(acc);
     return 0;
 }
+size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(8 * n * V); }
+/* smp_sample on each row with its own params and uniform, smp_logprob of the drawn id */
+int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params, const uint64_t *rng,
+                    void *ws, size_t ws_bytes, int32_t *tokens, float *logprob, void *stream) {
+    (void)stream;
+    FAKE_CHECK(ws_bytes >= smp_cuda_workspace_bytes(n, V));
+    A16(logits);
+    memset(ws, 0, smp_cuda_workspace_bytes(n, V));
+    void *hws = malloc(smp_workspace_bytes(V));
+    int rc = 0;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        FAKE_CHECK(smp_check(&params[i]) == 0);
+        rc = smp_sample(logits + i * V, V, &params[i], smp_uniform(rng[3 * i], rng[3 * i + 1], rng[3 * i + 2]), hws,
+                        &tokens[i]);
+        if (!rc && logprob) logprob[i] = smp_logprob(logits + i * V, V, tokens[i]);
+    }
+    free(hws);
+    return rc;
+}
 
 #endif

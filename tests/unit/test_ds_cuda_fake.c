@@ -334,7 +334,11 @@ static int by_tag(const void *a, const void *b) {
 
 /* Requests of different lengths arriving at different steps, one with 2 samples sharing a prompt
  * longer than a block (16; its last, partial block copied on write by each sample), prompts
- * chunked by prefill_chunk 16, more sequences than max_batch. Greedy, top-2 logprobs. */
+ * chunked by prefill_chunk 16, more sequences than max_batch. Greedy but for request 1's two
+ * samples (temperature 0.8, top-k 20, top-p 0.9, min-p 0.05, seed 5: drawn on the device by
+ * dsc_sample for --device cuda, by the host sampler for cpu, from the same uniforms); logprobs
+ * and top-2 logprobs (a row fetched from the device for those). */
+#define SAMPLED ((smp_params){.temperature = 0.8f, .top_k = 20, .top_p = 0.9f, .min_p = 0.05f})
 static void run_engine(te_device dev, collected *out) {
     te_load_opts lo = {.device = dev, .gpu_memory_fraction = 0.9};
     te_model *m;
@@ -359,12 +363,14 @@ static void run_engine(te_device dev, collected *out) {
     int nsmp[4] = {1, 2, 1, 1};
     for (int r = 0; r < 4; r++)
         for (int64_t i = 0; i < plen[r]; i++) prompt[r][i] = (int32_t)(2 + (r * 31 + i * 7 + i * i) % (VOC - 2));
+    const char *rsd = getenv("DSC_RSEED");   /* the sampled request's seed (DSC_RSEED: to try others) */
+    uint64_t rseed = rsd ? strtoull(rsd, NULL, 0) : 2;
     int submitted = 0, step = 0;
     out->min_margin = INFINITY;
     while (submitted < 4 || te_busy(e)) {
         if (submitted < 4 && (step == 0 || step == 2 || step == 3 || step == 6)) {
             te_request q = {.prompt = prompt[submitted], .n_prompt = plen[submitted], .n_samples = nsmp[submitted],
-                            .max_tokens = maxt[submitted], .sampling = SMP_GREEDY, .seed = 5,
+                            .max_tokens = maxt[submitted], .sampling = submitted == 1 ? SAMPLED : SMP_GREEDY, .seed = rseed,
                             .ignore_config_eos = true, .logprobs = true, .top_logprobs = 2, .tag = (uint64_t)submitted};
             cr_assert_eq(te_submit(e, &q), 0, "%s", rt_errmsg());
             submitted++;
@@ -380,7 +386,7 @@ static void run_engine(te_device dev, collected *out) {
     te_stats_get(e, &st);
     cr_assert_eq(st.blocks_in_use, 0);
     for (size_t i = 0; i < out->n; i++)
-        for (int64_t t = 0; t < out->r[i].n_ids; t++) {
+        for (int64_t t = 0; t < out->r[i].n_ids && out->r[i].tag != 1; t++) {   /* greedy requests */
             float g = out->r[i].top_logprobs[2 * t] - out->r[i].top_logprobs[2 * t + 1];
             if (g < out->min_margin) out->min_margin = g;
         }
@@ -480,4 +486,60 @@ Test(ds_cuda_fake, r1_on_one_80_gb_gpu_is_refused_with_its_weight_bytes) {
     cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has 77.3 GB"), "%s", rt_errmsg());
     cr_assert_eq(fake_mallocs, before);
     cr_log_info("%s", rt_errmsg());
+}
+
+/* ---- sampling on the device ------------------------------------------------------------ */
+
+/* dsc_sample against the host sampler on the same rows: three sequences' logits left on the
+ * device, ids [0, V − 10) drawable with three holes at −inf, five parameter sets (greedy,
+ * temperature, top-k, top-p, min-p) × the rows in any order, uniforms from smp_uniform(seed,
+ * stream, step): the same ids and logprobs as smp_sample / smp_logprob on the row fetched by
+ * dsc_logits_row and masked on the host. */
+Test(ds_cuda_fake, device_sampling_draws_the_host_samplers_tokens) {
+    dsc_model *gm;
+    cr_assert_eq(dsc_load(ds_dir, NULL, &gm), 0, "%s", rt_errmsg());
+    int64_t bs = 16, nb, V = dsc_config(gm)->vocab_size;
+    cr_assert_eq(dsc_cache_init(gm, bs, &nb), 0, "%s", rt_errmsg());
+    kv_pool *gp;
+    cr_assert_eq(kv_pool_create(nb < 64 ? nb : 64, bs, 0, &gp), 0);
+    kv_seq gs[3] = {{0}};
+    kv_seq *gpt[3] = {&gs[0], &gs[1], &gs[2]};
+    int32_t n_new[3] = {4, 9, 2}, tok[15];
+    for (int i = 0; i < 15; i++) tok[i] = (int32_t)(3 + (i * 29 + 11) % (V - 3));
+    cr_assert_eq(dsc_forward(gm, gp, gpt, n_new, 3, tok, NULL), 0, "%s", rt_errmsg());
+    int64_t n_valid = V - 10;
+    int32_t holes[3] = {3, 7, 100};
+    smp_params ps[5] = {SMP_GREEDY, {.temperature = 1.0f, .top_p = 1.0f}, {.temperature = 0.7f, .top_k = 5, .top_p = 1.0f},
+                        {.temperature = 1.2f, .top_p = 0.8f}, {.temperature = 0.9f, .top_p = 1.0f, .min_p = 0.1f}};
+    enum { N = 12 };
+    int32_t rows[N], got[N];
+    smp_params par[N];
+    uint64_t rng[3 * N];
+    float lp[N], *row = malloc((size_t)V * sizeof(float));
+    void *ws = malloc(smp_workspace_bytes(V));
+    for (int i = 0; i < N; i++) {
+        rows[i] = (int32_t)((i * 2 + 1) % 3);
+        par[i] = ps[i % 5];
+        rng[3 * i] = 42 + (uint64_t)i, rng[3 * i + 1] = (uint64_t)(i % 3), rng[3 * i + 2] = (uint64_t)(7 * i);
+    }
+    cr_assert_eq(dsc_sample(gm, N, rows, n_valid, holes, 3, par, rng, got, lp), 0, "%s", rt_errmsg());
+    int distinct = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(dsc_logits_row(gm, rows[i], row), 0, "%s", rt_errmsg());
+        for (int h = 0; h < 3; h++) row[holes[h]] = -INFINITY;
+        int32_t want;
+        cr_assert_eq(smp_sample(row, n_valid, &par[i], smp_uniform(rng[3 * i], rng[3 * i + 1], rng[3 * i + 2]), ws, &want), 0);
+        cr_assert_eq(got[i], want, "draw %d: device %d, host %d", i, got[i], want);
+        cr_assert(got[i] >= 0 && got[i] < n_valid && got[i] != 3 && got[i] != 7 && got[i] != 100);
+        cr_assert_float_eq(lp[i], smp_logprob(row, n_valid, want), 1e-6f);
+        distinct += i > 0 && got[i] != got[i - 1];
+    }
+    cr_assert(distinct > 3, "the draws are not varied enough to tell rows apart");
+    /* rows past the last forward's are refused */
+    int32_t bad = 3;
+    cr_assert_eq(dsc_sample(gm, 1, &bad, n_valid, NULL, 0, par, rng, got, lp), RT_EINVAL);
+    free(row), free(ws);
+    for (int s = 0; s < 3; s++) kv_seq_release(gp, &gs[s]);
+    kv_pool_free(gp);
+    dsc_free(gm);
 }
