@@ -176,6 +176,7 @@ static void write_config(const char *dir, int64_t kv_rank) {
     fclose(f);
 }
 
+static bool bf16_o_proj;   /* write layer 1's o_proj in bf16 (a projection the GPU engine refuses) */
 static void make_model(const char *dir, uint64_t seed) {
     rs = seed;
     char name[200];
@@ -195,7 +196,10 @@ static void make_model(const char *dir, uint64_t seed) {
         add_fp8(&ts, NM("self_attn.kv_a_proj_with_mqa.weight"), KVL + DR, D, 1.0f / sqrtf((float)D));
         add_plain(&ts, NM("self_attn.kv_a_layernorm.weight"), KVL, 0, 0.1f, 1, RT_DT_BF16);
         add_fp8(&ts, NM("self_attn.kv_b_proj.weight"), H * (DN + DV), KVL, 1.0f / sqrtf((float)KVL));
-        add_fp8(&ts, NM("self_attn.o_proj.weight"), D, H * DV, 1.0f / sqrtf((float)(H * DV)));
+        if (bf16_o_proj && l == 1)
+            add_plain(&ts, NM("self_attn.o_proj.weight"), D, H * DV, 1.0f / sqrtf((float)(H * DV)), 0, RT_DT_BF16);
+        else
+            add_fp8(&ts, NM("self_attn.o_proj.weight"), D, H * DV, 1.0f / sqrtf((float)(H * DV)));
         if (l == 0) {
             add_fp8(&ts, NM("mlp.gate_proj.weight"), FI, D, 1.0f / sqrtf((float)D));
             add_fp8(&ts, NM("mlp.up_proj.weight"), FI, D, 1.0f / sqrtf((float)D));
@@ -545,4 +549,23 @@ Test(ds_cuda_fake, device_sampling_draws_the_host_samplers_tokens) {
     for (int s = 0; s < 3; s++) kv_seq_release(gp, &gs[s]);
     kv_pool_free(gp);
     dsc_free(gm);
+}
+
+/* A projection stored in bf16 in an FP8 checkpoint: one line naming it, after the allocations,
+ * all of which are given back. */
+Test(ds_cuda_fake, a_projection_not_in_fp8_is_refused_and_the_device_memory_freed) {
+    char dir[160];
+    snprintf(dir, sizeof dir, "%s/bf16o", tmpdir);
+    bf16_o_proj = true;
+    make_model(dir, 6);
+    bf16_o_proj = false;
+    size_t before = fake_in_use;
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    int rc = te_model_load_opts(dir, &lo, &m);
+    cr_assert_eq(rc, RT_EUNSUPPORTED, "rc %d: %s", rc, rt_errmsg());
+    cr_assert_null(m);
+    cr_assert(strstr(rt_errmsg(), "model.layers.1.self_attn.o_proj.weight is BF16"), "%s", rt_errmsg());
+    cr_assert_null(strchr(rt_errmsg(), '\n'));
+    cr_assert_eq(fake_in_use, before);
 }
