@@ -20,7 +20,7 @@
  * pass + workspaces (the cuBLASLt handle's 32 MiB, split-K partials, the MLA split workspace)
  * are fixed; the latent cache takes what is left of memory_fraction of the device (cudaMemGetInfo:
  * what other processes hold is not ours), bf16, L·(kv_rank + rope)·2 bytes per position. A model
- * whose weights do not fit, or that leaves less than DC_MIN_KV positions (or its whole context),
+ * whose weights do not fit, or that leaves less than 1024 positions (or its whole context),
  * is refused with one line (RT_ENOMEM, "needs N GB of weights; the GPU has M GB") before any
  * allocation.
  *
