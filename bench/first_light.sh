@@ -11,8 +11,13 @@
 #   2. gpu tests every tests/gpu/test_*_gpu (each kernel against its CPU twin, its own tolerance)
 #   3. sanitizer compute-sanitizer memcheck and racecheck on the MLA and attention tests
 #   4. engine    retort generate --device cuda against --device cpu (same greedy ids; logprobs
-#                within 2e-2, bf16 against f32) on a random tiny FP8 DeepSeek-V3 and a random
-#                Qwen2.5-1.5B-shaped bf16 model (scripts/device_models.py); on the 1.5B model
+#                within 2e-2, bf16 against f32) on a random Qwen2.5-1.5B-shaped bf16 model, and on a
+#                random tiny FP8 DeepSeek-V3 (scripts/device_models.py), whose GPU path also rounds
+#                every projection's input to e4m3 (DeepSeek's act_quant): logprobs within 1.0 on the
+#                common prefix, and a divergence allowed only where the CPU's top-2 margin is
+#                below 1.0 (a near-tie, or a routing flip, the e4m3 error can cause; the CPU
+#                stand-in run of this model measured rms |Δ logit| 0.07, max 0.82, for logits of
+#                rms 0.81 — a smoke check; the tight check is tests/unit/test_ds_cuda_fake.c); on the 1.5B model
 #                also decode steps as CUDA graphs (the default) against --no-cuda-graphs
 #                (same greedy ids). Tensor parallel needs 2 GPUs and MPI: not in this script.
 #   5. decode    the 1.5B model at batch 1, 32 and 256 with 4k-token contexts (bench/generate):
@@ -87,7 +92,7 @@ if timeout 240 python3 scripts/device_models.py "$M" > "$OUT/models.log" 2>&1; t
   for model in tiny-ds qwen-1.5b; do
     for dev in cpu cuda; do
       timeout 240 "$RETORT" generate --model "$M/$model" --jsonl "$M/prompts.jsonl" --temperature 0 --max-tokens 32 \
-        --ignore-eos --logprobs 0 --threads "$J" --device "$dev" > "$OUT/$model.$dev.jsonl" 2> "$OUT/$model.$dev.err"
+        --ignore-eos --logprobs 2 --threads "$J" --device "$dev" > "$OUT/$model.$dev.jsonl" 2> "$OUT/$model.$dev.err"
       echo $? > "$OUT/$model.$dev.rc"
     done
     res=$(python3 - "$OUT/$model" <<'PY'
@@ -102,9 +107,16 @@ a = {(o["index"], o["sample"]): o for o in map(json.loads, open(f"{p}.cpu.jsonl"
 b = {(o["index"], o["sample"]): o for o in map(json.loads, open(f"{p}.cuda.jsonl"))}
 same = sum(a[k]["ids"] == b.get(k, {}).get("ids") for k in a)
 first = [next((i for i, (x, y) in enumerate(zip(a[k]["ids"], b[k]["ids"])) if x != y), None) for k in a if k in b]
+fp8 = p.endswith("tiny-ds")   # e4m3 activations on the GPU: see the header
+tol = 1.0 if fp8 else 2e-2
 dl = max((abs(x["logprob"] - y["logprob"]) for k in a if k in b
-          for x, y in zip(a[k]["logprobs"], b[k]["logprobs"]) if x["id"] == y["id"]), default=float("nan"))
-ok = same == len(a) and dl < 2e-2
+          for n in [next((i for i, (u, v) in enumerate(zip(a[k]["ids"], b[k]["ids"])) if u != v), len(a[k]["ids"]))]
+          for x, y in zip(a[k]["logprobs"][:n], b[k]["logprobs"][:n])), default=float("nan"))
+def near_tie(k, i):   # the CPU's top-2 margin at a divergence
+    t = a[k]["logprobs"][i].get("top", [])
+    return len(t) >= 2 and t[0][1] - t[1][1] < tol
+ok = dl < tol and all(k in b for k in a) and (same == len(a) or fp8 and all(
+    f is None or near_tie(k, f) for k, f in zip([k for k in a if k in b], first)))
 print(f"{'ok' if ok else 'FAILED'}|greedy ids equal on {same}/{len(a)} prompts (first divergence {first}), max |dlogprob| {dl:.2e}")
 PY
 )

@@ -1,5 +1,5 @@
 """Random test models for bench/first_light.sh, written where the GPU machine's python (torch,
-safetensors) can: a tiny FP8 DeepSeek-V3 (configs/models/tiny-deepseek-v3.json, e4m3 with
+safetensors) can: a tiny FP8 DeepSeek-V3 (configs/models/tiny-deepseek-v3.json with R1's MLA latent, e4m3 with
 128x128 block scales as DeepSeek stores them) and a Qwen2.5-1.5B-shaped model with random bf16
 weights (configs/models/qwen2.5-1.5b.json), plus a prompts file for retort generate.
 
@@ -124,7 +124,11 @@ def deepseek(d, cfg, seed):
 def main():
     o = sys.argv[1]
     os.makedirs(o, exist_ok=True)
-    deepseek(os.path.join(o, "tiny-ds"), preset("tiny-deepseek-v3.json"), 21)
+    # the absorbed-MLA kernel is built for R1's latent (kv_lora_rank 512, rope 64) and heads in
+    # multiples of 16 (teacher/ds_cuda.h): the tiny preset with those dimensions
+    ds_cfg = dict(preset("tiny-deepseek-v3.json"), kv_lora_rank=512, qk_rope_head_dim=64, num_attention_heads=16,
+                  num_key_value_heads=16)
+    deepseek(os.path.join(o, "tiny-ds"), ds_cfg, 21)
     qwen(os.path.join(o, "qwen-1.5b"), preset("qwen2.5-1.5b.json"), 22)
     g = torch.Generator().manual_seed(23)
     with open(os.path.join(o, "prompts.jsonl"), "w") as f:

@@ -10,6 +10,7 @@
 #include "teacher/deepseek.h"
 #include "teacher/dense.h"
 #include "teacher/dense_cuda.h"
+#include "teacher/ds_cuda.h"
 #include "teacher/kvcache.h"
 #include "teacher/parallel.h"
 
@@ -19,9 +20,10 @@
 
 struct te_model {
     mc_config c;
-    dn_model *dense;     /* exactly one of dense, ds, gpu */
+    dn_model *dense;     /* exactly one of dense, ds, gpu, dsg */
     ds_model *ds;
     dc_model *gpu;       /* the dense forward on CUDA (teacher/dense_cuda.h) */
+    dsc_model *dsg;      /* the DeepSeek-V3 forward on CUDA (teacher/ds_cuda.h) */
 };
 
 int te_model_load(const char *dir, tp_pool *pool, te_model **out) { return te_model_load_comm(dir, pool, NULL, out); }
@@ -45,11 +47,15 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
     if (!m) return RT_ENOMEM;
     int rc = mc_load(dir, &m->c);
     if (rc) rc = rt_errorf(rc, "loading model %s", dir);
-    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3)
-        rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is DeepSeek-V3, which runs on the CPU only for now "
-                     "(the CUDA engine takes dense Llama/Qwen models%s); use --device cpu", dir,
-                     o->comm && comm_size(o->comm) > 1 ? ", over several ranks too" : "");
-    else {
+    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {
+        if (o->comm && comm_size(o->comm) > 1)
+            rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 model %s runs on one GPU for now (%d ranks "
+                         "asked); run it without mpirun, or with --device cpu over MPI", dir, comm_size(o->comm));
+        else {
+            dsc_load_opts d = {.gpu = o->gpu >= 0 ? o->gpu : 0, .memory_fraction = o->gpu_memory_fraction};
+            rc = dsc_load(dir, &d, &m->dsg);
+        }
+    } else {
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
         dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm,
                            .no_cuda_graphs = o->no_cuda_graphs};
@@ -95,6 +101,7 @@ void te_model_free(te_model *m) {
     dn_free(m->dense);
     ds_free(m->ds);
     dc_free(m->gpu);
+    dsc_free(m->dsg);
     free(m);
 }
 
@@ -103,19 +110,26 @@ bool te_model_is_deepseek(const te_model *m) { return m->ds != NULL; }
 
 size_t te_model_resident_bytes(const te_model *m) {
     if (m->gpu) return dc_get_plan(m->gpu)->weights;
+    if (m->dsg) return dsc_get_plan(m->dsg)->weights;
     return m->ds ? ds_resident_bytes(m->ds) : dn_resident_bytes(m->dense);
 }
 
 static size_t model_block_floats(const te_model *m, int64_t bs) {
-    if (m->gpu) return 0;   /* the blocks live on the GPU; the host pool keeps tables only */
+    if (m->gpu || m->dsg) return 0;   /* the blocks live on the GPU; the host pool keeps tables only */
     return m->ds ? ds_block_floats(m->ds, bs) : dn_block_floats(m->dense, bs);
 }
 
-/* The one forward the engine calls: sequences append n_new tokens each; logits of the last. */
+/* Does the model sample n rows on the device (ds_cuda: only the drawn ids come back)? */
+static bool device_sampling(const te_model *m, int64_t n) { return m->dsg && n <= dsc_get_plan(m->dsg)->max_seqs; }
+
+/* The one forward the engine calls: sequences append n_new tokens each; logits of the last (left
+ * on the device instead when device_sampling). */
 static int model_forward(te_model *m, kv_pool *kv, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                          const int32_t *tokens, float *logits) {
     if (m->ds) return ds_forward_paged(m->ds, kv, seqs, n_new, n_seqs, tokens, DS_ATTN_AUTO, logits, false);
     if (m->gpu) return dc_forward(m->gpu, kv, seqs, n_new, n_seqs, tokens, logits);
+    if (m->dsg)
+        return dsc_forward(m->dsg, kv, seqs, n_new, n_seqs, tokens, device_sampling(m, n_seqs) ? NULL : logits);
     return dn_forward(m->dense, kv, seqs, n_new, n_seqs, tokens, logits, false);
 }
 
@@ -155,6 +169,12 @@ struct te_engine {
     int n_run, cap_run;
     float *logits;                 /* [cap_run or prefill rows, V] */
     size_t logits_rows;
+    smp_params *d_par;             /* device sampling's per-row arguments and results [cap_dev] */
+    uint64_t *d_rng;
+    int32_t *d_row, *d_tok;
+    float *d_lp;
+    int *d_fin;
+    int cap_dev;
     void *smp_ws;
     te_result *done;
     size_t n_done, cap_done;
@@ -212,9 +232,9 @@ int te_engine_create(te_model *m, const te_opts *opts, te_engine **out) {
     e->n_valid = e->V;
     e->blocks_total = (e->o.cache_tokens + e->bs - 1) / e->bs;
     int rc = 0;
-    if (m->gpu) {   /* the GPU's plan sizes the cache: all of it by default, never more */
+    if (m->gpu || m->dsg) {   /* the GPU's plan sizes the cache: all of it by default, never more */
         int64_t nb = 0;
-        rc = dc_cache_init(m->gpu, e->bs, &nb);
+        rc = m->gpu ? dc_cache_init(m->gpu, e->bs, &nb) : dsc_cache_init(m->dsg, e->bs, &nb);
         if (!rc && (!opts || opts->cache_tokens <= 0 || e->blocks_total > nb)) e->blocks_total = nb;
         e->o.cache_tokens = e->blocks_total * e->bs;
     }
@@ -247,6 +267,7 @@ void te_engine_free(te_engine *e) {
     free(e->logits);
     free(e->smp_ws);
     free(e->holes);
+    free(e->d_par), free(e->d_rng), free(e->d_row), free(e->d_tok), free(e->d_lp), free(e->d_fin);
     free(e);
 }
 
@@ -445,16 +466,13 @@ static int finish(te_engine *e, seq *s, te_finish why, int stop_string) {
     return 0;
 }
 
-/* Draws the next token of s from logits [V]; returns 1 when s finished (and is freed). */
-static int advance(te_engine *e, seq *s, float *logits, int *finished) {
+/* Appends the drawn token tok (logprob lp) to s; logits [V]: the masked row it was drawn from,
+ * read only for top-k logprobs. *finished = 1 when s finished (and is freed). */
+static int accept(te_engine *e, seq *s, const float *logits, int32_t tok, float lp, int *finished) {
     req *q = s->r;
-    int32_t tok;
     *finished = 0;
-    for (int64_t i = 0; i < e->n_holes; i++) logits[e->holes[i]] = -INFINITY;
-    TRY(smp_sample(logits, e->n_valid, &q->r.sampling, smp_uniform(q->r.seed, (uint64_t)s->sample, (uint64_t)s->n_ids),
-                   e->smp_ws, &tok));
     int64_t t = s->n_ids;
-    if (s->lp) s->lp[t] = smp_logprob(logits, e->n_valid, tok);
+    if (s->lp) s->lp[t] = lp;
     if (s->top_ids) {
         int k = q->r.top_logprobs;
         smp_top_logprobs(logits, e->n_valid, k, s->top_ids + t * k, s->top_lp + t * k);
@@ -483,6 +501,53 @@ static int advance(te_engine *e, seq *s, float *logits, int *finished) {
         return finish(e, s, TE_FINISH_LENGTH, -1);
     }
     return 0;
+}
+
+/* Draws the next token of s from logits [V] on the host; *finished as accept. */
+static int advance(te_engine *e, seq *s, float *logits, int *finished) {
+    req *q = s->r;
+    int32_t tok;
+    *finished = 0;
+    for (int64_t i = 0; i < e->n_holes; i++) logits[e->holes[i]] = -INFINITY;
+    TRY(smp_sample(logits, e->n_valid, &q->r.sampling, smp_uniform(q->r.seed, (uint64_t)s->sample, (uint64_t)s->n_ids),
+                   e->smp_ws, &tok));
+    return accept(e, s, logits, tok, s->lp ? smp_logprob(logits, e->n_valid, tok) : 0.0f, finished);
+}
+
+/* Draws the next token of ss[i] from the device's logits row row_of[i] (ds_cuda), all at once,
+ * then accepts them in order; fin[i] as accept's. A row comes to the host only for top-k
+ * logprobs. The same draw as advance: params, uniform, holes, logprob. */
+static int advance_device(te_engine *e, seq **ss, const int32_t *row_of, int n, int *fin) {
+    if (n > e->cap_dev) {
+        free(e->d_par), free(e->d_rng), free(e->d_row), free(e->d_tok), free(e->d_lp), free(e->d_fin);
+        e->d_par = rt_malloc((size_t)n * sizeof *e->d_par), e->d_rng = rt_malloc((size_t)n * 3 * sizeof *e->d_rng);
+        e->d_row = rt_malloc((size_t)n * sizeof *e->d_row), e->d_tok = rt_malloc((size_t)n * sizeof *e->d_tok);
+        e->d_lp = rt_malloc((size_t)n * sizeof *e->d_lp), e->d_fin = rt_malloc((size_t)n * sizeof *e->d_fin);
+        e->cap_dev = n;
+        if (!e->d_par || !e->d_rng || !e->d_row || !e->d_tok || !e->d_lp || !e->d_fin) {
+            e->cap_dev = 0;
+            return RT_ENOMEM;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const seq *s = ss[i];
+        e->d_par[i] = s->r->r.sampling;
+        e->d_rng[3 * i] = s->r->r.seed, e->d_rng[3 * i + 1] = (uint64_t)s->sample, e->d_rng[3 * i + 2] = (uint64_t)s->n_ids;
+        fin[i] = 0;
+    }
+    TRY(dsc_sample(e->m->dsg, n, row_of, e->n_valid, e->holes, e->n_holes, e->d_par, e->d_rng, e->d_tok, e->d_lp));
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const float *row = NULL;
+        if (ss[i]->top_ids) {   /* top-k logprobs: this row, masked as the device masked it */
+            rc = ensure_logits(e, 1);
+            if (!rc) rc = dsc_logits_row(e->m->dsg, row_of[i], e->logits);
+            for (int64_t h = 0; h < e->n_holes && !rc; h++) e->logits[e->holes[h]] = -INFINITY;
+            row = e->logits;
+        }
+        if (!rc) rc = accept(e, ss[i], row, e->d_tok[i], e->d_lp[i], &fin[i]);
+    }
+    return rc;
 }
 
 /* Runs the prompt of q through the model on s0's cache, prefill_chunk tokens per forward; the
@@ -520,7 +585,19 @@ static int admit(te_engine *e, req *q) {
     }
     e->prompt_tokens += q->r.n_prompt;
     /* every sample's first token from the prompt's logits (finish may free q: copy first) */
+    if (device_sampling(e->m, n)) {
+        int32_t *rows = rt_calloc((size_t)n, sizeof *rows);   /* all from the prompt's row 0 */
+        int *fin = rt_calloc((size_t)n, sizeof *fin);
+        rc = rows && fin ? advance_device(e, ss, rows, n, fin) : RT_ENOMEM;
+        for (int j = 0; j < n && fin; j++)   /* on an error too: the engine frees what runs */
+            if (!fin[j]) e->run[e->n_run++] = ss[j];
+        free(rows);
+        free(fin);
+        free(ss);
+        return rc;
+    }
     float *lg = e->logits;
+    if (e->m->dsg) rc = dsc_logits_row(e->m->dsg, 0, lg);   /* more samples than a device pass: the host draws */
     for (int j = 0; j < n && !rc; j++) {
         int fin;
         rc = advance(e, ss[j], lg, &fin);
@@ -564,6 +641,19 @@ static int decode(te_engine *e) {
     }
     int frc = model_forward(e->m, e->kv, kv, one, n, tok, e->logits);
     free(kv);
+    if (!frc && device_sampling(e->m, n)) {
+        int32_t *rows = one;   /* row i: sequence i */
+        for (int i = 0; i < n; i++) rows[i] = i;
+        int *fin = rt_calloc((size_t)n, sizeof *fin);
+        int rc = fin ? advance_device(e, e->run, rows, n, fin) : RT_ENOMEM;
+        free(one);
+        int kept = 0;
+        for (int i = 0; i < n && fin; i++)
+            if (!fin[i]) e->run[kept++] = e->run[i];
+        if (fin) e->n_run = kept;
+        free(fin);
+        return rc;
+    }
     free(one);
     TRY(frc);
     int kept = 0, rc = 0;

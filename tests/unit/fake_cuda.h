@@ -206,5 +206,30 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
 int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
+/* ---- DeepSeek-V3 on the GPU (teacher/ds_cuda.c, tests/unit/test_ds_cuda_fake.c) ---------- */
+#define cudaMemcpy2DAsync fake_cudaMemcpy2DAsync
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind k, cudaStream_t st);
+#define fp8_act_quant_cuda fake_fp8_act_quant_cuda
+#define fp8_swiglu_quant_cuda fake_fp8_swiglu_quant_cuda
+#define fp8_gemm_grouped_cuda fake_fp8_gemm_grouped_cuda
+#define fp8_gemm_splitk_plan fake_fp8_gemm_splitk_plan
+#define fp8_gemm_splitk_workspace_bytes fake_fp8_gemm_splitk_workspace_bytes
+#define fp8_gemm_dense_cuda fake_fp8_gemm_dense_cuda
+#define fp8_gemm_lt_create fake_fp8_gemm_lt_create
+#define fp8_gemm_lt_free fake_fp8_gemm_lt_free
+#define bf16_gemm_f32_cuda fake_bf16_gemm_f32_cuda
+#define bf16_gemm_batched_cuda fake_bf16_gemm_batched_cuda
+#define ds_rmsnorm_cuda fake_ds_rmsnorm_cuda
+#define ds_rope_cuda fake_ds_rope_cuda
+#define mla_decode_workspace_bytes fake_mla_decode_workspace_bytes
+#define mla_decode_cuda fake_mla_decode_cuda
+#define mla_cache_append_cuda fake_mla_cache_append_cuda
+#define moe_route_cuda fake_moe_route_cuda
+#define moe_permute_cuda fake_moe_permute_cuda
+#define moe_gather_rows_cuda fake_moe_gather_rows_cuda
+#define moe_combine_cuda fake_moe_combine_cuda
+#define smp_cuda_workspace_bytes fake_smp_cuda_workspace_bytes
+#define smp_sample_cuda fake_smp_sample_cuda
 
 #endif

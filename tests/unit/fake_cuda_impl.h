@@ -672,5 +672,375 @@ int fake_g_comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_
 #undef P_
 #undef I_
 #undef F_
+/* ---- DeepSeek-V3 on the GPU (teacher/ds_cuda.c): the ds kernels as their CPU twins -------- *
+ * FP8 quantization and GEMMs (kernels/fp8.h's fp8_act_quant, fp8_swiglu_quant, fp8_gemm,
+ * fp8_gemm_grouped on bf16-rounded inputs, bf16 out), the router (moe_route), the norms
+ * (rmsnorm_fwd) and YaRN rope (yarn_tables + yarn_rope_apply, interleaved); the permutation,
+ * gather, combine, cache append and the absorbed MLA core from their definitions in
+ * kernels/moe.h and kernels/mla.h (f32 sums, one bf16 rounding, as the kernels). The scratch
+ * sizes (split-K partials, MLA splits) follow the kernels' own plans for a 132-SM device, and
+ * every call writes all the scratch it asks for, so a plan that gave too little shows.
+ * fake_fp8_exact (set by a test): the quantizers also keep the exact f32 values they were given,
+ * under the e4m3 buffer's address (moved along by moe_gather_rows_cuda), and the FP8 GEMMs
+ * multiply those by the exactly dequantized weights (kernels/fp8.h's fp8_linear_fwd, the CPU
+ * engine's own product) — bf16 activations without the e4m3 rounding, to check the orchestration
+ * against the CPU engine at a bf16 tolerance. */
+#include "kernels/fp8.h"
+#include "kernels/mla.h"
+#include "kernels/moe.h"
+#include "kernels/sample.h"
+#include "kernels/yarn.h"
+
+#define FAKE_SMS 132
+
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind k, cudaStream_t st) {
+    (void)k, (void)st;
+    FAKE_CHECK(width <= dpitch && width <= spitch);
+    for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    return cudaSuccess;
+}
+static bool fake_fp8_exact;
+static struct {
+    const void *q;    /* an e4m3 activation buffer */
+    float *x;         /* the exact values quantized into it, [rows, K] */
+    int64_t rows, K;
+} fake_exact[16];
+static void fake_exact_put(const void *q, float *x, int64_t rows, int64_t K) {   /* takes x */
+    int free_slot = -1;
+    for (int i = 0; i < 16; i++) {
+        if (fake_exact[i].q == q) {
+            free(fake_exact[i].x);
+            fake_exact[i].q = NULL;
+        }
+        if (!fake_exact[i].q && free_slot < 0) free_slot = i;
+    }
+    FAKE_CHECK(free_slot >= 0);
+    fake_exact[free_slot].q = q, fake_exact[free_slot].x = x, fake_exact[free_slot].rows = rows, fake_exact[free_slot].K = K;
+}
+static const float *fake_exact_get(const void *q, int64_t rows, int64_t K) {
+    for (int i = 0; i < 16; i++)
+        if (fake_exact[i].q == q) {
+            FAKE_CHECK(fake_exact[i].K == K && fake_exact[i].rows >= rows);
+            return fake_exact[i].x;
+        }
+    FAKE_CHECK(!"an FP8 GEMM read activations no quantizer wrote");
+    return NULL;
+}
+static inline void fake_exact_clear(void) {
+    for (int i = 0; i < 16; i++) free(fake_exact[i].x), fake_exact[i].q = NULL, fake_exact[i].x = NULL;
+}
+int fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t, void *stream) {
+    (void)stream;
+    FAKE_CHECK(K % 128 == 0 && scale_t == 0);
+    A16(x); A16(q); A16(scale);
+    float *xf = up(x, (size_t)(M * K));
+    int rc = fp8_act_quant(xf, M, K, q, scale);
+    if (fake_fp8_exact) fake_exact_put(q, xf, M, K);
+    else free(xf);
+    return rc;
+}
+int fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, float *scale, int scale_t,
+                          void *stream) {
+    (void)stream;
+    FAKE_CHECK(I % 128 == 0 && scale_t == 0);
+    A16(gu); A16(q); A16(scale);
+    float *f = up(gu, (size_t)(M * 2 * I));
+    int rc = fp8_swiglu_quant(f, M, I, q, scale);
+    if (fake_fp8_exact) {   /* h = silu(g)·u in f32, as the kernel forms it before quantizing */
+        float *h = malloc((size_t)(M * I) * sizeof(float));
+        for (int64_t r = 0; r < M; r++)
+            for (int64_t j = 0; j < I; j++) {
+                float g = f[r * 2 * I + j];
+                h[r * I + j] = g / (1.0f + expf(-g)) * f[r * 2 * I + I + j];
+            }
+        fake_exact_put(q, h, M, I);
+    }
+    free(f);
+    return rc;
+}
+/* out [M, N] bf16 = exact x · W (W an e4m3 [N, K] matrix with its 128×128 scales) */
+static void fake_exact_gemm(const float *x, const uint8_t *w, const float *w_scale, int64_t M, int64_t N, int64_t K,
+                            uint16_t *out) {
+    fp8_weight fw = {.w = w, .scale = w_scale, .rows = N, .cols = K, .block_rows = 128, .block_cols = 128,
+                     .scale_cols = (K + 127) / 128};
+    float *y = malloc((size_t)(M * N) * sizeof(float) + 1);
+    fp8_linear_fwd(y, x, &fw, NULL, M, NULL);
+    cvt_f32_to_bf16(y, out, (size_t)(M * N));
+    free(y);
+}
+/* kernels/cuda/fp8_gemm.cu's plan: 64×128 tiles, one wave, at least 4 K blocks per split */
+int fp8_gemm_splitk_plan(int64_t M, int64_t N, int64_t K) {
+    int64_t ctas = ((M + 63) / 64) * ((N + 127) / 128), want = FAKE_SMS / ctas, most = K / 128 / 4;
+    int64_t sp = want < most ? want : most;
+    return (int)(sp < 1 ? 1 : sp > 32 ? 32 : sp);
+}
+size_t fp8_gemm_splitk_workspace_bytes(int64_t M, int64_t N, int splits) {
+    return splits > 1 ? (size_t)splits * (size_t)M * (size_t)N * sizeof(float) : 0;
+}
+int fp8_gemm_dense_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M,
+                        int64_t N, int64_t K, int splits, void *ws, size_t ws_bytes, uint16_t *out, void *stream) {
+    (void)stream;
+    size_t need = fp8_gemm_splitk_workspace_bytes(M, N, splits);
+    FAKE_CHECK(K % 128 == 0 && splits >= 1 && ws_bytes >= need);
+    A16(a); A16(w); A16(out);
+    if (need) memset(ws, 0, need);
+    if (fake_fp8_exact) {
+        fake_exact_gemm(fake_exact_get(a, M, K), w, w_scale, M, N, K, out);
+        return 0;
+    }
+    return fp8_gemm(a, a_scale, w, w_scale, M, N, K, NULL, out, NULL);
+}
+int fp8_gemm_grouped_cuda(const uint8_t *a, const float *a_scale, const uint8_t *w, const float *w_scale,
+                          const int32_t *offsets, int64_t G, int64_t max_total_rows, int64_t N, int64_t K,
+                          uint16_t *out, void *stream) {
+    (void)stream;
+    FAKE_CHECK(K % 128 == 0 && offsets[G] - offsets[0] <= max_total_rows);
+    A16(a); A16(w); A16(out);
+    if (fake_fp8_exact) {
+        const float *x = fake_exact_get(a, offsets[G], K);
+        size_t sz = (size_t)(((N + 127) / 128) * (K / 128));
+        for (int64_t g = 0; g < G; g++)
+            if (offsets[g + 1] > offsets[g])
+                fake_exact_gemm(x + (int64_t)offsets[g] * K, w + (size_t)(g * N * K), w_scale + g * sz,
+                                offsets[g + 1] - offsets[g], N, K, out + (int64_t)offsets[g] * N);
+        return 0;
+    }
+    int64_t *o64 = malloc((size_t)(G + 1) * sizeof *o64);
+    for (int64_t g = 0; g <= G; g++) o64[g] = offsets[g];
+    int rc = fp8_gemm_grouped(a, a_scale, w, w_scale, o64, G, N, K, NULL, out, NULL);
+    free(o64);
+    return rc;
+}
+struct fp8_lt { void *ws; };
+int fp8_gemm_lt_create(fp8_lt **out) {   /* the handle's 32 MiB cuBLASLt workspace is device memory */
+    *out = calloc(1, sizeof **out);
+    if (cudaMalloc(&(*out)->ws, (size_t)32 << 20) != cudaSuccess) {
+        free(*out);
+        *out = NULL;
+        return RT_ENOMEM;
+    }
+    return 0;
+}
+void fp8_gemm_lt_free(fp8_lt *h) {
+    if (!h) return;
+    cudaFree(h->ws);
+    free(h);
+}
+int bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, float *out,
+                       void *stream) {
+    (void)h, (void)stream;
+    A16(x); A16(w); A16(out);
+    float *xf = up(x, (size_t)(M * K)), *wf = up(w, (size_t)(N * K));
+    mm_linear_fwd(out, xf, wf, NULL, M, N, K, NULL);
+    free(xf), free(wf);
+    return 0;
+}
+int bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx, const uint16_t *w,
+                           int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N,
+                           int64_t K, int64_t batch, void *stream) {
+    (void)h, (void)stream;
+    A16(x); A16(w); A16(out);
+    float *wf = malloc((size_t)(N * K) * sizeof(float)), *xr = malloc((size_t)K * sizeof(float));
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t j = 0; j < N; j++)   /* W_b as [N, K] */
+            for (int64_t k = 0; k < K; k++) wf[j * K + k] = bf16_to_f32(w_trans ? w[b * sw + j * ldw + k] : w[b * sw + k * ldw + j]);
+        for (int64_t i = 0; i < M; i++) {
+            for (int64_t k = 0; k < K; k++) xr[k] = bf16_to_f32(x[b * sx + i * ldx + k]);
+            for (int64_t j = 0; j < N; j++) {
+                float acc = 0;
+                for (int64_t k = 0; k < K; k++) acc += xr[k] * wf[j * K + k];
+                out[b * so + i * ldo + j] = f32_to_bf16(acc);
+            }
+        }
+    }
+    free(wf), free(xr);
+    return 0;
+}
+int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps,
+                    uint16_t *y, int64_t ldy, void *stream) {
+    (void)stream;
+    FAKE_CHECK(D > 0 && ldx >= D && ldy >= D);
+    float *r = malloc((size_t)D * sizeof(float)), *o = malloc((size_t)D * sizeof(float));
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < D; j++) {
+            float v = bf16_to_f32(x[i * ldx + j]);
+            if (res) {   /* the fused residual add, stored rounded */
+                x[i * ldx + j] = f32_to_bf16(v + bf16_to_f32(res[i * ldx + j]));
+                v = bf16_to_f32(x[i * ldx + j]);
+            }
+            r[j] = v;
+        }
+        rmsnorm_fwd(o, NULL, r, w, 1, D, eps, NULL);
+        cvt_f32_to_bf16(o, y + i * ldy, (size_t)D);
+    }
+    free(r), free(o);
+    return 0;
+}
+int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim,
+                 const int32_t *pos, const float *inv_freq, float cs_scale, void *stream) {
+    (void)stream;
+    FAKE_CHECK(dim > 0 && dim % 2 == 0 && dim <= 512);
+    int64_t half = dim / 2;
+    float *c = malloc((size_t)(T * half) * sizeof(float)), *s = malloc((size_t)(T * half) * sizeof(float));
+    float *f = malloc((size_t)(T * H * dim) * sizeof(float));
+    yarn_tables(c, s, pos, T, inv_freq, half, cs_scale);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) cvt_bf16_to_f32(x + t * row_stride + h * vec_stride, f + (t * H + h) * dim, (size_t)dim);
+    yarn_rope_apply(f, T, H * dim, H, dim, dim, c, s, true, NULL);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) cvt_f32_to_bf16(f + (t * H + h) * dim, x + t * row_stride + h * vec_stride, (size_t)dim);
+    free(c), free(s), free(f);
+    return 0;
+}
+/* kernels/cuda/ds_mla.cu's split plan (64 heads per CTA, 32-row chunks) */
+size_t mla_decode_workspace_bytes(int64_t n, int64_t H, int64_t max_ctx) {
+    int64_t ctas = n * ((H + 63) / 64), want = (2 * FAKE_SMS + ctas - 1) / ctas, most = (max_ctx + 255) / 256;
+    int64_t ns = want < most ? want : most;
+    if (ns < 1) ns = 1;
+    if (ns > 64) ns = 64;
+    int64_t rps = (max_ctx + ns - 1) / ns;
+    rps = (rps + 31) / 32 * 32;
+    ns = (max_ctx + rps - 1) / rps;
+    return ns > 1 ? (size_t)(n * H) * (size_t)ns * (512 + 1) * sizeof(float) : 0;
+}
+int mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int32_t *slot, void *kv, float *kv_scale,
+                          void *stream) {
+    (void)stream;
+    FAKE_CHECK(kv_scale == NULL);
+    A16(rows); A16(kv);
+    for (int64_t i = 0; i < n; i++) memcpy((uint16_t *)kv + (int64_t)slot[i] * 576, rows + i * 576, 576 * 2);
+    return 0;
+}
+/* out[i, h] = Σ_j softmax_j(scale · q[i, h]·row_j) · c_j over the first ctx[i] rows of the sequence */
+int mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, const void *kv, const float *kv_scale,
+                    int64_t page, const int32_t *block_table, int64_t bt_stride, const int32_t *seq_of,
+                    const int32_t *ctx, int64_t max_ctx, void *ws, size_t ws_bytes, uint16_t *out, void *stream) {
+    (void)stream;
+    FAKE_CHECK(d->kv_rank == 512 && d->rope_dim == 64 && d->n_heads % 16 == 0 && page > 0 && kv_scale == NULL);
+    size_t need = mla_decode_workspace_bytes(n, d->n_heads, max_ctx);
+    FAKE_CHECK(ws_bytes >= need);
+    if (need) memset(ws, 0, need);
+    A16(q); A16(kv); A16(out);
+    const uint16_t *cache = kv;
+    int64_t H = d->n_heads, DL = 576;
+    float *p = malloc((size_t)max_ctx * sizeof(float)), *o = malloc(512 * sizeof(float)), *qf = malloc((size_t)DL * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        FAKE_CHECK(ctx[i] >= 1 && ctx[i] <= max_ctx);
+        const int32_t *bt = block_table + (int64_t)(seq_of ? seq_of[i] : i) * bt_stride;
+        for (int64_t h = 0; h < H; h++) {
+            cvt_bf16_to_f32(q + (i * H + h) * DL, qf, (size_t)DL);
+            float mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < ctx[i]; j++) {
+                const uint16_t *row = cache + ((int64_t)bt[j / page] * page + j % page) * DL;
+                float sc = 0;
+                for (int64_t c = 0; c < DL; c++) sc += qf[c] * bf16_to_f32(row[c]);
+                p[j] = sc * d->scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (int64_t j = 0; j < ctx[i]; j++) sum += p[j] = expf(p[j] - mx);
+            memset(o, 0, 512 * sizeof(float));
+            for (int64_t j = 0; j < ctx[i]; j++) {
+                const uint16_t *row = cache + ((int64_t)bt[j / page] * page + j % page) * DL;
+                for (int64_t c = 0; c < 512; c++) o[c] += p[j] / sum * bf16_to_f32(row[c]);
+            }
+            cvt_f32_to_bf16(o, out + (i * H + h) * 512, 512);
+        }
+    }
+    free(p), free(o), free(qf);
+    return 0;
+}
+int moe_route_cuda(const moe_router_cfg *c, const float *logits, const float *bias, int64_t n, int64_t stride,
+                   int32_t *idx, float *w, void *stream) {
+    (void)stream;
+    FAKE_CHECK(stride >= c->top_k && c->n_experts <= 1024 && c->top_k <= 32);
+    int32_t ti[32];
+    float tw[32];
+    for (int64_t t = 0; t < n; t++) {
+        int rc = moe_route(c, logits + t * c->n_experts, bias, 1, ti, tw);
+        if (rc) return rc;
+        memcpy(idx + t * stride, ti, (size_t)c->top_k * sizeof *ti);
+        memcpy(w + t * stride, tw, (size_t)c->top_k * sizeof *tw);
+    }
+    return 0;
+}
+int moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_experts, int32_t *offsets, int32_t *row_of_slot,
+                     int32_t *slot_of_row, void *stream) {
+    (void)stream;
+    FAKE_CHECK(n_experts <= 4096);
+    memset(offsets, 0, (size_t)(n_experts + 1) * sizeof *offsets);
+    for (int64_t i = 0; i < n_slots; i++)
+        if (idx[i] >= 0 && idx[i] < n_experts) offsets[idx[i] + 1]++;
+    for (int64_t e = 0; e < n_experts; e++) offsets[e + 1] += offsets[e];
+    int32_t *fill = malloc((size_t)n_experts * sizeof *fill);
+    memcpy(fill, offsets, (size_t)n_experts * sizeof *fill);
+    for (int64_t i = 0; i < n_slots; i++) {
+        if (idx[i] < 0 || idx[i] >= n_experts) {
+            row_of_slot[i] = -1;
+            continue;
+        }
+        int32_t r = fill[idx[i]]++;
+        row_of_slot[i] = r;
+        slot_of_row[r] = (int32_t)i;
+    }
+    free(fill);
+    return 0;
+}
+int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const int32_t *slot_of_row, int64_t n_rows,
+                         int64_t slots_per_token, void *dst, void *stream) {
+    (void)stream;
+    for (int64_t r = 0; r < n_rows; r++)
+        memcpy((char *)dst + r * row_bytes, (const char *)src + (slot_of_row[r] / slots_per_token) * row_bytes,
+               (size_t)row_bytes);
+    for (int i = 0; fake_fp8_exact && i < 16; i++)   /* e4m3 rows: their exact values move along */
+        if (fake_exact[i].q == src && fake_exact[i].K == row_bytes) {
+            float *x = malloc((size_t)(n_rows * row_bytes) * sizeof(float) + 1);
+            for (int64_t r = 0; r < n_rows; r++)
+                memcpy(x + r * row_bytes, fake_exact[i].x + (slot_of_row[r] / slots_per_token) * row_bytes,
+                       (size_t)row_bytes * sizeof(float));
+            fake_exact_put(dst, x, n_rows, row_bytes);
+            break;
+        }
+    return 0;
+}
+int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float *w, int64_t n, int64_t slots,
+                     int64_t dim, const uint16_t *base, uint16_t *out, void *stream) {
+    (void)stream;
+    FAKE_CHECK(dim % 2 == 0);
+    A16(y); A16(out);
+    if (base) A16(base);
+    float *acc = malloc((size_t)dim * sizeof(float));
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t j = 0; j < dim; j++) acc[j] = base ? bf16_to_f32(base[t * dim + j]) : 0.0f;
+        for (int64_t k = 0; k < slots; k++) {
+            int32_t r = row_of_slot[t * slots + k];
+            if (r < 0) continue;
+            float wt = w[t * slots + k];
+            for (int64_t j = 0; j < dim; j++) acc[j] += wt * bf16_to_f32(y[(int64_t)r * dim + j]);
+        }
+        cvt_f32_to_bf16(acc, out + t * dim, (size_t)dim);
+    }
+    free(acc);
+    return 0;
+}
+size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(8 * n * V); }
+/* smp_sample on each row with its own params and uniform, smp_logprob of the drawn id */
+int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params, const uint64_t *rng,
+                    void *ws, size_t ws_bytes, int32_t *tokens, float *logprob, void *stream) {
+    (void)stream;
+    FAKE_CHECK(ws_bytes >= smp_cuda_workspace_bytes(n, V));
+    A16(logits);
+    memset(ws, 0, smp_cuda_workspace_bytes(n, V));
+    void *hws = malloc(smp_workspace_bytes(V));
+    int rc = 0;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        FAKE_CHECK(smp_check(&params[i]) == 0);
+        rc = smp_sample(logits + i * V, V, &params[i], smp_uniform(rng[3 * i], rng[3 * i + 1], rng[3 * i + 2]), hws,
+                        &tokens[i]);
+        if (!rc && logprob) logprob[i] = smp_logprob(logits + i * V, V, tokens[i]);
+    }
+    free(hws);
+    return rc;
+}
 
 #endif

@@ -380,17 +380,7 @@ Test(dense_cuda_fake, model_that_does_not_fit_is_refused_before_any_allocation) 
     cr_log_info("%s", rt_errmsg());
 }
 
-/* DeepSeek-V3 on the GPU is a later step: a clear refusal. */
-Test(dense_cuda_fake, deepseek_on_cuda_is_unsupported) {
-    char dir[160], cmd[512];
-    snprintf(dir, sizeof dir, "%s/ds", tmpdir);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/tiny-deepseek-v3.json %s/config.json", dir, dir);
-    cr_assert_eq(system(cmd), 0);
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_EUNSUPPORTED);
-    cr_assert(strstr(rt_errmsg(), "DeepSeek-V3"), "%s", rt_errmsg());
-}
+/* DeepSeek-V3 on the GPU: tests/unit/test_ds_cuda_fake.c. */
 
 /* Llama-3.3-70B on one 80 GiB GPU: 70.6B parameters × 2 bytes of bf16 = 141 GB of weights
  * (README's count), more than 0.9 × 85.9 GB; refused from config.json alone, allocating nothing. */

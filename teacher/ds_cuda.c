@@ -1,0 +1,865 @@
+/* teacher/ds_cuda.c — DeepSeek-V3 load, memory plan and paged forward on one CUDA GPU (see
+ * teacher/ds_cuda.h). The layer is the chain of bench/lab_ds_r1_layer.cu: RMSNorm → FP8 q_a
+ * (→ RMSNorm → q_b) and kv_a → latent RMSNorm, YaRN rope → latent rows into the paged cache →
+ * q_nope·W_UK (bf16 batched) → absorbed MLA → ·W_UVᵀ → FP8 o_proj → residual + RMSNorm → dense
+ * FP8 MLP, or router → permutation → grouped FP8 experts + the shared experts → combine.
+ * tests/unit/test_ds_cuda_fake.c compiles this file against CPU stand-ins of the runtime and
+ * the kernels (tests/unit/fake_cuda.h) and runs it beside the CPU engine. */
+#include "teacher/ds_cuda.h"
+
+#include "core/cuda_try.h"
+#include "core/status.h"
+
+#ifndef RT_HAVE_CUDA
+
+int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
+    (void)dir, (void)o;
+    *out = NULL;
+    return rt_fail(RT_EUNSUPPORTED, "--device cuda: this retort was built without CUDA (rebuild with make CUDA=1)");
+}
+void dsc_free(dsc_model *m) { (void)m; }
+const mc_config *dsc_config(const dsc_model *m) { (void)m; return NULL; }
+const dsc_plan *dsc_get_plan(const dsc_model *m) { (void)m; return NULL; }
+int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
+    (void)m, (void)block_size;
+    *n_blocks = 0;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
+int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+                const int32_t *tokens, float *logits) {
+    (void)m, (void)cache, (void)seqs, (void)n_new, (void)n_seqs, (void)tokens, (void)logits;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
+int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
+    (void)m, (void)row, (void)out;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
+int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob) {
+    (void)m, (void)n, (void)row_of, (void)n_valid, (void)holes, (void)n_holes, (void)params, (void)rng, (void)tokens,
+        (void)logprob;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
+
+#else
+
+#ifndef RT_FAKE_CUDA   /* tests/unit/test_ds_cuda_fake.c stands the runtime and kernels in on the CPU */
+#include <cuda_runtime.h>
+#endif
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/checkpoint.h"
+#include "core/safetensors.h"
+#include "kernels/convert.h"
+#include "kernels/embed.h"
+#include "kernels/fp8.h"
+#include "kernels/mla.h"
+#include "kernels/moe.h"
+#include "kernels/sample.h"
+#include "kernels/yarn.h"
+
+#define TRY(call)                                                                                        \
+    do {                                                                                                 \
+        int rc_ = (call);                                                                                \
+        if (rc_) return rc_;                                                                             \
+    } while (0)
+
+#define DSC_LT_WS ((size_t)32 << 20)      /* fp8_gemm_lt_create's cuBLASLt workspace */
+#define DSC_CHUNK ((size_t)1 << 20)       /* elements converted per staging step */
+#define DSC_PLAN_BS 16                    /* block size the block-table room is planned for */
+#define DSC_MIN_KV 1024                   /* cache positions a plan must leave at least (or the context) */
+#define DSC_SPLITK_M 64                   /* rows up to which dense FP8 GEMMs may split K */
+#define DSC_LORA_EPS 1e-6f                /* q_a_layernorm / kv_a_layernorm (as teacher/deepseek.c) */
+#define NONE ((size_t)-1)
+
+/* an FP8 matrix on the device: byte offsets of its e4m3 values and f32 block scales */
+typedef struct {
+    size_t w, s;
+    int64_t rows, cols;
+} dmat;
+
+typedef struct {
+    size_t attn_norm, ffn_norm, q_a_norm, kv_norm;   /* f32 */
+    dmat q_a, q_b, kv_a, o;                          /* q_b is q_proj without q_lora */
+    size_t kvb;                                      /* bf16 [H·(dn+dv), R] */
+    bool moe;
+    dmat w13, w2;                                    /* dense MLP or shared experts (rows 0: none) */
+    int64_t inter;                                   /* their intermediate size */
+    size_t gate, gate_bias;                          /* bf16 [E, D], f32 [E] (NONE: absent) */
+    dmat e13, e2;                                    /* all experts end to end: [E·2I, D], [E·D, I] */
+} dsc_layer;
+
+/* byte offsets into the activation arena */
+typedef struct {
+    size_t x, xn, tmp, att, aq, as, qa, qan, q, kv, lat, qabs, olat, ov;
+    size_t logit, ridx, rw, off, ros, sor, mqp, msp, gu, hq, hs, y, ys;
+    size_t hf, logits, meta, inv_freq;
+    size_t sl, sparams, srng, stok, slp, neginf;     /* device sampling (dsc_sample) */
+    size_t gemm_ws, mla_ws, smp_ws, end;
+} dsc_act;
+
+struct dsc_model {
+    mc_config c;
+    dsc_plan p;
+    int64_t D, L, V, H, R, dr, dn, dv, dq, ql, E, K, I, Imax, Kmax;
+    int64_t dense_layers;                  /* layers with a dense MLP */
+    size_t embed, norm, head;              /* bf16, f32, bf16 */
+    dsc_layer *layers;
+    dsc_act a;
+    size_t gemm_ws_bytes, mla_ws_bytes, smp_ws_bytes;
+    int64_t dev_rows;                      /* logits rows the last dsc_forward left on the device */
+    int64_t bs, n_blocks;                  /* dsc_cache_init */
+    size_t layer_stride;                   /* elements of one layer's latent arena */
+    float cs_scale, attn_scale, eps;
+    moe_router_cfg router;
+    cudaStream_t stream;
+    fp8_lt *lt;
+    uint8_t *wb;                           /* device: weights */
+    uint16_t *kv;                          /* device: latent arena */
+    char *arena;                           /* device: activations and workspaces */
+    int32_t *meta;                         /* host: a pass's ints, uploaded at once */
+};
+
+static size_t up256(size_t n) { return (n + 255) / 256 * 256; }
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static double gb(size_t b) { return (double)b / 1e9; }
+
+/* ---- the layout and the plan (no device memory yet) -------------------------------------- */
+
+static size_t put(size_t *at, size_t bytes) {
+    size_t o = *at;
+    *at += up256(bytes);
+    return o;
+}
+static dmat put_fp8(size_t *at, int64_t rows, int64_t cols) {
+    dmat d = {.rows = rows, .cols = cols};
+    d.w = put(at, (size_t)(rows * cols));
+    d.s = put(at, (size_t)(cdiv(rows, 128) * cdiv(cols, 128)) * 4);
+    return d;
+}
+/* G matrices of [rows, cols] end to end (rows a multiple of 128: the scale grids line up) */
+static dmat put_fp8_groups(size_t *at, int64_t G, int64_t rows, int64_t cols) {
+    dmat d = put_fp8(at, G * rows, cols);
+    d.rows = rows;
+    return d;
+}
+
+static size_t layout_weights(dsc_model *m) {
+    const mc_config *c = &m->c;
+    size_t at = 0;
+    int64_t D = m->D;
+    m->embed = put(&at, (size_t)(m->V * D) * 2);
+    m->norm = put(&at, (size_t)D * 4);
+    m->head = c->tie_word_embeddings ? m->embed : put(&at, (size_t)(m->V * D) * 2);
+    for (int64_t l = 0; l < m->L; l++) {
+        dsc_layer *y = &m->layers[l];
+        y->attn_norm = put(&at, (size_t)D * 4);
+        y->ffn_norm = put(&at, (size_t)D * 4);
+        y->kv_norm = put(&at, (size_t)m->R * 4);
+        y->q_a_norm = NONE;
+        if (m->ql > 0) {
+            y->q_a = put_fp8(&at, m->ql, D);
+            y->q_a_norm = put(&at, (size_t)m->ql * 4);
+            y->q_b = put_fp8(&at, m->H * m->dq, m->ql);
+        } else {
+            y->q_b = put_fp8(&at, m->H * m->dq, D);
+        }
+        y->kv_a = put_fp8(&at, m->R + m->dr, D);
+        y->kvb = put(&at, (size_t)(m->H * (m->dn + m->dv) * m->R) * 2);
+        y->o = put_fp8(&at, D, m->H * m->dv);
+        y->moe = mc_layer_is_moe(c, l);
+        y->gate = y->gate_bias = NONE;
+        if (!y->moe) y->inter = c->intermediate_size;
+        else {
+            y->inter = c->moe_intermediate_size * c->n_shared_experts;
+            y->gate = put(&at, (size_t)(m->E * D) * 2);
+            if (c->has_correction_bias) y->gate_bias = put(&at, (size_t)m->E * 4);
+            y->e13 = put_fp8_groups(&at, m->E, 2 * m->I, D);
+            y->e2 = put_fp8_groups(&at, m->E, D, m->I);
+        }
+        if (y->inter > 0) {
+            y->w13 = put_fp8(&at, 2 * y->inter, D);
+            y->w2 = put_fp8(&at, D, y->inter);
+        }
+    }
+    return at;
+}
+
+static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t table_ints) {
+    size_t at = 0;
+    int64_t D = m->D, TK = T * (m->K > 0 ? m->K : 1), rows = TK > T ? TK : T, dl = m->R + m->dr;
+#define PUT(field, bytes) (m->a.field = put(&at, (size_t)(bytes)))
+    PUT(x, T * D * 2);
+    PUT(xn, T * D * 2);
+    PUT(tmp, T * D * 2);
+    PUT(att, T * D * 2);
+    PUT(aq, T * m->Kmax);
+    PUT(as, T * (m->Kmax / 128) * 4);
+    PUT(qa, T * (m->ql > 0 ? m->ql : 1) * 2);
+    PUT(qan, T * (m->ql > 0 ? m->ql : 1) * 2);
+    PUT(q, T * m->H * m->dq * 2);
+    PUT(kv, T * dl * 2);
+    PUT(lat, T * dl * 2);
+    PUT(qabs, T * m->H * dl * 2);
+    PUT(olat, T * m->H * m->R * 2);
+    PUT(ov, T * m->H * m->dv * 2);
+    PUT(logit, T * (m->E > 0 ? m->E : 1) * 4);
+    PUT(ridx, TK * 4);
+    PUT(rw, TK * 4);
+    PUT(off, (m->E + 1) * 4);
+    PUT(ros, TK * 4);
+    PUT(sor, TK * 4);
+    PUT(mqp, m->E > 0 ? TK * D : 0);
+    PUT(msp, m->E > 0 ? TK * (D / 128) * 4 : 0);
+    PUT(gu, rows * 2 * m->Imax * 2);
+    PUT(hq, rows * m->Imax);
+    PUT(hs, rows * (m->Imax / 128) * 4);
+    PUT(y, m->E > 0 ? TK * D * 2 : 0);
+    PUT(ys, T * D * 2);
+    PUT(hf, S * D * 2);
+    PUT(logits, S * m->V * 4);
+    PUT(meta, (5 * T + table_ints) * 4);
+    PUT(inv_freq, m->dr / 2 * 4);
+    PUT(sl, S * m->V * 4);
+    PUT(sparams, S * (int64_t)sizeof(smp_params));
+    PUT(srng, S * 3 * 8);
+    PUT(stok, S * 4);
+    PUT(slp, S * 4);
+    PUT(neginf, 4);
+    PUT(gemm_ws, m->gemm_ws_bytes);
+    PUT(mla_ws, m->mla_ws_bytes);
+    PUT(smp_ws, m->smp_ws_bytes);
+#undef PUT
+    m->a.end = at;
+    return at;
+}
+
+/* The split-K partials the dense FP8 GEMMs may ask for at up to DSC_SPLITK_M rows. */
+static size_t splitk_bytes(int64_t max_m, int64_t N, int64_t K) {
+    size_t most = 0;
+    for (int64_t M = 1; M <= max_m && M <= DSC_SPLITK_M; M++) {
+        size_t b = fp8_gemm_splitk_workspace_bytes(M, N, fp8_gemm_splitk_plan(M, N, K));
+        if (b > most) most = b;
+    }
+    return most;
+}
+
+static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
+    dsc_plan *p = &m->p;
+    p->max_tokens = o && o->max_tokens > 0 ? o->max_tokens : 512;
+    p->max_seqs = o && o->max_seqs > 0 ? o->max_seqs : 256;
+    if (p->max_tokens < 16) p->max_tokens = 16;
+    if (p->max_seqs < 16) p->max_seqs = 16;
+    if (p->max_seqs > p->max_tokens) p->max_seqs = p->max_tokens;
+    int64_t maxpos = m->c.max_position_embeddings, T = p->max_tokens;
+    p->weights = layout_weights(m);
+    m->smp_ws_bytes = smp_cuda_workspace_bytes(p->max_seqs, m->V);
+    p->table_ints = p->max_seqs * (cdiv(maxpos, DSC_PLAN_BS) + 1);
+    /* workspaces: the most any pass can ask */
+    m->gemm_ws_bytes = 0;
+    for (int64_t l = 0; l < m->L; l++) {
+        const dsc_layer *y = &m->layers[l];
+        const dmat *ds[] = {&y->q_a, &y->q_b, &y->kv_a, &y->o, &y->w13, &y->w2};
+        for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
+            if (ds[i]->rows <= 0) continue;
+            size_t b = splitk_bytes(T, ds[i]->rows, ds[i]->cols);
+            if (b > m->gemm_ws_bytes) m->gemm_ws_bytes = b;
+        }
+    }
+    m->mla_ws_bytes = 0;
+    for (int64_t n = 1; n <= T; n++) {
+        size_t b = mla_decode_workspace_bytes(n, m->H, maxpos);
+        if (b > m->mla_ws_bytes) m->mla_ws_bytes = b;
+    }
+    size_t ws = up256(m->gemm_ws_bytes) + up256(m->mla_ws_bytes) + up256(m->smp_ws_bytes);
+    p->activations = layout_activations(m, T, p->max_seqs, p->table_ints) - ws;
+    p->workspace = ws + DSC_LT_WS;
+    p->kv_position_bytes = (size_t)(m->L * (m->R + m->dr)) * 2;
+    double frac = o && o->memory_fraction > 0 ? o->memory_fraction : 0.9;
+    if (frac > 1) frac = 1;
+    CUDA_TRY(cudaMemGetInfo(&p->device_free, &p->device_total));
+    double cap = frac * (double)p->device_total, used = (double)(p->device_total - p->device_free);
+    p->budget = cap > used ? (size_t)(cap - used) : 0;
+    size_t fixed = p->weights + p->activations + p->workspace;
+    int64_t need_kv = maxpos < DSC_MIN_KV ? maxpos : DSC_MIN_KV;
+    if (p->weights > p->budget)
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
+                       "already in use)", dir, gb(p->weights), gb(p->budget), frac, gb(p->device_total), used / 1e9);
+    int64_t room = fixed < p->budget ? (int64_t)((p->budget - fixed) / p->kv_position_bytes) : 0;
+    if (room < need_kv)
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights and %.3g GB of activations and workspace, which "
+                       "leaves the GPU's %.3g GB room for %lld cached positions (at least %lld needed)", dir,
+                       gb(p->weights), gb(p->activations + p->workspace), gb(p->budget), (long long)room,
+                       (long long)need_kv);
+    p->kv_positions = room;
+    p->kv = (size_t)room * p->kv_position_bytes;
+    p->total = fixed + p->kv;
+    return 0;
+}
+
+/* ---- loading ---------------------------------------------------------------------------- */
+
+typedef struct {
+    dsc_model *m;
+    const st_file *f;
+    const char *dir;
+    float *stage;                          /* DSC_CHUNK floats */
+    uint16_t *stage16;                     /* DSC_CHUNK bf16 */
+} loader;
+
+static const st_tensor *find(const loader *ld, const char *name, int64_t rows, int64_t cols) {
+    const st_tensor *t = st_find(ld->f, name);
+    if (!t) {
+        rt_fail(RT_EFORMAT, "model %s: tensor %s missing", ld->dir, name);
+        return NULL;
+    }
+    size_t want = (size_t)(rows * (cols > 0 ? cols : 1));
+    if (t->nelem != want) {
+        rt_fail(RT_EFORMAT, "model %s: tensor %s has %zu elements, %zu expected", ld->dir, name, t->nelem, want);
+        return NULL;
+    }
+    return t;
+}
+
+/* An FP8 [rows, cols] tensor and its scales into d's matrix g, rows [row0, …) (row0 % 128 = 0). */
+static int load_fp8(loader *ld, const char *name, int64_t rows, int64_t cols, const dmat *d, int64_t g, int64_t row0) {
+    dsc_model *m = ld->m;
+    const st_tensor *t = find(ld, name, rows, cols);
+    if (!t) return RT_EFORMAT;
+    if (t->dtype != RT_DT_F8_E4M3)
+        return rt_fail(RT_EUNSUPPORTED, "model %s: tensor %s is %s; the CUDA engine takes FP8 e4m3 projections "
+                       "(DeepSeek's checkpoints); use --device cpu", ld->dir, name, rt_dtype_name(t->dtype));
+    char sn[240];
+    snprintf(sn, sizeof sn, "%s_scale_inv", name);
+    const st_tensor *s = find(ld, sn, cdiv(rows, 128), cdiv(cols, 128));
+    if (!s) return RT_EFORMAT;
+    if (s->dtype != RT_DT_F32) return rt_fail(RT_EFORMAT, "model %s: %s is not F32", ld->dir, sn);
+    int64_t scols = cdiv(cols, 128), grows = d->rows;   /* rows of one group */
+    size_t w_at = d->w + (size_t)((g * grows + row0) * cols), s_at = d->s + (size_t)((g * grows + row0) / 128 * scols) * 4;
+    CUDA_TRY(cudaMemcpy(m->wb + w_at, t->data, t->nbytes, cudaMemcpyHostToDevice));
+    CUDA_TRY(cudaMemcpy(m->wb + s_at, s->data, s->nbytes, cudaMemcpyHostToDevice));
+    return 0;
+}
+
+/* n elements of any float dtype into bf16 (to16) or f32 at byte offset `at`, in chunks. */
+static int load_float(loader *ld, const st_tensor *t, size_t at, bool to16) {
+    dsc_model *m = ld->m;
+    if (to16 && t->dtype == RT_DT_BF16) {
+        CUDA_TRY(cudaMemcpy(m->wb + at, t->data, t->nbytes, cudaMemcpyHostToDevice));
+        return 0;
+    }
+    if (!to16 && t->dtype == RT_DT_F32) {
+        CUDA_TRY(cudaMemcpy(m->wb + at, t->data, t->nbytes, cudaMemcpyHostToDevice));
+        return 0;
+    }
+    size_t es = rt_dtype_size(t->dtype);
+    for (size_t i = 0; i < t->nelem; i += DSC_CHUNK) {
+        size_t n = t->nelem - i < DSC_CHUNK ? t->nelem - i : DSC_CHUNK;
+        TRY(cvt_to_f32(t->dtype, (const char *)t->data + i * es, ld->stage, n));
+        if (to16) {
+            cvt_f32_to_bf16(ld->stage, ld->stage16, n);
+            CUDA_TRY(cudaMemcpy(m->wb + at + i * 2, ld->stage16, n * 2, cudaMemcpyHostToDevice));
+        } else {
+            CUDA_TRY(cudaMemcpy(m->wb + at + i * 4, ld->stage, n * 4, cudaMemcpyHostToDevice));
+        }
+    }
+    return 0;
+}
+
+static int load_plain(loader *ld, const char *name, int64_t rows, int64_t cols, size_t at, bool to16) {
+    const st_tensor *t = find(ld, name, rows, cols);
+    if (!t) return RT_EFORMAT;
+    if (t->dtype == RT_DT_F8_E4M3)
+        return rt_fail(RT_EUNSUPPORTED, "model %s: tensor %s is FP8 where the CUDA engine expects a float type", ld->dir,
+                       name);
+    return load_float(ld, t, at, to16);
+}
+
+/* kv_b [rows, cols] as bf16, FP8 widened 128 rows at a time on the host (cols ≤ DSC_CHUNK/128). */
+static int load_kvb(loader *ld, const char *name, int64_t rows, int64_t cols, size_t at) {
+    const st_tensor *t = find(ld, name, rows, cols);
+    if (!t) return RT_EFORMAT;
+    if (t->dtype != RT_DT_F8_E4M3) return load_float(ld, t, at, true);
+    char sn[240];
+    snprintf(sn, sizeof sn, "%s_scale_inv", name);
+    const st_tensor *s = find(ld, sn, cdiv(rows, 128), cdiv(cols, 128));
+    if (!s) return RT_EFORMAT;
+    if (cols * 128 > (int64_t)DSC_CHUNK)
+        return rt_fail(RT_EUNSUPPORTED, "model %s: kv_b_proj with %lld columns", ld->dir, (long long)cols);
+    for (int64_t r = 0; r < rows; r += 128) {
+        int64_t n = rows - r < 128 ? rows - r : 128;
+        fp8_block_dequant((const uint8_t *)t->data + r * cols, (const float *)s->data + (r / 128) * cdiv(cols, 128), n,
+                          cols, 128, 128, ld->stage, NULL);
+        cvt_f32_to_bf16(ld->stage, ld->stage16, (size_t)(n * cols));
+        CUDA_TRY(cudaMemcpy(ld->m->wb + at + (size_t)(r * cols) * 2, ld->stage16, (size_t)(n * cols) * 2,
+                            cudaMemcpyHostToDevice));
+    }
+    return 0;
+}
+
+static int load_mlp(loader *ld, const char *pre, int64_t inter, const dmat *w13, const dmat *w2, int64_t g) {
+    char nm[200];
+    int64_t D = ld->m->D;
+    snprintf(nm, sizeof nm, "%s.gate_proj.weight", pre);
+    TRY(load_fp8(ld, nm, inter, D, w13, g, 0));
+    snprintf(nm, sizeof nm, "%s.up_proj.weight", pre);
+    TRY(load_fp8(ld, nm, inter, D, w13, g, inter));
+    snprintf(nm, sizeof nm, "%s.down_proj.weight", pre);
+    return load_fp8(ld, nm, D, inter, w2, g, 0);
+}
+
+static int load_weights(dsc_model *m, loader *ld) {
+    const mc_config *c = &m->c;
+    int64_t D = m->D;
+    char nm[200];
+    TRY(load_plain(ld, "model.embed_tokens.weight", m->V, D, m->embed, true));
+    TRY(load_plain(ld, "model.norm.weight", D, 0, m->norm, false));
+    if (!c->tie_word_embeddings) TRY(load_plain(ld, "lm_head.weight", m->V, D, m->head, true));
+    for (int64_t l = 0; l < m->L; l++) {
+        const dsc_layer *y = &m->layers[l];
+#define NM(suffix) (snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, suffix), nm)
+        TRY(load_plain(ld, NM("input_layernorm.weight"), D, 0, y->attn_norm, false));
+        TRY(load_plain(ld, NM("post_attention_layernorm.weight"), D, 0, y->ffn_norm, false));
+        static const char *biases[] = {"self_attn.q_a_proj.bias", "self_attn.kv_a_proj_with_mqa.bias",
+                                       "self_attn.o_proj.bias", "self_attn.q_proj.bias"};
+        for (size_t i = 0; i < sizeof biases / sizeof biases[0]; i++)
+            if (st_find(ld->f, NM(biases[i])))
+                return rt_fail(RT_EUNSUPPORTED, "model %s: %s: the CUDA engine takes no attention biases; use "
+                               "--device cpu", ld->dir, nm);
+        if (m->ql > 0) {
+            TRY(load_fp8(ld, NM("self_attn.q_a_proj.weight"), m->ql, D, &y->q_a, 0, 0));
+            TRY(load_plain(ld, NM("self_attn.q_a_layernorm.weight"), m->ql, 0, y->q_a_norm, false));
+            TRY(load_fp8(ld, NM("self_attn.q_b_proj.weight"), m->H * m->dq, m->ql, &y->q_b, 0, 0));
+        } else {
+            TRY(load_fp8(ld, NM("self_attn.q_proj.weight"), m->H * m->dq, D, &y->q_b, 0, 0));
+        }
+        TRY(load_fp8(ld, NM("self_attn.kv_a_proj_with_mqa.weight"), m->R + m->dr, D, &y->kv_a, 0, 0));
+        TRY(load_plain(ld, NM("self_attn.kv_a_layernorm.weight"), m->R, 0, y->kv_norm, false));
+        TRY(load_kvb(ld, NM("self_attn.kv_b_proj.weight"), m->H * (m->dn + m->dv), m->R, y->kvb));
+        TRY(load_fp8(ld, NM("self_attn.o_proj.weight"), D, m->H * m->dv, &y->o, 0, 0));
+        if (!y->moe) {
+            TRY(load_mlp(ld, NM("mlp"), y->inter, &y->w13, &y->w2, 0));
+            continue;
+        }
+        TRY(load_plain(ld, NM("mlp.gate.weight"), m->E, D, y->gate, true));
+        if (y->gate_bias != NONE) TRY(load_plain(ld, NM("mlp.gate.e_score_correction_bias"), m->E, 0, y->gate_bias, false));
+        char pre[160];
+        for (int64_t e = 0; e < m->E; e++) {
+            snprintf(pre, sizeof pre, "model.layers.%lld.mlp.experts.%lld", (long long)l, (long long)e);
+            TRY(load_mlp(ld, pre, m->I, &y->e13, &y->e2, e));
+        }
+        if (y->inter > 0) TRY(load_mlp(ld, NM("mlp.shared_experts"), y->inter, &y->w13, &y->w2, 0));
+#undef NM
+    }
+    return 0;
+}
+
+static int check_shapes(dsc_model *m, const char *dir) {
+    const mc_config *c = &m->c;
+    bool fp8 = c->quant.block_rows == 128 && c->quant.block_cols == 128;
+    int64_t inter_dense = m->dense_layers ? c->intermediate_size : 128;
+    if (!fp8)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s is not quantized to FP8 with 128×128 blocks (DeepSeek's "
+                       "checkpoints are); use --device cpu", dir);
+    if (m->R != 512 || m->dr != 64 || m->H % 16 || m->D % 128 || m->ql % 128 || (m->H * m->dv) % 128 ||
+        m->I % 128 || inter_dense % 128 || !c->rope_interleave || m->E > 1024 || m->K > 32 || c->n_group > 64)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s (kv_lora_rank %lld, qk_rope_head_dim %lld, %lld heads, "
+                       "hidden %lld, q_lora_rank %lld, intermediate %lld/%lld): the CUDA engine takes kv_lora_rank 512, "
+                       "rope 64, heads a multiple of 16, sizes that are multiples of 128 and interleaved rope",
+                       dir, (long long)m->R, (long long)m->dr, (long long)m->H, (long long)m->D, (long long)m->ql,
+                       (long long)c->intermediate_size, (long long)m->I);
+    return 0;
+}
+
+static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
+    TRY(mc_load(dir, &m->c));
+    const mc_config *c = &m->c;
+    if (c->arch != MC_ARCH_DEEPSEEK_V3) return rt_fail(RT_EUNSUPPORTED, "model %s is not DeepSeek-V3", dir);
+    m->D = c->hidden_size, m->L = c->num_hidden_layers, m->V = c->vocab_size, m->H = c->num_attention_heads;
+    m->R = c->kv_lora_rank, m->dr = c->qk_rope_head_dim, m->dn = c->qk_nope_head_dim, m->dv = c->v_head_dim;
+    m->dq = m->dn + m->dr, m->ql = c->q_lora_rank, m->E = c->n_routed_experts, m->K = c->num_experts_per_tok;
+    m->I = c->moe_intermediate_size;
+    m->eps = (float)c->rms_norm_eps;
+    if (m->E == 0) m->K = 0, m->I = 0;
+    for (int64_t l = 0; l < m->L; l++) m->dense_layers += !mc_layer_is_moe(c, l);
+    m->Imax = m->I;
+    if (m->dense_layers && c->intermediate_size > m->Imax) m->Imax = c->intermediate_size;
+    if (m->I * c->n_shared_experts > m->Imax) m->Imax = m->I * c->n_shared_experts;
+    int64_t ks[] = {m->D, m->ql, m->H * m->dv};
+    m->Kmax = 0;
+    for (int i = 0; i < 3; i++) m->Kmax = ks[i] > m->Kmax ? ks[i] : m->Kmax;
+    /* a machine without a usable GPU hears that first, whatever the model */
+    int dev = o && o->gpu >= 0 ? o->gpu : 0, ndev = 0;
+    cudaError_t ce = cudaGetDeviceCount(&ndev);
+    if (ce != cudaSuccess || ndev < 1)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
+                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
+    if (dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", dev, ndev);
+    if (cudaSetDevice(dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", dev);
+    TRY(check_shapes(m, dir));
+    float inv[YARN_MAX_DIM / 2];
+    TRY(yarn_init(&c->rope, m->dr, inv, &m->cs_scale));
+    m->attn_scale = (float)yarn_softmax_scale(&c->rope, m->dq);
+    m->router = (moe_router_cfg){.n_experts = m->E, .n_group = c->n_group, .topk_group = c->topk_group,
+                                 .top_k = m->K, .norm_topk_prob = c->norm_topk_prob,
+                                 .routed_scaling_factor = (float)c->routed_scaling_factor};
+    if (m->E > 0) TRY(moe_router_check(&m->router));
+    if (!(m->layers = rt_calloc((size_t)m->L, sizeof *m->layers))) return RT_ENOMEM;
+    /* the plan first: nothing is allocated on the device for a model that does not fit */
+    TRY(make_plan(m, dir, o));
+    st_file *f = NULL;
+    ck_summary sum;
+    TRY(st_open(dir, &f));
+    loader ld = {.m = m, .f = f, .dir = dir};
+    int rc = ck_validate(c, f, &sum);
+    cudaError_t e = cudaSuccess;
+    if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
+    if (!rc) rc = fp8_gemm_lt_create(&m->lt);
+    const dsc_plan *p = &m->p;
+    if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
+        (e = cudaMalloc((void **)&m->kv, p->kv)) == cudaSuccess)
+        e = cudaMalloc((void **)&m->arena, m->a.end);
+    if (!rc && e != cudaSuccess)
+        rc = rt_fail(RT_ENOMEM, "model %s: the planned %.3g GB could not be allocated on the GPU (%s)", dir,
+                     gb(p->total), cudaGetErrorString(e));
+    if (!rc && !(m->meta = rt_malloc(m->a.inv_freq - m->a.meta))) rc = RT_ENOMEM;
+    if (!rc && (!(ld.stage = rt_malloc(DSC_CHUNK * 4)) || !(ld.stage16 = rt_malloc(DSC_CHUNK * 2)))) rc = RT_ENOMEM;
+    if (!rc) rc = load_weights(m, &ld);
+    if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->dr / 2) * 4, cudaMemcpyHostToDevice)))
+        rc = rt_fail(RT_EINTERNAL, "uploading the rope frequencies: %s", cudaGetErrorString(e));
+    float ninf = -INFINITY;   /* what dsc_sample writes over the ids that cannot be drawn */
+    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
+        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
+    free(ld.stage);
+    free(ld.stage16);
+    st_close(f);
+    return rc;
+}
+
+int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
+    *out = NULL;
+    dsc_model *m = rt_calloc(1, sizeof *m);
+    if (!m) return RT_ENOMEM;
+    int rc = load_all(m, dir, o);
+    if (rc) {
+        dsc_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void dsc_free(dsc_model *m) {
+    if (!m) return;
+    if (m->stream) cudaStreamSynchronize(m->stream);
+    cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
+    fp8_gemm_lt_free(m->lt);
+    if (m->stream) cudaStreamDestroy(m->stream);
+    free(m->layers);
+    free(m->meta);
+    free(m);
+}
+
+const mc_config *dsc_config(const dsc_model *m) { return &m->c; }
+const dsc_plan *dsc_get_plan(const dsc_model *m) { return &m->p; }
+
+int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
+    *n_blocks = 0;
+    if (block_size <= 0 || block_size > m->p.kv_positions)
+        return rt_fail(RT_ERANGE, "cache blocks of %lld positions; the GPU's cache holds %lld", (long long)block_size,
+                       (long long)m->p.kv_positions);
+    m->bs = block_size;
+    m->n_blocks = m->p.kv_positions / block_size;
+    m->layer_stride = (size_t)(m->n_blocks * block_size * (m->R + m->dr));
+    *n_blocks = m->n_blocks;
+    return 0;
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t s, from, n;
+    bool last;   /* ends the sequence's new tokens: its logits row */
+} piece;
+
+#define A(off) ((void *)(m->arena + (off)))
+#define BF(off) ((uint16_t *)(m->arena + (off)))
+#define F4(off) ((float *)(m->arena + (off)))
+#define I4(off) ((int32_t *)(m->arena + (off)))
+#define W8(off) ((const uint8_t *)(m->wb + (off)))
+#define WF(off) ((const float *)(m->wb + (off)))
+#define W16(off) ((const uint16_t *)(m->wb + (off)))
+
+/* out [T, N] bf16 = in [T, K] bf16 · Wᵀ: per-token e4m3 quantization, then the FP8 GEMM (split-K
+ * for few rows, when the planned partials hold it). */
+static int linear(dsc_model *m, const dmat *w, const uint16_t *in, int64_t T, uint16_t *out) {
+    cudaStream_t st = m->stream;
+    uint8_t *aq = (uint8_t *)A(m->a.aq);
+    float *as = F4(m->a.as);
+    TRY(fp8_act_quant_cuda(in, T, w->cols, aq, as, 0, st));
+    int splits = T <= DSC_SPLITK_M ? fp8_gemm_splitk_plan(T, w->rows, w->cols) : 1;
+    if (fp8_gemm_splitk_workspace_bytes(T, w->rows, splits) > m->gemm_ws_bytes) splits = 1;
+    return fp8_gemm_dense_cuda(aq, as, W8(w->w), WF(w->s), T, w->rows, w->cols, splits, A(m->a.gemm_ws),
+                               m->gemm_ws_bytes, out, st);
+}
+
+/* out [T, D] = down(silu(gate·x) ⊙ up·x) with x already quantized into aq/as. */
+static int mlp(dsc_model *m, const dmat *w13, const dmat *w2, int64_t inter, int64_t T, uint16_t *out) {
+    cudaStream_t st = m->stream;
+    uint8_t *aq = (uint8_t *)A(m->a.aq), *hq = (uint8_t *)A(m->a.hq);
+    float *as = F4(m->a.as), *hs = F4(m->a.hs);
+    uint16_t *gu = BF(m->a.gu);
+    int sp = T <= DSC_SPLITK_M ? fp8_gemm_splitk_plan(T, 2 * inter, m->D) : 1;
+    if (fp8_gemm_splitk_workspace_bytes(T, 2 * inter, sp) > m->gemm_ws_bytes) sp = 1;
+    TRY(fp8_gemm_dense_cuda(aq, as, W8(w13->w), WF(w13->s), T, 2 * inter, m->D, sp, A(m->a.gemm_ws), m->gemm_ws_bytes,
+                            gu, st));
+    TRY(fp8_swiglu_quant_cuda(gu, T, inter, hq, hs, 0, st));
+    sp = T <= DSC_SPLITK_M ? fp8_gemm_splitk_plan(T, m->D, inter) : 1;
+    if (fp8_gemm_splitk_workspace_bytes(T, m->D, sp) > m->gemm_ws_bytes) sp = 1;
+    return fp8_gemm_dense_cuda(hq, hs, W8(w2->w), WF(w2->s), T, m->D, inter, sp, A(m->a.gemm_ws), m->gemm_ws_bytes,
+                               out, st);
+}
+
+static int attention(dsc_model *m, const dsc_layer *y, int64_t l, int64_t T, int64_t ld, int64_t max_ctx) {
+    cudaStream_t st = m->stream;
+    int64_t H = m->H, R = m->R, dr = m->dr, dn = m->dn, dv = m->dv, dq = m->dq, dl = R + dr;
+    const int32_t *d_pos = I4(m->a.meta) + T, *d_slot = d_pos + T, *d_seq = d_slot + T, *d_ctx = d_seq + T;
+    const int32_t *d_tab = d_ctx + T;
+    const float *inv = F4(m->a.inv_freq);
+    uint16_t *xn = BF(m->a.xn), *q = BF(m->a.q), *kv = BF(m->a.kv), *lat = BF(m->a.lat), *qabs = BF(m->a.qabs);
+    uint16_t *kvb = (uint16_t *)(m->wb + y->kvb), *cache = m->kv + (size_t)l * m->layer_stride;
+    if (m->ql > 0) {
+        TRY(linear(m, &y->q_a, xn, T, BF(m->a.qa)));
+        TRY(ds_rmsnorm_cuda(BF(m->a.qa), m->ql, NULL, WF(y->q_a_norm), T, m->ql, DSC_LORA_EPS, BF(m->a.qan), m->ql, st));
+        TRY(linear(m, &y->q_b, BF(m->a.qan), T, q));
+    } else {
+        TRY(linear(m, &y->q_b, xn, T, q));
+    }
+    TRY(linear(m, &y->kv_a, xn, T, kv));
+    /* latent rows: [kv_a_layernorm(c) | rotated k_rope] */
+    TRY(ds_rmsnorm_cuda(kv, dl, NULL, WF(y->kv_norm), T, R, DSC_LORA_EPS, lat, dl, st));
+    CUDA_TRY(cudaMemcpy2DAsync(lat + R, (size_t)dl * 2, kv + R, (size_t)dl * 2, (size_t)dr * 2, (size_t)T,
+                               cudaMemcpyDeviceToDevice, st));
+    TRY(ds_rope_cuda(lat + R, T, dl, 1, dr, dr, d_pos, inv, m->cs_scale, st));
+    TRY(ds_rope_cuda(q + dn, T, H * dq, H, dq, dr, d_pos, inv, m->cs_scale, st));
+    TRY(mla_cache_append_cuda(lat, T, d_slot, cache, NULL, st));
+    /* the absorbed query: q_nope·W_UK[h] | q_rope */
+    TRY(bf16_gemm_batched_cuda(m->lt, 0, q, H * dq, dq, kvb, R, (dn + dv) * R, qabs, H * dl, dl, T, R, dn, H, st));
+    CUDA_TRY(cudaMemcpy2DAsync(qabs + R, (size_t)dl * 2, q + dn, (size_t)dq * 2, (size_t)dr * 2, (size_t)(T * H),
+                               cudaMemcpyDeviceToDevice, st));
+    mla_dims md = {.n_heads = H, .nope_dim = dn, .rope_dim = dr, .v_dim = dv, .kv_rank = R, .scale = m->attn_scale};
+    size_t need = mla_decode_workspace_bytes(T, H, max_ctx);
+    if (need > m->mla_ws_bytes)
+        return rt_fail(RT_EINTERNAL, "MLA workspace: %zu bytes needed, %zu planned", need, m->mla_ws_bytes);
+    TRY(mla_decode_cuda(&md, qabs, T, cache, NULL, m->bs, d_tab, ld, d_seq, d_ctx, max_ctx, A(m->a.mla_ws),
+                        m->mla_ws_bytes, BF(m->a.olat), st));
+    TRY(bf16_gemm_batched_cuda(m->lt, 1, BF(m->a.olat), H * R, R, kvb + dn * R, R, (dn + dv) * R, BF(m->a.ov), H * dv,
+                               dv, T, dv, R, H, st));
+    return linear(m, &y->o, BF(m->a.ov), T, BF(m->a.att));
+}
+
+/* tmp [T, D] = the feed-forward of xn: the dense MLP, or shared experts + Σ routed experts. */
+static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
+    cudaStream_t st = m->stream;
+    int64_t D = m->D, K = m->K, E = m->E, TK = T * K;
+    uint16_t *xn = BF(m->a.xn), *tmp = BF(m->a.tmp);
+    uint8_t *aq = (uint8_t *)A(m->a.aq);
+    TRY(fp8_act_quant_cuda(xn, T, D, aq, F4(m->a.as), 0, st));
+    if (!y->moe) return mlp(m, &y->w13, &y->w2, y->inter, T, tmp);
+    int32_t *ridx = I4(m->a.ridx), *off = I4(m->a.off), *ros = I4(m->a.ros), *sor = I4(m->a.sor);
+    float *rw = F4(m->a.rw);
+    TRY(bf16_gemm_f32_cuda(m->lt, xn, W16(y->gate), T, E, D, F4(m->a.logit), st));
+    TRY(moe_route_cuda(&m->router, F4(m->a.logit), y->gate_bias != NONE ? WF(y->gate_bias) : NULL, T, K, ridx, rw, st));
+    TRY(moe_permute_cuda(ridx, TK, E, off, ros, sor, st));
+    uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
+    float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
+    TRY(moe_gather_rows_cuda(aq, D, sor, TK, K, mqp, st));
+    TRY(moe_gather_rows_cuda(F4(m->a.as), (D / 128) * 4, sor, TK, K, msp, st));
+    TRY(fp8_gemm_grouped_cuda(mqp, msp, W8(y->e13.w), WF(y->e13.s), off, E, TK, 2 * m->I, D, BF(m->a.gu), st));
+    TRY(fp8_swiglu_quant_cuda(BF(m->a.gu), TK, m->I, hq, hs, 0, st));
+    TRY(fp8_gemm_grouped_cuda(hq, hs, W8(y->e2.w), WF(y->e2.s), off, E, TK, D, m->I, BF(m->a.y), st));
+    const uint16_t *base = NULL;
+    if (y->inter > 0) {   /* the shared experts, on the quantized xn still in aq */
+        TRY(mlp(m, &y->w13, &y->w2, y->inter, T, BF(m->a.ys)));
+        base = BF(m->a.ys);
+    }
+    return moe_combine_cuda(BF(m->a.y), ros, rw, T, K, D, base, tmp, st);
+}
+
+/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence. */
+static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
+                const int64_t *tok_at, int64_t dev_row, float *logits) {
+    int64_t D = m->D, bs = m->bs, ld = 1, max_ctx = 1, R = 0;
+    for (int64_t i = 0; i < np; i++) {
+        if (seqs[pc[i].s]->n_blocks > ld) ld = seqs[pc[i].s]->n_blocks;
+        R += pc[i].last;
+    }
+    /* the pass's ints: tokens, positions, cache slots, sequence of each token, contexts | tables */
+    int32_t *tok = m->meta, *pos = tok + T, *slot = pos + T, *sq = slot + T, *ctx = sq + T, *tab = ctx + T;
+    for (int64_t i = 0, t = 0; i < np; i++) {
+        const kv_seq *s = seqs[pc[i].s];
+        for (int64_t j = 0; j < pc[i].n; j++, t++) {
+            tok[t] = tokens_of[tok_at[pc[i].s] + pc[i].from + j];
+            pos[t] = (int32_t)(s->len + pc[i].from + j);
+            slot[t] = s->blocks[pos[t] / bs] * (int32_t)bs + (int32_t)(pos[t] % bs);
+            sq[t] = (int32_t)i;
+            ctx[t] = pos[t] + 1;
+            if (ctx[t] > max_ctx) max_ctx = ctx[t];
+        }
+        memcpy(tab + i * ld, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
+    }
+    cudaStream_t st = m->stream;
+    size_t meta_bytes = (size_t)(5 * T + np * ld) * sizeof(int32_t);
+    CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
+    uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn);
+    TRY(embed_fwd_cuda(x, W16(m->embed), I4(m->a.meta), T, D, st));
+    const uint16_t *res = NULL;   /* the previous block's output, added to x by the next norm */
+    for (int64_t l = 0; l < m->L; l++) {
+        const dsc_layer *y = &m->layers[l];
+        TRY(ds_rmsnorm_cuda(x, D, res, WF(y->attn_norm), T, D, m->eps, xn, D, st));
+        TRY(attention(m, y, l, T, ld, max_ctx));
+        TRY(ds_rmsnorm_cuda(x, D, BF(m->a.att), WF(y->ffn_norm), T, D, m->eps, xn, D, st));   /* x += attention */
+        TRY(feed_forward(m, y, T));
+        res = BF(m->a.tmp);
+    }
+    TRY(ds_rmsnorm_cuda(x, D, res, WF(m->norm), T, D, m->eps, xn, D, st));
+    if (R > 0) {
+        const uint16_t *h = xn;
+        if (R != T) {   /* the last new token of each finished sequence, gathered */
+            uint16_t *hf = BF(m->a.hf);
+            for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
+                t += pc[i].n;
+                if (pc[i].last)
+                    CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
+            }
+            h = hf;
+        }
+        float *lg = F4(m->a.logits) + dev_row * m->V;
+        TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st));
+        if (logits) CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
+    }
+    CUDA_TRY(cudaStreamSynchronize(st));
+    return 0;
+}
+
+/* kv_seq_reserve, and on the device the copy (every layer) of each block it made private. */
+static int reserve(dsc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
+    int64_t b0 = s->len / m->bs, nb = s->n_blocks, nold = nb > b0 ? nb - b0 : 0;
+    int32_t old[64], *o = nold <= 64 ? old : rt_malloc((size_t)nold * sizeof(int32_t));
+    if (!o) return RT_ENOMEM;
+    if (nold) memcpy(o, s->blocks + b0, (size_t)nold * sizeof(int32_t));
+    int rc = kv_seq_reserve(cache, s, new_len);
+    size_t el = (size_t)(m->bs * (m->R + m->dr));
+    for (int64_t b = 0; b < nold; b++) {
+        int32_t nw = s->blocks[b0 + b];
+        if (nw == o[b]) continue;
+        for (int64_t l = 0; l < m->L; l++) {
+            uint16_t *base = m->kv + (size_t)l * m->layer_stride;
+            cudaError_t e = cudaMemcpyAsync(base + (size_t)nw * el, base + (size_t)o[b] * el, el * 2,
+                                            cudaMemcpyDeviceToDevice, m->stream);
+            if (e != cudaSuccess && !rc)
+                rc = rt_fail(RT_EINTERNAL, "copying a shared cache block: %s", cudaGetErrorString(e));
+        }
+    }
+    if (o != old) free(o);
+    return rc;
+}
+
+int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+                const int32_t *tokens, float *logits) {
+    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
+    if (!m->bs || kv_pool_block_size(cache) != m->bs || kv_pool_block_floats(cache) != 0 ||
+        kv_pool_blocks(cache) > m->n_blocks)
+        return rt_fail(RT_EINVAL, "the KV cache's blocks were not made for this model's GPU cache (dsc_cache_init)");
+    int64_t T = 0;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        if (n_new[s] <= 0) return rt_fail(RT_EINVAL, "sequence %lld: %d new tokens", (long long)s, n_new[s]);
+        int64_t end = seqs[s]->len + n_new[s];
+        if (end > m->c.max_position_embeddings)
+            return rt_fail(RT_ERANGE, "sequence of %lld positions exceeds max_position_embeddings %lld",
+                           (long long)end, (long long)m->c.max_position_embeddings);
+        T += n_new[s];
+    }
+    for (int64_t t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->V)
+            return rt_fail(RT_EINVAL, "token %d outside the vocabulary of %lld", tokens[t], (long long)m->V);
+    for (int64_t s = 0; s < n_seqs; s++) TRY(reserve(m, cache, seqs[s], seqs[s]->len + n_new[s]));
+    int64_t *tok_at = rt_malloc((size_t)n_seqs * sizeof(int64_t));
+    piece *pc = rt_malloc((size_t)(n_seqs < m->p.max_seqs ? n_seqs : m->p.max_seqs) * sizeof *pc);
+    int rc = tok_at && pc ? 0 : RT_ENOMEM;
+    for (int64_t s = 0, t = 0; s < n_seqs && !rc; t += n_new[s], s++) tok_at[s] = t;
+    /* passes: whole sequences while they fit; a sequence longer than a pass in pieces */
+    int64_t s = 0, from = 0, first = 0;
+    while (s < n_seqs && !rc) {
+        int64_t np = 0, Tp = 0, ld = 1, R = 0;
+        while (s < n_seqs && np < m->p.max_seqs && Tp < m->p.max_tokens) {
+            int64_t nld = seqs[s]->n_blocks > ld ? seqs[s]->n_blocks : ld;
+            if (np > 0 && (np + 1) * nld > m->p.table_ints) break;
+            int64_t take = n_new[s] - from, room = m->p.max_tokens - Tp;
+            if (take > room) take = room;
+            pc[np++] = (piece){.s = s, .from = from, .n = take, .last = from + take == n_new[s]};
+            Tp += take, ld = nld;
+            if (from + take < n_new[s]) {
+                from += take;
+                break;
+            }
+            R++, s++, from = 0;
+        }
+        /* the rows stay on the device for dsc_sample when the batch's rows fit the buffer */
+        int64_t dev_row = n_seqs <= m->p.max_seqs ? first : 0;
+        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, dev_row, logits ? logits + first * m->V : NULL);
+        first += R;
+    }
+    free(tok_at);
+    free(pc);
+    m->dev_rows = !rc && n_seqs <= m->p.max_seqs ? n_seqs : 0;
+    if (rc) return rc;
+    for (int64_t i = 0; i < n_seqs; i++) seqs[i]->len += n_new[i];
+    return 0;
+}
+
+int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
+    if (row < 0 || row >= m->dev_rows)
+        return rt_fail(RT_EINVAL, "logits row %lld: the last forward left %lld on the GPU", (long long)row,
+                       (long long)m->dev_rows);
+    CUDA_TRY(cudaMemcpyAsync(out, F4(m->a.logits) + row * m->V, (size_t)m->V * sizeof(float), cudaMemcpyDeviceToHost,
+                             m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return 0;
+}
+
+int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob) {
+    if (n <= 0 || n > m->p.max_seqs || n_valid <= 0 || n_valid > m->V)
+        return rt_fail(RT_EINVAL, "device sampling of %lld rows of %lld ids (at most %lld rows of %lld)", (long long)n,
+                       (long long)n_valid, (long long)m->p.max_seqs, (long long)m->V);
+    cudaStream_t st = m->stream;
+    float *sl = F4(m->a.sl);
+    for (int64_t i = 0; i < n; i++) {
+        if (row_of[i] < 0 || row_of[i] >= m->dev_rows)
+            return rt_fail(RT_EINVAL, "logits row %d: the last forward left %lld on the GPU", row_of[i],
+                           (long long)m->dev_rows);
+        TRY(smp_check(&params[i]));
+        /* the row's drawable ids, packed [n, n_valid], the tokenizer's holes at −inf */
+        CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid, F4(m->a.logits) + (int64_t)row_of[i] * m->V,
+                                 (size_t)n_valid * sizeof(float), cudaMemcpyDeviceToDevice, st));
+        for (int64_t h = 0; h < n_holes; h++)
+            CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid + holes[h], F4(m->a.neginf), sizeof(float),
+                                     cudaMemcpyDeviceToDevice, st));
+    }
+    CUDA_TRY(cudaMemcpyAsync(A(m->a.sparams), params, (size_t)n * sizeof *params, cudaMemcpyHostToDevice, st));
+    CUDA_TRY(cudaMemcpyAsync(A(m->a.srng), rng, (size_t)n * 3 * sizeof *rng, cudaMemcpyHostToDevice, st));
+    TRY(smp_sample_cuda(sl, n, n_valid, (const smp_params *)A(m->a.sparams), (const uint64_t *)A(m->a.srng),
+                        A(m->a.smp_ws), m->smp_ws_bytes, I4(m->a.stok), logprob ? F4(m->a.slp) : NULL, st));
+    CUDA_TRY(cudaMemcpyAsync(tokens, I4(m->a.stok), (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    if (logprob) CUDA_TRY(cudaMemcpyAsync(logprob, F4(m->a.slp), (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(cudaStreamSynchronize(st));
+    return 0;
+}
+
+#endif

@@ -1,0 +1,97 @@
+/* teacher/ds_cuda.h — the DeepSeek-V3 / R1 teacher forward on one CUDA GPU (the device twin of
+ * teacher/deepseek.h's ds_forward_paged, behind te_model_load_opts with TE_DEVICE_CUDA; the
+ * contract shape of teacher/dense_cuda.h).
+ *
+ * dsc_load() reads a Hugging Face directory (config.json + safetensors, sharded or not), checks
+ * every tensor against the config (core/checkpoint.h) and the shapes the kernels take (kv_rank
+ * 512 and rope 64 — the absorbed-MLA kernel's build —, heads a multiple of 16, hidden, q_lora,
+ * H·v_head_dim and every MLP/expert intermediate size multiples of 128, interleaved rope, 128×128
+ * FP8 blocks, no attention biases), makes the memory plan, and only then allocates. Weights go to
+ * the device in their stored dtype, tensor by tensor straight from the mapped safetensors (no
+ * host copy of the model): every projection (q_a, q_b or q_proj, kv_a, o_proj, the dense MLPs,
+ * shared and routed experts) must be FP8 e4m3 and stays e4m3 with its f32 128×128 block scales
+ * (gate|up of an MLP stacked into one matrix, the routed experts of a layer laid end to end for
+ * the grouped GEMM); embeddings, LM head and router weights go as bf16 (BF16 copied as stored,
+ * F32/F16 converted in chunks); norms and the router's correction bias as f32. kv_b (which the
+ * absorbed MLA multiplies in bf16 batched GEMMs) is widened to bf16 at load, 128 rows at a time
+ * — the one FP8 tensor not held as FP8 (R1: 32 MiB per layer, 0.3% of the weights).
+ *
+ * Memory plan (dsc_plan): weights + activations for max_tokens tokens and max_seqs sequences per
+ * pass + workspaces (the cuBLASLt handle's 32 MiB, split-K partials, the MLA split workspace)
+ * are fixed; the latent cache takes what is left of memory_fraction of the device (cudaMemGetInfo:
+ * what other processes hold is not ours), bf16, L·(kv_rank + rope)·2 bytes per position. A model
+ * whose weights do not fit, or that leaves less than 1024 positions (or its whole context),
+ * is refused with one line (RT_ENOMEM, "needs N GB of weights; the GPU has M GB") before any
+ * allocation.
+ *
+ * The cache: dsc_cache_init() lays the latent arena out per layer as [n_blocks][block_size][576]
+ * (normalized latent c | rotated k_rope), so one block id names the same block in every layer;
+ * the caller's kv_pool (made with block_floats 0) hands out the ids. dsc_forward() copies a block
+ * (every layer) on the device when kv_seq_reserve gives a sequence a private copy.
+ *
+ * dsc_forward() has ds_forward_paged's contract (without all_logits, mode and MTP) for the last
+ * token's logits [n_seqs, V] (f32, to the host; logits NULL: none come back): sequence i appends
+ * n_new[i] tokens. When n_seqs ≤ max_seqs the rows also stay on the device for dsc_sample. A batch larger
+ * than a pass (max_tokens, max_seqs) runs as several passes, a long chunk in pieces. Prefill and
+ * decode both go through the absorbed MLA on the paged cache. Activations are bf16 and quantized
+ * to e4m3 per token and per 128 channels before every FP8 GEMM (DeepSeek's act_quant), so logits
+ * agree with the CPU engine (f32 activations) to a tolerance (docs/teacher.md, "The GPU engine").
+ *
+ * Without CUDA every entry point returns RT_EUNSUPPORTED.
+ * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, dtype, no device),
+ * RT_ENOMEM (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dsc_cache_init),
+ * RT_ERANGE (cache full, position beyond the context), RT_EINTERNAL (a CUDA call).
+ */
+#ifndef RT_TEACHER_DS_CUDA_H
+#define RT_TEACHER_DS_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model_config.h"
+#include "kernels/sample.h"
+#include "teacher/kvcache.h"
+
+typedef struct dsc_model dsc_model;   /* opaque; owned by the caller of dsc_load */
+
+typedef struct {
+    int gpu;                        /* device index (< 0: 0) */
+    double memory_fraction;         /* share of the device's memory to use (0: 0.9) */
+    int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
+    int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
+} dsc_load_opts;
+
+typedef struct {
+    size_t weights, activations, workspace, kv;   /* bytes */
+    size_t total;                   /* their sum: what dsc_load allocates on the device */
+    size_t kv_position_bytes;       /* bytes of one cache position, all layers */
+    int64_t kv_positions;           /* what the cache holds */
+    size_t device_total, device_free, budget;     /* cudaMemGetInfo, and fraction·total − in use */
+    int64_t max_tokens, max_seqs, table_ints;     /* pass limits; block-table room (ints) */
+} dsc_plan;
+
+int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out);
+void dsc_free(dsc_model *m);   /* NULL is fine */
+
+const mc_config *dsc_config(const dsc_model *m);
+const dsc_plan *dsc_get_plan(const dsc_model *m);
+
+/* Blocks of block_size positions over the latent arena: *n_blocks = kv_positions / block_size
+ * (≥ 1, else RT_ERANGE). Forgets what the cache held. */
+int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks);
+
+int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
+                const int32_t *tokens, float *logits);
+
+/* Sampling on the device from the rows the last dsc_forward left there (RT_EINVAL past them):
+ * draw i samples row row_of[i] restricted to ids [0, n_valid) with holes[0, n_holes) at −inf,
+ * under params[i] (smp_check'd here) with the uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2])
+ * — smp_sample's draw (kernels/sample.h: smp_sample_cuda, exact ties and double rounding at a
+ * CDF boundary aside) —; tokens [n] and logprob [n] (NULL: not wanted; smp_logprob of the drawn
+ * id over the masked row) come back, nothing else. n ≤ max_seqs. dsc_logits_row() copies one
+ * such row [V] to the host (for top-k logprobs). */
+int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob);
+int dsc_logits_row(dsc_model *m, int64_t row, float *out);
+
+#endif

@@ -1,0 +1,571 @@
+/* The DeepSeek-V3 GPU engine (teacher/ds_cuda.c behind teacher/engine.c, --device cuda) run on the
+ * CPU: the CUDA runtime and every kernel entry point it calls are stood in for by the kernels'
+ * CPU twins (tests/unit/fake_cuda_impl.h, "DeepSeek-V3 on the GPU": FP8 activation quantization
+ * and block-scaled GEMMs, the router, norms, YaRN rope, the MoE permutation/gather/combine and the
+ * absorbed MLA core on the paged latent cache; device memory is host memory, NaN-poisoned and
+ * counted; vector-loaded pointers checked for 16-byte alignment). What this checks without a GPU is
+ * the engine's orchestration — the FP8 weights streamed to their places (gate|up stacked, the
+ * routed experts laid end to end for the grouped GEMM, kv_b widened), the memory plan against what
+ * is allocated, the latent cache addressed through the host pool's block tables (shared prompt
+ * blocks copied on write in every layer), passes split by the pass limits, the MoE routing and
+ * the shared experts, the dense first layer, YaRN — against the CPU engine (teacher/deepseek.c,
+ * itself tested against transformers). It cannot check the CUDA kernels (tests/gpu, tests/emu).
+ *
+ * Model: a tiny FP8 DeepSeek-V3 written here — hidden 256, 16 heads (nope 32, rope 64, v 32),
+ * q_lora 128, kv_lora 512 (the MLA kernel's build), 3 layers: one dense (intermediate 256) and two
+ * MoE (8 routed experts of 128, top 2 of 2 groups with 1 kept, one shared expert, sigmoid router
+ * with a correction bias), YaRN factor 4 over 256 original positions, untied head, vocabulary 256;
+ * every projection FP8 e4m3 with 128×128 block scales, embeddings/head/router bf16, norms bf16,
+ * the correction bias f32.
+ *
+ * Tolerances. The GPU path keeps activations in bf16 and quantizes every FP8 projection's input to
+ * e4m3 per token and per 128 channels (DeepSeek's act_quant: 3 mantissa bits), where the CPU
+ * engine multiplies f32 activations by the exactly dequantized weights. Two comparisons:
+ * - bf16 activations (fake_fp8_exact: the FP8 GEMM stand-ins take the exact values the quantizer
+ *   was given, so only the bf16 roundings differ — the orchestration check): |Δ logit| ≤ 0.25 over
+ *   a forward in passes, |Δ logprob| ≤ 0.15 and identical greedy tokens through the engine.
+ *   Measured: max |Δ logit| 0.13–0.19 (rms 0.04 for logits of rms 4) at all 12 seeds tried, with
+ *   the routing pinned (DSC_BIAS=20: a correction bias that decides the experts) at the 5 where
+ *   it flips; max |Δ logprob| 0.04 through the engine.
+ * - e4m3 activations (what the GPU computes): rms |Δ logit| ≤ 10% of the logits' rms (measured
+ *   7.5% at the test's seed, 7–8% at seeds without routing flips).
+ * A routing decision whose score margin lies within the activation error flips to another expert
+ * without any bug, and moves logits by several units in this random model (5 of 12 seeds show one
+ * in bf16; none with the routing pinned); a greedy decision whose top-2 margin is below the logit
+ * error flips likewise, and so does a sampled token whose uniform lands within the logprob error
+ * of a CDF boundary (4 of 11 request seeds tried; the host sampler on the GPU engine's logits
+ * drew the same as dsc_sample at all of them). The weights' seed (6) is one without a routing
+ * flip where every greedy CPU decision has a margin ≥ 0.15 (measured 0.204), which the engine
+ * test asserts; the sampled request's seed (2) is one without a sampling flip. */
+#include <criterion/criterion.h>
+
+#include "tests/unit/fake_cuda.h"
+
+/* the engine and the GPU forwards under names of their own (the library has the real ones) */
+#define te_model_load fake_te_model_load
+#define te_model_load_comm fake_te_model_load_comm
+#define te_model_load_opts fake_te_model_load_opts
+#define te_device_parse fake_te_device_parse
+#define te_device_name fake_te_device_name
+#define te_model_free fake_te_model_free
+#define te_model_config fake_te_model_config
+#define te_model_is_deepseek fake_te_model_is_deepseek
+#define te_engine_create fake_te_engine_create
+#define te_engine_free fake_te_engine_free
+#define te_submit fake_te_submit
+#define te_step fake_te_step
+#define te_cancel fake_te_cancel
+#define te_busy fake_te_busy
+#define te_stats_get fake_te_stats_get
+#define te_results_free fake_te_results_free
+#define dsc_load fake_dsc_load
+#define dsc_free fake_dsc_free
+#define dsc_config fake_dsc_config
+#define dsc_get_plan fake_dsc_get_plan
+#define dsc_cache_init fake_dsc_cache_init
+#define dsc_forward fake_dsc_forward
+
+#include "teacher/ds_cuda.c"
+#undef TRY
+#undef CUDA_TRY
+#include "teacher/engine.c"   /* its dense GPU engine is the library's (teacher/dense_cuda.c) */
+
+/* what the shared stand-ins implement for the other GPU code */
+#include "kernels/act.h"
+#include "kernels/attention.h"
+#include "kernels/loss.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
+#include "kernels/optim.h"
+#include "kernels/rope.h"
+#define FAKE_CHECK(cond) cr_assert(cond)
+#include "tests/unit/fake_cuda_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "teacher/deepseek.h"
+
+/* ---- a tiny FP8 DeepSeek-V3 ------------------------------------------------------------ */
+
+enum { D = 256, H = 16, DN = 32, DR = 64, DV = 32, QL = 128, KVL = 512, NL = 3, FI = 256, MI = 128, NE = 8, VOC = 256 };
+
+static uint64_t rs;
+static float randn(void) {
+    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+    float a = ((float)(rs >> 40) + 0.5f) / 16777216.0f;
+    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+    float b = ((float)(rs >> 40) + 0.5f) / 16777216.0f;
+    return sqrtf(-2.f * logf(a)) * cosf(6.2831853f * b);
+}
+
+typedef struct {
+    st_wtensor t[512];
+    void *mem[512];
+    size_t n;
+} tensors;
+
+static void push(tensors *ts, const char *name, rt_dtype dt, int64_t r, int64_t c, void *data) {
+    cr_assert(ts->n < 512);
+    size_t i = ts->n++;
+    ts->mem[i] = data;
+    ts->t[i] = (st_wtensor){.name = strdup(name), .dtype = dt, .ndim = c > 0 ? 2 : 1, .shape = {r, c}, .data = data};
+}
+
+/* bf16 (or f32) [r, c] (c 0: a vector) of N(mean, std) */
+static void add_plain(tensors *ts, const char *name, int64_t r, int64_t c, float std, float mean, rt_dtype dt) {
+    size_t n = (size_t)(r * (c > 0 ? c : 1));
+    float *f = malloc(n * sizeof(float));
+    for (size_t j = 0; j < n; j++) f[j] = mean + std * randn();
+    if (dt == RT_DT_F32) {
+        push(ts, name, dt, r, c, f);
+        return;
+    }
+    uint16_t *b = malloc(n * 2);
+    cvt_f32_to_bf16(f, b, n);
+    free(f);
+    push(ts, name, RT_DT_BF16, r, c, b);
+}
+
+/* FP8 e4m3 [r, c] of N(0, std), quantized per 128×128 block (scale = amax / 448), + its scales */
+static void add_fp8(tensors *ts, const char *name, int64_t r, int64_t c, float std) {
+    float *f = malloc((size_t)(r * c) * sizeof(float));
+    for (int64_t j = 0; j < r * c; j++) f[j] = std * randn();
+    int64_t sr = (r + 127) / 128, sc = (c + 127) / 128;
+    uint8_t *q = malloc((size_t)(r * c));
+    float *s = malloc((size_t)(sr * sc) * sizeof(float));
+    for (int64_t bi = 0; bi < sr; bi++)
+        for (int64_t bj = 0; bj < sc; bj++) {
+            float amax = 0;
+            for (int64_t i = bi * 128; i < r && i < bi * 128 + 128; i++)
+                for (int64_t j = bj * 128; j < c && j < bj * 128 + 128; j++) amax = fmaxf(amax, fabsf(f[i * c + j]));
+            float scale = amax > 0 ? amax / 448.0f : 1.0f;
+            s[bi * sc + bj] = scale;
+            for (int64_t i = bi * 128; i < r && i < bi * 128 + 128; i++)
+                for (int64_t j = bj * 128; j < c && j < bj * 128 + 128; j++) q[i * c + j] = fp8_from_f32(f[i * c + j] / scale);
+        }
+    free(f);
+    push(ts, name, RT_DT_F8_E4M3, r, c, q);
+    char sn[200];
+    snprintf(sn, sizeof sn, "%s_scale_inv", name);
+    push(ts, sn, RT_DT_F32, sr, sc, s);
+}
+
+static void write_config(const char *dir, int64_t kv_rank) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fprintf(f, "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", \"vocab_size\": %d, "
+               "\"hidden_size\": %d, \"intermediate_size\": %d, \"moe_intermediate_size\": %d, "
+               "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+               "\"q_lora_rank\": %d, \"kv_lora_rank\": %lld, \"qk_nope_head_dim\": %d, \"qk_rope_head_dim\": %d, "
+               "\"v_head_dim\": %d, \"n_routed_experts\": %d, \"n_shared_experts\": 1, \"num_experts_per_tok\": 2, "
+               "\"n_group\": 2, \"topk_group\": 1, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1, "
+               "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, \"scoring_func\": \"sigmoid\", "
+               "\"topk_method\": \"noaux_tc\", \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6, "
+               "\"rope_theta\": 10000, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"beta_fast\": 32, "
+               "\"beta_slow\": 1, \"mscale\": 1.0, \"mscale_all_dim\": 1.0, \"original_max_position_embeddings\": 256}, "
+               "\"tie_word_embeddings\": false, \"num_nextn_predict_layers\": 0, \"bos_token_id\": 0, "
+               "\"eos_token_id\": 1, \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
+               "\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}}\n",
+            VOC, D, FI, MI, NL, H, H, QL, (long long)kv_rank, DN, DR, DV, NE);
+    fclose(f);
+}
+
+static bool bf16_o_proj;   /* write layer 1's o_proj in bf16 (a projection the GPU engine refuses) */
+static void make_model(const char *dir, uint64_t seed) {
+    rs = seed;
+    char name[200];
+    cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    write_config(dir, KVL);
+    tensors ts = {0};
+    add_plain(&ts, "model.embed_tokens.weight", VOC, D, 1.0f, 0, RT_DT_BF16);
+    add_plain(&ts, "model.norm.weight", D, 0, 0.1f, 1, RT_DT_BF16);
+    add_plain(&ts, "lm_head.weight", VOC, D, 4.0f / sqrtf((float)D), 0, RT_DT_BF16);
+    for (int l = 0; l < NL; l++) {
+#define NM(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+        add_plain(&ts, NM("input_layernorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+        add_plain(&ts, NM("post_attention_layernorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+        add_fp8(&ts, NM("self_attn.q_a_proj.weight"), QL, D, 1.0f / sqrtf((float)D));
+        add_plain(&ts, NM("self_attn.q_a_layernorm.weight"), QL, 0, 0.1f, 1, RT_DT_BF16);
+        add_fp8(&ts, NM("self_attn.q_b_proj.weight"), H * (DN + DR), QL, 1.0f / sqrtf((float)QL));
+        add_fp8(&ts, NM("self_attn.kv_a_proj_with_mqa.weight"), KVL + DR, D, 1.0f / sqrtf((float)D));
+        add_plain(&ts, NM("self_attn.kv_a_layernorm.weight"), KVL, 0, 0.1f, 1, RT_DT_BF16);
+        add_fp8(&ts, NM("self_attn.kv_b_proj.weight"), H * (DN + DV), KVL, 1.0f / sqrtf((float)KVL));
+        if (bf16_o_proj && l == 1)
+            add_plain(&ts, NM("self_attn.o_proj.weight"), D, H * DV, 1.0f / sqrtf((float)(H * DV)), 0, RT_DT_BF16);
+        else
+            add_fp8(&ts, NM("self_attn.o_proj.weight"), D, H * DV, 1.0f / sqrtf((float)(H * DV)));
+        if (l == 0) {
+            add_fp8(&ts, NM("mlp.gate_proj.weight"), FI, D, 1.0f / sqrtf((float)D));
+            add_fp8(&ts, NM("mlp.up_proj.weight"), FI, D, 1.0f / sqrtf((float)D));
+            add_fp8(&ts, NM("mlp.down_proj.weight"), D, FI, 1.0f / sqrtf((float)FI));
+            continue;
+        }
+        add_plain(&ts, NM("mlp.gate.weight"), NE, D, 0.1f, 0, RT_DT_BF16);
+        add_plain(&ts, NM("mlp.gate.e_score_correction_bias"), NE, 0, getenv("DSC_BIAS") ? (float)atof(getenv("DSC_BIAS")) : 0.1f, 0, RT_DT_F32);
+        char pre[40];
+        for (int e = 0; e <= NE; e++) {   /* NE: the shared expert */
+            if (e < NE) snprintf(pre, sizeof pre, "mlp.experts.%d", e);
+            else snprintf(pre, sizeof pre, "mlp.shared_experts");
+            char sub[100];
+            snprintf(sub, sizeof sub, "%s.gate_proj.weight", pre);
+            add_fp8(&ts, NM(sub), MI, D, 1.0f / sqrtf((float)D));
+            snprintf(sub, sizeof sub, "%s.up_proj.weight", pre);
+            add_fp8(&ts, NM(sub), MI, D, 1.0f / sqrtf((float)D));
+            snprintf(sub, sizeof sub, "%s.down_proj.weight", pre);
+            add_fp8(&ts, NM(sub), D, MI, 1.0f / sqrtf((float)MI));
+        }
+#undef NM
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(st_write(path, ts.t, ts.n, NULL), 0, "%s", rt_errmsg());
+    for (size_t i = 0; i < ts.n; i++) free((void *)ts.t[i].name), free(ts.mem[i]);
+}
+
+static char tmpdir[64], ds_dir[512];
+#define FAKE_GPU ((size_t)128 << 20)   /* a 128 MiB "GPU" */
+
+static void setup(void) {
+    mm_blas_single_thread();
+    fake_total_bytes = FAKE_GPU;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/dsc-fake-XXXXXX");
+    cr_assert(mkdtemp(tmpdir));
+    snprintf(ds_dir, sizeof ds_dir, "%s/ds", tmpdir);
+    const char *sd = getenv("DSC_SEED");
+    make_model(ds_dir, sd ? strtoull(sd, NULL, 0) : 6);   /* DSC_SEED: to try others */
+    const char *other = getenv("DSC_MODEL");   /* another checkpoint instead (e.g. scripts/device_models.py's tiny-ds) */
+    if (other) snprintf(ds_dir, sizeof ds_dir, "%s", other);
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(ds_cuda_fake, .init = setup, .fini = teardown);
+
+/* ---- dsc_forward against ds_forward_paged ---------------------------------------------- */
+
+/* Passes of at most 16 tokens and 16 sequences: a prefill of three prompts (5, 40, 17 tokens:
+ * the 40 in three pieces, continued through the cache), then decode steps of all three; logits
+ * compared at every step. */
+static void forward_vs_cpu(bool exact, float *max_d, float *rms_d, float *rms_logit) {
+    fake_fp8_exact = exact;
+    ds_model *cm;
+    cr_assert_eq(ds_load(ds_dir, NULL, &cm), 0, "%s", rt_errmsg());
+    dsc_load_opts lo = {.max_tokens = 16, .max_seqs = 16};
+    dsc_model *gm;
+    cr_assert_eq(dsc_load(ds_dir, &lo, &gm), 0, "%s", rt_errmsg());
+    int64_t bs = 16, nb, V = ds_vocab(cm);
+    cr_assert_eq(dsc_cache_init(gm, bs, &nb), 0, "%s", rt_errmsg());
+    kv_pool *cp, *gp;
+    cr_assert_eq(kv_pool_create(64, bs, ds_block_floats(cm, bs), &cp), 0);
+    cr_assert_eq(kv_pool_create(nb < 64 ? nb : 64, bs, 0, &gp), 0);
+    kv_seq cs[3] = {{0}}, gs[3] = {{0}};
+    kv_seq *cpt[3] = {&cs[0], &cs[1], &cs[2]}, *gpt[3] = {&gs[0], &gs[1], &gs[2]};
+    int32_t n_new[3] = {5, 40, 17}, tok[62];
+    for (int i = 0; i < 62; i++) tok[i] = (int32_t)(3 + (i * 13 + 5) % (V - 3));
+    float *lc = malloc((size_t)(3 * V) * sizeof(float)), *lg = malloc((size_t)(3 * V) * sizeof(float));
+    float worst = 0;
+    double ss = 0, sd = 0;
+    int64_t cnt = 0;
+    for (int step = 0; step < 6; step++) {
+        for (int64_t i = 0; i < 3 * V; i++) lg[i] = NAN;
+        cr_assert_eq(ds_forward_paged(cm, cp, cpt, n_new, 3, tok, DS_ATTN_AUTO, lc, false), 0, "%s", rt_errmsg());
+        cr_assert_eq(dsc_forward(gm, gp, gpt, n_new, 3, tok, lg), 0, "%s", rt_errmsg());
+        for (int s = 0; s < 3; s++) cr_assert_eq(cs[s].len, gs[s].len);
+        for (int64_t i = 0; i < 3 * V; i++) {
+            float d = fabsf(lc[i] - lg[i]);
+            if (!(d <= worst)) worst = d;
+            ss += (double)lc[i] * lc[i], sd += (double)d * d, cnt++;
+        }
+        for (int s = 0; s < 3; s++) {   /* greedy next tokens */
+            int32_t best = 0;
+            for (int64_t j = 1; j < V; j++)
+                if (lc[s * V + j] > lc[s * V + best]) best = (int32_t)j;
+            tok[s] = best, n_new[s] = 1;
+        }
+    }
+    *max_d = worst, *rms_d = (float)sqrt(sd / (double)cnt), *rms_logit = (float)sqrt(ss / (double)cnt);
+    cr_log_info("dsc_forward vs ds_forward_paged (%s): max |Δ logit| %.4f, rms Δ %.4f, rms logit %.3f",
+                exact ? "bf16 activations" : "e4m3 activations", *max_d, *rms_d, *rms_logit);
+    for (int s = 0; s < 3; s++) kv_seq_release(cp, &cs[s]), kv_seq_release(gp, &gs[s]);
+    kv_pool_free(cp), kv_pool_free(gp);
+    free(lc), free(lg);
+    dsc_free(gm);
+    ds_free(cm);
+    fake_exact_clear();
+    fake_fp8_exact = false;
+}
+
+Test(ds_cuda_fake, forward_in_passes_matches_the_cpu_engine_with_bf16_activations) {
+    float mx, rms, rl;
+    forward_vs_cpu(true, &mx, &rms, &rl);
+    cr_assert(mx <= 0.25f, "max |Δ logit| %g", mx);
+}
+
+Test(ds_cuda_fake, forward_with_e4m3_activations_stays_near_the_cpu_engine) {
+    float mx, rms, rl;
+    forward_vs_cpu(false, &mx, &rms, &rl);
+    cr_assert(rms <= 0.1f * rl, "rms |Δ logit| %g, rms logit %g", rms, rl);
+}
+
+/* ---- the engine on both devices ------------------------------------------------------- */
+
+typedef struct {
+    te_result *r;
+    size_t n, cap;
+    float min_margin;   /* smallest top-1 − top-2 logprob gap over every drawn token */
+} collected;
+
+static void keep(collected *c, te_result *r, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (c->n == c->cap) c->r = realloc(c->r, (c->cap = c->cap ? 2 * c->cap : 16) * sizeof *c->r);
+        c->r[c->n++] = r[i];
+    }
+    free(r);
+}
+
+static int by_tag(const void *a, const void *b) {
+    const te_result *x = a, *y = b;
+    if (x->tag != y->tag) return x->tag < y->tag ? -1 : 1;
+    return x->sample - y->sample;
+}
+
+/* Requests of different lengths arriving at different steps, one with 2 samples sharing a prompt
+ * longer than a block (16; its last, partial block copied on write by each sample), prompts
+ * chunked by prefill_chunk 16, more sequences than max_batch. Greedy but for request 1's two
+ * samples (temperature 0.8, top-k 20, top-p 0.9, min-p 0.05, seed 5: drawn on the device by
+ * dsc_sample for --device cuda, by the host sampler for cpu, from the same uniforms); logprobs
+ * and top-2 logprobs (a row fetched from the device for those). */
+#define SAMPLED ((smp_params){.temperature = 0.8f, .top_k = 20, .top_p = 0.9f, .min_p = 0.05f})
+static void run_engine(te_device dev, collected *out) {
+    te_load_opts lo = {.device = dev, .gpu_memory_fraction = 0.9};
+    te_model *m;
+    size_t before = fake_in_use;
+    fake_peak = fake_in_use;
+    cr_assert_eq(te_model_load_opts(ds_dir, &lo, &m), 0, "%s", rt_errmsg());
+    if (dev == TE_DEVICE_CUDA) {   /* everything planned is allocated at load, nothing more */
+        const dsc_plan *p = dsc_get_plan(m->dsg);
+        size_t held = fake_peak - before;
+        cr_log_info("plan: weights %zu, activations %zu, workspace %zu, cache %zu (%lld positions) = %zu bytes; "
+                    "stand-in peak %zu", p->weights, p->activations, p->workspace, p->kv, (long long)p->kv_positions,
+                    p->total, held);
+        cr_assert(held <= p->total && (double)held >= 0.95 * (double)p->total, "peak %zu, plan %zu", held, p->total);
+        cr_assert_eq(te_model_resident_bytes(m), p->weights);
+    }
+    te_opts o = {.max_batch = 3, .cache_tokens = dev == TE_DEVICE_CUDA ? 0 : 4096, .block_size = 16,
+                 .prefill_chunk = 16};
+    te_engine *e;
+    cr_assert_eq(te_engine_create(m, &o, &e), 0, "%s", rt_errmsg());
+    int32_t prompt[4][40];
+    int64_t plen[4] = {5, 37, 1, 20}, maxt[4] = {8, 6, 10, 6};
+    int nsmp[4] = {1, 2, 1, 1};
+    for (int r = 0; r < 4; r++)
+        for (int64_t i = 0; i < plen[r]; i++) prompt[r][i] = (int32_t)(2 + (r * 31 + i * 7 + i * i) % (VOC - 2));
+    const char *rsd = getenv("DSC_RSEED");   /* the sampled request's seed (DSC_RSEED: to try others) */
+    uint64_t rseed = rsd ? strtoull(rsd, NULL, 0) : 2;
+    int submitted = 0, step = 0;
+    out->min_margin = INFINITY;
+    while (submitted < 4 || te_busy(e)) {
+        if (submitted < 4 && (step == 0 || step == 2 || step == 3 || step == 6)) {
+            te_request q = {.prompt = prompt[submitted], .n_prompt = plen[submitted], .n_samples = nsmp[submitted],
+                            .max_tokens = maxt[submitted], .sampling = submitted == 1 ? SAMPLED : SMP_GREEDY, .seed = rseed,
+                            .ignore_config_eos = true, .logprobs = true, .top_logprobs = 2, .tag = (uint64_t)submitted};
+            cr_assert_eq(te_submit(e, &q), 0, "%s", rt_errmsg());
+            submitted++;
+        }
+        te_result *r;
+        size_t n;
+        cr_assert_eq(te_step(e, &r, &n), 0, "%s", rt_errmsg());
+        keep(out, r, n);
+        step++;
+        cr_assert(step < 200);
+    }
+    te_stats st;
+    te_stats_get(e, &st);
+    cr_assert_eq(st.blocks_in_use, 0);
+    for (size_t i = 0; i < out->n; i++)
+        for (int64_t t = 0; t < out->r[i].n_ids && out->r[i].tag != 1; t++) {   /* greedy requests */
+            float g = out->r[i].top_logprobs[2 * t] - out->r[i].top_logprobs[2 * t + 1];
+            if (g < out->min_margin) out->min_margin = g;
+        }
+    qsort(out->r, out->n, sizeof *out->r, by_tag);
+    if (dev == TE_DEVICE_CUDA) {   /* the forwards allocated nothing on the device */
+        const dsc_plan *p = dsc_get_plan(m->dsg);
+        cr_assert(fake_peak - before <= p->total, "peak %zu, plan %zu", fake_peak - before, p->total);
+    }
+    te_engine_free(e);
+    te_model_free(m);
+    cr_assert_eq(fake_in_use, before, "device bytes left held after the model was freed");
+}
+
+Test(ds_cuda_fake, engine_gives_the_cpu_engines_greedy_tokens) {
+    collected cpu = {0}, gpu = {0};
+    run_engine(TE_DEVICE_CPU, &cpu);
+    fake_fp8_exact = true;   /* bf16 activations: see the tolerances above */
+    run_engine(TE_DEVICE_CUDA, &gpu);
+    fake_exact_clear();
+    fake_fp8_exact = false;
+    cr_assert_eq(cpu.n, 5);   /* 1 + 2 + 1 + 1 samples */
+    cr_assert(cpu.min_margin >= 0.15f, "precondition: the CPU's smallest top-2 margin is %.3f (a near-tie)",
+              cpu.min_margin);
+    cr_assert_eq(gpu.n, cpu.n);
+    float worst = 0;
+    int64_t tokens = 0;
+    for (size_t i = 0; i < cpu.n; i++) {
+        te_result *a = &cpu.r[i], *b = &gpu.r[i];
+        cr_assert(a->tag == b->tag && a->sample == b->sample);
+        cr_assert_eq(a->n_ids, b->n_ids);
+        for (int64_t t = 0; t < a->n_ids; t++) {
+            cr_assert_eq(a->ids[t], b->ids[t], "request %llu sample %d token %lld: cpu %d, gpu %d (smallest CPU "
+                         "margin %.3f)", (unsigned long long)a->tag, a->sample, (long long)t, a->ids[t], b->ids[t],
+                         cpu.min_margin);
+            float d = fabsf(a->logprobs[t] - b->logprobs[t]);
+            if (!(d <= worst)) worst = d;
+        }
+        tokens += a->n_ids;
+    }
+    cr_log_info("%lld tokens identical; max |Δ logprob| %.4f; smallest CPU top-2 margin %.3f", (long long)tokens, worst,
+                cpu.min_margin);
+    cr_assert(worst <= 0.15f, "max |Δ logprob| %g", worst);
+    te_results_free(cpu.r, cpu.n);
+    te_results_free(gpu.r, gpu.n);
+}
+
+/* ---- refusals ---------------------------------------------------------------------------- */
+
+/* A model that does not fit: one line, and not one device allocation. */
+Test(ds_cuda_fake, model_that_does_not_fit_is_refused_before_any_allocation) {
+    size_t before = fake_mallocs;
+    fake_total_bytes = (size_t)1 << 20;   /* 1 MiB: below the model's ~6 MB of weights */
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    int rc = te_model_load_opts(ds_dir, &lo, &m);
+    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
+    cr_assert_null(m);
+    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has"), "%s", rt_errmsg());
+    cr_assert_null(strchr(rt_errmsg(), '\n'));
+    cr_assert_eq(fake_mallocs, before, "%zu device allocations before the error", fake_mallocs - before);
+    /* the weights fit, the workspaces and a minimal cache do not */
+    fake_total_bytes = (size_t)40 << 20;
+    rc = te_model_load_opts(ds_dir, &lo, &m);
+    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
+    cr_assert(strstr(rt_errmsg(), "cached positions"), "%s", rt_errmsg());
+    cr_assert_eq(fake_mallocs, before);
+    cr_log_info("%s", rt_errmsg());
+}
+
+/* Shapes the kernels were not built for (configs/models/tiny-deepseek-v3.json: kv_lora_rank 64),
+ * refused from the config alone. */
+Test(ds_cuda_fake, mla_shape_outside_the_kernels_build_is_refused) {
+    char dir[160], cmd[512];
+    snprintf(dir, sizeof dir, "%s/small", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/tiny-deepseek-v3.json %s/config.json", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    size_t before = fake_mallocs;
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_EUNSUPPORTED, "%s", rt_errmsg());
+    cr_assert(strstr(rt_errmsg(), "kv_lora_rank 64"), "%s", rt_errmsg());
+    cr_assert_null(strchr(rt_errmsg(), '\n'));
+    cr_assert_eq(fake_mallocs, before);
+}
+
+/* The full DeepSeek-R1 (config.json alone) on one 80 GiB GPU: refused with the weights it needs. */
+Test(ds_cuda_fake, r1_on_one_80_gb_gpu_is_refused_with_its_weight_bytes) {
+    char dir[160], cmd[512];
+    snprintf(dir, sizeof dir, "%s/r1", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/deepseek-r1.json %s/config.json", dir, dir);
+    if (system(cmd)) cr_skip_test("configs/models/deepseek-r1.json missing");
+    fake_total_bytes = (size_t)80 << 30;
+    size_t before = fake_mallocs;
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_ENOMEM, "%s", rt_errmsg());
+    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has 77.3 GB"), "%s", rt_errmsg());
+    cr_assert_eq(fake_mallocs, before);
+    cr_log_info("%s", rt_errmsg());
+}
+
+/* ---- sampling on the device ------------------------------------------------------------ */
+
+/* dsc_sample against the host sampler on the same rows: three sequences' logits left on the
+ * device, ids [0, V − 10) drawable with three holes at −inf, five parameter sets (greedy,
+ * temperature, top-k, top-p, min-p) × the rows in any order, uniforms from smp_uniform(seed,
+ * stream, step): the same ids and logprobs as smp_sample / smp_logprob on the row fetched by
+ * dsc_logits_row and masked on the host. */
+Test(ds_cuda_fake, device_sampling_draws_the_host_samplers_tokens) {
+    dsc_model *gm;
+    cr_assert_eq(dsc_load(ds_dir, NULL, &gm), 0, "%s", rt_errmsg());
+    int64_t bs = 16, nb, V = dsc_config(gm)->vocab_size;
+    cr_assert_eq(dsc_cache_init(gm, bs, &nb), 0, "%s", rt_errmsg());
+    kv_pool *gp;
+    cr_assert_eq(kv_pool_create(nb < 64 ? nb : 64, bs, 0, &gp), 0);
+    kv_seq gs[3] = {{0}};
+    kv_seq *gpt[3] = {&gs[0], &gs[1], &gs[2]};
+    int32_t n_new[3] = {4, 9, 2}, tok[15];
+    for (int i = 0; i < 15; i++) tok[i] = (int32_t)(3 + (i * 29 + 11) % (V - 3));
+    cr_assert_eq(dsc_forward(gm, gp, gpt, n_new, 3, tok, NULL), 0, "%s", rt_errmsg());
+    int64_t n_valid = V - 10;
+    int32_t holes[3] = {3, 7, 100};
+    smp_params ps[5] = {SMP_GREEDY, {.temperature = 1.0f, .top_p = 1.0f}, {.temperature = 0.7f, .top_k = 5, .top_p = 1.0f},
+                        {.temperature = 1.2f, .top_p = 0.8f}, {.temperature = 0.9f, .top_p = 1.0f, .min_p = 0.1f}};
+    enum { N = 12 };
+    int32_t rows[N], got[N];
+    smp_params par[N];
+    uint64_t rng[3 * N];
+    float lp[N], *row = malloc((size_t)V * sizeof(float));
+    void *ws = malloc(smp_workspace_bytes(V));
+    for (int i = 0; i < N; i++) {
+        rows[i] = (int32_t)((i * 2 + 1) % 3);
+        par[i] = ps[i % 5];
+        rng[3 * i] = 42 + (uint64_t)i, rng[3 * i + 1] = (uint64_t)(i % 3), rng[3 * i + 2] = (uint64_t)(7 * i);
+    }
+    cr_assert_eq(dsc_sample(gm, N, rows, n_valid, holes, 3, par, rng, got, lp), 0, "%s", rt_errmsg());
+    int distinct = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(dsc_logits_row(gm, rows[i], row), 0, "%s", rt_errmsg());
+        for (int h = 0; h < 3; h++) row[holes[h]] = -INFINITY;
+        int32_t want;
+        cr_assert_eq(smp_sample(row, n_valid, &par[i], smp_uniform(rng[3 * i], rng[3 * i + 1], rng[3 * i + 2]), ws, &want), 0);
+        cr_assert_eq(got[i], want, "draw %d: device %d, host %d", i, got[i], want);
+        cr_assert(got[i] >= 0 && got[i] < n_valid && got[i] != 3 && got[i] != 7 && got[i] != 100);
+        cr_assert_float_eq(lp[i], smp_logprob(row, n_valid, want), 1e-6f);
+        distinct += i > 0 && got[i] != got[i - 1];
+    }
+    cr_assert(distinct > 3, "the draws are not varied enough to tell rows apart");
+    /* rows past the last forward's are refused */
+    int32_t bad = 3;
+    cr_assert_eq(dsc_sample(gm, 1, &bad, n_valid, NULL, 0, par, rng, got, lp), RT_EINVAL);
+    free(row), free(ws);
+    for (int s = 0; s < 3; s++) kv_seq_release(gp, &gs[s]);
+    kv_pool_free(gp);
+    dsc_free(gm);
+}
+
+/* A projection stored in bf16 in an FP8 checkpoint: one line naming it, after the allocations,
+ * all of which are given back. */
+Test(ds_cuda_fake, a_projection_not_in_fp8_is_refused_and_the_device_memory_freed) {
+    char dir[160];
+    snprintf(dir, sizeof dir, "%s/bf16o", tmpdir);
+    bf16_o_proj = true;
+    make_model(dir, 6);
+    bf16_o_proj = false;
+    size_t before = fake_in_use;
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    int rc = te_model_load_opts(dir, &lo, &m);
+    cr_assert_eq(rc, RT_EUNSUPPORTED, "rc %d: %s", rc, rt_errmsg());
+    cr_assert_null(m);
+    cr_assert(strstr(rt_errmsg(), "model.layers.1.self_attn.o_proj.weight is BF16"), "%s", rt_errmsg());
+    cr_assert_null(strchr(rt_errmsg(), '\n'));
+    cr_assert_eq(fake_in_use, before);
+}
