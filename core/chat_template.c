@@ -261,7 +261,19 @@ int ct_render(const tok_tokenizer *t, ct_kind k, const ct_message *m, size_t n, 
 /* ---------------------------------------------------------------- ct_template */
 
 #include "core/jinja.h"
-#include "core/json.h"
+
+/* tokenizer_config.json as transformers reads it: model_max_length may exceed int64 */
+static int load_config(const char *path, json_t **out) {
+    json_error_t e;
+    *out = json_load_file(path, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &e);
+    if (!*out) {
+        FILE *f = fopen(path, "rb");
+        if (!f) return rt_fail(RT_EIO, "cannot open %s", path);
+        fclose(f);
+        return rt_fail(RT_EFORMAT, "%s: invalid JSON at line %d column %d: %s", path, e.line, e.column, e.text);
+    }
+    return 0;
+}
 
 struct ct_template {
     bool jinja;
@@ -323,8 +335,8 @@ static int template_of_config(const json_t *cfg, const char *path, const char **
 int ct_template_from_config(const char *path, ct_template **out) {
     *out = NULL;
     json_t *cfg;
-    int rc = rt_json_load_file(path, &cfg);
-    if (rc) return rt_errorf(rc, "reading %s", path);
+    int rc = load_config(path, &cfg);
+    if (rc) return rc;
     const char *src;
     rc = template_of_config(cfg, path, &src);
     if (!rc) {
@@ -372,13 +384,14 @@ int ct_template_open(const char *spec, const char *tokenizer_dir, ct_template **
     json_t *dircfg = NULL;
     if (tokenizer_dir) {
         FILE *g = fopen(cfgpath, "rb");
-        if (g) { fclose(g); if ((rc = rt_json_load_file(cfgpath, &dircfg))) { free(buf); return rt_errorf(rc, "reading %s", cfgpath); } }
+        if (g) { fclose(g); if ((rc = load_config(cfgpath, &dircfg))) { free(buf); return rc; } }
     }
     size_t i = 0;
     while (i < n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\t' || buf[i] == '\r')) i++;
     if (i < n && buf[i] == '{' && !(i + 1 < n && (buf[i + 1] == '%' || buf[i + 1] == '{' || buf[i + 1] == '#'))) {
-        json_t *cfg;
-        rc = rt_json_loadb(buf, n, spec, &cfg);
+        json_error_t je;
+        json_t *cfg = json_loadb(buf, n, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &je);
+        if (!cfg) rc = rt_fail(RT_EFORMAT, "%s: invalid JSON at line %d column %d: %s", spec, je.line, je.column, je.text);
         const char *src = NULL;
         if (!rc) rc = template_of_config(cfg, spec, &src);
         if (!rc) {

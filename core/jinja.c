@@ -1555,6 +1555,11 @@ static int method_call(R *r, const node *call, const node *attr, json_t **out) {
         size_t n = json_string_length(obj);
         json_t *a0 = a.np ? a.pos[0] : NULL;
         if (a0 && json_is_null(a0)) a0 = NULL;
+        static const char *const known[] = {"strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith", "upper",
+                                            "lower", "title", "capitalize", "replace", "find", NULL};
+        bool ok = false;
+        for (int k = 0; known[k]; k++) ok = ok || !strcmp(known[k], m);
+        if (!ok) { rc = ERRL(RT_EUNSUPPORTED, line, "string method '%s' is not supported by retort's Jinja subset", line, m); goto done; }
         if (a0 && !json_is_string(a0) && strcmp(m, "split") && strcmp(m, "rsplit")) { rc = ERRL(RT_EINVAL, line, "%s() argument must be a string, not %s", line, m, type_name(a0)); goto done; }
         if (!strcmp(m, "strip") || !strcmp(m, "lstrip") || !strcmp(m, "rstrip")) {
             res = py_strip(s, n, a0 ? json_string_value(a0) : NULL, a0 ? json_string_length(a0) : 0, m[0] != 'r', m[0] != 'l');
@@ -1571,8 +1576,8 @@ static int method_call(R *r, const node *call, const node *attr, json_t **out) {
             if (!a0) { rc = ERRL(RT_EINVAL, line, "%s() needs a string", line, m); goto done; }
             size_t pn = json_string_length(a0);
             const char *ps = json_string_value(a0);
-            bool ok = pn <= n && !memcmp(m[0] == 's' ? s : s + n - pn, ps, pn);
-            res = json_boolean(ok);
+            bool hit = pn <= n && !memcmp(m[0] == 's' ? s : s + n - pn, ps, pn);
+            res = json_boolean(hit);
         } else if (!strcmp(m, "upper") || !strcmp(m, "lower") || !strcmp(m, "title") || !strcmp(m, "capitalize")) {
             node fake = *attr;
             fake.kind = E_FILTER; fake.n = 0; fake.v = NULL;
