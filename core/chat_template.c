@@ -260,6 +260,7 @@ int ct_render(const tok_tokenizer *t, ct_kind k, const ct_message *m, size_t n, 
 
 /* ---------------------------------------------------------------- ct_template */
 
+#include "core/fsutil.h"
 #include "core/jinja.h"
 
 /* tokenizer_config.json as transformers reads it: model_max_length may exceed int64 */
@@ -281,6 +282,55 @@ struct ct_template {
     jj_template *jt;
     json_t *ctx;   /* special tokens */
 };
+
+static const ct_template BUILTINS[3] = {{false, CT_DEEPSEEK_R1, NULL, NULL}, {false, CT_QWEN, NULL, NULL},
+                                         {false, CT_LLAMA3, NULL, NULL}};
+
+const ct_template *ct_builtin(ct_kind k) { return (unsigned)k <= CT_LLAMA3 ? &BUILTINS[k] : NULL; }
+
+int ct_guess_kind(const tok_tokenizer *t, ct_kind *out) {
+    if (tok_token_to_id(t, R1_ASSISTANT) >= 0) *out = CT_DEEPSEEK_R1;
+    else if (tok_token_to_id(t, "<|im_start|>") >= 0) *out = CT_QWEN;
+    else if (tok_token_to_id(t, "<|start_header_id|>") >= 0) *out = CT_LLAMA3;
+    else return rt_fail(RT_ENOTFOUND, "the tokenizer has none of %s, <|im_start|>, <|start_header_id|>: no built-in "
+                        "chat template fits it", R1_ASSISTANT);
+    return 0;
+}
+
+int ct_template_resolve(const char *spec, const char *tokenizer_json, const tok_tokenizer *t, ct_template **out) {
+    *out = NULL;
+    char dir[4096] = "";
+    if (tokenizer_json && rt_is_dir(tokenizer_json)) {
+        snprintf(dir, sizeof dir, "%s", tokenizer_json);
+    } else if (tokenizer_json) {
+        const char *slash = strrchr(tokenizer_json, '/');
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else snprintf(dir, sizeof dir, "%.*s", (int)(slash - tokenizer_json), tokenizer_json);
+    }
+    int rc;
+    if (spec && strcmp(spec, "auto")) {
+        rc = ct_template_open(spec, dir[0] ? dir : NULL, out);
+    } else {
+        rc = dir[0] ? ct_template_open("auto", dir, out) : rt_fail(RT_ENOTFOUND, "no tokenizer directory");
+        if (rc == RT_ENOTFOUND && t) {
+            rt_errclear();
+            ct_kind k;
+            if (!(rc = ct_guess_kind(t, &k))) rc = ct_template_builtin(k, out);
+            else rc = rt_errorf(rc, "no chat_template in %s/tokenizer_config.json", dir);
+        }
+    }
+    if (!rc && t && (rc = ct_template_check_tokenizer(*out, t))) {
+        ct_template_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+const char *ct_template_eot(const ct_template *ct) {
+    if (!ct->jinja) return ct->kind == CT_DEEPSEEK_R1 ? R1_EOS : ct->kind == CT_QWEN ? "<|im_end|>" : "<|eot_id|>";
+    json_t *v = json_object_get(ct->ctx, "eos_token");
+    return v ? json_string_value(v) : NULL;
+}
 
 int ct_template_builtin(ct_kind k, ct_template **out) {
     *out = NULL;
@@ -414,7 +464,7 @@ int ct_template_open(const char *spec, const char *tokenizer_dir, ct_template **
 const char *ct_template_name(const ct_template *ct) { return ct->jinja ? "jinja" : ct_kind_name(ct->kind); }
 
 void ct_template_free(ct_template *ct) {
-    if (!ct) return;
+    if (!ct || (ct >= BUILTINS && ct < BUILTINS + 3)) return;
     jj_free(ct->jt);
     json_decref(ct->ctx);
     free(ct);

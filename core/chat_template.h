@@ -86,6 +86,17 @@ int ct_render(const tok_tokenizer *t, ct_kind k, const ct_message *m, size_t n, 
 typedef struct ct_template ct_template;   /* owned by its creator; ct_template_free() */
 
 int ct_template_builtin(ct_kind k, ct_template **out);
+const ct_template *ct_builtin(ct_kind k);   /* a static built-in (ct_template_free ignores it); NULL if bad */
+/* The built-in kind whose markers t has (<｜Assistant｜>, <|im_start|>, <|start_header_id|>);
+ * RT_ENOTFOUND when none. The one guess every command uses when no template is given. */
+int ct_guess_kind(const tok_tokenizer *t, ct_kind *out);
+/* What every command does with --template: spec "auto" or NULL is the chat_template of the
+ * tokenizer_config.json beside tokenizer_json (a tokenizer.json path or its directory), else
+ * ct_guess_kind(t); any other spec as ct_template_open(). When t is given the result must pass
+ * ct_template_check_tokenizer(t). */
+int ct_template_resolve(const char *spec, const char *tokenizer_json, const tok_tokenizer *t, ct_template **out);
+/* The end-of-turn text: the built-in's, or a Jinja template's eos_token (NULL when none). */
+const char *ct_template_eot(const ct_template *ct);
 int ct_template_from_jinja(const char *src, const json_t *cfg, ct_template **out);
 int ct_template_from_config(const char *tokenizer_config_path, ct_template **out);
 int ct_template_open(const char *spec, const char *tokenizer_dir, ct_template **out);
