@@ -18,6 +18,25 @@ int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, con
 void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir);
 bool cli_template_spec_ok(const char *spec);
 
+int cli_template(const char *cmd, const char *spec, const char *tok_path, const tok_tokenizer *tok, bool required,
+                 ct_template **out) {
+    *out = NULL;
+    if (!cli_template_spec_ok(spec))
+        return cli_usage_error(cmd, "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a template file)", spec);
+    if (!tok) {
+        if (!spec && !required) return EXIT_OK;
+        return cli_usage_error(cmd, "--template needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    }
+    int rc = ct_template_resolve(spec, tok_path, tok, out);
+    if (rc == RT_ENOTFOUND && !spec && !required) { rt_errclear(); return EXIT_OK; }
+    if (rc) {
+        char what[64];
+        snprintf(what, sizeof what, "%s: chat template", cmd);
+        return cli_fail(what);
+    }
+    return EXIT_OK;
+}
+
 /* --template: a built-in name, auto, or a readable file (ct_template_resolve reads it). */
 bool cli_template_spec_ok(const char *spec) {
     ct_kind k;

@@ -327,6 +327,7 @@ int ct_template_resolve(const char *spec, const char *tokenizer_json, const tok_
 }
 
 const char *ct_template_eot(const ct_template *ct) {
+    if (!ct) return NULL;
     if (!ct->jinja) return ct->kind == CT_DEEPSEEK_R1 ? R1_EOS : ct->kind == CT_QWEN ? "<|im_end|>" : "<|eot_id|>";
     json_t *v = json_object_get(ct->ctx, "eos_token");
     return v ? json_string_value(v) : NULL;
