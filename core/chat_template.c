@@ -281,10 +281,11 @@ struct ct_template {
     ct_kind kind;
     jj_template *jt;
     json_t *ctx;   /* special tokens */
+    bool reads_reasoning;   /* the Jinja source mentions reasoning_content */
 };
 
-static const ct_template BUILTINS[3] = {{false, CT_DEEPSEEK_R1, NULL, NULL}, {false, CT_QWEN, NULL, NULL},
-                                         {false, CT_LLAMA3, NULL, NULL}};
+static const ct_template BUILTINS[3] = {{false, CT_DEEPSEEK_R1, NULL, NULL, true}, {false, CT_QWEN, NULL, NULL, true},
+                                         {false, CT_LLAMA3, NULL, NULL, true}};
 
 const ct_template *ct_builtin(ct_kind k) { return (unsigned)k <= CT_LLAMA3 ? &BUILTINS[k] : NULL; }
 
@@ -355,6 +356,7 @@ int ct_template_from_jinja(const char *src, const json_t *cfg, ct_template **out
     ct_template *ct = calloc(1, sizeof *ct);
     if (!ct) return rt_fail(RT_ENOMEM, "chat template");
     ct->jinja = true;
+    ct->reads_reasoning = strstr(src, "reasoning_content") != NULL;
     int rc = jj_parse(src, strlen(src), &ct->jt);
     if (!rc && !(ct->ctx = json_object())) rc = rt_fail(RT_ENOMEM, "chat template");
     static const char *const keys[] = {"bos_token", "eos_token", "pad_token", "unk_token"};
@@ -547,9 +549,23 @@ int ct_template_render(const tok_tokenizer *t, const ct_template *ct, const ct_m
     *ids = NULL; *mask = NULL; *n_tokens = 0;
     int rc = check_jinja_messages(m, n);
     if (rc) return rc;
+    /* the turn being trained keeps its reasoning even when the template has no reasoning_content */
+    ct_message *mm = NULL;
+    char *joined = NULL;
+    if (!ct->reads_reasoning && n && !strcmp(m[n - 1].role, "assistant") && m[n - 1].reasoning_content) {
+        size_t lr = strlen(m[n - 1].reasoning_content), lc = strlen(m[n - 1].content);
+        mm = malloc(n * sizeof *mm);
+        joined = malloc(lr + lc + 32);
+        if (!mm || !joined) { free(mm); free(joined); return rt_fail(RT_ENOMEM, "chat template"); }
+        memcpy(mm, m, n * sizeof *mm);
+        snprintf(joined, lr + lc + 32, "<think>\n%s\n</think>\n\n%s", m[n - 1].reasoning_content, m[n - 1].content);
+        mm[n - 1].content = joined;
+        mm[n - 1].reasoning_content = NULL;
+        m = mm;
+    }
     char *text;
     size_t len;
-    if ((rc = jinja_render(ct, m, n, gen, &text, &len))) return rc;
+    if ((rc = jinja_render(ct, m, n, gen, &text, &len))) { free(mm); free(joined); return rc; }
     size_t *sp = NULL, ns = 0, *offs = NULL, nt = 0;
     int32_t *tid = NULL;
     uint8_t *mk = NULL;
@@ -563,7 +579,7 @@ int ct_template_render(const tok_tokenizer *t, const ct_template *ct, const ct_m
         any = any || mk[i];
     }
     if (!rc && ns && !any) rc = rt_fail(RT_EINVAL, "the conversation has assistant turns but no assistant tokens to train on");
-    free(offs); free(sp); free(text);
+    free(offs); free(sp); free(text); free(mm); free(joined);
     if (rc) { free(tid); free(mk); return rc; }
     *ids = tid; *mask = mk; *n_tokens = nt;
     return 0;

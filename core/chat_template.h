@@ -52,6 +52,11 @@
  *   be prefixes of T; a template that renders an earlier turn differently once later turns
  *   follow (Qwen3 drops the thinking of turns before the last user message) gives
  *   RT_EUNSUPPORTED for that conversation unless the turn has no thinking to drop.
+ * Reasoning: ct_template_render_text() passes reasoning_content to the template as transformers
+ *   does. ct_template_render() (ids and masks, what training uses) additionally keeps the final
+ *   assistant turn's reasoning when the template never reads reasoning_content (Qwen2.5's,
+ *   Llama's): that turn's content becomes "<think>\nR\n</think>\n\n" + content first. Templates
+ *   that cut everything before "</think>" (DeepSeek-R1's and the distills') still drop it.
  * ct_template_check_tokenizer() is the agreement check: every marker the template writes
  *   (the <…> / <|…|> / <｜…｜> literals of its text, and its special tokens) must encode
  *   to one special token of t; otherwise RT_EINVAL naming the first marker that does not.
