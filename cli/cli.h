@@ -29,6 +29,17 @@ int cli_usage_error(const char *name, const char *fmt, ...) __attribute__((forma
 int cli_wants_help(const char *name, int argc, char **argv);
 /* Prints the filter funnel of a db_stats() object (nothing when no filter has run). */
 void cli_print_funnel(const json_t *stats);
+/* --template (cmd_pack.c): a built-in name, "auto" or a readable file. */
+#include <stdbool.h>
+bool cli_template_spec_ok(const char *spec);
+/* The chat template every command uses (core/chat_template.h ct_template_resolve): spec, or
+ * when NULL the tokenizer's own chat_template, else the built-in its markers fit; checked
+ * against tok. A NULL spec that resolves to nothing leaves *out NULL and returns EXIT_OK
+ * unless required. Returns an exit status (message printed). tok_path/tok may be NULL. */
+struct tok_tokenizer;
+struct ct_template;
+int cli_template(const char *cmd, const char *spec, const char *tok_path, const struct tok_tokenizer *tok, bool required,
+                 struct ct_template **out);
 /* Formats n with thousands separators into buf. */
 const char *cli_thousands(long long n, char *buf, size_t len);
 

@@ -153,8 +153,9 @@ int cmd_eval(int argc, char **argv) {
                *key_env = NULL;
     double conc = 8, timeout = 600, retries = 8;
     bool stream = true, remote_opt = false;
-    ct_kind tmpl;
-    bool have_tmpl = false, as_json = false;
+    const char *tmpl_spec = NULL;
+    ct_template *tmpl = NULL;
+    bool as_json = false;
     double k = 4, temp = 0.6, top_p = 0.95, max_tokens = 32768, seed = 0, threads = 0, max_batch = 16, cache = 0, limit = 0,
            gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
@@ -170,9 +171,9 @@ int cmd_eval(int argc, char **argv) {
         case 'n': name = optarg; break;
         case 't': tok_path = optarg; break;
         case 'T':
-            if (ct_parse_kind(optarg, &tmpl))
-                return cli_usage_error("eval", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
-            have_tmpl = true;
+            if (!cli_template_spec_ok(optarg))
+                return cli_usage_error("eval", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
+            tmpl_spec = optarg;
             break;
         case 'k': u = num("--k", optarg, 1, 4096, true, &k); break;
         case 'e': u = num("--temperature", optarg, 0, 100, false, &temp); break;
@@ -259,6 +260,8 @@ int cmd_eval(int argc, char **argv) {
     cli_ranks one = {.rank = 0, .size = 1, .saved_err = -1, .name = "eval"};
     if (!rc) rc = cli_load_teacher(&one, dir, pool, dev, gpu_frac, no_graphs, &m);
     if (!rc && mk_check_tokenizer(te_model_config(m), dir, tok, tok_path)) rc = cli_fail("eval");
+    /* no --template: the question as raw text (the benchmarks' protocol); auto: the model's own */
+    if (!rc && tmpl_spec) rc = cli_template("eval", tmpl_spec, tok_path, tok, true, &tmpl);
     if (!rc && cache == 0) {
         /* room for one question's k samples at full length, at least the engine's default */
         int64_t ctx = te_model_config(m)->max_position_embeddings, len = (int64_t)max_tokens + 4096;
@@ -271,7 +274,7 @@ int cmd_eval(int argc, char **argv) {
         progress pr = {now_s(), 0};
         ev_gen_opts go = {.run = name, .model = model_name, .k = (int)k, .max_tokens = (int64_t)max_tokens,
                           .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
-                          .tok = tok, .tmpl = have_tmpl ? &tmpl : NULL, .progress = on_progress, .progress_ctx = &pr};
+                          .tok = tok, .tmpl = tmpl, .progress = on_progress, .progress_ctx = &pr};
         ev_gen_report rep;
         char wb[96];
         fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s; model %s\n", qs.name, qs.n, (int)k, name,
@@ -297,6 +300,7 @@ int cmd_eval(int argc, char **argv) {
     tp_free(pool);
     ev_questions_free(&qs);
     db_close(db);
+    ct_template_free(tmpl);
     tok_free(tok);
     free(def_tok);
     free(model_name);

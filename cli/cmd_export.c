@@ -16,21 +16,25 @@
 int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, const char **tokenizer,
                     const char **template_name, long *threads);
 void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir);
+bool cli_template_spec_ok(const char *spec);
 
 static int export_shards(ds_db *db, const exp_filter *flt, const char *tokenizer, const char *tmpl, const char *out,
                          const pk_options *o, long threads) {
-    ct_kind kind;
-    if (ct_parse_kind(tmpl, &kind)) return cli_usage_error("export", "unknown template '%s' (deepseek-r1, qwen, llama3)", tmpl);
+    if (!cli_template_spec_ok(tmpl))
+        return cli_usage_error("export", "unknown template '%s' (deepseek-r1, qwen, llama3, auto or a template file)", tmpl);
     tok_tokenizer *t;
     if (tok_load(tokenizer, &t)) return cli_fail("export: loading the tokenizer");
+    ct_template *ct;
+    if (ct_template_resolve(tmpl, tokenizer, t, &ct)) { tok_free(t); return cli_fail("export: chat template"); }
     tp_pool *pool = NULL;
-    if (tp_create((int)threads, &pool)) { tok_free(t); return cli_fail("export: starting threads"); }
-    json_t *meta = json_pack("{s:s,s:s,s:s?,s:s?}", "tokenizer", tokenizer, "template", tmpl, "snapshot", flt->snapshot,
-                             "source", flt->source);
+    if (tp_create((int)threads, &pool)) { ct_template_free(ct); tok_free(t); return cli_fail("export: starting threads"); }
+    json_t *meta = json_pack("{s:s,s:s,s:s?,s:s?}", "tokenizer", tokenizer, "template", tmpl ? tmpl : ct_template_name(ct),
+                             "snapshot", flt->snapshot, "source", flt->source);
     pk_report r;
-    int rc = rd_export_snapshot(db, flt, t, kind, out, o, pool, meta, &r);
+    int rc = rd_export_snapshot(db, flt, t, ct, out, o, pool, meta, &r);
     json_decref(meta);
     tp_free(pool);
+    ct_template_free(ct);
     tok_free(t);
     if (rc) return cli_fail("export");
     cli_pack_summary(&r, o, out);
@@ -74,8 +78,8 @@ int cmd_export(int argc, char **argv) {
     bool shards = !strcmp(format, "shards");
     if (!shards && strcmp(format, "chat-jsonl") && strcmp(format, "jsonl"))
         return cli_usage_error("export", "unknown format '%s' (chat-jsonl, jsonl, shards)", format);
-    if (shards && (!tokenizer || !tmpl || !o.seq_len))
-        return cli_usage_error("export", "--format shards needs --tokenizer FILE, --template T and --seq N");
+    if (shards && (!tokenizer || !o.seq_len))
+        return cli_usage_error("export", "--format shards needs --tokenizer FILE and --seq N");
     if (!shards && (tokenizer || tmpl || o.seq_len))
         return cli_usage_error("export", "--tokenizer, --template and --seq apply only to --format shards");
     ds_db *db;

@@ -69,7 +69,7 @@ static int line_error(size_t line, const char *fmt, const char *detail) {
 }
 
 /* One input line → token ids. Returns 0 or an exit status (message printed). */
-static int parse_prompt(const char *s, size_t len, size_t line, const tok_tokenizer *tok, const ct_kind *tmpl,
+static int parse_prompt(const char *s, size_t len, size_t line, const tok_tokenizer *tok, const ct_template *tmpl,
                         int64_t V, prompt *out) {
     json_error_t je;
     json_t *j = json_loadb(s, len, JSON_REJECT_DUPLICATES, &je);
@@ -117,7 +117,7 @@ static int parse_prompt(const char *s, size_t len, size_t line, const tok_tokeni
                                      json_is_string(rea) ? json_string_value(rea) : NULL};
         }
         uint8_t *mask = NULL;
-        if (!rc && ct_render(tok, *tmpl, m, n, true, &out->ids, &mask, &out->n))
+        if (!rc && ct_template_render(tok, tmpl, m, n, true, &out->ids, &mask, &out->n))
             rc = line_error(line, "rendering the messages: %s", rt_errmsg());
         free(mask);
         free(m);
@@ -134,7 +134,7 @@ static int parse_prompt(const char *s, size_t len, size_t line, const tok_tokeni
     return rc;
 }
 
-static int read_prompts(const char *path, const tok_tokenizer *tok, const ct_kind *tmpl, int64_t V, prompts *ps) {
+static int read_prompts(const char *path, const tok_tokenizer *tok, const ct_template *tmpl, int64_t V, prompts *ps) {
     FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
     if (!f) {
         fprintf(stderr, "retort: generate: cannot open %s\n", path);
@@ -276,8 +276,9 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
         {0, 0, 0, 0}};
     const char *model = NULL, *tok_path = NULL, *jsonl = NULL, *stop[MAX_STOP];
-    ct_kind tmpl;
-    bool have_tmpl = false, ignore_eos = false;
+    const char *tmpl_spec = NULL;
+    ct_template *tmpl = NULL;
+    bool ignore_eos = false;
     double n = 1, max_tokens = 256, temp = 1, top_p = 1, top_k = 0, min_p = 0, seed = 0, max_batch = 16, lp = -1,
            threads = 0, cache = 65536, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
@@ -291,9 +292,9 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
         case 't': tok_path = optarg; break;
         case 'j': jsonl = optarg; break;
         case 'T':
-            if (ct_parse_kind(optarg, &tmpl))
-                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
-            have_tmpl = true;
+            if (!cli_template_spec_ok(optarg))
+                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
+            tmpl_spec = optarg;
             break;
         case 'n': u = parse_num("--n", optarg, 1, 4096, &n); break;
         case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &max_tokens); break;
@@ -339,7 +340,8 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     if (!rc && tok && mk_check_tokenizer(&cfg, model, tok, tok_path)) rc = cli_fail("generate");
     if (!rc && n_stop > 0 && !tok)
         rc = cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
-    if (!rc && rk->rank == 0) rc = read_prompts(jsonl, tok, have_tmpl ? &tmpl : NULL, cfg.vocab_size, &ps);
+    if (!rc) rc = cli_template("generate", tmpl_spec, tok_path, tok, false, &tmpl);
+    if (!rc && rk->rank == 0) rc = read_prompts(jsonl, tok, tmpl, cfg.vocab_size, &ps);
     free(def_tok);
     rc = cli_ranks_agree(rk, rc);
     tp_pool *pool = NULL;
@@ -413,6 +415,7 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     te_engine_free(e);
     te_model_free(m);
     tp_free(pool);
+    ct_template_free(tmpl);
     tok_free(tok);
     prompts_free(&ps);
     if (!rc && rk->rank == 0 && (fflush(stdout) || ferror(stdout))) {
@@ -480,8 +483,9 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *db_path = NULL, *teacher = NULL, *model = NULL, *key_env = NULL, *source = NULL, *system = NULL,
                *instruction = "auto", *tok_path = NULL;
-    ct_kind tmpl = CT_DEEPSEEK_R1;
-    bool have_tmpl = false, think_prefix = true, stream = true, quiet = false;
+    const char *tmpl_spec = NULL;
+    ct_template *tmpl = NULL;
+    bool think_prefix = true, stream = true, quiet = false;
     double n = 1, max_tokens = 32768, temp = 0.6, top_p = 0.95, seed = 0, conc = 8, lp = -1, threads = 0,
            cache = 65536, timeout = 600, retries = 8, top_k = 0, min_p = 0, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
@@ -503,9 +507,9 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         case 'N': stream = false; break;
         case 'q': quiet = true; break;
         case 'M':
-            if (ct_parse_kind(optarg, &tmpl))
-                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
-            have_tmpl = true;
+            if (!cli_template_spec_ok(optarg))
+                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
+            tmpl_spec = optarg;
             break;
         case 'n': u = parse_num("--n", optarg, 1, 65536, &n); break;
         case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &max_tokens); break;
@@ -573,16 +577,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
         else if (!rc && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
         if (!rc && mk_check_tokenizer(&cfg, dir, tok, tok_path)) rc = cli_fail("generate");
         free(def_tok);
-        if (!rc && !have_tmpl) {
-            char *cfg_path = rt_path_join(dir, "config.json"), *buf = NULL;
-            size_t len = 0;
-            json_t *j = cfg_path && !rt_read_file(cfg_path, &buf, &len) ? json_loadb(buf, len, 0, NULL) : NULL;
-            const char *mt = json_string_value(json_object_get(j, "model_type"));
-            tmpl = mt && !strncmp(mt, "qwen", 4) ? CT_QWEN : mt && !strcmp(mt, "llama") ? CT_LLAMA3 : CT_DEEPSEEK_R1;
-            json_decref(j);
-            free(buf);
-            free(cfg_path);
-        }
+        if (!rc) rc = cli_template("generate", tmpl_spec, tok_path, tok, true, &tmpl);
         o.engine = NULL;
         o.tok = tok;
         o.tmpl = tmpl;
@@ -602,6 +597,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
             tp_free(pool);
             te_engine_free(e);
             te_model_free(m);
+            ct_template_free(tmpl);
             tok_free(tok);
             return rc;
         }
@@ -665,6 +661,7 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
     te_engine_free(e);
     te_model_free(m);
     tp_free(pool);
+    ct_template_free(tmpl);
     tok_free(tok);
     free(server_model);
     return rc;

@@ -1,5 +1,6 @@
 /* cli/cmd_pack.c — `retort pack`: chat JSONL → chat template → packed training shards. */
 #include <getopt.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,34 @@
 int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, const char **tokenizer,
                     const char **template_name, long *threads);
 void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir);
+bool cli_template_spec_ok(const char *spec);
+
+int cli_template(const char *cmd, const char *spec, const char *tok_path, const tok_tokenizer *tok, bool required,
+                 ct_template **out) {
+    *out = NULL;
+    if (!cli_template_spec_ok(spec))
+        return cli_usage_error(cmd, "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a template file)", spec);
+    if (!tok) {
+        if (!spec && !required) return EXIT_OK;
+        return cli_usage_error(cmd, "--template needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    }
+    int rc = ct_template_resolve(spec, tok_path, tok, out);
+    if (rc == RT_ENOTFOUND && !spec && !required) { rt_errclear(); return EXIT_OK; }
+    if (rc) {
+        char what[64];
+        snprintf(what, sizeof what, "%s: chat template", cmd);
+        return cli_fail(what);
+    }
+    return EXIT_OK;
+}
+
+/* --template: a built-in name, auto, or a readable file (ct_template_resolve reads it). */
+bool cli_template_spec_ok(const char *spec) {
+    ct_kind k;
+    if (!spec || !strcmp(spec, "auto") || !ct_parse_kind(spec, &k)) return true;
+    rt_errclear();
+    return access(spec, R_OK) == 0;
+}
 
 int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, const char **tokenizer,
                     const char **template_name, long *threads) {
@@ -84,21 +113,24 @@ int cmd_pack(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("pack", "unexpected argument '%s'", argv[optind]);
     if (!tokenizer) return cli_usage_error("pack", "missing --tokenizer FILE (a tokenizer.json)");
-    if (!tmpl) return cli_usage_error("pack", "missing --template (deepseek-r1, qwen, llama3)");
     if (!jsonl) return cli_usage_error("pack", "missing --jsonl CHAT.jsonl");
     if (!o.seq_len) return cli_usage_error("pack", "missing --seq N");
     if (!out) return cli_usage_error("pack", "missing --out DIR");
-    ct_kind kind;
-    if (ct_parse_kind(tmpl, &kind)) return cli_usage_error("pack", "unknown template '%s' (deepseek-r1, qwen, llama3)", tmpl);
+    if (!cli_template_spec_ok(tmpl))
+        return cli_usage_error("pack", "unknown template '%s' (deepseek-r1, qwen, llama3, auto or a template file)", tmpl);
     tok_tokenizer *t;
     if (tok_load(tokenizer, &t)) return cli_fail("pack: loading the tokenizer");
+    ct_template *ct;
+    if (ct_template_resolve(tmpl, tokenizer, t, &ct)) { tok_free(t); return cli_fail("pack: chat template"); }
     tp_pool *pool = NULL;
-    if (tp_create((int)threads, &pool)) { tok_free(t); return cli_fail("pack: starting threads"); }
-    json_t *meta = json_pack("{s:s,s:s,s:s}", "tokenizer", tokenizer, "template", tmpl, "input", jsonl);
+    if (tp_create((int)threads, &pool)) { ct_template_free(ct); tok_free(t); return cli_fail("pack: starting threads"); }
+    json_t *meta = json_pack("{s:s,s:s,s:s}", "tokenizer", tokenizer, "template", tmpl ? tmpl : ct_template_name(ct),
+                             "input", jsonl);
     pk_report r;
-    int rc = rd_pack_jsonl(t, kind, jsonl, out, &o, pool, meta, &r);
+    int rc = rd_pack_jsonl(t, ct, jsonl, out, &o, pool, meta, &r);
     json_decref(meta);
     tp_free(pool);
+    ct_template_free(ct);
     tok_free(t);
     if (rc) return cli_fail("pack");
     cli_pack_summary(&r, &o, out);

@@ -1,8 +1,9 @@
 /* cli/cmd_serve.c — `retort serve`: the model behind an OpenAI-compatible HTTP API
  * (teacher/server.h) until SIGTERM or SIGINT, which drain the requests in flight and exit 0.
  *
- * The chat template is --template, or guessed from the tokenizer's special tokens
- * (<｜Assistant｜>: deepseek-r1, <|im_start|>: qwen, <|start_header_id|>: llama3); without
+ * The chat template is --template, or the tokenizer's own chat_template (tokenizer_config.json
+ * beside tokenizer.json), or the built-in its special tokens fit (<｜Assistant｜>: deepseek-r1,
+ * <|im_start|>: qwen, <|start_header_id|>: llama3) — cli_template(), as every command; without
  * one, chat requests get 400 and completions work. Once listening it prints
  * "retort serve: listening on http://HOST:PORT" on stderr (with --port 0, the port chosen).
  * --max-connections, --max-connections-per-ip and --header-timeout go to the server (see
@@ -120,8 +121,8 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     double header_timeout = 10, gpu_frac = 0;
     te_device dev = TE_DEVICE_CPU;
     bool no_graphs = false;   /* --no-cuda-graphs */
-    ct_kind tmpl = CT_QWEN;
-    bool have_tmpl = false;
+    const char *tmpl_spec = NULL;
+    ct_template *tmpl = NULL;
     int c, u = 0;
     optind = 1;
     opterr = 0;
@@ -150,9 +151,9 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
             break;
         }
         case 'T':
-            if (ct_parse_kind(optarg, &tmpl))
-                return cli_usage_error("serve", "unknown chat template '%s' (deepseek-r1, qwen, llama3)", optarg);
-            have_tmpl = true;
+            if (!cli_template_spec_ok(optarg))
+                return cli_usage_error("serve", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
+            tmpl_spec = optarg;
             break;
         case 'D': u = cli_parse_device("serve", optarg, &dev); break;
         case 'G': u = cli_parse_gpu_fraction("serve", optarg, &gpu_frac); break;
@@ -181,11 +182,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     if (!rc && mc_load(model, &mcfg)) rc = cli_fail("serve: loading the model");
     if (!rc && mk_check_tokenizer(&mcfg, model, tok, tok_path)) rc = cli_fail("serve");
     free(def_tok);
-    if (!rc && !have_tmpl) {
-        if (tok_token_to_id(tok, "<｜Assistant｜>") >= 0) tmpl = CT_DEEPSEEK_R1, have_tmpl = true;
-        else if (tok_token_to_id(tok, "<|im_start|>") >= 0) tmpl = CT_QWEN, have_tmpl = true;
-        else if (tok_token_to_id(tok, "<|start_header_id|>") >= 0) tmpl = CT_LLAMA3, have_tmpl = true;
-    }
+    if (!rc) rc = cli_template("serve", tmpl_spec, tok_path, tok, false, &tmpl);
     rc = cli_ranks_agree(rk, rc);
     /* SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts */
     sigset_t sigs;
@@ -201,7 +198,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     char nb[256];
     srv_opts o = {.host = host, .port = (int)port, .api_key = key, .model_name = name ? name : base_name(model, nb, sizeof nb),
                   .max_body = (size_t)max_body, .max_connections = conns, .max_connections_per_ip = (int)per_ip,
-                  .header_timeout = header_timeout, .have_template = have_tmpl, .tmpl = tmpl,
+                  .header_timeout = header_timeout, .have_template = tmpl != NULL, .tmpl = tmpl,
                   .engine = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache},
                   .comm = rk->c, .on_comm_failure = comm_failure, .comm_user = rk->c};
     if (!rc) {   /* every rank: the model (its part); the followers their engine */
@@ -229,7 +226,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
         if (rk->size > 1) snprintf(par, sizeof par, ", split over %d ranks", rk->size);
         double wb = (double)te_model_resident_bytes(m);
         fprintf(stderr, "retort serve: model %s, chat template %s%s%s; on %s, %.*f %s of weights in memory\n",
-                o.model_name, have_tmpl ? ct_kind_name(tmpl) : "none", o.api_key && *o.api_key ? ", API key required" : "",
+                o.model_name, tmpl ? ct_template_name(tmpl) : "none", o.api_key && *o.api_key ? ", API key required" : "",
                 par, te_device_name(dev), wb < 1e9 ? 1 : 2, wb < 1e9 ? wb / 1e6 : wb / 1e9, wb < 1e9 ? "MB" : "GB");
         fprintf(stderr, "retort serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", srv_port(s));
         int sig = 0;
@@ -241,6 +238,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     te_engine_free(follower);
     te_model_free(m);
     tp_free(pool);
+    ct_template_free(tmpl);
     tok_free(tok);
     return rc;
 }

@@ -27,7 +27,7 @@ typedef struct {
 
 struct rd_session {
     const tok_tokenizer *t;
-    ct_kind kind;
+    const ct_template *ct;
     char *dir;
     pk_options o;
     tp_pool *pool;
@@ -42,7 +42,7 @@ struct rd_session {
     bool created_dir;    /* out_dir was made by rd_begin: a failed pack removes it */
 };
 
-int rd_begin(const tok_tokenizer *t, ct_kind kind, const char *out_dir, const pk_options *o, tp_pool *pool,
+int rd_begin(const tok_tokenizer *t, const ct_template *ct, const char *out_dir, const pk_options *o, tp_pool *pool,
              rd_session **out) {
     *out = NULL;
     bool created = false;
@@ -57,7 +57,7 @@ int rd_begin(const tok_tokenizer *t, ct_kind kind, const char *out_dir, const pk
     if (!s) { if (created) rmdir(out_dir); return RT_ENOMEM; }
     s->created_dir = created;
     s->t = t;
-    s->kind = kind;
+    s->ct = ct;
     s->o = *o;
     if (!s->o.vocab_size) s->o.vocab_size = (uint32_t)tok_vocab_size(t);
     s->pool = pool;
@@ -136,7 +136,7 @@ static void render_range(void *ctx, size_t begin, size_t end, int thread) {
         size_t nm = 0;
         it->rc = to_messages(it->conv, &m, &nm);
         if (!it->rc) {
-            it->rc = ct_render(s->t, s->kind, m, nm, false, &it->ids, &it->mask, &it->n);
+            it->rc = ct_template_render(s->t, s->ct, m, nm, false, &it->ids, &it->mask, &it->n);
             free(m);
         }
         if (!it->rc && !memchr(it->mask, 1, it->n))
@@ -214,12 +214,12 @@ int rd_finish(rd_session *s, const json_t *meta, pk_report *rep) {
     return rc;
 }
 
-int rd_pack_jsonl(const tok_tokenizer *t, ct_kind kind, const char *jsonl, const char *out_dir, const pk_options *o,
+int rd_pack_jsonl(const tok_tokenizer *t, const ct_template *ct, const char *jsonl, const char *out_dir, const pk_options *o,
                   tp_pool *pool, const json_t *meta, pk_report *rep) {
     FILE *in = fopen(jsonl, "rb");
     if (!in) return rt_fail(errno == ENOENT ? RT_ENOTFOUND : RT_EIO, "cannot open %s: %s", jsonl, strerror(errno));
     rd_session *s;
-    int rc = rd_begin(t, kind, out_dir, o, pool, &s);
+    int rc = rd_begin(t, ct, out_dir, o, pool, &s);
     if (rc) { fclose(in); return rc; }
     char *line = NULL;
     size_t cap = 0, lineno = 0;
@@ -254,10 +254,10 @@ static int add_sample(void *ctx, int64_t sample_id, json_t *conv) {
     return rd_add(((snap_ctx *)ctx)->s, conv, what);
 }
 
-int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, ct_kind kind, const char *out_dir,
+int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, const ct_template *ct, const char *out_dir,
                        const pk_options *o, tp_pool *pool, const json_t *meta, pk_report *rep) {
     rd_session *s;
-    int rc = rd_begin(t, kind, out_dir, o, pool, &s);
+    int rc = rd_begin(t, ct, out_dir, o, pool, &s);
     if (rc) return rc;
     snap_ctx c = {s};
     rc = db_each_conversation(db, flt, add_sample, &c);

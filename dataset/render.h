@@ -11,7 +11,7 @@
  * would train on nothing. Two front ends: rd_pack_jsonl() (a chat JSONL file: a malformed line or one that does not
  * render is RT_EFORMAT/RT_EINVAL naming file and line) and rd_export_snapshot() (the
  * samples of a database selection, as dataset/export.h builds their conversations).
- * The tokenizer is borrowed and must outlive the session. Errors: RT_EFORMAT, RT_EINVAL,
+ * The tokenizer and the template are borrowed and must outlive the session. Errors: RT_EFORMAT, RT_EINVAL,
  * RT_EIO, RT_ENOMEM, and the tokenizer's, template's and database's.
  */
 #ifndef RT_DATASET_RENDER_H
@@ -29,7 +29,7 @@
 typedef struct rd_session rd_session;
 
 /* o->vocab_size is taken from the tokenizer when 0. */
-int  rd_begin(const tok_tokenizer *t, ct_kind kind, const char *out_dir, const pk_options *o, tp_pool *pool,
+int  rd_begin(const tok_tokenizer *t, const ct_template *ct, const char *out_dir, const pk_options *o, tp_pool *pool,
               rd_session **out);
 /* Adds one conversation (borrowed); what names it in error messages ("FILE:LINE"). */
 int  rd_add(rd_session *s, json_t *conversation, const char *what);
@@ -38,9 +38,9 @@ int  rd_add(rd_session *s, json_t *conversation, const char *what);
 int  rd_finish(rd_session *s, const json_t *meta, pk_report *rep);
 void rd_abort(rd_session *s);   /* NULL is fine */
 
-int rd_pack_jsonl(const tok_tokenizer *t, ct_kind kind, const char *jsonl, const char *out_dir, const pk_options *o,
+int rd_pack_jsonl(const tok_tokenizer *t, const ct_template *ct, const char *jsonl, const char *out_dir, const pk_options *o,
                   tp_pool *pool, const json_t *meta, pk_report *rep);
-int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, ct_kind kind, const char *out_dir,
+int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, const ct_template *ct, const char *out_dir,
                        const pk_options *o, tp_pool *pool, const json_t *meta, pk_report *rep);
 
 #endif

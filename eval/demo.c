@@ -400,7 +400,7 @@ static int add_system(json_t *conv) {
 static int teacher_shards(demo *d, const char *out, pk_report *rep) {
     pk_options po = {.seq_len = SEQ_LEN, .seed = d->o->seed, .drop_long = true};
     rd_session *rs = NULL;
-    int rc = rd_begin(d->tok, CT_QWEN, out, &po, d->pool, &rs);
+    int rc = rd_begin(d->tok, ct_builtin(CT_QWEN), out, &po, d->pool, &rs);
     sqlite3 *s = db_sqlite(d->db);
     sqlite3_stmt *st = NULL;
     if (!rc && sqlite3_prepare_v2(s, "SELECT id, messages, metadata FROM prompts WHERE source = ?1 ORDER BY id", -1, &st,
@@ -622,7 +622,7 @@ static int add_snapshot_conv(void *ctx, int64_t sample_id, json_t *conv) {
 static int snapshot_shards(demo *d, const exp_filter *ef, const char *out, const pk_options *po, const json_t *meta,
                            pk_report *rep) {
     rd_session *rs = NULL;
-    int rc = rd_begin(d->tok, CT_QWEN, out, po, d->pool, &rs);
+    int rc = rd_begin(d->tok, ct_builtin(CT_QWEN), out, po, d->pool, &rs);
     if (!rc) rc = db_each_conversation(d->db, ef, add_snapshot_conv, rs);
     if (rc) {
         rd_abort(rs);

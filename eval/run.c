@@ -282,7 +282,7 @@ static int encode(const ev_gen_opts *o, const char *text, int32_t **ids, size_t 
     if (!o->tmpl) return tok_encode(o->tok, text, strlen(text), true, ids, n);
     ct_message m = {"user", text, NULL};
     uint8_t *mask = NULL;
-    int rc = ct_render(o->tok, *o->tmpl, &m, 1, true, ids, &mask, n);
+    int rc = ct_template_render(o->tok, o->tmpl, &m, 1, true, ids, &mask, n);
     free(mask);
     return rc;
 }
@@ -462,9 +462,8 @@ static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_q
     gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs, .end_of_turn = -1};
     vf_opts_default(&g.vo);
     if (o->tmpl && o->tok) {
-        static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>",
-                                          [CT_QWEN] = "<|im_end|>", [CT_LLAMA3] = "<|eot_id|>"};
-        g.end_of_turn = tok_token_to_id(o->tok, eot[*o->tmpl]);
+        const char *eot = ct_template_eot(o->tmpl);
+        g.end_of_turn = eot ? tok_token_to_id(o->tok, eot) : -1;
     }
     int rc = ev_run_model_check(db, o->run, o->model);
     if (!rc) rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,

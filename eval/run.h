@@ -68,7 +68,7 @@ typedef struct {
     smp_params sampling;
     uint64_t seed;
     const tok_tokenizer *tok;  /* required */
-    const ct_kind *tmpl;       /* NULL: no chat template */
+    const ct_template *tmpl;   /* NULL: no chat template; borrowed */
     /* Called after every engine step (may be NULL): samples stored so far this call, the
      * samples this call has to generate, tokens generated. */
     void (*progress)(void *ctx, size_t done, size_t todo, int64_t tokens);

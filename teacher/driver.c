@@ -286,7 +286,7 @@ static int render_local(drv *d, const gprompt *g, int32_t **ids, size_t *n) {
         m[i] = (ct_message){json_string_value(json_object_get(x, "role")), json_string_value(json_object_get(x, "content")), NULL};
     }
     char *text = NULL;
-    if (!rc) rc = ct_render_text(d->o->tmpl, m, nm, true, &text);
+    if (!rc) rc = ct_template_render_text(d->o->tmpl ? d->o->tmpl : ct_builtin(CT_DEEPSEEK_R1), m, nm, true, &text);
     free(m);
     json_decref(msgs);
     if (rc) return rt_errorf(rc, "prompt %lld", (long long)g->id);
@@ -372,9 +372,8 @@ static int run_local(drv *d, gd_report *rep) {
     const gd_opts *o = d->o;
     te_engine *e = o->engine;
     rt_comm *c = o->comm && comm_size(o->comm) > 1 ? o->comm : NULL;
-    static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>", [CT_QWEN] = "<|im_end|>",
-                                      [CT_LLAMA3] = "<|eot_id|>"};
-    d->end_of_turn = tok_token_to_id(o->tok, eot[o->tmpl]);
+    const char *eot = ct_template_eot(o->tmpl ? o->tmpl : ct_builtin(CT_DEEPSEEK_R1));
+    d->end_of_turn = eot ? tok_token_to_id(o->tok, eot) : -1;
     d->think_close = tok_token_to_id(o->tok, "</think>");
     int qcap = o->max_queue > 0 ? o->max_queue : 64;
     size_t next = 0;

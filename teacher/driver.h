@@ -103,7 +103,7 @@ typedef struct {
     /* local (engine != NULL) */
     te_engine *engine;          /* borrowed */
     const tok_tokenizer *tok;   /* required locally; remotely optional (token counts) */
-    ct_kind tmpl;
+    const ct_template *tmpl;   /* borrowed; NULL: the built-in deepseek-r1 */
     int max_queue;              /* requests queued in the engine at once (0: 64) */
     rt_comm *comm;              /* NULL or one rank: the engine alone; more: rank 0 in lockstep */
 

@@ -935,8 +935,8 @@ static int build_prompts(srv *s, job *j, char *msg, size_t cap, const char **par
             m[i] = (ct_message){rq->messages[i].role, rq->messages[i].content, rq->messages[i].reasoning_content};
         uint8_t *mask = NULL;
         char *text = NULL;
-        int rc = ct_render(s->tok, s->o.tmpl, m, rq->n_messages, true, &j->prompt[0], &mask, &j->prompt_n[0]);
-        if (!rc) rc = ct_render_text(s->o.tmpl, m, rq->n_messages, true, &text);
+        int rc = ct_template_render(s->tok, s->o.tmpl, m, rq->n_messages, true, &j->prompt[0], &mask, &j->prompt_n[0]);
+        if (!rc) rc = ct_template_render_text(s->o.tmpl, m, rq->n_messages, true, &text);
         if (!rc) j->opened = ends_with_think(text);
         free(text);
         free(mask);
@@ -945,9 +945,8 @@ static int build_prompts(srv *s, job *j, char *msg, size_t cap, const char **par
             snprintf(msg, cap, "rendering the messages: %s", rt_errmsg());
             return rc == RT_ENOMEM ? rc : RT_EINVAL;
         }
-        static const char *const eot[] = {[CT_DEEPSEEK_R1] = "<｜end▁of▁sentence｜>", [CT_QWEN] = "<|im_end|>",
-                                          [CT_LLAMA3] = "<|eot_id|>"};
-        if (!rq->ignore_eos) j->turn_end = tok_token_to_id(s->tok, eot[s->o.tmpl]);
+        const char *eot = ct_template_eot(s->o.tmpl);
+        if (!rq->ignore_eos && eot) j->turn_end = tok_token_to_id(s->tok, eot);
     } else {
         *param = "prompt";
         for (size_t p = 0; p < np; p++) {

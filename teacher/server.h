@@ -67,7 +67,7 @@ typedef struct {
     double header_timeout;    /* seconds to deliver a request head (0: 10) */
     int http_threads;         /* libmicrohttpd event-loop threads (0: 4) */
     bool have_template;       /* false: chat requests get 400 */
-    ct_kind tmpl;
+    const ct_template *tmpl;  /* borrowed */
     te_opts engine;           /* max_batch, cache_tokens, …; tok, on_token and user are set here */
     rt_comm *comm;            /* NULL or one rank: the engine alone; more: rank 0 in lockstep */
     void (*on_comm_failure)(void *user, const char *msg);

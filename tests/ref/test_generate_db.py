@@ -448,9 +448,13 @@ def test_local_teacher_matches_transformers_and_shares_the_db(retort_bin, tmp_pa
     assert r.returncode == 0, r.stderr
     rs = check_complete(db, 2, 4, teacher="tiny-qwen")
     eot = tok.token_to_id("<|im_end|>")
+    # the prompt: the tokenizer's own chat_template (tokenizer_config.json beside tokenizer.json,
+    # Qwen3's) rendered by transformers, then the forced "<think>\n"
+    from transformers import AutoTokenizer
+    hf = AutoTokenizer.from_pretrained(os.path.dirname(tok_path))
     for x in rs:
-        chat = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-                f"<|im_start|>user\n{sent_content(x)}<|im_end|>\n<|im_start|>assistant\n<think>\n")
+        chat = hf.apply_chat_template([{"role": "user", "content": sent_content(x)}], tokenize=False,
+                                      add_generation_prompt=True) + "<think>\n"
         ids = tok.encode(chat, add_special_tokens=False).ids
         with torch.no_grad():
             out = m.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=eot,
