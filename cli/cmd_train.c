@@ -21,11 +21,13 @@
 #include "core/model_config.h"
 #include "student/gpu_plan.h"
 #include "student/gpu_train.h"
+#include "student/hfdir.h"
 #include "student/outdir.h"
 #include "student/train.h"
 
 typedef struct {
-    const char *init, *model, *data, *out, *resume, *log;
+    const char *init, *model, *data, *out, *resume, *log, *tokenizer;
+    hd_source hf;                   /* the model directories' tokenizer and generation files (o.hf) */
     int64_t seq, save_every, threads, zero;
     double epochs;
     rt_dtype dtype;
@@ -64,7 +66,7 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS };
+       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -84,6 +86,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
         {"overwrite", no_argument, 0, O_OVERWRITE},
         {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"offload-activations", no_argument, 0, O_OFFLOAD_ACTS},
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"max-shard-size", required_argument, 0, O_SHARD},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -102,6 +105,13 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_OUT: a->out = v; break;
         case O_RESUME: a->resume = v; break;
         case O_LOG: a->log = v; break;
+        case O_TOKENIZER: a->tokenizer = v; break;
+        case O_SHARD: {
+            double b;
+            bad = parse_f64(v, &b) || b < 1 || b > 9e18;
+            a->o.max_shard_bytes = bad ? 0 : (int64_t)b;
+            break;
+        }
         case O_SEQ: bad = parse_i64(v, 1, &a->seq); break;
         case O_BATCH: bad = parse_i64(v, 1, &a->o.batch); break;
         case O_ACCUM: bad = parse_i64(v, 1, &a->o.grad_accum); break;
@@ -163,6 +173,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
     if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
     if (a->o.offload_activations && !a->cuda) return cli_usage_error("train", "--offload-activations needs --device cuda");
+    if (a->tokenizer && access(a->tokenizer, R_OK)) return cli_usage_error("train", "--tokenizer %s: cannot read it", a->tokenizer);
     return 0;
 }
 
@@ -342,6 +353,14 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
         sd_close(*d);
         return rc;
     }
+    /* the model directories' tokenizer files: --tokenizer, the start model's, or the shards' */
+    hd_source_free(&a->hf);
+    if ((rc = hd_source_from(a->start ? a->start : a->model, a->data, a->tokenizer, &a->hf))) {
+        sm_free(*m);
+        sd_close(*d);
+        return rc;
+    }
+    a->o.hf = &a->hf;
     /* the shards' vocabulary is the tokenizer they were packed with (core/model_check.h) */
     const char *from = a->start ? a->start : a->model ? a->model : a->init;
     char what[4200];
@@ -510,6 +529,7 @@ int cmd_train(int argc, char **argv) {
     if (tp_create((int)a.threads, &pool)) { comm_close(comm); return cli_fail("train"); }
     rc = run(&a, pool, comm);
     free(a.start_owned);
+    hd_source_free(&a.hf);
     free(a.id_data);
     free(a.id_model);
     tp_free(pool);

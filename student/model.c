@@ -224,11 +224,12 @@ typedef struct {
     void *ctx;
     float *f32;       /* [largest tensor] when fetching */
     uint16_t *bf;     /* [largest tensor] for BF16 */
+    size_t base;      /* the first tensor of the shard being written */
 } save_source;
 
 static int save_get(void *ctx, size_t i, const void **data) {
     save_source *s = ctx;
-    const sm_tensor *t = &s->m->tensors[i];
+    const sm_tensor *t = &s->m->tensors[s->base + i];
     const float *src = s->f32;   /* fetching: params may be NULL (ZeRO-3) */
     if (s->fetch) {
         int rc = s->fetch(s->ctx, t, s->f32);
@@ -241,52 +242,96 @@ static int save_get(void *ctx, size_t i, const void **data) {
     return 0;
 }
 
-int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) { return sm_save_fetch(m, dir, dtype, NULL, NULL); }
+int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) { return sm_save_sharded(m, dir, dtype, 0, NULL, NULL); }
 
 int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetch)(void *ctx, const sm_tensor *t, float *dst),
                   void *ctx) {
+    return sm_save_sharded(m, dir, dtype, 0, fetch, ctx);
+}
+
+static int write_text(const char *path, const char *txt) {
+    rt_atomic_file *af = NULL;
+    int rc = rt_atomic_open(path, &af);
+    if (rc) return rc;
+    rc = rt_atomic_write(af, txt, strlen(txt));
+    if (!rc) rc = rt_atomic_write(af, "\n", 1);
+    if (rc) rt_atomic_abort(af);
+    else rc = rt_atomic_commit(af);
+    return rc;
+}
+
+int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t max_shard_bytes,
+                    int (*fetch)(void *ctx, const sm_tensor *t, float *dst), void *ctx) {
     if (dtype != RT_DT_F32 && dtype != RT_DT_BF16) return rt_fail(RT_EINVAL, "model dtype must be F32 or BF16");
+    if (max_shard_bytes <= 0) max_shard_bytes = SM_SHARD_BYTES;
     st_wtensor *ts = rt_calloc(m->n_tensors, sizeof *ts);
-    if (!ts) return RT_ENOMEM;
-    int64_t big = 0;
+    size_t *first = rt_calloc(m->n_tensors + 1, sizeof *first);   /* shard k: tensors [first[k], first[k+1]) */
+    if (!ts || !first) {
+        free(ts);
+        free(first);
+        return RT_ENOMEM;
+    }
+    int64_t big = 0, esz = dtype == RT_DT_BF16 ? 2 : 4, total = 0, cur = 0;
+    size_t nshards = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *t = &m->tensors[i];
         if (t->numel > big) big = t->numel;
         ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, NULL};
+        int64_t b = t->numel * esz;   /* transformers' rule: a new shard when this one would pass the limit */
+        if (i == 0 || (cur > 0 && cur + b > max_shard_bytes)) {
+            first[nshards++] = i;
+            cur = 0;
+        }
+        cur += b;
+        total += b;
     }
-    save_source src = {m, fetch, ctx, NULL, NULL};
+    first[nshards] = m->n_tensors;
+    save_source src = {m, fetch, ctx, NULL, NULL, 0};
     if ((fetch && !(src.f32 = rt_malloc((size_t)big * sizeof(float)))) ||
         (dtype == RT_DT_BF16 && !(src.bf = rt_malloc((size_t)big * sizeof(uint16_t))))) {
         free(src.f32);
         free(ts);
+        free(first);
         return RT_ENOMEM;
     }
-    char *mpath = rt_path_join(dir, "model.safetensors"), *cpath = rt_path_join(dir, "config.json");
+    char *cpath = rt_path_join(dir, "config.json");
     json_t *meta = json_pack("{s:s}", "format", "pt");
     json_t *cfg = json_deep_copy(m->config_json);
-    int rc = (!mpath || !cpath || !meta || !cfg) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
-    if (!rc) rc = st_write_stream(mpath, ts, m->n_tensors, meta, save_get, &src);
+    json_t *wmap = nshards > 1 ? json_object() : NULL;
+    int rc = (!cpath || !meta || !cfg || (nshards > 1 && !wmap)) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
+    for (size_t k = 0; !rc && k < nshards; k++) {
+        char name[64];
+        if (nshards == 1) snprintf(name, sizeof name, "model.safetensors");
+        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, nshards);
+        char *mpath = rt_path_join(dir, name);
+        src.base = first[k];
+        rc = mpath ? st_write_stream(mpath, ts + first[k], first[k + 1] - first[k], meta, save_get, &src) : RT_ENOMEM;
+        free(mpath);
+        for (size_t i = first[k]; !rc && wmap && i < first[k + 1]; i++) json_object_set_new(wmap, ts[i].name, json_string(name));
+    }
+    if (!rc && wmap) {   /* model.safetensors.index.json, as transformers writes it */
+        json_t *idx = json_pack("{s:{s:I},s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
+        char *txt = idx ? json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL, *ipath = rt_path_join(dir, "model.safetensors.index.json");
+        rc = (!txt || !ipath) ? rt_fail(RT_ENOMEM, "serializing the shard index") : write_text(ipath, txt);
+        json_decref(idx);
+        free(txt);
+        free(ipath);
+    }
     if (!rc) {
         json_object_set_new(cfg, "torch_dtype", json_string(dtype == RT_DT_BF16 ? "bfloat16" : "float32"));
         json_object_del(cfg, "dtype");
         char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rt_atomic_file *af = NULL;
-        if (!txt) rc = rt_fail(RT_ENOMEM, "serializing config.json");
-        else if (!(rc = rt_atomic_open(cpath, &af))) {
-            rc = rt_atomic_write(af, txt, strlen(txt));
-            if (!rc) rc = rt_atomic_write(af, "\n", 1);
-            if (rc) rt_atomic_abort(af);
-            else rc = rt_atomic_commit(af);
-        }
+        rc = txt ? write_text(cpath, txt) : rt_fail(RT_ENOMEM, "serializing config.json");
         free(txt);
     }
+    json_decref(wmap);
     json_decref(cfg);
     json_decref(meta);
-    free(mpath);
     free(cpath);
     free(src.f32);
     free(src.bf);
     free(ts);
+    free(first);
     return rc ? rt_errorf(rc, "saving the model to %s", dir) : 0;
 }
 

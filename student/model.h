@@ -86,6 +86,14 @@ int sm_save(const sm_model *m, const char *dir, rt_dtype dtype);
  * when writing fails, fewer calls happen). */
 int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetch)(void *ctx, const sm_tensor *t, float *dst),
                   void *ctx);
+/* sm_save_fetch, with the weights split into shards of at most max_shard_bytes (a tensor
+ * larger than that gets a shard of its own; ≤ 0: SM_SHARD_BYTES, transformers' 5 GB):
+ * model-0000k-of-0000n.safetensors and model.safetensors.index.json ({"metadata":
+ * {"total_size"}, "weight_map"}); one model.safetensors when everything fits. fetch NULL:
+ * the weights come from params. */
+#define SM_SHARD_BYTES ((int64_t)5000000000)
+int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t max_shard_bytes,
+                    int (*fetch)(void *ctx, const sm_tensor *t, float *dst), void *ctx);
 void sm_free(sm_model *m);
 const sm_tensor *sm_find(const sm_model *m, const char *name);
 /* Reallocate params and grads to n_alloc ≥ n_params elements (the tail zero), for the

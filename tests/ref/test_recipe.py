@@ -375,7 +375,7 @@ def test_tiny_killed_mid_stage_resumes(retort_bin, tiny_run, tmp_path):
     wd = tmp_path / "w"
     proc = subprocess.Popen([retort_bin, "run", TINY, "--set", f"work_dir={wd}", "--set", "threads=2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    ck = wd / "teacher" / "step-50" / "trainer_state.json"
+    ck = wd / "teacher" / "step-50.state" / "trainer_state.json"
     deadline = time.time() + 600
     while not ck.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
