@@ -61,6 +61,7 @@ typedef struct {
 typedef struct {
     int64_t attn_norm, wq, wk, wv, wo, bq, bk, bv, bo;
     int64_t mlp_norm, wg, wu, wd, bg, bu, bd;
+    int64_t qn, kn;            /* qwen3: q_norm, k_norm [hd] (RMSNorm of each head before RoPE); −1 otherwise */
 } sm_layer_off;
 
 typedef struct {

@@ -67,6 +67,7 @@ def inspect_json(retort_bin, d):
 
 
 @pytest.mark.parametrize("name,arch", [("tiny-llama", "LlamaForCausalLM"), ("tiny-qwen2", "Qwen2ForCausalLM"),
+                                       ("tiny-qwen3", "Qwen3ForCausalLM"),
                                        ("tiny-deepseek-v3", "DeepseekV3ForCausalLM")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shard", [None, "1MB"])
