@@ -1,6 +1,7 @@
 /* cli/cmd_resize_vocab.c — `retort resize-vocab`: a chat template's special tokens into a
  * model's tokenizer, and embedding / LM-head rows for them (student/vocab.h). */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +11,15 @@
 #include "student/vocab.h"
 
 int cmd_resize_vocab(int argc, char **argv) {
-    enum { O_MODEL = 256, O_FROM, O_OUT };
+    enum { O_MODEL = 256, O_FROM, O_OUT, O_OVERWRITE };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"add-tokens-from", required_argument, 0, O_FROM},
                                          {"out", required_argument, 0, O_OUT},
+                                         {"overwrite", no_argument, 0, O_OVERWRITE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model = NULL, *from = NULL, *out = NULL;
+    bool overwrite = false;
     int ch;
     optind = 0;
     opterr = 0;
@@ -25,6 +28,7 @@ int cmd_resize_vocab(int argc, char **argv) {
         case O_MODEL: model = optarg; break;
         case O_FROM: from = optarg; break;
         case O_OUT: out = optarg; break;
+        case O_OVERWRITE: overwrite = true; break;
         case 'h': fputs(cli_find("resize-vocab")->usage, stdout); return EXIT_OK;
         default: return cli_usage_error("resize-vocab", "unknown option or missing value '%s'", argv[optind - 1]);
         }
@@ -44,7 +48,7 @@ int cmd_resize_vocab(int argc, char **argv) {
                                                "nor a tokenizer.json", from);
     }
     vb_report r;
-    int rc = vb_resize(model, tokens, n, out, &r);
+    int rc = vb_resize(model, tokens, n, out, overwrite, &r);
     vb_tokens_free(owned, owned ? n : 0);
     if (rc) return cli_fail("resize-vocab");
     if (r.added)

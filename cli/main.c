@@ -423,7 +423,7 @@ static const cli_command commands[] = {
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_report},
     {"resize-vocab", "add a chat template's special tokens to a model's tokenizer and grow its embeddings",
-     "usage: retort resize-vocab --model DIR --add-tokens-from TEMPLATE|TOKENIZER.json --out DIR\n"
+     "usage: retort resize-vocab --model DIR --add-tokens-from TEMPLATE|TOKENIZER.json --out DIR [--overwrite]\n"
      "\n"
      "Writes OUT, a copy of the model directory DIR whose tokenizer holds the tokens a chat template\n"
      "renders as single tokens (deepseek-r1: <\uff5cbegin\u2581of\u2581sentence\uff5c>, <\uff5cend\u2581of\u2581sentence\uff5c>, <\uff5cUser\uff5c>,\n"
@@ -432,7 +432,8 @@ static const cli_command commands[] = {
      "tokenizer.json. Tokens already there are kept; new ones get the next free ids. When they pass\n"
      "the config's vocab_size, embed_tokens (and an untied lm_head) grow, each new row the mean of the\n"
      "old rows (transformers' resize_token_embeddings with mean_resizing), as DeepSeek-R1-Distill-Qwen\n"
-     "added R1's markers to Qwen2.5's tokenizer. OUT must be new or empty.\n"
+     "added R1's markers to Qwen2.5's tokenizer. OUT must be new or empty (--overwrite: its files are\n"
+     "removed first).\n"
      "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_resize_vocab},

@@ -94,12 +94,15 @@ static const opt_def EVAL[] = {
     {"retries", T_INT, 0},    {"no-stream", T_BOOL, 0},     {"device", T_STR, 0},         {"gpu-memory-fraction", T_NUM, 0},
     END};
 static const opt_def COMPARE[] = {{"db", T_STR, 0}, {"runs", T_LIST, F_POS}, {"json", T_BOOL, 0}, END};
+static const opt_def RESIZE[] = {{"model", T_STR, F_IN}, {"add-tokens-from", T_STR, 0}, {"out", T_STR, 0},
+                                 {"overwrite", T_BOOL, 0}, END};
 static const opt_def REPORT[] = {{"db", T_STR, 0}, {"out", T_STR, 0}, {"train-log", T_LIST, F_IN}, END};
 #undef END
 
 static const kind_def KINDS[] = {{"import", IMPORT}, {"generate", GENERATE}, {"filter", FILTER},
                                  {"select", SELECT}, {"export", EXPORT},     {"pack", PACK},
                                  {"train", TRAIN},   {"eval", EVAL},         {"compare", COMPARE},
+                                 {"resize-vocab", RESIZE},
                                  {"report", REPORT}};
 #define N_KINDS (sizeof KINDS / sizeof *KINDS)
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/fsutil.h"
@@ -91,17 +92,25 @@ static int write_json(const char *dir, const char *name, const json_t *j) {
     return rc;
 }
 
-/* out: created, or an empty directory. */
-static int make_out(const char *out) {
+/* out: created, or an empty directory (overwrite: its files removed first). */
+static int make_out(const char *out, bool overwrite) {
     if (!mkdir(out, 0755)) return 0;
     if (errno != EEXIST) return rt_fail(RT_EIO, "cannot create %s: %s", out, strerror(errno));
     DIR *d = opendir(out);
     if (!d) return rt_fail(RT_EINVAL, "%s exists and is not a directory", out);
     struct dirent *e;
-    bool empty = true;
-    while (empty && (e = readdir(d))) empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    int rc = 0;
+    while (!rc && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = rt_path_join(out, e->d_name);
+        if (!p) rc = RT_ENOMEM;
+        else if (!overwrite) rc = rt_fail(RT_EINVAL, "%s is not empty: give a new directory (or --overwrite)", out);
+        else if (!rt_is_file(p)) rc = rt_fail(RT_EINVAL, "%s holds %s, which is not a file: not overwritten", out, e->d_name);
+        else if (unlink(p)) rc = rt_fail(RT_EIO, "cannot remove %s: %s", p, strerror(errno));
+        free(p);
+    }
     closedir(d);
-    return empty ? 0 : rt_fail(RT_EINVAL, "%s is not empty: give a new directory", out);
+    return rc;
 }
 
 /* m2 (vocabulary V2 ≥ m's V) gets m's weights; rows [V, V2) of the embedding and the head are
@@ -125,7 +134,7 @@ static void copy_grown(const sm_model *m, sm_model *m2) {
     }
 }
 
-int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out, vb_report *rep) {
+int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out, bool overwrite, vb_report *rep) {
     *rep = (vb_report){.first_id = -1};
     char *tpath = rt_path_join(dir, "tokenizer.json"), *cpath = rt_path_join(dir, "tokenizer_config.json");
     char *gpath = rt_path_join(dir, "generation_config.json"), *otok = rt_path_join(out, "tokenizer.json");
@@ -139,7 +148,7 @@ int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out
     if (!rc) rc = rt_json_load_file(tpath, &tj);
     if (!rc && rt_is_file(cpath)) rc = rt_json_load_file(cpath, &tc);
     if (!rc) rc = sm_load(dir, &m);
-    if (!rc) rc = make_out(out);
+    if (!rc) rc = make_out(out, overwrite);
     int64_t next = tj ? max_id(tj) + 1 : 0;
     json_t *added = tj ? json_object_get(tj, "added_tokens") : NULL;
     if (!rc && !json_is_array(added)) {

@@ -19,7 +19,8 @@
  * resize_token_embeddings with mean_resizing, without its 1e-9-scaled noise); old rows are
  * unchanged, and so are rows the config had beyond the tokenizer (they take the new ids).
  * Weights are written in the dtype of the source config's torch_dtype (bfloat16, else f32).
- * out_dir must not exist yet, or be empty. rep says what happened.
+ * out_dir must not exist yet, or be empty; with overwrite the files in it are removed first
+ * (a directory holding subdirectories is still refused). rep says what happened.
  * Errors: RT_ENOTFOUND (no tokenizer.json in model_dir), RT_EINVAL (out_dir not empty),
  * RT_EFORMAT, RT_EIO, RT_ENOMEM; the model's loading errors.
  */
@@ -44,6 +45,7 @@ typedef struct {
 int vb_template_tokens(const char *template_name, const vb_token **out, size_t *n);
 int vb_tokenizer_tokens(const char *tokenizer_json, vb_token **out, size_t *n);
 void vb_tokens_free(vb_token *t, size_t n);
-int vb_resize(const char *model_dir, const vb_token *tokens, size_t n, const char *out_dir, vb_report *rep);
+int vb_resize(const char *model_dir, const vb_token *tokens, size_t n, const char *out_dir, bool overwrite,
+              vb_report *rep);
 
 #endif
