@@ -244,6 +244,36 @@ static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
 
 static int step_fail(int rc) { return rt_errorf(rc, "data-parallel step"); }
 
+int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets) {
+    *loss = 0;
+    *targets = 0;
+    if (t->z.level == 3) return rt_fail(RT_EUNSUPPORTED, "a validation loss with ZeRO-3 (the weights are sharded)");
+    if ((int64_t)sd_seq_len(val) != t->N)
+        return rt_fail(RT_EINVAL, "the validation data holds sequences of %u tokens, the training data %lld",
+                       sd_seq_len(val), (long long)t->N);
+    if ((int64_t)sd_vocab_size(val) > t->m->V)
+        return rt_fail(RT_EINVAL, "the validation data's vocabulary (%u) is larger than the model's (%lld)",
+                       sd_vocab_size(val), (long long)t->m->V);
+    sd_position pos = {0, 0, 0};   /* one pass over every sequence: the order does not change the mean */
+    uint64_t n = sd_num_seqs(val);
+    double sum = 0;
+    int64_t count = 0;
+    for (uint64_t i = 0; i < n;) {
+        int64_t k = (int64_t)(n - i < (uint64_t)t->o.batch ? n - i : (uint64_t)t->o.batch), nt = 0;
+        int rc = sd_read(val, &pos, k, t->tokens, t->doc_start, t->posi, t->target, &nt);
+        double ls = 0;
+        sm_batch b = {k * t->N, t->tokens, t->doc_start, t->posi, t->target};
+        if (!rc && nt > 0) rc = sm_forward_loss(t->m, t->acts, &b, &ls, t->pool);
+        if (rc) return rt_errorf(rc, "validation loss");
+        sum += ls;
+        count += nt;
+        i += (uint64_t)k;
+    }
+    *loss = count ? sum / (double)count : NAN;
+    *targets = count;
+    return 0;
+}
+
 int tr_step(tr_trainer *t, tr_stats *st) {
     sm_model *m = t->m;
     const zr_layout *z = &t->z;

@@ -113,6 +113,12 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
 void tr_free(tr_trainer *t);
 int tr_step(tr_trainer *t, tr_stats *out);
 int64_t tr_steps_done(const tr_trainer *t);
+/* The mean cross-entropy over every target of val (each of its sequences once, batch at a
+ * time, the trainer's current weights; nothing of the trainer changes but its scratch), and
+ * how many targets that is (loss NaN when none). val must have the training data's sequence
+ * length and a vocabulary the model covers (RT_EINVAL); not at ZeRO level 3 (RT_EUNSUPPORTED).
+ * Each rank computes it alone (no collective). */
+int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets);
 const sm_model *tr_model(const tr_trainer *t);
 int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype);
 /* The parameter, gradient and optimizer buffers this rank holds (activations, the batch and
