@@ -89,3 +89,17 @@ def test_val_options_misused_are_usage_errors(retort_bin, run_dir):
     assert p.returncode == 2 and "--val-every needs --val-data" in p.stderr
     p = run([retort_bin, *base, "--val-data", str(run_dir / "missing.bin")])
     assert p.returncode == 1 and len([l for l in p.stderr.splitlines() if l.startswith("retort")]) == 1, p.stderr
+
+
+def test_report_plots_the_validation_loss_beside_the_training_loss(retort_bin, run_dir, tmp_path):
+    import re
+    p = run([retort_bin, "db", "init", str(tmp_path / "run.db")])
+    assert p.returncode == 0, p.stderr
+    p = run([retort_bin, "report", "--db", str(tmp_path / "run.db"), "--out", str(tmp_path / "r.html"),
+             "--train-log", str(run_dir / "l.jsonl")])
+    assert p.returncode == 0, p.stderr
+    html = (tmp_path / "r.html").read_text()
+    loss = html[html.index("<h3>Loss</h3>"):html.index("<h3>Learning rate</h3>")]
+    assert "training and validation loss" in loss and "l.jsonl validation" in loss
+    lines = re.findall(r'<polyline[^>]*points="([^"]*)"', loss)
+    assert [len(pts.split()) for pts in lines] == [6, 2]   # every step; the two validation points
