@@ -30,6 +30,8 @@ typedef struct {
     const char *init, *model, *data, *out, *resume, *log, *tokenizer;
     const char *tensorboard, *val_data;   /* --tensorboard DIR, --val-data SHARDS */
     int64_t val_every;                    /* --val-every N (0: the last step only) */
+    double val_frac;                      /* --val-frac F: the last ⌈F·S⌉ sequences held out */
+    uint64_t val_first, val_count;        /* the held-out sequences (set when the data is opened) */
     hd_source hf;                   /* the model directories' tokenizer and generation files (o.hf) */
     int64_t seq, save_every, threads, zero;
     double epochs;
@@ -69,7 +71,7 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD, O_TB, O_VAL_DATA, O_VAL_EVERY };
+       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD, O_TB, O_VAL_DATA, O_VAL_EVERY, O_VAL_FRAC };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -91,7 +93,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"offload-activations", no_argument, 0, O_OFFLOAD_ACTS},
         {"tokenizer", required_argument, 0, O_TOKENIZER}, {"max-shard-size", required_argument, 0, O_SHARD},
         {"tensorboard", required_argument, 0, O_TB}, {"val-data", required_argument, 0, O_VAL_DATA},
-        {"val-every", required_argument, 0, O_VAL_EVERY},
+        {"val-every", required_argument, 0, O_VAL_EVERY}, {"val-frac", required_argument, 0, O_VAL_FRAC},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -114,6 +116,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_TB: a->tensorboard = v; break;
         case O_VAL_DATA: a->val_data = v; break;
         case O_VAL_EVERY: bad = parse_i64(v, 1, &a->val_every); break;
+        case O_VAL_FRAC: bad = parse_f64(v, &a->val_frac) || !(a->val_frac > 0 && a->val_frac < 1); break;
         case O_SHARD: {
             double b;
             bad = parse_f64(v, &b) || b < 1 || b > 9e18;
@@ -181,7 +184,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
     if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
     if (a->o.offload_activations && !a->cuda) return cli_usage_error("train", "--offload-activations needs --device cuda");
-    if (a->val_every && !a->val_data) return cli_usage_error("train", "--val-every needs --val-data");
+    if (a->val_data && a->val_frac > 0) return cli_usage_error("train", "--val-data and --val-frac exclude each other");
+    if (a->val_frac > 0 && !a->val_data) a->val_data = a->data;   /* the held-out part of --data */
+    if (a->val_every && !a->val_data) return cli_usage_error("train", "--val-every needs --val-data or --val-frac");
     if (a->val_data && a->cuda) return cli_usage_error("train", "--val-data: the validation loss is computed by the CPU trainer only for now");
     if (a->val_data && a->zero == 3) return cli_usage_error("train", "--val-data does not work with --zero 3 yet (the weights are sharded)");
     if (a->tokenizer && access(a->tokenizer, R_OK)) return cli_usage_error("train", "--tokenizer %s: cannot read it", a->tokenizer);
@@ -376,6 +381,17 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
         sd_close(*d);
         return rc;
     }
+    if (a->val_frac > 0) {   /* the last ⌈F·S⌉ sequences are the validation split, never trained on */
+        uint64_t S = sd_num_seqs(*d), k = (uint64_t)ceil(a->val_frac * (double)S);
+        if (k >= S) rc = rt_fail(RT_EINVAL, "--val-frac %g of %llu sequences leaves none to train on", a->val_frac,
+                                 (unsigned long long)S);
+        else rc = sd_restrict(*d, 0, S - k);
+        if (rc) {
+            sd_close(*d);
+            return rc;
+        }
+        a->val_first = S - k, a->val_count = k;
+    }
     if (a->epochs > 0) {
         double per = (double)(a->o.batch * a->o.grad_accum * P);
         a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(*d) / per);
@@ -481,7 +497,8 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     rc = EXIT_OK;
     sd_data *val = NULL;      /* rank 0: the validation shards */
     tb_writer *tb = NULL;     /* rank 0: the TensorBoard event file */
-    if (rank == 0 && a->val_data && sd_open(a->val_data, &val)) rc = cli_fail("train");
+    if (rank == 0 && a->val_data && (sd_open(a->val_data, &val) || (a->val_count && sd_restrict(val, a->val_first, a->val_count))))
+        rc = cli_fail("train");
     if (rank == 0 && rc == EXIT_OK && a->tensorboard && tb_open(a->tensorboard, &tb)) rc = cli_fail("train");
     if (rc != EXIT_OK && P > 1) comm_abort(comm, rc);
     int64_t start = trainer_done(&t), done = start;

@@ -244,6 +244,8 @@ static const cli_command commands[] = {
      "  --val-data SHARDS   validation shards (the training data's sequence length): their mean loss is\n"
      "                      computed at the last step and every --val-every N steps, logged as val_loss\n"
      "                      (with val_targets) in --log and printed; CPU trainer, ZeRO 0-2\n"
+     "  --val-frac F        instead of --val-data: hold out the last ceil(F x sequences) of --data (in file\n"
+     "                      order; pack shuffles sequences) as the validation split, never trained on\n"
      "  --save-every N      also save every N steps (the last step is always saved)\n"
      "  --dtype bf16|f32    model.safetensors element type (default bf16; f32 master weights are kept\n"
      "                      in step-N.state/optimizer.safetensors, so resuming is exact either way)\n"

@@ -85,7 +85,7 @@ static const opt_def TRAIN[] = {
     {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0},
     {"overwrite", T_BOOL, 0},   {"offload-optimizer", T_BOOL, 0}, {"offload-activations", T_BOOL, 0},
     {"tokenizer", T_STR, F_IN}, {"max-shard-size", T_NUM, 0}, {"tensorboard", T_STR, 0}, {"val-data", T_STR, F_IN},
-    {"val-every", T_INT, 0}, END};
+    {"val-every", T_INT, 0}, {"val-frac", T_NUM, 0}, END};
 static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},

@@ -62,24 +62,45 @@ def test_records_carry_tensorboards_crc32c(run_dir):
     assert off == len(b) and n == 1 + 6 * 4 + 2   # the version event, 4 scalars a step, 2 val/loss
 
 
-def test_validation_loss_equals_transformers(run_dir):
-    import numpy as np
+def reference_loss(model_dir, shard, seqs=None):
+    """Mean cross-entropy (and target count) of transformers on the documents of a shard's
+    sequences (all, or those listed), each document on its own."""
     import torch
     from transformers import AutoModelForCausalLM
-    tok, mask, docs = read_shard(run_dir / "val.bin")
-    m = AutoModelForCausalLM.from_pretrained(str(run_dir / "o" / "step-6"), dtype=torch.float64).eval()
+    tok, mask, docs = read_shard(shard)
+    m = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64).eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for s, a, n in docs:
+            if seqs is not None and s not in seqs:
+                continue
             ids = torch.tensor(tok[s, a:a + n])[None]
             lp = torch.log_softmax(m(input_ids=ids, position_ids=torch.arange(n)[None]).logits[0], -1)
             for t in range(n - 1):
                 if mask[s, a + t + 1]:
                     total -= float(lp[t, tok[s, a + t + 1]])
                     count += 1
+    return total / count, count
+
+
+def test_validation_loss_equals_transformers(run_dir):
+    want, count = reference_loss(run_dir / "o" / "step-6", run_dir / "val.bin")
     last = [json.loads(line) for line in open(run_dir / "l.jsonl")][-1]
     assert last["val_targets"] == count
-    assert abs(last["val_loss"] - total / count) <= 1e-5 * abs(total / count), (last["val_loss"], total / count)
+    assert abs(last["val_loss"] - want) <= 1e-5 * abs(want), (last["val_loss"], want)
+
+
+def test_val_frac_holds_out_the_last_sequences(retort_bin, run_dir, tmp_path):
+    """--val-frac 0.25 of 16 sequences: the last 4 (file order) are the validation split."""
+    p = run([retort_bin, "train", "--threads", "2", "--init", str(run_dir / "qwen.json"), "--data",
+             str(run_dir / "train.bin"), "--batch", "4", "--epochs", "1", "--lr", "3e-3", "--dtype", "f32",
+             "--val-frac", "0.25", "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl")], timeout=600)
+    assert p.returncode == 0, p.stderr
+    log = [json.loads(line) for line in open(tmp_path / "l.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3]   # one epoch of the 12 training sequences, 4 a step
+    want, count = reference_loss(tmp_path / "o" / "step-3", run_dir / "train.bin", seqs={12, 13, 14, 15})
+    assert log[-1]["val_targets"] == count
+    assert abs(log[-1]["val_loss"] - want) <= 1e-5 * abs(want), (log[-1]["val_loss"], want)
 
 
 def test_val_options_misused_are_usage_errors(retort_bin, run_dir):
@@ -87,6 +108,10 @@ def test_val_options_misused_are_usage_errors(retort_bin, run_dir):
             "--lr", "1e-3", "--out", str(run_dir / "x")]
     p = run([retort_bin, *base, "--val-every", "2"])
     assert p.returncode == 2 and "--val-every needs --val-data" in p.stderr
+    p = run([retort_bin, *base, "--val-frac", "0.5", "--val-data", str(run_dir / "val.bin")])
+    assert p.returncode == 2 and "exclude each other" in p.stderr
+    p = run([retort_bin, *base, "--val-frac", "1.5"])
+    assert p.returncode == 2 and "--val-frac" in p.stderr
     p = run([retort_bin, *base, "--val-data", str(run_dir / "missing.bin")])
     assert p.returncode == 1 and len([l for l in p.stderr.splitlines() if l.startswith("retort")]) == 1, p.stderr
 
