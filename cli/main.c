@@ -14,7 +14,7 @@ static const cli_command commands[] = {
     {"inspect", "check a model directory (config.json + safetensors) and summarize it",
      "usage: retort inspect DIR [--json] [--check-values]\n"
      "\n"
-     "Reads DIR/config.json (model_type llama, qwen2 or deepseek_v3) and the safetensors in DIR\n"
+     "Reads DIR/config.json (model_type llama, qwen2, qwen3 or deepseek_v3) and the safetensors in DIR\n"
      "(model.safetensors, or shards named by model.safetensors.index.json), checks that every\n"
      "tensor the architecture needs is present with the right shape and dtype, and prints the\n"
      "architecture, shapes, dtypes, tensor count and parameter count.\n"
@@ -201,7 +201,7 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error (a line that is not a conversation names file and line), 2 usage error.\n",
      cmd_pack},
-    {"train", "train a dense student (llama/qwen2) on packed shards: SFT with AdamW, checkpoints, exact resume",
+    {"train", "train a dense student (llama/qwen2/qwen3) on packed shards: SFT with AdamW, checkpoints, exact resume",
      "usage: retort train (--init CONFIG.json | --model DIR | --resume DIR/step-N) --data SHARDS --batch B\n"
      "                    (--steps N | --epochs E) --lr X --out DIR [--resume auto | --overwrite] [options]\n"
      "\n"
@@ -209,7 +209,7 @@ static const cli_command commands[] = {
      "holds whole documents; positions restart and attention stays inside each document; the loss is\n"
      "the mean cross-entropy over the tokens whose loss mask is 1.\n"
      "\n"
-     "  --init CONFIG.json  random weights for a HF config (llama or qwen2), normal(0, 0.02), seeded by --seed\n"
+     "  --init CONFIG.json  random weights for a HF config (llama, qwen2 or qwen3), normal(0, 0.02), seeded by --seed\n"
      "  --model DIR         start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)\n"
      "  --resume DIR/step-N continue a run exactly where its checkpoint stopped (weights, AdamW moments,\n"
      "                      step, data position); give the same options as the run that wrote it\n"
