@@ -1,4 +1,5 @@
-/* student/model.h — the dense Llama-3 / Qwen2.5 student in f32: parameters, forward, backward.
+/* student/model.h — the dense Llama-3 / Qwen2.5 / Qwen3 student in f32: parameters, forward, backward.
+ * (Qwen3: q and k of each head RMS-normalized by q_norm / k_norm before RoPE, and back through them.)
  *
  * An sm_model holds every parameter in one flat f32 buffer (params) and, beside it, one
  * gradient buffer of the same layout (grads), in the tensor order of mc_expected_tensors
