@@ -149,7 +149,7 @@ def test_only_rank_0_prints_and_writes(retort_bin, data, cfg, tmp_path):
     assert p.stderr.count("step 3/3") == 1, p.stderr
     rows = read_log(tmp_path / "l.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["tokens"] == 4 * 32 for r in rows)
-    assert sorted(os.listdir(tmp_path / "o")) == ["step-3"]
+    assert sorted(os.listdir(tmp_path / "o")) == ["step-3", "step-3.state"]
 
 
 def test_dp_resume_continues_bit_exactly_and_at_another_rank_count(retort_bin, data, cfg, tmp_path):
