@@ -19,6 +19,37 @@ const char *hd_end_of_turn(const char *name) {
     return NULL;
 }
 
+/* The Jinja text of a built-in template (core/chat_template.h), for a tokenizer_config.json
+ * that has none: what transformers' apply_chat_template renders with it equals
+ * ct_render_text for conversations whose last turn is not an assistant's with reasoning (the
+ * built-ins keep that one's thinking for training; these, like the models' own templates,
+ * drop it). NULL when unknown. */
+static const char *builtin_jinja(const char *name) {
+    if (!name) return NULL;
+    if (!strcmp(name, "qwen"))
+        return "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+               "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a "
+               "helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- for message in messages %}{%- if not (message['role'] == "
+               "'system' and loop.first) %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+               "'<|im_end|>\\n' }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' "
+               "}}{%- endif %}";
+    if (!strcmp(name, "llama3"))
+        return "{{- '<|begin_of_text|>' }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
+               "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if "
+               "add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}";
+    if (!strcmp(name, "deepseek-r1"))
+        return "{{- '<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>' }}{%- set ns = namespace(system='', "
+               "first=true) %}{%- for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.first %}{%- set "
+               "ns.system = message['content'] %}{%- set ns.first = false %}{%- else %}{%- set ns.system = ns.system + "
+               "'\\n\\n' + message['content'] %}{%- endif %}{%- endif %}{%- endfor %}{{- ns.system }}{%- for message in "
+               "messages %}{%- if message['role'] == 'user' %}{{- '<\xef\xbd\x9cUser\xef\xbd\x9c>' + message['content'] }}{%- elif "
+               "message['role'] == 'assistant' %}{%- set content = message['content'] %}{%- if '</think>' in content %}{%- "
+               "set content = content.split('</think>')[-1] %}{%- endif %}{{- '<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>' + content + "
+               "'<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>' }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- "
+               "'<\xef\xbd\x9c" "Assistant\xef\xbd\x9c><think>\\n' }}{%- endif %}";
+    return NULL;
+}
+
 void hd_source_free(hd_source *s) {
     if (!s) return;
     free(s->tokenizer);
@@ -144,6 +175,9 @@ int hd_write(const char *dir, const hd_source *s, const json_t *cfg) {
     if (!rc && tc && !json_is_object(tc)) rc = rt_fail(RT_EFORMAT, "%s: not a JSON object", s->tokenizer_config);
     const char *eot = s ? hd_end_of_turn(s->template_name) : NULL;
     if (eot && tok && tok_token_to_id(tok, eot) < 0) eot = NULL;   /* a tokenizer without the template's marker */
+    const char *jt = s ? builtin_jinja(s->template_name) : NULL;
+    if (!rc && tc && !json_is_string(json_object_get(tc, "chat_template")) && jt)
+        json_object_set_new(tc, "chat_template", json_string(jt));   /* the template the data was rendered with */
     if (!rc && tc) {   /* special tokens the config leaves out */
         if (!token_text(json_object_get(tc, "eos_token")) && eot) json_object_set_new(tc, "eos_token", json_string(eot));
         if (!token_text(json_object_get(tc, "pad_token")) && token_text(json_object_get(tc, "eos_token")))

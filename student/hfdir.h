@@ -7,7 +7,11 @@
  *   - tokenizer.json: a byte copy of s->tokenizer;
  *   - tokenizer_config.json: s->tokenizer_config (the training tokenizer's) with its
  *     chat_template when it has one, else a minimal one (tokenizer_class
- *     PreTrainedTokenizerFast); bos/eos/pad tokens filled in where absent: eos is the
+ *     PreTrainedTokenizerFast); without a chat_template, the Jinja text of the built-in
+ *     template s->template_name (the same text as core/chat_template renders, for every
+ *     conversation but one ending in an assistant turn with reasoning, whose thinking the
+ *     Jinja drops as the models' own templates do); bos/eos/pad tokens filled in where
+ *     absent: eos is the
  *     template's end-of-turn marker (s->template_name: deepseek-r1 <｜end▁of▁sentence｜>,
  *     qwen <|im_end|>, llama3 <|eot_id|>) when the tokenizer has it;
  *   - special_tokens_map.json: those bos/eos/pad tokens;

@@ -144,3 +144,41 @@ def test_explicit_tokenizer_without_its_config(retort_bin, packed, qwen_tok, tmp
     assert tok.encode(text, add_special_tokens=False) == Tokenizer.from_file(qwen_tok).encode(text, add_special_tokens=False).ids
     assert tok.eos_token == "<|im_end|>"
     assert json.loads((d / "special_tokens_map.json").read_text())["eos_token"] == "<|im_end|>"
+
+
+CONVS = [[{"role": "user", "content": "What is 2+2?"}],
+         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " What is 2+2? "}],
+         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+          {"role": "user", "content": "What is 2+2?"}]]
+
+
+@pytest.mark.parametrize("template,asset", [("qwen", "qwen3"), ("deepseek-r1", "deepseek_v3"), ("llama3", "llama3_1")])
+def test_builtin_template_becomes_the_chat_template(retort_bin, assets, template, asset, tmp_path):
+    """Packed with a tokenizer that has no tokenizer_config.json: the model directory's
+    chat_template is the built-in template's Jinja text, and transformers' apply_chat_template
+    renders what `retort tokenize --chat` renders (generation prompt on)."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+    src = os.path.join(assets, "tokenizers", asset, "tokenizer.json")
+    if not os.path.exists(src):
+        pytest.skip(f"skipped: {src} missing")
+    lone = tmp_path / "tok"
+    lone.mkdir()
+    (lone / "tokenizer.json").write_bytes(open(src, "rb").read())
+    V = Tokenizer.from_file(src).get_vocab_size(with_added_tokens=True)
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in CHATS[:4]))
+    p = run([retort_bin, "pack", "--tokenizer", str(lone / "tokenizer.json"), "--template", template, "--jsonl",
+             str(tmp_path / "chats.jsonl"), "--seq", "64", "--out", str(tmp_path / "shards"), "--threads", "2"])
+    assert p.returncode == 0, p.stderr
+    cfg = dict(CFG, vocab_size=V, hidden_size=16, num_hidden_layers=1, bos_token_id=0, eos_token_id=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    train(retort_bin, "--init", str(tmp_path / "cfg.json"), "--data", str(tmp_path / "shards"), "--steps", "1",
+          "--out", str(tmp_path / "o"))
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "o" / "step-1"), local_files_only=True)
+    assert tok.chat_template
+    p = run([retort_bin, "tokenize", "--tokenizer", src, "--chat", template, "--generation-prompt"],
+            input="".join(json.dumps({"messages": m}) + "\n" for m in CONVS))
+    assert p.returncode == 0, p.stderr
+    want = [json.loads(line)["text"] for line in p.stdout.splitlines()]
+    for conv, w in zip(CONVS, want):
+        assert tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True) == w, conv
