@@ -147,7 +147,10 @@ int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out
     if (!rc) rc = tok_load(tpath, &tok);
     if (!rc) rc = rt_json_load_file(tpath, &tj);
     if (!rc && rt_is_file(cpath)) rc = rt_json_load_file(cpath, &tc);
-    if (!rc) rc = sm_load(dir, &m);
+    if (!rc && !(rc = sm_load(dir, &m))) {   /* no gradients here: half the memory */
+        free(m->grads);
+        m->grads = NULL;
+    }
     if (!rc) rc = make_out(out, overwrite);
     int64_t next = tj ? max_id(tj) + 1 : 0;
     json_t *added = tj ? json_object_get(tj, "added_tokens") : NULL;
@@ -186,7 +189,11 @@ int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out
             cfg2 = json_deep_copy(m->config_json);
             rc = !cfg2 || json_object_set_new(cfg2, "vocab_size", json_integer(next)) ? RT_ENOMEM : 0;
             if (!rc) rc = sm_create_random(cfg2, 0, &m2);
-            if (!rc) copy_grown(m, m2);
+            if (!rc) {
+                free(m2->grads);
+                m2->grads = NULL;
+                copy_grown(m, m2);
+            }
         }
     }
     const sm_model *w = m2 ? m2 : m;
