@@ -62,5 +62,6 @@ int cmd_report(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_resize_vocab(int argc, char **argv);
 
 #endif

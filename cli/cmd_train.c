@@ -17,15 +17,22 @@
 #include "core/json.h"
 #include "core/model_check.h"
 #include "core/status.h"
+#include "core/tb_events.h"
 #include "kernels/matmul.h"
 #include "core/model_config.h"
 #include "student/gpu_plan.h"
 #include "student/gpu_train.h"
+#include "student/hfdir.h"
 #include "student/outdir.h"
 #include "student/train.h"
 
 typedef struct {
-    const char *init, *model, *data, *out, *resume, *log;
+    const char *init, *model, *data, *out, *resume, *log, *tokenizer;
+    const char *tensorboard, *val_data;   /* --tensorboard DIR, --val-data SHARDS */
+    int64_t val_every;                    /* --val-every N (0: the last step only) */
+    double val_frac;                      /* --val-frac F: the last ⌈F·S⌉ sequences held out */
+    uint64_t val_first, val_count;        /* the held-out sequences (set when the data is opened) */
+    hd_source hf;                   /* the model directories' tokenizer and generation files (o.hf) */
     int64_t seq, save_every, threads, zero;
     double epochs;
     rt_dtype dtype;
@@ -64,7 +71,7 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS };
+       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD, O_TB, O_VAL_DATA, O_VAL_EVERY, O_VAL_FRAC };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -84,6 +91,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
         {"overwrite", no_argument, 0, O_OVERWRITE},
         {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"offload-activations", no_argument, 0, O_OFFLOAD_ACTS},
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"max-shard-size", required_argument, 0, O_SHARD},
+        {"tensorboard", required_argument, 0, O_TB}, {"val-data", required_argument, 0, O_VAL_DATA},
+        {"val-every", required_argument, 0, O_VAL_EVERY}, {"val-frac", required_argument, 0, O_VAL_FRAC},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -102,6 +112,17 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_OUT: a->out = v; break;
         case O_RESUME: a->resume = v; break;
         case O_LOG: a->log = v; break;
+        case O_TOKENIZER: a->tokenizer = v; break;
+        case O_TB: a->tensorboard = v; break;
+        case O_VAL_DATA: a->val_data = v; break;
+        case O_VAL_EVERY: bad = parse_i64(v, 1, &a->val_every); break;
+        case O_VAL_FRAC: bad = parse_f64(v, &a->val_frac) || !(a->val_frac > 0 && a->val_frac < 1); break;
+        case O_SHARD: {
+            double b;
+            bad = parse_f64(v, &b) || b < 1 || b > 9e18;
+            a->o.max_shard_bytes = bad ? 0 : (int64_t)b;
+            break;
+        }
         case O_SEQ: bad = parse_i64(v, 1, &a->seq); break;
         case O_BATCH: bad = parse_i64(v, 1, &a->o.batch); break;
         case O_ACCUM: bad = parse_i64(v, 1, &a->o.grad_accum); break;
@@ -163,6 +184,12 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
     if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
     if (a->o.offload_activations && !a->cuda) return cli_usage_error("train", "--offload-activations needs --device cuda");
+    if (a->val_data && a->val_frac > 0) return cli_usage_error("train", "--val-data and --val-frac exclude each other");
+    if (a->val_frac > 0 && !a->val_data) a->val_data = a->data;   /* the held-out part of --data */
+    if (a->val_every && !a->val_data) return cli_usage_error("train", "--val-every needs --val-data or --val-frac");
+    if (a->val_data && a->cuda) return cli_usage_error("train", "--val-data: the validation loss is computed by the CPU trainer only for now");
+    if (a->val_data && a->zero == 3) return cli_usage_error("train", "--val-data does not work with --zero 3 yet (the weights are sharded)");
+    if (a->tokenizer && access(a->tokenizer, R_OK)) return cli_usage_error("train", "--tokenizer %s: cannot read it", a->tokenizer);
     return 0;
 }
 
@@ -291,16 +318,38 @@ static void progress(const tr_stats *s, int64_t total, double tps, double eta, i
     fflush(stderr);
 }
 
-/* peak_gib ≥ 0 (the GPU path): also "peak_mem_gib". */
-static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib) {
+/* peak_gib ≥ 0 (the GPU path): also "peak_mem_gib"; val_targets > 0: also "val_loss", "val_targets". */
+static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib, double val_loss, int64_t val_targets) {
     json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I,s:f}", "step", (json_int_t)s->step, "loss", s->loss, "lr", s->lr,
                           "grad_norm", s->grad_norm, "tokens", (json_int_t)s->tokens, "tokens_per_s", tps);
     if (j && peak_gib >= 0) json_object_set_new(j, "peak_mem_gib", json_real(peak_gib));
+    if (j && val_targets > 0) {
+        json_object_set_new(j, "val_loss", json_real(val_loss));
+        json_object_set_new(j, "val_targets", json_integer((json_int_t)val_targets));
+    }
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     if (!txt) return -1;
     int rc = fprintf(f, "%s\n", txt) < 0 || fflush(f) ? -1 : 0;
     free(txt);
+    return rc;
+}
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The step's scalars into the TensorBoard file: train/loss, train/lr, train/grad_norm,
+ * train/tokens_per_s, and val/loss when one was computed. */
+static int tb_step(tb_writer *w, const tr_stats *s, double tps, double val_loss, int64_t val_targets) {
+    double now = wall_s();
+    int rc = tb_scalar(w, "train/loss", s->step, now, (float)s->loss);
+    if (!rc) rc = tb_scalar(w, "train/lr", s->step, now, (float)s->lr);
+    if (!rc) rc = tb_scalar(w, "train/grad_norm", s->step, now, (float)s->grad_norm);
+    if (!rc) rc = tb_scalar(w, "train/tokens_per_s", s->step, now, (float)tps);
+    if (!rc && val_targets > 0) rc = tb_scalar(w, "val/loss", s->step, now, (float)val_loss);
     return rc;
 }
 
@@ -333,6 +382,17 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
         sd_close(*d);
         return rc;
     }
+    if (a->val_frac > 0) {   /* the last ⌈F·S⌉ sequences are the validation split, never trained on */
+        uint64_t S = sd_num_seqs(*d), k = (uint64_t)ceil(a->val_frac * (double)S);
+        if (k >= S) rc = rt_fail(RT_EINVAL, "--val-frac %g of %llu sequences leaves none to train on", a->val_frac,
+                                 (unsigned long long)S);
+        else rc = sd_restrict(*d, 0, S - k);
+        if (rc) {
+            sd_close(*d);
+            return rc;
+        }
+        a->val_first = S - k, a->val_count = k;
+    }
     if (a->epochs > 0) {
         double per = (double)(a->o.batch * a->o.grad_accum * P);
         a->o.steps = (int64_t)ceil(a->epochs * (double)sd_num_seqs(*d) / per);
@@ -343,6 +403,14 @@ static int open_data_and_model(train_args *a, rt_comm *comm, sd_data **d, sm_mod
         sd_close(*d);
         return rc;
     }
+    /* the model directories' tokenizer files: --tokenizer, the start model's, or the shards' */
+    hd_source_free(&a->hf);
+    if ((rc = hd_source_from(a->start ? a->start : a->model, a->data, a->tokenizer, &a->hf))) {
+        sm_free(*m);
+        sd_close(*d);
+        return rc;
+    }
+    a->o.hf = &a->hf;
     /* the shards' vocabulary is the tokenizer they were packed with (core/model_check.h) */
     const char *from = a->start ? a->start : a->model ? a->model : a->init;
     char what[4200];
@@ -428,6 +496,12 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     }
     int tty = rank == 0 && isatty(2);
     rc = EXIT_OK;
+    sd_data *val = NULL;      /* rank 0: the validation shards */
+    tb_writer *tb = NULL;     /* rank 0: the TensorBoard event file */
+    if (rank == 0 && a->val_data && (sd_open(a->val_data, &val) || (a->val_count && sd_restrict(val, a->val_first, a->val_count))))
+        rc = cli_fail("train");
+    if (rank == 0 && rc == EXIT_OK && a->tensorboard && tb_open(a->tensorboard, &tb)) rc = cli_fail("train");
+    if (rc != EXIT_OK && P > 1) comm_abort(comm, rc);
     int64_t start = trainer_done(&t), done = start;
     if (rank == 0 && a->chosen)
         fprintf(stderr, "train: resuming from %s (step %lld of %lld; the same data, model and options)\n", a->start,
@@ -458,7 +532,25 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         double now = now_s(), tps = (double)s.tokens / (now - ts);
         double eta = (now - t0) / (double)(done - start) * (double)(a->o.steps - done);
         if (rank == 0) progress(&s, a->o.steps, tps, eta, tty);
-        if (lf && log_step(lf, &s, tps, t.gpu ? gt_peak_mem_gib(t.gpu) : -1)) {
+        double vloss = NAN;
+        int64_t vtargets = 0;
+        if (val && (done == a->o.steps || (a->val_every && done % a->val_every == 0))) {
+            if (tr_eval(t.cpu, val, &vloss, &vtargets)) {
+                if (tty) fputc('\n', stderr), tty = 0;
+                rc = cli_fail("train");
+                if (P > 1) comm_abort(comm, rc);
+                break;
+            }
+            fprintf(stderr, "%sstep %lld: validation loss %.4f over %lld targets\n", tty ? "\n" : "", (long long)done,
+                    vloss, (long long)vtargets);
+        }
+        if (tb && tb_step(tb, &s, tps, vloss, vtargets)) {
+            if (tty) fputc('\n', stderr), tty = 0;
+            rc = cli_fail("train");
+            if (P > 1) comm_abort(comm, rc);
+            break;
+        }
+        if (lf && log_step(lf, &s, tps, t.gpu ? gt_peak_mem_gib(t.gpu) : -1, vloss, vtargets)) {
             fprintf(stderr, "\nretort: train: writing log %s failed\n", a->log);
             rc = EXIT_RUNTIME;
             if (P > 1) comm_abort(comm, rc);
@@ -471,6 +563,8 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     }
     if (tty) fputc('\n', stderr);
     if (lf) fclose(lf);
+    sd_close(val);
+    tb_close(tb);
     trainer_free(&t);
     return rc;
 }
@@ -511,6 +605,7 @@ int cmd_train(int argc, char **argv) {
     if (tp_create((int)a.threads, &pool)) { comm_close(comm); return cli_fail("train"); }
     rc = run(&a, pool, comm);
     free(a.start_owned);
+    hd_source_free(&a.hf);
     free(a.id_data);
     free(a.id_model);
     tp_free(pool);

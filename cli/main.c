@@ -14,7 +14,7 @@ static const cli_command commands[] = {
     {"inspect", "check a model directory (config.json + safetensors) and summarize it",
      "usage: retort inspect DIR [--json] [--check-values]\n"
      "\n"
-     "Reads DIR/config.json (model_type llama, qwen2 or deepseek_v3) and the safetensors in DIR\n"
+     "Reads DIR/config.json (model_type llama, qwen2, qwen3 or deepseek_v3) and the safetensors in DIR\n"
      "(model.safetensors, or shards named by model.safetensors.index.json), checks that every\n"
      "tensor the architecture needs is present with the right shape and dtype, and prints the\n"
      "architecture, shapes, dtypes, tensor count and parameter count.\n"
@@ -205,7 +205,7 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error (a line that is not a conversation names file and line), 2 usage error.\n",
      cmd_pack},
-    {"train", "train a dense student (llama/qwen2) on packed shards: SFT with AdamW, checkpoints, exact resume",
+    {"train", "train a dense student (llama/qwen2/qwen3) on packed shards: SFT with AdamW, checkpoints, exact resume",
      "usage: retort train (--init CONFIG.json | --model DIR | --resume DIR/step-N) --data SHARDS --batch B\n"
      "                    (--steps N | --epochs E) --lr X --out DIR [--resume auto | --overwrite] [options]\n"
      "\n"
@@ -213,7 +213,7 @@ static const cli_command commands[] = {
      "holds whole documents; positions restart and attention stays inside each document; the loss is\n"
      "the mean cross-entropy over the tokens whose loss mask is 1.\n"
      "\n"
-     "  --init CONFIG.json  random weights for a HF config (llama or qwen2), normal(0, 0.02), seeded by --seed\n"
+     "  --init CONFIG.json  random weights for a HF config (llama, qwen2 or qwen3), normal(0, 0.02), seeded by --seed\n"
      "  --model DIR         start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)\n"
      "  --resume DIR/step-N continue a run exactly where its checkpoint stopped (weights, AdamW moments,\n"
      "                      step, data position); give the same options as the run that wrote it\n"
@@ -235,11 +235,24 @@ static const cli_command commands[] = {
      "  --beta1, --beta2, --adam-eps   AdamW constants (defaults 0.9, 0.95, 1e-8)\n"
      "  --clip C            clip the global gradient norm to C (default 1; 0: off)\n"
      "  --seed S            data order and --init weights (default 0)\n"
-     "  --out DIR           checkpoints go to DIR/step-N/ (config.json, model.safetensors,\n"
-     "                      optimizer.safetensors, trainer_state.json)\n"
+     "  --out DIR           checkpoints go to DIR/step-N/, a Hugging Face model directory (config.json,\n"
+     "                      generation_config.json, model.safetensors or shards + index, tokenizer.json,\n"
+     "                      tokenizer_config.json, special_tokens_map.json), and DIR/step-N.state/\n"
+     "                      (optimizer.safetensors, trainer_state.json)\n"
+     "  --tokenizer FILE    the tokenizer.json copied into the model directories (default: the --model's,\n"
+     "                      else the one `retort pack` recorded in the data's index.json); its\n"
+     "                      tokenizer_config.json (chat_template) comes along\n"
+     "  --max-shard-size B  split model.safetensors into shards of at most B bytes (default 5e9)\n"
+     "  --tensorboard DIR   also write TensorBoard event files there (train/loss, train/lr, train/grad_norm,\n"
+     "                      train/tokens_per_s, val/loss)\n"
+     "  --val-data SHARDS   validation shards (the training data's sequence length): their mean loss is\n"
+     "                      computed at the last step and every --val-every N steps, logged as val_loss\n"
+     "                      (with val_targets) in --log and printed; CPU trainer, ZeRO 0-2\n"
+     "  --val-frac F        instead of --val-data: hold out the last ceil(F x sequences) of --data (in file\n"
+     "                      order; pack shuffles sequences) as the validation split, never trained on\n"
      "  --save-every N      also save every N steps (the last step is always saved)\n"
      "  --dtype bf16|f32    model.safetensors element type (default bf16; f32 master weights are kept\n"
-     "                      in optimizer.safetensors, so resuming is exact either way)\n"
+     "                      in step-N.state/optimizer.safetensors, so resuming is exact either way)\n"
      "  --log FILE          append one JSON object per step: step, loss, lr, grad_norm, tokens, tokens_per_s\n"
      "                      (lines after the step the run starts from are dropped first)\n"
      "  --threads N         worker threads (default: one per CPU); OpenBLAS runs single-threaded inside them\n"
@@ -426,6 +439,21 @@ static const cli_command commands[] = {
      "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_report},
+    {"resize-vocab", "add a chat template's special tokens to a model's tokenizer and grow its embeddings",
+     "usage: retort resize-vocab --model DIR --add-tokens-from TEMPLATE|TOKENIZER.json --out DIR [--overwrite]\n"
+     "\n"
+     "Writes OUT, a copy of the model directory DIR whose tokenizer holds the tokens a chat template\n"
+     "renders as single tokens (deepseek-r1: <\uff5cbegin\u2581of\u2581sentence\uff5c>, <\uff5cend\u2581of\u2581sentence\uff5c>, <\uff5cUser\uff5c>,\n"
+     "<\uff5cAssistant\uff5c>, <think>, </think>; qwen: <|im_start|>, <|im_end|>; llama3: <|begin_of_text|>,\n"
+     "<|start_header_id|>, <|end_header_id|>, <|eot_id|>), or the special added tokens of another\n"
+     "tokenizer.json. Tokens already there are kept; new ones get the next free ids. When they pass\n"
+     "the config's vocab_size, embed_tokens (and an untied lm_head) grow, each new row the mean of the\n"
+     "old rows (transformers' resize_token_embeddings with mean_resizing), as DeepSeek-R1-Distill-Qwen\n"
+     "added R1's markers to Qwen2.5's tokenizer. OUT must be new or empty (--overwrite: its files are\n"
+     "removed first).\n"
+     "\n"
+     "Exit status: 0 ok, 1 error, 2 usage error.\n",
+     cmd_resize_vocab},
     {"demo", "the whole pipeline on a built-in task: teacher, samples, filters, student, eval, report",
      "usage: retort demo [--seed S] [--quick] [--dir DIR] [--threads N]\n"
      "\n"

@@ -14,6 +14,7 @@ const char *mc_arch_name(mc_arch a) {
     switch (a) {
     case MC_ARCH_LLAMA: return "llama";
     case MC_ARCH_QWEN2: return "qwen2";
+    case MC_ARCH_QWEN3: return "qwen3";
     case MC_ARCH_DEEPSEEK_V3: return "deepseek_v3";
     }
     return "?";
@@ -182,8 +183,9 @@ int mc_parse(const json_t *j, mc_config *c) {
     const char *cls;
     if (!strcmp(mt, "llama")) { c->arch = MC_ARCH_LLAMA; cls = "LlamaForCausalLM"; }
     else if (!strcmp(mt, "qwen2")) { c->arch = MC_ARCH_QWEN2; cls = "Qwen2ForCausalLM"; }
+    else if (!strcmp(mt, "qwen3")) { c->arch = MC_ARCH_QWEN3; cls = "Qwen3ForCausalLM"; }
     else if (!strcmp(mt, "deepseek_v3")) { c->arch = MC_ARCH_DEEPSEEK_V3; cls = "DeepseekV3ForCausalLM"; }
-    else return rt_fail(RT_EUNSUPPORTED, "unknown model_type \"%s\" (supported: llama, qwen2, deepseek_v3)", mt);
+    else return rt_fail(RT_EUNSUPPORTED, "unknown model_type \"%s\" (supported: llama, qwen2, qwen3, deepseek_v3)", mt);
     snprintf(c->model_type, sizeof c->model_type, "%s", mt);
     const json_t *archs = json_object_get(j, "architectures");
     if (json_is_array(archs) && json_is_string(json_array_get(archs, 0)))
@@ -218,10 +220,12 @@ int mc_parse(const json_t *j, mc_config *c) {
     TRY(rt_json_get_bool(j, "attention_bias", c->arch == MC_ARCH_QWEN2, &c->attention_bias));
     if (c->arch == MC_ARCH_QWEN2) c->attention_bias = true; /* Qwen2 always has q/k/v biases */
     TRY(rt_json_get_bool(j, "mlp_bias", false, &c->mlp_bias));
-    if (c->arch == MC_ARCH_QWEN2) {
+    c->qk_norm = c->arch == MC_ARCH_QWEN3;
+    if (c->arch == MC_ARCH_QWEN2 || c->arch == MC_ARCH_QWEN3) {
         bool sw;
         TRY(rt_json_get_bool(j, "use_sliding_window", false, &sw));
-        if (sw) return rt_fail(RT_EUNSUPPORTED, "Qwen2 sliding-window attention (use_sliding_window) is not supported");
+        if (sw) return rt_fail(RT_EUNSUPPORTED, "%s sliding-window attention (use_sliding_window) is not supported",
+                               c->arch == MC_ARCH_QWEN3 ? "Qwen3" : "Qwen2");
     }
     TRY(parse_rope(j, c));
     TRY(parse_tokens(j, c));
@@ -304,7 +308,11 @@ static void add_dense_layer(specs *s, const mc_config *c, int64_t i) {
         add(s, 0, MC_T_BIAS, nq, 0, "%s.self_attn.q_proj.bias", p);
         add(s, 0, MC_T_BIAS, nkv, 0, "%s.self_attn.k_proj.bias", p);
         add(s, 0, MC_T_BIAS, nkv, 0, "%s.self_attn.v_proj.bias", p);
-        if (c->arch == MC_ARCH_LLAMA) add(s, 0, MC_T_BIAS, h, 0, "%s.self_attn.o_proj.bias", p);
+        if (c->arch != MC_ARCH_QWEN2) add(s, 0, MC_T_BIAS, h, 0, "%s.self_attn.o_proj.bias", p);
+    }
+    if (c->qk_norm) {
+        add(s, 0, MC_T_NORM, hd, 0, "%s.self_attn.q_norm.weight", p);
+        add(s, 0, MC_T_NORM, hd, 0, "%s.self_attn.k_norm.weight", p);
     }
     add(s, 0, MC_T_NORM, h, 0, "%s.post_attention_layernorm.weight", p);
     char m[96];

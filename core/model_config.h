@@ -1,7 +1,8 @@
 /* core/model_config.h — Hugging Face config.json → the model shape retort computes with.
  *
- * mc_parse() reads the fields that change the math for model_type "llama", "qwen2" and
- * "deepseek_v3" (both the older rope_theta/rope_scaling and transformers 5's
+ * mc_parse() reads the fields that change the math for model_type "llama", "qwen2",
+ * "qwen3" (dense: an RMSNorm over each head of q and k before RoPE, q_norm/k_norm [head_dim],
+ * head_dim its own field, biases only with attention_bias) and "deepseek_v3" (both the older rope_theta/rope_scaling and transformers 5's
  * rope_parameters spellings); anything else is RT_EUNSUPPORTED. Values are checked for
  * sense (positive sizes: a negative one is "invalid", an absent required one "missing";
  * heads divisible by KV heads, known rope and quantization types, every eos_token_id in
@@ -21,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { MC_ARCH_LLAMA, MC_ARCH_QWEN2, MC_ARCH_DEEPSEEK_V3 } mc_arch;
+typedef enum { MC_ARCH_LLAMA, MC_ARCH_QWEN2, MC_ARCH_DEEPSEEK_V3, MC_ARCH_QWEN3 } mc_arch;
 typedef enum { MC_ROPE_DEFAULT, MC_ROPE_LINEAR, MC_ROPE_LLAMA3, MC_ROPE_YARN } mc_rope_type;
 
 typedef struct {
@@ -49,7 +50,8 @@ typedef struct {
     int64_t max_position_embeddings;
     double rms_norm_eps;
     bool tie_word_embeddings;
-    bool attention_bias;                 /* q/k/v (and o for llama) biases; qwen2: q/k/v always */
+    bool attention_bias;                 /* q/k/v (and o for llama, qwen3) biases; qwen2: q/k/v always */
+    bool qk_norm;                        /* qwen3: self_attn.q_norm / k_norm [head_dim], per head before RoPE */
     bool mlp_bias;                       /* llama */
     mc_rope rope;
     int64_t bos_token_id;                /* -1 when absent */

@@ -27,6 +27,7 @@
 #include "eval/run.h"
 #include "filters/pipeline.h"
 #include "student/data.h"
+#include "student/hfdir.h"
 #include "student/model.h"
 #include "student/train.h"
 #include "teacher/engine.h"
@@ -361,6 +362,12 @@ static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, in
     o.warmup = steps / 10;
     o.weight_decay = 0.0;
     o.seed = seed;
+    /* the model directory gets the demo's tokenizer and the template of the shards (student/hfdir.h) */
+    hd_source hf = {0};
+    char *tok = path_in(d, "tokenizer.json");
+    if (!rc) rc = tok ? hd_source_from(NULL, data, tok, &hf) : RT_ENOMEM;
+    free(tok);
+    o.hf = &hf;
     if (!rc) {
         rc = tr_create(m, sd, &o, d->pool, &t);
         m = NULL;
@@ -385,6 +392,7 @@ static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, in
     if (lf && fclose(lf) && !rc) rc = rt_fail(RT_EIO, "writing %s", log);
     if (!rc) rc = tr_save(t, out, RT_DT_F32);
     tr_free(t);
+    hd_source_free(&hf);
     return rc;
 }
 

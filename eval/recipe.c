@@ -84,7 +84,9 @@ static const opt_def TRAIN[] = {
     {"adam-eps", T_NUM, 0},     {"clip", T_NUM, 0},            {"seed", T_INT, 0},          {"out", T_STR, F_OUT},
     {"save-every", T_INT, 0},   {"dtype", T_STR, 0},           {"log", T_STR, F_LOG},       {"threads", T_INT, 0},
     {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0},
-    {"overwrite", T_BOOL, 0},   {"offload-optimizer", T_BOOL, 0}, {"offload-activations", T_BOOL, 0}, END};
+    {"overwrite", T_BOOL, 0},   {"offload-optimizer", T_BOOL, 0}, {"offload-activations", T_BOOL, 0},
+    {"tokenizer", T_STR, F_IN}, {"max-shard-size", T_NUM, 0}, {"tensorboard", T_STR, 0}, {"val-data", T_STR, F_IN},
+    {"val-every", T_INT, 0}, {"val-frac", T_NUM, 0}, END};
 static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},
@@ -94,12 +96,15 @@ static const opt_def EVAL[] = {
     {"retries", T_INT, 0},    {"no-stream", T_BOOL, 0},     {"device", T_STR, 0},         {"gpu-memory-fraction", T_NUM, 0},
     {"no-cuda-graphs", T_BOOL, 0}, END};
 static const opt_def COMPARE[] = {{"db", T_STR, 0}, {"runs", T_LIST, F_POS}, {"json", T_BOOL, 0}, END};
+static const opt_def RESIZE[] = {{"model", T_STR, F_IN}, {"add-tokens-from", T_STR, 0}, {"out", T_STR, 0},
+                                 {"overwrite", T_BOOL, 0}, END};
 static const opt_def REPORT[] = {{"db", T_STR, 0}, {"out", T_STR, 0}, {"train-log", T_LIST, F_IN}, END};
 #undef END
 
 static const kind_def KINDS[] = {{"import", IMPORT}, {"generate", GENERATE}, {"filter", FILTER},
                                  {"select", SELECT}, {"export", EXPORT},     {"pack", PACK},
                                  {"train", TRAIN},   {"eval", EVAL},         {"compare", COMPARE},
+                                 {"resize-vocab", RESIZE},
                                  {"report", REPORT}};
 #define N_KINDS (sizeof KINDS / sizeof *KINDS)
 
@@ -1076,8 +1081,8 @@ void rc_schedule(const rc_plan *p, const rc_state *s, int from, int only, rc_act
     }
 }
 
-/* The newest complete checkpoint (step-N holding trainer_state.json) in dir; owned, NULL
- * when there is none. */
+/* The newest complete checkpoint in dir (step-N with step-N.state/trainer_state.json, or the
+ * older step-N/trainer_state.json: student/train.h); owned, NULL when there is none. */
 static char *newest_checkpoint(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return NULL;
@@ -1087,9 +1092,13 @@ static char *newest_checkpoint(const char *dir) {
         long long n;
         if (strncmp(e->d_name, "step-", 5) || !parse_int_text(e->d_name + 5, &n) || n <= best) continue;
         char *sub = rt_path_join(dir, e->d_name), *ts = sub ? rt_path_join(sub, "trainer_state.json") : NULL;
-        if (ts && rt_is_file(ts)) best = n;
+        size_t len = sub ? strlen(sub) + 32 : 0;
+        char *st = sub ? malloc(len) : NULL;
+        if (st) snprintf(st, len, "%s.state/trainer_state.json", sub);
+        if ((ts && rt_is_file(ts)) || (st && rt_is_file(st))) best = n;
         free(sub);
         free(ts);
+        free(st);
     }
     closedir(d);
     if (best < 0) return NULL;

@@ -27,13 +27,14 @@ void ev_train_log_free(ev_train_log *l) {
     free(l->step);
     free(l->loss);
     free(l->lr);
+    free(l->val);
     free(l);
 }
 
 int ev_train_log_load(const char *path, ev_train_log **out) {
     *out = NULL;
     char *buf = NULL;
-    size_t len = 0, cap = 0, cap2 = 0, cap3 = 0;
+    size_t len = 0, cap = 0, cap2 = 0, cap3 = 0, cap4 = 0;
     int rc = rt_read_file(path, &buf, &len);
     if (rc) return rc;
     ev_train_log *l = rt_calloc(1, sizeof *l);
@@ -48,12 +49,16 @@ int ev_train_log_load(const char *path, ev_train_log **out) {
         if (json_is_number(st) && json_is_number(lo)) {
             if (rt_grow((void **)&l->step, &cap, l->n + 1, sizeof *l->step) ||
                 rt_grow((void **)&l->loss, &cap2, l->n + 1, sizeof *l->loss) ||
-                rt_grow((void **)&l->lr, &cap3, l->n + 1, sizeof *l->lr))
+                rt_grow((void **)&l->lr, &cap3, l->n + 1, sizeof *l->lr) ||
+                rt_grow((void **)&l->val, &cap4, l->n + 1, sizeof *l->val))
                 rc = rt_fail(RT_ENOMEM, "train log");
             else {
                 l->step[l->n] = json_number_value(st);
                 l->loss[l->n] = json_number_value(lo);
                 l->lr[l->n] = json_is_number(lr) ? json_number_value(lr) : NAN;
+                const json_t *vl = json_object_get(j, "val_loss");
+                l->val[l->n] = json_is_number(vl) ? json_number_value(vl) : NAN;
+                l->n_val += json_is_number(vl);
                 l->n++;
             }
         }
@@ -299,12 +304,13 @@ static int training(FILE *f, const ev_report_input *in) {
         fputs("<p class=\"none\">No train logs given (retort train --log FILE; retort report --train-log FILE).</p>\n", f);
         return 0;
     }
-    size_t n = in->n_logs;
-    const char **names = rt_calloc(n, sizeof *names);
-    const double **x = rt_calloc(n, sizeof *x), **loss = rt_calloc(n, sizeof *loss), **lr = rt_calloc(n, sizeof *lr);
-    size_t *cnt = rt_calloc(n, sizeof *cnt);
+    size_t n = in->n_logs, nl = n;   /* nl: loss series, a validation one after each log that has it */
+    const char **names = rt_calloc(2 * n, sizeof *names);
+    const double **x = rt_calloc(2 * n, sizeof *x), **loss = rt_calloc(2 * n, sizeof *loss), **lr = rt_calloc(n, sizeof *lr);
+    size_t *cnt = rt_calloc(2 * n, sizeof *cnt);
+    char **vnames = rt_calloc(n, sizeof *vnames);
     int rc = 0;
-    if (!names || !x || !loss || !lr || !cnt) rc = rt_fail(RT_ENOMEM, "report");
+    if (!names || !x || !loss || !lr || !cnt || !vnames) rc = rt_fail(RT_ENOMEM, "report");
     for (size_t i = 0; i < n && !rc; i++) {
         names[i] = in->logs[i]->name;
         x[i] = in->logs[i]->step;
@@ -312,9 +318,21 @@ static int training(FILE *f, const ev_report_input *in) {
         lr[i] = in->logs[i]->lr;
         cnt[i] = in->logs[i]->n;
     }
+    for (size_t i = 0, k = n; i < n && !rc; i++) {
+        const ev_train_log *l = in->logs[i];
+        if (!l->n_val) continue;
+        size_t len = strlen(l->name) + 16;
+        if (!(vnames[i] = rt_malloc(len))) {
+            rc = rt_fail(RT_ENOMEM, "report");
+            break;
+        }
+        snprintf(vnames[i], len, "%s validation", l->name);
+        names[k] = vnames[i], x[k] = l->step, loss[k] = l->val, cnt[k] = l->n;
+        nl = ++k;
+    }
     if (!rc) {
         fputs("<h3>Loss</h3>\n", f);
-        lines(f, "training loss", "step", names, n, x, loss, cnt);
+        lines(f, nl > n ? "training and validation loss" : "training loss", "step", names, nl, x, loss, cnt);
         fputs("<h3>Learning rate</h3>\n", f);
         lines(f, "learning rate", "step", names, n, x, lr, cnt);
         fputs("<table><tr><th>log</th><th>steps logged</th><th>last step</th><th>first loss</th><th>last loss</th>"
@@ -328,6 +346,8 @@ static int training(FILE *f, const ev_report_input *in) {
         }
         fputs("</table>\n", f);
     }
+    for (size_t i = 0; vnames && i < n; i++) free(vnames[i]);
+    free(vnames);
     free(names);
     free(x);
     free(loss);

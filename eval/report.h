@@ -10,7 +10,8 @@
  *      counted) and in bytes (db_stats "histograms"; bins from "edges" / "byte_edges");
  *   3. training curves: loss and learning rate against step, one line per train log
  *      (`retort train --log` JSON lines with "step", "loss", "lr"; lines without a numeric
- *      step and loss are skipped), with the last values in a table;
+ *      step and loss are skipped), with the last values in a table; a log whose lines carry
+ *      "val_loss" (train --val-data) adds a "NAME validation" line to the loss chart;
  *   4. evaluation: per benchmark, bars of each run's pass@1 (with its 95% interval as a
  *      whisker) and cons@k, and a table (eval/results.h).
  *
@@ -32,6 +33,8 @@ typedef struct {
     char *name;        /* the file name */
     size_t n;
     double *step, *loss, *lr;   /* [n]; lr is NaN where a line has none */
+    double *val;                /* [n]: val_loss, NaN where a line has none */
+    size_t n_val;               /* lines with a val_loss */
 } ev_train_log;
 
 int ev_train_log_load(const char *path, ev_train_log **out);

@@ -18,6 +18,7 @@ struct sd_data {
     int n_files;
     uint32_t seq_len, vocab;
     uint64_t n_seqs;
+    uint64_t base;          /* sd_restrict: the view is sequences [base, base + n_seqs) of the files */
     uint64_t *perm;         /* order of the epoch perm_epoch (valid when has_perm) */
     uint64_t perm_seed, perm_epoch;
     int has_perm;
@@ -101,6 +102,16 @@ void sd_close(sd_data *d) {
     free(d);
 }
 
+int sd_restrict(sd_data *d, uint64_t first, uint64_t count) {
+    if (count == 0 || first + count > d->base + d->n_seqs || first < d->base)
+        return rt_fail(RT_EINVAL, "sequences [%llu, %llu) of data holding %llu", (unsigned long long)first,
+                       (unsigned long long)(first + count), (unsigned long long)(d->base + d->n_seqs));
+    d->base = first;
+    d->n_seqs = count;
+    d->has_perm = 0;
+    return 0;
+}
+
 uint64_t sd_num_seqs(const sd_data *d) { return d->n_seqs; }
 uint32_t sd_seq_len(const sd_data *d) { return d->seq_len; }
 uint32_t sd_vocab_size(const sd_data *d) { return d->vocab; }
@@ -131,7 +142,7 @@ int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t 
             p->cursor = 0;
         }
         make_perm(d, p->seed, p->epoch);
-        uint64_t g = d->perm[p->cursor++];
+        uint64_t g = d->base + d->perm[p->cursor++];
         int f = 0;
         while (g >= d->first[f + 1]) f++;
         uint64_t local = g - d->first[f];

@@ -27,6 +27,11 @@ typedef struct {
 
 int sd_open(const char *path, sd_data **out);
 void sd_close(sd_data *d);
+/* Narrows d to the sequences [first, first + count) of its files (in the numbering above;
+ * first ≥ the current view's start, inside it): the view is then all that sd_num_seqs counts
+ * and epochs visit — a held-out validation split is the same files opened again and
+ * restricted to the rest. RT_EINVAL for an empty or out-of-range view. */
+int sd_restrict(sd_data *d, uint64_t first, uint64_t count);
 uint64_t sd_num_seqs(const sd_data *d);
 uint32_t sd_seq_len(const sd_data *d);
 uint32_t sd_vocab_size(const sd_data *d);

@@ -186,6 +186,8 @@ int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, int ckpt, int
                         const gp_ws_sizes *ws) {
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2 model; deepseek_v3 is not supported");
+    if (c->qk_norm)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %s models (q/k norms) train on the CPU only for now", c->model_type);
     int64_t D = c->hidden_size, F = c->intermediate_size, L = c->num_hidden_layers, V = c->vocab_size;
     int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads, hd = c->head_dim;
     int rc = plan_dims(p, D, F, L, V, Hq, Hkv, hd, T);

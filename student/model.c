@@ -43,6 +43,8 @@ static int64_t layer_field(sm_layer_off *l, const char *field, int64_t off) {
         {"mlp.gate_proj.bias", offsetof(sm_layer_off, bg)},
         {"mlp.up_proj.bias", offsetof(sm_layer_off, bu)},
         {"mlp.down_proj.bias", offsetof(sm_layer_off, bd)},
+        {"self_attn.q_norm.weight", offsetof(sm_layer_off, qn)},
+        {"self_attn.k_norm.weight", offsetof(sm_layer_off, kn)},
     };
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i].name)) {
@@ -69,7 +71,7 @@ static int place_tensor(sm_model *m, const char *name, int64_t off) {
 static int build_layout(sm_model *m) {
     const mc_config *c = &m->cfg;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
-        return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2 model; deepseek_v3 is not supported");
+        return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2/qwen3 model; deepseek_v3 is not supported");
     m->D = c->hidden_size;
     m->F = c->intermediate_size;
     m->L = c->num_hidden_layers;
@@ -378,11 +380,12 @@ typedef struct {
     void *ctx;
     float *f32;       /* [largest tensor] when fetching */
     uint16_t *bf;     /* [largest tensor] for BF16 */
+    size_t base;      /* the first tensor of the shard being written */
 } save_source;
 
 static int save_get(void *ctx, size_t i, const void **data) {
     save_source *s = ctx;
-    const sm_tensor *t = &s->m->tensors[i];
+    const sm_tensor *t = &s->m->tensors[s->base + i];
     const float *src = s->f32;   /* fetching: params may be NULL (ZeRO-3) */
     if (s->fetch) {
         int rc = s->fetch(s->ctx, t, s->f32);
@@ -395,52 +398,96 @@ static int save_get(void *ctx, size_t i, const void **data) {
     return 0;
 }
 
-int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) { return sm_save_fetch(m, dir, dtype, NULL, NULL); }
+int sm_save(const sm_model *m, const char *dir, rt_dtype dtype) { return sm_save_sharded(m, dir, dtype, 0, NULL, NULL); }
 
 int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetch)(void *ctx, const sm_tensor *t, float *dst),
                   void *ctx) {
+    return sm_save_sharded(m, dir, dtype, 0, fetch, ctx);
+}
+
+static int write_text(const char *path, const char *txt) {
+    rt_atomic_file *af = NULL;
+    int rc = rt_atomic_open(path, &af);
+    if (rc) return rc;
+    rc = rt_atomic_write(af, txt, strlen(txt));
+    if (!rc) rc = rt_atomic_write(af, "\n", 1);
+    if (rc) rt_atomic_abort(af);
+    else rc = rt_atomic_commit(af);
+    return rc;
+}
+
+int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t max_shard_bytes,
+                    int (*fetch)(void *ctx, const sm_tensor *t, float *dst), void *ctx) {
     if (dtype != RT_DT_F32 && dtype != RT_DT_BF16) return rt_fail(RT_EINVAL, "model dtype must be F32 or BF16");
+    if (max_shard_bytes <= 0) max_shard_bytes = SM_SHARD_BYTES;
     st_wtensor *ts = rt_calloc(m->n_tensors, sizeof *ts);
-    if (!ts) return RT_ENOMEM;
-    int64_t big = 0;
+    size_t *first = rt_calloc(m->n_tensors + 1, sizeof *first);   /* shard k: tensors [first[k], first[k+1]) */
+    if (!ts || !first) {
+        free(ts);
+        free(first);
+        return RT_ENOMEM;
+    }
+    int64_t big = 0, esz = dtype == RT_DT_BF16 ? 2 : 4, total = 0, cur = 0;
+    size_t nshards = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *t = &m->tensors[i];
         if (t->numel > big) big = t->numel;
         ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, NULL};
+        int64_t b = t->numel * esz;   /* transformers' rule: a new shard when this one would pass the limit */
+        if (i == 0 || (cur > 0 && cur + b > max_shard_bytes)) {
+            first[nshards++] = i;
+            cur = 0;
+        }
+        cur += b;
+        total += b;
     }
-    save_source src = {m, fetch, ctx, NULL, NULL};
+    first[nshards] = m->n_tensors;
+    save_source src = {m, fetch, ctx, NULL, NULL, 0};
     if ((fetch && !(src.f32 = rt_malloc((size_t)big * sizeof(float)))) ||
         (dtype == RT_DT_BF16 && !(src.bf = rt_malloc((size_t)big * sizeof(uint16_t))))) {
         free(src.f32);
         free(ts);
+        free(first);
         return RT_ENOMEM;
     }
-    char *mpath = rt_path_join(dir, "model.safetensors"), *cpath = rt_path_join(dir, "config.json");
+    char *cpath = rt_path_join(dir, "config.json");
     json_t *meta = json_pack("{s:s}", "format", "pt");
     json_t *cfg = json_deep_copy(m->config_json);
-    int rc = (!mpath || !cpath || !meta || !cfg) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
-    if (!rc) rc = st_write_stream(mpath, ts, m->n_tensors, meta, save_get, &src);
+    json_t *wmap = nshards > 1 ? json_object() : NULL;
+    int rc = (!cpath || !meta || !cfg || (nshards > 1 && !wmap)) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
+    for (size_t k = 0; !rc && k < nshards; k++) {
+        char name[64];
+        if (nshards == 1) snprintf(name, sizeof name, "model.safetensors");
+        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, nshards);
+        char *mpath = rt_path_join(dir, name);
+        src.base = first[k];
+        rc = mpath ? st_write_stream(mpath, ts + first[k], first[k + 1] - first[k], meta, save_get, &src) : RT_ENOMEM;
+        free(mpath);
+        for (size_t i = first[k]; !rc && wmap && i < first[k + 1]; i++) json_object_set_new(wmap, ts[i].name, json_string(name));
+    }
+    if (!rc && wmap) {   /* model.safetensors.index.json, as transformers writes it */
+        json_t *idx = json_pack("{s:{s:I},s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
+        char *txt = idx ? json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL, *ipath = rt_path_join(dir, "model.safetensors.index.json");
+        rc = (!txt || !ipath) ? rt_fail(RT_ENOMEM, "serializing the shard index") : write_text(ipath, txt);
+        json_decref(idx);
+        free(txt);
+        free(ipath);
+    }
     if (!rc) {
         json_object_set_new(cfg, "torch_dtype", json_string(dtype == RT_DT_BF16 ? "bfloat16" : "float32"));
         json_object_del(cfg, "dtype");
         char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rt_atomic_file *af = NULL;
-        if (!txt) rc = rt_fail(RT_ENOMEM, "serializing config.json");
-        else if (!(rc = rt_atomic_open(cpath, &af))) {
-            rc = rt_atomic_write(af, txt, strlen(txt));
-            if (!rc) rc = rt_atomic_write(af, "\n", 1);
-            if (rc) rt_atomic_abort(af);
-            else rc = rt_atomic_commit(af);
-        }
+        rc = txt ? write_text(cpath, txt) : rt_fail(RT_ENOMEM, "serializing config.json");
         free(txt);
     }
+    json_decref(wmap);
     json_decref(cfg);
     json_decref(meta);
-    free(mpath);
     free(cpath);
     free(src.f32);
     free(src.bf);
     free(ts);
+    free(first);
     return rc ? rt_errorf(rc, "saving the model to %s", dir) : 0;
 }
 
@@ -476,6 +523,7 @@ int64_t sm_batch_targets(const int32_t *tokens, const uint8_t *mask, int64_t n_s
 
 typedef struct {
     float *xn1, *q, *k, *v, *att, *lse, *mid, *xn2, *gate, *up, *rstd1, *rstd2;
+    float *qr, *kr, *rq, *rk;   /* qk_norm: q, k before their per-head norm [T, Hq·hd], [T, Hkv·hd]; its rstd [T·H] */
 } layer_acts;
 
 struct sm_acts {
@@ -486,6 +534,7 @@ struct sm_acts {
     layer_acts *la;    /* [L], or [1] with checkpointing */
     float *xf, *rstdf, *dxf;          /* final norm out, its rstd, its gradient */
     float *dres, *tmp, *act, *dact, *dgate, *dup, *dxn, *datt, *dq, *dk, *dv;
+    float *dqr, *dkr;                 /* qk_norm: ∂L/∂ q, k before their per-head norm */
     float *attn_ws;                   /* attention scratch for attn_ws_threads threads */
     int attn_ws_threads;
     float *cos_t, *sin_t;             /* [T, hd/2] */
@@ -532,6 +581,11 @@ static void carve_layer(const sm_model *m, int64_t T, carver *c, layer_acts *l) 
     l->up = carve(c, T * m->F);
     l->rstd1 = carve(c, T);
     l->rstd2 = carve(c, T);
+    int64_t qk = m->cfg.qk_norm ? 1 : 0;   /* the per-head norm's inputs and rstd: qwen3 only */
+    l->qr = carve(c, qk * T * m->Hq * m->hd);
+    l->kr = carve(c, qk * T * m->Hkv * m->hd);
+    l->rq = carve(c, qk * T * m->Hq);
+    l->rk = carve(c, qk * T * m->Hkv);
 }
 
 static size_t carve_all(const sm_model *m, sm_acts *a, float *base) {
@@ -553,6 +607,8 @@ static size_t carve_all(const sm_model *m, sm_acts *a, float *base) {
     a->dq = carve(&c, T * qd);
     a->dk = carve(&c, T * kd);
     a->dv = carve(&c, T * kd);
+    a->dqr = carve(&c, m->cfg.qk_norm ? T * qd : 0);
+    a->dkr = carve(&c, m->cfg.qk_norm ? T * kd : 0);
     a->cos_t = carve(&c, T * m->hd / 2);
     a->sin_t = carve(&c, T * m->hd / 2);
     return c.used;
@@ -643,9 +699,14 @@ static void layer_fwd(const sm_model *m, sm_acts *a, layer_acts *l, const sm_lay
     int64_t T = b->T, D = m->D, qd = m->Hq * m->hd, kd = m->Hkv * m->hd;
     float eps = (float)m->cfg.rms_norm_eps;
     TIMED(SM_PROF_NORM, rmsnorm_fwd(l->xn1, l->rstd1, x, P(m, o->attn_norm), T, D, eps, pool));
-    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->q, l->xn1, P(m, o->wq), P(m, o->bq), T, qd, D, pool));
-    TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->k, l->xn1, P(m, o->wk), P(m, o->bk), T, kd, D, pool));
+    bool qkn = o->qn >= 0;   /* qwen3: q, k projected into qr, kr, then each head RMS-normalized into q, k */
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(qkn ? l->qr : l->q, l->xn1, P(m, o->wq), P(m, o->bq), T, qd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_fwd(qkn ? l->kr : l->k, l->xn1, P(m, o->wk), P(m, o->bk), T, kd, D, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_fwd(l->v, l->xn1, P(m, o->wv), P(m, o->bv), T, kd, D, pool));
+    if (qkn) {
+        TIMED(SM_PROF_NORM, rmsnorm_fwd(l->q, l->rq, l->qr, P(m, o->qn), T * m->Hq, m->hd, eps, pool));
+        TIMED(SM_PROF_NORM, rmsnorm_fwd(l->k, l->rk, l->kr, P(m, o->kn), T * m->Hkv, m->hd, eps, pool));
+    }
     TIMED(SM_PROF_ROPE, rope_apply(l->q, a->cos_t, a->sin_t, T, m->Hq, m->hd, false, pool));
     TIMED(SM_PROF_ROPE, rope_apply(l->k, a->cos_t, a->sin_t, T, m->Hkv, m->hd, false, pool));
     TIMED(SM_PROF_ATTN, attn_fwd(l->att, l->lse, l->q, l->k, l->v, b->doc_start, T, m->Hq, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), a->attn_ws, pool));
@@ -681,11 +742,19 @@ static void layer_bwd(sm_model *m, sm_acts *a, layer_acts *l, const sm_layer_off
              m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd), a->attn_ws, pool));
     TIMED(SM_PROF_ROPE, rope_apply(a->dq, a->cos_t, a->sin_t, T, m->Hq, m->hd, true, pool));
     TIMED(SM_PROF_ROPE, rope_apply(a->dk, a->cos_t, a->sin_t, T, m->Hkv, m->hd, true, pool));
-    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, false, a->dq, P(m, o->wq), T, qd, D, pool));
-    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, a->dk, P(m, o->wk), T, kd, D, pool));
+    float *dq = a->dq, *dk = a->dk;
+    if (o->qn >= 0) {   /* through the per-head norms (rmsnorm_bwd accumulates: start from zero) */
+        TIMED(SM_PROF_NORM, memset(a->dqr, 0, (size_t)(T * qd) * sizeof(float)));
+        TIMED(SM_PROF_NORM, memset(a->dkr, 0, (size_t)(T * kd) * sizeof(float)));
+        TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dqr, G(m, o->qn), a->dq, l->qr, P(m, o->qn), l->rq, T * m->Hq, m->hd, pool));
+        TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dkr, G(m, o->kn), a->dk, l->kr, P(m, o->kn), l->rk, T * m->Hkv, m->hd, pool));
+        dq = a->dqr, dk = a->dkr;
+    }
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, false, dq, P(m, o->wq), T, qd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, dk, P(m, o->wk), T, kd, D, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_x(a->dxn, true, a->dv, P(m, o->wv), T, kd, D, pool));
-    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wq), G(m, o->bq), a->dq, l->xn1, T, qd, D, pool));
-    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wk), G(m, o->bk), a->dk, l->xn1, T, kd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wq), G(m, o->bq), dq, l->xn1, T, qd, D, pool));
+    TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wk), G(m, o->bk), dk, l->xn1, T, kd, D, pool));
     TIMED(SM_PROF_LINEAR, mm_linear_bwd_w(G(m, o->wv), G(m, o->bv), a->dv, l->xn1, T, kd, D, pool));
     TIMED(SM_PROF_NORM, rmsnorm_bwd(a->dres, G(m, o->attn_norm), a->dxn, x, P(m, o->attn_norm), l->rstd1, T, D, pool));
 }

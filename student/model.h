@@ -1,4 +1,5 @@
-/* student/model.h — the dense Llama-3 / Qwen2.5 student in f32: parameters, forward, backward.
+/* student/model.h — the dense Llama-3 / Qwen2.5 / Qwen3 student in f32: parameters, forward, backward.
+ * (Qwen3: q and k of each head RMS-normalized by q_norm / k_norm before RoPE, and back through them.)
  *
  * An sm_model holds every parameter in one flat f32 buffer (params) and, beside it, one
  * gradient buffer of the same layout (grads), in the tensor order of mc_expected_tensors
@@ -72,6 +73,7 @@ typedef struct {
 typedef struct {
     int64_t attn_norm, wq, wk, wv, wo, bq, bk, bv, bo;
     int64_t mlp_norm, wg, wu, wd, bg, bu, bd;
+    int64_t qn, kn;            /* qwen3: q_norm, k_norm [hd] (RMSNorm of each head before RoPE); −1 otherwise */
 } sm_layer_off;
 
 typedef struct {
@@ -108,6 +110,14 @@ int sm_save(const sm_model *m, const char *dir, rt_dtype dtype);
  * when writing fails, fewer calls happen). */
 int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetch)(void *ctx, const sm_tensor *t, float *dst),
                   void *ctx);
+/* sm_save_fetch, with the weights split into shards of at most max_shard_bytes (a tensor
+ * larger than that gets a shard of its own; ≤ 0: SM_SHARD_BYTES, transformers' 5 GB):
+ * model-0000k-of-0000n.safetensors and model.safetensors.index.json ({"metadata":
+ * {"total_size"}, "weight_map"}); one model.safetensors when everything fits. fetch NULL:
+ * the weights come from params. */
+#define SM_SHARD_BYTES ((int64_t)5000000000)
+int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t max_shard_bytes,
+                    int (*fetch)(void *ctx, const sm_tensor *t, float *dst), void *ctx);
 void sm_free(sm_model *m);
 const sm_tensor *sm_find(const sm_model *m, const char *name);
 /* Reallocate params and grads to n_alloc ≥ n_params elements (the tail zero), for the

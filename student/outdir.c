@@ -16,21 +16,24 @@
 #include "core/json.h"
 #include "core/status.h"
 
-/* step-N → kind 0, step-N.partial → 1, step-N.old → 2 (what tr_save leaves when killed);
- * false for any other name. */
+/* step-N → kind 0, step-N.partial and step-N.state.partial → 1, step-N.old and
+ * step-N.state.old → 2 (what tr_save leaves when killed), step-N.state → 3 (the trainer
+ * state beside model directory step-N); false for any other name. */
 static bool step_entry(const char *name, int *kind) {
     if (strncmp(name, "step-", 5) || name[5] < '0' || name[5] > '9') return false;
     const char *e = name + 5;
     while (*e >= '0' && *e <= '9') e++;
     if (!*e) *kind = 0;
-    else if (!strcmp(e, ".partial")) *kind = 1;
-    else if (!strcmp(e, ".old")) *kind = 2;
+    else if (!strcmp(e, ".partial") || !strcmp(e, ".state.partial")) *kind = 1;
+    else if (!strcmp(e, ".old") || !strcmp(e, ".state.old")) *kind = 2;
+    else if (!strcmp(e, ".state")) *kind = 3;
     else return false;
     return true;
 }
 
 typedef struct {
-    long long newest;        /* N of the newest complete checkpoint (step-N/trainer_state.json); −1: none */
+    long long newest;        /* N of the newest complete checkpoint (step-N/config.json and
+                              * step-N.state/trainer_state.json, or the older step-N/trainer_state.json); −1: none */
     char other[300];         /* the first step-N that is not one ("" when none) */
     char foreign[300];       /* the first entry that is neither a step-* nor the log ("" when none) */
 } out_scan;
@@ -51,16 +54,20 @@ static void scan_out(const char *out, const char *log, out_scan *s) {
             free(abs);
             continue;
         }
-        if (kind) continue;   /* .partial: removed at start; .old: tr_save's, removed by its next save */
-        char *sub = rt_path_join(out, e->d_name), *ts = sub ? rt_path_join(sub, "trainer_state.json") : NULL;
+        if (kind) continue;   /* .partial: removed at start; .old: tr_save's, removed by its next save; .state: read
+                               * with its step-N */
+        char *sub = rt_path_join(out, e->d_name), *sd = sub ? tr_state_dir(sub) : NULL;
+        char *ts = sd ? rt_path_join(sd, "trainer_state.json") : NULL, *cf = sub ? rt_path_join(sub, "config.json") : NULL;
         long long n = strtoll(e->d_name + 5, NULL, 10);
-        if (ts && rt_is_file(ts)) {
+        if (ts && rt_is_file(ts) && cf && rt_is_file(cf)) {
             if (n > s->newest) s->newest = n;
         } else if (!s->other[0]) {
             snprintf(s->other, sizeof s->other, "%s", e->d_name);
         }
         free(sub);
+        free(sd);
         free(ts);
+        free(cf);
     }
     free(log_abs);
     closedir(d);
@@ -101,8 +108,9 @@ char *od_identity(const char *prefix, const char *path) {
 }
 
 static int load_state(const char *ck, json_t **j) {
-    char *path = rt_path_join(ck, "trainer_state.json");
+    char *sd = tr_state_dir(ck), *path = sd ? rt_path_join(sd, "trainer_state.json") : NULL;
     int rc = path ? rt_json_load_file(path, j) : RT_ENOMEM;
+    free(sd);
     free(path);
     return rc;
 }
@@ -188,9 +196,9 @@ int od_choose(const od_request *r, char **start, bool *chosen) {
     }
     if (sc.other[0])
         return rt_fail(RT_EINVAL,
-                       "%s holds %s, which is not a checkpoint of retort train (no trainer_state.json): give "
+                       "%s holds %s, which is not a checkpoint of retort train (no config.json, or no trainer_state.json in %s.state): give "
                        "--overwrite to delete the step-* entries of %s, or another --out",
-                       r->out, sc.other, r->out);
+                       r->out, sc.other, sc.other, r->out);
     if (!r->fresh_ok)
         return rt_fail(RT_ENOTFOUND, "--resume auto: %s holds no checkpoint, and neither --init nor --model says what "
                                      "to start from", r->out);

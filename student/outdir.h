@@ -1,17 +1,20 @@
 /* student/outdir.h — the output directory of a training run: which checkpoint the run
  * starts from, and what is cleaned up before it does.
  *
- * A run writes its checkpoints to OUT/step-N (student/train.h: tr_save, whole or absent).
+ * A run writes its checkpoints to OUT/step-N, a Hugging Face model directory, with the
+ * optimizer and trainer state in OUT/step-N.state beside it (student/train.h: tr_save,
+ * whole or absent).
  * od_choose() decides where a run starts, reading OUT and nothing else (every rank may call
  * it; nothing is written):
  *   - resume names a checkpoint (not "auto"): that one, whatever OUT holds;
  *   - overwrite: fresh (od_prepare then deletes OUT's step-* entries);
  *   - else (resume NULL or "auto"): the newest complete checkpoint of OUT (step-N holding
- *     trainer_state.json) when it was written by this same run — the same run.data and
- *     run.model (see tr_options), seed, and the options that shape the updates (batch,
- *     grad_accum, steps, lr, min_lr_ratio, warmup, schedule, weight_decay, clip, beta1,
- *     beta2, eps); fresh when OUT is absent or empty (the log file and step-*.partial
- *     aside) and fresh_ok (the caller has --init or --model); else RT_EINVAL (RT_ENOTFOUND
+ *     config.json and step-N.state trainer_state.json, or the older step-N holding both)
+ *     when it was written by this same run — the same run.data and run.model (see
+ *     tr_options), seed, and the options that shape the updates (batch, grad_accum, steps,
+ *     lr, min_lr_ratio, warmup, schedule, weight_decay, clip, beta1, beta2, eps); fresh when
+ *     OUT is absent or empty (the log file, step-*.partial and step-*.state aside) and
+ *     fresh_ok (the caller has --init or --model); else RT_EINVAL (RT_ENOTFOUND
  *     when there is nothing to start from), with one message naming OUT, what it holds (the
  *     checkpoint and the first difference, or the first other entry) and what to do.
  * *start is owned by the caller (NULL: fresh); *chosen is true when the checkpoint was found

@@ -16,6 +16,7 @@
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "kernels/optim.h"
+#include "student/hfdir.h"
 #include "student/zero.h"
 
 #define STATE_FORMAT "retort-trainer-state"
@@ -250,6 +251,36 @@ static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
 
 static int step_fail(int rc) { return rt_errorf(rc, "data-parallel step"); }
 
+int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets) {
+    *loss = 0;
+    *targets = 0;
+    if (t->z.level == 3) return rt_fail(RT_EUNSUPPORTED, "a validation loss with ZeRO-3 (the weights are sharded)");
+    if ((int64_t)sd_seq_len(val) != t->N)
+        return rt_fail(RT_EINVAL, "the validation data holds sequences of %u tokens, the training data %lld",
+                       sd_seq_len(val), (long long)t->N);
+    if ((int64_t)sd_vocab_size(val) > t->m->V)
+        return rt_fail(RT_EINVAL, "the validation data's vocabulary (%u) is larger than the model's (%lld)",
+                       sd_vocab_size(val), (long long)t->m->V);
+    sd_position pos = {0, 0, 0};   /* one pass over every sequence: the order does not change the mean */
+    uint64_t n = sd_num_seqs(val);
+    double sum = 0;
+    int64_t count = 0;
+    for (uint64_t i = 0; i < n;) {
+        int64_t k = (int64_t)(n - i < (uint64_t)t->o.batch ? n - i : (uint64_t)t->o.batch), nt = 0;
+        int rc = sd_read(val, &pos, k, t->tokens, t->doc_start, t->posi, t->target, &nt);
+        double ls = 0;
+        sm_batch b = {k * t->N, t->tokens, t->doc_start, t->posi, t->target};
+        if (!rc && nt > 0) rc = sm_forward_loss(t->m, t->acts, &b, &ls, t->pool);
+        if (rc) return rt_errorf(rc, "validation loss");
+        sum += ls;
+        count += nt;
+        i += (uint64_t)k;
+    }
+    *loss = count ? sum / (double)count : NAN;
+    *targets = count;
+    return 0;
+}
+
 int tr_step(tr_trainer *t, tr_stats *st) {
     sm_model *m = t->m;
     const zr_layout *z = &t->z;
@@ -462,41 +493,78 @@ static int check_finite(const sm_model *m, const float *v, const char *what) {
     return 0;
 }
 
+/* Moves dir aside to old (when present; a stale old removed first), then src into dir. */
+static int swap_in(const char *src, const char *dir, const char *old) {
+    int rc = remove_tree(old);
+    if (!rc && rt_is_dir(dir) && rename(dir, old)) rc = rt_fail(RT_EIO, "%s: cannot move aside (%s)", dir, strerror(errno));
+    if (!rc && rename(src, dir)) rc = rt_fail(RT_EIO, "%s: cannot rename into place (%s)", dir, strerror(errno));
+    return rc;
+}
+
 static int save_files(ckpt_src *c, const char *dir, rt_dtype model_dtype) {
     const tr_trainer *t = c->t;
-    size_t len = strlen(dir);
-    char *tmp = rt_malloc(len + 16), *old = rt_malloc(len + 16);
-    int rc = (!tmp || !old) ? RT_ENOMEM : 0;
+    size_t len = strlen(dir) + 32;
+    char *tmp = rt_malloc(len), *old = rt_malloc(len), *sdir = rt_malloc(len), *stmp = rt_malloc(len),
+         *sold = rt_malloc(len);
+    int rc = (!tmp || !old || !sdir || !stmp || !sold) ? RT_ENOMEM : 0;
     if (!rc && !c->z3) rc = check_finite(t->m, c->full[2], "the weights");   /* level 3: tr_save checked the parts */
     if (!rc && !c->z3) rc = check_finite(t->m, c->full[0], "the AdamW first moments");
     if (!rc && !c->z3) rc = check_finite(t->m, c->full[1], "the AdamW second moments");
-    bool made = false;
+    bool made = false, smade = false;
     if (!rc) {
-        snprintf(tmp, len + 16, "%s.partial", dir);
-        snprintf(old, len + 16, "%s.old", dir);
-        rc = remove_tree(tmp);   /* a stale one, from a save that was killed */
+        snprintf(tmp, len, "%s.partial", dir);
+        snprintf(old, len, "%s.old", dir);
+        snprintf(sdir, len, "%s.state", dir);
+        snprintf(stmp, len, "%s.state.partial", dir);
+        snprintf(sold, len, "%s.state.old", dir);
+        rc = remove_tree(tmp);   /* stale ones, from a save that was killed */
+        if (!rc) rc = remove_tree(stmp);
     }
     if (!rc && mkdir(tmp, 0755)) rc = rt_fail(RT_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
     made = !rc;
-    if (!rc) rc = c->z3 ? sm_save_fetch(t->m, tmp, model_dtype, fetch_param, c) : sm_save(t->m, tmp, model_dtype);
-    if (!rc) rc = write_optimizer(c, tmp);
-    if (!rc) rc = write_state(t, tmp);
-    if (!rc && rt_is_dir(dir)) {
-        rc = remove_tree(old);
-        if (!rc && rename(dir, old)) rc = rt_fail(RT_EIO, "%s: cannot move aside (%s)", dir, strerror(errno));
+    if (!rc && mkdir(stmp, 0755)) rc = rt_fail(RT_EIO, "%s: cannot create (%s)", stmp, strerror(errno));
+    smade = !rc;
+    if (!rc) rc = sm_save_sharded(t->m, tmp, model_dtype, t->o.max_shard_bytes, c->z3 ? fetch_param : NULL, c);
+    if (!rc) rc = hd_write(tmp, t->o.hf, t->m->config_json);
+    if (!rc) rc = write_optimizer(c, stmp);
+    if (!rc) rc = write_state(t, stmp);
+    /* the state first: DIR appears last, and DIR with DIR.state/trainer_state.json is a checkpoint */
+    bool sput = false;   /* DIR.state is this save's */
+    if (!rc && !(rc = swap_in(stmp, sdir, sold))) smade = false, sput = true;
+    if (!rc && !(rc = swap_in(tmp, dir, old))) made = false;
+    else if (rc && sput) {   /* the model could not go into place: the state goes too, the earlier one back */
+        remove_tree(sdir);
+        if (rt_is_dir(sold)) rename(sold, sdir);
     }
-    if (!rc && rename(tmp, dir)) rc = rt_fail(RT_EIO, "%s: cannot rename into place (%s)", dir, strerror(errno));
-    else if (!rc) made = false;   /* it is DIR now */
     if (!rc) rc = remove_tree(old);
-    if (rc && made) {   /* a failed save leaves no DIR.partial behind; its message stays */
+    if (!rc) rc = remove_tree(sold);
+    if (rc && (made || smade)) {   /* a failed save leaves no partial behind; its message stays */
         char msg[RT_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "%s", rt_errmsg());
-        remove_tree(tmp);
+        if (made) remove_tree(tmp);
+        if (smade) remove_tree(stmp);
         rt_fail(rc, "%s", msg);
     }
     free(tmp);
     free(old);
+    free(sdir);
+    free(stmp);
+    free(sold);
     return rc;
+}
+
+char *tr_state_dir(const char *dir) {
+    size_t len = strlen(dir) + 8;
+    char *s = rt_malloc(len), *ts = NULL;
+    if (!s) return NULL;
+    snprintf(s, len, "%s.state", dir);
+    if ((ts = rt_path_join(s, "trainer_state.json")) && rt_is_file(ts)) {
+        free(ts);
+        return s;
+    }
+    free(ts);
+    free(s);
+    return rt_strdup(dir);
 }
 
 /* Collective with more than one rank. Levels 1, 2: the moments' parts are gathered on rank 0,
@@ -561,8 +629,9 @@ int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype) {
     return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
 }
 
-static int read_moments(tr_trainer *t, const char *dir) {
-    char *path = rt_path_join(dir, "optimizer.safetensors");
+static int read_moments(tr_trainer *t, const char *ck) {
+    char *dir = tr_state_dir(ck), *path = dir ? rt_path_join(dir, "optimizer.safetensors") : NULL;
+    free(dir);
     if (!path) return RT_ENOMEM;
     st_file *f;
     int rc = st_open(path, &f);
@@ -596,8 +665,9 @@ static int read_moments(tr_trainer *t, const char *dir) {
     return rc;
 }
 
-static int read_state(tr_trainer *t, const char *dir) {
-    char *path = rt_path_join(dir, "trainer_state.json");
+static int read_state(tr_trainer *t, const char *ck) {
+    char *dir = tr_state_dir(ck), *path = dir ? rt_path_join(dir, "trainer_state.json") : NULL;
+    free(dir);
     if (!path) return RT_ENOMEM;
     json_t *j;
     int rc = rt_json_load_file(path, &j);

@@ -15,12 +15,19 @@
  * A step whose loss or global gradient norm is not finite (NaN, Inf) fails with RT_ERANGE
  * naming the step, before the optimizer touches the weights: a diverged run stops there.
  *
- * tr_save() writes DIR (created, or replaced whole: the files go to DIR.partial first and
- * the directory is renamed into place; a failed save removes DIR.partial, and a stale one
- * from a killed save is removed before the next): config.json + model.safetensors (HF, F32 or BF16),
- * optimizer.safetensors (AdamW moments, and F32 master weights when the model was written
- * in BF16) and trainer_state.json (step, data position, options) — see docs/formats.md,
- * "Training checkpoints". Weights or moments that are not finite are never written
+ * tr_save() writes the model directory DIR and its state directory DIR.state beside it
+ * (each created, or replaced whole: the files go to DIR.partial and DIR.state.partial first
+ * and the directories are renamed into place, the state first, so DIR appears last; a failed
+ * save removes the partials, and stale ones from a killed save are removed before the next).
+ * DIR is a complete Hugging Face model directory: config.json, model.safetensors (F32 or
+ * BF16; above o.max_shard_bytes model-0000i-of-0000n.safetensors and
+ * model.safetensors.index.json), and with o.hf the tokenizer and generation files
+ * (student/hfdir.h). DIR.state holds optimizer.safetensors (AdamW moments, and F32 master
+ * weights when the model was written in BF16) and trainer_state.json (step, data position,
+ * options) — see docs/formats.md, "Training checkpoints". A checkpoint is complete when
+ * DIR/config.json and DIR.state/trainer_state.json exist; tr_state_dir() names the state
+ * directory of a checkpoint (DIR.state, or DIR itself for one written before the state
+ * moved out, which tr_resume still reads). Weights or moments that are not finite are never written
  * (RT_ERANGE naming the tensor). tr_resume() restores all of it into a trainer created from the
  * same directory's model; with the same options the run continues bit-exactly.
  *
@@ -85,6 +92,9 @@ typedef struct {
                                          * checkpoints from another run's; NULL: not recorded. Borrowed. */
     bool offload_optimizer;             /* GPU trainer only: master weights and moments in host memory */
     bool offload_activations;           /* GPU trainer only, with checkpoint_layers: layer inputs in host memory */
+    int64_t max_shard_bytes;            /* model weights split into shards above this (sm_save_sharded); 0: 5 GB */
+    const struct hd_source *hf;         /* tokenizer, template and generation defaults of the model directories
+                                         * (student/hfdir.h); NULL: config and weights only. Borrowed. */
 } tr_options;
 
 typedef struct {
@@ -106,6 +116,12 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
 void tr_free(tr_trainer *t);
 int tr_step(tr_trainer *t, tr_stats *out);
 int64_t tr_steps_done(const tr_trainer *t);
+/* The mean cross-entropy over every target of val (each of its sequences once, batch at a
+ * time, the trainer's current weights; nothing of the trainer changes but its scratch), and
+ * how many targets that is (loss NaN when none). val must have the training data's sequence
+ * length and a vocabulary the model covers (RT_EINVAL); not at ZeRO level 3 (RT_EUNSUPPORTED).
+ * Each rank computes it alone (no collective). */
+int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets);
 const sm_model *tr_model(const tr_trainer *t);
 int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype);
 /* The parameter, gradient and optimizer buffers this rank holds (activations, the batch and
@@ -120,6 +136,8 @@ typedef struct {
 } tr_buffer;
 int tr_memory(const tr_trainer *t, tr_buffer out[TR_MAX_BUFFERS]);
 int tr_resume(tr_trainer *t, const char *dir);
+/* DIR.state when it holds trainer_state.json, else DIR (the older layout); owned, NULL on ENOMEM. */
+char *tr_state_dir(const char *dir);
 /* The same checkpoint for a trainer whose state lives elsewhere (the GPU path,
  * student/gpu_train.h): m->params hold the f32 weights and m1, m2 the AdamW moments, all in
  * the model's flat layout ([m->n_params]); step, data position, sequence length and options

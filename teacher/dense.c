@@ -22,6 +22,7 @@ typedef struct {
     float *attn_norm, *mlp_norm;                 /* [D] */
     float *wq, *wk, *wv, *wo;                    /* [Hq·hd, D], [Hkv·hd, D] ×2, [D, Hq·hd] */
     float *bq, *bk, *bv, *bo;                    /* or NULL */
+    float *qn, *kn;                              /* qwen3: [hd] RMSNorm of each q, k head before RoPE; or NULL */
     float *wg, *wu, *wd;                         /* [F, D] ×2, [D, F] */
     float *bg, *bu, *bd;                         /* or NULL */
 } dn_layer;
@@ -57,6 +58,7 @@ static float **field(dn_model *m, const char *name) {
         {"mlp.gate_proj.weight", offsetof(dn_layer, wg)}, {"mlp.up_proj.weight", offsetof(dn_layer, wu)},
         {"mlp.down_proj.weight", offsetof(dn_layer, wd)}, {"mlp.gate_proj.bias", offsetof(dn_layer, bg)},
         {"mlp.up_proj.bias", offsetof(dn_layer, bu)}, {"mlp.down_proj.bias", offsetof(dn_layer, bd)},
+        {"self_attn.q_norm.weight", offsetof(dn_layer, qn)}, {"self_attn.k_norm.weight", offsetof(dn_layer, kn)},
     };
     for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
         if (!strcmp(name + used, map[k].n)) return (float **)((char *)l + map[k].at);
@@ -190,7 +192,8 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     for (int64_t s = 0; s < n_seqs; s++) fresh = fresh && seqs[s]->len == 0;
     size_t wsn = fresh ? attn_workspace_floats(T, m->Hq, tp_size(pool)) + (size_t)(T * m->Hq) + (size_t)T
                        : attn_paged_workspace_floats(max_ctx, tp_size(pool));
-    size_t nf = (size_t)T * (size_t)(3 * D + 2 * qd + 2 * kd + 3 * F + 2 * half) + wsn;
+    int64_t qkn = m->c.qk_norm ? kd : 0;   /* qwen3: k before its per-head norm */
+    size_t nf = (size_t)T * (size_t)(3 * D + 2 * qd + 2 * kd + qkn + 3 * F + 2 * half) + wsn;
     float *buf = rt_malloc(nf * sizeof(float));
     int32_t *pos = rt_malloc((size_t)T * 2 * sizeof(int32_t));
     const int32_t **tables = rt_malloc((size_t)T * sizeof *tables);
@@ -200,7 +203,7 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     }
     float *x = buf, *xn = x + T * D, *tmp = xn + T * D, *q = tmp + T * D, *att = q + T * qd, *k = att + T * qd;
     float *v = k + T * kd, *g = v + T * kd, *u = g + T * F, *a = u + T * F, *cs = a + T * F, *sn = cs + T * half;
-    float *ws = sn + T * half;
+    float *kr = sn + T * half, *ws = kr + T * qkn;
     int32_t *ctx = pos + T, *doc = NULL;
     if (fresh) doc = (int32_t *)(ws + attn_workspace_floats(T, m->Hq, tp_size(pool)) + (size_t)(T * m->Hq));
     for (int64_t s = 0, t = 0; s < n_seqs; s++)
@@ -216,8 +219,15 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     for (int64_t l = 0; l < m->L; l++) {
         const dn_layer *L = &m->layers[l];
         rmsnorm_fwd(xn, NULL, x, L->attn_norm, T, D, eps, pool);
-        linear(q, xn, L->wq, L->bq, T, qd, D, pool);
-        linear(k, xn, L->wk, L->bk, T, kd, D, pool);
+        if (L->qn) {   /* qwen3: each head of q and k RMS-normalized (att: q's scratch until attention) */
+            linear(att, xn, L->wq, L->bq, T, qd, D, pool);
+            linear(kr, xn, L->wk, L->bk, T, kd, D, pool);
+            rmsnorm_fwd(q, NULL, att, L->qn, T * m->Hq, hd, eps, pool);
+            rmsnorm_fwd(k, NULL, kr, L->kn, T * m->Hkv, hd, eps, pool);
+        } else {
+            linear(q, xn, L->wq, L->bq, T, qd, D, pool);
+            linear(k, xn, L->wk, L->bk, T, kd, D, pool);
+        }
         linear(v, xn, L->wv, L->bv, T, kd, D, pool);
         rope_apply(q, cs, sn, T, m->Hq, hd, false, pool);
         rope_apply(k, cs, sn, T, m->Hkv, hd, false, pool);

@@ -1,4 +1,5 @@
-/* teacher/dense.h — dense Llama-3 / Qwen2.5 teacher forward (f32) over a paged KV cache.
+/* teacher/dense.h — dense Llama-3 / Qwen2.5 / Qwen3 teacher forward (f32) over a paged KV cache.
+ * (Qwen3: each head of q and k RMS-normalized by q_norm / k_norm before RoPE.)
  *
  * dn_load() reads a Hugging Face directory (config.json + safetensors, sharded or not;
  * F32/BF16/F16/F64 weights) after checking every tensor against the config

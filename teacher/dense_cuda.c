@@ -360,6 +360,8 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
     const mc_config *c = &m->c;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 models (%s) run on the CPU only for now", dir);
+    if (c->qk_norm)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %s models (q/k norms, %s) run on the CPU only for now", c->model_type, dir);
     m->D = c->hidden_size, m->F = c->intermediate_size, m->L = c->num_hidden_layers, m->V = c->vocab_size;
     m->Hq = c->num_attention_heads, m->Hkv = c->num_key_value_heads, m->hd = c->head_dim;
     m->qd = m->Hq * m->hd, m->kd = m->Hkv * m->hd, m->W = m->qd + 2 * m->kd;

@@ -1,6 +1,6 @@
 """Expected logits, loss and gradients of the student from transformers (torch autograd, f64).
 
-For the tiny llama and qwen2 presets (configs/models/tiny-*.json), with perturbed random
+For the tiny llama, qwen2 and qwen3 presets (qwen3: q/k norms, head_dim 48 ≠ hidden/heads) (configs/models/tiny-*.json), with perturbed random
 weights (norm weights ≠ 1, biases ≠ 0 so their gradients are exercised), writes
   REF_DIR/student_<arch>/{config.json, model.safetensors}   the weights (F32), HF layout
   REF_DIR/student_<arch>_ref.safetensors                     read by tests/unit/test_student.c:
@@ -97,5 +97,5 @@ def run(name):
     save_file(ref, os.path.join(out, f"student_{name}_ref.safetensors"))
 
 
-for name in ("llama", "qwen2"):
+for name in ("llama", "qwen2", "qwen3"):
     run(name)

@@ -3,15 +3,15 @@ engine (teacher/dense, teacher/engine, kernels/sample, attn_paged_fwd) from PyPI
 transformers, never from retort's code.
 
 Writes into REF_DIR (argv[1]):
-  teacher/llama/, teacher/qwen2/   tiny checkpoints from configs/models/tiny-llama.json and
+  teacher/llama/, teacher/qwen2/, teacher/qwen3/   tiny checkpoints from configs/models/tiny-llama.json and
                        tiny-qwen2.json (qwen2 with its q/k/v biases, tied embeddings), random
                        weights with enough signal that greedy decoding has clear winners,
                        saved by save_pretrained in F32
   teacher/deepseek/    tiny DeepSeek-V3 (configs/models/tiny-deepseek-v3.json, F32, no MTP)
   teacher/deepseek-mtp/  the same weights plus a random MTP layer (draft model)
   teacher_ref.safetensors
-    {llama,qwen2,deepseek}.p<i>.ids [n] I32, .logits [n, V]  transformers' forward (eager, f32)
-    {llama,qwen2,deepseek}.g<i>.ids [n] I32, .out [64] I32   transformers' generate, greedy,
+    {llama,qwen2,qwen3,deepseek}.p<i>.ids [n] I32, .logits [n, V]  transformers' forward (eager, f32)
+    {llama,qwen2,qwen3,deepseek}.g<i>.ids [n] I32, .out [64] I32   transformers' generate, greedy,
                        64 new tokens, EOS disabled
     attn.q [n, Hq, hd], attn.k, attn.v [T, Hkv, hd], attn.o [n, Hq, hd], attn.dims [4] I64
                        (n, Hq, Hkv, hd): the last n of T positions attending causally, by
@@ -88,6 +88,7 @@ def build(tag, cfg, seed):
 
 build("llama", preset("tiny-llama.json"), 21)
 build("qwen2", preset("tiny-qwen2.json"), 22)
+build("qwen3", preset("tiny-qwen3.json"), 25)   # q/k norms, head_dim 48 decoupled from hidden/heads
 build("deepseek", preset("tiny-deepseek-v3.json"), 23)
 
 # teacher/deepseek-mtp: the same weights plus an MTP layer (model.layers.<L>.*: a perturbed copy

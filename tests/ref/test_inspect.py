@@ -67,6 +67,7 @@ def inspect_json(retort_bin, d):
 
 
 @pytest.mark.parametrize("name,arch", [("tiny-llama", "LlamaForCausalLM"), ("tiny-qwen2", "Qwen2ForCausalLM"),
+                                       ("tiny-qwen3", "Qwen3ForCausalLM"),
                                        ("tiny-deepseek-v3", "DeepseekV3ForCausalLM")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shard", [None, "1MB"])
@@ -335,7 +336,8 @@ def test_trained_checkpoint_with_optimizer_state_beside_it(tmp_path, retort_bin,
              "--batch", "2", "--steps", "1", "--lr", "1e-3", "--out", str(tmp_path / "out")])
     assert p.returncode == 0, p.stderr
     d = tmp_path / "out" / "step-1"
-    assert (d / "optimizer.safetensors").exists()
+    assert (tmp_path / "out" / "step-1.state" / "optimizer.safetensors").exists()
+    assert not (d / "optimizer.safetensors").exists()   # the state is beside the model directory
     j = inspect_json(retort_bin, d)
     params, n, _ = file_counts_of(d / "model.safetensors")
     assert j["parameters"] == params and j["tensors"] == n and j["files"] == 1

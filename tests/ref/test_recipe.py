@@ -131,7 +131,13 @@ def test_r1_recipe_resolves_to_the_paper_settings(retort_bin, model, tmp_path):
     assert int(t["seq"]) == 32768
     assert float(t["epochs"]) in (2.0, 3.0)
     assert int(t["batch"]) * int(t.get("grad-accum", 1)) * ranks_of(tl) == 64, (t, tl)
-    assert os.path.basename(t["model"]) == base
+    rz = [c[2] for c in cmds if c[1] == "resize-vocab"]
+    if rz:  # R1's markers added to the base model's tokenizer first; export and train use that copy
+        assert os.path.basename(rz[0]["model"]) == base and rz[0]["add-tokens-from"] == "deepseek-r1"
+        assert t["model"] == rz[0]["out"] and x["tokenizer"] == os.path.join(rz[0]["out"], "tokenizer.json")
+        assert subs.index("resize-vocab") < subs.index("export")
+    else:
+        assert os.path.basename(t["model"]) == base
     assert t["data"] == x["out"]
     ranks, zero, host_inputs = GPU_LAYOUT[model]
     assert t["device"] == "cuda" and ranks_of(tl) == ranks and int(t["zero"]) == zero, (t, tl)
@@ -375,7 +381,7 @@ def test_tiny_killed_mid_stage_resumes(retort_bin, tiny_run, tmp_path):
     wd = tmp_path / "w"
     proc = subprocess.Popen([retort_bin, "run", TINY, "--set", f"work_dir={wd}", "--set", "threads=2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    ck = wd / "teacher" / "step-50" / "trainer_state.json"
+    ck = wd / "teacher" / "step-50.state" / "trainer_state.json"
     deadline = time.time() + 600
     while not ck.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -69,8 +69,8 @@ def test_resume_continues_bit_exactly(retort_bin, data, tmp_path):
         assert (x["loss"], x["grad_norm"], x["lr"]) == (y["loss"], y["grad_norm"], y["lr"]), (x, y)
     # the final weights agree bit for bit too
     from safetensors.numpy import load_file
-    wa = load_file(str(tmp_path / "a" / "step-40" / "optimizer.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "step-40" / "optimizer.safetensors"))
+    wa = load_file(str(tmp_path / "a" / "step-40.state" / "optimizer.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "step-40.state" / "optimizer.safetensors"))
     assert wa.keys() == wb.keys()
     assert all((wa[k] == wb[k]).all() for k in wa)
 
@@ -185,7 +185,8 @@ COMMON = ["--batch", "2", "--lr", "3e-3", "--warmup", "2", "--seed", "5"]
 
 
 def steps_in(d):
-    return sorted(e for e in os.listdir(d) if e.startswith("step-"))
+    """The model directories step-N (each with its step-N.state beside it)."""
+    return sorted(e for e in os.listdir(d) if e.startswith("step-") and not e.endswith(".state"))
 
 
 def one_line(p, *needles):
@@ -216,7 +217,7 @@ def test_out_with_another_runs_checkpoints_is_refused_unless_overwrite(retort_bi
     # --overwrite deletes the old run's checkpoints first: no step-2 of the old run survives
     train(retort_bin, *other, "--overwrite")
     assert steps_in(out) == ["step-3", "step-4"]
-    st = json.load(open(out / "step-4" / "trainer_state.json"))
+    st = json.load(open(out / "step-4.state" / "trainer_state.json"))
     assert st["options"]["lr"] == 1e-2 and st["step"] == 4
     # --overwrite with --resume is a usage error
     p = run([retort_bin, "train", *other, "--overwrite", "--resume", "auto"])
@@ -244,8 +245,8 @@ def test_rerun_after_a_kill_resumes_the_same_run_and_logs_each_step_once(retort_
     assert [r["step"] for r in got] == list(range(1, 7))
     for x, y in zip(ref, got):
         assert (x["loss"], x["grad_norm"], x["lr"]) == (y["loss"], y["grad_norm"], y["lr"]), (x, y)
-    assert (out / "step-6" / "optimizer.safetensors").read_bytes() == \
-        (tmp_path / "ref" / "step-6" / "optimizer.safetensors").read_bytes()
+    assert (out / "step-6.state" / "optimizer.safetensors").read_bytes() == \
+        (tmp_path / "ref" / "step-6.state" / "optimizer.safetensors").read_bytes()
     # the explicit form cuts the log back the same way
     p = train(retort_bin, "--resume", str(out / "step-3"), "--data", data, *COMMON, "--steps", "6",
               "--out", str(out), "--log", str(log))
@@ -281,7 +282,7 @@ def test_resume_auto_refusals(retort_bin, data, tmp_path):
     one_line(run([retort_bin, "train", "--threads", "2", *args]), str(busy), "not empty", "notes.txt", "--overwrite")
     assert sorted(os.listdir(busy)) == ["notes.txt"]
     train(retort_bin, *args, "--overwrite")
-    assert sorted(os.listdir(busy)) == ["notes.txt", "step-2"]
+    assert sorted(os.listdir(busy)) == ["notes.txt", "step-2", "step-2.state"]
     train(retort_bin, *args)                      # now it holds this run's checkpoint: a rerun is fine
     # the log inside --out does not count
     inside = tmp_path / "inside"
@@ -345,7 +346,7 @@ def test_divergence_stops_at_the_first_non_finite_step(retort_bin, data, tmp_pat
     one_line(p, f"step {k}:", "not finite")
     assert steps_in(out) == [f"step-{i}" for i in range(1, k)]
     for s in steps_in(out):
-        for f in ("model.safetensors", "optimizer.safetensors"):
+        for f in ("model.safetensors", "../" + s + ".state/optimizer.safetensors"):
             assert all(np.isfinite(v).all() for v in load_file(str(out / s / f)).values()), (s, f)
 
 

@@ -114,7 +114,7 @@ def differences(ref_log, ref_ck, log, ck, lr=3e-3):
     a, b = load(ref_ck / "model.safetensors"), load(ck / "model.safetensors")
     assert a.keys() == b.keys()
     out["weights"] = max(float(np.abs(a[k] - b[k]).max()) / lr for k in a if "k_proj.bias" not in k)
-    a, b = load(ref_ck / "optimizer.safetensors"), load(ck / "optimizer.safetensors")
+    a, b = load(ref_ck.with_name(ref_ck.name + ".state") / "optimizer.safetensors"), load(ck.with_name(ck.name + ".state") / "optimizer.safetensors")
     assert a.keys() == b.keys()
     out["moments"] = max(float(np.abs(a[k] - b[k]).max() / (np.abs(a[k]).max() + 1e-30)) for k in a)
     return out
@@ -149,7 +149,7 @@ def test_only_rank_0_prints_and_writes(retort_bin, data, cfg, tmp_path):
     assert p.stderr.count("step 3/3") == 1, p.stderr
     rows = read_log(tmp_path / "l.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["tokens"] == 4 * 32 for r in rows)
-    assert sorted(os.listdir(tmp_path / "o")) == ["step-3"]
+    assert sorted(os.listdir(tmp_path / "o")) == ["step-3", "step-3.state"]
 
 
 def test_dp_resume_continues_bit_exactly_and_at_another_rank_count(retort_bin, data, cfg, tmp_path):
@@ -163,8 +163,8 @@ def test_dp_resume_continues_bit_exactly_and_at_another_rank_count(retort_bin, d
     assert [r["step"] for r in b] == list(range(6, 11))
     for x, y in zip(a[5:], b):
         assert (x["loss"], x["grad_norm"], x["lr"]) == (y["loss"], y["grad_norm"], y["lr"]), (x, y)
-    for f in ("model.safetensors", "optimizer.safetensors"):
-        wa, wb = load(tmp_path / "a" / "step-10" / f), load(tmp_path / "b" / "step-10" / f)
+    for f in ("step-10/model.safetensors", "step-10.state/optimizer.safetensors"):
+        wa, wb = load(tmp_path / "a" / f), load(tmp_path / "b" / f)
         assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa), f
     # the checkpoint holds the whole optimizer state: 2 ranks (ZeRO-1, batch 2) continue it
     train(retort_bin, 2, "--resume", ck, "--data", data, "--batch", "2", *COMMON, "--zero", "1",
@@ -182,7 +182,7 @@ def test_dp_resume_from_a_bf16_checkpoint_uses_the_f32_master_weights(retort_bin
           "--log", str(tmp_path / "b.jsonl"))
     a, b = read_log(tmp_path / "a.jsonl"), read_log(tmp_path / "b.jsonl")
     assert [(r["loss"], r["grad_norm"]) for r in a[4:]] == [(r["loss"], r["grad_norm"]) for r in b]
-    wa, wb = load(tmp_path / "a" / "step-10" / "optimizer.safetensors"), load(tmp_path / "b" / "step-10" / "optimizer.safetensors")
+    wa, wb = load(tmp_path / "a" / "step-10.state" / "optimizer.safetensors"), load(tmp_path / "b" / "step-10.state" / "optimizer.safetensors")
     assert any(k.startswith("master.") for k in wa)
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 

@@ -190,8 +190,8 @@ def test_checkpoints_cross_between_gpu_and_cpu(retort_bin, data, tmp_path, gpu):
           "--save-every", "4", "--log", str(tmp_path / "g.jsonl"), "--device", "cuda")
     # the GPU checkpoint has the CPU trainer's files and tensors
     from safetensors.numpy import load_file
-    opt_g = load_file(str(tmp_path / "g" / "step-4" / "optimizer.safetensors"))
-    opt_c = load_file(str(tmp_path / "c" / "step-4" / "optimizer.safetensors"))
+    opt_g = load_file(str(tmp_path / "g" / "step-4.state" / "optimizer.safetensors"))
+    opt_c = load_file(str(tmp_path / "c" / "step-4.state" / "optimizer.safetensors"))
     assert opt_g.keys() == opt_c.keys()
     assert all(opt_g[k].shape == opt_c[k].shape and opt_g[k].dtype == opt_c[k].dtype for k in opt_g)
     # GPU step-4 resumed on the CPU; CPU step-4 resumed on the GPU
@@ -278,7 +278,7 @@ def test_gpu_path_sharded_checkpoint_resumes_on_the_cpu_trainer(retort_bin, data
     # 2 ranks, ZeRO-1/3 (offloaded too), 6 steps, the checkpoint after step 3 (master weights and
     # moments gathered from the shards)
     dp = fake_dp(tools_dir, 2, cfg, data, 6, zero, 2, 1, save=[str(tmp_path / "g3"), "3"])
-    state = json.load(open(tmp_path / "g3" / "trainer_state.json"))
+    state = json.load(open(tmp_path / "g3.state" / "trainer_state.json"))
     assert state["step"] == 3 and state["data"]["cursor"] == 12
     train(retort_bin, "--init", cfg, *common, "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
     train(retort_bin, "--resume", str(tmp_path / "g3"), *common, "--out", str(tmp_path / "r"),

@@ -86,8 +86,8 @@ def same_runs(log_a, dir_a, log_b, dir_b):
     a, b = read_log(log_a), read_log(log_b)
     key = [(r["step"], r["loss"], r["grad_norm"], r["lr"], r["tokens"]) for r in a]
     assert key == [(r["step"], r["loss"], r["grad_norm"], r["lr"], r["tokens"]) for r in b]
-    for f in ("model.safetensors", "optimizer.safetensors", "config.json"):
-        assert (dir_a / f).read_bytes() == (dir_b / f).read_bytes(), f
+    for f in ("model.safetensors", "../" + dir_a.name + ".state/optimizer.safetensors", "config.json"):
+        assert (dir_a / f).read_bytes() == (dir_b / f.replace(dir_a.name, dir_b.name)).read_bytes(), f
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 4])
@@ -158,7 +158,7 @@ def bf16_run_differences(ref_log, ref_ck, log, ck, lr=3e-3):
         assert x["tokens"] == y["tokens"] and x["lr"] == y["lr"], (x, y)
         out["loss"] = max(out["loss"], abs(x["loss"] - y["loss"]) / abs(x["loss"]))
         out["norm"] = max(out["norm"], abs(x["grad_norm"] - y["grad_norm"]) / x["grad_norm"])
-    a, b = load(ref_ck / "optimizer.safetensors"), load(ck / "optimizer.safetensors")
+    a, b = load(ref_ck.with_name(ref_ck.name + ".state") / "optimizer.safetensors"), load(ck.with_name(ck.name + ".state") / "optimizer.safetensors")
     assert a.keys() == b.keys()
     out["weights"] = max(float(np.abs(a[k] - b[k]).max()) / lr for k in a
                          if k.startswith("master.") and "k_proj.bias" not in k)

@@ -125,6 +125,7 @@ static void full_forward_matches(const char *tag) {
 
 Test(dense_teacher, llama_logits_match_transformers) { full_forward_matches("llama"); }
 Test(dense_teacher, qwen2_logits_match_transformers) { full_forward_matches("qwen2"); }
+Test(dense_teacher, qwen3_logits_match_transformers) { full_forward_matches("qwen3"); }
 
 /* Half the prompt in one call, the rest one token at a time (block size 4: decode crosses
  * block boundaries), every step's logits against transformers' full forward. */
@@ -154,6 +155,7 @@ static void prefill_decode_matches(const char *tag) {
 
 Test(dense_teacher, llama_prefill_then_decode_matches_full_forward) { prefill_decode_matches("llama"); }
 Test(dense_teacher, qwen2_prefill_then_decode_matches_full_forward) { prefill_decode_matches("qwen2"); }
+Test(dense_teacher, qwen3_prefill_then_decode_matches_full_forward) { prefill_decode_matches("qwen3"); }
 
 /* Every prompt in one batched call gives each prompt's own logits. */
 Test(dense_teacher, batched_sequences_do_not_see_each_other) {

@@ -102,6 +102,7 @@ static void greedy_matches(const char *tag) {
 
 Test(engine, llama_greedy_64_tokens_match_transformers_generate) { greedy_matches("llama"); }
 Test(engine, qwen2_greedy_64_tokens_match_transformers_generate) { greedy_matches("qwen2"); }
+Test(engine, qwen3_greedy_64_tokens_match_transformers_generate) { greedy_matches("qwen3"); }
 Test(engine, deepseek_greedy_64_tokens_match_transformers_generate) { greedy_matches("deepseek"); }
 
 static const int32_t PA[] = {5, 17, 99, 3, 250, 42, 7, 7, 301, 11, 64, 128, 9, 33, 2, 400, 18};

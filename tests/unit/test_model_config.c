@@ -21,7 +21,7 @@ Test(model_config, presets_match_published_parameter_totals) {
     static const struct { const char *name; double billions; double unit; } pub[] = {
         {"qwen2.5-0.5b", 0.49, 0.01}, {"qwen2.5-1.5b", 1.54, 0.01}, {"qwen2.5-7b", 7.62, 0.01},
         {"qwen2.5-14b", 14.7, 0.1},   {"qwen2.5-32b", 32.5, 0.5},   {"llama-3.1-8b", 8.03, 0.01},
-        {"llama-3.3-70b", 70.55, 0.01}, {"deepseek-r1", 671, 1},
+        {"llama-3.3-70b", 70.55, 0.01}, {"deepseek-r1", 671, 1}, {"qwen3-0.6b", 0.6, 0.1}, {"qwen3-8b", 8.2, 0.1},
     };
     for (size_t i = 0; i < sizeof pub / sizeof *pub; i++) {
         mc_config c = load_preset(pub[i].name);

@@ -1,5 +1,6 @@
-/* student/outdir: where a run starts, on hand-made output directories (trainer_state.json
- * written here in the documented format, docs/formats.md), and what od_prepare removes. */
+/* student/outdir: where a run starts, on hand-made output directories (step-N with its
+ * config.json, step-N.state with trainer_state.json written here in the documented format,
+ * docs/formats.md), and what od_prepare removes. */
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,17 @@ static void state(const char *ck, const char *data, const char *model, double lr
     put(ck, "trainer_state.json", t);
 }
 
+/* checkpoint dir/name as tr_save writes it: the model directory (config.json) and
+ * name.state beside it holding the trainer state; ck gets the model directory's path */
+static void checkpoint(const char *dir, const char *name, char *ck, size_t n, double lr) {
+    char st[512], sname[128];
+    sub(dir, name, ck, n);
+    put(ck, "config.json", "{}\n");
+    snprintf(sname, sizeof sname, "%s.state", name);
+    sub(dir, sname, st, sizeof st);
+    state(st, "/d", "init:/c.json", lr);
+}
+
 static tr_options opts(void) {
     tr_options o;
     tr_options_default(&o);
@@ -48,10 +60,11 @@ Test(outdir, newest_checkpoint_of_the_same_run_is_chosen) {
     bool chosen;
     cr_assert_eq(od_choose(&r, &start, &chosen), 0);   /* empty: fresh */
     cr_assert_null(start);
-    sub(dir, "step-2", ck, sizeof ck);
-    state(ck, "/d", "init:/c.json", 1e-3);
-    sub(dir, "step-10", ck2, sizeof ck2);
-    state(ck2, "/d", "init:/c.json", 1e-3);
+    checkpoint(dir, "step-2", ck, sizeof ck, 1e-3);
+    checkpoint(dir, "step-10", ck2, sizeof ck2, 1e-3);
+    char st12[512];
+    sub(dir, "step-12.state", st12, sizeof st12);      /* a save killed between its two renames: no step-12 */
+    state(st12, "/d", "init:/c.json", 1e-3);
     sub(dir, "step-11.partial", ck, sizeof ck);       /* a killed save: not a checkpoint */
     cr_assert_eq(od_choose(&r, &start, &chosen), 0, "%s", rt_errmsg());
     cr_assert_str_eq(start, ck2);                      /* 10 > 2: by number, not by name */
@@ -89,7 +102,9 @@ Test(outdir, newest_checkpoint_of_the_same_run_is_chosen) {
     /* od_prepare with overwrite: every step-* goes, nothing else */
     put(dir, "notes.txt", "keep");
     cr_assert_eq(od_prepare(dir, true, NULL, 0), 0, "%s", rt_errmsg());
-    cr_assert(!rt_is_dir(ck2) && !rt_is_dir(ck));
+    cr_assert(!rt_is_dir(ck2) && !rt_is_dir(ck) && !rt_is_dir(st12));
+    snprintf(st12, sizeof st12, "%s/step-10.state", dir);
+    cr_assert(!rt_is_dir(st12));
     char p[512];
     snprintf(p, sizeof p, "%s/notes.txt", dir);
     cr_assert(rt_is_file(p));
@@ -133,6 +148,37 @@ Test(outdir, other_contents_are_refused_but_the_log_is_not) {
     cr_assert_eq(len, 0);
     free(txt);
     unlink(p);
+    rmdir(dir);
+    free(dir);
+}
+
+Test(outdir, checkpoint_of_the_older_layout_resumes) {
+    /* before the state moved out: trainer_state.json inside step-N, beside config.json */
+    char *dir = tmp_dir(), ck[512];
+    tr_options o = opts();
+    sub(dir, "step-4", ck, sizeof ck);
+    put(ck, "config.json", "{}\n");
+    state(ck, "/d", "init:/c.json", 1e-3);
+    od_request r = {dir, NULL, NULL, false, true, &o};
+    char *start, *sd = tr_state_dir(ck);
+    bool chosen;
+    cr_assert_str_eq(sd, ck);
+    free(sd);
+    cr_assert_eq(od_choose(&r, &start, &chosen), 0, "%s", rt_errmsg());
+    cr_assert_str_eq(start, ck);
+    free(start);
+    char *m = od_state_model(ck);
+    cr_assert_str_eq(m, "init:/c.json");
+    free(m);
+    /* a newer model directory whose state is missing is not a checkpoint: step-4 stays the one */
+    char ck2[512];
+    sub(dir, "step-6", ck2, sizeof ck2);
+    put(ck2, "config.json", "{}\n");
+    cr_assert_eq(od_choose(&r, &start, &chosen), 0, "%s", rt_errmsg());
+    cr_assert_str_eq(start, ck);
+    free(start);
+    cr_assert_eq(od_prepare(dir, true, NULL, 0), 0, "%s", rt_errmsg());
+    cr_assert(!rt_is_dir(ck) && !rt_is_dir(ck2));
     rmdir(dir);
     free(dir);
 }

@@ -124,9 +124,11 @@ static void check_model(const char *arch, int threads, bool ckpt) {
 
 Test(student, llama_logits_loss_and_gradients_match_transformers) { check_model("llama", 1, false); }
 Test(student, qwen2_logits_loss_and_gradients_match_transformers) { check_model("qwen2", 1, false); }
+Test(student, qwen3_logits_loss_and_gradients_match_transformers) { check_model("qwen3", 1, false); }
 Test(student, threaded_and_checkpointed_runs_match_transformers) {
     check_model("llama", 3, true);
     check_model("qwen2", 2, true);
+    check_model("qwen3", 2, true);
 }
 
 /* Finite differences on a micro model (2 layers, hidden 16, vocab 32, q/k/v biases, tied
