@@ -211,7 +211,7 @@ static char *pass_numbers(char *s) {
         if (!strncmp(s + i, "{,}", 3) && i > 0 && isdigit((unsigned char)s[i - 1]) && isdigit((unsigned char)s[i + 3])) {
             size_t d = 0;
             while (isdigit((unsigned char)s[i + 3 + d])) d++;
-            vf_buf_putc(&b, d == 3 ? ',' : '.');
+            vf_buf_putc(&b, ','); /* 3{,}5 is the list 3, 5 (as math-verify reads it) */
             i += 3;
             continue;
         }
