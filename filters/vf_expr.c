@@ -480,7 +480,7 @@ static vnode *parse_command(parser *p) {
         const char *b;
         size_t l;
         if (!raw_group(p, &b, &l)) return fail(p, RT_EFORMAT, "bad \\begin");
-        if ((l >= 6 && memmem(b, l, "matrix", 6)) || (l == 5 && !strncmp(b, "array", 5))) return parse_matrix(p, b, l);
+        if ((l >= 6 && b && memmem(b, l, "matrix", 6)) || (l == 5 && !strncmp(b, "array", 5))) return parse_matrix(p, b, l);
         return fail(p, RT_EUNSUPPORTED, "unsupported environment");
     }
     for (int k = 0; funcs[k]; k++)
