@@ -276,6 +276,8 @@ def edge_forms(n, rng):
     # separators, currency, units after numbers
     out.append(("thousands+currency", dec, _wrap(f"{big:,}.{cents:02d} " + rng.choice(["USD", "dollars", "EUR"]), rng, False)))
     out.append(("thousands+currency:wrong", dec, _wrap(f"{big + 1000:,}.{cents:02d} USD", rng, False)))
+    if abs(big) >= 1000:
+        out.append(("thousands-thin-space", str(big), _wrap(f"{big:,}".replace(",", "\\,"), rng)))
     out.append(("currency-sign", str(n), _wrap(rng.choice([f"\\${n}", f"\\${n}.00", f"{n} \\text{{ dollars}}"]), rng)))
     out.append(("currency-sign:plain", str(n), _wrap(rng.choice([f"${n}", f"${n:,}.00", f"€{n}", f"{n} €", f"£{n}"]), rng, False)))
     out.append(("currency-sign:wrong", str(n), _wrap(f"\\${w}", rng)))
@@ -347,6 +349,18 @@ def matrix_forms(rows, rng):
                     ("left-array", f"\\left[\\begin{{array}}{{{cols}}} {body} \\end{{array}}\\right]"),
                     ("left-paren-array", f"\\left(\\begin{{array}}{{{cols}}} {body} \\end{{array}}\\right)")]:
         out.append(("matrix:" + kind, gold, _wrap(s, rng)))
+    out.append(("matrix:vmatrix:wrong", gold, _wrap(f"\\begin{{vmatrix}} {body} \\end{{vmatrix}}", rng)))
+    if all(re.fullmatch(r"-?\d+", x) for r in rows for x in r):
+        # matrix expressions: a scalar multiple and a sum that come to the gold matrix
+        half = " \\\\ ".join(" & ".join(str(int(x) // 2) if int(x) % 2 == 0 else f"\\frac{{{x}}}{{2}}" for x in r) for r in rows)
+        out.append(("matrix:scalar-multiple", gold, _wrap(f"2\\begin{{pmatrix}} {half} \\end{{pmatrix}}", rng)))
+        a = [[rng.randint(-5, 5) for _ in r] for r in rows]
+        A = " \\\\ ".join(" & ".join(str(v) for v in r) for r in a)
+        B = " \\\\ ".join(" & ".join(str(int(x) - v) for x, v in zip(r, ra)) for r, ra in zip(rows, a))
+        Bw = " \\\\ ".join(" & ".join(str(int(x) - v + (i == 0 and j == 0)) for j, (x, v) in enumerate(zip(r, ra)))
+                              for i, (r, ra) in enumerate(zip(rows, a)))
+        out.append(("matrix:sum", gold, _wrap(f"\\begin{{pmatrix}} {A} \\end{{pmatrix}} + \\begin{{pmatrix}} {B} \\end{{pmatrix}}", rng)))
+        out.append(("matrix:sum:wrong", gold, _wrap(f"\\begin{{pmatrix}} {A} \\end{{pmatrix}} + \\begin{{pmatrix}} {Bw} \\end{{pmatrix}}", rng)))
     flat = [x for r in rows for x in r]
     if len(set(flat)) > 1:
         sh = flat[:]

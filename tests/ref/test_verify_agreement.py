@@ -33,6 +33,8 @@ def deliberate_false_accept(p, r, r_dp):
         return "6 significant digits"  # math-verify counts 6 places after the point only
     if re.search(r"\d,(\\!)?\s*\d{3}", ans) and ("\\{" in ans or "=" in ans):
         return "thousands separator inside braces or after x ="
+    if re.search(r"\d\\,\d{3}(?!\d)", ans):
+        return "thin space as thousands separator"  # math-verify does not read 14\,600 as 14600
     if re.search(r"\\,\s*\\%", ans):
         return "thin space before \\%"  # math-verify fails to parse 11\,\% in a box or \( \)
     if re.search(r"[<>]|\\[lg]eq?\b|\\[lg]t\b", ans) and re.search(r"[\s}](t|h|c|o|s|d|l|m|g)\s*$", ans):
