@@ -495,6 +495,11 @@ CURATED = [
     ("3.5", "3{,}5"), ("25750", "25{,}750"), ("(1,2)", "\\left(1, 2\\right)"),
     ("[1,3) \\cup (5,7]", "\\left[1,3\\right) \\cup \\left(5,7\\right]"), ("[1,3) \\cup (5,7]", "[1,3] \\cup (5,7]"),
     ("\\frac{2}{5}", "\\frac{2}{5} \\text{ cm}"), ("45\\%", "45 \\text{ percent}"),
+    ("\\begin{pmatrix}2\\\\4\\end{pmatrix}", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\begin{pmatrix}2\\\\4\\end{pmatrix}", "\\begin{pmatrix}1\\\\1\\end{pmatrix} + \\begin{pmatrix}1\\\\3\\end{pmatrix}"),
+    ("\\begin{pmatrix}2\\\\4\\end{pmatrix}", "\\begin{pmatrix}1\\\\1\\end{pmatrix} + \\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\begin{pmatrix}6&10\\\\2&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\0&1\\end{pmatrix}\\begin{pmatrix}2&2\\\\2&4\\end{pmatrix}"),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}"),
 ]
 
 
