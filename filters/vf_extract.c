@@ -6,10 +6,13 @@
  *      "," or ";" between) are joined with commas, as in "\boxed{1} and \boxed{2}";
  *   2. the last "#### N" line (GSM8K);
  *   3. the last "answer" (as in "The final answer is", "Answer:") followed within 50
- *      characters by a math span ($…$, \(…\), \[…\], $$…$$) or a number;
+ *      characters by a math span ($…$, \(…\), \[…\], $$…$$) or a number; a lone variable
+ *      followed by "is"/"="/"equals" gives way to the value after it ("The smallest $k$
+ *      is 12");
  *   4. whole_ok and a short text with no prose: the text itself;
  *   5. last_number: the math span or number that ends last in the text.
- * Scans are linear in the text; nothing here allocates more than the answer.
+ * A number in prose with one or two digits after a comma ("3,14 €") is a decimal comma and
+ * comes out with a point, as math-verify reads prose. Scans are linear in the text; nothing here allocates more than the answer.
  */
 #include <ctype.h>
 #include <stdlib.h>

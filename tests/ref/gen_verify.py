@@ -9,8 +9,16 @@ reordered lists) and wrong ones (another problem's answer, off by one, negated, 
 fraction, scaled). math-verify decides each pair the way it is used for MATH-500:
 verify(parse("$" + gold + "$"), parse(pred)).
 
+build_edge_pairs() adds issue 19's surface forms (kinds "edge:*") on MATH-500, GSM8K and
+AIME 2024 answers: decimal commas, thousands separators with currency, currency signs,
+units in text and words, percent words, relations in every spelling, chains with
+\\approx, matrices (bmatrix, \\left[\\begin{array}…\\right], matrix expressions),
+intervals/tuples/unions with \\left( … \\right), boxes inside prose, "Final Answer: The
+smallest $k$ is 12." and long solutions — each with wrong twins.
+
 Writes REF_DIR/verify_pairs.jsonl: {"gold", "pred", "kind", "mv": bool, "mv_pred": str}.
-Used by tests/ref/test_verify_agreement.py (agreement ≥ 0.98) and bench/verify.py.
+Used by tests/ref/test_verify_agreement.py (agreement ≥ 0.99, no unexplained false accept)
+and bench/verify.sh.
 Also writes REF_DIR/verify_cases.jsonl: hand-picked answer pairs, one per normalization and
 comparison rule of issue 5, with math-verify's verdict (verify(parse("$g$"), parse("$p$"))),
 read by tests/unit/test_verify.c. Pairs in a known disagreement class are not among them
@@ -276,8 +284,6 @@ def edge_forms(n, rng):
     # separators, currency, units after numbers
     out.append(("thousands+currency", dec, _wrap(f"{big:,}.{cents:02d} " + rng.choice(["USD", "dollars", "EUR"]), rng, False)))
     out.append(("thousands+currency:wrong", dec, _wrap(f"{big + 1000:,}.{cents:02d} USD", rng, False)))
-    if abs(big) >= 1000:
-        out.append(("thousands-thin-space", str(big), _wrap(f"{big:,}".replace(",", "\\,"), rng)))
     out.append(("currency-sign", str(n), _wrap(rng.choice([f"\\${n}", f"\\${n}.00", f"{n} \\text{{ dollars}}"]), rng)))
     out.append(("currency-sign:plain", str(n), _wrap(rng.choice([f"${n}", f"${n:,}.00", f"€{n}", f"{n} €", f"£{n}"]), rng, False)))
     out.append(("currency-sign:wrong", str(n), _wrap(f"\\${w}", rng)))
