@@ -75,12 +75,13 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libretort.a
 BIN      := retort
+SQLITE_EXT := $(BUILD)/retort_sqlite.so
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
 .PHONY: all deps test sanitize bench fuzz fuzz-long demo clean tests-build gpu-test gpu-test-build gpu-bench gpu-check-cuda emu-test
-all: $(BIN)
+all: $(BIN) $(SQLITE_EXT)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -96,6 +97,11 @@ $(LIB): $(LIB_OBJ)
 
 $(BIN): $(CLI_OBJ) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+# A loadable SQLite extension (retort_text(); docs/database.md), apart from libretort.
+$(SQLITE_EXT): dataset/ext/retort_sqlite.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=c11 $(OPT) -g $(WARN) -fPIC -shared $(LDFLAGS) -o $@ $< -lzstd
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -1,8 +1,10 @@
-"""math-verify's side of bench/verify.sh: pairs per second on one core.
+"""math-verify's side of bench/verify.sh: the same work as `retort verify --last-number`.
 
-usage: verify.py PAIRS.jsonl
-Prints "pairs pairs_per_s": parse("$" + gold + "$"), parse(pred), verify() per pair, the
-way tests/ref/gen_verify.py judges them (timeouts on, as in its default use)."""
+usage: verify.py < PAIRS.jsonl > VERDICTS.jsonl
+Reads {"gold", "pred"} lines, judges each with parse("$" + gold + "$"), parse(pred),
+verify() (math-verify's defaults, timeouts on, as tests/ref/gen_verify.py judges them) and
+writes one {"correct": bool} line per pair. bench/verify.sh times the whole process, as it
+times retort's."""
 import os
 import sys
 
@@ -10,14 +12,14 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
 
 import json  # noqa: E402
 import logging  # noqa: E402
-import time  # noqa: E402
 
 logging.disable(logging.CRITICAL)
 from math_verify import parse, verify  # noqa: E402
 
-pairs = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
-t0 = time.perf_counter()
-for p in pairs:
-    verify(parse("$" + p["gold"] + "$"), parse(p["pred"]))
-dt = time.perf_counter() - t0
-print(f"{len(pairs)} {len(pairs) / dt:.1f}")
+out = sys.stdout
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    p = json.loads(line)
+    ok = bool(verify(parse("$" + str(p["gold"]) + "$"), parse(str(p["pred"]))))
+    out.write('{"correct": true}\n' if ok else '{"correct": false}\n')

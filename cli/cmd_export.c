@@ -49,9 +49,12 @@ int cmd_export(int argc, char **argv) {
         {"template", required_argument, 0, 'T'},  {"seq", required_argument, 0, 'N'},
         {"seed", required_argument, 0, 'R'},      {"drop-long", no_argument, 0, 'D'},
         {"shard-seqs", required_argument, 0, 'P'}, {"threads", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+        {"reasoning", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     pk_options o = {0};
     exp_filter flt = {0};
+    exp_chat_opts co = {0};
+    bool reasoning_set = false;
     const char *dbpath = NULL, *format = NULL, *out = NULL, *tokenizer = NULL, *tmpl = NULL;
     long threads = 0;
     int ch;
@@ -64,6 +67,12 @@ int cmd_export(int argc, char **argv) {
         case 's': flt.snapshot = optarg; continue;
         case 'S': flt.source = optarg; continue;
         case 'O': out = optarg; continue;
+        case 'r':
+            if (!strcmp(optarg, "field")) co.reasoning_field = true;
+            else if (!strcmp(optarg, "inline")) co.reasoning_field = false;
+            else return cli_usage_error("export", "--reasoning wants inline or field, got '%s'", optarg);
+            reasoning_set = true;
+            continue;
         case 'h': fputs(cli_find("export")->usage, stdout); return EXIT_OK;
         }
         int rc = ch == '?' ? -1 : cli_pack_option("export", ch, optarg, &o, &tokenizer, &tmpl, &threads);
@@ -78,6 +87,8 @@ int cmd_export(int argc, char **argv) {
     bool shards = !strcmp(format, "shards");
     if (!shards && strcmp(format, "chat-jsonl") && strcmp(format, "jsonl"))
         return cli_usage_error("export", "unknown format '%s' (chat-jsonl, jsonl, shards)", format);
+    if (reasoning_set && strcmp(format, "chat-jsonl"))
+        return cli_usage_error("export", "--reasoning applies only to --format chat-jsonl");
     if (shards && (!tokenizer || !o.seq_len))
         return cli_usage_error("export", "--format shards needs --tokenizer FILE and --seq N");
     if (!shards && (tokenizer || tmpl || o.seq_len))
@@ -90,7 +101,7 @@ int cmd_export(int argc, char **argv) {
     } else {
         size_t n;
         exp_format f = !strcmp(format, "chat-jsonl") ? EXP_CHAT_JSONL : EXP_JSONL;
-        if (db_export_jsonl(db, f, &flt, out, &n)) status = cli_fail("export");
+        if (db_export_jsonl(db, f, &flt, &co, out, &n)) status = cli_fail("export");
         else {
             status = EXIT_OK;
             if (strcmp(out, "-"))

@@ -29,13 +29,13 @@ int cmd_verify(int argc, char **argv) {
                                           {0, 0, 0, 0}};
     vf_opts o;
     vf_opts_default(&o);
-    int ch, with_reason = 0;
+    int ch;
     optind = 0;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
         if (ch == 'l') o.last_number = true;
         else if (ch == 'p') o.decimal_places = true;
-        else if (ch == 'r') with_reason = 1;
+        else if (ch == 'r') continue; /* --reason: the reason is always written now */
         else if (ch == 'd') {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -71,13 +71,14 @@ int cmd_verify(int argc, char **argv) {
         }
         vf_result r;
         if (vf_verify(&o, gold, pred, &r)) { json_decref(j); status = cli_fail("verify"); break; }
-        json_t *out = json_pack("{s:b,s:o,s:s}", "correct", r.correct, "pred_answer",
-                                r.pred_answer ? json_string(r.pred_answer) : json_null(), "gold_answer", r.gold_answer);
-        if (out && with_reason) json_object_set_new(out, "reason", json_string(r.reason));
+        json_t *out = json_pack("{s:b,s:o,s:s,s:s}", "correct", r.correct, "pred_answer",
+                                r.pred_answer ? json_string(r.pred_answer) : json_null(), "gold_answer", r.gold_answer,
+                                "reason", r.reason ? r.reason : "");
         char *txt = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
         if (!txt) { /* invalid UTF-8 in an answer: say so rather than drop the line */
             json_decref(out);
-            out = json_pack("{s:b,s:n,s:n}", "correct", r.correct, "pred_answer", "gold_answer");
+            out = json_pack("{s:b,s:n,s:n,s:s}", "correct", r.correct, "pred_answer", "gold_answer", "reason",
+                            r.reason ? r.reason : "");
             txt = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         }
         json_decref(out);

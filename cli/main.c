@@ -76,19 +76,20 @@ static const cli_command commands[] = {
      "nothing, and rerunning a killed import completes it without duplicates.\n"
      "Exit status: 0 ok, 1 a file could not be imported, 2 usage error.\n",
      cmd_import},
-    {"verify", "check math answers: JSONL {gold, pred} on stdin → {correct, pred_answer, gold_answer}",
+    {"verify", "check math answers: JSONL {gold, pred} on stdin → {correct, pred_answer, gold_answer, reason}",
      "usage: retort verify [--last-number] [--float-digits N] [--decimal-places] [--reason] < PAIRS.jsonl\n"
      "\n"
      "Reads one JSON object per line, {\"gold\": ANSWER, \"pred\": SOLUTION} (strings or numbers; pred\n"
      "may be a whole solution), and writes one line per input line, in order:\n"
-     "{\"correct\": true|false, \"pred_answer\": STRING|null, \"gold_answer\": STRING}.\n"
+     "{\"correct\": true|false, \"pred_answer\": STRING|null, \"gold_answer\": STRING, \"reason\": RULE}, RULE\n"
+     "saying where the answer was found and how it compared (\"boxed answer equal\", …).\n"
      "The answer in pred is the last \\boxed{} or \\fbox{}, else the last \"#### N\", else the last\n"
      "\"answer is …\" / \"Answer: …\", else pred itself when it is a short bare answer.\n"
      "\n"
      "  --last-number      fall back to the last $…$ span or number of pred (as math-verify does)\n"
      "  --float-digits N   floats agree when rounded to N significant digits (default 6)\n"
      "  --decimal-places   count those digits after the decimal point instead (math-verify's rule)\n"
-     "  --reason           add \"reason\" to each verdict\n"
+     "  --reason           accepted for compatibility (the reason is always written)\n"
      "\n"
      "Exit status: 0 ok, 1 bad input (the message names the line), 2 usage error.\n",
      cmd_verify},
@@ -172,13 +173,17 @@ static const cli_command commands[] = {
      cmd_tokenize},
     {"export", "write samples as chat JSONL, prompts as JSONL, or packed training shards",
      "usage: retort export --db DB --format chat-jsonl|jsonl [--snapshot NAME] [--source NAME] --out FILE\n"
+     "                     [--reasoning inline|field]\n"
      "       retort export --db DB [--snapshot NAME] [--source NAME] --format shards --tokenizer FILE\n"
      "                     [--template T] --seq N --out DIR [--seed S] [--drop-long]\n"
      "                     [--shard-seqs N] [--threads N]\n"
      "\n"
-     "  chat-jsonl  one line per sample: {\"messages\": [prompt..., {\"role\": \"assistant\", \"content\": ANSWER,\n"
-     "              \"reasoning_content\": THINKING}]}; ANSWER is the text after </think> (all of it without\n"
-     "              the tag); reasoning_content is omitted when empty\n"
+     "  chat-jsonl  one line per sample: {\"messages\": [prompt..., {\"role\": \"assistant\", \"content\":\n"
+     "              \"<think>\\nTHINKING\\n</think>\\n\\nANSWER\"}], \"metadata\": {\"sample_id\", \"prompt_id\",\n"
+     "              \"teacher\", \"filters\": [{\"filter\", \"pass\", \"score\"}, ...]}}; ANSWER is the text after\n"
+     "              </think> (all of it without the tag, and then no think block); the prompt is the\n"
+     "              messages generation sent (its system prompt and instruction included).\n"
+     "              --reasoning field: content is ANSWER and THINKING goes in \"reasoning_content\"\n"
      "  jsonl       one line per prompt: the record it was imported from\n"
      "  shards      the selected samples' conversations rendered with the chat template and packed as\n"
      "              with 'retort pack' (see docs/formats.md); --template as for retort pack\n"

@@ -101,6 +101,146 @@ typedef struct {
     size_t n;
 } writer;
 
+static int write_line(writer *w, json_t *j);
+
+/* ---- chat-jsonl: the conversation as the teacher saw it, for SFT trainers ---------------- */
+#define SELECT_CHAT                                                                                         \
+    "SELECT s.id, s.text, s.dict_id, p.messages, s.prompt_id, s.teacher, s.params, p.source "               \
+    "FROM samples s JOIN prompts p ON p.id = s.prompt_id "                                                 \
+    "WHERE (?1 IS NULL OR s.id IN (SELECT sample_id FROM snapshot_samples WHERE snapshot_id = ?1)) "      \
+    "AND (?2 IS NULL OR p.source = ?2) ORDER BY s.id"
+
+static bool source_is_math(const char *source) { /* as the generation driver decides it */
+    static const char *const keys[] = {"gsm8k", "math", "aime"};
+    for (size_t i = 0; source && i < sizeof keys / sizeof keys[0]; i++)
+        if (strcasestr(source, keys[i])) return true;
+    return false;
+}
+
+/* The prompt messages as generation sent them: params' system prompt first (unless the
+ * prompt has one), params' instruction appended to the last user turn where it applied. */
+static int sent_messages(json_t *msgs, const char *params_json, const char *source) {
+    json_t *params = params_json ? json_loads(params_json, 0, NULL) : NULL;
+    if (!json_is_object(params)) { json_decref(params); return 0; } /* imported samples: no params */
+    const char *system = json_string_value(json_object_get(params, "system"));
+    const char *instr = json_string_value(json_object_get(params, "instruction"));
+    const char *to = json_string_value(json_object_get(params, "instruction_to"));
+    bool has_system = false;
+    size_t i, last_user = (size_t)-1;
+    json_t *x;
+    json_array_foreach(msgs, i, x) {
+        const char *role = json_string_value(json_object_get(x, "role"));
+        if (role && !strcmp(role, "system")) has_system = true;
+        if (role && !strcmp(role, "user")) last_user = i;
+    }
+    int rc = 0;
+    if (instr && *instr && last_user != (size_t)-1 && ((to && !strcmp(to, "all")) || source_is_math(source))) {
+        json_t *u = json_array_get(msgs, last_user);
+        const char *c = json_string_value(json_object_get(u, "content"));
+        char *t = c ? rt_malloc(strlen(c) + strlen(instr) + 2) : NULL;
+        if (c && !t) rc = RT_ENOMEM;
+        else if (t) {
+            sprintf(t, "%s\n%s", c, instr);
+            json_object_set_new(u, "content", json_string(t));
+            free(t);
+        }
+    }
+    if (!rc && system && *system && !has_system &&
+        json_array_insert_new(msgs, 0, json_pack("{s:s,s:s}", "role", "system", "content", system)))
+        rc = RT_ENOMEM;
+    json_decref(params);
+    return rc ? rt_fail(rc, "out of memory") : 0;
+}
+
+/* [{"filter", "pass", "score"}] of one sample, in filter name order. */
+static int sample_filters(sqlite3_stmt *vs, int64_t id, json_t **out) {
+    sqlite3_reset(vs);
+    sqlite3_bind_int64(vs, 1, id);
+    json_t *arr = json_array();
+    int row, s;
+    while (arr && (s = db_step_row(vs, &row)) == SQLITE_OK && row) {
+        json_t *v = json_pack("{s:s,s:b}", "filter", (const char *)sqlite3_column_text(vs, 0), "pass",
+                              sqlite3_column_int(vs, 1) != 0);
+        if (v) json_object_set_new(v, "score", sqlite3_column_type(vs, 2) == SQLITE_NULL ? json_null()
+                                                                                       : json_real(sqlite3_column_double(vs, 2)));
+        if (!v || json_array_append_new(arr, v)) { json_decref(arr); arr = NULL; }
+    }
+    if (!arr) return rt_fail(RT_ENOMEM, "out of memory");
+    *out = arr;
+    return 0;
+}
+
+static int export_chat(ds_db *db, const exp_filter *flt, const exp_chat_opts *co, writer *w) {
+    sqlite3_stmt *st, *vs = NULL;
+    int rc = prepare_selection(db, SELECT_CHAT, flt, &st);
+    if (rc) return rc;
+    sqlite3 *h = db_sqlite(db);
+    if (sqlite3_prepare_v2(h, "SELECT filter, pass, score FROM verdicts WHERE sample_id = ? ORDER BY filter", -1, &vs,
+                           NULL) != SQLITE_OK) {
+        rc = rt_fail(RT_EIO, "reading verdicts: %s", sqlite3_errmsg(h));
+        sqlite3_finalize(st);
+        return rc;
+    }
+    int row, s = SQLITE_OK;
+    while (!rc && (s = db_step_row(st, &row)) == SQLITE_OK && row) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        char *text;
+        size_t len;
+        rc = db_blob_text(db, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                          sqlite3_column_int64(st, 2), &text, &len);
+        if (rc) { rc = rt_errorf(rc, "sample %lld", (long long)id); break; }
+        json_t *msgs = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
+        if (!json_is_array(msgs)) {
+            json_decref(msgs);
+            free(text);
+            rc = rt_fail(RT_EFORMAT, "sample %lld: its prompt's messages are not a JSON array", (long long)id);
+            break;
+        }
+        rc = sent_messages(msgs, (const char *)sqlite3_column_text(st, 6), (const char *)sqlite3_column_text(st, 7));
+        const char *th, *an;
+        size_t tl, al;
+        exp_split_think(text, len, &th, &tl, &an, &al);
+        json_t *turn = NULL;
+        if (!rc && co && co->reasoning_field) {
+            turn = json_pack("{s:s,s:s%}", "role", "assistant", "content", an, al);
+            if (turn && tl) json_object_set_new(turn, "reasoning_content", json_stringn(th, tl));
+        } else if (!rc) { /* the reasoning inline, as the R1 family writes and trains on it */
+            {
+                size_t n = tl ? 8 + tl + 11 + al : al;
+                char *c = rt_malloc(n + 1);
+                if (c) {
+                    size_t k = 0;
+                    if (tl) { memcpy(c, "<think>\n", 8); k = 8; memcpy(c + k, th, tl); k += tl; memcpy(c + k, "\n</think>\n\n", 11); k += 11; }
+                    memcpy(c + k, an, al);
+                    k += al;
+                    turn = json_pack("{s:s,s:s%}", "role", "assistant", "content", c, k);
+                    free(c);
+                }
+            }
+        }
+        free(text);
+        json_t *filters = NULL, *line = NULL;
+        if (!rc && (!turn || json_array_append_new(msgs, turn))) rc = rt_fail(RT_ENOMEM, "out of memory");
+        turn = NULL;
+        if (!rc) rc = sample_filters(vs, id, &filters);
+        if (!rc) {
+            line = json_pack("{s:O,s:{s:I,s:I,s:s,s:o}}", "messages", msgs, "metadata", "sample_id", (json_int_t)id,
+                             "prompt_id", (json_int_t)sqlite3_column_int64(st, 4), "teacher",
+                             (const char *)sqlite3_column_text(st, 5), "filters", filters);
+            if (!line) rc = rt_fail(RT_ENOMEM, "out of memory");
+        }
+        if (!rc) rc = write_line(w, line);
+        json_decref(turn);
+        json_decref(line);
+        json_decref(msgs);
+    }
+    sqlite3_finalize(vs);
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    SQL_TRY(h, s);
+    return 0;
+}
+
 static int write_line(writer *w, json_t *j) {
     char *txt = json_dumps(j, JSON_COMPACT);
     if (!txt) return rt_fail(RT_ENOMEM, "serializing a line");
@@ -114,10 +254,6 @@ static int write_line(writer *w, json_t *j) {
     return rc;
 }
 
-static int conv_line(void *ctx, int64_t id, json_t *conv) {
-    (void)id;
-    return write_line(ctx, conv);
-}
 
 /* The imported record of one prompt: {prompt_key: text, ...metadata} or {"messages": ..., ...metadata}. */
 static int prompt_line(writer *w, sqlite3_stmt *st) {
@@ -158,14 +294,15 @@ static int export_prompts(ds_db *db, const exp_filter *flt, writer *w) {
     return 0;
 }
 
-int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const char *out_path, size_t *n_written) {
+int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,
+                    size_t *n_written) {
     writer w = {0};
     *n_written = 0;
     int rc = 0;
     if (strcmp(out_path, "-")) rc = rt_atomic_open(out_path, &w.af);
     else w.out = stdout;
     if (rc) return rc;
-    rc = f == EXP_CHAT_JSONL ? db_each_conversation(db, flt, conv_line, &w) : export_prompts(db, flt, &w);
+    rc = f == EXP_CHAT_JSONL ? export_chat(db, flt, co, &w) : export_prompts(db, flt, &w);
     if (w.af) {
         if (rc) rt_atomic_abort(w.af);
         else rc = rt_atomic_commit(w.af);

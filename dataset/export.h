@@ -4,11 +4,17 @@
  * source; always in sample (or prompt) id order.
  *
  * EXP_CHAT_JSONL writes one line per sample, the form TRL and HF datasets read:
- *   {"messages": [PROMPT MESSAGES..., {"role": "assistant", "content": ANSWER,
- *                                      "reasoning_content": THINKING}]}
+ *   {"messages": [PROMPT MESSAGES..., {"role": "assistant",
+ *                                      "content": "<think>\nTHINKING\n</think>\n\nANSWER"}],
+ *    "metadata": {"sample_id", "prompt_id", "teacher",
+ *                 "filters": [{"filter", "pass", "score"}, ...]}}
  * where ANSWER is the sample text after its first "</think>" (leading whitespace removed)
  * and THINKING the text before it without a leading "<think>" and surrounding whitespace;
- * a text without "</think>" is all ANSWER, and reasoning_content is omitted when empty.
+ * a text without "</think>" (or with empty THINKING) is all ANSWER, without the tags.
+ * With reasoning_field, content is ANSWER and THINKING goes in "reasoning_content"
+ * (omitted when empty). PROMPT MESSAGES are those generation sent: the stored prompt with
+ * the sample's system prompt first (params "system", unless the prompt has one) and its
+ * instruction appended to the last user turn where generation applied it.
  * EXP_JSONL writes one line per prompt of the selection, the record it was imported from:
  * {PROMPT_KEY: prompt text, ...metadata} (chat prompts: {"messages": [...], ...metadata}).
  *
@@ -20,6 +26,7 @@
 #define RT_DATASET_EXPORT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dataset/db.h"
@@ -44,6 +51,12 @@ json_t *exp_conversation(const char *prompt_messages_json, const char *text, siz
 typedef int (*exp_conv_fn)(void *ctx, int64_t sample_id, json_t *conversation);
 int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void *ctx);
 
-int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const char *out_path, size_t *n_written);
+typedef struct {
+    bool reasoning_field; /* THINKING in "reasoning_content" instead of inline in content */
+} exp_chat_opts;
+
+/* co: NULL for the defaults. */
+int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,
+                    size_t *n_written);
 
 #endif

@@ -91,6 +91,23 @@ bool vf_same_answer(const vf_opts *o, const char *gold, const char *pred) {
     return compare_answers(o, gold, pred, &why) == 1;
 }
 
+/* The rule that decided: where the answer was found, then how the two compared. */
+static const char *reason_of(vf_source src, const char *why) {
+    static const char *const table[][5] = {
+        {"boxed answer equal", "boxed answer different", "boxed answer equal as text", "boxed answer: gold does not parse; texts differ", "boxed answer: pred does not parse; texts differ"},
+        {"#### answer equal", "#### answer different", "#### answer equal as text", "#### answer: gold does not parse; texts differ", "#### answer: pred does not parse; texts differ"},
+        {"answer phrase equal", "answer phrase different", "answer phrase equal as text", "answer phrase: gold does not parse; texts differ", "answer phrase: pred does not parse; texts differ"},
+        {"whole text equal", "whole text different", "whole text equal as text", "whole text: gold does not parse; texts differ", "whole text: pred does not parse; texts differ"},
+        {"last number equal", "last number different", "last number equal as text", "last number: gold does not parse; texts differ", "last number: pred does not parse; texts differ"},
+    };
+    static const char *const whys[] = {"equal", "different", "equal as text", "gold does not parse; texts differ",
+                                       "pred does not parse; texts differ"};
+    int row = src == VF_FROM_BOXED ? 0 : src == VF_FROM_HASH ? 1 : src == VF_FROM_PHRASE ? 2 : src == VF_FROM_WHOLE ? 3 : 4;
+    for (int k = 0; k < 5; k++)
+        if (!strcmp(why, whys[k])) return table[row][k];
+    return why;
+}
+
 int vf_verify(const vf_opts *o, const char *gold, const char *pred, vf_result *out) {
     memset(out, 0, sizeof *out);
     vf_opts def;
@@ -116,6 +133,7 @@ int vf_verify(const vf_opts *o, const char *gold, const char *pred, vf_result *o
     if (!out->pred_answer) { out->reason = "no answer in pred"; return 0; }
     int res = compare_answers(o, out->gold_answer, out->pred_answer, &out->reason);
     if (res < 0) { vf_result_free(out); return rt_fail(res, "verifying an answer: out of memory"); }
+    out->reason = reason_of(src, out->reason);
     out->correct = res == 1;
     return 0;
 }

@@ -37,7 +37,11 @@ typedef struct {
     bool correct;
     char *pred_answer;    /* the answer found in pred, or NULL when none */
     char *gold_answer;    /* the gold answer as compared (before normalization) */
-    const char *reason;   /* static: "equal", "different", "no answer in pred", … */
+    const char *reason;   /* static: the rule that decided — where the pred's answer was
+                             found (boxed answer, #### answer, answer phrase, whole text,
+                             last number) and how it compared ("boxed answer equal",
+                             "answer phrase different", …), or "no answer in pred",
+                             "empty gold answer" */
 } vf_result;
 
 int vf_verify(const vf_opts *o, const char *gold, const char *pred, vf_result *out);

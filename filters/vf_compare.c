@@ -508,9 +508,14 @@ static bool rel1_eq(const vnode *gl, vr_op go, const vnode *gr, const vnode *pl,
     if (go == VR_APPROX) go = VR_EQ;
     if (po == VR_APPROX) po = VR_EQ;
     if (go == po && diff_agree(gl, gr, pl, pr, 0, o)) return true;
-    if (flip(go) == po && diff_agree(gl, gr, pl, pr, 1, o)) return true;
+    /* a != b against b != a: math-verify keeps the order of the sides (Ne(a, b) is not
+     * Ne(b, a) for it); retort follows, so that it never accepts what math-verify rejects */
+    if (go != VR_NE && flip(go) == po && diff_agree(gl, gr, pl, pr, 1, o)) return true;
+    /* x >= 114200 and x >= 114202 are nearly proportional at small x: a bound on a lone
+     * variable is compared side by side only */
+    if ((gl->kind == VN_SYM || gr->kind == VN_SYM) && (pl->kind == VN_SYM || pr->kind == VN_SYM)) return false;
     if (go == VR_EQ && po == VR_EQ) return diff_agree(gl, gr, pl, pr, 2, o);
-    if (go == VR_NE && po == VR_NE) return diff_agree(gl, gr, pl, pr, 2, o);
+    if (go == VR_NE && po == VR_NE) return diff_agree(gl, gr, pl, pr, 3, o);
     if (go == po) return diff_agree(gl, gr, pl, pr, 3, o);
     if (flip(go) == po) return diff_agree(gl, gr, pl, pr, 4, o);
     return false;
@@ -524,10 +529,24 @@ static bool rel_eq(const vnode *g, const vnode *p, const vf_cmp_opts *o, int dep
 }
 
 /* ---- the comparison ---------------------------------------------------------------------------------------- */
+/* y = 2/7 \approx 0.29: the chain up to its first \approx (the rest is a rounding) */
+static const vnode *cut_approx(const vnode *n, vnode *tmp) {
+    if (n->kind != VN_REL) return n;
+    for (int k = 1; k + 1 < n->nkid; k++)
+        if (n->ops[k] == VR_APPROX) {
+            *tmp = *n;
+            tmp->nkid = k + 1;
+            return tmp;
+        }
+    return n;
+}
+
 static bool eq_rec(const vnode *g, const vnode *p, const vf_cmp_opts *o, int depth) {
     if (!g || !p || depth > 4 * VF_MAX_DEPTH) return false;
-    vnode gtmp, ptmp;
+    vnode gtmp, ptmp, gcut, pcut;
     vnode *gk[2], *pk[2];
+    g = cut_approx(g, &gcut);
+    p = cut_approx(p, &pcut);
     /* 1. relations */
     bool g_assign = is_assignment(g), p_eqn = is_equation(p), g_eqn = is_equation(g);
     if (g_assign && g->nkid > 2) { /* x = a = b: x = b */

@@ -480,7 +480,10 @@ static vnode *parse_command(parser *p) {
         const char *b;
         size_t l;
         if (!raw_group(p, &b, &l)) return fail(p, RT_EFORMAT, "bad \\begin");
-        if (l >= 6 && (strstr(b, "matrix") || !strncmp(b, "array", 5))) return parse_matrix(p, b, l);
+        /* vmatrix / Vmatrix are determinants (a number for math-verify), not matrices */
+        if (l >= 7 && (b[0] == 'v' || b[0] == 'V') && !strncmp(b + 1, "matrix", 6))
+            return fail(p, RT_EUNSUPPORTED, "determinant (vmatrix)");
+        if ((l >= 6 && b && memmem(b, l, "matrix", 6)) || (l == 5 && !strncmp(b, "array", 5))) return parse_matrix(p, b, l);
         return fail(p, RT_EUNSUPPORTED, "unsupported environment");
     }
     for (int k = 0; funcs[k]; k++)
@@ -743,6 +746,91 @@ static vnode *parse_item(parser *p) {
     return x;
 }
 
+/* ---- matrix arithmetic ---------------------------------------------------------------------------- */
+/* Matrix expressions written out (2M, -M, M + N, M N, M / 2) become one matrix of element
+ * expressions, so that they compare with a matrix answer as math-verify's sympy does.
+ * Anything else (shapes that do not fit, a matrix beside a set) is left as it is. */
+static bool is_scalar(const vnode *n) {
+    return n->kind != VN_MATRIX && n->kind != VN_TUPLE && n->kind != VN_SET && n->kind != VN_INTERVAL &&
+           n->kind != VN_UNION && n->kind != VN_REL;
+}
+
+static vnode *mat_like(parser *p, const vnode *m) {
+    vnode *r = node(p, VN_MATRIX, m->nkid);
+    if (r) { r->rows = m->rows; r->cols = m->cols; }
+    return r;
+}
+
+/* a * b for a scalar and a matrix (either order), or two matrices that fit; NULL: no fold */
+static vnode *mat_mul(parser *p, vnode *a, vnode *b) {
+    if (a->kind == VN_MATRIX && b->kind == VN_MATRIX) {
+        if (a->cols != b->rows) return NULL;
+        vnode *r = node(p, VN_MATRIX, a->rows * b->cols);
+        if (!r) return NULL;
+        r->rows = a->rows;
+        r->cols = b->cols;
+        for (int i = 0; i < a->rows; i++)
+            for (int j = 0; j < b->cols; j++) {
+                vnode *sum = node(p, VN_ADD, a->cols);
+                if (!sum) return NULL;
+                for (int k = 0; k < a->cols; k++)
+                    if (!(sum->kid[k] = node2(p, VN_MUL, a->kid[i * a->cols + k], b->kid[k * b->cols + j]))) return NULL;
+                r->kid[i * b->cols + j] = sum;
+            }
+        return r;
+    }
+    vnode *m = a->kind == VN_MATRIX ? a : b->kind == VN_MATRIX ? b : NULL;
+    if (!m || !is_scalar(m == a ? b : a)) return NULL;
+    vnode *r = mat_like(p, m);
+    for (int k = 0; r && k < m->nkid; k++)
+        if (!(r->kid[k] = m == a ? node2(p, VN_MUL, a->kid[k], b) : node2(p, VN_MUL, a, b->kid[k]))) return NULL;
+    return r;
+}
+
+static vnode *fold_matrices(parser *p, vnode *n, int depth) {
+    if (!n || p->err || depth > 4 * VF_MAX_DEPTH) return n;
+    for (int k = 0; k < n->nkid; k++) n->kid[k] = fold_matrices(p, n->kid[k], depth + 1);
+    if (p->err) return n;
+    vnode *r = NULL;
+    if (n->kind == VN_NEG && n->kid[0]->kind == VN_MATRIX) {
+        vnode *m = n->kid[0];
+        r = mat_like(p, m);
+        for (int k = 0; r && k < m->nkid; k++)
+            if (!(r->kid[k] = node2(p, VN_NEG, m->kid[k], NULL))) r = NULL;
+    } else if (n->kind == VN_DIV && n->kid[0]->kind == VN_MATRIX && is_scalar(n->kid[1])) {
+        vnode *m = n->kid[0];
+        r = mat_like(p, m);
+        for (int k = 0; r && k < m->nkid; k++)
+            if (!(r->kid[k] = node2(p, VN_DIV, m->kid[k], n->kid[1]))) r = NULL;
+    } else if (n->kind == VN_ADD && n->nkid > 1) {
+        const vnode *m0 = n->kid[0];
+        bool all = true;
+        for (int k = 0; k < n->nkid; k++)
+            all = all && n->kid[k]->kind == VN_MATRIX && n->kid[k]->rows == m0->rows && n->kid[k]->cols == m0->cols;
+        if (all) {
+            r = mat_like(p, m0);
+            for (int e = 0; r && e < m0->nkid; e++) {
+                vnode *sum = node(p, VN_ADD, n->nkid);
+                if (!sum) { r = NULL; break; }
+                for (int k = 0; k < n->nkid; k++) sum->kid[k] = n->kid[k]->kid[e];
+                r->kid[e] = sum;
+            }
+        }
+    } else if (n->kind == VN_MUL && n->nkid > 1) {
+        bool any = false;
+        for (int k = 0; k < n->nkid; k++) any = any || n->kid[k]->kind == VN_MATRIX;
+        if (any) {
+            r = n->kid[0];
+            for (int k = 1; r && k < n->nkid; k++) {
+                vnode *b = n->kid[k];
+                if (r->kind != VN_MATRIX && b->kind != VN_MATRIX) r = node2(p, VN_MUL, r, b);
+                else r = mat_mul(p, r, b);
+            }
+        }
+    }
+    return r && !p->err ? r : n;
+}
+
 int vf_parse(vf_arena *a, const char *s, vnode **out) {
     *out = NULL;
     if (strlen(s) > VF_MAX_ANSWER) return rt_fail(RT_ERANGE, "answer longer than %d bytes", VF_MAX_ANSWER);
@@ -756,6 +844,7 @@ int vf_parse(vf_arena *a, const char *s, vnode **out) {
     else if (n == 1) r = items[0];
     else if (n > 1) r = from_list(&p, VN_SET, items, n);
     free(items);
+    if (!p.err) r = fold_matrices(&p, r, 0);
     if (p.err) return p.err;
     *out = r;
     return 0;

@@ -6,10 +6,13 @@
  *      "," or ";" between) are joined with commas, as in "\boxed{1} and \boxed{2}";
  *   2. the last "#### N" line (GSM8K);
  *   3. the last "answer" (as in "The final answer is", "Answer:") followed within 50
- *      characters by a math span ($…$, \(…\), \[…\], $$…$$) or a number;
+ *      characters by a math span ($…$, \(…\), \[…\], $$…$$) or a number; a lone variable
+ *      followed by "is"/"="/"equals" gives way to the value after it ("The smallest $k$
+ *      is 12");
  *   4. whole_ok and a short text with no prose: the text itself;
  *   5. last_number: the math span or number that ends last in the text.
- * Scans are linear in the text; nothing here allocates more than the answer.
+ * A number in prose with one or two digits after a comma ("3,14 €") is a decimal comma and
+ * comes out with a point, as math-verify reads prose. Scans are linear in the text; nothing here allocates more than the answer.
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -191,6 +194,20 @@ static int extract_boxed(const char *t, size_t len, char **out) {
     return *out ? 0 : RT_ENOMEM;
 }
 
+/* A decimal comma at j, right after the integer digits: ",5" or ",75" not followed by
+ * another digit, '.' or ',' (math-verify reads "3,14 €" as 3.14 in prose, and "2,575" as
+ * 2575). Returns the end of the fraction digits, 0 if none. */
+static size_t decimal_comma_at(const char *t, size_t len, size_t j) {
+    if (j + 1 >= len || t[j] != ',' || !isdigit((unsigned char)t[j + 1]) || j == 0 || !isdigit((unsigned char)t[j - 1]))
+        return 0;
+    size_t d = 0;
+    while (j + 1 + d < len && isdigit((unsigned char)t[j + 1 + d])) d++;
+    if (d > 2) return 0;
+    size_t e = j + 1 + d;
+    if (e < len && (t[e] == '.' || t[e] == ',') && e + 1 < len && isdigit((unsigned char)t[e + 1])) return 0;
+    return e;
+}
+
 /* A number starting at i: -?digits (,ddd)* (.digits)? (/digits)? — end returned, 0 if none. */
 static size_t number_at(const char *t, size_t len, size_t i) {
     size_t j = i;
@@ -198,6 +215,8 @@ static size_t number_at(const char *t, size_t len, size_t i) {
     if (j >= len || !(isdigit((unsigned char)t[j]) || (t[j] == '.' && j + 1 < len && isdigit((unsigned char)t[j + 1]))))
         return 0;
     while (j < len && isdigit((unsigned char)t[j])) j++;
+    size_t dc = decimal_comma_at(t, len, j);
+    if (dc) return dc;
     while (j + 3 < len && t[j] == ',' && isdigit((unsigned char)t[j + 1]) && isdigit((unsigned char)t[j + 2]) &&
            isdigit((unsigned char)t[j + 3]) && (j + 4 >= len || !isdigit((unsigned char)t[j + 4])))
         j += 4;
@@ -238,7 +257,8 @@ static int take_number(const char *t, size_t len, size_t b, size_t e, char **out
     size_t pe = percent_after(t, len, e, &pct);
     (void)pe;
     vf_buf buf = {0};
-    vf_buf_putn(&buf, t + b, e - b);
+    for (size_t k = b; k < e; k++) /* a decimal comma becomes a point (number_at took it) */
+        vf_buf_putc(&buf, t[k] == ',' && decimal_comma_at(t, e, k) == e ? '.' : t[k]);
     if (pct) vf_buf_putc(&buf, '%');
     *out = vf_buf_take(&buf);
     return *out ? 0 : RT_ENOMEM;
@@ -306,7 +326,18 @@ static int extract_phrase(const char *t, size_t len, char **out) {
         bool span2 = false;
         for (size_t k = w; k < stop && !end2; k++) {
             size_t sb, se, end = math_span_at(&sc, t, len, k, &sb, &se);
-            if (end) { cb = sb; ce = se; end2 = end; span2 = true; break; }
+            if (end) {
+                /* "The smallest $k$ is 12.": a lone variable named before its value */
+                size_t a = end;
+                while (a < len && t[a] == ' ') a++;
+                bool lone = se - sb <= 2 && isalpha((unsigned char)t[sb]) && (se - sb == 1 || isdigit((unsigned char)t[sb + 1]));
+                if (lone && a > end && (!strncmp(t + a, "is ", 3) || !strncmp(t + a, "= ", 2) || !strncmp(t + a, "equals ", 7))) {
+                    k = end - 1;
+                    stop = end + 50 < len ? end + 50 : len;
+                    continue;
+                }
+                cb = sb; ce = se; end2 = end; span2 = true; break;
+            }
             if (!strncmp(t + k, "\\boxed", 6)) break; /* handled by the box rule */
             size_t ne = (k == w || !isalnum((unsigned char)t[k - 1])) ? number_at(t, len, k) : 0;
             if (ne) {

@@ -6,8 +6,8 @@
  *      \dfrac/\tfrac/\cfrac → \frac, \mathrm/\textbf/… → \text, \le/\leq → \le, spacing
  *      (\, \; \! \quad) and $ signs dropped, \% → %;
  *   3. words: "percent" → %, "and"/"or" between items → ",";
- *   4. numbers: thousands separators (1,000 and 1{,}000) removed, decimal commas
- *      (3{,}5) → 3.5;
+ *   4. numbers: thousands separators (1,000 and 1{,}000) removed; {,} before anything
+ *      but three digits is a comma (3{,}5 is the list 3, 5, as math-verify reads it);
  *   5. the tail: trailing \text{…} (units) when something is left, trailing unit words
  *      (cm, dollars, …), trailing periods and commas.
  * Fraction and root arguments written without braces (\frac12, \sqrt3) are left to the
@@ -207,11 +207,11 @@ static char *pass_numbers(char *s) {
     if (!s) return NULL;
     vf_buf b = {0};
     for (size_t i = 0; s[i];) {
-        /* 1{,}000 → 1,000 (thousands) ; 3{,}5 → 3.5 (decimal comma) */
+        /* 1{,}000 → 1,000 (thousands, removed below) ; 3{,}5 → 3,5 (a list) */
         if (!strncmp(s + i, "{,}", 3) && i > 0 && isdigit((unsigned char)s[i - 1]) && isdigit((unsigned char)s[i + 3])) {
             size_t d = 0;
             while (isdigit((unsigned char)s[i + 3 + d])) d++;
-            vf_buf_putc(&b, d == 3 ? ',' : '.');
+            vf_buf_putc(&b, ','); /* 3{,}5 is the list 3, 5 (as math-verify reads it) */
             i += 3;
             continue;
         }

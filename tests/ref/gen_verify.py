@@ -9,8 +9,16 @@ reordered lists) and wrong ones (another problem's answer, off by one, negated, 
 fraction, scaled). math-verify decides each pair the way it is used for MATH-500:
 verify(parse("$" + gold + "$"), parse(pred)).
 
+build_edge_pairs() adds issue 19's surface forms (kinds "edge:*") on MATH-500, GSM8K and
+AIME 2024 answers: decimal commas, thousands separators with currency, currency signs,
+units in text and words, percent words, relations in every spelling, chains with
+\\approx, matrices (bmatrix, \\left[\\begin{array}…\\right], matrix expressions),
+intervals/tuples/unions with \\left( … \\right), boxes inside prose, "Final Answer: The
+smallest $k$ is 12." and long solutions — each with wrong twins.
+
 Writes REF_DIR/verify_pairs.jsonl: {"gold", "pred", "kind", "mv": bool, "mv_pred": str}.
-Used by tests/ref/test_verify_agreement.py (agreement ≥ 0.98) and bench/verify.py.
+Used by tests/ref/test_verify_agreement.py (agreement ≥ 0.99, no unexplained false accept)
+and bench/verify.sh.
 Also writes REF_DIR/verify_cases.jsonl: hand-picked answer pairs, one per normalization and
 comparison rule of issue 5, with math-verify's verdict (verify(parse("$g$"), parse("$p$"))),
 read by tests/unit/test_verify.c. Pairs in a known disagreement class are not among them
@@ -19,6 +27,7 @@ read by tests/unit/test_verify.c. Pairs in a known disagreement class are not am
   python gen_verify.py REF_DIR [--scale full]   (default: the test-sized set)
 """
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -234,6 +243,203 @@ def build_pairs(scale="test", seed=20240501):
     return pairs
 
 
+# ---- the surface forms of issue 19 ----------------------------------------------------------
+def _ints(rows, key):
+    out = []
+    for r in rows:
+        a = str(r[key]).strip()
+        if key == "answer" and "####" in a:
+            a = gsm_gold(a)
+        if re.fullmatch(r"-?\d+", a):
+            out.append(int(a))
+    return out
+
+
+def _frac(rng):
+    a, b = rng.randint(1, 19), rng.randint(2, 23)
+    while math.gcd(a, b) != 1 or b == 1:
+        a, b = rng.randint(1, 19), rng.randint(2, 23)
+    return a, b
+
+
+def _wrap(ans, rng, math_mode=True):
+    """A model-style sentence that ends in ans."""
+    pre = rng.choice(PREAMBLES)
+    if not math_mode:
+        return pre + rng.choice(["The answer is {}.", "So the result is {}", "Therefore it comes to {}."]).format(ans)
+    return pre + rng.choice(["The answer is ${}$.", "Thus $\\boxed{{{}}}$.", "Therefore\n\\[\n\\boxed{{{}}}\n\\]",
+                             "**Answer:** ${}$", "Hence the result is \\({}\\)."]).format(ans)
+
+
+UNITS = ["cm", "m", "km", "kg", "g", "hours", "minutes", "miles", "meters", "dollars", "cents", "pages", "apples"]
+
+
+def edge_forms(n, rng):
+    """(kind, gold, pred) for one integer n (right and wrong spellings)."""
+    out = []
+    w = n + rng.choice([1, 2, 10, -1]) if n > 2 else n + 3
+    big = n * 1000 + rng.randint(1, 999) if abs(n) < 1000 else n
+    cents = rng.choice([25, 5, 75, 50, 99])
+    dec = f"{big}.{cents:02d}"
+    # separators, currency, units after numbers
+    out.append(("thousands+currency", dec, _wrap(f"{big:,}.{cents:02d} " + rng.choice(["USD", "dollars", "EUR"]), rng, False)))
+    out.append(("thousands+currency:wrong", dec, _wrap(f"{big + 1000:,}.{cents:02d} USD", rng, False)))
+    out.append(("currency-sign", str(n), _wrap(rng.choice([f"\\${n}", f"\\${n}.00", f"{n} \\text{{ dollars}}"]), rng)))
+    out.append(("currency-sign:plain", str(n), _wrap(rng.choice([f"${n}", f"${n:,}.00", f"€{n}", f"{n} €", f"£{n}"]), rng, False)))
+    out.append(("currency-sign:wrong", str(n), _wrap(f"\\${w}", rng)))
+    small = f"{abs(n) % 100}.{cents:02d}"
+    out.append(("decimal-comma", small, _wrap(small.replace(".", ",") + rng.choice([" €", " USD", " cm", ""]), rng, False)))
+    out.append(("decimal-comma:math", small, _wrap(small.replace(".", "{,}"), rng)))
+    out.append(("decimal-comma:wrong", small, _wrap(f"{abs(n) % 100 + 1},{cents:02d} €", rng, False)))
+    out.append(("decimal-comma+units", dec, _wrap(f"${big},{cents:02d}$ cm²", rng, False)))
+    u = rng.choice(UNITS)
+    out.append(("units-text", str(n), _wrap(rng.choice([f"{n} \\text{{ {u}}}", f"{n}\\text{{{u}}}", f"{n} \\mbox{{ {u}}}",
+                                                      f"{n}\\,\\mathrm{{{u}}}", f"{n} \\text{{ cm}}^2"]), rng)))
+    out.append(("units-word", str(n), _wrap(rng.choice([f"{n} {u}", f"{n} cm²", f"{n} km/h", f"{n} square meters"]), rng, False)))
+    out.append(("units:wrong", str(n), _wrap(f"{w} \\text{{ {u}}}", rng)))
+    a, b = _frac(rng)
+    out.append(("frac-units", f"\\frac{{{a}}}{{{b}}}", _wrap(f"\\frac{{{a}}}{{{b}}} \\text{{ {rng.choice(UNITS)}}}", rng)))
+    out.append(("frac-units:wrong", f"\\frac{{{a}}}{{{b}}}", _wrap(f"\\frac{{{b}}}{{{a}}} \\text{{ cm}}", rng)))
+    # percent
+    p = abs(n) % 100 + 1
+    out.append(("percent-word", rng.choice([f"{p}\\%", str(p)]), _wrap(f"{p} " + rng.choice(["percent", "per cent"]), rng, False)))
+    out.append(("percent-sign", f"{p}\\%", _wrap(rng.choice([f"{p}\\%", f"{p}\\,\\%", f"{p}\\text{{ percent}}"]), rng)))
+    out.append(("percent:wrong", f"{p}\\%", _wrap(f"{p + 1} percent", rng, False)))
+    # relations
+    v = rng.choice("xyakt")
+    op_gold, spell, flips = rng.choice([
+        ("\\ge", ["\\ge", "\\geq", "\\geqslant"], ["\\le", ">", "<"]),
+        ("\\le", ["\\le", "\\leq", "\\leqslant"], ["\\ge", "<"]),
+        ("<", ["<", "\\lt"], [">", "\\le"]),
+        (">", [">", "\\gt"], ["<", "\\ge"]),
+        ("\\ne", ["\\ne", "\\neq", "!="], ["="]),
+    ])
+    g = f"{v} {op_gold} {n}"
+    out.append(("relation", g, _wrap(f"{v} {rng.choice(spell)} {n}", rng)))
+    ascii_op = {"\\ge": ">=", "\\le": "<=", "<": "<", ">": ">", "\\ne": "!="}[op_gold]
+    out.append(("relation-ascii", g, _wrap(f"{v} {ascii_op} {n}", rng)))
+    out.append(("relation-ascii:plain", g, _wrap(f"{v} {ascii_op} {n}", rng, False)))
+    rev = {"\\ge": "\\le", "\\le": "\\ge", "<": ">", ">": "<", "\\ne": "\\ne"}[op_gold]
+    out.append(("relation-reversed", g, _wrap(f"{n} {rev} {v}", rng)))
+    out.append(("relation:wrong-op", g, _wrap(f"{v} {rng.choice(flips)} {n}", rng)))
+    out.append(("relation:wrong-bound", g, _wrap(f"{v} {op_gold} {w}", rng)))
+    # chains
+    approx = f"{a / b:.2f}"
+    out.append(("chain-approx", f"\\frac{{{a}}}{{{b}}}", _wrap(rng.choice([f"{v} = {a}/{b} \\approx {approx}",
+                                                                          f"{v} = \\frac{{{a}}}{{{b}}} \\approx {approx}"]), rng)))
+    out.append(("chain-approx:wrong", f"\\frac{{{a}}}{{{b}}}", _wrap(f"{v} = {a + 1}/{b} \\approx {(a + 1) / b:.2f}", rng)))
+    out.append(("chain-eq", str(n), _wrap(f"{v} = {n - 3} + 3 = {n}", rng)))
+    # "Final Answer: The smallest $k$ is 12."
+    what = rng.choice(["The smallest $k$ is", "The number of ways is", "The largest possible value of $n$ is", "She has"])
+    out.append(("final-answer-prose", str(n), f"{rng.choice(PREAMBLES)}Final Answer: {what} {n}."))
+    out.append(("final-answer-prose:math", str(n), f"{rng.choice(PREAMBLES)}Final Answer: {what} ${n}$."))
+    out.append(("final-answer-prose:wrong", str(n), f"{rng.choice(PREAMBLES)}Final Answer: {what} {w}."))
+    # long solution: the last answer is not the first number
+    steps = [f"Step {i}: we have {rng.randint(2, 999)} items, and ${rng.randint(2, 99)} + {rng.randint(2, 99)} = {rng.randint(2, 200)}$."
+             for i in range(1, rng.randint(4, 12))]
+    tail = rng.choice([f"So the final answer is ${n}$.", f"Therefore, the answer is {n}.", f"Thus we get $\\boxed{{{n}}}$.",
+                       f"Hence the total is {n}."])
+    out.append(("long-solution", str(n), "\n\n".join(steps) + "\n\n" + tail))
+    out.append(("long-solution:wrong", str(n), "\n\n".join(steps) + "\n\n" + tail.replace(str(n), str(w))))
+    return out
+
+
+def matrix_forms(rows, rng):
+    """(kind, gold, pred) for one matrix given as rows of entries (LaTeX strings)."""
+    body = " \\\\ ".join(" & ".join(r) for r in rows)
+    gold = f"\\begin{{pmatrix}} {body} \\end{{pmatrix}}"
+    cols = "c" * len(rows[0])
+    out = []
+    for kind, s in [("bmatrix", f"\\begin{{bmatrix}} {body} \\end{{bmatrix}}"),
+                    ("pmatrix", f"\\begin{{pmatrix}}{body.replace(' ', '')}\\end{{pmatrix}}"),
+                    ("left-array", f"\\left[\\begin{{array}}{{{cols}}} {body} \\end{{array}}\\right]"),
+                    ("left-paren-array", f"\\left(\\begin{{array}}{{{cols}}} {body} \\end{{array}}\\right)")]:
+        out.append(("matrix:" + kind, gold, _wrap(s, rng)))
+    out.append(("matrix:vmatrix:wrong", gold, _wrap(f"\\begin{{vmatrix}} {body} \\end{{vmatrix}}", rng)))
+    if all(re.fullmatch(r"-?\d+", x) for r in rows for x in r):
+        # matrix expressions: a scalar multiple and a sum that come to the gold matrix
+        half = " \\\\ ".join(" & ".join(str(int(x) // 2) if int(x) % 2 == 0 else f"\\frac{{{x}}}{{2}}" for x in r) for r in rows)
+        out.append(("matrix:scalar-multiple", gold, _wrap(f"2\\begin{{pmatrix}} {half} \\end{{pmatrix}}", rng)))
+        a = [[rng.randint(-5, 5) for _ in r] for r in rows]
+        A = " \\\\ ".join(" & ".join(str(v) for v in r) for r in a)
+        B = " \\\\ ".join(" & ".join(str(int(x) - v) for x, v in zip(r, ra)) for r, ra in zip(rows, a))
+        Bw = " \\\\ ".join(" & ".join(str(int(x) - v + (i == 0 and j == 0)) for j, (x, v) in enumerate(zip(r, ra)))
+                              for i, (r, ra) in enumerate(zip(rows, a)))
+        out.append(("matrix:sum", gold, _wrap(f"\\begin{{pmatrix}} {A} \\end{{pmatrix}} + \\begin{{pmatrix}} {B} \\end{{pmatrix}}", rng)))
+        out.append(("matrix:sum:wrong", gold, _wrap(f"\\begin{{pmatrix}} {A} \\end{{pmatrix}} + \\begin{{pmatrix}} {Bw} \\end{{pmatrix}}", rng)))
+    flat = [x for r in rows for x in r]
+    if len(set(flat)) > 1:
+        sh = flat[:]
+        while sh == flat:
+            rng.shuffle(sh)
+        it = iter(sh)
+        bad = " \\\\ ".join(" & ".join(next(it) for _ in r) for r in rows)
+        out.append(("matrix:wrong-entries", gold, _wrap(f"\\begin{{bmatrix}} {bad} \\end{{bmatrix}}", rng)))
+    bad = " \\\\ ".join(" & ".join(r) for r in rows[:-1] + [[str(int(rows[-1][0]) + 1) if re.fullmatch(r"-?\d+", rows[-1][0]) else "0"] + rows[-1][1:]])
+    if bad != body:
+        out.append(("matrix:wrong-last", gold, _wrap(f"\\left[\\begin{{array}}{{{cols}}} {bad} \\end{{array}}\\right]", rng)))
+    return out
+
+
+def interval_forms(rng):
+    """(kind, gold, pred): tuples, intervals and unions written with \\left( … \\right)."""
+    out = []
+    a, b, c, d = sorted(rng.sample(range(-20, 30), 4))
+    lb, rb = rng.choice("[("), rng.choice("])")
+    g = f"{lb}{a}, {b}{rb}"
+    L, R = ("\\left" + lb if lb == "(" else "\\left["), ("\\right" + rb if rb == ")" else "\\right]")
+    out.append(("interval:left-right", g, _wrap(f"{L} {a}, {b} {R}", rng)))
+    out.append(("interval:in-boxed-prose", g, f"{rng.choice(PREAMBLES)}So $x \\in \\boxed{{{g}}}$."))
+    out.append(("interval:wrong-open", g, _wrap(f"{'(' if lb == '[' else '['}{a}, {b}{rb}", rng)))
+    out.append(("interval:wrong-end", g, _wrap(f"{L} {a}, {c} {R}", rng)))
+    u = f"[{a},{b}) \\cup ({c},{d}]"
+    out.append(("union", u, _wrap(rng.choice([f"\\left[{a}, {b}\\right) \\cup \\left({c}, {d}\\right]", f"[{a},{b})\\cup({c},{d}]"]), rng)))
+    out.append(("union:in-boxed-prose", u, f"{rng.choice(PREAMBLES)}Therefore $y \\in \\boxed{{[{a},{b}) \\cup ({c},{d}]}}$."))
+    out.append(("union:wrong", u, _wrap(f"[{a},{b}] \\cup ({c},{d}]", rng)))
+    out.append(("union:inf", f"(-\\infty, {a}) \\cup ({b}, \\infty)", _wrap(f"\\left(-\\infty, {a}\\right) \\cup \\left({b}, \\infty\\right)", rng)))
+    out.append(("union:inf-wrong", f"(-\\infty, {a}) \\cup ({b}, \\infty)", _wrap(f"(-\\infty, {a}] \\cup ({b}, \\infty)", rng)))
+    p, q = _frac(rng)
+    t = f"\\left( {a}, \\frac{{{p}}}{{{q}}} \\right)"
+    out.append(("tuple:left-right", f"({a}, \\frac{{{p}}}{{{q}}})", _wrap(t, rng)))
+    out.append(("tuple:point-prose", f"({a}, {b}, {c})", f"{rng.choice(PREAMBLES)}The point is $\\boxed{{\\left({a},{b},{c}\\right)}}$."))
+    out.append(("tuple:wrong-order", f"({a}, {b}, {c})", _wrap(f"\\left({b}, {a}, {c}\\right)", rng)))
+    return out
+
+
+def build_edge_pairs(scale="test", seed=19):
+    """Issue 19's surface forms on MATH-500, GSM8K and AIME answers (test: a sample of the
+    numbers; full: all of them)."""
+    rng = random.Random(seed)
+    math500, gsm, aime = load("math500_test.jsonl"), load("gsm8k_test.jsonl"), load("aime24_test.jsonl")
+    if math500 is None or gsm is None or aime is None:
+        return None
+    pairs = []
+    nums = _ints(gsm, "answer") + _ints(aime, "answer") * 4 + _ints(math500, "answer")
+    reps = 1 if scale == "test" else 3
+    if scale == "test":
+        nums = rng.sample(nums, 300)
+    for _ in range(reps):
+        for n in nums:
+            for kind, g, p in edge_forms(n, rng):
+                pairs.append({"gold": g, "pred": p, "kind": "edge:" + kind})
+    # matrices: MATH-500's own, and random small integer ones
+    mats = []
+    for r in math500:
+        m = re.fullmatch(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", r["answer"].strip())
+        if m:
+            mats.append([[x.strip() for x in row.split("&")] for row in m.group(1).split("\\\\")])
+    for _ in range(200 * reps):
+        h, w = rng.choice([(2, 1), (3, 1), (2, 2), (1, 3), (3, 3), (2, 3)])
+        mats.append([[str(rng.randint(-9, 20)) for _ in range(w)] for _ in range(h)])
+    for rows in mats:
+        for kind, g, p in matrix_forms(rows, rng):
+            pairs.append({"gold": g, "pred": p, "kind": "edge:" + kind})
+    for _ in range(200 * reps):
+        for kind, g, p in interval_forms(rng):
+            pairs.append({"gold": g, "pred": p, "kind": "edge:" + kind})
+    return pairs
+
+
 # ---- math-verify ---------------------------------------------------------------------------------
 def _judge(pair):
     import logging
@@ -285,6 +491,21 @@ CURATED = [
     ("\\sin^2 x + \\cos^2 x", "1"), ("52_8", "52"), ("\\pi", "\\pi"), ("2\\pi", "6.283185"), ("\\frac{\\sqrt{3}}{2}", "0.866025"),
     ("-\\frac{1}{2}", "-0.5"), ("\\frac{-1}{2}", "-\\frac{1}{2}"), ("e^{2}", "e^2"), ("\\log_2 8", "3"), ("\\binom{5}{2}", "10"),
     ("5!", "120"), ("\\infty", "\\infty"), ("-\\infty", "\\infty"), ("\\emptyset", "\\emptyset"),
+    # issue 19
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\left[\\begin{array}{cc}1&2\\\\3&4\\end{array}\\right]"),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\left(\\begin{array}{c}1\\\\2\\end{array}\\right)"),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\left[\\begin{array}{cc}1&2\\\\4&3\\end{array}\\right]"),
+    ("\\frac{2}{7}", "y = 2/7 \\approx 0.29"), ("0.29", "y = 2/7 \\approx 0.29"), ("\\frac{2}{7}", "y = 3/7 \\approx 0.43"),
+    ("x \\ge 3", "x \\geq 3"), ("x \\ge 3", "x >= 3"), ("x < 3", "x \\lt 3"), ("x \\ne 3", "x != 3"), ("x \\ne 3", "x \\neq 3"),
+    ("x \\ne 3", "3 \\ne x"), ("k \\ge 114200", "k \\ge 114202"), ("x \\ge 3", "x > 3"),
+    ("3.5", "3{,}5"), ("25750", "25{,}750"), ("(1,2)", "\\left(1, 2\\right)"),
+    ("[1,3) \\cup (5,7]", "\\left[1,3\\right) \\cup \\left(5,7\\right]"), ("[1,3) \\cup (5,7]", "[1,3] \\cup (5,7]"),
+    ("\\frac{2}{5}", "\\frac{2}{5} \\text{ cm}"), ("45\\%", "45 \\text{ percent}"),
+    ("\\begin{pmatrix}2\\\\4\\end{pmatrix}", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\begin{pmatrix}2\\\\4\\end{pmatrix}", "\\begin{pmatrix}1\\\\1\\end{pmatrix} + \\begin{pmatrix}1\\\\3\\end{pmatrix}"),
+    ("\\begin{pmatrix}2\\\\4\\end{pmatrix}", "\\begin{pmatrix}1\\\\1\\end{pmatrix} + \\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\begin{pmatrix}6&10\\\\2&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\0&1\\end{pmatrix}\\begin{pmatrix}2&2\\\\2&4\\end{pmatrix}"),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}"),
 ]
 
 
@@ -301,13 +522,14 @@ def curated_cases():
 def main():
     out_dir = sys.argv[1]
     scale = "full" if "--scale" in sys.argv and sys.argv[sys.argv.index("--scale") + 1] == "full" else "test"
-    pairs = build_pairs(scale)
-    if pairs is None:
+    pairs, edge = build_pairs(scale), build_edge_pairs(scale)
+    if pairs is None or edge is None:
         print("gen_verify: skipped: benchmarks missing under", BENCH)
         return 0
     with open(os.path.join(out_dir, "verify_cases.jsonl"), "w", encoding="utf-8") as f:
         for c in curated_cases():
             f.write(json.dumps(c) + "\n")
+    pairs += edge
     judge_all(pairs)
     with open(os.path.join(out_dir, "verify_pairs.jsonl"), "w", encoding="utf-8") as f:
         for p in pairs:

@@ -47,6 +47,11 @@ def write_jsonl(path, recs):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
+def messages_only(recs):
+    """chat-jsonl rows without their metadata."""
+    return [{"messages": r["messages"]} for r in recs]
+
+
 def export(retort_bin, db, fmt, out, *extra):
     p = run([retort_bin, "export", "--db", db, "--format", fmt, *extra, "--out", out])
     assert p.returncode == 0, p.stderr
@@ -60,7 +65,7 @@ def test_chat_import_export_round_trip(retort_bin, assets, tmp_path):
     db = str(tmp_path / "run.db")
     p = run([retort_bin, "import", "--db", db, "--format", "chat", "--as-samples", str(src)])
     assert p.returncode == 0, p.stderr
-    assert export(retort_bin, db, "chat-jsonl", str(tmp_path / "out.jsonl")) == chats
+    assert messages_only(export(retort_bin, db, "chat-jsonl", str(tmp_path / "out.jsonl"), "--reasoning", "field")) == chats
     # the prompt side: every message before the final assistant turn
     got = export(retort_bin, db, "jsonl", str(tmp_path / "prompts.jsonl"))
     assert got == [{"messages": c["messages"][:-1]} for c in chats]
@@ -86,11 +91,16 @@ def test_think_split(retort_bin, tmp_path):
                       for i, (t, _, _) in enumerate(cases)])
     db = str(tmp_path / "run.db")
     assert run([retort_bin, "import", "--db", db, "--format", "chat", "--as-samples", str(src)]).returncode == 0
-    got = export(retort_bin, db, "chat-jsonl", str(tmp_path / "out.jsonl"))
+    got = export(retort_bin, db, "chat-jsonl", str(tmp_path / "out.jsonl"), "--reasoning", "field")
     for g, (_, content, reasoning) in zip(got, cases):
         a = g["messages"][-1]
         assert a["content"] == content
         assert a.get("reasoning_content") == reasoning
+    # by default the reasoning is inline, in the form the R1 chat templates and SFT expect
+    got = export(retort_bin, db, "chat-jsonl", str(tmp_path / "inline.jsonl"))
+    for g, (_, content, reasoning) in zip(got, cases):
+        a = g["messages"][-1]
+        assert a == {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{content}" if reasoning else content}
 
 
 def test_snapshot_and_source_selection(retort_bin, assets, tmp_path):
@@ -120,7 +130,11 @@ def test_snapshot_and_source_selection(retort_bin, assets, tmp_path):
     src = rows(m)
     want = [{"messages": [{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["solution"]}]}
             for k, r in enumerate(src) if k % 3 != 0]
-    assert export(retort_bin, db, "chat-jsonl", str(tmp_path / "snap.jsonl"), "--snapshot", "math-passed") == want
+    got = export(retort_bin, db, "chat-jsonl", str(tmp_path / "snap.jsonl"), "--snapshot", "math-passed")
+    assert messages_only(got) == want
+    assert [r["metadata"] for r in got] == [{"sample_id": i, "prompt_id": i, "teacher": "reference",
+                                             "filters": [{"filter": "len", "pass": True, "score": 0.0}]}
+                                            for i in passed]
     assert export(retort_bin, db, "jsonl", str(tmp_path / "snapp.jsonl"), "--snapshot", "math-passed") == \
         [r for k, r in enumerate(src) if k % 3 != 0]
     assert export(retort_bin, db, "jsonl", str(tmp_path / "g.jsonl"), "--source", "gsm8k_test") == rows(g)

@@ -125,7 +125,7 @@ def test_as_samples_reference_text(retort_bin, assets, tmp_path):
     assert p.returncode == 0, p.stderr
     want = [{"messages": [{"role": "user", "content": r["problem"]},
                           {"role": "assistant", "content": r["solution"]}]} for r in rows(src)]
-    assert rows(out) == want
+    assert [{"messages": r["messages"]} for r in rows(out)] == want
     assert {r[0] for r in q(db, "SELECT DISTINCT source FROM prompts")} == {"m5"}
     assert q(db, "SELECT SUM(text_bytes) FROM samples")[0][0] == sum(len(r["solution"].encode()) for r in rows(src))
 

@@ -62,6 +62,18 @@ Test(verify_extract, answer_phrases) {
     expect_extract("the answer from the previous step: $4.00 + $2.00 = $6.00\n", false, "6.00");
 }
 
+/* What math-verify 0.9 extracts from the same texts (parse(text)[1]). */
+Test(verify_extract, issue19_prose_forms) {
+    expect_extract("Final Answer: The smallest $k$ is 12.", false, "12");
+    expect_extract("Final Answer: The smallest $k$ is $12$.", false, "12");
+    expect_extract("It costs 3,14 \xe2\x82\xac", true, "3.14");          /* decimal comma in prose */
+    expect_extract("So the result is 25,75", true, "25.75");
+    expect_extract("The total is 2,500.75 USD.", true, "2,500.75");
+    expect_extract("The answer is 2,575.", false, "2,575");                  /* thousands, not decimal */
+    expect_extract("$y \\in \\boxed{[1,3) \\cup (5,7]}$", false, "[1,3) \\cup (5,7]");
+    expect_extract("Step 1: we have 12 items.\n\nStep 2: 3 + 4 = 7.\n\nHence the total is 41.", true, "41");
+}
+
 Test(verify_extract, last_number_only_by_flag) {
     const char *s = "So she makes 9 * 2 = 18 dollars every day at the market, as computed above.";
     expect_extract(s, false, NULL);
@@ -100,7 +112,7 @@ Test(verify_normalize, units_degrees_percent_and_numbers) {
     expect_norm("28 percent", "28%");
     expect_norm("1,000,000", "1000000");
     expect_norm("1{,}000", "1000");
-    expect_norm("3{,}5", "3.5");
+    expect_norm("3{,}5", "3,5"); /* math-verify: parse("$3{,}5$") is the set {3, 5} */
     expect_norm("11,\\! 111", "11111");
     expect_norm("10 \\text{ dollars}", "10");
     expect_norm("5\\text{ cm}^2", "5");
