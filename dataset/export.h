@@ -20,6 +20,7 @@
 #define RT_DATASET_EXPORT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dataset/db.h"
@@ -29,6 +30,8 @@ typedef enum { EXP_CHAT_JSONL, EXP_JSONL } exp_format;
 typedef struct {
     const char *snapshot; /* NULL: every sample */
     const char *source;   /* NULL: every source */
+    bool with_topk;       /* conversations carry the sample's stored teacher top-k, when it has one, as
+                           * "teacher_topk": {"ids": [[id, …] per completion token], "logprobs": [[…]]} */
 } exp_filter;
 
 /* Splits text at its first "</think>": [*think, *think + *think_len) and

@@ -55,8 +55,8 @@ void ce_fused(double *loss_sum, float *dh, float *dw, const float *h, const floa
  * A row with n = 0 (no teacher data, e.g. a token the teacher did not generate) gets plain
  * CE (weight 1). For forward/reverse/jsd every teacher id of
  * a used row must be < V and the ids of a row distinct (RT_EINVAL otherwise, checked before
- * anything is computed). *loss_sum gets Σ rows' combined loss, *kd_sum (may be NULL) Σ D over
- * the rows (not weighted). Gradients as in ce_fused, of scale·Σ combined loss.
+ * anything is computed). *loss_sum gets Σ rows' combined loss; *ce_sum and *kd_sum (either may
+ * be NULL) Σ CE and Σ D over the rows, unweighted. Gradients as in ce_fused, of scale·Σ combined loss.
  */
 #define KD_MAX_K 20
 #define KD_TEACHER_FLOOR 1e-9
@@ -73,7 +73,7 @@ typedef struct {
 /* Parses "forward", "reverse", "jsd:B" (0 < B < 1), "uld" into kind (and beta). RT_EINVAL. */
 int kd_parse_kind(const char *s, kd_kind *kind, double *beta);
 int kd_check(const kd_spec *kd, const int32_t *target, int64_t M, int64_t V);
-int kd_fused(double *loss_sum, double *kd_sum, float *dh, float *dw, const float *h, const float *w,
+int kd_fused(double *loss_sum, double *ce_sum, double *kd_sum, float *dh, float *dw, const float *h, const float *w,
              const int32_t *target, int64_t M, float scale, const kd_spec *kd, ce_workspace *ws, tp_pool *pool);
 
 /* ---- CUDA twins (kernels/cuda/loss.cu; tiling and tolerances in docs/kernels.md) ----

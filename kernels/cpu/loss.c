@@ -142,7 +142,7 @@ typedef struct {
     float scale;
     int grad;
     const kd_spec *kd;
-    double *row_kd;
+    double *row_kd, *row_ce;
 } kd_ctx;
 
 static double sgn(double x) { return (double)(x > 0) - (double)(x < 0); }
@@ -185,6 +185,7 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
             }
         }
         double ce = (double)mx + log(S1) - (double)zy;
+        c->row_ce[r] = ce;
         if (n == 0) {   /* no teacher data: plain cross-entropy */
             c->row_kd[r] = 0;
             c->ws->row_loss[r] = ce;
@@ -272,16 +273,17 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
     }
 }
 
-int kd_fused(double *loss_sum, double *kd_sum, float *dh, float *dw, const float *h, const float *w,
+int kd_fused(double *loss_sum, double *ce_sum, double *kd_sum, float *dh, float *dw, const float *h, const float *w,
              const int32_t *target, int64_t M, float scale, const kd_spec *kd, ce_workspace *ws, tp_pool *pool) {
     int64_t D = ws->D, V = ws->V;
     int rc = kd_check(kd, target, M, V);
     if (rc) return rc;
-    double *row_kd = rt_malloc((size_t)ws->chunk * sizeof *row_kd);
+    double *row_kd = rt_malloc(2 * (size_t)ws->chunk * sizeof *row_kd);
     if (!row_kd) return rt_fail(RT_ENOMEM, "KD workspace");
-    double total = 0, total_kd = 0;
+    double total = 0, total_kd = 0, total_ce = 0;
     if (dh) memset(dh, 0, (size_t)(M * D) * sizeof *dh);
-    kd_ctx c = {.ws = ws, .target = target, .scale = scale, .grad = dh != NULL, .kd = kd, .row_kd = row_kd};
+    kd_ctx c = {.ws = ws, .target = target, .scale = scale, .grad = dh != NULL, .kd = kd, .row_kd = row_kd,
+                .row_ce = row_kd + ws->chunk};
     int64_t i = 0;
     while (i < M) {
         int64_t n = 0;
@@ -294,7 +296,11 @@ int kd_fused(double *loss_sum, double *kd_sum, float *dh, float *dw, const float
         if (n == 0) break;
         mm_linear_fwd(ws->logits, ws->hc, w, NULL, n, V, D, pool);
         tp_parallel_for(pool, (size_t)n, kd_rows, &c);
-        for (int64_t r = 0; r < n; r++) { total += ws->row_loss[r]; total_kd += row_kd[r]; }
+        for (int64_t r = 0; r < n; r++) {
+            total += ws->row_loss[r];
+            total_kd += row_kd[r];
+            total_ce += c.row_ce[r];
+        }
         if (!dh) continue;
         mm_linear_bwd_x(ws->dhc, false, ws->logits, w, n, V, D, pool);
         mm_linear_bwd_w(dw, NULL, ws->logits, ws->hc, n, V, D, pool);
@@ -303,5 +309,6 @@ int kd_fused(double *loss_sum, double *kd_sum, float *dh, float *dw, const float
     free(row_kd);
     *loss_sum = total;
     if (kd_sum) *kd_sum = total_kd;
+    if (ce_sum) *ce_sum = total_ce;
     return 0;
 }

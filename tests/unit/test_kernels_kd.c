@@ -67,9 +67,9 @@ static void run_kd(kd_kind kind, const char *name, double T, int64_t chunk, int 
     float *dh = malloc((size_t)(M * D) * sizeof *dh), *dw = calloc((size_t)(V * D), sizeof *dw);
     for (int64_t i = 0; i < M * D; i++) dh[i] = NAN;
     double loss, kd, loss_only;
-    cr_assert_eq(kd_fused(&loss, &kd, dh, dw, c.h, c.w, c.target, M, 1.0f / (float)c.count, &c.kd, &ws, pool), 0, "%s",
+    cr_assert_eq(kd_fused(&loss, NULL, &kd, dh, dw, c.h, c.w, c.target, M, 1.0f / (float)c.count, &c.kd, &ws, pool), 0, "%s",
                  rt_errmsg());
-    cr_assert_eq(kd_fused(&loss_only, NULL, NULL, NULL, c.h, c.w, c.target, M, 1.0f, &c.kd, &ws, pool), 0);
+    cr_assert_eq(kd_fused(&loss_only, NULL, NULL, NULL, NULL, c.h, c.w, c.target, M, 1.0f, &c.kd, &ws, pool), 0);
     cr_expect_lt(fabs(loss - want), 1e-5 * fabs(want), "%s chunk %lld: loss %.9g, torch %.9g", name, (long long)chunk, loss, want);
     cr_expect_lt(fabs(kd - want_kd), 1e-5 * fabs(want_kd) + 1e-9, "%s: D %.9g, torch %.9g", name, kd, want_kd);
     cr_expect_eq(loss, loss_only);
@@ -102,16 +102,16 @@ static void fd_check(kd_kind kind, double T) {
           *dw = calloc((size_t)(V * D), sizeof *dw);
     memcpy(h, c.h, (size_t)(M * D) * sizeof *h);
     double loss;
-    cr_assert_eq(kd_fused(&loss, NULL, dh, dw, h, c.w, c.target, M, 1.0f, &c.kd, &ws, NULL), 0);
+    cr_assert_eq(kd_fused(&loss, NULL, NULL, dh, dw, h, c.w, c.target, M, 1.0f, &c.kd, &ws, NULL), 0);
     const float step = 1e-2f;
     for (int64_t e = 3; e < M * D; e += 37) {
         if (c.target[e / D] < 0) continue;
         double lp, lm;
         float x = h[e];
         h[e] = x + step;
-        kd_fused(&lp, NULL, NULL, NULL, h, c.w, c.target, M, 1.0f, &c.kd, &ws, NULL);
+        kd_fused(&lp, NULL, NULL, NULL, NULL, h, c.w, c.target, M, 1.0f, &c.kd, &ws, NULL);
         h[e] = x - step;
-        kd_fused(&lm, NULL, NULL, NULL, h, c.w, c.target, M, 1.0f, &c.kd, &ws, NULL);
+        kd_fused(&lm, NULL, NULL, NULL, NULL, h, c.w, c.target, M, 1.0f, &c.kd, &ws, NULL);
         h[e] = x;
         double fd = (lp - lm) / (2.0 * (double)step);
         cr_expect_lt(fabs(fd - dh[e]), 2e-3 * fmax(1.0, fabs(fd)), "kind %d T %g element %lld: fd %.7g, dh %.7g", kind, T,
@@ -144,7 +144,7 @@ Test(kernels_kd, alpha_zero_is_cross_entropy_bit_for_bit) {
     float *dw1 = calloc((size_t)(V * D), sizeof(float)), *dw2 = calloc((size_t)(V * D), sizeof(float));
     double l1, l2;
     ce_fused(&l1, dh1, dw1, c.h, c.w, c.target, M, 0.03f, &ws, NULL);
-    cr_assert_eq(kd_fused(&l2, NULL, dh2, dw2, c.h, c.w, c.target, M, 0.03f, &c.kd, &ws, NULL), 0);
+    cr_assert_eq(kd_fused(&l2, NULL, NULL, dh2, dw2, c.h, c.w, c.target, M, 0.03f, &c.kd, &ws, NULL), 0);
     /* the KD path computes exponentials in double: equal within f32 rounding, not bit for bit;
      * the trainer calls ce_fused itself when alpha is 0 (tests/ref/test_train_kd.py) */
     cr_expect_lt(fabs(l1 - l2), 1e-6 * l1);
