@@ -336,7 +336,8 @@ struct sm_acts {
     int attn_ws_threads;
     float *cos_t, *sin_t;             /* [T, hd/2] */
     ce_workspace ce;
-    double ce_sum, kd_sum;   /* of the last distilling pass */
+    const kd_spec *kd;       /* sm_acts_set_kd (borrowed) */
+    double ce_sum, kd_sum;   /* of the last pass */
     bool in_bwd;
     double prof[2 * SM_PROF_COUNT];   /* seconds: forward, then backward */
 };
@@ -583,15 +584,17 @@ static int forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, const
  * that distils the fused CE + KD loss, whose Σ CE and Σ D are kept in the acts. */
 static int head_loss(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, bool grad, tp_pool *pool) {
     a->ce_sum = a->kd_sum = 0;
-    if (!b->kd || b->kd->alpha == 0) {
+    if (!a->kd || a->kd->alpha == 0) {
         ce_fused(loss_sum, grad ? a->dxf : NULL, grad ? G(m, m->lm_head) : NULL, a->xf, P(m, m->lm_head), b->target,
                  b->T, scale, &a->ce, pool);
         a->ce_sum = *loss_sum;
         return 0;
     }
     return kd_fused(loss_sum, &a->ce_sum, &a->kd_sum, grad ? a->dxf : NULL, grad ? G(m, m->lm_head) : NULL, a->xf,
-                    P(m, m->lm_head), b->target, b->T, scale, b->kd, &a->ce, pool);
+                    P(m, m->lm_head), b->target, b->T, scale, a->kd, &a->ce, pool);
 }
+
+void sm_acts_set_kd(sm_acts *a, const kd_spec *kd) { a->kd = kd; }
 
 void sm_acts_kd_sums(const sm_acts *a, double *ce_sum, double *kd_sum) {
     *ce_sum = a->ce_sum;

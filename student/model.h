@@ -96,8 +96,6 @@ int sm_pad_flat(sm_model *m, int64_t n_alloc);
 typedef struct {
     int64_t T;
     const int32_t *tokens, *doc_start, *pos, *target;   /* [T] each */
-    const kd_spec *kd;   /* logit distillation (kernels/loss.h; rows aligned with target), NULL or
-                          * alpha 0: the plain cross-entropy, bit for bit */
 } sm_batch;
 
 /* From n_seq sequences of seq_len tokens and masks (mask[t] = 1: token t is trained on) and
@@ -125,7 +123,11 @@ typedef struct {
 /* sm_forward_backward with unit hooks (NULL: none). */
 int sm_forward_backward_hooked(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum,
                                const sm_hooks *hooks, tp_pool *pool);
-/* Σ cross-entropy and Σ D of the last pass that distilled (kd alpha > 0), else 0. */
+/* Logit distillation for the passes that follow (kernels/loss.h kd_fused; its rows are the
+ * batch's T tokens, aligned with target; borrowed until replaced): NULL or alpha 0 is the plain
+ * cross-entropy, bit for bit. */
+void sm_acts_set_kd(sm_acts *a, const kd_spec *kd);
+/* Σ cross-entropy and Σ D (0 without distillation) of the last pass. */
 void sm_acts_kd_sums(const sm_acts *a, double *ce_sum, double *kd_sum);
 /* Loss only (no gradients). */
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool);

@@ -311,10 +311,12 @@ int tr_step(tr_trainer *t, tr_stats *st) {
             kd.top_ids = t->top_ids + a * T * kd.k;
             kd.top_lps = t->top_lps + a * T * kd.k;
         }
-        sm_batch b = {T, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T,
-                      t->top_n ? &kd : NULL};
+        sm_batch b = {T, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T};
+        sm_acts_set_kd(t->acts, t->top_n ? &kd : NULL);
         double ls;
-        if ((rc = sm_forward_backward_hooked(m, t->acts, &b, scale, &ls, z3 ? &hooks : NULL, t->pool))) {
+        rc = sm_forward_backward_hooked(m, t->acts, &b, scale, &ls, z3 ? &hooks : NULL, t->pool);
+        sm_acts_set_kd(t->acts, NULL);   /* kd points into this loop */
+        if (rc) {
             if (z3) {   /* a failed pass may stop inside a unit */
                 m->params = m->grads = NULL;
                 m->base = 0;

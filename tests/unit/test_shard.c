@@ -40,7 +40,7 @@ static corpus make_corpus(size_t n, size_t max_len, uint32_t vocab) {
             c.tok[i][k] = (int32_t)(rnd() % vocab);
             c.mask[i][k] = (uint8_t)(k > len / 3);
         }
-        c.docs[i] = (pk_doc){c.tok[i], c.mask[i], len};
+        c.docs[i] = (pk_doc){c.tok[i], c.mask[i], len, NULL, NULL, NULL};
     }
     return c;
 }
