@@ -98,6 +98,12 @@ void ce_cuda_ws_free(ce_cuda_ws *ws);   /* NULL is fine */
 int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
                   const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale, ce_cuda_ws *ws,
                   void *stream);
+/* kd_fused's twin on ce_fused_cuda's chunks: kd's top_ids / top_lps / top_n are device pointers
+ * indexed by the row of h ([M·k], [M·k], [M]); kd_check() on a host copy is the caller's.
+ * sums (device double[3], overwritten) = Σ combined loss, Σ CE, Σ D over the rows in order. */
+int kd_fused_cuda(double *sums, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w, const int32_t *target,
+                  const int32_t *rows, int64_t n_rows, int64_t M, float scale, const kd_spec *kd, ce_cuda_ws *ws,
+                  void *stream);
 #endif
 
 #ifdef __cplusplus
