@@ -173,8 +173,6 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!(a->o.lr > 0)) return cli_usage_error("train", "--lr must be > 0");
     if (a->o.offload_optimizer && !a->cuda) return cli_usage_error("train", "--offload-optimizer needs --device cuda");
     if (a->o.offload_activations && !a->cuda) return cli_usage_error("train", "--offload-activations needs --device cuda");
-    if (a->o.kd_alpha > 0 && a->cuda)
-        return cli_usage_error("train", "--kd-alpha > 0 runs on the CPU trainer only so far (--device cpu)");
     return 0;
 }
 

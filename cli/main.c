@@ -251,7 +251,7 @@ static const cli_command commands[] = {
      "  --ce-chunk N        rows per chunk of the fused LM-head cross-entropy (default: 64 MiB of logits;\n"
      "                      1 GiB with --device cuda)\n"
      "  --kd-alpha A        logit distillation: loss (1-A)*CE + A*T^2*D(teacher||student) over the teacher\n"
-     "                      top-k the shards carry (default 0: SFT; A > 0 needs shards with top-k; CPU trainer)\n"
+     "                      top-k the shards carry (default 0: SFT; A > 0 needs shards with top-k)\n"
      "  --kd-temperature T  softening of both distributions (default 1)\n"
      "  --kd-loss KIND      D: forward (KL, default), reverse (KL), jsd:B (0<B<1), uld (sorted probabilities,\n"
      "                      for a teacher with another tokenizer); see docs/student.md\n"

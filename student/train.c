@@ -146,7 +146,7 @@ static int unit_end(void *ctx, int64_t u, bool bwd) {
 
 /* Distilling needs teacher top-k in every shard and, unless the loss is ULD, the student's
  * tokenizer on the teacher's side too. */
-static int kd_check_data(const sm_model *m, sd_data *d, const tr_options *o) {
+int tr_kd_check(const sm_model *m, sd_data *d, const tr_options *o) {
     if (!(o->kd_alpha > 0)) return 0;
     if (!(o->kd_alpha <= 1)) return rt_fail(RT_EINVAL, "--kd-alpha %g not in [0, 1]", o->kd_alpha);
     if (!(o->kd_temperature > 0)) return rt_fail(RT_EINVAL, "--kd-temperature %g must be positive", o->kd_temperature);
@@ -176,7 +176,7 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
                      "in the data: every rank needs sequences of its own",
                      (long long)(o->batch * o->grad_accum * P), (long long)o->batch, (long long)o->grad_accum, P,
                      (unsigned long long)sd_num_seqs(d));
-    if (!rc) rc = kd_check_data(m, d, o);
+    if (!rc) rc = tr_kd_check(m, d, o);
     tr_trainer *t = rc ? NULL : rt_calloc(1, sizeof *t);
     if (!t) {
         sm_free(m);

@@ -106,6 +106,9 @@ double tr_lr_at(const tr_options *o, int64_t step);
 typedef struct tr_trainer tr_trainer;
 
 int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out);
+/* The distillation options against the data (both trainers call it at creation): kd_alpha in
+ * [0, 1], temperature > 0, top-k in the shards, the student's vocabulary unless KD_ULD. */
+int tr_kd_check(const sm_model *m, sd_data *d, const tr_options *o);
 /* Data parallel over comm (borrowed; NULL or one rank: tr_create). Every rank calls it with
  * the same model, data and options; tr_step and tr_save are then collective. */
 int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt_comm *comm, tr_trainer **out);

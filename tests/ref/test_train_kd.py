@@ -20,6 +20,8 @@ QWEN = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_siz
         "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": True,
         "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu"}
+QWEN64 = dict(QWEN, hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1,
+              head_dim=64)   # the GPU trainer's attention takes head_dim 64 or 128
 FLOOR = 1e-9
 
 
@@ -264,6 +266,27 @@ def test_zero_ranks_give_the_one_rank_kd_losses(retort_bin, tools_dir, tmp_path,
         runs[ranks] = read_log(tmp_path / f"l{ranks}.jsonl")
     # the same global batch summed in another order: equal to f64 rounding of f32 sums (as test_train_dp.py)
     for a, b in zip(runs[1], runs[2]):
+        for key in ("loss", "ce_loss", "kd_loss"):
+            assert abs(a[key] - b[key]) <= 1e-6 * abs(a[key]), (key, a, b)
+        assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-5 * a["grad_norm"], (a, b)
+
+
+@pytest.mark.parametrize("zero", ["1", "3"])
+def test_gpu_path_on_stand_ins_at_two_ranks_gives_the_one_rank_kd_losses(tools_dir, tmp_path, zero):
+    """student/gpu_train.c's KD head (kd_fused_cuda, here its CPU stand-in of tests/unit/fake_cuda.h)
+    under mpirun with ZeRO: the same global batch on 1 and 2 ranks (tests/tools/gpu_train_fake_dp)."""
+    cfg = tmp_path / "q.json"
+    cfg.write_text(json.dumps(QWEN64))
+    data = mkshard(tools_dir, tmp_path / "kd.bin", 16, 4, topk=4)
+    fake = tool(tools_dir, "gpu_train_fake_dp")
+    runs = {}
+    for ranks, spec, accum in ((1, "0:kd", 2), (2, zero + ":kd", 1)):
+        p = mpi(ranks, [fake, str(cfg), data, "4", spec, "2", str(accum), "5"])
+        assert p.returncode == 0, p.stdout + p.stderr
+        runs[ranks] = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    assert [r["step"] for r in runs[2]] == [1, 2, 3, 4]
+    for a, b in zip(runs[1], runs[2]):
+        assert a["loss_tokens"] == b["loss_tokens"] and a["kd_loss"] > 0, (a, b)
         for key in ("loss", "ce_loss", "kd_loss"):
             assert abs(a[key] - b[key]) <= 1e-6 * abs(a[key]), (key, a, b)
         assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-5 * a["grad_norm"], (a, b)
