@@ -173,15 +173,23 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
         int n = kd->top_n[i];
         float mx = z[0], zy = z[y];
         for (int64_t j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        /* the buckets' student tokens and their logits, read before z is overwritten */
+        int32_t sid[KD_MAX_K];
+        float sz[KD_MAX_K];
+        if (n > 0 && kd->kind == KD_ULD) top_n_of(z, V, n, sid);
+        else if (n > 0) memcpy(sid, kd->top_ids + i * kd->k, (size_t)n * sizeof *sid);
+        for (int b = 0; b < n; b++) sz[b] = z[sid[b]];
+        /* T = 1: z becomes exp(z − max) (one exponential per logit, as ce_fused); else z stays */
         double S1 = 0, ST = 0;
         if (T == 1.0) {
-            for (int64_t j = 0; j < V; j++) S1 += exp((double)(z[j] - mx));
+            for (int64_t j = 0; j < V; j++) S1 += (z[j] = expf(z[j] - mx));
             ST = S1;
         } else {
+            float iT = (float)invT;
             for (int64_t j = 0; j < V; j++) {
-                double d = (double)(z[j] - mx);
-                S1 += exp(d);
-                ST += exp(d * invT);
+                float d = z[j] - mx;
+                S1 += expf(d);
+                ST += expf(d * iT);
             }
         }
         double ce = (double)mx + log(S1) - (double)zy;
@@ -191,7 +199,8 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
             c->ws->row_loss[r] = ce;
             if (!c->grad) continue;
             float k = (float)((double)c->scale / S1);
-            for (int64_t j = 0; j < V; j++) z[j] = expf(z[j] - mx) * k;
+            if (T == 1.0) for (int64_t j = 0; j < V; j++) z[j] *= k;
+            else for (int64_t j = 0; j < V; j++) z[j] = expf(z[j] - mx) * k;
             z[y] -= c->scale;
             continue;
         }
@@ -211,12 +220,9 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
         for (int b = 0; b <= n; b++) lsum += exp(lq[b] - lmax);
         for (int b = 0; b <= n; b++) { lq[b] -= lmax + log(lsum); q[b] = exp(lq[b]); }
         /* student buckets */
-        int32_t sid[KD_MAX_K];
-        if (kd->kind == KD_ULD) top_n_of(z, V, n, sid);
-        else memcpy(sid, kd->top_ids + i * kd->k, (size_t)n * sizeof *sid);
         double s[KD_MAX_K + 1], ls[KD_MAX_K + 1], sumS = 0, logST = log(ST);
         for (int b = 0; b < n; b++) {
-            ls[b] = (double)(z[sid[b]] - mx) * invT - logST;
+            ls[b] = (double)(sz[b] - mx) * invT - logST;
             sumS += (s[b] = exp(ls[b]));
         }
         s[n] = 1.0 - sumS > 0 ? 1.0 - sumS : 0;
@@ -257,15 +263,16 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
         double cce = (double)c->scale * (1 - A), ckd = (double)c->scale * A * T;
         float top_grad[KD_MAX_K];
         for (int b = 0; b < n; b++)
-            top_grad[b] = (float)(cce * exp((double)(z[sid[b]] - mx)) / S1 + ckd * (sg[b] - s[b] * gbar));
+            top_grad[b] = (float)(cce * exp((double)(sz[b] - mx)) / S1 + ckd * (sg[b] - s[b] * gbar));
         double kce = cce / S1, ktail = ckd * (g[n] - gbar) / ST;
-        if (T == 1.0) {
-            double k = kce + ktail;
-            for (int64_t j = 0; j < V; j++) z[j] = (float)(exp((double)(z[j] - mx)) * k);
+        if (T == 1.0) {   /* z holds exp(z − max) */
+            float k = (float)(kce + ktail);
+            for (int64_t j = 0; j < V; j++) z[j] *= k;
         } else {
+            float a = (float)kce, bt = (float)ktail, iT = (float)invT;
             for (int64_t j = 0; j < V; j++) {
-                double d = (double)(z[j] - mx);
-                z[j] = (float)(exp(d) * kce + exp(d * invT) * ktail);
+                float d = z[j] - mx;
+                z[j] = expf(d) * a + expf(d * iT) * bt;
             }
         }
         for (int b = 0; b < n; b++) z[sid[b]] = top_grad[b];
