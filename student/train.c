@@ -364,12 +364,16 @@ int tr_step(tr_trainer *t, tr_stats *st) {
 /* ---- checkpoints ----------------------------------------------------------------------- */
 
 static json_t *options_json(const tr_options *o) {
-    static const char *sched[] = {"cosine", "linear", "constant"};
-    return json_pack("{s:I,s:I,s:I,s:f,s:f,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:b}", "batch", (json_int_t)o->batch,
+    static const char *sched[] = {"cosine", "linear", "constant"}, *kd[] = {"forward", "reverse", "jsd", "uld"};
+    json_t *j = json_pack("{s:I,s:I,s:I,s:f,s:f,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:b}", "batch", (json_int_t)o->batch,
                      "grad_accum", (json_int_t)o->grad_accum, "steps", (json_int_t)o->steps, "lr", o->lr,
                      "min_lr_ratio", o->min_lr_ratio, "warmup", (json_int_t)o->warmup, "schedule", sched[o->schedule],
                      "weight_decay", o->weight_decay, "clip", o->clip, "beta1", o->beta1, "beta2", o->beta2, "eps",
                      o->eps, "checkpoint_layers", o->checkpoint_layers);
+    if (j && o->kd_alpha > 0)   /* a distilling run (SFT runs write what they always wrote) */
+        json_object_update_new(j, json_pack("{s:f,s:f,s:s,s:f}", "kd_alpha", o->kd_alpha, "kd_temperature",
+                                            o->kd_temperature, "kd_loss", kd[o->kd_loss & 3], "kd_beta", o->kd_beta));
+    return j;
 }
 
 static int write_state(const tr_trainer *t, const char *dir) {

@@ -290,3 +290,21 @@ def test_gpu_path_on_stand_ins_at_two_ranks_gives_the_one_rank_kd_losses(tools_d
         for key in ("loss", "ce_loss", "kd_loss"):
             assert abs(a[key] - b[key]) <= 1e-6 * abs(a[key]), (key, a, b)
         assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-5 * a["grad_norm"], (a, b)
+
+
+def test_kd_resume_continues_bit_exactly(retort_bin, tools_dir, tmp_path):
+    cfg = tmp_path / "q.json"
+    cfg.write_text(json.dumps(QWEN))
+    data = mkshard(tools_dir, tmp_path / "kd.bin", 8, 6, topk=4)
+    common = ["--data", data, "--batch", "2", "--steps", "6", "--lr", "3e-3", "--kd-alpha", "0.4", "--kd-temperature",
+              "1.5", "--kd-loss", "reverse", "--dtype", "f32"]
+    train(retort_bin, "--init", str(cfg), *common, "--out", str(tmp_path / "a"), "--save-every", "3",
+          "--log", str(tmp_path / "a.jsonl"))
+    state = json.loads((tmp_path / "a" / "step-3" / "trainer_state.json").read_text())
+    assert state["options"]["kd_alpha"] == 0.4 and state["options"]["kd_loss"] == "reverse"
+    train(retort_bin, "--resume", str(tmp_path / "a" / "step-3"), *common, "--out", str(tmp_path / "b"),
+          "--log", str(tmp_path / "b.jsonl"))
+    a, b = read_log(tmp_path / "a.jsonl"), read_log(tmp_path / "b.jsonl")
+    assert [(x["loss"], x["kd_loss"], x["grad_norm"]) for x in a[3:]] == [(x["loss"], x["kd_loss"], x["grad_norm"]) for x in b]
+    assert (tmp_path / "a" / "step-6" / "model.safetensors").read_bytes() == \
+        (tmp_path / "b" / "step-6" / "model.safetensors").read_bytes()
