@@ -143,6 +143,7 @@ typedef struct {
     int grad;
     const kd_spec *kd;
     double *row_kd, *row_ce;
+    float *tscratch;   /* T ≠ 1: [threads, V], each thread's row of exp((z − max)/T) */
 } kd_ctx;
 
 static double sgn(double x) { return (double)(x > 0) - (double)(x < 0); }
@@ -161,7 +162,6 @@ static void top_n_of(const float *z, int64_t V, int n, int32_t *idx) {
 }
 
 static void kd_rows(void *p, size_t begin, size_t end, int thread) {
-    (void)thread;
     const kd_ctx *c = p;
     const kd_spec *kd = c->kd;
     int64_t V = c->ws->V;
@@ -179,8 +179,10 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
         if (n > 0 && kd->kind == KD_ULD) top_n_of(z, V, n, sid);
         else if (n > 0) memcpy(sid, kd->top_ids + i * kd->k, (size_t)n * sizeof *sid);
         for (int b = 0; b < n; b++) sz[b] = z[sid[b]];
-        /* T = 1: z becomes exp(z − max) (one exponential per logit, as ce_fused); else z stays */
+        /* z becomes exp(z − max) (one exponential per logit, as ce_fused); T ≠ 1 also keeps
+         * exp((z − max)/T) in the thread's scratch row */
         double S1 = 0, ST = 0;
+        float *eT = c->tscratch ? c->tscratch + (int64_t)thread * V : NULL;
         if (T == 1.0) {
             for (int64_t j = 0; j < V; j++) S1 += (z[j] = expf(z[j] - mx));
             ST = S1;
@@ -188,8 +190,8 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
             float iT = (float)invT;
             for (int64_t j = 0; j < V; j++) {
                 float d = z[j] - mx;
-                S1 += expf(d);
-                ST += expf(d * iT);
+                S1 += (z[j] = expf(d));
+                ST += (eT[j] = expf(d * iT));
             }
         }
         double ce = (double)mx + log(S1) - (double)zy;
@@ -199,8 +201,7 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
             c->ws->row_loss[r] = ce;
             if (!c->grad) continue;
             float k = (float)((double)c->scale / S1);
-            if (T == 1.0) for (int64_t j = 0; j < V; j++) z[j] *= k;
-            else for (int64_t j = 0; j < V; j++) z[j] = expf(z[j] - mx) * k;
+            for (int64_t j = 0; j < V; j++) z[j] *= k;
             z[y] -= c->scale;
             continue;
         }
@@ -269,11 +270,8 @@ static void kd_rows(void *p, size_t begin, size_t end, int thread) {
             float k = (float)(kce + ktail);
             for (int64_t j = 0; j < V; j++) z[j] *= k;
         } else {
-            float a = (float)kce, bt = (float)ktail, iT = (float)invT;
-            for (int64_t j = 0; j < V; j++) {
-                float d = z[j] - mx;
-                z[j] = expf(d) * a + expf(d * iT) * bt;
-            }
+            float a = (float)kce, bt = (float)ktail;
+            for (int64_t j = 0; j < V; j++) z[j] = z[j] * a + eT[j] * bt;
         }
         for (int b = 0; b < n; b++) z[sid[b]] = top_grad[b];
         z[y] -= (float)cce;
@@ -286,11 +284,16 @@ int kd_fused(double *loss_sum, double *ce_sum, double *kd_sum, float *dh, float 
     int rc = kd_check(kd, target, M, V);
     if (rc) return rc;
     double *row_kd = rt_malloc(2 * (size_t)ws->chunk * sizeof *row_kd);
-    if (!row_kd) return rt_fail(RT_ENOMEM, "KD workspace");
+    float *tscratch = kd->temperature != 1.0 ? rt_malloc((size_t)tp_size(pool) * (size_t)V * sizeof(float)) : NULL;
+    if (!row_kd || (kd->temperature != 1.0 && !tscratch)) {
+        free(row_kd);
+        free(tscratch);
+        return rt_fail(RT_ENOMEM, "KD workspace");
+    }
     double total = 0, total_kd = 0, total_ce = 0;
     if (dh) memset(dh, 0, (size_t)(M * D) * sizeof *dh);
     kd_ctx c = {.ws = ws, .target = target, .scale = scale, .grad = dh != NULL, .kd = kd, .row_kd = row_kd,
-                .row_ce = row_kd + ws->chunk};
+                .row_ce = row_kd + ws->chunk, .tscratch = tscratch};
     int64_t i = 0;
     while (i < M) {
         int64_t n = 0;
@@ -314,6 +317,7 @@ int kd_fused(double *loss_sum, double *ce_sum, double *kd_sum, float *dh, float 
         for (int64_t r = 0; r < n; r++) memcpy(dh + ws->rows[r] * D, ws->dhc + r * D, (size_t)D * sizeof(float));
     }
     free(row_kd);
+    free(tscratch);
     *loss_sum = total;
     if (kd_sum) *kd_sum = total_kd;
     if (ce_sum) *ce_sum = total_ce;
