@@ -57,6 +57,9 @@ void ce_fused(double *loss_sum, float *dh, float *dw, const float *h, const floa
  * a used row must be < V and the ids of a row distinct (RT_EINVAL otherwise, checked before
  * anything is computed). *loss_sum gets Σ rows' combined loss; *ce_sum and *kd_sum (either may
  * be NULL) Σ CE and Σ D over the rows, unweighted. Gradients as in ce_fused, of scale·Σ combined loss.
+ * Per row: one exponential per logit at T = 1 (as ce_fused), two otherwise (the second row kept
+ * in a per-thread scratch row, so the gradient pass needs none). Besides ws, each call
+ * allocates 2·chunk doubles and, T ≠ 1, (pool threads)·V floats: RT_ENOMEM.
  */
 #define KD_MAX_K 20
 #define KD_TEACHER_FLOOR 1e-9
