@@ -1,5 +1,6 @@
 #include "dataset/export.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,11 @@ static int attach_topk(ds_db *db, sqlite3_stmt *q, int64_t id, json_t *conv) {
             memcpy(&u, raw + 8 * (t * k + j), 4);
             memcpy(&v, raw + 8 * (t * k + j) + 4, 4);
             float f;
+            int32_t tid;
             memcpy(&f, &v, 4);
-            json_array_append_new(a, json_integer((json_int_t)u));
+            memcpy(&tid, &u, 4);
+            if (tid < 0 || !isfinite(f)) tid = -1, f = 0;   /* an alternative without an id (endpoint): -1 */
+            json_array_append_new(a, json_integer((json_int_t)tid));
             json_array_append_new(b, json_real((double)f));
         }
         json_array_append_new(ids, a);

@@ -1,6 +1,7 @@
 #include "dataset/render.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,15 +151,20 @@ static int attach_topk(rd_item *it, uint32_t K, uint32_t tv) {
         json_t *a = json_array_get(ids, j), *b = json_array_get(lps, j);
         if (!json_is_array(a) || !json_is_array(b) || json_array_size(a) != json_array_size(b))
             return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: ids and logprobs differ in length", j);
-        size_t k = json_array_size(a) < K ? json_array_size(a) : K;
-        for (size_t x = 0; x < k; x++) {
+        size_t k = 0;
+        for (size_t x = 0; x < json_array_size(a) && k < K; x++) {
             json_t *id = json_array_get(a, x), *lp = json_array_get(b, x);
-            if (!json_is_integer(id) || !json_is_number(lp) || json_integer_value(id) < 0 ||
-                (uint64_t)json_integer_value(id) >= tv || !(json_number_value(lp) <= 1e-3))
-                return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: id and logprob %zu are not a token below %u and a "
-                               "logprob <= 0", j, x, tv);
-            it->tid[p * K + x] = (int32_t)json_integer_value(id);
-            it->tlp[p * K + x] = (float)json_number_value(lp);
+            if (!json_is_integer(id) || !json_is_number(lp))
+                return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: alternative %zu is not an integer id and a number", j, x);
+            /* an alternative whose id the endpoint did not give (stored as −1, logprob −inf) is left out */
+            if (json_integer_value(id) < 0 || !isfinite(json_number_value(lp))) continue;
+            if ((uint64_t)json_integer_value(id) >= tv || !(json_number_value(lp) <= 1e-3))
+                return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: alternative %zu (id %lld, logprob %g) is not a token "
+                               "below %u with a logprob <= 0", j, x, (long long)json_integer_value(id),
+                               json_number_value(lp), tv);
+            it->tid[p * K + k] = (int32_t)json_integer_value(id);
+            it->tlp[p * K + k] = (float)json_number_value(lp);
+            k++;
         }
         it->tn[p] = (uint8_t)k;
         j++;

@@ -308,3 +308,25 @@ def test_kd_resume_continues_bit_exactly(retort_bin, tools_dir, tmp_path):
     assert [(x["loss"], x["kd_loss"], x["grad_norm"]) for x in a[3:]] == [(x["loss"], x["kd_loss"], x["grad_norm"]) for x in b]
     assert (tmp_path / "a" / "step-6" / "model.safetensors").read_bytes() == \
         (tmp_path / "b" / "step-6" / "model.safetensors").read_bytes()
+
+
+def test_pack_leaves_out_alternatives_without_an_id(retort_bin, assets, tmp_path):
+    """An endpoint that names alternatives only by text stores them as id -1 (export writes
+    them so); pack keeps the others, in order."""
+    tokj = os.path.join(assets, "tokenizers", "qwen3", "tokenizer.json")
+    conv = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+            "teacher_topk": {"ids": [[19, -1, 23], [-1]], "logprobs": [[-0.1, 0.0, -2.5], [0.0]]}}
+    (tmp_path / "c.jsonl").write_text(json.dumps(conv) + "\n")
+    p = run([retort_bin, "pack", "--tokenizer", tokj, "--template", "qwen", "--jsonl", str(tmp_path / "c.jsonl"),
+             "--seq", "64", "--out", str(tmp_path / "s"), "--top-k", "3"])
+    assert p.returncode == 0, p.stderr
+    sh = read_shard(tmp_path / "s" / "shard-00000.bin")
+    masked = [int(x) for x in np.nonzero(sh["mask"][0])[0]]
+    assert list(sh["top_n"][0][masked[:2]]) == [2, 0]
+    assert list(sh["top_ids"][0][masked[0]][:2]) == [19, 23]
+    assert np.allclose(sh["top_lps"][0][masked[0]][:2], [-0.1, -2.5])
+    conv["teacher_topk"]["ids"][0][0] = 10 ** 7    # past the vocabulary: one clear error
+    (tmp_path / "c.jsonl").write_text(json.dumps(conv) + "\n")
+    p = run([retort_bin, "pack", "--tokenizer", tokj, "--template", "qwen", "--jsonl", str(tmp_path / "c.jsonl"),
+             "--seq", "64", "--out", str(tmp_path / "t"), "--top-k", "3"])
+    assert_one_error_line(p, "c.jsonl:1", "teacher_topk entry 0", "id 10000000")
