@@ -109,6 +109,9 @@ int cmd_demo(int argc, char **argv) {
            "%.1f%% of the teacher%s\n",
            100 * r.teacher_pass1, 100 * r.student_pass1, r.test, 100 * ratio,
            o.quick ? "" : (ratio >= 0.9 ? " (goal: at least 90%, met)" : " (goal: at least 90%, not met)"));
+    printf("KD student (same snapshot, weights and steps; loss 0.5 CE + 0.5 KL over the teacher's top-8): accuracy %.1f%% "
+           "(SFT student %.1f%%), %.1f%% of the teacher\n",
+           100 * r.student_kd_pass1, 100 * r.student_pass1, r.teacher_pass1 > 0 ? 100 * r.student_kd_pass1 / r.teacher_pass1 : 0.0);
     printf("report: %s/report.html, database: %s/run.db\n", o.dir, o.dir);
     dm_result_free(&r);
     if (fflush(stdout) || ferror(stdout)) {

@@ -49,7 +49,8 @@ int cmd_export(int argc, char **argv) {
         {"template", required_argument, 0, 'T'},  {"seq", required_argument, 0, 'N'},
         {"seed", required_argument, 0, 'R'},      {"drop-long", no_argument, 0, 'D'},
         {"shard-seqs", required_argument, 0, 'P'}, {"threads", required_argument, 0, 'j'},
-        {"reasoning", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
+        {"reasoning", required_argument, 0, 'r'}, {"top-k", required_argument, 0, 'k'},
+        {"teacher-vocab", required_argument, 0, 'U'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     pk_options o = {0};
     exp_filter flt = {0};
@@ -93,6 +94,9 @@ int cmd_export(int argc, char **argv) {
         return cli_usage_error("export", "--format shards needs --tokenizer FILE and --seq N");
     if (!shards && (tokenizer || tmpl || o.seq_len))
         return cli_usage_error("export", "--tokenizer, --template and --seq apply only to --format shards");
+    if (o.teacher_vocab && !o.top_k) return cli_usage_error("export", "--teacher-vocab applies only with --top-k");
+    if (!strcmp(format, "jsonl") && o.top_k) return cli_usage_error("export", "--top-k applies to chat-jsonl and shards");
+    flt.with_topk = o.top_k > 0;
     ds_db *db;
     if (db_open(dbpath, DB_OPEN_READONLY, &db)) return cli_fail("export");
     int status;

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "core/chat_template.h"
+#include "core/shard.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
@@ -67,6 +68,16 @@ int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, con
         if (*end || v < 1) return cli_usage_error(cmd, "--shard-seqs must be a positive integer, got '%s'", arg);
         o->shard_seqs = (uint64_t)v;
         return 0;
+    case 'k':
+        v = strtoll(arg, &end, 10);
+        if (*end || v < 1 || v > SHARD_MAX_TOPK) return cli_usage_error(cmd, "--top-k must be 1..%d, got '%s'", SHARD_MAX_TOPK, arg);
+        o->top_k = (uint32_t)v;
+        return 0;
+    case 'U':
+        v = strtoll(arg, &end, 10);
+        if (*end || v < 1 || v > 0x7fffffff) return cli_usage_error(cmd, "--teacher-vocab must be a positive integer, got '%s'", arg);
+        o->teacher_vocab = (uint32_t)v;
+        return 0;
     case 'j':
         *threads = strtol(arg, &end, 10);
         if (*end || *threads < 1 || *threads > 64) return cli_usage_error(cmd, "--threads must be 1..64, got '%s'", arg);
@@ -95,6 +106,7 @@ int cmd_pack(int argc, char **argv) {
         {"out", required_argument, 0, 'O'},       {"seed", required_argument, 0, 'R'},
         {"drop-long", no_argument, 0, 'D'},       {"shard-seqs", required_argument, 0, 'P'},
         {"threads", required_argument, 0, 'j'},   {"help", no_argument, 0, 'h'},
+        {"top-k", required_argument, 0, 'k'},     {"teacher-vocab", required_argument, 0, 'U'},
         {0, 0, 0, 0}};
     pk_options o = {0};
     const char *tokenizer = NULL, *tmpl = NULL, *jsonl = NULL, *out = NULL;
@@ -116,6 +128,7 @@ int cmd_pack(int argc, char **argv) {
     if (!jsonl) return cli_usage_error("pack", "missing --jsonl CHAT.jsonl");
     if (!o.seq_len) return cli_usage_error("pack", "missing --seq N");
     if (!out) return cli_usage_error("pack", "missing --out DIR");
+    if (o.teacher_vocab && !o.top_k) return cli_usage_error("pack", "--teacher-vocab applies only with --top-k");
     if (!cli_template_spec_ok(tmpl))
         return cli_usage_error("pack", "unknown template '%s' (deepseek-r1, qwen, llama3, auto or a template file)", tmpl);
     tok_tokenizer *t;

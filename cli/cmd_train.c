@@ -71,7 +71,8 @@ static int parse_f64(const char *s, double *out) {
 
 enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
        O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD, O_TB, O_VAL_DATA, O_VAL_EVERY, O_VAL_FRAC };
+       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD, O_TB, O_VAL_DATA, O_VAL_EVERY, O_VAL_FRAC,
+       O_KD_ALPHA, O_KD_TEMP, O_KD_LOSS };
 
 static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
@@ -94,6 +95,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"tokenizer", required_argument, 0, O_TOKENIZER}, {"max-shard-size", required_argument, 0, O_SHARD},
         {"tensorboard", required_argument, 0, O_TB}, {"val-data", required_argument, 0, O_VAL_DATA},
         {"val-every", required_argument, 0, O_VAL_EVERY}, {"val-frac", required_argument, 0, O_VAL_FRAC},
+        {"kd-alpha", required_argument, 0, O_KD_ALPHA}, {"kd-temperature", required_argument, 0, O_KD_TEMP},
+        {"kd-loss", required_argument, 0, O_KD_LOSS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tr_options_default(&a->o);
     a->o.steps = 0;
@@ -146,6 +149,14 @@ static int parse_args(int argc, char **argv, train_args *a) {
             bad = parse_i64(v, 0, &a->zero) || a->zero > 3;
             break;
         case O_OFFLOAD: a->o.offload_optimizer = true; break;
+        case O_KD_ALPHA: bad = parse_f64(v, &a->o.kd_alpha) || a->o.kd_alpha < 0 || a->o.kd_alpha > 1; break;
+        case O_KD_TEMP: bad = parse_f64(v, &a->o.kd_temperature) || !(a->o.kd_temperature > 0); break;
+        case O_KD_LOSS: {
+            kd_kind k;
+            if (kd_parse_kind(v, &k, &a->o.kd_beta)) return cli_usage_error("train", "--kd-loss: %s", rt_errmsg());
+            a->o.kd_loss = (int)k;
+            break;
+        }
         case O_OFFLOAD_ACTS: a->o.offload_activations = a->o.checkpoint_layers = true; break;
         case O_SCHED:
             if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;
@@ -322,6 +333,10 @@ static void progress(const tr_stats *s, int64_t total, double tps, double eta, i
 static int log_step(FILE *f, const tr_stats *s, double tps, double peak_gib, double val_loss, int64_t val_targets) {
     json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I,s:f}", "step", (json_int_t)s->step, "loss", s->loss, "lr", s->lr,
                           "grad_norm", s->grad_norm, "tokens", (json_int_t)s->tokens, "tokens_per_s", tps);
+    if (j && s->kd_loss != 0) {   /* a distilling run: its two parts */
+        json_object_set_new(j, "ce_loss", json_real(s->ce_loss));
+        json_object_set_new(j, "kd_loss", json_real(s->kd_loss));
+    }
     if (j && peak_gib >= 0) json_object_set_new(j, "peak_mem_gib", json_real(peak_gib));
     if (j && val_targets > 0) {
         json_object_set_new(j, "val_loss", json_real(val_loss));

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ static void wr64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (u
 struct shard_file {
     shard_info info;
     const uint8_t *tokens, *mask;
+    const uint8_t *topk;  /* the top-k blocks (flag bit 0), else NULL */
     shard_doc *docs;      /* n_docs, copied out of the file */
     uint64_t *seq_first;  /* n_seqs + 1: docs of seq i are [seq_first[i], seq_first[i+1]) */
     void *map;            /* munmap'd on close when non-NULL */
@@ -37,7 +39,7 @@ struct shard_file {
 };
 
 typedef struct {
-    uint64_t tok_bytes, mask_off, docs_off, total;
+    uint64_t tok_bytes, mask_off, docs_off, topk_off, topk_stride, total;
 } layout;
 
 static int compute_layout(const shard_info *h, layout *l) {
@@ -53,7 +55,15 @@ static int compute_layout(const shard_info *h, layout *l) {
     uint64_t db;
     if (__builtin_mul_overflow(h->n_docs, (uint64_t)SHARD_DOC_BYTES, &db) || l->docs_off + db < l->docs_off)
         return rt_fail(RT_EFORMAT, "%llu documents overflow the file size", (unsigned long long)h->n_docs);
-    l->total = l->docs_off + db;
+    l->topk_off = l->total = l->docs_off + db;
+    l->topk_stride = 0;
+    if (h->top_k) {
+        uint64_t tb;
+        l->topk_stride = (uint64_t)h->seq_len * (1 + 8 * (uint64_t)h->top_k);
+        if (__builtin_mul_overflow(h->n_seqs, l->topk_stride, &tb) || l->total + tb < l->total)
+            return rt_fail(RT_EFORMAT, "the top-k section overflows the file size");
+        l->total += tb;
+    }
     return 0;
 }
 
@@ -74,8 +84,10 @@ static int read_header(const uint8_t *p, size_t len, shard_info *h, layout *l) {
     h->n_docs = rd64(p + 32);
     h->pad_id = rd32(p + 40);
     uint32_t flags = rd32(p + 44);
-    uint64_t reserved = rd64(p + 56);
-    if (h->version != SHARD_VERSION) return rt_fail(RT_EFORMAT, "version %u, expected %d", h->version, SHARD_VERSION);
+    h->top_k = rd32(p + 56);
+    h->teacher_vocab = rd32(p + 60);
+    if (h->version != 1 && h->version != SHARD_VERSION)
+        return rt_fail(RT_EFORMAT, "version %u, expected 1 or %d", h->version, SHARD_VERSION);
     if (h->dtype_bytes != 2 && h->dtype_bytes != 4)
         return rt_fail(RT_EFORMAT, "token dtype of %u bytes, expected 2 (uint16) or 4 (uint32)", h->dtype_bytes);
     if (h->seq_len < 1 || h->seq_len > SHARD_MAX_SEQ_LEN)
@@ -85,8 +97,15 @@ static int read_header(const uint8_t *p, size_t len, shard_info *h, layout *l) {
         return rt_fail(RT_EFORMAT, "vocabulary size %u does not fit uint16 token ids (at most 65536)", h->vocab_size);
     if (h->pad_id >= h->vocab_size)
         return rt_fail(RT_EFORMAT, "pad id %u, expected below the vocabulary size %u", h->pad_id, h->vocab_size);
-    if (flags) return rt_fail(RT_EFORMAT, "flags 0x%x, expected 0", flags);
-    if (reserved) return rt_fail(RT_EFORMAT, "reserved header bytes 56..63 are not zero");
+    if (h->version == 1 && flags) return rt_fail(RT_EFORMAT, "flags 0x%x, expected 0 in version 1", flags);
+    if (h->version == 1 && (h->top_k || h->teacher_vocab)) return rt_fail(RT_EFORMAT, "reserved header bytes 56..63 are not zero");
+    if (flags & ~(uint32_t)SHARD_FLAG_TOPK) return rt_fail(RT_EFORMAT, "flags 0x%x, expected only bit 0", flags);
+    if ((flags & SHARD_FLAG_TOPK) && (h->top_k < 1 || h->top_k > SHARD_MAX_TOPK || h->teacher_vocab < 1))
+        return rt_fail(RT_EFORMAT, "top-k flag with K %u and teacher vocabulary %u, expected K 1..%d and a vocabulary",
+                       h->top_k, h->teacher_vocab, SHARD_MAX_TOPK);
+    if (!(flags & SHARD_FLAG_TOPK) && (h->top_k || h->teacher_vocab))
+        return rt_fail(RT_EFORMAT, "top-k fields (K %u, teacher vocabulary %u) without the top-k flag, expected 0",
+                       h->top_k, h->teacher_vocab);
     int rc = compute_layout(h, l);
     if (rc) return rc;
     if (l->total != len)
@@ -114,6 +133,43 @@ static int check_padding(const shard_file *f, uint64_t s, uint32_t a, uint32_t b
         if (token_at(f, i) != f->info.pad_id)
             return rt_fail(RT_EFORMAT, "sequence %llu position %u: token %u outside every document, expected pad id %u",
                            (unsigned long long)s, k, token_at(f, i), f->info.pad_id);
+        if (f->topk && f->topk[s * f->info.seq_len * (1 + 8 * (uint64_t)f->info.top_k) + k])
+            return rt_fail(RT_EFORMAT, "sequence %llu position %u: teacher top-k outside every document, expected none",
+                           (unsigned long long)s, k);
+    }
+    return 0;
+}
+
+static float rdf32(const uint8_t *p) {
+    uint32_t u = rd32(p);
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static int check_topk(const shard_file *f) {
+    const shard_info *h = &f->info;
+    uint64_t N = h->seq_len, K = h->top_k, stride = N * (1 + 8 * K);
+    for (uint64_t s = 0; s < h->n_seqs; s++) {
+        const uint8_t *b = f->topk + s * stride, *ids = b + N, *lps = b + N + 4 * N * K;
+        for (uint64_t t = 0; t < N; t++) {
+            if (b[t] > K)
+                return rt_fail(RT_EFORMAT, "sequence %llu position %llu: %u teacher alternatives, expected at most %llu",
+                               (unsigned long long)s, (unsigned long long)t, b[t], (unsigned long long)K);
+            for (uint64_t a = 0; a < K; a++) {
+                uint32_t id = rd32(ids + 4 * (t * K + a));
+                float lp = rdf32(lps + 4 * (t * K + a));
+                if (a >= b[t] ? (id || lp != 0.0f || signbit(lp)) : 0)
+                    return rt_fail(RT_EFORMAT, "sequence %llu position %llu: unused top-k slot %llu is not zero",
+                                   (unsigned long long)s, (unsigned long long)t, (unsigned long long)a);
+                if (a < b[t] && id >= h->teacher_vocab)
+                    return rt_fail(RT_EFORMAT, "sequence %llu position %llu: teacher id %u, expected below %u",
+                                   (unsigned long long)s, (unsigned long long)t, id, h->teacher_vocab);
+                if (a < b[t] && !(isfinite(lp) && lp <= 1e-3f))
+                    return rt_fail(RT_EFORMAT, "sequence %llu position %llu: teacher logprob %g, expected finite and <= 0",
+                                   (unsigned long long)s, (unsigned long long)t, (double)lp);
+            }
+        }
     }
     return 0;
 }
@@ -185,7 +241,9 @@ int shard_open_buffer(const void *buf, size_t len, shard_file **out) {
     if (!rc) {
         f->tokens = p + SHARD_HEADER_BYTES;
         f->mask = p + l.mask_off;
+        f->topk = f->info.top_k ? p + l.topk_off : NULL;
         rc = check_body(f, p, &l);
+        if (!rc && f->topk) rc = check_topk(f);
     }
     if (rc) { shard_close(f); return rc; }
     *out = f;
@@ -241,6 +299,17 @@ const shard_doc *shard_seq_docs(const shard_file *f, uint64_t i, size_t *n) {
 
 const shard_doc *shard_all_docs(const shard_file *f) { return f->docs; }
 
+void shard_read_topk(const shard_file *f, uint64_t i, uint8_t *n, int32_t *ids, float *lps) {
+    uint64_t N = f->info.seq_len, K = f->info.top_k;
+    if (!f->topk) { memset(n, 0, N); return; }
+    const uint8_t *b = f->topk + i * N * (1 + 8 * K);
+    memcpy(n, b, N);
+    for (uint64_t j = 0; j < N * K; j++) {
+        ids[j] = (int32_t)rd32(b + N + 4 * j);
+        lps[j] = rdf32(b + N + 4 * N * K + 4 * j);
+    }
+}
+
 /* ---- writer ---- */
 
 struct shard_writer {
@@ -253,6 +322,8 @@ struct shard_writer {
     uint8_t *docs;   /* serialized document records so far */
     size_t docs_cap;
     uint8_t *row;    /* one sequence of encoded token ids */
+    FILE *topk;      /* the top-k blocks so far (an anonymous temporary), NULL without */
+    uint8_t *tblock; /* one sequence's top-k block */
 };
 
 int shard_writer_open(const char *path, uint32_t seq_len, uint32_t vocab_size, uint32_t pad_id, shard_writer **out) {
@@ -264,7 +335,7 @@ int shard_writer_open(const char *path, uint32_t seq_len, uint32_t vocab_size, u
         return rt_fail(RT_EINVAL, "pad id %u must be below the vocabulary size %u", pad_id, vocab_size);
     shard_writer *w = rt_calloc(1, sizeof *w);
     if (!w) return RT_ENOMEM;
-    w->info = (shard_info){SHARD_VERSION, vocab_size <= 65536 ? 2 : 4, seq_len, vocab_size, pad_id, 0, 0};
+    w->info = (shard_info){SHARD_VERSION, vocab_size <= 65536 ? 2 : 4, seq_len, vocab_size, pad_id, 0, 0, 0, 0};
     w->path = rt_strdup(path);
     w->hash = XXH64_createState();
     w->row = rt_malloc((size_t)seq_len * 4);
@@ -279,6 +350,50 @@ int shard_writer_open(const char *path, uint32_t seq_len, uint32_t vocab_size, u
 }
 
 uint64_t shard_writer_seqs(const shard_writer *w) { return w->info.n_seqs; }
+
+int shard_writer_set_topk(shard_writer *w, uint32_t k, uint32_t teacher_vocab) {
+    if (w->info.n_seqs || w->topk) return rt_fail(RT_EINVAL, "shard top-k must be set before the first sequence");
+    if (k < 1 || k > SHARD_MAX_TOPK || teacher_vocab < 1)
+        return rt_fail(RT_EINVAL, "top-k %u (expected 1..%d), teacher vocabulary %u", k, SHARD_MAX_TOPK, teacher_vocab);
+    w->tblock = rt_calloc((size_t)w->info.seq_len, 1 + 8 * (size_t)k);
+    if (!w->tblock) return RT_ENOMEM;
+    w->topk = tmpfile();
+    if (!w->topk) return rt_fail(RT_EIO, "%s: no temporary file for the top-k: %s", w->path, strerror(errno));
+    w->info.top_k = k;
+    w->info.teacher_vocab = teacher_vocab;
+    return 0;
+}
+
+static int encode_topk(shard_writer *w, const uint8_t *mask, const shard_doc *docs, size_t nd, const uint8_t *top_n,
+                       const int32_t *top_ids, const float *top_lps) {
+    const shard_info *h = &w->info;
+    size_t N = h->seq_len, K = h->top_k;
+    memset(w->tblock, 0, N * (1 + 8 * K));
+    if (!top_n) return 0;
+    size_t d = 0;
+    for (size_t t = 0; t < N; t++) {
+        while (d < nd && docs[d].start + docs[d].len <= t) d++;
+        bool covered = d < nd && docs[d].start <= t;
+        if (top_n[t] > K)
+            return rt_fail(RT_EINVAL, "position %zu: %u teacher alternatives, at most %zu", t, top_n[t], K);
+        if (top_n[t] && !covered) return rt_fail(RT_EINVAL, "position %zu: teacher top-k on padding", t);
+        w->tblock[t] = top_n[t];
+        for (size_t a = 0; a < top_n[t]; a++) {
+            int32_t id = top_ids[t * K + a];
+            float lp = top_lps[t * K + a];
+            if (id < 0 || (uint32_t)id >= h->teacher_vocab)
+                return rt_fail(RT_EINVAL, "position %zu: teacher id %d outside its vocabulary (%u)", t, id, h->teacher_vocab);
+            if (!(isfinite(lp) && lp <= 1e-3f))
+                return rt_fail(RT_EINVAL, "position %zu: teacher logprob %g, expected finite and <= 0", t, (double)lp);
+            uint32_t u;
+            memcpy(&u, &lp, 4);
+            wr32(w->tblock + N + 4 * (t * K + a), (uint32_t)id);
+            wr32(w->tblock + N + 4 * N * K + 4 * (t * K + a), u);
+        }
+    }
+    (void)mask;
+    return 0;
+}
 
 static int check_seq(const shard_writer *w, const int32_t *tokens, const uint8_t *mask, const shard_doc *docs, size_t nd) {
     const shard_info *h = &w->info;
@@ -307,9 +422,20 @@ static int check_seq(const shard_writer *w, const int32_t *tokens, const uint8_t
 }
 
 int shard_writer_add(shard_writer *w, const int32_t *tokens, const uint8_t *mask, const shard_doc *docs, size_t n_docs) {
+    return shard_writer_add_topk(w, tokens, mask, docs, n_docs, NULL, NULL, NULL);
+}
+
+int shard_writer_add_topk(shard_writer *w, const int32_t *tokens, const uint8_t *mask, const shard_doc *docs,
+                          size_t n_docs, const uint8_t *top_n, const int32_t *top_ids, const float *top_lps) {
     shard_info *h = &w->info;
     int rc = check_seq(w, tokens, mask, docs, n_docs);
     if (rc) return rc;
+    if (w->topk) {
+        if ((rc = encode_topk(w, mask, docs, n_docs, top_n, top_ids, top_lps))) return rc;
+        size_t tb = (size_t)h->seq_len * (1 + 8 * (size_t)h->top_k);
+        if (fwrite(w->tblock, 1, tb, w->topk) != tb)
+            return rt_fail(RT_EIO, "%s: writing the top-k: %s", w->path, strerror(errno));
+    }
     size_t nb = (size_t)h->seq_len * h->dtype_bytes;
     for (uint32_t k = 0; k < h->seq_len; k++) {
         if (h->dtype_bytes == 2) { w->row[2 * k] = (uint8_t)tokens[k]; w->row[2 * k + 1] = (uint8_t)(tokens[k] >> 8); }
@@ -348,6 +474,17 @@ int shard_writer_finish(shard_writer *w) {
         XXH64_update(w->hash, w->mask, mlen);
         XXH64_update(w->hash, zeros, pad);
         XXH64_update(w->hash, w->docs, (size_t)h->n_docs * SHARD_DOC_BYTES);
+    }
+    if (!rc && w->topk) {   /* append the top-k blocks from the temporary */
+        if (fflush(w->topk) != 0 || fseek(w->topk, 0, SEEK_SET) != 0)
+            rc = rt_fail(RT_EIO, "%s: reading back the top-k: %s", w->path, strerror(errno));
+        size_t got;
+        while (!rc && (got = fread(w->tblock, 1, (size_t)h->seq_len * (1 + 8 * (size_t)h->top_k), w->topk)) > 0) {
+            if (!(rc = rt_atomic_write(w->af, w->tblock, got))) XXH64_update(w->hash, w->tblock, got);
+        }
+        if (!rc && ferror(w->topk)) rc = rt_fail(RT_EIO, "%s: reading back the top-k", w->path);
+    }
+    if (!rc) {
         uint8_t hd[SHARD_HEADER_BYTES] = {0};
         memcpy(hd, SHARD_MAGIC, 8);
         wr32(hd + 8, h->version);
@@ -357,7 +494,10 @@ int shard_writer_finish(shard_writer *w) {
         wr64(hd + 24, h->n_seqs);
         wr64(hd + 32, h->n_docs);
         wr32(hd + 40, h->pad_id);
+        wr32(hd + 44, h->top_k ? SHARD_FLAG_TOPK : 0);
         wr64(hd + 48, XXH64_digest(w->hash));
+        wr32(hd + 56, h->top_k);
+        wr32(hd + 60, h->teacher_vocab);
         FILE *fp = rt_atomic_stream(w->af);
         if (fflush(fp) != 0 || fseek(fp, 0, SEEK_SET) != 0)
             rc = rt_fail(RT_EIO, "%s: write failed: %s", w->path, strerror(errno));
@@ -379,5 +519,7 @@ void shard_writer_abort(shard_writer *w) {
     free(w->mask);
     free(w->docs);
     free(w->row);
+    if (w->topk) fclose(w->topk);
+    free(w->tblock);
     free(w);
 }

@@ -684,6 +684,34 @@ int db_sample_put(ds_db *db, const db_sample *s, int64_t *id, bool *inserted) {
     return 0;
 }
 
+int db_sample_topk_put(ds_db *db, int64_t sample_id, int k, size_t n_tokens, const int32_t *ids, const float *logprobs) {
+    if (k < 1 || n_tokens == 0) return rt_fail(RT_EINVAL, "sample %lld: top-k of %d over %zu tokens", (long long)sample_id, k, n_tokens);
+    size_t n = n_tokens * (size_t)k;
+    uint8_t *raw = rt_malloc(n * 8), *z = NULL;
+    size_t zlen = 0;
+    if (!raw) return RT_ENOMEM;
+    for (size_t i = 0; i < n; i++) {   /* little-endian hosts (as teacher/driver.c stores them) */
+        memcpy(raw + 8 * i, &ids[i], 4);
+        memcpy(raw + 8 * i + 4, &logprobs[i], 4);
+    }
+    int rc = blob_compress(db->codec, raw, n * 8, 0, &z, &zlen);
+    free(raw);
+    if (rc) return rc;
+    sqlite3_stmt *st = NULL;
+    int s = sqlite3_prepare_v2(db->h, "INSERT OR REPLACE INTO sample_topk (sample_id, k, n_tokens, data) VALUES (?1, ?2, ?3, ?4)",
+                               -1, &st, NULL);
+    if (s == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, sample_id);
+        sqlite3_bind_int(st, 2, k);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)n_tokens);
+        sqlite3_bind_blob(st, 4, z, (int)zlen, SQLITE_STATIC);
+        s = db_step_done(st);
+    }
+    sqlite3_finalize(st);
+    free(z);
+    return s == SQLITE_OK ? 0 : db_sql_fail(db->h, s, "storing top-k logprobs", __FILE__, __LINE__);
+}
+
 static int ensure_dict(ds_db *db, int64_t dict_id) {
     if (!dict_id || blob_codec_dict_id(db->codec) == dict_id) return 0;
     sqlite3_stmt *st;

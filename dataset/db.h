@@ -124,6 +124,9 @@ typedef struct {
 } db_sample;
 
 int db_sample_put(ds_db *db, const db_sample *s, int64_t *id, bool *inserted);
+/* Stores a sample's teacher top-k (sample_topk: k alternatives per token for n_tokens tokens,
+ * ids and logprobs [n_tokens · k]; zstd, no dictionary), replacing what it had. */
+int db_sample_topk_put(ds_db *db, int64_t sample_id, int k, size_t n_tokens, const int32_t *ids, const float *logprobs);
 /* The decompressed text of a sample (*text NUL-terminated, malloc'd). */
 int db_sample_text(ds_db *db, int64_t sample_id, char **text, size_t *len);
 /* Decompresses a text column value stored with dictionary dict_id (0 = none). */

@@ -1,5 +1,6 @@
 #include "dataset/export.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,10 +71,60 @@ static int prepare_selection(ds_db *db, const char *sql, const exp_filter *flt, 
     return 0;
 }
 
+/* The sample's teacher top-k (sample_topk: k and n_tokens, then per token k × (u32 id, f32
+ * logprob), little-endian) as conv["teacher_topk"]; nothing when the sample has none. */
+static int attach_topk(ds_db *db, sqlite3_stmt *q, int64_t id, json_t *conv) {
+    sqlite3_reset(q);
+    sqlite3_bind_int64(q, 1, id);
+    int row, s = db_step_row(q, &row), rc = 0;
+    if (s != SQLITE_OK) return rt_fail(RT_EIO, "sample %lld: reading its top-k: %s", (long long)id, sqlite3_errmsg(db_sqlite(db)));
+    if (!row) return 0;
+    int64_t k = sqlite3_column_int64(q, 0), n = sqlite3_column_int64(q, 1);
+    char *raw;
+    size_t len;
+    rc = db_blob_text(db, sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2), sqlite3_column_int64(q, 3), &raw, &len);
+    if (rc) return rt_errorf(rc, "sample %lld: its top-k", (long long)id);
+    if (k < 1 || n < 0 || (uint64_t)len != (uint64_t)(k * n * 8)) {
+        free(raw);
+        return rt_fail(RT_EFORMAT, "sample %lld: top-k blob of %zu bytes, expected %lld tokens × %lld × 8", (long long)id,
+                       len, (long long)n, (long long)k);
+    }
+    json_t *ids = json_array(), *lps = json_array();
+    for (int64_t t = 0; t < n && ids && lps; t++) {
+        json_t *a = json_array(), *b = json_array();
+        for (int64_t j = 0; j < k && a && b; j++) {
+            uint32_t u, v;
+            memcpy(&u, raw + 8 * (t * k + j), 4);
+            memcpy(&v, raw + 8 * (t * k + j) + 4, 4);
+            float f;
+            int32_t tid;
+            memcpy(&f, &v, 4);
+            memcpy(&tid, &u, 4);
+            if (tid < 0 || !isfinite(f)) tid = -1, f = 0;   /* an alternative without an id (endpoint): -1 */
+            json_array_append_new(a, json_integer((json_int_t)tid));
+            json_array_append_new(b, json_real((double)f));
+        }
+        json_array_append_new(ids, a);
+        json_array_append_new(lps, b);
+    }
+    free(raw);
+    json_t *o = ids && lps ? json_pack("{s:o,s:o}", "ids", ids, "logprobs", lps) : NULL;
+    if (!o) return rt_fail(RT_ENOMEM, "sample %lld: its top-k", (long long)id);
+    json_object_set_new(conv, "teacher_topk", o);
+    return 0;
+}
+
 int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void *ctx) {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st, *q = NULL;
     int rc = prepare_selection(db, SELECT_SAMPLES, flt, &st);
     if (rc) return rc;
+    if (flt->with_topk &&
+        sqlite3_prepare_v2(db_sqlite(db), "SELECT k, n_tokens, data, coalesce(dict_id, 0) FROM sample_topk WHERE sample_id = ?1",
+                           -1, &q, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+    sqlite3_finalize(q);
+        return rt_fail(RT_EIO, "reading top-k: %s", sqlite3_errmsg(db_sqlite(db)));
+    }
     int row, s;
     while (!rc && (s = db_step_row(st, &row)) == SQLITE_OK && row) {
         int64_t id = sqlite3_column_int64(st, 0);
@@ -85,11 +136,13 @@ int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void 
         json_t *conv = exp_conversation((const char *)sqlite3_column_text(st, 3), text, len);
         free(text);
         if (!conv) { rc = rt_fail(RT_EFORMAT, "sample %lld: its prompt's messages are not a JSON array", (long long)id); break; }
-        rc = fn(ctx, id, conv);
+        if (q) rc = attach_topk(db, q, id, conv);
+        if (!rc) rc = fn(ctx, id, conv);
         json_decref(conv);
     }
     sqlite3 *h = db_sqlite(db);
     sqlite3_finalize(st);
+    sqlite3_finalize(q);
     if (rc) return rc;
     SQL_TRY(h, s);
     return 0;

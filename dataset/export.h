@@ -36,6 +36,10 @@ typedef enum { EXP_CHAT_JSONL, EXP_JSONL } exp_format;
 typedef struct {
     const char *snapshot; /* NULL: every sample */
     const char *source;   /* NULL: every source */
+    bool with_topk;       /* conversations carry the sample's stored teacher top-k, when it has one, as
+                           * "teacher_topk": {"ids": [[id, …] per completion token], "logprobs": [[…]]};
+                           * an alternative stored without its id (an endpoint that gave only the text)
+                           * is id −1 (render leaves it out) */
 } exp_filter;
 
 /* Splits text at its first "</think>": [*think, *think + *think_len) and

@@ -217,6 +217,10 @@ static int write_index(const char *dir, const pk_options *o, const json_t *meta,
                           "tokens", (json_int_t)rep->tokens, "loss_tokens", (json_int_t)rep->loss_tokens, "pad_tokens",
                           (json_int_t)rep->pad_tokens, "dropped_tokens", (json_int_t)rep->dropped_tokens);
     if (!j) return rt_fail(RT_ENOMEM, "building index.json");
+    if (o->top_k) {
+        json_object_set_new(j, "top_k", json_integer(o->top_k));
+        json_object_set_new(j, "teacher_vocab", json_integer(o->teacher_vocab ? o->teacher_vocab : o->vocab_size));
+    }
     if (meta) json_object_update(j, (json_t *)meta);
     char *txt = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
@@ -235,11 +239,16 @@ static int write_index(const char *dir, const pk_options *o, const json_t *meta,
 static int write_shards(const char *dir, const pk_doc *docs, const pk_plan_t *plan, const pk_options *o, json_t *shards,
                         pk_report *rep) {
     const uint32_t N = o->seq_len;
-    uint64_t per = o->shard_seqs ? o->shard_seqs : ((1u << 28) / N ? (1u << 28) / N : 1);
+    const uint32_t K = o->top_k;
+    uint64_t row = (uint64_t)N * (K ? 1 + 8 * (uint64_t)K : 1);
+    uint64_t per = o->shard_seqs ? o->shard_seqs : ((1u << 28) / row ? (1u << 28) / row : 1);
     int32_t *tok = rt_malloc((size_t)N * sizeof *tok);
     uint8_t *mask = rt_malloc(N);
     shard_doc *sd = rt_malloc((size_t)N * sizeof *sd);
-    int rc = (!tok || !mask || !sd) ? RT_ENOMEM : 0;
+    uint8_t *tn = K ? rt_malloc(N) : NULL;
+    int32_t *tid = K ? rt_malloc((size_t)N * K * sizeof *tid) : NULL;
+    float *tlp = K ? rt_malloc((size_t)N * K * sizeof *tlp) : NULL;
+    int rc = (!tok || !mask || !sd || (K && (!tn || !tid || !tlp))) ? RT_ENOMEM : 0;
     shard_writer *w = NULL;
     size_t k = 0, nshard = 0;
     uint64_t shard_tokens = 0, shard_loss = 0;
@@ -248,21 +257,28 @@ static int write_shards(const char *dir, const pk_doc *docs, const pk_plan_t *pl
             char *path = shard_name(dir, nshard);
             rc = path ? shard_writer_open(path, N, o->vocab_size, o->pad_id, &w) : RT_ENOMEM;
             free(path);
+            if (!rc && K) rc = shard_writer_set_topk(w, K, o->teacher_vocab ? o->teacher_vocab : o->vocab_size);
             if (rc) break;
         }
         for (uint32_t i = 0; i < N; i++) tok[i] = (int32_t)o->pad_id;
         memset(mask, 0, N);
+        if (K) memset(tn, 0, N);
         size_t nd = 0;
         for (; k < plan->n_pieces && plan->pieces[k].seq == s; k++) {
             const pk_piece *x = &plan->pieces[k];
             const pk_doc *d = &docs[x->doc];
             memcpy(tok + x->start, d->tokens + x->offset, (size_t)x->len * sizeof *tok);
             memcpy(mask + x->start, d->mask + x->offset, x->len);
+            if (K && d->top_n) {
+                memcpy(tn + x->start, d->top_n + x->offset, x->len);
+                memcpy(tid + (size_t)x->start * K, d->top_ids + (size_t)x->offset * K, (size_t)x->len * K * sizeof *tid);
+                memcpy(tlp + (size_t)x->start * K, d->top_lps + (size_t)x->offset * K, (size_t)x->len * K * sizeof *tlp);
+            }
             sd[nd++] = (shard_doc){x->doc, 0, x->start, x->len, x->offset, x->flags};
             shard_tokens += x->len;
             for (uint32_t i = 0; i < x->len; i++) shard_loss += mask[x->start + i];
         }
-        if ((rc = shard_writer_add(w, tok, mask, sd, nd))) {
+        if ((rc = shard_writer_add_topk(w, tok, mask, sd, nd, tn, tid, tlp))) {
             rc = rt_errorf(rc, "document %llu", (unsigned long long)sd[nd ? nd - 1 : 0].doc_id);
             break;
         }
@@ -284,6 +300,9 @@ static int write_shards(const char *dir, const pk_doc *docs, const pk_plan_t *pl
     free(tok);
     free(mask);
     free(sd);
+    free(tn);
+    free(tid);
+    free(tlp);
     return rc;
 }
 

@@ -29,6 +29,11 @@ typedef struct {
     const int32_t *tokens;
     const uint8_t *mask;
     size_t len;
+    /* teacher top-k per position (with pk_options.top_k; NULL: none): top_n [len],
+     * top_ids / top_lps [len · top_k], as core/shard.h stores them */
+    const uint8_t *top_n;
+    const int32_t *top_ids;
+    const float *top_lps;
 } pk_doc;
 
 typedef struct {
@@ -37,7 +42,9 @@ typedef struct {
     uint64_t seed;
     uint32_t vocab_size;   /* every token must be below it */
     uint32_t pad_id;
-    uint64_t shard_seqs;   /* sequences per shard file; 0: as many as fit 2^28 tokens */
+    uint64_t shard_seqs;   /* sequences per shard file; 0: as many as fit 2^28 tokens (2^28 bytes with top-k) */
+    uint32_t top_k;        /* > 0: the shards carry teacher top-k with this many slots (core/shard.h) */
+    uint32_t teacher_vocab;   /* with top_k: teacher ids are below it (0: vocab_size, the same tokenizer) */
 } pk_options;
 
 typedef struct {

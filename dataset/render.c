@@ -1,6 +1,7 @@
 #include "dataset/render.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,9 @@ typedef struct {
     int32_t *ids;
     uint8_t *mask;
     size_t n;
+    uint8_t *tn;     /* with top-k: [n] */
+    int32_t *tid;    /* [n · K] */
+    float *tlp;      /* [n · K] */
     int rc;
     char msg[320];
 } rd_item;
@@ -86,6 +90,9 @@ static void session_free(rd_session *s, bool failed) {
         free(s->items[i].what);
         free(s->items[i].ids);
         free(s->items[i].mask);
+        free(s->items[i].tn);
+        free(s->items[i].tid);
+        free(s->items[i].tlp);
     }
     if (s->spill) fclose(s->spill);
     if (s->spill_path) unlink(s->spill_path);
@@ -123,6 +130,48 @@ static int to_messages(json_t *conv, ct_message **out, size_t *n) {
     return 0;
 }
 
+/* conv["teacher_topk"] (one entry per token the teacher generated: ids and logprobs, the
+ * best first) onto the rendered document: the j-th position with loss mask 1 gets the
+ * teacher's j-th entry, its first K alternatives (positions past the teacher's tokens get none).
+ * With the student's tokenizer this is the teacher's own token sequence when re-encoding the
+ * completion reproduces it; across tokenizers it is ULD's positional alignment. */
+static int attach_topk(rd_item *it, uint32_t K, uint32_t tv) {
+    json_t *tk = json_object_get(it->conv, "teacher_topk");
+    it->tn = rt_calloc(it->n ? it->n : 1, 1);
+    it->tid = rt_calloc((it->n ? it->n : 1) * K, sizeof *it->tid);
+    it->tlp = rt_calloc((it->n ? it->n : 1) * K, sizeof *it->tlp);
+    if (!it->tn || !it->tid || !it->tlp) return RT_ENOMEM;
+    if (!tk || json_is_null(tk)) return 0;
+    json_t *ids = json_object_get(tk, "ids"), *lps = json_object_get(tk, "logprobs");
+    if (!json_is_array(ids) || !json_is_array(lps) || json_array_size(ids) != json_array_size(lps))
+        return rt_fail(RT_EFORMAT, "\"teacher_topk\" needs arrays \"ids\" and \"logprobs\" of the same length");
+    size_t nt = json_array_size(ids), j = 0;
+    for (size_t p = 0; p < it->n && j < nt; p++) {
+        if (!it->mask[p]) continue;
+        json_t *a = json_array_get(ids, j), *b = json_array_get(lps, j);
+        if (!json_is_array(a) || !json_is_array(b) || json_array_size(a) != json_array_size(b))
+            return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: ids and logprobs differ in length", j);
+        size_t k = 0;
+        for (size_t x = 0; x < json_array_size(a) && k < K; x++) {
+            json_t *id = json_array_get(a, x), *lp = json_array_get(b, x);
+            if (!json_is_integer(id) || !json_is_number(lp))
+                return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: alternative %zu is not an integer id and a number", j, x);
+            /* an alternative whose id the endpoint did not give (stored as −1, logprob −inf) is left out */
+            if (json_integer_value(id) < 0 || !isfinite(json_number_value(lp))) continue;
+            if ((uint64_t)json_integer_value(id) >= tv || !(json_number_value(lp) <= 1e-3))
+                return rt_fail(RT_EFORMAT, "teacher_topk entry %zu: alternative %zu (id %lld, logprob %g) is not a token "
+                               "below %u with a logprob <= 0", j, x, (long long)json_integer_value(id),
+                               json_number_value(lp), tv);
+            it->tid[p * K + k] = (int32_t)json_integer_value(id);
+            it->tlp[p * K + k] = (float)json_number_value(lp);
+            k++;
+        }
+        it->tn[p] = (uint8_t)k;
+        j++;
+    }
+    return 0;
+}
+
 typedef struct {
     rd_session *s;
 } render_job;
@@ -141,6 +190,8 @@ static void render_range(void *ctx, size_t begin, size_t end, int thread) {
         }
         if (!it->rc && !memchr(it->mask, 1, it->n))
             it->rc = rt_fail(RT_EINVAL, "no assistant turn: the conversation has nothing to train on");
+        if (!it->rc && s->o.top_k)
+            it->rc = attach_topk(it, s->o.top_k, s->o.teacher_vocab ? s->o.teacher_vocab : s->o.vocab_size);
         if (it->rc) snprintf(it->msg, sizeof it->msg, "%s", rt_errmsg());
     }
 }
@@ -167,6 +218,12 @@ static int flush_chunk(rd_session *s) {
         static const uint8_t zeros[4] = {0};
         if (!(rc = spill_write(s, it->ids, it->n * sizeof *it->ids)) && !(rc = spill_write(s, it->mask, it->n)))
             rc = spill_write(s, zeros, (4 - it->n % 4) % 4); /* keep the next document's ids aligned */
+        if (!rc && s->o.top_k) {   /* then its top-k: n, padding to 4, ids, logprobs */
+            size_t K = s->o.top_k;
+            if (!(rc = spill_write(s, it->tn, it->n)) && !(rc = spill_write(s, zeros, (4 - it->n % 4) % 4)) &&
+                !(rc = spill_write(s, it->tid, it->n * K * sizeof *it->tid)))
+                rc = spill_write(s, it->tlp, it->n * K * sizeof *it->tlp);
+        }
     }
     for (size_t i = 0; i < s->n_items; i++) {
         rd_item *it = &s->items[i];
@@ -174,6 +231,9 @@ static int flush_chunk(rd_session *s) {
         free(it->what);
         free(it->ids);
         free(it->mask);
+        free(it->tn);
+        free(it->tid);
+        free(it->tlp);
         memset(it, 0, sizeof *it);
     }
     s->n_items = 0;
@@ -205,7 +265,15 @@ int rd_finish(rd_session *s, const json_t *meta, pk_report *rep) {
     if (!rc && !docs) rc = RT_ENOMEM;
     for (size_t i = 0; !rc && i < s->n_docs; i++) {
         const uint8_t *base = (const uint8_t *)map + s->doc_off[i];
-        docs[i] = (pk_doc){(const int32_t *)(const void *)base, base + s->doc_len[i] * sizeof(int32_t), s->doc_len[i]};
+        size_t n = s->doc_len[i], K = s->o.top_k;
+        docs[i] = (pk_doc){(const int32_t *)(const void *)base, base + n * sizeof(int32_t), n, NULL, NULL, NULL};
+        if (K) {
+            const uint8_t *t = base + n * sizeof(int32_t) + n + (4 - n % 4) % 4;
+            size_t ids_at = n + (4 - n % 4) % 4;
+            docs[i].top_n = t;
+            docs[i].top_ids = (const int32_t *)(const void *)(t + ids_at);
+            docs[i].top_lps = (const float *)(const void *)(t + ids_at + n * K * sizeof(int32_t));
+        }
     }
     if (!rc) rc = pk_write_dir(s->dir, docs, s->n_docs, &s->o, meta, rep);
     free(docs);

@@ -40,6 +40,8 @@
  * Qwen2.5's default system prompt, about 70 more tokens per conversation to train on. */
 #define SYSTEM "Solve step by step."
 #define VOCAB 264 /* 256 bytes + 5 added tokens, rounded up to a multiple of 8 */
+#define KD_TOPK 8         /* teacher alternatives stored per generated token, carried into the shards */
+#define KD_ALPHA 0.5      /* the KD student: (1 − α)·CE + α·KL(teacher ‖ student) at T = 1 */
 
 /* Sizes of one demo run: the full one (`make demo`) and --quick (the test). */
 typedef struct {
@@ -332,9 +334,15 @@ static json_t *model_config(const demo *d, int dim, int layers, int ffn, int hea
                      "float32", "use_cache", 1, "use_sliding_window", 0, "vocab_size", VOCAB);
 }
 
+/* "loss" is the cross-entropy (for a distilling run too, so the curves compare); a distilling
+ * run adds its combined loss and mean KL. */
 static int log_step(FILE *f, const tr_stats *s) {
-    json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I}", "step", (json_int_t)s->step, "loss", s->loss, "lr", s->lr,
+    json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I}", "step", (json_int_t)s->step, "loss", s->ce_loss, "lr", s->lr,
                           "grad_norm", s->grad_norm, "tokens", (json_int_t)s->tokens);
+    if (j && s->kd_loss != 0) {
+        json_object_set_new(j, "kd_total", json_real(s->loss));
+        json_object_set_new(j, "kd_loss", json_real(s->kd_loss));
+    }
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     int rc = txt && fprintf(f, "%s\n", txt) >= 0 ? 0 : -1;
@@ -345,7 +353,7 @@ static int log_step(FILE *f, const tr_stats *s) {
 /* Trains a model of config cfg from random weights on the shards in data for steps
  * updates; writes the checkpoint to out and the log (JSON lines) to log. */
 static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, int64_t batch, double lr, uint64_t seed,
-                 const char *out, const char *log, int64_t *n_params) {
+                 double kd_alpha, const char *out, const char *log, int64_t *n_params) {
     sm_model *m = NULL;
     sd_data *sd = NULL;
     tr_trainer *t = NULL;
@@ -368,6 +376,7 @@ static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, in
     if (!rc) rc = tok ? hd_source_from(NULL, data, tok, &hf) : RT_ENOMEM;
     free(tok);
     o.hf = &hf;
+    o.kd_alpha = kd_alpha;   /* forward KL, T = 1 (the defaults) */
     if (!rc) {
         rc = tr_create(m, sd, &o, d->pool, &t);
         m = NULL;
@@ -457,7 +466,7 @@ static int stage_teacher(demo *d) {
              (unsigned long long)pr.loss_tokens);
     json_t *cfg = rc ? NULL : model_config(d, z->t_dim, z->t_layers, z->t_ffn, z->t_heads, z->t_kv);
     if (!rc && !cfg) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
-    if (!rc) rc = train_model(d, cfg, data, z->t_steps, z->t_batch, z->t_lr, d->o->seed + 1, out, log, &d->res->teacher_params);
+    if (!rc) rc = train_model(d, cfg, data, z->t_steps, z->t_batch, z->t_lr, d->o->seed + 1, 0.0, out, log, &d->res->teacher_params);
     json_decref(cfg);
     if (!rc) stage_end(d, "teacher: qwen2, %lld parameters, %lld steps -> %s", (long long)d->res->teacher_params,
                        (long long)z->t_steps, out);
@@ -539,7 +548,11 @@ static int store_sample(demo *d, const train_prompt *p, const te_result *r, cons
                    .seed = (int64_t)(seed & 0x7fffffffffffffffull), .sample_index = r->sample, .text = text,
                    .text_len = len, .prompt_tokens = (int32_t)r->n_prompt, .thinking_tokens = think, .answer_tokens = answer,
                    .finish_reason = r->finish == TE_FINISH_STOP ? "stop" : "length"};
-    rc = db_sample_put(d->db, &s, NULL, NULL);
+    int64_t id = 0;
+    bool inserted = false;
+    rc = db_sample_put(d->db, &s, &id, &inserted);
+    if (!rc && inserted && r->top_ids && r->top_k > 0 && r->n_ids > 0)
+        rc = db_sample_topk_put(d->db, id, r->top_k, (size_t)r->n_ids, r->top_ids, r->top_logprobs);
     free(text);
     return rc;
 }
@@ -573,7 +586,7 @@ static int stage_generate(demo *d) {
             rc = ct_render(d->tok, CT_QWEN, msg, 2, true, &ids, &mask, &n_ids);
             te_request r = {.prompt = ids, .n_prompt = (int64_t)n_ids, .n_samples = z->gen_k, .max_tokens = z->max_tokens,
                             .sampling = sp, .seed = d->o->seed * 1000003ull + (uint64_t)ps[next].id, .stop_ids = &eot,
-                            .n_stop_ids = 1, .tag = next};
+                            .n_stop_ids = 1, .top_logprobs = KD_TOPK, .tag = next};
             if (!rc) rc = te_submit(e, &r);
             free(ids);
             free(mask);
@@ -674,8 +687,8 @@ static int stage_distill(demo *d) {
         note(d, "snapshot demo: %zu samples from %zu prompts (%zu of %zu samples passed every filter)", sr.selected,
              sr.prompts, sr.eligible, d->res->samples);
     }
-    pk_options po = {.seq_len = SEQ_LEN, .seed = d->o->seed, .drop_long = true};
-    exp_filter ef = {.snapshot = "demo"};
+    pk_options po = {.seq_len = SEQ_LEN, .seed = d->o->seed, .drop_long = true, .top_k = KD_TOPK};
+    exp_filter ef = {.snapshot = "demo", .with_topk = true};
     pk_report pr;
     json_t *meta = rc ? NULL : json_pack("{s:s,s:s}", "template", "qwen", "snapshot", "demo");
     if (!rc) rc = snapshot_shards(d, &ef, data, &po, meta, &pr);
@@ -683,10 +696,20 @@ static int stage_distill(demo *d) {
     if (!rc) note(d, "exported %zu conversations into %zu sequences", pr.docs, pr.seqs);
     json_t *cfg = rc ? NULL : model_config(d, z->s_dim, z->s_layers, z->s_ffn, z->s_heads, z->s_kv);
     if (!rc && !cfg) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
-    if (!rc) rc = train_model(d, cfg, data, z->s_steps, z->s_batch, z->s_lr, d->o->seed + 2, out, log, &d->res->student_params);
+    if (!rc)
+        rc = train_model(d, cfg, data, z->s_steps, z->s_batch, z->s_lr, d->o->seed + 2, 0.0, out, log, &d->res->student_params);
+    /* the KD student: the same snapshot, shards, initial weights, data order and steps */
+    char *kd_out = rc ? NULL : path_in(d, "student-kd"), *kd_log = rc ? NULL : path_in(d, "student-kd-train.jsonl");
+    if (!rc && (!kd_out || !kd_log)) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
+    int64_t kd_params = 0;
+    if (!rc) note(d, "the KD student: the same snapshot and steps, loss (1 - %.1f) CE + %.1f KL(teacher top-%d + tail || student)",
+                  KD_ALPHA, KD_ALPHA, KD_TOPK);
+    if (!rc) rc = train_model(d, cfg, data, z->s_steps, z->s_batch, z->s_lr, d->o->seed + 2, KD_ALPHA, kd_out, kd_log, &kd_params);
+    free(kd_out);
+    free(kd_log);
     json_decref(cfg);
-    if (!rc) stage_end(d, "student: qwen2, %lld parameters, %lld steps -> %s", (long long)d->res->student_params,
-                       (long long)z->s_steps, out);
+    if (!rc) stage_end(d, "students (SFT and KD): qwen2, %lld parameters, %lld steps -> %s, %s-kd", (long long)d->res->student_params,
+                       (long long)z->s_steps, out, out);
     if (have_c) fp_config_free(&c);
     free(test);
     free(data);
@@ -725,26 +748,30 @@ static int eval_model(demo *d, const ev_questions *qs, const char *name) {
 }
 
 static int write_report(demo *d, const ev_run *const *runs) {
-    char *path = path_in(d, "report.html"), *tl = path_in(d, "teacher-train.jsonl"), *sl = path_in(d, "student-train.jsonl");
+    char *path = path_in(d, "report.html"), *tl = path_in(d, "teacher-train.jsonl"), *sl = path_in(d, "student-train.jsonl"),
+         *kl = path_in(d, "student-kd-train.jsonl");
     json_t *stats = NULL;
-    ev_train_log *logs[2] = {NULL, NULL};
-    int rc = path && tl && sl ? 0 : rt_fail(RT_ENOMEM, "demo: out of memory");
+    ev_train_log *logs[3] = {NULL, NULL, NULL};
+    int rc = path && tl && sl && kl ? 0 : rt_fail(RT_ENOMEM, "demo: out of memory");
     if (!rc) rc = db_stats(d->db, &stats);
     if (!rc) rc = ev_train_log_load(tl, &logs[0]);
     if (!rc) rc = ev_train_log_load(sl, &logs[1]);
+    if (!rc) rc = ev_train_log_load(kl, &logs[2]);
     FILE *f = NULL;
     if (!rc && !(f = fopen(path, "w"))) rc = rt_fail(RT_EIO, "cannot write %s: %s", path, strerror(errno));
-    ev_report_input in = {.title = "retort demo", .stats = stats, .runs = runs, .n_runs = 2,
-                          .logs = (const ev_train_log *const *)logs, .n_logs = 2};
+    ev_report_input in = {.title = "retort demo", .stats = stats, .runs = runs, .n_runs = 3,
+                          .logs = (const ev_train_log *const *)logs, .n_logs = 3};
     if (!rc) rc = ev_report_write(f, &in);
     if (f && fclose(f) && !rc) rc = rt_fail(RT_EIO, "writing %s", path);
     if (!rc) note(d, "report: %s", path);
     ev_train_log_free(logs[0]);
     ev_train_log_free(logs[1]);
+    ev_train_log_free(logs[2]);
     json_decref(stats);
     free(path);
     free(tl);
     free(sl);
+    free(kl);
     return rc;
 }
 
@@ -753,7 +780,7 @@ static int stage_evaluate(demo *d) {
                 d->z->eval_k);
     char *test = path_in(d, TEST_BENCH ".jsonl");
     ev_questions qs = {0};
-    ev_run *runs[2] = {NULL, NULL};
+    ev_run *runs[3] = {NULL, NULL, NULL};
     int rc = test ? ev_questions_load(d->db, test, &qs) : rt_fail(RT_ENOMEM, "demo: out of memory");
     /* each question as the models saw their training chats: system message, user turn,
      * generation prompt; ev_generate encodes it as it is (special tokens recognised) */
@@ -768,21 +795,29 @@ static int stage_evaluate(demo *d) {
     }
     if (!rc) rc = eval_model(d, &qs, "teacher");
     if (!rc) rc = eval_model(d, &qs, "student");
+    if (!rc) rc = eval_model(d, &qs, "student-kd");
     if (!rc) rc = ev_run_load(d->db, "teacher", &runs[0]);
     if (!rc) rc = ev_run_load(d->db, "student", &runs[1]);
-    const ev_bench *bt = rc ? NULL : ev_run_bench(runs[0], TEST_BENCH), *bs = rc ? NULL : ev_run_bench(runs[1], TEST_BENCH);
-    if (!rc && (!bt || !bs)) rc = rt_fail(RT_EINTERNAL, "demo: an evaluation run holds no %s results", TEST_BENCH);
+    if (!rc) rc = ev_run_load(d->db, "student-kd", &runs[2]);
+    const ev_bench *bt = rc ? NULL : ev_run_bench(runs[0], TEST_BENCH), *bs = rc ? NULL : ev_run_bench(runs[1], TEST_BENCH),
+                   *bk = rc ? NULL : ev_run_bench(runs[2], TEST_BENCH);
+    if (!rc && (!bt || !bs || !bk)) rc = rt_fail(RT_EINTERNAL, "demo: an evaluation run holds no %s results", TEST_BENCH);
     if (!rc) {
         d->res->teacher_pass1 = bt->pass1;
         d->res->student_pass1 = bs->pass1;
         d->res->teacher_cons = bt->cons;
         d->res->student_cons = bs->cons;
-        rc = ev_compare_json((const ev_run *const *)runs, 2, &d->res->compare);
+        d->res->student_kd_pass1 = bk->pass1;
+        d->res->student_kd_cons = bk->cons;
+        rc = ev_compare_json((const ev_run *const *)runs, 3, &d->res->compare);
     }
     if (!rc) rc = write_report(d, (const ev_run *const *)runs);
-    if (!rc) stage_end(d, "teacher pass@1 %.3f, student pass@1 %.3f", d->res->teacher_pass1, d->res->student_pass1);
+    if (!rc)
+        stage_end(d, "teacher pass@1 %.3f, SFT student pass@1 %.3f, KD student pass@1 %.3f", d->res->teacher_pass1,
+                  d->res->student_pass1, d->res->student_kd_pass1);
     ev_run_free(runs[0]);
     ev_run_free(runs[1]);
+    ev_run_free(runs[2]);
     ev_questions_free(&qs);
     free(test);
     return rc;

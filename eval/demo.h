@@ -24,9 +24,12 @@
  *   5. distill   filters (filters/pipeline.h: verify, format, language, readability,
  *                repetition, length, decontamination against DIR/demo-test.jsonl, dedup),
  *                snapshot "demo" (one shortest passing sample per prompt), exported as shards
- *                to DIR/student-data/, a smaller student trained on them into DIR/student/;
- *   6. evaluate  teacher and student on the test split (eval/run.h; runs "teacher" and
- *                "student", benchmark "demo-test"), the comparison (eval/compare.h), and
+ *                to DIR/student-data/ (with the teacher's top-8 logprobs per generated token),
+ *                a smaller student trained on them into DIR/student/ (SFT), and the same
+ *                student, initial weights, data order and steps with logit distillation
+ *                (student/train.h kd_alpha 0.5, forward KL) into DIR/student-kd/;
+ *   6. evaluate  teacher and students on the test split (eval/run.h; runs "teacher",
+ *                "student" and "student-kd", benchmark "demo-test"), the comparison (eval/compare.h), and
  *                DIR/report.html (eval/report.h).
  * Every random choice derives from opts->seed, so a seed gives the same task, weights,
  * samples and scores (with the same thread count: float sums are split across threads).
@@ -81,6 +84,7 @@ typedef struct {
     size_t filtered_out;                  /* samples failing some filter */
     double teacher_pass1, student_pass1;  /* on the test split */
     double teacher_cons, student_cons;
+    double student_kd_pass1, student_kd_cons;   /* the KD student (same snapshot and steps, logit distillation) */
     double seconds[DM_N_STAGES], total_seconds;
     json_t *compare;                      /* ev_compare_json() of the two runs (owned) */
 } dm_result;

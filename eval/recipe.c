@@ -72,10 +72,12 @@ static const opt_def SELECT[] = {{"db", T_STR, 0},     {"snapshot", T_STR, 0}, {
 static const opt_def EXPORT[] = {{"db", T_STR, 0},         {"format", T_STR, 0},     {"snapshot", T_STR, 0},
                                  {"source", T_STR, 0},     {"out", T_STR, 0},        {"tokenizer", T_STR, F_IN},
                                  {"template", T_STR, 0},   {"seq", T_INT, 0},        {"seed", T_INT, 0},
-                                 {"drop-long", T_BOOL, 0}, {"shard-seqs", T_INT, 0}, {"threads", T_INT, 0}, END};
+                                 {"drop-long", T_BOOL, 0}, {"shard-seqs", T_INT, 0}, {"threads", T_INT, 0},
+                                 {"top-k", T_INT, 0},      {"teacher-vocab", T_INT, 0}, END};
 static const opt_def PACK[] = {{"tokenizer", T_STR, F_IN}, {"template", T_STR, 0},   {"jsonl", T_STR, F_IN},
                                {"seq", T_INT, 0},          {"out", T_STR, 0},        {"seed", T_INT, 0},
-                               {"drop-long", T_BOOL, 0},   {"shard-seqs", T_INT, 0}, {"threads", T_INT, 0}, END};
+                               {"drop-long", T_BOOL, 0},   {"shard-seqs", T_INT, 0}, {"threads", T_INT, 0},
+                               {"top-k", T_INT, 0},        {"teacher-vocab", T_INT, 0}, END};
 static const opt_def TRAIN[] = {
     {"init", T_STR, F_IN},      {"model", T_STR, F_IN},        {"resume", T_STR, F_IN},     {"data", T_STR, F_IN},
     {"seq", T_INT, 0},          {"batch", T_INT, 0},           {"grad-accum", T_INT, 0},    {"steps", T_INT, 0},
@@ -86,7 +88,8 @@ static const opt_def TRAIN[] = {
     {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0},
     {"overwrite", T_BOOL, 0},   {"offload-optimizer", T_BOOL, 0}, {"offload-activations", T_BOOL, 0},
     {"tokenizer", T_STR, F_IN}, {"max-shard-size", T_NUM, 0}, {"tensorboard", T_STR, 0}, {"val-data", T_STR, F_IN},
-    {"val-every", T_INT, 0}, {"val-frac", T_NUM, 0}, END};
+    {"val-every", T_INT, 0}, {"val-frac", T_NUM, 0}, {"kd-alpha", T_NUM, 0}, {"kd-temperature", T_NUM, 0},
+    {"kd-loss", T_STR, 0}, END};
 static const opt_def EVAL[] = {
     {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
     {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},

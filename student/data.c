@@ -23,6 +23,10 @@ struct sd_data {
     uint64_t perm_seed, perm_epoch;
     int has_perm;
     uint8_t *mask;          /* [seq_len] scratch */
+    uint32_t top_k, teacher_vocab;   /* 0 unless every shard has the same top-k */
+    uint8_t *tn;            /* [seq_len] scratch, with top-k */
+    int32_t *tid;           /* [seq_len·top_k] */
+    float *tlp;             /* [seq_len·top_k] */
 };
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -73,7 +77,12 @@ int sd_open(const char *path, sd_data **out) {
         if (i == 0) {
             d->seq_len = in->seq_len;
             d->vocab = in->vocab_size;
-        } else if (in->seq_len != d->seq_len || in->vocab_size != d->vocab) {
+            d->top_k = in->top_k;
+            d->teacher_vocab = in->teacher_vocab;
+        } else if (in->top_k != d->top_k || in->teacher_vocab != d->teacher_vocab) {
+            d->top_k = d->teacher_vocab = 0;
+        }
+        if (i > 0 && (in->seq_len != d->seq_len || in->vocab_size != d->vocab)) if (in->seq_len != d->seq_len || in->vocab_size != d->vocab) {
             rc = rt_fail(RT_EFORMAT, "%s: sequence length %u and vocabulary %u, but %s has %u and %u", names[i],
                          in->seq_len, in->vocab_size, names[0], d->seq_len, d->vocab);
         }
@@ -84,6 +93,10 @@ int sd_open(const char *path, sd_data **out) {
         if (d->n_seqs == 0) rc = rt_fail(RT_EFORMAT, "%s: the shards hold no sequences", path);
     }
     if (!rc && !(d->mask = rt_malloc(d->seq_len))) rc = RT_ENOMEM;
+    if (!rc && d->top_k &&
+        (!(d->tn = rt_malloc(d->seq_len)) || !(d->tid = rt_malloc((size_t)d->seq_len * d->top_k * sizeof(int32_t))) ||
+         !(d->tlp = rt_malloc((size_t)d->seq_len * d->top_k * sizeof(float)))))
+        rc = RT_ENOMEM;
     if (!rc && !(d->perm = rt_malloc(d->n_seqs * sizeof *d->perm))) rc = RT_ENOMEM;
     for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
@@ -99,6 +112,9 @@ void sd_close(sd_data *d) {
     free(d->first);
     free(d->perm);
     free(d->mask);
+    free(d->tn);
+    free(d->tid);
+    free(d->tlp);
     free(d);
 }
 
@@ -116,6 +132,8 @@ uint64_t sd_num_seqs(const sd_data *d) { return d->n_seqs; }
 uint32_t sd_seq_len(const sd_data *d) { return d->seq_len; }
 uint32_t sd_vocab_size(const sd_data *d) { return d->vocab; }
 int sd_num_files(const sd_data *d) { return d->n_files; }
+uint32_t sd_top_k(const sd_data *d) { return d->top_k; }
+uint32_t sd_teacher_vocab(const sd_data *d) { return d->teacher_vocab; }
 
 /* Fisher–Yates over 0..n−1 with an RNG seeded by (seed, epoch). */
 static void make_perm(sd_data *d, uint64_t seed, uint64_t epoch) {
@@ -135,7 +153,12 @@ static void make_perm(sd_data *d, uint64_t seed, uint64_t epoch) {
 
 int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
             int32_t *target, int64_t *n_targets) {
-    int64_t N = d->seq_len, total = 0;
+    return sd_read_kd(d, p, n_seq, tokens, doc_start, pos, target, n_targets, NULL, NULL, NULL);
+}
+
+int sd_read_kd(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
+               int32_t *target, int64_t *n_targets, uint8_t *top_n, int32_t *top_ids, float *top_lps) {
+    int64_t N = d->seq_len, total = 0, K = d->top_k;
     for (int64_t s = 0; s < n_seq; s++) {
         if (p->cursor >= d->n_seqs) {
             p->epoch++;
@@ -152,6 +175,16 @@ int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t 
         total += sm_batch_targets(tokens + s * N, d->mask, 1, N, &docs, &nd, doc_start + s * N, pos + s * N,
                                   target + s * N);
         for (int64_t t = 0; t < N; t++) doc_start[s * N + t] += (int32_t)(s * N);
+        if (!top_n) continue;
+        memset(top_n + s * N, 0, (size_t)N);
+        if (!K) continue;
+        shard_read_topk(d->files[f], local, d->tn, d->tid, d->tlp);
+        for (int64_t t = 0; t + 1 < N; t++) {   /* row t predicts token t + 1 */
+            if (target[s * N + t] < 0 || !d->tn[t + 1]) continue;
+            top_n[s * N + t] = d->tn[t + 1];
+            memcpy(top_ids + (s * N + t) * K, d->tid + (t + 1) * K, (size_t)K * sizeof(int32_t));
+            memcpy(top_lps + (s * N + t) * K, d->tlp + (t + 1) * K, (size_t)K * sizeof(float));
+        }
     }
     *n_targets = total;
     return 0;

@@ -11,6 +11,10 @@
  * masks the doc_start / pos / target arrays of student/model.h) and advances the position,
  * crossing into the next epoch when one ends. The sd_data is owned by the caller of
  * sd_open and released with sd_close() (NULL is fine).
+ * Teacher top-k (core/shard.h version 2): sd_top_k() is the shards' K when every shard carries
+ * top-k with the same K and teacher vocabulary, else 0; sd_read_kd() is sd_read() that also
+ * gives each row with a target the teacher's top-k of the token that row predicts (the
+ * entries the shard stores at the next position), n = 0 for every other row.
  * Errors: RT_EIO, RT_EFORMAT (from the shard reader, or shards that disagree),
  * RT_ENOTFOUND (no shards), RT_ENOMEM.
  */
@@ -40,5 +44,11 @@ int sd_num_files(const sd_data *d);
 /* tokens, doc_start, pos, target: n_seq · seq_len entries; *n_targets gets the loss tokens. */
 int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
             int32_t *target, int64_t *n_targets);
+
+uint32_t sd_top_k(const sd_data *d);
+uint32_t sd_teacher_vocab(const sd_data *d);
+/* top_n [n_seq·seq_len], top_ids / top_lps [n_seq·seq_len·sd_top_k] (sd_top_k > 0). */
+int sd_read_kd(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
+               int32_t *target, int64_t *n_targets, uint8_t *top_n, int32_t *top_ids, float *top_lps);
 
 #endif

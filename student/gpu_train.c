@@ -94,6 +94,13 @@ struct gt_trainer {
     size_t *rs_counts;     /* ZeRO-2/3: [P], the ranks' pieces of the unit being reduced */
     /* host */
     int32_t *tokens, *doc_start, *posi, *target;   /* [A, T] of the step */
+    /* logit distillation (kd_alpha > 0): the step's teacher top-k [A, T (·K)] on the host; on the
+     * device the per-micro-batch sums (loss, CE, D) [A, 3] and one micro-batch's top-k */
+    kd_spec kd;
+    uint8_t *top_n;
+    int32_t *top_ids;
+    float *top_lps;
+    char *kd_dev;
     int32_t *pinned[2];    /* [7T + 1] each */
     cudaEvent_t copied[2];
     cudaEvent_t ready[3], main_done;   /* ZeRO-3: a gather buffer filled; the trainer's stream's work so far */
@@ -443,6 +450,61 @@ static int create_device(gt_trainer *t) {
     return 0;
 }
 
+/* ---- logit distillation: the teacher top-k beside the batch, kd_fused_cuda at the head ---- */
+
+static int kd_create(gt_trainer *t, size_t all) {
+    int64_t K = sd_top_k(t->d), T = t->T, A = t->o.grad_accum;
+    t->kd = (kd_spec){.kind = (kd_kind)t->o.kd_loss, .alpha = t->o.kd_alpha, .temperature = t->o.kd_temperature,
+                      .beta = t->o.kd_beta, .k = (int)K};
+    t->top_n = rt_malloc(all), t->top_ids = rt_malloc(all * (size_t)K * 4), t->top_lps = rt_malloc(all * (size_t)K * 4);
+    if (!t->top_n || !t->top_ids || !t->top_lps) return RT_ENOMEM;
+    size_t bytes = (size_t)A * 3 * sizeof(double) + (size_t)T * (size_t)K * 8 + (size_t)T;
+    CUDA_TRY(cudaMalloc((void **)&t->kd_dev, bytes));
+    return 0;
+}
+
+/* Micro-batch a's head with distillation: its top-k checked and uploaded, the loss, CE and D
+ * into its sums, the loss also into its loss slot. */
+static int kd_head(gt_trainer *t, int64_t a, const int32_t *target, const int32_t *rows, int64_t n_rows, float scale,
+                   double *loss) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, K = t->kd.k;
+    double *sums = (double *)t->kd_dev + 3 * a;
+    char *base = t->kd_dev + (size_t)t->o.grad_accum * 3 * sizeof(double);
+    kd_spec host = t->kd;
+    host.top_n = t->top_n + a * T, host.top_ids = t->top_ids + a * T * K, host.top_lps = t->top_lps + a * T * K;
+    TRY(kd_check(&host, t->target + a * T, T, p->V));
+    kd_spec dev = t->kd;
+    dev.top_ids = (const int32_t *)(const void *)base;
+    dev.top_lps = (const float *)(const void *)(base + (size_t)T * K * 4);
+    dev.top_n = (const uint8_t *)(base + (size_t)T * K * 8);
+    CUDA_TRY(cudaMemcpyAsync(base, host.top_ids, (size_t)(T * K) * 4, cudaMemcpyHostToDevice, t->stream));
+    CUDA_TRY(cudaMemcpyAsync(base + (size_t)T * K * 4, host.top_lps, (size_t)(T * K) * 4, cudaMemcpyHostToDevice, t->stream));
+    CUDA_TRY(cudaMemcpyAsync(base + (size_t)T * K * 8, host.top_n, (size_t)T, cudaMemcpyHostToDevice, t->stream));
+    if (n_rows > 0)
+        TRY(kd_fused_cuda(sums, BF(p->dxn), G(t, p->lm_head), BF(p->hf), W(t, p->lm_head), target, rows, n_rows, T, scale,
+                          &dev, t->ce, t->stream));
+    else
+        CUDA_TRY(cudaMemsetAsync(sums, 0, 3 * sizeof(double), t->stream));
+    CUDA_TRY(cudaMemcpyAsync(loss, sums, sizeof(double), cudaMemcpyDeviceToDevice, t->stream));
+    return 0;
+}
+
+/* The step's mean CE and D over its targets (all ranks), after the stream has synchronized. */
+static int kd_step_stats(gt_trainer *t, int64_t total, tr_stats *st) {
+    int64_t A = t->o.grad_accum;
+    double h[3 * 64], part[2] = {0, 0};
+    for (int64_t a0 = 0; a0 < A; a0 += 64) {
+        int64_t n = A - a0 < 64 ? A - a0 : 64;
+        CUDA_TRY(cudaMemcpy(h, (double *)t->kd_dev + 3 * a0, (size_t)n * 3 * sizeof(double), cudaMemcpyDeviceToHost));
+        for (int64_t a = 0; a < n; a++) part[0] += h[3 * a + 1], part[1] += h[3 * a + 2];
+    }
+    if (t->z.ranks > 1) TRY(comm_allreduce(t->host, part, part, 2, RT_DT_F64, COMM_SUM));
+    st->ce_loss = total > 0 ? part[0] / (double)total : 0;
+    st->kd_loss = total > 0 ? part[1] / (double)total : 0;
+    return 0;
+}
+
 int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_trainer **out) {
     *out = NULL;
     int P = host ? comm_size(host) : 1, rc = gt_check_device();
@@ -452,6 +514,7 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
         rc = rt_fail(RT_EINVAL, "offloading the layer inputs needs layer checkpointing");
     if (!rc && (int64_t)sd_vocab_size(d) > m->V)
         rc = rt_fail(RT_EINVAL, "the shards use a vocabulary of %u tokens, the model has %lld", sd_vocab_size(d), (long long)m->V);
+    if (!rc) rc = tr_kd_check(m, d, o);
     if (!rc && P > 1 && (uint64_t)(o->batch * o->grad_accum * P) > sd_num_seqs(d))
         rc = rt_fail(RT_EINVAL, "a step of %lld sequences is more than the %llu sequences in the data: every rank needs sequences of its own",
                      (long long)(o->batch * o->grad_accum * P), (unsigned long long)sd_num_seqs(d));
@@ -471,6 +534,7 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
     t->tokens = rt_malloc(all * 4), t->doc_start = rt_malloc(all * 4), t->posi = rt_malloc(all * 4);
     t->target = rt_malloc(all * 4);
     rc = (!t->tokens || !t->doc_start || !t->posi || !t->target) ? RT_ENOMEM : create_device(t);
+    if (!rc && o->kd_alpha > 0) rc = kd_create(t, all);
     /* the host model's f32 buffers (an eager model's): uploaded, never used again here */
     free(m->params), free(m->grads);
     m->params = m->grads = NULL;
@@ -536,6 +600,8 @@ void gt_free(gt_trainer *t) {
     sd_close(t->d);
     free(t->wres), free(t->wslot), free(t->gres), free(t->rs_counts);
     free(t->tokens), free(t->doc_start), free(t->posi), free(t->target);
+    free(t->top_n), free(t->top_ids), free(t->top_lps);
+    cudaFree(t->kd_dev);
     free(t);
 }
 
@@ -709,7 +775,10 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     int head = p->tied ? 0 : H;
     if (t->sharded) TRY(bucket_begin(t, head, t->ga));
     TRY(need_unit(t, head));
-    if (n_rows > 0) {
+    if (t->kd_dev) {
+        TRY(kd_head(t, a, target, rows, n_rows, scale, loss));
+        if (n_rows == 0) CUDA_TRY(cudaMemsetAsync(BF(p->dxn), 0, (size_t)(T * D) * 2, t->stream));
+    } else if (n_rows > 0) {
         TRY(ce_fused_cuda(loss, BF(p->dxn), G(t, p->lm_head), BF(p->hf), W(t, p->lm_head), target, rows, n_rows, T, scale,
                           t->ce, s));
     } else {
@@ -763,7 +832,10 @@ static int step_grads(gt_trainer *t, int64_t *total_out) {
     skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * B * A));
     for (int64_t a = 0; a < A; a++) {
         int64_t n;
-        TRY(sd_read(t->d, &t->pos, B, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T, &n));
+        int64_t K = t->kd.k;
+        TRY(sd_read_kd(t->d, &t->pos, B, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T, &n,
+                       t->top_n ? t->top_n + a * T : NULL, t->top_n ? t->top_ids + a * T * K : NULL,
+                       t->top_n ? t->top_lps + a * T * K : NULL));
         total += n;
     }
     skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * B * A));
@@ -950,6 +1022,8 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
     note_memory(t);
     *st = (tr_stats){.step = t->step, .loss = total > 0 ? loss_sum / (double)total : 0.0, .lr = lr, .grad_norm = norm,
                      .tokens = T * A * P, .loss_tokens = total, .epoch = t->pos.epoch};
+    st->ce_loss = st->loss;
+    if (t->kd_dev) TRY(kd_step_stats(t, total, st));
     return 0;
 }
 

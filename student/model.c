@@ -539,6 +539,8 @@ struct sm_acts {
     int attn_ws_threads;
     float *cos_t, *sin_t;             /* [T, hd/2] */
     ce_workspace ce;
+    const kd_spec *kd;       /* sm_acts_set_kd (borrowed) */
+    double ce_sum, kd_sum;   /* of the last pass */
     bool in_bwd;
     double prof[2 * SM_PROF_COUNT];   /* seconds: forward, then backward */
 };
@@ -801,6 +803,27 @@ static int forward_trunk(const sm_model *m, sm_acts *a, const sm_batch *b, const
     return 0;
 }
 
+/* The LM head's loss (and, with grad, its backward): the fused cross-entropy, or with a batch
+ * that distils the fused CE + KD loss, whose Σ CE and Σ D are kept in the acts. */
+static int head_loss(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, bool grad, tp_pool *pool) {
+    a->ce_sum = a->kd_sum = 0;
+    if (!a->kd || a->kd->alpha == 0) {
+        ce_fused(loss_sum, grad ? a->dxf : NULL, grad ? G(m, m->lm_head) : NULL, a->xf, P(m, m->lm_head), b->target,
+                 b->T, scale, &a->ce, pool);
+        a->ce_sum = *loss_sum;
+        return 0;
+    }
+    return kd_fused(loss_sum, &a->ce_sum, &a->kd_sum, grad ? a->dxf : NULL, grad ? G(m, m->lm_head) : NULL, a->xf,
+                    P(m, m->lm_head), b->target, b->T, scale, a->kd, &a->ce, pool);
+}
+
+void sm_acts_set_kd(sm_acts *a, const kd_spec *kd) { a->kd = kd; }
+
+void sm_acts_kd_sums(const sm_acts *a, double *ce_sum, double *kd_sum) {
+    *ce_sum = a->ce_sum;
+    *kd_sum = a->kd_sum;
+}
+
 int sm_forward_backward(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum, tp_pool *pool) {
     return sm_forward_backward_hooked(m, a, b, scale, loss_sum, NULL, pool);
 }
@@ -813,7 +836,8 @@ int sm_forward_backward_hooked(sm_model *m, sm_acts *a, const sm_batch *b, float
     if ((rc = forward_trunk(m, a, b, h, pool))) return rc;
     a->in_bwd = true;
     HOOK(false, m->L + 2, true);
-    TIMED(SM_PROF_HEAD, ce_fused(loss_sum, a->dxf, G(m, m->lm_head), a->xf, P(m, m->lm_head), b->target, T, scale, &a->ce, pool));
+    TIMED(SM_PROF_HEAD, rc = head_loss(m, a, b, scale, loss_sum, true, pool));
+    if (rc) return rc;
     HOOK(true, m->L + 2, true);
     memset(a->dres, 0, (size_t)(T * D) * sizeof(float));
     HOOK(false, m->L + 1, true);
@@ -842,8 +866,7 @@ int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *lo
     int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
     forward_trunk(m, a, b, NULL, pool);
-    ce_fused(loss_sum, NULL, NULL, a->xf, P(m, m->lm_head), b->target, b->T, 1.0f, &a->ce, pool);
-    return 0;
+    return head_loss((sm_model *)m, a, b, 1.0f, loss_sum, false, pool);
 }
 
 int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool) {

@@ -60,6 +60,7 @@
 #include "core/model_config.h"
 #include "core/shard.h"
 #include "core/threadpool.h"
+#include "kernels/loss.h"
 
 typedef struct {
     char name[112];
@@ -154,6 +155,12 @@ typedef struct {
 /* sm_forward_backward with unit hooks (NULL: none). */
 int sm_forward_backward_hooked(sm_model *m, sm_acts *a, const sm_batch *b, float scale, double *loss_sum,
                                const sm_hooks *hooks, tp_pool *pool);
+/* Logit distillation for the passes that follow (kernels/loss.h kd_fused; its rows are the
+ * batch's T tokens, aligned with target; borrowed until replaced): NULL or alpha 0 is the plain
+ * cross-entropy, bit for bit. */
+void sm_acts_set_kd(sm_acts *a, const kd_spec *kd);
+/* Σ cross-entropy and Σ D (0 without distillation) of the last pass. */
+void sm_acts_kd_sums(const sm_acts *a, double *ce_sum, double *kd_sum);
 /* Loss only (no gradients). */
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool);
 /* logits [T, V]. */

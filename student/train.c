@@ -42,12 +42,17 @@ struct tr_trainer {
     float *unit_g;                       /* [umax]: the local gradient of the unit in its backward */
     float *embed_g;                      /* tied embeddings: the embedding's local gradient, head to embedding */
     int64_t umax, unit_p_len, embed_len;
+    /* logit distillation (kd_alpha > 0): the teacher top-k of every row, [accum, batch·N (·K)] */
+    kd_spec kd;
+    uint8_t *top_n;
+    int32_t *top_ids;
+    float *top_lps;
 };
 
 void tr_options_default(tr_options *o) {
     *o = (tr_options){.batch = 1, .grad_accum = 1, .steps = 1, .lr = 1e-4, .min_lr_ratio = 0.1, .warmup = 0,
                       .schedule = TR_SCHED_COSINE, .weight_decay = 0.0, .clip = 1.0, .beta1 = 0.9, .beta2 = 0.95,
-                      .eps = 1e-8, .seed = 0, .zero = 0};
+                      .eps = 1e-8, .seed = 0, .zero = 0, .kd_temperature = 1.0, .kd_loss = KD_FORWARD};
 }
 
 double tr_lr_at(const tr_options *o, int64_t s) {
@@ -147,6 +152,22 @@ static int unit_end(void *ctx, int64_t u, bool bwd) {
     return rc;
 }
 
+/* Distilling needs teacher top-k in every shard and, unless the loss is ULD, the student's
+ * tokenizer on the teacher's side too. */
+int tr_kd_check(const sm_model *m, sd_data *d, const tr_options *o) {
+    if (!(o->kd_alpha > 0)) return 0;
+    if (!(o->kd_alpha <= 1)) return rt_fail(RT_EINVAL, "--kd-alpha %g not in [0, 1]", o->kd_alpha);
+    if (!(o->kd_temperature > 0)) return rt_fail(RT_EINVAL, "--kd-temperature %g must be positive", o->kd_temperature);
+    if (!sd_top_k(d))
+        return rt_fail(RT_EINVAL, "--kd-alpha %g needs the teacher's top-k logprobs in the training shards, and these "
+                       "carry none (pack them from samples generated with --logprobs K, or train with --kd-alpha 0)",
+                       o->kd_alpha);
+    if (o->kd_loss != KD_ULD && (int64_t)sd_teacher_vocab(d) != m->V && sd_teacher_vocab(d) != sd_vocab_size(d))
+        return rt_fail(RT_EINVAL, "the teacher's vocabulary (%u tokens) is not the student's (%lld): a different "
+                       "tokenizer needs --kd-loss uld", sd_teacher_vocab(d), (long long)m->V);
+    return 0;
+}
+
 int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out) {
     return tr_create_dp(m, d, o, pool, NULL, out);
 }
@@ -163,6 +184,7 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
                      "in the data: every rank needs sequences of its own",
                      (long long)(o->batch * o->grad_accum * P), (long long)o->batch, (long long)o->grad_accum, P,
                      (unsigned long long)sd_num_seqs(d));
+    if (!rc) rc = tr_kd_check(m, d, o);
     tr_trainer *t = rc ? NULL : rt_calloc(1, sizeof *t);
     if (!t) {
         sm_free(m);
@@ -189,6 +211,15 @@ int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt
     t->posi = rt_malloc((size_t)all * sizeof(int32_t));
     t->target = rt_malloc((size_t)all * sizeof(int32_t));
     if (!t->mom1 || !t->mom2 || !t->tokens || !t->doc_start || !t->posi || !t->target) rc = RT_ENOMEM;
+    if (!rc && o->kd_alpha > 0) {
+        int K = (int)sd_top_k(d);
+        t->kd = (kd_spec){.kind = (kd_kind)o->kd_loss, .alpha = o->kd_alpha, .temperature = o->kd_temperature,
+                          .beta = o->kd_beta, .k = K};
+        t->top_n = rt_malloc((size_t)all);
+        t->top_ids = rt_malloc((size_t)all * (size_t)K * sizeof(int32_t));
+        t->top_lps = rt_malloc((size_t)all * (size_t)K * sizeof(float));
+        if (!t->top_n || !t->top_ids || !t->top_lps) rc = RT_ENOMEM;
+    }
     if (!rc) rc = sm_acts_create(m, T, o->checkpoint_layers, o->ce_chunk, &t->acts);
     if (rc) { tr_free(t); return rc; }
     memset(t->mom1, 0, (size_t)ns * sizeof(float));
@@ -213,6 +244,9 @@ void tr_free(tr_trainer *t) {
     free(t->unit_p);
     free(t->unit_g);
     free(t->embed_g);
+    free(t->top_n);
+    free(t->top_ids);
+    free(t->top_lps);
     free(t);
 }
 
@@ -289,8 +323,10 @@ int tr_step(tr_trainer *t, tr_stats *st) {
     skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * t->o.batch * A));
     for (int64_t a = 0; a < A; a++) {
         int64_t n;
-        int rc = sd_read(t->d, &t->pos, t->o.batch, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T,
-                         t->target + a * T, &n);
+        int64_t K = t->kd.k;
+        int rc = sd_read_kd(t->d, &t->pos, t->o.batch, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T,
+                            t->target + a * T, &n, t->top_n ? t->top_n + a * T : NULL,
+                            t->top_n ? t->top_ids + a * T * K : NULL, t->top_n ? t->top_lps + a * T * K : NULL);
         if (rc) return rc;
         total += n;
     }
@@ -303,13 +339,22 @@ int tr_step(tr_trainer *t, tr_stats *st) {
     int64_t g0 = z3 ? t->mbase : 0;
     if (z3) memset(t->own_g, 0, (size_t)z->shard * sizeof(float));
     else memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
-    double loss_sum = 0;
+    double loss_sum = 0, sums[2] = {0, 0};   /* Σ CE, Σ D */
     float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;
     sm_hooks hooks = {unit_begin, unit_end, t};
     for (int64_t a = 0; a < A; a++) {
+        kd_spec kd = t->kd;
+        if (t->top_n) {
+            kd.top_n = t->top_n + a * T;
+            kd.top_ids = t->top_ids + a * T * kd.k;
+            kd.top_lps = t->top_lps + a * T * kd.k;
+        }
         sm_batch b = {T, t->tokens + a * T, t->doc_start + a * T, t->posi + a * T, t->target + a * T};
+        sm_acts_set_kd(t->acts, t->top_n ? &kd : NULL);
         double ls;
-        if ((rc = sm_forward_backward_hooked(m, t->acts, &b, scale, &ls, z3 ? &hooks : NULL, t->pool))) {
+        rc = sm_forward_backward_hooked(m, t->acts, &b, scale, &ls, z3 ? &hooks : NULL, t->pool);
+        sm_acts_set_kd(t->acts, NULL);   /* kd points into this loop */
+        if (rc) {
             if (z3) {   /* a failed pass may stop inside a unit */
                 m->params = m->grads = NULL;
                 m->base = 0;
@@ -317,9 +362,14 @@ int tr_step(tr_trainer *t, tr_stats *st) {
             return rc;
         }
         loss_sum += ls;
+        double ce, kds;
+        sm_acts_kd_sums(t->acts, &ce, &kds);
+        sums[0] += ce;
+        sums[1] += kds;
     }
     double sumsq = 0;
     if (P > 1 && (rc = comm_allreduce(t->comm, &loss_sum, &loss_sum, 1, RT_DT_F64, COMM_SUM))) return step_fail(rc);
+    if (P > 1 && t->top_n && (rc = comm_allreduce(t->comm, sums, sums, 2, RT_DT_F64, COMM_SUM))) return step_fail(rc);
     if ((rc = zr_reduce_grads(z, t->comm, m->grads))) return step_fail(rc);
     if ((rc = zr_grad_sumsq(z, t->comm, z3 ? t->own_g : m->grads, t->pool, &sumsq))) return step_fail(rc);
     double norm = sqrt(sumsq), loss = total > 0 ? loss_sum / (double)total : 0.0;
@@ -343,19 +393,25 @@ int tr_step(tr_trainer *t, tr_stats *st) {
     }
     if ((rc = zr_gather_params(z, t->comm, m->params))) return step_fail(rc);
     *st = (tr_stats){.step = t->step, .loss = loss, .lr = lr, .grad_norm = norm,
-                     .tokens = T * A * P, .loss_tokens = total, .epoch = t->pos.epoch};
+                     .tokens = T * A * P, .loss_tokens = total, .epoch = t->pos.epoch,
+                     .ce_loss = t->top_n && total > 0 ? sums[0] / (double)total : loss,
+                     .kd_loss = t->top_n && total > 0 ? sums[1] / (double)total : 0};
     return 0;
 }
 
 /* ---- checkpoints ----------------------------------------------------------------------- */
 
 static json_t *options_json(const tr_options *o) {
-    static const char *sched[] = {"cosine", "linear", "constant"};
-    return json_pack("{s:I,s:I,s:I,s:f,s:f,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:b}", "batch", (json_int_t)o->batch,
+    static const char *sched[] = {"cosine", "linear", "constant"}, *kd[] = {"forward", "reverse", "jsd", "uld"};
+    json_t *j = json_pack("{s:I,s:I,s:I,s:f,s:f,s:I,s:s,s:f,s:f,s:f,s:f,s:f,s:b}", "batch", (json_int_t)o->batch,
                      "grad_accum", (json_int_t)o->grad_accum, "steps", (json_int_t)o->steps, "lr", o->lr,
                      "min_lr_ratio", o->min_lr_ratio, "warmup", (json_int_t)o->warmup, "schedule", sched[o->schedule],
                      "weight_decay", o->weight_decay, "clip", o->clip, "beta1", o->beta1, "beta2", o->beta2, "eps",
                      o->eps, "checkpoint_layers", o->checkpoint_layers);
+    if (j && o->kd_alpha > 0)   /* a distilling run (SFT runs write what they always wrote) */
+        json_object_update_new(j, json_pack("{s:f,s:f,s:s,s:f}", "kd_alpha", o->kd_alpha, "kd_temperature",
+                                            o->kd_temperature, "kd_loss", kd[o->kd_loss & 3], "kd_beta", o->kd_beta));
+    return j;
 }
 
 static int write_state(const tr_trainer *t, const char *dir) {

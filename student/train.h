@@ -60,6 +60,11 @@
  * and writes one tensor at a time (parameters, then moments and master weights), so it
  * never holds more than the largest tensor of them. Without a comm nothing changes: one rank,
  * level 0, bit for bit the earlier trainer.
+ * Logit distillation (kd_alpha > 0, docs/student.md): the loss of every target becomes
+ * (1 − α)·CE + α·T²·D(teacher ‖ student) over the teacher top-k the shards carry
+ * (kernels/loss.h kd_fused; rows without teacher entries keep plain CE). Data without top-k
+ * (sd_top_k 0), or a teacher vocabulary other than the shards' with a loss other than
+ * KD_ULD, is RT_EINVAL from tr_create. kd_alpha 0 is the SFT trainer bit for bit.
  * Errors: RT_EINVAL (options; P > 1 with fewer sequences in the data than one step reads),
  * RT_EINTERNAL (a collective), RT_EFORMAT (a checkpoint that does not fit), RT_EIO, RT_ENOMEM.
  */
@@ -95,11 +100,15 @@ typedef struct {
     int64_t max_shard_bytes;            /* model weights split into shards above this (sm_save_sharded); 0: 5 GB */
     const struct hd_source *hf;         /* tokenizer, template and generation defaults of the model directories
                                          * (student/hfdir.h); NULL: config and weights only. Borrowed. */
+    double kd_alpha, kd_temperature;    /* logit distillation weight (0: SFT) and temperature (> 0) */
+    int kd_loss;                        /* kd_kind (kernels/loss.h) */
+    double kd_beta;                     /* KD_JSD's β */
 } tr_options;
 
 typedef struct {
     int64_t step;                       /* updates done, this one included (1-based) */
     double loss, lr, grad_norm;
+    double ce_loss, kd_loss;            /* mean CE and mean D over the targets (SFT: ce_loss = loss, kd_loss 0) */
     int64_t tokens, loss_tokens;        /* tokens read (batch·accum·seq) and targets among them */
     uint64_t epoch;                     /* data epoch after this step */
 } tr_stats;
@@ -110,6 +119,9 @@ double tr_lr_at(const tr_options *o, int64_t step);
 typedef struct tr_trainer tr_trainer;
 
 int tr_create(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, tr_trainer **out);
+/* The distillation options against the data (both trainers call it at creation): kd_alpha in
+ * [0, 1], temperature > 0, top-k in the shards, the student's vocabulary unless KD_ULD. */
+int tr_kd_check(const sm_model *m, sd_data *d, const tr_options *o);
 /* Data parallel over comm (borrowed; NULL or one rank: tr_create). Every rank calls it with
  * the same model, data and options; tr_step and tr_save are then collective. */
 int tr_create_dp(sm_model *m, sd_data *d, const tr_options *o, tp_pool *pool, rt_comm *comm, tr_trainer **out);

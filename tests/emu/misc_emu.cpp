@@ -1,5 +1,6 @@
 /* tests/emu/misc_emu.cpp — the memory-bound student kernels (RMSNorm with the residual, RoPE,
- * SwiGLU, embedding, AdamW, sum of squares, the cross-entropy softmax) run on the CPU through
+ * SwiGLU, embedding, AdamW, sum of squares, the cross-entropy softmax, the distillation softmax
+ * against kd_fused) run on the CPU through
  * tests/emu/cuda_emu.h against their CPU twins. Tolerances as in tests/gpu/test_*_gpu.c (see
  * there for why); exact where those are exact. Built and run by tests/ref/test_cuda_emu.py. */
 #define RT_EMU 1
@@ -290,6 +291,48 @@ static void softmax_ce_case() {
     close("ce dz = scale(softmax - onehot)", got, wdz, BU + 1e-5f, nullptr, 1e-9f);
 }
 
+/* k_softmax_kd against kd_fused (kernels/cpu/loss.c) on the same logits: with D = V and an
+ * identity head the CPU twin's logits are z exactly and its dh is its gradient of the logits. */
+static void softmax_kd_case(kd_kind kind, double T, double beta) {
+    const int n = 6, V = 600, K = 5;
+    const float scale = 0.2f;
+    auto z = rnd((size_t)n * V, 2.5f);
+    std::vector<int32_t> target(n), ids((size_t)n * K, 0);
+    std::vector<float> lps((size_t)n * K, 0.f);
+    std::vector<uint8_t> tn(n);
+    for (int r = 0; r < n; r++) {
+        target[r] = r == 2 ? -1 : (r * 211 + 5) % V;
+        tn[r] = r == 4 ? 0 : (uint8_t)(1 + r % K);
+        double mass = 0.55 + 0.07 * r;
+        for (int a = 0; a < tn[r]; a++) {
+            ids[(size_t)r * K + a] = (r * 97 + a * 131 + (a == 1 ? target[r] : 0)) % V;   // distinct; sometimes the target
+            lps[(size_t)r * K + a] = (float)log(mass * exp(-0.8 * a) / (1.0 + exp(-0.8) + exp(-1.6) + exp(-2.4) + exp(-3.2)));
+        }
+    }
+    kd_spec kd = {kind, 0.6, T, beta, K, ids.data(), lps.data(), tn.data()};
+    std::vector<double> rl(n, NAN), rc(n, NAN), rk(n, NAN);
+    std::vector<uint16_t> dz((size_t)n * V, 0xffff);
+    kd_dev kv = {(int)kind, K, kd.alpha, T, beta, ids.data(), lps.data(), tn.data()};
+    emu::launch(dim3(n), dim3(SM_T), 0, [&] {
+        k_softmax_kd(rl.data(), rc.data(), rk.data(), dz.data(), z.data(), target.data(), NULL, 0, V, scale, 1, kv);
+    });
+    std::vector<float> eye((size_t)V * V, 0.f), wdz((size_t)n * V), dw((size_t)V * V, 0.f);
+    for (int j = 0; j < V; j++) eye[(size_t)j * V + j] = 1.f;
+    ce_workspace ws;
+    ce_workspace_init(&ws, 4, V, V);
+    double loss = 0, ce = 0, dsum = 0;
+    int ok = kd_fused(&loss, &ce, &dsum, wdz.data(), dw.data(), z.data(), eye.data(), target.data(), n, scale, &kd, &ws, NULL);
+    ce_workspace_free(&ws);
+    double tl = 0, tc = 0, td = 0;
+    for (int r = 0; r < n; r++) tl += rl[r], tc += rc[r], td += rk[r];
+    char what[64];
+    snprintf(what, sizeof what, "kd %d T=%.1f row losses (loss, CE, D)", (int)kind, T);
+    double e = fabs(tl - loss) + fabs(tc - ce) + fabs(td - dsum);
+    report(ok == 0 && e <= 1e-5 * (1 + fabs(loss)), what, e / (1e-5 * (1 + fabs(loss))));
+    snprintf(what, sizeof what, "kd %d T=%.1f dz (vs kd_fused)", (int)kind, T);
+    close(what, from_bf16(dz), wdz, BU + 1e-4f, nullptr, 1e-8f);
+}
+
 int main() {
     norm_case(70, 64);
     norm_case(9, 896);
@@ -303,6 +346,10 @@ int main() {
     embed_case();
     optim_case();
     softmax_ce_case();
+    softmax_kd_case(KD_FORWARD, 1.0, 0);
+    softmax_kd_case(KD_REVERSE, 2.0, 0);
+    softmax_kd_case(KD_JSD, 1.5, 0.4);
+    softmax_kd_case(KD_ULD, 1.0, 0);
     printf("%s\n", failures ? "misc emulation: FAILED" : "misc emulation: all ok");
     return failures ? 1 : 0;
 }

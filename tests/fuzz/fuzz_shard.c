@@ -3,7 +3,8 @@
  * with documents in bounds and ordered) or fail with RT_EFORMAT and a message; never
  * crash, leak or read out of bounds. Each input is tried as it is and once more with its
  * checksum recomputed (XXH64), so the fuzzer reaches the body checks past the checksum;
- * the seed corpus holds a real shard with a split document.
+ * the seed corpus holds a real shard with a split document and one with teacher top-k
+ * (version 2), whose entries must read back within K and the teacher vocabulary.
  *   make fuzz && build/fuzz/fuzz_shard -max_total_time=60 tests/fuzz/corpus/shard */
 #include <assert.h>
 #include <stddef.h>
@@ -37,6 +38,19 @@ static void check(const uint8_t *data, size_t size) {
             for (uint32_t i = 0; i < d[k].len; i++) assert((uint32_t)tok[d[k].start + i] < h->vocab_size);
         }
         docs += n;
+        if (h->top_k) {
+            uint8_t *tn = malloc(h->seq_len);
+            int32_t *ids = malloc((size_t)h->seq_len * h->top_k * sizeof *ids);
+            float *lps = malloc((size_t)h->seq_len * h->top_k * sizeof *lps);
+            if (tn && ids && lps) {
+                shard_read_topk(f, s, tn, ids, lps);
+                for (uint32_t i = 0; i < h->seq_len; i++) {
+                    assert(tn[i] <= h->top_k);
+                    for (uint32_t a = 0; a < tn[i]; a++) assert((uint32_t)ids[(size_t)i * h->top_k + a] < h->teacher_vocab);
+                }
+            }
+            free(tn), free(ids), free(lps);
+        }
     }
     assert(!tok || docs == h->n_docs);
     free(tok);

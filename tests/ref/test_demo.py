@@ -7,9 +7,12 @@ evaluation row's `correct` agrees with its extracted answer against the gold. At
 size the student's accuracy is not asserted (the full size targets ≥ 90% of the teacher);
 the pipeline's invariants are."""
 import json
+import os
 import re
 import sqlite3
+import sys
 
+import numpy as np
 import pytest
 
 from conftest import run
@@ -102,7 +105,7 @@ def test_database_holds_every_stage(demo):
         assert q("SELECT count(*) FROM verdicts WHERE sample_id = ? AND pass = 0", sid)[0][0] == 0
     # both models evaluated on every test question
     golds = {pid: g for pid, g in q("SELECT id, gold FROM prompts WHERE source = 'demo-test'")}
-    for name in ("teacher", "student"):
+    for name in ("teacher", "student", "student-kd"):
         rows = q("SELECT prompt_id, extracted, correct, model, benchmark FROM eval_results WHERE run = ?", name)
         assert {r[0] for r in rows} == set(golds), name
         assert {r[3] for r in rows} == {"demo-" + name} and {r[4] for r in rows} == {"demo-test"}
@@ -125,6 +128,31 @@ def test_models_shards_logs_and_report_exist(demo):
     html = (d / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html
     assert "teacher" in html and "student" in html
+
+
+def test_kd_student_trains_on_the_same_snapshot_with_aligned_teacher_topk(demo):
+    """The KD student: same shards, initial weights, data order and steps as the SFT student, so
+    step 1's cross-entropy (before any update) is the SFT student's; the shards carry the
+    teacher's top-8 on the assistant tokens, aligned: nearly every sampled token is among its own
+    position's teacher top-8 (8 of 264 ids by chance)."""
+    d, out = demo
+    assert re.search(r"KD student \(same snapshot.*accuracy [\d.]+% \(SFT student [\d.]+%\)", out), out[-1500:]
+    assert re.search(r"student vs student-kd: \d+ common questions", out)
+    sft, kd = lines(d / "student-train.jsonl"), lines(d / "student-kd-train.jsonl")
+    assert len(sft) == len(kd) and all("kd_loss" in r and r["kd_loss"] > 0 for r in kd)
+    assert abs(sft[0]["loss"] - kd[0]["loss"]) <= 1e-5 * sft[0]["loss"], (sft[0], kd[0])
+    assert (d / "student-kd" / "model.safetensors").stat().st_size > 0
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_train_kd import read_shard
+    masked = hit = 0
+    for f in sorted((d / "student-data").glob("*.bin")):
+        sh = read_shard(f)
+        assert sh["flags"] == 1 and sh["k"] == 8
+        for q, p in zip(*np.nonzero(sh["mask"])):
+            masked += 1
+            n = int(sh["top_n"][q][p])
+            hit += int(sh["tokens"][q][p]) in set(sh["top_ids"][q][p][:n].tolist())
+    assert masked > 0 and hit >= 0.9 * masked, (hit, masked)
 
 
 def test_same_seed_gives_the_same_run(demo, retort_bin, tmp_path):

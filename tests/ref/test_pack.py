@@ -23,7 +23,7 @@ DOC = np.dtype([("id", "<u8"), ("seq", "<u4"), ("start", "<u4"), ("len", "<u4"),
 def read_shard(path):
     b = open(path, "rb").read()
     magic, ver, dt, n, vocab, s, d, pad, flags, _ck, res = struct.unpack("<8sIIIIQQIIQQ", b[:64])
-    assert magic == b"RTSHARD\0" and ver == 1 and dt in (2, 4) and flags == 0 and res == 0
+    assert magic == b"RTSHARD\0" and ver == 2 and dt in (2, 4) and flags == 0 and res == 0
     tok = np.frombuffer(b, dtype="<u2" if dt == 2 else "<u4", count=s * n, offset=64).reshape(s, n)
     mo = 64 + s * n * dt
     mask = np.frombuffer(b, dtype=np.uint8, count=s * n, offset=mo).reshape(s, n)

@@ -5,11 +5,12 @@
  * weights and moments, the bf16 all-gather and the gathered checkpoint are exercised without
  * a GPU (tests/ref/test_train_gpu.py compares it with the CPU trainer at one rank).
  *
- *   gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO[:offload][:ckpt] BATCH ACCUM SEED [SAVE_DIR SAVE_AT | --resume DIR]
+ *   gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO[:offload][:ckpt][:kd] BATCH ACCUM SEED [SAVE_DIR SAVE_AT | --resume DIR]
  *
  * Options as the pytest's CLI runs: lr 3e-3, warmup 2, cosine, weight decay 0.1, clip 1.0;
  * --init weights from SEED; ZERO 0–3, ":offload" keeps the optimizer state in (pinned) host
- * memory, ":ckpt" checkpoints layers. Rank 0 prints one JSON object per step (step, loss, lr,
+ * memory, ":ckpt" checkpoints layers, ":kd" distils (alpha 0.6, T 2, jsd:0.5; the shards need
+ * top-k) and adds ce_loss and kd_loss to each line. Rank 0 prints one JSON object per step (step, loss, lr,
  * grad_norm, loss_tokens, and peak_device_bytes: the stand-in allocator's peak on rank 0,
  * which holds the largest shard); SAVE_DIR: the checkpoint after step SAVE_AT (collective,
  * rank 0 writes), the run going on to STEPS; --resume DIR: the model and the trainer's state
@@ -44,7 +45,7 @@ static int fail(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc != 8 && argc != 10) {
-        fprintf(stderr, "usage: gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO[:offload][:ckpt] BATCH ACCUM SEED [SAVE_DIR SAVE_AT | --resume DIR]\n");
+        fprintf(stderr, "usage: gpu_train_fake_dp CONFIG.json SHARDS STEPS ZERO[:offload][:ckpt][:kd] BATCH ACCUM SEED [SAVE_DIR SAVE_AT | --resume DIR]\n");
         return 2;
     }
     mm_blas_single_thread();
@@ -55,6 +56,7 @@ int main(int argc, char **argv) {
     o.steps = atoll(argv[3]), o.zero = atoi(argv[4]), o.batch = atoll(argv[5]), o.grad_accum = atoll(argv[6]);
     o.offload_optimizer = strstr(argv[4], ":offload") != NULL;
     o.checkpoint_layers = strstr(argv[4], ":ckpt") != NULL;
+    if (strstr(argv[4], ":kd")) o.kd_alpha = 0.6, o.kd_temperature = 2.0, o.kd_loss = KD_JSD, o.kd_beta = 0.5;
     o.seed = strtoull(argv[7], NULL, 10);
     o.lr = 3e-3, o.warmup = 2, o.weight_decay = 0.1, o.clip = 1.0;
     json_t *cfg;
@@ -76,8 +78,9 @@ int main(int argc, char **argv) {
         if (gt_step(t, &st)) return fail("gt_step");
         if (comm_rank(comm) == 0)
             printf("{\"step\": %lld, \"loss\": %.9g, \"lr\": %.17g, \"grad_norm\": %.9g, \"loss_tokens\": %lld, "
-                   "\"peak_device_bytes\": %zu}\n",
-                   (long long)st.step, st.loss, st.lr, st.grad_norm, (long long)st.loss_tokens, fake_cuda_peak_bytes());
+                   "\"peak_device_bytes\": %zu, \"ce_loss\": %.9g, \"kd_loss\": %.9g}\n",
+                   (long long)st.step, st.loss, st.lr, st.grad_norm, (long long)st.loss_tokens, fake_cuda_peak_bytes(),
+                   st.ce_loss, st.kd_loss);
         if (argc == 10 && !resume && st.step == atoll(argv[9]) && gt_save(t, argv[8], RT_DT_BF16)) return fail("gt_save");
     }
     gt_free(t);

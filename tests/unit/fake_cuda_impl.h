@@ -340,6 +340,22 @@ int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, 
     free(hf), free(wf);
     return 0;
 }
+int kd_fused_cuda(double *sums, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w, const int32_t *target,
+                  const int32_t *rows, int64_t n_rows, int64_t M, float scale, const kd_spec *kd, ce_cuda_ws *ws,
+                  void *stream) {
+    (void)stream;
+    int64_t k = 0;
+    for (int64_t i = 0; i < M; i++)
+        if (target[i] >= 0) FAKE_CHECK(k < n_rows && rows[k++] == i);
+    FAKE_CHECK(k == n_rows);
+    int64_t D = ws->ws.D, V = ws->ws.V;
+    float *hf = up(h, (size_t)(M * D)), *wf = up(w, (size_t)(V * D)), *dhf = malloc((size_t)(M * D) * sizeof(float));
+    int rc = kd_fused(&sums[0], &sums[1], &sums[2], dh ? dhf : NULL, dh ? dw : NULL, hf, wf, target, M, scale, kd, &ws->ws, NULL);
+    if (dh) down(dhf, dh, (size_t)(M * D));
+    else free(dhf);
+    free(hf), free(wf);
+    return rc;
+}
 int adamw_step_cuda(float *p, uint16_t *p_bf16, const float *g, float *m, float *v, size_t n, const adamw_hparams *h,
                     float grad_scale, void *stream) {
     (void)stream;

@@ -519,3 +519,87 @@ Test(gpu_train_fake, a_non_finite_weight_is_never_saved) {
     cr_assert(access(dir, F_OK) != 0 && access(partial, F_OK) != 0);
     gt_free(t);
 }
+
+/* ---- logit distillation: the GPU trainer's KD head (kd_fused_cuda) follows the CPU trainer ---- */
+
+/* The suite's shard again, each sequence with a teacher top-k (1…4 entries, ids < 64) on 4 of
+ * every 5 mask-1 positions, in kd_dir. */
+static void make_kd_data(char *kd_dir) {
+    snprintf(kd_dir, 64, "/tmp/gt-fake-kd-XXXXXX");
+    cr_assert(mkdtemp(kd_dir));
+    char src[128], dst[128];
+    snprintf(src, sizeof src, "%s/shard-00000.bin", tmpdir);
+    snprintf(dst, sizeof dst, "%s/shard-00000.bin", kd_dir);
+    shard_file *f;
+    cr_assert_eq(shard_open(src, &f), 0, "%s", rt_errmsg());
+    const shard_info *in = shard_get_info(f);
+    shard_writer *w;
+    cr_assert_eq(shard_writer_open(dst, in->seq_len, in->vocab_size, in->pad_id, &w), 0, "%s", rt_errmsg());
+    cr_assert_eq(shard_writer_set_topk(w, 4, 64), 0, "%s", rt_errmsg());
+    sr_rng r;
+    sr_seed(&r, 17);
+    int32_t tok[32], ids[32 * 4];
+    uint8_t mask[32], tn[32];
+    float lps[32 * 4];
+    for (uint64_t s = 0; s < in->n_seqs; s++) {
+        shard_read_seq(f, s, tok, mask);
+        size_t nd;
+        const shard_doc *docs = shard_seq_docs(f, s, &nd);
+        memset(ids, 0, sizeof ids), memset(lps, 0, sizeof lps);
+        for (int i = 0; i < 32; i++) {
+            tn[i] = mask[i] && sr_below(&r, 5) ? (uint8_t)(1 + sr_below(&r, 4)) : 0;
+            for (int a = 0; a < tn[i]; a++) {
+                ids[i * 4 + a] = (tok[i] + 13 * a) % 64;
+                lps[i * 4 + a] = -0.2f - 0.9f * (float)a - 0.01f * (float)sr_below(&r, 50);
+            }
+        }
+        cr_assert_eq(shard_writer_add_topk(w, tok, mask, docs, nd, tn, ids, lps), 0, "%s", rt_errmsg());
+    }
+    cr_assert_eq(shard_writer_finish(w), 0, "%s", rt_errmsg());
+    shard_close(f);
+}
+
+Test(gpu_train_fake, kd_losses_follow_the_cpu_trainer) {
+    char kd_dir[64];
+    make_kd_data(kd_dir);
+    const char *kinds[] = {"forward", "jsd:0.5", "uld"};
+    for (int k = 0; k < 3; k++) {
+        tr_options o = opts(4);
+        kd_kind kind;
+        cr_assert_eq(kd_parse_kind(kinds[k], &kind, &o.kd_beta), 0);
+        o.kd_loss = (int)kind, o.kd_alpha = 0.6, o.kd_temperature = k == 1 ? 2.0 : 1.0;
+        tr_stats c[4], g[4];
+        for (int which = 0; which < 2; which++) {
+            sd_data *d;
+            cr_assert_eq(sd_open(kd_dir, &d), 0, "%s", rt_errmsg());
+            if (which == 0) {
+                tr_trainer *t;
+                cr_assert_eq(tr_create(model(), d, &o, NULL, &t), 0, "%s", rt_errmsg());
+                for (int i = 0; i < 4; i++) cr_assert_eq(tr_step(t, &c[i]), 0, "%s", rt_errmsg());
+                tr_free(t);
+            } else {
+                gt_trainer *t;
+                cr_assert_eq(gt_create(model(), d, &o, NULL, &t), 0, "%s", rt_errmsg());
+                for (int i = 0; i < 4; i++) cr_assert_eq(gt_step(t, &g[i]), 0, "%s", rt_errmsg());
+                gt_free(t);
+            }
+        }
+        assert_agree(c, g, 4);   /* bf16 weights and activations against f32 */
+        for (int i = 0; i < 4; i++) {
+            cr_assert(close_rel(c[i].ce_loss, g[i].ce_loss, 1e-2), "%s step %d: CE cpu %.6f gpu %.6f", kinds[k], i + 1,
+                      c[i].ce_loss, g[i].ce_loss);
+            cr_assert(close_rel(c[i].kd_loss, g[i].kd_loss, 3e-2), "%s step %d: D cpu %.6f gpu %.6f", kinds[k], i + 1,
+                      c[i].kd_loss, g[i].kd_loss);
+            cr_assert_gt(g[i].kd_loss, 0.0);
+        }
+    }
+    /* shards without top-k: one error at creation */
+    tr_options o = opts(1);
+    o.kd_alpha = 0.5;
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), RT_EINVAL);
+    cr_assert(strstr(rt_errmsg(), "top-k"), "%s", rt_errmsg());
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", kd_dir);
+    cr_assert_eq(system(cmd), 0);
+}

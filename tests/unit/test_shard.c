@@ -40,7 +40,7 @@ static corpus make_corpus(size_t n, size_t max_len, uint32_t vocab) {
             c.tok[i][k] = (int32_t)(rnd() % vocab);
             c.mask[i][k] = (uint8_t)(k > len / 3);
         }
-        c.docs[i] = (pk_doc){c.tok[i], c.mask[i], len};
+        c.docs[i] = (pk_doc){c.tok[i], c.mask[i], len, NULL, NULL, NULL};
     }
     return c;
 }
@@ -235,12 +235,16 @@ static void expect_refused(void (*mutate)(uint8_t *, size_t *), bool reseal_it, 
 }
 
 static void m_magic(uint8_t *b, size_t *n) { (void)n; b[0] = 'X'; }
-static void m_version(uint8_t *b, size_t *n) { (void)n; put32(b + 8, 2); }
+static void m_version(uint8_t *b, size_t *n) { (void)n; put32(b + 8, 3); }
 static void m_dtype(uint8_t *b, size_t *n) { (void)n; put32(b + 12, 3); }
 static void m_seq0(uint8_t *b, size_t *n) { (void)n; put32(b + 16, 0); }
 static void m_pad(uint8_t *b, size_t *n) { (void)n; put32(b + 40, 1000); }
 static void m_u16vocab(uint8_t *b, size_t *n) { (void)n; put32(b + 20, 70000); }
-static void m_flags(uint8_t *b, size_t *n) { (void)n; put32(b + 44, 1); }
+static void m_flags(uint8_t *b, size_t *n) { (void)n; put32(b + 44, 4); }
+static void m_flag_topk_no_k(uint8_t *b, size_t *n) { (void)n; put32(b + 44, 1); }
+static void m_v1_flags(uint8_t *b, size_t *n) { (void)n; put32(b + 8, 1); put32(b + 44, 1); }
+static void m_v1_reserved(uint8_t *b, size_t *n) { (void)n; put32(b + 8, 1); put32(b + 60, 7); }
+static void m_k_no_flag(uint8_t *b, size_t *n) { (void)n; put32(b + 56, 3); }
 static void m_short(uint8_t *b, size_t *n) { (void)b; *n -= 1; }
 static void m_tiny(uint8_t *b, size_t *n) { (void)b; *n = 40; }
 static void m_bitflip(uint8_t *b, size_t *n) { (void)n; b[TOK + 2] ^= 1; }
@@ -255,12 +259,33 @@ static void m_offset(uint8_t *b, size_t *n) { (void)n; put32(b + DOCS + 64 + 20,
 static void m_reserved(uint8_t *b, size_t *n) { (void)n; put32(b + DOCS + 28, 9); }
 
 Test(shard_reader, refuses_bad_magic) { expect_refused(m_magic, false, "magic"); }
-Test(shard_reader, refuses_other_version) { expect_refused(m_version, false, "version 2, expected 1"); }
+Test(shard_reader, refuses_other_version) { expect_refused(m_version, false, "version 3, expected 1 or 2"); }
+Test(shard_reader, refuses_topk_flag_without_k) { expect_refused(m_flag_topk_no_k, false, "top-k flag with K 0"); }
+Test(shard_reader, refuses_flags_in_version_1) { expect_refused(m_v1_flags, false, "expected 0 in version 1"); }
+Test(shard_reader, refuses_reserved_bytes_in_version_1) { expect_refused(m_v1_reserved, false, "reserved header bytes 56..63"); }
+Test(shard_reader, refuses_topk_fields_without_flag) { expect_refused(m_k_no_flag, false, "without the top-k flag"); }
+
+/* A version-1 file (what every earlier pack wrote: the same bytes with 1 at offset 8) still reads. */
+Test(shard_reader, reads_version_1) {
+    size_t len;
+    uint8_t *b = valid_shard(&len);
+    put32(b + 8, 1);
+    shard_file *f;
+    cr_assert_eq(shard_open_buffer(b, len, &f), 0, "%s", rt_errmsg());
+    cr_expect_eq(shard_get_info(f)->version, 1);
+    cr_expect_eq(shard_get_info(f)->top_k, 0);
+    uint8_t n[8];
+    memset(n, 7, sizeof n);
+    shard_read_topk(f, 0, n, NULL, NULL);
+    for (int i = 0; i < 8; i++) cr_expect_eq(n[i], 0);
+    shard_close(f);
+    free(b);
+}
 Test(shard_reader, refuses_unknown_dtype) { expect_refused(m_dtype, false, "dtype of 3 bytes"); }
 Test(shard_reader, refuses_zero_seq_len) { expect_refused(m_seq0, false, "sequence length 0"); }
 Test(shard_reader, refuses_pad_outside_vocab) { expect_refused(m_pad, false, "pad id 1000"); }
 Test(shard_reader, refuses_vocab_too_big_for_uint16) { expect_refused(m_u16vocab, false, "does not fit uint16"); }
-Test(shard_reader, refuses_unknown_flags) { expect_refused(m_flags, false, "flags 0x1, expected 0"); }
+Test(shard_reader, refuses_unknown_flags) { expect_refused(m_flags, false, "flags 0x4, expected only bit 0"); }
 Test(shard_reader, refuses_truncated_file) { expect_refused(m_short, false, "expected 208"); }
 Test(shard_reader, refuses_file_shorter_than_header) { expect_refused(m_tiny, false, "shorter than the 64-byte header"); }
 Test(shard_reader, refuses_bad_checksum) { expect_refused(m_bitflip, false, "checksum"); }
@@ -291,6 +316,115 @@ Test(shard_writer, refuses_bad_sequences_and_leaves_no_file) {
     cr_assert_eq(rmdir(dir), 0, "the temporary file was left behind");
     cr_assert_eq(shard_writer_open("/nonexistent-dir/s.bin", 4, 10, 0, &w), RT_EIO);
     cr_assert(strstr(rt_errmsg(), "/nonexistent-dir/s.bin"));
+    free(path);
+    free(dir);
+}
+
+/* ---- teacher top-k (version 2, flag bit 0) ---- */
+
+/* One sequence of 6 tokens: a document at [0, 4), padding after; K = 3, teacher vocabulary 50. */
+static uint8_t *topk_shard(size_t *len) {
+    char *dir = tmp_dir();
+    char *path = rt_path_join(dir, "k.bin");
+    shard_writer *w;
+    cr_assert_eq(shard_writer_open(path, 6, 10, 0, &w), 0);
+    cr_assert_eq(shard_writer_set_topk(w, 3, 50), 0, "%s", rt_errmsg());
+    int32_t t[6] = {1, 2, 3, 4, 0, 0};
+    uint8_t m[6] = {0, 1, 1, 1, 0, 0};
+    shard_doc d = {.start = 0, .len = 4};
+    uint8_t n[6] = {0, 3, 1, 2, 0, 0};
+    int32_t ids[18] = {0, 0, 0, 2, 49, 7, 3, 99 /* past n: written as 0 */, 0, 4, 5, 0};
+    float lps[18] = {0, 0, 0, -0.1f, -2.5f, -3.0f, 0.0f, -1.0f, 0, -0.5f, -1.25f, 0};
+    cr_assert_eq(shard_writer_add_topk(w, t, m, &d, 1, n, ids, lps), 0, "%s", rt_errmsg());
+    cr_assert_eq(shard_writer_finish(w), 0, "%s", rt_errmsg());
+    char *buf;
+    cr_assert_eq(rt_read_file(path, &buf, len), 0);
+    unlink(path);
+    rmdir(dir);
+    free(path);
+    free(dir);
+    return (uint8_t *)buf;
+}
+
+/* layout: tokens 64 (12 bytes), mask 76 (6), docs 88 (32), top-k block at 120: n [6] at 120,
+ * ids at 126 (6·3·4), logprobs at 198; end 270 */
+enum { TK = 120, TK_IDS = 126, TK_LPS = 198 };
+
+Test(shard_topk, round_trips_and_zeroes_unused_slots) {
+    size_t len;
+    uint8_t *b = topk_shard(&len);
+    cr_assert_eq(len, 270);
+    shard_file *f;
+    cr_assert_eq(shard_open_buffer(b, len, &f), 0, "%s", rt_errmsg());
+    const shard_info *h = shard_get_info(f);
+    cr_expect_eq(h->version, 2);
+    cr_expect_eq(h->top_k, 3);
+    cr_expect_eq(h->teacher_vocab, 50);
+    uint8_t n[6];
+    int32_t ids[18];
+    float lps[18];
+    shard_read_topk(f, 0, n, ids, lps);
+    uint8_t wn[6] = {0, 3, 1, 2, 0, 0};
+    int32_t wid[18] = {0, 0, 0, 2, 49, 7, 3, 0, 0, 4, 5, 0};
+    float wlp[18] = {0, 0, 0, -0.1f, -2.5f, -3.0f, 0.0f, 0, 0, -0.5f, -1.25f, 0};
+    cr_expect_eq(memcmp(n, wn, 6), 0);
+    cr_expect_eq(memcmp(ids, wid, sizeof wid), 0);
+    cr_expect_eq(memcmp(lps, wlp, sizeof wlp), 0);
+    shard_close(f);
+    free(b);
+}
+
+static void topk_refused(void (*mutate)(uint8_t *), const char *needle) {
+    size_t len;
+    uint8_t *b = topk_shard(&len);
+    mutate(b);
+    reseal(b, len);
+    shard_file *f;
+    int rc = shard_open_buffer(b, len, &f);
+    cr_assert_eq(rc, RT_EFORMAT, "expected a refusal mentioning '%s', got %d (%s)", needle, rc, rt_errmsg());
+    cr_assert(strstr(rt_errmsg(), needle), "message '%s' lacks '%s'", rt_errmsg(), needle);
+    free(b);
+}
+static void k_count(uint8_t *b) { b[TK + 2] = 4; }
+static void k_padding(uint8_t *b) { b[TK + 4] = 1; put32(b + TK_IDS + 4 * 12, 1); put32(b + TK_LPS + 4 * 12, 0xbf800000u); }
+static void k_id(uint8_t *b) { put32(b + TK_IDS + 4 * 4, 50); }
+static void k_lp(uint8_t *b) { put32(b + TK_LPS + 4 * 4, 0x7fc00000u); /* NaN */ }
+static void k_slot(uint8_t *b) { put32(b + TK_IDS + 4 * 7, 9); }
+
+Test(shard_topk, refuses_more_alternatives_than_k) { topk_refused(k_count, "4 teacher alternatives, expected at most 3"); }
+Test(shard_topk, refuses_topk_on_padding) { topk_refused(k_padding, "teacher top-k outside every document"); }
+Test(shard_topk, refuses_id_outside_teacher_vocab) { topk_refused(k_id, "teacher id 50, expected below 50"); }
+Test(shard_topk, refuses_non_finite_logprob) { topk_refused(k_lp, "teacher logprob nan"); }
+Test(shard_topk, refuses_unused_slot_not_zero) { topk_refused(k_slot, "unused top-k slot 1 is not zero"); }
+Test(shard_topk, refuses_truncated_topk) {
+    size_t len;
+    uint8_t *b = topk_shard(&len);
+    shard_file *f;
+    cr_assert_eq(shard_open_buffer(b, len - 8, &f), RT_EFORMAT);
+    cr_assert(strstr(rt_errmsg(), "expected 270"), "%s", rt_errmsg());
+    free(b);
+}
+
+Test(shard_topk, writer_refuses_bad_topk) {
+    char *dir = tmp_dir();
+    char *path = rt_path_join(dir, "k.bin");
+    shard_writer *w;
+    cr_assert_eq(shard_writer_open(path, 2, 10, 0, &w), 0);
+    cr_assert_eq(shard_writer_set_topk(w, 21, 50), RT_EINVAL);
+    cr_assert_eq(shard_writer_set_topk(w, 2, 50), 0);
+    int32_t t[2] = {1, 0}, ids[4] = {60, 0, 0, 0};
+    uint8_t m[2] = {1, 0}, n[2] = {1, 0};
+    float lps[4] = {-1, 0, 0, 0};
+    shard_doc d = {.start = 0, .len = 1};
+    cr_assert_eq(shard_writer_add_topk(w, t, m, &d, 1, n, ids, lps), RT_EINVAL);   /* id 60 ≥ 50 */
+    ids[0] = 3;
+    n[1] = 1;
+    cr_assert_eq(shard_writer_add_topk(w, t, m, &d, 1, n, ids, lps), RT_EINVAL);   /* top-k on padding */
+    n[1] = 0;
+    lps[0] = 0.5f;
+    cr_assert_eq(shard_writer_add_topk(w, t, m, &d, 1, n, ids, lps), RT_EINVAL);   /* a positive logprob */
+    shard_writer_abort(w);
+    cr_assert_eq(rmdir(dir), 0, "the temporary file was left behind");
     free(path);
     free(dir);
 }
