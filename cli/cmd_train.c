@@ -217,11 +217,12 @@ static const struct { const char *key, *text; size_t off; } PLAN_ROWS[] = {
     {"activations", "activations", offsetof(gp_mem, acts)},
     {"loss_chunk", "LM head + cross-entropy chunk", offsetof(gp_mem, ce)},
     {"workspace", "kernel scratch, batch, losses", offsetof(gp_mem, workspace)},
+    {"kd_topk", "teacher top-k of a micro-batch (--kd-top-k)", offsetof(gp_mem, kd)},
 };
 
 static int plan_main(int argc, char **argv) {
     enum { P_PLAN = 256, P_INIT, P_RANKS, P_SEQ, P_BATCH, P_ACCUM, P_ZERO, P_OFFLOAD, P_GPUMEM, P_JSON, P_CKPT, P_CHUNK,
-           P_OFFLOAD_ACTS };
+           P_OFFLOAD_ACTS, P_KD_TOPK };
     static const struct option opts[] = {
         {"plan", no_argument, 0, P_PLAN}, {"init", required_argument, 0, P_INIT}, {"model", required_argument, 0, P_INIT},
         {"ranks", required_argument, 0, P_RANKS}, {"seq", required_argument, 0, P_SEQ},
@@ -230,9 +231,9 @@ static int plan_main(int argc, char **argv) {
         {"gpu-memory", required_argument, 0, P_GPUMEM}, {"json", no_argument, 0, P_JSON},
         {"checkpoint-layers", no_argument, 0, P_CKPT}, {"ce-chunk", required_argument, 0, P_CHUNK},
         {"offload-activations", no_argument, 0, P_OFFLOAD_ACTS}, {"device", required_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"kd-top-k", required_argument, 0, P_KD_TOPK}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *init = NULL;
-    int64_t ranks = 1, seq = 0, batch = 1, accum = 1, zero = -1, chunk = 0;
+    int64_t ranks = 1, seq = 0, batch = 1, accum = 1, zero = -1, chunk = 0, kd_k = 0;
     double gib = 80;
     bool offload = false, json = false, ckpt = false, xhost = false;
     int ch, bad = 0;
@@ -249,6 +250,7 @@ static int plan_main(int argc, char **argv) {
         case P_ACCUM: bad = parse_i64(v, 1, &accum); break;
         case P_ZERO: bad = parse_i64(v, 0, &zero) || zero > 3; break;
         case P_CHUNK: bad = parse_i64(v, 1, &chunk); break;
+        case P_KD_TOPK: bad = parse_i64(v, 1, &kd_k) || kd_k > 20; break;
         case P_GPUMEM: bad = parse_f64(v, &gib) || !(gib > 0); break;
         case P_OFFLOAD: offload = true; break;
         case P_JSON: json = true; break;
@@ -259,7 +261,7 @@ static int plan_main(int argc, char **argv) {
         default:
             return cli_usage_error("train", "--plan takes --init CONFIG --ranks N --seq T --batch B --zero 0-3 "
                                             "[--grad-accum A] [--checkpoint-layers] [--ce-chunk N] [--offload-optimizer] [--offload-activations] "
-                                            "[--gpu-memory GIB] [--json]; not '%s'", argv[optind - 1]);
+                                            "[--kd-top-k K] [--gpu-memory GIB] [--json]; not '%s'", argv[optind - 1]);
         }
         if (bad) return cli_usage_error("train", "bad value '%s' for --plan's %s", v, argv[optind - 2]);
     }
@@ -276,6 +278,7 @@ static int plan_main(int argc, char **argv) {
     zr_layout_init(&z, p.n, 0, (int)ranks, level);
     gp_mem mem;
     gp_rank_memory(&p, &z, offload, gp_ce_ws_estimate(p.ce_chunk, p.V, p.D), &mem);
+    if (kd_k) gp_mem_add_kd(&mem, gp_kd_bytes(p.T, kd_k, accum));
     size_t cap = (size_t)(gib * 1073741824.0);
     bool fits = mem.total <= cap;
     if (json) {

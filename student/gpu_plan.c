@@ -298,3 +298,12 @@ void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t c
     if (host_grads) o->host += 4 * S;
     if (p->x_host) o->host += (size_t)p->L * 2 * (size_t)(p->T * p->D);   /* x[0..L): x[L] stays */
 }
+
+size_t gp_kd_bytes(int64_t T, int64_t K, int64_t A) {
+    return (size_t)A * 3 * sizeof(double) + (size_t)T * (size_t)K * 8 + (size_t)T;
+}
+
+void gp_mem_add_kd(gp_mem *m, size_t kd_bytes) {
+    m->total += kd_bytes - m->kd;
+    m->kd = kd_bytes;
+}

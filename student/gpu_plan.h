@@ -122,11 +122,17 @@ void gp_to_gpu_range(const gp_plan *p, const sm_model *m, const float *cpu, floa
  *              gradient shard (4·S), and two staging chunks of gp_offload_chunk elements
  *              (levels 0, 1: the gradient coming down, f32, and the bf16 going up; else bf16);
  *              GP_CKPT_HOST, the layer inputs x[0..L) (2·L·T·D)
+ *   kd         logit distillation only (gp_mem_add_kd): one micro-batch's teacher top-k and the
+ *              per-micro-batch sums, gp_kd_bytes
  * Not counted: the CUDA context, cuBLAS and NCCL workspaces (≈ 0.5–1 GiB). */
 typedef struct {
-    size_t weights, master, moments, grads, buckets, gathered, acts, workspace, ce, total, host;
+    size_t weights, master, moments, grads, buckets, gathered, acts, workspace, ce, kd, total, host;
 } gp_mem;
 void gp_rank_memory(const gp_plan *p, const zr_layout *z, bool offload, size_t ce_ws, gp_mem *out);
+/* The KD buffer of T tokens per micro-batch, K teacher entries per token, A micro-batches a step:
+ * ids and logprobs (8·T·K), counts (T), the sums (3 doubles per micro-batch). */
+size_t gp_kd_bytes(int64_t T, int64_t K, int64_t A);
+void gp_mem_add_kd(gp_mem *m, size_t kd_bytes);
 int64_t gp_bucket_a(const gp_plan *p);
 /* offload: elements per staged chunk of a state of `state` elements: ⅛ of it, rounded up to
  * 16, within [4096, 2^22] (16 MiB of f32) */

@@ -408,6 +408,7 @@ static int create_device(gt_trainer *t) {
     if (!t->wres || !t->wslot || !t->gres || !t->rs_counts) return RT_ENOMEM;
     TRY(ce_cuda_ws_create(&t->ce, t->p.ce_chunk, m->V, m->D));
     gp_rank_memory(&t->p, &t->z, t->o.offload_optimizer, gp_ce_ws_estimate(t->p.ce_chunk, m->V, m->D), &t->mem);
+    if (t->o.kd_alpha > 0) gp_mem_add_kd(&t->mem, gp_kd_bytes(t->T, sd_top_k(t->d), t->o.grad_accum));
     size_t ns = (size_t)zr_state_len(&t->z);
     TRY(alloc_dev((void **)&t->wb, t->mem.weights));
     if (t->mem.grads) TRY(alloc_dev((void **)&t->g, t->mem.grads));
@@ -458,7 +459,7 @@ static int kd_create(gt_trainer *t, size_t all) {
                       .beta = t->o.kd_beta, .k = (int)K};
     t->top_n = rt_malloc(all), t->top_ids = rt_malloc(all * (size_t)K * 4), t->top_lps = rt_malloc(all * (size_t)K * 4);
     if (!t->top_n || !t->top_ids || !t->top_lps) return RT_ENOMEM;
-    size_t bytes = (size_t)A * 3 * sizeof(double) + (size_t)T * (size_t)K * 8 + (size_t)T;
+    size_t bytes = gp_kd_bytes(T, K, A);
     CUDA_TRY(cudaMalloc((void **)&t->kd_dev, bytes));
     return 0;
 }
@@ -1155,7 +1156,8 @@ int gt_resume(gt_trainer *t, const char *dir) {
     st_file *f = NULL;
     wsrc ws = {0};
     bool master = false;
-    char *path = rt_path_join(dir, "optimizer.safetensors");
+    char *sdir = tr_state_dir(dir), *path = sdir ? rt_path_join(sdir, "optimizer.safetensors") : NULL;
+    free(sdir);
     int rc = path ? settle_update(t) : RT_ENOMEM;
     if (!rc) rc = tr_resume_position(t->d, &t->step, &t->pos, dir);
     if (!rc) rc = st_open(path, &f);

@@ -320,5 +320,13 @@ Test(gpu_plan, rank_memory_of_an_untied_llama_worked_by_hand) {
     cr_assert_eq(m.master + m.moments + m.grads, 0);   /* all on the host */
     cr_assert_eq(m.gathered, 2 * (2 * B + A));
     cr_assert_eq(m.host, 16 * S + 2 * 39952 * 2);   /* master, moments, gradient shard; two bf16 chunks of ⌈S/8⌉ */
+    /* logit distillation: 64 tokens × 20 entries of (int32 id, f32 logprob), 64 counts, 3
+     * doubles for each of 2 micro-batches = 10240 + 64 + 48; added to the total once */
+    size_t before = m.total;
+    cr_assert_eq(gp_kd_bytes(64, 20, 2), 10352);
+    gp_mem_add_kd(&m, gp_kd_bytes(64, 20, 2));
+    gp_mem_add_kd(&m, gp_kd_bytes(64, 20, 2));
+    cr_assert_eq(m.kd, 10352);
+    cr_assert_eq(m.total, before + 10352);
     gp_plan_free(&p);
 }
