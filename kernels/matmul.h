@@ -11,8 +11,9 @@
  *
  * mm_sgemm picks its kernel at run time (kernels/cpu/gemm.c): OpenBLAS where its own
  * dispatch knows the CPU (an AVX2-or-wider core), else retort's AVX2+FMA kernel when the CPU
- * has AVX2 and FMA (OpenBLAS 0.3.21 runs Sapphire Rapids on SSE3 kernels), else OpenBLAS.
- * RETORT_GEMM=blas|avx2|auto forces the choice (tests run both).
+ * has AVX2 and FMA (OpenBLAS 0.3.21 runs Sapphire Rapids on SSE3 kernels), else OpenBLAS;
+ * decode products x·wᵀ of at most MM_SMALL_M rows take retort's streaming AVX2 kernel on any
+ * AVX2 CPU. RETORT_GEMM=blas|avx2|auto forces one kernel for every shape (tests run both).
  */
 #ifndef RT_KERNELS_MATMUL_H
 #define RT_KERNELS_MATMUL_H

@@ -82,12 +82,15 @@ int mm_gemm_choose(mm_gemm_kernel *out) {
     return 0;
 }
 
-static mm_gemm_kernel choose_quiet(void) {
-    /* the same rule without the message: a bad RETORT_GEMM is reported once by the CLI */
+/* the same rule without the message (a bad RETORT_GEMM is reported once, by the CLI);
+ * *forced: RETORT_GEMM named a kernel */
+static mm_gemm_kernel choose_quiet(bool *forced) {
     const char *env = getenv("RETORT_GEMM");
     bool avx2 = cpu_has_avx2();
+    *forced = true;
     if (env && !strcmp(env, "blas")) return MM_GEMM_BLAS;
     if (env && !strcmp(env, "avx2") && avx2) return MM_GEMM_AVX2;
+    *forced = false;
     return avx2 && !blas_core_is_modern(blas_core()) ? MM_GEMM_AVX2 : MM_GEMM_BLAS;
 }
 
@@ -101,10 +104,15 @@ const char *mm_gemm_describe(char *buf, size_t n) {
 #else
     const char *blas = openblas_get_config();
 #endif
+    bool forced;
+    (void)choose_quiet(&forced);
     if (k == MM_GEMM_AVX2)
         snprintf(buf, n, "retort avx2+fma 6x16 (%s; OpenBLAS core %s: %s)", why, blas_core(), blas);
+    else if (!forced && cpu_has_avx2())
+        snprintf(buf, n, "OpenBLAS core %s, decode x*w^T of <= %d rows retort avx2+fma (%s; %s)", blas_core(),
+                 MM_SMALL_M, why, blas);
     else
-        snprintf(buf, n, "OpenBLAS, core %s (%s; %s)", blas_core(), why, blas);
+        snprintf(buf, n, "OpenBLAS core %s (%s; %s)", blas_core(), why, blas);
     return buf;
 }
 
@@ -195,8 +203,10 @@ AVX2 static void pack_b(bool tb, const float *B, int64_t ldb, int64_t p0, int64_
     }
 }
 
-/* C[0:mr, 0:nr] = alpha·(a-panel · b-panel) + beta·C (beta == 0: C is not read) */
-AVX2 static void ukr(int64_t kc, const float *a, const float *b, float *C, int64_t ldc, float alpha, float beta, int mr,
+/* C[0:mr, 0:nr] = alpha·(a-panel · b-panel) + beta·C (beta == 0: C is not read). alpha and
+ * beta come through memory: held in registers across the loop they would push one of the 12
+ * accumulators onto the stack (16 ymm registers: 12 accumulators, 2 of B, 1 broadcast). */
+AVX2 static void ukr(int64_t kc, const float *a, const float *b, float *C, int64_t ldc, const float *ab, int mr,
                      int nr) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -212,6 +222,7 @@ AVX2 static void ukr(int64_t kc, const float *a, const float *b, float *C, int64
         b += NR;
     }
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    float alpha = ab[0], beta = ab[1];
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (mr == MR && nr == NR) {
         for (int r = 0; r < MR; r++) {
@@ -303,14 +314,14 @@ static void gemm_avx2(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
             int64_t kc = K - pc < KC ? K - pc : KC;
             for (int64_t jr = 0; jr < nc; jr += NR)
                 pack_b(tb, B, ldb, pc, jc + jr, (int)(nc - jr < NR ? nc - jr : NR), kc, bbuf + jr * kc);
-            float be = pc == 0 ? beta : 1.0f;
+            float ab[2] = {alpha, pc == 0 ? beta : 1.0f};
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC;
                 for (int64_t ir = 0; ir < mc; ir += MR)
                     pack_a(ta, A, lda, ic + ir, pc, (int)(mc - ir < MR ? mc - ir : MR), kc, abuf + ir * kc);
                 for (int64_t jr = 0; jr < nc; jr += NR)
                     for (int64_t ir = 0; ir < mc; ir += MR)
-                        ukr(kc, abuf + ir * kc, bbuf + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha, be,
+                        ukr(kc, abuf + ir * kc, bbuf + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, ab,
                             (int)(mc - ir < MR ? mc - ir : MR), (int)(nc - jr < NR ? nc - jr : NR));
             }
         }
@@ -349,5 +360,10 @@ void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int
 
 void mm_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    mm_sgemm_with(choose_quiet(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    bool forced;
+    mm_gemm_kernel k = choose_quiet(&forced);
+    /* decode shapes: the streaming kernel beats OpenBLAS's sgemv/sgemm even on a core OpenBLAS
+     * knows (1.0-1.25x on Zen 3, bench/cpu_gemm), so the automatic choice takes it there too */
+    if (!forced && !ta && tb && M <= MM_SMALL_M) k = MM_GEMM_AVX2;
+    mm_sgemm_with(k, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
