@@ -19,13 +19,18 @@ for b in bench/*.sh; do
   if [ -n "${BENCH_ONLY:-}" ] && ! printf ' %s ' $BENCH_ONLY | grep -q " $n "; then continue; fi
   echo "== $b"
   before=$(wc -l < "$BENCH_SUMMARY")
-  if ! bash "$b"; then
-    echo "   $b FAILED"
+  out=$(mktemp /tmp/retort-bench-out.XXXXXX)
+  bash "$b" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    echo "   $b FAILED (exit $rc)"
     printf 'bench/%s\tFAILED\t\t\t\t\n' "$n" >> "$BENCH_SUMMARY"
     status=1
   elif [ "$(wc -l < "$BENCH_SUMMARY")" = "$before" ]; then
-    printf 'bench/%s\t(ran; no summary row: see its output above)\t\t\t\t\n' "$n" >> "$BENCH_SUMMARY"
+    skip=$(grep -m1 -o 'skipped: .*' "$out" || true)
+    printf 'bench/%s\t%s\t\t\t\t\n' "$n" "${skip:-(ran; no summary row: see its output above)}" >> "$BENCH_SUMMARY"
   fi
+  rm -f "$out"
 done
 echo
 echo "== summary ($(date -u '+%Y-%m-%d %H:%M UTC'); ratio > 1: retort faster; '!': load above the thread count)"
