@@ -52,8 +52,9 @@ static const char *blas_core(void) {
 }
 
 /* OpenBLAS cores whose sgemm uses AVX2/FMA or wider: on these OpenBLAS is at least as fast
- * as the kernel below (measured on Zen 3: bench/lab_gemm). Any other core on an AVX2 CPU
- * means OpenBLAS did not recognise the CPU and fell back to an older kernel. */
+ * as the kernel below on GEMMs (it reaches 0.7-1.0x of them on Zen 3: bench/cpu_gemm.sh). Any
+ * other core on an AVX2 CPU means OpenBLAS did not recognise the CPU and fell back to an
+ * older kernel. */
 static bool blas_core_is_modern(const char *core) {
     static const char *const modern[] = {"Haswell", "SkylakeX", "Cooperlake", "SapphireRapids", "Zen", "Excavator"};
     if (!core) return false;
@@ -362,8 +363,9 @@ void mm_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     bool forced;
     mm_gemm_kernel k = choose_quiet(&forced);
-    /* decode shapes: the streaming kernel beats OpenBLAS's sgemv/sgemm even on a core OpenBLAS
-     * knows (1.0-1.25x on Zen 3, bench/cpu_gemm), so the automatic choice takes it there too */
+    /* decode shapes: the streaming kernel is ahead of OpenBLAS's sgemm at batch 8 (1.09-1.40x)
+     * and about even with its sgemv at batch 1 (0.67-1.25x) on Zen 3 under heavy load
+     * (bench/cpu_gemm.sh, three runs), so the automatic choice takes it there too */
     if (!forced && !ta && tb && M <= MM_SMALL_M) k = MM_GEMM_AVX2;
     mm_sgemm_with(k, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
