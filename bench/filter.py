@@ -114,4 +114,4 @@ for _ in range(reps):
         check(s)
     times.append(time.perf_counter() - t0)
 med = statistics.median(times)
-print("python-peer", nbytes / 1e6 / med, len(samples) / med)
+print("own-python-rewrite", nbytes / 1e6 / med, len(samples) / med)

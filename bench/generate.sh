@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Teacher decode, side by side: retort's engine (teacher/engine.h: paged KV cache, batched
-# decode) against transformers' greedy generate (DynamicCache, eager attention, f32) on the
-# same models — a ~124M-parameter Llama shape (hidden 768, 12 layers, 12 heads / 4 KV heads,
+# decode) against transformers' greedy generate (DynamicCache, SDPA attention, f32, warmed up
+# by a generate before the timed ones) on the same models — a ~124M-parameter Llama shape (hidden 768, 12 layers, 12 heads / 4 KV heads,
 # FFN 2048, vocab 32000) and the small DeepSeek-V3 shape of bench/deepseek_decode.sh (~60M:
-# 4 layers, 1 dense + 3 MoE with 16 experts, YaRN) — prompt 32, 64 new tokens, batch 1 and 16
-# (equal-length prompts, no padding), same threads (all CPUs; override THREADS). Prints decode tokens/s, the ratio, and
+# 4 layers, 1 dense + 3 MoE with 16 experts, YaRN) — prompt 32, 64 new tokens, batch 1 and 8
+# (equal-length prompts, no padding), the same thread count on both sides: 1, then 2
+# (bench/common.sh; BENCH_THREADS overrides). Prints decode tokens/s, the ratio, the load, and
 # the bytes-per-token roofline: f32 weights are read once per decode step, so tokens/s ≤
 # batch · read bandwidth / weight bytes (for the MoE model every expert is counted, an upper
 # bound on what one step reads, so its roofline is a lower bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${THREADS:=$(nproc)}"
+. bench/common.sh
+: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}"
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 PLEN=32 NEW=64
@@ -31,19 +33,21 @@ cfg.update(hidden_size=512, intermediate_size=1536, moe_intermediate_size=256, n
            v_head_dim=64, vocab_size=32000, num_nextn_predict_layers=0)
 AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1] + "/deepseek")
 PY
+for THREADS in $(bench_threads); do
 for model in llama deepseek; do
 case $model in
   llama) echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
   deepseek) echo "bench/generate   DeepSeek-V3 shape ~60M parameters (f32, MoE 4 of 16), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
 esac
-for B in 1 16; do
+for B in 1 8; do
+  lb=$(bench_load)
   r=$("$BENCH_BIN_DIR/generate" "$dir/$model" $PLEN $NEW $B "$THREADS")
   p=$("$PYTHON" - "$dir/$model" $PLEN $NEW $B "$THREADS" <<'PY'
 import os, sys, time, torch
 from transformers import AutoModelForCausalLM
 d, plen, new, b, th = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(th)
-m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").eval()
 ids = ((torch.arange(b * plen) * 7919 + 13) % m.config.vocab_size).view(b, plen)
 kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
 with torch.no_grad():
@@ -56,10 +60,15 @@ with torch.no_grad():
 print((t2 - t1) - (t1 - t0), b * (new - 1))
 PY
 )
+  la=$(bench_load)
   awk -v r="$r" -v p="$p" -v b=$B 'BEGIN {
     split(r, a, " "); split(p, c, " ")
     rt = a[2] / a[1]; hf = c[2] / c[1]; roof = b * a[4] * 1e9 / a[3]
     printf "  batch %2d  retort %8.1f tokens/s   transformers %8.1f tokens/s   ratio %5.2fx   roofline %8.1f tokens/s (%.0f MB/token-step at %.1f GB/s; retort at %2.0f%%)\n",
       b, rt, hf, rt / hf, roof, a[3] / 1e6, a[4], 100 * rt / roof }'
+  rt=$(awk -v r="$r" 'BEGIN { split(r, a, " "); printf "%.2f", a[2] / a[1] }')
+  hf=$(awk -v p="$p" 'BEGIN { split(p, c, " "); printf "%.2f", c[2] / c[1] }')
+  bench_row "generate $model b$B" tokens/s "$rt" "$hf" "transformers sdpa" "$THREADS" "$lb" "$la"
+done
 done
 done

@@ -5,11 +5,12 @@
 # 40 MB. Medians of REPS runs (default 3); prints rows/s, MB/s and the ratio retort / Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 : "${PYTHON:=python3}" "${RETORT:=./retort}" "${RETORT_ASSETS:=$(cd .. && pwd)/shared/assets}"
 REPS=${REPS:-3}
 COPIES=${COPIES:-10}
 src="$RETORT_ASSETS/benchmarks/gsm8k_train.jsonl"
-[ -f "$src" ] || { echo "bench/import   skipped: $src absent"; exit 0; }
+[ -f "$src" ] || { bench_skip bench/import "$src absent"; exit 0; }
 dir=$(mktemp -d /tmp/retort-bench-import.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 "$PYTHON" - "$src" "$dir/in.jsonl" "$COPIES" <<'PY'
@@ -21,6 +22,7 @@ with open(out, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps({"question": f"({c}) {r['question']}", "answer": r["answer"]}, ensure_ascii=False) + "\n")
 PY
+lb=$(bench_load)
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 rw=() rc=() pw=() pc=()
 for i in $(seq "$REPS"); do
@@ -31,6 +33,7 @@ for i in $(seq "$REPS"); do
   read -r w c rows bytes < <("$PYTHON" bench/import.py "$dir/p.db" "$dir/in.jsonl")
   pw+=("$w") pc+=("$c")
 done
+la=$(bench_load)
 m() { printf '%s\n' "$@" | median; }
 db_r=$(stat -c %s "$dir/r.db") db_p=$(stat -c %s "$dir/p.db")
 awk -v rows="$rows" -v b="$bytes" -v rw="$(m "${rw[@]}")" -v rc="$(m "${rc[@]}")" -v pw="$(m "${pw[@]}")" \
@@ -40,3 +43,4 @@ awk -v rows="$rows" -v b="$bytes" -v rw="$(m "${rw[@]}")" -v rc="$(m "${rc[@]}")
   printf "  python json + sqlite3  %9.0f rows/s  %7.1f MB/s  cpu %6.2f s  (plain text; db %.1f MB)\n", rows / pw, b / 1e6 / pw, pc, dp / 1e6
   printf "  ratio (retort / python)  wall %.2fx   cpu %.2fx\n", pw / rw, pc / rc
 }'
+bench_row "import gsm8k x$COPIES --as-samples" s "$(m "${rw[@]}")" "$(m "${pw[@]}")" "python json+sqlite3" 1 "$lb" "$la"

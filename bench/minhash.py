@@ -1,9 +1,17 @@
-"""The peer of bench/minhash.sh: datatrove's MinHash signature step on one core.
+"""The peers of bench/minhash.sh, on one core: datasketch with retort's shingles and bands, then
+datatrove's MinHash signature step as an extra row.
 
 usage: minhash.py TEXTS.jsonl REPS
-Prints "label MB_per_s docs_per_s" (medians).
+Prints one line "label MB_per_s docs_per_s" (medians) per peer, datasketch first.
 
-When PyPI datatrove is importable, its own MinhashDedupSignature (default MinhashConfig:
+datasketch (the main peer: the same work as retort, nothing more): the text normalized as
+retort and datatrove do (simplify below), whitespace words, 5-grams joined with " " (a text of
+fewer words is one shingle, as in filters/minhash.h), each shingle hashed with xxhash64, then
+datasketch's fastest batch API, MinHash.bulk over all texts, with 112 = 14 bands × 8 rows
+permutations of its 64-bit affine scheme (mod 2^61 − 1, retort's arithmetic), and the
+signature split into the 14 bands.
+
+datatrove (extra row): when PyPI datatrove is importable, its own MinhashDedupSignature (default MinhashConfig:
 5-grams, 14 buckets × 8 hashes, xxhash64) computes get_shingles + get_signature per text.
 Otherwise — datatrove is not in the test environment, see tests/requirements.txt — this is
 a faithful reimplementation of that same step, labelled "datatrove-numpy": datatrove's
@@ -34,6 +42,29 @@ texts = [json.loads(l)["text"] for l in open(path, encoding="utf-8")]
 nbytes = sum(len(t.encode("utf-8")) for t in texts)
 
 
+def make_simplify():
+    """datatrove's simplify_text, as retort's filters/minhash.h normalizes."""
+    try:
+        import regex
+        numbers = regex.compile(r"\p{Nd}+([.,،٫⎖⎗⎘]{1}\p{Nd}+)?")
+    except ImportError:
+        numbers = re.compile(r"\d+([.,]\d+)?")
+    punct = "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" + "".join(
+        map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))))
+    trans = str.maketrans(punct, " " * len(punct))
+    ws = re.compile(r"\s+")
+
+    def simplify(t):
+        t = numbers.sub("0", t.lower()).translate(trans)
+        t = ws.sub(" ", t.strip())
+        return "".join(c for c in unicodedata.normalize("NFD", t) if unicodedata.category(c) != "Mn").strip()
+
+    return simplify
+
+
+simplify = make_simplify()
+
+
 def peer_datatrove():
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
     sig = MinhashDedupSignature(output_folder="/tmp/retort-bench-dt", config=MinhashConfig())
@@ -54,24 +85,10 @@ def peer_numpy():
             b = s.encode("utf-8")
             return lib.XXH64(b, len(b), 0)
         label = "datatrove-numpy (xxhash via ctypes)"
-    try:
-        import regex
-        numbers = regex.compile(r"\p{Nd}+([.,،٫⎖⎗⎘]{1}\p{Nd}+)?")
-    except ImportError:
-        numbers = re.compile(r"\d+([.,]\d+)?")
-    punct = "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" + "".join(
-        map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))))
-    trans = str.maketrans(punct, " " * len(punct))
-    ws = re.compile(r"\s+")
     p = np.uint64((1 << 61) - 1)
     gen = np.random.RandomState(1)
     a = gen.randint(1, p, dtype=np.uint64, size=(1, 112))
     b = gen.randint(0, p, dtype=np.uint64, size=(1, 112))
-
-    def simplify(t):
-        t = numbers.sub("0", t.lower()).translate(trans)
-        t = ws.sub(" ", t.strip())
-        return "".join(c for c in unicodedata.normalize("NFD", t) if unicodedata.category(c) != "Mn").strip()
 
     def signature(t):
         w = simplify(t).split()
@@ -84,15 +101,45 @@ def peer_numpy():
     return label, signature
 
 
+def peer_datasketch():
+    from datasketch import MinHash
+    import xxhash
+    h64 = xxhash.xxh64_intdigest
+
+    def shingles(t):
+        w = simplify(t).split()
+        if not w:
+            return []
+        if len(w) < 5:
+            return [" ".join(w).encode("utf-8")]
+        return [" ".join(x).encode("utf-8") for x in zip(*(w[i:] for i in range(5)))]
+
+    def run_all(ts):
+        sigs = MinHash.bulk([shingles(t) for t in ts], num_perm=112, seed=1, hashfunc=h64, scheme="affine64")
+        return [[m.hashvalues[i * 8:(i + 1) * 8].tobytes() for i in range(14)] for m in sigs]
+    return "datasketch", run_all
+
+
+def median_time(run_all):
+    run_all(texts[:50])   # warm-up: imports, first allocations
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run_all(texts)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def per_text(fn):
+    return lambda ts: [fn(t) for t in ts]
+
+
+rows = [peer_datasketch()]
 try:
     label, fn = peer_datatrove()
 except Exception:
     label, fn = peer_numpy()
-times = []
-for _ in range(reps):
-    t0 = time.perf_counter()
-    for t in texts:
-        fn(t)
-    times.append(time.perf_counter() - t0)
-med = statistics.median(times)
-print(f"{label.replace(' ', '_')} {nbytes / 1e6 / med:.3f} {len(texts) / med:.1f}")
+rows.append((label, per_text(fn)))
+for label, run_all in rows:
+    med = median_time(run_all)
+    print(f"{label.replace(' ', '_')} {nbytes / 1e6 / med:.3f} {len(texts) / med:.1f}", flush=True)

@@ -4,12 +4,12 @@
 # in-process engine (`retort generate` with the same prompts, --max-batch B), on the same tiny
 # model: the Llama shape of configs/models/tiny-llama.json (hidden 256, 4 layers) over the
 # DeepSeek-V3 tokenizer asset (vocabulary 128815), f32, prompts of 32 token ids, 64 new tokens
-# each, EOS ignored, batch 1, 16 and 64, same threads (override THREADS). Prints tokens/s of both
+# each, EOS ignored, batch 1, 16 and 64, same threads (1 by default, as every bench here; override THREADS). Prints tokens/s of both
 # and serve / in-process. serve's clock runs from the first request sent to the last response
 # read (HTTP, JSON, SSE, the Python client included); generate's from its first engine step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${PYTHON:=python3}" "${THREADS:=$(nproc)}" "${RETORT:=./retort}"
+: "${PYTHON:=python3}" "${THREADS:=1}" "${RETORT:=./retort}"
 ASSETS=${RETORT_ASSETS:-../shared/assets}
 TOK="$ASSETS/tokenizers/deepseek_v3/tokenizer.json"
 if [ ! -f "$TOK" ]; then echo "bench/serve   skipped: $TOK absent (set RETORT_ASSETS)"; exit 0; fi

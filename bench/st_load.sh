@@ -4,6 +4,7 @@
 # both read from the page cache after a warm-up. Prints medians and the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}"
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -14,6 +15,7 @@ g = torch.Generator().manual_seed(0)
 save_file({f"layer{i}.weight": torch.randn(4096, 6144, generator=g).to(torch.bfloat16) for i in range(8)}, sys.argv[1])
 PY
 "$BENCH_BIN_DIR/st_load" "$dir/w.safetensors" 1 >/dev/null   # warm the page cache
+lb=$(bench_load)
 r=$("$BENCH_BIN_DIR/st_load" "$dir/w.safetensors" 5 | sort -n | sed -n 3p | cut -d' ' -f1)
 p=$("$PYTHON" - "$dir/w.safetensors" <<'PY'
 import sys, time, torch
@@ -30,9 +32,11 @@ for _ in range(5):
 print(sorted(ts)[2])
 PY
 )
+la=$(bench_load)
 gb=$(stat -c %s "$dir/w.safetensors" | awk '{print $1/1e9}')
-echo "bench/st_load   BF16 checkpoint ${gb} GB -> f32, 1 thread"
+echo "bench/st_load   BF16 checkpoint ${gb} GB -> f32, 1 thread, load $lb -> $la"
 awk -v r="$r" -v p="$p" -v gb="$gb" 'BEGIN {
   printf "  retort                 %8.2f GB/s   (median of 5)\n", gb / r
   printf "  safetensors + torch    %8.2f GB/s   (median of 5)\n", gb / p
   printf "  ratio                  %8.2fx\n", p / r }'
+bench_row "st_load bf16->f32 ${gb} GB" s "$r" "$p" "safetensors+torch" 1 "$lb" "$la"

@@ -5,14 +5,15 @@
 # the ratios (retort / HF for throughput, HF / retort for load time: above 1 = retort ahead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${RETORT_ASSETS:=$(cd .. && pwd)/shared/assets}"
 REPS=${REPS:-5}
-THREADS=$(nproc)
+THREADS=2   # the second row (bench/common.sh); the first is 1 thread
 export RETORT_ASSETS
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 if [ ! -d "$RETORT_ASSETS/tokenizers" ] || [ ! -d "$RETORT_ASSETS/benchmarks" ]; then
-  echo "bench/tokenize   skipped: $RETORT_ASSETS/tokenizers or benchmarks absent"; exit 0
+  bench_skip bench/tokenize "$RETORT_ASSETS/tokenizers or benchmarks absent"; exit 0
 fi
 "$PYTHON" - "$dir/corpus.jsonl" <<'PY'
 import json, sys
@@ -25,9 +26,23 @@ PY
 for name in deepseek_v3 qwen3 llama3_1; do
   tj="$RETORT_ASSETS/tokenizers/$name/tokenizer.json"
   [ -f "$tj" ] || { echo "bench/tokenize $name   skipped: $tj absent"; continue; }
+  lb=$(bench_load)
   read -r r_load r_one r_all bytes < <("$BENCH_BIN_DIR/tokenize" "$tj" "$dir/corpus.jsonl" "$THREADS" "$REPS")
   read -r h_load h_one < <(RAYON_NUM_THREADS=1 "$PYTHON" bench/tokenize.py "$tj" "$dir/corpus.jsonl" "$REPS")
-  read -r _ h_all < <("$PYTHON" bench/tokenize.py "$tj" "$dir/corpus.jsonl" "$REPS")
+  read -r _ h_all < <(RAYON_NUM_THREADS=$THREADS "$PYTHON" bench/tokenize.py "$tj" "$dir/corpus.jsonl" "$REPS")
+  # start-up of a whole process that encodes one line: the CLI against Python + tokenizers
+  r_st=() h_st=()
+  for i in $(seq "$REPS"); do
+    s=$(date +%s.%N)
+    echo '{"text": "hello world"}' | ./retort tokenize --tokenizer "$tj" --threads 1 > /dev/null
+    m=$(date +%s.%N)
+    RAYON_NUM_THREADS=1 "$PYTHON" -c 'import sys; from tokenizers import Tokenizer; print(Tokenizer.from_file(sys.argv[1]).encode("hello world").ids)' "$tj" > /dev/null
+    e=$(date +%s.%N)
+    r_st+=("$(awk -v a="$s" -v b="$m" 'BEGIN { print b - a }')") h_st+=("$(awk -v a="$m" -v b="$e" 'BEGIN { print b - a }')")
+  done
+  med() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+  r_start=$(med "${r_st[@]}") h_start=$(med "${h_st[@]}")
+  la=$(bench_load)
   awk -v n="$name" -v b="$bytes" -v t="$THREADS" -v rl="$r_load" -v r1="$r_one" -v ra="$r_all" \
       -v hl="$h_load" -v h1="$h_one" -v ha="$h_all" 'BEGIN {
     printf "bench/tokenize   %s, corpus %.1f MB (median of '"$REPS"')\n", n, b / 1e6
@@ -35,4 +50,10 @@ for name in deepseek_v3 qwen3 llama3_1; do
     printf "  encode, %d threads   retort %8.2f MB/s   hf tokenizers %8.2f MB/s   ratio %5.2fx\n", t, ra, ha, ra / ha
     printf "  load                retort %8.1f ms     hf tokenizers %8.1f ms     ratio %5.2fx\n", rl, hl, hl / rl
   }'
+  awk -v r="$r_start" -v h="$h_start" -v lb="$lb" -v la="$la" 'BEGIN {
+    printf "  one-line process    retort %8.3f s      python+tokenizers %6.3f s   ratio %5.2fx   (load %s -> %s)\n", r, h, h / r, lb, la }'
+  bench_row "tokenize $name encode" MB/s "$r_one" "$h_one" "hf tokenizers" 1 "$lb" "$la"
+  bench_row "tokenize $name encode" MB/s "$r_all" "$h_all" "hf tokenizers" "$THREADS" "$lb" "$la"
+  bench_row "tokenize $name load" ms "$r_load" "$h_load" "hf tokenizers" 1 "$lb" "$la"
+  bench_row "tokenize $name one-line process" s "$r_start" "$h_start" "python+tokenizers" 1 "$lb" "$la"
 done

@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "kernels/matmul.h"
 
 #define RETORT_VERSION "0.1.0"
 
@@ -611,6 +612,8 @@ int cmd_version(int argc, char **argv) {
     if (cli_wants_help("version", argc, argv)) return EXIT_OK;
     if (argc > 1) return cli_usage_error("version", "unexpected argument '%s'", argv[1]);
     printf("retort %s\n", RETORT_VERSION);
+    char gemm[320];
+    printf("cpu gemm: %s\n", mm_gemm_describe(gemm, sizeof gemm));
 #ifdef RT_HAVE_CUDA
     printf("cuda: built (sm_80, sm_90a)\n");
 #else
@@ -644,6 +647,11 @@ int main(int argc, char **argv) {
     }
     if (i >= argc) {
         print_help(stderr);
+        return EXIT_USAGE;
+    }
+    mm_gemm_kernel gemm_kernel;   /* a RETORT_GEMM the kernels cannot honour is one clear line, up front */
+    if (mm_gemm_choose(&gemm_kernel)) {
+        fprintf(stderr, "retort: %s\n", rt_errmsg());
         return EXIT_USAGE;
     }
     const char *name = argv[i];

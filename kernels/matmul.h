@@ -2,12 +2,18 @@
  *
  * Shapes (row-major, f32): x [M, K] (M tokens), w [N, K] (HF's nn.Linear layout), b [N]
  * or NULL, y [M, N]. The CPU path splits rows (forward, input gradient) or output features
- * (weight gradient) over the pool and calls a single-threaded OpenBLAS cblas_sgemm on each
- * part, so the pool is the only source of parallelism: call mm_blas_single_thread() once
- * before using these (it sets OpenBLAS's own thread count to 1, a process-wide setting; the
+ * (weight gradient) over the pool and calls the single-threaded mm_sgemm on each part, so
+ * the pool is the only source of parallelism: call mm_blas_single_thread() once before
+ * using these (it sets OpenBLAS's own thread count to 1, a process-wide setting; the
  * environment variable OPENBLAS_NUM_THREADS=1 does the same). Each part of the split does
- * the same arithmetic in the same order for a given pool size, so results are
+ * the same arithmetic in the same order for a given pool size and kernel, so results are
  * deterministic run to run. No allocation, no errors.
+ *
+ * mm_sgemm picks its kernel at run time (kernels/cpu/gemm.c): OpenBLAS where its own
+ * dispatch knows the CPU (an AVX2-or-wider core), else retort's AVX2+FMA kernel when the CPU
+ * has AVX2 and FMA (OpenBLAS 0.3.21 runs Sapphire Rapids on SSE3 kernels), else OpenBLAS;
+ * decode products x·wᵀ of at most MM_SMALL_M rows take retort's streaming AVX2 kernel on any
+ * AVX2 CPU. RETORT_GEMM=blas|avx2|auto forces one kernel for every shape (tests run both).
  */
 #ifndef RT_KERNELS_MATMUL_H
 #define RT_KERNELS_MATMUL_H
@@ -23,6 +29,25 @@ extern "C" {
 #endif
 
 void mm_blas_single_thread(void);
+
+/* Single-threaded row-major C[M,N] = alpha·op(A)·op(B) + beta·C, op(A) [M,K] stored [M,K]
+ * (ta: [K,M]) with row stride lda, op(B) [K,N] stored [K,N] (tb: [N,K]) with row stride
+ * ldb; beta == 0 does not read C. Uses up to ~360 KiB of stack, no heap, no errors. */
+void mm_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+typedef enum { MM_GEMM_BLAS, MM_GEMM_AVX2 } mm_gemm_kernel;
+/* The kernel mm_sgemm uses on this CPU under the current RETORT_GEMM. A value other than
+ * auto/blas/avx2, or avx2 on a CPU without AVX2+FMA, is RT_EINVAL (*out still gets what
+ * mm_sgemm will use: the automatic choice, or OpenBLAS). */
+int mm_gemm_choose(mm_gemm_kernel *out);
+/* One line naming the kernel in use and why, into buf (returned). */
+const char *mm_gemm_describe(char *buf, size_t n);
+/* mm_sgemm with the kernel given (MM_GEMM_AVX2 on a CPU without it runs OpenBLAS). */
+void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Rows up to which an x·wᵀ product streams w without packing (decode batches). */
+#define MM_SMALL_M 8
 
 /* y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N] on every row when b != NULL). */
 void mm_linear_fwd(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,

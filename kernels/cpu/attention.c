@@ -10,7 +10,8 @@
  * transposed, and dV += Pᵀ·dO, dK += scale·dSᵀ·Q. */
 #include "kernels/attention.h"
 
-#include <cblas.h>
+#include "kernels/matmul.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -37,15 +38,13 @@ static float *thread_ws(const attn_ctx *c, int thread, int which) {
 /* C[m, n] = alpha · A[m, hd] · B[n, hd]ᵀ with row strides lda, ldb. */
 static void gemm_nt(int64_t m, int64_t n, int64_t kd, float alpha, const float *A, int64_t lda, const float *B,
                     int64_t ldb, float *C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)kd, alpha, A, (int)lda, B, (int)ldb, 0.0f,
-                C, (int)ldc);
+    mm_sgemm(false, true, m, n, kd, alpha, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
 /* C[m, n] (= or +=) alpha · A[m, kk] · B[kk, n]. */
 static void gemm_nn(int64_t m, int64_t n, int64_t kk, float alpha, const float *A, int64_t lda, const float *B,
                     int64_t ldb, float beta, float *C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)kk, alpha, A, (int)lda, B, (int)ldb,
-                beta, C, (int)ldc);
+    mm_sgemm(false, false, m, n, kk, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 static void fwd_blocks(void *p, size_t begin, size_t end, int thread) {

@@ -3,8 +3,6 @@
  * FP8-resident weights of the CPU teacher (see kernels/fp8.h). */
 #include "kernels/fp8.h"
 
-#include <cblas.h>
-#undef I   /* <complex.h>, through cblas.h; I is a size below */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +10,7 @@
 #include "core/alloc.h"
 #include "core/status.h"
 #include "kernels/convert.h"
+#include "kernels/matmul.h"
 
 uint8_t fp8_from_f32(float f) {
     if (isnan(f)) return 0x7f;
@@ -294,12 +293,8 @@ static void lin_tiles(void *p, size_t begin, size_t end, int thread) {
         for (int64_t k0 = 0; k0 < K; k0 += FP8_TILE_K) {
             int64_t kk = K - k0 < FP8_TILE_K ? K - k0 : FP8_TILE_K;
             dequant_tile(c->fn, w, n0, n1, k0, k0 + kk, tile, kk);
-            if (M == 1)
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nn, (int)kk, 1.0f, tile, (int)kk, c->x + k0, 1, beta,
-                            c->y + n0, 1);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nn, (int)kk, 1.0f, c->x + k0, (int)K,
-                            tile, (int)kk, beta, c->y + n0, (int)N);
+            /* (one row goes to a matrix-vector product inside mm_sgemm) */
+            mm_sgemm(false, true, M, nn, kk, 1.0f, c->x + k0, K, tile, kk, beta, c->y + n0, N);
         }
     }
 }

@@ -1,9 +1,5 @@
-/* kernels/cpu/matmul.c — linear layers over OpenBLAS, split over the thread pool. */
+/* kernels/cpu/matmul.c — linear layers over mm_sgemm (kernels/cpu/gemm.c), split over the thread pool. */
 #include "kernels/matmul.h"
-
-#include <cblas.h>
-
-void mm_blas_single_thread(void) { openblas_set_num_threads(1); }
 
 typedef struct {
     float *out;
@@ -20,8 +16,8 @@ static void fwd_rows(void *p, size_t begin, size_t end, int thread) {
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < c->N; j++) y[i * c->N + j] = c->bias[j];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)c->N, (int)c->K, 1.0f,
-                c->a + (int64_t)begin * c->K, (int)c->K, c->b, (int)c->K, c->bias ? 1.0f : 0.0f, y, (int)c->N);
+    mm_sgemm(false, true, m, c->N, c->K, 1.0f, c->a + (int64_t)begin * c->K, c->K, c->b, c->K, c->bias ? 1.0f : 0.0f, y,
+             c->N);
 }
 
 void mm_linear_fwd(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
@@ -39,13 +35,9 @@ static void fwd_cols(void *p, size_t begin, size_t end, int thread) {
     if (c->bias)
         for (int64_t i = 0; i < c->M; i++)
             for (int64_t j = j0; j < j1; j++) c->out[i * c->N + j] = c->bias[j];
-    if (c->M == 1) {   /* one row: a matrix-vector product streams w at memory speed */
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)c->K, 1.0f, c->b + j0 * c->K, (int)c->K, c->a, 1,
-                    c->bias ? 1.0f : 0.0f, c->out + j0, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)n, (int)c->K, 1.0f, c->a, (int)c->K,
-                c->b + j0 * c->K, (int)c->K, c->bias ? 1.0f : 0.0f, c->out + j0, (int)c->N);
+    /* (one row goes to a matrix-vector product inside mm_sgemm: it streams w at memory speed) */
+    mm_sgemm(false, true, c->M, n, c->K, 1.0f, c->a, c->K, c->b + j0 * c->K, c->K, c->bias ? 1.0f : 0.0f, c->out + j0,
+             c->N);
 }
 
 void mm_linear_fwd_cols(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
@@ -58,9 +50,8 @@ void mm_linear_fwd_cols(float *y, const float *x, const float *w, const float *b
 static void bwd_x_rows(void *p, size_t begin, size_t end, int thread) {
     const mm_ctx *c = p;
     int64_t m = (int64_t)(end - begin);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)c->K, (int)c->N, 1.0f,
-                c->a + (int64_t)begin * c->N, (int)c->N, c->b, (int)c->K, c->acc ? 1.0f : 0.0f,
-                c->out + (int64_t)begin * c->K, (int)c->K);
+    mm_sgemm(false, false, m, c->K, c->N, 1.0f, c->a + (int64_t)begin * c->N, c->N, c->b, c->K, c->acc ? 1.0f : 0.0f,
+             c->out + (int64_t)begin * c->K, c->K);
 }
 
 void mm_linear_bwd_x(float *dx, bool accumulate_dx, const float *dy, const float *w, int64_t M, int64_t N, int64_t K,
@@ -74,8 +65,8 @@ static void bwd_w_cols(void *p, size_t begin, size_t end, int thread) {
     const mm_ctx *c = p;
     int64_t n = (int64_t)(end - begin);
     /* dw[begin:end, :] += dy[:, begin:end]ᵀ · x */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)c->K, (int)c->M, 1.0f, c->a + begin,
-                (int)c->N, c->b, (int)c->K, 1.0f, c->out + (int64_t)begin * c->K, (int)c->K);
+    mm_sgemm(true, false, n, c->K, c->M, 1.0f, c->a + begin, c->N, c->b, c->K, 1.0f, c->out + (int64_t)begin * c->K,
+             c->K);
     if (c->bias) {
         float *db = (float *)c->bias;
         for (int64_t j = (int64_t)begin; j < (int64_t)end; j++) {

@@ -1,7 +1,6 @@
 /* kernels/cpu/mla.c — multi-head latent attention, naive and absorbed (see kernels/mla.h). */
 #include "kernels/mla.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -46,13 +45,10 @@ static void naive_heads(void *p, size_t hb, size_t he, int thread) {
     int64_t dq = dn + dr, dkv = dn + dv, n = c->n, T = c->T;
     float *s = c->scratch + thread * c->per_thread;
     for (size_t h = hb; h < he; h++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)T, (int)dn, 1.0f, c->q + h * dq, (int)(H * dq),
-                    c->kv + h * dkv, (int)(H * dkv), 0.0f, s, (int)T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)T, (int)dr, 1.0f, c->q + h * dq + dn,
-                    (int)(H * dq), c->latent + R, (int)(R + dr), 1.0f, s, (int)T);
+        mm_sgemm(false, true, n, T, dn, 1.0f, c->q + h * dq, H * dq, c->kv + h * dkv, H * dkv, 0.0f, s, T);
+        mm_sgemm(false, true, n, T, dr, 1.0f, c->q + h * dq + dn, H * dq, c->latent + R, R + dr, 1.0f, s, T);
         softmax_rows(s, n, T, c->ctx, d->scale);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)T, 1.0f, s, (int)T,
-                    c->kv + h * dkv + dn, (int)(H * dkv), 0.0f, c->out + h * dv, (int)(H * dv));
+        mm_sgemm(false, false, n, dv, T, 1.0f, s, T, c->kv + h * dkv + dn, H * dkv, 0.0f, c->out + h * dv, H * dv);
     }
 }
 
@@ -65,18 +61,13 @@ static void absorbed_heads(void *p, size_t hb, size_t he, int thread) {
     for (size_t h = hb; h < he; h++) {
         const float *wuk = c->kv_b + (int64_t)h * dkv * R, *wuv = wuk + dn * R;
         /* q_lat [n, R] = q_nope [n, dn] · W_UK[h] [dn, R] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)R, (int)dn, 1.0f, c->q + h * dq, (int)(H * dq),
-                    wuk, (int)R, 0.0f, ql, (int)R);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)T, (int)R, 1.0f, ql, (int)R, c->latent,
-                    (int)(R + dr), 0.0f, s, (int)T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)T, (int)dr, 1.0f, c->q + h * dq + dn,
-                    (int)(H * dq), c->latent + R, (int)(R + dr), 1.0f, s, (int)T);
+        mm_sgemm(false, false, n, R, dn, 1.0f, c->q + h * dq, H * dq, wuk, R, 0.0f, ql, R);
+        mm_sgemm(false, true, n, T, R, 1.0f, ql, R, c->latent, R + dr, 0.0f, s, T);
+        mm_sgemm(false, true, n, T, dr, 1.0f, c->q + h * dq + dn, H * dq, c->latent + R, R + dr, 1.0f, s, T);
         softmax_rows(s, n, T, c->ctx, d->scale);
         /* o_lat [n, R] = p [n, T] · c [T, R]; out_h [n, dv] = o_lat · W_UV[h]ᵀ */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)R, (int)T, 1.0f, s, (int)T, c->latent,
-                    (int)(R + dr), 0.0f, ol, (int)R);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)dv, (int)R, 1.0f, ol, (int)R, wuv, (int)R,
-                    0.0f, c->out + h * dv, (int)(H * dv));
+        mm_sgemm(false, false, n, R, T, 1.0f, s, T, c->latent, R + dr, 0.0f, ol, R);
+        mm_sgemm(false, true, n, dv, R, 1.0f, ol, R, wuv, R, 0.0f, c->out + h * dv, H * dv);
     }
 }
 

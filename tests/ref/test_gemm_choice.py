@@ -1,0 +1,54 @@
+"""retort version names the CPU GEMM kernel in use (kernels/cpu/gemm.c), RETORT_GEMM forces it,
+and a value the kernels cannot honour is one error line with exit status 2, before any work.
+Expected strings come from the CPU's own flags (/proc/cpuinfo), not from the code under test."""
+import os
+import subprocess
+
+from conftest import run
+
+
+def cpu_has_avx2_fma():
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+def version(retort_bin, **env):
+    e = dict(os.environ)
+    e.pop("RETORT_GEMM", None)
+    e.update(env)
+    return subprocess.run([retort_bin, "version"], capture_output=True, text=True, env=e, timeout=60)
+
+
+def test_version_names_the_kernel(retort_bin):
+    p = version(retort_bin)
+    assert p.returncode == 0, p.stderr
+    line = next(l for l in p.stdout.splitlines() if l.startswith("cpu gemm: "))
+    assert "OpenBLAS" in line and "chosen for this CPU" in line
+    p = version(retort_bin, RETORT_GEMM="blas")
+    assert p.returncode == 0 and "cpu gemm: OpenBLAS" in p.stdout and "set by RETORT_GEMM" in p.stdout
+
+
+def test_forced_avx2(retort_bin):
+    p = version(retort_bin, RETORT_GEMM="avx2")
+    if cpu_has_avx2_fma():
+        assert p.returncode == 0 and "cpu gemm: retort avx2+fma" in p.stdout, p.stdout + p.stderr
+    else:
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no AVX2" in p.stderr
+
+
+def test_openblas_fallback_core_gets_retort_kernel(retort_bin):
+    # OpenBLAS's SSE3 core, what 0.3.21 runs on CPUs it does not know (Sapphire Rapids)
+    p = version(retort_bin, OPENBLAS_CORETYPE="Prescott")
+    assert p.returncode == 0, p.stderr
+    want = "cpu gemm: retort avx2+fma" if cpu_has_avx2_fma() else "cpu gemm: OpenBLAS"
+    assert want in p.stdout, p.stdout
+
+
+def test_bad_value_is_one_error_line(retort_bin):
+    p = version(retort_bin, RETORT_GEMM="avx512")
+    assert p.returncode == 2
+    assert p.stderr == "retort: RETORT_GEMM=avx512: expected auto, blas or avx2\n"
+    assert run([retort_bin, "version"]).returncode == 0
