@@ -249,9 +249,9 @@ static int eval_ranks(cli_ranks *rk, int argc, char **argv) {
     int rc = 0;
     char *model_name = NULL;
     mc_config cfg;
-    if (!rt_is_dir(dir)) {
-        fprintf(stderr, "retort: eval: model directory %s not found\n", dir);
-        rc = EXIT_RUNTIME;
+    if (!rt_is_dir(dir)) {   /* messages recorded, so that a rank > 0 alone can say it (cli_ranks_agree) */
+        rt_fail(RT_ENOTFOUND, "model directory %s not found", dir);
+        rc = cli_fail("eval");
     } else {
         char *abs_dir = realpath(dir, NULL);
         model_name = abs_dir ? rt_malloc(strlen(abs_dir) + 7) : NULL;
@@ -286,9 +286,8 @@ static int eval_ranks(cli_ranks *rk, int argc, char **argv) {
     char *def_tok = rt_path_join(dir, "tokenizer.json");
     if (!tok_path) tok_path = def_tok;
     if (!tok_path || !rt_is_file(tok_path)) {
-        fprintf(stderr, "retort: eval: no tokenizer: %s not found (give --tokenizer FILE)\n",
-                tok_path ? tok_path : "tokenizer.json");
-        rc = EXIT_RUNTIME;
+        rt_fail(RT_ENOTFOUND, "no tokenizer: %s not found (give --tokenizer FILE)", tok_path ? tok_path : "tokenizer.json");
+        rc = cli_fail("eval");
     } else if (tok_load(tok_path, &tok)) rc = cli_fail("eval: loading the tokenizer");
     ds_db *db = NULL;
     ev_questions qs = {0};
