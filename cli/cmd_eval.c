@@ -1,6 +1,15 @@
 /* cli/cmd_eval.c — `retort eval`: a benchmark through a local model or an OpenAI-compatible
  * endpoint, k samples per question, answers verified and stored in eval_results (eval/run.h),
- * then the run's summary (eval/results.h). Progress on stderr, the table on stdout. */
+ * then the run's summary (eval/results.h). Progress on stderr, the table on stdout.
+ *
+ * Under mpirun every rank runs this with the same arguments, as `retort generate` does
+ * (cli/ranks.h, teacher/parallel_engine.h): a model that splits over the ranks (DeepSeek-V3
+ * on the CPU, dense models on --device cuda) is loaded in parts, every rank builds the same
+ * engine, rank 0 alone opens the database, reads the questions, writes the results and the
+ * summary and drives the engine (ev_gen_opts.comm) while the others follow (pe_follow).
+ * Setup failures are agreed (one line, every rank exits); a failure mid-run ends the job with
+ * comm_abort. A model that does not split (a dense model on the CPU) and an endpoint model
+ * are rank 0's alone: ranks > 0 exit 0 at once. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +32,7 @@
 #include "kernels/matmul.h"
 #include "teacher/engine.h"
 #include "teacher/oai_client.h"
+#include "teacher/parallel_engine.h"
 
 static int num(const char *opt, const char *s, double lo, double hi, bool whole, double *out) {
     char *end;
@@ -133,7 +143,26 @@ static int eval_remote(const char *dbp, const char *bench, const char *name, con
     return rc;
 }
 
+/* A follower's run: pe_follow until rank 0 ends; a failure ends the job. */
+static int follow(cli_ranks *r, te_engine *e) {
+    if (!pe_follow(r->c, e)) return EXIT_OK;
+    fprintf(stderr, "retort: eval: rank %d of %d: %s\n", r->rank, r->size, rt_errmsg());
+    comm_abort(r->c, EXIT_RUNTIME);
+    return EXIT_RUNTIME;
+}
+
+static int eval_ranks(cli_ranks *rk, int argc, char **argv);
+
 int cmd_eval(int argc, char **argv) {
+    cli_ranks rk;
+    int rc = cli_ranks_open("eval", &rk);
+    if (rc) return rc;
+    rc = eval_ranks(&rk, argc, argv);
+    cli_ranks_close(&rk);
+    return rc;
+}
+
+static int eval_ranks(cli_ranks *rk, int argc, char **argv) {
     if (cli_wants_help("eval", argc, argv)) return EXIT_OK;
     static const struct option longs[] = {
         {"db", required_argument, 0, 'd'},          {"model", required_argument, 0, 'm'},
@@ -203,6 +232,7 @@ int cmd_eval(int argc, char **argv) {
     if (!model) return cli_usage_error("eval", "--model local:DIR or an endpoint URL is required");
     if (!bench) return cli_usage_error("eval", "--bench gsm8k|math500|aime24|FILE.jsonl is required");
     if (!strncmp(model, "http://", 7) || !strncmp(model, "https://", 8)) {
+        if (rk->rank > 0) return EXIT_OK;   /* an endpoint model: rank 0 alone does the work */
         oai_opts ro = {.url = model, .concurrency = (int)conc, .timeout_s = timeout, .max_retries = (int)retries,
                        .stream = stream, .jitter_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
         return eval_remote(dbp, bench, name, served, key_env, &ro, (int)k, temp, top_p, max_tokens, seed, limit,
@@ -216,17 +246,30 @@ int cmd_eval(int argc, char **argv) {
         return EXIT_RUNTIME;
     }
     const char *dir = model + 6;
-    if (!rt_is_dir(dir)) {
-        fprintf(stderr, "retort: eval: model directory %s not found\n", dir);
-        return EXIT_RUNTIME;
-    }
-    char *abs_dir = realpath(dir, NULL), *model_name = abs_dir ? rt_malloc(strlen(abs_dir) + 7) : NULL;
-    if (!model_name) {
+    int rc = 0;
+    char *model_name = NULL;
+    mc_config cfg;
+    if (!rt_is_dir(dir)) {   /* messages recorded, so that a rank > 0 alone can say it (cli_ranks_agree) */
+        rt_fail(RT_ENOTFOUND, "model directory %s not found", dir);
+        rc = cli_fail("eval");
+    } else {
+        char *abs_dir = realpath(dir, NULL);
+        model_name = abs_dir ? rt_malloc(strlen(abs_dir) + 7) : NULL;
+        if (!model_name) rc = cli_fail("eval");
+        else sprintf(model_name, "local:%s", abs_dir);
         free(abs_dir);
-        return cli_fail("eval");
     }
-    sprintf(model_name, "local:%s", abs_dir);
-    free(abs_dir);
+    if (!rc && mc_load(dir, &cfg)) rc = cli_fail("eval: loading the model");
+    /* every rank: the model directory and its config — then the ranks agree, and a model that
+     * does not split (a dense model on the CPU) is rank 0's alone */
+    rc = cli_ranks_agree(rk, rc);
+    bool alone = !rc && rk->size > 1 && dev == TE_DEVICE_CPU && cfg.arch != MC_ARCH_DEEPSEEK_V3;
+    if (rc || (alone && rk->rank > 0)) {
+        free(model_name);
+        return rc;
+    }
+    cli_ranks one = {.rank = 0, .size = 1, .saved_err = -1, .name = "eval"};
+    cli_ranks *lr = alone ? &one : rk;   /* the ranks the model runs over */
     char run_name[512];
     if (!name) {
         size_t n = strlen(dir);
@@ -237,64 +280,64 @@ int cmd_eval(int argc, char **argv) {
         name = run_name;
     }
 
+    /* every rank: tokenizer, template; rank 0: the database and the questions — then the ranks
+     * agree */
     tok_tokenizer *tok = NULL;
     char *def_tok = rt_path_join(dir, "tokenizer.json");
     if (!tok_path) tok_path = def_tok;
-    int rc = 0;
     if (!tok_path || !rt_is_file(tok_path)) {
-        fprintf(stderr, "retort: eval: no tokenizer: %s not found (give --tokenizer FILE)\n",
-                tok_path ? tok_path : "tokenizer.json");
-        rc = EXIT_RUNTIME;
+        rt_fail(RT_ENOTFOUND, "no tokenizer: %s not found (give --tokenizer FILE)", tok_path ? tok_path : "tokenizer.json");
+        rc = cli_fail("eval");
     } else if (tok_load(tok_path, &tok)) rc = cli_fail("eval: loading the tokenizer");
     ds_db *db = NULL;
     ev_questions qs = {0};
     tp_pool *pool = NULL;
     te_model *m = NULL;
     te_engine *e = NULL;
-    ev_run *r = NULL;
-    if (!rc && db_open(dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
-    if (!rc && ev_run_model_check(db, name, model_name)) rc = cli_fail("eval");
-    if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
-    if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
-    if (!rc && tp_create((int)threads, &pool)) rc = cli_fail("eval");
-    cli_ranks one = {.rank = 0, .size = 1, .saved_err = -1, .name = "eval"};
-    if (!rc) rc = cli_load_teacher(&one, dir, pool, dev, gpu_frac, no_graphs, &m);
-    if (!rc && mk_check_tokenizer(te_model_config(m), dir, tok, tok_path)) rc = cli_fail("eval");
+    if (!rc && mk_check_tokenizer(&cfg, dir, tok, tok_path)) rc = cli_fail("eval");
     /* no --template: the question as raw text (the benchmarks' protocol); auto: the model's own */
     if (!rc && tmpl_spec) rc = cli_template("eval", tmpl_spec, tok_path, tok, true, &tmpl);
-    if (!rc && cache == 0) {
-        /* room for one question's k samples at full length, at least the engine's default */
-        int64_t ctx = te_model_config(m)->max_position_embeddings, len = (int64_t)max_tokens + 4096;
-        if (ctx > 0 && len > ctx) len = ctx;
-        cache = (double)len * k > 65536 ? (double)len * k : 65536;
+    if (!rc && lr->rank == 0) {
+        if (db_open(dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
+        if (!rc && ev_run_model_check(db, name, model_name)) rc = cli_fail("eval");
+        if (!rc && ev_questions_load(db, bench, &qs)) rc = cli_fail("eval");
+        if (!rc && limit > 0) ev_questions_truncate(&qs, (size_t)limit);
     }
-    te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
-    if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("eval");
-    if (!rc) {
+    rc = cli_ranks_agree(lr, rc);
+    if (!rc) {   /* every rank: the model (its part of it) and the engine */
+        int nthreads = cli_ranks_threads(lr, threads);
+        if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("eval");
+        if (!rc) rc = cli_load_teacher(lr, dir, pool, dev, gpu_frac, no_graphs, &m);
+        if (!rc && cache == 0) {
+            /* room for one question's k samples at full length, at least the engine's default */
+            int64_t ctx = cfg.max_position_embeddings, len = (int64_t)max_tokens + 4096;
+            if (ctx > 0 && len > ctx) len = ctx;
+            cache = (double)len * k > 65536 ? (double)len * k : 65536;
+        }
+        te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
+        if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("eval");
+        rc = cli_ranks_agree(lr, rc);
+    }
+    cli_ranks_speak(rk);
+    if (!rc && lr->rank > 0) rc = follow(lr, e);
+    else if (!rc) {
         progress pr = {now_s(), 0};
         ev_gen_opts go = {.run = name, .model = model_name, .k = (int)k, .max_tokens = (int64_t)max_tokens,
                           .sampling = {.temperature = (float)temp, .top_p = (float)top_p}, .seed = (uint64_t)seed,
-                          .tok = tok, .tmpl = tmpl, .progress = on_progress, .progress_ctx = &pr};
+                          .tok = tok, .tmpl = tmpl, .progress = on_progress, .progress_ctx = &pr, .comm = lr->c};
         ev_gen_report rep;
         char wb[96];
         fprintf(stderr, "eval: %s, %zu questions, k = %d, run %s; model %s\n", qs.name, qs.n, (int)k, name,
-                cli_weights(wb, sizeof wb, &one, dev, m));
-        if (ev_generate(db, e, &qs, &go, &rep)) rc = cli_fail("eval");
+                cli_weights(wb, sizeof wb, lr, dev, m));
+        int grc = ev_generate(db, e, &qs, &go, &rep);
+        if (grc && rep.comm_failed) {   /* the followers may wait in a collective: end the job */
+            rc = cli_fail("eval");
+            fflush(stdout);
+            comm_abort(lr->c, rc);
+        } else if (grc) rc = cli_fail("eval");
         else fprintf(stderr, "eval: %zu samples generated, %zu already stored\n", rep.generated, rep.existing);
     }
-    if (!rc && ev_run_load(db, name, &r)) rc = cli_fail("eval");
-    if (!rc && as_json) {
-        /* the run's summary as retort compare --json gives it (every benchmark of the run) */
-        json_t *j = NULL;
-        char *txt = NULL;
-        if (ev_compare_json((const ev_run *const *)&r, 1, &j) ||
-            !(txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
-            rc = cli_fail("eval");
-        else printf("%s\n", txt);
-        free(txt);
-        json_decref(j);
-    } else if (!rc) print_summary(r, qs.name);
-    ev_run_free(r);
+    if (lr->rank == 0) show_results(db, name, qs.name, as_json, &rc);
     te_engine_free(e);
     te_model_free(m);
     tp_free(pool);

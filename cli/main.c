@@ -432,6 +432,10 @@ static const cli_command commands[] = {
      "  --device D    cpu (default) or cuda, --gpu-memory-fraction F, --no-cuda-graphs: as for retort\n"
      "                generate (local models)\n"
      "\n"
+     "Under mpirun (`mpirun -np P retort eval ...`, one rank per GPU) a model that splits over the ranks\n"
+     "(DeepSeek-V3 on the CPU, dense on cuda) is loaded in parts and rank 0 alone writes the results, as\n"
+     "for retort generate; a dense model on the CPU and a URL model run on rank 0 alone.\n"
+     "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_eval},
     {"compare", "eval runs side by side: pass@1 with 95% interval, cons@k, length, per-question agreement",

@@ -17,6 +17,7 @@
 #include "filters/verify.h"
 #include "teacher/driver.h"
 #include "teacher/oai_client.h"
+#include "teacher/parallel_engine.h"
 
 #define R1_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
 #define SEED_STRIDE 1000003ull
@@ -290,8 +291,14 @@ static int encode(const ev_gen_opts *o, const char *text, int32_t **ids, size_t 
 static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
     const ev_questions *qs = g->qs;
     const ev_gen_opts *o = g->o;
+    rt_comm *c = o->comm && comm_size(o->comm) > 1 ? o->comm : NULL;
     size_t todo = 0, done = 0, next = 0;
     int rc = 0;
+    /* lockstep: the question to issue with the next step (at most one, as alone: a question
+     * is submitted only when the queue is empty), its prompt ids owned here */
+    te_request pend = {0};
+    bool have_pend = false;
+    size_t pend_q = 0;
     for (size_t i = 0; i < qs->n && !rc; i++) {
         size_t n_need;
         rc = missing(g, qs->q[i].prompt_id, g->need[i], &n_need);
@@ -302,7 +309,7 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
         te_stats st;
         te_stats_get(e, &st);
         /* keep the queue short so latency measures generation, not waiting */
-        while (!rc && st.queued == 0 && next < qs->n) {
+        while (!rc && st.queued == 0 && !have_pend && next < qs->n) {
             size_t i = next++;
             int last = -1;
             for (int j = 0; j < o->k; j++)
@@ -315,16 +322,36 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
             te_request r = {.prompt = ids, .n_prompt = (int64_t)n, .n_samples = last + 1, .max_tokens = o->max_tokens,
                             .sampling = o->sampling, .seed = o->seed + SEED_STRIDE * (uint64_t)qs->q[i].prompt_id,
                             .stop_ids = &g->end_of_turn, .n_stop_ids = g->end_of_turn >= 0 ? 1 : 0, .tag = i};
-            if (!rc) rc = te_submit(e, &r);
+            if (!rc && c) {   /* issued with the next step */
+                pend = r;
+                pend_q = i;
+                have_pend = true;
+                ids = NULL;
+            } else if (!rc) rc = te_submit(e, &r);
             free(ids);
             if (rc) rc = rt_errorf(rc, "%s question %zu (prompt %lld)", qs->name, i + 1, (long long)qs->q[i].prompt_id);
             g->t_submit[i] = now_ms();
             te_stats_get(e, &st);
         }
-        if (rc || !te_busy(e)) break;
+        if (rc || (!te_busy(e) && !have_pend)) break;
         te_result *res = NULL;
         size_t k = 0;
-        if ((rc = te_step(e, &res, &k))) break;
+        if (c) {
+            pe_input in = {.submit = &pend, .n_submit = have_pend ? 1 : 0};
+            int src = 0;
+            bool last = false;
+            rc = pe_step(c, e, &in, &src, &res, &k, &last);
+            if (rc) rep->comm_failed = true;
+            else if (have_pend && src)   /* refused on every rank; te_submit's message is current */
+                rc = rt_errorf(src, "%s question %zu (prompt %lld)", qs->name, pend_q + 1,
+                               (long long)qs->q[pend_q].prompt_id);
+            if (have_pend) free((void *)pend.prompt);
+            have_pend = false;
+            if (rc) {
+                te_results_free(res, k);
+                break;
+            }
+        } else if ((rc = te_step(e, &res, &k))) break;
         if (k && !(rc = db_begin(g->db))) {
             for (size_t j = 0; j < k && !rc; j++)
                 if (res[j].sample < o->k && g->need[res[j].tag][res[j].sample]) {
@@ -341,6 +368,7 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
             o->progress(o->progress_ctx, done, todo, st.generated_tokens);
         }
     }
+    if (have_pend) free((void *)pend.prompt);
     rep->generated = done;
     return rc;
 }
@@ -494,7 +522,15 @@ static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_q
 }
 
 int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
-    return generate(db, e, NULL, qs, o, rep);
+    int rc = generate(db, e, NULL, qs, o, rep);
+    if (e && o->comm && comm_size(o->comm) > 1 && !rep->comm_failed) {   /* release the followers */
+        int erc = pe_end(o->comm, e);
+        if (erc) {
+            rep->comm_failed = true;
+            if (!rc) rc = erc;
+        }
+    }
+    return rc;
 }
 
 int ev_generate_remote(ds_db *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,

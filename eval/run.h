@@ -26,6 +26,15 @@
  * latency_ms is the wall time from the request's submission (requests are submitted only
  * when the engine's queue is empty) to the sample's last token.
  *
+ * Lockstep (retort eval under mpirun). With ev_gen_opts.comm of more than one rank, the engine
+ * is rank 0's of a model split over the ranks (te_model_load_opts with comm), and ev_generate
+ * drives it through pe_step (teacher/parallel_engine.h), each question's request issued with
+ * the next step, while the other ranks run pe_follow(); only rank 0 reads the database and
+ * writes results. ev_generate ends the followers (pe_end) before it returns, on success and on
+ * its own errors alike — except when the lockstep itself broke (pe_step's or pe_end's error,
+ * rep->comm_failed set): the followers may wait in a collective then, and the caller ends the
+ * job (comm_abort). The samples are those of the engine alone: their seeds fix them.
+ *
  * Ownership: ev_questions_free releases what ev_questions_load made. The engine, tokenizer
  * and database are borrowed. Errors: RT_ENOTFOUND (benchmark file), RT_EFORMAT, RT_EINVAL
  * (a prompt the model cannot take), the engine's, the database's, RT_ENOMEM.
@@ -38,6 +47,7 @@
 #include <stdint.h>
 
 #include "core/chat_template.h"
+#include "core/comm.h"
 #include "core/tokenizer.h"
 #include "dataset/db.h"
 #include "kernels/sample.h"
@@ -73,10 +83,12 @@ typedef struct {
      * samples this call has to generate, tokens generated. */
     void (*progress)(void *ctx, size_t done, size_t todo, int64_t tokens);
     void *progress_ctx;
+    rt_comm *comm;             /* NULL or one rank: the engine alone; more: rank 0 in lockstep */
 } ev_gen_opts;
 
 typedef struct {
     size_t questions, existing, generated;
+    bool comm_failed;          /* lockstep broken: the caller aborts the other ranks */
 } ev_gen_report;
 
 /* RT_EINVAL when run already has rows of a model other than model. */
