@@ -283,8 +283,11 @@ static int plan_main(int argc, char **argv) {
     bool fits = mem.total <= cap;
     if (json) {
         json_t *o = json_object(), *rows = json_object();
-        for (size_t i = 0; i < sizeof PLAN_ROWS / sizeof *PLAN_ROWS; i++)
-            json_object_set_new(rows, PLAN_ROWS[i].key, json_integer((json_int_t) * (size_t *)((char *)&mem + PLAN_ROWS[i].off)));
+        for (size_t i = 0; i < sizeof PLAN_ROWS / sizeof *PLAN_ROWS; i++) {
+            size_t b = *(size_t *)((char *)&mem + PLAN_ROWS[i].off);
+            if (b || PLAN_ROWS[i].off != offsetof(gp_mem, kd))   /* the KD buffer only when asked for */
+                json_object_set_new(rows, PLAN_ROWS[i].key, json_integer((json_int_t)b));
+        }
         json_object_set_new(o, "per_rank_bytes", rows);
         json_object_set_new(o, "total_bytes", json_integer((json_int_t)mem.total));
         json_object_set_new(o, "gpu_memory_bytes", json_integer((json_int_t)cap));

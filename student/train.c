@@ -442,8 +442,8 @@ static int write_state(const tr_trainer *t, const char *dir) {
     return rc;
 }
 
-/* Where a checkpoint's tensors come from: whole arrays in the flat layout (levels 0–2, and
- * tr_save_external), or at level 3 the ranks' parts, gathered on rank 0 tensor by tensor.
+/* Where a checkpoint's tensors come from: whole arrays in the flat layout (levels 0–2), or
+ * at level 3 the ranks' parts, gathered on rank 0 tensor by tensor.
  * At level 3 every rank makes the same gathers in the same order — the model file's
  * tensors (parameters), then per tensor exp_avg, exp_avg_sq and (BF16 model) master, as
  * the files list them: rank 0 as its writers ask for them, then ckpt_drain the rest (all
@@ -762,14 +762,6 @@ int tr_resume(tr_trainer *t, const char *dir) {
     return rc ? rt_errorf(rc, "resuming from %s", dir) : 0;
 }
 
-int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
-                     int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype) {
-    tr_trainer t = {.m = (sm_model *)m, .o = *o, .step = step, .pos = *pos, .N = seq_len};
-    ckpt_src c = {.t = &t, .full = {m1, m2, m->params}, .master = model_dtype != RT_DT_F32};
-    int rc = save_files(&c, dir, model_dtype);
-    return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
-}
-
 int tr_save_stream(const sm_model *m, int (*fetch)(void *ctx, int kind, const sm_tensor *x, float *dst), void *ctx,
                    int64_t step, const sd_position *pos, int64_t seq_len, const tr_options *o, const char *dir,
                    rt_dtype model_dtype) {
@@ -783,17 +775,6 @@ int tr_save_stream(const sm_model *m, int (*fetch)(void *ctx, int kind, const sm
     if (!rc) rc = save_files(&c, dir, model_dtype);
     free(c.buf);
     return rc ? rt_errorf(rc, "saving checkpoint %s", dir) : 0;
-}
-
-int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir) {
-    tr_trainer t = {.m = m, .d = d, .N = sd_seq_len(d), .mom1 = m1, .mom2 = m2};
-    zr_layout_init(&t.z, m->n_params, 0, 1, 0);
-    int rc = read_state(&t, dir);
-    if (!rc) rc = read_moments(&t, dir);
-    if (rc) return rt_errorf(rc, "resuming from %s", dir);
-    *step = t.step;
-    *pos = t.pos;
-    return 0;
 }
 
 int tr_resume_position(sd_data *d, int64_t *step, sd_position *pos, const char *dir) {

@@ -151,14 +151,7 @@ int tr_resume(tr_trainer *t, const char *dir);
 /* DIR.state when it holds trainer_state.json, else DIR (the older layout); owned, NULL on ENOMEM. */
 char *tr_state_dir(const char *dir);
 /* The same checkpoint for a trainer whose state lives elsewhere (the GPU path,
- * student/gpu_train.h): m->params hold the f32 weights and m1, m2 the AdamW moments, all in
- * the model's flat layout ([m->n_params]); step, data position, sequence length and options
- * are written as tr_save writes them. tr_resume_external reads them back (m: loaded from the
- * same directory; its params get the f32 master weights when the checkpoint has them). */
-int tr_save_external(const sm_model *m, const float *m1, const float *m2, int64_t step, const sd_position *pos,
-                     int64_t seq_len, const tr_options *o, const char *dir, rt_dtype model_dtype);
-int tr_resume_external(sm_model *m, float *m1, float *m2, sd_data *d, int64_t *step, sd_position *pos, const char *dir);
-/* tr_save_external one tensor at a time: fetch(ctx, kind, x, dst) writes tensor x's f32 values
+ * student/gpu_train.h), written one tensor at a time: fetch(ctx, kind, x, dst) writes tensor x's f32 values
  * (kind 0: exp_avg, 1: exp_avg_sq, 2: the weights / master weights) into dst [x->numel], in
  * the order the files are written — every tensor's weights (model order), then per tensor
  * exp_avg, exp_avg_sq and (BF16 model) master: n_tensors · (3 or 4) calls, fewer when a

@@ -122,6 +122,10 @@ def test_datasets_and_one_trl_sft_step_train_on_the_reasoning(retort_bin, assets
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds.remove_columns("metadata"), processing_class=tok)
     text = tok.decode(trainer.train_dataset[0]["input_ids"])
     assert "<think>" in text and reasoning[0][:200] in text
-    result = trainer.train()
+    # other test modules switch autograd off at import (torch.set_grad_enabled(False)); pytest
+    # imports them all before running anything
+    import torch
+    with torch.enable_grad():
+        result = trainer.train()
     assert result.global_step == 1
     assert result.training_loss > 0 and result.training_loss == result.training_loss  # finite, not NaN

@@ -101,6 +101,14 @@ def student(tmp_path_factory):
                                              ("jsd:0.3", 0.5, 1.0), ("uld", 0.6, 2.0)])
 def test_step_loss_and_gradient_match_torch(retort_bin, tools_dir, student, tmp_path, kind, alpha, temp):
     torch = pytest.importorskip("torch")
+    # Other test modules switch autograd off at import (torch.set_grad_enabled(False)), and
+    # pytest imports them all before running anything: on for this test only.
+    with torch.enable_grad():
+        _step_loss_and_gradient(retort_bin, tools_dir, student, tmp_path, kind, alpha, temp)
+
+
+def _step_loss_and_gradient(retort_bin, tools_dir, student, tmp_path, kind, alpha, temp):
+    torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     tv = 300 if kind == "uld" else 256   # ULD: another vocabulary
     data = mkshard(tools_dir, tmp_path / "one.bin", 1, 11, topk=5, teacher_vocab=tv)
@@ -300,7 +308,7 @@ def test_kd_resume_continues_bit_exactly(retort_bin, tools_dir, tmp_path):
               "1.5", "--kd-loss", "reverse", "--dtype", "f32"]
     train(retort_bin, "--init", str(cfg), *common, "--out", str(tmp_path / "a"), "--save-every", "3",
           "--log", str(tmp_path / "a.jsonl"))
-    state = json.loads((tmp_path / "a" / "step-3" / "trainer_state.json").read_text())
+    state = json.loads((tmp_path / "a" / "step-3.state" / "trainer_state.json").read_text())
     assert state["options"]["kd_alpha"] == 0.4 and state["options"]["kd_loss"] == "reverse"
     train(retort_bin, "--resume", str(tmp_path / "a" / "step-3"), *common, "--out", str(tmp_path / "b"),
           "--log", str(tmp_path / "b.jsonl"))
