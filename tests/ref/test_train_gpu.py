@@ -355,6 +355,22 @@ def plan_json(retort_bin, *args):
     return json.loads(lines[0])
 
 
+def test_plan_counts_the_kd_top_k_buffer(retort_bin):
+    """--kd-top-k K adds logit distillation's buffer: per micro-batch of T tokens K (int32 id,
+    f32 logprob) pairs and one count byte per token, and three f64 sums per micro-batch."""
+    path = os.path.join(ROOT, "configs", "models", "qwen2.5-1.5b.json")
+    base = ["--init", path, "--seq", "4096", "--batch", "2", "--grad-accum", "4", "--zero", "0"]
+    plain = plan_json(retort_bin, *base)
+    kd = plan_json(retort_bin, *base, "--kd-top-k", "20")
+    T = 4096 * 2
+    want = T * 20 * 8 + T + 4 * 3 * 8
+    assert "kd_topk" not in plain["per_rank_bytes"]
+    assert kd["per_rank_bytes"]["kd_topk"] == want
+    assert kd["total_bytes"] == plain["total_bytes"] + want
+    bad = run([retort_bin, "train", "--plan", *base, "--kd-top-k", "21"])
+    assert bad.returncode == 2 and "--kd-top-k" in bad.stderr.splitlines()[0], bad.stderr
+
+
 @pytest.mark.parametrize("zero,offload", [(2, False), (3, False), (3, True)])
 def test_plan_qwen25_7b_on_8_ranks_follows_the_formula(retort_bin, zero, offload):
     path = os.path.join(ROOT, "configs", "models", "qwen2.5-7b.json")
