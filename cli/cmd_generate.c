@@ -576,8 +576,9 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
             rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
         else if (!rc && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
         if (!rc && mk_check_tokenizer(&cfg, dir, tok, tok_path)) rc = cli_fail("generate");
-        free(def_tok);
         if (!rc) rc = cli_template("generate", tmpl_spec, tok_path, tok, true, &tmpl);
+        free(def_tok);   /* tok_path may point at it */
+        tok_path = NULL;
         o.engine = NULL;
         o.tok = tok;
         o.tmpl = tmpl;

@@ -181,8 +181,9 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     mc_config mcfg;   /* the tokenizer must fit the model's vocabulary (core/model_check.h) */
     if (!rc && mc_load(model, &mcfg)) rc = cli_fail("serve: loading the model");
     if (!rc && mk_check_tokenizer(&mcfg, model, tok, tok_path)) rc = cli_fail("serve");
-    free(def_tok);
     if (!rc) rc = cli_template("serve", tmpl_spec, tok_path, tok, false, &tmpl);
+    free(def_tok);   /* tok_path may point at it */
+    tok_path = NULL;
     rc = cli_ranks_agree(rk, rc);
     /* SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts */
     sigset_t sigs;

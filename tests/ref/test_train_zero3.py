@@ -222,7 +222,11 @@ def test_a_rank_host_peak_stays_near_its_part(tools_dir, data, tmp_path_factory,
         print(f"rank {r['rank']}/{ranks}: model {4 * n} B f32, buffers {held} B, peak RSS grew {grew} B "
               f"({grew / n:.2f} B/param)")
         assert r["model_params"] is False
-        assert grew <= held + 2 * n, (grew, held, n)
+        # Under ASan (make sanitize) freed blocks sit in its quarantine and every block carries
+        # redzones, so RSS measures the sanitizer, not the trainer: the run is still checked
+        # for memory errors, the bound only in a plain build.
+        if "ASAN_OPTIONS" not in os.environ:
+            assert grew <= held + 2 * n, (grew, held, n)
 
 
 def test_untied_llama_with_layer_checkpointing_is_zero2_bit_for_bit(retort_bin, data, tmp_path_factory, tmp_path):
