@@ -717,22 +717,9 @@ static int reserve(dc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
 
 int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                const int32_t *tokens, float *logits) {
-    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
-    if (!m->bs || kv_pool_block_size(cache) != m->bs || kv_pool_block_floats(cache) != 0 ||
-        kv_pool_blocks(cache) > m->n_blocks)
-        return rt_fail(RT_EINVAL, "the KV cache's blocks were not made for this model's GPU cache (dc_cache_init)");
-    int64_t T = 0;
-    for (int64_t s = 0; s < n_seqs; s++) {
-        if (n_new[s] <= 0) return rt_fail(RT_EINVAL, "sequence %lld: %d new tokens", (long long)s, n_new[s]);
-        int64_t end = seqs[s]->len + n_new[s];
-        if (end > m->c.max_position_embeddings)
-            return rt_fail(RT_ERANGE, "sequence of %lld positions exceeds max_position_embeddings %lld",
-                           (long long)end, (long long)m->c.max_position_embeddings);
-        T += n_new[s];
-    }
-    for (int64_t t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= m->V)
-            return rt_fail(RT_EINVAL, "token %d outside the vocabulary of %lld", tokens[t], (long long)m->V);
+    int64_t T;
+    TRY(kv_check_device_batch(cache, m->bs, m->n_blocks, "dc_cache_init", seqs, n_new, n_seqs, tokens, m->V,
+                              m->c.max_position_embeddings, &T));
     for (int64_t s = 0; s < n_seqs; s++) TRY(reserve(m, cache, seqs[s], seqs[s]->len + n_new[s]));
     int64_t *tok_at = rt_malloc((size_t)n_seqs * sizeof(int64_t));
     piece *pc = rt_malloc((size_t)(n_seqs < m->p.max_seqs ? n_seqs : m->p.max_seqs) * sizeof *pc);

@@ -118,3 +118,24 @@ void kv_seq_release(kv_pool *p, kv_seq *s) {
     free(s->blocks);
     *s = (kv_seq){0};
 }
+
+int kv_check_device_batch(const kv_pool *p, int64_t bs, int64_t n_blocks, const char *init, kv_seq *const *seqs,
+                          const int32_t *n_new, int64_t n_seqs, const int32_t *tokens, int64_t V, int64_t max_pos,
+                          int64_t *T) {
+    if (n_seqs <= 0) return rt_fail(RT_EINVAL, "forward of %lld sequences", (long long)n_seqs);
+    if (!bs || kv_pool_block_size(p) != bs || kv_pool_block_floats(p) != 0 || kv_pool_blocks(p) > n_blocks)
+        return rt_fail(RT_EINVAL, "the KV cache's blocks were not made for this model's GPU cache (%s)", init);
+    *T = 0;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        if (n_new[s] <= 0) return rt_fail(RT_EINVAL, "sequence %lld: %d new tokens", (long long)s, n_new[s]);
+        int64_t end = seqs[s]->len + n_new[s];
+        if (end > max_pos)
+            return rt_fail(RT_ERANGE, "sequence of %lld positions exceeds max_position_embeddings %lld",
+                           (long long)end, (long long)max_pos);
+        *T += n_new[s];
+    }
+    for (int64_t t = 0; t < *T; t++)
+        if (tokens[t] < 0 || tokens[t] >= V)
+            return rt_fail(RT_EINVAL, "token %d outside the vocabulary of %lld", tokens[t], (long long)V);
+    return 0;
+}

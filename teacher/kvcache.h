@@ -47,6 +47,13 @@ int64_t kv_blocks_for(const kv_pool *p, int64_t len);
 int kv_seq_reserve(kv_pool *p, kv_seq *s, int64_t new_len);
 /* dst (empty) shares every block of src, with src's length. */
 int kv_seq_fork(kv_pool *p, const kv_seq *src, kv_seq *dst);
+/* The GPU engines' check of a forward batch (teacher/dense_cuda.h, teacher/ds_cuda.h): the pool
+ * was laid out for a device cache of n_blocks blocks of bs positions (block_floats 0; `init`
+ * names the cache's init function in the message), every sequence appends n_new[s] > 0 tokens
+ * without passing max_pos, every token is below V; *T: the batch's tokens. RT_EINVAL, RT_ERANGE. */
+int kv_check_device_batch(const kv_pool *p, int64_t bs, int64_t n_blocks, const char *init, kv_seq *const *seqs,
+                          const int32_t *n_new, int64_t n_seqs, const int32_t *tokens, int64_t V, int64_t max_pos,
+                          int64_t *T);
 void kv_seq_release(kv_pool *p, kv_seq *s);
 
 #endif
