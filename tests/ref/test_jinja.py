@@ -4,8 +4,8 @@ without the generation prompt, on conversations with and without a system prompt
 turns, reasoning in `<think>` blocks and in reasoning_content, odd whitespace and Unicode.
 
 Templates: tests/data/templates/*.json (the real tokenizer_config.json chat_template strings of
-DeepSeek-R1, DeepSeek-V3, R1-Distill-Qwen/Llama, Qwen2.5, Qwen3, Llama 3.1 and 3.3; each file
-names its source), rendered by transformers with the shared/assets tokenizer of the same family
+DeepSeek-R1, DeepSeek-V3, R1-Distill-Qwen/Llama, Qwen2.5, Qwen3, QwQ-32B, Llama 3.1 and 3.3; each
+file names its source), rendered by transformers with the shared/assets tokenizer of the same family
 (same special tokens). Masks are checked against the same construction done in Python on
 transformers' renderings and HF tokenizers' offsets; ids against HF tokenizers.
 """
@@ -20,7 +20,7 @@ from conftest import ROOT, run, jsonl_lines
 transformers = pytest.importorskip("transformers")
 
 TEMPLATES = sorted(glob.glob(os.path.join(ROOT, "tests", "data", "templates", "*.json")))
-FAMILY = {"deepseek": "deepseek_v3", "r1_": "deepseek_v3", "qwen": "qwen3", "llama": "llama3_1"}
+FAMILY = {"deepseek": "deepseek_v3", "r1_": "deepseek_v3", "qwen": "qwen3", "qwq": "qwen3", "llama": "llama3_1"}
 
 
 def family_dir(assets, path):
