@@ -395,6 +395,26 @@ def test_serve_under_mpirun_refusals_and_cancels_stay_in_lockstep(ds, retort_bin
             mp.wait()
 
 
+def wait_for_a_stored_sample(db, proc, timeout=1200):
+    """Poll the database (read-only, as another process would) until the run has committed a
+    sample, so that a signal sent next interrupts a run that has stored something."""
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "the run ended before it stored a sample"
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                if con.execute("SELECT count(*) FROM samples").fetchone()[0] > 0:
+                    return
+            finally:
+                con.close()
+        except sqlite3.OperationalError:
+            pass   # the writer holds the lock: look again
+        time.sleep(0.2)
+    raise AssertionError(f"no sample stored within {timeout} s")
+
+
 def test_db_sigterm_on_rank_0_stops_cleanly_and_a_rerun_completes(ds, retort_bin, tmp_path):
     """SIGTERM to rank 0 mid-run: it stops between steps, releases the follower, exits 130
     (so does mpirun); every stored sample is whole; a rerun under mpirun stores exactly the
@@ -407,6 +427,7 @@ def test_db_sigterm_on_rank_0_stops_cleanly_and_a_rerun_completes(ds, retort_bin
     try:
         first = mp.stderr.readline()   # the first progress line: the run is under way
         assert first.startswith("generate: prompts"), first
+        wait_for_a_stored_sample(db, mp)   # under ASan the first line comes long before the first row
         os.kill(rank_pids(mp.pid)[0], signal.SIGTERM)
         err = mp.stderr.read()
         assert mp.wait(timeout=120) == 130, err
@@ -418,7 +439,8 @@ def test_db_sigterm_on_rank_0_stops_cleanly_and_a_rerun_completes(ds, retort_bin
     assert len(lines) == 1 and "interrupted" in lines[0], err
     stored_n = int(lines[0].split("; ")[1].split()[0])
     assert 0 < stored_n < 320 and len(rows(db)) == stored_n
-    p = mpi(2, cmd[len(mpirun_cmd(2)):], timeout=600)
+    # the rerun decodes the rest: minutes under ASan (make sanitize) on 2 shared cores
+    p = mpi(2, cmd[len(mpirun_cmd(2)):], timeout=1800 if "ASAN_OPTIONS" in os.environ else 600)
     assert p.returncode == 0, p.stderr
     assert f"{stored_n} already stored" in p.stderr, p.stderr
     assert len(check_complete(db, 8, 40, "fp8")) == 320
