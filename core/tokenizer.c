@@ -308,13 +308,6 @@ static void trie_free(tok_trie *tr) {
 
 /* ---- loading ---- */
 
-static int model_token(const json_t *v, const char **s, size_t *n) {
-    if (!json_is_string(v)) return rt_fail(RT_EFORMAT, "merges: expected strings");
-    *s = json_string_value(v);
-    *n = json_string_length(v);
-    return 0;
-}
-
 static int32_t lookup_form(loader *L, const char *s, size_t n) {
     tok_tokenizer *t = L->t;
     if (!t->byte_level) return tok_strmap_get(t, &t->vocab, s, n);
@@ -327,47 +320,29 @@ static int32_t lookup_form(loader *L, const char *s, size_t n) {
     return id;
 }
 
-static int load_merges(loader *L, const json_t *merges) {
+static int load_merges(loader *L, const tokj_merges_t *mg) {
     tok_tokenizer *t = L->t;
-    size_t nm = json_array_size(merges);
-    if (tok_mergemap_init(&t->merges, nm)) return RT_ENOMEM;
+    if (tok_mergemap_init(&t->merges, mg->n)) return RT_ENOMEM;
     char *cat = NULL;
     size_t cat_cap = 0;
-    for (size_t r = 0; r < nm; r++) {
-        const json_t *m = json_array_get(merges, r);
-        const char *a = NULL, *b = NULL;
-        size_t na = 0, nb = 0;
-        if (json_is_string(m)) {
-            a = json_string_value(m);
-            const char *sp = strchr(a, ' ');
-            if (!sp || strchr(sp + 1, ' ')) {
-                free(cat);
-                return rt_fail(RT_EFORMAT, "merge %zu '%s' is not two tokens separated by one space", r, a);
-            }
-            na = (size_t)(sp - a);
-            b = sp + 1;
-            nb = json_string_length(m) - na - 1;
-        } else if (json_is_array(m) && json_array_size(m) == 2) {
-            if (model_token(json_array_get(m, 0), &a, &na) || model_token(json_array_get(m, 1), &b, &nb)) {
-                free(cat);
-                return RT_EFORMAT;
-            }
-        } else {
-            free(cat);
-            return rt_fail(RT_EFORMAT, "merge %zu: expected \"a b\" or [a, b]", r);
+    int rc = 0;
+    for (size_t r = 0; r < mg->n && !rc; r++) {
+        const tokj_merge *m = &mg->e[r];
+        const char *a = mg->text.s + m->a, *b = mg->text.s + m->b;
+        if (m->na + m->nb > cat_cap && rt_grow((void **)&cat, &cat_cap, m->na + m->nb, 1)) {
+            rc = RT_ENOMEM;
+            break;
         }
-        if (na + nb > cat_cap && rt_grow((void **)&cat, &cat_cap, na + nb, 1)) return RT_ENOMEM;
-        memcpy(cat, a, na);
-        memcpy(cat + na, b, nb);
-        int32_t ia = lookup_form(L, a, na), ib = lookup_form(L, b, nb), im = lookup_form(L, cat, na + nb);
-        if (ia < 0 || ib < 0 || im < 0) {
-            free(cat);
-            return rt_fail(RT_EFORMAT, "merge %zu (%.*s %.*s): token not in the vocabulary", r, (int)na, a, (int)nb, b);
-        }
-        tok_mergemap_put(&t->merges, ia, ib, (uint32_t)r, im);
+        memcpy(cat, a, m->na);
+        memcpy(cat + m->na, b, m->nb);
+        int32_t ia = lookup_form(L, a, m->na), ib = lookup_form(L, b, m->nb), im = lookup_form(L, cat, m->na + m->nb);
+        if (ia < 0 || ib < 0 || im < 0)
+            rc = rt_fail(RT_EFORMAT, "merge %zu (%.*s %.*s): token not in the vocabulary", r, (int)m->na, a, (int)m->nb, b);
+        else
+            tok_mergemap_put(&t->merges, ia, ib, (uint32_t)r, im);
     }
     free(cat);
-    return 0;
+    return rc;
 }
 
 static int check_model(const json_t *model) {
@@ -389,15 +364,10 @@ static int check_model(const json_t *model) {
 }
 
 /* Largest id among the vocabulary and the added tokens. */
-static int max_id(const json_t *vocab, const json_t *added, int64_t *out) {
+static int max_id(const tokj_vocab_t *vocab, const json_t *added, int64_t *out) {
     int64_t mx = -1;
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)vocab, k, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= INT32_MAX)
-            return rt_fail(RT_EFORMAT, "vocab: token '%s' has no valid id", k);
-        if (json_integer_value(v) > mx) mx = json_integer_value(v);
-    }
+    for (size_t i = 0; i < vocab->n; i++)
+        if (vocab->e[i].id > mx) mx = vocab->e[i].id;
     for (size_t i = 0; i < json_array_size(added); i++) {
         json_t *id = json_object_get(json_array_get(added, i), "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX)
@@ -423,15 +393,13 @@ static int alloc_tables(tok_tokenizer *t, loader *L, size_t n) {
     return 0;
 }
 
-static int load_vocab(loader *L, const json_t *vocab) {
+static int load_vocab(loader *L, const tokj_vocab_t *vocab) {
     tok_tokenizer *t = L->t;
-    const char *k;
-    json_t *v;
-    if (tok_strmap_init(&t->vocab, json_object_size(vocab))) return RT_ENOMEM;
-    json_object_foreach((json_t *)vocab, k, v) {
-        int32_t id = (int32_t)json_integer_value(v);
-        if (t->str_off[id] != UINT32_MAX) return rt_fail(RT_EFORMAT, "vocab: id %d used twice", id);
-        int rc = set_token(L, id, k, strlen(k), true);
+    if (tok_strmap_init(&t->vocab, vocab->n)) return RT_ENOMEM;
+    for (size_t i = 0; i < vocab->n; i++) {
+        const tokj_entry *e = &vocab->e[i];
+        if (t->str_off[e->id] != UINT32_MAX) return rt_fail(RT_EFORMAT, "vocab: id %d used twice", e->id);
+        int rc = set_token(L, e->id, vocab->text.s + e->off, e->len, true);
         if (rc) return rc;
     }
     /* insert only after all strings are stored: the arena may move while it grows */
@@ -520,7 +488,7 @@ static void model_specials(tok_tokenizer *t, const json_t *model) {
     }
 }
 
-static int load_json(tok_tokenizer *t, const json_t *root) {
+static int load_json(tok_tokenizer *t, const json_t *root, const tokj_vocab_t *vocab, const tokj_merges_t *merges) {
     loader L = {.t = t};
     const json_t *model = json_object_get(root, "model"), *added = json_object_get(root, "added_tokens");
     if (!json_is_object(model)) return rt_fail(RT_EFORMAT, "no 'model' object");
@@ -534,7 +502,6 @@ static int load_json(tok_tokenizer *t, const json_t *root) {
     if (!rc) rc = rt_json_get_bool(model, "ignore_merges", false, &t->ignore_merges);
     if (!rc) rc = rt_json_get_bool(model, "byte_fallback", false, &t->byte_fallback);
     if (!rc) rc = rt_json_get_bool(model, "fuse_unk", false, &t->fuse_unk);
-    const json_t *vocab = json_object_get(model, "vocab");
     int64_t mx = -1;
     if (!rc) rc = max_id(vocab, added, &mx);
     if (!rc) rc = alloc_tables(t, &L, (size_t)(mx + 1));
@@ -544,7 +511,7 @@ static int load_json(tok_tokenizer *t, const json_t *root) {
         index_vocab(&L);
         L.str.s = L.raw.s = NULL; /* owned by t now */
         model_specials(t, model);
-        rc = load_merges(&L, json_object_get(model, "merges"));
+        rc = load_merges(&L, merges);
     }
     if (!rc) rc = build_tries(t);
     free(L.str.s);
@@ -553,19 +520,84 @@ static int load_json(tok_tokenizer *t, const json_t *root) {
     return rc;
 }
 
-int tok_load_buffer(const char *json, size_t len, tok_tokenizer **out) {
-    *out = NULL;
-    json_t *root;
-    int rc = rt_json_loadb(json, len, "tokenizer.json", &root);
-    if (rc) return rc;
-    tok_tokenizer *t = rt_calloc(1, sizeof *t);
-    if (!t) {
-        json_decref(root);
-        return RT_ENOMEM;
+/* model.vocab and model.merges from jansson's tree, into the tables tokenizer_json.c fills. */
+static int tables_from_tree(const json_t *root, tokj_vocab_t *v, tokj_merges_t *m) {
+    const json_t *model = json_object_get(root, "model"), *vocab = json_object_get(model, "vocab"),
+                 *merges = json_object_get(model, "merges");
+    if (!json_is_object(vocab) || !json_is_array(merges)) return 0; /* load_json() says what is wrong */
+    const char *k;
+    json_t *x;
+    size_t off;
+    int rc = 0;
+    json_object_foreach((json_t *)vocab, k, x) {
+        if ((rc = tokj_text_add(&v->text, k, strlen(k), &off))) return rc;
+        if ((rc = tokj_vocab_push(v, off, strlen(k), json_is_integer(x) ? json_integer_value(x) : -1))) return rc;
     }
-    pthread_mutex_init(&t->lock, NULL);
-    rc = load_json(t, root);
+    for (size_t r = 0; r < json_array_size(merges) && !rc; r++) {
+        const json_t *e = json_array_get(merges, r), *a = json_array_get(e, 0), *b = json_array_get(e, 1);
+        size_t oa, ob;
+        if (json_is_string(e)) {
+            if (!(rc = tokj_text_add(&m->text, json_string_value(e), json_string_length(e), &oa)))
+                rc = tokj_merge_split(m, oa, json_string_length(e));
+        } else if (json_is_array(e) && json_array_size(e) == 2) {
+            if (!json_is_string(a) || !json_is_string(b)) return rt_fail(RT_EFORMAT, "merges: expected strings");
+            if (!(rc = tokj_text_add(&m->text, json_string_value(a), json_string_length(a), &oa)) &&
+                !(rc = tokj_text_add(&m->text, json_string_value(b), json_string_length(b), &ob)))
+                rc = tokj_merge_push(m, oa, json_string_length(a), ob, json_string_length(b));
+        } else {
+            rc = rt_fail(RT_EFORMAT, "merge %zu: expected \"a b\" or [a, b]", r);
+        }
+    }
+    return rc;
+}
+
+/* The file parsed: jansson for all of it (tree_only), or jansson for all but model.vocab
+ * and model.merges, which tokenizer_json.c reads from the text (they are the bulk of it). */
+static int parse_file(const char *json, size_t len, bool tree_only, json_t **root, tokj_vocab_t *v, tokj_merges_t *m) {
+    tokj_spans sp;
+    if (tree_only || tokj_find(json, len, &sp)) {
+        int rc = rt_json_loadb(json, len, "tokenizer.json", root);
+        return rc ? rc : tables_from_tree(*root, v, m);
+    }
+    /* the rest of the file, with {} and [] in place of the two values, still goes to jansson;
+     * each keeps the newlines of the value it stands for, so jansson's line numbers hold */
+    char *rest = rt_malloc(len);
+    if (!rest) return RT_ENOMEM;
+    size_t o = 0, from = 0;
+    for (int k = 0; k < 2; k++) {
+        bool v_first = sp.vocab_at < sp.merges_at;
+        size_t at = (k == 0) == v_first ? sp.vocab_at : sp.merges_at, end = (k == 0) == v_first ? sp.vocab_end : sp.merges_end;
+        memcpy(rest + o, json + from, at - from), o += at - from;
+        rest[o++] = json[at];
+        for (size_t i = at; i < end; i++)
+            if (json[i] == '\n') rest[o++] = '\n';
+        rest[o++] = json[at] == '{' ? '}' : ']';
+        from = end;
+    }
+    memcpy(rest + o, json + from, len - from), o += len - from;
+    size_t rest_len = o;
+    int rc = rt_json_loadb(rest, rest_len, "tokenizer.json", root);
+    free(rest);
+    if (!rc) rc = tokj_vocab(json, sp.vocab_at, sp.vocab_end, v);
+    if (!rc) rc = tokj_merges(json, sp.merges_at, sp.merges_end, m);
+    return rc;
+}
+
+int tok_load_buffer_opts(const char *json, size_t len, bool tree_only, tok_tokenizer **out) {
+    *out = NULL;
+    json_t *root = NULL;
+    tokj_vocab_t v = {0};
+    tokj_merges_t m = {0};
+    tok_tokenizer *t = NULL;
+    int rc = parse_file(json, len, tree_only, &root, &v, &m);
+    if (!rc && !(t = rt_calloc(1, sizeof *t))) rc = RT_ENOMEM;
+    if (!rc) {
+        pthread_mutex_init(&t->lock, NULL);
+        rc = load_json(t, root, &v, &m);
+    }
     json_decref(root);
+    tokj_vocab_free(&v);
+    tokj_merges_free(&m);
     if (rc) {
         tok_free(t);
         return rc;
@@ -573,6 +605,8 @@ int tok_load_buffer(const char *json, size_t len, tok_tokenizer **out) {
     *out = t;
     return 0;
 }
+
+int tok_load_buffer(const char *json, size_t len, tok_tokenizer **out) { return tok_load_buffer_opts(json, len, false, out); }
 
 int tok_load(const char *path, tok_tokenizer **out) {
     char *buf;

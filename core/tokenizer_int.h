@@ -3,6 +3,7 @@
  * tokenizer.c      loading tokenizer.json, the public functions, the encode pipeline
  * tokenizer_pre.c  normalizers and pre-tokenizers (Split, ByteLevel, Digits)
  * tokenizer_bpe.c  the vocabulary and merge tables, the BPE merge loop, per-state caches
+ * tokenizer_json.c model.vocab and model.merges read from the text without jansson (tokj_*)
  *
  * Encoding works on raw bytes: when a ByteLevel pre-tokenizer is present, vocabulary
  * tokens are stored in the bytes they stand for ("Ġthe" is stored as " the"), so text is
@@ -167,5 +168,32 @@ int tok_normalize(const tok_tokenizer *t, tok_state *st, const char *s, size_t n
 int tok_regex_compile(const char *pattern, bool literal, pcre2_code **out);
 bool tok_is_unicode_space(uint32_t cp);
 bool tok_is_word_char(uint32_t cp);
+
+
+/* ---- tokenizer.json's two large members, without jansson (tokenizer_json.c) ----
+ * tokj_find() locates the values of model.vocab (an object) and model.merges (an array)
+ * by a structural scan: 0 and the byte spans [at, end), or -1 when the file is laid out in
+ * any other way (the caller then parses it all with jansson, whose errors are precise).
+ * tokj_vocab()/tokj_merges() parse one span strictly: RT_EFORMAT with a message, RT_ENOMEM.
+ * Strings are unescaped into text.s, each NUL-terminated; entries hold offsets into it. */
+typedef struct { size_t vocab_at, vocab_end, merges_at, merges_end; } tokj_spans;
+typedef struct { char *s; size_t len, cap; } tokj_text;
+typedef struct { size_t off, len; int32_t id; } tokj_entry;
+typedef struct { tokj_entry *e; size_t n, cap; tokj_text text; } tokj_vocab_t;
+typedef struct { size_t a, na, b, nb; } tokj_merge;
+typedef struct { tokj_merge *e; size_t n, cap; tokj_text text; } tokj_merges_t;
+int tokj_find(const char *buf, size_t len, tokj_spans *sp);
+int tokj_vocab(const char *buf, size_t at, size_t end, tokj_vocab_t *v);
+int tokj_merges(const char *buf, size_t at, size_t end, tokj_merges_t *m);
+/* The same tables filled from elsewhere (jansson's tree): s[0..n) copied in, NUL added. */
+int tokj_text_add(tokj_text *t, const char *s, size_t n, size_t *off);
+int tokj_vocab_push(tokj_vocab_t *v, size_t off, size_t n, int64_t id);   /* id checked: 0..INT32_MAX-1 */
+int tokj_merge_split(tokj_merges_t *m, size_t off, size_t n);             /* "a b" at off */
+int tokj_merge_push(tokj_merges_t *m, size_t a, size_t na, size_t b, size_t nb);
+void tokj_vocab_free(tokj_vocab_t *v);
+void tokj_merges_free(tokj_merges_t *m);
+
+/* tok_load_buffer() with jansson for the whole file (tree_only), as the tests compare. */
+int tok_load_buffer_opts(const char *json, size_t len, bool tree_only, tok_tokenizer **out);
 
 #endif

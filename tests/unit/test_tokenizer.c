@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "core/threadpool.h"
+#include "core/fsutil.h"
 #include "core/tokenizer.h"
+#include "core/tokenizer_int.h" /* tok_load_buffer_opts */
 #include "testutil.h"
 
 typedef struct {
@@ -348,4 +350,107 @@ Test(tokenizer, offsets_cover_the_text_in_order) {
     free(ids);
     free(off);
     tok_free(t);
+}
+
+/* ---- model.vocab and model.merges read without jansson (core/tokenizer_json.c) ---- */
+
+/* The same file loaded both ways gives the same tables: every id's token and special flag,
+ * and the same ids for texts that exercise merges, bytes and added tokens. */
+static void check_fast_equals_tree(const char *name) {
+    const char *assets = getenv("RETORT_ASSETS");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizers/%s/tokenizer.json", assets ? assets : "../shared/assets", name);
+    if (access(path, R_OK)) cr_skip_test("skipped: %s absent (set RETORT_ASSETS)", path);
+    char *buf;
+    size_t len;
+    cr_assert_eq(rt_read_file(path, &buf, &len), 0);
+    tok_tokenizer *fast = NULL, *tree = NULL;
+    cr_assert_eq(tok_load_buffer_opts(buf, len, false, &fast), 0, "%s", rt_errmsg());
+    cr_assert_eq(tok_load_buffer_opts(buf, len, true, &tree), 0, "%s", rt_errmsg());
+    cr_assert_eq(tok_vocab_size(fast), tok_vocab_size(tree));
+    for (int32_t id = 0; id < (int32_t)tok_vocab_size(tree); id++) {
+        const char *a = tok_id_to_token(fast, id), *b = tok_id_to_token(tree, id);
+        cr_assert((a == NULL) == (b == NULL) && (!a || !strcmp(a, b)), "%s id %d: '%s' vs '%s'", name, id, a, b);
+        cr_assert_eq(tok_is_special(fast, id), tok_is_special(tree, id));
+    }
+    static const char *texts[] = {"Hello, world! The quick brown fox jumps over the lazy dog.",
+                                  "def f(x):\n    return x ** 2  # 平方\n", "Ünïcödé «ταυτότητα» 🙂 \t\r\n  spaces",
+                                  "<think>\n2+2=4\n</think>\n\n\\boxed{4}"};
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        int32_t *x, *y;
+        size_t nx, ny;
+        cr_assert_eq(tok_encode(fast, texts[i], strlen(texts[i]), true, &x, &nx), 0);
+        cr_assert_eq(tok_encode(tree, texts[i], strlen(texts[i]), true, &y, &ny), 0);
+        cr_assert(nx == ny && !memcmp(x, y, nx * sizeof *x), "%s text %zu: ids differ", name, i);
+        free(x);
+        free(y);
+    }
+    tok_free(fast);
+    tok_free(tree);
+    free(buf);
+}
+
+Test(tokenizer, deepseek_v3_direct_vocab_and_merges_equal_jansson) { check_fast_equals_tree("deepseek_v3"); }
+Test(tokenizer, qwen3_direct_vocab_and_merges_equal_jansson) { check_fast_equals_tree("qwen3"); }
+Test(tokenizer, llama3_1_direct_vocab_and_merges_equal_jansson) { check_fast_equals_tree("llama3_1"); }
+
+/* Escapes decode as JSON says (worked by hand: \u00e9 is é, the pair \ud83d\ude00 is U+1F600,
+ * \/ is /), both merge forms load, and both paths agree on the result. */
+Test(tokenizer, direct_parse_decodes_escapes_and_both_merge_forms) {
+    static const char *doc =
+        "{\"version\": \"1.0\", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"\\u00e9\": 3,"
+        " \"\\ud83d\\ude00\": 4, \"x\\/y\": 5, \"\\\"q\\\"\": 6, \"a\\u00e9\": 7},"
+        " \"merges\": [\"a b\", [\"a\", \"\\u00e9\"]]}, \"added_tokens\": []}";
+    tok_tokenizer *fast = NULL, *tree = NULL;
+    cr_assert_eq(tok_load_buffer_opts(doc, strlen(doc), false, &fast), 0, "%s", rt_errmsg());
+    cr_assert_eq(tok_load_buffer_opts(doc, strlen(doc), true, &tree), 0, "%s", rt_errmsg());
+    static const char *want[] = {"a", "b", "ab", "\xc3\xa9", "\xf0\x9f\x98\x80", "x/y", "\"q\"", "a\xc3\xa9"};
+    for (int32_t id = 0; id < 8; id++) {
+        cr_assert_str_eq(tok_id_to_token(fast, id), want[id]);
+        cr_assert_str_eq(tok_id_to_token(tree, id), want[id]);
+    }
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(tok_encode(fast, "ab\xc3\xa9", 4, false, &ids, &n), 0);
+    cr_assert(n == 2 && ids[0] == 2 && ids[1] == 3, "n %zu", n); /* "ab" then "é": a+é ranks below a+b */
+    free(ids);
+    tok_free(fast);
+    tok_free(tree);
+}
+
+/* Malformed vocab and merges are one RT_EFORMAT error each, with nothing loaded, by the
+ * direct parser as by jansson (the same documents through both). */
+Test(tokenizer, direct_parse_rejects_what_jansson_rejects) {
+    static const char *docs[] = {
+        "{\"model\": {\"vocab\": {\"a\": 0, \"a\": 1}, \"merges\": []}}",          /* duplicate key */
+        "{\"model\": {\"vocab\": {\"a\": 01}, \"merges\": []}}",                   /* leading zero */
+        "{\"model\": {\"vocab\": {\"a\": 1.0}, \"merges\": []}}",                  /* not an integer */
+        "{\"model\": {\"vocab\": {\"a\": 2147483647}, \"merges\": []}}",           /* id too large */
+        "{\"model\": {\"vocab\": {\"\\ud800\": 0}, \"merges\": []}}",              /* lone surrogate */
+        "{\"model\": {\"vocab\": {\"\\udc00x\": 0}, \"merges\": []}}",             /* lone low surrogate */
+        "{\"model\": {\"vocab\": {\"\\q\": 0}, \"merges\": []}}",                  /* bad escape */
+        "{\"model\": {\"vocab\": {\"\\u12\": 0}, \"merges\": []}}",                /* short \\u */
+        "{\"model\": {\"vocab\": {\"a\tb\": 0}, \"merges\": []}}",                 /* raw control character */
+        "{\"model\": {\"vocab\": {\"\xff\": 0}, \"merges\": []}}",                 /* invalid UTF-8 */
+        "{\"model\": {\"vocab\": {\"\\u0000\": 0}, \"merges\": []}}",              /* NUL in a key */
+        "{\"model\": {\"vocab\": {\"a\": 0 \"b\": 1}, \"merges\": []}}",           /* missing comma */
+        "{\"model\": {\"vocab\": {\"a\": 0,}, \"merges\": []}}",                   /* trailing comma */
+        "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a  b\"]}}",  /* two spaces */
+        "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [[\"a\"]]}}",   /* one-element pair */
+        "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [[\"a\", 1]]}}", /* not a string */
+        "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\",]}}",  /* trailing comma */
+        "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}}",   /* not in the vocabulary */
+        "{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}, \"x\": }",           /* the rest is broken */
+        "{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}",                     /* unterminated */
+        "{\"model\": {\"vocab\": {\"a\": 0}, \"vocab\": {}, \"merges\": []}}",     /* vocab twice */
+        "{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}, \"model\": {}}",     /* model twice */
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++)
+        for (int tree = 0; tree < 2; tree++) {
+            tok_tokenizer *t = (tok_tokenizer *)1;
+            int rc = tok_load_buffer_opts(docs[i], strlen(docs[i]), tree, &t);
+            cr_assert_eq(rc, RT_EFORMAT, "doc %zu (%s): rc %d: %s", i, tree ? "jansson" : "direct", rc, rt_errmsg());
+            cr_assert_null(t);
+            cr_assert(strlen(rt_errmsg()) > 0);
+        }
 }
