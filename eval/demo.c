@@ -3,6 +3,7 @@
 #include "eval/demo.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,7 @@ static const sizes FULL = {.n_train = 1600, .n_test = 200, .gen_k = 2, .eval_k =
                            .t_dim = 128, .t_layers = 4, .t_ffn = 384, .t_heads = 4, .t_kv = 2,
                            .t_steps = 600, .t_batch = 8, .t_lr = 5e-3,
                            .s_dim = 96, .s_layers = 4, .s_ffn = 256, .s_heads = 4, .s_kv = 2,
-                           .s_steps = 900, .s_batch = 8, .s_lr = 5e-3};
+                           .s_steps = 600, .s_batch = 8, .s_lr = 5e-3};
 static const sizes QUICK = {.n_train = 240, .n_test = 40, .gen_k = 2, .eval_k = 1, .max_tokens = 64,
                             .t_dim = 64, .t_layers = 2, .t_ffn = 192, .t_heads = 4, .t_kv = 2,
                             .t_steps = 150, .t_batch = 8, .t_lr = 3e-3,
@@ -90,6 +91,7 @@ typedef struct {
     tok_tokenizer *tok;
     ds_db *db;
     char *dir;
+    pthread_mutex_t emit_lock; /* the two students train at once and both report progress */
 } demo;
 
 static double now_s(void) {
@@ -103,7 +105,9 @@ static void emit(demo *d, dm_event_kind k, double secs, const char *fmt, va_list
     char line[1024];
     vsnprintf(line, sizeof line, fmt, ap);
     dm_event ev = {.kind = k, .stage = d->stage, .seconds = secs, .text = line};
+    pthread_mutex_lock(&d->emit_lock);
     d->o->on_event(d->o->ctx, &ev);
+    pthread_mutex_unlock(&d->emit_lock);
 }
 
 static void __attribute__((format(printf, 3, 4))) stage_begin(demo *d, dm_stage s, const char *fmt, ...) {
@@ -352,8 +356,9 @@ static int log_step(FILE *f, const tr_stats *s) {
 
 /* Trains a model of config cfg from random weights on the shards in data for steps
  * updates; writes the checkpoint to out and the log (JSON lines) to log. */
-static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, int64_t batch, double lr, uint64_t seed,
-                 double kd_alpha, const char *out, const char *log, int64_t *n_params) {
+static int train_model(demo *d, tp_pool *pool, const char *who, json_t *cfg, const char *data, int64_t steps,
+                       int64_t batch, double lr, uint64_t seed, double kd_alpha, const char *out, const char *log,
+                       int64_t *n_params) {
     sm_model *m = NULL;
     sd_data *sd = NULL;
     tr_trainer *t = NULL;
@@ -378,7 +383,7 @@ static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, in
     o.hf = &hf;
     o.kd_alpha = kd_alpha;   /* forward KL, T = 1 (the defaults) */
     if (!rc) {
-        rc = tr_create(m, sd, &o, d->pool, &t);
+        rc = tr_create(m, sd, &o, pool, &t);
         m = NULL;
         sd = NULL;
     }
@@ -394,8 +399,8 @@ static int train_model(demo *d, json_t *cfg, const char *data, int64_t steps, in
         double t1 = now_s();
         if (t1 - last >= 10 || s.step == steps || s.step == 1) {
             last = t1;
-            note(d, "step %lld/%lld  loss %.4f  lr %.2g  %.0f tok/s", (long long)s.step, (long long)steps, s.loss, s.lr,
-                 (double)s.tokens * (double)s.step / (t1 - t0));
+            note(d, "%sstep %lld/%lld  loss %.4f  lr %.2g  %.0f tok/s", who, (long long)s.step, (long long)steps, s.loss,
+                 s.lr, (double)s.tokens * (double)s.step / (t1 - t0));
         }
     }
     if (lf && fclose(lf) && !rc) rc = rt_fail(RT_EIO, "writing %s", log);
@@ -466,7 +471,9 @@ static int stage_teacher(demo *d) {
              (unsigned long long)pr.loss_tokens);
     json_t *cfg = rc ? NULL : model_config(d, z->t_dim, z->t_layers, z->t_ffn, z->t_heads, z->t_kv);
     if (!rc && !cfg) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
-    if (!rc) rc = train_model(d, cfg, data, z->t_steps, z->t_batch, z->t_lr, d->o->seed + 1, 0.0, out, log, &d->res->teacher_params);
+    if (!rc)
+        rc = train_model(d, d->pool, "", cfg, data, z->t_steps, z->t_batch, z->t_lr, d->o->seed + 1, 0.0, out, log,
+                         &d->res->teacher_params);
     json_decref(cfg);
     if (!rc) stage_end(d, "teacher: qwen2, %lld parameters, %lld steps -> %s", (long long)d->res->teacher_params,
                        (long long)z->t_steps, out);
@@ -652,6 +659,66 @@ static int snapshot_shards(demo *d, const exp_filter *ef, const char *out, const
     return rd_finish(rs, meta, rep);
 }
 
+/* One student's training run, for train_students(). */
+typedef struct {
+    demo *d;
+    const char *who; /* "SFT " or "KD ": in front of its progress lines */
+    json_t *cfg;
+    const char *data, *out, *log;
+    double kd_alpha;
+    int64_t *n_params;
+    tp_pool *pool;
+    int rc;
+    char err[RT_ERRMSG_MAX]; /* rt_errmsg() is per thread: a failure's message comes back here */
+} student_job;
+
+static int run_student(student_job *j) {
+    const sizes *z = j->d->z;
+    return train_model(j->d, j->pool, j->who, j->cfg, j->data, z->s_steps, z->s_batch, z->s_lr, j->d->o->seed + 2,
+                       j->kd_alpha, j->out, j->log, j->n_params);
+}
+
+static void *student_thread(void *arg) {
+    student_job *j = arg;
+    if ((j->rc = run_student(j))) snprintf(j->err, sizeof j->err, "%s", rt_errmsg());
+    return NULL;
+}
+
+/* Trains the SFT and the KD student. The two are independent and a model this small keeps
+ * two threads of one GEMM from scaling (about 1.6x on 2 cores), so with two threads or more
+ * they train at once, each on its own half of the threads (on a 2-core machine each on one
+ * thread: the same weights as `--threads 1`); with one thread, one after the other. */
+static int train_students(demo *d, student_job jobs[2]) {
+    int n = tp_size(d->pool);
+    if (n < 2) {
+        int rc = 0;
+        for (int i = 0; i < 2 && !rc; i++) {
+            jobs[i].pool = d->pool;
+            rc = run_student(&jobs[i]);
+        }
+        return rc;
+    }
+    int rc = tp_create(n / 2, &jobs[0].pool);
+    if (!rc) rc = tp_create(n - n / 2, &jobs[1].pool);
+    json_t *cfg_kd = rc ? NULL : json_deep_copy(jobs[0].cfg); /* jansson's reference counts: one object per thread */
+    if (!rc && !cfg_kd) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
+    pthread_t th;
+    bool started = false;
+    if (!rc) {
+        jobs[1].cfg = cfg_kd;
+        if (pthread_create(&th, NULL, student_thread, &jobs[1])) rc = rt_fail(RT_EIO, "demo: cannot start a thread");
+        else started = true;
+    }
+    if (!rc) student_thread(&jobs[0]);
+    if (started) pthread_join(th, NULL);
+    json_decref(cfg_kd);
+    tp_free(jobs[0].pool);
+    tp_free(jobs[1].pool);
+    for (int i = 0; i < 2 && !rc; i++)
+        if (jobs[i].rc) rc = rt_fail(jobs[i].rc, "%s", jobs[i].err);
+    return rc;
+}
+
 static int stage_distill(demo *d) {
     const sizes *z = d->z;
     stage_begin(d, DM_DISTILL, "filter, select a snapshot, export shards, train the student");
@@ -696,15 +763,19 @@ static int stage_distill(demo *d) {
     if (!rc) note(d, "exported %zu conversations into %zu sequences", pr.docs, pr.seqs);
     json_t *cfg = rc ? NULL : model_config(d, z->s_dim, z->s_layers, z->s_ffn, z->s_heads, z->s_kv);
     if (!rc && !cfg) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
-    if (!rc)
-        rc = train_model(d, cfg, data, z->s_steps, z->s_batch, z->s_lr, d->o->seed + 2, 0.0, out, log, &d->res->student_params);
     /* the KD student: the same snapshot, shards, initial weights, data order and steps */
     char *kd_out = rc ? NULL : path_in(d, "student-kd"), *kd_log = rc ? NULL : path_in(d, "student-kd-train.jsonl");
     if (!rc && (!kd_out || !kd_log)) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
     int64_t kd_params = 0;
     if (!rc) note(d, "the KD student: the same snapshot and steps, loss (1 - %.1f) CE + %.1f KL(teacher top-%d + tail || student)",
                   KD_ALPHA, KD_ALPHA, KD_TOPK);
-    if (!rc) rc = train_model(d, cfg, data, z->s_steps, z->s_batch, z->s_lr, d->o->seed + 2, KD_ALPHA, kd_out, kd_log, &kd_params);
+    student_job jobs[2] = {
+        {.d = d, .who = "SFT ", .cfg = cfg, .data = data, .kd_alpha = 0.0, .out = out, .log = log,
+         .n_params = &d->res->student_params},
+        {.d = d, .who = "KD ", .cfg = cfg, .data = data, .kd_alpha = KD_ALPHA, .out = kd_out, .log = kd_log,
+         .n_params = &kd_params},
+    };
+    if (!rc) rc = train_students(d, jobs);
     free(kd_out);
     free(kd_log);
     json_decref(cfg);
@@ -847,7 +918,7 @@ static int fresh_db(demo *d) {
 
 int dm_run(const dm_options *opts, dm_result *out) {
     *out = (dm_result){0};
-    demo d = {.o = opts, .z = opts->quick ? &QUICK : &FULL, .res = out, .t0 = now_s()};
+    demo d = {.o = opts, .z = opts->quick ? &QUICK : &FULL, .res = out, .t0 = now_s(), .emit_lock = PTHREAD_MUTEX_INITIALIZER};
     int rc = opts->dir && *opts->dir ? 0 : rt_fail(RT_EINVAL, "demo: a directory is required");
     if (!rc) rc = make_dir(opts->dir);
     if (!rc && !(d.dir = rt_strdup(opts->dir))) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
