@@ -19,6 +19,12 @@
 #define RT_HAVE_CUDA 1
 #include "tests/emu/cuda_emu.h"
 
+// rope.h includes core/model_config.h, a C header without C++ guards: give it C linkage before
+// ds_rope.cu includes it again (mc_rope_name is defined below, with C linkage)
+extern "C" {
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+}
 #include "kernels/cuda/ds_moe.cu"
 #include "kernels/cuda/ds_norm.cu"
 #include "kernels/cuda/ds_rope.cu"
@@ -27,10 +33,6 @@
 #include <stdlib.h>
 
 #include "kernels/convert.h"
-extern "C" {   // C headers without C++ guards
-#include "kernels/norm.h"
-#include "kernels/rope.h"
-}
 
 // yarn.c names the rope type in an error message only; its table lives in core/model_config.c,
 // which needs jansson and is not linked here.
