@@ -1,7 +1,8 @@
 """The student's CPU kernels one at a time, against torch (float64 autograd) and transformers:
 RMSNorm forward/backward (kernels/norm.h), RoPE forward/backward with plain theta, linear and
 Llama-3 scaling (kernels/rope.h, against transformers' LlamaRotaryEmbedding and
-apply_rotary_pos_emb), every GEMM of kernels/matmul.h (mm_sgemm in its four transpose cases on
+apply_rotary_pos_emb) and DeepSeek's YaRN rope, interleaved or not (against
+DeepseekV3RotaryEmbedding and apply_rotary_pos_emb_interleave), every GEMM of kernels/matmul.h (mm_sgemm in its four transpose cases on
 each kernel, with strides, alpha and beta; the linear layer forward, its column-split twin and
 both gradients), SwiGLU forward/backward (kernels/act.h) and the embedding lookup and its
 scatter-add gradient with repeated ids (kernels/embed.h).
@@ -213,6 +214,56 @@ def test_rope_matches_transformers_forward_and_backward(kernel_cpu, tmp_path, ro
     dpair = dy.abs().double()
     dpair = torch.cat([dpair[..., :half] + dpair[..., half:]] * 2, dim=-1)
     within("dx", o["dx"], gx, 2.0 ** -21 * dpair + 1e-30)
+
+
+YARNS = {
+    "r1": dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, beta_fast=32, beta_slow=1, mscale=1.0,
+               mscale_all_dim=1.0, original_max_position_embeddings=4096),
+    "mscale_ratio": dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, beta_fast=32, beta_slow=1, mscale=0.707,
+                         mscale_all_dim=1.0, original_max_position_embeddings=4096),
+    "theta": dict(rope_type="default", rope_theta=10000.0),
+}
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["interleaved", "rotate_half"])
+@pytest.mark.parametrize("rope", list(YARNS))
+def test_deepseek_yarn_rope_matches_transformers(kernel_cpu, tmp_path, rope, interleaved):
+    """yarn_init + yarn_tables + yarn_rope_apply (kernels/rope.h) vs transformers' DeepseekV3RotaryEmbedding
+    and apply_rotary_pos_emb_interleave (or rotate_half), on R1's q layout: the 64 rope values at
+    128…191 of each head's 192, the rest untouched."""
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+    params = YARNS[rope]
+    g = gen(len(rope) + interleaved)
+    T, H, VS, off, dim = 19, 2, 192, 128, 64
+    pos = torch.cat([torch.arange(6), torch.randint(6, 163840, (T - 6,), generator=g)]).to(torch.int32)
+    x = torch.randn(T, H, VS, generator=g)
+    meta = {k: (repr(v) if isinstance(v, float) else v) for k, v in params.items() if k != "rope_theta"}
+    o = run_op(kernel_cpu, tmp_path, "yarn", {"x": x, "pos": pos}, theta=repr(params["rope_theta"]), dim=dim,
+               offset=off, interleaved=int(interleaved), **meta)
+
+    cfg = DeepseekV3Config(hidden_size=256, num_attention_heads=H, qk_rope_head_dim=dim, qk_nope_head_dim=off,
+                           v_head_dim=32, kv_lora_rank=64, q_lora_rank=64, max_position_embeddings=163840,
+                           rope_parameters=dict(params))
+    rot = ds.DeepseekV3RotaryEmbedding(cfg)
+    hf_inv = rot.inv_freq.double()
+    within("inv_freq", o["inv_freq"], hf_inv, 2 * 2.0 ** -23 * hf_inv.abs())   # measured: bit-identical
+    within("cs_scale", o["cs_scale"], torch.tensor([float(np.float32(rot.attention_scaling))], dtype=torch.float64), 0.0)
+
+    rot.inv_freq = o["inv_freq"].float().clone()   # the rotation with retort's frequencies (see the module note)
+    q = x[..., off:].permute(1, 0, 2)[None]        # [1, H, T, dim]
+    cos, sin = rot(q, pos.long()[None])
+    if interleaved:
+        want, _ = ds.apply_rotary_pos_emb_interleave(q, q, cos, sin)
+        a, b = x[..., off::2][..., :dim // 2], x[..., off + 1::2]
+    else:
+        want, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        a, b = x[..., off:off + dim // 2], x[..., off + dim // 2:]
+    want = want[0].permute(1, 0, 2).double()
+    pair = (a.abs() + b.abs()).double() * float(rot.attention_scaling)
+    within("y (rope part)", o["y"][..., off:], want, 2.0 ** -21 * torch.cat([pair, pair], dim=-1) + 1e-30)
+    assert torch.equal(o["y"][..., :off], x[..., :off].double()), "values outside the rope part changed"
 
 
 # ---- GEMM --------------------------------------------------------------------------------------

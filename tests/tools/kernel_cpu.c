@@ -15,6 +15,11 @@
  *            low_freq_factor, high_freq_factor, original_max_position_embeddings.
  *            inv_freq [hd/2] (rope_inv_freq), cos, sin [T,hd/2] (rope_tables), y = rope_apply(x),
  *            dx = rope_apply(dy, inverse).
+ *   yarn     x [T,H,VS], pos [T] I32; rope_type (default|yarn), theta, factor, beta_fast, beta_slow,
+ *            mscale, mscale_all_dim, attention_factor, original_max_position_embeddings;
+ *            dim (default VS), offset (default 0), interleaved (0|1). inv_freq [dim/2], cs_scale
+ *            [1] (yarn_init), y: x with the dim values at offset of every vector rotated by
+ *            yarn_tables + yarn_rope_apply (row stride H·VS, vector stride VS).
  *   gemm     A, B, C0 as stored (row strides lda, ldb, ldc may exceed the used width); ta, tb,
  *            M, N, K, alpha, beta; kernel (auto|blas|avx2). C: mm_sgemm (auto) or mm_sgemm_with.
  *   linear   x [M,K], w [N,K], dy [M,N], dx0 [M,K], dw0 [N,K]; optional b [N], db0 [N];
@@ -159,6 +164,38 @@ static int op_rope(job *j) {
     return 0;
 }
 
+static int op_yarn(job *j) {
+    const st_tensor *tx;
+    float *x = get(j, "x", RT_DT_F32, true, &tx);
+    int32_t *pos = get(j, "pos", RT_DT_I32, true, NULL);
+    if (!x || !pos || tx->ndim != 3) return 1;
+    int64_t T = tx->shape[0], H = tx->shape[1], VS = tx->shape[2];
+    int64_t dim = meta_int(j, "dim", VS), off = meta_int(j, "offset", 0), half = dim / 2;
+    if (dim <= 0 || dim % 2 || dim > YARN_MAX_DIM || off < 0 || off + dim > VS) return fail("yarn: bad dim/offset%s", "");
+    mc_rope r = {.theta = meta_num(j, "theta", 10000.0),
+                 .factor = meta_num(j, "factor", 1.0),
+                 .beta_fast = meta_num(j, "beta_fast", 32.0),
+                 .beta_slow = meta_num(j, "beta_slow", 1.0),
+                 .mscale = meta_num(j, "mscale", 1.0),
+                 .mscale_all_dim = meta_num(j, "mscale_all_dim", 0.0),
+                 .attention_factor = meta_num(j, "attention_factor", 0.0),
+                 .original_max_position_embeddings = meta_int(j, "original_max_position_embeddings", 4096)};
+    const char *type = meta_str(j, "rope_type", "yarn");
+    if (!strcmp(type, "default")) r.type = MC_ROPE_DEFAULT;
+    else if (!strcmp(type, "yarn")) r.type = MC_ROPE_YARN;
+    else return fail("unknown rope_type %s (default, yarn)", type);
+    float *inv = malloc((size_t)half * sizeof *inv), *cs = malloc(sizeof *cs);
+    float *c = malloc((size_t)(T * half) * sizeof *c), *s = malloc((size_t)(T * half) * sizeof *s);
+    if (yarn_init(&r, dim, inv, cs)) return fail("%s", rt_errmsg());
+    yarn_tables(c, s, pos, T, inv, half, *cs);
+    yarn_rope_apply(x + off, T, H * VS, H, VS, dim, c, s, meta_int(j, "interleaved", 1), j->pool);
+    free(pos), free(c), free(s);
+    put(j, "inv_freq", inv, RT_DT_F32, 1, (int64_t[]){half});
+    put(j, "cs_scale", cs, RT_DT_F32, 1, (int64_t[]){1});
+    put(j, "y", x, RT_DT_F32, 3, (int64_t[]){T, H, VS});
+    return 0;
+}
+
 static int op_gemm(job *j) {
     const st_tensor *tc;
     float *A = get(j, "A", RT_DT_F32, true, NULL), *B = get(j, "B", RT_DT_F32, true, NULL);
@@ -253,11 +290,12 @@ int main(int argc, char **argv) {
     int rc;
     if (!strcmp(op, "rmsnorm")) rc = op_rmsnorm(&j);
     else if (!strcmp(op, "rope")) rc = op_rope(&j);
+    else if (!strcmp(op, "yarn")) rc = op_yarn(&j);
     else if (!strcmp(op, "gemm")) rc = op_gemm(&j);
     else if (!strcmp(op, "linear")) rc = op_linear(&j);
     else if (!strcmp(op, "swiglu")) rc = op_swiglu(&j);
     else if (!strcmp(op, "embed")) rc = op_embed(&j);
-    else rc = fail("unknown op \"%s\" (rmsnorm, rope, gemm, linear, swiglu, embed)", op);
+    else rc = fail("unknown op \"%s\" (rmsnorm, rope, yarn, gemm, linear, swiglu, embed)", op);
     if (!rc && st_write(argv[2], j.out, (size_t)j.n_out, NULL)) rc = fail("%s", rt_errmsg());
     for (int i = 0; i < j.n_out; i++) free(j.owned[i]);
     tp_free(j.pool);
