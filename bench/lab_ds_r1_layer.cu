@@ -27,6 +27,9 @@
 
 #include "core/status.h"
 #include "kernels/fp8.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
 extern "C" {
 #include "kernels/mla.h"
 #include "kernels/moe.h"

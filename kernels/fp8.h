@@ -1,7 +1,8 @@
 /* kernels/fp8.h — DeepSeek-V3's FP8 scheme: e4m3 activations quantized per token and per
  * 128 channels, weights with one f32 scale per 128×128 block, and the block-scaled GEMM
  * out = A·Wᵀ whose f32 partial sums are promoted (multiplied by the two scales) once per
- * 128-wide K block. Also the teacher's GPU RMSNorm and YaRN rope (CUDA only).
+ * 128-wide K block. (The teacher's other GPU kernels sit with their families: the bf16 GEMMs in
+ * kernels/matmul.h, its RMSNorm in kernels/norm.h, its YaRN rope in kernels/rope.h.)
  *
  * Encoding: fp8_from_f32() rounds to the nearest e4m3fn value, ties to even, and saturates
  * to ±448 (the fn variant has no infinities; NaN gives 0x7f). The same as torch's
@@ -65,18 +66,8 @@
  *     for W, VEC128_32F for the activations, whose scales come transposed: a_scale_t
  *     [K/128, M]); CUDA ≥ 12.9 on Hopper; M, N multiples of 4, K of 512. RT_EUNSUPPORTED when
  *     the library offers no algorithm. The handle (fp8_gemm_lt_create) holds a 32 MiB
- *     workspace; one handle per stream.
- *   bf16_gemm_cuda: the bf16 fallback, out [M, N] = x·Wᵀ with bf16 x, W (cuBLASLt, f32
- *     accumulation, bf16 out); bf16_gemm_f32_cuda the same with f32 out (the MoE gate).
- *   bf16_gemm_batched_cuda: for b < batch, out_b [M, N] = x_b [M, K] · (w_trans ? W_bᵀ with
- *     W_b [N, K] : W_b [K, N]); ld* are row strides, s* the strides between batch entries,
- *     all in elements (MLA's per-head absorption: q_nope·W_UK[h], o_lat·W_UV[h]ᵀ).
- *   ds_rmsnorm_cuda: y = w ⊙ x / sqrt(mean(x²) + eps) over the first D values of each of M
- *     rows, bf16 x/y with row strides ldx/ldy, f32 w, one block per row (the CPU twin is
- *     kernels/norm.h's rmsnorm_fwd). Optional residual: when res (stride ldx) is not NULL,
- *     x ← x + res first (written back to x, bf16) — the fused pre-norm add.
- *   ds_rope_cuda: yarn_rope_apply (kernels/yarn.h), interleaved, on bf16 rows, with cos/sin
- *     formed on the GPU from inv_freq and pos (angle = (f32)pos·inv_freq, times cs_scale).
+ *     workspace; one handle per stream. The bf16 GEMMs of kernels/matmul.h (bf16_gemm_cuda …)
+ *     run on the same handle.
  */
 #ifndef RT_KERNELS_FP8_H
 #define RT_KERNELS_FP8_H
@@ -137,18 +128,6 @@ int fp8_gemm_lt_create(fp8_lt **out);
 void fp8_gemm_lt_free(fp8_lt *h);
 int fp8_gemm_lt(fp8_lt *h, const uint8_t *a, const float *a_scale_t, const uint8_t *w, const float *w_scale,
                 int64_t M, int64_t N, int64_t K, uint16_t *out, void *stream);
-int bf16_gemm_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, uint16_t *out,
-                   void *stream);
-int bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, float *out,
-                       void *stream);
-int bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx, const uint16_t *w,
-                           int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N,
-                           int64_t K, int64_t batch, void *stream);
-
-int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps,
-                    uint16_t *y, int64_t ldy, void *stream);
-int ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim,
-                 const int32_t *pos, const float *inv_freq, float cs_scale, void *stream);
 #endif
 
 #ifdef __cplusplus

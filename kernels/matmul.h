@@ -1,4 +1,5 @@
-/* kernels/matmul.h — the linear layers of the student: y = x·wᵀ + b, and its gradients.
+/* kernels/matmul.h — the GEMM family: the linear layers y = x·wᵀ + b and their gradients (CPU
+ * and CUDA), the general single-threaded mm_sgemm, and the teacher's bf16 GEMMs (CUDA).
  *
  * Shapes (row-major, f32): x [M, K] (M tokens), w [N, K] (HF's nn.Linear layout), b [N]
  * or NULL, y [M, N]. The CPU path splits rows (forward, input gradient) or output features
@@ -98,6 +99,24 @@ int mm_linear_bwd_w_cuda(mm_cuda_ctx *c, float *dw, float *db, const uint16_t *d
 int mm_gemm_cuda(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t *a, int64_t lda, bool trans_a,
                  const uint16_t *b, int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  float beta, void *stream);
+
+/* The teacher's bf16 GEMMs (kernels/cuda/fp8_gemm.cu), on the cuBLASLt handle of
+ * kernels/fp8.h (fp8_gemm_lt_create: cuBLASLt + a 32 MiB workspace, one per stream) rather
+ * than an mm_cuda_ctx; bf16 x, W, f32 accumulation:
+ *   bf16_gemm_cuda: the bf16 fallback of the FP8 GEMM, out [M, N] = x [M, K] · W [N, K]ᵀ,
+ *     bf16 out (mm_linear_fwd_cuda without bias, on the other handle);
+ *   bf16_gemm_f32_cuda: the same with f32 out (the MoE gate's logits, the LM head);
+ *   bf16_gemm_batched_cuda: for b < batch, out_b [M, N] = x_b [M, K] · (w_trans ? W_bᵀ with
+ *     W_b [N, K] : W_b [K, N]); ld* are row strides, s* the strides between batch entries,
+ *     all in elements (MLA's per-head absorption: q_nope·W_UK[h], o_lat·W_UV[h]ᵀ). */
+typedef struct fp8_lt fp8_lt;   /* opaque; defined with kernels/fp8.h's FP8 GEMMs */
+int bf16_gemm_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, uint16_t *out,
+                   void *stream);
+int bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, float *out,
+                       void *stream);
+int bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx, const uint16_t *w,
+                           int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N,
+                           int64_t K, int64_t batch, void *stream);
 #endif
 
 #ifdef __cplusplus

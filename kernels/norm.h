@@ -54,6 +54,18 @@ int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uin
 size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D);
 int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16_t *x, const uint16_t *w,
                      const float *rstd, int64_t M, int64_t D, void *ws, void *stream);
+
+/* The DeepSeek teacher's RMSNorm (kernels/cuda/ds_norm.cu). The same function as
+ * rmsnorm_fwd_cuda, but not the same contract, so the two stay apart: the weight is f32 (the
+ * teacher keeps norm weights in f32; rmsnorm_fwd_cuda's is bf16), rows have strides ldx, ldy ≥ D
+ * (the kv latent is the first kv_lora_rank values of each kv_a_proj row, read in place), D is
+ * any positive size (no D % 8 or D ≤ 16384: scalar loads, no 16-byte vectors), there is no
+ * rstd output and no out-of-place sum. y = w ⊙ x / sqrt(mean(x²) + eps) over the first D
+ * values of each of M rows, bf16 x/y, one block per row, sum of squares in f32. When res
+ * (stride ldx) is not NULL, x ← x + res first (written back to x, rounded to bf16 once: the
+ * fused pre-norm residual add). CPU twin: rmsnorm_fwd. */
+int ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps,
+                    uint16_t *y, int64_t ldy, void *stream);
 #endif
 
 #ifdef __cplusplus

@@ -19,7 +19,7 @@
 #include "kernels/norm.h"
 #include "kernels/mla.h"
 #include "kernels/moe.h"
-#include "kernels/yarn.h"
+#include "kernels/rope.h"
 #include "teacher/deepseek_int.h"
 #include "teacher/parallel.h"
 

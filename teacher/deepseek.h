@@ -20,7 +20,7 @@
  *
  * The math follows transformers' DeepseekV3ForCausalLM: MLA (q_a → q_a_layernorm → q_b,
  * kv_a_with_mqa → kv_a_layernorm → kv_b, o_proj; those two norms use eps 1e-6 as in
- * transformers), RoPE on the rope part only with YaRN (kernels/yarn.h), the softmax scale
+ * transformers), RoPE on the rope part only with YaRN (kernels/rope.h), the softmax scale
  * with mscale_all_dim, first_k_dense_replace dense MLP layers, then the MoE block (sigmoid
  * group-limited router with e_score_correction_bias, routed experts + shared experts).
  *

@@ -57,10 +57,12 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #include "kernels/convert.h"
 #include "kernels/embed.h"
 #include "kernels/fp8.h"
+#include "kernels/matmul.h"
 #include "kernels/mla.h"
 #include "kernels/moe.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
 #include "kernels/sample.h"
-#include "kernels/yarn.h"
 
 #define TRY(call)                                                                                        \
     do {                                                                                                 \

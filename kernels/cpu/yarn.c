@@ -1,5 +1,5 @@
-/* kernels/cpu/yarn.c — YaRN rope frequencies and the interleaved rotation (see kernels/yarn.h). */
-#include "kernels/yarn.h"
+/* kernels/cpu/yarn.c — YaRN rope frequencies and the interleaved rotation (contract in kernels/rope.h). */
+#include "kernels/rope.h"
 
 #include <math.h>
 

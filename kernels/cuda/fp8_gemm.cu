@@ -1,11 +1,12 @@
 // kernels/cuda/fp8_gemm.cu — DeepSeek's FP8 scheme on the GPU: activation quantization per
 // token and 128 channels, SwiGLU + quantization, the block-scaled e4m3 GEMM (own grouped
 // kernel; cuBLASLt block-scaled for dense shapes) and a bf16 cuBLASLt fallback.
-// Contract in kernels/fp8.h; CPU twins in kernels/cpu/fp8.c.
+// Contract in kernels/fp8.h (the bf16 GEMMs: kernels/matmul.h); CPU twins in kernels/cpu/fp8.c.
 #include <cublasLt.h>
 
 #include "kernels/cuda/ds_common.cuh"
 #include "kernels/fp8.h"
+#include "kernels/matmul.h"
 
 using namespace ds;
 

@@ -1,10 +1,10 @@
 /* tests/emu/ds_misc_emu.cpp — the teacher's MoE plumbing (kernels/cuda/ds_moe.cu: router,
- * permutation, row gather, combine) and its RMSNorm and YaRN rope (kernels/cuda/ds_norm.cu) run
- * on the CPU through the emulator in tests/emu/cuda_emu.h, against their CPU twins: moe_route
- * (kernels/cpu/moe.c), rmsnorm_fwd (kernels/cpu/norm.c), yarn_tables + yarn_rope_apply
- * (kernels/cpu/yarn.c), each tested against transformers in tests/unit; the permutation, gather
- * and combine against the stable counting sort and double sums written out below (the CPU
- * engine does these inline). Tolerances:
+ * permutation, row gather, combine), its RMSNorm (kernels/cuda/ds_norm.cu) and its YaRN rope
+ * (kernels/cuda/ds_rope.cu) run on the CPU through the emulator in tests/emu/cuda_emu.h,
+ * against their CPU twins: moe_route (kernels/cpu/moe.c), rmsnorm_fwd (kernels/cpu/norm.c),
+ * yarn_tables + yarn_rope_apply (kernels/cpu/yarn.c), each tested against transformers in
+ * tests/unit; the permutation, gather and combine against the stable counting sort and double
+ * sums written out below (the CPU engine does these inline). Tolerances:
  *   router: exact — the same f32 operations in the same order, and here the same expf (glibc on
  *     both sides; on a GPU CUDA's expf may differ by an ulp, hence tests/gpu's near-tie slack).
  *   permutation, gather: exact.
@@ -19,17 +19,20 @@
 #define RT_HAVE_CUDA 1
 #include "tests/emu/cuda_emu.h"
 
+// rope.h includes core/model_config.h, a C header without C++ guards: give it C linkage before
+// ds_rope.cu includes it again (mc_rope_name is defined below, with C linkage)
+extern "C" {
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+}
 #include "kernels/cuda/ds_moe.cu"
 #include "kernels/cuda/ds_norm.cu"
+#include "kernels/cuda/ds_rope.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "kernels/convert.h"
-extern "C" {   // C headers without C++ guards
-#include "kernels/norm.h"
-#include "kernels/yarn.h"
-}
 
 // yarn.c names the rope type in an error message only; its table lives in core/model_config.c,
 // which needs jansson and is not linked here.

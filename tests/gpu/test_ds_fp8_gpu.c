@@ -20,6 +20,7 @@
 #include "tests/gpu/ds_gpu_test.h"
 #include "core/threadpool.h"
 #include "kernels/fp8.h"
+#include "kernels/matmul.h"
 
 static tp_pool *pool;
 

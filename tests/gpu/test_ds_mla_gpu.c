@@ -16,6 +16,7 @@
 #include "tests/gpu/ds_gpu_test.h"
 #include "core/threadpool.h"
 #include "kernels/fp8.h"
+#include "kernels/matmul.h"
 #include "kernels/mla.h"
 
 enum { H = 128, DN = 128, DR = 64, DV = 128, R = 512, DQ = DN + DR, DL = R + DR, PAGE = 64, NS = 3, NQ = 6 };

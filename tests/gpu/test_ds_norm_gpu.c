@@ -1,13 +1,13 @@
 /* tests/gpu/test_ds_norm_gpu.c — the teacher's GPU RMSNorm (fused residual add) and YaRN rope
- * (kernels/cuda/ds_norm.cu) against rmsnorm_fwd (kernels/cpu/norm.c) and the interleaved
- * rotation of kernels/yarn.h (see test_rope) on R1's shapes. Needs a GPU.
+ * (kernels/cuda/ds_norm.cu, ds_rope.cu) against rmsnorm_fwd (kernels/cpu/norm.c) and the
+ * interleaved rotation of kernels/rope.h (see test_rope) on R1's shapes. Needs a GPU.
  * Tolerances: the residual sum is one bf16 rounding of an exact f32 sum: exact. RMSNorm: f32
  * sum of squares in another order (CPU: double) and one bf16 rounding: |d| ≤ 2^-8·|ref| +
  * 1e-6·max|ref|. Rope: CUDA's cosf/sinf are within 2 ulp of glibc's, then two products and
  * one bf16 rounding: |d| ≤ 2^-8·|ref| + 2^-12·|x|max of the pair. */
 #include "tests/gpu/ds_gpu_test.h"
-#include "kernels/fp8.h"
 #include "kernels/norm.h"
+#include "kernels/rope.h"
 
 static void test_rmsnorm(void) {
     int64_t M = 33, D = 7168;
@@ -38,9 +38,9 @@ static void test_rmsnorm(void) {
 }
 
 /* q rows [T, H, 192] with the rope part at 128…191 (R1's q layout), positions up to 160k.
- * The reference is kernels/yarn.h's documented interleaved rotation written out here, with
+ * The reference is kernels/rope.h's documented interleaved rotation written out here, with
  * the angle and cos/sin formed as yarn_tables does ((f32)pos·inv_freq, cosf/sinf, times
- * cs_scale): kernels/cpu/yarn.c itself cannot be linked in the GPU-only build (its header
+ * cs_scale): kernels/cpu/yarn.c itself cannot be linked in the GPU-only build (its yarn_init
  * needs core/model_config.h, hence jansson). inv_freq: theta 10000, the upper half divided by
  * YaRN's factor 40, cs_scale 1.3 (R1's mscale ratio is 1.0; any value tests the scaling). */
 static void test_rope(void) {

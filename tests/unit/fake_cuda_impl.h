@@ -705,7 +705,7 @@ int fake_g_comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_
 #include "kernels/mla.h"
 #include "kernels/moe.h"
 #include "kernels/sample.h"
-#include "kernels/yarn.h"
+#include "kernels/rope.h"
 
 #define FAKE_SMS 132
 

@@ -8,7 +8,7 @@
 
 #include "core/threadpool.h"
 #include "kernels/mla.h"
-#include "kernels/yarn.h"
+#include "kernels/rope.h"
 #include "testutil.h"
 
 typedef int (*mla_fn)(const mla_dims *, const float *, int64_t, const float *, int64_t, const float *, const int32_t *,
