@@ -13,18 +13,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/json.h"
 #include "core/status.h"
 #include "kernels/loss.h"
 #include "kernels/matmul.h"
 #include "student/model.h"
 #include "student/rng.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench/kd: %s: %s\n", what, rt_errmsg());
@@ -85,9 +80,9 @@ int main(int argc, char **argv) {
         for (int kind = 0; kind < 2; kind++) {
             sm_acts_set_kd(a, kind ? &kd : NULL);
             memset(m->grads, 0, (size_t)m->n_params * 4);
-            double t0 = now();
+            double t0 = now_s();
             if (sm_forward_backward(m, a, &b, 1.0f / (float)targets, &loss, pool)) return fail("step");
-            double dt = now() - t0;
+            double dt = now_s() - t0;
             if (s >= 0) (kind ? tk : ts)[s] = dt;
         }
     qsort(ts, (size_t)steps, sizeof *ts, cmp_d);

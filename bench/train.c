@@ -11,18 +11,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/json.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
 #include "kernels/optim.h"
 #include "student/model.h"
 #include "student/rng.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench/train: %s: %s\n", what, rt_errmsg());
@@ -59,16 +54,16 @@ int main(int argc, char **argv) {
     double t_opt = 0, t_all = 0, loss = 0;
     for (int s = 0; s <= steps; s++) {
         if (s == 1) { sm_acts_profile_reset(a); t_opt = 0; }
-        double t0 = now();
+        double t0 = now_s();
         memset(m->grads, 0, (size_t)m->n_params * 4);
         if (sm_forward_backward(m, a, &b, 1.0f / (float)targets, &loss, pool)) return fail("step");
-        double t1 = now();
+        double t1 = now_s();
         for (size_t i = 0; i < m->n_tensors; i++) {
             const sm_tensor *x = &m->tensors[i];
             adamw_hparams h = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = x->decay ? 0.1 : 0, .step = s + 1};
             adamw_step(m->params + x->offset, m->grads + x->offset, m1 + x->offset, m2 + x->offset, (size_t)x->numel, &h, pool);
         }
-        double t2 = now();
+        double t2 = now_s();
         if (s >= 1) { t_opt += t2 - t1; t_all += t2 - t0; }
     }
     printf("params %lld\n", (long long)m->n_params);

@@ -13,6 +13,7 @@
 
 #include "core/alloc.h"
 #include "core/chat_template.h"
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/status.h"
 #include "core/threadpool.h"
@@ -91,12 +92,6 @@ typedef struct {
     ds_db *db;
     char *dir;
 } demo;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void emit(demo *d, dm_event_kind k, double secs, const char *fmt, va_list ap) {
     if (!d->o->on_event) return;

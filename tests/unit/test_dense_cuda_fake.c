@@ -58,7 +58,6 @@
 #define dc_forward fake_dc_forward
 
 #include "teacher/dense_cuda.c"
-#undef TRY
 #undef CUDA_TRY
 #include "teacher/engine.c"
 

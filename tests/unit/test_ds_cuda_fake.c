@@ -66,7 +66,6 @@
 #define dsc_forward fake_dsc_forward
 
 #include "teacher/ds_cuda.c"
-#undef TRY
 #undef CUDA_TRY
 #include "teacher/engine.c"   /* its dense GPU engine is the library's (teacher/dense_cuda.c) */
 
