@@ -40,14 +40,8 @@
 #include "tests/unit/fake_cuda.h"
 
 /* the engine and the GPU forward under names of their own (the library has the real ones) */
+#define ENGINE_FAKE_DENSE   /* the dense GPU engine (teacher/dense_cuda.c) under test */
 #include "tests/unit/engine_fake.h"
-#define dc_load fake_dc_load
-#define dc_free fake_dc_free
-#define dc_config fake_dc_config
-#define dc_get_plan fake_dc_get_plan
-#define dc_kv_positions fake_dc_kv_positions
-#define dc_cache_init fake_dc_cache_init
-#define dc_forward fake_dc_forward
 
 #include "teacher/dense_cuda.c"
 #undef CUDA_TRY
@@ -64,7 +58,6 @@
     } while (0)
 #include "tests/unit/fake_cuda_impl.h"
 
-#define ENGINE_FAKE_DENSE
 #include "tests/unit/engine_fake.h"
 
 #include "kernels/matmul.h"

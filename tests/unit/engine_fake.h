@@ -4,14 +4,15 @@
  * Included twice by each of them:
  *   1. before its #include of the engine sources (teacher/dense_cuda.c or ds_cuda.c, then
  *      teacher/engine.c): the engine's public names renamed to fake_* (the library linked beside
- *      holds the real ones);
+ *      holds the real ones), with ENGINE_FAKE_DENSE defined first the dense GPU forward's (dc_*)
+ *      too;
  *   2. after tests/unit/fake_cuda_impl.h: the helpers —
  *      ef_randn()            N(0, 1) from a xorshift64 stream (ef_rs: its state, set by the caller);
  *      ef_tensors / ef_push / ef_add   a list of safetensors tensors written with st_write;
  *                            ef_add's values N(mean, std) in bf16 or f32 (c ≤ 1: a vector of r);
  *      ef_tensors_free       frees the names and data;
  *      ef_make_dense()       a tiny Llama/Qwen2 checkpoint (config.json + model.safetensors) of an
- *                            ef_shape, with the ENGINE_FAKE_DENSE section (dense tests only);
+ *                            ef_shape (with ENGINE_FAKE_DENSE only);
  *      ef_forward_steps()    one CPU forward and one GPU forward over the same passes — a prefill of
  *                            three prompts (5, 40, 17 tokens), then 5 greedy decode steps of all
  *                            three — with their logits compared at every step;
@@ -19,7 +20,9 @@
  *      ef_drive()            the engine request pattern: 4 requests (prompts of 5, 37, 1, 20
  *                            tokens) arriving at steps 0, 2, 3, 6, request 1 sampled by
  *                            ef_pattern.sampled (the others greedy), top-2 logprobs, run until idle;
- *      ef_compare()          two sorted result lists token by token.
+ *      ef_compare()          two sorted result lists token by token;
+ *      ef_refused()          a --device cuda load that must fail with one line, allocating nothing
+ *                            (needs tests/unit/fake_cuda_impl.h's counters, included before).
  * The helpers return 0 or an RT_E… code with the message (callers assert or print it); they keep
  * no state but ef_rs. */
 #ifndef ENGINE_FAKE_NAMES
@@ -42,6 +45,15 @@
 #define te_busy fake_te_busy
 #define te_stats_get fake_te_stats_get
 #define te_results_free fake_te_results_free
+#ifdef ENGINE_FAKE_DENSE
+#define dc_load fake_dc_load
+#define dc_free fake_dc_free
+#define dc_config fake_dc_config
+#define dc_get_plan fake_dc_get_plan
+#define dc_kv_positions fake_dc_kv_positions
+#define dc_cache_init fake_dc_cache_init
+#define dc_forward fake_dc_forward
+#endif
 
 #elif !defined(ENGINE_FAKE_HELPERS)
 #define ENGINE_FAKE_HELPERS
@@ -317,6 +329,28 @@ static int ef_compare(const ef_collected *a, const ef_collected *b, float *max_d
         }
         *tokens += x->n_ids;
     }
+    return 0;
+}
+
+/* te_model_load_opts(dir, device cuda) on a stand-in GPU of gpu_bytes (0: as it is) fails with
+ * code and a one-line message containing needle, and allocates no device memory: 0 (the refusal
+ * stays rt_errmsg()), else RT_EINVAL saying what differed. */
+__attribute__((unused)) static int ef_refused(const char *dir, size_t gpu_bytes, int code, const char *needle) {
+    if (gpu_bytes) fake_total_bytes = gpu_bytes;
+    size_t before = fake_mallocs;
+    te_load_opts lo = {.device = TE_DEVICE_CUDA};
+    te_model *m = NULL;
+    int rc = te_model_load_opts(dir, &lo, &m);
+    if (!rc) {
+        te_model_free(m);
+        return rt_fail(RT_EINVAL, "%s loaded; expected code %d", dir, code);
+    }
+    if (rc != code) return rt_errorf(RT_EINVAL, "code %d, expected %d", rc, code);
+    if (m) return rt_errorf(RT_EINVAL, "a model was returned beside the error");
+    if (!strstr(rt_errmsg(), needle)) return rt_errorf(RT_EINVAL, "no '%s' in the message", needle);
+    if (strchr(rt_errmsg(), '\n')) return rt_errorf(RT_EINVAL, "the message is more than one line");
+    if (fake_mallocs != before)
+        return rt_errorf(RT_EINVAL, "%zu device allocations before the error", fake_mallocs - before);
     return 0;
 }
 

@@ -33,14 +33,8 @@
 #include "tests/unit/fake_cuda.h"
 
 /* the engine and the GPU forward under names of their own (the library has the real ones) */
+#define ENGINE_FAKE_DENSE   /* the dense GPU engine (teacher/dense_cuda.c) under test */
 #include "tests/unit/engine_fake.h"
-#define dc_load fake_dc_load
-#define dc_free fake_dc_free
-#define dc_config fake_dc_config
-#define dc_get_plan fake_dc_get_plan
-#define dc_kv_positions fake_dc_kv_positions
-#define dc_cache_init fake_dc_cache_init
-#define dc_forward fake_dc_forward
 
 #include "teacher/dense_cuda.c"
 #undef CUDA_TRY
@@ -51,7 +45,6 @@
 #define FAKE_CHECK(cond) cr_assert(cond)
 #include "tests/unit/fake_cuda_impl.h"
 
-#define ENGINE_FAKE_DENSE
 #include "tests/unit/engine_fake.h"
 
 #include <unistd.h>
@@ -179,22 +172,10 @@ Test(dense_cuda_fake, llama_forward_in_passes_matches_dense) { forward_matches_d
 
 /* A model that does not fit: one line, and not one device allocation. */
 Test(dense_cuda_fake, model_that_does_not_fit_is_refused_before_any_allocation) {
-    size_t before = fake_mallocs;
-    fake_total_bytes = (size_t)1 << 20;   /* 1 MiB: below the Llama's 0.6 MB of bf16 weights / 0.9 */
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    int rc = te_model_load_opts(llama_dir, &lo, &m);
-    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
-    cr_assert_null(m);
-    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has"), "%s", rt_errmsg());
-    cr_assert_null(strchr(rt_errmsg(), '\n'));
-    cr_assert_eq(fake_mallocs, before, "%zu device allocations before the error", fake_mallocs - before);
+    /* 1 MiB: below the Llama's 0.6 MB of bf16 weights / 0.9 */
+    cr_assert_eq(ef_refused(llama_dir, (size_t)1 << 20, RT_ENOMEM, "GB of weights; the GPU has"), 0, "%s", rt_errmsg());
     /* the weights fit, the activations and a minimal cache do not */
-    fake_total_bytes = (size_t)40 << 20;
-    rc = te_model_load_opts(llama_dir, &lo, &m);
-    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "for a cache of"), "%s", rt_errmsg());
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(llama_dir, (size_t)40 << 20, RT_ENOMEM, "for a cache of"), 0, "%s", rt_errmsg());
     cr_log_info("%s", rt_errmsg());
 }
 
@@ -207,13 +188,8 @@ Test(dense_cuda_fake, llama_70b_on_one_80_gb_gpu_needs_141_gb_of_weights) {
     snprintf(dir, sizeof dir, "%s/l70", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/llama-3.3-70b.json %s/config.json", dir, dir);
     cr_assert_eq(system(cmd), 0);
-    fake_total_bytes = (size_t)80 << 30;
-    size_t before = fake_mallocs;
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_ENOMEM, "%s", rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "needs 141 GB of weights; the GPU has 77.3 GB (0.90 of 85.9 GB"), "%s", rt_errmsg());
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(dir, (size_t)80 << 30, RT_ENOMEM, "needs 141 GB of weights; the GPU has 77.3 GB (0.90 of 85.9 GB"),
+                 0, "%s", rt_errmsg());
 }
 
 /* The engine's cache on the GPU is the plan's: all of it by default, a larger request clipped;

@@ -316,22 +316,10 @@ Test(ds_cuda_fake, engine_gives_the_cpu_engines_greedy_tokens) {
 
 /* A model that does not fit: one line, and not one device allocation. */
 Test(ds_cuda_fake, model_that_does_not_fit_is_refused_before_any_allocation) {
-    size_t before = fake_mallocs;
-    fake_total_bytes = (size_t)1 << 20;   /* 1 MiB: below the model's ~6 MB of weights */
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    int rc = te_model_load_opts(ds_dir, &lo, &m);
-    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
-    cr_assert_null(m);
-    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has"), "%s", rt_errmsg());
-    cr_assert_null(strchr(rt_errmsg(), '\n'));
-    cr_assert_eq(fake_mallocs, before, "%zu device allocations before the error", fake_mallocs - before);
+    /* 1 MiB: below the model's ~6 MB of weights */
+    cr_assert_eq(ef_refused(ds_dir, (size_t)1 << 20, RT_ENOMEM, "GB of weights; the GPU has"), 0, "%s", rt_errmsg());
     /* the weights fit, the workspaces and a minimal cache do not */
-    fake_total_bytes = (size_t)40 << 20;
-    rc = te_model_load_opts(ds_dir, &lo, &m);
-    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "cached positions"), "%s", rt_errmsg());
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(ds_dir, (size_t)40 << 20, RT_ENOMEM, "cached positions"), 0, "%s", rt_errmsg());
     cr_log_info("%s", rt_errmsg());
 }
 
@@ -342,13 +330,7 @@ Test(ds_cuda_fake, mla_shape_outside_the_kernels_build_is_refused) {
     snprintf(dir, sizeof dir, "%s/small", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/tiny-deepseek-v3.json %s/config.json", dir, dir);
     cr_assert_eq(system(cmd), 0);
-    size_t before = fake_mallocs;
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_EUNSUPPORTED, "%s", rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "kv_lora_rank 64"), "%s", rt_errmsg());
-    cr_assert_null(strchr(rt_errmsg(), '\n'));
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(dir, 0, RT_EUNSUPPORTED, "kv_lora_rank 64"), 0, "%s", rt_errmsg());
 }
 
 /* The full DeepSeek-R1 (config.json alone) on one 80 GiB GPU: refused with the weights it needs. */
@@ -357,13 +339,7 @@ Test(ds_cuda_fake, r1_on_one_80_gb_gpu_is_refused_with_its_weight_bytes) {
     snprintf(dir, sizeof dir, "%s/r1", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/deepseek-r1.json %s/config.json", dir, dir);
     if (system(cmd)) cr_skip_test("configs/models/deepseek-r1.json missing");
-    fake_total_bytes = (size_t)80 << 30;
-    size_t before = fake_mallocs;
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_ENOMEM, "%s", rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has 77.3 GB"), "%s", rt_errmsg());
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(dir, (size_t)80 << 30, RT_ENOMEM, "GB of weights; the GPU has 77.3 GB"), 0, "%s", rt_errmsg());
     cr_log_info("%s", rt_errmsg());
 }
 
