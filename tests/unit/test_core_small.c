@@ -5,6 +5,7 @@
  * MurmurHash3 finalizer; seed/stream/step mixing as kernels/sample.h documents it); end-of-turn
  * tokens from the eos_token of the shipped tokenizer_config.json files in shared/assets. */
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/chat_template.h"
@@ -20,9 +21,12 @@ Test(clock, now_s_never_goes_back_and_counts_seconds) {
         cr_assert_geq(t, prev);
         prev = t;
     }
+    /* seconds of CLOCK_MONOTONIC: a reading taken between two calls lies between them */
     double a = now_s();
-    usleep(20000);
-    cr_assert_geq(now_s() - a, 0.019, "a 20 ms sleep reads as at least 19 ms");   /* a lower bound only */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double b = now_s(), mid = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    cr_assert(a <= mid && mid <= b, "%.9f <= %.9f <= %.9f", a, mid, b);
 }
 
 Test(hash, splitmix64_matches_the_reference_vectors) {
