@@ -9,12 +9,7 @@
 #include <time.h>
 
 #include "kernels/matmul.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "core/clock.h"
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -58,11 +53,11 @@ int main(int argc, char **argv) {
         int inner = (int)(2e8 / flop) + 1;
         for (int r = -1; r < reps; r++)
             for (int k = 0; k < 2; k++) {
-                double t0 = now();
+                double t0 = now_s();
                 for (int i = 0; i < inner; i++)
                     mm_sgemm_with(k ? MM_GEMM_AVX2 : MM_GEMM_BLAS, sh[s].ta, sh[s].tb, M, N, K, 1.0f, A, lda, B, ldb,
                                   0.0f, C, N);
-                if (r >= 0) t[k][r] = (now() - t0) / inner;   /* round -1 warms up */
+                if (r >= 0) t[k][r] = (now_s() - t0) / inner;   /* round -1 warms up */
             }
         qsort(t[0], reps, sizeof(double), cmp);
         qsort(t[1], reps, sizeof(double), cmp);

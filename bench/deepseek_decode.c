@@ -6,15 +6,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "teacher/deepseek.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     if (argc != 5) { fprintf(stderr, "usage: deepseek_decode DIR PROMPT_LEN NEW_TOKENS THREADS\n"); return 2; }
@@ -30,9 +25,9 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < n; i++) { tok[i] = (int32_t)((i * 7919 + 13) % V); pos[i] = (int32_t)i; }
     ds_cache *c;
     if (ds_cache_create(m, n, &c)) return 1;
-    double t0 = now();
+    double t0 = now_s();
     if (ds_forward(m, c, tok, pos, plen, DS_ATTN_NAIVE, lg, NULL)) { fprintf(stderr, "%s\n", rt_errmsg()); return 1; }
-    double t1 = now();
+    double t1 = now_s();
     const float *last = lg + (int64_t)(plen - 1) * V;
     for (int64_t i = plen; i < n; i++) {
         int32_t best = 0;
@@ -41,7 +36,7 @@ int main(int argc, char **argv) {
         if (ds_forward(m, c, tok + i, pos + i, 1, DS_ATTN_ABSORBED, lg, NULL)) { fprintf(stderr, "%s\n", rt_errmsg()); return 1; }
         last = lg;
     }
-    double t2 = now();
+    double t2 = now_s();
     printf("%.6f %d %.6f\n", t2 - t1, nnew, t1 - t0);
     ds_cache_free(c);
     ds_free(m);

@@ -7,17 +7,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/comm.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "teacher/deepseek.h"
 #include "teacher/parallel.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(void) {
     fprintf(stderr, "ds_parallel: %s\n", rt_errmsg());
@@ -45,9 +40,9 @@ int main(int argc, char **argv) {
     ds_cache *c;
     if (ds_cache_create(m, n, &c)) return fail();
     comm_barrier(comm);
-    double t0 = now();
+    double t0 = now_s();
     if (ds_forward(m, c, tok, pos, plen, DS_ATTN_NAIVE, lg, NULL)) return fail();
-    double t1 = now();
+    double t1 = now_s();
     const float *last = lg + (int64_t)(plen - 1) * V;
     for (int64_t i = plen; i < n; i++) {
         int32_t best = 0;
@@ -57,7 +52,7 @@ int main(int argc, char **argv) {
         if (ds_forward(m, c, tok + i, pos + i, 1, DS_ATTN_ABSORBED, lg, NULL)) return fail();
         last = lg;
     }
-    double t2 = now();
+    double t2 = now_s();
     ds_load_info li;
     ds_load_info_get(m, &li);
     if (comm_rank(comm) == 0)

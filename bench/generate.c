@@ -10,15 +10,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "teacher/engine.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(void) {
     fprintf(stderr, "generate: %s\n", rt_errmsg());
@@ -31,7 +26,7 @@ static int run(te_model *m, int plen, int nnew, int batch, double *secs) {
     te_engine *e;
     if (te_engine_create(m, &o, &e)) return -1;
     int32_t *p = malloc((size_t)plen * sizeof *p);
-    double t0 = now();
+    double t0 = now_s();
     for (int b = 0; b < batch; b++) {
         for (int i = 0; i < plen; i++) p[i] = (int32_t)(((int64_t)(b * plen + i) * 7919 + 13) % c->vocab_size);
         te_request r = {.prompt = p, .n_prompt = plen, .n_samples = 1, .max_tokens = nnew, .sampling = SMP_GREEDY,
@@ -44,7 +39,7 @@ static int run(te_model *m, int plen, int nnew, int batch, double *secs) {
         if (te_step(e, &res, &n)) return -1;
         te_results_free(res, n);
     }
-    *secs = now() - t0;
+    *secs = now_s() - t0;
     free(p);
     te_engine_free(e);
     return 0;
@@ -76,9 +71,9 @@ static double read_bandwidth(tp_pool *pool) {
     bw_ctx c = {.x = x, .n = n};
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
-        double t0 = now();
+        double t0 = now_s();
         tp_parallel_for(pool, n / 4096, bw_sum, &c);
-        double t = now() - t0;
+        double t = now_s() - t0;
         best = t < best ? t : best;
     }
     free(x);

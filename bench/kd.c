@@ -13,18 +13,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/json.h"
-#include "core/status.h"
+#include "bench/student_bench.h"
+#include "core/clock.h"
 #include "kernels/loss.h"
-#include "kernels/matmul.h"
-#include "student/model.h"
-#include "student/rng.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench/kd: %s: %s\n", what, rt_errmsg());
@@ -45,49 +36,31 @@ int main(int argc, char **argv) {
     int steps = atoi(argv[4]), threads = atoi(argv[5]);
     kd_spec kd = {.kind = KD_FORWARD, .alpha = 0.5, .temperature = argc > 7 ? atof(argv[7]) : 1.0, .k = KD_MAX_K};
     if (argc > 6 && kd_parse_kind(argv[6], &kd.kind, &kd.beta)) return fail("loss");
-    json_t *cfg;
-    if (rt_json_load_file(argv[1], &cfg)) return fail(argv[1]);
-    sm_model *m;
-    if (sm_create_random(cfg, 1, &m)) return fail("model");
-    json_decref(cfg);
-    mm_blas_single_thread();
-    tp_pool *pool;
-    if (tp_create(threads, &pool)) return fail("threads");
-    sm_acts *a;
-    if (sm_acts_create(m, T, false, 0, &a)) return fail("activations");
-    int32_t *tok = malloc((size_t)T * 4), *ds = malloc((size_t)T * 4), *pos = malloc((size_t)T * 4), *tg = malloc((size_t)T * 4);
+    sb_setup S;
+    const char *what;
+    if (sb_open(argv[1], B, N, threads, &S, &what)) return fail(what);
+    sm_model *m = S.m;
     uint8_t *tn = malloc((size_t)T);
     int32_t *tid = malloc((size_t)T * KD_MAX_K * 4);
     float *tlp = malloc((size_t)T * KD_MAX_K * 4);
-    sr_rng r;
-    sr_seed(&r, 2);
-    for (int64_t t = 0; t < T; t++) {
-        tok[t] = (int32_t)sr_below(&r, (uint64_t)m->V);
-        ds[t] = (int32_t)(t / N * N);
-        pos[t] = (int32_t)(t % N);
-    }
-    int64_t targets = 0;
-    for (int64_t t = 0; t < T; t++) {
-        tg[t] = (t + 1) % N ? tok[t + 1] : -1;
-        targets += tg[t] >= 0;
+    for (int64_t t = 0; t < T; t++) {   /* a teacher top-20 at every position: distinct ids, a stride through the vocabulary */
         tn[t] = KD_MAX_K;
-        for (int k = 0; k < KD_MAX_K; k++) {   /* distinct: a stride through the vocabulary */
-            tid[t * KD_MAX_K + k] = (int32_t)(((uint64_t)tok[t] + 7919u * (uint64_t)k) % (uint64_t)m->V);
+        for (int k = 0; k < KD_MAX_K; k++) {
+            tid[t * KD_MAX_K + k] = (int32_t)(((uint64_t)S.tok[t] + 7919u * (uint64_t)k) % (uint64_t)m->V);
             tlp[t * KD_MAX_K + k] = -0.3f - 0.4f * (float)k;
         }
     }
     kd.top_n = tn;
     kd.top_ids = tid;
     kd.top_lps = tlp;
-    sm_batch b = {T, tok, ds, pos, tg};
     double *ts = malloc(sizeof(double) * (size_t)steps), *tk = malloc(sizeof(double) * (size_t)steps), loss = 0;
     for (int s = -1; s < steps; s++)
         for (int kind = 0; kind < 2; kind++) {
-            sm_acts_set_kd(a, kind ? &kd : NULL);
+            sm_acts_set_kd(S.a, kind ? &kd : NULL);
             memset(m->grads, 0, (size_t)m->n_params * 4);
-            double t0 = now();
-            if (sm_forward_backward(m, a, &b, 1.0f / (float)targets, &loss, pool)) return fail("step");
-            double dt = now() - t0;
+            double t0 = now_s();
+            if (sm_forward_backward(m, S.a, &S.b, 1.0f / (float)S.targets, &loss, S.pool)) return fail("step");
+            double dt = now_s() - t0;
             if (s >= 0) (kind ? tk : ts)[s] = dt;
         }
     qsort(ts, (size_t)steps, sizeof *ts, cmp_d);
@@ -97,9 +70,7 @@ int main(int argc, char **argv) {
     printf("sft_step_s %.4f\n", ms);
     printf("kd_step_s %.4f\n", mk);
     printf("ratio %.3f\n", mk / ms);
-    sm_acts_free(a);
-    sm_free(m);
-    tp_free(pool);
-    free(tok); free(ds); free(pos); free(tg); free(tn); free(tid); free(tlp); free(ts); free(tk);
+    sb_close(&S);
+    free(tn), free(tid), free(tlp), free(ts), free(tk);
     return 0;
 }

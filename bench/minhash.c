@@ -11,12 +11,7 @@
 #include <time.h>
 
 #include "filters/minhash.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "core/clock.h"
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -55,12 +50,12 @@ int main(int argc, char **argv) {
     uint64_t sig[MH_MAX_HASHES], sink = 0;
     double t[100];
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = now_s();
         for (size_t i = 0; i < n; i++) {
             if (mh_signature(h, texts[i], lens[i], sig, NULL)) return 1;
             sink ^= sig[0];
         }
-        t[r] = now() - t0;
+        t[r] = now_s() - t0;
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_d);
     double med = t[reps / 2];

@@ -5,21 +5,16 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "kernels/convert.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: st_load PATH REPEATS\n"); return 2; }
     int reps = atoi(argv[2]);
     for (int r = 0; r < reps; r++) {
-        double t0 = now(), bytes = 0, sum = 0;
+        double t0 = now_s(), bytes = 0, sum = 0;
         st_file *f;
         if (st_open(argv[1], &f)) { fprintf(stderr, "st_load: %s\n", rt_errmsg()); return 1; }
         for (size_t i = 0; i < st_count(f); i++) {
@@ -31,7 +26,7 @@ int main(int argc, char **argv) {
             free(x);
         }
         st_close(f);
-        printf("%.6f %.6f %g\n", now() - t0, bytes / 1e9, sum);
+        printf("%.6f %.6f %g\n", now_s() - t0, bytes / 1e9, sum);
     }
     return 0;
 }

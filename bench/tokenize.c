@@ -11,15 +11,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/tokenizer.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -68,29 +63,29 @@ int main(int argc, char **argv) {
     tok_tokenizer *t = NULL;
     for (int r = 0; r < reps; r++) {
         tok_free(t);
-        double t0 = now();
+        double t0 = now_s();
         if (tok_load(argv[1], &t)) return fprintf(stderr, "%s\n", rt_errmsg()), 1;
-        load[r] = (now() - t0) * 1e3;
+        load[r] = (now_s() - t0) * 1e3;
     }
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = now_s();
         for (size_t i = 0; i < n; i++) {
             int32_t *ids;
             size_t k;
             if (tok_encode(t, texts[i], lens[i], false, &ids, &k)) return fprintf(stderr, "%s\n", rt_errmsg()), 1;
             free(ids);
         }
-        one[r] = bytes / 1e6 / (now() - t0);
+        one[r] = bytes / 1e6 / (now_s() - t0);
     }
     tp_pool *pool;
     if (tp_create(threads, &pool)) return 1;
     int32_t **ids = malloc(n * sizeof *ids);
     size_t *k = malloc(n * sizeof *k);
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = now_s();
         if (tok_encode_batch(t, (const char *const *)texts, lens, n, false, pool, ids, k))
             return fprintf(stderr, "%s\n", rt_errmsg()), 1;
-        many[r] = bytes / 1e6 / (now() - t0);
+        many[r] = bytes / 1e6 / (now_s() - t0);
         for (size_t i = 0; i < n; i++) free(ids[i]);
     }
     printf("%.1f %.2f %.2f %zu\n", median(load, reps), median(one, reps), median(many, reps), bytes);

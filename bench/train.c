@@ -11,18 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/json.h"
-#include "core/status.h"
-#include "kernels/matmul.h"
+#include "bench/student_bench.h"
+#include "core/clock.h"
 #include "kernels/optim.h"
-#include "student/model.h"
-#include "student/rng.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench/train: %s: %s\n", what, rt_errmsg());
@@ -33,42 +24,26 @@ int main(int argc, char **argv) {
     if (argc != 6) { fprintf(stderr, "usage: train CONFIG.json BATCH SEQ STEPS THREADS\n"); return 2; }
     int64_t B = atoll(argv[2]), N = atoll(argv[3]), T = B * N;
     int steps = atoi(argv[4]), threads = atoi(argv[5]);
-    json_t *cfg;
-    if (rt_json_load_file(argv[1], &cfg)) return fail(argv[1]);
-    sm_model *m;
-    if (sm_create_random(cfg, 1, &m)) return fail("model");
-    json_decref(cfg);
-    mm_blas_single_thread();
-    tp_pool *pool;
-    if (tp_create(threads, &pool)) return fail("threads");
-    sm_acts *a;
-    if (sm_acts_create(m, T, false, 0, &a)) return fail("activations");
-    int32_t *tok = malloc((size_t)T * 4), *ds = malloc((size_t)T * 4), *pos = malloc((size_t)T * 4), *tg = malloc((size_t)T * 4);
+    sb_setup S;
+    const char *what;
+    if (sb_open(argv[1], B, N, threads, &S, &what)) return fail(what);
+    sm_model *m = S.m;
+    sm_acts *a = S.a;
     float *m1 = calloc((size_t)m->n_params, 4), *m2 = calloc((size_t)m->n_params, 4);
-    sr_rng r;
-    sr_seed(&r, 2);
-    for (int64_t t = 0; t < T; t++) {
-        tok[t] = (int32_t)sr_below(&r, (uint64_t)m->V);
-        ds[t] = (int32_t)(t / N * N);
-        pos[t] = (int32_t)(t % N);
-    }
-    for (int64_t t = 0; t < T; t++) tg[t] = (t + 1) % N ? tok[t + 1] : -1;
-    int64_t targets = 0;
-    for (int64_t t = 0; t < T; t++) targets += tg[t] >= 0;
-    sm_batch b = {T, tok, ds, pos, tg};
+    int64_t targets = S.targets;
     double t_opt = 0, t_all = 0, loss = 0;
     for (int s = 0; s <= steps; s++) {
         if (s == 1) { sm_acts_profile_reset(a); t_opt = 0; }
-        double t0 = now();
+        double t0 = now_s();
         memset(m->grads, 0, (size_t)m->n_params * 4);
-        if (sm_forward_backward(m, a, &b, 1.0f / (float)targets, &loss, pool)) return fail("step");
-        double t1 = now();
+        if (sm_forward_backward(m, a, &S.b, 1.0f / (float)targets, &loss, S.pool)) return fail("step");
+        double t1 = now_s();
         for (size_t i = 0; i < m->n_tensors; i++) {
             const sm_tensor *x = &m->tensors[i];
             adamw_hparams h = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = x->decay ? 0.1 : 0, .step = s + 1};
-            adamw_step(m->params + x->offset, m->grads + x->offset, m1 + x->offset, m2 + x->offset, (size_t)x->numel, &h, pool);
+            adamw_step(m->params + x->offset, m->grads + x->offset, m1 + x->offset, m2 + x->offset, (size_t)x->numel, &h, S.pool);
         }
-        double t2 = now();
+        double t2 = now_s();
         if (s >= 1) { t_opt += t2 - t1; t_all += t2 - t0; }
     }
     printf("params %lld\n", (long long)m->n_params);
@@ -81,9 +56,7 @@ int main(int argc, char **argv) {
                100.0 * (f[c] + bw[c]) / t_all);
     printf("time %-16s         %7.3f s        (%4.1f%%)\n", "adamw", t_opt / steps, 100.0 * t_opt / t_all);
     printf("time %-16s         %7.3f s\n", "step total", t_all / steps);
-    sm_acts_free(a);
-    sm_free(m);
-    tp_free(pool);
-    free(tok); free(ds); free(pos); free(tg); free(m1); free(m2);
+    sb_close(&S);
+    free(m1), free(m2);
     return 0;
 }

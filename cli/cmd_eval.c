@@ -21,6 +21,7 @@
 #include "cli/cli.h"
 #include "cli/ranks.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/model_check.h"
 #include "core/status.h"
@@ -47,12 +48,6 @@ static int num(const char *opt, const char *s, double lo, double hi, bool whole,
 typedef struct {
     double t0, last;
 } progress;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void on_progress(void *ctx, size_t done, size_t todo, int64_t tokens) {
     progress *p = ctx;

@@ -6,17 +6,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "core/yaml.h"
 #include "dataset/db.h"
 #include "filters/pipeline.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     double t0, last_print;

@@ -31,6 +31,7 @@
 #include "cli/ranks.h"
 #include "core/alloc.h"
 #include "core/chat_template.h"
+#include "core/clock.h"
 #include "core/comm.h"
 #include "core/fsutil.h"
 #include "core/model_check.h"
@@ -164,12 +165,6 @@ static int read_prompts(const char *path, const tok_tokenizer *tok, const ct_tem
         rc = EXIT_RUNTIME;
     }
     return rc;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static void put_json(FILE *out, const json_t *j) {

@@ -5,16 +5,11 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "dataset/db.h"
 #include "dataset/import.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int cmd_import(int argc, char **argv) {
     static const struct option opts[] = {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/comm.h"
 #include "core/fsutil.h"
 #include "core/json.h"
@@ -44,12 +45,6 @@ typedef struct {
     bool chosen;                    /* start was found in --out by --resume auto */
     char *start_owned, *id_data, *id_model;   /* owned: start; the run's identity */
 } train_args;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse_i64(const char *s, int64_t lo, int64_t *out) {
     char *e;

@@ -1958,7 +1958,8 @@ static int ev(R *r, const node *e, json_t **out) {
         break;
     }
     default:
-        rc = ERRL(RT_EINTERNAL, line, "bad expression node %d", line, e->kind);
+        RT_ASSERT(false, "jinja: bad expression node %d", (int)e->kind);
+        rc = ERRL(RT_EINTERNAL, line, "bad expression node %d", line, e->kind);   /* NDEBUG only */
     }
     json_decref(a);
     json_decref(b);
@@ -2055,7 +2056,8 @@ static int exec_node(R *r, const node *x) {
         return rc;
     }
     }
-    return ERRL(RT_EINTERNAL, line, "bad statement node %d", line, x->kind);
+    RT_ASSERT(false, "jinja: bad statement node %d", (int)x->kind);
+    return ERRL(RT_EINTERNAL, line, "bad statement node %d", line, x->kind);   /* NDEBUG only */
 }
 
 static int exec_body(R *r, node *const *v, size_t n) {

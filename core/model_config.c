@@ -30,8 +30,6 @@ const char *mc_rope_name(mc_rope_type t) {
     return "?";
 }
 
-#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
-
 /* def < 0: the key is required. A present value must lie in 1..max. */
 static int get_pos(const json_t *j, const char *key, int64_t def, int64_t max, int64_t *out) {
     TRY(rt_json_get_int(j, key, def, out));
@@ -387,6 +385,11 @@ int mc_expected_tensors(const mc_config *c, mc_tensor_spec **out, size_t *n) {
     *out = s.v;
     *n = s.n;
     return 0;
+}
+
+mc_dims mc_dense_dims(const mc_config *c) {
+    return (mc_dims){.D = c->hidden_size, .F = c->intermediate_size, .L = c->num_hidden_layers, .V = c->vocab_size,
+                     .Hq = c->num_attention_heads, .Hkv = c->num_key_value_heads, .hd = c->head_dim};
 }
 
 int64_t mc_param_count(const mc_config *c, bool with_optional) {

@@ -94,6 +94,15 @@ typedef struct {
     int group;
 } mc_tensor_spec;
 
+/* A dense (llama / qwen2 / qwen3) model's dimensions under the names every forward uses:
+ * D hidden_size, F intermediate_size, L num_hidden_layers, V vocab_size, Hq / Hkv query and
+ * key-value heads, hd head_dim (mc_parse has filled and checked them). Meaningless for
+ * deepseek_v3, whose callers refuse it first, each with its own message. */
+typedef struct {
+    int64_t D, F, L, V, Hq, Hkv, hd;
+} mc_dims;
+mc_dims mc_dense_dims(const mc_config *c);
+
 /* *out is owned by the caller (free()). */
 int mc_expected_tensors(const mc_config *c, mc_tensor_spec **out, size_t *n);
 /* Elements of every required tensor; with_optional adds the MTP layers. */

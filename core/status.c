@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local char errbuf[RT_ERRMSG_MAX];
@@ -53,3 +54,14 @@ int rt_errorf(int code, const char *fmt, ...) {
 const char *rt_errmsg(void) { return errbuf; }
 
 void rt_errclear(void) { errbuf[0] = 0; }
+
+void rt_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...) {
+    char msg[RT_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "retort: internal error: %s:%d: %s: %s\n", file, line, cond, msg);
+    fflush(stderr);
+    abort();
+}

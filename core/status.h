@@ -5,6 +5,25 @@
  * in front of it with rt_errorf() and return the same code. cli/ prints rt_errmsg() as
  * one line. The message buffer is per thread (like errno), so worker threads never see
  * each other's messages; it is the only state this module keeps.
+ *
+ * TRY(call) evaluates an int-status call and returns its code from the enclosing function
+ * when it is not 0 (the message it recorded stays). The one checking macro for retort's own
+ * status; foreign status types have theirs, shaped the same: CUDA_TRY (core/cuda_try.h).
+ *
+ * RT_ASSERT(cond, fmt, ...) states an internal invariant, as SQLite's assert() does: something
+ * only a bug in retort can make false (a tensor name mc_expected_tensors gave that the loader
+ * does not know, a plan whose pieces do not tile it, a parser node of no known kind). When it
+ * is false the process prints "retort: internal error: FILE:LINE: cond: message" to stderr and
+ * aborts — there is no sensible state to return to. The rule for choosing:
+ *   - anything input can cause (files, options, configs, the network, the database's
+ *     contents) is an error code, never an assert;
+ *   - a foreign library or the system failing (CUDA, MPI, NCCL, SQLite, curl, pthreads, zstd,
+ *     out of memory) is an error code (RT_EINTERNAL, RT_ENOMEM, …), never an assert;
+ *   - only a contradiction between retort's own pieces is an RT_ASSERT.
+ * Asserts are compiled in for the tests, the sanitizer and debug builds, and the default build;
+ * -DNDEBUG compiles them out (cond is then not evaluated, so it must have no side effects).
+ * Where a function must still return something after a failed invariant, it keeps a
+ * defensive error return behind the RT_ASSERT (reached only with NDEBUG).
  */
 #ifndef RT_STATUS_H
 #define RT_STATUS_H
@@ -26,6 +45,22 @@ enum {
 };
 
 #define RT_ERRMSG_MAX 1024
+
+#define TRY(call)                                                                                        \
+    do {                                                                                                 \
+        int rc_ = (call);                                                                                \
+        if (rc_) return rc_;                                                                             \
+    } while (0)
+
+#ifndef NDEBUG
+#define RT_ASSERT(cond, ...) ((cond) ? (void)0 : rt_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__))
+#else
+#define RT_ASSERT(cond, ...) ((void)sizeof((cond) ? 1 : 0))
+#endif
+
+/* RT_ASSERT's failure: prints the one line and aborts. */
+void rt_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 4, 5)));
 
 /* Name of a code: "I/O error", "format error", … */
 const char *rt_strerror(int code);

@@ -10,15 +10,9 @@
 
 #include "core/alloc.h"
 #include "core/fsutil.h"
+#include "core/hash.h"
 #include "core/shard.h"
 #include "core/status.h"
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* ---- best-fit bins: open sequences grouped by the room they have left ---- */
 
@@ -118,7 +112,7 @@ int pk_plan(const size_t *lens, size_t n, const pk_options *o, pk_plan_t *plan, 
     rc = (!ord || !b.tree || !b.head) ? RT_ENOMEM : 0;
     if (!rc) {
         for (size_t r = 0; r < b.size; r++) b.head[r] = -1;
-        for (size_t i = 0; i < np; i++) ord[i] = (order_key){p[i].len, splitmix64(&rng), i};
+        for (size_t i = 0; i < np; i++) ord[i] = (order_key){p[i].len, rt_splitmix64(&rng), i};
         if (np) qsort(ord, np, sizeof *ord, cmp_order);
     }
     for (size_t k = 0; !rc && k < np; k++) {
@@ -147,7 +141,7 @@ int pk_plan(const size_t *lens, size_t n, const pk_options *o, pk_plan_t *plan, 
     if (!rc) {
         for (uint64_t i = 0; i < nb; i++) perm[i] = i;
         for (uint64_t i = nb; i > 1; i--) {
-            uint64_t j = splitmix64(&rng) % i, t = perm[i - 1];
+            uint64_t j = rt_splitmix64(&rng) % i, t = perm[i - 1];
             perm[i - 1] = perm[j];
             perm[j] = t;
         }

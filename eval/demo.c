@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/chat_template.h"
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/status.h"
 #include "core/threadpool.h"
@@ -93,12 +94,6 @@ typedef struct {
     char *dir;
     pthread_mutex_t emit_lock; /* the two students train at once and both report progress */
 } demo;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void emit(demo *d, dm_event_kind k, double secs, const char *fmt, va_list ap) {
     if (!d->o->on_event) return;

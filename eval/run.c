@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/status.h"
@@ -179,11 +180,7 @@ int ev_questions_load(ds_db *db, const char *bench, ev_questions *out) {
 
 /* ---- generation ---- */
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
+static double now_ms(void) { return 1e3 * now_s(); }
 
 /* The message names the database and SQLite's reason; the call and where it failed are
  * logged at debug level (--log-level debug). */

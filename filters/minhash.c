@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
+#include "core/hash.h"
 #include "core/status.h"
 #include "filters/minhash.h"
 
@@ -29,13 +30,6 @@ void mh_config_default(mh_config *c) {
     c->threshold = 0.8;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 int mh_hasher_new(const mh_config *c, mh_hasher **out) {
     *out = NULL;
     if (c->ngram < 1 || c->ngram > 64) return rt_fail(RT_EINVAL, "minhash: n-gram size %d (want 1..64)", c->ngram);
@@ -49,8 +43,8 @@ int mh_hasher_new(const mh_config *c, mh_hasher **out) {
     h->n = c->bands * c->rows;
     uint64_t s = c->seed;
     for (int k = 0; k < h->n; k++) {
-        h->a[k] = 1 + splitmix64(&s) % (MERSENNE61 - 1); /* [1, p) */
-        h->b[k] = splitmix64(&s) % MERSENNE61;           /* [0, p) */
+        h->a[k] = 1 + rt_splitmix64(&s) % (MERSENNE61 - 1); /* [1, p) */
+        h->b[k] = rt_splitmix64(&s) % MERSENNE61;           /* [0, p) */
     }
     *out = h;
     return 0;

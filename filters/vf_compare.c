@@ -27,6 +27,7 @@
 #include <strings.h>
 
 #include "filters/vf_int.h"
+#include "core/hash.h"
 
 #define N_POINTS 4
 #define REL_TOL 1e-9
@@ -105,19 +106,10 @@ static bool exact(const vnode *x, rat *r, int depth) {
 }
 
 /* ---- numeric evaluation ------------------------------------------------------------------------ */
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 static double sym_value(const char *name, const ectx *c) {
     uint64_t h = 1469598103934665603ULL ^ c->o->seed;
     for (const char *s = name; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    h = mix64(h + 0x9e3779b97f4a7c15ULL * (uint64_t)(c->point + 1));
+    h = rt_fmix64(h + 0x9e3779b97f4a7c15ULL * (uint64_t)(c->point + 1));
     return 0.35 + 1.7 * (double)(h >> 11) / 9007199254740992.0; /* (0.35, 2.05) */
 }
 

@@ -151,6 +151,19 @@ static void make_perm(sd_data *d, uint64_t seed, uint64_t epoch) {
     d->has_perm = 1;
 }
 
+void sd_skip(const sd_data *d, sd_position *p, uint64_t k) {
+    uint64_t n = d->n_seqs;   /* ≥ 1: sd_open and sd_restrict refuse an empty view */
+    while (k > 0) {
+        if (p->cursor >= n) {
+            p->epoch++;
+            p->cursor = 0;
+        }
+        uint64_t take = k < n - p->cursor ? k : n - p->cursor;
+        p->cursor += take;
+        k -= take;
+    }
+}
+
 int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
             int32_t *target, int64_t *n_targets) {
     return sd_read_kd(d, p, n_seq, tokens, doc_start, pos, target, n_targets, NULL, NULL, NULL);

@@ -45,6 +45,10 @@ int sd_num_files(const sd_data *d);
 int sd_read(sd_data *d, sd_position *p, int64_t n_seq, int32_t *tokens, int32_t *doc_start, int32_t *pos,
             int32_t *target, int64_t *n_targets);
 
+/* Advances p by k sequences without reading them, exactly as sd_read() of k sequences would
+ * (crossing epochs the same way): how a data-parallel rank steps over the other ranks' share. */
+void sd_skip(const sd_data *d, sd_position *p, uint64_t k);
+
 uint32_t sd_top_k(const sd_data *d);
 uint32_t sd_teacher_vocab(const sd_data *d);
 /* top_n [n_seq·seq_len], top_ids / top_lps [n_seq·seq_len·sd_top_k] (sd_top_k > 0). */

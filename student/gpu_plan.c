@@ -32,7 +32,7 @@ static int place(placer *pl, const int64_t *cpu, int k, int64_t *group) {
     *group = pl->at;
     for (int j = 0; j < k; j++) {
         int64_t i = tensor_index(pl->m, cpu[j]);
-        if (i < 0) return rt_fail(RT_EINTERNAL, "no tensor at offset %lld", (long long)cpu[j]);
+        RT_ASSERT(i >= 0, "no tensor at offset %lld", (long long)cpu[j]);
         pl->p->off[i] = pl->at;
         pl->at += pl->m->tensors[i].numel;
     }
@@ -173,11 +173,11 @@ int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_
         if (p->off[i] < 0) rc = rt_fail(RT_EUNSUPPORTED, "tensor %s has no place on the GPU path", m->tensors[i].name);
     int64_t layer_len = m->L > 1 ? p->layers[1].attn_norm - p->layers[0].attn_norm : p->norm_f - p->layers[0].attn_norm;
     for (int64_t l = 0; !rc && l < m->L; l++)
-        if (p->layers[l].attn_norm != p->layers[0].attn_norm + l * layer_len)
-            rc = rt_fail(RT_EINTERNAL, "layer %lld of the GPU layout is not where equal layers put it", (long long)l);
+        RT_ASSERT(p->layers[l].attn_norm == p->layers[0].attn_norm + l * layer_len,
+                  "layer %lld of the GPU layout is not where equal layers put it", (long long)l);
     if (rc) { gp_plan_free(p); return rc; }
     set_units(p, p->layers[0].attn_norm, layer_len, pl.at - p->norm_f, tied);
-    if (p->n != pl.at) { gp_plan_free(p); return rt_fail(RT_EINTERNAL, "the GPU layout's units do not tile it"); }
+    RT_ASSERT(p->n == pl.at, "the GPU layout's units do not tile it");
     plan_acts(p, T, ckpt, ce_chunk, loss_slots, ws);
     return 0;
 }

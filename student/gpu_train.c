@@ -49,12 +49,6 @@ double gt_peak_mem_gib(const gt_trainer *t) { (void)t; return 0; }
 #include "student/gpu_plan.h"
 #include "student/zero.h"
 
-#define TRY(call)                                                                                        \
-    do {                                                                                                 \
-        int rc_ = (call);                                                                                \
-        if (rc_) return rc_;                                                                             \
-    } while (0)
-
 struct gt_trainer {
     sm_model *m;           /* host copy: the checkpoint's staging (CPU layout) */
     sd_data *d;
@@ -396,7 +390,7 @@ static int create_device(gt_trainer *t) {
                       vec_sumsq_cuda_ws_bytes((size_t)m->n_params)};
     int ck = t->o.offload_activations ? GP_CKPT_HOST : t->o.checkpoint_layers ? GP_CKPT_LAYERS : GP_CKPT_NONE;
     TRY(gp_plan_init(&t->p, m, t->T, ck, t->o.ce_chunk, t->o.grad_accum, &ws));
-    if (t->p.n > m->n_params) return rt_fail(RT_EINTERNAL, "the GPU layout is longer than the model's");
+    RT_ASSERT(t->p.n <= m->n_params, "the GPU layout is longer than the model's");
     zr_layout_init(&t->z, t->p.n, rank, P, P > 1 ? t->o.zero : 0);
     t->sharded = t->z.level >= 2, t->z3 = t->z.level == 3;
     t->mbase = t->z.level ? (int64_t)rank * t->z.shard : 0;
@@ -809,20 +803,6 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
 
 /* ---- the step -------------------------------------------------------------------------- */
 
-/* Advance a data position by k sequences without reading them (as student/train.c does). */
-static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
-    uint64_t n = sd_num_seqs(d);
-    while (k > 0) {
-        if (p->cursor >= n) {
-            p->epoch++;
-            p->cursor = 0;
-        }
-        uint64_t take = k < n - p->cursor ? k : n - p->cursor;
-        p->cursor += take;
-        k -= take;
-    }
-}
-
 /* The step's gradient: read its sequences, count the targets (all ranks), forward/backward
  * every micro-batch into t->g (zeroed first), sum over the ranks (levels 0, 1: one
  * all-reduce of the whole gradient after the last micro-batch; ZeRO-2/3: per unit, as the
@@ -830,7 +810,7 @@ static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
 static int step_grads(gt_trainer *t, int64_t *total_out) {
     const zr_layout *z = &t->z;
     int64_t T = t->T, A = t->o.grad_accum, total = 0, P = z->ranks, B = t->o.batch;
-    skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * B * A));
+    sd_skip(t->d, &t->pos, (uint64_t)(z->rank * B * A));
     for (int64_t a = 0; a < A; a++) {
         int64_t n;
         int64_t K = t->kd.k;
@@ -839,7 +819,7 @@ static int step_grads(gt_trainer *t, int64_t *total_out) {
                        t->top_n ? t->top_lps + a * T * K : NULL));
         total += n;
     }
-    skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * B * A));
+    sd_skip(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * B * A));
     if (P > 1) TRY(comm_allreduce(t->host, &total, &total, 1, RT_DT_I64, COMM_SUM));
     if (t->g) CUDA_TRY(cudaMemsetAsync(t->g, 0, t->mem.grads, t->stream));   /* (a host shard is overwritten by micro-batch 0) */
     float scale = total > 0 ? (float)(1.0 / (double)total) : 0.0f;

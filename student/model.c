@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/json.h"
 #include "core/safetensors.h"
@@ -25,7 +26,7 @@
 
 /* ---- layout ---------------------------------------------------------------------------- */
 
-static int64_t layer_field(sm_layer_off *l, const char *field, int64_t off) {
+static void layer_field(sm_layer_off *l, const char *field, int64_t off) {
     static const struct { const char *name; size_t at; } map[] = {
         {"input_layernorm.weight", offsetof(sm_layer_off, attn_norm)},
         {"self_attn.q_proj.weight", offsetof(sm_layer_off, wq)},
@@ -49,36 +50,31 @@ static int64_t layer_field(sm_layer_off *l, const char *field, int64_t off) {
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
         if (!strcmp(field, map[i].name)) {
             *(int64_t *)((char *)l + map[i].at) = off;
-            return 0;
+            return;
         }
-    return rt_fail(RT_EINTERNAL, "unexpected tensor field %s", field);
+    RT_ASSERT(false, "unexpected tensor field %s", field);
 }
 
-static int place_tensor(sm_model *m, const char *name, int64_t off) {
+/* name is one of mc_expected_tensors(): anything else is a bug */
+static void place_tensor(sm_model *m, const char *name, int64_t off) {
     if (!strcmp(name, "model.embed_tokens.weight")) m->embed = off;
     else if (!strcmp(name, "model.norm.weight")) m->norm_f = off;
     else if (!strcmp(name, "lm_head.weight")) m->lm_head = off;
     else {
-        long long layer;
+        long long layer = -1;
         int used = 0;
-        if (sscanf(name, "model.layers.%lld.%n", &layer, &used) != 1 || used == 0 || layer < 0 || layer >= m->L)
-            return rt_fail(RT_EINTERNAL, "unexpected tensor %s", name);
-        return layer_field(&m->layers[layer], name + used, off);
+        int got = sscanf(name, "model.layers.%lld.%n", &layer, &used);
+        RT_ASSERT(got == 1 && used > 0 && layer >= 0 && layer < m->L, "unexpected tensor %s", name);
+        layer_field(&m->layers[layer], name + used, off);
     }
-    return 0;
 }
 
 static int build_layout(sm_model *m) {
     const mc_config *c = &m->cfg;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2/qwen3 model; deepseek_v3 is not supported");
-    m->D = c->hidden_size;
-    m->F = c->intermediate_size;
-    m->L = c->num_hidden_layers;
-    m->V = c->vocab_size;
-    m->Hq = c->num_attention_heads;
-    m->Hkv = c->num_key_value_heads;
-    m->hd = c->head_dim;
+    mc_dims d = mc_dense_dims(c);
+    m->D = d.D, m->F = d.F, m->L = d.L, m->V = d.V, m->Hq = d.Hq, m->Hkv = d.Hkv, m->hd = d.hd;
     mc_tensor_spec *spec;
     size_t n;
     int rc = mc_expected_tensors(c, &spec, &n);
@@ -101,7 +97,7 @@ static int build_layout(sm_model *m) {
         t->offset = off;
         t->decay = spec[i].ndim == 2;
         off += (t->numel + 15) / 16 * 16;   /* 64-byte aligned tensors */
-        rc = place_tensor(m, t->name, t->offset);
+        place_tensor(m, t->name, t->offset);
     }
     free(spec);
     if (rc) return rc;
@@ -676,12 +672,6 @@ static int hook(const sm_hooks *h, bool end, int64_t u, bool bwd) {
     return end ? h->end(h->ctx, u, bwd) : h->begin(h->ctx, u, bwd);
 }
 #define HOOK(end, u, bwd) do { int hrc_ = hook(h, end, u, bwd); if (hrc_) { a->in_bwd = false; return hrc_; } } while (0)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Runs stmt and adds its wall time to the profile of `a` (forward or backward column). */
 #define TIMED(cat, stmt)                                                  \

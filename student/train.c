@@ -269,20 +269,6 @@ int tr_memory(const tr_trainer *t, tr_buffer out[TR_MAX_BUFFERS]) {
 int64_t tr_steps_done(const tr_trainer *t) { return t->step; }
 const sm_model *tr_model(const tr_trainer *t) { return t->m; }
 
-/* Advance a data position by k sequences without reading them, exactly as sd_read moves it. */
-static void skip_seqs(const sd_data *d, sd_position *p, uint64_t k) {
-    uint64_t n = sd_num_seqs(d);
-    while (k > 0) {
-        if (p->cursor >= n) {
-            p->epoch++;
-            p->cursor = 0;
-        }
-        uint64_t take = k < n - p->cursor ? k : n - p->cursor;
-        p->cursor += take;
-        k -= take;
-    }
-}
-
 static int step_fail(int rc) { return rt_errorf(rc, "data-parallel step"); }
 
 int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets) {
@@ -320,7 +306,7 @@ int tr_step(tr_trainer *t, tr_stats *st) {
     const zr_layout *z = &t->z;
     int64_t T = t->o.batch * t->N, A = t->o.grad_accum, total = 0, P = z->ranks;
     /* the step's B·A·P sequences in data order; rank r reads the r-th run of B·A of them */
-    skip_seqs(t->d, &t->pos, (uint64_t)(z->rank * t->o.batch * A));
+    sd_skip(t->d, &t->pos, (uint64_t)(z->rank * t->o.batch * A));
     for (int64_t a = 0; a < A; a++) {
         int64_t n;
         int64_t K = t->kd.k;
@@ -330,7 +316,7 @@ int tr_step(tr_trainer *t, tr_stats *st) {
         if (rc) return rc;
         total += n;
     }
-    skip_seqs(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * t->o.batch * A));
+    sd_skip(t->d, &t->pos, (uint64_t)((P - 1 - z->rank) * t->o.batch * A));
     int rc = 0;
     if (P > 1 && (rc = comm_allreduce(t->comm, &total, &total, 1, RT_DT_I64, COMM_SUM))) return step_fail(rc);
     bool z3 = z->level == 3;

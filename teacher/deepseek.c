@@ -79,8 +79,6 @@ struct ds_cache {
 
 /* ---- loading --------------------------------------------------------------------------- */
 
-#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
-
 typedef struct {
     ds_model *m;
     const st_file *f;

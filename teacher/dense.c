@@ -71,13 +71,8 @@ static int load_all(dn_model *m, const char *dir) {
     const mc_config *c = &m->c;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "deepseek_v3 is not a dense model (teacher/deepseek.h)");
-    m->D = c->hidden_size;
-    m->F = c->intermediate_size;
-    m->L = c->num_hidden_layers;
-    m->V = c->vocab_size;
-    m->Hq = c->num_attention_heads;
-    m->Hkv = c->num_key_value_heads;
-    m->hd = c->head_dim;
+    mc_dims d = mc_dense_dims(c);
+    m->D = d.D, m->F = d.F, m->L = d.L, m->V = d.V, m->Hq = d.Hq, m->Hkv = d.Hkv, m->hd = d.hd;
     m->layers = rt_calloc((size_t)m->L, sizeof *m->layers);
     m->inv_freq = rt_malloc((size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float));
     if (!m->layers || !m->inv_freq) return RT_ENOMEM;
@@ -103,8 +98,8 @@ static int load_all(dn_model *m, const char *dir) {
         const st_tensor *t = st_find(f, spec[i].name);
         float **dst = field(m, spec[i].name);
         size_t numel = (size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1);
-        if (!dst) rc = rt_fail(RT_EINTERNAL, "unexpected tensor %s", spec[i].name);
-        else if (!t) rc = rt_fail(RT_EFORMAT, "tensor %s missing", spec[i].name);
+        RT_ASSERT(dst, "unexpected tensor %s", spec[i].name);
+        if (!t) rc = rt_fail(RT_EFORMAT, "tensor %s missing", spec[i].name);
         else if (t->nelem != numel) rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %zu expected", spec[i].name, t->nelem, numel);
         else if (!(rc = cvt_to_f32(t->dtype, t->data, m->weights + off, numel))) {
             *dst = m->weights + off;

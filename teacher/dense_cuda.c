@@ -51,12 +51,6 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 
-#define TRY(call)                                                                                        \
-    do {                                                                                                 \
-        int rc_ = (call);                                                                                \
-        if (rc_) return rc_;                                                                             \
-    } while (0)
-
 #define DC_ALIGN 64                       /* elements: every region starts 128 bytes apart */
 #define DC_GEMM_WS ((size_t)32 << 20)     /* mm_cuda_ctx_create's default workspace */
 #define DC_CHUNK ((size_t)1 << 20)        /* elements converted per staging step */
@@ -311,9 +305,9 @@ static int load_weights(dc_model *m, st_file *f, const mc_tensor_spec *spec, siz
             if (t->shard != sh) continue;
             int64_t rows = spec[i].shape[0], cols = spec[i].ndim == 2 ? spec[i].shape[1] : 1;
             dc_slice sl;
-            if (!slot(m, spec[i].name, rows, cols, &sl) || !sl.off || (sl.nr && *sl.off < 0))
-                rc = rt_fail(RT_EINTERNAL, "unexpected tensor %s", spec[i].name);
-            else if (t->nelem != (size_t)(rows * cols))
+            bool known = slot(m, spec[i].name, rows, cols, &sl);
+            RT_ASSERT(known && sl.off && !(sl.nr && *sl.off < 0), "unexpected tensor %s", spec[i].name);
+            if (t->nelem != (size_t)(rows * cols))
                 rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %lld expected", spec[i].name, t->nelem,
                              (long long)(rows * cols));
             else if (sl.nr)
@@ -362,8 +356,8 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 models (%s) run on the CPU only for now", dir);
     if (c->qk_norm)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: %s models (q/k norms, %s) run on the CPU only for now", c->model_type, dir);
-    m->D = c->hidden_size, m->F = c->intermediate_size, m->L = c->num_hidden_layers, m->V = c->vocab_size;
-    m->Hq = c->num_attention_heads, m->Hkv = c->num_key_value_heads, m->hd = c->head_dim;
+    mc_dims d = mc_dense_dims(c);
+    m->D = d.D, m->F = d.F, m->L = d.L, m->V = d.V, m->Hq = d.Hq, m->Hkv = d.Hkv, m->hd = d.hd;
     m->qd = m->Hq * m->hd, m->kd = m->Hkv * m->hd, m->W = m->qd + 2 * m->kd;
     m->eps = (float)c->rms_norm_eps;
     m->scale = 1.0f / sqrtf((float)m->hd);

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/status.h"
 #include "dataset/blob.h"
 #include "teacher/parallel_engine.h"
@@ -78,12 +79,6 @@ typedef struct {
     int32_t end_of_turn, think_close;
     char last_err[600];        /* the last per-sample failure */
 } drv;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int load_pending(drv *d) {
     sqlite3 *s = db_sqlite(d->db);

@@ -64,12 +64,6 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #include "kernels/rope.h"
 #include "kernels/sample.h"
 
-#define TRY(call)                                                                                        \
-    do {                                                                                                 \
-        int rc_ = (call);                                                                                \
-        if (rc_) return rc_;                                                                             \
-    } while (0)
-
 #define DSC_LT_WS ((size_t)32 << 20)      /* fp8_gemm_lt_create's cuBLASLt workspace */
 #define DSC_CHUNK ((size_t)1 << 20)       /* elements converted per staging step */
 #define DSC_PLAN_BS 16                    /* block size the block-table room is planned for */

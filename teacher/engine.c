@@ -14,8 +14,6 @@
 #include "teacher/kvcache.h"
 #include "teacher/parallel.h"
 
-#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
-
 /* ---- the model interface --------------------------------------------------------------- */
 
 struct te_model {

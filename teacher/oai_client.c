@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/status.h"
 
 /* ---- responses ---- */
@@ -374,12 +375,6 @@ struct oai_client {
     oai_result *out;
     size_t n_out, out_cap;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double next_u(uint64_t *s) {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);

@@ -169,10 +169,7 @@ int ds_par_moe_fwd(rt_comm *comm, const ds_layout *lo, const ds_mlp *experts, in
     for (int64_t e = 0; e < E; e++) {    /* expert e over its rows, token-major as moe_experts_fwd */
         int64_t b = first[e], m = first[e + 1] - b;
         if (!m) continue;
-        if (!ds_mat_present(&experts[e].w1)) {
-            rc = rt_fail(RT_EINTERNAL, "moe: expert %lld routed to rank %d, which does not hold it", (long long)e, me);
-            goto done;
-        }
+        RT_ASSERT(ds_mat_present(&experts[e].w1), "moe: expert %lld routed to rank %d, which does not hold it", (long long)e, me);
         for (int64_t r = 0; r < m; r++) memcpy(xs + r * dim, rbuf + sorted[b + r] * dim, (size_t)dim * sizeof *xs);
         if ((rc = ds_mlp_fwd(&experts[e], dim, inter, xs, m, ys, scratch, pool))) goto done;
         for (int64_t r = 0; r < m; r++) memcpy(ybuf + sorted[b + r] * dim, ys + r * dim, (size_t)dim * sizeof *ys);

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/status.h"
 #include "teacher/oai.h"
 #include "teacher/parallel_engine.h"
@@ -161,12 +162,6 @@ typedef struct {
     job *j;
 } conn_ctx;
 
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 

@@ -5,19 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "core/status.h"
 
-static uint64_t mix64(uint64_t z) {   /* splitmix64's finalizer: a bijection with full avalanche */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-uint64_t smp_bits(uint64_t seed, uint64_t stream, uint64_t step) {
-    uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL);
-    h = mix64(h ^ (stream * 0xd6e8feb86659fd93ULL + 0x632be59bd9b4e019ULL));
-    return mix64(h ^ (step * 0x9e3779b97f4a7c15ULL + 0xa0761d6478bd642fULL));
-}
+uint64_t smp_bits(uint64_t seed, uint64_t stream, uint64_t step) { return rt_hash3(seed, stream, step); }
 
 double smp_uniform(uint64_t seed, uint64_t stream, uint64_t step) {
     return (double)(smp_bits(seed, stream, step) >> 11) * 0x1.0p-53;

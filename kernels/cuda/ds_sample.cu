@@ -16,6 +16,7 @@
 extern "C" {
 #include "kernels/sample.h"
 }
+#include "core/hash.h"
 
 using namespace ds;
 
@@ -23,17 +24,8 @@ using namespace ds;
 #define SP_WARPS (SP_THREADS / 32)
 #define SP_CAP 8192                 /* candidates compacted into shared memory (12 B each) */
 
-__device__ __forceinline__ uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 __device__ __forceinline__ double uniform(uint64_t seed, uint64_t stream, uint64_t step) {
-    uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL);
-    h = mix64(h ^ (stream * 0xd6e8feb86659fd93ULL + 0x632be59bd9b4e019ULL));
-    h = mix64(h ^ (step * 0x9e3779b97f4a7c15ULL + 0xa0761d6478bd642fULL));
-    return (double)(h >> 11) * 0x1.0p-53;
+    return (double)(rt_hash3(seed, stream, step) >> 11) * 0x1.0p-53;
 }
 
 __device__ double block_sum_d(double v, double *red) {

@@ -330,15 +330,19 @@ __global__ static void __launch_bounds__(SM_T) k_softmax_kd(double *row_loss, do
 }
 
 #ifndef RT_EMU
-extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
-                             const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale,
-                             ce_cuda_ws *ws, void *stream) {
-    cudaStream_t st = (cudaStream_t)stream;
+// The chunked head loss ce_fused_cuda and kd_fused_cuda share: per chunk of ws->chunk rows, the
+// rows gathered (when `rows`), their logits by GEMM, the softmax kernel — cross-entropy, or
+// distillation when kv — with the row losses summed into sums[0] (kv: also the CE and KD parts
+// into sums[1], sums[2]), and with dh the input gradient (scattered back when `rows`), with dw the
+// weight gradient accumulated. `what` names the loss in error messages.
+static int head_loss_chunks(double *sums, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
+                            const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale,
+                            const kd_dev *kv, ce_cuda_ws *ws, cudaStream_t st, const char *what) {
     int64_t D = ws->D, V = ws->V;
     if (!rows) n_rows = M;
     if (dh && rows) RT_CUDA_TRY(cudaMemsetAsync(dh, 0, (size_t)(M * D) * 2, st));
     if (n_rows <= 0) {
-        RT_CUDA_TRY(cudaMemsetAsync(loss_sum, 0, sizeof(double), st));
+        RT_CUDA_TRY(cudaMemsetAsync(sums, 0, (kv ? 3 : 1) * sizeof(double), st));
         return 0;
     }
     int grad = dh != NULL;
@@ -351,18 +355,26 @@ extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const ui
             hc = ws->hc;
         }
         int rc = mm_gemm_cuda(ws->mm, ws->logits, true, V, hc, D, false, w, D, true, n, V, D, 1.f, 0.f, st);
-        if (rc) return rt_errorf(rc, "cross-entropy logits");
-        k_softmax_ce<<<(unsigned)n, SM_T, 0, st>>>(ws->row_loss, ws->dz, ws->logits, target, rows, r0, V, scale, grad);
+        if (rc) return rt_errorf(rc, "%s logits", what);
+        if (kv)
+            k_softmax_kd<<<(unsigned)n, SM_T, 0, st>>>(ws->row_loss, ws->row_ce, ws->row_kd, ws->dz, ws->logits, target,
+                                                       rows, r0, V, scale, grad, *kv);
+        else
+            k_softmax_ce<<<(unsigned)n, SM_T, 0, st>>>(ws->row_loss, ws->dz, ws->logits, target, rows, r0, V, scale, grad);
         RT_CUDA_LAUNCHED();
-        k_loss_total<<<1, 256, 0, st>>>(loss_sum, ws->row_loss, n, r0 == 0);
+        k_loss_total<<<1, 256, 0, st>>>(sums, ws->row_loss, n, r0 == 0);
+        if (kv) {
+            k_loss_total<<<1, 256, 0, st>>>(sums + 1, ws->row_ce, n, r0 == 0);
+            k_loss_total<<<1, 256, 0, st>>>(sums + 2, ws->row_kd, n, r0 == 0);
+        }
         RT_CUDA_LAUNCHED();
         if (!grad) continue;
         uint16_t *dhc = rows ? ws->dhc : dh + r0 * D;
         rc = mm_gemm_cuda(ws->mm, dhc, false, D, ws->dz, V, false, w, D, false, n, D, V, 1.f, 0.f, st);
-        if (rc) return rt_errorf(rc, "cross-entropy input gradient");
+        if (rc) return rt_errorf(rc, "%s input gradient", what);
         if (dw) {
             rc = mm_gemm_cuda(ws->mm, dw, true, D, ws->dz, V, true, hc, D, false, V, D, n, 1.f, 1.f, st);
-            if (rc) return rt_errorf(rc, "cross-entropy weight gradient");
+            if (rc) return rt_errorf(rc, "%s weight gradient", what);
         }
         if (rows) {
             k_scatter<<<grid_1d((size_t)(n * D / 8), 256), 256, 0, st>>>(dh, ws->dhc, rows + r0, n, D);
@@ -371,54 +383,21 @@ extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const ui
     }
     return 0;
 }
-#endif
 
-#ifndef RT_EMU
+extern "C" int ce_fused_cuda(double *loss_sum, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
+                             const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale,
+                             ce_cuda_ws *ws, void *stream) {
+    return head_loss_chunks(loss_sum, dh, dw, h, w, target, rows, n_rows, M, scale, NULL, ws, (cudaStream_t)stream,
+                            "cross-entropy");
+}
+
 extern "C" int kd_fused_cuda(double *sums, uint16_t *dh, float *dw, const uint16_t *h, const uint16_t *w,
                              const int32_t *target, const int32_t *rows, int64_t n_rows, int64_t M, float scale,
                              const kd_spec *kd, ce_cuda_ws *ws, void *stream) {
-    cudaStream_t st = (cudaStream_t)stream;
-    int64_t D = ws->D, V = ws->V;
     if (kd->k < 1 || kd->k > KD_MAX_K || !(kd->temperature > 0))
         return rt_fail(RT_EINVAL, "kd_fused_cuda: top-k %d, temperature %g", kd->k, kd->temperature);
     kd_dev kv = {(int)kd->kind, kd->k, kd->alpha, kd->temperature, kd->beta, kd->top_ids, kd->top_lps, kd->top_n};
-    if (!rows) n_rows = M;
-    if (dh && rows) RT_CUDA_TRY(cudaMemsetAsync(dh, 0, (size_t)(M * D) * 2, st));
-    if (n_rows <= 0) {
-        RT_CUDA_TRY(cudaMemsetAsync(sums, 0, 3 * sizeof(double), st));
-        return 0;
-    }
-    int grad = dh != NULL;
-    for (int64_t r0 = 0; r0 < n_rows; r0 += ws->chunk) {
-        int64_t n = n_rows - r0 < ws->chunk ? n_rows - r0 : ws->chunk;
-        const uint16_t *hc = h + r0 * D;
-        if (rows) {
-            k_gather<<<grid_1d((size_t)(n * D / 8), 256), 256, 0, st>>>(ws->hc, h, rows + r0, n, D);
-            RT_CUDA_LAUNCHED();
-            hc = ws->hc;
-        }
-        int rc = mm_gemm_cuda(ws->mm, ws->logits, true, V, hc, D, false, w, D, true, n, V, D, 1.f, 0.f, st);
-        if (rc) return rt_errorf(rc, "distillation logits");
-        k_softmax_kd<<<(unsigned)n, SM_T, 0, st>>>(ws->row_loss, ws->row_ce, ws->row_kd, ws->dz, ws->logits, target, rows,
-                                                   r0, V, scale, grad, kv);
-        RT_CUDA_LAUNCHED();
-        k_loss_total<<<1, 256, 0, st>>>(sums, ws->row_loss, n, r0 == 0);
-        k_loss_total<<<1, 256, 0, st>>>(sums + 1, ws->row_ce, n, r0 == 0);
-        k_loss_total<<<1, 256, 0, st>>>(sums + 2, ws->row_kd, n, r0 == 0);
-        RT_CUDA_LAUNCHED();
-        if (!grad) continue;
-        uint16_t *dhc = rows ? ws->dhc : dh + r0 * D;
-        rc = mm_gemm_cuda(ws->mm, dhc, false, D, ws->dz, V, false, w, D, false, n, D, V, 1.f, 0.f, st);
-        if (rc) return rt_errorf(rc, "distillation input gradient");
-        if (dw) {
-            rc = mm_gemm_cuda(ws->mm, dw, true, D, ws->dz, V, true, hc, D, false, V, D, n, 1.f, 1.f, st);
-            if (rc) return rt_errorf(rc, "distillation weight gradient");
-        }
-        if (rows) {
-            k_scatter<<<grid_1d((size_t)(n * D / 8), 256), 256, 0, st>>>(dh, ws->dhc, rows + r0, n, D);
-            RT_CUDA_LAUNCHED();
-        }
-    }
-    return 0;
+    return head_loss_chunks(sums, dh, dw, h, w, target, rows, n_rows, M, scale, &kv, ws, (cudaStream_t)stream,
+                            "distillation");
 }
 #endif

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/comm.h"
 #include "core/status.h"
 #include "teacher/engine.h"
@@ -34,12 +35,6 @@ typedef struct {
     size_t n;
     double seconds;
 } run_out;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int by_tag(const void *a, const void *b) {
     const te_result *x = a, *y = b;
@@ -59,7 +54,7 @@ static int run(te_model *m, const int32_t *const *prompts, const int64_t *plen, 
                         .tag = (uint64_t)i};
         rc = te_submit(e, &q);
     }
-    double t0 = now();
+    double t0 = now_s();
     size_t cap = 0;
     while (!rc && te_busy(e)) {
         te_result *r;
@@ -70,7 +65,7 @@ static int run(te_model *m, const int32_t *const *prompts, const int64_t *plen, 
         out->n += n;
         free(r);
     }
-    out->seconds = now() - t0;
+    out->seconds = now_s() - t0;
     te_engine_free(e);
     if (!rc) qsort(out->r, out->n, sizeof *out->r, by_tag);
     return rc;

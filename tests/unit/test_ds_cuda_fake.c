@@ -42,22 +42,7 @@
 #include "tests/unit/fake_cuda.h"
 
 /* the engine and the GPU forwards under names of their own (the library has the real ones) */
-#define te_model_load fake_te_model_load
-#define te_model_load_comm fake_te_model_load_comm
-#define te_model_load_opts fake_te_model_load_opts
-#define te_device_parse fake_te_device_parse
-#define te_device_name fake_te_device_name
-#define te_model_free fake_te_model_free
-#define te_model_config fake_te_model_config
-#define te_model_is_deepseek fake_te_model_is_deepseek
-#define te_engine_create fake_te_engine_create
-#define te_engine_free fake_te_engine_free
-#define te_submit fake_te_submit
-#define te_step fake_te_step
-#define te_cancel fake_te_cancel
-#define te_busy fake_te_busy
-#define te_stats_get fake_te_stats_get
-#define te_results_free fake_te_results_free
+#include "tests/unit/engine_fake.h"
 #define dsc_load fake_dsc_load
 #define dsc_free fake_dsc_free
 #define dsc_config fake_dsc_config
@@ -66,7 +51,6 @@
 #define dsc_forward fake_dsc_forward
 
 #include "teacher/ds_cuda.c"
-#undef TRY
 #undef CUDA_TRY
 #include "teacher/engine.c"   /* its dense GPU engine is the library's (teacher/dense_cuda.c) */
 
@@ -81,10 +65,8 @@
 #define FAKE_CHECK(cond) cr_assert(cond)
 #include "tests/unit/fake_cuda_impl.h"
 
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/stat.h>
+#include "tests/unit/engine_fake.h"
+
 #include <unistd.h>
 
 #include "teacher/deepseek.h"
@@ -93,47 +75,15 @@
 
 enum { D = 256, H = 16, DN = 32, DR = 64, DV = 32, QL = 128, KVL = 512, NL = 3, FI = 256, MI = 128, NE = 8, VOC = 256 };
 
-static uint64_t rs;
-static float randn(void) {
-    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
-    float a = ((float)(rs >> 40) + 0.5f) / 16777216.0f;
-    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
-    float b = ((float)(rs >> 40) + 0.5f) / 16777216.0f;
-    return sqrtf(-2.f * logf(a)) * cosf(6.2831853f * b);
-}
-
-typedef struct {
-    st_wtensor t[512];
-    void *mem[512];
-    size_t n;
-} tensors;
-
-static void push(tensors *ts, const char *name, rt_dtype dt, int64_t r, int64_t c, void *data) {
-    cr_assert(ts->n < 512);
-    size_t i = ts->n++;
-    ts->mem[i] = data;
-    ts->t[i] = (st_wtensor){.name = strdup(name), .dtype = dt, .ndim = c > 0 ? 2 : 1, .shape = {r, c}, .data = data};
-}
-
 /* bf16 (or f32) [r, c] (c 0: a vector) of N(mean, std) */
-static void add_plain(tensors *ts, const char *name, int64_t r, int64_t c, float std, float mean, rt_dtype dt) {
-    size_t n = (size_t)(r * (c > 0 ? c : 1));
-    float *f = malloc(n * sizeof(float));
-    for (size_t j = 0; j < n; j++) f[j] = mean + std * randn();
-    if (dt == RT_DT_F32) {
-        push(ts, name, dt, r, c, f);
-        return;
-    }
-    uint16_t *b = malloc(n * 2);
-    cvt_f32_to_bf16(f, b, n);
-    free(f);
-    push(ts, name, RT_DT_BF16, r, c, b);
+static void add_plain(ef_tensors *ts, const char *name, int64_t r, int64_t c, float std, float mean, rt_dtype dt) {
+    cr_assert_eq(ef_add(ts, name, r, c, std, mean, dt), 0, "%s", rt_errmsg());
 }
 
 /* FP8 e4m3 [r, c] of N(0, std), quantized per 128×128 block (scale = amax / 448), + its scales */
-static void add_fp8(tensors *ts, const char *name, int64_t r, int64_t c, float std) {
+static void add_fp8(ef_tensors *ts, const char *name, int64_t r, int64_t c, float std) {
     float *f = malloc((size_t)(r * c) * sizeof(float));
-    for (int64_t j = 0; j < r * c; j++) f[j] = std * randn();
+    for (int64_t j = 0; j < r * c; j++) f[j] = std * ef_randn();
     int64_t sr = (r + 127) / 128, sc = (c + 127) / 128;
     uint8_t *q = malloc((size_t)(r * c));
     float *s = malloc((size_t)(sr * sc) * sizeof(float));
@@ -148,10 +98,10 @@ static void add_fp8(tensors *ts, const char *name, int64_t r, int64_t c, float s
                 for (int64_t j = bj * 128; j < c && j < bj * 128 + 128; j++) q[i * c + j] = fp8_from_f32(f[i * c + j] / scale);
         }
     free(f);
-    push(ts, name, RT_DT_F8_E4M3, r, c, q);
+    cr_assert_eq(ef_push(ts, name, RT_DT_F8_E4M3, r, c, q), 0, "%s", rt_errmsg());
     char sn[200];
     snprintf(sn, sizeof sn, "%s_scale_inv", name);
-    push(ts, sn, RT_DT_F32, sr, sc, s);
+    cr_assert_eq(ef_push(ts, sn, RT_DT_F32, sr, sc, s), 0, "%s", rt_errmsg());
 }
 
 static void write_config(const char *dir, int64_t kv_rank) {
@@ -178,11 +128,11 @@ static void write_config(const char *dir, int64_t kv_rank) {
 
 static bool bf16_o_proj;   /* write layer 1's o_proj in bf16 (a projection the GPU engine refuses) */
 static void make_model(const char *dir, uint64_t seed) {
-    rs = seed;
+    ef_rs = seed;
     char name[200];
     cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST);
     write_config(dir, KVL);
-    tensors ts = {0};
+    ef_tensors ts = {0};
     add_plain(&ts, "model.embed_tokens.weight", VOC, D, 1.0f, 0, RT_DT_BF16);
     add_plain(&ts, "model.norm.weight", D, 0, 0.1f, 1, RT_DT_BF16);
     add_plain(&ts, "lm_head.weight", VOC, D, 4.0f / sqrtf((float)D), 0, RT_DT_BF16);
@@ -225,7 +175,7 @@ static void make_model(const char *dir, uint64_t seed) {
     char path[600];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     cr_assert_eq(st_write(path, ts.t, ts.n, NULL), 0, "%s", rt_errmsg());
-    for (size_t i = 0; i < ts.n; i++) free((void *)ts.t[i].name), free(ts.mem[i]);
+    ef_tensors_free(&ts);
 }
 
 static char tmpdir[64], ds_dir[512];
@@ -256,6 +206,13 @@ TestSuite(ds_cuda_fake, .init = setup, .fini = teardown);
 /* Passes of at most 16 tokens and 16 sequences: a prefill of three prompts (5, 40, 17 tokens:
  * the 40 in three pieces, continued through the cache), then decode steps of all three; logits
  * compared at every step. */
+static int cpu_fwd(void *m, kv_pool *c, kv_seq *const *s, const int32_t *n_new, int64_t n, const int32_t *t, float *l) {
+    return ds_forward_paged(m, c, s, n_new, n, t, DS_ATTN_AUTO, l, false);
+}
+static int gpu_fwd(void *m, kv_pool *c, kv_seq *const *s, const int32_t *n_new, int64_t n, const int32_t *t, float *l) {
+    return dsc_forward(m, c, s, n_new, n, t, l);
+}
+
 static void forward_vs_cpu(bool exact, float *max_d, float *rms_d, float *rms_logit) {
     fake_fp8_exact = exact;
     ds_model *cm;
@@ -263,42 +220,15 @@ static void forward_vs_cpu(bool exact, float *max_d, float *rms_d, float *rms_lo
     dsc_load_opts lo = {.max_tokens = 16, .max_seqs = 16};
     dsc_model *gm;
     cr_assert_eq(dsc_load(ds_dir, &lo, &gm), 0, "%s", rt_errmsg());
-    int64_t bs = 16, nb, V = ds_vocab(cm);
-    cr_assert_eq(dsc_cache_init(gm, bs, &nb), 0, "%s", rt_errmsg());
-    kv_pool *cp, *gp;
-    cr_assert_eq(kv_pool_create(64, bs, ds_block_floats(cm, bs), &cp), 0);
-    cr_assert_eq(kv_pool_create(nb < 64 ? nb : 64, bs, 0, &gp), 0);
-    kv_seq cs[3] = {{0}}, gs[3] = {{0}};
-    kv_seq *cpt[3] = {&cs[0], &cs[1], &cs[2]}, *gpt[3] = {&gs[0], &gs[1], &gs[2]};
-    int32_t n_new[3] = {5, 40, 17}, tok[62];
-    for (int i = 0; i < 62; i++) tok[i] = (int32_t)(3 + (i * 13 + 5) % (V - 3));
-    float *lc = malloc((size_t)(3 * V) * sizeof(float)), *lg = malloc((size_t)(3 * V) * sizeof(float));
-    float worst = 0;
-    double ss = 0, sd = 0;
-    int64_t cnt = 0;
-    for (int step = 0; step < 6; step++) {
-        for (int64_t i = 0; i < 3 * V; i++) lg[i] = NAN;
-        cr_assert_eq(ds_forward_paged(cm, cp, cpt, n_new, 3, tok, DS_ATTN_AUTO, lc, false), 0, "%s", rt_errmsg());
-        cr_assert_eq(dsc_forward(gm, gp, gpt, n_new, 3, tok, lg), 0, "%s", rt_errmsg());
-        for (int s = 0; s < 3; s++) cr_assert_eq(cs[s].len, gs[s].len);
-        for (int64_t i = 0; i < 3 * V; i++) {
-            float d = fabsf(lc[i] - lg[i]);
-            if (!(d <= worst)) worst = d;
-            ss += (double)lc[i] * lc[i], sd += (double)d * d, cnt++;
-        }
-        for (int s = 0; s < 3; s++) {   /* greedy next tokens */
-            int32_t best = 0;
-            for (int64_t j = 1; j < V; j++)
-                if (lc[s * V + j] > lc[s * V + best]) best = (int32_t)j;
-            tok[s] = best, n_new[s] = 1;
-        }
-    }
-    *max_d = worst, *rms_d = (float)sqrt(sd / (double)cnt), *rms_logit = (float)sqrt(ss / (double)cnt);
+    int64_t nb;
+    cr_assert_eq(dsc_cache_init(gm, 16, &nb), 0, "%s", rt_errmsg());
+    ef_forward_stats st;
+    cr_assert_eq(ef_forward_steps(cpu_fwd, cm, ds_block_floats(cm, 16), gpu_fwd, gm, nb, ds_vocab(cm), &st), 0, "%s",
+                 rt_errmsg());
+    *max_d = st.max_d, *rms_d = (float)sqrt(st.sum_sq_d / (double)st.count);
+    *rms_logit = (float)sqrt(st.sum_sq_logit / (double)st.count);
     cr_log_info("dsc_forward vs ds_forward_paged (%s): max |Δ logit| %.4f, rms Δ %.4f, rms logit %.3f",
                 exact ? "bf16 activations" : "e4m3 activations", *max_d, *rms_d, *rms_logit);
-    for (int s = 0; s < 3; s++) kv_seq_release(cp, &cs[s]), kv_seq_release(gp, &gs[s]);
-    kv_pool_free(cp), kv_pool_free(gp);
-    free(lc), free(lg);
     dsc_free(gm);
     ds_free(cm);
     fake_exact_clear();
@@ -319,26 +249,6 @@ Test(ds_cuda_fake, forward_with_e4m3_activations_stays_near_the_cpu_engine) {
 
 /* ---- the engine on both devices ------------------------------------------------------- */
 
-typedef struct {
-    te_result *r;
-    size_t n, cap;
-    float min_margin;   /* smallest top-1 − top-2 logprob gap over every drawn token */
-} collected;
-
-static void keep(collected *c, te_result *r, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (c->n == c->cap) c->r = realloc(c->r, (c->cap = c->cap ? 2 * c->cap : 16) * sizeof *c->r);
-        c->r[c->n++] = r[i];
-    }
-    free(r);
-}
-
-static int by_tag(const void *a, const void *b) {
-    const te_result *x = a, *y = b;
-    if (x->tag != y->tag) return x->tag < y->tag ? -1 : 1;
-    return x->sample - y->sample;
-}
-
 /* Requests of different lengths arriving at different steps, one with 2 samples sharing a prompt
  * longer than a block (16; its last, partial block copied on write by each sample), prompts
  * chunked by prefill_chunk 16, more sequences than max_batch. Greedy but for request 1's two
@@ -346,7 +256,7 @@ static int by_tag(const void *a, const void *b) {
  * dsc_sample for --device cuda, by the host sampler for cpu, from the same uniforms); logprobs
  * and top-2 logprobs (a row fetched from the device for those). */
 #define SAMPLED ((smp_params){.temperature = 0.8f, .top_k = 20, .top_p = 0.9f, .min_p = 0.05f})
-static void run_engine(te_device dev, collected *out) {
+static void run_engine(te_device dev, ef_collected *out) {
     te_load_opts lo = {.device = dev, .gpu_memory_fraction = 0.9};
     te_model *m;
     size_t before = fake_in_use;
@@ -365,39 +275,13 @@ static void run_engine(te_device dev, collected *out) {
                  .prefill_chunk = 16};
     te_engine *e;
     cr_assert_eq(te_engine_create(m, &o, &e), 0, "%s", rt_errmsg());
-    int32_t prompt[4][40];
-    int64_t plen[4] = {5, 37, 1, 20}, maxt[4] = {8, 6, 10, 6};
-    int nsmp[4] = {1, 2, 1, 1};
-    for (int r = 0; r < 4; r++)
-        for (int64_t i = 0; i < plen[r]; i++) prompt[r][i] = (int32_t)(2 + (r * 31 + i * 7 + i * i) % (VOC - 2));
     const char *rsd = getenv("DSC_RSEED");   /* the sampled request's seed (DSC_RSEED: to try others) */
-    uint64_t rseed = rsd ? strtoull(rsd, NULL, 0) : 2;
-    int submitted = 0, step = 0;
-    out->min_margin = INFINITY;
-    while (submitted < 4 || te_busy(e)) {
-        if (submitted < 4 && (step == 0 || step == 2 || step == 3 || step == 6)) {
-            te_request q = {.prompt = prompt[submitted], .n_prompt = plen[submitted], .n_samples = nsmp[submitted],
-                            .max_tokens = maxt[submitted], .sampling = submitted == 1 ? SAMPLED : SMP_GREEDY, .seed = rseed,
-                            .ignore_config_eos = true, .logprobs = true, .top_logprobs = 2, .tag = (uint64_t)submitted};
-            cr_assert_eq(te_submit(e, &q), 0, "%s", rt_errmsg());
-            submitted++;
-        }
-        te_result *r;
-        size_t n;
-        cr_assert_eq(te_step(e, &r, &n), 0, "%s", rt_errmsg());
-        keep(out, r, n);
-        step++;
-        cr_assert(step < 200);
-    }
+    ef_pattern pat = {.max_tokens = {8, 6, 10, 6}, .n_samples = {1, 2, 1, 1}, .sampled = SAMPLED,
+                      .seed = rsd ? strtoull(rsd, NULL, 0) : 2};
+    cr_assert_eq(ef_drive(e, VOC, &pat, out), 0, "%s", rt_errmsg());
     te_stats st;
     te_stats_get(e, &st);
     cr_assert_eq(st.blocks_in_use, 0);
-    for (size_t i = 0; i < out->n; i++)
-        for (int64_t t = 0; t < out->r[i].n_ids && out->r[i].tag != 1; t++) {   /* greedy requests */
-            float g = out->r[i].top_logprobs[2 * t] - out->r[i].top_logprobs[2 * t + 1];
-            if (g < out->min_margin) out->min_margin = g;
-        }
-    qsort(out->r, out->n, sizeof *out->r, by_tag);
     if (dev == TE_DEVICE_CUDA) {   /* the forwards allocated nothing on the device */
         const dsc_plan *p = dsc_get_plan(m->dsg);
         cr_assert(fake_peak - before <= p->total, "peak %zu, plan %zu", fake_peak - before, p->total);
@@ -408,7 +292,7 @@ static void run_engine(te_device dev, collected *out) {
 }
 
 Test(ds_cuda_fake, engine_gives_the_cpu_engines_greedy_tokens) {
-    collected cpu = {0}, gpu = {0};
+    ef_collected cpu = {0}, gpu = {0};
     run_engine(TE_DEVICE_CPU, &cpu);
     fake_fp8_exact = true;   /* bf16 activations: see the tolerances above */
     run_engine(TE_DEVICE_CUDA, &gpu);
@@ -417,22 +301,10 @@ Test(ds_cuda_fake, engine_gives_the_cpu_engines_greedy_tokens) {
     cr_assert_eq(cpu.n, 5);   /* 1 + 2 + 1 + 1 samples */
     cr_assert(cpu.min_margin >= 0.15f, "precondition: the CPU's smallest top-2 margin is %.3f (a near-tie)",
               cpu.min_margin);
-    cr_assert_eq(gpu.n, cpu.n);
-    float worst = 0;
-    int64_t tokens = 0;
-    for (size_t i = 0; i < cpu.n; i++) {
-        te_result *a = &cpu.r[i], *b = &gpu.r[i];
-        cr_assert(a->tag == b->tag && a->sample == b->sample);
-        cr_assert_eq(a->n_ids, b->n_ids);
-        for (int64_t t = 0; t < a->n_ids; t++) {
-            cr_assert_eq(a->ids[t], b->ids[t], "request %llu sample %d token %lld: cpu %d, gpu %d (smallest CPU "
-                         "margin %.3f)", (unsigned long long)a->tag, a->sample, (long long)t, a->ids[t], b->ids[t],
-                         cpu.min_margin);
-            float d = fabsf(a->logprobs[t] - b->logprobs[t]);
-            if (!(d <= worst)) worst = d;
-        }
-        tokens += a->n_ids;
-    }
+    float worst;
+    int64_t tokens;
+    cr_assert_eq(ef_compare(&cpu, &gpu, &worst, &tokens), 0, "cpu vs gpu: %s (smallest CPU margin %.3f)", rt_errmsg(),
+                 cpu.min_margin);
     cr_log_info("%lld tokens identical; max |Δ logprob| %.4f; smallest CPU top-2 margin %.3f", (long long)tokens, worst,
                 cpu.min_margin);
     cr_assert(worst <= 0.15f, "max |Δ logprob| %g", worst);
@@ -444,22 +316,10 @@ Test(ds_cuda_fake, engine_gives_the_cpu_engines_greedy_tokens) {
 
 /* A model that does not fit: one line, and not one device allocation. */
 Test(ds_cuda_fake, model_that_does_not_fit_is_refused_before_any_allocation) {
-    size_t before = fake_mallocs;
-    fake_total_bytes = (size_t)1 << 20;   /* 1 MiB: below the model's ~6 MB of weights */
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    int rc = te_model_load_opts(ds_dir, &lo, &m);
-    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
-    cr_assert_null(m);
-    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has"), "%s", rt_errmsg());
-    cr_assert_null(strchr(rt_errmsg(), '\n'));
-    cr_assert_eq(fake_mallocs, before, "%zu device allocations before the error", fake_mallocs - before);
+    /* 1 MiB: below the model's ~6 MB of weights */
+    cr_assert_eq(ef_refused(ds_dir, (size_t)1 << 20, RT_ENOMEM, "GB of weights; the GPU has"), 0, "%s", rt_errmsg());
     /* the weights fit, the workspaces and a minimal cache do not */
-    fake_total_bytes = (size_t)40 << 20;
-    rc = te_model_load_opts(ds_dir, &lo, &m);
-    cr_assert_eq(rc, RT_ENOMEM, "rc %d: %s", rc, rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "cached positions"), "%s", rt_errmsg());
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(ds_dir, (size_t)40 << 20, RT_ENOMEM, "cached positions"), 0, "%s", rt_errmsg());
     cr_log_info("%s", rt_errmsg());
 }
 
@@ -470,13 +330,7 @@ Test(ds_cuda_fake, mla_shape_outside_the_kernels_build_is_refused) {
     snprintf(dir, sizeof dir, "%s/small", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/tiny-deepseek-v3.json %s/config.json", dir, dir);
     cr_assert_eq(system(cmd), 0);
-    size_t before = fake_mallocs;
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_EUNSUPPORTED, "%s", rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "kv_lora_rank 64"), "%s", rt_errmsg());
-    cr_assert_null(strchr(rt_errmsg(), '\n'));
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(dir, 0, RT_EUNSUPPORTED, "kv_lora_rank 64"), 0, "%s", rt_errmsg());
 }
 
 /* The full DeepSeek-R1 (config.json alone) on one 80 GiB GPU: refused with the weights it needs. */
@@ -485,13 +339,7 @@ Test(ds_cuda_fake, r1_on_one_80_gb_gpu_is_refused_with_its_weight_bytes) {
     snprintf(dir, sizeof dir, "%s/r1", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp configs/models/deepseek-r1.json %s/config.json", dir, dir);
     if (system(cmd)) cr_skip_test("configs/models/deepseek-r1.json missing");
-    fake_total_bytes = (size_t)80 << 30;
-    size_t before = fake_mallocs;
-    te_load_opts lo = {.device = TE_DEVICE_CUDA};
-    te_model *m = NULL;
-    cr_assert_eq(te_model_load_opts(dir, &lo, &m), RT_ENOMEM, "%s", rt_errmsg());
-    cr_assert(strstr(rt_errmsg(), "GB of weights; the GPU has 77.3 GB"), "%s", rt_errmsg());
-    cr_assert_eq(fake_mallocs, before);
+    cr_assert_eq(ef_refused(dir, (size_t)80 << 30, RT_ENOMEM, "GB of weights; the GPU has 77.3 GB"), 0, "%s", rt_errmsg());
     cr_log_info("%s", rt_errmsg());
 }
 
