@@ -45,7 +45,6 @@
 #define RT_DATASET_DB_H
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,10 +60,6 @@ enum {
 
 int  db_open(const char *path, unsigned flags, ds_db **out);
 void db_close(ds_db *db);                             /* NULL is fine */
-sqlite3 *db_sqlite(ds_db *db);                        /* for a stage's own queries */
-/* Records SQLite result s of a stage's own query as the message (naming the database, the
- * action what, and SQLite's reason) and returns the RT_E… code that fits it. */
-int db_fail(ds_db *db, int s, const char *what);
 int  db_schema_version(ds_db *db, int *version);
 
 /* Transactions: db_begin starts a write transaction (BEGIN IMMEDIATE); db_rollback is safe

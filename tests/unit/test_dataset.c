@@ -12,6 +12,7 @@
 #include "core/status.h"
 #include "dataset/blob.h"
 #include "dataset/db.h"
+#include "dataset/db_int.h" /* db_sqlite: counts read back with plain SQL */
 #include "dataset/export.h"
 #include "dataset/import.h"
 #include "testutil.h"
