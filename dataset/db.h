@@ -25,6 +25,10 @@
  *   eval_results     (run, model, prompt, sample_index) → response, extracted answer, correct
  *   zstd_dicts       dictionaries trained on the run's own samples
  *
+ * Every SQL statement of retort is in dataset/: the stages' own queries are the typed calls of
+ * dataset/queue.h (generation), verdicts.h (filter, select, db snapshot) and evalres.h
+ * (eval_results); the raw handle stays inside (dataset/db_int.h).
+ *
  * A ds_db is used by one thread at a time; several processes may share the file (WAL).
  * Writes from the row functions below join the caller's transaction when one is open
  * (db_begin/db_commit), so a stage commits in batches. Text columns go through the
