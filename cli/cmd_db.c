@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/status.h"
 #include "dataset/db.h"
+#include "dataset/verdicts.h"
 
 static int db_usage(const char *fmt, const char *arg) { return cli_usage_error("db", fmt, arg); }
 
@@ -173,27 +174,9 @@ static int run_dict(const char *path, size_t cap, size_t max_samples, bool recom
 static int run_snapshot(const char *path, const char *name, const char *source, const char *teacher, bool passed) {
     ds_db *db;
     if (db_open(path, 0, &db)) return fail_db("snapshot", path);
-    sqlite3 *h = db_sqlite(db);
-    sqlite3_stmt *st = NULL;
-    const char *sql =
-        "SELECT s.id FROM samples s JOIN prompts p ON p.id = s.prompt_id WHERE (?1 IS NULL OR p.source = ?1) "
-        "AND (?2 IS NULL OR s.teacher = ?2) AND (?3 = 0 OR (EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id) "
-        "AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0))) ORDER BY s.id";
     int64_t *ids = NULL;
-    size_t n = 0, cap = 0;
-    int s = sqlite3_prepare_v2(h, sql, -1, &st, NULL);
-    int rc = s == SQLITE_OK ? 0 : db_fail(db, s, "selecting samples");
-    if (!rc) {
-        if (source) sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
-        if (teacher) sqlite3_bind_text(st, 2, teacher, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, passed);
-        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-            if (rt_grow((void **)&ids, &cap, n + 1, sizeof *ids)) { rc = RT_ENOMEM; break; }
-            ids[n++] = sqlite3_column_int64(st, 0);
-        }
-        if (!rc && s != SQLITE_DONE) rc = db_fail(db, s, "selecting samples");
-    }
-    sqlite3_finalize(st);
+    size_t n = 0;
+    int rc = db_snapshot_pick(db, source, teacher, passed, &ids, &n);
     json_t *cfg = json_pack("{s:s?,s:s?,s:b}", "source", source, "teacher", teacher, "passed_all_filters", passed);
     char *cfgs = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
     json_decref(cfg);

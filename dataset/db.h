@@ -25,6 +25,10 @@
  *   eval_results     (run, model, prompt, sample_index) → response, extracted answer, correct
  *   zstd_dicts       dictionaries trained on the run's own samples
  *
+ * Every SQL statement of retort is in dataset/: the stages' own queries are the typed calls of
+ * dataset/queue.h (generation), verdicts.h (filter, select, db snapshot) and evalres.h
+ * (eval_results); the raw handle stays inside (dataset/db_int.h).
+ *
  * A ds_db is used by one thread at a time; several processes may share the file (WAL).
  * Writes from the row functions below join the caller's transaction when one is open
  * (db_begin/db_commit), so a stage commits in batches. Text columns go through the
@@ -45,7 +49,6 @@
 #define RT_DATASET_DB_H
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,10 +64,6 @@ enum {
 
 int  db_open(const char *path, unsigned flags, ds_db **out);
 void db_close(ds_db *db);                             /* NULL is fine */
-sqlite3 *db_sqlite(ds_db *db);                        /* for a stage's own queries */
-/* Records SQLite result s of a stage's own query as the message (naming the database, the
- * action what, and SQLite's reason) and returns the RT_E… code that fits it. */
-int db_fail(ds_db *db, int s, const char *what);
 int  db_schema_version(ds_db *db, int *version);
 
 /* Transactions: db_begin starts a write transaction (BEGIN IMMEDIATE); db_rollback is safe

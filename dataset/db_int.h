@@ -1,5 +1,7 @@
-/* dataset/db_int.h — what the dataset sources share about the database handle: the SQLite
- * status-checking macro and the cached prepared statements. Not for other modules. */
+/* dataset/db_int.h — what the dataset sources share about the database handle: the raw
+ * SQLite handle, the one SQLite status-checking macro and the cached prepared statements.
+ * Not for other modules: they reach the database only through the typed calls of
+ * dataset/db.h, queue.h, verdicts.h and evalres.h. */
 #ifndef RT_DATASET_DB_INT_H
 #define RT_DATASET_DB_INT_H
 
@@ -20,6 +22,12 @@ int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line)
         int s_ = (call);                                                                                \
         if (s_ != SQLITE_OK) return db_sql_fail((h), s_, #call, __FILE__, __LINE__);                    \
     } while (0)
+
+/* The raw handle, for the dataset sources' own queries. */
+sqlite3 *db_sqlite(ds_db *db);
+/* Records SQLite result s of a query as the message (naming the database, the action what,
+ * and SQLite's reason) and returns the RT_E… code that fits it. */
+int db_fail(ds_db *db, int s, const char *what);
 
 /* sqlite3_step for statements that return no row: SQLITE_DONE becomes SQLITE_OK. */
 int db_step_done(sqlite3_stmt *st);

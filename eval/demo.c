@@ -22,6 +22,7 @@
 #include "dataset/db.h"
 #include "dataset/export.h"
 #include "dataset/import.h"
+#include "dataset/queue.h"
 #include "dataset/render.h"
 #include "eval/compare.h"
 #include "eval/report.h"
@@ -414,31 +415,28 @@ static int add_system(json_t *conv) {
     return 0;
 }
 
+/* One training prompt with its reference solution (metadata "solution") into the shards. */
+static int add_reference(void *ud, const db_prompt_row *p) {
+    rd_session *rs = ud;
+    json_error_t je;
+    json_t *meta = json_loads(p->metadata, 0, &je);
+    const char *sol = json_string_value(json_object_get(meta, "solution"));
+    int rc = 0;
+    if (!sol) rc = rt_fail(RT_EFORMAT, "prompt %lld has no reference solution", (long long)p->id);
+    json_t *conv = rc ? NULL : exp_conversation(p->messages, sol, strlen(sol));
+    if (!rc && !conv) rc = rt_fail(RT_ENOMEM, "demo: building a conversation");
+    if (!rc) rc = add_system(conv);
+    if (!rc) rc = rd_add(rs, conv, "reference solution");
+    json_decref(conv);
+    json_decref(meta);
+    return rc;
+}
+
 static int teacher_shards(demo *d, const char *out, pk_report *rep) {
     pk_options po = {.seq_len = SEQ_LEN, .seed = d->o->seed, .drop_long = true};
     rd_session *rs = NULL;
     int rc = rd_begin(d->tok, ct_builtin(CT_QWEN), out, &po, d->pool, &rs);
-    sqlite3 *s = db_sqlite(d->db);
-    sqlite3_stmt *st = NULL;
-    if (!rc && sqlite3_prepare_v2(s, "SELECT id, messages, metadata FROM prompts WHERE source = ?1 ORDER BY id", -1, &st,
-                                  NULL) != SQLITE_OK)
-        rc = rt_fail(RT_EINTERNAL, "reading prompts: %s", sqlite3_errmsg(s));
-    if (!rc) sqlite3_bind_text(st, 1, TRAIN_SOURCE, -1, SQLITE_STATIC);
-    int step;
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        json_error_t je;
-        json_t *meta = json_loads((const char *)sqlite3_column_text(st, 2), 0, &je);
-        const char *sol = json_string_value(json_object_get(meta, "solution"));
-        if (!sol) rc = rt_fail(RT_EFORMAT, "prompt %lld has no reference solution", (long long)sqlite3_column_int64(st, 0));
-        json_t *conv = rc ? NULL : exp_conversation((const char *)sqlite3_column_text(st, 1), sol, strlen(sol));
-        if (!rc && !conv) rc = rt_fail(RT_ENOMEM, "demo: building a conversation");
-        if (!rc) rc = add_system(conv);
-        if (!rc) rc = rd_add(rs, conv, "reference solution");
-        json_decref(conv);
-        json_decref(meta);
-    }
-    if (!rc && step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading prompts: %s", sqlite3_errmsg(s));
-    sqlite3_finalize(st);
+    if (!rc) rc = db_source_prompts(d->db, TRAIN_SOURCE, add_reference, rs);
     if (rc) {
         rd_abort(rs);
         return rc;
@@ -486,30 +484,25 @@ typedef struct {
     char *user;
 } train_prompt;
 
+typedef struct {
+    train_prompt **out;
+    size_t *n, cap;
+} train_acc;
+
+static int add_train_prompt(void *ud, const db_prompt_turn *p) {
+    train_acc *a = ud;
+    if (rt_grow((void **)a->out, &a->cap, *a->n + 1, sizeof **a->out)) return rt_fail(RT_ENOMEM, "demo: out of memory");
+    const char *u = p->last_content;
+    (*a->out)[*a->n] = (train_prompt){p->id, rt_strdup(u ? u : "")};
+    if (!(*a->out)[(*a->n)++].user) return rt_fail(RT_ENOMEM, "demo: out of memory");
+    return 0;
+}
+
 static int load_train_prompts(demo *d, train_prompt **out, size_t *n) {
     *out = NULL;
     *n = 0;
-    size_t cap = 0;
-    sqlite3 *s = db_sqlite(d->db);
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s, "SELECT id, json_extract(messages, '$[' || (json_array_length(messages) - 1) || '].content') "
-                                   "FROM prompts WHERE source = ?1 "
-                                   "ORDER BY id", -1, &st, NULL) == SQLITE_OK
-                 ? 0
-                 : rt_fail(RT_EINTERNAL, "reading prompts: %s", sqlite3_errmsg(s));
-    if (!rc) sqlite3_bind_text(st, 1, TRAIN_SOURCE, -1, SQLITE_STATIC);
-    int step = SQLITE_DONE;
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (rt_grow((void **)out, &cap, *n + 1, sizeof **out)) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
-        else {
-            const char *u = (const char *)sqlite3_column_text(st, 1);
-            (*out)[*n] = (train_prompt){sqlite3_column_int64(st, 0), rt_strdup(u ? u : "")};
-            if (!(*out)[(*n)++].user) rc = rt_fail(RT_ENOMEM, "demo: out of memory");
-        }
-    }
-    if (!rc && step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading prompts: %s", sqlite3_errmsg(s));
-    sqlite3_finalize(st);
-    return rc;
+    train_acc a = {out, n, 0};
+    return db_source_last_turns(d->db, TRAIN_SOURCE, add_train_prompt, &a);
 }
 
 /* Thinking tokens: the generated ids up to and including the one that completes "</think>"

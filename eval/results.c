@@ -7,18 +7,8 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "dataset/evalres.h"
 #include "eval/metrics.h"
-
-/* The message names the database and SQLite's reason; the call and where it failed are
- * logged at debug level (--log-level debug). */
-#define SQL_CHECK(db, call)                                                                               \
-    do {                                                                                                  \
-        if ((call) != SQLITE_OK) {                                                                        \
-            RT_DEBUG("%s failed at %s:%d: %s", #call, __FILE__, __LINE__, sqlite3_errmsg(db));            \
-            return rt_fail(RT_EINTERNAL, "reading results from %s: %s", sqlite3_db_filename(db, "main"),  \
-                           sqlite3_errmsg(db));                                                           \
-        }                                                                                                 \
-    } while (0)
 
 void ev_run_free(ev_run *r) {
     if (!r) return;
@@ -101,70 +91,65 @@ static int bench_finish(ev_bench *b) {
     return 0;
 }
 
-static int load(sqlite3 *s, sqlite3_stmt *st, ev_run *r) {
-    qbuf qb = {0};
-    size_t bcap = 0, qcap = 0;
-    int64_t pid = -1;
-    ev_bench *b = NULL;
-    int rc = 0, step;
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *bench = (const char *)sqlite3_column_text(st, 0), *model = (const char *)sqlite3_column_text(st, 1);
-        int64_t p = sqlite3_column_int64(st, 2);
-        if (!b || strcmp(b->name, bench ? bench : "")) {
-            if (b && ((rc = question_close(&qb, pid, b, &qcap)) || (rc = bench_finish(b)))) break;
-            if (rt_grow((void **)&r->b, &bcap, r->n_bench + 1, sizeof *r->b)) {
-                rc = rt_fail(RT_ENOMEM, "eval results");
-                break;
-            }
-            b = &r->b[r->n_bench++];
-            *b = (ev_bench){.name = rt_strdup(bench ? bench : ""), .model = rt_strdup(model ? model : "")};
-            qcap = 0;
-            pid = p;
-            if (!b->name || !b->model) rc = rt_fail(RT_ENOMEM, "eval results");
-        } else if (p != pid) {
-            rc = question_close(&qb, pid, b, &qcap);
-            pid = p;
-        }
-        if (rc) break;
-        if (rt_grow((void **)&qb.ex, &qb.cap, qb.n + 1, sizeof *qb.ex) ||
-            rt_grow((void **)&qb.correct, &qb.cap_c, qb.n + 1, sizeof *qb.correct)) {
-            rc = rt_fail(RT_ENOMEM, "eval results");
-            break;
-        }
-        const char *ex = (const char *)sqlite3_column_text(st, 3);
-        qb.ex[qb.n] = ex ? rt_strdup(ex) : NULL;
-        qb.correct[qb.n] = sqlite3_column_int(st, 4) == 1;
-        qb.tokens += (double)sqlite3_column_int64(st, 5);
-        const char *fin = (const char *)sqlite3_column_text(st, 6);
-        qb.trunc += fin && !strcmp(fin, "length");
-        qb.n++;
-        if (ex && !qb.ex[qb.n - 1]) rc = rt_fail(RT_ENOMEM, "eval results");
+/* The scan over a run's rows, in benchmark, question, sample order. */
+typedef struct {
+    ev_run *r;
+    qbuf qb;
+    size_t bcap, qcap;
+    int64_t pid;
+    ev_bench *b;
+} loader;
+
+static int load_row(void *ud, const db_eval_row *row) {
+    loader *L = ud;
+    ev_run *r = L->r;
+    qbuf *qb = &L->qb;
+    const char *bench = row->benchmark, *model = row->model;
+    int64_t p = row->prompt_id;
+    int rc = 0;
+    if (!L->b || strcmp(L->b->name, bench ? bench : "")) {
+        if (L->b && ((rc = question_close(qb, L->pid, L->b, &L->qcap)) || (rc = bench_finish(L->b)))) return rc;
+        if (rt_grow((void **)&r->b, &L->bcap, r->n_bench + 1, sizeof *r->b)) return rt_fail(RT_ENOMEM, "eval results");
+        L->b = &r->b[r->n_bench++];
+        *L->b = (ev_bench){.name = rt_strdup(bench ? bench : ""), .model = rt_strdup(model ? model : "")};
+        L->qcap = 0;
+        L->pid = p;
+        if (!L->b->name || !L->b->model) rc = rt_fail(RT_ENOMEM, "eval results");
+    } else if (p != L->pid) {
+        rc = question_close(qb, L->pid, L->b, &L->qcap);
+        L->pid = p;
     }
-    if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
-        rc = rt_fail(RT_EINTERNAL, "reading eval_results: %s", sqlite3_errmsg(s));
-    if (!rc && b && !(rc = question_close(&qb, pid, b, &qcap))) rc = bench_finish(b);
-    qbuf_clear(&qb);
-    free(qb.ex);
-    free(qb.correct);
+    if (rc) return rc;
+    if (rt_grow((void **)&qb->ex, &qb->cap, qb->n + 1, sizeof *qb->ex) ||
+        rt_grow((void **)&qb->correct, &qb->cap_c, qb->n + 1, sizeof *qb->correct))
+        return rt_fail(RT_ENOMEM, "eval results");
+    const char *ex = row->extracted;
+    qb->ex[qb->n] = ex ? rt_strdup(ex) : NULL;
+    qb->correct[qb->n] = row->correct;
+    qb->tokens += (double)row->n_tokens;
+    const char *fin = row->finish;
+    qb->trunc += fin && !strcmp(fin, "length");
+    qb->n++;
+    if (ex && !qb->ex[qb->n - 1]) return rt_fail(RT_ENOMEM, "eval results");
+    return 0;
+}
+
+static int load(ds_db *db, const char *run, ev_run *r) {
+    loader L = {.r = r, .pid = -1};
+    int rc = db_eval_rows(db, run, load_row, &L);
+    if (!rc && L.b && !(rc = question_close(&L.qb, L.pid, L.b, &L.qcap))) rc = bench_finish(L.b);
+    qbuf_clear(&L.qb);
+    free(L.qb.ex);
+    free(L.qb.correct);
     return rc;
 }
 
 int ev_run_load(ds_db *db, const char *run, ev_run **out) {
     *out = NULL;
-    sqlite3 *s = db_sqlite(db);
-    sqlite3_stmt *st = NULL;
-    SQL_CHECK(s, sqlite3_prepare_v2(s,
-                                    "SELECT benchmark, model, prompt_id, extracted, correct, COALESCE(n_tokens, 0), "
-                                    "finish_reason FROM eval_results WHERE run = ?1 "
-                                    "ORDER BY benchmark, prompt_id, sample_index",
-                                    -1, &st, NULL));
     ev_run *r = rt_calloc(1, sizeof *r);
     int rc = 0;
     if (!r || !(r->run = rt_strdup(run))) rc = rt_fail(RT_ENOMEM, "eval results");
-    else if (sqlite3_bind_text(st, 1, run, -1, SQLITE_TRANSIENT) != SQLITE_OK)
-        rc = rt_fail(RT_EINTERNAL, "binding the run name: %s", sqlite3_errmsg(s));
-    else rc = load(s, st, r);
-    sqlite3_finalize(st);
+    else rc = load(db, run, r);
     if (!rc && r->n_bench == 0) rc = rt_fail(RT_ENOTFOUND, "no eval results for run %s", run);
     if (rc) {
         ev_run_free(r);
@@ -174,27 +159,4 @@ int ev_run_load(ds_db *db, const char *run, ev_run **out) {
     return 0;
 }
 
-int ev_run_names(ds_db *db, char ***names, size_t *n) {
-    *names = NULL;
-    *n = 0;
-    sqlite3 *s = db_sqlite(db);
-    sqlite3_stmt *st = NULL;
-    SQL_CHECK(s, sqlite3_prepare_v2(s, "SELECT run FROM eval_results GROUP BY run ORDER BY MIN(id)", -1, &st, NULL));
-    size_t cap = 0;
-    int rc = 0, step;
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (rt_grow((void **)names, &cap, *n + 1, sizeof **names) ||
-            !((*names)[*n] = rt_strdup((const char *)sqlite3_column_text(st, 0))))
-            rc = rt_fail(RT_ENOMEM, "eval results");
-        else (*n)++;
-    }
-    if (!rc && step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "listing eval runs: %s", sqlite3_errmsg(s));
-    sqlite3_finalize(st);
-    if (rc) {
-        for (size_t i = 0; i < *n; i++) free((*names)[i]);
-        free(*names);
-        *names = NULL;
-        *n = 0;
-    }
-    return rc;
-}
+int ev_run_names(ds_db *db, char ***names, size_t *n) { return db_eval_runs(db, names, n); }

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "dataset/blob.h"
+#include "dataset/evalres.h"
 #include "dataset/import.h"
 #include "filters/verify.h"
 #include "teacher/driver.h"
@@ -182,18 +183,9 @@ int ev_questions_load(ds_db *db, const char *bench, ev_questions *out) {
 
 static double now_ms(void) { return 1e3 * now_s(); }
 
-/* The message names the database and SQLite's reason; the call and where it failed are
- * logged at debug level (--log-level debug). */
-static int sql_fail(sqlite3 *s, const char *call, const char *file, int line) {
-    RT_DEBUG("%s failed at %s:%d: %s", call, file, line, sqlite3_errmsg(s));
-    return rt_fail(RT_EINTERNAL, "writing results to %s: %s", sqlite3_db_filename(s, "main"), sqlite3_errmsg(s));
-}
-#define SQL_OK(s, call) ((call) == SQLITE_OK ? 0 : sql_fail((s), #call, __FILE__, __LINE__))
-
 typedef struct {
     ds_db *db;
-    sqlite3 *s;
-    sqlite3_stmt *ins, *have;
+    db_eval_writer *w;
     blob_codec *codec;
     const ev_gen_opts *o;
     const ev_questions *qs;
@@ -212,26 +204,10 @@ static int store_text(gen *g, size_t qi, int j, const char *text, size_t len, in
     vf_result v = {0};
     int rc = blob_compress(g->codec, text, len, 0, &z, &zlen);
     if (!rc) rc = vf_verify(&g->vo, q->gold, text, &v);
-    sqlite3_stmt *st = g->ins;
     if (!rc) {
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, g->o->run, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, g->o->model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, g->qs->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, q->prompt_id);
-        sqlite3_bind_int64(st, 5, j);
-        sqlite3_bind_blob(st, 6, z, (int)zlen, SQLITE_STATIC);
-        if (v.pred_answer) sqlite3_bind_text(st, 7, v.pred_answer, -1, SQLITE_STATIC);
-        else sqlite3_bind_null(st, 7);
-        sqlite3_bind_int(st, 8, v.correct ? 1 : 0);
-        if (n_tokens >= 0) sqlite3_bind_int64(st, 9, n_tokens);
-        else sqlite3_bind_null(st, 9);
-        if (finish) sqlite3_bind_text(st, 10, finish, -1, SQLITE_STATIC);
-        else sqlite3_bind_null(st, 10);
-        sqlite3_bind_double(st, 11, latency_ms);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = rt_fail(RT_EIO, "storing an eval result: %s", sqlite3_errmsg(g->s));
-        sqlite3_reset(st);
+        db_eval_result row = {g->o->run, g->o->model, g->qs->name, q->prompt_id, j, z, zlen, v.pred_answer, v.correct,
+                              n_tokens, finish, latency_ms};
+        rc = db_eval_put(g->w, &row);
     }
     vf_result_free(&v);
     free(z);
@@ -254,26 +230,27 @@ static int store(gen *g, const te_result *r) {
     return rc;
 }
 
+typedef struct {
+    int k;
+    bool *need;
+    size_t *n_need;
+} need_acc;
+
+static void stored_index(void *ud, int64_t j) {
+    need_acc *a = ud;
+    if (j >= 0 && j < a->k && a->need[j]) {
+        a->need[j] = false;
+        (*a->n_need)--;
+    }
+}
+
 /* Marks in need[0..k) the samples of prompt not stored yet; *n_need counts them. */
 static int missing(gen *g, int64_t prompt, bool *need, size_t *n_need) {
     int k = g->o->k;
     for (int j = 0; j < k; j++) need[j] = true;
     *n_need = (size_t)k;
-    sqlite3_stmt *st = g->have;
-    sqlite3_reset(st);
-    sqlite3_bind_text(st, 1, g->o->run, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, g->o->model, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, prompt);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t j = sqlite3_column_int64(st, 0);
-        if (j >= 0 && j < k && need[j]) {
-            need[j] = false;
-            (*n_need)--;
-        }
-    }
-    sqlite3_reset(st);
-    return step == SQLITE_DONE ? 0 : rt_fail(RT_EINTERNAL, "reading eval_results: %s", sqlite3_errmsg(g->s));
+    need_acc a = {k, need, n_need};
+    return db_eval_stored(g->w, g->o->run, g->o->model, prompt, stored_index, &a);
 }
 
 static int encode(const ev_gen_opts *o, const char *text, int32_t **ids, size_t *n) {
@@ -371,19 +348,11 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
 }
 
 int ev_run_model_check(ds_db *db, const char *run, const char *model) {
-    sqlite3 *s = db_sqlite(db);
-    sqlite3_stmt *st = NULL;
-    int rc = SQL_OK(s, sqlite3_prepare_v2(s, "SELECT model FROM eval_results WHERE run = ?1 AND model != ?2 LIMIT 1", -1,
-                                          &st, NULL));
-    if (rc) return rc;
-    sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, model, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW)
-        rc = rt_fail(RT_EINVAL, "run %s already holds results of model %s; give this model another --name", run,
-                     (const char *)sqlite3_column_text(st, 0));
-    else if (step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "reading eval_results: %s", sqlite3_errmsg(s));
-    sqlite3_finalize(st);
+    char *other = NULL;
+    int rc = db_eval_other_model(db, run, model, &other);
+    if (!rc && other)
+        rc = rt_fail(RT_EINVAL, "run %s already holds results of model %s; give this model another --name", run, other);
+    free(other);
     return rc;
 }
 
@@ -484,24 +453,14 @@ static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_q
     *rep = (ev_gen_report){.questions = qs->n};
     if (o->k < 1 || o->max_tokens < 1 || (e && !o->tok) || !o->run || !o->model)
         return rt_fail(RT_EINVAL, "eval: k, max_tokens, tokenizer, run and model are required");
-    gen g = {.db = db, .s = db_sqlite(db), .o = o, .qs = qs, .end_of_turn = -1};
+    gen g = {.db = db, .o = o, .qs = qs, .end_of_turn = -1};
     vf_opts_default(&g.vo);
     if (o->tmpl && o->tok) {
         const char *eot = ct_template_eot(o->tmpl);
         g.end_of_turn = eot ? tok_token_to_id(o->tok, eot) : -1;
     }
     int rc = ev_run_model_check(db, o->run, o->model);
-    if (!rc) rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
-                                            "INSERT INTO eval_results (run, model, benchmark, prompt_id, sample_index, "
-                                            "response, extracted, correct, n_tokens, finish_reason, latency_ms) "
-                                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
-                                            "ON CONFLICT (run, model, prompt_id, sample_index) DO NOTHING",
-                                            -1, &g.ins, NULL));
-    if (!rc)
-        rc = SQL_OK(g.s, sqlite3_prepare_v2(g.s,
-                                            "SELECT sample_index FROM eval_results WHERE run = ?1 AND model = ?2 "
-                                            "AND prompt_id = ?3",
-                                            -1, &g.have, NULL));
+    if (!rc) rc = db_eval_writer_open(db, &g.w);
     if (!rc) rc = blob_codec_new(0, &g.codec);
     g.need = rc ? NULL : rt_calloc(qs->n ? qs->n : 1, sizeof *g.need);
     g.t_submit = rc ? NULL : rt_calloc(qs->n ? qs->n : 1, sizeof *g.t_submit);
@@ -513,8 +472,7 @@ static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_q
     free(g.need);
     free(g.t_submit);
     blob_codec_free(g.codec);
-    sqlite3_finalize(g.ins);
-    sqlite3_finalize(g.have);
+    db_eval_writer_close(g.w);
     return rc;
 }
 

@@ -8,20 +8,9 @@
 #include "core/alloc.h"
 #include "core/fsutil.h"
 #include "core/status.h"
+#include "dataset/verdicts.h"
 #include "filters/decontam.h"
 #include "filters/pipeline.h"
-
-/* "DB: WHAT: SQLite's reason" — the database file, the action, and why. */
-static int sql_fail(sqlite3 *h, const char *what) {
-    const char *f = sqlite3_db_filename(h, "main");
-    return rt_fail(RT_EINTERNAL, "%s: %s: %s", f && *f ? f : "the database", what, sqlite3_errmsg(h));
-}
-
-#define SQL_OK(h, call, what)                                                                            \
-    do {                                                                                                 \
-        int s_ = (call);                                                                                 \
-        if (s_ != SQLITE_OK && s_ != SQLITE_ROW && s_ != SQLITE_DONE) return sql_fail((h), (what));     \
-    } while (0)
 
 enum { REASON_MAX = 400 };
 
@@ -207,72 +196,44 @@ static bool is_code_task(const char *metadata) {
     return code;
 }
 
-static char *dup_col(sqlite3_stmt *st, int col) {
-    const unsigned char *t = sqlite3_column_text(st, col);
-    return t ? rt_strdup((const char *)t) : NULL;
+static char *dup_str(const char *t) { return t ? rt_strdup(t) : NULL; }
+
+/* The per-sample filters of todo as the database's pending query names them. */
+static db_pending_spec pending_spec(unsigned todo, const char **names) {
+    for (int f = 0; f < FP_DEDUP; f++) names[f] = fp_filter_name((fp_filter)f);
+    return (db_pending_spec){todo, names, FP_DEDUP, FP_VERIFY};
 }
 
-/* SQL of the pending query: per filter a done flag; verify counts as done without gold. */
-static int pending_sql(unsigned todo, char *sql, size_t cap, bool count) {
-    size_t o = 0;
-    o += (size_t)snprintf(sql + o, cap - o, "SELECT %s FROM (SELECT s.id, s.text, s.dict_id, s.thinking_tokens, "
-                                           "s.answer_tokens, s.finish_reason, p.messages, p.gold, p.metadata, 0",
-                          count ? "COUNT(*)" : "*");
-    for (int f = 0; f < FP_DEDUP; f++) {
-        if (!(todo & (1u << f))) continue;
-        o += (size_t)snprintf(sql + o, cap - o,
-                              " | ((%sEXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.filter = '%s')) << %d)",
-                              f == FP_VERIFY ? "p.gold IS NULL OR " : "", fp_filter_name((fp_filter)f), f);
-    }
-    o += (size_t)snprintf(sql + o, cap - o, " AS done FROM samples s JOIN prompts p ON p.id = s.prompt_id "
-                                           "WHERE s.id > ?1) WHERE done != %u%s",
-                          todo, count ? "" : " ORDER BY id LIMIT ?2");
-    return o < cap ? 0 : rt_fail(RT_EINTERNAL, "pending query too long");
-}
+typedef struct {
+    unsigned todo;
+    item *items;
+    size_t n;
+} batch_ctx;
 
-static int count_pending(sqlite3 *h, unsigned todo, size_t *n) {
-    char sql[4096];
-    int rc = pending_sql(todo, sql, sizeof sql, true);
+static int read_item(void *ud, db_pending_row *r) {
+    batch_ctx *b = ud;
+    item *it = &b->items[b->n++];
+    it->id = r->id;
+    it->text = r->text;
+    it->len = r->len;
+    r->text = NULL;
+    it->think_tokens = r->thinking_tokens;
+    it->answer_tokens = r->answer_tokens;
+    it->finish = dup_str(r->finish_reason);
+    int rc = prompt_text(r->messages, &it->prompt);
     if (rc) return rc;
-    sqlite3_stmt *st;
-    SQL_OK(h, sqlite3_prepare_v2(h, sql, -1, &st, NULL), "counting pending samples");
-    sqlite3_bind_int64(st, 1, 0);
-    int s = sqlite3_step(st);
-    *n = s == SQLITE_ROW ? (size_t)sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
-    SQL_OK(h, s, "counting pending samples");
+    it->gold = dup_str(r->gold);
+    it->code_task = is_code_task(r->metadata);
+    it->todo = b->todo & ~r->done;
+    if (!it->gold) it->todo &= ~(1u << FP_VERIFY);
     return 0;
 }
 
 /* Reads up to cap pending samples with id > *last into items; *n gets how many. */
-static int read_batch(ds_db *db, sqlite3_stmt *st, unsigned todo, int64_t *last, item *items, size_t cap, size_t *n) {
-    sqlite3 *h = db_sqlite(db);
-    *n = 0;
-    sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, *last);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
-    int s, rc = 0;
-    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        item *it = &items[(*n)++];
-        it->id = sqlite3_column_int64(st, 0);
-        *last = it->id;
-        const void *blob = sqlite3_column_blob(st, 1);
-        size_t bl = (size_t)sqlite3_column_bytes(st, 1);
-        /* the blob pointer is valid until the next step; decompress now */
-        rc = db_blob_text(db, blob, bl, sqlite3_column_int64(st, 2), &it->text, &it->len);
-        if (rc) { rc = rt_errorf(rc, "sample %lld", (long long)it->id); break; }
-        it->think_tokens = sqlite3_column_type(st, 3) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 3);
-        it->answer_tokens = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
-        it->finish = dup_col(st, 5);
-        if ((rc = prompt_text((const char *)sqlite3_column_text(st, 6), &it->prompt))) break;
-        it->gold = dup_col(st, 7);
-        it->code_task = is_code_task((const char *)sqlite3_column_text(st, 8));
-        unsigned done = (unsigned)sqlite3_column_int64(st, 9);
-        it->todo = todo & ~done;
-        if (!it->gold) it->todo &= ~(1u << FP_VERIFY);
-    }
-    if (!rc && s != SQLITE_DONE && s != SQLITE_ROW) rc = sql_fail(h, "reading samples");
-    sqlite3_reset(st); /* releases the read before the batch is written */
+static int read_batch(db_pending *pq, unsigned todo, int64_t *last, item *items, size_t cap, size_t *n) {
+    batch_ctx b = {todo, items, 0};
+    int rc = db_pending_read(pq, last, cap, read_item, &b, n);
+    *n = b.n;
     return rc;
 }
 
@@ -341,35 +302,13 @@ static int build_index(const fp_config *c, dc_index **out, fp_report *rep) {
 /* ---- filter_runs ---- */
 
 static int run_record(ds_db *db, const fp_config *c, int64_t *id) {
-    sqlite3 *h = db_sqlite(db);
     json_t *j = fp_config_to_json(c);
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     if (!txt) return rt_fail(RT_ENOMEM, "configuration");
-    sqlite3_stmt *st;
-    int s = sqlite3_prepare_v2(h, "INSERT INTO filter_runs (config) VALUES (?1)", -1, &st, NULL);
-    if (s == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, txt, -1, SQLITE_TRANSIENT);
-        s = sqlite3_step(st);
-        sqlite3_finalize(st);
-    }
+    int rc = db_filter_run_start(db, txt, id);
     free(txt);
-    SQL_OK(h, s, "recording the filter run");
-    *id = sqlite3_last_insert_rowid(h);
-    return 0;
-}
-
-static int run_finish(ds_db *db, int64_t id, size_t scored) {
-    sqlite3 *h = db_sqlite(db);
-    sqlite3_stmt *st;
-    SQL_OK(h, sqlite3_prepare_v2(h, "UPDATE filter_runs SET scored = ?2, finished_at = CAST(strftime('%s','now') AS INTEGER) "
-                                    "WHERE id = ?1", -1, &st, NULL), "recording the filter run");
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)scored);
-    int s = sqlite3_step(st);
-    sqlite3_finalize(st);
-    SQL_OK(h, s, "recording the filter run");
-    return 0;
+    return rc;
 }
 
 /* ---- per-sample stage ---- */
@@ -409,15 +348,14 @@ static int write_batch(ds_db *db, item *items, size_t n, fp_report *rep) {
 
 static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_index *ix, tp_pool *pool,
                         fp_progress_fn fn, void *ud, fp_report *rep, id_list *done) {
-    sqlite3 *h = db_sqlite(db);
-    int rc = count_pending(h, todo, &rep->pending);
+    const char *names[FP_DEDUP];
+    db_pending_spec spec = pending_spec(todo, names);
+    int rc = db_pending_count(db, &spec, &rep->pending);
     if (rc || !rep->pending) return rc;
-    char sql[4096];
-    if ((rc = pending_sql(todo, sql, sizeof sql, false))) return rc;
-    sqlite3_stmt *st;
-    SQL_OK(h, sqlite3_prepare_v2(h, sql, -1, &st, NULL), "selecting pending samples");
+    db_pending *st;
+    if ((rc = db_pending_open(db, &spec, &st))) return rc;
     item *items = rt_calloc(c->batch, sizeof *items);
-    if (!items) { sqlite3_finalize(st); return RT_ENOMEM; }
+    if (!items) { db_pending_close(st); return RT_ENOMEM; }
     int64_t last = 0;
     size_t n;
     score_ctx ctx = {c, ix, items};
@@ -426,7 +364,7 @@ static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_i
         fn(ud, &p0);
     }
     while (!rc) {
-        rc = read_batch(db, st, todo, &last, items, c->batch, &n);
+        rc = read_batch(st, todo, &last, items, c->batch, &n);
         if (rc || !n) break;
         tp_parallel_for(pool, n, score_range, &ctx);
         for (size_t i = 0; i < n && !rc; i++)
@@ -446,7 +384,7 @@ static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_i
     }
     for (size_t i = 0; i < c->batch; i++) item_clear(&items[i]);
     free(items);
-    sqlite3_finalize(st);
+    db_pending_close(st);
     return rc;
 }
 
@@ -459,79 +397,37 @@ typedef struct {
     bool clean;     /* no failing verdict of another filter */
 } dd_row;
 
-/* Members an earlier run recorded in the cluster of representative rep_id (the representative
- * itself not counted). */
-static int earlier_members(sqlite3 *h, const char *method, int64_t rep_id, size_t *n) {
-    sqlite3_stmt *st;
-    *n = 0;
-    SQL_OK(h, sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM clusters WHERE method = ?1 AND cluster = ?2 AND representative = 0",
-                                 -1, &st, NULL), "counting cluster members");
-    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, rep_id);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) *n = (size_t)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    SQL_OK(h, s, "counting cluster members");
-    return 0;
-}
+typedef struct {
+    dd_row *rows;
+    mh_doc *docs;
+    size_t n, cap_r, cap_d, n_new, *also_scored;
+    const id_list *done;
+} dd_read;
 
-/* The members an earlier run recorded in representative rep_id's cluster: their reasons
- * and scores name the cluster's new size. */
-static int regrow_members(sqlite3 *h, const char *method, int64_t rep_id, size_t members) {
-    sqlite3_stmt *st;
-    SQL_OK(h, sqlite3_prepare_v2(h, "UPDATE verdicts SET reason = replace(reason, 'cluster of ' || CAST(score AS INTEGER) || ',', "
-                                    "'cluster of ' || ?3 || ','), score = ?3 WHERE filter = 'dedup' AND sample_id IN "
-                                    "(SELECT sample_id FROM clusters WHERE method = ?1 AND cluster = ?2 AND representative = 0)",
-                                 -1, &st, NULL), "updating cluster sizes");
-    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, rep_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)members);
-    int s = sqlite3_step(st);
-    sqlite3_finalize(st);
-    SQL_OK(h, s, "updating cluster sizes");
+static int dedup_row(void *ud, db_dedup_row *r) {
+    dd_read *x = ud;
+    if (rt_grow((void **)&x->rows, &x->cap_r, x->n + 1, sizeof *x->rows) ||
+        rt_grow((void **)&x->docs, &x->cap_d, x->n + 1, sizeof *x->docs))
+        return RT_ENOMEM;
+    x->rows[x->n] = (dd_row){r->id, (size_t)r->text_bytes, r->has_dedup, r->clean};
+    x->docs[x->n] = (mh_doc){r->text, r->len};
+    r->text = NULL;
+    if (!x->rows[x->n].old_rep) {
+        x->n_new++;
+        *x->also_scored += !id_list_has(x->done, r->id);
+    }
+    x->n++;
     return 0;
 }
 
 static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep,
                        const id_list *done, size_t *also_scored) {
-    sqlite3 *h = db_sqlite(db);
     const char *method = c->dedup.exact_only ? "exact" : "minhash";
-    sqlite3_stmt *st;
-    SQL_OK(h, sqlite3_prepare_v2(h,
-                                 "SELECT s.id, s.text, s.dict_id, s.text_bytes, "
-                                 "EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.filter = 'dedup'), "
-                                 "NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0 "
-                                 "AND v.filter != 'dedup') FROM samples s WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id "
-                                 "AND v.filter = 'dedup') OR EXISTS (SELECT 1 FROM clusters c WHERE c.sample_id = s.id "
-                                 "AND c.method = ?1 AND c.representative = 1) ORDER BY s.id",
-                                 -1, &st, NULL),
-           "selecting samples for dedup");
-    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
-    dd_row *rows = NULL;
-    mh_doc *docs = NULL;
-    size_t n = 0, cap_r = 0, cap_d = 0, n_new = 0;
-    int s, rc = 0;
-    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (rt_grow((void **)&rows, &cap_r, n + 1, sizeof *rows) || rt_grow((void **)&docs, &cap_d, n + 1, sizeof *docs)) {
-            rc = RT_ENOMEM;
-            break;
-        }
-        char *t;
-        size_t tl;
-        rc = db_blob_text(db, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_int64(st, 2),
-                          &t, &tl);
-        if (rc) break;
-        rows[n] = (dd_row){sqlite3_column_int64(st, 0), (size_t)sqlite3_column_int64(st, 3), sqlite3_column_int(st, 4) != 0,
-                           sqlite3_column_int(st, 5) != 0};
-        docs[n] = (mh_doc){t, tl};
-        if (!rows[n].old_rep) {
-            n_new++;
-            *also_scored += !id_list_has(done, rows[n].id);
-        }
-        n++;
-    }
-    if (!rc && s != SQLITE_DONE) rc = sql_fail(h, "reading samples for dedup");
-    sqlite3_finalize(st);
+    dd_read x = {.also_scored = also_scored, .done = done};
+    int rc = db_dedup_rows(db, method, dedup_row, &x);
+    dd_row *rows = x.rows;
+    mh_doc *docs = x.docs;
+    size_t n = x.n, n_new = x.n_new;
     size_t *cl = NULL, *pick = NULL, *size = NULL;
     if (!rc && n_new) {
         rep->dedup_new = n_new;
@@ -569,15 +465,11 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
         for (size_t i = 0; i < n && !rc; i++) {
             if (cl[i] != i || pick[i] == SIZE_MAX || !rows[pick[i]].old_rep) continue;
             size_t more;
-            if (!(rc = earlier_members(h, method, rows[pick[i]].id, &more))) size[i] += more;
+            if (!(rc = db_cluster_members(db, method, rows[pick[i]].id, &more))) size[i] += more;
         }
         static const char *const keep[] = {"first", "shortest", "longest"};
-        sqlite3_stmt *ci = NULL;
-        int ps = sqlite3_prepare_v2(h, "INSERT INTO clusters (method, sample_id, cluster, representative) VALUES "
-                                       "(?1, ?2, ?3, ?4) ON CONFLICT (method, sample_id) DO UPDATE SET "
-                                       "cluster = excluded.cluster, representative = excluded.representative",
-                                    -1, &ci, NULL);
-        if (ps != SQLITE_OK) rc = sql_fail(h, "preparing clusters insert");
+        db_cluster_writer *ci = NULL;
+        rc = db_cluster_writer_open(db, &ci);
         /* one transaction: a run killed while writing leaves no dedup rows, and the rerun
          * clusters every sample again (never a cluster written in part) */
         if (!rc) rc = db_begin(db);
@@ -589,18 +481,13 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
                 char reason[REASON_MAX];
                 snprintf(reason, sizeof reason, "ok: representative of a cluster of %zu (keep %s)", members, keep[c->dedup_keep]);
                 rc = db_verdict_put(db, rows[i].id, "dedup", true, (double)members, reason);
-                if (!rc) rc = regrow_members(h, method, rows[i].id, members);
+                if (!rc) rc = db_cluster_regrow(db, method, rows[i].id, members);
                 continue;
             }
             size_t k = pick[cl[i]];
             bool is_rep = k == i;
             int64_t rep_id = rows[k].id;
-            sqlite3_reset(ci);
-            sqlite3_bind_text(ci, 1, method, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(ci, 2, rows[i].id);
-            sqlite3_bind_int64(ci, 3, rep_id);
-            sqlite3_bind_int(ci, 4, is_rep);
-            if (sqlite3_step(ci) != SQLITE_DONE) { rc = sql_fail(h, "writing clusters"); break; }
+            if ((rc = db_cluster_put(ci, method, rows[i].id, rep_id, is_rep))) break;
             char reason[REASON_MAX];
             size_t members = size[cl[i]];
             if (is_rep && members == 1) snprintf(reason, sizeof reason, "ok: no duplicate");
@@ -629,7 +516,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
         }
         if (!rc) rc = db_commit(db);
         if (rc) db_rollback(db);
-        sqlite3_finalize(ci);
+        db_cluster_writer_close(ci);
         if (!rc && fn) {
             fp_progress p = {"dedup", n_new, n_new, 0};
             fn(ud, &p);
@@ -647,7 +534,6 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
 int fp_run(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep) {
     memset(rep, 0, sizeof *rep);
     if (!c->batch) return rt_fail(RT_EINVAL, "batch must be ≥ 1");
-    sqlite3 *h = db_sqlite(db);
     int rc = 0;
     unsigned todo = c->enabled & SAMPLE_FILTERS;
     dc_index *ix = NULL;
@@ -655,13 +541,7 @@ int fp_run(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void
         if ((rc = build_index(c, &ix, rep))) return rc;
         if (!ix) todo &= ~(1u << FP_DECONTAM);
     }
-    if (todo & (1u << FP_VERIFY)) {
-        sqlite3_stmt *st;
-        int s = sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM samples s JOIN prompts p ON p.id = s.prompt_id WHERE p.gold IS NULL",
-                                   -1, &st, NULL);
-        if (s == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) rep->no_gold = (size_t)sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
+    if (todo & (1u << FP_VERIFY)) rep->no_gold = db_samples_without_gold(db);
     if (!rc) rc = run_record(db, c, &rep->run_id);
     id_list done = {0};
     size_t dedup_only = 0; /* samples scored by dedup alone (not by the per-sample stage too) */
@@ -670,6 +550,6 @@ int fp_run(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void
     if (!rc && (c->enabled & (1u << FP_DEDUP))) rc = dedup_stage(db, c, pool, fn, ud, rep, &done, &dedup_only);
     free(done.v);
     /* filter_runs.scored: distinct samples that got a verdict from this run */
-    if (!rc) rc = run_finish(db, rep->run_id, rep->scored + dedup_only);
+    if (!rc) rc = db_filter_run_finish(db, rep->run_id, rep->scored + dedup_only);
     return rc;
 }

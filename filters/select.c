@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/status.h"
+#include "dataset/verdicts.h"
 #include "filters/pipeline.h"
 
 static const char *const policy_names[] = {"shortest", "longest", "random", "all"};
@@ -48,46 +49,55 @@ static int by_id(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-/* The eligible samples: a passing verdict for every filter that was run (verify only where
- * the prompt has a gold answer), no failing verdict, and not a non-representative cluster
- * member. */
-static const char ELIGIBLE_SQL[] =
-    "WITH run_filters(f) AS (SELECT DISTINCT filter FROM verdicts) "
-    "SELECT s.id, s.prompt_id, s.text_bytes, p.source FROM samples s JOIN prompts p ON p.id = s.prompt_id "
-    "WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.pass = 0) "
-    "AND NOT EXISTS (SELECT 1 FROM run_filters r WHERE NOT (r.f = 'verify' AND p.gold IS NULL) "
-    "  AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.id AND v.filter = r.f)) "
-    "AND NOT EXISTS (SELECT 1 FROM clusters c WHERE c.sample_id = s.id AND c.representative = 0) "
-    "ORDER BY s.id";
-
-static int snapshot_config(sqlite3 *h, const fp_select_opts *o, char **out) {
+static int snapshot_config(ds_db *db, const fp_select_opts *o, char **out) {
     json_t *filters = json_array(), *runs = json_array();
     json_t *j = json_pack("{s:{s:I,s:s,s:I,s:b},s:o,s:o}", "selection", "per_prompt", (json_int_t)o->per_prompt, "policy",
                           policy_names[o->policy], "seed", (json_int_t)o->seed, "balance_sources", o->balance_sources,
                           "filters_required", filters, "filter_runs", runs);
     if (!j) return rt_fail(RT_ENOMEM, "snapshot configuration");
-    sqlite3_stmt *st;
-    int s = sqlite3_prepare_v2(h, "SELECT DISTINCT filter FROM verdicts ORDER BY filter", -1, &st, NULL);
-    if (s == SQLITE_OK)
-        while ((s = sqlite3_step(st)) == SQLITE_ROW)
-            json_array_append_new(filters, json_string((const char *)sqlite3_column_text(st, 0)));
-    sqlite3_finalize(st);
-    st = NULL;
-    if (s == SQLITE_DONE)
-        s = sqlite3_prepare_v2(h, "SELECT id, config, scored, started_at, finished_at FROM filter_runs ORDER BY id", -1, &st, NULL);
-    if (s == SQLITE_OK) s = SQLITE_ROW; /* enter the loop below */
-    while (s == SQLITE_ROW && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *cfg = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
-        json_array_append_new(runs, json_pack("{s:I,s:o*,s:I,s:I,s:b}", "id", (json_int_t)sqlite3_column_int64(st, 0),
-                                              "config", cfg, "scored", (json_int_t)sqlite3_column_int64(st, 2),
-                                              "started_at", (json_int_t)sqlite3_column_int64(st, 3), "finished",
-                                              sqlite3_column_type(st, 4) != SQLITE_NULL));
-    }
-    sqlite3_finalize(st);
-    if (s != SQLITE_DONE) { json_decref(j); return rt_fail(RT_EINTERNAL, "reading filter runs: %s", sqlite3_errmsg(h)); }
+    int rc = db_filter_history(db, filters, runs);
+    if (rc) { json_decref(j); return rc; }
     *out = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return *out ? 0 : rt_fail(RT_ENOMEM, "snapshot configuration");
+}
+
+/* The candidates as the database lists them, each with its policy key. */
+typedef struct {
+    const fp_select_opts *o;
+    cand *cs;
+    size_t n, cap;
+    char **sources;
+    size_t n_src, cap_src;
+} cand_list;
+
+static int add_cand(void *ud, const db_eligible_row *r) {
+    cand_list *l = ud;
+    const fp_select_opts *o = l->o;
+    if (rt_grow((void **)&l->cs, &l->cap, l->n + 1, sizeof *l->cs)) return RT_ENOMEM;
+    cand *c = &l->cs[l->n++];
+    c->id = r->id;
+    c->prompt = r->prompt_id;
+    c->bytes = r->text_bytes;
+    const char *src = r->source;
+    int k = 0;
+    while ((size_t)k < l->n_src && strcmp(l->sources[k], src ? src : "")) k++;
+    if ((size_t)k == l->n_src) {
+        if (rt_grow((void **)&l->sources, &l->cap_src, l->n_src + 1, sizeof *l->sources) ||
+            !(l->sources[l->n_src] = rt_strdup(src ? src : "")))
+            return RT_ENOMEM;
+        l->n_src++;
+    }
+    c->source = k;
+    c->keep = false;
+    /* the order within a prompt: smaller key first */
+    switch (o->policy) {
+    case FP_POLICY_SHORTEST: c->key = (uint64_t)c->bytes; break;
+    case FP_POLICY_LONGEST: c->key = UINT64_MAX - (uint64_t)c->bytes; break;
+    case FP_POLICY_RANDOM: c->key = rand_key(o->seed, c->id); break;
+    case FP_POLICY_ALL: c->key = 0; break;
+    }
+    return 0;
 }
 
 int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
@@ -99,49 +109,16 @@ int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
     if (rc != RT_ENOTFOUND) return rc;
     rt_errclear();
     rc = 0;
-    sqlite3 *h = db_sqlite(db);
-    sqlite3_stmt *st;
-    int s = sqlite3_prepare_v2(h, "SELECT EXISTS (SELECT 1 FROM verdicts)", -1, &st, NULL);
-    int any = 0;
-    if (s == SQLITE_OK && (s = sqlite3_step(st)) == SQLITE_ROW) any = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (s != SQLITE_ROW) return rt_fail(RT_EINTERNAL, "reading verdicts: %s", sqlite3_errmsg(h));
+    bool any;
+    if ((rc = db_verdicts_any(db, &any))) return rc;
     if (!any) return rt_fail(RT_EINVAL, "no verdicts in the database: run `retort filter` first");
 
-    cand *cs = NULL;
-    size_t n = 0, cap = 0;
-    char **sources = NULL;
-    size_t n_src = 0, cap_src = 0;
-    if (sqlite3_prepare_v2(h, ELIGIBLE_SQL, -1, &st, NULL) != SQLITE_OK)
-        return rt_fail(RT_EINTERNAL, "selecting eligible samples: %s", sqlite3_errmsg(h));
-    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (rt_grow((void **)&cs, &cap, n + 1, sizeof *cs)) { rc = RT_ENOMEM; break; }
-        cand *c = &cs[n++];
-        c->id = sqlite3_column_int64(st, 0);
-        c->prompt = sqlite3_column_int64(st, 1);
-        c->bytes = sqlite3_column_int64(st, 2);
-        const char *src = (const char *)sqlite3_column_text(st, 3);
-        int k = 0;
-        while ((size_t)k < n_src && strcmp(sources[k], src ? src : "")) k++;
-        if ((size_t)k == n_src) {
-            if (rt_grow((void **)&sources, &cap_src, n_src + 1, sizeof *sources) || !(sources[n_src] = rt_strdup(src ? src : ""))) {
-                rc = RT_ENOMEM;
-                break;
-            }
-            n_src++;
-        }
-        c->source = k;
-        c->keep = false;
-        /* the order within a prompt: smaller key first */
-        switch (o->policy) {
-        case FP_POLICY_SHORTEST: c->key = (uint64_t)c->bytes; break;
-        case FP_POLICY_LONGEST: c->key = UINT64_MAX - (uint64_t)c->bytes; break;
-        case FP_POLICY_RANDOM: c->key = rand_key(o->seed, c->id); break;
-        case FP_POLICY_ALL: c->key = 0; break;
-        }
-    }
-    if (!rc && s != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "selecting eligible samples: %s", sqlite3_errmsg(h));
-    sqlite3_finalize(st);
+    cand_list l = {.o = o};
+    rc = db_eligible_samples(db, add_cand, &l);
+    cand *cs = l.cs;
+    size_t n = l.n;
+    char **sources = l.sources;
+    size_t n_src = l.n_src;
     if (!rc) {
         rep->eligible = n;
         if (n) qsort(cs, n, sizeof *cs, by_prompt_then_order);
@@ -180,7 +157,7 @@ int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
             if (cs[i].keep) ids[rep->selected++] = cs[i].id;
     }
     char *cfg = NULL;
-    if (!rc) rc = snapshot_config(h, o, &cfg);
+    if (!rc) rc = snapshot_config(db, o, &cfg);
     if (!rc) rc = db_snapshot_create(db, o->snapshot, cfg, ids, rep->selected, &rep->snapshot_id);
     free(cfg);
     free(ids);

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/status.h"
 #include "dataset/blob.h"
+#include "dataset/queue.h"
 #include "teacher/parallel_engine.h"
 
 uint64_t gd_sample_seed(uint64_t seed, int64_t prompt_id, int64_t sample_index) {
@@ -73,63 +74,44 @@ typedef struct {
     work *w;
     size_t n_w;
     blob_codec *codec;
-    sqlite3_stmt *topk;
+    db_topk_writer *topk;
     gd_progress p;
     double t0, last;
     int32_t end_of_turn, think_close;
     char last_err[600];        /* the last per-sample failure */
 } drv;
 
-static int load_pending(drv *d) {
-    sqlite3 *s = db_sqlite(d->db);
-    sqlite3_stmt *st = NULL;
-    const char *sql = "SELECT p.id, p.source, p.messages, (SELECT group_concat(sample_index) FROM samples s "
-                      "WHERE s.prompt_id = p.id AND s.teacher = ?2 AND s.params = ?3 AND s.sample_index < ?4) "
-                      "FROM prompts p WHERE ?1 IS NULL OR p.source = ?1 ORDER BY p.id";
-    if (sqlite3_prepare_v2(s, sql, -1, &st, NULL) != SQLITE_OK)
-        return rt_fail(RT_EINTERNAL, "selecting pending prompts: %s", sqlite3_errmsg(s));
-    if (d->o->source) sqlite3_bind_text(st, 1, d->o->source, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, d->o->teacher, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, d->params, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, d->o->n);
-    int K = d->o->n, step, rc = 0;
-    bool *have = rt_calloc((size_t)K, 1);
-    size_t cap_p = 0, cap_w = 0;
-    if (!have) rc = rt_fail(RT_ENOMEM, "out of memory");
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        memset(have, 0, (size_t)K);
-        int n_have = 0;
-        const char *list = (const char *)sqlite3_column_text(st, 3);
-        for (const char *q = list; q && *q;) {
-            long v = strtol(q, (char **)&q, 10);
-            if (v >= 0 && v < K && !have[v]) have[v] = true, n_have++;
-            if (*q == ',') q++;
-            else break;
-        }
-        d->p.existing += (size_t)n_have;
-        if (n_have == K) continue;
-        if (rt_grow((void **)&d->ps, &cap_p, d->n_ps + 1, sizeof *d->ps) ||
-            rt_grow((void **)&d->w, &cap_w, d->n_w + (size_t)(K - n_have), sizeof *d->w)) {
-            rc = rt_fail(RT_ENOMEM, "out of memory");
-            break;
-        }
-        gprompt *g = &d->ps[d->n_ps];
-        const char *src = (const char *)sqlite3_column_text(st, 1), *msg = (const char *)sqlite3_column_text(st, 2);
-        *g = (gprompt){.id = sqlite3_column_int64(st, 0), .source = rt_strdup(src ? src : ""),
-                       .messages = rt_strdup(msg ? msg : "[]"), .left = K - n_have};
-        if (!g->source || !g->messages) {
-            free(g->source);
-            free(g->messages);
-            rc = rt_fail(RT_ENOMEM, "out of memory");
-            break;
-        }
-        for (int j = 0; j < K; j++)
-            if (!have[j]) d->w[d->n_w++] = (work){d->n_ps, j};
-        d->n_ps++;
+typedef struct {
+    drv *d;
+    size_t cap_p, cap_w;
+} pending_acc;
+
+static int add_pending(void *ud, const db_pending_prompt *p) {
+    pending_acc *a = ud;
+    drv *d = a->d;
+    int K = d->o->n, n_have = p->n_have;
+    d->p.existing += (size_t)n_have;
+    if (n_have == K) return 0;
+    if (rt_grow((void **)&d->ps, &a->cap_p, d->n_ps + 1, sizeof *d->ps) ||
+        rt_grow((void **)&d->w, &a->cap_w, d->n_w + (size_t)(K - n_have), sizeof *d->w))
+        return rt_fail(RT_ENOMEM, "out of memory");
+    gprompt *g = &d->ps[d->n_ps];
+    *g = (gprompt){.id = p->id, .source = rt_strdup(p->source ? p->source : ""),
+                   .messages = rt_strdup(p->messages ? p->messages : "[]"), .left = K - n_have};
+    if (!g->source || !g->messages) {
+        free(g->source);
+        free(g->messages);
+        return rt_fail(RT_ENOMEM, "out of memory");
     }
-    if (!rc && step != SQLITE_DONE) rc = rt_fail(RT_EINTERNAL, "selecting pending prompts: %s", sqlite3_errmsg(s));
-    free(have);
-    sqlite3_finalize(st);
+    for (int j = 0; j < K; j++)
+        if (!p->have[j]) d->w[d->n_w++] = (work){d->n_ps, j};
+    d->n_ps++;
+    return 0;
+}
+
+static int load_pending(drv *d) {
+    pending_acc a = {d, 0, 0};
+    int rc = db_queue_prompts(d->db, d->o->source, d->o->teacher, d->params, d->o->n, add_pending, &a);
     d->p.prompts_total = d->n_ps;
     d->p.samples_total = d->n_w;
     return rc;
@@ -227,17 +209,7 @@ static int store(drv *d, const work *w, const stored *x) {
             memcpy(raw + 8 * i + 4, &x->top_lps[i], 4);
         }
         if (!rc) rc = blob_compress(d->codec, raw, n * 8, 0, &z, &zlen);
-        if (!rc) {
-            sqlite3_stmt *st = d->topk;
-            sqlite3_reset(st);
-            sqlite3_bind_int64(st, 1, id);
-            sqlite3_bind_int(st, 2, x->top_k);
-            sqlite3_bind_int64(st, 3, (sqlite3_int64)x->n_tokens);
-            sqlite3_bind_blob(st, 4, z, (int)zlen, SQLITE_STATIC);
-            if (sqlite3_step(st) != SQLITE_DONE)
-                rc = rt_fail(RT_EIO, "storing top-k logprobs: %s", sqlite3_errmsg(db_sqlite(d->db)));
-            sqlite3_reset(st);
-        }
+        if (!rc) rc = db_topk_writer_put(d->topk, id, x->top_k, x->n_tokens, z, zlen);
         free(raw);
         free(z);
     }
@@ -573,12 +545,9 @@ static int run(ds_db *db, const gd_opts *o, gd_report *rep) {
         return rt_fail(RT_EINVAL, "generate: a local engine needs a tokenizer; a remote one an endpoint and a model");
     drv d = {.db = db, .o = o, .t0 = now_s(), .end_of_turn = -1, .think_close = -1};
     d.last = d.t0;
-    sqlite3 *s = db_sqlite(db);
     int rc = gd_params_json(o, &d.params);
     if (!rc) rc = blob_codec_new(0, &d.codec);
-    if (!rc && sqlite3_prepare_v2(s, "INSERT INTO sample_topk (sample_id, k, n_tokens, data) VALUES (?1, ?2, ?3, ?4)",
-                                  -1, &d.topk, NULL) != SQLITE_OK)
-        rc = rt_fail(RT_EINTERNAL, "preparing the top-k insert: %s", sqlite3_errmsg(s));
+    if (!rc) rc = db_topk_writer_open(db, &d.topk);
     if (!rc) rc = load_pending(&d);
     if (!rc && d.n_w) rc = o->engine ? run_local(&d, rep) : run_remote(&d, rep);
     if (!rc && !rep->interrupted) progress(&d, true);
@@ -590,7 +559,7 @@ static int run(ds_db *db, const gd_opts *o, gd_report *rep) {
     free(d.ps);
     free(d.w);
     free(d.params);
-    sqlite3_finalize(d.topk);
+    db_topk_writer_close(d.topk);
     blob_codec_free(d.codec);
     return rc;
 }

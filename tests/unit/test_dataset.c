@@ -12,8 +12,12 @@
 #include "core/status.h"
 #include "dataset/blob.h"
 #include "dataset/db.h"
+#include "dataset/db_int.h" /* db_sqlite: counts read back with plain SQL */
+#include "dataset/evalres.h"
 #include "dataset/export.h"
 #include "dataset/import.h"
+#include "dataset/queue.h"
+#include "dataset/verdicts.h"
 #include "testutil.h"
 
 static ds_db *fresh_db(char **dir_out) {
@@ -379,4 +383,418 @@ Test(export, think_split) {
         cr_assert_eq(al, strlen(cases[i].answer), "case %zu", i);
         cr_assert_eq(memcmp(an, cases[i].answer, al), 0, "case %zu", i);
     }
+}
+
+/* ---- typed calls of queue.h, verdicts.h and evalres.h: hand-worked cases ---- */
+
+static int64_t put_prompt(ds_db *db, const char *source, const char *messages, const char *gold, const char *meta) {
+    db_prompt p = {source, NULL, messages, NULL, gold, meta};
+    int64_t id;
+    cr_assert_eq(db_prompt_put(db, &p, &id, NULL), 0, "%s", rt_errmsg());
+    return id;
+}
+
+static int64_t put_sample(ds_db *db, int64_t prompt, const char *teacher, const char *params, int64_t index,
+                          const char *text, int32_t think, int32_t answer) {
+    db_sample s = {.prompt_id = prompt, .teacher = teacher, .params_json = params, .sample_index = index, .text = text,
+                   .text_len = strlen(text), .prompt_tokens = -1, .thinking_tokens = think, .answer_tokens = answer,
+                   .finish_reason = "stop"};
+    int64_t id;
+    cr_assert_eq(db_sample_put(db, &s, &id, NULL), 0, "%s", rt_errmsg());
+    return id;
+}
+
+typedef struct {
+    int64_t id[8];
+    char have[8][8];  /* "1.1": index 0 and 2 stored */
+    char txt[8][64];
+    int n_have[8];
+    size_t n;
+} rows_seen;
+
+static int see_pending_prompt(void *ud, const db_pending_prompt *p) {
+    rows_seen *r = ud;
+    r->id[r->n] = p->id;
+    for (int j = 0; j < 3; j++) r->have[r->n][j] = p->have[j] ? '1' : '.';
+    r->have[r->n][3] = 0;
+    r->n_have[r->n] = p->n_have;
+    snprintf(r->txt[r->n], sizeof r->txt[0], "%s", p->source);
+    r->n++;
+    return 0;
+}
+
+Test(queue, pending_prompts_list_the_stored_indices_of_this_teacher_and_params) {
+    ds_db *db = fresh_db(NULL);
+    int64_t a = put_prompt(db, "gsm8k", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
+    int64_t b = put_prompt(db, "math", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
+    put_sample(db, a, "r1", "{}", 0, "x", -1, -1);
+    put_sample(db, a, "r1", "{}", 2, "y", -1, -1);
+    put_sample(db, a, "r1", "{}", 5, "z", -1, -1);         /* beyond n = 3: not counted */
+    put_sample(db, a, "r1", "{\"t\":1}", 1, "x", -1, -1);  /* other params */
+    put_sample(db, b, "v3", "{}", 1, "x", -1, -1);         /* other teacher */
+    rows_seen r = {0};
+    cr_assert_eq(db_queue_prompts(db, NULL, "r1", "{}", 3, see_pending_prompt, &r), 0, "%s", rt_errmsg());
+    cr_assert_eq(r.n, 2);
+    cr_assert_eq(r.id[0], a);
+    cr_assert_str_eq(r.have[0], "1.1");
+    cr_assert_eq(r.n_have[0], 2);
+    cr_assert_str_eq(r.txt[0], "gsm8k");
+    cr_assert_eq(r.id[1], b);
+    cr_assert_str_eq(r.have[1], "...");
+    cr_assert_eq(r.n_have[1], 0);
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(db_queue_prompts(db, "math", "r1", "{}", 3, see_pending_prompt, &r), 0);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(r.id[0], b);
+    db_close(db);
+}
+
+static int stop_at_first(void *ud, const db_pending_prompt *p) {
+    (void)p;
+    ++*(int *)ud;
+    return RT_ERANGE;
+}
+
+Test(queue, a_callbacks_error_stops_the_scan_and_is_returned) {
+    ds_db *db = fresh_db(NULL);
+    put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
+    put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
+    int calls = 0;
+    cr_assert_eq(db_queue_prompts(db, NULL, "r1", "{}", 1, stop_at_first, &calls), RT_ERANGE);
+    cr_assert_eq(calls, 1);
+    db_close(db);
+}
+
+Test(queue, topk_writer_stores_once_per_sample) {
+    ds_db *db = fresh_db(NULL);
+    int64_t p = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
+    int64_t sid = put_sample(db, p, "r1", "{}", 0, "x", -1, -1);
+    db_topk_writer *w;
+    cr_assert_eq(db_topk_writer_open(db, &w), 0, "%s", rt_errmsg());
+    const unsigned char blob[3] = {1, 2, 3};
+    cr_assert_eq(db_topk_writer_put(w, sid, 2, 5, blob, sizeof blob), 0, "%s", rt_errmsg());
+    cr_assert_eq(count(db, "SELECT k * 100 + n_tokens * 10 + length(data) FROM sample_topk"), 253);
+    cr_assert_eq(db_topk_writer_put(w, sid, 2, 5, blob, sizeof blob), RT_EIO); /* the primary key holds */
+    cr_assert(strstr(rt_errmsg(), "storing top-k logprobs: "), "%s", rt_errmsg());
+    db_topk_writer_close(w);
+    db_topk_writer_close(NULL);
+    db_close(db);
+}
+
+static int see_prompt_row(void *ud, const db_prompt_row *p) {
+    rows_seen *r = ud;
+    r->id[r->n] = p->id;
+    snprintf(r->txt[r->n++], sizeof r->txt[0], "%s", p->metadata);
+    return 0;
+}
+
+static int see_turn(void *ud, const db_prompt_turn *p) {
+    rows_seen *r = ud;
+    r->id[r->n] = p->id;
+    snprintf(r->txt[r->n++], sizeof r->txt[0], "%s", p->last_content ? p->last_content : "(null)");
+    return 0;
+}
+
+Test(queue, a_sources_prompts_and_their_last_turns) {
+    ds_db *db = fresh_db(NULL);
+    int64_t a = put_prompt(db, "train", "[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":\"1+1?\"}]",
+                           NULL, "{\"solution\":\"2\"}");
+    put_prompt(db, "test", "[{\"role\":\"user\",\"content\":\"2+2?\"}]", NULL, NULL);
+    int64_t c = put_prompt(db, "train", "[{\"role\":\"user\",\"content\":\"3+3?\"}]", NULL, NULL);
+    rows_seen r = {0};
+    cr_assert_eq(db_source_prompts(db, "train", see_prompt_row, &r), 0, "%s", rt_errmsg());
+    cr_assert_eq(r.n, 2);
+    cr_assert_eq(r.id[0], a);
+    cr_assert_str_eq(r.txt[0], "{\"solution\":\"2\"}");
+    cr_assert_eq(r.id[1], c);
+    cr_assert_str_eq(r.txt[1], "{}");
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(db_source_last_turns(db, "train", see_turn, &r), 0, "%s", rt_errmsg());
+    cr_assert_eq(r.n, 2);
+    cr_assert_str_eq(r.txt[0], "1+1?");
+    cr_assert_str_eq(r.txt[1], "3+3?");
+    db_close(db);
+}
+
+typedef struct {
+    int64_t id[8];
+    unsigned done[8];
+    char text[8][32];
+    bool has_gold[8];
+    int64_t think[8];
+    size_t n;
+} pending_seen;
+
+static int see_pending(void *ud, db_pending_row *r) {
+    pending_seen *s = ud;
+    s->id[s->n] = r->id;
+    s->done[s->n] = r->done;
+    snprintf(s->text[s->n], sizeof s->text[0], "%.*s", (int)r->len, r->text);
+    s->has_gold[s->n] = r->gold != NULL;
+    s->think[s->n] = r->thinking_tokens;
+    if (s->n == 0) { free(r->text); r->text = NULL; } /* the first is taken, the others left to the reader */
+    s->n++;
+    return 0;
+}
+
+Test(verdicts, pending_samples_per_filter_with_gold_and_batches) {
+    ds_db *db = fresh_db(NULL);
+    int64_t pg = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", "4", NULL);
+    int64_t pn = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
+    int64_t s1 = put_sample(db, pg, "r1", "{}", 0, "one", 7, 2);
+    int64_t s2 = put_sample(db, pg, "r1", "{}", 1, "two", -1, -1);
+    int64_t s3 = put_sample(db, pn, "r1", "{}", 0, "three", -1, -1);
+    /* bit 0 "verify" (needs gold), bit 1 "format", bit 2 "length" (not wanted) */
+    const char *names[] = {"verify", "format", "length"};
+    db_pending_spec spec = {0x3, names, 3, 0};
+    cr_assert_eq(db_verdict_put(db, s1, "verify", true, 1, "ok"), 0);
+    cr_assert_eq(db_verdict_put(db, s1, "format", true, 1, "ok"), 0);   /* s1 done */
+    cr_assert_eq(db_verdict_put(db, s2, "format", false, 0, "bad"), 0); /* s2 lacks verify */
+    cr_assert_eq(db_verdict_put(db, s3, "length", true, 0, "ok"), 0);   /* s3: verify done (no gold), lacks format */
+    size_t n = 99;
+    cr_assert_eq(db_pending_count(db, &spec, &n), 0, "%s", rt_errmsg());
+    cr_assert_eq(n, 2);
+    db_pending *q;
+    cr_assert_eq(db_pending_open(db, &spec, &q), 0, "%s", rt_errmsg());
+    pending_seen seen = {0};
+    int64_t last = 0;
+    cr_assert_eq(db_pending_read(q, &last, 1, see_pending, &seen, &n), 0, "%s", rt_errmsg());
+    cr_assert_eq(n, 1);
+    cr_assert_eq(last, s2);
+    cr_assert_eq(seen.id[0], s2);
+    cr_assert_eq(seen.done[0], 0x2);
+    cr_assert_str_eq(seen.text[0], "two");
+    cr_assert(seen.has_gold[0]);
+    cr_assert_eq(seen.think[0], -1);
+    /* the read is released between batches: a write goes through */
+    cr_assert_eq(db_verdict_put(db, s2, "verify", false, 0, "wrong"), 0, "%s", rt_errmsg());
+    cr_assert_eq(db_pending_read(q, &last, 1, see_pending, &seen, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(seen.id[1], s3);
+    cr_assert_eq(seen.done[1], 0x1);
+    cr_assert_str_eq(seen.text[1], "three");
+    cr_assert(!seen.has_gold[1]);
+    cr_assert_eq(db_pending_read(q, &last, 1, see_pending, &seen, &n), 0);
+    cr_assert_eq(n, 0);
+    db_pending_close(q);
+    db_pending_close(NULL);
+    cr_assert_eq(db_samples_without_gold(db), 1);
+    db_close(db);
+}
+
+Test(verdicts, filter_runs_are_recorded_and_listed) {
+    ds_db *db = fresh_db(NULL);
+    int64_t r1, r2;
+    cr_assert_eq(db_filter_run_start(db, "{\"a\":1}", &r1), 0, "%s", rt_errmsg());
+    cr_assert_eq(db_filter_run_start(db, "{\"b\":2}", &r2), 0);
+    cr_assert_eq(db_filter_run_finish(db, r1, 12), 0, "%s", rt_errmsg());
+    int64_t p = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
+    int64_t s = put_sample(db, p, "r1", "{}", 0, "x", -1, -1);
+    cr_assert_eq(db_verdict_put(db, s, "length", true, 0, "ok"), 0);
+    cr_assert_eq(db_verdict_put(db, s, "format", true, 0, "ok"), 0);
+    json_t *filters = json_array(), *runs = json_array();
+    cr_assert_eq(db_filter_history(db, filters, runs), 0, "%s", rt_errmsg());
+    char *f = json_dumps(filters, JSON_COMPACT);
+    cr_assert_str_eq(f, "[\"format\",\"length\"]");
+    cr_assert_eq(json_array_size(runs), 2);
+    json_t *a = json_array_get(runs, 0), *b = json_array_get(runs, 1);
+    cr_assert_eq(json_integer_value(json_object_get(a, "id")), r1);
+    cr_assert_eq(json_integer_value(json_object_get(a, "scored")), 12);
+    cr_assert(json_is_true(json_object_get(a, "finished")));
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(a, "config"), "a")), 1);
+    cr_assert(json_is_false(json_object_get(b, "finished")));
+    cr_assert_eq(json_integer_value(json_object_get(b, "scored")), 0);
+    free(f);
+    json_decref(filters);
+    json_decref(runs);
+    db_close(db);
+}
+
+typedef struct {
+    int64_t id[8];
+    bool has_dedup[8], clean[8];
+    int64_t bytes[8];
+    char *text[8];
+    size_t n;
+} dedup_seen;
+
+static int see_dedup(void *ud, db_dedup_row *r) {
+    dedup_seen *s = ud;
+    s->id[s->n] = r->id;
+    s->has_dedup[s->n] = r->has_dedup;
+    s->clean[s->n] = r->clean;
+    s->bytes[s->n] = r->text_bytes;
+    s->text[s->n++] = r->text; /* taken */
+    r->text = NULL;
+    return 0;
+}
+
+Test(verdicts, dedup_rows_clusters_and_regrown_reasons) {
+    ds_db *db = fresh_db(NULL);
+    int64_t p = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
+    int64_t a = put_sample(db, p, "r1", "{}", 0, "alpha", -1, -1);
+    int64_t b = put_sample(db, p, "r1", "{}", 1, "beta!", -1, -1);
+    int64_t c = put_sample(db, p, "r1", "{}", 2, "gamma ray", -1, -1);
+    int64_t d = put_sample(db, p, "r1", "{}", 3, "delta", -1, -1);
+    /* an earlier run: a represents a cluster of 2 with b; c has no dedup verdict and fails length */
+    db_cluster_writer *w;
+    cr_assert_eq(db_cluster_writer_open(db, &w), 0, "%s", rt_errmsg());
+    cr_assert_eq(db_cluster_put(w, "minhash", a, a, true), 0, "%s", rt_errmsg());
+    cr_assert_eq(db_cluster_put(w, "minhash", b, a, false), 0);
+    cr_assert_eq(db_cluster_put(w, "exact", d, d, true), 0);   /* another method: not a representative here */
+    db_cluster_writer_close(w);
+    cr_assert_eq(db_verdict_put(db, a, "dedup", true, 2, "ok: representative of a cluster of 2 (keep first)"), 0);
+    cr_assert_eq(db_verdict_put(db, b, "dedup", false, 2, "exact duplicate of sample 1 (normalized text; cluster of 2, keep first)"), 0);
+    cr_assert_eq(db_verdict_put(db, d, "dedup", true, 1, "ok: no duplicate"), 0);
+    cr_assert_eq(db_verdict_put(db, c, "length", false, 0, "too long"), 0);
+    dedup_seen s = {0};
+    cr_assert_eq(db_dedup_rows(db, "minhash", see_dedup, &s), 0, "%s", rt_errmsg());
+    cr_assert_eq(s.n, 2);
+    cr_assert_eq(s.id[0], a);
+    cr_assert(s.has_dedup[0] && s.clean[0]);
+    cr_assert_str_eq(s.text[0], "alpha");
+    cr_assert_eq(s.bytes[0], 5);
+    cr_assert_eq(s.id[1], c);
+    cr_assert(!s.has_dedup[1] && !s.clean[1]);
+    cr_assert_str_eq(s.text[1], "gamma ray");
+    for (size_t i = 0; i < s.n; i++) free(s.text[i]);
+    size_t m = 99;
+    cr_assert_eq(db_cluster_members(db, "minhash", a, &m), 0, "%s", rt_errmsg());
+    cr_assert_eq(m, 1);
+    cr_assert_eq(db_cluster_members(db, "exact", a, &m), 0);
+    cr_assert_eq(m, 0);
+    cr_assert_eq(db_cluster_regrow(db, "minhash", a, 3), 0, "%s", rt_errmsg());
+    cr_assert_eq(count(db, "SELECT score FROM verdicts WHERE filter = 'dedup' AND sample_id = 2"), 3);
+    cr_assert_eq(count(db, "SELECT reason = 'exact duplicate of sample 1 (normalized text; cluster of 3, keep first)' "
+                           "FROM verdicts WHERE filter = 'dedup' AND sample_id = 2"), 1);
+    cr_assert_eq(count(db, "SELECT score FROM verdicts WHERE filter = 'dedup' AND sample_id = 1"), 2); /* representative unchanged */
+    db_close(db);
+}
+
+typedef struct {
+    int64_t id[8], prompt[8], bytes[8];
+    char src[8][16];
+    size_t n;
+} eligible_seen;
+
+static int see_eligible(void *ud, const db_eligible_row *r) {
+    eligible_seen *s = ud;
+    s->id[s->n] = r->id;
+    s->prompt[s->n] = r->prompt_id;
+    s->bytes[s->n] = r->text_bytes;
+    snprintf(s->src[s->n++], sizeof s->src[0], "%s", r->source);
+    return 0;
+}
+
+Test(verdicts, selection_takes_samples_passing_every_filter_that_ran) {
+    ds_db *db = fresh_db(NULL);
+    bool any = true;
+    cr_assert_eq(db_verdicts_any(db, &any), 0, "%s", rt_errmsg());
+    cr_assert(!any);
+    int64_t pg = put_prompt(db, "gsm8k", "[{\"role\":\"user\",\"content\":\"a\"}]", "4", NULL);
+    int64_t pn = put_prompt(db, "chat", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
+    int64_t s1 = put_sample(db, pg, "r1", "{}", 0, "ok one", -1, -1);   /* passes verify and length */
+    int64_t s2 = put_sample(db, pg, "r1", "{}", 1, "no verify", -1, -1); /* length only: not eligible */
+    int64_t s3 = put_sample(db, pn, "r1", "{}", 0, "no gold", -1, -1);  /* length only, no gold: eligible */
+    int64_t s4 = put_sample(db, pn, "v3", "{}", 0, "fails", -1, -1);    /* a failing verdict */
+    int64_t s5 = put_sample(db, pn, "r1", "{}", 1, "dup", -1, -1);      /* a non-representative member */
+    put_sample(db, pn, "r1", "{}", 2, "unscored", -1, -1);               /* no verdict at all: not eligible */
+    cr_assert_eq(db_verdict_put(db, s1, "verify", true, 1, "ok"), 0);
+    int64_t ids[] = {s1, s2, s3, s4, s5};
+    for (int i = 0; i < 5; i++) cr_assert_eq(db_verdict_put(db, ids[i], "length", i != 3, 0, "r"), 0);
+    db_cluster_writer *w;
+    cr_assert_eq(db_cluster_writer_open(db, &w), 0);
+    cr_assert_eq(db_cluster_put(w, "minhash", s5, s3, false), 0);
+    db_cluster_writer_close(w);
+    cr_assert_eq(db_verdicts_any(db, &any), 0);
+    cr_assert(any);
+    eligible_seen e = {0};
+    cr_assert_eq(db_eligible_samples(db, see_eligible, &e), 0, "%s", rt_errmsg());
+    cr_assert_eq(e.n, 2);
+    cr_assert_eq(e.id[0], s1);
+    cr_assert_eq(e.prompt[0], pg);
+    cr_assert_eq(e.bytes[0], 6);
+    cr_assert_str_eq(e.src[0], "gsm8k");
+    cr_assert_eq(e.id[1], s3);
+    cr_assert_str_eq(e.src[1], "chat");
+    /* db snapshot's pick: by source, teacher, and "every verdict passes" */
+    int64_t *got;
+    size_t n;
+    cr_assert_eq(db_snapshot_pick(db, NULL, NULL, false, &got, &n), 0, "%s", rt_errmsg());
+    cr_assert_eq(n, 6);
+    free(got);
+    cr_assert_eq(db_snapshot_pick(db, "chat", "r1", true, &got, &n), 0);
+    cr_assert_eq(n, 2); /* s3 and s5 (clusters are not verdicts); s4 is v3's, the last unscored */
+    cr_assert_eq(got[0], s3);
+    cr_assert_eq(got[1], s5);
+    free(got);
+    cr_assert_eq(db_snapshot_pick(db, "none", NULL, false, &got, &n), 0);
+    cr_assert_eq(n, 0);
+    free(got);
+    db_close(db);
+}
+
+static void see_index(void *ud, int64_t j) { *(int64_t *)ud += (int64_t)1 << (4 * j); }
+
+typedef struct {
+    char line[8][96];
+    size_t n;
+} eval_seen;
+
+static int see_eval(void *ud, const db_eval_row *r) {
+    eval_seen *s = ud;
+    snprintf(s->line[s->n++], sizeof s->line[0], "%s %s %lld %s %d %lld %s", r->benchmark, r->model,
+             (long long)r->prompt_id, r->extracted ? r->extracted : "-", r->correct, (long long)r->n_tokens,
+             r->finish ? r->finish : "-");
+    return 0;
+}
+
+Test(evalres, results_are_stored_once_and_read_back_in_order) {
+    ds_db *db = fresh_db(NULL);
+    int64_t p1 = put_prompt(db, "gsm8k", "[{\"role\":\"user\",\"content\":\"a\"}]", "4", NULL);
+    int64_t p2 = put_prompt(db, "aime", "[{\"role\":\"user\",\"content\":\"b\"}]", "7", NULL);
+    db_eval_writer *w;
+    cr_assert_eq(db_eval_writer_open(db, &w), 0, "%s", rt_errmsg());
+    const char z[] = "zz";
+    db_eval_result r = {"run1", "m", "gsm8k", p1, 1, z, 2, "4", true, 30, "stop", 12.5};
+    cr_assert_eq(db_eval_put(w, &r), 0, "%s", rt_errmsg());
+    r.sample_index = 0, r.extracted = NULL, r.correct = false, r.n_tokens = -1, r.finish = "length";
+    cr_assert_eq(db_eval_put(w, &r), 0);
+    r.extracted = "5"; /* same key: nothing changes */
+    cr_assert_eq(db_eval_put(w, &r), 0);
+    db_eval_result q = {"run1", "m", "aime", p2, 0, z, 2, "7", true, 10, NULL, 1};
+    cr_assert_eq(db_eval_put(w, &q), 0);
+    db_eval_result other = {"run2", "m2", "gsm8k", p1, 0, z, 2, "4", true, 5, "stop", 1};
+    cr_assert_eq(db_eval_put(w, &other), 0);
+    cr_assert_eq(count(db, "SELECT COUNT(*) FROM eval_results"), 4);
+    int64_t mask = 0;
+    cr_assert_eq(db_eval_stored(w, "run1", "m", p1, see_index, &mask), 0, "%s", rt_errmsg());
+    cr_assert_eq(mask, 0x11); /* indices 0 and 1 */
+    mask = 0;
+    cr_assert_eq(db_eval_stored(w, "run1", "m2", p1, see_index, &mask), 0);
+    cr_assert_eq(mask, 0);
+    db_eval_writer_close(w);
+    char *m = NULL;
+    cr_assert_eq(db_eval_other_model(db, "run1", "m", &m), 0, "%s", rt_errmsg());
+    cr_assert_null(m);
+    cr_assert_eq(db_eval_other_model(db, "run1", "m9", &m), 0);
+    cr_assert_str_eq(m, "m");
+    free(m);
+    eval_seen s = {0};
+    cr_assert_eq(db_eval_rows(db, "run1", see_eval, &s), 0, "%s", rt_errmsg());
+    cr_assert_eq(s.n, 3);
+    char want[3][96];
+    snprintf(want[0], sizeof want[0], "aime m %lld 7 1 10 -", (long long)p2);
+    snprintf(want[1], sizeof want[1], "gsm8k m %lld - 0 0 length", (long long)p1);
+    snprintf(want[2], sizeof want[2], "gsm8k m %lld 4 1 30 stop", (long long)p1);
+    for (int i = 0; i < 3; i++) cr_assert_str_eq(s.line[i], want[i]);
+    char **names;
+    size_t n;
+    cr_assert_eq(db_eval_runs(db, &names, &n), 0, "%s", rt_errmsg());
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(names[0], "run1");
+    cr_assert_str_eq(names[1], "run2");
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    db_close(db);
 }

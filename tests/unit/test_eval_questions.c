@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/fsutil.h"
+#include "dataset/db_int.h" /* db_sqlite: counts read back with plain SQL */
 #include "eval/run.h"
 #include "testutil.h"
 
