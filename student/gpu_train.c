@@ -394,6 +394,8 @@ static int create_device(gt_trainer *t) {
      * model's flat length (gpu_plan.h), which is known before the plan */
     gp_ws_sizes ws = {rmsnorm_bwd_cuda_ws_bytes(t->T, m->D), attn_bwd_cuda_ws_bytes(t->T, m->Hq),
                       vec_sumsq_cuda_ws_bytes((size_t)m->n_params)};
+    if (m->cfg.qk_norm && rmsnorm_bwd_cuda_ws_bytes(t->T * m->Hq, m->hd) > ws.norm_ws)   /* the per-head norms */
+        ws.norm_ws = rmsnorm_bwd_cuda_ws_bytes(t->T * m->Hq, m->hd);
     int ck = t->o.offload_activations ? GP_CKPT_HOST : t->o.checkpoint_layers ? GP_CKPT_LAYERS : GP_CKPT_NONE;
     TRY(gp_plan_init(&t->p, m, t->T, ck, t->o.ce_chunk, t->o.grad_accum, &ws));
     if (t->p.n > m->n_params) return rt_fail(RT_EINTERNAL, "the GPU layout is longer than the model's");
@@ -611,6 +613,47 @@ double gt_peak_mem_gib(const gt_trainer *t) { return t->peak_gib; }
 
 /* ---- one micro-batch ------------------------------------------------------------------- */
 
+/* Qwen3: q and k of every head RMS-normalized (q_norm, k_norm over rows of hd) between the
+ * qkv projection and RoPE. The norm kernels take contiguous rows, so q (then k) is copied out
+ * of the fused qkv ([T, W], ld W) into the kept qkr ([T·H, hd]: the norm's input, for the
+ * backward), normalized into the qkn scratch and copied back into qkv. */
+static int head_norms_fwd(gt_trainer *t, const gp_layer_off *w, const gp_layer_acts *k) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, hd = p->hd, W_ = p->W;
+    uint16_t *qkv = BF(k->qkv), *qkr = BF(k->qkr), *qkn = BF(p->qkn);
+    float *rstd = F4(k->rqk);
+    for (int j = 0; j < 2; j++) {   /* q, then k */
+        int64_t H = j ? p->Hkv : p->Hq, col = j ? p->Hq * hd : 0, row = j ? T * p->Hq : 0;
+        size_t width = (size_t)(H * hd) * 2, ld = (size_t)W_ * 2;
+        CUDA_TRY(cudaMemcpy2DAsync(qkr + row * hd, width, qkv + col, ld, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+        TRY(rmsnorm_residual_fwd_cuda(qkn + row * hd, rstd + row, qkr + row * hd, qkr + row * hd, NULL, W(t, j ? w->kn : w->qn),
+                                      T * H, hd, t->eps, t->stream));
+        CUDA_TRY(cudaMemcpy2DAsync(qkv + col, ld, qkn + row * hd, width, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+    }
+    return 0;
+}
+
+/* Their backward: dqkv's q (then k) part holds ∂L/∂(normed, before RoPE); copied out into qkn,
+ * through the norm's backward into dqk (zeroed first: the kernel accumulates), q_norm's
+ * (k_norm's) gradient accumulated, and copied back in place. */
+static int head_norms_bwd(gt_trainer *t, const gp_layer_off *w, const gp_layer_acts *k) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, hd = p->hd, W_ = p->W;
+    uint16_t *dqkv = BF(p->dqkv), *qkr = BF(k->qkr), *dy = BF(p->qkn), *dx = BF(p->dqk);
+    const float *rstd = F4(k->rqk);
+    for (int j = 0; j < 2; j++) {
+        int64_t H = j ? p->Hkv : p->Hq, col = j ? p->Hq * hd : 0, row = j ? T * p->Hq : 0;
+        size_t width = (size_t)(H * hd) * 2, ld = (size_t)W_ * 2;
+        int64_t nw = j ? w->kn : w->qn;
+        CUDA_TRY(cudaMemcpy2DAsync(dy + row * hd, width, dqkv + col, ld, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+        CUDA_TRY(cudaMemsetAsync(dx + row * hd, 0, (size_t)(T * H * hd) * 2, t->stream));
+        TRY(rmsnorm_bwd_cuda(dx + row * hd, G(t, nw), dy + row * hd, qkr + row * hd, W(t, nw), rstd + row, T * H, hd,
+                             t->arena + p->norm_ws, t->stream));
+        CUDA_TRY(cudaMemcpy2DAsync(dqkv + col, ld, dx + row * hd, width, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+    }
+    return 0;
+}
+
 /* Layer l's forward from x[l]. The first norm of layers after the first was already formed
  * by the previous layer's fused residual add (its kernel normalizes the stored, rounded sum,
  * so this is the same value a separate norm gives). recompute: the checkpointed backward's
@@ -628,6 +671,7 @@ static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
     attn_cuda_layout lay = {.ld_q = W_, .ld_kv = W_};
     if (recompute || l == 0) TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, W(t, w->attn_norm), T, D, t->eps, s));
     TRY(mm_linear_fwd_cuda(t->mm, qkv, BF(k->xn1), W(t, w->wqkv), W(t, w->bqkv), T, W_, D, s));
+    if (p->qk_norm) TRY(head_norms_fwd(t, w, k));
     TRY(rope_apply_cuda_ld(qkv, W_, pos, inv, T, Hq, hd, false, s));
     TRY(rope_apply_cuda_ld(qkv + qd, W_, pos, inv, T, Hkv, hd, false, s));
     TRY(attn_fwd_cuda_ex(BF(k->att), F4(k->lse), qkv, qkv + qd, qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn,
@@ -675,6 +719,7 @@ static int layer_bwd(gt_trainer *t, int64_t l) {
                          qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn, &lay, t->arena + p->attn_ws, s));
     TRY(rope_apply_cuda_ld(dqkv, W_, pos, inv, T, Hq, hd, true, s));
     TRY(rope_apply_cuda_ld(dqkv + qd, W_, pos, inv, T, Hkv, hd, true, s));
+    if (p->qk_norm) TRY(head_norms_bwd(t, w, k));
     TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, dqkv, W(t, w->wqkv), T, W_, D, s));
     TRY(mm_linear_bwd_w_cuda(t->mm, G(t, w->wqkv), G(t, w->bqkv), dqkv, BF(k->xn1), T, W_, D, s));
     TRY(rmsnorm_bwd_cuda(dres, G(t, w->attn_norm), dxn, BF(p->x[l]), W(t, w->attn_norm), F4(k->rstd1), T, D,

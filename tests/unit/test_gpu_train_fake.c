@@ -38,6 +38,16 @@ static const char *QWEN = "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_t
                           " \"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
                           " \"tie_word_embeddings\": true}";
 
+/* Qwen3: q_norm / k_norm per head before RoPE, head_dim decoupled from the hidden size (4 query
+ * heads and 2 kv heads of 64: q is 256 wide, hidden 128), no biases, untied head */
+static const char *QWEN3 = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", \"vocab_size\": 64,"
+                           " \"hidden_size\": 128, \"intermediate_size\": 256, \"num_hidden_layers\": 2,"
+                           " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 64,"
+                           " \"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0,"
+                           " \"attention_bias\": false, \"tie_word_embeddings\": false}";
+
+static const char *CONFIG;   /* the model the tests train: QWEN unless a test picks another (each test is a process) */
+
 static char tmpdir[64];
 
 /* documents as tests/tools/student_mkshard makes them: 24 sequences of 32 */
@@ -94,7 +104,7 @@ static tr_options opts(int64_t steps) {
 
 static sm_model *model(void) {
     json_error_t e;
-    json_t *cfg = json_loads(QWEN, 0, &e);
+    json_t *cfg = json_loads(CONFIG ? CONFIG : QWEN, 0, &e);
     sm_model *m = NULL;
     cr_assert_eq(sm_create_random(cfg, 3, &m), 0, "%s", rt_errmsg());
     json_decref(cfg);
@@ -210,7 +220,7 @@ Test(gpu_train_fake, checkpoints_cross_between_the_trainers) {
  * both from the same weights (rounded to bf16 first, so only the activations' rounding
  * differs). ‖g_gpu − g_cpu‖ / ‖g_cpu‖ per tensor: bf16 activations give ~1e-2 at most here;
  * a wrong stride, rotation, offset or scale gives O(1). Bound 5e-2. */
-Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) {
+static void first_gradient_per_tensor(void) {
     tr_options o = opts(1);
     sm_model *mg = model(), *mc = model();
     uint16_t *tmp = malloc((size_t)mg->n_params * 2);
@@ -270,6 +280,8 @@ Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) {
     gt_free(t);
 }
 
+Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) { first_gradient_per_tensor(); }
+
 /* One update with a large weight decay: matrices shrink by (1 − lr·wd), norms and biases do
  * not; AdamW's first step moves every weight by ±lr (m/√v = g/|g|), the same on both
  * trainers unless a gradient's sign differs (an element with g ≈ 0). So the f32 master
@@ -324,7 +336,7 @@ static void peak_against_plan(bool ckpt) {
     size_t peak = fake_cuda_peak_bytes() - base;
     gt_free(t);
     json_error_t e;
-    json_t *cfgj = json_loads(QWEN, 0, &e);
+    json_t *cfgj = json_loads(CONFIG ? CONFIG : QWEN, 0, &e);
     mc_config cfg;
     cr_assert_eq(mc_parse(cfgj, &cfg), 0, "%s", rt_errmsg());
     json_decref(cfgj);
@@ -518,6 +530,59 @@ Test(gpu_train_fake, a_non_finite_weight_is_never_saved) {
     snprintf(partial, sizeof partial, "%s.partial", dir);
     cr_assert(access(dir, F_OK) != 0 && access(partial, F_OK) != 0);
     gt_free(t);
+}
+
+/* ---- Qwen3: the per-head q/k norms on the device ------------------------------------------ */
+
+/* The Qwen3 model on the GPU trainer (its q_norm / k_norm forward and backward through the
+ * norm kernels over rows of head_dim) gives the CPU trainer's losses and norms (the CPU
+ * trainer's Qwen3 is tested against transformers in tests/ref/test_train.py) within the Qwen2
+ * bounds above, with and without layer checkpointing (which recomputes the norms). */
+Test(gpu_train_fake, qwen3_losses_and_norms_follow_the_cpu_trainer) {
+    CONFIG = QWEN3;
+    sm_model *m = model();
+    cr_assert(m->cfg.qk_norm && m->Hq * m->hd != m->D);   /* the norms exist; head_dim decoupled */
+    cr_assert_not_null(sm_find(m, "model.layers.1.self_attn.k_norm.weight"));
+    sm_free(m);
+    tr_options o = opts(6);
+    tr_stats c[6], g[6], k[6];
+    cpu_steps(&o, NULL, 6, c, NULL, 0);
+    gpu_steps(&o, NULL, 6, g, NULL, 0, NULL);
+    assert_agree(c, g, 6);
+    cr_assert(close_rel(c[0].loss, g[0].loss, 5e-3), "step 1: cpu %.6f gpu %.6f", c[0].loss, g[0].loss);
+    cr_assert_lt(g[5].loss, g[0].loss);
+    o.checkpoint_layers = true;
+    gpu_steps(&o, NULL, 6, k, NULL, 0, NULL);
+    for (int i = 0; i < 6; i++) cr_assert(k[i].loss == g[i].loss && k[i].grad_norm == g[i].grad_norm, "step %d", i + 1);
+}
+
+/* Every tensor's first gradient, q_norm and k_norm included, against the CPU model's (bound 5e-2
+ * as for Qwen2: a missing norm backward leaves q_norm's gradient at 0, relative error 1). */
+Test(gpu_train_fake, qwen3_first_gradient_matches_the_cpu_model_per_tensor) {
+    CONFIG = QWEN3;
+    first_gradient_per_tensor();
+}
+
+/* The plan from the config (`retort train --plan`) places the norms and their activations:
+ * the measured peak equals it, with and without checkpointing. */
+Test(gpu_train_fake, qwen3_measured_peak_device_bytes_equal_the_plan) {
+    CONFIG = QWEN3;
+    peak_against_plan(false);
+    peak_against_plan(true);
+}
+
+/* A Qwen3 checkpoint written by the GPU trainer resumes on the CPU trainer and continues the run. */
+Test(gpu_train_fake, qwen3_checkpoint_resumes_on_the_cpu) {
+    CONFIG = QWEN3;
+    tr_options o = opts(4);
+    tr_stats c[4], g[4], gc[2];
+    char gdir[128];
+    snprintf(gdir, sizeof gdir, "%s/q3-gpu-step-2", tmpdir);
+    cpu_steps(&o, NULL, 4, c, NULL, 0);
+    gpu_steps(&o, NULL, 4, g, gdir, 2, NULL);
+    cpu_steps(&o, gdir, 2, gc, NULL, 0);
+    cr_assert_eq(gc[0].step, 3);
+    assert_agree(c + 2, gc, 2);
 }
 
 /* ---- logit distillation: the GPU trainer's KD head (kd_fused_cuda) follows the CPU trainer ---- */
