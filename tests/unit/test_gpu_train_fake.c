@@ -585,6 +585,85 @@ Test(gpu_train_fake, qwen3_checkpoint_resumes_on_the_cpu) {
     assert_agree(c + 2, gc, 2);
 }
 
+/* ---- validation loss ------------------------------------------------------------------- */
+
+/* gt_eval against tr_eval on the same weights and validation data (7 of the suite's sequences:
+ * batch 2, so the last batch is padded): the same targets, the loss within the bf16 bound of
+ * the step losses (1e-2), before training and after 3 steps — with checkpointing too, and on
+ * Qwen3; evaluating changes nothing of the run (the next step's loss and norm are the ones a
+ * run without it gets, bit for bit). */
+static void val_loss_follows_the_cpu_trainer(bool ckpt) {
+    tr_options o = opts(4);
+    o.checkpoint_layers = ckpt;
+    tr_trainer *ct;
+    gt_trainer *gt;
+    cr_assert_eq(tr_create(model(), data(), &o, NULL, &ct), 0, "%s", rt_errmsg());
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &gt), 0, "%s", rt_errmsg());
+    sd_data *val = data();
+    cr_assert_eq(sd_restrict(val, 5, 7), 0, "%s", rt_errmsg());
+    tr_stats sc, sg, plain[4];
+    gpu_steps(&o, NULL, 4, plain, NULL, 0, NULL);
+    for (int i = 0; i <= 3; i++) {
+        if (i > 0) {
+            cr_assert_eq(tr_step(ct, &sc), 0, "%s", rt_errmsg());
+            cr_assert_eq(gt_step(gt, &sg), 0, "%s", rt_errmsg());
+            cr_assert(sg.loss == plain[i - 1].loss && sg.grad_norm == plain[i - 1].grad_norm, "step %d", i);
+        }
+        double lc, lg;
+        int64_t nc, ng;
+        cr_assert_eq(tr_eval(ct, val, &lc, &nc), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_eval(gt, val, &lg, &ng), 0, "%s", rt_errmsg());
+        cr_assert_gt(nc, 0);
+        cr_assert_eq(nc, ng, "after %d steps: the same targets", i);
+        cr_assert(close_rel(lc, lg, 1e-2), "after %d steps: val loss cpu %.6f gpu %.6f", i, lc, lg);
+    }
+    cr_assert_eq(gt_step(gt, &sg), 0, "%s", rt_errmsg());
+    cr_assert(sg.loss == plain[3].loss && sg.grad_norm == plain[3].grad_norm);
+    sd_close(val);
+    tr_free(ct);
+    gt_free(gt);
+}
+
+Test(gpu_train_fake, val_loss_follows_the_cpu_trainer) {
+    val_loss_follows_the_cpu_trainer(false);
+    val_loss_follows_the_cpu_trainer(true);
+}
+
+Test(gpu_train_fake, qwen3_val_loss_follows_the_cpu_trainer) {
+    CONFIG = QWEN3;
+    val_loss_follows_the_cpu_trainer(false);
+}
+
+/* validation data of another sequence length: one error naming both */
+Test(gpu_train_fake, val_data_of_another_length_is_refused) {
+    char dir[64], path[96];
+    snprintf(dir, sizeof dir, "/tmp/gt-val-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/shard-00000.bin", dir);
+    shard_writer *w;
+    cr_assert_eq(shard_writer_open(path, 16, 64, 0, &w), 0, "%s", rt_errmsg());
+    int32_t tok[16] = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+    uint8_t mask[16];
+    memset(mask, 1, sizeof mask);
+    shard_doc doc = {.doc_id = 0, .start = 0, .len = 16};
+    cr_assert_eq(shard_writer_add(w, tok, mask, &doc, 1), 0, "%s", rt_errmsg());
+    cr_assert_eq(shard_writer_finish(w), 0, "%s", rt_errmsg());
+    tr_options o = opts(1);
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    sd_data *val;
+    cr_assert_eq(sd_open(dir, &val), 0, "%s", rt_errmsg());
+    double l;
+    int64_t n;
+    cr_assert_eq(gt_eval(t, val, &l, &n), RT_EINVAL);
+    cr_assert(strstr(rt_errmsg(), "16 tokens") && strstr(rt_errmsg(), "32"), "%s", rt_errmsg());
+    sd_close(val);
+    gt_free(t);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
 /* ---- logit distillation: the GPU trainer's KD head (kd_fused_cuda) follows the CPU trainer ---- */
 
 /* The suite's shard again, each sequence with a teacher top-k (1…4 entries, ids < 64) on 4 of
