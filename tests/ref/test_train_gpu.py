@@ -255,6 +255,39 @@ def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, da
     assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
 
 
+def qwen3_config(tmp_path):
+    """Qwen3: q_norm / k_norm per head before RoPE, head_dim 64 decoupled from hidden 128 (4 query
+    heads: q is 256 wide), no biases, untied head"""
+    p = tmp_path / "qwen3.json"
+    p.write_text(json.dumps(dict(QWEN64, architectures=["Qwen3ForCausalLM"], model_type="qwen3", num_attention_heads=4,
+                                 num_key_value_heads=2, attention_bias=False, tie_word_embeddings=False,
+                                 rope_theta=1000000.0)))
+    return str(p)
+
+
+@pytest.mark.parametrize("zero", ["1", "3", "3:ckpt"])
+def test_gpu_path_qwen3_and_val_loss_at_2_ranks_match_one_rank(retort_bin, data, tools_dir, tmp_path, zero):
+    """Qwen3 (the per-head q/k norms on the device, their weights and gradients in the sharded
+    layout) on the stand-in at 2 ranks against 1 rank reading the same global batch (1e-6 / 1e-5,
+    as above), and the validation loss (gt_eval after every step, collective at ZeRO-3: each
+    unit gathered for each batch) equal to the 1-rank one at 1e-6 (gt_eval against the CPU
+    trainer's tr_eval: test_gpu_train_fake.c); and the CPU trainer's CLI on the same run at the
+    bf16 tolerance."""
+    cfg = qwen3_config(tmp_path)
+    one = fake_dp(tools_dir, 1, cfg, data, 4, "0:val", 2, 2)
+    dp = fake_dp(tools_dir, 2, cfg, data, 4, zero + ":val", 2, 1)
+    assert [r["step"] for r in dp] == [1, 2, 3, 4]
+    for a, b in zip(one, dp):
+        assert a["lr"] == b["lr"] and a["loss_tokens"] == b["loss_tokens"], (a, b)
+        assert close(a["loss"], b["loss"], 1e-6) and close(a["grad_norm"], b["grad_norm"], 1e-5), (a, b)
+        assert a["val_targets"] == b["val_targets"] > 0, (a, b)
+        assert close(a["val_loss"], b["val_loss"], 1e-6), (a, b)
+    train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--grad-accum", "2", "--steps", "4",
+          "--lr", "3e-3", "--warmup", "2", "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5",
+          "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
+    assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
+
+
 @pytest.mark.parametrize("ranks,accum,llama", [(2, 1, False), (2, 2, False), (3, 1, True)])
 def test_overlapped_offloaded_update_changes_no_bit(data, tools_dir, tmp_path, ranks, accum, llama):
     """--offload-optimizer at ZeRO-3: the host AdamW of step s runs on its own thread, unit by
