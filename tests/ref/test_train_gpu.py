@@ -343,9 +343,11 @@ def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
     hd = cfg.get("head_dim") or D // Hq
     tied = cfg.get("tie_word_embeddings", False)
     qwen = cfg["model_type"] == "qwen2"
+    qkn = cfg["model_type"] == "qwen3"   # q_norm, k_norm [hd] per layer; q and k before them kept, plus their rstd
     W, qd = (Hq + 2 * Hkv) * hd, Hq * hd
     a16 = lambda n: al(n, 16)
     layer = a16(D) + a16(W * D) + (a16(W) if qwen else 0) + a16(qd * D) + a16(D) + a16(2 * F * D) + a16(F * D)
+    layer += 2 * a16(hd) if qkn else 0
     E, H = a16(V * D), a16(D) + (0 if tied else a16(V * D))
     n = E + L * layer + H
     S = a16(-(-n // ranks))
@@ -358,12 +360,16 @@ def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
     acts = (L + 1) * r(2 * T * D)
     keep = (r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * Hq) + r(4 * T) + r(2 * T * D) + r(2 * T * D)
             + r(4 * T) + r(4 * T * F) + r(2 * T * F))
+    Hqk = Hq + Hkv if qkn else 0
+    keep += r(2 * T * Hqk * hd) + r(4 * T * Hqk)
     acts += keep  # with --checkpoint-layers: one set
     acts += 3 * r(2 * T * D) + r(4 * T) + 2 * r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * F) + r(2 * T * F)
+    acts += 2 * r(2 * T * Hqk * hd)   # the per-head norms' output / its gradient, and their input's gradient
     cpu_n = a16(V * D) * (1 if tied else 2) + a16(D) + L * (
         2 * a16(D) + a16(qd * D) + 2 * a16(Hkv * hd * D) + (a16(qd) + 2 * a16(Hkv * hd) if qwen else 0) + a16(D * qd)
-        + 3 * a16(D * F))
-    ws = (r((T + 15) // 16 * D * 4) + r(T * Hq * 4) + r(((cpu_n + 65535) // 65536 + 1) * 8) + r(4 * (7 * T + 1))
+        + 3 * a16(D * F) + (2 * a16(hd) if qkn else 0))
+    norm_ws = max((T + 15) // 16 * D * 4, (T * Hq + 15) // 16 * hd * 4 if qkn else 0)
+    ws = (r(norm_ws) + r(T * Hq * 4) + r(((cpu_n + 65535) // 65536 + 1) * 8) + r(4 * (7 * T + 1))
           + r(4 * (hd // 2)) + r(8 * accum) + r(8))
     chunk = min(T, max(1, 2**30 // (4 * V)))
     padded = S * ranks
@@ -422,6 +428,27 @@ def test_plan_qwen25_7b_on_8_ranks_follows_the_formula(retort_bin, zero, offload
         assert got["per_rank_bytes"]["parameters"] == 2 * 951952064
     else:
         assert got["per_rank_bytes"]["parameters"] == 2 * 8 * 951952064
+
+
+@pytest.mark.parametrize("model,ranks,zero", [("qwen3-0.6b", 1, 0), ("qwen3-0.6b", 2, 3), ("qwen3-8b", 8, 3)])
+def test_plan_qwen3_follows_the_formula_and_counts_transformers_parameters(retort_bin, model, ranks, zero):
+    """Qwen3 on the GPU trainer's plan: q_norm / k_norm in every layer, q and k before their norm
+    and its rstd kept, the norm scratch over T·heads rows of head_dim (0.6B: head_dim 128 with
+    hidden 1024 and 16 heads, so q is twice the hidden size). The layout has no gaps here, so its
+    length is the model's parameter count, which transformers gives (meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    path = os.path.join(ROOT, "configs", "models", f"{model}.json")
+    cfg = json.load(open(path))
+    got = plan_json(retort_bin, "--init", path, "--ranks", str(ranks), "--seq", "8192", "--batch", "1", "--zero",
+                    str(zero), "--checkpoint-layers")
+    want = plan_formula(cfg, ranks, 8192, 1, zero, False)
+    assert got["per_rank_bytes"] == want
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    n = sum(p.numel() for p in m.parameters())
+    S = al(-(-n // ranks), 16)
+    assert got["per_rank_bytes"]["parameters"] == 2 * (S if zero == 3 else S * ranks)
 
 
 def test_plan_says_when_it_does_not_fit_and_exits_0(retort_bin):
