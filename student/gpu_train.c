@@ -780,10 +780,6 @@ static int x_need(gt_trainer *t, int64_t l) {
     return 0;
 }
 
-/* Micro-batch a of the step (host arrays at a·T): pack it into pinned slot a % 2 (waiting for
- * that slot's last copy), upload, forward, loss into loss slot a, backward. ZeRO-3 gathers
- * each unit's weights just before it is needed, the next one while the current one computes;
- * ZeRO-2/3 reduce each unit's gradient bucket as soon as its backward is done. */
 /* A micro-batch's T tokens (host arrays tokens, doc_start, pos, target at k·T) packed into
  * pinned slot k % 2 (waiting for that slot's last copy) with the rows that carry a target and
  * the embedding backward's order, and uploaded on the trainer's stream. */
@@ -827,6 +823,10 @@ static int forward_trunk(gt_trainer *t) {
     return 0;
 }
 
+/* Micro-batch a of the step (host arrays at a·T): pack it into pinned slot a % 2 (waiting for
+ * that slot's last copy), upload, forward, loss into loss slot a, backward. ZeRO-3 gathers
+ * each unit's weights just before it is needed, the next one while the current one computes;
+ * ZeRO-2/3 reduce each unit's gradient bucket as soon as its backward is done. */
 static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     const gp_plan *p = &t->p;
     int64_t T = t->T, D = p->D;

@@ -7,6 +7,8 @@
  * AdamW ranges with decay, the pinned batch packing, the checkpoint permutation — against
  * the CPU trainer (student/train.h, itself tested against transformers and torch). What it
  * cannot check: the CUDA kernels themselves (tests/gpu, make gpu-test) and the device.
+ * The model is a tiny Qwen2; the qwen3_* tests run the same checks on a tiny Qwen3 (per-head
+ * q/k norms, head_dim decoupled), and the val_* tests gt_eval against tr_eval.
  * Tolerances: the stand-ins round weights and activations to bf16 (2^-8 relative) like the
  * GPU path; through two layers and the head that moves the step-1 loss by ~1e-3 relative.
  * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2.
