@@ -193,8 +193,6 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->val_data && a->val_frac > 0) return cli_usage_error("train", "--val-data and --val-frac exclude each other");
     if (a->val_frac > 0 && !a->val_data) a->val_data = a->data;   /* the held-out part of --data */
     if (a->val_every && !a->val_data) return cli_usage_error("train", "--val-every needs --val-data or --val-frac");
-    if (a->val_data && a->cuda) return cli_usage_error("train", "--val-data: the validation loss is computed by the CPU trainer only for now");
-    if (a->val_data && a->zero == 3) return cli_usage_error("train", "--val-data does not work with --zero 3 yet (the weights are sharded)");
     if (a->tokenizer && access(a->tokenizer, R_OK)) return cli_usage_error("train", "--tokenizer %s: cannot read it", a->tokenizer);
     return 0;
 }
@@ -458,6 +456,9 @@ typedef struct {
 
 static int trainer_step(trainer *t, tr_stats *s) { return t->gpu ? gt_step(t->gpu, s) : tr_step(t->cpu, s); }
 static int64_t trainer_done(const trainer *t) { return t->gpu ? gt_steps_done(t->gpu) : tr_steps_done(t->cpu); }
+static int trainer_eval(trainer *t, sd_data *val, double *loss, int64_t *targets) {
+    return t->gpu ? gt_eval(t->gpu, val, loss, targets) : tr_eval(t->cpu, val, loss, targets);
+}
 static int trainer_save(trainer *t, const char *dir, rt_dtype dt) {
     return t->gpu ? gt_save(t->gpu, dir, dt) : tr_save(t->cpu, dir, dt);
 }
@@ -512,9 +513,11 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
     }
     int tty = rank == 0 && isatty(2);
     rc = EXIT_OK;
-    sd_data *val = NULL;      /* rank 0: the validation shards */
+    sd_data *val = NULL;      /* rank 0 (ZeRO-3 with several ranks: every rank, the pass is collective): the validation shards */
     tb_writer *tb = NULL;     /* rank 0: the TensorBoard event file */
-    if (rank == 0 && a->val_data && (sd_open(a->val_data, &val) || (a->val_count && sd_restrict(val, a->val_first, a->val_count))))
+    bool val_all = P > 1 && a->zero == 3;
+    if ((rank == 0 || val_all) && a->val_data &&
+        (sd_open(a->val_data, &val) || (a->val_count && sd_restrict(val, a->val_first, a->val_count))))
         rc = cli_fail("train");
     if (rank == 0 && rc == EXIT_OK && a->tensorboard && tb_open(a->tensorboard, &tb)) rc = cli_fail("train");
     if (rc != EXIT_OK && P > 1) comm_abort(comm, rc);
@@ -551,14 +554,15 @@ static int run(train_args *a, tp_pool *pool, rt_comm *comm) {
         double vloss = NAN;
         int64_t vtargets = 0;
         if (val && (done == a->o.steps || (a->val_every && done % a->val_every == 0))) {
-            if (tr_eval(t.cpu, val, &vloss, &vtargets)) {
+            if (trainer_eval(&t, val, &vloss, &vtargets)) {
                 if (tty) fputc('\n', stderr), tty = 0;
                 rc = cli_fail("train");
                 if (P > 1) comm_abort(comm, rc);
                 break;
             }
-            fprintf(stderr, "%sstep %lld: validation loss %.4f over %lld targets\n", tty ? "\n" : "", (long long)done,
-                    vloss, (long long)vtargets);
+            if (rank == 0)
+                fprintf(stderr, "%sstep %lld: validation loss %.4f over %lld targets\n", tty ? "\n" : "", (long long)done,
+                        vloss, (long long)vtargets);
         }
         if (tb && tb_step(tb, &s, tps, vloss, vtargets)) {
             if (tty) fputc('\n', stderr), tty = 0;

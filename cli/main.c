@@ -261,7 +261,7 @@ static const cli_command commands[] = {
      "                      train/tokens_per_s, val/loss)\n"
      "  --val-data SHARDS   validation shards (the training data's sequence length): their mean loss is\n"
      "                      computed at the last step and every --val-every N steps, logged as val_loss\n"
-     "                      (with val_targets) in --log and printed; CPU trainer, ZeRO 0-2\n"
+     "                      (with val_targets) in --log and printed; both devices, every ZeRO level\n"
      "  --val-frac F        instead of --val-data: hold out the last ceil(F x sequences) of --data (in file\n"
      "                      order; pack shuffles sequences) as the validation split, never trained on\n"
      "  --save-every N      also save every N steps (the last step is always saved)\n"

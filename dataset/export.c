@@ -71,6 +71,84 @@ static int prepare_selection(ds_db *db, const char *sql, const exp_filter *flt, 
     return 0;
 }
 
+/* ---- the teacher's sampling defaults ------------------------------------------------------ */
+
+json_t *exp_sampling(const char *params_json) {
+    json_t *p = params_json ? json_loads(params_json, 0, NULL) : NULL;
+    const json_t *t = json_object_get(p, "temperature");
+    json_t *o = json_is_number(t) ? json_object() : NULL;
+    if (o) {
+        double temp = json_number_value(t);
+        const json_t *tp = json_object_get(p, "top_p"), *tk = json_object_get(p, "top_k"), *mp = json_object_get(p, "min_p");
+        const json_t *mx = json_object_get(p, "max_tokens");
+        json_object_set_new(o, "do_sample", json_boolean(temp > 0));
+        if (temp > 0) {
+            json_object_set_new(o, "temperature", json_real(temp));
+            if (json_is_number(tp)) json_object_set_new(o, "top_p", json_real(json_number_value(tp)));
+            if (json_is_integer(tk) && json_integer_value(tk) > 0) json_object_set_new(o, "top_k", json_integer(json_integer_value(tk)));
+            if (json_is_number(mp) && json_number_value(mp) > 0) json_object_set_new(o, "min_p", json_real(json_number_value(mp)));
+        }
+        if (json_is_integer(mx) && json_integer_value(mx) > 0) json_object_set_new(o, "max_new_tokens", json_integer(json_integer_value(mx)));
+    }
+    json_decref(p);
+    return o;
+}
+
+void exp_sampling_add(exp_sampling_acc *a, const json_t *sampling) {
+    if (a->unknown) return;
+    if (!json_is_object(sampling)) {
+        a->unknown = true;
+        return;
+    }
+    if (!a->seen) {
+        a->seen = true;
+        a->common = json_deep_copy(sampling);
+        if (!a->common) a->unknown = true;
+        return;
+    }
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(a->common, tmp, k, v) {
+        if (!json_equal(v, json_object_get(sampling, k))) json_object_del(a->common, k);
+    }
+}
+
+json_t *exp_sampling_take(exp_sampling_acc *a) {
+    json_t *r = a->unknown || !a->common || !json_object_size(a->common) ? NULL : json_incref(a->common);
+    json_decref(a->common);
+    *a = (exp_sampling_acc){0};
+    return r;
+}
+
+#define SELECT_PARAMS                                                                                      \
+    "SELECT s.params, count(*) FROM samples s JOIN prompts p ON p.id = s.prompt_id "                        \
+    "WHERE (?1 IS NULL OR s.id IN (SELECT sample_id FROM snapshot_samples WHERE snapshot_id = ?1)) "      \
+    "AND (?2 IS NULL OR p.source = ?2) GROUP BY s.params"
+
+int db_sampling_defaults(ds_db *db, const exp_filter *flt, json_t **out) {
+    *out = NULL;
+    sqlite3_stmt *st;
+    int rc = prepare_selection(db, SELECT_PARAMS, flt, &st);
+    if (rc) return rc;
+    exp_sampling_acc acc = {0};
+    int row, s;
+    while ((s = db_step_row(st, &row)) == SQLITE_OK && row) {
+        json_t *one = exp_sampling((const char *)sqlite3_column_text(st, 0));
+        exp_sampling_add(&acc, one);
+        json_decref(one);
+    }
+    sqlite3 *h = db_sqlite(db);
+    sqlite3_finalize(st);
+    json_t *r = exp_sampling_take(&acc);
+    if (s != SQLITE_OK) {
+        json_decref(r);
+        SQL_TRY(h, s);
+    }
+    *out = r;
+    return 0;
+}
+
 /* The sample's teacher top-k (sample_topk: k and n_tokens, then per token k × (u32 id, f32
  * logprob), little-endian) as conv["teacher_topk"]; nothing when the sample has none. */
 static int attach_topk(ds_db *db, sqlite3_stmt *q, int64_t id, json_t *conv) {
@@ -281,6 +359,8 @@ static int export_chat(ds_db *db, const exp_filter *flt, const exp_chat_opts *co
                              "prompt_id", (json_int_t)sqlite3_column_int64(st, 4), "teacher",
                              (const char *)sqlite3_column_text(st, 5), "filters", filters);
             if (!line) rc = rt_fail(RT_ENOMEM, "out of memory");
+            json_t *sampling = line ? exp_sampling((const char *)sqlite3_column_text(st, 6)) : NULL;
+            if (sampling) json_object_set_new(json_object_get(line, "metadata"), "sampling", sampling);
         }
         if (!rc) rc = write_line(w, line);
         json_decref(turn);

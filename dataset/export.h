@@ -7,7 +7,7 @@
  *   {"messages": [PROMPT MESSAGES..., {"role": "assistant",
  *                                      "content": "<think>\nTHINKING\n</think>\n\nANSWER"}],
  *    "metadata": {"sample_id", "prompt_id", "teacher",
- *                 "filters": [{"filter", "pass", "score"}, ...]}}
+ *                 "filters": [{"filter", "pass", "score"}, ...], "sampling": {...}}}
  * where ANSWER is the sample text after its first "</think>" (leading whitespace removed)
  * and THINKING the text before it without a leading "<think>" and surrounding whitespace;
  * a text without "</think>" (or with empty THINKING) is all ANSWER, without the tags.
@@ -17,6 +17,20 @@
  * instruction appended to the last user turn where generation applied it.
  * EXP_JSONL writes one line per prompt of the selection, the record it was imported from:
  * {PROMPT_KEY: prompt text, ...metadata} (chat prompts: {"messages": [...], ...metadata}).
+ *
+ * "sampling" (only for a sample `retort generate` made: its params hold a temperature) is
+ * exp_sampling() of the sample's params.
+ *
+ * Sampling defaults, for the generation_config.json of a student trained on the samples:
+ * exp_sampling() turns generation params (teacher/driver.c gd_params_json) into
+ * transformers GenerationConfig keys — temperature 0: {"do_sample": false}; else
+ * {"do_sample": true, "temperature", "top_p", and "top_k" / "min_p" when they were used};
+ * then "max_new_tokens" (the params' max_tokens) — NULL without a temperature (imported
+ * samples). An exp_sampling_acc keeps what every row of a set agrees on: rows are added with
+ * their sampling object (NULL: a row without one, which makes the whole set unknown), and
+ * exp_sampling_take() returns the keys every row has with the same value (a new reference;
+ * NULL when nothing is known) and resets the accumulator. db_sampling_defaults() does that
+ * over the samples of a selection.
  *
  * exp_conversation() builds that chat form for one sample (also used by the shard export);
  * exp_split_think() is the split on "</think>". The output file is written atomically
@@ -58,6 +72,16 @@ int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void 
 typedef struct {
     bool reasoning_field; /* THINKING in "reasoning_content" instead of inline in content */
 } exp_chat_opts;
+
+json_t *exp_sampling(const char *params_json);
+typedef struct {
+    json_t *common;   /* the keys every row added so far agrees on */
+    bool seen, unknown;
+} exp_sampling_acc;
+void exp_sampling_add(exp_sampling_acc *a, const json_t *sampling);
+json_t *exp_sampling_take(exp_sampling_acc *a);
+/* *out: the selection's agreed sampling defaults (a new reference), NULL when unknown. */
+int db_sampling_defaults(ds_db *db, const exp_filter *flt, json_t **out);
 
 /* co: NULL for the defaults. */
 int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,

@@ -282,6 +282,20 @@ int rd_finish(rd_session *s, const json_t *meta, pk_report *rep) {
     return rc;
 }
 
+/* rd_finish with meta's copy plus "generation_config": gen (taken; NULL: meta as it is). */
+static int finish_with_sampling(rd_session *s, const json_t *meta, json_t *gen, pk_report *rep) {
+    if (!gen) return rd_finish(s, meta, rep);
+    json_t *m = meta ? json_copy((json_t *)meta) : json_object();
+    if (!m || json_object_set_new(m, "generation_config", gen)) {
+        json_decref(m);
+        rd_abort(s);
+        return rt_fail(RT_ENOMEM, "out of memory");
+    }
+    int rc = rd_finish(s, m, rep);
+    json_decref(m);
+    return rc;
+}
+
 int rd_pack_jsonl(const tok_tokenizer *t, const ct_template *ct, const char *jsonl, const char *out_dir, const pk_options *o,
                   tp_pool *pool, const json_t *meta, pk_report *rep) {
     FILE *in = fopen(jsonl, "rb");
@@ -292,6 +306,7 @@ int rd_pack_jsonl(const tok_tokenizer *t, const ct_template *ct, const char *jso
     char *line = NULL;
     size_t cap = 0, lineno = 0;
     ssize_t n;
+    exp_sampling_acc acc = {0};   /* the rows' metadata.sampling (retort export's chat-jsonl) */
     while (!rc && (n = getline(&line, &cap, in)) >= 0) {
         lineno++;
         size_t len = (size_t)n;
@@ -302,14 +317,16 @@ int rd_pack_jsonl(const tok_tokenizer *t, const ct_template *ct, const char *jso
         json_error_t e;
         json_t *conv = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
         if (!conv) { rc = rt_fail(RT_EFORMAT, "%s: invalid JSON at column %d: %s", what, e.column, e.text); break; }
+        exp_sampling_add(&acc, json_object_get(json_object_get(conv, "metadata"), "sampling"));
         rc = rd_add(s, conv, what);
         json_decref(conv);
     }
     if (!rc && ferror(in)) rc = rt_fail(RT_EIO, "cannot read %s: %s", jsonl, strerror(errno));
     free(line);
     fclose(in);
-    if (rc) { rd_abort(s); return rc; }
-    return rd_finish(s, meta, rep);
+    json_t *gen = exp_sampling_take(&acc);
+    if (rc) { json_decref(gen); rd_abort(s); return rc; }
+    return finish_with_sampling(s, meta, gen, rep);
 }
 
 typedef struct {
@@ -329,6 +346,8 @@ int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t,
     if (rc) return rc;
     snap_ctx c = {s};
     rc = db_each_conversation(db, flt, add_sample, &c);
+    json_t *gen = NULL;
+    if (!rc) rc = db_sampling_defaults(db, flt, &gen);
     if (rc) { rd_abort(s); return rc; }
-    return rd_finish(s, meta, rep);
+    return finish_with_sampling(s, meta, gen, rep);
 }

@@ -11,6 +11,10 @@
  * would train on nothing. Two front ends: rd_pack_jsonl() (a chat JSONL file: a malformed line or one that does not
  * render is RT_EFORMAT/RT_EINVAL naming file and line) and rd_export_snapshot() (the
  * samples of a database selection, as dataset/export.h builds their conversations).
+ * Both record the teacher's sampling defaults in index.json as "generation_config" when the
+ * conversations agree on them (dataset/export.h exp_sampling_acc: the JSONL rows'
+ * metadata.sampling, which `retort export --format chat-jsonl` writes; the selection's
+ * samples' generation params) — absent when unknown (a row without them, imported samples).
  * The tokenizer and the template are borrowed and must outlive the session. Errors: RT_EFORMAT, RT_EINVAL,
  * RT_EIO, RT_ENOMEM, and the tokenizer's, template's and database's.
  */

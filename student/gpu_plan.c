@@ -54,9 +54,9 @@ int64_t gp_ce_chunk(int64_t ce_chunk, int64_t T, int64_t V) {
 
 /* dims and the shapes the kernels take (both plans) */
 static int plan_dims(gp_plan *p, int64_t D, int64_t F, int64_t L, int64_t V, int64_t Hq, int64_t Hkv, int64_t hd,
-                     int64_t T) {
+                     int64_t T, bool qk_norm) {
     memset(p, 0, sizeof *p);
-    p->D = D, p->F = F, p->L = L, p->V = V, p->Hq = Hq, p->Hkv = Hkv, p->hd = hd;
+    p->D = D, p->F = F, p->L = L, p->V = V, p->Hq = Hq, p->Hkv = Hkv, p->hd = hd, p->qk_norm = qk_norm;
     p->W = (Hq + 2 * Hkv) * hd;
     if (hd != 64 && hd != 128)
         return rt_fail(RT_EUNSUPPORTED, "the GPU trainer's attention takes head_dim 64 or 128, the model has %lld", (long long)hd);
@@ -72,7 +72,7 @@ static int plan_dims(gp_plan *p, int64_t D, int64_t F, int64_t L, int64_t V, int
 
 /* The activation arena (p->D… set; p->x and p->keep allocated by the caller). */
 static void plan_acts(gp_plan *p, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots, const gp_ws_sizes *ws) {
-    int64_t D = p->D, F = p->F, W = p->W, qd = p->Hq * p->hd;
+    int64_t D = p->D, F = p->F, W = p->W, qd = p->Hq * p->hd, qk = p->qk_norm ? (p->Hq + p->Hkv) : 0;
     p->T = T;
     p->ckpt = ckpt != 0;
     p->x_host = ckpt == GP_CKPT_HOST;
@@ -97,6 +97,8 @@ static void plan_acts(gp_plan *p, int64_t T, int ckpt, int64_t ce_chunk, int64_t
         k->rstd2 = take(&at, f4 * (size_t)T);
         k->gu = take(&at, bf * (size_t)(T * 2 * F));
         k->act = take(&at, bf * (size_t)(T * F));
+        k->qkr = take(&at, bf * (size_t)(T * qk * p->hd));
+        k->rqk = take(&at, f4 * (size_t)(T * qk));
         p->keep_bytes = at - s0;
     }
     p->tmp = take(&at, bf * tD);
@@ -109,6 +111,8 @@ static void plan_acts(gp_plan *p, int64_t T, int ckpt, int64_t ce_chunk, int64_t
     p->datt = take(&at, bf * (size_t)(T * qd));
     p->dgu = take(&at, bf * (size_t)(T * 2 * F));
     p->dact = take(&at, bf * (size_t)(T * F));
+    p->qkn = take(&at, bf * (size_t)(T * qk * p->hd));
+    p->dqk = take(&at, bf * (size_t)(T * qk * p->hd));
     p->norm_ws = take(&at, ws->norm_ws);
     p->attn_ws = take(&at, ws->attn_ws);
     p->sumsq_ws = take(&at, ws->sumsq_ws);
@@ -141,7 +145,7 @@ static void set_units(gp_plan *p, int64_t e_len, int64_t layer_len, int64_t h_le
 
 int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                  const gp_ws_sizes *ws) {
-    int rc = plan_dims(p, m->D, m->F, m->L, m->V, m->Hq, m->Hkv, m->hd, T);
+    int rc = plan_dims(p, m->D, m->F, m->L, m->V, m->Hq, m->Hkv, m->hd, T, m->cfg.qk_norm);
     if (rc) return rc;
     if ((rc = alloc_arrays(p, m->n_tensors, ckpt))) return rc;
     for (size_t i = 0; i < m->n_tensors; i++) p->off[i] = -1;
@@ -157,6 +161,8 @@ int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_
         if (!rc) rc = place(&pl, &c->attn_norm, 1, &g->attn_norm);
         if (!rc) rc = place(&pl, qkv, 3, &g->wqkv);
         if (!rc) rc = place(&pl, bqkv, 3, &g->bqkv);
+        if (!rc) rc = place(&pl, &c->qn, 1, &g->qn);
+        if (!rc) rc = place(&pl, &c->kn, 1, &g->kn);
         if (!rc) rc = place(&pl, &c->wo, 1, &g->wo);
         if (!rc) rc = place(&pl, &c->bo, 1, &g->bo);
         if (!rc) rc = place(&pl, &c->mlp_norm, 1, &g->mlp_norm);
@@ -185,24 +191,23 @@ int gp_plan_init(gp_plan *p, const sm_model *m, int64_t T, int ckpt, int64_t ce_
 int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, int ckpt, int64_t ce_chunk, int64_t loss_slots,
                         const gp_ws_sizes *ws) {
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
-        return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2 model; deepseek_v3 is not supported");
-    if (c->qk_norm)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %s models (q/k norms) train on the CPU only for now", c->model_type);
+        return rt_fail(RT_EUNSUPPORTED, "the student is a dense llama/qwen2/qwen3 model; deepseek_v3 is not supported");
     int64_t D = c->hidden_size, F = c->intermediate_size, L = c->num_hidden_layers, V = c->vocab_size;
     int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads, hd = c->head_dim;
-    int rc = plan_dims(p, D, F, L, V, Hq, Hkv, hd, T);
+    int rc = plan_dims(p, D, F, L, V, Hq, Hkv, hd, T, c->qk_norm);
     if (rc) return rc;
     /* the groups of gp_plan_init from the tensors the architecture has (layer 0's names) */
     mc_tensor_spec *spec;
     size_t ns;
     if ((rc = mc_expected_tensors(c, &spec, &ns))) return rc;
-    int64_t g[10] = {0};   /* attn_norm, qkv, bqkv, o, bo, mlp_norm, gu, bgu, down, bd */
+    int64_t g[12] = {0};   /* attn_norm, qkv, bqkv, o, bo, mlp_norm, gu, bgu, down, bd, q_norm, k_norm */
     static const struct { const char *name; int group; } map[] = {
         {"input_layernorm.weight", 0}, {"self_attn.q_proj.weight", 1}, {"self_attn.k_proj.weight", 1},
         {"self_attn.v_proj.weight", 1}, {"self_attn.q_proj.bias", 2}, {"self_attn.k_proj.bias", 2},
         {"self_attn.v_proj.bias", 2}, {"self_attn.o_proj.weight", 3}, {"self_attn.o_proj.bias", 4},
         {"post_attention_layernorm.weight", 5}, {"mlp.gate_proj.weight", 6}, {"mlp.up_proj.weight", 6},
-        {"mlp.gate_proj.bias", 7}, {"mlp.up_proj.bias", 7}, {"mlp.down_proj.weight", 8}, {"mlp.down_proj.bias", 9}};
+        {"mlp.gate_proj.bias", 7}, {"mlp.up_proj.bias", 7}, {"mlp.down_proj.weight", 8}, {"mlp.down_proj.bias", 9},
+        {"self_attn.q_norm.weight", 10}, {"self_attn.k_norm.weight", 11}};
     bool tied = true;
     int64_t cpu_n = 0;   /* the CPU trainer's flat length (student/model.h: tensors at multiples of 16) */
     for (size_t i = 0; i < ns; i++) {
@@ -223,12 +228,14 @@ int gp_plan_init_config(gp_plan *p, const mc_config *c, int64_t T, int ckpt, int
     free(spec);
     if (rc) return rc;
     int64_t layer_len = 0;
-    for (int k = 0; k < 10; k++) layer_len += al16(g[k]);
+    for (int k = 0; k < 12; k++) layer_len += al16(g[k]);
     if ((rc = alloc_arrays(p, 0, ckpt))) return rc;
     p->embed = 0, p->lm_head = tied ? 0 : al16(V * D) + L * layer_len + al16(D);
     p->norm_f = al16(V * D) + L * layer_len;
     set_units(p, al16(V * D), layer_len, al16(D) + (tied ? 0 : al16(V * D)), tied);
     gp_ws_sizes est = gp_ws_estimate(T, D, Hq, cpu_n);
+    size_t head_ws = (size_t)((T * Hq + 15) / 16 * hd) * 4;   /* the per-head norms' backward (qwen3) */
+    if (c->qk_norm && head_ws > est.norm_ws) est.norm_ws = head_ws;
     plan_acts(p, T, ckpt, ce_chunk, loss_slots, ws ? ws : &est);
     return 0;
 }

@@ -11,10 +11,13 @@
  * tensor i (student/model.h order); gp_to_gpu / gp_from_gpu permute a whole flat f32 buffer
  * between the two orders (the checkpoint is always written in the CPU trainer's format).
  *
+ * Qwen3 (qk_norm): q_norm and k_norm ([hd] each) follow the q|k|v biases in each layer.
+ *
  * Activations: byte offsets into one device arena, each 256-byte aligned. x[l], l = 0..L, the
  * residual stream entering layer l (x[L]: the final norm's input) — always kept. The set
  * each layer's backward reads (normed input, fused qkv, attention output and lse, mid
- * residual, its norm, gate|up, SwiGLU output, two rstd) is kept for every layer, or with
+ * residual, its norm, gate|up, SwiGLU output, two rstd; Qwen3: q and k before their per-head
+ * norm and its rstd) is kept for every layer, or with
  * checkpointing only one set exists and each layer's forward is recomputed from x[l] in its
  * backward. Then the transients (o and down outputs, the final hidden, the gradients flowing
  * back), kernel scratch (sizes given by the caller: they come from CUDA functions) and the
@@ -42,10 +45,13 @@ enum { GP_CKPT_NONE = 0, GP_CKPT_LAYERS = 1, GP_CKPT_HOST = 2 };   /* gp_plan_in
 
 typedef struct {   /* GPU flat offsets (elements); −1 when absent */
     int64_t attn_norm, wqkv, bqkv, wo, bo, mlp_norm, wgu, bgu, wd, bd;
+    int64_t qn, kn;           /* qwen3: q_norm, k_norm [hd]; −1 otherwise */
 } gp_layer_off;
 
 typedef struct {   /* byte offsets into the activation arena */
     size_t xn1, qkv, att, lse, rstd1, mid, xn2, rstd2, gu, act;
+    size_t qkr, rqk;          /* qk_norm: q then k before their per-head norm, bf16 [T·Hq, hd] then
+                               * [T·Hkv, hd]; the norm's rstd f32 [T·(Hq + Hkv)] (same order) */
 } gp_layer_acts;
 
 typedef struct {   /* scratch the kernels ask for (bytes) */
@@ -54,6 +60,7 @@ typedef struct {   /* scratch the kernels ask for (bytes) */
 
 typedef struct {
     int64_t D, F, L, V, Hq, Hkv, hd, W;   /* W = (Hq + 2·Hkv)·hd, the fused qkv width */
+    bool qk_norm;             /* qwen3: q and k of each head RMS-normalized (q_norm, k_norm) before RoPE */
     /* parameters */
     int64_t n;                /* GPU flat length, alignment gaps included */
     size_t n_tensors;
@@ -71,6 +78,8 @@ typedef struct {
     size_t *x;                /* [L + 1] */
     gp_layer_acts *keep;      /* [ckpt ? 1 : L] */
     size_t tmp, out, hf, rstd_f, dres, dxn, dqkv, datt, dgu, dact;
+    size_t qkn, dqk;          /* qk_norm: bf16 [T·(Hq + Hkv)·hd] each, the per-head norm's output (forward) or
+                               * its output's gradient (backward), and its input's gradient; 0 bytes otherwise */
     size_t norm_ws, attn_ws, sumsq_ws;
     size_t batch;             /* int32 [7T + 1]: tokens, doc_start, pos, target, rows, order at k·T; seg at 6T */
     size_t inv_freq, loss, sumsq;   /* f32 [hd/2]; f64 [loss_slots]; f64 */
@@ -142,7 +151,9 @@ int64_t gp_bucket_l(const gp_plan *p);
  * workspaces aside). */
 size_t gp_ce_ws_estimate(int64_t chunk, int64_t V, int64_t D);
 /* The kernels' scratch as kernels/cuda/{norm,attention,optim}.cu size it, for a plan made
- * without CUDA (the trainer asks the CUDA functions themselves). n: the sum of squares' length. */
+ * without CUDA (the trainer asks the CUDA functions themselves). n: the sum of squares' length.
+ * (Qwen3: gp_plan_init_config widens norm_ws to the per-head norms' backward, T·Hq rows of hd,
+ * when that is larger; the trainer does the same with the CUDA function's sizes.) */
 gp_ws_sizes gp_ws_estimate(int64_t T, int64_t D, int64_t Hq, int64_t n);
 
 #endif

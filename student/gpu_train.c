@@ -16,6 +16,10 @@ int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_tr
 }
 void gt_free(gt_trainer *t) { (void)t; }
 int gt_step(gt_trainer *t, tr_stats *out) { (void)t, (void)out; return gt_check_device(); }
+int gt_eval(gt_trainer *t, sd_data *val, double *loss, int64_t *targets) {
+    (void)t, (void)val, *loss = 0, *targets = 0;
+    return gt_check_device();
+}
 int64_t gt_steps_done(const gt_trainer *t) { (void)t; return 0; }
 int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype) { (void)t, (void)dir, (void)model_dtype; return gt_check_device(); }
 int gt_resume(gt_trainer *t, const char *dir) { (void)t, (void)dir; return gt_check_device(); }
@@ -388,6 +392,8 @@ static int create_device(gt_trainer *t) {
      * model's flat length (gpu_plan.h), which is known before the plan */
     gp_ws_sizes ws = {rmsnorm_bwd_cuda_ws_bytes(t->T, m->D), attn_bwd_cuda_ws_bytes(t->T, m->Hq),
                       vec_sumsq_cuda_ws_bytes((size_t)m->n_params)};
+    if (m->cfg.qk_norm && rmsnorm_bwd_cuda_ws_bytes(t->T * m->Hq, m->hd) > ws.norm_ws)   /* the per-head norms */
+        ws.norm_ws = rmsnorm_bwd_cuda_ws_bytes(t->T * m->Hq, m->hd);
     int ck = t->o.offload_activations ? GP_CKPT_HOST : t->o.checkpoint_layers ? GP_CKPT_LAYERS : GP_CKPT_NONE;
     TRY(gp_plan_init(&t->p, m, t->T, ck, t->o.ce_chunk, t->o.grad_accum, &ws));
     RT_ASSERT(t->p.n <= m->n_params, "the GPU layout is longer than the model's");
@@ -605,6 +611,47 @@ double gt_peak_mem_gib(const gt_trainer *t) { return t->peak_gib; }
 
 /* ---- one micro-batch ------------------------------------------------------------------- */
 
+/* Qwen3: q and k of every head RMS-normalized (q_norm, k_norm over rows of hd) between the
+ * qkv projection and RoPE. The norm kernels take contiguous rows, so q (then k) is copied out
+ * of the fused qkv ([T, W], ld W) into the kept qkr ([T·H, hd]: the norm's input, for the
+ * backward), normalized into the qkn scratch and copied back into qkv. */
+static int head_norms_fwd(gt_trainer *t, const gp_layer_off *w, const gp_layer_acts *k) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, hd = p->hd, W_ = p->W;
+    uint16_t *qkv = BF(k->qkv), *qkr = BF(k->qkr), *qkn = BF(p->qkn);
+    float *rstd = F4(k->rqk);
+    for (int j = 0; j < 2; j++) {   /* q, then k */
+        int64_t H = j ? p->Hkv : p->Hq, col = j ? p->Hq * hd : 0, row = j ? T * p->Hq : 0;
+        size_t width = (size_t)(H * hd) * 2, ld = (size_t)W_ * 2;
+        CUDA_TRY(cudaMemcpy2DAsync(qkr + row * hd, width, qkv + col, ld, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+        TRY(rmsnorm_residual_fwd_cuda(qkn + row * hd, rstd + row, qkr + row * hd, qkr + row * hd, NULL, W(t, j ? w->kn : w->qn),
+                                      T * H, hd, t->eps, t->stream));
+        CUDA_TRY(cudaMemcpy2DAsync(qkv + col, ld, qkn + row * hd, width, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+    }
+    return 0;
+}
+
+/* Their backward: dqkv's q (then k) part holds ∂L/∂(normed, before RoPE); copied out into qkn,
+ * through the norm's backward into dqk (zeroed first: the kernel accumulates), q_norm's
+ * (k_norm's) gradient accumulated, and copied back in place. */
+static int head_norms_bwd(gt_trainer *t, const gp_layer_off *w, const gp_layer_acts *k) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, hd = p->hd, W_ = p->W;
+    uint16_t *dqkv = BF(p->dqkv), *qkr = BF(k->qkr), *dy = BF(p->qkn), *dx = BF(p->dqk);
+    const float *rstd = F4(k->rqk);
+    for (int j = 0; j < 2; j++) {
+        int64_t H = j ? p->Hkv : p->Hq, col = j ? p->Hq * hd : 0, row = j ? T * p->Hq : 0;
+        size_t width = (size_t)(H * hd) * 2, ld = (size_t)W_ * 2;
+        int64_t nw = j ? w->kn : w->qn;
+        CUDA_TRY(cudaMemcpy2DAsync(dy + row * hd, width, dqkv + col, ld, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+        CUDA_TRY(cudaMemsetAsync(dx + row * hd, 0, (size_t)(T * H * hd) * 2, t->stream));
+        TRY(rmsnorm_bwd_cuda(dx + row * hd, G(t, nw), dy + row * hd, qkr + row * hd, W(t, nw), rstd + row, T * H, hd,
+                             t->arena + p->norm_ws, t->stream));
+        CUDA_TRY(cudaMemcpy2DAsync(dqkv + col, ld, dx + row * hd, width, width, (size_t)T, cudaMemcpyDeviceToDevice, t->stream));
+    }
+    return 0;
+}
+
 /* Layer l's forward from x[l]. The first norm of layers after the first was already formed
  * by the previous layer's fused residual add (its kernel normalizes the stored, rounded sum,
  * so this is the same value a separate norm gives). recompute: the checkpointed backward's
@@ -622,6 +669,7 @@ static int layer_fwd(gt_trainer *t, int64_t l, bool recompute) {
     attn_cuda_layout lay = {.ld_q = W_, .ld_kv = W_};
     if (recompute || l == 0) TRY(rmsnorm_fwd_cuda(BF(k->xn1), F4(k->rstd1), x, NULL, W(t, w->attn_norm), T, D, t->eps, s));
     TRY(mm_linear_fwd_cuda(t->mm, qkv, BF(k->xn1), W(t, w->wqkv), W(t, w->bqkv), T, W_, D, s));
+    if (p->qk_norm) TRY(head_norms_fwd(t, w, k));
     TRY(rope_apply_cuda_ld(qkv, W_, pos, inv, T, Hq, hd, false, s));
     TRY(rope_apply_cuda_ld(qkv + qd, W_, pos, inv, T, Hkv, hd, false, s));
     TRY(attn_fwd_cuda_ex(BF(k->att), F4(k->lse), qkv, qkv + qd, qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn,
@@ -669,6 +717,7 @@ static int layer_bwd(gt_trainer *t, int64_t l) {
                          qkv + qd + Hkv * hd, ds, T, Hq, Hkv, hd, t->scale_attn, &lay, t->arena + p->attn_ws, s));
     TRY(rope_apply_cuda_ld(dqkv, W_, pos, inv, T, Hq, hd, true, s));
     TRY(rope_apply_cuda_ld(dqkv + qd, W_, pos, inv, T, Hkv, hd, true, s));
+    if (p->qk_norm) TRY(head_norms_bwd(t, w, k));
     TRY(mm_linear_bwd_x_cuda(t->mm, dxn, false, dqkv, W(t, w->wqkv), T, W_, D, s));
     TRY(mm_linear_bwd_w_cuda(t->mm, G(t, w->wqkv), G(t, w->bqkv), dqkv, BF(k->xn1), T, W_, D, s));
     TRY(rmsnorm_bwd_cuda(dres, G(t, w->attn_norm), dxn, BF(p->x[l]), W(t, w->attn_norm), F4(k->rstd1), T, D,
@@ -725,6 +774,49 @@ static int x_need(gt_trainer *t, int64_t l) {
     return 0;
 }
 
+/* A micro-batch's T tokens (host arrays tokens, doc_start, pos, target at k·T) packed into
+ * pinned slot k % 2 (waiting for that slot's last copy) with the rows that carry a target and
+ * the embedding backward's order, and uploaded on the trainer's stream. */
+static int upload_batch(gt_trainer *t, int64_t k, int64_t *n_rows, int64_t *n_seg) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T;
+    int slot = (int)(k & 1);
+    CUDA_TRY(cudaEventSynchronize(t->copied[slot]));
+    int32_t *h = t->pinned[slot];
+    memcpy(h, t->tokens + k * T, (size_t)T * 4);
+    memcpy(h + T, t->doc_start + k * T, (size_t)T * 4);
+    memcpy(h + 2 * T, t->posi + k * T, (size_t)T * 4);
+    memcpy(h + 3 * T, t->target + k * T, (size_t)T * 4);
+    *n_rows = 0;
+    for (int64_t i = 0; i < T; i++)
+        if (h[3 * T + i] >= 0) h[4 * T + (*n_rows)++] = (int32_t)i;
+    *n_seg = embed_bwd_plan(h, T, h + 5 * T, h + 6 * T);
+    if (*n_seg < 0) return rt_fail(RT_ENOMEM, "planning the embedding backward");
+    CUDA_TRY(cudaMemcpyAsync(I4(p->batch), h, (size_t)(7 * T + 1) * 4, cudaMemcpyHostToDevice, t->stream));
+    CUDA_TRY(cudaEventRecord(t->copied[slot], t->stream));
+    return 0;
+}
+
+/* The uploaded batch's forward up to the final norm (its output in hf): the embedding and
+ * every layer, ZeRO-3 gathering each unit just before it is needed and prefetching the next. */
+static int forward_trunk(gt_trainer *t) {
+    const gp_plan *p = &t->p;
+    TRY(prefetch(t, 0));
+    TRY(prefetch(t, 1));
+    TRY(need_unit(t, 0));
+    TRY(x_slot_free(t, 0));
+    TRY(embed_fwd_cuda(BF(p->x[0]), W(t, p->embed), I4(p->batch), t->T, p->D, t->stream));
+    TRY(x_down(t, 0));
+    for (int64_t l = 0; l < p->L; l++) {
+        TRY(prefetch(t, (int)l + 2));   /* the next layer, or after the last one the final norm (and head) */
+        TRY(need_unit(t, (int)l + 1));
+        TRY(x_slot_free(t, l + 1));
+        TRY(layer_fwd(t, l, false));
+        TRY(x_down(t, l + 1));
+    }
+    return 0;
+}
+
 /* Micro-batch a of the step (host arrays at a·T): pack it into pinned slot a % 2 (waiting for
  * that slot's last copy), upload, forward, loss into loss slot a, backward. ZeRO-3 gathers
  * each unit's weights just before it is needed, the next one while the current one computes;
@@ -734,37 +826,13 @@ static int micro_batch(gt_trainer *t, int64_t a, float scale) {
     int64_t T = t->T, D = p->D;
     int L = (int)p->L, H = L + 1;
     void *s = t->stream;
-    int slot = (int)(a & 1);
-    CUDA_TRY(cudaEventSynchronize(t->copied[slot]));
-    int32_t *h = t->pinned[slot];
-    memcpy(h, t->tokens + a * T, (size_t)T * 4);
-    memcpy(h + T, t->doc_start + a * T, (size_t)T * 4);
-    memcpy(h + 2 * T, t->posi + a * T, (size_t)T * 4);
-    memcpy(h + 3 * T, t->target + a * T, (size_t)T * 4);
-    int64_t n_rows = 0;
-    for (int64_t i = 0; i < T; i++)
-        if (h[3 * T + i] >= 0) h[4 * T + n_rows++] = (int32_t)i;
-    int64_t n_seg = embed_bwd_plan(h, T, h + 5 * T, h + 6 * T);
-    if (n_seg < 0) return rt_fail(RT_ENOMEM, "planning the embedding backward");
-    CUDA_TRY(cudaMemcpyAsync(I4(p->batch), h, (size_t)(7 * T + 1) * 4, cudaMemcpyHostToDevice, t->stream));
-    CUDA_TRY(cudaEventRecord(t->copied[slot], t->stream));
+    int64_t n_rows, n_seg;
+    TRY(upload_batch(t, a, &n_rows, &n_seg));
     const int32_t *tok = I4(p->batch), *target = I4(p->batch) + 3 * T, *rows = I4(p->batch) + 4 * T;
     const int32_t *order = I4(p->batch) + 5 * T, *seg = I4(p->batch) + 6 * T;
     double *loss = (double *)(t->arena + p->loss) + a;
 
-    TRY(prefetch(t, 0));
-    TRY(prefetch(t, 1));
-    TRY(need_unit(t, 0));
-    TRY(x_slot_free(t, 0));
-    TRY(embed_fwd_cuda(BF(p->x[0]), W(t, p->embed), tok, T, D, s));
-    TRY(x_down(t, 0));
-    for (int64_t l = 0; l < L; l++) {
-        TRY(prefetch(t, (int)l + 2));   /* the next layer, or after the last one the final norm (and head) */
-        TRY(need_unit(t, (int)l + 1));
-        TRY(x_slot_free(t, l + 1));
-        TRY(layer_fwd(t, l, false));
-        TRY(x_down(t, l + 1));
-    }
+    TRY(forward_trunk(t));
     /* the head: its gradient goes to the embedding's bucket when tied, else to the final
      * norm's unit, whose bucket also takes the final norm's */
     int head = p->tied ? 0 : H;
@@ -1011,6 +1079,54 @@ static int step_inner(gt_trainer *t, tr_stats *st) {
 int gt_step(gt_trainer *t, tr_stats *st) {
     int rc = step_inner(t, st);
     return rc ? rt_errorf(rc, "GPU training step %lld", (long long)t->step + 1) : 0;
+}
+
+/* ---- validation loss ------------------------------------------------------------------- */
+
+/* tr_eval's pass on the device: batch sequences at a time (the last batch padded with
+ * positions of their own and no target), the forward of the step and the head's loss only
+ * (ce_fused_cuda without gradients), the loss sum read back per batch. */
+static int eval_inner(gt_trainer *t, sd_data *val, double *loss, int64_t *targets) {
+    const gp_plan *p = &t->p;
+    int64_t T = t->T, N = t->N, B = t->o.batch;
+    if ((int64_t)sd_seq_len(val) != N)
+        return rt_fail(RT_EINVAL, "the validation data holds sequences of %u tokens, the training data %lld",
+                       sd_seq_len(val), (long long)N);
+    if ((int64_t)sd_vocab_size(val) > p->V)
+        return rt_fail(RT_EINVAL, "the validation data's vocabulary (%u) is larger than the model's (%lld)",
+                       sd_vocab_size(val), (long long)p->V);
+    sd_position pos = {0, 0, 0};   /* one pass over every sequence, as the CPU trainer */
+    uint64_t n = sd_num_seqs(val);
+    double sum = 0, *dl = (double *)(t->arena + p->loss);   /* slot 0: the step has read its losses */
+    int64_t count = 0;
+    for (uint64_t i = 0; i < n;) {
+        int64_t k = (int64_t)(n - i < (uint64_t)B ? n - i : (uint64_t)B), nt = 0, n_rows, n_seg;
+        TRY(sd_read(val, &pos, k, t->tokens, t->doc_start, t->posi, t->target, &nt));
+        for (int64_t x = k * N; x < T; x++) t->tokens[x] = 0, t->doc_start[x] = (int32_t)x, t->posi[x] = 0, t->target[x] = -1;
+        i += (uint64_t)k;
+        if (nt == 0) continue;   /* (the same on every rank: ZeRO-3's gathers stay in step) */
+        TRY(upload_batch(t, 0, &n_rows, &n_seg));
+        TRY(forward_trunk(t));
+        int head = p->tied ? 0 : (int)p->L + 1;
+        TRY(need_unit(t, head));
+        TRY(ce_fused_cuda(dl, NULL, NULL, BF(p->hf), W(t, p->lm_head), I4(p->batch) + 3 * T, I4(p->batch) + 4 * T, n_rows, T,
+                          1.0f, t->ce, t->stream));
+        double ls = 0;
+        CUDA_TRY(cudaMemcpyAsync(&ls, dl, sizeof ls, cudaMemcpyDeviceToHost, t->stream));
+        CUDA_TRY(cudaStreamSynchronize(t->stream));
+        sum += ls;
+        count += nt;
+    }
+    *loss = count ? sum / (double)count : NAN;
+    *targets = count;
+    return 0;
+}
+
+int gt_eval(gt_trainer *t, sd_data *val, double *loss, int64_t *targets) {
+    *loss = 0;
+    *targets = 0;
+    int rc = eval_inner(t, val, loss, targets);
+    return rc ? rt_errorf(rc, "validation loss on the GPU") : 0;
 }
 
 /* ---- checkpoints ----------------------------------------------------------------------- */

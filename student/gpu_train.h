@@ -80,6 +80,13 @@ int gt_check_device(void);
 int gt_create(sm_model *m, sd_data *d, const tr_options *o, rt_comm *host, gt_trainer **out);
 void gt_free(gt_trainer *t);   /* NULL is fine */
 int gt_step(gt_trainer *t, tr_stats *out);
+/* The validation loss with the trainer's current weights: student/train.h's tr_eval (the mean
+ * cross-entropy over every target of val, each sequence once, batch sequences at a time; NaN
+ * when none; RT_EINVAL for another sequence length or a larger vocabulary), on the device,
+ * nothing of the trainer changed but its scratch. At ZeRO-3 with P > 1 it is collective
+ * (every rank calls it with the same val; the units' weights are gathered as in the step);
+ * else each rank computes it alone. */
+int gt_eval(gt_trainer *t, sd_data *val, double *loss, int64_t *targets);
 int64_t gt_steps_done(const gt_trainer *t);
 int gt_save(gt_trainer *t, const char *dir, rt_dtype model_dtype);
 int gt_resume(gt_trainer *t, const char *dir);

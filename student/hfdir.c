@@ -56,6 +56,7 @@ void hd_source_free(hd_source *s) {
     free(s->tokenizer_config);
     free(s->template_name);
     free(s->generation_config);
+    json_decref(s->sampling);
     *s = (hd_source){0};
 }
 
@@ -92,6 +93,8 @@ int hd_source_from(const char *model_dir, const char *data, const char *tokenize
             const char *t = json_string_value(json_object_get(j, "template"));
             const char *k = json_string_value(json_object_get(j, "tokenizer"));
             if (t && !(s->template_name = rt_strdup(t))) oom = 1;
+            json_t *g = json_object_get(j, "generation_config");
+            if (json_is_object(g) && json_object_size(g)) s->sampling = json_incref(g);
             if (!s->tokenizer && !tokenizer && k && rt_is_file(k)) {
                 s->tokenizer = rt_strdup(k);
                 tok_dir = dir_of(k);
@@ -198,6 +201,11 @@ int hd_write(const char *dir, const hd_source *s, const json_t *cfg) {
     if (!rc && s && s->generation_config) rc = rt_json_load_file(s->generation_config, &gen);
     if (!rc && gen && !json_is_object(gen)) rc = rt_fail(RT_EFORMAT, "%s: not a JSON object", s->generation_config);
     if (!rc && !gen && !(gen = json_object())) rc = RT_ENOMEM;
+    if (!rc && s && s->sampling) {   /* the teacher's sampling replaces the start model's */
+        static const char *keys[] = {"do_sample", "temperature", "top_p", "top_k", "min_p"};
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) json_object_del(gen, keys[i]);
+        if (json_object_update(gen, s->sampling)) rc = RT_ENOMEM;
+    }
     if (!rc) {
         const json_t *ce = json_object_get(cfg, "eos_token_id"), *x;
         size_t i;

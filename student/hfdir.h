@@ -15,15 +15,18 @@
  *     template's end-of-turn marker (s->template_name: deepseek-r1 <｜end▁of▁sentence｜>,
  *     qwen <|im_end|>, llama3 <|eot_id|>) when the tokenizer has it;
  *   - special_tokens_map.json: those bos/eos/pad tokens;
- *   - generation_config.json: s->generation_config's keys (the teacher's or start model's
- *     sampling defaults) when given, then bos_token_id and eos_token_id: the model config's
+ *   - generation_config.json: s->generation_config's keys (the start model's defaults) when
+ *     given; then, when s->sampling is known, the teacher's sampling defaults replace its
+ *     sampling keys (do_sample, temperature, top_p, top_k, min_p; max_new_tokens added);
+ *     then bos_token_id and eos_token_id: the model config's
  *     eos ids, the tokenizer's eos and the template's end-of-turn id (a list when several).
  * With s NULL or s->tokenizer NULL only generation_config.json is written (from the model
  * config's ids). Files are written atomically. Library code: nothing is printed.
  * hd_source_from() fills a source from what a training run has: a start model directory
  * (its tokenizer.json, tokenizer_config.json, generation_config.json when present), else
  * the index.json of packed shards (the "tokenizer" and "template" that `retort pack`
- * recorded; tokenizer_config.json beside that tokenizer.json); a tokenizer given
+ * recorded; tokenizer_config.json beside that tokenizer.json; and its "generation_config",
+ * the teacher's sampling defaults when pack or export knew them); a tokenizer given
  * explicitly wins. Strings are owned by the source (hd_source_free; NULL fine).
  * Errors: RT_EIO, RT_EFORMAT (a JSON file that does not parse, or a tokenizer that does not
  * load), RT_ENOMEM.
@@ -38,6 +41,7 @@ typedef struct hd_source {
     char *tokenizer_config;     /* tokenizer_config.json beside it; NULL: none */
     char *template_name;        /* built-in template the data was rendered with; NULL: unknown */
     char *generation_config;    /* generation_config.json whose defaults are kept; NULL: none */
+    json_t *sampling;           /* the teacher's sampling defaults (GenerationConfig keys); NULL: unknown */
 } hd_source;
 
 /* model_dir: the model the run starts from (NULL: random init); data: shards' file or

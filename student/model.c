@@ -853,10 +853,19 @@ int sm_forward_backward_hooked(sm_model *m, sm_acts *a, const sm_batch *b, float
 }
 
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool) {
+    return sm_forward_loss_hooked((sm_model *)m, a, b, loss_sum, NULL, pool);
+}
+
+int sm_forward_loss_hooked(sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, const sm_hooks *h,
+                           tp_pool *pool) {
     int rc = check_batch(m, a, b, pool);
     if (rc) return rc;
-    forward_trunk(m, a, b, NULL, pool);
-    return head_loss((sm_model *)m, a, b, 1.0f, loss_sum, false, pool);
+    if ((rc = forward_trunk(m, a, b, h, pool))) return rc;
+    HOOK(false, m->L + 2, false);
+    rc = head_loss(m, a, b, 1.0f, loss_sum, false, pool);
+    if (rc) return rc;
+    HOOK(true, m->L + 2, false);
+    return 0;
 }
 
 int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool) {

@@ -163,6 +163,11 @@ void sm_acts_set_kd(sm_acts *a, const kd_spec *kd);
 void sm_acts_kd_sums(const sm_acts *a, double *ce_sum, double *kd_sum);
 /* Loss only (no gradients). */
 int sm_forward_loss(const sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, tp_pool *pool);
+/* The same with unit hooks (ZeRO-3's validation loss): begin/end(u, false) for units 0..L+1 in
+ * order, then for the head (unit L+2, the embedding's range when tied), whose loss reads its
+ * weights only; grads are never touched. */
+int sm_forward_loss_hooked(sm_model *m, sm_acts *a, const sm_batch *b, double *loss_sum, const sm_hooks *h,
+                           tp_pool *pool);
 /* logits [T, V]. */
 int sm_forward_logits(const sm_model *m, sm_acts *a, const sm_batch *b, float *logits, tp_pool *pool);
 

@@ -274,7 +274,9 @@ static int step_fail(int rc) { return rt_errorf(rc, "data-parallel step"); }
 int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets) {
     *loss = 0;
     *targets = 0;
-    if (t->z.level == 3) return rt_fail(RT_EUNSUPPORTED, "a validation loss with ZeRO-3 (the weights are sharded)");
+    bool z3 = t->z.level == 3;   /* every rank runs the passes: each unit's weights gathered as the step does */
+    sm_hooks hooks = {unit_begin, unit_end, t};
+    sm_acts_set_kd(t->acts, NULL);   /* the validation loss is the cross-entropy */
     if ((int64_t)sd_seq_len(val) != t->N)
         return rt_fail(RT_EINVAL, "the validation data holds sequences of %u tokens, the training data %lld",
                        sd_seq_len(val), (long long)t->N);
@@ -290,7 +292,7 @@ int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets) {
         int rc = sd_read(val, &pos, k, t->tokens, t->doc_start, t->posi, t->target, &nt);
         double ls = 0;
         sm_batch b = {k * t->N, t->tokens, t->doc_start, t->posi, t->target};
-        if (!rc && nt > 0) rc = sm_forward_loss(t->m, t->acts, &b, &ls, t->pool);
+        if (!rc && nt > 0) rc = sm_forward_loss_hooked(t->m, t->acts, &b, &ls, z3 ? &hooks : NULL, t->pool);
         if (rc) return rt_errorf(rc, "validation loss");
         sum += ls;
         count += nt;

@@ -131,8 +131,9 @@ int64_t tr_steps_done(const tr_trainer *t);
 /* The mean cross-entropy over every target of val (each of its sequences once, batch at a
  * time, the trainer's current weights; nothing of the trainer changes but its scratch), and
  * how many targets that is (loss NaN when none). val must have the training data's sequence
- * length and a vocabulary the model covers (RT_EINVAL); not at ZeRO level 3 (RT_EUNSUPPORTED).
- * Each rank computes it alone (no collective). */
+ * length and a vocabulary the model covers (RT_EINVAL). At ZeRO levels 0–2 each rank computes
+ * it alone (no collective); at level 3 it is collective: every rank calls it with the same val
+ * (each unit's weights are gathered for every batch, as in the step) and gets the same loss. */
 int tr_eval(tr_trainer *t, sd_data *val, double *loss, int64_t *targets);
 const sm_model *tr_model(const tr_trainer *t);
 int tr_save(const tr_trainer *t, const char *dir, rt_dtype model_dtype);

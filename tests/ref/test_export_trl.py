@@ -64,9 +64,12 @@ def test_system_prompt_instruction_and_metadata(retort_bin, assets, tmp_path):
                                        {"role": "user", "content": q + "\nPut the answer in \\boxed{}."}]
     assert rows[0]["metadata"] == {"sample_id": 1, "prompt_id": 1, "teacher": "reference",
                                    "filters": [{"filter": "length", "pass": False, "score": 0.25},
-                                               {"filter": "verify", "pass": True, "score": 1.0}]}
+                                               {"filter": "verify", "pass": True, "score": 1.0}],
+                                   # the params' sampling as transformers' GenerationConfig keys
+                                   "sampling": {"do_sample": True, "temperature": 0.6, "top_p": 0.95,
+                                                "max_new_tokens": 100}}
     assert rows[1]["messages"][0] == chats[1]["messages"][0]  # no params: the stored prompt as it is
-    assert rows[1]["metadata"]["filters"] == []
+    assert rows[1]["metadata"]["filters"] == [] and "sampling" not in rows[1]["metadata"]
     p = run([retort_bin, "export", "--db", db, "--format", "chat-jsonl", "--reasoning", "nope", "--out",
              str(tmp_path / "x.jsonl")])
     assert p.returncode == 2 and "--reasoning" in p.stderr

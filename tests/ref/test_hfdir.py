@@ -117,6 +117,50 @@ def test_transformers_loads_the_directory_offline_and_agrees(retort_bin, model_d
     assert json.loads(p.stdout.splitlines()[0])["ids"] == want
 
 
+def test_teacher_sampling_defaults_reach_generation_config(retort_bin, packed, qwen_tok, tmp_path):
+    """generate (against tests/ref/fake_openai.py) → export chat-jsonl → pack → train, and export
+    --format shards straight from the database → train: transformers' GenerationConfig of the
+    trained model holds the sampling the teacher's samples were generated with (the values
+    given to `retort generate` here). Chats without that metadata (the module's packed set)
+    leave the sampling keys out: unknown, not invented."""
+    from transformers import GenerationConfig
+    from test_generate_db import Server, gen, make_db
+    want = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_new_tokens": 200}
+    s = Server()
+    try:
+        db = make_db(retort_bin, tmp_path, n_math=3, n_chat=2)
+        r = gen(retort_bin, db, s.url, "--n", "2", "--temperature", "0.7", "--top-p", "0.9", "--top-k", "40",
+                "--max-tokens", "200", "--model", "teacher-x")
+        assert r.returncode == 0, r.stderr
+    finally:
+        s.close()
+    p = run([retort_bin, "export", "--db", str(db), "--format", "chat-jsonl", "--out", str(tmp_path / "x.jsonl")])
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in open(tmp_path / "x.jsonl")]
+    assert len(rows) == 10 and all(r["metadata"]["sampling"] == want for r in rows), rows[0]["metadata"]
+    p = run([retort_bin, "pack", "--tokenizer", qwen_tok, "--template", "qwen", "--jsonl", str(tmp_path / "x.jsonl"),
+             "--seq", "512", "--out", str(tmp_path / "shards"), "--threads", "2"])
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(tmp_path / "shards" / "index.json"))["generation_config"] == want
+    p = run([retort_bin, "export", "--db", str(db), "--format", "shards", "--tokenizer", qwen_tok, "--template", "qwen",
+             "--seq", "512", "--out", str(tmp_path / "direct"), "--threads", "2"])
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(tmp_path / "direct" / "index.json"))["generation_config"] == want
+    for data in ("shards", "direct"):
+        train(retort_bin, "--init", str(packed / "cfg.json"), "--data", str(tmp_path / data), "--steps", "1",
+              "--out", str(tmp_path / f"o-{data}"))
+        g = GenerationConfig.from_pretrained(str(tmp_path / f"o-{data}" / "step-1"), local_files_only=True)
+        got = {k: getattr(g, k) for k in want}
+        assert got == want, (data, got)
+        assert 151643 in ([g.eos_token_id] if isinstance(g.eos_token_id, int) else g.eos_token_id)
+    # the module's chats carry no sampling: nothing recorded, nothing invented
+    assert "generation_config" not in json.load(open(packed / "shards" / "index.json"))
+    train(retort_bin, "--init", str(packed / "cfg.json"), "--data", str(packed / "shards"), "--steps", "1",
+          "--out", str(tmp_path / "o-plain"))
+    gc = json.load(open(tmp_path / "o-plain" / "step-1" / "generation_config.json"))
+    assert not {"temperature", "top_p", "top_k", "do_sample", "max_new_tokens"} & gc.keys(), gc
+
+
 def test_resume_from_a_sharded_checkpoint_is_exact(retort_bin, model_dir, packed, tmp_path):
     from safetensors.numpy import load_file
     train(retort_bin, "--resume", str(model_dir / "step-2"), "--data", str(packed / "shards"), "--steps", "4",

@@ -103,6 +103,31 @@ def test_val_frac_holds_out_the_last_sequences(retort_bin, run_dir, tmp_path):
     assert abs(log[-1]["val_loss"] - want) <= 1e-5 * abs(want), (log[-1]["val_loss"], want)
 
 
+def test_zero3_at_2_ranks_gives_the_one_rank_validation_loss(retort_bin, run_dir, tmp_path):
+    """--zero 3 under mpirun: the validation pass is collective (every rank opens the validation
+    shards and gathers each unit for each batch, student/train.h tr_eval); the same global batch
+    as the 1-rank run above, so every step's loss (1e-6, test_train_zero3.py's bound) and the
+    validation loss at steps 4 and 6 (1e-6) agree, and the TensorBoard file has val/loss."""
+    from test_train_dp import mpi
+    p = mpi(2, [retort_bin, "train", "--threads", "1", "--init", str(run_dir / "qwen.json"), "--data",
+                str(run_dir / "train.bin"), "--batch", "1", "--steps", "6", "--lr", "3e-3", "--dtype", "f32", "--zero", "3",
+                "--out", str(tmp_path / "o"), "--log", str(tmp_path / "l.jsonl"), "--tensorboard", str(tmp_path / "tb"),
+                "--val-data", str(run_dir / "val.bin"), "--val-every", "4"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stderr.count("step 4: validation loss") == 1, p.stderr   # printed by rank 0 alone
+    one = [json.loads(line) for line in open(run_dir / "l.jsonl")]
+    two = [json.loads(line) for line in open(tmp_path / "l.jsonl")]
+    assert [r["step"] for r in two if "val_loss" in r] == [4, 6]
+    for a, b in zip(one, two):
+        assert abs(a["loss"] - b["loss"]) <= 1e-6 * a["loss"], (a, b)
+        if "val_loss" in a:
+            assert a["val_targets"] == b["val_targets"] and abs(a["val_loss"] - b["val_loss"]) <= 1e-6 * a["val_loss"], (a, b)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(tmp_path / "tb"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("val/loss")] == [4, 6]
+
+
 def test_val_options_misused_are_usage_errors(retort_bin, run_dir):
     base = ["train", "--init", str(run_dir / "qwen.json"), "--data", str(run_dir / "train.bin"), "--steps", "1",
             "--lr", "1e-3", "--out", str(run_dir / "x")]

@@ -255,6 +255,39 @@ def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, da
     assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
 
 
+def qwen3_config(tmp_path):
+    """Qwen3: q_norm / k_norm per head before RoPE, head_dim 64 decoupled from hidden 128 (4 query
+    heads: q is 256 wide), no biases, untied head"""
+    p = tmp_path / "qwen3.json"
+    p.write_text(json.dumps(dict(QWEN64, architectures=["Qwen3ForCausalLM"], model_type="qwen3", num_attention_heads=4,
+                                 num_key_value_heads=2, attention_bias=False, tie_word_embeddings=False,
+                                 rope_theta=1000000.0)))
+    return str(p)
+
+
+@pytest.mark.parametrize("zero", ["1", "3", "3:ckpt"])
+def test_gpu_path_qwen3_and_val_loss_at_2_ranks_match_one_rank(retort_bin, data, tools_dir, tmp_path, zero):
+    """Qwen3 (the per-head q/k norms on the device, their weights and gradients in the sharded
+    layout) on the stand-in at 2 ranks against 1 rank reading the same global batch (1e-6 / 1e-5,
+    as above), and the validation loss (gt_eval after every step, collective at ZeRO-3: each
+    unit gathered for each batch) equal to the 1-rank one at 1e-6 (gt_eval against the CPU
+    trainer's tr_eval: test_gpu_train_fake.c); and the CPU trainer's CLI on the same run at the
+    bf16 tolerance."""
+    cfg = qwen3_config(tmp_path)
+    one = fake_dp(tools_dir, 1, cfg, data, 4, "0:val", 2, 2)
+    dp = fake_dp(tools_dir, 2, cfg, data, 4, zero + ":val", 2, 1)
+    assert [r["step"] for r in dp] == [1, 2, 3, 4]
+    for a, b in zip(one, dp):
+        assert a["lr"] == b["lr"] and a["loss_tokens"] == b["loss_tokens"], (a, b)
+        assert close(a["loss"], b["loss"], 1e-6) and close(a["grad_norm"], b["grad_norm"], 1e-5), (a, b)
+        assert a["val_targets"] == b["val_targets"] > 0, (a, b)
+        assert close(a["val_loss"], b["val_loss"], 1e-6), (a, b)
+    train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--grad-accum", "2", "--steps", "4",
+          "--lr", "3e-3", "--warmup", "2", "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5",
+          "--out", str(tmp_path / "c"), "--log", str(tmp_path / "c.jsonl"))
+    assert_runs_agree(read_log(tmp_path / "c.jsonl"), dp)
+
+
 @pytest.mark.parametrize("ranks,accum,llama", [(2, 1, False), (2, 2, False), (3, 1, True)])
 def test_overlapped_offloaded_update_changes_no_bit(data, tools_dir, tmp_path, ranks, accum, llama):
     """--offload-optimizer at ZeRO-3: the host AdamW of step s runs on its own thread, unit by
@@ -310,9 +343,11 @@ def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
     hd = cfg.get("head_dim") or D // Hq
     tied = cfg.get("tie_word_embeddings", False)
     qwen = cfg["model_type"] == "qwen2"
+    qkn = cfg["model_type"] == "qwen3"   # q_norm, k_norm [hd] per layer; q and k before them kept, plus their rstd
     W, qd = (Hq + 2 * Hkv) * hd, Hq * hd
     a16 = lambda n: al(n, 16)
     layer = a16(D) + a16(W * D) + (a16(W) if qwen else 0) + a16(qd * D) + a16(D) + a16(2 * F * D) + a16(F * D)
+    layer += 2 * a16(hd) if qkn else 0
     E, H = a16(V * D), a16(D) + (0 if tied else a16(V * D))
     n = E + L * layer + H
     S = a16(-(-n // ranks))
@@ -325,12 +360,16 @@ def plan_formula(cfg, ranks, seq, batch, zero, offload, accum=1):
     acts = (L + 1) * r(2 * T * D)
     keep = (r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * Hq) + r(4 * T) + r(2 * T * D) + r(2 * T * D)
             + r(4 * T) + r(4 * T * F) + r(2 * T * F))
+    Hqk = Hq + Hkv if qkn else 0
+    keep += r(2 * T * Hqk * hd) + r(4 * T * Hqk)
     acts += keep  # with --checkpoint-layers: one set
     acts += 3 * r(2 * T * D) + r(4 * T) + 2 * r(2 * T * D) + r(2 * T * W) + r(2 * T * qd) + r(4 * T * F) + r(2 * T * F)
+    acts += 2 * r(2 * T * Hqk * hd)   # the per-head norms' output / its gradient, and their input's gradient
     cpu_n = a16(V * D) * (1 if tied else 2) + a16(D) + L * (
         2 * a16(D) + a16(qd * D) + 2 * a16(Hkv * hd * D) + (a16(qd) + 2 * a16(Hkv * hd) if qwen else 0) + a16(D * qd)
-        + 3 * a16(D * F))
-    ws = (r((T + 15) // 16 * D * 4) + r(T * Hq * 4) + r(((cpu_n + 65535) // 65536 + 1) * 8) + r(4 * (7 * T + 1))
+        + 3 * a16(D * F) + (2 * a16(hd) if qkn else 0))
+    norm_ws = max((T + 15) // 16 * D * 4, (T * Hq + 15) // 16 * hd * 4 if qkn else 0)
+    ws = (r(norm_ws) + r(T * Hq * 4) + r(((cpu_n + 65535) // 65536 + 1) * 8) + r(4 * (7 * T + 1))
           + r(4 * (hd // 2)) + r(8 * accum) + r(8))
     chunk = min(T, max(1, 2**30 // (4 * V)))
     padded = S * ranks
@@ -389,6 +428,27 @@ def test_plan_qwen25_7b_on_8_ranks_follows_the_formula(retort_bin, zero, offload
         assert got["per_rank_bytes"]["parameters"] == 2 * 951952064
     else:
         assert got["per_rank_bytes"]["parameters"] == 2 * 8 * 951952064
+
+
+@pytest.mark.parametrize("model,ranks,zero", [("qwen3-0.6b", 1, 0), ("qwen3-0.6b", 2, 3), ("qwen3-8b", 8, 3)])
+def test_plan_qwen3_follows_the_formula_and_counts_transformers_parameters(retort_bin, model, ranks, zero):
+    """Qwen3 on the GPU trainer's plan: q_norm / k_norm in every layer, q and k before their norm
+    and its rstd kept, the norm scratch over T·heads rows of head_dim (0.6B: head_dim 128 with
+    hidden 1024 and 16 heads, so q is twice the hidden size). The layout has no gaps here, so its
+    length is the model's parameter count, which transformers gives (meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    path = os.path.join(ROOT, "configs", "models", f"{model}.json")
+    cfg = json.load(open(path))
+    got = plan_json(retort_bin, "--init", path, "--ranks", str(ranks), "--seq", "8192", "--batch", "1", "--zero",
+                    str(zero), "--checkpoint-layers")
+    want = plan_formula(cfg, ranks, 8192, 1, zero, False)
+    assert got["per_rank_bytes"] == want
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    n = sum(p.numel() for p in m.parameters())
+    S = al(-(-n // ranks), 16)
+    assert got["per_rank_bytes"]["parameters"] == 2 * (S if zero == 3 else S * ranks)
 
 
 def test_plan_says_when_it_does_not_fit_and_exits_0(retort_bin):

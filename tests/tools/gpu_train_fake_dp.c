@@ -10,7 +10,9 @@
  * Options as the pytest's CLI runs: lr 3e-3, warmup 2, cosine, weight decay 0.1, clip 1.0;
  * --init weights from SEED; ZERO 0–3, ":offload" keeps the optimizer state in (pinned) host
  * memory, ":ckpt" checkpoints layers, ":kd" distils (alpha 0.6, T 2, jsd:0.5; the shards need
- * top-k) and adds ce_loss and kd_loss to each line. Rank 0 prints one JSON object per step (step, loss, lr,
+ * top-k) and adds ce_loss and kd_loss to each line, ":val" adds val_loss and val_targets: gt_eval
+ * over the first 7 sequences of SHARDS after every step (every rank calls it: at ZeRO-3 it is
+ * collective). Rank 0 prints one JSON object per step (step, loss, lr,
  * grad_norm, loss_tokens, and peak_device_bytes: the stand-in allocator's peak on rank 0,
  * which holds the largest shard); SAVE_DIR: the checkpoint after step SAVE_AT (collective,
  * rank 0 writes), the run going on to STEPS; --resume DIR: the model and the trainer's state
@@ -71,19 +73,25 @@ int main(int argc, char **argv) {
         json_decref(cfg);
     }
     if (sd_open(argv[2], &d)) return fail("data");
+    sd_data *val = NULL;
+    if (strstr(argv[4], ":val") && (sd_open(argv[2], &val) || sd_restrict(val, 0, 7))) return fail("validation data");
     if (gt_create(m, d, &o, comm, &t)) return fail("gt_create");
     if (resume && gt_resume(t, resume)) return fail("gt_resume");
     while (gt_steps_done(t) < o.steps) {
         tr_stats st;
         if (gt_step(t, &st)) return fail("gt_step");
+        double vl = 0;
+        int64_t vt = 0;
+        if (val && gt_eval(t, val, &vl, &vt)) return fail("gt_eval");
         if (comm_rank(comm) == 0)
             printf("{\"step\": %lld, \"loss\": %.9g, \"lr\": %.17g, \"grad_norm\": %.9g, \"loss_tokens\": %lld, "
-                   "\"peak_device_bytes\": %zu, \"ce_loss\": %.9g, \"kd_loss\": %.9g}\n",
+                   "\"peak_device_bytes\": %zu, \"ce_loss\": %.9g, \"kd_loss\": %.9g, \"val_loss\": %.9g, \"val_targets\": %lld}\n",
                    (long long)st.step, st.loss, st.lr, st.grad_norm, (long long)st.loss_tokens, fake_cuda_peak_bytes(),
-                   st.ce_loss, st.kd_loss);
+                   st.ce_loss, st.kd_loss, vl, (long long)vt);
         if (argc == 10 && !resume && st.step == atoll(argv[9]) && gt_save(t, argv[8], RT_DT_BF16)) return fail("gt_save");
     }
     gt_free(t);
+    sd_close(val);
     fake_real_comm_close(comm);
     return 0;
 }

@@ -798,3 +798,49 @@ Test(evalres, results_are_stored_once_and_read_back_in_order) {
     free(names);
     db_close(db);
 }
+
+/* exp_sampling: generation params (teacher/driver.c's gd_params_json) as transformers
+ * GenerationConfig keys — worked by hand from GenerationConfig's meaning: temperature 0 is
+ * greedy (do_sample false, no sampling keys); top_k / min_p only when used; max_tokens is
+ * max_new_tokens; no temperature (an imported sample's "{}") is unknown. */
+static void assert_json(json_t *got, const char *want) {
+    json_t *w = json_loads(want, 0, NULL);
+    cr_assert_not_null(w);
+    char *g = got ? json_dumps(got, JSON_SORT_KEYS) : NULL;
+    cr_assert(got && json_equal(got, w), "got %s, want %s", g ? g : "NULL", want);
+    free(g);
+    json_decref(w);
+}
+
+Test(export_sampling, generation_params_become_generation_config_keys) {
+    json_t *s = exp_sampling("{\"max_tokens\":200,\"seed\":1,\"system\":null,\"temperature\":0.7,\"think_prefix\":true,"
+                             "\"top_k\":40,\"top_p\":0.9}");
+    assert_json(s, "{\"do_sample\": true, \"temperature\": 0.7, \"top_p\": 0.9, \"top_k\": 40, \"max_new_tokens\": 200}");
+    json_decref(s);
+    s = exp_sampling("{\"max_tokens\":50,\"min_p\":0.05,\"temperature\":0,\"top_p\":0.95}");
+    assert_json(s, "{\"do_sample\": false, \"max_new_tokens\": 50}");
+    json_decref(s);
+    cr_assert_null(exp_sampling("{}"));
+    cr_assert_null(exp_sampling(NULL));
+    cr_assert_null(exp_sampling("not json"));
+}
+
+/* the accumulator keeps the keys every row agrees on; one row without sampling makes it unknown */
+Test(export_sampling, a_set_keeps_what_every_row_agrees_on) {
+    json_t *a = exp_sampling("{\"max_tokens\":100,\"temperature\":0.6,\"top_p\":0.95}");
+    json_t *b = exp_sampling("{\"max_tokens\":300,\"temperature\":0.6,\"top_p\":0.95}");
+    exp_sampling_acc acc = {0};
+    exp_sampling_add(&acc, a);
+    exp_sampling_add(&acc, b);
+    exp_sampling_add(&acc, a);
+    json_t *r = exp_sampling_take(&acc);
+    assert_json(r, "{\"do_sample\": true, \"temperature\": 0.6, \"top_p\": 0.95}");
+    json_decref(r);
+    exp_sampling_add(&acc, a);
+    exp_sampling_add(&acc, NULL);
+    exp_sampling_add(&acc, a);
+    cr_assert_null(exp_sampling_take(&acc));
+    cr_assert_null(exp_sampling_take(&acc));   /* nothing added: unknown */
+    json_decref(a);
+    json_decref(b);
+}

@@ -7,6 +7,8 @@
  * AdamW ranges with decay, the pinned batch packing, the checkpoint permutation — against
  * the CPU trainer (student/train.h, itself tested against transformers and torch). What it
  * cannot check: the CUDA kernels themselves (tests/gpu, make gpu-test) and the device.
+ * The model is a tiny Qwen2; the qwen3_* tests run the same checks on a tiny Qwen3 (per-head
+ * q/k norms, head_dim decoupled), and the val_* tests gt_eval against tr_eval.
  * Tolerances: the stand-ins round weights and activations to bf16 (2^-8 relative) like the
  * GPU path; through two layers and the head that moves the step-1 loss by ~1e-3 relative.
  * Bounds: loss 1e-2 relative at every step of 6, gradient norm 5e-2.
@@ -37,6 +39,16 @@ static const char *QWEN = "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_t
                           " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 64,"
                           " \"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
                           " \"tie_word_embeddings\": true}";
+
+/* Qwen3: q_norm / k_norm per head before RoPE, head_dim decoupled from the hidden size (4 query
+ * heads and 2 kv heads of 64: q is 256 wide, hidden 128), no biases, untied head */
+static const char *QWEN3 = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", \"vocab_size\": 64,"
+                           " \"hidden_size\": 128, \"intermediate_size\": 256, \"num_hidden_layers\": 2,"
+                           " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 64,"
+                           " \"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0,"
+                           " \"attention_bias\": false, \"tie_word_embeddings\": false}";
+
+static const char *CONFIG;   /* the model the tests train: QWEN unless a test picks another (each test is a process) */
 
 static char tmpdir[64];
 
@@ -94,7 +106,7 @@ static tr_options opts(int64_t steps) {
 
 static sm_model *model(void) {
     json_error_t e;
-    json_t *cfg = json_loads(QWEN, 0, &e);
+    json_t *cfg = json_loads(CONFIG ? CONFIG : QWEN, 0, &e);
     sm_model *m = NULL;
     cr_assert_eq(sm_create_random(cfg, 3, &m), 0, "%s", rt_errmsg());
     json_decref(cfg);
@@ -210,7 +222,7 @@ Test(gpu_train_fake, checkpoints_cross_between_the_trainers) {
  * both from the same weights (rounded to bf16 first, so only the activations' rounding
  * differs). ‖g_gpu − g_cpu‖ / ‖g_cpu‖ per tensor: bf16 activations give ~1e-2 at most here;
  * a wrong stride, rotation, offset or scale gives O(1). Bound 5e-2. */
-Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) {
+static void first_gradient_per_tensor(void) {
     tr_options o = opts(1);
     sm_model *mg = model(), *mc = model();
     uint16_t *tmp = malloc((size_t)mg->n_params * 2);
@@ -270,6 +282,8 @@ Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) {
     gt_free(t);
 }
 
+Test(gpu_train_fake, first_gradient_matches_the_cpu_model_per_tensor) { first_gradient_per_tensor(); }
+
 /* One update with a large weight decay: matrices shrink by (1 − lr·wd), norms and biases do
  * not; AdamW's first step moves every weight by ±lr (m/√v = g/|g|), the same on both
  * trainers unless a gradient's sign differs (an element with g ≈ 0). So the f32 master
@@ -324,7 +338,7 @@ static void peak_against_plan(bool ckpt) {
     size_t peak = fake_cuda_peak_bytes() - base;
     gt_free(t);
     json_error_t e;
-    json_t *cfgj = json_loads(QWEN, 0, &e);
+    json_t *cfgj = json_loads(CONFIG ? CONFIG : QWEN, 0, &e);
     mc_config cfg;
     cr_assert_eq(mc_parse(cfgj, &cfg), 0, "%s", rt_errmsg());
     json_decref(cfgj);
@@ -518,6 +532,138 @@ Test(gpu_train_fake, a_non_finite_weight_is_never_saved) {
     snprintf(partial, sizeof partial, "%s.partial", dir);
     cr_assert(access(dir, F_OK) != 0 && access(partial, F_OK) != 0);
     gt_free(t);
+}
+
+/* ---- Qwen3: the per-head q/k norms on the device ------------------------------------------ */
+
+/* The Qwen3 model on the GPU trainer (its q_norm / k_norm forward and backward through the
+ * norm kernels over rows of head_dim) gives the CPU trainer's losses and norms (the CPU
+ * trainer's Qwen3 is tested against transformers in tests/ref/test_train.py) within the Qwen2
+ * bounds above, with and without layer checkpointing (which recomputes the norms). */
+Test(gpu_train_fake, qwen3_losses_and_norms_follow_the_cpu_trainer) {
+    CONFIG = QWEN3;
+    sm_model *m = model();
+    cr_assert(m->cfg.qk_norm && m->Hq * m->hd != m->D);   /* the norms exist; head_dim decoupled */
+    cr_assert_not_null(sm_find(m, "model.layers.1.self_attn.k_norm.weight"));
+    sm_free(m);
+    tr_options o = opts(6);
+    tr_stats c[6], g[6], k[6];
+    cpu_steps(&o, NULL, 6, c, NULL, 0);
+    gpu_steps(&o, NULL, 6, g, NULL, 0, NULL);
+    assert_agree(c, g, 6);
+    cr_assert(close_rel(c[0].loss, g[0].loss, 5e-3), "step 1: cpu %.6f gpu %.6f", c[0].loss, g[0].loss);
+    cr_assert_lt(g[5].loss, g[0].loss);
+    o.checkpoint_layers = true;
+    gpu_steps(&o, NULL, 6, k, NULL, 0, NULL);
+    for (int i = 0; i < 6; i++) cr_assert(k[i].loss == g[i].loss && k[i].grad_norm == g[i].grad_norm, "step %d", i + 1);
+}
+
+/* Every tensor's first gradient, q_norm and k_norm included, against the CPU model's (bound 5e-2
+ * as for Qwen2: a missing norm backward leaves q_norm's gradient at 0, relative error 1). */
+Test(gpu_train_fake, qwen3_first_gradient_matches_the_cpu_model_per_tensor) {
+    CONFIG = QWEN3;
+    first_gradient_per_tensor();
+}
+
+/* The plan from the config (`retort train --plan`) places the norms and their activations:
+ * the measured peak equals it, with and without checkpointing. */
+Test(gpu_train_fake, qwen3_measured_peak_device_bytes_equal_the_plan) {
+    CONFIG = QWEN3;
+    peak_against_plan(false);
+    peak_against_plan(true);
+}
+
+/* A Qwen3 checkpoint written by the GPU trainer resumes on the CPU trainer and continues the run. */
+Test(gpu_train_fake, qwen3_checkpoint_resumes_on_the_cpu) {
+    CONFIG = QWEN3;
+    tr_options o = opts(4);
+    tr_stats c[4], g[4], gc[2];
+    char gdir[128];
+    snprintf(gdir, sizeof gdir, "%s/q3-gpu-step-2", tmpdir);
+    cpu_steps(&o, NULL, 4, c, NULL, 0);
+    gpu_steps(&o, NULL, 4, g, gdir, 2, NULL);
+    cpu_steps(&o, gdir, 2, gc, NULL, 0);
+    cr_assert_eq(gc[0].step, 3);
+    assert_agree(c + 2, gc, 2);
+}
+
+/* ---- validation loss ------------------------------------------------------------------- */
+
+/* gt_eval against tr_eval on the same weights and validation data (7 of the suite's sequences:
+ * batch 2, so the last batch is padded): the same targets, the loss within the bf16 bound of
+ * the step losses (1e-2), before training and after 3 steps — with checkpointing too, and on
+ * Qwen3; evaluating changes nothing of the run (the next step's loss and norm are the ones a
+ * run without it gets, bit for bit). */
+static void val_loss_follows_the_cpu_trainer(bool ckpt) {
+    tr_options o = opts(4);
+    o.checkpoint_layers = ckpt;
+    tr_trainer *ct;
+    gt_trainer *gt;
+    cr_assert_eq(tr_create(model(), data(), &o, NULL, &ct), 0, "%s", rt_errmsg());
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &gt), 0, "%s", rt_errmsg());
+    sd_data *val = data();
+    cr_assert_eq(sd_restrict(val, 5, 7), 0, "%s", rt_errmsg());
+    tr_stats sc, sg, plain[4];
+    gpu_steps(&o, NULL, 4, plain, NULL, 0, NULL);
+    for (int i = 0; i <= 3; i++) {
+        if (i > 0) {
+            cr_assert_eq(tr_step(ct, &sc), 0, "%s", rt_errmsg());
+            cr_assert_eq(gt_step(gt, &sg), 0, "%s", rt_errmsg());
+            cr_assert(sg.loss == plain[i - 1].loss && sg.grad_norm == plain[i - 1].grad_norm, "step %d", i);
+        }
+        double lc, lg;
+        int64_t nc, ng;
+        cr_assert_eq(tr_eval(ct, val, &lc, &nc), 0, "%s", rt_errmsg());
+        cr_assert_eq(gt_eval(gt, val, &lg, &ng), 0, "%s", rt_errmsg());
+        cr_assert_gt(nc, 0);
+        cr_assert_eq(nc, ng, "after %d steps: the same targets", i);
+        cr_assert(close_rel(lc, lg, 1e-2), "after %d steps: val loss cpu %.6f gpu %.6f", i, lc, lg);
+    }
+    cr_assert_eq(gt_step(gt, &sg), 0, "%s", rt_errmsg());
+    cr_assert(sg.loss == plain[3].loss && sg.grad_norm == plain[3].grad_norm);
+    sd_close(val);
+    tr_free(ct);
+    gt_free(gt);
+}
+
+Test(gpu_train_fake, val_loss_follows_the_cpu_trainer) {
+    val_loss_follows_the_cpu_trainer(false);
+    val_loss_follows_the_cpu_trainer(true);
+}
+
+Test(gpu_train_fake, qwen3_val_loss_follows_the_cpu_trainer) {
+    CONFIG = QWEN3;
+    val_loss_follows_the_cpu_trainer(false);
+}
+
+/* validation data of another sequence length: one error naming both */
+Test(gpu_train_fake, val_data_of_another_length_is_refused) {
+    char dir[64], path[96];
+    snprintf(dir, sizeof dir, "/tmp/gt-val-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/shard-00000.bin", dir);
+    shard_writer *w;
+    cr_assert_eq(shard_writer_open(path, 16, 64, 0, &w), 0, "%s", rt_errmsg());
+    int32_t tok[16] = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+    uint8_t mask[16];
+    memset(mask, 1, sizeof mask);
+    shard_doc doc = {.doc_id = 0, .start = 0, .len = 16};
+    cr_assert_eq(shard_writer_add(w, tok, mask, &doc, 1), 0, "%s", rt_errmsg());
+    cr_assert_eq(shard_writer_finish(w), 0, "%s", rt_errmsg());
+    tr_options o = opts(1);
+    gt_trainer *t;
+    cr_assert_eq(gt_create(model(), data(), &o, NULL, &t), 0, "%s", rt_errmsg());
+    sd_data *val;
+    cr_assert_eq(sd_open(dir, &val), 0, "%s", rt_errmsg());
+    double l;
+    int64_t n;
+    cr_assert_eq(gt_eval(t, val, &l, &n), RT_EINVAL);
+    cr_assert(strstr(rt_errmsg(), "16 tokens") && strstr(rt_errmsg(), "32"), "%s", rt_errmsg());
+    sd_close(val);
+    gt_free(t);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }
 
 /* ---- logit distillation: the GPU trainer's KD head (kd_fused_cuda) follows the CPU trainer ---- */
