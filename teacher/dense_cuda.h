@@ -67,6 +67,7 @@
 
 #include "core/comm.h"
 #include "core/model_config.h"
+#include "kernels/sample.h"
 #include "teacher/kvcache.h"
 
 typedef struct dc_model dc_model;   /* opaque; owned by the caller of dc_load */
@@ -104,5 +105,21 @@ int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks);
 
 int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                const int32_t *tokens, float *logits);
+
+/* Sampling on the device. dc_forward() with logits NULL (n_seqs ≤ max_seqs, else RT_EINVAL) leaves
+ * its n_seqs rows [V] on the device, full rows on every rank (under tensor parallel the ranks'
+ * LM-head slices are gathered there, as for the host logits: each rank then draws from the same
+ * bits, so every rank draws the same token); dc_sample() draws from them as dsc_sample does
+ * (teacher/ds_cuda.h): draw i from row row_of[i] restricted to ids [0, n_valid) with holes at
+ * −inf, under params[i] (smp_check'd) and the uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2])
+ * — the host sampler's stream, so the same tokens (smp_sample_cuda's exact ties and double
+ * rounding at a CDF boundary aside) —; tokens [n], logprob [n] (NULL: not wanted), and with
+ * top_k > 0 (≤ SMP_TOP_MAX) each masked row's top-k logprobs top_ids / top_lp [n, top_k] come
+ * back, nothing else. RT_EINVAL past the rows the last forward left. dc_logits_row() copies one
+ * such row [V] to the host. */
+int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+              const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+              int32_t *top_ids, float *top_lp);
+int dc_logits_row(dc_model *m, int64_t row, float *out);
 
 #endif

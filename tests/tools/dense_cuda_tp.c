@@ -64,6 +64,8 @@
 #define dc_kv_positions fake_dc_kv_positions
 #define dc_cache_init fake_dc_cache_init
 #define dc_forward fake_dc_forward
+#define dc_sample fake_dc_sample
+#define dc_logits_row fake_dc_logits_row
 
 #include "teacher/dense_cuda.c"
 #undef TRY

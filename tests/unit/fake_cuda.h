@@ -231,5 +231,6 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 #define moe_combine_cuda fake_moe_combine_cuda
 #define smp_cuda_workspace_bytes fake_smp_cuda_workspace_bytes
 #define smp_sample_cuda fake_smp_sample_cuda
+#define smp_top_logprobs_cuda fake_smp_top_logprobs_cuda
 
 #endif

@@ -1059,4 +1059,13 @@ int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params 
     return rc;
 }
 
+/* smp_top_logprobs on each row */
+int smp_top_logprobs_cuda(const float *logits, int64_t n, int64_t V, int k, int32_t *ids, float *logprobs,
+                          void *stream) {
+    (void)stream;
+    FAKE_CHECK(k >= 1 && k <= SMP_TOP_MAX && k <= V);
+    for (int64_t i = 0; i < n; i++) smp_top_logprobs(logits + i * V, V, k, ids + i * k, logprobs + i * k);
+    return 0;
+}
+
 #endif

@@ -56,6 +56,8 @@
 #define dc_kv_positions fake_dc_kv_positions
 #define dc_cache_init fake_dc_cache_init
 #define dc_forward fake_dc_forward
+#define dc_sample fake_dc_sample
+#define dc_logits_row fake_dc_logits_row
 
 #include "teacher/dense_cuda.c"
 #undef TRY
@@ -209,6 +211,7 @@ static int by_tag(const void *a, const void *b) {
  * cached prefix), and more sequences than max_batch (queueing). Greedy, except request 1 (3
  * samples at temperature 1), with top-2 logprobs. */
 #define SAMPLED ((smp_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f})
+static const smp_params *all_sampling;   /* non-NULL: every request samples with these */
 static void run_engine_opts(const char *dir, te_device dev, bool graphs, collected *out) {
     te_load_opts lo = {.device = dev, .gpu_memory_fraction = 0.9, .no_cuda_graphs = !graphs};
     te_model *m;
@@ -233,7 +236,8 @@ static void run_engine_opts(const char *dir, te_device dev, bool graphs, collect
     while (submitted < 4 || te_busy(e)) {
         if (submitted < 4 && (step == 0 || step == 2 || step == 3 || step == 6)) {
             te_request q = {.prompt = prompt[submitted], .n_prompt = plen[submitted], .n_samples = nsmp[submitted],
-                            .max_tokens = maxt[submitted], .sampling = submitted == 1 ? SAMPLED : SMP_GREEDY, .seed = 5, .ignore_config_eos = true,
+                            .max_tokens = maxt[submitted], .sampling = all_sampling ? *all_sampling : submitted == 1 ? SAMPLED : SMP_GREEDY,
+                            .seed = all_sampling ? 11 + (uint64_t)submitted : 5, .ignore_config_eos = true,
                             .logprobs = true, .top_logprobs = 2, .tag = (uint64_t)submitted};
             cr_assert_eq(te_submit(e, &q), 0, "%s", rt_errmsg());
             submitted++;
@@ -249,7 +253,7 @@ static void run_engine_opts(const char *dir, te_device dev, bool graphs, collect
     te_stats_get(e, &st);
     cr_assert_eq(st.blocks_in_use, 0);
     for (size_t i = 0; i < out->n; i++)
-        for (int64_t t = 0; t < out->r[i].n_ids && out->r[i].tag != 1; t++) {   /* greedy requests */
+        for (int64_t t = 0; t < out->r[i].n_ids && out->r[i].tag != 1 && !all_sampling; t++) {   /* greedy requests */
             float g = out->r[i].top_logprobs[2 * t] - out->r[i].top_logprobs[2 * t + 1];
             if (g < out->min_margin) out->min_margin = g;
         }
@@ -269,7 +273,7 @@ static void engine_matches_cpu(const char *dir) {
     fake_peak = fake_in_use;
     run_engine(dir, TE_DEVICE_CUDA, &gpu);
     cr_assert_eq(cpu.n, 7);   /* 1 + 3 + 1 + 2 samples */
-    cr_assert(cpu.min_margin >= 0.1f, "precondition: the CPU's smallest top-2 margin is %.3f (a near-tie)",
+    cr_assert(all_sampling || cpu.min_margin >= 0.1f, "precondition: the CPU's smallest top-2 margin is %.3f (a near-tie)",
               cpu.min_margin);
     cr_assert_eq(gpu.n, cpu.n);
     float worst = 0;
@@ -287,8 +291,21 @@ static void engine_matches_cpu(const char *dir) {
             if (!(d <= worst)) worst = d;
         }
         tokens += a->n_ids;
-        if (a->tag == 1) sampled += a->n_ids;
+        if (a->tag == 1 || all_sampling) sampled += a->n_ids;
     }
+    /* top-2 logprobs (the device's kernel on the stand-in): logprobs rank by rank within the
+     * bound; the top id the CPU's unless the CPU's top two are a near tie (within 2 × the bound:
+     * bf16 may swap them) */
+    for (size_t i = 0; i < cpu.n; i++)
+        for (int64_t t = 0; t < cpu.r[i].n_ids; t++) {
+            const float *a = cpu.r[i].top_logprobs + 2 * t, *b = gpu.r[i].top_logprobs + 2 * t;
+            cr_assert(fabsf(a[0] - b[0]) <= 0.15f && fabsf(a[1] - b[1]) <= 0.15f, "request %llu top logprobs",
+                      (unsigned long long)cpu.r[i].tag);
+            cr_assert(cpu.r[i].top_ids[2 * t] == gpu.r[i].top_ids[2 * t] || a[0] - a[1] <= 0.3f,
+                      "request %llu sample %d step %lld: top id cpu %d, gpu %d (gap %.3f)",
+                      (unsigned long long)cpu.r[i].tag, cpu.r[i].sample, (long long)t, cpu.r[i].top_ids[2 * t],
+                      gpu.r[i].top_ids[2 * t], a[0] - a[1]);
+        }
     /* the three samples of request 1 went their own ways (so each wrote its own copy of the
      * prompt's last, shared block) */
     te_result *s1 = cpu.r + 1;   /* sorted: request 0's one sample, then request 1's three */
@@ -309,6 +326,22 @@ TestSuite(dense_cuda_fake, .init = setup, .fini = teardown);
 
 Test(dense_cuda_fake, qwen2_engine_gives_the_cpu_engines_tokens) { engine_matches_cpu(qwen_dir); }
 Test(dense_cuda_fake, llama_engine_gives_the_cpu_engines_tokens) { engine_matches_cpu(llama_dir); }
+
+/* Every request sampled on the device (dc_sample: temperature 0.8, top-p 0.9, top-k 40, min-p
+ * 0.05, seeds 11–14): the host sampler's RNG stream (seed, sample, step), so the CPU engine's
+ * tokens, and logprobs within the bound above. A draw flips where its uniform lands within the
+ * logprob error of a CDF boundary of the filtered distribution; at these seeds none does. */
+static const smp_params NUCLEUS = {.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .min_p = 0.05f};
+Test(dense_cuda_fake, qwen2_device_sampling_gives_the_cpu_engines_tokens) {
+    all_sampling = &NUCLEUS;
+    engine_matches_cpu(qwen_dir);
+    all_sampling = NULL;
+}
+Test(dense_cuda_fake, llama_device_sampling_gives_the_cpu_engines_tokens) {
+    all_sampling = &NUCLEUS;
+    engine_matches_cpu(llama_dir);
+    all_sampling = NULL;
+}
 
 /* dc_forward against dn_forward directly, with passes of at most 16 tokens and 16 sequences:
  * a fresh prefill of three prompts (5, 40, 17 tokens: the 40 in three pieces, the later ones on
