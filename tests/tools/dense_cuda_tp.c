@@ -182,6 +182,8 @@ static int make_model(const char *dir, const shape *s, uint64_t seed) {
 /* ---- the comparisons ------------------------------------------------------------------- */
 
 static bool no_graphs;   /* run --no-cuda-graphs */
+static uint64_t seed_base = 41;   /* --sampled: request r has seed seed_base + r (DC_TP_SEED_BASE) */
+static bool sampled;     /* run --sampled: every request drawn at temperature 0.8, top-p 0.9, top-k 40, min-p 0.05 */
 
 static int fail(const char *what) {
     fprintf(stderr, "dense_cuda_tp: %s: %s\n", what, rt_errmsg());
@@ -284,8 +286,9 @@ static int run_engine(const char *dir, te_device dev, rt_comm *comm, collected *
     while (!rc && (submitted < 4 || te_busy(e))) {
         if (submitted < 4 && (step == 0 || step == 2 || step == 3 || step == 6)) {
             te_request q = {.prompt = prompt[submitted], .n_prompt = plen[submitted], .n_samples = nsmp[submitted],
-                            .max_tokens = maxt[submitted], .sampling = SMP_GREEDY, .seed = 5, .ignore_config_eos = true, .logprobs = true, .top_logprobs = 2,
+                            .max_tokens = maxt[submitted], .sampling = SMP_GREEDY, .seed = sampled ? seed_base + (uint64_t)submitted : 5, .ignore_config_eos = true, .logprobs = true, .top_logprobs = 2,
                             .tag = (uint64_t)submitted};
+            if (sampled) q.sampling = (smp_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .min_p = 0.05f};
             if ((rc = te_submit(e, &q))) break;
             submitted++;
         }
@@ -374,10 +377,17 @@ int main(int argc, char **argv) {
         }
         return make_model(argv[3], s, strtoull(argv[4], NULL, 0)) ? fail("make") : 0;
     }
-    if ((argc == 3 || (argc == 4 && !strcmp(argv[3], "--no-cuda-graphs"))) && !strcmp(argv[1], "run")) {
-        no_graphs = argc == 4;
-        return run(argv[2]);
+    if (argc >= 3 && !strcmp(argv[1], "run")) {
+        bool ok = true;
+        for (int i = 3; i < argc; i++) {
+            if (!strcmp(argv[i], "--no-cuda-graphs")) no_graphs = true;
+            else if (!strcmp(argv[i], "--sampled")) sampled = true;
+            else ok = false;
+        }
+        if (getenv("DC_TP_SEED_BASE")) seed_base = strtoull(getenv("DC_TP_SEED_BASE"), NULL, 0);
+        if (ok) return run(argv[2]);
     }
-    fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4 DIR SEED | dense_cuda_tp run DIR [--no-cuda-graphs]\n");
+    fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4 DIR SEED | dense_cuda_tp run DIR [--no-cuda-graphs] "
+                    "[--sampled]\n");
     return 2;
 }
