@@ -104,7 +104,7 @@ struct dc_model {
     int64_t gB[DC_MAX_BUCKETS], gC[DC_MAX_BUCKETS];
     cudaGraphExec_t gx[DC_MAX_BUCKETS][DC_MAX_BUCKETS];   /* NULL until the first such pass */
     int32_t scratch;                       /* the KV block the graphs' padding rows use */
-    int64_t embed, norm, lm_head;          /* element offsets (lm_head: this rank's first row) */
+    int64_t embed, norm, lm_head;          /* element offsets (embed, lm_head: this rank's rows [v0, v0 + Vr)) */
     dc_layer *layers;
     dc_act a;
     size_t pws_bytes;                      /* split-KV workspace */
@@ -136,7 +136,7 @@ typedef struct {
 
 static bool slot(dc_model *m, const char *name, int64_t rows, int64_t cols, dc_slice *o) {
     *o = (dc_slice){.off = NULL, .drow = 0, .r0 = 0, .nr = rows, .c0 = 0, .nc = cols};
-    if (!strcmp(name, "model.embed_tokens.weight")) return o->off = &m->embed, true;
+    if (!strcmp(name, "model.embed_tokens.weight")) return o->off = &m->embed, o->r0 = m->v0, o->nr = m->Vr, true;
     if (!strcmp(name, "model.norm.weight")) return o->off = &m->norm, true;
     if (!strcmp(name, "lm_head.weight")) return o->off = &m->lm_head, o->r0 = m->v0, o->nr = m->Vr, true;
     long long i;
@@ -176,11 +176,11 @@ static bool has(const mc_tensor_spec *spec, size_t n, const char *name) {
 static size_t layout_weights(dc_model *m, const mc_tensor_spec *spec, size_t n) {
     size_t at = 0;
 #define PUT(field, elems) (field = (int64_t)at, at += up64((size_t)(elems)))
-    PUT(m->embed, m->V * m->D);
+    PUT(m->embed, m->Vr * m->D);   /* vocabulary-parallel: this rank's rows (all of them on one GPU) */
     PUT(m->norm, m->D);
     char name[160];
     if (has(spec, n, "lm_head.weight")) PUT(m->lm_head, m->Vr * m->D);
-    else m->lm_head = m->embed + m->v0 * m->D;   /* tied: this rank's rows of the embedding */
+    else m->lm_head = m->embed;    /* tied: the same rows of the embedding */
     for (int64_t l = 0; l < m->L; l++) {
         dc_layer *y = &m->layers[l];
         *y = (dc_layer){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
@@ -571,7 +571,11 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
     uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn), *qkv = BF(m->a.qkv), *att = BF(m->a.att), *tmp = BF(m->a.tmp);
     uint16_t *gu = BF(m->a.gu), *act = BF(m->a.act), *wb = m->wb;
     attn_cuda_layout lay = {.ld_q = W, .ld_kv = W};
-    TRY(embed_fwd_cuda(x, wb + m->embed, d_tok, T, D, st));
+    if (m->P == 1) TRY(embed_fwd_cuda(x, wb + m->embed, d_tok, T, D, st));
+    else {   /* vocabulary-parallel: this rank's rows, zeros elsewhere, summed (exactly: one term is not 0) */
+        TRY(embed_fwd_rows_cuda(x, wb + m->embed, d_tok, T, D, m->v0, m->Vr, st));
+        TRY(comm_allreduce(m->nccl, x, x, (size_t)(T * D), RT_DT_BF16, COMM_SUM));
+    }
     TRY(rmsnorm_fwd_cuda(xn, NULL, x, NULL, wb + m->layers[0].attn_norm, T, D, m->eps, st));
     for (int64_t l = 0; l < m->L; l++) {
         const dc_layer *y = &m->layers[l];

@@ -36,8 +36,10 @@
  * rank r keeps query heads [r·Hq/P, …) (q rows and o_proj columns), the kv heads they read (split
  * when P divides Hkv, else, when Hkv divides P, the one kv head of its query heads: replicated
  * over P/Hkv ranks), intermediate rows [r·F/P, …) (gate/up rows, down_proj columns) and LM-head
- * rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8), reading only those slices from the mapping; the
- * embedding and the norms are whole on every rank, o_proj / down_proj biases on rank 0 only. A
+ * rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8) — the embedding's same rows (vocabulary-parallel:
+ * a lookup of this rank's rows, zeros for the others' ids, then a bf16 all-reduce, exact since one
+ * term of each sum is not zero; a tied head reads those rows too) —, reading only those slices
+ * from the mapping; the norms are whole on every rank, o_proj / down_proj biases on rank 0 only. A
  * bf16 all-reduce (NCCL over comm_open_nccl, on the model's stream) follows o_proj and down_proj;
  * the f32 logits rows are all-gathered, so every rank gets the same full logits. The plan is per
  * rank (its slices), and the ranks agree before any collective: a rank that fails stops all (the

@@ -220,6 +220,12 @@ static void embed_case() {
     embed_bwd(wdt.data(), dout.data(), ids.data(), M, D, NULL);
     exact("embed fwd", from_bf16(out), wo);
     exact("embed bwd (bit-identical)", dt, wdt);
+    // vocabulary-parallel: rows [7, 7 + 9) of the table; ids outside give zero rows
+    std::vector<uint16_t> outr((size_t)M * D, 0xffff);
+    emu::launch(dim3(4), dim3(128), 0, [&] { k_embed_fwd_rows(outr.data(), th.data() + 7 * D, ids.data(), M, D, 7, 9); });
+    std::vector<float> wr((size_t)M * D, NAN);
+    embed_fwd_rows(wr.data(), table.data() + 7 * D, ids.data(), M, D, 7, 9);
+    exact("embed fwd, rows 7..15 of the vocabulary", from_bf16(outr), wr);
 }
 
 static void optim_case() {

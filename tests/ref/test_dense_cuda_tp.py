@@ -26,7 +26,8 @@ cache (expected: the cache of a job where every rank has that GPU), and a rank w
 not fit stops all, itself with its reason and the others pointing at it.
 
 The per-rank weight bytes are counted here from the shapes (each region padded to 64 elements,
-bf16): the layout's slices, independently of the code.
+bf16): the layout's slices — query heads, kv heads, intermediate rows, and the vocabulary rows of
+the embedding and the LM head (each rank V/P of them, padded) —, independently of the code.
 """
 import json
 import os
@@ -88,7 +89,7 @@ def weight_bytes(name, P, rank):
     vp = (vp + 7) // 8 * 8 if P > 1 else V
     vr = min(vp, V - rank * vp)
     w = hq * hd + 2 * hkv * hd
-    n = up64(V * D) + up64(D) + (0 if tied else up64(vr * D))
+    n = up64(vr * D) + up64(D) + (0 if tied else up64(vr * D))   # vocabulary-parallel embedding and head
     n += L * (2 * up64(D) + up64(w * D) + up64(D * hq * hd) + up64(2 * f * D) + up64(D * f) + (up64(w) if bias else 0))
     return 2 * n
 

@@ -563,6 +563,28 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { return cudaGraphDestroy(x)
 size_t fake_graph_launches(void) { return fake_launches; }
 size_t fake_graph_instances(void) { return fake_instances; }
 
+/* embed_fwd_rows_cuda: rows [v0, v0 + nv) of the vocabulary, zeros for ids outside */
+static int fake_embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D,
+                                    int64_t v0, int64_t nv) {
+    FAKE_CHECK(D % 8 == 0);
+    A16(out); A16(table);
+    for (int64_t t = 0; t < M; t++) {
+        int64_t r = (int64_t)ids[t] - v0;
+        if (r >= 0 && r < nv) memcpy(out + t * D, table + r * D, (size_t)D * 2);
+        else memset(out + t * D, 0, (size_t)D * 2);
+    }
+    return 0;
+}
+static int rp_embed_rows(const fake_arg *a) {
+    return fake_embed_fwd_rows_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, a[5].i, a[6].i);
+}
+int fake_g_embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D,
+                               int64_t v0, int64_t nv, void *stream) {
+    if (!fake_capturing(stream)) return fake_embed_fwd_rows_cuda(out, table, ids, M, D, v0, nv);
+    fake_arg *a = fake_record(rp_embed_rows);
+    a[0] = P_(out), a[1] = P_(table), a[2] = P_(ids), a[3] = I_(M), a[4] = I_(D), a[5] = I_(v0), a[6] = I_(nv);
+    return 0;
+}
 static int rp_embed(const fake_arg *a) { return fake_embed_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, NULL); }
 int fake_g_embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
     if (!fake_capturing(stream)) return fake_embed_fwd_cuda(out, table, ids, M, D, stream);
