@@ -78,6 +78,7 @@ int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, co
 /* element offsets into the weight arena; −1: absent */
 typedef struct {
     int64_t attn_norm, mlp_norm, wqkv, bqkv, wo, bo, wgu, bgu, wd, bd;
+    int64_t qn, kn;   /* qwen3: [hd] RMSNorm weights of each q / k head, before RoPE */
 } dc_layer;
 
 /* byte offsets into the activation arena */
@@ -149,6 +150,8 @@ static bool slot(dc_model *m, const char *name, int64_t rows, int64_t cols, dc_s
     /* fused groups: q/k/v and gate/up rows of this rank's heads and intermediate rows */
     if (!strcmp(s, "input_layernorm.weight")) return o->off = &l->attn_norm, true;
     if (!strcmp(s, "post_attention_layernorm.weight")) return o->off = &l->mlp_norm, true;
+    if (!strcmp(s, "self_attn.q_norm.weight")) return o->off = &l->qn, true;   /* per head: whole on every rank */
+    if (!strcmp(s, "self_attn.k_norm.weight")) return o->off = &l->kn, true;
     if (!strncmp(s, "self_attn.q_proj.", 17))
         return o->off = w ? &l->wqkv : &l->bqkv, o->r0 = m->q0 * hd, o->nr = q, true;
     if (!strncmp(s, "self_attn.k_proj.", 17))
@@ -183,7 +186,11 @@ static size_t layout_weights(dc_model *m, const mc_tensor_spec *spec, size_t n) 
     else m->lm_head = m->embed;    /* tied: the same rows of the embedding */
     for (int64_t l = 0; l < m->L; l++) {
         dc_layer *y = &m->layers[l];
-        *y = (dc_layer){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+        *y = (dc_layer){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+        if (m->c.qk_norm) {
+            PUT(y->qn, m->hd);
+            PUT(y->kn, m->hd);
+        }
         PUT(y->attn_norm, m->D);
         PUT(y->mlp_norm, m->D);
         PUT(y->wqkv, m->W * m->D);
@@ -387,8 +394,6 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
     const mc_config *c = &m->c;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 models (%s) run on the CPU only for now", dir);
-    if (c->qk_norm)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %s models (q/k norms, %s) run on the CPU only for now", c->model_type, dir);
     m->D = c->hidden_size, m->F = c->intermediate_size, m->L = c->num_hidden_layers, m->V = c->vocab_size;
     m->Hq = c->num_attention_heads, m->Hkv = c->num_key_value_heads, m->hd = c->head_dim;
     m->qd = m->Hq * m->hd, m->kd = m->Hkv * m->hd, m->W = m->qd + 2 * m->kd;
@@ -581,6 +586,10 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
         const dc_layer *y = &m->layers[l];
         uint16_t *kc = m->kv + l * 2 * bs * kd, *vc = kc + bs * kd;
         TRY(mm_linear_fwd_cuda(m->mm, qkv, xn, wb + y->wqkv, OPT(y->bqkv), T, W, D, st));
+        if (y->qn >= 0) {   /* qwen3: each q and k head RMS-normalized before RoPE */
+            TRY(rmsnorm_heads_fwd_cuda(qkv, W, T, m->Hq, hd, wb + y->qn, m->eps, st));
+            TRY(rmsnorm_heads_fwd_cuda(qkv + qd, W, T, m->Hkv, hd, wb + y->kn, m->eps, st));
+        }
         TRY(rope_apply_cuda_ld(qkv, W, d_pos, inv, T, m->Hq, hd, false, st));
         TRY(rope_apply_cuda_ld(qkv + qd, W, d_pos, inv, T, m->Hkv, hd, false, st));
         TRY(attn_paged_store_cuda(kc, vc, qkv + qd, qkv + qd + kd, W, T, kd, bs, m->block_stride, d_tab, ld, d_row,

@@ -1,5 +1,8 @@
-/* teacher/dense_cuda.h — the dense Llama-3 / Qwen2.5 teacher forward on one CUDA GPU (the
- * device twin of teacher/dense.h, behind te_model_load_opts with TE_DEVICE_CUDA).
+/* teacher/dense_cuda.h — the dense Llama-3 / Qwen2.5 / Qwen3 teacher forward on CUDA GPUs (the
+ * device twin of teacher/dense.h, behind te_model_load_opts with TE_DEVICE_CUDA). Qwen3's q/k
+ * norms (one RMSNorm per head of q and of k, before RoPE; head_dim independent of hidden/heads)
+ * run in place on the fused q|k|v rows (rmsnorm_heads_fwd_cuda); their [head_dim] weights are
+ * whole on every rank.
  *
  * dc_load() reads a Hugging Face directory (config.json + safetensors, sharded or not), checks
  * every tensor against the config (core/checkpoint.h) and the shapes the kernels take (head_dim

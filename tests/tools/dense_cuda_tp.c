@@ -97,11 +97,14 @@ typedef struct {
     bool bias, tied;
     rt_dtype dt;
     float head_gain;
+    bool qk_norm;      /* qwen3: self_attn.q_norm / k_norm [hd] */
 } shape;
 
-static const shape QWEN = {"Qwen2ForCausalLM", "qwen2", 128, 256, 2, 96, 2, 1, 64, true, true, RT_DT_BF16, 4};
-static const shape LLAMA = {"LlamaForCausalLM", "llama", 256, 384, 2, 80, 2, 1, 128, false, false, RT_DT_F32, 4};
-static const shape LLAMA4 = {"LlamaForCausalLM", "llama", 256, 384, 2, 80, 4, 2, 128, false, false, RT_DT_F32, 4};
+static const shape QWEN = {"Qwen2ForCausalLM", "qwen2", 128, 256, 2, 96, 2, 1, 64, true, true, RT_DT_BF16, 4, false};
+static const shape LLAMA = {"LlamaForCausalLM", "llama", 256, 384, 2, 80, 2, 1, 128, false, false, RT_DT_F32, 4, false};
+/* Qwen3: q/k norms, head_dim 64 decoupled from hidden 128 / 4 heads (q is 256 wide), tied, bf16 */
+static const shape QWEN3 = {"Qwen3ForCausalLM", "qwen3", 128, 256, 2, 96, 4, 2, 64, false, true, RT_DT_BF16, 4, true};
+static const shape LLAMA4 = {"LlamaForCausalLM", "llama", 256, 384, 2, 80, 4, 2, 128, false, false, RT_DT_F32, 4, false};
 
 static uint64_t rs;
 static float randn(void) {
@@ -163,6 +166,10 @@ static int make_model(const char *dir, const shape *s, uint64_t seed) {
         W("self_attn.k_proj.weight", kd, D, 1.0f / sqrtf((float)D), 0);
         W("self_attn.v_proj.weight", kd, D, 1.0f / sqrtf((float)D), 0);
         W("self_attn.o_proj.weight", D, qd, 1.0f / sqrtf((float)qd), 0);
+        if (s->qk_norm) {
+            W("self_attn.q_norm.weight", s->hd, 1, 0.1f, 1);
+            W("self_attn.k_norm.weight", s->hd, 1, 0.1f, 1);
+        }
         if (s->bias) {
             W("self_attn.q_proj.bias", qd, 1, 0.5f, 0);
             W("self_attn.k_proj.bias", kd, 1, 0.5f, 0);

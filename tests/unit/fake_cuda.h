@@ -192,6 +192,7 @@ size_t fake_graph_instances(void);  /* graphs instantiated so far */
 #undef comm_allgather
 #define embed_fwd_cuda fake_g_embed_fwd_cuda
 #define embed_fwd_rows_cuda fake_g_embed_fwd_rows_cuda
+#define rmsnorm_heads_fwd_cuda fake_g_rmsnorm_heads_fwd_cuda
 #define rmsnorm_fwd_cuda fake_g_rmsnorm_fwd_cuda
 #define mm_linear_fwd_cuda fake_g_mm_linear_fwd_cuda
 #define rope_apply_cuda_ld fake_g_rope_apply_cuda_ld
