@@ -9,8 +9,10 @@ Decode steps run as CUDA graphs (the stand-ins record a capture — the NCCL cal
 it at launch) except in the --no-cuda-graphs cases.
 
 Models: a tiny Qwen2 (2 query heads, 1 kv head: replicated on 2 ranks; biases, tied, bf16), a
-tiny Llama (2 heads of 128, 1 kv head, untied, f32 converted), and a Llama with 4 query heads and
-2 kv heads (split on 2 ranks, replicated on 4).
+tiny Llama (2 heads of 128, 1 kv head, untied, f32 converted), a Llama with 4 query heads and
+2 kv heads (split on 2 ranks, replicated on 4), and a tiny Qwen3 (q/k norms, 4 query heads and 2
+kv heads of 64 with hidden 128: head_dim decoupled; split on 2 ranks; seed 9, as in
+tests/unit/test_dense_cuda_fake.c).
 
 Tolerances (the reasoning of tests/unit/test_dense_cuda_fake.c): the stand-ins round weights and
 every activation to bf16 where the CPU engine keeps f32, ~0.1 at the worst logit; the split adds
@@ -38,11 +40,12 @@ import pytest
 
 from conftest import run
 
-# name: (seed, D, F, L, V, Hq, Hkv, hd, q/k/v bias, tied)
+# name: (seed, D, F, L, V, Hq, Hkv, hd, q/k/v bias, tied, q/k norms)
 MODELS = {
-    "qwen": (14, 128, 256, 2, 96, 2, 1, 64, True, True),
-    "llama": (14, 256, 384, 2, 80, 2, 1, 128, False, False),
-    "llama4": (28, 256, 384, 2, 80, 4, 2, 128, False, False),
+    "qwen": (14, 128, 256, 2, 96, 2, 1, 64, True, True, False),
+    "llama": (14, 256, 384, 2, 80, 2, 1, 128, False, False, False),
+    "llama4": (28, 256, 384, 2, 80, 4, 2, 128, False, False, False),
+    "qwen3": (9, 128, 256, 2, 96, 4, 2, 64, False, True, True),   # head_dim 64 with hidden 128 / 4 heads
 }
 
 
@@ -83,20 +86,22 @@ def up64(n):
 
 
 def weight_bytes(name, P, rank):
-    _, D, F, L, V, Hq, Hkv, hd, bias, tied = MODELS[name]
+    _, D, F, L, V, Hq, Hkv, hd, bias, tied, qk = MODELS[name]
     hq, hkv, f = Hq // P, (Hkv // P if Hkv >= P else 1), F // P
     vp = -(-V // P)
     vp = (vp + 7) // 8 * 8 if P > 1 else V
     vr = min(vp, V - rank * vp)
     w = hq * hd + 2 * hkv * hd
     n = up64(vr * D) + up64(D) + (0 if tied else up64(vr * D))   # vocabulary-parallel embedding and head
-    n += L * (2 * up64(D) + up64(w * D) + up64(D * hq * hd) + up64(2 * f * D) + up64(D * f) + (up64(w) if bias else 0))
+    n += L * (2 * up64(D) + up64(w * D) + up64(D * hq * hd) + up64(2 * f * D) + up64(D * f) + (up64(w) if bias else 0)
+              + (2 * up64(hd) if qk else 0))   # Qwen3's q/k norm weights: whole on every rank
     return 2 * n
 
 
 @pytest.mark.parametrize("name,ranks,graphs", [("qwen", 1, True), ("qwen", 2, True), ("qwen", 2, False),
                                                ("llama", 1, True), ("llama", 2, True), ("llama4", 1, True),
-                                               ("llama4", 2, True), ("llama4", 2, False), ("llama4", 4, True)])
+                                               ("llama4", 2, True), ("llama4", 2, False), ("llama4", 4, True),
+                                               ("qwen3", 1, True), ("qwen3", 2, True), ("qwen3", 2, False)])
 def test_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_dir, models, name, ranks, graphs):
     p = mpi(ranks, [tool(tools_dir), "run", models[name]] + ([] if graphs else ["--no-cuda-graphs"]))
     assert p.returncode == 0, p.stdout + p.stderr

@@ -377,9 +377,9 @@ int main(int argc, char **argv) {
     mm_blas_single_thread();
     if (argc == 5 && !strcmp(argv[1], "make")) {
         const shape *s = !strcmp(argv[2], "qwen") ? &QWEN : !strcmp(argv[2], "llama") ? &LLAMA
-                       : !strcmp(argv[2], "llama4") ? &LLAMA4 : NULL;
+                       : !strcmp(argv[2], "llama4") ? &LLAMA4 : !strcmp(argv[2], "qwen3") ? &QWEN3 : NULL;
         if (!s) {
-            fprintf(stderr, "dense_cuda_tp: unknown model %s (qwen, llama, llama4)\n", argv[2]);
+            fprintf(stderr, "dense_cuda_tp: unknown model %s (qwen, llama, llama4, qwen3)\n", argv[2]);
             return 2;
         }
         return make_model(argv[3], s, strtoull(argv[4], NULL, 0)) ? fail("make") : 0;
@@ -394,7 +394,7 @@ int main(int argc, char **argv) {
         if (getenv("DC_TP_SEED_BASE")) seed_base = strtoull(getenv("DC_TP_SEED_BASE"), NULL, 0);
         if (ok) return run(argv[2]);
     }
-    fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4 DIR SEED | dense_cuda_tp run DIR [--no-cuda-graphs] "
+    fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4|qwen3 DIR SEED | dense_cuda_tp run DIR [--no-cuda-graphs] "
                     "[--sampled]\n");
     return 2;
 }
