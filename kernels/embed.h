@@ -19,6 +19,10 @@ extern "C" {
 
 void embed_fwd(float *out, const float *table, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool);
 void embed_bwd(float *dtable, const float *dout, const int32_t *ids, int64_t M, int64_t D, tp_pool *pool);
+/* A vocabulary-parallel lookup: table [nv, D] holds rows [v0, v0 + nv) of the whole table; out
+ * row i = that row of ids[i] when v0 ≤ ids[i] < v0 + nv, else zeros (the ranks' outputs summed
+ * give embed_fwd, exactly: one term is not zero). */
+void embed_fwd_rows(float *out, const float *table, const int32_t *ids, int64_t M, int64_t D, int64_t v0, int64_t nv);
 
 /* Deterministic backward plan (host, CPU): tokens grouped by id. order [M] lists token
  * indices sorted by id (stable: ascending token index within an id); seg [n_seg + 1] are
@@ -34,6 +38,9 @@ int64_t embed_bwd_plan(const int32_t *ids, int64_t M, int32_t *order, int32_t *s
 #ifdef RT_HAVE_CUDA
 /* out[M,D] = table[ids] (bf16). D % 8 == 0. */
 int embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream);
+/* embed_fwd_rows' twin (bf16). D % 8 == 0. */
+int embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, int64_t v0,
+                        int64_t nv, void *stream);
 /* dtable[V,D] (f32) += Σ dout rows of each id, summed in token order. ids, order, seg are
  * device copies of the batch ids and of embed_bwd_plan's output (n_seg distinct ids). */
 int embed_bwd_cuda(float *dtable, const uint16_t *dout, const int32_t *ids, const int32_t *order, const int32_t *seg,

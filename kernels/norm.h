@@ -27,6 +27,11 @@ void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t 
 void rmsnorm_residual_fwd(float *y, float *rstd, float *sum, const float *x, const float *add, const float *w, int64_t M,
                           int64_t D, float eps, tp_pool *pool);
 
+/* Qwen3's q/k norm: in place over the H heads of hd values at the start of each of T rows of
+ * x (rows ld apart: a fused q|k|v row), each head normalized by its own RMS with the one
+ * weight w [hd]: x[t·ld + h·hd + j] = w[j] · x·rstd(t, h). Forward only (inference). */
+void rmsnorm_heads_fwd(float *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const float *w, float eps);
+
 /* dx[M,D] += ∂L/∂x (accumulated: the residual stream's gradient); dw[D] += ∂L/∂w. */
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, int64_t M,
                  int64_t D, tp_pool *pool);
@@ -51,6 +56,9 @@ int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uin
  * gradient gets the norm's input gradient added in the same pass; dw[D] (f32) += ∂L/∂w.
  * dw goes through per-block partial sums in ws (rmsnorm_bwd_cuda_ws_bytes(M, D) bytes of
  * device scratch, owned by the caller) reduced in a fixed order. x is the norm's input. */
+/* rmsnorm_heads_fwd's twin (bf16, f32 math): one warp per head; hd % 8 == 0, hd ≤ 256, ld % 8 == 0. */
+int rmsnorm_heads_fwd_cuda(uint16_t *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const uint16_t *w, float eps,
+                           void *stream);
 size_t rmsnorm_bwd_cuda_ws_bytes(int64_t M, int64_t D);
 int rmsnorm_bwd_cuda(uint16_t *dres, float *dw, const uint16_t *dy, const uint16_t *x, const uint16_t *w,
                      const float *rstd, int64_t M, int64_t D, void *ws, void *stream);

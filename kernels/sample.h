@@ -50,6 +50,8 @@ int smp_probs(const float *logits, int64_t V, const smp_params *p, void *ws, dou
 float smp_logprob(const float *logits, int64_t V, int32_t token);
 void smp_top_logprobs(const float *logits, int64_t V, int k, int32_t *ids, float *logprobs);
 
+#define SMP_TOP_MAX 20   /* the most top-k logprobs the CUDA kernel returns per row */
+
 #ifdef RT_HAVE_CUDA
 /* CUDA (kernels/cuda/ds_sample.cu): smp_sample for n rows of logits [n, V] (f32, device) at
  * once, row i with its own params[i] (device array; each must pass smp_check, which the
@@ -67,6 +69,12 @@ extern "C" {
 size_t smp_cuda_workspace_bytes(int64_t n, int64_t V);
 int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params, const uint64_t *rng,
                     void *ws, size_t ws_bytes, int32_t *tokens, float *logprob, void *stream);
+/* smp_top_logprobs for n rows of logits [n, V] (f32, device): ids [n, k] and logprobs [n, k]
+ * (device), each row's k largest, larger logit first, ties by lower id (the CPU twin's order),
+ * log_softmax over the whole row in double. 1 ≤ k ≤ min(SMP_TOP_MAX, V). No workspace, no
+ * allocation (capturable). Asynchronous on `stream`; 0, RT_EINVAL or RT_EINTERNAL. */
+int smp_top_logprobs_cuda(const float *logits, int64_t n, int64_t V, int k, int32_t *ids, float *logprobs,
+                          void *stream);
 #ifdef __cplusplus
 }
 #endif

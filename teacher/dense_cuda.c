@@ -28,6 +28,17 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
     (void)m, (void)cache, (void)seqs, (void)n_new, (void)n_seqs, (void)tokens, (void)logits;
     return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
 }
+int dc_logits_row(dc_model *m, int64_t row, float *out) {
+    (void)m, (void)row, (void)out;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
+int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+              const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+              int32_t *top_ids, float *top_lp) {
+    (void)m, (void)n, (void)row_of, (void)n_valid, (void)holes, (void)n_holes, (void)params, (void)rng;
+    (void)tokens, (void)logprob, (void)top_k, (void)top_ids, (void)top_lp;
+    return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
+}
 
 #else
 
@@ -50,6 +61,7 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 #include "kernels/rope.h"
+#include "kernels/sample.h"
 
 #define DC_ALIGN 64                       /* elements: every region starts 128 bytes apart */
 #define DC_GEMM_WS ((size_t)32 << 20)     /* mm_cuda_ctx_create's default workspace */
@@ -60,11 +72,14 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
 /* element offsets into the weight arena; −1: absent */
 typedef struct {
     int64_t attn_norm, mlp_norm, wqkv, bqkv, wo, bo, wgu, bgu, wd, bd;
+    int64_t qn, kn;   /* qwen3: [hd] RMSNorm weights of each q / k head, before RoPE */
 } dc_layer;
 
 /* byte offsets into the activation arena */
 typedef struct {
-    size_t x, xn, qkv, att, tmp, gu, act, lse, hf, logits, lgather, pws, meta, inv_freq, end;
+    size_t x, xn, qkv, att, tmp, gu, act, lse, hf, logits, lgather, pws;
+    size_t rows, sl, sparams, srng, stok, slp, stop, neginf, smp_ws;   /* device sampling (dc_sample) */
+    size_t meta, inv_freq, end;
 } dc_act;
 
 struct dc_model {
@@ -84,10 +99,12 @@ struct dc_model {
     int64_t gB[DC_MAX_BUCKETS], gC[DC_MAX_BUCKETS];
     cudaGraphExec_t gx[DC_MAX_BUCKETS][DC_MAX_BUCKETS];   /* NULL until the first such pass */
     int32_t scratch;                       /* the KV block the graphs' padding rows use */
-    int64_t embed, norm, lm_head;          /* element offsets (lm_head: this rank's first row) */
+    int64_t embed, norm, lm_head;          /* element offsets (embed, lm_head: this rank's rows [v0, v0 + Vr)) */
     dc_layer *layers;
     dc_act a;
     size_t pws_bytes;                      /* split-KV workspace */
+    size_t smp_ws_bytes;                   /* smp_sample_cuda's workspace for max_seqs rows */
+    int64_t dev_rows;                      /* logits rows the last dc_forward left on the device */
     int64_t bs, n_blocks, block_stride;    /* dc_cache_init; block_stride in elements */
     cudaStream_t stream;
     mm_cuda_ctx *mm;
@@ -114,7 +131,7 @@ typedef struct {
 
 static bool slot(dc_model *m, const char *name, int64_t rows, int64_t cols, dc_slice *o) {
     *o = (dc_slice){.off = NULL, .drow = 0, .r0 = 0, .nr = rows, .c0 = 0, .nc = cols};
-    if (!strcmp(name, "model.embed_tokens.weight")) return o->off = &m->embed, true;
+    if (!strcmp(name, "model.embed_tokens.weight")) return o->off = &m->embed, o->r0 = m->v0, o->nr = m->Vr, true;
     if (!strcmp(name, "model.norm.weight")) return o->off = &m->norm, true;
     if (!strcmp(name, "lm_head.weight")) return o->off = &m->lm_head, o->r0 = m->v0, o->nr = m->Vr, true;
     long long i;
@@ -127,6 +144,8 @@ static bool slot(dc_model *m, const char *name, int64_t rows, int64_t cols, dc_s
     /* fused groups: q/k/v and gate/up rows of this rank's heads and intermediate rows */
     if (!strcmp(s, "input_layernorm.weight")) return o->off = &l->attn_norm, true;
     if (!strcmp(s, "post_attention_layernorm.weight")) return o->off = &l->mlp_norm, true;
+    if (!strcmp(s, "self_attn.q_norm.weight")) return o->off = &l->qn, true;   /* per head: whole on every rank */
+    if (!strcmp(s, "self_attn.k_norm.weight")) return o->off = &l->kn, true;
     if (!strncmp(s, "self_attn.q_proj.", 17))
         return o->off = w ? &l->wqkv : &l->bqkv, o->r0 = m->q0 * hd, o->nr = q, true;
     if (!strncmp(s, "self_attn.k_proj.", 17))
@@ -154,14 +173,18 @@ static bool has(const mc_tensor_spec *spec, size_t n, const char *name) {
 static size_t layout_weights(dc_model *m, const mc_tensor_spec *spec, size_t n) {
     size_t at = 0;
 #define PUT(field, elems) (field = (int64_t)at, at += up64((size_t)(elems)))
-    PUT(m->embed, m->V * m->D);
+    PUT(m->embed, m->Vr * m->D);   /* vocabulary-parallel: this rank's rows (all of them on one GPU) */
     PUT(m->norm, m->D);
     char name[160];
     if (has(spec, n, "lm_head.weight")) PUT(m->lm_head, m->Vr * m->D);
-    else m->lm_head = m->embed + m->v0 * m->D;   /* tied: this rank's rows of the embedding */
+    else m->lm_head = m->embed;    /* tied: the same rows of the embedding */
     for (int64_t l = 0; l < m->L; l++) {
         dc_layer *y = &m->layers[l];
-        *y = (dc_layer){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+        *y = (dc_layer){-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+        if (m->c.qk_norm) {
+            PUT(y->qn, m->hd);
+            PUT(y->kn, m->hd);
+        }
         PUT(y->attn_norm, m->D);
         PUT(y->mlp_norm, m->D);
         PUT(y->wqkv, m->W * m->D);
@@ -205,6 +228,15 @@ static size_t layout_activations(dc_model *m, int64_t T, int64_t S, int64_t tabl
     PUT(logits, S * m->Vp * 4);
     PUT(lgather, m->P > 1 ? m->P * S * m->Vp * 4 : 0);
     PUT(pws, m->pws_bytes);
+    PUT(rows, S * m->V * 4);
+    PUT(sl, S * m->V * 4);
+    PUT(sparams, S * (int64_t)sizeof(smp_params));
+    PUT(srng, S * 3 * 8);
+    PUT(stok, S * 4);
+    PUT(slp, S * 4);
+    PUT(stop, S * SMP_TOP_MAX * 8);
+    PUT(neginf, 4);
+    PUT(smp_ws, m->smp_ws_bytes);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->hd / 2 * 4);
 #undef PUT
@@ -229,9 +261,11 @@ static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const 
         size_t b = attn_paged_cuda_ws_bytes(q, m->Hq, m->Hkv, m->hd, maxpos);
         if (b > m->pws_bytes) m->pws_bytes = b;
     }
+    m->smp_ws_bytes = smp_cuda_workspace_bytes(p->max_seqs, m->V);
     p->weights = layout_weights(m, spec, n) * 2;
-    p->activations = layout_activations(m, p->max_tokens, p->max_seqs, p->table_ints) - up128b(m->pws_bytes);
-    p->workspace = DC_GEMM_WS + up128b(m->pws_bytes);
+    p->activations = layout_activations(m, p->max_tokens, p->max_seqs, p->table_ints) - up128b(m->pws_bytes) -
+                     up128b(m->smp_ws_bytes);
+    p->workspace = DC_GEMM_WS + up128b(m->pws_bytes) + up128b(m->smp_ws_bytes);
     p->kv_position_bytes = (size_t)(m->L * 2 * m->kd) * 2;
     double frac = o && o->memory_fraction > 0 ? o->memory_fraction : 0.9;
     if (frac > 1) frac = 1;
@@ -354,8 +388,6 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
     const mc_config *c = &m->c;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 models (%s) run on the CPU only for now", dir);
-    if (c->qk_norm)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: %s models (q/k norms, %s) run on the CPU only for now", c->model_type, dir);
     mc_dims d = mc_dense_dims(c);
     m->D = d.D, m->F = d.F, m->L = d.L, m->V = d.V, m->Hq = d.Hq, m->Hkv = d.Hkv, m->hd = d.hd;
     m->qd = m->Hq * m->hd, m->kd = m->Hkv * m->hd, m->W = m->qd + 2 * m->kd;
@@ -430,6 +462,9 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     if (!rc) rc = load_weights(m, f, spec, n);
     if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->hd / 2) * 4, cudaMemcpyHostToDevice)))
         rc = rt_fail(RT_EINTERNAL, "uploading the RoPE frequencies: %s", cudaGetErrorString(e));
+    float ninf = -INFINITY;   /* what dc_sample writes over the ids that cannot be drawn */
+    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
+        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
     if (m->nccl) rc = agree(m, dir, rc);
     st_close(f);
     free(spec);
@@ -535,12 +570,20 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
     uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn), *qkv = BF(m->a.qkv), *att = BF(m->a.att), *tmp = BF(m->a.tmp);
     uint16_t *gu = BF(m->a.gu), *act = BF(m->a.act), *wb = m->wb;
     attn_cuda_layout lay = {.ld_q = W, .ld_kv = W};
-    TRY(embed_fwd_cuda(x, wb + m->embed, d_tok, T, D, st));
+    if (m->P == 1) TRY(embed_fwd_cuda(x, wb + m->embed, d_tok, T, D, st));
+    else {   /* vocabulary-parallel: this rank's rows, zeros elsewhere, summed (exactly: one term is not 0) */
+        TRY(embed_fwd_rows_cuda(x, wb + m->embed, d_tok, T, D, m->v0, m->Vr, st));
+        TRY(comm_allreduce(m->nccl, x, x, (size_t)(T * D), RT_DT_BF16, COMM_SUM));
+    }
     TRY(rmsnorm_fwd_cuda(xn, NULL, x, NULL, wb + m->layers[0].attn_norm, T, D, m->eps, st));
     for (int64_t l = 0; l < m->L; l++) {
         const dc_layer *y = &m->layers[l];
         uint16_t *kc = m->kv + l * 2 * bs * kd, *vc = kc + bs * kd;
         TRY(mm_linear_fwd_cuda(m->mm, qkv, xn, wb + y->wqkv, OPT(y->bqkv), T, W, D, st));
+        if (y->qn >= 0) {   /* qwen3: each q and k head RMS-normalized before RoPE */
+            TRY(rmsnorm_heads_fwd_cuda(qkv, W, T, m->Hq, hd, wb + y->qn, m->eps, st));
+            TRY(rmsnorm_heads_fwd_cuda(qkv + qd, W, T, m->Hkv, hd, wb + y->kn, m->eps, st));
+        }
         TRY(rope_apply_cuda_ld(qkv, W, d_pos, inv, T, m->Hq, hd, false, st));
         TRY(rope_apply_cuda_ld(qkv + qd, W, d_pos, inv, T, m->Hkv, hd, false, st));
         TRY(attn_paged_store_cuda(kc, vc, qkv + qd, qkv + qd + kd, W, T, kd, bs, m->block_stride, d_tab, ld, d_row,
@@ -579,9 +622,23 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
     return 0;
 }
 
-/* The first R_out of R logits rows to the host rows of V (every rank's part: [P, R, Vp] → rows). */
-static int logits_out(dc_model *m, int64_t R, int64_t R_out, float *logits) {
+/* The first R_out of R logits rows to the host rows of V (every rank's part: [P, R, Vp] → rows);
+ * logits NULL: to rows [first, …) of the device's rows buffer instead (for dc_sample). */
+static int logits_out(dc_model *m, int64_t R, int64_t R_out, int64_t first, float *logits) {
     cudaStream_t st = m->stream;
+    if (!logits) {
+        float *dst = F4(m->a.rows) + first * m->V;
+        if (m->P == 1)
+            CUDA_TRY(cudaMemcpyAsync(dst, F4(m->a.logits), (size_t)(R_out * m->V) * sizeof(float),
+                                     cudaMemcpyDeviceToDevice, st));
+        for (int64_t q = 0; q < m->P && m->P > 1; q++) {
+            int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
+            CUDA_TRY(cudaMemcpy2DAsync(dst + v0, (size_t)m->V * sizeof(float), F4(m->a.lgather) + q * R * m->Vp,
+                                       (size_t)m->Vp * sizeof(float), (size_t)nv * sizeof(float), (size_t)R_out,
+                                       cudaMemcpyDeviceToDevice, st));
+        }
+        return 0;
+    }
     if (m->P == 1) {
         CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits), (size_t)(R_out * m->V) * sizeof(float),
                                  cudaMemcpyDeviceToHost, st));
@@ -630,7 +687,7 @@ static int capture(dc_model *m, int k, int c) {
  * into the scratch block and reads only that), the tables ceil(C / bs) ints a row, max_ctx C —
  * the shapes the graph was captured with. */
 static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
-                const int64_t *tok_at, float *logits) {
+                const int64_t *tok_at, int64_t first, float *logits) {
     int64_t ld = 1, max_ctx = 1, R = 0;
     bool fresh = true, decode = m->ng > 0;
     for (int64_t i = 0; i < np; i++) {
@@ -675,15 +732,16 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
     if (decode && m->gx[k][c]) {
         cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
         if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-        return logits_out(m, Tp, np, logits);
+        return logits_out(m, Tp, np, first, logits);
     }
     if (decode) {   /* the first pass of this bucket: eagerly, as the graph will, then captured */
         TRY(body(m, Tp, ld, m->gC[c], false, Tp, NULL, 0));
-        TRY(logits_out(m, Tp, np, logits));
+        TRY(logits_out(m, Tp, np, first, logits));
         return capture(m, k, c);
     }
     TRY(body(m, T, ld, max_ctx, fresh, R, pc, np));
-    if (R > 0) return logits_out(m, R, R, logits);
+    if (R > 0 && logits) return logits_out(m, R, R, first, logits);
+    if (R > 0) TRY(logits_out(m, R, R, first, NULL));
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
 }
@@ -712,6 +770,10 @@ static int reserve(dc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
 int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                const int32_t *tokens, float *logits) {
     int64_t T;
+    m->dev_rows = 0;
+    if (!logits && n_seqs > m->p.max_seqs)
+        return rt_fail(RT_EINVAL, "%lld logits rows to keep on the GPU; it holds %lld", (long long)n_seqs,
+                       (long long)m->p.max_seqs);
     TRY(kv_check_device_batch(cache, m->bs, m->n_blocks, "dc_cache_init", seqs, n_new, n_seqs, tokens, m->V,
                               m->c.max_position_embeddings, &T));
     for (int64_t s = 0; s < n_seqs; s++) TRY(reserve(m, cache, seqs[s], seqs[s]->len + n_new[s]));
@@ -736,13 +798,64 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
             }
             R++, s++, from = 0;
         }
-        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, logits + first * m->V);
+        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, first, logits ? logits + first * m->V : NULL);
         first += R;
     }
     free(tok_at);
     free(pc);
+    m->dev_rows = !rc && !logits ? n_seqs : 0;
     if (rc) return rc;
     for (int64_t i = 0; i < n_seqs; i++) seqs[i]->len += n_new[i];
+    return 0;
+}
+
+int dc_logits_row(dc_model *m, int64_t row, float *out) {
+    if (row < 0 || row >= m->dev_rows)
+        return rt_fail(RT_EINVAL, "logits row %lld: the last forward left %lld on the GPU", (long long)row,
+                       (long long)m->dev_rows);
+    CUDA_TRY(cudaMemcpyAsync(out, F4(m->a.rows) + row * m->V, (size_t)m->V * sizeof(float), cudaMemcpyDeviceToHost,
+                             m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return 0;
+}
+
+int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+              const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+              int32_t *top_ids, float *top_lp) {
+    if (n <= 0 || n > m->p.max_seqs || n_valid <= 0 || n_valid > m->V || top_k < 0 || top_k > SMP_TOP_MAX ||
+        top_k > n_valid)
+        return rt_fail(RT_EINVAL, "device sampling of %lld rows of %lld ids with top-%d logprobs (at most %lld rows of "
+                       "%lld, top-%d)", (long long)n, (long long)n_valid, top_k, (long long)m->p.max_seqs,
+                       (long long)m->V, SMP_TOP_MAX);
+    cudaStream_t st = m->stream;
+    float *sl = F4(m->a.sl);
+    for (int64_t i = 0; i < n; i++) {
+        if (row_of[i] < 0 || row_of[i] >= m->dev_rows)
+            return rt_fail(RT_EINVAL, "logits row %d: the last forward left %lld on the GPU", row_of[i],
+                           (long long)m->dev_rows);
+        TRY(smp_check(&params[i]));
+        /* the row's drawable ids, packed [n, n_valid], the tokenizer's holes at −inf */
+        CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid, F4(m->a.rows) + (int64_t)row_of[i] * m->V,
+                                 (size_t)n_valid * sizeof(float), cudaMemcpyDeviceToDevice, st));
+        for (int64_t h = 0; h < n_holes; h++)
+            CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid + holes[h], F4(m->a.neginf), sizeof(float),
+                                     cudaMemcpyDeviceToDevice, st));
+    }
+    CUDA_TRY(cudaMemcpyAsync(m->arena + m->a.sparams, params, (size_t)n * sizeof *params, cudaMemcpyHostToDevice, st));
+    CUDA_TRY(cudaMemcpyAsync(m->arena + m->a.srng, rng, (size_t)n * 3 * sizeof *rng, cudaMemcpyHostToDevice, st));
+    TRY(smp_sample_cuda(sl, n, n_valid, (const smp_params *)(m->arena + m->a.sparams),
+                        (const uint64_t *)(m->arena + m->a.srng), m->arena + m->a.smp_ws, m->smp_ws_bytes,
+                        I4(m->a.stok), logprob ? F4(m->a.slp) : NULL, st));
+    CUDA_TRY(cudaMemcpyAsync(tokens, I4(m->a.stok), (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    if (logprob) CUDA_TRY(cudaMemcpyAsync(logprob, F4(m->a.slp), (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    if (top_k > 0) {
+        int32_t *d_ids = I4(m->a.stop);
+        float *d_lp = (float *)(d_ids + n * top_k);
+        TRY(smp_top_logprobs_cuda(sl, n, n_valid, top_k, d_ids, d_lp, st));
+        CUDA_TRY(cudaMemcpyAsync(top_ids, d_ids, (size_t)(n * top_k) * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+        CUDA_TRY(cudaMemcpyAsync(top_lp, d_lp, (size_t)(n * top_k) * sizeof(float), cudaMemcpyDeviceToHost, st));
+    }
+    CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
 }
 

@@ -1,5 +1,8 @@
-/* teacher/dense_cuda.h — the dense Llama-3 / Qwen2.5 teacher forward on one CUDA GPU (the
- * device twin of teacher/dense.h, behind te_model_load_opts with TE_DEVICE_CUDA).
+/* teacher/dense_cuda.h — the dense Llama-3 / Qwen2.5 / Qwen3 teacher forward on CUDA GPUs (the
+ * device twin of teacher/dense.h, behind te_model_load_opts with TE_DEVICE_CUDA). Qwen3's q/k
+ * norms (one RMSNorm per head of q and of k, before RoPE; head_dim independent of hidden/heads)
+ * run in place on the fused q|k|v rows (rmsnorm_heads_fwd_cuda); their [head_dim] weights are
+ * whole on every rank.
  *
  * dc_load() reads a Hugging Face directory (config.json + safetensors, sharded or not), checks
  * every tensor against the config (core/checkpoint.h) and the shapes the kernels take (head_dim
@@ -36,8 +39,10 @@
  * rank r keeps query heads [r·Hq/P, …) (q rows and o_proj columns), the kv heads they read (split
  * when P divides Hkv, else, when Hkv divides P, the one kv head of its query heads: replicated
  * over P/Hkv ranks), intermediate rows [r·F/P, …) (gate/up rows, down_proj columns) and LM-head
- * rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8), reading only those slices from the mapping; the
- * embedding and the norms are whole on every rank, o_proj / down_proj biases on rank 0 only. A
+ * rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8) — the embedding's same rows (vocabulary-parallel:
+ * a lookup of this rank's rows, zeros for the others' ids, then a bf16 all-reduce, exact since one
+ * term of each sum is not zero; a tied head reads those rows too) —, reading only those slices
+ * from the mapping; the norms are whole on every rank, o_proj / down_proj biases on rank 0 only. A
  * bf16 all-reduce (NCCL over comm_open_nccl, on the model's stream) follows o_proj and down_proj;
  * the f32 logits rows are all-gathered, so every rank gets the same full logits. The plan is per
  * rank (its slices), and the ranks agree before any collective: a rank that fails stops all (the
@@ -67,6 +72,7 @@
 
 #include "core/comm.h"
 #include "core/model_config.h"
+#include "kernels/sample.h"
 #include "teacher/kvcache.h"
 
 typedef struct dc_model dc_model;   /* opaque; owned by the caller of dc_load */
@@ -104,5 +110,21 @@ int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks);
 
 int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                const int32_t *tokens, float *logits);
+
+/* Sampling on the device. dc_forward() with logits NULL (n_seqs ≤ max_seqs, else RT_EINVAL) leaves
+ * its n_seqs rows [V] on the device, full rows on every rank (under tensor parallel the ranks'
+ * LM-head slices are gathered there, as for the host logits: each rank then draws from the same
+ * bits, so every rank draws the same token); dc_sample() draws from them as dsc_sample does
+ * (teacher/ds_cuda.h): draw i from row row_of[i] restricted to ids [0, n_valid) with holes at
+ * −inf, under params[i] (smp_check'd) and the uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2])
+ * — the host sampler's stream, so the same tokens (smp_sample_cuda's exact ties and double
+ * rounding at a CDF boundary aside) —; tokens [n], logprob [n] (NULL: not wanted), and with
+ * top_k > 0 (≤ SMP_TOP_MAX) each masked row's top-k logprobs top_ids / top_lp [n, top_k] come
+ * back, nothing else. RT_EINVAL past the rows the last forward left. dc_logits_row() copies one
+ * such row [V] to the host. */
+int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
+              const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+              int32_t *top_ids, float *top_lp);
+int dc_logits_row(dc_model *m, int64_t row, float *out);
 
 #endif

@@ -35,7 +35,9 @@ int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
     return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
 }
 int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
-               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob) {
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+               int32_t *top_ids, float *top_lp) {
+    (void)top_k, (void)top_ids, (void)top_lp;
     (void)m, (void)n, (void)row_of, (void)n_valid, (void)holes, (void)n_holes, (void)params, (void)rng, (void)tokens,
         (void)logprob;
     return rt_fail(RT_EUNSUPPORTED, "built without CUDA");
@@ -817,7 +819,10 @@ int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
 }
 
 int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
-               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob) {
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+               int32_t *top_ids, float *top_lp) {
+    if (top_k < 0 || top_k > SMP_TOP_MAX || top_k > n_valid)
+        return rt_fail(RT_EINVAL, "top-%d logprobs on the GPU (at most %d)", top_k, SMP_TOP_MAX);
     if (n <= 0 || n > m->p.max_seqs || n_valid <= 0 || n_valid > m->V)
         return rt_fail(RT_EINVAL, "device sampling of %lld rows of %lld ids (at most %lld rows of %lld)", (long long)n,
                        (long long)n_valid, (long long)m->p.max_seqs, (long long)m->V);
@@ -841,6 +846,13 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
                         A(m->a.smp_ws), m->smp_ws_bytes, I4(m->a.stok), logprob ? F4(m->a.slp) : NULL, st));
     CUDA_TRY(cudaMemcpyAsync(tokens, I4(m->a.stok), (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
     if (logprob) CUDA_TRY(cudaMemcpyAsync(logprob, F4(m->a.slp), (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    if (top_k > 0) {   /* over the masked rows, into the sampler's workspace (free again: same stream) */
+        int32_t *d_ids = A(m->a.smp_ws);
+        float *d_lp = (float *)(d_ids + n * top_k);
+        TRY(smp_top_logprobs_cuda(sl, n, n_valid, top_k, d_ids, d_lp, st));
+        CUDA_TRY(cudaMemcpyAsync(top_ids, d_ids, (size_t)(n * top_k) * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+        CUDA_TRY(cudaMemcpyAsync(top_lp, d_lp, (size_t)(n * top_k) * sizeof(float), cudaMemcpyDeviceToHost, st));
+    }
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
 }

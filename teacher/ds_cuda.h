@@ -88,10 +88,12 @@ int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t
  * under params[i] (smp_check'd here) with the uniform smp_uniform(rng[3i], rng[3i+1], rng[3i+2])
  * — smp_sample's draw (kernels/sample.h: smp_sample_cuda, exact ties and double rounding at a
  * CDF boundary aside) —; tokens [n] and logprob [n] (NULL: not wanted; smp_logprob of the drawn
- * id over the masked row) come back, nothing else. n ≤ max_seqs. dsc_logits_row() copies one
- * such row [V] to the host (for top-k logprobs). */
+ * id over the masked row) come back, and with top_k > 0 (≤ SMP_TOP_MAX) each masked row's top_k
+ * logprobs, top_ids / top_lp [n, top_k] (smp_top_logprobs_cuda: larger first, ties by lower id),
+ * nothing else. n ≤ max_seqs. dsc_logits_row() copies one such row [V] to the host. */
 int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
-               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob);
+               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
+               int32_t *top_ids, float *top_lp);
 int dsc_logits_row(dsc_model *m, int64_t row, float *out);
 
 #endif

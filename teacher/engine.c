@@ -117,15 +117,18 @@ static size_t model_block_floats(const te_model *m, int64_t bs) {
     return m->ds ? ds_block_floats(m->ds, bs) : dn_block_floats(m->dense, bs);
 }
 
-/* Does the model sample n rows on the device (ds_cuda: only the drawn ids come back)? */
-static bool device_sampling(const te_model *m, int64_t n) { return m->dsg && n <= dsc_get_plan(m->dsg)->max_seqs; }
+/* Does the model sample n rows on the device (ds_cuda, dense_cuda: only the drawn ids, their
+ * logprobs and top-k logprobs come back)? */
+static bool device_sampling(const te_model *m, int64_t n) {
+    return (m->dsg && n <= dsc_get_plan(m->dsg)->max_seqs) || (m->gpu && n <= dc_get_plan(m->gpu)->max_seqs);
+}
 
 /* The one forward the engine calls: sequences append n_new tokens each; logits of the last (left
  * on the device instead when device_sampling). */
 static int model_forward(te_model *m, kv_pool *kv, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
                          const int32_t *tokens, float *logits) {
     if (m->ds) return ds_forward_paged(m->ds, kv, seqs, n_new, n_seqs, tokens, DS_ATTN_AUTO, logits, false);
-    if (m->gpu) return dc_forward(m->gpu, kv, seqs, n_new, n_seqs, tokens, logits);
+    if (m->gpu) return dc_forward(m->gpu, kv, seqs, n_new, n_seqs, tokens, device_sampling(m, n_seqs) ? NULL : logits);
     if (m->dsg)
         return dsc_forward(m->dsg, kv, seqs, n_new, n_seqs, tokens, device_sampling(m, n_seqs) ? NULL : logits);
     return dn_forward(m->dense, kv, seqs, n_new, n_seqs, tokens, logits, false);
@@ -173,6 +176,9 @@ struct te_engine {
     float *d_lp;
     int *d_fin;
     int cap_dev;
+    int32_t *d_top_ids;            /* device sampling's top-k logprobs [cap_top] */
+    float *d_top_lp;
+    size_t cap_top;
     void *smp_ws;
     te_result *done;
     size_t n_done, cap_done;
@@ -266,6 +272,7 @@ void te_engine_free(te_engine *e) {
     free(e->smp_ws);
     free(e->holes);
     free(e->d_par), free(e->d_rng), free(e->d_row), free(e->d_tok), free(e->d_lp), free(e->d_fin);
+    free(e->d_top_ids), free(e->d_top_lp);
     free(e);
 }
 
@@ -465,15 +472,22 @@ static int finish(te_engine *e, seq *s, te_finish why, int stop_string) {
 }
 
 /* Appends the drawn token tok (logprob lp) to s; logits [V]: the masked row it was drawn from,
- * read only for top-k logprobs. *finished = 1 when s finished (and is freed). */
-static int accept(te_engine *e, seq *s, const float *logits, int32_t tok, float lp, int *finished) {
+ * read only for top-k logprobs, unless top_ids / top_lp (the device's, ≥ the request's k of them,
+ * best first) give them. *finished = 1 when s finished (and is freed). */
+static int accept(te_engine *e, seq *s, const float *logits, const int32_t *top_ids, const float *top_lp, int32_t tok,
+                  float lp, int *finished) {
     req *q = s->r;
     *finished = 0;
     int64_t t = s->n_ids;
     if (s->lp) s->lp[t] = lp;
     if (s->top_ids) {
         int k = q->r.top_logprobs;
-        smp_top_logprobs(logits, e->n_valid, k, s->top_ids + t * k, s->top_lp + t * k);
+        if (top_ids) {
+            memcpy(s->top_ids + t * k, top_ids, (size_t)k * sizeof(int32_t));
+            memcpy(s->top_lp + t * k, top_lp, (size_t)k * sizeof(float));
+        } else {
+            smp_top_logprobs(logits, e->n_valid, k, s->top_ids + t * k, s->top_lp + t * k);
+        }
     }
     s->ids[s->n_ids++] = tok;
     e->generated_tokens++;
@@ -509,12 +523,13 @@ static int advance(te_engine *e, seq *s, float *logits, int *finished) {
     for (int64_t i = 0; i < e->n_holes; i++) logits[e->holes[i]] = -INFINITY;
     TRY(smp_sample(logits, e->n_valid, &q->r.sampling, smp_uniform(q->r.seed, (uint64_t)s->sample, (uint64_t)s->n_ids),
                    e->smp_ws, &tok));
-    return accept(e, s, logits, tok, s->lp ? smp_logprob(logits, e->n_valid, tok) : 0.0f, finished);
+    return accept(e, s, logits, NULL, NULL, tok, s->lp ? smp_logprob(logits, e->n_valid, tok) : 0.0f, finished);
 }
 
-/* Draws the next token of ss[i] from the device's logits row row_of[i] (ds_cuda), all at once,
- * then accepts them in order; fin[i] as accept's. A row comes to the host only for top-k
- * logprobs. The same draw as advance: params, uniform, holes, logprob. */
+/* Draws the next token of ss[i] from the device's logits row row_of[i] (ds_cuda, dense_cuda),
+ * all at once, with the top-k logprobs of the largest k asked (each takes its first k: the
+ * order is total), then accepts them in order; fin[i] as accept's. The same draw as advance:
+ * params, uniform, holes, logprob. */
 static int advance_device(te_engine *e, seq **ss, const int32_t *row_of, int n, int *fin) {
     if (n > e->cap_dev) {
         free(e->d_par), free(e->d_rng), free(e->d_row), free(e->d_tok), free(e->d_lp), free(e->d_fin);
@@ -527,24 +542,34 @@ static int advance_device(te_engine *e, seq **ss, const int32_t *row_of, int n, 
             return RT_ENOMEM;
         }
     }
+    int k = 0;
     for (int i = 0; i < n; i++) {
         const seq *s = ss[i];
         e->d_par[i] = s->r->r.sampling;
         e->d_rng[3 * i] = s->r->r.seed, e->d_rng[3 * i + 1] = (uint64_t)s->sample, e->d_rng[3 * i + 2] = (uint64_t)s->n_ids;
         fin[i] = 0;
+        if (s->top_ids && s->r->r.top_logprobs > k) k = s->r->r.top_logprobs;
     }
-    TRY(dsc_sample(e->m->dsg, n, row_of, e->n_valid, e->holes, e->n_holes, e->d_par, e->d_rng, e->d_tok, e->d_lp));
-    int rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        const float *row = NULL;
-        if (ss[i]->top_ids) {   /* top-k logprobs: this row, masked as the device masked it */
-            rc = ensure_logits(e, 1);
-            if (!rc) rc = dsc_logits_row(e->m->dsg, row_of[i], e->logits);
-            for (int64_t h = 0; h < e->n_holes && !rc; h++) e->logits[e->holes[h]] = -INFINITY;
-            row = e->logits;
+    if ((size_t)(n * k) > e->cap_top) {
+        free(e->d_top_ids), free(e->d_top_lp);
+        e->d_top_ids = rt_malloc((size_t)(n * k) * sizeof *e->d_top_ids);
+        e->d_top_lp = rt_malloc((size_t)(n * k) * sizeof *e->d_top_lp);
+        e->cap_top = (size_t)(n * k);
+        if (!e->d_top_ids || !e->d_top_lp) {
+            e->cap_top = 0;
+            return RT_ENOMEM;
         }
-        if (!rc) rc = accept(e, ss[i], row, e->d_tok[i], e->d_lp[i], &fin[i]);
     }
+    if (e->m->dsg)
+        TRY(dsc_sample(e->m->dsg, n, row_of, e->n_valid, e->holes, e->n_holes, e->d_par, e->d_rng, e->d_tok, e->d_lp,
+                       k, e->d_top_ids, e->d_top_lp));
+    else
+        TRY(dc_sample(e->m->gpu, n, row_of, e->n_valid, e->holes, e->n_holes, e->d_par, e->d_rng, e->d_tok, e->d_lp,
+                      k, e->d_top_ids, e->d_top_lp));
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        rc = accept(e, ss[i], NULL, k ? e->d_top_ids + i * k : NULL, k ? e->d_top_lp + i * k : NULL, e->d_tok[i],
+                    e->d_lp[i], &fin[i]);
     return rc;
 }
 
@@ -595,7 +620,9 @@ static int admit(te_engine *e, req *q) {
         return rc;
     }
     float *lg = e->logits;
-    if (e->m->dsg) rc = dsc_logits_row(e->m->dsg, 0, lg);   /* more samples than a device pass: the host draws */
+    /* more samples than a device pass: the host draws */
+    if (e->m->dsg) rc = dsc_logits_row(e->m->dsg, 0, lg);
+    else if (e->m->gpu) rc = dc_logits_row(e->m->gpu, 0, lg);
     for (int j = 0; j < n && !rc; j++) {
         int fin;
         rc = advance(e, ss[j], lg, &fin);

@@ -22,6 +22,14 @@ void embed_fwd(float *out, const float *table, const int32_t *ids, int64_t M, in
     tp_parallel_for(pool, (size_t)M, fwd, &c);
 }
 
+void embed_fwd_rows(float *out, const float *table, const int32_t *ids, int64_t M, int64_t D, int64_t v0, int64_t nv) {
+    for (int64_t i = 0; i < M; i++) {
+        int64_t r = (int64_t)ids[i] - v0;
+        if (r >= 0 && r < nv) memcpy(out + i * D, table + r * D, (size_t)D * sizeof(float));
+        else memset(out + i * D, 0, (size_t)D * sizeof(float));
+    }
+}
+
 #define COLS 64
 static void bwd(void *p, size_t begin, size_t end, int thread) {
     const emb_ctx *c = p;

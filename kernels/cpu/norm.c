@@ -29,6 +29,17 @@ void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t 
     tp_parallel_for(pool, (size_t)M, fwd_rows, &c);
 }
 
+void rmsnorm_heads_fwd(float *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const float *w, float eps) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            float *v = x + t * ld + h * hd;
+            double ss = 0;
+            for (int64_t j = 0; j < hd; j++) ss += (double)v[j] * v[j];
+            float r = (float)(1.0 / sqrt(ss / (double)hd + (double)eps));
+            for (int64_t j = 0; j < hd; j++) v[j] = w[j] * (v[j] * r);
+        }
+}
+
 /* The residual add fused in front (the twin of rmsnorm_fwd_cuda / rmsnorm_residual_fwd_cuda):
  * sum = x + add row by row, then the norm of that row; one pass over the rows. */
 typedef struct {

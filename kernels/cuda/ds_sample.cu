@@ -1,6 +1,7 @@
 // kernels/cuda/ds_sample.cu — smp_sample on the GPU for a batch of rows, each with its own
-// parameters and counter-based RNG (seed, stream, step). Contract in kernels/sample.h (CUDA
-// section); the CPU twin is smp_sample (kernels/cpu/sample.c).
+// parameters and counter-based RNG (seed, stream, step), and the rows' top-k logprobs. Contract
+// in kernels/sample.h (CUDA section); the CPU twins are smp_sample and smp_top_logprobs
+// (kernels/cpu/sample.c).
 //
 // One block per row. The CPU sorts; here every filter is a threshold on the probability,
 // found bit by bit over the (ordered) bit patterns of the non-negative doubles (the same
@@ -238,6 +239,66 @@ k_sample(const float *__restrict__ logits, int64_t V, const smp_params *__restri
     }
 }
 
+
+// Top-k logprobs of each row (smp_top_logprobs' twin): one block per row; every thread keeps the
+// k best of its strided share of the row in registers (a fixed SMP_TOP_MAX-slot list, slots
+// ≥ k unused, insertion by compare-and-swap down the list: no dynamic indexing), then k rounds
+// of a block-wide argbest over the threads' heads, the winner popping its head. Order: larger
+// logit first, ties by lower id (a thread's ids rise along its share, and block_argbest takes
+// the lower id of equal values). log_softmax's normalizer in double, as smp_logprob.
+__device__ __forceinline__ bool tk_better(float v, int i, float bv, int bi) {
+    return bi < 0 || v > bv || (v == bv && i < bi);
+}
+
+__global__ static void __launch_bounds__(SP_THREADS)
+k_top_logprobs(const float *__restrict__ logits, int64_t V, int k, int32_t *__restrict__ ids,
+               float *__restrict__ logprobs) {
+    __shared__ double red[SP_WARPS * 2 + 8];
+    const int64_t row = blockIdx.x;
+    const float *l = logits + row * V;
+    const int tid = threadIdx.x;
+    float av[SMP_TOP_MAX];
+    int ai[SMP_TOP_MAX];
+#pragma unroll
+    for (int s = 0; s < SMP_TOP_MAX; s++) av[s] = -INFINITY, ai[s] = -1;
+    float wv = -INFINITY;   // the list's last kept slot (k − 1)
+    int wi = -1;
+    double mx = -INFINITY;
+    for (int64_t j = tid; j < V; j += SP_THREADS) {
+        float v = l[j];
+        mx = fmax(mx, (double)v);
+        if (!tk_better(v, (int)j, wv, wi)) continue;
+        int id = (int)j;
+#pragma unroll
+        for (int s = 0; s < SMP_TOP_MAX; s++)
+            if (s < k && tk_better(v, id, av[s], ai[s])) {
+                float tv = av[s];
+                int ti = ai[s];
+                av[s] = v, ai[s] = id;
+                v = tv, id = ti;
+            }
+#pragma unroll
+        for (int s = 0; s < SMP_TOP_MAX; s++)
+            if (s == k - 1) wv = av[s], wi = ai[s];
+    }
+    mx = block_max_d(mx, red);
+    double sum = 0;
+    for (int64_t j = tid; j < V; j += SP_THREADS) sum += exp((double)l[j] - mx);
+    const double lz = mx + log(block_sum_d(sum, red));
+    for (int r = 0; r < k; r++) {
+        int best = block_argbest(av[0], ai[0], red);
+        if (tid == 0) {
+            ids[row * k + r] = best;
+            logprobs[row * k + r] = best >= 0 ? (float)((double)l[best] - lz) : -INFINITY;
+        }
+        if (best >= 0 && ai[0] == best) {   // ids are unique: one thread pops
+#pragma unroll
+            for (int s = 0; s + 1 < SMP_TOP_MAX; s++) av[s] = av[s + 1], ai[s] = ai[s + 1];
+            av[SMP_TOP_MAX - 1] = -INFINITY, ai[SMP_TOP_MAX - 1] = -1;
+        }
+    }
+}
+
 #ifndef RT_EMU   // host side
 extern "C" size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(n > 0 ? n : 0) * (size_t)V * 8; }
 
@@ -254,6 +315,16 @@ extern "C" int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const 
     RT_CUDA_TRY(smem_attr(k_sample, smem, (cudaStream_t)stream));
     k_sample<<<(unsigned)n, SP_THREADS, smem, (cudaStream_t)stream>>>(logits, V, params, rng, (double *)ws, tokens,
                                                                      logprob);
+    RT_CUDA_LAUNCHED();
+    return 0;
+}
+extern "C" int smp_top_logprobs_cuda(const float *logits, int64_t n, int64_t V, int k, int32_t *ids, float *logprobs,
+                                     void *stream) {
+    if (V < 1 || V > 0x7fffffff || n < 0 || n > 0x7fffffff || k < 1 || k > SMP_TOP_MAX || k > V)
+        return rt_fail(RT_EINVAL, "top-%d logprobs on the GPU: %lld rows of %lld logits (k in [1, %d], at most V)", k,
+                       (long long)n, (long long)V, SMP_TOP_MAX);
+    if (!n) return 0;
+    k_top_logprobs<<<(unsigned)n, SP_THREADS, 0, (cudaStream_t)stream>>>(logits, V, k, ids, logprobs);
     RT_CUDA_LAUNCHED();
     return 0;
 }

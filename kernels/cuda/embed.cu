@@ -19,6 +19,16 @@ __global__ static void k_embed_fwd(uint16_t *out, const uint16_t *table, const i
     }
 }
 
+// Rows [v0, v0 + nv) of the vocabulary only; ids outside give zero rows.
+__global__ static void k_embed_fwd_rows(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D,
+                                        int64_t v0, int64_t nv) {
+    int64_t dv = D / 8, n = M * dv;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / dv, c = i % dv, row = (int64_t)ids[r] - v0;
+        ((uint4 *)out)[r * dv + c] = row >= 0 && row < nv ? ((const uint4 *)table)[row * dv + c] : make_uint4(0, 0, 0, 0);
+    }
+}
+
 __global__ static void k_embed_bwd(float *dtable, const uint16_t *dout, const int32_t *ids, const int32_t *order,
                                    const int32_t *seg, int64_t D) {
     int s0 = seg[blockIdx.x], s1 = seg[blockIdx.x + 1];
@@ -46,6 +56,16 @@ extern "C" int embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_
     if (D % 8) return rt_fail(RT_EINVAL, "embed_fwd_cuda: D = %lld is not a multiple of 8", (long long)D);
     if (M <= 0) return 0;
     k_embed_fwd<<<grid_1d((size_t)(M * D / 8), 256), 256, 0, (cudaStream_t)stream>>>(out, table, ids, M, D);
+    RT_CUDA_LAUNCHED();
+    return 0;
+}
+
+extern "C" int embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D,
+                                   int64_t v0, int64_t nv, void *stream) {
+    if (D % 8) return rt_fail(RT_EINVAL, "embed_fwd_rows_cuda: D = %lld is not a multiple of 8", (long long)D);
+    if (M <= 0) return 0;
+    k_embed_fwd_rows<<<grid_1d((size_t)(M * D / 8), 256), 256, 0, (cudaStream_t)stream>>>(out, table, ids, M, D, v0,
+                                                                                          nv);
     RT_CUDA_LAUNCHED();
     return 0;
 }

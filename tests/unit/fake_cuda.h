@@ -191,6 +191,8 @@ size_t fake_graph_instances(void);  /* graphs instantiated so far */
 #undef comm_allreduce
 #undef comm_allgather
 #define embed_fwd_cuda fake_g_embed_fwd_cuda
+#define embed_fwd_rows_cuda fake_g_embed_fwd_rows_cuda
+#define rmsnorm_heads_fwd_cuda fake_g_rmsnorm_heads_fwd_cuda
 #define rmsnorm_fwd_cuda fake_g_rmsnorm_fwd_cuda
 #define mm_linear_fwd_cuda fake_g_mm_linear_fwd_cuda
 #define rope_apply_cuda_ld fake_g_rope_apply_cuda_ld
@@ -231,5 +233,6 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 #define moe_combine_cuda fake_moe_combine_cuda
 #define smp_cuda_workspace_bytes fake_smp_cuda_workspace_bytes
 #define smp_sample_cuda fake_smp_sample_cuda
+#define smp_top_logprobs_cuda fake_smp_top_logprobs_cuda
 
 #endif

@@ -563,6 +563,53 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { return cudaGraphDestroy(x)
 size_t fake_graph_launches(void) { return fake_launches; }
 size_t fake_graph_instances(void) { return fake_instances; }
 
+/* rmsnorm_heads_fwd_cuda: the CPU twin on the bf16 values, rounded back to bf16 */
+static int fake_rmsnorm_heads_fwd_cuda(uint16_t *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const uint16_t *w,
+                                       float eps) {
+    FAKE_CHECK(hd % 8 == 0 && hd <= 256 && ld % 8 == 0);
+    A16(x); A16(w);
+    float *f = malloc((size_t)(H * hd) * sizeof(float)), *wf = malloc((size_t)hd * sizeof(float));
+    cvt_bf16_to_f32(w, wf, (size_t)hd);
+    for (int64_t t = 0; t < T; t++) {
+        cvt_bf16_to_f32(x + t * ld, f, (size_t)(H * hd));
+        rmsnorm_heads_fwd(f, H * hd, 1, H, hd, wf, eps);
+        cvt_f32_to_bf16(f, x + t * ld, (size_t)(H * hd));
+    }
+    free(f), free(wf);
+    return 0;
+}
+static int rp_rms_heads(const fake_arg *a) {
+    return fake_rmsnorm_heads_fwd_cuda(a[0].p, a[1].i, a[2].i, a[3].i, a[4].i, a[5].p, (float)a[6].f);
+}
+int fake_g_rmsnorm_heads_fwd_cuda(uint16_t *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const uint16_t *w,
+                                  float eps, void *stream) {
+    if (!fake_capturing(stream)) return fake_rmsnorm_heads_fwd_cuda(x, ld, T, H, hd, w, eps);
+    fake_arg *a = fake_record(rp_rms_heads);
+    a[0] = P_(x), a[1] = I_(ld), a[2] = I_(T), a[3] = I_(H), a[4] = I_(hd), a[5] = P_(w), a[6] = F_(eps);
+    return 0;
+}
+/* embed_fwd_rows_cuda: rows [v0, v0 + nv) of the vocabulary, zeros for ids outside */
+static int fake_embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D,
+                                    int64_t v0, int64_t nv) {
+    FAKE_CHECK(D % 8 == 0);
+    A16(out); A16(table);
+    for (int64_t t = 0; t < M; t++) {
+        int64_t r = (int64_t)ids[t] - v0;
+        if (r >= 0 && r < nv) memcpy(out + t * D, table + r * D, (size_t)D * 2);
+        else memset(out + t * D, 0, (size_t)D * 2);
+    }
+    return 0;
+}
+static int rp_embed_rows(const fake_arg *a) {
+    return fake_embed_fwd_rows_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, a[5].i, a[6].i);
+}
+int fake_g_embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D,
+                               int64_t v0, int64_t nv, void *stream) {
+    if (!fake_capturing(stream)) return fake_embed_fwd_rows_cuda(out, table, ids, M, D, v0, nv);
+    fake_arg *a = fake_record(rp_embed_rows);
+    a[0] = P_(out), a[1] = P_(table), a[2] = P_(ids), a[3] = I_(M), a[4] = I_(D), a[5] = I_(v0), a[6] = I_(nv);
+    return 0;
+}
 static int rp_embed(const fake_arg *a) { return fake_embed_fwd_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, NULL); }
 int fake_g_embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
     if (!fake_capturing(stream)) return fake_embed_fwd_cuda(out, table, ids, M, D, stream);
@@ -1057,6 +1104,15 @@ int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params 
     }
     free(hws);
     return rc;
+}
+
+/* smp_top_logprobs on each row */
+int smp_top_logprobs_cuda(const float *logits, int64_t n, int64_t V, int k, int32_t *ids, float *logprobs,
+                          void *stream) {
+    (void)stream;
+    FAKE_CHECK(k >= 1 && k <= SMP_TOP_MAX && k <= V);
+    for (int64_t i = 0; i < n; i++) smp_top_logprobs(logits + i * V, V, k, ids + i * k, logprobs + i * k);
+    return 0;
 }
 
 #endif

@@ -349,7 +349,7 @@ Test(ds_cuda_fake, r1_on_one_80_gb_gpu_is_refused_with_its_weight_bytes) {
  * device, ids [0, V − 10) drawable with three holes at −inf, five parameter sets (greedy,
  * temperature, top-k, top-p, min-p) × the rows in any order, uniforms from smp_uniform(seed,
  * stream, step): the same ids and logprobs as smp_sample / smp_logprob on the row fetched by
- * dsc_logits_row and masked on the host. */
+ * dsc_logits_row and masked on the host, and the top-5 logprobs of smp_top_logprobs on it. */
 Test(ds_cuda_fake, device_sampling_draws_the_host_samplers_tokens) {
     dsc_model *gm;
     cr_assert_eq(dsc_load(ds_dir, NULL, &gm), 0, "%s", rt_errmsg());
@@ -370,14 +370,15 @@ Test(ds_cuda_fake, device_sampling_draws_the_host_samplers_tokens) {
     int32_t rows[N], got[N];
     smp_params par[N];
     uint64_t rng[3 * N];
-    float lp[N], *row = malloc((size_t)V * sizeof(float));
+    float lp[N], tlp[N * 5], *row = malloc((size_t)V * sizeof(float));
+    int32_t tid[N * 5];
     void *ws = malloc(smp_workspace_bytes(V));
     for (int i = 0; i < N; i++) {
         rows[i] = (int32_t)((i * 2 + 1) % 3);
         par[i] = ps[i % 5];
         rng[3 * i] = 42 + (uint64_t)i, rng[3 * i + 1] = (uint64_t)(i % 3), rng[3 * i + 2] = (uint64_t)(7 * i);
     }
-    cr_assert_eq(dsc_sample(gm, N, rows, n_valid, holes, 3, par, rng, got, lp), 0, "%s", rt_errmsg());
+    cr_assert_eq(dsc_sample(gm, N, rows, n_valid, holes, 3, par, rng, got, lp, 5, tid, tlp), 0, "%s", rt_errmsg());
     int distinct = 0;
     for (int i = 0; i < N; i++) {
         cr_assert_eq(dsc_logits_row(gm, rows[i], row), 0, "%s", rt_errmsg());
@@ -387,12 +388,20 @@ Test(ds_cuda_fake, device_sampling_draws_the_host_samplers_tokens) {
         cr_assert_eq(got[i], want, "draw %d: device %d, host %d", i, got[i], want);
         cr_assert(got[i] >= 0 && got[i] < n_valid && got[i] != 3 && got[i] != 7 && got[i] != 100);
         cr_assert_float_eq(lp[i], smp_logprob(row, n_valid, want), 1e-6f);
+        int32_t wid[5];
+        float wlp[5];
+        smp_top_logprobs(row, n_valid, 5, wid, wlp);
+        for (int j = 0; j < 5; j++) {
+            cr_assert_eq(tid[i * 5 + j], wid[j], "draw %d top-%d: device %d, host %d", i, j, tid[i * 5 + j], wid[j]);
+            cr_assert_float_eq(tlp[i * 5 + j], wlp[j], 1e-6f);
+        }
         distinct += i > 0 && got[i] != got[i - 1];
     }
     cr_assert(distinct > 3, "the draws are not varied enough to tell rows apart");
     /* rows past the last forward's are refused */
     int32_t bad = 3;
-    cr_assert_eq(dsc_sample(gm, 1, &bad, n_valid, NULL, 0, par, rng, got, lp), RT_EINVAL);
+    cr_assert_eq(dsc_sample(gm, 1, &bad, n_valid, NULL, 0, par, rng, got, lp, 0, NULL, NULL), RT_EINVAL);
+    cr_assert_eq(dsc_sample(gm, 1, rows, n_valid, NULL, 0, par, rng, got, lp, SMP_TOP_MAX + 1, tid, tlp), RT_EINVAL);
     free(row), free(ws);
     for (int s = 0; s < 3; s++) kv_seq_release(gp, &gs[s]);
     kv_pool_free(gp);
