@@ -8,6 +8,8 @@
  *
  *   ds_cuda_tp make DIR SEED    write a tiny random FP8 DeepSeek-V3 checkpoint (one process)
  *   ds_cuda_tp run DIR          the comparison (under mpirun -np N, or alone)
+ *   ds_cuda_tp plan DIR GIB     dsc_load alone on a stand-in GPU of GIB GiB (a config.json
+ *                               without weights: the per-rank plan's refusal, no allocation)
  *
  * Model (the generator of tests/unit/test_ds_cuda_fake.c, wider to split over 4 ranks): hidden
  * 256, 64 heads (nope 32, rope 64, v 32: 16 heads a rank on 4 ranks, the MLA kernel's multiple),
@@ -156,7 +158,7 @@ static void add_fp8(tensors *ts, const char *name, int64_t r, int64_t c, float s
     push(ts, sn, RT_DT_F32, sr, sc, s);
 }
 
-static int make_model(const char *dir, uint64_t seed) {
+static int make_model(const char *dir, uint64_t seed, float bias) {
     rs = seed;
     char name[200], path[600];
     if (mkdir(dir, 0755) && errno != EEXIST) return rt_fail(RT_EIO, "mkdir %s", dir);
@@ -200,7 +202,7 @@ static int make_model(const char *dir, uint64_t seed) {
             continue;
         }
         add_plain(&ts, NM("mlp.gate.weight"), NE, D, 0.1f, 0, RT_DT_BF16);
-        add_plain(&ts, NM("mlp.gate.e_score_correction_bias"), NE, 0, 0.1f, 0, RT_DT_F32);
+        add_plain(&ts, NM("mlp.gate.e_score_correction_bias"), NE, 0, bias, 0, RT_DT_F32);
         char pre[40];
         for (int e = 0; e <= NE; e++) {   /* NE: the shared expert */
             if (e < NE) snprintf(pre, sizeof pre, "mlp.experts.%d", e);
@@ -417,10 +419,30 @@ static int run(const char *dir) {
     return rc;
 }
 
+/* dsc_load alone on a stand-in GPU of gib GiB (a config.json without weights: the plan's refusal) */
+static int plan_only(const char *dir, double gib) {
+    rt_comm *comm;
+    if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
+    fake_devices = comm_local_size(comm);
+    fake_total_bytes = (size_t)(gib * (double)(1 << 30));
+    size_t before = fake_mallocs;
+    dsc_load_opts lo = {.gpu = comm_local_rank(comm), .comm = comm};
+    dsc_model *gm;
+    int rc = dsc_load(dir, &lo, &gm);
+    if (rc) fail("dsc_load");
+    else dsc_free(gm);
+    if (rc && fake_mallocs != before) fprintf(stderr, "ds_cuda_tp: %zu device allocations before the error\n",
+                                              fake_mallocs - before);
+    fake_real_comm_close(comm);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     mm_blas_single_thread();
-    if (argc == 4 && !strcmp(argv[1], "make")) return make_model(argv[2], strtoull(argv[3], NULL, 0)) ? fail("make") : 0;
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "make"))
+        return make_model(argv[2], strtoull(argv[3], NULL, 0), argc == 5 ? strtof(argv[4], NULL) : 0.1f) ? fail("make") : 0;
     if (argc == 3 && !strcmp(argv[1], "run")) return run(argv[2]);
-    fprintf(stderr, "usage: ds_cuda_tp make DIR SEED | ds_cuda_tp run DIR\n");
+    if (argc == 4 && !strcmp(argv[1], "plan")) return plan_only(argv[2], strtod(argv[3], NULL));
+    fprintf(stderr, "usage: ds_cuda_tp make DIR SEED [BIAS_STD] | ds_cuda_tp run DIR | ds_cuda_tp plan DIR GPU_GIB\n");
     return 2;
 }
