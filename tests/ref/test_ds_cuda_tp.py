@@ -9,7 +9,7 @@ rank alone. Run at 1, 2 and 4 ranks under mpirun.
 
 Model: a tiny FP8 DeepSeek-V3 with R1's latent (kv_lora_rank 512, rope 64), 64 heads (16 a rank
 on 4 ranks: the MLA kernel's multiple), a dense first layer (intermediate 512: 128 rows a rank on
-4), two MoE layers of 8 routed experts (4 a rank on 2, 2 on 4), top 2 of 2 groups, one shared
+4), a MoE layer of 8 routed experts (4 a rank on 2, 2 on 4), top 2 of 2 groups, one shared
 expert, YaRN, untied head (see the tool's header).
 
 Tolerances (tests/unit/test_ds_cuda_fake.c's reasoning). With bf16 activations (the FP8 GEMM
@@ -18,14 +18,13 @@ against the CPU engine's f32, the one-GPU bound; the split adds one bf16 roundin
 before each all-reduce. With e4m3 activations (what the GPU computes) rms |Δ logit| ≤ 10% of the
 logits' rms. Through the engine: greedy tokens identical, |Δ logprob| ≤ 0.15. A greedy decision
 nearer a tie than the logit error may flip without a bug, so the weights' seed is one whose
-smallest CPU top-2 margin is ≥ 0.1 (asserted as a precondition). A routing decision whose score
-margin lies within the activation error picks another expert without a bug and moves this random
-model's logits by units: with 64 heads that happened at 11 of 12 seeds tried (bf16 or e4m3), so
-the router's correction bias is drawn with std 20 (the unit test's DSC_BIAS), which decides each
-layer's two experts for every token: the dispatch still crosses ranks (the owners of the tokens
-send to the experts' ranks and get the outputs back), but every token of a layer goes to the
-same experts. Measured at seed 3 (1 rank): max |Δ logit| 0.16, e4m3 rms 7.8%, smallest margin
-0.107, 36 tokens equal.
+smallest CPU top-2 margin is ≥ 0.1 (asserted as a precondition); and a routing decision whose
+score margin lies within the activation error picks another expert without a bug and moves this
+random model's logits by units, so the seed is also one without such a flip. Seeds 3-16 at one
+rank: 5 of 14 show a routing flip (bf16 or e4m3), 8 a greedy near-tie (margin < 0.1, where the
+tokens may part); seed 9 has neither: max |Δ logit| 0.12 (bf16), e4m3 rms 5.8%, smallest margin
+0.129, 36 tokens equal. The e4m3 check is the one that sees the dispatched scales (the bf16 mode
+multiplies exact values), so a scale sent with the wrong row shows there.
 Every rank must report the same numbers: the lockstep engine needs the same logits on all ranks.
 
 The per-rank weight bytes are counted here from the shapes (each region padded to 256 bytes; FP8
@@ -41,10 +40,10 @@ import pytest
 
 from conftest import run
 
-SEED, BIAS_STD = 3, 20   # the weights' seed and the correction bias that pins the routing: see above
+SEED = 9   # see the tolerances above
 # hidden, heads, nope, rope, v, q_lora, kv_lora, layers, dense layers, intermediate, expert
 # intermediate, routed experts, vocabulary (one shared expert, untied head)
-TINY = dict(D=256, H=64, DN=32, DR=64, DV=32, QL=128, KVL=512, NL=3, ND=1, FI=512, MI=128, NE=8, V=256)
+TINY = dict(D=256, H=64, DN=32, DR=64, DV=32, QL=128, KVL=512, NL=2, ND=1, FI=512, MI=128, NE=8, V=256)
 R1 = dict(D=7168, H=128, DN=128, DR=64, DV=128, QL=1536, KVL=512, NL=61, ND=3, FI=18432, MI=2048, NE=256, V=129280)
 
 
@@ -71,7 +70,7 @@ def mpi(ranks, args, timeout=900):
 @pytest.fixture(scope="module")
 def model(tools_dir, tmp_path_factory):
     d = str(tmp_path_factory.mktemp("dstp") / "ds")
-    p = run([tool(tools_dir), "make", d, str(SEED), str(BIAS_STD)])
+    p = run([tool(tools_dir), "make", d, str(SEED)])
     assert p.returncode == 0, p.stderr
     return d
 
@@ -132,7 +131,7 @@ def test_expert_and_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_to
         assert 0.95 * r["plan"] <= r["peak"] <= r["plan"], r
         assert r["weights"] == weight_bytes(ranks, r["rank"]), r
         # the MoE rows went through the all-to-all (more than the counts' exchange) on several ranks
-        assert (r["a2a_bytes"] > 100_000) if ranks > 1 else (r["a2a_bytes"] == 0), r
+        assert (r["a2a_bytes"] > 20_000) if ranks > 1 else (r["a2a_bytes"] == 0), r
     for k in ("dlogit", "rms_ratio", "dlogprob", "tokens", "kv_positions"):   # the same on every rank
         assert len({r[k] for r in rows}) == 1, rows
     if ranks > 1:
