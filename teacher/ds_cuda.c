@@ -1,4 +1,4 @@
-/* teacher/ds_cuda.c — DeepSeek-V3 load, memory plan and paged forward on one CUDA GPU (see
+/* teacher/ds_cuda.c — DeepSeek-V3 load, memory plan and paged forward on one CUDA GPU or several (see
  * teacher/ds_cuda.h). The layer is the chain of bench/lab_ds_r1_layer.cu: RMSNorm → FP8 q_a
  * (→ RMSNorm → q_b) and kv_a → latent RMSNorm, YaRN rope → latent rows into the paged cache →
  * q_nope·W_UK (bf16 batched) → absorbed MLA → ·W_UVᵀ → FP8 o_proj → residual + RMSNorm → dense

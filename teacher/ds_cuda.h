@@ -1,4 +1,5 @@
-/* teacher/ds_cuda.h — the DeepSeek-V3 / R1 teacher forward on one CUDA GPU (the device twin of
+/* teacher/ds_cuda.h — the DeepSeek-V3 / R1 teacher forward on one CUDA GPU, or split over the GPUs
+ * of an MPI job (tensor + expert parallel over NCCL, below) (the device twin of
  * teacher/deepseek.h's ds_forward_paged, behind te_model_load_opts with TE_DEVICE_CUDA; the
  * contract shape of teacher/dense_cuda.h).
  *

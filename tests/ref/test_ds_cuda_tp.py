@@ -54,17 +54,18 @@ def tool(tools_dir):
     return p
 
 
-def mpi(ranks, args, timeout=900):
+def mpi(ranks, args, timeout=900, env_add=None):
     if ranks == 1:
         return run(args, timeout=timeout)
     mpirun = shutil.which("mpirun")
     if not mpirun:
         pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env_add or {}))
     if "ASAN_OPTIONS" in env:
         env["ASAN_OPTIONS"] += ":detect_leaks=0"
-    return subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    exports = [a for k in (env_add or {}) for a in ("-x", k)]
+    return subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", *exports,
+                           *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,12 @@ def test_r1_over_8_gpus_of_80_gib_is_refused_with_its_weights_per_rank(tools_dir
     assert len({weight_bytes(8, r, R1) for r in range(8)}) == 1
     for l in lines:
         assert want in l, (want, l)
+
+
+def test_a_rank_that_cannot_load_stops_every_rank_with_one_line(tools_dir, model):
+    p = mpi(2, [tool(tools_dir), "run", model], env_add={"DSC_TP_RANK1_GPU_MIB": "2"})
+    assert p.returncode != 0
+    lines = [l for l in p.stderr.splitlines() if l.startswith("ds_cuda_tp:")]
+    assert len(lines) == 2, p.stderr
+    assert sum("GB of weights per rank; the GPU has" in l for l in lines) == 1, lines    # rank 1: its own reason
+    assert sum("another rank could not load its part" in l for l in lines) == 1, lines   # rank 0

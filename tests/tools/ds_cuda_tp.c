@@ -32,8 +32,9 @@
  * stand-in allocator's peak device bytes held against the rank's plan. Each rank prints one JSON
  * line {"rank", "ranks", "dlogit", "rms_ratio", "dlogprob", "margin", "tokens", "results",
  * "equal", "peak", "plan", "weights", "a2a_bytes", "kv_positions"}; exit 0, or 1 with the message
- * of what failed (a load error too: one line per rank). The pytest holds the numbers against its
- * tolerances. */
+ * of what failed (a load error too: one line per rank). DSC_TP_RANK1_GPU_MIB=N gives rank 1 a
+ * stand-in GPU of N MiB (a rank that cannot load stops every rank). The pytest holds the numbers
+ * against its tolerances. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -374,6 +375,8 @@ static int run(const char *dir) {
     if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
     fake_devices = comm_local_size(comm);   /* one stand-in GPU per rank of the node */
     fake_total_bytes = (size_t)384 << 20;  /* a 384 MiB "GPU": the plan gives the cache what is left */
+    const char *small = getenv("DSC_TP_RANK1_GPU_MIB");   /* rank 1's GPU smaller: every rank must stop */
+    if (small && comm_rank(comm) == 1) fake_total_bytes = (size_t)strtoull(small, NULL, 10) << 20;
     float dlogit = 0, rms = 0, rl = 0, rms8 = 0, rl8 = 0, dlogprob = 0;
     collected cpu = {0}, gpu = {0};
     size_t peak = 0, plan = 0, weights = 0;
