@@ -1,4 +1,4 @@
-/* teacher/ds_cuda.c — DeepSeek-V3 load, memory plan and paged forward on one CUDA GPU (see
+/* teacher/ds_cuda.c — DeepSeek-V3 load, memory plan and paged forward on one CUDA GPU or several (see
  * teacher/ds_cuda.h). The layer is the chain of bench/lab_ds_r1_layer.cu: RMSNorm → FP8 q_a
  * (→ RMSNorm → q_b) and kv_a → latent RMSNorm, YaRN rope → latent rows into the paged cache →
  * q_nope·W_UK (bf16 batched) → absorbed MLA → ·W_UVᵀ → FP8 o_proj → residual + RMSNorm → dense
@@ -55,6 +55,7 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
+#include "core/comm.h"
 #include "core/safetensors.h"
 #include "kernels/convert.h"
 #include "kernels/embed.h"
@@ -95,7 +96,8 @@ typedef struct {
 typedef struct {
     size_t x, xn, tmp, att, aq, as, qa, qan, q, kv, lat, qabs, olat, ov;
     size_t logit, ridx, rw, off, ros, sor, mqp, msp, gu, hq, hs, y, ys;
-    size_t hf, logits, meta, inv_freq;
+    size_t hf, logits, lpart, lgather, meta, inv_freq;
+    size_t sendq, sends, recvq, recvs, yb, ret, pidx;   /* expert parallel (P > 1) */
     size_t sl, sparams, srng, stok, slp, neginf;     /* device sampling (dsc_sample) */
     size_t gemm_ws, mla_ws, smp_ws, end;
 } dsc_act;
@@ -103,7 +105,13 @@ typedef struct {
 struct dsc_model {
     mc_config c;
     dsc_plan p;
-    int64_t D, L, V, H, R, dr, dn, dv, dq, ql, E, K, I, Imax, Kmax;
+    /* H (heads), El (routed experts) and Fl (dense intermediate) are this rank's; the rest the model's */
+    int64_t D, L, V, H, R, dr, dn, dv, dq, ql, E, K, I, Imax, Kmax, El, Fl;
+    int P, rank;                           /* ranks (1: one GPU) */
+    int64_t h0, f0;                        /* this rank's first head, first dense intermediate row */
+    int64_t Vp, v0, Vr;                    /* LM-head rows per rank (padded), this rank's first and count */
+    rt_comm *host, *nccl;                  /* borrowed; NCCL's over the same ranks (P > 1) */
+    int32_t *hidx;                         /* host: a MoE layer's routing, then its index lists (P > 1) */
     int64_t dense_layers;                  /* layers with a dense MLP */
     size_t embed, norm, head;              /* bf16, f32, bf16 */
     dsc_layer *layers;
@@ -152,7 +160,8 @@ static size_t layout_weights(dsc_model *m) {
     int64_t D = m->D;
     m->embed = put(&at, (size_t)(m->V * D) * 2);
     m->norm = put(&at, (size_t)D * 4);
-    m->head = c->tie_word_embeddings ? m->embed : put(&at, (size_t)(m->V * D) * 2);
+    /* this rank's LM-head rows (tied: its rows of the whole embedding) */
+    m->head = c->tie_word_embeddings ? m->embed + (size_t)(m->v0 * D) * 2 : put(&at, (size_t)(m->Vr * D) * 2);
     for (int64_t l = 0; l < m->L; l++) {
         dsc_layer *y = &m->layers[l];
         y->attn_norm = put(&at, (size_t)D * 4);
@@ -171,13 +180,13 @@ static size_t layout_weights(dsc_model *m) {
         y->o = put_fp8(&at, D, m->H * m->dv);
         y->moe = mc_layer_is_moe(c, l);
         y->gate = y->gate_bias = NONE;
-        if (!y->moe) y->inter = c->intermediate_size;
-        else {
+        if (!y->moe) y->inter = m->Fl;
+        else {   /* the router and the shared experts whole; this rank's routed experts e ≡ rank (mod P) */
             y->inter = c->moe_intermediate_size * c->n_shared_experts;
             y->gate = put(&at, (size_t)(m->E * D) * 2);
             if (c->has_correction_bias) y->gate_bias = put(&at, (size_t)m->E * 4);
-            y->e13 = put_fp8_groups(&at, m->E, 2 * m->I, D);
-            y->e2 = put_fp8_groups(&at, m->E, D, m->I);
+            y->e13 = put_fp8_groups(&at, m->El, 2 * m->I, D);
+            y->e2 = put_fp8_groups(&at, m->El, D, m->I);
         }
         if (y->inter > 0) {
             y->w13 = put_fp8(&at, 2 * y->inter, D);
@@ -193,7 +202,7 @@ static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t tab
 #define PUT(field, bytes) (m->a.field = put(&at, (size_t)(bytes)))
     PUT(x, T * D * 2);
     PUT(xn, T * D * 2);
-    PUT(tmp, T * D * 2);
+    PUT(tmp, (T + m->P) * D * 2);   /* P > 1: room for the all-gather of ceil(T/P)-row slices */
     PUT(att, T * D * 2);
     PUT(aq, T * m->Kmax);
     PUT(as, T * (m->Kmax / 128) * 4);
@@ -220,6 +229,16 @@ static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t tab
     PUT(ys, T * D * 2);
     PUT(hf, S * D * 2);
     PUT(logits, S * m->V * 4);
+    PUT(lpart, m->P > 1 ? S * m->Vp * 4 : 0);
+    PUT(lgather, m->P > 1 ? m->P * S * m->Vp * 4 : 0);
+    bool ep = m->P > 1 && m->E > 0;
+    PUT(sendq, ep ? TK * D : 0);
+    PUT(sends, ep ? TK * (D / 128) * 4 : 0);
+    PUT(recvq, ep ? TK * D : 0);
+    PUT(recvs, ep ? TK * (D / 128) * 4 : 0);
+    PUT(yb, ep ? TK * D * 2 : 0);
+    PUT(ret, ep ? TK * D * 2 : 0);
+    PUT(pidx, ep ? 3 * TK * 4 : 0);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->dr / 2 * 4);
     PUT(sl, S * m->V * 4);
@@ -285,13 +304,15 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     size_t fixed = p->weights + p->activations + p->workspace;
     int64_t need_kv = maxpos < DSC_MIN_KV ? maxpos : DSC_MIN_KV;
     if (p->weights > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
-                       "already in use)", dir, gb(p->weights), gb(p->budget), frac, gb(p->device_total), used / 1e9);
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights%s; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
+                       "already in use)", dir, gb(p->weights), m->P > 1 ? " per rank" : "", gb(p->budget), frac,
+                       gb(p->device_total), used / 1e9);
     int64_t room = fixed < p->budget ? (int64_t)((p->budget - fixed) / p->kv_position_bytes) : 0;
     if (room < need_kv)
-        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights and %.3g GB of activations and workspace, which "
-                       "leaves the GPU's %.3g GB room for %lld cached positions (at least %lld needed)", dir,
-                       gb(p->weights), gb(p->activations + p->workspace), gb(p->budget), (long long)room,
+        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights and %.3g GB of activations and workspace%s, "
+                       "which leaves the GPU's %.3g GB room for %lld cached positions (at least %lld needed)", dir,
+                       gb(p->weights), gb(p->activations + p->workspace), m->P > 1 ? " per rank" : "", gb(p->budget),
+                       (long long)room,
                        (long long)need_kv);
     p->kv_positions = room;
     p->kv = (size_t)room * p->kv_position_bytes;
@@ -323,8 +344,11 @@ static const st_tensor *find(const loader *ld, const char *name, int64_t rows, i
     return t;
 }
 
-/* An FP8 [rows, cols] tensor and its scales into d's matrix g, rows [row0, …) (row0 % 128 = 0). */
-static int load_fp8(loader *ld, const char *name, int64_t rows, int64_t cols, const dmat *d, int64_t g, int64_t row0) {
+/* Rows [r0, r0 + nr) and columns [c0, c0 + nc) of an FP8 [rows, cols] tensor, with the scales of
+ * their blocks, into d's matrix g at rows [row0, …) (row0 % 128 = 0; d->cols = nc): only those
+ * bytes of the mapping are read. The slice lies on the 128×128 block grid. */
+static int load_fp8(loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t nr, int64_t c0,
+                    int64_t nc, const dmat *d, int64_t g, int64_t row0) {
     dsc_model *m = ld->m;
     const st_tensor *t = find(ld, name, rows, cols);
     if (!t) return RT_EFORMAT;
@@ -336,62 +360,85 @@ static int load_fp8(loader *ld, const char *name, int64_t rows, int64_t cols, co
     const st_tensor *s = find(ld, sn, cdiv(rows, 128), cdiv(cols, 128));
     if (!s) return RT_EFORMAT;
     if (s->dtype != RT_DT_F32) return rt_fail(RT_EFORMAT, "model %s: %s is not F32", ld->dir, sn);
-    int64_t scols = cdiv(cols, 128), grows = d->rows;   /* rows of one group */
-    size_t w_at = d->w + (size_t)((g * grows + row0) * cols), s_at = d->s + (size_t)((g * grows + row0) / 128 * scols) * 4;
-    CUDA_TRY(cudaMemcpy(m->wb + w_at, t->data, t->nbytes, cudaMemcpyHostToDevice));
-    CUDA_TRY(cudaMemcpy(m->wb + s_at, s->data, s->nbytes, cudaMemcpyHostToDevice));
+    if (r0 % 128 || c0 % 128 || (nr % 128 && r0 + nr != rows) || (nc % 128 && c0 + nc != cols))
+        return rt_fail(RT_EUNSUPPORTED, "model %s: tensor %s: this rank's rows [%lld, %lld) and columns [%lld, %lld) "
+                       "do not lie on its 128×128 FP8 blocks", ld->dir, name, (long long)r0, (long long)(r0 + nr),
+                       (long long)c0, (long long)(c0 + nc));
+    int64_t scols = cdiv(cols, 128), dscols = cdiv(nc, 128), grows = d->rows;
+    size_t w_at = d->w + (size_t)((g * grows + row0) * nc), s_at = d->s + (size_t)((g * grows + row0) / 128 * dscols) * 4;
+    const uint8_t *w = (const uint8_t *)t->data + r0 * cols + c0;
+    const float *sc = (const float *)s->data + (r0 / 128) * scols + c0 / 128;
+    if (nc == cols) {
+        CUDA_TRY(cudaMemcpy(m->wb + w_at, w, (size_t)(nr * cols), cudaMemcpyHostToDevice));
+        CUDA_TRY(cudaMemcpy(m->wb + s_at, sc, (size_t)(cdiv(nr, 128) * scols) * 4, cudaMemcpyHostToDevice));
+        return 0;
+    }
+    CUDA_TRY(cudaMemcpy2DAsync(m->wb + w_at, (size_t)nc, w, (size_t)cols, (size_t)nc, (size_t)nr,
+                               cudaMemcpyHostToDevice, m->stream));
+    CUDA_TRY(cudaMemcpy2DAsync(m->wb + s_at, (size_t)dscols * 4, sc, (size_t)scols * 4, (size_t)dscols * 4,
+                               (size_t)cdiv(nr, 128), cudaMemcpyHostToDevice, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));   /* the mapping's pages are read before the next slice */
     return 0;
 }
 
-/* n elements of any float dtype into bf16 (to16) or f32 at byte offset `at`, in chunks. */
-static int load_float(loader *ld, const st_tensor *t, size_t at, bool to16) {
+/* Elements [first, first + n) of a tensor of any float dtype into bf16 (to16) or f32 at byte
+ * offset `at`, in chunks. */
+static int load_float(loader *ld, const st_tensor *t, size_t first, size_t n, size_t at, bool to16) {
     dsc_model *m = ld->m;
-    if (to16 && t->dtype == RT_DT_BF16) {
-        CUDA_TRY(cudaMemcpy(m->wb + at, t->data, t->nbytes, cudaMemcpyHostToDevice));
-        return 0;
-    }
-    if (!to16 && t->dtype == RT_DT_F32) {
-        CUDA_TRY(cudaMemcpy(m->wb + at, t->data, t->nbytes, cudaMemcpyHostToDevice));
-        return 0;
-    }
     size_t es = rt_dtype_size(t->dtype);
-    for (size_t i = 0; i < t->nelem; i += DSC_CHUNK) {
-        size_t n = t->nelem - i < DSC_CHUNK ? t->nelem - i : DSC_CHUNK;
-        TRY(cvt_to_f32(t->dtype, (const char *)t->data + i * es, ld->stage, n));
+    const char *src = (const char *)t->data + first * es;
+    if ((to16 && t->dtype == RT_DT_BF16) || (!to16 && t->dtype == RT_DT_F32)) {
+        CUDA_TRY(cudaMemcpy(m->wb + at, src, n * es, cudaMemcpyHostToDevice));
+        return 0;
+    }
+    for (size_t i = 0; i < n; i += DSC_CHUNK) {
+        size_t k = n - i < DSC_CHUNK ? n - i : DSC_CHUNK;
+        TRY(cvt_to_f32(t->dtype, src + i * es, ld->stage, k));
         if (to16) {
-            cvt_f32_to_bf16(ld->stage, ld->stage16, n);
-            CUDA_TRY(cudaMemcpy(m->wb + at + i * 2, ld->stage16, n * 2, cudaMemcpyHostToDevice));
+            cvt_f32_to_bf16(ld->stage, ld->stage16, k);
+            CUDA_TRY(cudaMemcpy(m->wb + at + i * 2, ld->stage16, k * 2, cudaMemcpyHostToDevice));
         } else {
-            CUDA_TRY(cudaMemcpy(m->wb + at + i * 4, ld->stage, n * 4, cudaMemcpyHostToDevice));
+            CUDA_TRY(cudaMemcpy(m->wb + at + i * 4, ld->stage, k * 4, cudaMemcpyHostToDevice));
         }
     }
     return 0;
 }
 
-static int load_plain(loader *ld, const char *name, int64_t rows, int64_t cols, size_t at, bool to16) {
+/* Rows [r0, r0 + nr) of a float [rows, cols] tensor (cols 0: a vector, whole) at `at`. */
+static int load_plain_rows(loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t nr, size_t at,
+                           bool to16) {
     const st_tensor *t = find(ld, name, rows, cols);
     if (!t) return RT_EFORMAT;
     if (t->dtype == RT_DT_F8_E4M3)
         return rt_fail(RT_EUNSUPPORTED, "model %s: tensor %s is FP8 where the CUDA engine expects a float type", ld->dir,
                        name);
-    return load_float(ld, t, at, to16);
+    int64_t w = cols > 0 ? cols : 1;
+    return load_float(ld, t, (size_t)(r0 * w), (size_t)(nr * w), at, to16);
+}
+static int load_plain(loader *ld, const char *name, int64_t rows, int64_t cols, size_t at, bool to16) {
+    return load_plain_rows(ld, name, rows, cols, 0, rows, at, to16);
 }
 
-/* kv_b [rows, cols] as bf16, FP8 widened 128 rows at a time on the host (cols ≤ DSC_CHUNK/128). */
-static int load_kvb(loader *ld, const char *name, int64_t rows, int64_t cols, size_t at) {
+/* Rows [r0, r0 + nr) of kv_b [rows, cols] as bf16, FP8 widened 128 rows at a time on the host
+ * (cols ≤ DSC_CHUNK/128; r0 on the block grid). */
+static int load_kvb(loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t nr, size_t at) {
     const st_tensor *t = find(ld, name, rows, cols);
     if (!t) return RT_EFORMAT;
-    if (t->dtype != RT_DT_F8_E4M3) return load_float(ld, t, at, true);
+    if (t->dtype != RT_DT_F8_E4M3) return load_float(ld, t, (size_t)(r0 * cols), (size_t)(nr * cols), at, true);
     char sn[240];
     snprintf(sn, sizeof sn, "%s_scale_inv", name);
     const st_tensor *s = find(ld, sn, cdiv(rows, 128), cdiv(cols, 128));
     if (!s) return RT_EFORMAT;
     if (cols * 128 > (int64_t)DSC_CHUNK)
         return rt_fail(RT_EUNSUPPORTED, "model %s: kv_b_proj with %lld columns", ld->dir, (long long)cols);
-    for (int64_t r = 0; r < rows; r += 128) {
-        int64_t n = rows - r < 128 ? rows - r : 128;
-        fp8_block_dequant((const uint8_t *)t->data + r * cols, (const float *)s->data + (r / 128) * cdiv(cols, 128), n,
-                          cols, 128, 128, ld->stage, NULL);
+    if (r0 % 128)
+        return rt_fail(RT_EUNSUPPORTED, "model %s: tensor %s: this rank's rows start at %lld, inside a 128-row FP8 "
+                       "block", ld->dir, name, (long long)r0);
+    for (int64_t r = 0; r < nr; r += 128) {
+        int64_t n = nr - r < 128 ? nr - r : 128;
+        fp8_block_dequant((const uint8_t *)t->data + (r0 + r) * cols,
+                          (const float *)s->data + ((r0 + r) / 128) * cdiv(cols, 128), n, cols, 128, 128, ld->stage,
+                          NULL);
         cvt_f32_to_bf16(ld->stage, ld->stage16, (size_t)(n * cols));
         CUDA_TRY(cudaMemcpy(ld->m->wb + at + (size_t)(r * cols) * 2, ld->stage16, (size_t)(n * cols) * 2,
                             cudaMemcpyHostToDevice));
@@ -399,15 +446,18 @@ static int load_kvb(loader *ld, const char *name, int64_t rows, int64_t cols, si
     return 0;
 }
 
-static int load_mlp(loader *ld, const char *pre, int64_t inter, const dmat *w13, const dmat *w2, int64_t g) {
+/* An MLP of `full` intermediate rows, this rank's rows [f0, f0 + inter) of it, into group g of
+ * w13 (gate rows, then up rows) and w2 (the matching down_proj columns). */
+static int load_mlp(loader *ld, const char *pre, int64_t full, int64_t f0, int64_t inter, const dmat *w13,
+                    const dmat *w2, int64_t g) {
     char nm[200];
     int64_t D = ld->m->D;
     snprintf(nm, sizeof nm, "%s.gate_proj.weight", pre);
-    TRY(load_fp8(ld, nm, inter, D, w13, g, 0));
+    TRY(load_fp8(ld, nm, full, D, f0, inter, 0, D, w13, g, 0));
     snprintf(nm, sizeof nm, "%s.up_proj.weight", pre);
-    TRY(load_fp8(ld, nm, inter, D, w13, g, inter));
+    TRY(load_fp8(ld, nm, full, D, f0, inter, 0, D, w13, g, inter));
     snprintf(nm, sizeof nm, "%s.down_proj.weight", pre);
-    return load_fp8(ld, nm, D, inter, w2, g, 0);
+    return load_fp8(ld, nm, D, full, 0, D, f0, inter, w2, g, 0);
 }
 
 static int load_weights(dsc_model *m, loader *ld) {
@@ -416,7 +466,8 @@ static int load_weights(dsc_model *m, loader *ld) {
     char nm[200];
     TRY(load_plain(ld, "model.embed_tokens.weight", m->V, D, m->embed, true));
     TRY(load_plain(ld, "model.norm.weight", D, 0, m->norm, false));
-    if (!c->tie_word_embeddings) TRY(load_plain(ld, "lm_head.weight", m->V, D, m->head, true));
+    if (!c->tie_word_embeddings) TRY(load_plain_rows(ld, "lm_head.weight", m->V, D, m->v0, m->Vr, m->head, true));
+    int64_t Hg = c->num_attention_heads, dkv = m->dn + m->dv;   /* this rank's heads: [h0, h0 + H) of Hg */
     for (int64_t l = 0; l < m->L; l++) {
         const dsc_layer *y = &m->layers[l];
 #define NM(suffix) (snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, suffix), nm)
@@ -429,28 +480,31 @@ static int load_weights(dsc_model *m, loader *ld) {
                 return rt_fail(RT_EUNSUPPORTED, "model %s: %s: the CUDA engine takes no attention biases; use "
                                "--device cpu", ld->dir, nm);
         if (m->ql > 0) {
-            TRY(load_fp8(ld, NM("self_attn.q_a_proj.weight"), m->ql, D, &y->q_a, 0, 0));
+            TRY(load_fp8(ld, NM("self_attn.q_a_proj.weight"), m->ql, D, 0, m->ql, 0, D, &y->q_a, 0, 0));
             TRY(load_plain(ld, NM("self_attn.q_a_layernorm.weight"), m->ql, 0, y->q_a_norm, false));
-            TRY(load_fp8(ld, NM("self_attn.q_b_proj.weight"), m->H * m->dq, m->ql, &y->q_b, 0, 0));
+            TRY(load_fp8(ld, NM("self_attn.q_b_proj.weight"), Hg * m->dq, m->ql, m->h0 * m->dq, m->H * m->dq, 0, m->ql,
+                         &y->q_b, 0, 0));
         } else {
-            TRY(load_fp8(ld, NM("self_attn.q_proj.weight"), m->H * m->dq, D, &y->q_b, 0, 0));
+            TRY(load_fp8(ld, NM("self_attn.q_proj.weight"), Hg * m->dq, D, m->h0 * m->dq, m->H * m->dq, 0, D, &y->q_b, 0,
+                         0));
         }
-        TRY(load_fp8(ld, NM("self_attn.kv_a_proj_with_mqa.weight"), m->R + m->dr, D, &y->kv_a, 0, 0));
+        TRY(load_fp8(ld, NM("self_attn.kv_a_proj_with_mqa.weight"), m->R + m->dr, D, 0, m->R + m->dr, 0, D, &y->kv_a,
+                     0, 0));
         TRY(load_plain(ld, NM("self_attn.kv_a_layernorm.weight"), m->R, 0, y->kv_norm, false));
-        TRY(load_kvb(ld, NM("self_attn.kv_b_proj.weight"), m->H * (m->dn + m->dv), m->R, y->kvb));
-        TRY(load_fp8(ld, NM("self_attn.o_proj.weight"), D, m->H * m->dv, &y->o, 0, 0));
+        TRY(load_kvb(ld, NM("self_attn.kv_b_proj.weight"), Hg * dkv, m->R, m->h0 * dkv, m->H * dkv, y->kvb));
+        TRY(load_fp8(ld, NM("self_attn.o_proj.weight"), D, Hg * m->dv, 0, D, m->h0 * m->dv, m->H * m->dv, &y->o, 0, 0));
         if (!y->moe) {
-            TRY(load_mlp(ld, NM("mlp"), y->inter, &y->w13, &y->w2, 0));
+            TRY(load_mlp(ld, NM("mlp"), c->intermediate_size, m->f0, y->inter, &y->w13, &y->w2, 0));
             continue;
         }
         TRY(load_plain(ld, NM("mlp.gate.weight"), m->E, D, y->gate, true));
         if (y->gate_bias != NONE) TRY(load_plain(ld, NM("mlp.gate.e_score_correction_bias"), m->E, 0, y->gate_bias, false));
         char pre[160];
-        for (int64_t e = 0; e < m->E; e++) {
-            snprintf(pre, sizeof pre, "model.layers.%lld.mlp.experts.%lld", (long long)l, (long long)e);
-            TRY(load_mlp(ld, pre, m->I, &y->e13, &y->e2, e));
+        for (int64_t j = 0; j < m->El; j++) {   /* local expert j is expert j·P + rank */
+            snprintf(pre, sizeof pre, "model.layers.%lld.mlp.experts.%lld", (long long)l, (long long)(j * m->P + m->rank));
+            TRY(load_mlp(ld, pre, m->I, 0, m->I, &y->e13, &y->e2, j));
         }
-        if (y->inter > 0) TRY(load_mlp(ld, NM("mlp.shared_experts"), y->inter, &y->w13, &y->w2, 0));
+        if (y->inter > 0) TRY(load_mlp(ld, NM("mlp.shared_experts"), y->inter, 0, y->inter, &y->w13, &y->w2, 0));
 #undef NM
     }
     return 0;
@@ -473,7 +527,31 @@ static int check_shapes(dsc_model *m, const char *dir) {
     return 0;
 }
 
-static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
+/* The layout of teacher/parallel.c over P GPUs (ds_cuda.h): heads, dense intermediate rows and
+ * LM-head rows in P equal parts, routed experts round-robin. Sets this rank's sizes (P = 1: the
+ * whole model); a split whose FP8 slices would not lie on the 128×128 blocks is refused. */
+static int split(dsc_model *m, const char *dir) {
+    int64_t P = m->P, r = m->rank, H = m->H, V = m->V, F = m->dense_layers ? m->c.intermediate_size : 0;
+    int64_t hl = H / P, dkv = m->dn + m->dv;
+    m->Vp = P > 1 ? (cdiv(V, P) + 7) / 8 * 8 : V;
+    if (P > 1 && (H % P || hl % 16 || (hl * m->dq) % 128 || (hl * m->dv) % 128 || (hl * dkv) % 128 || F % P ||
+                  (F / P) % 128 || (P - 1) * m->Vp >= V))
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: model %s over %lld ranks: %lld heads (q %lld, v %lld, kv_b %lld "
+                       "rows each), dense intermediate %lld, vocabulary %lld: the CUDA engine splits heads in equal "
+                       "parts of a multiple of 16 heads whose q_b, kv_b and o_proj slices lie on the 128x128 FP8 "
+                       "blocks, the dense intermediate in equal parts of a multiple of 128 rows, and needs vocabulary "
+                       "rows on every rank", dir, (long long)P, (long long)H, (long long)m->dq, (long long)m->dv,
+                       (long long)dkv, (long long)F, (long long)V);
+    m->H = hl, m->h0 = r * hl;
+    m->Fl = m->c.intermediate_size / P, m->f0 = r * m->Fl;
+    m->El = m->E > r ? (m->E - r + P - 1) / P : 0;
+    m->v0 = r * m->Vp;
+    m->Vr = V - m->v0 < m->Vp ? V - m->v0 : m->Vp;
+    return 0;
+}
+
+/* Up to the plan: config, device, shapes, layout; nothing allocated on the device. */
+static int prepare(dsc_model *m, const char *dir, const dsc_load_opts *o, float *inv, int *dev) {
     TRY(mc_load(dir, &m->c));
     const mc_config *c = &m->c;
     if (c->arch != MC_ARCH_DEEPSEEK_V3) return rt_fail(RT_EUNSUPPORTED, "model %s is not DeepSeek-V3", dir);
@@ -484,22 +562,23 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     m->eps = (float)c->rms_norm_eps;
     if (m->E == 0) m->K = 0, m->I = 0;
     for (int64_t l = 0; l < m->L; l++) m->dense_layers += !mc_layer_is_moe(c, l);
-    m->Imax = m->I;
-    if (m->dense_layers && c->intermediate_size > m->Imax) m->Imax = c->intermediate_size;
-    if (m->I * c->n_shared_experts > m->Imax) m->Imax = m->I * c->n_shared_experts;
-    int64_t ks[] = {m->D, m->ql, m->H * m->dv};
-    m->Kmax = 0;
-    for (int i = 0; i < 3; i++) m->Kmax = ks[i] > m->Kmax ? ks[i] : m->Kmax;
     /* a machine without a usable GPU hears that first, whatever the model */
-    int dev = o && o->gpu >= 0 ? o->gpu : 0, ndev = 0;
+    int ndev = 0;
+    *dev = o && o->gpu >= 0 ? o->gpu : 0;
     cudaError_t ce = cudaGetDeviceCount(&ndev);
     if (ce != cudaSuccess || ndev < 1)
         return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
                        ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    if (dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", dev, ndev);
-    if (cudaSetDevice(dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", dev);
+    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
+    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
     TRY(check_shapes(m, dir));
-    float inv[YARN_MAX_DIM / 2];
+    TRY(split(m, dir));
+    m->Imax = m->I;
+    if (m->dense_layers && m->Fl > m->Imax) m->Imax = m->Fl;
+    if (m->I * c->n_shared_experts > m->Imax) m->Imax = m->I * c->n_shared_experts;
+    int64_t ks[] = {m->D, m->ql, m->H * m->dv};
+    m->Kmax = 0;
+    for (int i = 0; i < 3; i++) m->Kmax = ks[i] > m->Kmax ? ks[i] : m->Kmax;
     TRY(yarn_init(&c->rope, m->dr, inv, &m->cs_scale));
     m->attn_scale = (float)yarn_softmax_scale(&c->rope, m->dq);
     m->router = (moe_router_cfg){.n_experts = m->E, .n_group = c->n_group, .topk_group = c->topk_group,
@@ -508,15 +587,44 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     if (m->E > 0) TRY(moe_router_check(&m->router));
     if (!(m->layers = rt_calloc((size_t)m->L, sizeof *m->layers))) return RT_ENOMEM;
     /* the plan first: nothing is allocated on the device for a model that does not fit */
-    TRY(make_plan(m, dir, o));
+    return make_plan(m, dir, o);
+}
+
+/* Every rank's status, met before a collective: a failure on one rank (its own message) stops
+ * all, the others with a line that points at it; the cache takes the smallest rank's plan, so
+ * every rank's scheduler sees the same blocks. */
+static int agree(dsc_model *m, const char *dir, int rc) {
+    if (m->P <= 1) return rc;
+    int64_t v[2] = {rc != 0, rc ? 0 : -m->p.kv_positions};
+    int crc = comm_allreduce(m->host, v, v, 2, RT_DT_I64, COMM_MAX);
+    if (rc) return rc;
+    if (crc) return rt_errorf(crc, "model %s: agreeing on the load across ranks", dir);
+    if (v[0]) return rt_fail(RT_EINTERNAL, "model %s: another rank could not load its part (its line says why)", dir);
+    dsc_plan *p = &m->p;
+    if (-v[1] < p->kv_positions) {
+        p->kv_positions = -v[1];
+        p->kv = (size_t)p->kv_positions * p->kv_position_bytes;
+        p->total = p->weights + p->activations + p->workspace + p->kv;
+    }
+    return 0;
+}
+
+static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
+    float inv[YARN_MAX_DIM / 2];
+    int dev = 0;
+    int rc = agree(m, dir, prepare(m, dir, o, inv, &dev));
+    const mc_config *c = &m->c;
     st_file *f = NULL;
     ck_summary sum;
-    TRY(st_open(dir, &f));
+    if (!rc) rc = st_open(dir, &f);
     loader ld = {.m = m, .f = f, .dir = dir};
-    int rc = ck_validate(c, f, &sum);
+    if (!rc) rc = ck_validate(c, f, &sum);
     cudaError_t e = cudaSuccess;
     if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
+    /* NCCL's communicator joins every rank: only after all of them are this far */
+    if (m->P > 1 && !(rc = agree(m, dir, rc)) && (rc = comm_open_nccl(m->host, dev, m->stream, &m->nccl)))
+        m->nccl = NULL;
     if (!rc) rc = fp8_gemm_lt_create(&m->lt);
     const dsc_plan *p = &m->p;
     if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
@@ -526,6 +634,9 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
         rc = rt_fail(RT_ENOMEM, "model %s: the planned %.3g GB could not be allocated on the GPU (%s)", dir,
                      gb(p->total), cudaGetErrorString(e));
     if (!rc && !(m->meta = rt_malloc(m->a.inv_freq - m->a.meta))) rc = RT_ENOMEM;
+    /* expert parallel: a layer's routing and its three index lists on the host */
+    if (!rc && m->P > 1 && m->E > 0 && !(m->hidx = rt_malloc((size_t)(4 * p->max_tokens * m->K) * sizeof(int32_t))))
+        rc = RT_ENOMEM;
     if (!rc && (!(ld.stage = rt_malloc(DSC_CHUNK * 4)) || !(ld.stage16 = rt_malloc(DSC_CHUNK * 2)))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, &ld);
     if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->dr / 2) * 4, cudaMemcpyHostToDevice)))
@@ -533,6 +644,7 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     float ninf = -INFINITY;   /* what dsc_sample writes over the ids that cannot be drawn */
     if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
         rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
+    if (m->nccl) rc = agree(m, dir, rc);
     free(ld.stage);
     free(ld.stage16);
     st_close(f);
@@ -543,6 +655,9 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
     *out = NULL;
     dsc_model *m = rt_calloc(1, sizeof *m);
     if (!m) return RT_ENOMEM;
+    m->host = o ? o->comm : NULL;
+    m->P = m->host ? comm_size(m->host) : 1;
+    m->rank = m->host ? comm_rank(m->host) : 0;
     int rc = load_all(m, dir, o);
     if (rc) {
         dsc_free(m);
@@ -555,11 +670,13 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
 void dsc_free(dsc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
+    comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     fp8_gemm_lt_free(m->lt);
     if (m->stream) cudaStreamDestroy(m->stream);
     free(m->layers);
     free(m->meta);
+    free(m->hidx);
     free(m);
 }
 
@@ -606,11 +723,12 @@ static int linear(dsc_model *m, const dmat *w, const uint16_t *in, int64_t T, ui
                                m->gemm_ws_bytes, out, st);
 }
 
-/* out [T, D] = down(silu(gate·x) ⊙ up·x) with x already quantized into aq/as. */
-static int mlp(dsc_model *m, const dmat *w13, const dmat *w2, int64_t inter, int64_t T, uint16_t *out) {
+/* out [T, D] = down(silu(gate·x) ⊙ up·x) with x already quantized (aq/as: e4m3 rows, scales). */
+static int mlp(dsc_model *m, const dmat *w13, const dmat *w2, int64_t inter, const uint8_t *aq, const float *as,
+               int64_t T, uint16_t *out) {
     cudaStream_t st = m->stream;
-    uint8_t *aq = (uint8_t *)A(m->a.aq), *hq = (uint8_t *)A(m->a.hq);
-    float *as = F4(m->a.as), *hs = F4(m->a.hs);
+    uint8_t *hq = (uint8_t *)A(m->a.hq);
+    float *hs = F4(m->a.hs);
     uint16_t *gu = BF(m->a.gu);
     int sp = T <= DSC_SPLITK_M ? fp8_gemm_splitk_plan(T, 2 * inter, m->D) : 1;
     if (fp8_gemm_splitk_workspace_bytes(T, 2 * inter, sp) > m->gemm_ws_bytes) sp = 1;
@@ -658,7 +776,115 @@ static int attention(dsc_model *m, const dsc_layer *y, int64_t l, int64_t T, int
                         m->mla_ws_bytes, BF(m->a.olat), st));
     TRY(bf16_gemm_batched_cuda(m->lt, 1, BF(m->a.olat), H * R, R, kvb + dn * R, R, (dn + dv) * R, BF(m->a.ov), H * dv,
                                dv, T, dv, R, H, st));
-    return linear(m, &y->o, BF(m->a.ov), T, BF(m->a.att));
+    TRY(linear(m, &y->o, BF(m->a.ov), T, BF(m->a.att)));
+    /* this rank's heads' share of o_proj, summed over the ranks */
+    if (m->P > 1) TRY(comm_allreduce(m->nccl, BF(m->a.att), BF(m->a.att), (size_t)(T * m->D), RT_DT_BF16, COMM_SUM));
+    return 0;
+}
+
+/* The MoE block over the ranks (teacher/parallel.c's ds_par_moe_fwd on the GPU): the routing
+ * ridx/rw [T, K] and the quantized xn (aq/as) are the same on every rank. Token t is owned by rank
+ * t / c (c = ceil(T/P)). The owner sends the e4m3 row and scales of each of its slots (t, k) to the
+ * rank of expert ridx[t,k] (ordered by destination, then t, then k; the row counts exchanged over
+ * the host communicator first and checked against the routing, which tells every rank what it
+ * receives and in which order: by source, then t, k); each rank runs its experts (grouped GEMMs
+ * over the rows it received, grouped by local expert) and sends the bf16 outputs back the same
+ * way; the owner adds the shared experts of its tokens and combines, and the owned slices of tmp
+ * are all-gathered (slices of c rows: tmp has room for P·c ≥ T rows). */
+static int moe_parallel(dsc_model *m, const dsc_layer *y, int64_t T) {
+    cudaStream_t st = m->stream;
+    int64_t D = m->D, K = m->K, P = m->P, me = m->rank, TK = T * K, sd = D / 128;
+    int64_t c = cdiv(T, P), t0 = me * c < T ? me * c : T, t1 = t0 + c < T ? t0 + c : T;
+    int32_t *idx = m->hidx, *send_slot = idx + TK, *lidx = send_slot + TK, *comb = lidx + TK;
+    CUDA_TRY(cudaMemcpyAsync(idx, I4(m->a.ridx), (size_t)TK * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(cudaStreamSynchronize(st));
+    size_t *cnt = rt_malloc((size_t)(10 * P) * sizeof *cnt);
+    if (!cnt) return RT_ENOMEM;
+    size_t *sn = cnt, *rn = sn + P, *one = rn + P, *iota = one + P, *a = iota + P, *ad = a + P, *b = ad + P,
+           *bd = b + P;
+    int64_t *told = (int64_t *)(bd + P), *tell = told + P;
+    /* what this rank sends: its slots, by destination rank; slot (t, k)'s output comes back to
+     * the same place of the return buffer */
+    int64_t ns = 0, nr = 0;
+    for (int64_t q = 0; q < P; q++) {
+        sn[q] = 0;
+        for (int64_t t = t0; t < t1; t++)
+            for (int64_t k = 0; k < K; k++) {
+                int32_t e = idx[t * K + k];
+                if (e < 0 || e % P != q) continue;
+                comb[(t - t0) * K + k] = (int32_t)ns;
+                send_slot[ns++] = (int32_t)(t * K + k);
+                sn[q]++;
+            }
+    }
+    for (int64_t i = 0; i < (t1 - t0) * K; i++)
+        if (idx[t0 * K + i] < 0) comb[i] = -1;
+    /* what it receives: each source's slots routed here, in the source's order (local expert ids) */
+    for (int64_t s = 0; s < P; s++) {
+        int64_t s0 = s * c < T ? s * c : T, s1 = s0 + c < T ? s0 + c : T;
+        rn[s] = 0;
+        for (int64_t t = s0; t < s1; t++)
+            for (int64_t k = 0; k < K; k++) {
+                int32_t e = idx[t * K + k];
+                if (e >= 0 && e % P == me) lidx[nr++] = (int32_t)(e / P), rn[s]++;
+            }
+        one[s] = 1, iota[s] = (size_t)s, tell[s] = (int64_t)sn[s];
+    }
+    int rc = comm_alltoallv(m->host, tell, one, iota, told, one, iota, RT_DT_I64);
+    for (int64_t s = 0; s < P && !rc; s++)
+        if (told[s] != (int64_t)rn[s])
+            rc = rt_fail(RT_EINTERNAL, "expert-parallel MoE: rank %lld sends %lld rows to rank %lld, whose routing "
+                         "expects %lld (the ranks' hidden states differ)", (long long)s, (long long)told[s],
+                         (long long)me, (long long)rn[s]);
+    uint8_t *aq = (uint8_t *)A(m->a.aq), *sq = (uint8_t *)A(m->a.sendq), *rq = (uint8_t *)A(m->a.recvq);
+    float *as = F4(m->a.as), *ss = F4(m->a.sends), *rs = F4(m->a.recvs);
+    int32_t *d_send = I4(m->a.pidx), *d_lidx = d_send + TK, *d_comb = d_lidx + TK;
+    uint16_t *yb = BF(m->a.yb), *ret = BF(m->a.ret), *tmp = BF(m->a.tmp);
+#define XFER(rows_a, rows_b, per)                                                                    \
+    for (int64_t q = 0; q < P; q++) {                                                                \
+        a[q] = rows_a[q] * (size_t)(per), b[q] = rows_b[q] * (size_t)(per);                          \
+        ad[q] = q ? ad[q - 1] + a[q - 1] : 0, bd[q] = q ? bd[q - 1] + b[q - 1] : 0;                  \
+    }
+    cudaError_t e = cudaSuccess;
+    if (!rc && (e = cudaMemcpyAsync(d_send, send_slot, (size_t)(3 * TK) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                    st)) != cudaSuccess)
+        rc = rt_fail(RT_EINTERNAL, "uploading the expert-parallel lists: %s", cudaGetErrorString(e));
+    /* dispatch: e4m3 rows, then their scales */
+    if (!rc && ns > 0) rc = moe_gather_rows_cuda(aq, D, d_send, ns, K, sq, st);
+    if (!rc && ns > 0) rc = moe_gather_rows_cuda(as, sd * 4, d_send, ns, K, ss, st);
+    XFER(sn, rn, D);
+    if (!rc) rc = comm_alltoallv(m->nccl, sq, a, ad, rq, b, bd, RT_DT_U8);
+    XFER(sn, rn, sd);
+    if (!rc) rc = comm_alltoallv(m->nccl, ss, a, ad, rs, b, bd, RT_DT_F32);
+    /* this rank's experts over what it received, the outputs back in the order received */
+    if (!rc && nr > 0) {
+        int32_t *off = I4(m->a.off), *ros = I4(m->a.ros), *sor = I4(m->a.sor);
+        uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
+        float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
+        if (!rc) rc = moe_permute_cuda(d_lidx, nr, m->El, off, ros, sor, st);
+        if (!rc) rc = moe_gather_rows_cuda(rq, D, sor, nr, 1, mqp, st);
+        if (!rc) rc = moe_gather_rows_cuda(rs, sd * 4, sor, nr, 1, msp, st);
+        if (!rc) rc = fp8_gemm_grouped_cuda(mqp, msp, W8(y->e13.w), WF(y->e13.s), off, m->El, nr, 2 * m->I, D,
+                                            BF(m->a.gu), st);
+        if (!rc) rc = fp8_swiglu_quant_cuda(BF(m->a.gu), nr, m->I, hq, hs, 0, st);
+        if (!rc) rc = fp8_gemm_grouped_cuda(hq, hs, W8(y->e2.w), WF(y->e2.s), off, m->El, nr, D, m->I, BF(m->a.y), st);
+        if (!rc) rc = moe_gather_rows_cuda(BF(m->a.y), D * 2, ros, nr, 1, yb, st);
+    }
+    XFER(rn, sn, D * 2);
+    if (!rc) rc = comm_alltoallv(m->nccl, yb, a, ad, ret, b, bd, RT_DT_U8);
+#undef XFER
+    free(cnt);
+    if (rc) return rc;
+    /* the owner: shared experts of its tokens + Σ_k w·y, then every rank's slice to every rank */
+    if (t1 > t0) {
+        const uint16_t *base = NULL;
+        if (y->inter > 0) {
+            TRY(mlp(m, &y->w13, &y->w2, y->inter, aq + t0 * D, as + t0 * sd, t1 - t0, BF(m->a.ys)));
+            base = BF(m->a.ys);
+        }
+        TRY(moe_combine_cuda(ret, d_comb, F4(m->a.rw) + t0 * K, t1 - t0, K, D, base, tmp + t0 * D, st));
+    }
+    return comm_allgather(m->nccl, tmp + me * c * D, tmp, (size_t)(c * D), RT_DT_BF16);
 }
 
 /* tmp [T, D] = the feed-forward of xn: the dense MLP, or shared experts + Σ routed experts. */
@@ -668,11 +894,16 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
     uint16_t *xn = BF(m->a.xn), *tmp = BF(m->a.tmp);
     uint8_t *aq = (uint8_t *)A(m->a.aq);
     TRY(fp8_act_quant_cuda(xn, T, D, aq, F4(m->a.as), 0, st));
-    if (!y->moe) return mlp(m, &y->w13, &y->w2, y->inter, T, tmp);
+    if (!y->moe) {   /* this rank's intermediate rows, summed over the ranks */
+        TRY(mlp(m, &y->w13, &y->w2, y->inter, aq, F4(m->a.as), T, tmp));
+        if (m->P > 1) TRY(comm_allreduce(m->nccl, tmp, tmp, (size_t)(T * D), RT_DT_BF16, COMM_SUM));
+        return 0;
+    }
     int32_t *ridx = I4(m->a.ridx), *off = I4(m->a.off), *ros = I4(m->a.ros), *sor = I4(m->a.sor);
     float *rw = F4(m->a.rw);
     TRY(bf16_gemm_f32_cuda(m->lt, xn, W16(y->gate), T, E, D, F4(m->a.logit), st));
     TRY(moe_route_cuda(&m->router, F4(m->a.logit), y->gate_bias != NONE ? WF(y->gate_bias) : NULL, T, K, ridx, rw, st));
+    if (m->P > 1) return moe_parallel(m, y, T);
     TRY(moe_permute_cuda(ridx, TK, E, off, ros, sor, st));
     uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
     float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
@@ -683,7 +914,7 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
     TRY(fp8_gemm_grouped_cuda(hq, hs, W8(y->e2.w), WF(y->e2.s), off, E, TK, D, m->I, BF(m->a.y), st));
     const uint16_t *base = NULL;
     if (y->inter > 0) {   /* the shared experts, on the quantized xn still in aq */
-        TRY(mlp(m, &y->w13, &y->w2, y->inter, T, BF(m->a.ys)));
+        TRY(mlp(m, &y->w13, &y->w2, y->inter, aq, F4(m->a.as), T, BF(m->a.ys)));
         base = BF(m->a.ys);
     }
     return moe_combine_cuda(BF(m->a.y), ros, rw, T, K, D, base, tmp, st);
@@ -738,7 +969,17 @@ static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, 
             h = hf;
         }
         float *lg = F4(m->a.logits) + dev_row * m->V;
-        TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st));
+        if (m->P == 1) TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st));
+        else {   /* this rank's vocabulary rows [R, Vr], gathered as blocks of R·Vp, laid out as rows of V */
+            float *lp = F4(m->a.lpart), *lga = F4(m->a.lgather);
+            TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->Vr, D, lp, st));
+            TRY(comm_allgather(m->nccl, lp, lga, (size_t)(R * m->Vp), RT_DT_F32));
+            for (int64_t q = 0; q < m->P; q++) {
+                int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
+                CUDA_TRY(cudaMemcpy2DAsync(lg + v0, (size_t)m->V * 4, lga + q * R * m->Vp, (size_t)nv * 4,
+                                           (size_t)nv * 4, (size_t)R, cudaMemcpyDeviceToDevice, st));
+            }
+        }
         if (logits) CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
     CUDA_TRY(cudaStreamSynchronize(st));

@@ -1,4 +1,5 @@
-/* teacher/ds_cuda.h — the DeepSeek-V3 / R1 teacher forward on one CUDA GPU (the device twin of
+/* teacher/ds_cuda.h — the DeepSeek-V3 / R1 teacher forward on one CUDA GPU, or split over the GPUs
+ * of an MPI job (tensor + expert parallel over NCCL, below) (the device twin of
  * teacher/deepseek.h's ds_forward_paged, behind te_model_load_opts with TE_DEVICE_CUDA; the
  * contract shape of teacher/dense_cuda.h).
  *
@@ -37,6 +38,33 @@
  * to e4m3 per token and per 128 channels before every FP8 GEMM (DeepSeek's act_quant), so logits
  * agree with the CPU engine (f32 activations) to a tolerance (docs/teacher.md, "The GPU engine").
  *
+ * Tensor and expert parallel (dsc_load_opts.comm with P > 1 ranks, one GPU each; every rank calls
+ * dsc_load and then every dsc_forward / dsc_sample in lockstep, with the same arguments): the
+ * layout of teacher/parallel.c on the GPU. Rank r holds
+ *   attention   heads [r·H/P, …): their rows of q_b (q_proj) and kv_b, their columns of o_proj;
+ *               q_a, kv_a, their norms and the latent cache are whole on every rank (the latent
+ *               row is per token and every head reads all of it: splitting it would only move it
+ *               back), so each rank's cache holds every position; o_proj's bf16 partial sums are
+ *               all-reduced (NCCL).
+ *   dense MLP   intermediate rows [r·F/P, …) (gate/up rows, down_proj columns), all-reduced.
+ *   experts     routed expert e on rank e mod P (laid end to end for the grouped GEMM in that
+ *               order); router and shared experts whole on every rank. Every rank routes every
+ *               token (the all-reduced hidden state is the same on all ranks); token t is owned by
+ *               rank t / ceil(T/P), which sends the e4m3 rows (and their scales) of its (t, k)
+ *               slots to the experts' ranks with comm_alltoallv — the row counts exchanged over
+ *               the host communicator first and checked against the routing —, gets the experts'
+ *               bf16 outputs back the same way, adds the shared experts' output of its tokens and
+ *               combines; the owned slices are then all-gathered.
+ *   vocabulary  LM-head rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8); the embedding is whole.
+ *               The f32 logits rows are all-gathered, so every rank holds the same full rows on
+ *               the device (dsc_sample draws the same ids on every rank).
+ * Each rank reads only its slices from the mapping. An FP8 slice must start and end on the 128×128
+ * block grid (H/P·(nope+rope), H/P·v_head_dim, H/P·(nope+v) and F/P multiples of 128; H/P a
+ * multiple of 16 for the MLA kernel): other splits are refused with one line (RT_EUNSUPPORTED).
+ * The plan is per rank ("needs N GB of weights per rank"); the ranks agree before any collective:
+ * a rank that fails stops all (the others say another rank failed), and the cache takes the
+ * smallest rank's positions.
+ *
  * Without CUDA every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, dtype, no device),
  * RT_ENOMEM (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dsc_cache_init),
@@ -48,6 +76,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/comm.h"
 #include "core/model_config.h"
 #include "kernels/sample.h"
 #include "teacher/kvcache.h"
@@ -59,10 +88,11 @@ typedef struct {
     double memory_fraction;         /* share of the device's memory to use (0: 0.9) */
     int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
     int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
+    rt_comm *comm;                  /* tensor/expert-parallel ranks (NULL or one rank: one GPU); borrowed */
 } dsc_load_opts;
 
 typedef struct {
-    size_t weights, activations, workspace, kv;   /* bytes */
+    size_t weights, activations, workspace, kv;   /* bytes (this rank's) */
     size_t total;                   /* their sum: what dsc_load allocates on the device */
     size_t kv_position_bytes;       /* bytes of one cache position, all layers */
     int64_t kv_positions;           /* what the cache holds */

@@ -45,14 +45,10 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
     if (!m) return RT_ENOMEM;
     int rc = mc_load(dir, &m->c);
     if (rc) rc = rt_errorf(rc, "loading model %s", dir);
-    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {
-        if (o->comm && comm_size(o->comm) > 1)
-            rc = rt_fail(RT_EUNSUPPORTED, "--device cuda: DeepSeek-V3 model %s runs on one GPU for now (%d ranks "
-                         "asked); run it without mpirun, or with --device cpu over MPI", dir, comm_size(o->comm));
-        else {
-            dsc_load_opts d = {.gpu = o->gpu >= 0 ? o->gpu : 0, .memory_fraction = o->gpu_memory_fraction};
-            rc = dsc_load(dir, &d, &m->dsg);
-        }
+    else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {   /* tensor + expert parallel over o->comm's ranks */
+        int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
+        dsc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm};
+        rc = dsc_load(dir, &d, &m->dsg);
     } else {
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
         dc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm,

@@ -74,11 +74,13 @@ int te_model_load_comm(const char *dir, tp_pool *pool, rt_comm *comm, te_model *
  * KV cache live there; logits come back to the host, where sampling stays. The GPU's memory
  * plan sizes the cache: te_engine_create takes all of it when cache_tokens is 0 and clips a
  * larger cache_tokens to it. A model that does not fit is refused at load with one line.
- * With comm over P > 1 ranks (mpirun, one GPU per rank: gpu < 0 picks the local rank) the dense
- * model is split tensor-parallel over them (teacher/dense_cuda.h) and every rank drives its engine
- * in lockstep (teacher/parallel_engine.h), as for the CPU's parallel DeepSeek-V3.
- * RT_EUNSUPPORTED (one line saying which): a CPU-only build, no usable GPU, a deepseek_v3 model
- * (CPU-only for now), a split the layout cannot make. */
+ * A deepseek_v3 model runs on teacher/ds_cuda.h (FP8 weights stay FP8; sampling on the device).
+ * With comm over P > 1 ranks (mpirun, one GPU per rank: gpu < 0 picks the local rank) the model
+ * is split over them — dense: tensor parallel (teacher/dense_cuda.h); deepseek_v3: tensor-parallel
+ * attention, dense MLPs and vocabulary, expert-parallel MoE (teacher/ds_cuda.h) — and every rank
+ * drives its engine in lockstep (teacher/parallel_engine.h), as for the CPU's parallel DeepSeek-V3.
+ * RT_EUNSUPPORTED (one line saying which): a CPU-only build, no usable GPU, a split the layout
+ * cannot make, shapes or dtypes the kernels do not take. */
 typedef enum { TE_DEVICE_CPU = 0, TE_DEVICE_CUDA = 1 } te_device;
 typedef struct {
     tp_pool *pool;                  /* CPU threads (NULL: one) */

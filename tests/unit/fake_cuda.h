@@ -235,4 +235,17 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 #define smp_sample_cuda fake_smp_sample_cuda
 #define smp_top_logprobs_cuda fake_smp_top_logprobs_cuda
 
+/* ---- DeepSeek-V3 over several ranks (teacher/ds_cuda.c's expert parallel, tests/tools/ds_cuda_tp.c)
+ * NCCL's all-to-all(v) becomes the host communicator's; with fake_fp8_exact the exact f32 values
+ * behind a dispatched e4m3 buffer travel with its rows (as moe_gather_rows_cuda moves them), and
+ * every call's bytes are counted (fake_a2a_bytes). */
+static inline int fake_real_comm_alltoallv(rt_comm *c, const void *send, const size_t *sc, const size_t *sd, void *recv,
+                                           const size_t *rc, const size_t *rd, rt_dtype dt) {
+    return comm_alltoallv(c, send, sc, sd, recv, rc, rd, dt);
+}
+#define comm_alltoallv fake_comm_alltoallv
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
+size_t fake_a2a_bytes(void);   /* bytes this rank sent through the stand-in all-to-all so far */
+
 #endif

@@ -787,6 +787,15 @@ static const float *fake_exact_get(const void *q, int64_t rows, int64_t K) {
             FAKE_CHECK(fake_exact[i].K == K && fake_exact[i].rows >= rows);
             return fake_exact[i].x;
         }
+    for (int i = 0; i < 16; i++) {   /* rows further down a quantized buffer (ds_cuda's owned tokens) */
+        const uint8_t *b = fake_exact[i].q;
+        if (b && fake_exact[i].K == K && (const uint8_t *)q > b && (const uint8_t *)q < b + fake_exact[i].rows * K &&
+            ((const uint8_t *)q - b) % K == 0) {
+            int64_t r0 = ((const uint8_t *)q - b) / K;
+            FAKE_CHECK(r0 + rows <= fake_exact[i].rows);
+            return fake_exact[i].x + r0 * K;
+        }
+    }
     FAKE_CHECK(!"an FP8 GEMM read activations no quantizer wrote");
     return NULL;
 }
@@ -1112,6 +1121,42 @@ int smp_top_logprobs_cuda(const float *logits, int64_t n, int64_t V, int k, int3
     (void)stream;
     FAKE_CHECK(k >= 1 && k <= SMP_TOP_MAX && k <= V);
     for (int64_t i = 0; i < n; i++) smp_top_logprobs(logits + i * V, V, k, ids + i * k, logprobs + i * k);
+    return 0;
+}
+
+/* ---- DeepSeek-V3 over several ranks: NCCL's all-to-all(v) (see fake_cuda.h) ------------------ */
+
+static size_t fake_a2a_sent;
+size_t fake_a2a_bytes(void) { return fake_a2a_sent; }
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
+    int P = comm_size(c), ex = -1;
+    for (int q = 0; q < P; q++) fake_a2a_sent += send_counts[q] * rt_dtype_size(dt);
+    int rc = fake_real_comm_alltoallv(c, send, send_counts, send_displs, recv, recv_counts, recv_displs, dt);
+    for (int i = 0; fake_fp8_exact && dt == RT_DT_U8 && i < 16; i++)
+        if (fake_exact[i].q == send) ex = i;
+    /* every rank takes part in the exchange of exact values when one does: the flag and the buffer's
+     * role (a dispatched e4m3 buffer) are the same on all ranks */
+    if (rc || !fake_fp8_exact || dt != RT_DT_U8) return rc;
+    int64_t K = ex >= 0 ? fake_exact[ex].K : 0, Kall = K;
+    rc = fake_real_comm_allreduce(c, &K, &Kall, 1, RT_DT_I64, COMM_MAX);
+    if (rc || Kall == 0) return rc;
+    size_t *cnt = malloc((size_t)(4 * P) * sizeof *cnt), rows = 0;
+    for (int q = 0; q < P; q++) {   /* rows of Kall bytes → Kall floats */
+        FAKE_CHECK(send_counts[q] % (size_t)Kall == 0 && recv_counts[q] % (size_t)Kall == 0);
+        cnt[q] = send_counts[q], cnt[P + q] = send_displs[q], cnt[2 * P + q] = recv_counts[q];
+        cnt[3 * P + q] = recv_displs[q];
+        rows = recv_displs[q] + recv_counts[q] > rows ? recv_displs[q] + recv_counts[q] : rows;
+    }
+    float *x = malloc(rows * sizeof(float) + 1);
+    const float *src = ex >= 0 ? fake_exact[ex].x : x;
+    rc = fake_real_comm_alltoallv(c, src, cnt, cnt + P, x, cnt + 2 * P, cnt + 3 * P, RT_DT_F32);
+    free(cnt);
+    if (rc) {
+        free(x);
+        return rc;
+    }
+    fake_exact_put(recv, x, (int64_t)(rows / (size_t)Kall), Kall);
     return 0;
 }
 
