@@ -434,6 +434,17 @@ int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out) {
     return ds_load_layout(dir, opts, NULL, NULL, out);
 }
 
+int ds_load_parallel(const char *dir, const ds_load_opts *opts, rt_comm *comm, ds_model **out) {
+    *out = NULL;
+    mc_config c;
+    int rc = mc_load(dir, &c);
+    if (rc) return rt_errorf(rc, "loading DeepSeek-V3 model %s", dir);
+    ds_layout lo;
+    rc = ds_layout_make(&c, comm_rank(comm), comm_size(comm), &lo);
+    if (rc) return rt_errorf(rc, "model %s", dir);
+    return ds_load_layout(dir, opts, &lo, comm, out);
+}
+
 const ds_layout *ds_model_layout(const ds_model *m) { return m->comm ? &m->lo : NULL; }
 void ds_load_info_get(const ds_model *m, ds_load_info *out) { *out = m->info; }
 void ds_resident_get(const ds_model *m, ds_resident *out) { *out = m->res; }
@@ -540,42 +551,6 @@ static int ws_alloc(const ds_model *m, int64_t n, ds_ws *w, void **block) {
     return 0;
 }
 
-/* Few rows (decode): split the output features over the pool instead of the rows. */
-static void linear(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
-                   tp_pool *pool) {
-    if (M < 4 * tp_size(pool)) mm_linear_fwd_cols(y, x, w, b, M, N, K, pool);
-    else mm_linear_fwd(y, x, w, b, M, N, K, pool);
-}
-
-void ds_linear(float *y, const float *x, const ds_mat *w, const float *b, int64_t M, tp_pool *pool) {
-    if (w->f32) linear(y, x, w->f32, b, M, w->rows, w->cols, pool);
-    else fp8_linear_fwd(y, x, &w->fp8, b, M, pool);
-}
-
-/* The dense-MLP form of a linear layer: rows over the pool for f32 (kernels/moe.h's calls). */
-static void mlp_linear(float *y, const float *x, const ds_mat *w, int64_t M, tp_pool *pool) {
-    if (w->f32) mm_linear_fwd(y, x, w->f32, NULL, M, w->rows, w->cols, pool);
-    else fp8_linear_fwd(y, x, &w->fp8, NULL, M, pool);
-}
-
-int ds_mlp_fwd(const ds_mlp *e, int64_t dim, int64_t inter, const float *x, int64_t n, float *out, float *scratch,
-               tp_pool *pool) {
-    float *own = NULL;
-    if (!scratch) {
-        size_t cnt;
-        if (!rt_mul_ok((size_t)n, (size_t)(3 * inter), &cnt) || !(own = rt_malloc(cnt * sizeof *own))) return RT_ENOMEM;
-        scratch = own;
-    }
-    (void)dim;
-    float *g = scratch, *u = g + n * inter, *a = u + n * inter;
-    mlp_linear(g, x, &e->w1, n, pool);
-    mlp_linear(u, x, &e->w3, n, pool);
-    swiglu_fwd(a, g, u, (size_t)(n * inter), pool);
-    mlp_linear(out, a, &e->w2, n, pool);
-    free(own);
-    return 0;
-}
-
 /* out[t] += Σ_j w[t,j] · expert_{idx[t,j]}(x[t]): kernels/moe.h's moe_experts_fwd on ds_mlp
  * experts — each expert once over the tokens that chose it (token order), contributions
  * added in ascending expert id, the order ds_par_moe_fwd reproduces. */
@@ -679,7 +654,7 @@ static int layer_fwd_seg(ds_model *m, const ds_layer *L, float *const *seg_rows,
         if (m->comm) TRY(ds_par_allreduce(m->comm, w->a, (size_t)(n * D)));   /* the columns' partial sums */
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
-        linear(w->logit, h, L->router, NULL, n, E, D, pool);
+        ds_linear_f32(w->logit, h, L->router, NULL, n, E, D, pool);
         TRY(moe_route(&m->router, w->logit, L->router_bias, n, w->idx, w->wt));
         if (m->comm)
             TRY(ds_par_moe_fwd(m->comm, &m->lo, L->experts, D, c->moe_intermediate_size, L->mlp_inter ? &L->mlp : NULL,
@@ -721,7 +696,7 @@ static int embed_tokens(const ds_model *m, const int32_t *tokens, int64_t n, flo
 static int head_logits(const ds_model *m, const float *h, int64_t n, float *logits) {
     const mc_config *c = &m->c;
     if (m->comm) return ds_par_logits(m->comm, &m->lo, m->lm_head, c->hidden_size, c->vocab_size, h, n, logits, m->pool);
-    linear(logits, h, m->lm_head, NULL, n, c->vocab_size, c->hidden_size, m->pool);
+    ds_linear_f32(logits, h, m->lm_head, NULL, n, c->vocab_size, c->hidden_size, m->pool);
     return 0;
 }
 
@@ -852,7 +827,7 @@ int ds_mtp_forward(ds_model *m, ds_cache *cache, const float *hidden, const int3
         rmsnorm_fwd(cat + i * 2 * D, NULL, t->embed + (int64_t)next_tokens[i] * D, t->enorm, 1, D, eps, NULL);
         rmsnorm_fwd(cat + i * 2 * D + D, NULL, hidden + i * D, t->hnorm, 1, D, eps, NULL);
     }
-    mlp_linear(w.a, cat, &t->eh_proj, n, m->pool);
+    ds_linear_rows(w.a, cat, &t->eh_proj, n, m->pool);
     memcpy(w.x, w.a, (size_t)(n * D) * sizeof(float));
     yarn_tables(w.cos, w.sin, positions, n, m->inv_freq, c->qk_rope_head_dim / 2, m->cs_scale);
     int rc = layer_fwd(m, &t->layer, cache->data + cache->main_layers * cache->cap * cache->row, n, positions, mode, &w);

@@ -15,8 +15,9 @@
  * model's own size, not the checkpoint's plus the copy's. The MTP layer
  * (model.layers.<num_hidden_layers>.*) is loaded when stored and opts->load_mtp is set. The
  * model owns its weights; it borrows opts->pool (NULL: single-threaded), which must outlive
- * it. ds_load_parallel (teacher/parallel.h) loads one rank's part instead; every call below
- * works on that model too, its collectives hidden inside.
+ * it. ds_load_parallel loads one rank's part instead (the layout and the collectives are
+ * teacher/parallel.h's); every call below works on that model too, its collectives hidden
+ * inside. Dependency order: teacher/deepseek_int.h ← teacher/parallel.h ← this file.
  *
  * The math follows transformers' DeepseekV3ForCausalLM: MLA (q_a → q_a_layernorm → q_b,
  * kv_a_with_mqa → kv_a_layernorm → kv_b, o_proj; those two norms use eps 1e-6 as in
@@ -53,9 +54,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/comm.h"
 #include "core/model_config.h"
 #include "core/threadpool.h"
 #include "teacher/kvcache.h"
+#include "teacher/parallel.h"
 
 typedef struct ds_model ds_model;   /* opaque; owned by the caller of ds_load */
 typedef struct ds_cache ds_cache;   /* opaque; owned by the caller of ds_cache_create */
@@ -70,9 +73,17 @@ typedef enum { DS_ATTN_AUTO = 0, DS_ATTN_NAIVE, DS_ATTN_ABSORBED } ds_attn_mode;
 int ds_load(const char *dir, const ds_load_opts *opts, ds_model **out);
 void ds_free(ds_model *m);
 
+/* One rank's part of the model, as teacher/parallel.h describes: the layout of comm's rank
+ * (ds_layout_make), then ds_load_layout. */
+int ds_load_parallel(const char *dir, const ds_load_opts *opts, rt_comm *comm, ds_model **out);
+/* The loader behind both: ds_load restricted to lo's part, forwarding through comm. ds_load is
+ * this with the one-rank layout and no comm. */
+int ds_load_layout(const char *dir, const ds_load_opts *opts, const ds_layout *lo, rt_comm *comm, ds_model **out);
+const ds_layout *ds_model_layout(const ds_model *m);   /* NULL for a ds_load model */
+
 /* Bytes of the checkpoint that loading read and converted (tensor data and the FP8 scales
  * of the slices taken): all of it for ds_load, a rank's part for ds_load_parallel
- * (teacher/parallel.h); expert_bytes counts the routed experts' weights among them. */
+ * (below); expert_bytes counts the routed experts' weights among them. */
 typedef struct {
     size_t bytes, expert_bytes;
 } ds_load_info;

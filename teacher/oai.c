@@ -360,6 +360,54 @@ json_t *oai_usage(int64_t prompt_tokens, int64_t completion_tokens) {
                      (json_int_t)completion_tokens, "total_tokens", (json_int_t)(prompt_tokens + completion_tokens));
 }
 
+json_t *oai_choice_chat(int index, const char *content, size_t content_len, bool has_reasoning, const char *reasoning,
+                        size_t reasoning_len, json_t *logprobs, const char *finish) {
+    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", content ? content : "", content_len);
+    json_object_set_new(msg, "reasoning_content",
+                        has_reasoning ? json_stringn(reasoning ? reasoning : "", reasoning_len) : json_null());
+    json_object_set_new(msg, "tool_calls", json_array());
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", index, "message", msg, "logprobs", logprobs ? logprobs : json_null(),
+                     "finish_reason", finish ? json_string(finish) : json_null());
+}
+
+json_t *oai_choice_text(int index, const char *text, size_t len, json_t *logprobs, const char *finish) {
+    return json_pack("{s:i, s:s%, s:o, s:o}", "index", index, "text", text ? text : "", len, "logprobs",
+                     logprobs ? logprobs : json_null(), "finish_reason", finish ? json_string(finish) : json_null());
+}
+
+json_t *oai_delta_role(int index) {
+    return json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", index, "delta", "role", "assistant", "content", "",
+                     "logprobs", "finish_reason");
+}
+
+json_t *oai_delta_chat(int index, const char *reasoning, size_t reasoning_len, const char *content, size_t content_len,
+                       json_t *logprobs, const char *finish) {
+    json_t *delta = json_object();
+    if (reasoning_len) json_object_set_new(delta, "reasoning_content", json_stringn(reasoning, reasoning_len));
+    if (content_len) json_object_set_new(delta, "content", json_stringn(content, content_len));
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", index, "delta", delta, "logprobs", logprobs ? logprobs : json_null(),
+                     "finish_reason", finish ? json_string(finish) : json_null());
+}
+
+json_t *oai_chunk(oai_kind kind, const char *id, int64_t created, const char *model, json_t *choice) {
+    json_t *r = oai_envelope(kind, true, id, created, model);
+    if (r) json_array_append_new(json_object_get(r, "choices"), choice);
+    else json_decref(choice);
+    return r;
+}
+
+json_t *oai_usage_chunk(oai_kind kind, const char *id, int64_t created, const char *model, int64_t prompt_tokens,
+                        int64_t completion_tokens) {
+    json_t *r = oai_envelope(kind, true, id, created, model);
+    if (r) json_object_set_new(r, "usage", oai_usage(prompt_tokens, completion_tokens));
+    return r;
+}
+
+json_t *oai_models(const char *model, int64_t created, int64_t max_model_len) {
+    return json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:I}]}", "object", "list", "data", "id", model, "object", "model",
+                     "created", (json_int_t)created, "owned_by", "retort", "max_model_len", (json_int_t)max_model_len);
+}
+
 static json_t *bytes_array(const uint8_t *b, size_t n) {
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++) json_array_append_new(a, json_integer(b[i]));

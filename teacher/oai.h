@@ -1,6 +1,8 @@
 /* teacher/oai.h — the OpenAI-compatible wire format of `retort serve`, without any I/O:
  * request bodies parsed and validated into a typed request, and the JSON / SSE pieces of
- * responses. Pure functions over memory, so they can be unit-tested and fuzzed.
+ * responses (envelopes, choices, stream deltas, usage, logprobs, errors, the model list). Pure
+ * functions over memory — no sockets, threads or engine — so they can be unit-tested and fuzzed;
+ * teacher/server_reply.c fills them from a job.
  *
  * oai_parse_request() reads a /v1/chat/completions (OAI_CHAT) or /v1/completions
  * (OAI_COMPLETION) body. On success *out owns copies of everything (oai_request_free).
@@ -97,6 +99,36 @@ char *oai_sse_event(const json_t *j);
  * chat.completion.chunk, or text_completion (both plain and streamed). New reference. */
 json_t *oai_envelope(oai_kind kind, bool chunk, const char *id, int64_t created, const char *model);
 json_t *oai_usage(int64_t prompt_tokens, int64_t completion_tokens);
+
+/* The choices of a response, as the OpenAI API reference spells them. Each takes (steals) the
+ * reference of logprobs (NULL: "logprobs": null); finish NULL: "finish_reason": null. New
+ * reference, NULL when out of memory.
+ *   oai_choice_chat:  {"index", "message": {"role": "assistant", "content", "reasoning_content"
+ *                     (null unless has_reasoning), "tool_calls": []}, "logprobs", "finish_reason"}
+ *   oai_choice_text:  {"index", "text", "logprobs", "finish_reason"} (a whole completion, or one
+ *                     streamed chunk's piece of it)
+ *   oai_delta_role:   {"index", "delta": {"role": "assistant", "content": ""}, "logprobs": null,
+ *                     "finish_reason": null}: the first chunk of each streamed chat choice
+ *   oai_delta_chat:   {"index", "delta": {"reasoning_content"?, "content"?} (each only when not
+ *                     empty), "logprobs", "finish_reason"} */
+json_t *oai_choice_chat(int index, const char *content, size_t content_len, bool has_reasoning, const char *reasoning,
+                        size_t reasoning_len, json_t *logprobs, const char *finish);
+json_t *oai_choice_text(int index, const char *text, size_t len, json_t *logprobs, const char *finish);
+json_t *oai_delta_role(int index);
+json_t *oai_delta_chat(int index, const char *reasoning, size_t reasoning_len, const char *content, size_t content_len,
+                       json_t *logprobs, const char *finish);
+
+/* A streamed chunk: oai_envelope(kind, chunk) holding the one choice (taken). New reference. */
+json_t *oai_chunk(oai_kind kind, const char *id, int64_t created, const char *model, json_t *choice);
+/* The last chunk of a stream with include_usage: no choices, and "usage". New reference. */
+json_t *oai_usage_chunk(oai_kind kind, const char *id, int64_t created, const char *model, int64_t prompt_tokens,
+                        int64_t completion_tokens);
+/* What ends every stream, after its last chunk. */
+#define OAI_SSE_DONE "data: [DONE]\n\n"
+
+/* GET /v1/models: {"object": "list", "data": [{"id", "object": "model", "created", "owned_by":
+ * "retort", "max_model_len"}]}. New reference. */
+json_t *oai_models(const char *model, int64_t created, int64_t max_model_len);
 
 /* Logprobs of generated tokens, one per position. */
 typedef struct {

@@ -1,5 +1,6 @@
 /* teacher/parallel.c — the layout and the collective steps of the parallel DeepSeek-V3
- * forward (see teacher/parallel.h); the loading and the layer math are teacher/deepseek.c's. */
+ * forward (see teacher/parallel.h); the loading and the layers are teacher/deepseek.c's, which
+ * calls down into this file, never the other way; the experts' MLP is teacher/deepseek_int.c's. */
 #include "teacher/parallel.h"
 
 #include <stdlib.h>
@@ -40,17 +41,6 @@ int64_t ds_layout_local_experts(const ds_layout *lo) {
     int64_t n = 0;
     for (int64_t e = 0; e < lo->n_experts; e++) n += ds_layout_expert_rank(lo, e) == lo->rank;
     return n;
-}
-
-int ds_load_parallel(const char *dir, const ds_load_opts *opts, rt_comm *comm, ds_model **out) {
-    *out = NULL;
-    mc_config c;
-    int rc = mc_load(dir, &c);
-    if (rc) return rt_errorf(rc, "loading DeepSeek-V3 model %s", dir);
-    ds_layout lo;
-    rc = ds_layout_make(&c, comm_rank(comm), comm_size(comm), &lo);
-    if (rc) return rt_errorf(rc, "model %s", dir);
-    return ds_load_layout(dir, opts, &lo, comm, out);
 }
 
 /* ---- collective steps ------------------------------------------------------------------ */

@@ -1,6 +1,10 @@
 /* teacher/parallel.h — tensor-parallel attention and expert-parallel MoE for the DeepSeek-V3
  * teacher (teacher/deepseek.h) over core/comm: one rank per device, started by mpirun/srun.
  *
+ * Dependency order: teacher/deepseek_int.h (weights, linear layers, the experts' MLP) ← this
+ * (the layout and the collective steps) ← teacher/deepseek.c (loading a rank's part, the forward
+ * that calls the steps below). This file calls nothing of deepseek.c.
+ *
  * Layout of rank r of P (ds_layout_make; contiguous ranges split as evenly as possible, the
  * first ranks taking the extra one, so P need not divide anything, but P ≤ attention heads):
  *   attention   heads [head0, head0 + n_heads): the rows of q_b_proj (or q_proj) and kv_b_proj
@@ -40,7 +44,8 @@
  * model; tested bound max |dlogit| < 1e-4, the f32-vs-transformers bound), so only a router
  * or argmax whose top two choices tie to within that could flip.
  *
- * ds_load_parallel() reads config.json, makes this rank's layout and loads only its part:
+ * ds_load_parallel() (declared in teacher/deepseek.h, which loads; this file only lays out and
+ * communicates) reads config.json, makes this rank's layout and loads only its part:
  * tensors and row/column slices are copied from the mmapped safetensors one slice at a time
  * — FP8 projections stay e4m3 with the block scales covering the slice (a head slice may
  * start inside a 128×128 block), the rest is converted to f32 — so other ranks' experts,
@@ -63,7 +68,6 @@
 #include "core/comm.h"
 #include "core/model_config.h"
 #include "core/threadpool.h"
-#include "teacher/deepseek.h"
 #include "teacher/deepseek_int.h"
 
 typedef struct ds_layout {
@@ -78,12 +82,6 @@ typedef struct ds_layout {
 int ds_layout_make(const mc_config *c, int rank, int size, ds_layout *out);
 int ds_layout_expert_rank(const ds_layout *lo, int64_t expert);   /* expert mod size */
 int64_t ds_layout_local_experts(const ds_layout *lo);             /* experts this rank holds */
-
-int ds_load_parallel(const char *dir, const ds_load_opts *opts, rt_comm *comm, ds_model **out);
-/* The loader behind it (teacher/deepseek.c): ds_load restricted to lo's part, forwarding
- * through comm. ds_load is this with the one-rank layout and no comm. */
-int ds_load_layout(const char *dir, const ds_load_opts *opts, const ds_layout *lo, rt_comm *comm, ds_model **out);
-const ds_layout *ds_model_layout(const ds_model *m);   /* NULL for a ds_load model */
 
 /* ---- the collective steps, called by teacher/deepseek.c's forward on a parallel model ---- */
 

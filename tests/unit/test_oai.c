@@ -308,3 +308,131 @@ Test(oai, request_line_complete_partial_and_bad) {
         cr_expect_eq(oai_request_line(cases[i].b, strlen(cases[i].b)), cases[i].want, "%zu: %s", i, cases[i].b);
     cr_expect_eq(oai_request_line("GE\0T / HTTP/1.1\r\n", 17), -1, "a NUL in the method");
 }
+
+/* ---- response shapes: worked examples written from the OpenAI API reference (the chat
+ * completion object, the chat completion chunk object, the completion object), with the
+ * reasoning_content field vLLM and DeepSeek's API add. Compared as whole compact strings, so
+ * field order and null-vs-absent are pinned too. */
+
+static void expect_json(json_t *j, const char *want) {
+    cr_assert(j, "no JSON (out of memory?)");
+    char *s = json_dumps(j, JSON_COMPACT);
+    cr_assert_str_eq(s, want);
+    free(s);
+    json_decref(j);
+}
+
+Test(oai, whole_chat_completion) {
+    json_t *r = oai_envelope(OAI_CHAT, false, "chatcmpl-abc", 1700000000, "r1");
+    json_array_append_new(json_object_get(r, "choices"),
+                          oai_choice_chat(0, "The answer is 4.", 16, true, "Let me add.\n", 12, NULL, "stop"));
+    json_array_append_new(json_object_get(r, "choices"), oai_choice_chat(1, "4", 1, false, NULL, 0, NULL, "length"));
+    json_object_set_new(r, "usage", oai_usage(9, 20));
+    expect_json(r, "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":\"r1\","
+                   "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"The answer is 4.\","
+                   "\"reasoning_content\":\"Let me add.\\n\",\"tool_calls\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"},"
+                   "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":\"4\",\"reasoning_content\":null,"
+                   "\"tool_calls\":[]},\"logprobs\":null,\"finish_reason\":\"length\"}],"
+                   "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":20,\"total_tokens\":29}}");
+}
+
+/* Lengths, not NUL, end the strings: a piece of a longer buffer is cut where it says. */
+Test(oai, choice_strings_are_cut_at_their_length) {
+    expect_json(oai_choice_text(0, "Blue, mostly", 4, NULL, "stop"),
+                "{\"index\":0,\"text\":\"Blue\",\"logprobs\":null,\"finish_reason\":\"stop\"}");
+    expect_json(oai_choice_chat(2, "abc", 0, true, "xyz", 1, NULL, "stop"),
+                "{\"index\":2,\"message\":{\"role\":\"assistant\",\"content\":\"\",\"reasoning_content\":\"x\","
+                "\"tool_calls\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}");
+}
+
+Test(oai, whole_completion_with_logprobs) {
+    oai_token_lp top[1] = {{" Blue", 5, (const uint8_t *)" Blue", 5, -0.5f}};
+    oai_pos_lp p[1] = {{{" Blue", 5, (const uint8_t *)" Blue", 5, -0.5f}, top, 1}};
+    size_t off = 0;
+    json_t *r = oai_envelope(OAI_COMPLETION, false, "cmpl-1", 1, "m");
+    json_array_append_new(json_object_get(r, "choices"),
+                          oai_choice_text(0, " Blue", 5, oai_logprobs_completion(p, 1, &off), "length"));
+    json_object_set_new(r, "usage", oai_usage(3, 1));
+    expect_json(r, "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m\",\"choices\":["
+                   "{\"index\":0,\"text\":\" Blue\",\"logprobs\":{\"tokens\":[\" Blue\"],\"token_logprobs\":[-0.5],"
+                   "\"top_logprobs\":[{\" Blue\":-0.5}],\"text_offset\":[0]},\"finish_reason\":\"length\"}],"
+                   "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}");
+}
+
+Test(oai, chat_chunk_with_logprobs) {
+    oai_pos_lp p[1] = {{{"4", 1, (const uint8_t *)"4", 1, -0.25f}, NULL, 0}};
+    json_t *c = oai_chunk(OAI_CHAT, "chatcmpl-1", 5, "m", oai_delta_chat(0, NULL, 0, "4", 1, oai_logprobs_chat(p, 1), NULL));
+    expect_json(c, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":["
+                   "{\"index\":0,\"delta\":{\"content\":\"4\"},\"logprobs\":{\"content\":[{\"token\":\"4\",\"logprob\":-0.25,"
+                   "\"bytes\":[52],\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":null}]}");
+}
+
+/* A stream, chunk by chunk as SSE events: the role first, reasoning and content deltas (each
+ * field only when it has text), the finish with an empty delta, the usage chunk, [DONE]. */
+Test(oai, sse_stream_of_a_chat_completion) {
+    json_t *chunks[] = {
+        oai_chunk(OAI_CHAT, "chatcmpl-1", 7, "m", oai_delta_role(0)),
+        oai_chunk(OAI_CHAT, "chatcmpl-1", 7, "m", oai_delta_chat(0, "hmm", 3, NULL, 0, NULL, NULL)),
+        oai_chunk(OAI_CHAT, "chatcmpl-1", 7, "m", oai_delta_chat(0, "!", 1, "It is", 5, NULL, NULL)),
+        oai_chunk(OAI_CHAT, "chatcmpl-1", 7, "m", oai_delta_chat(0, NULL, 0, NULL, 0, NULL, "stop")),
+        oai_usage_chunk(OAI_CHAT, "chatcmpl-1", 7, "m", 4, 3),
+    };
+    static const char *const want[] = {
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":["
+        "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":["
+        "{\"index\":0,\"delta\":{\"reasoning_content\":\"hmm\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":["
+        "{\"index\":0,\"delta\":{\"reasoning_content\":\"!\",\"content\":\"It is\"},\"logprobs\":null,"
+        "\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":["
+        "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[],"
+        "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7}}\n\n",
+    };
+    for (size_t i = 0; i < sizeof chunks / sizeof *chunks; i++) {
+        char *s = oai_sse_event(chunks[i]);
+        cr_assert_str_eq(s, want[i], "chunk %zu", i);
+        free(s);
+        json_decref(chunks[i]);
+    }
+    cr_assert_str_eq(OAI_SSE_DONE, "data: [DONE]\n\n");
+}
+
+/* Streamed completions keep the object name "text_completion" and carry text pieces. */
+Test(oai, completion_chunk) {
+    json_t *c = oai_chunk(OAI_COMPLETION, "cmpl-9", 1, "m", oai_choice_text(1, " mostly", 7, NULL, NULL));
+    char *s = oai_sse_event(c);
+    cr_assert_str_eq(s, "data: {\"id\":\"cmpl-9\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m\",\"choices\":["
+                        "{\"index\":1,\"text\":\" mostly\",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    free(s);
+    json_decref(c);
+}
+
+Test(oai, model_list) {
+    expect_json(oai_models("tiny", 1700000000, 4096),
+                "{\"object\":\"list\",\"data\":[{\"id\":\"tiny\",\"object\":\"model\",\"created\":1700000000,"
+                "\"owned_by\":\"retort\",\"max_model_len\":4096}]}");
+}
+
+/* Error objects by status, as whole strings: the type follows the status class. */
+Test(oai, error_objects_by_status) {
+    static const struct {
+        int status;
+        const char *msg, *param, *code, *want;
+    } cases[] = {
+        {404, "no such endpoint: GET /x", NULL, NULL,
+         "{\"error\":{\"message\":\"no such endpoint: GET /x\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}"},
+        {413, "too big", "", NULL,
+         "{\"error\":{\"message\":\"too big\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}"},
+        {503, "the server is shutting down", NULL, NULL,
+         "{\"error\":{\"message\":\"the server is shutting down\",\"type\":\"server_error\",\"param\":null,\"code\":null}}"},
+        {400, "n must be 1..128", "n", NULL,
+         "{\"error\":{\"message\":\"n must be 1..128\",\"type\":\"invalid_request_error\",\"param\":\"n\",\"code\":null}}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *s = oai_error_json(cases[i].status, cases[i].msg, cases[i].param, cases[i].code);
+        cr_assert_str_eq(s, cases[i].want, "case %zu", i);
+        free(s);
+    }
+}
