@@ -1,4 +1,5 @@
 /* cli/main.c — `retort`: dispatch to subcommands, global help, version. */
+#include <assert.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -579,11 +580,38 @@ int cli_wants_help(const char *name, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--")) break;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(cli_find(name)->usage, stdout);
+            cli_print_usage(name, stdout);
             return 1;
         }
     }
     return 0;
+}
+
+void cli_getopt_init(const char *name, unsigned mode, cli_getopt *g) {
+    const co_command *c = co_find(name);
+    int n = c ? co_getopt(c, mode, g->opts, sizeof g->opts / sizeof *g->opts, g->shorts, sizeof g->shorts) : -1;
+    assert(n >= 0 && "cli_getopt: a command without a table, or one too large for cli_getopt");
+    (void)n;
+}
+
+void cli_print_usage(const char *name, FILE *out) {
+    const cli_command *c = cli_find(name);
+    const co_command *t = co_find(name);
+    /* the options go before the closing "Exit status: ..." paragraph, when there is one */
+    const char *tail = NULL;
+    for (const char *q = strstr(c->usage, "\nExit status:"); q; q = strstr(q + 1, "\nExit status:")) tail = q + 1;
+    if (!t || !(t->opts[0].name || t->opts[0].recipe)) { fputs(c->usage, out); return; }
+    if (!tail) tail = c->usage + strlen(c->usage);
+    fwrite(c->usage, 1, (size_t)(tail - c->usage), out);
+    size_t k = (size_t)(tail - c->usage);
+    if (!(k >= 2 && c->usage[k - 1] == '\n' && c->usage[k - 2] == '\n')) fputc('\n', out);   /* a blank line before */
+    co_help(out, t, 0);
+    if (*tail) fprintf(out, "\n%s", tail);
+}
+
+int cli_parse_seed(const char *name, const char *arg, uint64_t *out) {
+    if (co_parse_u64(arg, out)) return 0;
+    return cli_usage_error(name, "--seed must be an integer from 0 to 18446744073709551615, got '%s'", arg);
 }
 
 const char *cli_thousands(long long n, char *buf, size_t len) {
@@ -666,7 +694,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "retort: unknown command '%s'\n(see 'retort --help')\n", argv[i + 1]);
             return EXIT_USAGE;
         }
-        fputs(c->usage, stdout);
+        cli_print_usage(c->name, stdout);
         return EXIT_OK;
     }
     const cli_command *c = cli_find(name);
