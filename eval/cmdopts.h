@@ -94,7 +94,7 @@ int co_getopt(const co_command *c, unsigned mode, struct option *out, size_t cap
 const co_opt *co_recipe_key(const co_command *c, const char *key);
 
 /* Prints the "options:" section of `retort NAME --help` to out: every option, one per line
- * (help text wrapped after a column). mode as for co_getopt. */
+ * (a help of several lines indented to its column). mode as for co_getopt. */
 void co_help(FILE *out, const co_command *c, unsigned mode);
 
 /* Parses s as an unsigned 64-bit decimal integer: digits only (no sign, no space, no
