@@ -7,8 +7,12 @@
 #ifndef RT_CLI_H
 #define RT_CLI_H
 
+#include <getopt.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include "eval/cmdopts.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -20,6 +24,19 @@ typedef struct {
 } cli_command;
 
 const cli_command *cli_find(const char *name);
+
+/* The getopt_long array and short-option string of a subcommand's option table
+ * (eval/cmdopts.h), for the options its parser `mode` accepts (0: all). */
+typedef struct {
+    struct option opts[64];
+    char shorts[16];
+} cli_getopt;
+void cli_getopt_init(const char *name, unsigned mode, cli_getopt *g);
+/* `retort help NAME`: the command's usage text, then its options from the table. */
+void cli_print_usage(const char *name, FILE *out);
+/* --seed S (every command): an unsigned 64-bit integer; anything else is one usage error
+ * line naming the flag. Returns 0, or EXIT_USAGE (message printed). */
+int cli_parse_seed(const char *name, const char *arg, uint64_t *out);
 
 /* Prints "retort: <what>: <library message>" and returns EXIT_RUNTIME. */
 int cli_fail(const char *what);

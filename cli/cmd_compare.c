@@ -64,13 +64,14 @@ static void print_tables(const json_t *root) {
 
 int cmd_compare(int argc, char **argv) {
     if (cli_wants_help("compare", argc, argv)) return EXIT_OK;
-    static const struct option longs[] = {{"db", required_argument, 0, 'd'}, {"json", no_argument, 0, 'j'}, {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("compare", 0, &g);
     const char *dbp = NULL;
     bool as_json = false;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         switch (c) {
         case 'd': dbp = optarg; break;
         case 'j': as_json = true; break;

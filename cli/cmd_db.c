@@ -190,18 +190,15 @@ static int run_snapshot(const char *path, const char *name, const char *source, 
 }
 
 int cmd_db(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'},       {"size", required_argument, 0, 's'},
-                                         {"max-samples", required_argument, 0, 'm'}, {"recompress", no_argument, 0, 'r'},
-                                         {"source", required_argument, 0, 'S'}, {"teacher", required_argument, 0, 'T'},
-                                         {"passed", no_argument, 0, 'p'},      {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("db", 0, &g);
     bool json = false, recompress = false, passed = false;
     const char *source = NULL, *teacher = NULL;
     long long size = 112640, max_samples = 20000;
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         char *end;
         switch (ch) {
         case 'j': json = true; break;
@@ -217,7 +214,7 @@ int cmd_db(int argc, char **argv) {
             max_samples = strtoll(optarg, &end, 10);
             if (*end || max_samples < 8) return db_usage("--max-samples must be an integer ≥ 8, got '%s'", optarg);
             break;
-        case 'h': fputs(cli_find("db")->usage, stdout); return EXIT_OK;
+        case 'h': cli_print_usage("db", stdout); return EXIT_OK;
         default: return db_usage("unknown option '%s'", argv[optind - 1]);
         }
     }

@@ -65,17 +65,14 @@ static int read_corpus(FILE *in, corpus *c) {
 }
 
 int cmd_dedup(int argc, char **argv) {
-    static const struct option lopts[] = {{"threshold", required_argument, 0, 't'},
-                                          {"exact-only", no_argument, 0, 'x'},
-                                          {"threads", required_argument, 0, 'j'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("dedup", 0, &g);
     mh_config cfg;
     mh_config_default(&cfg);
     int ch, threads = 0;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "hj:", lopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         char *end;
         if (ch == 't') {
             cfg.threshold = strtod(optarg, &end);
@@ -86,7 +83,7 @@ int cmd_dedup(int argc, char **argv) {
             long v = strtol(optarg, &end, 10);
             if (*end || v < 0 || v > 1024) return cli_usage_error("dedup", "--threads wants 0..1024, got '%s'", optarg);
             threads = (int)v;
-        } else if (ch == 'h') { fputs(cli_find("dedup")->usage, stdout); return EXIT_OK; }
+        } else if (ch == 'h') { cli_print_usage("dedup", stdout); return EXIT_OK; }
         else return cli_usage_error("dedup", "unknown or incomplete option '%s'", argv[optind - 1]);
     }
     if (optind < argc) return cli_usage_error("dedup", "unexpected argument '%s'", argv[optind]);

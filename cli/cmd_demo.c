@@ -61,22 +61,18 @@ static void print_comparison(const json_t *cmp) {
 }
 
 int cmd_demo(int argc, char **argv) {
-    static const struct option opts[] = {{"seed", required_argument, 0, 's'}, {"quick", no_argument, 0, 'q'},
-                                         {"dir", required_argument, 0, 'd'},  {"threads", required_argument, 0, 't'},
-                                         {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("demo", 0, &g);
     dm_options o = {.seed = 0, .dir = "demo-run", .on_event = on_event};
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         char *end;
         switch (ch) {
-        case 's': {
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (!*optarg || *end || optarg[0] == '-') return cli_usage_error("demo", "--seed wants an integer ≥ 0, not '%s'", optarg);
-            o.seed = v;
+        case 's':
+            if (cli_parse_seed("demo", optarg, &o.seed)) return EXIT_USAGE;
             break;
-        }
         case 'q': o.quick = true; break;
         case 'd': o.dir = optarg; break;
         case 't': {
@@ -85,7 +81,7 @@ int cmd_demo(int argc, char **argv) {
             o.threads = (int)v;
             break;
         }
-        case 'h': fputs(cli_find("demo")->usage, stdout); return EXIT_OK;
+        case 'h': cli_print_usage("demo", stdout); return EXIT_OK;
         default:
             return cli_usage_error("demo", optopt ? "option '%s' needs a value" : "unknown option '%s'", argv[optind - 1]);
         }

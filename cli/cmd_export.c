@@ -42,16 +42,8 @@ static int export_shards(ds_db *db, const exp_filter *flt, const char *tokenizer
 }
 
 int cmd_export(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"db", required_argument, 0, 'd'},        {"format", required_argument, 0, 'f'},
-        {"snapshot", required_argument, 0, 's'},  {"source", required_argument, 0, 'S'},
-        {"out", required_argument, 0, 'O'},       {"tokenizer", required_argument, 0, 'K'},
-        {"template", required_argument, 0, 'T'},  {"seq", required_argument, 0, 'N'},
-        {"seed", required_argument, 0, 'R'},      {"drop-long", no_argument, 0, 'D'},
-        {"shard-seqs", required_argument, 0, 'P'}, {"threads", required_argument, 0, 'j'},
-        {"reasoning", required_argument, 0, 'r'}, {"top-k", required_argument, 0, 'k'},
-        {"teacher-vocab", required_argument, 0, 'U'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("export", 0, &g);
     pk_options o = {0};
     exp_filter flt = {0};
     exp_chat_opts co = {0};
@@ -61,7 +53,7 @@ int cmd_export(int argc, char **argv) {
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         switch (ch) {
         case 'd': dbpath = optarg; continue;
         case 'f': format = optarg; continue;
@@ -74,7 +66,7 @@ int cmd_export(int argc, char **argv) {
             else return cli_usage_error("export", "--reasoning wants inline or field, got '%s'", optarg);
             reasoning_set = true;
             continue;
-        case 'h': fputs(cli_find("export")->usage, stdout); return EXIT_OK;
+        case 'h': cli_print_usage("export", stdout); return EXIT_OK;
         }
         int rc = ch == '?' ? -1 : cli_pack_option("export", ch, optarg, &o, &tokenizer, &tmpl, &threads);
         if (rc > 0) return rc;

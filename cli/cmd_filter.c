@@ -63,14 +63,8 @@ static void print_funnel(ds_db *db) {
 }
 
 int cmd_filter(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"db", required_argument, 0, 'd'},       {"config", required_argument, 0, 'c'},
-        {"preset", required_argument, 0, 'p'},   {"threads", required_argument, 0, 't'},
-        {"assets", required_argument, 0, 'a'},   {"decontam", required_argument, 0, 'D'},
-        {"batch", required_argument, 0, 'b'},    {"print-config", no_argument, 0, 'P'},
-        {"quiet", no_argument, 0, 'q'},          {"decontam-field", required_argument, 0, 'F'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("filter", 0, &g);
     const char *dbpath = NULL, *config = NULL, *preset = NULL, *assets = NULL;
     const char *extra[FP_MAX_LIST], *fields[FP_MAX_LIST];
     size_t n_extra = 0, n_fields = 0;
@@ -80,7 +74,7 @@ int cmd_filter(int argc, char **argv) {
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         char *end;
         switch (ch) {
         case 'd': dbpath = optarg; break;
@@ -105,7 +99,7 @@ int cmd_filter(int argc, char **argv) {
             batch = strtoll(optarg, &end, 10);
             if (*end || batch < 1 || batch > 1000000) return cli_usage_error("filter", "--batch must be 1..1000000, got '%s'", optarg);
             break;
-        case 'h': fputs(cli_find("filter")->usage, stdout); return EXIT_OK;
+        case 'h': cli_print_usage("filter", stdout); return EXIT_OK;
         default:
             return cli_usage_error("filter", optopt ? "option '%s' needs a value" : "unknown option '%s'", argv[optind - 1]);
         }

@@ -249,6 +249,166 @@ int cmd_generate(int argc, char **argv) {
     return rc;
 }
 
+/* ---- --jsonl mode ---- */
+
+typedef struct {
+    const char *model, *tok_path, *jsonl, *stop[MAX_STOP], *tmpl_spec;
+    int n_stop;
+    bool ignore_eos, no_graphs;   /* --ignore-eos, --no-cuda-graphs */
+    double n, max_tokens, temp, top_p, top_k, min_p, max_batch, lp, threads, cache, gpu_frac;
+    uint64_t seed;
+    te_device dev;
+} jsonl_args;
+
+/* Returns 0 or an exit status (message printed). */
+static int parse_jsonl_args(int argc, char **argv, jsonl_args *a) {
+    *a = (jsonl_args){.n = 1, .max_tokens = 256, .temp = 1, .top_p = 1, .max_batch = 16, .lp = -1, .cache = 65536,
+                      .dev = TE_DEVICE_CPU};
+    cli_getopt g;
+    cli_getopt_init("generate", CO_MODE1, &g);
+    int c, u = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1 && !u) {
+        switch (c) {
+        case 'm': a->model = optarg; break;
+        case 't': a->tok_path = optarg; break;
+        case 'j': a->jsonl = optarg; break;
+        case 'T':
+            if (!cli_template_spec_ok(optarg))
+                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
+            a->tmpl_spec = optarg;
+            break;
+        case 'n': u = parse_num("--n", optarg, 1, 4096, &a->n); break;
+        case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &a->max_tokens); break;
+        case 'e': u = parse_num("--temperature", optarg, 0, 100, &a->temp); break;
+        case 'p': u = parse_num("--top-p", optarg, 1e-9, 1, &a->top_p); break;
+        case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &a->top_k); break;
+        case 'i': u = parse_num("--min-p", optarg, 0, 1, &a->min_p); break;
+        case 's': u = cli_parse_seed("generate", optarg, &a->seed); break;
+        case 'b': u = parse_num("--max-batch", optarg, 1, 65536, &a->max_batch); break;
+        case 'l': u = parse_num("--logprobs", optarg, 0, TE_MAX_TOP_LOGPROBS, &a->lp); break;
+        case 'J': u = parse_num("--threads", optarg, 1, 1024, &a->threads); break;
+        case 'c': u = parse_num("--cache-tokens", optarg, 1, 1e12, &a->cache); break;
+        case 'S':
+            if (a->n_stop == MAX_STOP) return cli_usage_error("generate", "at most %d --stop strings", MAX_STOP);
+            if (!*optarg) return cli_usage_error("generate", "--stop wants a non-empty string");
+            a->stop[a->n_stop++] = optarg;
+            break;
+        case 'I': a->ignore_eos = true; break;
+        case 'D': u = cli_parse_device("generate", optarg, &a->dev); break;
+        case 'G': u = cli_parse_gpu_fraction("generate", optarg, &a->gpu_frac); break;
+        case CLI_OPT_NO_CUDA_GRAPHS: a->no_graphs = true; break;
+        default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (u) return u;
+    const char *ints[] = {"--n", "--max-tokens", "--top-k", "--max-batch", "--logprobs", "--threads", "--cache-tokens"};
+    double vals[] = {a->n, a->max_tokens, a->top_k, a->max_batch, a->lp, a->threads, a->cache};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] != floor(vals[i])) return cli_usage_error("generate", "%s wants a whole number", ints[i]);
+    if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
+    if (!a->model) return cli_usage_error("generate", "--model DIR is required");
+    if (!a->jsonl) return cli_usage_error("generate", "--jsonl PROMPTS is required");
+    return 0;
+}
+
+/* What --jsonl mode builds before it runs; freed by jsonl_free. */
+typedef struct {
+    tok_tokenizer *tok;
+    ct_template *tmpl;
+    prompts ps;
+    tp_pool *pool;
+    te_model *m;
+    te_engine *e;
+} jsonl_run;
+
+static void jsonl_free(jsonl_run *r) {
+    te_engine_free(r->e);
+    te_model_free(r->m);
+    tp_free(r->pool);
+    ct_template_free(r->tmpl);
+    tok_free(r->tok);
+    prompts_free(&r->ps);
+}
+
+/* Every rank: config, tokenizer; rank 0: the prompts — then the ranks agree; then every rank
+ * the model (its part of it) and the engine. Returns an exit status (message printed). */
+static int jsonl_setup(cli_ranks *rk, const jsonl_args *a, jsonl_run *r) {
+    mc_config cfg;
+    const char *tok_path = a->tok_path;
+    int rc = 0;
+    if (mc_load(a->model, &cfg)) rc = cli_fail("generate: loading the model");
+    char *def_tok = rt_path_join(a->model, "tokenizer.json");
+    if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
+    if (!rc && tok_path && tok_load(tok_path, &r->tok)) rc = cli_fail("generate: loading the tokenizer");
+    if (!rc && r->tok && mk_check_tokenizer(&cfg, a->model, r->tok, tok_path)) rc = cli_fail("generate");
+    if (!rc && a->n_stop > 0 && !r->tok)
+        rc = cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    if (!rc) rc = cli_template("generate", a->tmpl_spec, tok_path, r->tok, false, &r->tmpl);
+    if (!rc && rk->rank == 0) rc = read_prompts(a->jsonl, r->tok, r->tmpl, cfg.vocab_size, &r->ps);
+    free(def_tok);
+    rc = cli_ranks_agree(rk, rc);
+    if (rc) return rc;
+    int nthreads = cli_ranks_threads(rk, a->threads);
+    if (nthreads < 0 || tp_create(nthreads, &r->pool)) rc = cli_fail("generate");
+    if (!rc) rc = cli_load_teacher(rk, a->model, r->pool, a->dev, a->gpu_frac, a->no_graphs, &r->m);
+    te_opts eo = {.max_batch = (int)a->max_batch, .cache_tokens = (int64_t)a->cache, .tok = r->tok};
+    if (!rc && te_engine_create(r->m, &eo, &r->e)) rc = cli_fail("generate");
+    return cli_ranks_agree(rk, rc);
+}
+
+/* Rank 0: steps the engine until every request is done, writing each sample as it finishes
+ * and a progress line every 2 s. src: the lockstep's per-request refusals (NULL alone). */
+static int jsonl_loop(cli_ranks *rk, const jsonl_args *a, jsonl_run *r, te_request *rq, int *src) {
+    bool par = rk->size > 1;
+    int rc = 0;
+    /* alone: every prompt is submitted now; in lockstep, with the first step */
+    for (size_t i = 0; !par && i < r->ps.n && !rc; i++)
+        if (te_submit(r->e, &rq[i])) {
+            fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
+            rc = EXIT_RUNTIME;
+        }
+    pe_input first = {.submit = rq, .n_submit = r->ps.n};
+    const pe_input *in = par ? &first : NULL;
+    double t0 = now_s(), last = t0;
+    bool said = false;   /* the first progress line also says where the model runs */
+    int lp_k = a->lp > 0 ? (int)a->lp : 0;
+    size_t total = r->ps.n * (size_t)a->n, done = 0;
+    while (!rc && (in || te_busy(r->e))) {
+        te_result *res;
+        size_t k;
+        bool end;
+        if (par ? pe_step(rk->c, r->e, in, in ? src : NULL, &res, &k, &end) : te_step(r->e, &res, &k)) {
+            rc = par ? lockstep_failed(rk, "generate") : cli_fail("generate");
+            break;
+        }
+        for (size_t i = 0; in && i < r->ps.n && !rc; i++)
+            if (src[i]) {   /* refused on every rank; its message again (rank 0's engine ends anyway) */
+                te_submit(r->e, &rq[i]);
+                fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
+                rc = EXIT_RUNTIME;
+            }
+        in = NULL;
+        for (size_t i = 0; i < k && !rc; i++) write_result(stdout, &res[i], r->tok, a->stop, lp_k, a->lp >= 0);
+        done += rc ? 0 : k;
+        te_results_free(res, k);
+        double t = now_s();
+        if (!rc && (t - last >= 2.0 || !te_busy(r->e))) {
+            te_stats st;
+            te_stats_get(r->e, &st);
+            char wb[128] = "", w[96];
+            if (!said) snprintf(wb, sizeof wb, "; model %s", cli_weights(w, sizeof w, rk, a->dev, r->m));
+            said = true;
+            fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, %d running, %d queued%s\n", done,
+                    total, (long long)st.generated_tokens, (double)st.generated_tokens / (t - t0 > 1e-9 ? t - t0 : 1e-9),
+                    st.running, st.queued, wb);
+            last = t;
+        }
+    }
+    return rc;
+}
+
 static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     if (cli_wants_help("generate", argc, argv)) return EXIT_OK;
     bool db_mode = false, jsonl_mode = false;
@@ -258,161 +418,28 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     }
     if (db_mode && jsonl_mode) return cli_usage_error("generate", "--db and --jsonl are mutually exclusive");
     if (db_mode) return generate_db(rk, argc, argv);
-    static const struct option longs[] = {
-        {"model", required_argument, 0, 'm'},       {"tokenizer", required_argument, 0, 't'},
-        {"template", required_argument, 0, 'T'},    {"jsonl", required_argument, 0, 'j'},
-        {"n", required_argument, 0, 'n'},           {"max-tokens", required_argument, 0, 'x'},
-        {"temperature", required_argument, 0, 'e'}, {"top-p", required_argument, 0, 'p'},
-        {"top-k", required_argument, 0, 'k'},       {"min-p", required_argument, 0, 'i'},
-        {"seed", required_argument, 0, 's'},        {"max-batch", required_argument, 0, 'b'},
-        {"logprobs", required_argument, 0, 'l'},    {"threads", required_argument, 0, 'J'},
-        {"cache-tokens", required_argument, 0, 'c'}, {"stop", required_argument, 0, 'S'},
-        {"ignore-eos", no_argument, 0, 'I'},        {"device", required_argument, 0, 'D'},
-        {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
-        {0, 0, 0, 0}};
-    const char *model = NULL, *tok_path = NULL, *jsonl = NULL, *stop[MAX_STOP];
-    const char *tmpl_spec = NULL;
-    ct_template *tmpl = NULL;
-    bool ignore_eos = false;
-    double n = 1, max_tokens = 256, temp = 1, top_p = 1, top_k = 0, min_p = 0, seed = 0, max_batch = 16, lp = -1,
-           threads = 0, cache = 65536, gpu_frac = 0;
-    te_device dev = TE_DEVICE_CPU;
-    bool no_graphs = false;   /* --no-cuda-graphs */
-    int n_stop = 0, c, u = 0;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1 && !u) {
-        switch (c) {
-        case 'm': model = optarg; break;
-        case 't': tok_path = optarg; break;
-        case 'j': jsonl = optarg; break;
-        case 'T':
-            if (!cli_template_spec_ok(optarg))
-                return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
-            tmpl_spec = optarg;
-            break;
-        case 'n': u = parse_num("--n", optarg, 1, 4096, &n); break;
-        case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &max_tokens); break;
-        case 'e': u = parse_num("--temperature", optarg, 0, 100, &temp); break;
-        case 'p': u = parse_num("--top-p", optarg, 1e-9, 1, &top_p); break;
-        case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &top_k); break;
-        case 'i': u = parse_num("--min-p", optarg, 0, 1, &min_p); break;
-        case 's': u = parse_num("--seed", optarg, 0, 9007199254740992.0, &seed); break;
-        case 'b': u = parse_num("--max-batch", optarg, 1, 65536, &max_batch); break;
-        case 'l': u = parse_num("--logprobs", optarg, 0, TE_MAX_TOP_LOGPROBS, &lp); break;
-        case 'J': u = parse_num("--threads", optarg, 1, 1024, &threads); break;
-        case 'c': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
-        case 'S':
-            if (n_stop == MAX_STOP) return cli_usage_error("generate", "at most %d --stop strings", MAX_STOP);
-            if (!*optarg) return cli_usage_error("generate", "--stop wants a non-empty string");
-            stop[n_stop++] = optarg;
-            break;
-        case 'I': ignore_eos = true; break;
-        case 'D': u = cli_parse_device("generate", optarg, &dev); break;
-        case 'G': u = cli_parse_gpu_fraction("generate", optarg, &gpu_frac); break;
-        case CLI_OPT_NO_CUDA_GRAPHS: no_graphs = true; break;
-        default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (u) return u;
-    const char *ints[] = {"--n", "--max-tokens", "--top-k", "--seed", "--max-batch", "--logprobs", "--threads", "--cache-tokens"};
-    double vals[] = {n, max_tokens, top_k, seed, max_batch, lp, threads, cache};
-    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-        if (vals[i] != floor(vals[i])) return cli_usage_error("generate", "%s wants a whole number", ints[i]);
-    if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
-    if (!model) return cli_usage_error("generate", "--model DIR is required");
-    if (!jsonl) return cli_usage_error("generate", "--jsonl PROMPTS is required");
-
-    /* every rank: config, tokenizer; rank 0: the prompts — then the ranks agree */
-    mc_config cfg;
-    tok_tokenizer *tok = NULL;
-    prompts ps = {0};
-    int rc = 0;
-    if (mc_load(model, &cfg)) rc = cli_fail("generate: loading the model");
-    char *def_tok = rt_path_join(model, "tokenizer.json");
-    if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
-    if (!rc && tok_path && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
-    if (!rc && tok && mk_check_tokenizer(&cfg, model, tok, tok_path)) rc = cli_fail("generate");
-    if (!rc && n_stop > 0 && !tok)
-        rc = cli_usage_error("generate", "--stop needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
-    if (!rc) rc = cli_template("generate", tmpl_spec, tok_path, tok, false, &tmpl);
-    if (!rc && rk->rank == 0) rc = read_prompts(jsonl, tok, tmpl, cfg.vocab_size, &ps);
-    free(def_tok);
-    rc = cli_ranks_agree(rk, rc);
-    tp_pool *pool = NULL;
-    te_model *m = NULL;
-    te_engine *e = NULL;
-    if (!rc) {   /* every rank: the model (its part of it) and the engine */
-        int nthreads = cli_ranks_threads(rk, threads);
-        if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
-        if (!rc) rc = cli_load_teacher(rk, model, pool, dev, gpu_frac, no_graphs, &m);
-        te_opts eo = {.max_batch = (int)max_batch, .cache_tokens = (int64_t)cache, .tok = tok};
-        if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
-        rc = cli_ranks_agree(rk, rc);
-    }
+    jsonl_args a;
+    int rc = parse_jsonl_args(argc, argv, &a);
+    if (rc) return rc;
+    jsonl_run r = {0};
+    rc = jsonl_setup(rk, &a, &r);
     cli_ranks_speak(rk);
     bool par = rk->size > 1;
-    if (!rc && par && rk->rank > 0) rc = follow(rk, e);
-    smp_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p};
-    te_request *rq = rc || rk->rank > 0 ? NULL : rt_calloc(ps.n, sizeof *rq);
-    int *src = par && rq ? rt_calloc(ps.n, sizeof *src) : NULL;
+    if (!rc && par && rk->rank > 0) rc = follow(rk, r.e);
+    smp_params sp = {.temperature = (float)a.temp, .top_k = (int)a.top_k, .top_p = (float)a.top_p, .min_p = (float)a.min_p};
+    te_request *rq = rc || rk->rank > 0 ? NULL : rt_calloc(r.ps.n, sizeof *rq);
+    int *src = par && rq ? rt_calloc(r.ps.n, sizeof *src) : NULL;
     if (!rc && rk->rank == 0 && (!rq || (par && !src))) rc = par ? lockstep_failed(rk, "generate") : cli_fail("generate");
-    for (size_t i = 0; rq && i < ps.n; i++)
-        rq[i] = (te_request){.prompt = ps.p[i].ids, .n_prompt = (int64_t)ps.p[i].n, .n_samples = (int)n,
-                             .max_tokens = (int64_t)max_tokens, .sampling = sp, .seed = (uint64_t)seed + i,
-                             .ignore_config_eos = ignore_eos, .stop = stop, .n_stop = n_stop, .logprobs = lp >= 0,
-                             .top_logprobs = lp > 0 ? (int)lp : 0, .tag = i};
-    /* alone: every prompt is submitted now; in lockstep, with the first step */
-    for (size_t i = 0; !par && rq && i < ps.n && !rc; i++)
-        if (te_submit(e, &rq[i])) {
-            fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
-            rc = EXIT_RUNTIME;
-        }
-    pe_input first = {.submit = rq, .n_submit = ps.n};
-    const pe_input *in = par && rq ? &first : NULL;
-    double t0 = now_s(), last = t0;
-    bool said = false;   /* the first progress line also says where the model runs */
-    size_t total = ps.n * (size_t)n, done = 0;
-    while (!rc && rq && (in || te_busy(e))) {
-        te_result *res;
-        size_t k;
-        bool end;
-        if (par ? pe_step(rk->c, e, in, in ? src : NULL, &res, &k, &end) : te_step(e, &res, &k)) {
-            rc = par ? lockstep_failed(rk, "generate") : cli_fail("generate");
-            break;
-        }
-        for (size_t i = 0; in && i < ps.n && !rc; i++)
-            if (src[i]) {   /* refused on every rank; its message again (rank 0's engine ends anyway) */
-                te_submit(e, &rq[i]);
-                fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
-                rc = EXIT_RUNTIME;
-            }
-        in = NULL;
-        for (size_t i = 0; i < k && !rc; i++) write_result(stdout, &res[i], tok, stop, lp > 0 ? (int)lp : 0, lp >= 0);
-        done += rc ? 0 : k;
-        te_results_free(res, k);
-        double t = now_s();
-        if (!rc && (t - last >= 2.0 || !te_busy(e))) {
-            te_stats st;
-            te_stats_get(e, &st);
-            char wb[128] = "", w[96];
-            if (!said) snprintf(wb, sizeof wb, "; model %s", cli_weights(w, sizeof w, rk, dev, m));
-            said = true;
-            fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, %d running, %d queued%s\n", done,
-                    total, (long long)st.generated_tokens, (double)st.generated_tokens / (t - t0 > 1e-9 ? t - t0 : 1e-9),
-                    st.running, st.queued, wb);
-            last = t;
-        }
-    }
-    if (par && rq && pe_end(rk->c, e)) rc = lockstep_failed(rk, "generate");   /* the followers stop */
+    for (size_t i = 0; rq && i < r.ps.n; i++)
+        rq[i] = (te_request){.prompt = r.ps.p[i].ids, .n_prompt = (int64_t)r.ps.p[i].n, .n_samples = (int)a.n,
+                             .max_tokens = (int64_t)a.max_tokens, .sampling = sp, .seed = a.seed + i,
+                             .ignore_config_eos = a.ignore_eos, .stop = a.stop, .n_stop = a.n_stop, .logprobs = a.lp >= 0,
+                             .top_logprobs = a.lp > 0 ? (int)a.lp : 0, .tag = i};
+    if (!rc && rq) rc = jsonl_loop(rk, &a, &r, rq, src);
+    if (par && rq && pe_end(rk->c, r.e)) rc = lockstep_failed(rk, "generate");   /* the followers stop */
     free(src);
     free(rq);
-    te_engine_free(e);
-    te_model_free(m);
-    tp_free(pool);
-    ct_template_free(tmpl);
-    tok_free(tok);
-    prompts_free(&ps);
+    jsonl_free(&r);
     if (!rc && rk->rank == 0 && (fflush(stdout) || ferror(stdout))) {
         fprintf(stderr, "retort: generate: writing output failed\n");
         return EXIT_RUNTIME;
@@ -459,169 +486,159 @@ static const char *base_name(const char *dir, char *buf, size_t n) {
     return buf;
 }
 
-static int generate_db(cli_ranks *rk, int argc, char **argv) {
-    static const struct option longs[] = {
-        {"db", required_argument, 0, 'd'},          {"teacher", required_argument, 0, 'T'},
-        {"model", required_argument, 0, 'm'},       {"api-key-env", required_argument, 0, 'K'},
-        {"source", required_argument, 0, 'S'},      {"n", required_argument, 0, 'n'},
-        {"max-tokens", required_argument, 0, 'x'},  {"temperature", required_argument, 0, 'e'},
-        {"top-p", required_argument, 0, 'p'},       {"seed", required_argument, 0, 's'},
-        {"concurrency", required_argument, 0, 'c'}, {"logprobs", required_argument, 0, 'l'},
-        {"system", required_argument, 0, 'y'},      {"instruction", required_argument, 0, 'i'},
-        {"no-think-prefix", no_argument, 0, 'P'},   {"tokenizer", required_argument, 0, 't'},
-        {"template", required_argument, 0, 'M'},    {"threads", required_argument, 0, 'J'},
-        {"cache-tokens", required_argument, 0, 'C'}, {"timeout", required_argument, 0, 'o'},
-        {"retries", required_argument, 0, 'r'},     {"no-stream", no_argument, 0, 'N'},
-        {"quiet", no_argument, 0, 'q'},             {"top-k", required_argument, 0, 'k'},
-        {"min-p", required_argument, 0, 'I'},       {"device", required_argument, 0, 'D'},
-        {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
-        {0, 0, 0, 0}};
-    const char *db_path = NULL, *teacher = NULL, *model = NULL, *key_env = NULL, *source = NULL, *system = NULL,
-               *instruction = "auto", *tok_path = NULL;
-    const char *tmpl_spec = NULL;
-    ct_template *tmpl = NULL;
-    bool think_prefix = true, stream = true, quiet = false;
-    double n = 1, max_tokens = 32768, temp = 0.6, top_p = 0.95, seed = 0, conc = 8, lp = -1, threads = 0,
-           cache = 65536, timeout = 600, retries = 8, top_k = 0, min_p = 0, gpu_frac = 0;
-    te_device dev = TE_DEVICE_CPU;
-    bool no_graphs = false;   /* --no-cuda-graphs */
+typedef struct {
+    const char *db_path, *teacher, *model, *key_env, *source, *system, *instruction, *tok_path, *tmpl_spec;
+    bool think_prefix, stream, quiet, no_graphs;   /* no_graphs: --no-cuda-graphs */
+    double n, max_tokens, temp, top_p, conc, lp, threads, cache, timeout, retries, top_k, min_p, gpu_frac;
+    uint64_t seed;
+    te_device dev;
+} db_args;
+
+/* Returns 0 or an exit status (message printed). */
+static int parse_db_args(int argc, char **argv, db_args *a) {
+    *a = (db_args){.instruction = "auto", .think_prefix = true, .stream = true, .n = 1, .max_tokens = 32768, .temp = 0.6,
+                   .top_p = 0.95, .conc = 8, .lp = -1, .cache = 65536, .timeout = 600, .retries = 8, .dev = TE_DEVICE_CPU};
+    cli_getopt g;
+    cli_getopt_init("generate", CO_MODE2, &g);
     int c, u = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1 && !u) {
+    while ((c = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1 && !u) {
         switch (c) {
-        case 'd': db_path = optarg; break;
-        case 'T': teacher = optarg; break;
-        case 'm': model = optarg; break;
-        case 'K': key_env = optarg; break;
-        case 'S': source = optarg; break;
-        case 'y': system = optarg; break;
-        case 'i': instruction = optarg; break;
-        case 't': tok_path = optarg; break;
-        case 'P': think_prefix = false; break;
-        case 'N': stream = false; break;
-        case 'q': quiet = true; break;
-        case 'M':
+        case 'd': a->db_path = optarg; break;
+        case 'R': a->teacher = optarg; break;
+        case 'm': a->model = optarg; break;
+        case 'K': a->key_env = optarg; break;
+        case 'O': a->source = optarg; break;
+        case 'y': a->system = optarg; break;
+        case 'u': a->instruction = optarg; break;
+        case 't': a->tok_path = optarg; break;
+        case 'P': a->think_prefix = false; break;
+        case 'N': a->stream = false; break;
+        case 'q': a->quiet = true; break;
+        case 'T':
             if (!cli_template_spec_ok(optarg))
                 return cli_usage_error("generate", "unknown chat template '%s' (deepseek-r1, qwen, llama3, auto or a file)", optarg);
-            tmpl_spec = optarg;
+            a->tmpl_spec = optarg;
             break;
-        case 'n': u = parse_num("--n", optarg, 1, 65536, &n); break;
-        case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &max_tokens); break;
-        case 'e': u = parse_num("--temperature", optarg, 0, 100, &temp); break;
-        case 'p': u = parse_num("--top-p", optarg, 1e-9, 1, &top_p); break;
-        case 's': u = parse_num("--seed", optarg, 0, 9007199254740992.0, &seed); break;
-        case 'c': u = parse_num("--concurrency", optarg, 1, 4096, &conc); break;
-        case 'l': u = parse_num("--logprobs", optarg, 0, TE_MAX_TOP_LOGPROBS, &lp); break;
-        case 'J': u = parse_num("--threads", optarg, 1, 1024, &threads); break;
-        case 'C': u = parse_num("--cache-tokens", optarg, 1, 1e12, &cache); break;
-        case 'o': u = parse_num("--timeout", optarg, 0.001, 86400, &timeout); break;
-        case 'r': u = parse_num("--retries", optarg, 0, 1000, &retries); break;
-        case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &top_k); break;
-        case 'I': u = parse_num("--min-p", optarg, 0, 1, &min_p); break;
-        case 'D': u = cli_parse_device("generate", optarg, &dev); break;
-        case 'G': u = cli_parse_gpu_fraction("generate", optarg, &gpu_frac); break;
-        case CLI_OPT_NO_CUDA_GRAPHS: no_graphs = true; break;
+        case 'n': u = parse_num("--n", optarg, 1, 65536, &a->n); break;
+        case 'x': u = parse_num("--max-tokens", optarg, 1, 1 << 24, &a->max_tokens); break;
+        case 'e': u = parse_num("--temperature", optarg, 0, 100, &a->temp); break;
+        case 'p': u = parse_num("--top-p", optarg, 1e-9, 1, &a->top_p); break;
+        case 's': u = cli_parse_seed("generate", optarg, &a->seed); break;
+        case 'C': u = parse_num("--concurrency", optarg, 1, 4096, &a->conc); break;
+        case 'l': u = parse_num("--logprobs", optarg, 0, TE_MAX_TOP_LOGPROBS, &a->lp); break;
+        case 'J': u = parse_num("--threads", optarg, 1, 1024, &a->threads); break;
+        case 'c': u = parse_num("--cache-tokens", optarg, 1, 1e12, &a->cache); break;
+        case 'o': u = parse_num("--timeout", optarg, 0.001, 86400, &a->timeout); break;
+        case 'r': u = parse_num("--retries", optarg, 0, 1000, &a->retries); break;
+        case 'k': u = parse_num("--top-k", optarg, 0, 1 << 30, &a->top_k); break;
+        case 'i': u = parse_num("--min-p", optarg, 0, 1, &a->min_p); break;
+        case 'D': u = cli_parse_device("generate", optarg, &a->dev); break;
+        case 'G': u = cli_parse_gpu_fraction("generate", optarg, &a->gpu_frac); break;
+        case CLI_OPT_NO_CUDA_GRAPHS: a->no_graphs = true; break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (u) return u;
-    const char *ints[] = {"--n", "--max-tokens", "--seed", "--concurrency", "--logprobs", "--threads", "--cache-tokens",
+    const char *ints[] = {"--n", "--max-tokens", "--concurrency", "--logprobs", "--threads", "--cache-tokens",
                           "--retries", "--top-k"};
-    double vals[] = {n, max_tokens, seed, conc, lp, threads, cache, retries, top_k};
+    double vals[] = {a->n, a->max_tokens, a->conc, a->lp, a->threads, a->cache, a->retries, a->top_k};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (vals[i] != floor(vals[i])) return cli_usage_error("generate", "%s wants a whole number", ints[i]);
     if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
-    if (!teacher) return cli_usage_error("generate", "--db needs --teacher local:MODEL_DIR or an endpoint URL");
-    bool local = !strncmp(teacher, "local:", 6);
-    if (!local && strncmp(teacher, "http://", 7) && strncmp(teacher, "https://", 8))
-        return cli_usage_error("generate", "--teacher wants local:MODEL_DIR or an http(s):// URL, not '%s'", teacher);
-    if (local && !teacher[6]) return cli_usage_error("generate", "--teacher local: needs a model directory");
-    if (local && key_env) return cli_usage_error("generate", "--api-key-env is for endpoint teachers");
+    const char *t = a->teacher;
+    if (!t) return cli_usage_error("generate", "--db needs --teacher local:MODEL_DIR or an endpoint URL");
+    bool local = !strncmp(t, "local:", 6);
+    if (!local && strncmp(t, "http://", 7) && strncmp(t, "https://", 8))
+        return cli_usage_error("generate", "--teacher wants local:MODEL_DIR or an http(s):// URL, not '%s'", t);
+    if (local && !t[6]) return cli_usage_error("generate", "--teacher local: needs a model directory");
+    if (local && a->key_env) return cli_usage_error("generate", "--api-key-env is for endpoint teachers");
+    return 0;
+}
 
-    gd_opts o = {.source = source, .n = (int)n, .max_tokens = (int64_t)max_tokens, .temperature = temp,
-                 .top_p = top_p, .top_k = (int)top_k, .min_p = min_p, .seed = (uint64_t)seed, .logprobs = (int)lp, .think_prefix = think_prefix,
-                 .max_queue = 2 * (int)conc};
-    if (system && *system) o.system = system;
-    if (!strcmp(instruction, "auto")) o.instruction = GD_R1_INSTRUCTION;
-    else if (strcmp(instruction, "none") && *instruction) {
-        o.instruction = instruction;
-        o.instruction_all = true;
-    }
-    if (!quiet) o.progress = db_progress;
-    o.progress_every_s = 2.0;
-    o.stop = &g_stop;
+/* What --db mode builds before it runs; freed by db_run_free. */
+typedef struct {
+    tok_tokenizer *tok;
+    ct_template *tmpl;
+    tp_pool *pool;
+    te_model *m;
+    te_engine *e;
+    char *server_model;
+    oai_opts ro;
+    char name_buf[4096], weights_note[128];
+} db_run;
 
-    char name_buf[4096], weights_note[128] = "";
+static void db_run_free(db_run *r) {
+    te_engine_free(r->e);
+    te_model_free(r->m);
+    tp_free(r->pool);
+    ct_template_free(r->tmpl);
+    tok_free(r->tok);
+    free(r->server_model);
+}
+
+/* A local teacher, every rank: tokenizer, model (its part), engine; then the ranks agree.
+ * Returns an exit status (message printed). */
+static int db_setup_local(cli_ranks *rk, const db_args *a, db_run *r, gd_opts *o) {
+    const char *dir = a->teacher + 6, *tok_path = a->tok_path;
+    mc_config cfg;
     int rc = 0;
-    tok_tokenizer *tok = NULL;
-    tp_pool *pool = NULL;
-    te_model *m = NULL;
-    te_engine *e = NULL;
-    char *server_model = NULL;
-    oai_opts ro = {0};
-    if (!local && rk->rank > 0) return EXIT_OK;   /* an endpoint teacher: rank 0 alone does the work */
-    if (local) {   /* every rank: tokenizer, model (its part), engine; then the ranks agree */
-        const char *dir = teacher + 6;
-        mc_config cfg;
-        if (mc_load(dir, &cfg)) rc = cli_fail("generate: loading the model");
-        char *def_tok = rt_path_join(dir, "tokenizer.json");
-        if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
-        if (!rc && !tok_path)
-            rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
-        else if (!rc && tok_load(tok_path, &tok)) rc = cli_fail("generate: loading the tokenizer");
-        if (!rc && mk_check_tokenizer(&cfg, dir, tok, tok_path)) rc = cli_fail("generate");
-        if (!rc) rc = cli_template("generate", tmpl_spec, tok_path, tok, true, &tmpl);
-        free(def_tok);   /* tok_path may point at it */
-        tok_path = NULL;
-        o.engine = NULL;
-        o.tok = tok;
-        o.tmpl = tmpl;
-        o.teacher = model ? model : base_name(dir, name_buf, sizeof name_buf);
+    if (mc_load(dir, &cfg)) rc = cli_fail("generate: loading the model");
+    char *def_tok = rt_path_join(dir, "tokenizer.json");
+    if (!tok_path && def_tok && rt_is_file(def_tok)) tok_path = def_tok;
+    if (!rc && !tok_path)
+        rc = cli_usage_error("generate", "a local teacher needs a tokenizer (--tokenizer, or DIR/tokenizer.json)");
+    else if (!rc && tok_load(tok_path, &r->tok)) rc = cli_fail("generate: loading the tokenizer");
+    if (!rc && mk_check_tokenizer(&cfg, dir, r->tok, tok_path)) rc = cli_fail("generate");
+    if (!rc) rc = cli_template("generate", a->tmpl_spec, tok_path, r->tok, true, &r->tmpl);
+    free(def_tok);   /* tok_path may point at it */
+    o->engine = NULL;
+    o->tok = r->tok;
+    o->tmpl = r->tmpl;
+    o->teacher = a->model ? a->model : base_name(dir, r->name_buf, sizeof r->name_buf);
+    rc = cli_ranks_agree(rk, rc);
+    if (!rc) {
+        int nthreads = cli_ranks_threads(rk, a->threads);
+        if (nthreads < 0 || tp_create(nthreads, &r->pool)) rc = cli_fail("generate");
+        if (!rc) rc = cli_load_teacher(rk, dir, r->pool, a->dev, a->gpu_frac, a->no_graphs, &r->m);
+        te_opts eo = {.max_batch = (int)a->conc, .cache_tokens = (int64_t)a->cache, .tok = r->tok};
+        if (!rc && te_engine_create(r->m, &eo, &r->e)) rc = cli_fail("generate");
         rc = cli_ranks_agree(rk, rc);
-        if (!rc) {
-            int nthreads = cli_ranks_threads(rk, threads);
-            if (nthreads < 0 || tp_create(nthreads, &pool)) rc = cli_fail("generate");
-            if (!rc) rc = cli_load_teacher(rk, dir, pool, dev, gpu_frac, no_graphs, &m);
-            te_opts eo = {.max_batch = (int)conc, .cache_tokens = (int64_t)cache, .tok = tok};
-            if (!rc && te_engine_create(m, &eo, &e)) rc = cli_fail("generate");
-            rc = cli_ranks_agree(rk, rc);
-        }
-        o.engine = e;
-        o.comm = rk->c;
-        if (rc) {
-            tp_free(pool);
-            te_engine_free(e);
-            te_model_free(m);
-            ct_template_free(tmpl);
-            tok_free(tok);
-            return rc;
-        }
-        char wb[96];
-        snprintf(weights_note, sizeof weights_note, "; model %s", cli_weights(wb, sizeof wb, rk, dev, m));
-        o.progress_ctx = weights_note;
-    } else {
-        const char *key = NULL;
-        if (key_env) {
-            if (!(key = getenv(key_env))) {
-                fprintf(stderr, "retort: generate: environment variable %s (--api-key-env) is not set\n", key_env);
-                return EXIT_RUNTIME;
-            }
-        } else key = getenv("OPENAI_API_KEY");
-        ro = (oai_opts){.url = teacher, .api_key = key, .concurrency = (int)conc, .timeout_s = timeout,
-                        .max_retries = (int)retries, .stream = stream,
-                        .jitter_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
-        if (tok_path && tok_load(tok_path, &tok)) return cli_fail("generate: loading the tokenizer");
-        mm_blas_single_thread();   /* no BLAS here: OpenBLAS's idle workers would only spin */
-        o.tok = tok;
-        o.remote = &ro;
-        if (!model && oai_list_models(&ro, &server_model)) {
-            tok_free(tok);
-            return cli_fail("generate: asking the endpoint for its model");
-        }
-        o.model = model ? model : server_model;
-        o.teacher = o.model;
     }
+    o->engine = r->e;
+    o->comm = rk->c;
+    if (rc) return rc;
+    char wb[96];
+    snprintf(r->weights_note, sizeof r->weights_note, "; model %s", cli_weights(wb, sizeof wb, rk, a->dev, r->m));
+    o->progress_ctx = r->weights_note;
+    return 0;
+}
+
+/* An endpoint teacher (rank 0 alone): the key, the client options, the model's name. */
+static int db_setup_remote(const db_args *a, db_run *r, gd_opts *o) {
+    const char *key = NULL;
+    if (a->key_env) {
+        if (!(key = getenv(a->key_env))) {
+            fprintf(stderr, "retort: generate: environment variable %s (--api-key-env) is not set\n", a->key_env);
+            return EXIT_RUNTIME;
+        }
+    } else key = getenv("OPENAI_API_KEY");
+    r->ro = (oai_opts){.url = a->teacher, .api_key = key, .concurrency = (int)a->conc, .timeout_s = a->timeout,
+                       .max_retries = (int)a->retries, .stream = a->stream,
+                       .jitter_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
+    if (a->tok_path && tok_load(a->tok_path, &r->tok)) return cli_fail("generate: loading the tokenizer");
+    mm_blas_single_thread();   /* no BLAS here: OpenBLAS's idle workers would only spin */
+    o->tok = r->tok;
+    o->remote = &r->ro;
+    if (!a->model && oai_list_models(&r->ro, &r->server_model)) return cli_fail("generate: asking the endpoint for its model");
+    o->model = a->model ? a->model : r->server_model;
+    o->teacher = o->model;
+    return 0;
+}
+
+/* Rank 0 fills the database (rank > 0 follows the engine), with SIGINT / SIGTERM caught. */
+static int db_fill(cli_ranks *rk, const db_args *a, db_run *r, gd_opts *o) {
     /* SIGINT / SIGTERM: rank 0 stops between steps (and ends the followers); the followers
      * catch them too (mpirun signals every rank) and wait for rank 0's last step */
     struct sigaction sa = {0}, old_int, old_term;
@@ -631,34 +648,56 @@ static int generate_db(cli_ranks *rk, int argc, char **argv) {
     sigaction(SIGTERM, &sa, &old_term);
     ds_db *db = NULL;
     gd_report rep = {0};
+    int rc = 0;
     if (rk->rank > 0) {
-        rc = follow(rk, e);
+        rc = follow(rk, r->e);
     } else {
-        if (db_open(db_path, 0, &db)) {
+        if (db_open(a->db_path, 0, &db)) {
             rc = cli_fail("generate: opening the database");
-            if (rk->size > 1 && e && pe_end(rk->c, e)) rc = lockstep_failed(rk, "generate");
+            if (rk->size > 1 && r->e && pe_end(rk->c, r->e)) rc = lockstep_failed(rk, "generate");
         }
     }
     if (!rc && rk->rank == 0) {
-        int grc = gd_run(db, &o, &rep);
+        int grc = gd_run(db, o, &rep);
         if (rep.comm_failed) rc = lockstep_failed(rk, "generate");
         else if (grc) rc = cli_fail("generate");
         else if (rep.interrupted) {
             fprintf(stderr, "retort: generate: interrupted; %zu sample(s) stored, rerun to continue\n",
                     rep.p.samples_done);
             rc = 130;
-        } else if (!quiet)
+        } else if (!a->quiet)
             fprintf(stderr, "generate: done: %zu sample(s) generated, %zu already stored, teacher %s\n",
-                    rep.p.samples_done, rep.p.existing, o.teacher);
+                    rep.p.samples_done, rep.p.existing, o->teacher);
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     db_close(db);
-    te_engine_free(e);
-    te_model_free(m);
-    tp_free(pool);
-    ct_template_free(tmpl);
-    tok_free(tok);
-    free(server_model);
+    return rc;
+}
+
+static int generate_db(cli_ranks *rk, int argc, char **argv) {
+    db_args a;
+    int rc = parse_db_args(argc, argv, &a);
+    if (rc) return rc;
+    bool local = !strncmp(a.teacher, "local:", 6);
+    gd_opts o = {.source = a.source, .n = (int)a.n, .max_tokens = (int64_t)a.max_tokens, .temperature = a.temp,
+                 .top_p = a.top_p, .top_k = (int)a.top_k, .min_p = a.min_p, .seed = a.seed, .logprobs = (int)a.lp,
+                 .think_prefix = a.think_prefix, .max_queue = 2 * (int)a.conc};
+    if (a.system && *a.system) o.system = a.system;
+    if (!strcmp(a.instruction, "auto")) o.instruction = GD_R1_INSTRUCTION;
+    else if (strcmp(a.instruction, "none") && *a.instruction) {
+        o.instruction = a.instruction;
+        o.instruction_all = true;
+    }
+    if (!a.quiet) o.progress = db_progress;
+    o.progress_every_s = 2.0;
+    o.stop = &g_stop;
+    if (!local && rk->rank > 0) return EXIT_OK;   /* an endpoint teacher: rank 0 alone does the work */
+    db_run *r = rt_calloc(1, sizeof *r);
+    if (!r) return cli_fail("generate");
+    rc = local ? db_setup_local(rk, &a, r, &o) : db_setup_remote(&a, r, &o);
+    if (!rc) rc = db_fill(rk, &a, r, &o);
+    db_run_free(r);
+    free(r);
     return rc;
 }

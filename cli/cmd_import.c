@@ -12,21 +12,15 @@
 #include "dataset/import.h"
 
 int cmd_import(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"db", required_argument, 0, 'd'},           {"format", required_argument, 0, 'f'},
-        {"prompt-field", required_argument, 0, 'p'}, {"answer-field", required_argument, 0, 'a'},
-        {"source", required_argument, 0, 's'},       {"as-samples", no_argument, 0, 'S'},
-        {"skip-bad", no_argument, 0, 'k'},           {"batch", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'},      {"max-prompt-bytes", required_argument, 0, 'M'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("import", 0, &g);
     imp_options o = {0};
     const char *dbpath = NULL, *format = NULL;
     long threads = 0;
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         char *end;
         switch (ch) {
         case 'd': dbpath = optarg; break;
@@ -60,7 +54,7 @@ int cmd_import(int argc, char **argv) {
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 64) return cli_usage_error("import", "--threads must be 1..64, got '%s'", optarg);
             break;
-        case 'h': fputs(cli_find("import")->usage, stdout); return EXIT_OK;
+        case 'h': cli_print_usage("import", stdout); return EXIT_OK;
         default:
             return cli_usage_error("import", optopt ? "option '%s' needs a value" : "unknown option '%s'", argv[optind - 1]);
         }

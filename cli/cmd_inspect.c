@@ -195,15 +195,15 @@ static int print_text(const char *dir, const mc_config *c, const ck_summary *s, 
 }
 
 int cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"check-values", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    cli_getopt go;
+    cli_getopt_init("inspect", 0, &go);
     int json = 0, values = 0, ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, go.shorts, go.opts, NULL)) != -1) {
         if (ch == 'j') json = 1;
         else if (ch == 'v') values = 1;
-        else if (ch == 'h') { fputs(cli_find("inspect")->usage, stdout); return EXIT_OK; }
+        else if (ch == 'h') { cli_print_usage("inspect", stdout); return EXIT_OK; }
         else return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
     }
     if (optind != argc - 1) return cli_usage_error("inspect", optind >= argc ? "missing DIR" : "expected one DIR");

@@ -59,9 +59,7 @@ int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, con
         o->seq_len = (uint32_t)v;
         return 0;
     case 'R':
-        o->seed = strtoull(arg, &end, 10);
-        if (*end || !*arg) return cli_usage_error(cmd, "--seed must be a non-negative integer, got '%s'", arg);
-        return 0;
+        return cli_parse_seed(cmd, arg, &o->seed);
     case 'D': o->drop_long = true; return 0;
     case 'P':
         v = strtoll(arg, &end, 10);
@@ -100,24 +98,18 @@ void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir) 
 }
 
 int cmd_pack(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"tokenizer", required_argument, 0, 'K'}, {"template", required_argument, 0, 'T'},
-        {"jsonl", required_argument, 0, 'J'},     {"seq", required_argument, 0, 'N'},
-        {"out", required_argument, 0, 'O'},       {"seed", required_argument, 0, 'R'},
-        {"drop-long", no_argument, 0, 'D'},       {"shard-seqs", required_argument, 0, 'P'},
-        {"threads", required_argument, 0, 'j'},   {"help", no_argument, 0, 'h'},
-        {"top-k", required_argument, 0, 'k'},     {"teacher-vocab", required_argument, 0, 'U'},
-        {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("pack", 0, &g);
     pk_options o = {0};
     const char *tokenizer = NULL, *tmpl = NULL, *jsonl = NULL, *out = NULL;
     long threads = 0;
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         if (ch == 'J') { jsonl = optarg; continue; }
         if (ch == 'O') { out = optarg; continue; }
-        if (ch == 'h') { fputs(cli_find("pack")->usage, stdout); return EXIT_OK; }
+        if (ch == 'h') { cli_print_usage("pack", stdout); return EXIT_OK; }
         int rc = ch == '?' ? -1 : cli_pack_option("pack", ch, optarg, &o, &tokenizer, &tmpl, &threads);
         if (rc > 0) return rc;
         if (rc < 0)

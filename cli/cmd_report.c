@@ -17,16 +17,14 @@
 
 int cmd_report(int argc, char **argv) {
     if (cli_wants_help("report", argc, argv)) return EXIT_OK;
-    static const struct option longs[] = {{"db", required_argument, 0, 'd'},
-                                          {"out", required_argument, 0, 'o'},
-                                          {"train-log", required_argument, 0, 'l'},
-                                          {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("report", 0, &g);
     const char *dbp = NULL, *out = NULL, *logs[MAX_LOGS];
     size_t n_logs = 0;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         switch (c) {
         case 'd': dbp = optarg; break;
         case 'o': out = optarg; break;

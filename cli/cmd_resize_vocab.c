@@ -11,25 +11,20 @@
 #include "student/vocab.h"
 
 int cmd_resize_vocab(int argc, char **argv) {
-    enum { O_MODEL = 256, O_FROM, O_OUT, O_OVERWRITE };
-    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
-                                         {"add-tokens-from", required_argument, 0, O_FROM},
-                                         {"out", required_argument, 0, O_OUT},
-                                         {"overwrite", no_argument, 0, O_OVERWRITE},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("resize-vocab", 0, &g);
     const char *model = NULL, *from = NULL, *out = NULL;
     bool overwrite = false;
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         switch (ch) {
-        case O_MODEL: model = optarg; break;
-        case O_FROM: from = optarg; break;
-        case O_OUT: out = optarg; break;
-        case O_OVERWRITE: overwrite = true; break;
-        case 'h': fputs(cli_find("resize-vocab")->usage, stdout); return EXIT_OK;
+        case CO_RV_MODEL: model = optarg; break;
+        case CO_RV_FROM: from = optarg; break;
+        case CO_RV_OUT: out = optarg; break;
+        case CO_RV_OVERWRITE: overwrite = true; break;
+        case 'h': cli_print_usage("resize-vocab", stdout); return EXIT_OK;
         default: return cli_usage_error("resize-vocab", "unknown option or missing value '%s'", argv[optind - 1]);
         }
     }

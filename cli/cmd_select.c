@@ -9,17 +9,14 @@
 #include "filters/pipeline.h"
 
 int cmd_select(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"db", required_argument, 0, 'd'},     {"snapshot", required_argument, 0, 's'},
-        {"per-prompt", required_argument, 0, 'k'}, {"policy", required_argument, 0, 'p'},
-        {"seed", required_argument, 0, 'S'},   {"balance-sources", no_argument, 0, 'b'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("select", 0, &g);
     fp_select_opts o = {.per_prompt = 1, .policy = FP_POLICY_SHORTEST, .seed = 0};
     const char *dbpath = NULL;
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         char *end;
         switch (ch) {
         case 'd': dbpath = optarg; break;
@@ -29,16 +26,13 @@ int cmd_select(int argc, char **argv) {
             o.per_prompt = strtoll(optarg, &end, 10);
             if (*end || o.per_prompt < 1) return cli_usage_error("select", "--per-prompt must be an integer ≥ 1, got '%s'", optarg);
             break;
-        case 'S': {
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (*end || !*optarg || optarg[0] == '-') return cli_usage_error("select", "--seed must be an integer ≥ 0, got '%s'", optarg);
-            o.seed = v;
+        case 'S':
+            if (cli_parse_seed("select", optarg, &o.seed)) return EXIT_USAGE;
             break;
-        }
         case 'p':
             if (fp_policy_parse(optarg, &o.policy)) return cli_usage_error("select", "%s", rt_errmsg());
             break;
-        case 'h': fputs(cli_find("select")->usage, stdout); return EXIT_OK;
+        case 'h': cli_print_usage("select", stdout); return EXIT_OK;
         default:
             return cli_usage_error("select", optopt ? "option '%s' needs a value" : "unknown option '%s'", argv[optind - 1]);
         }

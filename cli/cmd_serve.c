@@ -105,17 +105,8 @@ int cmd_serve(int argc, char **argv) {
 
 static int serve(cli_ranks *rk, int argc, char **argv) {
     if (cli_wants_help("serve", argc, argv)) return EXIT_OK;
-    static const struct option longs[] = {
-        {"model", required_argument, 0, 'm'},        {"host", required_argument, 0, 'H'},
-        {"port", required_argument, 0, 'p'},         {"api-key", required_argument, 0, 'k'},
-        {"max-batch", required_argument, 0, 'b'},    {"cache-tokens", required_argument, 0, 'c'},
-        {"threads", required_argument, 0, 'J'},      {"tokenizer", required_argument, 0, 't'},
-        {"template", required_argument, 0, 'T'},     {"served-model-name", required_argument, 0, 'N'},
-        {"max-body", required_argument, 0, 'B'},     {"max-connections", required_argument, 0, 'C'},
-        {"max-connections-per-ip", required_argument, 0, 'I'},
-        {"header-timeout", required_argument, 0, 'h'},   {"device", required_argument, 0, 'D'},
-        {"gpu-memory-fraction", required_argument, 0, 'G'}, {"no-cuda-graphs", no_argument, 0, CLI_OPT_NO_CUDA_GRAPHS},
-        {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("serve", 0, &g);
     const char *model = NULL, *host = "127.0.0.1", *key = getenv("RETORT_API_KEY"), *tok_path = NULL, *name = NULL;
     double port = 8000, max_batch = 16, cache = 65536, threads = 0, max_body = 4 << 20, max_conns = 0, per_ip = 512;
     double header_timeout = 10, gpu_frac = 0;
@@ -126,7 +117,7 @@ static int serve(cli_ranks *rk, int argc, char **argv) {
     int c, u = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1 && !u) {
+    while ((c = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1 && !u) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'H': host = optarg; break;

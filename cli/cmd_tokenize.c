@@ -237,17 +237,14 @@ static int run_lines(const tk_opts *o) {
 
 int cmd_tokenize(int argc, char **argv) {
     if (cli_wants_help("tokenize", argc, argv)) return EXIT_OK;
-    static const struct option longs[] = {
-        {"tokenizer", required_argument, 0, 't'}, {"decode", no_argument, 0, 'd'},
-        {"special", no_argument, 0, 's'},         {"skip-special", no_argument, 0, 'k'},
-        {"chat", required_argument, 0, 'c'},      {"generation-prompt", no_argument, 0, 'g'},
-        {"threads", required_argument, 0, 'j'},   {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("tokenize", 0, &g);
     tk_opts o = {0};
     const char *path = NULL;
     int threads = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         switch (c) {
         case 't': path = optarg; break;
         case 'd': o.decode = true; break;

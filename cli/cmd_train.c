@@ -64,117 +64,92 @@ static int parse_f64(const char *s, double *out) {
     return 0;
 }
 
-enum { O_INIT = 256, O_MODEL, O_DATA, O_SEQ, O_BATCH, O_ACCUM, O_STEPS, O_EPOCHS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP,
-       O_SEED, O_OUT, O_SAVE, O_RESUME, O_LOG, O_SCHED, O_DTYPE, O_THREADS, O_CKPT, O_CHUNK, O_B1, O_B2, O_EPS, O_ZERO,
-       O_DEVICE, O_OVERWRITE, O_OFFLOAD, O_OFFLOAD_ACTS, O_TOKENIZER, O_SHARD, O_TB, O_VAL_DATA, O_VAL_EVERY, O_VAL_FRAC,
-       O_KD_ALPHA, O_KD_TEMP, O_KD_LOSS };
-
 static int parse_args(int argc, char **argv, train_args *a) {
-    static const struct option opts[] = {
-        {"init", required_argument, 0, O_INIT}, {"model", required_argument, 0, O_MODEL},
-        {"data", required_argument, 0, O_DATA}, {"seq", required_argument, 0, O_SEQ},
-        {"batch", required_argument, 0, O_BATCH}, {"grad-accum", required_argument, 0, O_ACCUM},
-        {"steps", required_argument, 0, O_STEPS}, {"epochs", required_argument, 0, O_EPOCHS},
-        {"lr", required_argument, 0, O_LR}, {"min-lr-ratio", required_argument, 0, O_MINLR},
-        {"warmup", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
-        {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, O_SEED},
-        {"out", required_argument, 0, O_OUT}, {"save-every", required_argument, 0, O_SAVE},
-        {"resume", required_argument, 0, O_RESUME}, {"log", required_argument, 0, O_LOG},
-        {"schedule", required_argument, 0, O_SCHED}, {"dtype", required_argument, 0, O_DTYPE},
-        {"threads", required_argument, 0, O_THREADS}, {"checkpoint-layers", no_argument, 0, O_CKPT},
-        {"ce-chunk", required_argument, 0, O_CHUNK}, {"beta1", required_argument, 0, O_B1},
-        {"beta2", required_argument, 0, O_B2}, {"adam-eps", required_argument, 0, O_EPS},
-        {"zero", required_argument, 0, O_ZERO}, {"device", required_argument, 0, O_DEVICE},
-        {"overwrite", no_argument, 0, O_OVERWRITE},
-        {"offload-optimizer", no_argument, 0, O_OFFLOAD}, {"offload-activations", no_argument, 0, O_OFFLOAD_ACTS},
-        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"max-shard-size", required_argument, 0, O_SHARD},
-        {"tensorboard", required_argument, 0, O_TB}, {"val-data", required_argument, 0, O_VAL_DATA},
-        {"val-every", required_argument, 0, O_VAL_EVERY}, {"val-frac", required_argument, 0, O_VAL_FRAC},
-        {"kd-alpha", required_argument, 0, O_KD_ALPHA}, {"kd-temperature", required_argument, 0, O_KD_TEMP},
-        {"kd-loss", required_argument, 0, O_KD_LOSS},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("train", CO_MODE1, &g);
     tr_options_default(&a->o);
     a->o.steps = 0;
     a->dtype = RT_DT_BF16;
     a->zero = -1;
     int ch, bad = 0;
-    int64_t iv;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         const char *v = optarg;
         switch (ch) {
-        case O_INIT: a->init = v; break;
-        case O_MODEL: a->model = v; break;
-        case O_DATA: a->data = v; break;
-        case O_OUT: a->out = v; break;
-        case O_RESUME: a->resume = v; break;
-        case O_LOG: a->log = v; break;
-        case O_TOKENIZER: a->tokenizer = v; break;
-        case O_TB: a->tensorboard = v; break;
-        case O_VAL_DATA: a->val_data = v; break;
-        case O_VAL_EVERY: bad = parse_i64(v, 1, &a->val_every); break;
-        case O_VAL_FRAC: bad = parse_f64(v, &a->val_frac) || !(a->val_frac > 0 && a->val_frac < 1); break;
-        case O_SHARD: {
+        case CO_TRAIN_INIT: a->init = v; break;
+        case CO_TRAIN_MODEL: a->model = v; break;
+        case CO_TRAIN_DATA: a->data = v; break;
+        case CO_TRAIN_OUT: a->out = v; break;
+        case CO_TRAIN_RESUME: a->resume = v; break;
+        case CO_TRAIN_LOG: a->log = v; break;
+        case CO_TRAIN_TOKENIZER: a->tokenizer = v; break;
+        case CO_TRAIN_TB: a->tensorboard = v; break;
+        case CO_TRAIN_VAL_DATA: a->val_data = v; break;
+        case CO_TRAIN_VAL_EVERY: bad = parse_i64(v, 1, &a->val_every); break;
+        case CO_TRAIN_VAL_FRAC: bad = parse_f64(v, &a->val_frac) || !(a->val_frac > 0 && a->val_frac < 1); break;
+        case CO_TRAIN_SHARD: {
             double b;
             bad = parse_f64(v, &b) || b < 1 || b > 9e18;
             a->o.max_shard_bytes = bad ? 0 : (int64_t)b;
             break;
         }
-        case O_SEQ: bad = parse_i64(v, 1, &a->seq); break;
-        case O_BATCH: bad = parse_i64(v, 1, &a->o.batch); break;
-        case O_ACCUM: bad = parse_i64(v, 1, &a->o.grad_accum); break;
-        case O_STEPS: bad = parse_i64(v, 1, &a->o.steps); break;
-        case O_EPOCHS: bad = parse_f64(v, &a->epochs) || a->epochs <= 0; break;
-        case O_LR: bad = parse_f64(v, &a->o.lr); break;
-        case O_MINLR: bad = parse_f64(v, &a->o.min_lr_ratio); break;
-        case O_WARMUP: bad = parse_i64(v, 0, &a->o.warmup); break;
-        case O_WD: bad = parse_f64(v, &a->o.weight_decay); break;
-        case O_CLIP: bad = parse_f64(v, &a->o.clip); break;
-        case O_B1: bad = parse_f64(v, &a->o.beta1); break;
-        case O_B2: bad = parse_f64(v, &a->o.beta2); break;
-        case O_EPS: bad = parse_f64(v, &a->o.eps); break;
-        case O_SEED: bad = parse_i64(v, 0, &iv); a->o.seed = (uint64_t)iv; break;
-        case O_SAVE: bad = parse_i64(v, 1, &a->save_every); break;
-        case O_THREADS: bad = parse_i64(v, 1, &a->threads); break;
-        case O_CHUNK: bad = parse_i64(v, 1, &a->o.ce_chunk); break;
-        case O_CKPT: a->o.checkpoint_layers = true; break;
-        case O_OVERWRITE: a->overwrite = true; break;
-        case O_ZERO:
+        case CO_TRAIN_SEQ: bad = parse_i64(v, 1, &a->seq); break;
+        case CO_TRAIN_BATCH: bad = parse_i64(v, 1, &a->o.batch); break;
+        case CO_TRAIN_ACCUM: bad = parse_i64(v, 1, &a->o.grad_accum); break;
+        case CO_TRAIN_STEPS: bad = parse_i64(v, 1, &a->o.steps); break;
+        case CO_TRAIN_EPOCHS: bad = parse_f64(v, &a->epochs) || a->epochs <= 0; break;
+        case CO_TRAIN_LR: bad = parse_f64(v, &a->o.lr); break;
+        case CO_TRAIN_MINLR: bad = parse_f64(v, &a->o.min_lr_ratio); break;
+        case CO_TRAIN_WARMUP: bad = parse_i64(v, 0, &a->o.warmup); break;
+        case CO_TRAIN_WD: bad = parse_f64(v, &a->o.weight_decay); break;
+        case CO_TRAIN_CLIP: bad = parse_f64(v, &a->o.clip); break;
+        case CO_TRAIN_B1: bad = parse_f64(v, &a->o.beta1); break;
+        case CO_TRAIN_B2: bad = parse_f64(v, &a->o.beta2); break;
+        case CO_TRAIN_EPS: bad = parse_f64(v, &a->o.eps); break;
+        case CO_TRAIN_SEED:
+            if (cli_parse_seed("train", v, &a->o.seed)) return EXIT_USAGE;
+            break;
+        case CO_TRAIN_SAVE: bad = parse_i64(v, 1, &a->save_every); break;
+        case CO_TRAIN_THREADS: bad = parse_i64(v, 1, &a->threads); break;
+        case CO_TRAIN_CHUNK: bad = parse_i64(v, 1, &a->o.ce_chunk); break;
+        case CO_TRAIN_CKPT: a->o.checkpoint_layers = true; break;
+        case CO_TRAIN_OVERWRITE: a->overwrite = true; break;
+        case CO_TRAIN_ZERO:
             bad = parse_i64(v, 0, &a->zero) || a->zero > 3;
             break;
-        case O_OFFLOAD: a->o.offload_optimizer = true; break;
-        case O_KD_ALPHA: bad = parse_f64(v, &a->o.kd_alpha) || a->o.kd_alpha < 0 || a->o.kd_alpha > 1; break;
-        case O_KD_TEMP: bad = parse_f64(v, &a->o.kd_temperature) || !(a->o.kd_temperature > 0); break;
-        case O_KD_LOSS: {
+        case CO_TRAIN_OFFLOAD: a->o.offload_optimizer = true; break;
+        case CO_TRAIN_KD_ALPHA: bad = parse_f64(v, &a->o.kd_alpha) || a->o.kd_alpha < 0 || a->o.kd_alpha > 1; break;
+        case CO_TRAIN_KD_TEMP: bad = parse_f64(v, &a->o.kd_temperature) || !(a->o.kd_temperature > 0); break;
+        case CO_TRAIN_KD_LOSS: {
             kd_kind k;
             if (kd_parse_kind(v, &k, &a->o.kd_beta)) return cli_usage_error("train", "--kd-loss: %s", rt_errmsg());
             a->o.kd_loss = (int)k;
             break;
         }
-        case O_OFFLOAD_ACTS: a->o.offload_activations = a->o.checkpoint_layers = true; break;
-        case O_SCHED:
+        case CO_TRAIN_OFFLOAD_ACTS: a->o.offload_activations = a->o.checkpoint_layers = true; break;
+        case CO_TRAIN_SCHED:
             if (!strcmp(v, "cosine")) a->o.schedule = TR_SCHED_COSINE;
             else if (!strcmp(v, "linear")) a->o.schedule = TR_SCHED_LINEAR;
             else if (!strcmp(v, "constant")) a->o.schedule = TR_SCHED_CONSTANT;
             else bad = 1;
             break;
-        case O_DEVICE:
+        case CO_TRAIN_DEVICE:
             if (!strcmp(v, "cpu")) a->cuda = false;
             else if (!strcmp(v, "cuda")) a->cuda = true;
             else bad = 1;
             break;
-        case O_DTYPE:
+        case CO_TRAIN_DTYPE:
             if (!strcmp(v, "bf16")) a->dtype = RT_DT_BF16;
             else if (!strcmp(v, "f32")) a->dtype = RT_DT_F32;
             else bad = 1;
             break;
-        case 'h': fputs(cli_find("train")->usage, stdout); return -1;
+        case 'h': cli_print_usage("train", stdout); return -1;
         default: return cli_usage_error("train", "unknown option or missing value '%s'", argv[optind - 1]);
         }
         if (bad) {
             const char *name = "?";
-            for (const struct option *o = opts; o->name; o++)
+            for (const struct option *o = g.opts; o->name; o++)
                 if (o->val == ch) name = o->name;
             return cli_usage_error("train", "bad value '%s' for --%s", v, name);
         }
@@ -214,17 +189,8 @@ static const struct { const char *key, *text; size_t off; } PLAN_ROWS[] = {
 };
 
 static int plan_main(int argc, char **argv) {
-    enum { P_PLAN = 256, P_INIT, P_RANKS, P_SEQ, P_BATCH, P_ACCUM, P_ZERO, P_OFFLOAD, P_GPUMEM, P_JSON, P_CKPT, P_CHUNK,
-           P_OFFLOAD_ACTS, P_KD_TOPK };
-    static const struct option opts[] = {
-        {"plan", no_argument, 0, P_PLAN}, {"init", required_argument, 0, P_INIT}, {"model", required_argument, 0, P_INIT},
-        {"ranks", required_argument, 0, P_RANKS}, {"seq", required_argument, 0, P_SEQ},
-        {"batch", required_argument, 0, P_BATCH}, {"grad-accum", required_argument, 0, P_ACCUM},
-        {"zero", required_argument, 0, P_ZERO}, {"offload-optimizer", no_argument, 0, P_OFFLOAD},
-        {"gpu-memory", required_argument, 0, P_GPUMEM}, {"json", no_argument, 0, P_JSON},
-        {"checkpoint-layers", no_argument, 0, P_CKPT}, {"ce-chunk", required_argument, 0, P_CHUNK},
-        {"offload-activations", no_argument, 0, P_OFFLOAD_ACTS}, {"device", required_argument, 0, 'd'},
-        {"kd-top-k", required_argument, 0, P_KD_TOPK}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("train", CO_MODE2, &g);
     const char *init = NULL;
     int64_t ranks = 1, seq = 0, batch = 1, accum = 1, zero = -1, chunk = 0, kd_k = 0;
     double gib = 80;
@@ -232,25 +198,25 @@ static int plan_main(int argc, char **argv) {
     int ch, bad = 0;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         const char *v = optarg;
         switch (ch) {
-        case P_PLAN: break;
-        case P_INIT: init = v; break;
-        case P_RANKS: bad = parse_i64(v, 1, &ranks); break;
-        case P_SEQ: bad = parse_i64(v, 1, &seq); break;
-        case P_BATCH: bad = parse_i64(v, 1, &batch); break;
-        case P_ACCUM: bad = parse_i64(v, 1, &accum); break;
-        case P_ZERO: bad = parse_i64(v, 0, &zero) || zero > 3; break;
-        case P_CHUNK: bad = parse_i64(v, 1, &chunk); break;
-        case P_KD_TOPK: bad = parse_i64(v, 1, &kd_k) || kd_k > 20; break;
-        case P_GPUMEM: bad = parse_f64(v, &gib) || !(gib > 0); break;
-        case P_OFFLOAD: offload = true; break;
-        case P_JSON: json = true; break;
-        case P_CKPT: ckpt = true; break;
-        case P_OFFLOAD_ACTS: ckpt = xhost = true; break;
-        case 'd': bad = strcmp(v, "cuda") != 0; break;   /* the plan is the GPU trainer's */
-        case 'h': fputs(cli_find("train")->usage, stdout); return EXIT_OK;
+        case CO_TRAIN_PLAN: break;
+        case CO_TRAIN_INIT: case CO_TRAIN_MODEL: init = v; break;
+        case CO_TRAIN_RANKS: bad = parse_i64(v, 1, &ranks); break;
+        case CO_TRAIN_SEQ: bad = parse_i64(v, 1, &seq); break;
+        case CO_TRAIN_BATCH: bad = parse_i64(v, 1, &batch); break;
+        case CO_TRAIN_ACCUM: bad = parse_i64(v, 1, &accum); break;
+        case CO_TRAIN_ZERO: bad = parse_i64(v, 0, &zero) || zero > 3; break;
+        case CO_TRAIN_CHUNK: bad = parse_i64(v, 1, &chunk); break;
+        case CO_TRAIN_KD_TOPK: bad = parse_i64(v, 1, &kd_k) || kd_k > 20; break;
+        case CO_TRAIN_GPUMEM: bad = parse_f64(v, &gib) || !(gib > 0); break;
+        case CO_TRAIN_OFFLOAD: offload = true; break;
+        case CO_TRAIN_JSON: json = true; break;
+        case CO_TRAIN_CKPT: ckpt = true; break;
+        case CO_TRAIN_OFFLOAD_ACTS: ckpt = xhost = true; break;
+        case CO_TRAIN_DEVICE: bad = strcmp(v, "cuda") != 0; break;   /* the plan is the GPU trainer's */
+        case 'h': cli_print_usage("train", stdout); return EXIT_OK;
         default:
             return cli_usage_error("train", "--plan takes --init CONFIG --ranks N --seq T --batch B --zero 0-3 "
                                             "[--grad-accum A] [--checkpoint-layers] [--ce-chunk N] [--offload-optimizer] [--offload-activations] "

@@ -21,18 +21,14 @@ static int member_text(json_t *obj, const char *key, char *num, size_t numlen, c
 }
 
 int cmd_verify(int argc, char **argv) {
-    static const struct option lopts[] = {{"last-number", no_argument, 0, 'l'},
-                                          {"float-digits", required_argument, 0, 'd'},
-                                          {"decimal-places", no_argument, 0, 'p'},
-                                          {"reason", no_argument, 0, 'r'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
+    cli_getopt g;
+    cli_getopt_init("verify", 0, &g);
     vf_opts o;
     vf_opts_default(&o);
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, g.shorts, g.opts, NULL)) != -1) {
         if (ch == 'l') o.last_number = true;
         else if (ch == 'p') o.decimal_places = true;
         else if (ch == 'r') continue; /* --reason: the reason is always written now */
@@ -41,7 +37,7 @@ int cmd_verify(int argc, char **argv) {
             long v = strtol(optarg, &end, 10);
             if (*end || v < 1 || v > 30) return cli_usage_error("verify", "--float-digits wants 1..30, got '%s'", optarg);
             o.float_digits = (int)v;
-        } else if (ch == 'h') { fputs(cli_find("verify")->usage, stdout); return EXIT_OK; }
+        } else if (ch == 'h') { cli_print_usage("verify", stdout); return EXIT_OK; }
         else return cli_usage_error("verify", "unknown option '%s'", argv[optind - 1]);
     }
     if (optind < argc) return cli_usage_error("verify", "unexpected argument '%s'", argv[optind]);

@@ -1,4 +1,5 @@
 /* cli/main.c — `retort`: dispatch to subcommands, global help, version. */
+#include <assert.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -19,12 +20,6 @@ static const cli_command commands[] = {
      "(model.safetensors, or shards named by model.safetensors.index.json), checks that every\n"
      "tensor the architecture needs is present with the right shape and dtype, and prints the\n"
      "architecture, shapes, dtypes, tensor count and parameter count.\n"
-     "\n"
-     "  --json   one JSON object on stdout: architecture, model_type, parameters (elements of\n"
-     "           every tensor except *.weight_scale_inv), tensors, files, dtypes, quantization,\n"
-     "           mtp_layers, config, shapes (with --check-values: values)\n"
-     "  --check-values   also read every value of every floating-point tensor (F32, F16, BF16,\n"
-     "           FP8) and list each tensor holding NaN or Inf, with counts; exit 1 when any does\n"
      "\n"
      "Exit status: 0 valid, 1 invalid or unreadable checkpoint (or non-finite values with\n"
      "--check-values), 2 usage error.\n",
@@ -61,18 +56,6 @@ static const cli_command commands[] = {
      "  chat    {\"messages\": [{role, content, reasoning_content?}, ...]}: the prompt is every message\n"
      "          before the final assistant turn\n"
      "\n"
-     "  --source NAME    the source recorded with each prompt (default: file name without extension)\n"
-     "  --as-samples     also store the reference answer/solution (chat: the final assistant turn)\n"
-     "                   as a sample of teacher \"reference\"\n"
-     "  --skip-bad       import the good lines of a file with malformed ones and report the count;\n"
-     "                   without it a malformed line (bad JSON, missing field, invalid UTF-8, empty\n"
-     "                   or too long prompt) aborts that file, naming file and line, and nothing\n"
-     "                   from it is imported\n"
-     "  --max-prompt-bytes N  longest prompt accepted (bytes; K, M, G suffixes; default 4M); a line\n"
-     "                   longer than 4 x N is skipped unread\n"
-     "  --batch N        lines per transaction (default 5000)\n"
-     "  --threads N      parsing threads (default: one per CPU)\n"
-     "\n"
      "DB is created when absent. Prompts are identified by content hash: re-importing a file changes\n"
      "nothing, and rerunning a killed import completes it without duplicates.\n"
      "Exit status: 0 ok, 1 a file could not be imported, 2 usage error.\n",
@@ -87,11 +70,6 @@ static const cli_command commands[] = {
      "The answer in pred is the last \\boxed{} or \\fbox{}, else the last \"#### N\", else the last\n"
      "\"answer is …\" / \"Answer: …\", else pred itself when it is a short bare answer.\n"
      "\n"
-     "  --last-number      fall back to the last $…$ span or number of pred (as math-verify does)\n"
-     "  --float-digits N   floats agree when rounded to N significant digits (default 6)\n"
-     "  --decimal-places   count those digits after the decimal point instead (math-verify's rule)\n"
-     "  --reason           accepted for compatibility (the reason is always written)\n"
-     "\n"
      "Exit status: 0 ok, 1 bad input (the message names the line), 2 usage error.\n",
      cmd_verify},
     {"dedup", "exact and MinHash near-duplicate clusters: JSONL {id, text} → {id, cluster}",
@@ -102,10 +80,6 @@ static const cli_command commands[] = {
      "identical, or whose MinHash-LSH signatures collide and whose estimated Jaccard similarity of\n"
      "word 5-grams is at least J, share a cluster; the cluster id is the id of its first member,\n"
      "the one kept.\n"
-     "\n"
-     "  --threshold J   estimated Jaccard similarity to merge (0..1, default 0.8)\n"
-     "  --exact-only    only exact duplicates (normalized text)\n"
-     "  --threads N     signature threads (default: one per CPU)\n"
      "\n"
      "MinHash: word 5-grams after lowercasing and removing punctuation and extra whitespace,\n"
      "112 64-bit xxhash permutations in 14 bands of 8 rows (datatrove's defaults).\n"
@@ -122,18 +96,6 @@ static const cli_command commands[] = {
      "batch of samples is one transaction: a killed run continues where it stopped and nothing is\n"
      "scored twice. Without --config/--preset every filter runs with its defaults.\n"
      "\n"
-     "  --config FILE    filters and thresholds (YAML subset or JSON; see docs/filters.md)\n"
-     "  --preset r1      DeepSeek-R1's rejection-sampling recipe (configs/filters/r1.yaml)\n"
-     "  --threads N      scoring threads (default: one per CPU)\n"
-     "  --assets DIR     benchmarks for decontam in DIR/benchmarks (default $RETORT_ASSETS,\n"
-     "                   else ../shared/assets); absent files are skipped with a message\n"
-     "  --decontam FILE  also decontaminate against FILE (JSONL: question/problem/prompt and\n"
-     "                   answer/solution fields); repeatable\n"
-     "  --decontam-field F  index field F of the benchmark records instead of those (repeatable)\n"
-     "  --batch N        samples per transaction (default 512)\n"
-     "  --print-config   print the resolved configuration (JSON) and exit\n"
-     "  --quiet          no progress line\n"
-     "\n"
      "Progress (rate, ETA) goes to stderr; a summary and the funnel to stdout.\n"
      "Exit status: 0 ok, 1 error (bad configuration, database), 2 usage error.\n",
      cmd_filter},
@@ -145,7 +107,6 @@ static const cli_command commands[] = {
      "only where the prompt has a gold answer) and are dedup representatives, chosen by policy\n"
      "(default shortest; random uses --seed, default 0; all keeps every one), and writes them as\n"
      "snapshot NAME with the selection and filter configuration in its filter_config.\n"
-     "  --balance-sources  every source keeps at most as many samples as the smallest source\n"
      "\n"
      "Exit status: 0 ok, 1 error (existing snapshot name, no verdicts), 2 usage error.\n",
      cmd_select},
@@ -159,15 +120,6 @@ static const cli_command commands[] = {
      "\n"
      "  encode (default)  {\"text\": S} → {\"ids\": [...]}. Special-token strings inside S are matched\n"
      "                    as tokens, as HF does; BOS/EOS are added only with --special.\n"
-     "  --decode          {\"ids\": [...]} → {\"text\": S}; special tokens are kept (--special says so explicitly)\n"
-     "                    unless --skip-special.\n"
-     "  --chat KIND       {\"messages\": [{\"role\", \"content\", \"reasoning_content\"?}, ...],\n"
-     "                    \"add_generation_prompt\"?: B} → {\"text\": S, \"ids\": [...], \"mask\": [...]}:\n"
-     "                    the conversation rendered with chat template KIND (deepseek-r1, qwen,\n"
-     "                    llama3), its ids, and 1 for each token of assistant content (what SFT\n"
-     "                    trains on, the end-of-turn token included).\n"
-     "  --generation-prompt  with --chat: add the generation prompt unless a line says otherwise\n"
-     "  --threads N       encoding threads (default: one per CPU)\n"
      "\n"
      "Exit status: 0 ok, 1 bad input (the message names the line) or unreadable tokenizer,\n"
      "2 usage error.\n",
@@ -188,10 +140,6 @@ static const cli_command commands[] = {
      "  jsonl       one line per prompt: the record it was imported from\n"
      "  shards      the selected samples' conversations rendered with the chat template and packed as\n"
      "              with 'retort pack' (see docs/formats.md); --template as for retort pack\n"
-     "  --top-k K   the samples' stored teacher top-k (generate --logprobs) go along: chat-jsonl lines get\n"
-     "              \"teacher_topk\", shards carry up to K (1..20) per assistant token (for retort train\n"
-     "              --kd-alpha); --teacher-vocab N: the teacher's vocabulary when its tokenizer is not\n"
-     "              --tokenizer (default: the same)\n"
      "\n"
      "--snapshot selects a frozen snapshot's samples, --source one source's; by default every sample.\n"
      "FILE is written atomically ('-' is stdout). Exit status: 0 ok, 1 error, 2 usage error.\n",
@@ -210,13 +158,6 @@ static const cli_command commands[] = {
      "(or dropped with --drop-long), and counted. DIR gets shard-00000.bin, ... and index.json; the\n"
      "shard format (header, token ids, loss mask, document boundaries) is in docs/formats.md.\n"
      "\n"
-     "  --shard-seqs N   sequences per shard file (default: 2^28 tokens' worth)\n"
-     "  --threads N      rendering threads (default: one per CPU)\n"
-     "  --top-k K        shards carry the teacher top-k of a line's \"teacher_topk\" ({\"ids\": [[...]],\n"
-     "                   \"logprobs\": [[...]]}, one entry per teacher token, given to the assistant tokens in\n"
-     "                   order), at most K (1..20) per token; --teacher-vocab N bounds the ids (default: the\n"
-     "                   tokenizer's vocabulary)\n"
-     "\n"
      "Exit status: 0 ok, 1 error (a line that is not a conversation names file and line), 2 usage error.\n",
      cmd_pack},
     {"train", "train a dense student (llama/qwen2/qwen3) on packed shards: SFT with AdamW, checkpoints, exact resume",
@@ -227,68 +168,6 @@ static const cli_command commands[] = {
      "holds whole documents; positions restart and attention stays inside each document; the loss is\n"
      "the mean cross-entropy over the tokens whose loss mask is 1.\n"
      "\n"
-     "  --init CONFIG.json  random weights for a HF config (llama, qwen2 or qwen3), normal(0, 0.02), seeded by --seed\n"
-     "  --model DIR         start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)\n"
-     "  --resume DIR/step-N continue a run exactly where its checkpoint stopped (weights, AdamW moments,\n"
-     "                      step, data position); give the same options as the run that wrote it\n"
-     "  --resume auto       (the default) continue from the newest step-N in --out when this same run\n"
-     "                      wrote it (same data, model, seed and options: the same command rerun after\n"
-     "                      a kill); start fresh when --out is empty or absent (the --log file\n"
-     "                      aside); refuse (exit 1) another run's checkpoints or other contents\n"
-     "  --overwrite         delete the step-* checkpoints in --out first and start fresh there\n"
-     "  --data SHARDS       shard directory or file\n"
-     "  --seq N             tokens per sequence; must match the shards (default: the shards' length)\n"
-     "  --batch B           sequences per micro-batch (per rank under mpirun)\n"
-     "  --grad-accum A      micro-batches per optimizer step (default 1); the loss is normalized by\n"
-     "                      the loss tokens of the whole step\n"
-     "  --steps N | --epochs E   length of the run in optimizer steps, or passes over the data\n"
-     "  --lr X              peak learning rate\n"
-     "  --schedule S        cosine (default), linear or constant, after --warmup N linear steps (default 0)\n"
-     "  --min-lr-ratio R    cosine/linear end at R·lr (default 0.1)\n"
-     "  --weight-decay W    AdamW decoupled decay on matrices, none on norms and biases (default 0)\n"
-     "  --beta1, --beta2, --adam-eps   AdamW constants (defaults 0.9, 0.95, 1e-8)\n"
-     "  --clip C            clip the global gradient norm to C (default 1; 0: off)\n"
-     "  --seed S            data order and --init weights (default 0)\n"
-     "  --out DIR           checkpoints go to DIR/step-N/, a Hugging Face model directory (config.json,\n"
-     "                      generation_config.json, model.safetensors or shards + index, tokenizer.json,\n"
-     "                      tokenizer_config.json, special_tokens_map.json), and DIR/step-N.state/\n"
-     "                      (optimizer.safetensors, trainer_state.json)\n"
-     "  --tokenizer FILE    the tokenizer.json copied into the model directories (default: the --model's,\n"
-     "                      else the one `retort pack` recorded in the data's index.json); its\n"
-     "                      tokenizer_config.json (chat_template) comes along\n"
-     "  --max-shard-size B  split model.safetensors into shards of at most B bytes (default 5e9)\n"
-     "  --tensorboard DIR   also write TensorBoard event files there (train/loss, train/lr, train/grad_norm,\n"
-     "                      train/tokens_per_s, val/loss)\n"
-     "  --val-data SHARDS   validation shards (the training data's sequence length): their mean loss is\n"
-     "                      computed at the last step and every --val-every N steps, logged as val_loss\n"
-     "                      (with val_targets) in --log and printed; both devices, every ZeRO level\n"
-     "  --val-frac F        instead of --val-data: hold out the last ceil(F x sequences) of --data (in file\n"
-     "                      order; pack shuffles sequences) as the validation split, never trained on\n"
-     "  --save-every N      also save every N steps (the last step is always saved)\n"
-     "  --dtype bf16|f32    model.safetensors element type (default bf16; f32 master weights are kept\n"
-     "                      in step-N.state/optimizer.safetensors, so resuming is exact either way)\n"
-     "  --log FILE          append one JSON object per step: step, loss, lr, grad_norm, tokens, tokens_per_s\n"
-     "                      (lines after the step the run starts from are dropped first)\n"
-     "  --threads N         worker threads (default: one per CPU); OpenBLAS runs single-threaded inside them\n"
-     "  --checkpoint-layers keep only each layer's input and recompute its forward in the backward\n"
-     "  --ce-chunk N        rows per chunk of the fused LM-head cross-entropy (default: 64 MiB of logits;\n"
-     "                      1 GiB with --device cuda)\n"
-     "  --kd-alpha A        logit distillation: loss (1-A)*CE + A*T^2*D(teacher||student) over the teacher\n"
-     "                      top-k the shards carry (default 0: SFT; A > 0 needs shards with top-k)\n"
-     "  --kd-temperature T  softening of both distributions (default 1)\n"
-     "  --kd-loss KIND      D: forward (KL, default), reverse (KL), jsd:B (0<B<1), uld (sorted probabilities,\n"
-     "                      for a teacher with another tokenizer); see docs/student.md\n"
-     "  --zero 0|1|2|3      data parallel (under mpirun): 0 replicated optimizer, 1 ZeRO-1 (AdamW state\n"
-     "                      sharded; the default with more than one rank), 2 ZeRO-2 (gradients too),\n"
-     "                      3 ZeRO-3 (parameters too: each layer is gathered for its forward and backward)\n"
-     "  --device cpu|cuda   cpu (default): the f32 trainer; cuda: one GPU per rank, bf16 weights and\n"
-     "                      activations, f32 master weights, gradients and AdamW state (NCCL between\n"
-     "                      ranks); the same checkpoints, so a run resumes on either device; the log\n"
-     "                      adds peak_mem_gib (head_dim 64 or 128; a CPU-only build: \"built without CUDA\")\n"
-     "  --offload-optimizer (cuda) master weights, AdamW moments (and with ZeRO-2/3 the gradient shard)\n"
-     "                      in pinned host memory; AdamW runs on the host\n"
-     "  --offload-activations (cuda) with --checkpoint-layers (implied): each layer's input in pinned\n"
-     "                      host memory, streamed back for its backward\n"
      "\n"
      "retort train --plan --init CONFIG.json --seq T [--batch B] [--ranks N] [--zero 0-3] [--checkpoint-layers]\n"
      "             [--offload-optimizer] [--offload-activations] [--ce-chunk N] [--kd-top-k K]\n"
@@ -325,24 +204,6 @@ static const cli_command commands[] = {
      "\"finish_reason\": \"stop\"|\"length\"}; with --logprobs K also \"logprobs\": [{\"id\", \"logprob\",\n"
      "\"top\": [[id, logprob] x K]}] (log_softmax of the model's logits; K = 0: no \"top\").\n"
      "\n"
-     "  --tokenizer FILE  tokenizer.json (default: DIR/tokenizer.json when present)\n"
-     "  --n K             samples per prompt, sharing the prompt's cache (default 1)\n"
-     "  --max-tokens N    new tokens per sample at most (default 256; clipped to the model's context)\n"
-     "  --temperature X   0 is greedy (default 1); then --top-k K (0: off), --top-p P (1: off),\n"
-     "                    --min-p P (0: off), applied in that order\n"
-     "  --seed S          prompt i's samples are seeded with S + i: the same tokens whatever the batch\n"
-     "  --max-batch B     sequences decoded together (default 16); requests join and leave between steps\n"
-     "  --cache-tokens N  KV cache positions over all running sequences (default 65536); requests wait\n"
-     "                    in the queue while the cache is full\n"
-     "  --stop STR        stop when the text contains STR (repeatable, needs a tokenizer)\n"
-     "  --ignore-eos      do not stop at the config's eos_token_id\n"
-     "  --threads N       worker threads (default: one per CPU)\n"
-     "  --device D        cpu (default) or cuda: the engine on the GPU (one per rank under mpirun, the\n"
-     "                    rank's local rank; a dense model is split tensor-parallel over the ranks),\n"
-     "                    weights in their stored dtype\n"
-     "  --gpu-memory-fraction F  share of the GPU's memory for weights, KV cache and work (default 0.9)\n"
-     "  --no-cuda-graphs  cuda: run decode steps eagerly (default: one CUDA graph per batch bucket)\n"
-     "\n"
      "A progress line (samples, tokens, tokens/s) goes to stderr.\n"
      "Exit status: 0 ok, 1 error (bad input names its line; nothing is generated), 2 usage error.\n"
      "\n"
@@ -359,33 +220,12 @@ static const cli_command commands[] = {
      "in its own transaction (zstd text, prompt/thinking/answer tokens, finish reason, mean logprob, with\n"
      "--logprobs K the top-K alternatives). A rerun, also after kill -9, generates exactly the missing ones.\n"
      "\n"
-     "  --teacher      local:MODEL_DIR (the in-process engine; tokenizer DIR/tokenizer.json or --tokenizer,\n"
-     "                 chat template --template or the tokenizer's own, docs/chat-templates.md) or the base URL of an\n"
-     "                 OpenAI-compatible endpoint (…/v1: POST …/v1/chat/completions; a URL without a path\n"
-     "                 means …/v1)\n"
-     "  --model NAME   the teacher name stored in samples.teacher, and the request's model (default: the\n"
-     "                 directory's name for local:, the first model GET …/v1/models lists for a URL)\n"
-     "  --api-key-env  the environment variable holding the API key (default OPENAI_API_KEY when set)\n"
-     "  --temperature, --top-p  DeepSeek's R1 advice by default: 0.6 and 0.95; --max-tokens default 32768\n"
-     "                 (clipped to a local model's context); sample j of prompt p has its own seed derived\n"
-     "                 from (--seed, p, j) and stored with it\n"
-     "  --instruction  auto (default): prompts whose source names gsm8k, math or aime get \"Please reason step\n"
-     "                 by step, and put your final answer within \\boxed{}.\" appended; none; TEXT: appended to\n"
-     "                 every prompt\n"
-     "  --system TEXT  add a system message (default none, as DeepSeek advises for R1)\n"
-     "  --no-think-prefix  do not force the response to begin with \"<think>\\n\" (local: appended to the\n"
-     "                 rendered prompt; remote: the server's template decides, the stored text is normalized)\n"
-     "  --top-k K, --min-p P  off by default; when set they join the params (sent to an endpoint as\n"
-     "                 vLLM's top_k / min_p fields)\n"
-     "  --template, --threads, --cache-tokens, --device, --gpu-memory-fraction, --no-cuda-graphs  local\n"
-     "                    teachers only\n"
-     "                 (ignored for an endpoint); --device cpu|cuda as for generate --jsonl\n"
-     "  --concurrency C  requests in flight (remote) or sequences per batch (local) (default 8)\n"
-     "  --logprobs K   ask for logprobs (mean_logprob) and K top alternatives (stored in sample_topk)\n"
-     "  --timeout S    per attempt (default 600); --retries N after the first attempt (default 8): 429,\n"
-     "                 5xx, timeouts, dropped or truncated responses are retried with exponential backoff\n"
-     "                 and full jitter, never sooner than Retry-After; 400/401/403/404 stop the run\n"
-     "  --no-stream    plain JSON responses instead of SSE\n"
+     "Here --temperature and --top-p default to DeepSeek's R1 advice, 0.6 and 0.95, and --max-tokens to\n"
+     "32768 (clipped to a local model's context); sample j of prompt p has its own seed derived from\n"
+     "(--seed, p, j), stored with it. --top-k and --min-p are off by default; when set they join the\n"
+     "params (sent to an endpoint as vLLM's top_k / min_p fields). --template, --threads, --cache-tokens,\n"
+     "--device, --gpu-memory-fraction and --no-cuda-graphs are for local teachers only (ignored for an\n"
+     "endpoint).\n"
      "\n"
      "Reasoning arriving as reasoning_content or inline in <think>…</think> is stored the same way:\n"
      "\"<think>\\nREASONING\\n</think>\\n\\nANSWER\". A progress line (prompts and samples done, tokens/s,\n"
@@ -411,26 +251,6 @@ static const cli_command commands[] = {
      "95% normal interval over questions), cons@K (majority vote over the extracted answers), mean\n"
      "length in tokens and the truncation rate (finish \"length\").\n"
      "\n"
-     "  --bench       gsm8k, math500, aime24: the test sets in <assets>/benchmarks ($RETORT_ASSETS), the\n"
-     "                question followed by R1's \"put your final answer within \\boxed{}\" instruction;\n"
-     "                FILE.jsonl: {\"prompt\": TEXT, \"answer\": GOLD} per line, prompts as written\n"
-     "  --model       local:DIR (config.json + safetensors), stored as local:ABSOLUTE-DIR; or the base URL\n"
-     "                of an OpenAI-compatible endpoint (…/v1), stored as URL#NAME where NAME is --model-name\n"
-     "                (default: the first model GET …/v1/models lists; also the default run name). One\n"
-     "                request per sample (the question as the user message; reasoning_content or inline\n"
-     "                thinking stored as \"<think>\\n…\\n</think>\\n\\nANSWER\"), --concurrency C in flight\n"
-     "                (default 8), retried as retort generate does (--timeout, --retries, see\n"
-     "                'retort help generate'); the key from --api-key-env VAR (default OPENAI_API_KEY)\n"
-     "  --json        the summary as one JSON object, in retort compare --json's form (every\n"
-     "                benchmark of the run)\n"
-     "  --limit N     only the first N questions of the benchmark (a quick look; a later run without\n"
-     "                it reuses these samples)\n"
-     "  --name RUN    the run's name (default: DIR's last component)\n"
-     "  --tokenizer   default DIR/tokenizer.json; --template renders the question as a user turn\n"
-     "  --max-batch B, --cache-tokens N  as for retort generate; the cache defaults to room for one\n"
-     "                question's K samples at full length (at least 65536 positions)\n"
-     "  --device D    cpu (default) or cuda, --gpu-memory-fraction F, --no-cuda-graphs: as for retort\n"
-     "                generate (local models)\n"
      "\n"
      "Under mpirun (`mpirun -np P retort eval ...`, one rank per GPU) a model that splits over the ranks\n"
      "(DeepSeek-V3 on the CPU, dense on cuda) is loaded in parts and rank 0 alone writes the results, as\n"
@@ -446,10 +266,6 @@ static const cli_command commands[] = {
      "per-question pass@1), cons@k, mean length in tokens and truncation rate; then for every pair of\n"
      "runs the questions both answered, how often they agree (a question is solved when its majority\n"
      "vote is right), and the prompt ids that one run solves and the other does not.\n"
-     "\n"
-     "  --json   the same data as one JSON object: {\"interval\", \"runs\", \"benchmarks\": {NAME:\n"
-     "           {\"runs\": {RUN: {model, questions, samples, k, pass1, pass1_ci, cons, mean_tokens,\n"
-     "           truncation}}, \"pairs\": [{a, b, common, agreement, both, neither, only_a, only_b}]}}}\n"
      "\n"
      "Exit status: 0 ok, 1 error (a run with no results), 2 usage error.\n",
      cmd_compare},
@@ -490,11 +306,6 @@ static const cli_command commands[] = {
      "on the test split and writes DIR/report.html. Each stage is printed with its timing; the end\n"
      "states both accuracies and their ratio. An earlier demo's run.db in DIR is replaced.\n"
      "\n"
-     "  --seed S      the task, weights and samples all derive from S (default 0)\n"
-     "  --quick       a reduced size (about 2 minutes on 2 cores), what the tests run\n"
-     "  --dir DIR     where everything is written (default ./demo-run)\n"
-     "  --threads N   worker threads (default: one per CPU); results depend on N\n"
-     "\n"
      "Exit status: 0 ok, 1 error, 2 usage error.\n",
      cmd_demo},
     {"serve", "serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming)",
@@ -509,19 +320,6 @@ static const cli_command commands[] = {
      "logprobs / top_logprobs, usage; chat output split into reasoning_content and content at </think>),\n"
      "GET /v1/models, /health, /metrics (Prometheus). Binds 127.0.0.1 unless --host says otherwise;\n"
      "--port 0 picks a free port. Prints \"retort serve: listening on http://HOST:PORT\" on stderr.\n"
-     "  --api-key KEY      require \"Authorization: Bearer KEY\" on /v1/ (default: $RETORT_API_KEY)\n"
-     "  --tokenizer FILE   tokenizer.json (default DIR/tokenizer.json; required)\n"
-     "  --template T       chat template: deepseek-r1|qwen|llama3|auto|FILE (default: the tokenizer's own\n"
-     "                     chat_template, else the built-in its special tokens fit; docs/chat-templates.md)\n"
-     "  --max-batch B      sequences per engine step; --cache-tokens: KV-cache positions in all\n"
-     "  --max-body BYTES   larger request bodies get 413\n"
-     "  --device D         cpu (default) or cuda, --gpu-memory-fraction F, --no-cuda-graphs: as for\n"
-     "                     retort generate\n"
-     "  --max-connections N         open connections in all; more are refused with 503 (default 4096;\n"
-     "                              the open-file limit is raised to fit)\n"
-     "  --max-connections-per-ip N  open connections from one address; more get 429 (default 512)\n"
-     "  --header-timeout S          seconds a connection has to send each request's line and headers;\n"
-     "                              later it is closed (default 10; also closes idle kept-alive ones)\n"
      "An empty --api-key (or RETORT_API_KEY) is a usage error.\n"
      "SIGTERM or SIGINT stops accepting, finishes the requests in flight, and exits 0.\n", cmd_serve},
     {"run", "run a recipe (RECIPE.yaml): the pipeline's stages in order, resumably",
@@ -537,14 +335,6 @@ static const cli_command commands[] = {
      "rerun skips the finished stages whose command did not change and runs the first one that is\n"
      "not finished or changed and every stage after it. A stage that was interrupted continues\n"
      "(train: --resume from the newest checkpoint in its --out; the other stages resume by themselves).\n"
-     "\n"
-     "  --dry-run        print the commands a run would start now, one per line (stages it would\n"
-     "                   skip as '# NAME: skipped' lines); nothing is run or written\n"
-     "  --from STAGE     run STAGE and every later stage, finished or not\n"
-     "  --only STAGE     run STAGE alone (later stages then count as not finished)\n"
-     "  --set KEY=VALUE  override before validation: a variable of vars: (or work_dir, name) by its\n"
-     "                   name, a stage's option as STAGE.KEY (train.lr=2e-5, generate.launcher=\"srun\");\n"
-     "                   VALUE is read as YAML (numbers, true/false, [a, b]); repeatable\n"
      "\n"
      "Exit status: 0 ok, 1 error (a bad recipe names file, line and key; a failed stage), 2 usage error.\n",
      cmd_run},
@@ -579,11 +369,39 @@ int cli_wants_help(const char *name, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--")) break;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(cli_find(name)->usage, stdout);
+            cli_print_usage(name, stdout);
             return 1;
         }
     }
     return 0;
+}
+
+void cli_getopt_init(const char *name, unsigned mode, cli_getopt *g) {
+    const co_command *c = co_find(name);
+    int n = c ? co_getopt(c, mode, g->opts, sizeof g->opts / sizeof *g->opts, g->shorts, sizeof g->shorts) : -1;
+    assert(n >= 0 && "cli_getopt: a command without a table, or one too large for cli_getopt");
+    (void)n;
+}
+
+void cli_print_usage(const char *name, FILE *out) {
+    const cli_command *c = cli_find(name);
+    const co_command *t = co_find(name);
+    /* the options go before the closing "Exit status: ..." paragraph, when there is one */
+    const char *tail = NULL;
+    for (const char *q = strstr(c->usage, "\nExit status:"); q; q = strstr(q + 1, "\nExit status:"))
+        if (!strstr(q + 1, "\n\n")) tail = q + 1;   /* the last paragraph only */
+    if (!t || !(t->opts[0].name || t->opts[0].recipe)) { fputs(c->usage, out); return; }
+    if (!tail) tail = c->usage + strlen(c->usage);
+    fwrite(c->usage, 1, (size_t)(tail - c->usage), out);
+    size_t k = (size_t)(tail - c->usage);
+    if (!(k >= 2 && c->usage[k - 1] == '\n' && c->usage[k - 2] == '\n')) fputc('\n', out);   /* a blank line before */
+    co_help(out, t, 0);
+    if (*tail) fprintf(out, "\n%s", tail);
+}
+
+int cli_parse_seed(const char *name, const char *arg, uint64_t *out) {
+    if (co_parse_u64(arg, out)) return 0;
+    return cli_usage_error(name, "--seed must be an integer from 0 to 18446744073709551615, got '%s'", arg);
 }
 
 const char *cli_thousands(long long n, char *buf, size_t len) {
@@ -666,7 +484,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "retort: unknown command '%s'\n(see 'retort --help')\n", argv[i + 1]);
             return EXIT_USAGE;
         }
-        fputs(c->usage, stdout);
+        cli_print_usage(c->name, stdout);
         return EXIT_OK;
     }
     const cli_command *c = cli_find(name);

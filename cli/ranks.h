@@ -20,6 +20,7 @@
 
 #include "core/comm.h"
 #include "core/threadpool.h"
+#include "eval/cmdopts.h"
 #include "teacher/engine.h"
 
 typedef struct {
@@ -41,7 +42,7 @@ int cli_ranks_threads(cli_ranks *r, double threads);
 int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev, double gpu_memory_fraction,
                      bool no_cuda_graphs, te_model **out);
 /* the long option of --no-cuda-graphs in the subcommands' tables */
-#define CLI_OPT_NO_CUDA_GRAPHS 0x4e47
+#define CLI_OPT_NO_CUDA_GRAPHS CO_NO_CUDA_GRAPHS   /* eval/cmdopts.h */
 const char *cli_weights(char *buf, size_t n, const cli_ranks *r, te_device dev, const te_model *m);
 /* --device / --gpu-memory-fraction values: 0, or a usage error's exit status (printed). */
 int cli_parse_device(const char *cmd, const char *arg, te_device *out);

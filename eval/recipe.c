@@ -21,114 +21,16 @@
 #include "core/fsutil.h"
 #include "core/status.h"
 #include "core/yaml.h"
+#include "eval/cmdopts.h"
 
-/* ---- the subcommands a stage may run, and their options ---- */
-
-typedef enum { T_STR, T_INT, T_NUM, T_BOOL, T_LIST } opt_type;
-
-enum {
-    F_IN = 1,       /* a file or directory the stage reads ("local:" removed; URLs skipped) */
-    F_IN_JSONL = 2, /* an input only when it names a .jsonl/.json file (eval --bench) */
-    F_POS = 4,      /* positional arguments after the options, not --key */
-    F_OUT = 8,      /* train: the checkpoint directory */
-    F_LOG = 16,     /* train: the log */
-};
-
-typedef struct {
-    const char *key;
-    opt_type type;
-    unsigned flags;
-} opt_def;
-
-/* The subcommand's option for a key: the key itself, except eval's run: (--name RUN), as
- * name: is the stage's own name. */
-static const char *cli_flag(const opt_def *o) { return !strcmp(o->key, "run") ? "name" : o->key; }
-
-typedef struct {
-    const char *kind;
-    const opt_def *opts;
-} kind_def;
-
-#define END {NULL, 0, 0}
-static const opt_def IMPORT[] = {{"db", T_STR, 0},          {"format", T_STR, 0},     {"prompt-field", T_STR, 0},
-                                 {"answer-field", T_STR, 0}, {"source", T_STR, 0},     {"as-samples", T_BOOL, 0},
-                                 {"skip-bad", T_BOOL, 0},    {"batch", T_INT, 0},      {"threads", T_INT, 0},
-                                 {"max-prompt-bytes", T_STR, 0}, {"files", T_LIST, F_POS | F_IN}, END};
-static const opt_def GENERATE[] = {
-    {"db", T_STR, 0},          {"teacher", T_STR, F_IN},    {"model", T_STR, 0},       {"api-key-env", T_STR, 0},
-    {"source", T_STR, 0},      {"n", T_INT, 0},             {"max-tokens", T_INT, 0},  {"temperature", T_NUM, 0},
-    {"top-p", T_NUM, 0},       {"top-k", T_INT, 0},         {"min-p", T_NUM, 0},       {"seed", T_INT, 0},
-    {"concurrency", T_INT, 0}, {"logprobs", T_INT, 0},      {"tokenizer", T_STR, F_IN}, {"template", T_STR, 0},
-    {"jsonl", T_STR, F_IN},    {"max-batch", T_INT, 0},     {"stop", T_LIST, 0},       {"ignore-eos", T_BOOL, 0},
-    {"cache-tokens", T_INT, 0}, {"threads", T_INT, 0},      {"system", T_STR, 0},      {"instruction", T_STR, 0},
-    {"no-think-prefix", T_BOOL, 0}, {"timeout", T_NUM, 0},  {"retries", T_INT, 0},     {"no-stream", T_BOOL, 0},
-    {"quiet", T_BOOL, 0},      {"device", T_STR, 0},        {"gpu-memory-fraction", T_NUM, 0},
-    {"no-cuda-graphs", T_BOOL, 0}, END};
-static const opt_def FILTER[] = {{"db", T_STR, 0},         {"config", T_STR, F_IN},         {"preset", T_STR, 0},
-                                 {"threads", T_INT, 0},    {"assets", T_STR, F_IN},         {"decontam", T_LIST, F_IN},
-                                 {"decontam-field", T_LIST, 0}, {"batch", T_INT, 0},        {"quiet", T_BOOL, 0}, END};
-static const opt_def SELECT[] = {{"db", T_STR, 0},     {"snapshot", T_STR, 0}, {"per-prompt", T_INT, 0},
-                                 {"policy", T_STR, 0}, {"seed", T_INT, 0},     {"balance-sources", T_BOOL, 0}, END};
-static const opt_def EXPORT[] = {{"db", T_STR, 0},         {"format", T_STR, 0},     {"snapshot", T_STR, 0},
-                                 {"source", T_STR, 0},     {"out", T_STR, 0},        {"tokenizer", T_STR, F_IN},
-                                 {"template", T_STR, 0},   {"seq", T_INT, 0},        {"seed", T_INT, 0},
-                                 {"drop-long", T_BOOL, 0}, {"shard-seqs", T_INT, 0}, {"threads", T_INT, 0},
-                                 {"top-k", T_INT, 0},      {"teacher-vocab", T_INT, 0}, END};
-static const opt_def PACK[] = {{"tokenizer", T_STR, F_IN}, {"template", T_STR, 0},   {"jsonl", T_STR, F_IN},
-                               {"seq", T_INT, 0},          {"out", T_STR, 0},        {"seed", T_INT, 0},
-                               {"drop-long", T_BOOL, 0},   {"shard-seqs", T_INT, 0}, {"threads", T_INT, 0},
-                               {"top-k", T_INT, 0},        {"teacher-vocab", T_INT, 0}, END};
-static const opt_def TRAIN[] = {
-    {"init", T_STR, F_IN},      {"model", T_STR, F_IN},        {"resume", T_STR, F_IN},     {"data", T_STR, F_IN},
-    {"seq", T_INT, 0},          {"batch", T_INT, 0},           {"grad-accum", T_INT, 0},    {"steps", T_INT, 0},
-    {"epochs", T_NUM, 0},       {"lr", T_NUM, 0},              {"schedule", T_STR, 0},      {"warmup", T_INT, 0},
-    {"min-lr-ratio", T_NUM, 0}, {"weight-decay", T_NUM, 0},    {"beta1", T_NUM, 0},         {"beta2", T_NUM, 0},
-    {"adam-eps", T_NUM, 0},     {"clip", T_NUM, 0},            {"seed", T_INT, 0},          {"out", T_STR, F_OUT},
-    {"save-every", T_INT, 0},   {"dtype", T_STR, 0},           {"log", T_STR, F_LOG},       {"threads", T_INT, 0},
-    {"checkpoint-layers", T_BOOL, 0}, {"ce-chunk", T_INT, 0},  {"zero", T_INT, 0},         {"device", T_STR, 0},
-    {"overwrite", T_BOOL, 0},   {"offload-optimizer", T_BOOL, 0}, {"offload-activations", T_BOOL, 0},
-    {"tokenizer", T_STR, F_IN}, {"max-shard-size", T_NUM, 0}, {"tensorboard", T_STR, 0}, {"val-data", T_STR, F_IN},
-    {"val-every", T_INT, 0}, {"val-frac", T_NUM, 0}, {"kd-alpha", T_NUM, 0}, {"kd-temperature", T_NUM, 0},
-    {"kd-loss", T_STR, 0}, END};
-static const opt_def EVAL[] = {
-    {"db", T_STR, 0},         {"model", T_STR, F_IN},       {"bench", T_STR, F_IN_JSONL}, {"k", T_INT, 0},
-    {"temperature", T_NUM, 0}, {"top-p", T_NUM, 0},         {"max-tokens", T_INT, 0},     {"run", T_STR, 0},
-    {"tokenizer", T_STR, F_IN}, {"template", T_STR, 0},     {"seed", T_INT, 0},           {"threads", T_INT, 0},
-    {"max-batch", T_INT, 0},  {"cache-tokens", T_INT, 0},   {"limit", T_INT, 0},          {"json", T_BOOL, 0},
-    {"model-name", T_STR, 0}, {"api-key-env", T_STR, 0},    {"concurrency", T_INT, 0},    {"timeout", T_NUM, 0},
-    {"retries", T_INT, 0},    {"no-stream", T_BOOL, 0},     {"device", T_STR, 0},         {"gpu-memory-fraction", T_NUM, 0},
-    {"no-cuda-graphs", T_BOOL, 0}, END};
-static const opt_def COMPARE[] = {{"db", T_STR, 0}, {"runs", T_LIST, F_POS}, {"json", T_BOOL, 0}, END};
-static const opt_def RESIZE[] = {{"model", T_STR, F_IN}, {"add-tokens-from", T_STR, 0}, {"out", T_STR, 0},
-                                 {"overwrite", T_BOOL, 0}, END};
-static const opt_def REPORT[] = {{"db", T_STR, 0}, {"out", T_STR, 0}, {"train-log", T_LIST, F_IN}, END};
-#undef END
-
-static const kind_def KINDS[] = {{"import", IMPORT}, {"generate", GENERATE}, {"filter", FILTER},
-                                 {"select", SELECT}, {"export", EXPORT},     {"pack", PACK},
-                                 {"train", TRAIN},   {"eval", EVAL},         {"compare", COMPARE},
-                                 {"resize-vocab", RESIZE},
-                                 {"report", REPORT}};
-#define N_KINDS (sizeof KINDS / sizeof *KINDS)
+/* ---- the subcommands a stage may run, and their options (eval/cmdopts.h) ---- */
 
 /* Keys of a stage that are not options of its subcommand. */
 static const char *const TOP_KEYS[] = {"name", "description", "work_dir", "vars", "stages"};
 
-static const kind_def *find_kind(const char *k) {
-    for (size_t i = 0; i < N_KINDS; i++)
-        if (!strcmp(KINDS[i].kind, k)) return &KINDS[i];
-    return NULL;
-}
-
-/* The option named key ('_' and '-' are the same), or NULL. */
-static const opt_def *find_opt(const kind_def *k, const char *key) {
-    for (const opt_def *o = k->opts; o->key; o++) {
-        size_t i = 0;
-        for (; o->key[i] && key[i]; i++)
-            if (o->key[i] != key[i] && !(o->key[i] == '-' && key[i] == '_')) break;
-        if (!o->key[i] && !key[i]) return o;
-    }
-    return NULL;
+static const co_command *find_kind(const char *k) {
+    const co_command *c = co_find(k);
+    return c && c->stage ? c : NULL;
 }
 
 static bool in_list(const char *const *list, size_t n, const char *s) {
@@ -567,7 +469,7 @@ static int add_input(rc_stage *st, const ctx *c, const char *key, const char *va
     if (is_url(val) || strstr(val, "${checkpoint:")) return 0;
     if (!strcmp(key, "resume") && !strcmp(val, "auto")) return 0;   /* train --resume auto: not a path */
     const char *p = !strncmp(val, "local:", 6) ? val + 6 : val;
-    if (flags & F_IN_JSONL) {
+    if (flags & CO_IN_JSONL) {
         size_t n = strlen(p);
         if (!(n > 6 && !strcmp(p + n - 6, ".jsonl")) && !(n > 5 && !strcmp(p + n - 5, ".json"))) return 0;
     }
@@ -585,11 +487,11 @@ static int add_input(rc_stage *st, const ctx *c, const char *key, const char *va
 }
 
 /* One option value, checked and rendered into argv (or pos). */
-static int add_option(ctx *c, rc_stage *st, const opt_def *o, const char *key, const json_t *v, int line,
+static int add_option(ctx *c, rc_stage *st, const co_opt *o, const char *key, const json_t *v, int line,
                       const char *where, strv *argv, strv *pos) {
     char w[400];
     snprintf(w, sizeof w, "%s: %s", where, key);
-    if (o->type == T_LIST) {
+    if (o->arg == CO_LIST || o->arg == CO_POS) {
         size_t n = json_is_array(v) ? json_array_size(v) : 1;
         if (json_is_object(v) || json_is_null(v))
             return fail_at(c, line, "%s: expected a list (or one value), got %s", w, type_name(v));
@@ -604,12 +506,12 @@ static int add_option(ctx *c, rc_stage *st, const opt_def *o, const char *key, c
             int rc = subst(c, raw, 0, w, line, &s);
             free(raw);
             if (rc) return rc;
-            if ((o->flags & (F_IN | F_IN_JSONL)) && (rc = add_input(st, c, o->key, s, o->flags, line))) { free(s); return rc; }
-            if (o->flags & F_POS) {
+            if ((o->roles & (CO_IN | CO_IN_JSONL)) && (rc = add_input(st, c, o->recipe, s, o->roles, line))) { free(s); return rc; }
+            if (o->arg == CO_POS) {
                 if ((rc = sv_push(pos, s))) return rc;
             } else {
                 char flag[80];
-                snprintf(flag, sizeof flag, "--%s", cli_flag(o));
+                snprintf(flag, sizeof flag, "--%s", o->name);
                 if ((rc = sv_push(argv, rt_strdup(flag))) || (rc = sv_push(argv, s))) return rc;
             }
         }
@@ -617,13 +519,13 @@ static int add_option(ctx *c, rc_stage *st, const opt_def *o, const char *key, c
     }
     if (!(json_is_string(v) || json_is_number(v) || json_is_boolean(v)))
         return fail_at(c, line, "%s: expected %s, got %s", w,
-                       o->type == T_INT ? "an integer" : o->type == T_NUM ? "a number" : o->type == T_BOOL ? "true or false" : "a string",
+                       o->arg == CO_INT || o->arg == CO_U64 ? "an integer" : o->arg == CO_NUM ? "a number" : o->arg == CO_FLAG ? "true or false" : "a string",
                        type_name(v));
     /* YAML types that cannot be right whatever the variables say */
-    if ((o->type == T_INT || o->type == T_NUM) && json_is_boolean(v))
-        return fail_at(c, line, "%s: expected %s, got a boolean", w, o->type == T_INT ? "an integer" : "a number");
-    if (o->type == T_BOOL && json_is_number(v)) return fail_at(c, line, "%s: expected true or false, got %s", w, type_name(v));
-    if (o->type == T_STR && json_is_boolean(v)) return fail_at(c, line, "%s: expected a string, got a boolean", w);
+    if ((o->arg == CO_INT || o->arg == CO_U64 || o->arg == CO_NUM) && json_is_boolean(v))
+        return fail_at(c, line, "%s: expected %s, got a boolean", w, o->arg == CO_NUM ? "a number" : "an integer");
+    if (o->arg == CO_FLAG && json_is_number(v)) return fail_at(c, line, "%s: expected true or false, got %s", w, type_name(v));
+    if (o->arg == CO_STR && json_is_boolean(v)) return fail_at(c, line, "%s: expected a string, got a boolean", w);
     char *raw = scalar_text(v), *s;
     if (!raw) return RT_ENOMEM;
     int rc = subst(c, raw, 0, w, line, &s);
@@ -631,25 +533,27 @@ static int add_option(ctx *c, rc_stage *st, const opt_def *o, const char *key, c
     if (rc) return rc;
     long long iv;
     const char *bad = NULL;
-    if (o->type == T_INT && !parse_int_text(s, &iv)) bad = "an integer";
-    if (o->type == T_NUM && !parse_num_text(s)) bad = "a number";
-    if (o->type == T_BOOL && strcmp(s, "true") && strcmp(s, "false")) bad = "true or false";
+    uint64_t uv;
+    if (o->arg == CO_INT && !parse_int_text(s, &iv)) bad = "an integer";
+    if (o->arg == CO_U64 && !co_parse_u64(s, &uv)) bad = "an integer from 0 to 18446744073709551615";
+    if (o->arg == CO_NUM && !parse_num_text(s)) bad = "a number";
+    if (o->arg == CO_FLAG && strcmp(s, "true") && strcmp(s, "false")) bad = "true or false";
     if (bad) {
         rc = fail_at(c, line, "%s: expected %s, got '%s'", w, bad, s);
         free(s);
         return rc;
     }
-    if ((o->flags & (F_IN | F_IN_JSONL)) && (rc = add_input(st, c, o->key, s, o->flags, line))) { free(s); return rc; }
-    if ((o->flags & F_OUT) && !st->train_out && !(st->train_out = rt_strdup(s))) { free(s); return RT_ENOMEM; }
+    if ((o->roles & (CO_IN | CO_IN_JSONL)) && (rc = add_input(st, c, o->recipe, s, o->roles, line))) { free(s); return rc; }
+    if ((o->roles & CO_OUT) && !st->train_out && !(st->train_out = rt_strdup(s))) { free(s); return RT_ENOMEM; }
     size_t wl = strlen(c->work_dir);
-    if ((o->flags & F_LOG) && !st->train_log && !strncmp(s, c->work_dir, wl) && s[wl] == '/' &&
+    if ((o->roles & CO_LOG) && !st->train_log && !strncmp(s, c->work_dir, wl) && s[wl] == '/' &&
         !(st->train_log = rt_strdup(s))) {
         free(s);
         return RT_ENOMEM;
     }
     char flag[80];
-    snprintf(flag, sizeof flag, "--%s", cli_flag(o));
-    if (o->type == T_BOOL) {
+    snprintf(flag, sizeof flag, "--%s", o->name);
+    if (o->arg == CO_FLAG) {
         bool on = !strcmp(s, "true");
         free(s);
         return on ? sv_push(argv, rt_strdup(flag)) : 0;
@@ -686,23 +590,23 @@ static int build_stage(ctx *c, size_t idx, const json_t *item, rc_stage *st, boo
     if (!kv) return fail_at(c, sline, "%s: missing 'stage:' (one of import, generate, filter, select, export, pack, train, eval, compare, report)", where);
     int kl = line_of(&c->loc, "stages", idx, "stage");
     if (!json_is_string(kv)) return fail_at(c, kl, "%s: stage: expected a string, got %s", where, type_name(kv));
-    const kind_def *kind = find_kind(json_string_value(kv));
+    const co_command *kind = find_kind(json_string_value(kv));
     if (!kind)
         return fail_at(c, kl ? kl : sline, "%s: unknown stage '%s' (one of import, generate, filter, select, export, pack, train, eval, compare, report)",
                        where, json_string_value(kv));
     const json_t *nv = json_object_get(item, "name");
     if (nv && !json_is_string(nv))
         return fail_at(c, line_of(&c->loc, "stages", idx, "name"), "%s: name: expected a string, got %s", where, type_name(nv));
-    const char *name = nv ? json_string_value(nv) : kind->kind;
+    const char *name = nv ? json_string_value(nv) : kind->name;
     if (!good_stage_name(name))
         return fail_at(c, line_of(&c->loc, "stages", idx, "name"), "%s: name '%s': letters, digits, '-' and '_' only", where, name);
     st->name = rt_strdup(name);
-    st->kind = rt_strdup(kind->kind);
+    st->kind = rt_strdup(kind->name);
     if (!st->name || !st->kind) return RT_ENOMEM;
     snprintf(where, sizeof where, "stage %s", name);
 
     strv argv = {0}, pos = {0}, launch = {0};
-    int rc = sv_push(&argv, rt_strdup(kind->kind));
+    int rc = sv_push(&argv, rt_strdup(kind->name));
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)item, key, v) {
@@ -745,15 +649,15 @@ static int build_stage(ctx *c, size_t idx, const json_t *item, rc_stage *st, boo
             continue;
         }
         if (!strcmp(key, "extra_args")) continue; /* after the options */
-        const opt_def *o = find_opt(kind, key);
+        const co_opt *o = co_recipe_key(kind, key);
         if (!o) {
             char known[700];
             size_t k = 0;
             known[0] = 0;
-            for (const opt_def *d = kind->opts; d->key && k + 40 < sizeof known; d++)
-                k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", d->key);
+            for (const co_opt *d = kind->opts; (d->name || d->recipe) && k + 40 < sizeof known; d++)
+                if (d->recipe) k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", d->recipe);
             rc = fail_at(c, line, "%s: unknown key '%s' (%s takes: %s; and name, launcher, enabled, extra_args)", where,
-                         key, kind->kind, known);
+                         key, kind->name, known);
             break;
         }
         rc = add_option(c, st, o, key, v, line, where, &argv, &pos);

@@ -6,10 +6,11 @@
  * ${hash:STAGE}: the chained hash of the stages up to an earlier STAGE; ${checkpoint:STAGE}
  * is kept and bound when the stage starts, see rc_stage_argv) and turns every stage into a typed plan: the argv of one retort subcommand (without the program
  * name: argv[0] is the subcommand) and an optional launcher prefix ("mpirun -np 8", "srun
- * ..."). Every stage option is checked against the subcommand's table of options and
- * types. Nothing is executed and nothing is written; the CLI (cli/cmd_run.c) spawns the
- * stages. Input files are checked separately (rc_check_inputs) so that --dry-run works on a
- * machine that lacks the models.
+ * ..."). Every stage option is checked against the subcommand's option table
+ * (eval/cmdopts.h: the same table its command line is parsed with) for its name and type.
+ * Nothing is executed and nothing is written; the CLI (cli/cmd_run.c) spawns the stages.
+ * Input files are checked separately (rc_check_inputs) so that --dry-run works on a machine
+ * that lacks the models.
  *
  * The state file WORK_DIR/recipe-state.json records, per stage name, the hash of the
  * stage's resolved argv (launcher excluded) and whether it was started or finished.
