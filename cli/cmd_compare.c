@@ -85,7 +85,7 @@ int cmd_compare(int argc, char **argv) {
         for (size_t j = 0; j < i; j++)
             if (!strcmp(argv[optind + i], argv[optind + j]))
                 return cli_usage_error("compare", "run '%s' is named twice", argv[optind + i]);
-    ds_db *db = NULL;
+    db_conn *db = NULL;
     if (db_open(dbp, DB_OPEN_READONLY, &db)) return cli_fail("compare");
     ev_run **runs = rt_calloc(n, sizeof *runs);
     int rc = runs ? 0 : cli_fail("compare");

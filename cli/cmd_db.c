@@ -21,7 +21,7 @@ static int fail_db(const char *verb, const char *path) {
 }
 
 static int run_init(const char *path) {
-    ds_db *db;
+    db_conn *db;
     if (db_open(path, DB_OPEN_CREATE, &db)) return fail_db("init", path);
     int v = 0;
     int rc = db_schema_version(db, &v);
@@ -32,7 +32,7 @@ static int run_init(const char *path) {
 }
 
 static int run_check(const char *path) {
-    ds_db *db;
+    db_conn *db;
     if (db_open(path, DB_OPEN_READONLY, &db)) return fail_db("check", path);
     bool ok;
     char *report = NULL;
@@ -134,7 +134,7 @@ static void print_stats(const char *path, json_t *j) {
 }
 
 static int run_stats(const char *path, bool json) {
-    ds_db *db;
+    db_conn *db;
     if (db_open(path, DB_OPEN_READONLY, &db)) return fail_db("stats", path);
     json_t *j;
     int rc = db_stats(db, &j);
@@ -152,7 +152,7 @@ static int run_stats(const char *path, bool json) {
 }
 
 static int run_dict(const char *path, size_t cap, size_t max_samples, bool recompress) {
-    ds_db *db;
+    db_conn *db;
     if (db_open(path, 0, &db)) return fail_db("dict", path);
     db_dict_report r;
     size_t n = 0;
@@ -172,7 +172,7 @@ static int run_dict(const char *path, size_t cap, size_t max_samples, bool recom
 }
 
 static int run_snapshot(const char *path, const char *name, const char *source, const char *teacher, bool passed) {
-    ds_db *db;
+    db_conn *db;
     if (db_open(path, 0, &db)) return fail_db("snapshot", path);
     int64_t *ids = NULL;
     size_t n = 0;

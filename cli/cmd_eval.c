@@ -70,7 +70,7 @@ static void print_summary(const ev_run *r, const char *bench) {
            b->mean_tokens, 100 * b->truncation);
 }
 
-static void show_results(ds_db *db, const char *name, const char *bench_name, bool as_json, int *rc) {
+static void show_results(db_conn *db, const char *name, const char *bench_name, bool as_json, int *rc) {
     ev_run *r = NULL;
     if (!*rc && ev_run_load(db, name, &r)) *rc = cli_fail("eval");
     if (!*rc && as_json) {
@@ -168,7 +168,7 @@ static int eval_remote(const eval_args *a) {
     snprintf(model_name, n, "%s#%s", ro.url, m);
     const char *name = a->name ? a->name : m;
     int rc = 0;
-    ds_db *db = NULL;
+    db_conn *db = NULL;
     ev_questions qs = {0};
     if (db_open(a->dbp, DB_OPEN_CREATE, &db)) rc = cli_fail("eval");
     if (!rc && ev_run_model_check(db, name, model_name)) rc = cli_fail("eval");
@@ -213,7 +213,7 @@ typedef struct {
     mc_config cfg;
     tok_tokenizer *tok;
     ct_template *tmpl;
-    ds_db *db;
+    db_conn *db;
     ev_questions qs;
     tp_pool *pool;
     te_model *m;

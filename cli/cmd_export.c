@@ -18,7 +18,7 @@ int cli_pack_option(const char *cmd, int ch, const char *arg, pk_options *o, con
 void cli_pack_summary(const pk_report *r, const pk_options *o, const char *dir);
 bool cli_template_spec_ok(const char *spec);
 
-static int export_shards(ds_db *db, const exp_filter *flt, const char *tokenizer, const char *tmpl, const char *out,
+static int export_shards(db_conn *db, const exp_filter *flt, const char *tokenizer, const char *tmpl, const char *out,
                          const pk_options *o, long threads) {
     if (!cli_template_spec_ok(tmpl))
         return cli_usage_error("export", "unknown template '%s' (deepseek-r1, qwen, llama3, auto or a template file)", tmpl);
@@ -89,7 +89,7 @@ int cmd_export(int argc, char **argv) {
     if (o.teacher_vocab && !o.top_k) return cli_usage_error("export", "--teacher-vocab applies only with --top-k");
     if (!strcmp(format, "jsonl") && o.top_k) return cli_usage_error("export", "--top-k applies to chat-jsonl and shards");
     flt.with_topk = o.top_k > 0;
-    ds_db *db;
+    db_conn *db;
     if (db_open(dbpath, DB_OPEN_READONLY, &db)) return cli_fail("export");
     int status;
     if (shards) {

@@ -55,7 +55,7 @@ static int print_config(const fp_config *c) {
     return EXIT_OK;
 }
 
-static void print_funnel(ds_db *db) {
+static void print_funnel(db_conn *db) {
     json_t *j;
     if (db_stats(db, &j)) { rt_errclear(); return; }
     cli_print_funnel(j);
@@ -127,7 +127,7 @@ int cmd_filter(int argc, char **argv) {
     if (rc) { fp_config_free(&c); return cli_fail("filter"); }
     if (print) { int s = print_config(&c); fp_config_free(&c); return s; }
 
-    ds_db *db;
+    db_conn *db;
     if (db_open(dbpath, 0, &db)) { fp_config_free(&c); return cli_fail("filter"); }
     tp_pool *pool = NULL;
     if (tp_create((int)threads, &pool)) { db_close(db); fp_config_free(&c); return cli_fail("filter: starting threads"); }

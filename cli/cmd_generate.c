@@ -646,7 +646,7 @@ static int db_fill(cli_ranks *rk, const db_args *a, db_run *r, gd_opts *o) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    ds_db *db = NULL;
+    db_conn *db = NULL;
     gd_report rep = {0};
     int rc = 0;
     if (rk->rank > 0) {

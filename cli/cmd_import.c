@@ -69,7 +69,7 @@ int cmd_import(int argc, char **argv) {
     if (o.format == IMP_CHAT && o.prompt_field)
         return cli_usage_error("import", "--prompt-field does not apply to format chat (the prompt is the messages)");
 
-    ds_db *db;
+    db_conn *db;
     if (db_open(dbpath, DB_OPEN_CREATE, &db)) return cli_fail("import");
     tp_pool *pool = NULL;
     if (tp_create((int)threads, &pool)) { db_close(db); return cli_fail("import: starting threads"); }

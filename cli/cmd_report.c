@@ -39,7 +39,7 @@ int cmd_report(int argc, char **argv) {
     if (!dbp) return cli_usage_error("report", "--db DB is required");
     if (!out) return cli_usage_error("report", "--out FILE.html is required");
 
-    ds_db *db = NULL;
+    db_conn *db = NULL;
     json_t *stats = NULL;
     char **names = NULL;
     size_t n_names = 0;

@@ -40,7 +40,7 @@ int cmd_select(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("select", "unexpected argument '%s'", argv[optind]);
     if (!dbpath) return cli_usage_error("select", "missing --db DB");
     if (!o.snapshot || !*o.snapshot) return cli_usage_error("select", "missing --snapshot NAME");
-    ds_db *db;
+    db_conn *db;
     if (db_open(dbpath, 0, &db)) return cli_fail("select");
     fp_select_report r;
     int rc = fp_select(db, &o, &r);

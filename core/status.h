@@ -48,8 +48,8 @@ enum {
 
 #define TRY(call)                                                                                        \
     do {                                                                                                 \
-        int rc_ = (call);                                                                                \
-        if (rc_) return rc_;                                                                             \
+        int try_rc_ = (call);                                                                            \
+        if (try_rc_) return try_rc_;                                                                     \
     } while (0)
 
 #ifndef NDEBUG

@@ -195,7 +195,7 @@ static const char *const stmt_sql[DB_ST_COUNT] = {
                           "score = excluded.score, reason = excluded.reason",
 };
 
-int db_stmt(ds_db *db, int i, sqlite3_stmt **out) {
+int db_stmt(db_conn *db, int i, sqlite3_stmt **out) {
     if (!db->st[i]) SQL_TRY(db->h, sqlite3_prepare_v3(db->h, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &db->st[i], NULL));
     sqlite3_reset(db->st[i]);
     sqlite3_clear_bindings(db->st[i]);
@@ -203,12 +203,12 @@ int db_stmt(ds_db *db, int i, sqlite3_stmt **out) {
     return 0;
 }
 
-static int exec(ds_db *db, const char *sql) {
+static int exec(db_conn *db, const char *sql) {
     SQL_TRY(db->h, sqlite3_exec(db->h, sql, NULL, NULL, NULL));
     return 0;
 }
 
-static int query_int(ds_db *db, const char *sql, int64_t *out) {
+static int query_int(db_conn *db, const char *sql, int64_t *out) {
     sqlite3_stmt *st;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, sql, -1, &st, NULL));
     int row = 0, s = db_step_row(st, &row);
@@ -218,32 +218,32 @@ static int query_int(ds_db *db, const char *sql, int64_t *out) {
     return 0;
 }
 
-int db_schema_version(ds_db *db, int *version) {
+int db_schema_version(db_conn *db, int *version) {
     int64_t v;
     int rc = query_int(db, "PRAGMA user_version", &v);
     *version = (int)v;
     return rc;
 }
 
-int db_begin(ds_db *db) {
+int db_begin(db_conn *db) {
     int rc = exec(db, "BEGIN IMMEDIATE");
     if (!rc) db->in_tx = 1;
     return rc;
 }
 
-int db_commit(ds_db *db) {
+int db_commit(db_conn *db) {
     int rc = exec(db, "COMMIT");
     if (!rc) db->in_tx = 0;
     return rc;
 }
 
-void db_rollback(ds_db *db) {
+void db_rollback(db_conn *db) {
     if (!db || sqlite3_get_autocommit(db->h)) { if (db) db->in_tx = 0; return; }
     sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
     db->in_tx = 0;
 }
 
-static int load_newest_dict(ds_db *db) {
+static int load_newest_dict(db_conn *db) {
     sqlite3_stmt *st;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "SELECT id, dict FROM zstd_dicts ORDER BY id DESC LIMIT 1", -1, &st, NULL));
     int row = 0, s = db_step_row(st, &row), rc = 0;
@@ -260,7 +260,7 @@ static int load_newest_dict(ds_db *db) {
 /* Tells a retort database from any other SQLite file before anything is written to it:
  * schema version 0 with no tables is a new database; a version this code knows needs the
  * tables the first migration made. *version gets the file's schema version. */
-static int check_identity(ds_db *db, int *version) {
+static int check_identity(db_conn *db, int *version) {
     int64_t n_all, n_ours;
     int rc = db_schema_version(db, version);
     if (!rc) rc = query_int(db, "SELECT COUNT(*) FROM sqlite_schema", &n_all);
@@ -281,7 +281,7 @@ static int check_identity(ds_db *db, int *version) {
     return 0;
 }
 
-static int migrate(ds_db *db, int v, bool readonly) {
+static int migrate(db_conn *db, int v, bool readonly) {
     int rc;
     if (v == DB_SCHEMA_VERSION) return 0;
     if (readonly)
@@ -305,7 +305,7 @@ static int migrate(ds_db *db, int v, bool readonly) {
     return 0;
 }
 
-static int configure(ds_db *db, unsigned flags) {
+static int configure(db_conn *db, unsigned flags) {
     bool ro = flags & DB_OPEN_READONLY;
     sqlite3_extended_result_codes(db->h, 1);
     SQL_TRY(db->h, sqlite3_busy_timeout(db->h, 10000));
@@ -327,7 +327,7 @@ static int configure(ds_db *db, unsigned flags) {
     return 0;
 }
 
-static int open_handle(ds_db *db, const char *name, int oflags) {
+static int open_handle(db_conn *db, const char *name, int oflags) {
     int s = sqlite3_open_v2(name, &db->h, oflags | SQLITE_OPEN_NOMUTEX, NULL);
     if (s == SQLITE_OK) return 0;
     int sys = db->h ? sqlite3_system_errno(db->h) : 0;
@@ -337,7 +337,7 @@ static int open_handle(ds_db *db, const char *name, int oflags) {
 }
 
 /* True when a read-only open failed for want of a writable -shm and no -wal file exists. */
-static bool readonly_fallback_ok(ds_db *db, const char *path) {
+static bool readonly_fallback_ok(db_conn *db, const char *path) {
     int e = db->h ? sqlite3_extended_errcode(db->h) & 0xff : SQLITE_OK;
     if (e != SQLITE_READONLY && e != SQLITE_CANTOPEN) return false;
     char wal[4096];
@@ -370,7 +370,7 @@ static void remove_created(const char *path) {
     }
 }
 
-int db_open(const char *path, unsigned flags, ds_db **out) {
+int db_open(const char *path, unsigned flags, db_conn **out) {
     *out = NULL;
     struct stat sb;
     bool exists = stat(path, &sb) == 0, created = false;
@@ -386,7 +386,7 @@ int db_open(const char *path, unsigned flags, ds_db **out) {
             return rt_fail(RT_EIO, "cannot create the database %s: %s", path, strerror(errno));
         if (fd >= 0) { close(fd); created = true; }
     }
-    ds_db *db = rt_calloc(1, sizeof *db);
+    db_conn *db = rt_calloc(1, sizeof *db);
     if (!db) { if (created) remove_created(path); return RT_ENOMEM; }
     int rc = blob_codec_new(3, &db->codec);
     if (rc || !(db->path = rt_strdup(path))) {
@@ -417,7 +417,7 @@ int db_open(const char *path, unsigned flags, ds_db **out) {
     return 0;
 }
 
-void db_close(ds_db *db) {
+void db_close(db_conn *db) {
     if (!db) return;
     db_rollback(db);
     for (int i = 0; i < DB_ST_COUNT; i++) sqlite3_finalize(db->st[i]);
@@ -427,9 +427,9 @@ void db_close(ds_db *db) {
     free(db);
 }
 
-sqlite3 *db_sqlite(ds_db *db) { return db->h; }
+sqlite3 *db_sqlite(db_conn *db) { return db->h; }
 
-int db_fail(ds_db *db, int s, const char *what) {
+int db_fail(db_conn *db, int s, const char *what) {
     int rc = db_sql_fail(db->h, s, what, NULL, 0);
     return what && *what ? rt_errorf(rc, "%s", what) : rc;
 }
@@ -456,7 +456,7 @@ static int report_line(check_report *r, const char *line) {
 /* Adds each row of sql (columns joined by spaces) except one equal to skip_ok. A query
  * that SQLite cannot finish because the file is damaged is reported (*corrupt set), not
  * returned as an error: that is what a check is for. */
-static int collect_rows(ds_db *db, const char *sql, check_report *r, const char *skip_ok, const char *what,
+static int collect_rows(db_conn *db, const char *sql, check_report *r, const char *skip_ok, const char *what,
                         bool *corrupt) {
     sqlite3_stmt *st;
     int s = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL), row = 0;
@@ -490,7 +490,7 @@ static int collect_rows(ds_db *db, const char *sql, check_report *r, const char 
     return db_sql_fail(db->h, s, sql, __FILE__, __LINE__);
 }
 
-int db_check(ds_db *db, bool *ok, char **report) {
+int db_check(db_conn *db, bool *ok, char **report) {
     *ok = false;
     *report = NULL;
     check_report r = {0};
@@ -547,7 +547,7 @@ int db_check(ds_db *db, bool *ok, char **report) {
 
 /* ---- rows ---- */
 
-static int ensure_dict(ds_db *db, int64_t dict_id);
+static int ensure_dict(db_conn *db, int64_t dict_id);
 
 static void hash128(const void *p, size_t n, uint8_t out[16]) {
     XXH128_canonical_t c;
@@ -559,7 +559,7 @@ static int bind_text_or_null(sqlite3_stmt *st, int i, const char *s) {
     return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
-int db_prompt_put(ds_db *db, const db_prompt *p, int64_t *id, bool *inserted) {
+int db_prompt_put(db_conn *db, const db_prompt *p, int64_t *id, bool *inserted) {
     if (!p->source || !p->messages_json) return rt_fail(RT_EINVAL, "a prompt needs a source and messages");
     uint8_t h[16];
     hash128(p->messages_json, strlen(p->messages_json), h);
@@ -592,7 +592,7 @@ int db_prompt_put(ds_db *db, const db_prompt *p, int64_t *id, bool *inserted) {
 }
 
 /* Finds an existing sample: by text (sample_index -1) or by index. *found 0 when none. */
-static int sample_find(ds_db *db, const db_sample *s, const char *params, const uint8_t h[16], int64_t *found) {
+static int sample_find(db_conn *db, const db_sample *s, const char *params, const uint8_t h[16], int64_t *found) {
     sqlite3_stmt *st;
     int rc, row;
     *found = 0;
@@ -613,7 +613,7 @@ static int sample_find(ds_db *db, const db_sample *s, const char *params, const 
     return 0;
 }
 
-static int sample_next_index(ds_db *db, const db_sample *s, const char *params, int64_t *idx) {
+static int sample_next_index(db_conn *db, const db_sample *s, const char *params, int64_t *idx) {
     sqlite3_stmt *st;
     int rc, row;
     if ((rc = db_stmt(db, DB_ST_SAMPLE_NEXT_INDEX, &st))) return rc;
@@ -630,7 +630,7 @@ static int bind_count(sqlite3_stmt *st, int i, int32_t v) {
     return v < 0 ? sqlite3_bind_null(st, i) : sqlite3_bind_int(st, i, v);
 }
 
-static int sample_insert(ds_db *db, const db_sample *s, const char *params, int64_t index, const uint8_t h[16],
+static int sample_insert(db_conn *db, const db_sample *s, const char *params, int64_t index, const uint8_t h[16],
                          const uint8_t *z, size_t zlen, bool *ins) {
     sqlite3_stmt *st;
     int rc = db_stmt(db, DB_ST_SAMPLE_INSERT, &st);
@@ -656,7 +656,7 @@ static int sample_insert(ds_db *db, const db_sample *s, const char *params, int6
     return 0;
 }
 
-int db_sample_put(ds_db *db, const db_sample *s, int64_t *id, bool *inserted) {
+int db_sample_put(db_conn *db, const db_sample *s, int64_t *id, bool *inserted) {
     if (!s->teacher || (!s->text && s->text_len)) return rt_fail(RT_EINVAL, "a sample needs a teacher and text");
     if (s->text_len > INT32_MAX / 2) return rt_fail(RT_ERANGE, "sample text of %zu bytes is too long", s->text_len);
     const char *params = s->params_json ? s->params_json : "{}";
@@ -684,7 +684,7 @@ int db_sample_put(ds_db *db, const db_sample *s, int64_t *id, bool *inserted) {
     return 0;
 }
 
-int db_sample_topk_put(ds_db *db, int64_t sample_id, int k, size_t n_tokens, const int32_t *ids, const float *logprobs) {
+int db_sample_topk_put(db_conn *db, int64_t sample_id, int k, size_t n_tokens, const int32_t *ids, const float *logprobs) {
     if (k < 1 || n_tokens == 0) return rt_fail(RT_EINVAL, "sample %lld: top-k of %d over %zu tokens", (long long)sample_id, k, n_tokens);
     size_t n = n_tokens * (size_t)k;
     uint8_t *raw = rt_malloc(n * 8), *z = NULL;
@@ -712,7 +712,7 @@ int db_sample_topk_put(ds_db *db, int64_t sample_id, int k, size_t n_tokens, con
     return s == SQLITE_OK ? 0 : db_sql_fail(db->h, s, "storing top-k logprobs", __FILE__, __LINE__);
 }
 
-static int ensure_dict(ds_db *db, int64_t dict_id) {
+static int ensure_dict(db_conn *db, int64_t dict_id) {
     if (!dict_id || blob_codec_dict_id(db->codec) == dict_id) return 0;
     sqlite3_stmt *st;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "SELECT dict FROM zstd_dicts WHERE id = ?1", -1, &st, NULL));
@@ -726,13 +726,13 @@ static int ensure_dict(ds_db *db, int64_t dict_id) {
     return rc;
 }
 
-int db_blob_text(ds_db *db, const void *blob, size_t len, int64_t dict_id, char **text, size_t *text_len) {
+int db_blob_text(db_conn *db, const void *blob, size_t len, int64_t dict_id, char **text, size_t *text_len) {
     int rc = ensure_dict(db, dict_id);
     if (rc) return rc;
     return blob_decompress(db->codec, blob, len, dict_id != 0, text, text_len);
 }
 
-int db_sample_text(ds_db *db, int64_t sample_id, char **text, size_t *len) {
+int db_sample_text(db_conn *db, int64_t sample_id, char **text, size_t *len) {
     sqlite3_stmt *st;
     int rc = db_stmt(db, DB_ST_SAMPLE_TEXT, &st), row;
     if (rc) return rc;
@@ -750,7 +750,7 @@ int db_sample_text(ds_db *db, int64_t sample_id, char **text, size_t *len) {
     return rc ? rt_errorf(rc, "sample %lld", (long long)sample_id) : 0;
 }
 
-int db_verdict_put(ds_db *db, int64_t sample_id, const char *filter, bool pass, double score, const char *reason) {
+int db_verdict_put(db_conn *db, int64_t sample_id, const char *filter, bool pass, double score, const char *reason) {
     sqlite3_stmt *st;
     int rc = db_stmt(db, DB_ST_VERDICT_PUT, &st);
     if (rc) return rc;
@@ -766,7 +766,7 @@ int db_verdict_put(ds_db *db, int64_t sample_id, const char *filter, bool pass, 
 
 /* ---- snapshots ---- */
 
-int db_snapshot_find(ds_db *db, const char *name, int64_t *snapshot_id) {
+int db_snapshot_find(db_conn *db, const char *name, int64_t *snapshot_id) {
     sqlite3_stmt *st;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "SELECT id FROM snapshots WHERE name = ?1", -1, &st, NULL));
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -777,7 +777,7 @@ int db_snapshot_find(ds_db *db, const char *name, int64_t *snapshot_id) {
     return row ? 0 : rt_fail(RT_ENOTFOUND, "no snapshot named '%s'", name);
 }
 
-static int snapshot_fill(ds_db *db, const char *name, const char *cfg, const int64_t *ids, size_t n, int64_t *sid) {
+static int snapshot_fill(db_conn *db, const char *name, const char *cfg, const int64_t *ids, size_t n, int64_t *sid) {
     sqlite3_stmt *st;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "INSERT INTO snapshots (name, filter_config, n_samples) VALUES (?1, ?2, ?3)",
                                       -1, &st, NULL));
@@ -812,7 +812,7 @@ static int snapshot_fill(ds_db *db, const char *name, const char *cfg, const int
     return 0;
 }
 
-int db_snapshot_create(ds_db *db, const char *name, const char *filter_config_json, const int64_t *ids, size_t n,
+int db_snapshot_create(db_conn *db, const char *name, const char *filter_config_json, const int64_t *ids, size_t n,
                        int64_t *snapshot_id) {
     int64_t sid = 0;
     bool own = !db->in_tx;
@@ -831,7 +831,7 @@ int db_snapshot_create(ds_db *db, const char *name, const char *filter_config_js
 
 /* Trains a dictionary on an even spread of the run's samples and measures it; *dict is
  * malloc'd. Writes nothing. */
-static int dict_build(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, uint8_t **dict_out,
+static int dict_build(db_conn *db, size_t cap, size_t max_samples, db_dict_report *rep, uint8_t **dict_out,
                       size_t *dlen_out) {
     memset(rep, 0, sizeof *rep);
     *dict_out = NULL;
@@ -887,7 +887,7 @@ static int dict_build(ds_db *db, size_t cap, size_t max_samples, db_dict_report 
 
 /* Inserts the dictionary (in the caller's transaction, if one is open) and makes it the one
  * new text is compressed with. */
-static int dict_store(ds_db *db, const uint8_t *dict, size_t dlen, db_dict_report *rep) {
+static int dict_store(db_conn *db, const uint8_t *dict, size_t dlen, db_dict_report *rep) {
     sqlite3_stmt *st;
     SQL_TRY(db->h, sqlite3_prepare_v2(db->h, "INSERT INTO zstd_dicts (dict, trained_on) VALUES (?1, ?2)", -1, &st, NULL));
     sqlite3_bind_blob(st, 1, dict, (int)dlen, SQLITE_STATIC);
@@ -899,7 +899,7 @@ static int dict_store(ds_db *db, const uint8_t *dict, size_t dlen, db_dict_repor
     return blob_codec_set_dict(db->codec, rep->dict_id, dict, dlen);
 }
 
-int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep) {
+int db_dict_train(db_conn *db, size_t cap, size_t max_samples, db_dict_report *rep) {
     uint8_t *dict;
     size_t dlen;
     int rc = dict_build(db, cap, max_samples, rep, &dict, &dlen);
@@ -911,7 +911,7 @@ int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep
 /* Rewrites every sample's text with the current dictionary, in batches of one transaction;
  * with new_dict, the first batch also inserts it (so a run killed before its first commit
  * leaves no dictionary behind). Ends by deleting the dictionaries nothing refers to. */
-static int recompress(ds_db *db, const uint8_t *new_dict, size_t dlen, db_dict_report *rep, size_t *rewritten) {
+static int recompress(db_conn *db, const uint8_t *new_dict, size_t dlen, db_dict_report *rep, size_t *rewritten) {
     *rewritten = 0;
     int64_t maxid;
     int rc = query_int(db, "SELECT COALESCE(MAX(id), 0) FROM samples", &maxid);
@@ -973,12 +973,12 @@ static int recompress(ds_db *db, const uint8_t *new_dict, size_t dlen, db_dict_r
     return rc;
 }
 
-int db_recompress(ds_db *db, size_t *rewritten) {
+int db_recompress(db_conn *db, size_t *rewritten) {
     db_dict_report rep = {0};
     return recompress(db, NULL, 0, &rep, rewritten);
 }
 
-int db_dict_train_recompress(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten) {
+int db_dict_train_recompress(db_conn *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten) {
     uint8_t *dict;
     size_t dlen;
     *rewritten = 0;

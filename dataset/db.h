@@ -29,7 +29,7 @@
  * dataset/queue.h (generation), verdicts.h (filter, select, db snapshot) and evalres.h
  * (eval_results); the raw handle stays inside (dataset/db_int.h).
  *
- * A ds_db is used by one thread at a time; several processes may share the file (WAL).
+ * A db_conn is used by one thread at a time; several processes may share the file (WAL).
  * Writes from the row functions below join the caller's transaction when one is open
  * (db_begin/db_commit), so a stage commits in batches. Text columns go through the
  * database's blob codec (dataset/blob.h): the newest dictionary in zstd_dicts when one has
@@ -55,26 +55,26 @@
 
 #define DB_SCHEMA_VERSION 2
 
-typedef struct ds_db ds_db;
+typedef struct db_conn db_conn;
 
 enum {
     DB_OPEN_CREATE = 1,   /* create the file when absent (else RT_ENOTFOUND) */
     DB_OPEN_READONLY = 2, /* never write: no migration (an old schema is RT_EFORMAT) */
 };
 
-int  db_open(const char *path, unsigned flags, ds_db **out);
-void db_close(ds_db *db);                             /* NULL is fine */
-int  db_schema_version(ds_db *db, int *version);
+int  db_open(const char *path, unsigned flags, db_conn **out);
+void db_close(db_conn *db);                             /* NULL is fine */
+int  db_schema_version(db_conn *db, int *version);
 
 /* Transactions: db_begin starts a write transaction (BEGIN IMMEDIATE); db_rollback is safe
  * to call when none is open. */
-int db_begin(ds_db *db);
-int db_commit(ds_db *db);
-void db_rollback(ds_db *db);
+int db_begin(db_conn *db);
+int db_commit(db_conn *db);
+void db_rollback(db_conn *db);
 
 /* PRAGMA integrity_check and foreign_key_check. *ok is true when both find nothing;
  * *report (malloc'd) is "ok" or the problems, one per line. */
-int db_check(ds_db *db, bool *ok, char **report);
+int db_check(db_conn *db, bool *ok, char **report);
 
 /* Counts, per-source and per-filter numbers, compression and length histograms:
  * {"schema_version", "prompts", "samples", "sources": {NAME: {"prompts", "samples"}},
@@ -87,7 +87,7 @@ int db_check(ds_db *db, bool *ok, char **report);
  *                 "bytes": {SOURCE: {STAGE: [counts]}}}}
  * Stages: "all" (every sample), "passed" (samples with verdicts, all passing), and
  * "snapshot:NAME". counts[i] holds values in [edges[i], edges[i+1]); the last is open. */
-int db_stats(ds_db *db, json_t **out);
+int db_stats(db_conn *db, json_t **out);
 
 /* ---- rows ---- */
 
@@ -102,7 +102,7 @@ typedef struct {
 
 /* Inserts a prompt unless one with the same content hash exists; *id gets the row either
  * way, *inserted says which (both may be NULL). */
-int db_prompt_put(ds_db *db, const db_prompt *p, int64_t *id, bool *inserted);
+int db_prompt_put(db_conn *db, const db_prompt *p, int64_t *id, bool *inserted);
 
 typedef struct {
     int64_t prompt_id;
@@ -122,22 +122,22 @@ typedef struct {
     double mean_logprob;
 } db_sample;
 
-int db_sample_put(ds_db *db, const db_sample *s, int64_t *id, bool *inserted);
+int db_sample_put(db_conn *db, const db_sample *s, int64_t *id, bool *inserted);
 /* Stores a sample's teacher top-k (sample_topk: k alternatives per token for n_tokens tokens,
  * ids and logprobs [n_tokens · k]; zstd, no dictionary), replacing what it had. */
-int db_sample_topk_put(ds_db *db, int64_t sample_id, int k, size_t n_tokens, const int32_t *ids, const float *logprobs);
+int db_sample_topk_put(db_conn *db, int64_t sample_id, int k, size_t n_tokens, const int32_t *ids, const float *logprobs);
 /* The decompressed text of a sample (*text NUL-terminated, malloc'd). */
-int db_sample_text(ds_db *db, int64_t sample_id, char **text, size_t *len);
+int db_sample_text(db_conn *db, int64_t sample_id, char **text, size_t *len);
 /* Decompresses a text column value stored with dictionary dict_id (0 = none). */
-int db_blob_text(ds_db *db, const void *blob, size_t len, int64_t dict_id, char **text, size_t *text_len);
+int db_blob_text(db_conn *db, const void *blob, size_t len, int64_t dict_id, char **text, size_t *text_len);
 
-int db_verdict_put(ds_db *db, int64_t sample_id, const char *filter, bool pass, double score, const char *reason);
+int db_verdict_put(db_conn *db, int64_t sample_id, const char *filter, bool pass, double score, const char *reason);
 
 /* Creates snapshot name from ids (each must be a sample); an existing name is RT_EINVAL:
  * snapshots are frozen. */
-int db_snapshot_create(ds_db *db, const char *name, const char *filter_config_json, const int64_t *ids, size_t n,
+int db_snapshot_create(db_conn *db, const char *name, const char *filter_config_json, const int64_t *ids, size_t n,
                        int64_t *snapshot_id);
-int db_snapshot_find(ds_db *db, const char *name, int64_t *snapshot_id);   /* RT_ENOTFOUND */
+int db_snapshot_find(db_conn *db, const char *name, int64_t *snapshot_id);   /* RT_ENOTFOUND */
 
 /* Trains a zstd dictionary (at most cap bytes) on up to max_samples sample texts, stores it
  * in zstd_dicts and makes it the one new text is compressed with. Measures, on those
@@ -146,14 +146,14 @@ typedef struct {
     int64_t dict_id;
     size_t dict_bytes, samples, text_bytes, plain_bytes, dict_zstd_bytes;
 } db_dict_report;
-int db_dict_train(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep);
+int db_dict_train(db_conn *db, size_t cap, size_t max_samples, db_dict_report *rep);
 /* Rewrites every sample's text with the current dictionary, in transactions of 2000
  * samples; *rewritten counts them. Then deletes the dictionaries no row refers to any more. */
-int db_recompress(ds_db *db, size_t *rewritten);
+int db_recompress(db_conn *db, size_t *rewritten);
 /* db_dict_train, then db_recompress, where the dictionary's row is written in the same
  * transaction as the first rewritten samples: a run killed or failing before that commit
  * leaves no dictionary behind, one killed later leaves it in use (a rerun recompresses the
  * rest and deletes what it superseded). */
-int db_dict_train_recompress(ds_db *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten);
+int db_dict_train_recompress(db_conn *db, size_t cap, size_t max_samples, db_dict_report *rep, size_t *rewritten);
 
 #endif

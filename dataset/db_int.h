@@ -24,10 +24,10 @@ int db_sql_fail(sqlite3 *h, int s, const char *call, const char *file, int line)
     } while (0)
 
 /* The raw handle, for the dataset sources' own queries. */
-sqlite3 *db_sqlite(ds_db *db);
+sqlite3 *db_sqlite(db_conn *db);
 /* Records SQLite result s of a query as the message (naming the database, the action what,
  * and SQLite's reason) and returns the RT_E… code that fits it. */
-int db_fail(ds_db *db, int s, const char *what);
+int db_fail(db_conn *db, int s, const char *what);
 
 /* sqlite3_step for statements that return no row: SQLITE_DONE becomes SQLITE_OK. */
 int db_step_done(sqlite3_stmt *st);
@@ -47,7 +47,7 @@ enum {
     DB_ST_COUNT
 };
 
-struct ds_db {
+struct db_conn {
     sqlite3 *h;
     char *path;
     blob_codec *codec;
@@ -57,6 +57,6 @@ struct ds_db {
 };
 
 /* The statement number i, prepared on first use and reset with bindings cleared. */
-int db_stmt(ds_db *db, int i, sqlite3_stmt **out);
+int db_stmt(db_conn *db, int i, sqlite3_stmt **out);
 
 #endif

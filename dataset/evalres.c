@@ -19,11 +19,11 @@ static int eval_fail(sqlite3 *h, const char *dir, const char *call, const char *
 /* ---- writing ---- */
 
 struct db_eval_writer {
-    ds_db *db;
+    db_conn *db;
     sqlite3_stmt *ins, *have;
 };
 
-int db_eval_writer_open(ds_db *db, db_eval_writer **out) {
+int db_eval_writer_open(db_conn *db, db_eval_writer **out) {
     *out = NULL;
     sqlite3 *h = db_sqlite(db);
     db_eval_writer *w = rt_calloc(1, sizeof *w);
@@ -93,7 +93,7 @@ void db_eval_writer_close(db_eval_writer *w) {
     free(w);
 }
 
-int db_eval_other_model(ds_db *db, const char *run, const char *model, char **other) {
+int db_eval_other_model(db_conn *db, const char *run, const char *model, char **other) {
     *other = NULL;
     sqlite3 *s = db_sqlite(db);
     sqlite3_stmt *st = NULL;
@@ -113,7 +113,7 @@ int db_eval_other_model(ds_db *db, const char *run, const char *model, char **ot
 
 /* ---- reading ---- */
 
-int db_eval_rows(ds_db *db, const char *run, db_eval_row_fn fn, void *ud) {
+int db_eval_rows(db_conn *db, const char *run, db_eval_row_fn fn, void *ud) {
     sqlite3 *s = db_sqlite(db);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s,
@@ -138,7 +138,7 @@ int db_eval_rows(ds_db *db, const char *run, db_eval_row_fn fn, void *ud) {
     return rc;
 }
 
-int db_eval_runs(ds_db *db, char ***names, size_t *n) {
+int db_eval_runs(db_conn *db, char ***names, size_t *n) {
     *names = NULL;
     *n = 0;
     sqlite3 *s = db_sqlite(db);

@@ -37,7 +37,7 @@ typedef struct {
 } db_eval_result;
 
 typedef struct db_eval_writer db_eval_writer; /* owned by the caller */
-int db_eval_writer_open(ds_db *db, db_eval_writer **out);
+int db_eval_writer_open(db_conn *db, db_eval_writer **out);
 int db_eval_put(db_eval_writer *w, const db_eval_result *r);
 /* Calls fn(ud, sample_index) for each sample stored for (run, model, prompt_id). */
 int db_eval_stored(db_eval_writer *w, const char *run, const char *model, int64_t prompt_id,
@@ -45,7 +45,7 @@ int db_eval_stored(db_eval_writer *w, const char *run, const char *model, int64_
 void db_eval_writer_close(db_eval_writer *w); /* NULL is fine */
 
 /* *other (malloc'd) is a model other than model with results in run, NULL when none. */
-int db_eval_other_model(ds_db *db, const char *run, const char *model, char **other);
+int db_eval_other_model(db_conn *db, const char *run, const char *model, char **other);
 
 /* The rows of run, by benchmark, prompt id and sample index. */
 typedef struct {
@@ -58,10 +58,10 @@ typedef struct {
 } db_eval_row;
 
 typedef int (*db_eval_row_fn)(void *ud, const db_eval_row *r);
-int db_eval_rows(ds_db *db, const char *run, db_eval_row_fn fn, void *ud);
+int db_eval_rows(db_conn *db, const char *run, db_eval_row_fn fn, void *ud);
 
 /* The names of the runs in eval_results, in the order they were first stored; *names and
  * each name malloc'd (free each, then the array). */
-int db_eval_runs(ds_db *db, char ***names, size_t *n);
+int db_eval_runs(db_conn *db, char ***names, size_t *n);
 
 #endif

@@ -58,7 +58,7 @@ json_t *exp_conversation(const char *prompt_messages_json, const char *text, siz
     "WHERE (?1 IS NULL OR p.id IN (SELECT s.prompt_id FROM snapshot_samples m JOIN samples s "           \
     "ON s.id = m.sample_id WHERE m.snapshot_id = ?1)) AND (?2 IS NULL OR p.source = ?2) ORDER BY p.id"
 
-static int prepare_selection(ds_db *db, const char *sql, const exp_filter *flt, sqlite3_stmt **st) {
+static int prepare_selection(db_conn *db, const char *sql, const exp_filter *flt, sqlite3_stmt **st) {
     int64_t snap = 0;
     if (flt && flt->snapshot) {
         int rc = db_snapshot_find(db, flt->snapshot, &snap);
@@ -126,7 +126,7 @@ json_t *exp_sampling_take(exp_sampling_acc *a) {
     "WHERE (?1 IS NULL OR s.id IN (SELECT sample_id FROM snapshot_samples WHERE snapshot_id = ?1)) "      \
     "AND (?2 IS NULL OR p.source = ?2) GROUP BY s.params"
 
-int db_sampling_defaults(ds_db *db, const exp_filter *flt, json_t **out) {
+int db_sampling_defaults(db_conn *db, const exp_filter *flt, json_t **out) {
     *out = NULL;
     sqlite3_stmt *st;
     int rc = prepare_selection(db, SELECT_PARAMS, flt, &st);
@@ -151,7 +151,7 @@ int db_sampling_defaults(ds_db *db, const exp_filter *flt, json_t **out) {
 
 /* The sample's teacher top-k (sample_topk: k and n_tokens, then per token k × (u32 id, f32
  * logprob), little-endian) as conv["teacher_topk"]; nothing when the sample has none. */
-static int attach_topk(ds_db *db, sqlite3_stmt *q, int64_t id, json_t *conv) {
+static int attach_topk(db_conn *db, sqlite3_stmt *q, int64_t id, json_t *conv) {
     sqlite3_reset(q);
     sqlite3_bind_int64(q, 1, id);
     int row, s = db_step_row(q, &row), rc = 0;
@@ -192,7 +192,7 @@ static int attach_topk(ds_db *db, sqlite3_stmt *q, int64_t id, json_t *conv) {
     return 0;
 }
 
-int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void *ctx) {
+int db_each_conversation(db_conn *db, const exp_filter *flt, exp_conv_fn fn, void *ctx) {
     sqlite3_stmt *st, *q = NULL;
     int rc = prepare_selection(db, SELECT_SAMPLES, flt, &st);
     if (rc) return rc;
@@ -301,7 +301,7 @@ static int sample_filters(sqlite3_stmt *vs, int64_t id, json_t **out) {
     return 0;
 }
 
-static int export_chat(ds_db *db, const exp_filter *flt, const exp_chat_opts *co, writer *w) {
+static int export_chat(db_conn *db, const exp_filter *flt, const exp_chat_opts *co, writer *w) {
     sqlite3_stmt *st, *vs = NULL;
     int rc = prepare_selection(db, SELECT_CHAT, flt, &st);
     if (rc) return rc;
@@ -414,7 +414,7 @@ static int prompt_line(writer *w, sqlite3_stmt *st) {
     return rc;
 }
 
-static int export_prompts(ds_db *db, const exp_filter *flt, writer *w) {
+static int export_prompts(db_conn *db, const exp_filter *flt, writer *w) {
     sqlite3_stmt *st;
     int rc = prepare_selection(db, SELECT_PROMPTS, flt, &st);
     if (rc) return rc;
@@ -427,7 +427,7 @@ static int export_prompts(ds_db *db, const exp_filter *flt, writer *w) {
     return 0;
 }
 
-int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,
+int db_export_jsonl(db_conn *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,
                     size_t *n_written) {
     writer w = {0};
     *n_written = 0;

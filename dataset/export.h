@@ -67,7 +67,7 @@ json_t *exp_conversation(const char *prompt_messages_json, const char *text, siz
 /* Calls fn for each selected sample with its conversation (borrowed; fn must not keep it);
  * a non-zero return from fn stops and is returned. */
 typedef int (*exp_conv_fn)(void *ctx, int64_t sample_id, json_t *conversation);
-int db_each_conversation(ds_db *db, const exp_filter *flt, exp_conv_fn fn, void *ctx);
+int db_each_conversation(db_conn *db, const exp_filter *flt, exp_conv_fn fn, void *ctx);
 
 typedef struct {
     bool reasoning_field; /* THINKING in "reasoning_content" instead of inline in content */
@@ -81,10 +81,10 @@ typedef struct {
 void exp_sampling_add(exp_sampling_acc *a, const json_t *sampling);
 json_t *exp_sampling_take(exp_sampling_acc *a);
 /* *out: the selection's agreed sampling defaults (a new reference), NULL when unknown. */
-int db_sampling_defaults(ds_db *db, const exp_filter *flt, json_t **out);
+int db_sampling_defaults(db_conn *db, const exp_filter *flt, json_t **out);
 
 /* co: NULL for the defaults. */
-int db_export_jsonl(ds_db *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,
+int db_export_jsonl(db_conn *db, exp_format f, const exp_filter *flt, const exp_chat_opts *co, const char *out_path,
                     size_t *n_written);
 
 #endif

@@ -452,7 +452,7 @@ static void default_source(const char *path, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)l, b);
 }
 
-static int insert_batch(ds_db *db, const imp_options *o, const char *source, imp_record *recs, const uint8_t *state,
+static int insert_batch(db_conn *db, const imp_options *o, const char *source, imp_record *recs, const uint8_t *state,
                         size_t n, imp_report *rep) {
     int rc = db_begin(db);
     if (rc) return rc;
@@ -497,7 +497,7 @@ static size_t line_cap(const imp_options *o) {
     return m > SIZE_MAX / 4 ? SIZE_MAX : 4 * m;
 }
 
-static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_pool *pool, const input_file *in,
+static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_pool *pool, const input_file *in,
                         imp_report *rep) {
     const size_t *starts = in->starts;
     size_t n = in->n;
@@ -560,7 +560,7 @@ static int import_lines(ds_db *db, const char *path, const imp_options *o, tp_po
     return rc;
 }
 
-int db_import_file(ds_db *db, const char *path, const imp_options *o, tp_pool *pool, imp_report *rep) {
+int db_import_file(db_conn *db, const char *path, const imp_options *o, tp_pool *pool, imp_report *rep) {
     memset(rep, 0, sizeof *rep);
     if (o->source) snprintf(rep->source, sizeof rep->source, "%s", o->source);
     else default_source(path, rep->source, sizeof rep->source);

@@ -89,6 +89,6 @@ typedef struct {
 } imp_report;
 
 /* pool: parsing runs on it (NULL: inline). */
-int db_import_file(ds_db *db, const char *path, const imp_options *o, tp_pool *pool, imp_report *rep);
+int db_import_file(db_conn *db, const char *path, const imp_options *o, tp_pool *pool, imp_report *rep);
 
 #endif

@@ -9,7 +9,7 @@
 #include "core/status.h"
 #include "dataset/db_int.h"
 
-int db_queue_prompts(ds_db *db, const char *source, const char *teacher, const char *params, int n,
+int db_queue_prompts(db_conn *db, const char *source, const char *teacher, const char *params, int n,
                      db_pending_prompt_fn fn, void *ud) {
     sqlite3 *s = db_sqlite(db);
     sqlite3_stmt *st = NULL;
@@ -47,11 +47,11 @@ int db_queue_prompts(ds_db *db, const char *source, const char *teacher, const c
 }
 
 struct db_topk_writer {
-    ds_db *db;
+    db_conn *db;
     sqlite3_stmt *st;
 };
 
-int db_topk_writer_open(ds_db *db, db_topk_writer **out) {
+int db_topk_writer_open(db_conn *db, db_topk_writer **out) {
     *out = NULL;
     sqlite3 *s = db_sqlite(db);
     db_topk_writer *w = rt_calloc(1, sizeof *w);
@@ -86,7 +86,7 @@ void db_topk_writer_close(db_topk_writer *w) {
     free(w);
 }
 
-int db_source_prompts(ds_db *db, const char *source, db_prompt_fn fn, void *ud) {
+int db_source_prompts(db_conn *db, const char *source, db_prompt_fn fn, void *ud) {
     sqlite3 *s = db_sqlite(db);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s, "SELECT id, messages, metadata FROM prompts WHERE source = ?1 ORDER BY id", -1, &st, NULL) !=
@@ -104,7 +104,7 @@ int db_source_prompts(ds_db *db, const char *source, db_prompt_fn fn, void *ud) 
     return rc;
 }
 
-int db_source_last_turns(ds_db *db, const char *source, db_prompt_turn_fn fn, void *ud) {
+int db_source_last_turns(db_conn *db, const char *source, db_prompt_turn_fn fn, void *ud) {
     sqlite3 *s = db_sqlite(db);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s, "SELECT id, json_extract(messages, '$[' || (json_array_length(messages) - 1) || '].content') "

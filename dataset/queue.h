@@ -31,7 +31,7 @@ typedef int (*db_pending_prompt_fn)(void *ud, const db_pending_prompt *p);
 
 /* Every prompt of source (NULL: all), in id order, with which of the n ≥ 1 samples of
  * teacher under params (canonical JSON, as stored) exist — fully sampled prompts too. */
-int db_queue_prompts(ds_db *db, const char *source, const char *teacher, const char *params, int n,
+int db_queue_prompts(db_conn *db, const char *source, const char *teacher, const char *params, int n,
                      db_pending_prompt_fn fn, void *ud);
 
 /* Stores a sample's teacher top-k: k alternatives for n_tokens tokens, already packed and
@@ -39,7 +39,7 @@ int db_queue_prompts(ds_db *db, const char *source, const char *teacher, const c
  * statement is prepared once per writer; a sample that has top-k is an error (the insert
  * runs in the transaction that stored the sample). */
 typedef struct db_topk_writer db_topk_writer; /* owned by the caller */
-int db_topk_writer_open(ds_db *db, db_topk_writer **out);
+int db_topk_writer_open(db_conn *db, db_topk_writer **out);
 int db_topk_writer_put(db_topk_writer *w, int64_t sample_id, int k, size_t n_tokens, const void *blob, size_t len);
 void db_topk_writer_close(db_topk_writer *w); /* NULL is fine */
 
@@ -50,7 +50,7 @@ typedef struct {
 } db_prompt_row;
 
 typedef int (*db_prompt_fn)(void *ud, const db_prompt_row *p);
-int db_source_prompts(ds_db *db, const char *source, db_prompt_fn fn, void *ud);
+int db_source_prompts(db_conn *db, const char *source, db_prompt_fn fn, void *ud);
 
 /* The same prompts with the content of their last message (NULL when absent). */
 typedef struct {
@@ -59,6 +59,6 @@ typedef struct {
 } db_prompt_turn;
 
 typedef int (*db_prompt_turn_fn)(void *ud, const db_prompt_turn *p);
-int db_source_last_turns(ds_db *db, const char *source, db_prompt_turn_fn fn, void *ud);
+int db_source_last_turns(db_conn *db, const char *source, db_prompt_turn_fn fn, void *ud);
 
 #endif

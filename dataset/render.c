@@ -339,7 +339,7 @@ static int add_sample(void *ctx, int64_t sample_id, json_t *conv) {
     return rd_add(((snap_ctx *)ctx)->s, conv, what);
 }
 
-int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, const ct_template *ct, const char *out_dir,
+int rd_export_snapshot(db_conn *db, const exp_filter *flt, const tok_tokenizer *t, const ct_template *ct, const char *out_dir,
                        const pk_options *o, tp_pool *pool, const json_t *meta, pk_report *rep) {
     rd_session *s;
     int rc = rd_begin(t, ct, out_dir, o, pool, &s);

@@ -44,7 +44,7 @@ void rd_abort(rd_session *s);   /* NULL is fine */
 
 int rd_pack_jsonl(const tok_tokenizer *t, const ct_template *ct, const char *jsonl, const char *out_dir, const pk_options *o,
                   tp_pool *pool, const json_t *meta, pk_report *rep);
-int rd_export_snapshot(ds_db *db, const exp_filter *flt, const tok_tokenizer *t, const ct_template *ct, const char *out_dir,
+int rd_export_snapshot(db_conn *db, const exp_filter *flt, const tok_tokenizer *t, const ct_template *ct, const char *out_dir,
                        const pk_options *o, tp_pool *pool, const json_t *meta, pk_report *rep);
 
 #endif

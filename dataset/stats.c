@@ -40,7 +40,7 @@ static void hist_add(json_t *hist, const char *source, const char *stage, int b)
 
 typedef int (*row_fn)(sqlite3_stmt *st, json_t *acc);
 
-static int each_row(ds_db *db, const char *sql, const char *bind_text, row_fn fn, json_t *acc) {
+static int each_row(db_conn *db, const char *sql, const char *bind_text, row_fn fn, json_t *acc) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     SQL_TRY(h, sqlite3_prepare_v2(h, sql, -1, &st, NULL));
@@ -121,7 +121,7 @@ static int funnel_rank(const char *f, char **names, size_t n) {
 
 /* "funnel": [{"filter", "removed", "remaining"}] starting from every sample: removed is the
  * number of samples whose first failing filter (in funnel order) is this one. */
-static int funnel_fill(ds_db *db, json_t *j, int64_t samples) {
+static int funnel_fill(db_conn *db, json_t *j, int64_t samples) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     char *names[64];
@@ -179,7 +179,7 @@ static int funnel_fill(ds_db *db, json_t *j, int64_t samples) {
     return rc;
 }
 
-static int stats_fill(ds_db *db, json_t *j) {
+static int stats_fill(db_conn *db, json_t *j) {
     int rc, v;
     if ((rc = db_schema_version(db, &v))) return rc;
     json_object_set_new(j, "schema_version", json_integer(v));
@@ -239,7 +239,7 @@ static int stats_fill(ds_db *db, json_t *j) {
     return rc;
 }
 
-int db_stats(ds_db *db, json_t **out) {
+int db_stats(db_conn *db, json_t **out) {
     *out = NULL;
     json_t *j = json_object();
     if (!j) return rt_fail(RT_ENOMEM, "building stats");

@@ -40,7 +40,7 @@ static int pending_sql(const db_pending_spec *spec, char *sql, size_t cap, bool 
     return o < cap ? 0 : rt_fail(RT_EINTERNAL, "pending query too long");
 }
 
-int db_pending_count(ds_db *db, const db_pending_spec *spec, size_t *n) {
+int db_pending_count(db_conn *db, const db_pending_spec *spec, size_t *n) {
     sqlite3 *h = db_sqlite(db);
     char sql[4096];
     int rc = pending_sql(spec, sql, sizeof sql, true);
@@ -56,11 +56,11 @@ int db_pending_count(ds_db *db, const db_pending_spec *spec, size_t *n) {
 }
 
 struct db_pending {
-    ds_db *db;
+    db_conn *db;
     sqlite3_stmt *st;
 };
 
-int db_pending_open(ds_db *db, const db_pending_spec *spec, db_pending **out) {
+int db_pending_open(db_conn *db, const db_pending_spec *spec, db_pending **out) {
     *out = NULL;
     sqlite3 *h = db_sqlite(db);
     char sql[4096];
@@ -118,7 +118,7 @@ void db_pending_close(db_pending *p) {
     free(p);
 }
 
-size_t db_samples_without_gold(ds_db *db) {
+size_t db_samples_without_gold(db_conn *db) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     size_t n = 0;
@@ -131,7 +131,7 @@ size_t db_samples_without_gold(ds_db *db) {
 
 /* ---- filter runs ---- */
 
-int db_filter_run_start(ds_db *db, const char *config_json, int64_t *id) {
+int db_filter_run_start(db_conn *db, const char *config_json, int64_t *id) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     int s = sqlite3_prepare_v2(h, "INSERT INTO filter_runs (config) VALUES (?1)", -1, &st, NULL);
@@ -145,7 +145,7 @@ int db_filter_run_start(ds_db *db, const char *config_json, int64_t *id) {
     return 0;
 }
 
-int db_filter_run_finish(ds_db *db, int64_t id, size_t scored) {
+int db_filter_run_finish(db_conn *db, int64_t id, size_t scored) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     if (!sql_ok(sqlite3_prepare_v2(h, "UPDATE filter_runs SET scored = ?2, finished_at = CAST(strftime('%s','now') AS INTEGER) "
@@ -159,7 +159,7 @@ int db_filter_run_finish(ds_db *db, int64_t id, size_t scored) {
     return 0;
 }
 
-int db_filter_history(ds_db *db, json_t *filters, json_t *runs) {
+int db_filter_history(db_conn *db, json_t *filters, json_t *runs) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     int s = sqlite3_prepare_v2(h, "SELECT DISTINCT filter FROM verdicts ORDER BY filter", -1, &st, NULL);
@@ -184,7 +184,7 @@ int db_filter_history(ds_db *db, json_t *filters, json_t *runs) {
 
 /* ---- dedup clusters ---- */
 
-int db_dedup_rows(ds_db *db, const char *method, db_dedup_fn fn, void *ud) {
+int db_dedup_rows(db_conn *db, const char *method, db_dedup_fn fn, void *ud) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     if (!sql_ok(sqlite3_prepare_v2(h,
@@ -214,7 +214,7 @@ int db_dedup_rows(ds_db *db, const char *method, db_dedup_fn fn, void *ud) {
     return rc;
 }
 
-int db_cluster_members(ds_db *db, const char *method, int64_t rep_id, size_t *n) {
+int db_cluster_members(db_conn *db, const char *method, int64_t rep_id, size_t *n) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     *n = 0;
@@ -230,7 +230,7 @@ int db_cluster_members(ds_db *db, const char *method, int64_t rep_id, size_t *n)
     return 0;
 }
 
-int db_cluster_regrow(ds_db *db, const char *method, int64_t rep_id, size_t members) {
+int db_cluster_regrow(db_conn *db, const char *method, int64_t rep_id, size_t members) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     if (!sql_ok(sqlite3_prepare_v2(h, "UPDATE verdicts SET reason = replace(reason, 'cluster of ' || CAST(score AS INTEGER) || ',', "
@@ -248,11 +248,11 @@ int db_cluster_regrow(ds_db *db, const char *method, int64_t rep_id, size_t memb
 }
 
 struct db_cluster_writer {
-    ds_db *db;
+    db_conn *db;
     sqlite3_stmt *st;
 };
 
-int db_cluster_writer_open(ds_db *db, db_cluster_writer **out) {
+int db_cluster_writer_open(db_conn *db, db_cluster_writer **out) {
     *out = NULL;
     sqlite3 *h = db_sqlite(db);
     db_cluster_writer *w = rt_calloc(1, sizeof *w);
@@ -290,7 +290,7 @@ void db_cluster_writer_close(db_cluster_writer *w) {
 
 /* ---- selection ---- */
 
-int db_verdicts_any(ds_db *db, bool *any) {
+int db_verdicts_any(db_conn *db, bool *any) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     *any = false;
@@ -313,7 +313,7 @@ static const char ELIGIBLE_SQL[] =
     "AND NOT EXISTS (SELECT 1 FROM clusters c WHERE c.sample_id = s.id AND c.representative = 0) "
     "ORDER BY s.id";
 
-int db_eligible_samples(ds_db *db, db_eligible_fn fn, void *ud) {
+int db_eligible_samples(db_conn *db, db_eligible_fn fn, void *ud) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(h, ELIGIBLE_SQL, -1, &st, NULL) != SQLITE_OK)
@@ -329,7 +329,7 @@ int db_eligible_samples(ds_db *db, db_eligible_fn fn, void *ud) {
     return rc;
 }
 
-int db_snapshot_pick(ds_db *db, const char *source, const char *teacher, bool passed, int64_t **ids_out, size_t *n_out) {
+int db_snapshot_pick(db_conn *db, const char *source, const char *teacher, bool passed, int64_t **ids_out, size_t *n_out) {
     sqlite3 *h = db_sqlite(db);
     sqlite3_stmt *st = NULL;
     const char *sql =

@@ -36,7 +36,7 @@ typedef struct {
 } db_pending_spec;
 
 /* Counts the pending samples. */
-int db_pending_count(ds_db *db, const db_pending_spec *spec, size_t *n);
+int db_pending_count(db_conn *db, const db_pending_spec *spec, size_t *n);
 
 typedef struct {
     int64_t id;
@@ -53,7 +53,7 @@ typedef struct {
 typedef int (*db_pending_fn)(void *ud, db_pending_row *row);
 
 typedef struct db_pending db_pending;     /* one prepared scan; owned by the caller */
-int db_pending_open(ds_db *db, const db_pending_spec *spec, db_pending **out);
+int db_pending_open(db_conn *db, const db_pending_spec *spec, db_pending **out);
 /* The next at most cap pending samples with id > *last, in id order, each to fn; *last
  * follows them, *n counts them (0: none left). The read is released before it returns, so
  * the caller may write between batches. */
@@ -61,18 +61,18 @@ int db_pending_read(db_pending *p, int64_t *last, size_t cap, db_pending_fn fn, 
 void db_pending_close(db_pending *p); /* NULL is fine */
 
 /* Samples whose prompt has no gold answer; 0 when the count cannot be read. */
-size_t db_samples_without_gold(ds_db *db);
+size_t db_samples_without_gold(db_conn *db);
 
 /* ---- filter runs ---- */
 
 /* Records a run with its configuration (JSON); *id is its row. */
-int db_filter_run_start(ds_db *db, const char *config_json, int64_t *id);
+int db_filter_run_start(db_conn *db, const char *config_json, int64_t *id);
 /* Sets the run's scored count and its finishing time. */
-int db_filter_run_finish(ds_db *db, int64_t id, size_t scored);
+int db_filter_run_finish(db_conn *db, int64_t id, size_t scored);
 /* Appends to filters the names of the filters with any verdict (sorted), and to runs one
  * {"id", "config" (the JSON, null when unreadable), "scored", "started_at", "finished"}
  * per filter run, oldest first. Errors: "reading filter runs: …". */
-int db_filter_history(ds_db *db, json_t *filters, json_t *runs);
+int db_filter_history(db_conn *db, json_t *filters, json_t *runs);
 
 /* ---- dedup clusters ---- */
 
@@ -88,17 +88,17 @@ typedef struct {
 } db_dedup_row;
 
 typedef int (*db_dedup_fn)(void *ud, db_dedup_row *row);
-int db_dedup_rows(ds_db *db, const char *method, db_dedup_fn fn, void *ud);
+int db_dedup_rows(db_conn *db, const char *method, db_dedup_fn fn, void *ud);
 
 /* Members (representative not counted) an earlier run recorded in the cluster of
  * representative rep_id. */
-int db_cluster_members(ds_db *db, const char *method, int64_t rep_id, size_t *n);
+int db_cluster_members(db_conn *db, const char *method, int64_t rep_id, size_t *n);
 /* Sets the dedup verdicts of those members to name the cluster's new size (reason
  * "cluster of N," and score N). */
-int db_cluster_regrow(ds_db *db, const char *method, int64_t rep_id, size_t members);
+int db_cluster_regrow(db_conn *db, const char *method, int64_t rep_id, size_t members);
 
 typedef struct db_cluster_writer db_cluster_writer; /* owned by the caller */
-int db_cluster_writer_open(ds_db *db, db_cluster_writer **out);
+int db_cluster_writer_open(db_conn *db, db_cluster_writer **out);
 /* Sets sample_id's cluster (its representative's id) for method, replacing what it had. */
 int db_cluster_put(db_cluster_writer *w, const char *method, int64_t sample_id, int64_t cluster, bool representative);
 void db_cluster_writer_close(db_cluster_writer *w); /* NULL is fine */
@@ -106,7 +106,7 @@ void db_cluster_writer_close(db_cluster_writer *w); /* NULL is fine */
 /* ---- selection (retort select, retort db snapshot) ---- */
 
 /* *any: some sample has a verdict. Errors: "reading verdicts: …". */
-int db_verdicts_any(ds_db *db, bool *any);
+int db_verdicts_any(db_conn *db, bool *any);
 
 /* The samples a selection may take, in id order: a passing verdict for every filter that
  * was run (verify only where the prompt has gold), no failing verdict, not a
@@ -117,11 +117,11 @@ typedef struct {
 } db_eligible_row;
 
 typedef int (*db_eligible_fn)(void *ud, const db_eligible_row *row);
-int db_eligible_samples(ds_db *db, db_eligible_fn fn, void *ud); /* "selecting eligible samples: …" */
+int db_eligible_samples(db_conn *db, db_eligible_fn fn, void *ud); /* "selecting eligible samples: …" */
 
 /* The ids (ascending, malloc'd) of the samples of prompts from source (NULL: any), by
  * teacher (NULL: any), and when passed, with verdicts that all pass — what `retort db
  * snapshot` freezes. */
-int db_snapshot_pick(ds_db *db, const char *source, const char *teacher, bool passed, int64_t **ids, size_t *n);
+int db_snapshot_pick(db_conn *db, const char *source, const char *teacher, bool passed, int64_t **ids, size_t *n);
 
 #endif

@@ -91,7 +91,7 @@ typedef struct {
     dm_stage stage;
     tp_pool *pool;
     tok_tokenizer *tok;
-    ds_db *db;
+    db_conn *db;
     char *dir;
     pthread_mutex_t emit_lock; /* the two students train at once and both report progress */
 } demo;

@@ -134,7 +134,7 @@ static int load_row(void *ud, const db_eval_row *row) {
     return 0;
 }
 
-static int load(ds_db *db, const char *run, ev_run *r) {
+static int load(db_conn *db, const char *run, ev_run *r) {
     loader L = {.r = r, .pid = -1};
     int rc = db_eval_rows(db, run, load_row, &L);
     if (!rc && L.b && !(rc = question_close(&L.qb, L.pid, L.b, &L.qcap))) rc = bench_finish(L.b);
@@ -144,7 +144,7 @@ static int load(ds_db *db, const char *run, ev_run *r) {
     return rc;
 }
 
-int ev_run_load(ds_db *db, const char *run, ev_run **out) {
+int ev_run_load(db_conn *db, const char *run, ev_run **out) {
     *out = NULL;
     ev_run *r = rt_calloc(1, sizeof *r);
     int rc = 0;
@@ -159,4 +159,4 @@ int ev_run_load(ds_db *db, const char *run, ev_run **out) {
     return 0;
 }
 
-int ev_run_names(ds_db *db, char ***names, size_t *n) { return db_eval_runs(db, names, n); }
+int ev_run_names(db_conn *db, char ***names, size_t *n) { return db_eval_runs(db, names, n); }

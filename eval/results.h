@@ -49,11 +49,11 @@ typedef struct {
     ev_bench *b;             /* [n_bench], by name */
 } ev_run;
 
-int ev_run_load(ds_db *db, const char *run, ev_run **out);
+int ev_run_load(db_conn *db, const char *run, ev_run **out);
 void ev_run_free(ev_run *r);
 /* The names of the runs in eval_results, in the order they were first stored; *names and
  * each name malloc'd (free each, then the array). */
-int ev_run_names(ds_db *db, char ***names, size_t *n);
+int ev_run_names(db_conn *db, char ***names, size_t *n);
 /* The benchmark called name, or NULL. */
 const ev_bench *ev_run_bench(const ev_run *r, const char *name);
 /* The question with prompt id id in b, or NULL (binary search). */

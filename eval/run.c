@@ -101,7 +101,7 @@ static int parse_file(const char *path, const imp_options *io, imp_record **recs
     return rc;
 }
 
-int ev_questions_load(ds_db *db, const char *bench, ev_questions *out) {
+int ev_questions_load(db_conn *db, const char *bench, ev_questions *out) {
     *out = (ev_questions){0};
     static const struct { const char *name, *file; imp_format fmt; } builtins[] = {
         {"gsm8k", "gsm8k_test.jsonl", IMP_GSM8K},
@@ -184,7 +184,7 @@ int ev_questions_load(ds_db *db, const char *bench, ev_questions *out) {
 static double now_ms(void) { return 1e3 * now_s(); }
 
 typedef struct {
-    ds_db *db;
+    db_conn *db;
     db_eval_writer *w;
     blob_codec *codec;
     const ev_gen_opts *o;
@@ -347,7 +347,7 @@ static int run_all(gen *g, te_engine *e, ev_gen_report *rep) {
     return rc;
 }
 
-int ev_run_model_check(ds_db *db, const char *run, const char *model) {
+int ev_run_model_check(db_conn *db, const char *run, const char *model) {
     char *other = NULL;
     int rc = db_eval_other_model(db, run, model, &other);
     if (!rc && other)
@@ -448,7 +448,7 @@ static int run_remote(gen *g, const ev_remote *rm, ev_gen_report *rep) {
     return rc;
 }
 
-static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
+static int generate(db_conn *db, te_engine *e, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
                     ev_gen_report *rep) {
     *rep = (ev_gen_report){.questions = qs->n};
     if (o->k < 1 || o->max_tokens < 1 || (e && !o->tok) || !o->run || !o->model)
@@ -476,7 +476,7 @@ static int generate(ds_db *db, te_engine *e, const ev_remote *remote, const ev_q
     return rc;
 }
 
-int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
+int ev_generate(db_conn *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep) {
     int rc = generate(db, e, NULL, qs, o, rep);
     if (e && o->comm && comm_size(o->comm) > 1 && !rep->comm_failed) {   /* release the followers */
         int erc = pe_end(o->comm, e);
@@ -488,7 +488,7 @@ int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_op
     return rc;
 }
 
-int ev_generate_remote(ds_db *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
+int ev_generate_remote(db_conn *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
                        ev_gen_report *rep) {
     if (!remote || !remote->opts || !remote->model) return rt_fail(RT_EINVAL, "eval: an endpoint and a model are required");
     return generate(db, NULL, remote, qs, o, rep);

@@ -66,7 +66,7 @@ typedef struct {
     size_t n;
 } ev_questions;
 
-int ev_questions_load(ds_db *db, const char *bench, ev_questions *out);
+int ev_questions_load(db_conn *db, const char *bench, ev_questions *out);
 void ev_questions_free(ev_questions *qs);
 /* Keeps the first n questions (all when n ≥ qs->n). */
 void ev_questions_truncate(ev_questions *qs, size_t n);
@@ -92,9 +92,9 @@ typedef struct {
 } ev_gen_report;
 
 /* RT_EINVAL when run already has rows of a model other than model. */
-int ev_run_model_check(ds_db *db, const char *run, const char *model);
+int ev_run_model_check(db_conn *db, const char *run, const char *model);
 
-int ev_generate(ds_db *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep);
+int ev_generate(db_conn *db, te_engine *e, const ev_questions *qs, const ev_gen_opts *o, ev_gen_report *rep);
 
 /* The same through an OpenAI-compatible endpoint (teacher/oai_client.h): one request per
  * sample, the question as the user message (no template, no tokenizer: o->tok and o->tmpl
@@ -110,7 +110,7 @@ typedef struct {
     const char *model;     /* the request's "model" */
 } ev_remote;
 
-int ev_generate_remote(ds_db *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
+int ev_generate_remote(db_conn *db, const ev_remote *remote, const ev_questions *qs, const ev_gen_opts *o,
                        ev_gen_report *rep);
 
 #endif

@@ -1,5 +1,5 @@
 /* filters/pipeline.c — fp_run(): the filter stage over the run database (contract in
- * pipeline.h). Reading and writing happen on the calling thread (a ds_db is single-
+ * pipeline.h). Reading and writing happen on the calling thread (a db_conn is single-
  * threaded); scoring runs on the pool. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,7 +301,7 @@ static int build_index(const fp_config *c, dc_index **out, fp_report *rep) {
 
 /* ---- filter_runs ---- */
 
-static int run_record(ds_db *db, const fp_config *c, int64_t *id) {
+static int run_record(db_conn *db, const fp_config *c, int64_t *id) {
     json_t *j = fp_config_to_json(c);
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
@@ -329,7 +329,7 @@ static bool id_list_has(const id_list *l, int64_t id) {
     return lo < l->n && l->v[lo] == id;
 }
 
-static int write_batch(ds_db *db, item *items, size_t n, fp_report *rep) {
+static int write_batch(db_conn *db, item *items, size_t n, fp_report *rep) {
     int rc = db_begin(db);
     if (rc) return rc;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -346,7 +346,7 @@ static int write_batch(ds_db *db, item *items, size_t n, fp_report *rep) {
     return rc;
 }
 
-static int sample_stage(ds_db *db, const fp_config *c, unsigned todo, const dc_index *ix, tp_pool *pool,
+static int sample_stage(db_conn *db, const fp_config *c, unsigned todo, const dc_index *ix, tp_pool *pool,
                         fp_progress_fn fn, void *ud, fp_report *rep, id_list *done) {
     const char *names[FP_DEDUP];
     db_pending_spec spec = pending_spec(todo, names);
@@ -420,7 +420,7 @@ static int dedup_row(void *ud, db_dedup_row *r) {
     return 0;
 }
 
-static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep,
+static int dedup_stage(db_conn *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep,
                        const id_list *done, size_t *also_scored) {
     const char *method = c->dedup.exact_only ? "exact" : "minhash";
     dd_read x = {.also_scored = also_scored, .done = done};
@@ -531,7 +531,7 @@ static int dedup_stage(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress
     return rc ? rt_errorf(rc, "dedup") : 0;
 }
 
-int fp_run(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep) {
+int fp_run(db_conn *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep) {
     memset(rep, 0, sizeof *rep);
     if (!c->batch) return rt_fail(RT_EINVAL, "batch must be ≥ 1");
     int rc = 0;

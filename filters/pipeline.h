@@ -134,7 +134,7 @@ typedef struct {
     int64_t run_id;                 /* row in filter_runs */
 } fp_report;
 
-int fp_run(ds_db *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep);
+int fp_run(db_conn *db, const fp_config *c, tp_pool *pool, fp_progress_fn fn, void *ud, fp_report *rep);
 
 typedef enum { FP_POLICY_SHORTEST, FP_POLICY_LONGEST, FP_POLICY_RANDOM, FP_POLICY_ALL } fp_policy;
 int fp_policy_parse(const char *name, fp_policy *out); /* RT_EINVAL */
@@ -155,6 +155,6 @@ typedef struct {
     int64_t snapshot_id;
 } fp_select_report;
 
-int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep);
+int fp_select(db_conn *db, const fp_select_opts *o, fp_select_report *rep);
 
 #endif

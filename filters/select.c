@@ -49,7 +49,7 @@ static int by_id(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-static int snapshot_config(ds_db *db, const fp_select_opts *o, char **out) {
+static int snapshot_config(db_conn *db, const fp_select_opts *o, char **out) {
     json_t *filters = json_array(), *runs = json_array();
     json_t *j = json_pack("{s:{s:I,s:s,s:I,s:b},s:o,s:o}", "selection", "per_prompt", (json_int_t)o->per_prompt, "policy",
                           policy_names[o->policy], "seed", (json_int_t)o->seed, "balance_sources", o->balance_sources,
@@ -100,7 +100,7 @@ static int add_cand(void *ud, const db_eligible_row *r) {
     return 0;
 }
 
-int fp_select(ds_db *db, const fp_select_opts *o, fp_select_report *rep) {
+int fp_select(db_conn *db, const fp_select_opts *o, fp_select_report *rep) {
     memset(rep, 0, sizeof *rep);
     if (o->per_prompt < 1 && o->policy != FP_POLICY_ALL) return rt_fail(RT_EINVAL, "per-prompt must be ≥ 1");
     int64_t sid;

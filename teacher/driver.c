@@ -66,7 +66,7 @@ typedef struct {
 } work;
 
 typedef struct {
-    ds_db *db;
+    db_conn *db;
     const gd_opts *o;
     char *params;
     gprompt *ps;
@@ -522,9 +522,9 @@ static int run_remote(drv *d, gd_report *rep) {
     return rc;
 }
 
-static int run(ds_db *db, const gd_opts *o, gd_report *rep);
+static int run(db_conn *db, const gd_opts *o, gd_report *rep);
 
-int gd_run(ds_db *db, const gd_opts *o, gd_report *rep) {
+int gd_run(db_conn *db, const gd_opts *o, gd_report *rep) {
     *rep = (gd_report){0};
     int rc = run(db, o, rep);
     if (o->engine && o->comm && comm_size(o->comm) > 1 && !rep->comm_failed) {   /* release the followers */
@@ -537,7 +537,7 @@ int gd_run(ds_db *db, const gd_opts *o, gd_report *rep) {
     return rc;
 }
 
-static int run(ds_db *db, const gd_opts *o, gd_report *rep) {
+static int run(db_conn *db, const gd_opts *o, gd_report *rep) {
     if (!o->teacher || !*o->teacher || o->n < 1 || o->max_tokens < 1 || o->logprobs > OAI_MAX_TOP ||
         o->logprobs > TE_MAX_TOP_LOGPROBS)
         return rt_fail(RT_EINVAL, "generate: teacher, n ≥ 1, max_tokens ≥ 1 and logprobs ≤ 20 are required");

@@ -128,6 +128,6 @@ bool gd_source_is_math(const char *source);
 /* The canonical params JSON of o (*json malloc'd). */
 int gd_params_json(const gd_opts *o, char **json);
 
-int gd_run(ds_db *db, const gd_opts *o, gd_report *rep);
+int gd_run(db_conn *db, const gd_opts *o, gd_report *rep);
 
 #endif

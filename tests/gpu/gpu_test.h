@@ -17,16 +17,16 @@
 
 #include "kernels/convert.h"
 
-static int gt_failed, gt_passed;
-static const char *gt_name = "";
+static int tg_failed, tg_passed;
+static const char *tg_name = "";
 
 #define CHECK(cond, ...)                                                         \
     do {                                                                         \
         if (!(cond)) {                                                           \
-            printf("FAIL %s (%s:%d): ", gt_name, __FILE__, __LINE__);            \
+            printf("FAIL %s (%s:%d): ", tg_name, __FILE__, __LINE__);            \
             printf(__VA_ARGS__);                                                 \
             printf("\n");                                                        \
-            gt_failed++;                                                         \
+            tg_failed++;                                                         \
             return;                                                              \
         }                                                                        \
     } while (0)
@@ -34,66 +34,66 @@ static const char *gt_name = "";
     do {                                                                                                  \
         cudaError_t e_ = (call);                                                                          \
         if (e_ != cudaSuccess) {                                                                          \
-            printf("FAIL %s: %s: %s\n", gt_name, #call, cudaGetErrorString(e_));                          \
-            gt_failed++;                                                                                  \
+            printf("FAIL %s: %s: %s\n", tg_name, #call, cudaGetErrorString(e_));                          \
+            tg_failed++;                                                                                  \
             return;                                                                                       \
         }                                                                                                 \
     } while (0)
 #define RUN(fn)                                    \
     do {                                           \
-        gt_name = #fn;                             \
-        int f0_ = gt_failed;                       \
+        tg_name = #fn;                             \
+        int f0_ = tg_failed;                       \
         fn();                                      \
-        if (gt_failed == f0_) {                    \
-            gt_passed++;                           \
+        if (tg_failed == f0_) {                    \
+            tg_passed++;                           \
             printf("ok   %s\n", #fn);              \
         }                                          \
     } while (0)
 
-static uint64_t gt_rng = 0x9e3779b97f4a7c15ull;
-static inline void gt_seed(void) {
+static uint64_t tg_rng = 0x9e3779b97f4a7c15ull;
+static inline void tg_seed(void) {
     const char *s = getenv("RT_GPU_TEST_SEED");
-    gt_rng = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + (uint64_t)clock();
-    if (!gt_rng) gt_rng = 1;
-    printf("seed %llu (RT_GPU_TEST_SEED to repeat)\n", (unsigned long long)gt_rng);
+    tg_rng = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + (uint64_t)clock();
+    if (!tg_rng) tg_rng = 1;
+    printf("seed %llu (RT_GPU_TEST_SEED to repeat)\n", (unsigned long long)tg_rng);
 }
-static inline uint32_t gt_u32(void) {
-    gt_rng ^= gt_rng << 13;
-    gt_rng ^= gt_rng >> 7;
-    gt_rng ^= gt_rng << 17;
-    return (uint32_t)(gt_rng >> 16);
+static inline uint32_t tg_u32(void) {
+    tg_rng ^= tg_rng << 13;
+    tg_rng ^= tg_rng >> 7;
+    tg_rng ^= tg_rng << 17;
+    return (uint32_t)(tg_rng >> 16);
 }
-static inline float gt_unif(void) { return ((float)gt_u32() + 0.5f) / 4294967296.0f; }
-static inline float gt_randn(void) {
-    float u = gt_unif(), v = gt_unif();
+static inline float tg_unif(void) { return ((float)tg_u32() + 0.5f) / 4294967296.0f; }
+static inline float tg_randn(void) {
+    float u = tg_unif(), v = tg_unif();
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
-static inline float *gt_randn_arr(size_t n, float std) {
+static inline float *tg_randn_arr(size_t n, float std) {
     float *x = (float *)malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = gt_randn() * std;
+    for (size_t i = 0; i < n; i++) x[i] = tg_randn() * std;
     return x;
 }
 /* Round x to bf16 in place (the CPU then works on exactly the GPU's inputs); returns the bits. */
-static inline uint16_t *gt_round_bf16(float *x, size_t n) {
+static inline uint16_t *tg_round_bf16(float *x, size_t n) {
     uint16_t *h = (uint16_t *)malloc(n * 2);
     cvt_f32_to_bf16(x, h, n);
     cvt_bf16_to_f32(h, x, n);
     return h;
 }
-static inline void *gt_dev(const void *host, size_t bytes) {
+static inline void *tg_dev(const void *host, size_t bytes) {
     void *d = NULL;
     if (cudaMalloc(&d, bytes ? bytes : 1) != cudaSuccess) return NULL;
     if (host) cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice);
     else cudaMemset(d, 0xff, bytes);   /* poison */
     return d;
 }
-static inline uint16_t *gt_dev_bf16(float *x, size_t n) {   /* rounds x in place, uploads the bits */
-    uint16_t *h = gt_round_bf16(x, n);
-    uint16_t *d = (uint16_t *)gt_dev(h, n * 2);
+static inline uint16_t *tg_dev_bf16(float *x, size_t n) {   /* rounds x in place, uploads the bits */
+    uint16_t *h = tg_round_bf16(x, n);
+    uint16_t *d = (uint16_t *)tg_dev(h, n * 2);
     free(h);
     return d;
 }
-static inline float *gt_get_bf16(const uint16_t *d, size_t n) {   /* download bf16 → f32 */
+static inline float *tg_get_bf16(const uint16_t *d, size_t n) {   /* download bf16 → f32 */
     uint16_t *h = (uint16_t *)malloc(n * 2);
     float *f = (float *)malloc(n * sizeof(float));
     cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost);
@@ -101,7 +101,7 @@ static inline float *gt_get_bf16(const uint16_t *d, size_t n) {   /* download bf
     free(h);
     return f;
 }
-static inline float *gt_get_f32(const float *d, size_t n) {
+static inline float *tg_get_f32(const float *d, size_t n) {
     float *f = (float *)malloc(n * sizeof(float));
     cudaMemcpy(f, d, n * sizeof(float), cudaMemcpyDeviceToHost);
     return f;
@@ -109,7 +109,7 @@ static inline float *gt_get_f32(const float *d, size_t n) {
 
 /* Elementwise: |got − want| ≤ atol + rtol·|want| (+ extra[i] when extra != NULL). Prints the
  * worst element's error and its bound; returns 1 if every element is within its bound. */
-static inline int gt_close(const char *what, const float *got, const float *want, const float *extra, size_t n, float atol,
+static inline int tg_close(const char *what, const float *got, const float *want, const float *extra, size_t n, float atol,
                     float rtol) {
     size_t bad = 0, worst = 0;
     double worst_ratio = 0, max_abs = 0;
@@ -128,7 +128,7 @@ static inline int gt_close(const char *what, const float *got, const float *want
     return bad == 0;
 }
 /* Normwise: ‖got − want‖₂ ≤ rel·‖want‖₂ and max|got − want| ≤ maxrel·max|want|; no NaN. */
-static inline int gt_close_norm(const char *what, const float *got, const float *want, size_t n, double rel, double maxrel) {
+static inline int tg_close_norm(const char *what, const float *got, const float *want, size_t n, double rel, double maxrel) {
     double e2 = 0, w2 = 0, emax = 0, wmax = 0;
     int nan = 0;
     for (size_t i = 0; i < n; i++) {
@@ -143,7 +143,7 @@ static inline int gt_close_norm(const char *what, const float *got, const float 
            nan ? " NaN" : "");
     return !nan && r <= rel && m <= maxrel;
 }
-static inline int gt_equal_u16(const char *what, const uint16_t *got, const uint16_t *want, size_t n) {
+static inline int tg_equal_u16(const char *what, const uint16_t *got, const uint16_t *want, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i]) {
             printf("     %-22s [%zu] got 0x%04x want 0x%04x\n", what, i, got[i], want[i]);
@@ -152,7 +152,7 @@ static inline int gt_equal_u16(const char *what, const uint16_t *got, const uint
     printf("     %-22s n=%zu bit-identical\n", what, n);
     return 1;
 }
-static inline int gt_equal_f32(const char *what, const float *got, const float *want, size_t n) {
+static inline int tg_equal_f32(const char *what, const float *got, const float *want, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (memcmp(&got[i], &want[i], 4)) {
             printf("     %-22s [%zu] got %.9g want %.9g\n", what, i, (double)got[i], (double)want[i]);
@@ -172,10 +172,10 @@ static inline int gt_equal_f32(const char *what, const float *got, const float *
             printf("skipped: no CUDA device\n0 passed, 0 failed, 1 skipped\n");     \
             return 0;                                                               \
         }                                                                           \
-        gt_seed();                                                                  \
+        tg_seed();                                                                  \
         __VA_ARGS__                                                                 \
-        printf("%d passed, %d failed\n", gt_passed, gt_failed);                     \
-        return gt_failed ? 1 : 0;                                                   \
+        printf("%d passed, %d failed\n", tg_passed, tg_failed);                     \
+        return tg_failed ? 1 : 0;                                                   \
     }
 
 #endif

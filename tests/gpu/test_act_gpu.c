@@ -13,8 +13,8 @@
 static void swiglu_case(int64_t M, int64_t F, int fused) {
     int64_t ld = fused ? 2 * F : F;
     size_t n = (size_t)(M * F), nin = (size_t)(M * ld);
-    float *gu = gt_randn_arr(fused ? nin : 2 * n, 2.f), *da = gt_randn_arr(n, 1.f);
-    uint16_t *dgu = gt_dev_bf16(gu, fused ? nin : 2 * n), *dda = gt_dev_bf16(da, n);
+    float *gu = tg_randn_arr(fused ? nin : 2 * n, 2.f), *da = tg_randn_arr(n, 1.f);
+    uint16_t *dgu = tg_dev_bf16(gu, fused ? nin : 2 * n), *dda = tg_dev_bf16(da, n);
     const uint16_t *dg = dgu, *du = fused ? dgu + F : dgu + n;
     /* host copies as contiguous [M, F] */
     float *g = malloc(n * 4), *u = malloc(n * 4);
@@ -23,8 +23,8 @@ static void swiglu_case(int64_t M, int64_t F, int fused) {
             g[r * F + c] = fused ? gu[r * ld + c] : gu[r * F + c];
             u[r * F + c] = fused ? gu[r * ld + F + c] : gu[n + r * F + c];
         }
-    uint16_t *dout = (uint16_t *)gt_dev(NULL, n * 2);
-    uint16_t *dgrad = (uint16_t *)gt_dev(NULL, (fused ? nin : 2 * n) * 2);
+    uint16_t *dout = (uint16_t *)tg_dev(NULL, n * 2);
+    uint16_t *dgrad = (uint16_t *)tg_dev(NULL, (fused ? nin : 2 * n) * 2);
     uint16_t *ddg = dgrad, *ddu = fused ? dgrad + F : dgrad + n;
     CHECK(!swiglu_fwd_cuda(dout, dg, du, M, F, ld, NULL), "fwd");
     CHECK(!swiglu_bwd_cuda(ddg, ddu, dda, dg, du, M, F, ld, NULL), "bwd");
@@ -38,16 +38,16 @@ static void swiglu_case(int64_t M, int64_t F, int fused) {
         eu[i] = 8 * F32_U * fabsf(da[i] * g[i]);
         eg[i] = 8 * F32_U * fabsf(da[i] * u[i]) * (1 + fabsf(g[i]));
     }
-    float *got = gt_get_bf16(dout, n), *gall = gt_get_bf16(dgrad, fused ? nin : 2 * n);
+    float *got = tg_get_bf16(dout, n), *gall = tg_get_bf16(dgrad, fused ? nin : 2 * n);
     float *gg = malloc(n * 4), *gu2 = malloc(n * 4);
     for (int64_t r = 0; r < M; r++)
         for (int64_t c = 0; c < F; c++) {
             gg[r * F + c] = fused ? gall[r * ld + c] : gall[r * F + c];
             gu2[r * F + c] = fused ? gall[r * ld + F + c] : gall[n + r * F + c];
         }
-    int ok = gt_close(fused ? "a (fused gate_up)" : "a", got, a, ea, n, 0, BF16_U);
-    ok &= gt_close("dg", gg, wg, eg, n, 0, BF16_U);
-    ok &= gt_close("du", gu2, wu, eu, n, 0, BF16_U);
+    int ok = tg_close(fused ? "a (fused gate_up)" : "a", got, a, ea, n, 0, BF16_U);
+    ok &= tg_close("dg", gg, wg, eg, n, 0, BF16_U);
+    ok &= tg_close("du", gu2, wu, eu, n, 0, BF16_U);
     cudaFree(dgu), cudaFree(dda), cudaFree(dout), cudaFree(dgrad);
     free(gu), free(da), free(g), free(u), free(a), free(wg), free(wu), free(a2), free(ea), free(eg), free(eu);
     free(got), free(gall), free(gg), free(gu2);

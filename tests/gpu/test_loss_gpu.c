@@ -15,19 +15,19 @@
 static void ce_case(int use_rows, int grad) {
     int64_t M = 300, V = 1000, D = 64, chunk = 128;
     float scale = 1.0f / 200;
-    float *h = gt_randn_arr((size_t)(M * D), 1.f), *w = gt_randn_arr((size_t)(V * D), 0.5f);
+    float *h = tg_randn_arr((size_t)(M * D), 1.f), *w = tg_randn_arr((size_t)(V * D), 0.5f);
     int32_t *target = malloc((size_t)M * 4), *rows = malloc((size_t)M * 4);
     int64_t n_rows = 0;
     for (int64_t i = 0; i < M; i++) {
-        target[i] = gt_u32() % 4 == 0 ? -1 : (int32_t)(gt_u32() % (uint32_t)V);
+        target[i] = tg_u32() % 4 == 0 ? -1 : (int32_t)(tg_u32() % (uint32_t)V);
         if (target[i] >= 0) rows[n_rows++] = (int32_t)i;
     }
-    uint16_t *dh_ = gt_dev_bf16(h, (size_t)(M * D)), *dw_ = gt_dev_bf16(w, (size_t)(V * D));
-    int32_t *dt = (int32_t *)gt_dev(target, (size_t)M * 4), *dr = (int32_t *)gt_dev(rows, (size_t)M * 4);
-    float *dw0 = gt_randn_arr((size_t)(V * D), 0.01f);
-    float *ddw = (float *)gt_dev(dw0, (size_t)(V * D) * 4);
-    uint16_t *ddh = (uint16_t *)gt_dev(NULL, (size_t)(M * D) * 2);
-    double *dloss = (double *)gt_dev(NULL, 8), gloss = 0;
+    uint16_t *dh_ = tg_dev_bf16(h, (size_t)(M * D)), *dw_ = tg_dev_bf16(w, (size_t)(V * D));
+    int32_t *dt = (int32_t *)tg_dev(target, (size_t)M * 4), *dr = (int32_t *)tg_dev(rows, (size_t)M * 4);
+    float *dw0 = tg_randn_arr((size_t)(V * D), 0.01f);
+    float *ddw = (float *)tg_dev(dw0, (size_t)(V * D) * 4);
+    uint16_t *ddh = (uint16_t *)tg_dev(NULL, (size_t)(M * D) * 2);
+    double *dloss = (double *)tg_dev(NULL, 8), gloss = 0;
     ce_cuda_ws *gws = NULL;
     CHECK(!ce_cuda_ws_create(&gws, chunk, V, D), "ws");
     CHECK(!ce_fused_cuda(dloss, grad ? ddh : NULL, grad ? ddw : NULL, dh_, dw_, dt, use_rows ? dr : NULL, n_rows, M,
@@ -45,10 +45,10 @@ static void ce_case(int use_rows, int grad) {
            grad ? "" : ", loss only", gloss, wloss, (long long)n_rows);
     int ok = fabs(gloss - wloss) <= 1e-4 * (double)n_rows + 1e-6 * fabs(wloss);
     if (grad) {
-        float *gdh = gt_get_bf16(ddh, (size_t)(M * D)), *gdw = gt_get_f32(ddw, (size_t)(V * D));
-        ok &= gt_close_norm("dh", gdh, wdh, (size_t)(M * D), 1.0 / 64, 1.0 / 32);
+        float *gdh = tg_get_bf16(ddh, (size_t)(M * D)), *gdw = tg_get_f32(ddw, (size_t)(V * D));
+        ok &= tg_close_norm("dh", gdh, wdh, (size_t)(M * D), 1.0 / 64, 1.0 / 32);
         for (int64_t i = 0; i < V * D; i++) gdw[i] -= dw0[i], wdw[i] -= dw0[i];   /* compare the increments */
-        ok &= gt_close_norm("dw increment", gdw, wdw, (size_t)(V * D), 1.0 / 64, 1.0 / 32);
+        ok &= tg_close_norm("dw increment", gdw, wdw, (size_t)(V * D), 1.0 / 64, 1.0 / 32);
         free(gdh), free(gdw);
     }
     ce_workspace_free(&cws);

@@ -23,9 +23,9 @@ static float *scaled(const float *x, size_t n, float s) {
 
 static void linear_fwd_with_bias_epilogue(void) {
     int64_t M = 333, N = 520, K = 264;
-    float *x = gt_randn_arr((size_t)(M * K), 1.f), *w = gt_randn_arr((size_t)(N * K), 0.05f), *b = gt_randn_arr((size_t)N, 0.5f);
-    uint16_t *dx = gt_dev_bf16(x, (size_t)(M * K)), *dw = gt_dev_bf16(w, (size_t)(N * K)), *db = gt_dev_bf16(b, (size_t)N);
-    uint16_t *dy = (uint16_t *)gt_dev(NULL, (size_t)(M * N) * 2), *dy2 = (uint16_t *)gt_dev(NULL, (size_t)(M * N) * 2);
+    float *x = tg_randn_arr((size_t)(M * K), 1.f), *w = tg_randn_arr((size_t)(N * K), 0.05f), *b = tg_randn_arr((size_t)N, 0.5f);
+    uint16_t *dx = tg_dev_bf16(x, (size_t)(M * K)), *dw = tg_dev_bf16(w, (size_t)(N * K)), *db = tg_dev_bf16(b, (size_t)N);
+    uint16_t *dy = (uint16_t *)tg_dev(NULL, (size_t)(M * N) * 2), *dy2 = (uint16_t *)tg_dev(NULL, (size_t)(M * N) * 2);
     mm_cuda_ctx *c = NULL;
     CHECK(!mm_cuda_ctx_create(&c, 0), "ctx");
     CHECK(!mm_linear_fwd_cuda(c, dy, dx, dw, db, M, N, K, NULL), "fwd: %s", "launch");
@@ -37,9 +37,9 @@ static void linear_fwd_with_bias_epilogue(void) {
     float *ax = absdup(x, (size_t)(M * K)), *aw = absdup(w, (size_t)(N * K));
     mm_linear_fwd(bound, ax, aw, NULL, M, N, K, NULL);
     float *extra = scaled(bound, (size_t)(M * N), (float)K * 2 * F32_U);
-    float *got = gt_get_bf16(dy, (size_t)(M * N)), *got2 = gt_get_bf16(dy2, (size_t)(M * N));
-    int ok = gt_close("y = x·wᵀ + b", got, want, extra, (size_t)(M * N), 0, BF16_U);
-    ok &= gt_close("y = x·wᵀ", got2, want2, extra, (size_t)(M * N), 0, BF16_U);
+    float *got = tg_get_bf16(dy, (size_t)(M * N)), *got2 = tg_get_bf16(dy2, (size_t)(M * N));
+    int ok = tg_close("y = x·wᵀ + b", got, want, extra, (size_t)(M * N), 0, BF16_U);
+    ok &= tg_close("y = x·wᵀ", got2, want2, extra, (size_t)(M * N), 0, BF16_U);
     mm_cuda_ctx_free(c);
     cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy), cudaFree(dy2);
     free(x), free(w), free(b), free(want), free(want2), free(bound), free(ax), free(aw), free(extra), free(got), free(got2);
@@ -48,9 +48,9 @@ static void linear_fwd_with_bias_epilogue(void) {
 
 static void linear_bwd_x_accumulates(void) {
     int64_t M = 257, N = 384, K = 200;
-    float *dyv = gt_randn_arr((size_t)(M * N), 1.f), *w = gt_randn_arr((size_t)(N * K), 0.05f);
-    float *dx0 = gt_randn_arr((size_t)(M * K), 1.f);
-    uint16_t *ddy = gt_dev_bf16(dyv, (size_t)(M * N)), *dw = gt_dev_bf16(w, (size_t)(N * K)), *ddx = gt_dev_bf16(dx0, (size_t)(M * K));
+    float *dyv = tg_randn_arr((size_t)(M * N), 1.f), *w = tg_randn_arr((size_t)(N * K), 0.05f);
+    float *dx0 = tg_randn_arr((size_t)(M * K), 1.f);
+    uint16_t *ddy = tg_dev_bf16(dyv, (size_t)(M * N)), *dw = tg_dev_bf16(w, (size_t)(N * K)), *ddx = tg_dev_bf16(dx0, (size_t)(M * K));
     mm_cuda_ctx *c = NULL;
     CHECK(!mm_cuda_ctx_create(&c, 0), "ctx");
     CHECK(!mm_linear_bwd_x_cuda(c, ddx, true, ddy, dw, M, N, K, NULL), "bwd_x");
@@ -61,8 +61,8 @@ static void linear_bwd_x_accumulates(void) {
     float *ady = absdup(dyv, (size_t)(M * N)), *aw = absdup(w, (size_t)(N * K));
     mm_linear_bwd_x(bound, false, ady, aw, M, N, K, NULL);
     float *extra = scaled(bound, (size_t)(M * K), (float)(N + 1) * 2 * F32_U);
-    float *got = gt_get_bf16(ddx, (size_t)(M * K));
-    int ok = gt_close("dx += dy·w", got, want, extra, (size_t)(M * K), 0, BF16_U);
+    float *got = tg_get_bf16(ddx, (size_t)(M * K));
+    int ok = tg_close("dx += dy·w", got, want, extra, (size_t)(M * K), 0, BF16_U);
     mm_cuda_ctx_free(c);
     cudaFree(ddy), cudaFree(dw), cudaFree(ddx);
     free(dyv), free(w), free(dx0), free(want), free(bound), free(ady), free(aw), free(extra), free(got);
@@ -71,10 +71,10 @@ static void linear_bwd_x_accumulates(void) {
 
 static void linear_bwd_w_accumulates_f32_and_bias(void) {
     int64_t M = 700, N = 136, K = 96;
-    float *dyv = gt_randn_arr((size_t)(M * N), 1.f), *x = gt_randn_arr((size_t)(M * K), 1.f);
-    float *w0 = gt_randn_arr((size_t)(N * K), 1.f), *b0 = gt_randn_arr((size_t)N, 1.f);
-    uint16_t *ddy = gt_dev_bf16(dyv, (size_t)(M * N)), *dx = gt_dev_bf16(x, (size_t)(M * K));
-    float *ddw = (float *)gt_dev(w0, (size_t)(N * K) * 4), *ddb = (float *)gt_dev(b0, (size_t)N * 4);
+    float *dyv = tg_randn_arr((size_t)(M * N), 1.f), *x = tg_randn_arr((size_t)(M * K), 1.f);
+    float *w0 = tg_randn_arr((size_t)(N * K), 1.f), *b0 = tg_randn_arr((size_t)N, 1.f);
+    uint16_t *ddy = tg_dev_bf16(dyv, (size_t)(M * N)), *dx = tg_dev_bf16(x, (size_t)(M * K));
+    float *ddw = (float *)tg_dev(w0, (size_t)(N * K) * 4), *ddb = (float *)tg_dev(b0, (size_t)N * 4);
     mm_cuda_ctx *c = NULL;
     CHECK(!mm_cuda_ctx_create(&c, 0), "ctx");
     CHECK(!mm_linear_bwd_w_cuda(c, ddw, ddb, ddy, dx, M, N, K, NULL), "bwd_w");
@@ -87,9 +87,9 @@ static void linear_bwd_w_accumulates_f32_and_bias(void) {
     mm_linear_bwd_w(bound, boundb, ady, ax, M, N, K, NULL);
     for (int64_t i = 0; i < N * K; i++) bound[i] = bound[i] * (float)(M + 1) * 2 * F32_U + 2 * F32_U * fabsf(w0[i]);
     for (int64_t i = 0; i < N; i++) boundb[i] = boundb[i] * (float)(M + 1) * 2 * F32_U + 2 * F32_U * fabsf(b0[i]);
-    float *got = gt_get_f32(ddw, (size_t)(N * K)), *gotb = gt_get_f32(ddb, (size_t)N);
-    int ok = gt_close("dw += dyᵀ·x (f32)", got, want, bound, (size_t)(N * K), 0, 0);
-    ok &= gt_close("db += Σ dy (f32)", gotb, wantb, boundb, (size_t)N, 0, 0);
+    float *got = tg_get_f32(ddw, (size_t)(N * K)), *gotb = tg_get_f32(ddb, (size_t)N);
+    int ok = tg_close("dw += dyᵀ·x (f32)", got, want, bound, (size_t)(N * K), 0, 0);
+    ok &= tg_close("db += Σ dy (f32)", gotb, wantb, boundb, (size_t)N, 0, 0);
     mm_cuda_ctx_free(c);
     cudaFree(ddy), cudaFree(dx), cudaFree(ddw), cudaFree(ddb);
     free(dyv), free(x), free(w0), free(b0), free(want), free(wantb), free(bound), free(boundb), free(ady), free(ax);
@@ -106,18 +106,18 @@ static void gemm_general_transposes_and_strides(void) {
             for (int f32 = 0; f32 < 2; f32++) {
                 int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
                 int64_t lda = ac + pad, ldb = bc + pad, ldd = N + pad;
-                float *a = gt_randn_arr((size_t)(ar * lda), 1.f), *b = gt_randn_arr((size_t)(br * ldb), 1.f);
-                float *d0 = gt_randn_arr((size_t)(M * ldd), 1.f);
-                uint16_t *da = gt_dev_bf16(a, (size_t)(ar * lda)), *db = gt_dev_bf16(b, (size_t)(br * ldb));
-                uint16_t *d0h = f32 ? NULL : gt_round_bf16(d0, (size_t)(M * ldd));
-                void *dd = f32 ? gt_dev(d0, (size_t)(M * ldd) * 4) : gt_dev(d0h, (size_t)(M * ldd) * 2);
+                float *a = tg_randn_arr((size_t)(ar * lda), 1.f), *b = tg_randn_arr((size_t)(br * ldb), 1.f);
+                float *d0 = tg_randn_arr((size_t)(M * ldd), 1.f);
+                uint16_t *da = tg_dev_bf16(a, (size_t)(ar * lda)), *db = tg_dev_bf16(b, (size_t)(br * ldb));
+                uint16_t *d0h = f32 ? NULL : tg_round_bf16(d0, (size_t)(M * ldd));
+                void *dd = f32 ? tg_dev(d0, (size_t)(M * ldd) * 4) : tg_dev(d0h, (size_t)(M * ldd) * 2);
                 mm_cuda_ctx *c = NULL;
                 CHECK(!mm_cuda_ctx_create(&c, 1 << 20), "ctx");
                 float alpha = 0.75f, beta = -0.5f;
                 CHECK(!mm_gemm_cuda(c, dd, f32, ldd, da, lda, ta, db, ldb, tb, M, N, K, alpha, beta, NULL),
                       "gemm ta=%d tb=%d f32=%d", ta, tb, f32);
                 CU(cudaDeviceSynchronize());
-                float *got = f32 ? gt_get_f32((float *)dd, (size_t)(M * ldd)) : gt_get_bf16((uint16_t *)dd, (size_t)(M * ldd));
+                float *got = f32 ? tg_get_f32((float *)dd, (size_t)(M * ldd)) : tg_get_bf16((uint16_t *)dd, (size_t)(M * ldd));
                 float *want = malloc((size_t)(M * ldd) * 4), *extra = malloc((size_t)(M * ldd) * 4);
                 for (int64_t i = 0; i < M; i++)
                     for (int64_t j = 0; j < ldd; j++) {
@@ -135,7 +135,7 @@ static void gemm_general_transposes_and_strides(void) {
                     }
                 char what[64];
                 snprintf(what, sizeof what, "gemm ta=%d tb=%d %s", ta, tb, f32 ? "f32" : "bf16");
-                int ok = gt_close(what, got, want, extra, (size_t)(M * ldd), 0, f32 ? 0 : BF16_U);
+                int ok = tg_close(what, got, want, extra, (size_t)(M * ldd), 0, f32 ? 0 : BF16_U);
                 mm_cuda_ctx_free(c);
                 cudaFree(da), cudaFree(db), cudaFree(dd);
                 free(a), free(b), free(d0), free(d0h), free(got), free(want), free(extra);

@@ -13,16 +13,16 @@
 #include "kernels/optim.h"
 
 static void adamw_case(size_t n, size_t offset) {
-    float *p = gt_randn_arr(n, 0.5f), *m = calloc(n, 4), *v = calloc(n, 4);
-    float *pd = (float *)gt_dev(NULL, (n + offset) * 4), *md = (float *)gt_dev(NULL, (n + offset) * 4);
-    float *vd = (float *)gt_dev(NULL, (n + offset) * 4), *gd = (float *)gt_dev(NULL, (n + offset) * 4);
-    uint16_t *bd = (uint16_t *)gt_dev(NULL, (n + offset) * 2);
+    float *p = tg_randn_arr(n, 0.5f), *m = calloc(n, 4), *v = calloc(n, 4);
+    float *pd = (float *)tg_dev(NULL, (n + offset) * 4), *md = (float *)tg_dev(NULL, (n + offset) * 4);
+    float *vd = (float *)tg_dev(NULL, (n + offset) * 4), *gd = (float *)tg_dev(NULL, (n + offset) * 4);
+    uint16_t *bd = (uint16_t *)tg_dev(NULL, (n + offset) * 2);
     CU(cudaMemcpy(pd + offset, p, n * 4, cudaMemcpyHostToDevice));
     CU(cudaMemset(md, 0, (n + offset) * 4));
     CU(cudaMemset(vd, 0, (n + offset) * 4));
     adamw_hparams h = {.lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
     for (int step = 1; step <= 4; step++) {
-        float *g = gt_randn_arr(n, step == 2 ? 30.f : 1.f);
+        float *g = tg_randn_arr(n, step == 2 ? 30.f : 1.f);
         float gs = step == 2 ? 0.125f : 1.f;   /* a clipped step */
         CU(cudaMemcpy(gd + offset, g, n * 4, cudaMemcpyHostToDevice));
         h.step = step;
@@ -39,8 +39,8 @@ static void adamw_case(size_t n, size_t offset) {
     CU(cudaMemcpy(gv, vd + offset, n * 4, cudaMemcpyDeviceToHost));
     CU(cudaMemcpy(gb, bd + offset, n * 2, cudaMemcpyDeviceToHost));
     cvt_f32_to_bf16(p, wb, n);
-    int ok = gt_equal_f32(offset ? "p (unaligned path)" : "p", gp, p, n);
-    ok &= gt_equal_f32("m", gm, m, n) & gt_equal_f32("v", gv, v, n) & gt_equal_u16("p as bf16", gb, wb, n);
+    int ok = tg_equal_f32(offset ? "p (unaligned path)" : "p", gp, p, n);
+    ok &= tg_equal_f32("m", gm, m, n) & tg_equal_f32("v", gv, v, n) & tg_equal_u16("p as bf16", gb, wb, n);
     cudaFree(pd), cudaFree(md), cudaFree(vd), cudaFree(gd), cudaFree(bd);
     free(p), free(m), free(v), free(gp), free(gm), free(gv), free(gb), free(wb);
     CHECK(ok, "not identical");
@@ -53,10 +53,10 @@ static void adamw_bit_identical_to_cpu(void) {
 
 static void sumsq_and_scale(void) {
     size_t n = (1u << 22) + 12345;
-    float *x = gt_randn_arr(n, 0.01f);
-    float *dx = (float *)gt_dev(x, n * 4);
-    double *dout = (double *)gt_dev(NULL, 8), got = 0, got2 = 0;
-    void *ws = gt_dev(NULL, vec_sumsq_cuda_ws_bytes(n));
+    float *x = tg_randn_arr(n, 0.01f);
+    float *dx = (float *)tg_dev(x, n * 4);
+    double *dout = (double *)tg_dev(NULL, 8), got = 0, got2 = 0;
+    void *ws = tg_dev(NULL, vec_sumsq_cuda_ws_bytes(n));
     CHECK(!vec_sumsq_cuda(dout, false, dx, n, ws, NULL), "sumsq");
     CU(cudaMemcpy(&got, dout, 8, cudaMemcpyDeviceToHost));
     CHECK(!vec_sumsq_cuda(dout, true, dx, n / 3, ws, NULL), "sumsq acc");
@@ -65,9 +65,9 @@ static void sumsq_and_scale(void) {
     printf("     sumsq got %.17g want %.17g; accumulated got %.17g want %.17g\n", got, want, got2, want2);
     CHECK(fabs(got - want) <= 1e-12 * want && fabs(got2 - want2) <= 1e-12 * want2, "sumsq outside 1e-12");
     CHECK(!vec_scale_cuda(dx, n, 0.37f, NULL), "scale");
-    float *gx = gt_get_f32(dx, n);
+    float *gx = tg_get_f32(dx, n);
     vec_scale(x, n, 0.37f, NULL);
-    int ok = gt_equal_f32("vec_scale", gx, x, n);
+    int ok = tg_equal_f32("vec_scale", gx, x, n);
     cudaFree(dx), cudaFree(dout), cudaFree(ws);
     free(x), free(gx);
     CHECK(ok, "scale not identical");

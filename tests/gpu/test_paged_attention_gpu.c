@@ -27,22 +27,22 @@ static void paged_case(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_se
     int32_t *perm = malloc((size_t)n_blocks * 4), *tables = malloc((size_t)n_seq * table_ld * 4);
     for (int b = 0; b < n_blocks; b++) perm[b] = b;
     for (int b = n_blocks - 1; b > 0; b--) {
-        int j = (int)(gt_u32() % (uint32_t)(b + 1));
+        int j = (int)(tg_u32() % (uint32_t)(b + 1));
         int32_t t = perm[b];
         perm[b] = perm[j], perm[j] = t;
     }
     for (int s = 0, at = 0; s < n_seq; s++)
         for (int b = 0; b < table_ld; b++) tables[s * table_ld + b] = b * bs < ctx_of[s] ? perm[at++] : -1;
     /* cached positions' K/V rows, token-major inside [T, ld] rows */
-    float *rows = gt_randn_arr((size_t)T * ld, 1.f);
-    uint16_t *drows = gt_dev_bf16(rows, (size_t)T * ld);
+    float *rows = tg_randn_arr((size_t)T * ld, 1.f);
+    uint16_t *drows = tg_dev_bf16(rows, (size_t)T * ld);
     int32_t *seq_t = malloc((size_t)T * 4), *pos_t = malloc((size_t)T * 4);
     for (int s = 0, t = 0; s < n_seq; s++)
         for (int p = 0; p < ctx_of[s]; p++, t++) seq_t[t] = s, pos_t[t] = p;
     size_t pool = (size_t)n_blocks * stride;
-    uint16_t *dcache = gt_dev(NULL, pool * 2);
-    int32_t *dtab = gt_dev(tables, (size_t)n_seq * table_ld * 4), *dseq_t = gt_dev(seq_t, (size_t)T * 4),
-            *dpos_t = gt_dev(pos_t, (size_t)T * 4);
+    uint16_t *dcache = tg_dev(NULL, pool * 2);
+    int32_t *dtab = tg_dev(tables, (size_t)n_seq * table_ld * 4), *dseq_t = tg_dev(seq_t, (size_t)T * 4),
+            *dpos_t = tg_dev(pos_t, (size_t)T * 4);
     CHECK(!attn_paged_store_cuda(dcache, dcache + bs * kd, drows + Hq * hd, drows + Hq * hd + kd, ld, T, kd, bs, stride,
                                  dtab, table_ld, dseq_t, dpos_t, NULL), "store: %s", rt_errmsg());
     CU(cudaDeviceSynchronize());
@@ -63,8 +63,8 @@ static void paged_case(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_se
             qseq[i] = s, qctx[i] = ctx_of[s] - chunk[s] + j + 1;
             max_ctx = qctx[i] > max_ctx ? qctx[i] : max_ctx;
         }
-    float *q = gt_randn_arr((size_t)n * ld, 1.f);
-    uint16_t *dq = gt_dev_bf16(q, (size_t)n * ld);
+    float *q = tg_randn_arr((size_t)n * ld, 1.f);
+    uint16_t *dq = tg_dev_bf16(q, (size_t)n * ld);
     float *qd = malloc((size_t)n * Hq * hd * 4), *cf = malloc(pool * 4), *want = malloc((size_t)n * Hq * hd * 4);
     for (int i = 0; i < n; i++) memcpy(qd + (size_t)i * Hq * hd, q + (size_t)i * ld, (size_t)(Hq * hd) * 4);
     cvt_bf16_to_f32(hcache, cf, pool);
@@ -73,18 +73,18 @@ static void paged_case(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_se
     float *ws = malloc(attn_paged_workspace_floats(max_ctx, 1) * 4);
     attn_paged_fwd(want, qd, n, Hq, Hkv, hd, scale, cf, cf + bs * kd, bs, stride, tabs, qctx, ws, NULL);
     size_t wsb = attn_paged_cuda_ws_bytes(n, Hq, Hkv, hd, max_ctx);
-    void *dws = wsb ? gt_dev(NULL, wsb) : NULL;
-    uint16_t *dout = gt_dev(NULL, (size_t)n * Hq * hd * 2);
-    int32_t *dqseq = gt_dev(qseq, (size_t)n * 4), *dqctx = gt_dev(qctx, (size_t)n * 4);
+    void *dws = wsb ? tg_dev(NULL, wsb) : NULL;
+    uint16_t *dout = tg_dev(NULL, (size_t)n * Hq * hd * 2);
+    int32_t *dqseq = tg_dev(qseq, (size_t)n * 4), *dqctx = tg_dev(qctx, (size_t)n * 4);
     CHECK(!attn_paged_fwd_cuda(dout, dq, ld, n, Hq, Hkv, hd, scale, dcache, dcache + bs * kd, bs, stride, dtab, table_ld,
                                dqseq, dqctx, max_ctx, dws, NULL), "launch: %s", rt_errmsg());
     CU(cudaDeviceSynchronize());
-    float *got = gt_get_bf16(dout, (size_t)n * Hq * hd), vmax = 0;
+    float *got = tg_get_bf16(dout, (size_t)n * Hq * hd), vmax = 0;
     for (size_t i = 0; i < (size_t)T * ld; i++) vmax = fmaxf(vmax, fabsf(rows[i]));
     char what[96];
     snprintf(what, sizeof what, "hd%lld Hq%lld/%lld bs%lld n%d ctx%d ws%zu", (long long)hd, (long long)Hq, (long long)Hkv,
              (long long)bs, n, max_ctx, wsb);
-    int ok = gt_close(what, got, want, NULL, (size_t)n * Hq * hd, 2 * BF16_U * vmax, 2 * BF16_U);
+    int ok = tg_close(what, got, want, NULL, (size_t)n * Hq * hd, 2 * BF16_U * vmax, 2 * BF16_U);
     cudaFree(drows), cudaFree(dcache), cudaFree(dtab), cudaFree(dseq_t), cudaFree(dpos_t), cudaFree(dq), cudaFree(dout);
     cudaFree(dqseq), cudaFree(dqctx), cudaFree(dws);
     free(perm), free(tables), free(rows), free(seq_t), free(pos_t), free(hcache), free(hrows), free(qseq), free(qctx);

@@ -14,18 +14,18 @@
 static void rope_case(int64_t T, int64_t H, int64_t hd, float theta) {
     int64_t half = hd / 2;
     size_t n = (size_t)(T * H * hd);
-    float *x = gt_randn_arr(n, 1.f), *inv = malloc((size_t)half * 4);
+    float *x = tg_randn_arr(n, 1.f), *inv = malloc((size_t)half * 4);
     int32_t *pos = malloc((size_t)T * 4);
-    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)(gt_u32() % 32768);
+    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)(tg_u32() % 32768);
     pos[0] = 0;
     for (int64_t i = 0; i < half; i++) inv[i] = (float)(1.0 / pow(theta, (double)(2 * i) / (double)hd));
-    uint16_t *dx = gt_dev_bf16(x, n);
-    int32_t *dpos = (int32_t *)gt_dev(pos, (size_t)T * 4);
-    float *dinv = (float *)gt_dev(inv, (size_t)half * 4);
+    uint16_t *dx = tg_dev_bf16(x, n);
+    int32_t *dpos = (int32_t *)tg_dev(pos, (size_t)T * 4);
+    float *dinv = (float *)tg_dev(inv, (size_t)half * 4);
     float *ct = malloc((size_t)(T * half) * 4), *st = malloc((size_t)(T * half) * 4);
     rope_tables(ct, st, pos, T, inv, half);
     for (int inverse = 0; inverse < 2; inverse++) {
-        uint16_t *d = (uint16_t *)gt_dev(NULL, n * 2);
+        uint16_t *d = (uint16_t *)tg_dev(NULL, n * 2);
         CU(cudaMemcpy(d, dx, n * 2, cudaMemcpyDeviceToDevice));
         CHECK(!rope_apply_cuda(d, dpos, dinv, T, H, hd, inverse, NULL), "launch");
         CU(cudaDeviceSynchronize());
@@ -37,10 +37,10 @@ static void rope_case(int64_t T, int64_t H, int64_t hd, float theta) {
             size_t j = i < (size_t)half ? i + (size_t)half : i - (size_t)half;
             extra[e] = 8 * F32_U * (fabsf(x[base + i]) + fabsf(x[base + j]));
         }
-        float *got = gt_get_bf16(d, n);
+        float *got = tg_get_bf16(d, n);
         char what[64];
         snprintf(what, sizeof what, "hd=%lld %s", (long long)hd, inverse ? "inverse" : "forward");
-        int ok = gt_close(what, got, want, extra, n, 0, BF16_U);
+        int ok = tg_close(what, got, want, extra, n, 0, BF16_U);
         cudaFree(d);
         free(want), free(extra), free(got);
         CHECK(ok, "outside tolerance");
@@ -61,14 +61,14 @@ static void rope_forward_and_inverse_match_cpu(void) {
 static void rope_strided_rows_equal_dense(void) {
     int64_t T = 77, H = 4, hd = 128, ld = (4 + 2 * 2) * 128;
     size_t n = (size_t)(T * H * hd), nw = (size_t)(T * ld);
-    float *x = gt_randn_arr(nw, 1.f), *inv = malloc(64 * 4);
+    float *x = tg_randn_arr(nw, 1.f), *inv = malloc(64 * 4);
     int32_t *pos = malloc((size_t)T * 4);
     for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)(t * 13);
     for (int i = 0; i < 64; i++) inv[i] = (float)pow(1e6, -(double)(2 * i) / 128.0);
-    uint16_t *wide = gt_dev_bf16(x, nw), *dense = (uint16_t *)gt_dev(NULL, n * 2);
+    uint16_t *wide = tg_dev_bf16(x, nw), *dense = (uint16_t *)tg_dev(NULL, n * 2);
     CU(cudaMemcpy2D(dense, (size_t)(H * hd) * 2, wide, (size_t)ld * 2, (size_t)(H * hd) * 2, (size_t)T, cudaMemcpyDeviceToDevice));
-    int32_t *dpos = (int32_t *)gt_dev(pos, (size_t)T * 4);
-    float *dinv = (float *)gt_dev(inv, 64 * 4);
+    int32_t *dpos = (int32_t *)tg_dev(pos, (size_t)T * 4);
+    float *dinv = (float *)tg_dev(inv, 64 * 4);
     uint16_t *before = malloc(nw * 2), *after = malloc(nw * 2), *d = malloc(n * 2);
     CU(cudaMemcpy(before, wide, nw * 2, cudaMemcpyDeviceToHost));
     CHECK(!rope_apply_cuda_ld(wide, ld, dpos, dinv, T, H, hd, false, NULL), "strided");

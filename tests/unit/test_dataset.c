@@ -20,10 +20,10 @@
 #include "dataset/verdicts.h"
 #include "testutil.h"
 
-static ds_db *fresh_db(char **dir_out) {
+static db_conn *fresh_db(char **dir_out) {
     char *dir = tmp_dir();
     char *path = rt_path_join(dir, "run.db");
-    ds_db *db;
+    db_conn *db;
     cr_assert_eq(db_open(path, DB_OPEN_CREATE, &db), 0, "%s", rt_errmsg());
     free(path);
     if (dir_out) *dir_out = dir;
@@ -31,7 +31,7 @@ static ds_db *fresh_db(char **dir_out) {
     return db;
 }
 
-static int64_t count(ds_db *db, const char *sql) {
+static int64_t count(db_conn *db, const char *sql) {
     sqlite3_stmt *st;
     cr_assert_eq(sqlite3_prepare_v2(db_sqlite(db), sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db_sqlite(db)));
     cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
@@ -41,7 +41,7 @@ static int64_t count(ds_db *db, const char *sql) {
 }
 
 Test(db, new_database_is_current_wal_with_foreign_keys) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int v;
     cr_assert_eq(db_schema_version(db, &v), 0);
     cr_assert_eq(v, DB_SCHEMA_VERSION);
@@ -57,7 +57,7 @@ Test(db, new_database_is_current_wal_with_foreign_keys) {
 }
 
 Test(db, prompts_and_samples_are_idempotent) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     db_prompt p = {"src", "7", "[{\"role\":\"user\",\"content\":\"2+2?\"}]", "question", "4", "{\"level\":1}"};
     int64_t id1, id2;
     bool ins;
@@ -102,7 +102,7 @@ Test(db, prompts_and_samples_are_idempotent) {
 }
 
 Test(db, verdicts_snapshots_and_stats) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     db_prompt p = {"src", NULL, "[{\"role\":\"user\",\"content\":\"q\"}]", "q", NULL, NULL};
     int64_t pid, ids[4];
     cr_assert_eq(db_prompt_put(db, &p, &pid, NULL), 0);
@@ -142,7 +142,7 @@ Test(db, verdicts_snapshots_and_stats) {
 
 Test(db, readonly_handle_refuses_writes) {
     char *dir;
-    ds_db *db = fresh_db(&dir);
+    db_conn *db = fresh_db(&dir);
     db_close(db);
     char *path = rt_path_join(dir, "run.db");
     cr_assert_eq(db_open(path, DB_OPEN_READONLY, &db), 0, "%s", rt_errmsg());
@@ -204,7 +204,7 @@ Test(blob, round_trip_plain_and_with_dictionary) {
 }
 
 Test(db, dictionary_training_keeps_every_text_readable) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     db_prompt p = {"src", NULL, "[{\"role\":\"user\",\"content\":\"q\"}]", "q", NULL, NULL};
     int64_t pid;
     cr_assert_eq(db_prompt_put(db, &p, &pid, NULL), 0);
@@ -338,7 +338,7 @@ Test(import_parse, empty_and_oversized_prompts_are_refused) {
 
 Test(import, bad_line_aborts_the_file_and_names_it) {
     char *dir;
-    ds_db *db = fresh_db(&dir);
+    db_conn *db = fresh_db(&dir);
     char *path = rt_path_join(dir, "in.jsonl");
     FILE *f = fopen(path, "w");
     fputs("{\"question\":\"a\",\"answer\":\"#### 1\"}\n\n{\"question\":\"b\"}\n{\"question\":\"c\",\"answer\":\"#### 3\"}\n", f);
@@ -387,14 +387,14 @@ Test(export, think_split) {
 
 /* ---- typed calls of queue.h, verdicts.h and evalres.h: hand-worked cases ---- */
 
-static int64_t put_prompt(ds_db *db, const char *source, const char *messages, const char *gold, const char *meta) {
+static int64_t put_prompt(db_conn *db, const char *source, const char *messages, const char *gold, const char *meta) {
     db_prompt p = {source, NULL, messages, NULL, gold, meta};
     int64_t id;
     cr_assert_eq(db_prompt_put(db, &p, &id, NULL), 0, "%s", rt_errmsg());
     return id;
 }
 
-static int64_t put_sample(ds_db *db, int64_t prompt, const char *teacher, const char *params, int64_t index,
+static int64_t put_sample(db_conn *db, int64_t prompt, const char *teacher, const char *params, int64_t index,
                           const char *text, int32_t think, int32_t answer) {
     db_sample s = {.prompt_id = prompt, .teacher = teacher, .params_json = params, .sample_index = index, .text = text,
                    .text_len = strlen(text), .prompt_tokens = -1, .thinking_tokens = think, .answer_tokens = answer,
@@ -424,7 +424,7 @@ static int see_pending_prompt(void *ud, const db_pending_prompt *p) {
 }
 
 Test(queue, pending_prompts_list_the_stored_indices_of_this_teacher_and_params) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t a = put_prompt(db, "gsm8k", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
     int64_t b = put_prompt(db, "math", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
     put_sample(db, a, "r1", "{}", 0, "x", -1, -1);
@@ -456,7 +456,7 @@ static int stop_at_first(void *ud, const db_pending_prompt *p) {
 }
 
 Test(queue, a_callbacks_error_stops_the_scan_and_is_returned) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
     put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
     int calls = 0;
@@ -466,7 +466,7 @@ Test(queue, a_callbacks_error_stops_the_scan_and_is_returned) {
 }
 
 Test(queue, topk_writer_stores_once_per_sample) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t p = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
     int64_t sid = put_sample(db, p, "r1", "{}", 0, "x", -1, -1);
     db_topk_writer *w;
@@ -496,7 +496,7 @@ static int see_turn(void *ud, const db_prompt_turn *p) {
 }
 
 Test(queue, a_sources_prompts_and_their_last_turns) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t a = put_prompt(db, "train", "[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":\"1+1?\"}]",
                            NULL, "{\"solution\":\"2\"}");
     put_prompt(db, "test", "[{\"role\":\"user\",\"content\":\"2+2?\"}]", NULL, NULL);
@@ -538,7 +538,7 @@ static int see_pending(void *ud, db_pending_row *r) {
 }
 
 Test(verdicts, pending_samples_per_filter_with_gold_and_batches) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t pg = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", "4", NULL);
     int64_t pn = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"b\"}]", NULL, NULL);
     int64_t s1 = put_sample(db, pg, "r1", "{}", 0, "one", 7, 2);
@@ -583,7 +583,7 @@ Test(verdicts, pending_samples_per_filter_with_gold_and_batches) {
 }
 
 Test(verdicts, filter_runs_are_recorded_and_listed) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t r1, r2;
     cr_assert_eq(db_filter_run_start(db, "{\"a\":1}", &r1), 0, "%s", rt_errmsg());
     cr_assert_eq(db_filter_run_start(db, "{\"b\":2}", &r2), 0);
@@ -630,7 +630,7 @@ static int see_dedup(void *ud, db_dedup_row *r) {
 }
 
 Test(verdicts, dedup_rows_clusters_and_regrown_reasons) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t p = put_prompt(db, "s", "[{\"role\":\"user\",\"content\":\"a\"}]", NULL, NULL);
     int64_t a = put_sample(db, p, "r1", "{}", 0, "alpha", -1, -1);
     int64_t b = put_sample(db, p, "r1", "{}", 1, "beta!", -1, -1);
@@ -687,7 +687,7 @@ static int see_eligible(void *ud, const db_eligible_row *r) {
 }
 
 Test(verdicts, selection_takes_samples_passing_every_filter_that_ran) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     bool any = true;
     cr_assert_eq(db_verdicts_any(db, &any), 0, "%s", rt_errmsg());
     cr_assert(!any);
@@ -750,7 +750,7 @@ static int see_eval(void *ud, const db_eval_row *r) {
 }
 
 Test(evalres, results_are_stored_once_and_read_back_in_order) {
-    ds_db *db = fresh_db(NULL);
+    db_conn *db = fresh_db(NULL);
     int64_t p1 = put_prompt(db, "gsm8k", "[{\"role\":\"user\",\"content\":\"a\"}]", "4", NULL);
     int64_t p2 = put_prompt(db, "aime", "[{\"role\":\"user\",\"content\":\"b\"}]", "7", NULL);
     db_eval_writer *w;

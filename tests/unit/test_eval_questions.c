@@ -9,10 +9,10 @@
 #include "eval/run.h"
 #include "testutil.h"
 
-static ds_db *fresh_db(char **dir) {
+static db_conn *fresh_db(char **dir) {
     *dir = tmp_dir();
     char *p = rt_path_join(*dir, "run.db");
-    ds_db *db = NULL;
+    db_conn *db = NULL;
     cr_assert_eq(db_open(p, DB_OPEN_CREATE, &db), 0, "%s", rt_errmsg());
     free(p);
     return db;
@@ -26,7 +26,7 @@ static void need_assets(void) {
     if (!ok) cr_skip_test("skipped: benchmark assets absent (set RETORT_ASSETS)");
 }
 
-static long long count(ds_db *db, const char *sql) {
+static long long count(db_conn *db, const char *sql) {
     sqlite3_stmt *st;
     cr_assert_eq(sqlite3_prepare_v2(db_sqlite(db), sql, -1, &st, NULL), SQLITE_OK);
     cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
@@ -38,7 +38,7 @@ static long long count(ds_db *db, const char *sql) {
 Test(eval_questions, builtins_load_with_gold_and_instruction) {
     need_assets();
     char *dir;
-    ds_db *db = fresh_db(&dir);
+    db_conn *db = fresh_db(&dir);
     ev_questions qs;
     cr_assert_eq(ev_questions_load(db, "gsm8k", &qs), 0, "%s", rt_errmsg());
     cr_assert_str_eq(qs.name, "gsm8k");
