@@ -2,7 +2,9 @@
  * the input is loaded twice, once with model.vocab and model.merges read directly from the
  * text (core/tokenizer_json.c, the default) and once with jansson for the whole file. Both
  * must succeed or both fail (RT_EFORMAT / RT_EUNSUPPORTED with a message, never a crash), and
- * when both succeed every id has the same token and special flag. Seeds: small BPE files.
+ * when both succeed every id has the same token and special flag. Inputs holding a NUL byte
+ * are only loaded (no comparison): jansson takes a raw NUL after a number ("2\0,"), which
+ * RFC 8259 does not allow and the direct parser refuses. Seeds: small BPE files.
  *   make fuzz && build/fuzz/fuzz_tokenizer_json -max_total_time=60 tests/fuzz/corpus/tokenizer_json */
 #include <assert.h>
 #include <stddef.h>
@@ -20,6 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int b = tok_load_buffer_opts((const char *)data, size, true, &tree);
     if (b) assert(rt_errmsg()[0] && !tree);
     assert(a == 0 || a == RT_EFORMAT || a == RT_EUNSUPPORTED || a == RT_ENOMEM);
+    if (memchr(data, 0, size)) {
+        tok_free(fast);
+        tok_free(tree);
+        return 0;
+    }
     assert((a == 0) == (b == 0));
     if (!a && !b) {
         assert(tok_vocab_size(fast) == tok_vocab_size(tree));
