@@ -326,7 +326,8 @@ static int ef_drive(te_engine *e, int64_t V, const ef_pattern *p, ef_collected *
 }
 
 /* a and b (sorted) hold the same requests, samples and tokens: 0, else RT_EINVAL naming the first
- * difference. *max_dlogprob: the largest |Δ logprob| of the tokens compared; *tokens their count.
+ * difference. *max_dlogprob: the largest |Δ logprob| of the tokens compared; *tokens the tokens of
+ * the results compared (up to the one that differs).
  * top_tol > 0: the top-k logprobs too, rank by rank within top_tol, and the top id a's unless a's
  * top two are within 2 × top_tol (a near tie the rounding may swap). */
 static int ef_compare(const ef_collected *a, const ef_collected *b, float top_tol, float *max_dlogprob,
@@ -341,6 +342,7 @@ static int ef_compare(const ef_collected *a, const ef_collected *b, float top_to
         if (x->n_ids != y->n_ids)
             return rt_fail(RT_EINVAL, "request %llu sample %d: %lld vs %lld tokens", (unsigned long long)x->tag,
                            x->sample, (long long)x->n_ids, (long long)y->n_ids);
+        *tokens += x->n_ids;
         for (int64_t t = 0; t < x->n_ids; t++) {
             if (x->ids[t] != y->ids[t])
                 return rt_fail(RT_EINVAL, "request %llu sample %d token %lld: %d vs %d", (unsigned long long)x->tag,
@@ -348,7 +350,6 @@ static int ef_compare(const ef_collected *a, const ef_collected *b, float top_to
             float d = fabsf(x->logprobs[t] - y->logprobs[t]);
             if (!(d <= *max_dlogprob)) *max_dlogprob = d;
         }
-        *tokens += x->n_ids;
         if (!(top_tol > 0)) continue;
         int k = x->top_k;
         if (y->top_k != k || (k && (!x->top_logprobs || !y->top_logprobs || !x->top_ids || !y->top_ids)))
