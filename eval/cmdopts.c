@@ -28,8 +28,8 @@ static const co_opt DB[] = {
     HELP_OPT, END};
 
 static const co_opt IMPORT[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database (created when absent)", "db", 0},
-    {"format", 'f', 0, CO_STR, 0, "F", "gsm8k, math, aime, jsonl or chat", "format", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database (created when absent)", "db", CO_REQ},
+    {"format", 'f', 0, CO_STR, 0, "F", "gsm8k, math, aime, jsonl or chat", "format", CO_REQ},
     {"prompt-field", 'p', 0, CO_STR, 0, "F", "jsonl: the prompt's field", "prompt-field", 0},
     {"answer-field", 'a', 0, CO_STR, 0, "F", "jsonl: the gold answer's field (optional)", "answer-field", 0},
     {"source", 's', 0, CO_STR, 0, "NAME",
@@ -66,7 +66,7 @@ static const co_opt DEDUP[] = {
     HELP_OPT, END};
 
 static const co_opt FILTER[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", CO_REQ},
     {"config", 'c', 0, CO_STR, 0, "FILE",
      "filters and thresholds (YAML subset or JSON; see docs/filters.md)", "config", CO_IN},
     {"preset", 'p', 0, CO_STR, 0, "r1",
@@ -84,8 +84,8 @@ static const co_opt FILTER[] = {
     HELP_OPT, END};
 
 static const co_opt SELECT[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", 0},
-    {"snapshot", 's', 0, CO_STR, 0, "NAME", "the snapshot to write", "snapshot", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", CO_REQ},
+    {"snapshot", 's', 0, CO_STR, 0, "NAME", "the snapshot to write", "snapshot", CO_REQ},
     {"per-prompt", 'k', 0, CO_INT, 0, "K", "samples kept per prompt (default 1)", "per-prompt", 0},
     {"policy", 'p', 0, CO_STR, 0, "P", "shortest (default), longest, random or all", "policy", 0},
     {"seed", 'S', 0, CO_U64, 0, "S", "seed of the random policy (default 0)", "seed", 0},
@@ -94,7 +94,7 @@ static const co_opt SELECT[] = {
     HELP_OPT, END};
 
 static const co_opt TOKENIZE[] = {
-    {"tokenizer", 't', 0, CO_STR, 0, "FILE", "tokenizer.json (required)", NULL, 0},
+    {"tokenizer", 't', 0, CO_STR, 0, "FILE", "tokenizer.json (required)", NULL, CO_REQ},
     {"decode", 'd', 0, CO_FLAG, 0, NULL,
      "{\"ids\": [...]} → {\"text\": S}; special tokens are kept (--special says so explicitly)\n"
      "unless --skip-special.", NULL, 0},
@@ -111,11 +111,11 @@ static const co_opt TOKENIZE[] = {
     END};
 
 static const co_opt EXPORT[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", 0},
-    {"format", 'f', 0, CO_STR, 0, "F", "chat-jsonl, jsonl or shards", "format", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", CO_REQ},
+    {"format", 'f', 0, CO_STR, 0, "F", "chat-jsonl, jsonl or shards", "format", CO_REQ},
     {"snapshot", 's', 0, CO_STR, 0, "NAME", "the samples of snapshot NAME", "snapshot", 0},
     {"source", 'S', 0, CO_STR, 0, "NAME", "only prompts of source NAME", "source", 0},
-    {"out", 'O', 0, CO_STR, 0, "PATH", "the file (or the shard directory) to write", "out", 0},
+    {"out", 'O', 0, CO_STR, 0, "PATH", "the file (or the shard directory) to write", "out", CO_REQ},
     {"tokenizer", 'K', 0, CO_STR, 0, "FILE", "shards: tokenizer.json", "tokenizer", CO_IN},
     {"template", 'T', 0, CO_STR, 0, "T", "shards: chat template (deepseek-r1|qwen|llama3|auto|FILE)", "template", 0},
     {"seq", 'N', 0, CO_INT, 0, "N", "shards: sequence length", "seq", 0},
@@ -134,11 +134,11 @@ static const co_opt EXPORT[] = {
     HELP_OPT, END};
 
 static const co_opt PACK[] = {
-    {"tokenizer", 'K', 0, CO_STR, 0, "FILE", "tokenizer.json", "tokenizer", CO_IN},
+    {"tokenizer", 'K', 0, CO_STR, 0, "FILE", "tokenizer.json", "tokenizer", CO_IN | CO_REQ},
     {"template", 'T', 0, CO_STR, 0, "T", "chat template (deepseek-r1|qwen|llama3|auto|FILE)", "template", 0},
-    {"jsonl", 'J', 0, CO_STR, 0, "FILE", "chat JSONL to pack", "jsonl", CO_IN},
-    {"seq", 'N', 0, CO_INT, 0, "N", "sequence length", "seq", 0},
-    {"out", 'O', 0, CO_STR, 0, "DIR", "the shard directory", "out", 0},
+    {"jsonl", 'J', 0, CO_STR, 0, "FILE", "chat JSONL to pack", "jsonl", CO_IN | CO_REQ},
+    {"seq", 'N', 0, CO_INT, 0, "N", "sequence length", "seq", CO_REQ},
+    {"out", 'O', 0, CO_STR, 0, "DIR", "the shard directory", "out", CO_REQ},
     {"seed", 'R', 0, CO_U64, 0, "S", "shuffle seed (default 0)", "seed", 0},
     {"drop-long", 'D', 0, CO_FLAG, 0, NULL,
      "drop documents longer than --seq instead of splitting them", "drop-long", 0},
@@ -161,9 +161,9 @@ static const co_opt TRAIN[] = {
      "random weights for a HF config (llama, qwen2 or qwen3), normal(0, 0.02), seeded by --seed", "init", CO_IN},
     {"model", CO_TRAIN_MODEL, 0, CO_STR, 0, "DIR",
      "start from a HF checkpoint (config.json + safetensors, BF16/F16/F32)", "model", CO_IN},
-    {"data", CO_TRAIN_DATA, 0, CO_STR, M1, "SHARDS", "shard directory or file", "data", CO_IN},
+    {"data", CO_TRAIN_DATA, 0, CO_STR, M1, "SHARDS", "shard directory or file", "data", CO_IN | CO_REQ},
     {"seq", CO_TRAIN_SEQ, 0, CO_INT, 0, "T",
-     "tokens per sequence; must match the shards (default: the shards' length)", "seq", 0},
+     "tokens per sequence; must match the shards (default: the shards' length)", "seq", CO_REQ2},
     {"batch", CO_TRAIN_BATCH, 0, CO_INT, 0, "B", "sequences per micro-batch (per rank under mpirun)", "batch", 0},
     {"grad-accum", CO_TRAIN_ACCUM, 0, CO_INT, 0, "N",
      "micro-batches per optimizer step (default 1); the loss is normalized by\n"
@@ -181,7 +181,7 @@ static const co_opt TRAIN[] = {
      "checkpoints go to DIR/step-N/, a Hugging Face model directory (config.json,\n"
      "generation_config.json, model.safetensors or shards + index, tokenizer.json,\n"
      "tokenizer_config.json, special_tokens_map.json), and DIR/step-N.state/\n"
-     "(optimizer.safetensors, trainer_state.json)", "out", CO_OUT},
+     "(optimizer.safetensors, trainer_state.json)", "out", CO_OUT | CO_REQ},
     {"save-every", CO_TRAIN_SAVE, 0, CO_INT, M1, "N",
      "also save every N steps (the last step is always saved)", "save-every", 0},
     {"resume", CO_TRAIN_RESUME, 0, CO_STR, M1, "DIR|auto",
@@ -252,7 +252,7 @@ static const co_opt TRAIN[] = {
      "D: forward (KL, default), reverse (KL), jsd:B (0<B<1), uld (sorted probabilities,\n"
      "for a teacher with another tokenizer); see docs/student.md", "kd-loss", 0},
     HELP_OPT,
-    {"plan", CO_TRAIN_PLAN, 0, CO_FLAG, M2, NULL, "print the GPU trainer's memory per rank; train nothing", NULL, 0},
+    {"plan", CO_TRAIN_PLAN, 0, CO_FLAG, M2, NULL, "print the GPU trainer's memory per rank; train nothing", NULL, CO_REQ},
     {"ranks", CO_TRAIN_RANKS, 0, CO_INT, M2, "N", "--plan: data-parallel ranks (default 1)", NULL, 0},
     {"gpu-memory", CO_TRAIN_GPUMEM, 0, CO_NUM, M2, "GIB", "--plan: memory of one GPU (default 80)", NULL, 0},
     {"json", CO_TRAIN_JSON, 0, CO_FLAG, M2, NULL, "--plan: one JSON object", NULL, 0},
@@ -264,11 +264,11 @@ static const co_opt GENERATE[] = {
     {"model", 'm', 0, CO_STR, 0, "DIR|NAME",
      "--jsonl: the model directory (config.json + safetensors); --db: the teacher name stored in\n"
      "samples.teacher, and the request's model (default: the\n"
-     "directory's name for local:, the first model GET …/v1/models lists for a URL)", "model", 0},
+     "directory's name for local:, the first model GET …/v1/models lists for a URL)", "model", CO_REQ1},
     {"tokenizer", 't', 0, CO_STR, 0, "FILE",
      "tokenizer.json (default: DIR/tokenizer.json when present)", "tokenizer", CO_IN},
     {"template", 'T', 0, CO_STR, 0, "T", "chat template: deepseek-r1|qwen|llama3|auto|FILE", "template", 0},
-    {"jsonl", 'j', 0, CO_STR, M1, "PROMPTS", "prompts, one JSON object per line ('-': stdin)", "jsonl", CO_IN},
+    {"jsonl", 'j', 0, CO_STR, M1, "PROMPTS", "prompts, one JSON object per line ('-': stdin)", "jsonl", CO_IN | CO_REQ},
     {"n", 'n', 0, CO_INT, 0, "K", "samples per prompt, sharing the prompt's cache (default 1)", "n", 0},
     {"max-tokens", 'x', 0, CO_INT, 0, "N",
      "new tokens per sample at most (default 256; clipped to the model's context)", "max-tokens", 0},
@@ -297,12 +297,12 @@ static const co_opt GENERATE[] = {
      "share of the GPU's memory for weights, KV cache and work (default 0.9)", "gpu-memory-fraction", 0},
     {"no-cuda-graphs", CO_NO_CUDA_GRAPHS, 0, CO_FLAG, 0, NULL,
      "cuda: run decode steps eagerly (default: one CUDA graph per batch bucket)", "no-cuda-graphs", 0},
-    {"db", 'd', 0, CO_STR, M2, "DB", "fill the database's pending prompts", "db", 0},
+    {"db", 'd', 0, CO_STR, M2, "DB", "fill the database's pending prompts", "db", CO_REQ},
     {"teacher", 'R', 0, CO_STR, M2, "local:DIR|URL",
      "local:MODEL_DIR (the in-process engine; tokenizer DIR/tokenizer.json or --tokenizer,\n"
      "chat template --template or the tokenizer's own, docs/chat-templates.md) or the base URL of an\n"
      "OpenAI-compatible endpoint (…/v1: POST …/v1/chat/completions; a URL without a path\n"
-     "means …/v1)", "teacher", CO_IN},
+     "means …/v1)", "teacher", CO_IN | CO_REQ},
     {"api-key-env", 'K', 0, CO_STR, M2, "VAR",
      "the environment variable holding the API key (default OPENAI_API_KEY when set)", "api-key-env", 0},
     {"source", 'O', 0, CO_STR, M2, "S", "only prompts of source S", "source", 0},
@@ -329,7 +329,7 @@ static const co_opt GENERATE[] = {
 #undef M2
 
 static const co_opt EVAL[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", CO_REQ},
     {"model", 'm', 0, CO_STR, 0, "local:DIR|URL",
      "local:DIR (config.json + safetensors), stored as local:ABSOLUTE-DIR; or the base URL\n"
      "of an OpenAI-compatible endpoint (…/v1), stored as URL#NAME where NAME is --model-name\n"
@@ -337,11 +337,11 @@ static const co_opt EVAL[] = {
      "request per sample (the question as the user message; reasoning_content or inline\n"
      "thinking stored as \"<think>\\n…\\n</think>\\n\\nANSWER\"), --concurrency C in flight\n"
      "(default 8), retried as retort generate does (--timeout, --retries, see\n"
-     "'retort help generate'); the key from --api-key-env VAR (default OPENAI_API_KEY)", "model", CO_IN},
+     "'retort help generate'); the key from --api-key-env VAR (default OPENAI_API_KEY)", "model", CO_IN | CO_REQ},
     {"bench", 'b', 0, CO_STR, 0, "B",
      "gsm8k, math500, aime24: the test sets in <assets>/benchmarks ($RETORT_ASSETS), the\n"
      "question followed by R1's \"put your final answer within \\boxed{}\" instruction;\n"
-     "FILE.jsonl: {\"prompt\": TEXT, \"answer\": GOLD} per line, prompts as written", "bench", CO_IN_JSONL},
+     "FILE.jsonl: {\"prompt\": TEXT, \"answer\": GOLD} per line, prompts as written", "bench", CO_IN_JSONL | CO_REQ},
     {"k", 'k', 0, CO_INT, 0, "K", "samples per question (default 4)", "k", 0},
     {"temperature", 'e', 0, CO_NUM, 0, "T", "sampling temperature (default 0.6)", "temperature", 0},
     {"top-p", 'p', 0, CO_NUM, 0, "P", "nucleus sampling (default 0.95)", "top-p", 0},
@@ -375,7 +375,7 @@ static const co_opt EVAL[] = {
     END};
 
 static const co_opt COMPARE[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", CO_REQ},
     {"json", 'j', 0, CO_FLAG, 0, NULL,
      "the same data as one JSON object: {\"interval\", \"runs\", \"benchmarks\": {NAME:\n"
      "{\"runs\": {RUN: {model, questions, samples, k, pass1, pass1_ci, cons, mean_tokens,\n"
@@ -384,16 +384,16 @@ static const co_opt COMPARE[] = {
     END};
 
 static const co_opt REPORT[] = {
-    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", 0},
-    {"out", 'o', 0, CO_STR, 0, "FILE", "the HTML file to write", "out", 0},
+    {"db", 'd', 0, CO_STR, 0, "DB", "the run database", "db", CO_REQ},
+    {"out", 'o', 0, CO_STR, 0, "FILE", "the HTML file to write", "out", CO_REQ},
     {"train-log", 'l', 0, CO_LIST, 0, "FILE", "a retort train --log file (repeatable)", "train-log", CO_IN},
     END};
 
 static const co_opt RESIZE_VOCAB[] = {
-    {"model", CO_RV_MODEL, 0, CO_STR, 0, "DIR", "the model directory", "model", CO_IN},
+    {"model", CO_RV_MODEL, 0, CO_STR, 0, "DIR", "the model directory", "model", CO_IN | CO_REQ},
     {"add-tokens-from", CO_RV_FROM, 0, CO_STR, 0, "TEMPLATE|FILE",
-     "a chat template's name or a tokenizer.json", "add-tokens-from", 0},
-    {"out", CO_RV_OUT, 0, CO_STR, 0, "DIR", "the new model directory (new or empty)", "out", 0},
+     "a chat template's name or a tokenizer.json", "add-tokens-from", CO_REQ},
+    {"out", CO_RV_OUT, 0, CO_STR, 0, "DIR", "the new model directory (new or empty)", "out", CO_REQ},
     {"overwrite", CO_RV_OVERWRITE, 0, CO_FLAG, 0, NULL, "remove OUT's files first", "overwrite", 0},
     HELP_OPT, END};
 
@@ -405,7 +405,7 @@ static const co_opt DEMO[] = {
     HELP_OPT, END};
 
 static const co_opt SERVE[] = {
-    {"model", 'm', 0, CO_STR, 0, "DIR", "the model directory (required)", NULL, 0},
+    {"model", 'm', 0, CO_STR, 0, "DIR", "the model directory (required)", NULL, CO_REQ},
     {"host", 'H', 0, CO_STR, 0, "ADDR", "address to bind (default 127.0.0.1)", NULL, 0},
     {"port", 'p', 0, CO_INT, 0, "PORT", "port (default 8000; 0: a free one)", NULL, 0},
     {"api-key", 'k', 0, CO_STR, 0, "KEY",

@@ -6,7 +6,8 @@
  *   - cli/ parses argv with the struct option array and short-option string built from it
  *     (co_getopt) and prints the option list of `retort X --help` from it (co_help);
  *   - eval/recipe.c checks a stage's keys and their types against it (co_recipe_key);
- *   - tests/unit/test_cmdopts.c checks the three agree.
+ *   - tests/unit/test_cmdopts.c checks the three agree, and that the usage synopses written by
+ *     hand in cli/main.c name only flags of the table and every required one (CO_REQ*).
  * The tables live here, beside the recipe checker, because eval/ is the lowest layer that
  * knows the subcommands and cli/ may include it (cli/ → eval/, never the other way).
  *
@@ -34,12 +35,18 @@ typedef enum {
     CO_POS,    /* not a flag: the positional arguments (recipe key only); name is NULL */
 } co_arg;
 
-/* Recipe roles of a key (eval/recipe.c). */
+/* Recipe roles of a key (eval/recipe.c), and whether the option is required. */
 enum {
     CO_IN = 1,       /* a file or directory the stage reads ("local:" removed; URLs skipped) */
     CO_IN_JSONL = 2, /* an input only when it names a .jsonl/.json file (eval --bench) */
     CO_OUT = 8,      /* train: the checkpoint directory */
     CO_LOG = 16,     /* train: the log */
+    /* Required: the subcommand's parser (CO_MODE1's / CO_MODE2's of one with two) refuses to run
+     * without it, so the usage synopsis of that parser in cli/main.c names it outside [ ] and
+     * ( | ) (tests/unit/test_cmdopts.c). One of a group ("(--init | --model)") is not marked. */
+    CO_REQ1 = 32,
+    CO_REQ2 = 64,
+    CO_REQ = CO_REQ1 | CO_REQ2,   /* by every parser that accepts it */
 };
 
 /* Parsers of one subcommand that accept an option (co_opt.modes); 0: every one. */
@@ -71,7 +78,7 @@ typedef struct {
     const char *meta;    /* the argument's name in the help ("N", "DIR"); NULL for flags */
     const char *help;    /* one line */
     const char *recipe;  /* the key a recipe stage sets it with, or NULL */
-    unsigned roles;      /* CO_IN, CO_IN_JSONL, CO_OUT, CO_LOG */
+    unsigned roles;      /* CO_IN, CO_IN_JSONL, CO_OUT, CO_LOG, CO_REQ* */
 } co_opt;
 
 typedef struct {

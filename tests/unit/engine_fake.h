@@ -11,16 +11,17 @@
  *      ef_tensors / ef_push / ef_add   a list of safetensors tensors written with st_write;
  *                            ef_add's values N(mean, std) in bf16 or f32 (c ≤ 1: a vector of r);
  *      ef_tensors_free       frees the names and data;
- *      ef_make_dense()       a tiny Llama/Qwen2 checkpoint (config.json + model.safetensors) of an
- *                            ef_shape (with ENGINE_FAKE_DENSE only);
+ *      ef_make_dense()       a tiny Llama/Qwen2/Qwen3 checkpoint (config.json + model.safetensors) of
+ *                            an ef_shape: EF_QWEN, EF_LLAMA, EF_QWEN3 (with ENGINE_FAKE_DENSE only);
  *      ef_forward_steps()    one CPU forward and one GPU forward over the same passes — a prefill of
  *                            three prompts (5, 40, 17 tokens), then 5 greedy decode steps of all
  *                            three — with their logits compared at every step;
  *      ef_collected / ef_keep / ef_by_tag   an engine's results, kept and sorted by (tag, sample);
  *      ef_drive()            the engine request pattern: 4 requests (prompts of 5, 37, 1, 20
  *                            tokens) arriving at steps 0, 2, 3, 6, request 1 sampled by
- *                            ef_pattern.sampled (the others greedy), top-2 logprobs, run until idle;
- *      ef_compare()          two sorted result lists token by token;
+ *                            ef_pattern.sampled (the others greedy; or all of them, each with a
+ *                            seed of its own), top-2 logprobs, run until idle;
+ *      ef_compare()          two sorted result lists token by token (their top-k logprobs too);
  *      ef_refused()          a --device cuda load that must fail with one line, allocating nothing
  *                            (needs tests/unit/fake_cuda_impl.h's counters, included before).
  * The helpers return 0 or an RT_E… code with the message (callers assert or print it); they keep
@@ -53,6 +54,8 @@
 #define dc_kv_positions fake_dc_kv_positions
 #define dc_cache_init fake_dc_cache_init
 #define dc_forward fake_dc_forward
+#define dc_sample fake_dc_sample
+#define dc_logits_row fake_dc_logits_row
 #endif
 
 #elif !defined(ENGINE_FAKE_HELPERS)
@@ -124,10 +127,15 @@ typedef struct {
     bool bias, tied;
     rt_dtype dt;
     float head_gain;   /* std of lm_head (untied) in units of 1/sqrt(D) */
+    bool qk_norm;      /* qwen3: self_attn.q_norm / k_norm [hd] */
 } ef_shape;
 
-static const ef_shape EF_QWEN = {"Qwen2ForCausalLM", "qwen2", 128, 256, 2, 96, 2, 1, 64, true, true, RT_DT_BF16, 4};
-static const ef_shape EF_LLAMA = {"LlamaForCausalLM", "llama", 256, 384, 2, 80, 2, 1, 128, false, false, RT_DT_F32, 4};
+static const ef_shape EF_QWEN = {"Qwen2ForCausalLM", "qwen2", 128, 256, 2, 96, 2, 1, 64, true, true, RT_DT_BF16, 4, false};
+static const ef_shape EF_LLAMA = {"LlamaForCausalLM", "llama", 256, 384, 2, 80, 2, 1, 128, false, false, RT_DT_F32, 4,
+                                  false};
+/* Qwen3: q/k norms, head_dim 64 decoupled from hidden 128 / 4 heads (q is 256 wide), tied, bf16 */
+static const ef_shape EF_QWEN3 = {"Qwen3ForCausalLM", "qwen3", 128, 256, 2, 96, 4, 2, 64, false, true, RT_DT_BF16, 4,
+                                  true};
 
 /* A tiny dense checkpoint in dir (created): random weights of seed, scaled so the logits have a
  * standard deviation of about 4. */
@@ -149,10 +157,10 @@ static int ef_make_dense(const char *dir, const ef_shape *s, uint64_t seed) {
     ef_tensors *ts = calloc(1, sizeof *ts);
     if (!ts) return RT_ENOMEM;
     int64_t D = s->D, qd = s->Hq * s->hd, kd = s->Hkv * s->hd;
-    float sd = 1.0f / sqrtf((float)D);
-    int rc = ef_add(ts, "model.embed_tokens.weight", s->V, D, s->tied ? s->head_gain * sd : 1.0f, 0, s->dt);
+    float sd = 1.0f / sqrtf((float)D), head = s->head_gain / sqrtf((float)D);
+    int rc = ef_add(ts, "model.embed_tokens.weight", s->V, D, s->tied ? head : 1.0f, 0, s->dt);
     if (!rc) rc = ef_add(ts, "model.norm.weight", D, 1, 0.1f, 1, s->dt);
-    if (!rc && !s->tied) rc = ef_add(ts, "lm_head.weight", s->V, D, s->head_gain * sd, 0, s->dt);
+    if (!rc && !s->tied) rc = ef_add(ts, "lm_head.weight", s->V, D, head, 0, s->dt);
     for (int64_t l = 0; !rc && l < s->L; l++) {
 #define W(suffix, r, c, std, mean)                                                                        \
     if (!rc) rc = (snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix),             \
@@ -163,6 +171,10 @@ static int ef_make_dense(const char *dir, const ef_shape *s, uint64_t seed) {
         W("self_attn.k_proj.weight", kd, D, sd, 0);
         W("self_attn.v_proj.weight", kd, D, sd, 0);
         W("self_attn.o_proj.weight", D, qd, 1.0f / sqrtf((float)qd), 0);
+        if (s->qk_norm) {
+            W("self_attn.q_norm.weight", s->hd, 1, 0.1f, 1);
+            W("self_attn.k_norm.weight", s->hd, 1, 0.1f, 1);
+        }
         if (s->bias) {
             W("self_attn.q_proj.bias", qd, 1, 0.5f, 0);
             W("self_attn.k_proj.bias", kd, 1, 0.5f, 0);
@@ -244,6 +256,7 @@ typedef struct {
     te_result *r;
     size_t n, cap;
     float min_margin;   /* smallest top-1 − top-2 logprob gap over the greedy requests' tokens */
+    float min_gap;      /* the same over every token, drawn ones too */
 } ef_collected;
 
 static int ef_keep(ef_collected *c, te_result *r, size_t n) {
@@ -270,7 +283,8 @@ typedef struct {
     int64_t max_tokens[4];
     int n_samples[4];
     smp_params sampled;   /* request 1's sampling (SMP_GREEDY: all greedy) */
-    uint64_t seed;
+    uint64_t seed;        /* every request's */
+    bool all_sampled;     /* every request drawn with sampled, request r with seed + r */
 } ef_pattern;
 
 /* Requests of different lengths arriving at different steps (more sequences than a small
@@ -283,13 +297,14 @@ static int ef_drive(te_engine *e, int64_t V, const ef_pattern *p, ef_collected *
         for (int64_t i = 0; i < plen[r]; i++) prompt[r][i] = (int32_t)(2 + (r * 31 + i * 7 + i * i) % (V - 2));
     bool req1_greedy = p->sampled.temperature == 0.0f;
     int submitted = 0, step = 0, rc = 0;
-    out->min_margin = INFINITY;
+    out->min_margin = out->min_gap = INFINITY;
     while (!rc && (submitted < 4 || te_busy(e))) {
         if (submitted < 4 && (step == 0 || step == 2 || step == 3 || step == 6)) {
             te_request q = {.prompt = prompt[submitted], .n_prompt = plen[submitted], .n_samples = p->n_samples[submitted],
-                            .max_tokens = p->max_tokens[submitted], .sampling = submitted == 1 ? p->sampled : SMP_GREEDY,
-                            .seed = p->seed, .ignore_config_eos = true, .logprobs = true, .top_logprobs = 2,
-                            .tag = (uint64_t)submitted};
+                            .max_tokens = p->max_tokens[submitted],
+                            .sampling = p->all_sampled || submitted == 1 ? p->sampled : SMP_GREEDY,
+                            .seed = p->seed + (p->all_sampled ? (uint64_t)submitted : 0), .ignore_config_eos = true,
+                            .logprobs = true, .top_logprobs = 2, .tag = (uint64_t)submitted};
             if ((rc = te_submit(e, &q))) break;
             submitted++;
         }
@@ -298,18 +313,25 @@ static int ef_drive(te_engine *e, int64_t V, const ef_pattern *p, ef_collected *
         if ((rc = te_step(e, &r, &n)) || (rc = ef_keep(out, r, n))) break;
         if (++step >= 200) rc = rt_fail(RT_EINTERNAL, "the engine ran 200 steps");
     }
-    for (size_t i = 0; i < out->n; i++)
-        for (int64_t t = 0; t < out->r[i].n_ids && (req1_greedy || out->r[i].tag != 1); t++) {
+    for (size_t i = 0; i < out->n; i++) {
+        bool greedy = !p->all_sampled && (req1_greedy || out->r[i].tag != 1);
+        for (int64_t t = 0; t < out->r[i].n_ids; t++) {
             float g = out->r[i].top_logprobs[2 * t] - out->r[i].top_logprobs[2 * t + 1];
-            if (g < out->min_margin) out->min_margin = g;
+            if (g < out->min_gap) out->min_gap = g;
+            if (greedy && g < out->min_margin) out->min_margin = g;
         }
+    }
     qsort(out->r, out->n, sizeof *out->r, ef_by_tag);
     return rc;
 }
 
 /* a and b (sorted) hold the same requests, samples and tokens: 0, else RT_EINVAL naming the first
- * difference. *max_dlogprob: the largest |Δ logprob| of the tokens compared; *tokens their count. */
-static int ef_compare(const ef_collected *a, const ef_collected *b, float *max_dlogprob, int64_t *tokens) {
+ * difference. *max_dlogprob: the largest |Δ logprob| of the tokens compared; *tokens the tokens of
+ * the results compared (up to the one that differs).
+ * top_tol > 0: the top-k logprobs too, rank by rank within top_tol, and the top id a's unless a's
+ * top two are within 2 × top_tol (a near tie the rounding may swap). */
+static int ef_compare(const ef_collected *a, const ef_collected *b, float top_tol, float *max_dlogprob,
+                      int64_t *tokens) {
     *max_dlogprob = 0, *tokens = 0;
     if (a->n != b->n) return rt_fail(RT_EINVAL, "%zu results vs %zu", a->n, b->n);
     for (size_t i = 0; i < a->n; i++) {
@@ -320,6 +342,7 @@ static int ef_compare(const ef_collected *a, const ef_collected *b, float *max_d
         if (x->n_ids != y->n_ids)
             return rt_fail(RT_EINVAL, "request %llu sample %d: %lld vs %lld tokens", (unsigned long long)x->tag,
                            x->sample, (long long)x->n_ids, (long long)y->n_ids);
+        *tokens += x->n_ids;
         for (int64_t t = 0; t < x->n_ids; t++) {
             if (x->ids[t] != y->ids[t])
                 return rt_fail(RT_EINVAL, "request %llu sample %d token %lld: %d vs %d", (unsigned long long)x->tag,
@@ -327,7 +350,22 @@ static int ef_compare(const ef_collected *a, const ef_collected *b, float *max_d
             float d = fabsf(x->logprobs[t] - y->logprobs[t]);
             if (!(d <= *max_dlogprob)) *max_dlogprob = d;
         }
-        *tokens += x->n_ids;
+        if (!(top_tol > 0)) continue;
+        int k = x->top_k;
+        if (y->top_k != k || (k && (!x->top_logprobs || !y->top_logprobs || !x->top_ids || !y->top_ids)))
+            return rt_fail(RT_EINVAL, "request %llu sample %d: top-%d vs top-%d logprobs", (unsigned long long)x->tag,
+                           x->sample, k, y->top_k);
+        for (int64_t t = 0; t < x->n_ids && k; t++) {
+            const float *p = x->top_logprobs + k * t, *q = y->top_logprobs + k * t;
+            for (int j = 0; j < k; j++)
+                if (!(fabsf(p[j] - q[j]) <= top_tol))
+                    return rt_fail(RT_EINVAL, "request %llu sample %d token %lld: top-%d logprob %.4f vs %.4f",
+                                   (unsigned long long)x->tag, x->sample, (long long)t, j + 1, p[j], q[j]);
+            if (x->top_ids[k * t] != y->top_ids[k * t] && !(k >= 2 && p[0] - p[1] <= 2 * top_tol))
+                return rt_fail(RT_EINVAL, "request %llu sample %d token %lld: top id %d vs %d (gap %.3f)",
+                               (unsigned long long)x->tag, x->sample, (long long)t, x->top_ids[k * t],
+                               y->top_ids[k * t], k >= 2 ? p[0] - p[1] : INFINITY);
+        }
     }
     return 0;
 }

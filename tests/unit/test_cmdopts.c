@@ -1,7 +1,9 @@
 /* eval/cmdopts: every subcommand's option table agrees with what is built from it — the
  * getopt_long array accepts each entry (--name VALUE, --name=VALUE, -x) and returns its
- * value, the help lists each entry, each recipe key finds its entry — and --seed's parser
- * takes exactly the decimal integers 0 .. 2^64-1 (the bound written out by hand). */
+ * value, the help lists each entry, each recipe key finds its entry —, with the usage
+ * synopses cli/main.c writes by hand (each flag they name is in the table, in one parser's
+ * mode; each required option, CO_REQ*, stands in one outside [ ] and ( | )), and --seed's
+ * parser takes exactly the decimal integers 0 .. 2^64-1 (the bound written out by hand). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,16 @@
 
 #include "eval/cmdopts.h"
 #include "testutil.h"
+
+/* cli/main.c for its usage texts (cli_find): its main() renamed, the subcommands stubbed */
+#define main retort_main
+#include "cli/main.c"
+#undef main
+#define STUB(name) \
+    int cmd_##name(int argc, char **argv) { return (void)argc, (void)argv, 0; }
+STUB(inspect) STUB(db) STUB(import) STUB(verify) STUB(dedup) STUB(filter) STUB(select) STUB(tokenize)
+STUB(export) STUB(pack) STUB(train) STUB(generate) STUB(eval) STUB(compare) STUB(report) STUB(resize_vocab)
+STUB(demo) STUB(serve) STUB(run)
 
 static const unsigned MODES[] = {0, CO_MODE1, CO_MODE2};
 
@@ -97,6 +109,145 @@ Test(cmdopts, help_lists_every_entry) {
         }
         free(text);
     }
+}
+
+/* ---- the usage synopses ----------------------------------------------------------------- */
+
+/* A synopsis: a line of a usage text that begins (after spaces) with "usage: retort NAME" or
+ * "retort NAME", and the lines after it indented by 4 or more and beginning with '[', '(' or
+ * '-'. Its flags: every "--word"; required where neither [ ] nor ( ) encloses it. */
+#define MAX_SYN 8
+#define MAX_SYN_FLAGS 64
+typedef struct {
+    char flag[MAX_SYN_FLAGS][48];
+    bool bare[MAX_SYN_FLAGS];   /* outside [ ] and ( ) */
+    int n;
+    unsigned modes;             /* the parsers (CO_MODE1, CO_MODE2) that accept every flag */
+} synopsis;
+
+static const char *starts_synopsis(const char *line, const char *eol, const char *name) {
+    while (line < eol && *line == ' ') line++;
+    if (!strncmp(line, "usage: ", 7)) line += 7;
+    size_t k = strlen(name);
+    if (strncmp(line, "retort ", 7) || strncmp(line + 7, name, k)) return NULL;
+    return line[7 + k] == ' ' || line + 7 + k == eol ? line + 7 + k : NULL;
+}
+
+static bool continues_synopsis(const char *line, const char *eol) {
+    int sp = 0;
+    while (line + sp < eol && line[sp] == ' ') sp++;
+    return sp >= 4 && line + sp < eol && strchr("[(-", line[sp]);
+}
+
+/* the synopses of usage (at most MAX_SYN); returns their count */
+static int synopses(const char *usage, const char *name, synopsis *out) {
+    int n = -1, square = 0, round = 0;
+    bool open = false;   /* the line before was part of synopsis n */
+    for (const char *line = usage; *line;) {
+        const char *eol = strchr(line, '\n');
+        if (!eol) eol = line + strlen(line);
+        const char *p = starts_synopsis(line, eol, name);
+        if (p) {
+            cr_assert_lt(n + 1, MAX_SYN, "%s: more than %d synopses", name, MAX_SYN);
+            out[++n] = (synopsis){0};
+            square = round = 0;
+        } else if (open && continues_synopsis(line, eol)) {
+            p = line;
+        }
+        open = p != NULL;
+        for (; p && p < eol; p++) {
+            square += (*p == '[') - (*p == ']'), round += (*p == '(') - (*p == ')');
+            if (p[0] != '-' || p[1] != '-' || (p > line && !strchr(" [(|", p[-1])) || !(p[2] >= 'a' && p[2] <= 'z'))
+                continue;
+            synopsis *s = &out[n];
+            cr_assert_lt(s->n, MAX_SYN_FLAGS, "%s: a synopsis of more than %d flags", name, MAX_SYN_FLAGS);
+            size_t k = strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+            cr_assert_lt(k, sizeof s->flag[0], "%s: a flag of %zu characters", name, k);
+            memcpy(s->flag[s->n], p + 2, k);
+            s->flag[s->n][k] = 0;
+            s->bare[s->n++] = !square && !round;
+            p += 1 + k;
+        }
+        line = *eol ? eol + 1 : eol;
+    }
+    return n + 1;
+}
+
+static const co_opt *table_flag(const co_command *c, const char *flag) {
+    FOR_OPTS(c, o)
+        if (o->name && !strcmp(o->name, flag)) return o;
+    return NULL;
+}
+
+/* the entry of flag that parser mode accepts, or NULL */
+static const co_opt *mode_flag(const co_command *c, const char *flag, unsigned mode) {
+    FOR_OPTS(c, o)
+        if (o->name && !strcmp(o->name, flag) && in_mode(o, mode)) return o;
+    return NULL;
+}
+
+Test(cmdopts, usage_synopses_name_only_table_flags_and_every_required_one) {
+    size_t n;
+    const co_command *all = co_all(&n);
+    int checked = 0, required = 0;
+    for (size_t i = 0; i < n; i++) {
+        const co_command *c = &all[i];
+        const cli_command *cc = cli_find(c->name);
+        cr_assert(cc, "%s: a table but no command in cli/main.c", c->name);
+        synopsis syn[MAX_SYN];
+        int ns = synopses(cc->usage, c->name, syn);
+        cr_assert_gt(ns, 0, "%s: no usage synopsis", c->name);
+        for (int k = 0; k < ns; k++) {
+            syn[k].modes = CO_MODE1 | CO_MODE2;
+            for (int f = 0; f < syn[k].n; f++) {
+                const char *flag = syn[k].flag[f];
+                cr_assert(table_flag(c, flag) || !strcmp(flag, "help"), "%s: the usage names --%s, not in its table",
+                          c->name, flag);
+                for (unsigned m = CO_MODE1; m <= CO_MODE2; m <<= 1)
+                    if (!mode_flag(c, flag, m)) syn[k].modes &= ~m;
+                checked++;
+            }
+            cr_assert(syn[k].modes, "%s: synopsis %d names flags of two parsers", c->name, k + 1);
+        }
+        FOR_OPTS(c, o) {
+            required += (o->roles & CO_REQ) != 0;
+            for (unsigned m = CO_MODE1; m <= CO_MODE2; m <<= 1) {
+                unsigned req = m == CO_MODE1 ? CO_REQ1 : CO_REQ2;
+                if (!(o->roles & req) || !in_mode(o, m)) continue;
+                cr_assert(o->name, "%s: a required positional", c->name);
+                bool named = false;
+                for (int k = 0; k < ns && !named; k++)
+                    for (int f = 0; f < syn[k].n && !named; f++)
+                        named = (syn[k].modes & m) && syn[k].bare[f] && !strcmp(syn[k].flag[f], o->name);
+                cr_assert(named, "%s: --%s is required (parser %u) but no synopsis of that parser names it outside "
+                          "[ ] and ( )", c->name, o->name, m);
+            }
+        }
+    }
+    cr_log_info("%d flags of usage synopses in the tables; %d required options named", checked, required);
+    cr_assert_gt(required, 25);
+}
+
+/* The synopsis reader itself, on a worked case. */
+Test(cmdopts, synopsis_reader_finds_flags_and_brackets) {
+    synopsis s[MAX_SYN];
+    int n = synopses("usage: retort x --a A (--b | --c) [--d [--e]]\n"
+                     "                --f F [--g]...\n"
+                     "Prose names --h,\n"
+                     "            (--k: prose too)\n"
+                     "       retort x --i\n"
+                     "  retort x-y --j\n", "x", s);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(s[0].n, 7);
+    const char *want[] = {"a", "b", "c", "d", "e", "f", "g"};
+    bool bare[] = {true, false, false, false, false, true, false};
+    for (int i = 0; i < 7; i++) {
+        cr_assert_str_eq(s[0].flag[i], want[i]);
+        cr_assert_eq(s[0].bare[i], bare[i], "--%s", want[i]);
+    }
+    cr_assert_eq(s[1].n, 1);
+    cr_assert_str_eq(s[1].flag[0], "i");
+    cr_assert(s[1].bare[0]);
 }
 
 /* The stages a recipe may run: written out from docs/recipes.md. */

@@ -303,7 +303,7 @@ Test(ds_cuda_fake, engine_gives_the_cpu_engines_greedy_tokens) {
               cpu.min_margin);
     float worst;
     int64_t tokens;
-    cr_assert_eq(ef_compare(&cpu, &gpu, &worst, &tokens), 0, "cpu vs gpu: %s (smallest CPU margin %.3f)", rt_errmsg(),
+    cr_assert_eq(ef_compare(&cpu, &gpu, 0, &worst, &tokens), 0, "cpu vs gpu: %s (smallest CPU margin %.3f)", rt_errmsg(),
                  cpu.min_margin);
     cr_log_info("%lld tokens identical; max |Δ logprob| %.4f; smallest CPU top-2 margin %.3f", (long long)tokens, worst,
                 cpu.min_margin);
