@@ -38,6 +38,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def _autograd_on():
+    """Other modules of the suite switch autograd off at import (torch.set_grad_enabled(False));
+    the references here need it."""
+    with torch.enable_grad():
+        yield
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 U = 2.0 ** -24
