@@ -2,6 +2,7 @@
  * model's tokenizer, and embedding / LM-head rows for them (student/vocab.h). */
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@ int cmd_resize_vocab(int argc, char **argv) {
     cli_getopt_init("resize-vocab", 0, &g);
     const char *model = NULL, *from = NULL, *out = NULL;
     bool overwrite = false;
+    int64_t max_shard = 0;
     int ch;
     optind = 0;
     opterr = 0;
@@ -24,6 +26,14 @@ int cmd_resize_vocab(int argc, char **argv) {
         case CO_RV_FROM: from = optarg; break;
         case CO_RV_OUT: out = optarg; break;
         case CO_RV_OVERWRITE: overwrite = true; break;
+        case CO_RV_SHARD: {
+            char *end;
+            double b = strtod(optarg, &end);
+            if (end == optarg || *end || !(b >= 1 && b <= 9e18))
+                return cli_usage_error("resize-vocab", "--max-shard-size wants a byte count ≥ 1, not '%s'", optarg);
+            max_shard = (int64_t)b;
+            break;
+        }
         case 'h': cli_print_usage("resize-vocab", stdout); return EXIT_OK;
         default: return cli_usage_error("resize-vocab", "unknown option or missing value '%s'", argv[optind - 1]);
         }
@@ -43,7 +53,7 @@ int cmd_resize_vocab(int argc, char **argv) {
                                                "nor a tokenizer.json", from);
     }
     vb_report r;
-    int rc = vb_resize(model, tokens, n, out, overwrite, &r);
+    int rc = vb_resize(model, tokens, n, out, overwrite, max_shard, &r);
     vb_tokens_free(owned, owned ? n : 0);
     if (rc) return cli_fail("resize-vocab");
     if (r.added)

@@ -370,6 +370,17 @@ void st_close(st_file *f) {
     free(f);
 }
 
+void st_drop(const st_file *f, const st_tensor *t, size_t off, size_t len) {
+    const shard *s = &f->shards[t->shard];
+    if (!s->map || off >= t->nbytes) return;
+    if (len > t->nbytes - off) len = t->nbytes - off;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data + off, b = a + len;
+    a = (a + pg - 1) / pg * pg;
+    b = b / pg * pg;
+    if (a < b) madvise((void *)a, b - a, MADV_DONTNEED);   /* advice: a failure changes nothing */
+}
+
 size_t st_count(const st_file *f) { return f->n; }
 const st_tensor *st_get(const st_file *f, size_t i) { return i < f->n ? &f->t[i] : NULL; }
 int st_nshards(const st_file *f) { return f->nshards; }

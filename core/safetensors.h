@@ -56,6 +56,11 @@ const st_tensor *st_find(const st_file *f, const char *name);     /* NULL if abs
 int st_nshards(const st_file *f);
 const char *st_shard_path(const st_file *f, int shard);
 const json_t *st_metadata(const st_file *f, int shard);           /* __metadata__ or NULL */
+/* Tells the kernel that bytes [off, off + len) of tensor t (of f) are not needed for now, so
+ * the pages wholly inside them leave the process's resident set (a reader streaming a model
+ * larger than memory). The data stays valid: touched again, it is read back from the file.
+ * A buffer (st_open_buffer) is left alone. */
+void st_drop(const st_file *f, const st_tensor *t, size_t off, size_t len);
 
 typedef struct {
     const char *name;

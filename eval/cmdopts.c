@@ -395,6 +395,8 @@ static const co_opt RESIZE_VOCAB[] = {
      "a chat template's name or a tokenizer.json", "add-tokens-from", CO_REQ},
     {"out", CO_RV_OUT, 0, CO_STR, 0, "DIR", "the new model directory (new or empty)", "out", CO_REQ},
     {"overwrite", CO_RV_OVERWRITE, 0, CO_FLAG, 0, NULL, "remove OUT's files first", "overwrite", 0},
+    {"max-shard-size", CO_RV_SHARD, 0, CO_NUM, 0, "B",
+     "split model.safetensors into shards of at most B bytes (default 5e9)", "max-shard-size", 0},
     HELP_OPT, END};
 
 static const co_opt DEMO[] = {

@@ -66,7 +66,7 @@ enum {
     /* run */
     CO_RUN_DRY, CO_RUN_FROM, CO_RUN_ONLY, CO_RUN_SET,
     /* resize-vocab */
-    CO_RV_MODEL, CO_RV_FROM, CO_RV_OUT, CO_RV_OVERWRITE,
+    CO_RV_MODEL, CO_RV_FROM, CO_RV_OUT, CO_RV_OVERWRITE, CO_RV_SHARD,
 };
 
 typedef struct {

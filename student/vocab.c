@@ -12,8 +12,10 @@
 #include "core/alloc.h"
 #include "core/fsutil.h"
 #include "core/json.h"
+#include "core/safetensors.h"
 #include "core/status.h"
 #include "core/tokenizer.h"
+#include "kernels/convert.h"
 #include "student/hfdir.h"
 #include "student/model.h"
 
@@ -113,44 +115,173 @@ static int make_out(const char *out, bool overwrite) {
     return rc;
 }
 
-/* m2 (vocabulary V2 ≥ m's V) gets m's weights; rows [V, V2) of the embedding and the head are
- * the mean of their V old rows. */
-static void copy_grown(const sm_model *m, sm_model *m2) {
-    for (size_t i = 0; i < m2->n_tensors; i++) {
-        const sm_tensor *t2 = &m2->tensors[i], *t = sm_find(m, t2->name);
-        float *dst = m2->params + t2->offset;
-        const float *src = m->params + t->offset;
-        if (t->numel == t2->numel) {
-            memcpy(dst, src, (size_t)t->numel * sizeof(float));
-            continue;
-        }
-        int64_t V = t->shape[0], V2 = t2->shape[0], D = t->shape[1];   /* embed_tokens or lm_head: [V, D] */
-        memcpy(dst, src, (size_t)(V * D) * sizeof(float));
-        for (int64_t c = 0; c < D; c++) {
-            double s = 0;
-            for (int64_t r = 0; r < V; r++) s += src[r * D + c];
-            for (int64_t r = V; r < V2; r++) dst[r * D + c] = (float)(s / (double)V);
-        }
+/* ---- the weights, streamed: the source's tensors as they are, the grown ones rebuilt ---- */
+
+#define DROP_BYTES ((size_t)64 << 20)   /* mapped source pages are given back every 64 MB read */
+
+/* One element of a float dtype as f64, and back (the mean row: F64 kept whole; F32, F16 and
+ * BF16 through f32, as the old loaded path rounded it). */
+static double elem_f64(rt_dtype dt, const unsigned char *p) {
+    if (dt == RT_DT_F64) {
+        double d;
+        memcpy(&d, p, sizeof d);
+        return d;
+    }
+    float f;
+    cvt_to_f32(dt, p, &f, 1);
+    return f;
+}
+
+static void put_elem(rt_dtype dt, double v, unsigned char *p) {
+    float f = (float)v;
+    uint16_t h;
+    switch (dt) {
+    case RT_DT_F64: memcpy(p, &v, sizeof v); break;
+    case RT_DT_F32: memcpy(p, &f, sizeof f); break;
+    case RT_DT_F16: h = f32_to_f16(f); memcpy(p, &h, sizeof h); break;
+    default: h = f32_to_bf16(f); memcpy(p, &h, sizeof h); break;   /* BF16 */
     }
 }
 
-int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out, bool overwrite, vb_report *rep) {
+typedef struct {
+    const st_file *f;
+    const st_tensor **src;   /* [n] the source tensor of each output tensor */
+    const bool *grown;       /* [n] embed_tokens / an untied lm_head given rows [V, V2) */
+    int64_t V, V2;
+    unsigned char *buf;      /* [V2 × D × element size] of the largest grown tensor */
+    double *acc;             /* [D] */
+    size_t base;             /* first tensor of the shard being written */
+    const st_tensor *prev;   /* source tensor whose pages are given back next */
+} grow_src;
+
+static void drop_prev(grow_src *g) {
+    if (g->prev) st_drop(g->f, g->prev, 0, g->prev->nbytes);
+    g->prev = NULL;
+}
+
+/* buf ← the source's V rows (bytes as stored), then V2 − V copies of their mean row. */
+static int fill_grown(grow_src *g, const st_tensor *s) {
+    int64_t D = s->shape[1];
+    size_t es = rt_dtype_size(s->dtype), row = (size_t)D * es, done = 0;
+    const unsigned char *p = s->data;
+    for (int64_t c = 0; c < D; c++) g->acc[c] = 0;
+    for (int64_t r = 0; r < g->V; r++) {
+        for (int64_t c = 0; c < D; c++) g->acc[c] += elem_f64(s->dtype, p + (size_t)r * row + (size_t)c * es);
+        if ((size_t)(r + 1) * row - done >= DROP_BYTES) {
+            st_drop(g->f, s, done, (size_t)(r + 1) * row - done);
+            done = (size_t)(r + 1) * row;
+        }
+    }
+    st_drop(g->f, s, 0, s->nbytes);
+    unsigned char *mean = g->buf + (size_t)g->V * row;
+    for (int64_t c = 0; c < D; c++) put_elem(s->dtype, g->acc[c] / (double)g->V, mean + (size_t)c * es);
+    for (int64_t r = g->V + 1; r < g->V2; r++) memcpy(g->buf + (size_t)r * row, mean, row);
+    for (size_t o = 0; o < s->nbytes; o += DROP_BYTES) {
+        size_t k = s->nbytes - o < DROP_BYTES ? s->nbytes - o : DROP_BYTES;
+        memcpy(g->buf + o, p + o, k);
+        st_drop(g->f, s, o, k);
+    }
+    return 0;
+}
+
+static int grow_get(void *ctx, size_t i, const void **data) {
+    grow_src *g = ctx;
+    size_t k = g->base + i;
+    drop_prev(g);   /* the tensor before this one is written by now */
+    if (!g->grown[k]) {
+        *data = g->src[k]->data;
+        g->prev = g->src[k];
+        return 0;
+    }
+    int rc = fill_grown(g, g->src[k]);
+    *data = g->buf;
+    return rc;
+}
+
+/* out's weights: m's tensors (in m's order) from f, each in its stored dtype and bit for bit,
+ * but embed_tokens and an untied lm_head with V2 rows when V2 > m->V; sharded as
+ * sm_save_sharded shards (transformers' rule and names), at most max_shard_bytes a shard. */
+static int write_weights(const sm_model *m, const st_file *f, int64_t V2, int64_t max_shard_bytes, const char *out) {
+    if (max_shard_bytes <= 0) max_shard_bytes = SM_SHARD_BYTES;
+    size_t n = m->n_tensors, nshards = 0;
+    st_wtensor *ts = rt_calloc(n, sizeof *ts);
+    const st_tensor **src = rt_calloc(n, sizeof *src);
+    bool *grown = rt_calloc(n, sizeof *grown);
+    size_t *first = rt_calloc(n + 1, sizeof *first);   /* shard k: tensors [first[k], first[k+1]) */
+    grow_src g = {f, src, grown, m->V, V2, NULL, NULL, 0, NULL};
+    int rc = (!ts || !src || !grown || !first) ? RT_ENOMEM : 0;
+    int64_t total = 0, cur = 0;
+    size_t big = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const sm_tensor *t = &m->tensors[i];
+        const st_tensor *s = src[i] = st_find(f, t->name);   /* there: sm_open checked the files */
+        ts[i] = (st_wtensor){t->name, s->dtype, s->ndim, {0}, NULL};
+        memcpy(ts[i].shape, s->shape, sizeof ts[i].shape);
+        grown[i] = V2 > m->V && (t->offset == m->embed || t->offset == m->lm_head);
+        size_t b = s->nbytes;
+        if (grown[i]) {
+            ts[i].shape[0] = V2;
+            b = (size_t)V2 * (size_t)s->shape[1] * rt_dtype_size(s->dtype);
+            if (b > big) big = b;
+        }
+        if (i == 0 || (cur > 0 && cur + (int64_t)b > max_shard_bytes)) {   /* transformers' rule */
+            first[nshards++] = i;
+            cur = 0;
+        }
+        cur += (int64_t)b;
+        total += (int64_t)b;
+    }
+    if (!rc) first[nshards] = n;
+    if (!rc && big && (!(g.buf = rt_malloc(big)) || !(g.acc = rt_malloc((size_t)m->D * sizeof *g.acc))))
+        rc = rt_fail(RT_ENOMEM, "no memory for the grown embedding (%zu bytes)", big);
+    json_t *meta = rc ? NULL : json_pack("{s:s}", "format", "pt");
+    json_t *wmap = !rc && nshards > 1 ? json_object() : NULL;
+    if (!rc && (!meta || (nshards > 1 && !wmap))) rc = RT_ENOMEM;
+    for (size_t k = 0; !rc && k < nshards; k++) {
+        char name[64];
+        if (nshards == 1) snprintf(name, sizeof name, "model.safetensors");
+        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, nshards);
+        char *path = rt_path_join(out, name);
+        g.base = first[k];
+        rc = path ? st_write_stream(path, ts + first[k], first[k + 1] - first[k], meta, grow_get, &g) : RT_ENOMEM;
+        drop_prev(&g);
+        free(path);
+        for (size_t i = first[k]; !rc && wmap && i < first[k + 1]; i++)
+            if (json_object_set_new(wmap, ts[i].name, json_string(name))) rc = RT_ENOMEM;
+    }
+    if (!rc && wmap) {   /* model.safetensors.index.json, as transformers writes it */
+        json_t *idx = json_pack("{s:{s:I},s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
+        rc = idx ? write_json(out, "model.safetensors.index.json", idx) : RT_ENOMEM;
+        json_decref(idx);
+    }
+    json_decref(wmap);
+    json_decref(meta);
+    free(g.buf);
+    free(g.acc);
+    free(ts);
+    free(src);
+    free(grown);
+    free(first);
+    return rc;
+}
+
+int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out, bool overwrite, int64_t max_shard_bytes,
+              vb_report *rep) {
     *rep = (vb_report){.first_id = -1};
     char *tpath = rt_path_join(dir, "tokenizer.json"), *cpath = rt_path_join(dir, "tokenizer_config.json");
     char *gpath = rt_path_join(dir, "generation_config.json"), *otok = rt_path_join(out, "tokenizer.json");
     char *ocfg = rt_path_join(out, "tokenizer_config.json");
     json_t *tj = NULL, *tc = NULL, *cfg2 = NULL;
     tok_tokenizer *tok = NULL;
-    sm_model *m = NULL, *m2 = NULL;
+    sm_model *m = NULL;   /* lazy: the architecture and tensor list, checked against the files; no weights */
+    st_file *f = NULL;
     int rc = (!tpath || !cpath || !gpath || !otok || !ocfg) ? RT_ENOMEM : 0;
     if (!rc && !rt_is_file(tpath)) rc = rt_fail(RT_ENOTFOUND, "%s has no tokenizer.json to add tokens to", dir);
     if (!rc) rc = tok_load(tpath, &tok);
     if (!rc) rc = rt_json_load_file(tpath, &tj);
     if (!rc && rt_is_file(cpath)) rc = rt_json_load_file(cpath, &tc);
-    if (!rc && !(rc = sm_load(dir, &m))) {   /* no gradients here: half the memory */
-        free(m->grads);
-        m->grads = NULL;
-    }
+    if (!rc) rc = sm_open(dir, &m);
+    if (!rc && (rc = st_open(dir, &f))) rc = rt_errorf(rc, "loading %s", dir);
     if (!rc) rc = make_out(out, overwrite);
     int64_t next = tj ? max_id(tj) + 1 : 0;
     json_t *added = tj ? json_object_get(tj, "added_tokens") : NULL;
@@ -182,38 +313,27 @@ int vb_resize(const char *dir, const vb_token *tokens, size_t n, const char *out
         next++;
         rep->added++;
     }
-    if (!rc) {
+    if (!rc) {   /* a bigger vocabulary: the old rows, mean rows after them; every other tensor as it was */
         rep->old_vocab = rep->new_vocab = m->V;
-        if (next > m->V) {   /* a bigger model: the old weights, mean rows after them */
-            rep->new_vocab = next;
-            cfg2 = json_deep_copy(m->config_json);
-            rc = !cfg2 || json_object_set_new(cfg2, "vocab_size", json_integer(next)) ? RT_ENOMEM : 0;
-            if (!rc) rc = sm_create_random(cfg2, 0, &m2);
-            if (!rc) {
-                free(m2->grads);
-                m2->grads = NULL;
-                copy_grown(m, m2);
-            }
-        }
+        if (next > m->V) rep->new_vocab = next;
+        cfg2 = json_deep_copy(m->config_json);
+        rc = !cfg2 || json_object_set_new(cfg2, "vocab_size", json_integer(rep->new_vocab)) ? RT_ENOMEM : 0;
     }
-    const sm_model *w = m2 ? m2 : m;
-    const char *td = w ? json_string_value(json_object_get(w->config_json, "torch_dtype")) : NULL;
-    if (!td && w) td = json_string_value(json_object_get(w->config_json, "dtype"));
-    rt_dtype dt = td && !strcmp(td, "bfloat16") ? RT_DT_BF16 : RT_DT_F32;
-    if (!rc) rc = sm_save(w, out, dt);
+    if (!rc) rc = write_weights(m, f, rep->new_vocab, max_shard_bytes, out);
+    if (!rc) rc = write_json(out, "config.json", cfg2);
     if (!rc) rc = write_json(out, "tokenizer.json", tj);
     if (!rc && tc) rc = write_json(out, "tokenizer_config.json", tc);
     if (!rc) {
         hd_source s = {.tokenizer = otok, .tokenizer_config = tc ? ocfg : NULL,
                        .generation_config = rt_is_file(gpath) ? gpath : NULL};
-        rc = hd_write(out, &s, w->config_json);
+        rc = hd_write(out, &s, cfg2);
     }
     tok_free(tok);
     json_decref(tj);
     json_decref(tc);
     json_decref(cfg2);
     sm_free(m);
-    sm_free(m2);
+    st_close(f);
     free(tpath);
     free(cpath);
     free(gpath);

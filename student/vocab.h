@@ -16,9 +16,16 @@
  * special as given, normalized false), listed in tokenizer_config.json's added_tokens_decoder
  * too. When the new ids pass the config's vocab_size, embed_tokens (and an untied lm_head)
  * gets rows up to the new size, each the mean of all the old rows (transformers'
- * resize_token_embeddings with mean_resizing, without its 1e-9-scaled noise); old rows are
- * unchanged, and so are rows the config had beyond the tokenizer (they take the new ids).
- * Weights are written in the dtype of the source config's torch_dtype (bfloat16, else f32).
+ * resize_token_embeddings with mean_resizing, without its 1e-9-scaled noise; summed in f64,
+ * stored in the tensor's dtype); old rows are unchanged, and so are rows the config had
+ * beyond the tokenizer (they take the new ids). config.json is the source's with vocab_size
+ * updated. The model is streamed, never loaded: the source safetensors stay mapped (sm_open
+ * checks them against the architecture first) and each tensor is written in turn, every
+ * one but the grown ones byte for byte in its stored dtype, the mapped pages given back
+ * once written (st_drop); the one buffer is the largest grown tensor (V2 × hidden × its
+ * element size). The weights are sharded as sm_save_sharded shards them: at most
+ * max_shard_bytes a shard (≤ 0: SM_SHARD_BYTES, 5 GB), model-0000k-of-0000n.safetensors and
+ * model.safetensors.index.json, or one model.safetensors when everything fits.
  * out_dir must not exist yet, or be empty; with overwrite the files in it are removed first
  * (a directory holding subdirectories is still refused). rep says what happened.
  * Errors: RT_ENOTFOUND (no tokenizer.json in model_dir), RT_EINVAL (out_dir not empty),
@@ -46,6 +53,6 @@ int vb_template_tokens(const char *template_name, const vb_token **out, size_t *
 int vb_tokenizer_tokens(const char *tokenizer_json, vb_token **out, size_t *n);
 void vb_tokens_free(vb_token *t, size_t n);
 int vb_resize(const char *model_dir, const vb_token *tokens, size_t n, const char *out_dir, bool overwrite,
-              vb_report *rep);
+              int64_t max_shard_bytes, vb_report *rep);
 
 #endif

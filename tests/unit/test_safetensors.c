@@ -140,6 +140,49 @@ Test(safetensors, write_then_read_every_dtype) {
     free(dir);
 }
 
+/* kB of mapped file pages resident in this process (/proc/self/status RssFile); −1 unknown. */
+static long rss_file_kb(void) {
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (!strncmp(line, "RssFile:", 8)) kb = strtol(line + 8, NULL, 10);
+    if (fp) fclose(fp);
+    return kb;
+}
+
+Test(safetensors, dropped_pages_leave_the_resident_set_and_read_back_the_same) {
+    enum { N = 1 << 21 };   /* 8 MB of f32 */
+    char *dir = tmp_dir(), *path = rt_path_join(dir, "big.safetensors");
+    uint32_t *v = malloc(N * sizeof *v);
+    cr_assert(v);
+    for (uint32_t i = 0; i < N; i++) v[i] = i * 2654435761u;
+    st_wtensor w = {"w", RT_DT_F32, 1, {N}, v};
+    cr_assert(!st_write(path, &w, 1, NULL), "%s", rt_errmsg());
+    st_file *f;
+    cr_assert(!st_open(path, &f), "%s", rt_errmsg());
+    const st_tensor *t = st_find(f, "w");
+    long before = rss_file_kb();
+    cr_assert(!memcmp(t->data, v, t->nbytes));   /* every page touched */
+    long touched = rss_file_kb();
+    st_drop(f, t, 1, 4097);                      /* an unaligned piece: at most its whole page */
+    cr_assert(!memcmp(t->data, v, t->nbytes));
+    st_drop(f, t, 0, t->nbytes);
+    long dropped = rss_file_kb();
+    if (before >= 0) {   /* the 8 MB came in, and went out again (half of it at least: slack for other pages) */
+        cr_assert_geq(touched - before, 4096, "RssFile %ld -> %ld kB", before, touched);
+        cr_assert_leq(dropped, touched - 4096, "RssFile %ld kB after the drop, %ld before", dropped, touched);
+    }
+    cr_assert(!memcmp(t->data, v, t->nbytes), "data read back from the file after the drop");
+    st_drop(f, t, t->nbytes, 10);                /* past the end: nothing */
+    st_close(f);
+    unlink(path);
+    rmdir(dir);
+    free(path);
+    free(dir);
+    free(v);
+}
+
 Test(safetensors, write_rejects_bad_arguments_and_leaves_nothing) {
     char *dir = tmp_dir(), *path = rt_path_join(dir, "t.safetensors");
     float x[2] = {1, 2};
