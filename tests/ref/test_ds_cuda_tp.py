@@ -34,11 +34,11 @@ bf16, norms and the correction bias f32): the layout's slices, independently of 
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from conftest import run
+from test_dense_cuda_tp import mpi  # noqa: E402  mpirun with the stand-ins' environment
 
 SEED = 9   # see the tolerances above
 # hidden, heads, nope, rope, v, q_lora, kv_lora, layers, dense layers, intermediate, expert
@@ -52,20 +52,6 @@ def tool(tools_dir):
     if not os.access(p, os.X_OK):
         pytest.fail(f"{p} not built (make tests-build)")
     return p
-
-
-def mpi(ranks, args, timeout=900, env_add=None):
-    if ranks == 1:
-        return run(args, timeout=timeout)
-    mpirun = shutil.which("mpirun")
-    if not mpirun:
-        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env_add or {}))
-    if "ASAN_OPTIONS" in env:
-        env["ASAN_OPTIONS"] += ":detect_leaks=0"
-    exports = [a for k in (env_add or {}) for a in ("-x", k)]
-    return subprocess.run([mpirun, "--oversubscribe", "-np", str(ranks), "--mca", "btl", "self,vader", *exports,
-                           *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +104,7 @@ def rows_of(p):
 
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_expert_and_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_tokens(tools_dir, model, ranks):
-    rows = rows_of(mpi(ranks, [tool(tools_dir), "run", model]))
+    rows = rows_of(mpi(ranks, [tool(tools_dir), "run", model], timeout=900))
     assert [r["rank"] for r in rows] == list(range(ranks))
     for r in rows:
         assert r["ranks"] == ranks
