@@ -78,5 +78,12 @@ int st_write(const char *path, const st_wtensor *ts, size_t n, const json_t *met
  * not created) and is returned; so may fewer than n calls happen when writing fails. */
 int st_write_stream(const char *path, const st_wtensor *ts, size_t n, const json_t *metadata,
                     int (*get)(void *ctx, size_t i, const void **data), void *ctx);
+/* A model's weights in dir as transformers shards them (core/safetensors_shard.c): tensors in
+ * order, a new shard when the next tensor would take the current one past max_shard_bytes
+ * (> 0); one shard is model.safetensors, several are model-0000k-of-0000N.safetensors plus
+ * model.safetensors.index.json (total_size and weight_map, keys sorted, indent 2). get is
+ * st_write_stream's, with i the index in ts. */
+int st_write_sharded(const char *dir, const st_wtensor *ts, size_t n, int64_t max_shard_bytes, const json_t *metadata,
+                     int (*get)(void *ctx, size_t i, const void **data), void *ctx);
 
 #endif

@@ -376,12 +376,11 @@ typedef struct {
     void *ctx;
     float *f32;       /* [largest tensor] when fetching */
     uint16_t *bf;     /* [largest tensor] for BF16 */
-    size_t base;      /* the first tensor of the shard being written */
 } save_source;
 
 static int save_get(void *ctx, size_t i, const void **data) {
     save_source *s = ctx;
-    const sm_tensor *t = &s->m->tensors[s->base + i];
+    const sm_tensor *t = &s->m->tensors[i];
     const float *src = s->f32;   /* fetching: params may be NULL (ZeRO-3) */
     if (s->fetch) {
         int rc = s->fetch(s->ctx, t, s->f32);
@@ -417,58 +416,25 @@ int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t 
     if (dtype != RT_DT_F32 && dtype != RT_DT_BF16) return rt_fail(RT_EINVAL, "model dtype must be F32 or BF16");
     if (max_shard_bytes <= 0) max_shard_bytes = SM_SHARD_BYTES;
     st_wtensor *ts = rt_calloc(m->n_tensors, sizeof *ts);
-    size_t *first = rt_calloc(m->n_tensors + 1, sizeof *first);   /* shard k: tensors [first[k], first[k+1]) */
-    if (!ts || !first) {
-        free(ts);
-        free(first);
-        return RT_ENOMEM;
-    }
-    int64_t big = 0, esz = dtype == RT_DT_BF16 ? 2 : 4, total = 0, cur = 0;
-    size_t nshards = 0;
+    if (!ts) return RT_ENOMEM;
+    int64_t big = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const sm_tensor *t = &m->tensors[i];
         if (t->numel > big) big = t->numel;
         ts[i] = (st_wtensor){t->name, dtype, t->ndim, {t->shape[0], t->shape[1]}, NULL};
-        int64_t b = t->numel * esz;   /* transformers' rule: a new shard when this one would pass the limit */
-        if (i == 0 || (cur > 0 && cur + b > max_shard_bytes)) {
-            first[nshards++] = i;
-            cur = 0;
-        }
-        cur += b;
-        total += b;
     }
-    first[nshards] = m->n_tensors;
-    save_source src = {m, fetch, ctx, NULL, NULL, 0};
+    save_source src = {m, fetch, ctx, NULL, NULL};
     if ((fetch && !(src.f32 = rt_malloc((size_t)big * sizeof(float)))) ||
         (dtype == RT_DT_BF16 && !(src.bf = rt_malloc((size_t)big * sizeof(uint16_t))))) {
         free(src.f32);
         free(ts);
-        free(first);
         return RT_ENOMEM;
     }
     char *cpath = rt_path_join(dir, "config.json");
     json_t *meta = json_pack("{s:s}", "format", "pt");
     json_t *cfg = json_deep_copy(m->config_json);
-    json_t *wmap = nshards > 1 ? json_object() : NULL;
-    int rc = (!cpath || !meta || !cfg || (nshards > 1 && !wmap)) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
-    for (size_t k = 0; !rc && k < nshards; k++) {
-        char name[64];
-        if (nshards == 1) snprintf(name, sizeof name, "model.safetensors");
-        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, nshards);
-        char *mpath = rt_path_join(dir, name);
-        src.base = first[k];
-        rc = mpath ? st_write_stream(mpath, ts + first[k], first[k + 1] - first[k], meta, save_get, &src) : RT_ENOMEM;
-        free(mpath);
-        for (size_t i = first[k]; !rc && wmap && i < first[k + 1]; i++) json_object_set_new(wmap, ts[i].name, json_string(name));
-    }
-    if (!rc && wmap) {   /* model.safetensors.index.json, as transformers writes it */
-        json_t *idx = json_pack("{s:{s:I},s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
-        char *txt = idx ? json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL, *ipath = rt_path_join(dir, "model.safetensors.index.json");
-        rc = (!txt || !ipath) ? rt_fail(RT_ENOMEM, "serializing the shard index") : write_text(ipath, txt);
-        json_decref(idx);
-        free(txt);
-        free(ipath);
-    }
+    int rc = (!cpath || !meta || !cfg) ? rt_fail(RT_ENOMEM, "saving the model") : 0;
+    if (!rc) rc = st_write_sharded(dir, ts, m->n_tensors, max_shard_bytes, meta, save_get, &src);
     if (!rc) {
         json_object_set_new(cfg, "torch_dtype", json_string(dtype == RT_DT_BF16 ? "bfloat16" : "float32"));
         json_object_del(cfg, "dtype");
@@ -476,14 +442,12 @@ int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t 
         rc = txt ? write_text(cpath, txt) : rt_fail(RT_ENOMEM, "serializing config.json");
         free(txt);
     }
-    json_decref(wmap);
     json_decref(cfg);
     json_decref(meta);
     free(cpath);
     free(src.f32);
     free(src.bf);
     free(ts);
-    free(first);
     return rc ? rt_errorf(rc, "saving the model to %s", dir) : 0;
 }
 

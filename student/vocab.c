@@ -150,7 +150,6 @@ typedef struct {
     int64_t V, V2;
     unsigned char *buf;      /* [V2 × D × element size] of the largest grown tensor */
     double *acc;             /* [D] */
-    size_t base;             /* first tensor of the shard being written */
     const st_tensor *prev;   /* source tensor whose pages are given back next */
 } grow_src;
 
@@ -184,9 +183,8 @@ static int fill_grown(grow_src *g, const st_tensor *s) {
     return 0;
 }
 
-static int grow_get(void *ctx, size_t i, const void **data) {
+static int grow_get(void *ctx, size_t k, const void **data) {
     grow_src *g = ctx;
-    size_t k = g->base + i;
     drop_prev(g);   /* the tensor before this one is written by now */
     if (!g->grown[k]) {
         *data = g->src[k]->data;
@@ -200,17 +198,15 @@ static int grow_get(void *ctx, size_t i, const void **data) {
 
 /* out's weights: m's tensors (in m's order) from f, each in its stored dtype and bit for bit,
  * but embed_tokens and an untied lm_head with V2 rows when V2 > m->V; sharded as
- * sm_save_sharded shards (transformers' rule and names), at most max_shard_bytes a shard. */
+ * sm_save_sharded shards (st_write_sharded), at most max_shard_bytes a shard. */
 static int write_weights(const sm_model *m, const st_file *f, int64_t V2, int64_t max_shard_bytes, const char *out) {
     if (max_shard_bytes <= 0) max_shard_bytes = SM_SHARD_BYTES;
-    size_t n = m->n_tensors, nshards = 0;
+    size_t n = m->n_tensors;
     st_wtensor *ts = rt_calloc(n, sizeof *ts);
     const st_tensor **src = rt_calloc(n, sizeof *src);
     bool *grown = rt_calloc(n, sizeof *grown);
-    size_t *first = rt_calloc(n + 1, sizeof *first);   /* shard k: tensors [first[k], first[k+1]) */
-    grow_src g = {f, src, grown, m->V, V2, NULL, NULL, 0, NULL};
-    int rc = (!ts || !src || !grown || !first) ? RT_ENOMEM : 0;
-    int64_t total = 0, cur = 0;
+    grow_src g = {f, src, grown, m->V, V2, NULL, NULL, NULL};
+    int rc = (!ts || !src || !grown) ? RT_ENOMEM : 0;
     size_t big = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         const sm_tensor *t = &m->tensors[i];
@@ -218,50 +214,24 @@ static int write_weights(const sm_model *m, const st_file *f, int64_t V2, int64_
         ts[i] = (st_wtensor){t->name, s->dtype, s->ndim, {0}, NULL};
         memcpy(ts[i].shape, s->shape, sizeof ts[i].shape);
         grown[i] = V2 > m->V && (t->offset == m->embed || t->offset == m->lm_head);
-        size_t b = s->nbytes;
         if (grown[i]) {
             ts[i].shape[0] = V2;
-            b = (size_t)V2 * (size_t)s->shape[1] * rt_dtype_size(s->dtype);
+            size_t b = (size_t)V2 * (size_t)s->shape[1] * rt_dtype_size(s->dtype);
             if (b > big) big = b;
         }
-        if (i == 0 || (cur > 0 && cur + (int64_t)b > max_shard_bytes)) {   /* transformers' rule */
-            first[nshards++] = i;
-            cur = 0;
-        }
-        cur += (int64_t)b;
-        total += (int64_t)b;
     }
-    if (!rc) first[nshards] = n;
     if (!rc && big && (!(g.buf = rt_malloc(big)) || !(g.acc = rt_malloc((size_t)m->D * sizeof *g.acc))))
         rc = rt_fail(RT_ENOMEM, "no memory for the grown embedding (%zu bytes)", big);
     json_t *meta = rc ? NULL : json_pack("{s:s}", "format", "pt");
-    json_t *wmap = !rc && nshards > 1 ? json_object() : NULL;
-    if (!rc && (!meta || (nshards > 1 && !wmap))) rc = RT_ENOMEM;
-    for (size_t k = 0; !rc && k < nshards; k++) {
-        char name[64];
-        if (nshards == 1) snprintf(name, sizeof name, "model.safetensors");
-        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, nshards);
-        char *path = rt_path_join(out, name);
-        g.base = first[k];
-        rc = path ? st_write_stream(path, ts + first[k], first[k + 1] - first[k], meta, grow_get, &g) : RT_ENOMEM;
-        drop_prev(&g);
-        free(path);
-        for (size_t i = first[k]; !rc && wmap && i < first[k + 1]; i++)
-            if (json_object_set_new(wmap, ts[i].name, json_string(name))) rc = RT_ENOMEM;
-    }
-    if (!rc && wmap) {   /* model.safetensors.index.json, as transformers writes it */
-        json_t *idx = json_pack("{s:{s:I},s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
-        rc = idx ? write_json(out, "model.safetensors.index.json", idx) : RT_ENOMEM;
-        json_decref(idx);
-    }
-    json_decref(wmap);
+    if (!rc && !meta) rc = RT_ENOMEM;
+    if (!rc) rc = st_write_sharded(out, ts, n, max_shard_bytes, meta, grow_get, &g);
+    drop_prev(&g);
     json_decref(meta);
     free(g.buf);
     free(g.acc);
     free(ts);
     free(src);
     free(grown);
-    free(first);
     return rc;
 }
 
