@@ -26,7 +26,9 @@
  * MTP layer on the device over the paged latent cache; the model needs dsc_load_opts.load_mtp
  * unless an oracle is given). sd_greedy_cuda initializes the model's cache (dsc_cache_init,
  * blocks of 16; what it held is forgotten) and uses it alone for the call; its tokens are
- * plain greedy decoding's on the GPU engine. Errors as sd_greedy's, and dsc_forward's.
+ * plain greedy decoding's on the GPU engine. Over P > 1 ranks every rank calls it with the same
+ * arguments (its collectives are inside; an oracle must answer alike on every rank).
+ * Errors as sd_greedy's, and dsc_forward's.
  */
 #ifndef RT_TEACHER_SPECULATIVE_H
 #define RT_TEACHER_SPECULATIVE_H
