@@ -16,6 +16,12 @@
  * rank 0 is fine — and every rank exits. A failure mid-run ends the job with comm_abort, as
  * the others may wait in a collective. With an endpoint teacher (--db --teacher URL) there is
  * nothing to split: ranks > 0 exit 0 at once and rank 0 does the work.
+ *
+ * --jsonl with --speculative mtp: each prompt alone through teacher/speculative.h (sd_greedy on
+ * the CPU engine, sd_greedy_cuda on the GPU engine), the model loaded with its MTP layer; greedy
+ * only (--temperature 0, --n 1, no --logprobs, no --stop), one rank, a deepseek_v3 model with
+ * MTP weights — anything else is one line before the model loads. It stops at the config's eos
+ * ids (not with --ignore-eos); the progress line adds the drafts accepted.
  */
 #include <getopt.h>
 #include <jansson.h>
@@ -43,7 +49,10 @@
 #include "teacher/driver.h"
 #include "teacher/engine.h"
 #include "teacher/oai_client.h"
+#include "teacher/deepseek.h"
+#include "teacher/ds_cuda.h"
 #include "teacher/parallel_engine.h"
+#include "teacher/speculative.h"
 
 #define MAX_STOP 16
 
@@ -255,6 +264,7 @@ typedef struct {
     const char *model, *tok_path, *jsonl, *stop[MAX_STOP], *tmpl_spec;
     int n_stop;
     bool ignore_eos, no_graphs;   /* --ignore-eos, --no-cuda-graphs */
+    bool spec;                    /* --speculative mtp */
     double n, max_tokens, temp, top_p, top_k, min_p, max_batch, lp, threads, cache, gpu_frac;
     uint64_t seed;
     te_device dev;
@@ -299,10 +309,17 @@ static int parse_jsonl_args(int argc, char **argv, jsonl_args *a) {
         case 'D': u = cli_parse_device("generate", optarg, &a->dev); break;
         case 'G': u = cli_parse_gpu_fraction("generate", optarg, &a->gpu_frac); break;
         case CLI_OPT_NO_CUDA_GRAPHS: a->no_graphs = true; break;
+        case CLI_OPT_SPECULATIVE:
+            if (strcmp(optarg, "mtp")) return cli_usage_error("generate", "--speculative wants mtp, not '%s'", optarg);
+            a->spec = true;
+            break;
         default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (u) return u;
+    if (a->spec && (a->temp != 0 || a->n != 1 || a->lp >= 0 || a->n_stop > 0))
+        return cli_usage_error("generate", "--speculative mtp decodes greedily, one sample a prompt: it takes "
+                               "--temperature 0 and --n 1, without --logprobs or --stop");
     const char *ints[] = {"--n", "--max-tokens", "--top-k", "--max-batch", "--logprobs", "--threads", "--cache-tokens"};
     double vals[] = {a->n, a->max_tokens, a->top_k, a->max_batch, a->lp, a->threads, a->cache};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
@@ -352,10 +369,84 @@ static int jsonl_setup(cli_ranks *rk, const jsonl_args *a, jsonl_run *r) {
     if (rc) return rc;
     int nthreads = cli_ranks_threads(rk, a->threads);
     if (nthreads < 0 || tp_create(nthreads, &r->pool)) rc = cli_fail("generate");
+    if (a->spec) return rc;   /* its model: spec_run */
     if (!rc) rc = cli_load_teacher(rk, a->model, r->pool, a->dev, a->gpu_frac, a->no_graphs, &r->m);
     te_opts eo = {.max_batch = (int)a->max_batch, .cache_tokens = (int64_t)a->cache, .tok = r->tok};
     if (!rc && te_engine_create(r->m, &eo, &r->e)) rc = cli_fail("generate");
     return cli_ranks_agree(rk, rc);
+}
+
+/* --speculative mtp: the model with its MTP layer on a->dev, then each prompt through sd_greedy
+ * (cpu) or sd_greedy_cuda; one line per sample as write_result writes it, a progress line with
+ * the drafts accepted every 2 s and at the end. Returns an exit status (message printed). */
+static int spec_run(const jsonl_args *a, jsonl_run *r) {
+    mc_config c;
+    if (mc_load(a->model, &c)) return cli_fail("generate");
+    if (c.arch != MC_ARCH_DEEPSEEK_V3 || c.num_nextn_predict_layers < 1) {
+        fprintf(stderr, "retort: generate: --speculative mtp needs a deepseek_v3 model with an MTP layer "
+                        "(num_nextn_predict_layers >= 1); %s is %s with %lld\n", a->model, c.model_type,
+                (long long)c.num_nextn_predict_layers);
+        return EXIT_RUNTIME;
+    }
+    ds_model *cm = NULL;
+    dsc_model *gm = NULL;
+    if (a->dev == TE_DEVICE_CUDA) {
+        dsc_load_opts o = {.memory_fraction = a->gpu_frac, .load_mtp = true};
+        if (dsc_load(a->model, &o, &gm)) return cli_fail("generate");
+    } else {
+        ds_load_opts o = {.pool = r->pool, .load_mtp = true};
+        if (ds_load(a->model, &o, &cm)) return cli_fail("generate");
+        if (!ds_has_mtp(cm)) {
+            ds_free(cm);
+            fprintf(stderr, "retort: generate: --speculative mtp: %s has no MTP weights (model.layers.%lld.*)\n",
+                    a->model, (long long)c.num_hidden_layers);
+            return EXIT_RUNTIME;
+        }
+    }
+    int rc = mk_check_weights(a->model, r->pool) ? cli_fail("generate") : 0;
+    int32_t stop[8];
+    int n_stop = 0;
+    for (int i = 0; !a->ignore_eos && i < c.n_eos && i < 8; i++) stop[n_stop++] = (int32_t)c.eos_token_ids[i];
+    int32_t *out = rt_malloc((size_t)a->max_tokens * sizeof(int32_t));
+    if (!rc && !out) rc = cli_fail("generate");
+    double t0 = now_s(), last = t0;
+    int64_t tokens = 0, drafted = 0, accepted = 0;
+    for (size_t i = 0; !rc && i < r->ps.n; i++) {
+        int64_t np = (int64_t)r->ps.p[i].n, room = c.max_position_embeddings - np - 2;
+        int64_t max_new = (int64_t)a->max_tokens < room ? (int64_t)a->max_tokens : room, n = 0;
+        sd_stats st;
+        if (max_new < 1) {
+            fprintf(stderr, "retort: generate: prompt %zu: %lld tokens leave no room in the context of %lld\n", i + 1,
+                    (long long)np, (long long)c.max_position_embeddings);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        int e = gm ? sd_greedy_cuda(gm, r->ps.p[i].ids, np, max_new, stop, n_stop, NULL, NULL, out, &n, &st)
+                   : sd_greedy(cm, r->ps.p[i].ids, np, max_new, stop, n_stop, NULL, NULL, out, &n, &st);
+        if (e) {
+            fprintf(stderr, "retort: generate: prompt %zu: %s\n", i + 1, rt_errmsg());
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        bool stopped = false;
+        for (int k = 0; n > 0 && k < n_stop; k++) stopped = stopped || out[n - 1] == stop[k];
+        te_result res = {.tag = i, .ids = out, .n_ids = n, .finish = stopped ? TE_FINISH_STOP : TE_FINISH_LENGTH,
+                         .stop_string = -1, .n_prompt = np};
+        write_result(stdout, &res, r->tok, NULL, 0, false);
+        tokens += n, drafted += st.drafted, accepted += st.accepted;
+        double t = now_s();
+        if (t - last >= 2.0 || i + 1 == r->ps.n) {
+            fprintf(stderr, "generate: %zu/%zu samples, %lld tokens, %.1f tokens/s, MTP drafts accepted %lld/%lld "
+                            "(%.1f%%), greedy on %s\n", i + 1, r->ps.n, (long long)tokens,
+                    (double)tokens / (t - t0 > 1e-9 ? t - t0 : 1e-9), (long long)accepted, (long long)drafted,
+                    drafted ? 100.0 * (double)accepted / (double)drafted : 0.0, te_device_name(a->dev));
+            last = t;
+        }
+    }
+    free(out);
+    ds_free(cm);
+    dsc_free(gm);
+    return rc;
 }
 
 /* Rank 0: steps the engine until every request is done, writing each sample as it finishes
@@ -422,7 +513,17 @@ static int generate_jsonl(cli_ranks *rk, int argc, char **argv) {
     int rc = parse_jsonl_args(argc, argv, &a);
     if (rc) return rc;
     jsonl_run r = {0};
+    if (a.spec && rk->size > 1) return cli_usage_error("generate", "--speculative mtp runs on one rank (not under mpirun)");
     rc = jsonl_setup(rk, &a, &r);
+    if (a.spec) {
+        if (!rc) rc = spec_run(&a, &r);
+        jsonl_free(&r);
+        if (!rc && (fflush(stdout) || ferror(stdout))) {
+            fprintf(stderr, "retort: generate: writing output failed\n");
+            return EXIT_RUNTIME;
+        }
+        return rc;
+    }
     cli_ranks_speak(rk);
     bool par = rk->size > 1;
     if (!rc && par && rk->rank > 0) rc = follow(rk, r.e);

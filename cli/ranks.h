@@ -43,6 +43,7 @@ int cli_load_teacher(cli_ranks *r, const char *dir, tp_pool *pool, te_device dev
                      bool no_cuda_graphs, te_model **out);
 /* the long option of --no-cuda-graphs in the subcommands' tables */
 #define CLI_OPT_NO_CUDA_GRAPHS CO_NO_CUDA_GRAPHS   /* eval/cmdopts.h */
+#define CLI_OPT_SPECULATIVE CO_SPECULATIVE         /* eval/cmdopts.h */
 const char *cli_weights(char *buf, size_t n, const cli_ranks *r, te_device dev, const te_model *m);
 /* --device / --gpu-memory-fraction values: 0, or a usage error's exit status (printed). */
 int cli_parse_device(const char *cmd, const char *arg, te_device *out);

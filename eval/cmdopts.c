@@ -297,6 +297,9 @@ static const co_opt GENERATE[] = {
      "share of the GPU's memory for weights, KV cache and work (default 0.9)", "gpu-memory-fraction", 0},
     {"no-cuda-graphs", CO_NO_CUDA_GRAPHS, 0, CO_FLAG, 0, NULL,
      "cuda: run decode steps eagerly (default: one CUDA graph per batch bucket)", "no-cuda-graphs", 0},
+    {"speculative", CO_SPECULATIVE, 0, CO_STR, M1, "mtp",
+     "greedy draft-and-verify with a deepseek_v3 model's MTP layer: the tokens of\n"
+     "--temperature 0, one prompt at a time, acceptance in the progress line", NULL, 0},
     {"db", 'd', 0, CO_STR, M2, "DB", "fill the database's pending prompts", "db", CO_REQ},
     {"teacher", 'R', 0, CO_STR, M2, "local:DIR|URL",
      "local:MODEL_DIR (the in-process engine; tokenizer DIR/tokenizer.json or --tokenizer,\n"

@@ -55,6 +55,7 @@ enum { CO_MODE1 = 1, CO_MODE2 = 2 };
 /* Values getopt_long returns for options without a short letter of their own. */
 enum {
     CO_NO_CUDA_GRAPHS = 0x4e47,
+    CO_SPECULATIVE = 0x5350,
     /* train */
     CO_TRAIN_INIT = 256, CO_TRAIN_MODEL, CO_TRAIN_DATA, CO_TRAIN_SEQ, CO_TRAIN_BATCH, CO_TRAIN_ACCUM, CO_TRAIN_STEPS,
     CO_TRAIN_EPOCHS, CO_TRAIN_LR, CO_TRAIN_MINLR, CO_TRAIN_WARMUP, CO_TRAIN_WD, CO_TRAIN_CLIP, CO_TRAIN_SEED, CO_TRAIN_OUT,

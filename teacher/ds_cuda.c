@@ -75,63 +75,9 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #define DSC_LORA_EPS 1e-6f                /* q_a_layernorm / kv_a_layernorm (as teacher/deepseek.c) */
 #define NONE ((size_t)-1)
 
-/* an FP8 matrix on the device: byte offsets of its e4m3 values and f32 block scales */
-typedef struct {
-    size_t w, s;
-    int64_t rows, cols;
-} dmat;
+#include "teacher/ds_cuda_int.h"
 
-typedef struct {
-    size_t attn_norm, ffn_norm, q_a_norm, kv_norm;   /* f32 */
-    dmat q_a, q_b, kv_a, o;                          /* q_b is q_proj without q_lora */
-    size_t kvb;                                      /* bf16 [H·(dn+dv), R] */
-    bool moe;
-    dmat w13, w2;                                    /* dense MLP or shared experts (rows 0: none) */
-    int64_t inter;                                   /* their intermediate size */
-    size_t gate, gate_bias;                          /* bf16 [E, D], f32 [E] (NONE: absent) */
-    dmat e13, e2;                                    /* all experts end to end: [E·2I, D], [E·D, I] */
-} dsc_layer;
 
-/* byte offsets into the activation arena */
-typedef struct {
-    size_t x, xn, tmp, att, aq, as, qa, qan, q, kv, lat, qabs, olat, ov;
-    size_t logit, ridx, rw, off, ros, sor, mqp, msp, gu, hq, hs, y, ys;
-    size_t hf, logits, lpart, lgather, meta, inv_freq;
-    size_t sendq, sends, recvq, recvs, yb, ret, pidx;   /* expert parallel (P > 1) */
-    size_t sl, sparams, srng, stok, slp, neginf;     /* device sampling (dsc_sample) */
-    size_t gemm_ws, mla_ws, smp_ws, end;
-} dsc_act;
-
-struct dsc_model {
-    mc_config c;
-    dsc_plan p;
-    /* H (heads), El (routed experts) and Fl (dense intermediate) are this rank's; the rest the model's */
-    int64_t D, L, V, H, R, dr, dn, dv, dq, ql, E, K, I, Imax, Kmax, El, Fl;
-    int P, rank;                           /* ranks (1: one GPU) */
-    int64_t h0, f0;                        /* this rank's first head, first dense intermediate row */
-    int64_t Vp, v0, Vr;                    /* LM-head rows per rank (padded), this rank's first and count */
-    rt_comm *host, *nccl;                  /* borrowed; NCCL's over the same ranks (P > 1) */
-    int32_t *hidx;                         /* host: a MoE layer's routing, then its index lists (P > 1) */
-    int64_t dense_layers;                  /* layers with a dense MLP */
-    size_t embed, norm, head;              /* bf16, f32, bf16 */
-    dsc_layer *layers;
-    dsc_act a;
-    size_t gemm_ws_bytes, mla_ws_bytes, smp_ws_bytes;
-    int64_t dev_rows;                      /* logits rows the last dsc_forward left on the device */
-    int64_t bs, n_blocks;                  /* dsc_cache_init */
-    size_t layer_stride;                   /* elements of one layer's latent arena */
-    float cs_scale, attn_scale, eps;
-    moe_router_cfg router;
-    cudaStream_t stream;
-    fp8_lt *lt;
-    uint8_t *wb;                           /* device: weights */
-    uint16_t *kv;                          /* device: latent arena */
-    char *arena;                           /* device: activations and workspaces */
-    int32_t *meta;                         /* host: a pass's ints, uploaded at once */
-};
-
-static size_t up256(size_t n) { return (n + 255) / 256 * 256; }
-static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static double gb(size_t b) { return (double)b / 1e9; }
 
 /* ---- the layout and the plan (no device memory yet) -------------------------------------- */
@@ -162,7 +108,19 @@ static size_t layout_weights(dsc_model *m) {
     m->norm = put(&at, (size_t)D * 4);
     /* this rank's LM-head rows (tied: its rows of the whole embedding) */
     m->head = c->tie_word_embeddings ? m->embed + (size_t)(m->v0 * D) * 2 : put(&at, (size_t)(m->Vr * D) * 2);
-    for (int64_t l = 0; l < m->L; l++) {
+    for (int64_t l = 0; l < m->L; l++) dsc_layout_layer(m, l, &at);
+    if (m->mtp) {   /* its decoder layer as layer L, then its own tensors */
+        dsc_layout_layer(m, m->L, &at);
+        dsc_mtp_layout(m, &at);
+    }
+    return at;
+}
+
+void dsc_layout_layer(dsc_model *m, int64_t l, size_t *at_) {
+    const mc_config *c = &m->c;
+    int64_t D = m->D;
+    size_t at = *at_;
+    {
         dsc_layer *y = &m->layers[l];
         y->attn_norm = put(&at, (size_t)D * 4);
         y->ffn_norm = put(&at, (size_t)D * 4);
@@ -193,7 +151,7 @@ static size_t layout_weights(dsc_model *m) {
             y->w2 = put_fp8(&at, D, y->inter);
         }
     }
-    return at;
+    *at_ = at;
 }
 
 static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t table_ints) {
@@ -241,6 +199,7 @@ static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t tab
     PUT(pidx, ep ? 3 * TK * 4 : 0);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->dr / 2 * 4);
+    PUT(cat, m->mtp ? T * 2 * D * 2 : 0);
     PUT(sl, S * m->V * 4);
     PUT(sparams, S * (int64_t)sizeof(smp_params));
     PUT(srng, S * 3 * 8);
@@ -278,9 +237,9 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     p->table_ints = p->max_seqs * (cdiv(maxpos, DSC_PLAN_BS) + 1);
     /* workspaces: the most any pass can ask */
     m->gemm_ws_bytes = 0;
-    for (int64_t l = 0; l < m->L; l++) {
+    for (int64_t l = 0; l < m->L + m->mtp; l++) {
         const dsc_layer *y = &m->layers[l];
-        const dmat *ds[] = {&y->q_a, &y->q_b, &y->kv_a, &y->o, &y->w13, &y->w2};
+        const dmat *ds[] = {&y->q_a, &y->q_b, &y->kv_a, &y->o, &y->w13, &y->w2, l == m->L ? &m->mt.eh : &y->o};
         for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
             if (ds[i]->rows <= 0) continue;
             size_t b = splitk_bytes(T, ds[i]->rows, ds[i]->cols);
@@ -295,7 +254,7 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     size_t ws = up256(m->gemm_ws_bytes) + up256(m->mla_ws_bytes) + up256(m->smp_ws_bytes);
     p->activations = layout_activations(m, T, p->max_seqs, p->table_ints) - ws;
     p->workspace = ws + DSC_LT_WS;
-    p->kv_position_bytes = (size_t)(m->L * (m->R + m->dr)) * 2;
+    p->kv_position_bytes = (size_t)((m->L + m->mtp) * (m->R + m->dr)) * 2;   /* the MTP layer's rows too */
     double frac = o && o->memory_fraction > 0 ? o->memory_fraction : 0.9;
     if (frac > 1) frac = 1;
     CUDA_TRY(cudaMemGetInfo(&p->device_free, &p->device_total));
@@ -322,13 +281,7 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
-typedef struct {
-    dsc_model *m;
-    const st_file *f;
-    const char *dir;
-    float *stage;                          /* DSC_CHUNK floats */
-    uint16_t *stage16;                     /* DSC_CHUNK bf16 */
-} loader;
+
 
 static const st_tensor *find(const loader *ld, const char *name, int64_t rows, int64_t cols) {
     const st_tensor *t = st_find(ld->f, name);
@@ -463,12 +416,23 @@ static int load_mlp(loader *ld, const char *pre, int64_t full, int64_t f0, int64
 static int load_weights(dsc_model *m, loader *ld) {
     const mc_config *c = &m->c;
     int64_t D = m->D;
-    char nm[200];
     TRY(load_plain(ld, "model.embed_tokens.weight", m->V, D, m->embed, true));
     TRY(load_plain(ld, "model.norm.weight", D, 0, m->norm, false));
     if (!c->tie_word_embeddings) TRY(load_plain_rows(ld, "lm_head.weight", m->V, D, m->v0, m->Vr, m->head, true));
+    for (int64_t l = 0; l < m->L; l++) TRY(dsc_load_layer(m, ld, l));
+    if (m->mtp) {
+        TRY(dsc_load_layer(m, ld, m->L));
+        TRY(dsc_mtp_load(m, ld));
+    }
+    return 0;
+}
+
+int dsc_load_layer(dsc_model *m, loader *ld, int64_t l) {
+    const mc_config *c = &m->c;
+    int64_t D = m->D;
+    char nm[200];
     int64_t Hg = c->num_attention_heads, dkv = m->dn + m->dv;   /* this rank's heads: [h0, h0 + H) of Hg */
-    for (int64_t l = 0; l < m->L; l++) {
+    {
         const dsc_layer *y = &m->layers[l];
 #define NM(suffix) (snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, suffix), nm)
         TRY(load_plain(ld, NM("input_layernorm.weight"), D, 0, y->attn_norm, false));
@@ -493,10 +457,7 @@ static int load_weights(dsc_model *m, loader *ld) {
         TRY(load_plain(ld, NM("self_attn.kv_a_layernorm.weight"), m->R, 0, y->kv_norm, false));
         TRY(load_kvb(ld, NM("self_attn.kv_b_proj.weight"), Hg * dkv, m->R, m->h0 * dkv, m->H * dkv, y->kvb));
         TRY(load_fp8(ld, NM("self_attn.o_proj.weight"), D, Hg * m->dv, 0, D, m->h0 * m->dv, m->H * m->dv, &y->o, 0, 0));
-        if (!y->moe) {
-            TRY(load_mlp(ld, NM("mlp"), c->intermediate_size, m->f0, y->inter, &y->w13, &y->w2, 0));
-            continue;
-        }
+        if (!y->moe) return load_mlp(ld, NM("mlp"), c->intermediate_size, m->f0, y->inter, &y->w13, &y->w2, 0);
         TRY(load_plain(ld, NM("mlp.gate.weight"), m->E, D, y->gate, true));
         if (y->gate_bias != NONE) TRY(load_plain(ld, NM("mlp.gate.e_score_correction_bias"), m->E, 0, y->gate_bias, false));
         char pre[160];
@@ -562,6 +523,8 @@ static int prepare(dsc_model *m, const char *dir, const dsc_load_opts *o, float 
     m->eps = (float)c->rms_norm_eps;
     if (m->E == 0) m->K = 0, m->I = 0;
     for (int64_t l = 0; l < m->L; l++) m->dense_layers += !mc_layer_is_moe(c, l);
+    m->mtp = o && o->load_mtp && c->num_nextn_predict_layers > 0;
+    if (m->mtp && !mc_layer_is_moe(c, m->L)) m->dense_layers++;
     /* a machine without a usable GPU hears that first, whatever the model */
     int ndev = 0;
     *dev = o && o->gpu >= 0 ? o->gpu : 0;
@@ -576,16 +539,16 @@ static int prepare(dsc_model *m, const char *dir, const dsc_load_opts *o, float 
     m->Imax = m->I;
     if (m->dense_layers && m->Fl > m->Imax) m->Imax = m->Fl;
     if (m->I * c->n_shared_experts > m->Imax) m->Imax = m->I * c->n_shared_experts;
-    int64_t ks[] = {m->D, m->ql, m->H * m->dv};
+    int64_t ks[] = {m->D, m->ql, m->H * m->dv, m->mtp ? 2 * m->D : 0};   /* eh_proj's input: [e | h] */
     m->Kmax = 0;
-    for (int i = 0; i < 3; i++) m->Kmax = ks[i] > m->Kmax ? ks[i] : m->Kmax;
+    for (int i = 0; i < 4; i++) m->Kmax = ks[i] > m->Kmax ? ks[i] : m->Kmax;
     TRY(yarn_init(&c->rope, m->dr, inv, &m->cs_scale));
     m->attn_scale = (float)yarn_softmax_scale(&c->rope, m->dq);
     m->router = (moe_router_cfg){.n_experts = m->E, .n_group = c->n_group, .topk_group = c->topk_group,
                                  .top_k = m->K, .norm_topk_prob = c->norm_topk_prob,
                                  .routed_scaling_factor = (float)c->routed_scaling_factor};
     if (m->E > 0) TRY(moe_router_check(&m->router));
-    if (!(m->layers = rt_calloc((size_t)m->L, sizeof *m->layers))) return RT_ENOMEM;
+    if (!(m->layers = rt_calloc((size_t)(m->L + m->mtp), sizeof *m->layers))) return RT_ENOMEM;
     /* the plan first: nothing is allocated on the device for a model that does not fit */
     return make_plan(m, dir, o);
 }
@@ -619,6 +582,9 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     if (!rc) rc = st_open(dir, &f);
     loader ld = {.m = m, .f = f, .dir = dir};
     if (!rc) rc = ck_validate(c, f, &sum);
+    if (!rc && m->mtp && !sum.mtp_present)
+        rc = rt_fail(RT_ENOTFOUND, "model %s: the MTP layer (model.layers.%lld.*) was asked for but is not stored", dir,
+                     (long long)m->L);
     cudaError_t e = cudaSuccess;
     if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
@@ -697,18 +663,7 @@ int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
-typedef struct {
-    int64_t s, from, n;
-    bool last;   /* ends the sequence's new tokens: its logits row */
-} piece;
 
-#define A(off) ((void *)(m->arena + (off)))
-#define BF(off) ((uint16_t *)(m->arena + (off)))
-#define F4(off) ((float *)(m->arena + (off)))
-#define I4(off) ((int32_t *)(m->arena + (off)))
-#define W8(off) ((const uint8_t *)(m->wb + (off)))
-#define WF(off) ((const float *)(m->wb + (off)))
-#define W16(off) ((const uint16_t *)(m->wb + (off)))
 
 /* out [T, N] bf16 = in [T, K] bf16 · Wᵀ: per-token e4m3 quantization, then the FP8 GEMM (split-K
  * for few rows, when the planned partials hold it). */
@@ -997,7 +952,7 @@ static int reserve(dsc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
     for (int64_t b = 0; b < nold; b++) {
         int32_t nw = s->blocks[b0 + b];
         if (nw == o[b]) continue;
-        for (int64_t l = 0; l < m->L; l++) {
+        for (int64_t l = 0; l < m->L + m->mtp; l++) {   /* the MTP layer's rows too */
             uint16_t *base = m->kv + (size_t)l * m->layer_stride;
             cudaError_t e = cudaMemcpyAsync(base + (size_t)nw * el, base + (size_t)o[b] * el, el * 2,
                                             cudaMemcpyDeviceToDevice, m->stream);
@@ -1097,5 +1052,29 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
 }
+
+/* for teacher/ds_cuda_mtp.c (ds_cuda_int.h) */
+size_t dsc_put(size_t *at, size_t bytes) { return put(at, bytes); }
+dmat dsc_put_fp8(size_t *at, int64_t rows, int64_t cols) { return put_fp8(at, rows, cols); }
+int dsc_load_fp8(loader *ld, const char *name, int64_t rows, int64_t cols, const dmat *d) {
+    return load_fp8(ld, name, rows, cols, 0, rows, 0, cols, d, 0, 0);
+}
+int dsc_load_plain(loader *ld, const char *name, int64_t rows, int64_t cols, size_t at, bool to16) {
+    return load_plain(ld, name, rows, cols, at, to16);
+}
+int dsc_load_plain_rows(loader *ld, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t nr, size_t at,
+                        bool to16) {
+    return load_plain_rows(ld, name, rows, cols, r0, nr, at, to16);
+}
+int dsc_linear(dsc_model *m, const dmat *w, const uint16_t *in, int64_t T, uint16_t *out) { return linear(m, w, in, T, out); }
+int dsc_attention(dsc_model *m, const dsc_layer *y, int64_t l, int64_t T, int64_t ld, int64_t max_ctx) {
+    return attention(m, y, l, T, ld, max_ctx);
+}
+int dsc_feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) { return feed_forward(m, y, T); }
+int dsc_pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
+             const int64_t *tok_at, int64_t dev_row, float *logits) {
+    return pass(m, seqs, pc, np, T, tokens_of, tok_at, dev_row, logits);
+}
+int dsc_reserve(dsc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) { return reserve(m, cache, s, new_len); }
 
 #endif

@@ -65,6 +65,13 @@
  * a rank that fails stops all (the others say another rank failed), and the cache takes the
  * smallest rank's positions.
  *
+ * The MTP layer (dsc_load_opts.load_mtp; teacher/ds_cuda_mtp.c): model.layers.<L>.* — its decoder
+ * layer laid out, split over the ranks and cached like a main layer (the latent arena gets an
+ * (L+1)-th layer: kv_position_bytes counts it), eh_proj FP8 and whole on every rank, its
+ * embedding (bf16, whole) and shared_head.head (bf16, this rank's vocabulary rows) copies of
+ * their own, all in the plan. A checkpoint without it is refused (RT_ENOTFOUND) when it is asked
+ * for. dsc_forward never touches it; sd_greedy_cuda (teacher/speculative.h) drafts with it.
+ *
  * Without CUDA every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, dtype, no device),
  * RT_ENOMEM (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dsc_cache_init),
@@ -73,6 +80,7 @@
 #ifndef RT_TEACHER_DS_CUDA_H
 #define RT_TEACHER_DS_CUDA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +97,7 @@ typedef struct {
     int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
     int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
     rt_comm *comm;                  /* tensor/expert-parallel ranks (NULL or one rank: one GPU); borrowed */
+    bool load_mtp;                  /* also the MTP layer (num_nextn_predict_layers > 0; below) */
 } dsc_load_opts;
 
 typedef struct {

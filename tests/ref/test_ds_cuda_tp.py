@@ -158,3 +158,21 @@ def test_a_rank_that_cannot_load_stops_every_rank_with_one_line(tools_dir, model
     assert len(lines) == 2, p.stderr
     assert sum("GB of weights per rank; the GPU has" in l for l in lines) == 1, lines    # rank 1: its own reason
     assert sum("another rank could not load its part" in l for l in lines) == 1, lines   # rank 0
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_mtp_speculative_decoding_over_the_ranks_gives_the_cpu_tokens_drafts_and_accepts(tools_dir, model, ranks):
+    """sd_greedy_cuda with the MTP layer split like a main layer (heads, experts, head rows over the
+    ranks) against the CPU's sd_greedy on each rank alone (bf16 activations): the same 24 greedy
+    tokens through the MTP layer's drafts, an always-right draft and one wrong every third
+    position, the same MTP drafts, verify steps and accepts; its latent cache layer is in the plan
+    and the device peak stays the plan. (4 ranks passed too when written: 30 s on 2 cores.)"""
+    rows = rows_of(mpi(ranks, [tool(tools_dir), "spec", model], timeout=900))
+    assert [r["rank"] for r in rows] == list(range(ranks))
+    for r in rows:
+        assert r["equal"] and r["drafts_equal"], r
+        assert r["accepted"][1] == r["steps"][1], r                      # a perfect draft: every step
+        assert 0 < r["accepted"][2] < r["steps"][2], r                    # both paths
+        assert r["peak"] == r["plan"], r
+        assert r["kv_position_bytes"] == (TINY["NL"] + 1) * (TINY["KVL"] + TINY["DR"]) * 2, r
+    assert len({json.dumps(r["steps"]) + json.dumps(r["accepted"]) for r in rows}) == 1, rows

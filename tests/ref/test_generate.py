@@ -188,3 +188,61 @@ def test_deepseek_greedy_and_n_samples_match_transformers(retort_bin, tmp_path):
     assert len(out) == 4
     for o in out:
         assert o["ids"] == hf_greedy(m, prompts[o["index"]], 24), f"prompt {o['index']} sample {o['sample']}"
+
+
+def add_mtp_layer(d, seed):
+    """An MTP layer on a saved DeepSeek-V3 checkpoint (model.layers.<L>.*: a perturbed copy of the
+    last decoder layer, random enorm/hnorm/eh_proj/shared_head.norm, the main embedding and head),
+    num_nextn_predict_layers 1. transformers ignores it: its greedy tokens stay the reference."""
+    from safetensors.torch import load_file, save_file
+    path = d / "model.safetensors"
+    sd = load_file(str(path))
+    cfg = json.load(open(d / "config.json"))
+    L, D = cfg["num_hidden_layers"], cfg["hidden_size"]
+    g = torch.Generator().manual_seed(seed)
+    last = f"model.layers.{L - 1}."
+    for k in [k for k in sd if k.startswith(last)]:
+        v = sd[k]
+        sd[f"model.layers.{L}." + k[len(last):]] = v + 0.3 * v.std() * torch.randn(v.shape, generator=g) if v.numel() > 1 else v.clone()
+    sd[f"model.layers.{L}.embed_tokens.weight"] = sd["model.embed_tokens.weight"].clone()
+    for n in ("enorm", "hnorm", "shared_head.norm"):
+        sd[f"model.layers.{L}.{n}.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
+    sd[f"model.layers.{L}.eh_proj.weight"] = torch.randn(D, 2 * D, generator=g) / math.sqrt(2 * D)
+    sd[f"model.layers.{L}.shared_head.head.weight"] = sd["lm_head.weight"].clone()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata={"format": "pt"})
+    cfg["num_nextn_predict_layers"] = 1
+    json.dump(cfg, open(d / "config.json", "w"))
+
+
+def test_speculative_mtp_gives_transformers_greedy_tokens(retort_bin, tmp_path):
+    """--speculative mtp on the CPU engine: the ids of transformers' greedy generate (the MTP layer
+    only drafts), the acceptance in the progress line; sampling, --n 2, --logprobs, another
+    method and a model without MTP weights are refused with one line before any output. (The
+    --device cuda path runs sd_greedy_cuda, tested on the CPU stand-ins in test_ds_cuda_fake.)"""
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-deepseek-v3.json")))
+    cfg.pop("quantization_config")
+    cfg.update(num_nextn_predict_layers=0, n_group=4, topk_group=2)
+    d = tmp_path / "ds"
+    m = make_model(d, cfg, 45)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (plain / f).write_bytes((d / f).read_bytes())
+    add_mtp_layer(d, 46)
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [27, 18, 28]]
+    lines = [{"prompt_ids": p} for p in prompts]
+    r, out = generate(retort_bin, d, lines, "--speculative", "mtp", "--temperature", "0", "--max-tokens", "24",
+                      "--ignore-eos", tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [o["index"] for o in out] == [0, 1]
+    for o in out:
+        assert o["ids"] == hf_greedy(m, prompts[o["index"]], 24), f"prompt {o['index']}"
+        assert o["finish_reason"] == "length"
+    assert "MTP drafts accepted" in r.stderr.splitlines()[-1], r.stderr
+    for args in (["--temperature", "1"], ["--temperature", "0", "--n", "2"], ["--temperature", "0", "--logprobs", "1"]):
+        r, _ = generate(retort_bin, d, lines, "--speculative", "mtp", *args, tmp=tmp_path)
+        assert r.returncode == 2 and r.stdout == "" and "decodes greedily" in r.stderr, (args, r.stderr)
+    r, _ = generate(retort_bin, d, lines, "--speculative", "eagle", "--temperature", "0", tmp=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "--speculative wants mtp" in r.stderr
+    r, _ = generate(retort_bin, plain, lines, "--speculative", "mtp", "--temperature", "0", tmp=tmp_path)
+    assert_one_error_line(r, "MTP layer", "num_nextn_predict_layers")

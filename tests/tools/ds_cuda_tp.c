@@ -8,6 +8,8 @@
  *
  *   ds_cuda_tp make DIR SEED    write a tiny random FP8 DeepSeek-V3 checkpoint (one process)
  *   ds_cuda_tp run DIR          the comparison (under mpirun -np N, or alone)
+ *   ds_cuda_tp spec DIR         MTP draft-and-verify (sd_greedy_cuda over the ranks) against the
+ *                               CPU's sd_greedy (under mpirun -np N, or alone)
  *   ds_cuda_tp plan DIR GIB     dsc_load alone on a stand-in GPU of GIB GiB (a config.json
  *                               without weights: the per-rank plan's refusal, no allocation)
  *
@@ -18,7 +20,10 @@
  * kept, one shared expert, sigmoid router with a correction bias of std 0.1, or BIAS_STD: 20
  * decides the routing for every token), YaRN factor 4 over 256
  * original positions, untied head, vocabulary 256; projections FP8 e4m3 with 128×128 block scales,
- * embeddings/head/router bf16, norms bf16, the correction bias f32.
+ * embeddings/head/router bf16, norms bf16, the correction bias f32. After the main layers, an MTP
+ * layer (model.layers.2.*, num_nextn_predict_layers 1: a MoE decoder layer as layer 1, eh_proj
+ * FP8, its own embedding and shared head), written after every main tensor so the main weights
+ * are those of a checkpoint without it; `run` does not load it.
  *
  * `run` does, on every rank: (1) dsc_forward of the rank's part against ds_forward_paged in
  * passes of at most 16 tokens and 16 sequences (a prefill of prompts of 5, 40 and 17 tokens, then
@@ -68,8 +73,10 @@
 #define dsc_forward fake_dsc_forward
 #define dsc_logits_row fake_dsc_logits_row
 #define dsc_sample fake_dsc_sample
+#define sd_greedy_cuda fake_sd_greedy_cuda
 
 #include "teacher/ds_cuda.c"
+#include "teacher/ds_cuda_mtp.c"
 #undef CUDA_TRY
 #include "teacher/engine.c"   /* its dense GPU engine is the library's (teacher/dense_cuda.c) */
 
@@ -176,7 +183,7 @@ static int make_model(const char *dir, uint64_t seed, float bias) {
                "\"topk_method\": \"noaux_tc\", \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6, "
                "\"rope_theta\": 10000, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"beta_fast\": 32, "
                "\"beta_slow\": 1, \"mscale\": 1.0, \"mscale_all_dim\": 1.0, \"original_max_position_embeddings\": 256}, "
-               "\"tie_word_embeddings\": false, \"num_nextn_predict_layers\": 0, \"bos_token_id\": 0, "
+               "\"tie_word_embeddings\": false, \"num_nextn_predict_layers\": 1, \"bos_token_id\": 0, "
                "\"eos_token_id\": 1, \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
                "\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}}\n",
             VOC, D, FI, MI, NL, H, H, QL, KVL, DN, DR, DV, NE);
@@ -185,8 +192,16 @@ static int make_model(const char *dir, uint64_t seed, float bias) {
     add_plain(&ts, "model.embed_tokens.weight", VOC, D, 1.0f, 0, RT_DT_BF16);
     add_plain(&ts, "model.norm.weight", D, 0, 0.1f, 1, RT_DT_BF16);
     add_plain(&ts, "lm_head.weight", VOC, D, 4.0f / sqrtf((float)D), 0, RT_DT_BF16);
-    for (int l = 0; l < NL; l++) {
+    for (int l = 0; l <= NL; l++) {   /* NL: the MTP layer */
 #define NM(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+        if (l == NL) {
+            add_plain(&ts, NM("embed_tokens.weight"), VOC, D, 1.0f, 0, RT_DT_BF16);
+            add_plain(&ts, NM("enorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+            add_plain(&ts, NM("hnorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+            add_fp8(&ts, NM("eh_proj.weight"), D, 2 * D, 1.0f / sqrtf((float)(2 * D)));
+            add_plain(&ts, NM("shared_head.norm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+            add_plain(&ts, NM("shared_head.head.weight"), VOC, D, 4.0f / sqrtf((float)D), 0, RT_DT_BF16);
+        }
         add_plain(&ts, NM("input_layernorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
         add_plain(&ts, NM("post_attention_layernorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
         add_fp8(&ts, NM("self_attn.q_a_proj.weight"), QL, D, 1.0f / sqrtf((float)D));
@@ -423,6 +438,82 @@ static int run(const char *dir) {
     return rc;
 }
 
+/* (4) MTP draft-and-verify over the ranks: sd_greedy_cuda (bf16 activations) against the CPU's
+ * sd_greedy on this rank alone, a 20-token prompt, 24 new tokens, with the MTP layer's drafts, a
+ * draft always right and one wrong every third position (both from the CPU's tokens): tokens,
+ * drafts and accept counts equal. One JSON line {"rank", "ranks", "equal", "drafts_equal",
+ * "steps", "accepted", "peak", "plan", "kv_position_bytes"}, the counts per draft kind. */
+typedef struct {
+    const int32_t *want;
+    int64_t n_prompt;
+    int every;
+    int32_t seen[64];
+    int n_seen;
+} spec_oracle;
+
+static int spec_oracle_fn(void *p, int64_t pos, int32_t *d) {
+    spec_oracle *o = p;
+    if (o->n_seen < 64) o->seen[o->n_seen++] = *d;
+    if (o->every == 0) return 0;
+    int64_t i = pos - o->n_prompt;
+    *d = o->want[i];
+    if (o->every > 1 && i % o->every == 0) *d = (*d + 1) % VOC;
+    return 0;
+}
+
+static int spec(const char *dir) {
+    rt_comm *comm;
+    if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
+    fake_devices = comm_local_size(comm);
+    fake_total_bytes = (size_t)384 << 20;
+    enum { NP = 20, NN = 24 };
+    int32_t prompt[NP], want[NN], out[2][NN];
+    for (int i = 0; i < NP; i++) prompt[i] = (int32_t)(3 + (i * 37 + 5) % (VOC - 3));
+    fake_fp8_exact = true;
+    ds_model *cm = NULL;
+    dsc_model *gm = NULL;
+    ds_load_opts co = {.load_mtp = true};
+    dsc_load_opts lo = {.gpu = comm_local_rank(comm), .max_tokens = 16, .max_seqs = 16, .comm = comm, .load_mtp = true};
+    size_t before = fake_in_use;
+    fake_peak = fake_in_use;
+    int rc = ds_load(dir, &co, &cm) ? fail("ds_load") : 0;
+    if (!rc && dsc_load(dir, &lo, &gm)) rc = fail("dsc_load");
+    size_t peak_load = fake_peak - before;
+    bool equal = true, drafts_equal = true;
+    int64_t steps[3] = {0}, acc[3] = {0};
+    sd_stats st[2];
+    int64_t n[2];
+    for (int k = 0; k < 3 && !rc; k++) {
+        int every = k == 0 ? 0 : k == 1 ? 1 : 3;
+        spec_oracle oc[2] = {{.want = want, .n_prompt = NP, .every = every}, {.want = want, .n_prompt = NP, .every = every}};
+        if (sd_greedy(cm, prompt, NP, NN, NULL, 0, spec_oracle_fn, &oc[0], out[0], &n[0], &st[0])) rc = fail("sd_greedy");
+        if (!rc && sd_greedy_cuda(gm, prompt, NP, NN, NULL, 0, spec_oracle_fn, &oc[1], out[1], &n[1], &st[1]))
+            rc = fail("sd_greedy_cuda");
+        if (rc) break;
+        if (k == 0) memcpy(want, out[0], sizeof want);   /* greedy decoding's tokens (sd_greedy's contract) */
+        equal = equal && n[0] == NN && n[1] == NN && !memcmp(out[0], want, sizeof want) && !memcmp(out[1], want, sizeof want);
+        drafts_equal = drafts_equal && oc[0].n_seen == oc[1].n_seen && !memcmp(oc[0].seen, oc[1].seen, sizeof oc[0].seen) &&
+                       st[0].accepted == st[1].accepted && st[0].steps == st[1].steps;
+        steps[k] = st[1].steps, acc[k] = st[1].accepted;
+    }
+    if (!rc) {
+        const dsc_plan *p = dsc_get_plan(gm);
+        printf("{\"rank\": %d, \"ranks\": %d, \"equal\": %s, \"drafts_equal\": %s, \"steps\": [%lld, %lld, %lld], "
+               "\"accepted\": [%lld, %lld, %lld], \"peak\": %zu, \"plan\": %zu, \"kv_position_bytes\": %zu}\n",
+               comm_rank(comm), comm_size(comm), equal ? "true" : "false", drafts_equal ? "true" : "false",
+               (long long)steps[0], (long long)steps[1], (long long)steps[2], (long long)acc[0], (long long)acc[1],
+               (long long)acc[2], fake_peak - before > peak_load ? fake_peak - before : peak_load, p->total,
+               p->kv_position_bytes);
+    }
+    fflush(stdout);
+    dsc_free(gm);
+    ds_free(cm);
+    fake_exact_clear();
+    fake_fp8_exact = false;
+    fake_real_comm_close(comm);
+    return rc ? 1 : 0;
+}
+
 /* dsc_load alone on a stand-in GPU of gib GiB (a config.json without weights: the plan's refusal) */
 static int plan_only(const char *dir, double gib) {
     rt_comm *comm;
@@ -446,7 +537,8 @@ int main(int argc, char **argv) {
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "make"))
         return make_model(argv[2], strtoull(argv[3], NULL, 0), argc == 5 ? strtof(argv[4], NULL) : 0.1f) ? fail("make") : 0;
     if (argc == 3 && !strcmp(argv[1], "run")) return run(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "spec")) return spec(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "plan")) return plan_only(argv[2], strtod(argv[3], NULL));
-    fprintf(stderr, "usage: ds_cuda_tp make DIR SEED [BIAS_STD] | ds_cuda_tp run DIR | ds_cuda_tp plan DIR GPU_GIB\n");
+    fprintf(stderr, "usage: ds_cuda_tp make DIR SEED [BIAS_STD] | ds_cuda_tp run DIR | ds_cuda_tp spec DIR | ds_cuda_tp plan DIR GPU_GIB\n");
     return 2;
 }

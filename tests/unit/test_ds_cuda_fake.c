@@ -49,8 +49,10 @@
 #define dsc_get_plan fake_dsc_get_plan
 #define dsc_cache_init fake_dsc_cache_init
 #define dsc_forward fake_dsc_forward
+#define sd_greedy_cuda fake_sd_greedy_cuda
 
 #include "teacher/ds_cuda.c"
+#include "teacher/ds_cuda_mtp.c"
 #undef CUDA_TRY
 #include "teacher/engine.c"   /* its dense GPU engine is the library's (teacher/dense_cuda.c) */
 
@@ -104,6 +106,7 @@ static void add_fp8(ef_tensors *ts, const char *name, int64_t r, int64_t c, floa
     cr_assert_eq(ef_push(ts, sn, RT_DT_F32, sr, sc, s), 0, "%s", rt_errmsg());
 }
 
+static bool with_mtp;   /* write an MTP layer (model.layers.3.*: num_nextn_predict_layers 1) */
 static void write_config(const char *dir, int64_t kv_rank) {
     char path[600];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -119,10 +122,10 @@ static void write_config(const char *dir, int64_t kv_rank) {
                "\"topk_method\": \"noaux_tc\", \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6, "
                "\"rope_theta\": 10000, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"beta_fast\": 32, "
                "\"beta_slow\": 1, \"mscale\": 1.0, \"mscale_all_dim\": 1.0, \"original_max_position_embeddings\": 256}, "
-               "\"tie_word_embeddings\": false, \"num_nextn_predict_layers\": 0, \"bos_token_id\": 0, "
+               "\"tie_word_embeddings\": false, \"num_nextn_predict_layers\": %d, \"bos_token_id\": 0, "
                "\"eos_token_id\": 1, \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
                "\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}}\n",
-            VOC, D, FI, MI, NL, H, H, QL, (long long)kv_rank, DN, DR, DV, NE);
+            VOC, D, FI, MI, NL, H, H, QL, (long long)kv_rank, DN, DR, DV, NE, with_mtp ? 1 : 0);
     fclose(f);
 }
 
@@ -136,8 +139,16 @@ static void make_model(const char *dir, uint64_t seed) {
     add_plain(&ts, "model.embed_tokens.weight", VOC, D, 1.0f, 0, RT_DT_BF16);
     add_plain(&ts, "model.norm.weight", D, 0, 0.1f, 1, RT_DT_BF16);
     add_plain(&ts, "lm_head.weight", VOC, D, 4.0f / sqrtf((float)D), 0, RT_DT_BF16);
-    for (int l = 0; l < NL; l++) {
+    for (int l = 0; l < NL + with_mtp; l++) {
 #define NM(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+        if (l == NL) {   /* the MTP layer's own tensors, then a MoE decoder layer like the others */
+            add_plain(&ts, NM("embed_tokens.weight"), VOC, D, 1.0f, 0, RT_DT_BF16);
+            add_plain(&ts, NM("enorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+            add_plain(&ts, NM("hnorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+            add_fp8(&ts, NM("eh_proj.weight"), D, 2 * D, 1.0f / sqrtf((float)(2 * D)));
+            add_plain(&ts, NM("shared_head.norm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
+            add_plain(&ts, NM("shared_head.head.weight"), VOC, D, 4.0f / sqrtf((float)D), 0, RT_DT_BF16);
+        }
         add_plain(&ts, NM("input_layernorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
         add_plain(&ts, NM("post_attention_layernorm.weight"), D, 0, 0.1f, 1, RT_DT_BF16);
         add_fp8(&ts, NM("self_attn.q_a_proj.weight"), QL, D, 1.0f / sqrtf((float)D));
@@ -425,4 +436,157 @@ Test(ds_cuda_fake, a_projection_not_in_fp8_is_refused_and_the_device_memory_free
     cr_assert(strstr(rt_errmsg(), "model.layers.1.self_attn.o_proj.weight is BF16"), "%s", rt_errmsg());
     cr_assert_null(strchr(rt_errmsg(), '\n'));
     cr_assert_eq(fake_in_use, before);
+}
+
+/* ---- MTP speculative decoding on the GPU engine ----------------------------------------- */
+
+static char mtp_dir[600];
+static void make_mtp_model(void) {
+    snprintf(mtp_dir, sizeof mtp_dir, "%s/mtp", tmpdir);
+    with_mtp = true;
+    make_model(mtp_dir, 6);
+    with_mtp = false;
+}
+
+/* plain greedy decoding of n tokens on the GPU engine (dsc_forward, one token a step) */
+static void gpu_plain_greedy(dsc_model *gm, const int32_t *prompt, int64_t np, int64_t n, int32_t *out) {
+    int64_t nb, V = dsc_config(gm)->vocab_size;
+    cr_assert_eq(dsc_cache_init(gm, 16, &nb), 0, "%s", rt_errmsg());
+    kv_pool *pool;
+    cr_assert_eq(kv_pool_create(nb, 16, 0, &pool), 0);
+    kv_seq s = {0}, *sp = &s;
+    float *lg = malloc((size_t)V * sizeof(float));
+    int32_t nn = (int32_t)np;
+    const int32_t *tok = prompt;
+    for (int64_t i = 0; i < n; i++) {
+        cr_assert_eq(dsc_forward(gm, pool, &sp, &nn, 1, tok, lg), 0, "%s", rt_errmsg());
+        int32_t b = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (lg[v] > lg[b]) b = (int32_t)v;
+        out[i] = b;
+        tok = &out[i], nn = 1;
+    }
+    free(lg);
+    kv_seq_release(pool, &s);
+    kv_pool_free(pool);
+}
+
+typedef struct {
+    const int32_t *want;
+    int64_t n_prompt;
+    int every;   /* 0: the MTP layer's draft; 1: always right; > 1: wrong when (pos - n_prompt) % every == 0 */
+    int32_t seen[128];
+    int n_seen;
+} mtp_oracle;
+
+static int mtp_oracle_fn(void *p, int64_t pos, int32_t *d) {
+    mtp_oracle *o = p;
+    if (o->n_seen < 128) o->seen[o->n_seen++] = *d;   /* the MTP layer's own draft */
+    if (o->every == 0) return 0;
+    int64_t i = pos - o->n_prompt;
+    *d = o->want[i];
+    if (o->every > 1 && i % o->every == 0) *d = (*d + 1) % VOC;
+    return 0;
+}
+
+/* A 20-token prompt (two passes of 16 on the GPU), 24 new tokens, greedy: through the MTP
+ * layer's own drafts, a draft that is always right and one wrong every third position — on the
+ * CPU (sd_greedy, f32) and the GPU engine (sd_greedy_cuda, bf16 activations as the forward test:
+ * fake_fp8_exact). Both give plain greedy decoding's tokens on the GPU engine, which are the CPU
+ * engine's (margins ≥ 0.15 at this seed, as the engine test); the MTP drafts are the CPU's (so
+ * the accept counts are equal) at this seed, where no MTP top-2 margin lies within the bf16
+ * error — asserted below, not assumed. */
+Test(ds_cuda_fake, mtp_speculative_decoding_gives_plain_greedy_tokens_on_both_engines) {
+    make_mtp_model();
+    enum { NP = 20, NN = 24 };
+    int32_t prompt[NP], plain[NN];
+    for (int i = 0; i < NP; i++) prompt[i] = (int32_t)(3 + (i * 37 + 5) % (VOC - 3));
+    fake_fp8_exact = true;
+    ds_model *cm;
+    ds_load_opts co = {.load_mtp = true};
+    cr_assert_eq(ds_load(mtp_dir, &co, &cm), 0, "%s", rt_errmsg());
+    cr_assert(ds_has_mtp(cm));
+    dsc_load_opts lo = {.max_tokens = 16, .max_seqs = 16, .load_mtp = true};
+    dsc_model *gm;
+    cr_assert_eq(dsc_load(mtp_dir, &lo, &gm), 0, "%s", rt_errmsg());
+    gpu_plain_greedy(gm, prompt, NP, NN, plain);
+    for (int every = 0; every <= 3; every += every == 1 ? 2 : 1) {
+        mtp_oracle oc[2] = {{.want = plain, .n_prompt = NP, .every = every}, {.want = plain, .n_prompt = NP, .every = every}};
+        int32_t out[2][NN];
+        int64_t n[2];
+        sd_stats st[2];
+        cr_assert_eq(sd_greedy(cm, prompt, NP, NN, NULL, 0, mtp_oracle_fn, &oc[0], out[0], &n[0], &st[0]), 0, "%s",
+                     rt_errmsg());
+        cr_assert_eq(sd_greedy_cuda(gm, prompt, NP, NN, NULL, 0, mtp_oracle_fn, &oc[1], out[1], &n[1], &st[1]), 0, "%s",
+                     rt_errmsg());
+        for (int e = 0; e < 2; e++) {
+            cr_assert_eq(n[e], NN);
+            for (int i = 0; i < NN; i++)
+                cr_assert_eq(out[e][i], plain[i], "%s, draft %d: token %d is %d, plain greedy on the GPU gives %d",
+                             e ? "GPU" : "CPU", every, i, out[e][i], plain[i]);
+            cr_assert_eq(st[e].drafted, st[e].steps);
+            cr_assert(1 + st[e].steps + st[e].accepted >= NN && 1 + st[e].steps + st[e].accepted <= NN + 1);
+        }
+        cr_assert_eq(oc[0].n_seen, oc[1].n_seen);
+        for (int k = 0; k < oc[0].n_seen; k++)
+            cr_assert_eq(oc[0].seen[k], oc[1].seen[k], "draft %d: the MTP layer guesses %d on the CPU, %d on the GPU", k,
+                         oc[0].seen[k], oc[1].seen[k]);
+        cr_assert_eq(st[0].accepted, st[1].accepted);
+        if (every == 1) cr_assert_eq(st[1].accepted, st[1].steps);
+        if (every == 3) cr_assert(st[1].accepted > 0 && st[1].accepted < st[1].steps);
+        cr_log_info("draft %s: %lld verify steps, %lld/%lld drafts accepted on both engines",
+                    every == 0 ? "MTP" : every == 1 ? "always right" : "wrong every 3rd", (long long)st[1].steps,
+                    (long long)st[1].accepted, (long long)st[1].drafted);
+    }
+    dsc_free(gm);   /* (the stand-in GPU holds one model's cache) */
+    /* without the MTP layer and without an oracle: refused */
+    dsc_model *g0;
+    dsc_load_opts lo0 = {.max_tokens = 16, .max_seqs = 16};
+    cr_assert_eq(dsc_load(mtp_dir, &lo0, &g0), 0, "%s", rt_errmsg());
+    int32_t o1[4];
+    int64_t n1;
+    sd_stats s1;
+    cr_assert_eq(sd_greedy_cuda(g0, prompt, NP, 4, NULL, 0, NULL, NULL, o1, &n1, &s1), RT_EINVAL);
+    dsc_free(g0);
+    ds_free(cm);
+    fake_exact_clear();
+    fake_fp8_exact = false;
+}
+
+/* The MTP layer in the plan: one more latent cache layer per position, its weights (decoder
+ * layer, eh_proj, embedding and head copies, norms) in `weights`, and the device peak at load
+ * within the plan as for the main model; a checkpoint without it is refused when it is asked for. */
+Test(ds_cuda_fake, mtp_layer_is_in_the_memory_plan) {
+    make_mtp_model();
+    size_t before = fake_in_use;
+    dsc_load_opts plain_o = {0}, mtp_o = {.load_mtp = true};
+    dsc_model *a, *b;
+    cr_assert_eq(dsc_load(mtp_dir, &plain_o, &a), 0, "%s", rt_errmsg());
+    dsc_plan pa = *dsc_get_plan(a);
+    dsc_free(a);
+    fake_peak = fake_in_use;
+    cr_assert_eq(dsc_load(mtp_dir, &mtp_o, &b), 0, "%s", rt_errmsg());
+    const dsc_plan *pb = dsc_get_plan(b);
+    size_t held = fake_peak - before;
+    cr_assert(held <= pb->total && (double)held >= 0.95 * (double)pb->total, "peak %zu, plan %zu", held, pb->total);
+    cr_assert_eq(pa.kv_position_bytes, (size_t)NL * (KVL + DR) * 2);
+    cr_assert_eq(pb->kv_position_bytes, (size_t)(NL + 1) * (KVL + DR) * 2);
+    /* the MTP weights, counted by hand (256-byte rounded as laid out): the layer as layer 1 + its own */
+#define R256(x) (((size_t)(x) + 255) / 256 * 256)
+#define FP8(r, c) (R256((size_t)(r) * (c)) + R256((size_t)(((r) + 127) / 128) * (((c) + 127) / 128) * 4))
+    size_t layer = 2 * R256(D * 4) + R256(KVL * 4) + FP8(QL, D) + R256(QL * 4) + FP8(H * (DN + DR), QL) +
+                   FP8(KVL + DR, D) + R256((size_t)H * (DN + DV) * KVL * 2) + FP8(D, H * DV) + R256(NE * D * 2) +
+                   R256(NE * 4) + FP8(NE * 2 * MI, D) + FP8(NE * D, MI) + FP8(2 * MI, D) + FP8(D, MI);
+    size_t own = 2 * R256(VOC * D * 2) + 3 * R256(D * 4) + FP8(D, 2 * D);
+    cr_assert_eq(pb->weights - pa.weights, layer + own, "MTP weights %zu, counted %zu", pb->weights - pa.weights,
+                 layer + own);
+    cr_log_info("MTP layer: %zu bytes of weights, %zu more per cached position; plan %zu, peak %zu", layer + own,
+                pb->kv_position_bytes - pa.kv_position_bytes, pb->total, held);
+    dsc_free(b);
+    cr_assert_eq(fake_in_use, before);
+    /* asked for on a checkpoint without one */
+    dsc_model *c = NULL;
+    cr_assert_eq(dsc_load(ds_dir, &mtp_o, &c), 0, "%s", rt_errmsg());   /* num_nextn_predict_layers 0: nothing to load */
+    cr_assert_eq(dsc_get_plan(c)->kv_position_bytes, pa.kv_position_bytes);
+    dsc_free(c);
 }
