@@ -7,7 +7,9 @@
 
 #include "cli/cli.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "filters/minhash.h"
@@ -88,12 +90,15 @@ int cmd_dedup(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("dedup", "unexpected argument '%s'", argv[optind]);
 
+    double w0 = now_s(), c0 = (double)clock() / CLOCKS_PER_SEC;
     corpus c = {0};
     if (read_corpus(stdin, &c)) { corpus_free(&c); return cli_fail("dedup"); }
     size_t *cluster = rt_malloc(sizeof *cluster * (c.n ? c.n : 1));
     tp_pool *pool = NULL;
     int rc = cluster ? tp_create(threads, &pool) : RT_ENOMEM;
+    double w1 = now_s(), c1 = (double)clock() / CLOCKS_PER_SEC;
     if (!rc) rc = mh_dedup_run(&cfg, c.docs, c.n, pool, cluster);
+    double w2 = now_s(), c2 = (double)clock() / CLOCKS_PER_SEC;
     tp_free(pool);
     if (rc) { free(cluster); corpus_free(&c); return cli_fail("dedup"); }
     int status = EXIT_OK;
@@ -108,6 +113,10 @@ int cmd_dedup(int argc, char **argv) {
     }
     free(cluster);
     corpus_free(&c);
+    double w3 = now_s(), c3 = (double)clock() / CLOCKS_PER_SEC;
+    RT_DEBUG("dedup: phase read       wall %7.3f s  cpu %7.3f s", w1 - w0, c1 - c0);
+    RT_DEBUG("dedup: phase cluster    wall %7.3f s  cpu %7.3f s", w2 - w1, c2 - c1);
+    RT_DEBUG("dedup: phase write+free wall %7.3f s  cpu %7.3f s", w3 - w2, c3 - c2);
     if (fflush(stdout) || ferror(stdout)) { fprintf(stderr, "retort: dedup: writing stdout failed\n"); return EXIT_RUNTIME; }
     return status;
 }

@@ -5,7 +5,9 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "filters/minhash.h"
 
@@ -310,7 +312,25 @@ static double set_jaccard(const uint64_t *a, size_t na, const uint64_t *b, size_
     return (double)both / (double)(na + nb - both);
 }
 
+/* Process CPU seconds (all threads), for the phase lines logged at debug level. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct { double wall, cpu; } phase_clock;
+
+static void phase_end(phase_clock *t, const char *name) {
+    double w = now_s(), c = cpu_s();
+    if (t->wall > 0) RT_DEBUG("minhash: phase %-10s wall %7.3f s  cpu %7.3f s", name, w - t->wall, c - t->cpu);
+    t->wall = w;
+    t->cpu = c;
+}
+
 int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool, size_t *cluster) {
+    phase_clock pc = {0, 0};
+    phase_end(&pc, NULL);
     mh_hasher *h;
     int rc = mh_hasher_new(c, &h);
     if (rc) return rc;
@@ -330,8 +350,10 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     }
     kb = rt_malloc(sizeof *kb * (n ? n : 1));
     if (!parent || !j.exact || !j.empty || (!c->exact_only && !j.sigs) || !kb) { rc = RT_ENOMEM; goto done; }
+    phase_end(&pc, "alloc");
     tp_parallel_for(pool, n, sig_worker, &j);
     if (j.err) { rc = rt_fail(j.err, "minhash: normalizing documents"); goto done; }
+    phase_end(&pc, "signatures");
     for (size_t i = 0; i < n; i++) parent[i] = i;
 
     /* exact duplicates: equal hashes of the normalized text */
@@ -339,6 +361,7 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     qsort(kb, n, sizeof *kb, cmp_keyed);
     for (size_t i = 1; i < n; i++)
         if (kb[i].key == kb[i - 1].key) uf_union(parent, kb[i - 1].doc, kb[i].doc);
+    phase_end(&pc, "exact");
 
     if (!c->exact_only) {
         /* LSH: per band, documents with equal band hashes are candidates; each is checked
@@ -373,6 +396,7 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
             }
         }
     }
+    phase_end(&pc, "lsh");
     for (size_t i = 0; i < n; i++) cluster[i] = uf_find(parent, i);
 done:
     free(parent);
@@ -385,5 +409,6 @@ done:
     free(j.nsh);
     free(kb);
     mh_hasher_free(h);
+    phase_end(&pc, "free");
     return rc;
 }
