@@ -9,9 +9,8 @@
 
 #include "cli/cli.h"
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/json.h"
-#include "core/log.h"
+#include "core/phase.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "filters/minhash.h"
@@ -27,11 +26,18 @@ typedef struct {
     size_t n, cap_id, cap_text, cap_doc;
 } corpus;
 
-static void corpus_free(corpus *c) {
-    for (size_t i = 0; i < c->n; i++) {
+static void free_worker(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
+    corpus *c = ctx;
+    for (size_t i = begin; i < end; i++) {
         free(c->idtxt[i]);
         json_decref(c->texts[i]);
     }
+}
+
+/* Frees the documents on the pool's threads (NULL: this one). */
+static void corpus_free(corpus *c, tp_pool *pool) {
+    tp_parallel_for(pool, c->n, free_worker, c);
     free(c->idtxt);
     free(c->texts);
     free(c->docs);
@@ -222,16 +228,17 @@ int cmd_dedup(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("dedup", "unexpected argument '%s'", argv[optind]);
 
-    double w0 = now_s(), c0 = (double)clock() / CLOCKS_PER_SEC;
+    ph_clock pc;
+    ph_start(&pc, "dedup");
     corpus c = {0};
     tp_pool *pool = NULL;
-    if (tp_create(threads, &pool) || read_corpus(stdin, pool, &c)) { tp_free(pool); corpus_free(&c); return cli_fail("dedup"); }
+    if (tp_create(threads, &pool) || read_corpus(stdin, pool, &c)) { corpus_free(&c, pool); tp_free(pool); return cli_fail("dedup"); }
     size_t *cluster = rt_malloc(sizeof *cluster * (c.n ? c.n : 1));
     int rc = cluster ? 0 : RT_ENOMEM;
-    double w1 = now_s(), c1 = (double)clock() / CLOCKS_PER_SEC;
-    if (!rc) rc = mh_dedup_run(&cfg, c.docs, c.n, pool, cluster);
-    double w2 = now_s(), c2 = (double)clock() / CLOCKS_PER_SEC;
-    if (rc) { tp_free(pool); free(cluster); corpus_free(&c); return cli_fail("dedup"); }
+    ph_lap(&pc, "read");
+    if (!rc) rc = mh_dedup_run(&cfg, c.docs, c.n, pool, cluster); /* logs its own phases */
+    ph_start(&pc, "dedup");
+    if (rc) { free(cluster); corpus_free(&c, pool); tp_free(pool); return cli_fail("dedup"); }
     int status = EXIT_OK;
     /* output in blocks of 64k documents, each block formatted by the threads in parts */
     enum { BLOCK = 1 << 16 };
@@ -253,13 +260,11 @@ int cmd_dedup(int argc, char **argv) {
     }
     free(out);
     free(olen);
-    tp_free(pool);
+    ph_lap(&pc, "write");
     free(cluster);
-    corpus_free(&c);
-    double w3 = now_s(), c3 = (double)clock() / CLOCKS_PER_SEC;
-    RT_DEBUG("dedup: phase read       wall %7.3f s  cpu %7.3f s", w1 - w0, c1 - c0);
-    RT_DEBUG("dedup: phase cluster    wall %7.3f s  cpu %7.3f s", w2 - w1, c2 - c1);
-    RT_DEBUG("dedup: phase write+free wall %7.3f s  cpu %7.3f s", w3 - w2, c3 - c2);
+    corpus_free(&c, pool);
+    tp_free(pool);
+    ph_lap(&pc, "free");
     if (fflush(stdout) || ferror(stdout)) { fprintf(stderr, "retort: dedup: writing stdout failed\n"); return EXIT_RUNTIME; }
     return status;
 }

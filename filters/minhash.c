@@ -5,9 +5,8 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/hash.h"
-#include "core/log.h"
+#include "core/phase.h"
 #include "core/status.h"
 #include "filters/minhash.h"
 
@@ -391,25 +390,15 @@ static void band_worker(void *ctx, size_t begin, size_t end, int thread) {
     free(kb);
 }
 
-/* Process CPU seconds (all threads), for the phase lines logged at debug level. */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-typedef struct { double wall, cpu; } phase_clock;
-
-static void phase_end(phase_clock *t, const char *name) {
-    double w = now_s(), c = cpu_s();
-    if (t->wall > 0) RT_DEBUG("minhash: phase %-10s wall %7.3f s  cpu %7.3f s", name, w - t->wall, c - t->cpu);
-    t->wall = w;
-    t->cpu = c;
+static void free_worker(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
+    uint64_t **sh = ctx;
+    for (size_t i = begin; i < end; i++) free(sh[i]);
 }
 
 int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool, size_t *cluster) {
-    phase_clock pc = {0, 0};
-    phase_end(&pc, NULL);
+    ph_clock pc;
+    ph_start(&pc, "minhash");
     mh_hasher *h;
     int rc = mh_hasher_new(c, &h);
     if (rc) return rc;
@@ -430,10 +419,9 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     }
     kb = rt_malloc(sizeof *kb * (n ? n : 1));
     if (!parent || !j.exact || !j.empty || (!c->exact_only && !j.sigs) || !kb) { rc = RT_ENOMEM; goto done; }
-    phase_end(&pc, "alloc");
-    tp_parallel_for(pool, n, sig_worker, &j);
+        tp_parallel_for(pool, n, sig_worker, &j);
     if (j.err) { rc = rt_fail(j.err, "minhash: normalizing documents"); goto done; }
-    phase_end(&pc, "signatures");
+    ph_lap(&pc, "signatures");
     for (size_t i = 0; i < n; i++) parent[i] = i;
 
     /* exact duplicates: equal hashes of the normalized text */
@@ -441,7 +429,7 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     qsort(kb, n, sizeof *kb, cmp_keyed);
     for (size_t i = 1; i < n; i++)
         if (kb[i].key == kb[i - 1].key) uf_union(parent, kb[i - 1].doc, kb[i].doc);
-    phase_end(&pc, "exact");
+    ph_lap(&pc, "exact");
 
     if (!c->exact_only) {
         /* non-first exact copies stay out of LSH: their first copy stands for them */
@@ -458,20 +446,19 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
         free(bj.edges);
         if (bj.err) { rc = rt_fail(bj.err, "minhash: LSH buckets"); goto done; }
     }
-    phase_end(&pc, "lsh");
+    ph_lap(&pc, "lsh");
     for (size_t i = 0; i < n; i++) cluster[i] = uf_find(parent, i);
 done:
     free(parent);
     free(j.exact);
     free(j.empty);
     free(j.sigs);
-    if (j.sh)
-        for (size_t i = 0; i < n; i++) free(j.sh[i]);
+    if (j.sh) tp_parallel_for(pool, n, free_worker, j.sh);
     free(j.sh);
     free(j.nsh);
     free(j.skip);
     free(kb);
     mh_hasher_free(h);
-    phase_end(&pc, "free");
+    ph_lap(&pc, "free");
     return rc;
 }
