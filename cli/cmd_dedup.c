@@ -79,8 +79,6 @@ static void parse_worker(void *ctx, size_t begin, size_t end, int thread) {
     parse_job *p = ctx;
     for (size_t i = begin; i < end; i++) {
         long lineno = p->lineno0 + (long)i;
-        p->idtxt[i] = NULL;
-        p->texts[i] = NULL;
         int rc = parse_line(p->buf + p->start[i], p->len[i], lineno, &p->idtxt[i], &p->texts[i]);
         if (rc < 0) {
             long cur = __atomic_load_n(&p->bad, __ATOMIC_RELAXED);
@@ -100,8 +98,8 @@ static int parse_chunk(const char *buf, size_t len, long *lineno, tp_pool *pool,
         q = e ? e + 1 : buf + len;
     }
     size_t *start = rt_malloc(sizeof *start * (lines ? lines : 1)), *ln = rt_malloc(sizeof *ln * (lines ? lines : 1));
-    char **idtxt = rt_malloc(sizeof *idtxt * (lines ? lines : 1));
-    json_t **texts = rt_malloc(sizeof *texts * (lines ? lines : 1));
+    char **idtxt = rt_calloc(lines ? lines : 1, sizeof *idtxt); /* NULL: blank, or not parsed after an error */
+    json_t **texts = rt_calloc(lines ? lines : 1, sizeof *texts);
     int rc = 0;
     if (!start || !ln || !idtxt || !texts || rt_grow((void **)&c->idtxt, &c->cap_id, c->n + lines, sizeof *c->idtxt) ||
         rt_grow((void **)&c->texts, &c->cap_text, c->n + lines, sizeof *c->texts) ||
