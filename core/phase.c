@@ -41,6 +41,7 @@ static int snapshot_threads(int *tid, double *tcpu) {
 void ph_start(ph_clock *p, const char *who) {
     p->who = who;
     p->on = rt_log_get_level() == RT_LOG_DEBUG;
+    p->last_wall = p->last_cpu = p->last_busiest = -1;
     if (!p->on) return;
     p->wall = now_s();
     p->cpu = process_cpu_s();
@@ -63,6 +64,9 @@ void ph_lap(ph_clock *p, const char *phase) {
     }
     rt_log(RT_LOG_DEBUG, "%s: phase %-11s wall %8.3f s  cpu %8.3f s  busiest %8.3f s", p->who, phase, wall - p->wall,
            cpu - p->cpu, busiest);
+    p->last_wall = wall - p->wall;
+    p->last_cpu = cpu - p->cpu;
+    p->last_busiest = busiest;
     p->wall = wall;
     p->cpu = cpu;
     p->n = n;

@@ -23,6 +23,7 @@ typedef struct {
     int n;                              /* threads seen at the last snapshot */
     int tid[PH_MAX_THREADS];
     double tcpu[PH_MAX_THREADS];        /* [n] seconds on CPU per thread */
+    double last_wall, last_cpu, last_busiest; /* the phase ph_lap last logged; -1 when not measured */
 } ph_clock;
 
 void ph_start(ph_clock *p, const char *who);
