@@ -43,7 +43,7 @@ static void corpus_free(corpus *c, tp_pool *pool) {
     free(c->docs);
 }
 
-/* Parses one line: 1 for a blank line, 0 with *id and *text set, or an error code. */
+/* Parses one line: 1 for a blank line, 0 with *idtxt and *text_out set, or an error code. */
 static int parse_line(const char *line, size_t len, long lineno, char **idtxt, json_t **text_out) {
     size_t k = 0;
     while (k < len && strchr(" \t\r\n", line[k])) k++;
