@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "core/phase.h"
 #include "core/status.h"
 #include "filters/minhash.h"
 
@@ -244,6 +245,7 @@ typedef struct {
     uint64_t *sigs;       /* [n, nh] */
     uint64_t *exact;      /* [n] */
     bool *empty;          /* [n]: no words */
+    bool *skip;           /* [n]: left out of LSH (empty, or a later exact copy) */
     uint64_t **sh;        /* [n]: sorted distinct shingle hashes, for exact Jaccard */
     size_t *nsh;          /* [n] */
     int err;
@@ -310,13 +312,99 @@ static double set_jaccard(const uint64_t *a, size_t na, const uint64_t *b, size_
     return (double)both / (double)(na + nb - both);
 }
 
+/* ---- LSH ----------------------------------------------------------------------------------
+ * Each band is a pure function of the signatures, so bands run on any thread in any order
+ * and the clusters (connected components of the accepted pairs, named by their smallest
+ * index) do not depend on the thread count. Within a band, documents with equal band hashes
+ * form a bucket; each is checked against up to 32 earlier members of its bucket, stopping at
+ * one already joined to it in this band (a union-find over the bucket's positions) or at the
+ * first that passes. A pair whose rows agree in an earlier band is left to that band. */
+typedef struct {
+    const sig_job *j;
+    const mh_config *c;
+    const bool *skip;     /* [n]: empty, or an exact copy of an earlier document */
+    u64vec *edges;        /* [bands]: accepted pairs (q, d) flattened */
+    size_t n;
+    int err;
+} band_job;
+
+static size_t lf_find(size_t *p, size_t x) {
+    while (p[x] != x) {
+        p[x] = p[p[x]];
+        x = p[x];
+    }
+    return x;
+}
+
+static bool agree_before(const uint64_t *sq, const uint64_t *sd, int band, int rows) {
+    for (int b = 0; b < band; b++)
+        if (!memcmp(sq + (size_t)b * (size_t)rows, sd + (size_t)b * (size_t)rows, sizeof(uint64_t) * (size_t)rows)) return true;
+    return false;
+}
+
+static void band_worker(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
+    band_job *bj = ctx;
+    const sig_job *j = bj->j;
+    int nh = j->h->n, rows = bj->c->rows;
+    double thr = bj->c->threshold;
+    keyed *kb = malloc(sizeof *kb * (bj->n ? bj->n : 1));
+    size_t *lp = NULL, lcap = 0;
+    if (!kb) { __atomic_store_n(&bj->err, RT_ENOMEM, __ATOMIC_RELAXED); return; }
+    for (size_t band = begin; band < end; band++) {
+        u64vec *out = &bj->edges[band];
+        size_t m = 0;
+        for (size_t i = 0; i < bj->n; i++)
+            if (!bj->skip[i])
+                kb[m++] = (keyed){XXH64(j->sigs + i * (size_t)nh + band * (size_t)rows, sizeof(uint64_t) * (size_t)rows, (uint64_t)band), i};
+        qsort(kb, m, sizeof *kb, cmp_keyed);
+        for (size_t s = 0; s < m;) {
+            size_t e = s + 1;
+            while (e < m && kb[e].key == kb[s].key) e++;
+            if (e - s == 1) { s = e; continue; }
+            if (rt_grow((void **)&lp, &lcap, e - s, sizeof *lp)) { out->oom = true; break; }
+            for (size_t x = s; x < e; x++) lp[x - s] = x - s;
+            for (size_t x = s + 1; x < e; x++) {
+                size_t d = kb[x].doc;
+                const uint64_t *sd = j->sigs + d * (size_t)nh;
+                size_t lo = x - s > 32 ? x - 32 : s;
+                for (size_t y = x; y-- > lo;) {
+                    size_t q = kb[y].doc;
+                    const uint64_t *sq = j->sigs + q * (size_t)nh;
+                    if (lf_find(lp, y - s) == lf_find(lp, x - s)) break;
+                    if (agree_before(sq, sd, (int)band, rows)) continue;
+                    if (mh_similarity(sd, sq, nh) >= thr - 0.15 && set_jaccard(j->sh[d], j->nsh[d], j->sh[q], j->nsh[q]) >= thr) {
+                        size_t a = lf_find(lp, y - s), b = lf_find(lp, x - s);
+                        lp[a > b ? a : b] = a < b ? a : b;
+                        vec_add(q, out);
+                        vec_add(d, out);
+                        break;
+                    }
+                }
+            }
+            s = e;
+        }
+        if (out->oom) { __atomic_store_n(&bj->err, RT_ENOMEM, __ATOMIC_RELAXED); break; }
+    }
+    free(lp);
+    free(kb);
+}
+
+static void free_worker(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
+    uint64_t **sh = ctx;
+    for (size_t i = begin; i < end; i++) free(sh[i]);
+}
+
 int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool, size_t *cluster) {
+    ph_clock pc;
+    ph_start(&pc, "minhash");
     mh_hasher *h;
     int rc = mh_hasher_new(c, &h);
     if (rc) return rc;
     int nh = h->n;
     size_t sig_elems;
-    sig_job j = {h, docs, NULL, NULL, NULL, NULL, NULL, 0};
+    sig_job j = {h, docs, NULL, NULL, NULL, NULL, NULL, NULL, 0};
     keyed *kb = NULL;
     size_t *parent = rt_malloc(sizeof *parent * (n ? n : 1));
     j.exact = rt_malloc(sizeof *j.exact * (n ? n : 1));
@@ -326,12 +414,14 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
         j.sigs = rt_malloc(sizeof *j.sigs * (sig_elems ? sig_elems : 1));
         j.sh = rt_calloc(n ? n : 1, sizeof *j.sh);
         j.nsh = rt_calloc(n ? n : 1, sizeof *j.nsh);
-        if (!j.sh || !j.nsh) { rc = RT_ENOMEM; goto done; }
+        j.skip = rt_calloc(n ? n : 1, sizeof *j.skip);
+        if (!j.sh || !j.nsh || !j.skip) { rc = RT_ENOMEM; goto done; }
     }
     kb = rt_malloc(sizeof *kb * (n ? n : 1));
     if (!parent || !j.exact || !j.empty || (!c->exact_only && !j.sigs) || !kb) { rc = RT_ENOMEM; goto done; }
-    tp_parallel_for(pool, n, sig_worker, &j);
+        tp_parallel_for(pool, n, sig_worker, &j);
     if (j.err) { rc = rt_fail(j.err, "minhash: normalizing documents"); goto done; }
+    ph_lap(&pc, "signatures");
     for (size_t i = 0; i < n; i++) parent[i] = i;
 
     /* exact duplicates: equal hashes of the normalized text */
@@ -339,51 +429,36 @@ int mh_dedup_run(const mh_config *c, const mh_doc *docs, size_t n, tp_pool *pool
     qsort(kb, n, sizeof *kb, cmp_keyed);
     for (size_t i = 1; i < n; i++)
         if (kb[i].key == kb[i - 1].key) uf_union(parent, kb[i - 1].doc, kb[i].doc);
+    ph_lap(&pc, "exact");
 
     if (!c->exact_only) {
-        /* LSH: per band, documents with equal band hashes are candidates; each is checked
-         * against up to 32 earlier members of its bucket until one passes the threshold */
+        /* non-first exact copies stay out of LSH: their first copy stands for them */
+        for (size_t i = 0; i < n; i++) j.skip[i] = j.empty[i];
+        for (size_t i = 1; i < n; i++)
+            if (kb[i].key == kb[i - 1].key) j.skip[kb[i].doc] = true;
+        band_job bj = {&j, c, j.skip, rt_calloc((size_t)c->bands, sizeof *bj.edges), n, 0};
+        if (!bj.edges) { rc = RT_ENOMEM; goto done; }
+        tp_parallel_for(pool, (size_t)c->bands, band_worker, &bj);
         for (int band = 0; band < c->bands; band++) {
-            size_t m = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (j.empty[i]) continue;
-                size_t r = uf_find(parent, i);
-                if (r != i && j.exact[r] == j.exact[i]) continue; /* an exact copy: its root stands for it */
-                kb[m++] = (keyed){XXH64(j.sigs + i * (size_t)nh + (size_t)band * (size_t)c->rows,
-                                        sizeof(uint64_t) * (size_t)c->rows, (uint64_t)band), i};
-            }
-            qsort(kb, m, sizeof *kb, cmp_keyed);
-            for (size_t s = 0; s < m;) {
-                size_t e = s + 1;
-                while (e < m && kb[e].key == kb[s].key) e++;
-                for (size_t x = s + 1; x < e; x++) {
-                    size_t d = kb[x].doc;
-                    size_t lo = x - s > 32 ? x - 32 : s;
-                    for (size_t y = x; y-- > lo;) {
-                        size_t q = kb[y].doc;
-                        if (uf_find(parent, q) == uf_find(parent, d)) break;
-                        if (mh_similarity(j.sigs + d * (size_t)nh, j.sigs + q * (size_t)nh, nh) >= c->threshold - 0.15 &&
-                            set_jaccard(j.sh[d], j.nsh[d], j.sh[q], j.nsh[q]) >= c->threshold) {
-                            uf_union(parent, q, d);
-                            break;
-                        }
-                    }
-                }
-                s = e;
-            }
+            for (size_t e = 0; e < bj.edges[band].n; e += 2) uf_union(parent, bj.edges[band].v[e], bj.edges[band].v[e + 1]);
+            free(bj.edges[band].v);
         }
+        free(bj.edges);
+        if (bj.err) { rc = rt_fail(bj.err, "minhash: LSH buckets"); goto done; }
     }
+    ph_lap(&pc, "lsh");
     for (size_t i = 0; i < n; i++) cluster[i] = uf_find(parent, i);
 done:
     free(parent);
     free(j.exact);
     free(j.empty);
     free(j.sigs);
-    if (j.sh)
-        for (size_t i = 0; i < n; i++) free(j.sh[i]);
+    if (j.sh) tp_parallel_for(pool, n, free_worker, j.sh);
     free(j.sh);
     free(j.nsh);
+    free(j.skip);
     free(kb);
     mh_hasher_free(h);
+    ph_lap(&pc, "free");
     return rc;
 }

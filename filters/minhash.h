@@ -15,7 +15,14 @@
  *
  * mh_dedup_run() clusters a batch: documents with the same normalized text (exact
  * duplicates) or a merged candidate pair end up in one cluster (single linkage, union
- * find); the cluster is named by its first document, which is the one kept.
+ * find); the cluster is named by its first document, which is the one kept. Later exact
+ * copies stay out of LSH (their first copy stands for them). In each band a document is
+ * checked against up to 32 earlier members of its bucket, stopping at the first that passes
+ * or one already joined to it in that band; a pair whose rows agree in an earlier band is
+ * left to that band. Each band thus depends only on the signatures, bands run in parallel,
+ * and the clusters (connected components of the merged pairs) are the same at any thread
+ * count. With the log level at debug it logs each phase's wall, CPU and busiest-thread
+ * CPU (core/phase.h).
  *
  * Ownership: a mh_hasher is created by mh_hasher_new() and released by mh_hasher_free()
  * (NULL is fine); it is read-only after creation, so threads may share one.

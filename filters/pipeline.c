@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/fsutil.h"
+#include "core/phase.h"
 #include "core/status.h"
 #include "dataset/verdicts.h"
 #include "filters/decontam.h"
@@ -424,7 +425,10 @@ static int dedup_stage(db_conn *db, const fp_config *c, tp_pool *pool, fp_progre
                        const id_list *done, size_t *also_scored) {
     const char *method = c->dedup.exact_only ? "exact" : "minhash";
     dd_read x = {.also_scored = also_scored, .done = done};
+    ph_clock pc;
+    ph_start(&pc, "filter dedup");
     int rc = db_dedup_rows(db, method, dedup_row, &x);
+    ph_lap(&pc, "read");
     dd_row *rows = x.rows;
     mh_doc *docs = x.docs;
     size_t n = x.n, n_new = x.n_new;
@@ -439,7 +443,8 @@ static int dedup_stage(db_conn *db, const fp_config *c, tp_pool *pool, fp_progre
         pick = rt_malloc(n * sizeof *pick);
         size = rt_calloc(n, sizeof *size);
         if (!cl || !pick || !size) rc = RT_ENOMEM;
-        if (!rc) rc = mh_dedup_run(&c->dedup, docs, n, pool, cl);
+        if (!rc) rc = mh_dedup_run(&c->dedup, docs, n, pool, cl); /* logs its own phases */
+        ph_start(&pc, "filter dedup");
     }
     if (!rc && n_new) {
         /* pick[root] = the member kept: an earlier representative, else one that failed no
@@ -517,6 +522,7 @@ static int dedup_stage(db_conn *db, const fp_config *c, tp_pool *pool, fp_progre
         if (!rc) rc = db_commit(db);
         if (rc) db_rollback(db);
         db_cluster_writer_close(ci);
+        ph_lap(&pc, "write");
         if (!rc && fn) {
             fp_progress p = {"dedup", n_new, n_new, 0};
             fn(ud, &p);
@@ -528,6 +534,7 @@ static int dedup_stage(db_conn *db, const fp_config *c, tp_pool *pool, fp_progre
     free(cl);
     free(pick);
     free(size);
+    ph_lap(&pc, "free");
     return rc ? rt_errorf(rc, "dedup") : 0;
 }
 

@@ -192,3 +192,50 @@ def test_dedup_usage_errors_exit_2(args):
         pytest.skip("skipped: retort binary not built")
     out = subprocess.run([RETORT, "dedup"] + args, input="", capture_output=True, text=True)
     assert out.returncode == 2
+
+
+def test_dedup_output_is_identical_at_1_2_3_threads():
+    """The planted set plus a family of 60 one-word variants of one text (more than the 32
+    earlier bucket members a document is checked against): byte-identical output whatever
+    the thread count."""
+    if not os.path.exists(RETORT):
+        pytest.skip("skipped: retort binary not built")
+    docs, _ = planted(seed=11)
+    rng = random.Random(5)
+    base = docs[0].split(" ")
+    for k in range(60):
+        w = list(base)
+        w[rng.randrange(len(w))] = "variant" + "".join(rng.choice("xyz") for _ in range(6))
+        docs.insert(rng.randrange(len(docs) + 1), " ".join(w))
+    inp = "".join(json.dumps({"id": "d%d" % i, "text": d}) + "\n" for i, d in enumerate(docs))
+    outs = []
+    for threads in (1, 2, 3):
+        out = subprocess.run([RETORT, "dedup", "--threads", str(threads)], input=inp, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        outs.append(out.stdout)
+    assert outs[0] == outs[1] == outs[2]
+    assert len(jsonl_lines(outs[0])) == len(docs)
+
+
+def test_dedup_reads_lines_across_chunks_and_names_the_first_bad_line():
+    """stdin is parsed in 16 MiB chunks by the threads: a line longer than a chunk, ids in
+    order across chunk boundaries, and of two bad lines the first is the one reported, with
+    its line number counted over all chunks."""
+    if not os.path.exists(RETORT):
+        pytest.skip("skipped: retort binary not built")
+    # punctuation normalizes to nothing, so this costs little beyond reading the JSON
+    big = "." * (17 << 20)                                            # one line > 16 MiB
+    lines = [json.dumps({"id": 0, "text": big}), ""] + \
+            [json.dumps({"id": i, "text": "doc %s " % chr(97 + i % 26) + "," * 8000}) for i in range(2, 3001)]
+    inp = "\n".join(lines) + "\n"  # about 41 MB: the chunk after the long line starts near line 1900
+    out = subprocess.run([RETORT, "dedup", "--threads", "3"], input=inp, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert [r["id"] for r in jsonl_lines(out.stdout)] == [0] + list(range(2, 3001))
+    bad = list(lines)
+    bad[2599] = "not json"          # both in the second chunk, on different threads
+    bad[2199] = '{"id": 2200}'
+    out = subprocess.run([RETORT, "dedup", "--threads", "3"], input="\n".join(bad) + "\n", capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1
+    assert "stdin line 2200:" in out.stderr and out.stderr.count("\n") == 1, out.stderr

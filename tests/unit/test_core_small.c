@@ -12,6 +12,9 @@
 #include "core/clock.h"
 #include "core/hash.h"
 #include "core/json.h"
+#include "core/log.h"
+#include "core/phase.h"
+#include "core/threadpool.h"
 #include "testutil.h"
 
 Test(clock, now_s_never_goes_back_and_counts_seconds) {
@@ -108,4 +111,35 @@ Test(chat_template, end_of_turn_token_of_each_builtin_is_the_models_eos) {
         free(want);
     }
     cr_assert_null(ct_template_eot(NULL));
+}
+
+static void spin(void *ctx, size_t begin, size_t end, int thread) {
+    (void)thread;
+    volatile uint64_t *acc = ctx, x = 0;
+    for (size_t i = begin; i < end; i++)
+        for (int k = 0; k < 20000; k++) x += i * (uint64_t)k;
+    __atomic_fetch_add(acc, x, __ATOMIC_RELAXED);
+}
+
+/* The busiest thread's CPU is one share of the process's: never above it, and with two
+ * threads sharing the work at least some of it (values from the kernel's own accounting). */
+Test(phase, busiest_thread_cpu_is_part_of_the_process_cpu) {
+    ph_clock pc;
+    rt_log_set_level(RT_LOG_INFO);
+    ph_start(&pc, "test");
+    ph_lap(&pc, "off");
+    cr_assert_eq(pc.last_cpu, -1, "nothing is measured below debug level");
+    rt_log_set_level(RT_LOG_DEBUG);
+    tp_pool *p;
+    cr_assert_eq(tp_create(2, &p), 0);
+    uint64_t acc = 0;
+    ph_start(&pc, "test");
+    tp_parallel_for(p, 4000, spin, &acc);
+    ph_lap(&pc, "spin");
+    tp_free(p);
+    rt_log_set_level(RT_LOG_INFO);
+    cr_assert_gt(pc.last_cpu, 0);
+    cr_assert_gt(pc.last_busiest, 0, "schedstat not readable?");
+    cr_assert_leq(pc.last_busiest, pc.last_cpu + 1e-3, "busiest %g s > process %g s", pc.last_busiest, pc.last_cpu);
+    cr_assert_geq(pc.last_wall, 0);
 }

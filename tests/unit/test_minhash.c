@@ -152,3 +152,65 @@ Test(minhash, threads_give_the_same_clusters) {
         free(buf[i]);
     }
 }
+
+/* Families of one-word variants of a 200-word base (own vocabulary per family): a variant
+ * against another keeps at least 186 of 206 shingles in common (J ≥ 0.90 > 0.8), so each
+ * family is one cluster named by its first member; family 0 has 75 members, more than the
+ * 32 earlier members a document is checked against. Every tenth document is an exact copy
+ * (after normalization) of the one five before it. The clusters must not depend on the
+ * number of threads. */
+/* x written in base 26 with letters (digits would all normalize to "0") */
+static const char *letters(int x, char *out) {
+    char t[16];
+    int n = 0;
+    do { t[n++] = (char)('a' + x % 26); x /= 26; } while (x);
+    for (int k = 0; k < n; k++) out[k] = t[n - 1 - k];
+    out[n] = 0;
+    return out;
+}
+
+Test(minhash, clusters_of_near_duplicate_families_at_1_2_3_threads) {
+    enum { N = 300, W = 200 };
+    mh_doc docs[N];
+    char *buf[N];
+    int fam[N];
+    for (int i = 0; i < N; i++) {
+        buf[i] = malloc(W * 16);
+        fam[i] = i % 4 == 0 ? 0 : 1 + i % 13;
+        if (i % 10 == 9) { /* an exact copy of i - 5 after normalization: upper case, commas */
+            size_t k = 0;
+            for (const char *p = buf[i - 5]; *p; p++) {
+                buf[i][k++] = *p >= 'a' && *p <= 'z' ? (char)(*p - 32) : *p;
+                if (*p == ' ') buf[i][k++] = ',';
+            }
+            buf[i][k] = 0;
+            fam[i] = fam[i - 5];
+        } else {
+            size_t k = 0;
+            char a[16], b[16];
+            for (int w = 0; w < W; w++) {
+                if (w == (i * 37) % W) k += (size_t)sprintf(buf[i] + k, "%svariant%s", w ? " " : "", letters(i, a));
+                else k += (size_t)sprintf(buf[i] + k, "%sfam%sword%s", w ? " " : "", letters(fam[i], a), letters(w, b));
+            }
+        }
+        docs[i] = (mh_doc){buf[i], strlen(buf[i])};
+    }
+    size_t want[N];
+    for (int i = 0; i < N; i++) {
+        want[i] = (size_t)i;
+        for (int k = 0; k < i; k++)
+            if (fam[k] == fam[i]) { want[i] = (size_t)k; break; }
+    }
+    mh_config c;
+    mh_config_default(&c);
+    for (int threads = 1; threads <= 3; threads++) {
+        tp_pool *p = NULL;
+        if (threads > 1) cr_assert_eq(tp_create(threads, &p), 0);
+        size_t got[N];
+        cr_assert_eq(mh_dedup_run(&c, docs, N, p, got), 0, "%s", rt_errmsg());
+        tp_free(p);
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(got[i], want[i], "%d threads: doc %d (family %d) in cluster %zu, want %zu", threads, i, fam[i], got[i], want[i]);
+    }
+    for (int i = 0; i < N; i++) free(buf[i]);
+}
