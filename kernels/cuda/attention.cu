@@ -398,16 +398,6 @@ static int check_shape(const char *who, int64_t T, int64_t Hq, int64_t Hkv, int6
     return 0;
 }
 
-// Raise a kernel's dynamic shared-memory limit, except while `st` is being captured into a CUDA
-// graph (the attribute call is not a stream operation; the first, eager call has set it).
-template <typename K> static int set_smem(K kern, size_t bytes, cudaStream_t st) {
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    RT_CUDA_TRY(cudaStreamIsCapturing(st, &cs));
-    if (cs != cudaStreamCaptureStatusNone) return 0;
-    RT_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    return 0;
-}
-
 template <int HD, int NW>
 static int fwd(uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *ds,
                int T, int Hq, int Hkv, float scale, attn_ld ld, cudaStream_t st) {

@@ -146,4 +146,16 @@ __device__ __forceinline__ void tile_softmax_pv(float (&s)[8][4], float (&m)[2],
     }
 }
 
+#ifndef RT_EMU
+// Raise a kernel's dynamic shared-memory limit, except while `st` is being captured into a CUDA
+// graph (the attribute call is not a stream operation; the first, eager call has set it).
+template <typename K> static int set_smem(K kern, size_t bytes, cudaStream_t st) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    RT_CUDA_TRY(cudaStreamIsCapturing(st, &cs));
+    if (cs != cudaStreamCaptureStatusNone) return 0;
+    RT_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return 0;
+}
+#endif
+
 #endif
