@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(256)
     uint16_t *smem = (uint16_t *)smem_raw;
     const int BT = 16 * WT, NT = 32 * G * WT, R = G * BT;
     uint16_t *sQ = smem, *sK = sQ + R * LD, *sV = sK + 2 * BN * LD;
-    const int i0 = tiles[blockIdx.x], rep = Hq / Hkv, groups = rep / G;
+    const int i0 = tiles[gridDim.x - 1 - blockIdx.x], rep = Hq / Hkv, groups = rep / G;   // longest contexts first
     const int hk = blockIdx.y / groups, h0 = hk * rep + (blockIdx.y % groups) * G;
     const int sq0 = seq[i0];
     // the tile: up to BT queries from i0 while they belong to i0's sequence
