@@ -10,6 +10,9 @@
 #                retort (CUDA=1 MPI=0 SYSROOT=build/sysroot: the carried packages, no registry), sm_90a
 #   2. gpu tests every tests/gpu/test_*_gpu (each kernel against its CPU twin, its own tolerance)
 #   3. sanitizer compute-sanitizer memcheck and racecheck on the MLA and attention tests
+#   3b. prefill attn  bench/lab_paged_prefill: the tensor-core prefill attention on the paged cache
+#                (attn_paged_prefill_cuda) against the scalar paged kernel, TFLOP/s and their ratio,
+#                Qwen2.5-1.5B heads, a 4096-token prompt and a 512-token chunk after a 3584 prefix
 #   4. engine    retort generate --device cuda against --device cpu (same greedy ids; logprobs
 #                within 2e-2, bf16 against f32) on a random Qwen2.5-1.5B-shaped bf16 model, and on a
 #                random tiny FP8 DeepSeek-V3 (scripts/device_models.py), whose GPU path also rounds
@@ -85,6 +88,15 @@ for t in "$B"/gpuonly/gpu-tests/test_ds_mla_gpu "$B"/gpuonly/gpu-tests/test_*att
   done
 done
 row sanitizer "$([ $sfail = 0 ] && echo ok || echo FAILED)" "$san"
+
+# ---- 3b. prefill attention: the tensor-core paged prefill against the scalar paged kernel ---
+if timeout 120 env LAB_REPS=5 "$B/gpuonly/labs/lab_paged_prefill" 4096 > "$OUT/prefill.log" 2>&1; then
+  tf() { grep -F "$1 qwen1.5b 12/2x128 n=$2 " "$OUT/prefill.log" | awk '{print $(NF-4)}'; }
+  rt() { grep -F "ratio qwen1.5b 12/2x128 n=$1 " "$OUT/prefill.log" | awk '{print $NF}'; }
+  row "prefill attn" ok "Qwen2.5-1.5B heads (12/2x128), 4096-token prompt: tensor-core $(tf "prefill mma" 4096) TFLOP/s vs scalar paged $(tf "paged scalar" 4096) ($(rt 4096)); 512-token chunk after 3584 cached: $(tf "prefill mma" 512) vs $(tf "paged scalar" 512) ($(rt 512)); Llama-8B heads in prefill.log"
+else
+  row "prefill attn" FAILED "$(tail -1 "$OUT/prefill.log")"
+fi
 
 # ---- 4. engine: cuda against cpu -----------------------------------------------------------
 M=$(mktemp -d /tmp/fl-models.XXXXXX)

@@ -112,6 +112,22 @@ int attn_paged_fwd_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n,
                         float scale, const uint16_t *k, const uint16_t *v, int64_t block_size, int64_t block_stride,
                         const int32_t *tables, int64_t table_ld, const int32_t *seq, const int32_t *ctx,
                         int64_t max_ctx, void *ws, void *stream);
+/* Chunked prefill on tensor cores (the same paged layout, n, q, o, seq, ctx, scale as
+ * attn_paged_fwd_cuda, its twin attn_paged_fwd): for passes with many new queries per sequence.
+ * The queries are cut into tiles of up to 16, 32 or 64 consecutive queries of one table row;
+ * attn_paged_prefill_tiles (host) writes the first query of each tile into tiles (n ints at
+ * most; seq a host copy) and returns their count; the launch reads a device copy. Each tile
+ * streams its sequence's K/V in tiles of 64 positions once for all the query heads of a kv head
+ * (up to 8), mma.sync bf16 with f32 accumulation and an online softmax; a query sees positions
+ * [0, ctx[i]) (causal: a chunk continuing a cached prefix of any length). hd ∈ {64, 128},
+ * Hq % Hkv == 0, ld_q and block_stride multiples of 8, q, k, v 16-byte aligned, o 4-byte aligned.
+ * No workspace. Results differ from attn_paged_fwd_cuda's by the bf16 rounding of the
+ * probabilities (tolerance in tests/emu/paged_attn_emu.cpp). */
+int64_t attn_paged_prefill_tiles(int32_t *tiles, const int32_t *seq, int64_t n, int64_t Hq, int64_t Hkv);
+int attn_paged_prefill_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n, int64_t Hq, int64_t Hkv,
+                            int64_t hd, float scale, const uint16_t *k, const uint16_t *v, int64_t block_size,
+                            int64_t block_stride, const int32_t *tables, int64_t table_ld, const int32_t *seq,
+                            const int32_t *ctx, const int32_t *tiles, int64_t n_tiles, void *stream);
 /* Writes n new tokens' K and V rows (kd = Hkv·hd bf16 each; rows ld apart in k and v, e.g. inside
  * a fused QKV output) into the cache at position pos[i] of table row seq[i] (layout as above,
  * k_cache/v_cache the bases). kd, ld, block_stride multiples of 8; pointers 16-byte aligned. */

@@ -67,6 +67,7 @@ int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, co
 #define DC_GEMM_WS ((size_t)32 << 20)     /* mm_cuda_ctx_create's default workspace */
 #define DC_CHUNK ((size_t)1 << 20)        /* elements converted per staging step */
 #define DC_PLAN_BS 16                     /* block size the block-table room is planned for */
+#define DC_PREFILL_MIN 16                 /* a piece this long: the pass takes the tensor-core prefill */
 #define DC_MAX_BUCKETS 32                 /* graph buckets and context classes: powers of 2 */
 
 /* element offsets into the weight arena; −1: absent */
@@ -237,7 +238,7 @@ static size_t layout_activations(dc_model *m, int64_t T, int64_t S, int64_t tabl
     PUT(stop, S * SMP_TOP_MAX * 8);
     PUT(neginf, 4);
     PUT(smp_ws, m->smp_ws_bytes);
-    PUT(meta, (5 * T + table_ints) * 4);
+    PUT(meta, (6 * T + table_ints) * 4);
     PUT(inv_freq, m->hd / 2 * 4);
 #undef PUT
     m->a.end = at;
@@ -556,16 +557,17 @@ typedef struct {
 #define OPT(off) ((off) >= 0 ? m->wb + (off) : NULL)
 
 /* The device work of a pass over T tokens (a pass's ints already on the device, in the layout
- * pass() writes: tables ld ints a row; max_ctx the longest context): every layer, then the logits
+ * pass() writes: tables ld ints a row; max_ctx the longest context; n_tiles > 0: attention of the
+ * cached pass by the tensor-core prefill over that many query tiles): every layer, then the logits
  * of R rows — all T (R == T), or the last token of each of the np pieces that end their sequence
  * (gathered) — into lg [R, Vp], gathered over the ranks into lgather [P, R, Vp]. Only stream
  * work: a graph captures exactly this. */
-static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh, int64_t R, const piece *pc,
-                int64_t np) {
+static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh, int64_t n_tiles, int64_t R,
+                const piece *pc, int64_t np) {
     int64_t D = m->D, F = m->F, W = m->W, qd = m->qd, kd = m->kd, hd = m->hd, bs = m->bs;
     cudaStream_t st = m->stream;
     const int32_t *d_tok = I4(m->a.meta), *d_pos = d_tok + T, *d_ctx = d_pos + T, *d_row = d_ctx + T;
-    const int32_t *d_doc = d_row + T, *d_tab = d_doc + T;
+    const int32_t *d_doc = d_row + T, *d_tile = d_doc + T, *d_tab = d_tile + T;
     const float *inv = F4(m->a.inv_freq);
     uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn), *qkv = BF(m->a.qkv), *att = BF(m->a.att), *tmp = BF(m->a.tmp);
     uint16_t *gu = BF(m->a.gu), *act = BF(m->a.act), *wb = m->wb;
@@ -591,6 +593,9 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
         if (fresh)
             TRY(attn_fwd_cuda_ex(att, F4(m->a.lse), qkv, qkv + qd, qkv + qd + kd, d_doc, T, m->Hq, m->Hkv, hd, m->scale,
                                  &lay, st));
+        else if (n_tiles > 0)
+            TRY(attn_paged_prefill_cuda(att, qkv, W, T, m->Hq, m->Hkv, hd, m->scale, kc, vc, bs, m->block_stride, d_tab,
+                                        ld, d_row, d_ctx, d_tile, n_tiles, st));
         else
             TRY(attn_paged_fwd_cuda(att, qkv, W, T, m->Hq, m->Hkv, hd, m->scale, kc, vc, bs, m->block_stride, d_tab, ld,
                                     d_row, d_ctx, max_ctx, m->pws_bytes ? m->arena + m->a.pws : NULL, st));
@@ -667,7 +672,7 @@ static int capture(dc_model *m, int k, int c) {
     cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
         return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-    int rc = body(m, B, ld, m->gC[c], false, B, NULL, 0);
+    int rc = body(m, B, ld, m->gC[c], false, 0, B, NULL, 0);
     e = cudaStreamEndCapture(m->stream, &g);
     if (!rc && e != cudaSuccess)
         rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
@@ -688,11 +693,12 @@ static int capture(dc_model *m, int k, int c) {
  * the shapes the graph was captured with. */
 static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
                 const int64_t *tok_at, int64_t first, float *logits) {
-    int64_t ld = 1, max_ctx = 1, R = 0;
+    int64_t ld = 1, max_ctx = 1, R = 0, longest = 0;
     bool fresh = true, decode = m->ng > 0;
     for (int64_t i = 0; i < np; i++) {
         const kv_seq *q = seqs[pc[i].s];
         if (q->n_blocks > ld) ld = q->n_blocks;
+        if (pc[i].n > longest) longest = pc[i].n;
         fresh = fresh && q->len == 0 && pc[i].from == 0;
         decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
         R += pc[i].last;
@@ -708,8 +714,9 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
         ld = (m->gC[c] + m->bs - 1) / m->bs;
     }
     int64_t Tp = decode ? m->gB[k] : T;
-    /* the pass's ints: tokens, positions, contexts, table rows, document starts | tables */
-    int32_t *tok = m->meta, *pos = tok + Tp, *ctx = pos + Tp, *row = ctx + Tp, *doc = row + Tp, *tab = doc + Tp;
+    /* the pass's ints: tokens, positions, contexts, table rows, document starts, prefill tiles | tables */
+    int32_t *tok = m->meta, *pos = tok + Tp, *ctx = pos + Tp, *row = ctx + Tp, *doc = row + Tp, *tile = doc + Tp;
+    int32_t *tab = tile + Tp;
     for (int64_t i = 0, t = 0; i < np; i++) {
         const kv_seq *q = seqs[pc[i].s];
         for (int64_t j = 0; j < pc[i].n; j++, t++) {
@@ -726,8 +733,11 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
         tok[t] = 0, pos[t] = 0, ctx[t] = 1, row[t] = (int32_t)t, doc[t] = (int32_t)t;
         tab[t * ld] = m->scratch;
     }
+    /* a cached pass with a long piece (chunked prefill continuing a prefix): the tensor-core kernel */
+    int64_t n_tiles = 0;
+    if (!decode && !fresh && longest >= DC_PREFILL_MIN) n_tiles = attn_paged_prefill_tiles(tile, row, T, m->Hq, m->Hkv);
     cudaStream_t st = m->stream;
-    size_t meta_bytes = (size_t)(5 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
+    size_t meta_bytes = (size_t)(6 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
     CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
     if (decode && m->gx[k][c]) {
         cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
@@ -735,11 +745,11 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
         return logits_out(m, Tp, np, first, logits);
     }
     if (decode) {   /* the first pass of this bucket: eagerly, as the graph will, then captured */
-        TRY(body(m, Tp, ld, m->gC[c], false, Tp, NULL, 0));
+        TRY(body(m, Tp, ld, m->gC[c], false, 0, Tp, NULL, 0));
         TRY(logits_out(m, Tp, np, first, logits));
         return capture(m, k, c);
     }
-    TRY(body(m, T, ld, max_ctx, fresh, R, pc, np));
+    TRY(body(m, T, ld, max_ctx, fresh, n_tiles, R, pc, np));
     if (R > 0 && logits) return logits_out(m, R, R, first, logits);
     if (R > 0) TRY(logits_out(m, R, R, first, NULL));
     CUDA_TRY(cudaStreamSynchronize(st));

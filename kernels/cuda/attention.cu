@@ -38,6 +38,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/mma_tile.cuh"
 
 using namespace rtk;
 
@@ -51,66 +52,6 @@ struct attn_ld {
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 #define NTHR 128
-
-// ---- PTX wrappers ----------------------------------------------------------------------
-// (-DRT_EMU: the CPU emulator of tests/emu/cuda_emu.h stands in for them, see tests/emu/)
-#ifdef RT_EMU
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) { emu::cp_async16(smem, gmem, valid); }
-__device__ __forceinline__ void cp_async_commit() {}
-template <int N> __device__ __forceinline__ void cp_async_wait() {}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t *p) { emu::ldsm_x4(r, p, false); }
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const uint16_t *p) { emu::ldsm_x4(r, p, true); }
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    emu::mma16816(d, a, b0, b1);
-}
-#define RT_DYN_SMEM(name) uint16_t *name = (uint16_t *)emu::dyn_smem()
-#else
-#define RT_DYN_SMEM(name) extern __shared__ __align__(16) uint16_t name[]
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int n = valid ? 16 : 0;   // src-size 0: the 16 bytes are zero-filled
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t *p) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const uint16_t *p) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-}
-// d[4] += a[4] (16×16, row) · (b0, b1) (16×8, col)
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-#endif
-
-// ---- fragment addressing (lane → the row address it gives ldmatrix) ---------------------
-// A operand (16×16 at row r0, col c0 of a row-major tile): matrices (rows 0-7, cols 0-7),
-// (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15) = a0..a3.
-__device__ __forceinline__ const uint16_t *a_addr(const uint16_t *s, int ld, int r0, int c0, int lane) {
-    return s + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + c0 + (lane >> 4) * 8;
-}
-// B operand from a tile stored [n][k] (rows = n): two n-tiles (n0, n0+8) × 16 k at c0:
-// r[0], r[1] = b0, b1 of n-tile n0; r[2], r[3] = b0, b1 of n-tile n0 + 8.
-__device__ __forceinline__ const uint16_t *bn_addr(const uint16_t *s, int ld, int n0, int c0, int lane) {
-    return s + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + c0 + ((lane >> 3) & 1) * 8;
-}
-// B operand from a tile stored [k][n] (rows = k), with ldmatrix.trans: 16 k at row k0 × two
-// n-tiles (c0, c0+8): r[0], r[1] = b0, b1 of n-tile c0; r[2], r[3] of n-tile c0 + 8.
-__device__ __forceinline__ const uint16_t *bt_addr(const uint16_t *s, int ld, int k0, int c0, int lane) {
-    return s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + c0 + (lane >> 4) * 8;
-}
 
 // Copy rows [row0, row0 + R) of a [T, ·] tensor (row stride `stride` elements, head offset
 // already in g) into a shared tile of R × HD (row stride HD + 8); rows outside [0, T) → 0.
@@ -170,20 +111,8 @@ __global__ void __launch_bounds__(NW * 32) k_attn_fwd(uint16_t *o, float *lse, c
         const uint16_t *cK = sK + buf * BN * LD, *cV = sV + buf * BN * LD;
 
         float s[8][4];
-#pragma unroll
-        for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-        for (int kc = 0; kc < KC; kc++)
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                uint32_t b[4];
-                ldsm_x4(b, bn_addr(cK, LD, np * 16, kc * 16, lane));
-                mma16816(s[2 * np], qf[kc], b[0], b[1]);
-                mma16816(s[2 * np + 1], qf[kc], b[2], b[3]);
-            }
-
+        tile_scores<KC>(s, qf, cK, LD, lane);
         const bool full = kb + BN - 1 <= q0 && kb >= dsmax;
-        float mx[2] = {m[0], m[1]};
 #pragma unroll
         for (int nt = 0; nt < 8; nt++)
 #pragma unroll
@@ -195,44 +124,8 @@ __global__ void __launch_bounds__(NW * 32) k_attn_fwd(uint16_t *o, float *lse, c
                     if (key < ds || key > row) x = -INFINITY;
                 }
                 s[nt][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
             }
-        float base[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            base[r] = mx[r] == -INFINITY ? 0.f : mx[r];
-            float alpha = exp2f(m[r] - base[r]);   // m = −inf → 0
-            m[r] = mx[r];
-            l[r] *= alpha;
-#pragma unroll
-            for (int dt = 0; dt < DT; dt++) {
-                oacc[dt][2 * r] *= alpha;
-                oacc[dt][2 * r + 1] *= alpha;
-            }
-        }
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[nt][e] - base[e >> 1]);
-                s[nt][e] = p;
-                l[e >> 1] += p;
-            }
-        // O += P·V: P (16 × 64 keys) as four A fragments of 16 keys
-#pragma unroll
-        for (int kc = 0; kc < 4; kc++) {
-            uint32_t a[4] = {pack_bf2(s[2 * kc][0], s[2 * kc][1]), pack_bf2(s[2 * kc][2], s[2 * kc][3]),
-                             pack_bf2(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack_bf2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-#pragma unroll
-            for (int dp = 0; dp < HD / 16; dp++) {
-                uint32_t b[4];
-                ldsm_x4_t(b, bt_addr(cV, LD, kc * 16, dp * 16, lane));
-                mma16816(oacc[2 * dp], a, b[0], b[1]);
-                mma16816(oacc[2 * dp + 1], a, b[2], b[3]);
-            }
-        }
+        tile_softmax_pv<DT>(s, m, l, oacc, cV, LD, lane);
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -502,16 +395,6 @@ static int check_shape(const char *who, int64_t T, int64_t Hq, int64_t Hkv, int6
     if ((hd != 64 && hd != 128) || Hkv <= 0 || Hq % Hkv || T > INT_MAX / 2 || T * Hq > INT_MAX)
         return rt_fail(RT_EINVAL, "%s: T %lld, Hq %lld, Hkv %lld, head_dim %lld (head_dim 64 or 128, Hq %% Hkv == 0)",
                        who, (long long)T, (long long)Hq, (long long)Hkv, (long long)hd);
-    return 0;
-}
-
-// Raise a kernel's dynamic shared-memory limit, except while `st` is being captured into a CUDA
-// graph (the attribute call is not a stream operation; the first, eager call has set it).
-template <typename K> static int set_smem(K kern, size_t bytes, cudaStream_t st) {
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    RT_CUDA_TRY(cudaStreamIsCapturing(st, &cs));
-    if (cs != cudaStreamCaptureStatusNone) return 0;
-    RT_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return 0;
 }
 

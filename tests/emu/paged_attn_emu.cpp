@@ -21,6 +21,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <algorithm>
 
@@ -38,12 +39,14 @@ static float randn() {
 
 #include "tests/emu/emu_check.h"
 
+static bool prefill_only = false;   /* argv[1] == "prefill": the prefill cases only */
+
 /* n_seq sequences with contexts ctx_of[s]; queries: the last `chunk[s]` positions of sequence s
  * (decode: 1). Cache rows of every sequence are written through k_kv_store from a token-major
  * [T, ld] K/V buffer with ld > kd (as inside a fused QKV GEMM output). */
 template <int HD>
 static void run_case(const char *name, int Hq, int Hkv, int bs, const std::vector<int> &ctx_of,
-                     const std::vector<int> &chunk) {
+                     const std::vector<int> &chunk, bool prefill = false) {
     const int hd = HD, n_seq = (int)ctx_of.size(), kd = Hkv * hd;
     const int64_t ld = (int64_t)(Hq + 2 * Hkv) * hd;   // K and V read from a fused-QKV-like row
     float scale = 1.0f / sqrtf((float)hd);
@@ -122,10 +125,39 @@ static void run_case(const char *name, int Hq, int Hkv, int bs, const std::vecto
     char what[128];
     snprintf(what, sizeof what, "%s hd=%d Hq=%d Hkv=%d bs=%d n=%d G=%d splits=%d", name, hd, Hq, Hkv, bs, n, p.G,
              p.n_splits);
+    if (!prefill_only) close_elem(what, got, want, 2 * 0.00390625f * vmax, 2 * 0.00390625f);
+    if (!prefill) return;
+    // the tensor-core prefill, launched as attn_paged_prefill_cuda launches it, on the same cache
+    pp_plan pp = pp_make_plan(Hq, Hkv);
+    std::vector<int32_t> tiles(n);
+    int nt = (int)pp_tiles(tiles.data(), qseq.data(), n, 16 * pp.WT);
+    std::vector<uint16_t> o2((size_t)n * Hq * hd, 0xffff);   // NaN: an unwritten element shows
+    emu::launch(dim3(nt, Hkv * pp.groups), dim3(32 * pp.G * pp.WT), pp_smem_bytes(pp, HD), [&] {
+        k_attn_paged_prefill<HD>(o2.data(), qb.data(), ldq, n, Hq, Hkv, pp.G, pp.WT, scale * PA_LOG2E, kc, vc, bs,
+                                 stride, tables.data(), table_ld, qseq.data(), qctx.data(), tiles.data());
+    });
+    cvt_bf16_to_f32(o2.data(), got.data(), o2.size());
+    snprintf(what, sizeof what, "prefill %s hd=%d Hq=%d Hkv=%d bs=%d n=%d G=%d tiles=%dx%d", name, hd, Hq, Hkv, bs, n,
+             pp.G, nt, 16 * pp.WT);
     close_elem(what, got, want, 2 * 0.00390625f * vmax, 2 * 0.00390625f);
 }
 
-int main() {
+int main(int argc, char **argv) {
+    prefill_only = argc > 1 && !strcmp(argv[1], "prefill");
+    // tensor-core prefill (each also through k_attn_paged): chunks continuing prefixes of 0, a
+    // partial block, several blocks and several key tiles, chunk lengths off the query tile,
+    // GQA 1, 4, 6 and 8, hd 64 and 128, block sizes 16, 7 and 128, shuffled block tables
+    run_case<64>("mixed", 4, 1, 16, {37, 21 + 40, 150 + 29, 3}, {37, 40, 29, 3}, true);
+    run_case<128>("mixed", 8, 1, 16, {19, 9 + 70, 64 + 33}, {19, 70, 33}, true);
+    run_case<64>("mha bs7", 2, 2, 7, {45, 12 + 50, 130 + 17}, {45, 50, 17}, true);
+    run_case<128>("mha", 3, 3, 16, {100, 5 + 66}, {100, 66}, true);
+    run_case<128>("g6 bs128", 12, 2, 128, {200 + 45, 77}, {45, 77}, true);
+    run_case<64>("g16", 16, 1, 16, {50 + 20, 1 + 1}, {20, 1}, true);
+    if (prefill_only) {
+        printf("%s (%d checks)\n", failures ? "paged attention emulation: FAILED" : "paged attention emulation: all ok",
+               checks);
+        return failures ? 1 : 0;
+    }
     // decode: five sequences, contexts inside one block, on a block edge, across several
     run_case<64>("decode", 4, 2, 16, {1, 16, 17, 70, 129}, {1, 1, 1, 1, 1});
     run_case<128>("decode", 7, 1, 16, {33, 5, 64}, {1, 1, 1});

@@ -4,18 +4,24 @@
  * of mixed contexts, a chunked prefill continuing a cached prefix, GQA groups of 1, 2, 7 and 16
  * heads, hd 64 and 128, block sizes 16 and 7, shuffled block tables, and split-KV (few queries,
  * contexts up to 5000). K/V are stored by attn_paged_store_cuda from rows of a fused-QKV-shaped
- * buffer; the stored cache must equal the source rows bit for bit.
+ * buffer; the stored cache must equal the source rows bit for bit. The chunked-prefill cases also
+ * run the tensor-core prefill (attn_paged_prefill_cuda) against the same twin: chunks continuing
+ * prefixes of 0, a partial block, several blocks and several key tiles, lengths off the query
+ * tile, GQA 1, 4, 6, 7 and 8, hd 64 and 128, block sizes 7, 16 and 128.
  *
  * Tolerance: the output is rounded to bf16 once (2^-8 relative); the f32 softmax and sums
  * differ from the twin's in order and in exp2(x·log2 e) vs exp(x) only (a few 2^-24 per term),
- * so |got − want| ≤ 2·2^-8·|want| + 2·2^-8·max|v| per element. */
+ * so |got − want| ≤ 2·2^-8·|want| + 2·2^-8·max|v| per element. The prefill also rounds each
+ * probability to bf16 before P·V (2^-9 relative, at most 2^-9·max|v| on the output): inside the
+ * same bound. */
 #include "tests/gpu/gpu_test.h"
 
 #include "core/status.h"
 #include "kernels/attention.h"
 
 
-static void paged_case(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_seq, const int *ctx_of, const int *chunk) {
+static void paged_case_p(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_seq, const int *ctx_of, const int *chunk,
+                         int prefill) {
     int64_t kd = Hkv * hd, ld = (Hq + 2 * Hkv) * hd, stride = 2 * bs * kd + 8;
     float scale = 1.0f / sqrtf((float)hd);
     int table_ld = 0, n_blocks = 0, T = 0, n = 0, max_ctx = 1;
@@ -85,11 +91,30 @@ static void paged_case(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_se
     snprintf(what, sizeof what, "hd%lld Hq%lld/%lld bs%lld n%d ctx%d ws%zu", (long long)hd, (long long)Hq, (long long)Hkv,
              (long long)bs, n, max_ctx, wsb);
     int ok = tg_close(what, got, want, NULL, (size_t)n * Hq * hd, 2 * BF16_U * vmax, 2 * BF16_U);
+    if (prefill) {   /* the tensor-core prefill on the same cache, output poisoned first */
+        int32_t *tiles = malloc((size_t)n * 4);
+        int64_t nt = attn_paged_prefill_tiles(tiles, qseq, n, Hq, Hkv);
+        int32_t *dtiles = tg_dev(tiles, (size_t)n * 4);
+        CU(cudaMemset(dout, 0xff, (size_t)n * Hq * hd * 2));
+        CHECK(!attn_paged_prefill_cuda(dout, dq, ld, n, Hq, Hkv, hd, scale, dcache, dcache + bs * kd, bs, stride, dtab,
+                                       table_ld, dqseq, dqctx, dtiles, nt, NULL), "prefill launch: %s", rt_errmsg());
+        CU(cudaDeviceSynchronize());
+        float *got2 = tg_get_bf16(dout, (size_t)n * Hq * hd);
+        snprintf(what, sizeof what, "prefill hd%lld Hq%lld/%lld bs%lld n%d ctx%d tiles%lld", (long long)hd,
+                 (long long)Hq, (long long)Hkv, (long long)bs, n, max_ctx, (long long)nt);
+        ok &= tg_close(what, got2, want, NULL, (size_t)n * Hq * hd, 2 * BF16_U * vmax, 2 * BF16_U);
+        free(tiles), free(got2);
+        cudaFree(dtiles);
+    }
     cudaFree(drows), cudaFree(dcache), cudaFree(dtab), cudaFree(dseq_t), cudaFree(dpos_t), cudaFree(dq), cudaFree(dout);
     cudaFree(dqseq), cudaFree(dqctx), cudaFree(dws);
     free(perm), free(tables), free(rows), free(seq_t), free(pos_t), free(hcache), free(hrows), free(qseq), free(qctx);
     free(q), free(qd), free(cf), free(want), free(tabs), free(ws), free(got);
     CHECK(ok, "outside tolerance");
+}
+
+static void paged_case(int64_t Hq, int64_t Hkv, int64_t hd, int64_t bs, int n_seq, const int *ctx_of, const int *chunk) {
+    paged_case_p(Hq, Hkv, hd, bs, n_seq, ctx_of, chunk, 0);
 }
 
 static void paged_decode_matches_cpu(void) {
@@ -105,9 +130,16 @@ static void paged_decode_matches_cpu(void) {
 
 static void paged_chunked_prefill_matches_cpu(void) {
     int c[] = {200, 21}, k[] = {120, 1};
-    paged_case(8, 2, 128, 16, 2, c, k);
+    paged_case_p(8, 2, 128, 16, 2, c, k, 1);
     int c2[] = {513}, k2[] = {256};
-    paged_case(14, 2, 64, 16, 1, c2, k2);
+    paged_case_p(14, 2, 64, 16, 1, c2, k2, 1);
+    /* prefixes 0, 5 (a partial block), 48, 700 (several key tiles); chunks off the query tile */
+    int c3[] = {37, 5 + 90, 48 + 33, 700 + 129}, k3[] = {37, 90, 33, 129};
+    paged_case_p(12, 2, 128, 16, 4, c3, k3, 1);   /* Qwen2.5-1.5B's heads: 6 per kv head */
+    paged_case_p(32, 8, 128, 7, 4, c3, k3, 1);    /* Llama-3-8B's: 4 per kv head, block size 7 */
+    paged_case_p(4, 4, 64, 128, 4, c3, k3, 1);    /* MHA, hd 64, block size 128 */
+    paged_case_p(28, 4, 128, 16, 4, c3, k3, 1);   /* Qwen2.5-7B's: 7 */
+    paged_case_p(64, 8, 128, 16, 4, c3, k3, 1);   /* Llama-70B's: 8 */
 }
 
 static void paged_split_kv_matches_cpu(void) {

@@ -104,6 +104,24 @@ PLANTS = [
     ("topk_pop_all", "kernels/cuda/ds_sample.cu",
      "if (best >= 0 && ai[0] == best)", "if (best >= 0 && ai[0] >= 0)",
      "sample_emu.cpp", [], "FAIL     top-20 logprobs"),
+    # the paged prefill (tensor cores): Q's A fragments loaded in the B operand's lane order
+    # (matrices a1 and a2 swapped)
+    ("prefill_q_fragment", "kernels/cuda/paged_attention.cu",
+     "ldsm_x4(qf[kc], a_addr(sQ, LD, warp * 16, kc * 16, lane))",
+     "ldsm_x4(qf[kc], bn_addr(sQ, LD, warp * 16, kc * 16, lane))",
+     "paged_attn_emu.cpp", ["prefill"], "FAIL     prefill mixed"),
+    # the P → A fragment of the shared tile step with a register's two halves swapped
+    ("attn_tile_p_fragment", "kernels/cuda/mma_tile.cuh",
+     "rtk::pack_bf2(s[2 * kc][2], s[2 * kc][3]),\n", "rtk::pack_bf2(s[2 * kc][3], s[2 * kc][2]),\n",
+     "paged_attn_emu.cpp", ["prefill"], "FAIL     prefill mixed"),
+    # no barrier between the last reads of a K/V buffer and the prefetch into it (write after read)
+    ("prefill_missing_syncthreads", "kernels/cuda/paged_attention.cu",
+     "        __syncthreads();   // the buffer just read is the next prefetch's target\n", "",
+     "paged_attn_emu.cpp", ["prefill"], "FAIL     prefill mixed"),
+    # the causal mask one position late: each query also sees the position after its own
+    ("prefill_causal_off_by_one", "kernels/cuda/paged_attention.cu",
+     ">= (e < 2 ? cA : cB)", "> (e < 2 ? cA : cB)",
+     "paged_attn_emu.cpp", ["prefill"], "FAIL     prefill mixed"),
     ("divergent_warp_collective", "kernels/cuda/ds_norm.cu",
      "    ss = warp_sum(ss);\n", "    if (threadIdx.x & 1) ss = warp_sum(ss);\n",
      "ds_misc_emu.cpp", [], "FAIL     emu: deadlock"),

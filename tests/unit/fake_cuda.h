@@ -115,6 +115,8 @@ void fake_cuda_peak_reset(void);
 #define attn_paged_fwd_cuda fake_attn_paged_fwd_cuda
 #define attn_paged_store_cuda fake_attn_paged_store_cuda
 #define attn_paged_cuda_ws_bytes fake_attn_paged_cuda_ws_bytes
+#define attn_paged_prefill_tiles fake_attn_paged_prefill_tiles
+#define attn_paged_prefill_cuda fake_attn_paged_prefill_cuda
 
 /* NCCL (core/comm.h's device backend) */
 #define comm_open_nccl fake_comm_open_nccl

@@ -447,6 +447,44 @@ int attn_paged_fwd_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n,
     free(tabs), free(kf), free(vf), free(qf), free(w);
     return 0;
 }
+/* the tensor-core prefill's tiles: runs of at most 16 queries of one table row (narrower than
+ * the kernel's, so a piece takes several) */
+int64_t attn_paged_prefill_tiles(int32_t *tiles, const int32_t *seq_of, int64_t n, int64_t Hq, int64_t Hkv) {
+    FAKE_CHECK(Hkv > 0 && Hq % Hkv == 0);
+    int64_t nt = 0;
+    for (int64_t i = 0; i < n; nt++) {
+        tiles[nt] = (int32_t)i;
+        int64_t j = i + 1;
+        while (j < n && j - i < 16 && seq_of[j] == seq_of[i]) j++;
+        i = j;
+    }
+    return nt;
+}
+/* the prefill: the tiles checked (in order, from 0, each inside one table row, at most 64
+ * queries), then the CPU twin as for attn_paged_fwd_cuda */
+static size_t fake_prefill_calls;   /* how often the engine took the tensor-core prefill */
+int attn_paged_prefill_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n, int64_t Hq, int64_t Hkv,
+                            int64_t hd, float scale, const uint16_t *k, const uint16_t *v, int64_t bs, int64_t bstride,
+                            const int32_t *tables, int64_t table_ld, const int32_t *seq_of, const int32_t *ctx,
+                            const int32_t *tiles, int64_t n_tiles, void *stream) {
+    FAKE_CHECK(ld_q % 8 == 0 && n_tiles >= 1 && n_tiles <= n && tiles[0] == 0);
+    fake_prefill_calls++;
+    A16(q);
+    FAKE_CHECK((uintptr_t)o % 4 == 0);
+    int64_t max_ctx = 1;
+    for (int64_t t = 0; t < n_tiles; t++) {
+        int64_t end = t + 1 < n_tiles ? tiles[t + 1] : n;
+        FAKE_CHECK(end > tiles[t] && end - tiles[t] <= 64);
+        for (int64_t i = tiles[t]; i < end; i++) FAKE_CHECK(seq_of[i] == seq_of[tiles[t]]);
+    }
+    for (int64_t i = 0; i < n; i++) max_ctx = ctx[i] > max_ctx ? ctx[i] : max_ctx;
+    size_t wsb = attn_paged_cuda_ws_bytes(n, Hq, Hkv, hd, max_ctx);
+    void *ws = wsb ? malloc(wsb) : NULL;
+    int rc = attn_paged_fwd_cuda(o, q, ld_q, n, Hq, Hkv, hd, scale, k, v, bs, bstride, tables, table_ld, seq_of, ctx,
+                                 max_ctx, ws, stream);
+    free(ws);
+    return rc;
+}
 int attn_paged_store_cuda(uint16_t *k_cache, uint16_t *v_cache, const uint16_t *k, const uint16_t *v, int64_t ld,
                           int64_t n, int64_t kd, int64_t bs, int64_t bstride, const int32_t *tables, int64_t table_ld,
                           const int32_t *seq_of, const int32_t *pos, void *stream) {

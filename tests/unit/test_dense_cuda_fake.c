@@ -110,7 +110,10 @@ static void run_engine_opts(const char *dir, te_device dev, bool graphs, ef_coll
     ef_pattern pat = {.max_tokens = {12, 10, 15, 9}, .n_samples = {1, 3, 1, 2},
                       .sampled = all_sampling ? *all_sampling : SAMPLED, .seed = all_sampling ? 11 : 5,
                       .all_sampled = all_sampling != NULL};
+    size_t prefills = fake_prefill_calls;
     cr_assert_eq(ef_drive(e, te_model_config(m)->vocab_size, &pat, out), 0, "%s", rt_errmsg());
+    if (dev == TE_DEVICE_CUDA)   /* the 16-token chunks continuing a cached prefix */
+        cr_assert(fake_prefill_calls > prefills, "no pass took attn_paged_prefill_cuda");
     te_stats st;
     te_stats_get(e, &st);
     cr_assert_eq(st.blocks_in_use, 0);
