@@ -56,6 +56,7 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
 #include "core/comm.h"
+#include "core/log.h"
 #include "core/safetensors.h"
 #include "kernels/convert.h"
 #include "kernels/embed.h"
@@ -73,6 +74,7 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #define DSC_MIN_KV 1024                   /* cache positions a plan must leave at least (or the context) */
 #define DSC_SPLITK_M 64                   /* rows up to which dense FP8 GEMMs may split K */
 #define DSC_LORA_EPS 1e-6f                /* q_a_layernorm / kv_a_layernorm (as teacher/deepseek.c) */
+#define DSC_MAX_BUCKETS 32                /* graph buckets and context classes: powers of 2 */
 #define NONE ((size_t)-1)
 
 /* an FP8 matrix on the device: byte offsets of its e4m3 values and f32 block scales */
@@ -128,7 +130,16 @@ struct dsc_model {
     uint16_t *kv;                          /* device: latent arena */
     char *arena;                           /* device: activations and workspaces */
     int32_t *meta;                         /* host: a pass's ints, uploaded at once */
+    /* CUDA graphs of decode passes (one rank): bucket k holds gB[k] rows (1, 2, 4, …, max_seqs);
+     * context class c holds contexts up to gC[c] (bs, 2·bs, 4·bs, …, the model's context) */
+    bool graphs;                           /* dsc_load_opts.no_cuda_graphs unset */
+    int ng, nc;                            /* buckets, classes (0: no graphs: off, P > 1, or no room) */
+    int64_t gB[DSC_MAX_BUCKETS], gC[DSC_MAX_BUCKETS];
+    cudaGraphExec_t gx[DSC_MAX_BUCKETS][DSC_MAX_BUCKETS];   /* NULL until the first such pass */
+    int32_t scratch;                       /* the cache block the graphs' padding rows use */
 };
+
+static void drop_graphs(dsc_model *m);
 
 static size_t up256(size_t n) { return (n + 255) / 256 * 256; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -658,6 +669,11 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
     m->host = o ? o->comm : NULL;
     m->P = m->host ? comm_size(m->host) : 1;
     m->rank = m->host ? comm_rank(m->host) : 0;
+    m->graphs = !(o && o->no_cuda_graphs);
+    if (m->graphs && m->P > 1 && m->rank == 0)
+        RT_INFO("ds_cuda: decode steps run without CUDA graphs over %d ranks (the expert-parallel dispatch reads "
+                "each MoE layer's routing on the host)", m->P);
+    if (m->P > 1) m->graphs = false;
     int rc = load_all(m, dir, o);
     if (rc) {
         dsc_free(m);
@@ -670,6 +686,7 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
 void dsc_free(dsc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
+    drop_graphs(m);
     comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     fp8_gemm_lt_free(m->lt);
@@ -691,8 +708,32 @@ int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
     m->bs = block_size;
     m->n_blocks = m->p.kv_positions / block_size;
     m->layer_stride = (size_t)(m->n_blocks * block_size * (m->R + m->dr));
+    /* graphs were captured for the old blocks; decode graphs need a scratch block, and tables of
+     * the longest class (the context) for max_seqs sequences in the planned room */
+    drop_graphs(m);
+    int64_t maxpos = m->c.max_position_embeddings, gld = cdiv(maxpos, block_size);
+    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * gld <= m->p.table_ints) {
+        m->scratch = (int32_t)--m->n_blocks;
+        for (int64_t b = 1; m->ng < DSC_MAX_BUCKETS; b *= 2) {
+            m->gB[m->ng++] = b < m->p.max_seqs ? b : m->p.max_seqs;
+            if (b >= m->p.max_seqs) break;
+        }
+        for (int64_t c = block_size; m->nc < DSC_MAX_BUCKETS; c *= 2) {
+            m->gC[m->nc++] = c < maxpos ? c : maxpos;
+            if (c >= maxpos) break;
+        }
+        if (m->gB[m->ng - 1] < m->p.max_seqs || m->gC[m->nc - 1] < maxpos) m->ng = m->nc = 0;   /* beyond 2^31 */
+    }
     *n_blocks = m->n_blocks;
     return 0;
+}
+
+static void drop_graphs(dsc_model *m) {
+    for (int k = 0; k < m->ng; k++)
+        for (int c = 0; c < m->nc; c++)
+            if (m->gx[k][c]) cudaGraphExecDestroy(m->gx[k][c]);
+    memset(m->gx, 0, sizeof m->gx);
+    m->ng = m->nc = 0;
 }
 
 /* ---- forward ----------------------------------------------------------------------------- */
@@ -920,31 +961,15 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
     return moe_combine_cuda(BF(m->a.y), ros, rw, T, K, D, base, tmp, st);
 }
 
-/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence. */
-static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
-                const int64_t *tok_at, int64_t dev_row, float *logits) {
-    int64_t D = m->D, bs = m->bs, ld = 1, max_ctx = 1, R = 0;
-    for (int64_t i = 0; i < np; i++) {
-        if (seqs[pc[i].s]->n_blocks > ld) ld = seqs[pc[i].s]->n_blocks;
-        R += pc[i].last;
-    }
-    /* the pass's ints: tokens, positions, cache slots, sequence of each token, contexts | tables */
-    int32_t *tok = m->meta, *pos = tok + T, *slot = pos + T, *sq = slot + T, *ctx = sq + T, *tab = ctx + T;
-    for (int64_t i = 0, t = 0; i < np; i++) {
-        const kv_seq *s = seqs[pc[i].s];
-        for (int64_t j = 0; j < pc[i].n; j++, t++) {
-            tok[t] = tokens_of[tok_at[pc[i].s] + pc[i].from + j];
-            pos[t] = (int32_t)(s->len + pc[i].from + j);
-            slot[t] = s->blocks[pos[t] / bs] * (int32_t)bs + (int32_t)(pos[t] % bs);
-            sq[t] = (int32_t)i;
-            ctx[t] = pos[t] + 1;
-            if (ctx[t] > max_ctx) max_ctx = ctx[t];
-        }
-        memcpy(tab + i * ld, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
-    }
+/* The device work of a pass over T tokens (its ints already on the device, in the layout pass()
+ * writes: tables ld ints a row; max_ctx the longest context): every layer, then the logits of R
+ * rows — all T (R == T), or the last token of each of the np pieces that end their sequence — to
+ * device rows [dev_row, …). Nothing is read back and nothing waits for the host: on one rank a
+ * graph captures exactly this. */
+static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R, const piece *pc, int64_t np,
+                int64_t dev_row) {
     cudaStream_t st = m->stream;
-    size_t meta_bytes = (size_t)(5 * T + np * ld) * sizeof(int32_t);
-    CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
+    int64_t D = m->D;
     uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn);
     TRY(embed_fwd_cuda(x, W16(m->embed), I4(m->a.meta), T, D, st));
     const uint16_t *res = NULL;   /* the previous block's output, added to x by the next norm */
@@ -957,33 +982,119 @@ static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, 
         res = BF(m->a.tmp);
     }
     TRY(ds_rmsnorm_cuda(x, D, res, WF(m->norm), T, D, m->eps, xn, D, st));
-    if (R > 0) {
-        const uint16_t *h = xn;
-        if (R != T) {   /* the last new token of each finished sequence, gathered */
-            uint16_t *hf = BF(m->a.hf);
-            for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-                t += pc[i].n;
-                if (pc[i].last)
-                    CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-            }
-            h = hf;
+    if (R == 0) return 0;
+    const uint16_t *h = xn;
+    if (R != T) {   /* the last new token of each finished sequence, gathered */
+        uint16_t *hf = BF(m->a.hf);
+        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
+            t += pc[i].n;
+            if (pc[i].last)
+                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
         }
-        float *lg = F4(m->a.logits) + dev_row * m->V;
-        if (m->P == 1) TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st));
-        else {   /* this rank's vocabulary rows [R, Vr], gathered as blocks of R·Vp, laid out as rows of V */
-            float *lp = F4(m->a.lpart), *lga = F4(m->a.lgather);
-            TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->Vr, D, lp, st));
-            TRY(comm_allgather(m->nccl, lp, lga, (size_t)(R * m->Vp), RT_DT_F32));
-            for (int64_t q = 0; q < m->P; q++) {
-                int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
-                CUDA_TRY(cudaMemcpy2DAsync(lg + v0, (size_t)m->V * 4, lga + q * R * m->Vp, (size_t)nv * 4,
-                                           (size_t)nv * 4, (size_t)R, cudaMemcpyDeviceToDevice, st));
-            }
-        }
-        if (logits) CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
+        h = hf;
     }
-    CUDA_TRY(cudaStreamSynchronize(st));
+    float *lg = F4(m->a.logits) + dev_row * m->V;
+    if (m->P == 1) return bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st);
+    /* this rank's vocabulary rows [R, Vr], gathered as blocks of R·Vp, laid out as rows of V */
+    float *lp = F4(m->a.lpart), *lga = F4(m->a.lgather);
+    TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->Vr, D, lp, st));
+    TRY(comm_allgather(m->nccl, lp, lga, (size_t)(R * m->Vp), RT_DT_F32));
+    for (int64_t q = 0; q < m->P; q++) {
+        int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
+        CUDA_TRY(cudaMemcpy2DAsync(lg + v0, (size_t)m->V * 4, lga + q * R * m->Vp, (size_t)nv * 4, (size_t)nv * 4,
+                                   (size_t)R, cudaMemcpyDeviceToDevice, st));
+    }
     return 0;
+}
+
+/* Captures body() for a decode pass of bucket k (B rows) and context class c as graph [k][c] (its
+ * ints already in place; the eager run of the same pass came first, so every lazy set-up — the
+ * kernels' shared-memory opt-ins, cuBLASLt's choices — is done). An error names --no-cuda-graphs. */
+#define DSC_NOGRAPH " (--no-cuda-graphs runs decode steps without graphs)"
+
+static int capture(dsc_model *m, int k, int c) {
+    int64_t B = m->gB[k];
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess)
+        return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    int rc = body(m, B, cdiv(m->gC[c], m->bs), m->gC[c], B, NULL, 0, 0);
+    e = cudaStreamEndCapture(m->stream, &g);
+    if (!rc && e != cudaSuccess)
+        rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DSC_NOGRAPH);
+    if (!rc && (e = cudaGraphInstantiate(&m->gx[k][c], g, 0)) != cudaSuccess) {
+        m->gx[k][c] = NULL;
+        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    }
+    if (g) cudaGraphDestroy(g);
+    return rc;
+}
+
+/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence to
+ * device rows [dev_row, …) and, logits non-NULL, to the host. A decode pass (one new token for each
+ * of np sequences, none starting empty, its rows from device row 0) with graphs on runs as the
+ * graph of the smallest bucket B ≥ np and the smallest context class C ≥ its longest context: its
+ * ints padded to B rows (a padding row appends its latent row to position 0 of the scratch block
+ * and attends to that alone), the tables ceil(C / bs) ints a row, max_ctx C — the shapes the
+ * graph was captured with; its logits are B rows, of which the first np are the sequences'. */
+static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
+                const int64_t *tok_at, int64_t dev_row, float *logits) {
+    int64_t bs = m->bs, ld = 1, max_ctx = 1, R = 0;
+    bool decode = m->ng > 0 && dev_row == 0;
+    for (int64_t i = 0; i < np; i++) {
+        const kv_seq *q = seqs[pc[i].s];
+        if (q->n_blocks > ld) ld = q->n_blocks;
+        R += pc[i].last;
+        decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
+    }
+    int k = 0, c = 0;
+    if (decode) {
+        for (int64_t i = 0; i < np; i++) {
+            int64_t cx = seqs[pc[i].s]->len + 1;
+            if (cx > max_ctx) max_ctx = cx;
+        }
+        while (m->gB[k] < np) k++;        /* the last bucket is max_seqs ≥ np */
+        while (m->gC[c] < max_ctx) c++;   /* the last class is the model's context */
+        ld = cdiv(m->gC[c], bs);
+    }
+    int64_t Tp = decode ? m->gB[k] : T;
+    /* the pass's ints: tokens, positions, cache slots, sequence of each token, contexts | tables */
+    int32_t *tok = m->meta, *pos = tok + Tp, *slot = pos + Tp, *sq = slot + Tp, *ctx = sq + Tp, *tab = ctx + Tp;
+    for (int64_t i = 0, t = 0; i < np; i++) {
+        const kv_seq *s = seqs[pc[i].s];
+        for (int64_t j = 0; j < pc[i].n; j++, t++) {
+            tok[t] = tokens_of[tok_at[pc[i].s] + pc[i].from + j];
+            pos[t] = (int32_t)(s->len + pc[i].from + j);
+            slot[t] = s->blocks[pos[t] / bs] * (int32_t)bs + (int32_t)(pos[t] % bs);
+            sq[t] = (int32_t)i;
+            ctx[t] = pos[t] + 1;
+            if (ctx[t] > max_ctx) max_ctx = ctx[t];
+        }
+        memcpy(tab + i * ld, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
+    }
+    for (int64_t t = np; decode && t < Tp; t++) {   /* a graph's padding rows: position 0 of the scratch block */
+        tok[t] = 0, pos[t] = 0, slot[t] = m->scratch * (int32_t)bs, sq[t] = (int32_t)t, ctx[t] = 1;
+        tab[t * ld] = m->scratch;
+    }
+    cudaStream_t st = m->stream;
+    size_t meta_bytes = (size_t)(5 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
+    CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
+    bool fresh = false;   /* a bucket's first decode pass: eagerly, as the graph will run, then captured */
+    if (decode && m->gx[k][c]) {
+        cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
+        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    } else if (decode) {
+        TRY(body(m, Tp, ld, m->gC[c], Tp, NULL, 0, 0));
+        fresh = true;
+    } else {
+        TRY(body(m, T, ld, max_ctx, R, pc, np, dev_row));
+    }
+    if (R > 0 && logits)
+        CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits) + dev_row * m->V, (size_t)(R * m->V) * sizeof(float),
+                                 cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(cudaStreamSynchronize(st));
+    return fresh ? capture(m, k, c) : 0;
 }
 
 /* kv_seq_reserve, and on the device the copy (every layer) of each block it made private. */

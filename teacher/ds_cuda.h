@@ -65,6 +65,19 @@
  * a rank that fails stops all (the others say another rank failed), and the cache takes the
  * smallest rank's positions.
  *
+ * CUDA graphs (one rank, unless dsc_load_opts.no_cuda_graphs): a decode pass (one new token for
+ * each of n ≤ max_seqs sequences, none starting empty, its logits rows from row 0) runs as the
+ * graph of the smallest bucket B ≥ n of 1, 2, 4, …, max_seqs and the smallest context class C ≥
+ * its longest context of bs, 2·bs, 4·bs, …, the model's context (the MLA decode's split plan and
+ * its tables' width depend on C), captured after that pair's first pass, which runs eagerly with
+ * the same shapes (so every kernel's >48 KB shared-memory opt-in and cuBLASLt's choices are made
+ * before any capture). The pass's ints are padded to B rows in the fixed device buffer: padding
+ * rows write their latent rows into a scratch block (dsc_cache_init gives the caller one block
+ * less than the arena holds when graphs are on) and read only that; the split-K choice, the MoE
+ * grouped GEMMs (sized for B·K rows, reading the device offsets) and the LM head (B rows) have
+ * the bucket's shapes. dsc_cache_init drops the graphs. Over P > 1 ranks decode passes run
+ * eagerly (the expert-parallel dispatch reads the routing on the host once per MoE layer).
+ *
  * Without CUDA every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, dtype, no device),
  * RT_ENOMEM (the plan; host), RT_EINVAL (bad token, n_new, a cache not made by dsc_cache_init),
@@ -73,6 +86,7 @@
 #ifndef RT_TEACHER_DS_CUDA_H
 #define RT_TEACHER_DS_CUDA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +103,7 @@ typedef struct {
     int64_t max_tokens;             /* tokens per device pass (0: 512; at least 16) */
     int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
     rt_comm *comm;                  /* tensor/expert-parallel ranks (NULL or one rank: one GPU); borrowed */
+    bool no_cuda_graphs;            /* run decode passes eagerly (default: CUDA graphs on one rank) */
 } dsc_load_opts;
 
 typedef struct {
@@ -107,7 +122,8 @@ const mc_config *dsc_config(const dsc_model *m);
 const dsc_plan *dsc_get_plan(const dsc_model *m);
 
 /* Blocks of block_size positions over the latent arena: *n_blocks = kv_positions / block_size
- * (≥ 1, else RT_ERANGE). Forgets what the cache held. */
+ * (less the graphs' scratch block when graphs are on; ≥ 1, else RT_ERANGE). Forgets what the
+ * cache held. */
 int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks);
 
 int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
