@@ -56,7 +56,6 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #include "core/alloc.h"
 #include "core/checkpoint.h"
 #include "core/comm.h"
-#include "core/log.h"
 #include "core/safetensors.h"
 #include "kernels/convert.h"
 #include "kernels/embed.h"
@@ -209,7 +208,9 @@ static size_t layout_weights(dsc_model *m) {
 
 static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t table_ints) {
     size_t at = 0;
-    int64_t D = m->D, TK = T * (m->K > 0 ? m->K : 1), rows = TK > T ? TK : T, dl = m->R + m->dr;
+    bool ep = m->P > 1 && m->E > 0;
+    /* expert parallel: a decode pass's capacity-padded slabs hold P·ceil(T/P)·K ≤ (T + P)·K rows */
+    int64_t D = m->D, TK = (ep ? T + m->P : T) * (m->K > 0 ? m->K : 1), rows = TK > T ? TK : T, dl = m->R + m->dr;
 #define PUT(field, bytes) (m->a.field = put(&at, (size_t)(bytes)))
     PUT(x, T * D * 2);
     PUT(xn, T * D * 2);
@@ -242,14 +243,13 @@ static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t tab
     PUT(logits, S * m->V * 4);
     PUT(lpart, m->P > 1 ? S * m->Vp * 4 : 0);
     PUT(lgather, m->P > 1 ? m->P * S * m->Vp * 4 : 0);
-    bool ep = m->P > 1 && m->E > 0;
     PUT(sendq, ep ? TK * D : 0);
     PUT(sends, ep ? TK * (D / 128) * 4 : 0);
     PUT(recvq, ep ? TK * D : 0);
     PUT(recvs, ep ? TK * (D / 128) * 4 : 0);
     PUT(yb, ep ? TK * D * 2 : 0);
     PUT(ret, ep ? TK * D * 2 : 0);
-    PUT(pidx, ep ? 3 * TK * 4 : 0);
+    PUT(pidx, ep ? 4 * TK * 4 : 0);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->dr / 2 * 4);
     PUT(sl, S * m->V * 4);
@@ -670,10 +670,6 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
     m->P = m->host ? comm_size(m->host) : 1;
     m->rank = m->host ? comm_rank(m->host) : 0;
     m->graphs = !(o && o->no_cuda_graphs);
-    if (m->graphs && m->P > 1 && m->rank == 0)
-        RT_INFO("ds_cuda: decode steps run without CUDA graphs over %d ranks (the expert-parallel dispatch reads "
-                "each MoE layer's routing on the host)", m->P);
-    if (m->P > 1) m->graphs = false;
     int rc = load_all(m, dir, o);
     if (rc) {
         dsc_free(m);
@@ -928,8 +924,73 @@ static int moe_parallel(dsc_model *m, const dsc_layer *y, int64_t T) {
     return comm_allgather(m->nccl, tmp + me * c * D, tmp, (size_t)(c * D), RT_DT_BF16);
 }
 
+/* The MoE block over the ranks for a decode pass, in fixed sizes (a graph can capture it; see
+ * moe_parallel for the roles). Token t is owned by rank t / c (c = ceil(T/P)); every rank sends
+ * every rank (itself too) a slab of cap = c·min(K, ceil(E/P)) rows — the most its owned tokens can
+ * route to one rank, as a token's K experts are distinct —, packed on the device
+ * (moe_slab_pack_cuda: the slots in (t, k) order, the rest padding whose local expert is
+ * ceil(E/P), past every rank's experts). The e4m3 rows, their scales and the local expert ids go
+ * out with all-to-alls of fixed counts (host constants of the bucket: the NCCL calls capture);
+ * the receiver permutes the P·cap rows by local expert (the padding sorts last and the grouped
+ * GEMMs, sized for P·cap rows and reading the device offsets, skip it), runs its experts, puts the
+ * outputs back in slab order and returns the slabs; the owner combines through the slab rows
+ * moe_slab_pack gave each slot.
+ * Traffic: a rank sends P·cap rows of D + 4·D/128 bytes and gets P·cap bf16 rows back, where the
+ * exact exchange moves only its c·K routed slots. For R1 (D 7168, K 8, 256 experts) at P = 8 and
+ * batch 256 (c = 32, cap = 256): 2048 rows × (7392 + 14336) B = 44.5 MB per rank per MoE layer
+ * padded, against 256 × 21728 B = 5.6 MB exact — P = 8 times the bytes (the worst case, every
+ * token's K experts on one rank, must fit). It buys decode steps without a host round trip per
+ * layer, which is what lets them run as graphs; prefill (large T) keeps the exact counts. */
+static int moe_padded(dsc_model *m, const dsc_layer *y, int64_t T) {
+    cudaStream_t st = m->stream;
+    int64_t D = m->D, K = m->K, P = m->P, me = m->rank, sd = D / 128;
+    int64_t c = cdiv(T, P), t0 = me * c < T ? me * c : T, t1 = t0 + c < T ? t0 + c : T, n = t1 - t0;
+    int64_t Emax = cdiv(m->E, P), cap = c * (K < Emax ? K : Emax), S = P * cap;
+    uint8_t *aq = (uint8_t *)A(m->a.aq), *sq = (uint8_t *)A(m->a.sendq), *rq = (uint8_t *)A(m->a.recvq);
+    float *as = F4(m->a.as), *ss = F4(m->a.sends), *rs = F4(m->a.recvs);
+    int32_t *d_slot = I4(m->a.pidx), *d_lexp = d_slot + S, *d_rexp = d_lexp + S, *d_comb = d_rexp + S;
+    int32_t *off = I4(m->a.off), *ros = I4(m->a.ros), *sor = I4(m->a.sor);
+    uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
+    float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
+    uint16_t *yb = BF(m->a.yb), *ret = BF(m->a.ret), *tmp = BF(m->a.tmp);
+    TRY(moe_slab_pack_cuda(I4(m->a.ridx) + t0 * K, n, K, m->E, P, cap, (int32_t)Emax, (int32_t)(t0 * K), d_slot, d_lexp,
+                           d_comb, st));
+    TRY(moe_gather_rows_cuda(aq, D, d_slot, S, K, sq, st));
+    TRY(moe_gather_rows_cuda(as, sd * 4, d_slot, S, K, ss, st));
+    size_t cnt[4 * 64];   /* counts | displacements, per row width (P ≤ 64: the host's arrays) */
+    if (P > 64) return rt_fail(RT_EUNSUPPORTED, "expert-parallel decode graphs over %lld ranks (at most 64)", (long long)P);
+#define SLABS(per)                                                     \
+    for (int64_t q = 0; q < P; q++) cnt[q] = (size_t)(cap * (per)), cnt[P + q] = (size_t)(q * cap * (per));
+    SLABS(D);
+    TRY(comm_alltoallv(m->nccl, sq, cnt, cnt + P, rq, cnt, cnt + P, RT_DT_U8));
+    SLABS(sd);
+    TRY(comm_alltoallv(m->nccl, ss, cnt, cnt + P, rs, cnt, cnt + P, RT_DT_F32));
+    SLABS(1);
+    TRY(comm_alltoallv(m->nccl, d_lexp, cnt, cnt + P, d_rexp, cnt, cnt + P, RT_DT_I32));
+    /* this rank's experts over the P·cap rows received (padding in group Emax, past them) */
+    TRY(moe_permute_cuda(d_rexp, S, Emax + 1, off, ros, sor, st));
+    TRY(moe_gather_rows_cuda(rq, D, sor, S, 1, mqp, st));
+    TRY(moe_gather_rows_cuda(rs, sd * 4, sor, S, 1, msp, st));
+    TRY(fp8_gemm_grouped_cuda(mqp, msp, W8(y->e13.w), WF(y->e13.s), off, m->El, S, 2 * m->I, D, BF(m->a.gu), st));
+    TRY(fp8_swiglu_quant_cuda(BF(m->a.gu), S, m->I, hq, hs, 0, st));
+    TRY(fp8_gemm_grouped_cuda(hq, hs, W8(y->e2.w), WF(y->e2.s), off, m->El, S, D, m->I, BF(m->a.y), st));
+    TRY(moe_gather_rows_cuda(BF(m->a.y), D * 2, ros, S, 1, yb, st));
+    SLABS(D * 2);
+    TRY(comm_alltoallv(m->nccl, yb, cnt, cnt + P, ret, cnt, cnt + P, RT_DT_U8));
+#undef SLABS
+    if (n > 0) {   /* the owner: shared experts of its tokens + Σ_k w·y */
+        const uint16_t *base = NULL;
+        if (y->inter > 0) {
+            TRY(mlp(m, &y->w13, &y->w2, y->inter, aq + t0 * D, as + t0 * sd, n, BF(m->a.ys)));
+            base = BF(m->a.ys);
+        }
+        TRY(moe_combine_cuda(ret, d_comb, F4(m->a.rw) + t0 * K, n, K, D, base, tmp + t0 * D, st));
+    }
+    return comm_allgather(m->nccl, tmp + me * c * D, tmp, (size_t)(c * D), RT_DT_BF16);
+}
+
 /* tmp [T, D] = the feed-forward of xn: the dense MLP, or shared experts + Σ routed experts. */
-static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
+static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T, bool padded) {
     cudaStream_t st = m->stream;
     int64_t D = m->D, K = m->K, E = m->E, TK = T * K;
     uint16_t *xn = BF(m->a.xn), *tmp = BF(m->a.tmp);
@@ -944,7 +1005,7 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
     float *rw = F4(m->a.rw);
     TRY(bf16_gemm_f32_cuda(m->lt, xn, W16(y->gate), T, E, D, F4(m->a.logit), st));
     TRY(moe_route_cuda(&m->router, F4(m->a.logit), y->gate_bias != NONE ? WF(y->gate_bias) : NULL, T, K, ridx, rw, st));
-    if (m->P > 1) return moe_parallel(m, y, T);
+    if (m->P > 1) return padded ? moe_padded(m, y, T) : moe_parallel(m, y, T);
     TRY(moe_permute_cuda(ridx, TK, E, off, ros, sor, st));
     uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
     float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
@@ -964,10 +1025,11 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
 /* The device work of a pass over T tokens (its ints already on the device, in the layout pass()
  * writes: tables ld ints a row; max_ctx the longest context): every layer, then the logits of R
  * rows — all T (R == T), or the last token of each of the np pieces that end their sequence — to
- * device rows [dev_row, …). Nothing is read back and nothing waits for the host: on one rank a
- * graph captures exactly this. */
+ * device rows [dev_row, …). padded (a decode pass): over P > 1 ranks the MoE dispatch is
+ * moe_padded's, which reads nothing back and waits for nothing on the host, so a graph captures
+ * exactly this; else moe_parallel's exact counts (one host sync per MoE layer). */
 static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R, const piece *pc, int64_t np,
-                int64_t dev_row) {
+                int64_t dev_row, bool padded) {
     cudaStream_t st = m->stream;
     int64_t D = m->D;
     uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn);
@@ -978,7 +1040,7 @@ static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R,
         TRY(ds_rmsnorm_cuda(x, D, res, WF(y->attn_norm), T, D, m->eps, xn, D, st));
         TRY(attention(m, y, l, T, ld, max_ctx));
         TRY(ds_rmsnorm_cuda(x, D, BF(m->a.att), WF(y->ffn_norm), T, D, m->eps, xn, D, st));   /* x += attention */
-        TRY(feed_forward(m, y, T));
+        TRY(feed_forward(m, y, T, padded));
         res = BF(m->a.tmp);
     }
     TRY(ds_rmsnorm_cuda(x, D, res, WF(m->norm), T, D, m->eps, xn, D, st));
@@ -1018,7 +1080,7 @@ static int capture(dsc_model *m, int k, int c) {
     cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
         return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
-    int rc = body(m, B, cdiv(m->gC[c], m->bs), m->gC[c], B, NULL, 0, 0);
+    int rc = body(m, B, cdiv(m->gC[c], m->bs), m->gC[c], B, NULL, 0, 0, true);
     e = cudaStreamEndCapture(m->stream, &g);
     if (!rc && e != cudaSuccess)
         rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
@@ -1085,10 +1147,10 @@ static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, 
         cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
         if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
     } else if (decode) {
-        TRY(body(m, Tp, ld, m->gC[c], Tp, NULL, 0, 0));
+        TRY(body(m, Tp, ld, m->gC[c], Tp, NULL, 0, 0, true));
         fresh = true;
     } else {
-        TRY(body(m, T, ld, max_ctx, R, pc, np, dev_row));
+        TRY(body(m, T, ld, max_ctx, R, pc, np, dev_row, false));
     }
     if (R > 0 && logits)
         CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits) + dev_row * m->V, (size_t)(R * m->V) * sizeof(float),

@@ -268,6 +268,7 @@ size_t fake_a2a_bytes(void);   /* bytes this rank sent through the stand-in all-
 #undef moe_permute_cuda
 #undef moe_gather_rows_cuda
 #undef moe_combine_cuda
+#undef moe_slab_pack_cuda
 #define cudaMemcpy2DAsync fake_g_cudaMemcpy2DAsync
 #define fp8_act_quant_cuda fake_g_fp8_act_quant_cuda
 #define fp8_swiglu_quant_cuda fake_g_fp8_swiglu_quant_cuda
@@ -283,6 +284,13 @@ size_t fake_a2a_bytes(void);   /* bytes this rank sent through the stand-in all-
 #define moe_permute_cuda fake_g_moe_permute_cuda
 #define moe_gather_rows_cuda fake_g_moe_gather_rows_cuda
 #define moe_combine_cuda fake_g_moe_combine_cuda
+/* the capacity-padded expert-parallel dispatch: the slab packing and NCCL's all-to-all(v), recorded
+ * in a capture (NCCL enqueues on the communicator's stream) */
+#define moe_slab_pack_cuda fake_g_moe_slab_pack_cuda
+#undef comm_alltoallv
+#define comm_alltoallv fake_g_comm_alltoallv
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind k, cudaStream_t st);
 

@@ -788,6 +788,10 @@ int fake_g_comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_
 #define moe_permute_cuda fake_moe_permute_cuda
 #define moe_gather_rows_cuda fake_moe_gather_rows_cuda
 #define moe_combine_cuda fake_moe_combine_cuda
+#undef moe_slab_pack_cuda
+#define moe_slab_pack_cuda fake_moe_slab_pack_cuda
+#undef comm_alltoallv
+#define comm_alltoallv fake_comm_alltoallv
 
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind k, cudaStream_t st) {
@@ -1128,6 +1132,11 @@ int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float 
     free(acc);
     return 0;
 }
+int moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap,
+                       int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb, void *stream) {
+    (void)stream;
+    return moe_slab_pack(idx, n, K, n_experts, P, cap, none, slot0, slot, lexp, comb);
+}
 size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(8 * n * V); }
 /* smp_sample on each row with its own params and uniform, smp_logprob of the drawn id */
 int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params, const uint64_t *rng,
@@ -1377,6 +1386,44 @@ int fake_g_moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const
     fake_arg *a = fake_record(rp_moe_combine);
     a[0] = P_(y), a[1] = P_(row_of_slot), a[2] = P_(w), a[3] = I_(n), a[4] = I_(slots), a[5] = I_(dim), a[6] = P_(base);
     a[7] = P_(out);
+    return 0;
+}
+static int rp_slab_pack(const fake_arg *a) {
+    return fake_moe_slab_pack_cuda(a[0].p, a[1].i, a[2].i, a[3].i, a[4].i, a[5].i, (int32_t)a[6].i, (int32_t)a[10].i,
+                                   a[7].p, a[8].p, a[9].p, NULL);
+}
+int fake_g_moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap,
+                              int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_moe_slab_pack_cuda(idx, n, K, n_experts, P, cap, none, slot0, slot, lexp, comb, stream);
+    int rc = moe_slab_check(n, K, n_experts, P, cap);   /* on the host, at the call */
+    if (rc) return rc;
+    fake_arg *a = fake_record(rp_slab_pack);
+    a[0] = P_(idx), a[1] = I_(n), a[2] = I_(K), a[3] = I_(n_experts), a[4] = I_(P), a[5] = I_(cap), a[6] = I_(none);
+    a[7] = P_(slot), a[8] = P_(lexp), a[9] = P_(comb), a[10] = I_(slot0);
+    return 0;
+}
+/* the counts and displacements are the caller's host arrays: copied into the record (P ≤ 16) */
+static int rp_alltoallv(const fake_arg *a) {
+    const size_t *c = a[5].p;
+    int P = (int)a[4].i;
+    return fake_comm_alltoallv(a[0].p, a[1].p, c, c + P, a[2].p, c + 2 * P, c + 3 * P, (rt_dtype)a[3].i);
+}
+int fake_g_comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                          const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
+    if (!fake_cap_graph) return fake_comm_alltoallv(c, send, send_counts, send_displs, recv, recv_counts, recv_displs, dt);
+    int P = comm_size(c);
+    FAKE_CHECK(P <= 16);
+    /* kept (reachable) as long as the process: a graph's constants */
+    static size_t **kept, n_kept;
+    size_t *cnt = malloc((size_t)(4 * P) * sizeof *cnt);
+    kept = realloc(kept, (n_kept + 1) * sizeof *kept);
+    FAKE_CHECK(cnt && kept);
+    kept[n_kept++] = cnt;
+    memcpy(cnt, send_counts, (size_t)P * sizeof *cnt), memcpy(cnt + P, send_displs, (size_t)P * sizeof *cnt);
+    memcpy(cnt + 2 * P, recv_counts, (size_t)P * sizeof *cnt), memcpy(cnt + 3 * P, recv_displs, (size_t)P * sizeof *cnt);
+    fake_arg *a = fake_record(rp_alltoallv);
+    a[0] = P_(c), a[1] = P_(send), a[2] = P_(recv), a[3] = I_(dt), a[4] = I_(P), a[5] = P_(cnt);
     return 0;
 }
 #undef P_
