@@ -54,7 +54,10 @@
  *               slots to the experts' ranks with comm_alltoallv — the row counts exchanged over
  *               the host communicator first and checked against the routing —, gets the experts'
  *               bf16 outputs back the same way, adds the shared experts' output of its tokens and
- *               combines; the owned slices are then all-gathered.
+ *               combines; the owned slices are then all-gathered. A decode pass (graphs on) sends
+ *               instead a fixed slab of ceil(T/P)·min(K, ceil(E/P)) rows to every rank, packed on
+ *               the device with padding (kernels/moe.h's moe_slab_pack_cuda), so nothing waits
+ *               for the host: more bytes (docs/teacher.md: P× for R1 at P = 8), no host sync.
  *   vocabulary  LM-head rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8); the embedding is whole.
  *               The f32 logits rows are all-gathered, so every rank holds the same full rows on
  *               the device (dsc_sample draws the same ids on every rank).
@@ -75,8 +78,8 @@
  * rows write their latent rows into a scratch block (dsc_cache_init gives the caller one block
  * less than the arena holds when graphs are on) and read only that; the split-K choice, the MoE
  * grouped GEMMs (sized for B·K rows, reading the device offsets) and the LM head (B rows) have
- * the bucket's shapes. dsc_cache_init drops the graphs. Over P > 1 ranks decode passes run
- * eagerly (the expert-parallel dispatch reads the routing on the host once per MoE layer).
+ * the bucket's shapes. dsc_cache_init drops the graphs. Over P > 1 ranks a decode pass's expert
+ * dispatch is capacity-padded (below), so its NCCL calls are inside the graph too.
  *
  * Without CUDA every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, dtype, no device),
