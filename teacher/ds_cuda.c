@@ -129,10 +129,10 @@ struct dsc_model {
     uint16_t *kv;                          /* device: latent arena */
     char *arena;                           /* device: activations and workspaces */
     int32_t *meta;                         /* host: a pass's ints, uploaded at once */
-    /* CUDA graphs of decode passes (one rank): bucket k holds gB[k] rows (1, 2, 4, …, max_seqs);
+    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs);
      * context class c holds contexts up to gC[c] (bs, 2·bs, 4·bs, …, the model's context) */
     bool graphs;                           /* dsc_load_opts.no_cuda_graphs unset */
-    int ng, nc;                            /* buckets, classes (0: no graphs: off, P > 1, or no room) */
+    int ng, nc;                            /* buckets, classes (0: no graphs: off, or no room) */
     int64_t gB[DSC_MAX_BUCKETS], gC[DSC_MAX_BUCKETS];
     cudaGraphExec_t gx[DSC_MAX_BUCKETS][DSC_MAX_BUCKETS];   /* NULL until the first such pass */
     int32_t scratch;                       /* the cache block the graphs' padding rows use */

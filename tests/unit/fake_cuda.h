@@ -5,7 +5,8 @@
  * collide with the real ones a CUDA build's library carries; so are comm_open_nccl,
  * comm_close, comm_allgather and comm_allreduce (NCCL becomes the host communicator). The
  * blocks at the end add tensor parallel (bf16 all-reduce, several devices) and CUDA graphs
- * (capture records, launch replays) for teacher/dense_cuda.c. Include before
+ * (capture records, launch replays) for teacher/dense_cuda.c, and the DeepSeek kernels, the
+ * expert all-to-all and their graph recording for teacher/ds_cuda.c. Include before
  * gpu_train.c (or dense_cuda.c); the stand-ins are tests/unit/fake_cuda_impl.h. */
 #ifndef RT_TESTS_FAKE_CUDA_H
 #define RT_TESTS_FAKE_CUDA_H
