@@ -26,7 +26,7 @@
  *   a forward in passes, |Δ logprob| ≤ 0.15 and identical greedy tokens through the engine.
  *   Measured: max |Δ logit| 0.13–0.19 (rms 0.04 for logits of rms 4) at all 12 seeds tried, with
  *   the routing pinned (DSC_BIAS=20: a correction bias that decides the experts) at the 5 where
- * *   it flips; max |Δ logprob| 0.05 through the engine (decode steps as graphs).
+ *   it flips; max |Δ logprob| 0.05 through the engine (decode steps as graphs).
  * - e4m3 activations (what the GPU computes): rms |Δ logit| ≤ 10% of the logits' rms (measured
  *   7.5% at the test's seed, 7–8% at seeds without routing flips).
  * A routing decision whose score margin lies within the activation error flips to another expert
