@@ -19,6 +19,16 @@
  * moe_mlp_fwd(): out [n, dim] = down(silu(gate·x) ⊙ up·x) (overwrites), the same MLP for all
  * tokens. scratch: NULL (allocated here) or n·3·inter floats. Errors: RT_ENOMEM.
  *
+ * moe_slab_pack(): the capacity-padded dispatch of an expert-parallel MoE over P ranks (expert e
+ *   on rank e mod P, local expert e / P), for all-to-alls of fixed size. idx [n, K] holds the
+ *   expert ids of n tokens (ids outside [0, n_experts) route nowhere). Rank q's slab is rows
+ *   [q·cap, (q+1)·cap): the slots t·K + k routed to q in (t, k) order, then padding. slot [P·cap]:
+ *   each row's slot as slot0 + t·K + k (padding: 0, a row any gather may read); lexp [P·cap]: its local expert
+ *   (padding: `none`, which the receiver's permutation leaves past its experts); comb [n·K]: each
+ *   slot's row in the slabs, q·cap + j (−1: routed nowhere) — where its expert's output comes
+ *   back. cap ≥ n·min(K, ceil(n_experts / P)) (the most one rank can be sent: a token's K experts
+ *   are distinct), else RT_EINVAL; P ≤ 1024.
+ *
  * Linear layers and the SwiGLU gate are kernels/matmul.h's mm_linear_fwd and kernels/act.h's
  * swiglu_fwd, so the pool is the only parallelism (OpenBLAS single-threaded, see matmul.h).
  */
@@ -50,6 +60,10 @@ int moe_experts_fwd(const moe_expert *experts, int64_t n_experts, int64_t dim, i
 int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *x, int64_t n, float *out,
                 float *scratch, tp_pool *pool);
 
+int moe_slab_pack(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap, int32_t none,
+                  int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb);
+int moe_slab_check(int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap);   /* the shape rule above */
+
 #ifdef RT_HAVE_CUDA
 /* CUDA (kernels/cuda/ds_moe.cu): device pointers, asynchronous on `stream` (a cudaStream_t,
  * NULL = default); 0, RT_EINVAL (shape or limits) or RT_EINTERNAL (the CUDA error).
@@ -66,7 +80,10 @@ int moe_mlp_fwd(const moe_expert *mlp, int64_t dim, int64_t inter, const float *
  *   row_bytes bytes (fp8 activations, their scales, bf16 rows alike).
  * moe_combine_cuda(): out [n, dim] bf16 = base (NULL: 0) + Σ_k w[t,k] · y[row_of_slot[t·slots+k]]
  *   in f32, slots in order, one rounding; y [rows, dim] bf16 in expert order; dim even;
- *   base may be out (the residual stream updated in place). */
+ *   base may be out (the residual stream updated in place).
+ * moe_slab_pack_cuda(): moe_slab_pack on the GPU (one thread per destination rank, the same
+ *   order): reads only device memory, so a graph can capture it; the shape rule is checked on
+ *   the host. */
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -78,6 +95,8 @@ int moe_gather_rows_cuda(const void *src, int64_t row_bytes, const int32_t *slot
                          int64_t slots_per_token, void *dst, void *stream);
 int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float *w, int64_t n, int64_t slots,
                      int64_t dim, const uint16_t *base, uint16_t *out, void *stream);
+int moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap,
+                       int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb, void *stream);
 #ifdef __cplusplus
 }
 #endif

@@ -78,6 +78,8 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #include "teacher/ds_cuda_int.h"
 
 
+static void drop_graphs(dsc_model *m);
+
 static double gb(size_t b) { return (double)b / 1e9; }
 
 /* ---- the layout and the plan (no device memory yet) -------------------------------------- */
@@ -156,7 +158,9 @@ void dsc_layout_layer(dsc_model *m, int64_t l, size_t *at_) {
 
 static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t table_ints) {
     size_t at = 0;
-    int64_t D = m->D, TK = T * (m->K > 0 ? m->K : 1), rows = TK > T ? TK : T, dl = m->R + m->dr;
+    bool ep = m->P > 1 && m->E > 0;
+    /* expert parallel: a decode pass's capacity-padded slabs hold P·ceil(T/P)·K ≤ (T + P)·K rows */
+    int64_t D = m->D, TK = (ep ? T + m->P : T) * (m->K > 0 ? m->K : 1), rows = TK > T ? TK : T, dl = m->R + m->dr;
 #define PUT(field, bytes) (m->a.field = put(&at, (size_t)(bytes)))
     PUT(x, T * D * 2);
     PUT(xn, T * D * 2);
@@ -189,14 +193,13 @@ static size_t layout_activations(dsc_model *m, int64_t T, int64_t S, int64_t tab
     PUT(logits, S * m->V * 4);
     PUT(lpart, m->P > 1 ? S * m->Vp * 4 : 0);
     PUT(lgather, m->P > 1 ? m->P * S * m->Vp * 4 : 0);
-    bool ep = m->P > 1 && m->E > 0;
     PUT(sendq, ep ? TK * D : 0);
     PUT(sends, ep ? TK * (D / 128) * 4 : 0);
     PUT(recvq, ep ? TK * D : 0);
     PUT(recvs, ep ? TK * (D / 128) * 4 : 0);
     PUT(yb, ep ? TK * D * 2 : 0);
     PUT(ret, ep ? TK * D * 2 : 0);
-    PUT(pidx, ep ? 3 * TK * 4 : 0);
+    PUT(pidx, ep ? 4 * TK * 4 : 0);
     PUT(meta, (5 * T + table_ints) * 4);
     PUT(inv_freq, m->dr / 2 * 4);
     PUT(cat, m->mtp ? T * 2 * D * 2 : 0);
@@ -624,6 +627,7 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
     m->host = o ? o->comm : NULL;
     m->P = m->host ? comm_size(m->host) : 1;
     m->rank = m->host ? comm_rank(m->host) : 0;
+    m->graphs = !(o && o->no_cuda_graphs);
     int rc = load_all(m, dir, o);
     if (rc) {
         dsc_free(m);
@@ -636,6 +640,7 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
 void dsc_free(dsc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
+    drop_graphs(m);
     comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     fp8_gemm_lt_free(m->lt);
@@ -657,8 +662,32 @@ int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
     m->bs = block_size;
     m->n_blocks = m->p.kv_positions / block_size;
     m->layer_stride = (size_t)(m->n_blocks * block_size * (m->R + m->dr));
+    /* graphs were captured for the old blocks; decode graphs need a scratch block, and tables of
+     * the longest class (the context) for max_seqs sequences in the planned room */
+    drop_graphs(m);
+    int64_t maxpos = m->c.max_position_embeddings, gld = cdiv(maxpos, block_size);
+    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * gld <= m->p.table_ints) {
+        m->scratch = (int32_t)--m->n_blocks;
+        for (int64_t b = 1; m->ng < DSC_MAX_BUCKETS; b *= 2) {
+            m->gB[m->ng++] = b < m->p.max_seqs ? b : m->p.max_seqs;
+            if (b >= m->p.max_seqs) break;
+        }
+        for (int64_t c = block_size; m->nc < DSC_MAX_BUCKETS; c *= 2) {
+            m->gC[m->nc++] = c < maxpos ? c : maxpos;
+            if (c >= maxpos) break;
+        }
+        if (m->gB[m->ng - 1] < m->p.max_seqs || m->gC[m->nc - 1] < maxpos) m->ng = m->nc = 0;   /* beyond 2^31 */
+    }
     *n_blocks = m->n_blocks;
     return 0;
+}
+
+static void drop_graphs(dsc_model *m) {
+    for (int k = 0; k < m->ng; k++)
+        for (int c = 0; c < m->nc; c++)
+            if (m->gx[k][c]) cudaGraphExecDestroy(m->gx[k][c]);
+    memset(m->gx, 0, sizeof m->gx);
+    m->ng = m->nc = 0;
 }
 
 /* ---- forward ----------------------------------------------------------------------------- */
@@ -842,8 +871,73 @@ static int moe_parallel(dsc_model *m, const dsc_layer *y, int64_t T) {
     return comm_allgather(m->nccl, tmp + me * c * D, tmp, (size_t)(c * D), RT_DT_BF16);
 }
 
+/* The MoE block over the ranks for a decode pass, in fixed sizes (a graph can capture it; see
+ * moe_parallel for the roles). Token t is owned by rank t / c (c = ceil(T/P)); every rank sends
+ * every rank (itself too) a slab of cap = c·min(K, ceil(E/P)) rows — the most its owned tokens can
+ * route to one rank, as a token's K experts are distinct —, packed on the device
+ * (moe_slab_pack_cuda: the slots in (t, k) order, the rest padding whose local expert is
+ * ceil(E/P), past every rank's experts). The e4m3 rows, their scales and the local expert ids go
+ * out with all-to-alls of fixed counts (host constants of the bucket: the NCCL calls capture);
+ * the receiver permutes the P·cap rows by local expert (the padding sorts last and the grouped
+ * GEMMs, sized for P·cap rows and reading the device offsets, skip it), runs its experts, puts the
+ * outputs back in slab order and returns the slabs; the owner combines through the slab rows
+ * moe_slab_pack gave each slot.
+ * Traffic: a rank sends P·cap rows of D + 4·D/128 bytes and gets P·cap bf16 rows back, where the
+ * exact exchange moves only its c·K routed slots. For R1 (D 7168, K 8, 256 experts) at P = 8 and
+ * batch 256 (c = 32, cap = 256): 2048 rows × (7392 + 14336) B = 44.5 MB per rank per MoE layer
+ * padded, against 256 × 21728 B = 5.6 MB exact — P = 8 times the bytes (the worst case, every
+ * token's K experts on one rank, must fit). It buys decode steps without a host round trip per
+ * layer, which is what lets them run as graphs; prefill (large T) keeps the exact counts. */
+static int moe_padded(dsc_model *m, const dsc_layer *y, int64_t T) {
+    cudaStream_t st = m->stream;
+    int64_t D = m->D, K = m->K, P = m->P, me = m->rank, sd = D / 128;
+    int64_t c = cdiv(T, P), t0 = me * c < T ? me * c : T, t1 = t0 + c < T ? t0 + c : T, n = t1 - t0;
+    int64_t Emax = cdiv(m->E, P), cap = c * (K < Emax ? K : Emax), S = P * cap;
+    uint8_t *aq = (uint8_t *)A(m->a.aq), *sq = (uint8_t *)A(m->a.sendq), *rq = (uint8_t *)A(m->a.recvq);
+    float *as = F4(m->a.as), *ss = F4(m->a.sends), *rs = F4(m->a.recvs);
+    int32_t *d_slot = I4(m->a.pidx), *d_lexp = d_slot + S, *d_rexp = d_lexp + S, *d_comb = d_rexp + S;
+    int32_t *off = I4(m->a.off), *ros = I4(m->a.ros), *sor = I4(m->a.sor);
+    uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
+    float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
+    uint16_t *yb = BF(m->a.yb), *ret = BF(m->a.ret), *tmp = BF(m->a.tmp);
+    TRY(moe_slab_pack_cuda(I4(m->a.ridx) + t0 * K, n, K, m->E, P, cap, (int32_t)Emax, (int32_t)(t0 * K), d_slot, d_lexp,
+                           d_comb, st));
+    TRY(moe_gather_rows_cuda(aq, D, d_slot, S, K, sq, st));
+    TRY(moe_gather_rows_cuda(as, sd * 4, d_slot, S, K, ss, st));
+    size_t cnt[4 * 64];   /* counts | displacements, per row width (P ≤ 64: the host's arrays) */
+    if (P > 64) return rt_fail(RT_EUNSUPPORTED, "expert-parallel decode graphs over %lld ranks (at most 64)", (long long)P);
+#define SLABS(per)                                                     \
+    for (int64_t q = 0; q < P; q++) cnt[q] = (size_t)(cap * (per)), cnt[P + q] = (size_t)(q * cap * (per));
+    SLABS(D);
+    TRY(comm_alltoallv(m->nccl, sq, cnt, cnt + P, rq, cnt, cnt + P, RT_DT_U8));
+    SLABS(sd);
+    TRY(comm_alltoallv(m->nccl, ss, cnt, cnt + P, rs, cnt, cnt + P, RT_DT_F32));
+    SLABS(1);
+    TRY(comm_alltoallv(m->nccl, d_lexp, cnt, cnt + P, d_rexp, cnt, cnt + P, RT_DT_I32));
+    /* this rank's experts over the P·cap rows received (padding in group Emax, past them) */
+    TRY(moe_permute_cuda(d_rexp, S, Emax + 1, off, ros, sor, st));
+    TRY(moe_gather_rows_cuda(rq, D, sor, S, 1, mqp, st));
+    TRY(moe_gather_rows_cuda(rs, sd * 4, sor, S, 1, msp, st));
+    TRY(fp8_gemm_grouped_cuda(mqp, msp, W8(y->e13.w), WF(y->e13.s), off, m->El, S, 2 * m->I, D, BF(m->a.gu), st));
+    TRY(fp8_swiglu_quant_cuda(BF(m->a.gu), S, m->I, hq, hs, 0, st));
+    TRY(fp8_gemm_grouped_cuda(hq, hs, W8(y->e2.w), WF(y->e2.s), off, m->El, S, D, m->I, BF(m->a.y), st));
+    TRY(moe_gather_rows_cuda(BF(m->a.y), D * 2, ros, S, 1, yb, st));
+    SLABS(D * 2);
+    TRY(comm_alltoallv(m->nccl, yb, cnt, cnt + P, ret, cnt, cnt + P, RT_DT_U8));
+#undef SLABS
+    if (n > 0) {   /* the owner: shared experts of its tokens + Σ_k w·y */
+        const uint16_t *base = NULL;
+        if (y->inter > 0) {
+            TRY(mlp(m, &y->w13, &y->w2, y->inter, aq + t0 * D, as + t0 * sd, n, BF(m->a.ys)));
+            base = BF(m->a.ys);
+        }
+        TRY(moe_combine_cuda(ret, d_comb, F4(m->a.rw) + t0 * K, n, K, D, base, tmp + t0 * D, st));
+    }
+    return comm_allgather(m->nccl, tmp + me * c * D, tmp, (size_t)(c * D), RT_DT_BF16);
+}
+
 /* tmp [T, D] = the feed-forward of xn: the dense MLP, or shared experts + Σ routed experts. */
-static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
+static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T, bool padded) {
     cudaStream_t st = m->stream;
     int64_t D = m->D, K = m->K, E = m->E, TK = T * K;
     uint16_t *xn = BF(m->a.xn), *tmp = BF(m->a.tmp);
@@ -858,7 +952,7 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
     float *rw = F4(m->a.rw);
     TRY(bf16_gemm_f32_cuda(m->lt, xn, W16(y->gate), T, E, D, F4(m->a.logit), st));
     TRY(moe_route_cuda(&m->router, F4(m->a.logit), y->gate_bias != NONE ? WF(y->gate_bias) : NULL, T, K, ridx, rw, st));
-    if (m->P > 1) return moe_parallel(m, y, T);
+    if (m->P > 1) return padded ? moe_padded(m, y, T) : moe_parallel(m, y, T);
     TRY(moe_permute_cuda(ridx, TK, E, off, ros, sor, st));
     uint8_t *mqp = (uint8_t *)A(m->a.mqp), *hq = (uint8_t *)A(m->a.hq);
     float *msp = F4(m->a.msp), *hs = F4(m->a.hs);
@@ -875,16 +969,107 @@ static int feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) {
     return moe_combine_cuda(BF(m->a.y), ros, rw, T, K, D, base, tmp, st);
 }
 
-/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence. */
+/* The device work of a pass over T tokens (its ints already on the device, in the layout pass()
+ * writes: tables ld ints a row; max_ctx the longest context): every layer, then the logits of R
+ * rows — all T (R == T), or the last token of each of the np pieces that end their sequence — to
+ * device rows [dev_row, …). padded (a decode pass): over P > 1 ranks the MoE dispatch is
+ * moe_padded's, which reads nothing back and waits for nothing on the host, so a graph captures
+ * exactly this; else moe_parallel's exact counts (one host sync per MoE layer). */
+static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R, const piece *pc, int64_t np,
+                int64_t dev_row, bool padded) {
+    cudaStream_t st = m->stream;
+    int64_t D = m->D;
+    uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn);
+    TRY(embed_fwd_cuda(x, W16(m->embed), I4(m->a.meta), T, D, st));
+    const uint16_t *res = NULL;   /* the previous block's output, added to x by the next norm */
+    for (int64_t l = 0; l < m->L; l++) {
+        const dsc_layer *y = &m->layers[l];
+        TRY(ds_rmsnorm_cuda(x, D, res, WF(y->attn_norm), T, D, m->eps, xn, D, st));
+        TRY(attention(m, y, l, T, ld, max_ctx));
+        TRY(ds_rmsnorm_cuda(x, D, BF(m->a.att), WF(y->ffn_norm), T, D, m->eps, xn, D, st));   /* x += attention */
+        TRY(feed_forward(m, y, T, padded));
+        res = BF(m->a.tmp);
+    }
+    TRY(ds_rmsnorm_cuda(x, D, res, WF(m->norm), T, D, m->eps, xn, D, st));
+    if (R == 0) return 0;
+    const uint16_t *h = xn;
+    if (R != T) {   /* the last new token of each finished sequence, gathered */
+        uint16_t *hf = BF(m->a.hf);
+        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
+            t += pc[i].n;
+            if (pc[i].last)
+                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
+        }
+        h = hf;
+    }
+    float *lg = F4(m->a.logits) + dev_row * m->V;
+    if (m->P == 1) return bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st);
+    /* this rank's vocabulary rows [R, Vr], gathered as blocks of R·Vp, laid out as rows of V */
+    float *lp = F4(m->a.lpart), *lga = F4(m->a.lgather);
+    TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->Vr, D, lp, st));
+    TRY(comm_allgather(m->nccl, lp, lga, (size_t)(R * m->Vp), RT_DT_F32));
+    for (int64_t q = 0; q < m->P; q++) {
+        int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
+        CUDA_TRY(cudaMemcpy2DAsync(lg + v0, (size_t)m->V * 4, lga + q * R * m->Vp, (size_t)nv * 4, (size_t)nv * 4,
+                                   (size_t)R, cudaMemcpyDeviceToDevice, st));
+    }
+    return 0;
+}
+
+/* Captures body() for a decode pass of bucket k (B rows) and context class c as graph [k][c] (its
+ * ints already in place; the eager run of the same pass came first, so every lazy set-up — the
+ * kernels' shared-memory opt-ins, cuBLASLt's choices — is done). An error names --no-cuda-graphs. */
+#define DSC_NOGRAPH " (--no-cuda-graphs runs decode steps without graphs)"
+
+static int capture(dsc_model *m, int k, int c) {
+    int64_t B = m->gB[k];
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess)
+        return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    int rc = body(m, B, cdiv(m->gC[c], m->bs), m->gC[c], B, NULL, 0, 0, true);
+    e = cudaStreamEndCapture(m->stream, &g);
+    if (!rc && e != cudaSuccess)
+        rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DSC_NOGRAPH);
+    if (!rc && (e = cudaGraphInstantiate(&m->gx[k][c], g, 0)) != cudaSuccess) {
+        m->gx[k][c] = NULL;
+        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    }
+    if (g) cudaGraphDestroy(g);
+    return rc;
+}
+
+/* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence to
+ * device rows [dev_row, …) and, logits non-NULL, to the host. A decode pass (one new token for each
+ * of np sequences, none starting empty, its rows from device row 0) with graphs on runs as the
+ * graph of the smallest bucket B ≥ np and the smallest context class C ≥ its longest context: its
+ * ints padded to B rows (a padding row appends its latent row to position 0 of the scratch block
+ * and attends to that alone), the tables ceil(C / bs) ints a row, max_ctx C — the shapes the
+ * graph was captured with; its logits are B rows, of which the first np are the sequences'. */
 static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
                 const int64_t *tok_at, int64_t dev_row, float *logits) {
-    int64_t D = m->D, bs = m->bs, ld = 1, max_ctx = 1, R = 0;
+    int64_t bs = m->bs, ld = 1, max_ctx = 1, R = 0;
+    bool decode = m->ng > 0 && dev_row == 0;
     for (int64_t i = 0; i < np; i++) {
-        if (seqs[pc[i].s]->n_blocks > ld) ld = seqs[pc[i].s]->n_blocks;
+        const kv_seq *q = seqs[pc[i].s];
+        if (q->n_blocks > ld) ld = q->n_blocks;
         R += pc[i].last;
+        decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
     }
+    int k = 0, c = 0;
+    if (decode) {
+        for (int64_t i = 0; i < np; i++) {
+            int64_t cx = seqs[pc[i].s]->len + pc[i].from + 1;   /* a sequence's later piece (MTP verify) sees more */
+            if (cx > max_ctx) max_ctx = cx;
+        }
+        while (m->gB[k] < np) k++;        /* the last bucket is max_seqs ≥ np */
+        while (m->gC[c] < max_ctx) c++;   /* the last class is the model's context */
+        ld = cdiv(m->gC[c], bs);
+    }
+    int64_t Tp = decode ? m->gB[k] : T;
     /* the pass's ints: tokens, positions, cache slots, sequence of each token, contexts | tables */
-    int32_t *tok = m->meta, *pos = tok + T, *slot = pos + T, *sq = slot + T, *ctx = sq + T, *tab = ctx + T;
+    int32_t *tok = m->meta, *pos = tok + Tp, *slot = pos + Tp, *sq = slot + Tp, *ctx = sq + Tp, *tab = ctx + Tp;
     for (int64_t i = 0, t = 0; i < np; i++) {
         const kv_seq *s = seqs[pc[i].s];
         for (int64_t j = 0; j < pc[i].n; j++, t++) {
@@ -897,48 +1082,28 @@ static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, 
         }
         memcpy(tab + i * ld, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
     }
+    for (int64_t t = np; decode && t < Tp; t++) {   /* a graph's padding rows: position 0 of the scratch block */
+        tok[t] = 0, pos[t] = 0, slot[t] = m->scratch * (int32_t)bs, sq[t] = (int32_t)t, ctx[t] = 1;
+        tab[t * ld] = m->scratch;
+    }
     cudaStream_t st = m->stream;
-    size_t meta_bytes = (size_t)(5 * T + np * ld) * sizeof(int32_t);
+    size_t meta_bytes = (size_t)(5 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
     CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
-    uint16_t *x = BF(m->a.x), *xn = BF(m->a.xn);
-    TRY(embed_fwd_cuda(x, W16(m->embed), I4(m->a.meta), T, D, st));
-    const uint16_t *res = NULL;   /* the previous block's output, added to x by the next norm */
-    for (int64_t l = 0; l < m->L; l++) {
-        const dsc_layer *y = &m->layers[l];
-        TRY(ds_rmsnorm_cuda(x, D, res, WF(y->attn_norm), T, D, m->eps, xn, D, st));
-        TRY(attention(m, y, l, T, ld, max_ctx));
-        TRY(ds_rmsnorm_cuda(x, D, BF(m->a.att), WF(y->ffn_norm), T, D, m->eps, xn, D, st));   /* x += attention */
-        TRY(feed_forward(m, y, T));
-        res = BF(m->a.tmp);
+    bool fresh = false;   /* a bucket's first decode pass: eagerly, as the graph will run, then captured */
+    if (decode && m->gx[k][c]) {
+        cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
+        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
+    } else if (decode) {
+        TRY(body(m, Tp, ld, m->gC[c], Tp, NULL, 0, 0, true));
+        fresh = true;
+    } else {
+        TRY(body(m, T, ld, max_ctx, R, pc, np, dev_row, false));
     }
-    TRY(ds_rmsnorm_cuda(x, D, res, WF(m->norm), T, D, m->eps, xn, D, st));
-    if (R > 0) {
-        const uint16_t *h = xn;
-        if (R != T) {   /* the last new token of each finished sequence, gathered */
-            uint16_t *hf = BF(m->a.hf);
-            for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-                t += pc[i].n;
-                if (pc[i].last)
-                    CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-            }
-            h = hf;
-        }
-        float *lg = F4(m->a.logits) + dev_row * m->V;
-        if (m->P == 1) TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st));
-        else {   /* this rank's vocabulary rows [R, Vr], gathered as blocks of R·Vp, laid out as rows of V */
-            float *lp = F4(m->a.lpart), *lga = F4(m->a.lgather);
-            TRY(bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->Vr, D, lp, st));
-            TRY(comm_allgather(m->nccl, lp, lga, (size_t)(R * m->Vp), RT_DT_F32));
-            for (int64_t q = 0; q < m->P; q++) {
-                int64_t v0 = q * m->Vp, nv = m->V - v0 < m->Vp ? m->V - v0 : m->Vp;
-                CUDA_TRY(cudaMemcpy2DAsync(lg + v0, (size_t)m->V * 4, lga + q * R * m->Vp, (size_t)nv * 4,
-                                           (size_t)nv * 4, (size_t)R, cudaMemcpyDeviceToDevice, st));
-            }
-        }
-        if (logits) CUDA_TRY(cudaMemcpyAsync(logits, lg, (size_t)(R * m->V) * sizeof(float), cudaMemcpyDeviceToHost, st));
-    }
+    if (R > 0 && logits)
+        CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits) + dev_row * m->V, (size_t)(R * m->V) * sizeof(float),
+                                 cudaMemcpyDeviceToHost, st));
     CUDA_TRY(cudaStreamSynchronize(st));
-    return 0;
+    return fresh ? capture(m, k, c) : 0;
 }
 
 /* kv_seq_reserve, and on the device the copy (every layer) of each block it made private. */
@@ -1070,7 +1235,7 @@ int dsc_linear(dsc_model *m, const dmat *w, const uint16_t *in, int64_t T, uint1
 int dsc_attention(dsc_model *m, const dsc_layer *y, int64_t l, int64_t T, int64_t ld, int64_t max_ctx) {
     return attention(m, y, l, T, ld, max_ctx);
 }
-int dsc_feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) { return feed_forward(m, y, T); }
+int dsc_feed_forward(dsc_model *m, const dsc_layer *y, int64_t T) { return feed_forward(m, y, T, false); }
 int dsc_pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
              const int64_t *tok_at, int64_t dev_row, float *logits) {
     return pass(m, seqs, pc, np, T, tokens_of, tok_at, dev_row, logits);

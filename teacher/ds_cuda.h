@@ -54,7 +54,10 @@
  *               slots to the experts' ranks with comm_alltoallv — the row counts exchanged over
  *               the host communicator first and checked against the routing —, gets the experts'
  *               bf16 outputs back the same way, adds the shared experts' output of its tokens and
- *               combines; the owned slices are then all-gathered.
+ *               combines; the owned slices are then all-gathered. A decode pass (graphs on) sends
+ *               instead a fixed slab of ceil(T/P)·min(K, ceil(E/P)) rows to every rank, packed on
+ *               the device with padding (kernels/moe.h's moe_slab_pack_cuda), so nothing waits
+ *               for the host: more bytes (docs/teacher.md: P× for R1 at P = 8), no host sync.
  *   vocabulary  LM-head rows [r·Vp, …) (Vp = ceil(V/P) rounded up to 8); the embedding is whole.
  *               The f32 logits rows are all-gathered, so every rank holds the same full rows on
  *               the device (dsc_sample draws the same ids on every rank).
@@ -71,6 +74,19 @@
  * embedding (bf16, whole) and shared_head.head (bf16, this rank's vocabulary rows) copies of
  * their own, all in the plan. A checkpoint without it is refused (RT_ENOTFOUND) when it is asked
  * for. dsc_forward never touches it; sd_greedy_cuda (teacher/speculative.h) drafts with it.
+ *
+ * CUDA graphs (one rank, unless dsc_load_opts.no_cuda_graphs): a decode pass (one new token for
+ * each of n ≤ max_seqs sequences, none starting empty, its logits rows from row 0) runs as the
+ * graph of the smallest bucket B ≥ n of 1, 2, 4, …, max_seqs and the smallest context class C ≥
+ * its longest context of bs, 2·bs, 4·bs, …, the model's context (the MLA decode's split plan and
+ * its tables' width depend on C), captured after that pair's first pass, which runs eagerly with
+ * the same shapes (so every kernel's >48 KB shared-memory opt-in and cuBLASLt's choices are made
+ * before any capture). The pass's ints are padded to B rows in the fixed device buffer: padding
+ * rows write their latent rows into a scratch block (dsc_cache_init gives the caller one block
+ * less than the arena holds when graphs are on) and read only that; the split-K choice, the MoE
+ * grouped GEMMs (sized for B·K rows, reading the device offsets) and the LM head (B rows) have
+ * the bucket's shapes. dsc_cache_init drops the graphs. Over P > 1 ranks a decode pass's expert
+ * dispatch is capacity-padded (below), so its NCCL calls are inside the graph too.
  *
  * Without CUDA every entry point returns RT_EUNSUPPORTED.
  * Errors: RT_EIO/RT_EFORMAT/RT_ENOTFOUND (load), RT_EUNSUPPORTED (shape, dtype, no device),
@@ -98,6 +114,7 @@ typedef struct {
     int64_t max_seqs;               /* sequences per device pass (0: 256; at least 16) */
     rt_comm *comm;                  /* tensor/expert-parallel ranks (NULL or one rank: one GPU); borrowed */
     bool load_mtp;                  /* also the MTP layer (num_nextn_predict_layers > 0; below) */
+    bool no_cuda_graphs;            /* run decode passes eagerly (default: CUDA graphs) */
 } dsc_load_opts;
 
 typedef struct {
@@ -116,7 +133,8 @@ const mc_config *dsc_config(const dsc_model *m);
 const dsc_plan *dsc_get_plan(const dsc_model *m);
 
 /* Blocks of block_size positions over the latent arena: *n_blocks = kv_positions / block_size
- * (≥ 1, else RT_ERANGE). Forgets what the cache held. */
+ * (less the graphs' scratch block when graphs are on; ≥ 1, else RT_ERANGE). Forgets what the
+ * cache held. */
 int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks);
 
 int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,

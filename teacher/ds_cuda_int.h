@@ -21,6 +21,8 @@
 #include "teacher/ds_cuda.h"
 #include "teacher/kvcache.h"
 
+#define DSC_MAX_BUCKETS 32   /* graph buckets and context classes: powers of 2 */
+
 /* an FP8 matrix on the device: byte offsets of its e4m3 values and f32 block scales */
 typedef struct {
     size_t w, s;
@@ -84,6 +86,13 @@ struct dsc_model {
     uint16_t *kv;                          /* device: latent arena */
     char *arena;                           /* device: activations and workspaces */
     int32_t *meta;                         /* host: a pass's ints, uploaded at once */
+    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs);
+     * context class c holds contexts up to gC[c] (bs, 2·bs, 4·bs, …, the model's context) */
+    bool graphs;                           /* dsc_load_opts.no_cuda_graphs unset */
+    int ng, nc;                            /* buckets, classes (0: no graphs: off, or no room) */
+    int64_t gB[DSC_MAX_BUCKETS], gC[DSC_MAX_BUCKETS];
+    cudaGraphExec_t gx[DSC_MAX_BUCKETS][DSC_MAX_BUCKETS];   /* NULL until the first such pass */
+    int32_t scratch;                       /* the cache block the graphs' padding rows use */
 };
 
 static inline size_t up256(size_t n) { return (n + 255) / 256 * 256; }

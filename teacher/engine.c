@@ -47,7 +47,8 @@ int te_model_load_opts(const char *dir, const te_load_opts *o, te_model **out) {
     if (rc) rc = rt_errorf(rc, "loading model %s", dir);
     else if (m->c.arch == MC_ARCH_DEEPSEEK_V3) {   /* tensor + expert parallel over o->comm's ranks */
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);
-        dsc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm};
+        dsc_load_opts d = {.gpu = gpu, .memory_fraction = o->gpu_memory_fraction, .comm = o->comm,
+                            .no_cuda_graphs = o->no_cuda_graphs};
         rc = dsc_load(dir, &d, &m->dsg);
     } else {
         int gpu = o->gpu >= 0 ? o->gpu : (o->comm ? comm_local_rank(o->comm) : 0);

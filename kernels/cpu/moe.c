@@ -163,3 +163,33 @@ int moe_experts_fwd(const moe_expert *experts, int64_t n_experts, int64_t dim, i
     free(xs);
     return 0;
 }
+
+/* ---- the capacity-padded expert-parallel dispatch --------------------------------------------- */
+
+int moe_slab_check(int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap) {
+    int64_t per = P > 0 ? (n_experts + P - 1) / P : 0, most = n * (K < per ? K : per);
+    if (n < 0 || K < 1 || n_experts < 1 || P < 1 || P > 1024 || cap < most || P * cap > 0x7fffffff)
+        return rt_fail(RT_EINVAL, "moe slab: %lld tokens of %lld slots over %lld ranks of %lld experts need slabs of %lld "
+                       "rows; %lld given", (long long)n, (long long)K, (long long)P, (long long)n_experts,
+                       (long long)most, (long long)cap);
+    return 0;
+}
+
+int moe_slab_pack(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap, int32_t none,
+                  int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb) {
+    int rc = moe_slab_check(n, K, n_experts, P, cap);
+    if (rc) return rc;
+    for (int64_t q = 0; q < P; q++) {
+        int64_t j = 0;
+        for (int64_t i = 0; i < n * K; i++) {
+            int32_t e = idx[i];
+            if (e < 0 || e >= n_experts || e % P != q) continue;
+            slot[q * cap + j] = slot0 + (int32_t)i, lexp[q * cap + j] = (int32_t)(e / P);
+            comb[i] = (int32_t)(q * cap + j++);
+        }
+        for (; j < cap; j++) slot[q * cap + j] = 0, lexp[q * cap + j] = none;
+    }
+    for (int64_t i = 0; i < n * K; i++)
+        if (idx[i] < 0 || idx[i] >= n_experts) comb[i] = -1;
+    return 0;
+}

@@ -233,3 +233,39 @@ extern "C" int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, c
     return 0;
 }
 #endif
+
+// ---- the capacity-padded expert-parallel dispatch (moe_slab_pack) ------------------------------
+// Thread q scans the n·K slots in order and fills rank q's slab, then its padding; slots routed
+// nowhere get comb −1 from thread 0. The slabs are at most P·cap ≤ 2^31 rows.
+
+__global__ static void k_slab_pack(const int32_t *__restrict__ idx, int64_t nk, int64_t E, int P, int64_t cap,
+                                   int32_t none, int32_t slot0, int32_t *__restrict__ slot, int32_t *__restrict__ lexp,
+                                   int32_t *__restrict__ comb) {
+    int q = threadIdx.x;
+    if (q >= P) return;
+    int64_t j = 0;
+    for (int64_t i = 0; i < nk; i++) {
+        int32_t e = idx[i];
+        if (e < 0 || e >= E) {
+            if (q == 0) comb[i] = -1;
+            continue;
+        }
+        if (e % P != q) continue;
+        slot[q * cap + j] = slot0 + (int32_t)i, lexp[q * cap + j] = e / P;
+        comb[i] = (int32_t)(q * cap + j++);
+    }
+    for (; j < cap; j++) slot[q * cap + j] = 0, lexp[q * cap + j] = none;
+}
+
+#ifndef RT_EMU   // host side
+extern "C" int moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap,
+                                  int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb,
+                                  void *stream) {
+    int rc = moe_slab_check(n, K, n_experts, P, cap);
+    if (rc) return rc;
+    k_slab_pack<<<1, (unsigned)((P + 31) / 32 * 32), 0, (cudaStream_t)stream>>>(idx, n * K, n_experts, (int)P, cap,
+                                                                                 none, slot0, slot, lexp, comb);
+    RT_CUDA_LAUNCHED();
+    return 0;
+}
+#endif

@@ -211,11 +211,44 @@ static void rope_case(int64_t dim, int64_t stride, int64_t off, bool capped = fa
     report(!bad, what, det);
 }
 
+// The capacity-padded expert-parallel dispatch (k_slab_pack) against moe_slab_pack: R1's 256
+// experts of top 8 over 8 ranks (one thread per rank), 32 owned tokens (cap 256 = 32 x 8: what
+// one rank would get if every token's 8 experts sat on it; token 0's all do), two slots routed
+// nowhere; and 3 ranks over 10 experts (unequal expert counts, a warp not full). Exact.
+static void slab_pack_case(int64_t n, int64_t K, int64_t E, int64_t P, bool one_rank_token) {
+    int64_t per = (E + P - 1) / P, cap = n * (K < per ? K : per), S = P * cap;
+    std::vector<int32_t> idx((size_t)(n * K));
+    for (int64_t t = 0; t < n; t++)   // K distinct experts a token
+        for (int64_t k = 0; k < K; k++) {
+            int32_t e;
+            bool again;
+            do {
+                e = one_rank_token && t == 0 ? (int32_t)((k * P + 3 % P) % E) : (int32_t)(rnd() % (uint32_t)E);
+                again = false;
+                for (int64_t j = 0; j < k; j++) again = again || idx[t * K + j] == e;
+            } while (again && !(one_rank_token && t == 0));
+            idx[t * K + k] = e;
+        }
+    idx[3] = -1, idx[(size_t)(n * K - 1)] = (int32_t)E;   // routed nowhere
+    std::vector<int32_t> ws((size_t)S), wl((size_t)S), wc((size_t)(n * K)), gs((size_t)S, -7), gl((size_t)S, -7),
+        gc((size_t)(n * K), -7);
+    int rc = moe_slab_pack(idx.data(), n, K, E, P, cap, (int32_t)per, 40, ws.data(), wl.data(), wc.data());
+    emu::launch(dim3(1), dim3((unsigned)((P + 31) / 32 * 32)), 0, [&] {
+        k_slab_pack(idx.data(), n * K, E, (int)P, cap, (int32_t)per, 40, gs.data(), gl.data(), gc.data());
+    });
+    char what[120];
+    snprintf(what, sizeof what, "slab pack %lld tokens x %lld slots, %lld experts over %lld ranks", (long long)n,
+             (long long)K, (long long)E, (long long)P);
+    report(rc == 0 && gs == ws && gl == wl && gc == wc, what, "exact (slot, local expert, comb)");
+}
+
 int main() {
     moe_router_cfg r1 = {256, 8, 4, 8, true, 2.5f}, other = {64, 4, 2, 6, false, 1.0f};
     route_case(r1, true, 24);
     route_case(other, false, 16);
     permute_gather_combine();
+    slab_pack_case(32, 8, 256, 8, true);
+    slab_pack_case(7, 3, 10, 3, false);
     rmsnorm_case(true);
     rmsnorm_case(false);
     rope_case(64, 192, 128);   // R1's q rows: the rope part of each head

@@ -200,10 +200,46 @@ static void test_moe_end_to_end(void) {
     passed++;
 }
 
+/* the capacity-padded expert-parallel dispatch against its CPU twin (moe_slab_pack, worked by hand
+ * in tests/unit/test_moe.c): R1's 256 experts of top 8 over 8 ranks, 32 owned tokens, slabs of
+ * 256 rows, two slots routed nowhere; exact */
+static void test_slab_pack(void) {
+    int64_t n = 32, K = 8, E = 256, P = 8, cap = 256, S = P * cap;
+    int32_t *idx = malloc((size_t)(n * K) * 4), *ws = malloc((size_t)S * 4), *wl = malloc((size_t)S * 4);
+    int32_t *wc = malloc((size_t)(n * K) * 4), *gs = malloc((size_t)S * 4), *gl = malloc((size_t)S * 4);
+    int32_t *gc = malloc((size_t)(n * K) * 4);
+    for (int64_t t = 0; t < n; t++)   /* K distinct experts a token */
+        for (int64_t k = 0; k < K; k++) {
+            int32_t e;
+            int again;
+            do {
+                e = (int32_t)(rnd() % (uint32_t)E);
+                again = 0;
+                for (int64_t j = 0; j < k; j++) again |= idx[t * K + j] == e;
+            } while (again);
+            idx[t * K + k] = e;
+        }
+    idx[3] = -1, idx[n * K - 1] = (int32_t)E;
+    RT(moe_slab_pack(idx, n, K, E, P, cap, 32, 64, ws, wl, wc));
+    int32_t *di = dev_copy(idx, (size_t)(n * K) * 4), *dsl = dev_poison((size_t)S * 4), *dle = dev_poison((size_t)S * 4);
+    int32_t *dco = dev_poison((size_t)(n * K) * 4);
+    CHECK(di && dsl && dle && dco, "cudaMalloc");
+    RT(moe_slab_pack_cuda(di, n, K, E, P, cap, 32, 64, dsl, dle, dco, NULL));
+    CU(cudaDeviceSynchronize());
+    CHECK(!dev_get(gs, dsl, (size_t)S * 4) && !dev_get(gl, dle, (size_t)S * 4) && !dev_get(gc, dco, (size_t)(n * K) * 4),
+          "copy back");
+    CHECK(!memcmp(gs, ws, (size_t)S * 4) && !memcmp(gl, wl, (size_t)S * 4) && !memcmp(gc, wc, (size_t)(n * K) * 4),
+          "slab pack differs from moe_slab_pack");
+    cudaFree(di), cudaFree(dsl), cudaFree(dle), cudaFree(dco);
+    free(idx), free(ws), free(wl), free(wc), free(gs), free(gl), free(gc);
+    passed++;
+}
+
 int main(void) {
     if (!ds_have_device()) return 0;
     test_route();
     test_permute_gather_combine();
+    test_slab_pack();
     test_moe_end_to_end();
     return ds_finish();
 }

@@ -117,6 +117,11 @@ def test_expert_and_tensor_parallel_engine_on_stand_ins_gives_the_cpu_engines_to
         # everything planned is allocated at load, and the run allocates nothing more
         assert 0.95 * r["plan"] <= r["peak"] <= r["plan"], r
         assert r["weights"] == weight_bytes(ranks, r["rank"]), r
+        # decode steps ran as CUDA graphs (over P > 1 ranks with the capacity-padded all-to-all), at
+        # most one a (batch bucket, context class): 9 buckets (1 … 256 rows) × 7 classes (16 … 1024),
+        # and gave the run without graphs (the exact-count all-to-all) bit for bit
+        assert r["graph_launches"] > 0 and 0 < r["graphs"] <= 9 * 7, r
+        assert r["graphs_equal"], r
         # the MoE rows went through the all-to-all (more than the counts' exchange) on several ranks
         assert (r["a2a_bytes"] > 20_000) if ranks > 1 else (r["a2a_bytes"] == 0), r
     for k in ("dlogit", "rms_ratio", "dlogprob", "tokens", "kv_positions"):   # the same on every rank

@@ -320,9 +320,10 @@ static int by_tag(const void *a, const void *b) {
 /* (2) one engine over the request pattern; for cuda, the peak against the plan too */
 static int64_t kv_positions;   /* the CUDA engine's cache, after the ranks agreed */
 
-static int run_engine(const char *dir, te_device dev, rt_comm *comm, collected *out, size_t *peak, size_t *plan,
-                      size_t *weights) {
-    te_load_opts lo = {.device = dev, .gpu = -1, .gpu_memory_fraction = 0.9, .comm = dev == TE_DEVICE_CUDA ? comm : NULL};
+static int run_engine(const char *dir, te_device dev, bool graphs, rt_comm *comm, collected *out, size_t *peak,
+                      size_t *plan, size_t *weights) {
+    te_load_opts lo = {.device = dev, .gpu = -1, .gpu_memory_fraction = 0.9, .comm = dev == TE_DEVICE_CUDA ? comm : NULL,
+                       .no_cuda_graphs = !graphs};
     te_model *m;
     size_t before = fake_in_use;
     fake_peak = fake_in_use;
@@ -399,11 +400,33 @@ static int run(const char *dir) {
     int rc = forward_vs_cpu(dir, comm, true, &dlogit, &rms, &rl);
     float mx8;
     if (!rc) rc = forward_vs_cpu(dir, comm, false, &mx8, &rms8, &rl8);
-    if (!rc) rc = run_engine(dir, TE_DEVICE_CPU, comm, &cpu, &peak, &plan, &weights);
+    if (!rc) rc = run_engine(dir, TE_DEVICE_CPU, false, comm, &cpu, &peak, &plan, &weights);
     fake_fp8_exact = true;   /* bf16 activations through the engine too */
-    if (!rc) rc = run_engine(dir, TE_DEVICE_CUDA, comm, &gpu, &peak, &plan, &weights);
+    size_t launches = fake_graph_launches(), graphs = fake_graph_instances(), eager_launches = 0;
+    if (!rc) rc = run_engine(dir, TE_DEVICE_CUDA, true, comm, &gpu, &peak, &plan, &weights);
+    launches = fake_graph_launches() - launches, graphs = fake_graph_instances() - graphs;
+    /* (4) the same engine without graphs: bit for bit the same results (the stand-ins compute each
+     * row alone, so only the orchestration — a padding row, a slab, a value baked into a graph —
+     * can make them differ) */
+    collected eager = {0};
+    size_t peak2 = 0, plan2 = 0, weights2 = 0, before = fake_graph_launches();
+    if (!rc) rc = run_engine(dir, TE_DEVICE_CUDA, false, comm, &eager, &peak2, &plan2, &weights2);
+    eager_launches = fake_graph_launches() - before;
     fake_exact_clear();
     fake_fp8_exact = false;
+    bool graphs_equal = !rc && eager.n == gpu.n && eager_launches == 0;
+    for (size_t i = 0; graphs_equal && i < gpu.n; i++) {
+        const te_result *a = &gpu.r[i], *b = &eager.r[i];
+        size_t nt = (size_t)a->n_ids;
+        graphs_equal = a->tag == b->tag && a->sample == b->sample && a->n_ids == b->n_ids &&
+                       !memcmp(a->ids, b->ids, nt * sizeof(int32_t)) &&
+                       !memcmp(a->logprobs, b->logprobs, nt * sizeof(float)) &&
+                       !memcmp(a->top_ids, b->top_ids, 2 * nt * sizeof(int32_t)) &&
+                       !memcmp(a->top_logprobs, b->top_logprobs, 2 * nt * sizeof(float));
+        if (!graphs_equal)
+            fprintf(stderr, "ds_cuda_tp: rank %d: request %llu sample %d differs with graphs from without\n",
+                    comm_rank(comm), (unsigned long long)a->tag, a->sample);
+    }
     if (!rc && cpu.n != gpu.n) equal = false;
     for (size_t i = 0; !rc && equal && i < cpu.n; i++) {
         const te_result *a = &cpu.r[i], *b = &gpu.r[i];
@@ -427,13 +450,15 @@ static int run(const char *dir) {
     if (!rc)
         printf("{\"rank\": %d, \"ranks\": %d, \"dlogit\": %.5f, \"rms_ratio\": %.5f, \"dlogprob\": %.5f, "
                "\"margin\": %.4f, \"tokens\": %lld, \"results\": %zu, \"equal\": %s, \"peak\": %zu, \"plan\": %zu, "
-               "\"weights\": %zu, \"a2a_bytes\": %zu, \"kv_positions\": %lld}\n",
+               "\"weights\": %zu, \"a2a_bytes\": %zu, \"kv_positions\": %lld, \"graph_launches\": %zu, \"graphs\": %zu, "
+               "\"graphs_equal\": %s}\n",
                comm_rank(comm), comm_size(comm), dlogit, rl8 > 0 ? rms8 / rl8 : 0.0f, dlogprob, cpu.min_margin,
                (long long)tokens, gpu.n, equal ? "true" : "false", peak, plan, weights, fake_a2a_bytes(),
-               (long long)kv_positions);
+               (long long)kv_positions, launches, graphs, graphs_equal ? "true" : "false");
     fflush(stdout);
     te_results_free(cpu.r, cpu.n);
     te_results_free(gpu.r, gpu.n);
+    te_results_free(eager.r, eager.n);
     fake_real_comm_close(comm);   /* comm_close is NCCL's stand-in here */
     return rc;
 }

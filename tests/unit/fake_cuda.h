@@ -5,7 +5,8 @@
  * collide with the real ones a CUDA build's library carries; so are comm_open_nccl,
  * comm_close, comm_allgather and comm_allreduce (NCCL becomes the host communicator). The
  * blocks at the end add tensor parallel (bf16 all-reduce, several devices) and CUDA graphs
- * (capture records, launch replays) for teacher/dense_cuda.c. Include before
+ * (capture records, launch replays) for teacher/dense_cuda.c, and the DeepSeek kernels, the
+ * expert all-to-all and their graph recording for teacher/ds_cuda.c. Include before
  * gpu_train.c (or dense_cuda.c); the stand-ins are tests/unit/fake_cuda_impl.h. */
 #ifndef RT_TESTS_FAKE_CUDA_H
 #define RT_TESTS_FAKE_CUDA_H
@@ -249,5 +250,51 @@ static inline int fake_real_comm_alltoallv(rt_comm *c, const void *send, const s
 int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
                    const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
 size_t fake_a2a_bytes(void);   /* bytes this rank sent through the stand-in all-to-all so far */
+
+/* ---- CUDA graphs of teacher/ds_cuda.c's decode passes -------------------------------------
+ * The DeepSeek kernels' stand-ins and cudaMemcpy2DAsync go through recording wrappers as the
+ * dense ones do (fake_cuda_impl.h's last block): at once outside a capture; inside one recorded
+ * with their arguments (mla_dims by value) and replayed at launch; a host↔device
+ * cudaMemcpy2DAsync in a capture fails. */
+#undef cudaMemcpy2DAsync
+#undef fp8_act_quant_cuda
+#undef fp8_swiglu_quant_cuda
+#undef fp8_gemm_grouped_cuda
+#undef fp8_gemm_dense_cuda
+#undef bf16_gemm_f32_cuda
+#undef bf16_gemm_batched_cuda
+#undef ds_rmsnorm_cuda
+#undef ds_rope_cuda
+#undef mla_decode_cuda
+#undef mla_cache_append_cuda
+#undef moe_route_cuda
+#undef moe_permute_cuda
+#undef moe_gather_rows_cuda
+#undef moe_combine_cuda
+#undef moe_slab_pack_cuda
+#define cudaMemcpy2DAsync fake_g_cudaMemcpy2DAsync
+#define fp8_act_quant_cuda fake_g_fp8_act_quant_cuda
+#define fp8_swiglu_quant_cuda fake_g_fp8_swiglu_quant_cuda
+#define fp8_gemm_grouped_cuda fake_g_fp8_gemm_grouped_cuda
+#define fp8_gemm_dense_cuda fake_g_fp8_gemm_dense_cuda
+#define bf16_gemm_f32_cuda fake_g_bf16_gemm_f32_cuda
+#define bf16_gemm_batched_cuda fake_g_bf16_gemm_batched_cuda
+#define ds_rmsnorm_cuda fake_g_ds_rmsnorm_cuda
+#define ds_rope_cuda fake_g_ds_rope_cuda
+#define mla_decode_cuda fake_g_mla_decode_cuda
+#define mla_cache_append_cuda fake_g_mla_cache_append_cuda
+#define moe_route_cuda fake_g_moe_route_cuda
+#define moe_permute_cuda fake_g_moe_permute_cuda
+#define moe_gather_rows_cuda fake_g_moe_gather_rows_cuda
+#define moe_combine_cuda fake_g_moe_combine_cuda
+/* the capacity-padded expert-parallel dispatch: the slab packing and NCCL's all-to-all(v), recorded
+ * in a capture (NCCL enqueues on the communicator's stream) */
+#define moe_slab_pack_cuda fake_g_moe_slab_pack_cuda
+#undef comm_alltoallv
+#define comm_alltoallv fake_g_comm_alltoallv
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind k, cudaStream_t st);
 
 #endif

@@ -794,6 +794,43 @@ int fake_g_comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_
 
 #define FAKE_SMS 132
 
+/* the stand-ins below under their fake_… names (the code under test reaches them through the
+ * recording wrappers of the last block) */
+#undef cudaMemcpy2DAsync
+#undef fp8_act_quant_cuda
+#undef fp8_swiglu_quant_cuda
+#undef fp8_gemm_grouped_cuda
+#undef fp8_gemm_dense_cuda
+#undef bf16_gemm_f32_cuda
+#undef bf16_gemm_batched_cuda
+#undef ds_rmsnorm_cuda
+#undef ds_rope_cuda
+#undef mla_decode_cuda
+#undef mla_cache_append_cuda
+#undef moe_route_cuda
+#undef moe_permute_cuda
+#undef moe_gather_rows_cuda
+#undef moe_combine_cuda
+#define cudaMemcpy2DAsync fake_cudaMemcpy2DAsync
+#define fp8_act_quant_cuda fake_fp8_act_quant_cuda
+#define fp8_swiglu_quant_cuda fake_fp8_swiglu_quant_cuda
+#define fp8_gemm_grouped_cuda fake_fp8_gemm_grouped_cuda
+#define fp8_gemm_dense_cuda fake_fp8_gemm_dense_cuda
+#define bf16_gemm_f32_cuda fake_bf16_gemm_f32_cuda
+#define bf16_gemm_batched_cuda fake_bf16_gemm_batched_cuda
+#define ds_rmsnorm_cuda fake_ds_rmsnorm_cuda
+#define ds_rope_cuda fake_ds_rope_cuda
+#define mla_decode_cuda fake_mla_decode_cuda
+#define mla_cache_append_cuda fake_mla_cache_append_cuda
+#define moe_route_cuda fake_moe_route_cuda
+#define moe_permute_cuda fake_moe_permute_cuda
+#define moe_gather_rows_cuda fake_moe_gather_rows_cuda
+#define moe_combine_cuda fake_moe_combine_cuda
+#undef moe_slab_pack_cuda
+#define moe_slab_pack_cuda fake_moe_slab_pack_cuda
+#undef comm_alltoallv
+#define comm_alltoallv fake_comm_alltoallv
+
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind k, cudaStream_t st) {
     (void)k, (void)st;
@@ -1133,6 +1170,11 @@ int moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float 
     free(acc);
     return 0;
 }
+int moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap,
+                       int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb, void *stream) {
+    (void)stream;
+    return moe_slab_pack(idx, n, K, n_experts, P, cap, none, slot0, slot, lexp, comb);
+}
 size_t smp_cuda_workspace_bytes(int64_t n, int64_t V) { return (size_t)(8 * n * V); }
 /* smp_sample on each row with its own params and uniform, smp_logprob of the drawn id */
 int smp_sample_cuda(const float *logits, int64_t n, int64_t V, const smp_params *params, const uint64_t *rng,
@@ -1197,5 +1239,233 @@ int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, cons
     fake_exact_put(recv, x, (int64_t)(rows / (size_t)Kall), Kall);
     return 0;
 }
+
+/* ---- CUDA graphs of teacher/ds_cuda.c's decode passes: the recording wrappers (fake_cuda.h) -- */
+#define P_(x) ((fake_arg){.p = (void *)(x)})
+#define I_(x) ((fake_arg){.i = (int64_t)(x)})
+#define F_(x) ((fake_arg){.f = (double)(x)})
+static int rp_memcpy2d(const fake_arg *a) {
+    return fake_cudaMemcpy2DAsync(a[0].p, (size_t)a[1].i, a[2].p, (size_t)a[3].i, (size_t)a[4].i, (size_t)a[5].i,
+                                  (cudaMemcpyKind)a[6].i, NULL) != cudaSuccess;
+}
+cudaError_t fake_g_cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                                     size_t height, cudaMemcpyKind k, cudaStream_t st) {
+    if (!fake_capturing(st)) return fake_cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, k, st);
+    if (k != cudaMemcpyDeviceToDevice) return cudaErrorInvalidValue;   /* pageable host memory */
+    fake_arg *a = fake_record(rp_memcpy2d);
+    a[0] = P_(dst), a[1] = I_(dpitch), a[2] = P_(src), a[3] = I_(spitch), a[4] = I_(width), a[5] = I_(height);
+    a[6] = I_(k);
+    return cudaSuccess;
+}
+static int rp_act_quant(const fake_arg *a) {
+    return fake_fp8_act_quant_cuda(a[0].p, a[1].i, a[2].i, a[3].p, a[4].p, (int)a[5].i, NULL);
+}
+int fake_g_fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t,
+                              void *stream) {
+    if (!fake_capturing(stream)) return fake_fp8_act_quant_cuda(x, M, K, q, scale, scale_t, stream);
+    fake_arg *a = fake_record(rp_act_quant);
+    a[0] = P_(x), a[1] = I_(M), a[2] = I_(K), a[3] = P_(q), a[4] = P_(scale), a[5] = I_(scale_t);
+    return 0;
+}
+static int rp_swiglu_quant(const fake_arg *a) {
+    return fake_fp8_swiglu_quant_cuda(a[0].p, a[1].i, a[2].i, a[3].p, a[4].p, (int)a[5].i, NULL);
+}
+int fake_g_fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, float *scale, int scale_t,
+                                 void *stream) {
+    if (!fake_capturing(stream)) return fake_fp8_swiglu_quant_cuda(gu, M, I, q, scale, scale_t, stream);
+    fake_arg *a = fake_record(rp_swiglu_quant);
+    a[0] = P_(gu), a[1] = I_(M), a[2] = I_(I), a[3] = P_(q), a[4] = P_(scale), a[5] = I_(scale_t);
+    return 0;
+}
+static int rp_gemm_grouped(const fake_arg *a) {
+    return fake_fp8_gemm_grouped_cuda(a[0].p, a[1].p, a[2].p, a[3].p, a[4].p, a[5].i, a[6].i, a[7].i, a[8].i, a[9].p,
+                                      NULL);
+}
+int fake_g_fp8_gemm_grouped_cuda(const uint8_t *x, const float *a_scale, const uint8_t *w, const float *w_scale,
+                                 const int32_t *offsets, int64_t G, int64_t max_total_rows, int64_t N, int64_t K,
+                                 uint16_t *out, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_fp8_gemm_grouped_cuda(x, a_scale, w, w_scale, offsets, G, max_total_rows, N, K, out, stream);
+    fake_arg *a = fake_record(rp_gemm_grouped);
+    a[0] = P_(x), a[1] = P_(a_scale), a[2] = P_(w), a[3] = P_(w_scale), a[4] = P_(offsets), a[5] = I_(G);
+    a[6] = I_(max_total_rows), a[7] = I_(N), a[8] = I_(K), a[9] = P_(out);
+    return 0;
+}
+static int rp_gemm_dense(const fake_arg *a) {
+    return fake_fp8_gemm_dense_cuda(a[0].p, a[1].p, a[2].p, a[3].p, a[4].i, a[5].i, a[6].i, (int)a[7].i, a[8].p,
+                                    (size_t)a[9].i, a[10].p, NULL);
+}
+int fake_g_fp8_gemm_dense_cuda(const uint8_t *x, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M,
+                               int64_t N, int64_t K, int splits, void *ws, size_t ws_bytes, uint16_t *out, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_fp8_gemm_dense_cuda(x, a_scale, w, w_scale, M, N, K, splits, ws, ws_bytes, out, stream);
+    fake_arg *a = fake_record(rp_gemm_dense);
+    a[0] = P_(x), a[1] = P_(a_scale), a[2] = P_(w), a[3] = P_(w_scale), a[4] = I_(M), a[5] = I_(N), a[6] = I_(K);
+    a[7] = I_(splits), a[8] = P_(ws), a[9] = I_(ws_bytes), a[10] = P_(out);
+    return 0;
+}
+static int rp_bf16_gemm(const fake_arg *a) {
+    return fake_bf16_gemm_f32_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, a[5].i, a[6].p, NULL);
+}
+int fake_g_bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K,
+                              float *out, void *stream) {
+    if (!fake_capturing(stream)) return fake_bf16_gemm_f32_cuda(h, x, w, M, N, K, out, stream);
+    fake_arg *a = fake_record(rp_bf16_gemm);
+    a[0] = P_(h), a[1] = P_(x), a[2] = P_(w), a[3] = I_(M), a[4] = I_(N), a[5] = I_(K), a[6] = P_(out);
+    return 0;
+}
+static int rp_bf16_batched(const fake_arg *a) {
+    return fake_bf16_gemm_batched_cuda(a[0].p, (int)a[1].i, a[2].p, a[3].i, a[4].i, a[5].p, a[6].i, a[7].i, a[8].p,
+                                       a[9].i, a[10].i, a[11].i, a[12].i, a[13].i, a[14].i, NULL);
+}
+int fake_g_bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx, const uint16_t *w,
+                                  int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N,
+                                  int64_t K, int64_t batch, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_bf16_gemm_batched_cuda(h, w_trans, x, ldx, sx, w, ldw, sw, out, ldo, so, M, N, K, batch, stream);
+    fake_arg *a = fake_record(rp_bf16_batched);
+    a[0] = P_(h), a[1] = I_(w_trans), a[2] = P_(x), a[3] = I_(ldx), a[4] = I_(sx), a[5] = P_(w), a[6] = I_(ldw);
+    a[7] = I_(sw), a[8] = P_(out), a[9] = I_(ldo), a[10] = I_(so), a[11] = I_(M), a[12] = I_(N), a[13] = I_(K);
+    a[14] = I_(batch);
+    return 0;
+}
+static int rp_ds_rmsnorm(const fake_arg *a) {
+    return fake_ds_rmsnorm_cuda(a[0].p, a[1].i, a[2].p, a[3].p, a[4].i, a[5].i, (float)a[6].f, a[7].p, a[8].i, NULL);
+}
+int fake_g_ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D,
+                           float eps, uint16_t *y, int64_t ldy, void *stream) {
+    if (!fake_capturing(stream)) return fake_ds_rmsnorm_cuda(x, ldx, res, w, M, D, eps, y, ldy, stream);
+    fake_arg *a = fake_record(rp_ds_rmsnorm);
+    a[0] = P_(x), a[1] = I_(ldx), a[2] = P_(res), a[3] = P_(w), a[4] = I_(M), a[5] = I_(D), a[6] = F_(eps);
+    a[7] = P_(y), a[8] = I_(ldy);
+    return 0;
+}
+static int rp_ds_rope(const fake_arg *a) {
+    return fake_ds_rope_cuda(a[0].p, a[1].i, a[2].i, a[3].i, a[4].i, a[5].i, a[6].p, a[7].p, (float)a[8].f, NULL);
+}
+int fake_g_ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim,
+                        const int32_t *pos, const float *inv_freq, float cs_scale, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_ds_rope_cuda(x, T, row_stride, H, vec_stride, dim, pos, inv_freq, cs_scale, stream);
+    fake_arg *a = fake_record(rp_ds_rope);
+    a[0] = P_(x), a[1] = I_(T), a[2] = I_(row_stride), a[3] = I_(H), a[4] = I_(vec_stride), a[5] = I_(dim);
+    a[6] = P_(pos), a[7] = P_(inv_freq), a[8] = F_(cs_scale);
+    return 0;
+}
+static int rp_mla_decode(const fake_arg *a) {
+    mla_dims d = {.n_heads = a[0].i, .nope_dim = a[1].i, .rope_dim = a[2].i, .v_dim = a[3].i, .kv_rank = a[4].i,
+                  .scale = (float)a[5].f};
+    return fake_mla_decode_cuda(&d, a[6].p, a[7].i, a[8].p, a[9].p, a[10].i, a[11].p, a[12].i, a[13].p, a[14].p,
+                                a[15].i, a[16].p, (size_t)a[17].i, a[18].p, NULL);
+}
+int fake_g_mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, const void *kv, const float *kv_scale,
+                           int64_t page, const int32_t *block_table, int64_t bt_stride, const int32_t *seq_of,
+                           const int32_t *ctx, int64_t max_ctx, void *ws, size_t ws_bytes, uint16_t *out, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_mla_decode_cuda(d, q, n, kv, kv_scale, page, block_table, bt_stride, seq_of, ctx, max_ctx, ws,
+                                    ws_bytes, out, stream);
+    fake_arg *a = fake_record(rp_mla_decode);   /* the dims by value, as a kernel's parameters */
+    a[0] = I_(d->n_heads), a[1] = I_(d->nope_dim), a[2] = I_(d->rope_dim), a[3] = I_(d->v_dim), a[4] = I_(d->kv_rank);
+    a[5] = F_(d->scale), a[6] = P_(q), a[7] = I_(n), a[8] = P_(kv), a[9] = P_(kv_scale), a[10] = I_(page);
+    a[11] = P_(block_table), a[12] = I_(bt_stride), a[13] = P_(seq_of), a[14] = P_(ctx), a[15] = I_(max_ctx);
+    a[16] = P_(ws), a[17] = I_(ws_bytes), a[18] = P_(out);
+    return 0;
+}
+static int rp_mla_append(const fake_arg *a) {
+    return fake_mla_cache_append_cuda(a[0].p, a[1].i, a[2].p, a[3].p, a[4].p, NULL);
+}
+int fake_g_mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int32_t *slot, void *kv, float *kv_scale,
+                                 void *stream) {
+    if (!fake_capturing(stream)) return fake_mla_cache_append_cuda(rows, n, slot, kv, kv_scale, stream);
+    fake_arg *a = fake_record(rp_mla_append);
+    a[0] = P_(rows), a[1] = I_(n), a[2] = P_(slot), a[3] = P_(kv), a[4] = P_(kv_scale);
+    return 0;
+}
+static int rp_moe_route(const fake_arg *a) {
+    return fake_moe_route_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, a[5].p, a[6].p, NULL);
+}
+int fake_g_moe_route_cuda(const moe_router_cfg *c, const float *logits, const float *bias, int64_t n, int64_t stride,
+                          int32_t *idx, float *w, void *stream) {
+    if (!fake_capturing(stream)) return fake_moe_route_cuda(c, logits, bias, n, stride, idx, w, stream);
+    fake_arg *a = fake_record(rp_moe_route);   /* c: the model's, alive as long as the graph */
+    a[0] = P_(c), a[1] = P_(logits), a[2] = P_(bias), a[3] = I_(n), a[4] = I_(stride), a[5] = P_(idx), a[6] = P_(w);
+    return 0;
+}
+static int rp_moe_permute(const fake_arg *a) {
+    return fake_moe_permute_cuda(a[0].p, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, NULL);
+}
+int fake_g_moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_experts, int32_t *offsets,
+                            int32_t *row_of_slot, int32_t *slot_of_row, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_moe_permute_cuda(idx, n_slots, n_experts, offsets, row_of_slot, slot_of_row, stream);
+    fake_arg *a = fake_record(rp_moe_permute);
+    a[0] = P_(idx), a[1] = I_(n_slots), a[2] = I_(n_experts), a[3] = P_(offsets), a[4] = P_(row_of_slot);
+    a[5] = P_(slot_of_row);
+    return 0;
+}
+static int rp_moe_gather(const fake_arg *a) {
+    return fake_moe_gather_rows_cuda(a[0].p, a[1].i, a[2].p, a[3].i, a[4].i, a[5].p, NULL);
+}
+int fake_g_moe_gather_rows_cuda(const void *src, int64_t row_bytes, const int32_t *slot_of_row, int64_t n_rows,
+                                int64_t slots_per_token, void *dst, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_moe_gather_rows_cuda(src, row_bytes, slot_of_row, n_rows, slots_per_token, dst, stream);
+    fake_arg *a = fake_record(rp_moe_gather);
+    a[0] = P_(src), a[1] = I_(row_bytes), a[2] = P_(slot_of_row), a[3] = I_(n_rows), a[4] = I_(slots_per_token);
+    a[5] = P_(dst);
+    return 0;
+}
+static int rp_moe_combine(const fake_arg *a) {
+    return fake_moe_combine_cuda(a[0].p, a[1].p, a[2].p, a[3].i, a[4].i, a[5].i, a[6].p, a[7].p, NULL);
+}
+int fake_g_moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float *w, int64_t n, int64_t slots,
+                            int64_t dim, const uint16_t *base, uint16_t *out, void *stream) {
+    if (!fake_capturing(stream)) return fake_moe_combine_cuda(y, row_of_slot, w, n, slots, dim, base, out, stream);
+    fake_arg *a = fake_record(rp_moe_combine);
+    a[0] = P_(y), a[1] = P_(row_of_slot), a[2] = P_(w), a[3] = I_(n), a[4] = I_(slots), a[5] = I_(dim), a[6] = P_(base);
+    a[7] = P_(out);
+    return 0;
+}
+static int rp_slab_pack(const fake_arg *a) {
+    return fake_moe_slab_pack_cuda(a[0].p, a[1].i, a[2].i, a[3].i, a[4].i, a[5].i, (int32_t)a[6].i, (int32_t)a[10].i,
+                                   a[7].p, a[8].p, a[9].p, NULL);
+}
+int fake_g_moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap,
+                              int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb, void *stream) {
+    if (!fake_capturing(stream))
+        return fake_moe_slab_pack_cuda(idx, n, K, n_experts, P, cap, none, slot0, slot, lexp, comb, stream);
+    int rc = moe_slab_check(n, K, n_experts, P, cap);   /* on the host, at the call */
+    if (rc) return rc;
+    fake_arg *a = fake_record(rp_slab_pack);
+    a[0] = P_(idx), a[1] = I_(n), a[2] = I_(K), a[3] = I_(n_experts), a[4] = I_(P), a[5] = I_(cap), a[6] = I_(none);
+    a[7] = P_(slot), a[8] = P_(lexp), a[9] = P_(comb), a[10] = I_(slot0);
+    return 0;
+}
+/* the counts and displacements are the caller's host arrays: copied into the record (P ≤ 16) */
+static int rp_alltoallv(const fake_arg *a) {
+    const size_t *c = a[5].p;
+    int P = (int)a[4].i;
+    return fake_comm_alltoallv(a[0].p, a[1].p, c, c + P, a[2].p, c + 2 * P, c + 3 * P, (rt_dtype)a[3].i);
+}
+int fake_g_comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                          const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
+    if (!fake_cap_graph) return fake_comm_alltoallv(c, send, send_counts, send_displs, recv, recv_counts, recv_displs, dt);
+    int P = comm_size(c);
+    FAKE_CHECK(P <= 16);
+    /* kept (reachable) as long as the process: a graph's constants */
+    static size_t **kept, n_kept;
+    size_t *cnt = malloc((size_t)(4 * P) * sizeof *cnt);
+    kept = realloc(kept, (n_kept + 1) * sizeof *kept);
+    FAKE_CHECK(cnt && kept);
+    kept[n_kept++] = cnt;
+    memcpy(cnt, send_counts, (size_t)P * sizeof *cnt), memcpy(cnt + P, send_displs, (size_t)P * sizeof *cnt);
+    memcpy(cnt + 2 * P, recv_counts, (size_t)P * sizeof *cnt), memcpy(cnt + 3 * P, recv_displs, (size_t)P * sizeof *cnt);
+    fake_arg *a = fake_record(rp_alltoallv);
+    a[0] = P_(c), a[1] = P_(send), a[2] = P_(recv), a[3] = I_(dt), a[4] = I_(P), a[5] = P_(cnt);
+    return 0;
+}
+#undef P_
+#undef I_
+#undef F_
 
 #endif

@@ -92,3 +92,20 @@ Test(moe, experts_combine_hand_worked) {
     int32_t bad[] = {0, 2, 1, 0};
     cr_assert_eq(moe_experts_fwd(ex, 2, 2, 1, x, 2, bad, wt, 2, out, NULL), RT_EINVAL);
 }
+
+/* The capacity-padded expert-parallel dispatch, worked by hand: 5 experts over 2 ranks (rank 0
+ * holds 0, 2, 4 as local 0, 1, 2; rank 1 holds 1, 3), 3 tokens of top 2 (the last slot routed
+ * nowhere), slabs of 6 rows (3 tokens × min(2, 3)), slots numbered from 6. */
+Test(moe, slab_pack_hand_worked) {
+    int32_t idx[] = {4, 1, 0, 2, 3, -1}, slot[12], lexp[12], comb[6];
+    cr_assert_eq(moe_slab_pack(idx, 3, 2, 5, 2, 6, 3, 6, slot, lexp, comb), 0, "%s", rt_errmsg());
+    int32_t want_slot[] = {6, 8, 9, 0, 0, 0, 7, 10, 0, 0, 0, 0};
+    int32_t want_lexp[] = {2, 0, 1, 3, 3, 3, 0, 1, 3, 3, 3, 3};
+    int32_t want_comb[] = {0, 6, 1, 2, 7, -1};
+    cr_assert_arr_eq(slot, want_slot, sizeof slot);
+    cr_assert_arr_eq(lexp, want_lexp, sizeof lexp);
+    cr_assert_arr_eq(comb, want_comb, sizeof comb);
+    /* slabs smaller than the most one rank can be sent (3 tokens × 2 slots) */
+    cr_assert_eq(moe_slab_pack(idx, 3, 2, 5, 2, 5, 3, 6, slot, lexp, comb), RT_EINVAL);
+    cr_assert(strstr(rt_errmsg(), "need slabs of 6 rows; 5 given"), "%s", rt_errmsg());
+}
