@@ -16,6 +16,10 @@
 #     Transparent huge pages (torch: THP_MEM_ALLOC_ENABLE=1) are off for both: on this VM
 #     (virtio-balloon free page reporting) a first touch of 2 MiB pages costs 3-4x more CPU
 #     than small pages (later loads in the same process are 4x faster: that flatters).
+#   - each process starts SETTLE seconds (default 3) after the previous one ended: a process
+#     that frees 0.8 GB sets the kernel reporting free pages to the hypervisor (virtio-balloon,
+#     about 2 s later) and zone-lock contention with it doubled the wall time of whichever
+#     load ran next (retort, run right after the peer, measured 0.56x wall at equal CPU).
 # Prints medians of REPS (default 5) of wall and CPU (user + sys of the process during the
 # load), the machine load before and after, and one summary row for each.
 set -euo pipefail
@@ -23,6 +27,7 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}"
 REPS=${REPS:-5}
+SETTLE=${SETTLE:-3}
 NT=${ST_LOAD_TENSORS:-8}
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -45,8 +50,8 @@ with safe_open(sys.argv[1], "pt") as f:
     d = {k: f.get_tensor(k).float() for k in f.keys()}
 print("%.6f %.6f" % (time.perf_counter() - t0, cpu() - c0))
 PY
-retort() { "$BENCH_BIN_DIR/st_load" "$dir/w.safetensors" 1 | cut -d' ' -f1,2; }
-peer() { "$PYTHON" "$dir/peer.py" "$dir/w.safetensors"; }
+retort() { sleep "$SETTLE"; "$BENCH_BIN_DIR/st_load" "$dir/w.safetensors" 1 | cut -d' ' -f1,2; }
+peer() { sleep "$SETTLE"; "$PYTHON" "$dir/peer.py" "$dir/w.safetensors"; }
 retort > /dev/null; peer > /dev/null   # warm the page cache, the binaries and Python's imports
 lb=$(bench_load)
 rw=() rc=() pw=() pc=()
