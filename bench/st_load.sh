@@ -18,8 +18,9 @@
 #     than small pages (later loads in the same process are 4x faster: that flatters).
 #   - each process starts SETTLE seconds (default 3) after the previous one ended: a process
 #     that frees 0.8 GB sets the kernel reporting free pages to the hypervisor (virtio-balloon,
-#     about 2 s later) and zone-lock contention with it doubled the wall time of whichever
-#     load ran next (retort, run right after the peer, measured 0.56x wall at equal CPU).
+#     about 2 s later), which doubled the wall time of a load starting within that time:
+#     retort's, as Python spends a second on imports before its timer starts (without the
+#     pause retort measured 0.54-0.56x wall at equal CPU; with it 0.95x).
 # Prints medians of REPS (default 5) of wall and CPU (user + sys of the process during the
 # load), the machine load before and after, and one summary row for each.
 set -euo pipefail
