@@ -68,7 +68,8 @@ CPPFLAGS  += -DRT_HAVE_CUDA=1 -isystem $(CUDA_HOME)/include
 NVFLAGS   ?= -O3 -std=c++17 -I. -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lnccl -lcudart_static -ldl -lrt -lstdc++
+# cuBLASLt and NCCL are not linked: core/cuda_dynload.c opens them at first use (through this rpath).
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 endif
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)

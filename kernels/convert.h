@@ -7,6 +7,8 @@
  * S.1111.111 is NaN, max ±448); e5m2 is IEEE-like (infinities and NaNs).
  * Block dequantization (DeepSeek-V3): out[r][c] = fp8(w[r][c]) * scale_inv[r / br][c / bc],
  * with ceil(rows/br) × ceil(cols/bc) scales (partial blocks at the right and bottom edges).
+ * Widening (bf16/f16 → f32) is exact; bf16 NaNs keep their bits, f16 NaNs stay NaN (quiet on
+ * the F16C path). bf16 and f16 widening use AVX2 (+F16C) where the CPU has it, chosen at run time.
  * No allocation, no errors, except cvt_to_f32 (RT_EUNSUPPORTED for non-float dtypes).
  */
 #ifndef RT_KERNELS_CONVERT_H

@@ -6,6 +6,7 @@ Writes REF_DIR/convert.safetensors, read by tests/unit/test_convert.c:
   f32_in [N] F32 -> bf16_out [N] U16 (torch .to(bfloat16), round-to-nearest-even)
                  -> f16_out  [N] U16 (torch .to(float16))
   f16_bits [65536] U16 / f16_f32 [65536] F32         every half value
+  bf16_bits [65536] U16 / bf16_f32 [65536] F32       every bfloat16 value (torch .float())
   dq_w [300, 260] F8_E4M3, dq_scale [3, 3] F32, dq_out [300, 260] F32   block dequantization
 """
 import sys
@@ -38,6 +39,7 @@ f16_out = f32_in.to(torch.float16).view(torch.int16).numpy().view(np.uint16)
 
 hb = np.arange(65536, dtype=np.uint16)
 hf = torch.from_numpy(hb.view(np.int16).copy()).view(torch.float16).to(torch.float32)
+hbf = torch.from_numpy(hb.view(np.int16).copy()).view(torch.bfloat16).float()
 
 rows, cols, blk = 300, 260, 128
 w = (torch.randn(rows, cols, generator=g) * 50).clamp(-448, 448).to(torch.float8_e4m3fn)
@@ -50,5 +52,6 @@ save_file({
     "f32_in": f32_in, "bf16_out": torch.from_numpy(bf16_out.astype(np.uint16).copy()),
     "f16_out": torch.from_numpy(f16_out.astype(np.uint16).copy()),
     "f16_bits": torch.from_numpy(hb.copy()), "f16_f32": hf,
+    "bf16_bits": torch.from_numpy(hb.copy()), "bf16_f32": hbf,
     "dq_w": w, "dq_scale": scale, "dq_out": dq,
 }, f"{out}/convert.safetensors")

@@ -52,6 +52,67 @@ Test(convert, f16_to_f32_matches_torch_for_every_half) {
     st_close(f);
 }
 
+Test(convert, bf16_to_f32_matches_torch_for_every_bfloat16) {
+    st_file *f = ref_open("convert.safetensors");
+    float *want = f32_of(ref_tensor(f, "bf16_f32"));
+    float *got = malloc(65536 * sizeof *got);
+    cvt_bf16_to_f32(ref_tensor(f, "bf16_bits")->data, got, 65536);
+    expect_same_f32(got, want, 65536, "bf16");
+    free(got);
+    free(want);
+    st_close(f);
+}
+
+/* The widening loops (vectorised in sixteens, scalar tails) at every length 0..70 and some
+ * long odd ones, from source addresses at every byte offset 0..3 (odd ones: bf16/f16 values
+ * straddling 2-byte alignment) into destinations at float offsets 0..7, against torch's
+ * values; guard floats around the destination must stay untouched. */
+static void check_widening(const char *bits_name, const char *f32_name, void (*cvt)(const void *, float *, size_t)) {
+    st_file *f = ref_open("convert.safetensors");
+    const st_tensor *hb = ref_tensor(f, bits_name);
+    float *want = f32_of(ref_tensor(f, f32_name));
+    enum { MAXN = 4099, GUARD = 8 };
+    unsigned char *src = malloc(2 * MAXN + 8);
+    float *dst = malloc((MAXN + 2 * GUARD + 8) * sizeof *dst);
+    const float poison = -1234.5f;
+    static const size_t longs[] = {127, 1001, 4097, MAXN};
+    for (size_t li = 0; li < 71 + sizeof longs / sizeof *longs; li++) {
+        size_t n = li < 71 ? li : longs[li - 71];
+        size_t first = (n * 7919 + 12345) % (65536 - n);             /* a varying window of values */
+        for (size_t so = 0; so < 4; so++)
+            for (size_t d = 0; d < 8; d++) {
+                memcpy(src + so, (const unsigned char *)hb->data + 2 * first, 2 * n);
+                for (size_t i = 0; i < MAXN + 2 * GUARD + 8; i++) dst[i] = poison;
+                float *out = dst + GUARD + d;
+                cvt(src + so, out, n);
+                char what[96];
+                snprintf(what, sizeof what, "%s n=%zu src+%zu dst+%zu", bits_name, n, so, d);
+                expect_same_f32(out, want + first, n, what);
+                for (size_t i = 0; i < GUARD + d; i++) cr_assert_eq(dst[i], poison, "%s: wrote before the start", what);
+                for (size_t i = 0; i < GUARD; i++) cr_assert_eq(out[n + i], poison, "%s: wrote past the end", what);
+            }
+    }
+    free(src);
+    free(dst);
+    free(want);
+    st_close(f);
+}
+
+Test(convert, bf16_widening_exact_at_any_length_and_alignment) { check_widening("bf16_bits", "bf16_f32", cvt_bf16_to_f32); }
+Test(convert, f16_widening_exact_at_any_length_and_alignment) { check_widening("f16_bits", "f16_f32", cvt_f16_to_f32); }
+
+/* Hand-worked: bf16 widening is a 16-bit shift, NaN payloads included (0x7fc1 quiet, 0xff81
+ * signalling), on both the scalar path (n < 16) and the vector one. */
+Test(convert, bf16_widening_keeps_nan_bits) {
+    uint16_t h[32];
+    float out[32];
+    for (int i = 0; i < 32; i++) h[i] = (uint16_t)(i % 2 ? 0xff81 : 0x7fc1);
+    for (size_t n = 2; n <= 32; n += 30) {
+        cvt_bf16_to_f32(h, out, n);
+        for (size_t i = 0; i < n; i++) cr_assert_eq(bits(out[i]), i % 2 ? 0xff810000u : 0x7fc10000u, "n=%zu [%zu]", n, i);
+    }
+}
+
 static void check_rounding(const char *out_name, void (*cvt)(const float *, uint16_t *, size_t)) {
     st_file *f = ref_open("convert.safetensors");
     const st_tensor *in = ref_tensor(f, "f32_in"), *want = ref_tensor(f, out_name);
