@@ -14,9 +14,6 @@
 #include "core/json.h"
 #include "core/status.h"
 
-/* Files up to this size keep their parsed records between the check pass and the write
- * pass (about twice the file in memory); larger ones are parsed twice. */
-#define IMP_KEEP_BYTES ((size_t)256 << 20)
 
 int imp_parse_format(const char *name, imp_format *out) {
     static const struct { const char *name; imp_format f; } names[] = {
@@ -773,7 +770,10 @@ static int insert_batch(db_conn *db, const imp_options *o, const char *source, i
         if ((rc = db_prompt_put(db, &p, &pid, &ins))) break;
         ins ? pn++ : pe++;
         if (o->as_samples && r->sample) {
-            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = -1, .text = r->sample,
+            /* a prompt inserted just now has no samples: its reference is sample 0, which
+             * is what "same text, else the next free index" (-1) would find, with one
+             * lookup instead of two */
+            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = ins ? 0 : -1, .text = r->sample,
                            .text_len = r->sample_len, .prompt_tokens = -1, .thinking_tokens = -1,
                            .answer_tokens = -1};
             if ((rc = db_sample_put(db, &s, NULL, &ins))) break;
@@ -813,10 +813,10 @@ static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_
     parse_job *j = rt_calloc(1, sizeof *j);
     uint8_t *state = rt_calloc(n ? n : 1, 1);
     size_t batch = o->batch_rows ? o->batch_rows : 5000;
-    /* a file small enough keeps its parsed records from the first pass; a larger one is
-     * parsed again, batch by batch, so memory stays bounded */
-    bool keep = in->bytes <= IMP_KEEP_BYTES;
-    imp_record *recs = rt_calloc(keep ? (n ? n : 1) : batch, sizeof *recs);
+    /* the check pass keeps nothing; each batch is parsed again before it is written, so
+     * memory stays bounded by the batch (keeping every record of the file cost more in
+     * fresh pages than parsing twice) */
+    imp_record *recs = rt_calloc(batch, sizeof *recs);
     int nt = tp_size(pool);
     size_t *bad_line = rt_calloc((size_t)nt, sizeof *bad_line);
     char (*bad_msg)[256] = rt_calloc((size_t)nt, sizeof *bad_msg);
@@ -824,7 +824,7 @@ static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_
     for (size_t k = 0; !rc && k < in->n_long; k++) state[in->longs[k].line] = 2; /* never read, never parsed */
     if (!rc) {
         /* pass 1: every line, nothing written */
-        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = keep ? recs : NULL,
+        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = NULL,
                          .n_threads = nt, .bad_line = bad_line, .bad_msg = bad_msg};
         tp_parallel_for(pool, n, parse_range, j);
         first_bad(j, rep);
@@ -845,20 +845,14 @@ static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_
     /* pass 2: batches, parsed in parallel, written in one transaction each */
     for (size_t b = 0; !rc && b < n; b += batch) {
         size_t m = n - b < batch ? n - b : batch;
-        imp_record *r = keep ? recs + b : recs;
-        if (!keep) {
-            memset(recs, 0, m * sizeof *recs);
-            j->base = b;
-            j->recs = recs;
-            tp_parallel_for(pool, m, parse_range, j);
-        }
-        rc = insert_batch(db, o, rep->source, r, state + b, m, rep);
-        if (!keep)
-            for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
+        memset(recs, 0, m * sizeof *recs);
+        j->base = b;
+        j->recs = recs;
+        tp_parallel_for(pool, m, parse_range, j);
+        rc = insert_batch(db, o, rep->source, recs, state + b, m, rep);
+        for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
         if (rc) rc = rt_errorf(rc, "%s: writing lines %zu-%zu", path, b + 1, b + m);
     }
-    if (keep)
-        for (size_t k = 0; k < n; k++) imp_record_free(&recs[k]);
     free(recs);
     free(state);
     free(j);
