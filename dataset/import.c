@@ -23,11 +23,32 @@ int imp_parse_format(const char *name, imp_format *out) {
     return rt_fail(RT_EINVAL, "unknown format '%s' (gsm8k, math, aime, jsonl, chat)", name);
 }
 
+/* Eight bytes at a time: the byte-class tests of the hot loops below look at one 64-bit word
+ * and fall back to the byte loop only where a word holds a byte of interest. Each test is
+ * exact about whether such a byte is present (not about where). */
+#define SWAR_ONES 0x0101010101010101ull
+#define SWAR_HIGH 0x8080808080808080ull
+
+static inline uint64_t load8(const void *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* Nonzero when a byte of x is below n (n ≤ 128). */
+static inline uint64_t swar_less(uint64_t x, unsigned n) { return (x - SWAR_ONES * n) & ~x & SWAR_HIGH; }
+/* Nonzero when a byte of x equals c. */
+static inline uint64_t swar_has(uint64_t x, unsigned char c) { return swar_less(x ^ (SWAR_ONES * c), 1); }
+/* Nonzero when a byte of x needs attention inside a JSON string: '"', '\\' or a control byte. */
+static inline uint64_t swar_json_special(uint64_t x) { return swar_less(x, 0x20) | swar_has(x, '"') | swar_has(x, '\\'); }
+
 /* Offset of the first byte that is not valid UTF-8 (overlongs, surrogates and code points
  * above U+10FFFF are invalid), or len when all of it is valid. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t len) {
     size_t i = 0;
     while (i < len) {
+        while (i + 8 <= len && !(load8(s + i) & SWAR_HIGH)) i += 8; /* ASCII runs */
+        if (i >= len) break;
         unsigned c = s[i];
         if (c < 0x80) { i++; continue; }
         size_t n;
@@ -286,6 +307,12 @@ static const char *flat_string(const char *p, const char *e, char **w, const cha
     char *o = *w;
     *str = o;
     for (p++; p < e;) {
+        while (e - p >= 8 && !swar_json_special(load8(p))) { /* eight plain bytes */
+            memcpy(o, p, 8);
+            o += 8;
+            p += 8;
+        }
+        if (p >= e) break;
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
             *len = (size_t)(o - *str);
@@ -426,6 +453,12 @@ static void out_string(outbuf *b, const char *s, size_t n) {
     char *o = b->s + b->len;
     *o++ = '"';
     for (size_t i = 0; i < n; i++) {
+        while (n - i >= 8 && !swar_json_special(load8(s + i))) { /* eight bytes as they are */
+            memcpy(o, s + i, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i >= n) break;
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') { *o++ = (char)c; continue; }
         *o++ = '\\';
@@ -469,8 +502,9 @@ static char *flat_text(const flat_field *f, bool *fallback) {
     return NULL;
 }
 
-/* 0: *out is the record; FLAT_FALLBACK: use the jansson path; RT_ENOMEM. */
-static int parse_flat(const imp_options *o, const char *line, size_t len, imp_record *r) {
+/* 0: *out is the record; FLAT_FALLBACK: use the jansson path; RT_ENOMEM. check_only: the
+ * line is checked as fully, but its messages, metadata and prompt key are not written. */
+static int parse_flat(const imp_options *o, const char *line, size_t len, imp_record *r, bool check_only) {
     char *scratch = rt_malloc(len + 1);
     flat_obj *obj = rt_malloc(sizeof *obj);
     int rc = scratch && obj ? flat_parse(line, len, scratch, obj) : RT_ENOMEM;
@@ -499,7 +533,7 @@ static int parse_flat(const imp_options *o, const char *line, size_t len, imp_re
         const flat_field *id = flat_get(obj, "id");
         if (id && (id->kind == 's' || id->kind == 'i') && !(r->external_id = flat_text(id, &fb))) rc = RT_ENOMEM;
     }
-    if (!rc) {
+    if (!rc && !check_only) {
         outbuf m = {0}, meta = {0};
         static const char head[] = "[{\"role\":\"user\",\"content\":";
         out_bytes(&m, head, sizeof head - 1);
@@ -527,12 +561,14 @@ static int parse_flat(const imp_options *o, const char *line, size_t len, imp_re
     return rc;
 }
 
-int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_record *out) {
+/* imp_parse_line; check_only: the outcome is the same, the record may lack what only the
+ * writer needs (the import's first pass keeps nothing). */
+static int parse_line(const imp_options *o, const char *line, size_t len, imp_record *out, bool check_only) {
     memset(out, 0, sizeof *out);
     size_t bad = utf8_invalid_at((const unsigned char *)line, len);
     if (bad < len) return rt_fail(RT_EFORMAT, "invalid UTF-8 at byte %zu", bad + 1);
     if (o->format != IMP_CHAT) {
-        int frc = parse_flat(o, line, len, out);
+        int frc = parse_flat(o, line, len, out, check_only);
         if (frc != FLAT_FALLBACK) return frc;
     }
     json_error_t e;
@@ -552,6 +588,10 @@ int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_recor
     json_decref(obj);
     if (rc) imp_record_free(out);
     return rc;
+}
+
+int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_record *out) {
+    return parse_line(o, line, len, out, false);
 }
 
 /* ---- the file ---- */
@@ -733,7 +773,7 @@ static void parse_range(void *ctx, size_t begin, size_t end, int thread) {
         line_span(j, i, &p, &n);
         if (is_blank(p, n)) { j->state[i] = 1; continue; }
         imp_record r;
-        int rc = imp_parse_line(j->o, p, n, &r);
+        int rc = parse_line(j->o, p, n, &r, !j->recs);
         if (rc) {
             j->state[i] = 2;
             int t = thread;
@@ -771,9 +811,10 @@ static int insert_batch(db_conn *db, const imp_options *o, const char *source, i
         ins ? pn++ : pe++;
         if (o->as_samples && r->sample) {
             /* a prompt inserted just now has no samples: its reference is sample 0, which
-             * is what "same text, else the next free index" (-1) would find, with one
-             * lookup instead of two */
-            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = ins ? 0 : -1, .text = r->sample,
+             * is what "same text, else the next free index" (-1) would find, without the
+             * lookups */
+            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = -1, .fresh_prompt = ins,
+                           .text = r->sample,
                            .text_len = r->sample_len, .prompt_tokens = -1, .thinking_tokens = -1,
                            .answer_tokens = -1};
             if ((rc = db_sample_put(db, &s, NULL, &ins))) break;
