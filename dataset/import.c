@@ -448,8 +448,16 @@ static void out_bytes(outbuf *b, const char *p, size_t n) {
 /* s as a JSON string, escaped as jansson's compact dump escapes it. */
 static void out_string(outbuf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
-    /* the worst case is six bytes per input byte, plus the quotes */
-    if (b->oom || rt_grow((void **)&b->s, &b->cap, b->len + 6 * n + 3, 1)) { b->oom = true; return; }
+    /* room for the escaped string: counted first (a plain run of eight bytes at a time) */
+    size_t need = n + 3;
+    for (size_t i = 0; i < n; i++) {
+        while (n - i >= 8 && !swar_json_special(load8(s + i))) i += 8;
+        if (i >= n) break;
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') need += 1;
+        else if (c < 0x20) need += 5;
+    }
+    if (b->oom || rt_grow((void **)&b->s, &b->cap, b->len + need, 1)) { b->oom = true; return; }
     char *o = b->s + b->len;
     *o++ = '"';
     for (size_t i = 0; i < n; i++) {
@@ -506,8 +514,8 @@ static char *flat_text(const flat_field *f, bool *fallback) {
  * line is checked as fully, but its messages, metadata and prompt key are not written. */
 static int parse_flat(const imp_options *o, const char *line, size_t len, imp_record *r, bool check_only) {
     char *scratch = rt_malloc(len + 1);
-    flat_obj *obj = rt_malloc(sizeof *obj);
-    int rc = scratch && obj ? flat_parse(line, len, scratch, obj) : RT_ENOMEM;
+    flat_obj objs, *obj = &objs;
+    int rc = scratch ? flat_parse(line, len, scratch, obj) : RT_ENOMEM;
     const char *pf, *af, *sf;
     format_fields(o, &pf, &af, &sf);
     const flat_field *pv = rc ? NULL : flat_get(obj, pf);
@@ -534,7 +542,11 @@ static int parse_flat(const imp_options *o, const char *line, size_t len, imp_re
         if (id && (id->kind == 's' || id->kind == 'i') && !(r->external_id = flat_text(id, &fb))) rc = RT_ENOMEM;
     }
     if (!rc && !check_only) {
+        /* an escaped string is never longer than it was in the line (escapes are written
+         * no longer than they can be read, white space goes), so one allocation each */
         outbuf m = {0}, meta = {0};
+        if (rt_grow((void **)&m.s, &m.cap, len + 64, 1) || rt_grow((void **)&meta.s, &meta.cap, len + 8, 1))
+            m.oom = meta.oom = true;
         static const char head[] = "[{\"role\":\"user\",\"content\":";
         out_bytes(&m, head, sizeof head - 1);
         out_string(&m, pv->str, pv->len);
@@ -556,7 +568,6 @@ static int parse_flat(const imp_options *o, const char *line, size_t len, imp_re
         if (m.oom || meta.oom || !(r->prompt_key = rt_strdup(pf))) rc = RT_ENOMEM;
     }
     free(scratch);
-    free(obj);
     if (rc) imp_record_free(r);
     return rc;
 }
