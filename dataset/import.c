@@ -369,7 +369,8 @@ static const char *flat_integer(const char *p, const char *e, long long *out) {
     if (neg) p++;
     const char *d = p;
     long long v = 0;
-    while (p < e && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+    for (; p < e && *p >= '0' && *p <= '9'; p++)
+        if (p - d < 18) v = v * 10 + (*p - '0'); /* more digits are refused below */
     size_t nd = (size_t)(p - d);
     if (!nd || nd > 18 || (nd > 1 && *d == '0')) return NULL;
     if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
