@@ -2,7 +2,9 @@
 # Import, side by side on the same file: `retort import --format gsm8k --as-samples --threads T`
 # against a plain Python json + sqlite3 loader (bench/import.py, one thread), each into a fresh
 # database. The file is GSM8K's training set repeated with numbered questions (so every row is
-# new): COPIES=10 (default) is about 42 MB and 75k rows; COPIES=2 is a quick run. T is each of
+# new): COPIES=10 (default) is about 42 MB and 75k rows; COPIES=2 is a quick run (its ratio is
+# lower: retort's fixed start-up, about 0.1 s of CPU in a CUDA build, most of it loading
+# libcublasLt, weighs five times more). T is each of
 # bench_threads (1, then 2). REPS runs (default 3), retort and Python alternating; prints the
 # medians of wall time and CPU time (user + system: steadier on a shared machine) and both
 # ratios. The summary rows are CPU time; wall time is mostly the disk's on this machine.
