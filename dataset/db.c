@@ -662,8 +662,10 @@ int db_sample_put(db_conn *db, const db_sample *s, int64_t *id, bool *inserted) 
     const char *params = s->params_json ? s->params_json : "{}";
     uint8_t h[16];
     hash128(s->text ? s->text : "", s->text_len, h);
-    int64_t found, index = s->sample_index;
-    int rc = sample_find(db, s, params, h, &found);
+    int64_t found = 0, index = s->sample_index;
+    int rc = 0;
+    if (s->fresh_prompt && index < 0) index = 0;
+    else if (!s->fresh_prompt) rc = sample_find(db, s, params, h, &found);
     if (!rc && !found && index < 0) rc = sample_next_index(db, s, params, &index);
     if (rc) return rc;
     bool ins = false;

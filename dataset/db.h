@@ -114,6 +114,9 @@ typedef struct {
      * exists). -1: skip when the same text exists for (prompt, teacher, params), else
      * take the next free index — how reference answers are imported. */
     int64_t sample_index;
+    /* the caller inserted the prompt in the open transaction, so it has no samples: none is
+     * looked up and -1 means index 0 (a bulk import's shortcut; false is always safe) */
+    bool fresh_prompt;
     const char *text;
     size_t text_len;
     int32_t prompt_tokens, thinking_tokens, answer_tokens; /* -1 = unknown */

@@ -14,9 +14,6 @@
 #include "core/json.h"
 #include "core/status.h"
 
-/* Files up to this size keep their parsed records between the check pass and the write
- * pass (about twice the file in memory); larger ones are parsed twice. */
-#define IMP_KEEP_BYTES ((size_t)256 << 20)
 
 int imp_parse_format(const char *name, imp_format *out) {
     static const struct { const char *name; imp_format f; } names[] = {
@@ -26,11 +23,32 @@ int imp_parse_format(const char *name, imp_format *out) {
     return rt_fail(RT_EINVAL, "unknown format '%s' (gsm8k, math, aime, jsonl, chat)", name);
 }
 
+/* Eight bytes at a time: the byte-class tests of the hot loops below look at one 64-bit word
+ * and fall back to the byte loop only where a word holds a byte of interest. Each test is
+ * exact about whether such a byte is present (not about where). */
+#define SWAR_ONES 0x0101010101010101ull
+#define SWAR_HIGH 0x8080808080808080ull
+
+static inline uint64_t load8(const void *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* Nonzero when a byte of x is below n (n ≤ 128). */
+static inline uint64_t swar_less(uint64_t x, unsigned n) { return (x - SWAR_ONES * n) & ~x & SWAR_HIGH; }
+/* Nonzero when a byte of x equals c. */
+static inline uint64_t swar_has(uint64_t x, unsigned char c) { return swar_less(x ^ (SWAR_ONES * c), 1); }
+/* Nonzero when a byte of x needs attention inside a JSON string: '"', '\\' or a control byte. */
+static inline uint64_t swar_json_special(uint64_t x) { return swar_less(x, 0x20) | swar_has(x, '"') | swar_has(x, '\\'); }
+
 /* Offset of the first byte that is not valid UTF-8 (overlongs, surrogates and code points
  * above U+10FFFF are invalid), or len when all of it is valid. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t len) {
     size_t i = 0;
     while (i < len) {
+        while (i + 8 <= len && !(load8(s + i) & SWAR_HIGH)) i += 8; /* ASCII runs */
+        if (i >= len) break;
         unsigned c = s[i];
         if (c < 0x80) { i++; continue; }
         size_t n;
@@ -192,14 +210,21 @@ static int parse_chat(const imp_options *o, json_t *obj, imp_record *r) {
     return 0;
 }
 
-static int parse_fields(const imp_options *o, json_t *obj, imp_record *r) {
+/* The fields a non-chat format reads: the prompt, the gold answer (NULL: none) and the
+ * sample text (NULL: none; --as-samples then fails). */
+static void format_fields(const imp_options *o, const char **pf, const char **af, const char **sf) {
     static const char *const def_prompt[] = {"question", "problem", "problem", "prompt"};
     static const char *const def_answer[] = {"answer", "answer", "answer", NULL};
     static const char *const def_sample[] = {"answer", "solution", "solution", NULL};
-    const char *pf = o->prompt_field ? o->prompt_field : def_prompt[o->format];
-    const char *af = o->answer_field ? o->answer_field : def_answer[o->format];
-    const char *sf = o->format == IMP_JSONL ? af : def_sample[o->format];
-    if (o->format == IMP_GSM8K && o->answer_field) sf = af;
+    *pf = o->prompt_field ? o->prompt_field : def_prompt[o->format];
+    *af = o->answer_field ? o->answer_field : def_answer[o->format];
+    *sf = o->format == IMP_JSONL ? *af : def_sample[o->format];
+    if (o->format == IMP_GSM8K && o->answer_field) *sf = *af;
+}
+
+static int parse_fields(const imp_options *o, json_t *obj, imp_record *r) {
+    const char *pf, *af, *sf;
+    format_fields(o, &pf, &af, &sf);
     const char *prompt;
     int rc = string_field(obj, pf, &prompt);
     if (rc) return rc;
@@ -227,10 +252,337 @@ static int parse_fields(const imp_options *o, json_t *obj, imp_record *r) {
     return 0;
 }
 
-int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_record *out) {
+/* ---- the fast path: a flat object of strings, integers, true, false and null ----
+ *
+ * Benchmark and prompt files are almost always flat objects of strings and integers. Such a
+ * line is read here without building a jansson tree, and its messages and metadata are
+ * written the way jansson writes them (compact, keys in file order, '"', '\\' and control
+ * characters escaped: \b \f \n \r \t, others \u00XX in upper-case hex; '/' and non-ASCII as
+ * they are), so a prompt's content hash does not depend on which path read it. Anything
+ * else (nested values, real numbers, integers of 19 digits or more, \u0000, a lone
+ * surrogate, duplicate keys, a field missing or of the wrong type, any syntax error) is
+ * left to the jansson path, which gives the same record or the error message. */
+
+#define FLAT_MAX_FIELDS 32
+#define FLAT_FALLBACK 1 /* not for this path: parse with jansson */
+
+typedef struct {
+    const char *key;
+    size_t key_len;
+    char kind;       /* 's' string, 'i' integer, 't' true, 'f' false, 'n' null */
+    const char *str; /* 's': the decoded text, NUL-terminated (in the scratch buffer) */
+    size_t len;
+    long long num;
+} flat_field;
+
+typedef struct {
+    flat_field f[FLAT_MAX_FIELDS];
+    size_t n;
+} flat_obj;
+
+static const char *skip_ws(const char *p, const char *e) {
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+static int hex4(const char *p, const char *e, unsigned *out) {
+    if (e - p < 4) return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A string starting at p (the opening quote), decoded into *w (advanced past its NUL).
+ * Returns the byte after the closing quote, or NULL for anything the fast path leaves to
+ * jansson. The input is valid UTF-8 (checked before). */
+static const char *flat_string(const char *p, const char *e, char **w, const char **str, size_t *len) {
+    char *o = *w;
+    *str = o;
+    for (p++; p < e;) {
+        while (e - p >= 8 && !swar_json_special(load8(p))) { /* eight plain bytes */
+            memcpy(o, p, 8);
+            o += 8;
+            p += 8;
+        }
+        if (p >= e) break;
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            *len = (size_t)(o - *str);
+            *o++ = 0;
+            *w = o;
+            return p + 1;
+        }
+        if (c < 0x20) return NULL;
+        if (c != '\\') { *o++ = (char)c; p++; continue; }
+        if (++p >= e) return NULL;
+        switch (*p++) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned u, lo;
+            if (hex4(p, e, &u)) return NULL;
+            p += 4;
+            if (u == 0 || (u >= 0xDC00 && u <= 0xDFFF)) return NULL;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, e, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    return NULL;
+                p += 6;
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (u < 0x80) *o++ = (char)u;
+            else if (u < 0x800) { *o++ = (char)(0xC0 | u >> 6); *o++ = (char)(0x80 | (u & 0x3F)); }
+            else if (u < 0x10000) {
+                *o++ = (char)(0xE0 | u >> 12);
+                *o++ = (char)(0x80 | ((u >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (u & 0x3F));
+            } else {
+                *o++ = (char)(0xF0 | u >> 18);
+                *o++ = (char)(0x80 | ((u >> 12) & 0x3F));
+                *o++ = (char)(0x80 | ((u >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (u & 0x3F));
+            }
+            break;
+        }
+        default: return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* An integer of at most 18 digits (so it fits), not followed by a fraction or exponent. */
+static const char *flat_integer(const char *p, const char *e, long long *out) {
+    bool neg = *p == '-';
+    if (neg) p++;
+    const char *d = p;
+    long long v = 0;
+    for (; p < e && *p >= '0' && *p <= '9'; p++)
+        if (p - d < 18) v = v * 10 + (*p - '0'); /* more digits are refused below */
+    size_t nd = (size_t)(p - d);
+    if (!nd || nd > 18 || (nd > 1 && *d == '0')) return NULL;
+    if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
+    *out = neg ? -v : v;
+    return p;
+}
+
+/* The whole line as one flat object; 0 or FLAT_FALLBACK. scratch holds at least len bytes. */
+static int flat_parse(const char *line, size_t len, char *scratch, flat_obj *obj) {
+    const char *p = line, *e = line + len;
+    char *w = scratch;
+    obj->n = 0;
+    p = skip_ws(p, e);
+    if (p >= e || *p != '{') return FLAT_FALLBACK;
+    p = skip_ws(p + 1, e);
+    if (p >= e || *p != '"') return FLAT_FALLBACK; /* an empty object is rare: jansson's */
+    for (;;) {
+        if (obj->n == FLAT_MAX_FIELDS || p >= e || *p != '"') return FLAT_FALLBACK;
+        flat_field *f = &obj->f[obj->n];
+        if (!(p = flat_string(p, e, &w, &f->key, &f->key_len))) return FLAT_FALLBACK;
+        for (size_t k = 0; k < obj->n; k++)
+            if (obj->f[k].key_len == f->key_len && !memcmp(obj->f[k].key, f->key, f->key_len)) return FLAT_FALLBACK;
+        p = skip_ws(p, e);
+        if (p >= e || *p != ':') return FLAT_FALLBACK;
+        p = skip_ws(p + 1, e);
+        if (p >= e) return FLAT_FALLBACK;
+        if (*p == '"') {
+            f->kind = 's';
+            p = flat_string(p, e, &w, &f->str, &f->len);
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            f->kind = 'i';
+            p = flat_integer(p, e, &f->num);
+        } else if (e - p >= 4 && !memcmp(p, "true", 4)) {
+            f->kind = 't';
+            p += 4;
+        } else if (e - p >= 5 && !memcmp(p, "false", 5)) {
+            f->kind = 'f';
+            p += 5;
+        } else if (e - p >= 4 && !memcmp(p, "null", 4)) {
+            f->kind = 'n';
+            p += 4;
+        } else {
+            return FLAT_FALLBACK;
+        }
+        if (!p) return FLAT_FALLBACK;
+        obj->n++;
+        p = skip_ws(p, e);
+        if (p < e && *p == ',') { p = skip_ws(p + 1, e); continue; }
+        if (p < e && *p == '}') break;
+        return FLAT_FALLBACK;
+    }
+    return skip_ws(p + 1, e) == e ? 0 : FLAT_FALLBACK;
+}
+
+static const flat_field *flat_get(const flat_obj *obj, const char *key) {
+    size_t n = strlen(key);
+    for (size_t i = 0; i < obj->n; i++)
+        if (obj->f[i].key_len == n && !memcmp(obj->f[i].key, key, n)) return &obj->f[i];
+    return NULL;
+}
+
+/* A growing output string. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} outbuf;
+
+static void out_bytes(outbuf *b, const char *p, size_t n) {
+    if (b->oom || rt_grow((void **)&b->s, &b->cap, b->len + n + 1, 1)) { b->oom = true; return; }
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+/* s as a JSON string, escaped as jansson's compact dump escapes it. */
+static void out_string(outbuf *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789ABCDEF";
+    /* room for the escaped string: counted first (a plain run of eight bytes at a time) */
+    size_t need = n + 3;
+    for (size_t i = 0; i < n; i++) {
+        while (n - i >= 8 && !swar_json_special(load8(s + i))) i += 8;
+        if (i >= n) break;
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') need += 1;
+        else if (c < 0x20) need += 5;
+    }
+    if (b->oom || rt_grow((void **)&b->s, &b->cap, b->len + need, 1)) { b->oom = true; return; }
+    char *o = b->s + b->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        while (n - i >= 8 && !swar_json_special(load8(s + i))) { /* eight bytes as they are */
+            memcpy(o, s + i, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i >= n) break;
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') { *o++ = (char)c; continue; }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default: *o++ = 'u'; *o++ = '0'; *o++ = '0'; *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+        }
+    }
+    *o++ = '"';
+    *o = 0;
+    b->len = (size_t)(o - b->s);
+}
+
+static void out_value(outbuf *b, const flat_field *f) {
+    char num[32];
+    switch (f->kind) {
+    case 's': out_string(b, f->str, f->len); break;
+    case 'i': out_bytes(b, num, (size_t)snprintf(num, sizeof num, "%lld", f->num)); break;
+    case 't': out_bytes(b, "true", 4); break;
+    case 'f': out_bytes(b, "false", 5); break;
+    default: out_bytes(b, "null", 4);
+    }
+}
+
+/* A field's text as field_text() gives it: a string as it is, an integer in decimal. NULL
+ * with *fallback when absent, null or of another type. */
+static char *flat_text(const flat_field *f, bool *fallback) {
+    char num[32];
+    if (f && f->kind == 's') return rt_strdup(f->str);
+    if (f && f->kind == 'i') {
+        snprintf(num, sizeof num, "%lld", f->num);
+        return rt_strdup(num);
+    }
+    *fallback = true;
+    return NULL;
+}
+
+/* 0: *out is the record; FLAT_FALLBACK: use the jansson path; RT_ENOMEM. check_only: the
+ * line is checked as fully, but its messages, metadata and prompt key are not written. */
+static int parse_flat(const imp_options *o, const char *line, size_t len, imp_record *r, bool check_only) {
+    char *scratch = rt_malloc(len + 1);
+    flat_obj objs, *obj = &objs;
+    int rc = scratch ? flat_parse(line, len, scratch, obj) : RT_ENOMEM;
+    const char *pf, *af, *sf;
+    format_fields(o, &pf, &af, &sf);
+    const flat_field *pv = rc ? NULL : flat_get(obj, pf);
+    if (!rc && (!pv || pv->kind != 's' || is_blank(pv->str, pv->len) || pv->len > imp_max_prompt_bytes(o)))
+        rc = FLAT_FALLBACK;
+    if (!rc && o->as_samples && !sf) rc = FLAT_FALLBACK;
+    bool fb = false;
+    if (!rc && af) {
+        const flat_field *av = flat_get(obj, af);
+        if (o->format == IMP_GSM8K) {
+            if (!av || av->kind != 's') fb = true;
+            else if ((rc = gsm8k_gold(av->str, &r->gold)) == RT_EFORMAT) rc = FLAT_FALLBACK;
+        } else if (!(r->gold = flat_text(av, &fb)) && !fb) {
+            rc = RT_ENOMEM;
+        }
+    }
+    if (!rc && !fb && o->as_samples) {
+        if (!(r->sample = flat_text(flat_get(obj, sf), &fb)) && !fb) rc = RT_ENOMEM;
+        if (r->sample) r->sample_len = strlen(r->sample);
+    }
+    if (!rc && fb) rc = FLAT_FALLBACK;
+    if (!rc) {
+        const flat_field *id = flat_get(obj, "id");
+        if (id && (id->kind == 's' || id->kind == 'i') && !(r->external_id = flat_text(id, &fb))) rc = RT_ENOMEM;
+    }
+    if (!rc && !check_only) {
+        /* an escaped string is never longer than it was in the line (escapes are written
+         * no longer than they can be read, white space goes), so one allocation each */
+        outbuf m = {0}, meta = {0};
+        if (rt_grow((void **)&m.s, &m.cap, len + 64, 1) || rt_grow((void **)&meta.s, &meta.cap, len + 8, 1))
+            m.oom = meta.oom = true;
+        static const char head[] = "[{\"role\":\"user\",\"content\":";
+        out_bytes(&m, head, sizeof head - 1);
+        out_string(&m, pv->str, pv->len);
+        out_bytes(&m, "}]", 2);
+        out_bytes(&meta, "{", 1);
+        bool first = true;
+        for (size_t i = 0; i < obj->n; i++) {
+            const flat_field *f = &obj->f[i];
+            if (f == pv) continue;
+            if (!first) out_bytes(&meta, ",", 1);
+            first = false;
+            out_string(&meta, f->key, f->key_len);
+            out_bytes(&meta, ":", 1);
+            out_value(&meta, f);
+        }
+        out_bytes(&meta, "}", 1);
+        r->messages = m.s;
+        r->metadata = meta.s;
+        if (m.oom || meta.oom || !(r->prompt_key = rt_strdup(pf))) rc = RT_ENOMEM;
+    }
+    free(scratch);
+    if (rc) imp_record_free(r);
+    return rc;
+}
+
+/* imp_parse_line; check_only: the outcome is the same, the record may lack what only the
+ * writer needs (the import's first pass keeps nothing). */
+static int parse_line(const imp_options *o, const char *line, size_t len, imp_record *out, bool check_only) {
     memset(out, 0, sizeof *out);
     size_t bad = utf8_invalid_at((const unsigned char *)line, len);
     if (bad < len) return rt_fail(RT_EFORMAT, "invalid UTF-8 at byte %zu", bad + 1);
+    if (o->format != IMP_CHAT) {
+        int frc = parse_flat(o, line, len, out, check_only);
+        if (frc != FLAT_FALLBACK) return frc;
+    }
     json_error_t e;
     json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
     if (!obj) return rt_fail(RT_EFORMAT, "invalid JSON at column %d: %s", e.column, e.text);
@@ -248,6 +600,10 @@ int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_recor
     json_decref(obj);
     if (rc) imp_record_free(out);
     return rc;
+}
+
+int imp_parse_line(const imp_options *o, const char *line, size_t len, imp_record *out) {
+    return parse_line(o, line, len, out, false);
 }
 
 /* ---- the file ---- */
@@ -429,7 +785,7 @@ static void parse_range(void *ctx, size_t begin, size_t end, int thread) {
         line_span(j, i, &p, &n);
         if (is_blank(p, n)) { j->state[i] = 1; continue; }
         imp_record r;
-        int rc = imp_parse_line(j->o, p, n, &r);
+        int rc = parse_line(j->o, p, n, &r, !j->recs);
         if (rc) {
             j->state[i] = 2;
             int t = thread;
@@ -466,7 +822,11 @@ static int insert_batch(db_conn *db, const imp_options *o, const char *source, i
         if ((rc = db_prompt_put(db, &p, &pid, &ins))) break;
         ins ? pn++ : pe++;
         if (o->as_samples && r->sample) {
-            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = -1, .text = r->sample,
+            /* a prompt inserted just now has no samples: its reference is sample 0, which
+             * is what "same text, else the next free index" (-1) would find, without the
+             * lookups */
+            db_sample s = {.prompt_id = pid, .teacher = "reference", .sample_index = -1, .fresh_prompt = ins,
+                           .text = r->sample,
                            .text_len = r->sample_len, .prompt_tokens = -1, .thinking_tokens = -1,
                            .answer_tokens = -1};
             if ((rc = db_sample_put(db, &s, NULL, &ins))) break;
@@ -506,10 +866,10 @@ static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_
     parse_job *j = rt_calloc(1, sizeof *j);
     uint8_t *state = rt_calloc(n ? n : 1, 1);
     size_t batch = o->batch_rows ? o->batch_rows : 5000;
-    /* a file small enough keeps its parsed records from the first pass; a larger one is
-     * parsed again, batch by batch, so memory stays bounded */
-    bool keep = in->bytes <= IMP_KEEP_BYTES;
-    imp_record *recs = rt_calloc(keep ? (n ? n : 1) : batch, sizeof *recs);
+    /* the check pass keeps nothing; each batch is parsed again before it is written, so
+     * memory stays bounded by the batch (keeping every record of the file cost more in
+     * fresh pages than parsing twice) */
+    imp_record *recs = rt_calloc(batch, sizeof *recs);
     int nt = tp_size(pool);
     size_t *bad_line = rt_calloc((size_t)nt, sizeof *bad_line);
     char (*bad_msg)[256] = rt_calloc((size_t)nt, sizeof *bad_msg);
@@ -517,7 +877,7 @@ static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_
     for (size_t k = 0; !rc && k < in->n_long; k++) state[in->longs[k].line] = 2; /* never read, never parsed */
     if (!rc) {
         /* pass 1: every line, nothing written */
-        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = keep ? recs : NULL,
+        *j = (parse_job){.o = o, .data = in->data, .starts = starts, .state = state, .recs = NULL,
                          .n_threads = nt, .bad_line = bad_line, .bad_msg = bad_msg};
         tp_parallel_for(pool, n, parse_range, j);
         first_bad(j, rep);
@@ -538,20 +898,14 @@ static int import_lines(db_conn *db, const char *path, const imp_options *o, tp_
     /* pass 2: batches, parsed in parallel, written in one transaction each */
     for (size_t b = 0; !rc && b < n; b += batch) {
         size_t m = n - b < batch ? n - b : batch;
-        imp_record *r = keep ? recs + b : recs;
-        if (!keep) {
-            memset(recs, 0, m * sizeof *recs);
-            j->base = b;
-            j->recs = recs;
-            tp_parallel_for(pool, m, parse_range, j);
-        }
-        rc = insert_batch(db, o, rep->source, r, state + b, m, rep);
-        if (!keep)
-            for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
+        memset(recs, 0, m * sizeof *recs);
+        j->base = b;
+        j->recs = recs;
+        tp_parallel_for(pool, m, parse_range, j);
+        rc = insert_batch(db, o, rep->source, recs, state + b, m, rep);
+        for (size_t k = 0; k < m; k++) imp_record_free(&recs[k]);
         if (rc) rc = rt_errorf(rc, "%s: writing lines %zu-%zu", path, b + 1, b + m);
     }
-    if (keep)
-        for (size_t k = 0; k < n; k++) imp_record_free(&recs[k]);
     free(recs);
     free(state);
     free(j);

@@ -31,6 +31,12 @@
  * text is present for its prompt, are skipped, so a rerun after a crash completes the file
  * without duplicates and a re-import changes nothing.
  *
+ * Each batch is parsed again just before it is written, so memory is bounded by the batch.
+ * Flat records (strings, integers, true, false, null) are read without jansson; any other
+ * line goes through jansson. Both store the same bytes (jansson's compact JSON), so a
+ * prompt's content hash does not depend on the reader, and both refuse the same lines with
+ * the same messages.
+ *
  * imp_parse_line() is the pure part (no database), used by the importer and the fuzzer.
  * Errors: RT_EFORMAT (malformed), RT_ENOTFOUND (no such file), RT_EINVAL (a directory),
  * RT_EIO (cannot read: the message gives the system's reason), the database's

@@ -315,3 +315,81 @@ def test_import_of_a_directory_or_unreadable_file_says_why(retort_bin, tmp_path)
     assert_one_error_line(imp(retort_bin, db, "jsonl", str(d), extra=["--prompt-field", "p"]), f"{d} is a directory")
     assert_one_error_line(imp(retort_bin, db, "jsonl", str(tmp_path / "absent.jsonl"), extra=["--prompt-field", "p"]),
                           "absent.jsonl", "No such file or directory")
+
+
+def compact(v):
+    """JSON as the store writes it: jansson's compact form, i.e. Python's compact dump with
+    non-ASCII as it is and the \\u00XX escapes of control characters in upper-case hex."""
+    import re
+    s = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    return re.sub(r'(?<!\\)((?:\\\\)*)\\u00([0-9a-f]{2})', lambda m: m.group(1) + "\\u00" + m.group(2).upper(), s)
+
+
+def tricky_records(n, seed):
+    import random
+    rnd = random.Random(seed)
+    alpha = ["plain text run ", "a", " ", '"', "\\", "/", "\n", "\t", "\r", "\b", "\f", "\x01", "\x1f", "\x7f", "é", "€",
+             "😀", "\u2028", "####", "0123456789"]
+    def s(lo=0, hi=30):
+        return "".join(rnd.choice(alpha) for _ in range(rnd.randint(lo, hi)))
+    recs = []
+    for i in range(n):
+        r = {"q": f"{i} " + s(), "a": s() + f" #### {i}"}
+        for _ in range(rnd.randint(0, 4)):
+            r[s(1, 3) + f"k{len(r)}"] = rnd.choice([s(), rnd.randint(-10**17, 10**17), True, False, None,
+                                                    [1, s()], {"x": s()}, 0.5])
+        if rnd.random() < 0.3:
+            r["id"] = rnd.choice([s(1, 5), i])
+        recs.append(r)
+    return recs
+
+
+def test_stored_json_is_jansson_compact_for_flat_and_nested_lines(retort_bin, tmp_path):
+    """Flat lines take a reader of their own, nested ones jansson's; both must store what
+    jansson writes (so content hashes agree), written out by Python here."""
+    recs = tricky_records(3000, 7)
+    src = tmp_path / "t.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i, r in enumerate(recs):
+            f.write(json.dumps(r, ensure_ascii=bool(i % 2), separators=[(",", ":"), (", ", ": ")][i % 3 == 0]) + "\n")
+    db = str(tmp_path / "run.db")
+    p = imp(retort_bin, db, "jsonl", str(src), extra=["--prompt-field", "q", "--answer-field", "a", "--as-samples"])
+    assert p.returncode == 0, p.stderr
+    got = q(db, "SELECT p.messages, p.metadata, p.gold, p.external_id, p.prompt_key, s.sample_index FROM prompts p "
+                "JOIN samples s ON s.prompt_id = p.id ORDER BY p.id")
+    assert len(got) == len(recs)
+    for r, (messages, meta, gold, ext, key, idx) in zip(recs, got):
+        assert messages == compact([{"role": "user", "content": r["q"]}])
+        assert meta == compact({k: v for k, v in r.items() if k != "q"})
+        assert gold == r["a"] and key == "q" and idx == 0
+        assert ext == (str(r["id"]) if "id" in r else None)
+    out = str(tmp_path / "out.jsonl")
+    assert run([retort_bin, "export", "--db", db, "--format", "chat-jsonl", "--out", out]).returncode == 0
+    assert [x["messages"][1]["content"] for x in rows(out)] == [r["a"] for r in recs]
+
+
+def test_batch_size_does_not_change_the_rows(retort_bin, tmp_path):
+    """Batches of 1, 7 and the default give the same rows; a repeated prompt keeps one row and
+    gets its other reference text as sample 1, its same text once."""
+    recs = [{"question": f"q{i % 40}", "answer": f"a{i % 3}\n#### {i % 40}"} for i in range(100)]
+    src = tmp_path / "b.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    dumps = []
+    for batch in (["--batch", "1"], ["--batch", "7"], []):
+        db = str(tmp_path / f"b{len(dumps)}.db")
+        p = imp(retort_bin, db, "gsm8k", str(src), extra=["--as-samples", *batch])
+        assert p.returncode == 0, p.stderr
+        con = sqlite3.connect(db)
+        dumps.append((con.execute("SELECT id, content_hash, messages, gold, metadata FROM prompts ORDER BY id").fetchall(),
+                      con.execute("SELECT id, prompt_id, sample_index, text, text_hash FROM samples ORDER BY id").fetchall()))
+        con.close()
+    assert dumps[0] == dumps[1] == dumps[2]
+    prompts, samples = dumps[0]
+    assert len(prompts) == 40
+    want = {}
+    for i, r in enumerate(recs):                         # the reference texts each prompt gets, in order
+        texts = want.setdefault(i % 40 + 1, [])
+        if r["answer"] not in texts:
+            texts.append(r["answer"])
+    assert len(samples) == sum(len(t) for t in want.values())
+    assert sorted((pid, idx) for _, pid, idx, _, _ in samples) == sorted((pid, k) for pid, t in want.items() for k in range(len(t)))

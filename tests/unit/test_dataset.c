@@ -336,6 +336,52 @@ Test(import_parse, empty_and_oversized_prompts_are_refused) {
     cr_assert_eq(imp_max_prompt_bytes(&g), (size_t)4 << 20);
 }
 
+/* Flat lines are read without jansson; what they store must be what jansson writes
+ * (compact, keys in file order, only '"', '\\' and control characters escaped, \b \f \n \r \t
+ * by name and the rest as \u00XX in upper case) — worked out by hand here. */
+Test(import_parse, flat_lines_store_jansson_compact_json) {
+    imp_record r;
+    imp_options o = opts(IMP_GSM8K);
+    o.as_samples = true;
+    parse_ok(o, " {\"id\" : -0, \"question\":\"a\\/b \\u00e9\\ud83d\\ude00 \\\"q\\\" \\u0001\\u001f\\t\","
+                "\"answer\":\"x\\ny #### 7 \",\"k\\u0041\":true,\"n\":null,\"f\":false,\"big\":-123456789012345678} ", &r);
+    cr_assert_str_eq(r.messages, "[{\"role\":\"user\",\"content\":\"a/b \xC3\xA9\xF0\x9F\x98\x80 \\\"q\\\" \\u0001\\u001F\\t\"}]");
+    cr_assert_str_eq(r.metadata, "{\"id\":0,\"answer\":\"x\\ny #### 7 \",\"kA\":true,\"n\":null,\"f\":false,"
+                                 "\"big\":-123456789012345678}");
+    cr_assert_str_eq(r.external_id, "0");
+    cr_assert_str_eq(r.gold, "7");
+    cr_assert_str_eq(r.sample, "x\ny #### 7 ");
+    cr_assert_eq(r.sample_len, 11);
+    imp_record_free(&r);
+    /* a long plain run and escapes on both sides of an eight-byte boundary */
+    imp_options j = opts(IMP_JSONL);
+    j.prompt_field = "p";
+    parse_ok(j, "{\"p\":\"0123456\\\"89abcdef\\\\ghijklmnopq\\u00e9\"}", &r);
+    cr_assert_str_eq(r.messages, "[{\"role\":\"user\",\"content\":\"0123456\\\"89abcdef\\\\ghijklmnopq\xC3\xA9\"}]");
+    cr_assert_str_eq(r.metadata, "{}");
+    imp_record_free(&r);
+}
+
+/* A line the fast reader leaves to jansson (a nested value, a real number) stores the same
+ * prompt bytes, so its content hash matches the flat line's. */
+Test(import_parse, nested_and_flat_lines_store_the_same_prompt) {
+    imp_record a, b;
+    imp_options o = opts(IMP_GSM8K);
+    parse_ok(o, "{\"question\":\"Q \\u00e9\\n\\u0002\",\"answer\":\"#### 1\"}", &a);
+    parse_ok(o, "{\"question\":\"Q \\u00e9\\n\\u0002\",\"answer\":\"#### 1\",\"tags\":[1,{\"x\":2.5}],\"w\":0.5}", &b);
+    cr_assert_str_eq(a.messages, b.messages);
+    cr_assert_str_eq(a.messages, "[{\"role\":\"user\",\"content\":\"Q \xC3\xA9\\n\\u0002\"}]");
+    cr_assert_str_eq(b.metadata, "{\"answer\":\"#### 1\",\"tags\":[1,{\"x\":2.5}],\"w\":0.5}");
+    imp_record_free(&a);
+    imp_record_free(&b);
+    /* what only jansson refuses is still refused, with its message */
+    parse_bad(o, "{\"question\":\"a\\u0000\",\"answer\":\"#### 1\"}", 0, "invalid JSON");
+    parse_bad(o, "{\"question\":\"\\ud83d\",\"answer\":\"#### 1\"}", 0, "invalid JSON");
+    parse_bad(o, "{\"question\":\"q\",\"answer\":\"#### 1\",\"n\":01}", 0, "invalid JSON");
+    parse_bad(o, "{\"question\":\"q\",\"answer\":\"#### 1\"} x", 0, "invalid JSON");
+    parse_bad(o, "{\"question\":\"q\",\"answer\":\"#### 1\",\"n\":92233720368547758070}", 0, "invalid JSON");
+}
+
 Test(import, bad_line_aborts_the_file_and_names_it) {
     char *dir;
     db_conn *db = fresh_db(&dir);
