@@ -180,3 +180,14 @@ int rt_atomic_commit(rt_atomic_file *af) {
     free(af);
     return 0;
 }
+
+int rt_atomic_write_text(const char *path, const char *txt) {
+    rt_atomic_file *af = NULL;
+    int rc = rt_atomic_open(path, &af);
+    if (rc) return rc;
+    rc = rt_atomic_write(af, txt, strlen(txt));
+    if (!rc) rc = rt_atomic_write(af, "\n", 1);
+    if (rc) rt_atomic_abort(af);
+    else rc = rt_atomic_commit(af);
+    return rc;
+}

@@ -34,6 +34,8 @@ FILE *rt_atomic_stream(rt_atomic_file *af);
 int rt_atomic_write(rt_atomic_file *af, const void *data, size_t n);
 int rt_atomic_commit(rt_atomic_file *af); /* frees af, whatever the result */
 void rt_atomic_abort(rt_atomic_file *af);
+/* path ← txt and a newline, atomically (rt_atomic_open … commit; nothing on failure). */
+int rt_atomic_write_text(const char *path, const char *txt);
 /* Removes the unheld temporaries in dir of the target stem (prefix: of every target whose
  * name starts with stem). Best effort: errors are ignored. */
 void rt_atomic_clean_stale(const char *dir, const char *stem, bool prefix);

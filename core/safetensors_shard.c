@@ -29,13 +29,7 @@ static int write_index(const char *dir, int64_t total, json_t *wmap) {
     char *txt = idx ? json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     char *path = rt_path_join(dir, "model.safetensors.index.json");
     int rc = (!txt || !path) ? rt_fail(RT_ENOMEM, "serializing the shard index") : 0;
-    rt_atomic_file *af = NULL;
-    if (!rc && !(rc = rt_atomic_open(path, &af))) {
-        rc = rt_atomic_write(af, txt, strlen(txt));
-        if (!rc) rc = rt_atomic_write(af, "\n", 1);
-        if (rc) rt_atomic_abort(af);
-        else rc = rt_atomic_commit(af);
-    }
+    if (!rc) rc = rt_atomic_write_text(path, txt);
     json_decref(idx);
     free(txt);
     free(path);

@@ -219,12 +219,7 @@ static int write_index(const char *dir, const pk_options *o, const json_t *meta,
     char *txt = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     char *path = rt_path_join(dir, "index.json");
-    rt_atomic_file *af = NULL;
-    int rc = (!txt || !path) ? RT_ENOMEM : rt_atomic_open(path, &af);
-    if (!rc) rc = rt_atomic_write(af, txt, strlen(txt));
-    if (!rc) rc = rt_atomic_write(af, "\n", 1);
-    if (!rc) rc = rt_atomic_commit(af);
-    else rt_atomic_abort(af);
+    int rc = (!txt || !path) ? RT_ENOMEM : rt_atomic_write_text(path, txt);
     free(txt);
     free(path);
     return rc;

@@ -959,14 +959,7 @@ int rc_state_mark(rc_state *s, const rc_plan *p, size_t i, bool done, double sec
     if (!r || json_object_set_new(stages, p->stages[i].name, r)) return RT_ENOMEM;
     char *txt = json_dumps(s->root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!txt) return RT_ENOMEM;
-    rt_atomic_file *af;
-    int rc = rt_atomic_open(s->path, &af);
-    if (!rc) {
-        rc = rt_atomic_write(af, txt, strlen(txt));
-        if (!rc) rc = rt_atomic_write(af, "\n", 1);
-        if (rc) rt_atomic_abort(af);
-        else rc = rt_atomic_commit(af);
-    }
+    int rc = rt_atomic_write_text(s->path, txt);
     free(txt);
     return rc;
 }

@@ -122,13 +122,7 @@ int hd_source_from(const char *model_dir, const char *data, const char *tokenize
 static int write_json(const char *dir, const char *name, const json_t *j) {
     char *path = rt_path_join(dir, name), *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
     int rc = (!path || !txt) ? rt_fail(RT_ENOMEM, "serializing %s", name) : 0;
-    rt_atomic_file *af = NULL;
-    if (!rc && !(rc = rt_atomic_open(path, &af))) {
-        rc = rt_atomic_write(af, txt, strlen(txt));
-        if (!rc) rc = rt_atomic_write(af, "\n", 1);
-        if (rc) rt_atomic_abort(af);
-        else rc = rt_atomic_commit(af);
-    }
+    if (!rc) rc = rt_atomic_write_text(path, txt);
     free(txt);
     free(path);
     return rc;

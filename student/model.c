@@ -400,17 +400,6 @@ int sm_save_fetch(const sm_model *m, const char *dir, rt_dtype dtype, int (*fetc
     return sm_save_sharded(m, dir, dtype, 0, fetch, ctx);
 }
 
-static int write_text(const char *path, const char *txt) {
-    rt_atomic_file *af = NULL;
-    int rc = rt_atomic_open(path, &af);
-    if (rc) return rc;
-    rc = rt_atomic_write(af, txt, strlen(txt));
-    if (!rc) rc = rt_atomic_write(af, "\n", 1);
-    if (rc) rt_atomic_abort(af);
-    else rc = rt_atomic_commit(af);
-    return rc;
-}
-
 int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t max_shard_bytes,
                     int (*fetch)(void *ctx, const sm_tensor *t, float *dst), void *ctx) {
     if (dtype != RT_DT_F32 && dtype != RT_DT_BF16) return rt_fail(RT_EINVAL, "model dtype must be F32 or BF16");
@@ -439,7 +428,7 @@ int sm_save_sharded(const sm_model *m, const char *dir, rt_dtype dtype, int64_t 
         json_object_set_new(cfg, "torch_dtype", json_string(dtype == RT_DT_BF16 ? "bfloat16" : "float32"));
         json_object_del(cfg, "dtype");
         char *txt = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rc = txt ? write_text(cpath, txt) : rt_fail(RT_ENOMEM, "serializing config.json");
+        rc = txt ? rt_atomic_write_text(cpath, txt) : rt_fail(RT_ENOMEM, "serializing config.json");
         free(txt);
     }
     json_decref(cfg);

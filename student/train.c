@@ -418,13 +418,7 @@ static int write_state(const tr_trainer *t, const char *dir) {
     json_decref(j);
     char *path = rt_path_join(dir, "trainer_state.json");
     int rc = (!txt || !path) ? rt_fail(RT_ENOMEM, "serializing the trainer state") : 0;
-    rt_atomic_file *af = NULL;
-    if (!rc && !(rc = rt_atomic_open(path, &af))) {
-        rc = rt_atomic_write(af, txt, strlen(txt));
-        if (!rc) rc = rt_atomic_write(af, "\n", 1);
-        if (rc) rt_atomic_abort(af);
-        else rc = rt_atomic_commit(af);
-    }
+    if (!rc) rc = rt_atomic_write_text(path, txt);
     free(txt);
     free(path);
     return rc;
