@@ -180,6 +180,15 @@ static float dot8(const float *a, const float *b, int64_t n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* out += w·v, in blocks of 8 the compiler turns into vector operations (restrict: out and v do
+ * not overlap, which it cannot prove on its own) */
+static void axpy8(float *restrict out, const float *restrict v, float w, int64_t n) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) out[j + l] += w * v[j + l];
+    for (; j < n; j++) out[j] += w * v[j];
+}
+
 static void paged_rows(void *p, size_t begin, size_t end, int thread) {
     const paged_ctx *c = p;
     int64_t rep = c->Hq / c->Hkv, hd = c->hd, lk = c->Hkv * hd;
@@ -200,8 +209,7 @@ static void paged_rows(void *p, size_t begin, size_t end, int thread) {
         for (int64_t j = 0; j < hd; j++) out[j] = 0;
         for (int64_t s = 0; s < T; s++) {
             const float *vr = c->v + (int64_t)tab[s / c->bs] * c->bstride + (s % c->bs) * lk + kh * hd;
-            float w = S[s] * inv;
-            for (int64_t j = 0; j < hd; j++) out[j] += w * vr[j];
+            axpy8(out, vr, S[s] * inv, hd);
         }
     }
 }
