@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}"
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-PLEN=32 NEW=64
+# a quick run (well under 2 minutes on a quiet machine): BENCH_THREADS=1 GEN_NEW=16 GEN_MODELS=llama
+PLEN=32 NEW=${GEN_NEW:-64} MODELS=${GEN_MODELS:-llama deepseek} BATCHES=${GEN_BATCHES:-1 8}
 export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 OPENBLAS_NUM_THREADS=1
 "$PYTHON" - "$dir" <<'PY'
 import json, os, sys, torch
@@ -36,12 +37,12 @@ cfg.update(hidden_size=512, intermediate_size=1536, moe_intermediate_size=256, n
 AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1] + "/deepseek")
 PY
 for THREADS in $(bench_threads); do
-for model in llama deepseek; do
+for model in $MODELS; do
 case $model in
   llama) echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
   deepseek) echo "bench/generate   DeepSeek-V3 shape ~60M parameters (f32, MoE 4 of 16), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
 esac
-for B in 1 8; do
+for B in $BATCHES; do
   lb=$(bench_load)
   r=$("$BENCH_BIN_DIR/generate" "$dir/$model" $PLEN $NEW $B "$THREADS")
   p=$("$PYTHON" - "$dir/$model" $PLEN $NEW $B "$THREADS" <<'PY'
