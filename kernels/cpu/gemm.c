@@ -281,7 +281,7 @@ NT_INLINE void nt_tile(const int mt, const int nt, int64_t K, const float *x, in
         for (int c = 0; c < nt; c++) wv[c] = _mm256_loadu_ps(w + c * ldb + k);
         if (pf && k % 16 == 0)
 #pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) _mm_prefetch((const char *)(pf + c * ldb + k), _MM_HINT_T0);
+            for (int c = 0; c < nt; c++) _mm_prefetch((const char *)(pf + c * ldb + k), _MM_HINT_T1);
 #pragma GCC unroll 4
         for (int r = 0; r < mt; r++) {
             __m256 xv = _mm256_loadu_ps(x + r * lda + k);
@@ -337,8 +337,10 @@ AVX2 static void gemm_small_nt(int64_t M, int64_t N, int64_t K, float alpha, con
             const float *x = A + i * lda;
             float *c = C + i * ldc + j;
             if (n == nt) {
-                /* the first pass over a tile of w fetches the next one, so that memory streams
-                 * while the FMAs run (the hardware prefetcher alone leaves them waiting) */
+                /* the first pass over a tile of w fetches the next one into L2, so that memory
+                 * streams while the FMAs run (the hardware prefetcher alone leaves them waiting;
+                 * into L1 it evicts the rows of x: 1.15x slower at 8 rows, and the 1-row
+                 * product streams 1.2x faster through L2) */
                 const float *pf = i == 0 && j + 2 * nt <= N ? B + (j + nt) * ldb : NULL;
                 nt_tile_any(m, nt, K, x, lda, B + j * ldb, ldb, alpha, beta, c, ldc, tail, pf);
             } else {
