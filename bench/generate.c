@@ -3,11 +3,14 @@
  * decode time = t(N) − t(1) covers B·(N−1) tokens. Also measures this machine's read
  * bandwidth (sum over a 1 GiB buffer split over the same threads) for the roofline.
  *   generate MODEL_DIR PROMPT_LEN NEW_TOKENS BATCH THREADS [cpu|cuda]
- * prints "decode_seconds decode_tokens step_weight_bytes read_GBps" (weights read per decode
- * step: all but the untied input embedding, in the dtype the engine holds them; read_GBps is
- * this machine's host read bandwidth, 0 on cuda, where bench/first_light.sh measures the GPU's) */
+ * prints "decode_seconds decode_tokens step_weight_bytes read_GBps decode_cpu_seconds" (weights
+ * read per decode step: all but the untied input embedding, in the dtype the engine holds them;
+ * read_GBps is this machine's host read bandwidth, 0 on cuda, where bench/first_light.sh
+ * measures the GPU's; decode_cpu_seconds is the same difference in process CPU time, user +
+ * system, which other work on a shared machine inflates far less than wall time) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "core/clock.h"
@@ -20,13 +23,19 @@ static int fail(void) {
     return 1;
 }
 
-static int run(te_model *m, int plen, int nnew, int batch, double *secs) {
+static double cpu_s(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec + 1e-6 * (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+static int run(te_model *m, int plen, int nnew, int batch, double *secs, double *cpu) {
     const mc_config *c = te_model_config(m);
     te_opts o = {.max_batch = batch, .cache_tokens = (int64_t)batch * (plen + nnew + 16)};
     te_engine *e;
     if (te_engine_create(m, &o, &e)) return -1;
     int32_t *p = malloc((size_t)plen * sizeof *p);
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (int b = 0; b < batch; b++) {
         for (int i = 0; i < plen; i++) p[i] = (int32_t)(((int64_t)(b * plen + i) * 7919 + 13) % c->vocab_size);
         te_request r = {.prompt = p, .n_prompt = plen, .n_samples = 1, .max_tokens = nnew, .sampling = SMP_GREEDY,
@@ -40,6 +49,7 @@ static int run(te_model *m, int plen, int nnew, int batch, double *secs) {
         te_results_free(res, n);
     }
     *secs = now_s() - t0;
+    *cpu = cpu_s() - c0;
     free(p);
     te_engine_free(e);
     return 0;
@@ -92,13 +102,15 @@ int main(int argc, char **argv) {
     te_model *m;
     te_load_opts lo = {.pool = pool, .device = dev, .gpu = 0};
     if (te_model_load_opts(argv[1], &lo, &m)) return fail();
-    double t1, tn;
-    if (run(m, plen, 1, batch, &t1) || run(m, plen, 1, batch, &t1) || run(m, plen, nnew, batch, &tn)) return fail();
+    double t1, tn, c1, cn;
+    if (run(m, plen, 1, batch, &t1, &c1) || run(m, plen, 1, batch, &t1, &c1) || run(m, plen, nnew, batch, &tn, &cn))
+        return fail();
     const mc_config *c = te_model_config(m);
     /* bytes read per decode step: every weight but the input embedding (one row per token) */
     double held = (double)te_model_resident_bytes(m), per = held / (double)mc_param_count(c, false);
     double w = held - (c->tie_word_embeddings ? 0 : (double)c->vocab_size * c->hidden_size * per);
-    printf("%.6f %d %.0f %.3f\n", tn - t1, batch * (nnew - 1), w, dev == TE_DEVICE_CPU ? read_bandwidth(pool) : 0.0);
+    printf("%.6f %d %.0f %.3f %.6f\n", tn - t1, batch * (nnew - 1), w, dev == TE_DEVICE_CPU ? read_bandwidth(pool) : 0.0,
+           cn - c1);
     te_model_free(m);
     tp_free(pool);
     return 0;

@@ -8,14 +8,17 @@
 # (bench/common.sh; BENCH_THREADS overrides). Prints decode tokens/s, the ratio, the load, and
 # the bytes-per-token roofline: f32 weights are read once per decode step, so tokens/s ≤
 # batch · read bandwidth / weight bytes (for the MoE model every expert is counted, an upper
-# bound on what one step reads, so its roofline is a lower bound).
+# bound on what one step reads, so its roofline is a lower bound). Each row also prints the same
+# tokens per second of CPU time (user + system of each process over the decode): on a machine
+# shared with other work wall time measures the neighbours too, CPU time far less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}"
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-PLEN=32 NEW=64
+# a quick run (well under 2 minutes on a quiet machine): BENCH_THREADS=1 GEN_NEW=16 GEN_MODELS=llama
+PLEN=32 NEW=${GEN_NEW:-64} MODELS=${GEN_MODELS:-llama deepseek} BATCHES=${GEN_BATCHES:-1 8}
 export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 OPENBLAS_NUM_THREADS=1
 "$PYTHON" - "$dir" <<'PY'
 import json, os, sys, torch
@@ -34,12 +37,12 @@ cfg.update(hidden_size=512, intermediate_size=1536, moe_intermediate_size=256, n
 AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1] + "/deepseek")
 PY
 for THREADS in $(bench_threads); do
-for model in llama deepseek; do
+for model in $MODELS; do
 case $model in
   llama) echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
   deepseek) echo "bench/generate   DeepSeek-V3 shape ~60M parameters (f32, MoE 4 of 16), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
 esac
-for B in 1 8; do
+for B in $BATCHES; do
   lb=$(bench_load)
   r=$("$BENCH_BIN_DIR/generate" "$dir/$model" $PLEN $NEW $B "$THREADS")
   p=$("$PYTHON" - "$dir/$model" $PLEN $NEW $B "$THREADS" <<'PY'
@@ -52,12 +55,12 @@ ids = ((torch.arange(b * plen) * 7919 + 13) % m.config.vocab_size).view(b, plen)
 kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
 with torch.no_grad():
     m.generate(ids, max_new_tokens=1, **kw)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m.generate(ids, max_new_tokens=1, **kw)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     m.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw)
-    t2 = time.perf_counter()
-print((t2 - t1) - (t1 - t0), b * (new - 1))
+    t2, c2 = time.perf_counter(), time.process_time()
+print((t2 - t1) - (t1 - t0), b * (new - 1), (c2 - c1) - (c1 - c0))
 PY
 )
   la=$(bench_load)
@@ -65,7 +68,10 @@ PY
     split(r, a, " "); split(p, c, " ")
     rt = a[2] / a[1]; hf = c[2] / c[1]; roof = b * a[4] * 1e9 / a[3]
     printf "  batch %2d  retort %8.1f tokens/s   transformers %8.1f tokens/s   ratio %5.2fx   roofline %8.1f tokens/s (%.0f MB/token-step at %.1f GB/s; retort at %2.0f%%)\n",
-      b, rt, hf, rt / hf, roof, a[3] / 1e6, a[4], 100 * rt / roof }'
+      b, rt, hf, rt / hf, roof, a[3] / 1e6, a[4], 100 * rt / roof
+    if (a[5] > 0 && c[3] > 0)
+      printf "            CPU time (user+sys): retort %8.1f tokens/CPU-s   transformers %8.1f tokens/CPU-s   ratio %5.2fx\n",
+        a[2] / a[5], c[2] / c[3], (a[2] / a[5]) / (c[2] / c[3]) }'
   rt=$(awk -v r="$r" 'BEGIN { split(r, a, " "); printf "%.2f", a[2] / a[1] }')
   hf=$(awk -v p="$p" 'BEGIN { split(p, c, " "); printf "%.2f", c[2] / c[1] }')
   bench_row "generate $model b$B" tokens/s "$rt" "$hf" "transformers sdpa" "$THREADS" "$lb" "$la"

@@ -25,6 +25,10 @@ for THREADS in $(bench_threads); do
     printf "  pytorch (hf)      %9.1f tokens/s\n", p
     printf "  ratio             %9.2fx\n", r / p }'
   echo "  retort step time by kernel (seconds per step):"
+  rc=$(printf '%s\n' "$r" | awk '/^tokens_per_cpu_s/ {print $2}')
+  pc=$(printf '%s\n' "$p" | awk '/^tokens_per_cpu_s/ {print $2}')
+  awk -v r="$rc" -v p="$pc" 'BEGIN { if (r > 0 && p > 0)
+    printf "  CPU time (user+sys): retort %9.1f tokens/CPU-s   pytorch %9.1f tokens/CPU-s   ratio %5.2fx\n", r, p, r / p }'
   printf '%s\n' "$r" | grep '^time' | sed 's/^time /    /'
   bench_row "train 56M Qwen2 b2x512" tokens/s "$rt" "$pt" "pytorch sdpa" "$THREADS" "$lb" "$la"
 done

@@ -284,7 +284,8 @@ def cpu_has_avx2_fma():
     return "avx2" in flags and "fma" in flags
 
 
-GEMM_SHAPES = [(7, 13, 5), (67, 45, 300), (3, 70, 260), (1, 33, 17)]
+# the last two: decode products (up to 8 rows x·wᵀ: the streaming kernel; K off multiples of 8)
+GEMM_SHAPES = [(7, 13, 5), (67, 45, 300), (3, 70, 260), (1, 33, 17), (8, 37, 771), (5, 7, 9)]
 
 
 @pytest.mark.parametrize("kernel", ["auto", "blas", "avx2"])

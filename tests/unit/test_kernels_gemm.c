@@ -29,12 +29,14 @@ static float *rand_buf(sr_rng *r, size_t n) {
 }
 
 /* one case: returns the number of elements outside the tolerance */
-static int check_case(mm_gemm_kernel k, bool ta, bool tb, int M, int N, int K, float alpha, float beta, int pad,
-                      sr_rng *r) {
+/* off: A, B and C start that many floats past an allocation (off = 1: not 32-byte aligned) */
+static int check_case_at(mm_gemm_kernel k, bool ta, bool tb, int M, int N, int K, float alpha, float beta, int pad,
+                         int off, sr_rng *r) {
     int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
     int arows = ta ? K : M, brows = tb ? N : K;
-    float *A = rand_buf(r, (size_t)arows * lda), *B = rand_buf(r, (size_t)brows * ldb);
-    float *C = rand_buf(r, (size_t)M * ldc), *C0 = malloc((size_t)M * ldc * sizeof *C0);
+    float *Ab = rand_buf(r, (size_t)arows * lda + off), *Bb = rand_buf(r, (size_t)brows * ldb + off);
+    float *Cb = rand_buf(r, (size_t)M * ldc + off), *C0 = malloc((size_t)M * ldc * sizeof *C0);
+    float *A = Ab + off, *B = Bb + off, *C = Cb + off;
     if (beta == 0.0f)
         for (size_t i = 0; i < (size_t)M * ldc; i++) C[i] = NAN;
     memcpy(C0, C, (size_t)M * ldc * sizeof *C);
@@ -66,8 +68,13 @@ static int check_case(mm_gemm_kernel k, bool ta, bool tb, int M, int N, int K, f
             if (!(g == w || (isnan(g) && isnan(w)))) bad++;
         }
     }
-    free(A), free(B), free(C), free(C0);
+    free(Ab), free(Bb), free(Cb), free(C0);
     return bad;
+}
+
+static int check_case(mm_gemm_kernel k, bool ta, bool tb, int M, int N, int K, float alpha, float beta, int pad,
+                      sr_rng *r) {
+    return check_case_at(k, ta, tb, M, N, K, alpha, beta, pad, 0, r);
 }
 
 static void sweep(mm_gemm_kernel k) {
@@ -100,6 +107,34 @@ Test(kernels_gemm, avx2_matches_double_reference) {
     if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
     sweep(MM_GEMM_AVX2);
 }
+
+/* decode products x·wᵀ of 1..9 rows (the streaming kernel's register tiles are up to 4 rows of x
+ * by 3, 4, 6 or 8 rows of w, with a masked step for K mod 8): every row count, column counts
+ * around each tile width, K on both sides of multiples of 8, and pointers off 32-byte alignment */
+static void small_sweep(mm_gemm_kernel k) {
+    static const int Ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 25, 70};
+    static const int Ks[] = {1, 7, 8, 9, 15, 16, 17, 33, 771};
+    sr_rng r;
+    sr_seed(&r, 21);
+    int cases = 0, failed = 0;
+    for (int M = 1; M <= 9; M++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++) {
+                int v = cases++;
+                float alpha = v % 3 == 0 ? 1.0f : (v % 3 == 1 ? 0.5f : -1.25f);
+                float beta = v % 4 == 0 ? 0.0f : (v % 4 == 1 ? 1.0f : 0.75f);
+                if (check_case_at(k, false, true, M, Ns[ni], Ks[ki], alpha, beta, v % 2 ? 3 : 0, v % 3 ? 1 : 0, &r))
+                    failed++;
+            }
+    cr_expect_eq(failed, 0, "%d of %d decode shapes differ from the double reference", failed, cases);
+}
+
+Test(kernels_gemm, avx2_decode_shapes_match_double_reference) {
+    if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
+    small_sweep(MM_GEMM_AVX2);
+}
+
+Test(kernels_gemm, openblas_decode_shapes_match_double_reference) { small_sweep(MM_GEMM_BLAS); }
 
 /* K = 0: C = beta·C (and 0 for beta = 0, even over NaN) */
 Test(kernels_gemm, empty_product_scales_c) {
