@@ -1,0 +1,87 @@
+"""A CUDA or NCCL error in the middle of a tensor-parallel run of the GPU teacher engine, on the
+CPU: tests/tools/dense_cuda_tp `fault` runs teacher/dense_cuda.c behind teacher/engine.c against
+the CPU stand-ins of tests/unit/fake_cuda.h (NCCL = the MPI communicator), two ranks in lockstep,
+and arms the stand-ins' fault injection (KIND:N@RANK: the N-th kernel launch, async copy or
+collective from then on fails, sticky) on one rank only after some steps. The failing rank does
+what `retort generate` does with a failed lockstep (cli/cmd_generate.c: one line naming the rank,
+then comm_abort): the test holds the job to that — it ends (within the timeout: no rank is left
+waiting in a collective), non-zero, with exactly one line from the tool, the failing rank's, that
+names the failing call and the runtime's error (cudaGetErrorString's "unspecified launch failure",
+NCCL's "unhandled cuda error" for ncclUnhandledCudaError), and --no-cuda-graphs when a graph was
+launched. Without a fault the same run completes on both ranks.
+"""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import run
+
+TIMEOUT = 120   # a hang: a rank waiting forever in a collective
+
+
+def tool(tools_dir):
+    p = os.path.join(tools_dir, "dense_cuda_tp")
+    if not os.access(p, os.X_OK):
+        pytest.fail(f"{p} not built (make tests-build)")
+    return p
+
+
+@pytest.fixture(scope="module")
+def model(tools_dir, tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("fault") / "qwen")
+    p = run([tool(tools_dir), "make", "qwen", d, "14"])
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+def mpi2(args):
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        pytest.skip("skipped: mpirun not installed (make deps installs openmpi-bin)")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if "ASAN_OPTIONS" in env:
+        env["ASAN_OPTIONS"] += ":detect_leaks=0"   # MPI_Abort ends ranks without freeing
+    t0 = time.monotonic()
+    p = subprocess.run([mpirun, "--oversubscribe", "-np", "2", "--mca", "btl", "self,vader", *args],
+                       capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    return p, time.monotonic() - t0
+
+
+def test_without_a_fault_both_ranks_finish(tools_dir, model):
+    p, _ = mpi2([tool(tools_dir), "fault", model, "kernel:100000000", "3"])
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert sorted(l["rank"] for l in lines) == [0, 1]
+    assert lines[0]["steps"] == lines[1]["steps"] > 10
+    assert not any(l["fired"] for l in lines)
+
+
+# (spec, warm steps, flags, what the line must say). Step 0 is the prefill; the first decode step
+# of a batch size runs eagerly and is captured; later ones replay the graph.
+CASES = [
+    ("kernel:9@1", "4", [], ["cudaGraphLaunch: unspecified launch failure", "--no-cuda-graphs"]),
+    ("kernel:9@1", "4", ["--no-cuda-graphs"], ["cudaGetLastError() failed after ", "unspecified launch failure"]),
+    ("nccl:7@1", "4", ["--no-cuda-graphs"], ["NCCL failed in ncclAllReduce: unhandled cuda error"]),
+    ("nccl:7@1", "4", [], ["cudaGraphLaunch: unspecified launch failure", "--no-cuda-graphs"]),
+    ("memcpy:3@1", "5", [], ["CUDA failed in cudaMemcpy", "unspecified launch failure"]),
+    ("nccl:1@1", "1", [], ["unhandled cuda error"]),   # the first decode step, eager, before its capture
+]
+
+
+@pytest.mark.parametrize("spec,warm,flags,says", CASES, ids=[f"{c[0]}-{c[1]}{''.join(c[2])}" for c in CASES])
+def test_a_fault_on_rank_1_mid_run_is_one_line_and_ends_the_job(tools_dir, model, spec, warm, flags, says):
+    p, took = mpi2([tool(tools_dir), "fault", model, spec, warm, *flags])
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert took < TIMEOUT
+    ours = [l for l in p.stderr.splitlines() if l.startswith("dense_cuda_tp:")]
+    assert len(ours) == 1, p.stderr
+    line = ours[0]
+    assert line.startswith("dense_cuda_tp: rank 1 of 2: "), line
+    for s in says:
+        assert s in line, line
+    # no rank reported finishing: rank 0 was ended while it waited in a collective
+    assert not [l for l in p.stdout.splitlines() if l.startswith("{")], p.stdout
