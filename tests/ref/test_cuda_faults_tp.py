@@ -1,5 +1,6 @@
-"""A CUDA or NCCL error in the middle of a tensor-parallel run of the GPU teacher engine, on the
-CPU: tests/tools/dense_cuda_tp `fault` runs teacher/dense_cuda.c behind teacher/engine.c against
+"""A CUDA or NCCL error in the middle of a tensor-parallel run of the GPU teacher engines, on the
+CPU: tests/tools/dense_cuda_tp `fault` runs teacher/dense_cuda.c (and ds_cuda_tp `fault`
+teacher/ds_cuda.c: tensor- and expert-parallel, its all-to-all too) behind teacher/engine.c against
 the CPU stand-ins of tests/unit/fake_cuda.h (NCCL = the MPI communicator), two ranks in lockstep,
 and arms the stand-ins' fault injection (KIND:N@RANK: the N-th kernel launch, async copy or
 collective from then on fails, sticky) on one rank only after some steps. The failing rank does
@@ -23,8 +24,8 @@ from conftest import run
 TIMEOUT = 120   # a hang: a rank waiting forever in a collective
 
 
-def tool(tools_dir):
-    p = os.path.join(tools_dir, "dense_cuda_tp")
+def tool(tools_dir, name="dense_cuda_tp"):
+    p = os.path.join(tools_dir, name)
     if not os.access(p, os.X_OK):
         pytest.fail(f"{p} not built (make tests-build)")
     return p
@@ -34,6 +35,14 @@ def tool(tools_dir):
 def model(tools_dir, tmp_path_factory):
     d = str(tmp_path_factory.mktemp("fault") / "qwen")
     p = run([tool(tools_dir), "make", "qwen", d, "14"])
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+@pytest.fixture(scope="module")
+def ds_model(tools_dir, tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("fault") / "ds")
+    p = run([tool(tools_dir, "ds_cuda_tp"), "make", d, "6"])
     assert p.returncode == 0, p.stderr
     return d
 
@@ -74,13 +83,39 @@ CASES = [
 
 @pytest.mark.parametrize("spec,warm,flags,says", CASES, ids=[f"{c[0]}-{c[1]}{''.join(c[2])}" for c in CASES])
 def test_a_fault_on_rank_1_mid_run_is_one_line_and_ends_the_job(tools_dir, model, spec, warm, flags, says):
-    p, took = mpi2([tool(tools_dir), "fault", model, spec, warm, *flags])
+    one_line_and_the_end(tools_dir, "dense_cuda_tp", model, spec, warm, flags, says)
+
+
+# DeepSeek-V3 (6 steps of decode before the fault: step 0 is the prefill of both prompts)
+DS_CASES = [
+    ("kernel:20@1", "3", ["--no-cuda-graphs"], ["cudaGetLastError() failed after ", "unspecified launch failure"]),
+    ("nccl:3@1", "3", ["--no-cuda-graphs"], ["NCCL failed in ncclAllReduce: unhandled cuda error"]),
+    ("nccl:4@1", "3", ["--no-cuda-graphs"], ["NCCL failed in ncclGroupEnd: unhandled cuda error"]),   # the MoE all-to-all
+    ("nccl:3@1", "3", [], ["cudaGraphLaunch: unspecified launch failure", "--no-cuda-graphs"]),
+]
+
+
+@pytest.mark.parametrize("spec,warm,flags,says", DS_CASES, ids=[f"{c[0]}-{c[1]}{''.join(c[2])}" for c in DS_CASES])
+def test_deepseek_fault_on_rank_1_mid_run_is_one_line_and_ends_the_job(tools_dir, ds_model, spec, warm, flags, says):
+    one_line_and_the_end(tools_dir, "ds_cuda_tp", ds_model, spec, warm, flags, says)
+
+
+def test_deepseek_without_a_fault_both_ranks_finish(tools_dir, ds_model):
+    p, _ = mpi2([tool(tools_dir, "ds_cuda_tp"), "fault", ds_model, "kernel:100000000", "3"])
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert sorted(l["rank"] for l in lines) == [0, 1]
+    assert lines[0]["steps"] == lines[1]["steps"] > 6
+
+
+def one_line_and_the_end(tools_dir, name, model, spec, warm, flags, says):
+    p, took = mpi2([tool(tools_dir, name), "fault", model, spec, warm, *flags])
     assert p.returncode != 0, p.stdout + p.stderr
     assert took < TIMEOUT
-    ours = [l for l in p.stderr.splitlines() if l.startswith("dense_cuda_tp:")]
+    ours = [l for l in p.stderr.splitlines() if l.startswith(name + ":")]
     assert len(ours) == 1, p.stderr
     line = ours[0]
-    assert line.startswith("dense_cuda_tp: rank 1 of 2: "), line
+    assert line.startswith(name + ": rank 1 of 2: "), line
     for s in says:
         assert s in line, line
     # no rank reported finishing: rank 0 was ended while it waited in a collective
