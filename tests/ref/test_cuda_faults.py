@@ -120,3 +120,81 @@ def one_line_and_the_end(tools_dir, name, model, spec, warm, flags, says):
         assert s in line, line
     # no rank reported finishing: rank 0 was ended while it waited in a collective
     assert not [l for l in p.stdout.splitlines() if l.startswith("{")], p.stdout
+
+
+# ---- the full chain with storage: `retort generate --db` wiring, a fault mid-run, a rerun ----------
+
+@pytest.fixture(scope="module")
+def byte_qwen(tmp_path_factory):
+    """A tiny Qwen2 the GPU engine takes (head_dim 64: 2 query heads, 1 kv head over hidden 128)
+    over a byte-level tokenizer (256 bytes and 4 added tokens), saved by transformers (f32)."""
+    torch = pytest.importorskip("torch")
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from conftest import ROOT
+    d = tmp_path_factory.mktemp("fault-db") / "byte-qwen"
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tk = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)])
+    tk.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-qwen2.json")))
+    cfg.update(vocab_size=tk.get_vocab_size(), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+               num_attention_heads=2, num_key_value_heads=1, eos_token_id=tk.token_to_id("<|im_end|>"))
+    torch.manual_seed(5)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(1 + 0.2 * torch.randn(p.shape) if "norm" in name else torch.randn(p.shape) / p.shape[-1] ** 0.5)
+    m.save_pretrained(str(d))
+    tk.save(str(d / "tokenizer.json"))
+    return str(d)
+
+
+def import_prompts(retort, tmp_path, name, n):
+    db = tmp_path / name
+    src = tmp_path / f"{name}.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"Count to {i}."}) + "\n" for i in range(n)))
+    r = run([retort, "import", "--db", str(db), "--format", "jsonl", "--prompt-field", "prompt", str(src)])
+    assert r.returncode == 0, r.stderr
+    return db
+
+
+def stored(db):
+    import sqlite3
+    con = sqlite3.connect(str(db))
+    rs = con.execute("SELECT prompt_id, sample_index, seed, text, finish_reason FROM samples ORDER BY 1, 2").fetchall()
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()
+    return rs
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-cuda-graphs"]], ids=["graphs", "eager"])
+def test_a_fault_mid_generate_keeps_what_was_stored_and_a_rerun_completes_exactly_the_rest(
+        retort_bin, tools_dir, tmp_path, byte_qwen, flags):
+    n_prompts, k = 6, 2
+    t = tool(tools_dir, "cuda_fault_db")
+    clean = import_prompts(retort_bin, tmp_path, "clean.db", n_prompts)
+    p = run([t, str(clean), byte_qwen, str(k), "24", *flags])
+    assert p.returncode == 0, p.stderr
+    want = stored(clean)
+    assert len(want) == n_prompts * k
+    launches = json.loads(p.stdout)["kernels"]
+    # the same run with the kernel launch half-way through failing (counted from the start)
+    db = import_prompts(retort_bin, tmp_path, "fault.db", n_prompts)
+    p = subprocess.run([t, str(db), byte_qwen, str(k), "24", *flags], capture_output=True, text=True, timeout=TIMEOUT,
+                       env=dict(os.environ, FAKE_CUDA_FAIL=f"kernel:{launches // 2}"))
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cuda_fault_db: ") and "unspecified launch failure" in lines[0], \
+        p.stderr
+    kept = stored(db)
+    assert 0 < len(kept) < n_prompts * k, len(kept)
+    assert set(kept) <= set(want)   # what was committed is whole, and what an uninterrupted run stores
+    p = run([t, str(db), byte_qwen, str(k), "24", *flags])
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["existing"] == len(kept) and out["done"] == n_prompts * k - len(kept)
+    assert stored(db) == want   # every (prompt, index) once, as the clean run stored it
