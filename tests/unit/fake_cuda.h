@@ -302,7 +302,7 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
  * stand-in of KIND that runs fail — kernel: a kernel launch (unspecified launch failure, as
  * kernels/cuda/common.cuh's RT_CUDA_LAUNCHED reports it), memcpy: cudaMemcpyAsync or
  * cudaMemcpy2DAsync (cudaErrorLaunchFailure), nccl: an all-reduce, all-gather or all-to-all(v)
- * (comm_nccl.c's "NCCL failed: unhandled cuda error") —, on rank RANK only (the job's rank from
+ * (comm_nccl.c's "NCCL failed in ncclAllReduce: unhandled cuda error") —, on rank RANK only (the job's rank from
  * OMPI_COMM_WORLD_RANK / PMI_RANK; none: every rank). What runs counts: an eager call, or a
  * replayed one at cudaGraphLaunch (a capture records a check in front of each call; the graph
  * launch then fails as the real one does), and a kernel launched into a capture (failing there
