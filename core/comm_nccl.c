@@ -20,7 +20,7 @@
         ncclResult_t e_ = (call);                                                                        \
         if (e_ != ncclSuccess) {                                                                         \
             RT_DEBUG("%s failed at %s:%d", #call, __FILE__, __LINE__);                                   \
-            return rt_fail(RT_EINTERNAL, "NCCL failed: %s", ncclGetErrorString(e_));                     \
+            return rt_fail(RT_EINTERNAL, "NCCL failed%s%.*s: %s", RT_CALL_IN_(#call), ncclGetErrorString(e_)); \
         }                                                                                                \
     } while (0)
 

@@ -31,7 +31,15 @@
  * Decode steps run as CUDA graphs (the stand-ins record and replay them, NCCL calls included)
  * unless --no-cuda-graphs. Each rank prints one JSON line {"rank", "ranks", "dlogit", "dlogprob",
  * "margin", "tokens", "equal", "peak", "plan", "weights", "graph_launches", "kv_positions"}; exit 0, or 1 with the message of what failed (a load
- * error too, one line per rank). The pytest holds the numbers against its tolerances. */
+ * error too, one line per rank). The pytest holds the numbers against its tolerances.
+ *
+ *   dense_cuda_tp fault DIR SPEC WARM [--no-cuda-graphs]   a CUDA / NCCL error mid-run
+ * Every rank loads the engine over the job's ranks and steps it in lockstep (two requests of 2
+ * samples, 24 tokens each); after WARM steps the stand-ins' fault SPEC is armed (fake_fault_set:
+ * KIND:N[@RANK], tests/unit/fake_cuda.h). The rank whose step fails does what `retort generate`
+ * does with a failed lockstep (cli/cmd_generate.c): one line "dense_cuda_tp: rank R of P: MESSAGE"
+ * and comm_abort, which ends every rank (the others wait in a collective). A rank that finishes
+ * prints {"rank", "steps", "fired"} and exits 0. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +184,51 @@ static int run(const char *dir) {
     return rc;
 }
 
+/* ---- a fault mid-run ------------------------------------------------------------------------ */
+
+static int fault_run(const char *dir, const char *spec, int warm) {
+    rt_comm *comm;
+    if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
+    fake_devices = comm_local_size(comm);
+    fake_total_bytes = (size_t)64 << 20;
+    int R = comm_rank(comm), P = comm_size(comm);
+    te_load_opts lo = {.device = TE_DEVICE_CUDA, .gpu = -1, .gpu_memory_fraction = 0.9, .comm = comm,
+                       .no_cuda_graphs = no_graphs};
+    te_model *m = NULL;
+    te_engine *e = NULL;
+    te_opts o = {.max_batch = 4, .block_size = 16, .prefill_chunk = 16};
+    int rc = te_model_load_opts(dir, &lo, &m);
+    if (!rc) rc = te_engine_create(m, &o, &e);
+    int32_t prompt[2][19];
+    for (int q = 0; q < 2 && !rc; q++) {
+        for (int i = 0; i < 19; i++) prompt[q][i] = (i * 7 + 3 + q) % 80;
+        te_request r = {.prompt = prompt[q], .n_prompt = 19 - 6 * q, .n_samples = 2, .max_tokens = 24,
+                        .ignore_config_eos = true, .sampling = SMP_GREEDY, .seed = 3, .logprobs = true, .tag = (uint64_t)q};
+        rc = te_submit(e, &r);
+    }
+    int steps = 0;
+    while (!rc && te_busy(e)) {
+        if (steps == warm && fake_fault_set(spec)) rc = rt_fail(RT_EINVAL, "fault spec %s: KIND:N[@RANK]", spec);
+        te_result *res = NULL;
+        size_t k = 0;
+        if (!rc) rc = te_step(e, &res, &k);
+        te_results_free(res, k);
+        steps++;
+    }
+    if (rc) {   /* cli/cmd_generate.c's failed lockstep: one line, then every rank ends */
+        fprintf(stderr, "dense_cuda_tp: rank %d of %d: %s\n", R, P, rt_errmsg());
+        fflush(stderr);
+        if (P > 1) comm_abort(comm, 1);
+    } else {
+        printf("{\"rank\": %d, \"steps\": %d, \"fired\": %d}\n", R, steps, fake_fault_fired());
+        fflush(stdout);
+    }
+    te_engine_free(e);
+    te_model_free(m);
+    fake_real_comm_close(comm);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     mm_blas_single_thread();
     if (argc == 5 && !strcmp(argv[1], "make")) {
@@ -197,7 +250,11 @@ int main(int argc, char **argv) {
         if (getenv("DC_TP_SEED_BASE")) seed_base = strtoull(getenv("DC_TP_SEED_BASE"), NULL, 0);
         if (ok) return run(argv[2]);
     }
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "fault")) {
+        no_graphs = argc == 6 && !strcmp(argv[5], "--no-cuda-graphs");
+        if (argc == 5 || no_graphs) return fault_run(argv[2], argv[3], atoi(argv[4]));
+    }
     fprintf(stderr, "usage: dense_cuda_tp make qwen|llama|llama4|qwen3 DIR SEED | dense_cuda_tp run DIR [--no-cuda-graphs] "
-                    "[--sampled]\n");
+                    "[--sampled] | dense_cuda_tp fault DIR KIND:N[@RANK] WARM [--no-cuda-graphs]\n");
     return 2;
 }

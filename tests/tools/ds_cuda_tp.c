@@ -12,6 +12,13 @@
  *                               CPU's sd_greedy (under mpirun -np N, or alone)
  *   ds_cuda_tp plan DIR GIB     dsc_load alone on a stand-in GPU of GIB GiB (a config.json
  *                               without weights: the per-rank plan's refusal, no allocation)
+ *   ds_cuda_tp fault DIR SPEC WARM [--no-cuda-graphs]   a CUDA / NCCL error mid-run: the engine
+ *                               over the job's ranks steps two requests in lockstep; after WARM
+ *                               steps the stand-ins' fault SPEC (KIND:N[@RANK], fake_fault_set) is
+ *                               armed; a rank whose step fails prints "ds_cuda_tp: rank R of P:
+ *                               MESSAGE" and calls comm_abort, as `retort generate` does with a
+ *                               failed lockstep (cli/cmd_generate.c); a rank that finishes prints
+ *                               {"rank", "steps", "fired"}
  *
  * Model (the generator of tests/unit/test_ds_cuda_fake.c, wider to split over 4 ranks): hidden
  * 256, 64 heads (nope 32, rope 64, v 32: 16 heads a rank on 4 ranks, the MLA kernel's multiple),
@@ -557,6 +564,51 @@ static int plan_only(const char *dir, double gib) {
     return rc ? 1 : 0;
 }
 
+/* ---- a fault mid-run ------------------------------------------------------------------------ */
+
+static int fault_run(const char *dir, const char *spec, int warm, bool graphs) {
+    rt_comm *comm;
+    if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
+    fake_devices = comm_local_size(comm);
+    fake_total_bytes = (size_t)384 << 20;
+    int R = comm_rank(comm), P = comm_size(comm);
+    te_load_opts lo = {.device = TE_DEVICE_CUDA, .gpu = -1, .gpu_memory_fraction = 0.9, .comm = comm,
+                       .no_cuda_graphs = !graphs};
+    te_model *m = NULL;
+    te_engine *e = NULL;
+    te_opts o = {.max_batch = 4, .block_size = 16, .prefill_chunk = 16};
+    int rc = te_model_load_opts(dir, &lo, &m);
+    if (!rc) rc = te_engine_create(m, &o, &e);
+    int32_t prompt[2][19];
+    for (int q = 0; q < 2 && !rc; q++) {
+        for (int i = 0; i < 19; i++) prompt[q][i] = (int32_t)(2 + (q * 31 + i * 7 + i * i) % (VOC - 2));
+        te_request r = {.prompt = prompt[q], .n_prompt = 19 - 6 * q, .n_samples = 2, .max_tokens = 12,
+                        .ignore_config_eos = true, .sampling = SMP_GREEDY, .seed = 3, .logprobs = true, .tag = (uint64_t)q};
+        rc = te_submit(e, &r);
+    }
+    int steps = 0;
+    while (!rc && te_busy(e)) {
+        if (steps == warm && fake_fault_set(spec)) rc = rt_fail(RT_EINVAL, "fault spec %s: KIND:N[@RANK]", spec);
+        te_result *res = NULL;
+        size_t k = 0;
+        if (!rc) rc = te_step(e, &res, &k);
+        te_results_free(res, k);
+        steps++;
+    }
+    if (rc) {   /* cli/cmd_generate.c's failed lockstep: one line, then every rank ends */
+        fprintf(stderr, "ds_cuda_tp: rank %d of %d: %s\n", R, P, rt_errmsg());
+        fflush(stderr);
+        if (P > 1) comm_abort(comm, 1);
+    } else {
+        printf("{\"rank\": %d, \"steps\": %d, \"fired\": %d}\n", R, steps, fake_fault_fired());
+        fflush(stdout);
+    }
+    te_engine_free(e);
+    te_model_free(m);
+    fake_real_comm_close(comm);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     mm_blas_single_thread();
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "make"))
@@ -564,6 +616,9 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "run")) return run(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "spec")) return spec(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "plan")) return plan_only(argv[2], strtod(argv[3], NULL));
-    fprintf(stderr, "usage: ds_cuda_tp make DIR SEED [BIAS_STD] | ds_cuda_tp run DIR | ds_cuda_tp spec DIR | ds_cuda_tp plan DIR GPU_GIB\n");
+    if ((argc == 5 || (argc == 6 && !strcmp(argv[5], "--no-cuda-graphs"))) && !strcmp(argv[1], "fault"))
+        return fault_run(argv[2], argv[3], atoi(argv[4]), argc == 5);
+    fprintf(stderr, "usage: ds_cuda_tp make DIR SEED [BIAS_STD] | ds_cuda_tp run DIR | ds_cuda_tp spec DIR | ds_cuda_tp plan DIR GPU_GIB"
+                    " | ds_cuda_tp fault DIR KIND:N[@RANK] WARM [--no-cuda-graphs]\n");
     return 2;
 }

@@ -297,4 +297,98 @@ int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, cons
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind k, cudaStream_t st);
 
+/* ---- fault injection (fake_cuda_impl.h's last block) ---------------------------------------
+ * FAKE_CUDA_FAIL="KIND:N[@RANK]" (or fake_fault_set() from a test) makes the N-th (from 1)
+ * stand-in of KIND that runs fail — kernel: a kernel launch (unspecified launch failure, as
+ * kernels/cuda/common.cuh's RT_CUDA_LAUNCHED reports it), memcpy: cudaMemcpyAsync or
+ * cudaMemcpy2DAsync (cudaErrorLaunchFailure), nccl: an all-reduce, all-gather or all-to-all(v)
+ * (comm_nccl.c's "NCCL failed in ncclAllReduce: unhandled cuda error") —, on rank RANK only (the job's rank from
+ * OMPI_COMM_WORLD_RANK / PMI_RANK; none: every rank). What runs counts: an eager call, or a
+ * replayed one at cudaGraphLaunch (a capture records a check in front of each call; the graph
+ * launch then fails as the real one does), and a kernel launched into a capture (failing there
+ * as a launch check does). The error is sticky, as a real context's: every later
+ * kernel, copy, synchronize and collective fails the same way. The engine reaches them through
+ * fake_f_… wrappers in front of the recording ones. */
+#undef embed_fwd_cuda
+#undef embed_fwd_rows_cuda
+#undef rmsnorm_heads_fwd_cuda
+#undef rmsnorm_fwd_cuda
+#undef mm_linear_fwd_cuda
+#undef rope_apply_cuda_ld
+#undef attn_paged_store_cuda
+#undef attn_paged_fwd_cuda
+#undef swiglu_fwd_cuda
+#undef mm_gemm_cuda
+#undef cudaMemcpyAsync
+#undef cudaMemcpy2DAsync
+#undef cudaStreamSynchronize
+#undef cudaGraphLaunch
+#undef cudaGetErrorString
+#undef comm_allreduce
+#undef comm_allgather
+#undef comm_alltoallv
+#undef fp8_act_quant_cuda
+#undef fp8_swiglu_quant_cuda
+#undef fp8_gemm_grouped_cuda
+#undef fp8_gemm_dense_cuda
+#undef bf16_gemm_f32_cuda
+#undef bf16_gemm_batched_cuda
+#undef ds_rmsnorm_cuda
+#undef ds_rope_cuda
+#undef mla_decode_cuda
+#undef mla_cache_append_cuda
+#undef moe_route_cuda
+#undef moe_permute_cuda
+#undef moe_gather_rows_cuda
+#undef moe_combine_cuda
+#undef moe_slab_pack_cuda
+#define embed_fwd_cuda fake_f_embed_fwd_cuda
+#define embed_fwd_rows_cuda fake_f_embed_fwd_rows_cuda
+#define rmsnorm_heads_fwd_cuda fake_f_rmsnorm_heads_fwd_cuda
+#define rmsnorm_fwd_cuda fake_f_rmsnorm_fwd_cuda
+#define mm_linear_fwd_cuda fake_f_mm_linear_fwd_cuda
+#define rope_apply_cuda_ld fake_f_rope_apply_cuda_ld
+#define attn_paged_store_cuda fake_f_attn_paged_store_cuda
+#define attn_paged_fwd_cuda fake_f_attn_paged_fwd_cuda
+#define swiglu_fwd_cuda fake_f_swiglu_fwd_cuda
+#define mm_gemm_cuda fake_f_mm_gemm_cuda
+#define cudaMemcpyAsync fake_f_cudaMemcpyAsync
+#define cudaMemcpy2DAsync fake_f_cudaMemcpy2DAsync
+#define cudaStreamSynchronize fake_f_cudaStreamSynchronize
+#define cudaGraphLaunch fake_f_cudaGraphLaunch
+#define cudaGetErrorString fake_f_cudaGetErrorString
+#define comm_allreduce fake_f_comm_allreduce
+#define comm_allgather fake_f_comm_allgather
+#define comm_alltoallv fake_f_comm_alltoallv
+#define fp8_act_quant_cuda fake_f_fp8_act_quant_cuda
+#define fp8_swiglu_quant_cuda fake_f_fp8_swiglu_quant_cuda
+#define fp8_gemm_grouped_cuda fake_f_fp8_gemm_grouped_cuda
+#define fp8_gemm_dense_cuda fake_f_fp8_gemm_dense_cuda
+#define bf16_gemm_f32_cuda fake_f_bf16_gemm_f32_cuda
+#define bf16_gemm_batched_cuda fake_f_bf16_gemm_batched_cuda
+#define ds_rmsnorm_cuda fake_f_ds_rmsnorm_cuda
+#define ds_rope_cuda fake_f_ds_rope_cuda
+#define mla_decode_cuda fake_f_mla_decode_cuda
+#define mla_cache_append_cuda fake_f_mla_cache_append_cuda
+#define moe_route_cuda fake_f_moe_route_cuda
+#define moe_permute_cuda fake_f_moe_permute_cuda
+#define moe_gather_rows_cuda fake_f_moe_gather_rows_cuda
+#define moe_combine_cuda fake_f_moe_combine_cuda
+#define moe_slab_pack_cuda fake_f_moe_slab_pack_cuda
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st);
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind k, cudaStream_t st);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
+const char *cudaGetErrorString(cudaError_t e);
+int comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op);
+int comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt);
+int comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                   const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt);
+#define fake_cudaErrorLaunchFailure ((cudaError_t)719)   /* the runtime's value */
+/* "KIND:N[@RANK]" as FAKE_CUDA_FAIL; NULL or "": no fault. Resets the count and the sticky error. 0,
+ * or -1 for a spec it does not read. */
+int fake_fault_set(const char *spec);
+int fake_fault_fired(void);    /* 1: the fault has fired (in this process) */
+
 #endif

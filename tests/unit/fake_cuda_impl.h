@@ -14,6 +14,12 @@
 
 #include <stdint.h>
 
+/* fault injection (the block at the end) wraps these two: defined below under their fake_… names */
+#undef cudaGetErrorString
+#undef cudaGraphLaunch
+#define cudaGetErrorString fake_cudaGetErrorString
+#define cudaGraphLaunch fake_cudaGraphLaunch
+
 /* CUDA graphs (the block at the end): the stand-ins below keep their fake_… names; the code
  * under test reaches them through the recording wrappers fake_g_… (fake_cuda.h) */
 #undef embed_fwd_cuda
@@ -1467,5 +1473,238 @@ int fake_g_comm_alltoallv(rt_comm *c, const void *send, const size_t *send_count
 #undef P_
 #undef I_
 #undef F_
+
+/* ==== fault injection (see fake_cuda.h's last block) ======================================== *
+ * Kept in this one block: fake_f_… wrappers in front of the recording ones (fake_g_…), a count
+ * per kind of what runs, and a check recorded in front of each call a capture records. */
+#include <stdio.h>
+
+enum { FAKE_F_KERNEL = 1, FAKE_F_MEMCPY = 2, FAKE_F_NCCL = 3 };
+static struct {
+    int read;                 /* FAKE_CUDA_FAIL looked at (or fake_fault_set called) */
+    int kind;                 /* what fails (0: nothing) */
+    long long n, seen[4];     /* the N-th of kind fails; how many of each ran */
+    int fired;                /* the sticky error: every later call fails */
+    int in_launch;            /* a check of the graph being launched fired */
+} fake_ft;
+
+static int fake_fault_rank(void) {   /* the job's rank, as mpirun / srun tell it */
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    if (!r) r = getenv("PMI_RANK");
+    return r ? atoi(r) : 0;
+}
+int fake_fault_set(const char *spec) {
+    memset(&fake_ft, 0, sizeof fake_ft);
+    fake_ft.read = 1;
+    if (!spec || !*spec) return 0;
+    char kind[16];
+    long long n = 0;
+    int rank = -1, used = 0;
+    if (sscanf(spec, "%15[a-z]:%lld%n", kind, &n, &used) != 2 || n < 1) return -1;
+    if (spec[used] == '@') {
+        int u2 = 0;
+        if (sscanf(spec + used, "@%d%n", &rank, &u2) != 1 || spec[used + u2]) return -1;
+    } else if (spec[used]) {
+        return -1;
+    }
+    int k = !strcmp(kind, "kernel") ? FAKE_F_KERNEL : !strcmp(kind, "memcpy") ? FAKE_F_MEMCPY
+          : !strcmp(kind, "nccl") ? FAKE_F_NCCL : 0;
+    if (!k) return -1;
+    if (rank < 0 || rank == fake_fault_rank()) fake_ft.kind = k, fake_ft.n = n;
+    return 0;
+}
+int fake_fault_fired(void) { return fake_ft.fired; }
+static void fake_fault_init(void) {
+    if (!fake_ft.read) FAKE_CHECK(fake_fault_set(getenv("FAKE_CUDA_FAIL")) == 0);   /* KIND:N[@RANK] */
+}
+/* One call of kind runs now: 1 when it fails (the N-th, or any after the sticky error). */
+static int fake_fault_now(int kind) {
+    fake_fault_init();
+    if (fake_ft.fired) return 1;
+    if (++fake_ft.seen[kind] == fake_ft.n && kind == fake_ft.kind) fake_ft.fired = kind;
+    return fake_ft.fired != 0;
+}
+static int rp_fault(const fake_arg *a) {   /* a graph's check: the call after it fails */
+    if (!fake_fault_now((int)a[0].i)) return 0;
+    fake_ft.in_launch = 1;
+    return 1;
+}
+static void fake_fault_record(int kind) { fake_record(rp_fault)[0].i = kind; }
+
+const char *fake_f_cudaGetErrorString(cudaError_t e) {
+    return e == fake_cudaErrorLaunchFailure ? "unspecified launch failure" : fake_cudaGetErrorString(e);
+}
+/* a kernel: 0 (go on), or the status its launch check returns (kernels/cuda/common.cuh) */
+static int fake_f_kernel(const char *name, const void *stream) {
+    if (!fake_fault_now(FAKE_F_KERNEL)) {   /* eager, or into a capture (a launch that fails there: its host checks) */
+        if (fake_capturing(stream)) fake_fault_record(FAKE_F_KERNEL);
+        return 0;
+    }
+    return rt_fail(RT_EINTERNAL, "cudaGetLastError() failed after %s: %s", name,
+                   fake_f_cudaGetErrorString(fake_cudaErrorLaunchFailure));
+}
+/* a collective (NCCL enqueues on its own stream: any capture records it): 0, or comm_nccl.c's status */
+static int fake_f_nccl(const char *call) {
+    fake_fault_init();
+    if (fake_cap_graph) {
+        fake_fault_record(FAKE_F_NCCL);
+        return 0;
+    }
+    if (!fake_fault_now(FAKE_F_NCCL)) return 0;
+    return rt_fail(RT_EINTERNAL, "NCCL failed in %s: unhandled cuda error", call);
+}
+#define FAKE_FK(name, stream)                         \
+    do {                                              \
+        int frc_ = fake_f_kernel(#name, stream);      \
+        if (frc_) return frc_;                        \
+    } while (0)
+
+cudaError_t fake_f_cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
+    fake_fault_init();
+    if (fake_ft.fired) return fake_cudaErrorLaunchFailure;
+    fake_ft.in_launch = 0;
+    cudaError_t e = fake_cudaGraphLaunch(x, s);
+    return e != cudaSuccess && fake_ft.in_launch ? fake_cudaErrorLaunchFailure : e;
+}
+cudaError_t fake_f_cudaStreamSynchronize(cudaStream_t s) {
+    fake_fault_init();
+    if (fake_ft.fired && !fake_capturing(s)) return fake_cudaErrorLaunchFailure;
+    return fake_g_cudaStreamSynchronize(s);
+}
+cudaError_t fake_f_cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
+    fake_fault_init();
+    if (fake_capturing(st)) {
+        if (k == cudaMemcpyDeviceToDevice) fake_fault_record(FAKE_F_MEMCPY);
+    } else if (fake_fault_now(FAKE_F_MEMCPY)) {
+        return fake_cudaErrorLaunchFailure;
+    }
+    return fake_g_cudaMemcpyAsync(d, s, n, k, st);
+}
+cudaError_t fake_f_cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                                     size_t height, cudaMemcpyKind k, cudaStream_t st) {
+    fake_fault_init();
+    if (fake_capturing(st)) {
+        if (k == cudaMemcpyDeviceToDevice) fake_fault_record(FAKE_F_MEMCPY);
+    } else if (fake_fault_now(FAKE_F_MEMCPY)) {
+        return fake_cudaErrorLaunchFailure;
+    }
+    return fake_g_cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, k, st);
+}
+int fake_f_comm_allreduce(rt_comm *c, const void *send, void *recv, size_t count, rt_dtype dt, comm_op op) {
+    int rc = fake_f_nccl("ncclAllReduce");
+    return rc ? rc : fake_g_comm_allreduce(c, send, recv, count, dt, op);
+}
+int fake_f_comm_allgather(rt_comm *c, const void *send, void *recv, size_t send_count, rt_dtype dt) {
+    int rc = fake_f_nccl("ncclAllGather");
+    return rc ? rc : fake_g_comm_allgather(c, send, recv, send_count, dt);
+}
+int fake_f_comm_alltoallv(rt_comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv,
+                          const size_t *recv_counts, const size_t *recv_displs, rt_dtype dt) {
+    int rc = fake_f_nccl("ncclGroupEnd");   /* comm_nccl.c's all-to-all(v): sends and receives in a group */
+    return rc ? rc : fake_g_comm_alltoallv(c, send, send_counts, send_displs, recv, recv_counts, recv_displs, dt);
+}
+/* the kernels: the check, then the recording wrapper */
+int fake_f_rmsnorm_heads_fwd_cuda(uint16_t *x, int64_t ld, int64_t T, int64_t H, int64_t hd, const uint16_t *w, float eps, void *stream) {
+    FAKE_FK(rmsnorm_heads_fwd_cuda, stream);
+    return fake_g_rmsnorm_heads_fwd_cuda(x, ld, T, H, hd, w, eps, stream);
+}
+int fake_f_embed_fwd_rows_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, int64_t v0, int64_t nv, void *stream) {
+    FAKE_FK(embed_fwd_rows_cuda, stream);
+    return fake_g_embed_fwd_rows_cuda(out, table, ids, M, D, v0, nv, stream);
+}
+int fake_f_embed_fwd_cuda(uint16_t *out, const uint16_t *table, const int32_t *ids, int64_t M, int64_t D, void *stream) {
+    FAKE_FK(embed_fwd_cuda, stream);
+    return fake_g_embed_fwd_cuda(out, table, ids, M, D, stream);
+}
+int fake_f_rmsnorm_fwd_cuda(uint16_t *y, float *rstd, uint16_t *res, const uint16_t *add, const uint16_t *w, int64_t M, int64_t D, float eps, void *stream) {
+    FAKE_FK(rmsnorm_fwd_cuda, stream);
+    return fake_g_rmsnorm_fwd_cuda(y, rstd, res, add, w, M, D, eps, stream);
+}
+int fake_f_mm_linear_fwd_cuda(mm_cuda_ctx *c, uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *b, int64_t M, int64_t N, int64_t K, void *stream) {
+    FAKE_FK(mm_linear_fwd_cuda, stream);
+    return fake_g_mm_linear_fwd_cuda(c, y, x, w, b, M, N, K, stream);
+}
+int fake_f_rope_apply_cuda_ld(uint16_t *x, int64_t ld, const int32_t *pos, const float *inv_freq, int64_t T, int64_t H, int64_t hd, bool inverse, void *stream) {
+    FAKE_FK(rope_apply_cuda_ld, stream);
+    return fake_g_rope_apply_cuda_ld(x, ld, pos, inv_freq, T, H, hd, inverse, stream);
+}
+int fake_f_attn_paged_store_cuda(uint16_t *k_cache, uint16_t *v_cache, const uint16_t *k, const uint16_t *v, int64_t ld, int64_t n, int64_t kd, int64_t bs, int64_t bstride, const int32_t *tables, int64_t table_ld, const int32_t *seq_of, const int32_t *pos, void *stream) {
+    FAKE_FK(attn_paged_store_cuda, stream);
+    return fake_g_attn_paged_store_cuda(k_cache, v_cache, k, v, ld, n, kd, bs, bstride, tables, table_ld, seq_of, pos, stream);
+}
+int fake_f_attn_paged_fwd_cuda(uint16_t *o, const uint16_t *q, int64_t ld_q, int64_t n, int64_t Hq, int64_t Hkv, int64_t hd, float scale, const uint16_t *k, const uint16_t *v, int64_t bs, int64_t bstride, const int32_t *tables, int64_t table_ld, const int32_t *seq_of, const int32_t *ctx, int64_t max_ctx, void *ws, void *stream) {
+    FAKE_FK(attn_paged_fwd_cuda, stream);
+    return fake_g_attn_paged_fwd_cuda(o, q, ld_q, n, Hq, Hkv, hd, scale, k, v, bs, bstride, tables, table_ld, seq_of, ctx, max_ctx, ws, stream);
+}
+int fake_f_swiglu_fwd_cuda(uint16_t *act, const uint16_t *g, const uint16_t *u, int64_t M, int64_t F, int64_t ld_in, void *stream) {
+    FAKE_FK(swiglu_fwd_cuda, stream);
+    return fake_g_swiglu_fwd_cuda(act, g, u, M, F, ld_in, stream);
+}
+int fake_f_mm_gemm_cuda(mm_cuda_ctx *c, void *d, bool d_f32, int64_t ldd, const uint16_t *x, int64_t lda, bool trans_a, const uint16_t *b, int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, float beta, void *stream) {
+    FAKE_FK(mm_gemm_cuda, stream);
+    return fake_g_mm_gemm_cuda(c, d, d_f32, ldd, x, lda, trans_a, b, ldb, trans_b, M, N, K, alpha, beta, stream);
+}
+int fake_f_fp8_act_quant_cuda(const uint16_t *x, int64_t M, int64_t K, uint8_t *q, float *scale, int scale_t, void *stream) {
+    FAKE_FK(fp8_act_quant_cuda, stream);
+    return fake_g_fp8_act_quant_cuda(x, M, K, q, scale, scale_t, stream);
+}
+int fake_f_fp8_swiglu_quant_cuda(const uint16_t *gu, int64_t M, int64_t I, uint8_t *q, float *scale, int scale_t, void *stream) {
+    FAKE_FK(fp8_swiglu_quant_cuda, stream);
+    return fake_g_fp8_swiglu_quant_cuda(gu, M, I, q, scale, scale_t, stream);
+}
+int fake_f_fp8_gemm_grouped_cuda(const uint8_t *x, const float *a_scale, const uint8_t *w, const float *w_scale, const int32_t *offsets, int64_t G, int64_t max_total_rows, int64_t N, int64_t K, uint16_t *out, void *stream) {
+    FAKE_FK(fp8_gemm_grouped_cuda, stream);
+    return fake_g_fp8_gemm_grouped_cuda(x, a_scale, w, w_scale, offsets, G, max_total_rows, N, K, out, stream);
+}
+int fake_f_fp8_gemm_dense_cuda(const uint8_t *x, const float *a_scale, const uint8_t *w, const float *w_scale, int64_t M, int64_t N, int64_t K, int splits, void *ws, size_t ws_bytes, uint16_t *out, void *stream) {
+    FAKE_FK(fp8_gemm_dense_cuda, stream);
+    return fake_g_fp8_gemm_dense_cuda(x, a_scale, w, w_scale, M, N, K, splits, ws, ws_bytes, out, stream);
+}
+int fake_f_bf16_gemm_f32_cuda(fp8_lt *h, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N, int64_t K, float *out, void *stream) {
+    FAKE_FK(bf16_gemm_f32_cuda, stream);
+    return fake_g_bf16_gemm_f32_cuda(h, x, w, M, N, K, out, stream);
+}
+int fake_f_bf16_gemm_batched_cuda(fp8_lt *h, int w_trans, const uint16_t *x, int64_t ldx, int64_t sx, const uint16_t *w, int64_t ldw, int64_t sw, uint16_t *out, int64_t ldo, int64_t so, int64_t M, int64_t N, int64_t K, int64_t batch, void *stream) {
+    FAKE_FK(bf16_gemm_batched_cuda, stream);
+    return fake_g_bf16_gemm_batched_cuda(h, w_trans, x, ldx, sx, w, ldw, sw, out, ldo, so, M, N, K, batch, stream);
+}
+int fake_f_ds_rmsnorm_cuda(uint16_t *x, int64_t ldx, const uint16_t *res, const float *w, int64_t M, int64_t D, float eps, uint16_t *y, int64_t ldy, void *stream) {
+    FAKE_FK(ds_rmsnorm_cuda, stream);
+    return fake_g_ds_rmsnorm_cuda(x, ldx, res, w, M, D, eps, y, ldy, stream);
+}
+int fake_f_ds_rope_cuda(uint16_t *x, int64_t T, int64_t row_stride, int64_t H, int64_t vec_stride, int64_t dim, const int32_t *pos, const float *inv_freq, float cs_scale, void *stream) {
+    FAKE_FK(ds_rope_cuda, stream);
+    return fake_g_ds_rope_cuda(x, T, row_stride, H, vec_stride, dim, pos, inv_freq, cs_scale, stream);
+}
+int fake_f_mla_decode_cuda(const mla_dims *d, const uint16_t *q, int64_t n, const void *kv, const float *kv_scale, int64_t page, const int32_t *block_table, int64_t bt_stride, const int32_t *seq_of, const int32_t *ctx, int64_t max_ctx, void *ws, size_t ws_bytes, uint16_t *out, void *stream) {
+    FAKE_FK(mla_decode_cuda, stream);
+    return fake_g_mla_decode_cuda(d, q, n, kv, kv_scale, page, block_table, bt_stride, seq_of, ctx, max_ctx, ws, ws_bytes, out, stream);
+}
+int fake_f_mla_cache_append_cuda(const uint16_t *rows, int64_t n, const int32_t *slot, void *kv, float *kv_scale, void *stream) {
+    FAKE_FK(mla_cache_append_cuda, stream);
+    return fake_g_mla_cache_append_cuda(rows, n, slot, kv, kv_scale, stream);
+}
+int fake_f_moe_route_cuda(const moe_router_cfg *c, const float *logits, const float *bias, int64_t n, int64_t stride, int32_t *idx, float *w, void *stream) {
+    FAKE_FK(moe_route_cuda, stream);
+    return fake_g_moe_route_cuda(c, logits, bias, n, stride, idx, w, stream);
+}
+int fake_f_moe_permute_cuda(const int32_t *idx, int64_t n_slots, int64_t n_experts, int32_t *offsets, int32_t *row_of_slot, int32_t *slot_of_row, void *stream) {
+    FAKE_FK(moe_permute_cuda, stream);
+    return fake_g_moe_permute_cuda(idx, n_slots, n_experts, offsets, row_of_slot, slot_of_row, stream);
+}
+int fake_f_moe_gather_rows_cuda(const void *src, int64_t row_bytes, const int32_t *slot_of_row, int64_t n_rows, int64_t slots_per_token, void *dst, void *stream) {
+    FAKE_FK(moe_gather_rows_cuda, stream);
+    return fake_g_moe_gather_rows_cuda(src, row_bytes, slot_of_row, n_rows, slots_per_token, dst, stream);
+}
+int fake_f_moe_combine_cuda(const uint16_t *y, const int32_t *row_of_slot, const float *w, int64_t n, int64_t slots, int64_t dim, const uint16_t *base, uint16_t *out, void *stream) {
+    FAKE_FK(moe_combine_cuda, stream);
+    return fake_g_moe_combine_cuda(y, row_of_slot, w, n, slots, dim, base, out, stream);
+}
+int fake_f_moe_slab_pack_cuda(const int32_t *idx, int64_t n, int64_t K, int64_t n_experts, int64_t P, int64_t cap, int32_t none, int32_t slot0, int32_t *slot, int32_t *lexp, int32_t *comb, void *stream) {
+    FAKE_FK(moe_slab_pack_cuda, stream);
+    return fake_g_moe_slab_pack_cuda(idx, n, K, n_experts, P, cap, none, slot0, slot, lexp, comb, stream);
+}
+#undef FAKE_FK
+/* ==== end of fault injection =================================================================== */
 
 #endif

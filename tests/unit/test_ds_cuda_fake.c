@@ -642,3 +642,78 @@ Test(ds_cuda_fake, mtp_layer_is_in_the_memory_plan) {
     cr_assert_eq(dsc_get_plan(c)->kv_position_bytes, pa.kv_position_bytes);
     dsc_free(c);
 }
+
+/* ---- a CUDA error mid-run (the stand-ins' fault injection, tests/unit/fake_cuda.h) ----------- */
+
+/* The engine with two greedy samples of one 21-token prompt, 16 tokens each; `warm` steps, then
+ * the fault `spec` armed (fake_fault_set: the N-th launch or async copy from then on fails, and the
+ * error stays); steps until one fails. Its status (message in rt_errmsg); the engine and model then
+ * freed — every device byte given back (the stand-in's count), nothing leaked (ASan: docs/teacher.md,
+ * "Faults"). *kernels: the launches of the step after `warm` when spec names none that fires. */
+static int ds_run_until_fault(bool graphs, int warm, const char *spec, long long *kernels) {
+    te_load_opts lo = {.device = TE_DEVICE_CUDA, .gpu_memory_fraction = 0.9, .no_cuda_graphs = !graphs};
+    te_model *m;
+    size_t before = fake_in_use;
+    cr_assert_eq(fake_fault_set(NULL), 0);
+    cr_assert_eq(te_model_load_opts(ds_dir, &lo, &m), 0, "%s", rt_errmsg());
+    te_opts o = {.max_batch = 4, .block_size = 16, .prefill_chunk = 16};
+    te_engine *e;
+    cr_assert_eq(te_engine_create(m, &o, &e), 0, "%s", rt_errmsg());
+    int32_t prompt[21];
+    for (int i = 0; i < 21; i++) prompt[i] = (i * 7 + 3) % VOC;
+    te_request r = {.prompt = prompt, .n_prompt = 21, .n_samples = 2, .max_tokens = 16, .ignore_config_eos = true,
+                    .sampling = SMP_GREEDY, .logprobs = true, .top_logprobs = 2};
+    cr_assert_eq(te_submit(e, &r), 0, "%s", rt_errmsg());
+    int rc = 0;
+    for (int s = 0; s < 40 && !rc && te_busy(e); s++) {
+        if (s == warm) cr_assert_eq(fake_fault_set(spec), 0, "%s", spec);
+        te_result *res;
+        size_t k;
+        rt_errclear();
+        rc = te_step(e, &res, &k);
+        te_results_free(res, k);
+        if (s == warm && kernels) *kernels = fake_ft.seen[FAKE_F_KERNEL];
+    }
+    te_engine_free(e);
+    te_model_free(m);
+    cr_assert_eq(fake_in_use, before, "device bytes left held after a fault");
+    cr_assert_eq(fake_cap_graph, NULL, "a capture left open");
+    return rc;
+}
+
+static void ds_fault(bool graphs, int warm, const char *spec, const char *says, const char *says2) {
+    int rc = ds_run_until_fault(graphs, warm, spec, NULL);
+    cr_assert(fake_fault_fired(), "%s never fired", spec);
+    cr_assert_eq(rc, RT_EINTERNAL, "%s: %d: %s", spec, rc, rt_errmsg());
+    const char *msg = rt_errmsg();
+    cr_assert(msg[0] && !strchr(msg, '\n'), "not one line: '%s'", msg);
+    cr_assert(strstr(msg, says) && (!says2 || strstr(msg, says2)), "%s: %s", spec, msg);
+    cr_assert_eq(!graphs || !strstr(says, "cudaGraphLaunch") || strstr(msg, "--no-cuda-graphs") != NULL, 1, "%s", msg);
+    cr_log_info("%s%s: %s", spec, graphs ? "" : " (no graphs)", msg);
+}
+
+/* A launch in the middle of a decode step: eager (the kernel's launch check, named), replayed in a
+ * graph (cudaGraphLaunch, with --no-cuda-graphs), and into the capture of the bucket's graph (the
+ * capture ended, the line says which). Warm steps: the prefill (step 0), the first decode step of
+ * the batch (eager, then captured: step 1), replays after. */
+Test(ds_cuda_fake, kernel_failure_mid_decode_is_one_line_and_frees_everything) {
+    ds_fault(false, 3, "kernel:20", "cudaGetLastError() failed after ", ": unspecified launch failure");
+    ds_fault(true, 3, "kernel:20", "cudaGraphLaunch: unspecified launch failure", "--no-cuda-graphs");
+    long long eager = 0, both = 0;
+    ds_run_until_fault(false, 1, "kernel:100000000", &eager);
+    ds_run_until_fault(true, 1, "kernel:100000000", &both);
+    cr_assert_eq(both, 2 * eager, "eager %lld, eager + capture %lld", eager, both);
+    char spec[32];
+    snprintf(spec, sizeof spec, "kernel:%lld", eager + eager / 2);
+    ds_fault(true, 1, spec, "capturing the decode graph", "--no-cuda-graphs");
+}
+
+/* An async copy failing mid-step (as a kernel's bad access surfaces at the next call): named;
+ * one replayed inside a graph fails its launch. */
+Test(ds_cuda_fake, copy_failure_mid_decode_is_one_line_naming_the_copy) {
+    ds_fault(false, 3, "memcpy:2", "CUDA failed in cudaMemcpy", ": unspecified launch failure");
+    /* with graphs the step's device-to-device copies are in the graph (memcpy:2 fails its launch):
+     * the first copy, the pass's ints going up before the launch */
+    ds_fault(true, 3, "memcpy:1", "CUDA failed in cudaMemcpy", ": unspecified launch failure");
+    ds_fault(true, 3, "memcpy:2", "cudaGraphLaunch: unspecified launch failure", "--no-cuda-graphs");
+}
