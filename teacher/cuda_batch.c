@@ -50,6 +50,37 @@ int cb_agree(rt_comm *host, int P, const char *dir, int rc, cb_plan *p) {
     return 0;
 }
 
+int cb_use_device(int gpu, int *dev) {
+    int ndev = 0;
+    *dev = gpu >= 0 ? gpu : 0;
+    cudaError_t ce = cudaGetDeviceCount(&ndev);
+    if (ce != cudaSuccess || ndev < 1)
+        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
+                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
+    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
+    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
+    return 0;
+}
+
+int cb_open_stream(rt_comm *host, int P, int dev, const char *dir, int rc, cb_plan *p, cudaStream_t *st,
+                   rt_comm **nccl) {
+    cudaError_t e = cudaSuccess;
+    if (!rc && (e = cudaStreamCreateWithFlags(st, cudaStreamNonBlocking)) != cudaSuccess)
+        rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
+    /* NCCL's communicator joins every rank: only after all of them are this far */
+    if (P > 1 && !(rc = cb_agree(host, P, dir, rc, p)) && (rc = comm_open_nccl(host, dev, *st, nccl))) *nccl = NULL;
+    return rc;
+}
+
+int cb_gather_last(uint16_t *hf, const uint16_t *xn, int64_t D, const cb_piece *pc, int64_t np, cudaStream_t st) {
+    for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
+        t += pc[i].n;
+        if (pc[i].last)
+            CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
+    }
+    return 0;
+}
+
 int cb_passes(kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs, const cb_plan *p, cb_pass_fn pass_fn,
               void *ctx) {
     int64_t *tok_at = rt_malloc((size_t)n_seqs * sizeof(int64_t));

@@ -34,6 +34,9 @@
 #define cb_plan_budget fake_cb_plan_budget
 #define cb_agree fake_cb_agree
 #define cb_passes fake_cb_passes
+#define cb_use_device fake_cb_use_device
+#define cb_open_stream fake_cb_open_stream
+#define cb_gather_last fake_cb_gather_last
 #define cb_reserve fake_cb_reserve
 #define cb_graphs_drop fake_cb_graphs_drop
 #define cb_graphs_plan fake_cb_graphs_plan
@@ -66,6 +69,16 @@ int cb_plan_budget(cb_plan *p, double memory_fraction, const char *dir, int P);
  * blocks. P ≤ 1: rc. */
 int cb_agree(rt_comm *host, int P, const char *dir, int rc, cb_plan *p);
 
+/* The device the load options name (gpu < 0: 0) into *dev, made current; RT_EUNSUPPORTED with
+ * one line when there is no usable one (said first, whatever the model). */
+int cb_use_device(int gpu, int *dev);
+
+/* After the status rc of a load so far: its stream (non-blocking) into *st, then (P > 1) once every
+ * rank is this far (cb_agree: a failure anywhere stops all), NCCL's communicator over host's ranks
+ * on device dev and that stream into *nccl (NULL when not made). */
+int cb_open_stream(rt_comm *host, int P, int dev, const char *dir, int rc, cb_plan *p, cudaStream_t *st,
+                   rt_comm **nccl);
+
 /* A piece: tokens [from, from + n) of sequence s's new tokens. */
 typedef struct {
     int64_t s, from, n;
@@ -82,6 +95,10 @@ typedef int (*cb_pass_fn)(void *ctx, const cb_piece *pc, int64_t np, int64_t T, 
  * Stops at the first failing pass. RT_ENOMEM (host). */
 int cb_passes(kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs, const cb_plan *p, cb_pass_fn pass_fn,
               void *ctx);
+
+/* The hidden rows [D] bf16 of the last token of each of pc[0, np) that ends its sequence, from
+ * xn (the pass's T rows, pieces in order) to rows 0, 1, … of hf. */
+int cb_gather_last(uint16_t *hf, const uint16_t *xn, int64_t D, const cb_piece *pc, int64_t np, cudaStream_t st);
 
 /* kv_seq_reserve(cache, s, new_len), and on the device the copy of every block it made private
  * (even when it stopped early, cache full): blocks of block_elems bf16 elements in each of

@@ -375,14 +375,7 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
     m->eps = (float)c->rms_norm_eps;
     m->scale = 1.0f / sqrtf((float)m->hd);
     /* a machine without a usable GPU hears that first, whatever the model */
-    int ndev = 0;
-    *dev = o && o->gpu >= 0 ? o->gpu : 0;
-    cudaError_t ce = cudaGetDeviceCount(&ndev);
-    if (ce != cudaSuccess || ndev < 1)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
-                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
-    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
+    TRY(cb_use_device(o ? o->gpu : -1, dev));
     TRY(check_shapes(m, dir));
     TRY(split(m, dir));
     if (!(*inv = rt_malloc((size_t)(m->hd / 2) * sizeof(float))) ||
@@ -407,12 +400,8 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     ck_summary sum;
     if (!rc) rc = st_open(dir, &f);
     if (!rc) rc = ck_validate(&m->c, f, &sum);
+    rc = cb_open_stream(m->host, m->P, dev, dir, rc, &m->p, &m->stream, &m->nccl);
     cudaError_t e = cudaSuccess;
-    if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
-        rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
-    /* NCCL's communicator joins every rank: only after all of them are this far */
-    if (m->P > 1 && !(rc = agree(m, dir, rc)) && (rc = comm_open_nccl(m->host, dev, m->stream, &m->nccl)))
-        m->nccl = NULL;
     if (!rc) rc = mm_cuda_ctx_create(&m->mm, DC_GEMM_WS);
     const dc_plan *p = &m->p;
     if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
@@ -550,13 +539,8 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
     if (R == 0) return 0;
     const uint16_t *h = xn;
     if (R != T) {   /* the last new token of each finished sequence, gathered */
-        uint16_t *hf = BF(m->a.hf);
-        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-            t += pc[i].n;
-            if (pc[i].last)
-                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-        }
-        h = hf;
+        TRY(cb_gather_last(BF(m->a.hf), xn, D, pc, np, st));
+        h = BF(m->a.hf);
     }
     /* this rank's rows of the vocabulary: [R, Vr] of rows Vp apart */
     float *lg = F4(m->a.logits);

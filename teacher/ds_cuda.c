@@ -516,14 +516,7 @@ static int prepare(dsc_model *m, const char *dir, const dsc_load_opts *o, float 
     m->mtp = o && o->load_mtp && c->num_nextn_predict_layers > 0;
     if (m->mtp && !mc_layer_is_moe(c, m->L)) m->dense_layers++;
     /* a machine without a usable GPU hears that first, whatever the model */
-    int ndev = 0;
-    *dev = o && o->gpu >= 0 ? o->gpu : 0;
-    cudaError_t ce = cudaGetDeviceCount(&ndev);
-    if (ce != cudaSuccess || ndev < 1)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
-                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
-    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
+    TRY(cb_use_device(o ? o->gpu : -1, dev));
     TRY(check_shapes(m, dir));
     TRY(split(m, dir));
     m->Imax = m->I;
@@ -559,12 +552,8 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     if (!rc && m->mtp && !sum.mtp_present)
         rc = rt_fail(RT_ENOTFOUND, "model %s: the MTP layer (model.layers.%lld.*) was asked for but is not stored", dir,
                      (long long)m->L);
+    rc = cb_open_stream(m->host, m->P, dev, dir, rc, &m->p, &m->stream, &m->nccl);
     cudaError_t e = cudaSuccess;
-    if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
-        rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
-    /* NCCL's communicator joins every rank: only after all of them are this far */
-    if (m->P > 1 && !(rc = agree(m, dir, rc)) && (rc = comm_open_nccl(m->host, dev, m->stream, &m->nccl)))
-        m->nccl = NULL;
     if (!rc) rc = fp8_gemm_lt_create(&m->lt);
     const dsc_plan *p = &m->p;
     if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
@@ -942,13 +931,8 @@ static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R,
     if (R == 0) return 0;
     const uint16_t *h = xn;
     if (R != T) {   /* the last new token of each finished sequence, gathered */
-        uint16_t *hf = BF(m->a.hf);
-        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-            t += pc[i].n;
-            if (pc[i].last)
-                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-        }
-        h = hf;
+        TRY(cb_gather_last(BF(m->a.hf), xn, D, pc, np, st));
+        h = BF(m->a.hf);
     }
     float *lg = F4(m->a.logits) + dev_row * m->V;
     if (m->P == 1) return bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st);
