@@ -5,6 +5,7 @@
 
 #ifdef RT_HAVE_CUDA
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,6 +60,15 @@ int cb_use_device(int gpu, int *dev) {
                        ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
     if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
     if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
+    return 0;
+}
+
+int cb_upload_consts(float *d_inv, const float *inv, int64_t n, float *d_neginf) {
+    cudaError_t e = cudaMemcpy(d_inv, inv, (size_t)n * 4, cudaMemcpyHostToDevice);
+    if (e) return rt_fail(RT_EINTERNAL, "uploading the RoPE frequencies: %s", cudaGetErrorString(e));
+    float ninf = -INFINITY;   /* what cb_sample writes over the ids that cannot be drawn */
+    if ((e = cudaMemcpy(d_neginf, &ninf, 4, cudaMemcpyHostToDevice)))
+        return rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
     return 0;
 }
 
@@ -145,6 +155,15 @@ void cb_graphs_drop(cb_graphs *g) {
             if (g->gx[k][c]) cudaGraphExecDestroy(g->gx[k][c]);
     memset(g->gx, 0, sizeof g->gx);
     g->ng = g->nc = 0;
+}
+
+int cb_cache_blocks(const cb_plan *p, int64_t block_size, int64_t *n_blocks) {
+    *n_blocks = 0;
+    if (block_size <= 0 || block_size > p->kv_positions)
+        return rt_fail(RT_ERANGE, "cache blocks of %lld positions; the GPU's cache holds %lld", (long long)block_size,
+                       (long long)p->kv_positions);
+    *n_blocks = p->kv_positions / block_size;
+    return 0;
 }
 
 void cb_graphs_plan(cb_graphs *g, int64_t *n_blocks, int64_t bs, int64_t max_seqs, int64_t maxpos,

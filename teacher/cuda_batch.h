@@ -34,6 +34,8 @@
 #define cb_plan_budget fake_cb_plan_budget
 #define cb_agree fake_cb_agree
 #define cb_passes fake_cb_passes
+#define cb_upload_consts fake_cb_upload_consts
+#define cb_cache_blocks fake_cb_cache_blocks
 #define cb_use_device fake_cb_use_device
 #define cb_open_stream fake_cb_open_stream
 #define cb_gather_last fake_cb_gather_last
@@ -72,6 +74,10 @@ int cb_agree(rt_comm *host, int P, const char *dir, int rc, cb_plan *p);
 /* The device the load options name (gpu < 0: 0) into *dev, made current; RT_EUNSUPPORTED with
  * one line when there is no usable one (said first, whatever the model). */
 int cb_use_device(int gpu, int *dev);
+
+/* The rope frequencies inv [n] to d_inv, and the f32 −inf cb_sample writes over the holes to
+ * d_neginf. */
+int cb_upload_consts(float *d_inv, const float *inv, int64_t n, float *d_neginf);
 
 /* After the status rc of a load so far: its stream (non-blocking) into *st, then (P > 1) once every
  * rank is this far (cb_agree: a failure anywhere stops all), NCCL's communicator over host's ranks
@@ -115,6 +121,11 @@ typedef struct {
 } cb_graphs;
 
 void cb_graphs_drop(cb_graphs *g);
+
+/* Cache blocks of block_size positions in the plan's cache: *n_blocks = kv_positions / block_size
+ * (before cb_graphs_plan takes its scratch block); RT_ERANGE with one line unless 1 ≤ block_size ≤
+ * kv_positions. */
+int cb_cache_blocks(const cb_plan *p, int64_t block_size, int64_t *n_blocks);
 
 /* At cache init (blocks of bs positions, *n_blocks of them): drops the graphs; with graphs on, at
  * least 2 blocks and room for max_seqs tables of the longest class (the context maxpos) in

@@ -414,11 +414,8 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     if (!rc && !(m->meta = rt_malloc(m->a.end - m->a.meta))) rc = RT_ENOMEM;
     if (!rc && m->P > 1 && !(m->lhost = rt_malloc((size_t)(m->P * p->max_seqs * m->Vp) * sizeof(float)))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, f, spec, n);
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->hd / 2) * 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading the RoPE frequencies: %s", cudaGetErrorString(e));
-    float ninf = -INFINITY;   /* what dc_sample writes over the ids that cannot be drawn */
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
+    if (!rc)
+        rc = cb_upload_consts((float *)(m->arena + m->a.inv_freq), inv, m->hd / 2, (float *)(m->arena + m->a.neginf));
     if (m->nccl) rc = agree(m, dir, rc);
     st_close(f);
     free(spec);
@@ -463,11 +460,8 @@ int64_t dc_kv_positions(const dc_model *m) { return m->p.kv_positions; }
 
 int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks) {
     *n_blocks = 0;
-    if (block_size <= 0 || block_size > m->p.kv_positions)
-        return rt_fail(RT_ERANGE, "cache blocks of %lld positions; the GPU's cache holds %lld", (long long)block_size,
-                       (long long)m->p.kv_positions);
+    TRY(cb_cache_blocks(&m->p, block_size, &m->n_blocks));
     m->bs = block_size;
-    m->n_blocks = m->p.kv_positions / block_size;
     m->block_stride = m->L * 2 * block_size * m->kd;
     cb_graphs_plan(&m->g, &m->n_blocks, block_size, m->p.max_seqs, m->c.max_position_embeddings, m->p.table_ints);
     *n_blocks = m->n_blocks;

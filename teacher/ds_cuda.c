@@ -568,11 +568,7 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
         rc = RT_ENOMEM;
     if (!rc && (!(ld.stage = rt_malloc(DSC_CHUNK * 4)) || !(ld.stage16 = rt_malloc(DSC_CHUNK * 2)))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, &ld);
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->dr / 2) * 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading the rope frequencies: %s", cudaGetErrorString(e));
-    float ninf = -INFINITY;   /* what dsc_sample writes over the ids that cannot be drawn */
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
+    if (!rc) rc = cb_upload_consts(F4(m->a.inv_freq), inv, m->dr / 2, F4(m->a.neginf));
     if (m->nccl) rc = agree(m, dir, rc);
     free(ld.stage);
     free(ld.stage16);
@@ -616,11 +612,8 @@ const dsc_plan *dsc_get_plan(const dsc_model *m) { return &m->p; }
 
 int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
     *n_blocks = 0;
-    if (block_size <= 0 || block_size > m->p.kv_positions)
-        return rt_fail(RT_ERANGE, "cache blocks of %lld positions; the GPU's cache holds %lld", (long long)block_size,
-                       (long long)m->p.kv_positions);
+    TRY(cb_cache_blocks(&m->p, block_size, &m->n_blocks));
     m->bs = block_size;
-    m->n_blocks = m->p.kv_positions / block_size;
     m->layer_stride = (size_t)(m->n_blocks * block_size * (m->R + m->dr));
     cb_graphs_plan(&m->g, &m->n_blocks, block_size, m->p.max_seqs, m->c.max_position_embeddings, m->p.table_ints);
     *n_blocks = m->n_blocks;
