@@ -3,7 +3,8 @@
  * the library's interface).
  *
  * - cb_plan_limits / cb_plan_budget: the model-independent parts of an engine's memory plan
- *   (teacher/cuda_plan.h); cb_agree, the ranks' agreement on a load.
+ *   (teacher/cuda_plan.h); cb_use_device, cb_open_stream (stream, then NCCL), cb_agree (the
+ *   ranks' agreement on a load), cb_upload_consts, cb_cache_blocks.
  * - cb_passes: a forward call (n_seqs sequences, n_new[i] new tokens each) split into device
  *   passes of at most max_seqs pieces and max_tokens tokens (a sequence longer than a pass in
  *   pieces), each handed to the engine's pass function.
@@ -11,6 +12,7 @@
  * - cb_graphs: the decode passes' CUDA graphs, bucket k of B[k] rows (1, 2, 4, …, max_seqs) by
  *   context class c of contexts up to C[c] (bs, 2·bs, …, the model's context); the scratch block
  *   the padding rows use; the eager first pass of a pair, then its capture.
+ * - cb_gather_last: the finished sequences' last hidden rows, before the LM head.
  * - cb_logits_row / cb_sample: one logits row to the host; sampling from device rows.
  *
  * Memory: nothing here owns device memory; cb_graphs owns its graph executables until
