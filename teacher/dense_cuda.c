@@ -62,13 +62,13 @@ int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, co
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 #include "kernels/sample.h"
+#include "teacher/cuda_batch.h"
 
 #define DC_ALIGN 64                       /* elements: every region starts 128 bytes apart */
 #define DC_GEMM_WS ((size_t)32 << 20)     /* mm_cuda_ctx_create's default workspace */
 #define DC_CHUNK ((size_t)1 << 20)        /* elements converted per staging step */
 #define DC_PLAN_BS 16                     /* block size the block-table room is planned for */
 #define DC_PREFILL_MIN 16                 /* a piece this long: the pass takes the tensor-core prefill */
-#define DC_MAX_BUCKETS 32                 /* graph buckets and context classes: powers of 2 */
 
 /* element offsets into the weight arena; −1: absent */
 typedef struct {
@@ -93,13 +93,7 @@ struct dc_model {
     int64_t Vp, v0, Vr;                    /* LM-head rows per rank (padded), this rank's first and count */
     rt_comm *host, *nccl;                  /* borrowed; NCCL's over the same ranks (P > 1) */
     float *lhost;                          /* host: the gathered logits [P, S, Vp] (P > 1) */
-    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs); context
-     * class c holds contexts up to gC[c] (bs, 2·bs, 4·bs, …, the model's context) */
-    bool graphs;                           /* dc_load_opts.no_cuda_graphs unset */
-    int ng, nc;                            /* buckets, classes (0: no graphs: off, or no room) */
-    int64_t gB[DC_MAX_BUCKETS], gC[DC_MAX_BUCKETS];
-    cudaGraphExec_t gx[DC_MAX_BUCKETS][DC_MAX_BUCKETS];   /* NULL until the first such pass */
-    int32_t scratch;                       /* the KV block the graphs' padding rows use */
+    cb_graphs g;                           /* CUDA graphs of decode passes (teacher/cuda_batch.h) */
     int64_t embed, norm, lm_head;          /* element offsets (embed, lm_head: this rank's rows [v0, v0 + Vr)) */
     dc_layer *layers;
     dc_act a;
@@ -114,8 +108,6 @@ struct dc_model {
     int32_t *meta;                         /* host: a pass's ints, uploaded at once */
     float eps, scale;
 };
-
-static void drop_graphs(dc_model *m);
 
 static size_t up64(size_t n) { return (n + DC_ALIGN - 1) / DC_ALIGN * DC_ALIGN; }
 static size_t up128b(size_t n) { return (n + 127) / 128 * 128; }
@@ -249,11 +241,7 @@ static double gb(size_t b) { return (double)b / 1e9; }
 
 static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const mc_tensor_spec *spec, size_t n) {
     dc_plan *p = &m->p;
-    p->max_tokens = o && o->max_tokens > 0 ? o->max_tokens : 512;
-    p->max_seqs = o && o->max_seqs > 0 ? o->max_seqs : 256;
-    if (p->max_tokens < 16) p->max_tokens = 16;
-    if (p->max_seqs < 16) p->max_seqs = 16;
-    if (p->max_seqs > p->max_tokens) p->max_seqs = p->max_tokens;
+    cb_plan_limits(p, o ? o->max_tokens : 0, o ? o->max_seqs : 0);
     int64_t maxpos = m->c.max_position_embeddings;
     p->table_ints = p->max_seqs * ((maxpos + DC_PLAN_BS - 1) / DC_PLAN_BS + 1);
     /* split-KV scratch: the most any pass can ask (more queries or a longer context never ask less) */
@@ -268,17 +256,9 @@ static int make_plan(dc_model *m, const char *dir, const dc_load_opts *o, const 
                      up128b(m->smp_ws_bytes);
     p->workspace = DC_GEMM_WS + up128b(m->pws_bytes) + up128b(m->smp_ws_bytes);
     p->kv_position_bytes = (size_t)(m->L * 2 * m->kd) * 2;
-    double frac = o && o->memory_fraction > 0 ? o->memory_fraction : 0.9;
-    if (frac > 1) frac = 1;
-    CUDA_TRY(cudaMemGetInfo(&p->device_free, &p->device_total));
-    double cap = frac * (double)p->device_total, used = (double)(p->device_total - p->device_free);
-    p->budget = cap > used ? (size_t)(cap - used) : 0;
+    TRY(cb_plan_budget(p, o ? o->memory_fraction : 0, dir, m->P));
     size_t fixed = p->weights + p->activations + p->workspace;
     int64_t need_kv = maxpos < DC_MIN_KV ? maxpos : DC_MIN_KV;
-    if (p->weights > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights%s; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
-                       "already in use)", dir, gb(p->weights), m->P > 1 ? " per rank" : "", gb(p->budget), frac,
-                       gb(p->device_total), used / 1e9);
     if (fixed + (size_t)need_kv * p->kv_position_bytes > p->budget)
         return rt_fail(RT_ENOMEM, "model %s needs %.3g GB%s (weights %.3g, activations %.3g, workspace %.3g) and %.3g "
                        "GB for a cache of %lld positions; the GPU has %.3g GB", dir, gb(fixed),
@@ -395,14 +375,7 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
     m->eps = (float)c->rms_norm_eps;
     m->scale = 1.0f / sqrtf((float)m->hd);
     /* a machine without a usable GPU hears that first, whatever the model */
-    int ndev = 0;
-    *dev = o && o->gpu >= 0 ? o->gpu : 0;
-    cudaError_t ce = cudaGetDeviceCount(&ndev);
-    if (ce != cudaSuccess || ndev < 1)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
-                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
-    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
+    TRY(cb_use_device(o ? o->gpu : -1, dev));
     TRY(check_shapes(m, dir));
     TRY(split(m, dir));
     if (!(*inv = rt_malloc((size_t)(m->hd / 2) * sizeof(float))) ||
@@ -414,24 +387,8 @@ static int prepare(dc_model *m, const char *dir, const dc_load_opts *o, mc_tenso
     return make_plan(m, dir, o, *spec, *n);
 }
 
-/* Every rank's status, met before a collective: a failure on one rank (its own message) stops
- * all, the others with a line that points at it; the cache takes the smallest rank's plan, so
- * every rank's scheduler sees the same blocks. */
-static int agree(dc_model *m, const char *dir, int rc) {
-    if (m->P <= 1) return rc;
-    int64_t v[2] = {rc != 0, rc ? 0 : -m->p.kv_positions};
-    int crc = comm_allreduce(m->host, v, v, 2, RT_DT_I64, COMM_MAX);
-    if (rc) return rc;
-    if (crc) return rt_errorf(crc, "model %s: agreeing on the load across ranks", dir);
-    if (v[0]) return rt_fail(RT_EINTERNAL, "model %s: another rank could not load its part (its line says why)", dir);
-    dc_plan *p = &m->p;
-    if (-v[1] < p->kv_positions) {
-        p->kv_positions = -v[1];
-        p->kv = (size_t)p->kv_positions * p->kv_position_bytes;
-        p->total = p->weights + p->activations + p->workspace + p->kv;
-    }
-    return 0;
-}
+/* The ranks' agreement on the load before a collective (cb_agree). */
+static int agree(dc_model *m, const char *dir, int rc) { return cb_agree(m->host, m->P, dir, rc, &m->p); }
 
 static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     mc_tensor_spec *spec = NULL;
@@ -443,12 +400,8 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     ck_summary sum;
     if (!rc) rc = st_open(dir, &f);
     if (!rc) rc = ck_validate(&m->c, f, &sum);
+    rc = cb_open_stream(m->host, m->P, dev, dir, rc, &m->p, &m->stream, &m->nccl);
     cudaError_t e = cudaSuccess;
-    if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
-        rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
-    /* NCCL's communicator joins every rank: only after all of them are this far */
-    if (m->P > 1 && !(rc = agree(m, dir, rc)) && (rc = comm_open_nccl(m->host, dev, m->stream, &m->nccl)))
-        m->nccl = NULL;
     if (!rc) rc = mm_cuda_ctx_create(&m->mm, DC_GEMM_WS);
     const dc_plan *p = &m->p;
     if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
@@ -461,11 +414,8 @@ static int load_all(dc_model *m, const char *dir, const dc_load_opts *o) {
     if (!rc && !(m->meta = rt_malloc(m->a.end - m->a.meta))) rc = RT_ENOMEM;
     if (!rc && m->P > 1 && !(m->lhost = rt_malloc((size_t)(m->P * p->max_seqs * m->Vp) * sizeof(float)))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, f, spec, n);
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->hd / 2) * 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading the RoPE frequencies: %s", cudaGetErrorString(e));
-    float ninf = -INFINITY;   /* what dc_sample writes over the ids that cannot be drawn */
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
+    if (!rc)
+        rc = cb_upload_consts((float *)(m->arena + m->a.inv_freq), inv, m->hd / 2, (float *)(m->arena + m->a.neginf));
     if (m->nccl) rc = agree(m, dir, rc);
     st_close(f);
     free(spec);
@@ -480,7 +430,7 @@ int dc_load(const char *dir, const dc_load_opts *o, dc_model **out) {
     m->host = o ? o->comm : NULL;
     m->P = m->host ? comm_size(m->host) : 1;
     m->rank = m->host ? comm_rank(m->host) : 0;
-    m->graphs = !(o && o->no_cuda_graphs);
+    m->g.on = !(o && o->no_cuda_graphs);
     int rc = load_all(m, dir, o);
     if (rc) {
         dc_free(m);
@@ -493,7 +443,7 @@ int dc_load(const char *dir, const dc_load_opts *o, dc_model **out) {
 void dc_free(dc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
-    drop_graphs(m);
+    cb_graphs_drop(&m->g);
     comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     mm_cuda_ctx_free(m->mm);
@@ -508,48 +458,19 @@ const mc_config *dc_config(const dc_model *m) { return &m->c; }
 const dc_plan *dc_get_plan(const dc_model *m) { return &m->p; }
 int64_t dc_kv_positions(const dc_model *m) { return m->p.kv_positions; }
 
-static void drop_graphs(dc_model *m) {
-    for (int k = 0; k < m->ng; k++)
-        for (int c = 0; c < m->nc; c++)
-            if (m->gx[k][c]) cudaGraphExecDestroy(m->gx[k][c]);
-    memset(m->gx, 0, sizeof m->gx);
-    m->ng = m->nc = 0;
-}
-
 int dc_cache_init(dc_model *m, int64_t block_size, int64_t *n_blocks) {
     *n_blocks = 0;
-    if (block_size <= 0 || block_size > m->p.kv_positions)
-        return rt_fail(RT_ERANGE, "cache blocks of %lld positions; the GPU's cache holds %lld", (long long)block_size,
-                       (long long)m->p.kv_positions);
+    TRY(cb_cache_blocks(&m->p, block_size, &m->n_blocks));
     m->bs = block_size;
-    m->n_blocks = m->p.kv_positions / block_size;
     m->block_stride = m->L * 2 * block_size * m->kd;
-    /* graphs were captured for the old blocks; decode graphs need a scratch block and tables of
-     * tables of the longest class (the context) for max_seqs sequences in the planned room */
-    drop_graphs(m);
-    int64_t maxpos = m->c.max_position_embeddings, gld = (maxpos + block_size - 1) / block_size;
-    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * gld <= m->p.table_ints) {
-        m->scratch = (int32_t)--m->n_blocks;
-        for (int64_t b = 1;; b *= 2) {
-            m->gB[m->ng++] = b < m->p.max_seqs ? b : m->p.max_seqs;
-            if (b >= m->p.max_seqs) break;
-        }
-        for (int64_t c = block_size;; c *= 2) {
-            m->gC[m->nc++] = c < maxpos ? c : maxpos;
-            if (c >= maxpos) break;
-        }
-    }
+    cb_graphs_plan(&m->g, &m->n_blocks, block_size, m->p.max_seqs, m->c.max_position_embeddings, m->p.table_ints);
     *n_blocks = m->n_blocks;
     return 0;
 }
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
-/* A piece: tokens [from, from + n) of sequence s's new tokens. */
-typedef struct {
-    int64_t s, from, n;
-    bool last;   /* ends the sequence's new tokens: its logits row */
-} piece;
+typedef cb_piece piece;   /* tokens [from, from + n) of sequence s's new tokens */
 
 #define BF(off) ((uint16_t *)(m->arena + (off)))
 #define F4(off) ((float *)(m->arena + (off)))
@@ -612,13 +533,8 @@ static int body(dc_model *m, int64_t T, int64_t ld, int64_t max_ctx, bool fresh,
     if (R == 0) return 0;
     const uint16_t *h = xn;
     if (R != T) {   /* the last new token of each finished sequence, gathered */
-        uint16_t *hf = BF(m->a.hf);
-        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-            t += pc[i].n;
-            if (pc[i].last)
-                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-        }
-        h = hf;
+        TRY(cb_gather_last(BF(m->a.hf), xn, D, pc, np, st));
+        h = BF(m->a.hf);
     }
     /* this rank's rows of the vocabulary: [R, Vr] of rows Vp apart */
     float *lg = F4(m->a.logits);
@@ -661,28 +577,10 @@ static int logits_out(dc_model *m, int64_t R, int64_t R_out, int64_t first, floa
     return 0;
 }
 
-/* Captures body() for a decode pass of bucket k (B rows) and context class c as graph [k][c] (its
- * ints already in place; the eager run of the same pass came first, so every lazy set-up —
- * shared-memory opt-ins, cuBLASLt's choices — is done). An error names --no-cuda-graphs. */
-#define DC_NOGRAPH " (--no-cuda-graphs runs decode steps without graphs)"
-
-static int capture(dc_model *m, int k, int c) {
-    int64_t B = m->gB[k], ld = (m->gC[c] + m->bs - 1) / m->bs;
-    cudaGraph_t g = NULL;
-    cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
-    if (e != cudaSuccess)
-        return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-    int rc = body(m, B, ld, m->gC[c], false, 0, B, NULL, 0);
-    e = cudaStreamEndCapture(m->stream, &g);
-    if (!rc && e != cudaSuccess)
-        rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-    else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DC_NOGRAPH);
-    if (!rc && (e = cudaGraphInstantiate(&m->gx[k][c], g, 0)) != cudaSuccess) {
-        m->gx[k][c] = NULL;
-        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-    }
-    if (g) cudaGraphDestroy(g);
-    return rc;
+/* body() of a decode pass of B rows and context class C (cb_body_fn): what its graph captures. */
+static int decode_body(void *ctx, int64_t B, int64_t C) {
+    dc_model *m = ctx;
+    return body(m, B, (C + m->bs - 1) / m->bs, C, false, 0, B, NULL, 0);
 }
 
 /* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence go
@@ -694,26 +592,18 @@ static int capture(dc_model *m, int k, int c) {
 static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
                 const int64_t *tok_at, int64_t first, float *logits) {
     int64_t ld = 1, max_ctx = 1, R = 0, longest = 0;
-    bool fresh = true, decode = m->ng > 0;
+    bool fresh = true;
     for (int64_t i = 0; i < np; i++) {
         const kv_seq *q = seqs[pc[i].s];
         if (q->n_blocks > ld) ld = q->n_blocks;
         if (pc[i].n > longest) longest = pc[i].n;
         fresh = fresh && q->len == 0 && pc[i].from == 0;
-        decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
         R += pc[i].last;
     }
     int k = 0, c = 0;
-    if (decode) {
-        for (int64_t i = 0; i < np; i++) {
-            int64_t cx = seqs[pc[i].s]->len + 1;
-            if (cx > max_ctx) max_ctx = cx;
-        }
-        while (m->gB[k] < np) k++;        /* the last bucket is max_seqs ≥ np */
-        while (m->gC[c] < max_ctx) c++;   /* the last class is the model's context */
-        ld = (m->gC[c] + m->bs - 1) / m->bs;
-    }
-    int64_t Tp = decode ? m->gB[k] : T;
+    bool decode = cb_graphs_decode(&m->g, seqs, pc, np, &max_ctx, &k, &c);
+    if (decode) ld = (m->g.C[c] + m->bs - 1) / m->bs;
+    int64_t Tp = decode ? m->g.B[k] : T;
     /* the pass's ints: tokens, positions, contexts, table rows, document starts, prefill tiles | tables */
     int32_t *tok = m->meta, *pos = tok + Tp, *ctx = pos + Tp, *row = ctx + Tp, *doc = row + Tp, *tile = doc + Tp;
     int32_t *tab = tile + Tp;
@@ -731,7 +621,7 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
     }
     for (int64_t t = np; decode && t < Tp; t++) {   /* a graph's padding rows: one position of the scratch block */
         tok[t] = 0, pos[t] = 0, ctx[t] = 1, row[t] = (int32_t)t, doc[t] = (int32_t)t;
-        tab[t * ld] = m->scratch;
+        tab[t * ld] = m->g.scratch;
     }
     /* a cached pass with a long piece (chunked prefill continuing a prefix): the tensor-core kernel */
     int64_t n_tiles = 0;
@@ -739,15 +629,11 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
     cudaStream_t st = m->stream;
     size_t meta_bytes = (size_t)(6 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
     CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
-    if (decode && m->gx[k][c]) {
-        cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
-        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DC_NOGRAPH);
-        return logits_out(m, Tp, np, first, logits);
-    }
-    if (decode) {   /* the first pass of this bucket: eagerly, as the graph will, then captured */
-        TRY(body(m, Tp, ld, m->gC[c], false, 0, Tp, NULL, 0));
+    if (decode) {   /* its graph, or the first pass of this pair: eagerly, as the graph will, then captured */
+        bool eager;
+        TRY(cb_graphs_run(&m->g, st, k, c, decode_body, m, &eager));
         TRY(logits_out(m, Tp, np, first, logits));
-        return capture(m, k, c);
+        return eager ? cb_graphs_capture(&m->g, st, k, c, decode_body, m) : 0;
     }
     TRY(body(m, T, ld, max_ctx, fresh, n_tiles, R, pc, np));
     if (R > 0 && logits) return logits_out(m, R, R, first, logits);
@@ -756,25 +642,17 @@ static int pass(dc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, i
     return 0;
 }
 
-/* kv_seq_reserve, and on the device the copy of every block it made private (copy on write). */
-static int reserve(dc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
-    int64_t b0 = s->len / m->bs, nb = s->n_blocks, nold = nb > b0 ? nb - b0 : 0;
-    int32_t old[64], *o = nold <= 64 ? old : rt_malloc((size_t)nold * sizeof(int32_t));
-    if (!o) return RT_ENOMEM;
-    if (nold) memcpy(o, s->blocks + b0, (size_t)nold * sizeof(int32_t));
-    int rc = kv_seq_reserve(cache, s, new_len);
-    /* every block it replaced, even when it stopped early (cache full): the table names them now */
-    for (int64_t b = 0; b < nold; b++) {
-        int32_t nw = s->blocks[b0 + b];
-        if (nw == o[b]) continue;
-        size_t el = (size_t)m->block_stride;
-        cudaError_t e = cudaMemcpyAsync(m->kv + (size_t)nw * el, m->kv + (size_t)o[b] * el, el * 2,
-                                        cudaMemcpyDeviceToDevice, m->stream);
-        if (e != cudaSuccess && !rc)
-            rc = rt_fail(RT_EINTERNAL, "copying a shared cache block: %s", cudaGetErrorString(e));
-    }
-    if (o != old) free(o);
-    return rc;
+/* cb_passes' pass: dc_forward's arguments in ctx */
+typedef struct {
+    dc_model *m;
+    kv_seq *const *seqs;
+    const int32_t *tokens;
+    float *logits;
+} fwd_call;
+
+static int pass_of(void *ctx, const piece *pc, int64_t np, int64_t T, const int64_t *tok_at, int64_t first) {
+    fwd_call *f = ctx;
+    return pass(f->m, f->seqs, pc, np, T, f->tokens, tok_at, first, f->logits ? f->logits + first * f->m->V : NULL);
 }
 
 int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
@@ -786,87 +664,36 @@ int dc_forward(dc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
                        (long long)m->p.max_seqs);
     TRY(kv_check_device_batch(cache, m->bs, m->n_blocks, "dc_cache_init", seqs, n_new, n_seqs, tokens, m->V,
                               m->c.max_position_embeddings, &T));
-    for (int64_t s = 0; s < n_seqs; s++) TRY(reserve(m, cache, seqs[s], seqs[s]->len + n_new[s]));
-    int64_t *tok_at = rt_malloc((size_t)n_seqs * sizeof(int64_t));
-    piece *pc = rt_malloc((size_t)(n_seqs < m->p.max_seqs ? n_seqs : m->p.max_seqs) * sizeof *pc);
-    int rc = tok_at && pc ? 0 : RT_ENOMEM;
-    for (int64_t s = 0, t = 0; s < n_seqs && !rc; t += n_new[s], s++) tok_at[s] = t;
-    /* passes: whole sequences while they fit; a sequence longer than a pass in pieces */
-    int64_t s = 0, from = 0, first = 0;
-    while (s < n_seqs && !rc) {
-        int64_t np = 0, Tp = 0, ld = 1, R = 0;
-        while (s < n_seqs && np < m->p.max_seqs && Tp < m->p.max_tokens) {
-            int64_t nld = seqs[s]->n_blocks > ld ? seqs[s]->n_blocks : ld;
-            if (np > 0 && (np + 1) * nld > m->p.table_ints) break;
-            int64_t take = n_new[s] - from, room = m->p.max_tokens - Tp;
-            if (take > room) take = room;
-            pc[np++] = (piece){.s = s, .from = from, .n = take, .last = from + take == n_new[s]};
-            Tp += take, ld = nld;
-            if (from + take < n_new[s]) {
-                from += take;
-                break;
-            }
-            R++, s++, from = 0;
-        }
-        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, first, logits ? logits + first * m->V : NULL);
-        first += R;
-    }
-    free(tok_at);
-    free(pc);
+    /* every block kv_seq_reserve makes private is copied on the device (copy on write) */
+    for (int64_t s = 0; s < n_seqs; s++)
+        TRY(cb_reserve(cache, seqs[s], seqs[s]->len + n_new[s], m->bs, m->kv, (size_t)m->block_stride, 1, 0,
+                       m->stream));
+    int rc = cb_passes(seqs, n_new, n_seqs, &m->p, pass_of, &(fwd_call){m, seqs, tokens, logits});
     m->dev_rows = !rc && !logits ? n_seqs : 0;
     if (rc) return rc;
     for (int64_t i = 0; i < n_seqs; i++) seqs[i]->len += n_new[i];
     return 0;
 }
 
+/* the rows the last dc_forward left on the device, and device sampling's buffers */
+static cb_rows rows_of(dc_model *m) {
+    return (cb_rows){.rows = F4(m->a.rows), .n_rows = m->dev_rows, .V = m->V, .max_seqs = m->p.max_seqs,
+                     .packed = F4(m->a.sl), .neginf = F4(m->a.neginf), .params = m->arena + m->a.sparams,
+                     .rng = m->arena + m->a.srng, .ws = m->arena + m->a.smp_ws, .ws_bytes = m->smp_ws_bytes,
+                     .tok = I4(m->a.stok), .lp = F4(m->a.slp), .top = I4(m->a.stop)};
+}
+
 int dc_logits_row(dc_model *m, int64_t row, float *out) {
-    if (row < 0 || row >= m->dev_rows)
-        return rt_fail(RT_EINVAL, "logits row %lld: the last forward left %lld on the GPU", (long long)row,
-                       (long long)m->dev_rows);
-    CUDA_TRY(cudaMemcpyAsync(out, F4(m->a.rows) + row * m->V, (size_t)m->V * sizeof(float), cudaMemcpyDeviceToHost,
-                             m->stream));
-    CUDA_TRY(cudaStreamSynchronize(m->stream));
-    return 0;
+    cb_rows d = rows_of(m);
+    return cb_logits_row(&d, row, out, m->stream);
 }
 
 int dc_sample(dc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
               const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
               int32_t *top_ids, float *top_lp) {
-    if (n <= 0 || n > m->p.max_seqs || n_valid <= 0 || n_valid > m->V || top_k < 0 || top_k > SMP_TOP_MAX ||
-        top_k > n_valid)
-        return rt_fail(RT_EINVAL, "device sampling of %lld rows of %lld ids with top-%d logprobs (at most %lld rows of "
-                       "%lld, top-%d)", (long long)n, (long long)n_valid, top_k, (long long)m->p.max_seqs,
-                       (long long)m->V, SMP_TOP_MAX);
-    cudaStream_t st = m->stream;
-    float *sl = F4(m->a.sl);
-    for (int64_t i = 0; i < n; i++) {
-        if (row_of[i] < 0 || row_of[i] >= m->dev_rows)
-            return rt_fail(RT_EINVAL, "logits row %d: the last forward left %lld on the GPU", row_of[i],
-                           (long long)m->dev_rows);
-        TRY(smp_check(&params[i]));
-        /* the row's drawable ids, packed [n, n_valid], the tokenizer's holes at −inf */
-        CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid, F4(m->a.rows) + (int64_t)row_of[i] * m->V,
-                                 (size_t)n_valid * sizeof(float), cudaMemcpyDeviceToDevice, st));
-        for (int64_t h = 0; h < n_holes; h++)
-            CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid + holes[h], F4(m->a.neginf), sizeof(float),
-                                     cudaMemcpyDeviceToDevice, st));
-    }
-    CUDA_TRY(cudaMemcpyAsync(m->arena + m->a.sparams, params, (size_t)n * sizeof *params, cudaMemcpyHostToDevice, st));
-    CUDA_TRY(cudaMemcpyAsync(m->arena + m->a.srng, rng, (size_t)n * 3 * sizeof *rng, cudaMemcpyHostToDevice, st));
-    TRY(smp_sample_cuda(sl, n, n_valid, (const smp_params *)(m->arena + m->a.sparams),
-                        (const uint64_t *)(m->arena + m->a.srng), m->arena + m->a.smp_ws, m->smp_ws_bytes,
-                        I4(m->a.stok), logprob ? F4(m->a.slp) : NULL, st));
-    CUDA_TRY(cudaMemcpyAsync(tokens, I4(m->a.stok), (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-    if (logprob) CUDA_TRY(cudaMemcpyAsync(logprob, F4(m->a.slp), (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
-    if (top_k > 0) {
-        int32_t *d_ids = I4(m->a.stop);
-        float *d_lp = (float *)(d_ids + n * top_k);
-        TRY(smp_top_logprobs_cuda(sl, n, n_valid, top_k, d_ids, d_lp, st));
-        CUDA_TRY(cudaMemcpyAsync(top_ids, d_ids, (size_t)(n * top_k) * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-        CUDA_TRY(cudaMemcpyAsync(top_lp, d_lp, (size_t)(n * top_k) * sizeof(float), cudaMemcpyDeviceToHost, st));
-    }
-    CUDA_TRY(cudaStreamSynchronize(st));
-    return 0;
+    cb_rows d = rows_of(m);
+    return cb_sample(&d, m->stream, n, row_of, n_valid, holes, n_holes, params, rng, tokens, logprob, top_k, top_ids,
+                     top_lp);
 }
 
 #endif

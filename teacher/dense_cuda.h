@@ -73,6 +73,7 @@
 #include "core/comm.h"
 #include "core/model_config.h"
 #include "kernels/sample.h"
+#include "teacher/cuda_plan.h"
 #include "teacher/kvcache.h"
 
 typedef struct dc_model dc_model;   /* opaque; owned by the caller of dc_load */
@@ -88,14 +89,7 @@ typedef struct {
     bool no_cuda_graphs;            /* run decode passes eagerly (default: CUDA graphs) */
 } dc_load_opts;
 
-typedef struct {
-    size_t weights, activations, workspace, kv;   /* bytes (this rank's) */
-    size_t total;                   /* their sum: what dc_load allocates on the device */
-    size_t kv_position_bytes;       /* bytes of one cache position, all layers */
-    int64_t kv_positions;           /* what the cache holds */
-    size_t device_total, device_free, budget;     /* cudaMemGetInfo, and fraction·total − in use */
-    int64_t max_tokens, max_seqs, table_ints;     /* pass limits; block-table room (ints) */
-} dc_plan;
+typedef cb_plan dc_plan;   /* the memory plan: teacher/cuda_plan.h */
 
 int dc_load(const char *dir, const dc_load_opts *o, dc_model **out);
 void dc_free(dc_model *m);   /* NULL is fine */

@@ -66,6 +66,7 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 #include "kernels/sample.h"
+#include "teacher/cuda_batch.h"
 
 #define DSC_LT_WS ((size_t)32 << 20)      /* fp8_gemm_lt_create's cuBLASLt workspace */
 #define DSC_CHUNK ((size_t)1 << 20)       /* elements converted per staging step */
@@ -77,8 +78,6 @@ int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, 
 
 #include "teacher/ds_cuda_int.h"
 
-
-static void drop_graphs(dsc_model *m);
 
 static double gb(size_t b) { return (double)b / 1e9; }
 
@@ -229,11 +228,7 @@ static size_t splitk_bytes(int64_t max_m, int64_t N, int64_t K) {
 
 static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     dsc_plan *p = &m->p;
-    p->max_tokens = o && o->max_tokens > 0 ? o->max_tokens : 512;
-    p->max_seqs = o && o->max_seqs > 0 ? o->max_seqs : 256;
-    if (p->max_tokens < 16) p->max_tokens = 16;
-    if (p->max_seqs < 16) p->max_seqs = 16;
-    if (p->max_seqs > p->max_tokens) p->max_seqs = p->max_tokens;
+    cb_plan_limits(p, o ? o->max_tokens : 0, o ? o->max_seqs : 0);
     int64_t maxpos = m->c.max_position_embeddings, T = p->max_tokens;
     p->weights = layout_weights(m);
     m->smp_ws_bytes = smp_cuda_workspace_bytes(p->max_seqs, m->V);
@@ -258,17 +253,9 @@ static int make_plan(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     p->activations = layout_activations(m, T, p->max_seqs, p->table_ints) - ws;
     p->workspace = ws + DSC_LT_WS;
     p->kv_position_bytes = (size_t)((m->L + m->mtp) * (m->R + m->dr)) * 2;   /* the MTP layer's rows too */
-    double frac = o && o->memory_fraction > 0 ? o->memory_fraction : 0.9;
-    if (frac > 1) frac = 1;
-    CUDA_TRY(cudaMemGetInfo(&p->device_free, &p->device_total));
-    double cap = frac * (double)p->device_total, used = (double)(p->device_total - p->device_free);
-    p->budget = cap > used ? (size_t)(cap - used) : 0;
+    TRY(cb_plan_budget(p, o ? o->memory_fraction : 0, dir, m->P));
     size_t fixed = p->weights + p->activations + p->workspace;
     int64_t need_kv = maxpos < DSC_MIN_KV ? maxpos : DSC_MIN_KV;
-    if (p->weights > p->budget)
-        return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights%s; the GPU has %.3g GB (%.2f of %.3g GB, %.3g GB "
-                       "already in use)", dir, gb(p->weights), m->P > 1 ? " per rank" : "", gb(p->budget), frac,
-                       gb(p->device_total), used / 1e9);
     int64_t room = fixed < p->budget ? (int64_t)((p->budget - fixed) / p->kv_position_bytes) : 0;
     if (room < need_kv)
         return rt_fail(RT_ENOMEM, "model %s needs %.3g GB of weights and %.3g GB of activations and workspace%s, "
@@ -529,14 +516,7 @@ static int prepare(dsc_model *m, const char *dir, const dsc_load_opts *o, float 
     m->mtp = o && o->load_mtp && c->num_nextn_predict_layers > 0;
     if (m->mtp && !mc_layer_is_moe(c, m->L)) m->dense_layers++;
     /* a machine without a usable GPU hears that first, whatever the model */
-    int ndev = 0;
-    *dev = o && o->gpu >= 0 ? o->gpu : 0;
-    cudaError_t ce = cudaGetDeviceCount(&ndev);
-    if (ce != cudaSuccess || ndev < 1)
-        return rt_fail(RT_EUNSUPPORTED, "--device cuda: no usable CUDA device (%s)",
-                       ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
-    if (*dev >= ndev) return rt_fail(RT_EUNSUPPORTED, "--device cuda: GPU %d, but %d found", *dev, ndev);
-    if (cudaSetDevice(*dev) != cudaSuccess) return rt_fail(RT_EUNSUPPORTED, "--device cuda: cannot use GPU %d", *dev);
+    TRY(cb_use_device(o ? o->gpu : -1, dev));
     TRY(check_shapes(m, dir));
     TRY(split(m, dir));
     m->Imax = m->I;
@@ -556,24 +536,8 @@ static int prepare(dsc_model *m, const char *dir, const dsc_load_opts *o, float 
     return make_plan(m, dir, o);
 }
 
-/* Every rank's status, met before a collective: a failure on one rank (its own message) stops
- * all, the others with a line that points at it; the cache takes the smallest rank's plan, so
- * every rank's scheduler sees the same blocks. */
-static int agree(dsc_model *m, const char *dir, int rc) {
-    if (m->P <= 1) return rc;
-    int64_t v[2] = {rc != 0, rc ? 0 : -m->p.kv_positions};
-    int crc = comm_allreduce(m->host, v, v, 2, RT_DT_I64, COMM_MAX);
-    if (rc) return rc;
-    if (crc) return rt_errorf(crc, "model %s: agreeing on the load across ranks", dir);
-    if (v[0]) return rt_fail(RT_EINTERNAL, "model %s: another rank could not load its part (its line says why)", dir);
-    dsc_plan *p = &m->p;
-    if (-v[1] < p->kv_positions) {
-        p->kv_positions = -v[1];
-        p->kv = (size_t)p->kv_positions * p->kv_position_bytes;
-        p->total = p->weights + p->activations + p->workspace + p->kv;
-    }
-    return 0;
-}
+/* The ranks' agreement on the load before a collective (cb_agree). */
+static int agree(dsc_model *m, const char *dir, int rc) { return cb_agree(m->host, m->P, dir, rc, &m->p); }
 
 static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     float inv[YARN_MAX_DIM / 2];
@@ -588,12 +552,8 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
     if (!rc && m->mtp && !sum.mtp_present)
         rc = rt_fail(RT_ENOTFOUND, "model %s: the MTP layer (model.layers.%lld.*) was asked for but is not stored", dir,
                      (long long)m->L);
+    rc = cb_open_stream(m->host, m->P, dev, dir, rc, &m->p, &m->stream, &m->nccl);
     cudaError_t e = cudaSuccess;
-    if (!rc && (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess)
-        rc = rt_fail(RT_EINTERNAL, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
-    /* NCCL's communicator joins every rank: only after all of them are this far */
-    if (m->P > 1 && !(rc = agree(m, dir, rc)) && (rc = comm_open_nccl(m->host, dev, m->stream, &m->nccl)))
-        m->nccl = NULL;
     if (!rc) rc = fp8_gemm_lt_create(&m->lt);
     const dsc_plan *p = &m->p;
     if (!rc && (e = cudaMalloc((void **)&m->wb, p->weights)) == cudaSuccess &&
@@ -608,11 +568,7 @@ static int load_all(dsc_model *m, const char *dir, const dsc_load_opts *o) {
         rc = RT_ENOMEM;
     if (!rc && (!(ld.stage = rt_malloc(DSC_CHUNK * 4)) || !(ld.stage16 = rt_malloc(DSC_CHUNK * 2)))) rc = RT_ENOMEM;
     if (!rc) rc = load_weights(m, &ld);
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.inv_freq, inv, (size_t)(m->dr / 2) * 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading the rope frequencies: %s", cudaGetErrorString(e));
-    float ninf = -INFINITY;   /* what dsc_sample writes over the ids that cannot be drawn */
-    if (!rc && (e = cudaMemcpy(m->arena + m->a.neginf, &ninf, 4, cudaMemcpyHostToDevice)))
-        rc = rt_fail(RT_EINTERNAL, "uploading a constant: %s", cudaGetErrorString(e));
+    if (!rc) rc = cb_upload_consts(F4(m->a.inv_freq), inv, m->dr / 2, F4(m->a.neginf));
     if (m->nccl) rc = agree(m, dir, rc);
     free(ld.stage);
     free(ld.stage16);
@@ -627,7 +583,7 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
     m->host = o ? o->comm : NULL;
     m->P = m->host ? comm_size(m->host) : 1;
     m->rank = m->host ? comm_rank(m->host) : 0;
-    m->graphs = !(o && o->no_cuda_graphs);
+    m->g.on = !(o && o->no_cuda_graphs);
     int rc = load_all(m, dir, o);
     if (rc) {
         dsc_free(m);
@@ -640,7 +596,7 @@ int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out) {
 void dsc_free(dsc_model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
-    drop_graphs(m);
+    cb_graphs_drop(&m->g);
     comm_close(m->nccl);
     cudaFree(m->wb), cudaFree(m->kv), cudaFree(m->arena);
     fp8_gemm_lt_free(m->lt);
@@ -656,38 +612,12 @@ const dsc_plan *dsc_get_plan(const dsc_model *m) { return &m->p; }
 
 int dsc_cache_init(dsc_model *m, int64_t block_size, int64_t *n_blocks) {
     *n_blocks = 0;
-    if (block_size <= 0 || block_size > m->p.kv_positions)
-        return rt_fail(RT_ERANGE, "cache blocks of %lld positions; the GPU's cache holds %lld", (long long)block_size,
-                       (long long)m->p.kv_positions);
+    TRY(cb_cache_blocks(&m->p, block_size, &m->n_blocks));
     m->bs = block_size;
-    m->n_blocks = m->p.kv_positions / block_size;
     m->layer_stride = (size_t)(m->n_blocks * block_size * (m->R + m->dr));
-    /* graphs were captured for the old blocks; decode graphs need a scratch block, and tables of
-     * the longest class (the context) for max_seqs sequences in the planned room */
-    drop_graphs(m);
-    int64_t maxpos = m->c.max_position_embeddings, gld = cdiv(maxpos, block_size);
-    if (m->graphs && m->n_blocks >= 2 && m->p.max_seqs * gld <= m->p.table_ints) {
-        m->scratch = (int32_t)--m->n_blocks;
-        for (int64_t b = 1; m->ng < DSC_MAX_BUCKETS; b *= 2) {
-            m->gB[m->ng++] = b < m->p.max_seqs ? b : m->p.max_seqs;
-            if (b >= m->p.max_seqs) break;
-        }
-        for (int64_t c = block_size; m->nc < DSC_MAX_BUCKETS; c *= 2) {
-            m->gC[m->nc++] = c < maxpos ? c : maxpos;
-            if (c >= maxpos) break;
-        }
-        if (m->gB[m->ng - 1] < m->p.max_seqs || m->gC[m->nc - 1] < maxpos) m->ng = m->nc = 0;   /* beyond 2^31 */
-    }
+    cb_graphs_plan(&m->g, &m->n_blocks, block_size, m->p.max_seqs, m->c.max_position_embeddings, m->p.table_ints);
     *n_blocks = m->n_blocks;
     return 0;
-}
-
-static void drop_graphs(dsc_model *m) {
-    for (int k = 0; k < m->ng; k++)
-        for (int c = 0; c < m->nc; c++)
-            if (m->gx[k][c]) cudaGraphExecDestroy(m->gx[k][c]);
-    memset(m->gx, 0, sizeof m->gx);
-    m->ng = m->nc = 0;
 }
 
 /* ---- forward ----------------------------------------------------------------------------- */
@@ -994,13 +924,8 @@ static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R,
     if (R == 0) return 0;
     const uint16_t *h = xn;
     if (R != T) {   /* the last new token of each finished sequence, gathered */
-        uint16_t *hf = BF(m->a.hf);
-        for (int64_t i = 0, t = 0, r = 0; i < np; i++) {
-            t += pc[i].n;
-            if (pc[i].last)
-                CUDA_TRY(cudaMemcpyAsync(hf + (r++) * D, xn + (t - 1) * D, (size_t)D * 2, cudaMemcpyDeviceToDevice, st));
-        }
-        h = hf;
+        TRY(cb_gather_last(BF(m->a.hf), xn, D, pc, np, st));
+        h = BF(m->a.hf);
     }
     float *lg = F4(m->a.logits) + dev_row * m->V;
     if (m->P == 1) return bf16_gemm_f32_cuda(m->lt, h, W16(m->head), R, m->V, D, lg, st);
@@ -1016,28 +941,10 @@ static int body(dsc_model *m, int64_t T, int64_t ld, int64_t max_ctx, int64_t R,
     return 0;
 }
 
-/* Captures body() for a decode pass of bucket k (B rows) and context class c as graph [k][c] (its
- * ints already in place; the eager run of the same pass came first, so every lazy set-up — the
- * kernels' shared-memory opt-ins, cuBLASLt's choices — is done). An error names --no-cuda-graphs. */
-#define DSC_NOGRAPH " (--no-cuda-graphs runs decode steps without graphs)"
-
-static int capture(dsc_model *m, int k, int c) {
-    int64_t B = m->gB[k];
-    cudaGraph_t g = NULL;
-    cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
-    if (e != cudaSuccess)
-        return rt_fail(RT_EINTERNAL, "cudaStreamBeginCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
-    int rc = body(m, B, cdiv(m->gC[c], m->bs), m->gC[c], B, NULL, 0, 0, true);
-    e = cudaStreamEndCapture(m->stream, &g);
-    if (!rc && e != cudaSuccess)
-        rc = rt_fail(RT_EINTERNAL, "cudaStreamEndCapture: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
-    else if (rc) rc = rt_errorf(rc, "capturing the decode graph of %lld rows%s", (long long)B, DSC_NOGRAPH);
-    if (!rc && (e = cudaGraphInstantiate(&m->gx[k][c], g, 0)) != cudaSuccess) {
-        m->gx[k][c] = NULL;
-        rc = rt_fail(RT_EINTERNAL, "cudaGraphInstantiate: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
-    }
-    if (g) cudaGraphDestroy(g);
-    return rc;
+/* body() of a decode pass of B rows and context class C (cb_body_fn): what its graph captures. */
+static int decode_body(void *ctx, int64_t B, int64_t C) {
+    dsc_model *m = ctx;
+    return body(m, B, cdiv(C, m->bs), C, B, NULL, 0, 0, true);
 }
 
 /* One device pass over pieces[0, np) (T tokens); logits of the pieces that end their sequence to
@@ -1050,24 +957,15 @@ static int capture(dsc_model *m, int k, int c) {
 static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, int64_t T, const int32_t *tokens_of,
                 const int64_t *tok_at, int64_t dev_row, float *logits) {
     int64_t bs = m->bs, ld = 1, max_ctx = 1, R = 0;
-    bool decode = m->ng > 0 && dev_row == 0;
     for (int64_t i = 0; i < np; i++) {
         const kv_seq *q = seqs[pc[i].s];
         if (q->n_blocks > ld) ld = q->n_blocks;
         R += pc[i].last;
-        decode = decode && pc[i].n == 1 && pc[i].last && q->len + pc[i].from > 0;
     }
-    int k = 0, c = 0;
-    if (decode) {
-        for (int64_t i = 0; i < np; i++) {
-            int64_t cx = seqs[pc[i].s]->len + pc[i].from + 1;   /* a sequence's later piece (MTP verify) sees more */
-            if (cx > max_ctx) max_ctx = cx;
-        }
-        while (m->gB[k] < np) k++;        /* the last bucket is max_seqs ≥ np */
-        while (m->gC[c] < max_ctx) c++;   /* the last class is the model's context */
-        ld = cdiv(m->gC[c], bs);
-    }
-    int64_t Tp = decode ? m->gB[k] : T;
+    int k = 0, c = 0;   /* a sequence's later piece (MTP verify) sees more context */
+    bool decode = dev_row == 0 && cb_graphs_decode(&m->g, seqs, pc, np, &max_ctx, &k, &c);
+    if (decode) ld = cdiv(m->g.C[c], bs);
+    int64_t Tp = decode ? m->g.B[k] : T;
     /* the pass's ints: tokens, positions, cache slots, sequence of each token, contexts | tables */
     int32_t *tok = m->meta, *pos = tok + Tp, *slot = pos + Tp, *sq = slot + Tp, *ctx = sq + Tp, *tab = ctx + Tp;
     for (int64_t i = 0, t = 0; i < np; i++) {
@@ -1083,50 +981,44 @@ static int pass(dsc_model *m, kv_seq *const *seqs, const piece *pc, int64_t np, 
         memcpy(tab + i * ld, s->blocks, (size_t)s->n_blocks * sizeof(int32_t));
     }
     for (int64_t t = np; decode && t < Tp; t++) {   /* a graph's padding rows: position 0 of the scratch block */
-        tok[t] = 0, pos[t] = 0, slot[t] = m->scratch * (int32_t)bs, sq[t] = (int32_t)t, ctx[t] = 1;
-        tab[t * ld] = m->scratch;
+        tok[t] = 0, pos[t] = 0, slot[t] = m->g.scratch * (int32_t)bs, sq[t] = (int32_t)t, ctx[t] = 1;
+        tab[t * ld] = m->g.scratch;
     }
     cudaStream_t st = m->stream;
     size_t meta_bytes = (size_t)(5 * Tp + (decode ? Tp : np) * ld) * sizeof(int32_t);
     CUDA_TRY(cudaMemcpyAsync(I4(m->a.meta), m->meta, meta_bytes, cudaMemcpyHostToDevice, st));
-    bool fresh = false;   /* a bucket's first decode pass: eagerly, as the graph will run, then captured */
-    if (decode && m->gx[k][c]) {
-        cudaError_t e = cudaGraphLaunch(m->gx[k][c], st);
-        if (e != cudaSuccess) return rt_fail(RT_EINTERNAL, "cudaGraphLaunch: %s%s", cudaGetErrorString(e), DSC_NOGRAPH);
-    } else if (decode) {
-        TRY(body(m, Tp, ld, m->gC[c], Tp, NULL, 0, 0, true));
-        fresh = true;
-    } else {
-        TRY(body(m, T, ld, max_ctx, R, pc, np, dev_row, false));
-    }
+    bool fresh = false;   /* a pair's first decode pass: eagerly, as the graph will run, then captured */
+    if (decode) TRY(cb_graphs_run(&m->g, st, k, c, decode_body, m, &fresh));
+    else TRY(body(m, T, ld, max_ctx, R, pc, np, dev_row, false));
     if (R > 0 && logits)
         CUDA_TRY(cudaMemcpyAsync(logits, F4(m->a.logits) + dev_row * m->V, (size_t)(R * m->V) * sizeof(float),
                                  cudaMemcpyDeviceToHost, st));
     CUDA_TRY(cudaStreamSynchronize(st));
-    return fresh ? capture(m, k, c) : 0;
+    return fresh ? cb_graphs_capture(&m->g, st, k, c, decode_body, m) : 0;
 }
 
-/* kv_seq_reserve, and on the device the copy (every layer) of each block it made private. */
+/* kv_seq_reserve, and on the device the copy (every layer, the MTP layer's rows too) of each block
+ * it made private. */
 static int reserve(dsc_model *m, kv_pool *cache, kv_seq *s, int64_t new_len) {
-    int64_t b0 = s->len / m->bs, nb = s->n_blocks, nold = nb > b0 ? nb - b0 : 0;
-    int32_t old[64], *o = nold <= 64 ? old : rt_malloc((size_t)nold * sizeof(int32_t));
-    if (!o) return RT_ENOMEM;
-    if (nold) memcpy(o, s->blocks + b0, (size_t)nold * sizeof(int32_t));
-    int rc = kv_seq_reserve(cache, s, new_len);
-    size_t el = (size_t)(m->bs * (m->R + m->dr));
-    for (int64_t b = 0; b < nold; b++) {
-        int32_t nw = s->blocks[b0 + b];
-        if (nw == o[b]) continue;
-        for (int64_t l = 0; l < m->L + m->mtp; l++) {   /* the MTP layer's rows too */
-            uint16_t *base = m->kv + (size_t)l * m->layer_stride;
-            cudaError_t e = cudaMemcpyAsync(base + (size_t)nw * el, base + (size_t)o[b] * el, el * 2,
-                                            cudaMemcpyDeviceToDevice, m->stream);
-            if (e != cudaSuccess && !rc)
-                rc = rt_fail(RT_EINTERNAL, "copying a shared cache block: %s", cudaGetErrorString(e));
-        }
-    }
-    if (o != old) free(o);
-    return rc;
+    return cb_reserve(cache, s, new_len, m->bs, m->kv, (size_t)(m->bs * (m->R + m->dr)), m->L + m->mtp,
+                      m->layer_stride, m->stream);
+}
+
+/* cb_passes' pass: dsc_forward's arguments in ctx */
+typedef struct {
+    dsc_model *m;
+    kv_seq *const *seqs;
+    const int32_t *tokens;
+    float *logits;
+    int64_t n_seqs;
+} fwd_call;
+
+static int pass_of(void *ctx, const piece *pc, int64_t np, int64_t T, const int64_t *tok_at, int64_t first) {
+    fwd_call *f = ctx;
+    dsc_model *m = f->m;
+    /* the rows stay on the device for dsc_sample when the batch's rows fit the buffer */
+    int64_t dev_row = f->n_seqs <= m->p.max_seqs ? first : 0;
+    return pass(m, f->seqs, pc, np, T, f->tokens, tok_at, dev_row, f->logits ? f->logits + first * m->V : NULL);
 }
 
 int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *n_new, int64_t n_seqs,
@@ -1135,87 +1027,33 @@ int dsc_forward(dsc_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t
     TRY(kv_check_device_batch(cache, m->bs, m->n_blocks, "dsc_cache_init", seqs, n_new, n_seqs, tokens, m->V,
                               m->c.max_position_embeddings, &T));
     for (int64_t s = 0; s < n_seqs; s++) TRY(reserve(m, cache, seqs[s], seqs[s]->len + n_new[s]));
-    int64_t *tok_at = rt_malloc((size_t)n_seqs * sizeof(int64_t));
-    piece *pc = rt_malloc((size_t)(n_seqs < m->p.max_seqs ? n_seqs : m->p.max_seqs) * sizeof *pc);
-    int rc = tok_at && pc ? 0 : RT_ENOMEM;
-    for (int64_t s = 0, t = 0; s < n_seqs && !rc; t += n_new[s], s++) tok_at[s] = t;
-    /* passes: whole sequences while they fit; a sequence longer than a pass in pieces */
-    int64_t s = 0, from = 0, first = 0;
-    while (s < n_seqs && !rc) {
-        int64_t np = 0, Tp = 0, ld = 1, R = 0;
-        while (s < n_seqs && np < m->p.max_seqs && Tp < m->p.max_tokens) {
-            int64_t nld = seqs[s]->n_blocks > ld ? seqs[s]->n_blocks : ld;
-            if (np > 0 && (np + 1) * nld > m->p.table_ints) break;
-            int64_t take = n_new[s] - from, room = m->p.max_tokens - Tp;
-            if (take > room) take = room;
-            pc[np++] = (piece){.s = s, .from = from, .n = take, .last = from + take == n_new[s]};
-            Tp += take, ld = nld;
-            if (from + take < n_new[s]) {
-                from += take;
-                break;
-            }
-            R++, s++, from = 0;
-        }
-        /* the rows stay on the device for dsc_sample when the batch's rows fit the buffer */
-        int64_t dev_row = n_seqs <= m->p.max_seqs ? first : 0;
-        rc = pass(m, seqs, pc, np, Tp, tokens, tok_at, dev_row, logits ? logits + first * m->V : NULL);
-        first += R;
-    }
-    free(tok_at);
-    free(pc);
+    int rc = cb_passes(seqs, n_new, n_seqs, &m->p, pass_of, &(fwd_call){m, seqs, tokens, logits, n_seqs});
     m->dev_rows = !rc && n_seqs <= m->p.max_seqs ? n_seqs : 0;
     if (rc) return rc;
     for (int64_t i = 0; i < n_seqs; i++) seqs[i]->len += n_new[i];
     return 0;
 }
 
+/* the rows the last dsc_forward left on the device, and device sampling's buffers (the top-k
+ * logprobs go to the sampler's workspace, free again by then: same stream) */
+static cb_rows rows_of(dsc_model *m) {
+    return (cb_rows){.rows = F4(m->a.logits), .n_rows = m->dev_rows, .V = m->V, .max_seqs = m->p.max_seqs,
+                     .packed = F4(m->a.sl), .neginf = F4(m->a.neginf), .params = A(m->a.sparams),
+                     .rng = A(m->a.srng), .ws = A(m->a.smp_ws), .ws_bytes = m->smp_ws_bytes, .tok = I4(m->a.stok),
+                     .lp = F4(m->a.slp), .top = A(m->a.smp_ws)};
+}
+
 int dsc_logits_row(dsc_model *m, int64_t row, float *out) {
-    if (row < 0 || row >= m->dev_rows)
-        return rt_fail(RT_EINVAL, "logits row %lld: the last forward left %lld on the GPU", (long long)row,
-                       (long long)m->dev_rows);
-    CUDA_TRY(cudaMemcpyAsync(out, F4(m->a.logits) + row * m->V, (size_t)m->V * sizeof(float), cudaMemcpyDeviceToHost,
-                             m->stream));
-    CUDA_TRY(cudaStreamSynchronize(m->stream));
-    return 0;
+    cb_rows d = rows_of(m);
+    return cb_logits_row(&d, row, out, m->stream);
 }
 
 int dsc_sample(dsc_model *m, int64_t n, const int32_t *row_of, int64_t n_valid, const int32_t *holes, int64_t n_holes,
                const smp_params *params, const uint64_t *rng, int32_t *tokens, float *logprob, int top_k,
                int32_t *top_ids, float *top_lp) {
-    if (top_k < 0 || top_k > SMP_TOP_MAX || top_k > n_valid)
-        return rt_fail(RT_EINVAL, "top-%d logprobs on the GPU (at most %d)", top_k, SMP_TOP_MAX);
-    if (n <= 0 || n > m->p.max_seqs || n_valid <= 0 || n_valid > m->V)
-        return rt_fail(RT_EINVAL, "device sampling of %lld rows of %lld ids (at most %lld rows of %lld)", (long long)n,
-                       (long long)n_valid, (long long)m->p.max_seqs, (long long)m->V);
-    cudaStream_t st = m->stream;
-    float *sl = F4(m->a.sl);
-    for (int64_t i = 0; i < n; i++) {
-        if (row_of[i] < 0 || row_of[i] >= m->dev_rows)
-            return rt_fail(RT_EINVAL, "logits row %d: the last forward left %lld on the GPU", row_of[i],
-                           (long long)m->dev_rows);
-        TRY(smp_check(&params[i]));
-        /* the row's drawable ids, packed [n, n_valid], the tokenizer's holes at −inf */
-        CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid, F4(m->a.logits) + (int64_t)row_of[i] * m->V,
-                                 (size_t)n_valid * sizeof(float), cudaMemcpyDeviceToDevice, st));
-        for (int64_t h = 0; h < n_holes; h++)
-            CUDA_TRY(cudaMemcpyAsync(sl + i * n_valid + holes[h], F4(m->a.neginf), sizeof(float),
-                                     cudaMemcpyDeviceToDevice, st));
-    }
-    CUDA_TRY(cudaMemcpyAsync(A(m->a.sparams), params, (size_t)n * sizeof *params, cudaMemcpyHostToDevice, st));
-    CUDA_TRY(cudaMemcpyAsync(A(m->a.srng), rng, (size_t)n * 3 * sizeof *rng, cudaMemcpyHostToDevice, st));
-    TRY(smp_sample_cuda(sl, n, n_valid, (const smp_params *)A(m->a.sparams), (const uint64_t *)A(m->a.srng),
-                        A(m->a.smp_ws), m->smp_ws_bytes, I4(m->a.stok), logprob ? F4(m->a.slp) : NULL, st));
-    CUDA_TRY(cudaMemcpyAsync(tokens, I4(m->a.stok), (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-    if (logprob) CUDA_TRY(cudaMemcpyAsync(logprob, F4(m->a.slp), (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
-    if (top_k > 0) {   /* over the masked rows, into the sampler's workspace (free again: same stream) */
-        int32_t *d_ids = A(m->a.smp_ws);
-        float *d_lp = (float *)(d_ids + n * top_k);
-        TRY(smp_top_logprobs_cuda(sl, n, n_valid, top_k, d_ids, d_lp, st));
-        CUDA_TRY(cudaMemcpyAsync(top_ids, d_ids, (size_t)(n * top_k) * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-        CUDA_TRY(cudaMemcpyAsync(top_lp, d_lp, (size_t)(n * top_k) * sizeof(float), cudaMemcpyDeviceToHost, st));
-    }
-    CUDA_TRY(cudaStreamSynchronize(st));
-    return 0;
+    cb_rows d = rows_of(m);
+    return cb_sample(&d, m->stream, n, row_of, n_valid, holes, n_holes, params, rng, tokens, logprob, top_k, top_ids,
+                     top_lp);
 }
 
 /* for teacher/ds_cuda_mtp.c (ds_cuda_int.h) */

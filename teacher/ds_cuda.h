@@ -103,6 +103,7 @@
 #include "core/comm.h"
 #include "core/model_config.h"
 #include "kernels/sample.h"
+#include "teacher/cuda_plan.h"
 #include "teacher/kvcache.h"
 
 typedef struct dsc_model dsc_model;   /* opaque; owned by the caller of dsc_load */
@@ -117,14 +118,7 @@ typedef struct {
     bool no_cuda_graphs;            /* run decode passes eagerly (default: CUDA graphs) */
 } dsc_load_opts;
 
-typedef struct {
-    size_t weights, activations, workspace, kv;   /* bytes (this rank's) */
-    size_t total;                   /* their sum: what dsc_load allocates on the device */
-    size_t kv_position_bytes;       /* bytes of one cache position, all layers */
-    int64_t kv_positions;           /* what the cache holds */
-    size_t device_total, device_free, budget;     /* cudaMemGetInfo, and fraction·total − in use */
-    int64_t max_tokens, max_seqs, table_ints;     /* pass limits; block-table room (ints) */
-} dsc_plan;
+typedef cb_plan dsc_plan;   /* the memory plan: teacher/cuda_plan.h */
 
 int dsc_load(const char *dir, const dsc_load_opts *o, dsc_model **out);
 void dsc_free(dsc_model *m);   /* NULL is fine */

@@ -18,10 +18,9 @@
 #include "core/safetensors.h"
 #include "kernels/fp8.h"
 #include "kernels/moe.h"
+#include "teacher/cuda_batch.h"
 #include "teacher/ds_cuda.h"
 #include "teacher/kvcache.h"
-
-#define DSC_MAX_BUCKETS 32   /* graph buckets and context classes: powers of 2 */
 
 /* an FP8 matrix on the device: byte offsets of its e4m3 values and f32 block scales */
 typedef struct {
@@ -86,13 +85,7 @@ struct dsc_model {
     uint16_t *kv;                          /* device: latent arena */
     char *arena;                           /* device: activations and workspaces */
     int32_t *meta;                         /* host: a pass's ints, uploaded at once */
-    /* CUDA graphs of decode passes: bucket k holds gB[k] rows (1, 2, 4, …, max_seqs);
-     * context class c holds contexts up to gC[c] (bs, 2·bs, 4·bs, …, the model's context) */
-    bool graphs;                           /* dsc_load_opts.no_cuda_graphs unset */
-    int ng, nc;                            /* buckets, classes (0: no graphs: off, or no room) */
-    int64_t gB[DSC_MAX_BUCKETS], gC[DSC_MAX_BUCKETS];
-    cudaGraphExec_t gx[DSC_MAX_BUCKETS][DSC_MAX_BUCKETS];   /* NULL until the first such pass */
-    int32_t scratch;                       /* the cache block the graphs' padding rows use */
+    cb_graphs g;                           /* CUDA graphs of decode passes (teacher/cuda_batch.h) */
 };
 
 static inline size_t up256(size_t n) { return (n + 255) / 256 * 256; }
@@ -106,10 +99,7 @@ typedef struct {
     uint16_t *stage16;                     /* DSC_CHUNK bf16 */
 } loader;
 
-typedef struct {
-    int64_t s, from, n;
-    bool last;   /* ends the sequence's new tokens: its logits row */
-} piece;
+typedef cb_piece piece;   /* tokens [from, from + n) of sequence s's new tokens */
 
 #define A(off) ((void *)(m->arena + (off)))
 #define BF(off) ((uint16_t *)(m->arena + (off)))

@@ -84,6 +84,7 @@
 
 #include "teacher/ds_cuda.c"
 #include "teacher/ds_cuda_mtp.c"
+#include "teacher/cuda_batch.c"
 #undef CUDA_TRY
 #include "teacher/engine.c"   /* its dense GPU engine is the library's (teacher/dense_cuda.c) */
 

@@ -41,6 +41,7 @@
 #include "tests/unit/engine_fake.h"
 
 #include "teacher/dense_cuda.c"
+#include "teacher/cuda_batch.c"
 #undef CUDA_TRY
 #include "teacher/engine.c"
 
@@ -216,6 +217,51 @@ static void forward_matches_dense(const char *dir) {
 Test(dense_cuda_fake, qwen2_forward_in_passes_matches_dense) { forward_matches_dense(qwen_dir); }
 Test(dense_cuda_fake, llama_forward_in_passes_matches_dense) { forward_matches_dense(llama_dir); }
 Test(dense_cuda_fake, qwen3_forward_in_passes_matches_dense) { forward_matches_dense(qwen3_dir); }
+
+/* A prompt one token longer than a pass (17 tokens, passes of 16, graphs on): its second pass is
+ * a single token at position 16, which takes the decode graph path; its context class must count
+ * the 16 positions the first pass cached (a class of 16 positions reads one block of the two).
+ * The last token's logits against dn_forward's over the same prompt. */
+static void split_prompt_tail_matches_dense(const char *dir) {
+    dn_model *cm;
+    cr_assert_eq(dn_load(dir, NULL, &cm), 0, "%s", rt_errmsg());
+    dc_load_opts lo = {.max_tokens = 16, .max_seqs = 16};
+    dc_model *gm;
+    cr_assert_eq(dc_load(dir, &lo, &gm), 0, "%s", rt_errmsg());
+    int64_t nb, V = dn_config(cm)->vocab_size;
+    cr_assert_eq(dc_cache_init(gm, 16, &nb), 0, "%s", rt_errmsg());
+    kv_pool *cp, *gp;
+    cr_assert_eq(kv_pool_create(8, 16, dn_block_floats(cm, 16), &cp), 0);
+    cr_assert_eq(kv_pool_create(nb < 8 ? nb : 8, 16, 0, &gp), 0);
+    kv_seq cs = {0}, gs = {0};
+    kv_seq *cpt[1] = {&cs}, *gpt[1] = {&gs};
+    int32_t n_new[1] = {17}, tok[17];
+    for (int i = 0; i < 17; i++) tok[i] = (int32_t)(3 + (i * 13 + 5) % (V - 3));
+    float *lc = malloc((size_t)V * sizeof(float)), *lg = malloc((size_t)V * sizeof(float));
+    cr_assert(lc && lg);
+    for (int64_t i = 0; i < V; i++) lg[i] = NAN;
+    cr_assert_eq(dn_forward(cm, cp, cpt, n_new, 1, tok, lc, false), 0, "%s", rt_errmsg());
+    cr_assert_eq(dc_forward(gm, gp, gpt, n_new, 1, tok, lg), 0, "%s", rt_errmsg());
+    float max_d = 0;
+    for (int64_t i = 0; i < V; i++) {
+        float d = fabsf(lc[i] - lg[i]);
+        if (!(d <= max_d)) max_d = d;   /* NaN too */
+    }
+    cr_log_info("%s: 17-token prompt in passes of 16, max |Δ logit| %.4f", dir, max_d);
+    cr_assert(max_d <= 0.25f, "max |Δ logit| %g", max_d);   /* forward_matches_dense's bound */
+    kv_seq_release(cp, &cs), kv_seq_release(gp, &gs);
+    kv_pool_free(cp), kv_pool_free(gp);
+    free(lc), free(lg);
+    dc_free(gm);
+    dn_free(cm);
+}
+
+Test(dense_cuda_fake, qwen2_prompt_one_token_longer_than_a_pass_matches_dense) {
+    split_prompt_tail_matches_dense(qwen_dir);
+}
+Test(dense_cuda_fake, llama_prompt_one_token_longer_than_a_pass_matches_dense) {
+    split_prompt_tail_matches_dense(llama_dir);
+}
 
 /* A model that does not fit: one line, and not one device allocation. */
 Test(dense_cuda_fake, model_that_does_not_fit_is_refused_before_any_allocation) {
