@@ -27,6 +27,7 @@
 #define gd_params_json fake_gd_params_json
 
 #include "teacher/dense_cuda.c"
+#include "teacher/cuda_batch.c"
 #undef CUDA_TRY
 #include "teacher/engine.c"
 #define run drv_run     /* driver.c's file-scope names, out of the stand-ins' way */

@@ -18,6 +18,7 @@
 #include "tests/unit/engine_fake.h"
 
 #include "teacher/dense_cuda.c"
+#include "teacher/cuda_batch.c"
 #undef CUDA_TRY
 #include "teacher/engine.c"
 
