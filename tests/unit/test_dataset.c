@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "core/fsutil.h"
 #include "core/status.h"
@@ -154,6 +155,35 @@ Test(db, readonly_handle_refuses_writes) {
     cr_assert_eq(db_open("/nonexistent/run.db", 0, &db), RT_ENOTFOUND);
     free(path);
     free(dir);
+}
+
+/* Short texts (under 1 KiB) are written with raw literals, longer ones exactly as libzstd's
+ * one-shot ZSTD_compress at level 3 writes them; every frame is a plain zstd frame that
+ * libzstd's own decoder reads back. */
+Test(blob, short_texts_raw_literals_long_texts_unchanged) {
+    blob_codec *c;
+    cr_assert_eq(blob_codec_new(0, &c), 0);
+    const size_t sizes[] = {1, 100, 300, 1023, 1024, 1500, 5000};
+    char text[5001];
+    for (size_t i = 0; i < 5000; i++) text[i] = "the answer is #### 42, so 7 * 6 = 42.\n"[(i * 7 + i / 13) % 38];
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t len = sizes[k], zlen;
+        uint8_t *z;
+        cr_assert_eq(blob_compress(c, text, len, 0, &z, &zlen), 0, "%s", rt_errmsg());
+        char back[5001];
+        size_t r = ZSTD_decompress(back, sizeof back, z, zlen);
+        cr_assert(!ZSTD_isError(r) && r == len && !memcmp(back, text, len), "%zu bytes: %s", len,
+                  ZSTD_isError(r) ? ZSTD_getErrorName(r) : "differs");
+        size_t cap = ZSTD_compressBound(len);
+        uint8_t *ref = malloc(cap);
+        size_t rlen = ZSTD_compress(ref, cap, text, len, 3);
+        cr_assert(!ZSTD_isError(rlen));
+        if (len >= 1024) cr_assert(zlen == rlen && !memcmp(z, ref, zlen), "%zu bytes: %zu vs level 3's %zu", len, zlen, rlen);
+        else cr_assert(zlen >= rlen, "%zu bytes: %zu, below level 3's %zu", len, zlen, rlen);
+        free(ref);
+        free(z);
+    }
+    blob_codec_free(c);
 }
 
 Test(blob, round_trip_plain_and_with_dictionary) {
