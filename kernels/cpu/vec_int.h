@@ -1,4 +1,5 @@
-/* kernels/cpu/vec_int.h — private AVX2 helpers of the CPU kernels (attention, SwiGLU, AdamW).
+/* kernels/cpu/vec_int.h — private AVX2 helpers of the CPU kernels (attention, SwiGLU, AdamW,
+ * cross-entropy).
  *
  * vec_avx2() says whether this CPU runs AVX2 + FMA (asked per kernel call: GCC's
  * __builtin_cpu_supports reads what libgcc found at start-up). Every helper takes that answer
@@ -98,6 +99,24 @@ VEC_AVX2 static inline float vec_exp_shift_sum_avx2(float *x, int64_t n, float s
     return vec_hsum8(acc);
 }
 
+/* as vec_exp_shift_sum_avx2, the sum kept in double (long rows: a vocabulary) */
+VEC_AVX2 static inline double vec_exp_shift_sumd_avx2(float *x, int64_t n, float shift) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    __m256 sh = _mm256_set1_ps(shift);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = vec_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+        _mm256_storeu_ps(x + i, e);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
+    double s = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; i++) s += (x[i] = expf(x[i] - shift));
+    return s;
+}
+
 VEC_AVX2 static inline void vec_exp_sub_avx2(float *x, const float *sub, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -148,6 +167,16 @@ static inline float vec_exp_shift_sum(bool avx, float *x, int64_t n, float shift
     if (avx) return vec_exp_shift_sum_avx2(x, n, shift);
 #endif
     float s = 0;
+    for (int64_t i = 0; i < n; i++) s += (x[i] = expf(x[i] - shift));
+    return s;
+}
+
+/* x[i] = exp(x[i] − shift); returns the sum of the new x, summed in double */
+static inline double vec_exp_shift_sumd(bool avx, float *x, int64_t n, float shift) {
+#ifdef RT_VEC_X86
+    if (avx) return vec_exp_shift_sumd_avx2(x, n, shift);
+#endif
+    double s = 0;
     for (int64_t i = 0; i < n; i++) s += (x[i] = expf(x[i] - shift));
     return s;
 }
