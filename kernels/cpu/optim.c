@@ -1,6 +1,6 @@
 /* kernels/cpu/optim.c — AdamW, sum of squares, scaling. AdamW runs one fused pass, 8 lanes at a
- * time with AVX2: the same operations in the same order as the plain loop (no FMA), so both give
- * the same bits. */
+ * time with AVX2: the same operations in the same order as the plain loop (no FMA; -std=c11 keeps
+ * the compiler from contracting the plain loop either), so both give the same bits. */
 #include "kernels/optim.h"
 
 #include "kernels/cpu/vec_int.h"
