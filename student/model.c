@@ -171,10 +171,14 @@ static bool is_residual_out(const char *name) {
 }
 
 /* The normal(0, std) draws of sm_create_random: tensor after tensor in flat order, a matrix's
- * elements one draw each from one stream; vectors draw nothing (norms 1, biases 0). */
-static float init_value(const sm_tensor *t, const sm_model *m, sr_rng *r) {
-    double s = is_residual_out(t->name) ? 0.02 / sqrt(2.0 * (double)m->L) : 0.02;
-    return (float)(sr_normal(r) * s);
+ * elements one draw each from one stream; vectors draw nothing (norms 1, biases 0). The std
+ * depends on the tensor's name only, so it is looked up once per tensor, not per element. */
+static double init_std(const sm_tensor *t, const sm_model *m) {
+    return is_residual_out(t->name) ? 0.02 / sqrt(2.0 * (double)m->L) : 0.02;
+}
+
+static void init_draw(float *dst, int64_t n, double std, sr_rng *r) {
+    for (int64_t k = 0; k < n; k++) dst[k] = (float)(sr_normal(r) * std);
 }
 
 int sm_create_random(const json_t *config, uint64_t seed, sm_model **out) {
@@ -192,7 +196,7 @@ int sm_create_random(const json_t *config, uint64_t seed, sm_model **out) {
             for (int64_t j = 0; j < t->numel; j++) p[j] = v;
             continue;
         }
-        for (int64_t j = 0; j < t->numel; j++) p[j] = init_value(t, m, &r);
+        init_draw(p, t->numel, init_std(t, m), &r);
     }
     return 0;
 }
@@ -324,7 +328,7 @@ static void draw(sm_reader *r, size_t i, int64_t j, int64_t n, float *dst) {
     }
     for (; r->j < j; r->j++) (void)sr_normal(&r->r);
     const sm_tensor *t = &m->tensors[i];
-    for (int64_t k = 0; k < n; k++) dst[k] = init_value(t, m, &r->r);
+    init_draw(dst, n, init_std(t, m), &r->r);
     r->j += n;
 }
 

@@ -10,6 +10,7 @@
  * transposed, and dV += Pᵀ·dO, dK += scale·dSᵀ·Q. */
 #include "kernels/attention.h"
 
+#include "kernels/cpu/vec_int.h"
 #include "kernels/matmul.h"
 
 #include <math.h>
@@ -29,6 +30,7 @@ typedef struct {
     const int32_t *ds;
     int64_t T, Hq, Hkv, hd, nblk;
     float scale;
+    bool avx;   /* vec_avx2() */
 } attn_ctx;
 
 static float *thread_ws(const attn_ctx *c, int thread, int which) {
@@ -57,14 +59,11 @@ static void fwd_blocks(void *p, size_t begin, size_t end, int thread) {
         gemm_nt(m, nk, hd, c->scale, c->q + t0 * lq + h * hd, lq, c->k + k0 * lk + kh * hd, lk, S, nk);
         for (int64_t r = 0; r < m; r++) {
             int64_t t = t0 + r, a = c->ds[t] - k0, b = t - k0;
-            float *row = S + r * nk, mx = row[a];
-            for (int64_t j = a + 1; j <= b; j++) mx = row[j] > mx ? row[j] : mx;
-            float sum = 0;
-            for (int64_t j = 0; j < a; j++) row[j] = 0;
-            for (int64_t j = a; j <= b; j++) sum += (row[j] = expf(row[j] - mx));
-            for (int64_t j = b + 1; j < nk; j++) row[j] = 0;
-            float inv = 1.0f / sum;
-            for (int64_t j = a; j <= b; j++) row[j] *= inv;
+            float *row = S + r * nk, mx = vec_max(c->avx, row + a, b - a + 1);
+            memset(row, 0, (size_t)a * sizeof *row);   /* other documents and the future: p = 0, no exp */
+            memset(row + b + 1, 0, (size_t)(nk - b - 1) * sizeof *row);
+            float sum = vec_exp_shift_sum(c->avx, row + a, b - a + 1, mx);
+            vec_scale_f(c->avx, row + a, b - a + 1, 1.0f / sum);
             c->lse[h * c->T + t] = mx + logf(sum);
         }
         gemm_nn(m, hd, nk, 1.0f, S, nk, c->v + k0 * lk + kh * hd, lk, 0.0f, c->o + t0 * lq + h * hd, lq);
@@ -74,16 +73,10 @@ static void fwd_blocks(void *p, size_t begin, size_t end, int thread) {
 void attn_fwd(float *o, float *lse, const float *q, const float *k, const float *v, const int32_t *doc_start,
               int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float scale, float *ws, tp_pool *pool) {
     attn_ctx c = {.o = o, .lse = lse, .q = q, .k = k, .v = v, .ds = doc_start, .T = T, .Hq = Hq, .Hkv = Hkv,
-                  .hd = hd, .scale = scale, .ws = ws, .nblk = (T + BLK - 1) / BLK};
+                  .hd = hd, .scale = scale, .ws = ws, .nblk = (T + BLK - 1) / BLK, .avx = vec_avx2()};
     tp_parallel_for(pool, (size_t)(Hq * c.nblk), fwd_blocks, &c);
 }
 
-/* Probabilities of query t over keys [k0, k0 + n) into row (0 outside t's document prefix). */
-static void probs_row(float *row, const attn_ctx *c, int64_t h, int64_t t, int64_t k0, int64_t n) {
-    int64_t a = c->ds[t] - k0, b = t - k0;
-    float lse = c->lse_in[h * c->T + t];
-    for (int64_t j = 0; j < n; j++) row[j] = (j >= a && j <= b) ? expf(row[j] - lse) : 0.0f;
-}
 
 static void bwd_q_blocks(void *p, size_t begin, size_t end, int thread) {
     const attn_ctx *c = p;
@@ -102,9 +95,13 @@ static void bwd_q_blocks(void *p, size_t begin, size_t end, int thread) {
             float d = 0;
             for (int64_t i = 0; i < hd; i++) d += dor[i] * orow[i];
             D[h * c->T + t] = d;
+            /* P and dS over t's document prefix [a, b]; 0 elsewhere, with no exp */
             float *pr = P + r * nk, *dpr = dP + r * nk;
-            probs_row(pr, c, h, t, k0, nk);
-            for (int64_t j = 0; j < nk; j++) dpr[j] = pr[j] * (dpr[j] - d);
+            int64_t a = c->ds[t] - k0, b = t - k0;
+            memset(pr, 0, (size_t)a * sizeof *pr), memset(pr + b + 1, 0, (size_t)(nk - b - 1) * sizeof *pr);
+            memset(dpr, 0, (size_t)a * sizeof *dpr), memset(dpr + b + 1, 0, (size_t)(nk - b - 1) * sizeof *dpr);
+            (void)vec_exp_shift_sum(c->avx, pr + a, b - a + 1, c->lse_in[h * c->T + t]);
+            vec_dsoftmax1(c->avx, dpr + a, pr + a, d, b - a + 1);
         }
         gemm_nn(m, hd, nk, c->scale, dP, nk, K, lk, 0.0f, c->dq + t0 * lq + h * hd, lq);
     }
@@ -126,15 +123,19 @@ static void bwd_kv_blocks(void *p, size_t begin, size_t end, int thread) {
             const float *Q = c->q + s0 * lq + h * hd, *dO = c->dout + s0 * lq + h * hd;
             gemm_nt(m, nq, hd, c->scale, K, lk, Q, lq, Pt, nq);
             gemm_nt(m, nq, hd, 1.0f, V, lk, dO, lq, dPt, nq);
+            /* key s sees the queries [s, E): those of its own document from s on (doc_start is
+             * non-decreasing, so E only grows with s); P and dS are 0 elsewhere, with no exp */
+            int64_t E = s0;
             for (int64_t r = 0; r < m; r++) {
-                int64_t s = s0 + r;
+                int64_t s = s0 + r, js = r;
+                if (E < s + 1) E = s + 1;
+                while (E < e && c->ds[E] <= s) E++;
+                int64_t je = E - s0, len = je - js;
                 float *pr = Pt + r * nq, *dpr = dPt + r * nq;
-                for (int64_t j = 0; j < nq; j++) {
-                    int64_t t = s0 + j;
-                    float pv = (t >= s && c->ds[t] <= s) ? expf(pr[j] - c->lse_in[h * c->T + t]) : 0.0f;
-                    pr[j] = pv;
-                    dpr[j] = pv * (dpr[j] - D[h * c->T + t]);
-                }
+                memset(pr, 0, (size_t)js * sizeof *pr), memset(pr + je, 0, (size_t)(nq - je) * sizeof *pr);
+                memset(dpr, 0, (size_t)js * sizeof *dpr), memset(dpr + je, 0, (size_t)(nq - je) * sizeof *dpr);
+                vec_exp_sub(c->avx, pr + js, c->lse_in + h * c->T + s, len);
+                vec_dsoftmax(c->avx, dpr + js, pr + js, D + h * c->T + s, len);
             }
             float beta = h == kh * rep ? 0.0f : 1.0f;
             gemm_nn(m, hd, nq, 1.0f, Pt, nq, dO, lq, beta, dV, lk);
@@ -148,7 +149,7 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *o
               float scale, float *ws, tp_pool *pool) {
     attn_ctx c = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .oo = o, .lse_in = lse, .q = q, .k = k, .v = v,
                   .ds = doc_start, .T = T, .Hq = Hq, .Hkv = Hkv, .hd = hd, .scale = scale, .ws = ws,
-                  .nblk = (T + BLK - 1) / BLK};
+                  .nblk = (T + BLK - 1) / BLK, .avx = vec_avx2()};
     tp_parallel_for(pool, (size_t)(Hq * c.nblk), bwd_q_blocks, &c);
     tp_parallel_for(pool, (size_t)(Hkv * c.nblk), bwd_kv_blocks, &c);
 }

@@ -1,4 +1,4 @@
-/* kernels/cpu/loss.c — chunked LM head + cross-entropy. */
+/* kernels/cpu/loss.c — chunked LM head + cross-entropy (its softmax 8 lanes at a time with AVX2). */
 #include "kernels/loss.h"
 
 #include <math.h>
@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/status.h"
+#include "kernels/cpu/vec_int.h"
 #include "kernels/matmul.h"
 
 int ce_workspace_init(ce_workspace *ws, int64_t chunk, int64_t V, int64_t D) {
@@ -42,6 +43,7 @@ typedef struct {
     const int32_t *target;
     float scale;
     int grad;
+    bool avx;   /* vec_avx2() */
 } ce_ctx;
 
 /* Row r of the chunk: loss, and (grad) its logits turned into scale·(softmax − onehot); one
@@ -52,14 +54,11 @@ static void softmax_rows(void *p, size_t begin, size_t end, int thread) {
     for (size_t r = begin; r < end; r++) {
         float *z = c->ws->logits + (int64_t)r * V;
         int32_t y = c->target[c->ws->rows[r]];
-        float mx = z[0], zy = z[y];
-        for (int64_t j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
-        double sum = 0;
-        for (int64_t j = 0; j < V; j++) sum += (z[j] = expf(z[j] - mx));   /* z now holds exp(z − max) */
+        float mx = vec_max(c->avx, z, V), zy = z[y];
+        double sum = vec_exp_shift_sumd(c->avx, z, V, mx);   /* z now holds exp(z − max) */
         c->ws->row_loss[r] = (double)mx + log(sum) - (double)zy;
         if (!c->grad) continue;
-        float k = (float)((double)c->scale / sum);
-        for (int64_t j = 0; j < V; j++) z[j] *= k;
+        vec_scale_f(c->avx, z, V, (float)((double)c->scale / sum));
         z[y] -= c->scale;
     }
 }
@@ -69,7 +68,7 @@ void ce_fused(double *loss_sum, float *dh, float *dw, const float *h, const floa
     int64_t D = ws->D, V = ws->V;
     double total = 0;
     if (dh) memset(dh, 0, (size_t)(M * D) * sizeof *dh);
-    ce_ctx c = {.ws = ws, .target = target, .scale = scale, .grad = dh != NULL};
+    ce_ctx c = {.ws = ws, .target = target, .scale = scale, .grad = dh != NULL, .avx = vec_avx2()};
     int64_t i = 0;
     while (i < M) {
         int64_t n = 0;
