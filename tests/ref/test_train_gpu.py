@@ -233,21 +233,22 @@ def fake_dp(tools_dir, ranks, cfg, data, steps, zero, batch, accum, save=None):
                                               (2, "3:ckpt", 2), (2, "3:offload", 2), (2, "1:offload", 2)])
 def test_gpu_path_data_parallel_on_cpu_stand_ins_matches_one_rank(retort_bin, data, tools_dir, tmp_path, ranks, zero,
                                                                  accum):
-    """accum 2: ZeRO-2/3's gradient shard accumulates the micro-batches' reduced buckets, which
-    sums the four micro-batches in another order than one rank does ((a0 + a2) + a1 + a3, not
-    ((a0 + a1) + a2) + a3): the first step's loss and norm still agree at 1e-6 / 1e-5 (a
-    missing accumulation moves the norm by ~30%), but AdamW's first update is ±lr wherever a
-    gradient is ~0 (the k bias), so from step 2 on the runs agree at the bf16 tolerance only
-    (measured 1.2e-5 on the norm at step 2, 1.5e-4 at step 3)."""
+    """accum 2: every level sums the four micro-batches in another order than one rank does —
+    ZeRO-2/3's gradient shard accumulates the micro-batches' reduced buckets ((a0 + a2) + a1 +
+    a3), ZeRO-0/1 reduce each rank's accumulated sum ((a0 + a1) + (a2 + a3)) — against ((a0 +
+    a1) + a2) + a3: the first step's loss and norm still agree at 1e-6 / 1e-5 (a missing
+    accumulation moves the norm by ~30%), but AdamW's first update is ±lr wherever a gradient is
+    ~0 (the k bias), so from step 2 on the runs agree at the bf16 tolerance only (measured 1.2e-5
+    on the norm at step 2, 1.5e-4 at step 3; ZeRO-1 with offload 1.3e-5 at step 3)."""
     cfg = config(tmp_path)
     one = fake_dp(tools_dir, 1, cfg, data, 4, 0, 2, ranks * accum)   # one rank, the same global batch
     dp = fake_dp(tools_dir, ranks, cfg, data, 4, zero, 2, accum)
     assert [r["step"] for r in dp] == [1, 2, 3, 4]
-    reordered = accum > 1 and str(zero)[0] in "23"
+    reordered = accum > 1
     for a, b in zip(one, dp):
         assert a["lr"] == b["lr"] and a["loss_tokens"] == b["loss_tokens"], (a, b)
         lt, nt = (LOSS_RTOL, GNORM_RTOL) if reordered and a["step"] > 1 else (1e-6, 1e-5)
-        assert close(a["loss"], b["loss"], lt) and close(a["grad_norm"], b["grad_norm"], nt), (a, b)
+        assert close(a["loss"], b["loss"], lt) and close(a["grad_norm"], b["grad_norm"], nt), (a["step"], a, b)
     # and the CPU trainer (f32) on the same global batch, at the bf16 tolerance
     train(retort_bin, "--init", cfg, "--data", data, "--batch", "2", "--grad-accum", str(ranks * accum), "--steps", "4",
           "--lr", "3e-3", "--warmup", "2", "--weight-decay", "0.1", "--clip", "1.0", "--seed", "5",
