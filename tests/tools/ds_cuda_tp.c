@@ -103,6 +103,7 @@
         }                                                                                                     \
     } while (0)
 #include "tests/unit/fake_cuda_impl.h"
+#include "tests/tools/tp_fault.h"
 
 #include <errno.h>
 #include <sys/stat.h>
@@ -565,51 +566,6 @@ static int plan_only(const char *dir, double gib) {
     return rc ? 1 : 0;
 }
 
-/* ---- a fault mid-run ------------------------------------------------------------------------ */
-
-static int fault_run(const char *dir, const char *spec, int warm, bool graphs) {
-    rt_comm *comm;
-    if (comm_open(COMM_AUTO, &comm)) return fail("comm_open");
-    fake_devices = comm_local_size(comm);
-    fake_total_bytes = (size_t)384 << 20;
-    int R = comm_rank(comm), P = comm_size(comm);
-    te_load_opts lo = {.device = TE_DEVICE_CUDA, .gpu = -1, .gpu_memory_fraction = 0.9, .comm = comm,
-                       .no_cuda_graphs = !graphs};
-    te_model *m = NULL;
-    te_engine *e = NULL;
-    te_opts o = {.max_batch = 4, .block_size = 16, .prefill_chunk = 16};
-    int rc = te_model_load_opts(dir, &lo, &m);
-    if (!rc) rc = te_engine_create(m, &o, &e);
-    int32_t prompt[2][19];
-    for (int q = 0; q < 2 && !rc; q++) {
-        for (int i = 0; i < 19; i++) prompt[q][i] = (int32_t)(2 + (q * 31 + i * 7 + i * i) % (VOC - 2));
-        te_request r = {.prompt = prompt[q], .n_prompt = 19 - 6 * q, .n_samples = 2, .max_tokens = 12,
-                        .ignore_config_eos = true, .sampling = SMP_GREEDY, .seed = 3, .logprobs = true, .tag = (uint64_t)q};
-        rc = te_submit(e, &r);
-    }
-    int steps = 0;
-    while (!rc && te_busy(e)) {
-        if (steps == warm && fake_fault_set(spec)) rc = rt_fail(RT_EINVAL, "fault spec %s: KIND:N[@RANK]", spec);
-        te_result *res = NULL;
-        size_t k = 0;
-        if (!rc) rc = te_step(e, &res, &k);
-        te_results_free(res, k);
-        steps++;
-    }
-    if (rc) {   /* cli/cmd_generate.c's failed lockstep: one line, then every rank ends */
-        fprintf(stderr, "ds_cuda_tp: rank %d of %d: %s\n", R, P, rt_errmsg());
-        fflush(stderr);
-        if (P > 1) comm_abort(comm, 1);
-    } else {
-        printf("{\"rank\": %d, \"steps\": %d, \"fired\": %d}\n", R, steps, fake_fault_fired());
-        fflush(stdout);
-    }
-    te_engine_free(e);
-    te_model_free(m);
-    fake_real_comm_close(comm);
-    return rc ? 1 : 0;
-}
-
 int main(int argc, char **argv) {
     mm_blas_single_thread();
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "make"))
@@ -618,7 +574,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "spec")) return spec(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "plan")) return plan_only(argv[2], strtod(argv[3], NULL));
     if ((argc == 5 || (argc == 6 && !strcmp(argv[5], "--no-cuda-graphs"))) && !strcmp(argv[1], "fault"))
-        return fault_run(argv[2], argv[3], atoi(argv[4]), argc == 5);
+        return tp_fault_run("ds_cuda_tp", argv[2], (size_t)384 << 20, argc != 5, argv[3], atoi(argv[4]), VOC, 12);
     fprintf(stderr, "usage: ds_cuda_tp make DIR SEED [BIAS_STD] | ds_cuda_tp run DIR | ds_cuda_tp spec DIR | ds_cuda_tp plan DIR GPU_GIB"
                     " | ds_cuda_tp fault DIR KIND:N[@RANK] WARM [--no-cuda-graphs]\n");
     return 2;
