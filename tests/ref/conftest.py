@@ -54,3 +54,28 @@ def assert_one_error_line(p, *needles):
     for n in needles:
         assert n in lines[0], f"{n!r} not in {lines[0]!r}"
     assert p.stdout == "", f"no partial output expected, got {p.stdout[:200]!r}"
+
+
+def save_byte_qwen(d, hidden, intermediate, heads, kv_heads):
+    """A tiny random Qwen2 (2 layers, f32, saved by transformers into d) over a byte-level
+    tokenizer: 256 bytes, <|im_start|>, <|im_end|> (eos), <think>, </think> — 260 ids."""
+    import torch
+    import tokenizers
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tk = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)])
+    tk.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-qwen2.json")))
+    cfg.update(vocab_size=tk.get_vocab_size(), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
+               num_attention_heads=heads, num_key_value_heads=kv_heads, eos_token_id=tk.token_to_id("<|im_end|>"))
+    torch.manual_seed(5)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(1 + 0.2 * torch.randn(p.shape) if "norm" in name else torch.randn(p.shape) / p.shape[-1] ** 0.5)
+    m.save_pretrained(str(d))
+    tk.save(str(d / "tokenizer.json"))

@@ -540,27 +540,11 @@ def test_eval_through_an_endpoint(retort_bin, tmp_path, server_factory):
 def byte_model(tmp_path_factory):
     """A tiny Qwen2 over a byte-level tokenizer (256 bytes, <|im_start|>, <|im_end|>, <think>,
     </think>): a 260-token vocabulary keeps seeded sampling cheap."""
-    torch = pytest.importorskip("torch")
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
-    from transformers import AutoConfig, AutoModelForCausalLM
+    pytest.importorskip("torch")
+    pytest.importorskip("tokenizers")
+    from conftest import save_byte_qwen
     d = tmp_path_factory.mktemp("gdb-bytes") / "byte-qwen"
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tk = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.add_special_tokens([AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)])
-    tk.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
-    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-qwen2.json")))
-    cfg.update(vocab_size=tk.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2, eos_token_id=tk.token_to_id("<|im_end|>"))
-    torch.manual_seed(5)
-    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn(p.shape) if "norm" in name else torch.randn(p.shape) / p.shape[-1] ** 0.5)
-    m.save_pretrained(str(d))
-    tk.save(str(d / "tokenizer.json"))
+    save_byte_qwen(d, 64, 128, 4, 2)
     return d
 
 
