@@ -10,11 +10,13 @@
  * the same arithmetic in the same order for a given pool size and kernel, so results are
  * deterministic run to run. No allocation, no errors.
  *
- * mm_sgemm picks its kernel at run time (kernels/cpu/gemm.c): OpenBLAS where its own
- * dispatch knows the CPU (an AVX2-or-wider core), else retort's AVX2+FMA kernel when the CPU
- * has AVX2 and FMA (OpenBLAS 0.3.21 runs Sapphire Rapids on SSE3 kernels), else OpenBLAS;
- * decode products x·wᵀ of at most MM_SMALL_M rows take retort's streaming AVX2 kernel on any
- * AVX2 CPU. RETORT_GEMM=blas|avx2|auto forces one kernel for every shape (tests run both).
+ * mm_sgemm picks its kernel at run time (kernels/cpu/gemm.c, the rule in mm_gemm_auto):
+ * oneDNN's sgemm (opened at first use, kernels/cpu/gemm_dnnl.h) on an AVX-512 CPU whose
+ * OpenBLAS core has no AVX-512 kernels (OpenBLAS 0.3.21 runs Sapphire Rapids on SSE3 ones);
+ * else retort's AVX2+FMA kernel when the CPU has AVX2 and FMA but OpenBLAS's core is older;
+ * else OpenBLAS. Decode products x·wᵀ of at most MM_SMALL_M rows take retort's streaming
+ * AVX2 kernel on any AVX2 CPU. RETORT_GEMM=blas|avx2|dnnl|auto forces one kernel for every
+ * shape (tests run each).
  */
 #ifndef RT_KERNELS_MATMUL_H
 #define RT_KERNELS_MATMUL_H
@@ -37,14 +39,18 @@ void mm_blas_single_thread(void);
 void mm_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
-typedef enum { MM_GEMM_BLAS, MM_GEMM_AVX2 } mm_gemm_kernel;
+typedef enum { MM_GEMM_BLAS, MM_GEMM_AVX2, MM_GEMM_DNNL } mm_gemm_kernel;
+/* The automatic choice from the facts it depends on: the CPU has AVX2+FMA, the CPU has
+ * AVX-512 (F, BW, DQ, VL), OpenBLAS's core name (openblas_get_corename), oneDNN loads. */
+mm_gemm_kernel mm_gemm_auto(bool avx2, bool avx512, const char *blas_core, bool dnnl);
 /* The kernel mm_sgemm uses on this CPU under the current RETORT_GEMM. A value other than
- * auto/blas/avx2, or avx2 on a CPU without AVX2+FMA, is RT_EINVAL (*out still gets what
- * mm_sgemm will use: the automatic choice, or OpenBLAS). */
+ * auto/blas/avx2/dnnl, avx2 on a CPU without AVX2+FMA, or dnnl where oneDNN cannot be loaded
+ * is RT_EINVAL (*out still gets what mm_sgemm will use: the automatic choice, or OpenBLAS). */
 int mm_gemm_choose(mm_gemm_kernel *out);
 /* One line naming the kernel in use and why, into buf (returned). */
 const char *mm_gemm_describe(char *buf, size_t n);
-/* mm_sgemm with the kernel given (MM_GEMM_AVX2 on a CPU without it runs OpenBLAS). */
+/* mm_sgemm with the kernel given (MM_GEMM_AVX2 on a CPU without it, or MM_GEMM_DNNL without
+ * oneDNN, runs OpenBLAS). */
 void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* Rows up to which an x·wᵀ product streams w without packing (decode batches). */

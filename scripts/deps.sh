@@ -10,6 +10,7 @@ PKGS=(
   libsqlite3-dev sqlite3 libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev
   libopenblas-dev libopenmpi-dev openmpi-bin libmicrohttpd-dev libcurl4-openssl-dev
   libxxhash-dev libcriterion-dev python3 python3-venv
+  libdnnl2
   chromium
 )
 

@@ -2,10 +2,13 @@
  * time (contract in kernels/matmul.h).
  *
  * Backends: OpenBLAS (the portable path, and the fastest where its runtime dispatch knows
- * the CPU), and retort's own AVX2+FMA kernel for CPUs whose OpenBLAS core is older than the
- * CPU (Debian's OpenBLAS 0.3.21 runs Sapphire Rapids on its SSE3 "Prescott" kernels).
- * The choice is recomputed on every call from the CPU's features, OpenBLAS's core name and
- * RETORT_GEMM (all cheap reads), so there is no cached state.
+ * the CPU); oneDNN (kernels/cpu/gemm_dnnl.c, opened at first use) for AVX-512 CPUs whose
+ * OpenBLAS core is not an AVX-512 one (Debian's OpenBLAS 0.3.21 runs Sapphire Rapids on its
+ * SSE3 "Prescott" kernels; oneDNN chooses its AVX-512/AMX code from the CPU's features); and
+ * retort's own AVX2+FMA kernel for AVX2 CPUs whose OpenBLAS core is older than the CPU (and
+ * AVX-512 ones without oneDNN). The choice is recomputed on every call from the CPU's
+ * features, OpenBLAS's core name and RETORT_GEMM (all cheap reads; whether oneDNN loads is
+ * found once), so there is no other cached state.
  *
  * The AVX2 GEMM is the usual five-loop blocking: B is packed in KC×NC blocks of NR-wide
  * panels, A in MC×KC blocks of MR-tall panels, and a 6×16 register tile (12 ymm
@@ -21,6 +24,7 @@
 #include <strings.h>
 
 #include "core/status.h"
+#include "kernels/cpu/gemm_dnnl.h"
 
 #ifdef RT_NO_BLAS
 #include "cblas.h"
@@ -52,16 +56,60 @@ static const char *blas_core(void) {
 #endif
 }
 
+/* the whole AVX-512 foundation retort's other kernels (oneDNN's avx512_core) assume, with the
+ * OS saving the zmm state (libgcc's check reads XCR0) */
+static bool cpu_has_avx512(void) {
+#ifdef RT_GEMM_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+    return false;
+#endif
+}
+
+static bool core_in(const char *core, const char *const *list, size_t n) {
+    if (!core) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(core, list[i])) return true;
+    return false;
+}
+
 /* OpenBLAS cores whose sgemm uses AVX2/FMA or wider: on these OpenBLAS is at least as fast
  * as the kernel below on GEMMs (it reaches 0.7-1.0x of them on Zen 3: bench/cpu_gemm.sh). Any
  * other core on an AVX2 CPU means OpenBLAS did not recognise the CPU and fell back to an
  * older kernel. */
 static bool blas_core_is_modern(const char *core) {
     static const char *const modern[] = {"Haswell", "SkylakeX", "Cooperlake", "SapphireRapids", "Zen", "Excavator"};
-    if (!core) return false;
-    for (size_t i = 0; i < sizeof modern / sizeof *modern; i++)
-        if (!strcasecmp(core, modern[i])) return true;
-    return false;
+    return core_in(core, modern, sizeof modern / sizeof *modern);
+}
+
+/* the OpenBLAS cores with AVX-512 sgemm kernels */
+static bool blas_core_is_avx512(const char *core) {
+    static const char *const wide[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    return core_in(core, wide, sizeof wide / sizeof *wide);
+}
+
+/* oneDNN wherever OpenBLAS's core lags the CPU: its AVX-512 code on AVX-512 CPUs, and on AVX2
+ * CPUs its AVX2 sgemm is 1.07-1.17x retort's kernel on the training shapes (Zen, bench/
+ * cpu_gemm.sh, 2026-12-08); retort's kernel where oneDNN is not installed */
+static bool blas_core_lags(bool avx2, bool avx512, const char *core) {
+    return (avx512 && !blas_core_is_avx512(core)) || (avx2 && !blas_core_is_modern(core));
+}
+
+mm_gemm_kernel mm_gemm_auto(bool avx2, bool avx512, const char *blas_core_name, bool dnnl) {
+    if (!blas_core_lags(avx2, avx512, blas_core_name)) return MM_GEMM_BLAS;
+    if (dnnl) return MM_GEMM_DNNL;
+    /* no oneDNN: retort's kernel only where OpenBLAS's core is older than AVX2 (on an AVX-512
+     * CPU under OpenBLAS's Haswell/Zen core, OpenBLAS is ahead of it) */
+    return avx2 && !blas_core_is_modern(blas_core_name) ? MM_GEMM_AVX2 : MM_GEMM_BLAS;
+}
+
+/* the automatic choice on this CPU; oneDNN is only opened when the choice could be it */
+static mm_gemm_kernel auto_here(void) {
+    bool avx2 = cpu_has_avx2(), avx512 = cpu_has_avx512();
+    const char *core = blas_core();
+    return mm_gemm_auto(avx2, avx512, core, blas_core_lags(avx2, avx512, core) && mm_dnnl_available());
 }
 
 int mm_gemm_choose(mm_gemm_kernel *out) {
@@ -77,10 +125,19 @@ int mm_gemm_choose(mm_gemm_kernel *out) {
             *out = MM_GEMM_AVX2;
             return 0;
         }
-        *out = avx2 && !blas_core_is_modern(blas_core()) ? MM_GEMM_AVX2 : MM_GEMM_BLAS;
-        return rt_errorf(RT_EINVAL, "RETORT_GEMM=%s: expected auto, blas or avx2", env);
+        if (!strcmp(env, "dnnl")) {
+            if (!mm_dnnl_available()) {
+                char why[256];
+                *out = auto_here();
+                return rt_errorf(RT_EINVAL, "RETORT_GEMM=dnnl: %s", mm_dnnl_describe(why, sizeof why));
+            }
+            *out = MM_GEMM_DNNL;
+            return 0;
+        }
+        *out = auto_here();
+        return rt_errorf(RT_EINVAL, "RETORT_GEMM=%s: expected auto, blas, avx2 or dnnl", env);
     }
-    *out = avx2 && !blas_core_is_modern(blas_core()) ? MM_GEMM_AVX2 : MM_GEMM_BLAS;
+    *out = auto_here();
     return 0;
 }
 
@@ -88,12 +145,12 @@ int mm_gemm_choose(mm_gemm_kernel *out) {
  * *forced: RETORT_GEMM named a kernel */
 static mm_gemm_kernel choose_quiet(bool *forced) {
     const char *env = getenv("RETORT_GEMM");
-    bool avx2 = cpu_has_avx2();
     *forced = true;
     if (env && !strcmp(env, "blas")) return MM_GEMM_BLAS;
-    if (env && !strcmp(env, "avx2") && avx2) return MM_GEMM_AVX2;
+    if (env && !strcmp(env, "avx2") && cpu_has_avx2()) return MM_GEMM_AVX2;
+    if (env && !strcmp(env, "dnnl") && mm_dnnl_available()) return MM_GEMM_DNNL;
     *forced = false;
-    return avx2 && !blas_core_is_modern(blas_core()) ? MM_GEMM_AVX2 : MM_GEMM_BLAS;
+    return auto_here();
 }
 
 const char *mm_gemm_describe(char *buf, size_t n) {
@@ -108,13 +165,18 @@ const char *mm_gemm_describe(char *buf, size_t n) {
 #endif
     bool forced;
     (void)choose_quiet(&forced);
-    if (k == MM_GEMM_AVX2)
+    char small[64] = "";
+    if (!forced && cpu_has_avx2() && k != MM_GEMM_AVX2)
+        snprintf(small, sizeof small, ", decode x*w^T of <= %d rows retort avx2+fma", MM_SMALL_M);
+    if (k == MM_GEMM_AVX2) {
         snprintf(buf, n, "retort avx2+fma 6x16 (%s; OpenBLAS core %s: %s)", why, blas_core(), blas);
-    else if (!forced && cpu_has_avx2())
-        snprintf(buf, n, "OpenBLAS core %s, decode x*w^T of <= %d rows retort avx2+fma (%s; %s)", blas_core(),
-                 MM_SMALL_M, why, blas);
-    else
-        snprintf(buf, n, "OpenBLAS core %s (%s; %s)", blas_core(), why, blas);
+    } else if (k == MM_GEMM_DNNL) {
+        char d[160];
+        snprintf(buf, n, "%s sgemm%s (%s; OpenBLAS core %s: %s)", mm_dnnl_describe(d, sizeof d), small, why,
+                 blas_core(), blas);
+    } else {
+        snprintf(buf, n, "OpenBLAS core %s%s (%s; %s)", blas_core(), small, why, blas);
+    }
     return buf;
 }
 
@@ -401,6 +463,7 @@ void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
         return;
     }
+    if (k == MM_GEMM_DNNL && !mm_dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
 #ifdef RT_GEMM_X86
     if (k == MM_GEMM_AVX2 && cpu_has_avx2()) {
         gemm_avx2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -39,16 +39,49 @@ def test_forced_avx2(retort_bin):
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no AVX2" in p.stderr
 
 
-def test_openblas_fallback_core_gets_retort_kernel(retort_bin):
-    # OpenBLAS's SSE3 core, what 0.3.21 runs on CPUs it does not know (Sapphire Rapids)
+def test_openblas_fallback_core_gets_another_kernel(retort_bin):
+    # OpenBLAS's SSE3 core, what 0.3.21 runs on CPUs it does not know (Sapphire Rapids):
+    # oneDNN where it is installed, else retort's AVX2 kernel (the choice without oneDNN is
+    # checked case by case in tests/unit/test_kernels_gemm.c, automatic_rule)
     p = version(retort_bin, OPENBLAS_CORETYPE="Prescott")
     assert p.returncode == 0, p.stderr
-    want = "cpu gemm: retort avx2+fma" if cpu_has_avx2_fma() else "cpu gemm: OpenBLAS"
-    assert want in p.stdout, p.stdout
+    if not cpu_has_avx2_fma():
+        want = "cpu gemm: OpenBLAS"
+    elif onednn_loads():
+        want = "cpu gemm: oneDNN "
+    else:
+        want = "cpu gemm: retort avx2+fma"
+    assert want in p.stdout and "chosen for this CPU" in p.stdout, p.stdout
+    if want == "cpu gemm: oneDNN ":
+        assert "decode x*w^T of <= 8 rows retort avx2+fma" in p.stdout, p.stdout
+
+
+def onednn_loads():
+    import ctypes
+    for name in ("libdnnl.so.3", "libdnnl.so.2"):
+        try:
+            return hasattr(ctypes.CDLL(name), "dnnl_sgemm")
+        except OSError:
+            continue
+    return False
+
+
+def test_forced_onednn(retort_bin):
+    p = version(retort_bin, RETORT_GEMM="dnnl")
+    if onednn_loads():
+        assert p.returncode == 0, p.stderr
+        line = next(l for l in p.stdout.splitlines() if l.startswith("cpu gemm: "))
+        assert line.startswith("cpu gemm: oneDNN ") and "set by RETORT_GEMM" in line, line
+        # oneDNN's own cap on its code shows in the line: the ISA it runs is the one it reports
+        p = version(retort_bin, RETORT_GEMM="dnnl", ONEDNN_MAX_CPU_ISA="SSE41")
+        assert p.returncode == 0 and ", isa sse41 sgemm" in p.stdout, p.stdout + p.stderr
+    else:
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert p.stderr.startswith("retort: RETORT_GEMM=dnnl: oneDNN not available"), p.stderr
 
 
 def test_bad_value_is_one_error_line(retort_bin):
     p = version(retort_bin, RETORT_GEMM="avx512")
     assert p.returncode == 2
-    assert p.stderr == "retort: RETORT_GEMM=avx512: expected auto, blas or avx2\n"
+    assert p.stderr == "retort: RETORT_GEMM=avx512: expected auto, blas, avx2 or dnnl\n"
     assert run([retort_bin, "version"]).returncode == 0

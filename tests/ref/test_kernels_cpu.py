@@ -288,12 +288,30 @@ def cpu_has_avx2_fma():
 GEMM_SHAPES = [(7, 13, 5), (67, 45, 300), (3, 70, 260), (1, 33, 17), (8, 37, 771), (5, 7, 9)]
 
 
-@pytest.mark.parametrize("kernel", ["auto", "blas", "avx2"])
+def onednn_loads():
+    """Whether oneDNN's library opens here (ctypes, independently of retort's loader)."""
+    import ctypes
+    for name in ("libdnnl.so.3", "libdnnl.so.2"):
+        try:
+            return hasattr(ctypes.CDLL(name), "dnnl_sgemm")
+        except OSError:
+            continue
+    return False
+
+
+# dnnl@SSE41: oneDNN capped to its SSE4.1 code (ONEDNN_MAX_CPU_ISA), a second code path of it
+@pytest.mark.parametrize("kernel", ["auto", "blas", "avx2", "dnnl", "dnnl@SSE41"])
 @pytest.mark.parametrize("shape", GEMM_SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in GEMM_SHAPES])
 @pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)], ids=["nn", "nt", "tn", "tt"])
-def test_sgemm_matches_float64_in_every_transpose_case(kernel_cpu, tmp_path, kernel, shape, ta, tb):
+def test_sgemm_matches_float64_in_every_transpose_case(kernel_cpu, tmp_path, monkeypatch, kernel, shape, ta, tb):
     if kernel == "avx2" and not cpu_has_avx2_fma():
         pytest.skip("skipped: no AVX2+FMA on this CPU (mm_sgemm_with runs OpenBLAS instead)")
+    if kernel.startswith("dnnl"):
+        if not onednn_loads():
+            pytest.skip("skipped: oneDNN (libdnnl.so.3/.so.2) is not installed")
+        kernel, _, isa = kernel.partition("@")
+        if isa:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     M, N, K = shape
     g = gen(M * 7 + N * 3 + K + 2 * ta + tb)
     ar, ac = (K, M) if ta else (M, K)            # A as stored

@@ -209,7 +209,8 @@ static int op_gemm(job *j) {
     if (!strcmp(kernel, "auto")) mm_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else if (!strcmp(kernel, "blas")) mm_sgemm_with(MM_GEMM_BLAS, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else if (!strcmp(kernel, "avx2")) mm_sgemm_with(MM_GEMM_AVX2, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else return fail("unknown kernel %s (auto, blas, avx2)", kernel);
+    else if (!strcmp(kernel, "dnnl")) mm_sgemm_with(MM_GEMM_DNNL, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else return fail("unknown kernel %s (auto, blas, avx2, dnnl)", kernel);
     free(A), free(B);
     put(j, "C", C, RT_DT_F32, tc->ndim, tc->shape);
     return 0;

@@ -6,9 +6,12 @@
  * twice the worst-case bound of an f32 sum of K products followed by the alpha and beta
  * steps (each product, add, FMA and scaling rounds once, by at most 2⁻²⁴), so any order of
  * summation passes and any wrong element fails. The linear layers are checked through the same reference under each
- * kernel, and RETORT_GEMM's parsing through mm_gemm_choose. */
+ * kernel, and RETORT_GEMM's parsing through mm_gemm_choose. oneDNN's sgemm (opened at run time) is
+ * checked the same way where libdnnl is installed, on whatever code oneDNN picks for this CPU
+ * (tests/ref/test_gemm_choice.py runs it under older ISAs too). */
 #include <math.h>
 
+#include "kernels/cpu/gemm_dnnl.h"
 #include "kernels/matmul.h"
 #include "student/rng.h"
 #include "testutil.h"
@@ -108,6 +111,18 @@ Test(kernels_gemm, avx2_matches_double_reference) {
     sweep(MM_GEMM_AVX2);
 }
 
+static void need_dnnl(void) {
+    if (!mm_dnnl_available()) {
+        char why[256];
+        cr_skip_test("skipped: %s", mm_dnnl_describe(why, sizeof why));
+    }
+}
+
+Test(kernels_gemm, onednn_matches_double_reference) {
+    need_dnnl();
+    sweep(MM_GEMM_DNNL);
+}
+
 /* decode products x·wᵀ of 1..9 rows (the streaming kernel's register tiles are up to 4 rows of x
  * by 3, 4, 6 or 8 rows of w, with a masked step for K mod 8): every row count, column counts
  * around each tile width, K on both sides of multiples of 8, and pointers off 32-byte alignment */
@@ -135,6 +150,11 @@ Test(kernels_gemm, avx2_decode_shapes_match_double_reference) {
 }
 
 Test(kernels_gemm, openblas_decode_shapes_match_double_reference) { small_sweep(MM_GEMM_BLAS); }
+
+Test(kernels_gemm, onednn_decode_shapes_match_double_reference) {
+    need_dnnl();
+    small_sweep(MM_GEMM_DNNL);
+}
 
 /* K = 0: C = beta·C (and 0 for beta = 0, even over NaN) */
 Test(kernels_gemm, empty_product_scales_c) {
@@ -199,6 +219,31 @@ Test(kernels_gemm, linear_layers_under_avx2) {
     linear_case("avx2");
 }
 
+Test(kernels_gemm, linear_layers_under_onednn) {
+    need_dnnl();
+    linear_case("dnnl");
+}
+
+/* the automatic rule, case by case: the CPUs of the issue (Sapphire Rapids with OpenBLAS
+ * 0.3.21's Prescott fallback), a Sapphire Rapids that OpenBLAS knows, Zen 4 (AVX-512) under a
+ * Zen core, AVX2-only CPUs with a known and a fallback core (oneDNN's AVX2 sgemm is ahead of
+ * retort's kernel there), a CPU without AVX2 */
+Test(kernels_gemm, automatic_rule) {
+    cr_expect_eq(mm_gemm_auto(true, true, "Prescott", true), MM_GEMM_DNNL);
+    cr_expect_eq(mm_gemm_auto(true, true, "Prescott", false), MM_GEMM_AVX2);
+    cr_expect_eq(mm_gemm_auto(true, true, "Haswell", true), MM_GEMM_DNNL);
+    cr_expect_eq(mm_gemm_auto(true, true, "Haswell", false), MM_GEMM_BLAS);
+    cr_expect_eq(mm_gemm_auto(true, true, "SapphireRapids", true), MM_GEMM_BLAS);
+    cr_expect_eq(mm_gemm_auto(true, true, "SkylakeX", true), MM_GEMM_BLAS);
+    cr_expect_eq(mm_gemm_auto(true, true, "Zen", true), MM_GEMM_DNNL);
+    cr_expect_eq(mm_gemm_auto(true, false, "Zen", true), MM_GEMM_BLAS);
+    cr_expect_eq(mm_gemm_auto(true, false, "Prescott", true), MM_GEMM_DNNL);
+    cr_expect_eq(mm_gemm_auto(true, false, "Prescott", false), MM_GEMM_AVX2);
+    cr_expect_eq(mm_gemm_auto(false, false, "Prescott", true), MM_GEMM_BLAS);
+    cr_expect_eq(mm_gemm_auto(true, false, NULL, false), MM_GEMM_AVX2);
+    cr_expect_eq(mm_gemm_auto(true, false, NULL, true), MM_GEMM_DNNL);
+}
+
 Test(kernels_gemm, retort_gemm_variable_is_checked) {
     mm_gemm_kernel k;
     setenv("RETORT_GEMM", "blas", 1);
@@ -207,11 +252,21 @@ Test(kernels_gemm, retort_gemm_variable_is_checked) {
     setenv("RETORT_GEMM", "avx512", 1);
     cr_expect_eq(mm_gemm_choose(&k), RT_EINVAL);
     cr_expect(strstr(rt_errmsg(), "RETORT_GEMM=avx512"), "message: %s", rt_errmsg());
+    cr_expect(strstr(rt_errmsg(), "expected auto, blas, avx2 or dnnl"), "message: %s", rt_errmsg());
     setenv("RETORT_GEMM", "avx2", 1);
     cr_expect_eq(mm_gemm_choose(&k), have_avx2() ? 0 : RT_EINVAL);
     cr_expect_eq(k, have_avx2() ? MM_GEMM_AVX2 : MM_GEMM_BLAS);
-    char line[256];
+    char line[320];
     cr_expect(strstr(mm_gemm_describe(line, sizeof line), have_avx2() ? "avx2" : "OpenBLAS"), "%s", line);
+    setenv("RETORT_GEMM", "dnnl", 1);
+    if (mm_dnnl_available()) {
+        cr_expect_eq(mm_gemm_choose(&k), 0);
+        cr_expect_eq(k, MM_GEMM_DNNL);
+        cr_expect(strstr(mm_gemm_describe(line, sizeof line), "oneDNN"), "%s", line);
+    } else {
+        cr_expect_eq(mm_gemm_choose(&k), RT_EINVAL);
+        cr_expect(strstr(rt_errmsg(), "RETORT_GEMM=dnnl: oneDNN not available"), "message: %s", rt_errmsg());
+    }
     unsetenv("RETORT_GEMM");
     cr_expect_eq(mm_gemm_choose(&k), 0);
 }
