@@ -73,13 +73,14 @@ void mm_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int6
  * The forward linear layer with w held as bf16 (uint16_t bit patterns, [N, K]) and x, b, y in
  * f32; widening bf16 to f32 is exact. Decode shapes (M ≤ MM_SMALL_M) on an AVX2 CPU (unless
  * RETORT_GEMM=blas) stream w through retort's AVX2 kernel, widening in registers and reading half
- * the bytes; other shapes widen blocks of w's rows into a 256 KiB stack panel and run mm_sgemm
+ * the bytes; other shapes widen blocks of w's rows into a 512 KiB stack panel and run mm_sgemm
  * on each block. The result has the same bits as mm_sgemm / mm_linear_fwd / mm_linear_fwd_cols
  * on the widened w (same pool, same RETORT_GEMM) wherever mm_sgemm runs retort's kernels (decode
  * shapes on AVX2; every shape under RETORT_GEMM=avx2), whose sums do not depend on which columns
  * share a call. OpenBLAS's do (0.3.21 on Zen: sgemm and sgemv), so where mm_sgemm runs OpenBLAS
  * (prefill under auto on a CPU it knows; RETORT_GEMM=blas) the blocks round differently, within
- * f32 summation-order error; so does K > 65536 (summed in chunks). No heap allocation, no errors. */
+ * f32 summation-order error; so does K > 131072 (summed in chunks). Up to ~0.9 MiB of stack
+ * (with mm_sgemm's), no heap allocation, no errors. */
 /* y[M,N] (row stride ldy) = x[M,K] (ldx) · w[N,K] (ldw)ᵀ (+ b[N] on every row when b != NULL),
  * single-threaded; y need not be initialized. */
 void mm_sgemm_bf16(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const uint16_t *w, int64_t ldw,

@@ -14,7 +14,7 @@
  *     on which columns share a call, so the blocks give the bits of one product; OpenBLAS's
  *     sums do depend on the columns of the call (tests/unit/test_kernels_gemm_bf16.c measures
  *     both), so there the result is within f32 summation-order error. The panel holds ≥ 16
- *     rows (a multiple of 16) for K ≤ 4096. K > PANEL floats (no dense model has one) is
+ *     rows (a multiple of 16) for K ≤ 8192. K > PANEL floats (no dense model has one) is
  *     summed in chunks of PANEL columns.
  * Copied from gemm.c (the lead may fold them into a shared header): cpu_has_avx2, hsum, and
  * the rule that sends decode shapes to the streaming kernel. */
@@ -30,7 +30,10 @@
 #include <immintrin.h>
 #endif
 
-enum { PANEL = 64 * 1024 };   /* floats of the widened block of w (256 KiB of stack) */
+/* floats of the widened block of w: 512 KiB of stack (with mm_sgemm's ~360 KiB, under 1 MiB);
+ * at 256 KiB the prefill of bench/generate.sh's Llama shape (256 tokens, 1 thread) took 1.10x the
+ * f32 copies' CPU time, at 512 KiB 1.02-1.06x, at 1 MiB 1.03x */
+enum { PANEL = 128 * 1024 };
 
 static bool cpu_has_avx2(void) {
 #ifdef RT_BF16_X86

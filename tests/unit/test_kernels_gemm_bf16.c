@@ -9,8 +9,8 @@
  * is made here by shifting each bf16 pattern left by 16 (IEEE-754: bf16 is the top half of an
  * f32), not by retort's converter. Shapes: M = 1..9, 16, 33 (the decode kernel up to 8 rows, the
  * widened panel beyond), N around the register tiles (3, 4, 6, 8) and the 16-row panels, odd K and
- * K off multiples of 8, K large enough that a panel holds fewer than 16 rows (4097) or one row in
- * chunks (70001), pointers off 32-byte alignment, with and without a bias, under every
+ * K off multiples of 8, K large enough that a panel holds fewer than 16 rows (9000) or one row in
+ * chunks (140001), pointers off 32-byte alignment, with and without a bias, under every
  * RETORT_GEMM kernel; the pool splits at 1 and 2 threads. A double-precision triple loop checks
  * the values themselves: (K+2)·2⁻²³·Σ|x·w| per element, twice the worst-case bound of an f32 sum
  * of K products and a bias (each rounds once by at most 2⁻²⁴), so any order passes and a wrong
@@ -113,9 +113,9 @@ static void sweep(const char *kernel, bool (*exact)(int M)) {
                 int v = cases++;
                 failed += check(Ms[mi], Ns[ni], Ks[ki], v % 2, v % 3 ? 1 : 0, exact(Ms[mi]), &r) ? 1 : 0;
             }
-    /* panels of fewer than 16 rows (K 4097: 15 rows of 256 KiB) over several panels, and the
-     * panel of 16·k rows (K 1000: 64 rows) with a last partial one */
-    int big[][3] = {{9, 40, 4097}, {16, 300, 1000}, {33, 70, 1000}, {1, 40, 4097}, {8, 19, 4097}};
+    /* panels of fewer than 16 rows (K 9000: 14 rows of 512 KiB) over several panels, and the
+     * panel of 16·k rows (K 1000: 128 rows) with a last partial one */
+    int big[][3] = {{9, 40, 9000}, {16, 300, 1000}, {33, 70, 1000}, {1, 40, 9000}, {8, 19, 9000}};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++, cases++)
         failed += check(big[i][0], big[i][1], big[i][2], i % 2, 1, exact(big[i][0]), &r) ? 1 : 0;
     cr_expect_eq(failed, 0, "RETORT_GEMM=%s: %d of %d shapes differ", kernel ? kernel : "(unset)", failed, cases);
@@ -134,10 +134,10 @@ Test(kernels_gemm_bf16, avx2_same_bits_as_f32_gemm_every_shape) {
     sweep("avx2", always);
 }
 
-/* K beyond the 64 Ki-float panel: summed in chunks, so only the double-precision bound holds
+/* K beyond the 128 Ki-float panel: summed in chunks, so only the double-precision bound holds
  * (check() reports a bit difference as a failure: count those apart) */
 Test(kernels_gemm_bf16, k_beyond_the_panel_is_within_f32_rounding) {
-    enum { M = 9, N = 3, K = 70001 };
+    enum { M = 9, N = 3, K = 140001 };
     sr_rng r;
     sr_seed(&r, 43);
     float *x = malloc((size_t)M * K * sizeof(float)), *y = malloc(M * N * sizeof(float));
