@@ -20,6 +20,7 @@
  * the rule that sends decode shapes to the streaming kernel. */
 #include "kernels/matmul.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,7 +127,7 @@ AVX2 static void tile_any(int mt, int nt, int64_t K, const float *x, int64_t ldx
     BF_CASE(4, 3) BF_CASE(3, 3) BF_CASE(2, 3) BF_CASE(1, 3) BF_CASE(3, 4) BF_CASE(2, 6) BF_CASE(1, 8)
     BF_CASE(4, 1) BF_CASE(3, 1) BF_CASE(2, 1) BF_CASE(1, 1)
 #undef BF_CASE
-    abort();   /* unreachable: small_nt asks only for the shapes above */
+    assert(!"tile shape");   /* small_nt asks only for the shapes above */
 }
 
 AVX2 static void small_nt(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const uint16_t *w,
