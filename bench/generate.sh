@@ -11,6 +11,10 @@
 # bound on what one step reads, so its roofline is a lower bound). Each row also prints the same
 # tokens per second of CPU time (user + system of each process over the decode): on a machine
 # shared with other work wall time measures the neighbours too, CPU time far less.
+# GEN_MODELS=llama-bf16: the Llama shape saved in bf16; retort keeps its matrices bf16 on an AVX2
+# CPU (RETORT_CPU_WEIGHTS=f32 in the environment: f32 copies, the path before), transformers
+# loads the same file with dtype=float32 (f32 math on the widened weights, as retort's), SDPA,
+# warmed up like the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -20,14 +24,17 @@ trap 'rm -rf "$dir"' EXIT
 # a quick run (well under 2 minutes on a quiet machine): BENCH_THREADS=1 GEN_NEW=16 GEN_MODELS=llama
 PLEN=32 NEW=${GEN_NEW:-64} MODELS=${GEN_MODELS:-llama deepseek} BATCHES=${GEN_BATCHES:-1 8}
 export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 OPENBLAS_NUM_THREADS=1
-"$PYTHON" - "$dir" <<'PY'
+"$PYTHON" - "$dir" "$MODELS" <<'PY'
 import json, os, sys, torch
 from transformers import AutoConfig, AutoModelForCausalLM
 cfg = json.load(open("configs/models/tiny-llama.json"))
 cfg.update(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
            num_key_value_heads=4, head_dim=64, vocab_size=32000)
 torch.manual_seed(0)
-AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float().save_pretrained(sys.argv[1] + "/llama")
+m = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg)).float()
+m.save_pretrained(sys.argv[1] + "/llama")
+if "llama-bf16" in sys.argv[2].split():
+    m.to(torch.bfloat16).save_pretrained(sys.argv[1] + "/llama-bf16")
 cfg = json.load(open("configs/models/tiny-deepseek-v3.json"))
 cfg.pop("quantization_config")
 cfg.update(hidden_size=512, intermediate_size=1536, moe_intermediate_size=256, num_hidden_layers=4,
@@ -40,6 +47,7 @@ for THREADS in $(bench_threads); do
 for model in $MODELS; do
 case $model in
   llama) echo "bench/generate   Llama shape ~124M parameters (f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
+  llama-bf16) echo "bench/generate   Llama shape ~124M parameters (bf16 file; retort RETORT_CPU_WEIGHTS=${RETORT_CPU_WEIGHTS:-auto}, transformers f32), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
   deepseek) echo "bench/generate   DeepSeek-V3 shape ~60M parameters (f32, MoE 4 of 16), prompt $PLEN, $NEW new tokens, $THREADS thread(s), greedy" ;;
 esac
 for B in $BATCHES; do

@@ -1,5 +1,6 @@
 /* kernels/matmul.h — the GEMM family: the linear layers y = x·wᵀ + b and their gradients (CPU
- * and CUDA), the general single-threaded mm_sgemm, and the teacher's bf16 GEMMs (CUDA).
+ * and CUDA), the general single-threaded mm_sgemm, the forward with bf16 weights on the CPU, and
+ * the teacher's bf16 GEMMs (CUDA).
  *
  * Shapes (row-major, f32): x [M, K] (M tokens), w [N, K] (HF's nn.Linear layout), b [N]
  * or NULL, y [M, N]. The CPU path splits rows (forward, input gradient) or output features
@@ -73,6 +74,31 @@ void mm_linear_bwd_x(float *dx, bool accumulate_dx, const float *dy, const float
 /* dw[N,K] += dy[M,N]ᵀ · x[M,K]; db[N] += Σ_m dy[m,:] when db != NULL. */
 void mm_linear_bwd_w(float *dw, float *db, const float *dy, const float *x, int64_t M, int64_t N, int64_t K,
                      tp_pool *pool);
+
+/* ---- bf16 weights on the CPU (kernels/cpu/gemm_bf16.c) ----
+ * The forward linear layer with w held as bf16 (uint16_t bit patterns, [N, K]) and x, b, y in
+ * f32; widening bf16 to f32 is exact. Decode shapes (M ≤ MM_SMALL_M) on an AVX2 CPU (unless
+ * RETORT_GEMM=blas) stream w through retort's AVX2 kernel, widening in registers and reading half
+ * the bytes; other shapes widen blocks of w's rows into a 512 KiB stack panel and run mm_sgemm
+ * on each block. The result has the same bits as mm_sgemm / mm_linear_fwd / mm_linear_fwd_cols
+ * on the widened w (same pool, same RETORT_GEMM) wherever mm_sgemm runs retort's kernels (decode
+ * shapes on AVX2; every shape under RETORT_GEMM=avx2), whose sums do not depend on which columns
+ * share a call. OpenBLAS's do (0.3.21 on Zen: sgemm and sgemv), so where mm_sgemm runs OpenBLAS
+ * (prefill under auto on a CPU it knows; RETORT_GEMM=blas) the blocks round differently, within
+ * f32 summation-order error; so does K > 131072 (summed in chunks). Up to ~0.9 MiB of stack
+ * (with mm_sgemm's), no heap allocation, no errors. */
+/* y[M,N] (row stride ldy) = x[M,K] (ldx) · w[N,K] (ldw)ᵀ (+ b[N] on every row when b != NULL),
+ * single-threaded; y need not be initialized. */
+void mm_sgemm_bf16(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                   const float *b, float *y, int64_t ldy);
+/* Whether this CPU runs the decode kernel above (AVX2+FMA): elsewhere bf16 w is only a memory
+ * saving, widened block by block for every product. */
+bool mm_bf16_streams(void);
+/* mm_linear_fwd and mm_linear_fwd_cols with w in bf16: the same splits over the pool. */
+void mm_linear_fwd_bf16(float *y, const float *x, const uint16_t *w, const float *b, int64_t M, int64_t N, int64_t K,
+                        tp_pool *pool);
+void mm_linear_fwd_cols_bf16(float *y, const float *x, const uint16_t *w, const float *b, int64_t M, int64_t N,
+                             int64_t K, tp_pool *pool);
 
 /* ---- CUDA twins (kernels/cuda/matmul.cu; contract also in docs/kernels.md) ----
  * Device pointers; bf16 tensors are uint16_t bit patterns (round to nearest even), math in

@@ -18,12 +18,19 @@
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 
+/* a weight matrix, held in f32 or (a bf16 checkpoint's, when RETORT_CPU_WEIGHTS allows) in
+ * bf16: exactly one of f, h is set */
+typedef struct {
+    float *f;
+    uint16_t *h;
+} dn_mat;
+
 typedef struct {
     float *attn_norm, *mlp_norm;                 /* [D] */
-    float *wq, *wk, *wv, *wo;                    /* [Hq·hd, D], [Hkv·hd, D] ×2, [D, Hq·hd] */
+    dn_mat wq, wk, wv, wo;                       /* [Hq·hd, D], [Hkv·hd, D] ×2, [D, Hq·hd] */
     float *bq, *bk, *bv, *bo;                    /* or NULL */
     float *qn, *kn;                              /* qwen3: [hd] RMSNorm of each q, k head before RoPE; or NULL */
-    float *wg, *wu, *wd;                         /* [F, D] ×2, [D, F] */
+    dn_mat wg, wu, wd;                           /* [F, D] ×2, [D, F] */
     float *bg, *bu, *bd;                         /* or NULL */
 } dn_layer;
 
@@ -31,43 +38,67 @@ struct dn_model {
     mc_config c;
     tp_pool *pool;
     int64_t D, F, L, V, Hq, Hkv, hd;
-    float *embed, *norm, *lm_head;               /* [V, D], [D], [V, D] (== embed when tied) */
+    dn_mat embed, lm_head;                       /* [V, D] ×2 (lm_head == embed when tied) */
+    float *norm;                                 /* [D] */
     dn_layer *layers;                            /* [L] */
     float *inv_freq;                             /* [hd/2] */
-    float *weights;                              /* one buffer for every tensor */
+    void *weights;                               /* one buffer for every tensor, 64-byte aligned each */
     size_t resident;                             /* bytes of weights, inv_freq and tables */
 };
 
 /* ---- loading --------------------------------------------------------------------------- */
 
-static float **field(dn_model *m, const char *name) {
+/* where tensor `name` goes: a dn_mat (*mat = true) or a float * (vectors); NULL if unknown */
+static void *field(dn_model *m, const char *name, bool *mat) {
+    *mat = true;
     if (!strcmp(name, "model.embed_tokens.weight")) return &m->embed;
-    if (!strcmp(name, "model.norm.weight")) return &m->norm;
     if (!strcmp(name, "lm_head.weight")) return &m->lm_head;
+    *mat = false;
+    if (!strcmp(name, "model.norm.weight")) return &m->norm;
     long long i;
     int used = 0;
     if (sscanf(name, "model.layers.%lld.%n", &i, &used) != 1 || !used || i < 0 || i >= m->L) return NULL;
     dn_layer *l = &m->layers[i];
-    static const struct { const char *n; size_t at; } map[] = {
-        {"input_layernorm.weight", offsetof(dn_layer, attn_norm)},
-        {"post_attention_layernorm.weight", offsetof(dn_layer, mlp_norm)},
-        {"self_attn.q_proj.weight", offsetof(dn_layer, wq)}, {"self_attn.k_proj.weight", offsetof(dn_layer, wk)},
-        {"self_attn.v_proj.weight", offsetof(dn_layer, wv)}, {"self_attn.o_proj.weight", offsetof(dn_layer, wo)},
-        {"self_attn.q_proj.bias", offsetof(dn_layer, bq)}, {"self_attn.k_proj.bias", offsetof(dn_layer, bk)},
-        {"self_attn.v_proj.bias", offsetof(dn_layer, bv)}, {"self_attn.o_proj.bias", offsetof(dn_layer, bo)},
-        {"mlp.gate_proj.weight", offsetof(dn_layer, wg)}, {"mlp.up_proj.weight", offsetof(dn_layer, wu)},
-        {"mlp.down_proj.weight", offsetof(dn_layer, wd)}, {"mlp.gate_proj.bias", offsetof(dn_layer, bg)},
-        {"mlp.up_proj.bias", offsetof(dn_layer, bu)}, {"mlp.down_proj.bias", offsetof(dn_layer, bd)},
-        {"self_attn.q_norm.weight", offsetof(dn_layer, qn)}, {"self_attn.k_norm.weight", offsetof(dn_layer, kn)},
+    static const struct { const char *n; size_t at; bool mat; } map[] = {
+        {"input_layernorm.weight", offsetof(dn_layer, attn_norm), false},
+        {"post_attention_layernorm.weight", offsetof(dn_layer, mlp_norm), false},
+        {"self_attn.q_proj.weight", offsetof(dn_layer, wq), true}, {"self_attn.k_proj.weight", offsetof(dn_layer, wk), true},
+        {"self_attn.v_proj.weight", offsetof(dn_layer, wv), true}, {"self_attn.o_proj.weight", offsetof(dn_layer, wo), true},
+        {"self_attn.q_proj.bias", offsetof(dn_layer, bq), false}, {"self_attn.k_proj.bias", offsetof(dn_layer, bk), false},
+        {"self_attn.v_proj.bias", offsetof(dn_layer, bv), false}, {"self_attn.o_proj.bias", offsetof(dn_layer, bo), false},
+        {"mlp.gate_proj.weight", offsetof(dn_layer, wg), true}, {"mlp.up_proj.weight", offsetof(dn_layer, wu), true},
+        {"mlp.down_proj.weight", offsetof(dn_layer, wd), true}, {"mlp.gate_proj.bias", offsetof(dn_layer, bg), false},
+        {"mlp.up_proj.bias", offsetof(dn_layer, bu), false}, {"mlp.down_proj.bias", offsetof(dn_layer, bd), false},
+        {"self_attn.q_norm.weight", offsetof(dn_layer, qn), false}, {"self_attn.k_norm.weight", offsetof(dn_layer, kn), false},
     };
     for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
-        if (!strcmp(name + used, map[k].n)) return (float **)((char *)l + map[k].at);
+        if (!strcmp(name + used, map[k].n)) {
+            *mat = map[k].mat;
+            return (char *)l + map[k].at;
+        }
     return NULL;
 }
 
+/* RETORT_CPU_WEIGHTS: auto (or unset): a bf16 checkpoint's matrices stay bf16 where the CPU
+ * has the AVX2 decode kernel; bf16: stay bf16 on any CPU; f32: widened at load */
+static int keep_bf16(bool *out) {
+    const char *env = getenv("RETORT_CPU_WEIGHTS");
+    if (!env || !*env || !strcmp(env, "auto")) *out = mm_bf16_streams();
+    else if (!strcmp(env, "bf16")) *out = true;
+    else if (!strcmp(env, "f32")) *out = false;
+    else return rt_fail(RT_EINVAL, "RETORT_CPU_WEIGHTS=%s: expected auto, bf16 or f32", env);
+    return 0;
+}
+
+static size_t numel_of(const mc_tensor_spec *s) {
+    return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1);
+}
+
 static int load_all(dn_model *m, const char *dir) {
-    int rc = mc_load(dir, &m->c);
+    bool bf16 = false;
+    int rc = keep_bf16(&bf16);
     if (rc) return rc;
+    if ((rc = mc_load(dir, &m->c))) return rc;
     const mc_config *c = &m->c;
     if (c->arch == MC_ARCH_DEEPSEEK_V3)
         return rt_fail(RT_EUNSUPPORTED, "deepseek_v3 is not a dense model (teacher/deepseek.h)");
@@ -80,35 +111,54 @@ static int load_all(dn_model *m, const char *dir) {
     mc_tensor_spec *spec;
     size_t n;
     if ((rc = mc_expected_tensors(c, &spec, &n))) return rc;
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        if (spec[i].group == MC_GROUP_REQUIRED)
-            total += ((size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1) + 15) / 16 * 16;
-    m->weights = rt_aligned_alloc(64, (total ? total : 16) * sizeof(float));
-    m->resident = (total ? total : 16) * sizeof(float) + (size_t)m->L * sizeof *m->layers +
-                  (size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float);
     st_file *f = NULL;
-    if (!m->weights) rc = RT_ENOMEM;
-    if (!rc) rc = st_open(dir, &f);
+    rc = st_open(dir, &f);
     ck_summary sum;
     if (!rc) rc = ck_validate(c, f, &sum);
+    /* a matrix stored BF16 stays bf16 when allowed, everything else becomes f32; each tensor
+     * starts 64-byte aligned */
+    size_t total = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        bool mat;
+        if (spec[i].group != MC_GROUP_REQUIRED || !field(m, spec[i].name, &mat)) continue;
+        const st_tensor *t = st_find(f, spec[i].name);
+        bool half = mat && bf16 && t && t->dtype == RT_DT_BF16;
+        total += (numel_of(&spec[i]) * (half ? 2 : 4) + 63) / 64 * 64;
+    }
+    if (!rc && !(m->weights = rt_aligned_alloc(64, total ? total : 64))) rc = RT_ENOMEM;
+    m->resident = (total ? total : 64) + (size_t)m->L * sizeof *m->layers +
+                  (size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float);
     size_t off = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         if (spec[i].group != MC_GROUP_REQUIRED) continue;
         const st_tensor *t = st_find(f, spec[i].name);
-        float **dst = field(m, spec[i].name);
-        size_t numel = (size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1);
+        bool mat;
+        void *dst = field(m, spec[i].name, &mat);
+        size_t numel = numel_of(&spec[i]);
         RT_ASSERT(dst, "unexpected tensor %s", spec[i].name);
-        if (!t) rc = rt_fail(RT_EFORMAT, "tensor %s missing", spec[i].name);
-        else if (t->nelem != numel) rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %zu expected", spec[i].name, t->nelem, numel);
-        else if (!(rc = cvt_to_f32(t->dtype, t->data, m->weights + off, numel))) {
-            *dst = m->weights + off;
-            off += (numel + 15) / 16 * 16;
+        if (!t) {
+            rc = rt_fail(RT_EFORMAT, "tensor %s missing", spec[i].name);
+            break;
         }
+        if (t->nelem != numel) {
+            rc = rt_fail(RT_EFORMAT, "tensor %s: %zu elements, %zu expected", spec[i].name, t->nelem, numel);
+            break;
+        }
+        void *at = (char *)m->weights + off;
+        bool half = mat && bf16 && t->dtype == RT_DT_BF16;
+        size_t bytes = numel * (half ? 2 : 4);
+        if (half) {
+            memcpy(at, t->data, bytes);   /* the mapping may be unaligned */
+            ((dn_mat *)dst)->h = at;
+        } else if (!(rc = cvt_to_f32(t->dtype, t->data, at, numel))) {
+            if (mat) ((dn_mat *)dst)->f = at;
+            else *(float **)dst = at;
+        }
+        off += (bytes + 63) / 64 * 64;
     }
     st_close(f);
     free(spec);
-    if (!rc && !m->lm_head) m->lm_head = m->embed;
+    if (!rc && !m->lm_head.f && !m->lm_head.h) m->lm_head = m->embed;
     return rc;
 }
 
@@ -144,11 +194,22 @@ size_t dn_block_floats(const dn_model *m, int64_t block_size) {
 
 /* ---- forward --------------------------------------------------------------------------- */
 
-/* Few rows (decode): split the output features over the pool instead of the rows. */
-static void linear(float *y, const float *x, const float *w, const float *b, int64_t M, int64_t N, int64_t K,
+/* Few rows (decode): split the output features over the pool instead of the rows. A bf16
+ * matrix goes through the bf16 twins, which give the bits of the f32 ones on the widened w. */
+static void linear(float *y, const float *x, dn_mat w, const float *b, int64_t M, int64_t N, int64_t K,
                    tp_pool *pool) {
-    if (M < 4 * tp_size(pool)) mm_linear_fwd_cols(y, x, w, b, M, N, K, pool);
-    else mm_linear_fwd(y, x, w, b, M, N, K, pool);
+    bool cols = M < 4 * tp_size(pool);
+    if (w.h && cols) mm_linear_fwd_cols_bf16(y, x, w.h, b, M, N, K, pool);
+    else if (w.h) mm_linear_fwd_bf16(y, x, w.h, b, M, N, K, pool);
+    else if (cols) mm_linear_fwd_cols(y, x, w.f, b, M, N, K, pool);
+    else mm_linear_fwd(y, x, w.f, b, M, N, K, pool);
+}
+
+/* the rows of the embedding (bf16: each widened, exactly) */
+static void embed(float *x, dn_mat e, const int32_t *tokens, int64_t T, int64_t D, tp_pool *pool) {
+    if (e.f) embed_fwd(x, e.f, tokens, T, D, pool);
+    else
+        for (int64_t t = 0; t < T; t++) cvt_bf16_to_f32(e.h + (int64_t)tokens[t] * D, x + t * D, (size_t)D);
 }
 
 static void add_into(float *y, const float *x, int64_t n) {
@@ -209,7 +270,7 @@ int dn_forward(dn_model *m, kv_pool *cache, kv_seq *const *seqs, const int32_t *
             if (doc) doc[t] = (int32_t)(t - j);
         }
     rope_tables(cs, sn, pos, T, m->inv_freq, half);
-    embed_fwd(x, m->embed, tokens, T, D, pool);
+    embed(x, m->embed, tokens, T, D, pool);
     float eps = (float)m->c.rms_norm_eps, scale = 1.0f / sqrtf((float)hd), *data = kv_pool_data(cache);
     for (int64_t l = 0; l < m->L; l++) {
         const dn_layer *L = &m->layers[l];

@@ -3,7 +3,12 @@
  *
  * dn_load() reads a Hugging Face directory (config.json + safetensors, sharded or not;
  * F32/BF16/F16/F64 weights) after checking every tensor against the config
- * (core/checkpoint.h), and keeps f32 copies. It borrows `pool` (NULL: single-threaded),
+ * (core/checkpoint.h), and keeps f32 copies, except that the matrices of a BF16 checkpoint
+ * (q/k/v/o, gate/up/down, embedding, lm_head) stay bf16 when RETORT_CPU_WEIGHTS allows: auto
+ * (the default) where the CPU has AVX2+FMA (kernels/matmul.h: mm_bf16_streams), bf16 on any CPU,
+ * f32 never (RT_EINVAL for another value). The bf16 products widen w in registers and give the
+ * same logits, bit for bit, as the f32 copies, reading half the bytes per decode step; the
+ * embedding rows are widened per token. It borrows `pool` (NULL: single-threaded),
  * which must outlive the model. The math is the student's (student/model.h) through the
  * same kernels — rmsnorm, linear, rope, swiglu, and the blocked attention (attn_fwd) when
  * every sequence of a call starts empty (a fresh prefill) — and otherwise attention of the
@@ -39,9 +44,9 @@ int dn_load(const char *dir, tp_pool *pool, dn_model **out);
 void dn_free(dn_model *m);   /* NULL is fine */
 
 const mc_config *dn_config(const dn_model *m);
-/* Bytes the model holds in memory: its f32 copy of every weight (4 bytes per parameter, each
- * tensor padded to 16 floats) plus the per-layer table and RoPE frequencies; not the KV cache
- * nor per-call workspaces. */
+/* Bytes the model holds in memory: its copy of every weight (4 bytes per parameter, 2 for a
+ * matrix held in bf16; each tensor padded to 64 bytes) plus the per-layer table and RoPE
+ * frequencies; not the KV cache nor per-call workspaces. */
 size_t dn_resident_bytes(const dn_model *m);
 size_t dn_block_floats(const dn_model *m, int64_t block_size);
 

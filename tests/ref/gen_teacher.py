@@ -7,10 +7,12 @@ Writes into REF_DIR (argv[1]):
                        tiny-qwen2.json (qwen2 with its q/k/v biases, tied embeddings), random
                        weights with enough signal that greedy decoding has clear winners,
                        saved by save_pretrained in F32
+  teacher/llama-bf16/, teacher/qwen2-bf16/   the same llama and qwen2 saved in BF16
   teacher/deepseek/    tiny DeepSeek-V3 (configs/models/tiny-deepseek-v3.json, F32, no MTP)
   teacher/deepseek-mtp/  the same weights plus a random MTP layer (draft model)
   teacher_ref.safetensors
     {llama,qwen2,qwen3,deepseek}.p<i>.ids [n] I32, .logits [n, V]  transformers' forward (eager, f32)
+    {llama,qwen2}-bf16.p<i>.ids [n], .logits [n, V]  transformers' forward of the bf16 files as f32
     {llama,qwen2,qwen3,deepseek}.g<i>.ids [n] I32, .out [64] I32   transformers' generate, greedy,
                        64 new tokens, EOS disabled
     attn.q [n, Hq, hd], attn.k, attn.v [T, Hkv, hd], attn.o [n, Hq, hd], attn.dims [4] I64
@@ -90,6 +92,20 @@ build("llama", preset("tiny-llama.json"), 21)
 build("qwen2", preset("tiny-qwen2.json"), 22)
 build("qwen3", preset("tiny-qwen3.json"), 25)   # q/k norms, head_dim 48 decoupled from hidden/heads
 build("deepseek", preset("tiny-deepseek-v3.json"), 23)
+
+# teacher/llama-bf16, teacher/qwen2-bf16: the llama and qwen2 models above (qwen2: biases, tied
+# embeddings) saved in BF16, with transformers' logits loading them as float32 (bf16 -> f32 is
+# exact, so the f32 forward of the bf16 weights): the CPU engine keeps such matrices in bf16.
+for tag, seed in (("llama", 21), ("qwen2", 22)):
+    m = AutoModelForCausalLM.from_pretrained(os.path.join(out_dir, "teacher", tag), dtype=torch.bfloat16)
+    d = os.path.join(out_dir, "teacher", tag + "-bf16")
+    m.save_pretrained(d)
+    m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    g = torch.Generator().manual_seed(seed + 100)
+    for i, n in enumerate([1, 9, 40]):
+        ids = torch.randint(0, m.config.vocab_size, (n,), generator=g)
+        ref[f"{tag}-bf16.p{i}.ids"] = ids.to(torch.int32)
+        ref[f"{tag}-bf16.p{i}.logits"] = m(ids[None]).logits[0].float().contiguous()
 
 # teacher/deepseek-mtp: the same weights plus an MTP layer (model.layers.<L>.*: a perturbed copy
 # of the last decoder layer, random enorm/hnorm/eh_proj/shared_head, the main embedding), for

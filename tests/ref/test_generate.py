@@ -1,5 +1,5 @@
 """`retort generate` end to end against PyPI transformers: greedy ids equal transformers'
-generate (prompt_ids; text prompts and chat messages through the Qwen tokenizer asset),
+generate (prompt_ids, from an F32 and a BF16 checkpoint; text prompts and chat messages through the Qwen tokenizer asset),
 logprobs equal torch.log_softmax of transformers' logits (|Δ| < 1e-4), n samples and
 seeded sampling independent of the batch, stop strings, bad input named by line (exit 1,
 no output) and usage errors (exit 2)."""
@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from conftest import ROOT, assert_one_error_line, run, jsonl_lines
@@ -47,6 +48,20 @@ def llama(tmp_path_factory):
     return d, make_model(d, cfg, 41)
 
 
+@pytest.fixture(scope="module")
+def llama_bf16(tmp_path_factory):
+    """the same shape saved in BF16 (the CPU engine keeps its matrices bf16 on an AVX2 CPU);
+    transformers loads the file as float32: bf16 -> f32 is exact, the same weights"""
+    cfg = json.load(open(os.path.join(ROOT, "configs", "models", "tiny-llama.json")))
+    d = tmp_path_factory.mktemp("gen") / "llama-bf16"
+    make_model(d, cfg, 42).to(torch.bfloat16).save_pretrained(str(d))
+    with safe_open(str(d / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    m = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager").eval()
+    m.generation_config.eos_token_id = None
+    return d, m
+
+
 def generate(retort_bin, model, lines, *args, tmp, name="in.jsonl"):
     p = tmp / name
     p.write_text("".join(json.dumps(l) + "\n" for l in lines))
@@ -60,8 +75,9 @@ def hf_greedy(m, ids, n):
     return out[0, len(ids):].tolist()
 
 
-def test_greedy_ids_and_logprobs_match_transformers(retort_bin, llama, tmp_path):
-    d, m = llama
+@pytest.mark.parametrize("ckpt", ["llama", "llama_bf16"])
+def test_greedy_ids_and_logprobs_match_transformers(retort_bin, ckpt, request, tmp_path):
+    d, m = request.getfixturevalue(ckpt)
     prompts = [[5, 17, 99, 3, 250], [77], list(range(100, 140))]
     r, out = generate(retort_bin, d, [{"prompt_ids": p} for p in prompts], "--temperature", "0", "--max-tokens", "32",
                       "--ignore-eos", "--n", "2", "--max-batch", "3", "--logprobs", "3", tmp=tmp_path)

@@ -1,0 +1,237 @@
+/* kernels/cpu/gemm_bf16.c — y = x·wᵀ (+ b) with w held in bf16 and widened to f32 in registers
+ * (contract in kernels/matmul.h, section "bf16 weights on the CPU").
+ *
+ * bf16 → f32 is exact (the 16 bits shifted left by 16), so a kernel that does the f32 kernel's
+ * FMAs in the f32 kernel's order on the widened w gives its bits. Two paths, chosen like
+ * mm_sgemm chooses for the same shape:
+ *   - decode (M ≤ MM_SMALL_M) on an AVX2 CPU unless RETORT_GEMM=blas: gemm.c's streaming
+ *     kernel with w loaded as 8 bf16 (vpmovzxwd + vpslld): every output is one 8-lane FMA chain
+ *     over k in steps of 8 (the K mod 8 tail as one step with zeroed lanes) reduced by the same
+ *     horizontal sum, whatever its register tile, so the tile shapes here need not follow
+ *     gemm.c's, only that chain. It reads half the bytes of the f32 kernel;
+ *   - otherwise: a block of w's rows is widened into a stack panel and mm_sgemm runs on it,
+ *     K whole. Under retort's kernels an output of mm_sgemm depends on K's blocking only, not
+ *     on which columns share a call, so the blocks give the bits of one product; OpenBLAS's
+ *     sums do depend on the columns of the call (tests/unit/test_kernels_gemm_bf16.c measures
+ *     both), so there the result is within f32 summation-order error. The panel holds ≥ 16
+ *     rows (a multiple of 16) for K ≤ 8192. K > PANEL floats (no dense model has one) is
+ *     summed in chunks of PANEL columns.
+ * Copied from gemm.c (the lead may fold them into a shared header): cpu_has_avx2, hsum, and
+ * the rule that sends decode shapes to the streaming kernel. */
+#include "kernels/matmul.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/convert.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RT_BF16_X86 1
+#include <immintrin.h>
+#endif
+
+/* floats of the widened block of w: 512 KiB of stack (with mm_sgemm's ~360 KiB, under 1 MiB);
+ * at 256 KiB the prefill of bench/generate.sh's Llama shape (256 tokens, 1 thread) took 1.10x the
+ * f32 copies' CPU time, at 512 KiB 1.02-1.06x, at 1 MiB 1.03x */
+enum { PANEL = 128 * 1024 };
+
+static bool cpu_has_avx2(void) {
+#ifdef RT_BF16_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+/* gemm.c's rule for x·wᵀ of ≤ MM_SMALL_M rows: its streaming AVX2 kernel on an AVX2 CPU,
+ * unless RETORT_GEMM=blas (an unknown value counts as auto) */
+static bool small_streams(void) {
+    if (!cpu_has_avx2()) return false;
+    const char *env = getenv("RETORT_GEMM");
+    return !(env && !strcmp(env, "blas"));
+}
+
+#ifdef RT_BF16_X86
+#define AVX2 __attribute__((target("avx2,fma")))
+#define BF_INLINE AVX2 static inline __attribute__((always_inline))
+
+BF_INLINE float hsum(__m256 v) {   /* gemm.c's order: halves, then pairs, then the last two */
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+BF_INLINE __m256 load8(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+/* mt rows of x against nt rows of w, K whole; rem = K mod 8 lanes of the last step, the
+ * others zero in both x and w (as gemm.c's masked loads: the same +0 products) */
+BF_INLINE void tile(const int mt, const int nt, int64_t K, const float *x, int64_t ldx, const uint16_t *w,
+                    int64_t ldw, const float *b, float *y, int64_t ldy, __m256i tail, int rem, const uint16_t *pf) {
+    __m256 acc[4][8];
+#pragma GCC unroll 4
+    for (int r = 0; r < mt; r++)
+#pragma GCC unroll 8
+        for (int c = 0; c < nt; c++) acc[r][c] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < nt; c++) wv[c] = load8(w + c * ldw + k);
+        if (pf && k % 32 == 0)   /* one 64-byte line holds 32 bf16 */
+#pragma GCC unroll 8
+            for (int c = 0; c < nt; c++) _mm_prefetch((const char *)(pf + c * ldw + k), _MM_HINT_T1);
+#pragma GCC unroll 4
+        for (int r = 0; r < mt; r++) {
+            __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
+#pragma GCC unroll 8
+            for (int c = 0; c < nt; c++) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+        }
+    }
+    if (rem) {
+        __m256 wv[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < nt; c++) {
+            uint16_t t[8] = {0};
+            memcpy(t, w + c * ldw + k, (size_t)rem * sizeof *t);
+            wv[c] = load8(t);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < mt; r++) {
+            __m256 xv = _mm256_maskload_ps(x + r * ldx + k, tail);
+#pragma GCC unroll 8
+            for (int c = 0; c < nt; c++) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < mt; r++)
+#pragma GCC unroll 8
+        for (int c = 0; c < nt; c++) {
+            float v = hsum(acc[r][c]);
+            y[r * ldy + c] = b ? v + b[c] : v;
+        }
+}
+
+AVX2 static void tile_any(int mt, int nt, int64_t K, const float *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                          const float *b, float *y, int64_t ldy, __m256i tail, int rem, const uint16_t *pf) {
+#define BF_CASE(a, n)                                                   \
+    if (mt == a && nt == n) {                                           \
+        tile(a, n, K, x, ldx, w, ldw, b, y, ldy, tail, rem, pf);        \
+        return;                                                         \
+    }
+    BF_CASE(4, 3) BF_CASE(3, 3) BF_CASE(2, 3) BF_CASE(1, 3) BF_CASE(3, 4) BF_CASE(2, 6) BF_CASE(1, 8)
+    BF_CASE(4, 1) BF_CASE(3, 1) BF_CASE(2, 1) BF_CASE(1, 1)
+#undef BF_CASE
+    assert(!"tile shape");   /* small_nt asks only for the shapes above */
+}
+
+AVX2 static void small_nt(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const uint16_t *w,
+                          int64_t ldw, const float *b, float *y, int64_t ldy) {
+    int nt = M == 1 ? 8 : M == 2 ? 6 : M == 3 ? 4 : 3;
+    int rem = (int)(K % 8);
+    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int64_t j = 0; j < N; j += nt) {
+        int n = N - j < nt ? (int)(N - j) : nt;
+        for (int64_t i = 0; i < M; i += 4) {
+            int m = M - i < 4 ? (int)(M - i) : 4;
+            const float *xi = x + i * ldx, *bj = b ? b + j : NULL;
+            float *yi = y + i * ldy + j;
+            if (n == nt) {   /* the next tile of w into L2 while this one computes (gemm.c) */
+                const uint16_t *pf = j + 2 * nt <= N ? w + (j + nt) * ldw : NULL;
+                tile_any(m, nt, K, xi, ldx, w + j * ldw, ldw, bj, yi, ldy, tail, rem, pf);
+            } else {
+                for (int q = 0; q < n; q++)
+                    tile_any(m, 1, K, xi, ldx, w + (j + q) * ldw, ldw, bj ? bj + q : NULL, yi + q, ldy, tail, rem,
+                             NULL);
+            }
+        }
+    }
+}
+#endif
+
+/* y[:, j0:j0+n] = x · w[j0:j0+n, k0:k0+kc]ᵀ (+ y when accumulate, else + b when b) through an
+ * f32 panel, the way the f32 linear layers call mm_sgemm (bias first, then beta = 1) */
+static void panel_gemm(int64_t M, int64_t n, int64_t kc, const float *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                       const float *b, bool accumulate, float *y, int64_t ldy, float *panel) {
+    for (int64_t j = 0; j < n; j++) cvt_bf16_to_f32(w + j * ldw, panel + j * kc, (size_t)kc);
+    if (!accumulate && b)
+        for (int64_t i = 0; i < M; i++) memcpy(y + i * ldy, b, (size_t)n * sizeof(float));
+    mm_sgemm(false, true, M, n, kc, 1.0f, x, ldx, panel, kc, accumulate || b ? 1.0f : 0.0f, y, ldy);
+}
+
+void mm_sgemm_bf16(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                   const float *b, float *y, int64_t ldy) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) y[i * ldy + j] = b ? b[j] : 0.0f;
+        return;
+    }
+#ifdef RT_BF16_X86
+    if (M <= MM_SMALL_M && small_streams()) {
+        small_nt(M, N, K, x, ldx, w, ldw, b, y, ldy);
+        return;
+    }
+#endif
+    float panel[PANEL] __attribute__((aligned(64)));
+    if (K <= PANEL) {
+        int64_t nb = PANEL / K;
+        if (nb > N) nb = N;
+        if (nb >= 16) nb -= nb % 16;
+        for (int64_t j = 0; j < N; j += nb) {
+            int64_t n = N - j < nb ? N - j : nb;
+            panel_gemm(M, n, K, x, ldx, w + j * ldw, ldw, b ? b + j : NULL, false, y + j, ldy, panel);
+        }
+        return;
+    }
+    for (int64_t j = 0; j < N; j++)   /* one row of w at a time, in chunks of PANEL columns */
+        for (int64_t k = 0; k < K; k += PANEL) {
+            int64_t kc = K - k < PANEL ? K - k : PANEL;
+            panel_gemm(M, 1, kc, x + k, ldx, w + j * ldw + k, ldw, b ? b + j : NULL, k > 0, y + j, ldy, panel);
+        }
+}
+
+bool mm_bf16_streams(void) { return cpu_has_avx2(); }
+
+/* ---- pool splits (as kernels/cpu/matmul.c's mm_linear_fwd and mm_linear_fwd_cols) ---- */
+
+typedef struct {
+    float *y;
+    const float *x, *b;
+    const uint16_t *w;
+    int64_t M, N, K;
+} bf_ctx;
+
+static void fwd_rows(void *p, size_t begin, size_t end, int thread) {
+    const bf_ctx *c = p;
+    (void)thread;
+    mm_sgemm_bf16((int64_t)(end - begin), c->N, c->K, c->x + (int64_t)begin * c->K, c->K, c->w, c->K, c->b,
+                  c->y + (int64_t)begin * c->N, c->N);
+}
+
+void mm_linear_fwd_bf16(float *y, const float *x, const uint16_t *w, const float *b, int64_t M, int64_t N, int64_t K,
+                        tp_pool *pool) {
+    if (M <= 0 || N <= 0) return;
+    bf_ctx c = {.y = y, .x = x, .b = b, .w = w, .M = M, .N = N, .K = K};
+    tp_parallel_for(pool, (size_t)M, fwd_rows, &c);
+}
+
+static void fwd_cols(void *p, size_t begin, size_t end, int thread) {
+    const bf_ctx *c = p;
+    (void)thread;
+    int64_t j0 = (int64_t)begin * MM_COL_BLOCK, j1 = (int64_t)end * MM_COL_BLOCK;
+    if (j1 > c->N) j1 = c->N;
+    mm_sgemm_bf16(c->M, j1 - j0, c->K, c->x, c->K, c->w + j0 * c->K, c->K, c->b ? c->b + j0 : NULL, c->y + j0, c->N);
+}
+
+void mm_linear_fwd_cols_bf16(float *y, const float *x, const uint16_t *w, const float *b, int64_t M, int64_t N,
+                             int64_t K, tp_pool *pool) {
+    if (M <= 0 || N <= 0) return;
+    bf_ctx c = {.y = y, .x = x, .b = b, .w = w, .M = M, .N = N, .K = K};
+    tp_parallel_for(pool, (size_t)((N + MM_COL_BLOCK - 1) / MM_COL_BLOCK), fwd_cols, &c);
+}
