@@ -54,6 +54,9 @@ const char *mm_gemm_describe(char *buf, size_t n);
  * oneDNN, runs OpenBLAS). */
 void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Whether mm_sgemm sends x·wᵀ of at most MM_SMALL_M rows to retort's streaming AVX2 kernel
+ * under the current RETORT_GEMM (an AVX2 CPU, and no other kernel forced). */
+bool mm_gemm_decode_streams(void);
 /* Rows up to which an x·wᵀ product streams w without packing (decode batches). */
 #define MM_SMALL_M 8
 

@@ -25,6 +25,7 @@
 
 #include "core/status.h"
 #include "kernels/cpu/gemm_dnnl.h"
+#include "kernels/cpu/vec_int.h"
 
 #ifdef RT_NO_BLAS
 #include "cblas.h"
@@ -39,14 +40,7 @@
 
 /* ---- choice ---------------------------------------------------------------------- */
 
-static bool cpu_has_avx2(void) {
-#ifdef RT_GEMM_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
+static bool cpu_has_avx2(void) { return vec_avx2(); }
 
 static const char *blas_core(void) {
 #ifdef RT_NO_BLAS
@@ -313,13 +307,6 @@ AVX2 static void ukr(int64_t kc, const float *a, const float *b, float *C, int64
         }
 }
 
-AVX2 static float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* Few rows, B transposed (x·wᵀ, decode): a tile of MT rows of x against NT rows of w keeps
  * MT·NT sums of 8 lanes in registers over the whole of k, then reduces each across its lanes.
  * Per step of 8 k it loads NT vectors of w and MT of x for MT·NT FMAs: 4×3 fills the 16 ymm
@@ -366,7 +353,7 @@ NT_INLINE void nt_tile(const int mt, const int nt, int64_t K, const float *x, in
     for (int r = 0; r < mt; r++)
 #pragma GCC unroll 8
         for (int c = 0; c < nt; c++) {
-            float *o = C + r * ldc + c, v = alpha * hsum(acc[r][c]);
+            float *o = C + r * ldc + c, v = alpha * vec_hsum8(acc[r][c]);
             *o = beta != 0.0f ? v + beta * *o : v;
         }
 }
@@ -471,6 +458,12 @@ void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int
     }
 #endif
     gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool mm_gemm_decode_streams(void) {
+    bool forced;
+    mm_gemm_kernel k = choose_quiet(&forced);
+    return cpu_has_avx2() && (!forced || k == MM_GEMM_AVX2);
 }
 
 void mm_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

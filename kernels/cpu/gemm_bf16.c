@@ -16,8 +16,8 @@
  *     both), so there the result is within f32 summation-order error. The panel holds ≥ 16
  *     rows (a multiple of 16) for K ≤ 8192. K > PANEL floats (no dense model has one) is
  *     summed in chunks of PANEL columns.
- * Copied from gemm.c (the lead may fold them into a shared header): cpu_has_avx2, hsum, and
- * the rule that sends decode shapes to the streaming kernel. */
+ * The horizontal sum is vec_int.h's vec_hsum8, the one gemm.c's kernel uses, and the decode
+ * rule is gemm.c's own (mm_gemm_decode_streams). */
 #include "kernels/matmul.h"
 
 #include <assert.h>
@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels/convert.h"
+#include "kernels/cpu/vec_int.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define RT_BF16_X86 1
@@ -36,33 +37,11 @@
  * f32 copies' CPU time, at 512 KiB 1.02-1.06x, at 1 MiB 1.03x */
 enum { PANEL = 128 * 1024 };
 
-static bool cpu_has_avx2(void) {
-#ifdef RT_BF16_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
-/* gemm.c's rule for x·wᵀ of ≤ MM_SMALL_M rows: its streaming AVX2 kernel on an AVX2 CPU,
- * unless RETORT_GEMM=blas (an unknown value counts as auto) */
-static bool small_streams(void) {
-    if (!cpu_has_avx2()) return false;
-    const char *env = getenv("RETORT_GEMM");
-    return !(env && !strcmp(env, "blas"));
-}
+static bool cpu_has_avx2(void) { return vec_avx2(); }
 
 #ifdef RT_BF16_X86
 #define AVX2 __attribute__((target("avx2,fma")))
 #define BF_INLINE AVX2 static inline __attribute__((always_inline))
-
-BF_INLINE float hsum(__m256 v) {   /* gemm.c's order: halves, then pairs, then the last two */
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 BF_INLINE __m256 load8(const uint16_t *p) {
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
@@ -112,7 +91,7 @@ BF_INLINE void tile(const int mt, const int nt, int64_t K, const float *x, int64
     for (int r = 0; r < mt; r++)
 #pragma GCC unroll 8
         for (int c = 0; c < nt; c++) {
-            float v = hsum(acc[r][c]);
+            float v = vec_hsum8(acc[r][c]);
             y[r * ldy + c] = b ? v + b[c] : v;
         }
 }
@@ -173,7 +152,7 @@ void mm_sgemm_bf16(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx,
         return;
     }
 #ifdef RT_BF16_X86
-    if (M <= MM_SMALL_M && small_streams()) {
+    if (M <= MM_SMALL_M && mm_gemm_decode_streams()) {
         small_nt(M, N, K, x, ldx, w, ldw, b, y, ldy);
         return;
     }
