@@ -3,13 +3,15 @@
 # reference, model-style and perturbed solutions, and issue 19's surface forms on MATH-500,
 # GSM8K and AIME answers, built by tests/ref/gen_verify.py at SCALE=full, the default):
 # `retort verify --last-number` against PyPI math-verify (bench/verify.py: parse + verify with
-# its defaults, timeouts on). Both do the same work — read the JSONL pairs, judge each, write
+# its defaults, timeouts on; and a second peer row with its signal-alarm timeouts off, its
+# fastest configuration, which retort's verify, having no timeouts, compares with most
+# directly). Both do the same work — read the JSONL pairs, judge each, write
 # one verdict line per pair (retort's line is the longer one: it adds the answers found and the
 # rule) — as whole processes, one thread each (neither has more: a second thread would change
 # nothing), pinned to one core where taskset works, timed from start to exit, so each side's
 # start-up counts (for Python mostly the imports of math-verify and sympy; the runs on empty
 # input show it). REPS runs each (default 1: math-verify takes minutes), alternating, medians.
-# One summary row, 1 thread.
+# Two summary rows (one per math-verify configuration), 1 thread.
 # Quick run: SCALE=test PAIRS=2000 (PAIRS=N keeps N pairs, evenly spaced so every kind stays
 # in; about 25 s, nearly all of it math-verify's).
 set -euo pipefail
@@ -50,20 +52,24 @@ timed() {
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 lb=$(bench_load)
-rs=() ms=()
+rs=() ms=() ns=()
 for _ in $(seq "$REPS"); do
   rs+=("$(timed "$dir/pairs.jsonl" "$RETORT" verify --last-number)")
   ms+=("$(timed "$dir/pairs.jsonl" "$PYTHON" bench/verify.py)")
+  ns+=("$(timed "$dir/pairs.jsonl" "$PYTHON" bench/verify.py --no-timeouts)")
 done
 la=$(bench_load)
 r0=$(timed "$dir/empty.jsonl" "$RETORT" verify --last-number)
 m0=$(timed "$dir/empty.jsonl" "$PYTHON" bench/verify.py)
-r=$(median "${rs[@]}") m=$(median "${ms[@]}")
-awk -v n="$n" -v t="$r" -v m="$m" -v r0="$r0" -v m0="$m0" -v reps="$REPS" -v s="$SCALE" -v lb="$lb" -v la="$la" 'BEGIN {
+r=$(median "${rs[@]}") m=$(median "${ms[@]}") mn=$(median "${ns[@]}")
+awk -v n="$n" -v t="$r" -v m="$m" -v mn="$mn" -v r0="$r0" -v m0="$m0" -v reps="$REPS" -v s="$SCALE" -v lb="$lb" -v la="$la" 'BEGIN {
   printf "bench/verify     %d pairs (%s: MATH-500 + GSM8K + AIME: reference / styled / perturbed / issue-19 forms), 1 core, 1 thread, whole processes, median of %d, load %s -> %s\n", n, s, reps, lb, la
   printf "  retort verify      %10.0f pairs/s   (%.2f s; start-up alone, no pairs: %.3f s)\n", n / t, t, r0
   printf "  math-verify        %10.0f pairs/s   (%.2f s; start-up alone, no pairs: %.3f s)\n", n / m, m, m0
-  printf "  ratio              %10.1fx\n", m / t
+  printf "  ... timeouts off   %10.0f pairs/s   (%.2f s)\n", n / mn, mn
+  printf "  ratio              %10.1fx   (timeouts off: %.1fx)\n", m / t, mn / t
 }'
 bench_row "verify $n pairs ($SCALE), whole process" pairs/s "$(awk -v n="$n" -v t="$r" 'BEGIN { print n / t }')" \
   "$(awk -v n="$n" -v t="$m" 'BEGIN { print n / t }')" "math-verify process" 1 "$lb" "$la"
+bench_row "verify $n pairs ($SCALE), whole process" pairs/s "$(awk -v n="$n" -v t="$r" 'BEGIN { print n / t }')" \
+  "$(awk -v n="$n" -v t="$mn" 'BEGIN { print n / t }')" "math-verify process, timeouts off" 1 "$lb" "$la"
