@@ -7,9 +7,10 @@
 # runner alternating (which goes first alternates too); one row per thread count, whose ratio
 # is bash time / runner time: 1 is no overhead, below 1 is what the runner costs (it runs the
 # same commands, so above 1 is noise). Also prints the rerun of a finished recipe (every stage
-# skipped). Quick run: REPS=1 STUDENT_STEPS=25 (about a minute per thread count; the teacher
-# keeps its 150 steps: a shorter one writes no sample that passes the filters, and the
-# student's stages then have no data).
+# skipped). One untimed run of the recipe comes first (warm caches).
+# Quick run: REPS=1 STUDENT_STEPS=25 (about a minute per thread count, and one for the warm-up;
+# the teacher keeps its 150 steps: a shorter one writes no sample that passes the filters, and
+# the student's stages then have no data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -20,6 +21,10 @@ dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# one untimed run first: without it the side that goes first pays for a cold page cache
+# (binary, libraries, recipe data), which made bash ~12% slower than the runner at REPS=1
+"$RETORT" run configs/recipes/tiny-cpu.yaml --set work_dir="$dir/warm" --set student_steps="$SS" > /dev/null 2>&1
+rm -rf "$dir/warm"
 for THREADS in $(bench_threads); do
   set_=(--set threads="$THREADS" --set teacher_steps="$TS" --set student_steps="$SS")
   : > "$dir/runner" ; : > "$dir/bash"; : > "$dir/rerun"
