@@ -46,6 +46,7 @@ print(f"{w:.4f} {a.ru_utime - b.ru_utime + a.ru_stime - b.ru_stime:.4f}")
 PY
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+"$PYTHON" -c 'import numpy, tokenizers' # warm the page cache for the peer's imports (retort's are warm from the import above)
 for T in $(bench_threads); do
 lb=$(bench_load)
 kw=() kc=() ew=() ec=() pw=() pc=()
