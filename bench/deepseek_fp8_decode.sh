@@ -89,6 +89,6 @@ for shape in $SHAPES; do
     printf "  ratio f32 / FP8             %8.2fx (wall)          %8.2fx (CPU time)\n", f[2] / q[2], f[3] / q[3] }'
   f32=$(printf '%s\n' "$r" | awk '$1 == "f32" { print $2 }')
   fp8=$(printf '%s\n' "$r" | awk '$1 == "fp8" { print $2 }')
-  bench_row "ds-v3 $shape decode, fp8 weights" tokens/s "$fp8" "$f32" "f32 weights, same values" "$THREADS" "$lb" "$la"
+  bench_row "ds-v3 $shape decode, fp8 weights" tokens/s "$fp8" "$f32" "f32 weights, same values; <1: fp8 cost" "$THREADS" "$lb" "$la"
 done
 done
