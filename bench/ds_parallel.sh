@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 : "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPIRUN=(mpirun --oversubscribe -np 2 --mca btl self,vader)
+MPIRUN=(mpirun --oversubscribe -np 2 --mca btl "self,vader")
 command -v mpirun >/dev/null || { bench_skip bench/ds_parallel "mpirun not installed (Open MPI)"; exit 0; }
 if ! out=$(timeout 60 "${MPIRUN[@]}" true 2>&1); then
   bench_skip bench/ds_parallel "mpirun cannot start 2 ranks here: $(printf '%s\n' "$out" | grep -m1 -v '^[-[:space:]]*$' | cut -c1-120)"

@@ -8,6 +8,7 @@
 # (RAYON_NUM_THREADS; its batch encoding is the part it runs in parallel, the rest of the peer
 # is one Python thread). Medians of REPS runs (default 3), the three alternating; prints
 # tokens/s by the wall clock and CPU seconds; two rows per thread count (pack, export), wall.
+# retort's time is the whole process; the peer's starts after its imports (bench/pack.py).
 # Quick run: COPIES=1 REPS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,33 +49,33 @@ PY
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 "$PYTHON" -c 'import numpy, tokenizers' # warm the page cache for the peer's imports (retort's are warm from the import above)
 for T in $(bench_threads); do
-lb=$(bench_load)
-kw=() kc=() ew=() ec=() pw=() pc=()
-for i in $(seq "$REPS"); do
-  read -r w c < <(timed "$RETORT" pack --tokenizer "$tok" --template qwen --jsonl "$dir/chats.jsonl" --seq "$SEQ" \
-                    --threads "$T" --out "$dir/k")
-  kw+=("$w") kc+=("$c")
-  read -r w c < <(timed "$RETORT" export --db "$dir/run.db" --snapshot all --format shards --tokenizer "$tok" \
-                    --template qwen --seq "$SEQ" --threads "$T" --out "$dir/e")
-  ew+=("$w") ec+=("$c")
-  read -r w c tokens < <(RAYON_NUM_THREADS=$T RAYON_RS_NUM_THREADS=$T "$PYTHON" bench/pack.py "$tok" "$dir/chats.jsonl" "$SEQ" "$dir/p")
-  pw+=("$w") pc+=("$c")
-done
-la=$(bench_load)
-rtok=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["tokens"])' "$dir/k/index.json")
-[ "$rtok" = "$tokens" ] || echo "  note: token counts differ: retort $rtok, python $tokens"
-kwm=$(median "${kw[@]}") ewm=$(median "${ew[@]}") pwm=$(median "${pw[@]}")
-awk -v t="$tokens" -v n="$(wc -l < "$dir/chats.jsonl")" -v kw="$kwm" -v kc="$(median "${kc[@]}")" \
-    -v ew="$ewm" -v ec="$(median "${ec[@]}")" -v pw="$pwm" -v pc="$(median "${pc[@]}")" \
-    -v r="$REPS" -v th="$T" -v s="$SEQ" -v lb="$lb" -v la="$la" 'BEGIN {
-  printf "bench/pack   %d chats, %.2f M tokens, qwen template, seq %d, %d thread(s) (median of %d), load %s -> %s\n", n, t / 1e6, s, th, r, lb, la
-  printf "  retort pack (jsonl)          %6.2f M tokens/s  cpu %6.2f s\n", t / kw / 1e6, kc
-  printf "  retort export --format shards %5.2f M tokens/s  cpu %6.2f s\n", t / ew / 1e6, ec
-  printf "  python tokenizers + numpy    %6.2f M tokens/s  cpu %6.2f s\n", t / pw / 1e6, pc
-  printf "  ratio pack / python    wall %.2fx  cpu %.2fx\n", pw / kw, pc / kc
-  printf "  ratio export / python  wall %.2fx  cpu %.2fx\n", pw / ew, pc / ec
-}'
-rate() { awk -v t="$tokens" -v w="$1" 'BEGIN { print t / w / 1e6 }'; }
-bench_row "pack chats->shards (jsonl)" "M tok/s" "$(rate "$kwm")" "$(rate "$pwm")" "hf tokenizers+numpy" "$T" "$lb" "$la"
-bench_row "export --format shards (db)" "M tok/s" "$(rate "$ewm")" "$(rate "$pwm")" "hf tokenizers+numpy, from jsonl" "$T" "$lb" "$la"
+  lb=$(bench_load)
+  kw=() kc=() ew=() ec=() pw=() pc=()
+  for _ in $(seq "$REPS"); do
+    read -r w c < <(timed "$RETORT" pack --tokenizer "$tok" --template qwen --jsonl "$dir/chats.jsonl" --seq "$SEQ" \
+                      --threads "$T" --out "$dir/k")
+    kw+=("$w") kc+=("$c")
+    read -r w c < <(timed "$RETORT" export --db "$dir/run.db" --snapshot all --format shards --tokenizer "$tok" \
+                      --template qwen --seq "$SEQ" --threads "$T" --out "$dir/e")
+    ew+=("$w") ec+=("$c")
+    read -r w c tokens < <(RAYON_NUM_THREADS=$T RAYON_RS_NUM_THREADS=$T "$PYTHON" bench/pack.py "$tok" "$dir/chats.jsonl" "$SEQ" "$dir/p")
+    pw+=("$w") pc+=("$c")
+  done
+  la=$(bench_load)
+  rtok=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["tokens"])' "$dir/k/index.json")
+  [ "$rtok" = "$tokens" ] || echo "  note: token counts differ: retort $rtok, python $tokens"
+  kwm=$(median "${kw[@]}") ewm=$(median "${ew[@]}") pwm=$(median "${pw[@]}")
+  awk -v t="$tokens" -v n="$(wc -l < "$dir/chats.jsonl")" -v kw="$kwm" -v kc="$(median "${kc[@]}")" \
+      -v ew="$ewm" -v ec="$(median "${ec[@]}")" -v pw="$pwm" -v pc="$(median "${pc[@]}")" \
+      -v r="$REPS" -v th="$T" -v s="$SEQ" -v lb="$lb" -v la="$la" 'BEGIN {
+    printf "bench/pack   %d chats, %.2f M tokens, qwen template, seq %d, %d thread(s) (median of %d), load %s -> %s\n", n, t / 1e6, s, th, r, lb, la
+    printf "  retort pack (jsonl)          %6.2f M tokens/s  cpu %6.2f s\n", t / kw / 1e6, kc
+    printf "  retort export --format shards %5.2f M tokens/s  cpu %6.2f s\n", t / ew / 1e6, ec
+    printf "  python tokenizers + numpy    %6.2f M tokens/s  cpu %6.2f s\n", t / pw / 1e6, pc
+    printf "  ratio pack / python    wall %.2fx  cpu %.2fx\n", pw / kw, pc / kc
+    printf "  ratio export / python  wall %.2fx  cpu %.2fx\n", pw / ew, pc / ec
+  }'
+  rate() { awk -v t="$tokens" -v w="$1" 'BEGIN { print t / w / 1e6 }'; }
+  bench_row "pack chats->shards (jsonl)" "M tok/s" "$(rate "$kwm")" "$(rate "$pwm")" "hf tokenizers+numpy" "$T" "$lb" "$la"
+  bench_row "export --format shards (db)" "M tok/s" "$(rate "$ewm")" "$(rate "$pwm")" "hf tokenizers+numpy, from jsonl" "$T" "$lb" "$la"
 done
