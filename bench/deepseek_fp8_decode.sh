@@ -5,17 +5,22 @@
 # the first keeps the projections in e4m3 and dequantizes a tile at a time inside the GEMM
 # (kernels/fp8.h fp8_linear_fwd), the second multiplies f32 matrices. Same prompt, same new
 # tokens, same threads, both models in one process (bench/deepseek_fp8_decode.c), runs
-# alternated, median of $REPS. Two shapes: the tiny preset (configs/models/tiny-deepseek-v3.json)
-# and the ~60M shape of bench/deepseek_decode.sh. Prints decode tokens/s of both, by the wall
-# clock and by CPU time (steadier on a busy machine), and the ratio f32 / FP8 (> 1: FP8 slower).
+# alternated, median of $REPS (5). SHAPES (default "tiny small"): the tiny preset
+# (configs/models/tiny-deepseek-v3.json) and the ~60M shape of bench/deepseek_decode.sh. At each
+# thread count of bench_threads (1, then 2). Prints decode tokens/s of both, by the wall clock and
+# by CPU time (steadier on a busy machine), and the ratio f32 / FP8 (> 1: FP8 slower); the
+# summary row (wall clock) has FP8 as retort and the f32 weights as the peer, so its ratio is
+# FP8 / f32: below 1 is what reading e4m3 costs (FP8 holds a quarter of the bytes).
+# Quick run: SHAPES=tiny REPS=1 NEW=16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${THREADS:=1}" "${REPS:=5}"
+. bench/common.sh
+: "${PYTHON:=python3}" "${BENCH_BIN_DIR:=build/cpu/bench}" "${REPS:=5}" "${SHAPES:=tiny small}"
 dir=$(mktemp -d /tmp/retort-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-PLEN=32 NEW=64
+PLEN=${PLEN:-32} NEW=${NEW:-64}
 export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
-"$PYTHON" - "$dir" <<'PY'
+"$PYTHON" - "$dir" $SHAPES <<'PY'
 import glob, json, os, shutil, sys, torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -46,6 +51,8 @@ big = dict(base, hidden_size=512, intermediate_size=1536, moe_intermediate_size=
            num_key_value_heads=8, kv_lora_rank=128, q_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32,
            v_head_dim=64, vocab_size=32000)
 for name, cfg in (("tiny", base), ("small", big)):
+    if name not in sys.argv[2:]:
+        continue
     cfg = dict(cfg, num_nextn_predict_layers=0)
     hf = dict(cfg)
     hf.pop("quantization_config")
@@ -69,12 +76,19 @@ for name, cfg in (("tiny", base), ("small", big)):
     nq.pop("quantization_config")
     write(os.path.join(sys.argv[1], name, "f32"), nq, f32)
 PY
-for shape in tiny small; do
+for THREADS in $(bench_threads); do
+for shape in $SHAPES; do
+  lb=$(bench_load)
   r=$("$BENCH_BIN_DIR/deepseek_fp8_decode" "$dir/$shape/fp8" "$dir/$shape/f32" $PLEN $NEW "$THREADS" "$REPS")
-  echo "bench/deepseek_fp8_decode   $shape DeepSeek-V3, prompt $PLEN, $NEW new tokens, $THREADS thread(s), median of $REPS"
+  la=$(bench_load)
+  echo "bench/deepseek_fp8_decode   $shape DeepSeek-V3, prompt $PLEN, $NEW new tokens, $THREADS thread(s), median of $REPS, load $lb -> $la"
   awk -v r="$r" 'BEGIN {
     n = split(r, l, "\n"); split(l[1], f, " "); split(l[2], q, " ")
     printf "  f32 weights (dequantized)   %8.1f tokens/s (wall)  %8.1f tokens/s (CPU time)  %7.1f MB held\n", f[2], f[3], f[4] / 1e6
     printf "  FP8-resident weights        %8.1f tokens/s (wall)  %8.1f tokens/s (CPU time)  %7.1f MB held\n", q[2], q[3], q[4] / 1e6
     printf "  ratio f32 / FP8             %8.2fx (wall)          %8.2fx (CPU time)\n", f[2] / q[2], f[3] / q[3] }'
+  f32=$(printf '%s\n' "$r" | awk '$1 == "f32" { print $2 }')
+  fp8=$(printf '%s\n' "$r" | awk '$1 == "fp8" { print $2 }')
+  bench_row "ds-v3 $shape decode, fp8 weights" tokens/s "$fp8" "$f32" "f32 weights, same values; <1: fp8 cost" "$THREADS" "$lb" "$la"
+done
 done

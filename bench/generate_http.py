@@ -6,7 +6,14 @@ transaction), and against the ideal (concurrency / latency). Prints samples/s an
 CPU time per sample (the fake server, in Python on the same cores, bounds the throughput at
 high concurrency; the CPU time is what the client itself costs).
 
-    python bench/generate_http.py RETORT [--latency S] [--levels 1,8,64]
+Threads: retort's client is one thread (libcurl's multi interface, one event loop); the Python
+peer runs one stdlib thread per connection under the GIL. Where the machine has two CPUs or
+more, both clients are pinned to the first and the fake server to the second (so the rows are
+"1 core" for the client, whichever threads it starts). --rows FILE appends the summary rows
+(tab-separated: name, unit, retort, peer, peer label, threads, load before, load after) for
+bench/generate_http.sh to print through bench/common.sh's bench_row.
+
+    python bench/generate_http.py RETORT [--latency S] [--levels 1,8,64] [--reps N] [--rows FILE]
 """
 import argparse
 import http.client
@@ -25,8 +32,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = os.path.join(HERE, "..", "tests", "ref", "fake_openai.py")
 
 
+def cores():
+    """(client core, server core), or (None, None) where pinning is not possible."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None, None
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+
+
+CLIENT, SERVER = cores()
+
+
+def pinned(core):
+    """A preexec_fn putting the child on one core (None: no pinning)."""
+    return None if core is None else (lambda: os.sched_setaffinity(0, {core}))
+
+
 def start_server(latency):
-    p = subprocess.Popen([sys.executable, FAKE, "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, FAKE, "--latency", str(latency)], stdout=subprocess.PIPE, text=True,
+                         preexec_fn=pinned(SERVER))
     port = int(p.stdout.readline().split()[1])
     return p, port
 
@@ -49,7 +74,7 @@ def run_retort(retort, db, port, c):
     """(wall s, CPU s of the retort process)."""
     t, c0 = time.perf_counter(), child_cpu()
     subprocess.run([retort, "generate", "--db", db, "--teacher", f"http://127.0.0.1:{port}/v1", "--model", "fake-r1",
-                    "--concurrency", str(c), "--quiet"], check=True)
+                    "--concurrency", str(c), "--quiet"], check=True, preexec_fn=pinned(CLIENT))
     return time.perf_counter() - t, child_cpu() - c0
 
 
@@ -107,6 +132,9 @@ def run_python(db, port, c):
                 con.execute("COMMIT")
         conn.close()
 
+    if CLIENT is not None:   # this thread's affinity, inherited by the workers it starts
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {CLIENT})
     t, c0 = time.perf_counter(), time.process_time()
     ts = [threading.Thread(target=worker) for _ in range(c)]
     for x in ts:
@@ -114,6 +142,8 @@ def run_python(db, port, c):
     for x in ts:
         x.join()
     el, cpu = time.perf_counter() - t, time.process_time() - c0
+    if CLIENT is not None:
+        os.sched_setaffinity(0, saved)
     n = con.execute("SELECT count(*) FROM py_samples").fetchone()[0]
     con.close()
     return el, cpu, n
@@ -132,15 +162,19 @@ def main():
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--levels", default="1,8,64")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rows", help="append the summary rows to this file")
     a = ap.parse_args()
+    rows = []
     srv, port = start_server(a.latency)
     try:
         print(f"bench/generate_http   fake OpenAI server on 127.0.0.1, {a.latency * 1000:.0f} ms per response, "
-              f"SSE (~20 tokens), 1 sample per prompt, median of {a.reps}, {os.cpu_count()} CPUs")
+              f"SSE (~20 tokens), 1 sample per prompt, median of {a.reps}, {os.cpu_count()} CPUs, "
+              + (f"clients pinned to CPU {CLIENT}, server to CPU {SERVER}" if CLIENT is not None else "not pinned"))
         with tempfile.TemporaryDirectory(prefix="retort-bench-gen.") as d:
             for c in [int(x) for x in a.levels.split(",")]:
                 n = max(40, 12 * c)
                 trs, tps, crs, cps = [], [], [], []
+                lb = os.getloadavg()[0]
                 for rep in range(a.reps):   # alternate, fresh databases each time
                     r_db, p_db = os.path.join(d, f"r{c}-{rep}.db"), os.path.join(d, f"p{c}-{rep}.db")
                     make_db(a.retort, r_db, n)
@@ -155,15 +189,25 @@ def main():
                     cps.append(cpu)
                 med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
                 tr, tp, cr, cp = med(trs), med(tps), med(crs), med(cps)
+                la = os.getloadavg()[0]
                 ideal = c / a.latency
                 print(f"  concurrency {c:3d}  {n:5d} samples  retort {n / tr:8.1f} samples/s   python threads "
                       f"{n / tp:8.1f} samples/s   retort/python {tp / tr:5.2f}x   ideal {ideal:7.1f} samples/s "
                       f"(retort at {100 * n / tr / ideal:3.0f}%)")
                 print(f"  {'':17s}client CPU per sample: retort {1e3 * cr / n:6.2f} ms   python {1e3 * cp / n:6.2f} ms"
-                      f"   python/retort {cp / cr if cr > 0 else float('inf'):5.1f}x")
+                      f"   python/retort {cp / cr if cr > 0 else float('inf'):5.1f}x   load {lb:.2f} -> {la:.2f}")
+                core = "1 core" if CLIENT is not None else "unpinned"
+                rows.append((f"generate http c={c} ({core})", "samples/s", f"{n / tr:.4g}", f"{n / tp:.4g}",
+                             "python stdlib threads client", "1", f"{lb:.2f}", f"{la:.2f}"))
+                rows.append((f"generate http c={c} client cpu", "ms/sample", f"{1e3 * cr / n:.4g}", f"{1e3 * cp / n:.4g}",
+                             "python stdlib threads client", "1", f"{lb:.2f}", f"{la:.2f}"))
     finally:
         srv.kill()
         srv.wait()
+    if a.rows:
+        with open(a.rows, "a") as f:
+            for r in rows:
+                f.write("\t".join(r) + "\n")
 
 
 if __name__ == "__main__":
