@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Weight loading, side by side, 1 thread: retort (bench/st_load.c: st_open's mmap, one f32
-# buffer per tensor, kernels/convert's widening) against PyPI safetensors + torch
-# (safe_open(..., "pt") and .float() on every tensor, torch.set_num_threads(int(sys.argv[2]))) on the same
-# BF16 checkpoint, written here (ST_LOAD_TENSORS tensors of 4096 x 6144, default 8: 0.4 GB).
+# Weight loading, side by side, at each of bench_threads (1, then 2): retort (bench/st_load.c:
+# st_open's mmap, one rt_big_alloc'd f32 buffer per tensor, filled by cvt_to_f32_fill in 1 MiB
+# chunks, each prefaulted in one madvise(MADV_POPULATE_WRITE) right before it is written, the
+# chunks split over a pool of THREADS) against PyPI safetensors + torch (safe_open(..., "pt")
+# and .float() on every tensor, torch.set_num_threads(THREADS): its copy kernel is parallel) on
+# the same BF16 checkpoint, written here (ST_LOAD_TENSORS tensors of 4096 x 6144, default 8: 0.4 GB).
 # Fair both ways:
 #   - the same work: both read the file through mmap from the page cache (warm: each side
 #     loads it once first), widen every tensor to f32 into freshly allocated memory and keep
@@ -14,15 +16,16 @@
 #   - the peer's best configuration on this machine: safetensors' default mmap backend (its
 #     "pread" backend was slower, 0.9 s against 0.5 s CPU here), torch's default allocator.
 #     Transparent huge pages (torch: THP_MEM_ALLOC_ENABLE=1) are off for both: on this VM
-#     (virtio-balloon free page reporting) a first touch of 2 MiB pages costs 3-4x more CPU
-#     than small pages (later loads in the same process are 4x faster: that flatters).
+#     (virtio-balloon free page reporting) a first touch of 2 MiB pages costs 3-5x more CPU
+#     than small pages (2026-12-08, retort chunked: 2.4 s against 0.45 s; later loads in the
+#     same process are 4x faster: that flatters).
 #   - each process starts SETTLE seconds (default 3) after the previous one ended: a process
 #     that frees 0.8 GB sets the kernel reporting free pages to the hypervisor (virtio-balloon,
 #     about 2 s later), which doubled the wall time of a load starting within that time:
 #     retort's, as Python spends a second on imports before its timer starts (without the
 #     pause retort measured 0.54-0.56x wall at equal CPU; with it 0.95x).
-# Prints medians of REPS (default 5) of wall and CPU (user + sys of the process during the
-# load), the machine load before and after, and one summary row for each.
+# Prints, for each thread count, medians of REPS (default 5) of wall and CPU (user + sys of the
+# process during the load), the machine load before and after, and one summary row for each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
