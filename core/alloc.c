@@ -67,13 +67,13 @@ int rt_grow(void **buf, size_t *cap, size_t need, size_t elsz) {
  * follow it (so they are 64-byte aligned, not page aligned). */
 #define BIG_HDR 64
 
-static void *big_map(size_t n, int flags) {
+void *rt_big_alloc(size_t n) {
     size_t len;
     if (__builtin_add_overflow(n, (size_t)BIG_HDR, &len)) {
         rt_fail(RT_ENOMEM, "out of memory allocating %zu bytes", n);
         return NULL;
     }
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
         rt_fail(RT_ENOMEM, "out of memory allocating %zu bytes: %s", n, strerror(errno));
         return NULL;
@@ -81,9 +81,6 @@ static void *big_map(size_t n, int flags) {
     memcpy(m, &len, sizeof len);
     return (char *)m + BIG_HDR;
 }
-
-void *rt_big_alloc(size_t n) { return big_map(n, 0); }
-void *rt_big_alloc_faulted(size_t n) { return big_map(n, MAP_POPULATE); }
 
 void rt_big_free(void *p) {
     if (!p) return;

@@ -7,9 +7,7 @@
  * Large buffers that a loader fills once, right away (weights widened to f32):
  * rt_big_alloc(n) maps n bytes (0 is fine) straight from the kernel, not the heap: 64-byte
  * aligned, zero, given back to the system by rt_big_free(p) (NULL is fine). Its pages are
- * not faulted in yet; rt_big_alloc_faulted's are, all of them, by the mmap call itself
- * (MAP_POPULATE), for a buffer that code filling it in one pass (cvt_to_f32) writes whole.
- * rt_prefault(p, n) faults in for writing, in one system call
+ * not faulted in yet. rt_prefault(p, n) faults in for writing, in one system call
  * (MADV_POPULATE_WRITE, Linux 5.14+), every page under [p, p + n) of writable memory the
  * caller owns, contents unchanged: the kernel takes and zeroes the pages in one pass instead
  * of one trap per 4 KiB page at the first write. Filling a buffer chunk by chunk, each chunk
@@ -31,7 +29,6 @@ void *rt_aligned_alloc(size_t alignment, size_t n); /* alignment: power of two â
 char *rt_strdup(const char *s);
 
 void *rt_big_alloc(size_t n);
-void *rt_big_alloc_faulted(size_t n);
 void rt_big_free(void *p);
 void rt_prefault(void *p, size_t n);
 

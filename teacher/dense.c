@@ -84,7 +84,7 @@ static int load_all(dn_model *m, const char *dir) {
     for (size_t i = 0; i < n; i++)
         if (spec[i].group == MC_GROUP_REQUIRED)
             total += ((size_t)spec[i].shape[0] * (size_t)(spec[i].ndim == 2 ? spec[i].shape[1] : 1) + 15) / 16 * 16;
-    m->weights = rt_big_alloc_faulted((total ? total : 16) * sizeof(float));   /* written whole below */
+    m->weights = rt_aligned_alloc(64, (total ? total : 16) * sizeof(float));
     m->resident = (total ? total : 16) * sizeof(float) + (size_t)m->L * sizeof *m->layers +
                   (size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float);
     st_file *f = NULL;
@@ -129,7 +129,7 @@ int dn_load(const char *dir, tp_pool *pool, dn_model **out) {
 
 void dn_free(dn_model *m) {
     if (!m) return;
-    rt_big_free(m->weights);
+    free(m->weights);
     free(m->layers);
     free(m->inv_freq);
     free(m);

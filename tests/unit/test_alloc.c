@@ -89,20 +89,6 @@ Test(alloc, prefault_makes_every_page_resident_and_keeps_the_contents) {
     rt_big_free(p);
 }
 
-Test(alloc, faulted_big_buffers_are_resident_and_zero) {
-    size_t n = ((size_t)3 << 20) + 4097;
-    unsigned char *p = rt_big_alloc_faulted(n);
-    cr_assert(p, "%s", rt_errmsg());
-    cr_assert_eq((uintptr_t)p % 64, 0);
-    long pages = (long)(((uintptr_t)p + n + page() - 1) / page() - (uintptr_t)p / page());
-    cr_assert_eq(resident_pages(p, n), pages, "%ld of %ld pages resident", resident_pages(p, n), pages);
-    for (size_t i = 0; i < n; i++) cr_assert_eq(p[i], 0, "byte %zu is %d", i, p[i]);
-    rt_big_free(p);
-    rt_errclear();
-    cr_assert_null(rt_big_alloc_faulted(SIZE_MAX / 4));
-    cr_assert(strstr(rt_errmsg(), "out of memory"), "message: %s", rt_errmsg());
-}
-
 Test(alloc, prefault_of_heap_memory_keeps_the_contents) {
     char *h = malloc(1000);
     cr_assert(h);
