@@ -77,7 +77,6 @@ Test(alloc, prefault_makes_every_page_resident_and_keeps_the_contents) {
     size_t n = ((size_t)5 << 20) + 123;
     unsigned char *p = rt_big_alloc(n);
     cr_assert(p);
-    cr_assert_leq(resident_pages(p, n), 1, "a fresh buffer is not faulted in (but its header page)");
     p[100] = 42, p[n / 2] = 43, p[n - 1] = 44;
     rt_prefault(p + 1, n - 2);   /* an unaligned range: its first and last pages count whole */
     long pages = (long)(((uintptr_t)p + n + page() - 1) / page() - (uintptr_t)p / page());
