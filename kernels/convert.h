@@ -40,6 +40,10 @@ void cvt_fp8e5m2_to_f32(const void *src, float *dst, size_t n);
 
 /* Any float dtype (F64, F32, F16, BF16, F8_E4M3, F8_E5M2) to f32. */
 int cvt_to_f32(rt_dtype dt, const void *src, float *dst, size_t n);
+/* cvt_to_f32 into memory not written yet (core/alloc.h: rt_big_alloc): in chunks of 1 MiB of
+ * output, each faulted in at once (rt_prefault) right before it is written, the chunks split
+ * over the pool's threads (NULL: the caller alone). The same values as cvt_to_f32, bit for bit. */
+int cvt_to_f32_fill(rt_dtype dt, const void *src, float *dst, size_t n, tp_pool *pool);
 
 /* w: [rows, cols] e4m3; scale_inv: [ceil(rows/br), ceil(cols/bc)] f32 (may be unaligned);
  * out: [rows, cols] f32. Rows are split over the pool (NULL: one thread). */

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/status.h"
 
 static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -150,6 +151,32 @@ int cvt_to_f32(rt_dtype dt, const void *src, float *dst, size_t n) {
     case RT_DT_F8_E5M2: cvt_fp8e5m2_to_f32(src, dst, n); return 0;
     default: return rt_fail(RT_EUNSUPPORTED, "cannot convert %s to f32", rt_dtype_name(dt));
     }
+}
+
+#define FILL_CHUNK ((size_t)1 << 18)   /* elements: 1 MiB of f32, zeroed by the kernel and still in cache */
+
+typedef struct {
+    rt_dtype dt;
+    const unsigned char *src;
+    float *dst;
+    size_t n, es;
+} fill_ctx;
+
+static void fill_chunks(void *vctx, size_t c0, size_t c1, int thread) {
+    const fill_ctx *c = vctx;
+    for (size_t k = c0; k < c1; k++) {
+        size_t i = k * FILL_CHUNK, m = c->n - i < FILL_CHUNK ? c->n - i : FILL_CHUNK;
+        rt_prefault(c->dst + i, m * sizeof *c->dst);
+        (void)cvt_to_f32(c->dt, c->src + i * c->es, c->dst + i, m);   /* the dtype was checked */
+    }
+}
+
+int cvt_to_f32_fill(rt_dtype dt, const void *src, float *dst, size_t n, tp_pool *pool) {
+    int rc = cvt_to_f32(dt, src, dst, 0);   /* a dtype it cannot convert: the error, nothing written */
+    if (rc || !n) return rc;
+    fill_ctx c = {dt, src, dst, n, rt_dtype_size(dt)};
+    tp_parallel_for(pool, (n + FILL_CHUNK - 1) / FILL_CHUNK, fill_chunks, &c);
+    return 0;
 }
 
 typedef struct {

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "core/alloc.h"
 #include "kernels/convert.h"
 #include "testutil.h"
 
@@ -166,4 +167,50 @@ Test(convert, hand_worked_values) {
     cr_assert_eq(f32_to_f16(65504.0f), 0x7bff);
     cr_assert_eq(f32_to_f16(65520.0f), 0x7c00);
     cr_assert(isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
+
+/* cvt_to_f32_fill into a fresh rt_big_alloc buffer, 1 and 2 threads: every value is torch's
+ * .float() of the same bf16 / f16 (convert.safetensors), at a length of several 1 MiB chunks
+ * plus a tail (no multiple of the chunk or of 16), from an odd source address; nothing is
+ * written past the end. */
+static void check_fill(rt_dtype dt, const char *bits_name, const char *f32_name) {
+    st_file *f = ref_open("convert.safetensors");
+    const st_tensor *hb = ref_tensor(f, bits_name);
+    float *want = f32_of(ref_tensor(f, f32_name));
+    const size_t n = ((size_t)5 << 18) + 12345;
+    unsigned char *src = malloc(2 * n + 1);
+    cr_assert(src);
+    for (size_t i = 0; i < n; i++) memcpy(src + 1 + 2 * i, (const unsigned char *)hb->data + 2 * ((i * 7919) % 65536), 2);
+    tp_pool *pool;
+    cr_assert(!tp_create(2, &pool));
+    for (int threads = 1; threads <= 2; threads++) {
+        float *got = rt_big_alloc((n + 16) * sizeof *got);
+        cr_assert(got);
+        for (size_t i = n; i < n + 16; i++) got[i] = -1234.5f;
+        cr_assert(!cvt_to_f32_fill(dt, src + 1, got, n, threads == 2 ? pool : NULL), "%s", rt_errmsg());
+        for (size_t i = 0; i < n; i++) {
+            float w = want[(i * 7919) % 65536];
+            if (isnan(w)) { cr_assert(isnan(got[i]), "%s %d threads [%zu]: want NaN", bits_name, threads, i); continue; }
+            cr_assert_eq(bits(got[i]), bits(w), "%s %d threads [%zu]: 0x%08x, want 0x%08x", bits_name, threads, i,
+                         bits(got[i]), bits(w));
+        }
+        for (size_t i = n; i < n + 16; i++) cr_assert_eq(got[i], -1234.5f, "%s: wrote past the end", bits_name);
+        rt_big_free(got);
+    }
+    tp_free(pool);
+    free(src);
+    free(want);
+    st_close(f);
+}
+
+Test(convert, fill_bf16_matches_torch_at_one_and_two_threads) { check_fill(RT_DT_BF16, "bf16_bits", "bf16_f32"); }
+Test(convert, fill_f16_matches_torch_at_one_and_two_threads) { check_fill(RT_DT_F16, "f16_bits", "f16_f32"); }
+
+Test(convert, fill_of_a_non_float_dtype_is_refused_and_writes_nothing) {
+    float dst[4] = {1, 2, 3, 4};
+    int32_t src[4] = {5, 6, 7, 8};
+    rt_errclear();
+    cr_assert_eq(cvt_to_f32_fill(RT_DT_I32, src, dst, 4, NULL), RT_EUNSUPPORTED);
+    cr_assert(strstr(rt_errmsg(), "I32"), "message: %s", rt_errmsg());
+    for (int i = 0; i < 4; i++) cr_assert_eq(dst[i], (float)(i + 1));
 }
