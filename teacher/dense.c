@@ -125,7 +125,9 @@ static int load_all(dn_model *m, const char *dir) {
         bool half = mat && bf16 && t && t->dtype == RT_DT_BF16;
         total += (numel_of(&spec[i]) * (half ? 2 : 4) + 63) / 64 * 64;
     }
-    if (!rc && !(m->weights = rt_aligned_alloc(64, total ? total : 64))) rc = RT_ENOMEM;
+    /* straight from the kernel, faulted in a chunk at a time right before each is written
+     * (core/alloc.h; bench/st_load.sh: 1.2x less CPU than faulting page by page) */
+    if (!rc && !(m->weights = rt_big_alloc(total ? total : 64))) rc = RT_ENOMEM;
     m->resident = (total ? total : 64) + (size_t)m->L * sizeof *m->layers +
                   (size_t)(m->hd / 2 > 0 ? m->hd / 2 : 1) * sizeof(float);
     size_t off = 0;
@@ -148,9 +150,13 @@ static int load_all(dn_model *m, const char *dir) {
         bool half = mat && bf16 && t->dtype == RT_DT_BF16;
         size_t bytes = numel * (half ? 2 : 4);
         if (half) {
-            memcpy(at, t->data, bytes);   /* the mapping may be unaligned */
+            for (size_t o = 0; o < bytes; o += (size_t)1 << 20) {   /* the mapping may be unaligned */
+                size_t k = bytes - o < ((size_t)1 << 20) ? bytes - o : (size_t)1 << 20;
+                rt_prefault((char *)at + o, k);
+                memcpy((char *)at + o, (const char *)t->data + o, k);
+            }
             ((dn_mat *)dst)->h = at;
-        } else if (!(rc = cvt_to_f32(t->dtype, t->data, at, numel))) {
+        } else if (!(rc = cvt_to_f32_fill(t->dtype, t->data, at, numel, m->pool))) {
             if (mat) ((dn_mat *)dst)->f = at;
             else *(float **)dst = at;
         }
@@ -179,7 +185,7 @@ int dn_load(const char *dir, tp_pool *pool, dn_model **out) {
 
 void dn_free(dn_model *m) {
     if (!m) return;
-    free(m->weights);
+    rt_big_free(m->weights);
     free(m->layers);
     free(m->inv_freq);
     free(m);
