@@ -307,104 +307,18 @@ AVX2 static void ukr(int64_t kc, const float *a, const float *b, float *C, int64
         }
 }
 
-/* Few rows, B transposed (x·wᵀ, decode): a tile of MT rows of x against NT rows of w keeps
- * MT·NT sums of 8 lanes in registers over the whole of k, then reduces each across its lanes.
- * Per step of 8 k it loads NT vectors of w and MT of x for MT·NT FMAs: 4×3 fills the 16 ymm
- * registers (12 sums, 3 of w, 1 of x) with 12 independent FMA chains, enough to cover the FMA
- * latency on two pipes, where one row against 4 of w (the previous kernel) had 4 chains and
- * 5 loads per 4 FMAs. w streams from memory once: the row passes over one tile of w reuse it
- * from L1. k's tail (K mod 8) is one masked step, so every element sums in the same order. */
-#define NT_INLINE AVX2 static inline __attribute__((always_inline))
-
-NT_INLINE void nt_tile(const int mt, const int nt, int64_t K, const float *x, int64_t lda, const float *w,
-                       int64_t ldb, float alpha, float beta, float *C, int64_t ldc, __m256i tail, const float *pf) {
-    __m256 acc[4][8];
-#pragma GCC unroll 4
-    for (int r = 0; r < mt; r++)
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) acc[r][c] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 wv[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) wv[c] = _mm256_loadu_ps(w + c * ldb + k);
-        if (pf && k % 16 == 0)
-#pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) _mm_prefetch((const char *)(pf + c * ldb + k), _MM_HINT_T1);
-#pragma GCC unroll 4
-        for (int r = 0; r < mt; r++) {
-            __m256 xv = _mm256_loadu_ps(x + r * lda + k);
-#pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-        }
-    }
-    if (k < K) {   /* masked lanes load as 0 and are never touched in memory */
-        __m256 wv[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) wv[c] = _mm256_maskload_ps(w + c * ldb + k, tail);
-#pragma GCC unroll 4
-        for (int r = 0; r < mt; r++) {
-            __m256 xv = _mm256_maskload_ps(x + r * lda + k, tail);
-#pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < mt; r++)
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) {
-            float *o = C + r * ldc + c, v = alpha * vec_hsum8(acc[r][c]);
-            *o = beta != 0.0f ? v + beta * *o : v;
-        }
-}
-
-/* the tile shapes nt_tile is compiled for: (mt ≤ 4) × 3, 3 × 4, 2 × 6, 1 × 8, and mt × 1 for
- * the last columns */
-AVX2 static void nt_tile_any(int mt, int nt, int64_t K, const float *x, int64_t lda, const float *w, int64_t ldb,
-                             float alpha, float beta, float *C, int64_t ldc, __m256i tail, const float *pf) {
-#define NT_CASE(a, b)                                                 \
-    if (mt == a && nt == b) {                                         \
-        nt_tile(a, b, K, x, lda, w, ldb, alpha, beta, C, ldc, tail, pf); \
-        return;                                                       \
-    }
-    NT_CASE(4, 3) NT_CASE(3, 3) NT_CASE(2, 3) NT_CASE(1, 3) NT_CASE(3, 4) NT_CASE(2, 6) NT_CASE(1, 8)
-    NT_CASE(4, 1) NT_CASE(3, 1) NT_CASE(2, 1) NT_CASE(1, 1)
-#undef NT_CASE
-    assert(!"nt_tile shape");
-}
-
-AVX2 static void gemm_small_nt(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    /* columns of w per tile: as many as the registers allow for the rows of x in a pass */
-    int nt = M == 1 ? 8 : M == 2 ? 6 : M == 3 ? 4 : 3;
-    int rem = (int)(K % 8);
-    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int64_t j = 0; j < N; j += nt) {
-        int n = N - j < nt ? (int)(N - j) : nt;
-        for (int64_t i = 0; i < M; i += 4) {
-            int m = M - i < 4 ? (int)(M - i) : 4;
-            const float *x = A + i * lda;
-            float *c = C + i * ldc + j;
-            if (n == nt) {
-                /* every pass over a tile of w fetches the next one into L2, so that memory
-                 * streams while the FMAs run (the hardware prefetcher alone leaves them waiting;
-                 * into L1 it evicts the rows of x: 1.15x slower at 8 rows, and the 1-row product
-                 * streams 1.2x faster through L2; prefetching in the first pass only, 1.3x slower
-                 * at 8 rows: measured with thread CPU time, w larger than the caches) */
-                const float *pf = j + 2 * nt <= N ? B + (j + nt) * ldb : NULL;
-                nt_tile_any(m, nt, K, x, lda, B + j * ldb, ldb, alpha, beta, c, ldc, tail, pf);
-            } else {
-                for (int q = 0; q < n; q++)
-                    nt_tile_any(m, 1, K, x, lda, B + (j + q) * ldb, ldb, alpha, beta, c + q, ldc, tail, NULL);
-            }
-        }
-    }
-}
+/* Few rows, B transposed (x·wᵀ, decode): the streaming kernel of gemm_nt_int.h on f32 w
+ * (gemm_bf16.c compiles the same kernel for bf16 w). */
+#define NT_W float
+#define NT_LOAD8(p) _mm256_loadu_ps(p)
+#define NT_TAIL8(p, rem, mask) _mm256_maskload_ps((p), (mask))
+#define NT_PREFIX f32
+#include "kernels/cpu/gemm_nt_int.h"
 
 static void gemm_avx2(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (!ta && tb && M <= MM_SMALL_M) {
-        gemm_small_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        f32_small_nt(M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
         return;
     }
     float abuf[MC * KC] __attribute__((aligned(64)));

@@ -48,89 +48,19 @@ BF_INLINE __m256 load8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-/* mt rows of x against nt rows of w, K whole; rem = K mod 8 lanes of the last step, the
- * others zero in both x and w (as gemm.c's masked loads: the same +0 products) */
-BF_INLINE void tile(const int mt, const int nt, int64_t K, const float *x, int64_t ldx, const uint16_t *w,
-                    int64_t ldw, const float *b, float *y, int64_t ldy, __m256i tail, int rem, const uint16_t *pf) {
-    __m256 acc[4][8];
-#pragma GCC unroll 4
-    for (int r = 0; r < mt; r++)
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) acc[r][c] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 wv[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) wv[c] = load8(w + c * ldw + k);
-        if (pf && k % 32 == 0)   /* one 64-byte line holds 32 bf16 */
-#pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) _mm_prefetch((const char *)(pf + c * ldw + k), _MM_HINT_T1);
-#pragma GCC unroll 4
-        for (int r = 0; r < mt; r++) {
-            __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
-#pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-        }
-    }
-    if (rem) {
-        __m256 wv[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) {
-            uint16_t t[8] = {0};
-            memcpy(t, w + c * ldw + k, (size_t)rem * sizeof *t);
-            wv[c] = load8(t);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < mt; r++) {
-            __m256 xv = _mm256_maskload_ps(x + r * ldx + k, tail);
-#pragma GCC unroll 8
-            for (int c = 0; c < nt; c++) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < mt; r++)
-#pragma GCC unroll 8
-        for (int c = 0; c < nt; c++) {
-            float v = vec_hsum8(acc[r][c]);
-            y[r * ldy + c] = b ? v + b[c] : v;
-        }
+/* the first rem (1..7) of 8 bf16 at p, zeros after (the lanes gemm.c's masked load zeroes) */
+BF_INLINE __m256 tail8(const uint16_t *p, int rem) {
+    uint16_t t[8] = {0};
+    memcpy(t, p, (size_t)rem * sizeof *t);
+    return load8(t);
 }
 
-AVX2 static void tile_any(int mt, int nt, int64_t K, const float *x, int64_t ldx, const uint16_t *w, int64_t ldw,
-                          const float *b, float *y, int64_t ldy, __m256i tail, int rem, const uint16_t *pf) {
-#define BF_CASE(a, n)                                                   \
-    if (mt == a && nt == n) {                                           \
-        tile(a, n, K, x, ldx, w, ldw, b, y, ldy, tail, rem, pf);        \
-        return;                                                         \
-    }
-    BF_CASE(4, 3) BF_CASE(3, 3) BF_CASE(2, 3) BF_CASE(1, 3) BF_CASE(3, 4) BF_CASE(2, 6) BF_CASE(1, 8)
-    BF_CASE(4, 1) BF_CASE(3, 1) BF_CASE(2, 1) BF_CASE(1, 1)
-#undef BF_CASE
-    assert(!"tile shape");   /* small_nt asks only for the shapes above */
-}
-
-AVX2 static void small_nt(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx, const uint16_t *w,
-                          int64_t ldw, const float *b, float *y, int64_t ldy) {
-    int nt = M == 1 ? 8 : M == 2 ? 6 : M == 3 ? 4 : 3;
-    int rem = (int)(K % 8);
-    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int64_t j = 0; j < N; j += nt) {
-        int n = N - j < nt ? (int)(N - j) : nt;
-        for (int64_t i = 0; i < M; i += 4) {
-            int m = M - i < 4 ? (int)(M - i) : 4;
-            const float *xi = x + i * ldx, *bj = b ? b + j : NULL;
-            float *yi = y + i * ldy + j;
-            if (n == nt) {   /* the next tile of w into L2 while this one computes (gemm.c) */
-                const uint16_t *pf = j + 2 * nt <= N ? w + (j + nt) * ldw : NULL;
-                tile_any(m, nt, K, xi, ldx, w + j * ldw, ldw, bj, yi, ldy, tail, rem, pf);
-            } else {
-                for (int q = 0; q < n; q++)
-                    tile_any(m, 1, K, xi, ldx, w + (j + q) * ldw, ldw, bj ? bj + q : NULL, yi + q, ldy, tail, rem,
-                             NULL);
-            }
-        }
-    }
-}
+/* gemm.c's streaming kernel, on bf16 w */
+#define NT_W uint16_t
+#define NT_LOAD8(p) load8(p)
+#define NT_TAIL8(p, rem, mask) tail8((p), (rem))
+#define NT_PREFIX bf16
+#include "kernels/cpu/gemm_nt_int.h"
 #endif
 
 /* y[:, j0:j0+n] = x · w[j0:j0+n, k0:k0+kc]ᵀ (+ y when accumulate, else + b when b) through an
@@ -153,7 +83,7 @@ void mm_sgemm_bf16(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx,
     }
 #ifdef RT_BF16_X86
     if (M <= MM_SMALL_M && mm_gemm_decode_streams()) {
-        small_nt(M, N, K, x, ldx, w, ldw, b, y, ldy);
+        bf16_small_nt(M, N, K, 1.0f, x, ldx, w, ldw, b, 0.0f, y, ldy);
         return;
     }
 #endif
