@@ -9,6 +9,26 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def cpu_has_avx2_fma():
+    """The CPU's own flags (/proc/cpuinfo): AVX2 and FMA, what retort's AVX2 kernels need."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+def onednn_loads():
+    """Whether oneDNN's library opens here (ctypes, independently of retort's loader)."""
+    import ctypes
+    for name in ("libdnnl.so.3", "libdnnl.so.2"):
+        try:
+            return hasattr(ctypes.CDLL(name), "dnnl_sgemm")
+        except OSError:
+            continue
+    return False
+
+
 def _binary():
     return os.environ.get("RETORT", os.path.join(ROOT, "retort"))
 

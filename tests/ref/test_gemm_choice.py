@@ -4,15 +4,7 @@ Expected strings come from the CPU's own flags (/proc/cpuinfo), not from the cod
 import os
 import subprocess
 
-from conftest import run
-
-
-def cpu_has_avx2_fma():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx2" in flags and "fma" in flags
+from conftest import cpu_has_avx2_fma, onednn_loads, run
 
 
 def version(retort_bin, **env):
@@ -54,16 +46,6 @@ def test_openblas_fallback_core_gets_another_kernel(retort_bin):
     assert want in p.stdout and "chosen for this CPU" in p.stdout, p.stdout
     if want == "cpu gemm: oneDNN ":
         assert "decode x*w^T of <= 8 rows retort avx2+fma" in p.stdout, p.stdout
-
-
-def onednn_loads():
-    import ctypes
-    for name in ("libdnnl.so.3", "libdnnl.so.2"):
-        try:
-            return hasattr(ctypes.CDLL(name), "dnnl_sgemm")
-        except OSError:
-            continue
-    return False
 
 
 def test_forced_onednn(retort_bin):

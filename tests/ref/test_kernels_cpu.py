@@ -48,6 +48,8 @@ def _autograd_on():
         yield
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from conftest import cpu_has_avx2_fma, onednn_loads  # noqa: E402
+
 U = 2.0 ** -24
 
 
@@ -276,27 +278,8 @@ def test_deepseek_yarn_rope_matches_transformers(kernel_cpu, tmp_path, rope, int
 
 # ---- GEMM --------------------------------------------------------------------------------------
 
-def cpu_has_avx2_fma():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx2" in flags and "fma" in flags
-
-
 # the last two: decode products (up to 8 rows x·wᵀ: the streaming kernel; K off multiples of 8)
 GEMM_SHAPES = [(7, 13, 5), (67, 45, 300), (3, 70, 260), (1, 33, 17), (8, 37, 771), (5, 7, 9)]
-
-
-def onednn_loads():
-    """Whether oneDNN's library opens here (ctypes, independently of retort's loader)."""
-    import ctypes
-    for name in ("libdnnl.so.3", "libdnnl.so.2"):
-        try:
-            return hasattr(ctypes.CDLL(name), "dnnl_sgemm")
-        except OSError:
-            continue
-    return False
 
 
 # dnnl@SSE41: oneDNN capped to its SSE4.1 code (ONEDNN_MAX_CPU_ISA), a second code path of it

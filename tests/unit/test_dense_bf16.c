@@ -40,17 +40,6 @@ static dn_model *load(const char *tag, const char *weights, tp_pool *tp) {
     return m;
 }
 
-static const st_tensor *prompt(st_file *f, const char *tag, int p, const float **logits) {
-    char nm[64];
-    snprintf(nm, sizeof nm, "%s.p%d.ids", tag, p);
-    const st_tensor *t = st_find(f, nm);
-    if (t && logits) {
-        snprintf(nm, sizeof nm, "%s.p%d.logits", tag, p);
-        *logits = ref_tensor(f, nm)->data;
-    }
-    return t;
-}
-
 static void matches_transformers(const char *tag) {
     tp_pool *tp;
     cr_assert_eq(tp_create(2, &tp), 0);
@@ -62,7 +51,7 @@ static void matches_transformers(const char *tag) {
     int seen = 0;
     for (int p = 0;; p++, seen++) {
         const float *want;
-        const st_tensor *ids = prompt(f, tag, p, &want);
+        const st_tensor *ids = ref_prompt(f, tag, p, &want);
         if (!ids) break;
         int32_t n = (int32_t)ids->shape[0];
         float *got = malloc((size_t)(n * V) * sizeof(float));
@@ -97,7 +86,7 @@ static size_t run(dn_model *m, st_file *f, const char *tag, float *out) {
     kv_seq s[3] = {{0}}, *sp[3];
     size_t at = 0;
     for (int p = 0; p < 3; p++) {
-        const st_tensor *ids = prompt(f, tag, p, NULL);
+        const st_tensor *ids = ref_prompt(f, tag, p, NULL);
         cr_assert(ids, "%s prompt %d missing", tag, p);
         int32_t n = (int32_t)ids->shape[0];
         sp[p] = &s[p];

@@ -89,23 +89,12 @@ static void teardown(fixture *x) {
     tp_free(x->tp);
 }
 
-static const st_tensor *prompt(st_file *f, const char *tag, int p, const float **logits) {
-    char nm[64];
-    snprintf(nm, sizeof nm, "%s.p%d.ids", tag, p);
-    const st_tensor *t = st_find(f, nm);
-    if (t && logits) {
-        snprintf(nm, sizeof nm, "%s.p%d.logits", tag, p);
-        *logits = ref_tensor(f, nm)->data;
-    }
-    return t;
-}
-
 static void full_forward_matches(const char *tag) {
     fixture x = setup(tag, 2, 64, 16);
     st_file *f = ref_open("teacher_ref.safetensors");
     for (int p = 0;; p++) {
         const float *want;
-        const st_tensor *ids = prompt(f, tag, p, &want);
+        const st_tensor *ids = ref_prompt(f, tag, p, &want);
         if (!ids) break;
         int32_t n = (int32_t)ids->shape[0];
         float *got = malloc((size_t)(n * x.V) * sizeof(float));
@@ -134,7 +123,7 @@ static void prefill_decode_matches(const char *tag) {
     st_file *f = ref_open("teacher_ref.safetensors");
     for (int p = 0;; p++) {
         const float *want;
-        const st_tensor *ids = prompt(f, tag, p, &want);
+        const st_tensor *ids = ref_prompt(f, tag, p, &want);
         if (!ids) break;
         int32_t n = (int32_t)ids->shape[0], h = n / 2 > 0 ? n / 2 : 1;
         const int32_t *tok = ids->data;
@@ -166,7 +155,7 @@ Test(dense_teacher, batched_sequences_do_not_see_each_other) {
     const float *want[4];
     int64_t T = 0;
     for (int p = 0; p < 4; p++) {
-        const st_tensor *ids = prompt(f, "qwen2", p, &want[p]);
+        const st_tensor *ids = ref_prompt(f, "qwen2", p, &want[p]);
         cr_assert(ids);
         nn[p] = (int32_t)ids->shape[0];
         memcpy(tok + T, ids->data, (size_t)nn[p] * sizeof(int32_t));
@@ -185,7 +174,7 @@ Test(dense_teacher, batched_sequences_do_not_see_each_other) {
     for (int p = 0; p < 4; p++) {
         kv_seq alone = {0}, *ap = &alone;
         int32_t n1 = nn[p] + 1, *t1 = malloc((size_t)n1 * sizeof(int32_t));
-        memcpy(t1, prompt(f, "qwen2", p, NULL)->data, (size_t)nn[p] * sizeof(int32_t));
+        memcpy(t1, ref_prompt(f, "qwen2", p, NULL)->data, (size_t)nn[p] * sizeof(int32_t));
         t1[nn[p]] = next[p];
         float *row = malloc((size_t)x.V * sizeof(float));
         cr_assert_eq(dn_forward(x.m, x.cache, &ap, &n1, 1, t1, row, false), 0, "%s", rt_errmsg());
@@ -208,7 +197,7 @@ Test(dense_teacher, batched_sequences_do_not_see_each_other) {
 Test(dense_teacher, forked_sequences_copy_on_write) {
     fixture x = setup("llama", 2, 32, 8);
     st_file *f = ref_open("teacher_ref.safetensors");
-    const st_tensor *ids = prompt(f, "llama", 2, NULL);   /* 37 tokens: 4 full blocks + 5 */
+    const st_tensor *ids = ref_prompt(f, "llama", 2, NULL);   /* 37 tokens: 4 full blocks + 5 */
     int32_t n = (int32_t)ids->shape[0], one = 1;
     float *a = malloc((size_t)x.V * sizeof(float)), *b = malloc((size_t)x.V * sizeof(float));
     kv_seq s = {0}, t, *sp = &s, *tp_ = &t;

@@ -16,15 +16,6 @@
 #include "student/rng.h"
 #include "testutil.h"
 
-static bool have_avx2(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
 static float *rand_buf(sr_rng *r, size_t n) {
     float *v = malloc((n ? n : 1) * sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (float)sr_normal(r);
@@ -107,7 +98,7 @@ static void sweep(mm_gemm_kernel k) {
 Test(kernels_gemm, openblas_matches_double_reference) { sweep(MM_GEMM_BLAS); }
 
 Test(kernels_gemm, avx2_matches_double_reference) {
-    if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
+    if (!cpu_avx2_fma()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
     sweep(MM_GEMM_AVX2);
 }
 
@@ -145,7 +136,7 @@ static void small_sweep(mm_gemm_kernel k) {
 }
 
 Test(kernels_gemm, avx2_decode_shapes_match_double_reference) {
-    if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
+    if (!cpu_avx2_fma()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
     small_sweep(MM_GEMM_AVX2);
 }
 
@@ -215,7 +206,7 @@ static void linear_case(const char *kernel) {
 Test(kernels_gemm, linear_layers_under_openblas) { linear_case("blas"); }
 
 Test(kernels_gemm, linear_layers_under_avx2) {
-    if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
+    if (!cpu_avx2_fma()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
     linear_case("avx2");
 }
 
@@ -254,10 +245,10 @@ Test(kernels_gemm, retort_gemm_variable_is_checked) {
     cr_expect(strstr(rt_errmsg(), "RETORT_GEMM=avx512"), "message: %s", rt_errmsg());
     cr_expect(strstr(rt_errmsg(), "expected auto, blas, avx2 or dnnl"), "message: %s", rt_errmsg());
     setenv("RETORT_GEMM", "avx2", 1);
-    cr_expect_eq(mm_gemm_choose(&k), have_avx2() ? 0 : RT_EINVAL);
-    cr_expect_eq(k, have_avx2() ? MM_GEMM_AVX2 : MM_GEMM_BLAS);
+    cr_expect_eq(mm_gemm_choose(&k), cpu_avx2_fma() ? 0 : RT_EINVAL);
+    cr_expect_eq(k, cpu_avx2_fma() ? MM_GEMM_AVX2 : MM_GEMM_BLAS);
     char line[320];
-    cr_expect(strstr(mm_gemm_describe(line, sizeof line), have_avx2() ? "avx2" : "OpenBLAS"), "%s", line);
+    cr_expect(strstr(mm_gemm_describe(line, sizeof line), cpu_avx2_fma() ? "avx2" : "OpenBLAS"), "%s", line);
     setenv("RETORT_GEMM", "dnnl", 1);
     if (mm_dnnl_available()) {
         cr_expect_eq(mm_gemm_choose(&k), 0);

@@ -21,15 +21,6 @@
 #include "student/rng.h"
 #include "testutil.h"
 
-static bool have_avx2(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
 static float widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -124,13 +115,13 @@ static void sweep(const char *kernel, bool (*exact)(int M)) {
 
 static bool always(int M) { return (void)M, true; }
 static bool never(int M) { return (void)M, false; }
-static bool decode_on_avx2(int M) { return M <= MM_SMALL_M && have_avx2(); }
+static bool decode_on_avx2(int M) { return M <= MM_SMALL_M && cpu_avx2_fma(); }
 /* auto on a CPU whose OpenBLAS core is AVX2-class: retort's kernel for decode shapes only (a CPU
  * where auto picks retort's packed kernel for everything passes this too) */
 Test(kernels_gemm_bf16, auto_decode_same_bits_rest_within_f32_rounding) { sweep(NULL, decode_on_avx2); }
 Test(kernels_gemm_bf16, openblas_within_f32_rounding) { sweep("blas", never); }
 Test(kernels_gemm_bf16, avx2_same_bits_as_f32_gemm_every_shape) {
-    if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
+    if (!cpu_avx2_fma()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
     sweep("avx2", always);
 }
 
@@ -163,7 +154,7 @@ Test(kernels_gemm_bf16, k_beyond_the_panel_is_within_f32_rounding) {
  * widened w, same pool size, bit for bit under RETORT_GEMM=avx2 (and for decode shapes under
  * auto) */
 static void pools(int threads, const char *kernel) {
-    if (!have_avx2()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
+    if (!cpu_avx2_fma()) cr_skip_test("skipped: this CPU has no AVX2+FMA");
     if (kernel) setenv("RETORT_GEMM", kernel, 1);
     static const int Ms[] = {1, 2, 3, 5, 8, 9, 16, 33};
     enum { N = 200, K = 777 };

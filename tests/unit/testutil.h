@@ -3,11 +3,15 @@
  * ref_open(): opens REF_DIR/<name>, written by a tests/ref/gen_*.py script from an
  * independent reference; skips the test with the reason when it is absent.
  * tmp_dir(): a fresh directory under /tmp for the calling test (caller frees the string).
+ * cpu_avx2_fma(): whether this CPU runs AVX2 + FMA (the kernels' AVX2 paths).
+ * ref_prompt(f, tag, p, &logits): the reference prompt "<tag>.p<p>.ids" of a teacher reference
+ * file (NULL past the last one) and, when logits != NULL, its "<tag>.p<p>.logits".
  */
 #ifndef RT_TESTUTIL_H
 #define RT_TESTUTIL_H
 
 #include <criterion/criterion.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +39,26 @@ static inline char *tmp_dir(void) {
     char *d = strdup("/tmp/retort-test.XXXXXX");
     cr_assert(d && mkdtemp(d), "mkdtemp failed");
     return d;
+}
+
+static inline bool cpu_avx2_fma(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+static inline const st_tensor *ref_prompt(st_file *f, const char *tag, int p, const float **logits) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s.p%d.ids", tag, p);
+    const st_tensor *t = st_find(f, nm);
+    if (t && logits) {
+        snprintf(nm, sizeof nm, "%s.p%d.logits", tag, p);
+        *logits = ref_tensor(f, nm)->data;
+    }
+    return t;
 }
 
 #endif
