@@ -20,7 +20,7 @@ from conftest import ROOT, run
 CPU_SRC = ["core/status.c", "core/log.c", "core/alloc.c", "core/threadpool.c", "core/dtype.c",
            "kernels/cpu/attention.c", "kernels/cpu/convert.c", "kernels/cpu/norm.c", "kernels/cpu/rope.c",
            "kernels/cpu/act.c", "kernels/cpu/embed.c", "kernels/cpu/optim.c", "kernels/cpu/noblas/cblas.c",
-           "kernels/cpu/matmul.c", "kernels/cpu/gemm.c", "kernels/cpu/fp8.c", "kernels/cpu/mla.c", "kernels/cpu/moe.c",
+           "kernels/cpu/matmul.c", "kernels/cpu/gemm.c", "kernels/cpu/gemm_dnnl.c", "kernels/cpu/fp8.c", "kernels/cpu/mla.c", "kernels/cpu/moe.c",
            "kernels/cpu/sample.c", "kernels/cpu/yarn.c", "kernels/cpu/loss.c"]
 
 # (driver, extra compiler flags): every driver once; the FP8 GEMM also on its sm_80 scalar path
