@@ -85,8 +85,9 @@ static bool blas_core_is_avx512(const char *core) {
 }
 
 /* oneDNN wherever OpenBLAS's core lags the CPU: its AVX-512 code on AVX-512 CPUs, and on AVX2
- * CPUs its AVX2 sgemm is 1.07-1.17x retort's kernel on the training shapes (Zen, bench/
- * cpu_gemm.sh, 2026-12-08); retort's kernel where oneDNN is not installed */
+ * CPUs its AVX2 sgemm is 0.98-1.18x retort's kernel on the training shapes (ahead on 3 of 4)
+ * and 1.23x on the train step (Zen, bench/cpu_gemm.sh and bench/train, 2026-12-08); retort's
+ * kernel where oneDNN is not installed */
 static bool blas_core_lags(bool avx2, bool avx512, const char *core) {
     return (avx512 && !blas_core_is_avx512(core)) || (avx2 && !blas_core_is_modern(core));
 }
