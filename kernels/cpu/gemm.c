@@ -40,7 +40,6 @@
 
 /* ---- choice ---------------------------------------------------------------------- */
 
-static bool cpu_has_avx2(void) { return vec_avx2(); }
 
 static const char *blas_core(void) {
 #ifdef RT_NO_BLAS
@@ -102,14 +101,14 @@ mm_gemm_kernel mm_gemm_auto(bool avx2, bool avx512, const char *blas_core_name, 
 
 /* the automatic choice on this CPU; oneDNN is only opened when the choice could be it */
 static mm_gemm_kernel auto_here(void) {
-    bool avx2 = cpu_has_avx2(), avx512 = cpu_has_avx512();
+    bool avx2 = vec_avx2(), avx512 = cpu_has_avx512();
     const char *core = blas_core();
     return mm_gemm_auto(avx2, avx512, core, blas_core_lags(avx2, avx512, core) && mm_dnnl_available());
 }
 
 int mm_gemm_choose(mm_gemm_kernel *out) {
     const char *env = getenv("RETORT_GEMM");
-    bool avx2 = cpu_has_avx2();
+    bool avx2 = vec_avx2();
     if (env && *env && strcmp(env, "auto")) {
         if (!strcmp(env, "blas")) { *out = MM_GEMM_BLAS; return 0; }
         if (!strcmp(env, "avx2")) {
@@ -142,7 +141,7 @@ static mm_gemm_kernel choose_quiet(bool *forced) {
     const char *env = getenv("RETORT_GEMM");
     *forced = true;
     if (env && !strcmp(env, "blas")) return MM_GEMM_BLAS;
-    if (env && !strcmp(env, "avx2") && cpu_has_avx2()) return MM_GEMM_AVX2;
+    if (env && !strcmp(env, "avx2") && vec_avx2()) return MM_GEMM_AVX2;
     if (env && !strcmp(env, "dnnl") && mm_dnnl_available()) return MM_GEMM_DNNL;
     *forced = false;
     return auto_here();
@@ -161,7 +160,7 @@ const char *mm_gemm_describe(char *buf, size_t n) {
     bool forced;
     (void)choose_quiet(&forced);
     char small[64] = "";
-    if (!forced && cpu_has_avx2() && k != MM_GEMM_AVX2)
+    if (!forced && vec_avx2() && k != MM_GEMM_AVX2)
         snprintf(small, sizeof small, ", decode x*w^T of <= %d rows retort avx2+fma", MM_SMALL_M);
     if (k == MM_GEMM_AVX2) {
         snprintf(buf, n, "retort avx2+fma 6x16 (%s; OpenBLAS core %s: %s)", why, blas_core(), blas);
@@ -367,7 +366,7 @@ void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int
     }
     if (k == MM_GEMM_DNNL && !mm_dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
 #ifdef RT_GEMM_X86
-    if (k == MM_GEMM_AVX2 && cpu_has_avx2()) {
+    if (k == MM_GEMM_AVX2 && vec_avx2()) {
         gemm_avx2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -378,7 +377,7 @@ void mm_sgemm_with(mm_gemm_kernel k, bool ta, bool tb, int64_t M, int64_t N, int
 bool mm_gemm_decode_streams(void) {
     bool forced;
     mm_gemm_kernel k = choose_quiet(&forced);
-    return cpu_has_avx2() && (!forced || k == MM_GEMM_AVX2);
+    return vec_avx2() && (!forced || k == MM_GEMM_AVX2);
 }
 
 void mm_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

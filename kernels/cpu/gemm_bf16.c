@@ -37,8 +37,6 @@
  * f32 copies' CPU time, at 512 KiB 1.02-1.06x, at 1 MiB 1.03x */
 enum { PANEL = 128 * 1024 };
 
-static bool cpu_has_avx2(void) { return vec_avx2(); }
-
 #ifdef RT_BF16_X86
 #define AVX2 __attribute__((target("avx2,fma")))
 #define BF_INLINE AVX2 static inline __attribute__((always_inline))
@@ -105,7 +103,7 @@ void mm_sgemm_bf16(int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx,
         }
 }
 
-bool mm_bf16_streams(void) { return cpu_has_avx2(); }
+bool mm_bf16_streams(void) { return vec_avx2(); }
 
 /* ---- pool splits (as kernels/cpu/matmul.c's mm_linear_fwd and mm_linear_fwd_cols) ---- */
 
